@@ -1,0 +1,46 @@
+# vecdb developer entry points. Every target bootstraps .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test check lint typecheck imports proto bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/vecdb serve --data ./vecdb-data --host 127.0.0.1 --port 7700
+
+demo: $(STAMP)
+	$(VENV)/bin/vecdb demo --data ./vecdb-data
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vecdb tests
+	$(VENV)/bin/ruff format --check vecdb tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+check: lint typecheck imports test
+
+proto: $(STAMP)
+	$(PY) -m vecdb.rpc.generate
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	$(VENV)/bin/vecdb bench --dataset glove-50 --out bench/out
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

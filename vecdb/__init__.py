@@ -1,0 +1,1 @@
+"""vecdb: a disk-hybrid, multi-tenant vector database."""

@@ -1,0 +1,113 @@
+"""The one error hierarchy of vecdb.
+
+A leaf module: imports nothing from vecdb and not grpc either. Each class carries the name of
+the gRPC status code it maps to (`code`); `vecdb.rpc.convert` turns names into real codes so
+the server and the remote client agree, and user code catches the same class in both modes.
+"""
+
+from __future__ import annotations
+
+
+class VecdbError(Exception):
+    """Base class of every error vecdb raises on purpose."""
+
+    code: str = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(VecdbError, ValueError):
+    """The request is malformed: wrong dimension, NaN, bad name, k out of range, ..."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(VecdbError, KeyError):
+    """A named collection or tenant does not exist."""
+
+    code = "NOT_FOUND"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
+
+
+class AlreadyExists(VecdbError):
+    """Creating something that exists already."""
+
+    code = "ALREADY_EXISTS"
+
+
+class PermissionDenied(VecdbError):
+    """The caller's key may not do this (read-only key writing, tenant not granted)."""
+
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(VecdbError):
+    """No valid credentials were presented."""
+
+    code = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(VecdbError):
+    """A size cap, quota or concurrency limit was hit."""
+
+    code = "RESOURCE_EXHAUSTED"
+
+
+class FailedPrecondition(VecdbError):
+    """The system is not in a state where the request can run (e.g. wrong collection kind)."""
+
+    code = "FAILED_PRECONDITION"
+
+
+class Unavailable(VecdbError):
+    """Temporarily unable to serve (shutting down, read-only after an I/O error). Retryable."""
+
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(VecdbError):
+    """The caller's deadline passed before the work finished."""
+
+    code = "DEADLINE_EXCEEDED"
+
+
+class DataLoss(VecdbError):
+    """Corruption was detected that cannot be repaired for this request."""
+
+    code = "DATA_LOSS"
+
+
+class StorageLocked(Unavailable):
+    """Another process holds the data directory's lock."""
+
+
+class FormatError(DataLoss):
+    """A file has a bad magic, an unsupported format version, or a failed checksum."""
+
+
+class Internal(VecdbError):
+    """An unexpected failure; the message is generic and carries a request id."""
+
+    code = "INTERNAL"
+
+
+ERROR_BY_CODE: dict[str, type[VecdbError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        Unauthenticated,
+        ResourceExhausted,
+        FailedPrecondition,
+        Unavailable,
+        DeadlineExceeded,
+        DataLoss,
+        Internal,
+    )
+}

@@ -1,0 +1,83 @@
+"""Public value types of vecdb: metrics, search results, records and collection info.
+
+This module is a leaf: it imports nothing from vecdb. It owns the shapes that cross every
+boundary (engine, SDK, wire) and must not hold behaviour beyond small conversions.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+import numpy.typing as npt
+
+Id = Union[int, str]
+Payload = dict[str, Any]
+
+
+class Metric(str, enum.Enum):
+    """Distance metric of a collection. Smaller distance is always better."""
+
+    L2 = "l2"  # squared euclidean distance
+    IP = "ip"  # negative inner product
+    COSINE = "cosine"  # 1 - cosine similarity
+
+
+class IdType(str, enum.Enum):
+    """Type of the user-facing ids of a collection."""
+
+    INT = "int"
+    STR = "str"
+
+
+class IndexKind(str, enum.Enum):
+    """Index kinds a dense collection can use."""
+
+    FLAT = "flat"
+    SPANN = "spann"
+
+
+class CollectionKind(str, enum.Enum):
+    """What a collection stores: one vector per id, or a matrix per document."""
+
+    DENSE = "dense"
+    MULTIVECTOR = "multivector"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top-k of a batch of queries: `ids` (nq, k) padded with -1 (or None for str ids),
+    `distances` (nq, k) float32 padded with +inf. Row i answers query i."""
+
+    ids: npt.NDArray[Any]
+    distances: npt.NDArray[np.float32]
+    payloads: list[list[Payload | None]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored point as returned by `get`."""
+
+    id: Id
+    vector: npt.NDArray[np.float32]
+    payload: Payload | None = None
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """Description of a collection as returned by `get_collection` / `list_collections`."""
+
+    name: str
+    dim: int
+    metric: Metric
+    kind: CollectionKind = CollectionKind.DENSE
+    id_type: IdType = IdType.INT
+    index: IndexKind = IndexKind.FLAT
+    count: int = 0
+    multi_tenant: bool = False
+    index_params: dict[str, Any] = field(default_factory=dict)
