@@ -111,3 +111,12 @@ ERROR_BY_CODE: dict[str, type[VecdbError]] = {
         Internal,
     )
 }
+
+
+class Unimplemented(VecdbError):
+    """The feature is not built yet (e.g. a collection kind that is planned)."""
+
+    code = "UNIMPLEMENTED"
+
+
+ERROR_BY_CODE[Unimplemented.code] = Unimplemented

@@ -1,0 +1,17 @@
+"""The `vecdb` command: one click group, each subcommand in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from vecdb import __version__
+from vecdb.cli.demo import demo
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vecdb")
+def main() -> None:
+    """vecdb: a disk-hybrid, multi-tenant vector database."""
+
+
+main.add_command(demo)

@@ -1,0 +1,233 @@
+"""The database: a data directory holding any number of collections.
+
+Owns the directory layout (manifest, process lock, RocksDB under `kv/`, index files under
+`collections/`), the catalog of collections, and the public methods the SDK and the server
+call. Collection internals live in `collection`; reopening in `recovery`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from vecdb.engine import validate as v
+from vecdb.engine.collection import Collection, CollectionConfig, Sequencer
+from vecdb.engine.recovery import INDEX_KINDS, collection_dir, open_collection, open_index
+from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, Unimplemented
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV
+from vecdb.storage.lock import DirLock
+from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
+from vecdb.types import CollectionInfo, IdType, Record, SearchResult
+
+DATA_FORMAT = 1  # layout version of a data directory
+MANIFEST_NAME = "MANIFEST.json"
+DEFAULT_INDEX = "flat"
+_CONFIG_PREFIX = b"collection:"
+
+
+class Database:
+    """An open data directory. Thread-safe; one process at a time (see `DirLock`)."""
+
+    def __init__(self, path: str | Path | None = None, *, sync: bool = True) -> None:
+        self._temporary = path is None or str(path) == ":memory:"
+        if self._temporary:
+            path = tempfile.mkdtemp(prefix="vecdb-mem-")
+            sync = False  # nothing survives close anyway
+        assert path is not None
+        self.path = Path(path).resolve()  # the data directory
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock = DirLock(self.path)  # keeps a second process out
+        self._lock.acquire()
+        try:
+            self._open_manifest()
+            self.kv = KV(self.path / "kv", sync=sync)  # ids, payloads, vectors, op log
+        except BaseException:
+            self._lock.release()
+            raise
+        raw_seq = self.kv.get(kvmod.CF_META, b"seq")
+        self.seq = Sequencer(self.kv, 0 if raw_seq is None else kvmod.read_u64(raw_seq))
+        self._ddl = threading.Lock()  # serialises create/drop
+        self._closed = False
+        self.collections: dict[str, Collection] = {}  # open collections by name
+        for _, raw in self.kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
+            cfg = CollectionConfig.from_json(raw)
+            self.collections[cfg.name] = open_collection(cfg, self.kv, self.seq, self.path)
+        self._remove_orphan_dirs()
+
+    def _open_manifest(self) -> None:
+        remove_stale_tmp(self.path)
+        manifest = self.path / MANIFEST_NAME
+        if manifest.exists():
+            body = read_manifest(manifest)
+            if body.get("data_format") != DATA_FORMAT:
+                raise Unavailable(
+                    f"{manifest}: data format {body.get('data_format')} is not supported "
+                    f"(supported: {DATA_FORMAT})"
+                )
+        else:
+            write_manifest(manifest, {"data_format": DATA_FORMAT, "created": time.time()})
+
+    def _remove_orphan_dirs(self) -> None:
+        """Index directories of dropped collections (drop crashed midway) are deleted."""
+        root = self.path / "collections"
+        if not root.is_dir():
+            return
+        live = {collection_dir(self.path, c.cfg.cid).name for c in self.collections.values()}
+        for child in root.iterdir():
+            if child.name not in live:
+                shutil.rmtree(child, ignore_errors=True)
+
+    # -- collections ----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("the database is closed")
+
+    def _get(self, name: object) -> Collection:
+        self._check_open()
+        v.check_name("collection", name)
+        coll = self.collections.get(str(name))
+        if coll is None:
+            raise NotFound(f"collection {name!r} does not exist")
+        return coll
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        *,
+        id_type: str = "int",
+        index: str | None = None,
+        index_params: dict[str, Any] | None = None,
+        kind: str = "dense",
+        multi_tenant: bool = False,
+    ) -> CollectionInfo:
+        self._check_open()
+        v.check_name("collection", name)
+        dim = v.check_dim(dim)
+        metric_ = v.check_metric(metric)
+        try:
+            id_type_ = IdType(id_type)
+        except ValueError:
+            raise InvalidArgument(f"id_type {id_type!r} is unknown (expected int or str)") from None
+        index = DEFAULT_INDEX if index is None else index
+        if index not in INDEX_KINDS:
+            raise InvalidArgument(f"index {index!r} is unknown (expected one of {INDEX_KINDS})")
+        if index_params is not None and not isinstance(index_params, dict):
+            raise InvalidArgument("index_params must be a dict")
+        if kind == "multivector":
+            raise Unimplemented("kind='multivector' collections are not built yet")
+        if kind != "dense":
+            raise InvalidArgument(f"kind {kind!r} is unknown (expected dense or multivector)")
+        if multi_tenant:
+            raise Unimplemented("multi_tenant collections are not built yet")
+        with self._ddl:
+            if name in self.collections:
+                raise AlreadyExists(f"collection {name!r} already exists")
+            raw = self.kv.get(kvmod.CF_META, b"next_cid")
+            cid = 1 if raw is None else kvmod.read_u64(raw)
+            cfg = CollectionConfig(
+                name=name, cid=cid, dim=dim, metric=metric_.value, id_type=id_type_.value,
+                index=index, index_params=dict(index_params or {}),
+            )
+            # Validate the index parameters before anything is written.
+            probe, _ = open_index(index, dim, metric_.value, cfg.index_params,
+                                  collection_dir(self.path, cid))
+            probe.close()
+            shutil.rmtree(collection_dir(self.path, cid), ignore_errors=True)
+            batch = self.kv.batch()
+            batch.put(kvmod.CF_META, _CONFIG_PREFIX + name.encode(), cfg.to_json())
+            batch.put(kvmod.CF_META, b"next_cid", kvmod.u64(cid + 1))
+            self.seq.commit(batch)
+            coll = open_collection(cfg, self.kv, self.seq, self.path)
+            self.collections[name] = coll
+            return coll.info()
+
+    def list_collections(self) -> list[CollectionInfo]:
+        self._check_open()
+        return [self.collections[n].info() for n in sorted(self.collections)]
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        return self._get(name).info()
+
+    def drop_collection(self, name: str) -> None:
+        coll = self._get(name)
+        with self._ddl:
+            with coll.lock.write():
+                batch = self.kv.batch()
+                for cf in kvmod.COLUMN_FAMILIES:
+                    if cf != kvmod.CF_META:
+                        batch.delete_prefix(cf, coll.prefix)
+                batch.delete(kvmod.CF_META, _CONFIG_PREFIX + name.encode())
+                batch.delete(kvmod.CF_META, b"next_slot:" + coll.prefix)
+                self.seq.commit(batch)
+                self.collections.pop(name, None)
+                coll.index.close()
+            shutil.rmtree(coll.directory, ignore_errors=True)
+
+    # -- points ---------------------------------------------------------------------------
+
+    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
+        return self._get(name).upsert(ids, vectors, payloads)
+
+    def get(self, name: str, ids: Any) -> list[Record]:
+        return self._get(name).get(ids)
+
+    def delete(self, name: str, ids: Any) -> int:
+        return self._get(name).delete(ids)
+
+    def count(self, name: str) -> int:
+        return self._get(name).count
+
+    def optimize(self, name: str) -> None:
+        self._get(name).optimize()
+
+    def search(
+        self,
+        name: str,
+        queries: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        with_payload: bool = False,
+    ) -> SearchResult:
+        return self._get(name).search(
+            queries, k, filter=filter, params=params, with_payload=with_payload
+        )
+
+    def stats(self, name: str | None = None) -> dict[str, Any]:
+        if name is not None:
+            return self._get(name).stats()
+        self._check_open()
+        return {
+            "path": str(self.path),
+            "seq": self.seq.value,
+            "collections": {n: c.stats() for n, c in sorted(self.collections.items())},
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._ddl:
+            self._closed = True
+            for coll in self.collections.values():
+                coll.close()
+            self.kv.close()
+            self._lock.release()
+        if self._temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,155 @@
+"""RocksDB (rocksdict, raw mode) as vecdb's key-value store: the source of truth.
+
+Owns the column families, key encodings and the commit point: one request is one
+`WriteBatch` written with `sync=True` and acknowledged only after `commit` returns. It knows
+nothing about vectors beyond bytes and must not import the index. Never pickles (raw_mode).
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+
+from vecdb.errors import StorageLocked, Unavailable
+
+# Column families and what they hold (keys start with a 4-byte collection id unless noted):
+CF_META = "meta"  # collection configs by name, counters (no cid prefix for db-level keys)
+CF_OPLOG = "oplog"  # cid + seq -> msgpack op (for indexes that replay)
+CF_IDS = "ids"  # cid + encoded user id -> slot (8 bytes big-endian)
+CF_SLOTS = "slots"  # cid + slot -> encoded user id
+CF_VECTORS = "vectors"  # cid + slot -> little-endian float32 vector
+CF_PAYLOAD = "payload"  # cid + slot -> JSON payload
+COLUMN_FAMILIES = (CF_META, CF_OPLOG, CF_IDS, CF_SLOTS, CF_VECTORS, CF_PAYLOAD)
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+def cid_prefix(cid: int) -> bytes:
+    return _U32.pack(cid)
+
+
+def u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def read_u64(raw: bytes, offset: int = 0) -> int:
+    return int(_U64.unpack_from(raw, offset)[0])
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """Smallest key greater than every key starting with `prefix`."""
+    b = bytearray(prefix)
+    while b and b[-1] == 0xFF:
+        b.pop()
+    if not b:
+        return b"\xff" * (len(prefix) + 8)
+    b[-1] += 1
+    return bytes(b)
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    return opts
+
+
+class Batch:
+    """A group of puts/deletes across column families, applied atomically by `KV.commit`."""
+
+    def __init__(self, kv: KV) -> None:
+        self._kv = kv
+        self._wb = WriteBatch(raw_mode=True)
+        self.ops = 0
+
+    def put(self, cf: str, key: bytes, value: bytes) -> None:
+        self._wb.put(key, value, self._kv.handle(cf))
+        self.ops += 1
+
+    def delete(self, cf: str, key: bytes) -> None:
+        self._wb.delete(key, self._kv.handle(cf))
+        self.ops += 1
+
+    def delete_prefix(self, cf: str, prefix: bytes) -> None:
+        self._wb.delete_range(prefix, prefix_end(prefix), self._kv.handle(cf))
+        self.ops += 1
+
+
+class KV:
+    """The database's RocksDB instance with vecdb's column families."""
+
+    def __init__(self, path: Path, *, sync: bool = True) -> None:
+        self.path = path
+        self.sync = sync  # False only for throwaway databases (":memory:")
+        self._commit_lock = threading.Lock()
+        self._failed: str | None = None  # set after a write error: fail-stop until reopen
+        try:
+            self._db = Rdict(
+                str(path),
+                _options(),
+                column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES},
+            )
+        except Exception as exc:  # rocksdict raises plain Exception with RocksDB's text
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StorageLocked(
+                    f"data directory is in use by another process (RocksDB lock {path / 'LOCK'})"
+                ) from exc
+            raise
+        self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
+        self._handles = {cf: self._db.get_column_family_handle(cf) for cf in COLUMN_FAMILIES}
+        self._write_opts = WriteOptions()
+        self._write_opts.sync = sync
+
+    def handle(self, cf: str) -> object:
+        return self._handles[cf]
+
+    def batch(self) -> Batch:
+        return Batch(self)
+
+    def commit(self, batch: Batch) -> None:
+        """Apply `batch` atomically and durably; returns only once RocksDB synced it."""
+        if self._failed is not None:
+            raise Unavailable(f"storage is read-only after an earlier write error: {self._failed}")
+        with self._commit_lock:
+            try:
+                self._db.write(batch._wb, self._write_opts)
+            except Exception as exc:
+                self._failed = str(exc)
+                raise Unavailable(f"write failed, storage is now read-only: {exc}") from exc
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        value = self._cfs[cf].get(key)
+        return None if value is None else bytes(value)
+
+    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return list(self._cfs[cf][list(keys)])
+
+    def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for every key starting with `prefix`, in key order."""
+        opts = ReadOptions()
+        opts.set_iterate_upper_bound(prefix_end(prefix))
+        it = self._cfs[cf].iter(opts)
+        it.seek(prefix)
+        while it.valid():
+            yield bytes(it.key()), bytes(it.value())
+            it.next()
+
+    def last_key(self, cf: str, prefix: bytes) -> bytes | None:
+        """Largest key with `prefix`, or None."""
+        opts = ReadOptions()
+        it = self._cfs[cf].iter(opts)
+        it.seek_for_prev(prefix_end(prefix))
+        if it.valid() and bytes(it.key()).startswith(prefix):
+            return bytes(it.key())
+        return None
+
+    def close(self) -> None:
+        self._db.close()
