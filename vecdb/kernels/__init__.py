@@ -1,0 +1,21 @@
+"""Numba and BLAS compute kernels: distances, top-k selection, exact scan, Hamming codes.
+
+This package owns pure functions on C-contiguous arrays: no I/O, no persistent state, no
+imports from the rest of vecdb (it is the bottom layer). Index, storage and engine code call
+these; the exact scan is the oracle every approximate result is checked against.
+"""
+
+from vecdb.kernels.distance import METRICS, dot, l2_sq, normalize_rows, pairwise
+from vecdb.kernels.scan import exact_topk
+from vecdb.kernels.topk import merge_topk, topk_rows
+
+__all__ = [
+    "METRICS",
+    "dot",
+    "exact_topk",
+    "l2_sq",
+    "merge_topk",
+    "normalize_rows",
+    "pairwise",
+    "topk_rows",
+]

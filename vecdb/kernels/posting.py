@@ -1,0 +1,202 @@
+"""Numba kernels over SPANN posting blocks and head candidates.
+
+Pure functions on arrays (no I/O, no globals): scanning dimension-major posting blocks for a
+batch of queries (compute a block's distances first, then filter survivors against the k-th
+distance and dedupe only those against the top-k), walking block chains, counting live
+entries, the RNG replica rule and the balance-penalised assignment of balanced k-means. A block
+at byte offset `o` with `n` entries has `cap = max(8, ceil(n/8)*8)`; slots (int64) start at
+`o + 64`, versions (uint8) at `o + 64 + 8 cap`, and `float32[dim][cap]` at
+`o + ceil((64 + 9 cap)/64)*64` (see `vecdb.index.spann.postings`). Hot loops slice views
+instead of indexing with computed signed offsets, which blocks vectorisation in numba.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+METRIC_L2, METRIC_IP, METRIC_COSINE = 0, 1, 2
+
+
+@nb.njit(cache=True, inline="always")
+def _layout(n: int) -> tuple[int, int]:
+    cap = max(8, (n + 7) // 8 * 8)
+    return cap, (64 + 9 * cap + 63) // 64 * 64
+
+
+@nb.njit(cache=True)
+def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[no-untyped-def]
+    """Flatten the block chains of each query's selected postings (sel: (nq, m), -1 padded)
+    into CSR form: (ptr (nq+1), offsets, counts)."""
+    nq, m = sel.shape
+    total = 0
+    for i in range(nq):
+        for j in range(m):
+            p = sel[i, j]
+            if p >= 0:
+                b = post_first[p]
+                while b >= 0:
+                    total += 1
+                    b = blk_next[b]
+    ptr = np.zeros(nq + 1, dtype=np.int64)
+    off = np.empty(total, dtype=np.int64)
+    cnt = np.empty(total, dtype=np.int64)
+    t = 0
+    for i in range(nq):
+        for j in range(m):
+            p = sel[i, j]
+            if p >= 0:
+                b = post_first[p]
+                while b >= 0:
+                    off[t] = blk_off[b]
+                    cnt[t] = blk_cnt[b]
+                    t += 1
+                    b = blk_next[b]
+        ptr[i + 1] = t
+    return ptr, off, cnt
+
+
+@nb.njit(cache=True)
+def scan_blocks(  # type: ignore[no-untyped-def]
+    u8, i64, f32, dim, ptr, off, cnt, queries, slot_version, metric, out_ids, out_d
+):
+    """Top-k (k = out_ids.shape[1]) of each query over its blocks ptr[i]:ptr[i+1]; entries
+    whose version differs from slot_version[slot] (stale, removed) are skipped; replicas of
+    one slot are deduped. out_ids/out_d must come in padded with -1 / +inf."""
+    nq = queries.shape[0]
+    k = out_ids.shape[1]
+    acc = np.empty(8, dtype=np.float32)
+    nslots = slot_version.shape[0]
+    for i in range(nq):
+        q = queries[i]
+        ids = out_ids[i]
+        ds = out_d[i]
+        for b in range(ptr[i], ptr[i + 1]):
+            o = off[b]
+            n = cnt[b]
+            cap, voff = _layout(n)
+            if acc.shape[0] < cap:
+                acc = np.empty(cap, dtype=np.float32)
+            a = acc[:cap]
+            a[:] = 0.0
+            base = (o + voff) // 4
+            for t in range(dim):
+                row = f32[base + t * cap : base + (t + 1) * cap]
+                qt = q[t]
+                if metric == METRIC_L2:
+                    for j in range(cap):
+                        diff = qt - row[j]
+                        a[j] += diff * diff
+                else:
+                    for j in range(cap):
+                        a[j] += qt * row[j]
+            slots = i64[(o + 64) // 8 : (o + 64) // 8 + n]
+            vers = u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
+            for j in range(n):
+                if metric == METRIC_L2:
+                    d = a[j]
+                elif metric == METRIC_IP:
+                    d = -a[j]
+                else:
+                    d = 1.0 - a[j]
+                if d >= ds[k - 1]:
+                    continue
+                s = slots[j]
+                if s < 0 or s >= nslots or slot_version[s] == 0 or slot_version[s] != vers[j]:
+                    continue
+                dup = False
+                for r in range(k):
+                    if ids[r] == s:
+                        dup = True
+                        break
+                if dup:
+                    continue
+                r = k - 1
+                while r > 0 and ds[r - 1] > d:
+                    ds[r] = ds[r - 1]
+                    ids[r] = ids[r - 1]
+                    r -= 1
+                ds[r] = d
+                ids[r] = s
+
+
+@nb.njit(cache=True)
+def live_counts(u8, i64, post_first, blk_next, blk_off, blk_cnt, slot_version):  # type: ignore[no-untyped-def]
+    """Per posting, the number of entries whose version is current (replicas counted)."""
+    out = np.zeros(post_first.shape[0], dtype=np.int64)
+    nslots = slot_version.shape[0]
+    for p in range(post_first.shape[0]):
+        b = post_first[p]
+        while b >= 0:
+            o = blk_off[b]
+            n = blk_cnt[b]
+            cap, _ = _layout(n)
+            for j in range(n):
+                s = i64[(o + 64) // 8 + j]
+                v = u8[o + 64 + 8 * cap + j]
+                if 0 <= s < nslots and slot_version[s] != 0 and slot_version[s] == v:
+                    out[p] += 1
+            b = blk_next[b]
+    return out
+
+
+@nb.njit(cache=True, parallel=True)
+def rng_select(x, cand, heads, factor, replicas):  # type: ignore[no-untyped-def]
+    """RNG rule: for each row of x, walk its candidate heads (rows of `heads`, -1 = none) by
+    ascending squared L2 and accept c unless an accepted a has factor*d(c,a) < d(x,c). The
+    nearest candidate is always accepted, so every vector gets at least one posting.
+    Returns (n, replicas) candidate column indices, -1 padded."""
+    n, m = cand.shape
+    dim = x.shape[1]
+    out = np.full((n, replicas), -1, dtype=np.int64)
+    for i in nb.prange(n):
+        d = np.full(m, np.inf, dtype=np.float32)
+        for j in range(m):
+            c = cand[i, j]
+            if c >= 0:
+                h = heads[c]
+                s = np.float32(0.0)
+                for t in range(dim):
+                    diff = x[i, t] - h[t]
+                    s += diff * diff
+                d[j] = s
+        order = np.argsort(d)
+        taken = 0
+        for jj in range(m):
+            j = order[jj]
+            if taken >= replicas or d[j] == np.inf:
+                break
+            hc = heads[cand[i, j]]
+            ok = True
+            for r in range(taken):
+                ha = heads[cand[i, out[i, r]]]
+                s = np.float32(0.0)
+                for t in range(dim):
+                    diff = hc[t] - ha[t]
+                    s += diff * diff
+                if factor * s < d[j]:
+                    ok = False
+                    break
+            if ok:
+                out[i, taken] = j
+                taken += 1
+    return out
+
+
+@nb.njit(cache=True)
+def assign_balanced(dist, sizes, lam):  # type: ignore[no-untyped-def]
+    """Assign each row of dist (n, k) to argmin_c dist + lam*sizes[c], updating the sizes
+    online so the penalty follows the assignment. Returns labels (n,)."""
+    n, k = dist.shape
+    labels = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        best = np.inf
+        bc = 0
+        for c in range(k):
+            v = dist[i, c] + lam * sizes[c]
+            if v < best:
+                best = v
+                bc = c
+        labels[i] = bc
+        sizes[bc] += 1.0
+    return labels

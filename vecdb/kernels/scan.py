@@ -1,0 +1,183 @@
+"""Exact (brute-force) top-k search over a dense float32 matrix.
+
+This module owns ``exact_topk``, the exact baseline and recall oracle of the database. It
+walks the base matrix in tiles: one single-threaded BLAS product per tile gives all
+query-row dot products, and the GIL-free numba heaps of ``topk.select_block`` keep a running
+top-k per query, so memory stays at one (nq, tile) buffer per worker. Parallelism is explicit:
+``numba.get_num_threads()`` Python threads each scan a disjoint range of base rows and their
+lists are merged, because letting OpenBLAS threads and numba threads both spin on the same
+cores was measured 5x slower. For "l2" the final k distances are recomputed directly so they
+carry no cancellation error. It only computes; it owns no data, does no I/O and imports
+nothing from vecdb outside ``vecdb.kernels``.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+from threadpoolctl import ThreadpoolController
+
+from vecdb.kernels.distance import check_metric, sq_norms
+from vecdb.kernels.topk import finish_heaps, merge_topk, new_heaps, select_block
+
+DEFAULT_BLOCK_ROWS = 65536
+MIN_BLOCK_ROWS = 1
+
+# Target size of one (nq, tile) dot-product buffer. BLAS writes it and the selection reads it
+# straight back, so a buffer near the L2 cache beats one huge block.
+_TILE_BYTES = 1 << 21
+_MIN_TILE = 256
+# Multiply-adds below which a second worker thread costs more than it saves.
+_MIN_WORK_PER_THREAD = 1 << 22
+
+
+def _tile_rows(nq: int, block_rows: int) -> int:
+    tile = max(_MIN_TILE, _TILE_BYTES // (4 * max(nq, 1)))
+    return max(MIN_BLOCK_ROWS, min(block_rows, tile))
+
+
+@functools.cache
+def _controller() -> Any:
+    # Inspecting the loaded libraries costs ~200 us; the handle itself is reusable.
+    return ThreadpoolController()
+
+
+# Process-wide count of scans in flight, so that overlapping scans from several threads pin
+# BLAS to one thread once and restore the caller's setting only when the last one ends.
+_blas_lock = threading.Lock()
+_blas_state: dict[str, Any] = {"users": 0, "limiter": None}
+
+
+@contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    with _blas_lock:
+        if _blas_state["users"] == 0:
+            _blas_state["limiter"] = _controller().limit(limits=1, user_api="blas")
+        _blas_state["users"] += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_state["users"] -= 1
+            if _blas_state["users"] == 0:
+                _blas_state["limiter"].restore_original_limits()
+                _blas_state["limiter"] = None
+
+
+def exact_topk(
+    queries: npt.NDArray[np.float32],
+    base: npt.NDArray[np.float32],
+    metric: str,
+    k: int,
+    valid: npt.NDArray[np.bool_] | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Exact top-k rows of ``base`` for each query: (idx int64 (nq, k), d float32 (nq, k)).
+
+    Distances follow ``distance.pairwise`` ("l2" squared, "ip" negative dot, "cosine"
+    1 - dot). Rows whose ``valid`` entry is False are skipped. Rows are ascending by
+    (distance, index); missing results are padded with -1/+inf. Each worker holds at most
+    ``block_rows`` base rows' worth of (nq, rows) scores; workers number
+    ``numba.get_num_threads()`` and BLAS is held to one thread while the scan runs.
+    """
+    check_metric(metric)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if block_rows < MIN_BLOCK_ROWS:
+        raise ValueError(f"block_rows must be >= {MIN_BLOCK_ROWS}, got {block_rows}")
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    x = np.ascontiguousarray(base, dtype=np.float32)
+    if q.ndim != 2 or x.ndim != 2 or q.shape[1] != x.shape[1]:
+        raise ValueError(f"expected queries (nq, d) and base (n, d), got {q.shape} and {x.shape}")
+    nq, d = q.shape
+    n = x.shape[0]
+    if valid is not None:
+        valid = np.ascontiguousarray(valid, dtype=np.bool_)
+        if valid.shape != (n,):
+            raise ValueError(f"valid must have shape ({n},), got {valid.shape}")
+    if nq == 0 or n == 0:
+        return finish_heaps(*new_heaps(nq, k))
+
+    tile = _tile_rows(nq, block_rows)
+    workers = max(1, min(numba.get_num_threads(), (nq * n * d) // _MIN_WORK_PER_THREAD))
+    bounds = np.linspace(0, n, workers + 1).astype(np.int64)
+    with _single_threaded_blas():
+        if workers == 1:
+            ids, dist = _scan_range(q, x, metric, k, valid, 0, n, tile)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = list(
+                    pool.map(
+                        lambda w: _scan_range(
+                            q, x, metric, k, valid, int(bounds[w]), int(bounds[w + 1]), tile
+                        ),
+                        range(workers),
+                    )
+                )
+            ids, dist = parts[0]
+            for more_ids, more_dist in parts[1:]:
+                ids, dist = merge_topk(ids, dist, more_ids, more_dist, k)
+    if metric == "l2":
+        _rescore_l2(q, x, ids, dist)
+    elif metric == "cosine":
+        dist += np.float32(1.0)
+    return ids, dist
+
+
+def _scan_range(
+    q: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    metric: str,
+    k: int,
+    valid: npt.NDArray[np.bool_] | None,
+    lo: int,
+    hi: int,
+    tile: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Sorted top-k of selection keys over base rows [lo, hi), on the calling thread.
+
+    The key is ``bias[j] - scale * q.x``: for "l2" ``||x||^2 - 2 q.x`` (``||q||^2`` is
+    constant per query and restored by the rescoring), otherwise ``-q.x``.
+    """
+    nq = q.shape[0]
+    hd, hi_ = new_heaps(nq, k)
+    scale = 2.0 if metric == "l2" else 1.0
+    width = min(tile, hi - lo)
+    buf = np.empty(nq * width, dtype=np.float32)
+    zeros = np.zeros(width, dtype=np.float32)
+    for start in range(lo, hi, tile):
+        stop = min(start + tile, hi)
+        rows = stop - start
+        vb = None if valid is None else valid[start:stop]
+        if vb is not None and not vb.any():
+            continue
+        xb = x[start:stop]
+        dots = buf[: nq * rows].reshape(nq, rows)
+        np.matmul(q, xb.T, out=dots)
+        bias = sq_norms(xb) if metric == "l2" else zeros[:rows]
+        select_block(dots, bias, scale, vb, start, hd, hi_)
+    return finish_heaps(hd, hi_)
+
+
+def _rescore_l2(
+    q: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    ids: npt.NDArray[np.int64],
+    d: npt.NDArray[np.float32],
+) -> None:
+    """Replace the selected l2 keys by directly computed distances and re-sort each row."""
+    live = ids >= 0
+    diff = x[np.where(live, ids, 0)] - q[:, None, :]
+    exact = np.einsum("qkd,qkd->qk", diff, diff, dtype=np.float32)
+    d[...] = np.where(live, exact, np.float32(np.inf))
+    order = np.lexsort((np.where(live, ids, np.iinfo(np.int64).max), d), axis=1)
+    ids[...] = np.take_along_axis(ids, order, axis=1)
+    d[...] = np.take_along_axis(d, order, axis=1)

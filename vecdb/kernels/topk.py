@@ -1,0 +1,251 @@
+"""Per-row top-k selection and merging of top-k lists.
+
+This module owns the bounded max-heap that every exact and approximate search uses to keep
+the k best candidates of a row: ``topk_rows`` selects from a dense distance matrix,
+``merge_topk`` combines two sorted top lists, and ``select_block`` (used by ``scan``) feeds
+one block of a scan into running per-query heaps. Order is always (distance, index)
+ascending, so equal distances resolve to the smaller index; NaN distances never enter a
+heap. Results are padded with index -1 and distance +inf. It does no I/O and holds no state;
+it must not import other vecdb modules (numba caches are per file, so cross-file njit calls
+would go stale).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit, prange
+
+# Index held by an empty heap slot. It sorts after every real row number, so a real
+# candidate at +inf still displaces it; it becomes -1 on output.
+_EMPTY = np.iinfo(np.int64).max
+
+
+@njit(cache=True, inline="always")
+def _worse(da: float, ia: int, db: float, ib: int) -> bool:
+    """True if candidate a ranks strictly after candidate b."""
+    return da > db or (da == db and ia > ib)
+
+
+@njit(cache=True, inline="always")
+def _replace_root(hd: np.ndarray, hi: np.ndarray, size: int, d: float, i: int) -> None:
+    """Put (d, i) at the root of the max-heap hd/hi[:size] and sift it down."""
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        r = c + 1
+        if r < size and _worse(hd[r], hi[r], hd[c], hi[c]):
+            c = r
+        if not _worse(hd[c], hi[c], d, i):
+            break
+        hd[pos] = hd[c]
+        hi[pos] = hi[c]
+        pos = c
+    hd[pos] = d
+    hi[pos] = i
+
+
+@njit(cache=True, inline="always")
+def _heap_to_sorted(hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
+    """Heap-sort a full max-heap in place into ascending order; empty slots become -1."""
+    k = hd.shape[0]
+    for end in range(k - 1, 0, -1):
+        d = hd[end]
+        i = hi[end]
+        hd[end] = hd[0]
+        hi[end] = hi[0]
+        _replace_root(hd, hi, end, d, i)
+    for t in range(k):
+        if hi[t] == empty:
+            hi[t] = -1
+
+
+@njit(cache=True, parallel=True)
+def _topk_rows(dist: np.ndarray, hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
+    nq, n = dist.shape
+    k = hd.shape[1]
+    for q in prange(nq):
+        row = dist[q]
+        rd = hd[q]
+        ri = hi[q]
+        for j in range(n):
+            d = row[j]
+            # The common case (d above the current k-th) costs one compare.
+            if d < rd[0] or (d == rd[0] and j < ri[0]):
+                _replace_root(rd, ri, k, d, j)
+        _heap_to_sorted(rd, ri, empty)
+
+
+# Serial and GIL-free: ``scan`` runs one call per worker thread over disjoint base ranges.
+@njit(cache=True, nogil=True)
+def _select_block(
+    dots: np.ndarray,
+    bias: np.ndarray,
+    scale: float,
+    valid: np.ndarray,
+    use_valid: bool,
+    offset: int,
+    hd: np.ndarray,
+    hi: np.ndarray,
+) -> None:
+    nq, b = dots.shape
+    k = hd.shape[1]
+    s = np.float32(scale)
+    for q in range(nq):
+        row = dots[q]
+        rd = hd[q]
+        ri = hi[q]
+        for j in range(b):
+            if use_valid and not valid[j]:
+                continue
+            d = bias[j] - s * row[j]
+            if d < rd[0] or (d == rd[0] and offset + j < ri[0]):
+                _replace_root(rd, ri, k, d, offset + j)
+
+
+@njit(cache=True, nogil=True)
+def _finish(hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
+    for q in range(hd.shape[0]):
+        _heap_to_sorted(hd[q], hi[q], empty)
+
+
+@njit(cache=True, parallel=True)
+def _merge(
+    ia: np.ndarray,
+    da: np.ndarray,
+    ib: np.ndarray,
+    db: np.ndarray,
+    oi: np.ndarray,
+    od: np.ndarray,
+) -> None:
+    nq, ka = ia.shape
+    kb = ib.shape[1]
+    k = oi.shape[1]
+    for q in prange(nq):
+        ra_i = ia[q]
+        ra_d = da[q]
+        rb_i = ib[q]
+        rb_d = db[q]
+        out_i = oi[q]
+        out_d = od[q]
+        a = 0
+        b = 0
+        m = 0
+        while m < k:
+            # Padding (id < 0) ends a list.
+            a_live = a < ka and ra_i[a] >= 0
+            b_live = b < kb and rb_i[b] >= 0
+            if not a_live and not b_live:
+                break
+            if a_live and (not b_live or not _worse(ra_d[a], ra_i[a], rb_d[b], rb_i[b])):
+                cid = ra_i[a]
+                cd = ra_d[a]
+                a += 1
+            else:
+                cid = rb_i[b]
+                cd = rb_d[b]
+                b += 1
+            # Taken in ascending order, so the first copy of an id has its smaller distance.
+            dup = False
+            for t in range(m):
+                if out_i[t] == cid:
+                    dup = True
+                    break
+            if not dup:
+                out_i[m] = cid
+                out_d[m] = cd
+                m += 1
+        for t in range(m, k):
+            out_i[t] = -1
+            out_d[t] = np.inf
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+def new_heaps(nq: int, k: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Empty running top-k state for ``select_block``: (nq, k) distances and indices."""
+    _check_k(k)
+    hd = np.full((nq, k), np.inf, dtype=np.float32)
+    hi = np.full((nq, k), _EMPTY, dtype=np.int64)
+    return hd, hi
+
+
+def select_block(
+    dots: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    scale: float,
+    valid: npt.NDArray[np.bool_] | None,
+    offset: int,
+    hd: npt.NDArray[np.float32],
+    hi: npt.NDArray[np.int64],
+) -> None:
+    """Offer candidates ``bias[j] - scale * dots[q, j]`` (index ``offset + j``) to the heaps.
+
+    ``dots`` is (nq, b), ``bias`` and ``valid`` are (b,); entries with ``valid[j]`` False are
+    skipped. Indices must grow across calls for the smaller-index tie rule to hold.
+    """
+    if valid is None:
+        _select_block(dots, bias, scale, np.ones(1, dtype=np.bool_), False, offset, hd, hi)
+    else:
+        _select_block(dots, bias, scale, valid, True, offset, hd, hi)
+
+
+def finish_heaps(
+    hd: npt.NDArray[np.float32], hi: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Sort running heaps in place into ascending rows padded with -1/+inf; return (ids, d)."""
+    _finish(hd, hi, _EMPTY)
+    return hi, hd
+
+
+def topk_rows(
+    dist: npt.NDArray[np.float32], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Per row of ``dist`` (nq, n) the k smallest as (idx int64, d float32), both (nq, k).
+
+    Ascending, ties by smaller index, NaN never selected, padded with -1/+inf when n < k.
+    """
+    _check_k(k)
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
+    if dist.ndim != 2:
+        raise ValueError(f"dist must be 2-D, got shape {dist.shape}")
+    hd, hi = new_heaps(dist.shape[0], k)
+    _topk_rows(dist, hd, hi, _EMPTY)
+    return hi, hd
+
+
+def merge_topk(
+    ids_a: npt.NDArray[np.int64],
+    d_a: npt.NDArray[np.float32],
+    ids_b: npt.NDArray[np.int64],
+    d_b: npt.NDArray[np.float32],
+    k: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Merge two per-row ascending top lists (nq, ka) and (nq, kb) into (nq, k) (ids, d).
+
+    Ids below 0 are padding. An id present in both lists is kept once, at its smaller
+    distance. Output is ascending by (distance, id) and padded with -1/+inf. The duplicate
+    check is linear in the output row, so cost is O(nq * k * (ka + kb)).
+    """
+    _check_k(k)
+    ia = np.ascontiguousarray(ids_a, dtype=np.int64)
+    ib = np.ascontiguousarray(ids_b, dtype=np.int64)
+    da = np.ascontiguousarray(d_a, dtype=np.float32)
+    db = np.ascontiguousarray(d_b, dtype=np.float32)
+    if ia.ndim != 2 or ia.shape != da.shape or ib.ndim != 2 or ib.shape != db.shape:
+        raise ValueError(
+            f"ids/distances shapes must match and be 2-D: a {ia.shape}/{da.shape}, "
+            f"b {ib.shape}/{db.shape}"
+        )
+    if ia.shape[0] != ib.shape[0]:
+        raise ValueError(f"row counts differ: {ia.shape[0]} vs {ib.shape[0]}")
+    nq = ia.shape[0]
+    oi = np.empty((nq, k), dtype=np.int64)
+    od = np.empty((nq, k), dtype=np.float32)
+    _merge(ia, da, ib, db, oi, od)
+    return oi, od
