@@ -1,0 +1,366 @@
+"""The remote client: the SDK's methods over gRPC to a `vecdb serve` process.
+
+`vecdb.connect("host:port", api_key=..., tls=..., timeout=...)` returns a `RemoteClient`. Every
+call carries a deadline; idempotent calls (reads, upsert, delete, optimize) are retried with
+jittered exponential backoff on UNAVAILABLE; every failure is raised as the same
+`vecdb.errors` class the embedded client raises. `upsert_stream` is the bulk-load path:
+sequence-numbered batches on one stream, at most `credits` unacknowledged (backpressure),
+yielding one ack per durable batch. The request builders and channel setup here are shared
+with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine or server.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import grpc
+import numpy as np
+
+from vecdb.client.base import Client
+from vecdb.errors import InvalidArgument, VecdbError
+from vecdb.rpc import convert
+from vecdb.rpc import vecdb_pb2 as pb
+from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.types import CollectionInfo, Record, SearchResult
+
+DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
+OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # matches the server default
+MAX_RETRIES = 4  # extra attempts on UNAVAILABLE for idempotent calls
+BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds
+DEFAULT_STREAM_WINDOW = 4  # batches in flight before the first ack tells the server's window
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings of a remote connection (all paths are PEM files)."""
+
+    ca: str | None = None  # CA bundle that signed the server certificate (None: system roots)
+    cert: str | None = None  # client certificate, for servers requiring mTLS
+    key: str | None = None  # client private key, with `cert`
+    server_name: str | None = None  # expected name in the server certificate, if not the host
+
+
+class StreamAck(NamedTuple):
+    """One acknowledged batch of `upsert_stream`: its position in the input and its size."""
+
+    seq: int
+    upserted: int
+
+
+def parse_target(target: str, tls: Any) -> tuple[str, TLS | None]:
+    """Split "grpc[s]://host:port" / "host:port" and normalise `tls` to a `TLS` or None."""
+    secure = target.startswith("grpcs://")
+    address = target.split("://", 1)[1] if "://" in target else target
+    if tls is None or tls is False:
+        return address, TLS() if secure else None
+    if tls is True:
+        return address, TLS()
+    if isinstance(tls, TLS):
+        return address, tls
+    if isinstance(tls, (str, Path)):
+        return address, TLS(ca=str(tls))
+    if isinstance(tls, dict):
+        return address, TLS(**tls)
+    raise InvalidArgument("tls must be None, True, a CA file path, a dict or a vecdb TLS")
+
+
+def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
+    """gRPC credentials for `tls`."""
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(tls.ca), private_key=read(tls.key), certificate_chain=read(tls.cert)
+    )
+
+
+def channel_options(tls: TLS | None, max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Options shared by the sync and the async channel."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.enable_retries", 0),  # retries are ours: only idempotent calls, see _retrying
+    ]
+    if tls is not None and tls.server_name:
+        opts.append(("grpc.ssl_target_name_override", tls.server_name))
+    return opts
+
+
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def backoff_delays() -> Iterator[float]:
+    """Full-jitter exponential backoff: 0-50 ms, 0-100 ms, ... capped at 2 s."""
+    delay = BACKOFF_START
+    for _ in range(MAX_RETRIES):
+        yield random.uniform(0, delay)
+        delay = min(delay * 2, BACKOFF_MAX)
+
+
+def build(make: Callable[[], T]) -> T:
+    """Construct a request; protobuf type/range errors become `InvalidArgument`."""
+    try:
+        return make()
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"invalid argument: {exc}") from None
+
+
+def check_uint(value: Any, name: str) -> int:
+    """An integer argument carried as uint32 (k, dim); the engine checks its real range."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+    if not 0 <= int(value) < 2**32:
+        raise InvalidArgument(f"{name}={value} is out of range")
+    return int(value)
+
+
+def create_request(
+    name: Any, dim: Any, metric: Any, id_type: Any, index: Any, index_params: Any, kind: Any,
+    multi_tenant: Any,
+) -> pb.CreateCollectionRequest:  # fmt: skip
+    dim_ = check_uint(dim, "dim")
+    for label, value in (("metric", metric), ("id_type", id_type), ("kind", kind)):
+        if not isinstance(value, str) or not value:
+            raise InvalidArgument(f"{label} {value!r} is unknown")
+    return build(lambda: pb.CreateCollectionRequest(
+        name=name, dim=dim_, metric=metric, id_type=id_type, index=index or "",
+        index_params_json=convert.optional_json(index_params, "index_params"), kind=kind,
+        multi_tenant=bool(multi_tenant),
+    ))  # fmt: skip
+
+
+def upsert_requests(
+    name: Any, ids: Any, vectors: Any, payloads: Any, max_bytes: int
+) -> list[pb.UpsertRequest]:
+    """One request, or several if it would not fit in a message (splits are not atomic)."""
+    id_msg = convert.ids_to_proto(ids)
+    vec_msg = convert.vectors_to_proto(vectors)
+    pay = convert.payloads_to_proto(payloads)
+    whole = build(lambda: pb.UpsertRequest(collection=name, ids=id_msg, vectors=vec_msg, payloads=pay))
+    n = vec_msg.count
+    size = whole.ByteSize()
+    if size <= max_bytes // 2 or n <= 1 or len(pay) not in (0, n) or _n_ids(id_msg) != n:
+        return [whole]  # the engine answers shape mismatches with its own message
+    rows = max(1, int(n * (max_bytes // 2) / size))
+    row_bytes = vec_msg.dim * 4
+    out = []
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        sub_ids = pb.Ids()
+        if id_msg.HasField("strs"):
+            sub_ids.strs.values.extend(id_msg.strs.values[lo:hi])
+        else:
+            sub_ids.ints.values.extend(id_msg.ints.values[lo:hi])
+        data = vec_msg.data[lo * row_bytes : hi * row_bytes]
+        sub_vec = pb.Vectors(dim=vec_msg.dim, count=hi - lo, data=data)
+        out.append(pb.UpsertRequest(collection=name, ids=sub_ids, vectors=sub_vec, payloads=pay[lo:hi]))
+    return out
+
+
+def _n_ids(msg: pb.Ids) -> int:
+    return len(msg.strs.values) if msg.HasField("strs") else len(msg.ints.values)
+
+
+def search_options(k: Any, filter: Any, params: Any, with_payload: bool) -> pb.SearchOptions:
+    k_ = check_uint(k, "k")
+    return pb.SearchOptions(
+        k=k_,
+        filter_json=convert.optional_json(filter, "filter"),
+        params_json=convert.optional_json(params, "params"),
+        with_payload=bool(with_payload),
+    )
+
+
+def search_request(name: Any, queries: Any, options: pb.SearchOptions) -> Any:
+    """`Search` for a single (d,) query, `SearchBatch` otherwise; returns (rpc name, request)."""
+    arr = np.asarray(queries) if not isinstance(queries, np.ndarray) else queries
+    if arr.ndim == 1 and arr.dtype.kind in "fiu":
+        blob = np.ascontiguousarray(arr, dtype=convert.F32).tobytes()
+        return "Search", build(lambda: pb.SearchRequest(collection=name, query=blob, options=options))
+    vecs = convert.vectors_to_proto(queries, "queries")
+    return "SearchBatch", build(
+        lambda: pb.SearchBatchRequest(collection=name, queries=vecs, options=options)
+    )
+
+
+class RemoteClient(Client):
+    """A `Client` talking to a server; thread-safe (one channel, many concurrent calls)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        tls: Any = None,
+        timeout: float | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.target = target  # as given
+        address, tls_ = parse_target(target, tls)
+        self._timeout = timeout  # None: DEFAULT_TIMEOUT (OPTIMIZE_TIMEOUT for optimize)
+        self._max_bytes = max_message_bytes
+        self._metadata = auth_metadata(api_key)
+        opts = channel_options(tls_, max_message_bytes)
+        if tls_ is None:
+            self._channel = grpc.insecure_channel(address, options=opts)
+        else:
+            self._channel = grpc.secure_channel(address, channel_credentials(tls_), options=opts)
+        self._stub = pb_grpc.VectorDBStub(self._channel)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _call(self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None) -> Any:
+        method = getattr(self._stub, rpc)
+        budget = timeout or self._timeout or DEFAULT_TIMEOUT
+        deadline = time.monotonic() + budget
+        delays = backoff_delays() if idempotent else iter(())
+        while True:
+            try:
+                return method(request, timeout=max(0.001, deadline - time.monotonic()),
+                              metadata=self._metadata)  # fmt: skip
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    delay = next(delays, None)
+                    if delay is not None and time.monotonic() + delay < deadline:
+                        time.sleep(delay)
+                        continue
+                raise convert.error_from_status(code, exc.details()) from None
+
+    # -- collections -----------------------------------------------------------------------
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        *,
+        id_type: str = "int",
+        index: str | None = None,
+        index_params: dict[str, Any] | None = None,
+        kind: str = "dense",
+        multi_tenant: bool = False,
+    ) -> CollectionInfo:
+        req = create_request(name, dim, metric, id_type, index, index_params, kind, multi_tenant)
+        return convert.info_from_proto(self._call("CreateCollection", req, idempotent=False).info)
+
+    def list_collections(self) -> list[CollectionInfo]:
+        resp = self._call("ListCollections", pb.ListCollectionsRequest(), idempotent=True)
+        return [convert.info_from_proto(i) for i in resp.collections]
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        req = build(lambda: pb.GetCollectionRequest(name=name))
+        return convert.info_from_proto(self._call("GetCollection", req, idempotent=True).info)
+
+    def drop_collection(self, name: str) -> None:
+        self._call("DropCollection", build(lambda: pb.DropCollectionRequest(name=name)),
+                   idempotent=False)  # fmt: skip
+
+    # -- points ----------------------------------------------------------------------------
+
+    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
+        reqs = upsert_requests(name, ids, vectors, payloads, self._max_bytes)
+        return sum(int(self._call("Upsert", r, idempotent=True).upserted) for r in reqs)
+
+    def upsert_stream(
+        self, name: str, batches: Iterable[tuple[Any, Any, Any]], *, window: int | None = None
+    ) -> Iterator[StreamAck]:
+        """Stream `(ids, vectors, payloads)` batches; yield a `StreamAck` per durable batch.
+
+        If `batches` raises, the batches before it are still sent and acknowledged, then the
+        exception is re-raised; a batch the server rejects ends the stream with its error.
+        """
+        credits = threading.Condition()
+        state = {"in_flight": 0, "window": window or DEFAULT_STREAM_WINDOW, "closed": False}
+        failure: list[BaseException] = []
+
+        def requests() -> Iterator[pb.UpsertStreamRequest]:
+            try:
+                for seq, (ids, vectors, payloads) in enumerate(batches):
+                    req = upsert_requests(name, ids, vectors, payloads, 2**62)[0]
+                    with credits:
+                        credits.wait_for(
+                            lambda: state["in_flight"] < state["window"] or state["closed"]
+                        )
+                        if state["closed"]:
+                            return
+                        state["in_flight"] += 1
+                    yield pb.UpsertStreamRequest(seq=seq, batch=req)
+            except BaseException as exc:  # reported after the good batches are acknowledged
+                failure.append(exc)
+
+        call = self._stub.UpsertStream(requests(), metadata=self._metadata)
+        try:
+            for ack in call:
+                with credits:
+                    state["in_flight"] -= 1
+                    if window is None and ack.credits:
+                        state["window"] = ack.credits
+                    credits.notify_all()
+                yield StreamAck(int(ack.seq), int(ack.upserted))
+        except grpc.RpcError as exc:
+            raise convert.error_from_status(exc.code(), exc.details()) from None
+        finally:
+            with credits:
+                state["closed"] = True
+                credits.notify_all()
+            call.cancel()
+        if failure:
+            raise failure[0]
+
+    def get(self, name: str, ids: Any) -> list[Record]:
+        req = build(lambda: pb.GetRequest(collection=name, ids=convert.ids_to_proto(ids)))
+        return convert.records_from_proto(self._call("Get", req, idempotent=True))
+
+    def delete(self, name: str, ids: Any) -> int:
+        req = build(lambda: pb.DeleteRequest(collection=name, ids=convert.ids_to_proto(ids)))
+        return int(self._call("Delete", req, idempotent=True).deleted)
+
+    def count(self, name: str) -> int:
+        req = build(lambda: pb.CountRequest(collection=name))
+        return int(self._call("Count", req, idempotent=True).count)
+
+    def optimize(self, name: str) -> None:
+        req = build(lambda: pb.OptimizeRequest(collection=name))
+        self._call("Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT)
+
+    # -- search ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        name: str,
+        queries: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        with_payload: bool = False,
+    ) -> SearchResult:
+        rpc, req = search_request(name, queries, search_options(k, filter, params, with_payload))
+        return convert.result_from_proto(self._call(rpc, req, idempotent=True))
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def stats(self, name: str | None = None) -> dict[str, Any]:
+        req = build(lambda: pb.StatsRequest(collection=name or ""))
+        resp = self._call("Stats", req, idempotent=True)
+        out: dict[str, Any] = convert.loads_json(resp.stats_json, "stats")
+        return out
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+__all__ = ["TLS", "RemoteClient", "StreamAck", "VecdbError"]

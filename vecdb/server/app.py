@@ -1,0 +1,201 @@
+"""Assembles and runs one vecdb server: engine, gRPC server, health, reflection, metrics, logs.
+
+`VecdbServer(config).start()` opens the database, binds the gRPC port (plaintext, TLS or
+mTLS), registers `vecdb.v1.VectorDB`, `grpc.health.v1.Health` and reflection, starts the
+Prometheus exporter, and marks health SERVING. `stop()` is the graceful path: health goes
+NOT_SERVING, new calls get UNAVAILABLE, in-flight calls get `grace_seconds` to finish, then the
+database is closed. `serve(config)` runs a server until SIGTERM or SIGINT; tests use the class
+directly with `port=0`. Owns process wiring only; request handling is in servicer/interceptors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vecdb.rpc import vecdb_pb2 as pb
+from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.server.auth import KeyRing
+from vecdb.server.config import ServerConfig
+from vecdb.server.interceptors import CallGuard
+from vecdb.server.metrics import ServerMetrics
+from vecdb.server.servicer import VectorDBServicer
+
+if TYPE_CHECKING:
+    from vecdb.engine import Database
+
+log = logging.getLogger("vecdb.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorDB"].full_name  # "vecdb.v1.VectorDB"
+
+
+class VecdbServer:
+    """One running server; see the module docstring for its lifecycle."""
+
+    def __init__(self, config: ServerConfig, db: Database | None = None) -> None:
+        self.config = config  # validated settings
+        self._db = db  # opened in start() unless given
+        self._owns_db = db is None  # close it at stop() only if we opened it
+        self._grpc: grpc.Server | None = None
+        self._health = health.HealthServicer()
+        self._metrics: ServerMetrics | None = None
+        self._guard: CallGuard | None = None
+        self.port = 0  # bound gRPC port, known after start()
+        self.metrics_port = 0  # bound metrics port (0 if disabled)
+        self._stopped = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> VecdbServer:
+        """Open the engine, bind ports, and begin serving."""
+        cfg = self.config
+        if self._db is None:
+            from vecdb.engine import Database
+
+            self._db = Database(cfg.server.data)
+        db = self._db
+        self._metrics = ServerMetrics(
+            sizes=lambda: [(c.name, c.count) for c in db.list_collections()]
+        )
+        self._guard = CallGuard(KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys), self._metrics)
+        limit = cfg.limits.max_message_bytes
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=cfg.server.workers, thread_name_prefix="rpc"),
+            interceptors=[self._guard],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs,
+        )
+        servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
+        pb_grpc.add_VectorDBServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if cfg.server.reflection:
+            names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
+        address = f"{cfg.server.host}:{cfg.server.port}"
+        if cfg.tls.cert:
+            self.port = server.add_secure_port(address, _server_credentials(cfg))
+        else:
+            self.port = server.add_insecure_port(address)
+        server.start()
+        self._grpc = server
+        if cfg.metrics.enabled:
+            self.metrics_port = self._metrics.start_http(cfg.metrics.host, cfg.metrics.port)
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={"address": f"{cfg.server.host}:{self.port}", "tls": bool(cfg.tls.cert),
+                   "mtls": bool(cfg.tls.client_ca), "metrics_port": self.metrics_port,
+                   "auth": bool(cfg.auth.admin_key or cfg.auth.read_only_keys)},
+        )  # fmt: skip
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: NOT_SERVING, refuse new calls, finish in-flight ones, close the DB."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.server.grace_seconds if grace is None else grace
+        t0 = time.perf_counter()
+        self._health.enter_graceful_shutdown()
+        if self._guard is not None:
+            self._guard.drain()
+        if self._grpc is not None:
+            self._grpc.stop(grace).wait()
+        if self._metrics is not None:
+            self._metrics.stop_http()
+        if self._db is not None and self._owns_db:
+            self._db.close()
+        log.info("stopped", extra={"ms": round((time.perf_counter() - t0) * 1000, 1)})
+
+    def wait(self) -> None:
+        """Block until the server has stopped."""
+        self._stopped.wait()
+        if self._grpc is not None:
+            self._grpc.wait_for_termination()
+
+    def __enter__(self) -> VecdbServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+
+def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
+    key = Path(cfg.tls.key).read_bytes()
+    cert = Path(cfg.tls.cert).read_bytes()
+    client_ca = Path(cfg.tls.client_ca).read_bytes() if cfg.tls.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+# -- logging --------------------------------------------------------------------------------
+
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, extra fields, traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        out.update({k: v for k, v in vars(record).items() if k not in _STD_ATTRS})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO", as_json: bool = True) -> None:
+    """Route the `vecdb` loggers to stderr, as JSON lines unless `as_json` is false."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    )
+    root = logging.getLogger("vecdb")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def serve(config: ServerConfig) -> int:
+    """Run a server in the foreground until SIGTERM/SIGINT, then shut down gracefully."""
+    setup_logging(config.log.level, config.log.json)
+    log.info("config", extra={"config": config.redacted()})
+    server = VecdbServer(config).start()
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
+        stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0

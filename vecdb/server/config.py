@@ -1,0 +1,209 @@
+"""Settings of `vecdb serve`: defaults, a TOML or JSON config file, `VECDB__*` env overrides.
+
+Precedence, lowest first: the defaults below, the file given with `--config`, environment
+variables named `VECDB__<SECTION>__<KEY>` (e.g. `VECDB__SERVER__PORT=7800`,
+`VECDB__AUTH__READ_ONLY_KEYS=k1,k2`), then explicit command-line flags. Unknown sections or
+keys are errors naming them, so a typo never silently falls back to a default. This module owns
+parsing and validation only; `vecdb.server.app` acts on the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecdb import config as caps
+from vecdb.errors import InvalidArgument
+
+ENV_PREFIX = "VECDB__"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES = 1024 * 1024, 1024 * 1024 * 1024
+
+
+@dataclass
+class ServerSection:
+    """Where to listen and what to serve."""
+
+    data: str = caps.DEFAULT_DATA_DIR  # data directory of the embedded engine
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 to listen on every interface
+    port: int = caps.DEFAULT_PORT  # gRPC port; 0 picks a free one
+    workers: int = 16  # handler threads
+    reflection: bool = True  # register grpc.reflection so grpcurl works without .proto
+    grace_seconds: float = 10.0  # how long shutdown lets in-flight calls finish
+
+
+@dataclass
+class LimitsSection:
+    """Guard-rails answered with RESOURCE_EXHAUSTED by grpcio itself."""
+
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # per request and per response
+    max_concurrent_rpcs: int = 64  # calls beyond this are refused, not queued
+    stream_window: int = 4  # unacknowledged batches a streaming upsert may have in flight
+
+
+@dataclass
+class MetricsSection:
+    """Prometheus exposition on a side HTTP port (`/metrics`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = caps.DEFAULT_METRICS_PORT  # 0 picks a free one
+
+
+@dataclass
+class AuthSection:
+    """API keys. With no key configured the server is open (bind it to loopback)."""
+
+    admin_key: str = ""  # may do everything
+    read_only_keys: list[str] = field(default_factory=list)  # may only read
+
+
+@dataclass
+class TlsSection:
+    """TLS: a server certificate, and client certificates too when `client_ca` is set (mTLS)."""
+
+    cert: str = ""  # PEM certificate chain of the server
+    key: str = ""  # PEM private key of the server
+    client_ca: str = ""  # PEM CA bundle; when set, clients must present a certificate it signed
+
+
+@dataclass
+class LogSection:
+    """Logging: JSON lines on stderr."""
+
+    level: str = "INFO"
+    json: bool = True
+
+
+@dataclass
+class ServerConfig:
+    """The whole configuration of one server process."""
+
+    server: ServerSection = field(default_factory=ServerSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def validate(self) -> ServerConfig:
+        """Check ranges and combinations; return self."""
+        lim = self.limits
+        if not MIN_MAX_MESSAGE_BYTES <= lim.max_message_bytes <= MAX_MAX_MESSAGE_BYTES:
+            raise InvalidArgument(
+                f"limits.max_message_bytes={lim.max_message_bytes} is out of range "
+                f"[{MIN_MAX_MESSAGE_BYTES}, {MAX_MAX_MESSAGE_BYTES}]"
+            )
+        for name in ("max_concurrent_rpcs", "stream_window"):
+            if getattr(lim, name) < 1:
+                raise InvalidArgument(f"limits.{name} must be >= 1")
+        if self.server.workers < 1:
+            raise InvalidArgument("server.workers must be >= 1")
+        for section, port in (("server", self.server.port), ("metrics", self.metrics.port)):
+            if not 0 <= port <= 65535:
+                raise InvalidArgument(f"{section}.port={port} is out of range [0, 65535]")
+        if bool(self.tls.cert) != bool(self.tls.key):
+            raise InvalidArgument("tls.cert and tls.key must be given together")
+        if self.tls.client_ca and not self.tls.cert:
+            raise InvalidArgument("tls.client_ca (mTLS) needs tls.cert and tls.key")
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with secrets replaced, for logging at start-up."""
+        out = dataclasses.asdict(self)
+        if out["auth"]["admin_key"]:
+            out["auth"]["admin_key"] = "***"
+        out["auth"]["read_only_keys"] = ["***"] * len(out["auth"]["read_only_keys"])
+        return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> ServerConfig:
+    """Defaults, then the file at `path`, then `VECDB__*` variables of `env`, then `overrides`."""
+    cfg = ServerConfig()
+    if path is not None:
+        _apply(cfg, _read_file(Path(path)), source=str(path))
+    env_values: dict[str, dict[str, Any]] = {}
+    for name, value in (os.environ if env is None else env).items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2:
+            raise InvalidArgument(f"environment variable {name}: expected VECDB__SECTION__KEY")
+        env_values.setdefault(parts[0], {})[parts[1]] = value
+    _apply(cfg, env_values, source="environment")
+    if overrides:
+        _apply(cfg, overrides, source="command line")
+    return cfg.validate()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(raw)
+        else:
+            data = tomllib.loads(raw.decode("utf-8"))
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidArgument(f"config file {str(path)!r} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"config file {str(path)!r} must hold a table of sections")
+    return data
+
+
+def _apply(cfg: ServerConfig, values: Mapping[str, Any], source: str) -> None:
+    for section_name, section_values in values.items():
+        section = getattr(cfg, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise InvalidArgument(f"{source}: unknown config section {section_name!r}")
+        if not isinstance(section_values, Mapping):
+            raise InvalidArgument(f"{source}: section {section_name!r} must be a table")
+        hints = typing.get_type_hints(type(section))
+        for key, value in section_values.items():
+            if key not in hints:
+                raise InvalidArgument(f"{source}: unknown config key {section_name}.{key}")
+            setattr(section, key, _coerce(value, hints[key], f"{section_name}.{key}", source))
+
+
+def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
+    """Convert a file value or an environment string to the declared type."""
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if hint is int or hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return hint(value)
+        if hint is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        if typing.get_origin(hint) is list or isinstance(hint, types.GenericAlias):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return list(value)
+    except (TypeError, ValueError):
+        pass
+    raise InvalidArgument(f"{source}: {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}")
