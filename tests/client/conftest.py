@@ -1,0 +1,42 @@
+"""Fixtures of the SDK test suite: one `client` per mode, so every test runs in every mode.
+
+The tests under `tests/client/` use only the public SDK (`vecdb.connect`, `Client` methods,
+`vecdb.errors`, `vecdb.types`), never the engine, so that the same test holds embedded
+("local") and over gRPC ("remote", added with the server). To add a mode, append it to
+`MODES` and teach `make_client` to build it; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vecdb
+
+MODES = ["local"]
+
+
+def make_client(mode: str, tmp_path: Path) -> vecdb.Client:
+    """A fresh client over an empty database that lives under `tmp_path`."""
+    if mode == "local":
+        return vecdb.connect(str(tmp_path / "db"))
+    raise ValueError(f"unknown client mode {mode!r}")
+
+
+@pytest.fixture(params=MODES, ids=MODES)
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vecdb.Client]:
+    """A client over an empty database, closed at teardown."""
+    c = make_client(request.param, tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded generator, so a failure reproduces."""
+    return np.random.default_rng(20261127)
