@@ -1,0 +1,108 @@
+"""Index-resident memory of one system, measured in a fresh subprocess.
+
+Owns the memory protocol: a new Python process (so earlier systems cannot contaminate it)
+imports the system's library, loads a few queries, reads `RssAnon` / `RssFile` from
+/proc/self/status, loads the saved index, reads them again, answers the queries with one
+search setting and reads them a third time. Reported: growth of anonymous RSS (the index's
+own memory), growth of file-backed RSS (mmap'd files, page cache mapped in), peak RSS and the
+load time. Thread counts are pinned through the environment. Must not build indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdb.errors import Internal
+
+PROBE_QUERIES = 100  # queries answered after the load, so lazily loaded state is counted
+
+
+def read_status_kib(fields: tuple[str, ...] = ("RssAnon", "RssFile")) -> dict[str, int]:
+    """The named fields of /proc/self/status in KiB (0 where the kernel does not report them)."""
+    out = dict.fromkeys(fields, 0)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in out:
+                    out[key] = int(rest.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def measure_in_subprocess(
+    system: str,
+    spec: dict[str, Any],
+    threads: int,
+    timeout_s: float = 600.0,
+) -> dict[str, Any]:
+    """Run `python -m vecdb.bench.memory` for `system` and return its measurements.
+    `spec` holds metric, dim, n, build_params, params, index_dir and queries_path."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    payload = json.dumps({"system": system, "threads": threads, **spec})
+    proc = subprocess.run(
+        [sys.executable, "-m", "vecdb.bench.memory", payload],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise Internal(f"memory subprocess for {system} failed: {' | '.join(tail)}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _mib(kib: int) -> float:
+    return round(kib / 1024.0, 2)
+
+
+def child_main(payload: dict[str, Any]) -> dict[str, Any]:
+    """The subprocess body: load, probe, report."""
+    from vecdb.bench.systems import make_system
+
+    system = make_system(
+        payload["system"], payload["metric"], payload["dim"], payload["n"], payload["build_params"]
+    )
+    queries = np.load(payload["queries_path"], mmap_mode="r")[:PROBE_QUERIES]
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    system.set_threads(int(payload["threads"]))
+    # Library imports (and their lazily imported parts) belong to the baseline, not the index.
+    system.import_libraries()
+    before = read_status_kib()
+    t0 = time.perf_counter()
+    system.load(Path(payload["index_dir"]))
+    load_s = time.perf_counter() - t0
+    loaded = read_status_kib()
+    system.set_params(payload.get("params") or {})
+    system.search(queries, int(payload.get("k", 10)))
+    after = read_status_kib()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    system.close()
+    return {
+        "rss_anon_load_mib": _mib(loaded["RssAnon"] - before["RssAnon"]),
+        "rss_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
+        "rss_file_mib": _mib(after["RssFile"] - before["RssFile"]),
+        "rss_anon_baseline_mib": _mib(before["RssAnon"]),
+        "peak_rss_mib": _mib(peak_kib),
+        "load_s": round(load_s, 3),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(child_main(json.loads(sys.argv[1]))), flush=True)

@@ -1,0 +1,246 @@
+"""The benchmark orchestrator: one dataset, several systems, one sweep each.
+
+Owns the order of work and the time budget. Per system: build (all threads, timed), then per
+sweep setting a warm-up batch that gives recall and I/O counters, timed batches on 1 thread
+and on all threads, and single-query latency on a subsample; then save, bytes on disk, and the
+index-resident memory from a fresh subprocess (`vecdb.bench.memory`). Each system gets an even
+share of the time still left; a sweep that runs out stops early and says so. Rows go to
+`results-<dataset>.jsonl` as each system finishes, so a crash keeps what was measured. Must not
+format results (see `vecdb.bench.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdb.bench import metrics
+from vecdb.bench.datasets import Dataset
+from vecdb.bench.environment import environment, load_average
+from vecdb.bench.memory import measure_in_subprocess
+from vecdb.bench.systems import Params, System, directory_bytes, expand_sweep, make_system
+
+K = 10  # neighbours asked for; recall@1 and recall@10 come from the same result
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs besides the dataset; `systems_config` comes from --config."""
+
+    systems: list[str]  # registry names, in row order
+    out_dir: Path  # JSONL and plots go here
+    threads: int  # "all threads" (the 1-thread numbers are always measured too)
+    time_limit_s: float | None = None  # whole run, soft: a system's build is never cut
+    latency_queries: int = 1000  # single-query latency on the first this many queries
+    repeats: int = 3  # timed batch calls per setting on 1 thread
+    repeats_all: int = 2  # and on all threads
+    measure_memory: bool = True  # run the fresh-subprocess memory pass
+    work_dir: Path | None = None  # where indexes are built and saved (a temp dir inside)
+    systems_config: dict[str, Any] = field(default_factory=dict)  # per system: build, sweep
+    progress: bool = True  # tqdm bars on stderr
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    rows: list[dict[str, Any]]
+    jsonl_path: Path
+    env: dict[str, Any]
+    seconds: float
+
+
+def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
+    """Measure every system of `cfg` on `ds` and write the JSONL rows."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    deadline = None if cfg.time_limit_s is None else start + cfg.time_limit_s
+    env = environment(cfg.threads)
+    run_id = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    jsonl = cfg.out_dir / f"results-{ds.slug}.jsonl"
+    jsonl.write_text("")
+    common = {
+        "run_id": run_id,
+        "dataset": ds.name,
+        "metric": ds.metric,
+        "n": len(ds.base),
+        "d": int(ds.base.shape[1]),
+        "n_queries": len(ds.queries),
+        "k": K,
+        **env,
+    }
+    rows: list[dict[str, Any]] = []
+    work_root = Path(tempfile.mkdtemp(prefix="vecdb-bench-", dir=cfg.work_dir))
+    bar = tqdm(total=len(cfg.systems), desc="systems", unit="system", disable=not cfg.progress)
+    try:
+        for i, name in enumerate(cfg.systems):
+            left = None if deadline is None else deadline - time.perf_counter()
+            budget = None if left is None else max(0.0, left) / (len(cfg.systems) - i)
+            bar.set_postfix_str(name)
+            workdir = work_root / name
+            workdir.mkdir()
+            try:
+                sys_rows = bench_system(name, ds, cfg, budget, workdir, log)
+            except Exception as exc:  # one failing system must not lose the others
+                log(f"{name}: failed: {type(exc).__name__}: {exc}")
+                sys_rows = [{"system": name, "error": f"{type(exc).__name__}: {exc}"}]
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            with jsonl.open("a") as f:
+                for row in sys_rows:
+                    full = {**common, **row}
+                    rows.append(full)
+                    f.write(json.dumps(full) + "\n")
+            bar.update(1)
+    finally:
+        bar.close()
+        shutil.rmtree(work_root, ignore_errors=True)
+    return RunResult(rows, jsonl, env, time.perf_counter() - start)
+
+
+def bench_system(
+    name: str,
+    ds: Dataset,
+    cfg: RunConfig,
+    budget_s: float | None,
+    workdir: Path,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Build, sweep, save and measure memory of one system; one row per setting."""
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    sys_cfg = cfg.systems_config.get(name, {})
+    system = make_system(
+        name, ds.metric, int(ds.base.shape[1]), len(ds.base), sys_cfg.get("build", {})
+    )
+    sweep = expand_sweep(sys_cfg.get("sweep", system.default_sweep))
+    deadline = None if budget_s is None else t_start + budget_s
+    try:
+        # Pass 1: build with all threads.
+        system.set_threads(cfg.threads)
+        c0, w0 = time.process_time(), time.perf_counter()
+        system.build(ds.base, workdir)
+        build = {
+            "build_s": round(time.perf_counter() - w0, 3),
+            "build_cpu_s": round(time.process_time() - c0, 3),
+            "build_threads": cfg.threads,
+        }
+        log(f"{name}: built in {build['build_s']:.1f} s ({system.build_params})")
+        # Pass 2: the sweep.
+        rows: list[dict[str, Any]] = []
+        bar = tqdm(sweep, desc=name, unit="setting", leave=False, disable=not cfg.progress)
+        for j, params in enumerate(bar):
+            now = time.perf_counter()
+            if rows and deadline is not None and now > deadline:
+                log(f"{name}: time budget spent; skipped {len(sweep) - j} of {len(sweep)} settings")
+                for row in rows:
+                    row["sweep_truncated"] = len(sweep) - j
+                break
+            share = None if deadline is None else max(1.0, (deadline - now) / (len(sweep) - j))
+            bar.set_postfix_str(json.dumps(params))
+            rows.append(measure_setting(system, ds, cfg, params, share))
+        bar.close()
+        # Pass 3: save, bytes on disk, then memory in a fresh process.
+        system.save(workdir)
+        disk = {"disk_mib": round(directory_bytes(workdir) / 2**20, 2)}
+        system.close()
+        memory = _memory(name, system, ds, cfg, workdir, rows[-1]["params"]) if rows else {}
+    finally:
+        system.close()
+    for row in rows:
+        row.update(build)
+        row.update(disk)
+        row.update(memory)
+        row["system_seconds"] = round(time.perf_counter() - t_start, 1)
+    return rows
+
+
+def measure_setting(
+    system: System, ds: Dataset, cfg: RunConfig, params: Params, share_s: float | None
+) -> dict[str, Any]:
+    """All per-setting numbers: recall, I/O, batch QPS (1 and all threads), latency."""
+    budget = 20.0 if share_s is None else max(0.5, share_s / 3)
+    load_before = load_average()
+    system.set_params(params)
+    system.set_threads(1)
+    io_before = system.io_counters()
+    found = system.search(ds.queries, K)  # warm-up; its result gives the recall
+    io_after = system.io_counters()
+    row: dict[str, Any] = {
+        "system": system.name,
+        "is_ours": system.is_ours,
+        "build_params": system.build_params,
+        "params": params,
+        "recall_at_1": round(
+            metrics.recall_at_k(ds.base, ds.queries, ds.metric, ds.gt_ids, found, 1), 5
+        ),
+        "recall_at_10": round(
+            metrics.recall_at_k(ds.base, ds.queries, ds.metric, ds.gt_ids, found, K), 5
+        ),
+        "posting_reads_per_query": None,
+        "bytes_read_per_query": None,
+    }
+    if io_before is not None and io_after is not None and len(ds.queries):
+        reads, nbytes = (
+            float(b - a) / len(ds.queries) for a, b in zip(io_before, io_after, strict=True)
+        )
+        row["posting_reads_per_query"] = None if np.isnan(reads) else round(reads, 3)
+        row["bytes_read_per_query"] = None if np.isnan(nbytes) else round(nbytes, 1)
+    row.update(
+        metrics.time_batch(system.search, ds.queries, K, cfg.repeats, budget).as_dict("qps_1t")
+    )
+    if cfg.threads > 1:
+        system.set_threads(cfg.threads)
+        timing = metrics.time_batch(system.search, ds.queries, K, cfg.repeats_all, budget / 2)
+        row.update(timing.as_dict("qps_all"))
+        system.set_threads(1)
+    else:
+        row.update(
+            {
+                k.replace("qps_1t", "qps_all"): v
+                for k, v in list(row.items())
+                if k.startswith("qps_1t")
+            }
+        )
+    lat_queries = ds.queries[: cfg.latency_queries]
+    row.update(metrics.time_latency(system.search, lat_queries, K, budget))
+    row["load_avg_before"] = load_before
+    return row
+
+
+def _memory(
+    name: str,
+    system: System,
+    ds: Dataset,
+    cfg: RunConfig,
+    workdir: Path,
+    params: Params,
+) -> dict[str, Any]:
+    if not cfg.measure_memory:
+        return {}
+    spec = {
+        "metric": ds.metric,
+        "dim": int(ds.base.shape[1]),
+        "n": len(ds.base),
+        "build_params": system.build_params,
+        "params": params,
+        "index_dir": str(workdir),
+        "queries_path": str(ds.directory / "queries.npy"),
+        "k": K,
+    }
+    try:
+        return measure_in_subprocess(name, spec, cfg.threads)
+    except Exception as exc:  # memory is one column; keep the rest of the row
+        return {"memory_error": f"{type(exc).__name__}: {exc}"}

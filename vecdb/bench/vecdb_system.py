@@ -1,0 +1,152 @@
+"""vecdb itself as a benchmarked system, driven only through the public SDK.
+
+Owns the adapter from the `System` contract to `vecdb.connect(path)`: one embedded database
+per run in the work directory, one collection built by batched `upsert` plus `optimize`,
+search-time parameters passed as `search(..., params=...)`. The index kind and its build
+parameters come from the config, so any kind the engine offers can be measured; the sweep of
+per-request parameters likewise. Must not import the engine, index or storage directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.bench.systems import Params, System
+from vecdb.config import MAX_BATCH, MAX_QUERIES
+
+COLLECTION = "bench"
+DATA_DIR = "vecdb-data"
+# Names the SDK may use for I/O counters on a search result's `stats` (a hook: the engine
+# decides what it exposes; absent counters are reported as null).
+READ_KEYS = ("posting_reads", "postings_read", "reads")
+BYTES_KEYS = ("bytes_read", "read_bytes")
+
+
+class _VecdbSystem(System):
+    """A vecdb collection of one index kind; `index_kind` is set by subclasses."""
+
+    is_ours = True
+    index_kind = "flat"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client: Any = None  # vecdb Client, embedded
+        self.data_dir: Path | None = None  # the database directory
+        self.params: Params = {}  # per-request search params of the current setting
+        self.result_io = [0.0, 0.0]  # posting reads and bytes summed from results' stats
+
+    def resolve_build_params(self, given: Params) -> Params:
+        index_params = dict(given.get("index_params", {}))
+        return {"index": given.get("index", self.index_kind), "index_params": index_params}
+
+    def import_libraries(self) -> None:
+        import vecdb
+
+        # The embedded client imports the engine (and numba kernels) lazily; a tiny search in
+        # an in-memory database pulls them all in, so the memory baseline excludes them.
+        with vecdb.connect(":memory:") as client:
+            client.create_collection("warm", dim=self.dim, metric=self.metric, index="flat")
+            client.upsert("warm", ids=[0, 1], vectors=np.ones((2, self.dim), np.float32))
+            client.search("warm", np.ones((1, self.dim), np.float32), k=1)
+
+    def _connect(self, directory: Path) -> None:
+        import vecdb
+
+        self.data_dir = directory
+        self.client = vecdb.connect(str(directory))
+
+    def build(self, base: npt.NDArray[np.float32], workdir: Path) -> None:
+        self._connect(workdir / DATA_DIR)
+        self.client.create_collection(
+            COLLECTION,
+            dim=self.dim,
+            metric=self.metric,
+            index=self.build_params["index"],
+            index_params=self.build_params["index_params"],
+        )
+        for lo in range(0, len(base), MAX_BATCH):
+            hi = min(lo + MAX_BATCH, len(base))
+            self.client.upsert(
+                COLLECTION, ids=np.arange(lo, hi, dtype=np.int64), vectors=base[lo:hi]
+            )
+        self.client.optimize(COLLECTION)
+
+    def set_params(self, params: Params) -> None:
+        self.params = dict(params)
+
+    def set_threads(self, n: int) -> None:
+        try:
+            import numba
+        except ImportError:
+            return
+        limit = int(getattr(numba.config, "NUMBA_NUM_THREADS", n))
+        numba.set_num_threads(max(1, min(n, limit)))
+
+    def search(self, queries: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
+        out = np.empty((len(queries), k), dtype=np.int64)
+        for lo in range(0, len(queries), MAX_QUERIES):
+            res = self.client.search(
+                COLLECTION, queries[lo : lo + MAX_QUERIES], k=k, params=self.params or None
+            )
+            ids = np.asarray(res.ids)
+            out[lo : lo + len(ids)] = np.where(ids == None, -1, ids).astype(np.int64)  # noqa: E711
+            stats = getattr(res, "stats", None)
+            if isinstance(stats, Mapping):
+                self.result_io[0] += _first(stats, READ_KEYS)
+                self.result_io[1] += _first(stats, BYTES_KEYS)
+        return out
+
+    def io_counters(self) -> tuple[float, float] | None:
+        # Per-result stats if the SDK attaches them, else the index's cumulative counters.
+        if any(self.result_io):
+            return self.result_io[0], self.result_io[1]
+        try:
+            index_stats = self.client.stats(COLLECTION).get("index", {})
+        except Exception:  # a stats failure must not fail the benchmark
+            return None
+        reads, nbytes = _first(index_stats, READ_KEYS), _first(index_stats, BYTES_KEYS)
+        if np.isnan(reads) and np.isnan(nbytes):
+            return None
+        return reads, nbytes
+
+    def save(self, directory: Path) -> None:
+        # The database directory (inside the build's work directory, which the runner passes
+        # here) is the saved form; closing makes it durable and releases its lock.
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def load(self, directory: Path) -> None:
+        self._connect(directory / DATA_DIR)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def _first(stats: Mapping[str, Any], keys: tuple[str, ...]) -> float:
+    for key in keys:
+        if stats.get(key) is not None:
+            return float(stats[key])
+    return float("nan")
+
+
+class VecdbFlat(_VecdbSystem):
+    """vecdb's exact flat index (no search-time parameters)."""
+
+    name = "vecdb-flat"
+    index_kind = "flat"
+
+
+class VecdbSpann(_VecdbSystem):
+    """vecdb's SPANN index; sweeps how many postings a query may read."""
+
+    name = "vecdb-spann"
+    index_kind = "spann"
+    default_sweep = {"max_postings": [4, 8, 16, 32, 64, 128]}

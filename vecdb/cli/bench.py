@@ -1,0 +1,207 @@
+"""`vecdb bench`: the ANN benchmark command (recall vs QPS against faiss and hnswlib).
+
+Owns the command line only: option parsing, the optional JSON config (per-system build
+parameters and sweeps, reference anchors), the time limit, and turning `VecdbError` into a
+clean CLI error. The work is done by `vecdb.bench` (datasets, run, report).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEFAULT_SYSTEMS = "all"
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed, rebuilt from the options given on the command line."""
+    parts = ["vecdb", "bench"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        opt = param.opts[0] if param.opts else f"--{name}"
+        value = ctx.params[name]
+        if isinstance(value, bool):
+            parts.append(opt if value else next(iter(param.secondary_opts), opt))
+        else:
+            parts += [opt, str(value)]
+    return shlex.join(parts)
+
+
+def _load_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--config") from exc
+    if not isinstance(cfg, dict):
+        raise click.BadParameter(f"{path}: expected a JSON object", param_hint="--config")
+    return cfg
+
+
+@click.command("bench")
+@click.option(
+    "--dataset",
+    default="glove-50",
+    show_default=True,
+    help="glove-50 | synthetic:N:D[:seed] | FILE | BASE,QUERIES[,GT] | FILE.hdf5",
+)
+@click.option(
+    "--systems",
+    default=DEFAULT_SYSTEMS,
+    show_default=True,
+    help="Comma list of systems or groups: vecdb-flat, vecdb-spann, exact, faiss-ivf, "
+    "faiss-hnsw, faiss-ivfpq, hnswlib; groups vecdb, faiss, peers, all.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("bench-out"),
+    show_default=True,
+    help="Directory for results-<dataset>.jsonl and plots/.",
+)
+@click.option(
+    "--results-md",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="RESULTS.md to update (default: OUT/RESULTS.md).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Prepared datasets and ground truth [default: ~/.cache/vecdb-bench].",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["l2", "ip", "cosine"]),
+    default=None,
+    help="Metric for file and synthetic datasets (glove-50 is cosine).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads for builds and the all-threads QPS [default: all CPUs].",
+)
+@click.option(
+    "--queries",
+    "n_queries",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Use only the first N queries (quick runs).",
+)
+@click.option(
+    "--latency-queries",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Queries timed one by one for p50/p99/p99.9 latency.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed batch calls per setting on 1 thread.",
+)
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Soft limit in seconds for the whole run; sweeps are cut short to meet it.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="JSON: {systems: {NAME: {build, sweep}}, anchors, anchor_source}.",
+)
+@click.option(
+    "--memory/--no-memory",
+    default=True,
+    show_default=True,
+    help="Measure index memory in a fresh subprocess per system.",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    dataset: str,
+    systems: str,
+    out_dir: Path,
+    results_md: Path | None,
+    cache_dir: Path | None,
+    metric: str | None,
+    threads: int | None,
+    n_queries: int | None,
+    latency_queries: int,
+    repeats: int,
+    time_limit: float | None,
+    config_path: Path | None,
+    memory: bool,
+    progress: bool,
+) -> None:
+    """Measure recall, QPS, latency, build time and memory of vecdb and its peers."""
+    from vecdb.bench.datasets import load_dataset
+    from vecdb.bench.environment import load_average
+    from vecdb.bench.report import write_report
+    from vecdb.bench.run import RunConfig, run_benchmark
+    from vecdb.bench.systems import parse_systems
+    from vecdb.errors import VecdbError
+
+    command = _command_line(ctx)
+    config = _load_config(config_path)
+    load_start = load_average()
+    t0 = time.perf_counter()
+    try:
+        names = parse_systems(systems)
+        click.echo(f"preparing dataset {dataset} ...", err=True)
+        ds = load_dataset(dataset, cache_dir, metric).head(n_queries)
+        click.echo(
+            f"{ds.name}: {len(ds.base):,} x {ds.base.shape[1]} base, {len(ds.queries):,} queries, "
+            f"metric {ds.metric}; systems: {', '.join(names)}",
+            err=True,
+        )
+        cfg = RunConfig(
+            systems=names,
+            out_dir=out_dir,
+            threads=threads or os.cpu_count() or 1,
+            time_limit_s=None
+            if time_limit is None
+            else max(0.0, time_limit - (time.perf_counter() - t0)),
+            latency_queries=latency_queries,
+            repeats=repeats,
+            measure_memory=memory,
+            systems_config=dict(config.get("systems", {})),
+            progress=progress,
+        )
+        result = run_benchmark(ds, cfg, log=lambda m: click.echo(m, err=True))
+        header = {
+            "dataset": ds.name,
+            "command": command,
+            "seconds": time.perf_counter() - t0,
+            "load_start": load_start,
+            "load_end": load_average(),
+            "latency_queries": latency_queries,
+            "anchor_source": config.get("anchor_source", "config"),
+        }
+        md = results_md or out_dir / "RESULTS.md"
+        written = write_report(result.rows, md, out_dir / "plots", header, config.get("anchors"))
+    except VecdbError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in [result.jsonl_path, *written]:
+        click.echo(f"wrote {path}")
+    failed = sorted({r["system"] for r in result.rows if "error" in r})
+    if failed:
+        raise click.ClickException(f"systems failed: {', '.join(failed)} (see {result.jsonl_path})")
