@@ -88,6 +88,9 @@ class FlatIndex:
     ) -> tuple[Slots, npt.NDArray[np.float32]]:
         if params:
             raise InvalidArgument(f"the flat index takes no search params, got {sorted(params)}")
+        if self._live == 0:
+            nq = queries.shape[0]
+            return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
         rows, dist = exact_topk(
             queries, self._vectors[: self._n], self.metric, k, valid=self._valid[: self._n]
         )

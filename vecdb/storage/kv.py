@@ -152,4 +152,8 @@ class KV:
         return None
 
     def close(self) -> None:
+        # Column-family objects keep the DB alive (and its LOCK held) until they are dropped.
+        self._cfs.clear()
+        self._handles.clear()
         self._db.close()
+        del self._db
