@@ -105,12 +105,13 @@ def test_drop_then_recreate_starts_empty(client: vecdb.Client) -> None:
     assert (info.dim, info.metric, info.count) == (3, "ip", 0)
     assert client.count("docs") == 0
     assert client.get("docs", ids=[1, 2]) == []
-    res = client.search("docs", np.array([1.0, 0.0, 0.0], np.float32), k=2)
-    assert res.ids.tolist() == [[-1, -1]]
     client.upsert("docs", ids=[1], vectors=[[0.0, 0.0, 1.0]])
     (rec,) = client.get("docs", ids=[1])
     assert rec.vector.tolist() == [0.0, 0.0, 1.0]
     assert rec.payload is None
+    res = client.search("docs", np.array([[1.0, 0.0, 0.0]], np.float32), k=3)
+    assert res.ids.tolist() == [[1, -1, -1]]
+    assert client.count("docs") == 1
 
 
 def test_drop_leaves_other_collections_untouched(client: vecdb.Client) -> None:
