@@ -6,6 +6,7 @@ these; the exact scan is the oracle every approximate result is checked against.
 """
 
 from vecdb.kernels.distance import METRICS, dot, l2_sq, normalize_rows, pairwise
+from vecdb.kernels.hamming import hamming, pack_signs
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk, topk_rows
 
@@ -13,9 +14,11 @@ __all__ = [
     "METRICS",
     "dot",
     "exact_topk",
+    "hamming",
     "l2_sq",
     "merge_topk",
     "normalize_rows",
+    "pack_signs",
     "pairwise",
     "topk_rows",
 ]

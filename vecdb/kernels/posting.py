@@ -145,10 +145,11 @@ def rng_select(x, cand, heads, factor, replicas):  # type: ignore[no-untyped-def
     """RNG rule: for each row of x, walk its candidate heads (rows of `heads`, -1 = none) by
     ascending squared L2 and accept c unless an accepted a has factor*d(c,a) < d(x,c). The
     nearest candidate is always accepted, so every vector gets at least one posting.
-    Returns (n, replicas) candidate column indices, -1 padded."""
+    Returns (n, replicas) candidate column indices, -1 padded, and their distances."""
     n, m = cand.shape
     dim = x.shape[1]
     out = np.full((n, replicas), -1, dtype=np.int64)
+    outd = np.full((n, replicas), np.inf, dtype=np.float32)
     for i in nb.prange(n):
         d = np.full(m, np.inf, dtype=np.float32)
         for j in range(m):
@@ -179,8 +180,9 @@ def rng_select(x, cand, heads, factor, replicas):  # type: ignore[no-untyped-def
                     break
             if ok:
                 out[i, taken] = j
+                outd[i, taken] = d[j]
                 taken += 1
-    return out
+    return out, outd
 
 
 @nb.njit(cache=True)
