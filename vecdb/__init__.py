@@ -1,8 +1,8 @@
 """vecdb: a disk-hybrid, multi-tenant vector database.
 
-    import vecdb
-    with vecdb.connect("./vecdb-data") as client:
-        client.create_collection("docs", dim=50, metric="cosine")
+import vecdb
+with vecdb.connect("./vecdb-data") as client:
+    client.create_collection("docs", dim=50, metric="cosine")
 """
 
 from __future__ import annotations

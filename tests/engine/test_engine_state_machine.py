@@ -39,7 +39,7 @@ class EngineVsDict(RuleBasedStateMachine):
         vecs = np.random.default_rng(seed).integers(-3, 4, size=(len(ids), DIM)).astype(np.float32)
         payloads = [{"tag": tag, "id": i} for i in ids]
         assert self.db.upsert("c", ids, vecs, payloads) == len(ids)
-        for i, vec, p in zip(ids, vecs, payloads):
+        for i, vec, p in zip(ids, vecs, payloads, strict=False):
             self.model[i] = (vec, p)
 
     @rule(ids=IDS)
@@ -76,7 +76,7 @@ class EngineVsDict(RuleBasedStateMachine):
             assert len(set(got_ids)) == len(got_ids)
             got_d = res.distances[row, : len(got_ids)]
             np.testing.assert_allclose(got_d, true, rtol=1e-5, atol=1e-5)  # tie-aware
-            for i, d in zip(got_ids, got_d):
+            for i, d in zip(got_ids, got_d, strict=False):
                 assert abs(float(((self.model[i][0] - q[row]) ** 2).sum()) - d) < 1e-4
             assert np.all(np.isinf(res.distances[row, len(got_ids) :]))
 

@@ -18,16 +18,22 @@ from vecdb.kernels.scan import exact_topk
 
 
 @click.command()
-@click.option("--data", "data_dir", default="./vecdb-data", show_default=True,
-              help="Data directory (created if missing).")
+@click.option(
+    "--data",
+    "data_dir",
+    default="./vecdb-data",
+    show_default=True,
+    help="Data directory (created if missing).",
+)
 @click.option("--n", "n", default=50_000, show_default=True, help="Vectors to load.")
 @click.option("--dim", default=64, show_default=True, help="Dimension.")
 @click.option("--queries", "nq", default=500, show_default=True, help="Queries to run.")
 @click.option("--k", default=10, show_default=True)
 @click.option("--index", default=None, help="Index kind (flat or spann; default: the engine's).")
 @click.option("--batch-size", default=5_000, show_default=True)
-def demo(data_dir: str, n: int, dim: int, nq: int, k: int, index: str | None,
-         batch_size: int) -> None:
+def demo(
+    data_dir: str, n: int, dim: int, nq: int, k: int, index: str | None, batch_size: int
+) -> None:
     """Load N seeded synthetic vectors into DATA, search them, print recall vs exact."""
     base, queries, _ = synthetic(n, dim, seed=42)
     queries = queries[:nq]
@@ -43,8 +49,12 @@ def demo(data_dir: str, n: int, dim: int, nq: int, k: int, index: str | None,
         with tqdm(total=n, unit="vec", desc="upsert") as bar:
             for lo in range(0, n, batch_size):
                 hi = min(n, lo + batch_size)
-                client.upsert(name, ids=list(range(lo, hi)), vectors=base[lo:hi],
-                              payloads=[{"row": i} for i in range(lo, hi)])
+                client.upsert(
+                    name,
+                    ids=list(range(lo, hi)),
+                    vectors=base[lo:hi],
+                    payloads=[{"row": i} for i in range(lo, hi)],
+                )
                 bar.update(hi - lo)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -54,13 +64,21 @@ def demo(data_dir: str, n: int, dim: int, nq: int, k: int, index: str | None,
         res = client.search(name, queries, k=k)
         search_s = time.perf_counter() - t0
         truth, _ = exact_topk(queries, base, "l2", k)
-        hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(res.ids, truth))
+        hits = sum(
+            len(set(a.tolist()) & set(b.tolist())) for a, b in zip(res.ids, truth, strict=False)
+        )
         recall = hits / (len(queries) * k)
         one = client.search(name, queries[0], k=3, with_payload=True)
-        click.echo(f"loaded {n:,} x {dim} in {load_s:.2f} s ({n / load_s:,.0f} vectors/s, "
-                   f"durable acks); optimize {opt_s:.2f} s")
-        click.echo(f"searched {len(queries)} queries in {search_s * 1e3:.1f} ms "
-                   f"({len(queries) / search_s:,.0f} QPS batch); recall@{k} vs exact: {recall:.4f}")
-        click.echo(f"first query's top 3: ids {one.ids[0].tolist()}, "
-                   f"payloads {one.payloads[0] if one.payloads else None}")
+        click.echo(
+            f"loaded {n:,} x {dim} in {load_s:.2f} s ({n / load_s:,.0f} vectors/s, "
+            f"durable acks); optimize {opt_s:.2f} s"
+        )
+        click.echo(
+            f"searched {len(queries)} queries in {search_s * 1e3:.1f} ms "
+            f"({len(queries) / search_s:,.0f} QPS batch); recall@{k} vs exact: {recall:.4f}"
+        )
+        click.echo(
+            f"first query's top 3: ids {one.ids[0].tolist()}, "
+            f"payloads {one.payloads[0] if one.payloads else None}"
+        )
         click.echo(f"count: {client.count(name):,}")

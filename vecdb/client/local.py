@@ -38,8 +38,14 @@ class LocalClient(Client):
         multi_tenant: bool = False,
     ) -> CollectionInfo:
         return self._db.create_collection(
-            name, dim, metric, id_type=id_type, index=index, index_params=index_params,
-            kind=kind, multi_tenant=multi_tenant,
+            name,
+            dim,
+            metric,
+            id_type=id_type,
+            index=index,
+            index_params=index_params,
+            kind=kind,
+            multi_tenant=multi_tenant,
         )
 
     def list_collections(self) -> list[CollectionInfo]:

@@ -26,8 +26,17 @@ from vecdb.index.flat import FlatIndex
 from vecdb.kernels.topk import merge_topk
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
-from vecdb.types import CollectionInfo, CollectionKind, Id, IdType, IndexKind, Metric, Payload
-from vecdb.types import Record, SearchResult
+from vecdb.types import (
+    CollectionInfo,
+    CollectionKind,
+    Id,
+    IdType,
+    IndexKind,
+    Metric,
+    Payload,
+    Record,
+    SearchResult,
+)
 
 DEFAULT_BUFFER_LIMIT = 20_000  # vectors buffered before they are applied to a disk index
 DEFAULT_BULK_BUILD_MIN = 10_000  # an empty disk index is bulk-built once this many wait
@@ -92,8 +101,8 @@ class Collection:
         self.id_type = IdType(cfg.id_type)
         self.prefix = kvmod.cid_prefix(cfg.cid)  # key prefix of this collection
         self.lock = RWLock()  # searches share, writes exclude
-        self.buffer: FlatIndex | None = None if not index.persistent else FlatIndex(
-            cfg.dim, cfg.metric
+        self.buffer: FlatIndex | None = (
+            None if not index.persistent else FlatIndex(cfg.dim, cfg.metric)
         )  # recent writes searched exactly until applied to a disk index
         self.buffer_limit = DEFAULT_BUFFER_LIMIT
         self.next_slot = 0  # next slot to hand out
@@ -121,9 +130,7 @@ class Collection:
             return
         top = max(slots) + 1
         if top > self._slot_ids.shape[0]:
-            grown = np.full(
-                max(top, 2 * self._slot_ids.shape[0], 1024), -1, self._slot_ids.dtype
-            )
+            grown = np.full(max(top, 2 * self._slot_ids.shape[0], 1024), -1, self._slot_ids.dtype)
             if self._slot_ids.dtype == object:
                 grown[:] = None
             grown[: self._slot_ids.shape[0]] = self._slot_ids
@@ -167,7 +174,7 @@ class Collection:
             batch = self.kv.batch()
             for slot in old:
                 self._delete_point(batch, slot)
-            for j, (key, blob) in enumerate(zip(keys, blobs)):
+            for j, (key, blob) in enumerate(zip(keys, blobs, strict=False)):
                 slot = start + j
                 batch.put(kvmod.CF_IDS, self._key(key), kvmod.u64(slot))
                 batch.put(kvmod.CF_SLOTS, self._slot_key(slot), key)
@@ -190,7 +197,11 @@ class Collection:
         id_list = v.prepare_ids(ids, self.id_type)
         keys = [v.encode_id(i) for i in id_list]
         with self.lock.write():
-            found = [(k, s) for k, s in zip(keys, self._lookup_slots(keys)) if s is not None]
+            found = [
+                (k, s)
+                for k, s in zip(keys, self._lookup_slots(keys), strict=False)
+                if s is not None
+            ]
             if not found:
                 return 0
             batch = self.kv.batch()
@@ -266,12 +277,12 @@ class Collection:
         keys = [v.encode_id(i) for i in id_list]
         with self.lock.read():
             slots = self._lookup_slots(keys)
-            present = [(i, s) for i, s in zip(id_list, slots) if s is not None]
+            present = [(i, s) for i, s in zip(id_list, slots, strict=False) if s is not None]
             skeys = [self._slot_key(s) for _, s in present]
             vecs = self.kv.multi_get(kvmod.CF_VECTORS, skeys)
             pays = self.kv.multi_get(kvmod.CF_PAYLOAD, skeys)
         out = []
-        for (i, _), vec, pay in zip(present, vecs, pays):
+        for (i, _), vec, pay in zip(present, vecs, pays, strict=False):
             if vec is None:
                 continue
             out.append(
@@ -335,7 +346,8 @@ class Collection:
                 cand = [int(s) for s in slots[0] if s >= 0]
                 pays = self.payloads_of(cand)
                 keep = [
-                    j for j, p in enumerate(pays)
+                    j
+                    for j, p in enumerate(pays)
                     if p is not None and all(p.get(f) == val for f, val in flt.items())
                 ][:k]
                 if len(keep) >= k or width >= min(self.count, 16_384):

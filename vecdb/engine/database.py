@@ -133,12 +133,18 @@ class Database:
             raw = self.kv.get(kvmod.CF_META, b"next_cid")
             cid = 1 if raw is None else kvmod.read_u64(raw)
             cfg = CollectionConfig(
-                name=name, cid=cid, dim=dim, metric=metric_.value, id_type=id_type_.value,
-                index=index, index_params=dict(index_params or {}),
+                name=name,
+                cid=cid,
+                dim=dim,
+                metric=metric_.value,
+                id_type=id_type_.value,
+                index=index,
+                index_params=dict(index_params or {}),
             )
             # Validate the index parameters before anything is written.
-            probe, _ = open_index(index, dim, metric_.value, cfg.index_params,
-                                  collection_dir(self.path, cid))
+            probe, _ = open_index(
+                index, dim, metric_.value, cfg.index_params, collection_dir(self.path, cid)
+            )
             probe.close()
             shutil.rmtree(collection_dir(self.path, cid), ignore_errors=True)
             batch = self.kv.batch()

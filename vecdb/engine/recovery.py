@@ -101,7 +101,9 @@ def _replay(coll: Collection, kv: KV, applied: int) -> None:
         if n:
             added = list(range(start, start + n))
             raw = kv.multi_get(kvmod.CF_VECTORS, [coll._slot_key(s) for s in added])
-            keep = [(s, r) for s, r in zip(added, raw) if r is not None]  # later deleted: skip
+            keep = [
+                (s, r) for s, r in zip(added, raw, strict=False) if r is not None
+            ]  # later deleted: skip
             if keep:
                 vecs = np.frombuffer(b"".join(r for _, r in keep), np.float32)
                 vecs = vecs.reshape(len(keep), coll.cfg.dim)

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from vecdb import config
 from vecdb.errors import InvalidArgument
-from vecdb.types import Id, IdType, Metric, Payload
+from vecdb.types import Id, IdType, Metric
 
 
 def check_name(what: str, name: object) -> str:
@@ -78,7 +78,7 @@ def _as_matrix(vectors: object, dim: int, field: str) -> npt.NDArray[np.float32]
         raise InvalidArgument(f"{field} must be 1- or 2-dimensional, got shape {arr.shape}")
     if arr.shape[1] != dim:
         raise InvalidArgument(f"{field}: expected {dim} floats per vector, got {arr.shape[1]}")
-    return arr  # type: ignore[return-value]
+    return arr
 
 
 def prepare_vectors(
@@ -90,7 +90,9 @@ def prepare_vectors(
     finite = np.isfinite(wide)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
-        raise InvalidArgument(f"{field}[{row}][{col}] is {wide[row, col]}: NaN and inf are not allowed")
+        raise InvalidArgument(
+            f"{field}[{row}][{col}] is {wide[row, col]}: NaN and inf are not allowed"
+        )
     big = np.abs(wide) > config.MAX_ABS_COMPONENT
     if big.any():
         row, col = np.argwhere(big)[0]
@@ -144,7 +146,9 @@ def prepare_ids(ids: object, id_type: IdType, field: str = "ids") -> list[Id]:
     if not items:
         raise InvalidArgument(f"{field} is empty: send at least one id")
     if len(items) > config.MAX_BATCH:
-        raise InvalidArgument(f"{field} has {len(items)} entries (max {config.MAX_BATCH} a request)")
+        raise InvalidArgument(
+            f"{field} has {len(items)} entries (max {config.MAX_BATCH} a request)"
+        )
     check = _check_int_id if id_type is IdType.INT else _check_str_id
     out: list[Id] = [check(v, i, field) for i, v in enumerate(items)]
     seen: dict[Id, int] = {}
@@ -230,5 +234,3 @@ def normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.sqrt((wide * wide).sum(axis=1, keepdims=True))
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(wide / norms, dtype=np.float32)
-
-

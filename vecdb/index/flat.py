@@ -141,7 +141,9 @@ class FlatIndex:
             "vectors": self._live,
             "rows": self._n,
             "resident_bytes": int(
-                self._vectors.nbytes + self._slots.nbytes + self._valid.nbytes
+                self._vectors.nbytes
+                + self._slots.nbytes
+                + self._valid.nbytes
                 + 100 * len(self._row_of)
             ),
         }

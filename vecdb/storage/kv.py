@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rocksdict import Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import ColumnFamily, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from vecdb.errors import StorageLocked, Unavailable
 
@@ -106,7 +106,7 @@ class KV:
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
 
-    def handle(self, cf: str) -> object:
+    def handle(self, cf: str) -> ColumnFamily:
         return self._handles[cf]
 
     def batch(self) -> Batch:
@@ -130,7 +130,8 @@ class KV:
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        return list(self._cfs[cf][list(keys)])
+        found: list[bytes | None] = list(self._cfs[cf][list(keys)] or [])
+        return found
 
     def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) for every key starting with `prefix`, in key order."""
