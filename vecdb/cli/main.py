@@ -6,6 +6,8 @@ import click
 
 from vecdb import __version__
 from vecdb.cli.demo import demo
+from vecdb.cli.ingest import ingest
+from vecdb.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +17,5 @@ def main() -> None:
 
 
 main.add_command(demo)
+main.add_command(ingest)
+main.add_command(serve)

@@ -1,0 +1,55 @@
+"""`vecdb serve`: run the gRPC server over a data directory until SIGTERM or SIGINT.
+
+Owns only the command line: it layers explicit flags over the config file and `VECDB__*`
+environment (see `vecdb.server.config`) and hands the result to `vecdb.server.app.serve`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from vecdb.errors import VecdbError
+
+
+@click.command()
+@click.option("--data", "data_dir", default=None, help="Data directory [default: ./vecdb-data].")
+@click.option("--host", default=None, help="Bind address [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="gRPC port, 0 for any [default: 7700].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Prometheus /metrics port, 0 for any [default: 7701].")  # fmt: skip
+@click.option("--no-metrics", is_flag=True, help="Do not start the metrics exporter.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML or JSON config file (sections server, limits, metrics, auth, tls, log).")
+@click.option("--api-key", default=None, envvar="VECDB_API_KEY",
+              help="Admin API key (also VECDB_API_KEY); read-only keys go in the config file.")
+@click.option("--tls-cert", default=None, help="Server certificate (PEM) to enable TLS.")
+@click.option("--tls-key", default=None, help="Server private key (PEM).")
+@click.option("--tls-client-ca", default=None, help="CA (PEM) that client certificates need (mTLS).")
+@click.option("--log-level", default=None, help="debug, info, warning or error [default: info].")
+def serve(
+    data_dir: str | None, host: str | None, port: int | None, metrics_port: int | None,
+    no_metrics: bool, config_file: str | None, api_key: str | None, tls_cert: str | None,
+    tls_key: str | None, tls_client_ca: str | None, log_level: str | None,
+) -> None:  # fmt: skip
+    """Serve a data directory over gRPC (health, reflection, Prometheus metrics)."""
+    from vecdb.server.app import serve as run
+    from vecdb.server.config import load_config
+
+    flags: dict[str, dict[str, Any]] = {
+        "server": {"data": data_dir, "host": host, "port": port},
+        "metrics": {"port": metrics_port, "enabled": False if no_metrics else None},
+        "auth": {"admin_key": api_key},
+        "tls": {"cert": tls_cert, "key": tls_key, "client_ca": tls_client_ca},
+        "log": {"level": log_level},
+    }
+    overrides = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in flags.items()}
+    try:
+        config = load_config(config_file, overrides=overrides)
+        code = run(config)
+    except VecdbError as exc:
+        click.echo(f"vecdb serve: {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)
