@@ -16,13 +16,31 @@ import pytest
 
 import vecdb
 
-MODES = ["local"]
+MODES = ["local", "remote"]
 
 
 def make_client(mode: str, tmp_path: Path) -> vecdb.Client:
     """A fresh client over an empty database that lives under `tmp_path`."""
     if mode == "local":
         return vecdb.connect(str(tmp_path / "db"))
+    if mode == "remote":  # a real gRPC server on 127.0.0.1:0, stopped when the client closes
+        from vecdb.server.app import VecdbServer
+        from vecdb.server.config import load_config
+
+        cfg = load_config(env={}, overrides={
+            "server": {"data": str(tmp_path / "db"), "port": 0, "workers": 4},
+            "metrics": {"enabled": False},
+        })  # fmt: skip
+        server = VecdbServer(cfg).start()
+        remote = vecdb.connect(f"127.0.0.1:{server.port}", timeout=30)
+        close = remote.close
+
+        def close_both() -> None:
+            close()
+            server.stop(grace=0)
+
+        remote.close = close_both  # type: ignore[method-assign]
+        return remote
     raise ValueError(f"unknown client mode {mode!r}")
 
 
