@@ -1,0 +1,156 @@
+"""Every index build and search parameter, with its named bounds, in one place.
+
+This module owns the names, defaults and bounds (`DEFAULT_`, `MIN_`, `MAX_`) of the SPANN
+index's parameters, their validation (an `InvalidArgument` naming the parameter) and a
+human-readable spec string. `PARAMS.md` at the repository root explains each trade-off. It
+must not hold algorithm code: the index reads validated dataclasses from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from vecdb.errors import InvalidArgument
+
+# --- build parameters -------------------------------------------------------------------------
+DEFAULT_HEAD_FRACTION, MIN_HEAD_FRACTION, MAX_HEAD_FRACTION = 0.1, 0.001, 0.5
+DEFAULT_REPLICAS, MIN_REPLICAS, MAX_REPLICAS = 8, 1, 32
+DEFAULT_CANDIDATES, MIN_CANDIDATES, MAX_CANDIDATES = 64, 1, 256
+DEFAULT_RNG_FACTOR, MIN_RNG_FACTOR, MAX_RNG_FACTOR = 1.0, 0.1, 10.0
+DEFAULT_POSTING_PAGES, MIN_POSTING_PAGES, MAX_POSTING_PAGES = 0, 0, 4096  # 0 = auto
+DEFAULT_POSTING_VECTORS, MIN_POSTING_VECTORS, MAX_POSTING_VECTORS = 118, 8, 100_000
+DEFAULT_MERGE_THRESHOLD, MIN_MERGE_THRESHOLD, MAX_MERGE_THRESHOLD = 10, 0, 10_000
+DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS = 4, 1, 64
+DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K = 4, 0, 64
+DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE = 0.3, 0.01, 1.0
+DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M = 16, 4, 64
+DEFAULT_HEAD_EF_CONSTRUCTION, MIN_HEAD_EF_CONSTRUCTION, MAX_HEAD_EF_CONSTRUCTION = 200, 16, 2000
+DEFAULT_BUILD_EF, MIN_BUILD_EF, MAX_BUILD_EF = 96, 1, 4096
+DEFAULT_THREADS, MIN_THREADS, MAX_THREADS = 0, 0, 1024  # 0 = all cores
+DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
+IO_MODES = ("auto", "mmap", "direct")
+DEFAULT_IO = "auto"
+
+# --- search parameters ------------------------------------------------------------------------
+DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS = 48, 1, 4096
+DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO = 8.0, 1.0, 1e9
+DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF = 64, 1, 100_000
+
+PAGE_SIZE = 4096
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, integer: bool) -> Any:
+    """Validate one numeric parameter; the error names the parameter and its bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{name} must be a number, got {value!r}")
+    if integer and not (isinstance(value, int) or float(value).is_integer()):
+        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+    if not (lo <= value <= hi):  # also rejects NaN
+        raise InvalidArgument(f"{name} must be in [{lo}, {hi}], got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any]) -> Any:
+    """Build a params dataclass from a mapping, rejecting unknown names."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - {f.name for f in fields(cls)})
+    if unknown:
+        raise InvalidArgument(f"unknown {cls.__name__} parameter(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        default, lo, hi = table[f.name]
+        value = given.get(f.name, default)
+        if lo is None:  # an enumerated string
+            if value not in hi:
+                raise InvalidArgument(f"{f.name} must be one of {hi}, got {value!r}")
+            values[f.name] = value
+        else:
+            values[f.name] = _check_number(f.name, value, lo, hi, isinstance(default, int))
+    return cls(**values)
+
+
+def _spec(obj: Any, kind: str) -> str:
+    return f"{kind}(" + ", ".join(f"{k}={v}" for k, v in asdict(obj).items()) + ")"
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """Parameters fixed when the index is created (stored in its manifest)."""
+
+    head_fraction: float  # heads per vector (memory vs posting length)
+    replicas: int  # max postings a vector is written to
+    candidates: int  # nearest heads considered for the RNG rule
+    rng_factor: float  # RNG rule factor on squared distances
+    posting_pages: int  # page budget per posting; 0 = derive from posting_vectors
+    posting_vectors: int  # entries the auto page budget must hold (SPTAG's 118)
+    merge_threshold: int  # postings with fewer live entries are merged away
+    max_blocks: int  # appended blocks per posting before it is rewritten
+    reassign_k: int  # nearby postings checked for LIRE reassignment after a split
+    compact_garbage: float  # dead-byte fraction of the file that triggers compaction
+    head_m: int  # hnswlib M of the head graph
+    head_ef_construction: int  # hnswlib ef_construction of the head graph
+    build_ef: int  # hnswlib ef when finding a vector's candidate heads
+    threads: int  # build threads; 0 = all cores
+    seed: int  # random seed of the clustering
+    io: str  # posting reader: auto | mmap | direct
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
+        return _parse(cls, given, _BUILD_TABLE)  # type: ignore[no-any-return]
+
+    def spec(self) -> str:
+        return _spec(self, "spann")
+
+    def posting_limit(self, dim: int) -> tuple[int, int]:
+        """(pages, entries) of the posting budget for vectors of `dim` float32 components."""
+        entry = 4 * dim + 9  # vector + int64 slot + uint8 version
+        pages = self.posting_pages or max(3, -(-self.posting_vectors * entry // PAGE_SIZE))
+        return pages, max(8, (pages * PAGE_SIZE - 64) // entry)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """Per-request search parameters."""
+
+    max_postings: int  # cap on postings read per query (the main recall/speed knob)
+    prune_ratio: float  # read a posting only if its head is within ratio x the nearest head
+    head_ef: int  # hnswlib ef of the head search (raised to max_postings if lower)
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any] | None) -> SearchParams:
+        return _parse(cls, given, _SEARCH_TABLE)  # type: ignore[no-any-return]
+
+    def spec(self) -> str:
+        return _spec(self, "search")
+
+
+_BUILD_TABLE: dict[str, Any] = {
+    "head_fraction": (DEFAULT_HEAD_FRACTION, MIN_HEAD_FRACTION, MAX_HEAD_FRACTION),
+    "replicas": (DEFAULT_REPLICAS, MIN_REPLICAS, MAX_REPLICAS),
+    "candidates": (DEFAULT_CANDIDATES, MIN_CANDIDATES, MAX_CANDIDATES),
+    "rng_factor": (DEFAULT_RNG_FACTOR, MIN_RNG_FACTOR, MAX_RNG_FACTOR),
+    "posting_pages": (DEFAULT_POSTING_PAGES, MIN_POSTING_PAGES, MAX_POSTING_PAGES),
+    "posting_vectors": (DEFAULT_POSTING_VECTORS, MIN_POSTING_VECTORS, MAX_POSTING_VECTORS),
+    "merge_threshold": (DEFAULT_MERGE_THRESHOLD, MIN_MERGE_THRESHOLD, MAX_MERGE_THRESHOLD),
+    "max_blocks": (DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS),
+    "reassign_k": (DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K),
+    "compact_garbage": (DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE),
+    "head_m": (DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M),
+    "head_ef_construction": (
+        DEFAULT_HEAD_EF_CONSTRUCTION,
+        MIN_HEAD_EF_CONSTRUCTION,
+        MAX_HEAD_EF_CONSTRUCTION,
+    ),
+    "build_ef": (DEFAULT_BUILD_EF, MIN_BUILD_EF, MAX_BUILD_EF),
+    "threads": (DEFAULT_THREADS, MIN_THREADS, MAX_THREADS),
+    "seed": (DEFAULT_SEED, MIN_SEED, MAX_SEED),
+    "io": (DEFAULT_IO, None, IO_MODES),
+}
+
+_SEARCH_TABLE: dict[str, Any] = {
+    "max_postings": (DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS),
+    "prune_ratio": (DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO),
+    "head_ef": (DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF),
+}

@@ -1,0 +1,256 @@
+"""The posting file: framed, CRC-checked blocks of (slots, versions, dim-major vectors).
+
+A posting file is page 0 (magic, format version, dim) followed by *blocks*. A block holds part
+or all of one posting: a 64-byte header `[u32 block magic][u32 crc32][u32 nbytes][u32 count]
+[i64 posting][u32 dim][u32 cap]`, then `int64 slots[cap]`, `uint8 versions[cap]` (padded to
+64 bytes) and a dimension-major `float32 vectors[dim][cap]`, where cap is the count rounded up
+to 8 (padding slots are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
+pages than their size requires, so a read is always the minimum of whole pages. Bulk writes
+pack blocks by remainder best-fit (SPTAG); appends go at the end. The file never changes below
+its durable length, so a crash leaves the last checkpoint intact; tails are truncated on open.
+Two readers share one interface: `MmapReader` (warm, zero-copy views of an mmap) and
+`DirectReader` (cold, O_DIRECT reads of a query's blocks submitted together to a thread pool).
+This module knows nothing of heads, search or updates.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.errors import FormatError
+from vecdb.index.spann.framing import check_header, pack_header
+
+MAGIC = b"VDBPOSTS"
+VERSION = 1
+PAGE = 4096
+BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
+BLOCK_HEADER = struct.Struct("<IIIIqII")  # magic crc nbytes count posting dim cap
+GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
+
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+
+
+def block_layout(count: int, dim: int) -> tuple[int, int, int]:
+    """(cap, byte offset of the vector block, total bytes) of a block of `count` entries."""
+    cap = max(8, -(-count // 8) * 8)
+    vec_off = -(-(64 + 9 * cap) // 64) * 64
+    return cap, vec_off, vec_off + 4 * dim * cap
+
+
+def encode_block(posting: int, slots: I64, versions: U8, vectors: F32) -> U8:
+    """Serialise one block; `vectors` is (count, dim) row-major."""
+    count, dim = vectors.shape
+    cap, vec_off, nbytes = block_layout(count, dim)
+    buf = np.zeros(-(-nbytes // 64) * 64, dtype=np.uint8)
+    s = buf[64 : 64 + 8 * cap].view(np.int64)
+    s[:] = -1
+    s[:count] = slots
+    buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
+    v = buf[vec_off:nbytes].view(np.float32).reshape(dim, cap)
+    v[:, :count] = vectors.T
+    BLOCK_HEADER.pack_into(buf.data, 0, BLOCK_MAGIC, 0, nbytes, count, posting, dim, cap)
+    struct.pack_into("<I", buf.data, 4, zlib.crc32(buf.data[8:nbytes]))
+    return buf
+
+
+def decode_block(buf: U8, where: str) -> tuple[int, I64, U8, F32]:
+    """Verify and decode a block: (posting, slots, versions, vectors (count, dim))."""
+    magic, crc, nbytes, count, posting, dim, cap = BLOCK_HEADER.unpack_from(buf.data, 0)
+    if magic != BLOCK_MAGIC or nbytes > len(buf) or block_layout(count, dim)[2] != nbytes:
+        raise FormatError(f"{where}: torn or corrupt posting block header")
+    if zlib.crc32(buf.data[8:nbytes]) != crc:
+        raise FormatError(f"{where}: posting block CRC mismatch (posting {posting})")
+    _, vec_off, _ = block_layout(count, dim)
+    slots = buf[64 : 64 + 8 * cap].view(np.int64)[:count].copy()
+    versions = buf[64 + 8 * cap : 64 + 8 * cap + count].copy()
+    vectors = buf[vec_off:nbytes].view(np.float32).reshape(dim, cap)[:, :count].T.copy()
+    return int(posting), slots, versions, vectors
+
+
+def pack_offsets(sizes: npt.NDArray[np.int64], start: int) -> npt.NDArray[np.int64]:
+    """Remainder best-fit: offsets so every block spans exactly ceil(size/4096) pages."""
+    buckets: dict[int, list[int]] = {}
+    for i in np.argsort(sizes, kind="stable")[::-1]:
+        r = int(sizes[i]) % PAGE or PAGE
+        buckets.setdefault(r, []).append(int(i))
+    order = sorted(buckets, reverse=True)
+    out = np.empty(len(sizes), dtype=np.int64)
+    pos, left = start, len(sizes)
+    while left:
+        free = PAGE - pos % PAGE
+        r = next((r for r in order if r <= free and buckets[r]), 0)
+        if not r:
+            pos += free
+            continue
+        i = buckets[r].pop()
+        out[i] = pos
+        pos += int(sizes[i])
+        left -= 1
+    return out
+
+
+class PostingFile:
+    """One posting file: appends, bulk packed writes, verified block reads, fsync."""
+
+    path: Path  # the file
+    dim: int  # vector dimension
+    length: int  # end of the data written so far (the durable length after sync)
+    capacity: int  # current file size (extended in GROW chunks)
+    fd: int  # read-write file descriptor
+
+    def __init__(self, path: Path, dim: int, length: int | None = None) -> None:
+        self.path, self.dim = path, dim
+        new = not path.exists()
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if new:
+            os.pwrite(self.fd, pack_header(MAGIC, VERSION) + struct.pack("<I", dim), 0)
+            self.length = PAGE
+        else:
+            head = os.pread(self.fd, 32, 0)
+            check_header(head, MAGIC, VERSION, path)
+            (found_dim,) = struct.unpack_from("<I", head, 16)
+            if found_dim != dim:
+                raise FormatError(f"{path}: dimension {found_dim}, expected {dim}")
+            self.length = PAGE if length is None else length
+        os.ftruncate(self.fd, self.length)  # drop any tail written after the last checkpoint
+        self.capacity = self.length
+        self.reserve(0)
+
+    def reserve(self, extra: int) -> None:
+        """Make sure `extra` more bytes fit below the file size."""
+        need = self.length + extra + PAGE
+        if need > self.capacity:
+            self.capacity = -(-max(need, self.capacity + GROW) // PAGE) * PAGE
+            os.ftruncate(self.fd, self.capacity)
+
+    def append(self, blocks: list[U8]) -> npt.NDArray[np.int64]:
+        """Write blocks at the end (one pwrite); return their offsets."""
+        offsets = np.empty(len(blocks), dtype=np.int64)
+        pos, parts = self.length, []
+        for i, b in enumerate(blocks):
+            size = len(b)
+            pages = -(-size // PAGE)
+            if pos % PAGE + size > pages * PAGE:
+                parts.append(np.zeros(PAGE - pos % PAGE, dtype=np.uint8))
+                pos += PAGE - pos % PAGE
+            offsets[i] = pos
+            parts.append(b)
+            pos += size
+        if parts:
+            self.reserve(pos - self.length)
+            os.pwrite(self.fd, np.concatenate(parts).tobytes(), self.length)
+        self.length = pos
+        return offsets
+
+    def write_packed(self, blocks: list[U8]) -> npt.NDArray[np.int64]:
+        """Write blocks best-fit packed after the current end (bulk build, compaction)."""
+        sizes = np.array([len(b) for b in blocks], dtype=np.int64)
+        start = -(-self.length // PAGE) * PAGE
+        offsets = pack_offsets(sizes, start)
+        end = int((offsets + sizes).max()) if len(blocks) else start
+        self.reserve(end - self.length)
+        order = np.argsort(offsets)
+        chunk, chunk_start = bytearray(), start
+        for i in order:
+            off = int(offsets[i])
+            if off - chunk_start > len(chunk):
+                chunk.extend(bytes(off - chunk_start - len(chunk)))
+            chunk.extend(blocks[i].tobytes())
+            if len(chunk) >= 8 << 20:
+                os.pwrite(self.fd, bytes(chunk), chunk_start)
+                chunk_start += len(chunk)
+                chunk = bytearray()
+        if chunk:
+            os.pwrite(self.fd, bytes(chunk), chunk_start)
+        self.length = max(self.length, end)
+        return offsets
+
+    def read_block(self, offset: int) -> tuple[int, I64, U8, F32]:
+        """Read and verify the block at `offset`."""
+        head = os.pread(self.fd, BLOCK_HEADER.size, offset)
+        nbytes = BLOCK_HEADER.unpack_from(head, 0)[2] if len(head) == BLOCK_HEADER.size else 0
+        if offset + nbytes > self.length or nbytes < 64:
+            raise FormatError(f"{self.path}: torn or corrupt posting block at {offset}")
+        buf = np.frombuffer(os.pread(self.fd, nbytes, offset), dtype=np.uint8)
+        return decode_block(buf, f"{self.path} at byte {offset}")
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class MmapReader:
+    """Warm reads: zero-copy uint8/int64/float32 views of an mmap of the whole file."""
+
+    def __init__(self, file: PostingFile) -> None:
+        self.file = file
+        self.mapped = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Remap after the file grew (old views stay valid until dropped)."""
+        if self.file.capacity != self.mapped:
+            self.mm = mmap.mmap(self.file.fd, self.file.capacity, prot=mmap.PROT_READ)
+            self.mm.madvise(mmap.MADV_RANDOM)
+            self.u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
+            self.mapped = self.file.capacity
+
+    def views(self) -> tuple[U8, I64, F32]:
+        return self.u8, self.u8.view(np.int64), self.u8.view(np.float32)
+
+
+class DirectReader:
+    """Cold reads: each block's pages read with O_DIRECT, all of a query's reads submitted at
+    once to a thread pool (preadv releases the GIL); falls back to buffered reads where the
+    filesystem refuses O_DIRECT (tmpfs)."""
+
+    def __init__(self, file: PostingFile, threads: int = 16) -> None:
+        self.file = file
+        flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
+        try:
+            self.fd = os.open(file.path, flags)
+            self.direct = flags != os.O_RDONLY
+        except OSError:
+            self.fd, self.direct = os.open(file.path, os.O_RDONLY), False
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spann-io")
+
+    def read(
+        self, offsets: npt.NDArray[np.int64], nbytes: npt.NDArray[np.int64]
+    ) -> tuple[U8, npt.NDArray[np.int64], int]:
+        """Read blocks into one aligned buffer; return it, the blocks' offsets in it, and
+        the number of bytes read from the device (whole pages)."""
+        lo = offsets // PAGE * PAGE
+        hi = -(-(offsets + nbytes) // PAGE) * PAGE
+        lens = hi - lo
+        at = np.zeros(len(lens) + 1, dtype=np.int64)
+        np.cumsum(lens, out=at[1:])
+        total = int(at[-1])
+        buf = mmap.mmap(-1, max(total, PAGE))  # anonymous maps are page-aligned
+        view = memoryview(buf)
+
+        def one(i: int) -> int:
+            return os.preadv(self.fd, [view[at[i] : at[i + 1]]], int(lo[i]))
+
+        for n in self.pool.map(one, range(len(lens))):
+            if n <= 0:
+                raise FormatError(f"{self.file.path}: short read")
+        u8 = np.frombuffer(buf, dtype=np.uint8)
+        return u8, at[:-1] + (offsets - lo), total
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        os.close(self.fd)

@@ -1,0 +1,132 @@
+"""The in-memory offset table of the posting file: which blocks make up each posting.
+
+A posting is a chain of blocks (the one written by build, split or compaction, plus blocks
+appended by inserts). The chains live in flat numpy arrays so numba kernels can walk them
+without Python: `post_first[p]` is the first block of posting p (-1 if empty) and
+`blk_next[b]` the next one. Freed block ids are reused. About 16 bytes per block and 12 per
+posting. This module owns no file: the index persists the arrays in its state file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.spann.postings import block_layout
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+
+
+def _grow(a: npt.NDArray[np.generic], n: int, fill: int) -> npt.NDArray[np.generic]:
+    if n <= len(a):
+        return a
+    out = np.full(max(n, 2 * len(a), 64), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+class BlockTable:
+    """Per posting, a chain of (offset, count) blocks in the posting file."""
+
+    dim: int  # vector dimension (block sizes derive from it)
+    post_first: I32  # first block of each posting, -1 if the posting is empty
+    post_blocks: I32  # number of blocks in each posting's chain
+    post_entries: I32  # entries in the chain, stale and removed ones included
+    blk_off: I64  # byte offset of each block in the posting file
+    blk_cnt: I64  # entries in each block
+    blk_next: I32  # next block of the same posting, -1 at the end
+    free: list[int]  # block ids free for reuse
+    used: int  # high-water mark of block ids
+    ref_bytes: int  # bytes of all referenced blocks (the rest of the file is garbage)
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.post_first = np.full(0, -1, dtype=np.int32)
+        self.post_blocks = np.zeros(0, dtype=np.int32)
+        self.post_entries = np.zeros(0, dtype=np.int32)
+        self.blk_off = np.zeros(0, dtype=np.int64)
+        self.blk_cnt = np.zeros(0, dtype=np.int64)
+        self.blk_next = np.full(0, -1, dtype=np.int32)
+        self.free, self.used, self.ref_bytes = [], 0, 0
+
+    @property
+    def n_postings(self) -> int:
+        return len(self.post_first)
+
+    def ensure(self, n_postings: int) -> None:
+        """Make room for posting ids below `n_postings`."""
+        if n_postings > len(self.post_first):
+            self.post_first = _grow(self.post_first, n_postings, -1)  # type: ignore[assignment]
+            self.post_blocks = _grow(self.post_blocks, n_postings, 0)  # type: ignore[assignment]
+            self.post_entries = _grow(self.post_entries, n_postings, 0)  # type: ignore[assignment]
+
+    def push(self, posting: int, offset: int, count: int) -> None:
+        """Prepend a block to a posting's chain."""
+        self.ensure(posting + 1)
+        if self.free:
+            b = self.free.pop()
+        else:
+            b = self.used
+            self.used += 1
+            self.blk_off = _grow(self.blk_off, self.used, 0)  # type: ignore[assignment]
+            self.blk_cnt = _grow(self.blk_cnt, self.used, 0)  # type: ignore[assignment]
+            self.blk_next = _grow(self.blk_next, self.used, -1)  # type: ignore[assignment]
+        self.blk_off[b], self.blk_cnt[b] = offset, count
+        self.blk_next[b] = self.post_first[posting]
+        self.post_first[posting] = b
+        self.post_blocks[posting] += 1
+        self.post_entries[posting] += count
+        self.ref_bytes += block_layout(count, self.dim)[2]
+
+    def chain(self, posting: int) -> list[tuple[int, int]]:
+        """(offset, count) of each block of a posting."""
+        out = []
+        b = int(self.post_first[posting]) if posting < self.n_postings else -1
+        while b >= 0:
+            out.append((int(self.blk_off[b]), int(self.blk_cnt[b])))
+            b = int(self.blk_next[b])
+        return out
+
+    def clear(self, posting: int) -> None:
+        """Drop a posting's chain (its blocks become garbage in the file)."""
+        b = int(self.post_first[posting])
+        while b >= 0:
+            self.ref_bytes -= block_layout(int(self.blk_cnt[b]), self.dim)[2]
+            self.free.append(b)
+            b, self.blk_next[b] = int(self.blk_next[b]), -1
+        self.post_first[posting] = -1
+        self.post_blocks[posting] = 0
+        self.post_entries[posting] = 0
+
+    def to_arrays(self) -> list[bytes]:
+        """Sections for the state file: per-posting chains flattened in chain order."""
+        counts = self.post_blocks.astype(np.int64)
+        offs = np.empty(int(counts.sum()), dtype=np.int64)
+        cnts = np.empty_like(offs)
+        t = 0
+        for p in np.flatnonzero(counts):
+            for off, cnt in self.chain(int(p)):
+                offs[t], cnts[t] = off, cnt
+                t += 1
+        return [counts.tobytes(), offs.tobytes(), cnts.tobytes()]
+
+    @classmethod
+    def from_arrays(cls, dim: int, sections: list[bytes]) -> BlockTable:
+        counts = np.frombuffer(sections[0], dtype=np.int64)
+        offs = np.frombuffer(sections[1], dtype=np.int64)
+        cnts = np.frombuffer(sections[2], dtype=np.int64)
+        table = cls(dim)
+        table.ensure(len(counts))
+        t = 0
+        for p in np.flatnonzero(counts):
+            # pushing prepends, so push in reverse to keep the stored chain order
+            n = int(counts[p])
+            for off, cnt in zip(offs[t : t + n][::-1], cnts[t : t + n][::-1], strict=True):
+                table.push(int(p), int(off), int(cnt))
+            t += n
+        return table
+
+    def memory_bytes(self) -> int:
+        arrays = (self.post_first, self.post_blocks, self.post_entries)
+        return sum(a.nbytes for a in arrays) + self.blk_off.nbytes * 2 + self.blk_next.nbytes
