@@ -54,10 +54,17 @@ class Database:
         self._ddl = threading.Lock()  # serialises create/drop
         self._closed = False
         self.collections: dict[str, Collection] = {}  # open collections by name
-        for _, raw in self.kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
-            cfg = CollectionConfig.from_json(raw)
-            self.collections[cfg.name] = open_collection(cfg, self.kv, self.seq, self.path)
-        self._remove_orphan_dirs()
+        try:
+            for _, raw in self.kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
+                cfg = CollectionConfig.from_json(raw)
+                self.collections[cfg.name] = open_collection(cfg, self.kv, self.seq, self.path)
+            self._remove_orphan_dirs()
+        except BaseException:
+            for coll in self.collections.values():
+                coll.close()
+            self.kv.close()
+            self._lock.release()
+            raise
 
     def _open_manifest(self) -> None:
         remove_stale_tmp(self.path)
