@@ -40,6 +40,10 @@ from vecdb.types import (
 
 DEFAULT_BUFFER_LIMIT = 20_000  # vectors buffered before they are applied to a disk index
 DEFAULT_BULK_BUILD_MIN = 10_000  # an empty disk index is bulk-built once this many wait
+# Before the first build the buffer may grow to this many bytes of vectors, so that a bulk
+# load builds once from all of its data (at optimize() or at this cap) instead of building
+# from its first few thousand vectors and splitting postings for the rest of the load.
+BULK_BUFFER_BYTES = 256 * 2**20
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
 
 
@@ -230,8 +234,13 @@ class Collection:
             self.index.add(slots, vectors)
             return
         self.buffer.add(slots, vectors)
-        if len(self.buffer) >= self.buffer_limit:
+        if len(self.buffer) >= self._current_buffer_limit():
             self.drain_buffer()
+
+    def _current_buffer_limit(self) -> int:
+        if len(self.index) == 0:  # never built (or emptied): wait for a bulk build
+            return max(self.buffer_limit, BULK_BUFFER_BYTES // (4 * self.cfg.dim))
+        return self.buffer_limit
 
     def _apply_remove(self, slots: Slots) -> None:
         if slots.size == 0:
