@@ -9,8 +9,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_info
 
+from vecdb.kernels import scan
 from vecdb.kernels.distance import METRICS, normalize_rows
 from vecdb.kernels.scan import exact_topk
+
+
+@pytest.fixture(autouse=True, params=["direct", "direct-workers", "blas", "blas-workers"])
+def scan_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test through each of the scan's code paths, whatever the problem size."""
+    mode: str = request.param
+    if mode.startswith("direct"):
+        monkeypatch.setattr(scan, "_MIN_BLAS_WORK", 1 << 62)
+    else:
+        monkeypatch.setattr(scan, "_MIN_BLAS_WORK", 0)
+        monkeypatch.setattr(scan, "_MIN_BLAS_QUERIES", 0)
+    if mode.endswith("workers"):
+        if numba.get_num_threads() < 2:
+            pytest.skip("needs two numba threads")
+        # One multiply-add per thread is enough: tiny problems get split, even into empty
+        # ranges, which exercises the merge.
+        monkeypatch.setattr(scan, "_MIN_WORK_PER_THREAD", 1)
+    return mode
 
 
 def _data(nq: int, n: int, d: int, metric: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

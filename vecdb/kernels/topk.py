@@ -2,8 +2,9 @@
 
 This module owns the bounded max-heap that every exact and approximate search uses to keep
 the k best candidates of a row: ``topk_rows`` selects from a dense distance matrix,
-``merge_topk`` combines two sorted top lists, and ``select_block`` (used by ``scan``) feeds
-one block of a scan into running per-query heaps. Order is always (distance, index)
+``merge_topk`` combines two sorted top lists, and for ``scan`` ``select_block`` feeds one
+block of BLAS dot products into running per-query heaps while ``select_direct`` computes small
+scans' distances itself. Order is always (distance, index)
 ascending, so equal distances resolve to the smaller index; NaN distances never enter a
 heap. Results are padded with index -1 and distance +inf. It does no I/O and holds no state;
 it must not import other vecdb modules (numba caches are per file, so cross-file njit calls
@@ -105,6 +106,42 @@ def _select_block(
                 _replace_root(rd, ri, k, d, offset + j)
 
 
+# Vectorising the distance loops needs reassociation; comparisons are unaffected (no nnan).
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _select_direct(
+    q: np.ndarray,
+    x: np.ndarray,
+    kind: int,
+    valid: np.ndarray,
+    use_valid: bool,
+    offset: int,
+    hd: np.ndarray,
+    hi: np.ndarray,
+) -> None:
+    nq = q.shape[0]
+    n, d = x.shape
+    k = hd.shape[1]
+    for i in range(nq):
+        qi = q[i]
+        rd = hd[i]
+        ri = hi[i]
+        for j in range(n):
+            if use_valid and not valid[j]:
+                continue
+            xj = x[j]
+            s = np.float32(0.0)
+            if kind == 0:
+                for t in range(d):
+                    diff = qi[t] - xj[t]
+                    s += diff * diff
+            else:
+                for t in range(d):
+                    s += qi[t] * xj[t]
+                s = -s if kind == 1 else np.float32(1.0) - s
+            if s < rd[0] or (s == rd[0] and offset + j < ri[0]):
+                _replace_root(rd, ri, k, s, offset + j)
+
+
 @njit(cache=True, nogil=True)
 def _finish(hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
     for q in range(hd.shape[0]):
@@ -193,6 +230,32 @@ def select_block(
         _select_block(dots, bias, scale, np.ones(1, dtype=np.bool_), False, offset, hd, hi)
     else:
         _select_block(dots, bias, scale, valid, True, offset, hd, hi)
+
+
+DIRECT_L2 = 0
+DIRECT_NEG_DOT = 1
+DIRECT_ONE_MINUS_DOT = 2
+
+
+def select_direct(
+    q: npt.NDArray[np.float32],
+    x: npt.NDArray[np.float32],
+    kind: int,
+    valid: npt.NDArray[np.bool_] | None,
+    offset: int,
+    hd: npt.NDArray[np.float32],
+    hi: npt.NDArray[np.int64],
+) -> None:
+    """Offer row j of ``x`` (index ``offset + j``) to the heaps, computing distances directly.
+
+    ``kind`` is ``DIRECT_L2`` (squared L2), ``DIRECT_NEG_DOT`` or ``DIRECT_ONE_MINUS_DOT``.
+    For few queries this beats a BLAS call plus ``select_block``: one pass over the rows,
+    no score buffer, and l2 without cancellation. Releases the GIL.
+    """
+    if valid is None:
+        _select_direct(q, x, kind, np.ones(1, dtype=np.bool_), False, offset, hd, hi)
+    else:
+        _select_direct(q, x, kind, valid, True, offset, hd, hi)
 
 
 def finish_heaps(
