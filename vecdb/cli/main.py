@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from vecdb import __version__
+from vecdb.cli.bench import bench
 from vecdb.cli.demo import demo
 from vecdb.cli.ingest import ingest
 from vecdb.cli.serve import serve
@@ -16,6 +17,7 @@ def main() -> None:
     """vecdb: a disk-hybrid, multi-tenant vector database."""
 
 
+main.add_command(bench)
 main.add_command(demo)
 main.add_command(ingest)
 main.add_command(serve)
