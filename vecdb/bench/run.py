@@ -17,11 +17,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vecdb.bench import metrics
 from vecdb.bench.datasets import Dataset
@@ -66,7 +67,7 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     start = time.perf_counter()
     deadline = None if cfg.time_limit_s is None else start + cfg.time_limit_s
     env = environment(cfg.threads)
-    run_id = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = cfg.out_dir / f"results-{ds.slug}.jsonl"
     jsonl.write_text("")
@@ -175,9 +176,9 @@ def measure_setting(
     load_before = load_average()
     system.set_params(params)
     system.set_threads(1)
-    io_before = system.io_counters()
-    found = system.search(ds.queries, K)  # warm-up; its result gives the recall
-    io_after = system.io_counters()
+    warm: list[npt.NDArray[np.int64]] = []
+    io = system.measure_io(lambda: warm.append(system.search(ds.queries, K)), len(ds.queries))
+    found = warm[0]  # the warm-up call's result gives the recall
     row: dict[str, Any] = {
         "system": system.name,
         "is_ours": system.is_ours,
@@ -192,12 +193,9 @@ def measure_setting(
         "posting_reads_per_query": None,
         "bytes_read_per_query": None,
     }
-    if io_before is not None and io_after is not None and len(ds.queries):
-        reads, nbytes = (
-            float(b - a) / len(ds.queries) for a, b in zip(io_before, io_after, strict=True)
-        )
-        row["posting_reads_per_query"] = None if np.isnan(reads) else round(reads, 3)
-        row["bytes_read_per_query"] = None if np.isnan(nbytes) else round(nbytes, 1)
+    if io is not None:
+        row["posting_reads_per_query"] = None if np.isnan(io[0]) else round(io[0], 3)
+        row["bytes_read_per_query"] = None if np.isnan(io[1]) else round(io[1], 1)
     row.update(
         metrics.time_batch(system.search, ds.queries, K, cfg.repeats, budget).as_dict("qps_1t")
     )

@@ -1,6 +1,6 @@
 """The contract every benchmarked system implements, and the registry of system names.
 
-Owns: `System` (build, set_params, set_threads, search, save, load, close, io_counters),
+Owns: `System` (build, set_params, set_threads, search, save, load, close, measure_io),
 the names accepted by `--systems` (with group aliases such as `vecdb` and `faiss`), and the
 expansion of a sweep (a dict of lists is a grid, a list of dicts is taken as is). Concrete
 systems live in `vecdb.bench.peers` (faiss, hnswlib) and `vecdb.bench.vecdb_system` (vecdb
@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +91,10 @@ class System(ABC):
     def close(self) -> None:  # noqa: B027 (an optional hook)
         """Release the index and any files or threads it holds."""
 
-    def io_counters(self) -> tuple[float, float] | None:
-        """Cumulative (posting reads, bytes read) so far, or None if the system has no such
-        counters; the runner reports the per-query difference over one batch."""
+    def measure_io(self, run: Callable[[], None], n_queries: int) -> tuple[float, float] | None:
+        """Call `run` (one batch search) and return its (posting reads, bytes read) per query,
+        or None when the system exposes no I/O counters."""
+        run()
         return None
 
 

@@ -9,7 +9,7 @@ per-request parameters likewise. Must not import the engine, index or storage di
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,18 +101,26 @@ class _VecdbSystem(System):
                 self.result_io[1] += _first(stats, BYTES_KEYS)
         return out
 
-    def io_counters(self) -> tuple[float, float] | None:
-        # Per-result stats if the SDK attaches them, else the index's cumulative counters.
+    def measure_io(self, run: Callable[[], None], n_queries: int) -> tuple[float, float] | None:
+        # Three hooks, first that answers wins: counters the SDK attaches to results, the
+        # index's cumulative counters in `client.stats`, or its per-query `last_search`.
+        self.result_io = [0.0, 0.0]
+        before = _index_stats(self.client)
+        run()
         if any(self.result_io):
-            return self.result_io[0], self.result_io[1]
-        try:
-            index_stats = self.client.stats(COLLECTION).get("index", {})
-        except Exception:  # a stats failure must not fail the benchmark
-            return None
-        reads, nbytes = _first(index_stats, READ_KEYS), _first(index_stats, BYTES_KEYS)
-        if np.isnan(reads) and np.isnan(nbytes):
-            return None
-        return reads, nbytes
+            return self.result_io[0] / n_queries, self.result_io[1] / n_queries
+        after = _index_stats(self.client)
+        reads = _first(after, READ_KEYS) - _first(before, READ_KEYS)
+        nbytes = _first(after, BYTES_KEYS) - _first(before, BYTES_KEYS)
+        if not (np.isnan(reads) and np.isnan(nbytes)):
+            return reads / n_queries, nbytes / n_queries
+        last = after.get("last_search")
+        if isinstance(last, Mapping):
+            reads = _first(last, tuple(f"{k}_per_query" for k in READ_KEYS))
+            nbytes = _first(last, tuple(f"{k}_per_query" for k in BYTES_KEYS))
+            if not (np.isnan(reads) and np.isnan(nbytes)):
+                return reads, nbytes
+        return None
 
     def save(self, directory: Path) -> None:
         # The database directory (inside the build's work directory, which the runner passes
@@ -128,6 +136,14 @@ class _VecdbSystem(System):
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+def _index_stats(client: Any) -> Mapping[str, Any]:
+    try:
+        stats = client.stats(COLLECTION).get("index", {})
+    except Exception:  # a stats failure must not fail the benchmark
+        return {}
+    return stats if isinstance(stats, Mapping) else {}
 
 
 def _first(stats: Mapping[str, Any], keys: tuple[str, ...]) -> float:
