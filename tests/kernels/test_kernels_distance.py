@@ -23,10 +23,10 @@ def _ref(metric: str, xq: np.ndarray, xb: np.ndarray) -> np.ndarray:
     q = xq.astype(np.float64)
     b = xb.astype(np.float64)
     if metric == "l2":
-        return ((q[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    if metric == "ip":
-        return -(q @ b.T)
-    return 1.0 - q @ b.T
+        out: np.ndarray = ((q[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    else:
+        out = -(q @ b.T) if metric == "ip" else 1.0 - q @ b.T
+    return out
 
 
 @pytest.mark.parametrize("d", DIMS)

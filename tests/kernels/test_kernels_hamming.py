@@ -75,7 +75,7 @@ def test_hamming_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="out"):
         hamming(a, a, np.empty((2, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="a must be"):
-        hamming(a.astype(np.int64), a, np.empty((2, 2), dtype=np.int32))  # type: ignore[arg-type]
+        hamming(a.astype(np.int64), a, np.empty((2, 2), dtype=np.int32))
 
 
 @settings(max_examples=40, deadline=None)

@@ -44,8 +44,10 @@ def _data(nq: int, n: int, d: int, metric: str, seed: int = 0) -> tuple[np.ndarr
 def _oracle(metric: str, q: np.ndarray, x: np.ndarray) -> np.ndarray:
     q64, x64 = q.astype(np.float64), x.astype(np.float64)
     if metric == "l2":
-        return ((q64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
-    return -(q64 @ x64.T) if metric == "ip" else 1.0 - q64 @ x64.T
+        out: np.ndarray = ((q64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    else:
+        out = -(q64 @ x64.T) if metric == "ip" else 1.0 - q64 @ x64.T
+    return out
 
 
 def _assert_tie_aware(
@@ -154,17 +156,35 @@ def test_exact_topk_all_invalid_gives_padding() -> None:
 @pytest.mark.parametrize("metric", METRICS)
 def test_exact_topk_parallel_workers_agree_with_single_thread(metric: str) -> None:
     """A scan split over worker threads returns the single-threaded answer."""
-    q, x = _data(200, 1500, 50, metric)  # large enough for two workers
+    q, x = _data(200, 1500, 50, metric)  # large enough for two workers by default
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
         one = exact_topk(q, x, metric, 10)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = exact_topk(q, x, metric, 10)
     finally:
         numba.set_num_threads(before)
+    many = exact_topk(q, x, metric, 10)
     _assert_tie_aware(*many, _oracle(metric, q, x), 10)
     np.testing.assert_allclose(one[1], many[1], rtol=1e-6, atol=1e-6)
+
+
+def test_exact_topk_uses_no_worker_threads_when_numba_has_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numba.set_num_threads(1) keeps the whole scan on the calling thread."""
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("worker pool started")
+
+    monkeypatch.setattr(scan, "ThreadPoolExecutor", no_pool)
+    q, x = _data(64, 3000, 50, "ip")
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        ids, dist = exact_topk(q, x, "ip", 5)
+    finally:
+        numba.set_num_threads(before)
+    _assert_tie_aware(ids, dist, _oracle("ip", q, x), 5)
 
 
 def test_exact_topk_restores_blas_threads() -> None:

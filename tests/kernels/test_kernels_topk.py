@@ -116,7 +116,9 @@ def _ref_merge(
     return ids, out
 
 
-def _sorted_list(rng: np.random.Generator, nq: int, kk: int, live: int, pool: int):
+def _sorted_list(
+    rng: np.random.Generator, nq: int, kk: int, live: int, pool: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-row ascending top lists over ids drawn from a small pool, padded after `live`."""
     ids = np.full((nq, kk), -1, dtype=np.int64)
     d = np.full((nq, kk), np.inf, dtype=np.float32)

@@ -152,8 +152,8 @@ def pairwise(
     return out
 
 
-def normalize_rows(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """A float32 copy of ``x`` (n, d) with unit-L2-norm rows; all-zero rows stay zero."""
+def normalize_rows(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """A float32 C-contiguous copy of ``x`` (n, d, any real dtype) with unit-L2-norm rows; all-zero rows stay zero."""
     y = np.array(x, dtype=np.float32, copy=True, order="C")
     if y.ndim != 2:
         raise ValueError(f"expected a 2-D array, got shape {y.shape}")

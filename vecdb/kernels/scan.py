@@ -127,10 +127,9 @@ def exact_topk(
     direct = nq < _MIN_BLAS_QUERIES or nq * n * d < _MIN_BLAS_WORK
     tile = _tile_rows(nq, block_rows)
     workers = max(1, min(numba.get_num_threads(), (nq * n * d) // _MIN_WORK_PER_THREAD))
-    bounds = np.linspace(0, n, workers + 1).astype(np.int64)
 
     def run(w: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        lo, hi = int(bounds[w]), int(bounds[w + 1])
+        lo, hi = n * w // workers, n * (w + 1) // workers
         return _scan_range(q, x, metric, k, valid, lo, hi, tile, direct)
 
     with contextlib.nullcontext() if direct else _single_threaded_blas():

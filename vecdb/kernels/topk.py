@@ -29,7 +29,7 @@ def _worse(da: float, ia: int, db: float, ib: int) -> bool:
 
 
 @njit(cache=True, inline="always")
-def _replace_root(hd: np.ndarray, hi: np.ndarray, size: int, d: float, i: int) -> None:
+def _replace_root(hd: np.ndarray, hi: np.ndarray, size: int, d: float | np.float32, i: int) -> None:
     """Put (d, i) at the root of the max-heap hd/hi[:size] and sift it down."""
     pos = 0
     while True:
