@@ -23,9 +23,9 @@ _EMPTY = np.iinfo(np.int64).max
 
 
 @njit(cache=True, inline="always")
-def _worse(da: float, ia: int, db: float, ib: int) -> bool:
+def _worse(da: float | np.float32, ia: int, db: float | np.float32, ib: int) -> bool:
     """True if candidate a ranks strictly after candidate b."""
-    return da > db or (da == db and ia > ib)
+    return bool(da > db or (da == db and ia > ib))
 
 
 @njit(cache=True, inline="always")
