@@ -196,3 +196,22 @@ def test_merge_topk_matches_dict_model(
     ref_ids, ref_d = _ref_merge(ia, da, ib, db, k)
     np.testing.assert_array_equal(ids, ref_ids)
     np.testing.assert_array_equal(d, ref_d)
+
+
+def test_merge_topk_large_k_with_overlap_and_huge_ids() -> None:
+    """Thousands of entries with many shared, huge ids merge like the dict model, fast."""
+    rng = np.random.default_rng(7)
+    pool = rng.choice(2**62, size=6000, replace=False).astype(np.int64)
+
+    def side(m: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = rng.choice(pool, size=(3, m), replace=True)
+        d = rng.random((3, m), dtype=np.float32)
+        order = np.lexsort((ids, d), axis=1)
+        return np.take_along_axis(ids, order, 1), np.take_along_axis(d, order, 1)
+
+    ia, da = side(4000)
+    ib, db = side(5000)
+    ids, d = merge_topk(ia, da, ib, db, 6000)
+    ref_ids, ref_d = _ref_merge(ia, da, ib, db, 6000)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_array_equal(d, ref_d)
