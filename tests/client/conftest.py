@@ -44,6 +44,25 @@ def make_client(mode: str, tmp_path: Path) -> vecdb.Client:
     raise ValueError(f"unknown client mode {mode!r}")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "xfail_mode(mode, reason): a known bug of one mode; strict xfail in that mode only",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Turn `xfail_mode(mode, reason)` into a strict xfail of the tests run in `mode`."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        mode = callspec.params.get("client", callspec.params.get("shared_client"))
+        for mark in item.iter_markers("xfail_mode"):
+            if mark.args[0] == mode:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=mark.args[1]))
+
+
 @pytest.fixture(params=MODES, ids=MODES)
 def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vecdb.Client]:
     """A client over an empty database, closed at teardown."""
@@ -52,6 +71,33 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[vecdb.Cli
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module", params=MODES, ids=MODES)
+def shared_client(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[vecdb.Client]:
+    """One client per module and mode, for modules with many small cases (opening a data
+    directory, or starting a server, costs far more than the case itself)."""
+    c = make_client(request.param, tmp_path_factory.mktemp(f"shared-{request.param}"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def drop_all(c: vecdb.Client) -> None:
+    for info in c.list_collections():
+        c.drop_collection(info.name)
+
+
+@pytest.fixture
+def clean_client(shared_client: vecdb.Client) -> Iterator[vecdb.Client]:
+    """The module's shared client with no collections, as a fresh client would be; a module
+    opts in with `client = clean_client`-style override (a fixture named `client`)."""
+    drop_all(shared_client)
+    yield shared_client
+    drop_all(shared_client)
 
 
 @pytest.fixture
