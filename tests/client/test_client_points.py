@@ -12,6 +12,12 @@ DIM = 5
 
 
 @pytest.fixture
+def client(clean_client: vecdb.Client) -> vecdb.Client:
+    """The module shares one client per mode; each case starts with no collections."""
+    return clean_client
+
+
+@pytest.fixture
 def coll(client: vecdb.Client) -> str:
     """An empty int-id l2 collection of DIM-dimensional vectors."""
     client.create_collection("pts", dim=DIM, metric="l2", index="flat")
