@@ -73,3 +73,20 @@ def test_unknown_system_is_a_clean_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(bench, ["--systems", "nope", "--out", str(tmp_path)])
     assert result.exit_code != 0
     assert "unknown system 'nope'" in result.output
+
+
+def test_failing_system_is_reported_and_others_kept(tmp_path: Path) -> None:
+    """A system that fails to build gets an error row and a non-zero exit; the rest run."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"systems": {"faiss-ivf": {"build": {"nlist": 0}}}}))
+    args = [
+        "--dataset", "synthetic:2000:16", "--systems", "exact,faiss-ivf",
+        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+        "--queries", "20", "--latency-queries", "5", "--repeats", "1",
+        "--config", str(config), "--no-progress", "--no-memory",
+    ]  # fmt: skip
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code != 0 and "systems failed: faiss-ivf" in result.output
+    md = (tmp_path / "out" / "RESULTS.md").read_text()
+    assert "Failures:" in md and "- faiss-ivf:" in md
+    assert "| exact | - | 1.0000 | 1.0000 |" in md

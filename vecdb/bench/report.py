@@ -251,9 +251,13 @@ def section_text(
     truncated = sorted({r["system"] for r in rows if r.get("sweep_truncated")})
     if truncated:
         out += ["", f"Sweeps cut short by the time limit: {', '.join(truncated)}."]
-    errors = [r for r in rows if "error" in r or "memory_error" in r]
-    for r in errors:
-        out += ["", f"- {r['system']}: {r.get('error') or r.get('memory_error')}"]
+    errors = {
+        r["system"]: r.get("error") or r["memory_error"]
+        for r in rows
+        if "error" in r or "memory_error" in r
+    }
+    if errors:
+        out += ["", "Failures:", ""] + [f"- {name}: {msg}" for name, msg in errors.items()]
     out += ["", "### Plots", ""]
     for label, p in plot_paths:
         rel = Path(_relative(p, md_dir))
