@@ -814,3 +814,48 @@ def test_client_keeps_serving_after_errors(client, coll) -> None:
     assert client.upsert(coll, ids=[50], vectors=good_rows(1)) == 1
     assert client.count(coll) == 5
     assert client.search(coll, good_rows(1), k=1).ids.shape == (1, 1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: components <= MAX_ABS_COMPONENT (1e18) are accepted even when the "
+    "squared norm overflows float32; l2 distances then come back inf, like padding",
+)
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_vector_whose_norm_overflows_float32_is_rejected(client, metric) -> None:
+    """A vector of finite components whose squared norm overflows float32 is InvalidArgument."""
+    dim = 512  # 512 * (1e18)**2 = 5.1e38 > float32 max 3.4e38
+    client.create_collection("big", dim=dim, metric=metric, index="flat")
+    client.upsert("big", ids=[0], vectors=np.ones((1, dim), np.float32))
+    vecs = np.ones((4, dim))
+    vecs[3] = 1e18
+    assert_rejected(
+        client,
+        InvalidArgument,
+        ("vectors[3]",),
+        lambda: client.upsert("big", ids=BATCH_IDS, vectors=vecs),
+        "big",
+        [0, *BATCH_IDS],
+    )
+    q = np.ones((2, dim))
+    q[1] = 1e18
+    assert_rejected(
+        client, InvalidArgument, ("queries[1]",), lambda: client.search("big", q, k=1), "big", [0]
+    )
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"nprobe": -1}, {"max_postings": 0}, ["nprobe", 4]],
+    ids=["negative", "zero", "not-a-dict"],
+)
+def test_bad_search_params_are_rejected(client, coll, params) -> None:
+    """Search params the index cannot take (the flat index takes none) are InvalidArgument."""
+    assert_rejected(
+        client,
+        InvalidArgument,
+        ("params",),
+        lambda: client.search(coll, good_rows(1), k=2, params=params),
+        coll,
+        INT_WATCH,
+    )

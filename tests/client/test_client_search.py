@@ -189,6 +189,17 @@ def test_with_payload_aligns_payloads_with_ids(client: vecdb.Client, rng) -> Non
             assert pay == payloads[pid]
 
 
+def test_with_payload_when_padded_keeps_alignment(client: vecdb.Client) -> None:
+    """With fewer results than k, each real result keeps its own payload; padding has none."""
+    client.create_collection("s", dim=2, metric="l2", index="flat")
+    client.upsert("s", ids=[1, 2], vectors=[[0.0, 0.0], [1.0, 1.0]], payloads=[{"a": 1}, None])
+    res = client.search("s", np.zeros((1, 2), np.float32), k=4, with_payload=True)
+    assert res.ids.tolist() == [[1, 2, -1, -1]]
+    (row,) = res.payloads
+    assert row[:2] == [{"a": 1}, None]
+    assert len(row) in (2, 4) and all(p is None for p in row[2:])
+
+
 def test_without_payload_returns_no_payloads(client: vecdb.Client, rng) -> None:
     """By default search does not return payloads."""
     client.create_collection("s", dim=DIM, metric="l2", index="flat")
