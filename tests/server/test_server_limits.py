@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -96,6 +97,9 @@ def test_shutdown_drains_in_flight_calls_and_refuses_new_ones(
         assert slow_db.entered.wait(5)
         stopper = threading.Thread(target=srv.stop, kwargs={"grace": 5.0})
         stopper.start()
+        deadline = time.monotonic() + 5
+        while health_status(srv.port) != "NOT_SERVING" and time.monotonic() < deadline:
+            time.sleep(0.01)
         with pytest.raises(vecdb.Unavailable):
             c.create_collection("late", DIM)  # not idempotent: no retry, one refusal
         t.join(10)

@@ -31,7 +31,7 @@ from vecdb.errors import NotFound, VecdbError
 
 PROGRESS_FORMAT = "vecdb-ingest-progress"
 PROGRESS_VERSION = 1
-_ROW_IN_MESSAGE = re.compile(r"^(?:batch\[seq=\d+\]\.)?(ids|vectors|payloads)\[(\d+)\]")
+_ROW_IN_MESSAGE = re.compile(r"^(?:batch seq=\d+: )?(ids|vectors|payloads)\[(\d+)\]")
 
 
 class IngestError(Exception):

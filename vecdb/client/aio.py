@@ -185,7 +185,7 @@ class AsyncClient:
                 await call.write(pb.UpsertStreamRequest(seq=seq, batch=req))
                 in_flight += 1
             await call.done_writing()
-            async for ack in call:
+            while (ack := await call.read()) is not grpc.aio.EOF:
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.aio.AioRpcError as exc:
             raise convert.error_from_status(exc.code(), exc.details()) from None

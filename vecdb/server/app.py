@@ -113,10 +113,11 @@ class VecdbServer:
         grace = self.config.server.grace_seconds if grace is None else grace
         t0 = time.perf_counter()
         self._health.enter_graceful_shutdown()
-        if self._guard is not None:
-            self._guard.drain()
+        # Pass 1: refuse new calls with UNAVAILABLE (retryable) and let running ones finish.
+        drained = self._guard.drain(grace) if self._guard is not None else True
+        # Pass 2: stop the gRPC server; whatever still runs after the grace is cancelled.
         if self._grpc is not None:
-            self._grpc.stop(grace).wait()
+            self._grpc.stop(0 if not drained else min(grace, 1.0)).wait()
         if self._metrics is not None:
             self._metrics.stop_http()
         if self._db is not None and self._owns_db:

@@ -46,10 +46,15 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         self._keys = keys  # configured API keys
         self._metrics = metrics  # counters and histograms of this server
         self._draining = threading.Event()  # set at shutdown: new calls get UNAVAILABLE
+        self._idle = threading.Condition()  # notified when a call ends
+        self._active = 0  # calls admitted and not yet finished
 
-    def drain(self) -> None:
-        """Refuse new calls from now on (in-flight ones finish)."""
+    def drain(self, timeout: float) -> bool:
+        """Refuse new calls from now on and wait up to `timeout` s for in-flight ones to end.
+        Returns whether they all did."""
         self._draining.set()
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def intercept_service(
         self,
@@ -101,10 +106,19 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         )
         return _Aborted(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})")
 
+    def _begin(self) -> float:
+        with self._idle:
+            self._active += 1
+        self._metrics.inflight.inc()
+        return time.perf_counter()
+
     def _finish(self, method: str, rid: str, code: str, start: float) -> None:
         elapsed = time.perf_counter() - start
         self._metrics.observe(method, code, elapsed)
         self._metrics.inflight.dec()
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
         if code == "OK" and log.isEnabledFor(logging.DEBUG):
             log.debug("call", extra=_fields(method, rid, code, None, elapsed))
 
@@ -112,8 +126,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         self, method: str, metadata: Any, behavior: Callable[[Any, grpc.ServicerContext], Any]
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            start = time.perf_counter()
-            self._metrics.inflight.inc()
+            start = self._begin()
             rid, code, aborted = "-", "OK", None
             try:
                 rid = self._admit(method, metadata, context)
@@ -134,8 +147,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            start = time.perf_counter()
-            self._metrics.inflight.inc()
+            start = self._begin()
             rid, code, aborted = "-", "OK", None
             try:
                 rid = self._admit(method, metadata, context)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from vecdb.errors import InvalidArgument
+from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
@@ -68,12 +68,12 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):  # type: ignore[misc]
 
     # -- points ----------------------------------------------------------------------------
 
-    def _upsert(self, req: pb.UpsertRequest, field: str = "") -> int:
+    def _upsert(self, req: pb.UpsertRequest) -> int:
         n = self._db.upsert(
             req.collection,
-            convert.ids_from_proto(req.ids, field + "ids"),
-            convert.vectors_from_proto(req.vectors, field + "vectors"),
-            convert.payloads_from_proto(req.payloads, field + "payloads"),
+            convert.ids_from_proto(req.ids),
+            convert.vectors_from_proto(req.vectors),
+            convert.payloads_from_proto(req.payloads),
         )
         self._metrics.vectors_written.inc(n)
         return int(n)
@@ -91,7 +91,10 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):  # type: ignore[misc]
                     f"stream batch seq={req.seq} does not increase (previous {last_seq})"
                 )
             last_seq = req.seq
-            n = self._upsert(req.batch, field=f"batch[seq={req.seq}].")
+            try:
+                n = self._upsert(req.batch)
+            except VecdbError as exc:  # say which batch; the class (status) stays the same
+                raise type(exc)(f"batch seq={req.seq}: {exc.message}") from None
             yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=self._window)
 
     def Get(self, req: pb.GetRequest, ctx: grpc.ServicerContext) -> pb.GetResponse:
