@@ -243,6 +243,25 @@ def test_filter_with_few_matches_pads(client: vecdb.Client, rng) -> None:
     assert sorted(got) == [i for i in range(100) if i % 2 == 1 and i not in (17, 83)]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: a filtered search only looks at the 16384 nearest candidates, so "
+    "matches beyond them are missed in a larger collection",
+)
+def test_filter_finds_matches_beyond_the_nearest_16384(client: vecdb.Client, rng) -> None:
+    """In a collection of 20 000 points, a filter matching 3 far-away points returns all 3."""
+    client.create_collection("s", dim=4, metric="l2", index="flat")
+    n = 20_000
+    xb = rng.standard_normal((n, 4)).astype(np.float32)
+    xb[-3:] += 100.0  # the only matches, farther than every other point from the query
+    payloads = [{"tag": "match" if i >= n - 3 else "other"} for i in range(n)]
+    client.upsert("s", ids=list(range(n)), vectors=xb, payloads=payloads)
+    q = np.zeros(4, np.float32)
+    res = client.search("s", q, k=5, filter={"tag": "match"})
+    last = list(range(n - 3, n))
+    assert_matches_oracle(res, last, oracle_distances(xb[last], q, "l2"), 5)
+
+
 @pytest.mark.parametrize("metric", METRICS)
 def test_search_after_delete_never_returns_deleted(client: vecdb.Client, rng, metric) -> None:
     """Deleted ids never come back, and the rest are still the exact top-k."""
