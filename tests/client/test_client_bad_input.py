@@ -454,6 +454,10 @@ def test_ids_not_a_list_is_rejected(client, coll) -> None:
 
 # -- str ids ------------------------------------------------------------------------------
 
+MIXED_IDS_BUG = pytest.mark.xfail_mode(
+    "remote", "remote bug: a non-str id in a str batch is reported at ids[0]"
+)
+
 BAD_STR_IDS = [
     "",
     "é" * 128 + "a",  # 257 UTF-8 bytes, 129 characters
@@ -466,21 +470,15 @@ BAD_STR_IDS = [
     "\ud800",  # a lone surrogate is not encodable text
     pytest.param(
         5,
-        marks=pytest.mark.xfail_mode(
-            "remote", "remote bug: a non-str id in a str batch is reported at ids[0]"
-        ),
+        marks=MIXED_IDS_BUG,
     ),
     pytest.param(
         b"bytes",
-        marks=pytest.mark.xfail_mode(
-            "remote", "remote bug: a non-str id in a str batch is reported at ids[0]"
-        ),
+        marks=MIXED_IDS_BUG,
     ),
     pytest.param(
         None,
-        marks=pytest.mark.xfail_mode(
-            "remote", "remote bug: a non-str id in a str batch is reported at ids[0]"
-        ),
+        marks=MIXED_IDS_BUG,
     ),
 ]
 BAD_STR_ID_NAMES = [
@@ -519,12 +517,7 @@ def test_upsert_bad_str_id_is_rejected(client, scoll, bad) -> None:
         "",
         "a\x00b",
         "x" * 257,
-        pytest.param(
-            5,
-            marks=pytest.mark.xfail_mode(
-                "remote", "remote bug: a non-str id in a str batch is reported at ids[0]"
-            ),
-        ),
+        pytest.param(5, marks=MIXED_IDS_BUG),
     ],
     ids=["empty", "NUL", "long", "int"],
 )
