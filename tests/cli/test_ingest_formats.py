@@ -171,7 +171,11 @@ def test_malformed_rows_name_file_row_and_reason(
         pq.write_table(pa.table({"vector": vecs}), path)
     else:
         path = tmp_path / "bad.jsonl"
-        bad = {4: f'{{"vector": {[1.0] * 5}}}'} if "short" in case else {2: '{"vector": [1, "a", 3, 4, 5, 6]}'}
+        bad = (
+            {4: f'{{"vector": {[1.0] * 5}}}'}
+            if "short" in case
+            else {2: '{"vector": [1, "a", 3, 4, 5, 6]}'}
+        )
         write_jsonl(path, x, broken=bad)
     res = ingest(str(path), "--collection", "bad", "--target", target, "--dim", str(DIM),
                  "--batch-size", "2")  # fmt: skip

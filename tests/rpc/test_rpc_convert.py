@@ -21,8 +21,13 @@ def _wire(msg):  # type: ignore[no-untyped-def]
 
 
 @settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=9),
-                  elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=9),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    )
+)
 def test_vectors_round_trip_bit_exact(arr: np.ndarray) -> None:
     """float32 matrices (NaN and inf included) come back bit-identical, shape kept."""
     back = convert.vectors_from_proto(_wire(convert.vectors_to_proto(arr)))
@@ -30,8 +35,12 @@ def test_vectors_round_trip_bit_exact(arr: np.ndarray) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.one_of(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20),
-                 st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=20)))
+@given(
+    st.one_of(
+        st.lists(st.integers(-(2**63), 2**63 - 1), max_size=20),
+        st.lists(st.text(min_size=1, max_size=10), min_size=1, max_size=20),
+    )
+)
 def test_ids_round_trip(ids: list) -> None:  # type: ignore[type-arg]
     """int64 and Unicode string ids come back equal and in order."""
     assert convert.ids_from_proto(_wire(convert.ids_to_proto(ids))) == ids

@@ -25,8 +25,10 @@ def test_committed_generated_code_matches_a_fresh_generation(tmp_path: Path) -> 
 def test_every_message_field_and_rpc_has_a_comment() -> None:
     """Each message, field, oneof and rpc line is preceded by a // comment line."""
     text = (generate.PROTO_ROOT / generate.PROTO_FILE).read_text().splitlines()
-    decl = re.compile(r"^\s*(message|rpc|oneof|service|repeated|string|bytes|bool|uint32|uint64|"
-                      r"int64|Ids|Vectors|CollectionInfo|SearchOptions|UpsertRequest)\b")
+    decl = re.compile(
+        r"^\s*(message|rpc|oneof|service|repeated|string|bytes|bool|uint32|uint64|"
+        r"int64|Ids|Vectors|CollectionInfo|SearchOptions|UpsertRequest)\b"
+    )
     missing = [
         (n + 1, line.strip())
         for n, line in enumerate(text)

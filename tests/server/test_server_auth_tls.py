@@ -105,7 +105,9 @@ def mtls_server(start_server: Callable[..., VecdbServer], certs: dict[str, str])
     )
 
 
-def test_tls_client_trusting_the_ca_connects(tls_server: VecdbServer, certs: dict[str, str]) -> None:
+def test_tls_client_trusting_the_ca_connects(
+    tls_server: VecdbServer, certs: dict[str, str]
+) -> None:
     """grpcs:// with the CA file: calls work end to end."""
     with vecdb.connect(f"grpcs://127.0.0.1:{tls_server.port}", tls=certs["ca"]) as c:
         c.create_collection("t", DIM, "l2", index="flat")

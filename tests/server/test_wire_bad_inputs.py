@@ -90,7 +90,9 @@ def _nested(depth: int) -> dict[str, Any]:
     return out
 
 
-def _raw_upsert(collection: str, ids: pb.Ids, data: bytes, count: int, payloads: list[bytes]) -> Any:
+def _raw_upsert(
+    collection: str, ids: pb.Ids, data: bytes, count: int, payloads: list[bytes]
+) -> Any:
     vectors = pb.Vectors(dim=DIM, count=count, data=data)
     return pb.UpsertRequest(collection=collection, ids=ids, vectors=vectors, payloads=payloads)
 
@@ -152,7 +154,10 @@ def test_malformed_message_is_rejected_and_changes_nothing(
     with pytest.raises(grpc.RpcError) as info:
         if rpc == "UpsertStream":
             batch = _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD, 1, [])
-            reqs = [pb.UpsertStreamRequest(seq=5, batch=batch), pb.UpsertStreamRequest(seq=5, batch=batch)]
+            reqs = [
+                pb.UpsertStreamRequest(seq=5, batch=batch),
+                pb.UpsertStreamRequest(seq=5, batch=batch),
+            ]
             list(stub.UpsertStream(iter(reqs), timeout=10))
         else:
             getattr(stub, rpc)(request_, timeout=10)

@@ -62,7 +62,9 @@ def snapshot(client: vecdb.Client) -> Any:
     out = []
     q = np.ones(DIM, np.float32)
     for info in client.list_collections():
-        ids: list[Any] = list(range(30)) if info.id_type.value == "int" else ["a", "b", "日本語", "zz"]
+        ids: list[Any] = (
+            list(range(30)) if info.id_type.value == "int" else ["a", "b", "日本語", "zz"]
+        )
         recs = client.get(info.name, ids)
         res = client.search(info.name, q, k=5, with_payload=True)
         out.append((info.name, info.count, client.count(info.name),

@@ -55,7 +55,9 @@ def load_progress(path: Path, expected: dict[str, Any]) -> tuple[int, bool]:
     except FileNotFoundError:
         return 0, False
     except (OSError, ValueError) as exc:
-        raise IngestError(f"progress file {path}: unreadable ({exc}); delete it to start over")
+        raise IngestError(
+            f"progress file {path}: unreadable ({exc}); delete it to start over"
+        ) from None
     if state.get("format") != PROGRESS_FORMAT or state.get("version") != PROGRESS_VERSION:
         raise IngestError(f"progress file {path}: unknown format {state.get('format')!r} "
                           f"version {state.get('version')!r} (supported: {PROGRESS_VERSION})")  # fmt: skip
@@ -94,7 +96,9 @@ def ensure_collection(
             raise IngestError(
                 f"collection {name!r} does not exist; pass --dim and/or --metric to create it"
             ) from None
-        id_type = "str" if first is not None and first.ids and isinstance(first.ids[0], str) else "int"
+        id_type = (
+            "str" if first is not None and first.ids and isinstance(first.ids[0], str) else "int"
+        )
         client.create_collection(name, dim or source.dim, metric or "cosine", id_type=id_type,
                                  index=index)  # fmt: skip
         return
@@ -115,24 +119,38 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path) -> str:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--collection", required=True, help="Collection to load into.")
-@click.option("--target", default="./vecdb-data", show_default=True,
-              help="A data directory (embedded) or HOST:PORT of a vecdb server.")
+@click.option(
+    "--target",
+    default="./vecdb-data",
+    show_default=True,
+    help="A data directory (embedded) or HOST:PORT of a vecdb server.",
+)
 @click.option("--dim", type=int, default=None, help="Create the collection with this dimension.")
-@click.option("--metric", default=None, help="Create the collection with this metric (l2, ip, cosine).")
+@click.option(
+    "--metric", default=None, help="Create the collection with this metric (l2, ip, cosine)."
+)
 @click.option("--index", default=None, help="Index kind when creating the collection.")
 @click.option("--ids-from", default=None, help="Parquet column / JSON key holding the ids.")
 @click.option("--vector-column", default=None, help="Parquet column holding the vectors.")
-@click.option("--batch-size", type=click.IntRange(1, caps.MAX_BATCH), default=10_000,
-              show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1, caps.MAX_BATCH), default=10_000, show_default=True
+)
 @click.option("--resume", is_flag=True, help="Continue after the last acknowledged batch.")
-@click.option("--progress-file", default=None, help="Where to keep progress [FILE.vecdb-progress.json].")
+@click.option(
+    "--progress-file", default=None, help="Where to keep progress [FILE.vecdb-progress.json]."
+)
 @click.option("--api-key", default=None, envvar="VECDB_API_KEY", help="API key (remote targets).")
 @click.option("--tls-ca", default=None, help="CA file to verify the server (enables TLS).")
 @click.option("--window", type=int, default=None, help="Batches in flight [server's choice].")
 @click.option("--optimize", is_flag=True, help="Run optimize on the collection after loading.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--stop-after", type=int, default=None, hidden=True,
-              help="Testing: stop as if interrupted after this many acknowledged batches.")
+@click.option(
+    "--stop-after",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Testing: stop as if interrupted after this many acknowledged batches.",
+)
 def ingest(
     file: Path, collection: str, target: str, dim: int | None, metric: str | None,
     index: str | None, ids_from: str | None, vector_column: str | None, batch_size: int,
@@ -166,7 +184,9 @@ def run_ingest(
         return 0
     remote = _is_remote(target)
     try:
-        client = vecdb.connect(target, api_key=api_key, tls=tls_ca) if remote else vecdb.connect(target)
+        client = (
+            vecdb.connect(target, api_key=api_key, tls=tls_ca) if remote else vecdb.connect(target)
+        )
     except VecdbError as exc:
         raise IngestError(f"cannot open {target}: {exc}") from None
     batches = source.batches(start, batch_size)
@@ -188,7 +208,9 @@ def run_ingest(
         if remote:
             acks: Iterator[Any] = client.upsert_stream(collection, payload_stream(), window=window)  # type: ignore[attr-defined]
         else:
-            acks = ((seq, client.upsert(collection, *item)) for seq, item in enumerate(payload_stream()))
+            acks = (
+                (seq, client.upsert(collection, *item)) for seq, item in enumerate(payload_stream())
+            )
         for seq, _n in acks:
             batch = sent.pop(seq)
             rows_done = batch.start + len(batch.ids)
@@ -210,7 +232,9 @@ def run_ingest(
     except VecdbError as exc:
         bar.close()
         failed = sent.get(min(sent)) if sent else batch
-        raise IngestError(f"{_locate(exc, failed, file)}; rows before {rows_done} are stored") from None
+        raise IngestError(
+            f"{_locate(exc, failed, file)}; rows before {rows_done} are stored"
+        ) from None
     except KeyboardInterrupt:
         bar.close()
         click.echo(f"interrupted at row {rows_done}; rerun with --resume to continue", err=True)

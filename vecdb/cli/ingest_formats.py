@@ -65,7 +65,9 @@ def open_source(path: Path, ids_from: str | None, vector_column: str | None) -> 
     if not path.is_file():
         raise MalformedInput(path, None, "no such file")
     if suffix not in FORMATS:
-        raise MalformedInput(path, None, f"unsupported suffix {suffix!r} (use {', '.join(FORMATS)})")
+        raise MalformedInput(
+            path, None, f"unsupported suffix {suffix!r} (use {', '.join(FORMATS)})"
+        )
     if ids_from is not None and suffix not in (".parquet", ".jsonl", ".ndjson"):
         raise MalformedInput(path, None, "--ids-from needs a Parquet or JSON lines file")
     if suffix == ".npy":
@@ -98,8 +100,11 @@ def _open_npy(path: Path) -> npt.NDArray[Any]:
     except (ValueError, OSError) as exc:
         raise MalformedInput(path, None, f"not a readable .npy file: {exc}") from None
     if arr.ndim != 2 or arr.dtype.kind not in "fiu":
-        raise MalformedInput(path, None, f"expected a 2-d numeric array, found {arr.dtype} {arr.shape}")
-    return arr
+        raise MalformedInput(
+            path, None, f"expected a 2-d numeric array, found {arr.dtype} {arr.shape}"
+        )
+    out: npt.NDArray[Any] = arr
+    return out
 
 
 def _open_fbin(path: Path) -> npt.NDArray[Any]:
@@ -151,7 +156,9 @@ def _vecs_source(path: Path, dtype: type[np.generic]) -> Source:
             wrong = np.flatnonzero(dims != dim)
             if wrong.size:
                 r = int(wrong[0])
-                raise MalformedInput(path, lo + r, f"row header says dimension {dims[r]}, not {dim}")
+                raise MalformedInput(
+                    path, lo + r, f"row header says dimension {dims[r]}, not {dim}"
+                )
             values = block[:, 4:].copy().view(np.dtype(dtype).newbyteorder("<"))
             yield Batch(lo, list(range(lo, hi)), check_rows(path, lo, values), None)
 
@@ -172,7 +179,11 @@ def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None)
     names = pf.schema_arrow.names
     vcol = vector_column or next((c for c in VECTOR_COLUMNS if c in names), None)
     if vcol is None or vcol not in names:
-        raise MalformedInput(path, None, f"no vector column (tried {vector_column or VECTOR_COLUMNS}; columns: {names})")
+        raise MalformedInput(
+            path,
+            None,
+            f"no vector column (tried {vector_column or VECTOR_COLUMNS}; columns: {names})",
+        )
     idcol = ids_from if ids_from is not None else ("id" if "id" in names else None)
     if idcol is not None and idcol not in names:
         raise MalformedInput(path, None, f"--ids-from column {idcol!r} not in {names}")
@@ -214,7 +225,11 @@ def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
 def _rows_to_matrix(path: Path, start: int, rows: list[Any], dim: int) -> npt.NDArray[np.float32]:
     for i, r in enumerate(rows):
         if not isinstance(r, (list, tuple)) or len(r) != dim:
-            n = "null" if r is None else (len(r) if isinstance(r, (list, tuple)) else type(r).__name__)
+            n = (
+                "null"
+                if r is None
+                else (len(r) if isinstance(r, (list, tuple)) else type(r).__name__)
+            )
             raise MalformedInput(path, start + i, f"expected a vector of {dim} numbers, got {n}")
     try:
         mat = np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)

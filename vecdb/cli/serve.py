@@ -21,13 +21,24 @@ from vecdb.errors import VecdbError
 @click.option("--metrics-port", type=int, default=None,
               help="Prometheus /metrics port, 0 for any [default: 7701].")  # fmt: skip
 @click.option("--no-metrics", is_flag=True, help="Do not start the metrics exporter.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="TOML or JSON config file (sections server, limits, metrics, auth, tls, log).")
-@click.option("--api-key", default=None, envvar="VECDB_API_KEY",
-              help="Admin API key (also VECDB_API_KEY); read-only keys go in the config file.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML or JSON config file (sections server, limits, metrics, auth, tls, log).",
+)
+@click.option(
+    "--api-key",
+    default=None,
+    envvar="VECDB_API_KEY",
+    help="Admin API key (also VECDB_API_KEY); read-only keys go in the config file.",
+)
 @click.option("--tls-cert", default=None, help="Server certificate (PEM) to enable TLS.")
 @click.option("--tls-key", default=None, help="Server private key (PEM).")
-@click.option("--tls-client-ca", default=None, help="CA (PEM) that client certificates need (mTLS).")
+@click.option(
+    "--tls-client-ca", default=None, help="CA (PEM) that client certificates need (mTLS)."
+)
 @click.option("--log-level", default=None, help="debug, info, warning or error [default: info].")
 def serve(
     data_dir: str | None, host: str | None, port: int | None, metrics_port: int | None,

@@ -69,7 +69,7 @@ class AsyncClient:
             self._channel = grpc.aio.insecure_channel(address, options=opts)
         else:
             self._channel = grpc.aio.secure_channel(address, channel_credentials(tls_), opts)
-        self._stub = pb_grpc.VectorDBStub(self._channel)
+        self._stub = pb_grpc.VectorDBStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -132,7 +132,9 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("get_collection", name)  # type: ignore[no-any-return]
         req = build(lambda: pb.GetCollectionRequest(name=name))
-        return convert.info_from_proto((await self._call("GetCollection", req, idempotent=True)).info)
+        return convert.info_from_proto(
+            (await self._call("GetCollection", req, idempotent=True)).info
+        )
 
     async def drop_collection(self, name: str) -> None:
         """See `vecdb.Client.drop_collection`."""
@@ -220,7 +222,9 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("optimize", name)  # type: ignore[no-any-return]
         req = build(lambda: pb.OptimizeRequest(collection=name))
-        await self._call("Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT)
+        await self._call(
+            "Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT
+        )
 
     # -- search and admin ------------------------------------------------------------------
 

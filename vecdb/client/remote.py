@@ -148,7 +148,9 @@ def upsert_requests(
     id_msg = convert.ids_to_proto(ids)
     vec_msg = convert.vectors_to_proto(vectors)
     pay = convert.payloads_to_proto(payloads)
-    whole = build(lambda: pb.UpsertRequest(collection=name, ids=id_msg, vectors=vec_msg, payloads=pay))
+    whole = build(
+        lambda: pb.UpsertRequest(collection=name, ids=id_msg, vectors=vec_msg, payloads=pay)
+    )
     n = vec_msg.count
     size = whole.ByteSize()
     if size <= max_bytes // 2 or n <= 1 or len(pay) not in (0, n) or _n_ids(id_msg) != n:
@@ -165,7 +167,9 @@ def upsert_requests(
             sub_ids.ints.values.extend(id_msg.ints.values[lo:hi])
         data = vec_msg.data[lo * row_bytes : hi * row_bytes]
         sub_vec = pb.Vectors(dim=vec_msg.dim, count=hi - lo, data=data)
-        out.append(pb.UpsertRequest(collection=name, ids=sub_ids, vectors=sub_vec, payloads=pay[lo:hi]))
+        out.append(
+            pb.UpsertRequest(collection=name, ids=sub_ids, vectors=sub_vec, payloads=pay[lo:hi])
+        )
     return out
 
 
@@ -188,7 +192,9 @@ def search_request(name: Any, queries: Any, options: pb.SearchOptions) -> Any:
     arr = np.asarray(queries) if not isinstance(queries, np.ndarray) else queries
     if arr.ndim == 1 and arr.dtype.kind in "fiu":
         blob = np.ascontiguousarray(arr, dtype=convert.F32).tobytes()
-        return "Search", build(lambda: pb.SearchRequest(collection=name, query=blob, options=options))
+        return "Search", build(
+            lambda: pb.SearchRequest(collection=name, query=blob, options=options)
+        )
     vecs = convert.vectors_to_proto(queries, "queries")
     return "SearchBatch", build(
         lambda: pb.SearchBatchRequest(collection=name, queries=vecs, options=options)
@@ -217,11 +223,13 @@ class RemoteClient(Client):
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
             self._channel = grpc.secure_channel(address, channel_credentials(tls_), options=opts)
-        self._stub = pb_grpc.VectorDBStub(self._channel)
+        self._stub = pb_grpc.VectorDBStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -- plumbing --------------------------------------------------------------------------
 
-    def _call(self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None) -> Any:
+    def _call(
+        self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None
+    ) -> Any:
         method = getattr(self._stub, rpc)
         budget = timeout or self._timeout or DEFAULT_TIMEOUT
         deadline = time.monotonic() + budget

@@ -21,8 +21,17 @@ import numpy.typing as npt
 
 from vecdb.errors import ERROR_BY_CODE, Internal, InvalidArgument, VecdbError
 from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.types import CollectionInfo, CollectionKind, Id, IdType, IndexKind, Metric, Record
-from vecdb.types import Payload, SearchResult
+from vecdb.types import (
+    CollectionInfo,
+    CollectionKind,
+    Id,
+    IdType,
+    IndexKind,
+    Metric,
+    Payload,
+    Record,
+    SearchResult,
+)
 
 F32 = np.dtype("<f4")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -221,7 +230,11 @@ def result_to_proto(res: SearchResult) -> pb.SearchResponse:
         found = (res.ids >= 0).sum(axis=1)
         ids = pb.Ids(ints=pb.IntIds(values=res.ids.astype(np.int64).ravel().tolist()))
     else:
-        present = np.vectorize(lambda v: v is not None, otypes=[bool])(res.ids) if res.ids.size else np.zeros((nq, k), bool)
+        present = (
+            np.vectorize(lambda v: v is not None, otypes=[bool])(res.ids)
+            if res.ids.size
+            else np.zeros((nq, k), bool)
+        )
         found = present.sum(axis=1)
         flat = [b"" if v is None else str(v).encode("utf-8") for v in res.ids.ravel()]
         ids = pb.Ids(strs=pb.StrIds(values=flat))

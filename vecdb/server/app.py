@@ -81,7 +81,7 @@ class VecdbServer:
             maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs,
         )
         servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
-        pb_grpc.add_VectorDBServicer_to_server(servicer, server)
+        pb_grpc.add_VectorDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if cfg.server.reflection:
             names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)

@@ -206,4 +206,6 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
             return list(value)
     except (TypeError, ValueError):
         pass
-    raise InvalidArgument(f"{source}: {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}")
+    raise InvalidArgument(
+        f"{source}: {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}"
+    )

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from vecdb.server.metrics import ServerMetrics
 
 
-class VectorDBServicer(pb_grpc.VectorDBServicer):  # type: ignore[misc]
+class VectorDBServicer(pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
     def __init__(self, db: Database, metrics: ServerMetrics, stream_window: int) -> None:
@@ -58,7 +58,9 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):  # type: ignore[misc]
     def GetCollection(
         self, req: pb.GetCollectionRequest, ctx: grpc.ServicerContext
     ) -> pb.GetCollectionResponse:
-        return pb.GetCollectionResponse(info=convert.info_to_proto(self._db.get_collection(req.name)))
+        return pb.GetCollectionResponse(
+            info=convert.info_to_proto(self._db.get_collection(req.name))
+        )
 
     def DropCollection(
         self, req: pb.DropCollectionRequest, ctx: grpc.ServicerContext
