@@ -202,3 +202,4 @@ def assign_balanced(dist, sizes, lam):  # type: ignore[no-untyped-def]
         labels[i] = bc
         sizes[bc] += 1.0
     return labels
+
