@@ -31,6 +31,8 @@ MAX_PAYLOAD_DEPTH = 32
 
 # float32 max is ~3.4e38; a component beyond this makes squared norms overflow float32.
 MAX_ABS_COMPONENT = 1e18
+# Squared norms above this would make a squared L2 distance (up to 4x) overflow float32.
+MAX_SQ_NORM = 3.4e38 / 4
 
 DEFAULT_PORT = 7700
 DEFAULT_METRICS_PORT = 7701

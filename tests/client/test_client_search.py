@@ -124,7 +124,6 @@ def test_single_query_gives_one_row(client: vecdb.Client, rng) -> None:
     assert_matches_oracle(res, list(range(40)), oracle_distances(xb, xb[3], "l2"), 4)
 
 
-@pytest.mark.xfail_mode("local", "engine bug: a (d,) plain-list query is rejected")
 def test_single_query_as_plain_list(client: vecdb.Client) -> None:
     """A (d,) query given as a Python list of floats works like the numpy one."""
     client.create_collection("s", dim=3, metric="l2", index="flat")
@@ -243,10 +242,6 @@ def test_filter_with_few_matches_pads(client: vecdb.Client, rng) -> None:
     assert sorted(got) == [i for i in range(100) if i % 2 == 1 and i not in (17, 83)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: filters compare with Python ==, so JSON true matches 1 and 1 matches true",
-)
 def test_filter_distinguishes_bool_from_number(client: vecdb.Client) -> None:
     """JSON true and the number 1 are different values: each filter matches only its own."""
     client.create_collection("s", dim=2, metric="l2", index="flat")
@@ -258,11 +253,6 @@ def test_filter_distinguishes_bool_from_number(client: vecdb.Client) -> None:
     assert client.search("s", q, k=2, filter={"n": 1}).ids.tolist() == [[1, -1]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a filtered search only looks at the 16384 nearest candidates, so "
-    "matches beyond them are missed in a larger collection",
-)
 def test_filter_finds_matches_beyond_the_nearest_16384(client: vecdb.Client, rng) -> None:
     """In a collection of 20 000 points, a filter matching 3 far-away points returns all 3."""
     client.create_collection("s", dim=4, metric="l2", index="flat")

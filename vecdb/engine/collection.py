@@ -23,6 +23,7 @@ from vecdb.engine.locks import RWLock
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Slots, VectorIndex
 from vecdb.index.flat import FlatIndex
+from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
@@ -45,6 +46,7 @@ DEFAULT_BULK_BUILD_MIN = 10_000  # an empty disk index is bulk-built once this m
 # from its first few thousand vectors and splitting postings for the rest of the load.
 BULK_BUFFER_BYTES = 256 * 2**20
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
+_FILTER_MAX_CANDIDATES = 4096  # beyond this many candidates, scan the matching points instead
 
 
 @dataclass
@@ -304,8 +306,14 @@ class Collection:
         return out
 
     def payloads_of(self, slots: list[int]) -> list[Payload | None]:
-        raw = self.kv.multi_get(kvmod.CF_PAYLOAD, [self._slot_key(s) for s in slots])
-        return [None if r is None else json.loads(r) for r in raw]
+        """Payloads of `slots` in order; None for padding (-1) and points without one."""
+        real = [s for s in slots if s >= 0]
+        raw = iter(self.kv.multi_get(kvmod.CF_PAYLOAD, [self._slot_key(s) for s in real]))
+        out: list[Payload | None] = []
+        for s in slots:
+            r = next(raw) if s >= 0 else None
+            out.append(None if r is None else json.loads(r))
+        return out
 
     def _search_slots(
         self, q: npt.NDArray[np.float32], k: int, params: dict[str, Any] | None
@@ -337,33 +345,61 @@ class Collection:
                 slots, dist = self._filtered(q, k, flt, params)
             ids = self.ids_of(slots)
             pays = None
-            if with_payload:
-                pays = [self.payloads_of([s for s in row if s >= 0]) for row in slots.tolist()]
+            if with_payload:  # one entry per result column; None where padded or absent
+                pays = [
+                    [p if s >= 0 else None for s, p in zip(row, self.payloads_of(row))]
+                    for row in slots.tolist()
+                ]
         return SearchResult(ids=ids, distances=dist.astype(np.float32), payloads=pays)
 
     def _filtered(
         self, q: npt.NDArray[np.float32], k: int, flt: dict[str, Any], params: dict[str, Any] | None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """Payload equality filter: widen the candidate list until k matches or all are seen."""
+        """Payload filter: widen the index's candidate list a few times; if that does not
+        find k matches, scan every matching point exactly. Always complete."""
         out_s = np.full((q.shape[0], k), -1, np.int64)
         out_d = np.full((q.shape[0], k), np.inf, np.float32)
+        cap = min(self.count, _FILTER_MAX_CANDIDATES)
+        exhaustive: list[int] = []
         for row in range(q.shape[0]):
             width = k
             while True:
-                width = min(width * _FILTER_GROWTH, max(self.count, 1), 16_384)
+                width = min(width * _FILTER_GROWTH, max(cap, 1))
                 slots, dist = self._search_slots(q[row : row + 1], width, params)
                 cand = [int(s) for s in slots[0] if s >= 0]
                 pays = self.payloads_of(cand)
-                keep = [
-                    j
-                    for j, p in enumerate(pays)
-                    if p is not None and all(p.get(f) == val for f, val in flt.items())
-                ][:k]
-                if len(keep) >= k or width >= min(self.count, 16_384):
+                keep = [j for j, p in enumerate(pays) if v.matches(p, flt)][:k]
+                if len(keep) >= k or len(cand) >= self.count:
                     out_s[row, : len(keep)] = [cand[j] for j in keep]
                     out_d[row, : len(keep)] = dist[0, keep]
                     break
+                if width >= cap:
+                    exhaustive.append(row)
+                    break
+        if exhaustive:
+            rows = np.asarray(exhaustive)
+            out_s[rows], out_d[rows] = self._filtered_scan(q[rows], k, flt)
         return out_s, out_d
+
+    def _filtered_scan(
+        self, q: npt.NDArray[np.float32], k: int, flt: dict[str, Any]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Exact top-k among all points whose payload matches (reads every payload)."""
+        slots = [
+            kvmod.read_u64(key, len(self.prefix))
+            for key, raw in self.kv.scan_prefix(kvmod.CF_PAYLOAD, self.prefix)
+            if v.matches(json.loads(raw), flt)
+        ]
+        raw_vecs = self.kv.multi_get(kvmod.CF_VECTORS, [self._slot_key(s) for s in slots])
+        keep = [(s, r) for s, r in zip(slots, raw_vecs) if r is not None]
+        nq = q.shape[0]
+        if not keep:
+            return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
+        base = np.frombuffer(b"".join(r for _, r in keep), np.float32)
+        base = self.prepare_for_index(base.reshape(len(keep), self.cfg.dim))
+        rows, dist = exact_topk(q, base, self.cfg.metric, k)
+        ids = np.asarray([s for s, _ in keep], np.int64)
+        return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1), dist
 
     # -- info ------------------------------------------------------------------------------
 

@@ -18,12 +18,12 @@ import numpy.typing as npt
 
 from vecdb import config
 from vecdb.errors import InvalidArgument
-from vecdb.types import Id, IdType, Metric
+from vecdb.types import Id, IdType, Metric, Payload
 
 
 def check_name(what: str, name: object) -> str:
     """A collection or tenant name: `[A-Za-z0-9_-]{1,64}`, safe as a path component."""
-    if not isinstance(name, str) or not config.NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not config.NAME_PATTERN.fullmatch(name):
         raise InvalidArgument(
             f"{what} name {name!r} is invalid: use 1-{config.MAX_NAME_LEN} characters "
             "from A-Z a-z 0-9 _ -"
@@ -62,6 +62,10 @@ def _as_matrix(vectors: object, dim: int, field: str) -> npt.NDArray[np.float32]
         rows = list(vectors) if isinstance(vectors, (list, tuple)) else None
         if rows is None:
             raise InvalidArgument(f"{field} must be a numpy array or a list of vectors")
+        if not rows:
+            raise InvalidArgument(f"{field} is empty: send at least one vector")
+        if all(isinstance(x, (int, float, np.number)) for x in rows):
+            rows = [rows]  # one vector given as a flat list of numbers
         for i, row in enumerate(rows):
             n = len(row) if hasattr(row, "__len__") else -1
             if n != dim:
@@ -99,6 +103,14 @@ def prepare_vectors(
         raise InvalidArgument(
             f"{field}[{row}][{col}] = {wide[row, col]:.3g} is too large "
             f"(|x| must be <= {config.MAX_ABS_COMPONENT:.0e})"
+        )
+    # Distances reach up to 4 x the largest squared norm; keep them finite in float32.
+    sq = (wide * wide).sum(axis=1)
+    huge = np.flatnonzero(sq > config.MAX_SQ_NORM)
+    if huge.size:
+        raise InvalidArgument(
+            f"{field}[{huge[0]}] has squared norm {sq[huge[0]]:.3g}, too large for float32 "
+            f"distances (max {config.MAX_SQ_NORM:.3g})"
         )
     out = np.ascontiguousarray(wide, dtype=np.float32)
     if metric is Metric.COSINE and out.shape[0]:
@@ -226,6 +238,26 @@ def check_filter(flt: object) -> dict[str, Any] | None:
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"filter is not JSON-serialisable: {exc}") from None
     return flt
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality of JSON values: true is not 1, but 1 equals 1.0 (one JSON number)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
+        return False
+    return bool(a == b)
+
+
+def matches(payload: Payload | None, flt: dict[str, Any]) -> bool:
+    """A payload matches when every filter field is present and equal (null matches null)."""
+    return payload is not None and all(
+        f in payload and json_equal(payload[f], val) for f, val in flt.items()
+    )
 
 
 def normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
