@@ -202,4 +202,3 @@ def assign_balanced(dist, sizes, lam):  # type: ignore[no-untyped-def]
         labels[i] = bc
         sizes[bc] += 1.0
     return labels
-

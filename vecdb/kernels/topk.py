@@ -144,14 +144,14 @@ def _select_direct(
     nq = q.shape[0]
     n, d = x.shape
     k = hd.shape[1]
-    for i in range(nq):
-        qi = q[i]
-        rd = hd[i]
-        ri = hi[i]
-        for j in range(n):
-            if use_valid and not valid[j]:
-                continue
-            xj = x[j]
+    # Rows outer, queries inner: a single-query scan is bound by memory bandwidth, so each
+    # base row is read from memory once for all queries.
+    for j in range(n):
+        if use_valid and not valid[j]:
+            continue
+        xj = x[j]
+        for i in range(nq):
+            qi = q[i]
             s = np.float32(0.0)
             if kind == 0:
                 for t in range(d):
@@ -161,8 +161,8 @@ def _select_direct(
                 for t in range(d):
                     s += qi[t] * xj[t]
                 s = -s if kind == 1 else np.float32(1.0) - s
-            if s < rd[0] or (s == rd[0] and offset + j < ri[0]):
-                _replace_root(rd, ri, k, s, offset + j)
+            if s < hd[i, 0] or (s == hd[i, 0] and offset + j < hi[i, 0]):
+                _replace_root(hd[i], hi[i], k, s, offset + j)
 
 
 @njit(cache=True, nogil=True)
