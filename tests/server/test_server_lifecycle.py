@@ -144,3 +144,14 @@ def test_serve_reports_config_errors_and_exits_2(tmp_path: Path) -> None:
     proc = subprocess.run([*SERVE, "--config", str(bad)], capture_output=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert b"does not parse" in proc.stderr
+
+
+def test_container_healthcheck_command(
+    server: VecdbServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m vecdb.server.healthcheck` exits 0 on a serving server, 1 when none answers."""
+    from vecdb.server import healthcheck
+
+    assert healthcheck.main(["--address", f"127.0.0.1:{server.port}"]) == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+    assert healthcheck.main(["--address", "127.0.0.1:1", "--timeout", "0.5"]) == 1
