@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_info
 
-from vecdb.kernels.distance import METRICS, dot, l2_sq, normalize_rows, pairwise
+from vecdb.kernels import distance
+from vecdb.kernels.distance import (
+    METRICS,
+    dot,
+    l2_sq,
+    normalize_rows,
+    pairwise,
+    parallel_ranges,
+)
 
 DIMS = [1, 3, 17, 50, 129]
 
@@ -143,3 +153,37 @@ def test_normalize_rows_survives_extreme_magnitudes() -> None:
 def test_normalize_rows_accepts_empty() -> None:
     """An empty matrix normalises to an empty float32 matrix."""
     assert normalize_rows(np.zeros((0, 5), dtype=np.float32)).shape == (0, 5)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("workers", [False, True])
+def test_pairwise_blas_path_matches_numpy(
+    metric: str, workers: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The BLAS path, on the caller or split over worker threads, matches numpy."""
+    monkeypatch.setattr(distance, "_BLAS_MIN_WORK", 0)
+    if workers:
+        monkeypatch.setattr(distance, "MIN_WORK_PER_THREAD", 1)
+    xq, xb = _data(9, 31, 17)
+    if metric == "cosine":
+        xq, xb = normalize_rows(xq), normalize_rows(xb)
+    np.testing.assert_allclose(pairwise(metric, xq, xb), _ref(metric, xq, xb), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("nrows", [0, 1, 2, 7])
+def test_parallel_ranges_covers_rows_in_order(nrows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slices are consecutive, non-empty when rows exist, and results come back in order."""
+    monkeypatch.setattr(distance, "MIN_WORK_PER_THREAD", 1)
+    got = parallel_ranges(nrows, 10**9, lambda lo, hi: (lo, hi))
+    assert got[0][0] == 0 and got[-1][1] == nrows
+    assert all(a[1] == b[0] for a, b in zip(got, got[1:], strict=False))
+    assert len(got) <= max(1, min(nrows, numba.get_num_threads()))
+
+
+def test_blas_thread_setting_is_restored_after_pairwise() -> None:
+    """pairwise pins BLAS to one thread only while it runs."""
+    before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    xq, xb = _data(300, 300, 50)
+    pairwise("ip", xq, xb)
+    after = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    assert before == after

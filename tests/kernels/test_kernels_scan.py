@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_info
 
-from vecdb.kernels import scan
+from vecdb.kernels import distance, scan
 from vecdb.kernels.distance import METRICS, normalize_rows
 from vecdb.kernels.scan import exact_topk
 
@@ -26,9 +26,8 @@ def scan_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     if mode.endswith("workers"):
         if numba.get_num_threads() < 2:
             pytest.skip("needs two numba threads")
-        # One multiply-add per thread is enough: tiny problems get split, even into empty
-        # ranges, which exercises the merge.
-        monkeypatch.setattr(scan, "_MIN_WORK_PER_THREAD", 1)
+        # One multiply-add per thread is enough: even tiny problems get split and merged.
+        monkeypatch.setattr(distance, "MIN_WORK_PER_THREAD", 1)
     return mode
 
 
@@ -176,7 +175,7 @@ def test_exact_topk_uses_no_worker_threads_when_numba_has_one(
     def no_pool(*args: object, **kwargs: object) -> None:
         raise AssertionError("worker pool started")
 
-    monkeypatch.setattr(scan, "ThreadPoolExecutor", no_pool)
+    monkeypatch.setattr(distance, "ThreadPoolExecutor", no_pool)
     q, x = _data(64, 3000, 50, "ip")
     before = numba.get_num_threads()
     try:

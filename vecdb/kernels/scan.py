@@ -3,31 +3,21 @@
 This module owns ``exact_topk``, the exact baseline and recall oracle of the database. It
 walks the base matrix in tiles: one single-threaded BLAS product per tile gives all
 query-row dot products, and the GIL-free numba heaps of ``topk.select_block`` keep a running
-top-k per query, so memory stays at one (nq, tile) buffer per worker. Parallelism is explicit:
-``numba.get_num_threads()`` Python threads each scan a disjoint range of base rows and their
-lists are merged, because letting OpenBLAS threads and numba threads both spin on the same
-cores was measured 5x slower. For "l2" the final k distances are recomputed directly so they
-carry no cancellation error. It only computes; it owns no data, does no I/O and imports
+top-k per query, so memory stays at one (nq, tile) buffer per worker. Fewer than ten queries
+skip BLAS for one fused numba pass. Either way ``distance.parallel_ranges`` gives each of up
+to ``numba.get_num_threads()`` threads a disjoint range of base rows, and their lists are
+merged. For "l2" the BLAS path recomputes the final k distances directly, so no result
+carries cancellation error. It only computes; it owns no data, does no I/O and imports
 nothing from vecdb outside ``vecdb.kernels``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any
-
-import numba
 import numpy as np
 import numpy.typing as npt
 from numba import njit
-from threadpoolctl import ThreadpoolController
 
-from vecdb.kernels.distance import check_metric, sq_norms
+from vecdb.kernels.distance import check_metric, parallel_ranges, sq_norms
 from vecdb.kernels.topk import (
     DIRECT_L2,
     DIRECT_NEG_DOT,
@@ -46,8 +36,6 @@ MIN_BLOCK_ROWS = 1
 # straight back, so a buffer near the L2 cache beats one huge block.
 _TILE_BYTES = 1 << 21
 _MIN_TILE = 256
-# Multiply-adds below which a second worker thread costs more than it saves.
-_MIN_WORK_PER_THREAD = 1 << 22
 # The fused numba loop beats BLAS plus a separate selection below this many queries or
 # multiply-adds. Measured single-threaded at d = 50 and 128: direct/BLAS time is 0.4 at
 # nq = 4, 0.8 at nq = 8, 1.2 at nq = 12-16, 2.2 at nq = 32.
@@ -59,34 +47,6 @@ _DIRECT_KIND = {"l2": DIRECT_L2, "ip": DIRECT_NEG_DOT, "cosine": DIRECT_ONE_MINU
 def _tile_rows(nq: int, block_rows: int) -> int:
     tile = max(_MIN_TILE, _TILE_BYTES // (4 * max(nq, 1)))
     return max(MIN_BLOCK_ROWS, min(block_rows, tile))
-
-
-@functools.cache
-def _controller() -> Any:
-    # Inspecting the loaded libraries costs ~200 us; the handle itself is reusable.
-    return ThreadpoolController()
-
-
-# Process-wide count of scans in flight, so that overlapping scans from several threads pin
-# BLAS to one thread once and restore the caller's setting only when the last one ends.
-_blas_lock = threading.Lock()
-_blas_state: dict[str, Any] = {"users": 0, "limiter": None}
-
-
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    with _blas_lock:
-        if _blas_state["users"] == 0:
-            _blas_state["limiter"] = _controller().limit(limits=1, user_api="blas")
-        _blas_state["users"] += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_state["users"] -= 1
-            if _blas_state["users"] == 0:
-                _blas_state["limiter"].restore_original_limits()
-                _blas_state["limiter"] = None
 
 
 def exact_topk(
@@ -127,21 +87,14 @@ def exact_topk(
     # fused numba pass (exact distances, no score buffer) is faster.
     direct = nq < _MIN_BLAS_QUERIES or nq * n * d < _MIN_BLAS_WORK
     tile = _tile_rows(nq, block_rows)
-    workers = max(1, min(numba.get_num_threads(), (nq * n * d) // _MIN_WORK_PER_THREAD))
 
-    def run(w: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        lo, hi = n * w // workers, n * (w + 1) // workers
+    def run(lo: int, hi: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         return _scan_range(q, x, metric, k, valid, lo, hi, tile, direct)
 
-    with contextlib.nullcontext() if direct else _single_threaded_blas():
-        if workers == 1:
-            ids, dist = run(0)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                parts = list(pool.map(run, range(workers)))
-            ids, dist = parts[0]
-            for more_ids, more_dist in parts[1:]:
-                ids, dist = merge_topk(ids, dist, more_ids, more_dist, k)
+    parts = parallel_ranges(n, nq * n * d, run, blas=not direct)
+    ids, dist = parts[0]
+    for more_ids, more_dist in parts[1:]:
+        ids, dist = merge_topk(ids, dist, more_ids, more_dist, k)
     if direct:
         return ids, dist
     if metric == "l2":
