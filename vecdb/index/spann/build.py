@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import hnswlib
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from vecdb.index.base import Progress
 from vecdb.index.params import BuildParams
@@ -50,11 +51,12 @@ def balanced_kmeans(
         d = sq_dists(sample, centres)
         lam = balance * float(d.min(1).mean()) / (len(sample) / k)
         labels = assign_balanced(d, np.zeros(k), lam)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, sample)
-        counts = np.bincount(labels, minlength=k).astype(np.float32)
+        counts = np.bincount(labels, minlength=k)
+        order = np.argsort(labels, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         empty = counts == 0
-        centres = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        sums = np.add.reduceat(sample[order], starts[~empty], axis=0)
+        centres[~empty] = sums / counts[~empty, None].astype(np.float32)
         if empty.any():
             centres[empty] = sample[rng.choice(len(sample), int(empty.sum()))]
     d = sq_dists(x, centres)
@@ -103,27 +105,37 @@ class HeadTree:
 def build_tree(x: F32, n_heads: int, rng: np.random.Generator) -> tuple[I64, HeadTree]:
     """Pass 1: the balanced k-means tree; returns the rows of x chosen as heads (in posting id
     order) and the tree."""
-    tree = HeadTree(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
-    head_rows: list[int] = []
-    root = tree.add_node(-1, -1)
-    stack: list[tuple[int, I64, int]] = [(root, np.arange(len(x), dtype=np.int64), n_heads)]
+    with threadpool_limits(1, user_api="blas"):  # multi-threaded BLAS is slow on small blocks
+        return _build_tree(x, n_heads, rng)
+
+
+def _build_tree(x: F32, n_heads: int, rng: np.random.Generator) -> tuple[I64, HeadTree]:
+    parent, head, head_rows = [-1], [-1], []
+    stack: list[tuple[int, I64, int]] = [(0, np.arange(len(x), dtype=np.int64), n_heads)]
     while stack:
         node, rows, target = stack.pop()
         if target <= 1 or len(rows) <= 1:
-            centre = x[rows].mean(0, keepdims=True)
-            best = int(rows[int(sq_dists(x[rows], centre)[:, 0].argmin())])
-            tree.set_head(node, len(head_rows))
-            head_rows.append(best)
+            sub = x[rows]
+            best = rows[int(((sub - sub.mean(0)) ** 2).sum(1).argmin())]
+            head[node] = len(head_rows)
+            head_rows.append(int(best))
             continue
         k = target if target <= DIRECT_LEAVES else BRANCH
         centres, labels = balanced_kmeans(x[rows], k, rng)
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.arange(len(centres) + 1))
         for c in range(len(centres)):
-            members = rows[labels == c]
+            members = rows[order[bounds[c] : bounds[c + 1]]]
             if len(members) == 0:
                 continue
-            child = tree.add_node(node, -1)
+            parent.append(node)
+            head.append(-1)
             sub = 1 if k == target else max(1, round(target * len(members) / len(rows)))
-            stack.append((child, members, sub))
+            stack.append((len(parent) - 1, members, sub))
+    heads = np.asarray(head, dtype=np.int32)
+    head_node = np.full(len(head_rows), -1, dtype=np.int32)
+    head_node[heads[heads >= 0]] = np.flatnonzero(heads >= 0)
+    tree = HeadTree(np.asarray(parent, dtype=np.int32), heads, head_node)
     return np.asarray(head_rows, dtype=np.int64), tree
 
 
@@ -193,13 +205,14 @@ def plan(
     rng = np.random.default_rng(p.seed)
     n_heads = max(1, min(len(x), round(p.head_fraction * len(x))))
     head_rows, tree = build_tree(x, n_heads, rng)
-    graph = make_head_graph(x[head_rows], metric, p, threads)
+    heads = x[head_rows]
+    graph = make_head_graph(heads, metric, p, threads)
     posts = np.empty((len(x), p.replicas), dtype=np.int64)
     dists = np.empty((len(x), p.replicas), dtype=np.float32)
     step = 65_536
     for lo in range(0, len(x), step):
         posts[lo : lo + step], dists[lo : lo + step] = select_replicas(
-            graph, len(head_rows), x[lo : lo + step], p, threads
+            graph, len(heads), x[lo : lo + step], p, threads
         )
         if progress is not None:
             progress(min(step, len(x) - lo))

@@ -1,0 +1,169 @@
+"""The posting file and the framed files: round trips, page-exact packing, CRC detection of
+torn and corrupt blocks, magic and version checks, and the two readers agreeing."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecdb.errors import FormatError
+from vecdb.index.spann import framing, open_spann, persist
+from vecdb.index.spann.postings import (
+    PAGE,
+    DirectReader,
+    MmapReader,
+    PostingFile,
+    block_layout,
+    decode_block,
+    encode_block,
+    pack_offsets,
+)
+
+
+def block(posting: int, n: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    return encode_block(posting, np.arange(n) * 3, np.full(n, 7, np.uint8), vecs)
+
+
+@pytest.mark.parametrize(("n", "dim"), [(0, 3), (1, 1), (9, 7), (130, 50)])
+def test_block_round_trip(n: int, dim: int) -> None:
+    """Encode then decode gives the same slots, versions and vectors (odd sizes, d=1)."""
+    rng = np.random.default_rng(n)
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    buf = encode_block(5, np.arange(n, dtype=np.int64), np.ones(n, np.uint8), vecs)
+    assert len(buf) % 64 == 0 and len(buf) >= block_layout(n, dim)[2]
+    posting, slots, versions, out = decode_block(buf, "mem")
+    assert posting == 5 and list(slots) == list(range(n)) and (versions == 1).all()
+    np.testing.assert_array_equal(out, vecs)
+
+
+def test_packed_blocks_span_the_minimum_pages() -> None:
+    """Best-fit packing never makes a block straddle an extra page, and blocks never overlap."""
+    sizes = np.random.default_rng(0).integers(1, 200, 500) * 64
+    offs = pack_offsets(sizes.astype(np.int64), PAGE)
+    spans = -(-(offs + sizes) // PAGE) - offs // PAGE
+    assert (spans == -(-sizes // PAGE)).all()
+    order = np.argsort(offs)
+    assert (offs[order][1:] >= (offs + sizes)[order][:-1]).all()
+    assert (offs + sizes).max() < 1.05 * sizes.sum() + 2 * PAGE  # little padding
+
+
+def test_appends_read_back_and_tail_is_truncated_on_reopen(tmp_path: Path) -> None:
+    """Appended blocks read back verified; data past the durable length is dropped."""
+    f = PostingFile(tmp_path / "p.bin", 4)
+    offs = f.append([block(1, 10, 4), block(2, 100, 4, 1)])
+    assert all(o % 64 == 0 for o in offs)
+    f.sync()
+    durable = f.length
+    f.append([block(3, 5, 4)])
+    f.close()
+    g = PostingFile(tmp_path / "p.bin", 4, durable)
+    assert g.read_block(int(offs[1]))[0] == 2
+    assert (tmp_path / "p.bin").stat().st_size >= durable
+    with pytest.raises(FormatError):
+        g.read_block(durable)
+    g.close()
+
+
+def test_corrupt_and_torn_blocks_are_detected_by_crc(tmp_path: Path) -> None:
+    """A flipped byte fails the CRC; a truncated block is reported as torn."""
+    f = PostingFile(tmp_path / "p.bin", 8)
+    off = int(f.append([block(1, 40, 8)])[0])
+    f.sync()
+    with open(tmp_path / "p.bin", "r+b") as raw:
+        raw.seek(off + 500)
+        byte = raw.read(1)
+        raw.seek(off + 500)
+        raw.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(FormatError, match="CRC"):
+        f.read_block(off)
+    short = PostingFile(tmp_path / "p.bin", 8, off + 256)
+    with pytest.raises(FormatError, match="torn"):
+        short.read_block(off)
+
+
+def test_corrupt_posting_is_detected_when_the_index_rewrites_it(tmp_path: Path) -> None:
+    """Compaction reads every posting and refuses a corrupt one, naming the file."""
+    idx, _ = open_spann(8, "l2", {"threads": 1}, tmp_path)
+    x = np.random.default_rng(0).normal(size=(2000, 8)).astype(np.float32)
+    idx.build(np.arange(2000), x)
+    off, _ = idx.table.chain(3)[0]
+    with open(idx.file.path, "r+b") as raw:
+        raw.seek(off + 200)
+        raw.write(b"\x00\x01\x02\x03")
+    with pytest.raises(FormatError, match="postings"):
+        idx.compact()
+
+
+def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:
+    """Posting files and framed files check magic and version with a clear message."""
+    PostingFile(tmp_path / "p.bin", 4).close()
+    with open(tmp_path / "p.bin", "r+b") as raw:
+        raw.seek(8)
+        raw.write(struct.pack("<I", 99))
+    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 1"):
+        PostingFile(tmp_path / "p.bin", 4)
+    framing.write_sections(tmp_path / "m", b"VDBSPMAN", 7, [b"{}"])
+    with pytest.raises(FormatError, match=r"m: unsupported format version 7"):
+        framing.read_sections(tmp_path / "m", b"VDBSPMAN", 1)
+    with pytest.raises(FormatError, match="bad magic"):
+        framing.read_sections(tmp_path / "m", b"VDBHEADS", 7)
+
+
+def test_newer_manifest_is_refused_on_open(tmp_path: Path) -> None:
+    """Opening an index whose manifest has an unknown version fails, naming the manifest."""
+    idx, _ = open_spann(4, "l2", {}, tmp_path)
+    idx.add(np.arange(50), np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+    idx.checkpoint(3)
+    idx.close()
+    framing.write_sections(tmp_path / persist.MANIFEST, persist.MANIFEST_MAGIC, 2, [b"{}"])
+    with pytest.raises(FormatError, match=r"MANIFEST: unsupported format version 2"):
+        open_spann(4, "l2", {}, tmp_path)
+
+
+def test_corrupt_state_section_is_detected(tmp_path: Path) -> None:
+    """A framed file with a damaged section fails its CRC."""
+    framing.write_sections(tmp_path / "s", b"VDBSTATE", 1, [b"abcdef" * 100])
+    data = bytearray((tmp_path / "s").read_bytes())
+    data[-10] ^= 1
+    (tmp_path / "s").write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="CRC"):
+        framing.read_sections(tmp_path / "s", b"VDBSTATE", 1)
+
+
+def test_direct_and_mmap_readers_see_the_same_bytes(tmp_path: Path) -> None:
+    """The cold reader returns each block's bytes at the offsets it reports."""
+    f = PostingFile(tmp_path / "p.bin", 16)
+    blocks = [block(i, 20 + 37 * i, 16, i) for i in range(6)]
+    offs = f.append(blocks)
+    f.sync()
+    warm = MmapReader(f)
+    cold = DirectReader(f, threads=4)
+    sizes = np.array([block_layout(20 + 37 * i, 16)[2] for i in range(6)], dtype=np.int64)
+    buf, at, nread = cold.read(offs, sizes)
+    assert nread % PAGE == 0 and nread >= sizes.sum()
+    u8 = warm.views()[0]
+    for o, a, s in zip(offs, at, sizes, strict=True):
+        np.testing.assert_array_equal(buf[a : a + s], u8[o : o + s])
+    cold.close()
+
+
+def test_search_gives_the_same_answers_warm_and_cold(tmp_path: Path) -> None:
+    """io="direct" and io="mmap" return identical results and count bytes read."""
+    x = np.random.default_rng(1).normal(size=(3000, 12)).astype(np.float32)
+    idx, _ = open_spann(12, "l2", {"io": "mmap", "threads": 1}, tmp_path)
+    idx.build(np.arange(3000), x)
+    idx.checkpoint(1)
+    q = x[:20] + 0.01
+    warm = idx.search(q, 5)
+    idx.close()
+    cold_idx, _ = open_spann(12, "l2", {"io": "direct"}, tmp_path)
+    assert cold_idx.stats()["io"] == "direct"
+    cold = cold_idx.search(q, 5)
+    np.testing.assert_array_equal(warm[0], cold[0])
+    assert cold_idx.last_search_stats()["bytes_read"] > 0
+    cold_idx.close()

@@ -1,0 +1,126 @@
+"""Shared helpers of the SPANN tests: seeded clustered data, the exact oracle, tie-aware recall,
+the orphan check and a deterministic op log replayed like the engine does. No tests here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdb.index.spann import SpannIndex, open_spann
+
+SMALL = {"posting_pages": 1, "head_fraction": 0.05, "threads": 1}  # 1-page postings split early
+
+
+def clustered(n: int, d: int, seed: int, centres: int = 64, spread: float = 0.6) -> np.ndarray:
+    """Gaussian clusters around seeded centres (overlapping enough that ANN is not trivial)."""
+    rng = np.random.default_rng(seed)
+    c = np.random.default_rng(1234).normal(size=(centres, d)).astype(np.float32)
+    x = c[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, d)).astype(np.float32)
+    return x.astype(np.float32)
+
+
+def prepare(x: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "cosine":
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return x
+
+
+def exact_dists(base: np.ndarray, queries: np.ndarray, metric: str) -> np.ndarray:
+    """The oracle's distance matrix (nq, n) in float64."""
+    q, b = queries.astype(np.float64), base.astype(np.float64)
+    if metric == "l2":
+        return ((q[:, None, :] - b[None, :, :]) ** 2).sum(2)
+    dots = q @ b.T
+    return -dots if metric == "ip" else 1.0 - dots
+
+
+def recall(
+    found: np.ndarray, base: dict[int, np.ndarray], queries: np.ndarray, k: int, metric: str
+) -> float:
+    """Tie-aware recall@k of returned slots against exact search over the live `base`."""
+    slots = np.fromiter(base, dtype=np.int64)
+    vecs = np.stack([base[int(s)] for s in slots])
+    d = exact_dists(vecs, queries, metric)
+    kth = np.sort(d, axis=1)[:, k - 1]
+    pos = {int(s): i for i, s in enumerate(slots)}
+    hits = 0
+    for qi, row in enumerate(found):
+        for s in row:
+            if s >= 0 and int(s) in pos and d[qi, pos[int(s)]] <= kth[qi] + 1e-5:
+                hits += 1
+    return hits / (len(found) * k)
+
+
+def posting_slots(idx: SpannIndex) -> dict[int, int]:
+    """Live copies per slot found by reading every posting (current version only)."""
+    copies: dict[int, int] = {}
+    for p in range(idx.next_posting):
+        seen: set[int] = set()
+        for off, _ in idx.table.chain(p):
+            _, s, ver, _ = idx.file.read_block(off)
+            for slot, v in zip(s.tolist(), ver.tolist(), strict=True):
+                if 0 <= slot < len(idx.slot_version) and v and idx.slot_version[slot] == v:
+                    seen.add(slot)
+        for slot in seen:
+            copies[slot] = copies.get(slot, 0) + 1
+    return copies
+
+
+def assert_no_orphans(idx: SpannIndex, live: set[int]) -> None:
+    """Every live slot has at least one current copy, and no removed slot has one."""
+    copies = posting_slots(idx)
+    assert set(copies) == live, (len(set(copies) - live), len(live - set(copies)))
+    assert len(idx) == len(live)
+
+
+def op_log(seed: int, d: int = 16) -> list[tuple[str, Any, Any]]:
+    """A deterministic engine-style op log: build, inserts that force splits, a mass remove
+    (merges, compaction), more inserts. Entry i has sequence number i + 1."""
+    ops: list[tuple[str, Any, Any]] = [("build", np.arange(3000), clustered(3000, d, seed))]
+    nxt = 3000
+    for i in range(6):
+        x = clustered(400, d, seed + 10 + i, spread=0.3)
+        ops.append(("add", np.arange(nxt, nxt + 400), x))
+        nxt += 400
+    ops.append(("remove", np.arange(0, nxt, 2), None))
+    ops.append(("maintain", None, None))
+    ops.append(("add", np.arange(nxt, nxt + 400), clustered(400, d, seed + 99)))
+    return ops
+
+
+def apply(idx: SpannIndex, op: tuple[str, Any, Any]) -> None:
+    kind, slots, x = op
+    if kind == "build":
+        idx.build(slots, x)
+    elif kind == "add":
+        idx.add(slots, x)
+    elif kind == "remove":
+        idx.remove(slots)
+    else:
+        idx.maintain()
+
+
+def live_after(ops: list[tuple[str, Any, Any]]) -> dict[int, np.ndarray]:
+    live: dict[int, np.ndarray] = {}
+    for kind, slots, x in ops:
+        if kind == "build":
+            live = {}
+        if kind in ("build", "add"):
+            live.update({int(s): v for s, v in zip(slots, x, strict=True)})
+        elif kind == "remove":
+            for s in slots:
+                live.pop(int(s), None)
+    return live
+
+
+def run_log(directory: Path, seed: int, params: dict[str, Any]) -> SpannIndex:
+    """Open, replay the log after the durable sequence, checkpointing after every op."""
+    ops = op_log(seed)
+    idx, applied = open_spann(16, "l2", params, directory)
+    for seq, op in enumerate(ops, start=1):
+        if seq > applied:
+            apply(idx, op)
+            idx.checkpoint(seq)
+    return idx
