@@ -84,14 +84,14 @@ def child_main(payload: dict[str, Any]) -> dict[str, Any]:
     system.set_threads(int(payload["threads"]))
     # Library imports (and their lazily imported parts) belong to the baseline, not the index.
     system.import_libraries()
-    before = read_status_kib()
+    before = system.rss_baseline_kib() or read_status_kib()
     t0 = time.perf_counter()
     system.load(Path(payload["index_dir"]))
     load_s = time.perf_counter() - t0
-    loaded = read_status_kib()
+    loaded = system.rss_kib() or read_status_kib()
     system.set_params(payload.get("params") or {})
     system.search(queries, int(payload.get("k", 10)))
-    after = read_status_kib()
+    after = system.rss_kib() or read_status_kib()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     system.close()
     return {

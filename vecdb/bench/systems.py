@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,12 +33,15 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "faiss-hnsw": ("vecdb.bench.peers", "FaissHNSW"),
     "faiss-ivfpq": ("vecdb.bench.peers", "FaissIVFPQRefine"),
     "hnswlib": ("vecdb.bench.peers", "Hnswlib"),
+    "vecdb-flat-grpc": ("vecdb.bench.vecdb_system", "VecdbFlatRemote"),
+    "vecdb-spann-grpc": ("vecdb.bench.vecdb_system", "VecdbSpannRemote"),
 }
 ALIASES: dict[str, list[str]] = {
     "vecdb": ["vecdb-flat", "vecdb-spann"],
     "faiss": ["faiss-ivf", "faiss-hnsw", "faiss-ivfpq"],
     "peers": ["exact", "faiss-ivf", "faiss-hnsw", "faiss-ivfpq", "hnswlib"],
-    "all": list(REGISTRY),
+    "vecdb-grpc": ["vecdb-flat-grpc", "vecdb-spann-grpc"],
+    "all": [name for name in REGISTRY if not name.endswith("-grpc")],
 }
 DEFAULT_SYSTEMS = "all"
 
@@ -49,6 +53,7 @@ class System(ABC):
 
     name: str = ""  # registry name, e.g. "faiss-ivf"
     is_ours: bool = False  # True for vecdb's own systems (ratios are ours / peer)
+    restarts_on_thread_change = False  # True if set_threads restarts it (warm up again)
     default_sweep: Sequence[Params] | Mapping[str, Sequence[Any]] = ({},)
 
     def __init__(self, metric: str, dim: int, n: int, build_params: Mapping[str, Any]) -> None:
@@ -90,6 +95,19 @@ class System(ABC):
 
     def close(self) -> None:  # noqa: B027 (an optional hook)
         """Release the index and any files or threads it holds."""
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds spent so far by every process doing this system's work."""
+        return time.process_time()
+
+    def rss_baseline_kib(self) -> dict[str, int] | None:
+        """RssAnon/RssFile (KiB) of the serving process before any index is loaded, if that
+        process is not this one (remote mode); None means "this process, now"."""
+        return None
+
+    def rss_kib(self) -> dict[str, int] | None:
+        """RssAnon/RssFile (KiB) of the process holding the index, or None for this one."""
+        return None
 
     def measure_io(self, run: Callable[[], None], n_queries: int) -> tuple[float, float] | None:
         """Call `run` (one batch search) and return its (posting reads, bytes read) per query,

@@ -4,11 +4,14 @@ Owns the adapter from the `System` contract to `vecdb.connect(path)`: one embedd
 per run in the work directory, one collection built by batched `upsert` plus `optimize`,
 search-time parameters passed as `search(..., params=...)`. The index kind and its build
 parameters come from the config, so any kind the engine offers can be measured; the sweep of
-per-request parameters likewise. Must not import the engine, index or storage directly.
+per-request parameters likewise. The `-grpc` variants serve the same database from a `vecdb
+serve` child process and search it over gRPC. Must not import the engine, index or storage.
 """
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.bench.server_process import ServerProcess
 from vecdb.bench.systems import Params, System
 from vecdb.config import MAX_BATCH, MAX_QUERIES
 
@@ -166,3 +170,78 @@ class VecdbSpann(_VecdbSystem):
     name = "vecdb-spann"
     index_kind = "spann"
     default_sweep = {"max_postings": [4, 8, 16, 32, 64, 128]}
+
+
+class _VecdbRemote(_VecdbSystem):
+    """The same collection served by a `vecdb serve` child and reached over gRPC. The server
+    is restarted to change its thread count; CPU time and RSS include the server process."""
+
+    restarts_on_thread_change = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.server: ServerProcess | None = None  # the running `vecdb serve`
+        self.threads = 1  # thread count the server is (or will be) started with
+
+    def _connect(self, directory: Path) -> None:
+        import vecdb
+
+        self.data_dir = directory
+        self.server = ServerProcess(directory, self.threads)
+        self.client = vecdb.connect(self.server.address)
+
+    def _shutdown(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def import_libraries(self) -> None:
+        import vecdb.client.remote  # noqa: F401
+
+    def set_threads(self, n: int) -> None:
+        if n == self.threads:
+            return
+        self.threads = n
+        if self.server is not None and self.data_dir is not None:
+            self._shutdown()
+            self._connect(self.data_dir)
+
+    def cpu_seconds(self) -> float:
+        server = 0.0 if self.server is None else self.server.cpu_seconds()
+        return time.process_time() + server
+
+    def rss_baseline_kib(self) -> dict[str, int] | None:
+        with tempfile.TemporaryDirectory(prefix="vecdb-bench-empty-") as empty:
+            server = ServerProcess(Path(empty) / DATA_DIR, self.threads)
+            try:
+                time.sleep(0.5)  # let it settle after reporting "serving"
+                return server.status_kib()
+            finally:
+                server.stop()
+
+    def rss_kib(self) -> dict[str, int] | None:
+        return None if self.server is None else self.server.status_kib()
+
+    def save(self, directory: Path) -> None:
+        self._shutdown()
+
+    def close(self) -> None:
+        self._shutdown()
+
+
+class VecdbFlatRemote(_VecdbRemote):
+    """vecdb's flat index over gRPC."""
+
+    name = "vecdb-flat-grpc"
+    index_kind = "flat"
+
+
+class VecdbSpannRemote(_VecdbRemote):
+    """vecdb's SPANN index over gRPC."""
+
+    name = "vecdb-spann-grpc"
+    index_kind = "spann"
+    default_sweep = VecdbSpann.default_sweep
