@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,12 @@ def _command_line(ctx: click.Context) -> str:
         else:
             parts += [opt, str(value)]
     return shlex.join(parts)
+
+
+def _log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)  # above the progress bars, not through them
 
 
 def _load_config(path: Path | None) -> dict[str, Any]:
@@ -59,7 +66,8 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     default=DEFAULT_SYSTEMS,
     show_default=True,
     help="Comma list of systems or groups: vecdb-flat, vecdb-spann, exact, faiss-ivf, "
-    "faiss-hnsw, faiss-ivfpq, hnswlib; groups vecdb, faiss, peers, all.",
+    "faiss-hnsw, faiss-ivfpq, hnswlib, vecdb-flat-grpc, vecdb-spann-grpc; groups vecdb, "
+    "vecdb-grpc, faiss, peers, all (all = embedded vecdb + peers).",
 )
 @click.option(
     "--out",
@@ -186,7 +194,7 @@ def bench(
             systems_config=dict(config.get("systems", {})),
             progress=progress,
         )
-        result = run_benchmark(ds, cfg, log=lambda m: click.echo(m, err=True))
+        result = run_benchmark(ds, cfg, log=_log)
         header = {
             "dataset": ds.name,
             "command": command,
