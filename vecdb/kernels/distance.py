@@ -232,7 +232,10 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def normalize_rows(x: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """A float32 C-contiguous copy of ``x`` (n, d, any real dtype) with unit-L2-norm rows; all-zero rows stay zero."""
+    """A float32 C-contiguous copy of ``x`` (n, d; any real dtype) with unit-L2-norm rows.
+
+    All-zero rows stay zero (callers reject them before).
+    """
     y = np.array(x, dtype=np.float32, copy=True, order="C")
     if y.ndim != 2:
         raise ValueError(f"expected a 2-D array, got shape {y.shape}")

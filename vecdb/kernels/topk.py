@@ -2,13 +2,13 @@
 
 This module owns the bounded max-heap that every exact and approximate search uses to keep
 the k best candidates of a row: ``topk_rows`` selects from a dense distance matrix,
-``merge_topk`` combines two sorted top lists, and for ``scan`` ``select_block`` feeds one
-block of BLAS dot products into running per-query heaps while ``select_direct`` computes small
-scans' distances itself. Order is always (distance, index)
-ascending, so equal distances resolve to the smaller index; NaN distances never enter a
-heap. Results are padded with index -1 and distance +inf. It does no I/O and holds no state;
-it must not import other vecdb modules (numba caches are per file, so cross-file njit calls
-would go stale).
+``merge_topk`` combines two sorted top lists, and, for ``scan``, ``select_block`` feeds one
+block of BLAS dot products into running per-query heaps while ``select_direct`` computes the
+distances of few-query scans itself. Order is always (distance, index) ascending, so equal
+distances resolve to the smaller index; NaN distances never enter a heap. Results are padded
+with index -1 and distance +inf. It does no I/O and holds no state. It must not import other
+vecdb modules, and its njit functions must not be called from njit code in other files:
+numba caches per file, so such callers would keep a stale inlined copy after an edit here.
 """
 
 from __future__ import annotations
