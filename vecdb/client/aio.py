@@ -10,9 +10,10 @@ Must not import the engine or the server (the embedded case goes through `vecdb.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -32,14 +33,18 @@ from vecdb.client.remote import (
     channel_options,
     create_request,
     parse_target,
+    resolve,
     search_options,
     search_request,
+    stream_request,
     upsert_requests,
 )
 from vecdb.rpc import convert
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Record, SearchResult
+
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -96,6 +101,13 @@ class AsyncClient:
                         continue
                 raise convert.error_from_status(code, exc.details()) from None
 
+    async def _checked(self, name: str, make: Callable[[], T]) -> T:
+        """See `RemoteClient._checked`."""
+        try:
+            return make()
+        except (convert.Ragged, convert.UntypedIds) as exc:
+            raise resolve(exc, await self.get_collection(name)) from None
+
     # -- collections -----------------------------------------------------------------------
 
     async def create_collection(
@@ -150,7 +162,10 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("upsert", name, ids, vectors, payloads)  # type: ignore[no-any-return]
         total = 0
-        for req in upsert_requests(name, ids, vectors, payloads, self._max_bytes):
+        reqs = await self._checked(
+            name, lambda: upsert_requests(name, ids, vectors, payloads, self._max_bytes)
+        )
+        for req in reqs:
             total += int((await self._call("Upsert", req, idempotent=True)).upserted)
         return total
 
@@ -171,7 +186,9 @@ class AsyncClient:
             while True:
                 try:  # a bad input batch ends the stream after the good ones are acknowledged
                     seq, (ids, vectors, payloads) = next(source)
-                    req = upsert_requests(name, ids, vectors, payloads, 2**62)[0]
+                    req = await self._checked(
+                        name, functools.partial(stream_request, name, ids, vectors, payloads)
+                    )
                 except StopIteration:
                     break
                 except Exception as exc:
@@ -200,14 +217,16 @@ class AsyncClient:
         """See `vecdb.Client.get`."""
         if self._local is not None:
             return await self._local_call("get", name, ids)  # type: ignore[no-any-return]
-        req = build(lambda: pb.GetRequest(collection=name, ids=convert.ids_to_proto(ids)))
+        ids_msg = await self._checked(name, lambda: convert.ids_to_proto(ids))
+        req = build(lambda: pb.GetRequest(collection=name, ids=ids_msg))
         return convert.records_from_proto(await self._call("Get", req, idempotent=True))
 
     async def delete(self, name: str, ids: Any) -> int:
         """See `vecdb.Client.delete`."""
         if self._local is not None:
             return await self._local_call("delete", name, ids)  # type: ignore[no-any-return]
-        req = build(lambda: pb.DeleteRequest(collection=name, ids=convert.ids_to_proto(ids)))
+        ids_msg = await self._checked(name, lambda: convert.ids_to_proto(ids))
+        req = build(lambda: pb.DeleteRequest(collection=name, ids=ids_msg))
         return int((await self._call("Delete", req, idempotent=True)).deleted)
 
     async def count(self, name: str) -> int:
@@ -244,7 +263,8 @@ class AsyncClient:
                 "search", name, queries, k, filter=filter, params=params,
                 with_payload=with_payload,
             )  # fmt: skip
-        rpc, req = search_request(name, queries, search_options(k, filter, params, with_payload))
+        opts = search_options(k, filter, params, with_payload)
+        rpc, req = await self._checked(name, lambda: search_request(name, queries, opts))
         return convert.result_from_proto(await self._call(rpc, req, idempotent=True))
 
     async def stats(self, name: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
@@ -27,7 +28,7 @@ from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
-from vecdb.types import CollectionInfo, Record, SearchResult
+from vecdb.types import CollectionInfo, IndexKind, Record, SearchResult
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
 OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
@@ -134,6 +135,11 @@ def create_request(
     for label, value in (("metric", metric), ("id_type", id_type), ("kind", kind)):
         if not isinstance(value, str) or not value:
             raise InvalidArgument(f"{label} {value!r} is unknown")
+    if index is not None and (not isinstance(index, str) or not index):  # "" means default
+        kinds = tuple(k.value for k in IndexKind)  # on the wire, so refuse it here
+        raise InvalidArgument(f"index {index!r} is unknown (expected one of {kinds})")
+    if index_params is not None and not isinstance(index_params, dict):
+        raise InvalidArgument("index_params must be a dict")
     return build(lambda: pb.CreateCollectionRequest(
         name=name, dim=dim_, metric=metric, id_type=id_type, index=index or "",
         index_params_json=convert.optional_json(index_params, "index_params"), kind=kind,
@@ -173,12 +179,18 @@ def upsert_requests(
     return out
 
 
+def stream_request(name: Any, ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
+    """One batch of a streaming upsert, never split (the server's window bounds memory)."""
+    return upsert_requests(name, ids, vectors, payloads, 2**62)[0]
+
+
 def _n_ids(msg: pb.Ids) -> int:
     return len(msg.strs.values) if msg.HasField("strs") else len(msg.ints.values)
 
 
 def search_options(k: Any, filter: Any, params: Any, with_payload: bool) -> pb.SearchOptions:
     k_ = check_uint(k, "k")
+    convert.check_filter(filter)
     return pb.SearchOptions(
         k=k_,
         filter_json=convert.optional_json(filter, "filter"),
@@ -187,18 +199,24 @@ def search_options(k: Any, filter: Any, params: Any, with_payload: bool) -> pb.S
     )
 
 
-def search_request(name: Any, queries: Any, options: pb.SearchOptions) -> Any:
+def search_request(name: Any, queries: Any, options: pb.SearchOptions) -> tuple[str, Any]:
     """`Search` for a single (d,) query, `SearchBatch` otherwise; returns (rpc name, request)."""
-    arr = np.asarray(queries) if not isinstance(queries, np.ndarray) else queries
-    if arr.ndim == 1 and arr.dtype.kind in "fiu":
-        blob = np.ascontiguousarray(arr, dtype=convert.F32).tobytes()
+    vecs = convert.vectors_to_proto(queries, "queries")
+    if np.ndim(queries) == 1:
+        blob = vecs.data
         return "Search", build(
             lambda: pb.SearchRequest(collection=name, query=blob, options=options)
         )
-    vecs = convert.vectors_to_proto(queries, "queries")
     return "SearchBatch", build(
         lambda: pb.SearchBatchRequest(collection=name, queries=vecs, options=options)
     )
+
+
+def resolve(exc: convert.Ragged | convert.UntypedIds, info: CollectionInfo) -> VecdbError:
+    """The engine's own error for input the wire cannot carry, given the collection."""
+    if isinstance(exc, convert.Ragged):
+        return convert.ragged_error(exc, info.dim)
+    return convert.misfit_id_error(exc, info.id_type)
 
 
 class RemoteClient(Client):
@@ -247,6 +265,14 @@ class RemoteClient(Client):
                         continue
                 raise convert.error_from_status(code, exc.details()) from None
 
+    def _checked(self, name: str, make: Callable[[], T]) -> T:
+        """Build a request; ragged vectors or mixed ids get the engine's message, which needs
+        the collection's dimension or id type (one extra call, on this error path only)."""
+        try:
+            return make()
+        except (convert.Ragged, convert.UntypedIds) as exc:
+            raise resolve(exc, self.get_collection(name)) from None
+
     # -- collections -----------------------------------------------------------------------
 
     def create_collection(
@@ -279,7 +305,9 @@ class RemoteClient(Client):
     # -- points ----------------------------------------------------------------------------
 
     def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
-        reqs = upsert_requests(name, ids, vectors, payloads, self._max_bytes)
+        reqs = self._checked(
+            name, lambda: upsert_requests(name, ids, vectors, payloads, self._max_bytes)
+        )
         return sum(int(self._call("Upsert", r, idempotent=True).upserted) for r in reqs)
 
     def upsert_stream(
@@ -297,7 +325,9 @@ class RemoteClient(Client):
         def requests() -> Iterator[pb.UpsertStreamRequest]:
             try:
                 for seq, (ids, vectors, payloads) in enumerate(batches):
-                    req = upsert_requests(name, ids, vectors, payloads, 2**62)[0]
+                    req = self._checked(
+                        name, functools.partial(stream_request, name, ids, vectors, payloads)
+                    )
                     with credits:
                         credits.wait_for(
                             lambda: state["in_flight"] < state["window"] or state["closed"]
@@ -329,11 +359,13 @@ class RemoteClient(Client):
             raise failure[0]
 
     def get(self, name: str, ids: Any) -> list[Record]:
-        req = build(lambda: pb.GetRequest(collection=name, ids=convert.ids_to_proto(ids)))
+        ids_msg = self._checked(name, lambda: convert.ids_to_proto(ids))
+        req = build(lambda: pb.GetRequest(collection=name, ids=ids_msg))
         return convert.records_from_proto(self._call("Get", req, idempotent=True))
 
     def delete(self, name: str, ids: Any) -> int:
-        req = build(lambda: pb.DeleteRequest(collection=name, ids=convert.ids_to_proto(ids)))
+        ids_msg = self._checked(name, lambda: convert.ids_to_proto(ids))
+        req = build(lambda: pb.DeleteRequest(collection=name, ids=ids_msg))
         return int(self._call("Delete", req, idempotent=True).deleted)
 
     def count(self, name: str) -> int:
@@ -356,7 +388,8 @@ class RemoteClient(Client):
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
     ) -> SearchResult:
-        rpc, req = search_request(name, queries, search_options(k, filter, params, with_payload))
+        opts = search_options(k, filter, params, with_payload)
+        rpc, req = self._checked(name, lambda: search_request(name, queries, opts))
         return convert.result_from_proto(self._call(rpc, req, idempotent=True))
 
     # -- admin -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from vecdb import config as caps
 from vecdb.errors import ERROR_BY_CODE, Internal, InvalidArgument, VecdbError
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.types import (
@@ -39,8 +40,21 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # ---------------------------------------------------------------------------- vectors
 
 
+class Ragged(InvalidArgument):
+    """A list of rows of different lengths; the client asks the collection's dimension and
+    reports the first row that does not match it (`ragged_error`)."""
+
+    def __init__(self, lengths: list[int], field: str) -> None:
+        super().__init__(f"{field} has rows of different lengths")
+        self.lengths = lengths
+        self.field = field
+
+
 def vectors_to_proto(vectors: object, field: str = "vectors") -> pb.Vectors:
     """A (n, d) or (d,) array-like as little-endian float32 rows."""
+    lengths = ragged_lengths(vectors)
+    if lengths is not None:
+        raise Ragged(lengths, field)
     try:
         arr = np.asarray(vectors)
         if arr.dtype.kind not in "fiub":
@@ -83,14 +97,26 @@ def _matrix(data: bytes, count: int, dim: int, field: str) -> npt.NDArray[np.flo
 # ---------------------------------------------------------------------------- ids
 
 
+class UntypedIds(InvalidArgument):
+    """The ids are neither all integers nor all strings, so the wire cannot carry them; the
+    client asks the collection's id type and reports the first misfit (`misfit_id_error`)."""
+
+    def __init__(self, items: list[Any], field: str) -> None:
+        super().__init__(f"{field}: ids must be all integers or all strings")
+        self.items = items
+        self.field = field
+
+
 def ids_to_proto(ids: object, field: str = "ids") -> pb.Ids:
     """A list of ints or a list of strs as an `Ids` message (an empty list travels as ints)."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
         raise InvalidArgument(f"{field} must be a list of ids")
     if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
-        if ids.size and (ids.max() > INT64_MAX):
-            raise InvalidArgument(f"{field} holds ids above {INT64_MAX}")
-        return pb.Ids(ints=pb.IntIds(values=ids.astype(np.int64).ravel().tolist()))
+        flat = ids.ravel()
+        over = np.flatnonzero(flat > INT64_MAX) if flat.dtype.kind == "u" else np.zeros(0, int)
+        if over.size:
+            raise _range_error(field, int(over[0]), int(flat[over[0]]))
+        return pb.Ids(ints=pb.IntIds(values=flat.astype(np.int64).tolist()))
     items = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
     if items and all(isinstance(v, str) for v in items):
         out: list[bytes] = []
@@ -100,14 +126,55 @@ def ids_to_proto(ids: object, field: str = "ids") -> pb.Ids:
             except UnicodeEncodeError:
                 raise InvalidArgument(f"{field}[{i}] is not valid Unicode text") from None
         return pb.Ids(strs=pb.StrIds(values=out))
-    ints: list[int] = []
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise UntypedIds(items, field)
     for i, v in enumerate(items):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise InvalidArgument(f"{field}[{i}] = {v!r}: ids must be all integers or all strings")
         if not INT64_MIN <= int(v) <= INT64_MAX:
-            raise InvalidArgument(f"{field}[{i}] = {v} does not fit in 64 bits")
-        ints.append(int(v))
-    return pb.Ids(ints=pb.IntIds(values=ints))
+            raise _range_error(field, i, int(v))
+    return pb.Ids(ints=pb.IntIds(values=[int(v) for v in items]))
+
+
+def _range_error(field: str, pos: int, value: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"{field}[{pos}] = {value} is out of range [{caps.MIN_INT_ID}, {caps.MAX_INT_ID}]"
+    )
+
+
+def misfit_id_error(exc: UntypedIds, id_type: IdType) -> InvalidArgument:
+    """The engine's error for the first id that does not fit a collection of `id_type`."""
+    want_str = id_type is IdType.STR
+    for i, v in enumerate(exc.items):
+        fits = isinstance(v, str) if want_str else isinstance(v, (int, np.integer))
+        if not fits or isinstance(v, bool):
+            kind = "string" if want_str else "integer"
+            return InvalidArgument(f"{exc.field}[{i}] = {v!r}: this collection has {kind} ids")
+    return exc
+
+
+def ragged_lengths(vectors: object) -> list[int] | None:
+    """Row lengths of a list of rows whose lengths differ (None if not such a list); the client
+    then reports the first row that does not match the collection's dimension."""
+    if isinstance(vectors, np.ndarray) or not isinstance(vectors, (list, tuple)) or not vectors:
+        return None
+    if not any(isinstance(r, (list, tuple, np.ndarray)) for r in vectors):
+        return None  # one flat vector
+    lengths = [len(r) if hasattr(r, "__len__") else -1 for r in vectors]
+    return lengths if len(set(lengths)) > 1 else None
+
+
+def ragged_error(exc: Ragged, dim: int) -> InvalidArgument:
+    """The engine's error for the first row whose length is not `dim`."""
+    for i, n in enumerate(exc.lengths):
+        if n != dim:
+            return InvalidArgument(f"{exc.field}[{i}]: expected {dim} floats, got {n}")
+    return exc
+
+
+def check_filter(flt: object) -> None:
+    """A filter must be a dict keyed by field names: JSON would silently turn int keys into
+    strings, so this is checked before encoding (the engine says the same)."""
+    if flt is not None and (not isinstance(flt, dict) or not all(isinstance(k, str) for k in flt)):
+        raise InvalidArgument("filter must be a dict of payload field -> value")
 
 
 def ids_from_proto(msg: pb.Ids, field: str = "ids") -> list[Id]:
