@@ -22,6 +22,14 @@ from vecdb.kernels.distance import (
 DIMS = [1, 3, 17, 50, 129]
 
 
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def kernel_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test through both the serial and the prange variant of each kernel."""
+    mode: str = request.param
+    monkeypatch.setattr(distance, "_PARALLEL_MIN_WORK", 0 if mode == "parallel" else 1 << 62)
+    return mode
+
+
 def _data(nq: int, n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     xq = rng.standard_normal((nq, d)).astype(np.float32)

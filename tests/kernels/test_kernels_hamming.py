@@ -7,9 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import vecdb.kernels.hamming as hamming_mod
 from vecdb.kernels.hamming import hamming, pack_signs
 
 DIMS = [1, 3, 17, 50, 63, 64, 65, 129]
+
+
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def kernel_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test through both the serial and the prange variant of each kernel."""
+    mode: str = request.param
+    monkeypatch.setattr(hamming_mod, "_PARALLEL_MIN_WORDS", 0 if mode == "parallel" else 1 << 62)
+    return mode
 
 
 def _unpack(codes: np.ndarray, d: int) -> np.ndarray:

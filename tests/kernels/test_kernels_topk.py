@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vecdb.kernels import topk
 from vecdb.kernels.topk import merge_topk, topk_rows
+
+
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def kernel_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test through both the serial and the prange variant of each kernel."""
+    mode: str = request.param
+    monkeypatch.setattr(topk, "_PARALLEL_MIN_ENTRIES", 0 if mode == "parallel" else 1 << 62)
+    return mode
 
 
 def _ref_topk(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,10 +3,11 @@
 This package owns pure functions on C-contiguous arrays: no I/O, no persistent state, no
 imports from the rest of vecdb (it is the bottom layer). Index, storage and engine code call
 these; the exact scan is the oracle every approximate result is checked against.
+Hamming codes are not re-exported: a function named ``hamming`` here would shadow the
+``vecdb.kernels.hamming`` module, so import them from that module.
 """
 
 from vecdb.kernels.distance import METRICS, dot, l2_sq, normalize_rows, pairwise
-from vecdb.kernels.hamming import hamming, pack_signs
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk, topk_rows
 
@@ -14,11 +15,9 @@ __all__ = [
     "METRICS",
     "dot",
     "exact_topk",
-    "hamming",
     "l2_sq",
     "merge_topk",
     "normalize_rows",
-    "pack_signs",
     "pairwise",
     "topk_rows",
 ]

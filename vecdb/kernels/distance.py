@@ -42,35 +42,71 @@ MIN_WORK_PER_THREAD = 1 << 22
 _FAST = {"reassoc", "contract"}
 
 
+# Each kernel comes twice: serial (GIL-free) for small inputs, where waking numba's thread
+# pool costs more than the work (measured 150 us on a busy 2-core host), and prange above
+# _PARALLEL_MIN_WORK multiply-adds. The row bodies are shared, inlined helpers.
+_PARALLEL_MIN_WORK = 1 << 18
+
+
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _l2_row(q: np.ndarray, xb: np.ndarray, o: np.ndarray) -> None:
+    d = q.shape[0]
+    for j in range(xb.shape[0]):
+        x = xb[j]
+        s = np.float32(0.0)
+        for t in range(d):
+            diff = q[t] - x[t]
+            s += diff * diff
+        o[j] = s
+
+
+@njit(cache=True, inline="always", fastmath=_FAST)
+def _dot_row(q: np.ndarray, xb: np.ndarray, o: np.ndarray) -> None:
+    d = q.shape[0]
+    for j in range(xb.shape[0]):
+        x = xb[j]
+        s = np.float32(0.0)
+        for t in range(d):
+            s += q[t] * x[t]
+        o[j] = s
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _l2_sq_serial(xq: np.ndarray, xb: np.ndarray, out: np.ndarray) -> None:
+    for i in range(xq.shape[0]):
+        _l2_row(xq[i], xb, out[i])
+
+
 @njit(cache=True, parallel=True, fastmath=_FAST)
+def _l2_sq_parallel(xq: np.ndarray, xb: np.ndarray, out: np.ndarray) -> None:
+    for i in prange(xq.shape[0]):
+        _l2_row(xq[i], xb, out[i])
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _dot_serial(xq: np.ndarray, xb: np.ndarray, out: np.ndarray) -> None:
+    for i in range(xq.shape[0]):
+        _dot_row(xq[i], xb, out[i])
+
+
+@njit(cache=True, parallel=True, fastmath=_FAST)
+def _dot_parallel(xq: np.ndarray, xb: np.ndarray, out: np.ndarray) -> None:
+    for i in prange(xq.shape[0]):
+        _dot_row(xq[i], xb, out[i])
+
+
 def _l2_sq(xq: np.ndarray, xb: np.ndarray, out: np.ndarray) -> None:
-    nq = xq.shape[0]
-    n, d = xb.shape
-    for i in prange(nq):
-        q = xq[i]
-        o = out[i]
-        for j in range(n):
-            x = xb[j]
-            s = np.float32(0.0)
-            for t in range(d):
-                diff = q[t] - x[t]
-                s += diff * diff
-            o[j] = s
+    if xq.shape[0] > 1 and xq.size * xb.shape[0] >= _PARALLEL_MIN_WORK:
+        _l2_sq_parallel(xq, xb, out)
+    else:
+        _l2_sq_serial(xq, xb, out)
 
 
-@njit(cache=True, parallel=True, fastmath=_FAST)
 def _dot(xq: np.ndarray, xb: np.ndarray, out: np.ndarray) -> None:
-    nq = xq.shape[0]
-    n, d = xb.shape
-    for i in prange(nq):
-        q = xq[i]
-        o = out[i]
-        for j in range(n):
-            x = xb[j]
-            s = np.float32(0.0)
-            for t in range(d):
-                s += q[t] * x[t]
-            o[j] = s
+    if xq.shape[0] > 1 and xq.size * xb.shape[0] >= _PARALLEL_MIN_WORK:
+        _dot_parallel(xq, xb, out)
+    else:
+        _dot_serial(xq, xb, out)
 
 
 def check_metric(metric: str) -> None:

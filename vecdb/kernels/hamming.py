@@ -17,21 +17,34 @@ from numba import njit, prange
 WORD_BITS = 64
 
 
-@njit(cache=True, parallel=True)
-def _pack_signs(x: np.ndarray, out: np.ndarray) -> None:
-    n, d = x.shape
+# Serial (GIL-free) below this many words of work; waking numba's thread pool for a single
+# query's code costs more (~150 us on a busy host) than the work itself.
+_PARALLEL_MIN_WORDS = 1 << 16
+
+
+@njit(cache=True, inline="always")
+def _pack_row(row: np.ndarray, code: np.ndarray) -> None:
+    d = row.shape[0]
     one = np.uint64(1)
-    for i in prange(n):
-        row = x[i]
-        code = out[i]
-        for w in range(code.shape[0]):
-            word = np.uint64(0)
-            lo = w * 64
-            hi = min(lo + 64, d)
-            for j in range(lo, hi):
-                if row[j] > 0:
-                    word |= one << np.uint64(j - lo)
-            code[w] = word
+    for w in range(code.shape[0]):
+        word = np.uint64(0)
+        lo = w * 64
+        for j in range(lo, min(lo + 64, d)):
+            if row[j] > 0:
+                word |= one << np.uint64(j - lo)
+        code[w] = word
+
+
+@njit(cache=True, nogil=True)
+def _pack_signs_serial(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        _pack_row(x[i], out[i])
+
+
+@njit(cache=True, parallel=True)
+def _pack_signs_parallel(x: np.ndarray, out: np.ndarray) -> None:
+    for i in prange(x.shape[0]):
+        _pack_row(x[i], out[i])
 
 
 @njit(cache=True, inline="always")
@@ -43,19 +56,27 @@ def _popcount(v: np.uint64) -> np.uint64:
     return (v * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
+@njit(cache=True, inline="always")
+def _hamming_row(ra: np.ndarray, b: np.ndarray, o: np.ndarray) -> None:
+    w = ra.shape[0]
+    for j in range(b.shape[0]):
+        rb = b[j]
+        c = np.uint64(0)
+        for t in range(w):
+            c += _popcount(ra[t] ^ rb[t])
+        o[j] = np.int32(c)
+
+
+@njit(cache=True, nogil=True)
+def _hamming_serial(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        _hamming_row(a[i], b, out[i])
+
+
 @njit(cache=True, parallel=True)
-def _hamming(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    n, w = a.shape
-    m = b.shape[0]
-    for i in prange(n):
-        ra = a[i]
-        o = out[i]
-        for j in range(m):
-            rb = b[j]
-            c = np.uint64(0)
-            for t in range(w):
-                c += _popcount(ra[t] ^ rb[t])
-            o[j] = np.int32(c)
+def _hamming_parallel(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in prange(a.shape[0]):
+        _hamming_row(a[i], b, out[i])
 
 
 def code_words(d: int) -> int:
@@ -69,7 +90,10 @@ def pack_signs(x: npt.NDArray[np.float32]) -> npt.NDArray[np.uint64]:
     if x.ndim != 2:
         raise ValueError(f"expected a 2-D array, got shape {x.shape}")
     out = np.zeros((x.shape[0], code_words(x.shape[1])), dtype=np.uint64)
-    _pack_signs(x, out)
+    if x.shape[0] > 1 and x.size >= _PARALLEL_MIN_WORDS * WORD_BITS:
+        _pack_signs_parallel(x, out)
+    else:
+        _pack_signs_serial(x, out)
     return out
 
 
@@ -86,4 +110,7 @@ def hamming(
     for name, arr, dtype in (("a", a, np.uint64), ("b", b, np.uint64), ("out", out, np.int32)):
         if not arr.flags.c_contiguous or arr.dtype != dtype:
             raise ValueError(f"{name} must be C-contiguous {np.dtype(dtype)}, got {arr.dtype}")
-    _hamming(a, b, out)
+    if a.shape[0] > 1 and a.size * b.shape[0] >= _PARALLEL_MIN_WORDS:
+        _hamming_parallel(a, b, out)
+    else:
+        _hamming_serial(a, b, out)

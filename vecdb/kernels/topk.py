@@ -22,6 +22,8 @@ from numba import njit, prange
 _EMPTY = np.iinfo(np.int64).max
 # Candidates screened per vectorised pre-check in the selection loops.
 _CHUNK = 64
+# topk_rows goes parallel from this many distances.
+_PARALLEL_MIN_ENTRIES = 1 << 20
 
 
 @njit(cache=True, inline="always")
@@ -65,28 +67,36 @@ def _heap_to_sorted(hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
             hi[t] = -1
 
 
+@njit(cache=True, inline="always")
+def _topk_row(row: np.ndarray, rd: np.ndarray, ri: np.ndarray, empty: int) -> None:
+    k = rd.shape[0]
+    for c0 in range(0, row.shape[0], _CHUNK):
+        # Vectorised pre-check over a slice view, as in _select_block.
+        rc = row[c0 : c0 + _CHUNK]
+        worst = rd[0]
+        hits = np.int32(0)
+        for j in range(rc.shape[0]):
+            hits += np.int32(rc[j] <= worst)
+        if hits == 0:
+            continue
+        for j in range(rc.shape[0]):
+            d = rc[j]
+            if d < rd[0] or (d == rd[0] and c0 + j < ri[0]):
+                _replace_root(rd, ri, k, d, c0 + j)
+    _heap_to_sorted(rd, ri, empty)
+
+
+# Serial for small inputs: waking numba's thread pool costs ~150 us on a busy host.
+@njit(cache=True, nogil=True)
+def _topk_rows_serial(dist: np.ndarray, hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
+    for q in range(dist.shape[0]):
+        _topk_row(dist[q], hd[q], hi[q], empty)
+
+
 @njit(cache=True, parallel=True)
-def _topk_rows(dist: np.ndarray, hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
-    nq, n = dist.shape
-    k = hd.shape[1]
-    for q in prange(nq):
-        row = dist[q]
-        rd = hd[q]
-        ri = hi[q]
-        for c0 in range(0, n, _CHUNK):
-            # Vectorised pre-check over a slice view, as in _select_block.
-            rc = row[c0 : c0 + _CHUNK]
-            worst = rd[0]
-            hits = np.int32(0)
-            for j in range(rc.shape[0]):
-                hits += np.int32(rc[j] <= worst)
-            if hits == 0:
-                continue
-            for j in range(rc.shape[0]):
-                d = rc[j]
-                if d < rd[0] or (d == rd[0] and c0 + j < ri[0]):
-                    _replace_root(rd, ri, k, d, c0 + j)
-        _heap_to_sorted(rd, ri, empty)
+def _topk_rows_parallel(dist: np.ndarray, hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
+    for q in prange(dist.shape[0]):
+        _topk_row(dist[q], hd[q], hi[q], empty)
 
 
 # Serial and GIL-free: ``scan`` runs one call per worker thread over disjoint base ranges.
@@ -171,7 +181,9 @@ def _finish(hd: np.ndarray, hi: np.ndarray, empty: int) -> None:
         _heap_to_sorted(hd[q], hi[q], empty)
 
 
-@njit(cache=True, parallel=True)
+# Serial and GIL-free: linear work that is small next to what produced the lists, and
+# searches call it per request, where a thread-pool wake-up would dominate.
+@njit(cache=True, nogil=True)
 def _merge(
     ia: np.ndarray,
     da: np.ndarray,
@@ -191,8 +203,9 @@ def _merge(
     shift = np.uint64(64 - bits)
     mask = (1 << bits) - 1
     golden = np.uint64(0x9E3779B97F4A7C15)
-    for q in prange(nq):
-        seen = np.full(1 << bits, -1, dtype=np.int64)
+    seen = np.empty(1 << bits, dtype=np.int64)
+    for q in range(nq):
+        seen[:] = -1
         ra_i = ia[q]
         ra_d = da[q]
         rb_i = ib[q]
@@ -310,7 +323,10 @@ def topk_rows(
     if dist.ndim != 2:
         raise ValueError(f"dist must be 2-D, got shape {dist.shape}")
     hd, hi = new_heaps(dist.shape[0], k)
-    _topk_rows(dist, hd, hi, _EMPTY)
+    if dist.shape[0] > 1 and dist.size >= _PARALLEL_MIN_ENTRIES:
+        _topk_rows_parallel(dist, hd, hi, _EMPTY)
+    else:
+        _topk_rows_serial(dist, hd, hi, _EMPTY)
     return hi, hd
 
 
