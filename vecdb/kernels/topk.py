@@ -22,6 +22,8 @@ from numba import njit, prange
 _EMPTY = np.iinfo(np.int64).max
 # Candidates screened per vectorised pre-check in the selection loops.
 _CHUNK = 64
+# Base rows per cache-resident chunk in the direct scan (256 x 128 floats = 128 KiB).
+_DIRECT_ROWS = 256
 # topk_rows goes parallel from this many distances.
 _PARALLEL_MIN_ENTRIES = 1 << 20
 
@@ -154,25 +156,31 @@ def _select_direct(
     nq = q.shape[0]
     n, d = x.shape
     k = hd.shape[1]
-    # Rows outer, queries inner: a single-query scan is bound by memory bandwidth, so each
-    # base row is read from memory once for all queries.
-    for j in range(n):
-        if use_valid and not valid[j]:
-            continue
-        xj = x[j]
+    # Chunks of rows outer, queries inner: a few-query scan is bound by memory bandwidth, so
+    # each chunk is read from memory once and served from cache to the other queries.
+    for c0 in range(0, n, _DIRECT_ROWS):
+        xc = x[c0 : c0 + _DIRECT_ROWS]
+        vc = valid[c0 : c0 + _DIRECT_ROWS] if use_valid else valid
+        base = offset + c0
         for i in range(nq):
             qi = q[i]
-            s = np.float32(0.0)
-            if kind == 0:
-                for t in range(d):
-                    diff = qi[t] - xj[t]
-                    s += diff * diff
-            else:
-                for t in range(d):
-                    s += qi[t] * xj[t]
-                s = -s if kind == 1 else np.float32(1.0) - s
-            if s < hd[i, 0] or (s == hd[i, 0] and offset + j < hi[i, 0]):
-                _replace_root(hd[i], hi[i], k, s, offset + j)
+            rd = hd[i]
+            ri = hi[i]
+            for j in range(xc.shape[0]):
+                if use_valid and not vc[j]:
+                    continue
+                xj = xc[j]
+                s = np.float32(0.0)
+                if kind == 0:
+                    for t in range(d):
+                        diff = qi[t] - xj[t]
+                        s += diff * diff
+                else:
+                    for t in range(d):
+                        s += qi[t] * xj[t]
+                    s = -s if kind == 1 else np.float32(1.0) - s
+                if s < rd[0] or (s == rd[0] and base + j < ri[0]):
+                    _replace_root(rd, ri, k, s, base + j)
 
 
 @njit(cache=True, nogil=True)
