@@ -114,7 +114,7 @@ def test_exact_topk_handles_zero_rows(nq: int, n: int) -> None:
 
 
 @pytest.mark.parametrize("metric", METRICS)
-def test_exact_topk_with_duplicate_rows_prefers_smaller_index(metric: str) -> None:
+def test_exact_topk_with_duplicate_rows_is_tie_aware_correct(metric: str) -> None:
     """Exact copies tie; the result is tie-aware correct and holds no id twice."""
     q, x = _data(6, 40, 17, metric)
     x = np.repeat(x, 3, axis=0)  # rows 3i, 3i+1, 3i+2 are identical
