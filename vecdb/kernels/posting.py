@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 METRIC_L2, METRIC_IP, METRIC_COSINE = 0, 1, 2
+PARALLEL_MIN_ROWS = 4096  # below this, kernels run on the calling thread
 
 
 @nb.njit(cache=True, inline="always")
@@ -140,48 +142,73 @@ def live_counts(u8, i64, post_first, blk_next, blk_off, blk_cnt, slot_version): 
     return out
 
 
+@nb.njit(cache=True, inline="always")
+def _rng_row(x, cand, heads, factor, out, outd):  # type: ignore[no-untyped-def]
+    m = cand.shape[0]
+    dim = x.shape[0]
+    replicas = out.shape[0]
+    d = np.full(m, np.inf, dtype=np.float32)
+    for j in range(m):
+        c = cand[j]
+        if c >= 0:
+            h = heads[c]
+            s = np.float32(0.0)
+            for t in range(dim):
+                diff = x[t] - h[t]
+                s += diff * diff
+            d[j] = s
+    order = np.argsort(d)
+    taken = 0
+    for jj in range(m):
+        j = order[jj]
+        if taken >= replicas or d[j] == np.inf:
+            break
+        hc = heads[cand[j]]
+        ok = True
+        for r in range(taken):
+            ha = heads[cand[out[r]]]
+            s = np.float32(0.0)
+            for t in range(dim):
+                diff = hc[t] - ha[t]
+                s += diff * diff
+            if factor * s < d[j]:
+                ok = False
+                break
+        if ok:
+            out[taken] = j
+            outd[taken] = d[j]
+            taken += 1
+
+
 @nb.njit(cache=True, parallel=True)
-def rng_select(x, cand, heads, factor, replicas):  # type: ignore[no-untyped-def]
+def _rng_parallel(x, cand, heads, factor, out, outd):  # type: ignore[no-untyped-def]
+    for i in nb.prange(x.shape[0]):
+        _rng_row(x[i], cand[i], heads, factor, out[i], outd[i])
+
+
+@nb.njit(cache=True)
+def _rng_serial(x, cand, heads, factor, out, outd):  # type: ignore[no-untyped-def]
+    for i in range(x.shape[0]):
+        _rng_row(x[i], cand[i], heads, factor, out[i], outd[i])
+
+
+def rng_select(
+    x: npt.NDArray[np.float32],
+    cand: npt.NDArray[np.int64],
+    heads: npt.NDArray[np.float32],
+    factor: float,
+    replicas: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """RNG rule: for each row of x, walk its candidate heads (rows of `heads`, -1 = none) by
     ascending squared L2 and accept c unless an accepted a has factor*d(c,a) < d(x,c). The
     nearest candidate is always accepted, so every vector gets at least one posting.
-    Returns (n, replicas) candidate column indices, -1 padded, and their distances."""
-    n, m = cand.shape
-    dim = x.shape[1]
-    out = np.full((n, replicas), -1, dtype=np.int64)
-    outd = np.full((n, replicas), np.inf, dtype=np.float32)
-    for i in nb.prange(n):
-        d = np.full(m, np.inf, dtype=np.float32)
-        for j in range(m):
-            c = cand[i, j]
-            if c >= 0:
-                h = heads[c]
-                s = np.float32(0.0)
-                for t in range(dim):
-                    diff = x[i, t] - h[t]
-                    s += diff * diff
-                d[j] = s
-        order = np.argsort(d)
-        taken = 0
-        for jj in range(m):
-            j = order[jj]
-            if taken >= replicas or d[j] == np.inf:
-                break
-            hc = heads[cand[i, j]]
-            ok = True
-            for r in range(taken):
-                ha = heads[cand[i, out[i, r]]]
-                s = np.float32(0.0)
-                for t in range(dim):
-                    diff = hc[t] - ha[t]
-                    s += diff * diff
-                if factor * s < d[j]:
-                    ok = False
-                    break
-            if ok:
-                out[i, taken] = j
-                outd[i, taken] = d[j]
-                taken += 1
+    Returns (n, replicas) candidate column indices, -1 padded, and their distances. Small
+    batches run serially: thread start-up would cost more than the work."""
+    out = np.full((x.shape[0], replicas), -1, dtype=np.int64)
+    outd = np.full((x.shape[0], replicas), np.inf, dtype=np.float32)
+    (_rng_parallel if x.shape[0] >= PARALLEL_MIN_ROWS else _rng_serial)(
+        x, cand, heads, np.float32(factor), out, outd
+    )
     return out, outd
 
 

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from vecdb.index.base import Progress
 from vecdb.index.params import BuildParams
-from vecdb.kernels.posting import assign_balanced, rng_select
+from vecdb.kernels.posting import PARALLEL_MIN_ROWS, assign_balanced, rng_select
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -110,13 +110,13 @@ def build_tree(x: F32, n_heads: int, rng: np.random.Generator) -> tuple[I64, Hea
 
 
 def _build_tree(x: F32, n_heads: int, rng: np.random.Generator) -> tuple[I64, HeadTree]:
-    parent, head, head_rows = [-1], [-1], []
+    parent, head, head_rows = [-1], [-1], list[int]()
     stack: list[tuple[int, I64, int]] = [(0, np.arange(len(x), dtype=np.int64), n_heads)]
     while stack:
         node, rows, target = stack.pop()
         if target <= 1 or len(rows) <= 1:
-            sub = x[rows]
-            best = rows[int(((sub - sub.mean(0)) ** 2).sum(1).argmin())]
+            leaf = x[rows]
+            best = rows[int(((leaf - leaf.mean(0)) ** 2).sum(1).argmin())]
             head[node] = len(head_rows)
             head_rows.append(int(best))
             continue
@@ -165,11 +165,12 @@ def select_replicas(
     their squared L2 distances (inf padded), nearest first."""
     k = max(1, min(p.candidates, live_heads))
     graph.set_ef(max(p.build_ef, k))
+    threads = threads if len(x) >= PARALLEL_MIN_ROWS else 1
     labels = graph.knn_query(x, k=k, num_threads=threads)[0].astype(np.int64)
     uniq, inv = np.unique(labels, return_inverse=True)
     inv = inv.reshape(labels.shape)
     heads = np.asarray(graph.get_items(uniq), dtype=np.float32)
-    cols, d = rng_select(x, inv, heads, np.float32(p.rng_factor), p.replicas)
+    cols, d = rng_select(x, inv, heads, p.rng_factor, p.replicas)
     picked = np.where(cols >= 0, np.take_along_axis(labels, np.maximum(cols, 0), 1), -1)
     return picked, d
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,13 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError
 from vecdb.index.spann.build import HeadTree
-from vecdb.index.spann.framing import read_sections, write_sections
+from vecdb.index.spann.framing import (
+    HEADER,
+    SECTION,
+    check_header,
+    read_sections,
+    write_sections,
+)
 from vecdb.index.spann.table import BlockTable
 
 MANIFEST = "MANIFEST"
@@ -67,14 +74,27 @@ def save_heads(path: Path, graph: hnswlib.Index) -> int:
         scratch.unlink(missing_ok=True)
 
 
-def load_heads(path: Path, space: str, dim: int, spare: float = 1.25) -> hnswlib.Index:
-    (payload,) = read_sections(path, HEADS_MAGIC, HEADS_VERSION)
+def load_heads(path: Path, space: str, dim: int) -> hnswlib.Index:
+    """Load the graph; the payload is streamed to a scratch file (CRC checked on the way) so
+    no graph-sized Python buffer outlives the load in the heap."""
     scratch = path.parent / SCRATCH
-    scratch.write_bytes(payload)
+    with open(path, "rb") as src:
+        check_header(src.read(HEADER.size), HEADS_MAGIC, HEADS_VERSION, path)
+        length, crc, _ = SECTION.unpack(src.read(SECTION.size))
+        seen, left = 0, length
+        with open(scratch, "wb") as dst:
+            while left:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    raise FormatError(f"{path}: torn head graph ({length - left}/{length})")
+                seen = zlib.crc32(chunk, seen)
+                dst.write(chunk)
+                left -= len(chunk)
     try:
+        if seen != crc:
+            raise FormatError(f"{path}: CRC mismatch in head graph")
         graph = hnswlib.Index(space=space, dim=dim)
-        graph.load_index(str(scratch))
-        graph.resize_index(int(graph.get_current_count() * spare) + 64)
+        graph.load_index(str(scratch))  # sized exactly; new heads grow it when needed
         return graph
     finally:
         scratch.unlink(missing_ok=True)

@@ -118,6 +118,10 @@ class BlockTable:
         cnts = np.frombuffer(sections[2], dtype=np.int64)
         table = cls(dim)
         table.ensure(len(counts))
+        n = int(counts.sum())  # allocate the block arrays once, at their exact size
+        table.blk_off = np.zeros(n, dtype=np.int64)
+        table.blk_cnt = np.zeros(n, dtype=np.int64)
+        table.blk_next = np.full(n, -1, dtype=np.int32)
         t = 0
         for p in np.flatnonzero(counts):
             # pushing prepends, so push in reverse to keep the stored chain order
