@@ -2,8 +2,9 @@
 
 Usage: python crash_writer.py DATA_DIR INDEX SEED. Every point's vector and payload are a pure
 function of (id, generation), so the parent can check exact contents after a SIGKILL.
-Each line "ack G id,id,..." is printed only after the upsert returned (durable);
-"del G id,..." after a delete returned.
+Before each operation it prints its intent ("try-ack G ids" / "try-del G ids"); after the
+call returned (durable) it prints "ack G id,id,..." or "del G id,...". A kill between the two
+leaves one operation in flight, which may or may not have reached the disk.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ ID_RANGE = 3000
 
 
 def vector_of(point_id: int, gen: int) -> np.ndarray:
-    return np.random.default_rng(point_id * 1_000_003 + gen).standard_normal(DIM).astype(np.float32)
+    return np.random.default_rng([point_id, gen]).standard_normal(DIM).astype(np.float32)
 
 
 def main() -> None:
@@ -35,13 +36,19 @@ def main() -> None:
     gen = seed * 1_000_000
     while True:
         gen += 1
+        if rng.random() < 0.05:
+            # Index work (bulk build, buffer drain, checkpoint) so kills also land inside it.
+            db.optimize("c")
+            continue
         if rng.random() < 0.15:
             ids = rng.choice(ID_RANGE, size=int(rng.integers(1, 20)), replace=False).tolist()
+            print(f"try-del {gen} {','.join(map(str, ids))}", flush=True)
             db.delete("c", ids)
             print(f"del {gen} {','.join(map(str, ids))}", flush=True)
             continue
         ids = rng.choice(ID_RANGE, size=int(rng.integers(1, 200)), replace=False).tolist()
         vecs = np.stack([vector_of(i, gen) for i in ids])
+        print(f"try-ack {gen} {','.join(map(str, ids))}", flush=True)
         db.upsert("c", ids, vecs, [{"gen": gen, "id": i} for i in ids])
         print(f"ack {gen} {','.join(map(str, ids))}", flush=True)
 
