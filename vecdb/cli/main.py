@@ -8,6 +8,7 @@ from vecdb import __version__
 from vecdb.cli.bench import bench
 from vecdb.cli.demo import demo
 from vecdb.cli.ingest import ingest
+from vecdb.cli.inspect import inspect_cmd
 from vecdb.cli.serve import serve
 
 
@@ -20,4 +21,5 @@ def main() -> None:
 main.add_command(bench)
 main.add_command(demo)
 main.add_command(ingest)
+main.add_command(inspect_cmd)
 main.add_command(serve)

@@ -12,7 +12,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rocksdict import ColumnFamily, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    ColumnFamily,
+    Options,
+    Rdict,
+    ReadOptions,
+    WriteBatch,
+    WriteOptions,
+)
 
 from vecdb.errors import StorageLocked, Unavailable
 
@@ -83,16 +91,18 @@ class Batch:
 class KV:
     """The database's RocksDB instance with vecdb's column families."""
 
-    def __init__(self, path: Path, *, sync: bool = True) -> None:
+    def __init__(self, path: Path, *, sync: bool = True, read_only: bool = False) -> None:
         self.path = path
         self.sync = sync  # False only for throwaway databases (":memory:")
         self._commit_lock = threading.Lock()
-        self._failed: str | None = None  # set after a write error: fail-stop until reopen
+        # Set after a write error (fail-stop until reopen) or for a read-only open.
+        self._failed: str | None = "opened read-only" if read_only else None
         try:
             self._db = Rdict(
                 str(path),
                 _options(),
                 column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES},
+                access_type=AccessType.read_only() if read_only else AccessType.read_write(),
             )
         except Exception as exc:  # rocksdict raises plain Exception with RocksDB's text
             text = str(exc)
@@ -115,7 +125,7 @@ class KV:
     def commit(self, batch: Batch) -> None:
         """Apply `batch` atomically and durably; returns only once RocksDB synced it."""
         if self._failed is not None:
-            raise Unavailable(f"storage is read-only after an earlier write error: {self._failed}")
+            raise Unavailable(f"storage does not accept writes: {self._failed}")
         with self._commit_lock:
             try:
                 self._db.write(batch._wb, self._write_opts)
@@ -142,6 +152,9 @@ class KV:
         while it.valid():
             yield bytes(it.key()), bytes(it.value())
             it.next()
+
+    def count_prefix(self, cf: str, prefix: bytes) -> int:
+        return sum(1 for _ in self.scan_prefix(cf, prefix))
 
     def last_key(self, cf: str, prefix: bytes) -> bytes | None:
         """Largest key with `prefix`, or None."""

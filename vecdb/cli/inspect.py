@@ -1,0 +1,41 @@
+"""`vecdb inspect DIR`: describe a data directory without taking it over.
+
+Owns a read-only look at a data directory: the manifest, the RocksDB catalog (opened
+read-only, so it works while a server holds the directory), each collection's configuration,
+point count and bytes on disk. Never writes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vecdb.engine.database import MANIFEST_NAME
+from vecdb.engine.inspect import describe
+
+
+@click.command("inspect")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
+def inspect_cmd(data_dir: Path, as_json: bool) -> None:
+    """Describe the data directory DATA_DIR (read-only; safe while a server runs)."""
+    if not (data_dir / MANIFEST_NAME).exists():
+        raise click.ClickException(f"{data_dir} is not a vecdb data directory (no {MANIFEST_NAME})")
+    info: dict[str, Any] = describe(data_dir)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    click.echo(
+        f"{info['path']}: data format {info['data_format']}, "
+        f"last sequence {info['seq']}, {info['bytes_on_disk'] / 2**20:.1f} MiB on disk"
+    )
+    for c in info["collections"]:
+        click.echo(
+            f"  {c['name']}: {c['count']:,} points, dim {c['dim']}, {c['metric']}, "
+            f"index {c['index']}, {c['index_bytes'] / 2**20:.1f} MiB of index files"
+        )
+    if not info["collections"]:
+        click.echo("  (no collections)")

@@ -1,0 +1,55 @@
+"""A read-only description of a data directory, for `vecdb inspect` and support requests.
+
+Owns nothing: opens RocksDB read-only and walks the catalog. Must never write or take the
+directory's process lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vecdb.engine.collection import CollectionConfig
+from vecdb.engine.database import _CONFIG_PREFIX, MANIFEST_NAME
+from vecdb.engine.recovery import collection_dir
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV
+from vecdb.storage.manifest import read_manifest
+
+
+def _du(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def describe(data_dir: Path) -> dict[str, Any]:
+    data_dir = data_dir.resolve()
+    body = read_manifest(data_dir / MANIFEST_NAME)
+    kv = KV(data_dir / "kv", read_only=True)
+    try:
+        raw_seq = kv.get(kvmod.CF_META, b"seq")
+        collections = []
+        for _, raw in kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
+            cfg = CollectionConfig.from_json(raw)
+            collections.append(
+                {
+                    "name": cfg.name,
+                    "dim": cfg.dim,
+                    "metric": cfg.metric,
+                    "index": cfg.index,
+                    "index_params": cfg.index_params,
+                    "id_type": cfg.id_type,
+                    "count": kv.count_prefix(kvmod.CF_IDS, kvmod.cid_prefix(cfg.cid)),
+                    "index_bytes": _du(collection_dir(data_dir, cfg.cid)),
+                }
+            )
+    finally:
+        kv.close()
+    return {
+        "path": str(data_dir),
+        "data_format": body.get("data_format"),
+        "seq": 0 if raw_seq is None else kvmod.read_u64(raw_seq),
+        "bytes_on_disk": _du(data_dir),
+        "collections": sorted(collections, key=lambda c: c["name"]),
+    }
