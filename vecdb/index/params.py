@@ -15,19 +15,19 @@ from typing import Any
 from vecdb.errors import InvalidArgument
 
 # --- build parameters -------------------------------------------------------------------------
-DEFAULT_HEAD_FRACTION, MIN_HEAD_FRACTION, MAX_HEAD_FRACTION = 0.1, 0.001, 0.5
+DEFAULT_HEAD_FRACTION, MIN_HEAD_FRACTION, MAX_HEAD_FRACTION = 0.045, 0.001, 0.5
 DEFAULT_REPLICAS, MIN_REPLICAS, MAX_REPLICAS = 8, 1, 32
-DEFAULT_CANDIDATES, MIN_CANDIDATES, MAX_CANDIDATES = 64, 1, 256
+DEFAULT_CANDIDATES, MIN_CANDIDATES, MAX_CANDIDATES = 32, 1, 256
 DEFAULT_RNG_FACTOR, MIN_RNG_FACTOR, MAX_RNG_FACTOR = 1.0, 0.1, 10.0
 DEFAULT_POSTING_PAGES, MIN_POSTING_PAGES, MAX_POSTING_PAGES = 0, 0, 4096  # 0 = auto
-DEFAULT_POSTING_VECTORS, MIN_POSTING_VECTORS, MAX_POSTING_VECTORS = 118, 8, 100_000
+DEFAULT_POSTING_VECTORS, MIN_POSTING_VECTORS, MAX_POSTING_VECTORS = 200, 8, 100_000
 DEFAULT_MERGE_THRESHOLD, MIN_MERGE_THRESHOLD, MAX_MERGE_THRESHOLD = 10, 0, 10_000
 DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS = 4, 1, 64
 DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K = 4, 0, 64
 DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE = 0.3, 0.01, 1.0
-DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M = 16, 4, 64
-DEFAULT_HEAD_EF_CONSTRUCTION, MIN_HEAD_EF_CONSTRUCTION, MAX_HEAD_EF_CONSTRUCTION = 200, 16, 2000
-DEFAULT_BUILD_EF, MIN_BUILD_EF, MAX_BUILD_EF = 96, 1, 4096
+DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M = 12, 4, 64
+DEFAULT_HEAD_EF_CONSTRUCTION, MIN_HEAD_EF_CONSTRUCTION, MAX_HEAD_EF_CONSTRUCTION = 100, 16, 2000
+DEFAULT_BUILD_EF, MIN_BUILD_EF, MAX_BUILD_EF = 48, 1, 4096
 DEFAULT_THREADS, MIN_THREADS, MAX_THREADS = 0, 0, 1024  # 0 = all cores
 DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 IO_MODES = ("auto", "mmap", "direct")
@@ -84,7 +84,7 @@ class BuildParams:
     candidates: int  # nearest heads considered for the RNG rule
     rng_factor: float  # RNG rule factor on squared distances
     posting_pages: int  # page budget per posting; 0 = derive from posting_vectors
-    posting_vectors: int  # entries the auto page budget must hold (SPTAG's 118)
+    posting_vectors: int  # entries the auto page budget must hold (SPTAG uses 118)
     merge_threshold: int  # postings with fewer live entries are merged away
     max_blocks: int  # appended blocks per posting before it is rewritten
     reassign_k: int  # nearby postings checked for LIRE reassignment after a split

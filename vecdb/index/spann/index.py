@@ -24,18 +24,17 @@ import psutil
 from vecdb.errors import FormatError, InvalidArgument
 from vecdb.index.base import Progress, Slots, Vectors
 from vecdb.index.params import BuildParams, SearchParams
-from vecdb.index.spann import persist
+from vecdb.index.spann import compaction, persist
 from vecdb.index.spann.build import HeadTree, build_threads, head_space, plan
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile, encode_block
+from vecdb.index.spann.postings import DirectReader, MmapReader, PostingFile, encode_block
 from vecdb.index.spann.search import SearchState, per_query, search_batch
 from vecdb.index.spann.table import BlockTable
-from vecdb.index.spann.update import merge_small, place, process_pending, read_live
+from vecdb.index.spann.update import merge_small, place, process_pending
 from vecdb.kernels.posting import live_counts
 
 U8 = npt.NDArray[np.uint8]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
-COMPACT_GROUP = 4096  # postings packed together during compaction
 
 
 class SpannIndex:
@@ -79,8 +78,8 @@ class SpannIndex:
         self.tree = HeadTree(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
         self.table = BlockTable(dim)
         self.file_gen = 0
-        self.file = PostingFile(self._posting_path(0), dim)
-        self.reader = self._open_reader()
+        self.file = PostingFile(self.posting_path(0), dim)
+        self.reader = self.open_reader()
         self.slot_version = np.zeros(0, dtype=np.uint8)
         self.n_live, self.pending = 0, set()
         self.rng = np.random.default_rng(params.seed)
@@ -183,39 +182,12 @@ class SpannIndex:
         # Pass 2: merge tiny postings
         merge_small(self, self.live_counts())
         # Pass 3: compaction when dead bytes pass the threshold
-        live = self.live_counts()
-        entries = int(self.table.post_entries.sum())
-        stale = 1.0 - float(live.sum()) / entries if entries else 0.0
-        data = max(1, self.file.length - PAGE)
-        garbage = (data - self.table.ref_bytes + stale * self.table.ref_bytes) / data
-        if garbage > self.params.compact_garbage:
+        if compaction.garbage_fraction(self, self.live_counts()) > self.params.compact_garbage:
             self.compact()
 
     def compact(self) -> None:
-        """Rewrite every posting's live entries into a fresh, packed posting file and switch
-        to it with a checkpoint at the last applied sequence (replay is idempotent)."""
-        old_file, old_table = self.file, self.table
-        self.file_gen += 1
-        new_file = PostingFile(self._posting_path(self.file_gen), self.dim)
-        table = BlockTable(self.dim)
-        table.ensure(self.next_posting)
-        heads = np.flatnonzero(self.tree.head_node[: self.next_posting] >= 0)
-        for lo in range(0, len(heads), COMPACT_GROUP):
-            group = [int(p) for p in heads[lo : lo + COMPACT_GROUP]]
-            parts = [(p, *read_live(self, p)) for p in group]
-            parts = [(p, s, v) for p, s, v in parts if len(s)]
-            blocks = [encode_block(p, s, self.slot_version[s], v) for p, s, v in parts]
-            for (p, s, _), off in zip(parts, new_file.write_packed(blocks), strict=True):
-                table.push(p, int(off), len(s))
-        new_file.sync()
-        kill_point("compaction")
-        self.file, self.table = new_file, table
-        self.reader.close() if isinstance(self.reader, DirectReader) else None
-        self.reader = self._open_reader()
-        old_file.close()
-        del old_table
-        self.counters["compactions"] += 1
-        self.checkpoint(self.applied_seq)
+        """Rewrite the posting file with live entries only (see `compaction`)."""
+        compaction.compact(self)
 
     # --- checkpoint / open / close -----------------------------------------------------------
 
@@ -288,7 +260,7 @@ class SpannIndex:
             k: int(info[k]) for k in ("splits", "merges", "gc", "reassigned", "compactions")
         }
         self.file = PostingFile(directory / m["postings"], dim, m["postings_length"])
-        self.reader = self._open_reader()
+        self.reader = self.open_reader()
         self.pending, self.rng = set(), np.random.default_rng(self.params.seed + self.ckpt_no)
         self.applied_seq, self.heads_dirty, self.last_stats = int(m["applied_seq"]), False, {}
         return self, self.applied_seq
@@ -385,7 +357,7 @@ class SpannIndex:
             self.dim,
         )
 
-    def _open_reader(self) -> MmapReader | DirectReader:
+    def open_reader(self) -> MmapReader | DirectReader:
         io = self.params.io
         if io == "auto":
             free = psutil.virtual_memory().available
@@ -397,8 +369,8 @@ class SpannIndex:
             self.reader.close()
         self.file.close()
         self.file_gen += 1
-        self.file = PostingFile(self._posting_path(self.file_gen), self.dim)
-        self.reader = self._open_reader()
+        self.file = PostingFile(self.posting_path(self.file_gen), self.dim)
+        self.reader = self.open_reader()
 
     def _grow_slots(self, n: int) -> None:
         if n > len(self.slot_version):
@@ -415,7 +387,7 @@ class SpannIndex:
             raise InvalidArgument("slots must be non-negative")
         return s, v
 
-    def _posting_path(self, gen: int) -> Path:
+    def posting_path(self, gen: int) -> Path:
         return self.directory / f"postings.{gen}.bin"
 
     def _heads_path(self, gen: int) -> Path:

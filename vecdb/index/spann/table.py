@@ -94,7 +94,9 @@ class BlockTable:
         while b >= 0:
             self.ref_bytes -= block_layout(int(self.blk_cnt[b]), self.dim)[2]
             self.free.append(b)
-            b, self.blk_next[b] = int(self.blk_next[b]), -1
+            nxt = int(self.blk_next[b])
+            self.blk_next[b] = -1
+            b = nxt
         self.post_first[posting] = -1
         self.post_blocks[posting] = 0
         self.post_entries[posting] = 0
