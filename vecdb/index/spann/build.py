@@ -144,8 +144,10 @@ def head_space(metric: str) -> str:
     return "ip" if metric == "ip" else "l2"
 
 
-def make_head_graph(heads: F32, metric: str, p: BuildParams, threads: int) -> hnswlib.Index:
-    """Pass 2: the heads in an hnswlib graph; label = posting id."""
+def make_head_graph(
+    heads: F32, metric: str, p: BuildParams, threads: int, labels: I64 | None = None
+) -> hnswlib.Index:
+    """Pass 2: the heads in an hnswlib graph; label = posting id (0..n-1 unless given)."""
     graph = hnswlib.Index(space=head_space(metric), dim=heads.shape[1])
     graph.init_index(
         max_elements=int(len(heads) * 1.25) + 64,
@@ -153,7 +155,8 @@ def make_head_graph(heads: F32, metric: str, p: BuildParams, threads: int) -> hn
         ef_construction=p.head_ef_construction,
         random_seed=p.seed,
     )
-    graph.add_items(heads, np.arange(len(heads)), num_threads=threads)
+    ids = np.arange(len(heads)) if labels is None else labels
+    graph.add_items(heads, ids, num_threads=threads)
     return graph
 
 

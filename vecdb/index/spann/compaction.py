@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.index.spann.build import make_head_graph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.postings import PAGE, DirectReader, PostingFile, encode_block
 from vecdb.index.spann.table import BlockTable
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from vecdb.index.spann.index import SpannIndex
 
 GROUP = 4096  # postings packed together (best-fit works within a group)
+REBUILD_DELETED = 0.2  # rebuild the head graph when deleted heads exceed this share
 
 
 def garbage_fraction(idx: SpannIndex, live: npt.NDArray[np.int64]) -> float:
@@ -32,6 +34,18 @@ def garbage_fraction(idx: SpannIndex, live: npt.NDArray[np.int64]) -> float:
     stale = 1.0 - float(live.sum()) / entries if entries else 0.0
     data = max(1, idx.file.length - PAGE)
     return (data - idx.table.ref_bytes + stale * idx.table.ref_bytes) / data
+
+
+def rebuild_heads(idx: SpannIndex) -> None:
+    """Rebuild the head graph without its deleted heads once they are a large share of it
+    (hnswlib keeps deleted nodes for routing; they cost memory and search time)."""
+    graph = idx.heads()
+    labels = np.flatnonzero(idx.tree.head_node[: idx.next_posting] >= 0)
+    if len(labels) == 0 or graph.get_current_count() <= (1 + REBUILD_DELETED) * len(labels):
+        return
+    vecs = np.asarray(graph.get_items(labels), dtype=np.float32)
+    idx.graph = make_head_graph(vecs, idx.metric, idx.params, idx.threads, labels)
+    idx.heads_dirty = True
 
 
 def compact(idx: SpannIndex) -> None:
@@ -51,12 +65,13 @@ def compact(idx: SpannIndex) -> None:
             table.push(p, int(off), len(s))
     new_file.sync()
     kill_point("compaction")
-    # Pass 2: switch readers and tables to it
+    # Pass 2: switch readers and tables to it; drop deleted heads from the graph
     if isinstance(idx.reader, DirectReader):
         idx.reader.close()
     idx.file, idx.table = new_file, table
     idx.reader = idx.open_reader()
     old_file.close()
     idx.counters["compactions"] += 1
+    rebuild_heads(idx)
     # Pass 3: publish (the checkpoint deletes the old file)
     idx.checkpoint(idx.applied_seq)
