@@ -111,8 +111,14 @@ def split(idx: SpannIndex, posting: int) -> None:
     centres, labels = balanced_kmeans(vecs, 2, idx.rng)
     if labels.min() == labels.max():  # identical vectors: halve arbitrarily
         labels = np.arange(len(slots)) % 2
-        centres = np.stack([vecs[labels == c].mean(0) for c in range(2)])
-    new = [idx.new_head(c) for c in centres.astype(np.float32)]
+    # Like the build, a head is the real member nearest its cluster's centre: synthetic
+    # centroids of normalised vectors are shorter than real ones and would attract queries.
+    centres = np.empty((2, idx.dim), dtype=np.float32)
+    for c in range(2):
+        members = vecs[labels == c]
+        mean = members.mean(0, keepdims=True)
+        centres[c] = members[int(sq_dists(members, mean)[:, 0].argmin())]
+    new = [idx.new_head(c) for c in centres]
     idx.delete_head(posting)
     idx.tree.split(posting, new)
     idx.table.clear(posting)
@@ -123,7 +129,7 @@ def split(idx: SpannIndex, posting: int) -> None:
     idx.counters["splits"] += 1
     kill_point("split")
     # LIRE (a): members of the new postings nearer the old head than their own new head.
-    d_new = sq_dists(vecs, centres.astype(np.float32))
+    d_new = sq_dists(vecs, centres)
     d_own = d_new[np.arange(len(slots)), labels]
     d_old = sq_dists(vecs, old_head)[:, 0]
     moved = d_old < d_own
@@ -138,7 +144,7 @@ def split(idx: SpannIndex, posting: int) -> None:
                 continue
             head_q = np.asarray(idx.heads().get_items([int(q)]), dtype=np.float32)
             d_q = sq_dists(v, head_q)[:, 0]
-            best_new = sq_dists(v, centres.astype(np.float32)).min(1)
+            best_new = sq_dists(v, centres).min(1)
             beat = (best_new < d_q) & (best_new < sq_dists(v, old_head)[:, 0])
             cand_s.append(s[beat])
             cand_v.append(v[beat])
