@@ -180,10 +180,28 @@ def setup_logging(level: str = "INFO", as_json: bool = True) -> None:
     root.propagate = False
 
 
+_blas_limit: list[Any] = []  # keeps the process-wide BLAS thread limit alive
+
+
+def pin_blas_threads(threads: int) -> None:
+    """Set the BLAS thread count once, from the main thread, for the whole process.
+
+    The engine's kernels parallelise with their own threads and hold BLAS to one thread per
+    call; that per-call switch is cheap on the main thread but costs ~1 ms a call on a
+    handler thread with OpenBLAS (measured: 2.5x slower exact search). Pinning it at start-up
+    makes every handler thread as fast as the main thread.
+    """
+    if threads > 0 and not _blas_limit:
+        from threadpoolctl import threadpool_limits
+
+        _blas_limit.append(threadpool_limits(limits=threads, user_api="blas"))
+
+
 def serve(config: ServerConfig) -> int:
     """Run a server in the foreground until SIGTERM/SIGINT, then shut down gracefully."""
     setup_logging(config.log.level, config.log.json)
     log.info("config", extra={"config": config.redacted()})
+    pin_blas_threads(config.server.blas_threads)
     server = VecdbServer(config).start()
     stop_requested = threading.Event()
 

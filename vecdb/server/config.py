@@ -38,6 +38,7 @@ class ServerSection:
     workers: int = 16  # handler threads
     reflection: bool = True  # register grpc.reflection so grpcurl works without .proto
     grace_seconds: float = 10.0  # how long shutdown lets in-flight calls finish
+    blas_threads: int = 1  # BLAS threads per call (the engine parallelises itself); 0: as is
 
 
 @dataclass
@@ -107,6 +108,8 @@ class ServerConfig:
                 raise InvalidArgument(f"limits.{name} must be >= 1")
         if self.server.workers < 1:
             raise InvalidArgument("server.workers must be >= 1")
+        if self.server.blas_threads < 0:
+            raise InvalidArgument("server.blas_threads must be >= 0")
         for section, port in (("server", self.server.port), ("metrics", self.metrics.port)):
             if not 0 <= port <= 65535:
                 raise InvalidArgument(f"{section}.port={port} is out of range [0, 65535]")

@@ -133,8 +133,13 @@ def measure(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base, queries = glove(args.n, args.queries)
+    if args.blas_threads:  # the same kernel configuration as `vecdb serve` (server.blas_threads)
+        from vecdb.server.app import pin_blas_threads
+
+        pin_blas_threads(args.blas_threads)
     out: dict[str, Any] = {"dataset": f"glove-50 ({args.n} base, {len(queries)} queries)",
                            "index": args.index, "k": args.k, "batch": args.batch,
+                           "blas_threads": args.blas_threads,
                            "cpus": os.cpu_count()}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="vecdb-selfbench-", dir=args.workdir) as tmp:
         data = Path(tmp) / "data"
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="batch passes per round")
     parser.add_argument("--rounds", type=int, default=2, help="embedded/remote alternations")
     parser.add_argument("--ingest-batch", type=int, default=10_000)
+    parser.add_argument("--blas-threads", type=int, default=1, help="as server.blas_threads")
     parser.add_argument("--workdir", default=None, help="where the data directory goes")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
