@@ -17,7 +17,7 @@ Id = int | str
 Payload = dict[str, Any]
 
 
-class Metric(str, enum.Enum):
+class Metric(enum.StrEnum):
     """Distance metric of a collection. Smaller distance is always better."""
 
     L2 = "l2"  # squared euclidean distance
@@ -25,21 +25,21 @@ class Metric(str, enum.Enum):
     COSINE = "cosine"  # 1 - cosine similarity
 
 
-class IdType(str, enum.Enum):
+class IdType(enum.StrEnum):
     """Type of the user-facing ids of a collection."""
 
     INT = "int"
     STR = "str"
 
 
-class IndexKind(str, enum.Enum):
+class IndexKind(enum.StrEnum):
     """Index kinds a dense collection can use."""
 
     FLAT = "flat"
     SPANN = "spann"
 
 
-class CollectionKind(str, enum.Enum):
+class CollectionKind(enum.StrEnum):
     """What a collection stores: one vector per id, or a matrix per document."""
 
     DENSE = "dense"

@@ -33,7 +33,9 @@ def check_name(what: str, name: object) -> str:
 
 def check_metric(metric: object) -> Metric:
     try:
-        return Metric(str(metric).lower() if isinstance(metric, str) else metric)
+        if not isinstance(metric, str):
+            raise ValueError(metric)
+        return Metric(metric.lower())
     except ValueError:
         allowed = ", ".join(m.value for m in Metric)
         raise InvalidArgument(f"metric {metric!r} is unknown (expected one of {allowed})") from None
