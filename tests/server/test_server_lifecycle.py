@@ -155,3 +155,11 @@ def test_container_healthcheck_command(
     assert healthcheck.main(["--address", f"127.0.0.1:{server.port}"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
     assert healthcheck.main(["--address", "127.0.0.1:1", "--timeout", "0.5"]) == 1
+
+
+def test_example_config_file_loads_to_the_defaults() -> None:
+    """deploy/vecdb.example.toml is valid and documents the real defaults."""
+    from vecdb.server.config import ServerConfig
+
+    example = Path(__file__).resolve().parents[2] / "deploy" / "vecdb.example.toml"
+    assert load_config(example, env={}) == ServerConfig()

@@ -158,3 +158,16 @@ def test_async_stream_stops_at_bad_batch(server: VecdbServer) -> None:
 
     acks, code, count = asyncio.run(run())
     assert [a.seq for a in acks] == [0, 1, 2] and code == "INVALID_ARGUMENT" and count == 20
+
+
+def test_upsert_larger_than_half_a_message_is_split_and_fully_stored(server: VecdbServer) -> None:
+    """A client with a 1 MiB message cap sends a 3 MiB upsert as several requests."""
+    with RemoteClient(f"127.0.0.1:{server.port}", max_message_bytes=1 << 20) as c:
+        c.create_collection("big", 64, "l2", index="flat")
+        x = np.random.default_rng(1).standard_normal((12_000, 64)).astype(np.float32)
+        payloads = [{"i": i} for i in range(12_000)]
+        assert c.upsert("big", list(range(12_000)), x, payloads) == 12_000
+        assert c.count("big") == 12_000
+        recs = c.get("big", [0, 5_999, 11_999])
+        assert [r.payload for r in recs] == [{"i": 0}, {"i": 5_999}, {"i": 11_999}]
+        assert np.stack([r.vector for r in recs]).tobytes() == x[[0, 5_999, 11_999]].tobytes()
