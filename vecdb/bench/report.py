@@ -222,7 +222,7 @@ def section_text(
     if first.get("git_dirty"):
         sha += " (with uncommitted changes)"
     out = [
-        f"## {header['dataset']}",
+        f"## {header.get('label') or header['dataset']}",
         "",
         f"Command: `{header['command']}`",
         "",
@@ -291,7 +291,7 @@ def write_report(
     anchors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[Path]:
     """Write the plots and this dataset's RESULTS.md section; returns the files written."""
-    slug = slugify(str(header["dataset"]))
+    slug = slugify(str(header.get("label") or header["dataset"]))
     written: list[Path] = []
     plot_paths: list[tuple[str, Path]] = []
     for key, label in QPS_MODES:

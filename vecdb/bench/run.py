@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench import metrics
-from vecdb.bench.datasets import Dataset
+from vecdb.bench.datasets import Dataset, slugify
 from vecdb.bench.environment import environment, load_average
 from vecdb.bench.memory import measure_in_subprocess
 from vecdb.bench.systems import Params, System, directory_bytes, expand_sweep, make_system
@@ -48,6 +48,7 @@ class RunConfig:
     work_dir: Path | None = None  # where indexes are built and saved (a temp dir inside)
     systems_config: dict[str, Any] = field(default_factory=dict)  # per system: build, sweep
     progress: bool = True  # tqdm bars on stderr
+    label: str | None = None  # names the JSONL, plots and RESULTS.md section (default: dataset)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     env = environment(cfg.threads)
     run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    jsonl = cfg.out_dir / f"results-{ds.slug}.jsonl"
+    jsonl = cfg.out_dir / f"results-{slugify(cfg.label or ds.name)}.jsonl"
     jsonl.write_text("")
     common = {
         "run_id": run_id,

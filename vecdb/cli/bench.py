@@ -136,6 +136,11 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     help="JSON: {systems: {NAME: {build, sweep}}, anchors, anchor_source}.",
 )
 @click.option(
+    "--section",
+    default=None,
+    help="Name of this run's RESULTS.md section, JSONL and plots [default: the dataset].",
+)
+@click.option(
     "--memory/--no-memory",
     default=True,
     show_default=True,
@@ -157,6 +162,7 @@ def bench(
     repeats: int,
     time_limit: float | None,
     config_path: Path | None,
+    section: str | None,
     memory: bool,
     progress: bool,
 ) -> None:
@@ -193,10 +199,12 @@ def bench(
             measure_memory=memory,
             systems_config=dict(config.get("systems", {})),
             progress=progress,
+            label=section,
         )
         result = run_benchmark(ds, cfg, log=_log)
         header = {
             "dataset": ds.name,
+            "label": section,
             "command": command,
             "seconds": time.perf_counter() - t0,
             "load_start": load_start,
