@@ -101,9 +101,6 @@ STR_WATCH = sorted(set(SEED_STR + BATCH_STR))
 # -- vectors: dimension -------------------------------------------------------------------
 
 
-@pytest.mark.xfail_mode(
-    "remote", "remote bug: a ragged list of vectors loses the row position in the message"
-)
 @pytest.mark.parametrize(
     "bad",
     [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5], []],
@@ -175,9 +172,6 @@ def test_query_of_wrong_dimension_is_rejected(client, coll, width) -> None:
 
 @pytest.mark.parametrize(
     "bad", [[0.1, 0.2, 0.3], [0.1, 0.2, 0.3, 0.4, 0.5], []], ids=["too-short", "too-long", "empty"]
-)
-@pytest.mark.xfail_mode(
-    "remote", "remote bug: a ragged list of queries raises a bare ValueError, not InvalidArgument"
 )
 def test_query_row_of_wrong_dimension_is_rejected(client, coll, bad) -> None:
     """In a list of queries, a row of the wrong length is InvalidArgument at queries[1]."""
@@ -423,9 +417,6 @@ def test_get_bad_int_id_is_rejected(client, coll, bad) -> None:
     )
 
 
-@pytest.mark.xfail_mode(
-    "remote", "remote bug: an id >= 2**63 in a uint64 array is reported without its position"
-)
 def test_numpy_uint64_id_above_int63_is_rejected(client, coll) -> None:
     """A numpy uint64 id >= 2**63 does not wrap around: InvalidArgument at ids[3]."""
     ids = np.array([1, 10, 11, 2**63], np.uint64)
@@ -454,10 +445,6 @@ def test_ids_not_a_list_is_rejected(client, coll) -> None:
 
 # -- str ids ------------------------------------------------------------------------------
 
-MIXED_IDS_BUG = pytest.mark.xfail_mode(
-    "remote", "remote bug: a non-str id in a str batch is reported at ids[0]"
-)
-
 BAD_STR_IDS = [
     "",
     "é" * 128 + "a",  # 257 UTF-8 bytes, 129 characters
@@ -468,18 +455,9 @@ BAD_STR_IDS = [
     "a\x1fb",
     "a\x7fb",
     "\ud800",  # a lone surrogate is not encodable text
-    pytest.param(
-        5,
-        marks=MIXED_IDS_BUG,
-    ),
-    pytest.param(
-        b"bytes",
-        marks=MIXED_IDS_BUG,
-    ),
-    pytest.param(
-        None,
-        marks=MIXED_IDS_BUG,
-    ),
+    5,
+    b"bytes",
+    None,
 ]
 BAD_STR_ID_NAMES = [
     "empty",
@@ -517,7 +495,7 @@ def test_upsert_bad_str_id_is_rejected(client, scoll, bad) -> None:
         "",
         "a\x00b",
         "x" * 257,
-        pytest.param(5, marks=MIXED_IDS_BUG),
+        5,
     ],
     ids=["empty", "NUL", "long", "int"],
 )
@@ -633,12 +611,7 @@ def test_k_at_max_is_accepted(client, coll) -> None:
         {"x": {1, 2}},
         {"x": float("nan")},
         ["x"],
-        pytest.param(
-            {1: "x"},
-            marks=pytest.mark.xfail_mode(
-                "remote", "remote bug: a filter's int key is turned into a str by JSON, so accepted"
-            ),
-        ),
+        {1: "x"},
     ],
     ids=["set-value", "nan-value", "list", "int-key"],
 )
@@ -752,11 +725,7 @@ def test_dim_bounds_are_accepted(client) -> None:
     ("kwargs", "field"),
     [
         ({"index": "hnsw"}, "index"),
-        pytest.param(
-            {"index": ""},
-            "index",
-            marks=pytest.mark.xfail_mode("remote", "remote bug: index='' is sent as the default"),
-        ),
+        ({"index": ""}, "index"),
         ({"metric": "dot"}, "metric"),
         ({"id_type": "uuid"}, "id_type"),
         ({"kind": "sparse"}, "kind"),
