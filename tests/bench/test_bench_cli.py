@@ -9,11 +9,12 @@ from click.testing import CliRunner
 
 from vecdb.cli.bench import bench
 
-SYSTEMS = "exact,faiss-ivf,hnswlib,vecdb-flat"
+SYSTEMS = "exact,faiss-ivf,hnswlib,hnswlib-m8,vecdb-flat"
 CONFIG = {
     "systems": {
         "faiss-ivf": {"sweep": {"nprobe": [1, 8]}},
         "hnswlib": {"sweep": {"ef": [10, 40]}},
+        "hnswlib-m8": {"base": "hnswlib", "build": {"M": 8}, "sweep": {"ef": [20]}},
     },
     "anchors": {"exact": {"0.90": 1000.0}},
 }
@@ -52,6 +53,8 @@ def test_bench_writes_rows_report_and_plots(tmp_path: Path) -> None:
     assert exact["exact"]["recall_at_10"] == 1.0 and exact["exact"]["recall_at_1"] == 1.0
     assert exact["vecdb-flat"]["recall_at_10"] == 1.0
     assert [r["system"] for r in rows][0] == "vecdb-flat"  # ours first
+    (m8,) = [r for r in rows if r["system"] == "hnswlib-m8"]  # a config variant of hnswlib
+    assert m8["build_params"]["M"] == 8 and m8["params"] == {"ef": 20}
     md = (out / "RESULTS.md").read_text()
     assert "Command: `vecdb bench --dataset synthetic:2000:16" in md
     assert "| vecdb-flat / exact |" in md

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vecdb.bench.report import pareto, qps_at_recall, ratio_table, replace_section
-from vecdb.bench.systems import expand_sweep, parse_systems
+from vecdb.bench.systems import expand_sweep, make_system, parse_systems, variants_of
 from vecdb.errors import InvalidArgument
 
 
@@ -51,3 +51,14 @@ def test_sweep_grid_and_system_aliases() -> None:
     assert parse_systems("hnswlib,vecdb") == ["vecdb-flat", "vecdb-spann", "hnswlib"]
     with pytest.raises(InvalidArgument, match="unknown system"):
         parse_systems("milvus")
+
+
+def test_config_variant_runs_its_base_under_its_own_name() -> None:
+    """A config system with a base is listed after the base and reports its own name."""
+    variants = variants_of({"ivf-big": {"base": "faiss-ivf", "build": {"nlist": 64}}, "exact": {}})
+    assert variants == {"ivf-big": "faiss-ivf"}
+    assert parse_systems("ivf-big,exact,faiss-ivf", variants) == ["exact", "faiss-ivf", "ivf-big"]
+    system = make_system("ivf-big", "l2", 8, 10_000, {"nlist": 64}, base="faiss-ivf")
+    assert system.name == "ivf-big" and system.build_params["nlist"] == 64
+    with pytest.raises(InvalidArgument, match="base must be a registered system"):
+        variants_of({"x": {"base": "milvus"}})

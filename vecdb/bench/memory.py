@@ -76,8 +76,9 @@ def child_main(payload: dict[str, Any]) -> dict[str, Any]:
     """The subprocess body: load, probe, report."""
     from vecdb.bench.systems import make_system
 
+    p = payload
     system = make_system(
-        payload["system"], payload["metric"], payload["dim"], payload["n"], payload["build_params"]
+        p["system"], p["metric"], p["dim"], p["n"], p["build_params"], p.get("base")
     )
     queries = np.load(payload["queries_path"], mmap_mode="r")[:PROBE_QUERIES]
     queries = np.ascontiguousarray(queries, dtype=np.float32)

@@ -124,9 +124,9 @@ def bench_system(
 
     t_start = time.perf_counter()
     sys_cfg = cfg.systems_config.get(name, {})
-    system = make_system(
-        name, ds.metric, int(ds.base.shape[1]), len(ds.base), sys_cfg.get("build", {})
-    )
+    base = sys_cfg.get("base")
+    dim = int(ds.base.shape[1])
+    system = make_system(name, ds.metric, dim, len(ds.base), sys_cfg.get("build", {}), base)
     sweep = expand_sweep(sys_cfg.get("sweep", system.default_sweep))
     deadline = None if budget_s is None else t_start + budget_s
     try:
@@ -229,6 +229,7 @@ def _memory(
         "dim": int(ds.base.shape[1]),
         "n": len(ds.base),
         "build_params": system.build_params,
+        "base": cfg.systems_config.get(name, {}).get("base"),
         "params": params,
         "index_dir": str(workdir),
         "queries_path": str(ds.directory / "queries.npy"),

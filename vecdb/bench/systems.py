@@ -2,7 +2,8 @@
 
 Owns: `System` (build, set_params, set_threads, search, save, load, close, measure_io),
 the names accepted by `--systems` (with group aliases such as `vecdb` and `faiss`), and the
-expansion of a sweep (a dict of lists is a grid, a list of dicts is taken as is). Concrete
+expansion of a sweep (a dict of lists is a grid, a list of dicts is taken as is), and
+variants a config defines on top of a registered system (`"base": "vecdb-spann"`). Concrete
 systems live in `vecdb.bench.peers` (faiss, hnswlib) and `vecdb.bench.vecdb_system` (vecdb
 through its public SDK); they are imported lazily so a missing library only fails its own row.
 """
@@ -117,35 +118,61 @@ class System(ABC):
 
 
 def make_system(
-    name: str, metric: str, dim: int, n: int, build_params: Mapping[str, Any] | None = None
+    name: str,
+    metric: str,
+    dim: int,
+    n: int,
+    build_params: Mapping[str, Any] | None = None,
+    base: str | None = None,
 ) -> System:
-    """Instantiate the system registered as `name`."""
+    """Instantiate the system registered as `base` (default: `name`), reporting as `name`."""
     import importlib
 
-    if name not in REGISTRY:
-        raise InvalidArgument(f"unknown system {name!r}; known: {', '.join(REGISTRY)}")
-    module, cls_name = REGISTRY[name]
+    kind = base or name
+    if kind not in REGISTRY:
+        raise InvalidArgument(f"unknown system {kind!r}; known: {', '.join(REGISTRY)}")
+    module, cls_name = REGISTRY[kind]
     cls = getattr(importlib.import_module(module), cls_name)
     system: System = cls(metric, dim, n, build_params or {})
+    system.name = name
     return system
 
 
-def parse_systems(spec: str) -> list[str]:
-    """`--systems a,b,alias` -> registry names in registry order, without duplicates."""
+def variants_of(systems_config: Mapping[str, Any]) -> dict[str, str]:
+    """Config-defined systems: {"NAME": {"base": REGISTERED, ...}} -> {NAME: REGISTERED}."""
+    out: dict[str, str] = {}
+    for name, cfg in systems_config.items():
+        base = cfg.get("base") if isinstance(cfg, Mapping) else None
+        if base is None:
+            continue
+        if base not in REGISTRY or name in REGISTRY:
+            raise InvalidArgument(
+                f"config system {name!r}: base must be a registered system and the name new; "
+                f"known: {', '.join(REGISTRY)}"
+            )
+        out[name] = str(base)
+    return out
+
+
+def parse_systems(spec: str, variants: Mapping[str, str] | None = None) -> list[str]:
+    """`--systems a,b,alias` -> names in registry order (a config variant right after its
+    base), without duplicates."""
+    variants = variants or {}
     wanted: set[str] = set()
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
         if part in ALIASES:
             wanted.update(ALIASES[part])
-        elif part in REGISTRY:
+        elif part in REGISTRY or part in variants:
             wanted.add(part)
         else:
-            known = ", ".join([*REGISTRY, *ALIASES])
+            known = ", ".join([*REGISTRY, *variants, *ALIASES])
             raise InvalidArgument(f"--systems: unknown system {part!r}; known: {known}")
     if not wanted:
         raise InvalidArgument("--systems: no system named")
-    return [name for name in REGISTRY if name in wanted]
+    order = [x for reg in REGISTRY for x in (reg, *[v for v, b in variants.items() if b == reg])]
+    return [name for name in order if name in wanted]
 
 
 def expand_sweep(sweep: Sequence[Params] | Mapping[str, Sequence[Any]]) -> list[Params]:

@@ -171,7 +171,7 @@ def bench(
     from vecdb.bench.environment import load_average
     from vecdb.bench.report import write_report
     from vecdb.bench.run import RunConfig, run_benchmark
-    from vecdb.bench.systems import parse_systems
+    from vecdb.bench.systems import parse_systems, variants_of
     from vecdb.errors import VecdbError
 
     command = _command_line(ctx)
@@ -179,7 +179,7 @@ def bench(
     load_start = load_average()
     t0 = time.perf_counter()
     try:
-        names = parse_systems(systems)
+        names = parse_systems(systems, variants_of(config.get("systems", {})))
         click.echo(f"preparing dataset {dataset} ...", err=True)
         ds = load_dataset(dataset, cache_dir, metric).head(n_queries)
         click.echo(
