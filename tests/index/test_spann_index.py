@@ -127,18 +127,25 @@ def test_removes_and_compaction_keep_recall(tmp_path: Path) -> None:
     assert len(list(tmp_path.iterdir())) == 4  # manifest, heads, state, postings
 
 
-@pytest.mark.parametrize("metric", ["ip", "cosine"])
-def test_other_metrics_reach_recall(metric: str, tmp_path: Path) -> None:
-    """Inner product and cosine route and score correctly."""
+@pytest.mark.parametrize(
+    ("metric", "dtype"), [("ip", "float32"), ("cosine", "float32"), ("l2", "float16")]
+)
+def test_other_metrics_reach_recall(metric: str, dtype: str, tmp_path: Path) -> None:
+    """Inner product and cosine route and score correctly; float16 postings keep recall."""
     x = prepare(clustered(5000, 16, seed=9), metric)
     if metric == "ip":
         x = x * np.random.default_rng(0).uniform(0.5, 1.5, (len(x), 1)).astype(np.float32)
     q = prepare(clustered(100, 16, seed=10), metric)
-    idx, _ = open_spann(16, metric, {"threads": 2}, tmp_path)
+    idx, _ = open_spann(16, metric, {"threads": 2, "vector_dtype": dtype}, tmp_path)
     idx.build(np.arange(5000), x)
+    idx.add(np.arange(5000, 5100), x[:100] + 0.01)
     ids, dists = idx.search(q, K, {"max_postings": 64})
-    assert recall(ids, dict(enumerate(x)), q, K, metric) >= 0.9
+    base = {**dict(enumerate(x)), **{5000 + i: v + 0.01 for i, v in enumerate(x[:100])}}
+    assert recall(ids, base, q, K, metric) >= 0.9
     assert np.all(np.diff(dists, axis=1) >= 0)
+    if dtype == "float16":
+        with pytest.raises(InvalidArgument, match="float16"):
+            idx.add(np.array([9999]), np.full((1, 16), 1e6, np.float32))
 
 
 def test_empty_index_and_padding(tmp_path: Path) -> None:

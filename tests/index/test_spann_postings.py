@@ -20,6 +20,7 @@ from vecdb.index.spann.postings import (
     decode_block,
     encode_block,
     pack_offsets,
+    to_half,
 )
 
 
@@ -29,16 +30,31 @@ def block(posting: int, n: int, dim: int, seed: int = 0) -> np.ndarray:
     return encode_block(posting, np.arange(n) * 3, np.full(n, 7, np.uint8), vecs)
 
 
+@pytest.mark.parametrize("width", [4, 2])
 @pytest.mark.parametrize(("n", "dim"), [(0, 3), (1, 1), (9, 7), (130, 50)])
-def test_block_round_trip(n: int, dim: int) -> None:
-    """Encode then decode gives the same slots, versions and vectors (odd sizes, d=1)."""
+def test_block_round_trip(n: int, dim: int, width: int) -> None:
+    """Encode then decode gives the same slots, versions and vectors (odd sizes, d=1);
+    float16 blocks give the float16-rounded vectors."""
     rng = np.random.default_rng(n)
     vecs = rng.normal(size=(n, dim)).astype(np.float32)
-    buf = encode_block(5, np.arange(n, dtype=np.int64), np.ones(n, np.uint8), vecs)
-    assert len(buf) % 64 == 0 and len(buf) >= block_layout(n, dim)[2]
+    buf = encode_block(5, np.arange(n, dtype=np.int64), np.ones(n, np.uint8), vecs, width)
+    assert len(buf) % 64 == 0 and len(buf) >= block_layout(n, dim, width)[2]
     posting, slots, versions, out = decode_block(buf, "mem")
     assert posting == 5 and list(slots) == list(range(n)) and (versions == 1).all()
-    np.testing.assert_array_equal(out, vecs)
+    expect = vecs if width == 4 else to_half(vecs).astype(np.float32)
+    np.testing.assert_array_equal(out, expect)
+
+
+def test_float16_scan_matches_numpy_on_half_rounded_vectors() -> None:
+    """The kernel's float16 widening equals numpy's on what the writer stores (subnormals
+    are flushed to zero by `to_half`)."""
+    from vecdb.kernels.posting import _half_to_float
+
+    h = to_half(np.array([[0.0, -0.0, 1.0, -2.5, 65504.0, 6.1e-5, -3.3e-3, 0.1]], np.float32))[0]
+    assert h[5] == 0
+    bits = np.zeros(len(h), np.uint32)
+    _half_to_float(h.view(np.uint16), bits)
+    np.testing.assert_array_equal(bits.view(np.float32), h.astype(np.float32))
 
 
 def test_packed_blocks_span_the_minimum_pages() -> None:

@@ -32,6 +32,9 @@ DEFAULT_THREADS, MIN_THREADS, MAX_THREADS = 0, 0, 1024  # 0 = all cores
 DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
+VECTOR_DTYPES = ("float32", "float16")
+DEFAULT_VECTOR_DTYPE = "float32"
+MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
 
 # --- search parameters ------------------------------------------------------------------------
 DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS = 48, 1, 4096
@@ -95,6 +98,7 @@ class BuildParams:
     threads: int  # build threads; 0 = all cores
     seed: int  # random seed of the clustering
     io: str  # posting reader: auto | mmap | direct
+    vector_dtype: str  # how postings store components: float32 | float16
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
@@ -103,9 +107,14 @@ class BuildParams:
     def spec(self) -> str:
         return _spec(self, "spann")
 
+    @property
+    def width(self) -> int:
+        """Bytes per stored component."""
+        return 2 if self.vector_dtype == "float16" else 4
+
     def posting_limit(self, dim: int) -> tuple[int, int]:
         """(pages, entries) of the posting budget for vectors of `dim` float32 components."""
-        entry = 4 * dim + 9  # vector + int64 slot + uint8 version
+        entry = self.width * dim + 9  # vector + int64 slot + uint8 version
         pages = self.posting_pages or max(3, -(-self.posting_vectors * entry // PAGE_SIZE))
         return pages, max(8, (pages * PAGE_SIZE - 64) // entry)
 
@@ -147,6 +156,7 @@ _BUILD_TABLE: dict[str, Any] = {
     "threads": (DEFAULT_THREADS, MIN_THREADS, MAX_THREADS),
     "seed": (DEFAULT_SEED, MIN_SEED, MAX_SEED),
     "io": (DEFAULT_IO, None, IO_MODES),
+    "vector_dtype": (DEFAULT_VECTOR_DTYPE, None, VECTOR_DTYPES),
 }
 
 _SEARCH_TABLE: dict[str, Any] = {

@@ -59,15 +59,28 @@ def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[
 
 
 @nb.njit(cache=True)
+def _half_to_float(h, bits):  # type: ignore[no-untyped-def]
+    """float16 bit patterns -> float32 bit patterns (subnormal halves flush to zero; the
+    writer never stores inf or NaN). Written as selects so it vectorises."""
+    for j in range(h.shape[0]):
+        x = np.uint32(h[j])
+        e = (x >> 10) & 0x1F
+        sign = (x & 0x8000) << 16
+        bits[j] = sign | (((e + 112) << 23) | ((x & 0x3FF) << 13)) if e != 0 else sign
+
+
+@nb.njit(cache=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
-    u8, i64, f32, dim, ptr, off, cnt, queries, slot_version, metric, out_ids, out_d
+    u8, i64, f32, u16, dim, width, ptr, off, cnt, queries, slot_version, metric, out_ids, out_d
 ):
     """Top-k (k = out_ids.shape[1]) of each query over its blocks ptr[i]:ptr[i+1]; entries
     whose version differs from slot_version[slot] (stale, removed) are skipped; replicas of
-    one slot are deduped. out_ids/out_d must come in padded with -1 / +inf."""
+    one slot are deduped. Components are float32 (width 4, read in place) or float16 (width
+    2, widened row by row). out_ids/out_d must come in padded with -1 / +inf."""
     nq = queries.shape[0]
     k = out_ids.shape[1]
     acc = np.empty(8, dtype=np.float32)
+    bits = np.empty(8, dtype=np.uint32)
     nslots = slot_version.shape[0]
     for i in range(nq):
         q = queries[i]
@@ -79,11 +92,18 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             cap, voff = _layout(n)
             if acc.shape[0] < cap:
                 acc = np.empty(cap, dtype=np.float32)
+                bits = np.empty(cap, dtype=np.uint32)
             a = acc[:cap]
             a[:] = 0.0
-            base = (o + voff) // 4
+            wide = bits[:cap].view(np.float32)
             for t in range(dim):
-                row = f32[base + t * cap : base + (t + 1) * cap]
+                if width == 4:
+                    base = (o + voff) // 4 + t * cap
+                    row = f32[base : base + cap]
+                else:
+                    base = (o + voff) // 2 + t * cap
+                    _half_to_float(u16[base : base + cap], bits[:cap])
+                    row = wide
                 qt = q[t]
                 if metric == METRIC_L2:
                     for j in range(cap):

@@ -23,7 +23,7 @@ import psutil
 
 from vecdb.errors import FormatError, InvalidArgument
 from vecdb.index.base import Progress, Slots, Vectors
-from vecdb.index.params import BuildParams, SearchParams
+from vecdb.index.params import MAX_FLOAT16, BuildParams, SearchParams
 from vecdb.index.spann import compaction, persist
 from vecdb.index.spann.build import HeadTree, build_threads, head_space, plan
 from vecdb.index.spann.killpoints import kill_point
@@ -48,6 +48,7 @@ class SpannIndex:
     params: BuildParams  # build parameters, fixed at creation (stored in the manifest)
     directory: Path  # the index's own directory
     limit: int  # entry budget of a posting (from the page budget)
+    width: int  # bytes per stored component in postings (4 float32, 2 float16)
     threads: int  # threads for build-time and update-time head searches
     graph: hnswlib.Index | None  # head graph; label = posting id; None before the first build
     live_heads: int  # heads not deleted from the graph
@@ -72,13 +73,13 @@ class SpannIndex:
         if metric not in ("l2", "ip", "cosine"):
             raise InvalidArgument(f"metric must be l2, ip or cosine, got {metric!r}")
         self.dim, self.metric, self.params, self.directory = dim, metric, params, directory
-        self.limit = params.posting_limit(dim)[1]
+        self.limit, self.width = params.posting_limit(dim)[1], params.width
         self.threads = build_threads(params)
         self.graph, self.live_heads, self.next_posting = None, 0, 0
         self.tree = HeadTree(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32))
-        self.table = BlockTable(dim)
+        self.table = BlockTable(dim, self.width)
         self.file_gen = 0
-        self.file = PostingFile(self.posting_path(0), dim)
+        self.file = PostingFile(self.posting_path(0), dim, width=self.width)
         self.reader = self.open_reader()
         self.slot_version = np.zeros(0, dtype=np.uint8)
         self.n_live, self.pending = 0, set()
@@ -94,7 +95,7 @@ class SpannIndex:
         slots, vectors = self._check(slots, vectors)
         self._new_file()
         self.slot_version = np.zeros(0, dtype=np.uint8)
-        self.table, self.pending, self.n_live = BlockTable(self.dim), set(), 0
+        self.table, self.pending, self.n_live = BlockTable(self.dim, self.width), set(), 0
         self.graph, self.live_heads, self.next_posting = None, 0, 0
         if len(slots) == 0:
             self.heads_dirty = True
@@ -109,11 +110,11 @@ class SpannIndex:
         order = np.argsort(flat, kind="stable")
         rows, flat = rows[order], flat[order]
         starts = np.searchsorted(flat, np.arange(self.next_posting + 1))
-        blocks, pids = [], []
+        blocks, pids, w = [], [], self.width
         for p in range(self.next_posting):
             r = rows[starts[p] : starts[p + 1]]
             if len(r):
-                blocks.append(encode_block(p, slots[r], self.slot_version[slots[r]], vectors[r]))
+                blocks.append(encode_block(p, slots[r], np.ones(len(r), np.uint8), vectors[r], w))
                 pids.append(p)
         offsets = self.file.write_packed(blocks)
         self.table.ensure(self.next_posting)
@@ -244,11 +245,11 @@ class SpannIndex:
         self = cls.__new__(cls)
         self.dim, self.metric, self.directory = dim, metric, directory
         self.params = BuildParams.parse(stored)
-        self.limit = self.params.posting_limit(dim)[1]
+        self.limit, self.width = self.params.posting_limit(dim)[1], self.params.width
         self.threads = build_threads(self.params)
         self.file_gen, self.heads_gen, self.ckpt_no = m["gens"]
         self.slot_version, self.table, self.tree, info = persist.load_state(
-            directory / m["state"], dim
+            directory / m["state"], dim, self.width
         )
         space = head_space(metric)
         self.graph = (
@@ -259,7 +260,7 @@ class SpannIndex:
         self.counters = {
             k: int(info[k]) for k in ("splits", "merges", "gc", "reassigned", "compactions")
         }
-        self.file = PostingFile(directory / m["postings"], dim, m["postings_length"])
+        self.file = PostingFile(directory / m["postings"], dim, m["postings_length"], self.width)
         self.reader = self.open_reader()
         self.pending, self.rng = set(), np.random.default_rng(self.params.seed + self.ckpt_no)
         self.applied_seq, self.heads_dirty, self.last_stats = int(m["applied_seq"]), False, {}
@@ -277,7 +278,7 @@ class SpannIndex:
         """Live entries per posting id (replicas counted)."""
         reader = self.reader if isinstance(self.reader, MmapReader) else MmapReader(self.file)
         reader.refresh()
-        u8, i64, _ = reader.views()
+        u8, i64, _, _ = reader.views()
         t = self.table
         counts: npt.NDArray[np.int64] = live_counts(
             u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, self.slot_version
@@ -355,6 +356,7 @@ class SpannIndex:
             self.slot_version,
             self.metric,
             self.dim,
+            self.width,
         )
 
     def open_reader(self) -> MmapReader | DirectReader:
@@ -369,7 +371,7 @@ class SpannIndex:
             self.reader.close()
         self.file.close()
         self.file_gen += 1
-        self.file = PostingFile(self.posting_path(self.file_gen), self.dim)
+        self.file = PostingFile(self.posting_path(self.file_gen), self.dim, width=self.width)
         self.reader = self.open_reader()
 
     def _grow_slots(self, n: int) -> None:
@@ -385,6 +387,8 @@ class SpannIndex:
             raise InvalidArgument(f"{len(s)} slots for {len(v)} vectors")
         if len(s) and s.min() < 0:
             raise InvalidArgument("slots must be non-negative")
+        if self.width == 2 and len(v) and float(np.abs(v).max()) > MAX_FLOAT16:
+            raise InvalidArgument(f"vector_dtype=float16 holds components up to {MAX_FLOAT16}")
         return s, v
 
     def posting_path(self, gen: int) -> Path:

@@ -120,13 +120,13 @@ def save_state(
 
 
 def load_state(
-    path: Path, dim: int
+    path: Path, dim: int, width: int
 ) -> tuple[npt.NDArray[np.uint8], BlockTable, HeadTree, dict[str, Any]]:
     s = read_sections(path, STATE_MAGIC, STATE_VERSION)
     if len(s) != 8:
         raise FormatError(f"{path}: expected 8 sections, found {len(s)}")
     info: dict[str, Any] = json.loads(s[0])
     slot_version = np.frombuffer(s[1], dtype=np.uint8).copy()
-    table = BlockTable.from_arrays(dim, s[2:5])
+    table = BlockTable.from_arrays(dim, s[2:5], width)
     tree = HeadTree(*(np.frombuffer(b, dtype="<i4").astype(np.int32) for b in s[5:8]))
     return slot_version, table, tree, info

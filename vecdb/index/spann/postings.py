@@ -1,10 +1,11 @@
 """The posting file: framed, CRC-checked blocks of (slots, versions, dim-major vectors).
 
-A posting file is page 0 (magic, format version, dim) followed by *blocks*. A block holds part
-or all of one posting: a 64-byte header `[u32 block magic][u32 crc32][u32 nbytes][u32 count]
-[i64 posting][u32 dim][u32 cap]`, then `int64 slots[cap]`, `uint8 versions[cap]` (padded to
-64 bytes) and a dimension-major `float32 vectors[dim][cap]`, where cap is the count rounded up
-to 8 (padding slots are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
+A posting file is page 0 (magic, format version, dim, component width) followed by *blocks*. A
+block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 crc32]
+[u32 nbytes][u32 count][i64 posting][u32 dim][u32 cap][u32 width]`, then `int64 slots[cap]`,
+`uint8 versions[cap]` (padded to 64 bytes) and a dimension-major `vectors[dim][cap]` of
+float32 (width 4) or float16 (width 2), where cap is the count rounded up to 8 (padding slots
+are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Bulk writes
 pack blocks by remainder best-fit (SPTAG); appends go at the end. The file never changes below
 its durable length, so a crash leaves the last checkpoint intact; tails are truncated on open.
@@ -32,7 +33,7 @@ MAGIC = b"VDBPOSTS"
 VERSION = 1
 PAGE = 4096
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
-BLOCK_HEADER = struct.Struct("<IIIIqII")  # magic crc nbytes count posting dim cap
+BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
 GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
 
 U8 = npt.NDArray[np.uint8]
@@ -40,40 +41,51 @@ I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 
 
-def block_layout(count: int, dim: int) -> tuple[int, int, int]:
-    """(cap, byte offset of the vector block, total bytes) of a block of `count` entries."""
+def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
+    """(cap, byte offset of the vector block, total bytes) of a block of `count` entries
+    whose components take `width` bytes (4 = float32, 2 = float16)."""
     cap = max(8, -(-count // 8) * 8)
     vec_off = -(-(64 + 9 * cap) // 64) * 64
-    return cap, vec_off, vec_off + 4 * dim * cap
+    return cap, vec_off, vec_off + width * dim * cap
 
 
-def encode_block(posting: int, slots: I64, versions: U8, vectors: F32) -> U8:
-    """Serialise one block; `vectors` is (count, dim) row-major."""
+def to_half(vectors: F32) -> npt.NDArray[np.float16]:
+    """float16 copy with subnormals flushed to zero, as the scan kernel widens them."""
+    h = vectors.astype(np.float16)
+    h[np.abs(h) < np.finfo(np.float16).tiny] = 0
+    return h
+
+
+def encode_block(posting: int, slots: I64, versions: U8, vectors: F32, width: int = 4) -> U8:
+    """Serialise one block; `vectors` is (count, dim) row-major, stored as float16 if
+    `width` is 2."""
     count, dim = vectors.shape
-    cap, vec_off, nbytes = block_layout(count, dim)
+    cap, vec_off, nbytes = block_layout(count, dim, width)
     buf = np.zeros(-(-nbytes // 64) * 64, dtype=np.uint8)
     s = buf[64 : 64 + 8 * cap].view(np.int64)
     s[:] = -1
     s[:count] = slots
     buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
-    v = buf[vec_off:nbytes].view(np.float32).reshape(dim, cap)
-    v[:, :count] = vectors.T
-    BLOCK_HEADER.pack_into(buf.data, 0, BLOCK_MAGIC, 0, nbytes, count, posting, dim, cap)
+    v = buf[vec_off:nbytes].view(np.float32 if width == 4 else np.float16).reshape(dim, cap)
+    v[:, :count] = vectors.T if width == 4 else to_half(vectors).T
+    BLOCK_HEADER.pack_into(buf.data, 0, BLOCK_MAGIC, 0, nbytes, count, posting, dim, cap, width)
     struct.pack_into("<I", buf.data, 4, zlib.crc32(buf.data[8:nbytes]))
     return buf
 
 
 def decode_block(buf: U8, where: str) -> tuple[int, I64, U8, F32]:
     """Verify and decode a block: (posting, slots, versions, vectors (count, dim))."""
-    magic, crc, nbytes, count, posting, dim, cap = BLOCK_HEADER.unpack_from(buf.data, 0)
-    if magic != BLOCK_MAGIC or nbytes > len(buf) or block_layout(count, dim)[2] != nbytes:
+    magic, crc, nbytes, count, posting, dim, cap, width = BLOCK_HEADER.unpack_from(buf.data, 0)
+    good = width in (2, 4) and block_layout(count, dim, width)[2] == nbytes
+    if magic != BLOCK_MAGIC or nbytes > len(buf) or not good:
         raise FormatError(f"{where}: torn or corrupt posting block header")
     if zlib.crc32(buf.data[8:nbytes]) != crc:
         raise FormatError(f"{where}: posting block CRC mismatch (posting {posting})")
-    _, vec_off, _ = block_layout(count, dim)
+    _, vec_off, _ = block_layout(count, dim, width)
     slots = buf[64 : 64 + 8 * cap].view(np.int64)[:count].copy()
     versions = buf[64 + 8 * cap : 64 + 8 * cap + count].copy()
-    vectors = buf[vec_off:nbytes].view(np.float32).reshape(dim, cap)[:, :count].T.copy()
+    stored = buf[vec_off:nbytes].view(np.float32 if width == 4 else np.float16)
+    vectors = stored.reshape(dim, cap)[:, :count].T.astype(np.float32)
     return int(posting), slots, versions, vectors
 
 
@@ -104,23 +116,24 @@ class PostingFile:
 
     path: Path  # the file
     dim: int  # vector dimension
+    width: int  # bytes per stored component: 4 (float32) or 2 (float16)
     length: int  # end of the data written so far (the durable length after sync)
     capacity: int  # current file size (extended in GROW chunks)
     fd: int  # read-write file descriptor
 
-    def __init__(self, path: Path, dim: int, length: int | None = None) -> None:
-        self.path, self.dim = path, dim
+    def __init__(self, path: Path, dim: int, length: int | None = None, width: int = 4) -> None:
+        self.path, self.dim, self.width = path, dim, width
         new = not path.exists()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if new:
-            os.pwrite(self.fd, pack_header(MAGIC, VERSION) + struct.pack("<I", dim), 0)
+            os.pwrite(self.fd, pack_header(MAGIC, VERSION) + struct.pack("<II", dim, width), 0)
             self.length = PAGE
         else:
             head = os.pread(self.fd, 32, 0)
             check_header(head, MAGIC, VERSION, path)
-            (found_dim,) = struct.unpack_from("<I", head, 16)
-            if found_dim != dim:
-                raise FormatError(f"{path}: dimension {found_dim}, expected {dim}")
+            found = struct.unpack_from("<II", head, 16)
+            if found != (dim, width):
+                raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
             self.length = PAGE if length is None else length
         os.ftruncate(self.fd, self.length)  # drop any tail written after the last checkpoint
         self.capacity = self.length
@@ -209,8 +222,9 @@ class MmapReader:
             self.u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
             self.mapped = self.file.capacity
 
-    def views(self) -> tuple[U8, I64, F32]:
-        return self.u8, self.u8.view(np.int64), self.u8.view(np.float32)
+    def views(self) -> tuple[U8, I64, F32, npt.NDArray[np.uint16]]:
+        u8 = self.u8
+        return u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16)
 
 
 class DirectReader:

@@ -50,6 +50,7 @@ class SearchState:
     slot_version: npt.NDArray[np.uint8]  # current version per slot, 0 = not live
     metric: str  # "l2" | "ip" | "cosine"
     dim: int  # vector dimension
+    width: int  # bytes per stored component (4 float32, 2 float16)
 
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
@@ -63,10 +64,10 @@ def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
     return np.where(keep, labels, -1)
 
 
-def block_bytes(cnt: I64, dim: int) -> I64:
+def block_bytes(cnt: I64, dim: int, width: int) -> I64:
     """Bytes of blocks holding `cnt` entries (vectorised `postings.block_layout`)."""
     cap = np.maximum(8, (cnt + 7) // 8 * 8)
-    return (64 + 9 * cap + 63) // 64 * 64 + 4 * dim * cap  # type: ignore[no-any-return]
+    return (64 + 9 * cap + 63) // 64 * 64 + width * dim * cap  # type: ignore[no-any-return]
 
 
 def pages_spanned(off: I64, nbytes: I64) -> I64:
@@ -95,7 +96,7 @@ def search_batch(
     sel[sel >= len(t.post_first)] = -1
     ptr, off, cnt = gather_blocks(sel, t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
     metric = METRIC_CODE[st.metric]
-    nbytes = block_bytes(cnt, st.dim)
+    nbytes = block_bytes(cnt, st.dim, st.width)
     stats["heads_searched"] = nq * m
     stats["postings_read"] = int((sel >= 0).sum())
     stats["blocks_read"] = len(off)
@@ -103,9 +104,22 @@ def search_batch(
     stats["pages_read"], stats["bytes_read"] = pages, pages * PAGE_SIZE
     # Passes 3 and 4: read and scan
     if isinstance(st.reader, MmapReader):
-        u8, i64, f32 = st.reader.views()
+        u8, i64, f32, u16 = st.reader.views()
         scan_blocks(
-            u8, i64, f32, st.dim, ptr, off, cnt, queries, st.slot_version, metric, ids, out_d
+            u8,
+            i64,
+            f32,
+            u16,
+            st.dim,
+            st.width,
+            ptr,
+            off,
+            cnt,
+            queries,
+            st.slot_version,
+            metric,
+            ids,
+            out_d,
         )
         return ids, out_d, stats
     device = 0
@@ -119,7 +133,9 @@ def search_batch(
             buf,
             buf[: len(buf) // 8 * 8].view(np.int64),
             buf[: len(buf) // 4 * 4].view(np.float32),
+            buf[: len(buf) // 2 * 2].view(np.uint16),
             st.dim,
+            st.width,
             one,
             boff,
             cnt[lo:hi],

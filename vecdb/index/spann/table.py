@@ -30,6 +30,7 @@ class BlockTable:
     """Per posting, a chain of (offset, count) blocks in the posting file."""
 
     dim: int  # vector dimension (block sizes derive from it)
+    width: int  # bytes per stored component
     post_first: I32  # first block of each posting, -1 if the posting is empty
     post_blocks: I32  # number of blocks in each posting's chain
     post_entries: I32  # entries in the chain, stale and removed ones included
@@ -40,8 +41,8 @@ class BlockTable:
     used: int  # high-water mark of block ids
     ref_bytes: int  # bytes of all referenced blocks (the rest of the file is garbage)
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
+    def __init__(self, dim: int, width: int = 4) -> None:
+        self.dim, self.width = dim, width
         self.post_first = np.full(0, -1, dtype=np.int32)
         self.post_blocks = np.zeros(0, dtype=np.int32)
         self.post_entries = np.zeros(0, dtype=np.int32)
@@ -77,7 +78,7 @@ class BlockTable:
         self.post_first[posting] = b
         self.post_blocks[posting] += 1
         self.post_entries[posting] += count
-        self.ref_bytes += block_layout(count, self.dim)[2]
+        self.ref_bytes += block_layout(count, self.dim, self.width)[2]
 
     def chain(self, posting: int) -> list[tuple[int, int]]:
         """(offset, count) of each block of a posting."""
@@ -92,7 +93,7 @@ class BlockTable:
         """Drop a posting's chain (its blocks become garbage in the file)."""
         b = int(self.post_first[posting])
         while b >= 0:
-            self.ref_bytes -= block_layout(int(self.blk_cnt[b]), self.dim)[2]
+            self.ref_bytes -= block_layout(int(self.blk_cnt[b]), self.dim, self.width)[2]
             self.free.append(b)
             nxt = int(self.blk_next[b])
             self.blk_next[b] = -1
@@ -114,11 +115,11 @@ class BlockTable:
         return [counts.tobytes(), offs.tobytes(), cnts.tobytes()]
 
     @classmethod
-    def from_arrays(cls, dim: int, sections: list[bytes]) -> BlockTable:
+    def from_arrays(cls, dim: int, sections: list[bytes], width: int = 4) -> BlockTable:
         counts = np.frombuffer(sections[0], dtype=np.int64)
         offs = np.frombuffer(sections[1], dtype=np.int64)
         cnts = np.frombuffer(sections[2], dtype=np.int64)
-        table = cls(dim)
+        table = cls(dim, width)
         table.ensure(len(counts))
         n = int(counts.sum())  # allocate the block arrays once, at their exact size
         table.blk_off = np.zeros(n, dtype=np.int64)

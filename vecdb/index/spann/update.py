@@ -51,7 +51,7 @@ def append_entries(idx: SpannIndex, slots: I64, vectors: F32, posts: I64) -> Non
     pids = [int(flat[g[0]]) for g in groups]
     versions = idx.slot_version[slots]
     blocks = [
-        encode_block(p, slots[rows[g]], versions[rows[g]], vectors[rows[g]])
+        encode_block(p, slots[rows[g]], versions[rows[g]], vectors[rows[g]], idx.width)
         for p, g in zip(pids, groups, strict=True)
     ]
     offsets = idx.file.append(blocks)
@@ -95,7 +95,7 @@ def rewrite(idx: SpannIndex, posting: int, slots: I64, vectors: F32) -> None:
     """Replace a posting's chain by one block of the given entries (GC path)."""
     idx.table.clear(posting)
     if len(slots):
-        block = encode_block(posting, slots, idx.slot_version[slots], vectors)
+        block = encode_block(posting, slots, idx.slot_version[slots], vectors, idx.width)
         idx.table.push(posting, int(idx.file.append([block])[0]), len(slots))
     idx.counters["gc"] += 1
 
@@ -124,7 +124,8 @@ def split(idx: SpannIndex, posting: int) -> None:
     idx.table.clear(posting)
     for c, p in enumerate(new):
         members = labels == c
-        block = encode_block(p, slots[members], idx.slot_version[slots[members]], vecs[members])
+        sv = idx.slot_version[slots[members]]
+        block = encode_block(p, slots[members], sv, vecs[members], idx.width)
         idx.table.push(p, int(idx.file.append([block])[0]), int(members.sum()))
     idx.counters["splits"] += 1
     kill_point("split")
