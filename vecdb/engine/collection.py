@@ -46,6 +46,8 @@ DEFAULT_BULK_BUILD_MIN = 10_000  # an empty disk index is bulk-built once this m
 # from its first few thousand vectors and splitting postings for the rest of the load.
 BULK_BUFFER_BYTES = 256 * 2**20
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
+# Cumulative counters taken from an index's per-search stats (reported by `stats`).
+_IO_KEYS = ("queries", "heads_searched", "postings_read", "pages_read", "bytes_read")
 _FILTER_MAX_CANDIDATES = 4096  # beyond this many candidates, scan the matching points instead
 
 
@@ -114,6 +116,8 @@ class Collection:
         self.next_slot = 0  # next slot to hand out
         self.count = 0  # live points
         self.applied_seq = 0  # last sequence whose writes are durable inside the index
+        self._io = dict.fromkeys(_IO_KEYS, 0)  # cumulative search I/O of the index
+        self._io_lock = threading.Lock()
         self._slot_ids: npt.NDArray[Any] = np.full(
             0, -1, np.int64 if self.id_type is IdType.INT else object
         )  # slot -> user id
@@ -319,6 +323,12 @@ class Collection:
         self, q: npt.NDArray[np.float32], k: int, params: dict[str, Any] | None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         slots, dist = self.index.search(q, k, params)
+        last = getattr(self.index, "last_search_stats", None)
+        if last is not None:
+            io = last()
+            with self._io_lock:
+                for key in _IO_KEYS:
+                    self._io[key] += int(io.get(key, 0))
         if self.buffer is not None and len(self.buffer):
             bslots, bdist = self.buffer.search(q, k)
             slots, dist = merge_topk(slots, dist, bslots, bdist, k)
@@ -423,7 +433,7 @@ class Collection:
                 "count": self.count,
                 "buffered": 0 if self.buffer is None else len(self.buffer),
                 "applied_seq": self.applied_seq,
-                "index": self.index.stats(),
+                "index": {**self.index.stats(), **self._io},
             }
 
     def close(self) -> None:
