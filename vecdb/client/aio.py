@@ -20,19 +20,21 @@ import grpc.aio
 
 from vecdb.client import _is_remote, connect
 from vecdb.client.base import Client
-from vecdb.client.remote import (
+from vecdb.client.channel import (
     DEFAULT_STREAM_WINDOW,
     DEFAULT_TIMEOUT,
     MAX_MESSAGE_BYTES,
     OPTIMIZE_TIMEOUT,
-    StreamAck,
     auth_metadata,
     backoff_delays,
-    build,
     channel_credentials,
     channel_options,
-    create_request,
     parse_target,
+)
+from vecdb.client.remote import (
+    StreamAck,
+    build,
+    create_request,
     resolve,
     search_options,
     search_request,

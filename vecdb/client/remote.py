@@ -5,49 +5,41 @@ call carries a deadline; idempotent calls (reads, upsert, delete, optimize) are 
 jittered exponential backoff on UNAVAILABLE; every failure is raised as the same
 `vecdb.errors` class the embedded client raises. `upsert_stream` is the bulk-load path:
 sequence-numbered batches on one stream, at most `credits` unacknowledged (backpressure),
-yielding one ack per durable batch. The request builders and channel setup here are shared
-with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine or server.
+yielding one ack per durable batch. The request builders here and the channel setup in
+`vecdb.client.channel` are shared with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine or server.
 """
 
 from __future__ import annotations
 
 import functools
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import grpc
 import numpy as np
 
 from vecdb.client.base import Client
+from vecdb.client.channel import (
+    DEFAULT_STREAM_WINDOW,
+    DEFAULT_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    OPTIMIZE_TIMEOUT,
+    TLS,
+    auth_metadata,
+    backoff_delays,
+    channel_credentials,
+    channel_options,
+    parse_target,
+)
 from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, IndexKind, Record, SearchResult
 
-DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
-OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # matches the server default
-MAX_RETRIES = 4  # extra attempts on UNAVAILABLE for idempotent calls
-BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds
-DEFAULT_STREAM_WINDOW = 4  # batches in flight before the first ack tells the server's window
-
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TLS:
-    """TLS settings of a remote connection (all paths are PEM files)."""
-
-    ca: str | None = None  # CA bundle that signed the server certificate (None: system roots)
-    cert: str | None = None  # client certificate, for servers requiring mTLS
-    key: str | None = None  # client private key, with `cert`
-    server_name: str | None = None  # expected name in the server certificate, if not the host
 
 
 class StreamAck(NamedTuple):
@@ -55,59 +47,6 @@ class StreamAck(NamedTuple):
 
     seq: int
     upserted: int
-
-
-def parse_target(target: str, tls: Any) -> tuple[str, TLS | None]:
-    """Split "grpc[s]://host:port" / "host:port" and normalise `tls` to a `TLS` or None."""
-    secure = target.startswith("grpcs://")
-    address = target.split("://", 1)[1] if "://" in target else target
-    if tls is None or tls is False:
-        return address, TLS() if secure else None
-    if tls is True:
-        return address, TLS()
-    if isinstance(tls, TLS):
-        return address, tls
-    if isinstance(tls, (str, Path)):
-        return address, TLS(ca=str(tls))
-    if isinstance(tls, dict):
-        return address, TLS(**tls)
-    raise InvalidArgument("tls must be None, True, a CA file path, a dict or a vecdb TLS")
-
-
-def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
-    """gRPC credentials for `tls`."""
-
-    def read(path: str | None) -> bytes | None:
-        return Path(path).read_bytes() if path else None
-
-    return grpc.ssl_channel_credentials(
-        root_certificates=read(tls.ca), private_key=read(tls.key), certificate_chain=read(tls.cert)
-    )
-
-
-def channel_options(tls: TLS | None, max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Options shared by the sync and the async channel."""
-    opts: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.enable_retries", 0),  # retries are ours: only idempotent calls, see _retrying
-    ]
-    if tls is not None and tls.server_name:
-        opts.append(("grpc.ssl_target_name_override", tls.server_name))
-    return opts
-
-
-def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
-
-
-def backoff_delays() -> Iterator[float]:
-    """Full-jitter exponential backoff: 0-50 ms, 0-100 ms, ... capped at 2 s."""
-    delay = BACKOFF_START
-    for _ in range(MAX_RETRIES):
-        yield random.uniform(0, delay)
-        delay = min(delay * 2, BACKOFF_MAX)
 
 
 def build(make: Callable[[], T]) -> T:
@@ -404,4 +343,4 @@ class RemoteClient(Client):
         self._channel.close()
 
 
-__all__ = ["TLS", "RemoteClient", "StreamAck", "VecdbError"]
+__all__ = ["TLS", "RemoteClient", "StreamAck"]

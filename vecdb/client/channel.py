@@ -1,0 +1,87 @@
+"""Connection plumbing shared by the sync and the async remote client: target parsing, TLS
+settings and credentials, channel options, auth metadata and the retry backoff schedule.
+
+Owns no calls: `vecdb.client.remote` and `vecdb.client.aio` make them. Imports only grpc.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from vecdb.errors import InvalidArgument
+
+DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
+OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # matches the server default
+MAX_RETRIES = 4  # extra attempts on UNAVAILABLE for idempotent calls
+BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds
+DEFAULT_STREAM_WINDOW = 4  # batches in flight before the first ack tells the server's window
+
+
+@dataclass(frozen=True)
+class TLS:
+    """TLS settings of a remote connection (all paths are PEM files)."""
+
+    ca: str | None = None  # CA bundle that signed the server certificate (None: system roots)
+    cert: str | None = None  # client certificate, for servers requiring mTLS
+    key: str | None = None  # client private key, with `cert`
+    server_name: str | None = None  # expected name in the server certificate, if not the host
+
+
+def parse_target(target: str, tls: Any) -> tuple[str, TLS | None]:
+    """Split "grpc[s]://host:port" / "host:port" and normalise `tls` to a `TLS` or None."""
+    secure = target.startswith("grpcs://")
+    address = target.split("://", 1)[1] if "://" in target else target
+    if tls is None or tls is False:
+        return address, TLS() if secure else None
+    if tls is True:
+        return address, TLS()
+    if isinstance(tls, TLS):
+        return address, tls
+    if isinstance(tls, (str, Path)):
+        return address, TLS(ca=str(tls))
+    if isinstance(tls, dict):
+        return address, TLS(**tls)
+    raise InvalidArgument("tls must be None, True, a CA file path, a dict or a vecdb TLS")
+
+
+def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
+    """gRPC credentials for `tls`."""
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(tls.ca), private_key=read(tls.key), certificate_chain=read(tls.cert)
+    )
+
+
+def channel_options(tls: TLS | None, max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Options shared by the sync and the async channel."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.enable_retries", 0),  # retries are ours: idempotent calls only (RemoteClient._call)
+    ]
+    if tls is not None and tls.server_name:
+        opts.append(("grpc.ssl_target_name_override", tls.server_name))
+    return opts
+
+
+def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def backoff_delays() -> Iterator[float]:
+    """Full-jitter exponential backoff: 0-50 ms, 0-100 ms, ... capped at 2 s."""
+    delay = BACKOFF_START
+    for _ in range(MAX_RETRIES):
+        yield random.uniform(0, delay)
+        delay = min(delay * 2, BACKOFF_MAX)
