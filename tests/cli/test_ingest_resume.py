@@ -99,10 +99,11 @@ def test_resume_after_fixing_a_malformed_row(tmp_path: Path) -> None:
     assert_exactly_once(db, "j", x)
 
 
-def test_kill_9_mid_load_then_resume_has_no_duplicates_or_gaps(tmp_path: Path) -> None:
-    """SIGKILL the ingest process part-way, then --resume: every row exactly once."""
-    x = vectors(30_000, DIM, seed=5)
-    path, db = tmp_path / "big.npy", str(tmp_path / "db")
+def test_kill_9_mid_load_then_resume_has_no_duplicates_or_gaps(tmp_path: Path, target: str) -> None:
+    """SIGKILL the ingest process part-way (embedded, or streaming to a server that must shrug
+    off the broken stream), then --resume: every row exactly once."""
+    x = vectors(40_000, DIM, seed=5)
+    path, db = tmp_path / "big.npy", target
     write_npy(path, x)
     progress = tmp_path / "big.npy.vecdb-progress.json"
     args = [str(path), "--collection", "k", "--target", db, "--quiet"]
