@@ -163,3 +163,18 @@ def test_example_config_file_loads_to_the_defaults() -> None:
 
     example = Path(__file__).resolve().parents[2] / "deploy" / "vecdb.example.toml"
     assert load_config(example, env={}) == ServerConfig()
+
+
+def test_port_in_use_is_a_clear_error_and_releases_the_data_dir(
+    server: VecdbServer, tmp_path: Path
+) -> None:
+    """A second server on a taken port fails with Unavailable and leaves its data directory
+    unlocked (it can be opened right after)."""
+    cfg = load_config(env={}, overrides={
+        "server": {"data": str(tmp_path / "second"), "port": server.port},
+        "metrics": {"enabled": False},
+    })  # fmt: skip
+    with pytest.raises(vecdb.Unavailable, match="cannot serve on"):
+        VecdbServer(cfg).start()
+    with vecdb.connect(str(tmp_path / "second")) as local:
+        assert local.list_collections() == []

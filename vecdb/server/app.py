@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vecdb.errors import Unavailable
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.auth import KeyRing
@@ -87,14 +88,21 @@ class VecdbServer:
             names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
             reflection.enable_server_reflection(names, server)
         address = f"{cfg.server.host}:{cfg.server.port}"
-        if cfg.tls.cert:
-            self.port = server.add_secure_port(address, _server_credentials(cfg))
-        else:
-            self.port = server.add_insecure_port(address)
-        server.start()
-        self._grpc = server
-        if cfg.metrics.enabled:
-            self.metrics_port = self._metrics.start_http(cfg.metrics.host, cfg.metrics.port)
+        try:
+            if cfg.tls.cert:
+                self.port = server.add_secure_port(address, _server_credentials(cfg))
+            else:
+                self.port = server.add_insecure_port(address)
+            server.start()
+            self._grpc = server
+            if cfg.metrics.enabled:
+                self.metrics_port = self._metrics.start_http(cfg.metrics.host, cfg.metrics.port)
+        except (RuntimeError, OSError) as exc:  # port taken, bad address, unreadable cert
+            server.stop(0)
+            if self._owns_db:
+                db.close()
+            raise Unavailable(f"cannot serve on {address} (metrics port "
+                              f"{cfg.metrics.port}): {exc}") from None  # fmt: skip
         for name in ("", SERVICE_NAME):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
