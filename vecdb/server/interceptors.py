@@ -152,6 +152,9 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             try:
                 rid = self._admit(method, metadata, context)
                 yield from behavior(requests, context)
+            except GeneratorExit:  # the client went away mid-stream
+                code = "CANCELLED"
+                raise
             except Exception as exc:
                 aborted = self._failure(method, rid, exc)
                 code = aborted.code.name
