@@ -57,7 +57,7 @@ def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(
 ) -> None:
     """With max_concurrent_rpcs=2, five simultaneous slow searches: two succeed, three are
     refused at once with RESOURCE_EXHAUSTED (not queued)."""
-    slow_db.delay = 1.0
+    slow_db.delay = 2.0  # wide enough that all five overlap even on a loaded machine
     srv = start_server(db=slow_db, limits={"max_concurrent_rpcs": 2})
     with vecdb.connect(f"127.0.0.1:{srv.port}") as c:
 
