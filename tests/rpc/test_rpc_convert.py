@@ -71,7 +71,7 @@ def test_search_results_round_trip_with_padding_and_payloads() -> None:
     """Int ids padded -1 / str ids padded None, +inf padding and per-row payloads survive."""
     ids = np.array([[4, 2, -1], [7, -1, -1]], np.int64)
     dist = np.array([[0.1, 0.2, np.inf], [0.0, np.inf, np.inf]], np.float32)
-    pays = [[{"a": 1}, None], [{"b": [1, 2]}]]
+    pays = [[{"a": 1}, None, None], [{"b": [1, 2]}, None, None]]  # one per column, as the engine
     back = convert.result_from_proto(_wire(convert.result_to_proto(SearchResult(ids, dist, pays))))
     assert back.ids.tolist() == ids.tolist() and back.ids.dtype == np.int64
     assert back.distances.tobytes() == dist.tobytes() and back.payloads == pays

@@ -335,7 +335,7 @@ def result_from_proto(msg: pb.SearchResponse) -> SearchResult:
     payloads: list[list[Payload | None]] | None = None
     if msg.with_payload:
         cells = payloads_from_proto(msg.payloads) or [None] * (nq * k)
-        payloads = [cells[row * k : row * k + msg.found[row]] for row in range(nq)]
+        payloads = [cells[row * k : (row + 1) * k] for row in range(nq)]  # padded with None
     return SearchResult(ids=ids, distances=distances, payloads=payloads)
 
 
