@@ -33,7 +33,7 @@ DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
 VECTOR_DTYPES = ("float32", "float16")
-DEFAULT_VECTOR_DTYPE = "float32"
+DEFAULT_VECTOR_DTYPE = "float16"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
 
 # --- search parameters ------------------------------------------------------------------------

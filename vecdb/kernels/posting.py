@@ -58,15 +58,27 @@ def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[
     return ptr, off, cnt
 
 
+HALF_SCALE = np.float32(2.0**112)  # float16 bits moved into a float32 are 2^-112 too small
+HALF_SAFE = 6.0e4  # above this a query component times HALF_SCALE could overflow
+
+
 @nb.njit(cache=True)
-def _half_to_float(h, bits):  # type: ignore[no-untyped-def]
-    """float16 bit patterns -> float32 bit patterns (subnormal halves flush to zero; the
-    writer never stores inf or NaN). Written as selects so it vectorises."""
+def _half_bits(h, bits):  # type: ignore[no-untyped-def]
+    """float16 bit patterns -> float32 patterns of the same value times 2^-112: sign in
+    place, exponent and mantissa shifted (exact for normal halves and zero; the writer
+    stores no subnormal, inf or NaN). Callers multiply by HALF_SCALE, usually folded into the
+    query component. Shifts and masks only, so it vectorises."""
     for j in range(h.shape[0]):
         x = np.uint32(h[j])
-        e = (x >> 10) & 0x1F
-        sign = (x & 0x8000) << 16
-        bits[j] = sign | (((e + 112) << 23) | ((x & 0x3FF) << 13)) if e != 0 else sign
+        bits[j] = ((x & 0x8000) << 16) | ((x & 0x7FFF) << 13)
+
+
+def half_to_float(h: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
+    """Widen float16 bit patterns as the scan kernel does (for tests and tools)."""
+    bits = np.empty(len(h), dtype=np.uint32)
+    _half_bits(h, bits)
+    out: npt.NDArray[np.float32] = bits.view(np.float32) * HALF_SCALE
+    return out
 
 
 @nb.njit(cache=True)
@@ -95,23 +107,34 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                 bits = np.empty(cap, dtype=np.uint32)
             a = acc[:cap]
             a[:] = 0.0
-            wide = bits[:cap].view(np.float32)
+            raw = bits[:cap].view(np.float32)
             for t in range(dim):
+                qt = q[t]
                 if width == 4:
                     base = (o + voff) // 4 + t * cap
                     row = f32[base : base + cap]
-                else:
-                    base = (o + voff) // 2 + t * cap
-                    _half_to_float(u16[base : base + cap], bits[:cap])
-                    row = wide
-                qt = q[t]
-                if metric == METRIC_L2:
+                    if metric == METRIC_L2:
+                        for j in range(cap):
+                            diff = qt - row[j]
+                            a[j] += diff * diff
+                    else:
+                        for j in range(cap):
+                            a[j] += qt * row[j]
+                    continue
+                base = (o + voff) // 2 + t * cap
+                _half_bits(u16[base : base + cap], bits[:cap])
+                if metric == METRIC_L2 or abs(qt) > HALF_SAFE:
                     for j in range(cap):
-                        diff = qt - row[j]
-                        a[j] += diff * diff
+                        v = raw[j] * HALF_SCALE
+                        if metric == METRIC_L2:
+                            v = qt - v
+                            a[j] += v * v
+                        else:
+                            a[j] += qt * v
                 else:
+                    qs = qt * HALF_SCALE
                     for j in range(cap):
-                        a[j] += qt * row[j]
+                        a[j] += qs * raw[j]
             slots = i64[(o + 64) // 8 : (o + 64) // 8 + n]
             vers = u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
             for j in range(n):
