@@ -110,16 +110,17 @@ class SpannIndex:
         order = np.argsort(flat, kind="stable")
         rows, flat = rows[order], flat[order]
         starts = np.searchsorted(flat, np.arange(self.next_posting + 1))
-        blocks, pids, w = [], [], self.width
-        for p in range(self.next_posting):
-            r = rows[starts[p] : starts[p + 1]]
-            if len(r):
-                blocks.append(encode_block(p, slots[r], np.ones(len(r), np.uint8), vectors[r], w))
-                pids.append(p)
-        offsets = self.file.write_packed(blocks)
         self.table.ensure(self.next_posting)
-        for p, off, b in zip(pids, offsets, blocks, strict=True):
-            self.table.push(p, int(off), int(b[12:16].view(np.uint32)[0]))
+        for lo in range(0, self.next_posting, compaction.GROUP):  # bounded memory
+            group = range(lo, min(lo + compaction.GROUP, self.next_posting))
+            parts = [(p, rows[starts[p] : starts[p + 1]]) for p in group]
+            parts = [(p, r) for p, r in parts if len(r)]
+            blocks = [
+                encode_block(p, slots[r], np.ones(len(r), np.uint8), vectors[r], self.width)
+                for p, r in parts
+            ]
+            for (p, r), off in zip(parts, self.file.write_packed(blocks), strict=True):
+                self.table.push(p, int(off), len(r))
         self.heads_dirty = True
         self.refresh_reader()
 
