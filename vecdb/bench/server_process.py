@@ -42,7 +42,11 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=self._log, env=env, start_new_session=True
         )
-        self.address = self._wait_serving()
+        try:
+            self.address = self._wait_serving()
+        except BaseException:  # interrupted or failed: never leave a server behind
+            self.stop()
+            raise
 
     @property
     def pid(self) -> int:
@@ -64,7 +68,6 @@ class ServerProcess:
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 raise Unavailable(f"vecdb serve exited with {self.proc.returncode}: {tail}")
             time.sleep(0.1)
-        self.stop()
         raise Unavailable(f"vecdb serve did not report serving within {START_TIMEOUT_S:.0f} s")
 
     def cpu_seconds(self) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,10 @@ def _command_line(ctx: click.Context) -> str:
         else:
             parts += [opt, str(value)]
     return shlex.join(parts)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # so work directories and servers are cleaned up
 
 
 def _log(message: str) -> None:
@@ -174,6 +179,8 @@ def bench(
     from vecdb.bench.systems import parse_systems, variants_of
     from vecdb.errors import VecdbError
 
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
     command = _command_line(ctx)
     config = _load_config(config_path)
     load_start = load_average()
