@@ -49,7 +49,7 @@ def test_index_stats_describe_the_build(built) -> None:  # type: ignore[no-untyp
     assert s["vectors"] == N and 0.02 * N < s["heads"] < 0.1 * N
     assert s["posting_size_max"] <= s["posting_limit"] + 8
     assert 1.0 <= s["replicas_per_vector"] <= 8.0
-    assert 0 < s["resident_bytes_estimate"] < N * D * 4
+    assert 0 < s["resident_bytes_estimate"] < 2 * N * D * 4  # hnswlib has 2.6 MB fixed
     assert_no_orphans(idx, set(range(N)))
 
 

@@ -11,7 +11,6 @@ sequence so the engine replays what follows (add and remove are idempotent under
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from vecdb.index.spann.build import HeadTree, build_threads, head_space, plan
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.postings import DirectReader, MmapReader, PostingFile, encode_block
 from vecdb.index.spann.search import SearchState, per_query, search_batch
+from vecdb.index.spann.stats import index_stats
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import merge_small, place, process_pending
 from vecdb.kernels.posting import live_counts
@@ -287,34 +287,8 @@ class SpannIndex:
         return counts[: self.next_posting]
 
     def stats(self) -> dict[str, Any]:
-        """Sizes, counts and memory estimates of the index."""
-        live = self.live_counts()
-        used = live[live > 0]
-        g = self.graph
-        m0 = 2 * self.params.head_m
-        per_head = 4 * self.dim + 4 * (m0 + 1) + 8 + 40  # vector, level-0 links, label, map
-        head_bytes = 0 if g is None else g.get_current_count() * per_head
-        tree_bytes = sum(a.nbytes for a in (self.tree.parent, self.tree.head, self.tree.head_node))
-        disk = sum(e.stat().st_size for e in os.scandir(self.directory) if e.is_file())
-        return {
-            "kind": self.kind,
-            "spec": self.params.spec(),
-            "vectors": self.n_live,
-            "heads": self.live_heads,
-            "postings": len(used),
-            "posting_size_mean": float(used.mean()) if len(used) else 0.0,
-            "posting_size_max": int(used.max()) if len(used) else 0,
-            "posting_limit": self.limit,
-            "replicas_per_vector": float(live.sum()) / max(1, self.n_live),
-            "resident_bytes_estimate": head_bytes
-            + self.slot_version.nbytes
-            + self.table.memory_bytes()
-            + tree_bytes,
-            "posting_file_bytes": self.file.length,
-            "bytes_on_disk": disk,
-            "io": "mmap" if isinstance(self.reader, MmapReader) else "direct",
-            **self.counters,
-        }
+        """Sizes, counts and memory estimates of the index (see `stats.index_stats`)."""
+        return index_stats(self)
 
     # --- helpers used by the phases ----------------------------------------------------------
 
