@@ -128,10 +128,19 @@ def test_removes_and_compaction_keep_recall(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("metric", "dtype"), [("ip", "float32"), ("cosine", "float32"), ("l2", "float16")]
+    ("metric", "dtype"),
+    [
+        ("ip", "float32"),
+        ("cosine", "float32"),
+        ("l2", "float16"),
+        ("cosine", "int8"),
+        ("l2", "int8"),
+        ("ip", "int8"),
+    ],
 )
 def test_other_metrics_reach_recall(metric: str, dtype: str, tmp_path: Path) -> None:
-    """Inner product and cosine route and score correctly; float16 postings keep recall."""
+    """Inner product and cosine route and score correctly; float16 and int8 postings keep
+    recall, and survive a reopen (the int8 quantizer is persisted)."""
     x = prepare(clustered(5000, 16, seed=9), metric)
     if metric == "ip":
         x = x * np.random.default_rng(0).uniform(0.5, 1.5, (len(x), 1)).astype(np.float32)
@@ -146,6 +155,12 @@ def test_other_metrics_reach_recall(metric: str, dtype: str, tmp_path: Path) -> 
     if dtype == "float16":
         with pytest.raises(InvalidArgument, match="float16"):
             idx.add(np.array([9999]), np.full((1, 16), 1e6, np.float32))
+    idx.checkpoint(7)
+    idx.close()
+    again, seq = open_spann(16, metric, {}, tmp_path)
+    assert seq == 7
+    np.testing.assert_array_equal(again.search(q, K, {"max_postings": 64})[0], ids)
+    again.close()
 
 
 def test_empty_index_and_padding(tmp_path: Path) -> None:

@@ -45,6 +45,22 @@ def test_block_round_trip(n: int, dim: int, width: int) -> None:
     np.testing.assert_array_equal(out, expect)
 
 
+def test_int8_blocks_decode_within_half_a_step() -> None:
+    """int8 codes decode to within half a quantizer step; out-of-range values clip."""
+    from vecdb.index.spann.postings import Quantizer
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(40, 6)).astype(np.float32)
+    quant = Quantizer.fit(vecs)
+    buf = encode_block(1, np.arange(40), np.ones(40, np.uint8), vecs, 1, quant)
+    _, _, _, out = decode_block(buf, "mem", quant)
+    assert np.all(np.abs(out - vecs) <= quant.scale / 2 + 1e-6)
+    with pytest.raises(FormatError, match="quantizer"):
+        decode_block(buf, "mem")
+    far = quant.decode(quant.encode(vecs * 10))
+    assert np.all(out.min(0) >= far.min(0) - 1e-6) and np.all(out.max(0) <= far.max(0) + 1e-6)
+
+
 def test_float16_scan_matches_numpy_on_half_rounded_vectors() -> None:
     """The kernel's float16 widening equals numpy's on what the writer stores (subnormals
     are flushed to zero by `to_half`)."""

@@ -32,7 +32,7 @@ DEFAULT_THREADS, MIN_THREADS, MAX_THREADS = 0, 0, 1024  # 0 = all cores
 DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
-VECTOR_DTYPES = ("float32", "float16")
+VECTOR_DTYPES = ("float32", "float16", "int8")
 DEFAULT_VECTOR_DTYPE = "float16"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
 
@@ -98,7 +98,7 @@ class BuildParams:
     threads: int  # build threads; 0 = all cores
     seed: int  # random seed of the clustering
     io: str  # posting reader: auto | mmap | direct
-    vector_dtype: str  # how postings store components: float32 | float16
+    vector_dtype: str  # how postings store components: float32 | float16 | int8
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
@@ -110,7 +110,7 @@ class BuildParams:
     @property
     def width(self) -> int:
         """Bytes per stored component."""
-        return 2 if self.vector_dtype == "float16" else 4
+        return {"float32": 4, "float16": 2, "int8": 1}[self.vector_dtype]
 
     def posting_limit(self, dim: int) -> tuple[int, int]:
         """(pages, entries) of the posting budget for vectors of `dim` float32 components."""

@@ -83,12 +83,28 @@ def half_to_float(h: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
 
 @nb.njit(cache=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
-    u8, i64, f32, u16, dim, width, ptr, off, cnt, queries, slot_version, metric, out_ids, out_d
+    u8,
+    i64,
+    f32,
+    u16,
+    dim,
+    width,
+    qoff,
+    qscale,
+    ptr,
+    off,
+    cnt,
+    queries,
+    slot_version,
+    metric,
+    out_ids,
+    out_d,
 ):
     """Top-k (k = out_ids.shape[1]) of each query over its blocks ptr[i]:ptr[i+1]; entries
     whose version differs from slot_version[slot] (stale, removed) are skipped; replicas of
-    one slot are deduped. Components are float32 (width 4, read in place) or float16 (width
-    2, widened row by row). out_ids/out_d must come in padded with -1 / +inf."""
+    one slot are deduped. Components are float32 (width 4, read in place), float16 (width
+    2, widened row by row) or uint8 codes x = qoff + qscale * code (width 1; the scale is
+    folded into the query). out_ids/out_d must come in padded with -1 / +inf."""
     nq = queries.shape[0]
     k = out_ids.shape[1]
     acc = np.empty(8, dtype=np.float32)
@@ -98,6 +114,10 @@ def scan_blocks(  # type: ignore[no-untyped-def]
         q = queries[i]
         ids = out_ids[i]
         ds = out_d[i]
+        shift = np.float32(0.0)  # int8 codes, ip/cosine: the offsets' share of q . x
+        if width == 1 and metric != METRIC_L2:
+            for t in range(dim):
+                shift += q[t] * qoff[t]
         for b in range(ptr[i], ptr[i + 1]):
             o = off[b]
             n = cnt[b]
@@ -110,6 +130,19 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             raw = bits[:cap].view(np.float32)
             for t in range(dim):
                 qt = q[t]
+                if width == 1:
+                    codes = u8[o + voff + t * cap : o + voff + (t + 1) * cap]
+                    if metric == METRIC_L2:
+                        qd = qt - qoff[t]
+                        st = qscale[t]
+                        for j in range(cap):
+                            diff = qd - st * np.float32(codes[j])
+                            a[j] += diff * diff
+                    else:
+                        qs = qt * qscale[t]
+                        for j in range(cap):
+                            a[j] += qs * np.float32(codes[j])
+                    continue
                 if width == 4:
                     base = (o + voff) // 4 + t * cap
                     row = f32[base : base + cap]
@@ -141,9 +174,9 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                 if metric == METRIC_L2:
                     d = a[j]
                 elif metric == METRIC_IP:
-                    d = -a[j]
+                    d = -(a[j] + shift)
                 else:
-                    d = 1.0 - a[j]
+                    d = 1.0 - (a[j] + shift)
                 if d >= ds[k - 1]:
                     continue
                 s = slots[j]

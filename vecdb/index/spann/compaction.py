@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from vecdb.index.spann.build import make_head_graph
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.index.spann.postings import PAGE, DirectReader, PostingFile, encode_block
+from vecdb.index.spann.postings import PAGE, DirectReader, PostingFile
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import read_live
 
@@ -53,14 +53,16 @@ def compact(idx: SpannIndex) -> None:
     # Pass 1: write the new generation
     old_file = idx.file
     idx.file_gen += 1
-    new_file = PostingFile(idx.posting_path(idx.file_gen), idx.dim, width=idx.width)
+    new_file = PostingFile(
+        idx.posting_path(idx.file_gen), idx.dim, width=idx.width, quant=old_file.quant
+    )
     table = BlockTable(idx.dim, idx.width)
     table.ensure(idx.next_posting)
     heads = np.flatnonzero(idx.tree.head_node[: idx.next_posting] >= 0)
     for lo in range(0, len(heads), GROUP):
         parts = [(int(p), *read_live(idx, int(p))) for p in heads[lo : lo + GROUP]]
         parts = [(p, s, v) for p, s, v in parts if len(s)]
-        blocks = [encode_block(p, s, idx.slot_version[s], v, idx.width) for p, s, v in parts]
+        blocks = [new_file.encode(p, s, idx.slot_version[s], v) for p, s, v in parts]
         for (p, s, _), off in zip(parts, new_file.write_packed(blocks), strict=True):
             table.push(p, int(off), len(s))
     new_file.sync()

@@ -26,7 +26,12 @@ from vecdb.index.params import MAX_FLOAT16, BuildParams, SearchParams
 from vecdb.index.spann import compaction, persist
 from vecdb.index.spann.build import HeadTree, build_threads, head_space, plan
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.index.spann.postings import DirectReader, MmapReader, PostingFile, encode_block
+from vecdb.index.spann.postings import (
+    DirectReader,
+    MmapReader,
+    PostingFile,
+    Quantizer,
+)
 from vecdb.index.spann.search import SearchState, per_query, search_batch
 from vecdb.index.spann.stats import index_stats
 from vecdb.index.spann.table import BlockTable
@@ -93,7 +98,7 @@ class SpannIndex:
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
         """Replace the whole content with a bulk build (new posting file generation)."""
         slots, vectors = self._check(slots, vectors)
-        self._new_file()
+        self._new_file(Quantizer.fit(vectors) if self.width == 1 and len(vectors) else None)
         self.slot_version = np.zeros(0, dtype=np.uint8)
         self.table, self.pending, self.n_live = BlockTable(self.dim, self.width), set(), 0
         self.graph, self.live_heads, self.next_posting = None, 0, 0
@@ -116,7 +121,7 @@ class SpannIndex:
             parts = [(p, rows[starts[p] : starts[p + 1]]) for p in group]
             parts = [(p, r) for p, r in parts if len(r)]
             blocks = [
-                encode_block(p, slots[r], np.ones(len(r), np.uint8), vectors[r], self.width)
+                self.file.encode(p, slots[r], np.ones(len(r), np.uint8), vectors[r])
                 for p, r in parts
             ]
             for (p, r), off in zip(parts, self.file.write_packed(blocks), strict=True):
@@ -207,7 +212,8 @@ class SpannIndex:
         info = dict(self.counters, live_heads=self.live_heads, next_posting=self.next_posting)
         info["n_live"] = self.n_live
         state = self._state_path(self.ckpt_no)
-        persist.save_state(state, self.slot_version, self.table, self.tree, info)
+        quant = b"" if self.file.quant is None else self.file.quant.to_bytes()
+        persist.save_state(state, self.slot_version, self.table, self.tree, info, quant)
         kill_point("checkpoint")
         # Pass 4: switch the manifest, then drop files it no longer names
         manifest = {
@@ -249,9 +255,10 @@ class SpannIndex:
         self.limit, self.width = self.params.posting_limit(dim)[1], self.params.width
         self.threads = build_threads(self.params)
         self.file_gen, self.heads_gen, self.ckpt_no = m["gens"]
-        self.slot_version, self.table, self.tree, info = persist.load_state(
+        self.slot_version, self.table, self.tree, info, qbytes = persist.load_state(
             directory / m["state"], dim, self.width
         )
+        quant = Quantizer.from_bytes(qbytes, dim) if qbytes else None
         space = head_space(metric)
         self.graph = (
             None if m["heads"] is None else persist.load_heads(directory / m["heads"], space, dim)
@@ -261,7 +268,9 @@ class SpannIndex:
         self.counters = {
             k: int(info[k]) for k in ("splits", "merges", "gc", "reassigned", "compactions")
         }
-        self.file = PostingFile(directory / m["postings"], dim, m["postings_length"], self.width)
+        self.file = PostingFile(
+            directory / m["postings"], dim, m["postings_length"], self.width, quant
+        )
         self.reader = self.open_reader()
         self.pending, self.rng = set(), np.random.default_rng(self.params.seed + self.ckpt_no)
         self.applied_seq, self.heads_dirty, self.last_stats = int(m["applied_seq"]), False, {}
@@ -323,6 +332,7 @@ class SpannIndex:
     def _search_state(self) -> SearchState:
         assert self.graph is not None
         self.refresh_reader()
+        q = self.file.quant
         return SearchState(
             self.graph,
             self.live_heads,
@@ -332,6 +342,8 @@ class SpannIndex:
             self.metric,
             self.dim,
             self.width,
+            np.zeros(self.dim, np.float32) if q is None else q.offset,
+            np.ones(self.dim, np.float32) if q is None else q.scale,
         )
 
     def open_reader(self) -> MmapReader | DirectReader:
@@ -341,12 +353,13 @@ class SpannIndex:
             io = "mmap" if self.file.length <= AUTO_MMAP_SHARE * free else "direct"
         return MmapReader(self.file) if io == "mmap" else DirectReader(self.file)
 
-    def _new_file(self) -> None:
+    def _new_file(self, quant: Quantizer | None) -> None:
         if isinstance(self.reader, DirectReader):
             self.reader.close()
         self.file.close()
         self.file_gen += 1
-        self.file = PostingFile(self.posting_path(self.file_gen), self.dim, width=self.width)
+        path = self.posting_path(self.file_gen)
+        self.file = PostingFile(path, self.dim, width=self.width, quant=quant)
         self.reader = self.open_reader()
 
     def _grow_slots(self, n: int) -> None:

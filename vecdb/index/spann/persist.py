@@ -3,7 +3,7 @@
 The directory holds `MANIFEST` (JSON behind a magic + version header: applied sequence, the
 names of the current files, the posting file's durable length, build parameters), one
 `heads.<n>.bin` (the hnswlib graph, framed), one `state.<n>.bin` (per-slot versions, the block
-table, the head tree, counters as raw little-endian arrays) and one `postings.<n>.bin`. Every
+table, the head tree, counters and the int8 quantizer as raw little-endian arrays) and one `postings.<n>.bin`. Every
 file is published by rename and the manifest is switched last, so a crash at any point leaves
 the previous checkpoint whole; on open, files the manifest does not name (tmp files, files of
 an interrupted checkpoint or compaction) are deleted. Never pickle.
@@ -106,6 +106,7 @@ def save_state(
     table: BlockTable,
     tree: HeadTree,
     info: dict[str, Any],
+    quant: bytes = b"",
 ) -> int:
     """Per-slot versions, block table and head tree as raw little-endian arrays."""
     sections = [
@@ -115,18 +116,19 @@ def save_state(
         tree.parent.astype("<i4").tobytes(),
         tree.head.astype("<i4").tobytes(),
         tree.head_node.astype("<i4").tobytes(),
+        quant,
     ]
     return write_sections(path, STATE_MAGIC, STATE_VERSION, sections)
 
 
 def load_state(
     path: Path, dim: int, width: int
-) -> tuple[npt.NDArray[np.uint8], BlockTable, HeadTree, dict[str, Any]]:
+) -> tuple[npt.NDArray[np.uint8], BlockTable, HeadTree, dict[str, Any], bytes]:
     s = read_sections(path, STATE_MAGIC, STATE_VERSION)
-    if len(s) != 8:
-        raise FormatError(f"{path}: expected 8 sections, found {len(s)}")
+    if len(s) != 9:
+        raise FormatError(f"{path}: expected 9 sections, found {len(s)}")
     info: dict[str, Any] = json.loads(s[0])
     slot_version = np.frombuffer(s[1], dtype=np.uint8).copy()
     table = BlockTable.from_arrays(dim, s[2:5], width)
     tree = HeadTree(*(np.frombuffer(b, dtype="<i4").astype(np.int32) for b in s[5:8]))
-    return slot_version, table, tree, info
+    return slot_version, table, tree, info, s[8]

@@ -4,8 +4,9 @@ A posting file is page 0 (magic, format version, dim, component width) followed 
 block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 crc32]
 [u32 nbytes][u32 count][i64 posting][u32 dim][u32 cap][u32 width]`, then `int64 slots[cap]`,
 `uint8 versions[cap]` (padded to 64 bytes) and a dimension-major `vectors[dim][cap]` of
-float32 (width 4) or float16 (width 2), where cap is the count rounded up to 8 (padding slots
-are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
+float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar quantizer
+(width 1; the quantizer lives in the index's state file), where cap is the count rounded up to
+8 (padding slots are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Bulk writes
 pack blocks by remainder best-fit (SPTAG); appends go at the end. The file never changes below
 its durable length, so a crash leaves the last checkpoint intact; tails are truncated on open.
@@ -49,6 +50,40 @@ def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
     return cap, vec_off, vec_off + width * dim * cap
 
 
+class Quantizer:
+    """Per-dimension scalar quantizer of int8 postings: x ~ offset + scale * code, code in
+    0..255, fitted to the data of a bulk build (later vectors are clipped to its range)."""
+
+    def __init__(self, offset: F32, scale: F32) -> None:
+        self.offset = np.ascontiguousarray(offset, dtype=np.float32)  # per-dimension minimum
+        self.scale = np.ascontiguousarray(scale, dtype=np.float32)  # per-dimension step
+
+    @classmethod
+    def fit(cls, vectors: F32) -> Quantizer:
+        lo, hi = vectors.min(0), vectors.max(0)
+        return cls(lo, np.maximum(hi - lo, 1e-12) / 255.0)
+
+    def encode(self, vectors: F32) -> U8:
+        codes = np.rint((vectors - self.offset) / self.scale)
+        out: U8 = np.clip(codes, 0, 255).astype(np.uint8)
+        return out
+
+    def decode(self, codes: U8) -> F32:
+        out: F32 = (self.offset + self.scale * codes.astype(np.float32)).astype(np.float32)
+        return out
+
+    def to_bytes(self) -> bytes:
+        return self.offset.tobytes() + self.scale.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dim: int) -> Quantizer:
+        arr = np.frombuffer(data, dtype=np.float32)
+        return cls(arr[:dim].copy(), arr[dim:].copy())
+
+
+STORED = {4: np.float32, 2: np.float16, 1: np.uint8}
+
+
 def to_half(vectors: F32) -> npt.NDArray[np.float16]:
     """float16 copy with subnormals flushed to zero, as the scan kernel widens them."""
     h = vectors.astype(np.float16)
@@ -56,9 +91,16 @@ def to_half(vectors: F32) -> npt.NDArray[np.float16]:
     return h
 
 
-def encode_block(posting: int, slots: I64, versions: U8, vectors: F32, width: int = 4) -> U8:
+def encode_block(
+    posting: int,
+    slots: I64,
+    versions: U8,
+    vectors: F32,
+    width: int = 4,
+    quant: Quantizer | None = None,
+) -> U8:
     """Serialise one block; `vectors` is (count, dim) row-major, stored as float16 if
-    `width` is 2."""
+    `width` is 2, as `quant` codes if 1."""
     count, dim = vectors.shape
     cap, vec_off, nbytes = block_layout(count, dim, width)
     buf = np.zeros(-(-nbytes // 64) * 64, dtype=np.uint8)
@@ -66,17 +108,21 @@ def encode_block(posting: int, slots: I64, versions: U8, vectors: F32, width: in
     s[:] = -1
     s[:count] = slots
     buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
-    v = buf[vec_off:nbytes].view(np.float32 if width == 4 else np.float16).reshape(dim, cap)
-    v[:, :count] = vectors.T if width == 4 else to_half(vectors).T
+    v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
+    if width == 1:
+        assert quant is not None
+        v[:, :count] = quant.encode(vectors).T
+    else:
+        v[:, :count] = vectors.T if width == 4 else to_half(vectors).T
     BLOCK_HEADER.pack_into(buf.data, 0, BLOCK_MAGIC, 0, nbytes, count, posting, dim, cap, width)
     struct.pack_into("<I", buf.data, 4, zlib.crc32(buf.data[8:nbytes]))
     return buf
 
 
-def decode_block(buf: U8, where: str) -> tuple[int, I64, U8, F32]:
+def decode_block(buf: U8, where: str, quant: Quantizer | None = None) -> tuple[int, I64, U8, F32]:
     """Verify and decode a block: (posting, slots, versions, vectors (count, dim))."""
     magic, crc, nbytes, count, posting, dim, cap, width = BLOCK_HEADER.unpack_from(buf.data, 0)
-    good = width in (2, 4) and block_layout(count, dim, width)[2] == nbytes
+    good = width in STORED and block_layout(count, dim, width)[2] == nbytes
     if magic != BLOCK_MAGIC or nbytes > len(buf) or not good:
         raise FormatError(f"{where}: torn or corrupt posting block header")
     if zlib.crc32(buf.data[8:nbytes]) != crc:
@@ -84,8 +130,12 @@ def decode_block(buf: U8, where: str) -> tuple[int, I64, U8, F32]:
     _, vec_off, _ = block_layout(count, dim, width)
     slots = buf[64 : 64 + 8 * cap].view(np.int64)[:count].copy()
     versions = buf[64 + 8 * cap : 64 + 8 * cap + count].copy()
-    stored = buf[vec_off:nbytes].view(np.float32 if width == 4 else np.float16)
-    vectors = stored.reshape(dim, cap)[:, :count].T.astype(np.float32)
+    stored = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)[:, :count].T
+    if width == 1:
+        if quant is None:
+            raise FormatError(f"{where}: int8 block without a quantizer")
+        return int(posting), slots, versions, quant.decode(stored)
+    vectors = stored.astype(np.float32)
     return int(posting), slots, versions, vectors
 
 
@@ -116,13 +166,21 @@ class PostingFile:
 
     path: Path  # the file
     dim: int  # vector dimension
-    width: int  # bytes per stored component: 4 (float32) or 2 (float16)
+    width: int  # bytes per stored component: 4 (float32), 2 (float16), 1 (int8 codes)
+    quant: Quantizer | None  # the int8 quantizer (width 1 only)
     length: int  # end of the data written so far (the durable length after sync)
     capacity: int  # current file size (extended in GROW chunks)
     fd: int  # read-write file descriptor
 
-    def __init__(self, path: Path, dim: int, length: int | None = None, width: int = 4) -> None:
-        self.path, self.dim, self.width = path, dim, width
+    def __init__(
+        self,
+        path: Path,
+        dim: int,
+        length: int | None = None,
+        width: int = 4,
+        quant: Quantizer | None = None,
+    ) -> None:
+        self.path, self.dim, self.width, self.quant = path, dim, width, quant
         new = not path.exists()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if new:
@@ -195,7 +253,11 @@ class PostingFile:
         if offset + nbytes > self.length or nbytes < 64:
             raise FormatError(f"{self.path}: torn or corrupt posting block at {offset}")
         buf = np.frombuffer(os.pread(self.fd, nbytes, offset), dtype=np.uint8)
-        return decode_block(buf, f"{self.path} at byte {offset}")
+        return decode_block(buf, f"{self.path} at byte {offset}", self.quant)
+
+    def encode(self, posting: int, slots: I64, versions: U8, vectors: F32) -> U8:
+        """A block in this file's component format."""
+        return encode_block(posting, slots, versions, vectors, self.width, self.quant)
 
     def sync(self) -> None:
         os.fsync(self.fd)

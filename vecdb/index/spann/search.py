@@ -50,7 +50,9 @@ class SearchState:
     slot_version: npt.NDArray[np.uint8]  # current version per slot, 0 = not live
     metric: str  # "l2" | "ip" | "cosine"
     dim: int  # vector dimension
-    width: int  # bytes per stored component (4 float32, 2 float16)
+    width: int  # bytes per stored component (4 float32, 2 float16, 1 int8 codes)
+    qoff: F32  # int8 quantizer offsets (zeros otherwise)
+    qscale: F32  # int8 quantizer steps (ones otherwise)
 
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
@@ -112,6 +114,8 @@ def search_batch(
             u16,
             st.dim,
             st.width,
+            st.qoff,
+            st.qscale,
             ptr,
             off,
             cnt,
@@ -136,6 +140,8 @@ def search_batch(
             buf[: len(buf) // 2 * 2].view(np.uint16),
             st.dim,
             st.width,
+            st.qoff,
+            st.qscale,
             one,
             boff,
             cnt[lo:hi],

@@ -22,7 +22,6 @@ import numpy.typing as npt
 
 from vecdb.index.spann.build import balanced_kmeans, select_replicas, sq_dists
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.index.spann.postings import encode_block
 
 if TYPE_CHECKING:
     from vecdb.index.spann.index import SpannIndex
@@ -51,7 +50,7 @@ def append_entries(idx: SpannIndex, slots: I64, vectors: F32, posts: I64) -> Non
     pids = [int(flat[g[0]]) for g in groups]
     versions = idx.slot_version[slots]
     blocks = [
-        encode_block(p, slots[rows[g]], versions[rows[g]], vectors[rows[g]], idx.width)
+        idx.file.encode(p, slots[rows[g]], versions[rows[g]], vectors[rows[g]])
         for p, g in zip(pids, groups, strict=True)
     ]
     offsets = idx.file.append(blocks)
@@ -95,7 +94,7 @@ def rewrite(idx: SpannIndex, posting: int, slots: I64, vectors: F32) -> None:
     """Replace a posting's chain by one block of the given entries (GC path)."""
     idx.table.clear(posting)
     if len(slots):
-        block = encode_block(posting, slots, idx.slot_version[slots], vectors, idx.width)
+        block = idx.file.encode(posting, slots, idx.slot_version[slots], vectors)
         idx.table.push(posting, int(idx.file.append([block])[0]), len(slots))
     idx.counters["gc"] += 1
 
@@ -125,7 +124,7 @@ def split(idx: SpannIndex, posting: int) -> None:
     for c, p in enumerate(new):
         members = labels == c
         sv = idx.slot_version[slots[members]]
-        block = encode_block(p, slots[members], sv, vecs[members], idx.width)
+        block = idx.file.encode(p, slots[members], sv, vecs[members])
         idx.table.push(p, int(idx.file.append([block])[0]), int(members.sum()))
     idx.counters["splits"] += 1
     kill_point("split")
