@@ -135,7 +135,7 @@ def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:
     with open(tmp_path / "p.bin", "r+b") as raw:
         raw.seek(8)
         raw.write(struct.pack("<I", 99))
-    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 1"):
+    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 2"):
         PostingFile(tmp_path / "p.bin", 4)
     framing.write_sections(tmp_path / "m", b"VDBSPMAN", 7, [b"{}"])
     with pytest.raises(FormatError, match=r"m: unsupported format version 7"):

@@ -5,9 +5,11 @@ batch of queries (compute a block's distances first, then filter survivors again
 distance and dedupe only those against the top-k), walking block chains, counting live
 entries, the RNG replica rule and the balance-penalised assignment of balanced k-means. A block
 at byte offset `o` with `n` entries has `cap = max(8, ceil(n/8)*8)`; slots (int64) start at
-`o + 64`, versions (uint8) at `o + 64 + 8 cap`, and `float32[dim][cap]` at
-`o + ceil((64 + 9 cap)/64)*64` (see `vecdb.index.spann.postings`). Hot loops slice views
-instead of indexing with computed signed offsets, which blocks vectorisation in numba.
+`o + 64`, versions (uint8) at `o + 64 + 8 cap`, and the `[dim][cap]` components (float32,
+float16 bits or uint8 codes) at `o + ceil((64 + 9 cap)/64)*64` (see
+`vecdb.index.spann.postings`). Search kernels release the GIL so concurrent searches run in
+parallel. Hot loops slice views instead of indexing with computed signed offsets, which
+blocks vectorisation in numba.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _layout(n: int) -> tuple[int, int]:
     return cap, (64 + 9 * cap + 63) // 64 * 64
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[no-untyped-def]
     """Flatten the block chains of each query's selected postings (sel: (nq, m), -1 padded)
     into CSR form: (ptr (nq+1), offsets, counts)."""
@@ -62,7 +64,7 @@ HALF_SCALE = np.float32(2.0**112)  # float16 bits moved into a float32 are 2^-11
 HALF_SAFE = 6.0e4  # above this a query component times HALF_SCALE could overflow
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _half_bits(h, bits):  # type: ignore[no-untyped-def]
     """float16 bit patterns -> float32 patterns of the same value times 2^-112: sign in
     place, exponent and mantissa shifted (exact for normal halves and zero; the writer
@@ -81,7 +83,7 @@ def half_to_float(h: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
     u8,
     i64,

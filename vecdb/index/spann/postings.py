@@ -31,7 +31,7 @@ from vecdb.errors import FormatError
 from vecdb.index.spann.framing import check_header, pack_header
 
 MAGIC = b"VDBPOSTS"
-VERSION = 1
+VERSION = 2
 PAGE = 4096
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
