@@ -55,9 +55,28 @@ def _check_number(name: str, value: Any, lo: float, hi: float, integer: bool) ->
     return int(value) if integer else float(value)
 
 
+_CACHE: dict[tuple[type[Any], tuple[tuple[str, Any], ...]], Any] = {}
+_CACHE_MAX = 1024  # distinct parameter sets remembered (a search parses on every call)
+
+
 def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any]) -> Any:
-    """Build a params dataclass from a mapping, rejecting unknown names."""
+    """Build a params dataclass from a mapping, rejecting unknown names; valid sets of
+    hashable values are remembered so a repeated request skips validation."""
     given = dict(given or {})
+    try:
+        key = (cls, tuple(sorted(given.items())))
+        hit = _CACHE.get(key)
+    except TypeError:  # unhashable values: validate (and reject) below
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    out = _validate(cls, given, table)
+    if key is not None and len(_CACHE) < _CACHE_MAX:
+        _CACHE[key] = out
+    return out
+
+
+def _validate(cls: type[Any], given: dict[str, Any], table: dict[str, Any]) -> Any:
     unknown = sorted(set(given) - {f.name for f in fields(cls)})
     if unknown:
         raise InvalidArgument(f"unknown {cls.__name__} parameter(s): {', '.join(unknown)}")

@@ -11,6 +11,7 @@ sequence so the engine replays what follows (add and remove are idempotent under
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,12 @@ from vecdb.kernels.posting import live_counts
 
 U8 = npt.NDArray[np.uint8]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
+
+
+@functools.lru_cache(maxsize=64)
+def identity_quant(dim: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Offsets 0 and steps 1: what the scan kernel gets for non-int8 postings."""
+    return np.zeros(dim, np.float32), np.ones(dim, np.float32)
 
 
 class SpannIndex:
@@ -342,8 +349,8 @@ class SpannIndex:
             self.metric,
             self.dim,
             self.width,
-            np.zeros(self.dim, np.float32) if q is None else q.offset,
-            np.ones(self.dim, np.float32) if q is None else q.scale,
+            identity_quant(self.dim)[0] if q is None else q.offset,
+            identity_quant(self.dim)[1] if q is None else q.scale,
         )
 
     def open_reader(self) -> MmapReader | DirectReader:
