@@ -134,7 +134,9 @@ class SpannIndex:
             for (p, r), off in zip(parts, self.file.write_packed(blocks), strict=True):
                 self.table.push(p, int(off), len(r))
         self.heads_dirty = True
-        self.refresh_reader()
+        if isinstance(self.reader, DirectReader):
+            self.reader.close()
+        self.reader = self.open_reader()  # io="auto" decides again for the built file
 
     # --- add ---------------------------------------------------------------------------------
 
@@ -320,8 +322,7 @@ class SpannIndex:
         if self.graph.get_current_count() + 1 > self.graph.get_max_elements():
             self.graph.resize_index(int(self.graph.get_max_elements() * 1.25) + 64)
         self.graph.add_items(centre[None, :], np.array([label]), num_threads=1)
-        self.next_posting += 1
-        self.live_heads += 1
+        self.next_posting, self.live_heads = self.next_posting + 1, self.live_heads + 1
         self.table.ensure(self.next_posting)
         self.heads_dirty = True
         return label
@@ -349,8 +350,7 @@ class SpannIndex:
             self.metric,
             self.dim,
             self.width,
-            identity_quant(self.dim)[0] if q is None else q.offset,
-            identity_quant(self.dim)[1] if q is None else q.scale,
+            *(identity_quant(self.dim) if q is None else (q.offset, q.scale)),
         )
 
     def open_reader(self) -> MmapReader | DirectReader:
