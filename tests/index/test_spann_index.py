@@ -229,3 +229,16 @@ def test_no_orphan_vectors_under_any_update_sequence(tmp_path_factory, ops, seed
             idx.maintain()
         assert_no_orphans(idx, live)
     idx.close()
+
+
+def test_one_huge_insert_into_one_region_ends_within_budget(tmp_path: Path) -> None:
+    """A batch that lands many times a posting's budget in one place is split repeatedly
+    until maintain() leaves every posting within budget."""
+    idx, _ = open_spann(8, "l2", {"threads": 1, "posting_pages": 1}, tmp_path)
+    x = clustered(2000, 8, seed=12)
+    idx.build(np.arange(2000), x)
+    blob = x[0] + 0.05 * np.random.default_rng(1).normal(size=(3000, 8)).astype(np.float32)
+    idx.add(np.arange(2000, 5000), blob)
+    idx.maintain()
+    assert idx.stats()["posting_size_max"] <= idx.limit
+    assert_no_orphans(idx, set(range(5000)))

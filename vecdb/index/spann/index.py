@@ -36,7 +36,7 @@ from vecdb.index.spann.postings import (
 from vecdb.index.spann.search import SearchState, per_query, search_batch
 from vecdb.index.spann.stats import index_stats
 from vecdb.index.spann.table import BlockTable
-from vecdb.index.spann.update import merge_small, place, process_pending
+from vecdb.index.spann.update import DRAIN, merge_small, place, process_pending
 from vecdb.kernels.posting import live_counts
 
 U8 = npt.NDArray[np.uint8]
@@ -193,8 +193,8 @@ class SpannIndex:
         """Run pending background work now: splits, merges, then compaction if due."""
         if self.graph is None:
             return
-        # Pass 1: queued splits and clean-ups
-        process_pending(self)
+        # Pass 1: queued splits and clean-ups, until none is left
+        process_pending(self, DRAIN)
         # Pass 2: merge tiny postings
         merge_small(self, self.live_counts())
         # Pass 3: compaction when dead bytes pass the threshold

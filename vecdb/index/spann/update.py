@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-MAX_CASCADE = 8  # queue passes per call; later work waits for the next add or maintain
+MAX_CASCADE = 8  # queue passes per add; later work waits for the next add or maintain
+DRAIN = 10_000  # queue passes of maintain(), which runs until nothing is pending
 
 
 def next_versions(current: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
@@ -126,6 +127,8 @@ def split(idx: SpannIndex, posting: int) -> None:
         sv = idx.slot_version[slots[members]]
         block = idx.file.encode(p, slots[members], sv, vecs[members])
         idx.table.push(p, int(idx.file.append([block])[0]), int(members.sum()))
+        if members.sum() > idx.limit:  # a posting far over budget takes several splits
+            idx.pending.add(p)
     idx.counters["splits"] += 1
     kill_point("split")
     # LIRE (a): members of the new postings nearer the old head than their own new head.
@@ -178,9 +181,9 @@ def merge(idx: SpannIndex, posting: int) -> None:
     idx.counters["merges"] += 1
 
 
-def process_pending(idx: SpannIndex) -> None:
+def process_pending(idx: SpannIndex, passes: int = MAX_CASCADE) -> None:
     """Split or clean queued postings; work they cause is queued for the next passes."""
-    for _ in range(MAX_CASCADE):
+    for _ in range(passes):
         if not idx.pending:
             return
         todo, idx.pending = sorted(idx.pending), set()
@@ -202,4 +205,4 @@ def merge_small(idx: SpannIndex, live: I64) -> None:
         if idx.live_heads <= 1:
             break
         merge(idx, int(p))
-    process_pending(idx)
+    process_pending(idx, DRAIN)
