@@ -117,16 +117,19 @@ def test_corrupt_and_torn_blocks_are_detected_by_crc(tmp_path: Path) -> None:
 
 
 def test_corrupt_posting_is_detected_when_the_index_rewrites_it(tmp_path: Path) -> None:
-    """Compaction reads every posting and refuses a corrupt one, naming the file."""
+    """Compaction and verify() read every posting and refuse a corrupt one, naming the file."""
     idx, _ = open_spann(8, "l2", {"threads": 1}, tmp_path)
     x = np.random.default_rng(0).normal(size=(2000, 8)).astype(np.float32)
     idx.build(np.arange(2000), x)
+    assert idx.verify()["entries"] >= 2000
     off, _ = idx.table.chain(3)[0]
     with open(idx.file.path, "r+b") as raw:
         raw.seek(off + 200)
         raw.write(b"\x00\x01\x02\x03")
     with pytest.raises(FormatError, match="postings"):
         idx.compact()
+    with pytest.raises(FormatError, match="CRC"):
+        idx.verify()
 
 
 def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:

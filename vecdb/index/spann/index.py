@@ -34,7 +34,7 @@ from vecdb.index.spann.postings import (
     Quantizer,
 )
 from vecdb.index.spann.search import SearchState, per_query, search_batch
-from vecdb.index.spann.stats import index_stats
+from vecdb.index.spann.stats import index_stats, verify
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import DRAIN, merge_small, place, process_pending
 from vecdb.kernels.posting import live_counts
@@ -214,13 +214,13 @@ class SpannIndex:
         # Pass 2: head graph, if it changed
         if self.heads_dirty and self.graph is not None:
             self.heads_gen += 1
-            persist.save_heads(self._heads_path(self.heads_gen), self.graph)
+            persist.save_heads(self._path("heads", self.heads_gen), self.graph)
         self.heads_dirty = False
         # Pass 3: versions, block table, tree
         self.ckpt_no += 1
         info = dict(self.counters, live_heads=self.live_heads, next_posting=self.next_posting)
         info["n_live"] = self.n_live
-        state = self._state_path(self.ckpt_no)
+        state = self._path("state", self.ckpt_no)
         quant = b"" if self.file.quant is None else self.file.quant.to_bytes()
         persist.save_state(state, self.slot_version, self.table, self.tree, info, quant)
         kill_point("checkpoint")
@@ -232,7 +232,7 @@ class SpannIndex:
             "params": self.params.__dict__,
             "postings": self.file.path.name,
             "postings_length": self.file.length,
-            "heads": self._heads_path(self.heads_gen).name if self.graph is not None else None,
+            "heads": self._path("heads", self.heads_gen).name if self.graph is not None else None,
             "state": state.name,
             "gens": [self.file_gen, self.heads_gen, self.ckpt_no],
         }
@@ -307,6 +307,10 @@ class SpannIndex:
     def stats(self) -> dict[str, Any]:
         """Sizes, counts and memory estimates of the index (see `stats.index_stats`)."""
         return index_stats(self)
+
+    def verify(self) -> dict[str, int]:
+        """CRC-check every referenced posting block (see `stats.verify`)."""
+        return verify(self)
 
     # --- helpers used by the phases ----------------------------------------------------------
 
@@ -387,13 +391,10 @@ class SpannIndex:
         return s, v
 
     def posting_path(self, gen: int) -> Path:
-        return self.directory / f"postings.{gen}.bin"
+        return self._path("postings", gen)
 
-    def _heads_path(self, gen: int) -> Path:
-        return self.directory / f"heads.{gen}.bin"
-
-    def _state_path(self, n: int) -> Path:
-        return self.directory / f"state.{n}.bin"
+    def _path(self, kind: str, n: int) -> Path:  # kind: postings | heads | state
+        return self.directory / f"{kind}.{n}.bin"
 
     @staticmethod
     def _files(manifest: Mapping[str, Any]) -> set[str]:

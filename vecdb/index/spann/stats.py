@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from vecdb.errors import FormatError
 from vecdb.index.spann.postings import MmapReader
 
 if TYPE_CHECKING:
@@ -49,3 +50,16 @@ def index_stats(idx: SpannIndex) -> dict[str, Any]:
         "io": "mmap" if isinstance(idx.reader, MmapReader) else "direct",
         **idx.counters,
     }
+
+
+def verify(idx: SpannIndex) -> dict[str, int]:
+    """Read every referenced block with its CRC check (for `vecdb inspect`); raises
+    `FormatError` naming the file and offset of the first torn or corrupt block."""
+    blocks = entries = 0
+    for p in range(idx.next_posting):
+        for off, count in idx.table.chain(p):
+            posting, slots, _, _ = idx.file.read_block(off)
+            if posting != p or len(slots) != count:
+                raise FormatError(f"{idx.file.path}: block at {off} is not posting {p}'s")
+            blocks, entries = blocks + 1, entries + count
+    return {"blocks": blocks, "entries": entries}
