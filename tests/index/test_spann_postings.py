@@ -158,6 +158,20 @@ def test_newer_manifest_is_refused_on_open(tmp_path: Path) -> None:
         open_spann(4, "l2", {}, tmp_path)
 
 
+def test_open_deletes_only_its_own_leftovers(tmp_path: Path) -> None:
+    """Reopening removes tmp and unreferenced index files but never foreign files."""
+    idx, _ = open_spann(4, "l2", {}, tmp_path)
+    idx.add(np.arange(50), np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32))
+    idx.checkpoint(1)
+    idx.close()
+    for name in ("state.99.bin", "postings.7.bin.tmp", "MANIFEST.tmp", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    open_spann(4, "l2", {}, tmp_path)[0].close()
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "notes.txt" in names and not names & {"state.99.bin", "postings.7.bin.tmp"}
+    assert "MANIFEST.tmp" not in names
+
+
 def test_corrupt_state_section_is_detected(tmp_path: Path) -> None:
     """A framed file with a damaged section fails its CRC."""
     framing.write_sections(tmp_path / "s", b"VDBSTATE", 1, [b"abcdef" * 100])

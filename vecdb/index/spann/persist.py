@@ -5,14 +5,15 @@ names of the current files, the posting file's durable length, build parameters)
 `heads.<n>.bin` (the hnswlib graph, framed), one `state.<n>.bin` (per-slot versions, the block
 table, the head tree, counters and the int8 quantizer as raw little-endian arrays) and one `postings.<n>.bin`. Every
 file is published by rename and the manifest is switched last, so a crash at any point leaves
-the previous checkpoint whole; on open, files the manifest does not name (tmp files, files of
-an interrupted checkpoint or compaction) are deleted. Never pickle.
+the previous checkpoint whole; on open, files of ours the manifest does not name (tmp files,
+files of an interrupted checkpoint or compaction) are deleted; other files are left alone. Never pickle.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,15 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     write_sections(directory / MANIFEST, MANIFEST_MAGIC, MANIFEST_VERSION, [payload])
 
 
+OURS = re.compile(r"^((postings|heads|state)\.\d+\.bin|MANIFEST)(\.tmp)?$|^heads\.scratch\.tmp$")
+
+
 def clean_directory(directory: Path, keep: set[str]) -> None:
-    """Delete leftovers: any file that is neither the manifest nor named in `keep`."""
+    """Delete leftovers: files of ours (by name) that are neither the manifest nor named in
+    `keep`. Files we did not name are never touched."""
     for entry in os.scandir(directory):
-        if entry.is_file() and entry.name != MANIFEST and entry.name not in keep:
+        name = entry.name
+        if entry.is_file() and OURS.match(name) and name != MANIFEST and name not in keep:
             os.unlink(entry.path)
 
 
