@@ -180,7 +180,7 @@ class SpannIndex:
     def remove(self, slots: Slots) -> None:
         """Tombstone slots (version 0); their copies are dropped by clean-up and compaction."""
         s = np.asarray(slots, dtype=np.int64).ravel()
-        s = s[(s >= 0) & (s < len(self.slot_version))]
+        s = s[(s >= 0) & (s < len(self.slot_version))]  # unknown slots are ignored
         self.n_live -= int((self.slot_version[s] != 0).sum())
         self.slot_version[s] = 0
 
@@ -218,8 +218,8 @@ class SpannIndex:
         self.heads_dirty = False
         # Pass 3: versions, block table, tree
         self.ckpt_no += 1
-        info = dict(self.counters, live_heads=self.live_heads, next_posting=self.next_posting)
-        info["n_live"] = self.n_live
+        info = dict(self.counters, live_heads=self.live_heads, n_live=self.n_live)
+        info["next_posting"] = self.next_posting
         state = self._path("state", self.ckpt_no)
         quant = b"" if self.file.quant is None else self.file.quant.to_bytes()
         persist.save_state(state, self.slot_version, self.table, self.tree, info, quant)
@@ -314,8 +314,7 @@ class SpannIndex:
 
     # --- helpers used by the phases ----------------------------------------------------------
 
-    def heads(self) -> hnswlib.Index:
-        """The head graph (only called once the index has been built)."""
+    def heads(self) -> hnswlib.Index:  # the head graph, once the index has been built
         assert self.graph is not None
         return self.graph
 
