@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from vecdb.engine import Database
+from vecdb.errors import InvalidArgument
 from vecdb.kernels.scan import exact_topk
 
 N, DIM, K = 12_000, 16, 10
@@ -98,4 +99,23 @@ def test_search_io_counters_accumulate(loaded) -> None:
     reads = after["postings_read"] - before["postings_read"]
     assert 50 <= reads <= 50 * 8
     assert after["bytes_read"] > before["bytes_read"]
+    db.close()
+
+
+def test_components_beyond_float16_are_refused_before_commit(tmp_path: Path) -> None:
+    """Default float16 postings cannot hold 7e4: the upsert fails whole and writes nothing;
+    vector_dtype=float32 accepts it."""
+    db = Database(tmp_path / "db")
+    db.create_collection("h", dim=DIM, metric="l2", index="spann")
+    rows = np.ones((3, DIM), np.float32)
+    rows[2, 5] = 70_000.0
+    with pytest.raises(InvalidArgument, match=r"vectors\[2\]\[5\].*vector_dtype"):
+        db.upsert("h", [1, 2, 3], rows)
+    assert db.count("h") == 0 and db.get("h", [1, 2, 3]) == []
+    db.create_collection(
+        "w", dim=DIM, metric="l2", index="spann", index_params={"vector_dtype": "float32"}
+    )
+    assert db.upsert("w", [1, 2, 3], rows) == 3
+    db.optimize("w")
+    assert db.search("w", rows[2], k=1).ids.tolist() == [[3]]
     db.close()

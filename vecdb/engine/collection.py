@@ -178,6 +178,8 @@ class Collection:
             )
         blobs = v.prepare_payloads(payloads, len(id_list))
         keys = [v.encode_id(i) for i in id_list]
+        prepared = self.prepare_for_index(vecs)
+        self._check_index_range(prepared)
         with self.lock.write():
             old = [s for s in self._lookup_slots(keys) if s is not None]
             start = self.next_slot
@@ -197,11 +199,25 @@ class Collection:
             self.next_slot = start + len(keys)
             new_slots = np.arange(start, start + len(keys), dtype=np.int64)
             self._apply_remove(np.asarray(old, np.int64))
-            self._apply_add(new_slots, self.prepare_for_index(vecs))
+            self._apply_add(new_slots, prepared)
             self.clear_slot_ids(old)
             self.set_slot_ids(new_slots.tolist(), id_list)
             self.count += len(keys) - len(old)
         return len(keys)
+
+    def _check_index_range(self, prepared: npt.NDArray[np.float32]) -> None:
+        """Refuse, before commit, vectors the index could not store (e.g. float16 postings)."""
+        limit = getattr(self.index, "max_abs_component", None)
+        if limit is None or prepared.size == 0:
+            return
+        big = np.abs(prepared) > limit
+        if big.any():
+            row, col = np.argwhere(big)[0]
+            raise InvalidArgument(
+                f"vectors[{row}][{col}] = {prepared[row, col]:.6g} exceeds {limit:g}, the "
+                f"largest component this collection's {self.cfg.index} index stores; create "
+                'the collection with index_params={"vector_dtype": "float32"} for such data'
+            )
 
     def delete(self, ids: object) -> int:
         id_list = v.prepare_ids(ids, self.id_type)

@@ -26,7 +26,7 @@ from vecdb.types import CollectionInfo, IdType, Record, SearchResult
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
-DEFAULT_INDEX = "flat"
+DEFAULT_INDEX = "spann"
 _CONFIG_PREFIX = b"collection:"
 
 

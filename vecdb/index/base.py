@@ -48,6 +48,9 @@ class VectorIndex(Protocol):
     def __len__(self) -> int:
         """Number of live slots."""
 
+    # Optional: `max_abs_component: float | None`, the largest component magnitude the index
+    # can store (a float16 posting file, say). The engine rejects larger vectors up front.
+
     def maintain(self) -> None:
         """Run pending background work now (splits, merges, compaction)."""
 

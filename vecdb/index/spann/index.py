@@ -170,6 +170,12 @@ class SpannIndex:
         self.last_stats = per_query(stats)
         return ids, dists
 
+    @property
+    def max_abs_component(self) -> float | None:
+        """Largest component magnitude the postings can store (None: no limit). The engine
+        rejects larger vectors before it commits them."""
+        return MAX_FLOAT16 if self.width == 2 else None
+
     def last_search_stats(self) -> dict[str, Any]:
         """Heads searched, postings, blocks, pages and bytes read by the last search (totals
         and per-query means)."""
