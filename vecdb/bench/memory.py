@@ -4,15 +4,15 @@ Owns the memory protocol: a new Python process (so earlier systems cannot contam
 imports the system's library, loads a few queries, reads `RssAnon` / `RssFile` from
 /proc/self/status, loads the saved index, reads them again, answers the queries with one
 search setting and reads them a third time. Reported: growth of anonymous RSS (the index's
-own memory), growth of file-backed RSS (mmap'd files, page cache mapped in), peak RSS and the
-load time. Thread counts are pinned through the environment. Must not build indexes.
+own memory), growth of file-backed RSS (mmap'd files, page cache mapped in), peak RSS (VmHWM
+of the process holding the index) and the load time. Thread counts are pinned through the
+environment. Must not build indexes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -26,7 +26,9 @@ from vecdb.errors import Internal
 PROBE_QUERIES = 100  # queries answered after the load, so lazily loaded state is counted
 
 
-def read_status_kib(fields: tuple[str, ...] = ("RssAnon", "RssFile")) -> dict[str, int]:
+def read_status_kib(
+    fields: tuple[str, ...] = ("RssAnon", "RssFile", "VmHWM"),
+) -> dict[str, int]:
     """The named fields of /proc/self/status in KiB (0 where the kernel does not report them)."""
     out = dict.fromkeys(fields, 0)
     try:
@@ -93,7 +95,8 @@ def child_main(payload: dict[str, Any]) -> dict[str, Any]:
     system.set_params(payload.get("params") or {})
     system.search(queries, int(payload.get("k", 10)))
     after = system.rss_kib() or read_status_kib()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's at fork time.
+    peak_kib = after.get("VmHWM", 0)
     system.close()
     return {
         "rss_anon_load_mib": _mib(loaded["RssAnon"] - before["RssAnon"]),

@@ -80,8 +80,8 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
     def status_kib(self) -> dict[str, int]:
-        """RssAnon and RssFile of the server process in KiB."""
-        out = {"RssAnon": 0, "RssFile": 0}
+        """RssAnon, RssFile and VmHWM (peak RSS) of the server process in KiB."""
+        out = {"RssAnon": 0, "RssFile": 0, "VmHWM": 0}
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                 key, _, rest = line.partition(":")
