@@ -40,7 +40,7 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	$(VENV)/bin/vecdb bench --dataset glove-50 --out bench/out
+	$(VENV)/bin/vecdb bench --dataset glove-50 --config bench/glove50.json --out bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -37,7 +37,7 @@ class FlatIndex:
         self._valid = np.zeros(0, np.bool_)  # row is live
         self._n = 0  # rows in use (live + dead)
         self._live = 0  # live rows
-        self._row_of: dict[int, int] = {}  # slot -> row of live rows
+        self._row_of = np.zeros(0, np.int64)  # slot -> row of a live slot, -1 if none
 
     # -- build / add ---------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ class FlatIndex:
         self._slots = np.zeros(0, np.int64)
         self._valid = np.zeros(0, np.bool_)
         self._n = self._live = 0
-        self._row_of = {}
+        self._row_of = np.zeros(0, np.int64)
         self.add(slots, vectors)
         if progress is not None:
             progress(len(slots))
@@ -76,8 +76,12 @@ class FlatIndex:
         self._vectors[lo:hi] = vectors
         self._slots[lo:hi] = slots
         self._valid[lo:hi] = True
-        for row, slot in enumerate(slots.tolist(), start=lo):
-            self._row_of[slot] = row
+        top = int(slots.max()) + 1
+        if top > self._row_of.shape[0]:
+            grown = np.full(max(top, 2 * self._row_of.shape[0]), -1, np.int64)
+            grown[: self._row_of.shape[0]] = self._row_of
+            self._row_of = grown
+        self._row_of[slots] = np.arange(lo, hi, dtype=np.int64)
         self._n = hi
         self._live += n
 
@@ -99,8 +103,9 @@ class FlatIndex:
 
     def vectors_of(self, slots: Slots) -> tuple[Slots, Vectors]:
         """The live slots among `slots` and their vectors (used to drain a write buffer)."""
-        rows = [self._row_of[s] for s in slots.tolist() if s in self._row_of]
-        idx = np.asarray(rows, np.int64)
+        known = slots[(slots >= 0) & (slots < self._row_of.shape[0])]
+        rows = self._row_of[known]
+        idx = rows[rows >= 0]
         return self._slots[idx].copy(), self._vectors[idx].copy()
 
     def live(self) -> tuple[Slots, Vectors]:
@@ -111,11 +116,13 @@ class FlatIndex:
     # -- remove --------------------------------------------------------------------------
 
     def remove(self, slots: Slots) -> None:
-        for slot in slots.tolist():
-            row = self._row_of.pop(slot, None)
-            if row is not None:
-                self._valid[row] = False
-                self._live -= 1
+        known = slots[(slots >= 0) & (slots < self._row_of.shape[0])]
+        rows = self._row_of[known]
+        rows = np.unique(rows[rows >= 0])
+        if rows.size:
+            self._valid[rows] = False
+            self._row_of[self._slots[rows]] = -1
+            self._live -= int(rows.size)
         if self._n >= _MIN_CAPACITY and self._live < (1 - _COMPACT_DEAD_FRACTION) * self._n:
             self._compact()
 
@@ -129,7 +136,8 @@ class FlatIndex:
     # -- lifecycle -----------------------------------------------------------------------
 
     def maintain(self) -> None:
-        if self._live < self._n:
+        # Drop dead rows and the growth slack of appends (capacity back to the live count).
+        if self._live < self._n or self._vectors.shape[0] > self._n:
             self._compact()
 
     def checkpoint(self, applied_seq: int) -> None:
@@ -141,16 +149,13 @@ class FlatIndex:
             "vectors": self._live,
             "rows": self._n,
             "resident_bytes": int(
-                self._vectors.nbytes
-                + self._slots.nbytes
-                + self._valid.nbytes
-                + 100 * len(self._row_of)
+                self._vectors.nbytes + self._slots.nbytes + self._valid.nbytes + self._row_of.nbytes
             ),
         }
 
     def close(self) -> None:
         self._vectors = np.zeros((0, self.dim), np.float32)
-        self._row_of = {}
+        self._row_of = np.zeros(0, np.int64)
 
 
 def open_flat(
