@@ -280,6 +280,9 @@ class Collection:
             self.index.build(slots, vectors)
         else:
             self.index.add(slots, vectors)
+            # Splits, merges, and compaction once dead entries pass the index's threshold:
+            # without this a write-heavy collection's posting file grows until optimize().
+            self.index.maintain()
         self.buffer.build(np.zeros(0, np.int64), np.zeros((0, self.cfg.dim), np.float32))
         self.checkpoint()
 
