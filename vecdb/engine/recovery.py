@@ -8,21 +8,22 @@ to the write buffer, removes to index and buffer). Never changes what RocksDB ho
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 
 from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection, CollectionConfig, Sequencer
-from vecdb.errors import InvalidArgument
+from vecdb.errors import DataLoss, InvalidArgument
 from vecdb.index.base import VectorIndex
 from vecdb.index.flat import open_flat
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
-from vecdb.types import IdType
+from vecdb.types import IdType, Metric
 
 INDEX_KINDS = ("flat", "spann")
 
@@ -54,15 +55,12 @@ def open_collection(cfg: CollectionConfig, kv: KV, seq: Sequencer, data_dir: Pat
     raw_next = kv.get(kvmod.CF_META, b"next_slot:" + prefix)
     coll.next_slot = 0 if raw_next is None else kvmod.read_u64(raw_next)
 
-    # Pass 1: the slot -> id table and the live count.
+    # Pass 1: the slot -> id table and the live count, streamed into numpy chunks so that
+    # no per-point Python objects pile up (freed small objects would stay resident).
     id_type = IdType(cfg.id_type)
-    slots: list[int] = []
-    ids: list[Any] = []
-    for key, value in kv.scan_prefix(kvmod.CF_SLOTS, prefix):
-        slots.append(kvmod.read_u64(key, len(prefix)))
-        ids.append(v.decode_id(value, id_type))
-    coll.set_slot_ids(slots, ids)
-    coll.count = len(slots)
+    for slots, ids in _slot_chunks(kv, prefix, id_type):
+        coll.set_slot_ids(slots.tolist(), ids)
+        coll.count += len(slots)
 
     if not index.persistent:
         # Pass 2a: rebuild the in-memory index from the stored vectors.
@@ -74,15 +72,43 @@ def open_collection(cfg: CollectionConfig, kv: KV, seq: Sequencer, data_dir: Pat
     return coll
 
 
+_CHUNK = 65_536
+
+
+def _slot_chunks(
+    kv: KV, prefix: bytes, id_type: IdType
+) -> Iterator[tuple[npt.NDArray[np.int64], Any]]:
+    slots = np.empty(_CHUNK, np.int64)
+    ids: Any = np.empty(_CHUNK, np.int64) if id_type is IdType.INT else [None] * _CHUNK
+    n = 0
+    for key, value in kv.scan_prefix(kvmod.CF_SLOTS, prefix):
+        slots[n] = kvmod.read_u64(key, len(prefix))
+        ids[n] = v.decode_id(value, id_type)
+        n += 1
+        if n == _CHUNK:
+            yield slots, ids
+            n = 0
+    if n:
+        yield slots[:n], ids[:n]
+
+
 def _rebuild(coll: Collection, kv: KV) -> None:
-    prefix = coll.prefix
-    slots: list[int] = []
-    chunks: list[bytes] = []
+    """Fill the in-memory index from stored vectors, straight into one preallocated matrix."""
+    prefix, dim = coll.prefix, coll.cfg.dim
+    slots = np.empty(coll.count, np.int64)
+    vectors = np.empty((coll.count, dim), np.float32)
+    n = 0
     for key, value in kv.scan_prefix(kvmod.CF_VECTORS, prefix):
-        slots.append(kvmod.read_u64(key, len(prefix)))
-        chunks.append(value)
-    vectors = np.frombuffer(b"".join(chunks), np.float32).reshape(len(slots), coll.cfg.dim)
-    coll.index.build(np.asarray(slots, np.int64), coll.prepare_for_index(vectors))
+        if n == len(slots):  # more vectors than slots: storage changed under us
+            raise DataLoss(f"collection {coll.cfg.name!r}: vectors and slot table disagree")
+        slots[n] = kvmod.read_u64(key, len(prefix))
+        vectors[n] = np.frombuffer(value, np.float32)
+        n += 1
+    slots, vectors = slots[:n], vectors[:n]
+    if coll.metric is Metric.COSINE:
+        for lo in range(0, n, _CHUNK):  # normalise in place, a chunk at a time
+            vectors[lo : lo + _CHUNK] = v.normalize(vectors[lo : lo + _CHUNK])
+    coll.index.build(slots, vectors)
 
 
 def _replay(coll: Collection, kv: KV, applied: int) -> None:

@@ -42,12 +42,17 @@ class FlatIndex:
     # -- build / add ---------------------------------------------------------------------
 
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
-        self._vectors = np.zeros((0, self.dim), np.float32)
-        self._slots = np.zeros(0, np.int64)
-        self._valid = np.zeros(0, np.bool_)
-        self._n = self._live = 0
-        self._row_of = np.zeros(0, np.int64)
-        self.add(slots, vectors)
+        """Adopt `vectors` as the matrix (no copy if it is C-contiguous float32); the caller
+        must not modify it afterwards."""
+        n = len(slots)
+        if vectors.shape != (n, self.dim):
+            raise InvalidArgument(f"expected ({n}, {self.dim}) vectors, got {vectors.shape}")
+        self._vectors = np.ascontiguousarray(vectors, np.float32)
+        self._slots = np.array(slots, np.int64)
+        self._valid = np.ones(n, np.bool_)
+        self._n = self._live = n
+        self._row_of = np.full(int(slots.max()) + 1 if n else 0, -1, np.int64)
+        self._row_of[self._slots] = np.arange(n, dtype=np.int64)
         if progress is not None:
             progress(len(slots))
 

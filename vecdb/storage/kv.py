@@ -147,6 +147,8 @@ class KV:
         """Yield (key, value) for every key starting with `prefix`, in key order."""
         opts = ReadOptions()
         opts.set_iterate_upper_bound(prefix_end(prefix))
+        opts.fill_cache(False)  # a bulk scan (reopen, rebuild) must not fill the block cache
+        opts.set_readahead_size(2 * 2**20)
         it = self._cfs[cf].iter(opts)
         it.seek(prefix)
         while it.valid():
