@@ -147,7 +147,9 @@ class KV:
         """Yield (key, value) for every key starting with `prefix`, in key order."""
         opts = ReadOptions()
         opts.set_iterate_upper_bound(prefix_end(prefix))
-        opts.fill_cache(False)  # a bulk scan (reopen, rebuild) must not fill the block cache
+        # A bulk scan (reopen, rebuild) must not fill the block cache. rocksdict's stub omits
+        # the bool argument that the runtime method takes.
+        opts.fill_cache(False)  # type: ignore[call-arg]
         opts.set_readahead_size(2 * 2**20)
         it = self._cfs[cf].iter(opts)
         it.seek(prefix)
