@@ -119,3 +119,29 @@ def test_components_beyond_float16_are_refused_before_commit(tmp_path: Path) -> 
     db.optimize("w")
     assert db.search("w", rows[2], k=1).ids.tolist() == [[3]]
     db.close()
+
+
+def test_bad_build_params_are_rejected_at_create_by_name(tmp_path: Path) -> None:
+    """An out-of-range or unknown spann parameter fails create_collection, naming it;
+    no collection and no index files are left behind."""
+    db = Database(tmp_path / "db")
+    with pytest.raises(InvalidArgument, match="head_fraction"):
+        db.create_collection("b", dim=DIM, index="spann", index_params={"head_fraction": 5.0})
+    with pytest.raises(InvalidArgument, match="no_such_param"):
+        db.create_collection("b", dim=DIM, index="spann", index_params={"no_such_param": 1})
+    assert db.list_collections() == []
+    assert not (tmp_path / "db" / "collections").exists()
+    db.close()
+
+
+def test_optimize_bulk_builds_a_small_buffer(tmp_path: Path) -> None:
+    """optimize() on an unbuilt index builds it from however few vectors are buffered."""
+    db = Database(tmp_path / "db")
+    db.create_collection("t", dim=DIM, metric="l2", index="spann")
+    x = _data(9, 500)
+    db.upsert("t", list(range(500)), x)
+    db.optimize("t")
+    st = db.stats("t")
+    assert st["buffered"] == 0 and st["index"]["vectors"] == 500
+    assert db.search("t", x[:20], k=1).ids[:, 0].tolist() == list(range(20))
+    db.close()

@@ -40,7 +40,6 @@ from vecdb.types import (
 )
 
 DEFAULT_BUFFER_LIMIT = 20_000  # vectors buffered before they are applied to a disk index
-DEFAULT_BULK_BUILD_MIN = 10_000  # an empty disk index is bulk-built once this many wait
 # Before the first build the buffer may grow to this many bytes of vectors, so that a bulk
 # load builds once from all of its data (at optimize() or at this cap) instead of building
 # from its first few thousand vectors and splitting postings for the rest of the load.
@@ -272,19 +271,20 @@ class Collection:
         self.index.remove(slots)
 
     def drain_buffer(self) -> None:
-        """Move buffered vectors into the disk index (bulk build if it is empty), checkpoint."""
+        """Move buffered vectors into the disk index, run its maintenance, checkpoint."""
+        self._apply_buffer()
+        self.index.maintain()
+        self.checkpoint()
+
+    def _apply_buffer(self) -> None:
         if self.buffer is None or len(self.buffer) == 0:
             return
         slots, vectors = self.buffer.live()
-        if len(self.index) == 0 and len(slots) >= DEFAULT_BULK_BUILD_MIN:
+        if len(self.index) == 0:  # nothing built yet (or all deleted): one bulk build
             self.index.build(slots, vectors)
         else:
             self.index.add(slots, vectors)
-            # Splits, merges, and compaction once dead entries pass the index's threshold:
-            # without this a write-heavy collection's posting file grows until optimize().
-            self.index.maintain()
         self.buffer.build(np.zeros(0, np.int64), np.zeros((0, self.cfg.dim), np.float32))
-        self.checkpoint()
 
     def checkpoint(self) -> None:
         if not self.index.persistent:
@@ -297,12 +297,9 @@ class Collection:
         self.kv.commit(batch)
 
     def optimize(self) -> None:
+        """Apply the buffer (a bulk build if the index is empty), maintain, checkpoint."""
         with self.lock.write():
-            if self.buffer is not None and len(self.buffer) and len(self.index) == 0:
-                self.drain_buffer()  # bulk build whatever the size
             self.drain_buffer()
-            self.index.maintain()
-            self.checkpoint()
 
     # -- read path -------------------------------------------------------------------------
 

@@ -16,7 +16,12 @@ from typing import Any
 
 from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection, CollectionConfig, Sequencer
-from vecdb.engine.recovery import INDEX_KINDS, collection_dir, open_collection, open_index
+from vecdb.engine.recovery import (
+    INDEX_KINDS,
+    check_index_params,
+    collection_dir,
+    open_collection,
+)
 from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, Unimplemented
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -148,12 +153,7 @@ class Database:
                 index=index,
                 index_params=dict(index_params or {}),
             )
-            # Validate the index parameters before anything is written.
-            probe, _ = open_index(
-                index, dim, metric_.value, cfg.index_params, collection_dir(self.path, cid)
-            )
-            probe.close()
-            shutil.rmtree(collection_dir(self.path, cid), ignore_errors=True)
+            check_index_params(index, cfg.index_params)  # before anything is written
             batch = self.kv.batch()
             batch.put(kvmod.CF_META, _CONFIG_PREFIX + name.encode(), cfg.to_json())
             batch.put(kvmod.CF_META, b"next_cid", kvmod.u64(cid + 1))

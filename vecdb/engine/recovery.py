@@ -43,6 +43,21 @@ def open_index(
     raise InvalidArgument(f"index {kind!r} is unknown (expected one of {', '.join(INDEX_KINDS)})")
 
 
+def check_index_params(kind: str, params: Mapping[str, Any]) -> None:
+    """Reject unknown index kinds and bad build parameters, naming them; touches no files."""
+    if kind == "flat":
+        if params:
+            raise InvalidArgument(f"the flat index takes no index_params, got {sorted(params)}")
+    elif kind == "spann":
+        from vecdb.index.params import BuildParams
+
+        BuildParams.parse(params)
+    else:
+        raise InvalidArgument(
+            f"index {kind!r} is unknown (expected one of {', '.join(INDEX_KINDS)})"
+        )
+
+
 def collection_dir(data_dir: Path, cid: int) -> Path:
     return data_dir / "collections" / f"{cid:08d}"
 

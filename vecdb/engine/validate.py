@@ -115,9 +115,8 @@ def prepare_vectors(
             f"distances (max {config.MAX_SQ_NORM:.3g})"
         )
     out = np.ascontiguousarray(wide, dtype=np.float32)
-    if metric is Metric.COSINE and out.shape[0]:
-        norms = np.linalg.norm(wide, axis=1)
-        zero = np.flatnonzero(norms == 0)
+    if metric is Metric.COSINE:
+        zero = np.flatnonzero(sq == 0)
         if zero.size:
             raise InvalidArgument(f"{field}[{zero[0]}] is a zero vector, which has no cosine")
     return out

@@ -106,13 +106,6 @@ class FlatIndex:
         slots = np.where(rows >= 0, self._slots[np.maximum(rows, 0)], -1)
         return slots.astype(np.int64), dist
 
-    def vectors_of(self, slots: Slots) -> tuple[Slots, Vectors]:
-        """The live slots among `slots` and their vectors (used to drain a write buffer)."""
-        known = slots[(slots >= 0) & (slots < self._row_of.shape[0])]
-        rows = self._row_of[known]
-        idx = rows[rows >= 0]
-        return self._slots[idx].copy(), self._vectors[idx].copy()
-
     def live(self) -> tuple[Slots, Vectors]:
         """Every live slot and its vector, in insertion order."""
         mask = self._valid[: self._n]

@@ -160,15 +160,6 @@ class KV:
     def count_prefix(self, cf: str, prefix: bytes) -> int:
         return sum(1 for _ in self.scan_prefix(cf, prefix))
 
-    def last_key(self, cf: str, prefix: bytes) -> bytes | None:
-        """Largest key with `prefix`, or None."""
-        opts = ReadOptions()
-        it = self._cfs[cf].iter(opts)
-        it.seek_for_prev(prefix_end(prefix))
-        if it.valid() and bytes(it.key()).startswith(prefix):
-            return bytes(it.key())
-        return None
-
     def close(self) -> None:
         # Column-family objects keep the DB alive (and its LOCK held) until they are dropped.
         self._cfs.clear()
