@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecdb.bench.datasets import exact_topk, load_dataset, synthetic
+from vecdb.bench.datasets import load_dataset, synthetic
 from vecdb.bench.readers import write_vectors
 from vecdb.errors import FailedPrecondition, InvalidArgument
 
@@ -72,7 +72,10 @@ def test_base_queries_and_given_ground_truth_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     base = rng.normal(size=(400, 6)).astype(np.float32)
     queries = rng.normal(size=(7, 6)).astype(np.float32)
-    ids, _ = exact_topk(base, queries, "l2", 10)
+    # The given ground truth comes from a float64 brute force, not from the faiss oracle
+    # load_dataset uses, so the agreement check compares two independent computations.
+    d2 = ((queries[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
+    ids = np.argsort(d2, axis=1, kind="stable")[:, :10]
     write_vectors(tmp_path / "b.fbin", base)
     write_vectors(tmp_path / "q.fvecs", queries)
     write_vectors(tmp_path / "gt.ivecs", ids.astype(np.int32))
@@ -80,6 +83,11 @@ def test_base_queries_and_given_ground_truth_files(tmp_path: Path) -> None:
     ds = load_dataset(spec, cache_dir=tmp_path / "cache")
     assert ds.meta["given_gt_agreement_at10"] == 1.0
     assert ds.gt_ids.shape == (7, 100)
+    wrong = ids[::-1].copy()  # rows of the wrong queries: the agreement must drop
+    write_vectors(tmp_path / "gt2.ivecs", wrong.astype(np.int32))
+    spec2 = f"{tmp_path / 'b.fbin'},{tmp_path / 'q.fvecs'},{tmp_path / 'gt2.ivecs'}"
+    bad = load_dataset(spec2, cache_dir=tmp_path / "cache")
+    assert bad.meta["given_gt_agreement_at10"] < 0.5
 
 
 def test_cosine_vectors_are_normalised(tmp_path: Path) -> None:

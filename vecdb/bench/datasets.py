@@ -191,7 +191,7 @@ def _cached(spec: str, cache: Path, inputs: dict[str, Any], metric: str, make: A
             f"dataset {spec!r}: base d={base.shape[1]}, queries d={queries.shape[1]}"
         )
     t0 = time.perf_counter()
-    gt_ids, gt_dist = exact_topk(base, queries, metric, min(GT_K, len(base)))
+    gt_ids, gt_dist = faiss_ground_truth(base, queries, metric, min(GT_K, len(base)))
     meta = {
         "checksum": checksum,
         "inputs": key,
@@ -201,8 +201,12 @@ def _cached(spec: str, cache: Path, inputs: dict[str, Any], metric: str, make: A
         "gt_seconds": round(time.perf_counter() - t0, 3),
     }
     if given_gt is not None:
+        if len(given_gt) != len(queries):
+            raise InvalidArgument(
+                f"ground truth has {len(given_gt)} rows but there are {len(queries)} queries"
+            )
         k = min(10, given_gt.shape[1], gt_ids.shape[1])
-        hits = [len(set(a[:k]) & set(b[:k])) for a, b in zip(given_gt, gt_ids, strict=False)]
+        hits = [len(set(a[:k]) & set(b[:k])) for a, b in zip(given_gt, gt_ids)]
         meta["given_gt_agreement_at10"] = float(np.mean(hits)) / k
     directory.mkdir(parents=True, exist_ok=True)
     for fname, arr in (
@@ -235,7 +239,9 @@ def _prepare(x: npt.NDArray[Any], metric: str) -> F32:
     return out
 
 
-def exact_topk(base: F32, queries: F32, metric: str, k: int) -> tuple[npt.NDArray[np.int64], F32]:
+def faiss_ground_truth(
+    base: F32, queries: F32, metric: str, k: int
+) -> tuple[npt.NDArray[np.int64], F32]:
     """Exact top-k with faiss IndexFlat, as (ids, distances in vecdb's convention)."""
     import faiss
 

@@ -9,7 +9,7 @@ faiss 1.15 only switches IndexFlat search to BLAS from ``distance_compute_blas_t
 = 128,000 queries; below it runs a SIMD loop that is about 5x slower here at nq = 1000.
 ``--faiss-blas`` lowers the threshold to 20 (the old default) for the stronger baseline.
 
-    .venv/bin/python tests/kernels/bench_exact_topk.py --threads 1 --rounds 5
+    .venv/bin/python bench/exact_topk_vs_faiss.py --threads 1 --rounds 5
 """
 
 from __future__ import annotations
