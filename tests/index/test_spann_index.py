@@ -242,3 +242,12 @@ def test_one_huge_insert_into_one_region_ends_within_budget(tmp_path: Path) -> N
     idx.maintain()
     assert idx.stats()["posting_size_max"] <= idx.limit
     assert_no_orphans(idx, set(range(5000)))
+
+
+def test_param_cache_does_not_bypass_type_checks() -> None:
+    """A cached valid value does not make an equal value of a rejected type (True == 1) pass."""
+    from vecdb.index.params import SearchParams
+
+    assert SearchParams.parse({"max_postings": 1}).max_postings == 1
+    with pytest.raises(InvalidArgument, match="max_postings"):
+        SearchParams.parse({"max_postings": True})

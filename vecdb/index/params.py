@@ -8,6 +8,7 @@ must not hold algorithm code: the index reads validated dataclasses from here.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -46,17 +47,22 @@ PAGE_SIZE = 4096
 
 def _check_number(name: str, value: Any, lo: float, hi: float, integer: bool) -> Any:
     """Validate one numeric parameter; the error names the parameter and its bounds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidArgument(f"{name} must be a number, got {value!r}")
-    if integer and not (isinstance(value, int) or float(value).is_integer()):
+    if integer and not (isinstance(value, numbers.Integral) or float(value).is_integer()):
         raise InvalidArgument(f"{name} must be an integer, got {value!r}")
-    if not (lo <= value <= hi):  # also rejects NaN
+    number = float(value)
+    if not (lo <= number <= hi):  # also rejects NaN
         raise InvalidArgument(f"{name} must be in [{lo}, {hi}], got {value!r}")
-    return int(value) if integer else float(value)
+    return int(number) if integer else number
 
 
-_CACHE: dict[tuple[type[Any], tuple[tuple[str, Any], ...]], Any] = {}
+_CACHE: dict[tuple[type[Any], tuple[tuple[str, type[Any], Any], ...]], Any] = {}
 _CACHE_MAX = 1024  # distinct parameter sets remembered (a search parses on every call)
+
+
+def _name(item: tuple[str, type[Any], Any]) -> str:
+    return item[0]
 
 
 def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any]) -> Any:
@@ -64,7 +70,9 @@ def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any
     hashable values are remembered so a repeated request skips validation."""
     given = dict(given or {})
     try:
-        key = (cls, tuple(sorted(given.items())))
+        # The type is part of the key: 1 and True (or 7 and 7.5's int) compare equal but
+        # validate differently, so a cached answer must not be reused across types.
+        key = (cls, tuple(sorted(((k, type(v), v) for k, v in given.items()), key=_name)))
         hit = _CACHE.get(key)
     except TypeError:  # unhashable values: validate (and reject) below
         key, hit = None, None

@@ -162,7 +162,7 @@ class SpannIndex:
         sp = SearchParams.parse(params)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidArgument(f"k must be a positive integer, got {k!r}")
-        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        q = self._rows(queries, "queries")
         if self.graph is None:
             self.last_stats = per_query({"queries": len(q)})
             return np.full((len(q), k), -1, np.int64), np.full((len(q), k), np.inf, np.float32)
@@ -384,15 +384,29 @@ class SpannIndex:
             grown[: len(self.slot_version)] = self.slot_version
             self.slot_version = grown
 
+    def _rows(self, x: Any, name: str) -> Vectors:
+        a = np.ascontiguousarray(x, dtype=np.float32)
+        if a.size % self.dim:
+            raise InvalidArgument(
+                f"{name}: {a.size} floats is not a whole number of {self.dim}-d rows"
+            )
+        return a.reshape(-1, self.dim)
+
     def _check(self, slots: Slots, vectors: Vectors) -> tuple[Slots, Vectors]:
         s = np.ascontiguousarray(slots, dtype=np.int64).ravel()
-        v = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        v = self._rows(vectors, "vectors")
         if len(s) != len(v):
             raise InvalidArgument(f"{len(s)} slots for {len(v)} vectors")
         if len(s) and s.min() < 0:
-            raise InvalidArgument("slots must be non-negative")
-        if self.width == 2 and len(v) and float(np.abs(v).max()) > MAX_FLOAT16:
-            raise InvalidArgument(f"vector_dtype=float16 holds components up to {MAX_FLOAT16}")
+            raise InvalidArgument(f"slots must be non-negative, got {int(s.min())}")
+        if self.width == 2 and len(v):
+            big = np.abs(v) > MAX_FLOAT16
+            if big.any():
+                row, col = np.argwhere(big)[0]
+                raise InvalidArgument(
+                    f"vectors[{row}][{col}] = {v[row, col]:g}: vector_dtype=float16 holds "
+                    f"components up to {MAX_FLOAT16:g}"
+                )
         return s, v
 
     def posting_path(self, gen: int) -> Path:
