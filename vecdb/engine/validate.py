@@ -83,7 +83,8 @@ def _as_matrix(vectors: object, dim: int, field: str) -> npt.NDArray[np.float32]
     if arr.ndim != 2:
         raise InvalidArgument(f"{field} must be 1- or 2-dimensional, got shape {arr.shape}")
     if arr.shape[1] != dim:
-        raise InvalidArgument(f"{field}: expected {dim} floats per vector, got {arr.shape[1]}")
+        # Same wording as the per-row check of a list, so both modes report alike.
+        raise InvalidArgument(f"{field}[0]: expected {dim} floats, got {arr.shape[1]}")
     return arr
 
 

@@ -287,7 +287,8 @@ def records_from_proto(msg: pb.GetResponse) -> list[Record]:
     ids = ids_from_proto(msg.ids)
     mat = vectors_from_proto(msg.vectors) if ids else np.zeros((0, 0), np.float32)
     payloads = payloads_from_proto(msg.payloads) or [None] * len(ids)
-    return [Record(id=i, vector=mat[n].copy(), payload=payloads[n]) for n, i in enumerate(ids)]
+    # `mat` is already this response's own copy: its rows need no second copy.
+    return [Record(id=i, vector=mat[n], payload=payloads[n]) for n, i in enumerate(ids)]
 
 
 def result_to_proto(res: SearchResult) -> pb.SearchResponse:

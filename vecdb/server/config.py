@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tomllib
 import types
@@ -117,6 +118,10 @@ class ServerConfig:
             raise InvalidArgument("tls.cert and tls.key must be given together")
         if self.tls.client_ca and not self.tls.cert:
             raise InvalidArgument("tls.client_ca (mTLS) needs tls.cert and tls.key")
+        if self.log.level.upper() not in logging.getLevelNamesMapping():
+            raise InvalidArgument(
+                f"log.level={self.log.level!r} is unknown (DEBUG, INFO, WARNING, ERROR, CRITICAL)"
+            )
         return self
 
     def redacted(self) -> dict[str, Any]:
