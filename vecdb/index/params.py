@@ -140,7 +140,7 @@ class BuildParams:
         return {"float32": 4, "float16": 2, "int8": 1}[self.vector_dtype]
 
     def posting_limit(self, dim: int) -> tuple[int, int]:
-        """(pages, entries) of the posting budget for vectors of `dim` float32 components."""
+        """(pages, entries) of the posting budget for `dim`-d vectors stored as `vector_dtype`."""
         entry = self.width * dim + 9  # vector + int64 slot + uint8 version
         pages = self.posting_pages or max(3, -(-self.posting_vectors * entry // PAGE_SIZE))
         return pages, max(8, (pages * PAGE_SIZE - 64) // entry)
