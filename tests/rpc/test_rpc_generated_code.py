@@ -29,6 +29,7 @@ def test_committed_generated_code_matches_a_fresh_generation(tmp_path: Path) -> 
                     f"{committed_with.group(1)} (pin it in the dev extra)")  # fmt: skip
     fresh = generate.generate(tmp_path)
     committed = Path(generate.__file__).parent
+    assert fresh, "generate() produced no files"
     for path in fresh:
         mine = (committed / path.name).read_bytes()
         assert path.read_bytes() == mine, f"{path.name} is stale: run `make proto` and commit"
