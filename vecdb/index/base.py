@@ -1,70 +1,196 @@
 """The contract between the engine and an index kind.
 
 The engine gives every stored vector a fresh int64 *slot* (an upsert of an existing id gets a
-new slot; the old one is removed). Indexes store (slot, vector) pairs and answer top-k in
-slots. Vectors arrive already prepared for the metric: for "cosine" they are L2-normalised and
-the index computes 1 - dot. Smaller distance is better for every metric.
+new slot; the old one is removed); slots are never reused. Indexes store (slot, vector) pairs
+and answer top-k in slots. Vectors arrive already prepared for the metric: for "cosine" they
+are L2-normalised and the index computes 1 - dot. Smaller distance is better for every metric.
 
-Durability: the engine's RocksDB op log is the truth. An index with files persists its state in
-`checkpoint(seq)` and reports the last checkpointed sequence from `open`; the engine replays
-later operations into it. An in-memory index (flat) is rebuilt from stored vectors on open.
+Who calls what, and what may overlap (the engine relies on every index kind keeping this):
+- `build`, `add`, `maintain` and `checkpoint` are called by one thread at a time (the
+  database's maintenance worker, or the writer for an index without a write buffer).
+- `remove` may be called from any thread, overlapping all of the above and `search`.
+  **Remove wins**: once a slot is removed it never becomes live again; a later `add` or
+  `build` that names it ignores it (a write buffer may hand the index a slot that a user
+  deleted a moment before).
+- `search` may be called from any thread, overlapping everything but `close`. It sees a
+  consistent state: every slot added before the call began is found, none removed before the
+  call began is returned. A maintenance step never keeps a search or a `remove` waiting for
+  more than about a second: long work is done outside the index's locks and published in
+  short steps (a bulk build is published by swapping references).
+- `close` is called alone, after the worker has stopped and searches have drained.
+
+Durability: the engine's RocksDB op log is the truth. An index with files (`persistent`)
+persists its state in `checkpoint(seq)` and reports the last checkpointed sequence from
+`open`; the engine replays later operations into it (add and remove are idempotent under
+replay). It may also checkpoint on its own during `maintain`, but only at the sequence of its
+last `checkpoint` call. An in-memory index is rebuilt from stored vectors on open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 Slots = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
-Progress = Callable[[int], None]  # called with the number of vectors just processed
+# Progress of long work: (phase, done, total), e.g. ("assign", 65536, 400000). Phases of one
+# call are reported in order; `done == total` ends a phase.
+Progress = Callable[[str, int, int], None]
+
+
+class Visible:
+    """A set of slots a search may return, as a packed bitmap: slot s is in the set when bit
+    (s & 7) of byte s >> 3 is set (little-endian bit order, `np.packbits(..., "little")`).
+    Slots at or past `8 * len(bits)` are outside the set. Kernels test membership inside the
+    scan, so a restricted search still fills k results when the set has k members nearby."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: npt.NDArray[np.uint8]) -> None:
+        self.bits = np.ascontiguousarray(bits, dtype=np.uint8)  # the packed bitmap
+
+    @classmethod
+    def from_slots(cls, slots: npt.ArrayLike, bound: int | None = None) -> Visible:
+        """The set of the given slots (any order, duplicates allowed); `bound` sizes the
+        bitmap (default: one past the largest slot)."""
+        s = np.asarray(slots, dtype=np.int64).ravel()
+        if len(s) and s.min() < 0:
+            raise ValueError(f"slots must be non-negative, got {int(s.min())}")
+        n = int(bound) if bound is not None else (int(s.max()) + 1 if len(s) else 0)
+        mask = np.zeros(max(n, int(s.max()) + 1 if len(s) else 0), dtype=np.bool_)
+        mask[s] = True
+        return cls.from_mask(mask)
+
+    @classmethod
+    def from_mask(cls, mask: npt.NDArray[np.bool_]) -> Visible:
+        """The set of the indices where `mask` is true."""
+        return cls(np.packbits(np.asarray(mask, dtype=np.bool_), bitorder="little"))
+
+    def contains(self, slots: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """Membership of each slot (vectorised); negative or out-of-range slots are False."""
+        s = np.asarray(slots, dtype=np.int64)
+        ok = (s >= 0) & (s < 8 * len(self.bits))
+        out = np.zeros(s.shape, dtype=np.bool_)
+        si = s[ok]
+        out[ok] = (self.bits[si >> 3] >> (si & 7).astype(np.uint8)) & 1 == 1
+        return out
+
+    def count(self) -> int:
+        """Number of slots in the set."""
+        return int(np.unpackbits(self.bits).sum())
+
+
+def as_visible(visible: Visible | npt.ArrayLike | None) -> Visible | None:
+    """Normalise the `visible` argument of `search`: None (no restriction), a `Visible`, or
+    an array of slots (sorted or not)."""
+    if visible is None or isinstance(visible, Visible):
+        return visible
+    return Visible.from_slots(visible)
+
+
+@dataclass
+class SearchStats:
+    """What one search call read: totals over its queries. Per call, never shared."""
+
+    queries: int = 0  # queries answered
+    heads_searched: int = 0  # head candidates asked of the head graph (SPANN)
+    postings_read: int = 0  # postings scanned
+    blocks_read: int = 0  # posting blocks scanned
+    pages_read: int = 0  # 4 KiB pages those blocks span
+    bytes_read: int = 0  # bytes read: pages x 4 KiB warm, bytes from the device cold
+    extra: dict[str, float] = field(default_factory=dict)  # kind-specific counters
+
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "queries",
+        "heads_searched",
+        "postings_read",
+        "blocks_read",
+        "pages_read",
+        "bytes_read",
+    )
+
+    def add(self, other: SearchStats) -> None:
+        """Accumulate another call's totals into this one."""
+        for f in fields(self):
+            if f.name != "extra":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for key, value in other.extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+
+    def as_dict(self) -> dict[str, Any]:
+        """Totals and per-query means (`<name>_per_query`), for stats and benchmarks."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.COUNTERS}
+        nq = max(1, self.queries)
+        for name in self.COUNTERS[1:]:
+            out[name + "_per_query"] = getattr(self, name) / nq
+        out.update(self.extra)
+        return out
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """Top-k of a batch of queries, in slots: shapes (nq, k), padded with -1 / +inf, rows
+    ascending by distance; and what the call read."""
+
+    slots: Slots
+    distances: npt.NDArray[np.float32]
+    stats: SearchStats
 
 
 class VectorIndex(Protocol):
-    """What every index kind implements. Methods are called by one writer thread at a time;
-    `search` may run concurrently with itself but the engine serialises it against writes."""
+    """What every index kind implements (see the module docstring for who calls what)."""
 
-    kind: str  # "flat" | "spann"
+    kind: str  # registry name: "flat" | "spann"
     persistent: bool  # True if the index keeps its own files (then checkpoint/open matter)
+    # Largest component magnitude the index can store (a float16 posting file, say), or
+    # None. The engine rejects larger vectors before it commits them.
+    max_abs_component: float | None
 
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
-        """Replace the whole content with these vectors (bulk build)."""
+        """Replace the whole content with these vectors (bulk build). The index may keep
+        `vectors` without copying until the call returns, never after."""
 
-    def add(self, slots: Slots, vectors: Vectors) -> None:
-        """Insert new slots (never seen before by this index)."""
+    def add(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
+        """Insert slots. Re-adding a live slot re-places it (replay); removed slots are
+        ignored (remove wins)."""
 
     def remove(self, slots: Slots) -> None:
-        """Remove slots; unknown slots are ignored."""
+        """Remove slots; unknown slots are remembered as removed (remove wins)."""
 
     def search(
-        self, queries: Vectors, k: int, params: Mapping[str, Any] | None = None
-    ) -> tuple[Slots, npt.NDArray[np.float32]]:
-        """Top-k slots and distances per query, shapes (nq, k), padded with -1 / +inf."""
+        self,
+        queries: Vectors,
+        k: int,
+        params: Mapping[str, Any] | None = None,
+        visible: Visible | None = None,
+    ) -> IndexResult:
+        """Top-k slots per query among live slots (and, if given, only those in `visible`,
+        tested inside the scan). Per-call parameters only: nothing here changes state that
+        another search reads."""
 
     def __len__(self) -> int:
         """Number of live slots."""
 
-    # Optional: `max_abs_component: float | None`, the largest component magnitude the index
-    # can store (a float16 posting file, say). The engine rejects larger vectors up front.
-
-    def maintain(self) -> None:
-        """Run pending background work now (splits, merges, compaction)."""
+    def maintain(self, budget_s: float | None = None) -> bool:
+        """Run pending background work (splits, merges, clean-up, compaction) for about
+        `budget_s` seconds (None: until done); return True if work is left."""
 
     def checkpoint(self, applied_seq: int) -> None:
         """Make everything applied so far durable and record `applied_seq` with it."""
 
     def stats(self) -> dict[str, Any]:
-        """Numbers for `Stats` / inspect (sizes, counts, memory estimates)."""
+        """Numbers for `stats` / inspect (sizes, counts, memory estimates)."""
 
     def close(self) -> None:
         """Release files and threads."""
 
 
-class IndexFactory(Protocol):
+class IndexOpener(Protocol):
     """Creates or opens an index in `directory` (None for a purely in-memory index)."""
 
     def __call__(

@@ -22,10 +22,32 @@ METRIC_L2, METRIC_IP, METRIC_COSINE = 0, 1, 2
 PARALLEL_MIN_ROWS = 4096  # below this, kernels run on the calling thread
 
 
+BLOCK_HEADER = 64  # bytes of a block's header; blocks and their vector part are 64-aligned
+MIN_CAP = 8  # a block has room for at least this many entries, rounded up to a multiple of 8
+
+
+# The block layout, defined once: `_layout` for the kernels here, `block_layout` and
+# `block_bytes` (its Python and vectorised forms) for the posting file, the block table and
+# the search's byte accounting.
 @nb.njit(cache=True, inline="always")
 def _layout(n: int) -> tuple[int, int]:
-    cap = max(8, (n + 7) // 8 * 8)
-    return cap, (64 + 9 * cap + 63) // 64 * 64
+    cap = max(MIN_CAP, (n + 7) // 8 * 8)
+    return cap, (BLOCK_HEADER + 9 * cap + 63) // 64 * 64
+
+
+def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
+    """(cap, byte offset of the vector part, total bytes) of a block of `count` entries whose
+    components take `width` bytes (4 float32, 2 float16, 1 int8 codes)."""
+    cap = max(MIN_CAP, -(-count // 8) * 8)
+    vec_off = -(-(BLOCK_HEADER + 9 * cap) // 64) * 64
+    return cap, vec_off, vec_off + width * dim * cap
+
+
+def block_bytes(cnt: npt.NDArray[np.int64], dim: int, width: int) -> npt.NDArray[np.int64]:
+    """Total bytes of blocks holding `cnt` entries (vectorised `block_layout`)."""
+    cap = np.maximum(MIN_CAP, (cnt + 7) // 8 * 8)
+    out: npt.NDArray[np.int64] = (BLOCK_HEADER + 9 * cap + 63) // 64 * 64 + width * dim * cap
+    return out
 
 
 @nb.njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError
 from vecdb.index.spann.framing import check_header, pack_header
+from vecdb.kernels.posting import block_layout
 
 MAGIC = b"VDBPOSTS"
 VERSION = 2
@@ -40,14 +41,6 @@ GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-
-
-def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
-    """(cap, byte offset of the vector block, total bytes) of a block of `count` entries
-    whose components take `width` bytes (4 = float32, 2 = float16)."""
-    cap = max(8, -(-count // 8) * 8)
-    vec_off = -(-(64 + 9 * cap) // 64) * 64
-    return cap, vec_off, vec_off + width * dim * cap
 
 
 class Quantizer:

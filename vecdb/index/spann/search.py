@@ -28,6 +28,7 @@ from vecdb.kernels.posting import (
     METRIC_COSINE,
     METRIC_IP,
     METRIC_L2,
+    block_bytes,
     gather_blocks,
     scan_blocks,
 )
@@ -64,12 +65,6 @@ def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
         keep = dists <= ratio * d1
     keep[:, :ALWAYS_READ] = True
     return np.where(keep, labels, -1)
-
-
-def block_bytes(cnt: I64, dim: int, width: int) -> I64:
-    """Bytes of blocks holding `cnt` entries (vectorised `postings.block_layout`)."""
-    cap = np.maximum(8, (cnt + 7) // 8 * 8)
-    return (64 + 9 * cap + 63) // 64 * 64 + width * dim * cap  # type: ignore[no-any-return]
 
 
 def pages_spanned(off: I64, nbytes: I64) -> I64:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.index.spann.postings import block_layout
+from vecdb.kernels.posting import block_layout
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
