@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vecdb.engine.collection import CollectionConfig
-from vecdb.engine.database import _CONFIG_PREFIX, MANIFEST_NAME
+from vecdb.engine.core import CollectionConfig
+from vecdb.engine.database import CONFIG_PREFIX, MANIFEST_NAME
 from vecdb.engine.recovery import collection_dir
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -30,7 +30,7 @@ def describe(data_dir: Path) -> dict[str, Any]:
     try:
         raw_seq = kv.get(kvmod.CF_META, b"seq")
         collections = []
-        for _, raw in kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
+        for _, raw in kv.scan_prefix(kvmod.CF_META, CONFIG_PREFIX):
             cfg = CollectionConfig.from_json(raw)
             collections.append(
                 {

@@ -87,6 +87,11 @@ class Batch:
         self._wb.delete_range(prefix, prefix_end(prefix), self._kv.handle(cf))
         self.ops += 1
 
+    def delete_range(self, cf: str, start: bytes, end: bytes) -> None:
+        """Delete every key in [start, end)."""
+        self._wb.delete_range(start, end, self._kv.handle(cf))
+        self.ops += 1
+
 
 class KV:
     """The database's RocksDB instance with vecdb's column families."""
