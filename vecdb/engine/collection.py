@@ -84,6 +84,23 @@ class Collection:
             last_build_seconds=st.last_build_seconds,
         )
 
+    def summary(self) -> dict[str, Any]:
+        """Cheap numbers for metrics scrapes: counts, buffer, index state (no index scan)."""
+        c, st = self.core, self.core.status
+        buf = c.buffer
+        return {
+            "count": c.points.count,
+            "indexed": c.indexed(),
+            "buffered": c.buffered(),
+            "buffer_bytes": 0 if buf is None else buf.held_bytes(),
+            "state": c.state(),
+            "progress": st.progress,
+            "last_build_seconds": st.last_build_seconds,
+            "stalls": 0 if buf is None else buf.stats.stalls,
+            "stall_seconds": 0.0 if buf is None else buf.stats.stall_seconds,
+            "rejected": 0 if buf is None else buf.stats.rejected,
+        }
+
     def stats(self) -> dict[str, Any]:
         c = self.core
         buf = c.buffer

@@ -249,6 +249,11 @@ class Database:
             "collections": {n: c.stats() for n, c in sorted(self.collections.items())},
         }
 
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Per collection, the cheap numbers of `Collection.summary` (for metrics)."""
+        self._check_open()
+        return {n: c.summary() for n, c in sorted(self.collections.items())}
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
