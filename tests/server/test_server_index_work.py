@@ -69,7 +69,10 @@ def test_the_server_logs_build_start_and_end(
     start_server: Callable[..., VecdbServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     srv = start_server(engine={"idle_seconds": 3600})
-    with caplog.at_level("INFO", logger="vecdb.engine"), vecdb.connect(f"127.0.0.1:{srv.port}") as c:
+    with (
+        caplog.at_level("INFO", logger="vecdb.engine"),
+        vecdb.connect(f"127.0.0.1:{srv.port}") as c,
+    ):
         c.create_collection("s", DIM, "l2")
         c.upsert("s", list(range(50)), np.ones((50, DIM), np.float32) * np.arange(50)[:, None])
         c.optimize("s")
