@@ -6,11 +6,14 @@ vectors, JSON payloads). Vectors have small-integer coordinates so that exact di
 are common (the tie-aware checks of `oracles` must accept either tied point) and distances
 are exact in float32 and float16 (`oracles.INTEGER`). Payloads carry a `tag` from a small set
 that mixes look-alike JSON values (1, 1.0, true, "1", null), so filters match often and must
-tell them apart. No tests here.
+tell them apart. Constructors are cached (one strategy object per arguments), so a state
+machine that asks for a strategy at every step does not make hypothesis analyse it again.
+No tests here.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,12 +28,14 @@ FILTER_TAGS: tuple[Any, ...] = (0, 1, True, "1", "red", None, "absent")
 MAX_STR_ID_BYTES = 256  # API.md
 
 
+@functools.cache
 def int_ids(max_id: int = 2**63 - 1) -> st.SearchStrategy[int]:
     """Valid int ids (0 .. max_id); a small `max_id` makes replacements and deletes of
     existing points common."""
     return st.integers(0, max_id)
 
 
+@functools.cache
 def str_ids(max_chars: int = 12) -> st.SearchStrategy[str]:
     """Valid str ids: any non-control, non-surrogate characters (non-ASCII included), at most
     256 UTF-8 bytes."""
@@ -40,6 +45,7 @@ def str_ids(max_chars: int = 12) -> st.SearchStrategy[str]:
     )
 
 
+@functools.cache
 def id_lists(
     ids: st.SearchStrategy[Any], min_size: int = 1, max_size: int = 8
 ) -> st.SearchStrategy[list[Any]]:
@@ -47,6 +53,7 @@ def id_lists(
     return st.lists(ids, min_size=min_size, max_size=max_size, unique=True)
 
 
+@functools.cache
 def vectors(
     n: int, dim: int, lo: int = -3, hi: int = 3, nonzero: bool = False
 ) -> st.SearchStrategy[np.ndarray]:
@@ -58,17 +65,22 @@ def vectors(
     return rows.map(lambda a: a.astype(np.float32))
 
 
-def seeded_vectors(n: int, dim: int, seed: int, lo: int = -3, hi: int = 3) -> np.ndarray:
+def seeded_vectors(
+    n: int, dim: int, seed: int | list[int], lo: int = -3, hi: int = 3
+) -> np.ndarray:
     """The same kind of rows drawn by numpy from a seed: cheap for wide vectors, where a
-    hypothesis array would cost more to generate and shrink than the step it feeds."""
+    hypothesis array would cost more to generate and shrink than the step it feeds. A list
+    seed ([seed, salt]) gives a stream that no int seed reproduces."""
     rng = np.random.default_rng(seed)
     return rng.integers(lo, hi + 1, size=(n, dim)).astype(np.float32)
 
 
+@functools.cache
 def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**31 - 1)
 
 
+@functools.cache
 def _json_scalars() -> st.SearchStrategy[Any]:
     return (
         st.none()
@@ -79,7 +91,8 @@ def _json_scalars() -> st.SearchStrategy[Any]:
     )
 
 
-def json_values(max_leaves: int = 6) -> st.SearchStrategy[Any]:
+@functools.cache
+def json_values(max_leaves: int = 4) -> st.SearchStrategy[Any]:
     """Any JSON value: scalars, lists and objects, shallowly nested."""
     return st.recursive(
         _json_scalars(),
@@ -89,6 +102,7 @@ def json_values(max_leaves: int = 6) -> st.SearchStrategy[Any]:
     )  # fmt: skip
 
 
+@functools.cache
 def payloads() -> st.SearchStrategy[dict[str, Any] | None]:
     """None, or an object that usually has a `tag` (from TAGS) and may hold other JSON."""
     tagged = st.fixed_dictionaries(
@@ -99,6 +113,7 @@ def payloads() -> st.SearchStrategy[dict[str, Any] | None]:
     return st.none() | tagged | untagged
 
 
+@functools.cache
 def filters() -> st.SearchStrategy[dict[str, Any] | None]:
     """No filter, or an equality filter on `tag` (sometimes with `n` too)."""
     one = st.fixed_dictionaries({"tag": st.sampled_from(FILTER_TAGS)})

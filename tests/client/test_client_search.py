@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from index_cases import IndexCase
-from oracles import METRICS, Model, assert_search_matches, distances
+from oracles import ALL_POSTINGS, METRICS, SPANN_EXACT, Model, assert_search_matches, distances
 
 import vecdb
 
@@ -305,3 +305,29 @@ def test_results_reflect_latest_upserts(client: vecdb.Client, index: IndexCase, 
     assert client.count("s") == len(model)
     q = make_data(rng, 10)
     model.assert_search(index.search(client, "s", q, k=10), q, 10)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: SPANN pruning keeps a posting only if its head is within prune_ratio x the "
+    "nearest head's distance; when the query sits exactly on a head that distance is 0, so "
+    "even max_postings=4096, prune_ratio=1e9 reads only the 2 nearest postings "
+    "(vecdb/index/spann/search.py select_postings)",
+)
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_spann_reading_every_posting_is_exact_for_a_query_on_a_head(
+    client: vecdb.Client, rng, metric: str
+) -> None:
+    """A query equal to a stored vector (here every one is a head's vector: 40 points, each
+    stored 10 times under different ids) still gets the exact top-k when every posting is
+    read."""
+    client.create_collection(
+        "s", dim=8, metric=metric, index="spann",
+        index_params={**SPANN_EXACT, "head_fraction": 0.5},
+    )  # fmt: skip
+    points = make_data(rng, 40, 8)
+    xb = np.repeat(points, 10, axis=0)
+    client.upsert("s", ids=list(range(len(xb))), vectors=xb)
+    client.optimize("s")
+    res = client.search("s", points, k=len(xb), params=ALL_POSTINGS)
+    assert_search_matches(res, list(range(len(xb))), distances(xb, points, metric), len(xb))
