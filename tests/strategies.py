@@ -75,6 +75,17 @@ def seeded_vectors(
     return rng.integers(lo, hi + 1, size=(n, dim)).astype(np.float32)
 
 
+QUERY_SALT = 0x5EED  # first word of every query stream: no stored-row seed starts with it
+
+
+def query_vectors(n: int, dim: int, seed: int, lo: int = -3, hi: int = 3) -> np.ndarray:
+    """Query rows from a stream of their own ([QUERY_SALT, seed]), so they never repeat a
+    stored row drawn by `seeded_vectors` with another seed (numpy treats 5, [5] and [5, 0] as
+    one seed). A query equal to a stored SPANN head vector meets a known pruning bug (the
+    strict xfail test_spann_reading_every_posting_is_exact_for_a_query_on_a_head)."""
+    return seeded_vectors(n, dim, [QUERY_SALT, seed], lo, hi)
+
+
 @functools.cache
 def seeds() -> st.SearchStrategy[int]:
     return st.integers(0, 2**31 - 1)

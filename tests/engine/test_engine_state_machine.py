@@ -12,7 +12,8 @@ searches with filters and k. Three machines:
   while the worker builds; `wait=True` waits), skipped while `Database.optimize` has no `wait`
   parameter: the lead's engine rewrite adds it. The engine promises searches exact-merged over
   buffer and index while a build runs, switching atomically, so the checks stay as strict.
-Vectors have small-integer coordinates (exact distances, `oracles.INTEGER`; ties common).
+Vectors have small-integer coordinates (exact distances, `oracles.INTEGER`; ties common);
+queries come from streams of their own (`strategies.query_vectors`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 from oracles import ALL_POSTINGS, INTEGER, SPANN_EXACT, Model
 
@@ -52,10 +54,6 @@ TINY_SPANN = {
     "merge_threshold": 3,
     "threads": 1,
 }
-# Query rows come from their own streams ([seed, salt]; stored rows from int seeds): a query
-# equal to a stored head vector would meet the known pruning bug (the strict xfail
-# test_spann_reading_every_posting_is_exact_for_a_query_on_a_head in tests/client).
-QUERY_SALT = 0x5EED
 # Each example opens RocksDB a dozen times (reopen rule); on tmpfs that costs CPU only.
 SCRATCH = "/dev/shm" if Path("/dev/shm").is_dir() else None
 
@@ -78,7 +76,7 @@ class EngineVsDict(RuleBasedStateMachine):
             "c", dim=self.dim, metric="l2", index=self.index, index_params=self.index_params
         )
         self.model = Model("l2")
-        self.fixed_queries = gen.seeded_vectors(3, self.dim, [0, QUERY_SALT])
+        self.fixed_queries = gen.query_vectors(3, self.dim, 0)
 
     def open(self) -> Database:
         # sync=False: within one process a reopen sees every write either way; what fsync
@@ -132,7 +130,7 @@ class EngineVsDict(RuleBasedStateMachine):
 
     @rule(seed=gen.seeds(), k=st.integers(1, 12), flt=gen.filters())
     def search(self, seed: int, k: int, flt: dict[str, Any] | None) -> None:
-        q = gen.seeded_vectors(2, self.dim, [seed, QUERY_SALT])
+        q = gen.query_vectors(2, self.dim, seed)
         res = self.db.search("c", q, k=k, filter=flt, params=self.search_params)
         self.model.assert_search(res, q, k, flt, INTEGER)
 
@@ -208,10 +206,11 @@ test_engine_behaves_like_a_dict = EngineVsDict.TestCase
 SpannEngineVsDict.TestCase.settings = _settings(25, 30)
 test_spann_engine_behaves_like_a_dict = SpannEngineVsDict.TestCase
 
-BackgroundSpannEngineVsDict.TestCase.settings = _settings(25, 30)
-test_spann_engine_with_background_optimize_behaves_like_a_dict = pytest.mark.skipif(
-    not OPTIMIZE_HAS_WAIT, reason=NO_WAIT_REASON
-)(BackgroundSpannEngineVsDict.TestCase)
+
+@pytest.mark.skipif(not OPTIMIZE_HAS_WAIT, reason=NO_WAIT_REASON)
+def test_spann_engine_with_background_optimize_behaves_like_a_dict() -> None:
+    """The SPANN machine with optimize(wait=False) and optimize(wait=True) rules."""
+    run_state_machine_as_test(BackgroundSpannEngineVsDict, settings=_settings(25, 30))
 
 
 def test_tiny_spann_postings_split_merge_and_stay_exact(tmp_path: Path) -> None:
@@ -221,7 +220,7 @@ def test_tiny_spann_postings_split_merge_and_stay_exact(tmp_path: Path) -> None:
     db = Database(tmp_path / "db", sync=False)
     db.create_collection("c", dim=dim, metric="l2", index="spann", index_params=TINY_SPANN)
     model = Model("l2")
-    queries = gen.seeded_vectors(8, dim, [1, QUERY_SALT])
+    queries = gen.query_vectors(8, dim, 1)
     for step in range(12):
         ids = list(range(step * 10, step * 10 + 20))  # overlapping: half are replacements
         vecs = gen.seeded_vectors(len(ids), dim, step)
