@@ -11,7 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from index_cases import IndexCase
-from oracles import ALL_POSTINGS, METRICS, SPANN_EXACT, Model, assert_search_matches, distances
+from oracles import (
+    ALL_POSTINGS,
+    FLOAT16,
+    FLOAT32,
+    METRICS,
+    SPANN_EXACT,
+    Model,
+    assert_search_matches,
+    distances,
+)
 
 import vecdb
 
@@ -331,3 +340,22 @@ def test_spann_reading_every_posting_is_exact_for_a_query_on_a_head(
     client.optimize("s")
     res = client.search("s", points, k=len(xb), params=ALL_POSTINGS)
     assert_search_matches(res, list(range(len(xb))), distances(xb, points, metric), len(xb))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_default_spann_index_is_exact_within_float16_rounding(
+    client: vecdb.Client, rng, metric: str
+) -> None:
+    """The default index (SPANN, float16 postings) with every posting read: exact while the
+    points are buffered, and within float16 rounding of the exact answer once built."""
+    info = client.create_collection("s", dim=DIM, metric=metric)
+    assert info.index == "spann"
+    xb = make_data(rng)
+    client.upsert("s", ids=list(range(N)), vectors=xb)
+    q = make_data(rng, 25)
+    oracle = distances(xb, q, metric)
+    res = client.search("s", q, k=10, params=ALL_POSTINGS)
+    assert_search_matches(res, list(range(N)), oracle, 10, FLOAT32)
+    client.optimize("s")
+    res = client.search("s", q, k=10, params=ALL_POSTINGS)
+    assert_search_matches(res, list(range(N)), oracle, 10, FLOAT16)
