@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import strategies as gen
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from index_cases import IndexCase
-from oracles import same_json
+from oracles import INTEGER, Model, same_json
 
 import vecdb
 from vecdb.types import Record
@@ -256,3 +259,34 @@ def test_str_id_delete_and_get(client: vecdb.Client, index: IndexCase, scoll: st
     assert client.count(scoll) == 2
     res = index.search(client, scoll, np.ones(DIM, np.float32), k=3)
     assert sorted(res.ids[0, :2].tolist()) == ["plain", "日本語"] and res.ids[0, 2] is None
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_batches_round_trip_like_the_model(
+    client: vecdb.Client, index: IndexCase, data: st.DataObject
+) -> None:
+    """Random batches (non-ASCII str ids, any JSON payloads, replacements across batches,
+    deletes): get answers exactly the model's points, with payloads of the same JSON types,
+    and search equals the oracle."""
+    if "h" in [c.name for c in client.list_collections()]:
+        client.drop_collection("h")
+    index.create(client, "h", DIM, "l2", id_type="str")
+    model = Model("l2")
+    pool = data.draw(gen.id_lists(gen.str_ids(), 1, 12), label="id pool")
+    for _ in range(data.draw(st.integers(1, 3), label="batches")):
+        batch = data.draw(gen.batches(DIM, ids=st.sampled_from(pool)), label="batch")
+        assert client.upsert("h", batch.ids, batch.vectors, batch.payloads) == len(batch.ids)
+        model.upsert(batch.ids, batch.vectors, batch.payloads)
+        gone = data.draw(st.lists(st.sampled_from(pool), max_size=3, unique=True), label="gone")
+        if gone:
+            assert client.delete("h", gone) == model.delete(gone)
+        index.settle(client, "h")
+    model.assert_stored(client, "h", absent=pool)
+    q = gen.query_vectors(2, DIM, 0)
+    k = len(pool)
+    model.assert_search(index.search(client, "h", q, k=k), q, k, None, INTEGER)
