@@ -68,7 +68,7 @@ class VecdbServer:
         db = self._db
         self._metrics = ServerMetrics(
             sizes=lambda: [(c.name, c.count) for c in db.list_collections()],
-            index_status=db.summaries,
+            index_status=lambda: db.summaries(),
         )
         self._guard = CallGuard(KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys), self._metrics)
         limit = cfg.limits.max_message_bytes
