@@ -1,0 +1,107 @@
+"""Where vectors go: the head graph, the RNG replica rule and the posting cut.
+
+Shared by the bulk build, inserts, splits, reassignment and merges. `select_replicas` finds a
+batch's `candidates` nearest live heads (hnswlib, `build_ef` effort asked per call: the graph's
+own ef stays 1 and the call asks for max(ef, k) neighbours, which is what hnswlib searches
+with) and keeps up to `replicas` of them by the RNG rule; heads that are about to go (a merge
+in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
+vector. Computes only: no locks, no files.
+"""
+
+from __future__ import annotations
+
+import hnswlib
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.params import BuildParams
+from vecdb.index.spann.state import head_space
+from vecdb.kernels.posting import PARALLEL_MIN_ROWS, cut_to_limit, group_by_posting, rng_select
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
+REPLICA_ROWS = 16_384  # rows per head-graph query batch (bounds the (rows, ef) label arrays)
+
+
+def make_head_graph(
+    heads: F32, metric: str, p: BuildParams, threads: int, labels: I64 | None = None
+) -> hnswlib.Index:
+    """The heads in a new hnswlib graph; label = posting id (0..n-1 unless given). The
+    graph's ef is set to 1 once: every query asks for max(ef, k) neighbours instead."""
+    graph = hnswlib.Index(space=head_space(metric), dim=heads.shape[1])
+    graph.init_index(
+        max_elements=int(len(heads) * 1.25) + 64,
+        M=p.head_m,
+        ef_construction=p.head_ef_construction,
+        random_seed=p.seed,
+    )
+    ids = np.arange(len(heads)) if labels is None else labels
+    graph.add_items(heads, ids, num_threads=threads)
+    graph.set_ef(1)
+    return graph
+
+
+def nearest_heads(
+    graph: hnswlib.Index, live_heads: int, x: F32, ef: int, m: int, threads: int
+) -> tuple[I64, F32]:
+    """The m nearest live heads of each row with search effort ef (hnswlib searches with
+    max(ef_, k), ef_ = 1, so asking for max(ef, m) and keeping m columns is set_ef(ef) +
+    knn_query(m) without touching shared state)."""
+    m = max(1, min(m, live_heads))
+    k = max(m, min(ef, live_heads))
+    labels, dists = graph.knn_query(x, k=k, num_threads=threads)
+    return labels[:, :m].astype(np.int64), dists[:, :m]
+
+
+def select_replicas(
+    graph: hnswlib.Index,
+    live_heads: int,
+    x: F32,
+    p: BuildParams,
+    threads: int,
+    exclude: I64 | None = None,
+) -> tuple[I64, F32]:
+    """Up to `replicas` posting ids per row by the RNG rule over its `candidates` nearest
+    live heads, never one in `exclude`: (n, replicas) ids -1 padded and their squared L2
+    distances (inf padded), nearest first. Every row gets at least one posting."""
+    out_p = np.full((len(x), p.replicas), -1, np.int64)
+    out_d = np.full((len(x), p.replicas), np.inf, np.float32)
+    n_ex = 0 if exclude is None else len(exclude)
+    for lo in range(0, len(x), REPLICA_ROWS):
+        xs = x[lo : lo + REPLICA_ROWS]
+        todo = np.arange(len(xs))
+        m = p.candidates + n_ex
+        while len(todo):
+            t = threads if len(todo) >= PARALLEL_MIN_ROWS else 1
+            labels, _ = nearest_heads(graph, live_heads, xs[todo], p.build_ef, m, t)
+            uniq, inv = np.unique(labels, return_inverse=True)
+            inv = inv.reshape(labels.shape)
+            if exclude is not None and n_ex:
+                inv[np.isin(labels, exclude)] = -1
+            heads = np.asarray(graph.get_items(uniq), dtype=np.float32).reshape(len(uniq), -1)
+            cols, d = rng_select(xs[todo], inv, heads, p.rng_factor, p.replicas)
+            picked = np.where(cols >= 0, np.take_along_axis(labels, np.maximum(cols, 0), 1), -1)
+            out_p[lo + todo], out_d[lo + todo] = picked, d
+            none = picked[:, 0] < 0  # every candidate excluded: look further
+            if not none.any() or m >= live_heads:
+                break
+            todo, m = todo[none], min(live_heads, 4 * m)
+    return out_p, out_d
+
+
+def cut(posts: I64 | I32, dists: F32, limit: int, n_postings: int) -> BOOL:
+    """Keep each posting's `limit` nearest entries and every row's nearest entry; returns
+    the kept mask of `posts` ((n, r), -1 padded)."""
+    keep = posts >= 0
+    starts, rows, cols = group_by_posting(posts, keep, n_postings)
+    cut_to_limit(posts, dists, keep, starts, rows, cols, limit)
+    return keep
+
+
+def primaries(posts: I64 | I32, keep: BOOL) -> I64:
+    """Each row's primary posting: its nearest kept one (columns are nearest first)."""
+    first = keep.argmax(1)
+    out: I64 = posts[np.arange(len(posts)), first].astype(np.int64)
+    return out
