@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.base import Progress
-from vecdb.kernels.kmeans import kmeans, sq_dists
+from vecdb.kernels.kmeans import kmeans, paired_sq_dists, sq_dists
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -34,7 +34,7 @@ DIRECT_LEAVES = 256  # a node needing at most this many leaves is clustered stra
 BRANCH = 32  # children of an upper node (SPTAG's BKTKmeansK)
 KMEANS_ITERS = 8  # Lloyd iterations per node
 BALANCE = 1.0  # size penalty of the tree's k-means (see kernels/kmeans)
-WIDEN_ROWS = 65_536  # rows per chunk when widening radii
+WIDEN_BYTES = 8 << 20  # rows (as float32 bytes) per chunk when widening radii
 
 
 def _grow(a: npt.NDArray[np.generic], n: int, fill: float) -> npt.NDArray[np.generic]:
@@ -226,17 +226,21 @@ class ClusterTree:
 
     def widen(self, postings: I64, x: F32) -> None:
         """Raise the radii along the paths of rows `x` whose primary leaves are `postings`
-        (radii only grow: they stay upper bounds when members leave)."""
-        for lo in range(0, len(x), WIDEN_ROWS):
-            nodes = self.leaf_of[postings[lo : lo + WIDEN_ROWS]].astype(np.int64)
-            rows = x[lo : lo + WIDEN_ROWS]
+        (radii only grow: they stay upper bounds when members leave). Chunked: memory is
+        O(chunk + distinct nodes per chunk), whatever len(x)."""
+        step = max(1, WIDEN_BYTES // (4 * self.dim))
+        for lo in range(0, len(x), step):
+            nodes = self.leaf_of[postings[lo : lo + step]].astype(np.int64)
+            rows = x[lo : lo + step]
             while len(nodes):
                 ok = nodes >= 0
-                nodes, rows = nodes[ok], rows[ok]
+                if not ok.all():
+                    nodes, rows = nodes[ok], rows[ok]
                 if not len(nodes):
                     break
-                d = np.sqrt(((rows - self.centroids_of(nodes)) ** 2).sum(1))
-                np.maximum.at(self.radius, nodes, d.astype(np.float32))
+                uniq, inv = np.unique(nodes, return_inverse=True)
+                d = np.sqrt(paired_sq_dists(rows, self.centroids_of(uniq), inv))
+                np.maximum.at(self.radius, nodes, d)
                 nodes = self.parent[nodes].astype(np.int64)
 
     # --- structure changes (SPANN splits and merges) ---------------------------------------
@@ -327,8 +331,9 @@ def build_tree(
     tree = ClusterTree(x.shape[1])
     rng = np.random.default_rng(seed)
     mean = np.zeros(x.shape[1], np.float64)
-    for lo in range(0, n, WIDEN_ROWS):  # the root's centroid, without a full-size temporary
-        mean += x[lo : lo + WIDEN_ROWS].sum(0, dtype=np.float64)
+    step = max(1, WIDEN_BYTES // (4 * x.shape[1]))
+    for lo in range(0, n, step):  # the root's centroid, without a full-size temporary
+        mean += x[lo : lo + step].sum(0, dtype=np.float64)
     root_c = (mean / max(1, n)).astype(np.float32)
     heads: list[int] = []
     stack: list[tuple[int, I64 | None, int, F32]] = [(-1, None, max(1, n_leaves), root_c)]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -44,18 +45,25 @@ class KMeans:
         return float(self.distances.astype(np.float64).sum())
 
 
-def chunk_rows(k: int) -> int:
-    """Rows per assignment chunk for k centroids."""
-    return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * max(1, k)))
+def chunk_rows(k: int, d: int) -> int:
+    """Rows per assignment chunk for k centroids of d dims: the chunk's distance block and
+    its copy of the rows both stay under CHUNK_BYTES."""
+    return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * max(1, k, d)))
 
 
-def sq_dists(x: F32, c: F32, c_norms: F32 | None = None) -> F32:
+def sq_norms(x: F32) -> F32:
+    """Squared L2 norm of each row (no n x d temporary)."""
+    out: F32 = np.einsum("ij,ij->i", x, x)
+    return out
+
+
+def sq_dists(x: F32, c: F32, c_norms: F32 | None = None, x_norms: F32 | None = None) -> F32:
     """Squared L2 distances (n, k) between the rows of x and of c, clipped at 0. Callers
     keep n x k small (see `assign`)."""
-    cn = (c * c).sum(1) if c_norms is None else c_norms
+    cn = sq_norms(c) if c_norms is None else c_norms
     d = x @ c.T
     d *= -2.0
-    d += (x * x).sum(1)[:, None]
+    d += (sq_norms(x) if x_norms is None else x_norms)[:, None]
     d += cn[None, :]
     out: F32 = np.maximum(d, 0.0, out=d).astype(np.float32, copy=False)
     return out
@@ -72,8 +80,8 @@ def assign(
     dist = np.zeros(n, dtype=np.float32)
     if n == 0 or k == 0:
         return labels, dist
-    cn = (centroids * centroids).sum(1)
-    step = chunk_rows(k)
+    cn = sq_norms(centroids)
+    step = chunk_rows(k, x.shape[1])
     if lam <= 0:
         for lo in range(0, n, step):
             d = sq_dists(x[lo : lo + step], centroids, cn)
@@ -134,15 +142,15 @@ def _seed(xs: F32, k: int, rng: np.random.Generator, plusplus: bool) -> F32:
     trials = 2 + int(np.log(k))
     centres = np.empty((k, xs.shape[1]), dtype=np.float32)
     centres[0] = xs[rng.integers(n)]
-    xn = (xs * xs).sum(1)
-    best = sq_dists(xs, centres[:1])[:, 0].astype(np.float64)
+    xn = sq_norms(xs)
+    best = sq_dists(xs, centres[:1], x_norms=xn)[:, 0].astype(np.float64)
     for j in range(1, k):
         total = best.sum()
         if total <= 0:
             centres[j] = xs[rng.integers(n)]
             continue
         cand = np.searchsorted(np.cumsum(best), rng.random(trials) * total).clip(0, n - 1)
-        d = sq_dists(xs, xs[cand], xn[cand])  # (n, trials)
+        d = sq_dists(xs, xs[cand], xn[cand], xn)  # (n, trials)
         np.minimum(d, best[:, None], out=d)
         pick = int(d.sum(0).argmin())
         centres[j] = xs[cand[pick]]
@@ -167,13 +175,16 @@ def kmeans(
     balance: float = 0.0,
     seed: int | np.random.Generator = 0,
     assign_all: bool = True,
+    blas_threads: int = 1,
 ) -> KMeans:
     """Cluster the rows of x (n, d) float32 into k clusters.
 
     Trains `iters` Lloyd iterations on `sample` random rows (default max(2048, 64 k), at
     most n), then assigns all n rows unless `assign_all` is False. `balance > 0` adds the
     size penalty of balanced k-means (sizes counted online while rows are assigned in a
-    random order, so the result does not depend on row order). With k >= n
+    random order, so the result does not depend on row order). BLAS runs on
+    `blas_threads` threads (1 by default: its threads cost more than they save on the
+    small blocks of a tree node; raise it for one big clustering). With k >= n
     every row is its own centroid (k' = n). Deterministic for a given seed.
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -186,6 +197,20 @@ def kmeans(
     if n <= k:
         lab = np.arange(n, dtype=np.int64)
         return KMeans(x.copy(), lab, np.zeros(n, dtype=np.float32))
+    with threadpool_limits(blas_threads, user_api="blas"):
+        return _kmeans(x, k, iters, sample, balance, rng, assign_all)
+
+
+def _kmeans(
+    x: F32,
+    k: int,
+    iters: int,
+    sample: int | None,
+    balance: float,
+    rng: np.random.Generator,
+    assign_all: bool,
+) -> KMeans:
+    n = len(x)
     ns = min(n, sample or max(MIN_SAMPLE, DEFAULT_SAMPLE_PER_CLUSTER * k))
     xs = x if ns == n else x[np.sort(rng.choice(n, ns, replace=False))]
     centres = _seed(xs, k, rng, k <= PLUSPLUS_MAX_K)
@@ -204,3 +229,17 @@ def kmeans(
         return KMeans(centres, labels, dist)
     labels, dist = assign(x, centres, _lam(dist, n, k, balance), rng)
     return KMeans(centres, labels, dist)
+
+
+@nb.njit(cache=True, nogil=True)
+def paired_sq_dists(x, centroids, labels):  # type: ignore[no-untyped-def]
+    """Squared L2 distance of each row of x to `centroids[labels[i]]` (no temporaries)."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[0]):
+        c = centroids[labels[i]]
+        s = np.float32(0.0)
+        for t in range(x.shape[1]):
+            diff = x[i, t] - c[t]
+            s += diff * diff
+        out[i] = s
+    return out

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from vecdb.index.params import BuildParams
 from vecdb.index.spann.state import head_space
+from vecdb.kernels.kmeans import CHUNK_BYTES, sq_dists, sq_norms
 from vecdb.kernels.posting import PARALLEL_MIN_ROWS, cut_to_limit, group_by_posting, rng_select
 
 F32 = npt.NDArray[np.float32]
@@ -55,6 +56,33 @@ def nearest_heads(
     return labels[:, :m].astype(np.int64), dists[:, :m]
 
 
+class ExactHeads:
+    """Exact nearest heads by blocked BLAS, for the bulk build when there are few heads (at
+    high dimension this beats the graph: one matrix product instead of ~ef x M scattered
+    distance evaluations per row, and it is exact)."""
+
+    def __init__(self, heads: F32, space: str) -> None:
+        self.heads = heads  # (H, d) head vectors, row = posting id
+        self.space = space  # hnswlib space of the graph it stands in for: "l2" | "ip"
+        self.norms = sq_norms(heads)  # squared norms of the heads
+
+    def knn(self, x: F32, m: int) -> I64:
+        """The m nearest heads of each row, nearest first."""
+        out = np.empty((len(x), m), np.int64)
+        step = max(1, CHUNK_BYTES // (4 * max(len(self.heads), x.shape[1])))
+        for lo in range(0, len(x), step):
+            xs = x[lo : lo + step]
+            d = sq_dists(xs, self.heads, self.norms) if self.space == "l2" else -(xs @ self.heads.T)
+            part = (
+                np.argpartition(d, m - 1, axis=1)[:, :m]
+                if m < d.shape[1]
+                else np.tile(np.arange(d.shape[1]), (len(xs), 1))
+            )
+            order = np.argsort(np.take_along_axis(d, part, 1), axis=1)
+            out[lo : lo + step] = np.take_along_axis(part, order, 1)
+        return out
+
+
 def select_replicas(
     graph: hnswlib.Index,
     live_heads: int,
@@ -62,10 +90,12 @@ def select_replicas(
     p: BuildParams,
     threads: int,
     exclude: I64 | None = None,
+    exact: ExactHeads | None = None,
 ) -> tuple[I64, F32]:
     """Up to `replicas` posting ids per row by the RNG rule over its `candidates` nearest
-    live heads, never one in `exclude`: (n, replicas) ids -1 padded and their squared L2
-    distances (inf padded), nearest first. Every row gets at least one posting."""
+    live heads (from `exact` if given, else the graph), never one in `exclude`:
+    (n, replicas) ids -1 padded and their squared L2 distances (inf padded), nearest first.
+    Every row gets at least one posting."""
     out_p = np.full((len(x), p.replicas), -1, np.int64)
     out_d = np.full((len(x), p.replicas), np.inf, np.float32)
     n_ex = 0 if exclude is None else len(exclude)
@@ -75,7 +105,10 @@ def select_replicas(
         m = p.candidates + n_ex
         while len(todo):
             t = threads if len(todo) >= PARALLEL_MIN_ROWS else 1
-            labels, _ = nearest_heads(graph, live_heads, xs[todo], p.build_ef, m, t)
+            if exact is not None:
+                labels = exact.knn(xs[todo], min(m, live_heads))
+            else:
+                labels, _ = nearest_heads(graph, live_heads, xs[todo], p.build_ef, m, t)
             uniq, inv = np.unique(labels, return_inverse=True)
             inv = inv.reshape(labels.shape)
             if exclude is not None and n_ex:
