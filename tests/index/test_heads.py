@@ -102,8 +102,10 @@ def test_split_then_remove_leaves_no_childless_node() -> None:
     assert tree.count[node] == len(members) == tree.count[tree.children(node)].sum()
     np.testing.assert_array_equal(tree.centroid(node), old_head)
     for q in (20, 21):
-        tree.set_primary(np.flatnonzero(tree.primary == q), np.zeros(1, np.int64).repeat(
-            int((tree.primary == q).sum())))
+        tree.set_primary(
+            np.flatnonzero(tree.primary == q),
+            np.zeros(1, np.int64).repeat(int((tree.primary == q).sum())),
+        )
         tree.remove_leaf(q)
     assert not tree.alive(node) and tree.leaf_of[p] == -1
     assert all(len(tree.children(n)) or tree.is_leaf(n) for n in tree)

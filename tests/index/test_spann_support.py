@@ -92,6 +92,9 @@ def assert_tree_consistent(idx: SpannIndex, live: set[int]) -> None:
     current copy of it, removed slots under none, and no inner node is childless."""
     st = idx.state
     tree = st.tree
+    if st.graph is None:  # never built: no tree
+        assert tree.n_nodes == 0 and not live
+        return
     nodes = list(tree)
     assert len(nodes) == len(set(nodes)) == len(tree)
     leaves = {n for n in nodes if tree.is_leaf(n)}

@@ -23,7 +23,7 @@ F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 BOOL = npt.NDArray[np.bool_]
-REPLICA_ROWS = 16_384  # rows per head-graph query batch (bounds the (rows, ef) label arrays)
+REPLICA_ROWS = 8_192  # rows per head-graph query batch (bounds the (rows, ef) label arrays)
 
 
 def make_head_graph(
@@ -91,30 +91,37 @@ def select_replicas(
     threads: int,
     exclude: I64 | None = None,
     exact: ExactHeads | None = None,
+    cap: int = 0,
 ) -> tuple[I64, F32]:
     """Up to `replicas` posting ids per row by the RNG rule over its `candidates` nearest
-    live heads (from `exact` if given, else the graph), never one in `exclude`:
-    (n, replicas) ids -1 padded and their squared L2 distances (inf padded), nearest first.
+    live heads (from `exact` if given, else the graph), never one in `exclude`, at most
+    `cap` of them if `cap` (the build's disk budget): (n, replicas) ids -1 padded and their squared L2 distances (inf padded), nearest first.
     Every row gets at least one posting."""
-    out_p = np.full((len(x), p.replicas), -1, np.int64)
-    out_d = np.full((len(x), p.replicas), np.inf, np.float32)
+    replicas = min(p.replicas, cap) if cap else p.replicas
+    out_p = np.full((len(x), replicas), -1, np.int64)
+    out_d = np.full((len(x), replicas), np.inf, np.float32)
     n_ex = 0 if exclude is None else len(exclude)
-    for lo in range(0, len(x), REPLICA_ROWS):
-        xs = x[lo : lo + REPLICA_ROWS]
+    step = max(1, min(REPLICA_ROWS, CHUNK_BYTES // (4 * x.shape[1])))
+    for lo in range(0, len(x), step):
+        xs = x[lo : lo + step]
         todo = np.arange(len(xs))
         m = p.candidates + n_ex
         while len(todo):
+            rows = xs if len(todo) == len(xs) else xs[todo]  # no copy on the first round
             t = threads if len(todo) >= PARALLEL_MIN_ROWS else 1
             if exact is not None:
-                labels = exact.knn(xs[todo], min(m, live_heads))
+                labels = exact.knn(rows, min(m, live_heads))
             else:
-                labels, _ = nearest_heads(graph, live_heads, xs[todo], p.build_ef, m, t)
+                labels, _ = nearest_heads(graph, live_heads, rows, p.build_ef, m, t)
             uniq, inv = np.unique(labels, return_inverse=True)
             inv = inv.reshape(labels.shape)
             if exclude is not None and n_ex:
                 inv[np.isin(labels, exclude)] = -1
-            heads = np.asarray(graph.get_items(uniq), dtype=np.float32).reshape(len(uniq), -1)
-            cols, d = rng_select(xs[todo], inv, heads, p.rng_factor, p.replicas)
+            if exact is not None:
+                heads = exact.heads[uniq]
+            else:
+                heads = np.asarray(graph.get_items(uniq), np.float32).reshape(len(uniq), -1)
+            cols, d = rng_select(rows, inv, heads, p.rng_factor, replicas)
             picked = np.where(cols >= 0, np.take_along_axis(labels, np.maximum(cols, 0), 1), -1)
             out_p[lo + todo], out_d[lo + todo] = picked, d
             none = picked[:, 0] < 0  # every candidate excluded: look further
@@ -122,6 +129,21 @@ def select_replicas(
                 break
             todo, m = todo[none], min(live_heads, 4 * m)
     return out_p, out_d
+
+
+def disk_cap(posts: I64 | I32, limit_entries: int) -> int:
+    """The bulk build's disk budget, applied before the cut: drop the farthest replica
+    columns of every row (never the first) until at most `limit_entries` entries remain;
+    returns the number of columns left (0 if nothing was trimmed), which later placements
+    also respect."""
+    cols = posts.shape[1]
+    per_col = (posts >= 0).sum(0)
+    total = int(per_col.sum())
+    while cols > 1 and total > limit_entries:
+        cols -= 1
+        total -= int(per_col[cols])
+        posts[:, cols] = -1
+    return cols if cols < posts.shape[1] else 0
 
 
 def cut(posts: I64 | I32, dists: F32, limit: int, n_postings: int) -> BOOL:

@@ -3,7 +3,9 @@
 Pass 1 builds the clustering tree (`vecdb.index.heads`: balanced k-means, heads are the real
 vectors nearest the leaf centres). Pass 2 puts the heads in an hnswlib graph whose labels are
 posting ids. Pass 3 picks up to `replicas` postings per vector by the RNG rule among its
-`candidates` nearest heads. Pass 4 cuts postings to the entry budget, never orphaning a vector.
+`candidates` nearest heads. Pass 4 trims the farthest replicas if the postings would pass `max_disk_ratio` x the raw
+float32 bytes (later placements keep that replica cap), then cuts postings to the entry
+budget, never orphaning a vector.
 Pass 5 writes the postings, packed best-fit, into a new posting file generation, in groups of
 bounded size. Pass 6 fills the tree's memberships (primary leaf = nearest kept posting),
 counts and radii. Pass 7 publishes everything under the write lock by swapping references;
@@ -14,6 +16,8 @@ encoded blocks and the head graph; no n x k distance matrix and no copy of the i
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import numpy.typing as npt
 
@@ -22,6 +26,7 @@ from vecdb.index.heads import ClusterTree, build_tree, fill_members
 from vecdb.index.spann.assign import (
     ExactHeads,
     cut,
+    disk_cap,
     make_head_graph,
     primaries,
     select_replicas,
@@ -33,7 +38,7 @@ from vecdb.kernels.posting import VERSION_REMOVED, block_layout, group_by_postin
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-GROUP_BYTES = 32 << 20  # encoded blocks written per packed write (bounds build memory)
+GROUP_BYTES = 8 << 20  # encoded blocks written per packed write (bounds build memory)
 ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # Up to this many heads, build candidates are exact, by BLAS: hnswlib evaluates ~1-2k
 # scattered distances per row at build_ef 48, a matrix product H dense ones, ~4x cheaper each.
@@ -84,7 +89,7 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         file_path(st.directory, "postings", gen), st.dim, width=st.width, quant=quant
     )
     table = BlockTable(st.dim, st.width)
-    tree, graph = ClusterTree(st.dim), None
+    tree, graph, cap = ClusterTree(st.dim), None, 0
     if n:
         # Pass 1: the clustering tree and its heads
         n_heads = max(1, min(n, round(p.head_fraction * n)))
@@ -107,7 +112,9 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
             pp, dd = select_replicas(graph, n_heads, vectors[lo:hi], p, st.threads, exact=exact)
             posts[lo:hi], dists[lo:hi] = pp, dd
             _report(progress, "assign", hi, n)
-        # Pass 4: the posting cut
+        # Pass 4: the disk budget, then the posting cut
+        budget = p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
+        cap = disk_cap(posts, int(budget))
         keep = cut(posts, dists, st.limit, n_heads)
         del dists
         # Pass 5: postings into the new file generation
@@ -135,6 +142,17 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         st.live_heads = st.next_posting = 0 if graph is None else graph.get_current_count()
         st.table.ensure(st.next_posting)
         st.pending, st.heads_dirty, st.freed_bytes = set(), True, 0
+        st.replica_cap = cap
     if isinstance(old_reader, DirectReader):
         old_reader.close()
     old_file.close()  # its file stays on disk until a checkpoint names the new one
+    release_free_memory()
+
+
+def release_free_memory() -> None:
+    """Hand the build's freed temporaries back to the OS (glibc keeps freed heap pages
+    otherwise, and a long-running process would hold the build's peak)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

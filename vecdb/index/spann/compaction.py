@@ -74,12 +74,13 @@ def garbage_fraction(st: SpannState, live: I64) -> float:
     return (data - st.table.ref_bytes + stale * st.table.ref_bytes) / data
 
 
-def rebuild_heads(st: SpannState) -> bool:
-    """Rebuild the head graph without its deleted heads once they are a large share
-    (hnswlib keeps deleted nodes for routing; they cost memory and search time)."""
+def rebuild_heads(st: SpannState, force: bool = False) -> bool:
+    """Rebuild the head graph without its deleted heads once they are a large share, or
+    any if `force` (hnswlib keeps deleted nodes for routing; they cost memory and time)."""
     graph = st.heads()
     labels = st.tree.leaf_postings()
-    if len(labels) == 0 or graph.get_current_count() <= (1 + REBUILD_DELETED) * len(labels):
+    share = 0.0 if force else REBUILD_DELETED
+    if len(labels) == 0 or graph.get_current_count() <= (1 + share) * len(labels):
         return False
     fresh = make_head_graph(st.head_vectors(labels), st.metric, st.params, st.threads, labels)
     with st.lock.write("heads rebuild publish"):
@@ -127,5 +128,5 @@ def compact(st: SpannState) -> None:
     old_file.close()
     st.counters["compactions"] += 1
     # Pass 3: drop deleted heads from the graph; Pass 4: publish (deletes the old file)
-    rebuild_heads(st)
+    rebuild_heads(st, force=True)
     checkpoint(st, st.applied_seq)

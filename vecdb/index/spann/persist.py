@@ -166,7 +166,7 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     # Pass 3: a consistent snapshot of versions, table and tree (removes wait for it)
     with st.lock.read():
         info = dict(st.counters, live_heads=st.live_heads, n_live=st.n_live)
-        info["next_posting"] = st.next_posting
+        info["next_posting"], info["replica_cap"] = st.next_posting, st.replica_cap
         versions, table, tree = (
             st.slot_version.tobytes(),
             st.table.to_arrays(),
@@ -227,7 +227,7 @@ def open_state(
         st.graph = load_heads(directory / m["heads"], head_space(metric), dim)
         st.graph.set_ef(1)  # every query asks for max(ef, k) neighbours instead
     st.live_heads, st.next_posting = info["live_heads"], info["next_posting"]
-    st.n_live = info["n_live"]
+    st.n_live, st.replica_cap = info["n_live"], int(info.get("replica_cap", 0))
     st.counters = {k: int(info.get(k, 0)) for k in COUNTERS}
     st.rng = np.random.default_rng(p.seed + st.ckpt_no)
     st.applied_seq = int(m["applied_seq"])

@@ -93,6 +93,7 @@ class SpannState:
     heads_dirty: bool = False  # heads changed since the last checkpoint
     ckpt_no: int = 0  # number of the last state file
     freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
+    replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)

@@ -94,7 +94,9 @@ def place(
     """Choose postings for rows (never those in `exclude`) and write them with the slots'
     next versions: returns (postings (n, replicas), versions, written). The caller
     publishes with `commit_moves` under the write lock."""
-    posts, _ = select_replicas(st.heads(), st.live_heads, vectors, st.params, st.threads, exclude)
+    posts, _ = select_replicas(
+        st.heads(), st.live_heads, vectors, st.params, st.threads, exclude, cap=st.replica_cap
+    )
     cur = st.slot_version[slots]
     versions = next_versions(np.where(cur == VERSION_REMOVED, 0, cur).astype(np.uint8))
     return posts, versions, write_entries(st, slots, vectors, versions, posts)
