@@ -1,7 +1,7 @@
 """Background maintenance of a SPANN index: bounded work per call, in batches.
 
-`maintain(st, budget_s)` runs batches until the budget is spent or nothing is left, and says
-whether work is left. Pass 1 splits or cleans postings queued by appends (a batch at a time,
+`maintain(st, budget_s)` runs batches (at least one) until the budget is spent or nothing is
+left, and says whether work is left. Pass 1 splits or cleans postings queued by appends (a batch at a time,
 one LIRE reassignment per batch: `split`). Pass 2 merges postings that *became* small (fewer
 than `merge_threshold` visible entries and fewer than they hold: they lost entries to removes
 or moves; a posting small from the build is left alone, which is what kept a bulk build from
@@ -107,7 +107,9 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
     if st.graph is None:
         return False
     deadline = float("inf") if budget_s is None else time.monotonic() + budget_s
-    while time.monotonic() < deadline:
+    first = True
+    while first or time.monotonic() < deadline:  # at least one batch per call
+        first = False
         # Pass 1: split or clean queued postings
         if st.pending:
             split_batch(st, take_pending(st))
