@@ -231,7 +231,8 @@ def test_searches_and_removes_race_with_add_and_maintain(tmp_path: Path) -> None
 
     def remover() -> None:
         try:
-            while not stop.is_set():
+            while not stop.is_set() and len(removed) < total // 4:
+                stop.wait(0.002)
                 s = rng.integers(0, total, 5)
                 idx.remove(s)
                 with lock:
