@@ -192,6 +192,14 @@ class ClusterTree:
         self.crow[node] = row
         self.posting[node] = -1
 
+    def trim(self) -> None:
+        """Drop the growth slack of the node and centroid arrays (after a bulk build)."""
+        n = self.n_nodes
+        for name in ("parent", "first_child", "next_sibling", "level", "count", "radius"):
+            setattr(self, name, getattr(self, name)[:n].copy())
+        self.posting, self.crow = self.posting[:n].copy(), self.crow[:n].copy()
+        self.centroids = self.centroids[: self.n_rows].copy()
+
     def grow_slots(self, n: int) -> None:
         """Make room for slots below n."""
         if n > len(self.primary):

@@ -121,6 +121,7 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         write_postings(file, table, slots, vectors, posts, keep, n_heads, progress)
         # Pass 6: memberships, counts and radii
         fill_members(tree, slots, primaries(posts, keep), vectors)
+        tree.trim()
         del posts, keep, heads, exact
     reader = open_reader(file, p.io)
     # Pass 7: publish by swapping references
