@@ -10,8 +10,8 @@ posting (the others keep their other copies) with one RNG placement that exclude
 heads, then publishes everything at once. Pass 3 rewrites
 postings with a high dead share (`compaction.clean_batch`). Pass 4 rebuilds the head graph
 without deleted heads when they pile up. Pass 5 compacts the whole file only when garbage
-passed `compact_garbage` (no in-place reuse). Pass 6 checkpoints by itself, at the last
-applied sequence, once much freed space waits for a checkpoint to become reusable.
+passed `compact_garbage` (no in-place reuse). Pass 6, between batches, checkpoints by itself
+at the last applied sequence once much freed space waits for a checkpoint to become reusable.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ SPLIT_BATCH = 64  # postings per split batch
 BATCH_BYTES = 64 << 20  # posting entries read per batch (bounds maintenance memory)
 MERGE_BATCH = 256  # postings per merge batch
 CLEAN_BATCH = 256  # postings per clean-up batch
-CHECKPOINT_FREED_SHARE = 0.25  # self-checkpoint when freed bytes pass this share of the live
+CHECKPOINT_FREED_SHARE = 0.05  # self-checkpoint when freed bytes pass this share of the live
 CHECKPOINT_FREED_MIN = 16 << 20  # ... and at least this many bytes
 
 
@@ -110,6 +110,8 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
     first = True
     while first or time.monotonic() < deadline:  # at least one batch per call
         first = False
+        # Pass 6 (between batches): checkpoint by ourselves when much freed space waits
+        maybe_checkpoint(st)
         # Pass 1: split or clean queued postings
         if st.pending:
             split_batch(st, take_pending(st))
@@ -131,9 +133,16 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         if compaction.garbage_fraction(st, live) > st.params.compact_garbage:
             compaction.compact(st)
         break
-    # Pass 6: checkpoint by ourselves when much freed space waits for a checkpoint
+    maybe_checkpoint(st)
+    return work_left(st, compaction.counts(st))
+
+
+def maybe_checkpoint(st: SpannState) -> None:
+    """Pass 6: checkpoint at the last applied sequence once the bytes freed since the last
+    checkpoint pass CHECKPOINT_FREED_SHARE of the referenced bytes (and CHECKPOINT_FREED_MIN):
+    freed space is reusable only after a checkpoint stops naming it, so this keeps the file
+    near its live size. Only once the engine has checkpointed (its sequence is known)."""
     due = max(CHECKPOINT_FREED_MIN, CHECKPOINT_FREED_SHARE * st.table.ref_bytes)
     if st.ckpt_no > 0 and st.freed_bytes > due:
         checkpoint(st, st.applied_seq)
         st.counters["self_checkpoints"] += 1
-    return work_left(st, compaction.counts(st))
