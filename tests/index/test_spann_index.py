@@ -221,20 +221,21 @@ def test_bad_build_params_are_rejected_by_name(tmp_path: Path) -> None:
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["add", "remove", "maintain"]), st.integers(1, 300)),
+    st.tuples(st.sampled_from(["add", "remove", "maintain"]), st.integers(1, 600)),
     min_size=1,
-    max_size=8,
+    max_size=10,
 )
+TINY_POSTINGS = {**SMALL, "vector_dtype": "float32"}  # 98-entry postings at d=8: splits early
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(ops=ops, seed=st.integers(0, 1000))
 def test_no_orphan_vectors_under_any_update_sequence(tmp_path_factory, ops, seed) -> None:  # type: ignore[no-untyped-def]
     """Whatever the mix of inserts, removes and maintenance (splits, merges, clean-ups), every
     live slot keeps at least one current copy, no removed slot keeps one, and the clustering
     tree stays consistent (reachable leaves, counts adding up, one primary leaf per slot)."""
     directory = tmp_path_factory.mktemp("orphans")
-    idx, _ = open_spann(8, "l2", SMALL, directory)
+    idx, _ = open_spann(8, "l2", TINY_POSTINGS, directory)
     rng = np.random.default_rng(seed)
     live: set[int] = set()
     nxt = 0
