@@ -13,16 +13,15 @@ from typing import Any
 
 from vecdb.errors import InvalidArgument
 from vecdb.index.spann.index import SpannIndex
-from vecdb.index.spann.shim import ShimSpann, open_shim
 
 
 def open_spann(
     dim: int, metric: str, params: Mapping[str, Any] | None, directory: Path | None
-) -> tuple[ShimSpann, int]:
+) -> tuple[SpannIndex, int]:
     """Create or open a SPANN index in `directory`; return it and its applied sequence."""
     if directory is None:
         raise InvalidArgument("the spann index needs a directory")
-    return open_shim(dim, metric, dict(params or {}), Path(directory))
+    return SpannIndex.open(dim, metric, dict(params or {}), Path(directory))
 
 
 __all__ = ["SpannIndex", "open_spann"]
