@@ -96,7 +96,7 @@ class SpaceMap:
 
     start: int  # first data byte (the header page is never allocated)
     end: int  # end of the last non-free extent; the file needs no byte beyond it
-    epoch: int  # checkpoint epoch; tables tag each block with the epoch it was written in
+    epoch: int  # checkpoint epoch; tables tag each block with the epoch it was pushed in
     by_off: SortedList  # free extents, keys (offset << SHIFT) | size, in ALIGN units
     by_size: SortedList  # the same extents, keys (size << SHIFT) | offset
     free_bytes: int  # total of the free extents
@@ -331,14 +331,6 @@ class SpaceMap:
     def free_extents(self) -> list[tuple[int, int]]:
         """(offset, size) in bytes of every free extent, by offset."""
         return [((k >> SHIFT) * ALIGN, (k & MASK) * ALIGN) for k in self.by_off]
-
-    def pending_extents(self) -> list[tuple[int, int]]:
-        """(offset, size) of every pending extent, durable ones first."""
-        return [
-            (int(o), int(s))
-            for q in (self.pend, self.fresh)
-            for o, s in zip(q[0], q[1], strict=True)
-        ]
 
     # --- stats -------------------------------------------------------------------------------
 
