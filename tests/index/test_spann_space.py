@@ -355,8 +355,8 @@ class SpaceMachine(RuleBasedStateMachine):
         self.published = self.store.checkpoint()
         self.published_ext: list[tuple[int, int]] = []
         self.captured: tuple[object, list[tuple[int, int]]] | None = None
-        self.dropped: list[tuple[int, int]] = []  # released since the last publish
-        self.posting = st.integers(0, 11)
+        self.dropped: list[tuple[int, tuple[int, int]]] = []  # (seq, extent) not reusable yet
+        self.seq = 0  # releases so far
 
     def teardown(self) -> None:
         self.store.file.close()
@@ -370,15 +370,17 @@ class SpaceMachine(RuleBasedStateMachine):
         assert all(spans_minimum_pages(o, n) for o, n in new)
         assert not overlaps(now, now)
         if new and self.dropped:
-            assert not overlaps(new, self.dropped)
+            assert not overlaps(new, [e for _, e in self.dropped])
         for ext in (self.published_ext, self.captured[1] if self.captured else []):
             if new and ext:  # a checkpoint published or being published references these
                 assert not overlaps(new, ext)
 
     def _release(self, posting: int) -> None:
-        off = [(o, n) for o, n in self.store.referenced()]
         chain = {o for o, _ in self.store.table.chain(posting)}
-        self.dropped += [(o, n) for o, n in off if o in chain]
+        for e in self.store.referenced():
+            if e[0] in chain:
+                self.dropped.append((self.seq, e))
+                self.seq += 1
 
     @rule(posting=st.integers(0, 11), n=st.integers(1, 64))
     def append(self, posting: int, n: int) -> None:
@@ -415,31 +417,48 @@ class SpaceMachine(RuleBasedStateMachine):
             ]
         self._allocated(before)
 
+    @rule(limit=st.integers(1, 6))
+    def defrag(self, limit: int) -> None:
+        """Move the postings nearest the end into free space below them."""
+        s = self.store
+        for p in s.file.space.fragmented_postings(s.table, limit, min_free_share=0.0).tolist():
+            before = s.referenced()
+            chain = s.table.chain(p)
+            n = sum(c for _, c in chain)
+            new = s.file.move(s.block(p, n), below=min(o for o, _ in chain))
+            if new >= 0:
+                self._release(p)
+                s.rewrite(p, 0)
+                s.table.push(p, new, n)
+                s.content[p] = [np.arange(s.next_slot - n, s.next_slot)]
+                assert new < min(o for o, _ in chain)
+                self._allocated(before)
+
     @rule()
     def capture(self) -> None:
         """Capture a checkpoint (not yet published)."""
         s = self.store
         mark = s.file.begin_checkpoint()
         snap = (s.table.to_arrays(), s.file.length, {p: list(b) for p, b in s.content.items()})
-        self.captured = ((mark, snap, len(self.dropped)), s.referenced())
+        self.captured = ((mark, snap, self.seq), s.referenced())
 
     @precondition(lambda self: self.captured is not None)
     @rule()
     def publish(self) -> None:
         """Publish the captured checkpoint: its releases become reusable."""
         assert self.captured is not None
-        (mark, snap, n_dropped), ext = self.captured  # type: ignore[misc]
+        (mark, snap, seq), ext = self.captured  # type: ignore[misc]
         self.store.file.sync()
         self.store.file.checkpointed(mark)
         self.published, self.published_ext, self.captured = snap, ext, None
-        self.dropped = self.dropped[n_dropped:]
+        self.dropped = [(q, e) for q, e in self.dropped if q >= seq]
 
     @rule()
     def drain(self) -> None:
         """Readers are done: fresh releases (of blocks in no captured checkpoint) are free."""
         ext = set(self.published_ext) | set(self.captured[1] if self.captured else [])
         self.store.file.readers_done()
-        self.dropped = [e for e in self.dropped if e in ext]
+        self.dropped = [(q, e) for q, e in self.dropped if e in ext]
 
     @invariant()
     def accounting(self) -> None:
