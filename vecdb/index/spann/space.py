@@ -1,36 +1,34 @@
 """The space map of a posting file: which byte extents are live, pending or free.
 
-The data region `[start, end)` of a posting file (`start` is the first page after the header)
-is exactly partitioned into *live* extents (allocated: referenced by the block table, or just
-written and about to be), *pending* extents (dropped by the table but possibly still
-referenced by the last published checkpoint or by a search's table, so not yet reusable) and
-*free* extents (reusable). The map keeps only the free extents (two `SortedList`s of packed
-int keys, by offset for coalescing and by size for best fit, about 84 bytes per extent) and the
-pending ones (two flat int64 arrays, 16 bytes per extent); live extents are the table's. `end`
-never sits after a free byte: an extent that becomes free at the end lowers `end` instead,
-and the posting file truncates to it.
+The data region `[start, end)` (after the header page) is exactly partitioned into *live*
+extents (allocated: referenced by the block table, or written and about to be), *pending*
+ones (dropped by the table, possibly still referenced by the published checkpoint or by a
+search's table) and *free* ones (reusable). The map holds only free extents (two `SortedList`s
+of packed int keys, by offset to coalesce and by size for best fit: ~84 bytes per extent) and
+pending ones (int64 queues: ~17 bytes per extent); live extents are the table's. No free byte
+precedes `end`: space freed at the end lowers `end`, and the file is cut there. This module
+owns no file and knows nothing of postings beyond their extents.
 
-Allocation is best fit under the page rule of the posting file (a block of `s` bytes starts
-64-byte aligned and spans no more pages than `ceil(s / 4096)` requires): the smallest free
-extents of at least `s` bytes are probed in (size, offset) order, and the first extent of at
-least `s + 4032` bytes always fits; failing that the block goes at `end`. The file therefore
-grows only when no free extent can take the block.
+Allocation is best fit under the posting file's page rule (a block of `s` bytes starts 64-byte
+aligned and spans no more pages than `ceil(s / 4096)`): the smallest free extents of at least
+`s` bytes are probed in (size, offset) order, and an extent of at least `s + 4032` bytes always
+fits; only when none can take the block does it go at `end`, so the file grows only then.
+Defragmentation moves the postings nearest the end into the lowest free space below them
+(`fragmented_postings`, `alloc(below=...)`), so that the tail frees and is cut.
 
-Crash safety. Dropped extents are pending in one of two queues. *Durable* ones were written
-before the current checkpoint epoch began, so the published checkpoint (or one being
-published) may reference them: they become free only in `checkpointed(mark)`, after the
-manifest naming a table that no longer references them is durable. *Fresh* ones were written
-and dropped within the current epoch, so no checkpoint ever referenced them: they become free
-in `checkpointed` as well, or earlier in `readers_done(mark)` once no search can hold a table
-from before `mark`. Hence no byte referenced by the last published checkpoint is ever
-overwritten, and a crash at any point reopens that checkpoint intact. The caller must take
-`begin_checkpoint()`'s mark at the moment it captures the table it will publish (no release in
-between): that is what makes "written in this epoch" mean "in no checkpoint".
+Crash safety. A table tags each block with the checkpoint epoch it was pushed in. A dropped
+block from an earlier epoch may be in the published checkpoint (or in the one being
+published): it stays pending until `checkpointed(mark)`, called once the manifest naming a
+table captured after the release is durable. A block pushed and dropped within the current
+epoch is in no checkpoint: it is freed by `checkpointed` too, or earlier by
+`readers_done(mark)` once no search can hold a table from before `mark`. So no byte the
+published checkpoint references is overwritten and a crash anywhere reopens it intact,
+provided `begin_checkpoint()` (which starts a new epoch) is called at the very moment the table
+to be published is captured, with no release in between.
 
-Thread safety: none. Every method (alloc, release, marks, stats, rebuild) runs on the single
-maintenance thread that also writes the file; searches never touch the map. They read only
-blocks referenced by the table they hold, which the caller's ordering guarantees are neither
-free nor reused (see `checkpointed` and `readers_done`).
+Thread safety: none. Every method runs on the single maintenance thread that also writes the
+file; searches never touch the map. They read only blocks of a table they hold, which the rules
+above keep from being freed (hence overwritten or cut off) under them.
 """
 
 from __future__ import annotations
