@@ -52,8 +52,8 @@ FLOAT16 = Tol(rtol=4e-3)
 
 # SPANN made exact: float32 postings (no rounding: `FLOAT32` applies) and search params that
 # read every posting (max_postings and prune_ratio at their bounds in vecdb/index/params.py;
-# "every" while a collection has at most 4096 heads, which test collections never reach, and
-# not for a query sitting exactly on a head: a known bug, see strategies.query_vectors).
+# "every" while a collection has at most 4096 heads, which test collections never reach; a
+# query sitting exactly on a head measures the prune ratio from the next head, so it too).
 SPANN_EXACT: dict[str, Any] = {"vector_dtype": "float32"}
 ALL_POSTINGS: dict[str, Any] = {"max_postings": 4096, "prune_ratio": 1e9}
 

@@ -81,8 +81,8 @@ QUERY_SALT = 0x5EED  # first word of every query stream: no stored-row seed star
 def query_vectors(n: int, dim: int, seed: int, lo: int = -3, hi: int = 3) -> np.ndarray:
     """Query rows from a stream of their own ([QUERY_SALT, seed]), so they never repeat a
     stored row drawn by `seeded_vectors` with another seed (numpy treats 5, [5] and [5, 0] as
-    one seed). A query equal to a stored SPANN head vector meets a known pruning bug (the
-    strict xfail test_spann_reading_every_posting_is_exact_for_a_query_on_a_head)."""
+    one seed), and exact-tie cases stay deliberate (a query equal to a stored vector, a
+    head, is covered by test_spann_reading_every_posting_is_exact_for_a_query_on_a_head)."""
     return seeded_vectors(n, dim, [QUERY_SALT, seed], lo, hi)
 
 

@@ -316,13 +316,6 @@ def test_results_reflect_latest_upserts(client: vecdb.Client, index: IndexCase, 
     model.assert_search(index.search(client, "s", q, k=10), q, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SPANN pruning keeps a posting only if its head is within prune_ratio x the "
-    "nearest head's distance; when the query sits exactly on a head that distance is 0, so "
-    "even max_postings=4096, prune_ratio=1e9 reads only the 2 nearest postings "
-    "(vecdb/index/spann/search.py select_postings)",
-)
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
 def test_spann_reading_every_posting_is_exact_for_a_query_on_a_head(
     client: vecdb.Client, rng, metric: str

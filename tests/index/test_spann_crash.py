@@ -1,4 +1,4 @@
-"""Crash at each named kill point (split, merge, compaction, checkpoint), reopen, replay the
+"""Crash at each named kill point (split, merge, defrag, checkpoint), reopen, replay the
 ops after the durable sequence like the engine does: nothing is lost and recall holds."""
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> float:
     q = clustered(100, 16, seed=77)
     r = recall(idx.search(q, 10, {"max_postings": 8}).slots, live, q, 10, "l2")
     c = idx.state.counters
-    assert c["splits"] >= 3 and c["merges"] >= 2 and c["compactions"] >= 1, c
+    assert c["splits"] >= 3 and c["merges"] >= 2 and c["defrags"] >= 1, c
     idx.close()
     return r
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["split:3", "merge:1", "compaction:1", "checkpoint:4"])
+@pytest.mark.parametrize("point", ["split:3", "merge:1", "defrag:1", "checkpoint:4"])
 def test_crash_at_kill_point_then_replay_loses_nothing(
     point: str, reference: float, tmp_path: Path
 ) -> None:

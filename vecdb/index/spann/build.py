@@ -90,7 +90,7 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     file = PostingFile(
         file_path(st.directory, "postings", gen), st.dim, width=st.width, quant=quant
     )
-    table = BlockTable(st.dim, st.width)
+    table = file.attach(BlockTable(st.dim, st.width))
     tree, graph, cap = ClusterTree(st.dim), None, 0
     if n:
         # Pass 1: the clustering tree and its heads

@@ -11,6 +11,7 @@ privately, swapped under the lock). `compact` rewrites every posting into a new 
 generation and publishes it with a checkpoint at the last applied sequence; it holds two
 generations on disk at once, so maintenance uses it only when garbage passes
 `compact_garbage` (a file without in-place reuse), never on a file that recycles its space.
+`defrag_batch` moves the postings nearest the end of the file into free space below them.
 """
 
 from __future__ import annotations
@@ -67,11 +68,41 @@ def clean_batch(st: SpannState, postings: I64) -> None:
 
 
 def garbage_fraction(st: SpannState, live: I64) -> float:
-    """Dead share of the posting file: unreferenced bytes plus stale or removed entries."""
+    """Dead share of the posting file: unreferenced bytes (free or waiting for a checkpoint)
+    plus stale or removed entries inside referenced blocks."""
     entries = int(st.table.post_entries.sum())
     stale = 1.0 - float(live.sum()) / entries if entries else 0.0
     data = max(1, st.file.length - PAGE)
     return (data - st.table.ref_bytes + stale * st.table.ref_bytes) / data
+
+
+def defrag_batch(st: SpannState, limit: int) -> bool:
+    """Move up to `limit` postings nearest the end of the file into free space below their
+    blocks (rewritten with their visible entries only), once free space is at least
+    `compact_garbage` of the file; return whether any moved. The dropped tail blocks free at
+    the next checkpoint and the file is cut there."""
+    space = st.file.space
+    cand = space.fragmented_postings(st.table, limit, st.params.compact_garbage)
+    moved: list[tuple[int, Written]] = []
+    for p in cand.tolist():
+        chain = st.table.chain(p)
+        if not chain or not st.is_posting(p):
+            continue
+        slots, vecs, vers = read_live(st, p)
+        if len(slots) == 0:
+            continue
+        off = st.file.move(st.file.encode(p, slots, vers, vecs), min(o for o, _ in chain))
+        if off >= 0:
+            moved.append((p, Written([(p, off, len(slots))])))
+    if not moved:
+        return False
+    kill_point("defrag")
+    with st.lock.write("defrag publish"):
+        for p, written in moved:
+            st.clear(p)
+            publish(st, written)
+        st.counters["defrags"] += len(moved)
+    return True
 
 
 def rebuild_heads(st: SpannState, force: bool = False) -> bool:
@@ -98,7 +129,7 @@ def compact(st: SpannState) -> None:
     new = PostingFile(
         file_path(st.directory, "postings", gen), st.dim, width=st.width, quant=st.file.quant
     )
-    table = BlockTable(st.dim, st.width)
+    table = new.attach(BlockTable(st.dim, st.width))
     table.ensure(st.next_posting)
     batch: list[tuple[int, int]] = []
     blocks: list[npt.NDArray[np.uint8]] = []

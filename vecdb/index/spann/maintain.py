@@ -9,9 +9,12 @@ cascading into merges). A merge batch re-places the vectors whose primary copy w
 posting (the others keep their other copies) with one RNG placement that excludes the merging
 heads, then publishes everything at once. Pass 3 rewrites
 postings with a high dead share (`compaction.clean_batch`). Pass 4 rebuilds the head graph
-without deleted heads when they pile up. Pass 5 compacts the whole file only when garbage
-passed `compact_garbage` (no in-place reuse). Pass 6, between batches, checkpoints by itself
-at the last applied sequence once much freed space waits for a checkpoint to become reusable.
+without deleted heads when they pile up. Pass 5 moves the postings nearest the end of the
+file into free space below them once free space passes `compact_garbage` of the file
+(`compaction.defrag_batch`), so the tail frees and the file shrinks at the next checkpoint;
+the file is never rewritten whole (two generations on disk would double it). Pass 6, between
+batches, checkpoints by itself at the last applied sequence once much dropped space waits
+for a checkpoint to become reusable.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ SPLIT_BATCH = 64  # postings per split batch
 BATCH_BYTES = 64 << 20  # posting entries read per batch (bounds maintenance memory)
 MERGE_BATCH = 256  # postings per merge batch
 CLEAN_BATCH = 256  # postings per clean-up batch
+DEFRAG_BATCH = 256  # postings moved towards the start of the file per batch
 CHECKPOINT_FREED_SHARE = 0.05  # self-checkpoint when freed bytes pass this share of the live
 CHECKPOINT_FREED_MIN = 16 << 20  # ... and at least this many bytes
 
@@ -129,9 +133,9 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
             continue
         # Pass 4: a head graph without its deleted heads
         compaction.rebuild_heads(st)
-        # Pass 5: whole-file compaction, only when garbage piled up
-        if compaction.garbage_fraction(st, live) > st.params.compact_garbage:
-            compaction.compact(st)
+        # Pass 5: free space piled up inside the file: move tail postings into it
+        if compaction.defrag_batch(st, DEFRAG_BATCH):
+            continue
         break
     maybe_checkpoint(st)
     return work_left(st, compaction.counts(st))
@@ -143,6 +147,6 @@ def maybe_checkpoint(st: SpannState) -> None:
     freed space is reusable only after a checkpoint stops naming it, so this keeps the file
     near its live size. Only once the engine has checkpointed (its sequence is known)."""
     due = max(CHECKPOINT_FREED_MIN, CHECKPOINT_FREED_SHARE * st.table.ref_bytes)
-    if st.ckpt_no > 0 and st.freed_bytes > due:
+    if st.ckpt_no > 0 and st.file.space.pending_bytes > due:
         checkpoint(st, st.applied_seq)
         st.counters["self_checkpoints"] += 1

@@ -172,6 +172,8 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
             st.table.to_arrays(),
             st.tree.to_sections(),
         )
+        # The table is captured: blocks it drops from now on belong to the next epoch.
+        mark, length, file = st.file.begin_checkpoint(), st.file.length, st.file
     st.ckpt_no += 1
     state = file_path(st.directory, "state", st.ckpt_no)
     quant = b"" if st.file.quant is None else st.file.quant.to_bytes()
@@ -184,8 +186,8 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
         "dim": st.dim,
         "metric": st.metric,
         "params": st.params.__dict__,
-        "postings": st.file.path.name,
-        "postings_length": st.file.length,
+        "postings": file.path.name,
+        "postings_length": length,
         "heads": heads.name if st.graph is not None else None,
         "state": state.name,
         "gens": [st.file_gen, st.heads_gen, st.ckpt_no],
@@ -194,8 +196,8 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     st.applied_seq = int(applied_seq)
     st.freed_bytes = 0
     clean_directory(st.directory, _files(manifest))
-    # S2 hook: blocks dropped before this checkpoint may now be reused
-    # (PostingFile.checkpointed() in S2's branch).
+    # Blocks dropped before the capture are in no published checkpoint any more: reusable.
+    file.checkpointed(mark)
 
 
 def open_state(
@@ -220,7 +222,8 @@ def open_state(
     file = PostingFile(directory / m["postings"], dim, m["postings_length"], p.width, quant)
     st = new_state(dim, metric, p, directory, file=file)
     st.file_gen, st.heads_gen, st.ckpt_no = m["gens"]
-    st.slot_version, st.table = versions, table
+    st.slot_version = versions
+    st.table = file.attach(table)  # rebuilds the free-space map: unreferenced bytes are free
     tree.leaf_vectors = st.head_vectors
     st.tree = tree
     if m["heads"] is not None:
@@ -231,5 +234,4 @@ def open_state(
     st.counters = {k: int(info.get(k, 0)) for k in COUNTERS}
     st.rng = np.random.default_rng(p.seed + st.ckpt_no)
     st.applied_seq = int(m["applied_seq"])
-    # S2 hook: rebuild the posting file's free-space map from `st.table` here.
     return st, st.applied_seq

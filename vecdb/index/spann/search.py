@@ -50,7 +50,11 @@ def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
     if metric == "ip":
         keep = (dists - d1) <= (ratio - 1.0) * np.abs(d1)
     else:
-        keep = dists <= ratio * d1
+        # A query sitting on a head has d1 = 0, and ratio x 0 would prune every posting
+        # but the nearest two: measure from the nearest head at a positive distance then.
+        positive = np.where(dists > 0, dists, np.inf).min(axis=1, keepdims=True)
+        ref = np.where(d1 > 0, d1, positive)
+        keep = dists <= ratio * ref
     keep[:, :ALWAYS_READ] = True
     return np.where(keep, labels, -1)
 

@@ -28,7 +28,7 @@ import psutil
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
 from vecdb.index.spann.locks import RWLock
-from vecdb.index.spann.postings import DirectReader, MmapReader, PostingFile
+from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
 from vecdb.index.spann.table import BlockTable
 from vecdb.kernels.posting import VERSION_NONE, VERSION_REMOVED
 
@@ -36,7 +36,7 @@ U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
-COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints")
+COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
 
 
 @functools.lru_cache(maxsize=64)
@@ -140,12 +140,15 @@ class SpannState:
             self.pending.add(posting)
 
     def clear(self, posting: int) -> None:
-        """Drop a posting's chain; its bytes are free once a checkpoint no longer names them."""
+        """Drop a posting's chain (caller holds the write lock). The table hands the blocks to
+        the file's space map: blocks written since the last checkpoint began are in no
+        checkpoint and, as no search can be running now (we hold the write lock) and every
+        later one sees the new table, reusable at once; older blocks wait for the next
+        checkpoint (`persist.checkpoint`)."""
         before = self.table.ref_bytes
         self.table.clear(posting)
         self.freed_bytes += before - self.table.ref_bytes
-        # S2 hook: the file's space map learns of the dropped blocks here (BlockTable.clear
-        # hands them over in S2's branch).
+        self.file.readers_done()
 
     def refresh_reader(self) -> None:
         """Remap after the file grew (under the write lock: searches use the views)."""
@@ -177,6 +180,8 @@ def new_state(
         reader=open_reader(file, params.io),
     )
     st.rng = np.random.default_rng(params.seed)
+    if file.length <= PAGE:  # a new, empty file: its space map follows this table
+        st.table = file.attach(st.table)
     return st
 
 

@@ -7,6 +7,7 @@ index keeps in anonymous memory; the page cache holding the posting file is not 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -53,8 +54,9 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         + tree_bytes(st),
         "posting_file_bytes": st.file.length,
         "referenced_bytes": st.table.ref_bytes,
-        "freed_bytes_awaiting_checkpoint": st.freed_bytes,
-        # S2 hook: the posting file's space statistics (free bytes, reused bytes) go here.
+        "freed_bytes_awaiting_checkpoint": st.file.space.pending_bytes,
+        "space": dataclasses.asdict(st.file.space.stats()),
+        "resident_space_map_bytes": st.file.space.stats().map_bytes,
         "bytes_on_disk": disk,
         "io": "mmap" if isinstance(st.reader, MmapReader) else "direct",
         "longest_write_lock_s": st.lock.longest_write_s,
