@@ -22,6 +22,7 @@ from vecdb.index.spann.postings import (
     pack_offsets,
     to_half,
 )
+from vecdb.kernels.posting import block_extent
 
 
 def block(posting: int, n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -140,7 +141,7 @@ def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:
     with open(tmp_path / "p.bin", "r+b") as raw:
         raw.seek(8)
         raw.write(struct.pack("<I", 99))
-    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 2"):
+    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 3"):
         PostingFile(tmp_path / "p.bin", 4)
     framing.write_sections(tmp_path / "m", b"VDBSPMAN", 7, [b"{}"])
     with pytest.raises(FormatError, match=r"m: unsupported format version 7"):
@@ -237,7 +238,7 @@ def test_block_table_chains_survive_clear_and_round_trip() -> None:
         assert again.chain(p) == t.chain(p)
     again.clear(1)
     assert [len(again.chain(p)) for p in range(5)] == [4, 0, 0, 3, 0]
-    assert again.ref_bytes == sum(block_layout(c, 4)[2] for p in (0, 3) for _, c in t.chain(p))
+    assert again.ref_bytes == sum(block_extent(c, 4, 4) for p in (0, 3) for _, c in t.chain(p))
 
 
 def test_block_table_lists_extents_and_releases_what_it_drops() -> None:

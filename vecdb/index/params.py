@@ -24,9 +24,10 @@ DEFAULT_POSTING_PAGES, MIN_POSTING_PAGES, MAX_POSTING_PAGES = 0, 0, 4096  # 0 = 
 DEFAULT_POSTING_VECTORS, MIN_POSTING_VECTORS, MAX_POSTING_VECTORS = 200, 8, 100_000
 DEFAULT_MERGE_THRESHOLD, MIN_MERGE_THRESHOLD, MAX_MERGE_THRESHOLD = 10, 0, 10_000
 DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS = 4, 1, 64
+DEFAULT_BLOCK_PAGES, MIN_BLOCK_PAGES, MAX_BLOCK_PAGES = 16, 1, 4096
 DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K = 4, 0, 64
-DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE = 0.3, 0.01, 1.0
-DEFAULT_MAX_DISK_RATIO, MIN_MAX_DISK_RATIO, MAX_MAX_DISK_RATIO = 3.8, 0.25, 1000.0
+DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE = 0.1, 0.01, 1.0
+DEFAULT_MAX_DISK_RATIO, MIN_MAX_DISK_RATIO, MAX_MAX_DISK_RATIO = 4.0, 0.25, 1000.0
 DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M = 12, 4, 64
 DEFAULT_HEAD_EF_CONSTRUCTION, MIN_HEAD_EF_CONSTRUCTION, MAX_HEAD_EF_CONSTRUCTION = 100, 16, 2000
 DEFAULT_BUILD_EF, MIN_BUILD_EF, MAX_BUILD_EF = 48, 1, 4096
@@ -118,6 +119,7 @@ class BuildParams:
     posting_vectors: int  # entries the auto page budget must hold (SPTAG uses 118)
     merge_threshold: int  # postings with fewer live entries are merged away
     max_blocks: int  # appended blocks per posting before it is rewritten
+    block_pages: int  # largest block in 4 KiB pages; a bigger posting is a chain of blocks
     reassign_k: int  # nearby postings checked for LIRE reassignment after a split
     compact_garbage: float  # dead-byte fraction of the file that triggers compaction
     max_disk_ratio: float  # build: posting entries at most this x the raw float32 bytes
@@ -147,6 +149,12 @@ class BuildParams:
         pages = self.posting_pages or max(3, -(-self.posting_vectors * entry // PAGE_SIZE))
         return pages, max(8, (pages * PAGE_SIZE - 64) // entry)
 
+    def block_entries(self, dim: int) -> int:
+        """Most entries one block holds within `block_pages` pages (header and alignment
+        included); at least one."""
+        entry = self.width * dim + 9
+        return max(1, (self.block_pages * PAGE_SIZE - 128) // entry)
+
 
 @dataclass(frozen=True)
 class SearchParams:
@@ -173,6 +181,7 @@ _BUILD_TABLE: dict[str, Any] = {
     "posting_vectors": (DEFAULT_POSTING_VECTORS, MIN_POSTING_VECTORS, MAX_POSTING_VECTORS),
     "merge_threshold": (DEFAULT_MERGE_THRESHOLD, MIN_MERGE_THRESHOLD, MAX_MERGE_THRESHOLD),
     "max_blocks": (DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS),
+    "block_pages": (DEFAULT_BLOCK_PAGES, MIN_BLOCK_PAGES, MAX_BLOCK_PAGES),
     "reassign_k": (DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K),
     "compact_garbage": (DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE),
     "max_disk_ratio": (DEFAULT_MAX_DISK_RATIO, MIN_MAX_DISK_RATIO, MAX_MAX_DISK_RATIO),

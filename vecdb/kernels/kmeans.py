@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import threadpool_limits
+
+from vecdb.kernels.distance import blas_threads as blas_threads_limit
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -197,7 +198,7 @@ def kmeans(
     if n <= k:
         lab = np.arange(n, dtype=np.int64)
         return KMeans(x.copy(), lab, np.zeros(n, dtype=np.float32))
-    with threadpool_limits(blas_threads, user_api="blas"):
+    with blas_threads_limit(blas_threads):
         return _kmeans(x, k, iters, sample, balance, rng, assign_all)
 
 

@@ -5,7 +5,7 @@ batch of queries (compute a block's distances first, then filter survivors again
 distance and dedupe only those against the top-k), walking block chains, counting visible
 entries and the RNG replica rule. It also defines, once, the version byte cycle and the
 "entry visible" predicate that the scan, the live counts and the posting readers share. A block
-at byte offset `o` with `n` entries has `cap = max(8, ceil(n/8)*8)`; slots (int64) start at
+at byte offset `o` with `n` entries has `cap = n` (`MIN_CAP` at least); slots (int64) start at
 `o + 64`, versions (uint8) at `o + 64 + 8 cap`, and the `[dim][cap]` components (float32,
 float16 bits or uint8 codes) at `o + ceil((64 + 9 cap)/64)*64` (see
 `vecdb.index.spann.postings`). Search kernels release the GIL so concurrent searches run in
@@ -32,7 +32,7 @@ BLOCK_HEADER = 64  # bytes of a block's header; blocks and their vector part are
 VERSION_NONE = 0  # slot never added
 VERSION_REMOVED = 255  # slot removed, for good
 VERSION_CYCLE = 254  # live versions are 1..254
-MIN_CAP = 8  # a block has room for at least this many entries, rounded up to a multiple of 8
+MIN_CAP = 1  # a block has room for exactly its entries (at least one)
 
 
 # The block layout, defined once: `_layout` for the kernels here, `block_layout` and
@@ -40,21 +40,44 @@ MIN_CAP = 8  # a block has room for at least this many entries, rounded up to a 
 # the search's byte accounting.
 @nb.njit(cache=True, inline="always")
 def _layout(n: int) -> tuple[int, int]:
-    cap = max(MIN_CAP, (n + 7) // 8 * 8)
+    cap = max(MIN_CAP, n)
     return cap, (BLOCK_HEADER + 9 * cap + 63) // 64 * 64
 
 
 def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
     """(cap, byte offset of the vector part, total bytes) of a block of `count` entries whose
     components take `width` bytes (4 float32, 2 float16, 1 int8 codes)."""
-    cap = max(MIN_CAP, -(-count // 8) * 8)
+    cap = max(MIN_CAP, count)
     vec_off = -(-(BLOCK_HEADER + 9 * cap) // 64) * 64
     return cap, vec_off, vec_off + width * dim * cap
 
 
+PAGE_BYTES = 4096  # the posting file's read unit
+EXTENT_ALIGN = 64  # blocks start on, and occupy, multiples of this
+
+
+def block_extent(count: int, dim: int, width: int, full_cap: int = 0) -> int:
+    """Bytes a block of `count` entries occupies in the file: its size rounded up to 64
+    bytes, or to whole pages for a full block (`count >= full_cap > 0`), so that every full
+    block occupies the same page-aligned extent and the space one frees fits the next."""
+    nbytes = block_layout(count, dim, width)[2]
+    unit = PAGE_BYTES if 0 < full_cap <= count else EXTENT_ALIGN
+    return -(-nbytes // unit) * unit
+
+
+def block_extents(
+    cnt: npt.NDArray[np.int64], dim: int, width: int, full_cap: int = 0
+) -> npt.NDArray[np.int64]:
+    """Vectorised `block_extent`."""
+    nbytes = block_bytes(cnt, dim, width)
+    unit = np.where((full_cap > 0) & (cnt >= full_cap), PAGE_BYTES, EXTENT_ALIGN)
+    out: npt.NDArray[np.int64] = -(-nbytes // unit) * unit
+    return out
+
+
 def block_bytes(cnt: npt.NDArray[np.int64], dim: int, width: int) -> npt.NDArray[np.int64]:
     """Total bytes of blocks holding `cnt` entries (vectorised `block_layout`)."""
-    cap = np.maximum(MIN_CAP, (cnt + 7) // 8 * 8)
+    cap = np.maximum(MIN_CAP, cnt)
     out: npt.NDArray[np.int64] = (BLOCK_HEADER + 9 * cap + 63) // 64 * 64 + width * dim * cap
     return out
 
@@ -304,6 +327,24 @@ def live_counts(u8, i64, post_first, blk_next, blk_off, blk_cnt, slot_version): 
                 s = i64[(o + 64) // 8 + j]
                 v = u8[o + 64 + 8 * cap + j]
                 if entry_visible(s, v, slot_version, NO_VISIBLE, False):
+                    out[p] += 1
+            b = blk_next[b]
+    return out
+
+
+@nb.njit(cache=True)
+def removed_counts(u8, i64, post_first, blk_next, blk_off, blk_cnt, slot_version):  # type: ignore[no-untyped-def]
+    """Per posting, the number of entries whose slot was removed for good (deleted)."""
+    out = np.zeros(post_first.shape[0], dtype=np.int64)
+    nslots = slot_version.shape[0]
+    for p in range(post_first.shape[0]):
+        b = post_first[p]
+        while b >= 0:
+            o = blk_off[b]
+            n = blk_cnt[b]
+            for j in range(n):
+                s = i64[(o + 64) // 8 + j]
+                if 0 <= s < nslots and slot_version[s] == VERSION_REMOVED:
                     out[p] += 1
             b = blk_next[b]
     return out

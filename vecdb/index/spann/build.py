@@ -34,10 +34,13 @@ from vecdb.index.spann.assign import (
 from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, live_mask, open_reader
 from vecdb.index.spann.table import BlockTable
-from vecdb.kernels.posting import VERSION_REMOVED, block_layout, group_by_posting
+from vecdb.index.spann.update import chunk_bounds
+from vecdb.kernels.posting import VERSION_REMOVED, group_by_posting
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+BUILD_SHARE = 0.95  # a build's entries may fill this share of the disk budget (the rest is
+# room for the garbage and free space of later updates)
 GROUP_BYTES = 8 << 20  # encoded blocks written per packed write (bounds build memory)
 ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # Build candidates are exact, by BLAS, when heads x dim <= EXACT_BASE + EXACT_PER_DIM x dim:
@@ -60,10 +63,11 @@ def write_postings(
     posts: npt.NDArray[np.int32],
     keep: npt.NDArray[np.bool_],
     n_postings: int,
+    block_cap: int,
     progress: Progress | None,
 ) -> None:
-    """Pass 5: every posting's kept entries as one block (version 1), best-fit packed, in
-    groups of about GROUP_BYTES."""
+    """Pass 5: every posting's kept entries as blocks of at most `block_cap` entries
+    (version 1), best-fit packed, in groups of about GROUP_BYTES."""
     starts, rows, _ = group_by_posting(posts, keep, n_postings)
     ones = np.ones(int(np.diff(starts).max()) if n_postings else 0, np.uint8)
     group: list[tuple[int, int]] = []
@@ -72,9 +76,11 @@ def write_postings(
     for p in range(n_postings + 1):
         if p < n_postings and starts[p + 1] > starts[p]:
             r = rows[starts[p] : starts[p + 1]]
-            blocks.append(file.encode(p, slots[r], ones[: len(r)], vectors[r]))
-            group.append((p, len(r)))
-            size += block_layout(len(r), file.dim, file.width)[2]
+            for lo, hi in chunk_bounds(len(r), block_cap):
+                rr = r[lo:hi]
+                blocks.append(file.encode(p, slots[rr], ones[: len(rr)], vectors[rr]))
+                group.append((p, len(rr)))
+                size += len(blocks[-1])
         if blocks and (size >= GROUP_BYTES or p == n_postings):
             for (q, count), off in zip(group, file.write_packed(blocks), strict=True):
                 table.push(q, int(off), count)
@@ -88,7 +94,11 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     quant = Quantizer.fit(vectors) if st.width == 1 and n else None
     gen = st.file_gen + 1
     file = PostingFile(
-        file_path(st.directory, "postings", gen), st.dim, width=st.width, quant=quant
+        file_path(st.directory, "postings", gen),
+        st.dim,
+        width=st.width,
+        quant=quant,
+        full_cap=st.block_cap,
     )
     table = file.attach(BlockTable(st.dim, st.width))
     tree, graph, cap = ClusterTree(st.dim), None, 0
@@ -115,12 +125,12 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
             posts[lo:hi], dists[lo:hi] = pp, dd
             _report(progress, "assign", hi, n)
         # Pass 4: the disk budget, then the posting cut
-        budget = p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
+        budget = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
         cap = disk_cap(posts, int(budget))
         keep = cut(posts, dists, st.limit, n_heads)
         del dists
         # Pass 5: postings into the new file generation
-        write_postings(file, table, slots, vectors, posts, keep, n_heads, progress)
+        write_postings(file, table, slots, vectors, posts, keep, n_heads, st.block_cap, progress)
         # Pass 6: memberships, counts and radii
         fill_members(tree, slots, primaries(posts, keep), vectors)
         tree.trim()

@@ -25,12 +25,20 @@ from vecdb.index.spann.persist import checkpoint
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
 from vecdb.index.spann.state import SpannState, file_path, open_reader
 from vecdb.index.spann.table import BlockTable
-from vecdb.index.spann.update import Written, publish, read_live, write_block
-from vecdb.kernels.posting import live_counts
+from vecdb.index.spann.update import (
+    Written,
+    chunk_bounds,
+    encode_chunks,
+    publish,
+    read_live,
+    write_block,
+)
+from vecdb.kernels.posting import live_counts, removed_counts
 
 I64 = npt.NDArray[np.int64]
 POSTING_DEAD_SHARE = 0.5  # a posting is rewritten once this share of its entries is dead
 POSTING_DEAD_MIN = 8  # ... and at least this many are dead
+PRESSURE_DEAD_SHARE = 0.1  # over the disk budget, this share of dead entries is enough
 REBUILD_DELETED = 0.2  # rebuild the head graph when deleted heads exceed this share
 GROUP_BYTES = 32 << 20  # live entries packed per write during compaction
 
@@ -43,14 +51,37 @@ def counts(st: SpannState) -> I64:
     return out[: st.next_posting]
 
 
-def dirty_postings(st: SpannState, live: I64) -> I64:
-    """Postings worth a clean-up rewrite: high dead share, or too many blocks."""
+def over_budget(st: SpannState) -> bool:
+    """Over the disk budget (`SpannState.over_budget`): every dead entry is worth
+    reclaiming."""
+    return st.over_budget()
+
+
+def removed(st: SpannState) -> I64:
+    """Entries per posting id whose slot was deleted (not merely moved); worker thread."""
+    u8, i64, _, _ = MmapReader(st.file).views()
+    t = st.table
+    out: I64 = removed_counts(
+        u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version
+    )
+    return out[: st.next_posting]
+
+
+def dirty_postings(st: SpannState, live: I64, pressure: bool = False) -> I64:
+    """Postings worth a clean-up rewrite: high dead share, or too many blocks; under disk
+    `pressure`, every posting with a dead entry, most dead first."""
     n = len(live)
     entries = st.table.post_entries[:n].astype(np.int64)
     dead = entries - live
+    leaf = (st.tree.leaf_of[:n] >= 0) & (live >= st.params.merge_threshold)  # small: merge
+    if pressure:
+        cand = np.flatnonzero((dead >= np.maximum(1, PRESSURE_DEAD_SHARE * entries)) & leaf)
+        out: I64 = cand[np.argsort(-dead[cand], kind="stable")]
+        return out
     high = (dead >= POSTING_DEAD_MIN) & (dead >= POSTING_DEAD_SHARE * entries)
-    many = st.table.post_blocks[:n] > st.params.max_blocks
-    out: I64 = np.flatnonzero((high | many) & (st.tree.leaf_of[:n] >= 0))
+    needed = -(-entries // st.block_cap)
+    many = st.table.post_blocks[:n] - needed >= st.params.max_blocks
+    out = np.flatnonzero((high | many) & leaf)
     return out
 
 
@@ -91,9 +122,19 @@ def defrag_batch(st: SpannState, limit: int) -> bool:
         slots, vecs, vers = read_live(st, p)
         if len(slots) == 0:
             continue
-        off = st.file.move(st.file.encode(p, slots, vers, vecs), min(o for o, _ in chain))
-        if off >= 0:
-            moved.append((p, Written([(p, off, len(slots))])))
+        # wholly below its last block: the posting moves away from the end of the file
+        below = max(o for o, _ in chain)
+        parts = encode_chunks(st, p, slots, vecs, vers)
+        placed: list[tuple[int, int]] = []
+        for block, count in parts:
+            off = st.file.move(block, below)
+            if off < 0:
+                break
+            placed.append((off, count))
+        if len(placed) < len(parts):  # all or nothing: give back what was taken
+            st.file.unallocate([o for o, _ in placed], [len(b) for b, _ in parts[: len(placed)]])
+            continue
+        moved.append((p, Written([(p, o, c) for o, c in placed])))
     if not moved:
         return False
     kill_point("defrag")
@@ -127,7 +168,11 @@ def compact(st: SpannState) -> None:
     # Pass 1: write the new generation (no lock)
     gen = st.file_gen + 1
     new = PostingFile(
-        file_path(st.directory, "postings", gen), st.dim, width=st.width, quant=st.file.quant
+        file_path(st.directory, "postings", gen),
+        st.dim,
+        width=st.width,
+        quant=st.file.quant,
+        full_cap=st.block_cap,
     )
     table = new.attach(BlockTable(st.dim, st.width))
     table.ensure(st.next_posting)
@@ -137,9 +182,9 @@ def compact(st: SpannState) -> None:
     heads = st.tree.leaf_postings().tolist()
     for i, p in enumerate(heads):
         slots, vecs, vers = read_live(st, p)
-        if len(slots):
-            blocks.append(new.encode(p, slots, vers, vecs))
-            batch.append((p, len(slots)))
+        for lo, hi in chunk_bounds(len(slots), st.block_cap):
+            blocks.append(new.encode(p, slots[lo:hi], vers[lo:hi], vecs[lo:hi]))
+            batch.append((p, hi - lo))
             size += len(blocks[-1])
         if blocks and (size >= GROUP_BYTES or i == len(heads) - 1):
             for (q, count), off in zip(batch, new.write_packed(blocks), strict=True):

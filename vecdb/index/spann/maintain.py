@@ -33,12 +33,16 @@ from vecdb.index.spann.update import commit_moves, place, read_live
 
 I64 = npt.NDArray[np.int64]
 SPLIT_BATCH = 64  # postings per split batch
-BATCH_BYTES = 64 << 20  # posting entries read per batch (bounds maintenance memory)
+# Posting bytes rewritten per batch: at most this share of the referenced bytes (and at
+# least BATCH_MIN_BYTES). Every rewrite holds old and new copies until the next checkpoint,
+# so this bounds how far the file can outgrow its live data between two checkpoints.
+BATCH_SHARE = 0.02
+BATCH_MIN_BYTES = 8 << 20
 MERGE_BATCH = 256  # postings per merge batch
 CLEAN_BATCH = 256  # postings per clean-up batch
 DEFRAG_BATCH = 256  # postings moved towards the start of the file per batch
-CHECKPOINT_FREED_SHARE = 0.05  # self-checkpoint when freed bytes pass this share of the live
-CHECKPOINT_FREED_MIN = 16 << 20  # ... and at least this many bytes
+CHECKPOINT_FREED_SHARE = 0.03  # self-checkpoint when freed bytes pass this share of the live
+CHECKPOINT_FREED_MIN = 8 << 20  # ... and at least this many bytes
 
 
 def entry_bytes(st: SpannState) -> int:
@@ -46,24 +50,39 @@ def entry_bytes(st: SpannState) -> int:
 
 
 def take_pending(st: SpannState) -> list[int]:
-    """The next split batch: queued postings, lowest ids first, within BATCH_BYTES."""
+    """The next split batch: queued postings, lowest ids first, within `batch_bytes`."""
     out, size = [], 0
     for p in sorted(st.pending):
         out.append(p)
         size += int(st.table.post_entries[p]) * entry_bytes(st)
-        if len(out) >= SPLIT_BATCH or size >= BATCH_BYTES:
+        if len(out) >= SPLIT_BATCH or size >= batch_bytes(st):
             break
     st.pending.difference_update(out)
     return out
 
 
+def batch_bytes(st: SpannState) -> int:
+    """Posting bytes one maintenance batch may rewrite (see BATCH_SHARE)."""
+    return max(BATCH_MIN_BYTES, int(BATCH_SHARE * st.table.ref_bytes))
+
+
+def take_bytes(st: SpannState, postings: I64) -> I64:
+    """The leading postings whose entries fit in one batch's bytes (at least one)."""
+    sizes = st.table.post_entries[postings].astype(np.int64) * entry_bytes(st)
+    n = int(np.searchsorted(np.cumsum(sizes), batch_bytes(st), side="right"))
+    return postings[: max(1, n)]
+
+
 def merge_candidates(st: SpannState, live: I64) -> I64:
-    """Live postings that became small: fewer than `merge_threshold` visible entries and
-    fewer than they hold (they lost entries); smallest first."""
+    """Live postings that became small through deletes: fewer than `merge_threshold` visible
+    entries, and at least one entry of a deleted slot. Entries that went stale because LIRE
+    moved their vector elsewhere do not count: a split half emptied by reassignment merged
+    straight back, split again, and maintenance never ended (seen with duplicate vectors)."""
     n = len(live)
-    entries = st.table.post_entries[:n]
     leaf = st.tree.leaf_of[:n] >= 0 if len(st.tree.leaf_of) >= n else np.zeros(n, bool)
-    small = np.flatnonzero(leaf & (live < st.params.merge_threshold) & (live < entries))
+    small = np.flatnonzero(leaf & (live < st.params.merge_threshold))
+    if len(small):
+        small = small[compaction.removed(st)[small] > 0]
     out: I64 = small[np.argsort(live[small], kind="stable")]
     return out
 
@@ -99,11 +118,11 @@ def merge_batch(st: SpannState, postings: I64) -> None:
 
 def work_left(st: SpannState, live: I64) -> bool:
     """Whether another call would find something to do."""
-    if st.pending:
+    if st.pending or st.defrag_more:
         return True
     if st.live_heads > 1 and len(merge_candidates(st, live)):
         return True
-    return bool(len(compaction.dirty_postings(st, live)))
+    return bool(len(compaction.dirty_postings(st, live, compaction.over_budget(st))))
 
 
 def maintain(st: SpannState, budget_s: float | None = None) -> bool:
@@ -116,6 +135,19 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         first = False
         # Pass 6 (between batches): checkpoint by ourselves when much freed space waits
         maybe_checkpoint(st)
+        # Pass 0: over the disk budget, reclaim dead entries before anything adds more
+        # (postings that became small are left to the merge pass: a clean-up would hide
+        # that they lost entries)
+        if compaction.over_budget(st):
+            live = compaction.counts(st)
+            small = merge_candidates(st, live)
+            if len(small) and st.live_heads > 1:
+                merge_batch(st, small[:MERGE_BATCH])
+                continue
+            dirty = compaction.dirty_postings(st, live, pressure=True)
+            if len(dirty):
+                compaction.clean_batch(st, take_bytes(st, dirty[:CLEAN_BATCH]))
+                continue
         # Pass 1: split or clean queued postings
         if st.pending:
             split_batch(st, take_pending(st))
@@ -126,15 +158,16 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         if len(small) and st.live_heads > 1:
             merge_batch(st, small[:MERGE_BATCH])
             continue
-        # Pass 3: clean postings with many dead entries
-        dirty = compaction.dirty_postings(st, live)
+        # Pass 3: clean postings with many dead entries (any, when over the disk budget)
+        dirty = compaction.dirty_postings(st, live, compaction.over_budget(st))
         if len(dirty):
-            compaction.clean_batch(st, dirty[:CLEAN_BATCH])
+            compaction.clean_batch(st, take_bytes(st, dirty[:CLEAN_BATCH]))
             continue
         # Pass 4: a head graph without its deleted heads
         compaction.rebuild_heads(st)
         # Pass 5: free space piled up inside the file: move tail postings into it
-        if compaction.defrag_batch(st, DEFRAG_BATCH):
+        st.defrag_more = compaction.defrag_batch(st, DEFRAG_BATCH)
+        if st.defrag_more:
             continue
         break
     maybe_checkpoint(st)

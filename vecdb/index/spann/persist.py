@@ -219,7 +219,9 @@ def open_state(
     p = BuildParams.parse(dict(m["params"], io=params.get("io", m["params"]["io"])))
     versions, table, tree, info, qbytes = load_state(directory / m["state"], dim, p.width)
     quant = Quantizer.from_bytes(qbytes, dim) if qbytes else None
-    file = PostingFile(directory / m["postings"], dim, m["postings_length"], p.width, quant)
+    file = PostingFile(
+        directory / m["postings"], dim, m["postings_length"], p.width, quant, p.block_entries(dim)
+    )
     st = new_state(dim, metric, p, directory, file=file)
     st.file_gen, st.heads_gen, st.ckpt_no = m["gens"]
     st.slot_version = versions

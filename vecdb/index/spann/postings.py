@@ -5,8 +5,9 @@ block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 
 [u32 nbytes][u32 count][i64 posting][u32 dim][u32 cap][u32 width]`, then `int64 slots[cap]`,
 `uint8 versions[cap]` (padded to 64 bytes) and a dimension-major `vectors[dim][cap]` of
 float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar quantizer
-(width 1; the quantizer lives in the index's state file), where cap is the count rounded up to
-8 (padding slots are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
+(width 1; the quantizer lives in the index's state file), where cap is the count (format 2
+rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
+blocks up to 4x their entries). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
 is the file's `SpaceMap` (`space`): free extents first (best fit), else the end; bulk writes
 pack what does not fit by remainder best fit (SPTAG). An attached `BlockTable` releases every
@@ -38,10 +39,10 @@ from vecdb.index.spann.framing import check_header, pack_header
 from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
 from vecdb.index.spann.space import Mark, SpaceMap
 from vecdb.index.spann.table import BlockTable
-from vecdb.kernels.posting import block_layout
+from vecdb.kernels.posting import block_extent, block_layout
 
 MAGIC = b"VDBPOSTS"
-VERSION = 2
+VERSION = 3  # 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
 GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
@@ -99,12 +100,13 @@ def encode_block(
     vectors: F32,
     width: int = 4,
     quant: Quantizer | None = None,
+    full_cap: int = 0,
 ) -> U8:
-    """Serialise one block; `vectors` is (count, dim) row-major, stored as float16 if
-    `width` is 2, as `quant` codes if 1."""
+    """Serialise one block, zero-padded to its extent (`block_extent`); `vectors` is
+    (count, dim) row-major, stored as float16 if `width` is 2, as `quant` codes if 1."""
     count, dim = vectors.shape
     cap, vec_off, nbytes = block_layout(count, dim, width)
-    buf = np.zeros(-(-nbytes // 64) * 64, dtype=np.uint8)
+    buf = np.zeros(block_extent(count, dim, width, full_cap), dtype=np.uint8)
     s = buf[64 : 64 + 8 * cap].view(np.int64)
     s[:] = -1
     s[:count] = slots
@@ -169,6 +171,7 @@ class PostingFile:
     dim: int  # vector dimension
     width: int  # bytes per stored component: 4 (float32), 2 (float16), 1 (int8 codes)
     quant: Quantizer | None  # the int8 quantizer (width 1 only)
+    full_cap: int  # entries of a full block, whose extent is whole pages (0: none)
     space: SpaceMap  # free and pending extents; `space.end` is the end of the data
     capacity: int  # current file size (extended in GROW chunks, cut back when the end drops)
     fd: int  # read-write file descriptor
@@ -180,10 +183,12 @@ class PostingFile:
         length: int | None = None,
         width: int = 4,
         quant: Quantizer | None = None,
+        full_cap: int = 0,
     ) -> None:
         """Create the file, or open it at its durable `length` (what follows is dropped).
         Until `attach` names the table, every existing byte counts as live."""
         self.path, self.dim, self.width, self.quant = path, dim, width, quant
+        self.full_cap = full_cap  # entries of a full block: its extent is whole pages
         new = not path.exists()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if new:
@@ -251,6 +256,13 @@ class PostingFile:
             self._write(np.array([off], dtype=np.int64), [block])
         return off
 
+    def unallocate(self, offsets: list[int], sizes: list[int]) -> None:
+        """Give back extents allocated (and written) but never published in a table: no
+        checkpoint and no search knows them, so they are free at once."""
+        for off, size in zip(offsets, sizes, strict=True):
+            self.space.release(off, size, fresh=True)
+        self.space.readers_done()
+
     def _write(self, offsets: npt.NDArray[np.int64], blocks: list[U8]) -> None:
         """pwrite blocks at their offsets, adjacent ones together."""
         order = np.argsort(offsets, kind="stable")
@@ -296,6 +308,7 @@ class PostingFile:
         map from it: every byte of the data region it does not reference becomes free. Call it
         on open with the table of the checkpoint the file was opened at, or with a new table
         of a new file; never with a table that a published checkpoint does not match."""
+        table.set_full_cap(self.full_cap)
         ext = table.extents()
         try:
             self.space.rebuild(ext.offset, ext.size)
@@ -341,8 +354,10 @@ class PostingFile:
         return decode_block(buf, f"{self.path} at byte {offset}", self.quant)
 
     def encode(self, posting: int, slots: I64, versions: U8, vectors: F32) -> U8:
-        """A block in this file's component format."""
-        return encode_block(posting, slots, versions, vectors, self.width, self.quant)
+        """A block in this file's component format, padded to its extent."""
+        return encode_block(
+            posting, slots, versions, vectors, self.width, self.quant, self.full_cap
+        )
 
     def sync(self) -> None:
         os.fsync(self.fd)

@@ -48,6 +48,7 @@ SHIFT = 40  # keys pack (major << SHIFT) | minor, in ALIGN units (offsets < 64 T
 MASK = (1 << SHIFT) - 1
 PROBES = 8  # best-fit candidates tried before taking the first one sure to fit
 PROBES_BELOW = 64  # candidates tried for a block moved towards the start
+PROBES_LOW = 32  # lowest free extents also tried by every allocation (lowest placement wins)
 DEFRAG_FREE_SHARE = 0.1  # no defragmentation while free space is under this share of the data
 BYTES_PER_FREE = 84  # measured (tracemalloc): two packed int keys in two SortedLists
 BYTES_PER_PENDING = 17  # measured: two int64 in array("q") queues
@@ -139,10 +140,15 @@ class SpaceMap:
                 return -1
             o, key = min(fits)
             return self._take(key, o, s)
-        for key in bs.islice(i, i + PROBES):
-            o = self._place(key, s, slack)
-            if o >= 0:
-                return self._take(key, o, s)
+        # The lowest placement among the best-fitting extents and the lowest extents: lower
+        # addresses first keeps the end of the file draining, so it can be cut (best fit
+        # alone filled holes near the end as readily as any and pinned the file's length).
+        keys = list(bs.islice(i, i + PROBES))
+        keys += [((k & MASK) << SHIFT) | (k >> SHIFT) for k in self.by_off.islice(0, PROBES_LOW)]
+        fits = [(o, k) for k in keys if (k >> SHIFT) >= s and (o := self._place(k, s, slack)) >= 0]
+        if fits:
+            o, key = min(fits)
+            return self._take(key, o, s)
         j = bs.bisect_left((s + UNITS - 1) << SHIFT)  # any such extent fits after padding
         if j < len(bs):
             return self._take(bs[j], self._place(bs[j], s, slack), s)

@@ -36,6 +36,7 @@ U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
+PRESSURE_SHARE = 0.95  # maintenance works against disk pressure above this share of the budget
 COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
 
 
@@ -72,6 +73,7 @@ class SpannState:
     params: BuildParams  # build parameters, fixed at creation (stored in the manifest)
     directory: Path  # the index's own directory
     limit: int  # entry budget of a posting (from the page budget)
+    block_cap: int  # entries per block at most (`block_pages`); bigger postings are chains
     width: int  # bytes per stored component in postings (4 float32, 2 float16, 1 int8)
     threads: int  # threads for build-time and update-time head searches
     file: PostingFile  # the current posting file
@@ -94,6 +96,7 @@ class SpannState:
     ckpt_no: int = 0  # number of the last state file
     freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
     replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
+    defrag_more: bool = False  # the last defragmentation batch moved postings (may go on)
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
@@ -136,8 +139,16 @@ class SpannState:
         over its entry budget or has too many blocks."""
         self.table.push(posting, offset, count)
         t = self.table
-        if t.post_entries[posting] > self.limit or t.post_blocks[posting] > self.params.max_blocks:
+        if (
+            t.post_entries[posting] > self.limit
+            or self.excess_blocks(posting) >= self.params.max_blocks
+        ):
             self.pending.add(posting)
+
+    def excess_blocks(self, posting: int) -> int:
+        """Blocks of a posting beyond the fewest its entries need (appended blocks)."""
+        t = self.table
+        return int(t.post_blocks[posting]) - -(-int(t.post_entries[posting]) // self.block_cap)
 
     def clear(self, posting: int) -> None:
         """Drop a posting's chain (caller holds the write lock). The table hands the blocks to
@@ -149,6 +160,19 @@ class SpannState:
         self.table.clear(posting)
         self.freed_bytes += before - self.table.ref_bytes
         self.file.readers_done()
+
+    def over_budget(self) -> bool:
+        """Whether the posting file (its length, free space inside it included) passes
+        PRESSURE_SHARE x `max_disk_ratio` x the raw float32 bytes of the live vectors (a
+        margin below the budget: one batch of rewrites lands before the next check)."""
+        budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
+        return self.file.length > PRESSURE_SHARE * budget
+
+    def placement_cap(self) -> int:
+        """Replicas a new placement (insert, move) may get: the build's cap, one fewer while
+        the file is over its disk budget (0: no cap)."""
+        cap = self.replica_cap or self.params.replicas
+        return max(1, cap - 1) if self.over_budget() else self.replica_cap
 
     def refresh_reader(self) -> None:
         """Remap after the file grew (under the write lock: searches use the views)."""
@@ -167,13 +191,19 @@ def new_state(
 ) -> SpannState:
     """An empty index over `file` (default: a new posting file, generation 0)."""
     if file is None:
-        file = PostingFile(file_path(directory, "postings", 0), dim, width=params.width)
+        file = PostingFile(
+            file_path(directory, "postings", 0),
+            dim,
+            width=params.width,
+            full_cap=params.block_entries(dim),
+        )
     st = SpannState(
         dim=dim,
         metric=metric,
         params=params,
         directory=directory,
         limit=params.posting_limit(dim)[1],
+        block_cap=params.block_entries(dim),
         width=params.width,
         threads=params.threads or _cores(),
         file=file,

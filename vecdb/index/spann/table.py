@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.index.spann.space import ALIGN, Extents, SpaceMap
-from vecdb.kernels.posting import block_bytes, block_layout
+from vecdb.index.spann.space import Extents, SpaceMap
+from vecdb.kernels.posting import block_extent, block_extents
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -48,6 +48,7 @@ class BlockTable:
     used: int  # high-water mark of block ids
     ref_bytes: int  # bytes of all referenced blocks (the rest of the file is garbage)
     space: SpaceMap | None  # where dropped blocks are released (None: nowhere)
+    full_cap: int  # entries of a full block (page-rounded extent), 0: none; set by attach
 
     def __init__(self, dim: int, width: int = 4, space: SpaceMap | None = None) -> None:
         self.dim, self.width = dim, width
@@ -60,6 +61,7 @@ class BlockTable:
         self.blk_epoch = np.zeros(0, dtype=np.int32)
         self.free, self.used, self.ref_bytes = [], 0, 0
         self.space = space
+        self.full_cap = 0
 
     @property
     def n_postings(self) -> int:
@@ -90,7 +92,7 @@ class BlockTable:
         self.post_first[posting] = b
         self.post_blocks[posting] += 1
         self.post_entries[posting] += count
-        self.ref_bytes += block_layout(count, self.dim, self.width)[2]
+        self.ref_bytes += block_extent(count, self.dim, self.width, self.full_cap)
 
     def chain(self, posting: int) -> list[tuple[int, int]]:
         """(offset, count) of each block of a posting."""
@@ -106,7 +108,7 @@ class BlockTable:
         b = int(self.post_first[posting])
         space = self.space
         while b >= 0:
-            nbytes = block_layout(int(self.blk_cnt[b]), self.dim, self.width)[2]
+            nbytes = block_extent(int(self.blk_cnt[b]), self.dim, self.width, self.full_cap)
             self.ref_bytes -= nbytes
             if space is not None:
                 fresh = int(self.blk_epoch[b]) == space.epoch
@@ -133,8 +135,13 @@ class BlockTable:
             t += len(p)
             b = self.blk_next[b].astype(np.int64)
             p, b = p[b >= 0], b[b >= 0]
-        size = -(-block_bytes(self.blk_cnt[blk], self.dim, self.width) // ALIGN) * ALIGN
+        size = block_extents(self.blk_cnt[blk], self.dim, self.width, self.full_cap)
         return Extents(post, self.blk_off[blk].copy(), size)
+
+    def set_full_cap(self, full_cap: int) -> None:
+        """Use the file's full-block size from now on (recounts the referenced bytes)."""
+        self.full_cap = full_cap
+        self.ref_bytes = int(self.extents().size.sum())
 
     def to_arrays(self) -> list[bytes]:
         """Sections for the state file: per-posting chains flattened in chain order."""

@@ -53,6 +53,23 @@ def read_live(st: SpannState, posting: int) -> tuple[I64, F32, U8]:
     return slots, vecs, vers
 
 
+def chunk_bounds(n: int, cap: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges splitting n entries into full blocks of `cap` entries and one
+    remainder. Full blocks all have one size, so the space one frees fits the next exactly
+    (even splits left slivers the size of the differences, which nothing could reuse)."""
+    return [(lo, min(n, lo + cap)) for lo in range(0, n, cap)]
+
+
+def encode_chunks(
+    st: SpannState, posting: int, slots: I64, vectors: F32, versions: U8
+) -> list[tuple[U8, int]]:
+    """A posting's entries as blocks of at most `st.block_cap` entries: (block, count)."""
+    return [
+        (st.file.encode(posting, slots[lo:hi], versions[lo:hi], vectors[lo:hi]), hi - lo)
+        for lo, hi in chunk_bounds(len(slots), st.block_cap)
+    ]
+
+
 def write_entries(st: SpannState, slots: I64, vectors: F32, versions: U8, posts: I64) -> Written:
     """Append each row to the postings in its row of `posts` (-1 padded), one block per
     posting, with one pwrite; not yet visible to searches."""
@@ -65,20 +82,26 @@ def write_entries(st: SpannState, slots: I64, vectors: F32, versions: U8, posts:
     cut = np.flatnonzero(np.diff(flat)) + 1
     groups = np.split(rows, cut) if len(flat) else []
     pids = [int(g) for g in flat[np.concatenate(([0], cut))]] if len(flat) else []
-    blocks = [
-        st.file.encode(p, slots[g], versions[g], vectors[g])
-        for p, g in zip(pids, groups, strict=True)
-    ]
+    owners: list[int] = []
+    blocks: list[U8] = []
+    counts: list[int] = []
+    for p, g in zip(pids, groups, strict=True):
+        for block, count in encode_chunks(st, p, slots[g], vectors[g], versions[g]):
+            owners.append(p)
+            blocks.append(block)
+            counts.append(count)
     offsets = st.file.append(blocks)
-    return Written([(p, int(o), len(g)) for p, g, o in zip(pids, groups, offsets, strict=True)])
+    return Written([(p, int(o), c) for p, o, c in zip(owners, offsets, counts, strict=True)])
 
 
 def write_block(st: SpannState, posting: int, slots: I64, vectors: F32, versions: U8) -> Written:
-    """One posting's entries as one new block (split halves, clean-up rewrites)."""
+    """One posting's entries as new blocks, as few as `block_pages` allows (split halves,
+    clean-up rewrites)."""
     if len(slots) == 0:
         return Written([])
-    off = st.file.append([st.file.encode(posting, slots, versions, vectors)])[0]
-    return Written([(posting, int(off), len(slots))])
+    parts = encode_chunks(st, posting, slots, vectors, versions)
+    offsets = st.file.append([b for b, _ in parts])
+    return Written([(posting, int(o), c) for o, (_, c) in zip(offsets, parts, strict=True)])
 
 
 def publish(st: SpannState, written: Written) -> None:
@@ -95,7 +118,7 @@ def place(
     next versions: returns (postings (n, replicas), versions, written). The caller
     publishes with `commit_moves` under the write lock."""
     posts, _ = select_replicas(
-        st.heads(), st.live_heads, vectors, st.params, st.threads, exclude, cap=st.replica_cap
+        st.heads(), st.live_heads, vectors, st.params, st.threads, exclude, cap=st.placement_cap()
     )
     cur = st.slot_version[slots]
     versions = next_versions(np.where(cur == VERSION_REMOVED, 0, cur).astype(np.uint8))
