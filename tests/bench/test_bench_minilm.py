@@ -88,7 +88,9 @@ def reference(w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
                 e = [math.exp(z - m) for z in logits]
                 for b in range(len(x)):
                     ctx[s] += e[b] / sum(e) * val[b][s]
-            y = ln(x[a] + lin(ctx, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
+            y = ln(
+                x[a] + lin(ctx, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm"
+            )
             inner = lin(y, f"{p}.intermediate.dense")
             g = np.array([0.5 * z * (1 + math.erf(z / math.sqrt(2))) for z in inner])
             new.append(ln(y + lin(g, f"{p}.output.dense"), f"{p}.output.LayerNorm"))

@@ -133,7 +133,9 @@ def hf_tokenizer(tokenizer_json: str, max_length: int = MAX_SEQ_LENGTH) -> Token
     try:
         from tokenizers import Tokenizer as HFTokenizer
     except ImportError as exc:
-        raise FailedPrecondition(f"the minilm-384 dataset needs tokenizers: {INSTALL_HINT}") from exc
+        raise FailedPrecondition(
+            f"the minilm-384 dataset needs tokenizers: {INSTALL_HINT}"
+        ) from exc
     tok = HFTokenizer.from_str(tokenizer_json)
     tok.no_padding()
     tok.enable_truncation(max_length)
@@ -199,7 +201,9 @@ def forward(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) 
         scores -= scores.max(-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(-1, keepdims=True)
-        ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(b * length, h)
+        ctx = (
+            (scores @ v).transpose(0, 2, 1, 3).reshape(b * length, h).astype(np.float32, copy=False)
+        )
         attn = _dense(ctx, w, f"{p}.attention.output.dense")
         x = _layer_norm(
             x + attn,
