@@ -246,7 +246,11 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
     }
     tmp = Path(tempfile.mkdtemp(prefix="vecdb-bench-ingest-", dir=cfg.work_dir))
     data_dir = tmp / "data"
-    server = ServerProcess(data_dir, cfg.threads)
+    try:
+        server = ServerProcess(data_dir, cfg.threads)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return {**row, "error": f"vecdb serve: {type(exc).__name__}: {exc}", "phases": {}}
     client = vecdb.connect(server.address)
     sampler = Sampler(
         {
@@ -350,7 +354,7 @@ def section_text(rows: list[dict[str, Any]], command: str) -> str:
         "|---" * (head.count("|") - 1) + "|",
     ]
     for r in rows:
-        ph = r["phases"].get(r["measured_phase"])
+        ph = r.get("phases", {}).get(r.get("measured_phase", ""))
         if ph is None:
             lines.append(f"| {r['variant']} | failed (see below) |" + " - |" * 12)
             continue
