@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,25 @@ def test_cli_writes_jsonl_and_results_section(tmp_path: Path) -> None:
         and "<!-- vecdb-bench:ingest-synthetic-600-8:begin -->" in text
     )
     assert "| bulk | load | 600 |" in text
+
+
+def test_watchdog_kills_the_server_when_posting_files_run_away() -> None:
+    """Past the posting-size bound the watchdog kills the server and says why."""
+
+    class FakeServer:
+        killed = 0
+
+        def kill(self) -> None:
+            self.killed += 1
+
+    class FakeSampler:
+        values = {"posting_bytes": [10.0, 3e9]}
+
+    server = FakeServer()
+    dog = ingest._Watchdog(server, FakeSampler(), 2e9, deadline=float("inf"))  # type: ignore[arg-type]
+    with dog:
+        for _ in range(40):
+            if server.killed:
+                break
+            time.sleep(0.05)
+    assert server.killed == 1 and dog.reason is not None and "posting files" in dog.reason

@@ -19,7 +19,7 @@ checked, and the server's VmHWM (peak RSS) is read at the end. Variants:
 - `churn`: stream all, optimize, delete a seeded 20% of the ids, re-upsert them (measured),
   optimize.
 
-A watchdog stops the server if the posting files pass `--abort-posting-x` times the raw bytes
+A watchdog kills the server if the posting files pass `--abort-posting-x` times the raw bytes
 (to protect the disk) or the variant passes `--time-limit`; the row then says so. Must not
 import the engine or the server: the server is a separate process, as in production.
 """
@@ -91,7 +91,7 @@ def batch_rows_for(dim: int) -> int:
 
 
 class _Watchdog:
-    """Stops the server when the posting files grow past a bound or time runs out."""
+    """Kills the server when the posting files grow past a bound or time runs out."""
 
     def __init__(
         self, server: ServerProcess, sampler: Sampler, limit_bytes: float, deadline: float
@@ -112,7 +112,7 @@ class _Watchdog:
             elif time.monotonic() > self.deadline:
                 self.reason = "time limit reached"
             if self.reason:
-                self.server.stop()
+                self.server.kill()  # at once: a graceful stop may wait for a whole build
                 return
 
     def __enter__(self) -> _Watchdog:
