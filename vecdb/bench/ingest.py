@@ -152,7 +152,7 @@ def stream_phase(
     return {
         "start_s": round(t0 - t_origin, 3),
         "end_s": round(end - t_origin, 3),
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 6),
         "vectors": len(ids),
         "batches": n_batches,
         "acks": len(ack_times),
