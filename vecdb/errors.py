@@ -13,9 +13,10 @@ class VecdbError(Exception):
 
     code: str = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after  # seconds after which a retry may succeed, if known
 
 
 class InvalidArgument(VecdbError, ValueError):

@@ -81,3 +81,10 @@ class CollectionInfo:
     count: int = 0
     multi_tenant: bool = False
     index_params: dict[str, Any] = field(default_factory=dict)
+    indexed: int = 0  # points inside the index
+    buffered: int = 0  # points still in the exact write buffer, waiting to be indexed
+    # "ready" (all indexed, nothing pending), "idle" (writes wait for a trigger), "building"
+    # (first build), "indexing" (buffer being applied), "maintaining", "error"
+    index_state: str = "ready"
+    index_progress: float = 1.0  # fraction of the running index job done, 0..1
+    last_build_seconds: float | None = None  # duration of the last bulk build, if any

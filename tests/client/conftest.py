@@ -4,6 +4,11 @@ The tests under `tests/client/` use only the public SDK (`vecdb.connect`, `Clien
 `vecdb.errors`, `vecdb.types`), never the engine, so that the same test holds embedded
 ("local") and over gRPC ("remote", added with the server). To add a mode, append it to
 `MODES` and teach `make_client` to build it; nothing else changes.
+
+Tests that take the `index` fixture also run once per `IndexCase`: the flat index, and the
+default SPANN index in both of its states (points still in the exact write buffer, and built
+by `optimize()`), with float32 postings and search params that read every posting, so that
+their results must still be exact.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from index_cases import INDEX_CASES, IndexCase
 
 import vecdb
 
@@ -49,17 +55,26 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "xfail_mode(mode, reason): a known bug of one mode; strict xfail in that mode only",
     )
+    config.addinivalue_line(
+        "markers",
+        "xfail_index(case, reason): a known bug of one IndexCase id; strict xfail there only",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Turn `xfail_mode(mode, reason)` into a strict xfail of the tests run in `mode`."""
+    """Turn `xfail_mode(mode, reason)` and `xfail_index(case, reason)` into strict xfails of
+    the tests run in that mode or index case."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is None:
             continue
         mode = callspec.params.get("client", callspec.params.get("shared_client"))
+        case = callspec.params.get("index")
         for mark in item.iter_markers("xfail_mode"):
             if mark.args[0] == mode:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=mark.args[1]))
+        for mark in item.iter_markers("xfail_index"):
+            if case is not None and mark.args[0] == case.id:
                 item.add_marker(pytest.mark.xfail(strict=True, reason=mark.args[1]))
 
 
@@ -98,6 +113,12 @@ def clean_client(shared_client: vecdb.Client) -> Iterator[vecdb.Client]:
     drop_all(shared_client)
     yield shared_client
     drop_all(shared_client)
+
+
+@pytest.fixture(params=INDEX_CASES, ids=[c.id for c in INDEX_CASES])
+def index(request: pytest.FixtureRequest) -> IndexCase:
+    """The index kind and state a test's collections use (flat, SPANN buffered, SPANN built)."""
+    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -1,94 +1,237 @@
-"""The engine behaves like a dict under any sequence of upsert / delete / search / reopen.
+"""The engine behaves like a dict under any sequence of writes, searches, optimize and reopen.
 
-A hypothesis state machine drives a real Database (real RocksDB under a tmp dir, real numba
-kernels) next to a plain dict model, and checks get, count and exact search after each step.
+Hypothesis state machines drive a real Database (real RocksDB under a tmp dir, real numba
+kernels) next to the dict model of `oracles.Model`, and after every step check count, get of
+every id (bit-identical vectors, unchanged payloads) and exact search; rules add random
+searches with filters and k. Three machines:
+- flat: small 4-d collection, many exact ties;
+- SPANN with float32 postings of a single page (8 entries of 128-d float32) and half the
+  vectors as heads, so bulk builds, splits, merges, reassignment and compaction all happen
+  within a few optimize() calls; searches read every posting, so they must stay exact;
+- the same with the background-maintenance API (`optimize(name, wait=False)` returns at once
+  while the worker builds; `wait=True` waits), skipped while `Database.optimize` has no `wait`
+  parameter: the lead's engine rewrite adds it. The engine promises searches exact-merged over
+  buffer and index while a build runs, switching atomically, so the checks stay as strict.
+Vectors have small-integer coordinates (exact distances, `oracles.INTEGER`; ties common);
+queries come from streams of their own (`strategies.query_vectors`).
 """
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-from hypothesis import HealthCheck, settings
+import pytest
+import strategies as gen
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from oracles import ALL_POSTINGS, INTEGER, SPANN_EXACT, Model
 
 from vecdb.engine import Database
 
-DIM = 4
-IDS = st.lists(st.integers(0, 40), min_size=1, max_size=8, unique=True)
+# The lead's engine adds `optimize(name, wait=True)` (background maintenance worker).
+OPTIMIZE_HAS_WAIT = "wait" in inspect.signature(Database.optimize).parameters
+NO_WAIT_REASON = "Database.optimize has no `wait` parameter yet (the engine rewrite adds it)"
+
+# SPANN with tiny postings: one 4 KiB page holds the floor of 8 entries of 128-d float32
+# (posting_pages=1; posting_vectors cannot go below the automatic budget's 3-page floor),
+# half the vectors become heads, merges below 3 live entries; one build thread.
+TINY_SPANN = {
+    **SPANN_EXACT,
+    "posting_pages": 1,
+    "head_fraction": 0.5,
+    "merge_threshold": 3,
+    "threads": 1,
+}
+# Each example opens RocksDB a dozen times (reopen rule); on tmpfs that costs CPU only.
+SCRATCH = "/dev/shm" if Path("/dev/shm").is_dir() else None
 
 
 class EngineVsDict(RuleBasedStateMachine):
+    """The flat machine; subclasses change the index and add rules."""
+
+    dim = 4
+    max_id = 40  # ids 0..max_id: batches overlap, replace and delete each other
+    max_batch = 8
+    index = "flat"
+    index_params: dict[str, Any] | None = None
+    search_params: dict[str, Any] | None = None
+
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="vecdb-sm-"))
-        self.db = Database(self.dir / "db")
-        self.db.create_collection("c", dim=DIM, metric="l2", index="flat")
-        self.model: dict[int, tuple[np.ndarray, dict[str, int]]] = {}
+        self.dir = Path(tempfile.mkdtemp(prefix="vecdb-sm-", dir=SCRATCH))
+        self.db = self.open()
+        self.db.create_collection(
+            "c", dim=self.dim, metric="l2", index=self.index, index_params=self.index_params
+        )
+        self.model = Model("l2")
+        self.fixed_queries = gen.query_vectors(3, self.dim, 0)
+
+    def open(self) -> Database:
+        # sync=False: within one process a reopen sees every write either way; what fsync
+        # adds (survival of a kill) is test_engine_crash's subject, and here it only costs
+        # time (fsync latency on CI swings from under 1 ms to tens of ms).
+        return Database(self.dir / "db", sync=False)
 
     def teardown(self) -> None:
+        if self.index == "spann":  # which maintenance paths this example reached
+            counters = self.db.stats("c")["index"]
+            for key in ("splits", "merges", "reassigned", "compactions"):
+                event(f"spann {key}: {'yes' if counters.get(key) else 'no'}")
         self.db.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    @rule(ids=IDS, seed=st.integers(0, 2**31), tag=st.integers(0, 3))
-    def upsert(self, ids: list[int], seed: int, tag: int) -> None:
-        # Small integer coordinates make exact ties common, which the search check must accept.
-        vecs = np.random.default_rng(seed).integers(-3, 4, size=(len(ids), DIM)).astype(np.float32)
-        payloads = [{"tag": tag, "id": i} for i in ids]
-        assert self.db.upsert("c", ids, vecs, payloads) == len(ids)
-        for i, vec, p in zip(ids, vecs, payloads, strict=False):
-            self.model[i] = (vec, p)
+    def ids(self) -> st.SearchStrategy[list[int]]:
+        return gen.id_lists(gen.int_ids(self.max_id), 1, self.max_batch)
 
-    @rule(ids=IDS)
-    def delete(self, ids: list[int]) -> None:
-        expected = sum(1 for i in ids if i in self.model)
-        assert self.db.delete("c", ids) == expected
-        for i in ids:
-            self.model.pop(i, None)
+    # -- writes ----------------------------------------------------------------------------
+
+    @rule(data=st.data(), seed=gen.seeds())
+    def upsert(self, data: st.DataObject, seed: int) -> None:
+        ids = data.draw(self.ids(), label="ids")
+        payloads = data.draw(st.lists(gen.payloads(), min_size=len(ids), max_size=len(ids)))
+        vecs = gen.seeded_vectors(len(ids), self.dim, seed)
+        assert self.db.upsert("c", ids, vecs, payloads) == len(ids)
+        self.model.upsert(ids, vecs, payloads)
+        self.after_write(data)
+
+    @rule(data=st.data())
+    def delete(self, data: st.DataObject) -> None:
+        ids = data.draw(self.ids(), label="ids")
+        assert self.db.delete("c", ids) == self.model.delete(ids)
+        self.after_write(data)
+
+    def after_write(self, data: st.DataObject) -> None:
+        """Index work a subclass may start after a write (rules alone start it too rarely:
+        swarm testing leaves a rule out of most examples)."""
 
     @rule()
     def reopen(self) -> None:
         self.db.close()
-        self.db = Database(self.dir / "db")
+        self.db = self.open()
 
-    @rule(ids=IDS)
-    def get(self, ids: list[int]) -> None:
-        got = {r.id: r for r in self.db.get("c", ids)}
-        assert set(got) == {i for i in ids if i in self.model}
-        for i, rec in got.items():
-            np.testing.assert_array_equal(rec.vector, self.model[i][0])
-            assert rec.payload == self.model[i][1]
+    # -- reads -----------------------------------------------------------------------------
 
-    @precondition(lambda self: True)
-    @rule(seed=st.integers(0, 2**31), k=st.integers(1, 12), tag=st.none() | st.integers(0, 3))
-    def search(self, seed: int, k: int, tag: int | None) -> None:
-        q = np.random.default_rng(seed).integers(-3, 4, size=(2, DIM)).astype(np.float32)
-        flt = None if tag is None else {"tag": tag}
-        res = self.db.search("c", q, k=k, filter=flt)
-        items = [(i, v) for i, (v, p) in self.model.items() if flt is None or p["tag"] == tag]
-        for row in range(2):
-            true = sorted(float(((v - q[row]) ** 2).sum()) for _, v in items)[:k]
-            got_ids = [i for i in res.ids[row].tolist() if i != -1]
-            assert len(got_ids) == len(true)
-            assert len(set(got_ids)) == len(got_ids)
-            got_d = res.distances[row, : len(got_ids)]
-            np.testing.assert_allclose(got_d, true, rtol=1e-5, atol=1e-5)  # tie-aware
-            for i, d in zip(got_ids, got_d, strict=False):
-                assert abs(float(((self.model[i][0] - q[row]) ** 2).sum()) - d) < 1e-4
-            assert np.all(np.isinf(res.distances[row, len(got_ids) :]))
+    @rule(data=st.data())
+    def get(self, data: st.DataObject) -> None:
+        ids = data.draw(self.ids(), label="ids")
+        self.model.assert_records(self.db.get("c", ids), ids)
+
+    @rule(seed=gen.seeds(), k=st.integers(1, 12), flt=gen.filters())
+    def search(self, seed: int, k: int, flt: dict[str, Any] | None) -> None:
+        q = gen.query_vectors(2, self.dim, seed)
+        res = self.db.search("c", q, k=k, filter=flt, params=self.search_params)
+        self.model.assert_search(res, q, k, flt, INTEGER)
 
     @invariant()
-    def count_matches(self) -> None:
-        assert self.db.count("c") == len(self.model)
+    def equals_model(self) -> None:
+        """After every step: count, every stored id (and a few absent ones), exact search."""
+        self.model.assert_stored(self.db, "c", absent=range(self.max_id + 1))
+        k = max(1, min(10, len(self.model)))
+        res = self.db.search("c", self.fixed_queries, k=k, params=self.search_params)
+        self.model.assert_search(res, self.fixed_queries, k, None, INTEGER)
 
 
-EngineVsDict.TestCase.settings = settings(
-    max_examples=40,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+class SpannEngineVsDict(EngineVsDict):
+    """SPANN with tiny postings; optimize() builds, then splits and merges as writes go on."""
+
+    dim = 128  # 8-entry postings (see TINY_SPANN)
+    max_id = 99
+    max_batch = 16
+    index = "spann"
+    index_params = TINY_SPANN
+    search_params = ALL_POSTINGS
+
+    @initialize(seed=gen.seeds(), n=st.integers(16, 64))
+    def bulk_load(self, seed: int, n: int) -> None:
+        """Start with enough points for a build with many heads (then writes split them)."""
+        ids = list(range(n))
+        vecs = gen.seeded_vectors(n, self.dim, seed)
+        self.db.upsert("c", ids, vecs, [{"tag": i % 3} for i in ids])
+        self.model.upsert(ids, vecs, [{"tag": i % 3} for i in ids])
+
+    @rule()
+    def optimize(self) -> None:
+        self.db.optimize("c")  # the plain call: waits, today and with the rewrite's default
+
+    def after_write(self, data: st.DataObject) -> None:
+        if data.draw(st.booleans(), label="optimize after the write"):
+            self.optimize()
+
+
+class BackgroundSpannEngineVsDict(SpannEngineVsDict):
+    """SPANN with the background worker: optimize without waiting, then keep going."""
+
+    @precondition(lambda self: OPTIMIZE_HAS_WAIT)
+    @rule()
+    def optimize_in_background(self) -> None:
+        self.db.optimize("c", wait=False)  # type: ignore[call-arg]  # returns at once
+
+    @precondition(lambda self: OPTIMIZE_HAS_WAIT)
+    @rule()
+    def optimize_and_wait(self) -> None:
+        self.db.optimize("c", wait=True)  # type: ignore[call-arg]
+
+    def after_write(self, data: st.DataObject) -> None:
+        then = data.draw(st.sampled_from(["nothing", "background", "wait"]), label="then")
+        if then == "background":
+            self.optimize_in_background()
+        elif then == "wait":
+            self.optimize_and_wait()
+
+
+def _settings(max_examples: int, steps: int) -> settings:
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+EngineVsDict.TestCase.settings = _settings(40, 25)
 test_engine_behaves_like_a_dict = EngineVsDict.TestCase
+
+SpannEngineVsDict.TestCase.settings = _settings(25, 30)
+test_spann_engine_behaves_like_a_dict = SpannEngineVsDict.TestCase
+
+
+@pytest.mark.skipif(not OPTIMIZE_HAS_WAIT, reason=NO_WAIT_REASON)
+def test_spann_engine_with_background_optimize_behaves_like_a_dict() -> None:
+    """The SPANN machine with optimize(wait=False) and optimize(wait=True) rules."""
+    run_state_machine_as_test(BackgroundSpannEngineVsDict, settings=_settings(25, 30))
+
+
+def test_tiny_spann_postings_split_merge_and_stay_exact(tmp_path: Path) -> None:
+    """The SPANN machine's parameters do reach splits, reassignment, merges and compaction
+    through the engine (a fixed sequence), and reading every posting stays exact."""
+    dim = SpannEngineVsDict.dim
+    db = Database(tmp_path / "db", sync=False)
+    db.create_collection("c", dim=dim, metric="l2", index="spann", index_params=TINY_SPANN)
+    model = Model("l2")
+    queries = gen.query_vectors(8, dim, 1)
+    for step in range(12):
+        ids = list(range(step * 10, step * 10 + 20))  # overlapping: half are replacements
+        vecs = gen.seeded_vectors(len(ids), dim, step)
+        assert db.upsert("c", ids, vecs) == model.upsert(ids, vecs)
+        gone = list(range(max(0, step * 10 - 30), step * 10 - 14))
+        if gone:
+            assert db.delete("c", gone) == model.delete(gone)
+        db.optimize("c")
+        model.assert_search(db.search("c", queries, k=10, params=ALL_POSTINGS), queries, 10,
+                            None, INTEGER)  # fmt: skip
+    counters = db.stats("c")["index"]
+    assert min(counters[k] for k in ("splits", "reassigned", "merges", "gc")) > 0, counters
+    model.assert_stored(db, "c", absent=range(140))
+    db.close()

@@ -1,5 +1,6 @@
 """Shared helpers of the SPANN tests: seeded clustered data, the exact oracle, tie-aware recall,
-the orphan check and a deterministic op log replayed like the engine does. No tests here."""
+the orphan and tree checks and a deterministic op log replayed like the engine does. No tests
+here."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vecdb.index.spann import SpannIndex, open_spann
+from vecdb.kernels.posting import entries_visible
 
 SMALL = {"posting_pages": 1, "head_fraction": 0.05, "threads": 1}  # 1-page postings split early
 
@@ -53,16 +55,24 @@ def recall(
     return hits / (len(found) * k)
 
 
+def posting_members(idx: SpannIndex) -> dict[int, set[int]]:
+    """Visible slots of every posting, read block by block from the file."""
+    st = idx.state
+    out: dict[int, set[int]] = {}
+    for p in range(st.next_posting):
+        seen: set[int] = set()
+        for off, _ in st.table.chain(p):
+            _, s, ver, _ = st.file.read_block(off)
+            seen.update(s[entries_visible(s, ver, st.slot_version)].tolist())
+        if seen:
+            out[p] = seen
+    return out
+
+
 def posting_slots(idx: SpannIndex) -> dict[int, int]:
     """Live copies per slot found by reading every posting (current version only)."""
     copies: dict[int, int] = {}
-    for p in range(idx.next_posting):
-        seen: set[int] = set()
-        for off, _ in idx.table.chain(p):
-            _, s, ver, _ = idx.file.read_block(off)
-            for slot, v in zip(s.tolist(), ver.tolist(), strict=True):
-                if 0 <= slot < len(idx.slot_version) and v and idx.slot_version[slot] == v:
-                    seen.add(slot)
+    for seen in posting_members(idx).values():
         for slot in seen:
             copies[slot] = copies.get(slot, 0) + 1
     return copies
@@ -75,18 +85,60 @@ def assert_no_orphans(idx: SpannIndex, live: set[int]) -> None:
     assert len(idx) == len(live)
 
 
+def assert_tree_consistent(idx: SpannIndex, live: set[int]) -> None:
+    """The clustering tree: every leaf reachable from the root and standing for a live head,
+    counts add up (a node's count = its children's sum = live slots whose primary leaf is
+    below it), every live slot sits under exactly one primary leaf whose posting holds a
+    current copy of it, removed slots under none, and no inner node is childless."""
+    st = idx.state
+    tree = st.tree
+    if st.graph is None:  # never built: no tree
+        assert tree.n_nodes == 0 and not live
+        return
+    nodes = list(tree)
+    assert len(nodes) == len(set(nodes)) == len(tree)
+    leaves = {n for n in nodes if tree.is_leaf(n)}
+    postings = {int(tree.posting[n]) for n in leaves}
+    assert postings == set(tree.leaf_postings().tolist())
+    assert len(postings) == st.live_heads
+    labels = set(np.asarray(st.heads().get_ids_list()).tolist()) if st.graph is not None else set()
+    assert postings <= labels
+    primary = tree.primary
+    live_arr = np.fromiter(live, np.int64, len(live))
+    assert (primary[live_arr] >= 0).all(), "a live slot without a primary leaf"
+    dead = np.setdiff1d(np.flatnonzero(primary >= 0), live_arr)
+    assert len(dead) == 0, f"removed slots {dead[:5]} still have a primary leaf"
+    members = posting_members(idx)
+    for s in live_arr.tolist():
+        assert s in members.get(int(primary[s]), set()), f"slot {s}: primary holds no copy"
+    per_leaf = np.bincount(primary[live_arr], minlength=st.next_posting)
+    for n in reversed(nodes):  # children before parents
+        kids = tree.children(n)
+        if tree.is_leaf(n):
+            assert len(kids) == 0
+            assert tree.count[n] == per_leaf[tree.posting[n]], n
+        else:
+            assert len(kids) > 0, f"inner node {n} has no children"
+            assert tree.count[n] == tree.count[kids].sum(), n
+            assert (tree.level[kids] == tree.level[n] + 1).all()
+    assert tree.count[0] == len(live)
+
+
 def op_log(seed: int, d: int = 16) -> list[tuple[str, Any, Any]]:
-    """A deterministic engine-style op log: build, inserts that force splits, a mass remove
-    (merges, compaction), more inserts. Entry i has sequence number i + 1."""
+    """A deterministic engine-style op log: build, inserts that force splits (each followed
+    by maintenance, as the engine's worker does), a mass remove (merges, clean-ups,
+    compaction), more inserts. Entry i has sequence number i + 1."""
     ops: list[tuple[str, Any, Any]] = [("build", np.arange(3000), clustered(3000, d, seed))]
     nxt = 3000
     for i in range(6):
         x = clustered(400, d, seed + 10 + i, spread=0.3)
         ops.append(("add", np.arange(nxt, nxt + 400), x))
+        ops.append(("maintain", None, None))
         nxt += 400
-    ops.append(("remove", np.arange(0, nxt, 2), None))
+    ops.append(("remove", np.flatnonzero(np.arange(nxt) % 8 != 0), None))  # most of them
     ops.append(("maintain", None, None))
     ops.append(("add", np.arange(nxt, nxt + 400), clustered(400, d, seed + 99)))
+    ops.append(("maintain", None, None))
     return ops
 
 

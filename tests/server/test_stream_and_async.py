@@ -12,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from oracles import ALL_POSTINGS, SPANN_EXACT, Model
 from wire_helpers import DIM
 
 import vecdb
 from vecdb.client.remote import RemoteClient, StreamAck
 from vecdb.server.app import VecdbServer
+from vecdb.types import SearchResult
 
 
 def _batches(n: int, size: int, start: int = 0) -> Iterator[tuple[Any, Any, Any]]:
@@ -98,18 +100,27 @@ def test_stream_to_unknown_collection_is_not_found(remote: RemoteClient) -> None
 # -- asyncio ----------------------------------------------------------------------------------
 
 
-async def _exercise(client: vecdb.AsyncClient) -> list[Any]:
+# The index kinds the async congruence test runs on: SPANN exact (float32 postings, every
+# posting read) so both modes must give identical answers, before and after optimize().
+ASYNC_INDEXES = {
+    "flat": ("flat", None, None),
+    "spann": ("spann", SPANN_EXACT, ALL_POSTINGS),
+}
+
+
+async def _exercise(client: vecdb.AsyncClient, index: str) -> list[Any]:
     """The same sequence of calls, recording every answer."""
+    kind, index_params, params = ASYNC_INDEXES[index]
     out: list[Any] = []
-    info = await client.create_collection("a", DIM, "l2", index="flat")
-    out.append((info.name, info.dim, info.metric))
+    info = await client.create_collection("a", DIM, "l2", index=kind, index_params=index_params)
+    out.append((info.name, info.dim, info.metric, info.index))
     rng = np.random.default_rng(3)
     xb = rng.standard_normal((40, DIM)).astype(np.float32)
     out.append(await client.upsert("a", list(range(40)), xb, [{"i": i} for i in range(40)]))
     out.append(await client.count("a"))
     recs = await client.get("a", [3, 99, 5])
     out.append([(r.id, r.vector.tolist(), r.payload) for r in recs])
-    res = await client.search("a", xb[:3], k=4, with_payload=True)
+    res = await client.search("a", xb[:3], k=4, params=params, with_payload=True)
     out.append((res.ids.tolist(), res.distances.tolist(), res.payloads))
     out.append(await client.delete("a", [1, 2, 1000]))
     acks = [a async for a in client.upsert_stream("a", _batches(3, 5, start=100), window=1)]
@@ -117,6 +128,11 @@ async def _exercise(client: vecdb.AsyncClient) -> list[Any]:
     out.append([c.name for c in await client.list_collections()])
     await client.optimize("a")
     out.append((await client.get_collection("a")).count)
+    q = rng.standard_normal((5, DIM)).astype(np.float32)
+    res = await client.search("a", q, k=10, params=params, filter={"i": 7}, with_payload=True)
+    out.append((res.ids.tolist(), res.distances.tolist(), res.payloads))
+    res = await client.search("a", q, k=60, params=params)
+    out.append((res.ids.tolist(), res.distances.tolist()))
     try:
         await client.count("missing")
     except vecdb.NotFound as exc:
@@ -126,17 +142,33 @@ async def _exercise(client: vecdb.AsyncClient) -> list[Any]:
     return out
 
 
-def test_async_client_matches_embedded_async_client(server: VecdbServer, tmp_path: Path) -> None:
-    """AsyncClient gives the same answers remote (grpc.aio) and embedded (worker threads)."""
+@pytest.mark.parametrize("index", sorted(ASYNC_INDEXES))
+def test_async_client_matches_embedded_async_client(
+    server: VecdbServer, tmp_path: Path, index: str
+) -> None:
+    """AsyncClient gives the same answers remote (grpc.aio) and embedded (worker threads), on
+    the flat index and on SPANN; the final search is also the exact oracle's answer."""
 
     async def run(target: str) -> list[Any]:
         async with vecdb.AsyncClient(target, timeout=20) as client:
-            return await _exercise(client)
+            return await _exercise(client, index)
 
     remote_answers = asyncio.run(run(f"127.0.0.1:{server.port}"))
     local_answers = asyncio.run(run(str(tmp_path / "local")))
     assert remote_answers == local_answers
     assert remote_answers[2] == 40 and remote_answers[-1] == []
+    # The last search (k=60 over 53 live points) against the exact oracle.
+    rng = np.random.default_rng(3)
+    xb = rng.standard_normal((40, DIM)).astype(np.float32)
+    q = rng.standard_normal((5, DIM)).astype(np.float32)
+    model = Model("l2")
+    model.upsert(range(40), xb)
+    model.delete([1, 2])
+    for ids, vecs, _ in _batches(3, 5, start=100):
+        model.upsert(ids, vecs)
+    ids, dists = remote_answers[-3]
+    found = SearchResult(ids=np.asarray(ids), distances=np.asarray(dists, np.float32))
+    model.assert_search(found, q, 60)
 
 
 def test_async_stream_stops_at_bad_batch(server: VecdbServer) -> None:

@@ -33,8 +33,10 @@ def inspect_cmd(data_dir: Path, as_json: bool) -> None:
         f"last sequence {info['seq']}, {info['bytes_on_disk'] / 2**20:.1f} MiB on disk"
     )
     for c in info["collections"]:
+        waiting = c.get("unindexed", 0)
+        state = f", {waiting:,} not yet indexed" if waiting else ", all indexed"
         click.echo(
-            f"  {c['name']}: {c['count']:,} points, dim {c['dim']}, {c['metric']}, "
+            f"  {c['name']}: {c['count']:,} points{state}, dim {c['dim']}, {c['metric']}, "
             f"index {c['index']}, {c['index_bytes'] / 2**20:.1f} MiB of index files"
         )
     if not info["collections"]:

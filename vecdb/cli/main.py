@@ -9,6 +9,7 @@ from vecdb.cli.bench import bench
 from vecdb.cli.demo import demo
 from vecdb.cli.ingest import ingest
 from vecdb.cli.inspect import inspect_cmd
+from vecdb.cli.optimize import optimize
 from vecdb.cli.serve import serve
 
 
@@ -22,4 +23,5 @@ main.add_command(bench)
 main.add_command(demo)
 main.add_command(ingest)
 main.add_command(inspect_cmd)
+main.add_command(optimize)
 main.add_command(serve)

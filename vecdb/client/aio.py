@@ -41,6 +41,7 @@ from vecdb.client.remote import (
     stream_request,
     upsert_requests,
 )
+from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert
 from vecdb.rpc import vecdb_pb2 as pb
 from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
@@ -238,11 +239,13 @@ class AsyncClient:
         req = build(lambda: pb.CountRequest(collection=name))
         return int((await self._call("Count", req, idempotent=True)).count)
 
-    async def optimize(self, name: str) -> None:
+    async def optimize(self, name: str, wait: bool = True) -> None:
         """See `vecdb.Client.optimize`."""
         if self._local is not None:
-            return await self._local_call("optimize", name)  # type: ignore[no-any-return]
-        req = build(lambda: pb.OptimizeRequest(collection=name))
+            return await self._local_call("optimize", name, wait=wait)  # type: ignore[no-any-return]
+        if not isinstance(wait, bool):
+            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
+        req = build(lambda: pb.OptimizeRequest(collection=name, no_wait=not wait))
         await self._call(
             "Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT
         )

@@ -60,8 +60,10 @@ class Client(abc.ABC):
         """Number of points in the collection."""
 
     @abc.abstractmethod
-    def optimize(self, name: str) -> None:
-        """Run pending index work now (bulk build, buffer flush, compaction)."""
+    def optimize(self, name: str, wait: bool = True) -> None:
+        """Ask the background worker for the collection's pending index work now (bulk build,
+        buffer drain, maintenance). With `wait` (default) return once it is done; with
+        `wait=False` return at once (`get_collection` shows the state and progress)."""
 
     @abc.abstractmethod
     def search(

@@ -69,8 +69,8 @@ class LocalClient(Client):
     def count(self, name: str) -> int:
         return self._db.count(name)
 
-    def optimize(self, name: str) -> None:
-        self._db.optimize(name)
+    def optimize(self, name: str, wait: bool = True) -> None:
+        self._db.optimize(name, wait=wait)
 
     def search(
         self,

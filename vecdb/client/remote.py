@@ -311,8 +311,10 @@ class RemoteClient(Client):
         req = build(lambda: pb.CountRequest(collection=name))
         return int(self._call("Count", req, idempotent=True).count)
 
-    def optimize(self, name: str) -> None:
-        req = build(lambda: pb.OptimizeRequest(collection=name))
+    def optimize(self, name: str, wait: bool = True) -> None:
+        if not isinstance(wait, bool):
+            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
+        req = build(lambda: pb.OptimizeRequest(collection=name, no_wait=not wait))
         self._call("Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT)
 
     # -- search ----------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The database: a data directory holding any number of collections.
 
 Owns the directory layout (manifest, process lock, RocksDB under `kv/`, index files under
-`collections/`), the catalog of collections, and the public methods the SDK and the server
-call. Collection internals live in `collection`; reopening in `recovery`.
+`collections/`), the catalog of collections, the maintenance worker that does their index
+work in the background, and the public methods the SDK and the server call. Collection
+internals live in `core` and its phase modules; reopening in `recovery`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,20 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vecdb.engine import validate as v
-from vecdb.engine.collection import Collection, CollectionConfig, Sequencer
-from vecdb.engine.recovery import (
-    INDEX_KINDS,
-    check_index_params,
-    collection_dir,
-    open_collection,
-)
+from vecdb.engine.collection import Collection
+from vecdb.engine.commit import Sequencer
+from vecdb.engine.core import CollectionConfig, CollectionCore
+from vecdb.engine.maintenance import MaintenanceWorker
+from vecdb.engine.memory import tune_allocator
+from vecdb.engine.recovery import collection_dir, open_collection
+from vecdb.engine.settings import EngineSettings
 from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, Unimplemented
+from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
@@ -31,14 +34,23 @@ from vecdb.types import CollectionInfo, IdType, Record, SearchResult
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
-DEFAULT_INDEX = "spann"
-_CONFIG_PREFIX = b"collection:"
+CONFIG_PREFIX = b"collection:"
 
 
 class Database:
     """An open data directory. Thread-safe; one process at a time (see `DirLock`)."""
 
-    def __init__(self, path: str | Path | None = None, *, sync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        sync: bool = True,
+        settings: EngineSettings | Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = (
+            settings if isinstance(settings, EngineSettings) else EngineSettings.parse(settings)
+        )
+        tune_allocator()
         self._temporary = path is None or str(path) == ":memory:"
         if self._temporary:
             path = tempfile.mkdtemp(prefix="vecdb-mem-")
@@ -59,10 +71,12 @@ class Database:
         self._ddl = threading.Lock()  # serialises create/drop
         self._closed = False
         self.collections: dict[str, Collection] = {}  # open collections by name
+        self.worker = MaintenanceWorker(self._cores)
         try:
-            for _, raw in self.kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
+            for _, raw in self.kv.scan_prefix(kvmod.CF_META, CONFIG_PREFIX):
                 cfg = CollectionConfig.from_json(raw)
-                self.collections[cfg.name] = open_collection(cfg, self.kv, self.seq, self.path)
+                core = open_collection(cfg, self.kv, self.seq, self.path, self.settings)
+                self.collections[cfg.name] = Collection(core, self.worker)
             self._remove_orphan_dirs()
         except BaseException:
             for coll in self.collections.values():
@@ -70,6 +84,10 @@ class Database:
             self.kv.close()
             self._lock.release()
             raise
+        self.worker.start()
+
+    def _cores(self) -> list[CollectionCore]:
+        return [c.core for c in list(self.collections.values())]
 
     def _open_manifest(self) -> None:
         remove_stale_tmp(self.path)
@@ -89,7 +107,7 @@ class Database:
         root = self.path / "collections"
         if not root.is_dir():
             return
-        live = {collection_dir(self.path, c.cfg.cid).name for c in self.collections.values()}
+        live = {c.core.directory.name for c in self.collections.values()}
         for child in root.iterdir():
             if child.name not in live:
                 shutil.rmtree(child, ignore_errors=True)
@@ -128,9 +146,8 @@ class Database:
             id_type_ = IdType(id_type)
         except ValueError:
             raise InvalidArgument(f"id_type {id_type!r} is unknown (expected int or str)") from None
-        index = DEFAULT_INDEX if index is None else index
-        if index not in INDEX_KINDS:
-            raise InvalidArgument(f"index {index!r} is unknown (expected one of {INDEX_KINDS})")
+        index = registry.DEFAULT_KIND.value if index is None else index
+        registry.spec(index)
         if index_params is not None and not isinstance(index_params, dict):
             raise InvalidArgument("index_params must be a dict")
         if kind == "multivector":
@@ -153,12 +170,13 @@ class Database:
                 index=index,
                 index_params=dict(index_params or {}),
             )
-            check_index_params(index, cfg.index_params)  # before anything is written
+            registry.check_params(index, cfg.index_params)  # before anything is written
             batch = self.kv.batch()
-            batch.put(kvmod.CF_META, _CONFIG_PREFIX + name.encode(), cfg.to_json())
+            batch.put(kvmod.CF_META, CONFIG_PREFIX + name.encode(), cfg.to_json())
             batch.put(kvmod.CF_META, b"next_cid", kvmod.u64(cid + 1))
             self.seq.commit(batch)
-            coll = open_collection(cfg, self.kv, self.seq, self.path)
+            core = open_collection(cfg, self.kv, self.seq, self.path, self.settings)
+            coll = Collection(core, self.worker)
             self.collections[name] = coll
             return coll.info()
 
@@ -171,18 +189,19 @@ class Database:
 
     def drop_collection(self, name: str) -> None:
         coll = self._get(name)
+        core = coll.core
         with self._ddl:
-            with coll.lock.write():
+            core.shut()  # new calls fail; the worker abandons a job on it at its next report
+            with self.worker.job_lock, core.write_lock:
                 batch = self.kv.batch()
-                for cf in kvmod.COLUMN_FAMILIES:
-                    if cf != kvmod.CF_META:
-                        batch.delete_prefix(cf, coll.prefix)
-                batch.delete(kvmod.CF_META, _CONFIG_PREFIX + name.encode())
-                batch.delete(kvmod.CF_META, b"next_slot:" + coll.prefix)
+                core.points.delete_all(batch)
+                batch.delete(kvmod.CF_META, CONFIG_PREFIX + name.encode())
                 self.seq.commit(batch)
                 self.collections.pop(name, None)
-                coll.index.close()
-            shutil.rmtree(coll.directory, ignore_errors=True)
+                core.index.close()
+            with core.status_cond:
+                core.status_cond.notify_all()  # optimize(wait=True) callers: Unavailable
+            shutil.rmtree(core.directory, ignore_errors=True)
 
     # -- points ---------------------------------------------------------------------------
 
@@ -198,8 +217,12 @@ class Database:
     def count(self, name: str) -> int:
         return self._get(name).count
 
-    def optimize(self, name: str) -> None:
-        self._get(name).optimize()
+    def optimize(self, name: str, wait: bool = True, timeout: float | None = None) -> None:
+        """Ask the maintenance worker for every pending index job of `name` now (bulk build,
+        buffer drain, maintenance, checkpoint); with `wait`, return once done."""
+        if not isinstance(wait, bool):
+            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
+        self._get(name).optimize(wait, timeout)
 
     def search(
         self,
@@ -222,17 +245,30 @@ class Database:
         return {
             "path": str(self.path),
             "seq": self.seq.value,
+            "engine": self.settings.spec(),
             "collections": {n: c.stats() for n, c in sorted(self.collections.items())},
         }
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        """Per collection, the cheap numbers of `Collection.summary` (for metrics)."""
+        self._check_open()
+        return {n: c.summary() for n, c in sorted(self.collections.items())}
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Stop background work (a running job is abandoned; its writes stay in the op log
+        and are indexed after the next open), close the indexes and the store."""
         if self._closed:
             return
         with self._ddl:
             self._closed = True
             for coll in self.collections.values():
+                coll.core.closing = True
+            self.worker.stop()
+            for coll in self.collections.values():
+                with coll.core.status_cond:
+                    coll.core.status_cond.notify_all()
                 coll.close()
             self.kv.close()
             self._lock.release()
@@ -244,3 +280,6 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+__all__ = ["CONFIG_PREFIX", "MANIFEST_NAME", "Database", "collection_dir"]

@@ -1,7 +1,8 @@
 """A read-only description of a data directory, for `vecdb inspect` and support requests.
 
-Owns nothing: opens RocksDB read-only and walks the catalog. Must never write or take the
-directory's process lock.
+Owns nothing: opens RocksDB read-only and walks the catalog; per collection it also reads the
+index's last checkpointed sequence and counts the points written after it (not yet durable in
+the index). Must never write or take the directory's process lock.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vecdb.engine.collection import CollectionConfig
-from vecdb.engine.database import _CONFIG_PREFIX, MANIFEST_NAME
+from vecdb.engine import commit
+from vecdb.engine.core import CollectionConfig
+from vecdb.engine.database import CONFIG_PREFIX, MANIFEST_NAME
 from vecdb.engine.recovery import collection_dir
+from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.manifest import read_manifest
@@ -23,6 +26,21 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _index_progress(kv: KV, cfg: CollectionConfig, directory: Path) -> dict[str, Any]:
+    """How much of a collection its index holds durably: points written after the index's
+    last checkpoint wait in the op log (a running server holds them in its write buffer)."""
+    if not registry.spec(cfg.index).persistent:
+        return {"unindexed": 0, "index_checkpoint_seq": None}
+    applied = registry.durable_seq(cfg.index, directory) or 0
+    prefix = kvmod.cid_prefix(cfg.cid)
+    added: list[int] = []
+    for op in commit.read_log(kv, prefix, applied):
+        added.extend(range(op.add_start, op.add_start + op.add_count))
+    keys = [prefix + kvmod.u64(s) for s in added]
+    alive = sum(1 for raw in kv.multi_get(kvmod.CF_VECTORS, keys) if raw is not None)
+    return {"unindexed": alive, "index_checkpoint_seq": applied}
+
+
 def describe(data_dir: Path) -> dict[str, Any]:
     data_dir = data_dir.resolve()
     body = read_manifest(data_dir / MANIFEST_NAME)
@@ -30,7 +48,7 @@ def describe(data_dir: Path) -> dict[str, Any]:
     try:
         raw_seq = kv.get(kvmod.CF_META, b"seq")
         collections = []
-        for _, raw in kv.scan_prefix(kvmod.CF_META, _CONFIG_PREFIX):
+        for _, raw in kv.scan_prefix(kvmod.CF_META, CONFIG_PREFIX):
             cfg = CollectionConfig.from_json(raw)
             collections.append(
                 {
@@ -42,6 +60,7 @@ def describe(data_dir: Path) -> dict[str, Any]:
                     "id_type": cfg.id_type,
                     "count": kv.count_prefix(kvmod.CF_IDS, kvmod.cid_prefix(cfg.cid)),
                     "index_bytes": _du(collection_dir(data_dir, cfg.cid)),
+                    **_index_progress(kv, cfg, collection_dir(data_dir, cfg.cid)),
                 }
             )
     finally:

@@ -1,121 +1,90 @@
-"""Reopening a collection after a clean close or a crash.
+"""Opening a collection after a clean close or a crash.
 
-Owns the rules that make derived state match RocksDB: the slot table and count are read from
-the `slots` column family; an in-memory index is rebuilt from stored vectors; a disk index
-reports its last durable sequence and every later op-log entry is replayed into it (adds go
-to the write buffer, removes to index and buffer). Never changes what RocksDB holds.
+Owns the rules that make derived state match RocksDB: the point table is read from the
+`slots` column family; an in-memory index is rebuilt from stored vectors; a disk index
+reports its last durable sequence and every later op-log entry is replayed (adds go to the
+write buffer, removes to index and buffer). An index whose files cannot be read (an older
+format, a failed checksum) is derived state: it is discarded, loudly, and rebuilt from the
+stored vectors by the maintenance worker. Never changes what RocksDB holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+import shutil
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import numpy as np
-import numpy.typing as npt
 
+from vecdb.engine import commit
 from vecdb.engine import validate as v
-from vecdb.engine.collection import Collection, CollectionConfig, Sequencer
-from vecdb.errors import DataLoss, InvalidArgument
-from vecdb.index.base import VectorIndex
-from vecdb.index.flat import open_flat
+from vecdb.engine.commit import Sequencer
+from vecdb.engine.core import CollectionConfig, CollectionCore
+from vecdb.engine.settings import EngineSettings
+from vecdb.errors import DataLoss, FormatError
+from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
-from vecdb.types import IdType, Metric
+from vecdb.types import Metric
 
-INDEX_KINDS = ("flat", "spann")
-
-
-def open_index(
-    kind: str, dim: int, metric: str, params: Mapping[str, Any], directory: Path
-) -> tuple[VectorIndex, int]:
-    """Create or open the index of `kind`; returns it and its last durable sequence."""
-    if kind == "flat":
-        return open_flat(dim, metric, params, None)
-    if kind == "spann":
-        from vecdb.index.spann import open_spann  # heavy imports (hnswlib) only when used
-
-        directory.mkdir(parents=True, exist_ok=True)
-        index, applied = open_spann(dim, metric, params, directory)
-        return index, applied
-    raise InvalidArgument(f"index {kind!r} is unknown (expected one of {', '.join(INDEX_KINDS)})")
-
-
-def check_index_params(kind: str, params: Mapping[str, Any]) -> None:
-    """Reject unknown index kinds and bad build parameters, naming them; touches no files."""
-    if kind == "flat":
-        if params:
-            raise InvalidArgument(f"the flat index takes no index_params, got {sorted(params)}")
-    elif kind == "spann":
-        from vecdb.index.params import BuildParams
-
-        BuildParams.parse(params)
-    else:
-        raise InvalidArgument(
-            f"index {kind!r} is unknown (expected one of {', '.join(INDEX_KINDS)})"
-        )
+log = logging.getLogger("vecdb.engine")
+_CHUNK = 65_536  # vectors read per step when filling an index or buffer from RocksDB
 
 
 def collection_dir(data_dir: Path, cid: int) -> Path:
     return data_dir / "collections" / f"{cid:08d}"
 
 
-def open_collection(cfg: CollectionConfig, kv: KV, seq: Sequencer, data_dir: Path) -> Collection:
+def open_collection(
+    cfg: CollectionConfig, kv: KV, seq: Sequencer, data_dir: Path, settings: EngineSettings
+) -> CollectionCore:
+    kind = registry.spec(cfg.index)
     directory = collection_dir(data_dir, cfg.cid)
-    index, applied = open_index(cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory)
-    coll = Collection(cfg, kv, seq, index, directory)
-    prefix = coll.prefix
-    raw_next = kv.get(kvmod.CF_META, b"next_slot:" + prefix)
-    coll.next_slot = 0 if raw_next is None else kvmod.read_u64(raw_next)
-
-    # Pass 1: the slot -> id table and the live count, streamed into numpy chunks so that
-    # no per-point Python objects pile up (freed small objects would stay resident).
-    id_type = IdType(cfg.id_type)
-    for slots, ids in _slot_chunks(kv, prefix, id_type):
-        coll.set_slot_ids(slots.tolist(), ids)
-        coll.count += len(slots)
-
-    if not index.persistent:
+    rebuild = False
+    try:
+        index, applied = registry.open_index(
+            cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory
+        )
+    except FormatError as exc:
+        if not kind.persistent:
+            raise
+        log.warning(
+            "index files unreadable; rebuilding the index from stored vectors",
+            extra={"collection": cfg.name, "directory": str(directory), "error": str(exc)},
+        )
+        shutil.rmtree(directory, ignore_errors=True)
+        index, applied = registry.open_index(
+            cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory
+        )
+        rebuild = True
+    coll = CollectionCore(cfg, kv, seq, index, kind, directory, settings)
+    # Pass 1: the point table and the live count.
+    coll.points.load()
+    if not kind.persistent:
         # Pass 2a: rebuild the in-memory index from the stored vectors.
-        _rebuild(coll, kv)
+        _load_all(coll, into_buffer=False)
+    elif rebuild:
+        # Pass 2b: everything goes through the buffer into a fresh index.
+        _load_all(coll, into_buffer=True)
+        coll.status.maintenance_pending = False
     else:
-        # Pass 2b: replay the op log past the index's last checkpoint.
-        _replay(coll, kv, applied)
+        # Pass 2c: replay the op log past the index's last checkpoint.
+        _replay(coll, applied)
         coll.applied_seq = applied
     return coll
 
 
-_CHUNK = 65_536
-
-
-def _slot_chunks(
-    kv: KV, prefix: bytes, id_type: IdType
-) -> Iterator[tuple[npt.NDArray[np.int64], Any]]:
-    slots = np.empty(_CHUNK, np.int64)
-    ids: Any = np.empty(_CHUNK, np.int64) if id_type is IdType.INT else [None] * _CHUNK
-    n = 0
-    for key, value in kv.scan_prefix(kvmod.CF_SLOTS, prefix):
-        slots[n] = kvmod.read_u64(key, len(prefix))
-        ids[n] = v.decode_id(value, id_type)
-        n += 1
-        if n == _CHUNK:
-            yield slots, ids
-            n = 0
-    if n:
-        yield slots[:n], ids[:n]
-
-
-def _rebuild(coll: Collection, kv: KV) -> None:
-    """Fill the in-memory index from stored vectors, straight into one preallocated matrix."""
+def _load_all(coll: CollectionCore, into_buffer: bool) -> None:
+    """Every stored vector, in slot order, into one preallocated matrix (the flat index
+    adopts it) or into the write buffer."""
     prefix, dim = coll.prefix, coll.cfg.dim
-    slots = np.empty(coll.count, np.int64)
-    vectors = np.empty((coll.count, dim), np.float32)
+    count = coll.points.count
+    slots = np.empty(count, np.int64)
+    vectors = np.empty((count, dim), np.float32)
     n = 0
-    for key, value in kv.scan_prefix(kvmod.CF_VECTORS, prefix):
-        if n == len(slots):  # more vectors than slots: storage changed under us
-            raise DataLoss(f"collection {coll.cfg.name!r}: vectors and slot table disagree")
+    for key, value in coll.kv.scan_prefix(kvmod.CF_VECTORS, prefix):
+        if n == count:  # more vectors than slots: storage changed under us
+            raise DataLoss(f"collection {coll.name!r}: vectors and slot table disagree")
         slots[n] = kvmod.read_u64(key, len(prefix))
         vectors[n] = np.frombuffer(value, np.float32)
         n += 1
@@ -123,31 +92,29 @@ def _rebuild(coll: Collection, kv: KV) -> None:
     if coll.metric is Metric.COSINE:
         for lo in range(0, n, _CHUNK):  # normalise in place, a chunk at a time
             vectors[lo : lo + _CHUNK] = v.normalize(vectors[lo : lo + _CHUNK])
-    coll.index.build(slots, vectors)
+    if into_buffer:
+        assert coll.buffer is not None
+        coll.buffer.active.build(slots, vectors)  # adopts the matrix: no second copy
+    else:
+        coll.index.build(slots, vectors)
 
 
-def _replay(coll: Collection, kv: KV, applied: int) -> None:
-    prefix = coll.prefix
-    assert coll.buffer is not None
-    for key, value in kv.scan_prefix(kvmod.CF_OPLOG, prefix):
-        seq = kvmod.read_u64(key, len(prefix))
-        if seq <= applied:
-            continue  # already durable in the index (crash between checkpoint and truncation)
-        op = msgpack.unpackb(value)
-        removed = np.asarray(op["rm"], np.int64)
+def _replay(coll: CollectionCore, applied: int) -> None:
+    buf = coll.buffer
+    assert buf is not None
+    for op in commit.read_log(coll.kv, coll.prefix, applied):
+        removed = np.asarray(op.removed, np.int64)
         if removed.size:
             coll.index.remove(removed)
-            coll.buffer.remove(removed)
-        start, n = op["add"]
-        if n:
-            added = list(range(start, start + n))
-            raw = kv.multi_get(kvmod.CF_VECTORS, [coll._slot_key(s) for s in added])
-            keep = [
-                (s, r) for s, r in zip(added, raw, strict=False) if r is not None
-            ]  # later deleted: skip
-            if keep:
-                vecs = np.frombuffer(b"".join(r for _, r in keep), np.float32)
-                vecs = vecs.reshape(len(keep), coll.cfg.dim)
-                coll.buffer.add(
-                    np.asarray([s for s, _ in keep], np.int64), coll.prepare_for_index(vecs)
+            buf.remove(removed)
+        if op.add_count:
+            added = list(range(op.add_start, op.add_start + op.add_count))
+            raw = coll.points.vectors(added)
+            keep = [(s, r) for s, r in zip(added, raw, strict=True) if r is not None]
+            if keep:  # points deleted later have no vector any more: skipped
+                vecs = np.frombuffer(b"".join(r for _, r in keep), np.float32).reshape(
+                    -1, coll.cfg.dim
                 )
+                if coll.metric is Metric.COSINE:
+                    vecs = v.normalize(vecs)
+                buf.add(np.asarray([s for s, _ in keep], np.int64), vecs)

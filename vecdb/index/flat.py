@@ -1,14 +1,22 @@
-"""The flat index: exact search over vectors held in memory.
+"""The flat index: exact search over vectors held in memory, in chunks.
 
-Owns a row-major float32 matrix of live and dead rows, the slot of each row, and a map from
-slot to row. Search is an exact blocked scan with the numba kernels. Nothing is persisted: the
-engine rebuilds it from stored vectors on open. Also serves as the engine's write buffer in
-front of disk indexes.
+Owns float32 row chunks (appends fill the last chunk and then open a new one, so growth never
+copies what is stored), the slot of each row (ascending: the engine hands out slots in
+increasing order, so a slot's row is found by binary search), and a per-row valid flag.
+Search is an exact scan of each chunk with the numba kernels, merged. Nothing is persisted:
+the engine rebuilds it from stored vectors on open. It is both the `flat` index kind and the
+engine's exact write buffer in front of disk indexes.
+
+Thread safety: writes (build, add, remove, maintain, consolidate) serialise on an internal
+lock; a search takes a snapshot of the chunk list and row count under that lock and scans
+without it, so writes never wait for a scan (rows appended after the snapshot are not seen,
+a row removed before the search began is never returned).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,127 +24,268 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import InvalidArgument
-from vecdb.index.base import Progress, Slots, Vectors
+from vecdb.index.base import IndexResult, Progress, SearchStats, Slots, Vectors, Visible
 from vecdb.kernels.scan import exact_topk
+from vecdb.kernels.topk import merge_topk
 
-_MIN_CAPACITY = 1024
-_COMPACT_DEAD_FRACTION = 0.5  # rewrite the matrix once half of its rows are dead
+CHUNK_BYTES = 16 * 2**20  # a chunk holds at most about this many bytes of vectors ...
+MIN_CHUNK_ROWS = 1024  # ... and at least this many rows (or a quarter of those stored)
+_COMPACT_DEAD_FRACTION = 0.5  # maintain() rewrites the rows once half of them are dead
+
+
+def _grow(a: npt.NDArray[Any], n: int, fill: Any) -> npt.NDArray[Any]:
+    if n <= len(a):
+        return a
+    out = np.full(max(n, 2 * len(a), MIN_CHUNK_ROWS), fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 class FlatIndex:
-    """Exact search; add is an append, remove marks the row dead."""
+    """Exact search; add appends rows, remove clears a row's valid flag."""
 
     kind = "flat"
     persistent = False
+    max_abs_component: float | None = None
+
+    dim: int  # vector dimension
+    metric: str  # "l2" | "ip" | "cosine" (cosine rows are unit vectors)
+    _chunks: list[Vectors]  # row chunks; chunk i holds rows _starts[i] .. _starts[i + 1]
+    _starts: list[int]  # first row of each chunk, plus the capacity end
+    _slots: Slots  # slot of each row, ascending over rows in use
+    _valid: npt.NDArray[np.bool_]  # row is live
+    _n: int  # rows in use (live + dead)
+    _live: int  # live rows
+    _removed_ahead: set[int]  # slots removed before they were added (remove wins)
+    _sealed: bool  # consolidated for a bulk build: takes no more adds
+    _lock: threading.Lock  # serialises writers and snapshots
 
     def __init__(self, dim: int, metric: str) -> None:
-        self.dim = dim  # vector dimension
-        self.metric = metric  # "l2" | "ip" | "cosine" (cosine rows are unit vectors)
-        self._vectors = np.zeros((0, dim), np.float32)  # rows, capacity >= _n
-        self._slots = np.zeros(0, np.int64)  # slot of each row
-        self._valid = np.zeros(0, np.bool_)  # row is live
-        self._n = 0  # rows in use (live + dead)
-        self._live = 0  # live rows
-        self._row_of = np.zeros(0, np.int64)  # slot -> row of a live slot, -1 if none
+        self.dim = dim
+        self.metric = metric
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._chunks, self._starts = [], [0]
+        self._slots = np.zeros(0, np.int64)
+        self._valid = np.zeros(0, np.bool_)
+        self._n = self._live = 0
+        self._removed_ahead = set()
+        self._sealed = False
 
     # -- build / add ---------------------------------------------------------------------
 
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
-        """Adopt `vectors` as the matrix (no copy if it is C-contiguous float32); the caller
-        must not modify it afterwards."""
+        """Adopt `vectors` as the only chunk (no copy if it is C-contiguous float32); the
+        caller must not modify it afterwards. Slots must be strictly ascending."""
+        slots = np.ascontiguousarray(slots, np.int64)
         n = len(slots)
         if vectors.shape != (n, self.dim):
             raise InvalidArgument(f"expected ({n}, {self.dim}) vectors, got {vectors.shape}")
-        self._vectors = np.ascontiguousarray(vectors, np.float32)
-        self._slots = np.array(slots, np.int64)
-        self._valid = np.ones(n, np.bool_)
-        self._n = self._live = n
-        self._row_of = np.full(int(slots.max()) + 1 if n else 0, -1, np.int64)
-        self._row_of[self._slots] = np.arange(n, dtype=np.int64)
+        _check_ascending(slots, -1)
+        matrix = np.ascontiguousarray(vectors, np.float32)
+        with self._lock:
+            removed = self._removed_ahead
+            self._reset()
+            valid = np.ones(n, np.bool_)
+            if removed:
+                valid &= ~np.isin(slots, np.fromiter(removed, np.int64, len(removed)))
+            self._chunks, self._starts = ([matrix], [0, n]) if n else ([], [0])
+            self._slots, self._valid = slots.copy(), valid
+            self._n, self._live = n, int(valid.sum())
+            self._removed_ahead = {s for s in removed if n == 0 or s > int(slots[-1])}
         if progress is not None:
-            progress(len(slots))
+            progress("build", n, n)
 
-    def _reserve(self, extra: int) -> None:
-        need = self._n + extra
-        if need <= self._vectors.shape[0]:
-            return
-        cap = max(_MIN_CAPACITY, need, 2 * self._vectors.shape[0])
-        vectors = np.zeros((cap, self.dim), np.float32)
-        vectors[: self._n] = self._vectors[: self._n]
-        slots = np.full(cap, -1, np.int64)
-        slots[: self._n] = self._slots[: self._n]
-        valid = np.zeros(cap, np.bool_)
-        valid[: self._n] = self._valid[: self._n]
-        self._vectors, self._slots, self._valid = vectors, slots, valid
-
-    def add(self, slots: Slots, vectors: Vectors) -> None:
+    def add(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
+        """Append rows; slots must be ascending and above every slot added before."""
+        slots = np.ascontiguousarray(slots, np.int64)
         n = len(slots)
         if n == 0:
             return
         if vectors.shape != (n, self.dim):
             raise InvalidArgument(f"expected ({n}, {self.dim}) vectors, got {vectors.shape}")
-        self.remove(slots)  # re-adding a slot replaces it
-        self._reserve(n)
-        lo, hi = self._n, self._n + n
-        self._vectors[lo:hi] = vectors
-        self._slots[lo:hi] = slots
-        self._valid[lo:hi] = True
-        top = int(slots.max()) + 1
-        if top > self._row_of.shape[0]:
-            grown = np.full(max(top, 2 * self._row_of.shape[0]), -1, np.int64)
-            grown[: self._row_of.shape[0]] = self._row_of
-            self._row_of = grown
-        self._row_of[slots] = np.arange(lo, hi, dtype=np.int64)
-        self._n = hi
-        self._live += n
+        with self._lock:
+            if self._sealed:
+                raise RuntimeError("this buffer was consolidated for a build; it takes no adds")
+            _check_ascending(slots, int(self._slots[self._n - 1]) if self._n else -1)
+            valid = np.ones(n, np.bool_)
+            if self._removed_ahead:
+                gone = np.isin(slots, np.fromiter(self._removed_ahead, np.int64))
+                valid &= ~gone
+                self._removed_ahead.difference_update(slots[gone].tolist())
+            self._slots = _grow(self._slots, self._n + n, -1)
+            self._valid = _grow(self._valid, self._n + n, False)
+            self._slots[self._n : self._n + n] = slots
+            self._valid[self._n : self._n + n] = valid
+            done = 0
+            while done < n:
+                if self._n == self._starts[-1]:
+                    self._new_chunk(n - done)
+                chunk = self._chunks[-1]
+                at = self._n - self._starts[-2]
+                take = min(n - done, chunk.shape[0] - at)
+                chunk[at : at + take] = vectors[done : done + take]
+                self._n += take
+                done += take
+            self._live += int(valid.sum())
+        if progress is not None:
+            progress("add", n, n)
+
+    def _new_chunk(self, want: int) -> None:
+        cap = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * self.dim))
+        rows = min(max(MIN_CHUNK_ROWS, self._n // 4, want), cap)
+        self._chunks = [*self._chunks, np.empty((rows, self.dim), np.float32)]
+        self._starts = [*self._starts, self._starts[-1] + rows]
 
     # -- search --------------------------------------------------------------------------
 
     def search(
-        self, queries: Vectors, k: int, params: Mapping[str, Any] | None = None
-    ) -> tuple[Slots, npt.NDArray[np.float32]]:
+        self,
+        queries: Vectors,
+        k: int,
+        params: Mapping[str, Any] | None = None,
+        visible: Visible | None = None,
+    ) -> IndexResult:
         if params:
             raise InvalidArgument(f"the flat index takes no search params, got {sorted(params)}")
-        if self._live == 0:
-            nq = queries.shape[0]
-            return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-        rows, dist = exact_topk(
-            queries, self._vectors[: self._n], self.metric, k, valid=self._valid[: self._n]
-        )
-        slots = np.where(rows >= 0, self._slots[np.maximum(rows, 0)], -1)
-        return slots.astype(np.int64), dist
+        return self.scan(queries, k, visible)
+
+    def scan(self, queries: Vectors, k: int, visible: Visible | None = None) -> IndexResult:
+        """Exact top-k over the live rows (and `visible`, if given)."""
+        nq = queries.shape[0]
+        ids = np.full((nq, k), -1, np.int64)
+        dist = np.full((nq, k), np.inf, np.float32)
+        with self._lock:
+            chunks, starts, n = self._chunks, self._starts, self._n
+            slots, valid = self._slots, self._valid
+        stats = SearchStats(queries=nq)
+        for i, chunk in enumerate(chunks):
+            lo, hi = starts[i], min(starts[i + 1], n)
+            if hi <= lo:
+                break
+            ok = valid[lo:hi]
+            if visible is not None:
+                ok = ok & visible.contains(slots[lo:hi])
+            if not ok.any():
+                continue
+            rows, d = exact_topk(queries, chunk[: hi - lo], self.metric, k, valid=ok)
+            found = np.where(rows >= 0, slots[lo:hi][np.maximum(rows, 0)], -1)
+            ids, dist = merge_topk(ids, dist, found, d, k)
+        return IndexResult(ids, dist, stats)
 
     def live(self) -> tuple[Slots, Vectors]:
-        """Every live slot and its vector, in insertion order."""
-        mask = self._valid[: self._n]
-        return self._slots[: self._n][mask].copy(), self._vectors[: self._n][mask].copy()
+        """Every live slot and a copy of its vector, in slot order."""
+        with self._lock:
+            chunks, starts, n = self._chunks, self._starts, self._n
+            slots, valid = self._slots[:n].copy(), self._valid[:n].copy()
+        out = np.empty((int(valid.sum()), self.dim), np.float32)
+        at = 0
+        for i, chunk in enumerate(chunks):
+            lo, hi = starts[i], min(starts[i + 1], n)
+            if hi <= lo:
+                break
+            rows = chunk[: hi - lo][valid[lo:hi]]
+            out[at : at + len(rows)] = rows
+            at += len(rows)
+        return slots[valid], out
+
+    def iter_live(self, batch: int) -> Iterator[tuple[Slots, Vectors]]:
+        """The live rows in slot order, at most `batch` at a time (copies)."""
+        with self._lock:
+            chunks, starts, n = self._chunks, self._starts, self._n
+            slots, valid = self._slots, self._valid
+        for i, chunk in enumerate(chunks):
+            lo, hi = starts[i], min(starts[i + 1], n)
+            for a in range(lo, hi, batch):
+                b = min(a + batch, hi)
+                ok = valid[a:b]
+                if ok.any():
+                    yield slots[a:b][ok].copy(), chunk[a - lo : b - lo][ok]
+
+    def consolidate(self) -> tuple[Slots, Vectors]:
+        """Move the live rows into one contiguous matrix, a chunk at a time (the peak is the
+        rows plus one chunk), and return (slots, matrix) of the rows now held. For a buffer
+        that no longer takes adds (`add` raises afterwards); removes and searches may run
+        meanwhile and see every live row throughout. Rows removed during the move may be
+        among those returned, still marked removed here."""
+        with self._lock:
+            self._sealed = True
+            n = self._n
+            if len(self._chunks) == 1 and self._starts[1] == n and self._valid[:n].all():
+                return self._slots[:n].copy(), self._chunks[0][:n]
+            matrix = np.empty((int(self._valid[:n].sum()), self.dim), np.float32)
+        while True:
+            with self._lock:
+                # Chunk list is [matrix (rows 0..filled), rest...]: move the first of the rest.
+                first = 1 if self._chunks and self._chunks[0] is matrix else 0
+                if first == len(self._chunks):
+                    break
+                lo, hi = self._starts[first], min(self._starts[first + 1], self._n)
+                ok = self._valid[lo:hi]
+                moved = int(ok.sum())
+                matrix[lo : lo + moved] = self._chunks[first][: hi - lo][ok]
+                n = self._n
+                self._slots = np.concatenate(
+                    [self._slots[:lo], self._slots[lo:hi][ok], self._slots[hi:n]]
+                )
+                self._valid = np.concatenate(
+                    [self._valid[:lo], np.ones(moved, np.bool_), self._valid[hi:n]]
+                )
+                shift = (hi - lo) - moved
+                self._n = n - shift
+                rest = self._chunks[first + 1 :]
+                self._chunks = [matrix, *rest]
+                self._starts = [0, *(s - shift for s in self._starts[first + 1 :])]
+                if not rest:
+                    self._starts = [0, lo + moved]
+        with self._lock:
+            return self._slots[: self._n].copy(), matrix[: self._n]
 
     # -- remove --------------------------------------------------------------------------
 
     def remove(self, slots: Slots) -> None:
-        known = slots[(slots >= 0) & (slots < self._row_of.shape[0])]
-        rows = self._row_of[known]
-        rows = np.unique(rows[rows >= 0])
-        if rows.size:
-            self._valid[rows] = False
-            self._row_of[self._slots[rows]] = -1
-            self._live -= int(rows.size)
-        if self._n >= _MIN_CAPACITY and self._live < (1 - _COMPACT_DEAD_FRACTION) * self._n:
-            self._compact()
-
-    def _compact(self) -> None:
-        slots, vectors = self.live()
-        self.build(slots, vectors)
+        """Clear the rows of `slots`; slots not added yet are remembered (remove wins)."""
+        s = np.asarray(slots, np.int64).ravel()
+        if len(s) == 0:
+            return
+        with self._lock:
+            n = self._n
+            top = int(self._slots[n - 1]) if n else -1
+            ahead = s[s > top]
+            if len(ahead):
+                self._removed_ahead.update(ahead.tolist())
+            rows = np.searchsorted(self._slots[:n], s)
+            hit = (rows < n) & (self._slots[np.minimum(rows, max(n - 1, 0))] == s) if n else s < 0
+            rows = np.unique(rows[hit])
+            rows = rows[self._valid[rows]]
+            if len(rows):
+                self._valid[rows] = False
+                self._live -= len(rows)
 
     def __len__(self) -> int:
         return self._live
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of vectors held (live and dead rows, chunk capacity included)."""
+        return sum(c.nbytes for c in self._chunks)
+
+    @property
+    def live_bytes(self) -> int:
+        return self._live * 4 * self.dim
+
     # -- lifecycle -----------------------------------------------------------------------
 
-    def maintain(self) -> None:
-        # Drop dead rows and the growth slack of appends (capacity back to the live count).
-        if self._live < self._n or self._vectors.shape[0] > self._n:
-            self._compact()
+    def maintain(self, budget_s: float | None = None) -> bool:
+        """Drop dead rows and chunk slack once they are a large share (one matrix again)."""
+        with self._lock:
+            waste = self._starts[-1] - self._live
+            due = self._n and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
+        if due:
+            self.build(*self.live())
+        return False
 
     def checkpoint(self, applied_seq: int) -> None:
         """Nothing to persist: the engine rebuilds this index from stored vectors."""
@@ -146,14 +295,18 @@ class FlatIndex:
             "kind": self.kind,
             "vectors": self._live,
             "rows": self._n,
-            "resident_bytes": int(
-                self._vectors.nbytes + self._slots.nbytes + self._valid.nbytes + self._row_of.nbytes
-            ),
+            "chunks": len(self._chunks),
+            "resident_bytes": int(self.nbytes + self._slots.nbytes + self._valid.nbytes),
         }
 
     def close(self) -> None:
-        self._vectors = np.zeros((0, self.dim), np.float32)
-        self._row_of = np.zeros(0, np.int64)
+        with self._lock:
+            self._reset()
+
+
+def _check_ascending(slots: Slots, after: int) -> None:
+    if len(slots) and (slots[0] <= after or (len(slots) > 1 and (np.diff(slots) <= 0).any())):
+        raise InvalidArgument("flat index slots must be added in ascending order")
 
 
 def open_flat(

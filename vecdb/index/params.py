@@ -26,6 +26,7 @@ DEFAULT_MERGE_THRESHOLD, MIN_MERGE_THRESHOLD, MAX_MERGE_THRESHOLD = 10, 0, 10_00
 DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS = 4, 1, 64
 DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K = 4, 0, 64
 DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE = 0.3, 0.01, 1.0
+DEFAULT_MAX_DISK_RATIO, MIN_MAX_DISK_RATIO, MAX_MAX_DISK_RATIO = 3.8, 0.25, 1000.0
 DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M = 12, 4, 64
 DEFAULT_HEAD_EF_CONSTRUCTION, MIN_HEAD_EF_CONSTRUCTION, MAX_HEAD_EF_CONSTRUCTION = 100, 16, 2000
 DEFAULT_BUILD_EF, MIN_BUILD_EF, MAX_BUILD_EF = 48, 1, 4096
@@ -119,6 +120,7 @@ class BuildParams:
     max_blocks: int  # appended blocks per posting before it is rewritten
     reassign_k: int  # nearby postings checked for LIRE reassignment after a split
     compact_garbage: float  # dead-byte fraction of the file that triggers compaction
+    max_disk_ratio: float  # build: posting entries at most this x the raw float32 bytes
     head_m: int  # hnswlib M of the head graph
     head_ef_construction: int  # hnswlib ef_construction of the head graph
     build_ef: int  # hnswlib ef when finding a vector's candidate heads
@@ -173,6 +175,7 @@ _BUILD_TABLE: dict[str, Any] = {
     "max_blocks": (DEFAULT_MAX_BLOCKS, MIN_MAX_BLOCKS, MAX_MAX_BLOCKS),
     "reassign_k": (DEFAULT_REASSIGN_K, MIN_REASSIGN_K, MAX_REASSIGN_K),
     "compact_garbage": (DEFAULT_COMPACT_GARBAGE, MIN_COMPACT_GARBAGE, MAX_COMPACT_GARBAGE),
+    "max_disk_ratio": (DEFAULT_MAX_DISK_RATIO, MIN_MAX_DISK_RATIO, MAX_MAX_DISK_RATIO),
     "head_m": (DEFAULT_HEAD_M, MIN_HEAD_M, MAX_HEAD_M),
     "head_ef_construction": (
         DEFAULT_HEAD_EF_CONSTRUCTION,

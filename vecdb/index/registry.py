@@ -73,3 +73,14 @@ def open_index(
     directory.mkdir(parents=True, exist_ok=True)
     index, applied = open_spann(dim, metric, params, directory)
     return index, applied
+
+
+def durable_seq(kind: str, directory: Path) -> int | None:
+    """The sequence the index in `directory` last checkpointed, read without opening it
+    (None for an in-memory kind or an index never checkpointed); for read-only tools."""
+    if not spec(kind).persistent:
+        return None
+    from vecdb.index.spann.persist import read_manifest
+
+    manifest = read_manifest(directory) if directory.is_dir() else None
+    return None if manifest is None else int(manifest["applied_seq"])

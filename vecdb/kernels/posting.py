@@ -2,8 +2,9 @@
 
 Pure functions on arrays (no I/O, no globals): scanning dimension-major posting blocks for a
 batch of queries (compute a block's distances first, then filter survivors against the k-th
-distance and dedupe only those against the top-k), walking block chains, counting live
-entries, the RNG replica rule and the balance-penalised assignment of balanced k-means. A block
+distance and dedupe only those against the top-k), walking block chains, counting visible
+entries and the RNG replica rule. It also defines, once, the version byte cycle and the
+"entry visible" predicate that the scan, the live counts and the posting readers share. A block
 at byte offset `o` with `n` entries has `cap = max(8, ceil(n/8)*8)`; slots (int64) start at
 `o + 64`, versions (uint8) at `o + 64 + 8 cap`, and the `[dim][cap]` components (float32,
 float16 bits or uint8 codes) at `o + ceil((64 + 9 cap)/64)*64` (see
@@ -23,6 +24,14 @@ PARALLEL_MIN_ROWS = 4096  # below this, kernels run on the calling thread
 
 
 BLOCK_HEADER = 64  # bytes of a block's header; blocks and their vector part are 64-aligned
+
+# Per-slot version bytes. An entry is written with its slot's version at the time; moving a
+# slot (reassignment, re-adding) gives it the next version, which makes every older copy
+# invisible at once. A removed slot gets REMOVED forever (remove wins: it never becomes live
+# again), so no entry ever carries 0 or REMOVED.
+VERSION_NONE = 0  # slot never added
+VERSION_REMOVED = 255  # slot removed, for good
+VERSION_CYCLE = 254  # live versions are 1..254
 MIN_CAP = 8  # a block has room for at least this many entries, rounded up to a multiple of 8
 
 
@@ -48,6 +57,64 @@ def block_bytes(cnt: npt.NDArray[np.int64], dim: int, width: int) -> npt.NDArray
     cap = np.maximum(MIN_CAP, (cnt + 7) // 8 * 8)
     out: npt.NDArray[np.int64] = (BLOCK_HEADER + 9 * cap + 63) // 64 * 64 + width * dim * cap
     return out
+
+
+def next_versions(current: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The version a slot gets when it is (re)placed: 0 -> 1, v -> v + 1 cycling in
+    1..254. Callers never pass REMOVED (a removed slot is not placed)."""
+    out: npt.NDArray[np.uint8] = (current.astype(np.int64) % VERSION_CYCLE + 1).astype(np.uint8)
+    return out
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def entry_visible(slot, version, slot_version, vis, use_vis):  # type: ignore[no-untyped-def]
+    """THE test of whether a posting entry (slot, version) counts: the slot is known, its
+    current version is live and equals the entry's (not stale, not removed), and, when
+    `use_vis`, the slot is in the packed little-endian bitmap `vis`."""
+    if slot < 0 or slot >= slot_version.shape[0]:
+        return False
+    cur = slot_version[slot]
+    if cur == VERSION_NONE or cur == VERSION_REMOVED or cur != version:
+        return False
+    if use_vis:
+        byte = slot >> 3
+        if byte >= vis.shape[0] or (vis[byte] >> (slot & 7)) & 1 == 0:
+            return False
+    return True
+
+
+NO_VISIBLE = np.zeros(0, dtype=np.uint8)  # the `vis` argument when no set restricts
+
+
+def entries_visible(
+    slots: npt.NDArray[np.int64],
+    versions: npt.NDArray[np.uint8],
+    slot_version: npt.NDArray[np.uint8],
+    vis: npt.NDArray[np.uint8] | None = None,
+) -> npt.NDArray[np.bool_]:
+    """`entry_visible` vectorised with numpy (for readers of whole postings)."""
+    known = (slots >= 0) & (slots < len(slot_version))
+    cur = slot_version[np.where(known, slots, 0)] if len(slot_version) else versions * 0
+    ok: npt.NDArray[np.bool_] = (
+        known & (cur == versions) & (cur != VERSION_NONE) & (cur != VERSION_REMOVED)
+    )
+    if vis is not None:
+        byte = np.where(ok, slots >> 3, 0)
+        inside = byte < len(vis)
+        bit = (vis[np.where(inside, byte, 0)] >> (slots & 7).astype(np.uint8)) & 1
+        ok &= inside & (bit == 1)
+    return ok
+
+
+@nb.njit(cache=True, nogil=True)
+def count_visible(slot_version, vis, use_vis):  # type: ignore[no-untyped-def]
+    """Number of live slots (in `vis` when `use_vis`): how many results a search can find."""
+    total = 0
+    for s in range(slot_version.shape[0]):
+        v = slot_version[s]
+        if entry_visible(s, v, slot_version, vis, use_vis):
+            total += 1
+    return total
 
 
 @nb.njit(cache=True, nogil=True)
@@ -120,20 +187,21 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     cnt,
     queries,
     slot_version,
+    vis,
+    use_vis,
     metric,
     out_ids,
     out_d,
 ):
-    """Top-k (k = out_ids.shape[1]) of each query over its blocks ptr[i]:ptr[i+1]; entries
-    whose version differs from slot_version[slot] (stale, removed) are skipped; replicas of
-    one slot are deduped. Components are float32 (width 4, read in place), float16 (width
+    """Top-k (k = out_ids.shape[1]) of each query over its blocks ptr[i]:ptr[i+1]; only
+    entries passing `entry_visible` count (stale, removed and, with `use_vis`, slots outside
+    the bitmap `vis` are skipped inside the scan); replicas of one slot are deduped. Components are float32 (width 4, read in place), float16 (width
     2, widened row by row) or uint8 codes x = qoff + qscale * code (width 1; the scale is
     folded into the query). out_ids/out_d must come in padded with -1 / +inf."""
     nq = queries.shape[0]
     k = out_ids.shape[1]
     acc = np.empty(8, dtype=np.float32)
     bits = np.empty(8, dtype=np.uint32)
-    nslots = slot_version.shape[0]
     for i in range(nq):
         q = queries[i]
         ids = out_ids[i]
@@ -204,7 +272,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                 if d >= ds[k - 1]:
                     continue
                 s = slots[j]
-                if s < 0 or s >= nslots or slot_version[s] == 0 or slot_version[s] != vers[j]:
+                if not entry_visible(s, vers[j], slot_version, vis, use_vis):
                     continue
                 dup = False
                 for r in range(k):
@@ -224,9 +292,8 @@ def scan_blocks(  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True)
 def live_counts(u8, i64, post_first, blk_next, blk_off, blk_cnt, slot_version):  # type: ignore[no-untyped-def]
-    """Per posting, the number of entries whose version is current (replicas counted)."""
+    """Per posting, the number of visible entries (replicas counted)."""
     out = np.zeros(post_first.shape[0], dtype=np.int64)
-    nslots = slot_version.shape[0]
     for p in range(post_first.shape[0]):
         b = post_first[p]
         while b >= 0:
@@ -236,7 +303,7 @@ def live_counts(u8, i64, post_first, blk_next, blk_off, blk_cnt, slot_version): 
             for j in range(n):
                 s = i64[(o + 64) // 8 + j]
                 v = u8[o + 64 + 8 * cap + j]
-                if 0 <= s < nslots and slot_version[s] != 0 and slot_version[s] == v:
+                if entry_visible(s, v, slot_version, NO_VISIBLE, False):
                     out[p] += 1
             b = blk_next[b]
     return out
@@ -313,19 +380,51 @@ def rng_select(
 
 
 @nb.njit(cache=True)
-def assign_balanced(dist, sizes, lam):  # type: ignore[no-untyped-def]
-    """Assign each row of dist (n, k) to argmin_c dist + lam*sizes[c], updating the sizes
-    online so the penalty follows the assignment. Returns labels (n,)."""
-    n, k = dist.shape
-    labels = np.empty(n, dtype=np.int64)
+def group_by_posting(posts, keep, n_postings):  # type: ignore[no-untyped-def]
+    """Counting sort of the kept (row, column) entries of `posts` (n, r; -1 padded) by
+    posting id: CSR `starts` (n_postings + 1), then the rows (int32) and columns (int8) of
+    each posting's entries in row order."""
+    n, r = posts.shape
+    starts = np.zeros(n_postings + 1, dtype=np.int64)
     for i in range(n):
-        best = np.inf
-        bc = 0
-        for c in range(k):
-            v = dist[i, c] + lam * sizes[c]
-            if v < best:
-                best = v
-                bc = c
-        labels[i] = bc
-        sizes[bc] += 1.0
-    return labels
+        for j in range(r):
+            if keep[i, j] and posts[i, j] >= 0:
+                starts[posts[i, j] + 1] += 1
+    for p in range(n_postings):
+        starts[p + 1] += starts[p]
+    fill = starts[:-1].copy()
+    rows = np.empty(starts[n_postings], dtype=np.int32)
+    cols = np.empty(starts[n_postings], dtype=np.int8)
+    for i in range(n):
+        for j in range(r):
+            p = posts[i, j]
+            if keep[i, j] and p >= 0:
+                rows[fill[p]] = i
+                cols[fill[p]] = j
+                fill[p] += 1
+    return starts, rows, cols
+
+
+@nb.njit(cache=True)
+def cut_to_limit(posts, dists, keep, starts, rows, cols, limit):  # type: ignore[no-untyped-def]
+    """The posting cut: in each posting over `limit` entries, drop the farthest (clear their
+    `keep`); then give every row left with no copy back its nearest one (column 0), so no
+    vector is orphaned."""
+    for p in range(starts.shape[0] - 1):
+        lo, hi = starts[p], starts[p + 1]
+        if hi - lo <= limit:
+            continue
+        d = np.empty(hi - lo, dtype=np.float32)
+        for t in range(hi - lo):
+            d[t] = dists[rows[lo + t], cols[lo + t]]
+        order = np.argsort(d, kind="mergesort")
+        for t in order[limit:]:
+            keep[rows[lo + t], cols[lo + t]] = False
+    for i in range(posts.shape[0]):
+        kept = False
+        for j in range(posts.shape[1]):
+            if keep[i, j]:
+                kept = True
+                break
+        if not kept and posts[i, 0] >= 0:
+            keep[i, 0] = True

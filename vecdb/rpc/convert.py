@@ -251,6 +251,11 @@ def info_to_proto(info: CollectionInfo) -> pb.CollectionInfo:
         count=info.count,
         multi_tenant=info.multi_tenant,
         index_params_json=json.dumps(info.index_params, sort_keys=True),
+        indexed=info.indexed,
+        buffered=info.buffered,
+        index_state=info.index_state,
+        index_progress=info.index_progress,
+        last_build_seconds=info.last_build_seconds,
     )
 
 
@@ -266,6 +271,11 @@ def info_from_proto(msg: pb.CollectionInfo) -> CollectionInfo:
         count=msg.count,
         multi_tenant=msg.multi_tenant,
         index_params=json.loads(msg.index_params_json or "{}"),
+        indexed=msg.indexed,
+        buffered=msg.buffered,
+        index_state=msg.index_state or "ready",
+        index_progress=msg.index_progress,
+        last_build_seconds=(msg.last_build_seconds if msg.HasField("last_build_seconds") else None),
     )
 
 

@@ -37,7 +37,7 @@ class Ids(_message.Message):
     def __init__(self, ints: _Optional[_Union[IntIds, _Mapping]] = ..., strs: _Optional[_Union[StrIds, _Mapping]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("name", "dim", "metric", "kind", "id_type", "index", "count", "multi_tenant", "index_params_json")
+    __slots__ = ("name", "dim", "metric", "kind", "id_type", "index", "count", "multi_tenant", "index_params_json", "indexed", "buffered", "index_state", "index_progress", "last_build_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,11 @@ class CollectionInfo(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MULTI_TENANT_FIELD_NUMBER: _ClassVar[int]
     INDEX_PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_STATE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_BUILD_SECONDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     dim: int
     metric: str
@@ -56,7 +61,12 @@ class CollectionInfo(_message.Message):
     count: int
     multi_tenant: bool
     index_params_json: str
-    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., id_type: _Optional[str] = ..., index: _Optional[str] = ..., count: _Optional[int] = ..., multi_tenant: _Optional[bool] = ..., index_params_json: _Optional[str] = ...) -> None: ...
+    indexed: int
+    buffered: int
+    index_state: str
+    index_progress: float
+    last_build_seconds: float
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., kind: _Optional[str] = ..., id_type: _Optional[str] = ..., index: _Optional[str] = ..., count: _Optional[int] = ..., multi_tenant: _Optional[bool] = ..., index_params_json: _Optional[str] = ..., indexed: _Optional[int] = ..., buffered: _Optional[int] = ..., index_state: _Optional[str] = ..., index_progress: _Optional[float] = ..., last_build_seconds: _Optional[float] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "dim", "metric", "id_type", "index", "index_params_json", "kind", "multi_tenant")
@@ -197,10 +207,12 @@ class CountResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
-    __slots__ = ("collection",)
+    __slots__ = ("collection", "no_wait")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NO_WAIT_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+    no_wait: bool
+    def __init__(self, collection: _Optional[str] = ..., no_wait: _Optional[bool] = ...) -> None: ...
 
 class OptimizeResponse(_message.Message):
     __slots__ = ()

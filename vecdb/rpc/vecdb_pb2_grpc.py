@@ -173,7 +173,8 @@ class VectorDBServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Optimize(self, request, context):
-        """Run pending index work now (bulk build, flush, compaction); returns when done.
+        """Run pending index work now (bulk build, buffer drain, maintenance); returns when done,
+        or at once with no_wait.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

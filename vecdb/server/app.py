@@ -64,10 +64,11 @@ class VecdbServer:
         if self._db is None:
             from vecdb.engine import Database
 
-            self._db = Database(cfg.server.data)
+            self._db = Database(cfg.server.data, settings=cfg.engine.settings())
         db = self._db
         self._metrics = ServerMetrics(
-            sizes=lambda: [(c.name, c.count) for c in db.list_collections()]
+            sizes=lambda: [(c.name, c.count) for c in db.list_collections()],
+            index_status=lambda: db.summaries(),
         )
         self._guard = CallGuard(KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys), self._metrics)
         limit = cfg.limits.max_message_bytes

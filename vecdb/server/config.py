@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vecdb import config as caps
+from vecdb.engine import settings as es
 from vecdb.errors import InvalidArgument
 
 ENV_PREFIX = "VECDB__"
@@ -86,6 +87,25 @@ class LogSection:
 
 
 @dataclass
+class EngineSection:
+    """How writes reach the indexes: buffer caps, backpressure, the maintenance worker (the
+    names, defaults and bounds of `vecdb.engine.settings`, explained in PARAMS.md)."""
+
+    bulk_build_bytes: int = es.DEFAULT_BULK_BUILD_BYTES
+    build_min_vectors: int = es.DEFAULT_BUILD_MIN_VECTORS
+    drain_vectors: int = es.DEFAULT_DRAIN_VECTORS
+    idle_seconds: float = es.DEFAULT_IDLE_SECONDS
+    buffer_max_bytes: int = es.DEFAULT_BUFFER_MAX_BYTES
+    stall_timeout: float = es.DEFAULT_STALL_TIMEOUT
+    maintain_slice: float = es.DEFAULT_MAINTAIN_SLICE
+    apply_batch: int = es.DEFAULT_APPLY_BATCH
+    retry_seconds: float = es.DEFAULT_RETRY_SECONDS
+
+    def settings(self) -> es.EngineSettings:
+        return es.EngineSettings.parse(dataclasses.asdict(self))
+
+
+@dataclass
 class ServerConfig:
     """The whole configuration of one server process."""
 
@@ -95,6 +115,7 @@ class ServerConfig:
     auth: AuthSection = field(default_factory=AuthSection)
     tls: TlsSection = field(default_factory=TlsSection)
     log: LogSection = field(default_factory=LogSection)
+    engine: EngineSection = field(default_factory=EngineSection)
 
     def validate(self) -> ServerConfig:
         """Check ranges and combinations; return self."""
@@ -118,6 +139,7 @@ class ServerConfig:
             raise InvalidArgument("tls.cert and tls.key must be given together")
         if self.tls.client_ca and not self.tls.cert:
             raise InvalidArgument("tls.client_ca (mTLS) needs tls.cert and tls.key")
+        self.engine.settings()  # bounds of every engine setting, named in the error
         if self.log.level.upper() not in logging.getLevelNamesMapping():
             raise InvalidArgument(
                 f"log.level={self.log.level!r} is unknown (DEBUG, INFO, WARNING, ERROR, CRITICAL)"

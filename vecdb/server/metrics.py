@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("vecdb.server")
@@ -45,10 +45,84 @@ class _CollectionSizes(Collector):
         yield family
 
 
+_STATES = ("ready", "idle", "building", "indexing", "maintaining", "error")
+
+
+class _IndexStatus(Collector):
+    """Reads each collection's index and write-buffer numbers when Prometheus scrapes."""
+
+    def __init__(self, status: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        label = ["collection"]
+        gauges = {
+            "indexed": GaugeMetricFamily(
+                "vecdb_collection_indexed_vectors", "Vectors inside the index", labels=label
+            ),
+            "buffered": GaugeMetricFamily(
+                "vecdb_collection_buffered_vectors",
+                "Vectors in the exact write buffer, not yet indexed",
+                labels=label,
+            ),
+            "buffer_bytes": GaugeMetricFamily(
+                "vecdb_collection_buffer_bytes", "Bytes of buffered vectors", labels=label
+            ),
+            "progress": GaugeMetricFamily(
+                "vecdb_collection_index_progress",
+                "Fraction done of the running index job (1 when none runs)",
+                labels=label,
+            ),
+            "last_build_seconds": GaugeMetricFamily(
+                "vecdb_collection_last_build_seconds",
+                "Duration of the last bulk index build",
+                labels=label,
+            ),
+        }
+        state = GaugeMetricFamily(
+            "vecdb_collection_index_state",
+            "1 for the collection's current index state, 0 for the others",
+            labels=["collection", "state"],
+        )
+        counters = {
+            "stalls": CounterMetricFamily(
+                "vecdb_write_stalls", "Writes that waited for room in the buffer", labels=label
+            ),
+            "stall_seconds": CounterMetricFamily(
+                "vecdb_write_stall_seconds",
+                "Seconds writes spent waiting for room in the buffer",
+                labels=label,
+            ),
+            "rejected": CounterMetricFamily(
+                "vecdb_write_rejected",
+                "Writes refused after waiting the whole stall timeout",
+                labels=label,
+            ),
+        }
+        try:
+            for name, st in self._status().items():
+                for key, family in gauges.items():
+                    if st.get(key) is not None:
+                        family.add_metric([name], float(st[key]))
+                for s in _STATES:
+                    state.add_metric([name, s], 1.0 if st.get("state") == s else 0.0)
+                for key, counter in counters.items():
+                    counter.add_metric([name], float(st.get(key, 0)))
+        except Exception:  # a scrape during shutdown must not crash the exporter
+            log.debug("index status unavailable", exc_info=True)
+        yield from gauges.values()
+        yield state
+        yield from counters.values()
+
+
 class ServerMetrics:
     """The metric objects of one server and its HTTP exporter."""
 
-    def __init__(self, sizes: Callable[[], Iterable[tuple[str, int]]] | None = None) -> None:
+    def __init__(
+        self,
+        sizes: Callable[[], Iterable[tuple[str, int]]] | None = None,
+        index_status: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "vecdb_requests",
@@ -78,6 +152,8 @@ class ServerMetrics:
         )  # fmt: skip
         if sizes is not None:
             self.registry.register(_CollectionSizes(sizes))
+        if index_status is not None:
+            self.registry.register(_IndexStatus(index_status))
         self._http: Any = None
         self._thread: threading.Thread | None = None
 

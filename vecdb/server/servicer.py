@@ -111,7 +111,7 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
         return pb.CountResponse(count=self._db.count(req.collection))
 
     def Optimize(self, req: pb.OptimizeRequest, ctx: grpc.ServicerContext) -> pb.OptimizeResponse:
-        self._db.optimize(req.collection)
+        self._db.optimize(req.collection, wait=not req.no_wait)
         return pb.OptimizeResponse()
 
     # -- search ----------------------------------------------------------------------------

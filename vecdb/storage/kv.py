@@ -60,10 +60,24 @@ def prefix_end(prefix: bytes) -> bytes:
     return bytes(b)
 
 
+# Memtables of all column families together stay under this many bytes (RocksDB flushes
+# the largest when they pass it). Without it each family may hold 2 x 64 MiB, and a bulk
+# load kept ~80 MiB of vectors resident twice (once in the write buffer, once here).
+MEMTABLE_BUDGET = 32 * 2**20
+CF_MEMTABLE = 8 * 2**20  # one memtable of one family before it is switched
+
+
 def _options() -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(True)
     opts.create_missing_column_families(True)
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET)
+    return opts
+
+
+def _cf_options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.set_write_buffer_size(CF_MEMTABLE)
     return opts
 
 
@@ -87,6 +101,11 @@ class Batch:
         self._wb.delete_range(prefix, prefix_end(prefix), self._kv.handle(cf))
         self.ops += 1
 
+    def delete_range(self, cf: str, start: bytes, end: bytes) -> None:
+        """Delete every key in [start, end)."""
+        self._wb.delete_range(start, end, self._kv.handle(cf))
+        self.ops += 1
+
 
 class KV:
     """The database's RocksDB instance with vecdb's column families."""
@@ -101,7 +120,7 @@ class KV:
             self._db = Rdict(
                 str(path),
                 _options(),
-                column_families={cf: Options(raw_mode=True) for cf in COLUMN_FAMILIES},
+                column_families={cf: _cf_options() for cf in COLUMN_FAMILIES},
                 access_type=AccessType.read_only() if read_only else AccessType.read_write(),
             )
         except Exception as exc:  # rocksdict raises plain Exception with RocksDB's text

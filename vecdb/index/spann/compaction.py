@@ -1,79 +1,163 @@
-"""Compaction of a SPANN posting file: rewrite live entries only, then switch files.
+"""Reclaiming space in a SPANN index: posting clean-ups, head-graph rebuilds, whole-file
+compaction.
 
-Appends, splits, clean-ups and removes leave dead bytes behind: replaced blocks, and stale or
-removed entries inside live blocks. When `maintain` finds the dead fraction above
-`compact_garbage`, every posting's live entries (read with CRC checks) are packed best-fit
-into a new posting file generation, which is fsynced and then published by a checkpoint at
-the last applied sequence (the engine's replay of later ops is idempotent), after which the old
-file is deleted. A crash before that checkpoint leaves the old manifest and file in force.
+Appends, splits, moves and removes leave dead bytes: replaced blocks (unreferenced) and stale
+or removed entries inside referenced blocks. `clean_batch` rewrites postings whose dead share
+passed `POSTING_DEAD_SHARE` (or that have too many blocks) as one block each: written where no
+table points, published in one write-locked step; the dropped blocks are free once a
+checkpoint no longer names them (S2's free-space map recycles them in place). `rebuild_heads`
+replaces the head graph by one without its deleted heads once they are a large share (built
+privately, swapped under the lock). `compact` rewrites every posting into a new file
+generation and publishes it with a checkpoint at the last applied sequence; it holds two
+generations on disk at once, so maintenance uses it only when garbage passes
+`compact_garbage` (a file without in-place reuse), never on a file that recycles its space.
+`defrag_batch` moves the postings nearest the end of the file into free space below them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.index.spann.build import make_head_graph
+from vecdb.index.spann.assign import make_head_graph
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.index.spann.postings import PAGE, DirectReader, PostingFile
+from vecdb.index.spann.persist import checkpoint
+from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
+from vecdb.index.spann.state import SpannState, file_path, open_reader
 from vecdb.index.spann.table import BlockTable
-from vecdb.index.spann.update import read_live
+from vecdb.index.spann.update import Written, publish, read_live, write_block
+from vecdb.kernels.posting import live_counts
 
-if TYPE_CHECKING:
-    from vecdb.index.spann.index import SpannIndex
-
-GROUP = 4096  # postings packed together (best-fit works within a group)
+I64 = npt.NDArray[np.int64]
+POSTING_DEAD_SHARE = 0.5  # a posting is rewritten once this share of its entries is dead
+POSTING_DEAD_MIN = 8  # ... and at least this many are dead
 REBUILD_DELETED = 0.2  # rebuild the head graph when deleted heads exceed this share
+GROUP_BYTES = 32 << 20  # live entries packed per write during compaction
 
 
-def garbage_fraction(idx: SpannIndex, live: npt.NDArray[np.int64]) -> float:
-    """Dead share of the posting file: unreferenced blocks plus stale or removed entries."""
-    entries = int(idx.table.post_entries.sum())
+def counts(st: SpannState) -> I64:
+    """Visible entries per posting id (replicas counted); worker thread."""
+    u8, i64, _, _ = MmapReader(st.file).views()  # the worker's own map: searches keep theirs
+    t = st.table
+    out: I64 = live_counts(u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version)
+    return out[: st.next_posting]
+
+
+def dirty_postings(st: SpannState, live: I64) -> I64:
+    """Postings worth a clean-up rewrite: high dead share, or too many blocks."""
+    n = len(live)
+    entries = st.table.post_entries[:n].astype(np.int64)
+    dead = entries - live
+    high = (dead >= POSTING_DEAD_MIN) & (dead >= POSTING_DEAD_SHARE * entries)
+    many = st.table.post_blocks[:n] > st.params.max_blocks
+    out: I64 = np.flatnonzero((high | many) & (st.tree.leaf_of[:n] >= 0))
+    return out
+
+
+def clean_batch(st: SpannState, postings: I64) -> None:
+    """Rewrite postings as one block of their visible entries each."""
+    plans: list[tuple[int, Written]] = []
+    for p in postings.tolist():
+        slots, vecs, vers = read_live(st, p)
+        plans.append((p, write_block(st, p, slots, vecs, vers)))
+    with st.lock.write("clean publish"):
+        for p, written in plans:
+            st.clear(p)
+            publish(st, written)
+            st.counters["gc"] += 1
+
+
+def garbage_fraction(st: SpannState, live: I64) -> float:
+    """Dead share of the posting file: unreferenced bytes (free or waiting for a checkpoint)
+    plus stale or removed entries inside referenced blocks."""
+    entries = int(st.table.post_entries.sum())
     stale = 1.0 - float(live.sum()) / entries if entries else 0.0
-    data = max(1, idx.file.length - PAGE)
-    return (data - idx.table.ref_bytes + stale * idx.table.ref_bytes) / data
+    data = max(1, st.file.length - PAGE)
+    return (data - st.table.ref_bytes + stale * st.table.ref_bytes) / data
 
 
-def rebuild_heads(idx: SpannIndex) -> None:
-    """Rebuild the head graph without its deleted heads once they are a large share of it
-    (hnswlib keeps deleted nodes for routing; they cost memory and search time)."""
-    graph = idx.heads()
-    labels = np.flatnonzero(idx.tree.head_node[: idx.next_posting] >= 0)
-    if len(labels) == 0 or graph.get_current_count() <= (1 + REBUILD_DELETED) * len(labels):
-        return
-    vecs = np.asarray(graph.get_items(labels), dtype=np.float32)
-    idx.graph = make_head_graph(vecs, idx.metric, idx.params, idx.threads, labels)
-    idx.heads_dirty = True
+def defrag_batch(st: SpannState, limit: int) -> bool:
+    """Move up to `limit` postings nearest the end of the file into free space below their
+    blocks (rewritten with their visible entries only), once free space is at least
+    `compact_garbage` of the file; return whether any moved. The dropped tail blocks free at
+    the next checkpoint and the file is cut there."""
+    space = st.file.space
+    cand = space.fragmented_postings(st.table, limit, st.params.compact_garbage)
+    moved: list[tuple[int, Written]] = []
+    for p in cand.tolist():
+        chain = st.table.chain(p)
+        if not chain or not st.is_posting(p):
+            continue
+        slots, vecs, vers = read_live(st, p)
+        if len(slots) == 0:
+            continue
+        off = st.file.move(st.file.encode(p, slots, vers, vecs), min(o for o, _ in chain))
+        if off >= 0:
+            moved.append((p, Written([(p, off, len(slots))])))
+    if not moved:
+        return False
+    kill_point("defrag")
+    with st.lock.write("defrag publish"):
+        for p, written in moved:
+            st.clear(p)
+            publish(st, written)
+        st.counters["defrags"] += len(moved)
+    return True
 
 
-def compact(idx: SpannIndex) -> None:
-    """Rewrite every posting's live entries into a fresh, packed file and switch to it."""
-    # Pass 1: write the new generation
-    old_file = idx.file
-    idx.file_gen += 1
-    new_file = PostingFile(
-        idx.posting_path(idx.file_gen), idx.dim, width=idx.width, quant=old_file.quant
+def rebuild_heads(st: SpannState, force: bool = False) -> bool:
+    """Rebuild the head graph without its deleted heads once they are a large share, or
+    any if `force` (hnswlib keeps deleted nodes for routing; they cost memory and time)."""
+    graph = st.heads()
+    labels = st.tree.leaf_postings()
+    share = 0.0 if force else REBUILD_DELETED
+    if len(labels) == 0 or graph.get_current_count() <= (1 + share) * len(labels):
+        return False
+    fresh = make_head_graph(st.head_vectors(labels), st.metric, st.params, st.threads, labels)
+    with st.lock.write("heads rebuild publish"):
+        st.graph = fresh
+        st.live_heads = len(labels)
+        st.heads_dirty = True
+    return True
+
+
+def compact(st: SpannState) -> None:
+    """Rewrite every posting's visible entries into a fresh, packed file generation and
+    switch to it; published by a checkpoint at the last applied sequence."""
+    # Pass 1: write the new generation (no lock)
+    gen = st.file_gen + 1
+    new = PostingFile(
+        file_path(st.directory, "postings", gen), st.dim, width=st.width, quant=st.file.quant
     )
-    table = BlockTable(idx.dim, idx.width)
-    table.ensure(idx.next_posting)
-    heads = np.flatnonzero(idx.tree.head_node[: idx.next_posting] >= 0)
-    for lo in range(0, len(heads), GROUP):
-        parts = [(int(p), *read_live(idx, int(p))) for p in heads[lo : lo + GROUP]]
-        parts = [(p, s, v) for p, s, v in parts if len(s)]
-        blocks = [new_file.encode(p, s, idx.slot_version[s], v) for p, s, v in parts]
-        for (p, s, _), off in zip(parts, new_file.write_packed(blocks), strict=True):
-            table.push(p, int(off), len(s))
-    new_file.sync()
+    table = new.attach(BlockTable(st.dim, st.width))
+    table.ensure(st.next_posting)
+    batch: list[tuple[int, int]] = []
+    blocks: list[npt.NDArray[np.uint8]] = []
+    size = 0
+    heads = st.tree.leaf_postings().tolist()
+    for i, p in enumerate(heads):
+        slots, vecs, vers = read_live(st, p)
+        if len(slots):
+            blocks.append(new.encode(p, slots, vers, vecs))
+            batch.append((p, len(slots)))
+            size += len(blocks[-1])
+        if blocks and (size >= GROUP_BYTES or i == len(heads) - 1):
+            for (q, count), off in zip(batch, new.write_packed(blocks), strict=True):
+                table.push(q, int(off), count)
+            batch, blocks, size = [], [], 0
+    new.sync()
     kill_point("compaction")
-    # Pass 2: switch readers and tables to it; drop deleted heads from the graph
-    if isinstance(idx.reader, DirectReader):
-        idx.reader.close()
-    idx.file, idx.table = new_file, table
-    idx.reader = idx.open_reader()
+    reader = open_reader(new, st.params.io)
+    # Pass 2: switch readers and tables to it (write lock)
+    old_file, old_reader = st.file, st.reader
+    with st.lock.write("compaction publish"):
+        st.file, st.table, st.reader, st.file_gen = new, table, reader, gen
+        st.pending.clear()
+        st.freed_bytes = 0
+    if isinstance(old_reader, DirectReader):
+        old_reader.close()
     old_file.close()
-    idx.counters["compactions"] += 1
-    rebuild_heads(idx)
-    # Pass 3: publish (the checkpoint deletes the old file)
-    idx.checkpoint(idx.applied_seq)
+    st.counters["compactions"] += 1
+    # Pass 3: drop deleted heads from the graph; Pass 4: publish (deletes the old file)
+    rebuild_heads(st, force=True)
+    checkpoint(st, st.applied_seq)

@@ -1,12 +1,15 @@
-"""The SPANN index's own files besides the posting file: manifest, head graph and state.
+"""The SPANN index's own files besides the posting file, and checkpoint / open over the state.
 
 The directory holds `MANIFEST` (JSON behind a magic + version header: applied sequence, the
 names of the current files, the posting file's durable length, build parameters), one
 `heads.<n>.bin` (the hnswlib graph, framed), one `state.<n>.bin` (per-slot versions, the block
-table, the head tree, counters and the int8 quantizer as raw little-endian arrays) and one `postings.<n>.bin`. Every
-file is published by rename and the manifest is switched last, so a crash at any point leaves
-the previous checkpoint whole; on open, files of ours the manifest does not name (tmp files,
-files of an interrupted checkpoint or compaction) are deleted; other files are left alone. Never pickle.
+table, the clustering tree, counters and the int8 quantizer as raw little-endian arrays) and
+one `postings.<n>.bin`. Every file is published by rename and the manifest is switched last,
+so a crash at any point leaves the previous checkpoint whole; on open, files of ours the
+manifest does not name (tmp files, files of an interrupted checkpoint or compaction) are
+deleted; other files are left alone. A state file of another version is a `FormatError`
+naming the file, found and supported versions (the engine then rebuilds the index from its
+own store). Never pickle.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
-from vecdb.index.spann.build import HeadTree
+from vecdb.index.heads import ClusterTree
+from vecdb.index.params import BuildParams
 from vecdb.index.spann.framing import (
     HEADER,
     SECTION,
@@ -31,12 +35,21 @@ from vecdb.index.spann.framing import (
     read_sections,
     write_sections,
 )
+from vecdb.index.spann.killpoints import kill_point
+from vecdb.index.spann.postings import PostingFile, Quantizer
+from vecdb.index.spann.state import (
+    COUNTERS,
+    SpannState,
+    file_path,
+    head_space,
+    new_state,
+)
 from vecdb.index.spann.table import BlockTable
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBSPMAN", 1
 HEADS_MAGIC, HEADS_VERSION = b"VDBHEADS", 1
-STATE_MAGIC, STATE_VERSION = b"VDBSTATE", 2
+STATE_MAGIC, STATE_VERSION = b"VDBSTATE", 3  # 3: the whole clustering tree
 SCRATCH = "heads.scratch.tmp"
 
 
@@ -106,35 +119,119 @@ def load_heads(path: Path, space: str, dim: int) -> hnswlib.Index:
         scratch.unlink(missing_ok=True)
 
 
+TABLE_SECTIONS, TREE_SECTIONS = 3, 10
+
+
 def save_state(
     path: Path,
-    slot_version: npt.NDArray[np.uint8],
-    table: BlockTable,
-    tree: HeadTree,
     info: dict[str, Any],
+    versions: bytes,
+    table: list[bytes],
+    tree: list[bytes],
     quant: bytes = b"",
 ) -> int:
-    """Per-slot versions, block table and head tree as raw little-endian arrays."""
-    sections = [
-        json.dumps(info, sort_keys=True).encode(),
-        slot_version.tobytes(),
-        *table.to_arrays(),
-        tree.parent.astype("<i4").tobytes(),
-        tree.head.astype("<i4").tobytes(),
-        tree.head_node.astype("<i4").tobytes(),
-        quant,
-    ]
+    """Counters, per-slot versions, block table, clustering tree and quantizer, as raw
+    little-endian arrays."""
+    sections = [json.dumps(info, sort_keys=True).encode(), versions, *table, *tree, quant]
     return write_sections(path, STATE_MAGIC, STATE_VERSION, sections)
 
 
 def load_state(
     path: Path, dim: int, width: int
-) -> tuple[npt.NDArray[np.uint8], BlockTable, HeadTree, dict[str, Any], bytes]:
+) -> tuple[npt.NDArray[np.uint8], BlockTable, ClusterTree, dict[str, Any], bytes]:
     s = read_sections(path, STATE_MAGIC, STATE_VERSION)
-    if len(s) != 9:
-        raise FormatError(f"{path}: expected 9 sections, found {len(s)}")
+    want = 3 + TABLE_SECTIONS + TREE_SECTIONS
+    if len(s) != want:
+        raise FormatError(f"{path}: expected {want} sections, found {len(s)}")
     info: dict[str, Any] = json.loads(s[0])
     slot_version = np.frombuffer(s[1], dtype=np.uint8).copy()
-    table = BlockTable.from_arrays(dim, s[2:5], width)
-    tree = HeadTree(*(np.frombuffer(b, dtype="<i4").astype(np.int32) for b in s[5:8]))
-    return slot_version, table, tree, info, s[8]
+    table = BlockTable.from_arrays(dim, s[2 : 2 + TABLE_SECTIONS], width)
+    tree = ClusterTree.from_sections(dim, s[2 + TABLE_SECTIONS : -1])
+    return slot_version, table, tree, info, s[-1]
+
+
+def _files(manifest: dict[str, Any]) -> set[str]:
+    return {f for f in (manifest["postings"], manifest["heads"], manifest["state"]) if f}
+
+
+def checkpoint(st: SpannState, applied_seq: int) -> None:
+    """Make the applied state durable and record `applied_seq` with it (worker thread)."""
+    # Pass 1: posting data
+    st.file.sync()
+    # Pass 2: head graph, if it changed (searches may run: they only read the graph)
+    if st.heads_dirty and st.graph is not None:
+        st.heads_gen += 1
+        save_heads(file_path(st.directory, "heads", st.heads_gen), st.graph)
+    st.heads_dirty = False
+    # Pass 3: a consistent snapshot of versions, table and tree (removes wait for it)
+    with st.lock.read():
+        info = dict(st.counters, live_heads=st.live_heads, n_live=st.n_live)
+        info["next_posting"], info["replica_cap"] = st.next_posting, st.replica_cap
+        versions, table, tree = (
+            st.slot_version.tobytes(),
+            st.table.to_arrays(),
+            st.tree.to_sections(),
+        )
+        # The table is captured: blocks it drops from now on belong to the next epoch.
+        mark, length, file = st.file.begin_checkpoint(), st.file.length, st.file
+    st.ckpt_no += 1
+    state = file_path(st.directory, "state", st.ckpt_no)
+    quant = b"" if st.file.quant is None else st.file.quant.to_bytes()
+    save_state(state, info, versions, table, tree, quant)
+    kill_point("checkpoint")
+    # Pass 4: switch the manifest, then drop files it no longer names
+    heads = file_path(st.directory, "heads", st.heads_gen)
+    manifest = {
+        "applied_seq": int(applied_seq),
+        "dim": st.dim,
+        "metric": st.metric,
+        "params": st.params.__dict__,
+        "postings": file.path.name,
+        "postings_length": length,
+        "heads": heads.name if st.graph is not None else None,
+        "state": state.name,
+        "gens": [st.file_gen, st.heads_gen, st.ckpt_no],
+    }
+    write_manifest(st.directory, manifest)
+    st.applied_seq = int(applied_seq)
+    st.freed_bytes = 0
+    clean_directory(st.directory, _files(manifest))
+    # Blocks dropped before the capture are in no published checkpoint any more: reusable.
+    file.checkpointed(mark)
+
+
+def open_state(
+    dim: int, metric: str, params: dict[str, Any], directory: Path
+) -> tuple[SpannState, int]:
+    """Open the index in `directory` (creating it if new); return its state and the last
+    durable applied sequence."""
+    directory.mkdir(parents=True, exist_ok=True)
+    m = read_manifest(directory)
+    if m is None:
+        clean_directory(directory, set())
+        return new_state(dim, metric, BuildParams.parse(params), directory), 0
+    if m["dim"] != dim or m["metric"] != metric:
+        raise FormatError(
+            f"{directory / MANIFEST}: index is dim={m['dim']} metric={m['metric']}, "
+            f"opened as dim={dim} metric={metric}"
+        )
+    clean_directory(directory, _files(m))
+    p = BuildParams.parse(dict(m["params"], io=params.get("io", m["params"]["io"])))
+    versions, table, tree, info, qbytes = load_state(directory / m["state"], dim, p.width)
+    quant = Quantizer.from_bytes(qbytes, dim) if qbytes else None
+    file = PostingFile(directory / m["postings"], dim, m["postings_length"], p.width, quant)
+    st = new_state(dim, metric, p, directory, file=file)
+    st.file_gen, st.heads_gen, st.ckpt_no = m["gens"]
+    st.slot_version = versions
+    st.table = file.attach(table)  # rebuilds the free-space map: unreferenced bytes are free
+    tree.leaf_vectors = st.head_vectors
+    st.tree = tree
+    if m["heads"] is not None:
+        st.graph = load_heads(directory / m["heads"], head_space(metric), dim)
+        st.graph.set_ef(1)  # every query asks for max(ef, k) neighbours instead
+    st.live_heads, st.next_posting = info["live_heads"], info["next_posting"]
+    st.n_live, st.replica_cap = info["n_live"], int(info.get("replica_cap", 0))
+    st.counters = {k: int(info.get(k, 0)) for k in COUNTERS}
+    st.rng = np.random.default_rng(p.seed + st.ckpt_no)
+    st.applied_seq = int(m["applied_seq"])
+    return st, st.applied_seq

@@ -7,9 +7,14 @@ block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 
 float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar quantizer
 (width 1; the quantizer lives in the index's state file), where cap is the count rounded up to
 8 (padding slots are -1). Blocks start on 64-byte boundaries and never straddle more 4 KiB
-pages than their size requires, so a read is always the minimum of whole pages. Bulk writes
-pack blocks by remainder best-fit (SPTAG); appends go at the end. The file never changes below
-its durable length, so a crash leaves the last checkpoint intact; tails are truncated on open.
+pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
+is the file's `SpaceMap` (`space`): free extents first (best fit), else the end; bulk writes
+pack what does not fit by remainder best fit (SPTAG). An attached `BlockTable` releases every
+block it drops to the map, and space is reused only once no published checkpoint references it
+(`begin_checkpoint` / `checkpointed`, `readers_done`), so a crash leaves the last checkpoint's
+blocks intact; data past the durable length is truncated on open, and a free tail at any
+checkpoint. Writes, allocation and the map belong to the single maintenance thread; reads
+(`read_block`, the readers) are safe from any thread for blocks of a table the caller holds.
 Two readers share one interface: `MmapReader` (warm, zero-copy views of an mmap) and
 `DirectReader` (cold, O_DIRECT reads of a query's blocks submitted together to a thread pool).
 This module knows nothing of heads, search or updates.
@@ -21,6 +26,7 @@ import mmap
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,11 +35,13 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError
 from vecdb.index.spann.framing import check_header, pack_header
+from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
+from vecdb.index.spann.space import Mark, SpaceMap
+from vecdb.index.spann.table import BlockTable
 from vecdb.kernels.posting import block_layout
 
 MAGIC = b"VDBPOSTS"
 VERSION = 2
-PAGE = 4096
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
 GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
@@ -155,14 +163,14 @@ def pack_offsets(sizes: npt.NDArray[np.int64], start: int) -> npt.NDArray[np.int
 
 
 class PostingFile:
-    """One posting file: appends, bulk packed writes, verified block reads, fsync."""
+    """One posting file: block allocation through its space map, verified reads, fsync."""
 
     path: Path  # the file
     dim: int  # vector dimension
     width: int  # bytes per stored component: 4 (float32), 2 (float16), 1 (int8 codes)
     quant: Quantizer | None  # the int8 quantizer (width 1 only)
-    length: int  # end of the data written so far (the durable length after sync)
-    capacity: int  # current file size (extended in GROW chunks)
+    space: SpaceMap  # free and pending extents; `space.end` is the end of the data
+    capacity: int  # current file size (extended in GROW chunks, cut back when the end drops)
     fd: int  # read-write file descriptor
 
     def __init__(
@@ -173,22 +181,30 @@ class PostingFile:
         width: int = 4,
         quant: Quantizer | None = None,
     ) -> None:
+        """Create the file, or open it at its durable `length` (what follows is dropped).
+        Until `attach` names the table, every existing byte counts as live."""
         self.path, self.dim, self.width, self.quant = path, dim, width, quant
         new = not path.exists()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         if new:
             os.pwrite(self.fd, pack_header(MAGIC, VERSION) + struct.pack("<II", dim, width), 0)
-            self.length = PAGE
+            length = PAGE
         else:
             head = os.pread(self.fd, 32, 0)
             check_header(head, MAGIC, VERSION, path)
             found = struct.unpack_from("<II", head, 16)
             if found != (dim, width):
                 raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
-            self.length = PAGE if length is None else length
-        os.ftruncate(self.fd, self.length)  # drop any tail written after the last checkpoint
-        self.capacity = self.length
+            length = PAGE if length is None else length
+        self.space = SpaceMap(PAGE, length)
+        os.ftruncate(self.fd, length)  # drop any tail written after the last checkpoint
+        self.capacity = length
         self.reserve(0)
+
+    @property
+    def length(self) -> int:
+        """End of the data (what a checkpoint records as the durable length)."""
+        return self.space.end
 
     def reserve(self, extra: int) -> None:
         """Make sure `extra` more bytes fit below the file size."""
@@ -197,47 +213,123 @@ class PostingFile:
             self.capacity = -(-max(need, self.capacity + GROW) // PAGE) * PAGE
             os.ftruncate(self.fd, self.capacity)
 
+    # --- write -------------------------------------------------------------------------------
+
     def append(self, blocks: list[U8]) -> npt.NDArray[np.int64]:
-        """Write blocks at the end (one pwrite); return their offsets."""
-        offsets = np.empty(len(blocks), dtype=np.int64)
-        pos, parts = self.length, []
-        for i, b in enumerate(blocks):
-            size = len(b)
-            pages = -(-size // PAGE)
-            if pos % PAGE + size > pages * PAGE:
-                parts.append(np.zeros(PAGE - pos % PAGE, dtype=np.uint8))
-                pos += PAGE - pos % PAGE
-            offsets[i] = pos
-            parts.append(b)
-            pos += size
-        if parts:
-            self.reserve(pos - self.length)
-            os.pwrite(self.fd, np.concatenate(parts).tobytes(), self.length)
-        self.length = pos
+        """Write blocks where the space map puts them (free extents first, best fit, else at
+        the end); return their offsets."""
+        offsets = np.array([self.space.alloc(len(b)) for b in blocks], dtype=np.int64)
+        self.reserve(0)
+        self._write(offsets, blocks)
         return offsets
 
     def write_packed(self, blocks: list[U8]) -> npt.NDArray[np.int64]:
-        """Write blocks best-fit packed after the current end (bulk build, compaction)."""
+        """Write many blocks (bulk build, compaction): the largest into free extents first,
+        the rest packed by remainder best fit after the end."""
         sizes = np.array([len(b) for b in blocks], dtype=np.int64)
-        start = -(-self.length // PAGE) * PAGE
-        offsets = pack_offsets(sizes, start)
-        end = int((offsets + sizes).max()) if len(blocks) else start
-        self.reserve(end - self.length)
-        order = np.argsort(offsets)
-        chunk, chunk_start = bytearray(), start
+        offsets = np.full(len(blocks), -1, dtype=np.int64)
+        if self.space.free_bytes:
+            for i in np.argsort(-sizes, kind="stable"):
+                offsets[i] = self.space.alloc(int(sizes[i]), grow=False)
+        rest = np.flatnonzero(offsets < 0)
+        start = self.length
+        if len(rest):
+            offsets[rest] = pack_offsets(sizes[rest], start)
+            self.space.place_at_end(offsets[rest], sizes[rest])
+        self.reserve(0)
+        inside = np.flatnonzero(offsets < start)
+        self._write(offsets[inside], [blocks[i] for i in inside])
+        self._write_run(start, offsets[rest], [blocks[i] for i in rest])
+        return offsets
+
+    def move(self, block: U8, below: int) -> int:
+        """Write a block into free space wholly below `below` (defragmentation: a posting's
+        rewrite moving towards the start); return its offset, or -1 (nothing written) if no
+        free extent there can take it."""
+        off = self.space.alloc(len(block), below=below)
+        if off >= 0:
+            self._write(np.array([off], dtype=np.int64), [block])
+        return off
+
+    def _write(self, offsets: npt.NDArray[np.int64], blocks: list[U8]) -> None:
+        """pwrite blocks at their offsets, adjacent ones together."""
+        order = np.argsort(offsets, kind="stable")
+        run: list[U8] = []
+        run_at = run_end = -1
         for i in order:
+            off = int(offsets[i])
+            if off != run_end or len(run) >= 512:
+                self._pwrite(run, run_at)
+                run, run_at = [], off
+            run.append(blocks[i])
+            run_end = off + len(blocks[i])
+        self._pwrite(run, run_at)
+
+    def _write_run(self, start: int, offsets: npt.NDArray[np.int64], blocks: list[U8]) -> None:
+        """Write blocks packed into the fresh region after `start`, gaps zero-filled, in
+        chunks of about 8 MiB."""
+        chunk, chunk_start = bytearray(), start
+        for i in np.argsort(offsets, kind="stable"):
             off = int(offsets[i])
             if off - chunk_start > len(chunk):
                 chunk.extend(bytes(off - chunk_start - len(chunk)))
             chunk.extend(blocks[i].tobytes())
             if len(chunk) >= 8 << 20:
-                os.pwrite(self.fd, bytes(chunk), chunk_start)
+                self._pwrite([chunk], chunk_start)
                 chunk_start += len(chunk)
                 chunk = bytearray()
-        if chunk:
-            os.pwrite(self.fd, bytes(chunk), chunk_start)
-        self.length = max(self.length, end)
-        return offsets
+        self._pwrite([chunk], chunk_start)
+
+    def _pwrite(self, parts: Sequence[U8 | bytearray], offset: int) -> None:
+        if not parts:
+            return
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        view = memoryview(data).cast("B")  # type: ignore[arg-type]
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], offset + done)
+
+    # --- space -------------------------------------------------------------------------------
+
+    def attach(self, table: BlockTable) -> BlockTable:
+        """Make `table` release the blocks it drops to this file's space map, and rebuild the
+        map from it: every byte of the data region it does not reference becomes free. Call it
+        on open with the table of the checkpoint the file was opened at, or with a new table
+        of a new file; never with a table that a published checkpoint does not match."""
+        ext = table.extents()
+        try:
+            self.space.rebuild(ext.offset, ext.size)
+        except ValueError as e:
+            raise FormatError(f"{self.path}: {e}") from None
+        table.space = self.space
+        self._shrink()
+        return table
+
+    def begin_checkpoint(self) -> Mark:
+        """Call when the table to be checkpointed is captured; pass the mark to
+        `checkpointed` once the manifest naming that table is published."""
+        return self.space.begin_checkpoint()
+
+    def checkpointed(self, mark: Mark) -> None:
+        """The checkpoint captured at `mark` is durable: space released before it is reused
+        from now on; a free tail is cut off the file."""
+        self.space.checkpointed(mark)
+        self._shrink()
+
+    def readers_done(self, mark: Mark | None = None) -> None:
+        """No search holds a table from before `mark` (default: now): blocks written and
+        dropped since the last checkpoint began (in no checkpoint) are reused from now on."""
+        self.space.readers_done(mark)
+        self._shrink()
+
+    def _shrink(self) -> None:
+        """Cut the file back to its data end (plus one page) when the end dropped."""
+        cap = -(-self.length // PAGE) * PAGE + PAGE
+        if cap < self.capacity:
+            os.ftruncate(self.fd, cap)
+            self.capacity = cap
+
+    # --- read --------------------------------------------------------------------------------
 
     def read_block(self, offset: int) -> tuple[int, I64, U8, F32]:
         """Read and verify the block at `offset`."""

@@ -1,59 +1,47 @@
 """Search of a SPANN index: heads, pruning, batched posting reads, one numba scan.
 
-Pass 1 finds each query's `max_postings` nearest heads in the hnswlib graph (one batched call,
-`head_ef` effort). Pass 2 prunes: a posting is read only if its head's distance is within
-`prune_ratio` of the nearest head's (for "l2" and "cosine" these are squared L2 distances,
-normalised vectors for cosine; for "ip" the gap to the best head is compared with its
-magnitude, so the ratio stays meaningful with negative distances); the two nearest are always
-read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap of the whole file (no
-copy, one gather call for the batch); cold, with O_DIRECT reads submitted together per query.
-Pass 4 is one numba call that scores dimension-major blocks, masks stale and removed copies
-with the per-slot version array, dedupes replicas and keeps the top k. This module never
-writes.
+Everything happens under the state's read lock (ms) and nothing here writes. Pass 1 finds
+each query's `max_postings` nearest heads in the hnswlib graph with the call's own `head_ef`
+(the graph's ef stays 1; the call asks for max(head_ef, m) neighbours, which is what hnswlib
+searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is read only if its
+head's distance is within `prune_ratio` of the nearest head's (squared L2 for "l2" and
+"cosine"; for "ip" the gap to the best head is compared with its magnitude); the two nearest
+are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy,
+one gather for the batch); cold, O_DIRECT reads submitted together per query. Pass 4 is one
+numba call that scores dimension-major blocks, keeps only entries passing the one "entry
+visible" predicate (current version, and in `visible` when given: inside the scan, not after
+it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
+fewer results than exist (a restrictive `visible`): 4x the postings per round, finally every
+posting, so a visible set with k live members always gives k results.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import hnswlib
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
-from vecdb.index.spann.postings import DirectReader, MmapReader
-from vecdb.index.spann.table import BlockTable
+from vecdb.index.spann.assign import nearest_heads
+from vecdb.index.spann.postings import MmapReader
+from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import (
     METRIC_COSINE,
     METRIC_IP,
     METRIC_L2,
+    NO_VISIBLE,
     block_bytes,
+    count_visible,
     gather_blocks,
     scan_blocks,
 )
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
 METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 ALWAYS_READ = 2  # nearest postings read whatever the prune ratio says
-
-
-@dataclass
-class SearchState:
-    """What a search needs from the index (a consistent snapshot taken under the engine's
-    read/write serialisation)."""
-
-    graph: hnswlib.Index  # head graph, label = posting id
-    live_heads: int  # heads not deleted from the graph
-    table: BlockTable  # posting -> block chain
-    reader: MmapReader | DirectReader  # warm or cold posting reader
-    slot_version: npt.NDArray[np.uint8]  # current version per slot, 0 = not live
-    metric: str  # "l2" | "ip" | "cosine"
-    dim: int  # vector dimension
-    width: int  # bytes per stored component (4 float32, 2 float16, 1 int8 codes)
-    qoff: F32  # int8 quantizer offsets (zeros otherwise)
-    qscale: F32  # int8 quantizer steps (ones otherwise)
+WIDEN = 4  # postings per query grow by this factor per widening round
 
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
@@ -62,7 +50,11 @@ def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
     if metric == "ip":
         keep = (dists - d1) <= (ratio - 1.0) * np.abs(d1)
     else:
-        keep = dists <= ratio * d1
+        # A query sitting on a head has d1 = 0, and ratio x 0 would prune every posting
+        # but the nearest two: measure from the nearest head at a positive distance then.
+        positive = np.where(dists > 0, dists, np.inf).min(axis=1, keepdims=True)
+        ref = np.where(d1 > 0, d1, positive)
+        keep = dists <= ratio * ref
     keep[:, :ALWAYS_READ] = True
     return np.where(keep, labels, -1)
 
@@ -72,89 +64,118 @@ def pages_spanned(off: I64, nbytes: I64) -> I64:
     return out
 
 
-def search_batch(
-    st: SearchState, queries: F32, k: int, sp: SearchParams
-) -> tuple[I64, F32, dict[str, Any]]:
-    """Top-k slots and distances of each query, padded with -1 / +inf, and per-batch stats."""
-    nq = len(queries)
-    ids = np.full((nq, k), -1, dtype=np.int64)
-    out_d = np.full((nq, k), np.inf, dtype=np.float32)
-    stats: dict[str, Any] = {"queries": nq, "heads_searched": 0, "postings_read": 0}
-    stats.update(blocks_read=0, pages_read=0, bytes_read=0)
-    if nq == 0 or st.live_heads == 0:
-        return ids, out_d, stats
-    # Pass 1: nearest heads, one batched call
-    m = min(sp.max_postings, st.live_heads)
-    st.graph.set_ef(max(sp.head_ef, m))
-    labels, hd = st.graph.knn_query(queries, k=m, num_threads=1)
-    # Pass 2: query-aware pruning
-    sel = select_postings(labels.astype(np.int64), hd, st.metric, sp.prune_ratio)
+def scan(
+    st: SpannState,
+    queries: F32,
+    sel: I64,
+    vis: U8,
+    use_vis: bool,
+    ids: I64,
+    out_d: F32,
+    stats: SearchStats,
+) -> None:
+    """Passes 3 and 4: read the selected postings' blocks and fold them into the top-k
+    (ids / out_d come in with what earlier rounds found)."""
     t = st.table
-    sel[sel >= len(t.post_first)] = -1
+    sel = np.where(sel < len(t.post_first), sel, -1)
     ptr, off, cnt = gather_blocks(sel, t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
     metric = METRIC_CODE[st.metric]
     nbytes = block_bytes(cnt, st.dim, st.width)
-    stats["heads_searched"] = nq * m
-    stats["postings_read"] = int((sel >= 0).sum())
-    stats["blocks_read"] = len(off)
+    qoff, qscale = st.quant()
     pages = int(pages_spanned(off, nbytes).sum())
-    stats["pages_read"], stats["bytes_read"] = pages, pages * PAGE_SIZE
-    # Passes 3 and 4: read and scan
+    stats.postings_read += int((sel >= 0).sum())
+    stats.blocks_read += len(off)
+    stats.pages_read += pages
     if isinstance(st.reader, MmapReader):
         u8, i64, f32, u16 = st.reader.views()
-        scan_blocks(
-            u8,
-            i64,
-            f32,
-            u16,
-            st.dim,
-            st.width,
-            st.qoff,
-            st.qscale,
-            ptr,
-            off,
-            cnt,
-            queries,
-            st.slot_version,
-            metric,
-            ids,
-            out_d,
-        )
-        return ids, out_d, stats
-    device = 0
+        args = (u8, i64, f32, u16, st.dim, st.width, qoff, qscale, ptr, off, cnt, queries)
+        scan_blocks(*args, st.slot_version, vis, use_vis, metric, ids, out_d)
+        stats.bytes_read += pages * PAGE_SIZE
+        return
     one = np.zeros(2, dtype=np.int64)
-    for i in range(nq):
+    for i in range(len(queries)):
         lo, hi = int(ptr[i]), int(ptr[i + 1])
         buf, boff, nread = st.reader.read(off[lo:hi], nbytes[lo:hi])
-        device += nread
+        stats.bytes_read += nread
         one[1] = hi - lo
-        scan_blocks(
+        views = (
             buf,
             buf[: len(buf) // 8 * 8].view(np.int64),
             buf[: len(buf) // 4 * 4].view(np.float32),
             buf[: len(buf) // 2 * 2].view(np.uint16),
-            st.dim,
-            st.width,
-            st.qoff,
-            st.qscale,
-            one,
-            boff,
-            cnt[lo:hi],
-            queries[i : i + 1],
-            st.slot_version,
-            metric,
-            ids[i : i + 1],
-            out_d[i : i + 1],
         )
-    stats["bytes_read"] = device
-    return ids, out_d, stats
+        args2 = (*views, st.dim, st.width, qoff, qscale, one, boff, cnt[lo:hi], queries[i : i + 1])
+        scan_blocks(*args2, st.slot_version, vis, use_vis, metric, ids[i : i + 1], out_d[i : i + 1])
 
 
-def per_query(stats: dict[str, Any]) -> dict[str, Any]:
-    """Batch totals turned into per-query means (the `last_search_stats` shape)."""
-    nq = max(1, int(stats.get("queries", 0)))
-    out: dict[str, Any] = {"queries": stats.get("queries", 0)}
-    for key in ("heads_searched", "postings_read", "blocks_read", "pages_read", "bytes_read"):
-        out[key + "_per_query"] = float(stats.get(key, 0)) / nq
-        out[key] = stats.get(key, 0)
-    return out
+def search(
+    st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None
+) -> IndexResult:
+    """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
+    nq = len(queries)
+    ids = np.full((nq, k), -1, dtype=np.int64)
+    out_d = np.full((nq, k), np.inf, dtype=np.float32)
+    stats = SearchStats(queries=nq)
+    vis, use_vis = (visible.bits, True) if visible is not None else (NO_VISIBLE, False)
+    with st.lock.read():
+        if nq == 0 or st.graph is None or st.live_heads == 0:
+            return IndexResult(ids, out_d, stats)
+        # Pass 1: nearest heads, one batched call, per-call effort
+        m = min(sp.max_postings, st.live_heads)
+        labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, 1)
+        stats.heads_searched += nq * m
+        # Pass 2: query-aware pruning
+        sel = select_postings(labels, hd, st.metric, sp.prune_ratio)
+        # Passes 3 and 4: read and scan
+        scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
+        # Pass 5: widen for queries short of the results that exist
+        if (ids[:, -1] < 0).any():
+            want = min(k, int(count_visible(st.slot_version, vis, use_vis)))
+            widen(st, queries, sp, vis, use_vis, want, labels, ids, out_d, stats)
+    return IndexResult(ids, out_d, stats)
+
+
+def widen(
+    st: SpannState,
+    queries: F32,
+    sp: SearchParams,
+    vis: U8,
+    use_vis: bool,
+    want: int,
+    scanned: I64,
+    ids: I64,
+    out_d: F32,
+    stats: SearchStats,
+) -> None:
+    """Pass 5: more postings for short queries (never one already scanned), 4x per round,
+    then every posting."""
+    m = scanned.shape[1]
+    while True:
+        short = np.flatnonzero((ids >= 0).sum(1) < want)
+        if len(short) == 0 or m >= st.live_heads:
+            return
+        m = min(WIDEN * m, st.live_heads)
+        labels = None
+        if m < st.live_heads:
+            try:
+                labels, _ = nearest_heads(
+                    st.heads(), st.live_heads, queries[short], sp.head_ef, m, 1
+                )
+                stats.heads_searched += len(short) * m
+            except RuntimeError:  # hnswlib could not find m heads: take them all
+                m = st.live_heads
+        if labels is None:  # every posting
+            every = st.tree.leaf_postings()
+            labels = np.broadcast_to(every, (len(short), len(every)))
+        fresh = np.where(_isin_rows(labels, scanned[short]), -1, labels)
+        sub_ids, sub_d = ids[short], out_d[short]
+        scan(st, queries[short], fresh, vis, use_vis, sub_ids, sub_d, stats)
+        ids[short], out_d[short] = sub_ids, sub_d
+        grown = np.full((len(ids), labels.shape[1]), -1, np.int64)
+        grown[short] = labels
+        scanned = grown
+
+
+def _isin_rows(a: I64, b: I64) -> npt.NDArray[np.bool_]:
+    """Row-wise membership: out[i, j] = a[i, j] in b[i]."""
+    return np.array([np.isin(a[i], b[i]) for i in range(len(a))]).reshape(a.shape)

@@ -3,8 +3,13 @@
 A posting is a chain of blocks (the one written by build, split or compaction, plus blocks
 appended by inserts). The chains live in flat numpy arrays so numba kernels can walk them
 without Python: `post_first[p]` is the first block of posting p (-1 if empty) and
-`blk_next[b]` the next one. Freed block ids are reused. About 16 bytes per block and 12 per
+`blk_next[b]` the next one. Freed block ids are reused. About 20 bytes per block and 12 per
 posting. This module owns no file: the index persists the arrays in its state file.
+
+A table attached to a posting file's `SpaceMap` (`PostingFile.attach`) hands every block it
+stops referencing to the map (`clear` is the one way a block leaves a chain), tagged with
+whether it was pushed in the current checkpoint epoch, so no caller can forget to release
+space. Not thread-safe: mutated by the maintenance thread only.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.kernels.posting import block_layout
+from vecdb.index.spann.space import ALIGN, Extents, SpaceMap
+from vecdb.kernels.posting import block_bytes, block_layout
 
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
@@ -37,11 +43,13 @@ class BlockTable:
     blk_off: I64  # byte offset of each block in the posting file
     blk_cnt: I64  # entries in each block
     blk_next: I32  # next block of the same posting, -1 at the end
+    blk_epoch: I32  # space-map epoch the block was pushed in (0: before the map was attached)
     free: list[int]  # block ids free for reuse
     used: int  # high-water mark of block ids
     ref_bytes: int  # bytes of all referenced blocks (the rest of the file is garbage)
+    space: SpaceMap | None  # where dropped blocks are released (None: nowhere)
 
-    def __init__(self, dim: int, width: int = 4) -> None:
+    def __init__(self, dim: int, width: int = 4, space: SpaceMap | None = None) -> None:
         self.dim, self.width = dim, width
         self.post_first = np.full(0, -1, dtype=np.int32)
         self.post_blocks = np.zeros(0, dtype=np.int32)
@@ -49,7 +57,9 @@ class BlockTable:
         self.blk_off = np.zeros(0, dtype=np.int64)
         self.blk_cnt = np.zeros(0, dtype=np.int64)
         self.blk_next = np.full(0, -1, dtype=np.int32)
+        self.blk_epoch = np.zeros(0, dtype=np.int32)
         self.free, self.used, self.ref_bytes = [], 0, 0
+        self.space = space
 
     @property
     def n_postings(self) -> int:
@@ -73,7 +83,9 @@ class BlockTable:
             self.blk_off = _grow(self.blk_off, self.used, 0)  # type: ignore[assignment]
             self.blk_cnt = _grow(self.blk_cnt, self.used, 0)  # type: ignore[assignment]
             self.blk_next = _grow(self.blk_next, self.used, -1)  # type: ignore[assignment]
+            self.blk_epoch = _grow(self.blk_epoch, self.used, 0)  # type: ignore[assignment]
         self.blk_off[b], self.blk_cnt[b] = offset, count
+        self.blk_epoch[b] = 0 if self.space is None else self.space.epoch
         self.blk_next[b] = self.post_first[posting]
         self.post_first[posting] = b
         self.post_blocks[posting] += 1
@@ -90,10 +102,15 @@ class BlockTable:
         return out
 
     def clear(self, posting: int) -> None:
-        """Drop a posting's chain (its blocks become garbage in the file)."""
+        """Drop a posting's chain; its blocks are released to the space map."""
         b = int(self.post_first[posting])
+        space = self.space
         while b >= 0:
-            self.ref_bytes -= block_layout(int(self.blk_cnt[b]), self.dim, self.width)[2]
+            nbytes = block_layout(int(self.blk_cnt[b]), self.dim, self.width)[2]
+            self.ref_bytes -= nbytes
+            if space is not None:
+                fresh = int(self.blk_epoch[b]) == space.epoch
+                space.release(int(self.blk_off[b]), nbytes, fresh)
             self.free.append(b)
             nxt = int(self.blk_next[b])
             self.blk_next[b] = -1
@@ -101,6 +118,23 @@ class BlockTable:
         self.post_first[posting] = -1
         self.post_blocks[posting] = 0
         self.post_entries[posting] = 0
+
+    def extents(self) -> Extents:
+        """Posting id, offset and extent size (bytes, rounded up to ALIGN) of every
+        referenced block (first blocks of all chains, then second blocks, ...)."""
+        nb = int(self.post_blocks.sum())
+        post = np.empty(nb, dtype=np.int64)
+        blk = np.empty(nb, dtype=np.int64)
+        p = np.flatnonzero(self.post_first >= 0)
+        b = self.post_first[p].astype(np.int64)
+        t = 0
+        while len(p):  # one vectorised step per chain position
+            post[t : t + len(p)], blk[t : t + len(p)] = p, b
+            t += len(p)
+            b = self.blk_next[b].astype(np.int64)
+            p, b = p[b >= 0], b[b >= 0]
+        size = -(-block_bytes(self.blk_cnt[blk], self.dim, self.width) // ALIGN) * ALIGN
+        return Extents(post, self.blk_off[blk].copy(), size)
 
     def to_arrays(self) -> list[bytes]:
         """Sections for the state file: per-posting chains flattened in chain order."""
@@ -125,6 +159,7 @@ class BlockTable:
         table.blk_off = np.zeros(n, dtype=np.int64)
         table.blk_cnt = np.zeros(n, dtype=np.int64)
         table.blk_next = np.full(n, -1, dtype=np.int32)
+        table.blk_epoch = np.zeros(n, dtype=np.int32)
         t = 0
         for p in np.flatnonzero(counts):
             # pushing prepends, so push in reverse to keep the stored chain order
@@ -135,5 +170,6 @@ class BlockTable:
         return table
 
     def memory_bytes(self) -> int:
-        arrays = (self.post_first, self.post_blocks, self.post_entries)
-        return sum(a.nbytes for a in arrays) + self.blk_off.nbytes * 2 + self.blk_next.nbytes
+        arrays = (self.post_first, self.post_blocks, self.post_entries, self.blk_off)
+        blocks = (self.blk_cnt, self.blk_next, self.blk_epoch)
+        return sum(a.nbytes for a in arrays + blocks)

@@ -1,0 +1,107 @@
+"""The commit point and the op log.
+
+Owns the database-wide sequence (one number per committed request), the commit of a request's
+RocksDB WriteBatch (synced before it returns: the acknowledgement point), and the encoding of
+op-log entries. The op log holds, per collection, the writes that a disk index has not yet
+made durable; the engine replays entries past the index's last checkpoint on open and
+truncates the log up to a checkpointed sequence.
+
+Every entry carries a format version `v`, so later kinds of operation (tenant grants,
+multi-vector documents) can be added without ambiguity and old logs still replay:
+- v0 (no `v` field; written before versions existed): {"add": [start, n], "rm": [slots]}
+- v1: {"v": 1, "op": "write", "add": [start, n], "rm": [slots]} — slots start..start+n-1 were
+  added (their vectors are in the `vectors` column family unless deleted later) and the
+  slots in `rm` were removed.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import msgpack
+
+from vecdb.errors import FormatError
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV, Batch
+
+OPLOG_VERSION = 1  # version written by this build
+OP_WRITE = "write"  # adds and removes of dense points
+KNOWN_OPS = (OP_WRITE,)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One decoded op-log entry."""
+
+    seq: int  # sequence number of the request that wrote it
+    kind: str  # one of KNOWN_OPS
+    add_start: int = 0  # first added slot
+    add_count: int = 0  # number of consecutive slots added
+    removed: list[int] = field(default_factory=list)  # slots removed
+
+
+def encode_write(add_start: int, add_count: int, removed: list[int]) -> bytes:
+    """The op-log entry of an upsert or delete."""
+    body = {"v": OPLOG_VERSION, "op": OP_WRITE, "add": [add_start, add_count], "rm": removed}
+    return bytes(msgpack.packb(body))
+
+
+def decode(seq: int, raw: bytes) -> Op:
+    """Decode an entry of any supported version; `FormatError` for newer or unknown ones."""
+    try:
+        body = msgpack.unpackb(raw)
+    except Exception as exc:  # msgpack raises several unrelated classes
+        raise FormatError(f"op log entry {seq} is not valid msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise FormatError(f"op log entry {seq} is not a map")
+    version = body.get("v", 0)
+    if version not in (0, OPLOG_VERSION):
+        raise FormatError(
+            f"op log entry {seq} has format version {version}; this build reads 0 and "
+            f"{OPLOG_VERSION} (a newer vecdb wrote it)"
+        )
+    kind = body.get("op", OP_WRITE)
+    if kind not in KNOWN_OPS:
+        raise FormatError(f"op log entry {seq} has unknown op {kind!r}")
+    start, count = body["add"]
+    return Op(seq, kind, int(start), int(count), [int(s) for s in body["rm"]])
+
+
+class Sequencer:
+    """The database-wide operation sequence and the lock that orders commits."""
+
+    def __init__(self, kv: KV, start: int) -> None:
+        self.kv = kv  # the database's store
+        self.value = start  # last committed sequence number
+        self.lock = threading.Lock()  # orders commits
+
+    def commit(self, batch: Batch, log_prefix: bytes | None = None, op: bytes | None = None) -> int:
+        """Assign the next sequence number, record it (and the op-log entry `op` under
+        `log_prefix` + seq, if given) in the batch and commit durably; return the number."""
+        with self.lock:
+            seq = self.value + 1
+            batch.put(kvmod.CF_META, b"seq", kvmod.u64(seq))
+            if log_prefix is not None and op is not None:
+                batch.put(kvmod.CF_OPLOG, log_prefix + kvmod.u64(seq), op)
+            self.kv.commit(batch)
+            self.value = seq
+            return seq
+
+
+def read_log(kv: KV, prefix: bytes, after: int) -> list[Op]:
+    """The entries of one collection's log with a sequence above `after`, in order."""
+    out = []
+    for key, value in kv.scan_prefix(kvmod.CF_OPLOG, prefix):
+        seq = kvmod.read_u64(key, len(prefix))
+        if seq > after:
+            out.append(decode(seq, value))
+    return out
+
+
+def truncate_log(kv: KV, prefix: bytes, upto: int) -> None:
+    """Delete one collection's entries with a sequence at or below `upto` (they are durable
+    in its index now); later entries stay."""
+    batch = kv.batch()
+    batch.delete_range(kvmod.CF_OPLOG, prefix + kvmod.u64(0), prefix + kvmod.u64(upto + 1))
+    kv.commit(batch)

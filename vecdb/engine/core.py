@@ -1,0 +1,178 @@
+"""What one open collection holds, shared by its write path, read path and the worker.
+
+Owns the collection's configuration (stored as JSON in the meta column family), its parts
+(point table, index, write buffer), its locks and the status of its index work. The phases
+live beside it and import it, never each other: `writer` (upsert, delete), `reader` (search,
+get), `maintenance` (the worker's jobs), `recovery` (open and replay); `collection` puts the
+public face on top.
+
+Locks: `write_lock` orders a collection's writes (lookup, commit, apply to memory) and is
+what the worker takes for the instant it freezes the buffer, so an applied sequence number
+never splits a request. Searches take no collection lock: the index and the buffer segments
+are safe to search while they change (see `vecdb.index.base`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecdb.engine.buffer import WriteBuffer
+from vecdb.engine.commit import Sequencer
+from vecdb.engine.points import PointTable
+from vecdb.engine.settings import EngineSettings
+from vecdb.errors import Unavailable, VecdbError
+from vecdb.index.base import SearchStats, VectorIndex
+from vecdb.index.registry import KindSpec
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV
+from vecdb.types import IdType, Metric
+
+
+@dataclass
+class CollectionConfig:
+    """What `create_collection` fixed; stored as JSON in the meta column family."""
+
+    name: str
+    cid: int
+    dim: int
+    metric: str
+    id_type: str = "int"
+    index: str = "flat"
+    index_params: dict[str, Any] = field(default_factory=dict)
+    kind: str = "dense"
+    multi_tenant: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CollectionConfig:
+        return cls(**json.loads(raw))
+
+
+# Index states reported to users (get_collection, stats, inspect, metrics):
+STATE_READY = "ready"  # everything is indexed and no work is pending
+STATE_IDLE = "idle"  # writes wait in the exact buffer for a trigger (size, quiet time, optimize)
+STATE_BUILDING = "building"  # the first (bulk) build runs
+STATE_INDEXING = "indexing"  # buffered writes are being applied to the built index
+STATE_MAINTAINING = "maintaining"  # splits, merges, clean-up, compaction
+STATE_ERROR = "error"  # the last job failed; it is retried (see `error`)
+
+
+@dataclass
+class IndexStatus:
+    """The worker's view of one collection's index work; read by info/stats/metrics."""
+
+    state: str = STATE_READY  # one of the STATE_ values
+    phase: str = ""  # what the current job is doing ("assign", "write", ...)
+    progress: float = 1.0  # fraction of the current job done, 0..1
+    job_started: float = 0.0  # time.time() when the current job began
+    last_build_seconds: float | None = None  # duration of the last bulk build
+    last_build_vectors: int = 0  # vectors in the last bulk build
+    last_job_seconds: float | None = None  # duration of the last drain or build
+    builds: int = 0  # bulk builds done by this process
+    drains: int = 0  # buffer drains done by this process
+    maintenance_pending: bool = False  # the index reported work left after its last slice
+    error: str = ""  # message of the last failed job, "" if none
+    retry_at: float = 0.0  # monotonic time before which a failed job is not retried
+    last_write: float = field(default_factory=time.monotonic)  # monotonic time of last write
+    optimize_requested: int = 0  # tickets: optimize calls so far ...
+    optimize_done: int = 0  # ... and how many of them the worker has completed
+    optimize_seq: int = 0  # writes up to this sequence must be indexed for them
+    optimize_error: VecdbError | None = None  # why the tickets up to ...
+    optimize_failed_ticket: int = 0  # ... this one ended in an error
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in vars(self).items() if k not in _PRIVATE}
+        out["optimize_pending"] = self.optimize_requested > self.optimize_done
+        return out
+
+
+_PRIVATE = ("retry_at", "last_write", "optimize_error", "optimize_failed_ticket", "optimize_seq")
+
+
+class CollectionCore:
+    """The parts of one collection (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: CollectionConfig,
+        kv: KV,
+        seq: Sequencer,
+        index: VectorIndex,
+        kind: KindSpec,
+        directory: Path,
+        settings: EngineSettings,
+    ) -> None:
+        self.cfg = cfg  # the fixed configuration
+        self.kv = kv  # the database's key-value store
+        self.seq = seq  # orders and commits every write
+        self.index = index  # the main index (flat in memory, or a disk index)
+        self.kind = kind  # the index kind's registry entry
+        self.directory = directory  # where the index keeps its files
+        self.settings = settings  # buffer caps and worker settings of the database
+        self.metric = Metric(cfg.metric)
+        self.id_type = IdType(cfg.id_type)
+        self.prefix = kvmod.cid_prefix(cfg.cid)  # key prefix of this collection
+        self.points = PointTable(kv, self.prefix, self.id_type, cfg.dim)
+        self.buffer: WriteBuffer | None = (
+            WriteBuffer(cfg.dim, cfg.metric) if kind.buffered else None
+        )  # recent writes searched exactly until the worker applies them to the index
+        self.write_lock = threading.Lock()  # orders this collection's writes
+        self.status = IndexStatus()  # index work, maintained by the worker
+        self.status_cond = threading.Condition()  # optimize(wait=True) callers wait here
+        self.applied_seq = 0  # last sequence whose writes are durable inside the index
+        self.io = SearchStats()  # cumulative index reads of searches
+        self.io_lock = threading.Lock()
+        self.closing = False  # set by drop/close: new calls fail, the worker abandons its job
+        self._users = 0  # calls inside the collection now
+        self._gate = threading.Condition()  # close waits here for them to leave
+
+    @contextmanager
+    def use(self) -> Iterator[None]:
+        """Hold the collection open for one call (`Unavailable` once it is closing)."""
+        with self._gate:
+            if self.closing:
+                raise Unavailable(f"collection {self.cfg.name!r} is closed")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._users -= 1
+                if self._users == 0:
+                    self._gate.notify_all()
+
+    def shut(self) -> None:
+        """Refuse new calls and wait for the running ones to leave."""
+        with self._gate:
+            self.closing = True
+            while self._users:
+                self._gate.wait()
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def indexed(self) -> int:
+        """Live points inside the index (the rest wait in the buffer)."""
+        return len(self.index)
+
+    def buffered(self) -> int:
+        return 0 if self.buffer is None else max(0, self.points.count - len(self.index))
+
+    def state(self) -> str:
+        """The index state to report: the running job's, else idle (writes wait in the
+        buffer or maintenance is pending) or ready."""
+        st = self.status
+        if st.state in (STATE_BUILDING, STATE_INDEXING, STATE_MAINTAINING, STATE_ERROR):
+            return st.state
+        waiting = self.buffer is not None and len(self.buffer) > 0
+        return STATE_IDLE if waiting or st.maintenance_pending else STATE_READY

@@ -1,0 +1,313 @@
+"""The maintenance worker: one thread per database that moves buffered writes into indexes.
+
+Owns every piece of index work that used to run inside writes: the first (bulk) build of a
+collection, draining its write buffer into the built index, the index's own maintenance
+(splits, merges, clean-up, compaction) in bounded slices, checkpoints with op-log truncation,
+and the completion of `optimize` requests. Writers only append to the buffer and wake the
+worker; searches keep reading index + buffer throughout, and a build switches in atomically.
+
+A collection's next job, in order of precedence:
+1. drain, when an `optimize` waits for writes not yet in the index;
+2. maintain, when an `optimize` waits and the index reported work left;
+3. finish the waiting `optimize` calls;
+4. drain, when the buffer passed its trigger: a first build at `bulk_build_bytes` (or
+   `build_min_vectors` and `idle_seconds` quiet), later drains at `drain_vectors` (or any
+   buffered write and `idle_seconds` quiet);
+5. maintain, while the index reports work left.
+Collections are served round-robin. A failed job is logged, reported in the collection's
+status, fails the waiting `optimize` calls and is retried after `retry_seconds`; the buffer
+keeps every write it held. Closing or dropping a collection abandons its running job at the
+next progress report (the writes stay in the op log and the buffer).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from vecdb.engine import commit
+from vecdb.engine.core import (
+    STATE_BUILDING,
+    STATE_ERROR,
+    STATE_IDLE,
+    STATE_INDEXING,
+    STATE_MAINTAINING,
+    STATE_READY,
+    CollectionCore,
+)
+from vecdb.engine.memory import release_free_memory
+from vecdb.errors import Internal, Unavailable, VecdbError
+
+log = logging.getLogger("vecdb.engine")
+
+JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
+_IDLE_POLL = 1.0  # the worker wakes at least this often to check quiet-time triggers
+
+
+class Cancelled(Exception):
+    """Raised inside a job's progress report when its collection is closing."""
+
+
+def due_job(coll: CollectionCore, now: float) -> str | None:
+    """The job `coll` needs now, if any (see the module docstring for the order)."""
+    st, s = coll.status, coll.settings
+    if st.retry_at > now:
+        return None
+    waiting = st.optimize_requested > st.optimize_done
+    buf = coll.buffer
+    if buf is None:
+        return JOB_FINISH if waiting else None
+    pending = len(buf.active) > 0
+    if waiting and pending and st.optimize_seq > coll.applied_seq:
+        return JOB_DRAIN
+    if waiting and st.maintenance_pending:
+        return JOB_MAINTAIN
+    if waiting:
+        return JOB_DRAIN if pending and st.optimize_seq > coll.applied_seq else JOB_FINISH
+    if pending:
+        quiet = now - st.last_write >= s.idle_seconds
+        n = len(buf.active)
+        if len(coll.index) == 0:
+            if buf.active.live_bytes >= s.bulk_build_bytes or (quiet and n >= s.build_min_vectors):
+                return JOB_DRAIN
+        elif n >= s.drain_vectors or quiet:
+            return JOB_DRAIN
+    if st.maintenance_pending:
+        return JOB_MAINTAIN
+    return None
+
+
+def idle_state(coll: CollectionCore) -> str:
+    """The state to report between jobs."""
+    if coll.status.error:
+        return STATE_ERROR
+    if coll.buffer is not None and len(coll.buffer) or coll.status.maintenance_pending:
+        return STATE_IDLE
+    return STATE_READY
+
+
+class MaintenanceWorker:
+    """The database's background thread (see the module docstring)."""
+
+    def __init__(self, collections: Callable[[], list[CollectionCore]]) -> None:
+        self._collections = collections  # the open collections, read at every turn
+        self._cond = threading.Condition()  # wakes the worker
+        self._stop = False
+        self._turn = 0  # round-robin position
+        self._thread = threading.Thread(target=self._run, name="vecdb-maintenance", daemon=True)
+        self.current: CollectionCore | None = None  # the collection whose job runs now
+        self.job_lock = threading.Lock()  # held while a job runs (drop/close wait on it)
+
+    def start(self) -> MaintenanceWorker:
+        self._thread.start()
+        return self
+
+    def notify(self, coll: CollectionCore | None = None) -> None:
+        """Something may be due (a write, an optimize, a setting change)."""
+        with self._cond:
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Abandon the running job at its next progress report and end the thread."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        current = self.current
+        if current is not None:
+            current.closing = True
+        if self._thread.is_alive():
+            self._thread.join()
+
+    # -- optimize -------------------------------------------------------------------------
+
+    def optimize(self, coll: CollectionCore, wait: bool, timeout: float | None = None) -> None:
+        """Ask for all of `coll`'s pending index work now; with `wait`, return when it is
+        done (or raise the job's error)."""
+        with coll.status_cond:
+            st = coll.status
+            st.optimize_requested += 1
+            ticket = st.optimize_requested
+            st.optimize_seq = max(st.optimize_seq, coll.seq.value)
+        self.notify(coll)
+        if not wait:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with coll.status_cond:
+            while coll.status.optimize_done < ticket:
+                if coll.closing or self._stop:
+                    raise Unavailable(f"collection {coll.name!r} was closed during optimize")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise Unavailable(f"optimize of {coll.name!r} still running after {timeout} s")
+                coll.status_cond.wait(0.5 if left is None else min(0.5, left))
+            err = coll.status.optimize_error
+            if err is not None and coll.status.optimize_failed_ticket >= ticket:
+                raise type(err)(err.message)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    return
+            picked = self._next_job()
+            if picked is None:
+                with self._cond:
+                    if not self._stop:
+                        self._cond.wait(_IDLE_POLL)
+                continue
+            coll, job = picked
+            with self.job_lock:
+                if coll.closing or self._stop:
+                    continue
+                self.current = coll
+                try:
+                    self._run_job(coll, job)
+                finally:
+                    self.current = None
+
+    def _next_job(self) -> tuple[CollectionCore, str] | None:
+        colls = self._collections()
+        now = time.monotonic()
+        for i in range(len(colls)):
+            coll = colls[(self._turn + i) % len(colls)]
+            if coll.closing:
+                continue
+            job = due_job(coll, now)
+            if job is not None:
+                self._turn = (self._turn + i + 1) % max(1, len(colls))
+                return coll, job
+        return None
+
+    def _run_job(self, coll: CollectionCore, job: str) -> None:
+        try:
+            if job == JOB_DRAIN:
+                drain(coll)
+            elif job == JOB_MAINTAIN:
+                maintain(coll)
+            else:
+                finish_optimize(coll)
+            coll.status.error = ""
+        except Cancelled:
+            log.info("index job abandoned", extra={"collection": coll.name, "job": job})
+        except Exception as exc:  # the worker must outlive any job
+            log.exception("index job failed", extra={"collection": coll.name, "job": job})
+            st = coll.status
+            st.error = f"{job} failed: {exc}"
+            st.state = STATE_ERROR
+            st.retry_at = time.monotonic() + coll.settings.retry_seconds
+            with coll.status_cond:
+                if st.optimize_requested > st.optimize_done:
+                    cls = type(exc) if isinstance(exc, VecdbError) else Internal
+                    st.optimize_error = cls(f"optimize of {coll.name!r} failed: {st.error}")
+                    st.optimize_failed_ticket = st.optimize_requested
+                    st.optimize_done = st.optimize_requested
+                coll.status_cond.notify_all()
+        finally:
+            if coll.status.state != STATE_ERROR:
+                coll.status.state = idle_state(coll)
+            coll.status.phase, coll.status.progress = "", 1.0
+
+
+def _progress(coll: CollectionCore) -> Callable[[str, int, int], None]:
+    def report(phase: str, done: int, total: int) -> None:
+        if coll.closing:
+            raise Cancelled(coll.name)
+        coll.status.phase = phase
+        coll.status.progress = 1.0 if total <= 0 else min(1.0, done / total)
+
+    return report
+
+
+def drain(coll: CollectionCore) -> None:
+    """Freeze the buffer, build or extend the index from it, release it, checkpoint."""
+    buf = coll.buffer
+    assert buf is not None
+    st = coll.status
+    with coll.write_lock:  # no request is half applied while we freeze
+        seg = buf.freeze()
+        seq = coll.seq.value  # every write of this collection up to here is in seg or index
+    first = len(coll.index) == 0
+    st.state, st.progress, st.job_started = (
+        (STATE_BUILDING if first else STATE_INDEXING),
+        0.0,
+        time.time(),
+    )
+    t0 = time.monotonic()
+    report = _progress(coll)
+    try:
+        if first:
+            slots, matrix = seg.consolidate()
+            log.info(
+                "index build started",
+                extra={"collection": coll.name, "vectors": len(slots), "bytes": matrix.nbytes},
+            )
+            coll.index.build(slots, matrix, report)
+            del slots, matrix
+        else:
+            total, done = len(seg), 0
+            for slots, vectors in seg.iter_live(coll.settings.apply_batch):
+                report("apply", done, total)
+                coll.index.add(slots, vectors)
+                done += len(slots)
+            report("apply", total, total)
+    except BaseException:
+        with coll.write_lock:
+            buf.thaw()  # nothing buffered is lost; the next drain starts over
+        raise
+    buf.release()
+    del seg
+    _checkpoint(coll, seq)
+    seconds = time.monotonic() - t0
+    st.last_job_seconds = seconds
+    st.maintenance_pending = True
+    if first:
+        st.builds += 1
+        st.last_build_seconds, st.last_build_vectors = seconds, len(coll.index)
+        log.info(
+            "index build finished",
+            extra={
+                "collection": coll.name,
+                "vectors": len(coll.index),
+                "seconds": round(seconds, 3),
+                "index": coll.index.stats().get("posting_file_bytes"),
+            },
+        )
+    else:
+        st.drains += 1
+        log.debug("buffer drained", extra={"collection": coll.name, "seconds": round(seconds, 3)})
+    release_free_memory()
+
+
+def maintain(coll: CollectionCore) -> None:
+    """One slice of the index's own maintenance; checkpoint when it has none left."""
+    st = coll.status
+    st.state, st.phase = STATE_MAINTAINING, "maintain"
+    more = coll.index.maintain(coll.settings.maintain_slice)
+    st.maintenance_pending = more
+    if not more:
+        _checkpoint(coll, coll.applied_seq)
+        release_free_memory()
+
+
+def finish_optimize(coll: CollectionCore) -> None:
+    """Every waiting optimize is satisfied: run the index's remaining work and wake them."""
+    if coll.buffer is None:
+        coll.index.maintain(None)
+    st = coll.status
+    with coll.status_cond:
+        buf = coll.buffer
+        if buf is None or len(buf.active) == 0 or st.optimize_seq <= coll.applied_seq:
+            st.optimize_done = st.optimize_requested
+        coll.status_cond.notify_all()
+
+
+def _checkpoint(coll: CollectionCore, seq: int) -> None:
+    if not coll.kind.persistent:
+        return
+    coll.index.checkpoint(seq)
+    commit.truncate_log(coll.kv, coll.prefix, seq)
+    coll.applied_seq = seq

@@ -1,0 +1,185 @@
+"""The point table of one collection: user ids, slots, and what RocksDB holds per point.
+
+Owns the key layout of a collection's points (id -> slot in `ids`, slot -> id in `slots`,
+slot -> vector in `vectors`, slot -> payload in `payload`, all behind the collection's 4-byte
+prefix), the slot counter, the live count, and the in-memory slot -> id array that turns
+index results into user ids. Writes go into a caller's batch; the in-memory side changes
+only after that batch is committed (`apply_*`). Knows nothing of indexes or search.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.engine import validate as v
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV, Batch
+from vecdb.types import Id, IdType, Payload, Record
+
+SCAN_CHUNK = 65_536  # slots streamed per numpy chunk when the table is loaded
+
+
+class PointTable:
+    """One collection's points in RocksDB plus the slot -> id array in memory."""
+
+    def __init__(self, kv: KV, prefix: bytes, id_type: IdType, dim: int) -> None:
+        self.kv = kv  # the database's store
+        self.prefix = prefix  # the collection's key prefix
+        self.id_type = id_type  # int or str ids
+        self.dim = dim  # vector dimension (stored vectors are float32)
+        self.next_slot = 0  # next slot to hand out (slots are never reused)
+        self.count = 0  # live points
+        self._lock = threading.Lock()  # guards growth of the slot -> id array
+        self._slot_ids: npt.NDArray[Any] = np.full(
+            0, -1, np.int64 if id_type is IdType.INT else object
+        )  # slot -> user id (-1 / None where none)
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def id_key(self, encoded_id: bytes) -> bytes:
+        return self.prefix + encoded_id
+
+    def slot_key(self, slot: int) -> bytes:
+        return self.prefix + kvmod.u64(slot)
+
+    @property
+    def next_slot_key(self) -> bytes:
+        return b"next_slot:" + self.prefix
+
+    # -- load -----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the slot counter and the slot -> id table from RocksDB (streamed in numpy
+        chunks so that no per-point Python objects pile up)."""
+        raw = self.kv.get(kvmod.CF_META, self.next_slot_key)
+        self.next_slot = 0 if raw is None else kvmod.read_u64(raw)
+        for slots, ids in self._slot_chunks():
+            self._set(slots, ids)
+            self.count += len(slots)
+
+    def _slot_chunks(self) -> Iterator[tuple[npt.NDArray[np.int64], Any]]:
+        slots = np.empty(SCAN_CHUNK, np.int64)
+        ids: Any = (
+            np.empty(SCAN_CHUNK, np.int64) if self.id_type is IdType.INT else [None] * SCAN_CHUNK
+        )
+        n = 0
+        for key, value in self.kv.scan_prefix(kvmod.CF_SLOTS, self.prefix):
+            slots[n] = kvmod.read_u64(key, len(self.prefix))
+            ids[n] = v.decode_id(value, self.id_type)
+            n += 1
+            if n == SCAN_CHUNK:
+                yield slots, ids
+                n = 0
+        if n:
+            yield slots[:n], ids[:n]
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def lookup(self, encoded_ids: list[bytes]) -> list[int | None]:
+        """The current slot of each id, None where the id is absent."""
+        raw = self.kv.multi_get(kvmod.CF_IDS, [self.id_key(k) for k in encoded_ids])
+        return [None if r is None else kvmod.read_u64(r) for r in raw]
+
+    def ids_of(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+        """User ids of result slots; padding (-1) stays -1 (int ids) or None (str ids)."""
+        table = self._slot_ids
+        pad: Any = None if self.id_type is IdType.STR else -1
+        out = np.full(slots.shape, pad, table.dtype)
+        ok = (slots >= 0) & (slots < len(table))
+        out[ok] = table[slots[ok]]
+        return out
+
+    def records(self, pairs: list[tuple[Id, int]]) -> list[Record | None]:
+        """Records of (id, slot) pairs, aligned; None where the slot is gone (its point was
+        replaced or deleted since the slot was looked up)."""
+        keys = [self.slot_key(s) for _, s in pairs]
+        vecs = self.kv.multi_get(kvmod.CF_VECTORS, keys)
+        pays = self.kv.multi_get(kvmod.CF_PAYLOAD, keys)
+        out: list[Record | None] = []
+        for (i, _), vec, pay in zip(pairs, vecs, pays, strict=True):
+            if vec is None:
+                out.append(None)
+                continue
+            payload = None if pay is None else json.loads(pay)
+            out.append(Record(id=i, vector=np.frombuffer(vec, np.float32).copy(), payload=payload))
+        return out
+
+    def payloads(self, slots: list[int]) -> list[Payload | None]:
+        """Payloads of `slots` in order; None for padding (-1) and points without one."""
+        real = [s for s in slots if s >= 0]
+        raw = iter(self.kv.multi_get(kvmod.CF_PAYLOAD, [self.slot_key(s) for s in real]))
+        out: list[Payload | None] = []
+        for s in slots:
+            r = next(raw) if s >= 0 else None
+            out.append(None if r is None else json.loads(r))
+        return out
+
+    def vectors(self, slots: list[int]) -> list[bytes | None]:
+        """Stored float32 vectors (raw bytes) of `slots`, None where gone."""
+        return self.kv.multi_get(kvmod.CF_VECTORS, [self.slot_key(s) for s in slots])
+
+    # -- writes into a batch ----------------------------------------------------------------
+
+    def put(
+        self, batch: Batch, encoded_id: bytes, slot: int, vector: bytes, payload: bytes | None
+    ) -> None:
+        batch.put(kvmod.CF_IDS, self.id_key(encoded_id), kvmod.u64(slot))
+        batch.put(kvmod.CF_SLOTS, self.slot_key(slot), encoded_id)
+        batch.put(kvmod.CF_VECTORS, self.slot_key(slot), vector)
+        if payload is not None:
+            batch.put(kvmod.CF_PAYLOAD, self.slot_key(slot), payload)
+
+    def delete_slot(self, batch: Batch, slot: int) -> None:
+        """Remove a point's slot rows (the id row is replaced or deleted by the caller)."""
+        for cf in (kvmod.CF_SLOTS, kvmod.CF_VECTORS, kvmod.CF_PAYLOAD):
+            batch.delete(cf, self.slot_key(slot))
+
+    def delete_id(self, batch: Batch, encoded_id: bytes) -> None:
+        batch.delete(kvmod.CF_IDS, self.id_key(encoded_id))
+
+    def put_next_slot(self, batch: Batch, value: int) -> None:
+        batch.put(kvmod.CF_META, self.next_slot_key, kvmod.u64(value))
+
+    def delete_all(self, batch: Batch) -> None:
+        """Every row of the collection (drop)."""
+        for cf in kvmod.COLUMN_FAMILIES:
+            if cf != kvmod.CF_META:
+                batch.delete_prefix(cf, self.prefix)
+        batch.delete(kvmod.CF_META, self.next_slot_key)
+
+    # -- after commit ---------------------------------------------------------------------
+
+    def apply_upsert(self, new_slots: npt.NDArray[np.int64], ids: list[Id], old: list[int]) -> None:
+        self.next_slot = int(new_slots[-1]) + 1 if len(new_slots) else self.next_slot
+        self._clear(old)
+        self._set(new_slots, ids)
+        self.count += len(ids) - len(old)
+
+    def apply_delete(self, old: list[int]) -> None:
+        self._clear(old)
+        self.count -= len(old)
+
+    def _set(self, slots: npt.NDArray[np.int64], ids: Any) -> None:
+        if len(slots) == 0:
+            return
+        top = int(slots.max()) + 1
+        with self._lock:
+            table = self._slot_ids
+            if top > len(table):
+                grown = np.full(max(top, 2 * len(table), 1024), -1, table.dtype)
+                if table.dtype == object:
+                    grown[:] = None
+                grown[: len(table)] = table
+                table = grown
+            table[slots] = ids
+            self._slot_ids = table  # published after it is filled (readers see old or new)
+
+    def _clear(self, slots: list[int]) -> None:
+        if slots:
+            self._slot_ids[np.asarray(slots, np.int64)] = None if self.id_type is IdType.STR else -1

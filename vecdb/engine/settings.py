@@ -1,0 +1,105 @@
+"""Engine settings: write-buffer caps, backpressure and the maintenance worker, with bounds.
+
+Owns the names, defaults and bounds (`DEFAULT_`, `MIN_`, `MAX_`) of the settings that shape
+how writes reach a disk index, their validation (an `InvalidArgument` naming the setting) and
+their spec string. PARAMS.md explains each trade-off. Set per database
+(`Database(path, settings=...)`, the server's `[engine]` config section); they are not stored
+with the data, so they can change between runs.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from vecdb.errors import InvalidArgument
+
+MIB = 2**20
+
+# Before a collection's index is first built, its writes wait in the exact write buffer; a
+# bulk build starts once the buffer holds this many bytes of vectors (or earlier: optimize(),
+# or `build_min_vectors` buffered and `idle_seconds` without writes).
+DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 256 * MIB, MIB, 2**40
+# An unbuilt collection with fewer buffered vectors than this stays exact (no index) until
+# optimize() or the bulk threshold: a small collection is searched exactly by the buffer.
+DEFAULT_BUILD_MIN_VECTORS, MIN_BUILD_MIN_VECTORS, MAX_BUILD_MIN_VECTORS = 20_000, 1, 2**40
+# Once built, buffered writes are applied to the index when this many are waiting (or after
+# `idle_seconds` without writes, or at optimize()).
+DEFAULT_DRAIN_VECTORS, MIN_DRAIN_VECTORS, MAX_DRAIN_VECTORS = 20_000, 1, 2**40
+# Seconds without writes to a collection after which the worker indexes what is buffered.
+DEFAULT_IDLE_SECONDS, MIN_IDLE_SECONDS, MAX_IDLE_SECONDS = 2.0, 0.0, 86_400.0
+# Backpressure: writers wait while a collection's buffers (being written plus being applied)
+# hold more than this many bytes of vectors ...
+DEFAULT_BUFFER_MAX_BYTES, MIN_BUFFER_MAX_BYTES, MAX_BUFFER_MAX_BYTES = 1024 * MIB, MIB, 2**42
+# ... but never longer than this per request; then the write fails with ResourceExhausted
+# (retryable, with retry_after) and nothing of it is stored.
+DEFAULT_STALL_TIMEOUT, MIN_STALL_TIMEOUT, MAX_STALL_TIMEOUT = 30.0, 0.0, 3600.0
+# The worker runs index maintenance (splits, merges, clean-up) in slices of this many seconds,
+# so that buffer drains and other collections get their turn.
+DEFAULT_MAINTAIN_SLICE, MIN_MAINTAIN_SLICE, MAX_MAINTAIN_SLICE = 0.5, 0.01, 60.0
+# Vectors applied to a built index per call (progress and cancellation granularity).
+DEFAULT_APPLY_BATCH, MIN_APPLY_BATCH, MAX_APPLY_BATCH = 8192, 64, 1_000_000
+# After a failed index job the worker waits this long before retrying it.
+DEFAULT_RETRY_SECONDS, MIN_RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 0.0, 3600.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How a database moves writes from its exact buffers into its indexes."""
+
+    bulk_build_bytes: int = DEFAULT_BULK_BUILD_BYTES  # buffer bytes that start a first build
+    build_min_vectors: int = DEFAULT_BUILD_MIN_VECTORS  # smaller unbuilt collections stay exact
+    drain_vectors: int = DEFAULT_DRAIN_VECTORS  # buffered vectors that start a drain
+    idle_seconds: float = DEFAULT_IDLE_SECONDS  # quiet time before the worker indexes the rest
+    buffer_max_bytes: int = DEFAULT_BUFFER_MAX_BYTES  # writers wait above this (backpressure)
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # longest wait of one write, in seconds
+    maintain_slice: float = DEFAULT_MAINTAIN_SLICE  # seconds of maintenance per worker turn
+    apply_batch: int = DEFAULT_APPLY_BATCH  # vectors per index.add call of a drain
+    retry_seconds: float = DEFAULT_RETRY_SECONDS  # pause after a failed index job
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any] | None) -> EngineSettings:
+        """Validated settings from a mapping (unknown names and out-of-range values are
+        `InvalidArgument` naming the setting)."""
+        given = dict(given or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise InvalidArgument(f"unknown engine setting(s): {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            default, lo, hi = _BOUNDS[f.name]
+            value = given.get(f.name, default)
+            integer = isinstance(default, int)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise InvalidArgument(f"engine setting {f.name} must be a number, got {value!r}")
+            if integer and not float(value).is_integer():
+                raise InvalidArgument(f"engine setting {f.name} must be an integer, got {value!r}")
+            if not lo <= float(value) <= hi:  # also rejects NaN
+                raise InvalidArgument(
+                    f"engine setting {f.name} must be in [{lo}, {hi}], got {value!r}"
+                )
+            values[f.name] = int(float(value)) if integer else float(value)
+        return cls(**values)
+
+    def spec(self) -> str:
+        return "engine(" + ", ".join(f"{k}={v}" for k, v in asdict(self).items()) + ")"
+
+
+_BOUNDS: dict[str, tuple[Any, Any, Any]] = {
+    "bulk_build_bytes": (DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES),
+    "build_min_vectors": (
+        DEFAULT_BUILD_MIN_VECTORS,
+        MIN_BUILD_MIN_VECTORS,
+        MAX_BUILD_MIN_VECTORS,
+    ),
+    "drain_vectors": (DEFAULT_DRAIN_VECTORS, MIN_DRAIN_VECTORS, MAX_DRAIN_VECTORS),
+    "idle_seconds": (DEFAULT_IDLE_SECONDS, MIN_IDLE_SECONDS, MAX_IDLE_SECONDS),
+    "buffer_max_bytes": (DEFAULT_BUFFER_MAX_BYTES, MIN_BUFFER_MAX_BYTES, MAX_BUFFER_MAX_BYTES),
+    "stall_timeout": (DEFAULT_STALL_TIMEOUT, MIN_STALL_TIMEOUT, MAX_STALL_TIMEOUT),
+    "maintain_slice": (DEFAULT_MAINTAIN_SLICE, MIN_MAINTAIN_SLICE, MAX_MAINTAIN_SLICE),
+    "apply_batch": (DEFAULT_APPLY_BATCH, MIN_APPLY_BATCH, MAX_APPLY_BATCH),
+    "retry_seconds": (DEFAULT_RETRY_SECONDS, MIN_RETRY_SECONDS, MAX_RETRY_SECONDS),
+}

@@ -1,0 +1,162 @@
+"""Where vectors go: the head graph, the RNG replica rule and the posting cut.
+
+Shared by the bulk build, inserts, splits, reassignment and merges. `select_replicas` finds a
+batch's `candidates` nearest live heads (hnswlib, `build_ef` effort asked per call: the graph's
+own ef stays 1 and the call asks for max(ef, k) neighbours, which is what hnswlib searches
+with) and keeps up to `replicas` of them by the RNG rule; heads that are about to go (a merge
+in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
+vector. Computes only: no locks, no files.
+"""
+
+from __future__ import annotations
+
+import hnswlib
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.params import BuildParams
+from vecdb.index.spann.state import head_space
+from vecdb.kernels.kmeans import CHUNK_BYTES, sq_dists, sq_norms
+from vecdb.kernels.posting import PARALLEL_MIN_ROWS, cut_to_limit, group_by_posting, rng_select
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+BOOL = npt.NDArray[np.bool_]
+REPLICA_ROWS = 8_192  # rows per head-graph query batch (bounds the (rows, ef) label arrays)
+
+
+def make_head_graph(
+    heads: F32, metric: str, p: BuildParams, threads: int, labels: I64 | None = None
+) -> hnswlib.Index:
+    """The heads in a new hnswlib graph; label = posting id (0..n-1 unless given). The
+    graph's ef is set to 1 once: every query asks for max(ef, k) neighbours instead."""
+    graph = hnswlib.Index(space=head_space(metric), dim=heads.shape[1])
+    graph.init_index(
+        max_elements=int(len(heads) * 1.25) + 64,
+        M=p.head_m,
+        ef_construction=p.head_ef_construction,
+        random_seed=p.seed,
+    )
+    ids = np.arange(len(heads)) if labels is None else labels
+    graph.add_items(heads, ids, num_threads=threads)
+    graph.set_ef(1)
+    return graph
+
+
+def nearest_heads(
+    graph: hnswlib.Index, live_heads: int, x: F32, ef: int, m: int, threads: int
+) -> tuple[I64, F32]:
+    """The m nearest live heads of each row with search effort ef (hnswlib searches with
+    max(ef_, k), ef_ = 1, so asking for max(ef, m) and keeping m columns is set_ef(ef) +
+    knn_query(m) without touching shared state)."""
+    m = max(1, min(m, live_heads))
+    k = max(m, min(ef, live_heads))
+    labels, dists = graph.knn_query(x, k=k, num_threads=threads)
+    return labels[:, :m].astype(np.int64), dists[:, :m]
+
+
+class ExactHeads:
+    """Exact nearest heads by blocked BLAS, for the bulk build when there are few heads (at
+    high dimension this beats the graph: one matrix product instead of ~ef x M scattered
+    distance evaluations per row, and it is exact)."""
+
+    def __init__(self, heads: F32, space: str) -> None:
+        self.heads = heads  # (H, d) head vectors, row = posting id
+        self.space = space  # hnswlib space of the graph it stands in for: "l2" | "ip"
+        self.norms = sq_norms(heads)  # squared norms of the heads
+
+    def knn(self, x: F32, m: int) -> I64:
+        """The m nearest heads of each row, nearest first."""
+        out = np.empty((len(x), m), np.int64)
+        step = max(1, CHUNK_BYTES // (4 * max(len(self.heads), x.shape[1])))
+        for lo in range(0, len(x), step):
+            xs = x[lo : lo + step]
+            d = sq_dists(xs, self.heads, self.norms) if self.space == "l2" else -(xs @ self.heads.T)
+            part = (
+                np.argpartition(d, m - 1, axis=1)[:, :m]
+                if m < d.shape[1]
+                else np.tile(np.arange(d.shape[1]), (len(xs), 1))
+            )
+            order = np.argsort(np.take_along_axis(d, part, 1), axis=1)
+            out[lo : lo + step] = np.take_along_axis(part, order, 1)
+        return out
+
+
+def select_replicas(
+    graph: hnswlib.Index,
+    live_heads: int,
+    x: F32,
+    p: BuildParams,
+    threads: int,
+    exclude: I64 | None = None,
+    exact: ExactHeads | None = None,
+    cap: int = 0,
+) -> tuple[I64, F32]:
+    """Up to `replicas` posting ids per row by the RNG rule over its `candidates` nearest
+    live heads (from `exact` if given, else the graph), never one in `exclude`, at most
+    `cap` of them if `cap` (the build's disk budget): (n, replicas) ids -1 padded and their squared L2 distances (inf padded), nearest first.
+    Every row gets at least one posting."""
+    replicas = min(p.replicas, cap) if cap else p.replicas
+    out_p = np.full((len(x), replicas), -1, np.int64)
+    out_d = np.full((len(x), replicas), np.inf, np.float32)
+    n_ex = 0 if exclude is None else len(exclude)
+    step = max(1, min(REPLICA_ROWS, CHUNK_BYTES // (4 * x.shape[1])))
+    for lo in range(0, len(x), step):
+        xs = x[lo : lo + step]
+        todo = np.arange(len(xs))
+        m = p.candidates + n_ex
+        while len(todo):
+            rows = xs if len(todo) == len(xs) else xs[todo]  # no copy on the first round
+            t = threads if len(todo) >= PARALLEL_MIN_ROWS else 1
+            if exact is not None:
+                labels = exact.knn(rows, min(m, live_heads))
+            else:
+                labels, _ = nearest_heads(graph, live_heads, rows, p.build_ef, m, t)
+            uniq, inv = np.unique(labels, return_inverse=True)
+            inv = inv.reshape(labels.shape)
+            if exclude is not None and n_ex:
+                inv[np.isin(labels, exclude)] = -1
+            if exact is not None:
+                heads = exact.heads[uniq]
+            else:
+                heads = np.asarray(graph.get_items(uniq), np.float32).reshape(len(uniq), -1)
+            cols, d = rng_select(rows, inv, heads, p.rng_factor, replicas)
+            picked = np.where(cols >= 0, np.take_along_axis(labels, np.maximum(cols, 0), 1), -1)
+            out_p[lo + todo], out_d[lo + todo] = picked, d
+            none = picked[:, 0] < 0  # every candidate excluded: look further
+            if not none.any() or m >= live_heads:
+                break
+            todo, m = todo[none], min(live_heads, 4 * m)
+    return out_p, out_d
+
+
+def disk_cap(posts: I64 | I32, limit_entries: int) -> int:
+    """The bulk build's disk budget, applied before the cut: drop the farthest replica
+    columns of every row (never the first) until at most `limit_entries` entries remain;
+    returns the number of columns left (0 if nothing was trimmed), which later placements
+    also respect."""
+    cols = posts.shape[1]
+    per_col = (posts >= 0).sum(0)
+    total = int(per_col.sum())
+    while cols > 1 and total > limit_entries:
+        cols -= 1
+        total -= int(per_col[cols])
+        posts[:, cols] = -1
+    return cols if cols < posts.shape[1] else 0
+
+
+def cut(posts: I64 | I32, dists: F32, limit: int, n_postings: int) -> BOOL:
+    """Keep each posting's `limit` nearest entries and every row's nearest entry; returns
+    the kept mask of `posts` ((n, r), -1 padded)."""
+    keep = posts >= 0
+    starts, rows, cols = group_by_posting(posts, keep, n_postings)
+    cut_to_limit(posts, dists, keep, starts, rows, cols, limit)
+    return keep
+
+
+def primaries(posts: I64 | I32, keep: BOOL) -> I64:
+    """Each row's primary posting: its nearest kept one (columns are nearest first)."""
+    first = keep.argmax(1)
+    out: I64 = posts[np.arange(len(posts)), first].astype(np.int64)
+    return out

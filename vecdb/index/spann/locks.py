@@ -1,0 +1,62 @@
+"""The SPANN index's readers-writer lock: many searches at once, one publisher alone.
+
+Owns nothing but the lock and the record of how long its write side was held (the longest
+hold and the phase that held it, for stats and the "no maintenance step keeps a search
+waiting more than about a second" bound). Writers are preferred so a stream of searches
+cannot starve a publish. The same pattern as `vecdb.engine.locks` (the index may not import
+the engine).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class RWLock:
+    """Readers-writer lock with writer preference and write-hold accounting."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())  # guards the counters below
+        self._readers = 0  # readers inside
+        self._writer = False  # a writer is inside
+        self._waiting_writers = 0  # writers queued (they block new readers)
+        self.longest_write_s = 0.0  # longest time the write side was held
+        self.longest_write_phase = ""  # what held it then
+        self.writes = 0  # write sections entered
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._waiting_writers:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self, phase: str = "") -> Iterator[None]:
+        with self._cond:
+            self._waiting_writers += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._waiting_writers -= 1
+            self._writer = True
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            held = time.perf_counter() - start
+            with self._cond:
+                self.writes += 1
+                if held > self.longest_write_s:
+                    self.longest_write_s, self.longest_write_phase = held, phase
+                self._writer = False
+                self._cond.notify_all()

@@ -1,0 +1,371 @@
+"""The space map of a posting file: which byte extents are live, pending or free.
+
+The data region `[start, end)` (after the header page) is exactly partitioned into *live*
+extents (allocated: referenced by the block table, or written and about to be), *pending*
+ones (dropped by the table, possibly still referenced by the published checkpoint or by a
+search's table) and *free* ones (reusable). The map holds only free extents (two `SortedList`s
+of packed int keys, by offset to coalesce and by size for best fit: ~84 bytes per extent) and
+pending ones (int64 queues: ~17 bytes per extent); live extents are the table's. No free byte
+precedes `end`: space freed at the end lowers `end`, and the file is cut there. This module
+owns no file and knows nothing of postings beyond their extents.
+
+Allocation is best fit under the posting file's page rule (a block of `s` bytes starts 64-byte
+aligned and spans no more pages than `ceil(s / 4096)`): the smallest free extents of at least
+`s` bytes are probed in (size, offset) order, and an extent of at least `s + 4032` bytes always
+fits; only when none can take the block does it go at `end`, so the file grows only then.
+Defragmentation moves the postings nearest the end into the lowest free space below them
+(`fragmented_postings`, `alloc(below=...)`), so that the tail frees and is cut.
+
+Crash safety. A table tags each block with the checkpoint epoch it was pushed in. A dropped
+block from an earlier epoch may be in the published checkpoint (or in the one being
+published): it stays pending until `checkpointed(mark)`, called once the manifest naming a
+table captured after the release is durable. A block pushed and dropped within the current
+epoch is in no checkpoint: it is freed by `checkpointed` too, or earlier by
+`readers_done(mark)` once no search can hold a table from before `mark`. So no byte the
+published checkpoint references is overwritten and a crash anywhere reopens it intact,
+provided `begin_checkpoint()` (which starts a new epoch) is called at the very moment the table
+to be published is captured, with no release in between.
+
+Thread safety: none. Every method runs on the single maintenance thread that also writes the
+file; searches never touch the map. They read only blocks of a table they hold, which the rules
+above keep from being freed (hence overwritten or cut off) under them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from sortedcontainers import SortedList
+
+PAGE = 4096  # the read unit of the posting file
+ALIGN = 64  # blocks start on multiples of this and their sizes are multiples of it
+UNITS = PAGE // ALIGN  # allocation units per page
+SHIFT = 40  # keys pack (major << SHIFT) | minor, in ALIGN units (offsets < 64 TiB)
+MASK = (1 << SHIFT) - 1
+PROBES = 8  # best-fit candidates tried before taking the first one sure to fit
+PROBES_BELOW = 64  # candidates tried for a block moved towards the start
+DEFRAG_FREE_SHARE = 0.1  # no defragmentation while free space is under this share of the data
+BYTES_PER_FREE = 84  # measured (tracemalloc): two packed int keys in two SortedLists
+BYTES_PER_PENDING = 17  # measured: two int64 in array("q") queues
+
+I64 = npt.NDArray[np.int64]
+
+
+class Extents(NamedTuple):
+    """The blocks a table references: posting id, byte offset and extent size of each."""
+
+    posting: I64
+    offset: I64
+    size: I64
+
+
+class HasExtents(Protocol):
+    def extents(self) -> Extents: ...
+
+
+class Mark(NamedTuple):
+    """A point in the stream of releases: how many durable and fresh releases came before."""
+
+    durable: int
+    fresh: int
+
+
+@dataclass(frozen=True)
+class SpaceStats:
+    """Sizes of the posting file's space map (bytes unless named otherwise)."""
+
+    file_bytes: int  # end of the data (the header page included)
+    live_bytes: int  # allocated extents: referenced by the table or being written
+    pending_bytes: int  # dropped, not reusable before a checkpoint (or a readers' drain)
+    free_bytes: int  # reusable now
+    free_extents: int  # number of free extents
+    largest_free: int  # size of the largest free extent
+    fragmentation: float  # 1 - largest_free / free_bytes (0: free space is one extent)
+    garbage_share: float  # (pending + free) / data bytes
+    map_bytes: int  # memory of the map (estimate from measured per-extent costs)
+
+
+class SpaceMap:
+    """Free and pending extents of one posting file, and its data end."""
+
+    start: int  # first data byte (the header page is never allocated)
+    end: int  # end of the last non-free extent; the file needs no byte beyond it
+    epoch: int  # checkpoint epoch; tables tag each block with the epoch it was pushed in
+    by_off: SortedList  # free extents, keys (offset << SHIFT) | size, in ALIGN units
+    by_size: SortedList  # the same extents, keys (size << SHIFT) | offset
+    free_bytes: int  # total of the free extents
+    live_bytes: int  # allocated and not released
+    pend: tuple[array[int], array[int]]  # durable pending: offsets, sizes (bytes)
+    fresh: tuple[array[int], array[int]]  # fresh pending: offsets, sizes (bytes)
+    pend_base: int  # durable releases already freed (the queue's front was dropped)
+    fresh_base: int  # fresh releases already freed
+    pending_bytes: int  # total of both pending queues
+
+    def __init__(self, start: int, end: int) -> None:
+        """A map of a file whose data ends at `end`, all of it taken to be live until
+        `rebuild` says which extents a table references."""
+        self.start, self.end, self.epoch = start, max(start, end), 1
+        self.by_off, self.by_size = SortedList(), SortedList()
+        self.free_bytes, self.live_bytes = 0, self.end - start
+        self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
+        self.pend_base = self.fresh_base = self.pending_bytes = 0
+
+    # --- allocate ----------------------------------------------------------------------------
+
+    def alloc(self, size: int, grow: bool = True, below: int | None = None) -> int:
+        """Offset for a block of `size` bytes (a positive multiple of ALIGN): best fit in a
+        free extent, else at the end; -1 if nothing fits and not `grow`. With `below` (a
+        block moved towards the start to defragment) the file never grows and the lowest
+        placement wholly below that offset is taken, among the lowest free extents and the
+        best-fitting ones."""
+        if size <= 0 or size % ALIGN:
+            raise ValueError(f"block size {size} is not a positive multiple of {ALIGN}")
+        s = size // ALIGN
+        slack = (-s) % UNITS  # latest start inside a page that keeps the page count minimal
+        bs = self.by_size
+        i = bs.bisect_left(s << SHIFT)
+        if below is not None:
+            limit = below // ALIGN
+            keys = list(bs.islice(i, i + PROBES_BELOW))
+            keys += [
+                ((k & MASK) << SHIFT) | (k >> SHIFT) for k in self.by_off.islice(0, PROBES_BELOW)
+            ]
+            fits = [(o, k) for k in keys if 0 <= (o := self._place(k, s, slack)) <= limit - s]
+            if not fits:
+                return -1
+            o, key = min(fits)
+            return self._take(key, o, s)
+        for key in bs.islice(i, i + PROBES):
+            o = self._place(key, s, slack)
+            if o >= 0:
+                return self._take(key, o, s)
+        j = bs.bisect_left((s + UNITS - 1) << SHIFT)  # any such extent fits after padding
+        if j < len(bs):
+            return self._take(bs[j], self._place(bs[j], s, slack), s)
+        if not grow:
+            return -1
+        a = self.end // ALIGN
+        o = a if a % UNITS <= slack else a + UNITS - a % UNITS
+        if o > a:
+            self._add_free(a, o - a)
+        self.end = (o + s) * ALIGN
+        self.live_bytes += size
+        return o * ALIGN
+
+    @staticmethod
+    def _place(key: int, s: int, slack: int) -> int:
+        """Where s units go in the free extent `key` (by-size key) under the page rule, in
+        units; -1 if they do not fit."""
+        ln, a = key >> SHIFT, key & MASK
+        if a % UNITS <= slack:
+            return a if s <= ln else -1
+        hi = a + ln - s  # at the extent's end: leaves one piece instead of two
+        if hi >= a and hi % UNITS <= slack:
+            return hi
+        o = a + UNITS - a % UNITS
+        return o if o + s <= a + ln else -1
+
+    def _take(self, key: int, o: int, s: int) -> int:
+        """Allocate s units at o inside the free extent `key`; return the byte offset."""
+        ln, a = key >> SHIFT, key & MASK
+        self._drop_free(a, ln)
+        if o > a:  # the pieces border allocated bytes: nothing to coalesce
+            self._insert_free(a, o - a)
+        if a + ln > o + s:
+            self._insert_free(o + s, a + ln - o - s)
+        self.live_bytes += s * ALIGN
+        return o * ALIGN
+
+    def place_at_end(self, offsets: I64, sizes: I64) -> None:
+        """Record blocks a packer laid out from `end` on (offsets >= end, not overlapping);
+        the gaps between them become free."""
+        if len(offsets) == 0:
+            return
+        order = np.argsort(offsets)
+        lo, hi = offsets[order], offsets[order] + sizes[order]
+        if lo[0] < self.end or (lo[1:] < hi[:-1]).any() or (lo % ALIGN).any():
+            raise ValueError("packed blocks overlap the file or each other")
+        starts = np.concatenate(([self.end], hi[:-1]))
+        for a, b in zip(starts.tolist(), lo.tolist(), strict=True):
+            if b > a:
+                self._add_free(a // ALIGN, (b - a) // ALIGN)
+        self.end = int(hi[-1])
+        self.live_bytes += int(sizes.sum())
+
+    # --- release -----------------------------------------------------------------------------
+
+    def release(self, offset: int, size: int, fresh: bool) -> None:
+        """A table stopped referencing the extent; `fresh` if it was written in the current
+        epoch (no checkpoint references it). Reusable after `checkpointed` (or, if fresh,
+        `readers_done`) with a later mark."""
+        size = -(-size // ALIGN) * ALIGN
+        if offset < self.start or offset + size > self.end or offset % ALIGN:
+            raise ValueError(f"release of [{offset}, {offset + size}) outside the data region")
+        o = offset // ALIGN
+        i = self.by_off.bisect_left(o << SHIFT)
+        near = [k for k in self.by_off.islice(max(0, i - 1), i + 1)]
+        if any((k >> SHIFT) < o + size // ALIGN and o < (k >> SHIFT) + (k & MASK) for k in near):
+            raise ValueError(f"release of [{offset}, {offset + size}) overlaps free space")
+        offs, sizes = self.fresh if fresh else self.pend
+        offs.append(offset)
+        sizes.append(size)
+        self.live_bytes -= size
+        self.pending_bytes += size
+
+    def mark(self) -> Mark:
+        """The current point of the release stream."""
+        return Mark(self.pend_base + len(self.pend[0]), self.fresh_base + len(self.fresh[0]))
+
+    def begin_checkpoint(self) -> Mark:
+        """Start a new epoch; call it when the table to be published is captured."""
+        self.epoch += 1
+        return self.mark()
+
+    def checkpointed(self, mark: Mark) -> None:
+        """The checkpoint whose table was captured at `mark` is published: every extent
+        released before `mark` is free."""
+        self.pend_base += self._free_front(self.pend, mark.durable - self.pend_base)
+        self.readers_done(mark)
+
+    def readers_done(self, mark: Mark | None = None) -> None:
+        """No search holds a table from before `mark` (default: now): fresh extents released
+        before it are free (no checkpoint ever referenced them)."""
+        upto = self.mark().fresh if mark is None else mark.fresh
+        self.fresh_base += self._free_front(self.fresh, upto - self.fresh_base)
+
+    def _free_front(self, queue: tuple[array[int], array[int]], n: int) -> int:
+        """Free the first n extents of a pending queue; return how many were freed."""
+        offs, sizes = queue
+        n = min(n, len(offs))
+        if n <= 0:
+            return 0
+        o = np.array(offs[:n], dtype=np.int64) // ALIGN
+        s = np.array(sizes[:n], dtype=np.int64) // ALIGN
+        self.pending_bytes -= int(s.sum()) * ALIGN
+        if n > len(self.by_off) // 4:  # many: one vectorised merge of all free extents
+            self._merge_free(o, s)
+        else:
+            for a, ln in zip(o.tolist(), s.tolist(), strict=True):
+                self._add_free(a, ln)
+        del offs[:n], sizes[:n]
+        return n
+
+    # --- rebuild -----------------------------------------------------------------------------
+
+    def rebuild(self, offsets: I64, sizes: I64) -> None:
+        """Forget everything but `end`: the given extents (a table's) are live, every other
+        byte of the data region is free, nothing is pending."""
+        order = np.argsort(offsets, kind="stable")
+        lo, hi = offsets[order], offsets[order] + sizes[order]
+        if len(lo) and (lo[0] < self.start or hi[-1] > self.end or (lo[1:] < hi[:-1]).any()):
+            raise ValueError("the table's blocks overlap each other or lie outside the file")
+        gap_lo = np.concatenate(([self.start], hi)) // ALIGN
+        gap_hi = np.concatenate((lo, [self.end])) // ALIGN
+        keep = gap_hi > gap_lo
+        self.by_off, self.by_size, self.free_bytes = SortedList(), SortedList(), 0
+        self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
+        self.pend_base = self.fresh_base = self.pending_bytes = 0
+        self.live_bytes = int(sizes.sum())
+        self._merge_free(gap_lo[keep], (gap_hi - gap_lo)[keep])
+
+    def _merge_free(self, offs: I64, lens: I64) -> None:
+        """Add many free extents (ALIGN units) at once: coalesce with numpy, rebuild the
+        sorted lists."""
+        old = list(self.by_off)  # keys exceed int64: unpack them in Python
+        a = np.array([k >> SHIFT for k in old] + offs.tolist(), dtype=np.int64)
+        ln = np.array([k & MASK for k in old] + lens.tolist(), dtype=np.int64)
+        if len(a) == 0:
+            return
+        order = np.argsort(a, kind="stable")
+        a, b = a[order], a[order] + ln[order]
+        new = np.ones(len(a), dtype=bool)
+        new[1:] = a[1:] != b[:-1]
+        first = np.flatnonzero(new)
+        last = np.append(first[1:] - 1, len(a) - 1)
+        ga, gb = a[first].tolist(), b[last].tolist()
+        if gb[-1] * ALIGN == self.end:  # a free tail lowers the end instead
+            self.end = ga[-1] * ALIGN
+            ga, gb = ga[:-1], gb[:-1]
+        gl = [y - x for x, y in zip(ga, gb, strict=True)]
+        self.by_off = SortedList([(x << SHIFT) | n for x, n in zip(ga, gl, strict=True)])
+        self.by_size = SortedList([(n << SHIFT) | x for x, n in zip(ga, gl, strict=True)])
+        self.free_bytes = sum(gl) * ALIGN
+
+    # --- free extents ------------------------------------------------------------------------
+
+    def _add_free(self, a: int, ln: int) -> None:
+        """Insert a free extent (ALIGN units), coalescing with its neighbours."""
+        bo = self.by_off
+        i = bo.bisect_left(a << SHIFT)
+        if i < len(bo):
+            k = bo[i]
+            if k >> SHIFT == a + ln:
+                self._drop_free(k >> SHIFT, k & MASK)
+                ln += k & MASK
+        if i > 0:
+            k = bo[i - 1]
+            if (k >> SHIFT) + (k & MASK) == a:
+                self._drop_free(k >> SHIFT, k & MASK)
+                a, ln = k >> SHIFT, ln + (k & MASK)
+        if (a + ln) * ALIGN == self.end:
+            self.end = a * ALIGN
+            return
+        self._insert_free(a, ln)
+
+    def _insert_free(self, a: int, ln: int) -> None:
+        self.by_off.add((a << SHIFT) | ln)
+        self.by_size.add((ln << SHIFT) | a)
+        self.free_bytes += ln * ALIGN
+
+    def _drop_free(self, a: int, ln: int) -> None:
+        self.by_off.remove((a << SHIFT) | ln)
+        self.by_size.remove((ln << SHIFT) | a)
+        self.free_bytes -= ln * ALIGN
+
+    def free_extents(self) -> list[tuple[int, int]]:
+        """(offset, size) in bytes of every free extent, by offset."""
+        return [((k >> SHIFT) * ALIGN, (k & MASK) * ALIGN) for k in self.by_off]
+
+    # --- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> SpaceStats:
+        largest = (self.by_size[-1] >> SHIFT) * ALIGN if len(self.by_size) else 0
+        data = max(1, self.end - self.start)
+        n_pend = len(self.pend[0]) + len(self.fresh[0])
+        return SpaceStats(
+            file_bytes=self.end,
+            live_bytes=self.live_bytes,
+            pending_bytes=self.pending_bytes,
+            free_bytes=self.free_bytes,
+            free_extents=len(self.by_off),
+            largest_free=largest,
+            fragmentation=1.0 - largest / self.free_bytes if self.free_bytes else 0.0,
+            garbage_share=(self.pending_bytes + self.free_bytes) / data,
+            map_bytes=BYTES_PER_FREE * len(self.by_off) + BYTES_PER_PENDING * n_pend,
+        )
+
+    def fragmented_postings(
+        self, table: HasExtents, limit: int, min_free_share: float = DEFRAG_FREE_SHARE
+    ) -> I64:
+        """Postings to move towards the start of the file, up to `limit`: none while free
+        space is under `min_free_share` of the data; else those whose blocks end nearest the
+        end of the file first. Rewriting each into free space below its blocks (`PostingFile.
+        move`) lets the tail become free and be truncated at the next checkpoint. (Tail
+        first beat emptiest-region first in simulated churn: see the tests.)"""
+        st = self.stats()
+        ext = table.extents()
+        if (
+            limit <= 0
+            or len(ext.posting) == 0
+            or st.free_bytes < min_free_share * max(1, st.file_bytes - self.start)
+        ):
+            return np.empty(0, dtype=np.int64)
+        last = np.full(int(ext.posting.max()) + 1, -1, dtype=np.int64)
+        np.maximum.at(last, ext.posting, ext.offset + ext.size)
+        cand = np.flatnonzero(last >= 0)
+        out: I64 = cand[np.argsort(-last[cand], kind="stable")][:limit].astype(np.int64)
+        return out

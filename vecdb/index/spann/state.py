@@ -1,0 +1,195 @@
+"""The data of a SPANN index, and the few helpers every phase shares.
+
+`SpannState` holds everything the phases (build, update, split, maintain, compaction, search,
+persist, stats) work on: the head graph, the clustering tree, the posting file with its block
+table and reader, the per-slot versions, queues, counters and the readers-writer lock. The
+phases are functions over it and never import the index class. Locking rule (see
+`vecdb.index.base`): `search` holds `lock.read()` for its gather and scan; the one worker
+thread (build / add / maintain / checkpoint) computes outside the lock, writes new posting
+bytes where no published table points, and takes `lock.write(phase)` only to publish (table
+pushes and clears, graph add / mark_deleted / resize, reader refresh, tree changes, version
+bumps); `remove` takes the write side briefly from any thread. Only the worker changes a live
+slot's version, so it may read versions outside the lock; `remove` may turn any version into
+REMOVED at any time, so every publish re-checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import numpy.typing as npt
+import psutil
+
+from vecdb.index.heads import ClusterTree
+from vecdb.index.params import BuildParams
+from vecdb.index.spann.locks import RWLock
+from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
+from vecdb.index.spann.table import BlockTable
+from vecdb.kernels.posting import VERSION_NONE, VERSION_REMOVED
+
+U8 = npt.NDArray[np.uint8]
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
+COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
+
+
+@functools.lru_cache(maxsize=64)
+def identity_quant(dim: int) -> tuple[F32, F32]:
+    """Offsets 0 and steps 1: what the scan kernel gets for non-int8 postings."""
+    return np.zeros(dim, np.float32), np.ones(dim, np.float32)
+
+
+def head_space(metric: str) -> str:
+    """hnswlib space of the head graph: inner product for "ip", squared L2 otherwise."""
+    return "ip" if metric == "ip" else "l2"
+
+
+def open_reader(file: PostingFile, io: str) -> MmapReader | DirectReader:
+    """The posting reader `io` asks for ("auto": mmap if the file fits in free RAM)."""
+    if io == "auto":
+        free = psutil.virtual_memory().available
+        io = "mmap" if file.length <= AUTO_MMAP_SHARE * free else "direct"
+    return MmapReader(file) if io == "mmap" else DirectReader(file)
+
+
+def file_path(directory: Path, kind: str, n: int) -> Path:
+    """`<kind>.<n>.bin` in the index directory (kind: postings | heads | state)."""
+    return directory / f"{kind}.{n}.bin"
+
+
+@dataclass
+class SpannState:
+    """Everything a SPANN index holds (see the module docstring for who may touch what)."""
+
+    dim: int  # vector dimension
+    metric: str  # "l2" | "ip" | "cosine"; vectors arrive prepared for it
+    params: BuildParams  # build parameters, fixed at creation (stored in the manifest)
+    directory: Path  # the index's own directory
+    limit: int  # entry budget of a posting (from the page budget)
+    width: int  # bytes per stored component in postings (4 float32, 2 float16, 1 int8)
+    threads: int  # threads for build-time and update-time head searches
+    file: PostingFile  # the current posting file
+    reader: MmapReader | DirectReader  # warm or cold reader of `file`
+    lock: RWLock = field(default_factory=RWLock)  # searches read, publishes write
+    graph: hnswlib.Index | None = None  # head graph, label = posting id, ef fixed at 1
+    live_heads: int = 0  # heads not deleted from the graph
+    next_posting: int = 0  # next unused posting id (ids are never reused)
+    tree: ClusterTree = field(init=False)  # the clustering tree (leaves = postings)
+    table: BlockTable = field(init=False)  # posting id -> chain of blocks in `file`
+    file_gen: int = 0  # generation number in the posting file's name
+    slot_version: U8 = field(default_factory=lambda: np.zeros(0, np.uint8))  # see kernels
+    n_live: int = 0  # live slots
+    pending: set[int] = field(default_factory=set)  # postings over budget: split or clean
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)  # splits
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    applied_seq: int = 0  # last sequence made durable by checkpoint
+    heads_gen: int = 0  # generation of the heads file; bumped when heads change
+    heads_dirty: bool = False  # heads changed since the last checkpoint
+    ckpt_no: int = 0  # number of the last state file
+    freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
+    replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
+
+    def __post_init__(self) -> None:
+        self.tree = ClusterTree(self.dim)
+        self.tree.leaf_vectors = self.head_vectors
+        self.table = BlockTable(self.dim, self.width)
+
+    # --- reading (any thread) --------------------------------------------------------------
+
+    def heads(self) -> hnswlib.Index:
+        """The head graph, once the index has been built."""
+        assert self.graph is not None
+        return self.graph
+
+    def head_vectors(self, postings: I64) -> F32:
+        """Head vectors by posting id, from the graph (the tree's leaf centroids)."""
+        return np.asarray(self.heads().get_items(postings), dtype=np.float32).reshape(-1, self.dim)
+
+    def is_posting(self, posting: int) -> bool:
+        """Whether `posting` is a live leaf (its head is in the graph)."""
+        leaf_of = self.tree.leaf_of
+        return 0 <= posting < len(leaf_of) and bool(leaf_of[posting] >= 0)
+
+    def quant(self) -> tuple[F32, F32]:
+        """(offset, scale) for the scan kernel: the int8 quantizer or the identity."""
+        q = self.file.quant
+        return identity_quant(self.dim) if q is None else (q.offset, q.scale)
+
+    # --- changes (worker, under the write lock) --------------------------------------------
+
+    def grow_slots(self, n: int) -> None:
+        """Make room for slots below n (versions and the tree's primary leaves)."""
+        if n > len(self.slot_version):
+            grown = np.zeros(max(n, len(self.slot_version) * 5 // 4), dtype=np.uint8)
+            grown[: len(self.slot_version)] = self.slot_version
+            self.slot_version = grown
+        self.tree.grow_slots(n)
+
+    def push(self, posting: int, offset: int, count: int) -> None:
+        """Publish a written block into a posting's chain; queue the posting if it is now
+        over its entry budget or has too many blocks."""
+        self.table.push(posting, offset, count)
+        t = self.table
+        if t.post_entries[posting] > self.limit or t.post_blocks[posting] > self.params.max_blocks:
+            self.pending.add(posting)
+
+    def clear(self, posting: int) -> None:
+        """Drop a posting's chain (caller holds the write lock). The table hands the blocks to
+        the file's space map: blocks written since the last checkpoint began are in no
+        checkpoint and, as no search can be running now (we hold the write lock) and every
+        later one sees the new table, reusable at once; older blocks wait for the next
+        checkpoint (`persist.checkpoint`)."""
+        before = self.table.ref_bytes
+        self.table.clear(posting)
+        self.freed_bytes += before - self.table.ref_bytes
+        self.file.readers_done()
+
+    def refresh_reader(self) -> None:
+        """Remap after the file grew (under the write lock: searches use the views)."""
+        if isinstance(self.reader, MmapReader):
+            self.reader.refresh()
+
+    def delete_head(self, posting: int) -> None:
+        """Remove a head from the graph (under the write lock)."""
+        self.heads().mark_deleted(posting)
+        self.live_heads -= 1
+        self.heads_dirty = True
+
+
+def new_state(
+    dim: int, metric: str, params: BuildParams, directory: Path, file: PostingFile | None = None
+) -> SpannState:
+    """An empty index over `file` (default: a new posting file, generation 0)."""
+    if file is None:
+        file = PostingFile(file_path(directory, "postings", 0), dim, width=params.width)
+    st = SpannState(
+        dim=dim,
+        metric=metric,
+        params=params,
+        directory=directory,
+        limit=params.posting_limit(dim)[1],
+        width=params.width,
+        threads=params.threads or _cores(),
+        file=file,
+        reader=open_reader(file, params.io),
+    )
+    st.rng = np.random.default_rng(params.seed)
+    if file.length <= PAGE:  # a new, empty file: its space map follows this table
+        st.table = file.attach(st.table)
+    return st
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
+
+
+def live_mask(versions: U8) -> npt.NDArray[np.bool_]:
+    """Which slots are live, from their version bytes."""
+    out: npt.NDArray[np.bool_] = (versions != VERSION_NONE) & (versions != VERSION_REMOVED)
+    return out

@@ -1,0 +1,245 @@
+"""k-means on float32 rows, plain or balanced, in bounded memory.
+
+The one k-means of the project: the SPANN head tree, posting splits and (next) the tenant tree
+and the multi-vector codebook use it. `kmeans` trains on a random sample of the rows (k-means++
+seeding for small k, distinct random rows for large k; empty clusters are re-seeded with the
+worst-served sample rows), then assigns every row in chunks whose distance block stays under
+`CHUNK_BYTES`, so memory is O(sample + chunk), never O(n x k) and never a full-size temporary.
+With `balance > 0` every assignment pays a size penalty `lam * size[c]` (SPTAG's balanced
+k-means: a cluster of average size costs `balance` x the mean squared distance; sizes are
+counted as rows are assigned, in a random order), which keeps cluster sizes even; `balance = 0` is plain Lloyd. Squared L2 throughout. Pure numpy and
+numba (cache=True): no I/O, no globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+from threadpoolctl import threadpool_limits
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+CHUNK_BYTES = 16 << 20  # a chunk's (rows x k) float32 distance block stays under this
+MIN_CHUNK_ROWS = 64  # ... but a chunk has at least this many rows
+PLUSPLUS_MAX_K = 64  # k-means++ seeding up to this k (it costs k passes over the sample)
+DEFAULT_SAMPLE_PER_CLUSTER = 64  # training rows per cluster when `sample` is not given
+MIN_SAMPLE = 2048  # ... but at least this many
+
+
+@dataclass(frozen=True)
+class KMeans:
+    """A clustering: centroids, and the cluster of every row with its squared distance."""
+
+    centroids: F32  # (k', d) with k' = min(k, n)
+    labels: I64  # (n,) cluster of each row (empty when assignment was not asked for)
+    distances: F32  # (n,) squared L2 distance of each row to its centroid
+
+    @property
+    def inertia(self) -> float:
+        """Sum of squared distances of the rows to their centroids."""
+        return float(self.distances.astype(np.float64).sum())
+
+
+def chunk_rows(k: int, d: int) -> int:
+    """Rows per assignment chunk for k centroids of d dims: the chunk's distance block and
+    its copy of the rows both stay under CHUNK_BYTES."""
+    return max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * max(1, k, d)))
+
+
+def sq_norms(x: F32) -> F32:
+    """Squared L2 norm of each row (no n x d temporary)."""
+    out: F32 = np.einsum("ij,ij->i", x, x)
+    return out
+
+
+def sq_dists(x: F32, c: F32, c_norms: F32 | None = None, x_norms: F32 | None = None) -> F32:
+    """Squared L2 distances (n, k) between the rows of x and of c, clipped at 0. Callers
+    keep n x k small (see `assign`)."""
+    cn = sq_norms(c) if c_norms is None else c_norms
+    d = x @ c.T
+    d *= -2.0
+    d += (sq_norms(x) if x_norms is None else x_norms)[:, None]
+    d += cn[None, :]
+    out: F32 = np.maximum(d, 0.0, out=d).astype(np.float32, copy=False)
+    return out
+
+
+def assign(
+    x: F32, centroids: F32, lam: float = 0.0, rng: np.random.Generator | None = None
+) -> tuple[I64, F32]:
+    """Nearest centroid of every row and the squared distance to it, chunk by chunk. With
+    `lam > 0` a row pays `lam` per row already in a cluster (sizes counted as rows are
+    assigned, visiting rows in a random order so the result does not follow row order)."""
+    n, k = len(x), len(centroids)
+    labels = np.zeros(n, dtype=np.int64)
+    dist = np.zeros(n, dtype=np.float32)
+    if n == 0 or k == 0:
+        return labels, dist
+    cn = sq_norms(centroids)
+    step = chunk_rows(k, x.shape[1])
+    if lam <= 0:
+        for lo in range(0, n, step):
+            d = sq_dists(x[lo : lo + step], centroids, cn)
+            lab = d.argmin(1)
+            labels[lo : lo + step] = lab
+            dist[lo : lo + step] = np.take_along_axis(d, lab[:, None], 1)[:, 0]
+        return labels, dist
+    order = (rng or np.random.default_rng(0)).permutation(n)
+    sizes = np.zeros(k, dtype=np.float64)
+    for lo in range(0, n, step):
+        rows = order[lo : lo + step]
+        d = sq_dists(x[rows], centroids, cn)
+        lab, dd = _assign_online(d, sizes, lam)
+        labels[rows], dist[rows] = lab, dd
+    return labels, dist
+
+
+@nb.njit(cache=True)
+def _assign_online(d, sizes, lam):  # type: ignore[no-untyped-def]
+    """Rows in order: argmin_c d + lam * sizes[c], counting each row into its cluster."""
+    n, k = d.shape
+    labels = np.empty(n, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    for i in range(n):
+        best = np.inf
+        bc = 0
+        for c in range(k):
+            v = d[i, c] + lam * sizes[c]
+            if v < best:
+                best = v
+                bc = c
+        labels[i] = bc
+        dist[i] = d[i, bc]
+        sizes[bc] += 1.0
+    return labels, dist
+
+
+@nb.njit(cache=True)
+def _sums(x, labels, k):  # type: ignore[no-untyped-def]
+    """Per-cluster sums (float64) and counts of the rows of x."""
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    counts = np.zeros(k, dtype=np.int64)
+    for i in range(x.shape[0]):
+        c = labels[i]
+        counts[c] += 1
+        for t in range(x.shape[1]):
+            sums[c, t] += x[i, t]
+    return sums, counts
+
+
+def _seed(xs: F32, k: int, rng: np.random.Generator, plusplus: bool) -> F32:
+    """Initial centroids: k-means++ (D^2 sampling) or k distinct random rows."""
+    n = len(xs)
+    if not plusplus:
+        return xs[np.sort(rng.choice(n, k, replace=False))].copy()
+    # Greedy k-means++ (as scikit-learn): of 2 + log k D^2-sampled candidates per step, keep
+    # the one that lowers the potential most; a single draw often puts two seeds in one blob.
+    trials = 2 + int(np.log(k))
+    centres = np.empty((k, xs.shape[1]), dtype=np.float32)
+    centres[0] = xs[rng.integers(n)]
+    xn = sq_norms(xs)
+    best = sq_dists(xs, centres[:1], x_norms=xn)[:, 0].astype(np.float64)
+    for j in range(1, k):
+        total = best.sum()
+        if total <= 0:
+            centres[j] = xs[rng.integers(n)]
+            continue
+        cand = np.searchsorted(np.cumsum(best), rng.random(trials) * total).clip(0, n - 1)
+        d = sq_dists(xs, xs[cand], xn[cand], xn)  # (n, trials)
+        np.minimum(d, best[:, None], out=d)
+        pick = int(d.sum(0).argmin())
+        centres[j] = xs[cand[pick]]
+        best = d[:, pick].astype(np.float64)
+    return centres
+
+
+def _lam(dist: F32, n: int, k: int, balance: float) -> float:
+    """Size penalty per row: a cluster of average size n/k pays `balance` x the mean
+    squared distance of rows to their centroids."""
+    if balance <= 0 or len(dist) == 0:
+        return 0.0
+    return balance * float(dist.mean()) / (n / k)
+
+
+def kmeans(
+    x: F32,
+    k: int,
+    *,
+    iters: int = 10,
+    sample: int | None = None,
+    balance: float = 0.0,
+    seed: int | np.random.Generator = 0,
+    assign_all: bool = True,
+    blas_threads: int = 1,
+) -> KMeans:
+    """Cluster the rows of x (n, d) float32 into k clusters.
+
+    Trains `iters` Lloyd iterations on `sample` random rows (default max(2048, 64 k), at
+    most n), then assigns all n rows unless `assign_all` is False. `balance > 0` adds the
+    size penalty of balanced k-means (sizes counted online while rows are assigned in a
+    random order, so the result does not depend on row order). BLAS runs on
+    `blas_threads` threads (1 by default: its threads cost more than they save on the
+    small blocks of a tree node; raise it for one big clustering). With k >= n
+    every row is its own centroid (k' = n). Deterministic for a given seed.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-d, got shape {x.shape}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    n = len(x)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if n <= k:
+        lab = np.arange(n, dtype=np.int64)
+        return KMeans(x.copy(), lab, np.zeros(n, dtype=np.float32))
+    with threadpool_limits(blas_threads, user_api="blas"):
+        return _kmeans(x, k, iters, sample, balance, rng, assign_all)
+
+
+def _kmeans(
+    x: F32,
+    k: int,
+    iters: int,
+    sample: int | None,
+    balance: float,
+    rng: np.random.Generator,
+    assign_all: bool,
+) -> KMeans:
+    n = len(x)
+    ns = min(n, sample or max(MIN_SAMPLE, DEFAULT_SAMPLE_PER_CLUSTER * k))
+    xs = x if ns == n else x[np.sort(rng.choice(n, ns, replace=False))]
+    centres = _seed(xs, k, rng, k <= PLUSPLUS_MAX_K)
+    labels, dist = assign(xs, centres)
+    for _ in range(iters):
+        sums, counts = _sums(xs, labels, k)
+        full = counts > 0
+        centres[full] = (sums[full] / counts[full, None]).astype(np.float32)
+        if not full.all():  # re-seed empty clusters with the worst-served rows
+            worst = np.argsort(dist)[::-1][: int((~full).sum())]
+            centres[~full] = xs[worst]
+        labels, dist = assign(xs, centres, _lam(dist, ns, k, balance), rng)
+    if not assign_all:
+        return KMeans(centres, np.empty(0, np.int64), np.empty(0, np.float32))
+    if ns == n:
+        return KMeans(centres, labels, dist)
+    labels, dist = assign(x, centres, _lam(dist, n, k, balance), rng)
+    return KMeans(centres, labels, dist)
+
+
+@nb.njit(cache=True, nogil=True)
+def paired_sq_dists(x, centroids, labels):  # type: ignore[no-untyped-def]
+    """Squared L2 distance of each row of x to `centroids[labels[i]]` (no temporaries)."""
+    out = np.empty(x.shape[0], dtype=np.float32)
+    for i in range(x.shape[0]):
+        c = centroids[labels[i]]
+        s = np.float32(0.0)
+        for t in range(x.shape[1]):
+            diff = x[i, t] - c[t]
+            s += diff * diff
+        out[i] = s
+    return out
