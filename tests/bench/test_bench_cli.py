@@ -55,7 +55,15 @@ def test_bench_writes_rows_report_and_plots(tmp_path: Path) -> None:
     assert [r["system"] for r in rows][0] == "vecdb-flat"  # ours first
     (m8,) = [r for r in rows if r["system"] == "hnswlib-m8"]  # a config variant of hnswlib
     assert m8["build_params"]["M"] == 8 and m8["params"] == {"ef": 20}
+    # The build-memory row: embedded vecdb only, from fresh processes.
+    (flat,) = [r for r in rows if r["system"] == "vecdb-flat"]
+    assert "build_mem_error" not in flat
+    assert flat["build_mem_fresh_anon_mib"] > 0 and flat["build_mem_build_s"] > 0
+    assert flat["build_mem_raw_mib"] == round(2000 * 16 * 4 / 2**20, 2)
+    assert not any("build_mem_peak_anon_mib" in r for r in rows if not r["is_ours"])
     md = (out / "RESULTS.md").read_text()
+    assert "### Build memory (fresh processes" in md and "| vecdb-flat | 0.1 |" in md
+    assert "### Build time, vecdb / peer" in md and "| vecdb-flat | " in md
     assert "Command: `vecdb bench --dataset synthetic:2000:16" in md
     assert "| vecdb-flat / exact |" in md
     assert "measured / anchor" in md
@@ -93,3 +101,21 @@ def test_failing_system_is_reported_and_others_kept(tmp_path: Path) -> None:
     md = (tmp_path / "out" / "RESULTS.md").read_text()
     assert "Failures:" in md and "- faiss-ivf:" in md
     assert "| exact | - | 1.0000 | 1.0000 |" in md
+
+
+def test_random_1024_dims_end_to_end(tmp_path: Path) -> None:
+    """A structureless 1024-d set runs through vecdb and the peers; exact search is exact."""
+    args = [
+        "--dataset", "random:1500:1024:7", "--systems", "vecdb-flat,exact,faiss-ivf,hnswlib",
+        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+        "--queries", "20", "--latency-queries", "5", "--repeats", "1", "--threads", "1",
+        "--no-progress", "--no-memory",
+    ]  # fmt: skip
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 0, result.output
+    jsonl = tmp_path / "out" / "results-random-1500-1024-7.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert {r["system"] for r in rows} == {"vecdb-flat", "exact", "faiss-ivf", "hnswlib"}
+    assert all(r["d"] == 1024 and r["metric"] == "cosine" for r in rows)
+    exact = {r["system"]: r["recall_at_10"] for r in rows if r["params"] == {}}
+    assert exact == {"vecdb-flat": 1.0, "exact": 1.0}

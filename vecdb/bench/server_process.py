@@ -91,6 +91,12 @@ class ServerProcess:
             pass
         return out
 
+    def kill(self) -> None:
+        """SIGKILL now, without a drain (a watchdog protecting the disk cannot wait)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     def stop(self) -> None:
         """SIGTERM (graceful: drains calls and closes the database), SIGKILL if it hangs."""
         if self.proc.poll() is None:

@@ -55,6 +55,9 @@ class System(ABC):
     name: str = ""  # registry name, e.g. "faiss-ivf"
     is_ours: bool = False  # True for vecdb's own systems (ratios are ours / peer)
     restarts_on_thread_change = False  # True if set_threads restarts it (warm up again)
+    measures_build_memory = (
+        False  # True: the run adds a build-memory row (vecdb.bench.build_memory)
+    )
     default_sweep: Sequence[Params] | Mapping[str, Sequence[Any]] = ({},)
 
     def __init__(self, metric: str, dim: int, n: int, build_params: Mapping[str, Any]) -> None:

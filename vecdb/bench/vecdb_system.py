@@ -19,12 +19,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.bench.engine_features import optimize_and_wait
 from vecdb.bench.server_process import ServerProcess
 from vecdb.bench.systems import Params, System
 from vecdb.config import MAX_BATCH, MAX_QUERIES
 
 COLLECTION = "bench"
 DATA_DIR = "vecdb-data"
+UPSERT_BATCH_BYTES = 64 << 20  # vectors per upsert call: MAX_BATCH rows, at most 64 MiB
 # Names the SDK may use for I/O counters on a search result's `stats` (a hook: the engine
 # decides what it exposes; absent counters are reported as null).
 READ_KEYS = ("posting_reads", "postings_read", "reads")
@@ -35,6 +37,7 @@ class _VecdbSystem(System):
     """A vecdb collection of one index kind; `index_kind` is set by subclasses."""
 
     is_ours = True
+    measures_build_memory = True
     index_kind = "flat"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -73,12 +76,13 @@ class _VecdbSystem(System):
             index=self.build_params["index"],
             index_params=self.build_params["index_params"],
         )
-        for lo in range(0, len(base), MAX_BATCH):
-            hi = min(lo + MAX_BATCH, len(base))
+        step = upsert_batch_rows(self.dim)
+        for lo in range(0, len(base), step):
+            hi = min(lo + step, len(base))
             self.client.upsert(
                 COLLECTION, ids=np.arange(lo, hi, dtype=np.int64), vectors=base[lo:hi]
             )
-        self.client.optimize(COLLECTION)
+        optimize_and_wait(self.client, COLLECTION)
 
     def set_params(self, params: Params) -> None:
         self.params = dict(params)
@@ -142,6 +146,12 @@ class _VecdbSystem(System):
             self.client = None
 
 
+def upsert_batch_rows(dim: int) -> int:
+    """Rows per upsert call for `dim`-wide vectors: as many as a request may hold, but no
+    more than UPSERT_BATCH_BYTES, so a wide set is not sent as 256 MiB requests."""
+    return max(1, min(MAX_BATCH, UPSERT_BATCH_BYTES // (4 * max(1, dim))))
+
+
 def _index_stats(client: Any) -> Mapping[str, Any]:
     try:
         stats = client.stats(COLLECTION).get("index", {})
@@ -177,6 +187,7 @@ class _VecdbRemote(_VecdbSystem):
     is restarted to change its thread count; CPU time and RSS include the server process."""
 
     restarts_on_thread_change = True
+    measures_build_memory = False  # the ingest benchmark measures the server's memory
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

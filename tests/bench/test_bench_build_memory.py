@@ -1,0 +1,75 @@
+"""The RSS sampler and the build-memory row (peak, after build, fresh open) on toy runs."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vecdb.bench.build_memory import measure_build_memory
+from vecdb.bench.datasets import load_dataset
+from vecdb.bench.report import build_memory_table, build_time_table
+from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe, status_kib
+
+
+def test_sampler_sees_a_transient_allocation() -> None:
+    """A 64 MiB array allocated and freed between samples' start and stop shows in the peak."""
+    before = status_kib()["RssAnon"]
+    with Sampler({"anon": rss_anon_probe()}, interval_s=0.01) as s:
+        x = np.ones(64 << 18, dtype=np.float32)  # 64 MiB, touched
+        time.sleep(0.1)
+        del x
+        time.sleep(0.05)
+    assert s.max("anon") - before > 48 * 1024
+    assert s.values["anon"][-1] - before < 32 * 1024  # freed by the end
+    assert len(s.times) >= 5 and s.times == sorted(s.times)
+    assert s.summary()["samples"] == len(s.times) and s.max_gap_s() < 1.0
+
+
+def test_files_probe_sums_matching_files(tmp_path: Path) -> None:
+    """The posting-file probe adds up the sizes of matching files, in subdirectories too."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "postings.1.bin").write_bytes(b"x" * 100)
+    (tmp_path / "postings.2.bin").write_bytes(b"x" * 20)
+    (tmp_path / "other.bin").write_bytes(b"x" * 999)
+    assert files_bytes_probe(tmp_path, "postings*.bin")() == 120.0
+
+
+def test_build_memory_row_on_a_toy_build(tmp_path: Path) -> None:
+    """Fresh build and open processes report consistent columns for a small SPANN build."""
+    ds = load_dataset("synthetic:3000:32", cache_dir=tmp_path / "cache")
+    spec = {
+        "metric": ds.metric,
+        "dim": 32,
+        "n": 3000,
+        "build_params": {"index": "spann", "index_params": {}},
+        "base": None,
+        "base_path": str(ds.directory / "base.npy"),
+    }
+    work = tmp_path / "work"
+    work.mkdir()
+    row = measure_build_memory("vecdb-spann", spec, 1, work)
+    assert row["build_mem_raw_mib"] == round(3000 * 32 * 4 / 2**20, 2)
+    assert row["build_mem_build_s"] > 0 and row["build_mem_samples"] >= 2
+    assert row["build_mem_peak_anon_mib"] >= row["build_mem_after_anon_mib"] - 1
+    assert row["build_mem_fresh_anon_mib"] > 0 and row["build_mem_vmhwm_mib"] > 0
+    assert row["build_mem_after_over_fresh"] == round(
+        row["build_mem_after_anon_mib"] / row["build_mem_fresh_anon_mib"], 3
+    )
+    raw_mib = 3000 * 32 * 4 / 2**20
+    assert abs(row["build_mem_peak_x_raw"] - row["build_mem_peak_anon_mib"] / raw_mib) < 0.01
+    lines = build_memory_table([{"system": "vecdb-spann", **row}])
+    assert len(lines) == 3 and lines[2].startswith("| vecdb-spann | 0.4 |")
+
+
+def test_build_time_table_divides_by_each_peer() -> None:
+    """The build-time table shows vecdb's build seconds over each peer's."""
+    rows = [
+        {"system": "vecdb-spann", "is_ours": True, "build_s": 10.0},
+        {"system": "hnswlib", "is_ours": False, "build_s": 40.0},
+        {"system": "faiss-ivf", "is_ours": False, "build_s": 2.0},
+    ]
+    lines = build_time_table(rows)
+    assert lines[2] == "| (peer build s) | - | 40.0 | 2.0 |"
+    assert lines[3] == "| vecdb-spann | 10.0 | 0.25x | 5.00x |"

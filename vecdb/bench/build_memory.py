@@ -1,0 +1,162 @@
+"""The build-memory row: what a vecdb build costs in memory and time, in fresh processes.
+
+Owns this protocol, for a system measured in-process (embedded vecdb):
+
+1. A fresh process imports vecdb and warms its kernels on a tiny in-memory collection, then
+   memory-maps the dataset's cached `base.npy` (so the caller's vectors are file-backed pages,
+   RssFile, and every byte of anonymous memory that grows is the build's own) and takes the
+   baseline RssAnon.
+2. (a) It runs the build (batched upsert + optimize, waiting for the end), sampling its own
+   RssAnon from /proc/self/status every 20 ms in a background thread: the peak growth over the
+   baseline, also as a multiple of the raw float32 bytes. VmHWM (peak total RSS, file pages
+   included) is reported beside it. The wall time of the build is reported too.
+3. (b) The caller's array is dropped and garbage collected, the database kept open: RssAnon
+   growth then (and, as a diagnostic only, after glibc `malloc_trim(0)`).
+4. (c) Another fresh process with the same warm-up only opens the data directory and answers
+   one query: its RssAnon growth. The ratio (b)/(c) says how far a long-running process stays
+   above what the index needs.
+
+Must not format results (see `vecdb.bench.report`) and must not import the engine.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
+from vecdb.errors import Internal
+
+THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+SETTLE_S = 0.2  # after gc, before reading RSS: lets the allocator and worker threads settle
+
+
+def _mib(kib: float) -> float:
+    return round(kib / 1024.0, 2)
+
+
+def _child(mode: str, payload: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.update(dict.fromkeys(THREAD_VARS, str(threads)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "vecdb.bench.build_memory", mode, json.dumps(payload)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise Internal(f"build-memory {mode} process failed: {' | '.join(tail)}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def measure_build_memory(
+    system: str,
+    spec: dict[str, Any],
+    threads: int,
+    workdir: Path,
+    timeout_s: float = 3600.0,
+) -> dict[str, Any]:
+    """Run the build child then the open child for `system`; the build-memory columns.
+    `spec` holds metric, dim, n, build_params, base (a config variant's base system) and
+    base_path (the dataset's base.npy). The index is built under `workdir`."""
+    payload = {"system": system, "threads": threads, "workdir": str(workdir), **spec}
+    built = _child("build", payload, threads, timeout_s)
+    opened = _child("open", payload, threads, timeout_s)
+    raw_mib = spec["n"] * spec["dim"] * 4 / 2**20
+    out = {
+        "build_mem_raw_mib": round(raw_mib, 2),
+        **built,
+        **opened,
+    }
+    out["build_mem_peak_x_raw"] = round(out["build_mem_peak_anon_mib"] / raw_mib, 3)
+    out["build_mem_after_x_raw"] = round(out["build_mem_after_anon_mib"] / raw_mib, 3)
+    fresh = out["build_mem_fresh_anon_mib"]
+    out["build_mem_after_over_fresh"] = (
+        round(out["build_mem_after_anon_mib"] / fresh, 3) if fresh > 0 else None
+    )
+    return out
+
+
+def _system(p: dict[str, Any]) -> Any:
+    from vecdb.bench.systems import make_system
+
+    system = make_system(p["system"], p["metric"], p["dim"], p["n"], p["build_params"], p["base"])
+    system.set_threads(int(p["threads"]))
+    system.import_libraries()  # imports and kernel warm-up belong to the baseline
+    return system
+
+
+def _malloc_trim() -> bool:
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
+def build_main(p: dict[str, Any]) -> dict[str, Any]:
+    """(Fresh process) steps 1-3: baseline, build under the sampler, after the build."""
+    system = _system(p)
+    base = np.load(p["base_path"], mmap_mode="r")
+    gc.collect()
+    before = status_kib()
+    with Sampler({"anon": rss_anon_probe()}) as sampler:
+        t0 = time.perf_counter()
+        system.build(base, Path(p["workdir"]))
+        build_s = time.perf_counter() - t0
+    del base
+    gc.collect()
+    time.sleep(SETTLE_S)
+    after = status_kib()
+    trimmed = status_kib() if _malloc_trim() else after
+    out = {
+        "build_mem_build_s": round(build_s, 3),
+        "build_mem_baseline_anon_mib": _mib(before["RssAnon"]),
+        "build_mem_peak_anon_mib": _mib(sampler.max("anon") - before["RssAnon"]),
+        "build_mem_vmhwm_mib": _mib(after["VmHWM"]),
+        "build_mem_after_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
+        "build_mem_after_trim_anon_mib": _mib(trimmed["RssAnon"] - before["RssAnon"]),
+        "build_mem_samples": len(sampler.times),
+        "build_mem_max_gap_ms": round(1000 * sampler.max_gap_s(), 1),
+    }
+    system.save(Path(p["workdir"]))
+    system.close()
+    return out
+
+
+def open_main(p: dict[str, Any]) -> dict[str, Any]:
+    """(Fresh process) step 4: open the built directory, answer one query."""
+    system = _system(p)
+    query = np.ascontiguousarray(np.load(p["base_path"], mmap_mode="r")[:1], dtype=np.float32)
+    gc.collect()
+    before = status_kib()
+    t0 = time.perf_counter()
+    system.load(Path(p["workdir"]))
+    system.search(query, 10)
+    open_s = time.perf_counter() - t0
+    gc.collect()
+    after = status_kib()
+    system.close()
+    return {
+        "build_mem_fresh_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
+        "build_mem_fresh_open_s": round(open_s, 3),
+    }
+
+
+if __name__ == "__main__":
+    mode, payload = sys.argv[1], json.loads(sys.argv[2])
+    result = build_main(payload) if mode == "build" else open_main(payload)
+    print(json.dumps(result), flush=True)
