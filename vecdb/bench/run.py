@@ -89,6 +89,7 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     rows: list[dict[str, Any]] = []
     work_root = Path(tempfile.mkdtemp(prefix="vecdb-bench-", dir=cfg.work_dir))
     bar = tqdm(total=len(cfg.systems), desc="systems", unit="system", disable=not cfg.progress)
+    threads = _numba_threads()
     try:
         for i, name in enumerate(cfg.systems):
             left = None if deadline is None else deadline - time.perf_counter()
@@ -112,7 +113,19 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     finally:
         bar.close()
         shutil.rmtree(work_root, ignore_errors=True)
+        _numba_threads(threads)  # systems set their own: the caller's process gets its back
     return RunResult(rows, jsonl, env, time.perf_counter() - start)
+
+
+def _numba_threads(restore: int | None = None) -> int | None:
+    """numba's thread count (None without numba); with `restore`, set it back first."""
+    try:
+        import numba
+    except ImportError:
+        return None
+    if restore is not None:
+        numba.set_num_threads(restore)
+    return int(numba.get_num_threads())
 
 
 def bench_system(

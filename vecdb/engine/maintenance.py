@@ -279,6 +279,8 @@ def drain(coll: CollectionCore) -> None:
     else:
         st.drains += 1
         log.debug("buffer drained", extra={"collection": coll.name, "seconds": round(seconds, 3)})
+    if first:
+        coll.kv.flush()  # the load's last vectors leave the memtables (memory back)
     release_free_memory()
 
 
@@ -290,6 +292,7 @@ def maintain(coll: CollectionCore) -> None:
     st.maintenance_pending = more
     if not more:
         _checkpoint(coll, coll.applied_seq)
+        coll.kv.flush()
         release_free_memory()
 
 

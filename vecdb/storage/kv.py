@@ -176,6 +176,12 @@ class KV:
             yield bytes(it.key()), bytes(it.value())
             it.next()
 
+    def flush(self) -> None:
+        """Write every column family's memtable out to table files, releasing its memory
+        (after a bulk load the memtables hold up to MEMTABLE_BUDGET of vectors)."""
+        for family in self._cfs.values():
+            family.flush(wait=True)
+
     def count_prefix(self, cf: str, prefix: bytes) -> int:
         return sum(1 for _ in self.scan_prefix(cf, prefix))
 

@@ -73,7 +73,7 @@ def dirty_postings(st: SpannState, live: I64, pressure: bool = False) -> I64:
     n = len(live)
     entries = st.table.post_entries[:n].astype(np.int64)
     dead = entries - live
-    leaf = (st.tree.leaf_of[:n] >= 0) & (live >= st.params.merge_threshold)  # small: merge
+    leaf = st.leaf_mask(n) & (live >= st.params.merge_threshold)  # small: merge
     if pressure:
         cand = np.flatnonzero((dead >= np.maximum(1, PRESSURE_DEAD_SHARE * entries)) & leaf)
         out: I64 = cand[np.argsort(-dead[cand], kind="stable")]

@@ -37,12 +37,12 @@ SPLIT_BATCH = 64  # postings per split batch
 # least BATCH_MIN_BYTES). Every rewrite holds old and new copies until the next checkpoint,
 # so this bounds how far the file can outgrow its live data between two checkpoints.
 BATCH_SHARE = 0.02
-BATCH_MIN_BYTES = 8 << 20
+BATCH_MIN_BYTES = 1 << 20
 MERGE_BATCH = 256  # postings per merge batch
 CLEAN_BATCH = 256  # postings per clean-up batch
 DEFRAG_BATCH = 256  # postings moved towards the start of the file per batch
 CHECKPOINT_FREED_SHARE = 0.03  # self-checkpoint when freed bytes pass this share of the live
-CHECKPOINT_FREED_MIN = 8 << 20  # ... and at least this many bytes
+CHECKPOINT_FREED_MIN = 1 << 20  # ... and at least this many bytes
 
 
 def entry_bytes(st: SpannState) -> int:
@@ -79,7 +79,7 @@ def merge_candidates(st: SpannState, live: I64) -> I64:
     moved their vector elsewhere do not count: a split half emptied by reassignment merged
     straight back, split again, and maintenance never ended (seen with duplicate vectors)."""
     n = len(live)
-    leaf = st.tree.leaf_of[:n] >= 0 if len(st.tree.leaf_of) >= n else np.zeros(n, bool)
+    leaf = st.leaf_mask(n)
     small = np.flatnonzero(leaf & (live < st.params.merge_threshold))
     if len(small):
         small = small[compaction.removed(st)[small] > 0]
@@ -118,7 +118,7 @@ def merge_batch(st: SpannState, postings: I64) -> None:
 
 def work_left(st: SpannState, live: I64) -> bool:
     """Whether another call would find something to do."""
-    if st.pending or st.defrag_more:
+    if st.pending or defrag_due(st):
         return True
     if st.live_heads > 1 and len(merge_candidates(st, live)):
         return True
@@ -166,12 +166,26 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         # Pass 4: a head graph without its deleted heads
         compaction.rebuild_heads(st)
         # Pass 5: free space piled up inside the file: move tail postings into it
-        st.defrag_more = compaction.defrag_batch(st, DEFRAG_BATCH)
-        if st.defrag_more:
-            continue
+        if defrag_due(st):
+            if compaction.defrag_batch(st, DEFRAG_BATCH):
+                continue
+            st.defrag_stuck = defrag_state(st)  # nothing could move: wait for a change
         break
     maybe_checkpoint(st)
     return work_left(st, compaction.counts(st))
+
+
+def defrag_state(st: SpannState) -> tuple[int, int]:
+    """What a defragmentation attempt depends on: the free bytes and the end of the file."""
+    return st.file.space.free_bytes, st.file.length
+
+
+def defrag_due(st: SpannState) -> bool:
+    """Free space is at least `compact_garbage` of the file and it changed since the last
+    attempt that could move nothing."""
+    space = st.file.space
+    share = space.free_bytes / max(1, st.file.length)
+    return share >= st.params.compact_garbage and defrag_state(st) != st.defrag_stuck
 
 
 def maybe_checkpoint(st: SpannState) -> None:

@@ -36,7 +36,7 @@ U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
-PRESSURE_SHARE = 0.95  # maintenance works against disk pressure above this share of the budget
+PRESSURE_SHARE = 0.85  # maintenance works against disk pressure above this share of the budget
 COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
 
 
@@ -96,7 +96,7 @@ class SpannState:
     ckpt_no: int = 0  # number of the last state file
     freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
     replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
-    defrag_more: bool = False  # the last defragmentation batch moved postings (may go on)
+    defrag_stuck: tuple[int, int] = (-1, -1)  # (free bytes, file end) when nothing could move
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
@@ -118,6 +118,13 @@ class SpannState:
         """Whether `posting` is a live leaf (its head is in the graph)."""
         leaf_of = self.tree.leaf_of
         return 0 <= posting < len(leaf_of) and bool(leaf_of[posting] >= 0)
+
+    def leaf_mask(self, n: int) -> npt.NDArray[np.bool_]:
+        """Which of posting ids 0..n-1 are live leaves (ids past the tree's table are not)."""
+        leaf_of = self.tree.leaf_of[:n]
+        out = np.zeros(n, dtype=bool)
+        out[: len(leaf_of)] = leaf_of >= 0
+        return out
 
     def quant(self) -> tuple[F32, F32]:
         """(offset, scale) for the scan kernel: the int8 quantizer or the identity."""
