@@ -64,7 +64,10 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     "--dataset",
     default="glove-50",
     show_default=True,
-    help="glove-50 | synthetic:N:D[:seed] | FILE | BASE,QUERIES[,GT] | FILE.hdf5",
+    help=(
+        "glove-50 | minilm-384 | synthetic:N:D[:seed] (clustered) | random:N:D[:seed]"
+        " (no structure) | FILE | BASE,QUERIES[,GT] | FILE.hdf5"
+    ),
 )
 @click.option(
     "--systems",
