@@ -9,6 +9,7 @@ RssFile, VmRSS and VmHWM live here too. Must not start processes or build indexe
 
 from __future__ import annotations
 
+import array
 import os
 import threading
 import time
@@ -61,8 +62,12 @@ class Sampler:
     def __init__(self, probes: Mapping[str, Probe], interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.probes = dict(probes)  # name -> function returning the current value
         self.interval_s = interval_s  # target time between samples
-        self.times: list[float] = []  # monotonic seconds since start(), one per sample
-        self.values: dict[str, list[float]] = {name: [] for name in self.probes}
+        # Samples are raw doubles (array.array), not lists of float objects: a float kept per
+        # sample pins a pymalloc arena among the short-lived objects of the code being
+        # measured, and the measured process then cannot give those arenas back (seen: +30 MiB
+        # of RssAnon after a GloVe build with the sampler running, none without it).
+        self.times = array.array("d")  # monotonic seconds since start(), one per sample
+        self.values: dict[str, array.array[float]] = {n: array.array("d") for n in self.probes}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.t0 = 0.0  # monotonic time of start(); sample times are relative to it
