@@ -194,7 +194,9 @@ class PayloadIndexes:
 
     # -- entries (into the caller's batch) -------------------------------------------------
 
-    def _entries(self, slot: int, payload: dict[str, Any] | None, only: IndexDef | None) -> list[bytes]:
+    def _entries(
+        self, slot: int, payload: dict[str, Any] | None, only: IndexDef | None
+    ) -> list[bytes]:
         if not payload:
             return []
         out = []
@@ -219,7 +221,9 @@ class PayloadIndexes:
 
     def _scan(self, start: bytes, end: bytes, n: int) -> Mask:
         """Slots of the entries in [start, end) as a mask of length n (later slots dropped)."""
-        found = [kvmod.read_u64(k, len(k) - 8) for k, _ in self.kv.scan_range(kvmod.CF_META, start, end)]
+        found = [
+            kvmod.read_u64(k, len(k) - 8) for k, _ in self.kv.scan_range(kvmod.CF_META, start, end)
+        ]
         mask = np.zeros(n, np.bool_)
         if found:
             s = np.asarray(found, np.int64)
