@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vecdb.client.base import Client
-from vecdb.types import CollectionInfo, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
 class LocalClient(Client):
@@ -36,6 +36,7 @@ class LocalClient(Client):
         index_params: dict[str, Any] | None = None,
         kind: str = "dense",
         multi_tenant: bool = False,
+        exist_ok: bool = False,
     ) -> CollectionInfo:
         return self._db.create_collection(
             name,
@@ -46,7 +47,11 @@ class LocalClient(Client):
             index_params=index_params,
             kind=kind,
             multi_tenant=multi_tenant,
+            exist_ok=exist_ok,
         )
+
+    def collection_exists(self, name: str) -> bool:
+        return self._db.collection_exists(name)
 
     def list_collections(self) -> list[CollectionInfo]:
         return self._db.list_collections()
@@ -60,14 +65,45 @@ class LocalClient(Client):
     def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
         return self._db.upsert(name, ids, vectors, payloads)
 
-    def get(self, name: str, ids: Any) -> list[Record]:
-        return self._db.get(name, ids)
+    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
+        return self._db.get(name, ids, with_vectors=with_vectors)
 
-    def delete(self, name: str, ids: Any) -> int:
-        return self._db.delete(name, ids)
+    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
+        return self._db.delete(name, ids, filter=filter)
 
-    def count(self, name: str) -> int:
-        return self._db.count(name)
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        return self._db.count(name, filter)
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 1000,
+        offset: Id | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+    ) -> tuple[list[Record], Id | None]:
+        return self._db.scroll(
+            name,
+            filter=filter,
+            limit=limit,
+            offset=offset,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+        )
+
+    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        return self._db.set_payload(name, ids, payload)
+
+    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        return self._db.overwrite_payload(name, ids, payload)
+
+    def create_payload_index(self, name: str, key: str, type: str) -> None:
+        self._db.create_payload_index(name, key, type)
+
+    def drop_payload_index(self, name: str, key: str) -> None:
+        self._db.drop_payload_index(name, key)
 
     def optimize(self, name: str, wait: bool = True) -> None:
         self._db.optimize(name, wait=wait)
@@ -81,9 +117,16 @@ class LocalClient(Client):
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
         return self._db.search(
-            name, queries, k, filter=filter, params=params, with_payload=with_payload
+            name,
+            queries,
+            k,
+            filter=filter,
+            params=params,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
         )
 
     def stats(self, name: str | None = None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from vecdb import config
 from vecdb.errors import InvalidArgument
-from vecdb.types import Id, IdType, Metric, Payload
+from vecdb.types import Id, IdType, Metric
 
 
 def check_name(what: str, name: object) -> str:
@@ -230,18 +230,6 @@ def prepare_queries(queries: object, dim: int, metric: Metric) -> npt.NDArray[np
     return q
 
 
-def check_filter(flt: object) -> dict[str, Any] | None:
-    if flt is None:
-        return None
-    if not isinstance(flt, dict) or not all(isinstance(k, str) for k in flt):
-        raise InvalidArgument("filter must be a dict of payload field -> value")
-    try:
-        json.dumps(flt, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"filter is not JSON-serialisable: {exc}") from None
-    return flt
-
-
 def json_equal(a: Any, b: Any) -> bool:
     """Equality of JSON values: true is not 1, but 1 equals 1.0 (one JSON number)."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -253,13 +241,6 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
         return False
     return bool(a == b)
-
-
-def matches(payload: Payload | None, flt: dict[str, Any]) -> bool:
-    """A payload matches when every filter field is present and equal (null matches null)."""
-    return payload is not None and all(
-        f in payload and json_equal(payload[f], val) for f, val in flt.items()
-    )
 
 
 def normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

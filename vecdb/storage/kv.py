@@ -176,6 +176,19 @@ class KV:
             yield bytes(it.key()), bytes(it.value())
             it.next()
 
+    def scan_range(
+        self, cf: str, start: bytes, end: bytes, fill_cache: bool = True
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for every key in [start, end), in key order."""
+        opts = ReadOptions()
+        opts.set_iterate_upper_bound(end)
+        opts.fill_cache(fill_cache)  # type: ignore[call-arg]
+        it = self._cfs[cf].iter(opts)
+        it.seek(start)
+        while it.valid():
+            yield bytes(it.key()), bytes(it.value())
+            it.next()
+
     def flush(self) -> None:
         """Write every column family's memtable out to table files, releasing its memory
         (after a bulk load the memtables hold up to MEMTABLE_BUDGET of vectors)."""
