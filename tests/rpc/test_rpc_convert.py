@@ -12,7 +12,7 @@ from hypothesis.extra import numpy as hnp
 
 from vecdb import errors
 from vecdb.rpc import convert
-from vecdb.rpc import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, IdType, IndexKind, Metric, Record, SearchResult
 
 

@@ -22,8 +22,8 @@ from wire_helpers import DIM, SlowDb, health_status
 
 import vecdb
 from vecdb.errors import FormatError, Unavailable
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
 
 

@@ -18,8 +18,8 @@ from wire_helpers import DIM, health_status, seed, snapshot
 
 import vecdb
 from vecdb import config
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
 
 Case = Callable[[vecdb.Client], Any]
