@@ -91,9 +91,7 @@ def _nested(depth: int) -> dict[str, Any]:
     return out
 
 
-def _raw_upsert(
-    collection: str, ids: pb.Ids, data: bytes, count: int, payloads: list[str]
-) -> Any:
+def _raw_upsert(collection: str, ids: pb.Ids, data: bytes, count: int, payloads: list[str]) -> Any:
     vectors = pb.Vectors(dim=DIM, count=count, data=data)
     return pb.UpsertRequest(collection=collection, ids=ids, vectors=vectors, payloads=payloads)
 

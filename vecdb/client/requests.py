@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from vecdb.engine import validate as rules
-from vecdb.errors import InvalidArgument, echo
+from vecdb.errors import InvalidArgument, VecdbError, echo
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionKind, IdType, IndexKind, Metric
@@ -37,13 +37,15 @@ def build(make: Callable[[], T]) -> T:
     """Construct a message; protobuf type/range errors become `InvalidArgument`."""
     try:
         return make()
+    except VecdbError:
+        raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidArgument(f"invalid argument: {exc}") from None
 
 
 def name_arg(name: Any, what: str = "collection") -> str:
     """A name as the wire carries it (any text); what is not text is judged by the rules."""
-    if isinstance(name, str) and not rules._surrogate(name):
+    if isinstance(name, str) and not rules.lone_surrogate(name):
         return name
     rules.check_name(what, name)  # raises: a name that is not text is never valid
     raise InvalidArgument(f"{what} name {echo(name)} is invalid", field=what)
@@ -94,8 +96,17 @@ def ids_msg(ids: Any, field: str = "ids") -> pb.Ids:
 
 
 def json_arg(value: Any, field: str) -> str:
-    """An optional JSON argument (filter, params, index_params, payload): None is ""."""
-    return "" if value is None else rules.json_text(value, field)
+    """An optional JSON argument (filter, params, index_params, payload): None is "". A filter
+    JSON cannot carry (a set, a key that is not a string) is judged by the engine's own
+    filter check first, so the error is the embedded one."""
+    if value is None:
+        return ""
+    try:
+        return rules.json_text(value, field)
+    except InvalidArgument:
+        if field == "filter":
+            rules.check_filter(value)
+        raise
 
 
 def payloads_msg(payloads: Any, field: str = "payloads") -> list[str]:
@@ -103,8 +114,15 @@ def payloads_msg(payloads: Any, field: str = "payloads") -> list[str]:
         return []
     if not isinstance(payloads, Sequence) or isinstance(payloads, (str, bytes)):
         rules.prepare_payloads(payloads, 0, field)  # raises the rule book's type error
-    return ["" if p is None else rules.json_text(p, f"{field}[{i}]")
-            for i, p in enumerate(payloads)]  # fmt: skip
+    return ["" if p is None else _payload_text(p, f"{field}[{i}]") for i, p in enumerate(payloads)]
+
+
+def _payload_text(payload: Any, field: str) -> str:
+    try:
+        return rules.json_text(payload, field)
+    except InvalidArgument:
+        rules.payload_bytes(payload, field)  # raises the rule book's own payload error
+        raise
 
 
 # ---------------------------------------------------------------------------- requests
@@ -254,6 +272,6 @@ def payload_request(name: Any, ids: Any, payload: Any) -> pb.SetPayloadRequest:
 
 def text_arg(value: Any, field: str) -> str:
     """A plain string argument (payload key and type, snapshot name)."""
-    if isinstance(value, str) and not rules._surrogate(value):
+    if isinstance(value, str) and not rules.lone_surrogate(value):
         return value
     raise InvalidArgument(f"{field} must be a string, got {echo(value)}", field=field)
