@@ -11,6 +11,8 @@ tests/server/test_server_overload.py and test_server_limits.py.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,9 +51,37 @@ def state(c: vecdb.Client) -> Any:
     return out
 
 
+class AioAdapter:
+    """`vecdb.AsyncClient` seen through synchronous calls: each method runs on the adapter's
+    own event loop (in a thread), so the table's cases run unchanged against it."""
+
+    def __init__(self, target: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+        async def make() -> vecdb.AsyncClient:
+            return vecdb.AsyncClient(target, timeout=60)
+
+        self._client = self._run(make())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        return lambda *args, **kwargs: self._run(method(*args, **kwargs))
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
 @pytest.fixture(scope="module")
-def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, vecdb.Client]]:
-    """An embedded and a remote client over identically seeded databases."""
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An embedded, a remote and an async remote client over identically seeded databases
+    (the two remote clients share one server and one database)."""
     root = tmp_path_factory.mktemp("table")
     cfg = load_config(env={}, overrides={
         "server": {"data": str(root / "remote"), "port": 0, "workers": 4},
@@ -62,7 +92,9 @@ def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, vecd
     remote = vecdb.connect(f"127.0.0.1:{server.port}", timeout=60)
     for c in (local, remote):
         seed(c)
-    yield {"local": local, "remote": remote}
+    aio = AioAdapter(f"127.0.0.1:{server.port}")
+    yield {"local": local, "remote": remote, "aio": aio}
+    aio.close()
     remote.close()
     local.close()
     server.stop(grace=0)
@@ -210,19 +242,20 @@ def outcome(c: vecdb.Client, case: Case) -> tuple[Any, ...]:
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_gets_the_same_error_in_both_modes_and_changes_nothing(
-    clients: dict[str, vecdb.Client], name: str
+    clients: dict[str, Any], name: str
 ) -> None:
-    """Same class, message, field and reason embedded and remote; nothing changes."""
+    """Same class, message, field and reason embedded, remote and async remote; nothing
+    changes."""
     before = {mode: state(c) for mode, c in clients.items()}
     local = outcome(clients["local"], CASES[name])
-    remote = outcome(clients["remote"], CASES[name])
-    assert remote == local
+    assert outcome(clients["remote"], CASES[name]) == local
+    assert outcome(clients["aio"], CASES[name]) == local
     assert len(local[1]) <= 512
     for mode, c in clients.items():
         assert state(c) == before[mode], mode
 
 
-def test_the_table_names_fields_with_public_names(clients: dict[str, vecdb.Client]) -> None:
+def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> None:
     """Structured fields use the request's public names and positions."""
     expected = {
         "row too short": ("vectors[1]", "WRONG_DIMENSION"),

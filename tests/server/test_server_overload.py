@@ -7,6 +7,7 @@ Every server here is real (127.0.0.1, ephemeral port); slow calls come from `Slo
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -49,10 +50,10 @@ def test_a_burst_of_200_concurrent_searches_all_succeed(
 
 
 def test_past_the_queue_bound_calls_get_resource_exhausted_with_retry_info(
-    start_server: Callable[..., VecdbServer], slow_db: SlowDb
+    start_server: Callable[..., VecdbServer], slow_db: SlowDb, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One handler thread and a queue of one: of five slow searches two are served, three are
-    refused at once with QUEUE_FULL, a retry hint and a count in the metrics."""
+    refused at once with QUEUE_FULL, a retry hint, a count in the metrics and one log line."""
     slow_db.delay = 2.0
     srv = start_server(db=slow_db, server={"workers": 1}, limits={"max_queued_rpcs": 1})
     errors: list[vecdb.VecdbError] = []
@@ -67,8 +68,10 @@ def test_past_the_queue_bound_calls_get_resource_exhausted_with_retry_info(
             errors.append(exc)
             return exc.code, time.monotonic() - t0
 
-    with ThreadPoolExecutor(5) as pool:
+    with caplog.at_level(logging.WARNING, logger="vecdb.server"), ThreadPoolExecutor(5) as pool:
         results = list(pool.map(one, range(5)))
+    refusals = [r for r in caplog.records if r.getMessage() == "calls refused: queue full"]
+    assert len(refusals) == 1  # rate-limited: one line for the three refusals
     codes = sorted(code for code, _ in results)
     assert codes == ["OK", "OK", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED"]
     assert all(seconds < 1.5 for code, seconds in results if code != "OK")  # not queued
