@@ -220,7 +220,8 @@ print("survived")
 
 
 def _killed_child(tmp_path: Path, point: str, *args: str) -> None:
-    env = dict(os.environ, VECDB_KILL_AT=f"{point}:1")
+    root = Path(__file__).resolve().parents[2]  # the repository: the child imports this vecdb
+    env = dict(os.environ, VECDB_KILL_AT=f"{point}:1", PYTHONPATH=str(root))
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path / "db"), *args],
         env=env,

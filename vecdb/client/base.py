@@ -10,7 +10,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from vecdb.types import CollectionInfo, Record, SearchResult
+from vecdb.errors import Unimplemented
+from vecdb.types import CollectionInfo, Record, SearchResult, SnapshotInfo
 
 
 class Client(abc.ABC):
@@ -91,3 +92,26 @@ class Client(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- snapshots ------------------------------------------------------------------------
+    # Not abstract while the remote client gains them (issue 9); a client without them says
+    # so with `Unimplemented` instead of failing to construct.
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """A consistent snapshot of collection `name` at one sequence number, taken while
+        writes and searches go on; `ResourceExhausted` if the disk lacks room for it."""
+        raise Unimplemented(f"{type(self).__name__} does not support create_snapshot")
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The complete snapshots of collection `name`, oldest first (they outlive a dropped
+        collection)."""
+        raise Unimplemented(f"{type(self).__name__} does not support list_snapshots")
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Replace collection `name` (or recreate it) with its snapshot `snapshot`, after
+        checking every file's sha256; the collection is briefly `Unavailable` meanwhile."""
+        raise Unimplemented(f"{type(self).__name__} does not support restore_snapshot")
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete snapshot `snapshot` of collection `name`."""
+        raise Unimplemented(f"{type(self).__name__} does not support delete_snapshot")
