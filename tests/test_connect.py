@@ -87,7 +87,7 @@ def test_remote_options_with_a_local_target_are_refused(
 
 
 def test_local_forms_open_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """"./dir", an absolute path and a Path open the same data directory in turn."""
+    """ "./dir", an absolute path and a Path open the same data directory in turn."""
     monkeypatch.chdir(tmp_path)
     with vecdb.connect("./db") as c:
         c.create_collection("x", dim=2, metric="l2", index="flat")

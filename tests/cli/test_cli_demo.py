@@ -19,8 +19,20 @@ DEMO = [sys.executable, "-c", "from vecdb.cli.main import main; main()", "demo"]
 def test_demo_runs_and_reports_recall(tmp_path: Path) -> None:
     """A small demo loads, optimizes, searches and prints recall."""
     out = CliRunner().invoke(
-        main, ["demo", "--data", str(tmp_path / "d"), "--n", "2000", "--dim", "8",
-               "--queries", "20", "--index", "flat"],  # fmt: skip
+        main,
+        [
+            "demo",
+            "--data",
+            str(tmp_path / "d"),
+            "--n",
+            "2000",
+            "--dim",
+            "8",
+            "--queries",
+            "20",
+            "--index",
+            "flat",
+        ],  # fmt: skip
     )
     assert out.exit_code == 0, out.output
     assert "recall@10 vs exact: 1.0000" in out.output

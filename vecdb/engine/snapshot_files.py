@@ -51,11 +51,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 def check_snapshot_name(name: object) -> str:
     """A snapshot name: 1-128 characters from A-Z a-z 0-9 _ . - starting with a letter or
     digit and not ending in `.tmp` (safe as a path component)."""
-    if (
-        not isinstance(name, str)
-        or not NAME_PATTERN.fullmatch(name)
-        or name.endswith(TMP)
-    ):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.endswith(TMP):
         raise InvalidArgument(
             f"snapshot name {str(name)[:80]!r} is invalid: use 1-{MAX_SNAPSHOT_NAME} characters "
             "from A-Z a-z 0-9 _ . - starting with a letter or digit, not ending in .tmp"
