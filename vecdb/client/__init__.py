@@ -17,12 +17,12 @@ from vecdb.errors import InvalidArgument
 
 DEFAULT_PORT = 7700  # when a URL ("grpc://host") names no port
 MEMORY = ":memory:"
-# scheme -> (scheme given to the remote client, TLS by default)
+# URL scheme -> the scheme the remote client takes ("grpcs" means TLS)
 SCHEMES = {
-    "grpc": ("grpc", False),
-    "http": ("grpc", False),  # gRPC over plain HTTP/2, not a REST API
-    "grpcs": ("grpcs", True),
-    "https": ("grpcs", True),  # gRPC over TLS
+    "grpc": "grpc",
+    "http": "grpc",  # gRPC over plain HTTP/2, not a REST API
+    "grpcs": "grpcs",
+    "https": "grpcs",  # gRPC over TLS
 }
 ACCEPTED = (
     'a directory path (containing a path separator or starting with "." or "~", e.g. '
@@ -40,7 +40,6 @@ class Target:
 
     kind: str  # "local", "memory" or "remote"
     where: str  # the directory, ":memory:", or "grpc[s]://host:port" for the remote client
-    tls: bool = False  # the scheme asks for TLS
 
 
 def _remote(text: str) -> Target | None:
@@ -49,12 +48,12 @@ def _remote(text: str) -> Target | None:
         scheme, rest = url.group(1).lower(), url.group(2).rstrip("/")
         if scheme not in SCHEMES:
             raise InvalidArgument(f"target {text!r}: unknown scheme {scheme!r}; use {ACCEPTED}")
-        wire, tls = SCHEMES[scheme]
+        wire = SCHEMES[scheme]
         if _HOST_PORT.match(rest) is None:
             if not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+", rest):
                 raise InvalidArgument(f"target {text!r} is not a server address; use {ACCEPTED}")
             rest = f"{rest}:{DEFAULT_PORT}"
-        return Target("remote", f"{wire}://{rest}", tls)
+        return Target("remote", f"{wire}://{rest}")
     if _HOST_PORT.match(text) is not None:
         return Target("remote", text)
     return None
