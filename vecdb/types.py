@@ -92,3 +92,15 @@ class CollectionInfo:
     index_progress: float = 1.0  # fraction of the running index job done, 0..1
     last_build_seconds: float | None = None  # duration of the last bulk build, if any
     payload_indexes: dict[str, str] = field(default_factory=dict)  # field path -> index type
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One complete snapshot of a collection, as returned by `create_snapshot` and
+    `list_snapshots`: the collection's points and index at sequence number `seq`."""
+
+    name: str  # the snapshot's name, unique within its collection
+    collection: str  # the collection it was taken of
+    seq: int  # the database sequence number the snapshot holds the state of
+    created: float  # unix seconds when it was taken
+    bytes: int  # size of its files on disk

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from vecdb.types import CollectionInfo, Id, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
 
 
 class Client(abc.ABC):
@@ -138,3 +138,24 @@ class Client(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """A consistent snapshot of collection `name` at one sequence number, taken while
+        writes and searches go on; `ResourceExhausted` if the disk lacks room for it."""
+
+    @abc.abstractmethod
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The complete snapshots of collection `name`, oldest first (they outlive a dropped
+        collection)."""
+
+    @abc.abstractmethod
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Replace collection `name` (or recreate it) with its snapshot `snapshot`, after
+        checking every file's sha256; the collection is briefly `Unavailable` meanwhile."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete snapshot `snapshot` of collection `name`."""

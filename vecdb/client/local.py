@@ -6,11 +6,12 @@ remote use does not load numba kernels or RocksDB.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
 from vecdb.client.base import Client
-from vecdb.types import CollectionInfo, Id, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
 
 
 class LocalClient(Client):
@@ -20,6 +21,9 @@ class LocalClient(Client):
         from vecdb.engine import Database
 
         self._db = Database(path)
+        # A client never closed still closes its database when it is garbage-collected or
+        # the interpreter exits: the lock is released and a ":memory:" temp dir deleted.
+        self._finalizer = weakref.finalize(self, self._db.close)
 
     @property
     def path(self) -> Path:
@@ -133,4 +137,18 @@ class LocalClient(Client):
         return self._db.stats(name)
 
     def close(self) -> None:
-        self._db.close()
+        self._finalizer()  # closes the database once; later calls do nothing
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        return self._db.create_snapshot(name)
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        return self._db.list_snapshots(name)
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        self._db.restore_snapshot(name, snapshot)
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self._db.delete_snapshot(name, snapshot)

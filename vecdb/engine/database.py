@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vecdb.engine import snapshot as snapshots
 from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection
 from vecdb.engine.commit import Sequencer
@@ -30,7 +31,7 @@ from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
 from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
-from vecdb.types import CollectionInfo, Id, IdType, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, IdType, Record, SearchResult, SnapshotInfo
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
@@ -63,6 +64,7 @@ class Database:
         try:
             self._open_manifest()
             self.kv = KV(self.path / "kv", sync=sync)  # ids, payloads, vectors, op log
+            snapshots.recover(self.path, self.kv)  # interrupted snapshots and restores
         except BaseException:
             self._lock.release()
             raise
@@ -352,6 +354,34 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- snapshots (vecdb.engine.snapshot) ------------------------------------------------
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """A consistent snapshot of collection `name` at one sequence number, taken while
+        writes and searches go on: background index work pauses while the index files are
+        copied, and commits of every collection wait for the instant of a RocksDB checkpoint.
+        `ResourceExhausted` when free disk space is below the snapshot's estimated size."""
+        return snapshots.create(self, name)
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The complete snapshots of collection `name`, oldest first (snapshots outlive a
+        dropped collection; `NotFound` if there is neither the collection nor a snapshot)."""
+        return snapshots.list_all(self, name)
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Replace collection `name` (or create it, if it was dropped) with the contents of
+        its snapshot `snapshot`: every file's sha256 is checked first (`DataLoss` if one
+        does not match; nothing changes), the snapshot is loaded beside the live collection,
+        then the name is switched to it in one batch. During the switch the collection is
+        briefly unavailable: calls already inside it finish first, calls that reach it
+        meanwhile raise `Unavailable` (retryable); later calls see exactly the snapshot's
+        points. Other collections are not affected."""
+        snapshots.restore(self, name, snapshot)
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete snapshot `snapshot` of collection `name` (`NotFound` if absent)."""
+        snapshots.delete(self, name, snapshot)
 
 
 __all__ = ["CONFIG_PREFIX", "MANIFEST_NAME", "Database", "collection_dir"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rocksdict import (
     AccessType,
+    Checkpoint,
     ColumnFamily,
     Options,
     Rdict,
@@ -194,6 +195,12 @@ class KV:
         (after a bulk load the memtables hold up to MEMTABLE_BUDGET of vectors)."""
         for family in self._cfs.values():
             family.flush(wait=True)
+
+    def checkpoint(self, path: Path) -> None:
+        """A RocksDB checkpoint of the whole store at `path` (must not exist): memtables are
+        flushed, table files hard-linked. The caller stops commits for the instant it runs
+        if it needs the checkpoint at a known sequence (see `vecdb.engine.snapshot`)."""
+        Checkpoint(self._db).create_checkpoint(str(path))
 
     def count_prefix(self, cf: str, prefix: bytes) -> int:
         return sum(1 for _ in self.scan_prefix(cf, prefix))
