@@ -14,7 +14,6 @@ judged here, on the server. Pure functions: no storage, no state.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from vecdb.engine.json_rules import lone_surrogate as lone_surrogate
 from vecdb.engine.json_rules import payload_bytes as payload_bytes
 from vecdb.engine.json_rules import prepare_payloads as prepare_payloads
 from vecdb.errors import InvalidArgument, echo
-from vecdb.types import Id, IdType, Metric, Payload
+from vecdb.types import Id, IdType, Metric
 
 
 def check_name(what: str, name: object) -> str:
