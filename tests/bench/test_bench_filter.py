@@ -119,7 +119,7 @@ def test_filter_options_are_validated() -> None:
     opts = FilterOptions.from_config([0.1], {"payload_index": True, "seed": 4})
     assert opts.payload_index and opts.seed == 4 and opts.stop_recall == 0.999
     for bad, key in (({"payload_index": "yes"}, "payload_index"), ({"seed": -1}, "seed"),
-                     ({"stop_recall": 2}, "stop_recall")):  # fmt: skip
+                     ({"stop_recall": 2}, "stop_recall"), ({"payload_indexes": 1}, "payload_indexes")):  # fmt: skip
         with pytest.raises(InvalidArgument, match=f"filter.{key}"):
             FilterOptions.from_config([0.1], bad)
 

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -60,11 +60,17 @@ class FilterOptions:
     seed: int = DEFAULT_PAYLOAD_SEED  # payload permutations
     payload_index: bool = False  # vecdb: create_payload_index(key, "int") per payload field
     stop_recall: float = DEFAULT_STOP_RECALL  # see the module docstring
-    extra: dict[str, Any] = field(default_factory=dict)  # unused keys, kept for the record
 
     @classmethod
     def from_config(cls, selectivities: list[float], cfg: Mapping[str, Any]) -> FilterOptions:
         """Validate the config's "filter" object: {"seed", "payload_index", "stop_recall"}."""
+        if not isinstance(cfg, Mapping):
+            raise InvalidArgument(f"config filter must be an object, got {cfg!r}")
+        unknown = sorted(set(cfg) - {"seed", "payload_index", "stop_recall"})
+        if unknown:
+            raise InvalidArgument(
+                f"config filter.{unknown[0]}: unknown key; known: seed, payload_index, stop_recall"
+            )
         seed, index = cfg.get("seed", DEFAULT_PAYLOAD_SEED), cfg.get("payload_index", False)
         stop = cfg.get("stop_recall", DEFAULT_STOP_RECALL)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -77,9 +83,7 @@ class FilterOptions:
             raise InvalidArgument(
                 f"config filter.stop_recall must be in [{MIN_RECALL}, {MAX_RECALL}], got {stop}"
             )
-        known = {"seed", "payload_index", "stop_recall"}
-        extra = {k: v for k, v in cfg.items() if k not in known}
-        return cls(list(selectivities), seed, index, float(stop), extra)
+        return cls(list(selectivities), seed, index, float(stop))
 
 
 def run_filtered(
