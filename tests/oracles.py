@@ -201,14 +201,75 @@ def same_json(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+_ABSENT = object()  # what a path that a payload lacks evaluates to
+
+
+def _lookup(payload: dict[str, Any], field: str) -> Any:
+    cur: Any = payload
+    for part in field.split("."):
+        if type(cur) is not dict or part not in cur:
+            return _ABSENT
+        cur = cur[part]
+    return cur
+
+
+def _num(x: Any) -> bool:
+    return type(x) in (int, float)
+
+
+def _same_scalar(stored: Any, want: Any) -> bool:
+    """docs/FILTERS.md equality: scalars of one JSON type and equal value (1 == 1.0)."""
+    if want is None or type(want) is bool or type(want) is str:
+        return type(stored) is type(want) and stored == want
+    return _num(stored) and stored == want
+
+
+def _holds(stored: Any, op: str, operand: Any) -> bool:
+    if op == "$exists":
+        return (stored is not _ABSENT) == operand
+    if op == "$ne":
+        return not _holds(stored, "$eq", operand)
+    if op == "$nin":
+        return not _holds(stored, "$in", operand)
+    if stored is _ABSENT:
+        return False
+    if op == "$eq":
+        return _same_scalar(stored, operand)
+    if op == "$in":
+        return any(_same_scalar(stored, x) for x in operand)
+    comparable = (_num(stored) and _num(operand)) or (type(stored) is str is type(operand))
+    if not comparable:
+        return False
+    return {
+        "$gt": stored > operand,
+        "$gte": stored >= operand,
+        "$lt": stored < operand,
+        "$lte": stored <= operand,
+    }[op]
+
+
 def matches(payload: dict[str, Any] | None, flt: dict[str, Any] | None) -> bool:
-    """API.md's filter: every field present in the payload with an equal JSON value (a null
-    value matches a stored null); a point without payload matches only no filter."""
+    """docs/FILTERS.md, by brute force: a point without payload is an empty object; every key
+    of a filter object must hold; `$and` / `$or` / `$not` combine; a field's value is a scalar
+    (equality) or an object of operators. Assumes a valid filter."""
     if flt is None:
         return True
-    return payload is not None and all(
-        f in payload and json_equal(payload[f], val) for f, val in flt.items()
-    )
+    doc = {} if payload is None else payload
+    for key, cond in flt.items():
+        if key == "$and":
+            ok = all(matches(doc, f) for f in cond)
+        elif key == "$or":
+            ok = any(matches(doc, f) for f in cond)
+        elif key == "$not":
+            ok = not matches(doc, cond)
+        elif type(cond) is dict:
+            stored = _lookup(doc, key)
+            ok = all(_holds(stored, op, operand) for op, operand in cond.items())
+        else:
+            ok = _holds(_lookup(doc, key), "$eq", cond)
+        if not ok:
+            return False
+    return True
 
 
 # -- the dict model of a collection -------------------------------------------------------
@@ -267,6 +328,7 @@ class Model:
         assert [r.id for r in records] == [p for p in asked if p in self.points]
         for rec in records:
             vec, pay = self.points[rec.id]
+            assert rec.vector is not None, f"id {rec.id!r}: no vector"
             assert rec.vector.dtype == np.float32 and rec.vector.shape == vec.shape
             assert rec.vector.tobytes() == vec.tobytes(), f"id {rec.id!r}: vector changed"
             assert same_json(rec.payload, pay), f"id {rec.id!r}: {rec.payload!r} != {pay!r}"

@@ -132,6 +132,59 @@ def filters() -> st.SearchStrategy[dict[str, Any] | None]:
     return st.none() | one | two
 
 
+# The filter language (docs/FILTERS.md) over `rich_payloads`: fields, their look-alike values.
+RICH_FIELDS = ("year", "tag", "score", "flag", "meta.x", "meta.y.z", "nope")
+RICH_VALUES: tuple[Any, ...] = (
+    0, 1, 1.0, 2, 2.5, -3, 2**60, 2**60 + 1, True, False, None, "", "1", "a", "ab", "b", "é",
+    "a\x00b",
+)  # fmt: skip
+
+
+@functools.cache
+def rich_payloads() -> st.SearchStrategy[dict[str, Any] | None]:
+    """Payloads whose fields (some nested: meta.x, meta.y.z) take look-alike values of every
+    JSON type, sometimes a list or an object, sometimes missing."""
+    scalar = st.sampled_from(RICH_VALUES)
+    value = scalar | st.lists(scalar, max_size=2) | st.dictionaries(st.sampled_from(["z"]), scalar)
+    inner = st.fixed_dictionaries({}, optional={"z": value})
+    meta = st.fixed_dictionaries({}, optional={"x": value, "y": inner | value})
+    doc = st.fixed_dictionaries(
+        {}, optional={"year": value, "tag": value, "score": value, "flag": value, "meta": meta}
+    )
+    return st.none() | doc
+
+
+@functools.cache
+def filter_conditions() -> st.SearchStrategy[Any]:
+    """What a field of a filter maps to: a scalar (equality) or an object of operators."""
+    scalar = st.sampled_from(RICH_VALUES)
+    ordered = st.sampled_from([v for v in RICH_VALUES if type(v) in (int, float, str)])
+    one_op = st.one_of(
+        st.tuples(st.sampled_from(["$eq", "$ne"]), scalar),
+        st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), ordered),
+        st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(scalar, max_size=3)),
+        st.tuples(st.just("$exists"), st.booleans()),
+    )
+    return scalar | st.lists(one_op, min_size=1, max_size=2).map(dict)
+
+
+@functools.cache
+def rich_filters(max_leaves: int = 6) -> st.SearchStrategy[dict[str, Any]]:
+    """Valid filters of the whole language: conditions on RICH_FIELDS combined by implicit
+    AND, $and, $or and $not, nested."""
+    leaf = st.dictionaries(st.sampled_from(RICH_FIELDS), filter_conditions(), min_size=1,
+                           max_size=2)  # fmt: skip
+    return st.recursive(
+        leaf,
+        lambda inner: (
+            st.fixed_dictionaries({"$and": st.lists(inner, min_size=1, max_size=3)})
+            | st.fixed_dictionaries({"$or": st.lists(inner, min_size=1, max_size=3)})
+            | st.fixed_dictionaries({"$not": inner})
+        ),
+        max_leaves=max_leaves,
+    )
+
+
 @dataclass(frozen=True)
 class Batch:
     """One upsert request: ids, (n, dim) float32 vectors and payloads, aligned."""

@@ -1,21 +1,57 @@
 """The one error hierarchy of vecdb.
 
 A leaf module: imports nothing from vecdb and not grpc either. Each class carries the name of
-the gRPC status code it maps to (`code`); `vecdb.rpc.convert` turns names into real codes so
-the server and the remote client agree, and user code catches the same class in both modes.
+the gRPC status code it maps to (`code`); `vecdb.rpc.status` turns names into real codes and
+structured details (google.rpc BadRequest / ErrorInfo / RetryInfo) so the server and the
+remote client agree, and user code catches the same class, with the same `message`, `field`,
+`reason` and `retry_after`, in both modes.
 """
 
 from __future__ import annotations
 
+MAX_MESSAGE_CHARS = 512  # longer messages are cut: they travel in gRPC metadata (16 KiB cap)
+MAX_ECHO_CHARS = 128  # user values echoed in a message (names, ids, keys) are cut to this
+
+
+def cut(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`text` shortened to at most `limit` characters, ending in "..." when cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def echo(value: object) -> str:
+    """The repr of a user value for a message, cut to MAX_ECHO_CHARS (numpy scalars shown as
+    the Python value they stand for, so both SDK modes print the same)."""
+    item = getattr(value, "item", None)
+    if callable(item) and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+        value = item()
+    return cut(repr(value))
+
 
 class VecdbError(Exception):
-    """Base class of every error vecdb raises on purpose."""
+    """Base class of every error vecdb raises on purpose.
+
+    `message` names the field at fault; `field` is that field's request path when one field
+    is at fault (`vectors[3]`, `ids[0]`, `payloads[2]`, `k`, `filter.year.$gte`), else None;
+    `reason` is a stable UPPER_SNAKE code (the status code name unless something more precise
+    applies; listed in the .proto header); `retry_after` is the seconds after which a retry
+    may succeed, when known.
+    """
 
     code: str = "INTERNAL"
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        message = cut(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
+        self.field = field
+        self.reason = reason or self.code
         self.retry_after = retry_after  # seconds after which a retry may succeed, if known
 
 

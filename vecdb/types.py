@@ -53,7 +53,9 @@ class SearchResult:
 
     ids: npt.NDArray[Any]
     distances: npt.NDArray[np.float32]
-    payloads: list[list[Payload | None]] | None = None
+    payloads: list[list[Payload | None]] | None = None  # with_payload: one per column
+    # with_vectors: the stored vector of each result (None where padded), else None
+    vectors: list[list[npt.NDArray[np.float32] | None]] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -61,10 +63,11 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class Record:
-    """One stored point as returned by `get`."""
+    """One stored point as returned by `get` and `scroll`; `vector` is None when the call
+    asked for no vectors (`with_vectors=False`)."""
 
     id: Id
-    vector: npt.NDArray[np.float32]
+    vector: npt.NDArray[np.float32] | None
     payload: Payload | None = None
 
 
@@ -88,3 +91,16 @@ class CollectionInfo:
     index_state: str = "ready"
     index_progress: float = 1.0  # fraction of the running index job done, 0..1
     last_build_seconds: float | None = None  # duration of the last bulk build, if any
+    payload_indexes: dict[str, str] = field(default_factory=dict)  # field path -> index type
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One complete snapshot of a collection, as returned by `create_snapshot` and
+    `list_snapshots`: the collection's points and index at sequence number `seq`."""
+
+    name: str  # the snapshot's name, unique within its collection
+    collection: str  # the collection it was taken of
+    seq: int  # the database sequence number the snapshot holds the state of
+    created: float  # unix seconds when it was taken
+    bytes: int  # size of its files on disk

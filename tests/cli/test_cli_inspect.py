@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from vecdb.cli.main import main
 from vecdb.engine import Database
+from vecdb.engine.recovery import collection_dir
 
 
 def _fill(path: Path) -> Database:
@@ -51,3 +52,23 @@ def test_inspect_rejects_a_directory_that_is_not_vecdb(tmp_path: Path) -> None:
     out = CliRunner().invoke(main, ["inspect", str(tmp_path)])
     assert out.exit_code != 0
     assert "not a vecdb data directory" in out.output
+
+
+def test_inspect_reports_allocated_beside_apparent_bytes(tmp_path: Path) -> None:
+    """A sparse file in an index directory: apparent size counts the hole, allocated does
+    not; the text output shows both."""
+    _fill(tmp_path / "db").close()
+    index_dir = collection_dir(tmp_path / "db", 1)  # alpha's (flat: no files of its own)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    sparse = index_dir / "postings.9.bin"
+    with open(sparse, "wb") as f:
+        f.seek(64 * 2**20)  # a 64 MiB hole
+        f.write(b"x")
+    info = json.loads(CliRunner().invoke(main, ["inspect", str(tmp_path / "db"), "--json"]).output)
+    alpha = {c["name"]: c for c in info["collections"]}["alpha"]
+    assert alpha["index_bytes"] >= 64 * 2**20
+    assert alpha["index_allocated_bytes"] < 2**20
+    assert info["allocated_bytes"] < info["bytes_on_disk"] - 60 * 2**20
+    text = CliRunner().invoke(main, ["inspect", str(tmp_path / "db")]).output
+    assert "MiB allocated on disk" in text and "MiB apparent" in text
+    assert "alpha: 2 points" in text and "index files 0.0 MiB allocated (64.0 MiB apparent)" in text

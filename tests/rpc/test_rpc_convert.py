@@ -1,5 +1,7 @@
-"""`vecdb.rpc.convert`: every value survives the trip to protobuf bytes and back, malformed
-messages are InvalidArgument, and every error class maps to its status code and back."""
+"""`vecdb.rpc.convert` and `vecdb.rpc.status`: every value survives the trip to protobuf bytes
+and back (ragged rows, ids of mixed kinds and lone surrogates included, for the server's
+validator to judge), malformed messages are InvalidArgument, and every error class maps to its
+status code and back with its field, reason and retry hint."""
 
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from vecdb import errors
-from vecdb.rpc import convert
-from vecdb.rpc import vecdb_pb2 as pb
+from vecdb.rpc import convert, status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, IdType, IndexKind, Metric, Record, SearchResult
 
 
@@ -30,8 +32,16 @@ def _wire(msg):  # type: ignore[no-untyped-def]
 )
 def test_vectors_round_trip_bit_exact(arr: np.ndarray) -> None:
     """float32 matrices (NaN and inf included) come back bit-identical, shape kept."""
-    back = convert.vectors_from_proto(_wire(convert.vectors_to_proto(arr)))
+    back = convert.vectors_from_proto(_wire(convert.matrix_to_proto(arr)))
+    assert isinstance(back, np.ndarray)
     assert back.shape == arr.shape and back.tobytes() == arr.tobytes()
+
+
+def test_ragged_rows_travel_with_their_lengths() -> None:
+    """Rows of different lengths arrive as the same rows (the engine names the bad one)."""
+    rows = [np.arange(3.0), np.arange(5.0), np.zeros(0)]
+    back = convert.vectors_from_proto(_wire(convert.rows_to_proto(rows)))
+    assert isinstance(back, list) and [r.tolist() for r in back] == [r.tolist() for r in rows]
 
 
 @settings(max_examples=60, deadline=None)
@@ -46,25 +56,33 @@ def test_ids_round_trip(ids: list) -> None:  # type: ignore[type-arg]
     assert convert.ids_from_proto(_wire(convert.ids_to_proto(ids))) == ids
 
 
-def test_ids_that_cannot_travel_are_invalid_argument() -> None:
-    """Mixed types, bools, floats, 2**63 and lone surrogates are refused client-side."""
-    for bad in ([1, "a"], [True], [1.5], [2**63], ["\ud800"], "abc", 5):
-        with pytest.raises(errors.InvalidArgument):
-            convert.ids_to_proto(bad)
+def test_ids_of_any_kind_travel_for_the_server_to_judge() -> None:
+    """Mixed kinds, bools, floats, integers beyond int64 and lone surrogates all travel; the
+    server sees the same values (or text standing for them) that an embedded call sees."""
+    back = convert.ids_from_proto(_wire(convert.ids_to_proto([1, "a", True, 1.5, 2**64, None])))
+    assert back[:2] == [1, "a"] and back[4] == 2**64
+    assert [repr(v) for v in back[2:4] + back[5:]] == ["True", "1.5", "None"]
+    assert convert.ids_from_proto(_wire(convert.ids_to_proto(["\ud800"]))) == ["\ud800"]
+    assert convert.ids_from_proto(_wire(convert.ids_to_proto([-(2**63)]))) == [-(2**63)]
 
 
 def test_malformed_blobs_and_json_are_invalid_argument() -> None:
     """Wrong blob lengths, invalid UTF-8 ids and bad JSON never raise anything else."""
-    with pytest.raises(errors.InvalidArgument, match="multiple of 4"):
+    with pytest.raises(errors.InvalidArgument, match="count=1 x dim=1"):
         convert.vectors_from_proto(pb.Vectors(dim=1, count=1, data=b"abc"))
     with pytest.raises(errors.InvalidArgument, match="count=2 x dim=1"):
         convert.vectors_from_proto(pb.Vectors(dim=1, count=2, data=b"abcd"))
-    with pytest.raises(errors.InvalidArgument, match="UTF-8"):
-        convert.ids_from_proto(pb.Ids(strs=pb.StrIds(values=[b"\xc3"])))
+    with pytest.raises(errors.InvalidArgument, match="row_lengths"):
+        convert.vectors_from_proto(pb.Vectors(count=1, row_lengths=[2], data=b"abcd"))
+    with pytest.raises(errors.InvalidArgument, match="UTF-8") as info:
+        convert.ids_from_proto(pb.Ids(strs=pb.StrIds(values=[b"ok", b"\xc3"])))
+    assert info.value.field == "ids[1]"
     with pytest.raises(errors.InvalidArgument, match="payloads\\[1\\]"):
-        convert.payloads_from_proto([b"{}", b"[1,"])
+        convert.payloads_from_proto(["{}", "[1,"], None)
     with pytest.raises(errors.InvalidArgument):
-        convert.loads_json(b"[" * 100_000, "filter")
+        convert.loads_json("[" * 100_000, "filter")
+    marker = object()
+    assert convert.payloads_from_proto(["", "null", '{"a":1}'], marker) == [None, marker, {"a": 1}]
 
 
 def test_search_results_round_trip_with_padding_and_payloads() -> None:
@@ -84,29 +102,50 @@ def test_search_results_round_trip_with_padding_and_payloads() -> None:
 def test_records_and_collection_info_round_trip() -> None:
     """get answers and collection descriptions come back equal."""
     recs = [Record(5, np.array([1, 2], np.float32), {"t": "é"}), Record(9, np.zeros(2, np.float32))]
-    back = convert.records_from_proto(_wire(convert.records_to_proto(recs)))
-    assert [(r.id, r.vector.tolist(), r.payload) for r in back] == [
+    back = convert.points_from_proto(_wire(convert.points_to_proto(recs)))
+    assert [(r.id, r.vector.tolist(), r.payload) for r in back] == [  # type: ignore[union-attr]
         (r.id, r.vector.tolist(), r.payload) for r in recs
     ]
-    assert convert.records_from_proto(_wire(convert.records_to_proto([]))) == []
+    assert convert.points_from_proto(_wire(convert.points_to_proto([]))) == []
     info = CollectionInfo("c", 8, Metric.IP, id_type=IdType.STR, index=IndexKind.SPANN, count=3,
                           index_params={"ratio": 0.1})  # fmt: skip
-    assert convert.info_from_proto(_wire(convert.info_to_proto(info))) == info
+    msg = _wire(convert.info_to_proto(info))
+    assert msg.metric == pb.METRIC_IP and msg.id_type == pb.ID_TYPE_STR
+    assert convert.info_from_proto(msg) == info
+
+
+def _travel(err: errors.VecdbError) -> errors.VecdbError:
+    """`err` as the server sends it and a client decodes it."""
+    rich = status.to_status(err, "rid0123456789abc")
+    return status.error_from_rpc(rich.code, rich.details, rich.trailing_metadata)
 
 
 @pytest.mark.parametrize("code", sorted(errors.ERROR_BY_CODE))
 def test_every_error_class_maps_to_its_status_and_back(code: str) -> None:
-    """status_of and error_from_status are inverse for every class in ERROR_BY_CODE."""
+    """Class, message, field, reason and retry_after survive the rich status."""
     cls = errors.ERROR_BY_CODE[code]
-    status = convert.status_of(cls("m"))
-    assert status == grpc.StatusCode[code]
-    back = convert.error_from_status(status, "why")
-    assert type(back) is cls and back.message == "why"
+    assert status.status_of(cls("m")) == grpc.StatusCode[code]
+    back = _travel(cls("why", field="vectors[3]", reason="SOME_REASON", retry_after=0.25))
+    assert type(back) is cls and back.message == "why" and back.field == "vectors[3]"
+    assert back.reason == "SOME_REASON" and back.retry_after == 0.25
+    plain = _travel(cls("plain"))
+    assert (plain.field, plain.reason, plain.retry_after) == (None, code, None)
 
 
 def test_subclasses_travel_as_their_parent_code() -> None:
     """FormatError is DATA_LOSS, StorageLocked is UNAVAILABLE; unknown codes are Internal."""
-    assert convert.status_of(errors.FormatError("x")) == grpc.StatusCode.DATA_LOSS
-    assert convert.status_of(errors.StorageLocked("x")) == grpc.StatusCode.UNAVAILABLE
-    assert type(convert.error_from_status(grpc.StatusCode.UNKNOWN, "?")) is errors.Internal
-    assert type(convert.error_from_status(grpc.StatusCode.CANCELLED, None)) is errors.Internal
+    assert status.status_of(errors.FormatError("x")) == grpc.StatusCode.DATA_LOSS
+    assert status.status_of(errors.StorageLocked("x")) == grpc.StatusCode.UNAVAILABLE
+    assert type(status.error_from_rpc(grpc.StatusCode.UNKNOWN, "?")) is errors.Internal
+    assert type(status.error_from_rpc(grpc.StatusCode.CANCELLED, None)) is errors.Internal
+
+
+def test_long_messages_and_echoed_values_are_cut() -> None:
+    """A 10,000-character name is echoed cut to 128 characters and no message exceeds 512, so
+    the status always fits in gRPC metadata."""
+    name = "n" * 10_000
+    err = errors.InvalidArgument(f"collection name {errors.echo(name)} is invalid")
+    assert len(errors.echo(name)) == errors.MAX_ECHO_CHARS and "..." in err.message
+    assert len(errors.InvalidArgument("x" * 5000).message) == errors.MAX_MESSAGE_CHARS
+    rich = status.to_status(errors.InvalidArgument("ü" * 5000, field="f"), "rid")
+    assert sum(len(v) for _, v in rich.trailing_metadata) < 8192

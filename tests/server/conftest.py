@@ -19,7 +19,7 @@ from wire_helpers import DIM, SlowDb, make_certs, server_config
 
 import vecdb
 from vecdb.engine import Database
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
 
 

@@ -66,8 +66,8 @@ def test_admin_key_may_write_and_api_key_header_alias_works(keyed: VecdbServer) 
     with vecdb.connect(f"127.0.0.1:{keyed.port}", api_key=ADMIN) as c:
         assert c.upsert("base", [3], np.ones((1, DIM))) == 1
     with grpc.insecure_channel(f"127.0.0.1:{keyed.port}") as ch:
-        from vecdb.rpc import vecdb_pb2 as pb
-        from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+        from vecdb.rpc.v1 import vecdb_pb2 as pb
+        from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
         resp = pb_grpc.VectorDBStub(ch).Count(
             pb.CountRequest(collection="base"), metadata=(("api-key", READER),), timeout=5

@@ -92,13 +92,28 @@ def test_health_reports_process_and_service(server: VecdbServer) -> None:
     assert health_status(server.port, "vecdb.v1.VectorDB") == "SERVING"
 
 
-def test_reflection_lists_the_services(server: VecdbServer) -> None:
-    """grpcurl-style reflection lists VectorDB, health and reflection itself."""
+def test_reflection_is_off_by_default(server: VecdbServer) -> None:
+    """Without server.reflection the reflection service is not registered."""
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
         ProtoReflectionDescriptorDatabase,
     )
 
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            ProtoReflectionDescriptorDatabase(ch).get_services()
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_reflection_lists_the_services_when_enabled(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """With server.reflection, grpcurl-style reflection lists VectorDB and health."""
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    srv = start_server(server={"reflection": True})
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
         services = set(ProtoReflectionDescriptorDatabase(ch).get_services())
     assert {"vecdb.v1.VectorDB", "grpc.health.v1.Health"} <= services
 
@@ -106,12 +121,12 @@ def test_reflection_lists_the_services(server: VecdbServer) -> None:
 def test_config_file_then_env_then_flags(tmp_path: Path) -> None:
     """TOML file values are overridden by VECDB__* variables, which flags override in turn."""
     toml = tmp_path / "vecdb.toml"
-    toml.write_text('[server]\nport = 7800\ndata = "/srv/a"\n[limits]\nmax_concurrent_rpcs = 8\n'
+    toml.write_text('[server]\nport = 7800\ndata = "/srv/a"\n[limits]\nmax_queued_rpcs = 8\n'
                     '[auth]\nread_only_keys = ["r1"]\n')  # fmt: skip
     env = {"VECDB__SERVER__PORT": "7900", "VECDB__METRICS__ENABLED": "false",
            "VECDB__AUTH__READ_ONLY_KEYS": "r2,r3", "OTHER": "x"}  # fmt: skip
     cfg = load_config(toml, env=env, overrides={"server": {"data": "/srv/b"}})
-    assert (cfg.server.port, cfg.server.data, cfg.limits.max_concurrent_rpcs) == (7900, "/srv/b", 8)
+    assert (cfg.server.port, cfg.server.data, cfg.limits.max_queued_rpcs) == (7900, "/srv/b", 8)
     assert cfg.metrics.enabled is False and cfg.auth.read_only_keys == ["r2", "r3"]
     assert cfg.redacted()["auth"]["read_only_keys"] == ["***", "***"]
     js = tmp_path / "vecdb.json"

@@ -18,8 +18,9 @@ from wire_helpers import DIM, health_status, seed, snapshot
 
 import vecdb
 from vecdb import config
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc import status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
 
 Case = Callable[[vecdb.Client], Any]
@@ -90,9 +91,7 @@ def _nested(depth: int) -> dict[str, Any]:
     return out
 
 
-def _raw_upsert(
-    collection: str, ids: pb.Ids, data: bytes, count: int, payloads: list[bytes]
-) -> Any:
+def _raw_upsert(collection: str, ids: pb.Ids, data: bytes, count: int, payloads: list[str]) -> Any:
     vectors = pb.Vectors(dim=DIM, count=count, data=data)
     return pb.UpsertRequest(collection=collection, ids=ids, vectors=vectors, payloads=payloads)
 
@@ -106,20 +105,31 @@ RAW_CASES: list[tuple[str, str, Any, grpc.StatusCode]] = [
      _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD * 2, 1, []),
      grpc.StatusCode.INVALID_ARGUMENT),
     ("query bytes not multiple of 4", "Search",
-     pb.SearchRequest(collection="base", query=b"\x00" * 7, options=pb.SearchOptions(k=1)),
+     pb.SearchRequest(collection="base", queries=pb.Vectors(dim=2, count=1, data=b"\x00" * 7),
+                      options=pb.SearchOptions(k=1)),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("ragged lengths not matching data", "Upsert",
+     pb.UpsertRequest(collection="base", ids=pb.Ids(ints=pb.IntIds(values=[99])),
+                      vectors=pb.Vectors(count=1, row_lengths=[3], data=_GOOD)),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("unknown metric number", "CreateCollection",
+     pb.CreateCollectionRequest(name="m9", dim=DIM, metric=99),  # type: ignore[arg-type]
      grpc.StatusCode.INVALID_ARGUMENT),
     ("invalid UTF-8 str id", "Upsert",
      _raw_upsert("sid", pb.Ids(strs=pb.StrIds(values=[b"\xff\xfe"])), _GOOD, 1, []),
      grpc.StatusCode.INVALID_ARGUMENT),
     ("payload not JSON", "Upsert",
-     _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD, 1, [b"{not json"]),
+     _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD, 1, ["{not json"]),
      grpc.StatusCode.INVALID_ARGUMENT),
-    ("payload invalid UTF-8", "Upsert",
-     _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD, 1, [b'{"a":"\xff"}']),
+    ("payload JSON null", "Upsert",
+     _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD, 1, ["null"]),
+     grpc.StatusCode.INVALID_ARGUMENT),
+    ("payload lone surrogate escape", "Upsert",
+     _raw_upsert("base", pb.Ids(ints=pb.IntIds(values=[99])), _GOOD, 1, ['{"a":"\\ud800"}']),
      grpc.StatusCode.INVALID_ARGUMENT),
     ("filter not JSON", "SearchBatch",
-     pb.SearchBatchRequest(collection="base", queries=pb.Vectors(dim=DIM, count=1, data=_GOOD),
-                           options=pb.SearchOptions(k=1, filter_json="{")),
+     pb.SearchRequest(collection="base", queries=pb.Vectors(dim=DIM, count=1, data=_GOOD),
+                      options=pb.SearchOptions(k=1, filter="{")),
      grpc.StatusCode.INVALID_ARGUMENT),
     ("stream seq not increasing", "UpsertStream", None, grpc.StatusCode.INVALID_ARGUMENT),
 ]  # fmt: skip
@@ -212,16 +222,20 @@ def test_unknown_method_is_unimplemented(server: VecdbServer) -> None:
     assert health_status(server.port) == "SERVING"
 
 
-def test_invalid_utf8_in_string_field_is_refused_by_grpcio(
+def test_unparseable_body_is_invalid_argument_malformed_request(
     server: VecdbServer, remote: vecdb.Client, seeded: Any
 ) -> None:
-    """Invalid UTF-8 in a proto `string` (a collection name) never reaches our code: grpcio
-    answers INTERNAL "Exception deserializing request!" (documented in the proto)."""
+    """Invalid UTF-8 in a proto `string` (a collection name) fails to parse: the answer is
+    INVALID_ARGUMENT with reason MALFORMED_REQUEST, not grpcio's INTERNAL."""
     bad = b"\x0a\x02\xff\xfe"  # field 1 (collection), length 2, invalid UTF-8
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
         call = ch.unary_unary("/vecdb.v1.VectorDB/Count")
         with pytest.raises(grpc.RpcError) as info:
             call(bad, timeout=5)
-    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid vecdb.v1.CountRequest" in info.value.details()
+    err = status.error_from_rpc(info.value.code(), info.value.details(),
+                                info.value.trailing_metadata())  # fmt: skip
+    assert err.reason == "MALFORMED_REQUEST"
     assert health_status(server.port) == "SERVING"
     assert snapshot(remote) == seeded

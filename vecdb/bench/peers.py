@@ -4,7 +4,10 @@ flat refine) and hnswlib, each with its search-time sweep.
 Owns only the adapters: how each library is built, tuned, threaded, saved and reloaded. The
 build parameters follow research/peers_glove50.md (faiss HNSW M=32 efC=200, hnswlib M=16
 efC=200, IVF nlist ~ 4 sqrt(n) as a power of two) so our numbers can be checked against it.
-Cosine data arrives unit-norm and is searched by inner product. Must not time anything.
+Cosine data arrives unit-norm and is searched by inner product. For the filtered benchmark
+(`vecdb.bench.filtered`) each adapter also takes `set_filter(filter, mask)`: faiss restricts
+its search to the mask's rows with an `IDSelectorBitmap` passed in per-call search parameters,
+hnswlib with a filter function. Must not time anything.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class _FaissSystem(System):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.index: Any = None  # the faiss index, set by build or load
+        self.selector: Any = None  # faiss IDSelectorBitmap of the current filter, or None
+        self.bitmap: npt.NDArray[np.uint8] | None = None  # the bits the selector points into
 
     @property
     def faiss_metric(self) -> int:
@@ -46,8 +51,27 @@ class _FaissSystem(System):
     def set_threads(self, n: int) -> None:
         _faiss().omp_set_num_threads(n)
 
+    def set_filter(self, flt: Any, mask: npt.NDArray[np.bool_] | None) -> None:
+        """Search only the rows where `mask` is true (None: all rows); `flt` is unused."""
+        if mask is None:
+            self.selector = self.bitmap = None
+            return
+        faiss = _faiss()
+        # faiss reads bit i of the bitmap as bitmap[i >> 3] >> (i & 7) & 1, and keeps only
+        # a pointer: the array must live as long as the selector.
+        self.bitmap = np.packbits(np.asarray(mask, dtype=bool), bitorder="little")
+        self.selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(self.bitmap))
+
+    def search_parameters(self) -> Any:
+        """Per-call parameters carrying the selector (and the knob the sweep set on the index,
+        which per-call parameters would otherwise reset)."""
+        return _faiss().SearchParameters(sel=self.selector)
+
     def search(self, queries: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
-        _dist, ids = self.index.search(queries, k)
+        if self.selector is None:
+            _dist, ids = self.index.search(queries, k)
+        else:
+            _dist, ids = self.index.search(queries, k, params=self.search_parameters())
         return np.asarray(ids, dtype=np.int64)
 
     def save(self, directory: Path) -> None:
@@ -58,6 +82,7 @@ class _FaissSystem(System):
 
     def close(self) -> None:
         self.index = None
+        self.selector = self.bitmap = None
 
 
 class ExactFlat(_FaissSystem):
@@ -99,6 +124,9 @@ class FaissIVFFlat(_FaissSystem):
     def set_params(self, params: Params) -> None:
         self.index.nprobe = int(params.get("nprobe", 1))
 
+    def search_parameters(self) -> Any:
+        return _faiss().SearchParametersIVF(sel=self.selector, nprobe=int(self.index.nprobe))
+
 
 class FaissHNSW(_FaissSystem):
     """faiss IndexHNSWFlat (M=32, efConstruction=200 by default); sweeps efSearch."""
@@ -117,6 +145,10 @@ class FaissHNSW(_FaissSystem):
 
     def set_params(self, params: Params) -> None:
         self.index.hnsw.efSearch = int(params.get("efSearch", 16))
+
+    def search_parameters(self) -> Any:
+        ef = int(self.index.hnsw.efSearch)
+        return _faiss().SearchParametersHNSW(sel=self.selector, efSearch=ef)
 
 
 def default_pq_m(d: int) -> int:
@@ -152,6 +184,15 @@ class FaissIVFPQRefine(_FaissSystem):
         self.index.k_factor = float(params.get("k_factor", 1))
         _faiss().extract_index_ivf(self.index).nprobe = int(params.get("nprobe", 1))
 
+    def search_parameters(self) -> Any:
+        faiss = _faiss()
+        nprobe = int(faiss.extract_index_ivf(self.index).nprobe)
+        ivf = faiss.SearchParametersIVF(sel=self.selector, nprobe=nprobe)
+        # The refine step only re-ranks what the filtered IVF-PQ returned.
+        return faiss.IndexRefineSearchParameters(
+            k_factor=float(self.index.k_factor), base_index_params=ivf
+        )
+
 
 class Hnswlib(System):
     """hnswlib (M=16, ef_construction=200 by default); sweeps ef."""
@@ -164,6 +205,7 @@ class Hnswlib(System):
         super().__init__(*args, **kwargs)
         self.index: Any = None  # hnswlib.Index
         self.threads = 1  # passed to every add/query call
+        self.filter: Any = None  # hnswlib filter function (row id -> bool), or None
 
     def resolve_build_params(self, given: Params) -> Params:
         return {"M": 16, "ef_construction": 200, "random_seed": 100, **given}
@@ -195,8 +237,16 @@ class Hnswlib(System):
         if self.index is not None:
             self.index.set_num_threads(n)
 
+    def set_filter(self, flt: Any, mask: npt.NDArray[np.bool_] | None) -> None:
+        """Search only the rows where `mask` is true (None: all rows); `flt` is unused."""
+        # The cheapest callable Python offers: a C-level index into a list of bools (hnswlib
+        # calls it for every candidate, holding the GIL).
+        self.filter = None if mask is None else np.asarray(mask, dtype=bool).tolist().__getitem__
+
     def search(self, queries: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.int64]:
-        labels, _dist = self.index.knn_query(queries, k=k, num_threads=self.threads)
+        labels, _dist = self.index.knn_query(
+            queries, k=k, num_threads=self.threads, filter=self.filter
+        )
         return np.asarray(labels, dtype=np.int64)
 
     def save(self, directory: Path) -> None:
@@ -208,3 +258,4 @@ class Hnswlib(System):
 
     def close(self) -> None:
         self.index = None
+        self.filter = None

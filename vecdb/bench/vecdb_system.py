@@ -5,7 +5,10 @@ per run in the work directory, one collection built by batched `upsert` plus `op
 search-time parameters passed as `search(..., params=...)`. The index kind and its build
 parameters come from the config, so any kind the engine offers can be measured; the sweep of
 per-request parameters likewise. The `-grpc` variants serve the same database from a `vecdb
-serve` child process and search it over gRPC. Must not import the engine, index or storage.
+serve` child process and search it over gRPC. For the filtered benchmark
+(`vecdb.bench.filtered`) the points carry integer payload columns (`set_payload_columns`,
+optionally with a payload index per column) and a search takes a payload filter
+(`set_filter`). Must not import the engine, index or storage.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ class _VecdbSystem(System):
         self.data_dir: Path | None = None  # the database directory
         self.params: Params = {}  # per-request search params of the current setting
         self.result_io = [0.0, 0.0]  # posting reads and bytes summed from results' stats
+        self.payload_columns: dict[str, npt.NDArray[np.integer[Any]]] = {}  # row -> payload
+        self.payload_index = False  # create_payload_index(key, "int") per column at build
+        self.filter: dict[str, Any] | None = None  # payload filter of every search, or None
 
     def resolve_build_params(self, given: Params) -> Params:
         index_params = dict(given.get("index_params", {}))
@@ -76,6 +82,18 @@ class _VecdbSystem(System):
         self.data_dir = directory
         self.client = vecdb.connect(str(directory))
 
+    def set_payload_columns(
+        self, columns: Mapping[str, npt.NDArray[np.integer[Any]]], payload_index: bool = False
+    ) -> None:
+        """Before `build`: point i gets the payload {key: int(columns[key][i])}; with
+        `payload_index`, each key also gets an "int" payload index, created before the upsert."""
+        self.payload_columns = dict(columns)
+        self.payload_index = payload_index
+
+    def set_filter(self, flt: Mapping[str, Any] | None, mask: Any = None) -> None:
+        """Pass `flt` as every search's payload filter (None: unfiltered); `mask` is unused."""
+        self.filter = None if flt is None else dict(flt)
+
     def build(self, base: npt.NDArray[np.float32], workdir: Path) -> None:
         self._connect(workdir / DATA_DIR)
         self.client.create_collection(
@@ -85,13 +103,25 @@ class _VecdbSystem(System):
             index=self.build_params["index"],
             index_params=self.build_params["index_params"],
         )
+        if self.payload_index:
+            for key in self.payload_columns:
+                self.client.create_payload_index(COLLECTION, key, "int")
         step = upsert_batch_rows(self.dim)
         for lo in range(0, len(base), step):
             hi = min(lo + step, len(base))
             self.client.upsert(
-                COLLECTION, ids=np.arange(lo, hi, dtype=np.int64), vectors=base[lo:hi]
+                COLLECTION,
+                ids=np.arange(lo, hi, dtype=np.int64),
+                vectors=base[lo:hi],
+                payloads=self._payloads(lo, hi),
             )
         optimize_and_wait(self.client, COLLECTION)
+
+    def _payloads(self, lo: int, hi: int) -> list[dict[str, int]] | None:
+        if not self.payload_columns:
+            return None
+        cols = {key: col[lo:hi].tolist() for key, col in self.payload_columns.items()}
+        return [dict(zip(cols, vals, strict=True)) for vals in zip(*cols.values(), strict=True)]
 
     def set_params(self, params: Params) -> None:
         self.params = dict(params)
@@ -108,7 +138,11 @@ class _VecdbSystem(System):
         out = np.empty((len(queries), k), dtype=np.int64)
         for lo in range(0, len(queries), MAX_QUERIES):
             res = self.client.search(
-                COLLECTION, queries[lo : lo + MAX_QUERIES], k=k, params=self.params or None
+                COLLECTION,
+                queries[lo : lo + MAX_QUERIES],
+                k=k,
+                filter=self.filter,
+                params=self.params or None,
             )
             ids = np.asarray(res.ids)
             out[lo : lo + len(ids)] = np.where(ids == None, -1, ids).astype(np.int64)  # noqa: E711

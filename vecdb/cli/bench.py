@@ -2,7 +2,8 @@
 
 Owns the command line only: option parsing, the optional JSON config (per-system build
 parameters and sweeps, reference anchors), the time limit, and turning `VecdbError` into a
-clean CLI error. The work is done by `vecdb.bench` (datasets, run, report).
+clean CLI error. The work is done by `vecdb.bench` (datasets, run, report; with
+`--filter-selectivity`, the filtered run: filtered, filtered_run, filtered_report).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import click
 
 DEFAULT_SYSTEMS = "all"
+FILTERED_SYSTEMS = "vecdb-spann,exact,faiss-ivf,hnswlib"  # --filter-selectivity's default
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -154,6 +156,15 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     show_default=True,
     help="Measure index memory in a fresh subprocess per system.",
 )
+@click.option(
+    "--filter-selectivity",
+    "filter_selectivity",
+    default=None,
+    help="Filtered search instead: comma list of selectivities 1/X (e.g. 0.5,0.1,0.01,0.001),"
+    " each an equality filter on a synthetic payload field; recall@10 against the exact"
+    " filtered top-10. Systems default to vecdb-spann,exact,faiss-ivf,hnswlib; the config's"
+    ' "filter" object may set seed, payload_index, stop_recall.',
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def bench(
@@ -172,6 +183,7 @@ def bench(
     config_path: Path | None,
     section: str | None,
     memory: bool,
+    filter_selectivity: str | None,
     progress: bool,
 ) -> None:
     """Measure recall, QPS, latency, build time and memory of vecdb and its peers."""
@@ -188,6 +200,16 @@ def bench(
     config = _load_config(config_path)
     load_start = load_average()
     t0 = time.perf_counter()
+    if filter_selectivity is not None:
+        if ctx.get_parameter_source("systems") != click.core.ParameterSource.COMMANDLINE:
+            systems = FILTERED_SYSTEMS
+        _bench_filtered(command, dataset, systems, filter_selectivity, config, {
+            "out_dir": out_dir, "results_md": results_md, "cache_dir": cache_dir,
+            "metric": metric, "threads": threads, "n_queries": n_queries,
+            "latency_queries": latency_queries, "repeats": repeats, "time_limit": time_limit,
+            "section": section, "progress": progress,
+        })  # fmt: skip
+        return
     try:
         names = parse_systems(systems, variants_of(config.get("systems", {})))
         click.echo(f"preparing dataset {dataset} ...", err=True)
@@ -224,6 +246,71 @@ def bench(
         }
         md = results_md or out_dir / "RESULTS.md"
         written = write_report(result.rows, md, out_dir / "plots", header, config.get("anchors"))
+    except VecdbError as exc:
+        raise click.ClickException(str(exc)) from exc
+    for path in [result.jsonl_path, *written]:
+        click.echo(f"wrote {path}")
+    failed = sorted({r["system"] for r in result.rows if "error" in r})
+    if failed:
+        raise click.ClickException(f"systems failed: {', '.join(failed)} (see {result.jsonl_path})")
+
+
+def _bench_filtered(
+    command: str,
+    dataset: str,
+    systems: str,
+    selectivity: str,
+    config: dict[str, Any],
+    o: dict[str, Any],
+) -> None:
+    """`vecdb bench --filter-selectivity ...`: the filtered-search run and its section."""
+    from vecdb.bench.datasets import load_dataset
+    from vecdb.bench.environment import load_average
+    from vecdb.bench.filtered import parse_selectivities
+    from vecdb.bench.filtered_report import write_filtered_report
+    from vecdb.bench.filtered_run import FilterOptions, run_filtered
+    from vecdb.bench.run import RunConfig
+    from vecdb.bench.systems import parse_systems, variants_of
+    from vecdb.errors import VecdbError
+
+    load_start = load_average()
+    t0 = time.perf_counter()
+    try:
+        opts = FilterOptions.from_config(parse_selectivities(selectivity), config.get("filter", {}))
+        names = parse_systems(systems, variants_of(config.get("systems", {})))
+        click.echo(f"preparing dataset {dataset} ...", err=True)
+        ds = load_dataset(dataset, o["cache_dir"], o["metric"]).head(o["n_queries"])
+        label = o["section"] or f"{ds.name}-filtered"
+        click.echo(
+            f"{ds.name}: {len(ds.base):,} x {ds.base.shape[1]} base, {len(ds.queries):,} queries;"
+            f" selectivities {', '.join(f'{s:g}' for s in opts.selectivities)};"
+            f" systems: {', '.join(names)}",
+            err=True,
+        )
+        limit = o["time_limit"]
+        cfg = RunConfig(
+            systems=names,
+            out_dir=o["out_dir"],
+            threads=o["threads"] or os.cpu_count() or 1,
+            time_limit_s=None if limit is None else max(0.0, limit - (time.perf_counter() - t0)),
+            latency_queries=o["latency_queries"],
+            repeats=o["repeats"],
+            measure_memory=False,
+            systems_config=dict(config.get("systems", {})),
+            progress=o["progress"],
+            label=label,
+        )
+        result = run_filtered(ds, cfg, opts, log=_log)
+        header = {
+            "dataset": ds.name,
+            "label": label,
+            "command": command,
+            "seconds": time.perf_counter() - t0,
+            "load_start": load_start,
+            "load_end": load_average(),
+        }
+        md = o["results_md"] or o["out_dir"] / "RESULTS.md"
+        written = write_filtered_report(result.rows, md, o["out_dir"] / "plots", header)
     except VecdbError as exc:
         raise click.ClickException(str(exc)) from exc
     for path in [result.jsonl_path, *written]:

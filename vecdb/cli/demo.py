@@ -2,19 +2,24 @@
 
 Owns nothing but a walkthrough a new user can run: create a collection in a data directory,
 upsert in batches with a progress bar, optimize, search, and compare with exact search.
+A directory that cannot be opened (e.g. held by a running server) is one line on stderr and
+exit code 1, not a traceback.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 import vecdb
 from vecdb.bench.datasets import synthetic
-from vecdb.errors import NotFound
+from vecdb.errors import NotFound, VecdbError
 from vecdb.kernels.scan import exact_topk
+from vecdb.types import IndexKind
 
 
 @click.command()
@@ -29,16 +34,36 @@ from vecdb.kernels.scan import exact_topk
 @click.option("--dim", default=64, show_default=True, help="Dimension.")
 @click.option("--queries", "nq", default=500, show_default=True, help="Queries to run.")
 @click.option("--k", default=10, show_default=True)
-@click.option("--index", default=None, help="Index kind (flat or spann; default: the engine's).")
+@click.option(
+    "--index",
+    type=click.Choice([k.value for k in IndexKind]),
+    default=None,
+    help="Index kind [default: spann].",
+)
 @click.option("--batch-size", default=5_000, show_default=True)
 def demo(
     data_dir: str, n: int, dim: int, nq: int, k: int, index: str | None, batch_size: int
 ) -> None:
     """Load N seeded synthetic vectors into DATA, search them, print recall vs exact."""
+    try:
+        client = vecdb.connect(Path(data_dir))
+    except VecdbError as exc:  # e.g. the directory is held by a running server
+        click.echo(f"vecdb demo: cannot open {data_dir}: {exc}", err=True)
+        sys.exit(1)
+    try:
+        run(client, data_dir, n, dim, nq, k, index, batch_size)
+    except VecdbError as exc:
+        click.echo(f"vecdb demo: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+
+
+def run(client: vecdb.Client, data_dir: str, n: int, dim: int, nq: int, k: int,
+        index: str | None, batch_size: int) -> None:  # fmt: skip
+    """The walkthrough on an open client (closed at the end)."""
     base, queries, _ = synthetic(n, dim, seed=42)
     queries = queries[:nq]
     name = "demo"
-    with vecdb.connect(data_dir) as client:
+    with client:
         try:
             client.drop_collection(name)
         except NotFound:

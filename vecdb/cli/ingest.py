@@ -3,7 +3,7 @@
 Reads the file batch by batch (`vecdb.cli.ingest_formats`), sends each batch through the SDK
 (over gRPC the streaming upsert with acknowledgements and a credit window; embedded, one
 durable upsert per batch) and, after each acknowledgement, records the rows done in a small
-progress file next to the input (`FILE.vecdb-progress.json`, or `--progress-file`). With
+progress file next to the input (`FILE.vecdb-progress.json`, or `--resume-file PATH`). With
 `--resume` a later run continues after the last acknowledged batch; since ids default to the
 row number, a batch sent twice overwrites itself instead of duplicating. A malformed row stops
 the load before its batch is sent and is reported with file, row and reason.
@@ -27,10 +27,13 @@ import vecdb
 from vecdb import config as caps
 from vecdb.cli.ingest_formats import Batch, MalformedInput, Source, open_source
 from vecdb.client import _is_remote
-from vecdb.errors import NotFound, VecdbError
+from vecdb.errors import InvalidArgument, NotFound, VecdbError
+from vecdb.types import IndexKind, Metric
 
 PROGRESS_FORMAT = "vecdb-ingest-progress"
 PROGRESS_VERSION = 1
+METRICS = tuple(m.value for m in Metric)
+INDEXES = tuple(k.value for k in IndexKind)
 _ROW_IN_MESSAGE = re.compile(r"^(?:batch seq=\d+: )?(ids|vectors|payloads)\[(\d+)\]")
 
 
@@ -86,9 +89,12 @@ def ensure_collection(
     client: vecdb.Client, name: str, source: Source, first: Batch | None,
     dim: int | None, metric: str | None, index: str | None,
 ) -> None:  # fmt: skip
-    """Check the collection fits the input, creating it when --dim or --metric is given."""
+    """Check the collection fits the input and the options, creating it when --dim or
+    --metric is given. Options that contradict an existing collection are refused (they
+    would otherwise be silently ignored)."""
     if dim is not None and source.dim and dim != source.dim:
         raise IngestError(f"--dim {dim} but {source.path} holds {source.dim}-dimensional vectors")
+    str_ids = first is not None and bool(first.ids) and isinstance(first.ids[0], str)
     try:
         info = client.get_collection(name)
     except NotFound:
@@ -96,24 +102,34 @@ def ensure_collection(
             raise IngestError(
                 f"collection {name!r} does not exist; pass --dim and/or --metric to create it"
             ) from None
-        id_type = (
-            "str" if first is not None and first.ids and isinstance(first.ids[0], str) else "int"
-        )
-        client.create_collection(name, dim or source.dim, metric or "cosine", id_type=id_type,
-                                 index=index)  # fmt: skip
+        client.create_collection(name, dim or source.dim, metric or "cosine",
+                                 id_type="str" if str_ids else "int", index=index)  # fmt: skip
         return
+    have = {"dim": info.dim, "metric": info.metric.value, "index": info.index.value}
+    asked = {"dim": dim, "metric": None if metric is None else metric.lower(), "index": index}
+    for option, value in asked.items():
+        if value is not None and value != have[option]:
+            raise IngestError(
+                f"--{option} {value} contradicts collection {name!r}, which has {option} "
+                f"{have[option]}; drop the option or load into another collection"
+            )
     if source.dim and info.dim != source.dim:
         raise IngestError(f"collection {name!r} has dim {info.dim}, {source.path} has {source.dim}")
+    if first is not None and first.ids and str_ids != (info.id_type.value == "str"):
+        kind = "string" if str_ids else "integer"
+        raise IngestError(
+            f"collection {name!r} has {info.id_type.value} ids but {source.path} gives {kind} ids"
+        )
 
 
-def _locate(exc: VecdbError, batch: Batch | None, file: Path) -> str:
-    """Turn "vectors[12][3] ..." from the server into "FILE: row START+12: ..."."""
+def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> str:
+    """A row error ("vectors[12][3] ...") becomes "FILE: row START+12: ..."; any other error
+    (collection, key, server, ...) is about the load's configuration and names the target, not
+    the rows that happened to be in flight."""
     m = _ROW_IN_MESSAGE.match(exc.message)
-    if batch is not None and m:
+    if batch is not None and m and isinstance(exc, InvalidArgument):
         return f"{file}: row {batch.start + int(m.group(2))}: {exc.message}"
-    if batch is not None:
-        return f"{file}: rows {batch.start}..{batch.start + len(batch.ids) - 1}: {exc.message}"
-    return f"{file}: {exc.message}"
+    return f"{target}: {type(exc).__name__}: {exc.message}"
 
 
 @click.command()
@@ -127,9 +143,17 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path) -> str:
 )
 @click.option("--dim", type=int, default=None, help="Create the collection with this dimension.")
 @click.option(
-    "--metric", default=None, help="Create the collection with this metric (l2, ip, cosine)."
+    "--metric",
+    type=click.Choice(METRICS, case_sensitive=False),
+    default=None,
+    help="Metric when creating the collection (must match an existing one).",
 )
-@click.option("--index", default=None, help="Index kind when creating the collection.")
+@click.option(
+    "--index",
+    type=click.Choice(INDEXES),
+    default=None,
+    help="Index kind when creating the collection [spann] (must match an existing one).",
+)
 @click.option("--ids-from", default=None, help="Parquet column / JSON key holding the ids.")
 @click.option("--vector-column", default=None, help="Parquet column holding the vectors.")
 @click.option(
@@ -137,7 +161,11 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path) -> str:
 )
 @click.option("--resume", is_flag=True, help="Continue after the last acknowledged batch.")
 @click.option(
-    "--progress-file", default=None, help="Where to keep progress [FILE.vecdb-progress.json]."
+    "--resume-file",
+    "--progress-file",
+    "progress_file",
+    default=None,
+    help="Where to keep the resume state [FILE.vecdb-progress.json].",
 )
 @click.option("--api-key", default=None, envvar="VECDB_API_KEY", help="API key (remote targets).")
 @click.option("--tls-ca", default=None, help="CA file to verify the server (enables TLS).")
@@ -182,8 +210,8 @@ def run_ingest(
     if complete:
         click.echo(f"{file}: already loaded into {collection!r} (progress file {state_path})")
         return 0
-    remote = _is_remote(target)
     try:
+        remote = _is_remote(target)
         client = (
             vecdb.connect(target, api_key=api_key, tls=tls_ca) if remote else vecdb.connect(target)
         )
@@ -233,7 +261,7 @@ def run_ingest(
         bar.close()
         failed = sent.get(min(sent)) if sent else batch
         raise IngestError(
-            f"{_locate(exc, failed, file)}; rows before {rows_done} are stored"
+            f"{_locate(exc, failed, file, target)}; rows before {rows_done} are stored"
         ) from None
     except KeyboardInterrupt:
         bar.close()

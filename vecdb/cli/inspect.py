@@ -2,7 +2,8 @@
 
 Owns a read-only look at a data directory: the manifest, the RocksDB catalog (opened
 read-only, so it works while a server holds the directory), each collection's configuration,
-point count and bytes on disk. Never writes.
+point count and bytes on disk: allocated (st_blocks x 512) beside apparent sizes, which
+differ for sparse files. Never writes.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ def inspect_cmd(data_dir: Path, as_json: bool) -> None:
         return
     click.echo(
         f"{info['path']}: data format {info['data_format']}, "
-        f"last sequence {info['seq']}, {info['bytes_on_disk'] / 2**20:.1f} MiB on disk"
+        f"last sequence {info['seq']}, {info['allocated_bytes'] / 2**20:.1f} MiB allocated on "
+        f"disk ({info['bytes_on_disk'] / 2**20:.1f} MiB apparent)"
     )
     for c in info["collections"]:
         waiting = c.get("unindexed", 0)
         state = f", {waiting:,} not yet indexed" if waiting else ", all indexed"
         click.echo(
             f"  {c['name']}: {c['count']:,} points{state}, dim {c['dim']}, {c['metric']}, "
-            f"index {c['index']}, {c['index_bytes'] / 2**20:.1f} MiB of index files"
+            f"index {c['index']}, index files {c['index_allocated_bytes'] / 2**20:.1f} MiB "
+            f"allocated ({c['index_bytes'] / 2**20:.1f} MiB apparent)"
         )
     if not info["collections"]:
         click.echo("  (no collections)")

@@ -11,6 +11,7 @@ from vecdb.cli.ingest import ingest
 from vecdb.cli.inspect import inspect_cmd
 from vecdb.cli.optimize import optimize
 from vecdb.cli.serve import serve
+from vecdb.cli.snapshot import snapshot
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,3 +26,4 @@ main.add_command(ingest)
 main.add_command(inspect_cmd)
 main.add_command(optimize)
 main.add_command(serve)
+main.add_command(snapshot)

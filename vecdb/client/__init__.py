@@ -1,43 +1,124 @@
-"""The Python SDK: `connect` returns a `Client`, embedded or remote, with the same methods."""
+"""The Python SDK: `connect` returns a `Client`, embedded or remote, with the same methods.
+
+Owns the rule that turns a target into a mode (see `connect`); the clients themselves live
+in `local` and `remote`, and only the chosen one is imported (grpc only for remote targets).
+"""
 
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vecdb.client.base import Client
+from vecdb.errors import InvalidArgument
 
-_REMOTE_SCHEMES = ("grpc://", "grpcs://")
+DEFAULT_PORT = 7700  # when a URL ("grpc://host") names no port
+MEMORY = ":memory:"
+# URL scheme -> the scheme the remote client takes ("grpcs" means TLS)
+SCHEMES = {
+    "grpc": "grpc",
+    "http": "grpc",  # gRPC over plain HTTP/2, not a REST API
+    "grpcs": "grpcs",
+    "https": "grpcs",  # gRPC over TLS
+}
+ACCEPTED = (
+    'a directory path (containing a path separator or starting with "." or "~", e.g. '
+    '"./vecdb-data", or a pathlib.Path), ":memory:", "host:port", "grpc://host[:port]", '
+    '"grpcs://host[:port]", "http://host[:port]" (gRPC, plaintext) or "https://host[:port]" '
+    "(gRPC over TLS)"
+)
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What `connect` was asked for: a local directory, a temporary database, or a server."""
+
+    kind: str  # "local", "memory" or "remote"
+    where: str  # the directory, ":memory:", or "grpc[s]://host:port" for the remote client
+
+
+def _remote(text: str) -> Target | None:
+    url = _URL.match(text)
+    if url is not None:
+        scheme, rest = url.group(1).lower(), url.group(2).rstrip("/")
+        if scheme not in SCHEMES:
+            raise InvalidArgument(f"target {text!r}: unknown scheme {scheme!r}; use {ACCEPTED}")
+        wire = SCHEMES[scheme]
+        if _HOST_PORT.match(rest) is None:
+            if not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+", rest):
+                raise InvalidArgument(f"target {text!r} is not a server address; use {ACCEPTED}")
+            rest = f"{rest}:{DEFAULT_PORT}"
+        return Target("remote", f"{wire}://{rest}")
+    if _HOST_PORT.match(text) is not None:
+        return Target("remote", text)
+    return None
+
+
+def resolve(target: str | os.PathLike[str]) -> Target:
+    """The mode `target` names. The rule: a `pathlib.Path` (or other path object) is a local
+    directory; a string is ":memory:", a URL with one of the schemes above, "host:port", or
+    a local path when it contains a path separator or starts with "." or "~". Anything else
+    (e.g. "localhost", "mydb": a host without a port or a directory without "./") is
+    ambiguous and raises `InvalidArgument` naming the accepted forms."""
+    if isinstance(target, os.PathLike):
+        return Target("local", os.fspath(target))
+    if not isinstance(target, str) or not target:
+        raise InvalidArgument(f"target must be a non-empty string or a path; use {ACCEPTED}")
+    if target == MEMORY:
+        return Target("memory", MEMORY)
+    remote = _remote(target)
+    if remote is not None:
+        return remote
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if target.startswith((".", "~")) or any(s in target for s in seps):
+        return Target("local", os.path.expanduser(target))
+    raise InvalidArgument(
+        f"target {target!r} is ambiguous (a host needs a port, a directory a path such as "
+        f"'./{target}'); use {ACCEPTED}"
+    )
 
 
 def _is_remote(target: str) -> bool:
-    if target.startswith(_REMOTE_SCHEMES):
-        return True
-    if target == ":memory:" or "/" in target or target.startswith("."):
-        return False
-    host, sep, port = target.rpartition(":")
-    return bool(sep and host and port.isdigit())
+    """Whether `target` names a server (`InvalidArgument` if it is ambiguous)."""
+    return resolve(target).kind == "remote"
 
 
 def connect(
-    target: str | Path = ":memory:",
+    target: str | os.PathLike[str] = MEMORY,
     *,
     api_key: str | None = None,
     tls: Any = None,
     timeout: float | None = None,
 ) -> Client:
-    """Open a database: a directory path or ":memory:" (embedded), or "host:port" (remote).
+    """Open a database: embedded over a directory or ":memory:", or remote over gRPC.
 
-    "grpc://host:port" and "grpcs://host:port" (TLS) are accepted for remote servers.
+    Accepted targets (see `resolve` for the exact rule): a directory path ("./vecdb-data",
+    "/var/lib/vecdb", a `pathlib.Path`; created if missing), ":memory:" (a temporary
+    database, deleted when the client is closed or garbage-collected), "host:port",
+    "grpc://host:port" and "http://host:port" (gRPC, plaintext), "grpcs://host:port" and
+    "https://host:port" (gRPC over TLS; `tls` may add a CA file or client certificate).
+    A URL without a port means port 7700. `api_key` and `tls` apply to servers only: given
+    with a local target they are `InvalidArgument`.
     """
-    text = str(target)
-    if isinstance(target, str) and _is_remote(text):
+    t = resolve(target)
+    if t.kind == "remote":
         from vecdb.client.remote import RemoteClient  # grpc only when needed
 
-        return RemoteClient(text, api_key=api_key, tls=tls, timeout=timeout)
+        return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout)
+    for label, value in (("api_key", api_key), ("tls", tls)):
+        if value is not None and value is not False:
+            raise InvalidArgument(
+                f"{label} applies to remote targets only, but {str(target)!r} is a local "
+                f"database; use {ACCEPTED}"
+            )
     from vecdb.client.local import LocalClient
 
-    return LocalClient(text)
+    return LocalClient(Path(t.where) if t.kind == "local" else MEMORY)
 
 
-__all__ = ["Client", "connect"]
+__all__ = ["Client", "Target", "connect", "resolve"]

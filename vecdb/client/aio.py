@@ -10,19 +10,20 @@ Must not import the engine or the server (the embedded case goes through `vecdb.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from vecdb.client import _is_remote, connect
+from vecdb.client import requests as rq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
     DEFAULT_STREAM_WINDOW,
     DEFAULT_TIMEOUT,
+    LIST_PAGE_SIZE,
     MAX_MESSAGE_BYTES,
     OPTIMIZE_TIMEOUT,
     auth_metadata,
@@ -31,23 +32,16 @@ from vecdb.client.channel import (
     channel_options,
     parse_target,
 )
-from vecdb.client.remote import (
-    StreamAck,
-    build,
-    create_request,
-    resolve,
-    search_options,
-    search_request,
-    stream_request,
-    upsert_requests,
-)
+from vecdb.client.remote import StreamAck, scroll_answer, snapshot_info
 from vecdb.errors import InvalidArgument
-from vecdb.rpc import convert
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
-from vecdb.types import CollectionInfo, Record, SearchResult
+from vecdb.rpc import convert, status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
-T = TypeVar("T")
+
+def _error(exc: grpc.aio.AioRpcError) -> Any:
+    return status.error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
 
 
 class AsyncClient:
@@ -96,20 +90,15 @@ class AsyncClient:
                 return await method(request, timeout=max(0.001, deadline - time.monotonic()),
                                     metadata=self._metadata)  # fmt: skip
             except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.UNAVAILABLE:
+                err = _error(exc)
+                if err.code == "UNAVAILABLE":
                     delay = next(delays, None)
-                    if delay is not None and time.monotonic() + delay < deadline:
-                        await asyncio.sleep(delay)
-                        continue
-                raise convert.error_from_status(code, exc.details()) from None
-
-    async def _checked(self, name: str, make: Callable[[], T]) -> T:
-        """See `RemoteClient._checked`."""
-        try:
-            return make()
-        except (convert.Ragged, convert.UntypedIds) as exc:
-            raise resolve(exc, await self.get_collection(name)) from None
+                    if delay is not None:
+                        delay = max(delay, status.retry_delay(err, 0.0))
+                        if time.monotonic() + delay < deadline:
+                            await asyncio.sleep(delay)
+                            continue
+                raise err from None
 
     # -- collections -----------------------------------------------------------------------
 
@@ -124,29 +113,46 @@ class AsyncClient:
         index_params: dict[str, Any] | None = None,
         kind: str = "dense",
         multi_tenant: bool = False,
+        exist_ok: bool = False,
     ) -> CollectionInfo:
         """See `vecdb.Client.create_collection`."""
         if self._local is not None:
+            extra = {"exist_ok": True} if exist_ok else {}
             return await self._local_call(  # type: ignore[no-any-return]
                 "create_collection", name, dim, metric, id_type=id_type, index=index,
-                index_params=index_params, kind=kind, multi_tenant=multi_tenant,
+                index_params=index_params, kind=kind, multi_tenant=multi_tenant, **extra,
             )  # fmt: skip
-        req = create_request(name, dim, metric, id_type, index, index_params, kind, multi_tenant)
+        req = rq.create_request(name, dim, metric, id_type, index, index_params, kind,
+                                multi_tenant, exist_ok)  # fmt: skip
         resp = await self._call("CreateCollection", req, idempotent=False)
         return convert.info_from_proto(resp.info)
+
+    async def collection_exists(self, name: str) -> bool:
+        """See `vecdb.Client.collection_exists`."""
+        if self._local is not None:
+            return await self._local_call("collection_exists", name)  # type: ignore[no-any-return]
+        req = pb.CollectionExistsRequest(name=rq.name_arg(name))
+        return bool((await self._call("CollectionExists", req, idempotent=True)).exists)
 
     async def list_collections(self) -> list[CollectionInfo]:
         """See `vecdb.Client.list_collections`."""
         if self._local is not None:
             return await self._local_call("list_collections")  # type: ignore[no-any-return]
-        resp = await self._call("ListCollections", pb.ListCollectionsRequest(), idempotent=True)
-        return [convert.info_from_proto(i) for i in resp.collections]
+        out: list[CollectionInfo] = []
+        token = ""
+        while True:
+            req = pb.ListCollectionsRequest(page_size=LIST_PAGE_SIZE, page_token=token)
+            resp = await self._call("ListCollections", req, idempotent=True)
+            out.extend(convert.info_from_proto(i) for i in resp.collections)
+            token = resp.next_page_token
+            if not token:
+                return out
 
     async def get_collection(self, name: str) -> CollectionInfo:
         """See `vecdb.Client.get_collection`."""
         if self._local is not None:
             return await self._local_call("get_collection", name)  # type: ignore[no-any-return]
-        req = build(lambda: pb.GetCollectionRequest(name=name))
+        req = pb.GetCollectionRequest(name=rq.name_arg(name))
         return convert.info_from_proto(
             (await self._call("GetCollection", req, idempotent=True)).info
         )
@@ -155,7 +161,7 @@ class AsyncClient:
         """See `vecdb.Client.drop_collection`."""
         if self._local is not None:
             return await self._local_call("drop_collection", name)  # type: ignore[no-any-return]
-        req = build(lambda: pb.DropCollectionRequest(name=name))
+        req = pb.DropCollectionRequest(name=rq.name_arg(name))
         await self._call("DropCollection", req, idempotent=False)
 
     # -- points ----------------------------------------------------------------------------
@@ -165,17 +171,15 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("upsert", name, ids, vectors, payloads)  # type: ignore[no-any-return]
         total = 0
-        reqs = await self._checked(
-            name, lambda: upsert_requests(name, ids, vectors, payloads, self._max_bytes)
-        )
-        for req in reqs:
+        whole = rq.upsert_request(name, ids, vectors, payloads)
+        for req in rq.split_upsert(whole, self._max_bytes):
             total += int((await self._call("Upsert", req, idempotent=True)).upserted)
         return total
 
     async def upsert_stream(
         self, name: str, batches: Iterable[tuple[Any, Any, Any]], *, window: int | None = None
     ) -> AsyncIterator[StreamAck]:
-        """See `RemoteClient.upsert_stream`; remote targets only."""
+        """See `RemoteClient.upsert_stream`."""
         if self._local is not None:
             for seq, (ids, vectors, payloads) in enumerate(batches):
                 n = await self._local_call("upsert", name, ids, vectors, payloads)
@@ -189,9 +193,7 @@ class AsyncClient:
             while True:
                 try:  # a bad input batch ends the stream after the good ones are acknowledged
                     seq, (ids, vectors, payloads) = next(source)
-                    req = await self._checked(
-                        name, functools.partial(stream_request, name, ids, vectors, payloads)
-                    )
+                    req = rq.upsert_request(name, ids, vectors, payloads)
                 except StopIteration:
                     break
                 except Exception as exc:
@@ -210,47 +212,100 @@ class AsyncClient:
             while (ack := await call.read()) is not grpc.aio.EOF:
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.aio.AioRpcError as exc:
-            raise convert.error_from_status(exc.code(), exc.details()) from None
+            raise _error(exc) from None
         finally:
             call.cancel()
         if failure is not None:
             raise failure
 
-    async def get(self, name: str, ids: Any) -> list[Record]:
+    async def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
         """See `vecdb.Client.get`."""
         if self._local is not None:
-            return await self._local_call("get", name, ids)  # type: ignore[no-any-return]
-        ids_msg = await self._checked(name, lambda: convert.ids_to_proto(ids))
-        req = build(lambda: pb.GetRequest(collection=name, ids=ids_msg))
-        return convert.records_from_proto(await self._call("Get", req, idempotent=True))
+            extra = {} if with_vectors else {"with_vectors": False}
+            return await self._local_call("get", name, ids, **extra)  # type: ignore[no-any-return]
+        req = pb.GetRequest(collection=rq.name_arg(name), with_vectors=bool(with_vectors))
+        req.ids.CopyFrom(rq.judged(name, lambda: rq.ids_msg(ids)))
+        return convert.points_from_proto((await self._call("Get", req, idempotent=True)).points)
 
-    async def delete(self, name: str, ids: Any) -> int:
+    async def scroll(
+        self,
+        name: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 1000,
+        offset: Id | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+    ) -> tuple[list[Record], Id | None]:
+        """See `vecdb.Client.scroll`."""
+        if self._local is not None:
+            return await self._local_call(  # type: ignore[no-any-return]
+                "scroll", name, filter=filter, limit=limit, offset=offset,
+                with_vectors=with_vectors, with_payload=with_payload,
+            )  # fmt: skip
+        req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
+        return scroll_answer(await self._call("Scroll", req, idempotent=True))
+
+    async def delete(
+        self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None
+    ) -> int:
         """See `vecdb.Client.delete`."""
         if self._local is not None:
-            return await self._local_call("delete", name, ids)  # type: ignore[no-any-return]
-        ids_msg = await self._checked(name, lambda: convert.ids_to_proto(ids))
-        req = build(lambda: pb.DeleteRequest(collection=name, ids=ids_msg))
+            extra = {} if filter is None else {"filter": filter}
+            return await self._local_call("delete", name, ids, **extra)  # type: ignore[no-any-return]
+        req = rq.delete_request(name, ids, filter)
         return int((await self._call("Delete", req, idempotent=True)).deleted)
 
-    async def count(self, name: str) -> int:
+    async def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
         """See `vecdb.Client.count`."""
         if self._local is not None:
-            return await self._local_call("count", name)  # type: ignore[no-any-return]
-        req = build(lambda: pb.CountRequest(collection=name))
+            extra = {} if filter is None else {"filter": filter}
+            return await self._local_call("count", name, **extra)  # type: ignore[no-any-return]
+        req = pb.CountRequest(collection=rq.name_arg(name), filter=rq.json_arg(filter, "filter"))
         return int((await self._call("Count", req, idempotent=True)).count)
+
+    async def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        """See `vecdb.Client.set_payload`."""
+        if self._local is not None:
+            return await self._local_call("set_payload", name, ids, payload)  # type: ignore[no-any-return]
+        req = rq.payload_request(name, ids, payload)
+        return int((await self._call("SetPayload", req, idempotent=True)).updated)
+
+    async def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        """See `vecdb.Client.overwrite_payload`."""
+        if self._local is not None:
+            return await self._local_call("overwrite_payload", name, ids, payload)  # type: ignore[no-any-return]
+        req = rq.payload_request(name, ids, payload)
+        return int((await self._call("OverwritePayload", req, idempotent=True)).updated)
+
+    async def create_payload_index(self, name: str, key: str, type: str) -> None:
+        """See `vecdb.Client.create_payload_index`."""
+        if self._local is not None:
+            return await self._local_call("create_payload_index", name, key, type)  # type: ignore[no-any-return]
+        req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
+                                           key=rq.text_arg(key, "key"),
+                                           type=rq.text_arg(type, "type"))  # fmt: skip
+        await self._call("CreatePayloadIndex", req, idempotent=True)
+
+    async def drop_payload_index(self, name: str, key: str) -> None:
+        """See `vecdb.Client.drop_payload_index`."""
+        if self._local is not None:
+            return await self._local_call("drop_payload_index", name, key)  # type: ignore[no-any-return]
+        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.text_arg(key, "key"))
+        await self._call("DropPayloadIndex", req, idempotent=False)
 
     async def optimize(self, name: str, wait: bool = True) -> None:
         """See `vecdb.Client.optimize`."""
         if self._local is not None:
             return await self._local_call("optimize", name, wait=wait)  # type: ignore[no-any-return]
         if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
-        req = build(lambda: pb.OptimizeRequest(collection=name, no_wait=not wait))
+            raise InvalidArgument(f"wait must be true or false, got {wait!r}", field="wait")
+        req = pb.OptimizeRequest(collection=rq.name_arg(name), no_wait=not wait)
         await self._call(
             "Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT
         )
 
-    # -- search and admin ------------------------------------------------------------------
+    # -- search, snapshots and admin -------------------------------------------------------
 
     async def search(
         self,
@@ -261,24 +316,59 @@ class AsyncClient:
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
         """See `vecdb.Client.search`."""
         if self._local is not None:
+            extra = {"with_vectors": True} if with_vectors else {}
             return await self._local_call(  # type: ignore[no-any-return]
                 "search", name, queries, k, filter=filter, params=params,
-                with_payload=with_payload,
+                with_payload=with_payload, **extra,
             )  # fmt: skip
-        opts = search_options(k, filter, params, with_payload)
-        rpc, req = await self._checked(name, lambda: search_request(name, queries, opts))
-        return convert.result_from_proto(await self._call(rpc, req, idempotent=True))
+        req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
+        return convert.result_from_proto(await self._call("Search", req, idempotent=True))
+
+    async def create_snapshot(self, name: str) -> Any:
+        """See `vecdb.Client.create_snapshot`."""
+        if self._local is not None:
+            return await self._local_call("create_snapshot", name)
+        req = pb.CreateSnapshotRequest(collection=rq.name_arg(name))
+        resp = await self._call("CreateSnapshot", req, idempotent=False,
+                                timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
+        return snapshot_info(resp.snapshot)
+
+    async def list_snapshots(self, name: str) -> list[Any]:
+        """See `vecdb.Client.list_snapshots`."""
+        if self._local is not None:
+            return await self._local_call("list_snapshots", name)  # type: ignore[no-any-return]
+        req = pb.ListSnapshotsRequest(collection=rq.name_arg(name))
+        resp = await self._call("ListSnapshots", req, idempotent=True)
+        return [snapshot_info(s) for s in resp.snapshots]
+
+    async def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """See `vecdb.Client.restore_snapshot`."""
+        if self._local is not None:
+            return await self._local_call("restore_snapshot", name, snapshot)  # type: ignore[no-any-return]
+        req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
+                                        snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+        await self._call("RestoreSnapshot", req, idempotent=True,
+                         timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
+
+    async def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """See `vecdb.Client.delete_snapshot`."""
+        if self._local is not None:
+            return await self._local_call("delete_snapshot", name, snapshot)  # type: ignore[no-any-return]
+        req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
+                                       snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+        await self._call("DeleteSnapshot", req, idempotent=False)
 
     async def stats(self, name: str | None = None) -> dict[str, Any]:
         """See `vecdb.Client.stats`."""
         if self._local is not None:
             return await self._local_call("stats", name)  # type: ignore[no-any-return]
-        resp = await self._call("Stats", build(lambda: pb.StatsRequest(collection=name or "")),
-                                idempotent=True)  # fmt: skip
-        out: dict[str, Any] = convert.loads_json(resp.stats_json, "stats")
+        req = pb.StatsRequest(collection="" if name is None else rq.name_arg(name))
+        resp = await self._call("Stats", req, idempotent=True)
+        out: dict[str, Any] = convert.loads_json(resp.stats, "stats")
         return out
 
     async def close(self) -> None:

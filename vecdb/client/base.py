@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from vecdb.types import CollectionInfo, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
 
 
 class Client(abc.ABC):
@@ -28,8 +28,15 @@ class Client(abc.ABC):
         index_params: dict[str, Any] | None = None,
         kind: str = "dense",
         multi_tenant: bool = False,
+        exist_ok: bool = False,
     ) -> CollectionInfo:
-        """Create a collection of `dim`-dimensional vectors compared by `metric`."""
+        """Create a collection of `dim`-dimensional vectors compared by `metric`. With
+        `exist_ok`, an existing collection of the same settings is returned instead of
+        `AlreadyExists` (different settings: `AlreadyExists` naming the setting)."""
+
+    @abc.abstractmethod
+    def collection_exists(self, name: str) -> bool:
+        """Whether a collection of this name exists."""
 
     @abc.abstractmethod
     def list_collections(self) -> list[CollectionInfo]:
@@ -48,16 +55,53 @@ class Client(abc.ABC):
         """Insert or replace points; returns how many were written. Durable on return."""
 
     @abc.abstractmethod
-    def get(self, name: str, ids: Any) -> list[Record]:
-        """The stored points among `ids`, in request order; missing ids are omitted."""
+    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
+        """The stored points among `ids`, in request order; missing ids are omitted.
+        `with_vectors=False` leaves `Record.vector` None."""
 
     @abc.abstractmethod
-    def delete(self, name: str, ids: Any) -> int:
-        """Delete points; idempotent; returns how many existed."""
+    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
+        """Delete the points with these ids, or those the filter selects (exactly one of
+        `ids` and `filter`); idempotent; returns how many were deleted."""
 
     @abc.abstractmethod
-    def count(self, name: str) -> int:
-        """Number of points in the collection."""
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        """Number of points in the collection (that the filter selects, if given)."""
+
+    @abc.abstractmethod
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 1000,
+        offset: Id | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+    ) -> tuple[list[Record], Id | None]:
+        """A page of up to `limit` (1..10000) points in ascending id order (int ids
+        numerically, str ids by UTF-8 bytes), from the id `offset` on (inclusive); returns
+        the records and the `offset` of the next page (None after the last)."""
+
+    @abc.abstractmethod
+    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        """Merge `payload`'s top-level keys into each existing point's payload; missing ids
+        are skipped; returns how many points were updated. Durable on return."""
+
+    @abc.abstractmethod
+    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        """Replace each existing point's payload with `payload`; missing ids are skipped;
+        returns how many points were updated. Durable on return."""
+
+    @abc.abstractmethod
+    def create_payload_index(self, name: str, key: str, type: str) -> None:
+        """Index the payload field `key` (a dotted path) of type "int" | "float" | "str" |
+        "bool", so filters on it select points without reading payloads. Idempotent for
+        the same type; another type is `AlreadyExists`."""
+
+    @abc.abstractmethod
+    def drop_payload_index(self, name: str, key: str) -> None:
+        """Remove the payload index on `key` (`NotFound` if there is none)."""
 
     @abc.abstractmethod
     def optimize(self, name: str, wait: bool = True) -> None:
@@ -75,8 +119,11 @@ class Client(abc.ABC):
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
-        """Top-k nearest points of each query ((d,) or (nq, d)); smaller distance is better."""
+        """Top-k nearest points of each query ((d,) or (nq, d)); smaller distance is better.
+        `filter` restricts the points (docs/FILTERS.md); `with_payload` / `with_vectors` add
+        the results' payloads / stored vectors."""
 
     @abc.abstractmethod
     def stats(self, name: str | None = None) -> dict[str, Any]:
@@ -91,3 +138,24 @@ class Client(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """A consistent snapshot of collection `name` at one sequence number, taken while
+        writes and searches go on; `ResourceExhausted` if the disk lacks room for it."""
+
+    @abc.abstractmethod
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The complete snapshots of collection `name`, oldest first (they outlive a dropped
+        collection)."""
+
+    @abc.abstractmethod
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Replace collection `name` (or recreate it) with its snapshot `snapshot`, after
+        checking every file's sha256; the collection is briefly `Unavailable` meanwhile."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete snapshot `snapshot` of collection `name`."""

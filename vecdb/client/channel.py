@@ -22,6 +22,7 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # matches the server default
 MAX_RETRIES = 4  # extra attempts on UNAVAILABLE for idempotent calls
 BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds
 DEFAULT_STREAM_WINDOW = 4  # batches in flight before the first ack tells the server's window
+LIST_PAGE_SIZE = 1000  # collections per ListCollections page (the server's maximum)
 
 
 @dataclass(frozen=True)

@@ -1,29 +1,32 @@
 """The remote client: the SDK's methods over gRPC to a `vecdb serve` process.
 
 `vecdb.connect("host:port", api_key=..., tls=..., timeout=...)` returns a `RemoteClient`. Every
-call carries a deadline; idempotent calls (reads, upsert, delete, optimize) are retried with
-jittered exponential backoff on UNAVAILABLE; every failure is raised as the same
-`vecdb.errors` class the embedded client raises. `upsert_stream` is the bulk-load path:
-sequence-numbered batches on one stream, at most `credits` unacknowledged (backpressure),
-yielding one ack per durable batch. The request builders here and the channel setup in
-`vecdb.client.channel` are shared with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine or server.
+call carries a deadline; idempotent calls (reads, upsert, delete, optimize, ...) are retried
+with jittered exponential backoff on UNAVAILABLE (waiting at least the server's RetryInfo);
+every failure is raised as the same `vecdb.errors` class, with the same message, `field`,
+`reason` and `retry_after`, that the embedded client raises (`vecdb.rpc.status` decodes the
+rich details). Inputs are not re-validated here: `vecdb.client.requests` carries them as given
+and the server's engine judges them. `upsert_stream` is the bulk-load path: sequence-numbered
+batches on one stream, at most `credits` unacknowledged (backpressure), yielding one ack per
+durable batch. The channel setup in `vecdb.client.channel` and the builders are shared with
+`vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import grpc
-import numpy as np
 
+from vecdb.client import requests as rq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
     DEFAULT_STREAM_WINDOW,
     DEFAULT_TIMEOUT,
+    LIST_PAGE_SIZE,
     MAX_MESSAGE_BYTES,
     OPTIMIZE_TIMEOUT,
     TLS,
@@ -33,13 +36,11 @@ from vecdb.client.channel import (
     channel_options,
     parse_target,
 )
-from vecdb.errors import InvalidArgument, VecdbError
-from vecdb.rpc import convert
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
-from vecdb.types import CollectionInfo, IndexKind, Record, SearchResult
-
-T = TypeVar("T")
+from vecdb.errors import InvalidArgument
+from vecdb.rpc import convert, status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
 class StreamAck(NamedTuple):
@@ -49,113 +50,18 @@ class StreamAck(NamedTuple):
     upserted: int
 
 
-def build(make: Callable[[], T]) -> T:
-    """Construct a request; protobuf type/range errors become `InvalidArgument`."""
-    try:
-        return make()
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InvalidArgument(f"invalid argument: {exc}") from None
+def snapshot_info(msg: pb.SnapshotInfo) -> Any:
+    """A `vecdb.types.SnapshotInfo` from its message."""
+    import vecdb.types as types
+
+    return types.SnapshotInfo(**convert.snapshot_fields(msg))  # type: ignore[attr-defined,unused-ignore]
 
 
-def check_uint(value: Any, name: str) -> int:
-    """An integer argument carried as uint32 (k, dim); the engine checks its real range."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
-    if not 0 <= int(value) < 2**32:
-        raise InvalidArgument(f"{name}={value} is out of range")
-    return int(value)
-
-
-def create_request(
-    name: Any, dim: Any, metric: Any, id_type: Any, index: Any, index_params: Any, kind: Any,
-    multi_tenant: Any,
-) -> pb.CreateCollectionRequest:  # fmt: skip
-    dim_ = check_uint(dim, "dim")
-    for label, value in (("metric", metric), ("id_type", id_type), ("kind", kind)):
-        if not isinstance(value, str) or not value:
-            raise InvalidArgument(f"{label} {value!r} is unknown")
-    if index is not None and (not isinstance(index, str) or not index):  # "" means default
-        kinds = tuple(k.value for k in IndexKind)  # on the wire, so refuse it here
-        raise InvalidArgument(f"index {index!r} is unknown (expected one of {kinds})")
-    if index_params is not None and not isinstance(index_params, dict):
-        raise InvalidArgument("index_params must be a dict")
-    return build(lambda: pb.CreateCollectionRequest(
-        name=name, dim=dim_, metric=metric, id_type=id_type, index=index or "",
-        index_params_json=convert.optional_json(index_params, "index_params"), kind=kind,
-        multi_tenant=bool(multi_tenant),
-    ))  # fmt: skip
-
-
-def upsert_requests(
-    name: Any, ids: Any, vectors: Any, payloads: Any, max_bytes: int
-) -> list[pb.UpsertRequest]:
-    """One request, or several if it would not fit in a message (splits are not atomic)."""
-    id_msg = convert.ids_to_proto(ids)
-    vec_msg = convert.vectors_to_proto(vectors)
-    pay = convert.payloads_to_proto(payloads)
-    whole = build(
-        lambda: pb.UpsertRequest(collection=name, ids=id_msg, vectors=vec_msg, payloads=pay)
-    )
-    n = vec_msg.count
-    size = whole.ByteSize()
-    if size <= max_bytes // 2 or n <= 1 or len(pay) not in (0, n) or _n_ids(id_msg) != n:
-        return [whole]  # the engine answers shape mismatches with its own message
-    rows = max(1, int(n * (max_bytes // 2) / size))
-    row_bytes = vec_msg.dim * 4
-    out = []
-    for lo in range(0, n, rows):
-        hi = min(n, lo + rows)
-        sub_ids = pb.Ids()
-        if id_msg.HasField("strs"):
-            sub_ids.strs.values.extend(id_msg.strs.values[lo:hi])
-        else:
-            sub_ids.ints.values.extend(id_msg.ints.values[lo:hi])
-        data = vec_msg.data[lo * row_bytes : hi * row_bytes]
-        sub_vec = pb.Vectors(dim=vec_msg.dim, count=hi - lo, data=data)
-        out.append(
-            pb.UpsertRequest(collection=name, ids=sub_ids, vectors=sub_vec, payloads=pay[lo:hi])
-        )
-    return out
-
-
-def stream_request(name: Any, ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
-    """One batch of a streaming upsert, never split (the server's window bounds memory)."""
-    return upsert_requests(name, ids, vectors, payloads, 2**62)[0]
-
-
-def _n_ids(msg: pb.Ids) -> int:
-    return len(msg.strs.values) if msg.HasField("strs") else len(msg.ints.values)
-
-
-def search_options(k: Any, filter: Any, params: Any, with_payload: bool) -> pb.SearchOptions:
-    k_ = check_uint(k, "k")
-    convert.check_filter(filter)
-    return pb.SearchOptions(
-        k=k_,
-        filter_json=convert.optional_json(filter, "filter"),
-        params_json=convert.optional_json(params, "params"),
-        with_payload=bool(with_payload),
-    )
-
-
-def search_request(name: Any, queries: Any, options: pb.SearchOptions) -> tuple[str, Any]:
-    """`Search` for a single (d,) query, `SearchBatch` otherwise; returns (rpc name, request)."""
-    vecs = convert.vectors_to_proto(queries, "queries")
-    if np.ndim(queries) == 1:
-        blob = vecs.data
-        return "Search", build(
-            lambda: pb.SearchRequest(collection=name, query=blob, options=options)
-        )
-    return "SearchBatch", build(
-        lambda: pb.SearchBatchRequest(collection=name, queries=vecs, options=options)
-    )
-
-
-def resolve(exc: convert.Ragged | convert.UntypedIds, info: CollectionInfo) -> VecdbError:
-    """The engine's own error for input the wire cannot carry, given the collection."""
-    if isinstance(exc, convert.Ragged):
-        return convert.ragged_error(exc, info.dim)
-    return convert.misfit_id_error(exc, info.id_type)
+def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
+    """The (records, next_offset) of a `ScrollResponse`."""
+    nxt = convert.id_from_proto(resp.next_offset, "next_offset") if resp.HasField(
+        "next_offset") else None  # fmt: skip
+    return convert.points_from_proto(resp.points), nxt
 
 
 class RemoteClient(Client):
@@ -196,21 +102,15 @@ class RemoteClient(Client):
                 return method(request, timeout=max(0.001, deadline - time.monotonic()),
                               metadata=self._metadata)  # fmt: skip
             except grpc.RpcError as exc:
-                code = exc.code()
-                if code == grpc.StatusCode.UNAVAILABLE:
+                err = status.error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
+                if err.code == "UNAVAILABLE":
                     delay = next(delays, None)
-                    if delay is not None and time.monotonic() + delay < deadline:
-                        time.sleep(delay)
-                        continue
-                raise convert.error_from_status(code, exc.details()) from None
-
-    def _checked(self, name: str, make: Callable[[], T]) -> T:
-        """Build a request; ragged vectors or mixed ids get the engine's message, which needs
-        the collection's dimension or id type (one extra call, on this error path only)."""
-        try:
-            return make()
-        except (convert.Ragged, convert.UntypedIds) as exc:
-            raise resolve(exc, self.get_collection(name)) from None
+                    if delay is not None:
+                        delay = max(delay, status.retry_delay(err, 0.0))
+                        if time.monotonic() + delay < deadline:
+                            time.sleep(delay)
+                            continue
+                raise err from None
 
     # -- collections -----------------------------------------------------------------------
 
@@ -225,28 +125,40 @@ class RemoteClient(Client):
         index_params: dict[str, Any] | None = None,
         kind: str = "dense",
         multi_tenant: bool = False,
+        exist_ok: bool = False,
     ) -> CollectionInfo:
-        req = create_request(name, dim, metric, id_type, index, index_params, kind, multi_tenant)
+        req = rq.create_request(name, dim, metric, id_type, index, index_params, kind,
+                                multi_tenant, exist_ok)  # fmt: skip
         return convert.info_from_proto(self._call("CreateCollection", req, idempotent=False).info)
 
+    def collection_exists(self, name: str) -> bool:
+        req = pb.CollectionExistsRequest(name=rq.name_arg(name))
+        return bool(self._call("CollectionExists", req, idempotent=True).exists)
+
     def list_collections(self) -> list[CollectionInfo]:
-        resp = self._call("ListCollections", pb.ListCollectionsRequest(), idempotent=True)
-        return [convert.info_from_proto(i) for i in resp.collections]
+        out: list[CollectionInfo] = []
+        token = ""
+        while True:
+            req = pb.ListCollectionsRequest(page_size=LIST_PAGE_SIZE, page_token=token)
+            resp = self._call("ListCollections", req, idempotent=True)
+            out.extend(convert.info_from_proto(i) for i in resp.collections)
+            token = resp.next_page_token
+            if not token:
+                return out
 
     def get_collection(self, name: str) -> CollectionInfo:
-        req = build(lambda: pb.GetCollectionRequest(name=name))
+        req = pb.GetCollectionRequest(name=rq.name_arg(name))
         return convert.info_from_proto(self._call("GetCollection", req, idempotent=True).info)
 
     def drop_collection(self, name: str) -> None:
-        self._call("DropCollection", build(lambda: pb.DropCollectionRequest(name=name)),
-                   idempotent=False)  # fmt: skip
+        req = pb.DropCollectionRequest(name=rq.name_arg(name))
+        self._call("DropCollection", req, idempotent=False)
 
     # -- points ----------------------------------------------------------------------------
 
     def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
-        reqs = self._checked(
-            name, lambda: upsert_requests(name, ids, vectors, payloads, self._max_bytes)
-        )
+        whole = rq.upsert_request(name, ids, vectors, payloads)
+        reqs = rq.split_upsert(whole, self._max_bytes)
         return sum(int(self._call("Upsert", r, idempotent=True).upserted) for r in reqs)
 
     def upsert_stream(
@@ -264,9 +176,7 @@ class RemoteClient(Client):
         def requests() -> Iterator[pb.UpsertStreamRequest]:
             try:
                 for seq, (ids, vectors, payloads) in enumerate(batches):
-                    req = self._checked(
-                        name, functools.partial(stream_request, name, ids, vectors, payloads)
-                    )
+                    req = rq.upsert_request(name, ids, vectors, payloads)
                     with credits:
                         credits.wait_for(
                             lambda: state["in_flight"] < state["window"] or state["closed"]
@@ -288,7 +198,8 @@ class RemoteClient(Client):
                     credits.notify_all()
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.RpcError as exc:
-            raise convert.error_from_status(exc.code(), exc.details()) from None
+            raise status.error_from_rpc(exc.code(), exc.details(),
+                                        exc.trailing_metadata()) from None  # fmt: skip
         finally:
             with credits:
                 state["closed"] = True
@@ -297,24 +208,54 @@ class RemoteClient(Client):
         if failure:
             raise failure[0]
 
-    def get(self, name: str, ids: Any) -> list[Record]:
-        ids_msg = self._checked(name, lambda: convert.ids_to_proto(ids))
-        req = build(lambda: pb.GetRequest(collection=name, ids=ids_msg))
-        return convert.records_from_proto(self._call("Get", req, idempotent=True))
+    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
+        req = pb.GetRequest(collection=rq.name_arg(name), with_vectors=bool(with_vectors))
+        req.ids.CopyFrom(rq.judged(name, lambda: rq.ids_msg(ids)))
+        return convert.points_from_proto(self._call("Get", req, idempotent=True).points)
 
-    def delete(self, name: str, ids: Any) -> int:
-        ids_msg = self._checked(name, lambda: convert.ids_to_proto(ids))
-        req = build(lambda: pb.DeleteRequest(collection=name, ids=ids_msg))
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 1000,
+        offset: Id | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+    ) -> tuple[list[Record], Id | None]:
+        req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
+        return scroll_answer(self._call("Scroll", req, idempotent=True))
+
+    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
+        req = rq.delete_request(name, ids, filter)
         return int(self._call("Delete", req, idempotent=True).deleted)
 
-    def count(self, name: str) -> int:
-        req = build(lambda: pb.CountRequest(collection=name))
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        req = pb.CountRequest(collection=rq.name_arg(name), filter=rq.json_arg(filter, "filter"))
         return int(self._call("Count", req, idempotent=True).count)
+
+    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        req = rq.payload_request(name, ids, payload)
+        return int(self._call("SetPayload", req, idempotent=True).updated)
+
+    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        req = rq.payload_request(name, ids, payload)
+        return int(self._call("OverwritePayload", req, idempotent=True).updated)
+
+    def create_payload_index(self, name: str, key: str, type: str) -> None:
+        req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
+                                           key=rq.text_arg(key, "key"),
+                                           type=rq.text_arg(type, "type"))  # fmt: skip
+        self._call("CreatePayloadIndex", req, idempotent=True)
+
+    def drop_payload_index(self, name: str, key: str) -> None:
+        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.text_arg(key, "key"))
+        self._call("DropPayloadIndex", req, idempotent=False)
 
     def optimize(self, name: str, wait: bool = True) -> None:
         if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
-        req = build(lambda: pb.OptimizeRequest(collection=name, no_wait=not wait))
+            raise InvalidArgument(f"wait must be true or false, got {wait!r}", field="wait")
+        req = pb.OptimizeRequest(collection=rq.name_arg(name), no_wait=not wait)
         self._call("Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT)
 
     # -- search ----------------------------------------------------------------------------
@@ -328,17 +269,42 @@ class RemoteClient(Client):
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
-        opts = search_options(k, filter, params, with_payload)
-        rpc, req = self._checked(name, lambda: search_request(name, queries, opts))
-        return convert.result_from_proto(self._call(rpc, req, idempotent=True))
+        req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
+        return convert.result_from_proto(self._call("Search", req, idempotent=True))
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def create_snapshot(self, name: str) -> Any:
+        req = pb.CreateSnapshotRequest(collection=rq.name_arg(name))
+        resp = self._call("CreateSnapshot", req, idempotent=False, timeout=self._timeout
+                          or OPTIMIZE_TIMEOUT)  # fmt: skip
+        return snapshot_info(resp.snapshot)
+
+    def list_snapshots(self, name: str) -> list[Any]:
+        req = pb.ListSnapshotsRequest(collection=rq.name_arg(name))
+        return [
+            snapshot_info(s) for s in self._call("ListSnapshots", req, idempotent=True).snapshots
+        ]
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
+                                        snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+        self._call("RestoreSnapshot", req, idempotent=True, timeout=self._timeout
+                   or OPTIMIZE_TIMEOUT)  # fmt: skip
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
+                                       snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+        self._call("DeleteSnapshot", req, idempotent=False)
 
     # -- admin -----------------------------------------------------------------------------
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
-        req = build(lambda: pb.StatsRequest(collection=name or ""))
+        req = pb.StatsRequest(collection="" if name is None else rq.name_arg(name))
         resp = self._call("Stats", req, idempotent=True)
-        out: dict[str, Any] = convert.loads_json(resp.stats_json, "stats")
+        out: dict[str, Any] = convert.loads_json(resp.stats, "stats")
         return out
 
     def close(self) -> None:

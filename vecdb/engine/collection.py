@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from vecdb.engine import reader, writer
+from vecdb.engine import filters, reader, writer
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.maintenance import MaintenanceWorker
-from vecdb.types import CollectionInfo, CollectionKind, IndexKind, Record, SearchResult
+from vecdb.engine.payload_index import IndexDef, check_key, check_type
+from vecdb.errors import AlreadyExists, InvalidArgument, NotFound
+from vecdb.types import CollectionInfo, CollectionKind, Id, IndexKind, Record, SearchResult
 
 
 class Collection:
@@ -36,9 +38,47 @@ class Collection:
         with self.core.use():
             return writer.upsert(self.core, ids, vectors, payloads, self.worker.notify)
 
-    def delete(self, ids: object) -> int:
+    def delete(self, ids: object = None, flt: object = None) -> int:
+        """Delete by ids or by filter (exactly one of them)."""
+        if (ids is None) == (flt is None):
+            raise InvalidArgument("delete needs exactly one of ids and filter")
         with self.core.use():
-            return writer.delete(self.core, ids, self.worker.notify)
+            if ids is not None:
+                return writer.delete(self.core, ids, self.worker.notify)
+            compiled = filters.parse(flt)
+            assert compiled is not None
+            return writer.delete_matching(self.core, compiled, self.worker.notify)
+
+    def set_payload(self, ids: object, payload: object, merge: bool) -> int:
+        with self.core.use():
+            return writer.update_payloads(self.core, ids, payload, merge)
+
+    def create_payload_index(self, key: object, index_type: object) -> None:
+        """Build an index of a payload field (idempotent for the same type)."""
+        key_ = check_key(key)
+        type_ = check_type(index_type)
+        with self.core.use():
+            have = self.core.pindex.defs.get(key_)
+            if have is not None and have.type != type_:
+                raise AlreadyExists(
+                    f"payload index on {key_!r} already exists with type {have.type!r} "
+                    f"(asked {type_!r}); drop it first"
+                )
+            if have is None or not have.ready:
+                writer.build_payload_index(self.core, IndexDef(key_, type_, ready=False))
+
+    def finish_payload_indexes(self) -> None:
+        """Build the indexes a crash interrupted (run on open)."""
+        for d in list(self.core.pindex.defs.values()):
+            if not d.ready:
+                writer.build_payload_index(self.core, d)
+
+    def drop_payload_index(self, key: object) -> None:
+        key_ = check_key(key)
+        with self.core.use():
+            if key_ not in self.core.pindex.defs:
+                raise NotFound(f"collection {self.name!r} has no payload index on {key_!r}")
+            writer.drop_payload_index(self.core, key_)
 
     def optimize(self, wait: bool = True, timeout: float | None = None) -> None:
         """Ask the worker for every pending index job now (bulk build, buffer drain,
@@ -47,9 +87,24 @@ class Collection:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get(self, ids: object) -> list[Record]:
+    def get(self, ids: object, with_vectors: bool = True) -> list[Record]:
         with self.core.use():
-            return reader.get(self.core, ids)
+            return reader.get(self.core, ids, with_vectors)
+
+    def count_matching(self, flt: object = None) -> int:
+        with self.core.use():
+            return reader.count(self.core, flt)
+
+    def scroll(
+        self,
+        flt: object = None,
+        limit: object = reader.DEFAULT_SCROLL_LIMIT,
+        offset: object = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+    ) -> tuple[list[Record], Id | None]:
+        with self.core.use():
+            return reader.scroll(self.core, flt, limit, offset, with_vectors, with_payload)
 
     def search(
         self,
@@ -59,9 +114,10 @@ class Collection:
         filter: object = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
         with self.core.use():
-            return reader.search(self.core, queries, k, filter, params, with_payload)
+            return reader.search(self.core, queries, k, filter, params, with_payload, with_vectors)
 
     # -- info -----------------------------------------------------------------------------
 
@@ -82,6 +138,7 @@ class Collection:
             index_state=c.state(),
             index_progress=st.progress,
             last_build_seconds=st.last_build_seconds,
+            payload_indexes=c.pindex.types(),
         )
 
     def summary(self) -> dict[str, Any]:

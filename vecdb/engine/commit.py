@@ -12,6 +12,10 @@ multi-vector documents) can be added without ambiguity and old logs still replay
 - v1: {"v": 1, "op": "write", "add": [start, n], "rm": [slots]} — slots start..start+n-1 were
   added (their vectors are in the `vectors` column family unless deleted later) and the
   slots in `rm` were removed.
+- v2: as v1, plus the kind {"v": 2, "op": "payload", "slots": [slots]} — the payloads of
+  these live slots were replaced (set_payload / overwrite_payload); vectors and slots are
+  unchanged, so an index replaying it has nothing to do. Deletes by filter are "write"
+  entries like deletes by id.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from vecdb.errors import FormatError
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
 
-OPLOG_VERSION = 1  # version written by this build
+OPLOG_VERSION = 2  # version written by this build
+READ_VERSIONS = (0, 1, 2)  # versions this build replays
 OP_WRITE = "write"  # adds and removes of dense points
-KNOWN_OPS = (OP_WRITE,)
+OP_PAYLOAD = "payload"  # payload changes of live points (v2)
+KNOWN_OPS = (OP_WRITE, OP_PAYLOAD)
 
 
 @dataclass(frozen=True)
@@ -39,12 +45,18 @@ class Op:
     add_start: int = 0  # first added slot
     add_count: int = 0  # number of consecutive slots added
     removed: list[int] = field(default_factory=list)  # slots removed
+    payload_slots: list[int] = field(default_factory=list)  # slots whose payload changed
 
 
 def encode_write(add_start: int, add_count: int, removed: list[int]) -> bytes:
     """The op-log entry of an upsert or delete."""
     body = {"v": OPLOG_VERSION, "op": OP_WRITE, "add": [add_start, add_count], "rm": removed}
     return bytes(msgpack.packb(body))
+
+
+def encode_payload(slots: list[int]) -> bytes:
+    """The op-log entry of a set_payload / overwrite_payload."""
+    return bytes(msgpack.packb({"v": OPLOG_VERSION, "op": OP_PAYLOAD, "slots": slots}))
 
 
 def decode(seq: int, raw: bytes) -> Op:
@@ -56,14 +68,16 @@ def decode(seq: int, raw: bytes) -> Op:
     if not isinstance(body, dict):
         raise FormatError(f"op log entry {seq} is not a map")
     version = body.get("v", 0)
-    if version not in (0, OPLOG_VERSION):
+    if version not in READ_VERSIONS:
         raise FormatError(
-            f"op log entry {seq} has format version {version}; this build reads 0 and "
-            f"{OPLOG_VERSION} (a newer vecdb wrote it)"
+            f"op log entry {seq} has format version {version}; this build reads "
+            f"{', '.join(map(str, READ_VERSIONS))} (a newer vecdb wrote it)"
         )
     kind = body.get("op", OP_WRITE)
-    if kind not in KNOWN_OPS:
+    if kind not in KNOWN_OPS or (kind == OP_PAYLOAD and version < 2):
         raise FormatError(f"op log entry {seq} has unknown op {kind!r}")
+    if kind == OP_PAYLOAD:
+        return Op(seq, kind, payload_slots=[int(s) for s in body["slots"]])
     start, count = body["add"]
     return Op(seq, kind, int(start), int(count), [int(s) for s in body["rm"]])
 

@@ -25,7 +25,9 @@ from typing import Any
 
 from vecdb.engine.buffer import WriteBuffer
 from vecdb.engine.commit import Sequencer
+from vecdb.engine.payload_index import PayloadIndexes
 from vecdb.engine.points import PointTable
+from vecdb.engine.selection import Selector
 from vecdb.engine.settings import EngineSettings
 from vecdb.errors import Unavailable, VecdbError
 from vecdb.index.base import SearchStats, VectorIndex
@@ -122,6 +124,9 @@ class CollectionCore:
         self.id_type = IdType(cfg.id_type)
         self.prefix = kvmod.cid_prefix(cfg.cid)  # key prefix of this collection
         self.points = PointTable(kv, self.prefix, self.id_type, cfg.dim)
+        self.pindex = PayloadIndexes(kv, self.prefix)  # payload indexes (filters)
+        self.pindex.load()
+        self.selector = Selector(self.points, self.pindex)  # filter -> matching slots
         self.buffer: WriteBuffer | None = (
             WriteBuffer(cfg.dim, cfg.metric) if kind.buffered else None
         )  # recent writes searched exactly until the worker applies them to the index

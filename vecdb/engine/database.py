@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vecdb.engine import snapshot as snapshots
 from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection
 from vecdb.engine.commit import Sequencer
@@ -30,7 +31,7 @@ from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
 from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
-from vecdb.types import CollectionInfo, IdType, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, IdType, Record, SearchResult, SnapshotInfo
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
@@ -63,6 +64,7 @@ class Database:
         try:
             self._open_manifest()
             self.kv = KV(self.path / "kv", sync=sync)  # ids, payloads, vectors, op log
+            snapshots.recover(self.path, self.kv)  # interrupted snapshots and restores
         except BaseException:
             self._lock.release()
             raise
@@ -77,6 +79,8 @@ class Database:
                 cfg = CollectionConfig.from_json(raw)
                 core = open_collection(cfg, self.kv, self.seq, self.path, self.settings)
                 self.collections[cfg.name] = Collection(core, self.worker)
+            for coll in self.collections.values():
+                coll.finish_payload_indexes()  # builds a crash interrupted
             self._remove_orphan_dirs()
         except BaseException:
             for coll in self.collections.values():
@@ -137,9 +141,14 @@ class Database:
         index_params: dict[str, Any] | None = None,
         kind: str = "dense",
         multi_tenant: bool = False,
+        exist_ok: bool = False,
     ) -> CollectionInfo:
+        """Create a collection; with `exist_ok`, an existing one with the same settings is
+        returned (different settings: `AlreadyExists` naming the first that differs)."""
         self._check_open()
         v.check_name("collection", name)
+        if not isinstance(exist_ok, bool):
+            raise InvalidArgument(f"exist_ok must be true or false, got {exist_ok!r}")
         dim = v.check_dim(dim)
         metric_ = v.check_metric(metric)
         try:
@@ -158,7 +167,25 @@ class Database:
             raise Unimplemented("multi_tenant collections are not built yet")
         with self._ddl:
             if name in self.collections:
-                raise AlreadyExists(f"collection {name!r} already exists")
+                have = self.collections[name].core.cfg
+                asked = {
+                    "dim": dim,
+                    "metric": metric_.value,
+                    "id_type": id_type_.value,
+                    "index": index,
+                    "index_params": dict(index_params or {}),
+                    "kind": kind,
+                    "multi_tenant": multi_tenant,
+                }
+                for setting, value in asked.items():
+                    if getattr(have, setting) != value:
+                        raise AlreadyExists(
+                            f"collection {name!r} already exists with {setting}="
+                            f"{getattr(have, setting)!r} (asked {setting}={value!r})"
+                        )
+                if not exist_ok:
+                    raise AlreadyExists(f"collection {name!r} already exists")
+                return self.collections[name].info()
             raw = self.kv.get(kvmod.CF_META, b"next_cid")
             cid = 1 if raw is None else kvmod.read_u64(raw)
             cfg = CollectionConfig(
@@ -187,6 +214,11 @@ class Database:
     def get_collection(self, name: str) -> CollectionInfo:
         return self._get(name).info()
 
+    def collection_exists(self, name: str) -> bool:
+        self._check_open()
+        v.check_name("collection", name)
+        return name in self.collections
+
     def drop_collection(self, name: str) -> None:
         coll = self._get(name)
         core = coll.core
@@ -195,6 +227,7 @@ class Database:
             with self.worker.job_lock, core.write_lock:
                 batch = self.kv.batch()
                 core.points.delete_all(batch)
+                core.pindex.delete_all(batch)
                 batch.delete(kvmod.CF_META, CONFIG_PREFIX + name.encode())
                 self.seq.commit(batch)
                 self.collections.pop(name, None)
@@ -208,14 +241,49 @@ class Database:
     def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
         return self._get(name).upsert(ids, vectors, payloads)
 
-    def get(self, name: str, ids: Any) -> list[Record]:
-        return self._get(name).get(ids)
+    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
+        return self._get(name).get(ids, with_vectors)
 
-    def delete(self, name: str, ids: Any) -> int:
-        return self._get(name).delete(ids)
+    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
+        """Delete the points with these ids, or those the filter selects (exactly one of
+        the two); returns how many were deleted."""
+        return self._get(name).delete(ids, filter)
 
-    def count(self, name: str) -> int:
-        return self._get(name).count
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        return self._get(name).count_matching(filter)
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: dict[str, Any] | None = None,
+        limit: int = 1000,
+        offset: Id | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+    ) -> tuple[list[Record], Id | None]:
+        """A page of points in ascending id order (see `reader.scroll`)."""
+        return self._get(name).scroll(filter, limit, offset, with_vectors, with_payload)
+
+    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        """Merge `payload`'s keys into each existing point's payload; missing ids are
+        skipped; returns how many points were updated."""
+        return self._get(name).set_payload(ids, payload, merge=True)
+
+    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+        """Replace each existing point's payload with `payload`."""
+        return self._get(name).set_payload(ids, payload, merge=False)
+
+    def create_payload_index(self, name: str, key: str, type: str) -> None:
+        """Index a payload field for filters ("int" | "float" | "str" | "bool")."""
+        coll = self._get(name)
+        with self._ddl:
+            coll.create_payload_index(key, type)
+
+    def drop_payload_index(self, name: str, key: str) -> None:
+        coll = self._get(name)
+        with self._ddl:
+            coll.drop_payload_index(key)
 
     def optimize(self, name: str, wait: bool = True, timeout: float | None = None) -> None:
         """Ask the maintenance worker for every pending index job of `name` now (bulk build,
@@ -233,9 +301,15 @@ class Database:
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        with_vectors: bool = False,
     ) -> SearchResult:
         return self._get(name).search(
-            queries, k, filter=filter, params=params, with_payload=with_payload
+            queries,
+            k,
+            filter=filter,
+            params=params,
+            with_payload=with_payload,
+            with_vectors=with_vectors,
         )
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
@@ -280,6 +354,34 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- snapshots (vecdb.engine.snapshot) ------------------------------------------------
+
+    def create_snapshot(self, name: str) -> SnapshotInfo:
+        """A consistent snapshot of collection `name` at one sequence number, taken while
+        writes and searches go on: background index work pauses while the index files are
+        copied, and commits of every collection wait for the instant of a RocksDB checkpoint.
+        `ResourceExhausted` when free disk space is below the snapshot's estimated size."""
+        return snapshots.create(self, name)
+
+    def list_snapshots(self, name: str) -> list[SnapshotInfo]:
+        """The complete snapshots of collection `name`, oldest first (snapshots outlive a
+        dropped collection; `NotFound` if there is neither the collection nor a snapshot)."""
+        return snapshots.list_all(self, name)
+
+    def restore_snapshot(self, name: str, snapshot: str) -> None:
+        """Replace collection `name` (or create it, if it was dropped) with the contents of
+        its snapshot `snapshot`: every file's sha256 is checked first (`DataLoss` if one
+        does not match; nothing changes), the snapshot is loaded beside the live collection,
+        then the name is switched to it in one batch. During the switch the collection is
+        briefly unavailable: calls already inside it finish first, calls that reach it
+        meanwhile raise `Unavailable` (retryable); later calls see exactly the snapshot's
+        points. Other collections are not affected."""
+        snapshots.restore(self, name, snapshot)
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        """Delete snapshot `snapshot` of collection `name` (`NotFound` if absent)."""
+        snapshots.delete(self, name, snapshot)
 
 
 __all__ = ["CONFIG_PREFIX", "MANIFEST_NAME", "Database", "collection_dir"]

@@ -2,7 +2,7 @@
 
 Owns nothing: opens RocksDB read-only and walks the catalog; per collection it also reads the
 index's last checkpointed sequence and counts the points written after it (not yet durable in
-the index). Must never write or take the directory's process lock.
+the index). Sizes are reported twice: apparent (st_size) and allocated (st_blocks x 512). Must never write or take the directory's process lock.
 """
 
 from __future__ import annotations
@@ -20,10 +20,19 @@ from vecdb.storage.kv import KV
 from vecdb.storage.manifest import read_manifest
 
 
-def _du(path: Path) -> int:
+def _du(path: Path) -> tuple[int, int]:
+    """(apparent bytes, allocated bytes) of the files under `path`. They differ for sparse
+    files (a posting file's freed blocks are holes) and by block rounding; allocated bytes
+    (st_blocks x 512) are what the disk actually gives up."""
     if not path.exists():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return 0, 0
+    apparent = allocated = 0
+    for p in path.rglob("*"):
+        st = p.lstat()
+        if p.is_file() and not p.is_symlink():
+            apparent += st.st_size
+            allocated += st.st_blocks * 512
+    return apparent, allocated
 
 
 def _index_progress(kv: KV, cfg: CollectionConfig, directory: Path) -> dict[str, Any]:
@@ -50,6 +59,7 @@ def describe(data_dir: Path) -> dict[str, Any]:
         collections = []
         for _, raw in kv.scan_prefix(kvmod.CF_META, CONFIG_PREFIX):
             cfg = CollectionConfig.from_json(raw)
+            index_bytes, index_allocated = _du(collection_dir(data_dir, cfg.cid))
             collections.append(
                 {
                     "name": cfg.name,
@@ -59,16 +69,19 @@ def describe(data_dir: Path) -> dict[str, Any]:
                     "index_params": cfg.index_params,
                     "id_type": cfg.id_type,
                     "count": kv.count_prefix(kvmod.CF_IDS, kvmod.cid_prefix(cfg.cid)),
-                    "index_bytes": _du(collection_dir(data_dir, cfg.cid)),
+                    "index_bytes": index_bytes,  # apparent size of the index files
+                    "index_allocated_bytes": index_allocated,  # blocks they occupy
                     **_index_progress(kv, cfg, collection_dir(data_dir, cfg.cid)),
                 }
             )
     finally:
         kv.close()
+    apparent, allocated = _du(data_dir)
     return {
         "path": str(data_dir),
         "data_format": body.get("data_format"),
         "seq": 0 if raw_seq is None else kvmod.read_u64(raw_seq),
-        "bytes_on_disk": _du(data_dir),
+        "bytes_on_disk": apparent,  # apparent size of every file
+        "allocated_bytes": allocated,  # blocks they occupy (less for sparse files)
         "collections": sorted(collections, key=lambda c: c["name"]),
     }

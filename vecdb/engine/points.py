@@ -39,6 +39,7 @@ class PointTable:
         self._slot_ids: npt.NDArray[Any] = np.full(
             0, -1, np.int64 if id_type is IdType.INT else object
         )  # slot -> user id (-1 / None where none)
+        self._alive: npt.NDArray[np.bool_] = np.zeros(0, np.bool_)  # slot holds a live point
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -95,19 +96,44 @@ class PointTable:
         out[ok] = table[slots[ok]]
         return out
 
-    def records(self, pairs: list[tuple[Id, int]]) -> list[Record | None]:
+    def records(
+        self, pairs: list[tuple[Id, int]], with_vectors: bool = True, with_payload: bool = True
+    ) -> list[Record | None]:
         """Records of (id, slot) pairs, aligned; None where the slot is gone (its point was
         replaced or deleted since the slot was looked up)."""
         keys = [self.slot_key(s) for _, s in pairs]
-        vecs = self.kv.multi_get(kvmod.CF_VECTORS, keys)
-        pays = self.kv.multi_get(kvmod.CF_PAYLOAD, keys)
+        # The vector row tells whether the slot is live; without vectors, the slot row does.
+        there = self.kv.multi_get(kvmod.CF_VECTORS if with_vectors else kvmod.CF_SLOTS, keys)
+        pays = self.kv.multi_get(kvmod.CF_PAYLOAD, keys) if with_payload else [None] * len(keys)
         out: list[Record | None] = []
-        for (i, _), vec, pay in zip(pairs, vecs, pays, strict=True):
-            if vec is None:
+        for (i, _), raw, pay in zip(pairs, there, pays, strict=True):
+            if raw is None:
                 out.append(None)
                 continue
             payload = None if pay is None else json.loads(pay)
-            out.append(Record(id=i, vector=np.frombuffer(vec, np.float32).copy(), payload=payload))
+            vec = np.frombuffer(raw, np.float32).copy() if with_vectors else None
+            out.append(Record(id=i, vector=vec, payload=payload))
+        return out
+
+    def id_range(self, start: bytes | None) -> Iterator[tuple[bytes, int]]:
+        """(encoded id, slot) of the live points in ascending id order (int ids numerically,
+        str ids by UTF-8 bytes: the key order), from the encoded id `start` on."""
+        begin = self.prefix + (b"" if start is None else start)
+        for key, value in self.kv.scan_range(kvmod.CF_IDS, begin, kvmod.prefix_end(self.prefix)):
+            yield key[len(self.prefix) :], kvmod.read_u64(value)
+
+    def stored_payloads(self) -> Iterator[tuple[int, bytes]]:
+        """(slot, JSON payload) of every point that has a payload, in slot order."""
+        for key, raw in self.kv.scan_prefix(kvmod.CF_PAYLOAD, self.prefix):
+            yield kvmod.read_u64(key, len(self.prefix)), raw
+
+    def alive(self) -> npt.NDArray[np.bool_]:
+        """A mask over slots 0 .. next_slot - 1 of those holding live points (a copy)."""
+        n = self.next_slot
+        out = np.zeros(n, np.bool_)
+        table = self._alive
+        m = min(n, len(table))
+        out[:m] = table[:m]
         return out
 
     def payloads(self, slots: list[int]) -> list[Payload | None]:
@@ -143,6 +169,13 @@ class PointTable:
     def delete_id(self, batch: Batch, encoded_id: bytes) -> None:
         batch.delete(kvmod.CF_IDS, self.id_key(encoded_id))
 
+    def put_payload(self, batch: Batch, slot: int, payload: bytes | None) -> None:
+        """Replace a live point's payload row (None: the point has no payload now)."""
+        if payload is None:
+            batch.delete(kvmod.CF_PAYLOAD, self.slot_key(slot))
+        else:
+            batch.put(kvmod.CF_PAYLOAD, self.slot_key(slot), payload)
+
     def put_next_slot(self, batch: Batch, value: int) -> None:
         batch.put(kvmod.CF_META, self.next_slot_key, kvmod.u64(value))
 
@@ -170,16 +203,25 @@ class PointTable:
             return
         top = int(slots.max()) + 1
         with self._lock:
-            table = self._slot_ids
+            table, alive = self._slot_ids, self._alive
             if top > len(table):
-                grown = np.full(max(top, 2 * len(table), 1024), -1, table.dtype)
+                size = max(top, 2 * len(table), 1024)
+                grown = np.full(size, -1, table.dtype)
                 if table.dtype == object:
                     grown[:] = None
                 grown[: len(table)] = table
                 table = grown
+                more = np.zeros(size, np.bool_)
+                more[: len(alive)] = alive
+                alive = more
             table[slots] = ids
+            alive[slots] = True
             self._slot_ids = table  # published after it is filled (readers see old or new)
+            self._alive = alive
 
     def _clear(self, slots: list[int]) -> None:
         if slots:
-            self._slot_ids[np.asarray(slots, np.int64)] = None if self.id_type is IdType.STR else -1
+            at = np.asarray(slots, np.int64)
+            with self._lock:
+                self._slot_ids[at] = None if self.id_type is IdType.STR else -1
+                self._alive[at] = False

@@ -1,34 +1,45 @@
 """The dense read path of a collection: search (index and write buffer merged), filtered
-search, get.
+search, get, scroll and count.
 
 A search takes a snapshot of the buffer's segments first, then asks the index, then scans
 the segments exactly and merges (duplicates dropped): a segment that the worker moves into
 the index meanwhile is still covered, so an acknowledged write is always found and a build
-switching in never hides anything. Payload filters widen the index's candidate list a few
-times and fall back to an exact scan of the matching points, so a filtered search is always
-complete. Takes no collection lock.
+switching in never hides anything. A filter is parsed once (`filters.parse`); when payload
+indexes answer it, the matching slots are known up front: few of them (at most
+max(FEW_MATCHES, FEW_MATCHES_PER_K x k)) are scanned exactly, more become the `visible` set
+that index and buffer test inside their scans (pre-filter). Without indexes for every
+condition, the index's candidate list is widened a few times and checked against payloads,
+falling back to an exact scan of all matching points: a filtered search is always complete.
+Takes no collection lock.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.engine import filters
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.filters import Filter
 from vecdb.engine.writer import prepare
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
-from vecdb.storage import kv as kvmod
-from vecdb.types import IdType, Record, SearchResult
+from vecdb.types import Id, IdType, Record, SearchResult
 
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
 _FILTER_MAX_CANDIDATES = 4096  # beyond this many candidates, scan the matching points instead
+# An indexed filter matching at most max(FEW_MATCHES, FEW_MATCHES_PER_K * k) points is
+# answered by an exact scan of just those (cheaper than an index walk that skips most of what
+# it reads, and exact); more matches become the index's `visible` set.
+FEW_MATCHES = 2000
+FEW_MATCHES_PER_K = 20
+MIN_SCROLL_LIMIT, DEFAULT_SCROLL_LIMIT, MAX_SCROLL_LIMIT = 1, 1000, 10_000
+_SCROLL_CHUNK = 512  # ids read per step of a scroll
 _GET_ATTEMPTS = 3  # lookups of an id whose point changes under a get
 
 I64 = npt.NDArray[np.int64]
@@ -62,16 +73,19 @@ def search(
     flt: object,
     params: object,
     with_payload: bool,
+    with_vectors: bool = False,
 ) -> SearchResult:
     k = v.check_k(k)
-    checked = v.check_filter(flt)
+    compiled = filters.parse(flt)
+    _check_flag("with_payload", with_payload)
+    _check_flag("with_vectors", with_vectors)
     q = prepare(coll, v.prepare_queries(queries, coll.cfg.dim, coll.metric))
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a dict of search parameter -> value")
-    if checked is None:
+    if compiled is None:
         slots, dist = search_slots(coll, q, k, params)
     else:
-        slots, dist = _filtered(coll, q, k, checked, params)
+        slots, dist = _filtered(coll, q, k, compiled, params)
     ids = coll.points.ids_of(slots)
     slots, ids, dist = _drop_vanished(coll, slots, ids, dist)
     pays = None
@@ -80,7 +94,23 @@ def search(
             [p if s >= 0 else None for s, p in zip(row, coll.points.payloads(row), strict=True)]
             for row in slots.tolist()
         ]
-    return SearchResult(ids=ids, distances=dist.astype(np.float32), payloads=pays)
+    vecs = None
+    if with_vectors:  # the stored vectors, as upserted; None where padded (or just deleted)
+        vecs = []
+        for row in slots.tolist():
+            raw = coll.points.vectors([s for s in row if s >= 0])
+            it = iter(raw)
+            vecs.append([_vector(next(it)) if s >= 0 else None for s in row])
+    return SearchResult(ids=ids, distances=dist.astype(np.float32), payloads=pays, vectors=vecs)
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false, got {value!r}")
+
+
+def _vector(raw: bytes | None) -> F32 | None:
+    return None if raw is None else np.frombuffer(raw, np.float32).copy()
 
 
 def _drop_vanished(
@@ -101,9 +131,23 @@ def _drop_vanished(
 
 
 def _filtered(
-    coll: CollectionCore, q: F32, k: int, flt: dict[str, Any], params: dict[str, Any] | None
+    coll: CollectionCore, q: F32, k: int, flt: Filter, params: dict[str, Any] | None
 ) -> tuple[I64, F32]:
-    """Payload filter: widen the candidate list a few times; if that does not find k
+    """Top-k among the points the filter selects (see the module docstring)."""
+    sel = coll.selector
+    mask = sel.planned(flt)
+    if mask is not None:
+        if int(mask.sum()) <= max(FEW_MATCHES, FEW_MATCHES_PER_K * k):
+            return _exact_over(coll, q, k, flt, mask)
+        visible = sel.cached("visible", flt, lambda: Visible.from_mask(mask))
+        return search_slots(coll, q, k, params, visible)
+    return _widened(coll, q, k, flt, params)
+
+
+def _widened(
+    coll: CollectionCore, q: F32, k: int, flt: Filter, params: dict[str, Any] | None
+) -> tuple[I64, F32]:
+    """Unindexed filter: widen the candidate list a few times; if that does not find k
     matches, scan every matching point exactly. Always complete."""
     out_s = np.full((q.shape[0], k), -1, np.int64)
     out_d = np.full((q.shape[0], k), np.inf, np.float32)
@@ -117,7 +161,7 @@ def _filtered(
             slots, dist = search_slots(coll, q[row : row + 1], width, params)
             cand = [int(s) for s in slots[0] if s >= 0]
             pays = coll.points.payloads(cand)
-            keep = [j for j, p in enumerate(pays) if v.matches(p, flt)][:k]
+            keep = [j for j, p in enumerate(pays) if flt.matches(p)][:k]
             if len(keep) >= k or len(cand) >= count:
                 out_s[row, : len(keep)] = [cand[j] for j in keep]
                 out_d[row, : len(keep)] = dist[0, keep]
@@ -127,41 +171,108 @@ def _filtered(
                 break
     if exhaustive:
         rows = np.asarray(exhaustive)
-        out_s[rows], out_d[rows] = _filtered_scan(coll, q[rows], k, flt)
+        out_s[rows], out_d[rows] = _exact_over(coll, q[rows], k, flt, None)
     return out_s, out_d
 
 
-def _filtered_scan(coll: CollectionCore, q: F32, k: int, flt: dict[str, Any]) -> tuple[I64, F32]:
-    """Exact top-k among all points whose payload matches (reads every payload)."""
-    prefix = coll.prefix
-    slots = [
-        kvmod.read_u64(key, len(prefix))
-        for key, raw in coll.kv.scan_prefix(kvmod.CF_PAYLOAD, prefix)
-        if v.matches(json.loads(raw), flt)
-    ]
-    raw_vecs = coll.points.vectors(slots)
-    keep = [(s, r) for s, r in zip(slots, raw_vecs, strict=True) if r is not None]
+def _exact_over(
+    coll: CollectionCore, q: F32, k: int, flt: Filter, mask: npt.NDArray[np.bool_] | None
+) -> tuple[I64, F32]:
+    """Exact top-k among the matching points (`mask`, else found by `selector.matching`);
+    their prepared vectors are cached with the filter until the next write."""
+
+    def load() -> tuple[I64, F32]:
+        m = coll.selector.matching(flt) if mask is None else mask
+        slots = np.flatnonzero(m).astype(np.int64)
+        raw = coll.points.vectors(slots.tolist())
+        keep = [(int(s), r) for s, r in zip(slots.tolist(), raw, strict=True) if r is not None]
+        if not keep:
+            return np.zeros(0, np.int64), np.zeros((0, coll.cfg.dim), np.float32)
+        base = np.frombuffer(b"".join(r for _, r in keep), np.float32)
+        base = prepare(coll, base.reshape(len(keep), coll.cfg.dim))
+        return np.asarray([s for s, _ in keep], np.int64), np.ascontiguousarray(base)
+
+    slots, base = coll.selector.cached("vectors", flt, load)
     nq = q.shape[0]
-    if not keep:
+    if len(slots) == 0:
         return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    base = np.frombuffer(b"".join(r for _, r in keep), np.float32)
-    base = prepare(coll, base.reshape(len(keep), coll.cfg.dim))
     rows, dist = exact_topk(q, base, coll.cfg.metric, k)
-    ids = np.asarray([s for s, _ in keep], np.int64)
-    return np.where(rows >= 0, ids[np.maximum(rows, 0)], -1), dist
+    return np.where(rows >= 0, slots[np.maximum(rows, 0)], -1), dist
 
 
-def get(coll: CollectionCore, ids: object) -> list[Record]:
+def count(coll: CollectionCore, flt: object) -> int:
+    """Live points, or those the filter selects."""
+    compiled = filters.parse(flt)
+    if compiled is None:
+        return coll.points.count
+    return int(coll.selector.matching(compiled).sum())
+
+
+def scroll(
+    coll: CollectionCore,
+    flt: object,
+    limit: object,
+    offset: object,
+    with_vectors: bool,
+    with_payload: bool,
+) -> tuple[list[Record], Id | None]:
+    """Up to `limit` points selected by the filter in ascending id order, from the id
+    `offset` on (inclusive), and the id to pass as `offset` for the next page (None: done)."""
+    compiled = filters.parse(flt)
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
+        raise InvalidArgument(f"limit must be an integer, got {limit!r}")
+    if not MIN_SCROLL_LIMIT <= int(limit) <= MAX_SCROLL_LIMIT:
+        raise InvalidArgument(
+            f"limit={limit} is out of range [{MIN_SCROLL_LIMIT}, {MAX_SCROLL_LIMIT}]"
+        )
+    _check_flag("with_vectors", with_vectors)
+    _check_flag("with_payload", with_payload)
+    start = None
+    if offset is not None:
+        try:
+            start = v.encode_id(v.prepare_ids([offset], coll.id_type, field="offset")[0])
+        except InvalidArgument as exc:
+            raise InvalidArgument(str(exc).replace("offset[0]", "offset", 1)) from None
+    want = int(limit) + 1  # one more than the page tells whether a next page exists
+    mask = None if compiled is None else coll.selector.planned(compiled)
+    picked: list[tuple[Id, int]] = []
+    chunk: list[tuple[bytes, int]] = []
+
+    def take(part: list[tuple[bytes, int]]) -> None:
+        if compiled is not None and mask is None:
+            pays = coll.points.payloads([s for _, s in part])
+            part = [p for p, pay in zip(part, pays, strict=True) if compiled.matches(pay)]
+        elif mask is not None:
+            part = [(k, s) for k, s in part if s < len(mask) and mask[s]]
+        picked.extend((v.decode_id(k, coll.id_type), s) for k, s in part)
+
+    for pair in coll.points.id_range(start):
+        chunk.append(pair)
+        if len(chunk) == _SCROLL_CHUNK:
+            take(chunk)
+            chunk = []
+            if len(picked) >= want:
+                break
+    if chunk and len(picked) < want:
+        take(chunk)
+    page, rest = picked[: int(limit)], picked[int(limit) :]
+    records = coll.points.records(page, with_vectors, with_payload)
+    out = [r for r in records if r is not None]  # None: replaced or deleted meanwhile
+    return out, (rest[0][0] if rest else None)
+
+
+def get(coll: CollectionCore, ids: object, with_vectors: bool = True) -> list[Record]:
     """Stored points among `ids`, in request order. Takes no lock: an id whose point is
     replaced between the slot lookup and the read is looked up again."""
     id_list = v.prepare_ids(ids, coll.id_type)
+    _check_flag("with_vectors", with_vectors)
     keys = [v.encode_id(i) for i in id_list]
     found: dict[int, Record] = {}
     todo = list(range(len(id_list)))
     for _ in range(_GET_ATTEMPTS):
         slots = coll.points.lookup([keys[j] for j in todo])
         pairs = [(j, s) for j, s in zip(todo, slots, strict=True) if s is not None]
-        records = coll.points.records([(id_list[j], s) for j, s in pairs])
+        records = coll.points.records([(id_list[j], s) for j, s in pairs], with_vectors)
         todo = []
         for (j, _), rec in zip(pairs, records, strict=True):
             if rec is None:

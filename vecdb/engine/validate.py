@@ -1,14 +1,19 @@
-"""Validation of everything a request carries, before anything is written.
+"""Validation of everything a request carries, before anything is written: the one rule book.
 
-Owns the bad-input rules of research/reliability.md §8 for the engine: names, dimensions,
-NaN/inf, magnitudes, zero vectors under cosine, ids, duplicates, payloads, k and batch caps.
-Each failure raises `InvalidArgument` naming the field and the position. Pure functions: no
-storage, no state.
+Owns the bad-input rules of research/reliability.md §8: names, dimensions, NaN/inf,
+magnitudes, zero vectors under cosine, ids, duplicates, k and batch caps; the JSON half
+(payloads: JSON objects only, no JSON null, no NaN, no lone surrogates; JSON arguments) is in
+`vecdb.engine.json_rules` and re-exported here. Each failure raises `InvalidArgument` whose
+message names the field and position with the public names (`vectors[3]`, `ids[0]`,
+`payloads[2]`, `queries`, `k`), whose `field` is that path and whose `reason` is a stable code.
+The engine calls these on every request; the remote SDKs call the few that judge Python values
+the wire cannot carry at all (a set in a payload, a string where a number goes, a float beyond
+float32) so those errors read the same in both modes: everything else travels as given and is
+judged here, on the server. Pure functions: no storage, no state.
 """
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -17,16 +22,26 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb import config
-from vecdb.errors import InvalidArgument
-from vecdb.types import Id, IdType, Metric, Payload
+from vecdb.engine.json_rules import JSON_NULL as JSON_NULL
+from vecdb.engine.json_rules import JsonNull as JsonNull
+from vecdb.engine.json_rules import check_json as check_json
+from vecdb.engine.json_rules import json_kind as json_kind
+from vecdb.engine.json_rules import json_text as json_text
+from vecdb.engine.json_rules import lone_surrogate as lone_surrogate
+from vecdb.engine.json_rules import payload_bytes as payload_bytes
+from vecdb.engine.json_rules import prepare_payloads as prepare_payloads
+from vecdb.errors import InvalidArgument, echo
+from vecdb.types import Id, IdType, Metric
 
 
 def check_name(what: str, name: object) -> str:
     """A collection or tenant name: `[A-Za-z0-9_-]{1,64}`, safe as a path component."""
     if not isinstance(name, str) or not config.NAME_PATTERN.fullmatch(name):
         raise InvalidArgument(
-            f"{what} name {name!r} is invalid: use 1-{config.MAX_NAME_LEN} characters "
-            "from A-Z a-z 0-9 _ -"
+            f"{what} name {echo(name)} is invalid: use 1-{config.MAX_NAME_LEN} characters "
+            "from A-Z a-z 0-9 _ -",
+            field=what,
+            reason="BAD_NAME",
         )
     return name
 
@@ -38,74 +53,146 @@ def check_metric(metric: object) -> Metric:
         return Metric(metric.lower())
     except ValueError:
         allowed = ", ".join(m.value for m in Metric)
-        raise InvalidArgument(f"metric {metric!r} is unknown (expected one of {allowed})") from None
+        raise InvalidArgument(
+            f"metric {echo(metric)} is unknown (expected one of {allowed})",
+            field="metric",
+            reason="BAD_METRIC",
+        ) from None
+
+
+def check_id_type(id_type: object) -> IdType:
+    # The words of Database.create_collection's own check, which should call this one.
+    try:
+        if not isinstance(id_type, str):
+            raise ValueError(id_type)
+        return IdType(id_type)
+    except ValueError:
+        raise InvalidArgument(f"id_type {id_type!r} is unknown (expected int or str)") from None
+
+
+def check_kind(kind: object) -> str:
+    # The words of Database.create_collection's own check, which should call this one.
+    if kind not in ("dense", "multivector"):
+        raise InvalidArgument(f"kind {kind!r} is unknown (expected dense or multivector)")
+    return str(kind)
+
+
+def _as_int(value: object) -> int | None:
+    """`value` as a Python int if it is an integer (numpy included, bool excluded)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
 
 
 def check_dim(dim: object) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise InvalidArgument(f"dim must be an integer, got {dim!r}")
-    if not config.MIN_DIM <= int(dim) <= config.MAX_DIM:
-        raise InvalidArgument(f"dim {dim} is out of range [{config.MIN_DIM}, {config.MAX_DIM}]")
-    return int(dim)
+    n = _as_int(dim)
+    if n is None:
+        raise InvalidArgument(
+            f"dim must be an integer, got {echo(dim)}", field="dim", reason="BAD_DIM"
+        )
+    if not config.MIN_DIM <= n <= config.MAX_DIM:
+        raise InvalidArgument(
+            f"dim {dim} is out of range [{config.MIN_DIM}, {config.MAX_DIM}]",
+            field="dim",
+            reason="BAD_DIM",
+        )
+    return n
 
 
 def check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InvalidArgument(f"k must be an integer, got {k!r}")
-    if not 1 <= int(k) <= config.MAX_K:
-        raise InvalidArgument(f"k={k} is out of range [1, {config.MAX_K}]")
-    return int(k)
+    n = _as_int(k)
+    if n is None:
+        raise InvalidArgument(f"k must be an integer, got {echo(k)}", field="k", reason="BAD_K")
+    if not 1 <= n <= config.MAX_K:
+        raise InvalidArgument(
+            f"k={k} is out of range [1, {config.MAX_K}]", field="k", reason="BAD_K"
+        )
+    return n
 
 
-def _as_matrix(vectors: object, dim: int, field: str) -> npt.NDArray[np.float32]:
+# -- vectors ---------------------------------------------------------------------------------
+
+Rows = npt.NDArray[Any] | list[npt.NDArray[np.float64]]
+
+
+def _bad_vectors(message: str, field: str) -> InvalidArgument:
+    return InvalidArgument(message, field=field, reason="BAD_VECTORS")
+
+
+def shape_rows(vectors: object, field: str = "vectors") -> Rows:
+    """The rows of `vectors` without knowing the dimension: a 2-D numeric array, or a list of
+    1-D float64 rows when a list's rows differ in length. Refuses what is not a matrix of
+    numbers at all. The remote SDKs call this before encoding (the wire carries matrices and
+    ragged rows, not arbitrary Python objects)."""
     if isinstance(vectors, np.ndarray):
         arr = vectors
-    else:
-        rows = list(vectors) if isinstance(vectors, (list, tuple)) else None
-        if rows is None:
-            raise InvalidArgument(f"{field} must be a numpy array or a list of vectors")
-        if not rows:
-            raise InvalidArgument(f"{field} is empty: send at least one vector")
-        if all(isinstance(x, (int, float, np.number)) for x in rows):
-            rows = [rows]  # one vector given as a flat list of numbers
-        for i, row in enumerate(rows):
-            n = len(row) if hasattr(row, "__len__") else -1
-            if n != dim:
-                raise InvalidArgument(f"{field}[{i}]: expected {dim} floats, got {n}")
+        if arr.dtype.kind not in "fiu":
+            raise _bad_vectors(f"{field} must hold numbers, got {arr.dtype} values", field)
+        if arr.ndim == 1:
+            arr = arr.reshape(1, -1)
+        if arr.ndim != 2:
+            raise _bad_vectors(f"{field} must be 1- or 2-dimensional, got shape {arr.shape}", field)
+        return arr
+    if not isinstance(vectors, (list, tuple)):
+        raise _bad_vectors(f"{field} must be a numpy array or a list of vectors", field)
+    rows: list[Any] = list(vectors)
+    if not rows:
+        raise InvalidArgument(
+            f"{field} is empty: send at least one vector", field=field, reason="EMPTY"
+        )
+    if all(isinstance(x, (int, float, np.number)) for x in rows):
+        rows = [rows]  # one vector given as a flat list of numbers
+    out: list[npt.NDArray[np.float64]] = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple, np.ndarray)):
+            raise _bad_vectors(f"{field}[{i}] must be a list of numbers", f"{field}[{i}]")
         try:
-            arr = np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"{field} must hold numbers: {exc}") from None
-    if arr.dtype.kind not in "fiu":
-        raise InvalidArgument(f"{field} must hold numbers, got dtype {arr.dtype}")
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise InvalidArgument(f"{field} must be 1- or 2-dimensional, got shape {arr.shape}")
-    if arr.shape[1] != dim:
-        # Same wording as the per-row check of a list, so both modes report alike.
-        raise InvalidArgument(f"{field}[0]: expected {dim} floats, got {arr.shape[1]}")
-    return arr
+            arr = np.asarray(row)
+        except (TypeError, ValueError):
+            arr = np.asarray([None])
+        if arr.dtype.kind not in "fiu" or arr.ndim != 1:
+            raise _bad_vectors(f"{field}[{i}] must be a list of numbers", f"{field}[{i}]")
+        out.append(arr.astype(np.float64, copy=False))
+    if len({len(r) for r in out}) == 1:
+        return np.stack(out)
+    return out
 
 
-def prepare_vectors(
-    vectors: object, dim: int, metric: Metric, field: str = "vectors"
-) -> npt.NDArray[np.float32]:
-    """Check and convert to a C-contiguous float32 (n, dim) matrix (not normalised)."""
-    arr = _as_matrix(vectors, dim, field)
-    wide = arr.astype(np.float64, copy=False)
+def _as_matrix(vectors: object, dim: int, field: str) -> npt.NDArray[Any]:
+    rows = shape_rows(vectors, field)
+    widths = [len(r) for r in rows] if isinstance(rows, list) else [rows.shape[1]]
+    for i, n in enumerate(widths):
+        if n != dim:
+            # A matrix reports row 0, like the first row of a list, so both modes read alike.
+            raise InvalidArgument(
+                f"{field}[{i}]: expected {dim} floats, got {n}",
+                field=f"{field}[{i}]",
+                reason="WRONG_DIMENSION",
+            )
+    assert not isinstance(rows, list)  # rows of one length were stacked
+    return rows
+
+
+def check_components(wide: npt.NDArray[np.float64], field: str = "vectors") -> None:
+    """NaN/inf, components above MAX_ABS_COMPONENT and squared norms that overflow float32
+    distances, first offender named. The remote SDKs call it when a value would overflow
+    float32 on the wire (so it reads the same as embedded)."""
     finite = np.isfinite(wide)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
         raise InvalidArgument(
-            f"{field}[{row}][{col}] is {wide[row, col]}: NaN and inf are not allowed"
+            f"{field}[{row}][{col}] is {wide[row, col]}: NaN and inf are not allowed",
+            field=f"{field}[{row}][{col}]",
+            reason="NOT_FINITE",
         )
     big = np.abs(wide) > config.MAX_ABS_COMPONENT
     if big.any():
         row, col = np.argwhere(big)[0]
         raise InvalidArgument(
             f"{field}[{row}][{col}] = {wide[row, col]:.3g} is too large "
-            f"(|x| must be <= {config.MAX_ABS_COMPONENT:.0e})"
+            f"(|x| must be <= {config.MAX_ABS_COMPONENT:.0e})",
+            field=f"{field}[{row}][{col}]",
+            reason="TOO_LARGE",
         )
     # Distances reach up to 4 x the largest squared norm; keep them finite in float32.
     sq = (wide * wide).sum(axis=1)
@@ -113,62 +200,96 @@ def prepare_vectors(
     if huge.size:
         raise InvalidArgument(
             f"{field}[{huge[0]}] has squared norm {sq[huge[0]]:.3g}, too large for float32 "
-            f"distances (max {config.MAX_SQ_NORM:.3g})"
+            f"distances (max {config.MAX_SQ_NORM:.3g})",
+            field=f"{field}[{huge[0]}]",
+            reason="TOO_LARGE",
         )
+
+
+def prepare_vectors(
+    vectors: object, dim: int, metric: Metric, field: str = "vectors"
+) -> npt.NDArray[np.float32]:
+    """Check and convert to a C-contiguous float32 (n, dim) matrix (not normalised)."""
+    wide = _as_matrix(vectors, dim, field).astype(np.float64, copy=False)
+    check_components(wide, field)
     out = np.ascontiguousarray(wide, dtype=np.float32)
     if metric is Metric.COSINE:
-        zero = np.flatnonzero(sq == 0)
+        zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
         if zero.size:
-            raise InvalidArgument(f"{field}[{zero[0]}] is a zero vector, which has no cosine")
+            raise InvalidArgument(
+                f"{field}[{zero[0]}] is a zero vector, which has no cosine",
+                field=f"{field}[{zero[0]}]",
+                reason="ZERO_VECTOR",
+            )
     return out
 
 
+# -- ids -------------------------------------------------------------------------------------
+
+
+def _bad_id(message: str, field: str) -> InvalidArgument:
+    return InvalidArgument(message, field=field, reason="BAD_ID")
+
+
 def _check_int_id(value: object, pos: int, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidArgument(f"{field}[{pos}] = {value!r}: this collection has integer ids")
-    v = int(value)
+    v = _as_int(value)
+    if v is None:
+        raise _bad_id(f"{field}[{pos}] = {echo(value)}: this collection has integer ids",
+                      f"{field}[{pos}]")  # fmt: skip
     if not config.MIN_INT_ID <= v <= config.MAX_INT_ID:
-        raise InvalidArgument(
-            f"{field}[{pos}] = {v} is out of range [{config.MIN_INT_ID}, {config.MAX_INT_ID}]"
+        raise _bad_id(
+            f"{field}[{pos}] = {v} is out of range [{config.MIN_INT_ID}, {config.MAX_INT_ID}]",
+            f"{field}[{pos}]",
         )
     return v
 
 
 def _check_str_id(value: object, pos: int, field: str) -> str:
+    where = f"{field}[{pos}]"
     if not isinstance(value, str):
-        raise InvalidArgument(f"{field}[{pos}] = {value!r}: this collection has string ids")
+        raise _bad_id(f"{where} = {echo(value)}: this collection has string ids", where)
     if not value:
-        raise InvalidArgument(f"{field}[{pos}] is empty")
+        raise _bad_id(f"{where} is empty", where)
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidArgument(f"{field}[{pos}] is not valid Unicode text") from None
+        raise _bad_id(f"{where} is not valid Unicode text (lone surrogate)", where) from None
     if size > config.MAX_STR_ID_BYTES:
-        raise InvalidArgument(
-            f"{field}[{pos}] is {size} UTF-8 bytes long (max {config.MAX_STR_ID_BYTES})"
-        )
+        raise _bad_id(f"{where} is {size} UTF-8 bytes long (max {config.MAX_STR_ID_BYTES})", where)
     if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise InvalidArgument(f"{field}[{pos}] contains a control character")
+        raise _bad_id(f"{where} contains a control character", where)
     return value
+
+
+def check_id_list(ids: object, field: str = "ids") -> list[Any]:
+    """`ids` as a list, or InvalidArgument if it is not a list of ids at all."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
+        raise _bad_id(f"{field} must be a list of ids", field)
+    return list(ids)
 
 
 def prepare_ids(ids: object, id_type: IdType, field: str = "ids") -> list[Id]:
     """Check ids (type, range, length, duplicates) and return them as Python ints/strs."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
-        raise InvalidArgument(f"{field} must be a list of ids")
-    items = list(ids)
+    items = check_id_list(ids, field)
     if not items:
-        raise InvalidArgument(f"{field} is empty: send at least one id")
+        raise InvalidArgument(f"{field} is empty: send at least one id", field=field,
+                              reason="EMPTY")  # fmt: skip
     if len(items) > config.MAX_BATCH:
         raise InvalidArgument(
-            f"{field} has {len(items)} entries (max {config.MAX_BATCH} a request)"
+            f"{field} has {len(items)} entries (max {config.MAX_BATCH} a request)",
+            field=field,
+            reason="TOO_MANY",
         )
     check = _check_int_id if id_type is IdType.INT else _check_str_id
     out: list[Id] = [check(v, i, field) for i, v in enumerate(items)]
     seen: dict[Id, int] = {}
     for i, v in enumerate(out):
         if v in seen:
-            raise InvalidArgument(f"{field}[{i}] = {v!r} duplicates {field}[{seen[v]}]")
+            raise InvalidArgument(
+                f"{field}[{i}] = {echo(v)} duplicates {field}[{seen[v]}]",
+                field=f"{field}[{i}]",
+                reason="DUPLICATE_ID",
+            )
         seen[v] = i
     return out
 
@@ -183,63 +304,12 @@ def decode_id(raw: bytes, id_type: IdType) -> Id:
     return raw.decode("utf-8") if id_type is IdType.STR else int.from_bytes(raw, "big")
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if level > config.MAX_PAYLOAD_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
-
-
-def prepare_payloads(payloads: object, n: int, field: str = "payloads") -> list[bytes | None]:
-    """Serialise payloads to JSON bytes (None stays None), checking type, size and depth."""
-    if payloads is None:
-        return [None] * n
-    if not isinstance(payloads, Sequence) or isinstance(payloads, (str, bytes)):
-        raise InvalidArgument(f"{field} must be a list of dicts (or None)")
-    if len(payloads) != n:
-        raise InvalidArgument(f"{field} has {len(payloads)} entries but there are {n} ids")
-    out: list[bytes | None] = []
-    for i, p in enumerate(payloads):
-        if p is None:
-            out.append(None)
-            continue
-        if not isinstance(p, dict):
-            raise InvalidArgument(f"{field}[{i}] must be a dict, got {type(p).__name__}")
-        if _depth(p) > config.MAX_PAYLOAD_DEPTH:
-            raise InvalidArgument(f"{field}[{i}] is nested deeper than {config.MAX_PAYLOAD_DEPTH}")
-        try:
-            raw = json.dumps(p, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:
-            raise InvalidArgument(f"{field}[{i}] is not JSON-serialisable: {exc}") from None
-        data = raw.encode("utf-8")
-        if len(data) > config.MAX_PAYLOAD_BYTES:
-            raise InvalidArgument(
-                f"{field}[{i}] is {len(data)} bytes as JSON (max {config.MAX_PAYLOAD_BYTES})"
-            )
-        out.append(data)
-    return out
-
-
 def prepare_queries(queries: object, dim: int, metric: Metric) -> npt.NDArray[np.float32]:
     q = prepare_vectors(queries, dim, metric, field="queries")
     if q.shape[0] > config.MAX_QUERIES:
-        raise InvalidArgument(f"queries has {q.shape[0]} rows (max {config.MAX_QUERIES})")
+        raise InvalidArgument(f"queries has {q.shape[0]} rows (max {config.MAX_QUERIES})",
+                              field="queries", reason="TOO_MANY")  # fmt: skip
     return q
-
-
-def check_filter(flt: object) -> dict[str, Any] | None:
-    if flt is None:
-        return None
-    if not isinstance(flt, dict) or not all(isinstance(k, str) for k in flt):
-        raise InvalidArgument("filter must be a dict of payload field -> value")
-    try:
-        json.dumps(flt, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"filter is not JSON-serialisable: {exc}") from None
-    return flt
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -253,13 +323,6 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
         return False
     return bool(a == b)
-
-
-def matches(payload: Payload | None, flt: dict[str, Any]) -> bool:
-    """A payload matches when every filter field is present and equal (null matches null)."""
-    return payload is not None and all(
-        f in payload and json_equal(payload[f], val) for f, val in flt.items()
-    )
 
 
 def normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

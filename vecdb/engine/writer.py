@@ -1,17 +1,21 @@
-"""The write path of a collection: upsert and delete.
+"""The write path of a collection: upsert, delete (by ids or by filter), payload updates and
+payload index builds.
 
 A request is validated whole (nothing is written if any part is bad), may wait for room in
 the write buffer (backpressure, bounded), then under the collection's write lock: the ids'
 current slots are looked up, ONE RocksDB WriteBatch (points, op-log entry, sequence) is
 committed with sync, and only then the change is applied in memory — removed slots leave
 index and buffer, new slots enter the buffer (or the index, for kinds without a buffer). The
-maintenance worker is told there is work. Index building never happens here.
+maintenance worker is told there is work. Payload index entries of the points written are in
+the same batch. Vector index building never happens here.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +23,11 @@ import numpy.typing as npt
 from vecdb.engine import commit
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.filters import Filter
+from vecdb.engine.payload_index import BUILD_CHUNK, IndexDef
 from vecdb.errors import InvalidArgument
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import Batch
 from vecdb.types import Metric
 
 Notify = Callable[[CollectionCore], None]  # wakes the maintenance worker
@@ -45,6 +53,13 @@ def check_range(coll: CollectionCore, prepared: npt.NDArray[np.float32]) -> None
         )
 
 
+def _old_payloads(coll: CollectionCore, slots: list[int]) -> list[dict[str, Any] | None]:
+    """Payloads of slots about to change, when payload indexes need their entries removed."""
+    if not coll.pindex.defs or not slots:
+        return [None] * len(slots)
+    return coll.points.payloads(slots)
+
+
 def upsert(
     coll: CollectionCore, ids: object, vectors: object, payloads: object, notify: Notify
 ) -> int:
@@ -62,14 +77,17 @@ def upsert(
         s = coll.settings
         coll.buffer.wait_for_room(prepared.nbytes, s.buffer_max_bytes, s.stall_timeout, coll.name)
     with coll.write_lock:
-        pts = coll.points
+        pts, pidx = coll.points, coll.pindex
         old = [s for s in pts.lookup(keys) if s is not None]
         start = pts.next_slot
         batch = coll.kv.batch()
-        for slot in old:
+        for slot, pay in zip(old, _old_payloads(coll, old), strict=True):
             pts.delete_slot(batch, slot)
+            pidx.remove(batch, slot, pay)
         for j, (key, blob) in enumerate(zip(keys, blobs, strict=True)):
             pts.put(batch, key, start + j, vecs[j].tobytes(), blob)
+            if blob is not None and pidx.defs:
+                pidx.add(batch, start + j, json.loads(blob))
         pts.put_next_slot(batch, start + len(keys))
         op = commit.encode_write(start, len(keys), old) if coll.kind.persistent else None
         coll.seq.commit(batch, coll.prefix, op)
@@ -85,6 +103,7 @@ def upsert(
         else:
             coll.index.add(new_slots, prepared)
         pts.apply_upsert(new_slots, id_list, old)
+        coll.selector.bump()
         coll.status.last_write = time.monotonic()
     notify(coll)
     return len(keys)
@@ -94,22 +113,147 @@ def delete(coll: CollectionCore, ids: object, notify: Notify) -> int:
     id_list = v.prepare_ids(ids, coll.id_type)
     keys = [v.encode_id(i) for i in id_list]
     with coll.write_lock:
-        pts = coll.points
-        found = [(k, s) for k, s in zip(keys, pts.lookup(keys), strict=True) if s is not None]
-        if not found:
+        found = [
+            (k, s) for k, s in zip(keys, coll.points.lookup(keys), strict=True) if s is not None
+        ]
+        n = _delete_found(coll, found)
+    if n:
+        notify(coll)
+    return n
+
+
+def delete_matching(coll: CollectionCore, flt: Filter, notify: Notify) -> int:
+    """Delete every point the filter selects (one batch, one op-log entry)."""
+    with coll.write_lock:  # no write may change what matches between selection and commit
+        slots = np.flatnonzero(coll.selector.matching(flt))
+        ids = coll.points.ids_of(slots.astype(np.int64))
+        found = [(v.encode_id(i), int(s)) for i, s in zip(ids.tolist(), slots.tolist())]
+        n = _delete_found(coll, found)
+    if n:
+        notify(coll)
+    return n
+
+
+def _delete_found(coll: CollectionCore, found: list[tuple[bytes, int]]) -> int:
+    """Commit the removal of (encoded id, slot) pairs and apply it (caller holds the
+    write lock)."""
+    if not found:
+        return 0
+    pts = coll.points
+    batch = coll.kv.batch()
+    old = [s for _, s in found]
+    for (key, slot), pay in zip(found, _old_payloads(coll, old), strict=True):
+        pts.delete_id(batch, key)
+        pts.delete_slot(batch, slot)
+        coll.pindex.remove(batch, slot, pay)
+    op = commit.encode_write(pts.next_slot, 0, old) if coll.kind.persistent else None
+    coll.seq.commit(batch, coll.prefix, op)
+    removed = np.asarray(old, np.int64)
+    coll.index.remove(removed)
+    if coll.buffer is not None:
+        coll.buffer.remove(removed)
+    pts.apply_delete(old)
+    coll.selector.bump()
+    coll.status.last_write = time.monotonic()
+    return len(found)
+
+
+def _payload_blob(payload: dict[str, Any], what: str) -> bytes:
+    """`payload` as stored JSON, checked like an upsert's payload; messages name `what`."""
+    try:
+        blob = v.prepare_payloads([payload], 1, field="payload")[0]
+    except InvalidArgument as exc:
+        raise InvalidArgument(str(exc).replace("payload[0]", what, 1)) from None
+    assert blob is not None
+    return blob
+
+
+def update_payloads(coll: CollectionCore, ids: object, payload: object, merge: bool) -> int:
+    """set_payload (`merge`: the given keys replace or join each point's top-level keys) or
+    overwrite_payload (the payload is replaced whole). Missing ids are skipped; returns how
+    many points were updated. Vectors and slots do not change."""
+    id_list = v.prepare_ids(ids, coll.id_type)
+    if not isinstance(payload, dict):
+        raise InvalidArgument(f"payload must be a dict, got {type(payload).__name__}")
+    given = _payload_blob(payload, "payload")
+    keys = [v.encode_id(i) for i in id_list]
+    with coll.write_lock:
+        pts, pidx = coll.points, coll.pindex
+        slots = [s for s in pts.lookup(keys) if s is not None]
+        if not slots:
             return 0
         batch = coll.kv.batch()
-        for key, slot in found:
-            pts.delete_id(batch, key)
-            pts.delete_slot(batch, slot)
-        old = [s for _, s in found]
-        op = commit.encode_write(pts.next_slot, 0, old) if coll.kind.persistent else None
+        old = pts.payloads(slots) if (merge or pidx.defs) else [None] * len(slots)
+        for slot, before in zip(slots, old, strict=True):
+            if merge:
+                after = {**(before or {}), **payload}
+                blob = _payload_blob(after, f"payload merged into the point of slot {slot}")
+            else:
+                after, blob = payload, given
+            pidx.remove(batch, slot, before)
+            pidx.add(batch, slot, after)
+            pts.put_payload(batch, slot, blob)
+        op = commit.encode_payload(slots) if coll.kind.persistent else None
         coll.seq.commit(batch, coll.prefix, op)
-        removed = np.asarray(old, np.int64)
-        coll.index.remove(removed)
-        if coll.buffer is not None:
-            coll.buffer.remove(removed)
-        pts.apply_delete(old)
+        coll.selector.bump()
         coll.status.last_write = time.monotonic()
-    notify(coll)
-    return len(found)
+    return len(slots)
+
+
+# -- payload indexes ------------------------------------------------------------------------
+
+
+def build_payload_index(coll: CollectionCore, d: IndexDef) -> None:
+    """Create (or finish) a payload index: its definition is published not ready, so writes
+    maintain it from now on; then the entries of the stored payloads are written a chunk at a
+    time under the write lock (writes wait for one chunk, never for the whole build); then it
+    is marked ready. A crash midway leaves it not ready, and the next open builds it again."""
+    pidx = coll.pindex
+    pending = IndexDef(d.key, d.type, ready=False)
+    with coll.write_lock:
+        batch = coll.kv.batch()
+        fp = pidx.field_prefix(d.key)
+        batch.delete_range(kvmod.CF_META, fp, kvmod.prefix_end(fp))  # a half-built past
+        pidx.put_def(batch, pending)
+        coll.seq.commit(batch)
+        pidx.publish(pending)
+    prefix = coll.prefix
+    end = kvmod.prefix_end(prefix)
+    cursor = prefix
+    while True:
+        with coll.write_lock:
+            batch = coll.kv.batch()
+            n = _index_chunk(coll, pending, batch, cursor, end)
+            if n == 0:
+                done = IndexDef(d.key, d.type, ready=True)
+                pidx.put_def(batch, done)
+                coll.seq.commit(batch)
+                pidx.publish(done)
+                coll.selector.bump()
+                return
+            coll.seq.commit(batch)
+            cursor = prefix + kvmod.u64(n)
+
+
+def _index_chunk(coll: CollectionCore, d: IndexDef, batch: Batch, start: bytes, end: bytes) -> int:
+    """Entries of up to BUILD_CHUNK stored payloads from key `start` on; returns the slot to
+    resume at, 0 when there were none."""
+    last = -1
+    rows = 0
+    for key, raw in coll.kv.scan_range(kvmod.CF_PAYLOAD, start, end, fill_cache=False):
+        slot = kvmod.read_u64(key, len(coll.prefix))
+        coll.pindex.add(batch, slot, json.loads(raw), only=d)
+        last = slot
+        rows += 1
+        if rows == BUILD_CHUNK:
+            break
+    return last + 1 if rows else 0
+
+
+def drop_payload_index(coll: CollectionCore, key: str) -> None:
+    with coll.write_lock:
+        batch = coll.kv.batch()
+        coll.pindex.drop(batch, key)
+        coll.seq.commit(batch)
+        coll.pindex.forget(key)
+        coll.selector.bump()

@@ -1,31 +1,31 @@
-"""The one place that maps between the wire (`vecdb_pb2` messages, gRPC status codes) and
-vecdb's own values (`vecdb.types`, numpy arrays, `vecdb.errors`).
+"""The one place that maps between the wire (`vecdb.v1` messages) and vecdb's own values
+(`vecdb.types`, numpy arrays, Python ids and JSON values).
 
-Both the server (`vecdb.server.servicer`) and the remote clients (`vecdb.client.remote`,
-`vecdb.client.aio`) call these functions, so the two ends cannot disagree on byte order,
-padding or error classes. Encoders raise `InvalidArgument` for input the wire cannot carry
-(mixed id types, ragged vectors, values that are not JSON); decoders raise it for malformed
-messages (a vector blob whose length is not count * dim * 4, invalid UTF-8). It must not
-import the engine, the server or the clients; it does no validation the engine does anyway.
+Both the server (`vecdb.server.servicer`) and the remote clients (`vecdb.client.requests`,
+`remote`, `aio`) call these functions, so the two ends cannot disagree on byte order, padding,
+enums or id kinds. It judges nothing the engine judges: encoders carry what they are given
+(ragged rows, ids of mixed kinds, integers beyond int64, JSON null) so that the engine's
+validator answers; decoders refuse only what is malformed as a message (a vector blob whose
+length is not count * dim * 4, invalid UTF-8, text that is not JSON), naming the field.
+Errors <-> gRPC statuses live in `vecdb.rpc.status`. Must not import the engine, the server or
+the clients.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
 import numpy as np
 import numpy.typing as npt
 
-from vecdb import config as caps
-from vecdb.errors import ERROR_BY_CODE, Internal, InvalidArgument, VecdbError
-from vecdb.rpc import vecdb_pb2 as pb
+from vecdb.errors import InvalidArgument, echo
+from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import (
     CollectionInfo,
     CollectionKind,
-    Id,
     IdType,
     IndexKind,
     Metric,
@@ -36,204 +36,182 @@ from vecdb.types import (
 
 F32 = np.dtype("<f4")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+# ---------------------------------------------------------------------------- enums
+
+METRICS: dict[Any, Any] = {
+    Metric.L2: pb.METRIC_L2,
+    Metric.IP: pb.METRIC_IP,
+    Metric.COSINE: pb.METRIC_COSINE,
+}
+INDEX_KINDS: dict[Any, Any] = {
+    IndexKind.FLAT: pb.INDEX_KIND_FLAT,
+    IndexKind.SPANN: pb.INDEX_KIND_SPANN,
+}
+COLLECTION_KINDS: dict[Any, Any] = {
+    CollectionKind.DENSE: pb.COLLECTION_KIND_DENSE,
+    CollectionKind.MULTIVECTOR: pb.COLLECTION_KIND_MULTIVECTOR,
+}
+ID_TYPES: dict[Any, Any] = {IdType.INT: pb.ID_TYPE_INT, IdType.STR: pb.ID_TYPE_STR}
+
+
+def enum_from_proto(table: dict[Any, Any], value: int, field: str, default: Any = None) -> Any:
+    """The vecdb value of a wire enum (UNSPECIFIED -> `default`); an unknown number is
+    InvalidArgument naming the field."""
+    if value == 0 and default is not None:
+        return default
+    for mine, wire in table.items():
+        if wire == value:
+            return mine
+    allowed = ", ".join(str(m.value) for m in table)
+    raise InvalidArgument(f"{field} {value} is unknown (expected one of {allowed})",
+                          field=field)  # fmt: skip
+
 
 # ---------------------------------------------------------------------------- vectors
 
 
-class Ragged(InvalidArgument):
-    """A list of rows of different lengths; the client asks the collection's dimension and
-    reports the first row that does not match it (`ragged_error`)."""
-
-    def __init__(self, lengths: list[int], field: str) -> None:
-        super().__init__(f"{field} has rows of different lengths")
-        self.lengths = lengths
-        self.field = field
-
-
-def vectors_to_proto(vectors: object, field: str = "vectors") -> pb.Vectors:
-    """A (n, d) or (d,) array-like as little-endian float32 rows."""
-    lengths = ragged_lengths(vectors)
-    if lengths is not None:
-        raise Ragged(lengths, field)
-    try:
-        arr = np.asarray(vectors)
-        if arr.dtype.kind not in "fiub":
-            raise ValueError(f"dtype {arr.dtype}")
-        arr = arr.astype(F32, copy=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{field} must be a numeric matrix: {exc}") from None
-    if arr.ndim == 1:
-        arr = arr.reshape(1, -1)
-    if arr.ndim != 2:
-        raise InvalidArgument(f"{field} must be 1- or 2-dimensional, got shape {arr.shape}")
+def matrix_to_proto(arr: npt.NDArray[Any]) -> pb.Vectors:
+    """A numeric (n, d) array as little-endian float32 rows."""
     count, dim = arr.shape
-    return pb.Vectors(dim=dim, count=count, data=np.ascontiguousarray(arr).tobytes())
+    data = np.ascontiguousarray(arr, dtype=F32).tobytes()
+    return pb.Vectors(dim=dim, count=count, data=data)
 
 
-def vectors_from_proto(msg: pb.Vectors, field: str = "vectors") -> npt.NDArray[np.float32]:
-    """The (count, dim) float32 matrix of a `Vectors` message, checking the blob length."""
+def rows_to_proto(rows: Sequence[npt.NDArray[Any]]) -> pb.Vectors:
+    """Rows of different lengths, back to back, with their lengths (see `Vectors`)."""
+    data = b"".join(np.ascontiguousarray(r, dtype=F32).tobytes() for r in rows)
+    return pb.Vectors(dim=0, count=len(rows), data=data, row_lengths=[len(r) for r in rows])
+
+
+def vectors_from_proto(
+    msg: pb.Vectors, field: str = "vectors"
+) -> npt.NDArray[np.float32] | list[npt.NDArray[np.float32]]:
+    """The (count, dim) float32 matrix of a `Vectors` message (or its ragged rows)."""
+    if msg.row_lengths:
+        lengths = list(msg.row_lengths)
+        if len(lengths) != msg.count or 4 * sum(lengths) != len(msg.data):
+            raise InvalidArgument(
+                f"{field}.data has {len(msg.data)} bytes but row_lengths need {4 * sum(lengths)}",
+                field=field, reason="MALFORMED_REQUEST",
+            )  # fmt: skip
+        flat = np.frombuffer(msg.data, dtype=F32).astype(np.float32)
+        ends = np.cumsum(lengths)
+        return [flat[e - n : e] for e, n in zip(ends.tolist(), lengths, strict=True)]
     return _matrix(msg.data, msg.count, msg.dim, field)
 
 
-def vector_from_bytes(data: bytes, field: str = "query") -> npt.NDArray[np.float32]:
-    """A single (d,) float32 vector from a bare little-endian blob."""
-    if len(data) % 4:
-        raise InvalidArgument(f"{field} has {len(data)} bytes, not a multiple of 4 (float32)")
-    return np.frombuffer(data, dtype=F32).astype(np.float32)
-
-
 def _matrix(data: bytes, count: int, dim: int, field: str) -> npt.NDArray[np.float32]:
-    if len(data) % 4:
-        raise InvalidArgument(f"{field}.data has {len(data)} bytes, not a multiple of 4 (float32)")
     if len(data) != count * dim * 4:
         raise InvalidArgument(
-            f"{field}.data has {len(data)} bytes but count={count} x dim={dim} needs "
-            f"{count * dim * 4}"
-        )
-    flat = np.frombuffer(data, dtype=F32)
-    return flat.astype(np.float32).reshape(count, dim)
+            f"{field}.data has {len(data)} bytes but count={count} x dim={dim} float32 "
+            f"need {count * dim * 4}",
+            field=field, reason="MALFORMED_REQUEST",
+        )  # fmt: skip
+    return np.frombuffer(data, dtype=F32).astype(np.float32).reshape(count, dim)
 
 
 # ---------------------------------------------------------------------------- ids
 
 
-class UntypedIds(InvalidArgument):
-    """The ids are neither all integers nor all strings, so the wire cannot carry them; the
-    client asks the collection's id type and reports the first misfit (`misfit_id_error`)."""
+class InvalidId:
+    """An id received as `Id.invalid` text: a value of no id type, shown as the client spelt
+    it (its repr is that text, so the engine's message quotes it as an embedded call would)."""
 
-    def __init__(self, items: list[Any], field: str) -> None:
-        super().__init__(f"{field}: ids must be all integers or all strings")
-        self.items = items
-        self.field = field
+    def __init__(self, text: str) -> None:
+        self.text = text
 
-
-def ids_to_proto(ids: object, field: str = "ids") -> pb.Ids:
-    """A list of ints or a list of strs as an `Ids` message (an empty list travels as ints)."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
-        raise InvalidArgument(f"{field} must be a list of ids")
-    if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu":
-        flat = ids.ravel()
-        over = np.flatnonzero(flat > INT64_MAX) if flat.dtype.kind == "u" else np.zeros(0, int)
-        if over.size:
-            raise _range_error(field, int(over[0]), int(flat[over[0]]))
-        return pb.Ids(ints=pb.IntIds(values=flat.astype(np.int64).tolist()))
-    items = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
-    if items and all(isinstance(v, str) for v in items):
-        out: list[bytes] = []
-        for i, v in enumerate(items):
-            try:
-                out.append(v.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise InvalidArgument(f"{field}[{i}] is not valid Unicode text") from None
-        return pb.Ids(strs=pb.StrIds(values=out))
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        raise UntypedIds(items, field)
-    for i, v in enumerate(items):
-        if not INT64_MIN <= int(v) <= INT64_MAX:
-            raise _range_error(field, i, int(v))
-    return pb.Ids(ints=pb.IntIds(values=[int(v) for v in items]))
+    def __repr__(self) -> str:
+        return self.text
 
 
-def _range_error(field: str, pos: int, value: int) -> InvalidArgument:
-    return InvalidArgument(
-        f"{field}[{pos}] = {value} is out of range [{caps.MIN_INT_ID}, {caps.MAX_INT_ID}]"
-    )
+def _as_int(value: object) -> int | None:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return None
 
 
-def misfit_id_error(exc: UntypedIds, id_type: IdType) -> InvalidArgument:
-    """The engine's error for the first id that does not fit a collection of `id_type`."""
-    want_str = id_type is IdType.STR
-    for i, v in enumerate(exc.items):
-        fits = isinstance(v, str) if want_str else isinstance(v, (int, np.integer))
-        if not fits or isinstance(v, bool):
-            kind = "string" if want_str else "integer"
-            return InvalidArgument(f"{exc.field}[{i}] = {v!r}: this collection has {kind} ids")
-    return exc
+def id_to_proto(value: object) -> pb.Id:
+    """One id of any kind; what is neither an int64 nor a string travels as `invalid` text."""
+    if isinstance(value, str):
+        return pb.Id(str_id=value.encode("utf-8", "surrogatepass"))
+    n = _as_int(value)
+    if n is not None and INT64_MIN <= n <= INT64_MAX:
+        return pb.Id(int_id=n)
+    return pb.Id(invalid=str(n) if n is not None else echo(value))
 
 
-def ragged_lengths(vectors: object) -> list[int] | None:
-    """Row lengths of a list of rows whose lengths differ (None if not such a list); the client
-    then reports the first row that does not match the collection's dimension."""
-    if isinstance(vectors, np.ndarray) or not isinstance(vectors, (list, tuple)) or not vectors:
-        return None
-    if not any(isinstance(r, (list, tuple, np.ndarray)) for r in vectors):
-        return None  # one flat vector
-    lengths = [len(r) if hasattr(r, "__len__") else -1 for r in vectors]
-    return lengths if len(set(lengths)) > 1 else None
+def id_from_proto(msg: pb.Id, field: str) -> Any:
+    """Inverse of `id_to_proto` (None if unset): an int, a str, or an `InvalidId`."""
+    kind = msg.WhichOneof("value")
+    if kind == "int_id":
+        return int(msg.int_id)
+    if kind == "str_id":
+        return _utf8(msg.str_id, field)
+    if kind == "invalid":
+        return int(msg.invalid) if _DECIMAL.fullmatch(msg.invalid) else InvalidId(msg.invalid)
+    return None
 
 
-def ragged_error(exc: Ragged, dim: int) -> InvalidArgument:
-    """The engine's error for the first row whose length is not `dim`."""
-    for i, n in enumerate(exc.lengths):
-        if n != dim:
-            return InvalidArgument(f"{exc.field}[{i}]: expected {dim} floats, got {n}")
-    return exc
+def ids_to_proto(items: Sequence[Any]) -> pb.Ids:
+    """A list of ids: packed ints or strings when homogeneous, else one `Id` each."""
+    ints = [_as_int(v) for v in items]
+    if all(n is not None and INT64_MIN <= n <= INT64_MAX for n in ints):
+        return pb.Ids(ints=pb.IntIds(values=[n for n in ints if n is not None]))
+    if all(isinstance(v, str) for v in items):
+        return pb.Ids(strs=pb.StrIds(values=[v.encode("utf-8", "surrogatepass") for v in items]))
+    return pb.Ids(mixed=pb.MixedIds(values=[id_to_proto(v) for v in items]))
 
 
-def check_filter(flt: object) -> None:
-    """A filter must be a dict keyed by field names: JSON would silently turn int keys into
-    strings, so this is checked before encoding (the engine says the same)."""
-    if flt is not None and (not isinstance(flt, dict) or not all(isinstance(k, str) for k in flt)):
-        raise InvalidArgument("filter must be a dict of payload field -> value")
-
-
-def ids_from_proto(msg: pb.Ids, field: str = "ids") -> list[Id]:
-    """The ids of an `Ids` message as Python ints or strs (strict UTF-8)."""
-    if msg.HasField("strs"):
-        out: list[Id] = []
-        for i, raw in enumerate(msg.strs.values):
-            try:
-                out.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidArgument(f"{field}[{i}] is not valid UTF-8") from None
-        return out
+def ids_from_proto(msg: pb.Ids, field: str = "ids") -> list[Any]:
+    """The ids of an `Ids` message as Python ints, strs (strict UTF-8, lone surrogates kept
+    for the validator to name) or `InvalidId`s."""
+    kind = msg.WhichOneof("kind")
+    if kind == "strs":
+        return [_utf8(raw, f"{field}[{i}]") for i, raw in enumerate(msg.strs.values)]
+    if kind == "mixed":
+        return [id_from_proto(v, f"{field}[{i}]") for i, v in enumerate(msg.mixed.values)]
     return list(msg.ints.values)
 
 
-# ---------------------------------------------------------------------------- payloads / JSON
-
-
-def payloads_to_proto(payloads: object, field: str = "payloads") -> list[bytes]:
-    """Payloads (or None) as UTF-8 JSON texts; None entries become empty bytes."""
-    if payloads is None:
-        return []
-    if isinstance(payloads, (str, bytes)) or not isinstance(payloads, Sequence):
-        raise InvalidArgument(f"{field} must be a list of dicts (or None)")
-    return [b"" if p is None else dumps_json(p, f"{field}[{i}]") for i, p in enumerate(payloads)]
-
-
-def payloads_from_proto(raw: Sequence[bytes], field: str = "payloads") -> list[Any] | None:
-    """Decode UTF-8 JSON payloads; an empty list means no payloads, empty bytes mean None."""
-    if not raw:
-        return None
-    return [None if not r else loads_json(r, f"{field}[{i}]") for i, r in enumerate(raw)]
-
-
-def dumps_json(value: object, field: str) -> bytes:
-    """Compact UTF-8 JSON of `value`, or InvalidArgument naming `field`."""
+def _utf8(raw: bytes, field: str) -> str:
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidArgument(f"{field} is not JSON-serialisable: {exc}") from None
-    return text.encode("utf-8")
+        return raw.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{field} is not valid UTF-8", field=field, reason="BAD_ID") from None
 
 
-def loads_json(raw: bytes | str, field: str) -> Any:
-    """Parse JSON received on the wire, or InvalidArgument naming `field`."""
+# ---------------------------------------------------------------------------- JSON texts
+
+
+def dumps_json(value: Any) -> str:
+    """Compact JSON text of a value the engine produced (stored payloads, stats)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def loads_json(text: str, field: str, null: Any = None) -> Any:
+    """Parse JSON received on the wire, or InvalidArgument naming `field`; the literal `null`
+    becomes `null` (give a marker where None would mean something else)."""
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise InvalidArgument(f"{field} is not valid UTF-8 JSON: {exc}") from None
-
-
-def optional_json(value: object, field: str) -> str:
-    """A JSON text for an optional dict argument; None travels as the empty string."""
-    return "" if value is None else dumps_json(value, field).decode("utf-8")
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"{field} is not valid JSON: {exc}", field=field,
+                              reason="BAD_JSON") from None  # fmt: skip
+    return null if value is None else value
 
 
 def optional_from_json(text: str, field: str) -> Any:
-    """Inverse of `optional_json`."""
+    """An optional JSON argument: the empty string means None."""
     return None if not text else loads_json(text, field)
+
+
+def payloads_from_proto(raw: Sequence[str], null: Any, field: str = "payloads") -> Any:
+    """Decode payload texts; an empty list means no payloads, an empty text None (no payload),
+    the JSON literal null the `null` marker (which the validator refuses)."""
+    if not raw:
+        return None
+    return [None if not r else loads_json(r, f"{field}[{i}]", null) for i, r in enumerate(raw)]
 
 
 # ---------------------------------------------------------------------------- collections
@@ -244,61 +222,85 @@ def info_to_proto(info: CollectionInfo) -> pb.CollectionInfo:
     return pb.CollectionInfo(
         name=info.name,
         dim=info.dim,
-        metric=Metric(info.metric).value,
-        kind=CollectionKind(info.kind).value,
-        id_type=IdType(info.id_type).value,
-        index=IndexKind(info.index).value,
+        metric=METRICS[Metric(info.metric)],
+        kind=COLLECTION_KINDS[CollectionKind(info.kind)],
+        id_type=ID_TYPES[IdType(info.id_type)],
+        index=INDEX_KINDS[IndexKind(info.index)],
         count=info.count,
         multi_tenant=info.multi_tenant,
-        index_params_json=json.dumps(info.index_params, sort_keys=True),
+        index_params=json.dumps(info.index_params, sort_keys=True),
         indexed=info.indexed,
         buffered=info.buffered,
         index_state=info.index_state,
         index_progress=info.index_progress,
         last_build_seconds=info.last_build_seconds,
+        payload_indexes=dict(getattr(info, "payload_indexes", None) or {}),
     )
 
 
 def info_from_proto(msg: pb.CollectionInfo) -> CollectionInfo:
     """Inverse of `info_to_proto`."""
+    extra: dict[str, Any] = {}
+    if msg.payload_indexes:  # a field of CollectionInfo from the payload-index work on
+        extra["payload_indexes"] = dict(msg.payload_indexes)
     return CollectionInfo(
         name=msg.name,
         dim=msg.dim,
-        metric=Metric(msg.metric),
-        kind=CollectionKind(msg.kind),
-        id_type=IdType(msg.id_type),
-        index=IndexKind(msg.index),
+        metric=enum_from_proto(METRICS, msg.metric, "metric"),
+        kind=enum_from_proto(COLLECTION_KINDS, msg.kind, "kind"),
+        id_type=enum_from_proto(ID_TYPES, msg.id_type, "id_type"),
+        index=enum_from_proto(INDEX_KINDS, msg.index, "index"),
         count=msg.count,
         multi_tenant=msg.multi_tenant,
-        index_params=json.loads(msg.index_params_json or "{}"),
+        index_params=json.loads(msg.index_params or "{}"),
         indexed=msg.indexed,
         buffered=msg.buffered,
         index_state=msg.index_state or "ready",
         index_progress=msg.index_progress,
         last_build_seconds=(msg.last_build_seconds if msg.HasField("last_build_seconds") else None),
+        **extra,
     )
+
+
+def snapshot_to_proto(info: Any) -> pb.SnapshotInfo:
+    """A `vecdb.types.SnapshotInfo` as its message."""
+    return pb.SnapshotInfo(name=info.name, collection=info.collection, seq=info.seq,
+                           created=info.created, bytes=info.bytes)  # fmt: skip
+
+
+def snapshot_fields(msg: pb.SnapshotInfo) -> dict[str, Any]:
+    """The fields of a `SnapshotInfo` message, as keyword arguments of `vecdb.types.SnapshotInfo`."""
+    return {"name": msg.name, "collection": msg.collection, "seq": int(msg.seq),
+            "created": float(msg.created), "bytes": int(msg.bytes)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- records, results
 
 
-def records_to_proto(records: Sequence[Record]) -> pb.GetResponse:
-    """The answer of `get` as a `GetResponse`."""
+def points_to_proto(records: Sequence[Record]) -> pb.Points:
+    """Records (from get or scroll) as a `Points` message; records without a vector (asked
+    without vectors) send no vectors at all."""
     ids = ids_to_proto([r.id for r in records])
-    dim = int(records[0].vector.shape[-1]) if records else 0
-    mat = np.stack([r.vector for r in records]) if records else np.zeros((0, 0), np.float32)
-    vectors = pb.Vectors(dim=dim, count=len(records), data=mat.astype(F32).tobytes())
-    payloads = [b"" if r.payload is None else dumps_json(r.payload, "payload") for r in records]
-    return pb.GetResponse(ids=ids, vectors=vectors, payloads=payloads)
+    vecs: list[Any] = [r.vector for r in records if r.vector is not None]
+    if vecs and len(vecs) == len(records):
+        vectors = matrix_to_proto(np.stack(vecs))
+    else:
+        vectors = pb.Vectors(dim=0, count=0)
+    payloads = ["" if r.payload is None else dumps_json(r.payload) for r in records]
+    return pb.Points(ids=ids, vectors=vectors, payloads=payloads)
 
 
-def records_from_proto(msg: pb.GetResponse) -> list[Record]:
-    """Inverse of `records_to_proto`."""
+def points_from_proto(msg: pb.Points) -> list[Record]:
+    """Inverse of `points_to_proto` (vector None when the points came without vectors)."""
     ids = ids_from_proto(msg.ids)
-    mat = vectors_from_proto(msg.vectors) if ids else np.zeros((0, 0), np.float32)
-    payloads = payloads_from_proto(msg.payloads) or [None] * len(ids)
+    mat: Any = vectors_from_proto(msg.vectors) if msg.vectors.count else None
+    payloads = payloads_from_proto(msg.payloads, None) or [None] * len(ids)
     # `mat` is already this response's own copy: its rows need no second copy.
-    return [Record(id=i, vector=mat[n], payload=payloads[n]) for n, i in enumerate(ids)]
+    out = []
+    for n, i in enumerate(ids):
+        vector: Any = None if mat is None else mat[n]  # Record.vector is None without vectors
+        out.append(Record(id=i, vector=vector, payload=payloads[n]))
+    return out
 
 
 def result_to_proto(res: SearchResult) -> pb.SearchResponse:
@@ -308,11 +310,7 @@ def result_to_proto(res: SearchResult) -> pb.SearchResponse:
         found = (res.ids >= 0).sum(axis=1)
         ids = pb.Ids(ints=pb.IntIds(values=res.ids.astype(np.int64).ravel().tolist()))
     else:
-        present = (
-            np.vectorize(lambda v: v is not None, otypes=[bool])(res.ids)
-            if res.ids.size
-            else np.zeros((nq, k), bool)
-        )
+        present = np.array([[v is not None for v in row] for row in res.ids], bool).reshape(nq, k)
         found = present.sum(axis=1)
         flat = [b"" if v is None else str(v).encode("utf-8") for v in res.ids.ravel()]
         ids = pb.Ids(strs=pb.StrIds(values=flat))
@@ -326,8 +324,18 @@ def result_to_proto(res: SearchResult) -> pb.SearchResponse:
     )
     if res.payloads is not None:
         for row in res.payloads:
-            cells = [b"" if p is None else dumps_json(p, "payload") for p in row]
-            msg.payloads.extend(cells + [b""] * (k - len(cells)))
+            cells = ["" if p is None else dumps_json(p) for p in row]
+            msg.payloads.extend(cells + [""] * (k - len(cells)))
+    vectors = getattr(res, "vectors", None)  # SearchResult.vectors, when asked for
+    if vectors is not None:
+        msg.with_vectors = True
+        dim = next((len(v) for row in vectors for v in row if v is not None), 0)
+        grid = np.zeros((nq * k, dim), F32)
+        for r, row in enumerate(vectors):
+            for c, v in enumerate(row):
+                if v is not None:
+                    grid[r * k + c] = v
+        msg.vectors.CopyFrom(matrix_to_proto(grid))
     return msg
 
 
@@ -345,22 +353,13 @@ def result_from_proto(msg: pb.SearchResponse) -> SearchResult:
         ids = np.asarray(msg.ids.ints.values, dtype=np.int64).reshape(nq, k)
     payloads: list[list[Payload | None]] | None = None
     if msg.with_payload:
-        cells = payloads_from_proto(msg.payloads) or [None] * (nq * k)
+        cells = payloads_from_proto(msg.payloads, None) or [None] * (nq * k)
         payloads = [cells[row * k : (row + 1) * k] for row in range(nq)]  # padded with None
-    return SearchResult(ids=ids, distances=distances, payloads=payloads)
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-def status_of(err: VecdbError) -> grpc.StatusCode:
-    """The gRPC status code a vecdb error travels as."""
-    return grpc.StatusCode[err.code]
-
-
-def error_from_status(code: grpc.StatusCode, details: str | None) -> VecdbError:
-    """The vecdb error class for a status received by a client (unknown codes: Internal)."""
-    name = code.name if code is not None else "UNKNOWN"
-    cls = ERROR_BY_CODE.get(name, Internal)
-    message = details or name.lower().replace("_", " ")
-    return cls(message)
+    extra: dict[str, Any] = {}
+    if msg.with_vectors:  # SearchResult.vectors: per row, a vector per hit, None for padding
+        grid = vectors_from_proto(msg.vectors)
+        extra["vectors"] = [
+            [grid[row * k + col] if col < msg.found[row] else None for col in range(k)]
+            for row in range(nq)
+        ]
+    return SearchResult(ids=ids, distances=distances, payloads=payloads, **extra)

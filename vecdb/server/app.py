@@ -1,8 +1,8 @@
 """Assembles and runs one vecdb server: engine, gRPC server, health, reflection, metrics, logs.
 
 `VecdbServer(config).start()` opens the database, binds the gRPC port (plaintext, TLS or
-mTLS), registers `vecdb.v1.VectorDB`, `grpc.health.v1.Health` and reflection, starts the
-Prometheus exporter, and marks health SERVING. `stop()` is the graceful path: health goes
+mTLS), registers `vecdb.v1.VectorDB`, `grpc.health.v1.Health` and (if enabled) reflection,
+starts the Prometheus exporter, and marks health SERVING. `stop()` is the graceful path: health goes
 NOT_SERVING, new calls get UNAVAILABLE, in-flight calls get `grace_seconds` to finish, then the
 database is closed. `serve(config)` runs a server until SIGTERM or SIGINT; tests use the class
 directly with `port=0`. Owns process wiring only; request handling is in servicer/interceptors.
@@ -16,7 +16,6 @@ import signal
 import sys
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +24,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vecdb.errors import Unavailable
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.auth import KeyRing
 from vecdb.server.config import ServerConfig
-from vecdb.server.interceptors import CallGuard
+from vecdb.server.interceptors import AdmissionPool, CallGuard
 from vecdb.server.metrics import ServerMetrics
 from vecdb.server.servicer import VectorDBServicer
 
@@ -70,17 +69,23 @@ class VecdbServer:
             sizes=lambda: [(c.name, c.count) for c in db.list_collections()],
             index_status=lambda: db.summaries(),
         )
-        self._guard = CallGuard(KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys), self._metrics)
-        limit = cfg.limits.max_message_bytes
+        pool = AdmissionPool(cfg.server.workers)
+        lim = cfg.limits
+        self._guard = CallGuard(
+            KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys), self._metrics, pool,
+            workers=cfg.server.workers, max_queued=lim.max_queued_rpcs,
+            side_workers=lim.side_workers,
+        )  # fmt: skip
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=cfg.server.workers, thread_name_prefix="rpc"),
+            pool,
             interceptors=[self._guard],
             options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
+                ("grpc.max_receive_message_length", lim.max_message_bytes),
+                ("grpc.max_send_message_length", lim.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=cfg.limits.max_concurrent_rpcs,
+            # Only a safety net: the guard refuses with details long before (see interceptors).
+            maximum_concurrent_rpcs=2 * (cfg.server.workers + lim.max_queued_rpcs) + 64,
         )
         servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
         pb_grpc.add_VectorDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -100,6 +105,7 @@ class VecdbServer:
                 self.metrics_port = self._metrics.start_http(cfg.metrics.host, cfg.metrics.port)
         except (RuntimeError, OSError) as exc:  # port taken, bad address, unreadable cert
             server.stop(0)
+            self._guard.close()
             if self._owns_db:
                 db.close()
             raise Unavailable(f"cannot serve on {address} (metrics port "
@@ -127,6 +133,8 @@ class VecdbServer:
         # Pass 2: stop the gRPC server; whatever still runs after the grace is cancelled.
         if self._grpc is not None:
             self._grpc.stop(0 if not drained else min(grace, 1.0)).wait()
+        if self._guard is not None:
+            self._guard.close()
         if self._metrics is not None:
             self._metrics.stop_http()
         if self._db is not None and self._owns_db:

@@ -5,7 +5,7 @@ digests are kept in memory and presented keys are compared with `hmac.compare_di
 neither timing nor a heap dump reveals them. A caller sends `authorization: Bearer <key>` (or
 `api-key: <key>`, the alias Qdrant users know). With no key configured, every caller is admin
 (the server then should listen on loopback only). This module decides; the interceptor in
-`vecdb.server.interceptors` turns its errors into status codes. Tenant-scoped keys come later.
+`vecdb.server.interceptors` asks it on the call's metadata, before the body is read. Tenant-scoped keys come later.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ class Role(enum.Enum):
 
 
 # RPCs of vecdb.v1.VectorDB that change nothing; every other method needs an admin key.
-READ_METHODS = frozenset(
-    {"ListCollections", "GetCollection", "Get", "Count", "Search", "SearchBatch", "Stats"}
-)
+READ_METHODS = frozenset({
+    "CollectionExists", "ListCollections", "GetCollection", "Get", "Scroll", "Count", "Search",
+    "SearchBatch", "ListSnapshots", "Stats",
+})  # fmt: skip
 
 
 def _digest(key: str) -> bytes:
@@ -57,21 +58,25 @@ class KeyRing:
             return Role.ADMIN
         presented = presented_key(metadata)
         if presented is None:
-            raise Unauthenticated("missing API key: send 'authorization: Bearer <key>'")
+            raise Unauthenticated(
+                "missing API key: send 'authorization: Bearer <key>'", reason="MISSING_KEY"
+            )
         digest = _digest(presented)
         role: Role | None = None
         for known, known_role in self._keys:  # no early exit: constant work per key
             if hmac.compare_digest(known, digest):
                 role = known_role
         if role is None:
-            raise Unauthenticated("invalid API key")
+            raise Unauthenticated("invalid API key", reason="INVALID_KEY")
         return role
 
     @staticmethod
     def authorize(role: Role, method: str) -> None:
         """Raise `PermissionDenied` unless `role` may call `method` (the bare RPC name)."""
         if role is Role.READ and method not in READ_METHODS:
-            raise PermissionDenied(f"this API key is read-only and may not call {method}")
+            raise PermissionDenied(
+                f"this API key is read-only and may not call {method}", reason="READ_ONLY_KEY"
+            )
 
 
 def presented_key(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:

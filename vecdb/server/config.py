@@ -37,18 +37,27 @@ class ServerSection:
     data: str = caps.DEFAULT_DATA_DIR  # data directory of the embedded engine
     host: str = "127.0.0.1"  # bind address; 0.0.0.0 to listen on every interface
     port: int = caps.DEFAULT_PORT  # gRPC port; 0 picks a free one
-    workers: int = 16  # handler threads
-    reflection: bool = True  # register grpc.reflection so grpcurl works without .proto
+    workers: int = 16  # handler threads of VectorDB calls (more calls queue, see limits)
+    # Register grpc.reflection (grpcurl without the .proto). Off by default: it is a schema
+    # dump, and its streams stay open; when on, it needs an API key if keys are configured
+    # and runs on the limits.side_workers threads, never on VectorDB handler threads.
+    reflection: bool = False
     grace_seconds: float = 10.0  # how long shutdown lets in-flight calls finish
     blas_threads: int = 1  # BLAS threads per call (the engine parallelises itself); 0: as is
 
 
 @dataclass
 class LimitsSection:
-    """Guard-rails answered with RESOURCE_EXHAUSTED by grpcio itself."""
+    """Guard-rails. A burst queues: `server.workers` calls run, up to `max_queued_rpcs` more
+    wait for a thread, and only past that is a call refused (RESOURCE_EXHAUSTED with
+    RetryInfo, counted in `vecdb_rejected_requests`, logged at most every 10 s). Health
+    checks and reflection run on `side_workers` threads of their own, so they cannot starve
+    VectorDB calls nor be starved by them. Calls without a valid key are refused before their
+    body is read."""
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # per request and per response
-    max_concurrent_rpcs: int = 64  # calls beyond this are refused, not queued
+    max_queued_rpcs: int = 1024  # calls waiting for a handler thread before refusals start
+    side_workers: int = 4  # threads for health Watch and reflection streams (Check has 2 more)
     stream_window: int = 4  # unacknowledged batches a streaming upsert may have in flight
 
 
@@ -125,9 +134,9 @@ class ServerConfig:
                 f"limits.max_message_bytes={lim.max_message_bytes} is out of range "
                 f"[{MIN_MAX_MESSAGE_BYTES}, {MAX_MAX_MESSAGE_BYTES}]"
             )
-        for name in ("max_concurrent_rpcs", "stream_window"):
-            if getattr(lim, name) < 1:
-                raise InvalidArgument(f"limits.{name} must be >= 1")
+        for name in ("max_queued_rpcs", "side_workers", "stream_window"):
+            if getattr(lim, name) < (0 if name == "max_queued_rpcs" else 1):
+                raise InvalidArgument(f"limits.{name} is out of range", field=f"limits.{name}")
         if self.server.workers < 1:
             raise InvalidArgument("server.workers must be >= 1")
         if self.server.blas_threads < 0:

@@ -1,11 +1,20 @@
-"""The server interceptor every vecdb.v1 call passes through: request id, authentication and
-authorisation, deadline check, error-to-status mapping, metrics and a JSON log line.
+"""The server interceptor every call passes through: request id, shutdown, authentication and
+authorisation, admission (a bounded queue), safe request decoding, deadline check, error to
+rich status, metrics and a JSON log line.
 
-Handlers (`vecdb.server.servicer`) only raise `VecdbError`s; this module turns them into their
-status code with their message. Anything else is a bug: it is logged with its traceback and the
-request id, and the caller gets INTERNAL with a generic message naming only the request id
-(grpcio's own default would send UNKNOWN with the exception text). Health and reflection calls
-pass through untouched so probes work without a key. Must not import the engine.
+`intercept_service` runs on grpcio's polling thread when a call arrives, before its body is
+read, and decides from the metadata alone: a call that is refused (no valid key, a read-only
+key writing, the server draining, the queue full) gets a handler that reads no message and
+answers at once from a small pool of its own (`express`), so refusals neither decode an
+oversized body nor wait behind queued work. Admitted calls run on the handler pool
+(`AdmissionPool`), which counts what it holds: past `server.workers` running calls they queue,
+and past `limits.max_queued_rpcs` waiting ones the answer is RESOURCE_EXHAUSTED with RetryInfo,
+counted in `vecdb_rejected_requests` and logged at most every LOG_EVERY seconds. Health checks
+and reflection run on their own small pools, so neither they nor idle reflection streams can
+take a handler thread from VectorDB calls. A body that does not parse is INVALID_ARGUMENT
+(MALFORMED_REQUEST), not grpcio's INTERNAL. Handlers only raise `VecdbError`s; anything else is a
+bug, logged with its traceback and request id, and answered INTERNAL naming only the request
+id. Must not import the engine.
 """
 
 from __future__ import annotations
@@ -15,46 +24,149 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from typing import Any
 
 import grpc
 
-from vecdb.errors import DeadlineExceeded, Unavailable, VecdbError
-from vecdb.rpc.convert import status_of
+from vecdb.errors import (
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    VecdbError,
+)
+from vecdb.rpc.status import REQUEST_ID_KEY, to_status
 from vecdb.server.auth import KeyRing
 from vecdb.server.metrics import ServerMetrics
 
 log = logging.getLogger("vecdb.server")
 
 SERVICE_PREFIX = "/vecdb.v1.VectorDB/"
-REQUEST_ID_KEY = "x-request-id"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+REFLECTION_PREFIX = "/grpc.reflection."
+QUEUE_RETRY_AFTER = 0.5  # seconds suggested to a caller refused because the queue is full
+DRAIN_RETRY_AFTER = 1.0  # ... and to one refused because the server is shutting down
+LOG_EVERY = 10.0  # seconds between two log lines about refused calls
 
 
-class _Aborted(Exception):
-    """Carries a status out of the guarded block so `context.abort` runs outside it."""
+class AdmissionPool(futures.ThreadPoolExecutor):
+    """The handler pool; `pending` counts calls submitted and not finished (running + queued).
+    Every submitted task decrements it when done, so the count cannot leak."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers, thread_name_prefix="rpc")
+        self._lock = threading.Lock()
+        self.pending = 0  # calls running or waiting for a thread
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
+        with self._lock:
+            self.pending += 1
+        try:
+            return super().submit(self._counted, fn, *args, **kwargs)
+        except BaseException:
+            self._done()
+            raise
+
+    def _counted(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self.pending -= 1
+
+
+class _Undecodable:
+    """What the safe deserializer hands on instead of raising (grpcio would answer INTERNAL)."""
+
+    def __init__(self, message_type: str) -> None:
+        self.error = InvalidArgument(
+            f"the request body is not a valid {message_type} message", reason="MALFORMED_REQUEST"
+        )
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
+
+    def decode(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:
+            return _Undecodable(name)
+
+    return decode
+
+
+def _checked(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error
+        yield request
+
+
+def _on_pool(behavior: Callable[..., Any], pool: futures.ThreadPoolExecutor) -> Callable[..., Any]:
+    """`behavior` run by grpcio on `pool` instead of the handler pool (`experimental_thread_pool`
+    is grpcio's documented hook for this)."""
+
+    def run(*args: Any) -> Any:
+        return behavior(*args)
+
+    run.experimental_thread_pool = pool  # type: ignore[attr-defined]
+    return run
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, pool: futures.ThreadPoolExecutor) -> Any:
+    """The same handler, of the same cardinality, run on `pool`."""
+    de, ser = handler.request_deserializer, handler.response_serializer
+    for kind, make in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                       ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                       ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                       ("stream_stream", grpc.stream_stream_rpc_method_handler)):  # fmt: skip
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return make(_on_pool(behavior, pool), request_deserializer=de,
+                        response_serializer=ser)  # fmt: skip
+    return handler
 
 
 class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Wraps every VectorDB handler; see the module docstring for what it adds."""
+    """Wraps every call; see the module docstring for what it adds."""
 
-    def __init__(self, keys: KeyRing, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, keys: KeyRing, metrics: ServerMetrics, pool: AdmissionPool, *, workers: int,
+        max_queued: int, side_workers: int,
+    ) -> None:  # fmt: skip
         self._keys = keys  # configured API keys
         self._metrics = metrics  # counters and histograms of this server
+        self._pool = pool  # the handler pool, which counts pending calls
+        self._bound = workers + max_queued  # pending calls past which new ones are refused
+        self._express = futures.ThreadPoolExecutor(2, thread_name_prefix="rpc-refuse")
+        self._probes = futures.ThreadPoolExecutor(2, thread_name_prefix="rpc-health")
+        self._side = futures.ThreadPoolExecutor(side_workers, thread_name_prefix="rpc-side")
         self._draining = threading.Event()  # set at shutdown: new calls get UNAVAILABLE
         self._idle = threading.Condition()  # notified when a call ends
-        self._active = 0  # calls admitted and not yet finished
+        self._active = 0  # calls running now
+        self._refused = 0  # queue-full refusals since the last log line
+        self._logged_at = 0.0  # monotonic time of that line
 
     def drain(self, timeout: float) -> bool:
-        """Refuse new calls from now on and wait up to `timeout` s for in-flight ones to end.
+        """Refuse new calls from now on and wait up to `timeout` s for running ones to end.
         Returns whether they all did."""
         self._draining.set()
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
+
+    def close(self) -> None:
+        """Stop the guard's own pools (after the gRPC server stopped)."""
+        for pool in (self._express, self._probes, self._side):
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def intercept_service(
         self,
@@ -62,49 +174,101 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = continuation(details)
-        if handler is None or not details.method.startswith(SERVICE_PREFIX):
-            return handler
-        method = details.method[len(SERVICE_PREFIX) :]
+        if handler is None:
+            return None
+        full = details.method
         metadata = tuple(details.invocation_metadata or ())
+        rid = uuid.uuid4().hex[:16]
+        if not full.startswith(SERVICE_PREFIX):
+            if full.startswith(REFLECTION_PREFIX):  # the schema is for callers with a key
+                try:
+                    self._keys.authenticate(metadata)
+                except VecdbError as exc:
+                    return self._refusal(handler, full, rid, exc)
+            return _rebuild(handler, self._probes if full == HEALTH_CHECK else self._side)
+        method = full[len(SERVICE_PREFIX) :]
+        try:  # decided on the metadata alone: nothing of the body has been read
+            if self._draining.is_set():
+                raise Unavailable("server is shutting down; retry on another replica or later",
+                                  reason="SHUTTING_DOWN", retry_after=DRAIN_RETRY_AFTER)  # fmt: skip
+            self._keys.authorize(self._keys.authenticate(metadata), method)
+            if self._pool.pending >= self._bound:
+                self._queue_full(method)
+                raise ResourceExhausted(
+                    f"server busy: {self._pool.pending} calls running or queued; retry later",
+                    reason="QUEUE_FULL", retry_after=QUEUE_RETRY_AFTER,
+                )  # fmt: skip
+        except VecdbError as exc:
+            return self._refusal(handler, method, rid, exc)
+        de, ser = _safe(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, metadata, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+                self._wrap_unary(method, rid, handler.unary_unary),
+                request_deserializer=de, response_serializer=ser,
+            )  # fmt: skip
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, metadata, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+                self._wrap_stream(method, rid, handler.stream_stream),
+                request_deserializer=de, response_serializer=ser,
+            )  # fmt: skip
         return handler
+
+    # -- refusals --------------------------------------------------------------------------
+
+    def _queue_full(self, method: str) -> None:
+        self._metrics.rejected.labels("queue_full").inc()
+        now = time.monotonic()
+        self._refused += 1
+        if now - self._logged_at >= LOG_EVERY:
+            log.warning("calls refused: queue full", extra={"method": method,
+                        "refused": self._refused, "pending": self._pool.pending})  # fmt: skip
+            self._refused, self._logged_at = 0, now
+
+    def _refusal(
+        self, handler: grpc.RpcMethodHandler, method: str, rid: str, exc: VecdbError
+    ) -> grpc.RpcMethodHandler:
+        """A handler that reads no request message and answers `exc` from the express pool."""
+        self._metrics.observe(method, exc.code, 0.0)
+        if exc.code != "RESOURCE_EXHAUSTED":
+            log.info("call refused", extra=_fields(method, rid, exc.code, exc.message))
+        status = to_status(exc, rid)
+
+        def refuse(requests: Any, context: grpc.ServicerContext) -> Any:
+            context.abort_with_status(status)
+
+        def refuse_stream(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            context.abort_with_status(status)
+            yield  # pragma: no cover - abort raised
+
+        ser = handler.response_serializer
+        if handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                _on_pool(refuse_stream, self._express), response_serializer=ser
+            )
+        return grpc.stream_unary_rpc_method_handler(
+            _on_pool(refuse, self._express), response_serializer=ser
+        )
 
     # -- the guarded call ------------------------------------------------------------------
 
-    def _admit(self, method: str, metadata: Any, context: grpc.ServicerContext) -> str:
-        """Start a call: request id, draining, auth, deadline. Returns the request id."""
-        rid = uuid.uuid4().hex[:16]
-        context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
-        if self._draining.is_set():
-            raise Unavailable("server is shutting down; retry on another replica or later")
-        role = self._keys.authenticate(metadata)
-        self._keys.authorize(role, method)
+    def _start(self, method: str, context: grpc.ServicerContext) -> None:
+        if self._draining.is_set():  # queued before the drain began
+            raise Unavailable("server is shutting down; retry on another replica or later",
+                              reason="SHUTTING_DOWN", retry_after=DRAIN_RETRY_AFTER)  # fmt: skip
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded(f"deadline passed before {method} started")
-        return rid
 
-    def _failure(self, method: str, rid: str, exc: BaseException) -> _Aborted:
-        """Map an exception to the status sent to the client, logging as it deserves."""
+    def _failure(self, method: str, rid: str, exc: BaseException) -> VecdbError:
+        """The error sent to the client for `exc`, logged as it deserves."""
         if isinstance(exc, VecdbError):
             level = logging.ERROR if exc.code in ("DATA_LOSS", "INTERNAL") else logging.INFO
             log.log(level, "call failed", extra=_fields(method, rid, exc.code, exc.message))
-            return _Aborted(status_of(exc), exc.message)
+            return exc
         log.error(
             "unexpected exception", exc_info=exc, extra=_fields(method, rid, "INTERNAL", None)
         )
-        return _Aborted(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})")
+        return Internal(f"internal error (request id {rid})")
 
     def _begin(self) -> float:
         with self._idle:
@@ -123,45 +287,49 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             log.debug("call", extra=_fields(method, rid, code, None, elapsed))
 
     def _wrap_unary(
-        self, method: str, metadata: Any, behavior: Callable[[Any, grpc.ServicerContext], Any]
+        self, method: str, rid: str, behavior: Callable[[Any, grpc.ServicerContext], Any]
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             start = self._begin()
-            rid, code, aborted = "-", "OK", None
+            code, failed = "OK", None
             try:
-                rid = self._admit(method, metadata, context)
+                context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+                self._start(method, context)
+                if isinstance(request, _Undecodable):
+                    raise request.error
                 return behavior(request, context)
             except Exception as exc:
-                aborted = self._failure(method, rid, exc)
-                code = aborted.code.name
+                failed = self._failure(method, rid, exc)
+                code = failed.code
             finally:
                 self._finish(method, rid, code, start)
-            context.abort(aborted.code, aborted.message)  # raises
+            context.abort_with_status(to_status(failed, rid))  # raises
 
         return guarded
 
     def _wrap_stream(
         self,
         method: str,
-        metadata: Any,
+        rid: str,
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             start = self._begin()
-            rid, code, aborted = "-", "OK", None
+            code, failed = "OK", None
             try:
-                rid = self._admit(method, metadata, context)
-                yield from behavior(requests, context)
+                context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+                self._start(method, context)
+                yield from behavior(_checked(requests), context)
             except GeneratorExit:  # the client went away mid-stream
                 code = "CANCELLED"
                 raise
             except Exception as exc:
-                aborted = self._failure(method, rid, exc)
-                code = aborted.code.name
+                failed = self._failure(method, rid, exc)
+                code = failed.code
             finally:
                 self._finish(method, rid, code, start)
-            if aborted is not None:
-                context.abort(aborted.code, aborted.message)
+            if failed is not None:
+                context.abort_with_status(to_status(failed, rid))
 
         return guarded
 

@@ -150,6 +150,12 @@ class ServerMetrics:
             "vecdb_upserted_vectors", "Vectors acknowledged by Upsert and UpsertStream",
             registry=self.registry,
         )  # fmt: skip
+        self.rejected = Counter(
+            "vecdb_rejected_requests",
+            "Calls refused before running because the server was busy, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         if sizes is not None:
             self.registry.register(_CollectionSizes(sizes))
         if index_status is not None:

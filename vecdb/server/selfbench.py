@@ -33,8 +33,8 @@ import numpy.typing as npt
 
 from vecdb.engine import Database
 from vecdb.rpc import convert
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 CLI = [sys.executable, "-c", "from vecdb.cli.main import main; main()"]
 COLLECTION = "glove"
@@ -92,14 +92,11 @@ def embedded_search(db: Database, k: int, queries: npt.NDArray[np.float32]) -> A
 
 
 def remote_search(stub: Any, k: int, queries: npt.NDArray[np.float32]) -> Any:
-    """One search as `RemoteClient.search` sends it (Search for one query, else SearchBatch)."""
+    """One search as `RemoteClient.search` sends it."""
     opts = pb.SearchOptions(k=k)
-    if queries.ndim == 1:
-        req: Any = pb.SearchRequest(collection=COLLECTION, query=queries.tobytes(), options=opts)
-        return convert.result_from_proto(stub.Search(req, timeout=600))
-    vecs = convert.vectors_to_proto(queries, "queries")
-    req = pb.SearchBatchRequest(collection=COLLECTION, queries=vecs, options=opts)
-    return convert.result_from_proto(stub.SearchBatch(req, timeout=600))
+    vecs = convert.matrix_to_proto(queries.reshape(-1, queries.shape[-1]))
+    req = pb.SearchRequest(collection=COLLECTION, queries=vecs, options=opts)
+    return convert.result_from_proto(stub.Search(req, timeout=600))
 
 
 def measure(

@@ -1,35 +1,52 @@
 """The `vecdb.v1.VectorDB` servicer: decode each request, call the engine, encode the answer.
 
 One method per RPC, each a few lines: all decoding and encoding goes through
-`vecdb.rpc.convert`, all validation happens in the engine (which raises `VecdbError`), and
-all error-to-status mapping, auth and metrics live in `vecdb.server.interceptors`. The
-servicer holds the `Database` but never opens or closes it (`vecdb.server.app` does).
-`UpsertStream` acknowledges each batch after the engine returned, i.e. once it is durable.
+`vecdb.rpc.convert`, all validation happens in the engine (`vecdb.engine.validate`, which
+raises `VecdbError` naming the field), and all error-to-status mapping, auth, admission and
+metrics live in `vecdb.server.interceptors`. Inputs reach the engine as the client gave them
+(ragged rows, ids of any kind, JSON null payloads as `validate.JSON_NULL`) so that its one
+validator produces the same error as an embedded call. Optional engine arguments are passed
+only when the request sets them, so the defaults stay the engine's. The servicer holds the
+`Database` but never opens or closes it (`vecdb.server.app` does). `UpsertStream`
+acknowledges each batch after the engine returned, i.e. once it is durable.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from vecdb.engine.validate import JSON_NULL
 from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import convert
-from vecdb.rpc import vecdb_pb2 as pb
-from vecdb.rpc import vecdb_pb2_grpc as pb_grpc
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.types import CollectionKind, IdType, Metric
 
 if TYPE_CHECKING:
     from vecdb.engine import Database
     from vecdb.server.metrics import ServerMetrics
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000  # ListCollections
+
+
+def _opt_json(text: str, field: str, kwargs: dict[str, Any]) -> None:
+    """Set kwargs[field] to the parsed JSON text, if the request carries one."""
+    if text:
+        kwargs[field] = convert.loads_json(text, field)
 
 
 class VectorDBServicer(pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
     def __init__(self, db: Database, metrics: ServerMetrics, stream_window: int) -> None:
-        self._db = db  # the engine, thread-safe
+        # The engine (thread-safe), typed Any: several of its methods (scroll, payload indexes,
+        # snapshots, exist_ok / with_vectors / filter arguments) are the issue-9 engine API.
+        self._db: Any = db
         self._metrics = metrics  # for counting written vectors
         self._window = stream_window  # credits advertised to streaming clients
 
@@ -38,22 +55,41 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
     def CreateCollection(
         self, req: pb.CreateCollectionRequest, ctx: grpc.ServicerContext
     ) -> pb.CreateCollectionResponse:
+        metric = convert.enum_from_proto(convert.METRICS, req.metric, "metric", Metric.COSINE)
         kwargs: dict[str, Any] = {
-            "id_type": req.id_type or "int",
-            "kind": req.kind or "dense",
+            "id_type": convert.enum_from_proto(convert.ID_TYPES, req.id_type, "id_type",
+                                               IdType.INT).value,
+            "kind": convert.enum_from_proto(convert.COLLECTION_KINDS, req.kind, "kind",
+                                            CollectionKind.DENSE).value,
             "multi_tenant": req.multi_tenant,
-            "index_params": convert.optional_from_json(req.index_params_json, "index_params"),
-        }
+            "index_params": convert.optional_from_json(req.index_params, "index_params"),
+        }  # fmt: skip
         if req.index:
-            kwargs["index"] = req.index
-        info = self._db.create_collection(req.name, req.dim, req.metric or "cosine", **kwargs)
+            kwargs["index"] = convert.enum_from_proto(convert.INDEX_KINDS, req.index, "index").value
+        if req.exist_ok:
+            kwargs["exist_ok"] = True
+        info = self._db.create_collection(req.name, req.dim, metric.value, **kwargs)
         return pb.CreateCollectionResponse(info=convert.info_to_proto(info))
+
+    def CollectionExists(
+        self, req: pb.CollectionExistsRequest, ctx: grpc.ServicerContext
+    ) -> pb.CollectionExistsResponse:
+        return pb.CollectionExistsResponse(exists=bool(self._db.collection_exists(req.name)))
 
     def ListCollections(
         self, req: pb.ListCollectionsRequest, ctx: grpc.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        infos = [convert.info_to_proto(i) for i in self._db.list_collections()]
-        return pb.ListCollectionsResponse(collections=infos)
+        size = req.page_size or DEFAULT_PAGE_SIZE
+        if size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size={size} is out of range [0, {MAX_PAGE_SIZE}]",
+                                  field="page_size")  # fmt: skip
+        after = _page_after(req.page_token)
+        infos = [i for i in self._db.list_collections() if after is None or i.name > after]
+        page = infos[:size]
+        token = _page_token(page[-1].name) if len(infos) > size else ""
+        return pb.ListCollectionsResponse(
+            collections=[convert.info_to_proto(i) for i in page], next_page_token=token
+        )
 
     def GetCollection(
         self, req: pb.GetCollectionRequest, ctx: grpc.ServicerContext
@@ -75,7 +111,7 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
             req.collection,
             convert.ids_from_proto(req.ids),
             convert.vectors_from_proto(req.vectors),
-            convert.payloads_from_proto(req.payloads),
+            convert.payloads_from_proto(req.payloads, JSON_NULL),
         )
         self._metrics.vectors_written.inc(n)
         return int(n)
@@ -90,25 +126,83 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
         for req in requests:
             if last_seq is not None and req.seq <= last_seq:
                 raise InvalidArgument(
-                    f"stream batch seq={req.seq} does not increase (previous {last_seq})"
+                    f"stream batch seq={req.seq} does not increase (previous {last_seq})",
+                    field="seq",
                 )
             last_seq = req.seq
             try:
                 n = self._upsert(req.batch)
-            except VecdbError as exc:  # say which batch; the class (status) stays the same
-                raise type(exc)(f"batch seq={req.seq}: {exc.message}") from None
+            except VecdbError as exc:  # say which batch; class, field and reason stay
+                raise type(exc)(f"batch seq={req.seq}: {exc.message}", field=exc.field,
+                                reason=exc.reason, retry_after=exc.retry_after) from None  # fmt: skip
             yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=self._window)
 
     def Get(self, req: pb.GetRequest, ctx: grpc.ServicerContext) -> pb.GetResponse:
-        records = self._db.get(req.collection, convert.ids_from_proto(req.ids))
-        return convert.records_to_proto(records)
+        ids = convert.ids_from_proto(req.ids)
+        if req.HasField("with_vectors") and not req.with_vectors:
+            records = self._db.get(req.collection, ids, with_vectors=False)
+        else:
+            records = self._db.get(req.collection, ids)
+        return pb.GetResponse(points=convert.points_to_proto(records))
+
+    def Scroll(self, req: pb.ScrollRequest, ctx: grpc.ServicerContext) -> pb.ScrollResponse:
+        kwargs: dict[str, Any] = {"with_vectors": req.with_vectors}
+        _opt_json(req.filter, "filter", kwargs)
+        if req.HasField("limit"):
+            kwargs["limit"] = req.limit
+        if req.HasField("offset"):
+            kwargs["offset"] = convert.id_from_proto(req.offset, "offset")
+        if req.HasField("with_payload"):
+            kwargs["with_payload"] = req.with_payload
+        records, next_offset = self._db.scroll(req.collection, **kwargs)
+        resp = pb.ScrollResponse(points=convert.points_to_proto(records))
+        if next_offset is not None:
+            resp.next_offset.CopyFrom(convert.id_to_proto(next_offset))
+        return resp
 
     def Delete(self, req: pb.DeleteRequest, ctx: grpc.ServicerContext) -> pb.DeleteResponse:
-        n = self._db.delete(req.collection, convert.ids_from_proto(req.ids))
+        kwargs: dict[str, Any] = {}
+        _opt_json(req.filter, "filter", kwargs)
+        ids = convert.ids_from_proto(req.ids) if req.HasField("ids") else None
+        if kwargs:
+            n = self._db.delete(req.collection, ids, **kwargs)
+        else:
+            n = self._db.delete(req.collection, ids)
         return pb.DeleteResponse(deleted=n)
 
     def Count(self, req: pb.CountRequest, ctx: grpc.ServicerContext) -> pb.CountResponse:
-        return pb.CountResponse(count=self._db.count(req.collection))
+        kwargs: dict[str, Any] = {}
+        _opt_json(req.filter, "filter", kwargs)
+        return pb.CountResponse(count=self._db.count(req.collection, **kwargs))
+
+    def _payload_call(self, method: str, req: pb.SetPayloadRequest) -> pb.SetPayloadResponse:
+        ids = convert.ids_from_proto(req.ids)
+        payload = convert.loads_json(req.payload or "{}", "payload", JSON_NULL)
+        return pb.SetPayloadResponse(
+            updated=getattr(self._db, method)(req.collection, ids, payload)
+        )
+
+    def SetPayload(
+        self, req: pb.SetPayloadRequest, ctx: grpc.ServicerContext
+    ) -> pb.SetPayloadResponse:
+        return self._payload_call("set_payload", req)
+
+    def OverwritePayload(
+        self, req: pb.SetPayloadRequest, ctx: grpc.ServicerContext
+    ) -> pb.SetPayloadResponse:
+        return self._payload_call("overwrite_payload", req)
+
+    def CreatePayloadIndex(
+        self, req: pb.CreatePayloadIndexRequest, ctx: grpc.ServicerContext
+    ) -> pb.CreatePayloadIndexResponse:
+        self._db.create_payload_index(req.collection, req.key, req.type)
+        return pb.CreatePayloadIndexResponse()
+
+    def DropPayloadIndex(
+        self, req: pb.DropPayloadIndexRequest, ctx: grpc.ServicerContext
+    ) -> pb.DropPayloadIndexResponse:
+        self._db.drop_payload_index(req.collection, req.key)
+        return pb.DropPayloadIndexResponse()
 
     def Optimize(self, req: pb.OptimizeRequest, ctx: grpc.ServicerContext) -> pb.OptimizeResponse:
         self._db.optimize(req.collection, wait=not req.no_wait)
@@ -116,28 +210,62 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
 
     # -- search ----------------------------------------------------------------------------
 
-    def _search(self, collection: str, queries: Any, opts: pb.SearchOptions) -> pb.SearchResponse:
-        res = self._db.search(
-            collection,
-            queries,
-            opts.k,
-            filter=convert.optional_from_json(opts.filter_json, "filter"),
-            params=convert.optional_from_json(opts.params_json, "params"),
-            with_payload=opts.with_payload,
-        )
+    def Search(self, req: pb.SearchRequest, ctx: grpc.ServicerContext) -> pb.SearchResponse:
+        opts = req.options
+        kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
+        _opt_json(opts.filter, "filter", kwargs)
+        _opt_json(opts.params, "params", kwargs)
+        if opts.with_vectors:
+            kwargs["with_vectors"] = True
+        queries = convert.vectors_from_proto(req.queries, "queries")
+        res = self._db.search(req.collection, queries, opts.k, **kwargs)
         return convert.result_to_proto(res)
 
-    def Search(self, req: pb.SearchRequest, ctx: grpc.ServicerContext) -> pb.SearchResponse:
-        return self._search(req.collection, convert.vector_from_bytes(req.query), req.options)
+    SearchBatch = Search
 
-    def SearchBatch(
-        self, req: pb.SearchBatchRequest, ctx: grpc.ServicerContext
-    ) -> pb.SearchResponse:
-        queries = convert.vectors_from_proto(req.queries, "queries")
-        return self._search(req.collection, queries, req.options)
+    # -- snapshots -------------------------------------------------------------------------
+
+    def CreateSnapshot(
+        self, req: pb.CreateSnapshotRequest, ctx: grpc.ServicerContext
+    ) -> pb.CreateSnapshotResponse:
+        info = self._db.create_snapshot(req.collection)
+        return pb.CreateSnapshotResponse(snapshot=convert.snapshot_to_proto(info))
+
+    def ListSnapshots(
+        self, req: pb.ListSnapshotsRequest, ctx: grpc.ServicerContext
+    ) -> pb.ListSnapshotsResponse:
+        infos = self._db.list_snapshots(req.collection)
+        return pb.ListSnapshotsResponse(snapshots=[convert.snapshot_to_proto(i) for i in infos])
+
+    def RestoreSnapshot(
+        self, req: pb.RestoreSnapshotRequest, ctx: grpc.ServicerContext
+    ) -> pb.RestoreSnapshotResponse:
+        self._db.restore_snapshot(req.collection, req.snapshot)
+        return pb.RestoreSnapshotResponse()
+
+    def DeleteSnapshot(
+        self, req: pb.DeleteSnapshotRequest, ctx: grpc.ServicerContext
+    ) -> pb.DeleteSnapshotResponse:
+        self._db.delete_snapshot(req.collection, req.snapshot)
+        return pb.DeleteSnapshotResponse()
 
     # -- admin -----------------------------------------------------------------------------
 
     def Stats(self, req: pb.StatsRequest, ctx: grpc.ServicerContext) -> pb.StatsResponse:
         stats = self._db.stats(req.collection or None)
-        return pb.StatsResponse(stats_json=json.dumps(stats, default=str, sort_keys=True))
+        return pb.StatsResponse(stats=json.dumps(stats, default=str, sort_keys=True))
+
+
+def _page_token(last_name: str) -> str:
+    """An opaque token: the last name of the page, base64url (names are ASCII)."""
+    return base64.urlsafe_b64encode(last_name.encode("ascii")).decode("ascii")
+
+
+def _page_after(token: str) -> str | None:
+    if not token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("ascii")
+    except (ValueError, UnicodeError):
+        raise InvalidArgument("page_token is not a token this server issued",
+                              field="page_token", reason="BAD_PAGE_TOKEN") from None  # fmt: skip

@@ -1,0 +1,274 @@
+"""The bad-input table (research/reliability.md §8), sent embedded and remote.
+
+Every case runs against an embedded client and a remote client (a real gRPC server on
+127.0.0.1) over identically seeded data, and must raise the same `vecdb.errors` class with the
+same message, `field` and `reason` in both modes, and change nothing (collections, counts, and
+`get` of every id a case touches, before and after). Rows that only a hand-built message can
+send (malformed blobs, JSON null, invalid UTF-8) are in tests/server/test_wire_bad_inputs.py;
+rows about limits of the server itself (message size, queue, keys) in
+tests/server/test_server_overload.py and test_server_limits.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import vecdb
+from vecdb import config
+from vecdb.server.app import VecdbServer
+from vecdb.server.config import load_config
+
+DIM = 4
+Case = Callable[[vecdb.Client], object]
+ONE = np.full((1, DIM), 0.5, np.float32)
+FOUR = (np.arange(1, 17, dtype=np.float32).reshape(4, DIM) / 10).astype(np.float32)
+INT_IDS = [0, 1, 2, 3, 10, 11, 12, 99]
+STR_IDS = ["a", "b", "日本語", "new", "x"]
+
+
+def seed(c: vecdb.Client) -> None:
+    """ "c": int ids, cosine; "l": int ids, l2; "s": str ids, l2 (all flat, with payloads)."""
+    c.create_collection("c", DIM, "cosine", index="flat")
+    c.upsert("c", [0, 1, 2, 3], FOUR, [{"seed": i} for i in range(4)])
+    c.create_collection("l", DIM, "l2", index="flat")
+    c.upsert("l", [0, 1, 2, 3], FOUR)
+    c.create_collection("s", DIM, "l2", id_type="str", index="flat")
+    c.upsert("s", ["a", "b", "日本語"], FOUR[:3], [{"k": "a"}, None, {"k": "日"}])
+
+
+def state(c: vecdb.Client) -> Any:
+    """Everything a rejected request must not change."""
+    out: list[Any] = [sorted(i.name for i in c.list_collections())]
+    for name, ids in (("c", INT_IDS), ("l", INT_IDS), ("s", STR_IDS)):
+        recs = c.get(name, ids)
+        out.append((name, c.count(name), [(r.id, r.vector.tobytes(), r.payload) for r in recs]))
+    return out
+
+
+class AioAdapter:
+    """`vecdb.AsyncClient` seen through synchronous calls: each method runs on the adapter's
+    own event loop (in a thread), so the table's cases run unchanged against it."""
+
+    def __init__(self, target: str) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+        async def make() -> vecdb.AsyncClient:
+            return vecdb.AsyncClient(target, timeout=60)
+
+        self._client = self._run(make())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        return lambda *args, **kwargs: self._run(method(*args, **kwargs))
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def clients(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """An embedded, a remote and an async remote client over identically seeded databases
+    (the two remote clients share one server and one database)."""
+    root = tmp_path_factory.mktemp("table")
+    cfg = load_config(env={}, overrides={
+        "server": {"data": str(root / "remote"), "port": 0, "workers": 4},
+        "metrics": {"enabled": False},
+    })  # fmt: skip
+    server = VecdbServer(cfg).start()
+    local = vecdb.connect(str(root / "local"))
+    remote = vecdb.connect(f"127.0.0.1:{server.port}", timeout=60)
+    for c in (local, remote):
+        seed(c)
+    aio = AioAdapter(f"127.0.0.1:{server.port}")
+    yield {"local": local, "remote": remote, "aio": aio}
+    aio.close()
+    remote.close()
+    local.close()
+    server.stop(grace=0)
+
+
+def nested(depth: int, leaf: Any = 0, as_list: bool = False) -> Any:
+    out = leaf
+    for _ in range(depth):
+        out = [out] if as_list else {"x": out}
+    return out
+
+
+def vec(*values: float) -> np.ndarray:
+    return np.array([values], dtype=np.float64)
+
+
+BIG = config.MAX_BATCH + 1
+CASES: dict[str, Case] = {
+    # collections and names
+    "unknown collection count": lambda c: c.count("nope"),
+    "unknown collection search": lambda c: c.search("nope", ONE[0]),
+    "unknown collection upsert": lambda c: c.upsert("nope", [1], ONE),
+    "unknown collection get_collection": lambda c: c.get_collection("nope"),
+    "create existing": lambda c: c.create_collection("c", DIM, "cosine"),
+    "name traversal": lambda c: c.create_collection("../x", DIM),
+    "name slash": lambda c: c.count("a/b"),
+    "name empty": lambda c: c.create_collection("", DIM),
+    "name NUL": lambda c: c.get_collection("a\x00b"),
+    "name 65 chars": lambda c: c.create_collection("a" * 65, DIM),
+    "name 10000 chars": lambda c: c.create_collection("n" * 10_000, DIM),
+    "name 10000 emoji": lambda c: c.count("😀" * 10_000),
+    "name None": lambda c: c.count(None),  # type: ignore[arg-type]
+    "name lone surrogate": lambda c: c.search("\ud800", ONE[0]),
+    "dim 0": lambda c: c.create_collection("d", 0),
+    "dim negative": lambda c: c.create_collection("d", -1),
+    "dim above cap": lambda c: c.create_collection("d", config.MAX_DIM + 1),
+    "dim float": lambda c: c.create_collection("d", 2.5),  # type: ignore[arg-type]
+    "dim str": lambda c: c.create_collection("d", "4"),  # type: ignore[arg-type]
+    "dim 2**70": lambda c: c.create_collection("d", 2**70),
+    "bad name before bad dim": lambda c: c.create_collection("a/b", "4"),  # type: ignore[arg-type]
+    "unknown metric": lambda c: c.create_collection("m", DIM, "hamming"),
+    "metric None": lambda c: c.create_collection("m", DIM, None),  # type: ignore[arg-type]
+    "unknown id_type": lambda c: c.create_collection("m", DIM, id_type="uuid"),
+    "unknown index": lambda c: c.create_collection("m", DIM, index="hnsw"),
+    "unknown kind": lambda c: c.create_collection("m", DIM, kind="sparse"),
+    "multivector kind": lambda c: c.create_collection("m", DIM, kind="multivector"),
+    "multi_tenant": lambda c: c.create_collection("m", DIM, multi_tenant=True),
+    "index_params not an object": lambda c: c.create_collection("m", DIM, index_params=[1]),  # type: ignore[arg-type]
+    # vectors
+    "row too short": lambda c: c.upsert("l", [10, 11], [[1, 2, 3, 4], [1, 2, 3]]),
+    "row too long": lambda c: c.upsert("l", [10, 11], [[1, 2, 3, 4], [1, 2, 3, 4, 5]]),
+    "matrix too narrow": lambda c: c.upsert("l", [10], np.ones((1, DIM - 1))),
+    "matrix too wide": lambda c: c.upsert("l", [10], np.ones((1, DIM + 1))),
+    "matrix empty rows": lambda c: c.upsert("l", [10], np.ones((1, 0))),
+    "vectors empty list": lambda c: c.upsert("l", [10], []),
+    "vectors of strings": lambda c: c.upsert("l", [10], [["a", "b", "c", "d"]]),
+    "vectors a string": lambda c: c.upsert("l", [10], "abcd"),
+    "vectors None": lambda c: c.upsert("l", [10], None),
+    "vectors 3-D": lambda c: c.upsert("l", [10], np.ones((1, 1, DIM))),
+    "row not a list": lambda c: c.upsert("l", [10, 11], [[1, 2, 3, 4], 5]),
+    "NaN stored": lambda c: c.upsert("l", [10], vec(0, np.nan, 0, 0)),
+    "+inf stored": lambda c: c.upsert("l", [10], vec(np.inf, 0, 0, 0)),
+    "-inf stored": lambda c: c.upsert("l", [10], vec(0, 0, 0, -np.inf)),
+    "absurd magnitude": lambda c: c.upsert("l", [10], vec(1e30, 0, 0, 0)),
+    "beyond float32": lambda c: c.upsert("l", [10], vec(0, 1e39, 0, 0)),
+    "beyond float32 in a list": lambda c: c.upsert("l", [10], [[0.0, 0.0, -1e300, 0.0]]),
+    "zero vector cosine": lambda c: c.upsert("c", [10], np.zeros((1, DIM))),
+    "ids/vectors count": lambda c: c.upsert("l", [10, 11], ONE),
+    "empty upsert": lambda c: c.upsert("l", [], np.zeros((0, DIM))),
+    "batch over cap": lambda c: c.upsert("l", list(range(BIG)), np.ones((BIG, DIM))),
+    # queries, k, params, filters
+    "query wrong dim": lambda c: c.search("l", np.ones(DIM + 2)),
+    "queries ragged": lambda c: c.search("l", [[1, 2, 3, 4], [1, 2]]),
+    "query NaN": lambda c: c.search("l", vec(np.nan, 0, 0, 0)),
+    "query inf": lambda c: c.search("l", vec(0, np.inf, 0, 0)),
+    "query zero cosine": lambda c: c.search("c", np.zeros(DIM)),
+    "query of strings": lambda c: c.search("l", ["a", "b", "c", "d"]),
+    "queries over cap": lambda c: c.search("l", np.ones((config.MAX_QUERIES + 1, DIM))),
+    "k 0": lambda c: c.search("l", ONE[0], k=0),
+    "k negative": lambda c: c.search("l", ONE[0], k=-1),
+    "k above cap": lambda c: c.search("l", ONE[0], k=config.MAX_K + 1),
+    "k 2**70": lambda c: c.search("l", ONE[0], k=2**70),
+    "k float": lambda c: c.search("l", ONE[0], k=2.5),  # type: ignore[arg-type]
+    "k bool": lambda c: c.search("l", ONE[0], k=True),
+    "k str": lambda c: c.search("l", ONE[0], k="3"),  # type: ignore[arg-type]
+    "k None": lambda c: c.search("l", ONE[0], k=None),  # type: ignore[arg-type]
+    "bad k before bad queries": lambda c: c.search("l", "abcd", k=0),
+    "params out of range": lambda c: c.search("l", ONE[0], params={"max_postings": -1}),
+    "params not an object": lambda c: c.search("l", ONE[0], params=[1]),  # type: ignore[arg-type]
+    "filter a list": lambda c: c.search("l", ONE[0], filter=[1]),  # type: ignore[arg-type]
+    "filter int key": lambda c: c.search("l", ONE[0], filter={1: "x"}),  # type: ignore[dict-item]
+    "filter NaN": lambda c: c.search("l", ONE[0], filter={"x": float("nan")}),
+    "filter set value": lambda c: c.search("l", ONE[0], filter={"x": {1, 2}}),
+    # ids
+    "negative int id": lambda c: c.upsert("l", [-1], ONE),
+    "int id 2**63": lambda c: c.upsert("l", [2**63], ONE),
+    "int id 2**64": lambda c: c.get("l", [2**64]),
+    "numpy uint64 id": lambda c: c.get("l", np.array([2**63], np.uint64)),
+    "bool id": lambda c: c.upsert("l", [True], ONE),
+    "float id": lambda c: c.get("l", [1.5]),
+    "None id": lambda c: c.delete("l", [None]),
+    "str id in int collection": lambda c: c.upsert("l", ["x"], ONE),
+    "int id in str collection": lambda c: c.upsert("s", [1], ONE),
+    "numpy int id in str collection": lambda c: c.get("s", np.array([1, 2])),
+    "mixed ids": lambda c: c.upsert("l", [10, "a"], np.ones((2, DIM))),
+    "duplicate ids upsert": lambda c: c.upsert("l", [10, 10], np.ones((2, DIM))),
+    "duplicate ids delete": lambda c: c.delete("l", [1, 2, 1]),
+    "empty delete": lambda c: c.delete("l", []),
+    "empty get": lambda c: c.get("l", []),
+    "ids not a list": lambda c: c.get("l", 5),
+    "ids a string": lambda c: c.delete("s", "abc"),
+    "str id empty": lambda c: c.upsert("s", [""], ONE),
+    "str id too long": lambda c: c.upsert("s", ["x" * (config.MAX_STR_ID_BYTES + 1)], ONE),
+    "str id NUL": lambda c: c.upsert("s", ["a\x00b"], ONE),
+    "str id control char": lambda c: c.get("s", ["a\x07"]),
+    "str id lone surrogate": lambda c: c.upsert("s", ["new", "\ud800"], np.ones((2, DIM))),
+    # payloads
+    "payloads not a list": lambda c: c.upsert("l", [10], ONE, "p"),
+    "payloads count": lambda c: c.upsert("l", [10], ONE, [{"a": 1}, {"b": 2}]),
+    "payload a list": lambda c: c.upsert("l", [10, 11], np.ones((2, DIM)), [{}, [1, 2]]),
+    "payload a string": lambda c: c.upsert("l", [10], ONE, ["s"]),
+    "payload a number": lambda c: c.upsert("l", [10], ONE, [42]),
+    "payload a set": lambda c: c.upsert("l", [10], ONE, [{"s": {1, 2}}]),
+    "payload bytes": lambda c: c.upsert("l", [10], ONE, [{"b": b"raw"}]),
+    "payload object": lambda c: c.upsert("l", [10], ONE, [{"o": object()}]),
+    "payload NaN": lambda c: c.upsert("l", [10], ONE, [{"x": [1, float("nan")]}]),
+    "payload inf": lambda c: c.upsert("l", [10], ONE, [{"x": float("inf")}]),
+    "payload int key": lambda c: c.upsert("l", [10], ONE, [{1: "x"}]),
+    "payload too big": lambda c: c.upsert("l", [10], ONE, [{"x": "y" * config.MAX_PAYLOAD_BYTES}]),
+    "payload too deep": lambda c: c.upsert("l", [10], ONE, [nested(config.MAX_PAYLOAD_DEPTH + 1)]),
+    "payload 10000 deep": lambda c: c.upsert("l", [10], ONE, [{"a": nested(10_000, as_list=True)}]),
+    "payload lone surrogate": lambda c: c.upsert("l", [10, 11], np.ones((2, DIM)),
+                                                 [{"ok": 1}, {"t": "a\ud800"}]),
+    "payload lone surrogate key": lambda c: c.upsert("l", [10], ONE, [{"\udfff": 1}]),
+}  # fmt: skip
+
+
+def outcome(c: vecdb.Client, case: Case) -> tuple[Any, ...]:
+    """(class, message, field, reason) of the error `case` raises on `c`."""
+    with pytest.raises(vecdb.VecdbError) as info:
+        case(c)
+    err = info.value
+    return type(err), err.message, err.field, err.reason
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_gets_the_same_error_in_both_modes_and_changes_nothing(
+    clients: dict[str, Any], name: str
+) -> None:
+    """Same class, message, field and reason embedded, remote and async remote; nothing
+    changes."""
+    before = {mode: state(c) for mode, c in clients.items()}
+    local = outcome(clients["local"], CASES[name])
+    assert outcome(clients["remote"], CASES[name]) == local
+    assert outcome(clients["aio"], CASES[name]) == local
+    assert len(local[1]) <= 512
+    for mode, c in clients.items():
+        assert state(c) == before[mode], mode
+
+
+def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> None:
+    """Structured fields use the request's public names and positions."""
+    expected = {
+        "row too short": ("vectors[1]", "WRONG_DIMENSION"),
+        "query NaN": ("queries[0][0]", "NOT_FINITE"),
+        "k 0": ("k", "BAD_K"),
+        "duplicate ids upsert": ("ids[1]", "DUPLICATE_ID"),
+        "payload lone surrogate": ("payloads[1]", "BAD_PAYLOAD"),
+        "payload a list": ("payloads[1]", "BAD_PAYLOAD"),
+        "name 10000 chars": ("collection", "BAD_NAME"),
+        "str id lone surrogate": ("ids[1]", "BAD_ID"),
+        "unknown collection count": (None, "NOT_FOUND"),
+    }
+    for name, (field, reason) in expected.items():
+        _, message, got_field, got_reason = outcome(clients["remote"], CASES[name])
+        assert (got_field, got_reason) == (field, reason), name
+        assert "dict" not in message and "list" not in message, message

@@ -1,0 +1,133 @@
+"""`vecdb ingest` against an existing collection: contradicting options are refused, errors
+that are not about rows are not blamed on rows, and the resume file can be placed anywhere.
+
+Embedded and over a real gRPC server on 127.0.0.1 (ephemeral port).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from ingest_files import vectors, write_npy
+
+import vecdb
+from vecdb.cli.main import main
+from vecdb.server.app import VecdbServer
+from vecdb.server.config import load_config
+
+DIM = 8
+
+
+@pytest.fixture(params=["local", "remote"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "local":
+        yield str(tmp_path / "db")
+        return
+    cfg = load_config(env={}, overrides={"server": {"data": str(tmp_path / "srv"), "port": 0},
+                                         "metrics": {"enabled": False}})  # fmt: skip
+    srv = VecdbServer(cfg).start()
+    yield f"127.0.0.1:{srv.port}"
+    srv.stop(grace=0)
+
+
+def ingest(*args: str) -> Any:
+    return CliRunner().invoke(main, ["ingest", *args, "--quiet"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "have"),
+    [("--metric", "ip", "metric l2"), ("--dim", "16", "dim 8"), ("--index", "spann", "index flat")],
+)
+def test_options_contradicting_the_collection_are_refused(
+    tmp_path: Path, target: str, option: str, value: str, have: str
+) -> None:
+    """--metric/--dim/--index that differ from the existing collection: one clear error,
+    nothing loaded."""
+    with vecdb.connect(target) as c:
+        c.create_collection("c", dim=DIM, metric="l2", index="flat")
+    f = tmp_path / "x.npy"
+    write_npy(f, vectors(50, DIM))
+    out = ingest(str(f), "--collection", "c", "--target", target, option, value)
+    assert out.exit_code == 1, out.output
+    if option == "--dim":
+        assert "--dim 16 but" in out.output  # the file says 8: caught before the collection
+    else:
+        assert f"{option} {value} contradicts collection 'c', which has {have}" in out.output
+    with vecdb.connect(target) as c:
+        assert c.count("c") == 0
+    same = ingest(str(f), "--collection", "c", "--target", target, "--metric", "L2",
+                  "--index", "flat", "--dim", str(DIM))  # fmt: skip
+    assert same.exit_code == 0, same.output
+
+
+def test_id_type_mismatch_is_a_collection_error(tmp_path: Path, target: str) -> None:
+    """String ids into an int-id collection: reported against the collection, not a row."""
+    with vecdb.connect(target) as c:
+        c.create_collection("c", dim=DIM, metric="l2", index="flat")
+    f = tmp_path / "x.jsonl"
+    rows = [{"id": f"doc{i}", "vector": v.tolist()} for i, v in enumerate(vectors(5, DIM))]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = ingest(str(f), "--collection", "c", "--target", target)
+    assert out.exit_code == 1
+    assert "collection 'c' has int ids but" in out.output and "row" not in out.output
+
+
+def test_config_errors_are_not_row_errors(
+    tmp_path: Path, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection dropped mid-load (NotFound) names the target, not rows of the batch."""
+    from vecdb.client.local import LocalClient
+    from vecdb.client.remote import RemoteClient
+
+    with vecdb.connect(target) as c:
+        c.create_collection("c", dim=DIM, metric="l2", index="flat")
+    f = tmp_path / "x.npy"
+    write_npy(f, vectors(40, DIM))
+    for klass in (LocalClient, RemoteClient):
+        monkeypatch.setattr(klass, "get_collection", _dropping(klass.get_collection))
+    out = ingest(str(f), "--collection", "c", "--target", target, "--batch-size", "10")
+    assert out.exit_code == 1, out.output
+    line = out.output.strip().splitlines()[-1]
+    assert f"{target}: NotFound: " in line and "row 0" not in line and "rows 0" not in line
+
+
+def _dropping(original: Any) -> Any:
+    """get_collection that drops the collection right after answering (a race with an admin)."""
+
+    def get_then_drop(self: Any, name: str) -> Any:
+        info = original(self, name)
+        self.drop_collection(name)
+        return info
+
+    return get_then_drop
+
+
+def test_resume_file_location_is_chosen(tmp_path: Path, target: str) -> None:
+    """--resume-file PATH keeps the resume state there (not next to the input)."""
+    x = vectors(60, DIM)
+    f = tmp_path / "x.npy"
+    write_npy(f, x)
+    state = tmp_path / "elsewhere" / "state.json"
+    state.parent.mkdir()
+    out = ingest(str(f), "--collection", "c", "--target", target, "--dim", str(DIM),
+                 "--batch-size", "20", "--resume-file", str(state), "--stop-after", "1")  # fmt: skip
+    assert out.exit_code == 3, out.output
+    assert json.loads(state.read_text())["rows_done"] == 20
+    assert not (tmp_path / "x.npy.vecdb-progress.json").exists()
+    out = ingest(str(f), "--collection", "c", "--target", target, "--resume",
+                 "--resume-file", str(state))  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert json.loads(state.read_text())["complete"] is True
+    with vecdb.connect(target) as c:
+        assert c.count("c") == 60
+
+
+def test_metric_and_index_choices_are_listed_in_help() -> None:
+    """--help shows the fixed choices of --metric and --index."""
+    out = CliRunner().invoke(main, ["ingest", "--help"])
+    assert "[l2|ip|cosine]" in out.output and "[flat|spann]" in out.output

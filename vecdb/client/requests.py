@@ -1,0 +1,278 @@
+"""Request builders shared by the sync and the async remote client.
+
+The wire carries every input as the user gave it (raw dims and counts, ragged rows, ids of any
+kind, integers beyond the valid range, JSON null, NaN and lone surrogates inside JSON), so the
+server's engine judges it with the one rule book, `vecdb.engine.validate`, and the error reads
+the same as an embedded call's. Only Python values the wire has no way to carry (a set in a
+payload, strings where numbers go, a float beyond float32, a k that is not an integer) are
+judged here, and by that same rule book: first the checks the engine would make before them
+that need no stored state (the collection name, then k, ...), then the value itself. So the
+two modes can disagree only on a request with two faults, one of which needs the collection
+(it does not exist, or its dimension or id type) to be seen. Imports the wire (`vecdb.rpc`)
+and the rule book, never the rest of the engine or the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from vecdb.engine import filters
+from vecdb.engine import validate as rules
+from vecdb.errors import InvalidArgument, VecdbError, echo
+from vecdb.rpc import convert
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.types import CollectionKind, IdType, IndexKind, Metric
+
+T = TypeVar("T")
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class Uncarriable(Exception):
+    """A value the wire cannot carry; the builder then asks the rule book for the error."""
+
+
+def build(make: Callable[[], T]) -> T:
+    """Construct a message; protobuf type/range errors become `InvalidArgument`."""
+    try:
+        return make()
+    except VecdbError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidArgument(f"invalid argument: {exc}") from None
+
+
+def name_arg(name: Any, what: str = "collection") -> str:
+    """A name as the wire carries it (any text); what is not text is judged by the rules."""
+    if isinstance(name, str) and not rules.lone_surrogate(name):
+        return name
+    rules.check_name(what, name)  # raises: a name that is not text is never valid
+    raise InvalidArgument(f"{what} name {echo(name)} is invalid", field=what)
+
+
+def _int64(value: Any) -> int:
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if convert.INT64_MIN <= int(value) <= convert.INT64_MAX:
+            return int(value)
+    raise Uncarriable()
+
+
+def _enum(table: dict[Any, Any], cls: Any, value: Any, lower: bool = False) -> Any:
+    try:
+        return table[cls(value.lower() if lower else value)]
+    except (ValueError, AttributeError, TypeError, KeyError):
+        raise Uncarriable() from None
+
+
+# ---------------------------------------------------------------------------- values
+
+
+def vectors_msg(vectors: Any, field: str) -> pb.Vectors:
+    """Vectors as given: a matrix, or ragged rows (the server names the row at fault)."""
+    rows = rules.shape_rows(vectors, field)
+    if isinstance(rows, list):
+        wide = [r.astype(np.float64, copy=False) for r in rows]
+        if any(np.abs(r[np.isfinite(r)]).max(initial=0) > _F32_MAX for r in wide):
+            _overflow(np.concatenate(wide).reshape(1, -1), field)
+        return convert.rows_to_proto(rows)
+    if rows.dtype != np.float32:
+        finite = rows[np.isfinite(rows)] if rows.dtype.kind == "f" else rows
+        if finite.size and np.abs(finite).max() > _F32_MAX:  # would arrive as inf
+            _overflow(rows.astype(np.float64), field)
+    return convert.matrix_to_proto(rows)
+
+
+def _overflow(wide: Any, field: str) -> None:
+    rules.check_components(wide, field)  # raises: |x| > float32 max is above MAX_ABS_COMPONENT
+    raise InvalidArgument(f"{field} holds values beyond float32", field=field)
+
+
+def ids_msg(ids: Any, field: str = "ids") -> pb.Ids:
+    """Ids as given (mixed kinds and out-of-range integers included)."""
+    if isinstance(ids, np.ndarray) and ids.ndim == 1 and ids.dtype.kind == "i":
+        return pb.Ids(ints=pb.IntIds(values=ids.astype(np.int64, copy=False)))
+    return convert.ids_to_proto(rules.check_id_list(ids, field))
+
+
+def json_arg(value: Any, field: str) -> str:
+    """An optional JSON argument (filter, params, index_params, payload): None is "". A filter
+    JSON cannot carry (a set, a key that is not a string) is judged by the engine's own
+    filter check first, so the error is the embedded one."""
+    if value is None:
+        return ""
+    try:
+        return rules.json_text(value, field)
+    except InvalidArgument:
+        if field == "filter":
+            filters.parse(value)
+        raise
+
+
+def payloads_msg(payloads: Any, field: str = "payloads") -> list[str]:
+    if payloads is None:
+        return []
+    if not isinstance(payloads, Sequence) or isinstance(payloads, (str, bytes)):
+        rules.prepare_payloads(payloads, 0, field)  # raises the rule book's type error
+    return ["" if p is None else _payload_text(p, f"{field}[{i}]") for i, p in enumerate(payloads)]
+
+
+def _payload_text(payload: Any, field: str) -> str:
+    try:
+        return rules.json_text(payload, field)
+    except InvalidArgument:
+        rules.payload_bytes(payload, field)  # raises the rule book's own payload error
+        raise
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def create_request(
+    name: Any, dim: Any, metric: Any, id_type: Any, index: Any, index_params: Any, kind: Any,
+    multi_tenant: Any, exist_ok: Any,
+) -> pb.CreateCollectionRequest:  # fmt: skip
+    try:
+        return build(lambda: pb.CreateCollectionRequest(
+            name=name_arg(name), dim=_int64(dim),
+            metric=_enum(convert.METRICS, Metric, metric, lower=True),
+            id_type=_enum(convert.ID_TYPES, IdType, id_type),
+            index=pb.INDEX_KIND_UNSPECIFIED if index is None else _enum(convert.INDEX_KINDS, IndexKind, index),
+            index_params=json_arg(index_params, "index_params"),
+            kind=_enum(convert.COLLECTION_KINDS, CollectionKind, kind),
+            multi_tenant=bool(multi_tenant), exist_ok=bool(exist_ok),
+        ))  # fmt: skip
+    except Uncarriable:
+        # Database.create_collection's checks, in its order, give the embedded error.
+        rules.check_name("collection", name)
+        rules.check_dim(dim)
+        rules.check_metric(metric)
+        rules.check_id_type(id_type)
+        if index is not None:
+            from vecdb.index import registry  # the index kinds' own error
+
+            registry.spec(index)
+        if index_params is not None and not isinstance(index_params, dict):
+            raise InvalidArgument("index_params must be a dict") from None
+        rules.check_kind(kind)
+        raise InvalidArgument("create_collection arguments cannot be sent") from None
+
+
+def judged(name: Any, make: Callable[[], T], *before: Callable[[], object]) -> T:
+    """`make()`; if it finds a value the wire cannot carry, first the checks the engine makes
+    before that value (the name, then `before`), so the error is the one an embedded call
+    raises."""
+    try:
+        return make()
+    except InvalidArgument:
+        rules.check_name("collection", name)
+        for check in before:
+            check()
+        raise
+
+
+def upsert_request(name: Any, ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
+    collection = name_arg(name)
+    return judged(name, lambda: build(lambda: pb.UpsertRequest(
+        collection=collection, ids=ids_msg(ids), vectors=vectors_msg(vectors, "vectors"),
+        payloads=payloads_msg(payloads),
+    )))  # fmt: skip
+
+
+def split_upsert(whole: pb.UpsertRequest, max_bytes: int) -> list[pb.UpsertRequest]:
+    """One request, or several if it would not fit in a message (splits are not atomic)."""
+    vec, ids, pay = whole.vectors, whole.ids, whole.payloads
+    n = vec.count
+    kind = ids.WhichOneof("kind")
+    n_ids = len(ids.ints.values) if kind == "ints" else len(ids.strs.values)
+    size = whole.ByteSize()
+    if (size <= max_bytes // 2 or n <= 1 or kind not in ("ints", "strs") or vec.row_lengths
+            or len(pay) not in (0, n) or n_ids != n):  # fmt: skip
+        return [whole]  # the engine answers shape mismatches with its own message
+    rows = max(1, int(n * (max_bytes // 2) / size))
+    row_bytes = vec.dim * 4
+    out = []
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        sub = pb.Ids()
+        if kind == "strs":
+            sub.strs.values.extend(ids.strs.values[lo:hi])
+        else:
+            sub.ints.values.extend(ids.ints.values[lo:hi])
+        data = vec.data[lo * row_bytes : hi * row_bytes]
+        out.append(pb.UpsertRequest(
+            collection=whole.collection, ids=sub, payloads=pay[lo:hi],
+            vectors=pb.Vectors(dim=vec.dim, count=hi - lo, data=data),
+        ))  # fmt: skip
+    return out
+
+
+def search_request(
+    name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
+    with_vectors: Any,
+) -> pb.SearchRequest:  # fmt: skip
+    collection = name_arg(name)
+    k_ = judged(name, lambda: _int_arg(k, rules.check_k))
+
+    def make() -> pb.SearchRequest:
+        options = pb.SearchOptions(
+            k=k_, filter=json_arg(filter, "filter"), params=json_arg(params, "params"),
+            with_payload=bool(with_payload), with_vectors=bool(with_vectors),
+        )  # fmt: skip
+        return pb.SearchRequest(
+            collection=collection, queries=vectors_msg(queries, "queries"), options=options
+        )
+
+    return judged(name, make, lambda: rules.check_k(k_))  # the engine judges k first
+
+
+def _int_arg(value: Any, check: Callable[[Any], object]) -> int:
+    """An integer argument carried as int64; anything else is judged by `check` (raises)."""
+    try:
+        return _int64(value)
+    except Uncarriable:
+        check(value)
+        raise InvalidArgument(f"{echo(value)} is not an integer") from None
+
+
+def scroll_request(
+    name: Any, filter: Any, limit: Any, offset: Any, with_vectors: Any, with_payload: Any
+) -> pb.ScrollRequest:
+    collection = name_arg(name)
+
+    def bad_limit(value: Any) -> None:
+        raise InvalidArgument(f"limit must be an integer, got {echo(value)}", field="limit")
+
+    limit_ = judged(name, lambda: _int_arg(limit, bad_limit))
+    req = judged(name, lambda: pb.ScrollRequest(
+        collection=collection, filter=json_arg(filter, "filter"), limit=limit_,
+        with_vectors=bool(with_vectors), with_payload=bool(with_payload),
+    ))  # fmt: skip
+    if offset is not None:
+        req.offset.CopyFrom(convert.id_to_proto(offset))
+    return req
+
+
+def delete_request(name: Any, ids: Any, filter: Any) -> pb.DeleteRequest:
+    collection = name_arg(name)
+    req = judged(name, lambda: pb.DeleteRequest(collection=collection,
+                                                 filter=json_arg(filter, "filter")))  # fmt: skip
+    if ids is not None:
+        req.ids.CopyFrom(judged(name, lambda: ids_msg(ids)))
+    return req
+
+
+def payload_request(name: Any, ids: Any, payload: Any) -> pb.SetPayloadRequest:
+    collection = name_arg(name)
+    return judged(name, lambda: pb.SetPayloadRequest(
+        collection=collection, ids=ids_msg(ids),
+        payload="null" if payload is None else rules.json_text(payload, "payload"),
+    ))  # fmt: skip
+
+
+def text_arg(value: Any, field: str) -> str:
+    """A plain string argument (payload key and type, snapshot name)."""
+    if isinstance(value, str) and not rules.lone_surrogate(value):
+        return value
+    raise InvalidArgument(f"{field} must be a string, got {echo(value)}", field=field)

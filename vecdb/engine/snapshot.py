@@ -1,0 +1,304 @@
+"""Online snapshots of one collection: create, list, restore, delete, and recovery on open.
+
+A snapshot holds a collection at one sequence number S while writes and searches go on:
+1. the maintenance worker is paused (its `job_lock`: no drain, maintenance slice or
+   checkpoint runs, and only the worker writes index files), and the index's files are
+   copied as its last checkpoint left them (that checkpoint's sequence A <= S is inside);
+2. still inside that pause, commits are held for an instant (the sequencer's lock) while
+   RocksDB takes a checkpoint of the whole store (hard links) at exactly S; the op log then
+   holds every entry after A, because only the paused worker truncates it;
+3. the collection's rows are exported from the checkpoint without a lock (`rows.bin`), then
+   the manifest (sha256 of every file) and completion marker are written and the directory is
+   renamed into place (`snapshot_files`).
+Restoring replays the op log past A into the restored index, exactly as opening after a
+crash does (`recovery`), so the restored collection holds the points of sequence S.
+
+Restore writes the snapshot under a fresh collection id that nothing names yet (a marker in
+the meta column family records it), opens it, and then switches the collection's name to it
+in one RocksDB batch that also deletes the old rows. A crash before the switch leaves the
+old collection whole; the marker's rows and index directory are removed on the next open
+(`recover`). Owns no file format (see `snapshot_files`) and no public names.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vecdb.engine import snapshot_files as sf
+from vecdb.engine import validate as v
+from vecdb.engine.collection import Collection
+from vecdb.engine.core import CollectionConfig, CollectionCore
+from vecdb.engine.recovery import collection_dir, open_collection
+from vecdb.errors import InvalidArgument, NotFound, ResourceExhausted
+from vecdb.index.spann.killpoints import kill_point
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV
+from vecdb.storage.manifest import fsync_dir
+from vecdb.types import SnapshotInfo
+
+if TYPE_CHECKING:
+    from vecdb.engine.database import Database
+
+log = logging.getLogger("vecdb.engine")
+
+RESTORE_MARKER = b"snapshot_restore:"  # meta key + cid: rows of a restore not yet switched in
+CONFIG_PREFIX = b"collection:"  # the catalog's key prefix (same as `database.CONFIG_PREFIX`)
+IMPORT_BATCH_BYTES = 8 * 2**20  # restored rows are committed in batches of about this size
+ROW_OVERHEAD = 64  # estimated RocksDB bytes per point besides its vector (ids, slots, op log)
+_naming = threading.Lock()  # two creates in the same microsecond get different names
+
+
+def _next_slot_head() -> bytes:
+    return b"next_slot:"  # + collection prefix: the point table's slot counter in meta
+
+
+def _export_rows(kv: KV, prefix: bytes, writer: sf.RowWriter) -> None:
+    """Every row of the collection with key prefix `prefix`, re-keyable (see RowWriter)."""
+    for cf in kvmod.COLUMN_FAMILIES:
+        if cf == kvmod.CF_META:
+            raw = kv.get(cf, _next_slot_head() + prefix)
+            if raw is not None:
+                writer.add(cf, _next_slot_head(), b"", raw)
+            continue
+        for key, value in kv.scan_prefix(cf, prefix):
+            writer.add(cf, b"", key[len(prefix) :], value)
+
+
+def _delete_rows(batch: kvmod.Batch, prefix: bytes) -> None:
+    for cf in kvmod.COLUMN_FAMILIES:
+        if cf != kvmod.CF_META:
+            batch.delete_prefix(cf, prefix)
+    batch.delete(kvmod.CF_META, _next_slot_head() + prefix)
+
+
+def _dir_bytes(directory: Path) -> int:
+    if not directory.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def _check_space(where: Path, need: int, what: str) -> None:
+    free = sf.free_bytes(where)
+    if free < need:
+        raise ResourceExhausted(
+            f"not enough disk space for {what}: about {need / 2**20:.1f} MiB needed, "
+            f"{free / 2**20:.1f} MiB free under {where}"
+        )
+
+
+def _unique_name(root: Path, seq: int) -> str:
+    with _naming:
+        base = f"s{seq}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+        name, n = base, 1
+        while (root / name).exists() or (root / (name + sf.TMP)).exists():
+            n += 1
+            name = f"{base}-{n}"
+        (root / (name + sf.TMP)).mkdir(parents=True)
+        return name
+
+
+# -- create ---------------------------------------------------------------------------------
+
+
+def create(db: Database, name: str) -> SnapshotInfo:
+    coll = db._get(name)
+    core = coll.core
+    with core.use():  # a drop or restore of this collection waits for us
+        root = sf.collection_root(db.path, name)
+        root.mkdir(parents=True, exist_ok=True)
+        index_bytes = _dir_bytes(core.directory)
+        need = index_bytes + core.points.count * (4 * core.cfg.dim + ROW_OVERHEAD)
+        _check_space(root, need + kvmod.MEMTABLE_BUDGET, f"a snapshot of {name!r}")
+        snap = _unique_name(root, db.seq.value)
+        tmp = root / (snap + sf.TMP)
+        try:
+            return _write(db, core, root, snap, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _write(db: Database, core: CollectionCore, root: Path, snap: str, tmp: Path) -> SnapshotInfo:
+    files: dict[str, dict[str, Any]] = {}
+    (tmp / sf.INDEX).mkdir()
+    checkpoint = tmp / "kv.checkpoint"
+    with db.worker.job_lock:
+        # Pass 1: the index files of the last checkpoint (nothing writes them now)
+        if core.directory.is_dir():
+            for src in sorted(core.directory.iterdir()):
+                if src.is_file() and not src.name.endswith(sf.TMP):
+                    rel = f"{sf.INDEX}/{src.name}"
+                    files[rel] = sf.copy_hashed(src, tmp / rel)
+        # Pass 2: RocksDB at one sequence (no commit runs while the lock is held)
+        with db.seq.lock:
+            seq = db.seq.value
+            db.kv.checkpoint(checkpoint)
+    # Pass 3: the collection's rows, from the checkpoint
+    writer = sf.RowWriter(tmp / sf.ROWS)
+    store = KV(checkpoint, read_only=True)
+    try:
+        _export_rows(store, core.prefix, writer)
+    finally:
+        store.close()
+        writer.close()
+    shutil.rmtree(checkpoint)
+    files[sf.ROWS] = sf.describe_file(tmp / sf.ROWS)
+    kill_point("snapshot")
+    # Pass 4: manifest, marker, rename
+    cfg = asdict(core.cfg)
+    cfg.pop("cid")
+    body = {
+        "snapshot_format": sf.SNAPSHOT_FORMAT,
+        "name": snap,
+        "collection": core.name,
+        "seq": seq,
+        "created": time.time(),
+        "config": cfg,
+        "rows": writer.count,
+        "files": files,
+        "bytes": sum(f["bytes"] for f in files.values()),
+    }
+    sf.publish(tmp, root / snap, body)
+    log.info("snapshot created", extra={"collection": core.name, "snapshot": snap, "seq": seq})
+    return sf.info_of(body)
+
+
+# -- list / delete ----------------------------------------------------------------------------
+
+
+def list_all(db: Database, name: str) -> list[SnapshotInfo]:
+    db._check_open()
+    v.check_name("collection", name)
+    infos = sf.list_complete(db.path, name)
+    if not infos and name not in db.collections:
+        raise NotFound(f"collection {name!r} does not exist")
+    return infos
+
+
+def delete(db: Database, name: str, snapshot: str) -> None:
+    db._check_open()
+    v.check_name("collection", name)
+    sf.check_snapshot_name(snapshot)
+    with db._ddl:  # not while a restore reads it
+        directory, _ = sf.find(db.path, name, snapshot)
+        doomed = directory.with_name(f"{snapshot}.deleting{sf.TMP}")
+        directory.rename(doomed)  # never listed from here on, even if we crash now
+        fsync_dir(directory.parent)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+# -- restore ----------------------------------------------------------------------------------
+
+
+def restore(db: Database, name: str, snapshot: str) -> None:
+    db._check_open()
+    v.check_name("collection", name)
+    sf.check_snapshot_name(snapshot)
+    with db._ddl:
+        directory, body = sf.find(db.path, name, snapshot)
+        if body.get("collection") != name:
+            raise InvalidArgument(
+                f"snapshot {snapshot!r} holds collection {body.get('collection')!r}, not {name!r}"
+            )
+        _check_space(db.path, int(body["bytes"]), f"restoring snapshot {snapshot!r}")
+        sf.verify(directory, body)  # every file, before anything changes
+        # Pass 1: a fresh collection id, marked so that a crash before the switch is undone
+        raw = db.kv.get(kvmod.CF_META, b"next_cid")
+        cid = 1 if raw is None else kvmod.read_u64(raw)
+        prefix = kvmod.cid_prefix(cid)
+        batch = db.kv.batch()
+        batch.put(kvmod.CF_META, b"next_cid", kvmod.u64(cid + 1))
+        batch.put(kvmod.CF_META, RESTORE_MARKER + prefix, name.encode())
+        db.seq.commit(batch)
+        cfg = replace(CollectionConfig(**{**body["config"], "cid": cid}), name=name)
+        target = collection_dir(db.path, cid)
+        core: CollectionCore | None = None
+        try:
+            # Pass 2: rows and index files under the new id (nothing names it yet)
+            _import_rows(db.kv, directory / sf.ROWS, prefix)
+            target.mkdir(parents=True)
+            for rel in body["files"]:
+                if rel.startswith(sf.INDEX + "/"):
+                    shutil.copyfile(directory / rel, target / rel[len(sf.INDEX) + 1 :])
+            fsync_dir(target)
+            kill_point("restore")
+            # Pass 3: open it (the op log past the index's checkpoint is replayed)
+            core = open_collection(cfg, db.kv, db.seq, db.path, db.settings)
+            # Pass 4: switch the name to it, delete the old rows, in one batch
+            _switch(db, name, cfg, Collection(core, db.worker))
+        except BaseException:
+            if db.kv.get(kvmod.CF_META, RESTORE_MARKER + prefix) is None:
+                raise  # the switch was committed: the restore happened
+            if core is not None:
+                core.index.close()
+            undo = db.kv.batch()
+            _delete_rows(undo, prefix)
+            undo.delete(kvmod.CF_META, RESTORE_MARKER + prefix)
+            db.kv.commit(undo)
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+    log.info("snapshot restored", extra={"collection": name, "snapshot": snapshot})
+
+
+def _import_rows(kv: KV, rows: Path, prefix: bytes) -> None:
+    batch, size = kv.batch(), 0
+    for frame in sf.read_rows(rows):
+        for cf, head, tail, value in frame:
+            batch.put(cf, head + prefix + tail, value)
+            size += len(head) + len(tail) + len(value) + len(prefix)
+            if size >= IMPORT_BATCH_BYTES:
+                kv.commit(batch)
+                batch, size = kv.batch(), 0
+    if batch.ops:
+        kv.commit(batch)
+
+
+def _switch(db: Database, name: str, cfg: CollectionConfig, new: Collection) -> None:
+    """Make `new` the collection called `name`. Callers inside the old collection finish
+    first; calls that reach it from now on get `Unavailable` until the switch is done."""
+    old = db.collections.get(name)
+    batch = db.kv.batch()
+    batch.put(kvmod.CF_META, CONFIG_PREFIX + name.encode(), cfg.to_json())
+    batch.delete(kvmod.CF_META, RESTORE_MARKER + kvmod.cid_prefix(cfg.cid))
+    if old is None:
+        db.seq.commit(batch)
+        db.collections[name] = new
+        db.worker.notify(new.core)
+        return
+    old.core.shut()
+    with db.worker.job_lock, old.core.write_lock:
+        _delete_rows(batch, old.core.prefix)
+        db.seq.commit(batch)
+        db.collections[name] = new
+        old.core.index.close()
+    with old.core.status_cond:
+        old.core.status_cond.notify_all()  # optimize(wait=True) callers: Unavailable
+    shutil.rmtree(old.core.directory, ignore_errors=True)
+    db.worker.notify(new.core)
+
+
+# -- on open ----------------------------------------------------------------------------------
+
+
+def recover(data_dir: Path, kv: KV) -> None:
+    """Undo restores a crash interrupted before their switch and remove interrupted
+    snapshots (their index directories are orphans the database removes)."""
+    for key, raw in list(kv.scan_prefix(kvmod.CF_META, RESTORE_MARKER)):
+        prefix = key[len(RESTORE_MARKER) :]
+        batch = kv.batch()
+        _delete_rows(batch, prefix)
+        batch.delete(kvmod.CF_META, key)
+        kv.commit(batch)
+        log.warning(
+            "an interrupted snapshot restore was undone",
+            extra={"collection": raw.decode(errors="replace")},
+        )
+    for path in sf.cleanup(data_dir):
+        log.warning("an interrupted snapshot was removed", extra={"path": str(path)})

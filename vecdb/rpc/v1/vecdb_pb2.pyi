@@ -1,0 +1,505 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METRIC_UNSPECIFIED: _ClassVar[Metric]
+    METRIC_L2: _ClassVar[Metric]
+    METRIC_IP: _ClassVar[Metric]
+    METRIC_COSINE: _ClassVar[Metric]
+
+class IndexKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INDEX_KIND_UNSPECIFIED: _ClassVar[IndexKind]
+    INDEX_KIND_FLAT: _ClassVar[IndexKind]
+    INDEX_KIND_SPANN: _ClassVar[IndexKind]
+
+class CollectionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLLECTION_KIND_UNSPECIFIED: _ClassVar[CollectionKind]
+    COLLECTION_KIND_DENSE: _ClassVar[CollectionKind]
+    COLLECTION_KIND_MULTIVECTOR: _ClassVar[CollectionKind]
+
+class IdType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ID_TYPE_UNSPECIFIED: _ClassVar[IdType]
+    ID_TYPE_INT: _ClassVar[IdType]
+    ID_TYPE_STR: _ClassVar[IdType]
+METRIC_UNSPECIFIED: Metric
+METRIC_L2: Metric
+METRIC_IP: Metric
+METRIC_COSINE: Metric
+INDEX_KIND_UNSPECIFIED: IndexKind
+INDEX_KIND_FLAT: IndexKind
+INDEX_KIND_SPANN: IndexKind
+COLLECTION_KIND_UNSPECIFIED: CollectionKind
+COLLECTION_KIND_DENSE: CollectionKind
+COLLECTION_KIND_MULTIVECTOR: CollectionKind
+ID_TYPE_UNSPECIFIED: IdType
+ID_TYPE_INT: IdType
+ID_TYPE_STR: IdType
+
+class Vectors(_message.Message):
+    __slots__ = ("dim", "count", "data", "row_lengths")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    ROW_LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    count: int
+    data: bytes
+    row_lengths: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dim: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., row_lengths: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class IntIds(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StrIds(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, values: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Id(_message.Message):
+    __slots__ = ("int_id", "str_id", "invalid")
+    INT_ID_FIELD_NUMBER: _ClassVar[int]
+    STR_ID_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    int_id: int
+    str_id: bytes
+    invalid: str
+    def __init__(self, int_id: _Optional[int] = ..., str_id: _Optional[bytes] = ..., invalid: _Optional[str] = ...) -> None: ...
+
+class MixedIds(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[Id]
+    def __init__(self, values: _Optional[_Iterable[_Union[Id, _Mapping]]] = ...) -> None: ...
+
+class Ids(_message.Message):
+    __slots__ = ("ints", "strs", "mixed")
+    INTS_FIELD_NUMBER: _ClassVar[int]
+    STRS_FIELD_NUMBER: _ClassVar[int]
+    MIXED_FIELD_NUMBER: _ClassVar[int]
+    ints: IntIds
+    strs: StrIds
+    mixed: MixedIds
+    def __init__(self, ints: _Optional[_Union[IntIds, _Mapping]] = ..., strs: _Optional[_Union[StrIds, _Mapping]] = ..., mixed: _Optional[_Union[MixedIds, _Mapping]] = ...) -> None: ...
+
+class CollectionInfo(_message.Message):
+    __slots__ = ("name", "dim", "metric", "kind", "id_type", "index", "count", "multi_tenant", "index_params", "indexed", "buffered", "index_state", "index_progress", "last_build_seconds", "payload_indexes")
+    class PayloadIndexesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    MULTI_TENANT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_STATE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    LAST_BUILD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dim: int
+    metric: Metric
+    kind: CollectionKind
+    id_type: IdType
+    index: IndexKind
+    count: int
+    multi_tenant: bool
+    index_params: str
+    indexed: int
+    buffered: int
+    index_state: str
+    index_progress: float
+    last_build_seconds: float
+    payload_indexes: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., kind: _Optional[_Union[CollectionKind, str]] = ..., id_type: _Optional[_Union[IdType, str]] = ..., index: _Optional[_Union[IndexKind, str]] = ..., count: _Optional[int] = ..., multi_tenant: _Optional[bool] = ..., index_params: _Optional[str] = ..., indexed: _Optional[int] = ..., buffered: _Optional[int] = ..., index_state: _Optional[str] = ..., index_progress: _Optional[float] = ..., last_build_seconds: _Optional[float] = ..., payload_indexes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SnapshotInfo(_message.Message):
+    __slots__ = ("name", "collection", "seq", "created", "bytes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    collection: str
+    seq: int
+    created: float
+    bytes: int
+    def __init__(self, name: _Optional[str] = ..., collection: _Optional[str] = ..., seq: _Optional[int] = ..., created: _Optional[float] = ..., bytes: _Optional[int] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "dim", "metric", "id_type", "index", "index_params", "kind", "multi_tenant", "exist_ok")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    ID_TYPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    INDEX_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MULTI_TENANT_FIELD_NUMBER: _ClassVar[int]
+    EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dim: int
+    metric: Metric
+    id_type: IdType
+    index: IndexKind
+    index_params: str
+    kind: CollectionKind
+    multi_tenant: bool
+    exist_ok: bool
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[Metric, str]] = ..., id_type: _Optional[_Union[IdType, str]] = ..., index: _Optional[_Union[IndexKind, str]] = ..., index_params: _Optional[str] = ..., kind: _Optional[_Union[CollectionKind, str]] = ..., multi_tenant: _Optional[bool] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+
+class CreateCollectionResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: CollectionInfo
+    def __init__(self, info: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+
+class CollectionExistsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CollectionExistsResponse(_message.Message):
+    __slots__ = ("exists",)
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    def __init__(self, exists: _Optional[bool] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections", "next_page_token")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    next_page_token: str
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetCollectionResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: CollectionInfo
+    def __init__(self, info: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+
+class DropCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DropCollectionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("collection", "ids", "vectors", "payloads")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    vectors: Vectors
+    payloads: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("upserted",)
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    def __init__(self, upserted: _Optional[int] = ...) -> None: ...
+
+class UpsertStreamRequest(_message.Message):
+    __slots__ = ("seq", "batch")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    batch: UpsertRequest
+    def __init__(self, seq: _Optional[int] = ..., batch: _Optional[_Union[UpsertRequest, _Mapping]] = ...) -> None: ...
+
+class UpsertStreamAck(_message.Message):
+    __slots__ = ("seq", "upserted", "credits")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    upserted: int
+    credits: int
+    def __init__(self, seq: _Optional[int] = ..., upserted: _Optional[int] = ..., credits: _Optional[int] = ...) -> None: ...
+
+class Points(_message.Message):
+    __slots__ = ("ids", "vectors", "payloads")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    ids: Ids
+    vectors: Vectors
+    payloads: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Union[Ids, _Mapping]] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("collection", "ids", "with_vectors")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    with_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("points",)
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    points: Points
+    def __init__(self, points: _Optional[_Union[Points, _Mapping]] = ...) -> None: ...
+
+class ScrollRequest(_message.Message):
+    __slots__ = ("collection", "filter", "limit", "offset", "with_vectors", "with_payload")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: str
+    limit: int
+    offset: Id
+    with_vectors: bool
+    with_payload: bool
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[_Union[Id, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ...) -> None: ...
+
+class ScrollResponse(_message.Message):
+    __slots__ = ("points", "next_offset")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    points: Points
+    next_offset: Id
+    def __init__(self, points: _Optional[_Union[Points, _Mapping]] = ..., next_offset: _Optional[_Union[Id, _Mapping]] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("collection", "ids", "filter")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    filter: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    def __init__(self, deleted: _Optional[int] = ...) -> None: ...
+
+class CountRequest(_message.Message):
+    __slots__ = ("collection", "filter")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: str
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class CountResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class SetPayloadRequest(_message.Message):
+    __slots__ = ("collection", "ids", "payload")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    payload: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., payload: _Optional[str] = ...) -> None: ...
+
+class SetPayloadResponse(_message.Message):
+    __slots__ = ("updated",)
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    updated: int
+    def __init__(self, updated: _Optional[int] = ...) -> None: ...
+
+class CreatePayloadIndexRequest(_message.Message):
+    __slots__ = ("collection", "key", "type")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    key: str
+    type: str
+    def __init__(self, collection: _Optional[str] = ..., key: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class CreatePayloadIndexResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DropPayloadIndexRequest(_message.Message):
+    __slots__ = ("collection", "key")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    key: str
+    def __init__(self, collection: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class DropPayloadIndexResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OptimizeRequest(_message.Message):
+    __slots__ = ("collection", "no_wait")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NO_WAIT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    no_wait: bool
+    def __init__(self, collection: _Optional[str] = ..., no_wait: _Optional[bool] = ...) -> None: ...
+
+class OptimizeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SearchOptions(_message.Message):
+    __slots__ = ("k", "filter", "params", "with_payload", "with_vectors")
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    filter: str
+    params: str
+    with_payload: bool
+    with_vectors: bool
+    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., params: _Optional[str] = ..., with_payload: _Optional[bool] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("collection", "queries", "options")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    queries: Vectors
+    options: SearchOptions
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors")
+    NQ_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    DISTANCES_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    nq: int
+    k: int
+    ids: Ids
+    distances: bytes
+    found: _containers.RepeatedScalarFieldContainer[int]
+    payloads: _containers.RepeatedScalarFieldContainer[str]
+    with_payload: bool
+    vectors: Vectors
+    with_vectors: bool
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class CreateSnapshotRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class CreateSnapshotResponse(_message.Message):
+    __slots__ = ("snapshot",)
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    snapshot: SnapshotInfo
+    def __init__(self, snapshot: _Optional[_Union[SnapshotInfo, _Mapping]] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class ListSnapshotsResponse(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[SnapshotInfo]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[SnapshotInfo, _Mapping]]] = ...) -> None: ...
+
+class RestoreSnapshotRequest(_message.Message):
+    __slots__ = ("collection", "snapshot")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    snapshot: str
+    def __init__(self, collection: _Optional[str] = ..., snapshot: _Optional[str] = ...) -> None: ...
+
+class RestoreSnapshotResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeleteSnapshotRequest(_message.Message):
+    __slots__ = ("collection", "snapshot")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    snapshot: str
+    def __init__(self, collection: _Optional[str] = ..., snapshot: _Optional[str] = ...) -> None: ...
+
+class DeleteSnapshotResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: str
+    def __init__(self, stats: _Optional[str] = ...) -> None: ...
