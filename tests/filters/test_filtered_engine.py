@@ -60,6 +60,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     if request.param == "visible":
         monkeypatch.setattr(reader, "FEW_MATCHES", 0)
         monkeypatch.setattr(reader, "FEW_MATCHES_PER_K", 0)
+        monkeypatch.setattr(reader, "FEW_MATCHES_FLOATS", 0)
     return str(request.param)
 
 

@@ -6,7 +6,7 @@ the segments exactly and merges (duplicates dropped): a segment that the worker 
 the index meanwhile is still covered, so an acknowledged write is always found and a build
 switching in never hides anything. A filter is parsed once (`filters.parse`); when payload
 indexes answer it, the matching slots are known up front: few of them (at most
-max(FEW_MATCHES, FEW_MATCHES_PER_K x k)) are scanned exactly, more become the `visible` set
+`few_matches(k, dim)`) are scanned exactly, more become the `visible` set
 that index and buffer test inside their scans (pre-filter). Without indexes for every
 condition, the index's candidate list is widened a few times and checked against payloads,
 falling back to an exact scan of all matching points: a filtered search is always complete.
@@ -33,11 +33,12 @@ from vecdb.types import Id, IdType, Record, SearchResult
 
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
 _FILTER_MAX_CANDIDATES = 4096  # beyond this many candidates, scan the matching points instead
-# An indexed filter matching at most max(FEW_MATCHES, FEW_MATCHES_PER_K * k) points is
+# An indexed filter matching at most `few_matches(k, dim)` points is
 # answered by an exact scan of just those (cheaper than an index walk that skips most of what
 # it reads, and exact); more matches become the index's `visible` set.
 FEW_MATCHES = 2000
 FEW_MATCHES_PER_K = 20
+FEW_MATCHES_FLOATS = 1 << 19  # ... or whose vectors hold at most this many floats (2 MiB)
 MIN_SCROLL_LIMIT, DEFAULT_SCROLL_LIMIT, MAX_SCROLL_LIMIT = 1, 1000, 10_000
 _SCROLL_CHUNK = 512  # ids read per step of a scroll
 _GET_ATTEMPTS = 3  # lookups of an id whose point changes under a get
@@ -137,11 +138,19 @@ def _filtered(
     sel = coll.selector
     mask = sel.planned(flt)
     if mask is not None:
-        if int(mask.sum()) <= max(FEW_MATCHES, FEW_MATCHES_PER_K * k):
+        if int(mask.sum()) <= few_matches(k, coll.cfg.dim):
             return _exact_over(coll, q, k, flt, mask)
         visible = sel.cached("visible", flt, lambda: Visible.from_mask(mask))
         return search_slots(coll, q, k, params, visible)
     return _widened(coll, q, k, flt, params)
+
+
+def few_matches(k: int, dim: int) -> int:
+    """Most matching points an indexed filter answers by an exact scan of just those: an
+    exact scan of 2 MiB of vectors costs about what an index walk over a few hundred
+    postings does, and is exact (GloVe-50: 10,485 points, 1% of 390,000 selected: recall
+    0.95 was out of reach of the visible-set walk at 256 postings)."""
+    return max(FEW_MATCHES, FEW_MATCHES_PER_K * k, FEW_MATCHES_FLOATS // max(1, dim))
 
 
 def _widened(

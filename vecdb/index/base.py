@@ -49,10 +49,11 @@ class Visible:
     Slots at or past `8 * len(bits)` are outside the set. Kernels test membership inside the
     scan, so a restricted search still fills k results when the set has k members nearby."""
 
-    __slots__ = ("bits",)
+    __slots__ = ("_count", "bits")
 
     def __init__(self, bits: npt.NDArray[np.uint8]) -> None:
         self.bits = np.ascontiguousarray(bits, dtype=np.uint8)  # the packed bitmap
+        self._count: int | None = None  # members, counted once
 
     @classmethod
     def from_slots(cls, slots: npt.ArrayLike, bound: int | None = None) -> Visible:
@@ -81,8 +82,10 @@ class Visible:
         return out
 
     def count(self) -> int:
-        """Number of slots in the set."""
-        return int(np.unpackbits(self.bits).sum())
+        """Number of slots in the set (counted on the first call; the set is immutable)."""
+        if self._count is None:
+            self._count = int(np.unpackbits(self.bits).sum())
+        return self._count
 
 
 def as_visible(visible: Visible | npt.ArrayLike | None) -> Visible | None:
