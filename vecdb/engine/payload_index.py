@@ -35,8 +35,8 @@ from vecdb.storage.kv import KV, Batch
 
 INDEX_TYPES = ("int", "float", "str", "bool")
 MAX_KEY_BYTES = 256  # UTF-8 bytes of an indexed field path
-DEF_PREFIX = b"pidxdef:"
-ENTRY_PREFIX = b"pidx:"
+DEF_PREFIX = kvmod.META_PIDX_DEF
+ENTRY_PREFIX = kvmod.META_PIDX_ENTRY
 BUILD_CHUNK = 8192  # points indexed per write-locked step of a build
 
 Mask = npt.NDArray[np.bool_]
