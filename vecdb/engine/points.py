@@ -162,6 +162,13 @@ class PointTable:
             out.append(None if r is None else json.loads(r))
         return out
 
+    def slot_rows(self, slots: list[int], src: Reader | None = None) -> list[bool]:
+        """Whether each slot holds a point (in `src`, else the live store)."""
+        db = self.kv if src is None else src
+        return [
+            r is not None for r in db.multi_get(kvmod.CF_SLOTS, [self.slot_key(s) for s in slots])
+        ]
+
     def vectors(self, slots: list[int]) -> list[bytes | None]:
         """Stored float32 vectors (raw bytes) of `slots`, None where gone."""
         return self.kv.multi_get(kvmod.CF_VECTORS, [self.slot_key(s) for s in slots])
