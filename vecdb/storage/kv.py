@@ -277,7 +277,8 @@ class KV:
             # flush now, in RocksDB's background threads (the data is already durable in
             # the WAL; this only gives the memory back sooner).
             for family in self._cfs.values():
-                if family.property_int_value("rocksdb.cur-size-active-mem-table") >= CF_MEMTABLE:
+                size = family.property_int_value("rocksdb.cur-size-active-mem-table") or 0
+                if size >= CF_MEMTABLE:
                     family.flush(wait=False)
 
     def get(self, cf: str, key: bytes) -> bytes | None:
