@@ -10,6 +10,7 @@ indexes answer it, the matching slots are known up front: few of them (at most
 that index and buffer test inside their scans (pre-filter). Without indexes for every
 condition, the index's candidate list is widened a few times and checked against payloads,
 falling back to an exact scan of all matching points: a filtered search is always complete.
+A scroll page is read from one `kv.View` (ids, filter, vectors and payloads at one instant).
 Takes no collection lock.
 """
 

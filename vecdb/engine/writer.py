@@ -7,7 +7,8 @@ current slots are looked up, ONE RocksDB WriteBatch (points, op-log entry, seque
 committed with sync, and only then the change is applied in memory — removed slots leave
 index and buffer, new slots enter the buffer (or the index, for kinds without a buffer). The
 maintenance worker is told there is work. Payload index entries of the points written are in
-the same batch. Vector index building never happens here.
+the same batch. A delete by filter is split into such batches of at most DELETE_BATCH points
+(each atomic, the call as a whole not). Vector index building never happens here.
 """
 
 from __future__ import annotations
