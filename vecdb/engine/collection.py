@@ -171,6 +171,7 @@ class Collection:
             "applied_seq": c.applied_seq,
             "index_status": {**c.status.as_dict(), "state": c.state()},
             "index": {**c.index.stats(), **io},
+            "filter_cache": c.selector.cache_stats(),
         }
         if buf is not None:
             out["buffer"] = {

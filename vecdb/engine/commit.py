@@ -15,7 +15,7 @@ multi-vector documents) can be added without ambiguity and old logs still replay
 - v2: as v1, plus the kind {"v": 2, "op": "payload", "slots": [slots]} — the payloads of
   these live slots were replaced (set_payload / overwrite_payload); vectors and slots are
   unchanged, so an index replaying it has nothing to do. Deletes by filter are "write"
-  entries like deletes by id.
+  entries like deletes by id, one per batch of at most `writer.DELETE_BATCH` points.
 """
 
 from __future__ import annotations

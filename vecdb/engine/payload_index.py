@@ -31,12 +31,12 @@ import numpy.typing as npt
 from vecdb.engine.filters import ORDER_OPS, And, Cond, Filter, Node, Not, Or, resolve
 from vecdb.errors import InvalidArgument
 from vecdb.storage import kv as kvmod
-from vecdb.storage.kv import KV, Batch
+from vecdb.storage.kv import KV, Batch, Reader
 
 INDEX_TYPES = ("int", "float", "str", "bool")
 MAX_KEY_BYTES = 256  # UTF-8 bytes of an indexed field path
-DEF_PREFIX = b"pidxdef:"
-ENTRY_PREFIX = b"pidx:"
+DEF_PREFIX = kvmod.META_PIDX_DEF
+ENTRY_PREFIX = kvmod.META_PIDX_ENTRY
 BUILD_CHUNK = 8192  # points indexed per write-locked step of a build
 
 Mask = npt.NDArray[np.bool_]
@@ -219,10 +219,10 @@ class PayloadIndexes:
 
     # -- lookups --------------------------------------------------------------------------
 
-    def _scan(self, start: bytes, end: bytes, n: int) -> Mask:
+    def _scan(self, src: Reader, start: bytes, end: bytes, n: int) -> Mask:
         """Slots of the entries in [start, end) as a mask of length n (later slots dropped)."""
         found = [
-            kvmod.read_u64(k, len(k) - 8) for k, _ in self.kv.scan_range(kvmod.CF_META, start, end)
+            kvmod.read_u64(k, len(k) - 8) for k, _ in src.scan_range(kvmod.CF_META, start, end)
         ]
         mask = np.zeros(n, np.bool_)
         if found:
@@ -230,13 +230,13 @@ class PayloadIndexes:
             mask[s[s < n]] = True
         return mask
 
-    def _equal(self, d: IndexDef, value: Any, n: int) -> Mask:
+    def _equal(self, src: Reader, d: IndexDef, value: Any, n: int) -> Mask:
         enc = encode_value(value, d.kind)
         assert enc is not None
         p = self.field_prefix(d.key) + enc
-        return self._scan(p, kvmod.prefix_end(p), n)
+        return self._scan(src, p, kvmod.prefix_end(p), n)
 
-    def _range(self, d: IndexDef, op: str, value: Any, n: int) -> Mask:
+    def _range(self, src: Reader, d: IndexDef, op: str, value: Any, n: int) -> Mask:
         fp = self.field_prefix(d.key)
         enc = encode_value(value, d.kind)
         assert enc is not None
@@ -249,7 +249,7 @@ class PayloadIndexes:
             end = fp + enc
         else:
             end = kvmod.prefix_end(fp + enc)
-        return self._scan(start, end, n)
+        return self._scan(src, start, end, n)
 
     # -- planning -------------------------------------------------------------------------
 
@@ -257,37 +257,39 @@ class PayloadIndexes:
         """Whether every condition of `flt` can be answered from ready indexes."""
         return _answerable(flt.root, self.defs)
 
-    def plan(self, flt: Filter, alive: Mask) -> Mask | None:
+    def plan(self, flt: Filter, alive: Mask, src: Reader | None = None) -> Mask | None:
         """The live slots matching `flt` (a mask as long as `alive`), or None when a
-        condition needs a field without a ready index or an operand of another type."""
+        condition needs a field without a ready index or an operand of another type.
+        Entries are read from `src` (a `View`, for an answer at one instant), else the
+        live store."""
         defs = self.defs
         if not _answerable(flt.root, defs):
             return None
-        return self._eval(flt.root, defs, alive)
+        return self._eval(self.kv if src is None else src, flt.root, defs, alive)
 
-    def _eval(self, node: Node, defs: dict[str, IndexDef], alive: Mask) -> Mask:
+    def _eval(self, src: Reader, node: Node, defs: dict[str, IndexDef], alive: Mask) -> Mask:
         n = len(alive)
         if isinstance(node, Not):
-            return alive & ~self._eval(node.child, defs, alive)
+            return alive & ~self._eval(src, node.child, defs, alive)
         if isinstance(node, And):
             out = alive.copy()
             for c in node.children:
-                out &= self._eval(c, defs, alive)
+                out &= self._eval(src, c, defs, alive)
             return out
         if isinstance(node, Or):
             out = np.zeros(n, np.bool_)
             for c in node.children:
-                out |= self._eval(c, defs, alive)
+                out |= self._eval(src, c, defs, alive)
             return out
         d = defs[node.field]
         if node.op in ("$eq", "$ne"):
-            hit = self._equal(d, node.value, n)
+            hit = self._equal(src, d, node.value, n)
         elif node.op in ("$in", "$nin"):
             hit = np.zeros(n, np.bool_)
             for x in set(node.value):
-                hit |= self._equal(d, x, n)
+                hit |= self._equal(src, d, x, n)
         else:
-            hit = self._range(d, node.op, node.value, n)
+            hit = self._range(src, d, node.op, node.value, n)
         return alive & (~hit if node.op in ("$ne", "$nin") else hit)
 
 

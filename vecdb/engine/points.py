@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from vecdb.engine import validate as v
 from vecdb.storage import kv as kvmod
-from vecdb.storage.kv import KV, Batch
+from vecdb.storage.kv import KV, Batch, Reader
 from vecdb.types import Id, IdType, Payload, Record
 
 SCAN_CHUNK = 65_536  # slots streamed per numpy chunk when the table is loaded
@@ -51,7 +51,7 @@ class PointTable:
 
     @property
     def next_slot_key(self) -> bytes:
-        return b"next_slot:" + self.prefix
+        return kvmod.META_NEXT_SLOT + self.prefix
 
     # -- load -----------------------------------------------------------------------------
 
@@ -97,14 +97,20 @@ class PointTable:
         return out
 
     def records(
-        self, pairs: list[tuple[Id, int]], with_vectors: bool = True, with_payload: bool = True
+        self,
+        pairs: list[tuple[Id, int]],
+        with_vectors: bool = True,
+        with_payload: bool = True,
+        src: Reader | None = None,
     ) -> list[Record | None]:
         """Records of (id, slot) pairs, aligned; None where the slot is gone (its point was
-        replaced or deleted since the slot was looked up)."""
+        replaced or deleted since the slot was looked up). Read from `src` (a `View` for a
+        consistent page), else the live store."""
+        db = self.kv if src is None else src
         keys = [self.slot_key(s) for _, s in pairs]
         # The vector row tells whether the slot is live; without vectors, the slot row does.
-        there = self.kv.multi_get(kvmod.CF_VECTORS if with_vectors else kvmod.CF_SLOTS, keys)
-        pays = self.kv.multi_get(kvmod.CF_PAYLOAD, keys) if with_payload else [None] * len(keys)
+        there = db.multi_get(kvmod.CF_VECTORS if with_vectors else kvmod.CF_SLOTS, keys)
+        pays = db.multi_get(kvmod.CF_PAYLOAD, keys) if with_payload else [None] * len(keys)
         out: list[Record | None] = []
         for (i, _), raw, pay in zip(pairs, there, pays, strict=True):
             if raw is None:
@@ -115,17 +121,26 @@ class PointTable:
             out.append(Record(id=i, vector=vec, payload=payload))
         return out
 
-    def id_range(self, start: bytes | None) -> Iterator[tuple[bytes, int]]:
+    def id_range(
+        self, start: bytes | None, src: Reader | None = None
+    ) -> Iterator[tuple[bytes, int]]:
         """(encoded id, slot) of the live points in ascending id order (int ids numerically,
         str ids by UTF-8 bytes: the key order), from the encoded id `start` on."""
+        db = self.kv if src is None else src
         begin = self.prefix + (b"" if start is None else start)
-        for key, value in self.kv.scan_range(kvmod.CF_IDS, begin, kvmod.prefix_end(self.prefix)):
+        for key, value in db.scan_range(kvmod.CF_IDS, begin, kvmod.prefix_end(self.prefix)):
             yield key[len(self.prefix) :], kvmod.read_u64(value)
 
-    def stored_payloads(self) -> Iterator[tuple[int, bytes]]:
+    def stored_payloads(self, src: Reader | None = None) -> Iterator[tuple[int, bytes]]:
         """(slot, JSON payload) of every point that has a payload, in slot order."""
-        for key, raw in self.kv.scan_prefix(kvmod.CF_PAYLOAD, self.prefix):
+        db = self.kv if src is None else src
+        for key, raw in db.scan_prefix(kvmod.CF_PAYLOAD, self.prefix):
             yield kvmod.read_u64(key, len(self.prefix)), raw
+
+    def stored_next_slot(self, src: Reader) -> int:
+        """The slot counter as `src` holds it (every slot it knows of is below it)."""
+        raw = src.get(kvmod.CF_META, self.next_slot_key)
+        return 0 if raw is None else kvmod.read_u64(raw)
 
     def alive(self) -> npt.NDArray[np.bool_]:
         """A mask over slots 0 .. next_slot - 1 of those holding live points (a copy)."""
@@ -136,15 +151,23 @@ class PointTable:
         out[:m] = table[:m]
         return out
 
-    def payloads(self, slots: list[int]) -> list[Payload | None]:
+    def payloads(self, slots: list[int], src: Reader | None = None) -> list[Payload | None]:
         """Payloads of `slots` in order; None for padding (-1) and points without one."""
+        db = self.kv if src is None else src
         real = [s for s in slots if s >= 0]
-        raw = iter(self.kv.multi_get(kvmod.CF_PAYLOAD, [self.slot_key(s) for s in real]))
+        raw = iter(db.multi_get(kvmod.CF_PAYLOAD, [self.slot_key(s) for s in real]))
         out: list[Payload | None] = []
         for s in slots:
             r = next(raw) if s >= 0 else None
             out.append(None if r is None else json.loads(r))
         return out
+
+    def slot_rows(self, slots: list[int], src: Reader | None = None) -> list[bool]:
+        """Whether each slot holds a point (in `src`, else the live store)."""
+        db = self.kv if src is None else src
+        return [
+            r is not None for r in db.multi_get(kvmod.CF_SLOTS, [self.slot_key(s) for s in slots])
+        ]
 
     def vectors(self, slots: list[int]) -> list[bytes | None]:
         """Stored float32 vectors (raw bytes) of `slots`, None where gone."""
@@ -180,11 +203,9 @@ class PointTable:
         batch.put(kvmod.CF_META, self.next_slot_key, kvmod.u64(value))
 
     def delete_all(self, batch: Batch) -> None:
-        """Every row of the collection (drop)."""
-        for cf in kvmod.COLUMN_FAMILIES:
-            if cf != kvmod.CF_META:
-                batch.delete_prefix(cf, self.prefix)
-        batch.delete(kvmod.CF_META, self.next_slot_key)
+        """Every row of the collection (drop): its points, op log and meta rows (payload
+        index definitions and entries included, see `kv.COLLECTION_META_HEADS`)."""
+        kvmod.delete_collection_rows(batch, self.prefix)
 
     # -- after commit ---------------------------------------------------------------------
 
@@ -195,7 +216,10 @@ class PointTable:
         self.count += len(ids) - len(old)
 
     def apply_delete(self, old: list[int]) -> None:
-        self._clear(old)
+        """Forget deleted slots. Several are cleared in fresh copies of the tables published
+        at once, so a reader that took the slot -> id table sees all of them or none (one
+        copy of the tables per delete request: 9 bytes per slot for int ids)."""
+        self._clear(old, whole=len(old) > 1)
         self.count -= len(old)
 
     def _set(self, slots: npt.NDArray[np.int64], ids: Any) -> None:
@@ -219,9 +243,16 @@ class PointTable:
             self._slot_ids = table  # published after it is filled (readers see old or new)
             self._alive = alive
 
-    def _clear(self, slots: list[int]) -> None:
+    def _clear(self, slots: list[int], whole: bool = False) -> None:
         if slots:
             at = np.asarray(slots, np.int64)
+            pad = None if self.id_type is IdType.STR else -1
             with self._lock:
-                self._slot_ids[at] = None if self.id_type is IdType.STR else -1
-                self._alive[at] = False
+                if whole:
+                    table, alive = self._slot_ids.copy(), self._alive.copy()
+                    table[at] = pad
+                    alive[at] = False
+                    self._slot_ids, self._alive = table, alive
+                else:
+                    self._slot_ids[at] = pad
+                    self._alive[at] = False

@@ -10,11 +10,13 @@ indexes answer it, the matching slots are known up front: few of them (at most
 that index and buffer test inside their scans (pre-filter). Without indexes for every
 condition, the index's candidate list is widened a few times and checked against payloads,
 falling back to an exact scan of all matching points: a filtered search is always complete.
+A scroll page is read from one `kv.View` (ids, filter, vectors and payloads at one instant).
 Takes no collection lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
+from vecdb.storage.kv import View
 from vecdb.types import Id, IdType, Record, SearchResult
 
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
@@ -226,7 +229,13 @@ def scroll(
     with_payload: bool,
 ) -> tuple[list[Record], Id | None]:
     """Up to `limit` points selected by the filter in ascending id order, from the id
-    `offset` on (inclusive), and the id to pass as `offset` for the next page (None: done)."""
+    `offset` on (inclusive), and the id to pass as `offset` for the next page (None: done).
+
+    A page is read from one `View` of the store: ids, filter, vectors and payloads as they
+    were at one instant, so a point replaced or deleted while the page is read is neither
+    skipped nor returned twice. Across pages: every point that exists and matches for the
+    whole scroll is returned exactly once (pages cover consecutive id ranges); a point
+    written, deleted or changed to match or not during the scroll may or may not be."""
     compiled = filters.parse(flt)
     if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
         raise InvalidArgument(f"limit must be an integer, got {limit!r}")
@@ -243,31 +252,51 @@ def scroll(
         except InvalidArgument as exc:
             raise InvalidArgument(str(exc).replace("offset[0]", "offset", 1)) from None
     want = int(limit) + 1  # one more than the page tells whether a next page exists
-    mask = None if compiled is None else coll.selector.planned(compiled)
     picked: list[tuple[Id, int]] = []
-    chunk: list[tuple[bytes, int]] = []
-
-    def take(part: list[tuple[bytes, int]]) -> None:
-        if compiled is not None and mask is None:
-            pays = coll.points.payloads([s for _, s in part])
-            part = [p for p, pay in zip(part, pays, strict=True) if compiled.matches(pay)]
-        elif mask is not None:
-            part = [(k, s) for k, s in part if s < len(mask) and mask[s]]
-        picked.extend((v.decode_id(k, coll.id_type), s) for k, s in part)
-
-    for pair in coll.points.id_range(start):
-        chunk.append(pair)
-        if len(chunk) == _SCROLL_CHUNK:
-            take(chunk)
-            chunk = []
-            if len(picked) >= want:
-                break
-    if chunk and len(picked) < want:
-        take(chunk)
-    page, rest = picked[: int(limit)], picked[int(limit) :]
-    records = coll.points.records(page, with_vectors, with_payload)
-    out = [r for r in records if r is not None]  # None: replaced or deleted meanwhile
+    with coll.kv.view() as view:  # the whole page, filter included, at one instant
+        keep = _scroll_test(coll, compiled, view, want)
+        chunk: list[tuple[bytes, int]] = []
+        for pair in coll.points.id_range(start, view):
+            chunk.append(pair)
+            if len(chunk) == _SCROLL_CHUNK:
+                picked.extend((v.decode_id(k, coll.id_type), s) for k, s in keep(chunk))
+                chunk = []
+                if len(picked) >= want:
+                    break
+        if chunk and len(picked) < want:
+            picked.extend((v.decode_id(k, coll.id_type), s) for k, s in keep(chunk))
+        page, rest = picked[: int(limit)], picked[int(limit) :]
+        records = coll.points.records(page, with_vectors, with_payload, view)
+    out = [r for r in records if r is not None]  # every slot of the view is in the view
     return out, (rest[0][0] if rest else None)
+
+
+Pairs = list[tuple[bytes, int]]
+
+
+def _scroll_test(
+    coll: CollectionCore, flt: Filter | None, view: View, want: int
+) -> Callable[[Pairs], Pairs]:
+    """Which (encoded id, slot) pairs of the view a page keeps. An indexed filter is
+    answered from the index entries in the view when its matches are few (one range scan
+    per condition, shared by pages while nothing is written), else, like an unindexed one,
+    by reading each candidate's payload from the view: a page costs about
+    min(matches, want x points / matches) reads either way."""
+    if flt is None:
+        return lambda part: part
+    estimate = coll.selector.planned(flt)  # now, from memory: only to choose the way
+    if estimate is not None:
+        m = int(estimate.sum())
+        if m * m <= want * max(coll.points.count, 1):
+            mask = coll.selector.planned_at(flt, view)
+            assert mask is not None
+            return lambda part: [(k, s) for k, s in part if s < len(mask) and mask[s]]
+
+    def by_payload(part: Pairs) -> Pairs:
+        pays = coll.points.payloads([s for _, s in part], view)
+        return [p for p, pay in zip(part, pays, strict=True) if flt.matches(pay)]
+
+    return by_payload
 
 
 def get(coll: CollectionCore, ids: object, with_vectors: bool = True) -> list[Record]:

@@ -7,11 +7,15 @@ A snapshot holds a collection at one sequence number S while writes and searches
 2. still inside that pause, commits are held for an instant (the sequencer's lock) while
    RocksDB takes a checkpoint of the whole store (hard links) at exactly S; the op log then
    holds every entry after A, because only the paused worker truncates it;
-3. the collection's rows are exported from the checkpoint without a lock (`rows.bin`), then
+3. the collection's rows (points, op log, and its meta rows: slot counter, payload index
+   definitions and entries, `kv.collection_rows`) are exported from the checkpoint without a
+   lock (`rows.bin`), then
    the manifest (sha256 of every file) and completion marker are written and the directory is
    renamed into place (`snapshot_files`).
 Restoring replays the op log past A into the restored index, exactly as opening after a
-crash does (`recovery`), so the restored collection holds the points of sequence S.
+crash does (`recovery`), so the restored collection holds the points of sequence S, with the
+payload indexes it had then (entries written in the same batches as the points, so they are
+in step at S; an index still being built at S is built after the switch).
 
 Restore writes the snapshot under a fresh collection id that nothing names yet (a marker in
 the meta column family records it), opens it, and then switches the collection's name to it
@@ -55,27 +59,15 @@ ROW_OVERHEAD = 64  # estimated RocksDB bytes per point besides its vector (ids, 
 _naming = threading.Lock()  # two creates in the same microsecond get different names
 
 
-def _next_slot_head() -> bytes:
-    return b"next_slot:"  # + collection prefix: the point table's slot counter in meta
-
-
 def _export_rows(kv: KV, prefix: bytes, writer: sf.RowWriter) -> None:
-    """Every row of the collection with key prefix `prefix`, re-keyable (see RowWriter)."""
-    for cf in kvmod.COLUMN_FAMILIES:
-        if cf == kvmod.CF_META:
-            raw = kv.get(cf, _next_slot_head() + prefix)
-            if raw is not None:
-                writer.add(cf, _next_slot_head(), b"", raw)
-            continue
-        for key, value in kv.scan_prefix(cf, prefix):
-            writer.add(cf, b"", key[len(prefix) :], value)
+    """Every row of the collection with key prefix `prefix`, re-keyable (see RowWriter): its
+    points, op log, slot counter and payload index definitions and entries."""
+    for cf, head, tail, value in kvmod.collection_rows(kv, prefix):
+        writer.add(cf, head, tail, value)
 
 
 def _delete_rows(batch: kvmod.Batch, prefix: bytes) -> None:
-    for cf in kvmod.COLUMN_FAMILIES:
-        if cf != kvmod.CF_META:
-            batch.delete_prefix(cf, prefix)
-    batch.delete(kvmod.CF_META, _next_slot_head() + prefix)
+    kvmod.delete_collection_rows(batch, prefix)
 
 
 def _dir_bytes(directory: Path) -> int:
@@ -232,7 +224,8 @@ def restore(db: Database, name: str, snapshot: str) -> None:
             # Pass 3: open it (the op log past the index's checkpoint is replayed)
             core = open_collection(cfg, db.kv, db.seq, db.path, db.settings)
             # Pass 4: switch the name to it, delete the old rows, in one batch
-            _switch(db, name, cfg, Collection(core, db.worker))
+            restored = Collection(core, db.worker)
+            _switch(db, name, cfg, restored)
         except BaseException:
             if db.kv.get(kvmod.CF_META, RESTORE_MARKER + prefix) is None:
                 raise  # the switch was committed: the restore happened
@@ -244,6 +237,9 @@ def restore(db: Database, name: str, snapshot: str) -> None:
             db.kv.commit(undo)
             shutil.rmtree(target, ignore_errors=True)
             raise
+        # Pass 5: payload indexes the snapshot caught mid-build are built now (they are
+        # maintained by writes meanwhile, and used once ready)
+        restored.finish_payload_indexes()
     log.info("snapshot restored", extra={"collection": name, "snapshot": snapshot})
 
 

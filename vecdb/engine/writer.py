@@ -7,7 +7,8 @@ current slots are looked up, ONE RocksDB WriteBatch (points, op-log entry, seque
 committed with sync, and only then the change is applied in memory — removed slots leave
 index and buffer, new slots enter the buffer (or the index, for kinds without a buffer). The
 maintenance worker is told there is work. Payload index entries of the points written are in
-the same batch. Vector index building never happens here.
+the same batch. A delete by filter is split into such batches of at most DELETE_BATCH points
+(each atomic, the call as a whole not). Vector index building never happens here.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from vecdb.engine.core import CollectionCore
 from vecdb.engine.filters import Filter
 from vecdb.engine.payload_index import BUILD_CHUNK, IndexDef
 from vecdb.errors import InvalidArgument
+from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import Batch
 from vecdb.types import Metric
 
 Notify = Callable[[CollectionCore], None]  # wakes the maintenance worker
+DELETE_BATCH = 8192  # points per atomic write batch of a delete by filter
 
 
 def prepare(coll: CollectionCore, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -123,15 +126,36 @@ def delete(coll: CollectionCore, ids: object, notify: Notify) -> int:
 
 
 def delete_matching(coll: CollectionCore, flt: Filter, notify: Notify) -> int:
-    """Delete every point the filter selects (one batch, one op-log entry)."""
-    with coll.write_lock:  # no write may change what matches between selection and commit
-        slots = np.flatnonzero(coll.selector.matching(flt))
-        ids = coll.points.ids_of(slots.astype(np.int64))
-        found = [(v.encode_id(i), int(s)) for i, s in zip(ids.tolist(), slots.tolist())]
-        n = _delete_found(coll, found)
-    if n:
-        notify(coll)
-    return n
+    """Delete the points the filter selects, at most DELETE_BATCH per write batch; returns
+    how many were deleted in all.
+
+    The points selected when the call begins are deleted in slot order, a batch at a time:
+    each batch is one atomic, durable RocksDB batch (its points, their payload index entries
+    and its op-log entry) committed under the write lock and applied to memory before the
+    lock is released, so other writes interleave between batches and a search sees a batch
+    wholly applied or not at all. The call as a whole is not atomic (like an upsert split
+    by its client): a crash or a concurrent reader may see the first batches done and not
+    the rest. A selected point is deleted only if it still matches at its batch; points
+    written after the call began are left alone."""
+    with coll.write_lock:
+        picked = np.flatnonzero(coll.selector.matching(flt)).astype(np.int64)
+    total = 0
+    for lo in range(0, len(picked), DELETE_BATCH):
+        with coll.write_lock:  # nothing changes what matches between the check and commit
+            part = picked[lo : lo + DELETE_BATCH]
+            alive = coll.points.alive()
+            part = part[part < len(alive)]
+            part = part[alive[part]]
+            pays = coll.points.payloads(part.tolist())
+            keep = [s for s, p in zip(part.tolist(), pays, strict=True) if flt.matches(p)]
+            ids = coll.points.ids_of(np.asarray(keep, np.int64))
+            found = [(v.encode_id(i), s) for i, s in zip(ids.tolist(), keep, strict=True)]
+            n = _delete_found(coll, found)
+        total += n
+        if n:
+            kill_point("delete_batch")
+            notify(coll)
+    return total
 
 
 def _delete_found(coll: CollectionCore, found: list[tuple[bytes, int]]) -> int:
@@ -148,11 +172,14 @@ def _delete_found(coll: CollectionCore, found: list[tuple[bytes, int]]) -> int:
         coll.pindex.remove(batch, slot, pay)
     op = commit.encode_write(pts.next_slot, 0, old) if coll.kind.persistent else None
     coll.seq.commit(batch, coll.prefix, op)
+    # The slot -> id table first, swapped whole: a search resolving its ids before the swap
+    # walked the index before any removal below (sees every point of the batch), one after
+    # it drops every one of them (see `reader._drop_vanished`).
+    pts.apply_delete(old)
     removed = np.asarray(old, np.int64)
     coll.index.remove(removed)
     if coll.buffer is not None:
         coll.buffer.remove(removed)
-    pts.apply_delete(old)
     coll.selector.bump()
     coll.status.last_write = time.monotonic()
     return len(found)

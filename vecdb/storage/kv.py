@@ -11,6 +11,8 @@ import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Protocol
 
 from rocksdict import (
     AccessType,
@@ -33,6 +35,15 @@ CF_SLOTS = "slots"  # cid + slot -> encoded user id
 CF_VECTORS = "vectors"  # cid + slot -> little-endian float32 vector
 CF_PAYLOAD = "payload"  # cid + slot -> JSON payload
 COLUMN_FAMILIES = (CF_META, CF_OPLOG, CF_IDS, CF_SLOTS, CF_VECTORS, CF_PAYLOAD)
+
+# What a collection owns in the meta column family: every such key is one of these heads, then
+# the collection's 4-byte id, then anything. Snapshot, restore and drop find a collection's
+# meta rows by these heads alone (`collection_rows`, `delete_collection_rows`), so a new kind
+# of per-collection meta key must be added here.
+META_NEXT_SLOT = b"next_slot:"  # + cid -> u64: the point table's slot counter
+META_PIDX_DEF = b"pidxdef:"  # + cid + field -> JSON: a payload index definition
+META_PIDX_ENTRY = b"pidx:"  # + cid + field + value + slot -> b"": a payload index entry
+COLLECTION_META_HEADS = (META_NEXT_SLOT, META_PIDX_DEF, META_PIDX_ENTRY)
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -82,6 +93,34 @@ def _cf_options() -> Options:
     return opts
 
 
+class Reader(Protocol):
+    """What reads need of a store: the live `KV` or a fixed `View` of it."""
+
+    def get(self, cf: str, key: bytes) -> bytes | None: ...
+
+    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]: ...
+
+    def scan_range(
+        self, cf: str, start: bytes, end: bytes, fill_cache: bool = True
+    ) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+
+
+def collection_rows(src: Reader, prefix: bytes) -> Iterator[tuple[str, bytes, bytes, bytes]]:
+    """Every row of the collection with key prefix `prefix` as (column family, head, tail,
+    value), its key being head + prefix + tail: the rows of the cid-prefixed families (head
+    b"") and its meta rows (`COLLECTION_META_HEADS`)."""
+    for cf in COLUMN_FAMILIES:
+        if cf == CF_META:
+            for head in COLLECTION_META_HEADS:
+                for key, value in src.scan_prefix(cf, head + prefix):
+                    yield cf, head, key[len(head) + len(prefix) :], value
+            continue
+        for key, value in src.scan_prefix(cf, prefix):
+            yield cf, b"", key[len(prefix) :], value
+
+
 class Batch:
     """A group of puts/deletes across column families, applied atomically by `KV.commit`."""
 
@@ -108,6 +147,79 @@ class Batch:
         """Delete every key in [start, end)."""
         self._wb.delete_range(start, end, self._kv.handle(cf))
         self.ops += 1
+
+
+def delete_collection_rows(batch: Batch, prefix: bytes) -> None:
+    """Delete every row `collection_rows` would yield for `prefix` (drop, restore)."""
+    for cf in COLUMN_FAMILIES:
+        if cf == CF_META:
+            for head in COLLECTION_META_HEADS:
+                batch.delete_prefix(cf, head + prefix)
+        else:
+            batch.delete_prefix(cf, prefix)
+
+
+class View:
+    """The whole store as it was at one instant: reads through a view never see a later
+    commit, in any column family. Made by `KV.view`, which creates, while no commit can run,
+    one RocksDB iterator per column family for scans and one for point reads: an iterator
+    reads the state it was created at, however long it lives and wherever it seeks.
+    (rocksdict's `Snapshot` isolates point reads only: `Snapshot.iter` reads the live column
+    family, which is why views are built from iterators.) One scan per column family at a
+    time; close a view promptly, since it pins memtables and table files."""
+
+    def __init__(self, kv: KV) -> None:
+        opts = ReadOptions()
+        opts.fill_cache(False)  # type: ignore[call-arg]
+        with kv._commit_lock:  # no commit between the first iterator and the last
+            self.seq = int(kv._db.latest_sequence_number())  # RocksDB's sequence at the instant
+            self._scan = {cf: kv._cfs[cf].iter(opts) for cf in COLUMN_FAMILIES}
+            self._probe = {cf: kv._cfs[cf].iter(ReadOptions()) for cf in COLUMN_FAMILIES}
+        self._busy: set[str] = set()  # families with a scan in progress
+
+    def get(self, cf: str, key: bytes) -> bytes | None:
+        it = self._probe[cf]
+        it.seek(key)
+        if it.valid() and bytes(it.key()) == key:
+            return bytes(it.value())
+        return None
+
+    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        return [self.get(cf, k) for k in keys]
+
+    def scan_range(
+        self, cf: str, start: bytes, end: bytes, fill_cache: bool = True
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield (key, value) for every key in [start, end) at the view's instant."""
+        if cf in self._busy:
+            raise RuntimeError(f"a scan of column family {cf!r} is already running on this view")
+        self._busy.add(cf)
+        try:
+            it = self._scan[cf]
+            it.seek(start)
+            while it.valid():
+                key = bytes(it.key())
+                if key >= end:
+                    return
+                yield key, bytes(it.value())
+                it.next()
+        finally:
+            self._busy.discard(cf)
+
+    def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return self.scan_range(cf, prefix, prefix_end(prefix))
+
+    def close(self) -> None:
+        self._scan.clear()
+        self._probe.clear()
+
+    def __enter__(self) -> View:
+        return self
+
+    def __exit__(
+        self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 class KV:
@@ -141,6 +253,10 @@ class KV:
     def handle(self, cf: str) -> ColumnFamily:
         return self._handles[cf]
 
+    def view(self) -> View:
+        """A consistent read-only view of the whole store as of now (see `View`)."""
+        return View(self)
+
     def batch(self) -> Batch:
         return Batch(self)
 
@@ -161,7 +277,8 @@ class KV:
             # flush now, in RocksDB's background threads (the data is already durable in
             # the WAL; this only gives the memory back sooner).
             for family in self._cfs.values():
-                if family.property_int_value("rocksdb.cur-size-active-mem-table") >= CF_MEMTABLE:
+                size = family.property_int_value("rocksdb.cur-size-active-mem-table") or 0
+                if size >= CF_MEMTABLE:
                     family.flush(wait=False)
 
     def get(self, cf: str, key: bytes) -> bytes | None:
