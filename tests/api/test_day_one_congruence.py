@@ -228,7 +228,9 @@ def test_count_and_delete_by_filter_agree(trio: Trio, index: str) -> None:
     counts, deleted, again, total, left = same(trio, scenario)
     pays = [payload_of(i) for i in range(N)]
     assert counts == [sum(oracles.matches(p, f) for p in pays) for f in FILTERS]
-    gone = {i for n, i in enumerate(int_ids()) if oracles.matches(pays[n], {"year": {"$gte": 2010}})}
+    gone = {
+        i for n, i in enumerate(int_ids()) if oracles.matches(pays[n], {"year": {"$gte": 2010}})
+    }
     assert deleted == len(gone) > 0 and again == 0 and total == N - len(gone)
     assert left == sorted(set(int_ids()) - gone)
 
@@ -240,7 +242,9 @@ def test_set_and_overwrite_payload_then_get_agree(trio: Trio, index: str) -> Non
 
     def scenario(c: Any) -> Any:
         name = make(c, index)
-        a = c.set_payload(name, [ids[0], ids[1], 123_456], {"tag": "new", "n": 1, "x": {"y": [1.0]}})
+        a = c.set_payload(
+            name, [ids[0], ids[1], 123_456], {"tag": "new", "n": 1, "x": {"y": [1.0]}}
+        )
         b = c.overwrite_payload(name, [ids[2], ids[11]], {"only": True})
         d = c.set_payload(name, [ids[11]], {"more": None})
         got = [rec(r) for r in c.get(name, [ids[0], ids[1], ids[2], ids[11], 123_456])]
@@ -250,8 +254,18 @@ def test_set_and_overwrite_payload_then_get_agree(trio: Trio, index: str) -> Non
     a, b, d, got, bare, n_new = same(trio, scenario)
     assert (a, b, d, n_new) == (2, 2, 1, 2)
     assert [g[0] for g in got] == [ids[0], ids[1], ids[2], ids[11]]
-    assert json.loads(got[0][2]) == {**(payload_of(0) or {}), "tag": "new", "n": 1, "x": {"y": [1.0]}}
-    assert json.loads(got[1][2]) == {**(payload_of(1) or {}), "tag": "new", "n": 1, "x": {"y": [1.0]}}
+    assert json.loads(got[0][2]) == {
+        **(payload_of(0) or {}),
+        "tag": "new",
+        "n": 1,
+        "x": {"y": [1.0]},
+    }
+    assert json.loads(got[1][2]) == {
+        **(payload_of(1) or {}),
+        "tag": "new",
+        "n": 1,
+        "x": {"y": [1.0]},
+    }
     assert got[2][2] == js({"only": True}) and got[3][2] == js({"only": True, "more": None})
     assert got[0][1] == vectors()[0].tobytes()
     assert [g[1] for g in bare] == [None, None, None]
@@ -389,7 +403,9 @@ def test_exist_ok_and_collection_exists_agree(trio: Trio, index: str) -> None:
                    {"index": "flat" if kind is None else "spann"},
                    {"index_params": {"max_postings": 3}}):  # fmt: skip
             args = {"dim": DIM, "metric": "l2", "index": kind, **kw}
-            steps.append(outcome(c, lambda c: c.create_collection(name, exist_ok=True, **args)))
+            steps.append(
+                outcome(c, lambda c, a=args: c.create_collection(name, exist_ok=True, **a))
+            )
         steps.append(outcome(c, lambda c: c.create_collection(name, DIM, "l2", index=kind)))
         c.drop_collection(name)
         steps.append(c.collection_exists(name))
@@ -446,8 +462,11 @@ def test_snapshots_create_list_restore_delete_agree(trio: Trio, index: str) -> N
     assert got["unknown"][0] is vecdb.NotFound
 
 
-@pytest.mark.xfail(strict=True, reason="engine/snapshot.py exports no CF_META rows but the "
-                   "slot counter: payload index definitions and entries are not in a snapshot")
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine/snapshot.py exports no CF_META rows but the "
+    "slot counter: payload index definitions and entries are not in a snapshot",
+)
 def test_restore_brings_back_the_payload_indexes(trio: Trio) -> None:
     """A restored collection has the payload indexes it had when the snapshot was taken."""
 
