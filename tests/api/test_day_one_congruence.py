@@ -478,3 +478,37 @@ def test_restore_brings_back_the_payload_indexes(trio: Trio) -> None:
         return c.get_collection(name).payload_indexes
 
     assert same(trio, scenario) == {"year": "int"}
+
+
+def test_filtered_search_through_the_spann_visible_set_agrees(trio: Trio) -> None:
+    """A payload-indexed filter selecting more points than an exact scan takes (5,000 of
+    10,000 at 128 dims) walks the default SPANN index with a visible set: the same answer
+    in every mode, every hit matching, recall@10 against the filtered oracle >= 0.9."""
+    n, dim = 10_000, 128
+    rng = np.random.default_rng(9)
+    data = rng.standard_normal((n, dim)).astype(np.float32)
+    queries = rng.standard_normal((5, dim)).astype(np.float32)
+    pays = [{"half": i % 2, "tenth": i % 10} for i in range(n)]
+    filters_ = [{"half": 1}, {"$and": [{"half": 0}, {"tenth": {"$in": [0, 2, 4]}}]}]
+
+    def scenario(c: Any) -> Any:
+        name = f"v{next(_names) // 3}"
+        c.create_collection(name, dim, "l2")
+        for lo in range(0, n, 2500):
+            c.upsert(name, list(range(lo, lo + 2500)), data[lo : lo + 2500], pays[lo : lo + 2500])
+        c.optimize(name)
+        c.create_payload_index(name, "half", "int")
+        c.create_payload_index(name, "tenth", "int")
+        out = [res(c.search(name, queries, 10, filter=f)) for f in filters_]
+        return out, c.stats(name)["index"]["postings_read"] > 0  # the index was walked
+
+    answers, walked = same(trio, scenario)
+    assert walked
+    for f, (ids, _, _, _) in zip(filters_, answers, strict=True):
+        keep = np.flatnonzero([oracles.matches(p, f) for p in pays])
+        want, _ = oracles.exact_topk(data[keep], queries, "l2", 10)
+        hits = 0
+        for row in range(len(queries)):
+            assert all(oracles.matches(pays[i], f) for i in ids[row] if i >= 0)
+            hits += len(set(ids[row]) & set(keep[want[row]].tolist()))
+        assert hits / (10 * len(queries)) >= 0.9, f
