@@ -1,133 +1,42 @@
-"""The day-one calls give the same answers embedded, remote and async remote.
+"""The day-one calls other than search give the same answers embedded, remote and async remote.
 
 Each test runs one scenario (scroll, count / delete by filter, set / overwrite payload,
-payload indexes, filtered search, get and search with vectors, exist_ok, snapshots) in the
-three modes over identically seeded collections of the default SPANN index (built by
-`optimize()`) and of the flat index, and compares the answers value for value (ids, vector
-bytes, payloads as JSON text so 1 and 1.0 differ, distances bit for bit, error class, message,
-field and reason); where an exact answer is known (sorted ids, the brute-force filter oracle,
-flat search against `oracles.exact_topk`) the local answer is checked against it too.
+payload indexes, get without vectors, exist_ok, snapshots) in the three modes over identically
+seeded collections of the default SPANN index (built by `optimize()`) and of the flat index,
+and compares the answers value for value (ids, vector bytes, payloads as JSON text, error
+class, message, field and reason); where an exact answer is known (sorted ids, the
+brute-force filter oracle) the local answer is checked against it too. Search:
+test_search_congruence.py.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import oracles
 import pytest
 from api_modes import Trio, outcome
+from day_one_data import (
+    DIM,
+    FILTERS,
+    NAMES,
+    N,
+    int_ids,
+    js,
+    make,
+    page,
+    payload_of,
+    rec,
+    res,
+    same,
+    scroll_all,
+    str_ids,
+    vectors,
+)
 
 import vecdb
-
-DIM = 8
-N = 240
-INDEXES = ["spann", "flat"]
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
-    t = Trio(tmp_path_factory.mktemp("congruence"))
-    yield t
-    t.close()
-
-
-@pytest.fixture(params=INDEXES)
-def index(request: pytest.FixtureRequest) -> str:
-    """The index kind: the default (SPANN, built by optimize) or flat."""
-    return str(request.param)
-
-
-def payload_of(i: int) -> dict[str, Any] | None:
-    """A rich payload: ints, a year that is sometimes a string, floats, bools, nested keys,
-    missing fields, and no payload at all for every 11th point."""
-    if i % 11 == 0:
-        return None
-    p: dict[str, Any] = {
-        "year": 1990 + i % 30 if i % 13 else str(1990 + i % 30),
-        "tag": "abc"[i % 3],
-        "score": round((i * 0.37) % 10, 3),
-        "flag": i % 2 == 0,
-        "meta": {"x": i % 5, "y": {"z": "zz" if i % 4 else "日本"}},
-    }
-    if i % 7 == 0:
-        del p["tag"]
-    return p
-
-
-def int_ids() -> list[int]:
-    rng = np.random.default_rng(7)
-    ids = rng.choice(10_000, size=N - 2, replace=False).tolist()
-    return [*ids, 2**62, 0]  # a large id and zero among them, order shuffled by the choice
-
-
-def str_ids() -> list[str]:
-    special = ["Z", "a", "a b", "é", "日本", "ß", "z\u00e9", "A0"]
-    return special + [f"k{i:03d}" for i in range(N - len(special))]
-
-
-def vectors() -> np.ndarray:
-    return np.random.default_rng(11).standard_normal((N, DIM)).astype(np.float32)
-
-
-def make(c: Any, index: str, *, id_type: str = "int", ids: list[Any] | None = None) -> str:
-    """A fresh seeded collection (same name in every mode) and its name."""
-    name = f"t{next(_names) // 3}"  # three calls per scenario, one per mode
-    c.create_collection(name, DIM, "l2", id_type=id_type,
-                        index=None if index == "spann" else "flat")  # fmt: skip
-    ids = ids if ids is not None else (int_ids() if id_type == "int" else str_ids())
-    c.upsert(name, ids, vectors(), [payload_of(i) for i in range(N)])
-    if index == "spann":
-        c.optimize(name)
-    return name
-
-
-# -- canonical forms ------------------------------------------------------------------------
-
-
-def js(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def rec(r: vecdb.Record) -> tuple[Any, ...]:
-    return r.id, None if r.vector is None else r.vector.tobytes(), js(r.payload)
-
-
-def page(answer: tuple[list[vecdb.Record], Any]) -> tuple[Any, ...]:
-    records, nxt = answer
-    return [rec(r) for r in records], nxt
-
-
-def res(s: vecdb.SearchResult) -> tuple[Any, ...]:
-    vecs = None if s.vectors is None else [
-        [None if v is None else v.tobytes() for v in row] for row in s.vectors
-    ]  # fmt: skip
-    pays = None if s.payloads is None else [[js(p) for p in row] for row in s.payloads]
-    return s.ids.tolist(), s.distances.tobytes(), pays, vecs
-
-
-def same(trio: Trio, scenario: Callable[[Any], Any]) -> Any:
-    """Run `scenario` in every mode; assert the answers are equal; return the local one."""
-    got = trio.run(scenario)
-    assert got["remote"] == got["local"]
-    assert got["aio"] == got["local"]
-    return got["local"]
-
-
-def scroll_all(c: Any, name: str, limit: int, **kw: Any) -> list[Any]:
-    """Every page of a scroll, as (records, next_offset) canonical pairs."""
-    pages, offset = [], None
-    while True:
-        p = page(c.scroll(name, limit=limit, offset=offset, **kw))
-        pages.append(p)
-        offset = p[1]
-        if offset is None:
-            return pages
-
 
 # -- scroll ---------------------------------------------------------------------------------
 
@@ -194,24 +103,6 @@ def test_filtered_scroll_agrees_and_matches_the_oracle(trio: Trio, index: str) -
 
 
 # -- count, delete, payloads ----------------------------------------------------------------
-
-FILTERS: list[dict[str, Any]] = [
-    {"tag": "a"},
-    {"year": {"$eq": 1995}},
-    {"tag": {"$ne": "b"}},
-    {"year": {"$gt": 2005}},
-    {"year": {"$gte": 2005, "$lt": 2010}},
-    {"score": {"$lte": 2.5}},
-    {"tag": {"$in": ["a", "c"]}},
-    {"meta.x": {"$nin": [0, 1]}},
-    {"tag": {"$exists": False}},
-    {"year": {"$lt": "2000"}},  # strings compare with strings only
-    {"$and": [{"flag": True}, {"meta.x": {"$gte": 3}}]},
-    {"$or": [{"tag": "b"}, {"score": {"$gt": 9}}]},
-    {"$not": {"meta.y.z": "zz"}},
-    {"meta": {"$exists": True}, "flag": False},
-    {"year": {"$in": [1991, "1999"]}},
-]
 
 
 def test_count_and_delete_by_filter_agree(trio: Trio, index: str) -> None:
@@ -303,70 +194,6 @@ def test_payload_index_lifecycle_agrees(trio: Trio, index: str) -> None:
     assert steps[5][0] is vecdb.NotFound
 
 
-# -- search ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("indexed", [False, True], ids=["scan", "pindex"])
-def test_filtered_search_agrees_for_every_operator_family(
-    trio: Trio, index: str, indexed: bool
-) -> None:
-    """Filtered search with every operator family, with and without payload indexes on the
-    fields: equal in every mode; the flat index equals the brute-force oracle."""
-    queries = np.random.default_rng(3).standard_normal((3, DIM)).astype(np.float32)
-
-    def scenario(c: Any) -> Any:
-        name = make(c, index)
-        if indexed:
-            for key, kind in (("year", "int"), ("tag", "str"), ("meta.x", "int"),
-                              ("flag", "bool"), ("score", "float")):  # fmt: skip
-                c.create_payload_index(name, key, kind)
-        return [res(c.search(name, queries, 7, filter=f, with_payload=True)) for f in FILTERS]
-
-    answers = same(trio, scenario)
-    data, ids, pays = vectors(), np.array(int_ids()), [payload_of(i) for i in range(N)]
-    for f, (got_ids, got_dist, got_pays, _) in zip(FILTERS, answers, strict=True):
-        keep = np.array([oracles.matches(p, f) for p in pays])
-        for row in range(len(queries)):
-            hits = [i for i in got_ids[row] if i >= 0]
-            assert len(hits) == min(7, int(keep.sum())), f
-            assert all(oracles.matches(pays[int_ids().index(i)], f) for i in hits), f
-            assert got_pays[row][: len(hits)] == [js(pays[int_ids().index(i)]) for i in hits]
-        if index == "flat":
-            want = oracles.distances(data[keep], queries, "l2")
-            dist = np.frombuffer(got_dist, np.float32).reshape(len(queries), 7)
-            for row in range(len(queries)):
-                oracles.assert_topk(got_ids[row], dist[row], ids[keep].tolist(), want[row], 7)
-
-
-def test_search_with_vectors_returns_stored_vectors_padded_like_payloads(
-    trio: Trio, index: str
-) -> None:
-    """with_vectors gives each hit's stored vector and None where a row is padded, aligned
-    with the payloads; the same in every mode."""
-    queries = np.random.default_rng(5).standard_normal((2, DIM)).astype(np.float32)
-    flt = {"year": 1995}  # 8 points: k=12 pads every row
-
-    def scenario(c: Any) -> Any:
-        name = make(c, index)
-        both = c.search(name, queries, 12, filter=flt, with_payload=True, with_vectors=True)
-        plain = c.search(name, queries, 12, filter=flt)
-        return res(both), res(plain)
-
-    both, plain = same(trio, scenario)
-    ids, _, pays, vecs = both
-    assert plain[2] is None and plain[3] is None and plain[0] == ids
-    data = vectors()
-    for row in range(2):
-        for col in range(12):
-            if ids[row][col] < 0:
-                assert vecs[row][col] is None and pays[row][col] == js(None)
-            else:
-                n = int_ids().index(ids[row][col])
-                assert vecs[row][col] == data[n].tobytes()
-                assert pays[row][col] == js(payload_of(n))
-    assert any(i < 0 for i in ids[0])
-
-
 def test_get_without_vectors_leaves_vector_none(trio: Trio, index: str) -> None:
     """get(with_vectors=False): records in request order, vector None, payloads kept; str
     ids too."""
@@ -392,7 +219,7 @@ def test_exist_ok_and_collection_exists_agree(trio: Trio, index: str) -> None:
     AlreadyExists naming the setting; collection_exists before and after."""
 
     def scenario(c: Any) -> Any:
-        name = f"e{next(_names) // 3}"
+        name = f"e{next(NAMES) // 3}"
         kind = None if index == "spann" else "flat"
         steps: list[Any] = [c.collection_exists(name)]
         first = c.create_collection(name, DIM, "l2", index=kind)
@@ -478,37 +305,3 @@ def test_restore_brings_back_the_payload_indexes(trio: Trio) -> None:
         return c.get_collection(name).payload_indexes
 
     assert same(trio, scenario) == {"year": "int"}
-
-
-def test_filtered_search_through_the_spann_visible_set_agrees(trio: Trio) -> None:
-    """A payload-indexed filter selecting more points than an exact scan takes (5,000 of
-    10,000 at 128 dims) walks the default SPANN index with a visible set: the same answer
-    in every mode, every hit matching, recall@10 against the filtered oracle >= 0.9."""
-    n, dim = 10_000, 128
-    rng = np.random.default_rng(9)
-    data = rng.standard_normal((n, dim)).astype(np.float32)
-    queries = rng.standard_normal((5, dim)).astype(np.float32)
-    pays = [{"half": i % 2, "tenth": i % 10} for i in range(n)]
-    filters_ = [{"half": 1}, {"$and": [{"half": 0}, {"tenth": {"$in": [0, 2, 4]}}]}]
-
-    def scenario(c: Any) -> Any:
-        name = f"v{next(_names) // 3}"
-        c.create_collection(name, dim, "l2")
-        for lo in range(0, n, 2500):
-            c.upsert(name, list(range(lo, lo + 2500)), data[lo : lo + 2500], pays[lo : lo + 2500])
-        c.optimize(name)
-        c.create_payload_index(name, "half", "int")
-        c.create_payload_index(name, "tenth", "int")
-        out = [res(c.search(name, queries, 10, filter=f)) for f in filters_]
-        return out, c.stats(name)["index"]["postings_read"] > 0  # the index was walked
-
-    answers, walked = same(trio, scenario)
-    assert walked
-    for f, (ids, _, _, _) in zip(filters_, answers, strict=True):
-        keep = np.flatnonzero([oracles.matches(p, f) for p in pays])
-        want, _ = oracles.exact_topk(data[keep], queries, "l2", 10)
-        hits = 0
-        for row in range(len(queries)):
-            assert all(oracles.matches(pays[i], f) for i in ids[row] if i >= 0)
-            hits += len(set(ids[row]) & set(keep[want[row]].tolist()))
-        assert hits / (10 * len(queries)) >= 0.9, f
