@@ -25,7 +25,7 @@ from vecdb.errors import (
     Unimplemented,
     VecdbError,
 )
-from vecdb.types import CollectionInfo, Metric, Record, SearchResult
+from vecdb.types import CollectionInfo, Metric, Record, SearchResult, SnapshotInfo
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,7 @@ __all__ = [
     "Record",
     "ResourceExhausted",
     "SearchResult",
+    "SnapshotInfo",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

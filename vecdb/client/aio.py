@@ -117,10 +117,10 @@ class AsyncClient:
     ) -> CollectionInfo:
         """See `vecdb.Client.create_collection`."""
         if self._local is not None:
-            extra = {"exist_ok": True} if exist_ok else {}
             return await self._local_call(  # type: ignore[no-any-return]
                 "create_collection", name, dim, metric, id_type=id_type, index=index,
-                index_params=index_params, kind=kind, multi_tenant=multi_tenant, **extra,
+                index_params=index_params, kind=kind, multi_tenant=multi_tenant,
+                exist_ok=exist_ok,
             )  # fmt: skip
         req = rq.create_request(name, dim, metric, id_type, index, index_params, kind,
                                 multi_tenant, exist_ok)  # fmt: skip
@@ -221,10 +221,8 @@ class AsyncClient:
     async def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
         """See `vecdb.Client.get`."""
         if self._local is not None:
-            extra = {} if with_vectors else {"with_vectors": False}
-            return await self._local_call("get", name, ids, **extra)  # type: ignore[no-any-return]
-        req = pb.GetRequest(collection=rq.name_arg(name), with_vectors=bool(with_vectors))
-        req.ids.CopyFrom(rq.judged(name, lambda: rq.ids_msg(ids)))
+            return await self._local_call("get", name, ids, with_vectors=with_vectors)  # type: ignore[no-any-return]
+        req = rq.get_request(name, ids, with_vectors)
         return convert.points_from_proto((await self._call("Get", req, idempotent=True)).points)
 
     async def scroll(
@@ -251,16 +249,14 @@ class AsyncClient:
     ) -> int:
         """See `vecdb.Client.delete`."""
         if self._local is not None:
-            extra = {} if filter is None else {"filter": filter}
-            return await self._local_call("delete", name, ids, **extra)  # type: ignore[no-any-return]
+            return await self._local_call("delete", name, ids, filter=filter)  # type: ignore[no-any-return]
         req = rq.delete_request(name, ids, filter)
         return int((await self._call("Delete", req, idempotent=True)).deleted)
 
     async def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
         """See `vecdb.Client.count`."""
         if self._local is not None:
-            extra = {} if filter is None else {"filter": filter}
-            return await self._local_call("count", name, **extra)  # type: ignore[no-any-return]
+            return await self._local_call("count", name, filter)  # type: ignore[no-any-return]
         req = pb.CountRequest(collection=rq.name_arg(name), filter=rq.json_arg(filter, "filter"))
         return int((await self._call("Count", req, idempotent=True)).count)
 
@@ -283,15 +279,15 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("create_payload_index", name, key, type)  # type: ignore[no-any-return]
         req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
-                                           key=rq.text_arg(key, "key"),
-                                           type=rq.text_arg(type, "type"))  # fmt: skip
+                                           key=rq.index_key_arg(key),
+                                           type=rq.index_type_arg(type))  # fmt: skip
         await self._call("CreatePayloadIndex", req, idempotent=True)
 
     async def drop_payload_index(self, name: str, key: str) -> None:
         """See `vecdb.Client.drop_payload_index`."""
         if self._local is not None:
             return await self._local_call("drop_payload_index", name, key)  # type: ignore[no-any-return]
-        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.text_arg(key, "key"))
+        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.index_key_arg(key))
         await self._call("DropPayloadIndex", req, idempotent=False)
 
     async def optimize(self, name: str, wait: bool = True) -> None:
@@ -320,10 +316,9 @@ class AsyncClient:
     ) -> SearchResult:
         """See `vecdb.Client.search`."""
         if self._local is not None:
-            extra = {"with_vectors": True} if with_vectors else {}
             return await self._local_call(  # type: ignore[no-any-return]
                 "search", name, queries, k, filter=filter, params=params,
-                with_payload=with_payload, **extra,
+                with_payload=with_payload, with_vectors=with_vectors,
             )  # fmt: skip
         req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
         return convert.result_from_proto(await self._call("Search", req, idempotent=True))
@@ -350,7 +345,7 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("restore_snapshot", name, snapshot)  # type: ignore[no-any-return]
         req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
-                                        snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+                                        snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
         await self._call("RestoreSnapshot", req, idempotent=True,
                          timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
 
@@ -359,7 +354,7 @@ class AsyncClient:
         if self._local is not None:
             return await self._local_call("delete_snapshot", name, snapshot)  # type: ignore[no-any-return]
         req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
-                                       snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+                                       snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
         await self._call("DeleteSnapshot", req, idempotent=False)
 
     async def stats(self, name: str | None = None) -> dict[str, Any]:

@@ -209,8 +209,7 @@ class RemoteClient(Client):
             raise failure[0]
 
     def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
-        req = pb.GetRequest(collection=rq.name_arg(name), with_vectors=bool(with_vectors))
-        req.ids.CopyFrom(rq.judged(name, lambda: rq.ids_msg(ids)))
+        req = rq.get_request(name, ids, with_vectors)
         return convert.points_from_proto(self._call("Get", req, idempotent=True).points)
 
     def scroll(
@@ -244,12 +243,12 @@ class RemoteClient(Client):
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
         req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
-                                           key=rq.text_arg(key, "key"),
-                                           type=rq.text_arg(type, "type"))  # fmt: skip
+                                           key=rq.index_key_arg(key),
+                                           type=rq.index_type_arg(type))  # fmt: skip
         self._call("CreatePayloadIndex", req, idempotent=True)
 
     def drop_payload_index(self, name: str, key: str) -> None:
-        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.text_arg(key, "key"))
+        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.index_key_arg(key))
         self._call("DropPayloadIndex", req, idempotent=False)
 
     def optimize(self, name: str, wait: bool = True) -> None:
@@ -290,13 +289,13 @@ class RemoteClient(Client):
 
     def restore_snapshot(self, name: str, snapshot: str) -> None:
         req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
-                                        snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+                                        snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
         self._call("RestoreSnapshot", req, idempotent=True, timeout=self._timeout
                    or OPTIMIZE_TIMEOUT)  # fmt: skip
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
         req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
-                                       snapshot=rq.text_arg(snapshot, "snapshot"))  # fmt: skip
+                                       snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
         self._call("DeleteSnapshot", req, idempotent=False)
 
     # -- admin -----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ judged here, and by that same rule book: first the checks the engine would make 
 that need no stored state (the collection name, then k, ...), then the value itself. So the
 two modes can disagree only on a request with two faults, one of which needs the collection
 (it does not exist, or its dimension or id type) to be seen. Imports the wire (`vecdb.rpc`)
-and the rule book, never the rest of the engine or the server.
+and the rule book, never the rest of the engine or the server; text arguments that cannot
+travel (a payload index key or type, a snapshot name that is not a string) are judged by the
+engine's own check of that argument, imported only then.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def _int64(value: Any) -> int:
         if convert.INT64_MIN <= int(value) <= convert.INT64_MAX:
             return int(value)
     raise Uncarriable()
+
+
+def _bool(value: Any) -> bool:
+    """A true/false argument: only a bool travels (anything else is the rule book's error)."""
+    if isinstance(value, bool):
+        return value
+    raise Uncarriable()
+
+
+def flags(*pairs: tuple[str, Any]) -> None:
+    """Judge true/false arguments the wire cannot carry otherwise, in the engine's order."""
+    for name, value in pairs:
+        rules.check_flag(name, value)
 
 
 def _enum(table: dict[Any, Any], cls: Any, value: Any, lower: bool = False) -> Any:
@@ -141,11 +156,12 @@ def create_request(
             index=pb.INDEX_KIND_UNSPECIFIED if index is None else _enum(convert.INDEX_KINDS, IndexKind, index),
             index_params=json_arg(index_params, "index_params"),
             kind=_enum(convert.COLLECTION_KINDS, CollectionKind, kind),
-            multi_tenant=bool(multi_tenant), exist_ok=bool(exist_ok),
+            multi_tenant=bool(multi_tenant), exist_ok=_bool(exist_ok),
         ))  # fmt: skip
-    except Uncarriable:
+    except (Uncarriable, InvalidArgument) as exc:
         # Database.create_collection's checks, in its order, give the embedded error.
         rules.check_name("collection", name)
+        rules.check_flag("exist_ok", exist_ok)
         rules.check_dim(dim)
         rules.check_metric(metric)
         rules.check_id_type(id_type)
@@ -153,9 +169,10 @@ def create_request(
             from vecdb.index import registry  # the index kinds' own error
 
             registry.spec(index)
-        if index_params is not None and not isinstance(index_params, dict):
-            raise InvalidArgument("index_params must be a dict") from None
+        rules.check_index_params(index_params)
         rules.check_kind(kind)
+        if isinstance(exc, InvalidArgument):
+            raise
         raise InvalidArgument("create_collection arguments cannot be sent") from None
 
 
@@ -213,18 +230,22 @@ def search_request(
     with_vectors: Any,
 ) -> pb.SearchRequest:  # fmt: skip
     collection = name_arg(name)
+    # The engine's order: k, the filter, the flags, the queries (their dimension needs the
+    # collection), then params.
     k_ = judged(name, lambda: _int_arg(k, rules.check_k))
-
-    def make() -> pb.SearchRequest:
-        options = pb.SearchOptions(
-            k=k_, filter=json_arg(filter, "filter"), params=json_arg(params, "params"),
-            with_payload=bool(with_payload), with_vectors=bool(with_vectors),
-        )  # fmt: skip
-        return pb.SearchRequest(
-            collection=collection, queries=vectors_msg(queries, "queries"), options=options
-        )
-
-    return judged(name, make, lambda: rules.check_k(k_))  # the engine judges k first
+    flt = judged(name, lambda: json_arg(filter, "filter"), lambda: rules.check_k(k_))
+    earlier: tuple[Callable[[], object], ...] = (
+        lambda: rules.check_k(k_),
+        lambda: filters.parse(filter),
+    )
+    judged(name, lambda: flags(("with_payload", with_payload), ("with_vectors", with_vectors)),
+           *earlier)  # fmt: skip
+    queries_ = judged(name, lambda: vectors_msg(queries, "queries"), *earlier)
+    options = judged(name, lambda: pb.SearchOptions(
+        k=k_, filter=flt, params=json_arg(params, "params"),
+        with_payload=with_payload, with_vectors=with_vectors,
+    ), *earlier)  # fmt: skip
+    return pb.SearchRequest(collection=collection, queries=queries_, options=options)
 
 
 def _int_arg(value: Any, check: Callable[[Any], object]) -> int:
@@ -240,15 +261,15 @@ def scroll_request(
     name: Any, filter: Any, limit: Any, offset: Any, with_vectors: Any, with_payload: Any
 ) -> pb.ScrollRequest:
     collection = name_arg(name)
-
-    def bad_limit(value: Any) -> None:
-        raise InvalidArgument(f"limit must be an integer, got {echo(value)}", field="limit")
-
-    limit_ = judged(name, lambda: _int_arg(limit, bad_limit))
-    req = judged(name, lambda: pb.ScrollRequest(
-        collection=collection, filter=json_arg(filter, "filter"), limit=limit_,
-        with_vectors=bool(with_vectors), with_payload=bool(with_payload),
-    ))  # fmt: skip
+    # The engine's order: the filter, limit, the flags, then the offset (its type needs the
+    # collection: it travels as given).
+    flt = judged(name, lambda: json_arg(filter, "filter"))
+    parse = (lambda: filters.parse(filter),)
+    limit_ = judged(name, lambda: _int_arg(limit, rules.check_scroll_limit), *parse)
+    judged(name, lambda: flags(("with_vectors", with_vectors), ("with_payload", with_payload)),
+           *parse, lambda: rules.check_scroll_limit(limit_))  # fmt: skip
+    req = pb.ScrollRequest(collection=collection, filter=flt, limit=limit_,
+                           with_vectors=with_vectors, with_payload=with_payload)  # fmt: skip
     if offset is not None:
         req.offset.CopyFrom(convert.id_to_proto(offset))
     return req
@@ -265,14 +286,52 @@ def delete_request(name: Any, ids: Any, filter: Any) -> pb.DeleteRequest:
 
 def payload_request(name: Any, ids: Any, payload: Any) -> pb.SetPayloadRequest:
     collection = name_arg(name)
-    return judged(name, lambda: pb.SetPayloadRequest(
-        collection=collection, ids=ids_msg(ids),
-        payload="null" if payload is None else rules.json_text(payload, "payload"),
-    ))  # fmt: skip
+    ids_ = judged(name, lambda: ids_msg(ids))
+    text = "null" if payload is None else judged(name, lambda: _payload_text(payload, "payload"))
+    return pb.SetPayloadRequest(collection=collection, ids=ids_, payload=text)
 
 
-def text_arg(value: Any, field: str) -> str:
-    """A plain string argument (payload key and type, snapshot name)."""
+def get_request(name: Any, ids: Any, with_vectors: Any) -> pb.GetRequest:
+    collection = name_arg(name)
+    ids_ = judged(name, lambda: ids_msg(ids))
+    judged(name, lambda: flags(("with_vectors", with_vectors)))
+    return pb.GetRequest(collection=collection, ids=ids_, with_vectors=with_vectors)
+
+
+def text_arg(value: Any, field: str, check: Callable[[Any], object]) -> str:
+    """A plain string argument (payload key and type, snapshot name); text the wire cannot
+    carry (not a string, a lone surrogate) is judged by the engine's own `check`."""
     if isinstance(value, str) and not rules.lone_surrogate(value):
         return value
-    raise InvalidArgument(f"{field} must be a string, got {echo(value)}", field=field)
+    check(value)  # raises: such a value is never valid
+    raise InvalidArgument(f"{field} {echo(value)} is invalid", field=field)
+
+
+def index_key_arg(key: Any) -> str:
+    """A payload index key (`vecdb.engine.payload_index.check_key` judges what cannot travel;
+    imported only then, as it loads the storage layer)."""
+
+    def check(value: Any) -> None:
+        from vecdb.engine.payload_index import check_key
+
+        check_key(value)
+
+    return text_arg(key, "key", check)
+
+
+def index_type_arg(index_type: Any) -> str:
+    def check(value: Any) -> None:
+        from vecdb.engine.payload_index import check_type
+
+        check_type(value)
+
+    return text_arg(index_type, "type", check)
+
+
+def snapshot_arg(snapshot: Any) -> str:
+    def check(value: Any) -> None:
+        from vecdb.engine.snapshot_files import check_snapshot_name
+
+        check_snapshot_name(value)
+
+    return text_arg(snapshot, "snapshot", check)

@@ -8,6 +8,7 @@ internals live in `core` and its phase modules; reopening in `recovery`.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -31,7 +32,7 @@ from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
 from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
-from vecdb.types import CollectionInfo, Id, IdType, Record, SearchResult, SnapshotInfo
+from vecdb.types import CollectionInfo, CollectionKind, Id, Record, SearchResult, SnapshotInfo
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
@@ -147,22 +148,16 @@ class Database:
         returned (different settings: `AlreadyExists` naming the first that differs)."""
         self._check_open()
         v.check_name("collection", name)
-        if not isinstance(exist_ok, bool):
-            raise InvalidArgument(f"exist_ok must be true or false, got {exist_ok!r}")
+        v.check_flag("exist_ok", exist_ok)
         dim = v.check_dim(dim)
         metric_ = v.check_metric(metric)
-        try:
-            id_type_ = IdType(id_type)
-        except ValueError:
-            raise InvalidArgument(f"id_type {id_type!r} is unknown (expected int or str)") from None
+        id_type_ = v.check_id_type(id_type)
         index = registry.DEFAULT_KIND.value if index is None else index
         registry.spec(index)
-        if index_params is not None and not isinstance(index_params, dict):
-            raise InvalidArgument("index_params must be a dict")
-        if kind == "multivector":
+        params = v.check_index_params(index_params)
+        kind_ = v.check_kind(kind)
+        if kind_ is CollectionKind.MULTIVECTOR:
             raise Unimplemented("kind='multivector' collections are not built yet")
-        if kind != "dense":
-            raise InvalidArgument(f"kind {kind!r} is unknown (expected dense or multivector)")
         if multi_tenant:
             raise Unimplemented("multi_tenant collections are not built yet")
         with self._ddl:
@@ -173,15 +168,15 @@ class Database:
                     "metric": metric_.value,
                     "id_type": id_type_.value,
                     "index": index,
-                    "index_params": dict(index_params or {}),
-                    "kind": kind,
+                    "index_params": params,
+                    "kind": kind_.value,
                     "multi_tenant": multi_tenant,
                 }
                 for setting, value in asked.items():
                     if getattr(have, setting) != value:
                         raise AlreadyExists(
                             f"collection {name!r} already exists with {setting}="
-                            f"{getattr(have, setting)!r} (asked {setting}={value!r})"
+                            f"{_shown(getattr(have, setting))} (asked {setting}={_shown(value)})"
                         )
                 if not exist_ok:
                     raise AlreadyExists(f"collection {name!r} already exists")
@@ -195,7 +190,7 @@ class Database:
                 metric=metric_.value,
                 id_type=id_type_.value,
                 index=index,
-                index_params=dict(index_params or {}),
+                index_params=params,
             )
             registry.check_params(index, cfg.index_params)  # before anything is written
             batch = self.kv.batch()
@@ -265,14 +260,23 @@ class Database:
         """A page of points in ascending id order (see `reader.scroll`)."""
         return self._get(name).scroll(filter, limit, offset, with_vectors, with_payload)
 
+    def _payload_call(self, name: str, ids: Any, payload: Any, merge: bool) -> int:
+        """The arguments of set_payload / overwrite_payload judged as an upsert's are (ids,
+        then the payload: a JSON object within the caps, no null, NaN or lone surrogate),
+        so the error names `payload` in JSON words in both SDK modes; then the write."""
+        coll = self._get(name)
+        v.prepare_ids(ids, coll.core.id_type)
+        v.payload_bytes(payload, "payload")
+        return coll.set_payload(ids, payload, merge=merge)
+
     def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
         """Merge `payload`'s keys into each existing point's payload; missing ids are
         skipped; returns how many points were updated."""
-        return self._get(name).set_payload(ids, payload, merge=True)
+        return self._payload_call(name, ids, payload, merge=True)
 
     def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
         """Replace each existing point's payload with `payload`."""
-        return self._get(name).set_payload(ids, payload, merge=False)
+        return self._payload_call(name, ids, payload, merge=False)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
         """Index a payload field for filters ("int" | "float" | "str" | "bool")."""
@@ -382,6 +386,11 @@ class Database:
     def delete_snapshot(self, name: str, snapshot: str) -> None:
         """Delete snapshot `snapshot` of collection `name` (`NotFound` if absent)."""
         snapshots.delete(self, name, snapshot)
+
+
+def _shown(value: Any) -> str:
+    """A collection setting in a message: JSON text for index_params, repr otherwise."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else repr(value)
 
 
 __all__ = ["CONFIG_PREFIX", "MANIFEST_NAME", "Database", "collection_dir"]

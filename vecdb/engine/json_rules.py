@@ -115,7 +115,7 @@ def prepare_payloads(payloads: object, n: int, field: str = "payloads") -> list[
     if payloads is None:
         return [None] * n
     if not isinstance(payloads, Sequence) or isinstance(payloads, (str, bytes)):
-        raise InvalidArgument(f"{field} must be a list of JSON objects (or None)",
+        raise InvalidArgument(f"{field} must be an array of JSON objects (or null)",
                               field=field, reason="BAD_PAYLOAD")  # fmt: skip
     if len(payloads) != n:
         raise InvalidArgument(f"{field} has {len(payloads)} entries but there are {n} ids",

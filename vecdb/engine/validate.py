@@ -31,7 +31,7 @@ from vecdb.engine.json_rules import lone_surrogate as lone_surrogate
 from vecdb.engine.json_rules import payload_bytes as payload_bytes
 from vecdb.engine.json_rules import prepare_payloads as prepare_payloads
 from vecdb.errors import InvalidArgument, echo
-from vecdb.types import Id, IdType, Metric
+from vecdb.types import CollectionKind, Id, IdType, Metric
 
 
 def check_name(what: str, name: object) -> str:
@@ -61,20 +61,69 @@ def check_metric(metric: object) -> Metric:
 
 
 def check_id_type(id_type: object) -> IdType:
-    # The words of Database.create_collection's own check, which should call this one.
     try:
         if not isinstance(id_type, str):
             raise ValueError(id_type)
         return IdType(id_type)
     except ValueError:
-        raise InvalidArgument(f"id_type {id_type!r} is unknown (expected int or str)") from None
+        raise InvalidArgument(
+            f"id_type {echo(id_type)} is unknown (expected int or str)",
+            field="id_type",
+            reason="BAD_ID_TYPE",
+        ) from None
 
 
-def check_kind(kind: object) -> str:
-    # The words of Database.create_collection's own check, which should call this one.
-    if kind not in ("dense", "multivector"):
-        raise InvalidArgument(f"kind {kind!r} is unknown (expected dense or multivector)")
-    return str(kind)
+def check_kind(kind: object) -> CollectionKind:
+    """A collection kind; whether the kind is built yet is the engine's business."""
+    try:
+        if not isinstance(kind, str):
+            raise ValueError(kind)
+        return CollectionKind(kind)
+    except ValueError:
+        raise InvalidArgument(
+            f"kind {echo(kind)} is unknown (expected dense or multivector)",
+            field="kind",
+            reason="BAD_KIND",
+        ) from None
+
+
+def check_index_params(params: object) -> dict[str, Any]:
+    """create_collection's index_params: absent, or a JSON object (its entries are judged by
+    the index kind's parameter registry)."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidArgument(
+            f"index_params must be a JSON object, got {json_kind(params)}",
+            field="index_params",
+            reason="BAD_JSON",
+        )
+    return dict(params)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A true/false argument (exist_ok, with_vectors, with_payload, wait). The words of the
+    read path's own check (`reader._check_flag`), which should call this one; then this is the
+    one place to give the error a field."""
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false, got {echo(value)}")
+    return value
+
+
+# Bounds of scroll's `limit`; `vecdb.engine.reader` holds the same numbers (its check should
+# call this one, then these are its bounds).
+MIN_SCROLL_LIMIT, DEFAULT_SCROLL_LIMIT, MAX_SCROLL_LIMIT = 1, 1000, 10_000
+
+
+def check_scroll_limit(limit: object) -> int:
+    """scroll's page size, an integer in [MIN_SCROLL_LIMIT, MAX_SCROLL_LIMIT], in the words of
+    `reader.scroll`'s own check."""
+    n = _as_int(limit)
+    if n is None:
+        raise InvalidArgument(f"limit must be an integer, got {echo(limit)}")
+    if not MIN_SCROLL_LIMIT <= n <= MAX_SCROLL_LIMIT:
+        raise InvalidArgument(f"limit={n} is out of range [{MIN_SCROLL_LIMIT}, {MAX_SCROLL_LIMIT}]")
+    return n
 
 
 def _as_int(value: object) -> int | None:
@@ -134,7 +183,7 @@ def shape_rows(vectors: object, field: str = "vectors") -> Rows:
             raise _bad_vectors(f"{field} must be 1- or 2-dimensional, got shape {arr.shape}", field)
         return arr
     if not isinstance(vectors, (list, tuple)):
-        raise _bad_vectors(f"{field} must be a numpy array or a list of vectors", field)
+        raise _bad_vectors(f"{field} must be a matrix or an array of vectors", field)
     rows: list[Any] = list(vectors)
     if not rows:
         raise InvalidArgument(
@@ -145,13 +194,13 @@ def shape_rows(vectors: object, field: str = "vectors") -> Rows:
     out: list[npt.NDArray[np.float64]] = []
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple, np.ndarray)):
-            raise _bad_vectors(f"{field}[{i}] must be a list of numbers", f"{field}[{i}]")
+            raise _bad_vectors(f"{field}[{i}] must be an array of numbers", f"{field}[{i}]")
         try:
             arr = np.asarray(row)
         except (TypeError, ValueError):
             arr = np.asarray([None])
         if arr.dtype.kind not in "fiu" or arr.ndim != 1:
-            raise _bad_vectors(f"{field}[{i}] must be a list of numbers", f"{field}[{i}]")
+            raise _bad_vectors(f"{field}[{i}] must be an array of numbers", f"{field}[{i}]")
         out.append(arr.astype(np.float64, copy=False))
     if len({len(r) for r in out}) == 1:
         return np.stack(out)
@@ -264,7 +313,7 @@ def _check_str_id(value: object, pos: int, field: str) -> str:
 def check_id_list(ids: object, field: str = "ids") -> list[Any]:
     """`ids` as a list, or InvalidArgument if it is not a list of ids at all."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
-        raise _bad_id(f"{field} must be a list of ids", field)
+        raise _bad_id(f"{field} must be an array of ids", field)
     return list(ids)
 
 
