@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import oracles
-import pytest
 from api_modes import Trio, outcome
 from day_one_data import (
     DIM,
@@ -289,11 +288,6 @@ def test_snapshots_create_list_restore_delete_agree(trio: Trio, index: str) -> N
     assert got["unknown"][0] is vecdb.NotFound
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/snapshot.py exports no CF_META rows but the "
-    "slot counter: payload index definitions and entries are not in a snapshot",
-)
 def test_restore_brings_back_the_payload_indexes(trio: Trio) -> None:
     """A restored collection has the payload indexes it had when the snapshot was taken."""
 

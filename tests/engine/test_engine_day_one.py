@@ -91,7 +91,7 @@ def test_set_and_overwrite_payload_keep_indexes_in_step(tmp_path: Path, index: s
     assert sorted(int(i) for i in res.ids[0] if i >= 0) == [3, 4, 5]
     assert db.count("c", {"year": 1900}) == 2
     assert db.count("c", {"year": 2005}) == len(model.live({"year": 2005})[0]) - 1  # id 5 lost it
-    with pytest.raises(InvalidArgument, match="payload must be a dict"):
+    with pytest.raises(InvalidArgument, match="payload must be a JSON object"):
         db.set_payload("c", [1], [1])  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="payload"):
         db.overwrite_payload("c", [1], {"x": float("nan")})
