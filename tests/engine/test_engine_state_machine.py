@@ -215,9 +215,10 @@ def test_spann_engine_with_background_optimize_behaves_like_a_dict() -> None:
 
 def test_tiny_spann_postings_split_merge_and_stay_exact(tmp_path: Path) -> None:
     """The SPANN machine's parameters do reach splits, reassignment, merges and compaction
-    through the engine (a fixed sequence), and reading every posting stays exact."""
+    through the engine (a fixed sequence), and reading every posting stays exact. Drains
+    insert (rebuilds off), so the online path is what runs."""
     dim = SpannEngineVsDict.dim
-    db = Database(tmp_path / "db", sync=False)
+    db = Database(tmp_path / "db", sync=False, settings={"rebuild_max_bytes": 0})
     db.create_collection("c", dim=dim, metric="l2", index="spann", index_params=TINY_SPANN)
     model = Model("l2")
     queries = gen.query_vectors(8, dim, 1)

@@ -27,6 +27,9 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+import numpy.typing as npt
+
 from vecdb.engine import commit
 from vecdb.engine.core import (
     STATE_BUILDING,
@@ -38,9 +41,16 @@ from vecdb.engine.core import (
     CollectionCore,
 )
 from vecdb.engine.memory import release_free_memory
+from vecdb.engine.settings import REBUILD_SHARE
+from vecdb.engine.writer import prepare
 from vecdb.errors import Internal, Unavailable, VecdbError
+from vecdb.index.base import Progress
 
 log = logging.getLogger("vecdb.engine")
+Mask = npt.NDArray[np.bool_]
+Slots = npt.NDArray[np.int64]
+Vectors = npt.NDArray[np.float32]
+REBUILD_READ = 16_384  # stored vectors read back per multi_get of a rebuild
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
 _IDLE_POLL = 1.0  # the worker wakes at least this often to check quiet-time triggers
@@ -230,19 +240,24 @@ def drain(coll: CollectionCore) -> None:
     with coll.write_lock:  # no request is half applied while we freeze
         seg = buf.freeze()
         seq = coll.seq.value  # every write of this collection up to here is in seg or index
+        alive = coll.points.alive()  # live slots now: the index's, seg's (and none newer)
     first = len(coll.index) == 0
+    rebuild = not first and _rebuild_due(coll, len(seg))
     st.state, st.progress, st.job_started = (
-        (STATE_BUILDING if first else STATE_INDEXING),
+        (STATE_BUILDING if first or rebuild else STATE_INDEXING),
         0.0,
         time.time(),
     )
     t0 = time.monotonic()
     report = _progress(coll)
     try:
-        if first:
+        if first or rebuild:
             slots, matrix = seg.consolidate()
+            if rebuild:
+                alive[slots[slots < len(alive)]] = False  # what remains is in the index
+                slots, matrix = _with_indexed(coll, alive, slots, matrix, report)
             log.info(
-                "index build started",
+                "index rebuild started" if rebuild else "index build started",
                 extra={"collection": coll.name, "vectors": len(slots), "bytes": matrix.nbytes},
             )
             coll.index.build(slots, matrix, report)
@@ -264,7 +279,7 @@ def drain(coll: CollectionCore) -> None:
     seconds = time.monotonic() - t0
     st.last_job_seconds = seconds
     st.maintenance_pending = True
-    if first:
+    if first or rebuild:
         st.builds += 1
         st.last_build_seconds, st.last_build_vectors = seconds, len(coll.index)
         log.info(
@@ -279,9 +294,49 @@ def drain(coll: CollectionCore) -> None:
     else:
         st.drains += 1
         log.debug("buffer drained", extra={"collection": coll.name, "seconds": round(seconds, 3)})
-    if first:
+    if first or rebuild:
         coll.kv.flush()  # the load's last vectors leave the memtables (memory back)
     release_free_memory()
+
+
+def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
+    """A drain of `buffered` vectors rebuilds a persistent index from everything when they
+    are at least REBUILD_SHARE of what it holds and all of it fits `rebuild_max_bytes`."""
+    indexed = len(coll.index)
+    total = (indexed + buffered) * 4 * coll.cfg.dim
+    return (
+        coll.kind.persistent
+        and buffered >= REBUILD_SHARE * indexed
+        and total <= coll.settings.rebuild_max_bytes
+    )
+
+
+def _with_indexed(
+    coll: CollectionCore, alive: Mask, slots: Slots, matrix: Vectors, report: Progress
+) -> tuple[Slots, Vectors]:
+    """Every live indexed point's stored vector (read back from RocksDB, prepared as the
+    index stores them) followed by the buffered rows: ascending slots, since slots are handed
+    out in order and the buffer holds only those written after the index's. A point deleted
+    meanwhile may be among them: its remove, applied to the index during the build, wins at
+    publish."""
+    old = np.flatnonzero(alive)
+    out_s = np.empty(len(old) + len(slots), np.int64)
+    out_v = np.empty((len(out_s), coll.cfg.dim), np.float32)
+    n = 0
+    for lo in range(0, len(old), REBUILD_READ):
+        report("read", lo, len(old))
+        chunk = old[lo : lo + REBUILD_READ].tolist()
+        start = n
+        for slot, raw in zip(chunk, coll.points.vectors(chunk), strict=True):
+            if raw is not None:  # None: deleted since the freeze
+                out_s[n] = slot
+                out_v[n] = np.frombuffer(raw, np.float32)
+                n += 1
+        out_v[start:n] = prepare(coll, out_v[start:n])
+    out_s[n : n + len(slots)] = slots
+    out_v[n : n + len(slots)] = matrix
+    n += len(slots)
+    return out_s[:n], out_v[:n]
 
 
 def maintain(coll: CollectionCore) -> None:

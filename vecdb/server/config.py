@@ -103,6 +103,7 @@ class EngineSection:
     bulk_build_bytes: int = es.DEFAULT_BULK_BUILD_BYTES
     build_min_vectors: int = es.DEFAULT_BUILD_MIN_VECTORS
     drain_vectors: int = es.DEFAULT_DRAIN_VECTORS
+    rebuild_max_bytes: int = es.DEFAULT_REBUILD_MAX_BYTES
     idle_seconds: float = es.DEFAULT_IDLE_SECONDS
     buffer_max_bytes: int = es.DEFAULT_BUFFER_MAX_BYTES
     stall_timeout: float = es.DEFAULT_STALL_TIMEOUT

@@ -216,7 +216,9 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
             st.defrag_stuck = defrag_state(st)  # nothing could move: wait for a change
         break
     maybe_checkpoint(st)
-    return work_left(st, compaction.counts(st))  # fresh: what went stale counts too
+    if work_left(st, counts.live(), counts.removed()):
+        return True
+    return work_left(st, compaction.counts(st))  # done? a fresh count sees stale entries too
 
 
 def clean(st: SpannState, counts: Counts, postings: I64) -> None:
