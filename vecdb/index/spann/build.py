@@ -17,6 +17,7 @@ encoded blocks and the head graph; no n x k distance matrix and no copy of the i
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +32,7 @@ from vecdb.index.spann.assign import (
     primaries,
     select_replicas,
 )
-from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer
+from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer, to_half
 from vecdb.index.spann.state import SpannState, file_path, head_space, live_mask, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
@@ -70,6 +71,8 @@ def write_postings(
     (version 1), best-fit packed, in groups of about GROUP_BYTES."""
     starts, rows, _ = group_by_posting(posts, keep, n_postings)
     ones = np.ones(int(np.diff(starts).max()) if n_postings else 0, np.uint8)
+    # float16 postings: convert once, not once per replica (the largest part of the write)
+    stored: npt.NDArray[np.floating[Any]] = to_half_chunked(vectors) if file.width == 2 else vectors
     group: list[tuple[int, int]] = []
     blocks: list[npt.NDArray[np.uint8]] = []
     size = 0
@@ -78,7 +81,7 @@ def write_postings(
             r = rows[starts[p] : starts[p + 1]]
             for lo, hi in chunk_bounds(len(r), block_cap):
                 rr = r[lo:hi]
-                blocks.append(file.encode(p, slots[rr], ones[: len(rr)], vectors[rr]))
+                blocks.append(file.encode(p, slots[rr], ones[: len(rr)], stored[rr]))
                 group.append((p, len(rr)))
                 size += len(blocks[-1])
         if blocks and (size >= GROUP_BYTES or p == n_postings):
@@ -86,6 +89,15 @@ def write_postings(
                 table.push(q, int(off), count)
             group, blocks, size = [], [], 0
             _report(progress, "write", p, n_postings)
+
+
+def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
+    """`to_half` of the whole matrix, a chunk at a time (no full-size float32 temporary)."""
+    out = np.empty(vectors.shape, np.float16)
+    step = max(1, (16 << 20) // max(1, 4 * vectors.shape[1]))
+    for lo in range(0, len(vectors), step):
+        out[lo : lo + step] = to_half(vectors[lo : lo + step])
+    return out
 
 
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:

@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -103,7 +104,8 @@ def encode_block(
     full_cap: int = 0,
 ) -> U8:
     """Serialise one block, zero-padded to its extent (`block_extent`); `vectors` is
-    (count, dim) row-major, stored as float16 if `width` is 2, as `quant` codes if 1."""
+    (count, dim) row-major, stored as float16 if `width` is 2 (given as float32, or as float16
+    already converted by `to_half`), as `quant` codes if 1."""
     count, dim = vectors.shape
     cap, vec_off, nbytes = block_layout(count, dim, width)
     buf = np.zeros(block_extent(count, dim, width, full_cap), dtype=np.uint8)
@@ -116,7 +118,8 @@ def encode_block(
         assert quant is not None
         v[:, :count] = quant.encode(vectors).T
     else:
-        v[:, :count] = vectors.T if width == 4 else to_half(vectors).T
+        half = vectors.dtype == np.float16  # already converted by the caller (bulk build)
+        v[:, :count] = vectors.T if width == 4 or half else to_half(vectors).T
     BLOCK_HEADER.pack_into(buf.data, 0, BLOCK_MAGIC, 0, nbytes, count, posting, dim, cap, width)
     struct.pack_into("<I", buf.data, 4, zlib.crc32(buf.data[8:nbytes]))
     return buf
@@ -353,7 +356,9 @@ class PostingFile:
         buf = np.frombuffer(os.pread(self.fd, nbytes, offset), dtype=np.uint8)
         return decode_block(buf, f"{self.path} at byte {offset}", self.quant)
 
-    def encode(self, posting: int, slots: I64, versions: U8, vectors: F32) -> U8:
+    def encode(
+        self, posting: int, slots: I64, versions: U8, vectors: npt.NDArray[np.floating[Any]]
+    ) -> U8:
         """A block in this file's component format, padded to its extent."""
         return encode_block(
             posting, slots, versions, vectors, self.width, self.quant, self.full_cap
