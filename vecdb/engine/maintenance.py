@@ -23,6 +23,7 @@ next progress report (the writes stay in the op log and the buffer).
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -51,6 +52,7 @@ Mask = npt.NDArray[np.bool_]
 Slots = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
 REBUILD_READ = 16_384  # stored vectors read back per multi_get of a rebuild
+REBUILD_DISK_X = 8.0  # free disk a rebuild needs, x the raw bytes (a new posting file <= 4x)
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
 _IDLE_POLL = 1.0  # the worker wakes at least this often to check quiet-time triggers
@@ -301,14 +303,22 @@ def drain(coll: CollectionCore) -> None:
 
 def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
     """A drain of `buffered` vectors rebuilds a persistent index from everything when they
-    are at least REBUILD_SHARE of what it holds and all of it fits `rebuild_max_bytes`."""
+    are at least REBUILD_SHARE of what it holds, all of it fits `rebuild_max_bytes`, and the
+    disk has room for a second index (the old files stay until the new one is published:
+    REBUILD_DISK_X x the raw bytes free, else the drain inserts)."""
     indexed = len(coll.index)
     total = (indexed + buffered) * 4 * coll.cfg.dim
-    return (
+    if not (
         coll.kind.persistent
         and buffered >= REBUILD_SHARE * indexed
         and total <= coll.settings.rebuild_max_bytes
-    )
+    ):
+        return False
+    try:
+        free = shutil.disk_usage(coll.directory).free
+    except OSError:
+        return False
+    return free >= REBUILD_DISK_X * total
 
 
 def _with_indexed(
