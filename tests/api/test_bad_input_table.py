@@ -364,27 +364,10 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
 
 
 PYTHON_WORDS = re.compile(r"\b(dict|list|tuple|NoneType|JsonNull)\b|got bool\b")
-# Rows whose message still comes from a check outside the SDK/wire/rule-book files, in Python
-# words; strict, so a fixed row shows up.
-PYTHON_WORDED = {
-    "filter a list": "vecdb/engine/filters.py",
-    "filter nested bad operand": "vecdb/engine/filters.py",
-    "filter deep bad operator": "vecdb/engine/filters.py",
-    "filter $in not an array": "vecdb/engine/filters.py",
-    "filter $gt bool": "vecdb/engine/filters.py",
-    "filter $and not an array": "vecdb/engine/filters.py",
-    "filter $or empty": "vecdb/engine/filters.py",
-    "filter $not a list": "vecdb/engine/filters.py",
-    "params not an object": "vecdb/engine/reader.py",
-}
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_messages_use_json_words(
-    clients: dict[str, Any], name: str, request: pytest.FixtureRequest
-) -> None:
+def test_messages_use_json_words(clients: dict[str, Any], name: str) -> None:
     """No message speaks Python (dict, list, NoneType, ...): JSON and proto words only."""
-    if name in PYTHON_WORDED:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PYTHON_WORDED[name]))
     message = outcome(clients["local"], CASES[name])[1]
     assert not PYTHON_WORDS.search(message), message

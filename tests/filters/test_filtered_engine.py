@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import strategies as gen
-from conftest import INDEXES, rich_payload
+from filter_data import INDEXES, rich_payload
 from hypothesis import HealthCheck, given, settings
 from oracles import ALL_POSTINGS, SPANN_EXACT, Model, matches
 

@@ -111,16 +111,16 @@ def _kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "bool"
+        return "boolean"
     if isinstance(value, (int, float)):
         return "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, (list, tuple)):
-        return "list"
+        return "array"
     if isinstance(value, dict):
         return "object"
-    return type(value).__name__
+    return f"a value that is not JSON ({type(value).__name__})"
 
 
 def _fail(where: str, message: str) -> InvalidArgument:
@@ -151,9 +151,9 @@ class _Parser:
             return Not(self.node(val, where, depth + 1))
         if op in ("$and", "$or"):
             if not isinstance(val, (list, tuple)):
-                raise _fail(where, f"expected a list of filters, got {_kind(val)}")
+                raise _fail(where, f"expected an array of filters, got {_kind(val)}")
             if not val:
-                raise _fail(where, "expected at least one filter, got an empty list")
+                raise _fail(where, "expected at least one filter, got an empty array")
             kids = tuple(self.node(f, f"{where}[{i}]", depth + 1) for i, f in enumerate(val))
             return And(kids) if op == "$and" else Or(kids)
         known = ", ".join(LOGIC_OPS)
@@ -192,7 +192,7 @@ class _Parser:
             value = _scalar(operand, where)
         elif op in SET_OPS:
             if not isinstance(operand, (list, tuple)):
-                raise _fail(where, f"expected a list of values, got {_kind(operand)}")
+                raise _fail(where, f"expected an array of values, got {_kind(operand)}")
             if len(operand) > MAX_IN_VALUES:
                 raise _fail(where, f"has {len(operand)} values (max {MAX_IN_VALUES})")
             value = tuple(_scalar(x, f"{where}[{i}]") for i, x in enumerate(operand))
@@ -220,8 +220,8 @@ def _scalar(value: object, where: str) -> Scalar:
             raise _fail(where, f"expected a finite number, got {value}")
         return value
     if isinstance(value, (list, tuple)):
-        raise _fail(where, "expected a single value, got list (use $in for any of several)")
-    raise _fail(where, f"expected a string, number, bool or null, got {_kind(value)}")
+        raise _fail(where, "expected a single value, got an array (use $in for any of several)")
+    raise _fail(where, f"expected a string, number, boolean or null, got {_kind(value)}")
 
 
 def parse(flt: object) -> Filter | None:

@@ -85,7 +85,7 @@ def search(
     _check_flag("with_vectors", with_vectors)
     q = prepare(coll, v.prepare_queries(queries, coll.cfg.dim, coll.metric))
     if params is not None and not isinstance(params, dict):
-        raise InvalidArgument("params must be a dict of search parameter -> value")
+        raise InvalidArgument("params must be a JSON object of search parameter -> value")
     if compiled is None:
         slots, dist = search_slots(coll, q, k, params)
     else:
