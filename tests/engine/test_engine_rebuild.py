@@ -8,6 +8,10 @@ lost, stale or resurrected point, never approximation.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 from vecdb.engine import Database
 from vecdb.engine import maintenance as mt
 from vecdb.kernels.scan import exact_topk
+from vecdb.storage import kv as kvmod
 
 DIM = 16
 ALL = {"max_postings": 4096, "prune_ratio": 1e9}
@@ -132,3 +137,82 @@ def test_deletes_and_updates_during_a_rebuild_win(
     check_exact(db, live)
     assert status(db)["builds"] == 2
     db.close()
+
+
+def posting_bytes(db: Database) -> int:
+    core = db.collections["c"].core
+    return sum(p.stat().st_size for p in core.directory.glob("postings.*"))
+
+
+def test_a_rebuild_drops_the_old_posting_file_first_and_serves_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the new index is written, the old posting file is gone (the disk never holds
+    two indexes) and every point is answered exactly from memory."""
+    db = open_db(tmp_path / "db")
+    db.create_collection("c", dim=DIM, metric="l2", index_params={"vector_dtype": "float32"})
+    x = vectors(3000, seed=6)
+    db.upsert("c", list(range(3000)), x)
+    db.optimize("c")
+    before = posting_bytes(db)
+    live = {i: x[i] for i in range(3000)}
+    y = vectors(2000, seed=7)
+    db.upsert("c", list(range(3000, 5000)), y)
+    live.update({3000 + j: y[j] for j in range(2000)})
+    bridged, go_on = threading.Event(), threading.Event()
+    inner = mt._bridge
+
+    def held(*args: object) -> None:
+        inner(*args)  # type: ignore[arg-type]
+        bridged.set()
+        assert go_on.wait(60)
+
+    monkeypatch.setattr(mt, "_bridge", held)
+    db.optimize("c", wait=False)
+    assert bridged.wait(60)
+    assert posting_bytes(db) < before / 10  # only the empty generation is left
+    assert len(db.collections["c"].core.index) == 0
+    db.delete("c", [5, 3005])  # writes go on; the exact stand-in honours them
+    del live[5], live[3005]
+    check_exact(db, live)
+    go_on.set()
+    db.optimize("c")
+    check_exact(db, live)
+    assert db.kv.get(kvmod.CF_META, kvmod.META_REBUILD + db.collections["c"].core.prefix) is None
+    db.close()
+
+
+CHILD = """
+import sys
+import numpy as np
+from vecdb.engine import Database
+path, dim = sys.argv[1], int(sys.argv[2])
+db = Database(path, settings={"idle_seconds": 3600, "build_min_vectors": 1,
+                              "drain_vectors": 1_000_000})
+x = np.random.default_rng(8).standard_normal((5000, dim)).astype(np.float32)
+db.create_collection("c", dim=dim, metric="l2", index_params={"vector_dtype": "float32"})
+db.upsert("c", list(range(3000)), x[:3000])
+db.optimize("c")
+db.upsert("c", list(range(3000, 5000)), x[3000:])
+db.optimize("c")  # killed inside the rebuild, after the old index was dropped
+"""
+
+
+def test_a_rebuild_killed_after_dropping_the_old_index_starts_over(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    env = {**os.environ, "VECDB_KILL_AT": "rebuild_bridged:1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(DIM)], env=env, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    db = open_db(path)  # the marker says the index files are partial: rebuilt from RocksDB
+    x = np.random.default_rng(8).standard_normal((5000, DIM)).astype(np.float32)
+    live = {i: x[i] for i in range(5000)}
+    check_exact(db, live)
+    db.optimize("c")
+    check_exact(db, live)
+    assert db.kv.get(kvmod.CF_META, kvmod.META_REBUILD + db.collections["c"].core.prefix) is None
+    db.close()
+    again = open_db(path)  # built and checkpointed: a normal open
+    check_exact(again, live)
+    again.close()

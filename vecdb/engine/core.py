@@ -137,6 +137,7 @@ class CollectionCore:
         self.io = SearchStats()  # cumulative index reads of searches
         self.io_lock = threading.Lock()
         self.closing = False  # set by drop/close: new calls fail, the worker abandons its job
+        self.index_epoch = 0  # moves when a rebuild hands the index's points to the buffer
         self._users = 0  # calls inside the collection now
         self._gate = threading.Condition()  # close waits here for them to leave
 

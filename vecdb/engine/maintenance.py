@@ -46,6 +46,9 @@ from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
 from vecdb.errors import Internal, Unavailable, VecdbError
 from vecdb.index.base import Progress
+from vecdb.index.flat import FlatIndex
+from vecdb.index.spann.killpoints import kill_point
+from vecdb.storage import kv as kvmod
 
 log = logging.getLogger("vecdb.engine")
 Mask = npt.NDArray[np.bool_]
@@ -258,6 +261,7 @@ def drain(coll: CollectionCore) -> None:
             if rebuild:
                 alive[slots[slots < len(alive)]] = False  # what remains is in the index
                 slots, matrix = _with_indexed(coll, alive, slots, matrix, report)
+                _bridge(coll, slots, matrix, seq)
             log.info(
                 "index rebuild started" if rebuild else "index build started",
                 extra={"collection": coll.name, "vectors": len(slots), "bytes": matrix.nbytes},
@@ -278,6 +282,8 @@ def drain(coll: CollectionCore) -> None:
     buf.release()
     del seg
     _checkpoint(coll, seq)
+    if first or rebuild:
+        set_rebuilding(coll, False)  # the index files hold everything again
     seconds = time.monotonic() - t0
     st.last_job_seconds = seconds
     st.maintenance_pending = True
@@ -304,8 +310,7 @@ def drain(coll: CollectionCore) -> None:
 def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
     """A drain of `buffered` vectors rebuilds a persistent index from everything when they
     are at least REBUILD_SHARE of what it holds, all of it fits `rebuild_max_bytes`, and the
-    disk has room for a second index (the old files stay until the new one is published:
-    REBUILD_DISK_X x the raw bytes free, else the drain inserts)."""
+    disk has REBUILD_DISK_X x the raw bytes free (else the drain inserts)."""
     indexed = len(coll.index)
     total = (indexed + buffered) * 4 * coll.cfg.dim
     if not (
@@ -347,6 +352,42 @@ def _with_indexed(
     out_v[n : n + len(slots)] = matrix
     n += len(slots)
     return out_s[:n], out_v[:n]
+
+
+def _bridge(coll: CollectionCore, slots: Slots, matrix: Vectors, seq: int) -> None:
+    """Before a rebuild writes its posting file, the old one goes, so that the disk never
+    holds two indexes: every point is served exactly from `matrix` (adopted, not copied, by
+    a flat segment standing in for the frozen buffer), the index is emptied, and its old
+    files are dropped at a checkpoint. A marker in RocksDB, set before the index is emptied
+    and cleared after the rebuilt index is checkpointed, makes an interrupted rebuild start
+    over from the stored vectors on open (`recovery`)."""
+    buf = coll.buffer
+    assert buf is not None
+    bridge = FlatIndex(coll.cfg.dim, coll.cfg.metric)
+    bridge.build(slots, matrix)
+    with coll.write_lock:  # deletes since the stored vectors were read, then every later one
+        now = coll.points.alive()
+        live = np.zeros(len(slots), np.bool_)
+        inside = slots < len(now)
+        live[inside] = now[slots[inside]]
+        bridge.remove(slots[~live])
+        buf.frozen = bridge
+        coll.index_epoch += 1  # searches that began before this run again (reader)
+    set_rebuilding(coll, True)
+    coll.index.build(np.zeros(0, np.int64), np.zeros((0, coll.cfg.dim), np.float32))
+    _checkpoint(coll, seq)  # names the empty generation: the old posting file is deleted
+    kill_point("rebuild_bridged")
+
+
+def set_rebuilding(coll: CollectionCore, on: bool) -> None:
+    """Set or clear the collection's rebuild marker (synced like any commit)."""
+    batch = coll.kv.batch()
+    key = kvmod.META_REBUILD + coll.prefix
+    if on:
+        batch.put(kvmod.CF_META, key, b"")
+    else:
+        batch.delete(kvmod.CF_META, key)
+    coll.kv.commit(batch)
 
 
 def maintain(coll: CollectionCore) -> None:

@@ -57,9 +57,15 @@ def search_slots(
     params: dict[str, Any] | None,
     visible: Visible | None = None,
 ) -> tuple[I64, F32]:
-    """Top-k slots of prepared queries over index + buffer, exact-merged."""
-    segments = [] if coll.buffer is None else coll.buffer.snapshot()
-    res = coll.index.search(q, k, params, visible)
+    """Top-k slots of prepared queries over index + buffer, exact-merged. A search that
+    overlapped a rebuild emptying the index (`index_epoch` moved) runs again: its buffer
+    snapshot may predate the segment that took the index's points over."""
+    while True:
+        epoch = coll.index_epoch
+        segments = [] if coll.buffer is None else coll.buffer.snapshot()
+        res = coll.index.search(q, k, params, visible)
+        if coll.index_epoch == epoch:
+            break
     with coll.io_lock:
         coll.io.add(res.stats)
     slots, dist = res.slots, res.distances

@@ -41,6 +41,16 @@ def open_collection(
     kind = registry.spec(cfg.index)
     directory = collection_dir(data_dir, cfg.cid)
     rebuild = False
+    marker = kvmod.META_REBUILD + kvmod.cid_prefix(cfg.cid)
+    if kind.persistent and kv.get(kvmod.CF_META, marker) is not None:
+        # A rebuild was under way (maintenance._bridge): its index files hold part of the
+        # points at most. Start over from the stored vectors, like unreadable files.
+        log.warning(
+            "an index rebuild was interrupted; rebuilding the index from stored vectors",
+            extra={"collection": cfg.name, "directory": str(directory)},
+        )
+        shutil.rmtree(directory, ignore_errors=True)
+        rebuild = True  # everything goes through the buffer (the marker stays until built)
     try:
         index, applied = registry.open_index(
             cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory
@@ -57,6 +67,10 @@ def open_collection(
             cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory
         )
         rebuild = True
+    if rebuild:  # until the first build is checkpointed, an open must start over again
+        batch = kv.batch()
+        batch.put(kvmod.CF_META, marker, b"")
+        kv.commit(batch)
     coll = CollectionCore(cfg, kv, seq, index, kind, directory, settings)
     # Pass 1: the point table and the live count.
     coll.points.load()

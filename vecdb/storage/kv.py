@@ -43,7 +43,8 @@ COLUMN_FAMILIES = (CF_META, CF_OPLOG, CF_IDS, CF_SLOTS, CF_VECTORS, CF_PAYLOAD)
 META_NEXT_SLOT = b"next_slot:"  # + cid -> u64: the point table's slot counter
 META_PIDX_DEF = b"pidxdef:"  # + cid + field -> JSON: a payload index definition
 META_PIDX_ENTRY = b"pidx:"  # + cid + field + value + slot -> b"": a payload index entry
-COLLECTION_META_HEADS = (META_NEXT_SLOT, META_PIDX_DEF, META_PIDX_ENTRY)
+META_REBUILD = b"rebuild:"  # + cid -> b"": the index files are being replaced (rebuild on open)
+COLLECTION_META_HEADS = (META_NEXT_SLOT, META_PIDX_DEF, META_PIDX_ENTRY, META_REBUILD)
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
