@@ -17,7 +17,6 @@ Skipped while `Database.optimize` has no `wait` parameter: the lead's engine rew
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import random
 import threading
@@ -27,17 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import strategies as gen
 from oracles import ALL_POSTINGS, INTEGER, SPANN_EXACT, Model, distances
 
 from vecdb.engine import Database
-
-OPTIMIZE_HAS_WAIT = "wait" in inspect.signature(Database.optimize).parameters
-pytestmark = pytest.mark.skipif(
-    not OPTIMIZE_HAS_WAIT,
-    reason="Database.optimize has no `wait` parameter yet (the engine rewrite adds it)",
-)
 
 DIM = 32
 PARAMS = {**SPANN_EXACT, "posting_pages": 1, "head_fraction": 0.2, "threads": 1}

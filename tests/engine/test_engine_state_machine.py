@@ -18,13 +18,11 @@ queries come from streams of their own (`strategies.query_vectors`).
 
 from __future__ import annotations
 
-import inspect
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 import strategies as gen
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
@@ -32,7 +30,6 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -41,8 +38,6 @@ from oracles import ALL_POSTINGS, INTEGER, SPANN_EXACT, Model
 from vecdb.engine import Database
 
 # The lead's engine adds `optimize(name, wait=True)` (background maintenance worker).
-OPTIMIZE_HAS_WAIT = "wait" in inspect.signature(Database.optimize).parameters
-NO_WAIT_REASON = "Database.optimize has no `wait` parameter yet (the engine rewrite adds it)"
 
 # SPANN with tiny postings: one 4 KiB page holds the floor of 8 entries of 128-d float32
 # (posting_pages=1; posting_vectors cannot go below the automatic budget's 3-page floor),
@@ -173,12 +168,10 @@ class SpannEngineVsDict(EngineVsDict):
 class BackgroundSpannEngineVsDict(SpannEngineVsDict):
     """SPANN with the background worker: optimize without waiting, then keep going."""
 
-    @precondition(lambda self: OPTIMIZE_HAS_WAIT)
     @rule()
     def optimize_in_background(self) -> None:
         self.db.optimize("c", wait=False)  # type: ignore[call-arg]  # returns at once
 
-    @precondition(lambda self: OPTIMIZE_HAS_WAIT)
     @rule()
     def optimize_and_wait(self) -> None:
         self.db.optimize("c", wait=True)  # type: ignore[call-arg]
@@ -207,7 +200,6 @@ SpannEngineVsDict.TestCase.settings = _settings(25, 30)
 test_spann_engine_behaves_like_a_dict = SpannEngineVsDict.TestCase
 
 
-@pytest.mark.skipif(not OPTIMIZE_HAS_WAIT, reason=NO_WAIT_REASON)
 def test_spann_engine_with_background_optimize_behaves_like_a_dict() -> None:
     """The SPANN machine with optimize(wait=False) and optimize(wait=True) rules."""
     run_state_machine_as_test(BackgroundSpannEngineVsDict, settings=_settings(25, 30))
