@@ -342,8 +342,8 @@ class PostingFile:
         """Cut the file back to its data end (plus one page) when the end dropped."""
         cap = -(-self.length // PAGE) * PAGE + PAGE
         if cap < self.capacity:
+            self.capacity = cap  # first: a reader mapping now stays below the new size
             os.ftruncate(self.fd, cap)
-            self.capacity = cap
 
     # --- read --------------------------------------------------------------------------------
 
@@ -382,12 +382,24 @@ class MmapReader:
         self.refresh()
 
     def refresh(self) -> None:
-        """Remap after the file grew (old views stay valid until dropped)."""
+        """Remap after the file grew (old views stay valid until dropped). The worker may
+        cut the file's free tail meanwhile (`_shrink`), so the map never reaches past the
+        file's size as it is now (a map longer than the file is refused); everything a
+        table names lies below both."""
         if self.file.capacity != self.mapped:
-            self.mm = mmap.mmap(self.file.fd, self.file.capacity, prot=mmap.PROT_READ)
-            self.mm.madvise(mmap.MADV_RANDOM)
+            for _ in range(8):
+                size = min(self.file.capacity, os.fstat(self.file.fd).st_size)
+                try:
+                    mm = mmap.mmap(self.file.fd, size, prot=mmap.PROT_READ)
+                    break
+                except ValueError:  # cut between fstat and mmap: measure again
+                    continue
+            else:
+                raise FormatError(f"{self.file.path}: the posting file keeps shrinking")
+            mm.madvise(mmap.MADV_RANDOM)
+            self.mm = mm
             self.u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
-            self.mapped = self.file.capacity
+            self.mapped = size  # shorter than the capacity while it grows: remap next time
 
     def views(self) -> tuple[U8, I64, F32, npt.NDArray[np.uint16]]:
         u8 = self.u8
