@@ -54,7 +54,7 @@ log = logging.getLogger("vecdb.engine")
 Mask = npt.NDArray[np.bool_]
 Slots = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
-REBUILD_READ = 16_384  # stored vectors read back per multi_get of a rebuild
+REBUILD_READ = 16_384  # stored vectors prepared per step of a rebuild's read-back
 REBUILD_DISK_X = 8.0  # free disk a rebuild needs, x the raw bytes (a new posting file <= 4x)
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
@@ -329,25 +329,28 @@ def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
 def _with_indexed(
     coll: CollectionCore, alive: Mask, slots: Slots, matrix: Vectors, report: Progress
 ) -> tuple[Slots, Vectors]:
-    """Every live indexed point's stored vector (read back from RocksDB, prepared as the
-    index stores them) followed by the buffered rows: ascending slots, since slots are handed
-    out in order and the buffer holds only those written after the index's. A point deleted
-    meanwhile may be among them: its remove, applied to the index during the build, wins at
-    publish."""
-    old = np.flatnonzero(alive)
-    out_s = np.empty(len(old) + len(slots), np.int64)
+    """Every live indexed point's stored vector (one sequential scan of RocksDB that does
+    not fill its block cache, prepared as the index stores them) followed by the buffered
+    rows: ascending slots, since slots are handed out in order and the buffer holds only
+    those written after the index's. A point deleted meanwhile may be among them: `_bridge`
+    and the index's remove-wins rule take it out."""
+    n_old = int(alive.sum())
+    out_s = np.empty(n_old + len(slots), np.int64)
     out_v = np.empty((len(out_s), coll.cfg.dim), np.float32)
-    n = 0
-    for lo in range(0, len(old), REBUILD_READ):
-        report("read", lo, len(old))
-        chunk = old[lo : lo + REBUILD_READ].tolist()
-        start = n
-        for slot, raw in zip(chunk, coll.points.vectors(chunk), strict=True):
-            if raw is not None:  # None: deleted since the freeze
-                out_s[n] = slot
-                out_v[n] = np.frombuffer(raw, np.float32)
-                n += 1
-        out_v[start:n] = prepare(coll, out_v[start:n])
+    n = start = 0
+    head = len(coll.prefix)
+    for key, raw in coll.kv.scan_prefix(kvmod.CF_VECTORS, coll.prefix):
+        slot = kvmod.read_u64(key, head)
+        if slot >= len(alive) or not alive[slot] or n == n_old:
+            continue
+        out_s[n] = slot
+        out_v[n] = np.frombuffer(raw, np.float32)
+        n += 1
+        if n - start == REBUILD_READ:
+            out_v[start:n] = prepare(coll, out_v[start:n])
+            start = n
+            report("read", n, n_old)
+    out_v[start:n] = prepare(coll, out_v[start:n])
     out_s[n : n + len(slots)] = slots
     out_v[n : n + len(slots)] = matrix
     n += len(slots)
