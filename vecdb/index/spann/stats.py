@@ -25,18 +25,33 @@ def tree_bytes(st: SpannState) -> int:
     return sum(a.nbytes for a in arrays) + t.crow.nbytes + t.centroids.nbytes + t.primary.nbytes
 
 
+def allocated_bytes(directory: Any) -> int:
+    """Bytes the files of `directory` take on disk; a file the worker replaces or removes
+    while we look (a checkpoint's temporary, an old generation) is skipped, not an error."""
+    total = 0
+    for entry in os.scandir(directory):
+        try:
+            if entry.is_file():
+                total += entry.stat().st_blocks * 512
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def index_stats(st: SpannState) -> dict[str, Any]:
     """Heads, postings, mean/max live posting size, replicas per vector, resident memory
     estimate, bytes on disk (allocated: files grow sparsely), reader, update counters and the
-    longest write-locked step."""
-    live = counts(st)
+    longest write-locked step. Called from any thread: the count walks the block table
+    under the read lock, so the worker cannot publish a new one meanwhile."""
+    with st.lock.read():
+        live = counts(st)
     used = live[live > 0]
     g = st.graph
     # hnswlib per head: vector, level-0 links, label, label map node, lock; plus its
     # fixed table of 65,536 label locks (measured: 13.6 MB for 27k heads at M=12).
     per_head = 4 * st.dim + 4 * (2 * st.params.head_m + 1) + 8 + 48 + 40
     head_bytes = 0 if g is None else g.get_current_count() * per_head + HNSW_FIXED
-    disk = sum(e.stat().st_blocks * 512 for e in os.scandir(st.directory) if e.is_file())
+    disk = allocated_bytes(st.directory)
     return {
         "kind": "spann",
         "spec": st.params.spec(),
