@@ -67,7 +67,7 @@ def test_a_large_drain_rebuilds_and_keeps_every_point(tmp_path: Path) -> None:
     for i in (0, 1, 2, 4400, 4401):
         del live[i]
     db.optimize("c")
-    assert status(db) == {"builds": 2, "drains": 0}  # 2000 >= 0.5 x 3000: a rebuild
+    assert status(db) == {"builds": 2, "drains": 0}  # 2000 >= 0.2 x 3000: a rebuild
     info = db.get_collection("c")
     assert (info.indexed, info.buffered) == (len(live), 0)
     check_exact(db, live)
@@ -92,7 +92,7 @@ def test_small_drains_and_capped_rebuilds_insert(tmp_path: Path) -> None:
     db.create_collection("c", dim=DIM, metric="l2", index_params={"vector_dtype": "float32"})
     db.upsert("c", list(range(3000)), x[:3000])
     db.optimize("c")
-    db.upsert("c", list(range(3000, 3500)), x[3000:3500])  # 500 < 0.5 x 3000: inserted
+    db.upsert("c", list(range(3000, 3500)), x[3000:3500])  # 500 < 0.2 x 3000: inserted
     db.optimize("c")
     assert status(db) == {"builds": 1, "drains": 1}
     check_exact(db, {i: x[i] for i in range(3500)})

@@ -34,7 +34,7 @@ DEFAULT_DRAIN_VECTORS, MIN_DRAIN_VECTORS, MAX_DRAIN_VECTORS = 20_000, 1, 2**40
 # A bulk build clusters better and is far faster than growing an index by inserts: 390,000
 # MiniLM vectors (571 MiB) arrived as a 256 MiB first build plus 215,000 inserts, 416 s.
 DEFAULT_REBUILD_MAX_BYTES, MIN_REBUILD_MAX_BYTES, MAX_REBUILD_MAX_BYTES = 1024 * MIB, 0, 2**40
-REBUILD_SHARE = 0.5
+REBUILD_SHARE = 0.2
 # Seconds without writes to a collection after which the worker indexes what is buffered.
 DEFAULT_IDLE_SECONDS, MIN_IDLE_SECONDS, MAX_IDLE_SECONDS = 2.0, 0.0, 86_400.0
 # Backpressure: writers wait while a collection's buffers (being written plus being applied)
