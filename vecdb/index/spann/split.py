@@ -194,7 +194,7 @@ def reassign(st: SpannState, splits: list[Split]) -> None:
     slots, first = np.unique(slots, return_index=True)
     vecs, home, was = vecs[first], home[first], was[first]
     posts, _ = select_replicas(
-        st.heads(), st.live_heads, vecs, st.params, st.threads, cap=st.placement_cap()
+        st.heads(), st.live_heads, vecs, st.params, st.threads, cap=st.placement_cap(len(vecs))
     )
     move = ~(posts == home[:, None]).any(1)
     if not move.any():

@@ -175,11 +175,20 @@ class SpannState:
         budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
         return self.file.length > PRESSURE_SHARE * budget
 
-    def placement_cap(self) -> int:
-        """Replicas a new placement (insert, move) may get: the build's cap, one fewer while
-        the file is over its disk budget (0: no cap)."""
-        cap = self.replica_cap or self.params.replicas
-        return max(1, cap - 1) if self.over_budget() else self.replica_cap
+    def placement_cap(self, n: int = 0) -> int:
+        """Replicas a placement of `n` vectors (insert, move) may get: the build's cap (0: no
+        cap); under disk pressure one fewer, and no more than the room left below the whole
+        budget holds for n entries each (at least 1: every vector keeps its nearest
+        posting). Inserts drained 20,000 at a time into a GloVe-50 index built at 3.87x grew
+        the file to 4.4-5.0x raw with a cap of one fewer alone."""
+        if not self.over_budget():
+            return self.replica_cap
+        cap = max(1, (self.replica_cap or self.params.replicas) - 1)
+        if n > 0:
+            budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
+            fit = int((budget - self.file.length) // ((self.width * self.dim + 9) * n))
+            cap = max(1, min(cap, fit))
+        return cap
 
     def refresh_reader(self) -> None:
         """Remap after the file grew (under the write lock: searches use the views)."""

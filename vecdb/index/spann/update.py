@@ -118,7 +118,13 @@ def place(
     next versions: returns (postings (n, replicas), versions, written). The caller
     publishes with `commit_moves` under the write lock."""
     posts, _ = select_replicas(
-        st.heads(), st.live_heads, vectors, st.params, st.threads, exclude, cap=st.placement_cap()
+        st.heads(),
+        st.live_heads,
+        vectors,
+        st.params,
+        st.threads,
+        exclude,
+        cap=st.placement_cap(len(vectors)),
     )
     cur = st.slot_version[slots]
     versions = next_versions(np.where(cur == VERSION_REMOVED, 0, cur).astype(np.uint8))
