@@ -85,10 +85,12 @@ BAD = [
 
 @pytest.mark.parametrize(("flt", "message"), BAD, ids=[m.split(":")[0] for _, m in BAD])
 def test_bad_filter_names_the_path(flt, message) -> None:
-    """Each malformed filter raises InvalidArgument whose message starts with the path."""
+    """Each malformed filter raises InvalidArgument whose message starts with the path, and
+    whose field is that path (reason BAD_FILTER)."""
     with pytest.raises(InvalidArgument) as err:
         filters.parse(flt)
     assert str(err.value).startswith(message), str(err.value)
+    assert err.value.field == message.split(":")[0] and err.value.reason == "BAD_FILTER"
 
 
 def test_too_deep_and_too_large_filters_are_refused() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from vecdb.engine import filters, reader, writer
+from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.payload_index import IndexDef, check_key, check_type
@@ -41,7 +42,7 @@ class Collection:
     def delete(self, ids: object = None, flt: object = None) -> int:
         """Delete by ids or by filter (exactly one of them)."""
         if (ids is None) == (flt is None):
-            raise InvalidArgument("delete needs exactly one of ids and filter")
+            raise InvalidArgument("delete needs exactly one of ids and filter", field="filter")
         with self.core.use():
             if ids is not None:
                 return writer.delete(self.core, ids, self.worker.notify)
@@ -98,7 +99,7 @@ class Collection:
     def scroll(
         self,
         flt: object = None,
-        limit: object = reader.DEFAULT_SCROLL_LIMIT,
+        limit: object = v.DEFAULT_SCROLL_LIMIT,
         offset: object = None,
         with_vectors: bool = False,
         with_payload: bool = True,

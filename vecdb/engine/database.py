@@ -26,7 +26,7 @@ from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.memory import tune_allocator
 from vecdb.engine.recovery import collection_dir, open_collection
 from vecdb.engine.settings import EngineSettings
-from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, Unimplemented
+from vecdb.errors import AlreadyExists, NotFound, Unavailable, Unimplemented
 from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -261,13 +261,9 @@ class Database:
         return self._get(name).scroll(filter, limit, offset, with_vectors, with_payload)
 
     def _payload_call(self, name: str, ids: Any, payload: Any, merge: bool) -> int:
-        """The arguments of set_payload / overwrite_payload judged as an upsert's are (ids,
-        then the payload: a JSON object within the caps, no null, NaN or lone surrogate),
-        so the error names `payload` in JSON words in both SDK modes; then the write."""
-        coll = self._get(name)
-        v.prepare_ids(ids, coll.core.id_type)
-        v.payload_bytes(payload, "payload")
-        return coll.set_payload(ids, payload, merge=merge)
+        """set_payload / overwrite_payload: the writer checks the ids, then the payload as
+        an upsert's (`writer.update_payloads`), before anything is written."""
+        return self._get(name).set_payload(ids, payload, merge=merge)
 
     def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
         """Merge `payload`'s keys into each existing point's payload; missing ids are
@@ -292,8 +288,7 @@ class Database:
     def optimize(self, name: str, wait: bool = True, timeout: float | None = None) -> None:
         """Ask the maintenance worker for every pending index job of `name` now (bulk build,
         buffer drain, maintenance, checkpoint); with `wait`, return once done."""
-        if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}")
+        v.check_flag("wait", wait)
         self._get(name).optimize(wait, timeout)
 
     def search(

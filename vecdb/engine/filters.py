@@ -124,7 +124,8 @@ def _kind(value: object) -> str:
 
 
 def _fail(where: str, message: str) -> InvalidArgument:
-    return InvalidArgument(f"{where}: {message}")
+    """A filter error at path `where` (e.g. `filter.year.$gte`), which is also its field."""
+    return InvalidArgument(f"{where}: {message}", field=where, reason="BAD_FILTER")
 
 
 class _Parser:

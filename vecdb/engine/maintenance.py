@@ -383,14 +383,7 @@ def _bridge(coll: CollectionCore, slots: Slots, matrix: Vectors, seq: int) -> No
 
 
 def set_rebuilding(coll: CollectionCore, on: bool) -> None:
-    """Set or clear the collection's rebuild marker (synced like any commit)."""
-    batch = coll.kv.batch()
-    key = kvmod.META_REBUILD + coll.prefix
-    if on:
-        batch.put(kvmod.CF_META, key, b"")
-    else:
-        batch.delete(kvmod.CF_META, key)
-    coll.kv.commit(batch)
+    kvmod.set_rebuild_marker(coll.kv, coll.prefix, on)
 
 
 def maintain(coll: CollectionCore) -> None:

@@ -119,22 +119,27 @@ class IndexDef:
 
 def check_key(key: object) -> str:
     if not isinstance(key, str) or not key:
-        raise InvalidArgument(f"key must be a non-empty string (a dotted field path), got {key!r}")
+        raise InvalidArgument(
+            f"key must be a non-empty string (a dotted field path), got {key!r}", field="key"
+        )
     if any(not part for part in key.split(".")) or key.startswith("$"):
-        raise InvalidArgument(f"key {key!r} is not a field path: use names between dots")
+        raise InvalidArgument(
+            f"key {key!r} is not a field path: use names between dots", field="key"
+        )
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidArgument("key is not valid Unicode text") from None
+        raise InvalidArgument("key is not valid Unicode text", field="key") from None
     if size > MAX_KEY_BYTES:
-        raise InvalidArgument(f"key is {size} UTF-8 bytes long (max {MAX_KEY_BYTES})")
+        raise InvalidArgument(f"key is {size} UTF-8 bytes long (max {MAX_KEY_BYTES})", field="key")
     return key
 
 
 def check_type(index_type: object) -> str:
     if not isinstance(index_type, str) or index_type not in INDEX_TYPES:
         raise InvalidArgument(
-            f"type {index_type!r} is unknown (expected one of {', '.join(INDEX_TYPES)})"
+            f"type {index_type!r} is unknown (expected one of {', '.join(INDEX_TYPES)})",
+            field="type",
         )
     return index_type
 

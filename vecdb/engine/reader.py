@@ -42,7 +42,6 @@ _FILTER_MAX_CANDIDATES = 4096  # beyond this many candidates, scan the matching 
 FEW_MATCHES = 2000
 FEW_MATCHES_PER_K = 20
 FEW_MATCHES_FLOATS = 1 << 19  # ... or whose vectors hold at most this many floats (2 MiB)
-MIN_SCROLL_LIMIT, DEFAULT_SCROLL_LIMIT, MAX_SCROLL_LIMIT = 1, 1000, 10_000
 _SCROLL_CHUNK = 512  # ids read per step of a scroll
 _GET_ATTEMPTS = 3  # lookups of an id whose point changes under a get
 
@@ -87,8 +86,8 @@ def search(
 ) -> SearchResult:
     k = v.check_k(k)
     compiled = filters.parse(flt)
-    _check_flag("with_payload", with_payload)
-    _check_flag("with_vectors", with_vectors)
+    v.check_flag("with_payload", with_payload)
+    v.check_flag("with_vectors", with_vectors)
     q = prepare(coll, v.prepare_queries(queries, coll.cfg.dim, coll.metric))
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
@@ -112,11 +111,6 @@ def search(
             it = iter(raw)
             vecs.append([_vector(next(it)) if s >= 0 else None for s in row])
     return SearchResult(ids=ids, distances=dist.astype(np.float32), payloads=pays, vectors=vecs)
-
-
-def _check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false, got {value!r}")
 
 
 def _vector(raw: bytes | None) -> F32 | None:
@@ -243,21 +237,18 @@ def scroll(
     whole scroll is returned exactly once (pages cover consecutive id ranges); a point
     written, deleted or changed to match or not during the scroll may or may not be."""
     compiled = filters.parse(flt)
-    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
-        raise InvalidArgument(f"limit must be an integer, got {limit!r}")
-    if not MIN_SCROLL_LIMIT <= int(limit) <= MAX_SCROLL_LIMIT:
-        raise InvalidArgument(
-            f"limit={limit} is out of range [{MIN_SCROLL_LIMIT}, {MAX_SCROLL_LIMIT}]"
-        )
-    _check_flag("with_vectors", with_vectors)
-    _check_flag("with_payload", with_payload)
+    n_limit = v.check_scroll_limit(limit)
+    v.check_flag("with_vectors", with_vectors)
+    v.check_flag("with_payload", with_payload)
     start = None
     if offset is not None:
         try:
             start = v.encode_id(v.prepare_ids([offset], coll.id_type, field="offset")[0])
         except InvalidArgument as exc:
-            raise InvalidArgument(str(exc).replace("offset[0]", "offset", 1)) from None
-    want = int(limit) + 1  # one more than the page tells whether a next page exists
+            raise InvalidArgument(
+                exc.message.replace("offset[0]", "offset", 1), field="offset", reason=exc.reason
+            ) from None
+    want = n_limit + 1  # one more than the page tells whether a next page exists
     picked: list[tuple[Id, int]] = []
     with coll.kv.view() as view:  # the whole page, filter included, at one instant
         keep = _scroll_test(coll, compiled, view, want)
@@ -271,7 +262,7 @@ def scroll(
                     break
         if chunk and len(picked) < want:
             picked.extend((v.decode_id(k, coll.id_type), s) for k, s in keep(chunk))
-        page, rest = picked[: int(limit)], picked[int(limit) :]
+        page, rest = picked[:n_limit], picked[n_limit:]
         records = coll.points.records(page, with_vectors, with_payload, view)
     out = [r for r in records if r is not None]  # every slot of the view is in the view
     return out, (rest[0][0] if rest else None)
@@ -309,7 +300,7 @@ def get(coll: CollectionCore, ids: object, with_vectors: bool = True) -> list[Re
     """Stored points among `ids`, in request order. Takes no lock: an id whose point is
     replaced between the slot lookup and the read is looked up again."""
     id_list = v.prepare_ids(ids, coll.id_type)
-    _check_flag("with_vectors", with_vectors)
+    v.check_flag("with_vectors", with_vectors)
     keys = [v.encode_id(i) for i in id_list]
     found: dict[int, Record] = {}
     todo = list(range(len(id_list)))

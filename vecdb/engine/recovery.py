@@ -68,9 +68,7 @@ def open_collection(
         )
         rebuild = True
     if rebuild:  # until the first build is checkpointed, an open must start over again
-        batch = kv.batch()
-        batch.put(kvmod.CF_META, marker, b"")
-        kv.commit(batch)
+        kvmod.set_rebuild_marker(kv, kvmod.cid_prefix(cfg.cid), True)
     coll = CollectionCore(cfg, kv, seq, index, kind, directory, settings)
     # Pass 1: the point table and the live count.
     coll.points.load()

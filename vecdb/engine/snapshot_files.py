@@ -54,7 +54,8 @@ def check_snapshot_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or name.endswith(TMP):
         raise InvalidArgument(
             f"snapshot name {str(name)[:80]!r} is invalid: use 1-{MAX_SNAPSHOT_NAME} characters "
-            "from A-Z a-z 0-9 _ . - starting with a letter or digit, not ending in .tmp"
+            "from A-Z a-z 0-9 _ . - starting with a letter or digit, not ending in .tmp",
+            field="snapshot",
         )
     return name
 

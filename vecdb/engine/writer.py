@@ -185,36 +185,33 @@ def _delete_found(coll: CollectionCore, found: list[tuple[bytes, int]]) -> int:
     return len(found)
 
 
-def _payload_blob(payload: dict[str, Any], what: str) -> bytes:
-    """`payload` as stored JSON, checked like an upsert's payload; messages name `what`."""
-    try:
-        blob = v.prepare_payloads([payload], 1, field="payload")[0]
-    except InvalidArgument as exc:
-        raise InvalidArgument(str(exc).replace("payload[0]", what, 1)) from None
-    assert blob is not None
-    return blob
-
-
 def update_payloads(coll: CollectionCore, ids: object, payload: object, merge: bool) -> int:
     """set_payload (`merge`: the given keys replace or join each point's top-level keys) or
     overwrite_payload (the payload is replaced whole). Missing ids are skipped; returns how
     many points were updated. Vectors and slots do not change."""
     id_list = v.prepare_ids(ids, coll.id_type)
-    if not isinstance(payload, dict):
-        raise InvalidArgument(f"payload must be a dict, got {type(payload).__name__}")
-    given = _payload_blob(payload, "payload")
+    given = v.payload_bytes(payload, "payload")  # a JSON object within the caps
+    assert isinstance(payload, dict)
     keys = [v.encode_id(i) for i in id_list]
     with coll.write_lock:
         pts, pidx = coll.points, coll.pindex
-        slots = [s for s in pts.lookup(keys) if s is not None]
-        if not slots:
+        found = [(i, s) for i, s in zip(id_list, pts.lookup(keys), strict=True) if s is not None]
+        if not found:
             return 0
+        slots = [s for _, s in found]
         batch = coll.kv.batch()
         old = pts.payloads(slots) if (merge or pidx.defs) else [None] * len(slots)
-        for slot, before in zip(slots, old, strict=True):
+        for (pid, slot), before in zip(found, old, strict=True):
             if merge:
                 after = {**(before or {}), **payload}
-                blob = _payload_blob(after, f"payload merged into the point of slot {slot}")
+                try:
+                    blob = v.payload_bytes(after, "payload")
+                except InvalidArgument as exc:  # the merge outgrew the caps: name the point
+                    raise InvalidArgument(
+                        f"{exc.message} once merged into the payload of id {pid!r}",
+                        field="payload",
+                        reason=exc.reason,
+                    ) from None
             else:
                 after, blob = payload, given
             pidx.remove(batch, slot, before)

@@ -46,6 +46,21 @@ META_PIDX_ENTRY = b"pidx:"  # + cid + field + value + slot -> b"": a payload ind
 META_REBUILD = b"rebuild:"  # + cid -> b"": the index files are being replaced (rebuild on open)
 COLLECTION_META_HEADS = (META_NEXT_SLOT, META_PIDX_DEF, META_PIDX_ENTRY, META_REBUILD)
 
+
+def set_rebuild_marker(kv: KV, prefix: bytes, on: bool) -> None:
+    """Set or clear (synced, only if it changes) the rebuild marker of the collection with
+    key prefix `prefix`: while it is set, an open rebuilds the index from stored vectors."""
+    key = META_REBUILD + prefix
+    if (kv.get(CF_META, key) is not None) == on:
+        return
+    batch = kv.batch()
+    if on:
+        batch.put(CF_META, key, b"")
+    else:
+        batch.delete(CF_META, key)
+    kv.commit(batch)
+
+
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
