@@ -33,7 +33,6 @@ from vecdb.client.channel import (
     parse_target,
 )
 from vecdb.client.remote import StreamAck, scroll_answer, snapshot_info
-from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -257,7 +256,7 @@ class AsyncClient:
         """See `vecdb.Client.count`."""
         if self._local is not None:
             return await self._local_call("count", name, filter)  # type: ignore[no-any-return]
-        req = pb.CountRequest(collection=rq.name_arg(name), filter=rq.json_arg(filter, "filter"))
+        req = rq.count_request(name, filter)
         return int((await self._call("Count", req, idempotent=True)).count)
 
     async def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
@@ -278,25 +277,21 @@ class AsyncClient:
         """See `vecdb.Client.create_payload_index`."""
         if self._local is not None:
             return await self._local_call("create_payload_index", name, key, type)  # type: ignore[no-any-return]
-        req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
-                                           key=rq.index_key_arg(key),
-                                           type=rq.index_type_arg(type))  # fmt: skip
+        req = rq.payload_index_request(name, key, type)
         await self._call("CreatePayloadIndex", req, idempotent=True)
 
     async def drop_payload_index(self, name: str, key: str) -> None:
         """See `vecdb.Client.drop_payload_index`."""
         if self._local is not None:
             return await self._local_call("drop_payload_index", name, key)  # type: ignore[no-any-return]
-        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.index_key_arg(key))
+        req = rq.drop_payload_index_request(name, key)
         await self._call("DropPayloadIndex", req, idempotent=False)
 
     async def optimize(self, name: str, wait: bool = True) -> None:
         """See `vecdb.Client.optimize`."""
         if self._local is not None:
             return await self._local_call("optimize", name, wait=wait)  # type: ignore[no-any-return]
-        if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}", field="wait")
-        req = pb.OptimizeRequest(collection=rq.name_arg(name), no_wait=not wait)
+        req = rq.optimize_request(name, wait)
         await self._call(
             "Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT
         )
@@ -344,8 +339,7 @@ class AsyncClient:
         """See `vecdb.Client.restore_snapshot`."""
         if self._local is not None:
             return await self._local_call("restore_snapshot", name, snapshot)  # type: ignore[no-any-return]
-        req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
-                                        snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
+        req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
         await self._call("RestoreSnapshot", req, idempotent=True,
                          timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
 
@@ -353,15 +347,14 @@ class AsyncClient:
         """See `vecdb.Client.delete_snapshot`."""
         if self._local is not None:
             return await self._local_call("delete_snapshot", name, snapshot)  # type: ignore[no-any-return]
-        req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
-                                       snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
+        req = rq.snapshot_request(pb.DeleteSnapshotRequest, name, snapshot)
         await self._call("DeleteSnapshot", req, idempotent=False)
 
     async def stats(self, name: str | None = None) -> dict[str, Any]:
         """See `vecdb.Client.stats`."""
         if self._local is not None:
             return await self._local_call("stats", name)  # type: ignore[no-any-return]
-        req = pb.StatsRequest(collection="" if name is None else rq.name_arg(name))
+        req = rq.stats_request(name)
         resp = await self._call("Stats", req, idempotent=True)
         out: dict[str, Any] = convert.loads_json(resp.stats, "stats")
         return out
