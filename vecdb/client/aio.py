@@ -31,16 +31,13 @@ from vecdb.client.channel import (
     channel_credentials,
     channel_options,
     parse_target,
+    retry_wait,
 )
 from vecdb.client.remote import StreamAck, scroll_answer, snapshot_info
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
-
-
-def _error(exc: grpc.aio.AioRpcError) -> Any:
-    return status.error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
 
 
 class AsyncClient:
@@ -89,15 +86,11 @@ class AsyncClient:
                 return await method(request, timeout=max(0.001, deadline - time.monotonic()),
                                     metadata=self._metadata)  # fmt: skip
             except grpc.aio.AioRpcError as exc:
-                err = _error(exc)
-                if err.code == "UNAVAILABLE":
-                    delay = next(delays, None)
-                    if delay is not None:
-                        delay = max(delay, status.retry_delay(err, 0.0))
-                        if time.monotonic() + delay < deadline:
-                            await asyncio.sleep(delay)
-                            continue
-                raise err from None
+                err = status.error_of(exc)
+                delay = retry_wait(err, delays, deadline)
+                if delay is None:
+                    raise err from None
+                await asyncio.sleep(delay)
 
     # -- collections -----------------------------------------------------------------------
 
@@ -211,7 +204,7 @@ class AsyncClient:
             while (ack := await call.read()) is not grpc.aio.EOF:
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise status.error_of(exc) from None
         finally:
             call.cancel()
         if failure is not None:

@@ -35,6 +35,7 @@ from vecdb.client.channel import (
     channel_credentials,
     channel_options,
     parse_target,
+    retry_wait,
 )
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -101,15 +102,11 @@ class RemoteClient(Client):
                 return method(request, timeout=max(0.001, deadline - time.monotonic()),
                               metadata=self._metadata)  # fmt: skip
             except grpc.RpcError as exc:
-                err = status.error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
-                if err.code == "UNAVAILABLE":
-                    delay = next(delays, None)
-                    if delay is not None:
-                        delay = max(delay, status.retry_delay(err, 0.0))
-                        if time.monotonic() + delay < deadline:
-                            time.sleep(delay)
-                            continue
-                raise err from None
+                err = status.error_of(exc)
+                delay = retry_wait(err, delays, deadline)
+                if delay is None:
+                    raise err from None
+                time.sleep(delay)
 
     # -- collections -----------------------------------------------------------------------
 
@@ -197,8 +194,7 @@ class RemoteClient(Client):
                     credits.notify_all()
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.RpcError as exc:
-            raise status.error_from_rpc(exc.code(), exc.details(),
-                                        exc.trailing_metadata()) from None  # fmt: skip
+            raise status.error_of(exc) from None
         finally:
             with credits:
                 state["closed"] = True
