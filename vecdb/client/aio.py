@@ -10,6 +10,7 @@ Must not import the engine or the server (the embedded case goes through `vecdb.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from vecdb.client import _is_remote, connect
+from vecdb.client import connect, resolve
 from vecdb.client import requests as rq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
@@ -45,7 +46,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str = ":memory:",
+        target: str | os.PathLike[str] = ":memory:",
         *,
         api_key: str | None = None,
         tls: Any = None,
@@ -57,10 +58,11 @@ class AsyncClient:
         self._max_bytes = max_message_bytes
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
-        if not _is_remote(str(target)):
-            self._local = connect(str(target))
+        where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
+        if where.kind != "remote":
+            self._local = connect(target)
             return
-        address, tls_ = parse_target(target, tls)
+        address, tls_ = parse_target(where.where, tls)
         self._metadata = auth_metadata(api_key)
         opts = channel_options(tls_, max_message_bytes)
         if tls_ is None:
