@@ -211,6 +211,7 @@ CASES: dict[str, Case] = {
     "search with_payload None": lambda c: c.search("l", ONE[0], with_payload=None),  # type: ignore[arg-type]
     "scroll with_vectors str": lambda c: c.scroll("l", with_vectors="yes"),  # type: ignore[arg-type]
     "scroll with_payload int": lambda c: c.scroll("l", with_payload=0),  # type: ignore[arg-type]
+    "optimize wait str": lambda c: c.optimize("l", wait="yes"),  # type: ignore[arg-type]
     # scroll
     "scroll limit 0": lambda c: c.scroll("l", limit=0),
     "scroll limit 10001": lambda c: c.scroll("l", limit=10_001),

@@ -203,3 +203,35 @@ def test_upsert_larger_than_half_a_message_is_split_and_fully_stored(server: Vec
         recs = c.get("big", [0, 5_999, 11_999])
         assert [r.payload for r in recs] == [{"i": 0}, {"i": 5_999}, {"i": 11_999}]
         assert np.stack([r.vector for r in recs]).tobytes() == x[[0, 5_999, 11_999]].tobytes()
+
+
+def test_async_client_reads_targets_as_connect_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https URL without a port is TLS to port 7700 (as `vecdb.connect`), not plaintext to
+    the bare host; a `pathlib.Path` is a local directory, not an ambiguous string."""
+    from unittest import mock
+
+    import grpc.aio
+
+    opened: list[tuple[str, str]] = []
+
+    def channel(kind: str) -> Any:
+        def open_(address: str, *args: Any, **kwargs: Any) -> Any:
+            opened.append((kind, address))
+            return mock.MagicMock()
+
+        return open_
+
+    monkeypatch.setattr(grpc.aio, "secure_channel", channel("tls"))
+    monkeypatch.setattr(grpc.aio, "insecure_channel", channel("plain"))
+    vecdb.AsyncClient("https://example.com")
+    vecdb.AsyncClient("grpc://example.com")
+    assert opened == [("tls", "example.com:7700"), ("plain", "example.com:7700")]
+
+    async def run() -> int:
+        async with vecdb.AsyncClient(tmp_path / "data") as client:
+            await client.create_collection("p", DIM, "l2", index="flat")
+            return len(await client.list_collections())
+
+    assert asyncio.run(run()) == 1 and (tmp_path / "data").is_dir()

@@ -10,6 +10,7 @@ Must not import the engine or the server (the embedded case goes through `vecdb.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from vecdb.client import _is_remote, connect
+from vecdb.client import connect, resolve
 from vecdb.client import requests as rq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
@@ -31,17 +32,13 @@ from vecdb.client.channel import (
     channel_credentials,
     channel_options,
     parse_target,
+    retry_wait,
 )
 from vecdb.client.remote import StreamAck, scroll_answer, snapshot_info
-from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
-
-
-def _error(exc: grpc.aio.AioRpcError) -> Any:
-    return status.error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
 
 
 class AsyncClient:
@@ -49,7 +46,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        target: str = ":memory:",
+        target: str | os.PathLike[str] = ":memory:",
         *,
         api_key: str | None = None,
         tls: Any = None,
@@ -61,10 +58,11 @@ class AsyncClient:
         self._max_bytes = max_message_bytes
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
-        if not _is_remote(str(target)):
-            self._local = connect(str(target))
+        where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
+        if where.kind != "remote":
+            self._local = connect(target)
             return
-        address, tls_ = parse_target(target, tls)
+        address, tls_ = parse_target(where.where, tls)
         self._metadata = auth_metadata(api_key)
         opts = channel_options(tls_, max_message_bytes)
         if tls_ is None:
@@ -90,15 +88,11 @@ class AsyncClient:
                 return await method(request, timeout=max(0.001, deadline - time.monotonic()),
                                     metadata=self._metadata)  # fmt: skip
             except grpc.aio.AioRpcError as exc:
-                err = _error(exc)
-                if err.code == "UNAVAILABLE":
-                    delay = next(delays, None)
-                    if delay is not None:
-                        delay = max(delay, status.retry_delay(err, 0.0))
-                        if time.monotonic() + delay < deadline:
-                            await asyncio.sleep(delay)
-                            continue
-                raise err from None
+                err = status.error_of(exc)
+                delay = retry_wait(err, delays, deadline)
+                if delay is None:
+                    raise err from None
+                await asyncio.sleep(delay)
 
     # -- collections -----------------------------------------------------------------------
 
@@ -212,7 +206,7 @@ class AsyncClient:
             while (ack := await call.read()) is not grpc.aio.EOF:
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.aio.AioRpcError as exc:
-            raise _error(exc) from None
+            raise status.error_of(exc) from None
         finally:
             call.cancel()
         if failure is not None:
@@ -257,7 +251,7 @@ class AsyncClient:
         """See `vecdb.Client.count`."""
         if self._local is not None:
             return await self._local_call("count", name, filter)  # type: ignore[no-any-return]
-        req = pb.CountRequest(collection=rq.name_arg(name), filter=rq.json_arg(filter, "filter"))
+        req = rq.count_request(name, filter)
         return int((await self._call("Count", req, idempotent=True)).count)
 
     async def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
@@ -278,25 +272,21 @@ class AsyncClient:
         """See `vecdb.Client.create_payload_index`."""
         if self._local is not None:
             return await self._local_call("create_payload_index", name, key, type)  # type: ignore[no-any-return]
-        req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
-                                           key=rq.index_key_arg(key),
-                                           type=rq.index_type_arg(type))  # fmt: skip
+        req = rq.payload_index_request(name, key, type)
         await self._call("CreatePayloadIndex", req, idempotent=True)
 
     async def drop_payload_index(self, name: str, key: str) -> None:
         """See `vecdb.Client.drop_payload_index`."""
         if self._local is not None:
             return await self._local_call("drop_payload_index", name, key)  # type: ignore[no-any-return]
-        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.index_key_arg(key))
+        req = rq.drop_payload_index_request(name, key)
         await self._call("DropPayloadIndex", req, idempotent=False)
 
     async def optimize(self, name: str, wait: bool = True) -> None:
         """See `vecdb.Client.optimize`."""
         if self._local is not None:
             return await self._local_call("optimize", name, wait=wait)  # type: ignore[no-any-return]
-        if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}", field="wait")
-        req = pb.OptimizeRequest(collection=rq.name_arg(name), no_wait=not wait)
+        req = rq.optimize_request(name, wait)
         await self._call(
             "Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT
         )
@@ -344,8 +334,7 @@ class AsyncClient:
         """See `vecdb.Client.restore_snapshot`."""
         if self._local is not None:
             return await self._local_call("restore_snapshot", name, snapshot)  # type: ignore[no-any-return]
-        req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
-                                        snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
+        req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
         await self._call("RestoreSnapshot", req, idempotent=True,
                          timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
 
@@ -353,15 +342,14 @@ class AsyncClient:
         """See `vecdb.Client.delete_snapshot`."""
         if self._local is not None:
             return await self._local_call("delete_snapshot", name, snapshot)  # type: ignore[no-any-return]
-        req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
-                                       snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
+        req = rq.snapshot_request(pb.DeleteSnapshotRequest, name, snapshot)
         await self._call("DeleteSnapshot", req, idempotent=False)
 
     async def stats(self, name: str | None = None) -> dict[str, Any]:
         """See `vecdb.Client.stats`."""
         if self._local is not None:
             return await self._local_call("stats", name)  # type: ignore[no-any-return]
-        req = pb.StatsRequest(collection="" if name is None else rq.name_arg(name))
+        req = rq.stats_request(name)
         resp = await self._call("Stats", req, idempotent=True)
         out: dict[str, Any] = convert.loads_json(resp.stats, "stats")
         return out

@@ -1,12 +1,15 @@
 """Connection plumbing shared by the sync and the async remote client: target parsing, TLS
-settings and credentials, channel options, auth metadata and the retry backoff schedule.
+settings and credentials, channel options, auth metadata, the retry backoff schedule and the
+retry rule.
 
-Owns no calls: `vecdb.client.remote` and `vecdb.client.aio` make them. Imports only grpc.
+Owns no calls: `vecdb.client.remote` and `vecdb.client.aio` make them. Imports grpc and the
+wire's status decoding.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,8 @@ from typing import Any
 
 import grpc
 
-from vecdb.errors import InvalidArgument
+from vecdb.errors import InvalidArgument, VecdbError
+from vecdb.rpc import status
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
 OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
@@ -86,3 +90,16 @@ def backoff_delays() -> Iterator[float]:
     for _ in range(MAX_RETRIES):
         yield random.uniform(0, delay)
         delay = min(delay * 2, BACKOFF_MAX)
+
+
+def retry_wait(err: VecdbError, delays: Iterator[float], deadline: float) -> float | None:
+    """Seconds to wait before retrying a call that failed with `err`, or None to raise it: only
+    UNAVAILABLE is retried, while `delays` lasts, waiting at least the server's RetryInfo, and
+    only if the wait ends before the call's `deadline` (a `time.monotonic()` instant)."""
+    if err.code != "UNAVAILABLE":
+        return None
+    delay = next(delays, None)
+    if delay is None:
+        return None
+    delay = max(delay, status.retry_delay(err, 0.0))
+    return delay if time.monotonic() + delay < deadline else None

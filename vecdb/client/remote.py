@@ -35,8 +35,8 @@ from vecdb.client.channel import (
     channel_credentials,
     channel_options,
     parse_target,
+    retry_wait,
 )
-from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -102,15 +102,11 @@ class RemoteClient(Client):
                 return method(request, timeout=max(0.001, deadline - time.monotonic()),
                               metadata=self._metadata)  # fmt: skip
             except grpc.RpcError as exc:
-                err = status.error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
-                if err.code == "UNAVAILABLE":
-                    delay = next(delays, None)
-                    if delay is not None:
-                        delay = max(delay, status.retry_delay(err, 0.0))
-                        if time.monotonic() + delay < deadline:
-                            time.sleep(delay)
-                            continue
-                raise err from None
+                err = status.error_of(exc)
+                delay = retry_wait(err, delays, deadline)
+                if delay is None:
+                    raise err from None
+                time.sleep(delay)
 
     # -- collections -----------------------------------------------------------------------
 
@@ -198,8 +194,7 @@ class RemoteClient(Client):
                     credits.notify_all()
                 yield StreamAck(int(ack.seq), int(ack.upserted))
         except grpc.RpcError as exc:
-            raise status.error_from_rpc(exc.code(), exc.details(),
-                                        exc.trailing_metadata()) from None  # fmt: skip
+            raise status.error_of(exc) from None
         finally:
             with credits:
                 state["closed"] = True
@@ -230,7 +225,7 @@ class RemoteClient(Client):
         return int(self._call("Delete", req, idempotent=True).deleted)
 
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        req = pb.CountRequest(collection=rq.name_arg(name), filter=rq.json_arg(filter, "filter"))
+        req = rq.count_request(name, filter)
         return int(self._call("Count", req, idempotent=True).count)
 
     def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
@@ -242,19 +237,15 @@ class RemoteClient(Client):
         return int(self._call("OverwritePayload", req, idempotent=True).updated)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
-        req = pb.CreatePayloadIndexRequest(collection=rq.name_arg(name),
-                                           key=rq.index_key_arg(key),
-                                           type=rq.index_type_arg(type))  # fmt: skip
+        req = rq.payload_index_request(name, key, type)
         self._call("CreatePayloadIndex", req, idempotent=True)
 
     def drop_payload_index(self, name: str, key: str) -> None:
-        req = pb.DropPayloadIndexRequest(collection=rq.name_arg(name), key=rq.index_key_arg(key))
+        req = rq.drop_payload_index_request(name, key)
         self._call("DropPayloadIndex", req, idempotent=False)
 
     def optimize(self, name: str, wait: bool = True) -> None:
-        if not isinstance(wait, bool):
-            raise InvalidArgument(f"wait must be true or false, got {wait!r}", field="wait")
-        req = pb.OptimizeRequest(collection=rq.name_arg(name), no_wait=not wait)
+        req = rq.optimize_request(name, wait)
         self._call("Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT)
 
     # -- search ----------------------------------------------------------------------------
@@ -288,20 +279,18 @@ class RemoteClient(Client):
         ]
 
     def restore_snapshot(self, name: str, snapshot: str) -> None:
-        req = pb.RestoreSnapshotRequest(collection=rq.name_arg(name),
-                                        snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
+        req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
         self._call("RestoreSnapshot", req, idempotent=True, timeout=self._timeout
                    or OPTIMIZE_TIMEOUT)  # fmt: skip
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
-        req = pb.DeleteSnapshotRequest(collection=rq.name_arg(name),
-                                       snapshot=rq.snapshot_arg(snapshot))  # fmt: skip
+        req = rq.snapshot_request(pb.DeleteSnapshotRequest, name, snapshot)
         self._call("DeleteSnapshot", req, idempotent=False)
 
     # -- admin -----------------------------------------------------------------------------
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
-        req = pb.StatsRequest(collection="" if name is None else rq.name_arg(name))
+        req = rq.stats_request(name)
         resp = self._call("Stats", req, idempotent=True)
         out: dict[str, Any] = convert.loads_json(resp.stats, "stats")
         return out

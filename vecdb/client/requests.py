@@ -335,3 +335,35 @@ def snapshot_arg(snapshot: Any) -> str:
         check_snapshot_name(value)
 
     return text_arg(snapshot, "snapshot", check)
+
+
+def count_request(name: Any, filter: Any) -> pb.CountRequest:
+    return pb.CountRequest(collection=name_arg(name), filter=json_arg(filter, "filter"))
+
+
+def payload_index_request(name: Any, key: Any, index_type: Any) -> pb.CreatePayloadIndexRequest:
+    return pb.CreatePayloadIndexRequest(
+        collection=name_arg(name), key=index_key_arg(key), type=index_type_arg(index_type)
+    )
+
+
+def drop_payload_index_request(name: Any, key: Any) -> pb.DropPayloadIndexRequest:
+    return pb.DropPayloadIndexRequest(collection=name_arg(name), key=index_key_arg(key))
+
+
+def optimize_request(name: Any, wait: Any) -> pb.OptimizeRequest:
+    """`wait` is judged first, as the engine does, by the same check (same message and field)."""
+    rules.check_flag("wait", wait)
+    return pb.OptimizeRequest(collection=name_arg(name), no_wait=not wait)
+
+
+S = TypeVar("S", pb.RestoreSnapshotRequest, pb.DeleteSnapshotRequest)
+
+
+def snapshot_request(message: type[S], name: Any, snapshot: Any) -> S:
+    """A restore or delete request: the collection, then the snapshot name."""
+    return message(collection=name_arg(name), snapshot=snapshot_arg(snapshot))
+
+
+def stats_request(name: Any) -> pb.StatsRequest:
+    return pb.StatsRequest(collection="" if name is None else name_arg(name))

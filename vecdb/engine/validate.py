@@ -46,45 +46,38 @@ def check_name(what: str, name: object) -> str:
     return name
 
 
-def check_metric(metric: object) -> Metric:
+def _check_enum(
+    cls: Any, value: object, field: str, reason: str, expected: str, lower: bool = False
+) -> Any:
+    """`value` as a member of the str enum `cls` (lower-cased first if `lower`), or
+    InvalidArgument naming `field` and echoing `value` as given."""
     try:
-        if not isinstance(metric, str):
-            raise ValueError(metric)
-        return Metric(metric.lower())
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return cls(value.lower() if lower else value)
     except ValueError:
-        allowed = ", ".join(m.value for m in Metric)
         raise InvalidArgument(
-            f"metric {echo(metric)} is unknown (expected one of {allowed})",
-            field="metric",
-            reason="BAD_METRIC",
+            f"{field} {echo(value)} is unknown (expected {expected})", field=field, reason=reason
         ) from None
+
+
+def check_metric(metric: object) -> Metric:
+    allowed = ", ".join(m.value for m in Metric)
+    out: Metric = _check_enum(Metric, metric, "metric", "BAD_METRIC", f"one of {allowed}", True)
+    return out
 
 
 def check_id_type(id_type: object) -> IdType:
-    try:
-        if not isinstance(id_type, str):
-            raise ValueError(id_type)
-        return IdType(id_type)
-    except ValueError:
-        raise InvalidArgument(
-            f"id_type {echo(id_type)} is unknown (expected int or str)",
-            field="id_type",
-            reason="BAD_ID_TYPE",
-        ) from None
+    out: IdType = _check_enum(IdType, id_type, "id_type", "BAD_ID_TYPE", "int or str")
+    return out
 
 
 def check_kind(kind: object) -> CollectionKind:
     """A collection kind; whether the kind is built yet is the engine's business."""
-    try:
-        if not isinstance(kind, str):
-            raise ValueError(kind)
-        return CollectionKind(kind)
-    except ValueError:
-        raise InvalidArgument(
-            f"kind {echo(kind)} is unknown (expected dense or multivector)",
-            field="kind",
-            reason="BAD_KIND",
-        ) from None
+    out: CollectionKind = _check_enum(
+        CollectionKind, kind, "kind", "BAD_KIND", "dense or multivector"
+    )
+    return out
 
 
 def check_index_params(params: object) -> dict[str, Any]:

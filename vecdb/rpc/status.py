@@ -98,6 +98,11 @@ def error_from_rpc(
     return cls(message, field=field, reason=reason, retry_after=retry_after)
 
 
+def error_of(exc: Any) -> VecdbError:
+    """The vecdb error of a failed call's `grpc.RpcError` (sync or `grpc.aio`)."""
+    return error_from_rpc(exc.code(), exc.details(), exc.trailing_metadata())
+
+
 def _details_of(metadata: Iterable[Any] | None) -> list[status_pb2.Status]:
     out = []
     for item in metadata or ():
