@@ -95,27 +95,26 @@ def check_index_params(params: object) -> dict[str, Any]:
 
 
 def check_flag(name: str, value: object) -> bool:
-    """A true/false argument (exist_ok, with_vectors, with_payload, wait). The words of the
-    read path's own check (`reader._check_flag`), which should call this one; then this is the
-    one place to give the error a field."""
+    """A true/false argument (exist_ok, with_vectors, with_payload, wait): the one check,
+    for the engine and the remote clients alike."""
     if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be true or false, got {echo(value)}")
+        raise InvalidArgument(f"{name} must be true or false, got {echo(value)}", field=name)
     return value
 
 
-# Bounds of scroll's `limit`; `vecdb.engine.reader` holds the same numbers (its check should
-# call this one, then these are its bounds).
+# Bounds of scroll's `limit`.
 MIN_SCROLL_LIMIT, DEFAULT_SCROLL_LIMIT, MAX_SCROLL_LIMIT = 1, 1000, 10_000
 
 
 def check_scroll_limit(limit: object) -> int:
-    """scroll's page size, an integer in [MIN_SCROLL_LIMIT, MAX_SCROLL_LIMIT], in the words of
-    `reader.scroll`'s own check."""
+    """scroll's page size, an integer in [MIN_SCROLL_LIMIT, MAX_SCROLL_LIMIT]."""
     n = _as_int(limit)
     if n is None:
-        raise InvalidArgument(f"limit must be an integer, got {echo(limit)}")
+        raise InvalidArgument(f"limit must be an integer, got {echo(limit)}", field="limit")
     if not MIN_SCROLL_LIMIT <= n <= MAX_SCROLL_LIMIT:
-        raise InvalidArgument(f"limit={n} is out of range [{MIN_SCROLL_LIMIT}, {MAX_SCROLL_LIMIT}]")
+        raise InvalidArgument(
+            f"limit={n} is out of range [{MIN_SCROLL_LIMIT}, {MAX_SCROLL_LIMIT}]", field="limit"
+        )
     return n
 
 
