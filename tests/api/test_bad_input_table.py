@@ -357,6 +357,10 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "set_payload set value": ("payload", "BAD_PAYLOAD"),
         "set_payload bad id": ("ids[0]", "BAD_ID"),
         "exist_ok other metric": (None, "ALREADY_EXISTS"),
+        "search with_vectors int": ("with_vectors", "INVALID_ARGUMENT"),
+        "optimize wait str": ("wait", "INVALID_ARGUMENT"),
+        "scroll limit 2**70": ("limit", "INVALID_ARGUMENT"),
+        "filter $gt bool": ("filter.year.$gt", "BAD_FILTER"),
     }
     for name, (field, reason) in expected.items():
         _, message, got_field, got_reason = outcome(clients["remote"], CASES[name])
