@@ -67,8 +67,6 @@ class RunResult:
 
 def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     """Measure every system of `cfg` on `ds` and write the JSONL rows."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     deadline = None if cfg.time_limit_s is None else start + cfg.time_limit_s
     env = environment(cfg.threads)
@@ -86,10 +84,37 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
         "k": K,
         **env,
     }
+    rows = run_systems(
+        cfg,
+        common,
+        jsonl,
+        lambda name, budget, workdir: bench_system(name, ds, cfg, budget, workdir, log),
+        deadline,
+        "vecdb-bench-",
+        log,
+    )
+    return RunResult(rows, jsonl, env, time.perf_counter() - start)
+
+
+def run_systems(
+    cfg: RunConfig,
+    common: dict[str, Any],
+    jsonl: Path,
+    bench_one: Callable[[str, float | None, Path], list[dict[str, Any]]],
+    deadline: float | None,
+    prefix: str,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The system loop shared by the runs: each system of `cfg` gets an even share of the time
+    left before `deadline` and a fresh work dir; `bench_one(name, budget_s, workdir)` gives its
+    rows (a failure becomes one error row), which go to `jsonl` merged over `common` as each
+    system finishes. numba's thread count is restored afterwards."""
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
-    work_root = Path(tempfile.mkdtemp(prefix="vecdb-bench-", dir=cfg.work_dir))
+    work_root = Path(tempfile.mkdtemp(prefix=prefix, dir=cfg.work_dir))
     bar = tqdm(total=len(cfg.systems), desc="systems", unit="system", disable=not cfg.progress)
-    threads = _numba_threads()
+    threads = numba_threads()
     try:
         for i, name in enumerate(cfg.systems):
             left = None if deadline is None else deadline - time.perf_counter()
@@ -98,7 +123,7 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
             workdir = work_root / name
             workdir.mkdir()
             try:
-                sys_rows = bench_system(name, ds, cfg, budget, workdir, log)
+                sys_rows = bench_one(name, budget, workdir)
             except Exception as exc:  # one failing system must not lose the others
                 log(f"{name}: failed: {type(exc).__name__}: {exc}")
                 sys_rows = [{"system": name, "error": f"{type(exc).__name__}: {exc}"}]
@@ -113,11 +138,11 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     finally:
         bar.close()
         shutil.rmtree(work_root, ignore_errors=True)
-        _numba_threads(threads)  # systems set their own: the caller's process gets its back
-    return RunResult(rows, jsonl, env, time.perf_counter() - start)
+        numba_threads(threads)  # systems set their own: the caller's process gets its back
+    return rows
 
 
-def _numba_threads(restore: int | None = None) -> int | None:
+def numba_threads(restore: int | None = None) -> int | None:
     """numba's thread count (None without numba); with `restore`, set it back first."""
     try:
         import numba
