@@ -24,8 +24,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,10 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from vecdb.bench.memory import run_json_child
 from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
-from vecdb.errors import Internal
 
-THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SETTLE_S = 0.2  # after gc, before reading RSS: lets the allocator and worker threads settle
 
 
@@ -45,22 +42,8 @@ def _mib(kib: float) -> float:
 
 
 def _child(mode: str, payload: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.update(dict.fromkeys(THREAD_VARS, str(threads)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "vecdb.bench.build_memory", mode, json.dumps(payload)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout_s,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise Internal(f"build-memory {mode} process failed: {' | '.join(tail)}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    args = ["vecdb.bench.build_memory", mode, json.dumps(payload)]
+    return run_json_child(args, threads, timeout_s, f"build-memory {mode} process")
 
 
 def measure_build_memory(
