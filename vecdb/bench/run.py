@@ -260,6 +260,17 @@ def measure_setting(
     return row
 
 
+def _system_spec(name: str, system: System, ds: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    """What a child process needs to make `system` again: metric, dim, n, build params, base."""
+    return {
+        "metric": ds.metric,
+        "dim": int(ds.base.shape[1]),
+        "n": len(ds.base),
+        "build_params": system.build_params,
+        "base": cfg.systems_config.get(name, {}).get("base"),
+    }
+
+
 def _memory(
     name: str,
     system: System,
@@ -271,11 +282,7 @@ def _memory(
     if not cfg.measure_memory:
         return {}
     spec = {
-        "metric": ds.metric,
-        "dim": int(ds.base.shape[1]),
-        "n": len(ds.base),
-        "build_params": system.build_params,
-        "base": cfg.systems_config.get(name, {}).get("base"),
+        **_system_spec(name, system, ds, cfg),
         "params": params,
         "index_dir": str(workdir),
         "queries_path": str(ds.directory / "queries.npy"),
@@ -291,11 +298,7 @@ def _build_memory(
     name: str, system: System, ds: Dataset, cfg: RunConfig, workdir: Path
 ) -> dict[str, Any]:
     spec = {
-        "metric": ds.metric,
-        "dim": int(ds.base.shape[1]),
-        "n": len(ds.base),
-        "build_params": system.build_params,
-        "base": cfg.systems_config.get(name, {}).get("base"),
+        **_system_spec(name, system, ds, cfg),
         "base_path": str(ds.directory / "base.npy"),
     }
     workdir.mkdir(parents=True, exist_ok=True)
