@@ -29,7 +29,7 @@ from vecdb.bench import metrics
 from vecdb.bench.datasets import Dataset, slugify
 from vecdb.bench.environment import environment, load_average
 from vecdb.bench.filtered import DEFAULT_PAYLOAD_SEED, FilterCase, filter_cases
-from vecdb.bench.run import RunConfig, RunResult, run_systems
+from vecdb.bench.run import RunConfig, RunResult, run_systems, time_setting, timed_build
 from vecdb.bench.systems import Params, System, expand_sweep, make_system
 from vecdb.errors import InvalidArgument
 
@@ -152,14 +152,7 @@ def bench_filtered_system(
         set_columns = getattr(system, "set_payload_columns", None)
         if set_columns is not None:
             set_columns(columns, opts.payload_index)
-        system.set_threads(cfg.threads)
-        c0, w0 = system.cpu_seconds(), time.perf_counter()
-        system.build(ds.base, workdir)
-        build = {
-            "build_s": round(time.perf_counter() - w0, 3),
-            "build_cpu_s": round(system.cpu_seconds() - c0, 3),
-            "build_threads": cfg.threads,
-        }
+        build = timed_build(system, ds, cfg.threads, workdir)
         log(f"{name}: built in {build['build_s']:.1f} s ({system.build_params})")
         # Pass 2: per selectivity, its filter and the sweep.
         for c, case in enumerate(cases):
@@ -250,17 +243,6 @@ def measure_filtered_setting(
         "n_matching": case.n_matching,
         **filtered_recall(ds, case, found),
     }
-    clock = system.cpu_seconds
-    timing = metrics.time_batch(system.search, ds.queries, K, cfg.repeats, budget, clock)
-    row.update(timing.as_dict("qps_1t"))
-    row.update(metrics.time_latency(system.search, ds.queries[: cfg.latency_queries], K, budget))
-    if cfg.threads > 1:
-        system.set_threads(cfg.threads)
-        if system.restarts_on_thread_change:
-            system.search(ds.queries, K)  # warm the restarted system up
-        timing = metrics.time_batch(
-            system.search, ds.queries, K, cfg.repeats_all, budget / 2, clock
-        )
-    row.update(timing.as_dict("qps_all"))
+    row.update(time_setting(system, ds, cfg, budget))
     row["load_avg_before"] = load_before
     return row

@@ -173,14 +173,7 @@ def bench_system(
     deadline = None if budget_s is None else t_start + budget_s
     try:
         # Pass 1: build with all threads.
-        system.set_threads(cfg.threads)
-        c0, w0 = system.cpu_seconds(), time.perf_counter()
-        system.build(ds.base, workdir)
-        build = {
-            "build_s": round(time.perf_counter() - w0, 3),
-            "build_cpu_s": round(system.cpu_seconds() - c0, 3),
-            "build_threads": cfg.threads,
-        }
+        build = timed_build(system, ds, cfg.threads, workdir)
         log(f"{name}: built in {build['build_s']:.1f} s ({system.build_params})")
         # Pass 2: the sweep.
         rows: list[dict[str, Any]] = []
@@ -244,10 +237,32 @@ def measure_setting(
     if io is not None:
         row["posting_reads_per_query"] = None if np.isnan(io[0]) else round(io[0], 3)
         row["bytes_read_per_query"] = None if np.isnan(io[1]) else round(io[1], 1)
+    row.update(time_setting(system, ds, cfg, budget))
+    row["load_avg_before"] = load_before
+    return row
+
+
+def timed_build(system: System, ds: Dataset, threads: int, workdir: Path) -> dict[str, Any]:
+    """Build `system` on `threads` threads: the build_s / build_cpu_s / build_threads columns."""
+    system.set_threads(threads)
+    c0, w0 = system.cpu_seconds(), time.perf_counter()
+    system.build(ds.base, workdir)
+    return {
+        "build_s": round(time.perf_counter() - w0, 3),
+        "build_cpu_s": round(system.cpu_seconds() - c0, 3),
+        "build_threads": threads,
+    }
+
+
+def time_setting(system: System, ds: Dataset, cfg: RunConfig, budget: float) -> dict[str, Any]:
+    """The timed part of a setting, after its warm-up call on 1 thread: batch QPS and latency on
+    1 thread, then batch QPS on all threads (last, so a system that restarts to change threads
+    restarts once)."""
+    out: dict[str, Any] = {}
     clock = system.cpu_seconds
     timing = metrics.time_batch(system.search, ds.queries, K, cfg.repeats, budget, clock)
-    row.update(timing.as_dict("qps_1t"))
-    row.update(metrics.time_latency(system.search, ds.queries[: cfg.latency_queries], K, budget))
+    out.update(timing.as_dict("qps_1t"))
+    out.update(metrics.time_latency(system.search, ds.queries[: cfg.latency_queries], K, budget))
     if cfg.threads > 1:
         system.set_threads(cfg.threads)
         if system.restarts_on_thread_change:
@@ -255,9 +270,8 @@ def measure_setting(
         timing = metrics.time_batch(
             system.search, ds.queries, K, cfg.repeats_all, budget / 2, clock
         )
-    row.update(timing.as_dict("qps_all"))
-    row["load_avg_before"] = load_before
-    return row
+    out.update(timing.as_dict("qps_all"))
+    return out
 
 
 def _system_spec(name: str, system: System, ds: Dataset, cfg: RunConfig) -> dict[str, Any]:
