@@ -72,7 +72,8 @@ def run_json_child(
     return result
 
 
-def _mib(kib: int) -> float:
+def mib(kib: float) -> float:
+    """KiB as MiB, to 2 decimals."""
     return round(kib / 1024.0, 2)
 
 
@@ -101,11 +102,11 @@ def child_main(payload: dict[str, Any]) -> dict[str, Any]:
     peak_kib = after.get("VmHWM", 0)
     system.close()
     return {
-        "rss_anon_load_mib": _mib(loaded["RssAnon"] - before["RssAnon"]),
-        "rss_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
-        "rss_file_mib": _mib(after["RssFile"] - before["RssFile"]),
-        "rss_anon_baseline_mib": _mib(before["RssAnon"]),
-        "peak_rss_mib": _mib(peak_kib),
+        "rss_anon_load_mib": mib(loaded["RssAnon"] - before["RssAnon"]),
+        "rss_anon_mib": mib(after["RssAnon"] - before["RssAnon"]),
+        "rss_file_mib": mib(after["RssFile"] - before["RssFile"]),
+        "rss_anon_baseline_mib": mib(before["RssAnon"]),
+        "peak_rss_mib": mib(peak_kib),
         "load_s": round(load_s, 3),
     }
 
