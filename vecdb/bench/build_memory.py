@@ -24,8 +24,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,34 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from vecdb.bench.memory import mib, run_json_child
 from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
-from vecdb.errors import Internal
 
-THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 SETTLE_S = 0.2  # after gc, before reading RSS: lets the allocator and worker threads settle
 
 
-def _mib(kib: float) -> float:
-    return round(kib / 1024.0, 2)
-
-
 def _child(mode: str, payload: dict[str, Any], threads: int, timeout_s: float) -> dict[str, Any]:
-    env = dict(os.environ)
-    env.update(dict.fromkeys(THREAD_VARS, str(threads)))
-    proc = subprocess.run(
-        [sys.executable, "-m", "vecdb.bench.build_memory", mode, json.dumps(payload)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout_s,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise Internal(f"build-memory {mode} process failed: {' | '.join(tail)}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    args = ["vecdb.bench.build_memory", mode, json.dumps(payload)]
+    return run_json_child(args, threads, timeout_s, f"build-memory {mode} process")
 
 
 def measure_build_memory(
@@ -124,11 +103,11 @@ def build_main(p: dict[str, Any]) -> dict[str, Any]:
     trimmed = status_kib() if _malloc_trim() else after
     out = {
         "build_mem_build_s": round(build_s, 3),
-        "build_mem_baseline_anon_mib": _mib(before["RssAnon"]),
-        "build_mem_peak_anon_mib": _mib(sampler.max("anon") - before["RssAnon"]),
-        "build_mem_vmhwm_mib": _mib(after["VmHWM"]),
-        "build_mem_after_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
-        "build_mem_after_trim_anon_mib": _mib(trimmed["RssAnon"] - before["RssAnon"]),
+        "build_mem_baseline_anon_mib": mib(before["RssAnon"]),
+        "build_mem_peak_anon_mib": mib(sampler.max("anon") - before["RssAnon"]),
+        "build_mem_vmhwm_mib": mib(after["VmHWM"]),
+        "build_mem_after_anon_mib": mib(after["RssAnon"] - before["RssAnon"]),
+        "build_mem_after_trim_anon_mib": mib(trimmed["RssAnon"] - before["RssAnon"]),
         "build_mem_samples": len(sampler.times),
         "build_mem_max_gap_ms": round(1000 * sampler.max_gap_s(), 1),
     }
@@ -151,7 +130,7 @@ def open_main(p: dict[str, Any]) -> dict[str, Any]:
     after = status_kib()
     system.close()
     return {
-        "build_mem_fresh_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
+        "build_mem_fresh_anon_mib": mib(after["RssAnon"] - before["RssAnon"]),
         "build_mem_fresh_open_s": round(open_s, 3),
     }
 

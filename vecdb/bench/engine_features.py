@@ -1,15 +1,13 @@
 """The benchmark's calls to SDK features the engine is still gaining, kept in one place.
 
-Owns how the benchmark asks for a finished build (`optimize(name, wait=True)` once the client
-takes `wait`; today's `optimize(name)` blocks until done) and how it reads the index state
-(points indexed vs buffered, build state) from `stats`, whatever keys the engine reports. When
-the engine's new surface lands, only this module should need to change. Uses the public SDK
-only.
+Owns how the benchmark asks for a finished build (`optimize(name, wait=True)`) and how it
+reads the index state (points indexed vs buffered, build state) from `stats`, whatever keys
+the engine reports. When the engine's surface changes, only this module should need to
+change. Uses the public SDK only.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,14 +19,7 @@ STATE_KEYS = ("state", "index_state", "build_state")
 
 def optimize_and_wait(client: Any, name: str) -> None:
     """Ask for a full build/maintenance of `name` and return once it is done."""
-    try:
-        takes_wait = "wait" in inspect.signature(client.optimize).parameters
-    except (TypeError, ValueError):
-        takes_wait = False
-    if takes_wait:
-        client.optimize(name, wait=True)
-    else:
-        client.optimize(name)
+    client.optimize(name, wait=True)
 
 
 def index_state(client: Any, name: str) -> dict[str, Any]:

@@ -16,7 +16,14 @@ from typing import Any
 
 from vecdb.bench.datasets import slugify
 from vecdb.bench.filtered_run import TARGET_RECALL
-from vecdb.bench.report import _fmt, _params, _relative, pareto, replace_section
+from vecdb.bench.report import (
+    fmt,
+    fmt_params,
+    pareto,
+    provenance_lines,
+    relative_path,
+    replace_section,
+)
 
 Row = dict[str, Any]
 QPS_KEYS = (("qps_1t_cpu", "1 thread, CPU-time QPS"), ("qps_all_wall", "all threads, wall QPS"))
@@ -57,8 +64,8 @@ def target_table(rows: Sequence[Row], target: float = TARGET_RECALL) -> list[str
                 if hit is None:
                     cells += [f"never (best {best['recall_at_10']:.4f})", "-"]
                 else:
-                    cells += [_fmt(hit[key]), _params(hit["params"])]
-            cells += [f"{best['recall_at_10']:.4f}", _params(best["params"])]
+                    cells += [fmt(hit[key]), fmt_params(hit["params"])]
+            cells += [f"{best['recall_at_10']:.4f}", fmt_params(best["params"])]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -99,15 +106,15 @@ def settings_table(rows: Sequence[Row]) -> list[str]:
                 cells = [
                     _pct(sel),
                     r["system"],
-                    _params(r["params"]),
+                    fmt_params(r["params"]),
                     f"{r['recall_at_1']:.4f}",
                     f"{r['recall_at_10']:.4f}",
                     str(r.get("non_matching", "-")),
-                    _fmt(r.get("qps_1t_cpu")),
-                    _fmt(r.get("qps_1t_wall")),
-                    _fmt(r.get("qps_all_wall")),
-                    _fmt(r.get("latency_p50_ms"), 3),
-                    _fmt(r.get("latency_p99_ms"), 3),
+                    fmt(r.get("qps_1t_cpu")),
+                    fmt(r.get("qps_1t_wall")),
+                    fmt(r.get("qps_all_wall")),
+                    fmt(r.get("latency_p50_ms"), 3),
+                    fmt(r.get("latency_p99_ms"), 3),
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -153,21 +160,11 @@ def section_text(
 ) -> str:
     """The markdown of one filtered run's section."""
     first = next((r for r in rows if "error" not in r), rows[0] if rows else {})
-    pkgs = ", ".join(f"{k} {v}" for k, v in (first.get("packages") or {}).items() if v)
-    sha = first.get("git_sha") or "unknown"
-    if first.get("git_dirty"):
-        sha += " (with uncommitted changes)"
     index = "with" if first.get("payload_index") else "without"
     out = [
         f"## {header['label']}",
         "",
-        f"Command: `{header['command']}`",
-        "",
-        f"- Run {first.get('run_id', '?')}, git {sha}, {header['seconds']:.0f} s in total.",
-        f"- Machine: {first.get('cpu_model', '?')} x {first.get('cpu_count', '?')} CPUs; "
-        f'"all threads" = {first.get("threads_all", "?")}; load average at start '
-        f"{header.get('load_start')}, at end {header.get('load_end')}.",
-        f"- Python {first.get('python', '?')}; {pkgs}.",
+        *provenance_lines(first, header),
         f"- Data: {header['dataset']}, {first.get('n', 0):,} base x {first.get('d', '?')} dims, "
         f"{first.get('n_queries', 0):,} queries, metric {first.get('metric', '?')}, k=10.",
         f"- Payload (seed {first.get('filter_seed', '?')}): field sX of point i = a seeded "
@@ -199,7 +196,7 @@ def section_text(
     errors = {r["system"]: r["error"] for r in rows if "error" in r}
     if errors:
         out += ["", "Failures:", ""] + [f"- {name}: {msg}" for name, msg in errors.items()]
-    rel = Path(_relative(plot_path, md_dir)).as_posix()
+    rel = Path(relative_path(plot_path, md_dir)).as_posix()
     out += ["", "### Plot", "", f"![recall@10 vs QPS per selectivity]({rel})"]
     return "\n".join(out) + "\n"
 

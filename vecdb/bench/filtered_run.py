@@ -15,9 +15,6 @@ is not measured here (the unfiltered run does that). Must not format results (se
 
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ from vecdb.bench import metrics
 from vecdb.bench.datasets import Dataset, slugify
 from vecdb.bench.environment import environment, load_average
 from vecdb.bench.filtered import DEFAULT_PAYLOAD_SEED, FilterCase, filter_cases
-from vecdb.bench.run import RunConfig, RunResult, _numba_threads
+from vecdb.bench.run import RunConfig, RunResult, run_systems, time_setting, timed_build
 from vecdb.bench.systems import Params, System, expand_sweep, make_system
 from vecdb.errors import InvalidArgument
 
@@ -90,8 +87,6 @@ def run_filtered(
     ds: Dataset, cfg: RunConfig, opts: FilterOptions, log: Callable[[str], None] = print
 ) -> RunResult:
     """Measure every system of `cfg` at every selectivity of `opts`; write the JSONL rows."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     env = environment(cfg.threads)
     run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -116,36 +111,17 @@ def run_filtered(
         "filtered_gt_s": gt_s,
         **env,
     }
-    rows: list[dict[str, Any]] = []
-    work_root = Path(tempfile.mkdtemp(prefix="vecdb-bench-filtered-", dir=cfg.work_dir))
-    threads = _numba_threads()
-    bar = tqdm(total=len(cfg.systems), desc="systems", unit="system", disable=not cfg.progress)
-    try:
-        for i, name in enumerate(cfg.systems):
-            left = None if deadline is None else deadline - time.perf_counter()
-            budget = None if left is None else max(0.0, left) / (len(cfg.systems) - i)
-            bar.set_postfix_str(name)
-            workdir = work_root / name
-            workdir.mkdir()
-            try:
-                sys_rows = bench_filtered_system(
-                    name, ds, columns, cases, cfg, opts, budget, workdir, log
-                )
-            except Exception as exc:  # one failing system must not lose the others
-                log(f"{name}: failed: {type(exc).__name__}: {exc}")
-                sys_rows = [{"system": name, "error": f"{type(exc).__name__}: {exc}"}]
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
-            with jsonl.open("a") as f:
-                for row in sys_rows:
-                    full = {**common, **row}
-                    rows.append(full)
-                    f.write(json.dumps(full) + "\n")
-            bar.update(1)
-    finally:
-        bar.close()
-        shutil.rmtree(work_root, ignore_errors=True)
-        _numba_threads(threads)
+    rows = run_systems(
+        cfg,
+        common,
+        jsonl,
+        lambda name, budget, workdir: bench_filtered_system(
+            name, ds, columns, cases, cfg, opts, budget, workdir, log
+        ),
+        deadline,
+        "vecdb-bench-filtered-",
+        log,
+    )
     return RunResult(rows, jsonl, env, time.perf_counter() - start)
 
 
@@ -176,14 +152,7 @@ def bench_filtered_system(
         set_columns = getattr(system, "set_payload_columns", None)
         if set_columns is not None:
             set_columns(columns, opts.payload_index)
-        system.set_threads(cfg.threads)
-        c0, w0 = system.cpu_seconds(), time.perf_counter()
-        system.build(ds.base, workdir)
-        build = {
-            "build_s": round(time.perf_counter() - w0, 3),
-            "build_cpu_s": round(system.cpu_seconds() - c0, 3),
-            "build_threads": cfg.threads,
-        }
+        build = timed_build(system, ds, cfg.threads, workdir)
         log(f"{name}: built in {build['build_s']:.1f} s ({system.build_params})")
         # Pass 2: per selectivity, its filter and the sweep.
         for c, case in enumerate(cases):
@@ -274,17 +243,6 @@ def measure_filtered_setting(
         "n_matching": case.n_matching,
         **filtered_recall(ds, case, found),
     }
-    clock = system.cpu_seconds
-    timing = metrics.time_batch(system.search, ds.queries, K, cfg.repeats, budget, clock)
-    row.update(timing.as_dict("qps_1t"))
-    row.update(metrics.time_latency(system.search, ds.queries[: cfg.latency_queries], K, budget))
-    if cfg.threads > 1:
-        system.set_threads(cfg.threads)
-        if system.restarts_on_thread_change:
-            system.search(ds.queries, K)  # warm the restarted system up
-        timing = metrics.time_batch(
-            system.search, ds.queries, K, cfg.repeats_all, budget / 2, clock
-        )
-    row.update(timing.as_dict("qps_all"))
+    row.update(time_setting(system, ds, cfg, budget))
     row["load_avg_before"] = load_before
     return row

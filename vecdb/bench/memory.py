@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from vecdb.bench.sampler import status_kib
 from vecdb.errors import Internal
 
+THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 PROBE_QUERIES = 100  # queries answered after the load, so lazily loaded state is counted
 
 
@@ -30,16 +32,7 @@ def read_status_kib(
     fields: tuple[str, ...] = ("RssAnon", "RssFile", "VmHWM"),
 ) -> dict[str, int]:
     """The named fields of /proc/self/status in KiB (0 where the kernel does not report them)."""
-    out = dict.fromkeys(fields, 0)
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in out:
-                    out[key] = int(rest.split()[0])
-    except OSError:
-        pass
-    return out
+    return status_kib("self", fields)
 
 
 def measure_in_subprocess(
@@ -50,12 +43,21 @@ def measure_in_subprocess(
 ) -> dict[str, Any]:
     """Run `python -m vecdb.bench.memory` for `system` and return its measurements.
     `spec` holds metric, dim, n, build_params, params, index_dir and queries_path."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
     payload = json.dumps({"system": system, "threads": threads, **spec})
+    return run_json_child(
+        ["vecdb.bench.memory", payload], threads, timeout_s, f"memory subprocess for {system}"
+    )
+
+
+def run_json_child(
+    module_args: list[str], threads: int, timeout_s: float, what: str
+) -> dict[str, Any]:
+    """Run `python -m *module_args` with the thread counts pinned to `threads` and return the
+    last JSON object line of its stdout; `what` names the process in the error if it fails."""
+    env = dict(os.environ)
+    env.update(dict.fromkeys(THREAD_VARS, str(threads)))
     proc = subprocess.run(
-        [sys.executable, "-m", "vecdb.bench.memory", payload],
+        [sys.executable, "-m", *module_args],
         capture_output=True,
         text=True,
         env=env,
@@ -65,12 +67,13 @@ def measure_in_subprocess(
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise Internal(f"memory subprocess for {system} failed: {' | '.join(tail)}")
+        raise Internal(f"{what} failed: {' | '.join(tail)}")
     result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
-def _mib(kib: int) -> float:
+def mib(kib: float) -> float:
+    """KiB as MiB, to 2 decimals."""
     return round(kib / 1024.0, 2)
 
 
@@ -99,11 +102,11 @@ def child_main(payload: dict[str, Any]) -> dict[str, Any]:
     peak_kib = after.get("VmHWM", 0)
     system.close()
     return {
-        "rss_anon_load_mib": _mib(loaded["RssAnon"] - before["RssAnon"]),
-        "rss_anon_mib": _mib(after["RssAnon"] - before["RssAnon"]),
-        "rss_file_mib": _mib(after["RssFile"] - before["RssFile"]),
-        "rss_anon_baseline_mib": _mib(before["RssAnon"]),
-        "peak_rss_mib": _mib(peak_kib),
+        "rss_anon_load_mib": mib(loaded["RssAnon"] - before["RssAnon"]),
+        "rss_anon_mib": mib(after["RssAnon"] - before["RssAnon"]),
+        "rss_file_mib": mib(after["RssFile"] - before["RssFile"]),
+        "rss_anon_baseline_mib": mib(before["RssAnon"]),
+        "peak_rss_mib": mib(peak_kib),
         "load_s": round(load_s, 3),
     }
 

@@ -50,7 +50,8 @@ def qps_at_recall(points: Iterable[tuple[float, float]], target: float) -> float
     return q0 + (q1 - q0) * (target - r0) / (r1 - r0)
 
 
-def _fmt(x: Any, digits: int = 0) -> str:
+def fmt(x: Any, digits: int = 0) -> str:
+    """A table cell: "-" for None/NaN, numbers with thousands separators and `digits`."""
     if x is None or (isinstance(x, float) and x != x):
         return "-"
     if isinstance(x, float | int) and not isinstance(x, bool):
@@ -58,7 +59,8 @@ def _fmt(x: Any, digits: int = 0) -> str:
     return str(x)
 
 
-def _params(p: Mapping[str, Any] | None) -> str:
+def fmt_params(p: Mapping[str, Any] | None) -> str:
+    """Parameters as "k=v k2=v2" (dicts as JSON, empty dicts left out; "-" if none)."""
     items = [(k, v) for k, v in (p or {}).items() if v != {}]
     return " ".join(f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in items) or "-"
 
@@ -80,14 +82,14 @@ def summary_table(rows: Sequence[Row], key: str) -> list[str]:
     ]
     for name, rs in _by_system(rows).items():
         pts = [(r["recall_at_10"], r[key]) for r in rs]
-        cells = [_fmt(qps_at_recall(pts, t)) for t in TARGETS]
+        cells = [fmt(qps_at_recall(pts, t)) for t in TARGETS]
         first = rs[0]
         lines.append(
-            f"| {name} | {_params(first['build_params'])} | "
+            f"| {name} | {fmt_params(first['build_params'])} | "
             + " | ".join(cells)
-            + f" | {max(p[0] for p in pts):.4f} | {_fmt(first.get('build_s'), 1)}"
-            + f" | {_fmt(first.get('rss_anon_mib'), 1)} | {_fmt(first.get('rss_file_mib'), 1)}"
-            + f" | {_fmt(first.get('disk_mib'), 1)} |"
+            + f" | {max(p[0] for p in pts):.4f} | {fmt(first.get('build_s'), 1)}"
+            + f" | {fmt(first.get('rss_anon_mib'), 1)} | {fmt(first.get('rss_file_mib'), 1)}"
+            + f" | {fmt(first.get('disk_mib'), 1)} |"
         )
     return lines
 
@@ -128,9 +130,9 @@ def anchor_table(rows: Sequence[Row], anchors: Mapping[str, Mapping[str, float]]
         for t in TARGETS:
             got, want = qps_at_recall(pts, t), ref.get(f"{t:.2f}")
             if got is None or not want:
-                cells.append(f"{_fmt(got)} / {_fmt(want)}")
+                cells.append(f"{fmt(got)} / {fmt(want)}")
             else:
-                cells.append(f"{_fmt(got)} / {_fmt(want)} = {got / want:.2f}")
+                cells.append(f"{fmt(got)} / {fmt(want)} = {got / want:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -150,18 +152,18 @@ def build_memory_table(rows: Sequence[Row]) -> list[str]:
             continue
         cells = [
             name,
-            _fmt(r.get("build_mem_raw_mib"), 1),
-            _fmt(r.get("build_mem_build_s"), 1),
-            _fmt(r.get("build_mem_peak_anon_mib"), 1),
-            _fmt(r.get("build_mem_peak_x_raw"), 2) + "x",
-            _fmt(r.get("build_mem_vmhwm_mib"), 1),
-            _fmt(r.get("build_mem_after_anon_mib"), 1),
-            _fmt(r.get("build_mem_after_x_raw"), 2) + "x",
-            _fmt(r.get("build_mem_after_trim_anon_mib"), 1),
-            _fmt(r.get("build_mem_fresh_anon_mib"), 1),
-            _fmt(r.get("build_mem_after_over_fresh"), 2),
-            _fmt(r.get("build_mem_baseline_anon_mib"), 1),
-            f"{r.get('build_mem_samples', '-')}, {_fmt(r.get('build_mem_max_gap_ms'), 0)}",
+            fmt(r.get("build_mem_raw_mib"), 1),
+            fmt(r.get("build_mem_build_s"), 1),
+            fmt(r.get("build_mem_peak_anon_mib"), 1),
+            fmt(r.get("build_mem_peak_x_raw"), 2) + "x",
+            fmt(r.get("build_mem_vmhwm_mib"), 1),
+            fmt(r.get("build_mem_after_anon_mib"), 1),
+            fmt(r.get("build_mem_after_x_raw"), 2) + "x",
+            fmt(r.get("build_mem_after_trim_anon_mib"), 1),
+            fmt(r.get("build_mem_fresh_anon_mib"), 1),
+            fmt(r.get("build_mem_after_over_fresh"), 2),
+            fmt(r.get("build_mem_baseline_anon_mib"), 1),
+            f"{r.get('build_mem_samples', '-')}, {fmt(r.get('build_mem_max_gap_ms'), 0)}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if not lines:
@@ -180,7 +182,7 @@ def build_time_table(rows: Sequence[Row]) -> list[str]:
     lines.append("|---" * (len(peers) + 2) + "|")
     lines.append(
         "| (peer build s) | - | "
-        + " | ".join(_fmt(groups[p][0]["build_s"], 1) for p in peers)
+        + " | ".join(fmt(groups[p][0]["build_s"], 1) for p in peers)
         + " |"
     )
     for a in ours:
@@ -212,17 +214,17 @@ def settings_table(rows: Sequence[Row]) -> list[str]:
             kib = r.get("bytes_read_per_query")
             cells = [
                 r["system"],
-                _params(r["params"]),
+                fmt_params(r["params"]),
                 f"{r['recall_at_1']:.4f}",
                 f"{r['recall_at_10']:.4f}",
-                _fmt(r.get("qps_1t_cpu")),
-                _fmt(r.get("qps_1t_wall")),
-                _fmt(r.get("qps_all_wall")),
-                _fmt(r.get("latency_p50_ms"), 3),
-                _fmt(r.get("latency_p99_ms"), 3),
-                _fmt(r.get("latency_p999_ms"), 3),
-                _fmt(r.get("posting_reads_per_query"), 1),
-                _fmt(None if kib is None else kib / 1024, 1),
+                fmt(r.get("qps_1t_cpu")),
+                fmt(r.get("qps_1t_wall")),
+                fmt(r.get("qps_all_wall")),
+                fmt(r.get("latency_p50_ms"), 3),
+                fmt(r.get("latency_p99_ms"), 3),
+                fmt(r.get("latency_p999_ms"), 3),
+                fmt(r.get("posting_reads_per_query"), 1),
+                fmt(None if kib is None else kib / 1024, 1),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -263,6 +265,24 @@ def plot(rows: Sequence[Row], key: str, label: str, title: str, path: Path) -> N
     plt.close(fig)
 
 
+def provenance_lines(first: Row, header: Mapping[str, Any]) -> list[str]:
+    """A section's command line and its run / machine / Python bullets, from one row's
+    environment columns and the header's command, seconds and load averages."""
+    pkgs = ", ".join(f"{k} {v}" for k, v in (first.get("packages") or {}).items() if v)
+    sha = first.get("git_sha") or "unknown"
+    if first.get("git_dirty"):
+        sha += " (with uncommitted changes)"
+    return [
+        f"Command: `{header['command']}`",
+        "",
+        f"- Run {first.get('run_id', '?')}, git {sha}, {header['seconds']:.0f} s in total.",
+        f"- Machine: {first.get('cpu_model', '?')} x {first.get('cpu_count', '?')} CPUs; "
+        f'"all threads" = {first.get("threads_all", "?")}; load average at start '
+        f"{header.get('load_start')}, at end {header.get('load_end')}.",
+        f"- Python {first.get('python', '?')}; {pkgs}.",
+    ]
+
+
 def section_text(
     rows: Sequence[Row],
     header: Mapping[str, Any],
@@ -272,20 +292,10 @@ def section_text(
 ) -> str:
     """The markdown of one dataset's section."""
     first = rows[0] if rows else {}
-    pkgs = ", ".join(f"{k} {v}" for k, v in (first.get("packages") or {}).items() if v)
-    sha = first.get("git_sha") or "unknown"
-    if first.get("git_dirty"):
-        sha += " (with uncommitted changes)"
     out = [
         f"## {header.get('label') or header['dataset']}",
         "",
-        f"Command: `{header['command']}`",
-        "",
-        f"- Run {first.get('run_id', '?')}, git {sha}, {header['seconds']:.0f} s in total.",
-        f"- Machine: {first.get('cpu_model', '?')} x {first.get('cpu_count', '?')} CPUs; "
-        f'"all threads" = {first.get("threads_all", "?")}; load average at start '
-        f"{header.get('load_start')}, at end {header.get('load_end')}.",
-        f"- Python {first.get('python', '?')}; {pkgs}.",
+        *provenance_lines(first, header),
         f"- Data: {first.get('n', '?'):,} base x {first.get('d', '?')} dims, "
         f"{first.get('n_queries', '?'):,} queries, metric {first.get('metric', '?')}, k=10, "
         "exact top-100 ground truth (faiss IndexFlat). Recall is tie-aware.",
@@ -339,12 +349,13 @@ def section_text(
         out += ["", "Failures:", ""] + [f"- {name}: {msg}" for name, msg in errors.items()]
     out += ["", "### Plots", ""]
     for label, p in plot_paths:
-        rel = Path(_relative(p, md_dir))
+        rel = Path(relative_path(p, md_dir))
         out.append(f"![recall@10 vs {label}]({rel.as_posix()})")
     return "\n".join(out) + "\n"
 
 
-def _relative(path: Path, start: Path) -> str:
+def relative_path(path: Path, start: Path) -> str:
+    """`path` relative to `start` (both resolved), for links in the markdown."""
     import os
 
     return os.path.relpath(path.resolve(), start.resolve())

@@ -67,8 +67,6 @@ class RunResult:
 
 def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = print) -> RunResult:
     """Measure every system of `cfg` on `ds` and write the JSONL rows."""
-    from tqdm import tqdm
-
     start = time.perf_counter()
     deadline = None if cfg.time_limit_s is None else start + cfg.time_limit_s
     env = environment(cfg.threads)
@@ -86,10 +84,37 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
         "k": K,
         **env,
     }
+    rows = run_systems(
+        cfg,
+        common,
+        jsonl,
+        lambda name, budget, workdir: bench_system(name, ds, cfg, budget, workdir, log),
+        deadline,
+        "vecdb-bench-",
+        log,
+    )
+    return RunResult(rows, jsonl, env, time.perf_counter() - start)
+
+
+def run_systems(
+    cfg: RunConfig,
+    common: dict[str, Any],
+    jsonl: Path,
+    bench_one: Callable[[str, float | None, Path], list[dict[str, Any]]],
+    deadline: float | None,
+    prefix: str,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The system loop shared by the runs: each system of `cfg` gets an even share of the time
+    left before `deadline` and a fresh work dir; `bench_one(name, budget_s, workdir)` gives its
+    rows (a failure becomes one error row), which go to `jsonl` merged over `common` as each
+    system finishes. numba's thread count is restored afterwards."""
+    from tqdm import tqdm
+
     rows: list[dict[str, Any]] = []
-    work_root = Path(tempfile.mkdtemp(prefix="vecdb-bench-", dir=cfg.work_dir))
+    work_root = Path(tempfile.mkdtemp(prefix=prefix, dir=cfg.work_dir))
     bar = tqdm(total=len(cfg.systems), desc="systems", unit="system", disable=not cfg.progress)
-    threads = _numba_threads()
+    threads = numba_threads()
     try:
         for i, name in enumerate(cfg.systems):
             left = None if deadline is None else deadline - time.perf_counter()
@@ -98,7 +123,7 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
             workdir = work_root / name
             workdir.mkdir()
             try:
-                sys_rows = bench_system(name, ds, cfg, budget, workdir, log)
+                sys_rows = bench_one(name, budget, workdir)
             except Exception as exc:  # one failing system must not lose the others
                 log(f"{name}: failed: {type(exc).__name__}: {exc}")
                 sys_rows = [{"system": name, "error": f"{type(exc).__name__}: {exc}"}]
@@ -113,11 +138,11 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     finally:
         bar.close()
         shutil.rmtree(work_root, ignore_errors=True)
-        _numba_threads(threads)  # systems set their own: the caller's process gets its back
-    return RunResult(rows, jsonl, env, time.perf_counter() - start)
+        numba_threads(threads)  # systems set their own: the caller's process gets its back
+    return rows
 
 
-def _numba_threads(restore: int | None = None) -> int | None:
+def numba_threads(restore: int | None = None) -> int | None:
     """numba's thread count (None without numba); with `restore`, set it back first."""
     try:
         import numba
@@ -148,14 +173,7 @@ def bench_system(
     deadline = None if budget_s is None else t_start + budget_s
     try:
         # Pass 1: build with all threads.
-        system.set_threads(cfg.threads)
-        c0, w0 = system.cpu_seconds(), time.perf_counter()
-        system.build(ds.base, workdir)
-        build = {
-            "build_s": round(time.perf_counter() - w0, 3),
-            "build_cpu_s": round(system.cpu_seconds() - c0, 3),
-            "build_threads": cfg.threads,
-        }
+        build = timed_build(system, ds, cfg.threads, workdir)
         log(f"{name}: built in {build['build_s']:.1f} s ({system.build_params})")
         # Pass 2: the sweep.
         rows: list[dict[str, Any]] = []
@@ -219,10 +237,32 @@ def measure_setting(
     if io is not None:
         row["posting_reads_per_query"] = None if np.isnan(io[0]) else round(io[0], 3)
         row["bytes_read_per_query"] = None if np.isnan(io[1]) else round(io[1], 1)
+    row.update(time_setting(system, ds, cfg, budget))
+    row["load_avg_before"] = load_before
+    return row
+
+
+def timed_build(system: System, ds: Dataset, threads: int, workdir: Path) -> dict[str, Any]:
+    """Build `system` on `threads` threads: the build_s / build_cpu_s / build_threads columns."""
+    system.set_threads(threads)
+    c0, w0 = system.cpu_seconds(), time.perf_counter()
+    system.build(ds.base, workdir)
+    return {
+        "build_s": round(time.perf_counter() - w0, 3),
+        "build_cpu_s": round(system.cpu_seconds() - c0, 3),
+        "build_threads": threads,
+    }
+
+
+def time_setting(system: System, ds: Dataset, cfg: RunConfig, budget: float) -> dict[str, Any]:
+    """The timed part of a setting, after its warm-up call on 1 thread: batch QPS and latency on
+    1 thread, then batch QPS on all threads (last, so a system that restarts to change threads
+    restarts once)."""
+    out: dict[str, Any] = {}
     clock = system.cpu_seconds
     timing = metrics.time_batch(system.search, ds.queries, K, cfg.repeats, budget, clock)
-    row.update(timing.as_dict("qps_1t"))
-    row.update(metrics.time_latency(system.search, ds.queries[: cfg.latency_queries], K, budget))
+    out.update(timing.as_dict("qps_1t"))
+    out.update(metrics.time_latency(system.search, ds.queries[: cfg.latency_queries], K, budget))
     if cfg.threads > 1:
         system.set_threads(cfg.threads)
         if system.restarts_on_thread_change:
@@ -230,9 +270,19 @@ def measure_setting(
         timing = metrics.time_batch(
             system.search, ds.queries, K, cfg.repeats_all, budget / 2, clock
         )
-    row.update(timing.as_dict("qps_all"))
-    row["load_avg_before"] = load_before
-    return row
+    out.update(timing.as_dict("qps_all"))
+    return out
+
+
+def _system_spec(name: str, system: System, ds: Dataset, cfg: RunConfig) -> dict[str, Any]:
+    """What a child process needs to make `system` again: metric, dim, n, build params, base."""
+    return {
+        "metric": ds.metric,
+        "dim": int(ds.base.shape[1]),
+        "n": len(ds.base),
+        "build_params": system.build_params,
+        "base": cfg.systems_config.get(name, {}).get("base"),
+    }
 
 
 def _memory(
@@ -246,11 +296,7 @@ def _memory(
     if not cfg.measure_memory:
         return {}
     spec = {
-        "metric": ds.metric,
-        "dim": int(ds.base.shape[1]),
-        "n": len(ds.base),
-        "build_params": system.build_params,
-        "base": cfg.systems_config.get(name, {}).get("base"),
+        **_system_spec(name, system, ds, cfg),
         "params": params,
         "index_dir": str(workdir),
         "queries_path": str(ds.directory / "queries.npy"),
@@ -266,11 +312,7 @@ def _build_memory(
     name: str, system: System, ds: Dataset, cfg: RunConfig, workdir: Path
 ) -> dict[str, Any]:
     spec = {
-        "metric": ds.metric,
-        "dim": int(ds.base.shape[1]),
-        "n": len(ds.base),
-        "build_params": system.build_params,
-        "base": cfg.systems_config.get(name, {}).get("base"),
+        **_system_spec(name, system, ds, cfg),
         "base_path": str(ds.directory / "base.npy"),
     }
     workdir.mkdir(parents=True, exist_ok=True)

@@ -248,11 +248,7 @@ def bench(
         written = write_report(result.rows, md, out_dir / "plots", header, config.get("anchors"))
     except VecdbError as exc:
         raise click.ClickException(str(exc)) from exc
-    for path in [result.jsonl_path, *written]:
-        click.echo(f"wrote {path}")
-    failed = sorted({r["system"] for r in result.rows if "error" in r})
-    if failed:
-        raise click.ClickException(f"systems failed: {', '.join(failed)} (see {result.jsonl_path})")
+    _finish(result.rows, result.jsonl_path, written)
 
 
 def _bench_filtered(
@@ -313,8 +309,13 @@ def _bench_filtered(
         written = write_filtered_report(result.rows, md, o["out_dir"] / "plots", header)
     except VecdbError as exc:
         raise click.ClickException(str(exc)) from exc
-    for path in [result.jsonl_path, *written]:
+    _finish(result.rows, result.jsonl_path, written)
+
+
+def _finish(rows: list[dict[str, Any]], jsonl_path: Path, written: list[Path]) -> None:
+    """Name the files a run wrote; fail the command if any system failed."""
+    for path in [jsonl_path, *written]:
         click.echo(f"wrote {path}")
-    failed = sorted({r["system"] for r in result.rows if "error" in r})
+    failed = sorted({r["system"] for r in rows if "error" in r})
     if failed:
-        raise click.ClickException(f"systems failed: {', '.join(failed)} (see {result.jsonl_path})")
+        raise click.ClickException(f"systems failed: {', '.join(failed)} (see {jsonl_path})")
