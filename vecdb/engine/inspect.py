@@ -16,23 +16,9 @@ from vecdb.engine.database import CONFIG_PREFIX, MANIFEST_NAME
 from vecdb.engine.recovery import collection_dir
 from vecdb.index import registry
 from vecdb.storage import kv as kvmod
+from vecdb.storage.disk import du
 from vecdb.storage.kv import KV
 from vecdb.storage.manifest import read_manifest
-
-
-def _du(path: Path) -> tuple[int, int]:
-    """(apparent bytes, allocated bytes) of the files under `path`. They differ for sparse
-    files (a posting file's freed blocks are holes) and by block rounding; allocated bytes
-    (st_blocks x 512) are what the disk actually gives up."""
-    if not path.exists():
-        return 0, 0
-    apparent = allocated = 0
-    for p in path.rglob("*"):
-        st = p.lstat()
-        if p.is_file() and not p.is_symlink():
-            apparent += st.st_size
-            allocated += st.st_blocks * 512
-    return apparent, allocated
 
 
 def _index_progress(kv: KV, cfg: CollectionConfig, directory: Path) -> dict[str, Any]:
@@ -59,7 +45,7 @@ def describe(data_dir: Path) -> dict[str, Any]:
         collections = []
         for _, raw in kv.scan_prefix(kvmod.CF_META, CONFIG_PREFIX):
             cfg = CollectionConfig.from_json(raw)
-            index_bytes, index_allocated = _du(collection_dir(data_dir, cfg.cid))
+            index_bytes, index_allocated = du(collection_dir(data_dir, cfg.cid))
             collections.append(
                 {
                     "name": cfg.name,
@@ -76,7 +62,7 @@ def describe(data_dir: Path) -> dict[str, Any]:
             )
     finally:
         kv.close()
-    apparent, allocated = _du(data_dir)
+    apparent, allocated = du(data_dir)
     return {
         "path": str(data_dir),
         "data_format": body.get("data_format"),

@@ -43,6 +43,7 @@ from vecdb.engine.recovery import collection_dir, open_collection
 from vecdb.errors import InvalidArgument, NotFound, ResourceExhausted
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
+from vecdb.storage.disk import du
 from vecdb.storage.kv import KV
 from vecdb.storage.manifest import fsync_dir
 from vecdb.types import SnapshotInfo
@@ -68,12 +69,6 @@ def _export_rows(kv: KV, prefix: bytes, writer: sf.RowWriter) -> None:
 
 def _delete_rows(batch: kvmod.Batch, prefix: bytes) -> None:
     kvmod.delete_collection_rows(batch, prefix)
-
-
-def _dir_bytes(directory: Path) -> int:
-    if not directory.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
 
 
 def _check_space(where: Path, need: int, what: str) -> None:
@@ -105,7 +100,7 @@ def create(db: Database, name: str) -> SnapshotInfo:
     with core.use():  # a drop or restore of this collection waits for us
         root = sf.collection_root(db.path, name)
         root.mkdir(parents=True, exist_ok=True)
-        index_bytes = _dir_bytes(core.directory)
+        index_bytes = du(core.directory)[0]  # the worker may drop files meanwhile
         need = index_bytes + core.points.count * (4 * core.cfg.dim + ROW_OVERHEAD)
         _check_space(root, need + kvmod.MEMTABLE_BUDGET, f"a snapshot of {name!r}")
         snap = _unique_name(root, db.seq.value)
