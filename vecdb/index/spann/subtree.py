@@ -1,7 +1,8 @@
 """Search of a SPANN index restricted to a slot set (a tenant's): the walk of its sub-tree.
 
 Owns the restricted search path: the set's directory (`index.tenancy`: its leaves, i.e. the
-postings holding its members' primary copies, with their centroids and radii) is taken from
+postings holding its members' primary copies, with their radii; centroids from the shared
+head cache) is taken from
 the cache under the read lock (derived again if the tree changed), then each query ranks the
 set's leaves best first (squared centroid distance, minus `tenant_boost` x the squared radius:
 Curator's variance boost; negative inner product for "ip") and reads them in rounds of
@@ -63,22 +64,24 @@ def search_subset(
         sub = st.subtrees.get(key, visible, st.tree, slots)
         stats.extra["tenant_subtree"] = float(nq)
         stats.extra["tenant_leaves"] = float(nq * len(sub.postings))
-        stats.extra["tenant_nodes"] = float(nq * len(sub.nodes))
+        stats.extra["tenant_nodes"] = float(nq * sub.n_nodes)
         if len(sub.postings) == 0:
             return IndexResult(ids, out_d, stats)
         # Pass 2: rank the set's leaves per query
-        order, score, bound = rank_leaves(st.metric, queries, sub, tp.tenant_boost)
+        cents = st.head_rows.get(st.tree, sub.postings)
+        order, score, bound = rank_leaves(st.metric, queries, cents, sub.radius, tp.tenant_boost)
         # Pass 3: read and scan them in rounds until each query's stop rule holds
         walk(st, queries, sub, order, score, bound, tp, visible, ids, out_d, stats)
     return IndexResult(ids, out_d, stats)
 
 
-def rank_leaves(metric: str, queries: F32, sub: SubTree, boost: float) -> tuple[I64, F32, F32]:
-    """Per query: the set's leaves best first (indexes into `sub.postings`), their ranking
+def rank_leaves(
+    metric: str, queries: F32, c: F32, radius: F32, boost: float
+) -> tuple[I64, F32, F32]:
+    """Per query: the leaves (centroids `c`, radii `radius`) best first, their ranking
     scores in that order, and, in that order, the suffix minimum of a lower bound of the
     distance (in the metric's units) to any member of the leaves from there on (-inf where
     no bound is known: "ip")."""
-    c = sub.centroids
     if metric == "ip":
         score = -(queries @ c.T)
         order = np.argsort(score, axis=1, kind="stable")
@@ -86,7 +89,7 @@ def rank_leaves(metric: str, queries: F32, sub: SubTree, boost: float) -> tuple[
         return order.astype(np.int64), ranked, np.full(ranked.shape, -np.inf, np.float32)
     d2 = sq_norms(queries)[:, None] + sq_norms(c)[None, :] - 2.0 * (queries @ c.T)
     d2 = np.maximum(d2, 0.0)
-    r = sub.radius[None, :]
+    r = radius[None, :]
     score = d2 - boost * r * r if boost > 0 else d2
     order = np.argsort(score, axis=1, kind="stable").astype(np.int64)
     lower = np.maximum(np.sqrt(d2) - r, 0.0) ** 2  # squared L2 to the nearest possible member
@@ -126,7 +129,7 @@ def walk(
     while len(active) and pos < n_leaves:
         step = min(width, n_leaves - pos) if pos else min(max(width, 2), n_leaves)
         take = order[active, pos : pos + step]
-        sel = sub.postings[take]
+        sel = sub.postings[take].astype(np.int64)
         if pos + step > budget:  # the I/O budget cuts this round short
             sel[:, budget - pos :] = -1
         before = ids[active].copy()
