@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracles import FLOAT32, distances, recall_at_k
-from test_spann_support import SMALL, clustered
+from test_spann_support import SMALL, clustered, posting_members
 
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
@@ -97,6 +97,32 @@ def test_directory_matches_brute_force_under_any_update_sequence(
         assert sub.fresh(idx.state.tree)
         leaves, _ = brute_directory(idx, set(fixed.tolist()))
         assert dict(zip(sub.postings.tolist(), sub.counts.tolist(), strict=True)) == leaves
+    idx.close()
+
+
+def test_directory_follows_splits_and_merges(tmp_path: Path) -> None:
+    """A burst of inserts into one region (splits, LIRE moves), then removes that empty
+    twenty postings (merges: leaves and childless inner nodes removed): the directories of
+    a random set and of a clustered set equal the brute-force walk after each step."""
+    idx, _ = open_spann(8, "l2", TINY_POSTINGS, tmp_path)
+    x = clustered(3000, 8, 1)
+    idx.build(np.arange(3000), x)
+    sets = [set(range(0, 3000, 5)), set(np.argsort(((x - x[0]) ** 2).sum(1))[:300].tolist())]
+    idx.add(np.arange(3000, 3600), clustered(600, 8, 5, spread=0.2))
+    sets[0] |= set(range(3000, 3600, 2))
+    idx.maintain()
+    assert idx.state.counters["splits"] > 0
+    for members in sets:
+        check_directory(idx, members)
+    mem = posting_members(idx)
+    gone: set[int] = set()
+    for p in sorted(mem)[:20]:
+        gone |= set(sorted(mem[p])[2:])
+    idx.remove(np.array(sorted(gone)))
+    idx.maintain()
+    assert idx.state.counters["merges"] > 0
+    for members in sets:
+        check_directory(idx, members)
     idx.close()
 
 
