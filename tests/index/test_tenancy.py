@@ -181,7 +181,24 @@ def test_restricted_search_recall_per_bucket(built, size: int, kind: str) -> Non
     r = recall_at_k(res.slots, slots.tolist(), distances(x[slots], q, "l2"), K, FLOAT32)
     assert r >= 0.95, (size, kind, r, res.stats.as_dict())
     extra = res.stats.extra
-    assert extra["tenant_subtree"] == len(q) and extra["tenant_leaves"] > 0
+    assert extra.get("tenant_subtree", 0) + extra.get("tenant_global", 0) == len(q)
+    if kind == "clustered":  # concentrated: always the sub-tree walk
+        assert extra["tenant_subtree"] == len(q) and extra["tenant_leaves"] > 0
+
+
+def test_a_thinly_spread_set_takes_the_global_walk_unless_told(built) -> None:  # type: ignore[no-untyped-def]
+    """A random set with about one member per leaf and more leaves than the walk may read
+    goes to the global walk; with `tenant_density` 0 it walks its sub-tree, still >= 0.95."""
+    idx, x = built
+    slots = tenant(x, 1500, "random", seed=4)
+    vis = Visible.from_slots(slots, N)
+    q = clustered(50, D, seed=12)
+    spread = idx.search_subset(q, K, {"tenant_postings": 64}, slots, vis, frozenset({5}))
+    assert spread.stats.extra["tenant_global"] == len(q)
+    walked = idx.search_subset(q, K, {"tenant_density": 0}, slots, vis, frozenset({5}))
+    assert walked.stats.extra["tenant_subtree"] == len(q)
+    r = recall_at_k(walked.slots, slots.tolist(), distances(x[slots], q, "l2"), K, FLOAT32)
+    assert r >= 0.95
 
 
 def test_a_set_inside_one_leaf_costs_one_posting_read_and_is_exact(built) -> None:  # type: ignore[no-untyped-def]

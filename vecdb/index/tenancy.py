@@ -38,7 +38,8 @@ DEFAULT_TENANT_PATIENCE, MIN_TENANT_PATIENCE, MAX_TENANT_PATIENCE = 3, 1, 64
 DEFAULT_TENANT_PRUNE, MIN_TENANT_PRUNE, MAX_TENANT_PRUNE = 8.0, 1.0, 1e9
 DEFAULT_TENANT_BOOST, MIN_TENANT_BOOST, MAX_TENANT_BOOST = 0.0, 0.0, 4.0
 DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE = 0.2, 0.0, 1.0
-DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY = 4 << 20, 0, 1 << 30
+DEFAULT_TENANT_DENSITY, MIN_TENANT_DENSITY, MAX_TENANT_DENSITY = 3.0, 0.0, 1e9
+DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY = 2 << 20, 0, 1 << 30
 TENANT_PREFIX = "tenant_"  # request parameters with this prefix are read here
 
 
@@ -52,6 +53,8 @@ class TenantParams:
     tenant_prune: float  # skip leaves farther than this x the nearest leaf (like prune_ratio)
     tenant_boost: float  # variance boost: rank leaves by d(q, c)^2 - boost x radius^2
     tenant_share: float  # sets above this share of the indexed points take the global walk
+    tenant_density: float  # ... and so do sets with fewer members per leaf, if their leaves
+    # are more than `tenant_postings`
     tenant_copy: int  # sets whose copy (slot + float32 vector each) fits in this many bytes:
     # answered exactly from a contiguous copy (engine/tenant_store)
 
@@ -77,6 +80,7 @@ _TENANT_TABLE: dict[str, Any] = {
     "tenant_prune": (DEFAULT_TENANT_PRUNE, MIN_TENANT_PRUNE, MAX_TENANT_PRUNE),
     "tenant_boost": (DEFAULT_TENANT_BOOST, MIN_TENANT_BOOST, MAX_TENANT_BOOST),
     "tenant_share": (DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE),
+    "tenant_density": (DEFAULT_TENANT_DENSITY, MIN_TENANT_DENSITY, MAX_TENANT_DENSITY),
     "tenant_copy": (DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY),
 }
 

@@ -13,8 +13,10 @@ top-k (Curator v2's rule, per round), or (b) the next leaf is farther than `tena
 the nearest leaf, or (c) no unread leaf can hold anything nearer than its k-th result (the
 leaf's radius bounds its members: exact), or when (d) it read `tenant_postings` postings or
 every leaf of the set. Every member is reachable through its primary leaf, so a set with
-few leaves is answered exactly. A set holding more than `tenant_share` of the indexed points
-takes the global walk with the bitmap (`search.search`): about as good, and simpler. Nothing
+few leaves is answered exactly. A set holding more than `tenant_share` of the indexed points,
+or spread thinly (fewer than `tenant_density` members per leaf) over more leaves than
+`tenant_postings`, takes the global walk with the bitmap (`search.search`): there the walk
+reads about as much for a worse recall (measured on GloVe-50, PARAMS.md). Nothing
 here writes; the write buffer is the engine's to merge.
 """
 
@@ -51,9 +53,7 @@ def search_subset(
     nq = len(queries)
     share = len(slots) / max(1, st.n_live)
     if share > tp.tenant_share:
-        res = global_search.search(st, queries, k, sp, visible)
-        res.stats.extra["tenant_global"] = float(nq)
-        return res
+        return _global(st, queries, k, sp, visible)
     ids = np.full((nq, k), -1, dtype=np.int64)
     out_d = np.full((nq, k), np.inf, dtype=np.float32)
     stats = SearchStats(queries=nq)
@@ -62,17 +62,28 @@ def search_subset(
             return IndexResult(ids, out_d, stats)
         # Pass 1: the set's directory (cached; derived again after any tree change)
         sub = st.subtrees.get(key, visible, st.tree, slots)
-        stats.extra["tenant_subtree"] = float(nq)
-        stats.extra["tenant_leaves"] = float(nq * len(sub.postings))
-        stats.extra["tenant_nodes"] = float(nq * sub.n_nodes)
-        if len(sub.postings) == 0:
+        spread = sub.members < tp.tenant_density * len(sub.postings)
+        if not (spread and len(sub.postings) > tp.tenant_postings):
+            stats.extra["tenant_subtree"] = float(nq)
+            stats.extra["tenant_leaves"] = float(nq * len(sub.postings))
+            stats.extra["tenant_nodes"] = float(nq * sub.n_nodes)
+            if len(sub.postings):
+                # Pass 2: rank the set's leaves per query
+                cents = st.head_rows.get(st.tree, sub.postings)
+                order, score, bound = rank_leaves(
+                    st.metric, queries, cents, sub.radius, tp.tenant_boost
+                )
+                # Pass 3: read and scan them in rounds until each query's stop rule holds
+                walk(st, queries, sub, order, score, bound, tp, visible, ids, out_d, stats)
             return IndexResult(ids, out_d, stats)
-        # Pass 2: rank the set's leaves per query
-        cents = st.head_rows.get(st.tree, sub.postings)
-        order, score, bound = rank_leaves(st.metric, queries, cents, sub.radius, tp.tenant_boost)
-        # Pass 3: read and scan them in rounds until each query's stop rule holds
-        walk(st, queries, sub, order, score, bound, tp, visible, ids, out_d, stats)
-    return IndexResult(ids, out_d, stats)
+    # a set spread thinly over more leaves than the walk may read: the global walk
+    return _global(st, queries, k, sp, visible)
+
+
+def _global(st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible) -> IndexResult:
+    res = global_search.search(st, queries, k, sp, visible)
+    res.stats.extra["tenant_global"] = float(len(queries))
+    return res
 
 
 def rank_leaves(
