@@ -39,7 +39,9 @@ def _slots(core: CollectionCore, ids: np.ndarray) -> np.ndarray:
 @pytest.fixture()
 def loaded(tmp_path: Path):  # type: ignore[no-untyped-def]
     db = Database(tmp_path / "db")
-    db.create_collection("s", dim=DIM, metric="l2", index="spann", index_params={"vector_dtype": "float32"})
+    db.create_collection(
+        "s", dim=DIM, metric="l2", index="spann", index_params={"vector_dtype": "float32"}
+    )
     x = _data(0, N)
     db.upsert("s", list(range(N)), x)
     db.optimize("s")

@@ -151,7 +151,9 @@ def test_cache_reuses_until_the_tree_or_the_set_changes(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """20,000 x 32 clustered vectors, float32 postings (shared, read-only)."""
-    idx, _ = open_spann(D, "l2", {"threads": 2, "vector_dtype": "float32"}, tmp_path_factory.mktemp("t"))
+    idx, _ = open_spann(
+        D, "l2", {"threads": 2, "vector_dtype": "float32"}, tmp_path_factory.mktemp("t")
+    )
     x = clustered(N, D, seed=1)
     idx.build(np.arange(N), x)
     yield idx, x
@@ -243,4 +245,6 @@ def test_bad_tenant_params_are_rejected_by_name(built, params, name) -> None:  #
     idx, _ = built
     slots = np.arange(10, dtype=np.int64)
     with pytest.raises(InvalidArgument, match=name):
-        idx.search_subset(np.zeros((1, D), np.float32), K, params, slots, Visible.from_slots(slots), 1)
+        idx.search_subset(
+            np.zeros((1, D), np.float32), K, params, slots, Visible.from_slots(slots), 1
+        )

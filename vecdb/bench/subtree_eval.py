@@ -30,7 +30,12 @@ from vecdb.index.base import Visible
 from vecdb.kernels.scan import exact_topk
 
 METRICS = ("rec", "ms", "post", "bytes", "first", "leaves", "size")
-BUCKETS = ((0, 100, "<=100"), (101, 1000, "<=1k"), (1001, 10_000, "<=10k"), (10_001, 1 << 62, ">10k"))
+BUCKETS = (
+    (0, 100, "<=100"),
+    (101, 1000, "<=1k"),
+    (1001, 10_000, "<=10k"),
+    (10_001, 1 << 62, ">10k"),
+)
 
 
 def zipf_sizes(n: int, tenants: int, s: float, top_share: float) -> list[int]:
@@ -121,7 +126,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     st = coll.index.state
     mem = {
         "build_s": round(build_s, 1),
-        "index_resident_estimate_MiB": round(coll.index.stats()["resident_bytes_estimate"] / 2**20, 2),
+        "index_resident_estimate_MiB": round(
+            coll.index.stats()["resident_bytes_estimate"] / 2**20, 2
+        ),
         "head_cache_MiB": round(st.head_rows.nbytes / 2**20, 2),
         "directory_cache_MiB": round(st.subtrees.nbytes / 2**20, 2),
         "directories_cached": len(st.subtrees),

@@ -80,7 +80,9 @@ def search_subset(
     return _global(st, queries, k, sp, visible)
 
 
-def _global(st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible) -> IndexResult:
+def _global(
+    st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible
+) -> IndexResult:
     res = global_search.search(st, queries, k, sp, visible)
     res.stats.extra["tenant_global"] = float(len(queries))
     return res
