@@ -75,7 +75,7 @@ def test_directory_matches_brute_force_under_any_update_sequence(
     idx, _ = open_spann(8, "l2", TINY_POSTINGS, directory)
     rng = np.random.default_rng(seed)
     cache = SubTreeCache()
-    token = object()
+    token = Visible.from_slots([0])
     live: set[int] = set()
     nxt = 0
     for kind, n in ops:
@@ -133,7 +133,7 @@ def test_cache_reuses_until_the_tree_or_the_set_changes(tmp_path: Path) -> None:
     idx.build(np.arange(2000), clustered(2000, 8, 1))
     cache = SubTreeCache()
     slots = np.arange(0, 2000, 7, dtype=np.int64)
-    a, b = object(), object()
+    a, b = Visible.from_slots([1]), Visible.from_slots([1])
     key = frozenset({3, 4})
     first = cache.get(key, a, idx.state.tree, slots)
     assert cache.get(key, a, idx.state.tree, slots) is first and cache.derived == 1

@@ -14,6 +14,7 @@ reads a posting.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ class SubTree:
     """The leaves of one slot set at one tree version (read-only once made). Compact on
     purpose (about 12 bytes per leaf): centroids come from the shared `HeadCache`."""
 
-    tree: ClusterTree  # the tree it was derived from (a bulk build swaps in a new one)
+    tree: weakref.ref[ClusterTree]  # the tree it was derived from (a build swaps in another)
     version: int  # `tree.version` at derivation
     members: int  # slots of the set with a primary leaf (indexed and live)
     postings: I32  # the set's leaves as posting ids, ascending
@@ -100,7 +101,7 @@ class SubTree:
 
     def fresh(self, tree: ClusterTree) -> bool:
         """Whether this directory still describes `tree`."""
-        return self.tree is tree and self.version == tree.version
+        return self.tree() is tree and self.version == tree.version
 
     @property
     def nbytes(self) -> int:
@@ -116,7 +117,7 @@ def derive(tree: ClusterTree, slots: I64) -> SubTree:
     counts = per[postings].astype(np.int32)
     leaves = tree.leaf_of[postings].astype(np.int64)
     return SubTree(
-        tree=tree,
+        tree=weakref.ref(tree),
         version=tree.version,
         members=int(counts.sum()),
         postings=postings,
@@ -167,7 +168,7 @@ class HeadCache:
     build (a new tree) empties the cache. About 2 d bytes per head that sets have touched."""
 
     def __init__(self) -> None:
-        self.tree: ClusterTree | None = None  # the tree the rows belong to
+        self.tree: weakref.ref[ClusterTree] | None = None  # the tree the rows belong to
         self.rows = np.zeros((0, 0), np.float16)  # (posting id, dim) head vectors
         self.have = np.zeros(0, np.bool_)  # which rows are filled
         self._lock = threading.Lock()  # filled from searching threads
@@ -175,8 +176,8 @@ class HeadCache:
     def get(self, tree: ClusterTree, postings: I32) -> F32:
         """The head vectors of `postings` (live leaves of `tree`), float32 (len, dim)."""
         with self._lock:
-            if self.tree is not tree:
-                self.tree = tree
+            if self.tree is None or self.tree() is not tree:
+                self.tree = weakref.ref(tree)
                 self.rows = np.zeros((0, tree.dim), np.float16)
                 self.have = np.zeros(0, np.bool_)
             top = int(postings.max()) + 1 if len(postings) else 0
@@ -203,11 +204,12 @@ class HeadCache:
 class SubTreeCache:
     """Derived directories by key, least recently used dropped past `max_bytes`; an entry
     is reused only while the tree is the same object at the same version and the caller's
-    `token` (its set object) is the same object."""
+    `token` (its set object, e.g. a `Visible`) is the same object. Both are held weakly: a
+    replaced tree or set frees its memory, and a new object never matches an old entry."""
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes  # budget of the cached arrays
-        self._entries: OrderedDict[Hashable, tuple[object, SubTree]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[weakref.ref[Any], SubTree]] = OrderedDict()
         self._bytes = 0  # bytes of the cached arrays
         self._lock = threading.Lock()  # searches from any thread share the cache
         self.derived = 0  # directories derived (misses), for stats and tests
@@ -217,7 +219,7 @@ class SubTreeCache:
         index's read lock held, so the tree cannot change meanwhile."""
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None and hit[0] is token and hit[1].fresh(tree):
+            if hit is not None and hit[0]() is token and hit[1].fresh(tree):
                 self._entries.move_to_end(key)
                 return hit[1]
         sub = derive(tree, slots)
@@ -227,7 +229,7 @@ class SubTreeCache:
             if old is not None:
                 self._bytes -= old[1].nbytes
             if sub.nbytes <= self.max_bytes:
-                self._entries[key] = (token, sub)
+                self._entries[key] = (weakref.ref(token), sub)
                 self._bytes += sub.nbytes
             while self._bytes > self.max_bytes and self._entries:
                 _, (_, gone) = self._entries.popitem(last=False)
