@@ -75,24 +75,29 @@ def test_a_small_set_is_answered_exactly_from_one_copy(loaded) -> None:  # type:
     assert recall_at_k(got, ids.tolist(), distances(x[ids], q, "l2"), K, FLOAT32) == 1.0
 
 
-def test_changed_or_a_new_set_object_makes_a_new_copy(loaded) -> None:  # type: ignore[no-untyped-def]
-    """`changed` for a tenant of the set drops its copy; a new `Visible` (the set changed)
-    makes the copy again; a different tenant's change leaves it."""
+def test_a_copy_serves_subsets_and_follows_changed(loaded) -> None:  # type: ignore[no-untyped-def]
+    """A copy answers any subset of its slots (a revoke or a delete: only the asked slots
+    come back); a slot outside it (a grant) makes a new copy; `changed` for a tenant of the
+    set drops its copy, another tenant's change leaves it."""
     db, _ = loaded
     core = _core(db, "s")
     ids = np.arange(7, N, 50)
     q = _data(6, 3)
     _, slots, vis = _search(core, q, ids, nos=(1, 2))
     store = ts.store_of(core)
+    assert store.copies == 1
+    fewer = slots[1:]
+    s, _d = ts.search_tenants(core, q, K, None, [1, 2], fewer, Visible.from_slots(fewer))
+    assert store.copies == 1 and not np.isin(slots[0], s) and np.isin(s[s >= 0], fewer).all()
+    more = np.sort(np.concatenate([slots, _slots(core, np.array([8]))]))
+    ts.search_tenants(core, q, K, None, [1, 2], more, Visible.from_slots(more))
+    assert store.copies == 2
     ts.changed(core, [9])
     assert len(store) == 1
     ts.changed(core, [2])
     assert len(store) == 0
     ts.search_tenants(core, q, K, None, [1, 2], slots, vis)
-    assert store.copies == 2
-    fewer = slots[1:]
-    (s, _d) = ts.search_tenants(core, q, K, None, [1, 2], fewer, Visible.from_slots(fewer))
-    assert store.copies == 3 and not np.isin(slots[0], s)
+    assert store.copies == 3
 
 
 def test_the_walk_finds_buffered_writes(loaded) -> None:  # type: ignore[no-untyped-def]

@@ -5,7 +5,8 @@ calls `search_tenants` with them; this module decides how to search that set, an
 is told whenever a tenant's set changes, so derived structures can follow. Paths, by size:
 - with SPANN, a small set (its copy, slot + float32 vector per member, fits in `tenant_copy`
   bytes) is answered exactly from a contiguous copy (`tenant_store`: one read, no posting
-  read; made on first use from the stored vectors, write buffer included);
+  read; made on first use from the stored vectors, write buffer included; a copy of a
+  superset serves, keeping the asked slots' rows);
 - otherwise an index that can walk a set's sub-tree (SPANN's `search_subset`: the set's
   leaves best first, in rounds, with a stop rule; or the global walk with the bitmap for a
   set holding a large share of the points) is asked, and the write buffer's segments are
@@ -61,7 +62,10 @@ def search_tenants(
     SearchParams.parse(rest)  # bad search parameters fail whichever path answers
     key = frozenset(int(t) for t in tenant_nos)
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
-        return copied(coll, q, k, key, slots, visible)
+        s = np.asarray(slots, np.int64)
+        if len(s) > 1 and not (s[1:] > s[:-1]).all():  # the copy works on ascending slots
+            s = np.unique(s)
+        return copied(coll, q, k, key, s)
     while True:  # as `search_slots`: a rebuild that empties the index makes us look again
         epoch = coll.index_epoch
         segments = [] if coll.buffer is None else coll.buffer.snapshot()
@@ -93,26 +97,39 @@ def store_of(coll: CollectionCore) -> TenantStore:
 
 
 def copied(
-    coll: CollectionCore, q: F32, k: int, key: frozenset[int], slots: I64, visible: Visible
+    coll: CollectionCore, q: F32, k: int, key: frozenset[int], slots: I64
 ) -> tuple[I64, F32]:
-    """Exact top-k of the set from its contiguous copy (made now if absent or stale)."""
+    """Exact top-k of the set from its contiguous copy: the copy's rows of `slots` (a copy
+    made for a superset serves any subset; see `tenant_store`), or a new copy."""
     nq = q.shape[0]
     store = store_of(coll)
     stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
-    hit = store.read(key, visible)
-    if hit is None:
+    hit = store.read(key)
+    found = base = None
+    if hit is not None:
+        stats.bytes_read = hit[0].nbytes + hit[1].nbytes
+        found, base = _rows_of(hit[0], hit[1], slots)
+    if found is None or base is None:
         found, base = stored_vectors(coll, slots)
-        store.write(key, visible, found, base)
+        store.write(key, found, base)
         stats.extra["tenant_copies_made"] = 1.0
-    else:
-        found, base = hit
-        stats.bytes_read = found.nbytes + base.nbytes
     with coll.io_lock:
         coll.io.add(stats)
     if len(found) == 0:
         return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
     rows, dist = exact_topk(q, base, coll.cfg.metric, k)
     return np.where(rows >= 0, found[np.maximum(rows, 0)], -1), dist
+
+
+def _rows_of(have: I64, vecs: F32, slots: I64) -> tuple[I64 | None, F32 | None]:
+    """The copy's rows of `slots` (both ascending), or (None, None) if one is missing."""
+    if len(slots) == len(have) and np.array_equal(have, slots):
+        return have, vecs
+    pos = np.searchsorted(have, slots)
+    ok = pos < len(have)
+    if not ok.all() or not np.array_equal(have[pos], slots):
+        return None, None
+    return have[pos], np.ascontiguousarray(vecs[pos])
 
 
 def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:

@@ -3,10 +3,11 @@
 Owns a scratch file of copies, one extent per slot set (a tenant, or a union of tenants):
 the set's slots (int64) then its prepared vectors (float32, row-major), appended once and
 read with one `pread`. The copy is derived state, made on first use from the stored vectors
-(one RocksDB multi-get) and checked on every use against the caller's set: an entry is used
-only while the caller passes the very `Visible` object it was made for (held weakly, so a
-set the tenant layer dropped never matches again) and `changed` has not named one of its
-tenants. The file is unlinked from the start (`TemporaryFile` in the index directory): it
+(one RocksDB multi-get). A slot's vector never changes (an upsert takes a new slot) and slots
+are never reused, so a copy of slots S answers exactly for any set inside S: the caller
+keeps the rows of the slots it asks for (slots revoked or deleted since the copy drop out),
+and a set with a slot outside S (a grant, a new upsert) makes a new copy. `changed` drops
+the copies of the tenants it names, so copies shrink back to their sets. The file is unlinked from the start (`TemporaryFile` in the index directory): it
 never appears in snapshots or listings, costs page cache rather than anonymous memory, and
 is gone after a crash, when copies are made again on demand. Dropped and replaced extents
 are garbage; once garbage passes the live bytes (and `COMPACT_MIN`), every copy is dropped and
@@ -19,7 +20,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
@@ -28,8 +28,6 @@ from typing import IO
 
 import numpy as np
 import numpy.typing as npt
-
-from vecdb.index.base import Visible
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -41,7 +39,6 @@ MAX_BYTES = 1 << 30  # live copy bytes kept at most (least recently used dropped
 class Extent:
     """One set's copy in the file."""
 
-    token: weakref.ref[Visible]  # the caller's set object this copy was made for
     offset: int  # byte offset in the file
     count: int  # rows (slots found in the store when copied)
 
@@ -61,11 +58,11 @@ class TenantStore:
         self._lock = threading.Lock()
         self.copies = 0  # copies made (misses), for stats and tests
 
-    def read(self, key: Hashable, token: Visible) -> tuple[I64, F32] | None:
-        """The copy of the set `key` made for `token`, or None (absent or stale)."""
+    def read(self, key: Hashable) -> tuple[I64, F32] | None:
+        """The copy of set `key` (its slots ascending, its prepared vectors), or None."""
         with self._lock:
             ext = self._entries.get(key)
-            if ext is None or ext.token() is not token:
+            if ext is None:
                 return None
             self._entries.move_to_end(key)
             offset, count = ext.offset, ext.count
@@ -75,8 +72,8 @@ class TenantStore:
         vecs = np.frombuffer(raw, np.float32, count * self.dim, 8 * count)
         return slots, vecs.reshape(count, self.dim)
 
-    def write(self, key: Hashable, token: Visible, slots: I64, vectors: F32) -> None:
-        """Record the copy of set `key` (replacing any older one) for `token`."""
+    def write(self, key: Hashable, slots: I64, vectors: F32) -> None:
+        """Record the copy of set `key` (slots ascending; replacing any older copy)."""
         data = np.ascontiguousarray(slots, np.int64).tobytes()
         data += np.ascontiguousarray(vectors, np.float32).tobytes()
         with self._lock:
@@ -88,7 +85,7 @@ class TenantStore:
             offset = self._end
             os.pwrite(self._file.fileno(), data, offset)
             self._end += len(data)
-            self._entries[key] = Extent(weakref.ref(token), offset, len(slots))
+            self._entries[key] = Extent(offset, len(slots))
             self._live += len(data)
             self.copies += 1
             while self._live > MAX_BYTES and len(self._entries) > 1:
