@@ -134,7 +134,7 @@ def test_cache_reuses_until_the_tree_or_the_set_changes(tmp_path: Path) -> None:
     cache = SubTreeCache()
     slots = np.arange(0, 2000, 7, dtype=np.int64)
     a, b = Visible.from_slots([1]), Visible.from_slots([1])
-    key = frozenset({3, 4})
+    key = (3, 4)
     first = cache.get(key, a, idx.state.tree, slots)
     assert cache.get(key, a, idx.state.tree, slots) is first and cache.derived == 1
     idx.add(np.arange(2000, 2100), clustered(100, 8, 2))
@@ -178,7 +178,7 @@ def test_restricted_search_recall_per_bucket(built, size: int, kind: str) -> Non
     slots = tenant(x, size, kind, seed=size)
     q = clustered(100, D, seed=7)
     walk = {"tenant_share": 1.0, "tenant_density": 0}
-    res = idx.search_subset(q, K, walk, slots, Visible.from_slots(slots, N), frozenset({1}))
+    res = idx.search_subset(q, K, walk, slots, Visible.from_slots(slots, N), (1,))
     found = res.slots[res.slots >= 0]
     assert np.isin(found, slots).all()
     assert ((res.slots >= 0).sum(1) == min(K, size)).all()
@@ -196,10 +196,10 @@ def test_a_thinly_spread_set_takes_the_global_walk_unless_told(built) -> None:  
     vis = Visible.from_slots(slots, N)
     q = clustered(50, D, seed=12)
     spread = {"tenant_postings": 64, "tenant_share": 1.0, "tenant_density": 3.0}
-    res = idx.search_subset(q, K, spread, slots, vis, frozenset({5}))
+    res = idx.search_subset(q, K, spread, slots, vis, (5,))
     assert res.stats.extra["tenant_global"] == len(q)
     walk = {"tenant_share": 1.0, "tenant_density": 0}
-    walked = idx.search_subset(q, K, walk, slots, vis, frozenset({5}))
+    walked = idx.search_subset(q, K, walk, slots, vis, (5,))
     assert walked.stats.extra["tenant_subtree"] == len(q)
     r = recall_at_k(walked.slots, slots.tolist(), distances(x[slots], q, "l2"), K, FLOAT32)
     assert r >= 0.95
@@ -214,7 +214,7 @@ def test_a_set_inside_one_leaf_costs_one_posting_read_and_is_exact(built) -> Non
     slots = np.flatnonzero(tree.primary[:N] == p)[:40].astype(np.int64)
     q = clustered(30, D, seed=9)
     vis = Visible.from_slots(slots, N)
-    res = idx.search_subset(q, K, None, slots, vis, frozenset({2}))
+    res = idx.search_subset(q, K, None, slots, vis, (2,))
     assert res.stats.extra["tenant_subtree"] == len(q)
     assert res.stats.postings_read == len(q)  # one per query
     want = slots[np.argsort(distances(x[slots], q, "l2"), axis=1, kind="stable")[:, :K]]
@@ -229,7 +229,7 @@ def test_a_large_share_takes_the_global_walk(built) -> None:  # type: ignore[no-
     slots = np.arange(0, N, 2, dtype=np.int64)
     vis = Visible.from_slots(slots, N)
     q = clustered(20, D, seed=11)
-    res = idx.search_subset(q, K, {"tenant_share": 0.1}, slots, vis, frozenset({3}))
+    res = idx.search_subset(q, K, {"tenant_share": 0.1}, slots, vis, (3,))
     ref = idx.search(q, K, None, vis)
     assert res.stats.extra["tenant_global"] == len(q)
     np.testing.assert_array_equal(res.slots, ref.slots)

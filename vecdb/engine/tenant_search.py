@@ -60,7 +60,7 @@ def search_tenants(
     if walker is None:  # the flat index: exact already, in memory
         return search_slots(coll, q, k, rest, visible)
     SearchParams.parse(rest)  # bad search parameters fail whichever path answers
-    key = frozenset(int(t) for t in tenant_nos)
+    key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
         s = np.asarray(slots, np.int64)
         if len(s) > 1 and not (s[1:] > s[:-1]).all():  # the copy works on ascending slots
@@ -97,7 +97,7 @@ def store_of(coll: CollectionCore) -> TenantStore:
 
 
 def copied(
-    coll: CollectionCore, q: F32, k: int, key: frozenset[int], slots: I64
+    coll: CollectionCore, q: F32, k: int, key: tuple[int, ...], slots: I64
 ) -> tuple[I64, F32]:
     """Exact top-k of the set from its contiguous copy: the copy's rows of `slots` (a copy
     made for a superset serves any subset; see `tenant_store`), or a new copy."""

@@ -35,7 +35,7 @@ COMPACT_MIN = 16 << 20  # garbage bytes below this never trigger a truncation
 MAX_BYTES = 1 << 30  # live copy bytes kept at most (least recently used dropped beyond)
 
 
-@dataclass
+@dataclass(slots=True)
 class Extent:
     """One set's copy in the file."""
 
@@ -92,11 +92,12 @@ class TenantStore:
                 self._drop(next(iter(self._entries)))
 
     def forget(self, members: Iterable[int]) -> None:
-        """Drop the copies of every set (a frozenset key) that includes one of `members`."""
+        """Drop the copies of every set (a tuple key of member numbers) that includes one of
+        `members`."""
         drop = set(members)
         with self._lock:
             for key in list(self._entries):
-                if isinstance(key, frozenset) and key & drop:
+                if isinstance(key, tuple) and not drop.isdisjoint(key):
                     self._drop(key)
 
     def _drop(self, key: Hashable) -> None:

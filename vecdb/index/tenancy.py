@@ -237,12 +237,12 @@ class SubTreeCache:
         return sub
 
     def forget(self, members: Iterable[int]) -> None:
-        """Drop every entry whose key (a frozenset of member numbers, e.g. tenants) meets
-        `members`; other keys are compared whole."""
+        """Drop every entry whose key (a tuple of member numbers, e.g. tenants) includes
+        one of `members`; other keys are compared whole."""
         drop = set(members)
         with self._lock:
             for key in list(self._entries):
-                hit = key & drop if isinstance(key, frozenset) else key in drop
+                hit = not drop.isdisjoint(key) if isinstance(key, tuple) else key in drop
                 if hit:
                     self._bytes -= self._entries.pop(key)[1].nbytes
 
