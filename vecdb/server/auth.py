@@ -199,12 +199,12 @@ class KeyRing:
         self._lock = threading.Lock()  # serialises runtime changes
         stored = [] if store is None else [_spec_from_record(r) for r in store.load()]
         self._runtime: list[KeySpec] = stored  # created over the wire
-        self._table = self._build()  # digest -> spec, swapped whole on change
+        self._table = self._build()  # digest -> (spec, principal), swapped whole on change
 
-    def _build(self) -> dict[bytes, KeySpec]:
-        table: dict[bytes, KeySpec] = {}
+    def _build(self) -> dict[bytes, tuple[KeySpec, Principal]]:
+        table: dict[bytes, tuple[KeySpec, Principal]] = {}
         for spec in (*self._runtime, *self._fixed):  # a config key wins over a stored twin
-            table[spec.digest] = spec
+            table[spec.digest] = (spec, spec.principal())
         return table
 
     @property
@@ -228,10 +228,10 @@ class KeyRing:
                 "missing API key: send 'authorization: Bearer <key>'", reason="MISSING_KEY"
             )
         d = digest(presented)
-        spec = table.get(d)
-        if spec is None or not hmac.compare_digest(spec.digest, d):
+        found = table.get(d)
+        if found is None or not hmac.compare_digest(found[0].digest, d):
             raise Unauthenticated("invalid API key", reason="INVALID_KEY")
-        return spec.principal()
+        return found[1]
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Role:
         """The role of the key presented in `metadata`, or `Unauthenticated`."""

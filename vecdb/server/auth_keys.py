@@ -79,6 +79,8 @@ def _valid(record: object) -> bool:
     for name, kind in _FIELDS.items():
         if not isinstance(record.get(name), kind):
             return False
+    if not all(isinstance(n, str) for n in (*record["tenants"], *record["collections"])):
+        return False
     try:
         return len(bytes.fromhex(record["sha256"])) == 32 and record["role"] in (
             "read", "write", "admin")  # fmt: skip
