@@ -5,9 +5,8 @@ rich status, metrics and a JSON log line.
 `intercept_service` runs on grpcio's polling thread when a call arrives, before its body is
 read, and decides from the metadata alone: a call that is refused (no valid key, a key whose
 role is below the method's, the server draining, the queue full) gets a handler that reads no
-message and
-answers at once from a small pool of its own (`express`), so refusals neither decode an
-oversized body nor wait behind queued work. Admitted calls run on the handler pool
+message and answers at once from a small pool of its own (`express`), so refusals neither
+decode an oversized body nor wait behind queued work. Admitted calls run on the handler pool
 (`AdmissionPool`), which counts what it holds: past `server.workers` running calls they queue,
 and past `limits.max_queued_rpcs` waiting ones the answer is RESOURCE_EXHAUSTED with RetryInfo,
 counted in `vecdb_rejected_requests` and logged at most every LOG_EVERY seconds. Health checks
