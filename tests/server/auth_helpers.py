@@ -19,14 +19,15 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from vecdb.errors import NotFound, VecdbError
+from vecdb.errors import InvalidArgument, NotFound, VecdbError
 from vecdb.rpc import status
 from vecdb.server.auth import KeyRing
 from vecdb.server.interceptors import AdmissionPool, CallGuard
 from vecdb.server.metrics import ServerMetrics
 from vecdb.server.quotas import Quotas
 
-EXISTING = ("acme", "globex", "initech")  # tenants the stand-in knows
+EXISTING = ("acme", "globex", "initech")  # tenants the stand-in knows at start
+COLLECTIONS = ("alpha", "docs", "mid", "other", "zulu")  # collections it lists
 _S, _I, _D, _M = (descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
                   descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
                   descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
@@ -48,11 +49,14 @@ _MESSAGES: dict[str, list[tuple[str, int, bool, str]]] = {
                      ("owner", _S, False, ""), ("ids", _I, True, "")],
     "TenantRequest": [("collection", _S, False, ""), ("tenant", _S, False, "")],
     "TenantInfo": [("name", _S, False, ""), ("vectors", _I, False, "")],
-    "ListTenantsRequest": [("collection", _S, False, "")],
-    "ListTenantsResponse": [("tenants", _M, True, "TenantInfo")],
+    "ListTenantsRequest": [("collection", _S, False, ""), ("limit", _I, False, "?"),
+                           ("offset", _S, False, "")],
+    "ListTenantsResponse": [("tenants", _M, True, "TenantInfo"), ("next_offset", _S, False, "")],
     "NameRequest": [("name", _S, False, "")],
     "CollectionRequest": [("collection", _S, False, "")],
-    "ListCollectionsResponse": [("collections", _M, True, "TenantInfo")],
+    "ListCollectionsRequest": [("page_size", _I, False, ""), ("page_token", _S, False, "")],
+    "ListCollectionsResponse": [("collections", _M, True, "TenantInfo"),
+                                ("next_page_token", _S, False, "")],
     "Empty": [],
 }  # fmt: skip
 
@@ -65,7 +69,11 @@ def _build() -> dict[str, Any]:
         for number, (fname, ftype, repeated, mtype) in enumerate(fields, 1):
             f = msg.field.add(name=fname, number=number, type=ftype)  # type: ignore[arg-type]
             f.label = _R if repeated else descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
-            if mtype:
+            if mtype == "?":  # proto3 `optional`: presence via a synthetic oneof
+                f.proto3_optional = True
+                f.oneof_index = len(msg.oneof_decl)
+                msg.oneof_decl.add(name=f"_{fname}")
+            elif mtype:
                 f.type_name = f".ktest.{mtype}"
     pool = descriptor_pool.DescriptorPool()
     fd = pool.Add(proto)
@@ -79,12 +87,14 @@ class StandIn:
     """The stand-in's behaviour: echo what arrived; NOT_FOUND for unknown tenants."""
 
     def __init__(self) -> None:
+        self.tenants = set(EXISTING)  # tenants that exist
+        self.calls = 0  # ListTenants calls answered
         self.running = 0  # searches running now
         self.peak = 0  # most searches running at once
         self._lock = threading.Lock()
 
     def _known(self, tenant: str) -> None:
-        if tenant not in EXISTING:
+        if tenant not in self.tenants:
             raise NotFound(f"tenant {tenant!r} does not exist", field="tenant")
 
     def search(self, req: Any, ctx: Any) -> Any:
@@ -117,11 +127,22 @@ class StandIn:
         return M["TenantInfo"](name=req.tenant, vectors=10)
 
     def list_tenants(self, req: Any, ctx: Any) -> Any:
-        return M["ListTenantsResponse"](tenants=[M["TenantInfo"](name=t) for t in EXISTING])
+        """Pages as the engine's: names >= offset, `limit` of them, next_offset the next."""
+        limit = req.limit if req.HasField("limit") else 100
+        if not 1 <= limit <= 10_000:
+            raise InvalidArgument(f"limit={limit} is out of range", field="limit")
+        self.calls += 1
+        names = [t for t in sorted(self.tenants) if t >= req.offset]
+        return M["ListTenantsResponse"](tenants=[M["TenantInfo"](name=t) for t in names[:limit]],
+                                        next_offset=names[limit] if len(names) > limit else "")  # fmt: skip
 
     def list_collections(self, req: Any, ctx: Any) -> Any:
+        """Pages of `page_size` (default 2) with the last name as the token, as the servicer."""
+        size = req.page_size or 2
+        names = [n for n in COLLECTIONS if not req.page_token or n > req.page_token]
         return M["ListCollectionsResponse"](
-            collections=[M["TenantInfo"](name=n) for n in ("docs", "other")]
+            collections=[M["TenantInfo"](name=n) for n in names[:size]],
+            next_page_token=names[size - 1] if len(names) > size else "",
         )
 
     def empty(self, req: Any, ctx: Any) -> Any:
@@ -139,7 +160,12 @@ METHODS = {
     "GetTenant": ("TenantRequest", "TenantInfo", "tenant_call", False),
     "CreateTenant": ("TenantRequest", "TenantInfo", "tenant_call", False),
     "ListTenants": ("ListTenantsRequest", "ListTenantsResponse", "list_tenants", False),
-    "ListCollections": ("Empty", "ListCollectionsResponse", "list_collections", False),
+    "ListCollections": (
+        "ListCollectionsRequest",
+        "ListCollectionsResponse",
+        "list_collections",
+        False,
+    ),
     "GetCollection": ("NameRequest", "Empty", "empty", False),
     "CreateCollection": ("NameRequest", "Empty", "empty", False),
     "DropCollection": ("NameRequest", "Empty", "empty", False),

@@ -151,10 +151,43 @@ def test_list_tenants_and_collections_are_filtered_to_the_key(srv: StandInServer
     assert names(ACME) == ["acme"]
     assert names(DUO) == ["acme", "globex"]
     assert names(ADMIN) == list(EXISTING)
-    cols = lambda key: [c.name for c in srv.call("ListCollections", key).collections]  # noqa: E731
-    assert cols(DOCS) == ["docs"]
-    assert cols(ACME) == cols(ADMIN) == ["docs", "other"]
+    docs_page = srv.call("ListCollections", DOCS)
+    assert ([c.name for c in docs_page.collections], docs_page.next_page_token) == (["docs"], "")
+    assert srv.call("ListCollections", ACME).next_page_token == "docs"  # unscoped: pages
     srv.call("GetCollection", ACME_READ, name="c")
+
+
+def _pages(srv: StandInServer, key: str, limit: int) -> list[tuple[list[str], str]]:
+    """Every ListTenants page a key gets, following next_offset."""
+    out, offset = [], ""
+    while True:
+        page = srv.call("ListTenants", key, collection="c", limit=limit, offset=offset)
+        out.append(([t.name for t in page.tenants], page.next_offset))
+        offset = page.next_offset
+        if not offset:
+            return out
+
+
+def test_list_tenants_paging_never_shows_other_names() -> None:
+    """Pages of a tenant key carry only its names, in `tenants` and in `next_offset`, and are
+    the same whether other tenants exist or not; bad limits are answered as for anyone."""
+    keys = KeyRing(admin_key=ADMIN, keys=[
+        {"key": DUO, "role": "read", "tenants": ["acme", "initech", "zzz"]}])  # fmt: skip
+    s = StandInServer(keys)
+    try:
+        want = [(["acme"], "initech"), (["initech"], "zzz"), ([], "")]
+        assert _pages(s, DUO, 1) == want
+        assert _pages(s, DUO, 2) == [(["acme", "initech"], "zzz"), ([], "")]
+        assert _pages(s, ADMIN, 1)[0] == (["acme"], "globex")  # what a scoped key never sees
+        s.impl.tenants |= {"bravo", "hotel", "yankee"}  # more tenants of others
+        assert _pages(s, DUO, 1) == want
+        s.impl.tenants -= {"initech"}
+        assert _pages(s, DUO, 1) == [(["acme"], "initech"), ([], "")]  # a page skips absent names
+        for key in (DUO, ADMIN):
+            err = error_of(lambda k=key: s.call("ListTenants", k, collection="c", limit=0))
+            assert (type(err), err.field) == (vecdb.InvalidArgument, "limit")
+    finally:
+        s.close()
 
 
 def test_collection_scoped_key_stays_in_its_collections(srv: StandInServer) -> None:

@@ -14,20 +14,23 @@ for a tenant-scoped key, applied before the servicer sees the message:
 - an RPC whose request has no tenant field acts on the whole collection or database (create /
   drop collection, snapshots, payload indexes, optimize, stats, key management) and is
   PERMISSION_DENIED (TENANT_SCOPED_KEY), except the collection-level reads in TENANT_NEUTRAL;
-  ListTenants answers are filtered to the key's tenants (`filter_response`).
+  ListTenants answers hold only the key's tenants, and their paging only its names
+  (`scoped_call`).
 Collection-scoped keys work the same way on `collection` (or `name` for the collection RPCs):
 another collection is PERMISSION_DENIED (COLLECTION_NOT_ALLOWED) whether it exists or not,
-ListCollections is filtered, and requests without a collection are refused. The message tables
+ListCollections answers only the key's collections (one page, no token), and requests without
+a collection are refused. The message tables
 here are by field name, so new RPCs that follow the convention are covered without an edit, and
 new RPCs that do not are refused to scoped keys (fail closed). Must not import the engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from vecdb.errors import InvalidArgument, PermissionDenied, echo
-from vecdb.server.auth import KEY_METHODS, Principal
+from vecdb.server.auth import KEY_METHODS, Principal, Role
 
 TENANT_FIELDS = ("tenant", "owner")  # string fields naming one tenant (injected when empty)
 TENANT_LISTS = ("tenants", "grant_to")  # repeated string fields naming tenants (checked)
@@ -37,7 +40,7 @@ NAMED_BY_NAME = frozenset({"CreateCollection", "CollectionExists", "GetCollectio
                            "DropCollection"})  # their collection is in `name`  # fmt: skip
 TENANT_NEUTRAL = frozenset({"CollectionExists", "ListCollections", "GetCollection",
                             "ListTenants"})  # no tenant field, allowed to tenant keys  # fmt: skip
-QUERY_METHODS = frozenset({"Search", "SearchBatch", "SearchDocuments"})  # concurrency quota
+DEFAULT_TENANT_PAGE = 100  # ListTenants without `limit` (the engine's default page)
 
 
 def _fields(msg: Any) -> Any:
@@ -134,6 +137,75 @@ def _allowed(allowed: frozenset[str], tenant: str, field: str) -> None:
     if tenant not in allowed:  # built from the request alone: existence does not show
         raise PermissionDenied(f"this API key may not access tenant {echo(tenant)}",
                                field=field, reason="TENANT_NOT_ALLOWED")  # fmt: skip
+
+
+def scoped_call(p: Principal, method: str, request: Any, call: Callable[[Any], Any]) -> Any:
+    """`call(request)`, except for the listings of a scoped key: their pages must not carry
+    the names of others (ListTenants' `next_offset` and ListCollections' `next_page_token`
+    are the next name on the server), so they are answered from the key's own names."""
+    if method == "ListTenants" and p.tenants is not None:
+        return _own_tenants(p.tenants, request, call)
+    if method == "ListCollections" and p.collections is not None:
+        return _own_collections(p.collections, request, call)
+    return call(request)
+
+
+def _own_tenants(allowed: frozenset[str], request: Any, call: Callable[[Any], Any]) -> Any:
+    """A page of the key's tenants that exist: each is asked for by name (offset = the name,
+    limit 1), so what the answer holds, its `next_offset` (the key's next name, or empty) and
+    its size depend only on the key's own tenants. The request is first sent as given, so a
+    bad collection, limit or offset is answered exactly as for anyone."""
+    fields = _fields(request)
+    first = call(request)
+    if "offset" not in fields or "next_offset" not in _fields(first):
+        return filter_response(Principal(Role.READ, tenants=allowed), "ListTenants", first)
+    limit = request.limit if _has(request, "limit") else DEFAULT_TENANT_PAGE
+    names = sorted(t for t in allowed if t >= request.offset)
+    kept, nxt = [], ""
+    for i, name in enumerate(names):
+        if len(kept) >= limit:
+            nxt = names[i]
+            break
+        probe = type(request)()
+        probe.CopyFrom(request)
+        probe.offset, probe.limit = name, 1
+        page = call(probe)
+        if page.tenants and page.tenants[0].name == name:
+            kept.append(page.tenants[0])
+    out = type(first)()
+    out.tenants.extend(kept)
+    out.next_offset = nxt
+    return out
+
+
+def _own_collections(allowed: frozenset[str], request: Any, call: Callable[[Any], Any]) -> Any:
+    """All the key's existing collections in one page (at most MAX_SCOPE_NAMES), gathered
+    from every page of the server's listing; never a page token. A page token (which this
+    answer never hands out) gets an empty page."""
+    first = call(request)  # validates page_size and page_token as for anyone
+    if "page_token" not in _fields(request) or "next_page_token" not in _fields(first):
+        return filter_response(Principal(Role.READ, collections=allowed), "ListCollections",
+                               first)  # fmt: skip
+    out = type(first)()
+    if request.page_token:
+        return out
+    page = first
+    while True:
+        out.collections.extend(c for c in page.collections if c.name in allowed)
+        if not page.next_page_token:
+            return out
+        more = type(request)()
+        more.CopyFrom(request)
+        more.page_token = page.next_page_token
+        page = call(more)
+
+
+def _has(msg: Any, name: str) -> bool:
+    """Whether an optional field is set (a plain proto3 scalar: whether it is non-zero)."""
+    try:
+        return bool(msg.HasField(name))
+    except ValueError:
+        return bool(getattr(msg, name))
 
 
 def filter_response(p: Principal, method: str, response: Any) -> Any:

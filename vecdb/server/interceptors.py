@@ -43,7 +43,7 @@ from vecdb.errors import (
 )
 from vecdb.rpc.status import REQUEST_ID_KEY, to_status
 from vecdb.server.auth import KeyRing, Principal
-from vecdb.server.auth_scope import filter_response, scope
+from vecdb.server.auth_scope import filter_response, scope, scoped_call
 from vecdb.server.metrics import ServerMetrics, bytes_read_of
 from vecdb.server.quotas import Quotas, requested_k
 
@@ -317,7 +317,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 tenants = scope(who, method, request)
                 ticket = self._quotas.admit(tenants, method, requested_k(request))
                 try:
-                    response = behavior(request, context)
+                    response = scoped_call(who, method, request,
+                                           lambda r: behavior(r, context))  # fmt: skip
                 finally:
                     ticket.release()
                 self._metrics.tenants.read(tenants, bytes_read_of(response))
