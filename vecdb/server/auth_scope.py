@@ -161,7 +161,8 @@ def _own_tenants(allowed: frozenset[str], request: Any, call: Callable[[Any], An
         return filter_response(Principal(Role.READ, tenants=allowed), "ListTenants", first)
     limit = request.limit if _has(request, "limit") else DEFAULT_TENANT_PAGE
     names = sorted(t for t in allowed if t >= request.offset)
-    kept, nxt = [], ""
+    kept: list[Any] = []
+    nxt = ""
     for i, name in enumerate(names):
         if len(kept) >= limit:
             nxt = names[i]
