@@ -122,9 +122,10 @@ class _IndexStatus(Collector):
 
 
 class TenantMetrics:
-    """Per-tenant series. The first `max_labels` tenants seen get their own label value for
-    the life of the process; later ones are counted under OTHER_TENANT, so a stream of
-    tenant names cannot grow the exposition without bound."""
+    """Per-tenant series. The first `max_labels` tenants with a successful or throttled call
+    get their own label value for the life of the process; later ones, and tenants seen only
+    in failed calls (a mistyped or made-up name), are counted under OTHER_TENANT, so a stream
+    of tenant names cannot grow the exposition without bound."""
 
     def __init__(self, registry: CollectorRegistry, max_labels: int) -> None:
         self.requests = Counter(
@@ -147,10 +148,13 @@ class TenantMetrics:
         self._named: set[str] = set()  # tenants with their own label value
         self._lock = threading.Lock()
 
-    def label(self, tenant: str) -> str:
-        """The label value `tenant` is counted under."""
+    def label(self, tenant: str, claim: bool = True) -> str:
+        """The label value `tenant` is counted under; `claim`: give it its own if room is
+        left."""
         if tenant in self._named:
             return tenant
+        if not claim:
+            return OTHER_TENANT
         with self._lock:
             if len(self._named) < self._max:
                 self._named.add(tenant)
@@ -160,7 +164,7 @@ class TenantMetrics:
     def observe(self, tenants: Iterable[str], method: str, code: str, seconds: float) -> None:
         """One finished call, counted for each tenant it acted for."""
         for tenant in tenants:
-            label = self.label(tenant)
+            label = self.label(tenant, claim=code == "OK")
             self.requests.labels(label, method, code).inc()
             self.latency.labels(label).observe(seconds)
 
