@@ -10,6 +10,7 @@ directly with `port=0`. Owns process wiring only; request handling is in service
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import signal
@@ -27,9 +28,12 @@ from vecdb.errors import Unavailable
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.auth import KeyRing
+from vecdb.server.auth_keys import FILE_NAME as KEYS_FILE_NAME
+from vecdb.server.auth_keys import KeyFile
 from vecdb.server.config import ServerConfig
 from vecdb.server.interceptors import AdmissionPool, CallGuard
 from vecdb.server.metrics import ServerMetrics
+from vecdb.server.quotas import quotas_from_config
 from vecdb.server.servicer import VectorDBServicer
 
 if TYPE_CHECKING:
@@ -60,6 +64,9 @@ class VecdbServer:
     def start(self) -> VecdbServer:
         """Open the engine, bind ports, and begin serving."""
         cfg = self.config
+        # Keys first: an unreadable key file stops the start before the database opens.
+        keys = KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys, cfg.auth.keys,
+                       store=_key_file(cfg))  # fmt: skip
         if self._db is None:
             from vecdb.engine import Database
 
@@ -67,14 +74,14 @@ class VecdbServer:
         db = self._db
         self._metrics = ServerMetrics(
             sizes=lambda: [(c.name, c.count) for c in db.list_collections()],
-            index_status=lambda: db.summaries(),
-        )
+            index_status=lambda: db.summaries(), tenant_labels=cfg.metrics.tenant_labels,
+        )  # fmt: skip
         pool = AdmissionPool(cfg.server.workers)
         lim = cfg.limits
+        quotas = quotas_from_config(dataclasses.asdict(cfg.quotas), self._metrics.tenants.throttle)
         self._guard = CallGuard(
-            KeyRing(cfg.auth.admin_key, cfg.auth.read_only_keys), self._metrics, pool,
-            workers=cfg.server.workers, max_queued=lim.max_queued_rpcs,
-            side_workers=lim.side_workers,
+            keys, self._metrics, pool, workers=cfg.server.workers,
+            max_queued=lim.max_queued_rpcs, side_workers=lim.side_workers, quotas=quotas,
         )  # fmt: skip
         server = grpc.server(
             pool,
@@ -88,6 +95,7 @@ class VecdbServer:
             maximum_concurrent_rpcs=2 * (cfg.server.workers + lim.max_queued_rpcs) + 64,
         )
         servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
+        servicer.attach_keys(keys)
         pb_grpc.add_VectorDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if cfg.server.reflection:
@@ -116,7 +124,7 @@ class VecdbServer:
             "serving",
             extra={"address": f"{cfg.server.host}:{self.port}", "tls": bool(cfg.tls.cert),
                    "mtls": bool(cfg.tls.client_ca), "metrics_port": self.metrics_port,
-                   "auth": bool(cfg.auth.admin_key or cfg.auth.read_only_keys)},
+                   "auth": keys.enabled, "quotas": quotas.enabled},
         )  # fmt: skip
         return self
 
@@ -152,6 +160,16 @@ class VecdbServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop(grace=1.0)
+
+
+def _key_file(cfg: ServerConfig) -> KeyFile | None:
+    """Where runtime API keys persist: `auth.keys_file`, else next to the data (none for an
+    in-memory database)."""
+    if cfg.auth.keys_file:
+        return KeyFile(cfg.auth.keys_file)
+    if cfg.server.data in ("", ":memory:"):
+        return None
+    return KeyFile(Path(cfg.server.data) / KEYS_FILE_NAME)
 
 
 def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:

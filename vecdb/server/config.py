@@ -24,6 +24,9 @@ from typing import Any
 from vecdb import config as caps
 from vecdb.engine import settings as es
 from vecdb.errors import InvalidArgument
+from vecdb.server.auth import parse_key_entry
+from vecdb.server.metrics import MAX_TENANT_LABELS, MIN_TENANT_LABELS
+from vecdb.server.quotas import quotas_from_config
 
 ENV_PREFIX = "VECDB__"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -68,14 +71,32 @@ class MetricsSection:
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = caps.DEFAULT_METRICS_PORT  # 0 picks a free one
+    tenant_labels: int = 100  # tenants with their own metric labels; the rest are "other"
 
 
 @dataclass
 class AuthSection:
-    """API keys. With no key configured the server is open (bind it to loopback)."""
+    """API keys (docs/SECURITY.md). With no key configured the server is open (bind it to
+    loopback). `keys` are `[[auth.keys]]` tables: `key`, `role` ("read" | "write" | "admin"),
+    optional `tenants` and `collections` (empty: all) and `description`."""
 
     admin_key: str = ""  # may do everything
     read_only_keys: list[str] = field(default_factory=list)  # may only read
+    keys: list[dict[str, Any]] = field(default_factory=list)  # keys with a role and a scope
+    keys_file: str = ""  # runtime keys (hashed); "": <server.data>/api_keys.json
+
+
+@dataclass
+class QuotasSection:
+    """Per-tenant request quotas (vecdb.server.quotas; bounds in PARAMS.md); 0 = unlimited.
+    `tenants` holds per-tenant overrides: `[quotas.tenants.acme] requests_per_second = 50`."""
+
+    requests_per_second: float = 0.0  # token bucket refill per tenant
+    burst: int = 0  # bucket size; 0: max(1, ceil(requests_per_second))
+    max_concurrent_queries: int = 0  # searches running at once per tenant
+    max_k: int = 0  # largest k a tenant's search may ask for
+    max_tracked_tenants: int = 100_000  # tenants whose quota state is kept (LRU)
+    tenants: dict[str, dict[str, Any]] = field(default_factory=dict)  # overrides by tenant
 
 
 @dataclass
@@ -123,6 +144,7 @@ class ServerConfig:
     limits: LimitsSection = field(default_factory=LimitsSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     auth: AuthSection = field(default_factory=AuthSection)
+    quotas: QuotasSection = field(default_factory=QuotasSection)
     tls: TlsSection = field(default_factory=TlsSection)
     log: LogSection = field(default_factory=LogSection)
     engine: EngineSection = field(default_factory=EngineSection)
@@ -150,6 +172,14 @@ class ServerConfig:
         if self.tls.client_ca and not self.tls.cert:
             raise InvalidArgument("tls.client_ca (mTLS) needs tls.cert and tls.key")
         self.engine.settings()  # bounds of every engine setting, named in the error
+        for i, entry in enumerate(self.auth.keys):
+            parse_key_entry(entry, f"auth.keys[{i}]")
+        quotas_from_config(dataclasses.asdict(self.quotas))
+        if not MIN_TENANT_LABELS <= self.metrics.tenant_labels <= MAX_TENANT_LABELS:
+            raise InvalidArgument(
+                f"metrics.tenant_labels={self.metrics.tenant_labels} is out of range "
+                f"[{MIN_TENANT_LABELS}, {MAX_TENANT_LABELS}]", field="metrics.tenant_labels",
+            )  # fmt: skip
         if self.log.level.upper() not in logging.getLevelNamesMapping():
             raise InvalidArgument(
                 f"log.level={self.log.level!r} is unknown (DEBUG, INFO, WARNING, ERROR, CRITICAL)"
@@ -162,6 +192,7 @@ class ServerConfig:
         if out["auth"]["admin_key"]:
             out["auth"]["admin_key"] = "***"
         out["auth"]["read_only_keys"] = ["***"] * len(out["auth"]["read_only_keys"])
+        out["auth"]["keys"] = [{**k, "key": "***"} for k in out["auth"]["keys"]]
         return out
 
 
@@ -221,6 +252,8 @@ def _apply(cfg: ServerConfig, values: Mapping[str, Any], source: str) -> None:
 
 def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
     """Convert a file value or an environment string to the declared type."""
+    if typing.get_origin(hint) in (list, dict) and typing.get_args(hint)[-1] is not str:
+        return _tables(value, hint, name, source)
     try:
         if hint is bool:
             if isinstance(value, str):
@@ -249,3 +282,23 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
     raise InvalidArgument(
         f"{source}: {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}"
     )
+
+
+def _tables(value: Any, hint: Any, name: str, source: str) -> Any:
+    """A list of tables (`[[auth.keys]]`) or a table of tables (`[quotas.tenants.x]`); from the
+    environment, as JSON text. Entries are checked by `ServerConfig.validate`; the value is
+    never echoed (it may hold keys)."""
+    want = "a list of tables" if typing.get_origin(hint) is list else "a table of tables"
+    bad = InvalidArgument(f"{source}: {name} must be {want} (JSON text in the environment)")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise bad from None
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise bad
+        return [dict(v) for v in value]
+    if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
+        raise bad
+    return {str(k): dict(v) for k, v in value.items()}

@@ -3,10 +3,10 @@ authorisation, admission (a bounded queue), safe request decoding, deadline chec
 rich status, metrics and a JSON log line.
 
 `intercept_service` runs on grpcio's polling thread when a call arrives, before its body is
-read, and decides from the metadata alone: a call that is refused (no valid key, a read-only
-key writing, the server draining, the queue full) gets a handler that reads no message and
-answers at once from a small pool of its own (`express`), so refusals neither decode an
-oversized body nor wait behind queued work. Admitted calls run on the handler pool
+read, and decides from the metadata alone: a call that is refused (no valid key, a key whose
+role is below the method's, the server draining, the queue full) gets a handler that reads no
+message and answers at once from a small pool of its own (`express`), so refusals neither
+decode an oversized body nor wait behind queued work. Admitted calls run on the handler pool
 (`AdmissionPool`), which counts what it holds: past `server.workers` running calls they queue,
 and past `limits.max_queued_rpcs` waiting ones the answer is RESOURCE_EXHAUSTED with RetryInfo,
 counted in `vecdb_rejected_requests` and logged at most every LOG_EVERY seconds. Health checks
@@ -14,7 +14,10 @@ and reflection run on their own small pools, so neither they nor idle reflection
 take a handler thread from VectorDB calls. A body that does not parse is INVALID_ARGUMENT
 (MALFORMED_REQUEST), not grpcio's INTERNAL. Handlers only raise `VecdbError`s; anything else is a
 bug, logged with its traceback and request id, and answered INTERNAL naming only the request
-id. Must not import the engine.
+id. Once the body is decoded, and before the servicer sees it, a key bound to tenants or
+collections is held to them (`vecdb.server.auth_scope`: checks, tenant injection, listings
+filtered on the way out), the tenants' quotas are charged (`vecdb.server.quotas`), and the
+call is counted per tenant (`vecdb.server.metrics.TenantMetrics`). Must not import the engine.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -33,13 +36,16 @@ from vecdb.errors import (
     DeadlineExceeded,
     Internal,
     InvalidArgument,
+    PermissionDenied,
     ResourceExhausted,
     Unavailable,
     VecdbError,
 )
 from vecdb.rpc.status import REQUEST_ID_KEY, to_status
-from vecdb.server.auth import KeyRing
-from vecdb.server.metrics import ServerMetrics
+from vecdb.server.auth import KeyRing, Principal
+from vecdb.server.auth_scope import filter_response, scope, scoped_call
+from vecdb.server.metrics import ServerMetrics, bytes_read_of
+from vecdb.server.quotas import Quotas, requested_k
 
 log = logging.getLogger("vecdb.server")
 
@@ -141,9 +147,10 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(
         self, keys: KeyRing, metrics: ServerMetrics, pool: AdmissionPool, *, workers: int,
-        max_queued: int, side_workers: int,
+        max_queued: int, side_workers: int, quotas: Quotas | None = None,
     ) -> None:  # fmt: skip
         self._keys = keys  # configured API keys
+        self._quotas = quotas or Quotas()  # per-tenant rate and concurrency limits
         self._metrics = metrics  # counters and histograms of this server
         self._pool = pool  # the handler pool, which counts pending calls
         self._bound = workers + max_queued  # pending calls past which new ones are refused
@@ -191,7 +198,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             if self._draining.is_set():
                 raise Unavailable("server is shutting down; retry on another replica or later",
                                   reason="SHUTTING_DOWN", retry_after=DRAIN_RETRY_AFTER)  # fmt: skip
-            self._keys.authorize(self._keys.authenticate(metadata), method)
+            who = self._keys.principal(metadata)
+            self._keys.authorize(who, method)
             if self._pool.pending >= self._bound:
                 self._queue_full(method)
                 raise ResourceExhausted(
@@ -203,14 +211,18 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         de, ser = _safe(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, rid, handler.unary_unary),
+                self._wrap_unary(method, rid, who, handler.unary_unary),
                 request_deserializer=de, response_serializer=ser,
             )  # fmt: skip
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, rid, handler.stream_stream),
+                self._wrap_stream(method, rid, who, handler.stream_stream),
                 request_deserializer=de, response_serializer=ser,
             )  # fmt: skip
+        if who.scoped:  # no such RPC today; a new one must not slip past the scope checks
+            denied = PermissionDenied(f"{method} is not available to keys bound to tenants "
+                                      "or collections", reason="SCOPED_KEY")  # fmt: skip
+            return self._refusal(handler, method, rid, denied)
         return handler
 
     # -- refusals --------------------------------------------------------------------------
@@ -276,9 +288,12 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         self._metrics.inflight.inc()
         return time.perf_counter()
 
-    def _finish(self, method: str, rid: str, code: str, start: float) -> None:
+    def _finish(
+        self, method: str, rid: str, code: str, start: float, tenants: Iterable[str] = ()
+    ) -> None:
         elapsed = time.perf_counter() - start
         self._metrics.observe(method, code, elapsed)
+        self._metrics.tenants.observe(tenants, method, code, elapsed)
         self._metrics.inflight.dec()
         with self._idle:
             self._active -= 1
@@ -287,39 +302,60 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             log.debug("call", extra=_fields(method, rid, code, None, elapsed))
 
     def _wrap_unary(
-        self, method: str, rid: str, behavior: Callable[[Any, grpc.ServicerContext], Any]
-    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        self, method: str, rid: str, who: Principal,
+        behavior: Callable[[Any, grpc.ServicerContext], Any],
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:  # fmt: skip
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             start = self._begin()
             code, failed = "OK", None
+            tenants: tuple[str, ...] = ()
             try:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
                 self._start(method, context)
                 if isinstance(request, _Undecodable):
                     raise request.error
-                return behavior(request, context)
+                tenants = scope(who, method, request)
+                ticket = self._quotas.admit(tenants, method, requested_k(request))
+                try:
+                    response = scoped_call(who, method, request,
+                                           lambda r: behavior(r, context))  # fmt: skip
+                finally:
+                    ticket.release()
+                self._metrics.tenants.read(tenants, bytes_read_of(response))
+                return filter_response(who, method, response)
             except Exception as exc:
                 failed = self._failure(method, rid, exc)
                 code = failed.code
             finally:
-                self._finish(method, rid, code, start)
+                self._finish(method, rid, code, start, tenants)
             context.abort_with_status(to_status(failed, rid))  # raises
 
         return guarded
+
+    def _scoped(self, method: str, who: Principal, requests: Iterator[Any],
+                seen: dict[str, None]) -> Iterator[Any]:  # fmt: skip
+        """Each streamed message held to the key's scope and charged to its tenants."""
+        for request in requests:
+            tenants = scope(who, method, request)
+            self._quotas.admit(tenants, method)
+            seen.update(dict.fromkeys(tenants))
+            yield request
 
     def _wrap_stream(
         self,
         method: str,
         rid: str,
+        who: Principal,
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             start = self._begin()
-            code, failed = "OK", None
+            code, failed, seen = "OK", None, dict[str, None]()
             try:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
                 self._start(method, context)
-                yield from behavior(_checked(requests), context)
+                scoped = self._scoped(method, who, _checked(requests), seen)
+                yield from behavior(scoped, context)
             except GeneratorExit:  # the client went away mid-stream
                 code = "CANCELLED"
                 raise
@@ -327,7 +363,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 failed = self._failure(method, rid, exc)
                 code = failed.code
             finally:
-                self._finish(method, rid, code, start)
+                self._finish(method, rid, code, start, seen)
             if failed is not None:
                 context.abort_with_status(to_status(failed, rid))
 

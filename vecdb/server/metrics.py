@@ -1,5 +1,7 @@
 """Prometheus metrics of one server: per-RPC counts, errors by status code, latency
-histograms, in-flight calls, vectors written, and collection sizes read at scrape time.
+histograms, in-flight calls, vectors written, collection sizes read at scrape time, and per
+tenant: requests by method and code, a latency histogram (QPS and p99 come from these),
+quota refusals by limit, and bytes read when a response reports them (`TenantMetrics`).
 
 Each server owns its own `CollectorRegistry`, so several servers in one process (tests) do not
 collide on metric names; `start_http` exposes it on the side port (`/metrics`, default 7701).
@@ -19,6 +21,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("vecdb.server")
+
+# Tenants that get their own label value; the rest share OTHER_TENANT (bounded cardinality).
+DEFAULT_TENANT_LABELS, MIN_TENANT_LABELS, MAX_TENANT_LABELS = 100, 1, 10_000
+OTHER_TENANT = "(other)"  # parentheses: never a valid tenant name
 
 # Latency buckets from 100 microseconds to 60 s: search calls sit at the low end, optimize high.
 LATENCY_BUCKETS = (
@@ -115,6 +121,64 @@ class _IndexStatus(Collector):
         yield from counters.values()
 
 
+class TenantMetrics:
+    """Per-tenant series. The first `max_labels` tenants with a successful or throttled call
+    get their own label value for the life of the process; later ones, and tenants seen only
+    in failed calls (a mistyped or made-up name), are counted under OTHER_TENANT, so a stream
+    of tenant names cannot grow the exposition without bound."""
+
+    def __init__(self, registry: CollectorRegistry, max_labels: int) -> None:
+        self.requests = Counter(
+            "vecdb_tenant_requests", "RPCs acting for a tenant, by tenant, method and code",
+            ["tenant", "method", "code"], registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "vecdb_tenant_request_seconds", "Handling time of RPCs acting for a tenant",
+            ["tenant"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.throttled = Counter(
+            "vecdb_tenant_throttled", "Calls refused by a tenant quota, by tenant and limit",
+            ["tenant", "limit"], registry=registry,
+        )  # fmt: skip
+        self.bytes_read = Counter(
+            "vecdb_tenant_bytes_read", "Bytes the engine read answering a tenant's queries",
+            ["tenant"], registry=registry,
+        )  # fmt: skip
+        self._max = max_labels  # distinct tenant label values besides OTHER_TENANT
+        self._named: set[str] = set()  # tenants with their own label value
+        self._lock = threading.Lock()
+
+    def label(self, tenant: str, claim: bool = True) -> str:
+        """The label value `tenant` is counted under; `claim`: give it its own if room is
+        left."""
+        if tenant in self._named:
+            return tenant
+        if not claim:
+            return OTHER_TENANT
+        with self._lock:
+            if len(self._named) < self._max:
+                self._named.add(tenant)
+                return tenant
+        return OTHER_TENANT
+
+    def observe(self, tenants: Iterable[str], method: str, code: str, seconds: float) -> None:
+        """One finished call, counted for each tenant it acted for."""
+        for tenant in tenants:
+            label = self.label(tenant, claim=code == "OK")
+            self.requests.labels(label, method, code).inc()
+            self.latency.labels(label).observe(seconds)
+
+    def throttle(self, tenant: str, limit: str) -> None:
+        """One call refused by `tenant`'s `limit` quota."""
+        self.throttled.labels(self.label(tenant), limit).inc()
+
+    def read(self, tenants: Iterable[str], nbytes: int) -> None:
+        """`nbytes` read for a call acting for `tenants` (each is charged all of it)."""
+        if nbytes > 0:
+            for tenant in tenants:
+                self.bytes_read.labels(self.label(tenant)).inc(nbytes)
+
+
 class ServerMetrics:
     """The metric objects of one server and its HTTP exporter."""
 
@@ -122,8 +186,10 @@ class ServerMetrics:
         self,
         sizes: Callable[[], Iterable[tuple[str, int]]] | None = None,
         index_status: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+        tenant_labels: int = DEFAULT_TENANT_LABELS,
     ) -> None:
         self.registry = CollectorRegistry()
+        self.tenants = TenantMetrics(self.registry, tenant_labels)
         self.requests = Counter(
             "vecdb_requests",
             "RPCs handled, by method and status code",
@@ -181,3 +247,16 @@ class ServerMetrics:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+def bytes_read_of(response: Any) -> int:
+    """The bytes a response says the engine read (`stats.bytes_read`, or a top-level
+    `bytes_read`), 0 when it does not say: search statistics are optional on the wire."""
+    fields = getattr(getattr(response, "DESCRIPTOR", None), "fields_by_name", {})
+    holder = response
+    if "stats" in fields and fields["stats"].message_type is not None:
+        holder = response.stats
+        fields = holder.DESCRIPTOR.fields_by_name
+    if "bytes_read" in fields:
+        return int(holder.bytes_read)
+    return 0

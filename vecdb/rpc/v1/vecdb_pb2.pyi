@@ -31,6 +31,13 @@ class IdType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ID_TYPE_UNSPECIFIED: _ClassVar[IdType]
     ID_TYPE_INT: _ClassVar[IdType]
     ID_TYPE_STR: _ClassVar[IdType]
+
+class KeyRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    KEY_ROLE_UNSPECIFIED: _ClassVar[KeyRole]
+    KEY_ROLE_READ: _ClassVar[KeyRole]
+    KEY_ROLE_WRITE: _ClassVar[KeyRole]
+    KEY_ROLE_ADMIN: _ClassVar[KeyRole]
 METRIC_UNSPECIFIED: Metric
 METRIC_L2: Metric
 METRIC_IP: Metric
@@ -44,6 +51,10 @@ COLLECTION_KIND_MULTIVECTOR: CollectionKind
 ID_TYPE_UNSPECIFIED: IdType
 ID_TYPE_INT: IdType
 ID_TYPE_STR: IdType
+KEY_ROLE_UNSPECIFIED: KeyRole
+KEY_ROLE_READ: KeyRole
+KEY_ROLE_WRITE: KeyRole
+KEY_ROLE_ADMIN: KeyRole
 
 class Vectors(_message.Message):
     __slots__ = ("dim", "count", "data", "row_lengths")
@@ -503,3 +514,61 @@ class StatsResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: str
     def __init__(self, stats: _Optional[str] = ...) -> None: ...
+
+class ApiKeyInfo(_message.Message):
+    __slots__ = ("id", "role", "tenants", "collections", "description", "created", "source")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    role: KeyRole
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    created: float
+    source: str
+    def __init__(self, id: _Optional[str] = ..., role: _Optional[_Union[KeyRole, str]] = ..., tenants: _Optional[_Iterable[str]] = ..., collections: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., created: _Optional[float] = ..., source: _Optional[str] = ...) -> None: ...
+
+class CreateApiKeyRequest(_message.Message):
+    __slots__ = ("role", "tenants", "collections", "description")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    role: KeyRole
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    description: str
+    def __init__(self, role: _Optional[_Union[KeyRole, str]] = ..., tenants: _Optional[_Iterable[str]] = ..., collections: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ...) -> None: ...
+
+class CreateApiKeyResponse(_message.Message):
+    __slots__ = ("info", "key")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    info: ApiKeyInfo
+    key: str
+    def __init__(self, info: _Optional[_Union[ApiKeyInfo, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
+
+class ListApiKeysRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListApiKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[ApiKeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[ApiKeyInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeApiKeyRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RevokeApiKeyResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -150,6 +150,21 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.CreateApiKey = channel.unary_unary(
+                '/vecdb.v1.VectorDB/CreateApiKey',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.CreateApiKeyRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.CreateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/vecdb.v1.VectorDB/ListApiKeys',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/vecdb.v1.VectorDB/RevokeApiKey',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.RevokeApiKeyResponse.FromString,
+                _registered_method=True)
 
 
 class VectorDBServicer:
@@ -322,6 +337,31 @@ class VectorDBServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateApiKey(self, request, context):
+        """-- API keys (admin keys not bound to tenants or collections; docs/SECURITY.md) --------
+        Create a key; the answer holds its secret, shown this once (the server keeps a SHA-256
+        digest). Effective at once and kept across restarts. FAILED_PRECONDITION on a server
+        whose config sets no keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """List every key (config keys and runtime keys) without secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revoke a runtime key by id; calls presenting it are UNAUTHENTICATED from now on.
+        NOT_FOUND for an unknown id, FAILED_PRECONDITION for a key from the config file.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorDBServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -439,6 +479,21 @@ def add_VectorDBServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.SerializeToString,
+            ),
+            'CreateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApiKey,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.CreateApiKeyRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.CreateApiKeyResponse.SerializeToString,
+            ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1063,6 +1118,87 @@ class VectorDB:
             '/vecdb.v1.VectorDB/Stats',
             vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/CreateApiKey',
+            vecdb_dot_v1_dot_vecdb__pb2.CreateApiKeyRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.CreateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/ListApiKeys',
+            vecdb_dot_v1_dot_vecdb__pb2.ListApiKeysRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/RevokeApiKey',
+            vecdb_dot_v1_dot_vecdb__pb2.RevokeApiKeyRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.RevokeApiKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,
