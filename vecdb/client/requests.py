@@ -221,6 +221,7 @@ def split_upsert(whole: pb.UpsertRequest, max_bytes: int) -> list[pb.UpsertReque
         out.append(pb.UpsertRequest(
             collection=whole.collection, ids=sub, payloads=pay[lo:hi],
             vectors=pb.Vectors(dim=vec.dim, count=hi - lo, data=data),
+            tenant=whole.tenant, grant_to=whole.grant_to,
         ))  # fmt: skip
     return out
 
