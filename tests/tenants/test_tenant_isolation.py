@@ -153,3 +153,21 @@ def test_drop_tenant_is_instant_and_cleanup_leaves_no_trace(tmp_path: Path) -> N
     assert db.create_tenant("mt", victim).vectors == 0
     check_isolation(db, "mt", w, random.Random(2), 200, exact=True)
     db.close()
+
+
+def test_snapshot_restore_keeps_tenants_and_grants(tmp_path: Path) -> None:
+    """A snapshot holds the tenant registry and access lists; a restore brings them back
+    (and the memory image is rebuilt from them)."""
+    rng = np.random.default_rng(12)
+    w = build_world(rng, n_tenants=5, n_points=400)
+    db = vecdb.connect(str(tmp_path / "db"))
+    db.create_collection("mt", DIM, METRIC, multi_tenant=True, index="flat")
+    load(db, "mt", w)
+    snap = db.create_snapshot("mt")
+    victim = w.tenants[0]
+    db.drop_tenant("mt", victim)
+    db.grant("mt", [p for p, o in w.owner.items() if o == w.tenants[1]][:5], tenant=w.tenants[2])
+    db.restore_snapshot("mt", snap.name)
+    assert db.get_tenant("mt", victim).state == "active"
+    check_isolation(db, "mt", w, random.Random(3), 200, exact=True)
+    db.close()
