@@ -122,6 +122,20 @@ def test_tenant_filter_intersects_payload_filter(tmp_path: Path) -> None:
             want = [ok[j] for j in np.argsort(d, kind="stable")[:15]]
             assert sorted(int(i) for i in res.ids[0]) == sorted(want)
             assert c.count("mt", filter=flt, tenant="a") == len(ok)
+        # A small tenant (a few of the points): its filter is answered from its own payloads.
+        c.create_tenant("mt", "small")
+        c.grant("mt", list(range(0, 400, 20)), tenant="small")
+        mine = list(range(0, 400, 20))
+        for flt in ({"tag": "y"}, {"year": 2}):
+            res = c.search("mt", q, k=5, tenant="small", filter=flt)
+            ok = [i for i in mine if pays[i][next(iter(flt))] == flt[next(iter(flt))]]
+            d = ((x[ok] - q) ** 2).sum(1)
+            assert sorted(int(i) for i in res.ids[0] if i >= 0) == sorted(
+                ok[j] for j in np.argsort(d, kind="stable")[:5]
+            )
+            assert c.count("mt", filter=flt, tenant="small") == len(ok)
+        page, _ = c.scroll("mt", tenant="small", filter={"tag": "y"}, limit=1000)
+        assert [r.id for r in page] == [i for i in mine if pays[i]["tag"] == "y"]
 
 
 def test_drop_tenant_is_instant_and_cleanup_leaves_no_trace(tmp_path: Path) -> None:
