@@ -390,12 +390,18 @@ def clustered_documents(
     return docs
 
 
-def clustered_queries(docs: Sequence[np.ndarray], n: int, *, m: int = 8, seed: int = 1) -> list:
-    """Queries made of noisy tokens of random documents (so every query has true matches)."""
+def clustered_queries(
+    docs: Sequence[np.ndarray], n: int, *, m: int = 8, noise: float = 0.5, seed: int = 1
+) -> list[np.ndarray]:
+    """Queries made of noisy tokens of random documents (so every query has true matches);
+    `noise` is the norm of the noise added to each unit token, on average."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         src = docs[int(rng.integers(len(docs)))]
-        rows = src[rng.integers(len(src), size=m)] + 0.3 * rng.standard_normal((m, src.shape[1]))
+        d = src.shape[1]
+        rows = src[rng.integers(len(src), size=m)] + noise / np.sqrt(d) * rng.standard_normal(
+            (m, d)
+        )
         out.append((rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32))
     return out
