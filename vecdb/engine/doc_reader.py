@@ -16,62 +16,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb import config
 from vecdb.engine import filters
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
-from vecdb.engine.doc_writer import MAX_QUERY_TOKENS, _matrix, check_kind, decode_document
+from vecdb.engine.doc_rules import prepare_document_queries
+from vecdb.engine.doc_writer import check_kind, decode_document
 from vecdb.errors import InvalidArgument
 from vecdb.index.multivector.params import MVSearchParams
 from vecdb.storage import kv as kvmod
-from vecdb.types import Document, IdType, Metric, SearchResult
+from vecdb.types import Document, IdType, SearchResult
 
 F32 = npt.NDArray[np.float32]
-
-
-def prepare_document_queries(query: object, dim: int, metric: Metric) -> list[F32]:
-    """One query matrix or a list of them, checked and prepared (unit rows for cosine)."""
-    single = (
-        isinstance(query, np.ndarray)
-        and query.ndim == 2
-        or (isinstance(query, (list, tuple)) and bool(query) and _is_row_list(query))
-    )
-    items: list[Any] = [query] if single else _query_list(query)
-    if len(items) > config.MAX_QUERIES:
-        raise InvalidArgument(f"query has {len(items)} matrices (max {config.MAX_QUERIES})",
-                              field="query", reason="TOO_MANY")  # fmt: skip
-    out = []
-    for i, q in enumerate(items):
-        field = "query" if single else f"query[{i}]"
-        wide = _matrix(q, dim, field, MAX_QUERY_TOKENS)
-        if metric is Metric.COSINE:
-            zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
-            if zero.size:
-                raise InvalidArgument(f"{field}[{zero[0]}] is a zero vector, which has no cosine",
-                                      field=f"{field}[{zero[0]}]", reason="ZERO_VECTOR")  # fmt: skip
-        q32 = np.ascontiguousarray(wide, dtype=np.float32)
-        out.append(v.normalize(q32) if metric is Metric.COSINE else q32)
-    return out
-
-
-def _is_row_list(q: Any) -> bool:
-    """A list whose entries are rows of numbers (one matrix), not matrices."""
-    first = q[0]
-    if isinstance(first, np.ndarray):
-        return first.ndim == 1
-    return isinstance(first, (list, tuple)) and all(isinstance(x, (int, float)) for x in first)
-
-
-def _query_list(query: object) -> list[Any]:
-    if isinstance(query, np.ndarray) and query.ndim == 3:
-        return list(query)
-    if not isinstance(query, (list, tuple)) or not query:
-        raise InvalidArgument(
-            "query must be a matrix (m, dim) of query tokens, or a non-empty list of them",
-            field="query",
-            reason="BAD_VECTORS",
-        )
-    return list(query)
 
 
 def search_documents(

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from vecdb.engine import commit
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.doc_rules import prepare_documents, wrong_kind
 from vecdb.engine.json_rules import prepare_payloads
 from vecdb.engine.writer import Notify
 from vecdb.errors import InvalidArgument
@@ -32,9 +33,6 @@ from vecdb.types import CollectionKind, Metric
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-MAX_TOKENS_PER_DOC = 4096  # tokens of one document (Qdrant's lesson: a hard, clear cap)
-MAX_TOKENS_PER_REQUEST = 65_536  # tokens of one upsert_documents call, all documents
-MAX_QUERY_TOKENS = 1024  # tokens of one search_documents query
 HEADER = struct.Struct("<II")  # token count, flags
 FLAG_WEIGHTS = 1
 
@@ -42,11 +40,7 @@ FLAG_WEIGHTS = 1
 def check_kind(coll: CollectionCore, call: str) -> None:
     """Document calls need a multivector collection."""
     if coll.cfg.kind != CollectionKind.MULTIVECTOR.value:
-        raise InvalidArgument(
-            f"{call} needs a kind='multivector' collection; {coll.cfg.name!r} is {coll.cfg.kind!r}",
-            field="collection",
-            reason="WRONG_KIND",
-        )
+        raise wrong_kind(call, coll.cfg.name, coll.cfg.kind)
 
 
 def refuse_dense(coll: CollectionCore, call: str, instead: str) -> None:
@@ -57,102 +51,6 @@ def refuse_dense(coll: CollectionCore, call: str, instead: str) -> None:
             field="collection",
             reason="WRONG_KIND",
         )
-
-
-def _matrix(doc: object, dim: int, field: str, cap: int) -> npt.NDArray[np.float64]:
-    """One (n, dim) matrix of finite numbers, 1 <= n <= cap, as float64."""
-    try:
-        arr = np.asarray(doc)
-    except (TypeError, ValueError):
-        arr = np.asarray([None])
-    if arr.dtype.kind not in "fiu":
-        raise InvalidArgument(f"{field} must be a matrix of numbers", field=field,
-                              reason="BAD_VECTORS")  # fmt: skip
-    if arr.ndim != 2:
-        raise InvalidArgument(
-            f"{field} must be a matrix (n_tokens, {dim}), got shape {arr.shape}",
-            field=field,
-            reason="BAD_VECTORS",
-        )
-    if arr.shape[1] != dim:
-        raise InvalidArgument(f"{field}: expected {dim} floats per token, got {arr.shape[1]}",
-                              field=field, reason="WRONG_DIMENSION")  # fmt: skip
-    if arr.shape[0] == 0:
-        raise InvalidArgument(f"{field} has no tokens", field=field, reason="EMPTY")
-    if arr.shape[0] > cap:
-        raise InvalidArgument(f"{field} has {arr.shape[0]} tokens (max {cap})", field=field,
-                              reason="TOO_MANY_TOKENS")  # fmt: skip
-    wide = arr.astype(np.float64, copy=False)
-    v.check_components(wide, field)
-    return wide
-
-
-def _listed(value: object, field: str) -> list[Any]:
-    if isinstance(value, np.ndarray) and value.ndim == 3:
-        return list(value)
-    if not isinstance(value, (list, tuple)):
-        raise InvalidArgument(
-            f"{field} must be a list of (n_tokens, dim) matrices", field=field,
-            reason="BAD_VECTORS",
-        )  # fmt: skip
-    if not value:
-        raise InvalidArgument(f"{field} is empty: send at least one", field=field, reason="EMPTY")
-    return list(value)
-
-
-def prepare_documents(
-    documents: object, weights: object, dim: int, metric: Metric
-) -> tuple[list[F32], list[F32 | None]]:
-    """Checked documents (float32 as given) and weights (None where not given)."""
-    docs = _listed(documents, "documents")
-    out: list[F32] = []
-    total = 0
-    for i, doc in enumerate(docs):
-        wide = _matrix(doc, dim, f"documents[{i}]", MAX_TOKENS_PER_DOC)
-        if metric is Metric.COSINE:
-            zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
-            if zero.size:
-                raise InvalidArgument(
-                    f"documents[{i}][{zero[0]}] is a zero vector, which has no cosine",
-                    field=f"documents[{i}][{zero[0]}]",
-                    reason="ZERO_VECTOR",
-                )
-        total += len(wide)
-        if total > MAX_TOKENS_PER_REQUEST:
-            raise InvalidArgument(
-                f"documents hold more than {MAX_TOKENS_PER_REQUEST} tokens in one request; "
-                "split it",
-                field="documents",
-                reason="TOO_MANY_TOKENS",
-            )
-        out.append(np.ascontiguousarray(wide, dtype=np.float32))
-    ws: list[F32 | None] = [None] * len(out)
-    if weights is not None:
-        given = (
-            _listed(weights, "weights") if not isinstance(weights, np.ndarray) else list(weights)
-        )
-        if len(given) != len(out):
-            raise InvalidArgument(f"weights has {len(given)} entries but documents has {len(out)}",
-                                  field="weights", reason="BAD_WEIGHTS")  # fmt: skip
-        for i, (w, doc) in enumerate(zip(given, out, strict=True)):
-            if w is None:
-                continue
-            arr = np.asarray(w, dtype=np.float64) if _numeric(w) else np.asarray([np.nan])
-            if arr.shape != (len(doc),) or not np.isfinite(arr).all():
-                raise InvalidArgument(
-                    f"weights[{i}] must be {len(doc)} finite numbers, one per token",
-                    field=f"weights[{i}]",
-                    reason="BAD_WEIGHTS",
-                )
-            ws[i] = arr.astype(np.float32)
-    return out, ws
-
-
-def _numeric(w: object) -> bool:
-    try:
-        return np.asarray(w).dtype.kind in "fiu"
-    except (TypeError, ValueError):
-        return False
 
 
 def encode_document(tokens: F32, weights: F32 | None) -> bytes:

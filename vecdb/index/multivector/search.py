@@ -2,7 +2,8 @@
 
 This module owns how one query becomes a top-k of documents, in numbered passes:
 1. query-token pruning (opt-in) by the IDF of each token's nearest centroid;
-2. centroid scores S = Q C^T, the top-`nprobe` cells per query token, their live documents;
+2. centroid scores S = Q C^T, the top-`nprobe` cells per query token, their live documents
+   (nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found);
 3. centroid interaction with pruning (codes whose best query score is under tau skip), keep
    `ndocs`; then with every code, keep max(k, ndocs / 4) (PLAID);
 4. optional asymmetric sign-bit prefilter (float query x sign bits), keep `hamming_keep`;
@@ -28,6 +29,7 @@ from vecdb.kernels.maxsim import centroid_interaction, gather_cells, lut_maxsim,
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
+ADAPT_MAX = 16  # at most this x nprobe cells per token when candidates run short
 EXACT_BLOCK_TOKENS = 32_768  # raw tokens per BLAS block of an exhaustive exact search
 STAT_KEYS = (
     "queries",
@@ -37,6 +39,7 @@ STAT_KEYS = (
     "maxsim_work_saved",
     "bytes_read",
     "exact",
+    "nprobe",
 )
 
 
@@ -111,15 +114,23 @@ def search_one(
         kept = query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)
         q, sim = q[kept], sim[kept]
     skq = np.ascontiguousarray(sim.T, dtype=np.float32)  # (K, m')
-    # Pass 2: probe cells, gather their live documents.
+    # Pass 2: probe cells, gather their live documents; while fewer than the second pass
+    # keeps are found, probe twice as many cells (up to ADAPT_MAX x nprobe).
+    second = max(k, ndocs // 4)
+    cap = min(codec.k, nprobe * ADAPT_MAX)
     nprobe = min(nprobe, codec.k)
-    cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
-    cand = gather_cells(cells, v.indptr, v.cell_docs, live, stamp)
+    while True:
+        cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
+        cand = gather_cells(cells, v.indptr, v.cell_docs, live, stamp)
+        if len(v.delta_cells):
+            extra = v.delta_docs[np.isin(v.delta_cells, cells)]
+            extra = extra[live[extra]]
+            cand = np.unique(np.concatenate([cand, extra]))
+        if len(cand) >= second or nprobe >= cap:
+            break
+        nprobe = min(cap, 2 * nprobe)
     st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
-    if len(v.delta_cells):
-        extra = v.delta_docs[np.isin(v.delta_cells, cells)]
-        extra = extra[live[extra]]
-        cand = np.unique(np.concatenate([cand, extra]))
+    st["nprobe"] = float(nprobe)
     if len(cand) < k:  # too few near the query (a narrow filter): every live document
         cand = live_docs
     st["candidates"] = float(len(cand))
@@ -132,7 +143,6 @@ def search_one(
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
         cand, _ = top(cand, sc, ndocs)
-    second = max(k, ndocs // 4)
     if len(cand) > second:
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
@@ -204,4 +214,5 @@ def search_batch(
     if nq:
         total["maxsim_work_saved"] /= nq
         total["exact"] /= nq
+        total["nprobe"] /= nq
     return ids, scores, total
