@@ -14,6 +14,7 @@ the index starts empty (new, or its files were unreadable). Never changes what R
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,9 @@ from vecdb.storage import kv as kvmod
 JOB_TRAIN, JOB_CHECKPOINT, JOB_OPTIMIZE = "doc_train", "doc_checkpoint", "doc_optimize"
 JOBS = (JOB_TRAIN, JOB_CHECKPOINT, JOB_OPTIMIZE)
 LOAD_CHUNK = 4096  # documents read per step when reloading the index
+# monotonic time of each collection's last checkpoint: a checkpoint is due only after a write
+# of its own (the sequence is the database's, moved by every collection's writes)
+_CHECKPOINTED: weakref.WeakKeyDictionary[CollectionCore, float] = weakref.WeakKeyDictionary()
 
 
 def due(coll: CollectionCore, now: float) -> str | None:
@@ -40,7 +44,8 @@ def due(coll: CollectionCore, now: float) -> str | None:
     if mv.needs_training():
         return JOB_TRAIN
     quiet = now - st.last_write >= coll.settings.idle_seconds
-    if quiet and coll.seq.value > coll.applied_seq:
+    written = st.last_write > _CHECKPOINTED.get(coll, float("-inf"))
+    if quiet and written and coll.seq.value > coll.applied_seq:
         return JOB_CHECKPOINT
     return None
 
@@ -69,6 +74,7 @@ def checkpoint(coll: CollectionCore) -> None:
     """Make the index durable up to the collection's current sequence; truncate the log."""
     with coll.write_lock:  # every write up to `seq` is applied to the index
         seq = coll.seq.value
+        _CHECKPOINTED[coll] = time.monotonic()
     coll.index.checkpoint(seq)
     commit.truncate_log(coll.kv, coll.prefix, seq)
     coll.applied_seq = seq

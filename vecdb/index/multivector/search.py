@@ -7,7 +7,9 @@ This module owns how one query becomes a top-k of documents, in numbered passes:
 3. centroid interaction with pruning (codes whose best query score is under tau skip), keep
    `ndocs`; then with every code, keep max(k, ndocs / 4) (PLAID);
 4. optional asymmetric sign-bit prefilter (float query x sign bits), keep `hamming_keep`;
-5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k.
+5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k;
+   `codes` (the centroid interaction itself) and `signs` (float query x sign bits) rank
+   without a rerank tier, for comparison.
 Before the first training every search is exact. Scores are MaxSim (higher is better); rows
 are padded with -1 / -inf. Reads the `View` and the row stores; changes nothing.
 """
@@ -20,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.errors import InvalidArgument
 from vecdb.index.multivector.params import MVSearchParams
 from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
@@ -100,7 +103,7 @@ def search_one(
     live_docs = np.flatnonzero(live)
     raw_sizes = np.diff(v.raw_off)
     codec = v.codec
-    if codec is None or p.rerank == "exact" and p.hamming_keep == 0 and len(live_docs) <= k:
+    if codec is None or len(live_docs) <= k:  # untrained, or nothing to choose from
         scores = exact_scores(q, raw, v, live_docs)
         st.update(candidates=len(live_docs), docs_scored=len(live_docs), exact=1.0,
                   tokens_scored=float(raw_sizes[live_docs].sum()),
@@ -160,16 +163,24 @@ def search_one(
         sc = exact_scores(q, raw, v, cand)
         st["bytes_read"] += float(raw_sizes[cand].sum() * raw.width)
         scored = raw_sizes[cand]
+    elif rerank == "codes":  # the full centroid interaction is the ranking (HPC-ColPali)
+        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
+        st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
+        scored = enc_sizes[cand]
+    elif rerank == "signs":  # float query x sign bits (Vespa's unpacked binary)
+        _needs(codec.sign_bits, "signs", "sign_bits=true")
+        lut_maxsim(sign_lut(q), v.signs, v.enc_off, cand, sc)
+        st["bytes_read"] += float(enc_sizes[cand].sum() * v.signs.shape[1])
+        scored = enc_sizes[cand]
     elif rerank == "residual":
-        if not codec.residual_bits:
-            raise ValueError("rerank 'residual' needs residual_bits > 0")
+        _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
         lut = build_lut(q, codec.values, codec.residual_bits)
         lut_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
     else:
-        if tier is None or codec.tier != rerank:
-            raise ValueError(f"rerank {rerank!r} needs rerank_tier {rerank!r} at build")
+        _needs(tier is not None and codec.tier == rerank, rerank, f"rerank_tier={rerank!r}")
+        assert tier is not None
         rows, local = tier.gather(v.enc_off, cand)
         qq = q * codec.scales if rerank == "int8" else q
         rows = rows if rerank == "int8" else np.asarray(rows, np.float32)
@@ -182,6 +193,14 @@ def search_one(
     st["maxsim_work_saved"] = 1.0 - float(scored.sum()) * len(q) / full if full else 0.0
     d, s = top(cand, sc, k)
     return d, s, st
+
+
+def _needs(ok: bool, rerank: str, what: str) -> None:
+    if not ok:
+        raise InvalidArgument(
+            f"params.rerank={rerank!r} needs a collection built with {what}",
+            field="params.rerank",
+        )
 
 
 def default_rerank(v: View) -> str:
