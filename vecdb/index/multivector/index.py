@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from vecdb.index.multivector import persist
 from vecdb.index.multivector.codec import Codec, Encoded, train
+from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
@@ -100,8 +101,8 @@ class MultiVectorIndex:
                 return
             if progress:
                 progress("gather", 0, len(live))
-            tokens = _gather(v.raw, v.raw_off, live)
-            weights = weights_all[_ranges(v.raw_off, live)]
+            tokens = gather(v.raw, v.raw_off, live)
+            weights = weights_all[ranges(v.raw_off, live)]
             slots = v.slots[live]
             offsets = offsets_of(sizes)
             # Pass 1: pooled tokens are what the codebook sees.
@@ -145,8 +146,8 @@ class MultiVectorIndex:
             with self._lock:
                 now = self._v
                 late = np.arange(v.docs, now.docs, dtype=np.int64)
-                late_tok = _gather(now.raw, now.raw_off, late)
-                late_w = self._weights[_ranges(now.raw_off, late)]
+                late_tok = gather(now.raw, now.raw_off, late)
+                late_w = self._weights[ranges(now.raw_off, late)]
                 self._weights = np.concatenate([weights, late_w])
                 self._v = nv
                 self._doc_of = {int(s): i for i, s in enumerate(slots)}
@@ -216,14 +217,14 @@ class MultiVectorIndex:
     ) -> tuple[F32, I64, F32] | None:
         """Validate and append new documents to the raw store and the document table;
         returns the new ones (tokens, offsets, weights) or None if all were skipped."""
-        ids, toks, offs, w = _checked(self.dim, doc_ids, tokens, offsets, weights)
+        ids, toks, offs, w = checked(self.dim, doc_ids, tokens, offsets, weights)
         keep = np.array(
             [int(s) not in self._removed and int(s) not in self._doc_of for s in ids], bool
         )
         if not keep.any():
             return None
         if not keep.all():
-            idx = _ranges(offs, np.flatnonzero(keep))
+            idx = ranges(offs, np.flatnonzero(keep))
             toks, w = toks[idx], w[idx]
             offs, ids = offsets_of(sizes_of(offs)[keep]), ids[keep]
         v = self._v
@@ -271,7 +272,7 @@ class MultiVectorIndex:
         """Top-k documents of each query by (approximate) MaxSim: slots (nq, k) padded -1,
         scores (nq, k) padded -inf, higher is better; stats summed over the queries."""
         p = MVSearchParams.parse(params)
-        qs = _queries(self.dim, queries)
+        qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible)
         docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
@@ -281,7 +282,7 @@ class MultiVectorIndex:
         self, queries: Sequence[F32] | F32, k: int, visible: npt.ArrayLike | None = None
     ) -> tuple[I64, F32]:
         """Exact MaxSim top-k over every live document's raw tokens."""
-        qs = _queries(self.dim, queries)
+        qs = queries_of(self.dim, queries)
         v = self._v
         live = np.flatnonzero(visible_mask(v, visible))
         ids = np.full((len(qs), k), -1, np.int64)
@@ -382,53 +383,3 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
-
-
-def _ranges(offsets: I64, docs: I64) -> I64:
-    """Token indices of the given documents, back to back."""
-    sizes = offsets[docs + 1] - offsets[docs]
-    if len(sizes) == 0 or sizes.sum() == 0:
-        return np.zeros(0, np.int64)
-    starts = np.repeat(offsets[docs] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-    out: I64 = starts + np.arange(int(sizes.sum()), dtype=np.int64)
-    return out
-
-
-def _gather(raw: Stores, offsets: I64, docs: I64) -> F32:
-    rows = raw.rows(0, int(offsets[-1]))
-    out: F32 = np.asarray(rows, np.float32)[_ranges(offsets, docs)]
-    return out
-
-
-def _checked(
-    dim: int, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
-) -> tuple[I64, F32, I64, F32]:
-    ids = np.asarray(doc_ids, np.int64).ravel()
-    toks = np.ascontiguousarray(tokens, np.float32)
-    offs = np.asarray(offsets, np.int64).ravel()
-    if toks.ndim != 2 or toks.shape[1] != dim:
-        raise ValueError(f"tokens must be (N, {dim}), got {toks.shape}")
-    if len(offs) != len(ids) + 1 or offs[0] != 0 or offs[-1] != len(toks):
-        raise ValueError("offsets must be (D+1,) from 0 to the token count")
-    if np.any(np.diff(offs) < 1):
-        raise ValueError("every document needs at least one token")
-    if len(np.unique(ids)) != len(ids):
-        raise ValueError("doc_ids must be unique")
-    w = (
-        np.full(len(toks), np.nan, np.float32)
-        if weights is None
-        else np.asarray(weights, np.float32)
-    )
-    if w.shape != (len(toks),):
-        raise ValueError(f"weights must be ({len(toks)},), got {w.shape}")
-    return ids, toks, offs, w
-
-
-def _queries(dim: int, queries: Sequence[F32] | F32) -> list[F32]:
-    if isinstance(queries, np.ndarray) and queries.ndim == 2:
-        queries = [queries]
-    out = [np.ascontiguousarray(q, np.float32) for q in queries]
-    for q in out:
-        if q.ndim != 2 or q.shape[1] != dim:
-            raise ValueError(f"each query must be (m, {dim}), got {q.shape}")
-    return out
