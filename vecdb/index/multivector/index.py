@@ -28,8 +28,16 @@ from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
 from vecdb.index.multivector.search import exact_scores, search_batch, top
-from vecdb.index.multivector.view import View, cell_pairs, csr, empty_view, visible_mask, with_delta
-from vecdb.kernels.bitpack import code_bits, pack_codes, unpack_codes
+from vecdb.index.multivector.view import (
+    View,
+    cell_pairs,
+    csr,
+    empty_view,
+    grow,
+    visible_mask,
+    with_delta,
+)
+from vecdb.kernels.bitpack import append_codes, code_bits, pack_codes
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -197,8 +205,12 @@ class MultiVectorIndex:
     def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
         assert v.codec is not None
         bits = code_bits(v.codec.k)
-        n_old = v.encoded_tokens
-        codes = pack_codes(np.concatenate([unpack_codes(v.codes, bits, n_old), e.codes]), bits)
+        n_old, n = v.encoded_tokens, len(e.codes)
+        codes = append_codes(v.codes, n_old, e.codes, bits)
+        residuals = grow(v.residuals, n_old, n)
+        residuals[n_old : n_old + n] = e.residuals
+        signs = grow(v.signs, n_old, n)
+        signs[n_old : n_old + n] = e.signs
         if v.tier is not None:
             v.tier.append(e.tier)
         cells, docs = cell_pairs(e.codes, enc_off, first_doc)
@@ -207,8 +219,8 @@ class MultiVectorIndex:
             # the new documents' placeholder (empty) ranges are replaced by their real ones
             enc_off=np.concatenate([v.enc_off[: first_doc + 1], enc_off[1:] + n_old]),
             codes=codes,
-            residuals=np.concatenate([v.residuals, e.residuals]),
-            signs=np.concatenate([v.signs, e.signs]),
+            residuals=residuals,
+            signs=signs,
         )
         return with_delta(nv, cells, docs)
 
@@ -229,7 +241,8 @@ class MultiVectorIndex:
             offs, ids = offsets_of(sizes_of(offs)[keep]), ids[keep]
         v = self._v
         v.raw.append(toks)
-        self._weights = np.concatenate([self._weights, w])
+        self._weights = grow(self._weights, v.raw_tokens, len(w))  # capacity: no O(N) copy
+        self._weights[v.raw_tokens : v.raw_tokens + len(w)] = w
         for i, s in enumerate(ids):
             self._doc_of[int(s)] = v.docs + i
         self._v = replace(
