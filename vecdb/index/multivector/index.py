@@ -38,6 +38,7 @@ from vecdb.index.multivector.view import (
     with_delta,
 )
 from vecdb.kernels.bitpack import append_codes, code_bits, pack_codes
+from vecdb.kernels.distance import single_threaded_blas
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -288,7 +289,8 @@ class MultiVectorIndex:
         qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible)
-        docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
+        with single_threaded_blas():  # BLAS's spinning pool starves numba's (kernels.distance)
+            docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 
     def exact(
@@ -301,7 +303,9 @@ class MultiVectorIndex:
         ids = np.full((len(qs), k), -1, np.int64)
         scores = np.full((len(qs), k), -np.inf, np.float32)
         for i, q in enumerate(qs):
-            d, s = top(live, exact_scores(q, v.raw, v, live), k)
+            with single_threaded_blas():
+                scores_i = exact_scores(q, v.raw, v, live)
+            d, s = top(live, scores_i, k)
             ids[i, : len(d)], scores[i, : len(s)] = v.slots[d], s
         return ids, scores
 
