@@ -28,6 +28,7 @@ from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
 from vecdb.index.multivector.search import exact_scores, search_batch, top
+from vecdb.index.multivector.stats import view_codes, view_stats
 from vecdb.index.multivector.view import (
     View,
     cell_pairs,
@@ -350,32 +351,13 @@ class MultiVectorIndex:
 
     def stats(self) -> dict[str, Any]:
         """Sizes: documents, tokens, K, generation, bytes per token of each tier."""
-        v = self._v
-        live_docs = int(v.alive.sum())
-        out: dict[str, Any] = {
-            "kind": "multivector",
-            "dim": self.dim,
-            "docs": live_docs,
-            "tokens": int(np.diff(v.raw_off)[v.alive].sum()),
-            "encoded_tokens": int(np.diff(v.enc_off)[v.alive].sum()),
-            "trained": v.codec is not None,
-            "generation": v.codec.generation if v.codec is not None else 0,
-            "K": v.codec.k if v.codec is not None else 0,
-            "build_params": self.params.as_dict(),
-            "bytes_per_token": {"raw": 4.0 * self.dim},
-            "raw_bytes": int(v.raw.disk_bytes()),
-        }
-        if v.codec is not None:
-            tiers = v.codec.bytes_per_token(code_bits(v.codec.k))
-            out["bytes_per_token"].update(tiers)
-            out["bytes_per_token"]["search_default"] = tiers["codes"] + (
-                tiers["tier"] if v.codec.tier != "none" else tiers["residuals"]
-            )
-            out["postings_bytes"] = 8 * (len(v.cell_docs) + len(v.delta_docs))
-            sizes = np.diff(v.indptr)
-            out["cell_docs_p50"] = float(np.percentile(sizes, 50)) if len(sizes) else 0.0
-            out["cell_docs_p99"] = float(np.percentile(sizes, 99)) if len(sizes) else 0.0
-        return out
+        return view_stats(self._v, self.dim, self.params.as_dict())
+
+    def codes(self) -> tuple[I64, I64, I64, F32 | None]:
+        """(centroid code of every encoded token, encoded offsets (D+1,), slots (D,), the
+        centroids (K, d) or None untrained), for analyses such as Hamming over centroid ids
+        in the benchmark. Removed documents are included."""
+        return view_codes(self._v)
 
     def __len__(self) -> int:
         return int(self._v.alive.sum())
