@@ -744,16 +744,16 @@ def test_unknown_create_option_is_rejected(client, kwargs, field) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"kind": "multivector"}, "multivector")],
-    ids=["multivector"],
+    [({"kind": "multivector", "multi_tenant": True}, "multi_tenant")],
+    ids=["multivector-multi-tenant"],
 )
 def test_planned_collection_kinds_are_unimplemented(client, kwargs, field) -> None:
-    """Multi-vector collections raise Unimplemented for now; nothing created."""
+    """Multi-tenant multivector collections raise Unimplemented for now; nothing created."""
     assert_rejected(
         client,
         Unimplemented,
         (field,),
-        lambda: client.create_collection("d", dim=DIM, metric="l2", **kwargs),
+        lambda: client.create_collection("d", dim=DIM, metric="cosine", **kwargs),
     )
     assert client.list_collections() == []
 

@@ -56,9 +56,10 @@ def _run_and_kill(path: Path, index: str, seed: int, rng: random.Random) -> list
 Model = dict[int, tuple[int, set[str]]]  # live id -> (generation, grantees)
 
 
-def _fold(lines: list[str], model: Model) -> set[int]:
-    """Apply acknowledged operations; return the ids of the operation in flight at the kill."""
-    pending: set[int] = set()
+def _fold(lines: list[str], model: Model) -> dict[int, int]:
+    """Apply acknowledged operations; return the ids of the operation in flight at the kill,
+    each with the generation that operation would have written."""
+    pending: dict[int, int] = {}
     for line in lines:
         parts = line.split()
         if len(parts) != 6 or parts[0] not in ("try", "ack"):
@@ -67,7 +68,11 @@ def _fold(lines: list[str], model: Model) -> set[int]:
         ids = [] if raw_ids == "-" else [int(i) for i in raw_ids.split(",")]
         others = set() if raw_others == "-" else set(raw_others.split(","))
         if parts[0] == "try":
-            pending = set(ids) if op != "grant" and op != "revoke" else pending | set(ids)
+            if op != "grant" and op != "revoke":
+                pending = {}
+            pending.update(
+                {i: int(gen) if op == "up" else model.get(i, (-1, set()))[0] for i in ids}
+            )
             continue
         for i in ids:
             if op == "up":
@@ -79,7 +84,7 @@ def _fold(lines: list[str], model: Model) -> set[int]:
                 model[i][1].difference_update(others)
             elif op == "del":
                 model.pop(i, None)
-        pending = set()
+        pending = {}
     return pending
 
 
@@ -124,9 +129,11 @@ def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, 
                     gen, grants = model[i]
                     np.testing.assert_array_equal(seen[i][0], vector_of(i, gen))
                     assert seen[i][1] == grants, f"trial {trial}: id {i} grantees"
-            for i in pending:  # adopt what the in-flight operation left
+            for i, tried in pending.items():  # adopt what the in-flight operation left
                 if i in seen:
                     gen = model[i][0] if i in model else -1
+                    if np.array_equal(seen[i][0], vector_of(i, tried)):
+                        gen = tried  # the in-flight upsert was committed
                     model[i] = (gen, seen[i][1])
                 else:
                     model.pop(i, None)

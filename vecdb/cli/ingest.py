@@ -33,7 +33,7 @@ from vecdb.types import IndexKind, Metric
 PROGRESS_FORMAT = "vecdb-ingest-progress"
 PROGRESS_VERSION = 1
 METRICS = tuple(m.value for m in Metric)
-INDEXES = tuple(k.value for k in IndexKind)
+INDEXES = tuple(k.value for k in IndexKind if k is not IndexKind.MULTIVECTOR)  # dense indexes
 _ROW_IN_MESSAGE = re.compile(r"^(?:batch seq=\d+: )?(ids|vectors|payloads)\[(\d+)\]")
 
 
@@ -207,7 +207,8 @@ def ingest(
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
     tenant: str | None, grant_to: tuple[str, ...],
 ) -> None:  # fmt: skip
-    """Load FILE (.npy .fvecs .bvecs .fbin .parquet .jsonl) into a collection."""
+    """Load FILE (.npy .fvecs .bvecs .fbin .parquet .jsonl; documents: .npz, Parquet lists of
+    token vectors) into a collection."""
     try:
         code = run_ingest(file, collection, target, dim, metric, index, ids_from, vector_column,
                           batch_size, resume, progress_file, api_key, tls_ca, window, optimize,
@@ -228,6 +229,16 @@ def run_ingest(
     """The body of `vecdb ingest`; returns the exit code."""
     if grant_to and tenant is None:
         raise IngestError("--grant-to needs --tenant (the owner of the points)")
+    from vecdb.cli import ingest_documents as docs  # documents: .npz, Parquet token lists
+
+    if docs.is_documents(file, vector_column):
+        if tenant is not None:
+            raise IngestError(
+                "--tenant applies to points; multi-tenant documents are not built yet"
+            )
+        return docs.ingest_documents(file, collection, target, dim, metric, ids_from,
+                                     vector_column, batch_size, resume, progress_file, api_key,
+                                     tls_ca, optimize, quiet)  # fmt: skip
     source = open_source(file, ids_from, vector_column)
     state_path = progress_path(file, progress_file)
     fingerprint = _fingerprint(file, collection, target)

@@ -35,6 +35,7 @@ from vecdb.client.channel import (
     parse_target,
     retry_wait,
 )
+from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
 from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
 from vecdb.client.remote import upsert_request as tenant_upsert
@@ -45,7 +46,7 @@ from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
-class AsyncClient(AsyncTenantMethods, AsyncApiKeyMethods):
+class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
     """`async with vecdb.AsyncClient("localhost:7700") as client: await client.search(...)`."""
 
     def __init__(

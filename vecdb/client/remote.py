@@ -38,6 +38,7 @@ from vecdb.client.channel import (
     parse_target,
     retry_wait,
 )
+from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -66,7 +67,7 @@ def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
     return convert.points_from_proto(resp.points), nxt
 
 
-class RemoteClient(ApiKeyMethods, Client):
+class RemoteClient(RemoteDocuments, ApiKeyMethods, Client):
     """A `Client` talking to a server; thread-safe (one channel, many concurrent calls)."""
 
     def __init__(

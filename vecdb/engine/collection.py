@@ -12,6 +12,7 @@ from typing import Any
 from vecdb.engine import filters, reader, tenant_ops, tenant_search, writer
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.doc_writer import refuse_dense
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.payload_index import IndexDef, check_key, check_type
 from vecdb.engine.tenant_reads import read_scope
@@ -54,6 +55,7 @@ class Collection:
         tenant: object = None,
         grant_to: object = None,
     ) -> int:
+        refuse_dense(self.core, "upsert", "upsert_documents")
         with self.core.use():
             return writer.upsert(
                 self.core, ids, vectors, payloads, self.worker.notify, tenant, grant_to
@@ -109,6 +111,8 @@ class Collection:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, ids: object, with_vectors: bool = True, tenant: object = None) -> list[Record]:
+        if with_vectors is True:
+            refuse_dense(self.core, "get with vectors", "get_documents")
         with self.core.use():
             scope = read_scope(self.core, tenant)
             return reader.get(self.core, ids, with_vectors, scope)
@@ -127,6 +131,8 @@ class Collection:
         with_payload: bool = True,
         tenant: object = None,
     ) -> tuple[list[Record], Id | None]:
+        if with_vectors is True:
+            refuse_dense(self.core, "scroll with vectors", "get_documents")
         with self.core.use():
             scope = read_scope(self.core, tenant)
             return reader.scroll(self.core, flt, limit, offset, with_vectors, with_payload, scope)
@@ -143,6 +149,7 @@ class Collection:
         tenant: object = None,
         tenants: object = None,
     ) -> SearchResult:
+        refuse_dense(self.core, "search", "search_documents")
         with self.core.use():
             scope = read_scope(self.core, tenant, tenants)
             return reader.search(

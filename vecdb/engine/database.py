@@ -23,6 +23,7 @@ from vecdb.engine.collection import Collection
 from vecdb.engine.commit import Sequencer
 from vecdb.engine.core import CollectionConfig, CollectionCore
 from vecdb.engine.database_tenants import TenantMethods
+from vecdb.engine.doc_database import DocumentsMixin, collection_index
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.memory import tune_allocator
 from vecdb.engine.recovery import collection_dir, open_collection
@@ -40,7 +41,7 @@ MANIFEST_NAME = "MANIFEST.json"
 CONFIG_PREFIX = b"collection:"
 
 
-class Database(TenantMethods):
+class Database(TenantMethods, DocumentsMixin):
     """An open data directory. Thread-safe; one process at a time (see `DirLock`)."""
 
     def __init__(
@@ -157,9 +158,10 @@ class Database(TenantMethods):
         registry.spec(index)
         params = v.check_index_params(index_params)
         kind_ = v.check_kind(kind)
-        if kind_ is CollectionKind.MULTIVECTOR:
-            raise Unimplemented("kind='multivector' collections are not built yet")
+        index = collection_index(kind_, index, metric_)  # documents: engine.doc_database
         v.check_flag("multi_tenant", multi_tenant)
+        if multi_tenant and kind_ is CollectionKind.MULTIVECTOR:
+            raise Unimplemented("multi_tenant=True is not built yet for kind='multivector' collections")
         with self._ddl:
             if name in self.collections:
                 have = self.collections[name].core.cfg
@@ -192,6 +194,7 @@ class Database(TenantMethods):
                 index=index,
                 index_params=params,
                 multi_tenant=multi_tenant,
+                kind=kind_.value,
             )
             registry.check_params(index, cfg.index_params)  # before anything is written
             batch = self.kv.batch()

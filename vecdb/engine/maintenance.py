@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit, tenant_jobs
+from vecdb.engine import commit, doc_jobs, tenant_jobs
 from vecdb.engine.core import (
     STATE_BUILDING,
     STATE_ERROR,
@@ -73,6 +73,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
         return None
     if tenant_jobs.drop_due(coll):  # before all else: an optimize waits for it too
         return JOB_TENANT_DROP
+    if coll.cfg.kind == "multivector":  # documents have their own jobs (engine.doc_jobs)
+        return doc_jobs.due(coll, now)
     waiting = st.optimize_requested > st.optimize_done
     buf = coll.buffer
     if buf is None:
@@ -208,6 +210,8 @@ class MaintenanceWorker:
                 maintain(coll)
             elif job == JOB_TENANT_DROP:
                 tenant_jobs.drop_slice(coll)
+            elif job in doc_jobs.JOBS:
+                doc_jobs.run(coll, job, _progress(coll))
             else:
                 finish_optimize(coll)
             coll.status.error = ""

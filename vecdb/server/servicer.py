@@ -26,6 +26,7 @@ from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.admin_rpcs import ApiKeyRpcs
+from vecdb.server.document_rpcs import DocumentRPCs
 from vecdb.server.tenant_rpcs import TenantRpcs
 from vecdb.types import CollectionKind, IdType, Metric
 
@@ -42,7 +43,7 @@ def _opt_json(text: str, field: str, kwargs: dict[str, Any]) -> None:
         kwargs[field] = convert.loads_json(text, field)
 
 
-class VectorDBServicer(TenantRpcs, ApiKeyRpcs, pb_grpc.VectorDBServicer):
+class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
     def __init__(self, db: Database, metrics: ServerMetrics, stream_window: int) -> None:
