@@ -56,6 +56,9 @@ class SearchResult:
     payloads: list[list[Payload | None]] | None = None  # with_payload: one per column
     # with_vectors: the stored vector of each result (None where padded), else None
     vectors: list[list[npt.NDArray[np.float32] | None]] | None = None
+    # with_stats: what the call read (`queries`, `postings_read`, `bytes_read`, ... and the
+    # tenant walk's `tenant_*` counters), totals over its queries; else None
+    stats: dict[str, float] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -119,3 +122,5 @@ class TenantInfo:
     nodes: int = 0  # nodes of its sub-tree in the tenant-aware index (0 when it has none)
     progress: float = 1.0  # fraction of a drop's cleanup done, 0..1 (1.0 when active)
     created: float = 0.0  # unix seconds when it was created
+    max_vectors: int = 0  # quota on `vectors`: writes past it are refused (0: unlimited)
+    max_bytes: int = 0  # quota on `bytes` (0: unlimited)

@@ -153,6 +153,26 @@ def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
     return np.asarray(slots, np.int64)[keep], base
 
 
+def attach(coll: CollectionCore) -> None:
+    """Point the collection's tenant hooks here: `changed` after every change of a set,
+    `nodes_of` for `get_tenant` (a no-op for a collection without tenants)."""
+    ts = coll.tenants
+    if ts is not None:
+        ts.on_changed = lambda nos: changed(coll, nos)
+        ts.nodes_of = lambda no: nodes_of(coll, no)
+
+
+def nodes_of(coll: CollectionCore, no: int) -> int:
+    """Nodes of tenant `no`'s sub-tree in the shared clustering tree (its leaves and their
+    ancestors, `index.tenancy.node_counts`); 0 for an index without a tree (flat) or
+    before the first build."""
+    ts = coll.tenants
+    count = getattr(coll.index, "subset_nodes", None)
+    if ts is None or count is None:
+        return 0
+    return int(count(ts.slots_of([no])))
+
+
 def changed(coll: CollectionCore, tenant_nos: list[int]) -> None:
     """Tenants whose set of visible slots changed (grants, revokes, upserts, deletes, a drop).
     Called after the change is committed, under the collection's write lock: cached
