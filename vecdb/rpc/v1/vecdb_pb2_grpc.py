@@ -195,6 +195,11 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
                 _registered_method=True)
+        self.UpdateTenant = channel.unary_unary(
+                '/vecdb.v1.VectorDB/UpdateTenant',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantResponse.FromString,
+                _registered_method=True)
 
 
 class VectorDBServicer:
@@ -435,6 +440,13 @@ class VectorDBServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTenant(self, request, context):
+        """Change a tenant's stored quotas (admin keys not bound to tenants only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorDBServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -597,6 +609,11 @@ def add_VectorDBServicer_to_server(servicer, server):
                     servicer.Revoke,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.SerializeToString,
+            ),
+            'UpdateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenant,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1464,6 +1481,33 @@ class VectorDB:
             '/vecdb.v1.VectorDB/Revoke',
             vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/UpdateTenant',
+            vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,
