@@ -56,9 +56,11 @@ def _run_and_kill(path: Path, index: str, seed: int, rng: random.Random) -> list
 Model = dict[int, tuple[int, set[str]]]  # live id -> (generation, grantees)
 
 
-def _fold(lines: list[str], model: Model) -> set[int]:
-    """Apply acknowledged operations; return the ids of the operation in flight at the kill."""
+def _fold(lines: list[str], model: Model) -> tuple[set[int], int]:
+    """Apply acknowledged operations; return the ids of the operation in flight at the kill
+    and its generation (the vectors an in-flight upsert would have written)."""
     pending: set[int] = set()
+    pending_gen = -1
     for line in lines:
         parts = line.split()
         if len(parts) != 6 or parts[0] not in ("try", "ack"):
@@ -68,6 +70,7 @@ def _fold(lines: list[str], model: Model) -> set[int]:
         others = set() if raw_others == "-" else set(raw_others.split(","))
         if parts[0] == "try":
             pending = set(ids) if op != "grant" and op != "revoke" else pending | set(ids)
+            pending_gen = int(gen)
             continue
         for i in ids:
             if op == "up":
@@ -80,7 +83,7 @@ def _fold(lines: list[str], model: Model) -> set[int]:
             elif op == "del":
                 model.pop(i, None)
         pending = set()
-    return pending
+    return pending, pending_gen
 
 
 def _observed(db: Database) -> dict[int, tuple[np.ndarray, set[str]]]:
@@ -109,7 +112,7 @@ def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, 
     path = tmp_path / "db"
     model: Model = {}
     for trial in range(TRIALS):
-        pending = _fold(_run_and_kill(path, index, trial + 1, rng), model)
+        pending, pending_gen = _fold(_run_and_kill(path, index, trial + 1, rng), model)
         db = Database(path)
         try:
             core = db.collections["m"].core
@@ -126,7 +129,9 @@ def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, 
                     assert seen[i][1] == grants, f"trial {trial}: id {i} grantees"
             for i in pending:  # adopt what the in-flight operation left
                 if i in seen:
-                    gen = model[i][0] if i in model else -1
+                    # an in-flight upsert that landed wrote its generation's vector
+                    landed = np.array_equal(seen[i][0], vector_of(i, pending_gen))
+                    gen = pending_gen if landed or i not in model else model[i][0]
                     model[i] = (gen, seen[i][1])
                 else:
                     model.pop(i, None)
