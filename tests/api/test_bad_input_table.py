@@ -44,6 +44,8 @@ def seed(c: vecdb.Client) -> None:
         c.create_tenant("t", tenant)
     c.upsert("t", [0, 1], FOUR[:2], tenant="a", grant_to=["b"])
     c.upsert("t", [2], FOUR[2:3], tenant="b")
+    c.create_tenant("t", "q", max_vectors=3, max_bytes=2 * DIM * 4)  # stored quotas
+    c.upsert("t", [5], FOUR[3:4], tenant="q")
 
 
 def state(c: vecdb.Client) -> Any:
@@ -359,6 +361,21 @@ CASES: dict[str, Case] = {
     "tenants unknown": lambda c: c.search("t", ONE[0], tenants=["a", "zz"]),
     "list_tenants limit 0": lambda c: c.list_tenants("t", limit=0),
     "list_tenants bad offset": lambda c: c.list_tenants("t", offset="a/b"),
+    # stored quotas (tenant "q": max_vectors 3, max_bytes 2 vectors; owns point 5)
+    "quota vectors by grant": lambda c: c.grant("t", [0, 1, 2], tenant="q"),
+    "quota vectors by grant_to": lambda c: c.upsert("t", [6, 7, 8], FOUR[:3], tenant="a", grant_to=["q"]),
+    "quota bytes by upsert": lambda c: c.upsert("t", [6, 7], FOUR[:2], tenant="q"),
+    "create tenant max_vectors -1": lambda c: c.create_tenant("t", "n", max_vectors=-1),
+    "create tenant max_bytes 2**60": lambda c: c.create_tenant("t", "n", max_bytes=2**60),
+    "create tenant max_vectors 2**70": lambda c: c.create_tenant("t", "n", max_vectors=2**70),
+    "create tenant max_vectors str": lambda c: c.create_tenant("t", "n", max_vectors="10"),  # type: ignore[arg-type]
+    "create tenant max_vectors bool": lambda c: c.create_tenant("t", "n", max_vectors=True),
+    "create tenant max_bytes float": lambda c: c.create_tenant("t", "n", max_bytes=1.5),  # type: ignore[arg-type]
+    "create tenant quota bad name first": lambda c: c.create_tenant("t", "a b", max_bytes=1.5),  # type: ignore[arg-type]
+    "update unknown tenant": lambda c: c.update_tenant("t", "zz", max_vectors=1),
+    "update tenant max_bytes -5": lambda c: c.update_tenant("t", "q", max_bytes=-5),
+    "update tenant on a plain collection": lambda c: c.update_tenant("l", "q", max_vectors=1),
+    "search with_stats int": lambda c: c.search("t", ONE[0], tenant="a", with_stats=1),  # type: ignore[arg-type]
 }  # fmt: skip
 
 
@@ -418,6 +435,15 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "create existing tenant": (None, "ALREADY_EXISTS"),
         "tenants empty": ("tenants", "EMPTY"),
         "tenants unknown": (None, "NOT_FOUND"),
+        "quota vectors by grant": ("tenant", "TENANT_VECTOR_QUOTA"),
+        "quota vectors by grant_to": ("grant_to", "TENANT_VECTOR_QUOTA"),
+        "quota bytes by upsert": ("tenant", "TENANT_BYTES_QUOTA"),
+        "create tenant max_vectors -1": ("max_vectors", "OUT_OF_RANGE"),
+        "create tenant max_vectors 2**70": ("max_vectors", "OUT_OF_RANGE"),
+        "create tenant max_bytes float": ("max_bytes", "OUT_OF_RANGE"),
+        "create tenant quota bad name first": ("tenant", "BAD_NAME"),
+        "update tenant max_bytes -5": ("max_bytes", "OUT_OF_RANGE"),
+        "search with_stats int": ("with_stats", "INVALID_ARGUMENT"),
         "list_tenants limit 0": ("limit", "OUT_OF_RANGE"),
     }
     for name, (field, reason) in expected.items():
