@@ -11,19 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 
 import vecdb
 from vecdb.engine import Database
 from vecdb.errors import PermissionDenied, ResourceExhausted
-from vecdb.index.tenancy import node_counts
-from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
 from vecdb.server.config import load_config
-from vecdb.server.metrics import bytes_read_of
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "api"))  # the API tests' three modes
 from api_modes import Trio, outcome  # noqa: E402
@@ -164,9 +159,10 @@ def test_a_tenant_key_cannot_set_quotas(tmp_path: Path) -> None:
     srv = _server(tmp_path / "d", auth={"keys": keys})
     target = f"127.0.0.1:{srv.port}"
     try:
-        with vecdb.connect(target, api_key="root-key-000000000000") as root, vecdb.connect(
-            target, api_key="acme-admin-0000000000"
-        ) as acme:
+        with (
+            vecdb.connect(target, api_key="root-key-000000000000") as root,
+            vecdb.connect(target, api_key="acme-admin-0000000000") as acme,
+        ):
             root.create_collection("q", D, "l2", index="flat", multi_tenant=True)
             root.create_tenant("q", "acme", max_vectors=1)
             with pytest.raises(PermissionDenied) as err:

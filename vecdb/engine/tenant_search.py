@@ -113,6 +113,7 @@ def copied(
         found, base = stored_vectors(coll, slots)
         store.write(key, found, base)
         stats.extra["tenant_copies_made"] = 1.0
+        stats.bytes_read = base.nbytes  # the stored vectors read to make the copy
     else:
         have, vecs = hit
         stats.bytes_read = have.nbytes + vecs.nbytes
@@ -126,6 +127,7 @@ def copied(
                 stats.extra["tenant_copies_shrunk"] = 1.0
         else:
             new_s, new_v = stored_vectors(coll, slots[~present])
+            stats.bytes_read += new_v.nbytes
             found = np.concatenate([slots[present], new_s])
             base = np.concatenate([vecs[pos[present]], new_v])
             if len(new_s):  # (slots deleted meanwhile are simply not there)
