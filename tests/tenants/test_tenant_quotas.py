@@ -6,6 +6,7 @@ drop's cleanup waits, and per-call search stats (with_stats) in every mode."""
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -175,3 +176,19 @@ def test_a_tenant_key_cannot_set_quotas(tmp_path: Path) -> None:
             assert root.update_tenant("q", "acme", max_vectors=9).max_vectors == 9
     finally:
         srv.stop(0)
+
+
+def test_example_config_documents_tenant_keys_and_quotas(tmp_path: Path) -> None:
+    """deploy/vecdb.example.toml's commented `[[auth.keys]]` and `[quotas.tenants.acme]`
+    blocks are valid once uncommented, and mean what they say."""
+    example = Path(__file__).resolve().parents[2] / "deploy" / "vecdb.example.toml"
+    lines = example.read_text().splitlines()
+    live = [re.sub(r"^# (?=\[|[a-z_]+ += )", "", line) for line in lines]
+    assert live != lines
+    path = tmp_path / "vecdb.toml"
+    path.write_text("\n".join(live) + "\n")
+    cfg = load_config(path, env={})
+    (key,) = cfg.auth.keys
+    assert (key["role"], key["tenants"], key["collections"]) == ("write", ["acme"], ["docs"])
+    assert cfg.quotas.tenants["acme"] == {
+        "requests_per_second": 50, "max_concurrent_queries": 4, "max_vectors": 1_000_000}  # fmt: skip
