@@ -174,6 +174,10 @@ def test_a_tenant_key_cannot_set_quotas(tmp_path: Path) -> None:
             with pytest.raises(PermissionDenied):  # refused before the engine is asked
                 acme.create_tenant("q", "acme", max_vectors=0)
             assert root.update_tenant("q", "acme", max_vectors=9).max_vectors == 9
+            writer = root.create_api_key("write")  # an unbound writer is not an admin
+            with vecdb.connect(target, api_key=writer.key) as w, pytest.raises(PermissionDenied):
+                w.update_tenant("q", "acme", max_vectors=100)
+            assert root.get_tenant("q", "acme").max_vectors == 9
     finally:
         srv.stop(0)
 

@@ -349,7 +349,8 @@ class TenantState:
 def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
     """Per tenant of the collection with key prefix `prefix`, from the rows alone (for
     `vecdb inspect`, on a read-only store): name, state, points it may see and owns (a
-    dropped owner's points included until its cleanup deletes them), drop progress."""
+    dropped owner's points included until its cleanup deletes them), drop progress, stored
+    quotas (0: unlimited)."""
     head = kvmod.META_TENANT + prefix
     out = []
     for key, raw in src.scan_prefix(kvmod.CF_META, head):
@@ -361,7 +362,8 @@ def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
             owned += kind == OWNER
         progress = 1.0 if t.state == ACTIVE else (t.done / t.total if t.total else 0.0)
         out.append({"name": t.name, "state": t.state, "vectors": vectors, "owned": owned,
-                    "progress": round(min(progress, 1.0), 4)})  # fmt: skip
+                    "progress": round(min(progress, 1.0), 4), "max_vectors": t.max_vectors,
+                    "max_bytes": t.max_bytes})  # fmt: skip
     return out
 
 
