@@ -196,3 +196,96 @@ def test_example_config_documents_tenant_keys_and_quotas(tmp_path: Path) -> None
     assert (key["role"], key["tenants"], key["collections"]) == ("write", ["acme"], ["docs"])
     assert cfg.quotas.tenants["acme"] == {
         "requests_per_second": 50, "max_concurrent_queries": 4, "max_vectors": 1_000_000}  # fmt: skip
+
+
+def test_random_writes_are_refused_exactly_when_a_quota_would_be_passed(tmp_path: Path) -> None:
+    """600 random upserts (new and replaced points, grant_to), grants, revokes, deletes and
+    quota changes against a model: a write is refused exactly when some tenant it grows
+    would pass a limit (with that limit's reason), nothing of a refused write lands, and
+    every tenant's vectors / owned / bytes equal the model's after every step."""
+    rng = np.random.default_rng(5)
+    names = ["a", "b", "c", "d"]
+    owner: dict[int, str] = {}
+    grants: dict[int, set[str]] = {}
+    limits = {t: (int(rng.integers(3, 12)), int(rng.integers(2, 8)) * D * 4) for t in names}
+    db = Database(tmp_path / "db", sync=False)
+    tally = {"refused": 0, "done": 0}
+
+    def vis(t: str, own: dict[int, str], gr: dict[int, set[str]]) -> int:
+        return sum(1 for i, o in own.items() if o == t or t in gr[i])
+
+    def owned(t: str, own: dict[int, str]) -> int:
+        return sum(1 for o in own.values() if o == t)
+
+    def violated(own: dict[int, str], gr: dict[int, set[str]]) -> set[str]:
+        out = set()
+        for t in names:
+            mv, mb = limits[t]
+            if mv and vis(t, own, gr) > max(mv, vis(t, owner, grants)):
+                out.add("TENANT_VECTOR_QUOTA")
+            if mb and owned(t, own) * 4 * D > max(mb, owned(t, owner) * 4 * D):
+                out.add("TENANT_BYTES_QUOTA")
+        return out
+
+    try:
+        db.create_collection("q", D, "l2", index="flat", multi_tenant=True)
+        for t in names:
+            db.create_tenant("q", t, max_vectors=limits[t][0], max_bytes=limits[t][1])
+        for step in range(600):
+            op = rng.random()
+            t = names[int(rng.integers(len(names)))]
+            own, gr = dict(owner), {i: set(g) for i, g in grants.items()}
+            if op < 0.45:  # upsert: free ids or t's own, maybe shared
+                free = [i for i in range(40) if owner.get(i, t) == t]
+                ids = sorted(rng.choice(free, size=min(len(free), int(rng.integers(1, 4))),
+                                        replace=False).tolist())  # fmt: skip
+                to = [g for g in names if g != t and rng.random() < 0.3]
+                for i in ids:
+                    gr[i] = (gr[i] | set(to)) if own.get(i) == t else set(to)
+                    own[i] = t
+                vecs = rng.random((len(ids), D), np.float32)
+                call: tuple[Any, tuple[Any, ...], dict[str, Any]] = (
+                    db.upsert, ("q", ids, vecs), {"tenant": t, "grant_to": to})  # fmt: skip
+            elif op < 0.65 and owner:  # an admin's grant to t
+                ids = sorted({int(i) for i in rng.choice(sorted(owner), size=3)})
+                for i in ids:
+                    if own[i] != t:
+                        gr[i].add(t)
+                call = (db.grant, ("q", ids), {"tenant": t})
+            elif op < 0.8 and owner:  # revoke t's grants (never refused)
+                ids = sorted(i for i in owner if owner[i] != t)[:3]
+                for i in ids:
+                    gr[i].discard(t)
+                call = (db.revoke if ids else _nothing, ("q", ids), {"tenant": t})
+            elif op < 0.92 and owner:  # t deletes some of its own
+                ids = [i for i in owner if owner[i] == t][:2]
+                for i in ids:
+                    own.pop(i)
+                    gr.pop(i)
+                call = (db.delete if ids else _nothing, ("q", ids), {"tenant": t})
+            else:  # an admin moves t's limits (maybe under what it holds)
+                limits[t] = (int(rng.integers(0, 12)), int(rng.integers(0, 8)) * D * 4)
+                db.update_tenant("q", t, max_vectors=limits[t][0], max_bytes=limits[t][1])
+                continue
+            bad = violated(own, gr)
+            if bad:
+                with pytest.raises(ResourceExhausted) as err:
+                    call[0](*call[1], **call[2])
+                assert err.value.reason in bad, (step, err.value, bad)
+                tally["refused"] += 1
+            else:
+                call[0](*call[1], **call[2])
+                owner, grants = own, gr
+                tally["done"] += 1
+            for name in names:
+                info = db.get_tenant("q", name)
+                want = (vis(name, owner, grants), owned(name, owner))
+                assert (info.vectors, info.owned) == want, (step, name)
+                assert info.bytes == want[1] * 4 * D
+        assert tally["refused"] >= 30 and tally["done"] >= 200, tally
+    finally:
+        db.close()
+
+
+def _nothing(*args: Any, **kwargs: Any) -> int:
+    return 0
