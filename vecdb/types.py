@@ -57,8 +57,10 @@ class SearchResult:
     payloads: list[list[Payload | None]] | None = None  # with_payload: one per column
     # with_vectors: the stored vector of each result (None where padded), else None
     vectors: list[list[npt.NDArray[np.float32] | None]] | None = None
-    # search_documents: what the call did, summed over its queries (candidates, docs_scored,
-    # tokens_scored, bytes_read; maxsim_work_saved and exact averaged); None elsewhere
+    # what the call did, summed over its queries: with `with_stats=True` a search's reads
+    # (`queries`, `postings_read`, `bytes_read`, ... and the tenant walk's `tenant_*`
+    # counters); a search_documents' candidates, docs_scored, tokens_scored, bytes_read
+    # (maxsim_work_saved and exact averaged); else None
     stats: dict[str, float] | None = None
 
     def __len__(self) -> int:
@@ -135,3 +137,5 @@ class TenantInfo:
     nodes: int = 0  # nodes of its sub-tree in the tenant-aware index (0 when it has none)
     progress: float = 1.0  # fraction of a drop's cleanup done, 0..1 (1.0 when active)
     created: float = 0.0  # unix seconds when it was created
+    max_vectors: int = 0  # quota on `vectors`: writes past it are refused (0: unlimited)
+    max_bytes: int = 0  # quota on `bytes` (0: unlimited)

@@ -47,6 +47,8 @@ def seed(c: vecdb.Client) -> None:
     # documents (issue 11): "mv" holds two documents
     c.create_collection("mv", DIM, "cosine", kind="multivector")
     c.upsert_documents("mv", [0, 1], [FOUR[:2], FOUR[1:]], payloads=[{"seed": 0}, None])
+    c.create_tenant("t", "q", max_vectors=3, max_bytes=2 * DIM * 4)  # stored quotas
+    c.upsert("t", [5], FOUR[3:4], tenant="q")
 
 
 def state(c: vecdb.Client) -> Any:
@@ -403,6 +405,21 @@ CASES: dict[str, Case] = {
     "get_documents bad id": lambda c: c.get_documents("mv", [-1]),
     "get_documents with_tokens str": lambda c: c.get_documents("mv", [0], with_tokens="yes"),  # type: ignore[arg-type]
     "multivector bad index_params": lambda c: c.create_collection("m", DIM, kind="multivector", index_params={"residual_bits": 3}),
+    # stored quotas (tenant "q": max_vectors 3, max_bytes 2 vectors; owns point 5)
+    "quota vectors by grant": lambda c: c.grant("t", [0, 1, 2], tenant="q"),
+    "quota vectors by grant_to": lambda c: c.upsert("t", [6, 7, 8], FOUR[:3], tenant="a", grant_to=["q"]),
+    "quota bytes by upsert": lambda c: c.upsert("t", [6, 7], FOUR[:2], tenant="q"),
+    "create tenant max_vectors -1": lambda c: c.create_tenant("t", "n", max_vectors=-1),
+    "create tenant max_bytes 2**60": lambda c: c.create_tenant("t", "n", max_bytes=2**60),
+    "create tenant max_vectors 2**70": lambda c: c.create_tenant("t", "n", max_vectors=2**70),
+    "create tenant max_vectors str": lambda c: c.create_tenant("t", "n", max_vectors="10"),  # type: ignore[arg-type]
+    "create tenant max_vectors bool": lambda c: c.create_tenant("t", "n", max_vectors=True),
+    "create tenant max_bytes float": lambda c: c.create_tenant("t", "n", max_bytes=1.5),  # type: ignore[arg-type]
+    "create tenant quota bad name first": lambda c: c.create_tenant("t", "a b", max_bytes=1.5),  # type: ignore[arg-type]
+    "update unknown tenant": lambda c: c.update_tenant("t", "zz", max_vectors=1),
+    "update tenant max_bytes -5": lambda c: c.update_tenant("t", "q", max_bytes=-5),
+    "update tenant on a plain collection": lambda c: c.update_tenant("l", "q", max_vectors=1),
+    "search with_stats int": lambda c: c.search("t", ONE[0], tenant="a", with_stats=1),  # type: ignore[arg-type]
 }  # fmt: skip
 
 
@@ -462,6 +479,15 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "create existing tenant": (None, "ALREADY_EXISTS"),
         "tenants empty": ("tenants", "EMPTY"),
         "tenants unknown": (None, "NOT_FOUND"),
+        "quota vectors by grant": ("tenant", "TENANT_VECTOR_QUOTA"),
+        "quota vectors by grant_to": ("grant_to", "TENANT_VECTOR_QUOTA"),
+        "quota bytes by upsert": ("tenant", "TENANT_BYTES_QUOTA"),
+        "create tenant max_vectors -1": ("max_vectors", "OUT_OF_RANGE"),
+        "create tenant max_vectors 2**70": ("max_vectors", "OUT_OF_RANGE"),
+        "create tenant max_bytes float": ("max_bytes", "OUT_OF_RANGE"),
+        "create tenant quota bad name first": ("tenant", "BAD_NAME"),
+        "update tenant max_bytes -5": ("max_bytes", "OUT_OF_RANGE"),
+        "search with_stats int": ("with_stats", "INVALID_ARGUMENT"),
         "list_tenants limit 0": ("limit", "OUT_OF_RANGE"),
         "doc wrong dim": ("documents[1]", "WRONG_DIMENSION"),
         "doc NaN": ("documents[1][1][1]", "NOT_FINITE"),

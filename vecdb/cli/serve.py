@@ -26,13 +26,14 @@ from vecdb.errors import VecdbError
     "config_file",
     type=click.Path(dir_okay=False),
     default=None,
-    help="TOML or JSON config file (sections server, limits, metrics, auth, tls, log).",
+    help="TOML or JSON config file (sections server, limits, metrics, auth with [[auth.keys]], "
+    "quotas, tls, log, engine; every key: deploy/vecdb.example.toml).",
 )
 @click.option(
     "--api-key",
     default=None,
     envvar="VECDB_API_KEY",
-    help="Admin API key (also VECDB_API_KEY); read-only keys go in the config file.",
+    help="Admin API key (also VECDB_API_KEY); other keys ([[auth.keys]]) go in the config file.",
 )
 @click.option("--tls-cert", default=None, help="Server certificate (PEM) to enable TLS.")
 @click.option("--tls-key", default=None, help="Server private key (PEM).")

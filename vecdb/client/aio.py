@@ -328,17 +328,19 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         with_vectors: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        with_stats: bool = False,
     ) -> SearchResult:
         """See `vecdb.Client.search`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
                 "search", name, queries, k, filter=filter, params=params,
                 with_payload=with_payload, with_vectors=with_vectors, tenant=tenant,
-                tenants=tenants,
+                tenants=tenants, with_stats=with_stats,
             )  # fmt: skip
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
-                             tenant, tenants)  # fmt: skip
-        return convert.result_from_proto(await self._call("Search", req, idempotent=True))
+                             tenant, tenants, with_stats)  # fmt: skip
+        resp = await self._call("Search", req, idempotent=True)
+        return convert.result_from_proto(resp, with_stats=with_stats)
 
     async def create_snapshot(self, name: str) -> Any:
         """See `vecdb.Client.create_snapshot`."""

@@ -161,11 +161,14 @@ class Client(abc.ABC):
         with_vectors: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        with_stats: bool = False,
     ) -> SearchResult:
         """Top-k nearest points of each query ((d,) or (nq, d)); smaller distance is better.
         `filter` restricts the points (docs/FILTERS.md); `with_payload` / `with_vectors` add
         the results' payloads / stored vectors. In a multi-tenant collection `tenant` (or
-        `tenants`, their union) restricts it to the points granted to them."""
+        `tenants`, their union) restricts it to the points granted to them. `with_stats`
+        fills `SearchResult.stats` with what the call read (postings, bytes, the tenant
+        walk's `tenant_*` counters)."""
 
     @abc.abstractmethod
     def stats(self, name: str | None = None) -> dict[str, Any]:
@@ -238,9 +241,31 @@ class Client(abc.ABC):
     # -- tenants (a collection created with multi_tenant=True) ------------------------------
 
     @abc.abstractmethod
-    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
+    def create_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
         """Register a tenant (1-64 of A-Z a-z 0-9 _ . -); `AlreadyExists` if it exists or
-        is still being dropped."""
+        is still being dropped. `max_vectors` (points it may see) and `max_bytes` (vector
+        bytes it owns) are stored quotas: an upsert or grant past one is
+        `ResourceExhausted`; 0 is unlimited, None the server's `[quotas]` default
+        (embedded: unlimited)."""
+
+    @abc.abstractmethod
+    def update_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
+        """Change a tenant's stored quotas (None: unchanged, 0: unlimited); admin only. A
+        limit below what it holds is accepted and only stops its growth."""
 
     @abc.abstractmethod
     def list_tenants(

@@ -151,6 +151,7 @@ class LocalClient(LocalDocuments, Client):
         with_vectors: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        with_stats: bool = False,
     ) -> SearchResult:
         return self._db.search(
             name,
@@ -162,6 +163,7 @@ class LocalClient(LocalDocuments, Client):
             with_vectors=with_vectors,
             tenant=tenant,
             tenants=tenants,
+            with_stats=with_stats,
         )
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
@@ -186,8 +188,25 @@ class LocalClient(LocalDocuments, Client):
 
     # -- tenants --------------------------------------------------------------------------
 
-    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
-        return self._db.create_tenant(name, tenant)
+    def create_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
+        return self._db.create_tenant(name, tenant, max_vectors=max_vectors, max_bytes=max_bytes)
+
+    def update_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
+        return self._db.update_tenant(name, tenant, max_vectors=max_vectors, max_bytes=max_bytes)
 
     def list_tenants(
         self, name: str, *, limit: int = DEFAULT_TENANT_PAGE, offset: str | None = None

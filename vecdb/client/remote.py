@@ -23,7 +23,7 @@ import grpc
 
 from vecdb.client import requests as rq
 from vecdb.client import tenant_requests as tq
-from vecdb.client.base import DEFAULT_TENANT_PAGE, Client
+from vecdb.client.base import Client
 from vecdb.client.channel import (
     DEFAULT_STREAM_WINDOW,
     DEFAULT_TIMEOUT,
@@ -40,10 +40,11 @@ from vecdb.client.channel import (
 )
 from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
+from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
-from vecdb.types import CollectionInfo, Id, Record, SearchResult, TenantInfo
+from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
 class StreamAck(NamedTuple):
@@ -67,7 +68,7 @@ def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
     return convert.points_from_proto(resp.points), nxt
 
 
-class RemoteClient(RemoteDocuments, ApiKeyMethods, Client):
+class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
     """A `Client` talking to a server; thread-safe (one channel, many concurrent calls)."""
 
     def __init__(
@@ -297,10 +298,12 @@ class RemoteClient(RemoteDocuments, ApiKeyMethods, Client):
         with_vectors: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        with_stats: bool = False,
     ) -> SearchResult:
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
-                             tenant, tenants)  # fmt: skip
-        return convert.result_from_proto(self._call("Search", req, idempotent=True))
+                             tenant, tenants, with_stats)  # fmt: skip
+        resp = self._call("Search", req, idempotent=True)
+        return convert.result_from_proto(resp, with_stats=with_stats)
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -336,34 +339,6 @@ class RemoteClient(RemoteDocuments, ApiKeyMethods, Client):
     def close(self) -> None:
         self._channel.close()
 
-    # -- tenants ---------------------------------------------------------------------------
-
-    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
-        req = tq.tenant_request(pb.CreateTenantRequest, name, tenant)
-        return convert.tenant_from_proto(self._call("CreateTenant", req, idempotent=False).info)
-
-    def list_tenants(
-        self, name: str, *, limit: int = DEFAULT_TENANT_PAGE, offset: str | None = None
-    ) -> tuple[list[TenantInfo], str | None]:
-        resp = self._call("ListTenants", tq.list_request(name, limit, offset), idempotent=True)
-        return [convert.tenant_from_proto(t) for t in resp.tenants], resp.next_offset or None
-
-    def get_tenant(self, name: str, tenant: str) -> TenantInfo:
-        req = tq.tenant_request(pb.GetTenantRequest, name, tenant)
-        return convert.tenant_from_proto(self._call("GetTenant", req, idempotent=True).info)
-
-    def drop_tenant(self, name: str, tenant: str) -> None:
-        req = tq.tenant_request(pb.DropTenantRequest, name, tenant)
-        self._call("DropTenant", req, idempotent=False)
-
-    def grant(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
-        req = tq.grant_request(name, ids, tenant, owner)
-        return int(self._call("Grant", req, idempotent=True).changed)
-
-    def revoke(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
-        req = tq.grant_request(name, ids, tenant, owner)
-        return int(self._call("Revoke", req, idempotent=True).changed)
-
 
 def upsert_request(
     name: Any, ids: Any, vectors: Any, payloads: Any, tenant: Any, grant_to: Any
@@ -377,10 +352,12 @@ def upsert_request(
 
 def search_request(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
-    with_vectors: Any, tenant: Any, tenants: Any,
+    with_vectors: Any, tenant: Any, tenants: Any, with_stats: Any = False,
 ) -> pb.SearchRequest:  # fmt: skip
-    """A Search with its tenant block (shared with the async client)."""
+    """A Search with its tenant block and `with_stats` (shared with the async client)."""
+    rq.flags(("with_stats", with_stats))  # the engine judges it first of all
     req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
+    req.options.with_stats = with_stats
     req.tenant = tq.tenant_arg(tenant)
     req.tenants.extend(tq.tenants_arg(tenants))
     return req

@@ -5,12 +5,17 @@ On the wire an empty `tenant` means "none named", so a tenant argument that is n
 non-empty string (None excepted) is judged here by the engine's own rule book
 (`vecdb.engine.tenant_rules`), with the message, field and reason an embedded call gives;
 any other text travels as given and the server judges it. The same holds for `tenants` (an
-empty list is refused here, as embedded) and `grant_to` (an empty list means none).
+empty list is refused here, as embedded) and `grant_to` (an empty list means none). Stored
+quotas (`max_vectors`, `max_bytes`) travel when they are int64 values (the server judges the
+range); anything else is judged here after the names, in the engine's order.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import numpy as np
 
 from vecdb.client import requests as rq
 from vecdb.engine import tenant_rules as rules
@@ -68,3 +73,27 @@ def grant_request(name: Any, ids: Any, tenant: Any, owner: Any) -> pb.GrantReque
     caller = tenant_arg(owner, "owner")
     ids_ = rq.judged(name, lambda: rq.ids_msg(ids))
     return pb.GrantRequest(collection=collection, ids=ids_, tenant=grantee, owner=caller)
+
+
+_QUOTAS = (("max_vectors", rules.MAX_MAX_VECTORS), ("max_bytes", rules.MAX_MAX_BYTES))
+
+
+def quota_request(message: Any, name: Any, tenant: Any, **quotas: Any) -> Any:
+    """CreateTenant / UpdateTenant: the collection, the tenant, the quotas that are given."""
+    req = tenant_request(message, name, tenant)
+    for field, hi in _QUOTAS:
+        value = quotas.get(field)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if not (ok and -(1 << 63) <= int(value) < (1 << 63)):
+            rq.judged(name, functools.partial(_uncarried, tenant, value, field, hi))
+        setattr(req, field, int(value))
+    return req
+
+
+def _uncarried(tenant: Any, value: Any, field: str, hi: int) -> None:
+    """The engine's checks before and of a quota the wire cannot carry (raises)."""
+    rules.check_tenant_name(tenant)
+    rules.check_quota(value, field, hi)
+    raise AssertionError("unreachable")

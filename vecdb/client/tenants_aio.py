@@ -1,4 +1,4 @@
-"""The tenant calls of `vecdb.AsyncClient` (create/list/get/drop_tenant, grant, revoke), as a
+"""The tenant calls of `vecdb.AsyncClient` (create/update/list/get/drop_tenant, grant, revoke), as a
 mixin: embedded targets run the embedded client's method in a worker thread, remote ones send
 the request that `vecdb.client.tenant_requests` builds (the sync client's, so both agree).
 """
@@ -27,13 +27,38 @@ class AsyncTenantMethods:
     ) -> Any:
         raise NotImplementedError  # pragma: no cover - AsyncClient's own
 
-    async def create_tenant(self, name: str, tenant: str) -> TenantInfo:
+    async def create_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
         """See `vecdb.Client.create_tenant`."""
+        quotas = {"max_vectors": max_vectors, "max_bytes": max_bytes}
         if self._local is not None:
-            return await self._local_call("create_tenant", name, tenant)  # type: ignore[no-any-return]
-        req = tq.tenant_request(pb.CreateTenantRequest, name, tenant)
+            return await self._local_call("create_tenant", name, tenant, **quotas)  # type: ignore[no-any-return]
+        req = tq.quota_request(pb.CreateTenantRequest, name, tenant, **quotas)
         return convert.tenant_from_proto(
             (await self._call("CreateTenant", req, idempotent=False)).info
+        )
+
+    async def update_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
+        """See `vecdb.Client.update_tenant`."""
+        quotas = {"max_vectors": max_vectors, "max_bytes": max_bytes}
+        if self._local is not None:
+            return await self._local_call("update_tenant", name, tenant, **quotas)  # type: ignore[no-any-return]
+        req = tq.quota_request(pb.UpdateTenantRequest, name, tenant, **quotas)
+        return convert.tenant_from_proto(
+            (await self._call("UpdateTenant", req, idempotent=True)).info
         )
 
     async def list_tenants(

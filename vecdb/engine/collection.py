@@ -34,8 +34,7 @@ class Collection:
     def __init__(self, core: CollectionCore, worker: MaintenanceWorker) -> None:
         self.core = core  # the parts
         self.worker = worker  # the database's maintenance worker
-        if core.tenants is not None:  # tenant-aware search follows every change of a set
-            core.tenants.on_changed = lambda nos: tenant_search.changed(core, nos)
+        tenant_search.attach(core)  # tenant-aware search follows every change of a set
 
     @property
     def name(self) -> str:
@@ -158,9 +157,15 @@ class Collection:
 
     # -- tenants (a multi-tenant collection; `tenant_ops`) ---------------------------------
 
-    def create_tenant(self, tenant: object) -> TenantInfo:
+    def create_tenant(
+        self, tenant: object, max_vectors: object = None, max_bytes: object = None
+    ) -> TenantInfo:
         with self.core.use():
-            return tenant_ops.create(self.core, tenant)
+            return tenant_ops.create(self.core, tenant, max_vectors, max_bytes)
+
+    def update_tenant(self, tenant: object, max_vectors: object, max_bytes: object) -> TenantInfo:
+        with self.core.use():
+            return tenant_ops.update(self.core, tenant, max_vectors, max_bytes)
 
     def get_tenant(self, tenant: object) -> TenantInfo:
         with self.core.use():
@@ -190,7 +195,7 @@ class Collection:
             kind=CollectionKind(c.cfg.kind),
             id_type=c.id_type,
             index=IndexKind(c.cfg.index),
-            count=c.points.count,
+            count=tenant_ops.visible_count(c),
             multi_tenant=c.cfg.multi_tenant,
             index_params=dict(c.cfg.index_params),
             indexed=c.indexed(),

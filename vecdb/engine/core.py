@@ -27,11 +27,12 @@ from vecdb.engine.buffer import WriteBuffer
 from vecdb.engine.commit import Sequencer
 from vecdb.engine.payload_index import PayloadIndexes
 from vecdb.engine.points import PointTable
+from vecdb.engine.query_stats import Totals
 from vecdb.engine.selection import Selector
 from vecdb.engine.settings import EngineSettings
 from vecdb.engine.tenants import TenantState
 from vecdb.errors import Unavailable, VecdbError
-from vecdb.index.base import SearchStats, VectorIndex
+from vecdb.index.base import VectorIndex
 from vecdb.index.registry import KindSpec
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -138,7 +139,7 @@ class CollectionCore:
         self.status = IndexStatus()  # index work, maintained by the worker
         self.status_cond = threading.Condition()  # optimize(wait=True) callers wait here
         self.applied_seq = 0  # last sequence whose writes are durable inside the index
-        self.io = SearchStats()  # cumulative index reads of searches
+        self.io = Totals()  # cumulative index reads of searches (and the call's, if asked)
         self.io_lock = threading.Lock()
         self.closing = False  # set by drop/close: new calls fail, the worker abandons its job
         self.index_epoch = 0  # moves when a rebuild hands the index's points to the buffer

@@ -161,7 +161,9 @@ class Database(TenantMethods, DocumentsMixin):
         index = collection_index(kind_, index, metric_)  # documents: engine.doc_database
         v.check_flag("multi_tenant", multi_tenant)
         if multi_tenant and kind_ is CollectionKind.MULTIVECTOR:
-            raise Unimplemented("multi_tenant=True is not built yet for kind='multivector' collections")
+            raise Unimplemented(
+                "multi_tenant=True is not built yet for kind='multivector' collections"
+            )
         with self._ddl:
             if name in self.collections:
                 have = self.collections[name].core.cfg

@@ -2,15 +2,19 @@
 
 Owns the public signatures of point calls with their tenant keywords (upsert's `tenant` owner
 and `grant_to`; get, scroll, count, delete, set/overwrite_payload's `tenant`; search's `tenant`
-or `tenants`) and of the tenant calls (create/list/get/drop_tenant, grant, revoke). A mixin
+or `tenants`, and `with_stats`) and of the tenant calls (create/update/list/get/drop_tenant,
+grant, revoke). A mixin
 `Database` inherits; each method only finds the collection and delegates to `Collection`.
 The rules are in `tenant_access` (writes), `tenant_reads` (reads) and `tenant_ops`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from vecdb.engine import query_stats
+from vecdb.engine import validate as v
 from vecdb.engine.tenant_rules import DEFAULT_LIST_LIMIT
 from vecdb.types import Id, Record, SearchResult, TenantInfo
 
@@ -101,24 +105,49 @@ class TenantMethods:
         with_vectors: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        with_stats: bool = False,
     ) -> SearchResult:
-        return self._get(name).search(
-            queries,
-            k,
-            filter=filter,
-            params=params,
-            with_payload=with_payload,
-            with_vectors=with_vectors,
-            tenant=tenant,
-            tenants=tenants,
-        )
+        """Top-k of each query; `with_stats` adds what the call read (`query_stats`)."""
+        v.check_flag("with_stats", with_stats)
+        coll = self._get(name)
+        with query_stats.collect() as sink:
+            res = coll.search(
+                queries,
+                k,
+                filter=filter,
+                params=params,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+                tenant=tenant,
+                tenants=tenants,
+            )
+        return dataclasses.replace(res, stats=query_stats.as_dict(sink)) if with_stats else res
 
     # -- tenants --------------------------------------------------------------------------
 
-    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
+    def create_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
         """Register a tenant of a multi-tenant collection (`AlreadyExists` if it exists or
-        is still being dropped)."""
-        return self._get(name).create_tenant(tenant)
+        is still being dropped), with its stored quotas (None or 0: unlimited; see
+        `tenant_quota`)."""
+        return self._get(name).create_tenant(tenant, max_vectors, max_bytes)
+
+    def update_tenant(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        max_vectors: int | None = None,
+        max_bytes: int | None = None,
+    ) -> TenantInfo:
+        """Change a tenant's stored quotas (None: unchanged, 0: unlimited); an admin's call."""
+        return self._get(name).update_tenant(tenant, max_vectors, max_bytes)
 
     def get_tenant(self, name: str, tenant: str) -> TenantInfo:
         return self._get(name).get_tenant(tenant)

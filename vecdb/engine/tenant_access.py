@@ -6,6 +6,7 @@ must be multi-tenant, the name valid, the tenant active), the ownership of exist
 touches only points it sees and refuses those it sees but does not own), and the access rows
 of written and removed points, put into the writer's batch and applied to `TenantState` after
 the commit. A re-upsert by the owner keeps the point's existing grants and adds `grant_to`.
+Upserts past a tenant's stored quota are refused here too (`tenant_quota`).
 No tenant on a delete or payload update means an admin call over every point. Points whose
 owner is being dropped count as absent everywhere. Imports no read path (the writer imports
 this module).
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.engine import tenant_quota
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.tenant_rules import (
     MAX_GRANT_TO,
@@ -83,8 +85,9 @@ class UpsertAccess:
     carried: dict[int, list[int]] = field(default_factory=dict)  # new slot -> grantees
 
     def check(self, ids: list[Any], looked: list[int | None]) -> None:
-        """Refuse (nothing written) ids owned by another active tenant; note the access
-        lists of the replaced slots (caller holds the write lock)."""
+        """Refuse (nothing written) ids owned by another active tenant and upserts past a
+        tenant's quota (`tenant_quota`); note the access lists of the replaced slots (caller
+        holds the write lock)."""
         pos = [(i, s) for i, s in enumerate(looked) if s is not None]
         acls = self.state.acls([s for _, s in pos])
         for (i, slot), acl in zip(pos, acls, strict=True):
@@ -99,6 +102,7 @@ class UpsertAccess:
                     field=f"ids[{i}]",
                     reason="NOT_OWNER",
                 )
+        tenant_quota.check_upsert(self.state, self.owner, self.grants, self.old, looked)
 
     def put(self, batch: Batch, slot: int, replaced: int | None, pos: int) -> None:
         """The access rows of the new slot `slot` (replacing `replaced`, if any)."""

@@ -7,7 +7,8 @@ access rows, op-log entry), applied to `TenantState` after the commit, after whi
 dropping; from then on calls naming it get `NotFound`, it sees nothing, and the points it
 owned are hidden everywhere, while `tenant_jobs` cleans up in the background.
 
-Grant and revoke name the grantee (`tenant`) and the caller (`owner`): with an owner, every
+`update` changes a tenant's stored quotas (`tenant_quota` checks them on every upsert and
+grant). Grant and revoke name the grantee (`tenant`) and the caller (`owner`): with an owner, every
 point must be one it owns (a point it cannot see is `NotFound`, one shared with it but owned
 by another is `PermissionDenied`); without, the call is an admin's and may touch any point.
 Both are idempotent and return how many points changed; a point whose owner is the grantee
@@ -17,17 +18,21 @@ are `NotFound` naming the first; nothing changes on any error.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
-from vecdb.engine import commit
+from vecdb.engine import commit, tenant_quota
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.tenant_access import grant_to_owner, resolve, state_of
 from vecdb.engine.tenant_rules import (
     MAX_GRANTS_PER_POINT,
+    MAX_MAX_BYTES,
+    MAX_MAX_VECTORS,
     MAX_TENANTS,
     check_list_limit,
+    check_quota,
     check_tenant_name,
 )
 from vecdb.engine.tenants import ACTIVE, DROPPING, GRANTEE, Tenant, encode_acl
@@ -45,10 +50,15 @@ from vecdb.types import Id, TenantInfo
 log = logging.getLogger("vecdb.engine")
 
 
-def create(coll: CollectionCore, name: object) -> TenantInfo:
+def create(
+    coll: CollectionCore, name: object, max_vectors: object = None, max_bytes: object = None
+) -> TenantInfo:
+    """Register a tenant with its stored quotas (None: unlimited; see `tenant_quota`)."""
     ts = state_of(coll)
     check_tenant_name(name)
     assert isinstance(name, str)
+    mv = check_quota(max_vectors, "max_vectors", MAX_MAX_VECTORS) or 0
+    mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES) or 0
     with coll.write_lock:
         have = ts.by_name.get(name)
         if have is not None and have.state == DROPPING:
@@ -64,12 +74,34 @@ def create(coll: CollectionCore, name: object) -> TenantInfo:
                 f"collection {coll.name!r} has {len(ts.by_name)} tenants (max {MAX_TENANTS})",
                 reason="TOO_MANY_TENANTS",
             )
-        t = ts.new_tenant(name)
+        t = ts.new_tenant(name, mv, mb)
         batch = coll.kv.batch()
         ts.put_tenant(batch, t)
         ts.put_next_no(batch, t.no + 1)
         coll.seq.commit(batch)
         ts.apply_created(t)
+    return ts.info(t)
+
+
+def update(
+    coll: CollectionCore, name: object, max_vectors: object = None, max_bytes: object = None
+) -> TenantInfo:
+    """Change a tenant's stored quotas (None: unchanged; 0: unlimited) in one synced batch.
+    A limit below what the tenant holds already is accepted: it only stops its growth."""
+    ts = state_of(coll)
+    t = resolve(coll, name)
+    mv = check_quota(max_vectors, "max_vectors", MAX_MAX_VECTORS)
+    mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES)
+    with coll.write_lock:
+        if t.state != ACTIVE:
+            raise NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}")
+        mv = t.max_vectors if mv is None else mv
+        mb = t.max_bytes if mb is None else mb
+        batch = coll.kv.batch()
+        ts.put_tenant(batch, dataclasses.replace(t, max_vectors=mv, max_bytes=mb))
+        coll.seq.commit(batch)
+        with ts.lock:
+            t.max_vectors, t.max_bytes = mv, mb
     return ts.info(t)
 
 
@@ -108,6 +140,16 @@ def stats(coll: CollectionCore) -> dict[str, Any]:
     }
 
 
+def visible_count(coll: CollectionCore) -> int:
+    """Live points a global read sees: all of them but those whose owner is being dropped
+    (`CollectionInfo.count`, like `count()`)."""
+    ts = coll.tenants
+    if ts is None:
+        return coll.points.count
+    with ts.lock:
+        return max(0, coll.points.count - len(ts.hidden))
+
+
 def drop(coll: CollectionCore, name: object) -> None:
     """Mark the tenant dropping in one synced batch; the worker cleans up."""
     ts = state_of(coll)
@@ -115,7 +157,8 @@ def drop(coll: CollectionCore, name: object) -> None:
     with coll.write_lock:
         if t.state != ACTIVE:
             raise NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}")
-        marked = Tenant(t.name, t.no, DROPPING, t.created, total=len(t.slots))
+        marked = Tenant(t.name, t.no, DROPPING, t.created, total=len(t.slots),
+                        max_vectors=t.max_vectors, max_bytes=t.max_bytes)  # fmt: skip
         batch = coll.kv.batch()
         ts.put_tenant(batch, marked)
         coll.seq.commit(batch)
@@ -177,6 +220,8 @@ def change_access(
             moved.append(slot)
         if not moved:
             return 0
+        if on:
+            tenant_quota.check_grant(ts, grantee, len(moved))
         op = commit.encode_acl(moved, [grantee.no]) if coll.kind.persistent else None
         coll.seq.commit(batch, coll.prefix, op)
         changed = any([ts.apply_grant(s, grantee.no, on) for s in moved])

@@ -27,6 +27,9 @@ MAX_GRANTS_PER_POINT = 4_096  # tenants a point is granted to, its owner not cou
 DEFAULT_LIST_LIMIT = 100  # tenants per list_tenants page
 MAX_LIST_LIMIT = 10_000
 DROP_BATCH = 2_048  # (tenant, point) rows one slice of a drop's cleanup handles
+# Stored per-tenant quotas (`tenant_quota`); 0 means unlimited.
+DEFAULT_MAX_VECTORS, MIN_MAX_VECTORS, MAX_MAX_VECTORS = 0, 0, 1 << 40  # points it may see
+DEFAULT_MAX_BYTES, MIN_MAX_BYTES, MAX_MAX_BYTES = 0, 0, 1 << 50  # vector bytes it owns
 
 
 def check_tenant_name(name: object, field: str = "tenant") -> str:
@@ -69,3 +72,18 @@ def check_list_limit(limit: object) -> int:
             reason="OUT_OF_RANGE",
         )
     return n
+
+
+def check_quota(value: object, field: str, hi: int) -> int | None:
+    """A stored quota (`max_vectors`, `max_bytes`): None (not given) or an integer in
+    [0, hi], 0 meaning unlimited."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        if 0 <= int(value) <= hi:
+            return int(value)
+    raise InvalidArgument(
+        f"{field} {echo(value)} is out of range [0, {hi}] (0: unlimited)",
+        field=field,
+        reason="OUT_OF_RANGE",
+    )

@@ -113,6 +113,7 @@ def copied(
         found, base = stored_vectors(coll, slots)
         store.write(key, found, base)
         stats.extra["tenant_copies_made"] = 1.0
+        stats.bytes_read = base.nbytes  # the stored vectors read to make the copy
     else:
         have, vecs = hit
         stats.bytes_read = have.nbytes + vecs.nbytes
@@ -126,6 +127,7 @@ def copied(
                 stats.extra["tenant_copies_shrunk"] = 1.0
         else:
             new_s, new_v = stored_vectors(coll, slots[~present])
+            stats.bytes_read += new_v.nbytes
             found = np.concatenate([slots[present], new_s])
             base = np.concatenate([vecs[pos[present]], new_v])
             if len(new_s):  # (slots deleted meanwhile are simply not there)
@@ -151,6 +153,26 @@ def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
     base = np.frombuffer(b"".join(raw[i] for i in keep), np.float32)  # type: ignore[misc]
     base = np.ascontiguousarray(prepare(coll, base.reshape(len(keep), coll.cfg.dim)))
     return np.asarray(slots, np.int64)[keep], base
+
+
+def attach(coll: CollectionCore) -> None:
+    """Point the collection's tenant hooks here: `changed` after every change of a set,
+    `nodes_of` for `get_tenant` (a no-op for a collection without tenants)."""
+    ts = coll.tenants
+    if ts is not None:
+        ts.on_changed = lambda nos: changed(coll, nos)
+        ts.nodes_of = lambda no: nodes_of(coll, no)
+
+
+def nodes_of(coll: CollectionCore, no: int) -> int:
+    """Nodes of tenant `no`'s sub-tree in the shared clustering tree (its leaves and their
+    ancestors, `index.tenancy.node_counts`); 0 for an index without a tree (flat) or
+    before the first build."""
+    ts = coll.tenants
+    count = getattr(coll.index, "subset_nodes", None)
+    if ts is None or count is None:
+        return 0
+    return int(count(ts.slots_of([no])))
 
 
 def changed(coll: CollectionCore, tenant_nos: list[int]) -> None:

@@ -65,17 +65,21 @@ class Tenant:
     slots: SlotSet = field(default_factory=SlotSet)  # live slots it may see
     owned: int = 0  # live points it owns
     version: int = 0  # moves whenever `slots` changes
+    max_vectors: int = 0  # quota: live points it may see (0: unlimited; `tenant_quota`)
+    max_bytes: int = 0  # quota: vector bytes of the points it owns (0: unlimited)
 
     def row(self) -> bytes:
         body = {"no": self.no, "state": self.state, "created": self.created,
-                "total": self.total, "done": self.done, "cursor": self.cursor}  # fmt: skip
+                "total": self.total, "done": self.done, "cursor": self.cursor,
+                "max_vectors": self.max_vectors, "max_bytes": self.max_bytes}  # fmt: skip
         return bytes(msgpack.packb(body))
 
     @classmethod
     def from_row(cls, name: str, raw: bytes) -> Tenant:
-        b = msgpack.unpackb(raw)
+        b = msgpack.unpackb(raw)  # rows written before quotas existed have none: unlimited
         return cls(name, int(b["no"]), str(b["state"]), float(b["created"]), int(b["total"]),
-                   int(b["done"]), int(b["cursor"]))  # fmt: skip
+                   int(b["done"]), int(b["cursor"]), max_vectors=int(b.get("max_vectors", 0)),
+                   max_bytes=int(b.get("max_bytes", 0)))  # fmt: skip
 
 
 class TenantState:
@@ -171,11 +175,13 @@ class TenantState:
             name=t.name,
             vectors=len(t.slots) if t.state == ACTIVE else 0,
             owned=t.owned,
-            bytes=t.owned * 4 * self.dim,
+            bytes=self.vector_bytes(t.owned),
             state=t.state,
             nodes=self.nodes_of(t.no) if t.state == ACTIVE else 0,
             progress=round(progress, 4),
             created=t.created,
+            max_vectors=t.max_vectors,
+            max_bytes=t.max_bytes,
         )
 
     # -- reads ----------------------------------------------------------------------------
@@ -331,14 +337,20 @@ class TenantState:
             self.by_name.pop(t.name, None)
             self.by_no.pop(t.no, None)
 
-    def new_tenant(self, name: str) -> Tenant:
-        return Tenant(name, self.next_no, ACTIVE, time.time())
+    def new_tenant(self, name: str, max_vectors: int = 0, max_bytes: int = 0) -> Tenant:
+        return Tenant(name, self.next_no, ACTIVE, time.time(), max_vectors=max_vectors,
+                      max_bytes=max_bytes)  # fmt: skip
+
+    def vector_bytes(self, points: int) -> int:
+        """Bytes of `points` float32 vectors (what `TenantInfo.bytes` and `max_bytes` count)."""
+        return points * 4 * self.dim
 
 
 def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
     """Per tenant of the collection with key prefix `prefix`, from the rows alone (for
     `vecdb inspect`, on a read-only store): name, state, points it may see and owns (a
-    dropped owner's points included until its cleanup deletes them), drop progress."""
+    dropped owner's points included until its cleanup deletes them), drop progress, stored
+    quotas (0: unlimited)."""
     head = kvmod.META_TENANT + prefix
     out = []
     for key, raw in src.scan_prefix(kvmod.CF_META, head):
@@ -350,7 +362,8 @@ def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
             owned += kind == OWNER
         progress = 1.0 if t.state == ACTIVE else (t.done / t.total if t.total else 0.0)
         out.append({"name": t.name, "state": t.state, "vectors": vectors, "owned": owned,
-                    "progress": round(min(progress, 1.0), 4)})  # fmt: skip
+                    "progress": round(min(progress, 1.0), 4), "max_vectors": t.max_vectors,
+                    "max_bytes": t.max_bytes})  # fmt: skip
     return out
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import InvalidArgument, echo
+from vecdb.rpc import convert_tenants as _tenants
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import (
     CollectionInfo,
@@ -32,7 +33,6 @@ from vecdb.types import (
     Payload,
     Record,
     SearchResult,
-    TenantInfo,
 )
 
 F32 = np.dtype("<f4")
@@ -338,11 +338,14 @@ def result_to_proto(res: SearchResult) -> pb.SearchResponse:
                 if v is not None:
                     grid[r * k + c] = v
         msg.vectors.CopyFrom(matrix_to_proto(grid))
+    if res.stats is not None:
+        msg.stats.CopyFrom(stats_to_proto(res.stats))
     return msg
 
 
-def result_from_proto(msg: pb.SearchResponse) -> SearchResult:
-    """Inverse of `result_to_proto`: ids int64 padded -1 (object padded None for str ids)."""
+def result_from_proto(msg: pb.SearchResponse, with_stats: bool = False) -> SearchResult:
+    """Inverse of `result_to_proto`: ids int64 padded -1 (object padded None for str ids);
+    `stats` only when the caller asked for them (a server may always send them)."""
     nq, k = msg.nq, msg.k
     distances = _matrix(msg.distances, nq, k, "distances")
     if msg.ids.HasField("strs"):
@@ -364,30 +367,15 @@ def result_from_proto(msg: pb.SearchResponse) -> SearchResult:
             [grid[row * k + col] if col < msg.found[row] else None for col in range(k)]
             for row in range(nq)
         ]
+    if with_stats:
+        extra["stats"] = stats_from_proto(msg.stats)
     return SearchResult(ids=ids, distances=distances, payloads=payloads, **extra)
 
 
-# ---------------------------------------------------------------------------- tenants
-
-
-def tenant_to_proto(info: TenantInfo) -> pb.TenantInfo:
-    return pb.TenantInfo(name=info.name, vectors=info.vectors, owned=info.owned,
-                         bytes=info.bytes, state=info.state, nodes=info.nodes,
-                         progress=info.progress, created=info.created)  # fmt: skip
-
-
-def tenant_from_proto(msg: pb.TenantInfo) -> TenantInfo:
-    return TenantInfo(name=msg.name, vectors=int(msg.vectors), owned=int(msg.owned),
-                      bytes=int(msg.bytes), state=msg.state or "active", nodes=int(msg.nodes),
-                      progress=float(msg.progress), created=float(msg.created))  # fmt: skip
-
-
-def tenant_args(tenant: str, tenants: Sequence[str] = ()) -> dict[str, Any]:
-    """The engine keywords of a request's tenant block: an empty `tenant` (and no
-    `tenants`) means none was named."""
-    out: dict[str, Any] = {}
-    if tenant:
-        out["tenant"] = tenant
-    if tenants:
-        out["tenants"] = list(tenants)
-    return out
+# The tenant block lives in `convert_tenants`; callers use these names through `convert`.
+quota_args = _tenants.quota_args
+stats_from_proto = _tenants.stats_from_proto
+stats_to_proto = _tenants.stats_to_proto
+tenant_args = _tenants.tenant_args
+tenant_from_proto = _tenants.tenant_from_proto
+tenant_to_proto = _tenants.tenant_to_proto

@@ -96,6 +96,7 @@ class VecdbServer:
         )
         servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
         servicer.attach_keys(keys)
+        servicer.attach_quotas(quotas)
         pb_grpc.add_VectorDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if cfg.server.reflection:

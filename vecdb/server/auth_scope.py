@@ -15,7 +15,9 @@ for a tenant-scoped key, applied before the servicer sees the message:
   drop collection, snapshots, payload indexes, optimize, stats, key management) and is
   PERMISSION_DENIED (TENANT_SCOPED_KEY), except the collection-level reads in TENANT_NEUTRAL;
   ListTenants answers hold only the key's tenants, and their paging only its names
-  (`scoped_call`).
+  (`scoped_call`);
+- stored quotas (UpdateTenant, a CreateTenant setting `max_vectors` / `max_bytes`) are for
+  keys not bound to tenants: a tenant's key must not raise its own limits.
 Collection-scoped keys work the same way on `collection` (or `name` for the collection RPCs):
 another collection is PERMISSION_DENIED (COLLECTION_NOT_ALLOWED) whether it exists or not,
 ListCollections answers only the key's collections (one page, no token), and requests without
@@ -41,6 +43,7 @@ NAMED_BY_NAME = frozenset({"CreateCollection", "CollectionExists", "GetCollectio
 TENANT_NEUTRAL = frozenset({"CollectionExists", "ListCollections", "GetCollection",
                             "ListTenants"})  # no tenant field, allowed to tenant keys  # fmt: skip
 DEFAULT_TENANT_PAGE = 100  # ListTenants without `limit` (the engine's default page)
+QUOTA_FIELDS = ("max_vectors", "max_bytes")  # stored quotas: never set by a tenant's own key
 
 
 def _fields(msg: Any) -> Any:
@@ -106,6 +109,9 @@ def _check_tenants(p: Principal, method: str, msg: Any) -> None:
     allowed = p.tenants
     assert allowed is not None
     fields = _fields(msg)
+    if method == "UpdateTenant" or any(_has(msg, f) for f in QUOTA_FIELDS if f in fields):
+        raise PermissionDenied(f"a key bound to tenants may not set tenant quotas ({method})",
+                               reason="TENANT_SCOPED_KEY")  # fmt: skip
     present = [f for f in (*TENANT_FIELDS, *TENANT_LISTS) if f in fields]
     if not present:
         if method in TENANT_NEUTRAL:

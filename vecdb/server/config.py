@@ -88,13 +88,15 @@ class AuthSection:
 
 @dataclass
 class QuotasSection:
-    """Per-tenant request quotas (vecdb.server.quotas; bounds in PARAMS.md); 0 = unlimited.
+    """Per-tenant quotas (vecdb.server.quotas; bounds in PARAMS.md); 0 = unlimited.
     `tenants` holds per-tenant overrides: `[quotas.tenants.acme] requests_per_second = 50`."""
 
     requests_per_second: float = 0.0  # token bucket refill per tenant
     burst: int = 0  # bucket size; 0: max(1, ceil(requests_per_second))
     max_concurrent_queries: int = 0  # searches running at once per tenant
     max_k: int = 0  # largest k a tenant's search may ask for
+    max_vectors: int = 0  # stored at CreateTenant naming none: points a tenant may see
+    max_bytes: int = 0  # ... and vector bytes it may own (the engine enforces both)
     max_tracked_tenants: int = 100_000  # tenants whose quota state is kept (LRU)
     tenants: dict[str, dict[str, Any]] = field(default_factory=dict)  # overrides by tenant
 

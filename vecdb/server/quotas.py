@@ -12,7 +12,9 @@ retry can succeed (the time until the next token; a short fixed hint for concurr
 naming no tenant (an unscoped key working on the whole collection) are not tenant-limited.
 State is kept for at most `max_tracked_tenants` tenants, least recently used first out (a
 forgotten tenant starts again with a full bucket), so a stream of made-up names cannot grow
-memory. Vector and byte quotas are the engine's. Must not import the engine.
+memory. Vector and byte quotas are stored by the engine with each tenant and checked at write
+time there; `max_vectors` and `max_bytes` here are only the values a CreateTenant naming none
+stores (`stored`). Must not import the engine.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ DEFAULT_MAX_CONCURRENT_QUERIES, MIN_MAX_CONCURRENT_QUERIES, MAX_MAX_CONCURRENT_Q
     10_000,
 )
 DEFAULT_MAX_K, MIN_MAX_K, MAX_MAX_K = 0, 0, 16_384
+# Defaults of the engine's stored quotas (the engine's bounds: `tenant_rules`).
+DEFAULT_MAX_VECTORS, MIN_MAX_VECTORS, MAX_MAX_VECTORS = 0, 0, 1 << 40
+DEFAULT_MAX_BYTES, MIN_MAX_BYTES, MAX_MAX_BYTES = 0, 0, 1 << 50
 DEFAULT_MAX_TRACKED_TENANTS, MIN_MAX_TRACKED_TENANTS, MAX_MAX_TRACKED_TENANTS = (
     100_000, 100, 10_000_000)  # fmt: skip
 CONCURRENCY_RETRY_AFTER = 0.05  # seconds suggested to a query refused for concurrency
@@ -46,6 +51,8 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "burst": (MIN_BURST, MAX_BURST),
     "max_concurrent_queries": (MIN_MAX_CONCURRENT_QUERIES, MAX_MAX_CONCURRENT_QUERIES),
     "max_k": (MIN_MAX_K, MAX_MAX_K),
+    "max_vectors": (MIN_MAX_VECTORS, MAX_MAX_VECTORS),
+    "max_bytes": (MIN_MAX_BYTES, MAX_MAX_BYTES),
 }
 
 
@@ -57,6 +64,8 @@ class TenantLimits:
     burst: int = DEFAULT_BURST  # bucket size; 0: max(1, ceil(requests_per_second))
     max_concurrent_queries: int = DEFAULT_MAX_CONCURRENT_QUERIES
     max_k: int = DEFAULT_MAX_K
+    max_vectors: int = DEFAULT_MAX_VECTORS  # stored at CreateTenant when it names none
+    max_bytes: int = DEFAULT_MAX_BYTES  # (the engine enforces both; see the docstring)
 
     @property
     def bucket(self) -> float:
@@ -142,6 +151,11 @@ class Quotas:
 
     def limits(self, tenant: str) -> TenantLimits:
         return self._per_tenant.get(tenant, self._default)
+
+    def stored(self, tenant: str) -> tuple[int, int]:
+        """(max_vectors, max_bytes) a new tenant gets when its CreateTenant names none."""
+        lim = self.limits(tenant)
+        return lim.max_vectors, lim.max_bytes
 
     def admit(self, tenants: Iterable[str], method: str, k: int | None = None) -> Ticket:
         """Charge one request to each tenant and hold a query slot if `method` is a query;

@@ -221,7 +221,8 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
 
     def Search(self, req: pb.SearchRequest, ctx: grpc.ServicerContext) -> pb.SearchResponse:
         opts = req.options
-        kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
+        # Stats always: they are cheap, and the per-tenant bytes-read metric reads them.
+        kwargs: dict[str, Any] = {"with_payload": opts.with_payload, "with_stats": True}
         kwargs.update(convert.tenant_args(req.tenant, req.tenants))
         _opt_json(opts.filter, "filter", kwargs)
         _opt_json(opts.params, "params", kwargs)

@@ -1,11 +1,13 @@
-"""The tenant RPCs of `vecdb.v1.VectorDB`: CreateTenant, GetTenant, ListTenants, DropTenant,
-Grant and Revoke, as a mixin the servicer inherits.
+"""The tenant RPCs of `vecdb.v1.VectorDB`: CreateTenant, UpdateTenant, GetTenant, ListTenants,
+DropTenant, Grant and Revoke, as a mixin the servicer inherits.
 
 Like the rest of the servicer: decode with `vecdb.rpc.convert`, call the `Database` method of
 the same name, encode the answer; validation is the engine's, errors and auth are the
 interceptors'. The tenant scope of the point RPCs (the `tenant` fields of Upsert, Get, ...)
 is passed on by the servicer itself. In Grant and Revoke `tenant` is the grantee and
-`owner` the caller (a tenant-scoped key's tenant belongs in `owner`).
+`owner` the caller (a tenant-scoped key's tenant belongs in `owner`). A CreateTenant naming
+no stored quota gets the server's `[quotas] max_vectors` / `max_bytes` for that tenant
+(`attach_quotas`); the engine stores and enforces them.
 """
 
 from __future__ import annotations
@@ -16,18 +18,36 @@ import grpc
 
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.server.quotas import Quotas
 
 
 class TenantRpcs:
     """Tenant RPCs; the servicer provides `_db` (the engine's `Database`)."""
 
     _db: Any
+    _quotas: Quotas | None = None  # the server's quota defaults (None: no config)
+
+    def attach_quotas(self, quotas: Quotas) -> None:
+        self._quotas = quotas
 
     def CreateTenant(
         self, req: pb.CreateTenantRequest, ctx: grpc.ServicerContext
     ) -> pb.CreateTenantResponse:
-        info = self._db.create_tenant(req.collection, req.tenant)
+        kwargs = convert.quota_args(req)
+        if self._quotas is not None:
+            max_vectors, max_bytes = self._quotas.stored(req.tenant)
+            if max_vectors:
+                kwargs.setdefault("max_vectors", max_vectors)
+            if max_bytes:
+                kwargs.setdefault("max_bytes", max_bytes)
+        info = self._db.create_tenant(req.collection, req.tenant, **kwargs)
         return pb.CreateTenantResponse(info=convert.tenant_to_proto(info))
+
+    def UpdateTenant(
+        self, req: pb.UpdateTenantRequest, ctx: grpc.ServicerContext
+    ) -> pb.UpdateTenantResponse:
+        info = self._db.update_tenant(req.collection, req.tenant, **convert.quota_args(req))
+        return pb.UpdateTenantResponse(info=convert.tenant_to_proto(info))
 
     def GetTenant(
         self, req: pb.GetTenantRequest, ctx: grpc.ServicerContext

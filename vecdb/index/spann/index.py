@@ -24,7 +24,7 @@ from vecdb.index.params import MAX_FLOAT16, SearchParams
 from vecdb.index.spann import build, compaction, maintain, persist, search, stats, subtree, update
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
-from vecdb.index.tenancy import TenantParams
+from vecdb.index.tenancy import TenantParams, node_counts
 
 
 class SpannIndex:
@@ -103,6 +103,15 @@ class SpannIndex:
     def forget_subsets(self, members: Iterable[int]) -> None:
         """Drop cached directories of sets (keys) that include any of `members`."""
         self.state.subtrees.forget(members)
+
+    def subset_nodes(self, slots: Slots) -> int:
+        """Nodes of the sub-tree of `slots` in the clustering tree (their primary leaves and
+        every ancestor; 0 before the first build), for a tenant's `get_tenant`."""
+        with self.state.lock.read():
+            if self.state.graph is None:
+                return 0
+            nodes, _ = node_counts(self.state.tree, np.asarray(slots, dtype=np.int64))
+            return len(nodes)
 
     # --- remove ------------------------------------------------------------------------------
 

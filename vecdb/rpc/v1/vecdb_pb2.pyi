@@ -426,18 +426,20 @@ class OptimizeResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class SearchOptions(_message.Message):
-    __slots__ = ("k", "filter", "params", "with_payload", "with_vectors")
+    __slots__ = ("k", "filter", "params", "with_payload", "with_vectors", "with_stats")
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_STATS_FIELD_NUMBER: _ClassVar[int]
     k: int
     filter: str
     params: str
     with_payload: bool
     with_vectors: bool
-    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., params: _Optional[str] = ..., with_payload: _Optional[bool] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    with_stats: bool
+    def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., params: _Optional[str] = ..., with_payload: _Optional[bool] = ..., with_vectors: _Optional[bool] = ..., with_stats: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("collection", "queries", "options", "tenant", "tenants")
@@ -454,7 +456,7 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors")
+    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors", "stats")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -464,6 +466,7 @@ class SearchResponse(_message.Message):
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     ids: Ids
@@ -473,7 +476,8 @@ class SearchResponse(_message.Message):
     with_payload: bool
     vectors: Vectors
     with_vectors: bool
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    stats: SearchStats
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., stats: _Optional[_Union[SearchStats, _Mapping]] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ("collection",)
@@ -594,7 +598,7 @@ class RevokeApiKeyResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class TenantInfo(_message.Message):
-    __slots__ = ("name", "vectors", "owned", "bytes", "state", "nodes", "progress", "created")
+    __slots__ = ("name", "vectors", "owned", "bytes", "state", "nodes", "progress", "created", "max_vectors", "max_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     OWNED_FIELD_NUMBER: _ClassVar[int]
@@ -603,6 +607,8 @@ class TenantInfo(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    MAX_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     vectors: int
     owned: int
@@ -611,15 +617,21 @@ class TenantInfo(_message.Message):
     nodes: int
     progress: float
     created: float
-    def __init__(self, name: _Optional[str] = ..., vectors: _Optional[int] = ..., owned: _Optional[int] = ..., bytes: _Optional[int] = ..., state: _Optional[str] = ..., nodes: _Optional[int] = ..., progress: _Optional[float] = ..., created: _Optional[float] = ...) -> None: ...
+    max_vectors: int
+    max_bytes: int
+    def __init__(self, name: _Optional[str] = ..., vectors: _Optional[int] = ..., owned: _Optional[int] = ..., bytes: _Optional[int] = ..., state: _Optional[str] = ..., nodes: _Optional[int] = ..., progress: _Optional[float] = ..., created: _Optional[float] = ..., max_vectors: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
-    __slots__ = ("collection", "tenant")
+    __slots__ = ("collection", "tenant", "max_vectors", "max_bytes")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    MAX_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     collection: str
     tenant: str
-    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    max_vectors: int
+    max_bytes: int
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., max_vectors: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
 
 class CreateTenantResponse(_message.Message):
     __slots__ = ("info",)
@@ -774,3 +786,46 @@ class GetDocumentsResponse(_message.Message):
     payloads: _containers.RepeatedScalarFieldContainer[str]
     with_payload: bool
     def __init__(self, ids: _Optional[_Union[Ids, _Mapping]] = ..., documents: _Optional[_Union[Documents, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ...) -> None: ...
+
+class UpdateTenantRequest(_message.Message):
+    __slots__ = ("collection", "tenant", "max_vectors", "max_bytes")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MAX_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    tenant: str
+    max_vectors: int
+    max_bytes: int
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ..., max_vectors: _Optional[int] = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
+class UpdateTenantResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: TenantInfo
+    def __init__(self, info: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
+
+class SearchStats(_message.Message):
+    __slots__ = ("queries", "heads_searched", "postings_read", "blocks_read", "pages_read", "bytes_read", "extra")
+    class ExtraEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    HEADS_SEARCHED_FIELD_NUMBER: _ClassVar[int]
+    POSTINGS_READ_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_READ_FIELD_NUMBER: _ClassVar[int]
+    PAGES_READ_FIELD_NUMBER: _ClassVar[int]
+    BYTES_READ_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_FIELD_NUMBER: _ClassVar[int]
+    queries: int
+    heads_searched: int
+    postings_read: int
+    blocks_read: int
+    pages_read: int
+    bytes_read: int
+    extra: _containers.ScalarMap[str, float]
+    def __init__(self, queries: _Optional[int] = ..., heads_searched: _Optional[int] = ..., postings_read: _Optional[int] = ..., blocks_read: _Optional[int] = ..., pages_read: _Optional[int] = ..., bytes_read: _Optional[int] = ..., extra: _Optional[_Mapping[str, float]] = ...) -> None: ...

@@ -195,6 +195,11 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
                 _registered_method=True)
+        self.UpdateTenant = channel.unary_unary(
+                '/vecdb.v1.VectorDB/UpdateTenant',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantResponse.FromString,
+                _registered_method=True)
         self.UpsertDocuments = channel.unary_unary(
                 '/vecdb.v1.VectorDB/UpsertDocuments',
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsRequest.SerializeToString,
@@ -450,6 +455,13 @@ class VectorDBServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTenant(self, request, context):
+        """Change a tenant's stored quotas (admin keys not bound to tenants only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpsertDocuments(self, request, context):
         """-- multi-vector documents (kind="multivector" collections; issue 11) --
         Insert or replace documents (token matrices) with optional weights and payloads.
@@ -634,6 +646,11 @@ def add_VectorDBServicer_to_server(servicer, server):
                     servicer.Revoke,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.SerializeToString,
+            ),
+            'UpdateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenant,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantResponse.SerializeToString,
             ),
             'UpsertDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.UpsertDocuments,
@@ -1516,6 +1533,33 @@ class VectorDB:
             '/vecdb.v1.VectorDB/Revoke',
             vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/UpdateTenant',
+            vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.UpdateTenantResponse.FromString,
             options,
             channel_credentials,
             insecure,
