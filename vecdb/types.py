@@ -104,3 +104,18 @@ class SnapshotInfo:
     seq: int  # the database sequence number the snapshot holds the state of
     created: float  # unix seconds when it was taken
     bytes: int  # size of its files on disk
+
+
+@dataclass(frozen=True)
+class TenantInfo:
+    """One tenant of a multi-tenant collection, as returned by `get_tenant`, `list_tenants`
+    and `create_tenant`."""
+
+    name: str
+    vectors: int = 0  # live points it may see (owned and granted)
+    owned: int = 0  # live points it owns
+    bytes: int = 0  # float32 vector bytes of the points it owns
+    state: str = "active"  # "active" | "dropping" (its cleanup runs in the background)
+    nodes: int = 0  # nodes of its sub-tree in the tenant-aware index (0 when it has none)
+    progress: float = 1.0  # fraction of a drop's cleanup done, 0..1 (1.0 when active)
+    created: float = 0.0  # unix seconds when it was created

@@ -9,13 +9,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from vecdb.engine import filters, reader, writer
+from vecdb.engine import filters, reader, tenant_ops, tenant_search, writer
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.payload_index import IndexDef, check_key, check_type
+from vecdb.engine.tenant_reads import read_scope
 from vecdb.errors import AlreadyExists, InvalidArgument, NotFound
-from vecdb.types import CollectionInfo, CollectionKind, Id, IndexKind, Record, SearchResult
+from vecdb.types import (
+    CollectionInfo,
+    CollectionKind,
+    Id,
+    IndexKind,
+    Record,
+    SearchResult,
+    TenantInfo,
+)
 
 
 class Collection:
@@ -24,6 +33,8 @@ class Collection:
     def __init__(self, core: CollectionCore, worker: MaintenanceWorker) -> None:
         self.core = core  # the parts
         self.worker = worker  # the database's maintenance worker
+        if core.tenants is not None:  # tenant-aware search follows every change of a set
+            core.tenants.on_changed = lambda nos: tenant_search.changed(core, nos)
 
     @property
     def name(self) -> str:
@@ -35,24 +46,33 @@ class Collection:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def upsert(self, ids: object, vectors: object, payloads: object = None) -> int:
+    def upsert(
+        self,
+        ids: object,
+        vectors: object,
+        payloads: object = None,
+        tenant: object = None,
+        grant_to: object = None,
+    ) -> int:
         with self.core.use():
-            return writer.upsert(self.core, ids, vectors, payloads, self.worker.notify)
+            return writer.upsert(
+                self.core, ids, vectors, payloads, self.worker.notify, tenant, grant_to
+            )
 
-    def delete(self, ids: object = None, flt: object = None) -> int:
+    def delete(self, ids: object = None, flt: object = None, tenant: object = None) -> int:
         """Delete by ids or by filter (exactly one of them)."""
         if (ids is None) == (flt is None):
             raise InvalidArgument("delete needs exactly one of ids and filter", field="filter")
         with self.core.use():
             if ids is not None:
-                return writer.delete(self.core, ids, self.worker.notify)
+                return writer.delete(self.core, ids, self.worker.notify, tenant)
             compiled = filters.parse(flt)
             assert compiled is not None
-            return writer.delete_matching(self.core, compiled, self.worker.notify)
+            return writer.delete_matching(self.core, compiled, self.worker.notify, tenant)
 
-    def set_payload(self, ids: object, payload: object, merge: bool) -> int:
+    def set_payload(self, ids: object, payload: object, merge: bool, tenant: object = None) -> int:
         with self.core.use():
-            return writer.update_payloads(self.core, ids, payload, merge)
+            return writer.update_payloads(self.core, ids, payload, merge, tenant)
 
     def create_payload_index(self, key: object, index_type: object) -> None:
         """Build an index of a payload field (idempotent for the same type)."""
@@ -88,13 +108,15 @@ class Collection:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get(self, ids: object, with_vectors: bool = True) -> list[Record]:
+    def get(self, ids: object, with_vectors: bool = True, tenant: object = None) -> list[Record]:
         with self.core.use():
-            return reader.get(self.core, ids, with_vectors)
+            scope = read_scope(self.core, tenant)
+            return reader.get(self.core, ids, with_vectors, scope)
 
-    def count_matching(self, flt: object = None) -> int:
+    def count_matching(self, flt: object = None, tenant: object = None) -> int:
         with self.core.use():
-            return reader.count(self.core, flt)
+            scope = read_scope(self.core, tenant)
+            return reader.count(self.core, flt, scope)
 
     def scroll(
         self,
@@ -103,9 +125,11 @@ class Collection:
         offset: object = None,
         with_vectors: bool = False,
         with_payload: bool = True,
+        tenant: object = None,
     ) -> tuple[list[Record], Id | None]:
         with self.core.use():
-            return reader.scroll(self.core, flt, limit, offset, with_vectors, with_payload)
+            scope = read_scope(self.core, tenant)
+            return reader.scroll(self.core, flt, limit, offset, with_vectors, with_payload, scope)
 
     def search(
         self,
@@ -116,9 +140,37 @@ class Collection:
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        tenant: object = None,
+        tenants: object = None,
     ) -> SearchResult:
         with self.core.use():
-            return reader.search(self.core, queries, k, filter, params, with_payload, with_vectors)
+            scope = read_scope(self.core, tenant, tenants)
+            return reader.search(
+                self.core, queries, k, filter, params, with_payload, with_vectors, scope
+            )
+
+    # -- tenants (a multi-tenant collection; `tenant_ops`) ---------------------------------
+
+    def create_tenant(self, tenant: object) -> TenantInfo:
+        with self.core.use():
+            return tenant_ops.create(self.core, tenant)
+
+    def get_tenant(self, tenant: object) -> TenantInfo:
+        with self.core.use():
+            return tenant_ops.get(self.core, tenant)
+
+    def list_tenants(self, limit: object, offset: object) -> tuple[list[TenantInfo], str | None]:
+        with self.core.use():
+            return tenant_ops.list_page(self.core, limit, offset)
+
+    def drop_tenant(self, tenant: object) -> None:
+        with self.core.use():
+            tenant_ops.drop(self.core, tenant)
+        self.worker.notify(self.core)
+
+    def change_access(self, ids: object, tenant: object, owner: object, on: bool) -> int:
+        with self.core.use():
+            return tenant_ops.change_access(self.core, ids, tenant, owner, on)
 
     # -- info -----------------------------------------------------------------------------
 

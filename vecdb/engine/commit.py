@@ -16,6 +16,10 @@ multi-vector documents) can be added without ambiguity and old logs still replay
   these live slots were replaced (set_payload / overwrite_payload); vectors and slots are
   unchanged, so an index replaying it has nothing to do. Deletes by filter are "write"
   entries like deletes by id, one per batch of at most `writer.DELETE_BATCH` points.
+- v3: as v2, plus the kind {"v": 3, "op": "acl", "slots": [slots], "tenants": [numbers]} —
+  the access lists of these live slots changed for these tenants (grant, revoke, a drop's
+  cleanup); vectors and slots are unchanged, so an index replaying it has nothing to do,
+  while derived tenant structures may follow it.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from vecdb.errors import FormatError
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
 
-OPLOG_VERSION = 2  # version written by this build
-READ_VERSIONS = (0, 1, 2)  # versions this build replays
+OPLOG_VERSION = 3  # version written by this build
+READ_VERSIONS = (0, 1, 2, 3)  # versions this build replays
 OP_WRITE = "write"  # adds and removes of dense points
 OP_PAYLOAD = "payload"  # payload changes of live points (v2)
-KNOWN_OPS = (OP_WRITE, OP_PAYLOAD)
+OP_ACL = "acl"  # access-list changes of live points (v3)
+KNOWN_OPS = (OP_WRITE, OP_PAYLOAD, OP_ACL)
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Op:
     add_count: int = 0  # number of consecutive slots added
     removed: list[int] = field(default_factory=list)  # slots removed
     payload_slots: list[int] = field(default_factory=list)  # slots whose payload changed
+    acl_tenants: list[int] = field(default_factory=list)  # tenants whose access changed (v3)
 
 
 def encode_write(add_start: int, add_count: int, removed: list[int]) -> bytes:
@@ -57,6 +63,12 @@ def encode_write(add_start: int, add_count: int, removed: list[int]) -> bytes:
 def encode_payload(slots: list[int]) -> bytes:
     """The op-log entry of a set_payload / overwrite_payload."""
     return bytes(msgpack.packb({"v": OPLOG_VERSION, "op": OP_PAYLOAD, "slots": slots}))
+
+
+def encode_acl(slots: list[int], tenants: list[int]) -> bytes:
+    """The op-log entry of a grant or revoke (v3)."""
+    body = {"v": OPLOG_VERSION, "op": OP_ACL, "slots": slots, "tenants": tenants}
+    return bytes(msgpack.packb(body))
 
 
 def decode(seq: int, raw: bytes) -> Op:
@@ -74,8 +86,12 @@ def decode(seq: int, raw: bytes) -> Op:
             f"{', '.join(map(str, READ_VERSIONS))} (a newer vecdb wrote it)"
         )
     kind = body.get("op", OP_WRITE)
-    if kind not in KNOWN_OPS or (kind == OP_PAYLOAD and version < 2):
+    if (kind not in KNOWN_OPS or (kind == OP_PAYLOAD and version < 2)
+            or (kind == OP_ACL and version < 3)):  # fmt: skip
         raise FormatError(f"op log entry {seq} has unknown op {kind!r}")
+    if kind == OP_ACL:
+        return Op(seq, kind, payload_slots=[int(s) for s in body["slots"]],
+                  acl_tenants=[int(t) for t in body["tenants"]])  # fmt: skip
     if kind == OP_PAYLOAD:
         return Op(seq, kind, payload_slots=[int(s) for s in body["slots"]])
     start, count = body["add"]

@@ -29,6 +29,7 @@ from vecdb.engine.payload_index import PayloadIndexes
 from vecdb.engine.points import PointTable
 from vecdb.engine.selection import Selector
 from vecdb.engine.settings import EngineSettings
+from vecdb.engine.tenants import TenantState
 from vecdb.errors import Unavailable, VecdbError
 from vecdb.index.base import SearchStats, VectorIndex
 from vecdb.index.registry import KindSpec
@@ -127,6 +128,9 @@ class CollectionCore:
         self.pindex = PayloadIndexes(kv, self.prefix)  # payload indexes (filters)
         self.pindex.load()
         self.selector = Selector(self.points, self.pindex)  # filter -> matching slots
+        self.tenants: TenantState | None = (
+            TenantState(kv, self.prefix, cfg.dim) if cfg.multi_tenant else None
+        )  # tenants and access lists of a multi-tenant collection (loaded by recovery)
         self.buffer: WriteBuffer | None = (
             WriteBuffer(cfg.dim, cfg.metric) if kind.buffered else None
         )  # recent writes searched exactly until the worker applies them to the index

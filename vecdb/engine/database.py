@@ -22,6 +22,7 @@ from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection
 from vecdb.engine.commit import Sequencer
 from vecdb.engine.core import CollectionConfig, CollectionCore
+from vecdb.engine.database_tenants import TenantMethods
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.memory import tune_allocator
 from vecdb.engine.recovery import collection_dir, open_collection
@@ -32,14 +33,14 @@ from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
 from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
-from vecdb.types import CollectionInfo, CollectionKind, Id, Record, SearchResult, SnapshotInfo
+from vecdb.types import CollectionInfo, CollectionKind, SnapshotInfo
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
 CONFIG_PREFIX = b"collection:"
 
 
-class Database:
+class Database(TenantMethods):
     """An open data directory. Thread-safe; one process at a time (see `DirLock`)."""
 
     def __init__(
@@ -158,8 +159,7 @@ class Database:
         kind_ = v.check_kind(kind)
         if kind_ is CollectionKind.MULTIVECTOR:
             raise Unimplemented("kind='multivector' collections are not built yet")
-        if multi_tenant:
-            raise Unimplemented("multi_tenant collections are not built yet")
+        v.check_flag("multi_tenant", multi_tenant)
         with self._ddl:
             if name in self.collections:
                 have = self.collections[name].core.cfg
@@ -191,6 +191,7 @@ class Database:
                 id_type=id_type_.value,
                 index=index,
                 index_params=params,
+                multi_tenant=multi_tenant,
             )
             registry.check_params(index, cfg.index_params)  # before anything is written
             batch = self.kv.batch()
@@ -233,47 +234,6 @@ class Database:
 
     # -- points ---------------------------------------------------------------------------
 
-    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
-        return self._get(name).upsert(ids, vectors, payloads)
-
-    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
-        return self._get(name).get(ids, with_vectors)
-
-    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
-        """Delete the points with these ids, or those the filter selects (exactly one of
-        the two); returns how many were deleted."""
-        return self._get(name).delete(ids, filter)
-
-    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        return self._get(name).count_matching(filter)
-
-    def scroll(
-        self,
-        name: str,
-        *,
-        filter: dict[str, Any] | None = None,
-        limit: int = 1000,
-        offset: Id | None = None,
-        with_vectors: bool = False,
-        with_payload: bool = True,
-    ) -> tuple[list[Record], Id | None]:
-        """A page of points in ascending id order (see `reader.scroll`)."""
-        return self._get(name).scroll(filter, limit, offset, with_vectors, with_payload)
-
-    def _payload_call(self, name: str, ids: Any, payload: Any, merge: bool) -> int:
-        """set_payload / overwrite_payload: the writer checks the ids, then the payload as
-        an upsert's (`writer.update_payloads`), before anything is written."""
-        return self._get(name).set_payload(ids, payload, merge=merge)
-
-    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
-        """Merge `payload`'s keys into each existing point's payload; missing ids are
-        skipped; returns how many points were updated."""
-        return self._payload_call(name, ids, payload, merge=True)
-
-    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
-        """Replace each existing point's payload with `payload`."""
-        return self._payload_call(name, ids, payload, merge=False)
-
     def create_payload_index(self, name: str, key: str, type: str) -> None:
         """Index a payload field for filters ("int" | "float" | "str" | "bool")."""
         coll = self._get(name)
@@ -290,26 +250,6 @@ class Database:
         buffer drain, maintenance, checkpoint); with `wait`, return once done."""
         v.check_flag("wait", wait)
         self._get(name).optimize(wait, timeout)
-
-    def search(
-        self,
-        name: str,
-        queries: Any,
-        k: int = 10,
-        *,
-        filter: dict[str, Any] | None = None,
-        params: dict[str, Any] | None = None,
-        with_payload: bool = False,
-        with_vectors: bool = False,
-    ) -> SearchResult:
-        return self._get(name).search(
-            queries,
-            k,
-            filter=filter,
-            params=params,
-            with_payload=with_payload,
-            with_vectors=with_vectors,
-        )
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
         if name is not None:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit
+from vecdb.engine import commit, tenant_jobs
 from vecdb.engine.core import (
     STATE_BUILDING,
     STATE_ERROR,
@@ -58,6 +58,7 @@ REBUILD_READ = 16_384  # stored vectors prepared per step of a rebuild's read-ba
 REBUILD_DISK_X = 8.0  # free disk a rebuild needs, x the raw bytes (a new posting file <= 4x)
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
+JOB_TENANT_DROP = "tenant_drop"  # a slice of a dropped tenant's cleanup (`tenant_jobs`)
 _IDLE_POLL = 1.0  # the worker wakes at least this often to check quiet-time triggers
 
 
@@ -70,6 +71,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
     st, s = coll.status, coll.settings
     if st.retry_at > now:
         return None
+    if tenant_jobs.drop_due(coll):  # before all else: an optimize waits for it too
+        return JOB_TENANT_DROP
     waiting = st.optimize_requested > st.optimize_done
     buf = coll.buffer
     if buf is None:
@@ -203,6 +206,8 @@ class MaintenanceWorker:
                 drain(coll)
             elif job == JOB_MAINTAIN:
                 maintain(coll)
+            elif job == JOB_TENANT_DROP:
+                tenant_jobs.drop_slice(coll)
             else:
                 finish_optimize(coll)
             coll.status.error = ""

@@ -11,7 +11,9 @@ that index and buffer test inside their scans (pre-filter). Without indexes for 
 condition, the index's candidate list is widened a few times and checked against payloads,
 falling back to an exact scan of all matching points: a filtered search is always complete.
 A scroll page is read from one `kv.View` (ids, filter, vectors and payloads at one instant).
-Takes no collection lock.
+Every read may be restricted to a `Scope` (the slots a tenant or several tenants may see, see
+`tenant_reads`): a filter's matches are intersected with it, and the index walk is the
+scope's own (`tenant_search.search_tenants`). Takes no collection lock.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from vecdb.engine import filters
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.filters import Filter
+from vecdb.engine.scope import Scope
 from vecdb.engine.writer import prepare
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
@@ -83,6 +86,7 @@ def search(
     params: object,
     with_payload: bool,
     with_vectors: bool = False,
+    scope: Scope | None = None,
 ) -> SearchResult:
     k = v.check_k(k)
     compiled = filters.parse(flt)
@@ -91,7 +95,9 @@ def search(
     q = prepare(coll, v.prepare_queries(queries, coll.cfg.dim, coll.metric))
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
-    if compiled is None:
+    if scope is not None:
+        slots, dist = _scoped(coll, q, k, compiled, params, scope)
+    elif compiled is None:
         slots, dist = search_slots(coll, q, k, params)
     else:
         slots, dist = _filtered(coll, q, k, compiled, params)
@@ -148,6 +154,26 @@ def _filtered(
     return _widened(coll, q, k, flt, params)
 
 
+def _scoped(
+    coll: CollectionCore, q: F32, k: int, flt: Filter | None, params: Any, scope: Scope
+) -> tuple[I64, F32]:
+    """Top-k within the scope (and the filter): the filter's indexed matches are intersected
+    with the scope (few: exact scan; more: the scope's walk over the intersection); an
+    unindexed filter widens the scope's walk like `_widened`."""
+    if flt is None:
+        return scope.walk(q, k, params, scope.visible, scope.slots)
+    mask = coll.selector.planned(flt)
+    if mask is None:
+        return _widened(coll, q, k, flt, params, scope)
+    sub = scope.slots[scope.slots < len(mask)]
+    sub = sub[mask[sub]]
+    sub_mask = np.zeros(len(mask), np.bool_)
+    sub_mask[sub] = True
+    if len(sub) <= few_matches(k, coll.cfg.dim):
+        return _exact_over(coll, q, k, flt, sub_mask, f"vectors@{scope.key}")
+    return scope.walk(q, k, params, Visible.from_mask(sub_mask), sub)
+
+
 def few_matches(k: int, dim: int) -> int:
     """Most matching points an indexed filter answers by an exact scan of just those: an
     exact scan of 2 MiB of vectors costs about what an index walk over a few hundred
@@ -157,20 +183,29 @@ def few_matches(k: int, dim: int) -> int:
 
 
 def _widened(
-    coll: CollectionCore, q: F32, k: int, flt: Filter, params: dict[str, Any] | None
+    coll: CollectionCore,
+    q: F32,
+    k: int,
+    flt: Filter,
+    params: dict[str, Any] | None,
+    scope: Scope | None = None,
 ) -> tuple[I64, F32]:
     """Unindexed filter: widen the candidate list a few times; if that does not find k
     matches, scan every matching point exactly. Always complete."""
     out_s = np.full((q.shape[0], k), -1, np.int64)
     out_d = np.full((q.shape[0], k), np.inf, np.float32)
-    count = coll.points.count
+    count = coll.points.count if scope is None else len(scope.slots)
     cap = min(count, _FILTER_MAX_CANDIDATES)
     exhaustive: list[int] = []
     for row in range(q.shape[0]):
         width = k
         while True:
             width = min(width * _FILTER_GROWTH, max(cap, 1))
-            slots, dist = search_slots(coll, q[row : row + 1], width, params)
+            if scope is None:
+                slots, dist = search_slots(coll, q[row : row + 1], width, params)
+            else:
+                one = q[row : row + 1]
+                slots, dist = scope.walk(one, width, params, scope.visible, scope.slots)
             cand = [int(s) for s in slots[0] if s >= 0]
             pays = coll.points.payloads(cand)
             keep = [j for j, p in enumerate(pays) if flt.matches(p)][:k]
@@ -183,12 +218,23 @@ def _widened(
                 break
     if exhaustive:
         rows = np.asarray(exhaustive)
-        out_s[rows], out_d[rows] = _exact_over(coll, q[rows], k, flt, None)
+        if scope is None:
+            out_s[rows], out_d[rows] = _exact_over(coll, q[rows], k, flt, None)
+        else:
+            m = coll.selector.matching(flt)
+            m = m & scope.mask(len(m))
+            tag = f"vectors@{scope.key}"
+            out_s[rows], out_d[rows] = _exact_over(coll, q[rows], k, flt, m, tag)
     return out_s, out_d
 
 
 def _exact_over(
-    coll: CollectionCore, q: F32, k: int, flt: Filter, mask: npt.NDArray[np.bool_] | None
+    coll: CollectionCore,
+    q: F32,
+    k: int,
+    flt: Filter,
+    mask: npt.NDArray[np.bool_] | None,
+    tag: str = "vectors",
 ) -> tuple[I64, F32]:
     """Exact top-k among the matching points (`mask`, else found by `selector.matching`);
     their prepared vectors are cached with the filter until the next write."""
@@ -204,7 +250,7 @@ def _exact_over(
         base = prepare(coll, base.reshape(len(keep), coll.cfg.dim))
         return np.asarray([s for s, _ in keep], np.int64), np.ascontiguousarray(base)
 
-    slots, base = coll.selector.cached("vectors", flt, load)
+    slots, base = coll.selector.cached(tag, flt, load)
     nq = q.shape[0]
     if len(slots) == 0:
         return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
@@ -212,12 +258,13 @@ def _exact_over(
     return np.where(rows >= 0, slots[np.maximum(rows, 0)], -1), dist
 
 
-def count(coll: CollectionCore, flt: object) -> int:
-    """Live points, or those the filter selects."""
+def count(coll: CollectionCore, flt: object, scope: Scope | None = None) -> int:
+    """Live points, or those the filter selects (within the scope, if any)."""
     compiled = filters.parse(flt)
     if compiled is None:
-        return coll.points.count
-    return int(coll.selector.matching(compiled).sum())
+        return coll.points.count if scope is None else len(scope.slots)
+    m = coll.selector.matching(compiled)
+    return int(m.sum()) if scope is None else int((m & scope.mask(len(m))).sum())
 
 
 def scroll(
@@ -227,6 +274,7 @@ def scroll(
     offset: object,
     with_vectors: bool,
     with_payload: bool,
+    scope: Scope | None = None,
 ) -> tuple[list[Record], Id | None]:
     """Up to `limit` points selected by the filter in ascending id order, from the id
     `offset` on (inclusive), and the id to pass as `offset` for the next page (None: done).
@@ -252,6 +300,8 @@ def scroll(
     picked: list[tuple[Id, int]] = []
     with coll.kv.view() as view:  # the whole page, filter included, at one instant
         keep = _scroll_test(coll, compiled, view, want)
+        if scope is not None:
+            keep = _within(scope, keep)
         chunk: list[tuple[bytes, int]] = []
         for pair in coll.points.id_range(start, view):
             chunk.append(pair)
@@ -269,6 +319,16 @@ def scroll(
 
 
 Pairs = list[tuple[bytes, int]]
+
+
+def _within(scope: Scope, keep: Callable[[Pairs], Pairs]) -> Callable[[Pairs], Pairs]:
+    """A scroll test that also drops slots outside the scope (tested first: it is cheap)."""
+
+    def test(part: Pairs) -> Pairs:
+        inside = scope.has([s for _, s in part])
+        return keep([p for p, ok in zip(part, inside.tolist(), strict=True) if ok])
+
+    return test
 
 
 def _scroll_test(
@@ -296,9 +356,12 @@ def _scroll_test(
     return by_payload
 
 
-def get(coll: CollectionCore, ids: object, with_vectors: bool = True) -> list[Record]:
-    """Stored points among `ids`, in request order. Takes no lock: an id whose point is
-    replaced between the slot lookup and the read is looked up again."""
+def get(
+    coll: CollectionCore, ids: object, with_vectors: bool = True, scope: Scope | None = None
+) -> list[Record]:
+    """Stored points among `ids`, in request order (within the scope: others look absent).
+    Takes no lock: an id whose point is replaced between the slot lookup and the read is
+    looked up again."""
     id_list = v.prepare_ids(ids, coll.id_type)
     v.check_flag("with_vectors", with_vectors)
     keys = [v.encode_id(i) for i in id_list]
@@ -307,6 +370,9 @@ def get(coll: CollectionCore, ids: object, with_vectors: bool = True) -> list[Re
     for _ in range(_GET_ATTEMPTS):
         slots = coll.points.lookup([keys[j] for j in todo])
         pairs = [(j, s) for j, s in zip(todo, slots, strict=True) if s is not None]
+        if scope is not None and pairs:
+            inside = scope.has([s for _, s in pairs]).tolist()
+            pairs = [p for p, ok in zip(pairs, inside, strict=True) if ok]
         records = coll.points.records([(id_list[j], s) for j, s in pairs], with_vectors)
         todo = []
         for (j, _), rec in zip(pairs, records, strict=True):

@@ -72,6 +72,8 @@ def open_collection(
     coll = CollectionCore(cfg, kv, seq, index, kind, directory, settings)
     # Pass 1: the point table and the live count.
     coll.points.load()
+    if coll.tenants is not None:  # the tenants' sets, from the access lists alone
+        coll.tenants.load(coll.points.next_slot)
     if not kind.persistent:
         # Pass 2a: rebuild the in-memory index from the stored vectors.
         _load_all(coll, into_buffer=False)

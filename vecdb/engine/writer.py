@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit
+from vecdb.engine import commit, tenant_access
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.filters import Filter
@@ -64,8 +64,17 @@ def _old_payloads(coll: CollectionCore, slots: list[int]) -> list[dict[str, Any]
 
 
 def upsert(
-    coll: CollectionCore, ids: object, vectors: object, payloads: object, notify: Notify
+    coll: CollectionCore,
+    ids: object,
+    vectors: object,
+    payloads: object,
+    notify: Notify,
+    tenant: object = None,
+    grant_to: object = None,
 ) -> int:
+    """Insert or replace points; in a multi-tenant collection `tenant` is their owner and
+    `grant_to` more tenants that may see them (`tenant_access` has the rules)."""
+    access = tenant_access.upsert_access(coll, tenant, grant_to)
     id_list = v.prepare_ids(ids, coll.id_type)
     vecs = v.prepare_vectors(vectors, coll.cfg.dim, coll.metric)
     if vecs.shape[0] != len(id_list):
@@ -81,7 +90,10 @@ def upsert(
         coll.buffer.wait_for_room(prepared.nbytes, s.buffer_max_bytes, s.stall_timeout, coll.name)
     with coll.write_lock:
         pts, pidx = coll.points, coll.pindex
-        old = [s for s in pts.lookup(keys) if s is not None]
+        looked = pts.lookup(keys)
+        old = [s for s in looked if s is not None]
+        if access is not None:
+            access.check(id_list, looked)  # another tenant's point: refused, nothing written
         start = pts.next_slot
         batch = coll.kv.batch()
         for slot, pay in zip(old, _old_payloads(coll, old), strict=True):
@@ -91,6 +103,10 @@ def upsert(
             pts.put(batch, key, start + j, vecs[j].tobytes(), blob)
             if blob is not None and pidx.defs:
                 pidx.add(batch, start + j, json.loads(blob))
+            if access is not None:
+                access.put(batch, start + j, looked[j], j)
+        if access is not None:
+            access.drop_old(batch)
         pts.put_next_slot(batch, start + len(keys))
         op = commit.encode_write(start, len(keys), old) if coll.kind.persistent else None
         coll.seq.commit(batch, coll.prefix, op)
@@ -106,26 +122,32 @@ def upsert(
         else:
             coll.index.add(new_slots, prepared)
         pts.apply_upsert(new_slots, id_list, old)
+        if access is not None:
+            access.state.notify(access.apply())
         coll.selector.bump()
         coll.status.last_write = time.monotonic()
     notify(coll)
     return len(keys)
 
 
-def delete(coll: CollectionCore, ids: object, notify: Notify) -> int:
+def delete(coll: CollectionCore, ids: object, notify: Notify, tenant: object = None) -> int:
+    """Delete points by id; with a tenant, only points it owns (see `tenant_access`)."""
+    who = tenant_access.scope(coll, tenant)
     id_list = v.prepare_ids(ids, coll.id_type)
     keys = [v.encode_id(i) for i in id_list]
     with coll.write_lock:
-        found = [
-            (k, s) for k, s in zip(keys, coll.points.lookup(keys), strict=True) if s is not None
-        ]
+        pos = [(i, s) for i, s in enumerate(coll.points.lookup(keys)) if s is not None]
+        pos = tenant_access.owned_found(coll, who, id_list, pos)
+        found = [(keys[i], s) for i, s in pos]
         n = _delete_found(coll, found)
     if n:
         notify(coll)
     return n
 
 
-def delete_matching(coll: CollectionCore, flt: Filter, notify: Notify) -> int:
+def delete_matching(
+    coll: CollectionCore, flt: Filter, notify: Notify, tenant: object = None
+) -> int:
     """Delete the points the filter selects, at most DELETE_BATCH per write batch; returns
     how many were deleted in all.
 
@@ -136,9 +158,12 @@ def delete_matching(coll: CollectionCore, flt: Filter, notify: Notify) -> int:
     wholly applied or not at all. The call as a whole is not atomic (like an upsert split
     by its client): a crash or a concurrent reader may see the first batches done and not
     the rest. A selected point is deleted only if it still matches at its batch; points
-    written after the call began are left alone."""
+    written after the call began are left alone. With a tenant, only the matching points it
+    owns are deleted."""
+    who = tenant_access.scope(coll, tenant)
     with coll.write_lock:
         picked = np.flatnonzero(coll.selector.matching(flt)).astype(np.int64)
+        picked = tenant_access.owned_mask(coll, who, picked)
     total = 0
     for lo in range(0, len(picked), DELETE_BATCH):
         with coll.write_lock:  # nothing changes what matches between the check and commit
@@ -158,24 +183,28 @@ def delete_matching(coll: CollectionCore, flt: Filter, notify: Notify) -> int:
     return total
 
 
-def _delete_found(coll: CollectionCore, found: list[tuple[bytes, int]]) -> int:
-    """Commit the removal of (encoded id, slot) pairs and apply it (caller holds the
-    write lock)."""
+def _delete_found(
+    coll: CollectionCore, found: list[tuple[bytes, int]], batch: Batch | None = None
+) -> int:
+    """Commit the removal of (encoded id, slot) pairs (with whatever `batch` already holds)
+    and apply it (caller holds the write lock)."""
     if not found:
         return 0
     pts = coll.points
-    batch = coll.kv.batch()
+    batch = coll.kv.batch() if batch is None else batch
     old = [s for _, s in found]
     for (key, slot), pay in zip(found, _old_payloads(coll, old), strict=True):
         pts.delete_id(batch, key)
         pts.delete_slot(batch, slot)
         coll.pindex.remove(batch, slot, pay)
+    acls = tenant_access.removed_acls(coll, batch, old)
     op = commit.encode_write(pts.next_slot, 0, old) if coll.kind.persistent else None
     coll.seq.commit(batch, coll.prefix, op)
     # The slot -> id table first, swapped whole: a search resolving its ids before the swap
     # walked the index before any removal below (sees every point of the batch), one after
     # it drops every one of them (see `reader._drop_vanished`).
     pts.apply_delete(old)
+    tenant_access.apply_removed(coll, acls)
     removed = np.asarray(old, np.int64)
     coll.index.remove(removed)
     if coll.buffer is not None:
@@ -185,17 +214,26 @@ def _delete_found(coll: CollectionCore, found: list[tuple[bytes, int]]) -> int:
     return len(found)
 
 
-def update_payloads(coll: CollectionCore, ids: object, payload: object, merge: bool) -> int:
+delete_found = _delete_found  # for a dropped tenant's cleanup (`tenant_jobs`)
+
+
+def update_payloads(
+    coll: CollectionCore, ids: object, payload: object, merge: bool, tenant: object = None
+) -> int:
     """set_payload (`merge`: the given keys replace or join each point's top-level keys) or
     overwrite_payload (the payload is replaced whole). Missing ids are skipped; returns how
-    many points were updated. Vectors and slots do not change."""
+    many points were updated. Vectors and slots do not change. With a tenant, only points
+    it owns (see `tenant_access`)."""
+    who = tenant_access.scope(coll, tenant)
     id_list = v.prepare_ids(ids, coll.id_type)
     given = v.payload_bytes(payload, "payload")  # a JSON object within the caps
     assert isinstance(payload, dict)
     keys = [v.encode_id(i) for i in id_list]
     with coll.write_lock:
         pts, pidx = coll.points, coll.pindex
-        found = [(i, s) for i, s in zip(id_list, pts.lookup(keys), strict=True) if s is not None]
+        pos = [(j, s) for j, s in enumerate(pts.lookup(keys)) if s is not None]
+        pos = tenant_access.owned_found(coll, who, id_list, pos)
+        found = [(id_list[j], s) for j, s in pos]
         if not found:
             return 0
         slots = [s for _, s in found]

@@ -44,7 +44,21 @@ META_NEXT_SLOT = b"next_slot:"  # + cid -> u64: the point table's slot counter
 META_PIDX_DEF = b"pidxdef:"  # + cid + field -> JSON: a payload index definition
 META_PIDX_ENTRY = b"pidx:"  # + cid + field + value + slot -> b"": a payload index entry
 META_REBUILD = b"rebuild:"  # + cid -> b"": the index files are being replaced (rebuild on open)
-COLLECTION_META_HEADS = (META_NEXT_SLOT, META_PIDX_DEF, META_PIDX_ENTRY, META_REBUILD)
+# Tenants of a multi-tenant collection (vecdb.engine.tenants):
+META_TENANT = b"tenant:"  # + cid + name -> msgpack: the tenant's number, state, drop progress
+META_TENANT_NEXT = b"tnext:"  # + cid -> u64: the next tenant number to hand out
+META_ACL = b"acl:"  # + cid + slot (u64) -> owner number (u32) + sorted grantee numbers (u32 each)
+META_TV = b"tv:"  # + cid + tenant number (u32) + slot (u64) -> b"o" (owner) | b"g" (grantee)
+COLLECTION_META_HEADS = (
+    META_NEXT_SLOT,
+    META_PIDX_DEF,
+    META_PIDX_ENTRY,
+    META_REBUILD,
+    META_TENANT,
+    META_TENANT_NEXT,
+    META_ACL,
+    META_TV,
+)
 
 
 def set_rebuild_marker(kv: KV, prefix: bytes, on: bool) -> None:

@@ -1,0 +1,68 @@
+"""The read side of tenants: which `Scope` a get, scroll, count or search runs in.
+
+Owns the rule of a read's tenant arguments: in a collection that is not multi-tenant none may
+be given; `tenant` (one) or `tenants` (several, their union) restrict the read to the live
+points those tenants may see, searched through `tenant_search.search_tenants`; neither means a
+global (admin) read over every point, except those whose owner is being dropped (hidden from
+the instant `drop_tenant` returns until its cleanup deletes them). A point outside the scope
+looks exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vecdb.engine import tenant_search
+from vecdb.engine.core import CollectionCore
+from vecdb.engine.reader import F32, I64, search_slots
+from vecdb.engine.scope import Scope
+from vecdb.engine.tenant_access import not_multi_tenant, resolve, resolve_list
+from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS
+from vecdb.errors import InvalidArgument
+from vecdb.index.base import Visible
+
+
+def read_scope(coll: CollectionCore, tenant: object, tenants: object = None) -> Scope | None:
+    """The scope of a read with these tenant arguments (None: every live point)."""
+    ts = coll.tenants
+    if ts is None:
+        if tenant is not None:
+            raise not_multi_tenant(coll, "tenant")
+        if tenants is not None:
+            raise not_multi_tenant(coll, "tenants")
+        return None
+    if tenant is not None and tenants is not None:
+        raise InvalidArgument("give tenant or tenants, not both", field="tenants")
+    if tenant is not None:
+        nos = [resolve(coll, tenant).no]
+    elif tenants is not None:
+        nos = sorted({t.no for t in resolve_list(coll, tenants, "tenants", MAX_SEARCH_TENANTS)})
+    else:
+        return _global(coll)
+    slots, visible = ts.visible(nos, coll.points.next_slot)
+    versions = ",".join(f"{n}.{ts.by_no[n].version}" for n in nos)
+
+    def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
+        return tenant_search.search_tenants(coll, q, k, params, nos, sub, vis)
+
+    return Scope(slots, visible, walk, f"t{versions}")
+
+
+def _global(coll: CollectionCore) -> Scope | None:
+    """Every live point but those whose owner is being dropped (None when there are none)."""
+    ts = coll.tenants
+    assert ts is not None
+    hidden = ts.hidden_slots()
+    if len(hidden) == 0:
+        return None
+    alive = coll.points.alive()
+    alive[hidden[hidden < len(alive)]] = False
+    slots = np.flatnonzero(alive).astype(np.int64)
+
+    def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
+        return search_slots(coll, q, k, params, vis)
+
+    key = f"g{coll.selector.version}.{ts.hidden_version}"
+    return Scope(slots, Visible.from_mask(alive), walk, key)

@@ -1,0 +1,71 @@
+"""The rule book of tenant arguments: names, lists of names, and the tenant limits.
+
+Pure functions and constants, no storage and no state, so the remote SDKs can judge a tenant
+argument the wire cannot carry with the very check the engine makes (same message, field and
+reason in both modes). The engine's tenant layer (`vecdb.engine.tenants`) applies the rules
+that need stored state (does the tenant exist, is the collection multi-tenant).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from vecdb.errors import InvalidArgument, echo
+
+# Tenant names: identifiers safe in keys, logs and metric labels (a dot is allowed, unlike
+# collection names, so "acme.eu" style names work).
+TENANT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_TENANT_NAME_LEN = 64
+
+MAX_TENANTS = 100_000  # tenants of one collection, those being dropped included
+MAX_GRANT_TO = 1_024  # tenants named by one upsert's grant_to
+MAX_SEARCH_TENANTS = 1_024  # tenants named by one search's tenants=[...]
+MAX_GRANTS_PER_POINT = 4_096  # tenants a point is granted to, its owner not counted
+DEFAULT_LIST_LIMIT = 100  # tenants per list_tenants page
+MAX_LIST_LIMIT = 10_000
+DROP_BATCH = 2_048  # (tenant, point) rows one slice of a drop's cleanup handles
+
+
+def check_tenant_name(name: object, field: str = "tenant") -> str:
+    """A tenant name: 1-64 characters of A-Z a-z 0-9 _ . -"""
+    if not isinstance(name, str) or not TENANT_NAME_PATTERN.fullmatch(name):
+        raise InvalidArgument(
+            f"{field} name {echo(name)} is invalid: use 1-{MAX_TENANT_NAME_LEN} characters "
+            "from A-Z a-z 0-9 _ . -",
+            field=field,
+            reason="BAD_NAME",
+        )
+    return name
+
+
+def check_tenant_list(names: object, field: str, cap: int) -> list[str]:
+    """A list of tenant names (duplicates removed, order kept); empty is refused."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+        raise InvalidArgument(f"{field} must be a list of tenant names", field=field)
+    if not names:
+        raise InvalidArgument(f"{field} is empty: name at least one tenant", field=field,
+                              reason="EMPTY")  # fmt: skip
+    if len(names) > cap:
+        raise InvalidArgument(f"{field} names {len(names)} tenants (max {cap})", field=field,
+                              reason="TOO_MANY")  # fmt: skip
+    out: dict[str, None] = {}
+    for i, n in enumerate(names):
+        out[check_tenant_name(n, f"{field}[{i}]")] = None
+    return list(out)
+
+
+def check_list_limit(limit: object) -> int:
+    """The page size of list_tenants, 1..MAX_LIST_LIMIT."""
+    n = None
+    if isinstance(limit, (int, np.integer)) and not isinstance(limit, (bool, np.bool_)):
+        n = int(limit)
+    if n is None or not 1 <= n <= MAX_LIST_LIMIT:
+        raise InvalidArgument(
+            f"limit {echo(limit)} is out of range [1, {MAX_LIST_LIMIT}]",
+            field="limit",
+            reason="OUT_OF_RANGE",
+        )
+    return n

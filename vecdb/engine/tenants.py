@@ -1,0 +1,401 @@
+"""Tenants of a multi-tenant collection: the registry, the access lists and their memory image.
+
+Owns the tenant key layout in RocksDB (see `kv.META_TENANT`, `META_TENANT_NEXT`, `META_ACL`,
+`META_TV`): per tenant its number and state; per point (slot) its owner and sorted grantees
+(`acl:`), and per (tenant, slot) a row saying the tenant may see the point (`tv:`), which drop,
+count and scroll walk. These rows are the source of truth and are written into the caller's
+batch, the same synced batch as the points they describe. `TenantState` is their memory
+image, rebuilt on open from RocksDB alone: per tenant the sorted live slots it can see, per
+slot its owner, and the slots hidden because their owner is being dropped. It changes only
+after a batch is committed (`apply_*`, under the collection's write lock) and answers reads
+without that lock (its own small lock guards the sets). Knows nothing of indexes or search;
+the operations that combine points and tenants live in `tenant_ops` and `tenant_jobs`.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.base import Visible
+from vecdb.storage import kv as kvmod
+from vecdb.storage.kv import KV, Batch
+from vecdb.types import TenantInfo
+
+ACTIVE, DROPPING = "active", "dropping"
+OWNER, GRANTEE = b"o", b"g"
+_U32 = struct.Struct(">I")
+_VISIBLE_CACHE = 64  # tenant sets whose Visible bitmap is kept (least recently used out)
+I64 = npt.NDArray[np.int64]
+
+
+def encode_acl(owner: int, grantees: Iterable[int]) -> bytes:
+    """An `acl:` value: the owner's number then the sorted grantees', u32 big-endian each."""
+    nos = sorted(set(grantees) - {owner})
+    return struct.pack(f">{1 + len(nos)}I", owner, *nos)
+
+
+def decode_acl(raw: bytes) -> tuple[int, list[int]]:
+    """(owner, sorted grantees) of an `acl:` value."""
+    nos = struct.unpack(f">{len(raw) // 4}I", raw)
+    return int(nos[0]), [int(n) for n in nos[1:]]
+
+
+class SlotSet:
+    """A set of slots as a sorted int64 array plus pending additions and removals, merged
+    on the next read (writes cost O(changed), a read after writes O(size) once)."""
+
+    __slots__ = ("_added", "_base", "_removed")
+
+    def __init__(self, base: I64 | None = None) -> None:
+        self._base: I64 = np.zeros(0, np.int64) if base is None else base  # sorted, unique
+        self._added: set[int] = set()  # not in _base
+        self._removed: set[int] = set()  # in _base
+
+    def add(self, slot: int) -> bool:
+        """Add a slot; whether it was new."""
+        if slot in self._removed:
+            self._removed.discard(slot)
+            return True
+        if slot in self._added or self._in_base(slot):
+            return False
+        self._added.add(slot)
+        return True
+
+    def discard(self, slot: int) -> bool:
+        """Remove a slot; whether it was there."""
+        if slot in self._added:
+            self._added.discard(slot)
+            return True
+        if slot in self._removed or not self._in_base(slot):
+            return False
+        self._removed.add(slot)
+        return True
+
+    def _in_base(self, slot: int) -> bool:
+        i = int(np.searchsorted(self._base, slot))
+        return i < len(self._base) and int(self._base[i]) == slot
+
+    def __contains__(self, slot: int) -> bool:
+        return slot in self._added or (slot not in self._removed and self._in_base(slot))
+
+    def __len__(self) -> int:
+        return len(self._base) + len(self._added) - len(self._removed)
+
+    def array(self) -> I64:
+        """The slots, sorted (merges pending changes first; the array must not be changed)."""
+        if self._added or self._removed:
+            base = self._base
+            if self._removed:
+                base = base[~np.isin(base, np.fromiter(self._removed, np.int64))]
+            if self._added:
+                base = np.union1d(base, np.fromiter(self._added, np.int64))
+            self._base = base.astype(np.int64, copy=False)
+            self._added, self._removed = set(), set()
+        return self._base
+
+
+@dataclass
+class Tenant:
+    """One tenant's registry row and memory image."""
+
+    name: str
+    no: int  # small number used in access lists (never reused within the collection)
+    state: str = ACTIVE  # ACTIVE | DROPPING
+    created: float = 0.0  # unix seconds
+    total: int = 0  # rows its drop's cleanup must handle (set when the drop begins)
+    done: int = 0  # rows handled so far
+    cursor: int = 0  # the cleanup resumes at this slot
+    slots: SlotSet = field(default_factory=SlotSet)  # live slots it may see
+    owned: int = 0  # live points it owns
+    version: int = 0  # moves whenever `slots` changes
+
+    def row(self) -> bytes:
+        body = {"no": self.no, "state": self.state, "created": self.created,
+                "total": self.total, "done": self.done, "cursor": self.cursor}  # fmt: skip
+        return bytes(msgpack.packb(body))
+
+    @classmethod
+    def from_row(cls, name: str, raw: bytes) -> Tenant:
+        b = msgpack.unpackb(raw)
+        return cls(name, int(b["no"]), str(b["state"]), float(b["created"]), int(b["total"]),
+                   int(b["done"]), int(b["cursor"]))  # fmt: skip
+
+
+class TenantState:
+    """The tenants of one collection (see the module docstring)."""
+
+    def __init__(self, kv: KV, prefix: bytes, dim: int) -> None:
+        self.kv = kv  # the database's store
+        self.prefix = prefix  # the collection's key prefix
+        self.dim = dim  # vector dimension (for byte counts)
+        self.by_name: dict[str, Tenant] = {}  # every registered tenant, dropping ones too
+        self.by_no: dict[int, Tenant] = {}
+        self.next_no = 1  # next tenant number to hand out
+        self.owner_of: npt.NDArray[np.int32] = np.zeros(0, np.int32)  # slot -> owner (0: none)
+        self.hidden = SlotSet()  # live slots whose owner is being dropped
+        self.hidden_version = 0  # moves whenever `hidden` changes
+        self.lock = threading.Lock()  # guards the sets against a read merging them
+        self._visible: OrderedDict[tuple[Any, ...], tuple[I64, Visible]] = OrderedDict()
+        # Sub-tree nodes of a tenant, supplied by the tenant-aware search (0 until it does).
+        self.nodes_of: Callable[[int], int] = lambda no: 0
+        # Told of the tenants whose sets changed, after each commit under the write lock
+        # (`Collection` points it at `tenant_search.changed`).
+        self.on_changed: Callable[[list[int]], None] = lambda nos: None
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def tenant_key(self, name: str) -> bytes:
+        return kvmod.META_TENANT + self.prefix + name.encode()
+
+    def acl_key(self, slot: int) -> bytes:
+        return kvmod.META_ACL + self.prefix + kvmod.u64(slot)
+
+    def tv_prefix(self, no: int) -> bytes:
+        return kvmod.META_TV + self.prefix + _U32.pack(no)
+
+    def tv_key(self, no: int, slot: int) -> bytes:
+        return self.tv_prefix(no) + kvmod.u64(slot)
+
+    # -- load -----------------------------------------------------------------------------
+
+    def load(self, next_slot: int) -> None:
+        """The registry and every access list from RocksDB (on open)."""
+        head = kvmod.META_TENANT + self.prefix
+        for key, raw in self.kv.scan_prefix(kvmod.CF_META, head):
+            t = Tenant.from_row(key[len(head) :].decode(), raw)
+            self.by_name[t.name] = t
+            self.by_no[t.no] = t
+        raw_next = self.kv.get(kvmod.CF_META, kvmod.META_TENANT_NEXT + self.prefix)
+        self.next_no = 1 if raw_next is None else kvmod.read_u64(raw_next)
+        self.owner_of = np.zeros(max(next_slot, 1024), np.int32)
+        seen: dict[int, list[int]] = {no: [] for no in self.by_no}
+        hidden: list[int] = []
+        acl_head = kvmod.META_ACL + self.prefix
+        for key, raw in self.kv.scan_prefix(kvmod.CF_META, acl_head):
+            slot = kvmod.read_u64(key, len(acl_head))
+            owner, grantees = decode_acl(raw)
+            self._grow(slot)
+            self.owner_of[slot] = owner
+            ot = self.by_no.get(owner)
+            if ot is None or ot.state == DROPPING:
+                hidden.append(slot)
+                continue
+            ot.owned += 1
+            for no in (owner, *grantees):
+                if no in seen and self.by_no[no].state == ACTIVE:
+                    seen[no].append(slot)
+        for no, slots in seen.items():
+            self.by_no[no].slots = SlotSet(np.asarray(slots, np.int64))  # scanned in order
+        self.hidden = SlotSet(np.asarray(hidden, np.int64))
+
+    def _grow(self, slot: int) -> None:
+        if slot >= len(self.owner_of):
+            grown = np.zeros(max(slot + 1, 2 * len(self.owner_of)), np.int32)
+            grown[: len(self.owner_of)] = self.owner_of
+            self.owner_of = grown
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def active(self, name: str) -> Tenant | None:
+        t = self.by_name.get(name)
+        return t if t is not None and t.state == ACTIVE else None
+
+    def dropping(self) -> list[Tenant]:
+        return [t for t in self.by_name.values() if t.state == DROPPING]
+
+    def acls(self, slots: list[int]) -> list[tuple[int, list[int]] | None]:
+        """(owner, grantees) of each slot from RocksDB (None where it has no access list)."""
+        raw = self.kv.multi_get(kvmod.CF_META, [self.acl_key(s) for s in slots])
+        return [None if r is None else decode_acl(r) for r in raw]
+
+    def info(self, t: Tenant) -> TenantInfo:
+        progress = 1.0 if t.state == ACTIVE else (t.done / t.total if t.total else 0.0)
+        return TenantInfo(
+            name=t.name,
+            vectors=len(t.slots) if t.state == ACTIVE else 0,
+            owned=t.owned,
+            bytes=t.owned * 4 * self.dim,
+            state=t.state,
+            nodes=self.nodes_of(t.no) if t.state == ACTIVE else 0,
+            progress=round(progress, 4),
+            created=t.created,
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def slots_of(self, nos: list[int]) -> I64:
+        """Sorted live slots visible to any of `nos` (an array that must not be changed)."""
+        with self.lock:
+            arrays = [self.by_no[n].slots.array() for n in nos]
+        if len(arrays) == 1:
+            return arrays[0]
+        return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
+
+    def visible(self, nos: list[int], bound: int) -> tuple[I64, Visible]:
+        """The slots of `slots_of(nos)` and the same set as a `Visible`, cached per tenant
+        set and the versions of its members."""
+        key = tuple(sorted((n, self.by_no[n].version) for n in nos))
+        with self.lock:
+            hit = self._visible.get(key)
+            if hit is not None:
+                self._visible.move_to_end(key)
+                return hit
+        slots = self.slots_of(nos)
+        value = (slots, Visible.from_slots(slots, bound))
+        with self.lock:
+            self._visible[key] = value
+            while len(self._visible) > _VISIBLE_CACHE:
+                self._visible.popitem(last=False)
+        return value
+
+    def hidden_slots(self) -> I64:
+        with self.lock:
+            return self.hidden.array()
+
+    def sees(self, nos: list[int], slots: list[int]) -> list[bool]:
+        """Whether each slot is visible to one of `nos`."""
+        with self.lock:
+            sets = [self.by_no[n].slots for n in nos]
+            return [any(s in ss for ss in sets) for s in slots]
+
+    def is_hidden(self, slots: list[int]) -> list[bool]:
+        with self.lock:
+            if not len(self.hidden):
+                return [False] * len(slots)
+            return [s in self.hidden for s in slots]
+
+    def notify(self, nos: set[int]) -> None:
+        if nos:
+            self.on_changed(sorted(nos))
+
+    # -- writes into a batch ----------------------------------------------------------------
+
+    def put_tenant(self, batch: Batch, t: Tenant) -> None:
+        batch.put(kvmod.CF_META, self.tenant_key(t.name), t.row())
+
+    def put_next_no(self, batch: Batch, value: int) -> None:
+        batch.put(kvmod.CF_META, kvmod.META_TENANT_NEXT + self.prefix, kvmod.u64(value))
+
+    def put_acl(self, batch: Batch, slot: int, owner: int, grantees: Iterable[int]) -> None:
+        """The access rows of a new slot: its `acl:` row and one `tv:` row per tenant."""
+        gs = sorted(set(grantees) - {owner})
+        batch.put(kvmod.CF_META, self.acl_key(slot), encode_acl(owner, gs))
+        batch.put(kvmod.CF_META, self.tv_key(owner, slot), OWNER)
+        for no in gs:
+            batch.put(kvmod.CF_META, self.tv_key(no, slot), GRANTEE)
+
+    def delete_acl(self, batch: Batch, slot: int, owner: int, grantees: Iterable[int]) -> None:
+        """Every access row of a slot (the point goes away)."""
+        batch.delete(kvmod.CF_META, self.acl_key(slot))
+        for no in (owner, *grantees):
+            batch.delete(kvmod.CF_META, self.tv_key(no, slot))
+
+    # -- after commit -----------------------------------------------------------------------
+
+    def apply_added(self, slot: int, owner: int, grantees: Iterable[int]) -> set[int]:
+        """A committed new slot; returns the tenants whose sets changed."""
+        changed: set[int] = set()
+        with self.lock:
+            self._grow(slot)
+            self.owner_of[slot] = owner
+            t = self.by_no.get(owner)
+            if t is None or t.state != ACTIVE:  # cannot happen for a checked owner
+                self.hidden.add(slot)
+                self.hidden_version += 1
+                return changed
+            t.owned += 1
+            for no in (owner, *grantees):
+                g = self.by_no.get(no)
+                if g is not None and g.state == ACTIVE and g.slots.add(slot):
+                    g.version += 1
+                    changed.add(no)
+        return changed
+
+    def apply_removed(self, slot: int, owner: int, grantees: Iterable[int]) -> set[int]:
+        """A committed removal of a slot's point; returns the tenants whose sets changed."""
+        changed: set[int] = set()
+        with self.lock:
+            if slot < len(self.owner_of):
+                self.owner_of[slot] = 0
+            if self.hidden.discard(slot):
+                self.hidden_version += 1
+            t = self.by_no.get(owner)
+            if t is not None and t.state == ACTIVE:
+                t.owned -= 1
+            for no in (owner, *grantees):
+                g = self.by_no.get(no)
+                if g is not None and g.slots.discard(slot):
+                    g.version += 1
+                    changed.add(no)
+        return changed
+
+    def apply_grant(self, slot: int, no: int, on: bool) -> bool:
+        """A committed grant (`on`) or revoke of one slot for tenant `no`."""
+        with self.lock:
+            g = self.by_no[no]
+            moved = g.slots.add(slot) if on else g.slots.discard(slot)
+            if moved:
+                g.version += 1
+            return moved
+
+    def apply_created(self, t: Tenant) -> None:
+        with self.lock:
+            self.by_name[t.name] = t
+            self.by_no[t.no] = t
+            self.next_no = max(self.next_no, t.no + 1)
+
+    def apply_dropping(self, t: Tenant) -> set[int]:
+        """A committed drop: the tenant sees nothing from now on, and the points it owns are
+        hidden from every other tenant and from global reads until the cleanup deletes
+        them. Returns the tenants whose sets changed."""
+        changed = {t.no}
+        with self.lock:
+            owned = np.flatnonzero(self.owner_of == t.no)
+            for s in owned.tolist():
+                self.hidden.add(s)
+            self.hidden_version += 1
+            t.state, t.slots, t.owned = DROPPING, SlotSet(), 0
+            t.version += 1
+            if len(owned):
+                for g in self.by_no.values():
+                    if g is t or g.state != ACTIVE or not len(g.slots):
+                        continue
+                    arr = g.slots.array()
+                    gone = arr[np.isin(arr, owned)]
+                    if len(gone):
+                        g.slots = SlotSet(arr[~np.isin(arr, owned)])
+                        g.version += 1
+                        changed.add(g.no)
+        return changed
+
+    def apply_forgotten(self, t: Tenant) -> None:
+        """The drop's cleanup ended: the name is free again."""
+        with self.lock:
+            self.by_name.pop(t.name, None)
+            self.by_no.pop(t.no, None)
+
+    def new_tenant(self, name: str) -> Tenant:
+        return Tenant(name, self.next_no, ACTIVE, time.time())
+
+
+__all__ = [
+    "ACTIVE",
+    "DROPPING",
+    "GRANTEE",
+    "OWNER",
+    "SlotSet",
+    "Tenant",
+    "TenantState",
+    "decode_acl",
+    "encode_acl",
+]
