@@ -63,6 +63,7 @@ class ClusterTree:
     leaf_of: I32  # posting id -> leaf node, -1 if the posting has none
     primary: I32  # slot -> posting of its primary leaf, -1 if not live
     leaf_vectors: Callable[[I64], F32] | None  # head vectors by posting id (head graph)
+    version: int  # bumped by every change of membership or structure (derived caches key on it)
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -79,6 +80,7 @@ class ClusterTree:
         self.leaf_of = np.zeros(0, np.int32)
         self.primary = np.zeros(0, np.int32)
         self.leaf_vectors = None
+        self.version = 0
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -224,6 +226,7 @@ class ClusterTree:
         self._add_counts(old[old >= 0], -1)
         self.primary[slots] = postings
         self._add_counts(postings, +1)
+        self.version += 1
 
     def drop_primary(self, slots: I64) -> None:
         """Removed slots leave their primary leaves' counts."""
@@ -231,6 +234,7 @@ class ClusterTree:
         old = self.primary[slots].astype(np.int64)
         self._add_counts(old[old >= 0], -1)
         self.primary[slots] = -1
+        self.version += 1
 
     def widen(self, postings: I64, x: F32) -> None:
         """Raise the radii along the paths of rows `x` whose primary leaves are `postings`
@@ -267,6 +271,7 @@ class ClusterTree:
             pick = mine & (labels == c)
             self.primary[members[pick]] = p
             self.count[leaf] = int(pick.sum())
+        self.version += 1
 
     def remove_leaf(self, posting: int) -> None:
         """Remove the leaf of `posting` (its primary members must have moved), then every
@@ -278,6 +283,7 @@ class ClusterTree:
             parent = int(self.parent[node])
             self._unlink(node, parent)
             node = parent
+        self.version += 1
 
     def _unlink(self, node: int, parent: int) -> None:
         c, prev = int(self.first_child[parent]), -1
@@ -384,6 +390,7 @@ def fill_members(tree: ClusterTree, slots: I64, postings: I64, x: F32) -> None:
         return
     tree.grow_slots(int(slots.max()) + 1)
     tree.primary[slots] = postings
+    tree.version += 1
     nodes = tree.leaf_of[postings].astype(np.int64)
     tree.count[: tree.n_nodes] = 0
     leaf_counts = np.bincount(nodes, minlength=tree.n_nodes)

@@ -12,7 +12,7 @@ are idempotent under replay).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ import numpy as np
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import IndexResult, Progress, Slots, Vectors, Visible, as_visible
 from vecdb.index.params import MAX_FLOAT16, SearchParams
-from vecdb.index.spann import build, compaction, maintain, persist, search, stats, update
+from vecdb.index.spann import build, compaction, maintain, persist, search, stats, subtree, update
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
+from vecdb.index.tenancy import TenantParams
 
 
 class SpannIndex:
@@ -77,6 +78,31 @@ class SpannIndex:
             raise InvalidArgument(f"k must be a positive integer, got {k!r}")
         q = self._rows(queries, "queries")
         return search.search(self.state, q, int(k), sp, as_visible(visible))
+
+    def search_subset(
+        self,
+        queries: Vectors,
+        k: int,
+        params: Mapping[str, Any] | None,
+        slots: Slots,
+        visible: Visible,
+        key: Hashable,
+    ) -> IndexResult:
+        """Top-k among `slots` (sorted; `visible` is the same set, and a new object whenever
+        the set changes), walking the set's sub-tree of the clustering tree; `key` names the
+        set (a frozenset of tenant numbers) for the directory cache. `params` may mix search
+        and `tenant_*` parameters (see `index.tenancy.TenantParams`)."""
+        mine, rest = TenantParams.split(params)
+        tp, sp = TenantParams.parse(mine), SearchParams.parse(rest)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidArgument(f"k must be a positive integer, got {k!r}")
+        q = self._rows(queries, "queries")
+        s = np.asarray(slots, dtype=np.int64)
+        return subtree.search_subset(self.state, q, int(k), sp, tp, s, visible, key)
+
+    def forget_subsets(self, members: Iterable[int]) -> None:
+        """Drop cached directories of sets (keys) that include any of `members`."""
+        self.state.subtrees.forget(members)
 
     # --- remove ------------------------------------------------------------------------------
 
