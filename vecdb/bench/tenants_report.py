@@ -57,7 +57,7 @@ def bucket_table(rows: Sequence[Row], target: float) -> list[str]:
         return ["(no results)"]
     first = next(iter(systems.values()))[0]
     lines = [f"| bucket | tenants (sampled) | system | recall@10 | p50 ms | p99 ms | setting "
-             f"| {OURS} p50 / this |", "|---" * 8 + "|"]  # fmt: skip
+             f"| {OURS} p50 / this | postings / query (max) |", "|---" * 9 + "|"]  # fmt: skip
     for i, b in enumerate(first["buckets"]):
         if not b["queries"]:
             lines.append(
@@ -70,14 +70,19 @@ def bucket_table(rows: Sequence[Row], target: float) -> list[str]:
             cells = [b["bucket"], f"{b['tenants']} ({b['sampled']})", name]
             if hit is None:
                 top = max(_bucket(r, i).get("recall", 0.0) for r in rs)
-                cells += [f"never (best {top:.4f})", "-", "-", "-", "-"]
+                cells += [f"never (best {top:.4f})", "-", "-", "-", "-", "-"]
             else:
                 hb = _bucket(hit, i)
                 ratio = "-"
                 if ours is not None and hb["p50_ms"]:
                     ratio = f"{_bucket(ours, i)['p50_ms'] / hb['p50_ms']:.2f}x"
+                io = (
+                    "-"
+                    if hb.get("postings") is None
+                    else f"{hb['postings']:.2f} ({hb['max_postings']})"
+                )
                 cells += [f"{hb['recall']:.4f}", fmt(hb["p50_ms"], 3), fmt(hb["p99_ms"], 3),
-                          fmt_params(hit["params"]), ratio]  # fmt: skip
+                          fmt_params(hit["params"]), ratio, io]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -157,15 +157,25 @@ def bench_tenant_system(
     return rows
 
 
-def run_pass(system: TenantSystem, wl: TenantWorkload) -> tuple[I64, F64]:
-    """Every query once, one call each on one thread: (found ids (nq, K), latency ms (nq,))."""
-    found = np.full((len(wl.queries), K), -1, dtype=np.int64)
-    lat = np.zeros(len(wl.queries), dtype=np.float64)
+def run_pass(system: TenantSystem, wl: TenantWorkload) -> tuple[I64, F64, F64 | None]:
+    """Every query once, one call each on one thread: found ids (nq, K), latency ms (nq,),
+    and (nq, 2) postings and bytes read per query when the system counts them (read around
+    each call, outside its timing)."""
+    nq = len(wl.queries)
+    found = np.full((nq, K), -1, dtype=np.int64)
+    lat = np.zeros(nq, dtype=np.float64)
+    io: F64 | None = np.zeros((nq, 2), dtype=np.float64)
     for i, (q, t) in enumerate(zip(wl.queries, wl.query_tenant.tolist(), strict=True)):
+        before = system.io_counters(t) if io is not None else None
         t0 = time.perf_counter_ns()
         found[i] = system.search(q, t, K)
         lat[i] = (time.perf_counter_ns() - t0) / 1e6
-    return found, lat
+        after = system.io_counters(t) if before is not None else None
+        if io is not None and before is not None and after is not None:
+            io[i] = (after[0] - before[0], after[1] - before[1])
+        else:
+            io = None
+    return found, lat, io
 
 
 def measure_tenant_setting(
@@ -174,9 +184,7 @@ def measure_tenant_setting(
     """One setting: a timed pass, its recall and leaks, I/O per query, the summary."""
     load_before = load_average()
     system.set_params(params)
-    io0 = system.io_counters()
-    found, lat = run_pass(system, wl)
-    io1 = system.io_counters()
+    found, lat, io = run_pass(system, wl)
     recall, leaks = tenant_recall(ds, wl, found)
     row: dict[str, Any] = {
         "system": system.name,
@@ -184,13 +192,12 @@ def measure_tenant_setting(
         "build_params": system.build_params,
         "params": params,
         "leaks": int(leaks.sum()),
-        **summarize(wl, recall, lat),
+        **summarize(wl, recall, lat, io),
         "load_avg_before": load_before,
     }
-    if io0 is not None and io1 is not None:
-        nq = max(1, len(wl.queries))
-        row["posting_reads_per_query"] = round((io1[0] - io0[0]) / nq, 3)
-        row["bytes_read_per_query"] = round((io1[1] - io0[1]) / nq, 1)
+    if io is not None:
+        row["posting_reads_per_query"] = round(float(io[:, 0].mean()), 3)
+        row["bytes_read_per_query"] = round(float(io[:, 1].mean()), 1)
     return row
 
 
@@ -248,8 +255,9 @@ def weighted_quantile(x: F64, w: F64, qs: Sequence[float]) -> list[float]:
     return [float(x[order][min(len(x) - 1, int(np.searchsorted(cw, q)))]) for q in qs]
 
 
-def summarize(wl: TenantWorkload, recall: F64, lat: F64) -> dict[str, Any]:
-    """Per bucket (recall, p50, p99, mean latency) and the two weighted averages."""
+def summarize(wl: TenantWorkload, recall: F64, lat: F64, io: F64 | None = None) -> dict[str, Any]:
+    """Per bucket (recall, p50, p99, mean latency; with `io` postings read per query, mean
+    and max, and bytes) and the two weighted averages."""
     b = _buckets(wl, wl.sizes)[wl.query_tenant]
     counts = np.bincount(_buckets(wl, wl.sizes), minlength=len(wl.spec.edges) + 1)
     buckets = []
@@ -264,6 +272,10 @@ def summarize(wl: TenantWorkload, recall: F64, lat: F64) -> dict[str, Any]:
                          min_recall=round(float(recall[sel].min()), 5),
                          p50_ms=round(float(p50), 4), p99_ms=round(float(p99), 4),
                          mean_ms=round(float(lat[sel].mean()), 4))  # fmt: skip
+            if io is not None:
+                entry.update(postings=round(float(io[sel, 0].mean()), 3),
+                             max_postings=int(io[sel, 0].max()),
+                             bytes=round(float(io[sel, 1].mean()), 1))  # fmt: skip
         buckets.append(entry)
     w_uniform, w_size = query_weights(wl)
     out: dict[str, Any] = {"buckets": buckets}

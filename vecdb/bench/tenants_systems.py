@@ -72,8 +72,9 @@ class TenantSystem(ABC):
     def search(self, q: F32, tenant: int, k: int) -> I64:
         """Top-k row ids among those tenant `tenant` may see, for one (d,) query; -1 padded."""
 
-    def io_counters(self) -> tuple[float, float] | None:
-        """Cumulative (postings read, bytes read), or None when the system has no counters."""
+    def io_counters(self, tenant: int) -> tuple[float, float] | None:
+        """Cumulative (postings read, bytes read) of what answers `tenant`'s queries, or None
+        when the system has no counters."""
         return None
 
     def close(self) -> None:  # noqa: B027 (an optional hook)

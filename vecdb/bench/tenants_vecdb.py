@@ -13,7 +13,8 @@ the run's work directory:
   filters on `{"$or": [{"owner": t}, {"g1": t}, ...]}`: today's path (an exact scan of the
   matching points up to `few_matches`, the `visible` set above it).
 
-I/O per query comes from the collections' cumulative `stats()["index"]` counters. Must not
+I/O per query comes from the answering collection's cumulative `stats()["index"]` counters,
+read before and after each query (outside its timing). Must not
 import the engine, index or storage.
 """
 
@@ -81,17 +82,18 @@ class _Vecdb(TenantSystem):
         ids = np.asarray(res.ids)[0]
         return pad(np.where(ids == None, -1, ids).astype(np.int64), k)  # noqa: E711
 
-    def io_counters(self) -> tuple[float, float] | None:
+    def collection_of(self, tenant: int) -> str:
+        """The collection answering `tenant`'s queries."""
+        return COLLECTION
+
+    def io_counters(self, tenant: int) -> tuple[float, float] | None:
         try:
-            stats = self.client.stats()
+            index = self.client.stats(self.collection_of(tenant)).get("index", {})
         except Exception:  # counters are one column; never fail the run for them
             return None
-        reads = nbytes = 0.0
-        for coll in stats.get("collections", {}).values():
-            index = coll.get("index", {}) if isinstance(coll, Mapping) else {}
-            reads += float(index.get("postings_read") or 0)
-            nbytes += float(index.get("bytes_read") or 0)
-        return reads, nbytes
+        if not isinstance(index, Mapping) or index.get("postings_read") is None:
+            return None
+        return float(index["postings_read"]), float(index.get("bytes_read") or 0)
 
     def close(self) -> None:
         if self.client is not None:
@@ -123,6 +125,9 @@ class VecdbTenants(_Vecdb):
     """One multi-tenant collection: owners on upsert, extra grants with `grant`."""
 
     name = "vecdb-tenants"
+    # The tenant walk's own budget (engine/tenant_search.py, index/tenancy.py); max_postings
+    # still bounds the global path a tenant holding a large share of the points takes.
+    default_sweep = {"tenant_postings": [4, 8, 16, 32, 64, 128, 256]}
 
     def build(self, base: F32, wl: TenantWorkload, threads: int, workdir: Path) -> None:
         self._connect(workdir, threads)
@@ -165,6 +170,9 @@ class VecdbSpannPerTenant(_Vecdb):
             for ids in chunks(wl.members[t], step):
                 self.client.upsert(name, ids=ids, vectors=base[ids])
             optimize_and_wait(self.client, name)
+
+    def collection_of(self, tenant: int) -> str:
+        return tenant_name(tenant)
 
     def search(self, q: F32, tenant: int, k: int) -> I64:
         return self._search(tenant_name(tenant), q, k)
