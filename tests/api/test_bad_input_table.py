@@ -39,6 +39,11 @@ def seed(c: vecdb.Client) -> None:
     c.upsert("l", [0, 1, 2, 3], FOUR)
     c.create_collection("s", DIM, "l2", id_type="str", index="flat")
     c.upsert("s", ["a", "b", "日本語"], FOUR[:3], [{"k": "a"}, None, {"k": "日"}])
+    c.create_collection("t", DIM, "l2", index="flat", multi_tenant=True)
+    for tenant in ("a", "b", "c"):
+        c.create_tenant("t", tenant)
+    c.upsert("t", [0, 1], FOUR[:2], tenant="a", grant_to=["b"])
+    c.upsert("t", [2], FOUR[2:3], tenant="b")
 
 
 def state(c: vecdb.Client) -> Any:
@@ -48,6 +53,9 @@ def state(c: vecdb.Client) -> Any:
         recs = c.get(name, ids)
         out.append((name, c.count(name), [(r.id, r.vector.tobytes(), r.payload) for r in recs]))
         out.append((c.get_collection(name).payload_indexes, c.list_snapshots(name)))
+    recs = c.get("t", INT_IDS)
+    out.append((c.count("t"), [(r.id, r.vector.tobytes()) for r in recs], c.list_tenants("t")))
+    out.append([c.count("t", tenant=t) for t in ("a", "b", "c")])
     return out
 
 
@@ -117,7 +125,7 @@ CASES: dict[str, Case] = {
     "unknown index": lambda c: c.create_collection("m", DIM, index="hnsw"),
     "unknown kind": lambda c: c.create_collection("m", DIM, kind="sparse"),
     "multivector kind": lambda c: c.create_collection("m", DIM, kind="multivector"),
-    "multi_tenant": lambda c: c.create_collection("m", DIM, multi_tenant=True),
+    "multi_tenant not a bool": lambda c: c.create_collection("m", DIM, multi_tenant="yes"),  # type: ignore[arg-type]
     "index_params not an object": lambda c: c.create_collection("m", DIM, index_params=[1]),  # type: ignore[arg-type]
     # vectors
     "row too short": lambda c: c.upsert("l", [10, 11], [[1, 2, 3, 4], [1, 2, 3]]),
@@ -318,6 +326,39 @@ CASES: dict[str, Case] = {
     "exist_ok not a bool": lambda c: c.create_collection("q", DIM, exist_ok="yes"),  # type: ignore[arg-type]
     "collection_exists bad name": lambda c: c.collection_exists("a/b"),
     "collection_exists None": lambda c: c.collection_exists(None),  # type: ignore[arg-type]
+    # tenants (collection "t": tenants a, b, c; points 0, 1 owned by a and shared with b; 2 by b)
+    "tenant unknown search": lambda c: c.search("t", ONE[0], tenant="zz"),
+    "tenant unknown upsert": lambda c: c.upsert("t", [10], ONE, tenant="zz"),
+    "tenant unknown get": lambda c: c.get("t", [0], tenant="zz"),
+    "tenant bad name": lambda c: c.count("t", tenant="a/b"),
+    "tenant empty name": lambda c: c.get("t", [0], tenant=""),
+    "tenant not text": lambda c: c.count("t", tenant=5),  # type: ignore[arg-type]
+    "tenant 65 chars": lambda c: c.scroll("t", tenant="t" * 65),
+    "tenant on a plain collection": lambda c: c.count("l", tenant="a"),
+    "grant_to on a plain collection": lambda c: c.upsert("l", [10], ONE, grant_to=["a"]),
+    "upsert without tenant": lambda c: c.upsert("t", [10], ONE),
+    "upsert over another tenant's point": lambda c: c.upsert("t", [2], ONE, tenant="a"),
+    "grant_to unknown": lambda c: c.upsert("t", [10], ONE, tenant="a", grant_to=["b", "zz"]),
+    "grant_to the owner": lambda c: c.upsert("t", [10], ONE, tenant="a", grant_to=["a"]),
+    "grant_to not an array": lambda c: c.upsert("t", [10], ONE, tenant="a", grant_to="b"),  # type: ignore[arg-type]
+    "grant unknown ids": lambda c: c.grant("t", [0, 77], tenant="c", owner="a"),
+    "grant to self": lambda c: c.grant("t", [0], tenant="a", owner="a"),
+    "grant by a grantee": lambda c: c.grant("t", [0], tenant="c", owner="b"),
+    "grant of an unseen point": lambda c: c.grant("t", [2], tenant="c", owner="a"),
+    "grant to unknown tenant": lambda c: c.grant("t", [0], tenant="zz"),
+    "revoke the owner": lambda c: c.revoke("t", [0], tenant="a"),
+    "delete by a grantee": lambda c: c.delete("t", [0], tenant="b"),
+    "set_payload by a grantee": lambda c: c.set_payload("t", [1], {"x": 1}, tenant="b"),
+    "create existing tenant": lambda c: c.create_tenant("t", "a"),
+    "create tenant bad name": lambda c: c.create_tenant("t", "a b"),
+    "create tenant on a plain collection": lambda c: c.create_tenant("l", "a"),
+    "get unknown tenant": lambda c: c.get_tenant("t", "zz"),
+    "drop unknown tenant": lambda c: c.drop_tenant("t", "zz"),
+    "tenant and tenants": lambda c: c.search("t", ONE[0], tenant="a", tenants=["b"]),
+    "tenants empty": lambda c: c.search("t", ONE[0], tenants=[]),
+    "tenants unknown": lambda c: c.search("t", ONE[0], tenants=["a", "zz"]),
+    "list_tenants limit 0": lambda c: c.list_tenants("t", limit=0),
+    "list_tenants bad offset": lambda c: c.list_tenants("t", offset="a/b"),
 }  # fmt: skip
 
 
@@ -361,6 +402,23 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "optimize wait str": ("wait", "INVALID_ARGUMENT"),
         "scroll limit 2**70": ("limit", "INVALID_ARGUMENT"),
         "filter $gt bool": ("filter.year.$gt", "BAD_FILTER"),
+        "tenant bad name": ("tenant", "BAD_NAME"),
+        "tenant unknown search": (None, "NOT_FOUND"),
+        "tenant on a plain collection": ("tenant", "NOT_MULTI_TENANT"),
+        "upsert without tenant": ("tenant", "MISSING_TENANT"),
+        "upsert over another tenant's point": ("ids[0]", "NOT_OWNER"),
+        "grant_to unknown": (None, "NOT_FOUND"),
+        "grant_to the owner": ("grant_to[0]", "GRANT_TO_OWNER"),
+        "grant unknown ids": ("ids[1]", "NOT_FOUND"),
+        "grant to self": ("tenant", "GRANT_TO_OWNER"),
+        "grant by a grantee": ("ids[0]", "NOT_OWNER"),
+        "grant of an unseen point": ("ids[0]", "NOT_FOUND"),
+        "revoke the owner": ("ids[0]", "REVOKE_OWNER"),
+        "delete by a grantee": ("ids[0]", "NOT_OWNER"),
+        "create existing tenant": (None, "ALREADY_EXISTS"),
+        "tenants empty": ("tenants", "EMPTY"),
+        "tenants unknown": (None, "NOT_FOUND"),
+        "list_tenants limit 0": ("limit", "OUT_OF_RANGE"),
     }
     for name, (field, reason) in expected.items():
         _, message, got_field, got_reason = outcome(clients["remote"], CASES[name])

@@ -744,11 +744,11 @@ def test_unknown_create_option_is_rejected(client, kwargs, field) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"kind": "multivector"}, "multivector"), ({"multi_tenant": True}, "multi_tenant")],
-    ids=["multivector", "multi-tenant"],
+    [({"kind": "multivector"}, "multivector")],
+    ids=["multivector"],
 )
 def test_planned_collection_kinds_are_unimplemented(client, kwargs, field) -> None:
-    """Multi-vector and multi-tenant collections raise Unimplemented for now; nothing created."""
+    """Multi-vector collections raise Unimplemented for now; nothing created."""
     assert_rejected(
         client,
         Unimplemented,

@@ -20,6 +20,7 @@ import grpc.aio
 
 from vecdb.client import connect, resolve
 from vecdb.client import requests as rq
+from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
     DEFAULT_STREAM_WINDOW,
@@ -34,14 +35,16 @@ from vecdb.client.channel import (
     parse_target,
     retry_wait,
 )
-from vecdb.client.remote import StreamAck, scroll_answer, snapshot_info
+from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
+from vecdb.client.remote import upsert_request as tenant_upsert
+from vecdb.client.tenants_aio import AsyncTenantMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
-class AsyncClient:
+class AsyncClient(AsyncTenantMethods):
     """`async with vecdb.AsyncClient("localhost:7700") as client: await client.search(...)`."""
 
     def __init__(
@@ -160,23 +163,29 @@ class AsyncClient:
 
     # -- points ----------------------------------------------------------------------------
 
-    async def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
+    async def upsert(
+        self, name: str, ids: Any, vectors: Any, payloads: Any = None, *,
+        tenant: str | None = None, grant_to: list[str] | None = None,
+    ) -> int:  # fmt: skip
         """See `vecdb.Client.upsert`."""
+        tn = {"tenant": tenant, "grant_to": grant_to}
         if self._local is not None:
-            return await self._local_call("upsert", name, ids, vectors, payloads)  # type: ignore[no-any-return]
+            return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
         total = 0
-        whole = rq.upsert_request(name, ids, vectors, payloads)
+        whole = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
         for req in rq.split_upsert(whole, self._max_bytes):
             total += int((await self._call("Upsert", req, idempotent=True)).upserted)
         return total
 
     async def upsert_stream(
-        self, name: str, batches: Iterable[tuple[Any, Any, Any]], *, window: int | None = None
-    ) -> AsyncIterator[StreamAck]:
+        self, name: str, batches: Iterable[tuple[Any, Any, Any]], *, window: int | None = None,
+        tenant: str | None = None, grant_to: list[str] | None = None,
+    ) -> AsyncIterator[StreamAck]:  # fmt: skip
         """See `RemoteClient.upsert_stream`."""
         if self._local is not None:
             for seq, (ids, vectors, payloads) in enumerate(batches):
-                n = await self._local_call("upsert", name, ids, vectors, payloads)
+                n = await self._local_call("upsert", name, ids, vectors, payloads,
+                                           tenant=tenant, grant_to=grant_to)  # fmt: skip
                 yield StreamAck(seq, int(n))
             return
         call = self._stub.UpsertStream(metadata=self._metadata)
@@ -187,7 +196,7 @@ class AsyncClient:
             while True:
                 try:  # a bad input batch ends the stream after the good ones are acknowledged
                     seq, (ids, vectors, payloads) = next(source)
-                    req = rq.upsert_request(name, ids, vectors, payloads)
+                    req = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
                 except StopIteration:
                     break
                 except Exception as exc:
@@ -212,11 +221,14 @@ class AsyncClient:
         if failure is not None:
             raise failure
 
-    async def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
+    async def get(
+        self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
+    ) -> list[Record]:
         """See `vecdb.Client.get`."""
         if self._local is not None:
-            return await self._local_call("get", name, ids, with_vectors=with_vectors)  # type: ignore[no-any-return]
-        req = rq.get_request(name, ids, with_vectors)
+            return await self._local_call("get", name, ids, with_vectors=with_vectors,  # type: ignore[no-any-return]
+                                          tenant=tenant)  # fmt: skip
+        req = tq.scoped(rq.get_request(name, ids, with_vectors), tenant)
         return convert.points_from_proto((await self._call("Get", req, idempotent=True)).points)
 
     async def scroll(
@@ -228,44 +240,53 @@ class AsyncClient:
         offset: Id | None = None,
         with_vectors: bool = False,
         with_payload: bool = True,
+        tenant: str | None = None,
     ) -> tuple[list[Record], Id | None]:
         """See `vecdb.Client.scroll`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
                 "scroll", name, filter=filter, limit=limit, offset=offset,
-                with_vectors=with_vectors, with_payload=with_payload,
+                with_vectors=with_vectors, with_payload=with_payload, tenant=tenant,
             )  # fmt: skip
         req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
+        tq.scoped(req, tenant)
         return scroll_answer(await self._call("Scroll", req, idempotent=True))
 
     async def delete(
-        self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None
-    ) -> int:
+        self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> int:  # fmt: skip
         """See `vecdb.Client.delete`."""
         if self._local is not None:
-            return await self._local_call("delete", name, ids, filter=filter)  # type: ignore[no-any-return]
-        req = rq.delete_request(name, ids, filter)
+            return await self._local_call("delete", name, ids, filter=filter, tenant=tenant)  # type: ignore[no-any-return]
+        req = tq.scoped(rq.delete_request(name, ids, filter), tenant)
         return int((await self._call("Delete", req, idempotent=True)).deleted)
 
-    async def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+    async def count(
+        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
+    ) -> int:
         """See `vecdb.Client.count`."""
         if self._local is not None:
-            return await self._local_call("count", name, filter)  # type: ignore[no-any-return]
-        req = rq.count_request(name, filter)
+            return await self._local_call("count", name, filter, tenant=tenant)  # type: ignore[no-any-return]
+        req = tq.scoped(rq.count_request(name, filter), tenant)
         return int((await self._call("Count", req, idempotent=True)).count)
 
-    async def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+    async def set_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
         """See `vecdb.Client.set_payload`."""
         if self._local is not None:
-            return await self._local_call("set_payload", name, ids, payload)  # type: ignore[no-any-return]
-        req = rq.payload_request(name, ids, payload)
+            return await self._local_call("set_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
+        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
         return int((await self._call("SetPayload", req, idempotent=True)).updated)
 
-    async def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+    async def overwrite_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
         """See `vecdb.Client.overwrite_payload`."""
         if self._local is not None:
-            return await self._local_call("overwrite_payload", name, ids, payload)  # type: ignore[no-any-return]
-        req = rq.payload_request(name, ids, payload)
+            return await self._local_call("overwrite_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
+        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
         return int((await self._call("OverwritePayload", req, idempotent=True)).updated)
 
     async def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -303,14 +324,18 @@ class AsyncClient:
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         """See `vecdb.Client.search`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
                 "search", name, queries, k, filter=filter, params=params,
-                with_payload=with_payload, with_vectors=with_vectors,
+                with_payload=with_payload, with_vectors=with_vectors, tenant=tenant,
+                tenants=tenants,
             )  # fmt: skip
-        req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
+        req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
+                             tenant, tenants)  # fmt: skip
         return convert.result_from_proto(await self._call("Search", req, idempotent=True))
 
     async def create_snapshot(self, name: str) -> Any:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo, TenantInfo
+
+DEFAULT_TENANT_PAGE = 100  # list_tenants page size
 
 
 class Client(abc.ABC):
@@ -51,22 +53,46 @@ class Client(abc.ABC):
         """Delete a collection and all its points."""
 
     @abc.abstractmethod
-    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
-        """Insert or replace points; returns how many were written. Durable on return."""
+    def upsert(
+        self,
+        name: str,
+        ids: Any,
+        vectors: Any,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
+    ) -> int:
+        """Insert or replace points; returns how many were written. Durable on return. In a
+        multi-tenant collection `tenant` (required) owns them and `grant_to` names more
+        tenants that may see them; a point owned by another tenant is `PermissionDenied`."""
 
     @abc.abstractmethod
-    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
-        """The stored points among `ids`, in request order; missing ids are omitted.
-        `with_vectors=False` leaves `Record.vector` None."""
+    def get(
+        self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
+    ) -> list[Record]:
+        """The stored points among `ids`, in request order; missing ids are omitted (and,
+        with a tenant, ids it may not see). `with_vectors=False` leaves `Record.vector` None."""
 
     @abc.abstractmethod
-    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
+    def delete(
+        self,
+        name: str,
+        ids: Any = None,
+        *,
+        filter: dict[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> int:
         """Delete the points with these ids, or those the filter selects (exactly one of
-        `ids` and `filter`); idempotent; returns how many were deleted."""
+        `ids` and `filter`); idempotent; returns how many were deleted. With a tenant, only
+        points it owns (one it may only see is `PermissionDenied`)."""
 
     @abc.abstractmethod
-    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        """Number of points in the collection (that the filter selects, if given)."""
+    def count(
+        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
+    ) -> int:
+        """Number of points in the collection (that the filter selects and the tenant may
+        see, if given)."""
 
     @abc.abstractmethod
     def scroll(
@@ -78,18 +104,23 @@ class Client(abc.ABC):
         offset: Id | None = None,
         with_vectors: bool = False,
         with_payload: bool = True,
+        tenant: str | None = None,
     ) -> tuple[list[Record], Id | None]:
         """A page of up to `limit` (1..10000) points in ascending id order (int ids
         numerically, str ids by UTF-8 bytes), from the id `offset` on (inclusive); returns
         the records and the `offset` of the next page (None after the last)."""
 
     @abc.abstractmethod
-    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+    def set_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
         """Merge `payload`'s top-level keys into each existing point's payload; missing ids
         are skipped; returns how many points were updated. Durable on return."""
 
     @abc.abstractmethod
-    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
+    def overwrite_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
         """Replace each existing point's payload with `payload`; missing ids are skipped;
         returns how many points were updated. Durable on return."""
 
@@ -120,10 +151,13 @@ class Client(abc.ABC):
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         """Top-k nearest points of each query ((d,) or (nq, d)); smaller distance is better.
         `filter` restricts the points (docs/FILTERS.md); `with_payload` / `with_vectors` add
-        the results' payloads / stored vectors."""
+        the results' payloads / stored vectors. In a multi-tenant collection `tenant` (or
+        `tenants`, their union) restricts it to the points granted to them."""
 
     @abc.abstractmethod
     def stats(self, name: str | None = None) -> dict[str, Any]:
@@ -159,3 +193,36 @@ class Client(abc.ABC):
     @abc.abstractmethod
     def delete_snapshot(self, name: str, snapshot: str) -> None:
         """Delete snapshot `snapshot` of collection `name`."""
+
+    # -- tenants (a collection created with multi_tenant=True) ------------------------------
+
+    @abc.abstractmethod
+    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
+        """Register a tenant (1-64 of A-Z a-z 0-9 _ . -); `AlreadyExists` if it exists or
+        is still being dropped."""
+
+    @abc.abstractmethod
+    def list_tenants(
+        self, name: str, *, limit: int = DEFAULT_TENANT_PAGE, offset: str | None = None
+    ) -> tuple[list[TenantInfo], str | None]:
+        """A page of tenants in name order from `offset` (inclusive); returns the tenants
+        and the `offset` of the next page (None after the last)."""
+
+    @abc.abstractmethod
+    def get_tenant(self, name: str, tenant: str) -> TenantInfo:
+        """One tenant's numbers (state "dropping" while its cleanup runs)."""
+
+    @abc.abstractmethod
+    def drop_tenant(self, name: str, tenant: str) -> None:
+        """Drop a tenant: at once no call sees it or the points it owned; the cleanup runs
+        in the background (`get_tenant` shows its progress)."""
+
+    @abc.abstractmethod
+    def grant(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
+        """Let `tenant` see these points; idempotent; returns how many changed. `owner` is
+        the caller, who must own every point (None: an admin call over any point)."""
+
+    @abc.abstractmethod
+    def revoke(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
+        """Take `tenant`'s access to these points away; idempotent; returns how many
+        changed. An owner's access to its own points cannot be revoked."""

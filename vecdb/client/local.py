@@ -10,8 +10,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from vecdb.client.base import Client
-from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
+from vecdb.client.base import DEFAULT_TENANT_PAGE, Client
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo, TenantInfo
 
 
 class LocalClient(Client):
@@ -66,17 +66,37 @@ class LocalClient(Client):
     def drop_collection(self, name: str) -> None:
         self._db.drop_collection(name)
 
-    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
-        return self._db.upsert(name, ids, vectors, payloads)
+    def upsert(
+        self,
+        name: str,
+        ids: Any,
+        vectors: Any,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
+    ) -> int:
+        return self._db.upsert(name, ids, vectors, payloads, tenant=tenant, grant_to=grant_to)
 
-    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
-        return self._db.get(name, ids, with_vectors=with_vectors)
+    def get(
+        self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
+    ) -> list[Record]:
+        return self._db.get(name, ids, with_vectors=with_vectors, tenant=tenant)
 
-    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
-        return self._db.delete(name, ids, filter=filter)
+    def delete(
+        self,
+        name: str,
+        ids: Any = None,
+        *,
+        filter: dict[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> int:
+        return self._db.delete(name, ids, filter=filter, tenant=tenant)
 
-    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        return self._db.count(name, filter)
+    def count(
+        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
+    ) -> int:
+        return self._db.count(name, filter, tenant=tenant)
 
     def scroll(
         self,
@@ -87,6 +107,7 @@ class LocalClient(Client):
         offset: Id | None = None,
         with_vectors: bool = False,
         with_payload: bool = True,
+        tenant: str | None = None,
     ) -> tuple[list[Record], Id | None]:
         return self._db.scroll(
             name,
@@ -95,13 +116,18 @@ class LocalClient(Client):
             offset=offset,
             with_vectors=with_vectors,
             with_payload=with_payload,
+            tenant=tenant,
         )
 
-    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
-        return self._db.set_payload(name, ids, payload)
+    def set_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
+        return self._db.set_payload(name, ids, payload, tenant=tenant)
 
-    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
-        return self._db.overwrite_payload(name, ids, payload)
+    def overwrite_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
+        return self._db.overwrite_payload(name, ids, payload, tenant=tenant)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
         self._db.create_payload_index(name, key, type)
@@ -122,6 +148,8 @@ class LocalClient(Client):
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         return self._db.search(
             name,
@@ -131,6 +159,8 @@ class LocalClient(Client):
             params=params,
             with_payload=with_payload,
             with_vectors=with_vectors,
+            tenant=tenant,
+            tenants=tenants,
         )
 
     def stats(self, name: str | None = None) -> dict[str, Any]:
@@ -152,3 +182,25 @@ class LocalClient(Client):
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
         self._db.delete_snapshot(name, snapshot)
+
+    # -- tenants --------------------------------------------------------------------------
+
+    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
+        return self._db.create_tenant(name, tenant)
+
+    def list_tenants(
+        self, name: str, *, limit: int = DEFAULT_TENANT_PAGE, offset: str | None = None
+    ) -> tuple[list[TenantInfo], str | None]:
+        return self._db.list_tenants(name, limit=limit, offset=offset)
+
+    def get_tenant(self, name: str, tenant: str) -> TenantInfo:
+        return self._db.get_tenant(name, tenant)
+
+    def drop_tenant(self, name: str, tenant: str) -> None:
+        self._db.drop_tenant(name, tenant)
+
+    def grant(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
+        return self._db.grant(name, ids, tenant=tenant, owner=owner)
+
+    def revoke(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
+        return self._db.revoke(name, ids, tenant=tenant, owner=owner)

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import grpc
 
 from vecdb.client import requests as rq
-from vecdb.client.base import Client
+from vecdb.client import tenant_requests as tq
+from vecdb.client.base import DEFAULT_TENANT_PAGE, Client
 from vecdb.client.channel import (
     DEFAULT_STREAM_WINDOW,
     DEFAULT_TIMEOUT,
@@ -40,7 +41,7 @@ from vecdb.client.channel import (
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
-from vecdb.types import CollectionInfo, Id, Record, SearchResult
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, TenantInfo
 
 
 class StreamAck(NamedTuple):
@@ -152,13 +153,28 @@ class RemoteClient(Client):
 
     # -- points ----------------------------------------------------------------------------
 
-    def upsert(self, name: str, ids: Any, vectors: Any, payloads: Any = None) -> int:
-        whole = rq.upsert_request(name, ids, vectors, payloads)
+    def upsert(
+        self,
+        name: str,
+        ids: Any,
+        vectors: Any,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
+    ) -> int:
+        whole = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
         reqs = rq.split_upsert(whole, self._max_bytes)
         return sum(int(self._call("Upsert", r, idempotent=True).upserted) for r in reqs)
 
     def upsert_stream(
-        self, name: str, batches: Iterable[tuple[Any, Any, Any]], *, window: int | None = None
+        self,
+        name: str,
+        batches: Iterable[tuple[Any, Any, Any]],
+        *,
+        window: int | None = None,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
     ) -> Iterator[StreamAck]:
         """Stream `(ids, vectors, payloads)` batches; yield a `StreamAck` per durable batch.
 
@@ -172,7 +188,7 @@ class RemoteClient(Client):
         def requests() -> Iterator[pb.UpsertStreamRequest]:
             try:
                 for seq, (ids, vectors, payloads) in enumerate(batches):
-                    req = rq.upsert_request(name, ids, vectors, payloads)
+                    req = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
                     with credits:
                         credits.wait_for(
                             lambda: state["in_flight"] < state["window"] or state["closed"]
@@ -203,8 +219,10 @@ class RemoteClient(Client):
         if failure:
             raise failure[0]
 
-    def get(self, name: str, ids: Any, *, with_vectors: bool = True) -> list[Record]:
-        req = rq.get_request(name, ids, with_vectors)
+    def get(
+        self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
+    ) -> list[Record]:
+        req = tq.scoped(rq.get_request(name, ids, with_vectors), tenant)
         return convert.points_from_proto(self._call("Get", req, idempotent=True).points)
 
     def scroll(
@@ -216,24 +234,39 @@ class RemoteClient(Client):
         offset: Id | None = None,
         with_vectors: bool = False,
         with_payload: bool = True,
+        tenant: str | None = None,
     ) -> tuple[list[Record], Id | None]:
         req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
+        tq.scoped(req, tenant)
         return scroll_answer(self._call("Scroll", req, idempotent=True))
 
-    def delete(self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None) -> int:
-        req = rq.delete_request(name, ids, filter)
+    def delete(
+        self,
+        name: str,
+        ids: Any = None,
+        *,
+        filter: dict[str, Any] | None = None,
+        tenant: str | None = None,
+    ) -> int:
+        req = tq.scoped(rq.delete_request(name, ids, filter), tenant)
         return int(self._call("Delete", req, idempotent=True).deleted)
 
-    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        req = rq.count_request(name, filter)
+    def count(
+        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
+    ) -> int:
+        req = tq.scoped(rq.count_request(name, filter), tenant)
         return int(self._call("Count", req, idempotent=True).count)
 
-    def set_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
-        req = rq.payload_request(name, ids, payload)
+    def set_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
+        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
         return int(self._call("SetPayload", req, idempotent=True).updated)
 
-    def overwrite_payload(self, name: str, ids: Any, payload: dict[str, Any]) -> int:
-        req = rq.payload_request(name, ids, payload)
+    def overwrite_payload(
+        self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
+    ) -> int:
+        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
         return int(self._call("OverwritePayload", req, idempotent=True).updated)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -260,8 +293,11 @@ class RemoteClient(Client):
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
         with_vectors: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
-        req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
+        req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
+                             tenant, tenants)  # fmt: skip
         return convert.result_from_proto(self._call("Search", req, idempotent=True))
 
     # -- snapshots -------------------------------------------------------------------------
@@ -297,6 +333,55 @@ class RemoteClient(Client):
 
     def close(self) -> None:
         self._channel.close()
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    def create_tenant(self, name: str, tenant: str) -> TenantInfo:
+        req = tq.tenant_request(pb.CreateTenantRequest, name, tenant)
+        return convert.tenant_from_proto(self._call("CreateTenant", req, idempotent=False).info)
+
+    def list_tenants(
+        self, name: str, *, limit: int = DEFAULT_TENANT_PAGE, offset: str | None = None
+    ) -> tuple[list[TenantInfo], str | None]:
+        resp = self._call("ListTenants", tq.list_request(name, limit, offset), idempotent=True)
+        return [convert.tenant_from_proto(t) for t in resp.tenants], resp.next_offset or None
+
+    def get_tenant(self, name: str, tenant: str) -> TenantInfo:
+        req = tq.tenant_request(pb.GetTenantRequest, name, tenant)
+        return convert.tenant_from_proto(self._call("GetTenant", req, idempotent=True).info)
+
+    def drop_tenant(self, name: str, tenant: str) -> None:
+        req = tq.tenant_request(pb.DropTenantRequest, name, tenant)
+        self._call("DropTenant", req, idempotent=False)
+
+    def grant(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
+        req = tq.grant_request(name, ids, tenant, owner)
+        return int(self._call("Grant", req, idempotent=True).changed)
+
+    def revoke(self, name: str, ids: Any, *, tenant: str, owner: str | None = None) -> int:
+        req = tq.grant_request(name, ids, tenant, owner)
+        return int(self._call("Revoke", req, idempotent=True).changed)
+
+
+def upsert_request(
+    name: Any, ids: Any, vectors: Any, payloads: Any, tenant: Any, grant_to: Any
+) -> pb.UpsertRequest:
+    """An Upsert with its tenant block (shared with the async client)."""
+    req = rq.upsert_request(name, ids, vectors, payloads)
+    req.tenant = tq.tenant_arg(tenant)
+    req.grant_to.extend(tq.grant_to_arg(grant_to))
+    return req
+
+
+def search_request(
+    name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
+    with_vectors: Any, tenant: Any, tenants: Any,
+) -> pb.SearchRequest:  # fmt: skip
+    """A Search with its tenant block (shared with the async client)."""
+    req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
+    req.tenant = tq.tenant_arg(tenant)
+    req.tenants.extend(tq.tenants_arg(tenants))
+    return req
 
 
 __all__ = ["TLS", "RemoteClient", "StreamAck"]

@@ -156,7 +156,7 @@ def create_request(
             index=pb.INDEX_KIND_UNSPECIFIED if index is None else _enum(convert.INDEX_KINDS, IndexKind, index),
             index_params=json_arg(index_params, "index_params"),
             kind=_enum(convert.COLLECTION_KINDS, CollectionKind, kind),
-            multi_tenant=bool(multi_tenant), exist_ok=_bool(exist_ok),
+            multi_tenant=_bool(multi_tenant), exist_ok=_bool(exist_ok),
         ))  # fmt: skip
     except (Uncarriable, InvalidArgument) as exc:
         # Database.create_collection's checks, in its order, give the embedded error.
@@ -171,6 +171,7 @@ def create_request(
             registry.spec(index)
         rules.check_index_params(index_params)
         rules.check_kind(kind)
+        rules.check_flag("multi_tenant", multi_tenant)
         if isinstance(exc, InvalidArgument):
             raise
         raise InvalidArgument("create_collection arguments cannot be sent") from None
@@ -221,6 +222,7 @@ def split_upsert(whole: pb.UpsertRequest, max_bytes: int) -> list[pb.UpsertReque
         out.append(pb.UpsertRequest(
             collection=whole.collection, ids=sub, payloads=pay[lo:hi],
             vectors=pb.Vectors(dim=vec.dim, count=hi - lo, data=data),
+            tenant=whole.tenant, grant_to=whole.grant_to,
         ))  # fmt: skip
     return out
 

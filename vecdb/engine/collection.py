@@ -226,6 +226,8 @@ class Collection:
             "index": {**c.index.stats(), **io},
             "filter_cache": c.selector.cache_stats(),
         }
+        if c.tenants is not None:
+            out["tenants"] = tenant_ops.stats(c)
         if buf is not None:
             out["buffer"] = {
                 "active": len(buf.active),

@@ -97,6 +97,17 @@ def list_page(
     return [ts.info(t) for t in page], (names[n] if len(names) > n else None)
 
 
+def stats(coll: CollectionCore) -> dict[str, Any]:
+    """The tenants part of `stats()`: counts, and each drop's cleanup progress."""
+    ts = state_of(coll)
+    dropping = ts.dropping()
+    return {
+        "tenants": len(ts.by_name) - len(dropping),
+        "dropping": {t.name: ts.info(t).progress for t in dropping},
+        "hidden_points": len(ts.hidden),
+    }
+
+
 def drop(coll: CollectionCore, name: object) -> None:
     """Mark the tenant dropping in one synced batch; the worker cleans up."""
     ts = state_of(coll)

@@ -44,7 +44,7 @@ def check_tenant_name(name: object, field: str = "tenant") -> str:
 def check_tenant_list(names: object, field: str, cap: int) -> list[str]:
     """A list of tenant names (duplicates removed, order kept); empty is refused."""
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
-        raise InvalidArgument(f"{field} must be a list of tenant names", field=field)
+        raise InvalidArgument(f"{field} must be an array of tenant names", field=field)
     if not names:
         raise InvalidArgument(f"{field} is empty: name at least one tenant", field=field,
                               reason="EMPTY")  # fmt: skip

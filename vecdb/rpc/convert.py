@@ -32,6 +32,7 @@ from vecdb.types import (
     Payload,
     Record,
     SearchResult,
+    TenantInfo,
 )
 
 F32 = np.dtype("<f4")
@@ -363,3 +364,29 @@ def result_from_proto(msg: pb.SearchResponse) -> SearchResult:
             for row in range(nq)
         ]
     return SearchResult(ids=ids, distances=distances, payloads=payloads, **extra)
+
+
+# ---------------------------------------------------------------------------- tenants
+
+
+def tenant_to_proto(info: TenantInfo) -> pb.TenantInfo:
+    return pb.TenantInfo(name=info.name, vectors=info.vectors, owned=info.owned,
+                         bytes=info.bytes, state=info.state, nodes=info.nodes,
+                         progress=info.progress, created=info.created)  # fmt: skip
+
+
+def tenant_from_proto(msg: pb.TenantInfo) -> TenantInfo:
+    return TenantInfo(name=msg.name, vectors=int(msg.vectors), owned=int(msg.owned),
+                      bytes=int(msg.bytes), state=msg.state or "active", nodes=int(msg.nodes),
+                      progress=float(msg.progress), created=float(msg.created))  # fmt: skip
+
+
+def tenant_args(tenant: str, tenants: Sequence[str] = ()) -> dict[str, Any]:
+    """The engine keywords of a request's tenant block: an empty `tenant` (and no
+    `tenants`) means none was named."""
+    out: dict[str, Any] = {}
+    if tenant:
+        out["tenant"] = tenant
+    if tenants:
+        out["tenants"] = list(tenants)
+    return out

@@ -25,6 +25,7 @@ from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.server.tenant_rpcs import TenantRpcs
 from vecdb.types import CollectionKind, IdType, Metric
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _opt_json(text: str, field: str, kwargs: dict[str, Any]) -> None:
         kwargs[field] = convert.loads_json(text, field)
 
 
-class VectorDBServicer(pb_grpc.VectorDBServicer):
+class VectorDBServicer(TenantRpcs, pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
     def __init__(self, db: Database, metrics: ServerMetrics, stream_window: int) -> None:
@@ -112,6 +113,8 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
             convert.ids_from_proto(req.ids),
             convert.vectors_from_proto(req.vectors),
             convert.payloads_from_proto(req.payloads, JSON_NULL),
+            **convert.tenant_args(req.tenant),
+            **({"grant_to": list(req.grant_to)} if req.grant_to else {}),
         )
         self._metrics.vectors_written.inc(n)
         return int(n)
@@ -139,14 +142,16 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
 
     def Get(self, req: pb.GetRequest, ctx: grpc.ServicerContext) -> pb.GetResponse:
         ids = convert.ids_from_proto(req.ids)
+        tn = convert.tenant_args(req.tenant)
         if req.HasField("with_vectors") and not req.with_vectors:
-            records = self._db.get(req.collection, ids, with_vectors=False)
+            records = self._db.get(req.collection, ids, with_vectors=False, **tn)
         else:
-            records = self._db.get(req.collection, ids)
+            records = self._db.get(req.collection, ids, **tn)
         return pb.GetResponse(points=convert.points_to_proto(records))
 
     def Scroll(self, req: pb.ScrollRequest, ctx: grpc.ServicerContext) -> pb.ScrollResponse:
         kwargs: dict[str, Any] = {"with_vectors": req.with_vectors}
+        kwargs.update(convert.tenant_args(req.tenant))
         _opt_json(req.filter, "filter", kwargs)
         if req.HasField("limit"):
             kwargs["limit"] = req.limit
@@ -161,7 +166,7 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
         return resp
 
     def Delete(self, req: pb.DeleteRequest, ctx: grpc.ServicerContext) -> pb.DeleteResponse:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = convert.tenant_args(req.tenant)
         _opt_json(req.filter, "filter", kwargs)
         ids = convert.ids_from_proto(req.ids) if req.HasField("ids") else None
         if kwargs:
@@ -171,7 +176,7 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
         return pb.DeleteResponse(deleted=n)
 
     def Count(self, req: pb.CountRequest, ctx: grpc.ServicerContext) -> pb.CountResponse:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = convert.tenant_args(req.tenant)
         _opt_json(req.filter, "filter", kwargs)
         return pb.CountResponse(count=self._db.count(req.collection, **kwargs))
 
@@ -179,7 +184,9 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
         ids = convert.ids_from_proto(req.ids)
         payload = convert.loads_json(req.payload or "{}", "payload", JSON_NULL)
         return pb.SetPayloadResponse(
-            updated=getattr(self._db, method)(req.collection, ids, payload)
+            updated=getattr(self._db, method)(
+                req.collection, ids, payload, **convert.tenant_args(req.tenant)
+            )
         )
 
     def SetPayload(
@@ -213,6 +220,7 @@ class VectorDBServicer(pb_grpc.VectorDBServicer):
     def Search(self, req: pb.SearchRequest, ctx: grpc.ServicerContext) -> pb.SearchResponse:
         opts = req.options
         kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
+        kwargs.update(convert.tenant_args(req.tenant, req.tenants))
         _opt_json(opts.filter, "filter", kwargs)
         _opt_json(opts.params, "params", kwargs)
         if opts.with_vectors:

@@ -229,16 +229,20 @@ class DropCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("collection", "ids", "vectors", "payloads")
+    __slots__ = ("collection", "ids", "vectors", "payloads", "tenant", "grant_to")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_TO_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: Ids
     vectors: Vectors
     payloads: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ...) -> None: ...
+    tenant: str
+    grant_to: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ..., grant_to: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted",)
@@ -275,14 +279,16 @@ class Points(_message.Message):
     def __init__(self, ids: _Optional[_Union[Ids, _Mapping]] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("collection", "ids", "with_vectors")
+    __slots__ = ("collection", "ids", "with_vectors", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: Ids
     with_vectors: bool
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class GetResponse(_message.Message):
     __slots__ = ("points",)
@@ -291,20 +297,22 @@ class GetResponse(_message.Message):
     def __init__(self, points: _Optional[_Union[Points, _Mapping]] = ...) -> None: ...
 
 class ScrollRequest(_message.Message):
-    __slots__ = ("collection", "filter", "limit", "offset", "with_vectors", "with_payload")
+    __slots__ = ("collection", "filter", "limit", "offset", "with_vectors", "with_payload", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     filter: str
     limit: int
     offset: Id
     with_vectors: bool
     with_payload: bool
-    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[_Union[Id, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[_Union[Id, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class ScrollResponse(_message.Message):
     __slots__ = ("points", "next_offset")
@@ -315,14 +323,16 @@ class ScrollResponse(_message.Message):
     def __init__(self, points: _Optional[_Union[Points, _Mapping]] = ..., next_offset: _Optional[_Union[Id, _Mapping]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("collection", "ids", "filter")
+    __slots__ = ("collection", "ids", "filter", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: Ids
     filter: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., filter: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., filter: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class DeleteResponse(_message.Message):
     __slots__ = ("deleted",)
@@ -331,12 +341,14 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class CountRequest(_message.Message):
-    __slots__ = ("collection", "filter")
+    __slots__ = ("collection", "filter", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     filter: str
-    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class CountResponse(_message.Message):
     __slots__ = ("count",)
@@ -345,14 +357,16 @@ class CountResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class SetPayloadRequest(_message.Message):
-    __slots__ = ("collection", "ids", "payload")
+    __slots__ = ("collection", "ids", "payload", "tenant")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: Ids
     payload: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., payload: _Optional[str] = ...) -> None: ...
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., payload: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class SetPayloadResponse(_message.Message):
     __slots__ = ("updated",)
@@ -413,14 +427,18 @@ class SearchOptions(_message.Message):
     def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., params: _Optional[str] = ..., with_payload: _Optional[bool] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options")
+    __slots__ = ("collection", "queries", "options", "tenant", "tenants")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: Vectors
     options: SearchOptions
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
+    tenant: str
+    tenants: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors")
@@ -503,3 +521,99 @@ class StatsResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: str
     def __init__(self, stats: _Optional[str] = ...) -> None: ...
+
+class TenantInfo(_message.Message):
+    __slots__ = ("name", "vectors", "owned", "bytes", "state", "nodes", "progress", "created")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    OWNED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vectors: int
+    owned: int
+    bytes: int
+    state: str
+    nodes: int
+    progress: float
+    created: float
+    def __init__(self, name: _Optional[str] = ..., vectors: _Optional[int] = ..., owned: _Optional[int] = ..., bytes: _Optional[int] = ..., state: _Optional[str] = ..., nodes: _Optional[int] = ..., progress: _Optional[float] = ..., created: _Optional[float] = ...) -> None: ...
+
+class CreateTenantRequest(_message.Message):
+    __slots__ = ("collection", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class CreateTenantResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: TenantInfo
+    def __init__(self, info: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
+
+class GetTenantRequest(_message.Message):
+    __slots__ = ("collection", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class GetTenantResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: TenantInfo
+    def __init__(self, info: _Optional[_Union[TenantInfo, _Mapping]] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ("collection", "limit", "offset")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    limit: int
+    offset: str
+    def __init__(self, collection: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[str] = ...) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants", "next_offset")
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[TenantInfo]
+    next_offset: str
+    def __init__(self, tenants: _Optional[_Iterable[_Union[TenantInfo, _Mapping]]] = ..., next_offset: _Optional[str] = ...) -> None: ...
+
+class DropTenantRequest(_message.Message):
+    __slots__ = ("collection", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class DropTenantResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GrantRequest(_message.Message):
+    __slots__ = ("collection", "ids", "tenant", "owner")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    tenant: str
+    owner: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., tenant: _Optional[str] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class GrantResponse(_message.Message):
+    __slots__ = ("changed",)
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    changed: int
+    def __init__(self, changed: _Optional[int] = ...) -> None: ...

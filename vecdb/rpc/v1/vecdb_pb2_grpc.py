@@ -150,6 +150,36 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/vecdb.v1.VectorDB/CreateTenant',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.CreateTenantResponse.FromString,
+                _registered_method=True)
+        self.GetTenant = channel.unary_unary(
+                '/vecdb.v1.VectorDB/GetTenant',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetTenantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetTenantResponse.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/vecdb.v1.VectorDB/ListTenants',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.DropTenant = channel.unary_unary(
+                '/vecdb.v1.VectorDB/DropTenant',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.DropTenantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.DropTenantResponse.FromString,
+                _registered_method=True)
+        self.Grant = channel.unary_unary(
+                '/vecdb.v1.VectorDB/Grant',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
+                _registered_method=True)
+        self.Revoke = channel.unary_unary(
+                '/vecdb.v1.VectorDB/Revoke',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
+                _registered_method=True)
 
 
 class VectorDBServicer:
@@ -322,6 +352,49 @@ class VectorDBServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTenant(self, request, context):
+        """-- tenants of a multi-tenant collection --
+        Register a tenant (ALREADY_EXISTS if it exists or is still being dropped).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTenant(self, request, context):
+        """One tenant's numbers (a tenant being dropped shows state "dropping" and its progress).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """A page of tenants in name order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropTenant(self, request, context):
+        """Drop a tenant: instant for every later call; its cleanup runs in the background.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Grant(self, request, context):
+        """Let `tenant` see points (`owner`, if set, must own them; empty: an admin call).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """Take `tenant`'s access to points away (never its own points').
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorDBServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -439,6 +512,36 @@ def add_VectorDBServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.SerializeToString,
+            ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.CreateTenantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.CreateTenantResponse.SerializeToString,
+            ),
+            'GetTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTenant,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetTenantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetTenantResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.ListTenantsRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'DropTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropTenant,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.DropTenantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.DropTenantResponse.SerializeToString,
+            ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1063,6 +1166,168 @@ class VectorDB:
             '/vecdb.v1.VectorDB/Stats',
             vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/CreateTenant',
+            vecdb_dot_v1_dot_vecdb__pb2.CreateTenantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.CreateTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/GetTenant',
+            vecdb_dot_v1_dot_vecdb__pb2.GetTenantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.GetTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/ListTenants',
+            vecdb_dot_v1_dot_vecdb__pb2.ListTenantsRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/DropTenant',
+            vecdb_dot_v1_dot_vecdb__pb2.DropTenantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.DropTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/Grant',
+            vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/Revoke',
+            vecdb_dot_v1_dot_vecdb__pb2.GrantRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.GrantResponse.FromString,
             options,
             channel_credentials,
             insecure,
