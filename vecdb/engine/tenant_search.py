@@ -3,20 +3,24 @@
 The engine's tenant layer (`engine/tenants.py`) knows which slots each tenant may see and
 calls `search_tenants` with them; this module decides how to search that set, and `changed`
 is told whenever a tenant's set changes, so derived structures can follow. Paths, by size:
-- with SPANN, a small set (its float32 vectors take at most `tenant_exact` bytes) is answered exactly
-  from the stored vectors (one RocksDB multi-get, no posting read), write buffer included;
+- with SPANN, a small set (its copy, slot + float32 vector per member, fits in `tenant_copy`
+  bytes) is answered exactly from a contiguous copy (`tenant_store`: one read, no posting
+  read; made on first use from the stored vectors, write buffer included; a copy of a
+  superset serves, keeping the asked slots' rows);
 - otherwise an index that can walk a set's sub-tree (SPANN's `search_subset`: the set's
   leaves best first, in rounds, with a stop rule; or the global walk with the bitmap for a
   set holding a large share of the points) is asked, and the write buffer's segments are
   scanned exactly with the same bitmap and merged, as `reader.search_slots` does;
 - an index without one (flat: exact, in memory) is searched with the bitmap.
 Per-query counters (which path, leaves and nodes of the sub-tree, rounds, postings and bytes
-read) land in the collection's `io` stats like any search's. Owns no tenant state: the sets
-come from the caller.
+read, copies made) land in the collection's `io` stats like any search's. Owns no tenant
+state: the sets come from the caller; the copies are derived and kept per collection.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ import numpy.typing as npt
 
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import search_slots
+from vecdb.engine.tenant_store import TenantStore
 from vecdb.engine.writer import prepare
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import SearchStats, Visible
@@ -55,9 +60,12 @@ def search_tenants(
     if walker is None:  # the flat index: exact already, in memory
         return search_slots(coll, q, k, rest, visible)
     SearchParams.parse(rest)  # bad search parameters fail whichever path answers
-    if len(slots) * coll.cfg.dim * 4 <= tp.tenant_exact:
-        return exact_over_slots(coll, q, k, slots)
-    key = frozenset(int(t) for t in tenant_nos)
+    key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
+    if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
+        s = np.asarray(slots, np.int64)
+        if len(s) > 1 and not (s[1:] > s[:-1]).all():  # the copy works on ascending slots
+            s = np.unique(s)
+        return copied(coll, q, k, key, s)
     while True:  # as `search_slots`: a rebuild that empties the index makes us look again
         epoch = coll.index_epoch
         segments = [] if coll.buffer is None else coll.buffer.snapshot()
@@ -74,29 +82,78 @@ def search_tenants(
     return out_s, out_d
 
 
-def exact_over_slots(coll: CollectionCore, q: F32, k: int, slots: I64) -> tuple[I64, F32]:
-    """Exact top-k among the stored vectors of `slots` (one multi-get; slots deleted
-    meanwhile are skipped). Buffered writes are stored too, so nothing needs merging."""
+_STORES: weakref.WeakKeyDictionary[CollectionCore, TenantStore] = weakref.WeakKeyDictionary()
+_STORES_LOCK = threading.Lock()
+
+
+def store_of(coll: CollectionCore) -> TenantStore:
+    """The collection's copies (made on first use, in the index directory if it has one)."""
+    with _STORES_LOCK:
+        store = _STORES.get(coll)
+        if store is None:
+            where = coll.directory if coll.directory.is_dir() else None
+            store = _STORES[coll] = TenantStore(where, coll.cfg.dim)
+        return store
+
+
+def copied(
+    coll: CollectionCore, q: F32, k: int, key: tuple[int, ...], slots: I64
+) -> tuple[I64, F32]:
+    """Exact top-k of the set from its contiguous copy: the copy's rows of `slots` (a copy
+    made for a superset serves any subset; see `tenant_store`), or a new copy."""
     nq = q.shape[0]
-    stats = SearchStats(queries=nq, extra={"tenant_exact": float(nq)})
-    raw = coll.points.vectors(np.asarray(slots, np.int64).tolist()) if len(slots) else []
-    keep = [i for i, r in enumerate(raw) if r is not None]
+    store = store_of(coll)
+    stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
+    hit = store.read(key)
+    found = base = None
+    if hit is not None:
+        stats.bytes_read = hit[0].nbytes + hit[1].nbytes
+        found, base = _rows_of(hit[0], hit[1], slots)
+    if found is None or base is None:
+        found, base = stored_vectors(coll, slots)
+        store.write(key, found, base)
+        stats.extra["tenant_copies_made"] = 1.0
     with coll.io_lock:
         coll.io.add(stats)
-    if not keep:
+    if len(found) == 0:
         return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    base = np.frombuffer(b"".join(raw[i] for i in keep), np.float32)  # type: ignore[misc]
-    base = np.ascontiguousarray(prepare(coll, base.reshape(len(keep), coll.cfg.dim)))
-    found = np.asarray(slots, np.int64)[keep]
     rows, dist = exact_topk(q, base, coll.cfg.metric, k)
     return np.where(rows >= 0, found[np.maximum(rows, 0)], -1), dist
+
+
+def _rows_of(have: I64, vecs: F32, slots: I64) -> tuple[I64 | None, F32 | None]:
+    """The copy's rows of `slots` (both ascending), or (None, None) if one is missing."""
+    if len(slots) == len(have) and np.array_equal(have, slots):
+        return have, vecs
+    pos = np.searchsorted(have, slots)
+    ok = pos < len(have)
+    if not ok.all() or not np.array_equal(have[pos], slots):
+        return None, None
+    return have[pos], np.ascontiguousarray(vecs[pos])
+
+
+def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
+    """The prepared stored vectors of `slots` (one multi-get; slots deleted meanwhile are
+    skipped). Buffered writes are stored too, so a copy needs no buffer merge."""
+    raw = coll.points.vectors(np.asarray(slots, np.int64).tolist()) if len(slots) else []
+    keep = [i for i, r in enumerate(raw) if r is not None]
+    if not keep:
+        return np.zeros(0, np.int64), np.zeros((0, coll.cfg.dim), np.float32)
+    base = np.frombuffer(b"".join(raw[i] for i in keep), np.float32)  # type: ignore[misc]
+    base = np.ascontiguousarray(prepare(coll, base.reshape(len(keep), coll.cfg.dim)))
+    return np.asarray(slots, np.int64)[keep], base
 
 
 def changed(coll: CollectionCore, tenant_nos: list[int]) -> None:
     """Tenants whose set of visible slots changed (grants, revokes, upserts, deletes, a drop).
     Called after the change is committed, under the collection's write lock: cached
-    sub-tree directories of sets including them are dropped (a new `Visible` for the set
-    would make them re-derive anyway; this frees their memory at once)."""
+    sub-tree directories and copies of sets including them are dropped (a new `Visible` for
+    the set would make them stale anyway; this frees them at once)."""
+    nos = [int(t) for t in tenant_nos]
     forget = getattr(coll.index, "forget_subsets", None)
     if forget is not None:
-        forget([int(t) for t in tenant_nos])
+        forget(nos)
+    with _STORES_LOCK:
+        store = _STORES.get(coll)
+    if store is not None:
+        store.forget(nos)

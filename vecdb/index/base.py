@@ -49,7 +49,7 @@ class Visible:
     Slots at or past `8 * len(bits)` are outside the set. Kernels test membership inside the
     scan, so a restricted search still fills k results when the set has k members nearby."""
 
-    __slots__ = ("_count", "bits")
+    __slots__ = ("__weakref__", "_count", "bits")  # weakly referable: derived caches key on it
 
     def __init__(self, bits: npt.NDArray[np.uint8]) -> None:
         self.bits = np.ascontiguousarray(bits, dtype=np.uint8)  # the packed bitmap

@@ -14,6 +14,7 @@ reads a posting.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,18 +27,20 @@ from vecdb.index.heads import ClusterTree
 from vecdb.index.params import _parse, _spec
 
 F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 
-DEFAULT_CACHE_BYTES = 32 << 20  # derived directories kept per index (LRU by bytes)
+DEFAULT_CACHE_BYTES = 2 << 20  # derived directories kept per index (LRU by bytes)
 
 # --- per-request parameters of a restricted (tenant) search; explained in PARAMS.md ----------
-DEFAULT_TENANT_POSTINGS, MIN_TENANT_POSTINGS, MAX_TENANT_POSTINGS = 64, 1, 4096
-DEFAULT_TENANT_ROUND, MIN_TENANT_ROUND, MAX_TENANT_ROUND = 8, 1, 256
-DEFAULT_TENANT_PATIENCE, MIN_TENANT_PATIENCE, MAX_TENANT_PATIENCE = 1, 1, 64
+DEFAULT_TENANT_POSTINGS, MIN_TENANT_POSTINGS, MAX_TENANT_POSTINGS = 256, 1, 4096
+DEFAULT_TENANT_ROUND, MIN_TENANT_ROUND, MAX_TENANT_ROUND = 16, 1, 256
+DEFAULT_TENANT_PATIENCE, MIN_TENANT_PATIENCE, MAX_TENANT_PATIENCE = 3, 1, 64
 DEFAULT_TENANT_PRUNE, MIN_TENANT_PRUNE, MAX_TENANT_PRUNE = 8.0, 1.0, 1e9
 DEFAULT_TENANT_BOOST, MIN_TENANT_BOOST, MAX_TENANT_BOOST = 0.0, 0.0, 4.0
-DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE = 0.2, 0.0, 1.0
-DEFAULT_TENANT_EXACT, MIN_TENANT_EXACT, MAX_TENANT_EXACT = 256 << 10, 0, 1 << 30
+DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE = 0.01, 0.0, 1.0
+DEFAULT_TENANT_DENSITY, MIN_TENANT_DENSITY, MAX_TENANT_DENSITY = 1.5, 0.0, 1e9
+DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY = 2 << 20, 0, 1 << 30
 TENANT_PREFIX = "tenant_"  # request parameters with this prefix are read here
 
 
@@ -51,7 +54,10 @@ class TenantParams:
     tenant_prune: float  # skip leaves farther than this x the nearest leaf (like prune_ratio)
     tenant_boost: float  # variance boost: rank leaves by d(q, c)^2 - boost x radius^2
     tenant_share: float  # sets above this share of the indexed points take the global walk
-    tenant_exact: int  # sets whose float32 vectors take at most this many bytes: exact scan
+    tenant_density: float  # ... and so do sets with fewer members per leaf, if their leaves
+    # are more than `tenant_postings`
+    tenant_copy: int  # sets whose copy (slot + float32 vector each) fits in this many bytes:
+    # answered exactly from a contiguous copy (engine/tenant_store)
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> TenantParams:
@@ -75,80 +81,135 @@ _TENANT_TABLE: dict[str, Any] = {
     "tenant_prune": (DEFAULT_TENANT_PRUNE, MIN_TENANT_PRUNE, MAX_TENANT_PRUNE),
     "tenant_boost": (DEFAULT_TENANT_BOOST, MIN_TENANT_BOOST, MAX_TENANT_BOOST),
     "tenant_share": (DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE),
-    "tenant_exact": (DEFAULT_TENANT_EXACT, MIN_TENANT_EXACT, MAX_TENANT_EXACT),
+    "tenant_density": (DEFAULT_TENANT_DENSITY, MIN_TENANT_DENSITY, MAX_TENANT_DENSITY),
+    "tenant_copy": (DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY),
 }
 
 
 @dataclass(frozen=True)
 class SubTree:
-    """The directory of one slot set at one tree version (read-only once made)."""
+    """The leaves of one slot set at one tree version (read-only once made). Compact on
+    purpose (about 12 bytes per leaf): centroids come from the shared `HeadCache`."""
 
-    tree: ClusterTree  # the tree it was derived from (a bulk build swaps in a new one)
+    tree: weakref.ref[ClusterTree]  # the tree it was derived from (a build swaps in another)
     version: int  # `tree.version` at derivation
     members: int  # slots of the set with a primary leaf (indexed and live)
-    postings: I64  # the set's leaves as posting ids, ascending
-    counts: I64  # members whose primary leaf is each of `postings`
-    centroids: F32  # (len(postings), dim) the leaves' centroids (their head vectors)
+    postings: I32  # the set's leaves as posting ids, ascending
+    counts: I32  # members whose primary leaf is each of `postings`
     radius: F32  # the leaves' radii (an upper bound of members' L2 distance to the centroid)
-    nodes: I64  # every node of the sub-tree (leaves and their ancestors), ascending
-    node_counts: I64  # members at or below each of `nodes`
+    n_nodes: int  # nodes of the sub-tree: the leaves and all their ancestors
 
     def fresh(self, tree: ClusterTree) -> bool:
         """Whether this directory still describes `tree`."""
-        return self.tree is tree and self.version == tree.version
+        return self.tree() is tree and self.version == tree.version
 
     @property
     def nbytes(self) -> int:
-        arrays = (self.postings, self.counts, self.centroids, self.radius, self.nodes)
-        return sum(a.nbytes for a in arrays) + self.node_counts.nbytes + 200
+        return self.postings.nbytes + self.counts.nbytes + self.radius.nbytes + 200
 
 
 def derive(tree: ClusterTree, slots: I64) -> SubTree:
-    """The directory of `slots` (any order; slots the tree does not place are skipped: they
-    are not indexed yet, or removed)."""
-    s = np.asarray(slots, dtype=np.int64).ravel()
-    s = s[(s >= 0) & (s < len(tree.primary))]
-    prim = tree.primary[s].astype(np.int64)
-    prim = prim[prim >= 0]
-    postings, counts = np.unique(prim, return_counts=True)
-    postings = postings.astype(np.int64)
-    counts = counts.astype(np.int64)
+    """The leaves of `slots` (any order; slots the tree does not place are skipped: not
+    indexed yet, or removed). O(len(slots) + postings)."""
+    prim = _primaries(tree, slots)
+    per = np.bincount(prim, minlength=len(tree.leaf_of)) if len(prim) else np.zeros(0, np.int64)
+    postings = np.flatnonzero(per).astype(np.int32)
+    counts = per[postings].astype(np.int32)
     leaves = tree.leaf_of[postings].astype(np.int64)
-    total = np.zeros(tree.n_nodes, np.int64)
-    cur, cnt = leaves, counts
-    while len(cur):  # one step up per level: depth is a handful
-        np.add.at(total, cur, cnt)
-        up = tree.parent[cur].astype(np.int64)
-        ok = up >= 0
-        cur, cnt = up[ok], cnt[ok]
-    nodes = np.flatnonzero(total).astype(np.int64)
-    if len(leaves):
-        centroids = tree.centroids_of(leaves)
-        radius = tree.radius[leaves].astype(np.float32)
-    else:
-        centroids = np.zeros((0, tree.dim), np.float32)
-        radius = np.zeros(0, np.float32)
     return SubTree(
-        tree=tree,
+        tree=weakref.ref(tree),
         version=tree.version,
         members=int(counts.sum()),
         postings=postings,
         counts=counts,
-        centroids=np.ascontiguousarray(centroids, dtype=np.float32),
-        radius=radius,
-        nodes=nodes,
-        node_counts=total[nodes],
+        radius=tree.radius[leaves].astype(np.float32),
+        n_nodes=len(_ancestry(tree, leaves)),
     )
+
+
+def node_counts(tree: ClusterTree, slots: I64) -> tuple[I64, I64]:
+    """Every node of the sub-tree of `slots` (leaves and ancestors, ascending) and the
+    members at or below each: the full directory (for stats, tests and inspection)."""
+    prim = _primaries(tree, slots)
+    total = np.zeros(tree.n_nodes, np.int64)
+    cur = tree.leaf_of[prim].astype(np.int64)
+    while len(cur):  # one step up per level: depth is a handful
+        np.add.at(total, cur, 1)
+        cur = tree.parent[cur].astype(np.int64)
+        cur = cur[cur >= 0]
+    nodes = np.flatnonzero(total).astype(np.int64)
+    return nodes, total[nodes]
+
+
+def _primaries(tree: ClusterTree, slots: I64) -> I64:
+    s = np.asarray(slots, dtype=np.int64).ravel()
+    s = s[(s >= 0) & (s < len(tree.primary))]
+    prim = tree.primary[s].astype(np.int64)
+    out: I64 = prim[prim >= 0]
+    return out
+
+
+def _ancestry(tree: ClusterTree, leaves: I64) -> I64:
+    """The given nodes and all their ancestors, ascending."""
+    seen = [leaves]
+    cur = leaves
+    while len(cur):
+        cur = np.unique(tree.parent[cur].astype(np.int64))
+        cur = cur[cur >= 0]
+        seen.append(cur)
+    out: I64 = np.unique(np.concatenate(seen))
+    return out
+
+
+class HeadCache:
+    """Leaf centroids (head vectors) as float16 rows by posting id, filled from the head
+    graph on first use (reading them from hnswlib costs ~1.5 us each: too slow per query).
+    A posting's head never changes and posting ids are never reused within one tree; a bulk
+    build (a new tree) empties the cache. About 2 d bytes per head that sets have touched."""
+
+    def __init__(self) -> None:
+        self.tree: weakref.ref[ClusterTree] | None = None  # the tree the rows belong to
+        self.rows = np.zeros((0, 0), np.float16)  # (posting id, dim) head vectors
+        self.have = np.zeros(0, np.bool_)  # which rows are filled
+        self._lock = threading.Lock()  # filled from searching threads
+
+    def get(self, tree: ClusterTree, postings: I32) -> F32:
+        """The head vectors of `postings` (live leaves of `tree`), float32 (len, dim)."""
+        with self._lock:
+            if self.tree is None or self.tree() is not tree:
+                self.tree = weakref.ref(tree)
+                self.rows = np.zeros((0, tree.dim), np.float16)
+                self.have = np.zeros(0, np.bool_)
+            top = int(postings.max()) + 1 if len(postings) else 0
+            if top > len(self.have):
+                n = max(top, len(self.have) * 5 // 4)
+                rows = np.zeros((n, tree.dim), np.float16)
+                rows[: len(self.rows)] = self.rows
+                have = np.zeros(n, np.bool_)
+                have[: len(self.have)] = self.have
+                self.rows, self.have = rows, have
+            missing = postings[~self.have[postings]]
+            if len(missing):
+                assert tree.leaf_vectors is not None
+                self.rows[missing] = tree.leaf_vectors(missing.astype(np.int64))
+                self.have[missing] = True
+            out: F32 = self.rows[postings].astype(np.float32)
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows.nbytes + self.have.nbytes
 
 
 class SubTreeCache:
     """Derived directories by key, least recently used dropped past `max_bytes`; an entry
     is reused only while the tree is the same object at the same version and the caller's
-    `token` (its set object) is the same object."""
+    `token` (its set object, e.g. a `Visible`) is the same object. Both are held weakly: a
+    replaced tree or set frees its memory, and a new object never matches an old entry."""
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes  # budget of the cached arrays
-        self._entries: OrderedDict[Hashable, tuple[object, SubTree]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[weakref.ref[Any], SubTree]] = OrderedDict()
         self._bytes = 0  # bytes of the cached arrays
         self._lock = threading.Lock()  # searches from any thread share the cache
         self.derived = 0  # directories derived (misses), for stats and tests
@@ -158,7 +219,7 @@ class SubTreeCache:
         index's read lock held, so the tree cannot change meanwhile."""
         with self._lock:
             hit = self._entries.get(key)
-            if hit is not None and hit[0] is token and hit[1].fresh(tree):
+            if hit is not None and hit[0]() is token and hit[1].fresh(tree):
                 self._entries.move_to_end(key)
                 return hit[1]
         sub = derive(tree, slots)
@@ -168,7 +229,7 @@ class SubTreeCache:
             if old is not None:
                 self._bytes -= old[1].nbytes
             if sub.nbytes <= self.max_bytes:
-                self._entries[key] = (token, sub)
+                self._entries[key] = (weakref.ref(token), sub)
                 self._bytes += sub.nbytes
             while self._bytes > self.max_bytes and self._entries:
                 _, (_, gone) = self._entries.popitem(last=False)
@@ -176,12 +237,12 @@ class SubTreeCache:
         return sub
 
     def forget(self, members: Iterable[int]) -> None:
-        """Drop every entry whose key (a frozenset of member numbers, e.g. tenants) meets
-        `members`; other keys are compared whole."""
+        """Drop every entry whose key (a tuple of member numbers, e.g. tenants) includes
+        one of `members`; other keys are compared whole."""
         drop = set(members)
         with self._lock:
             for key in list(self._entries):
-                hit = key & drop if isinstance(key, frozenset) else key in drop
+                hit = not drop.isdisjoint(key) if isinstance(key, tuple) else key in drop
                 if hit:
                     self._bytes -= self._entries.pop(key)[1].nbytes
 

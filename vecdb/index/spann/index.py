@@ -90,7 +90,7 @@ class SpannIndex:
     ) -> IndexResult:
         """Top-k among `slots` (sorted; `visible` is the same set, and a new object whenever
         the set changes), walking the set's sub-tree of the clustering tree; `key` names the
-        set (a frozenset of tenant numbers) for the directory cache. `params` may mix search
+        set (a tuple of tenant numbers) for the directory cache. `params` may mix search
         and `tenant_*` parameters (see `index.tenancy.TenantParams`)."""
         mine, rest = TenantParams.split(params)
         tp, sp = TenantParams.parse(mine), SearchParams.parse(rest)

@@ -30,7 +30,7 @@ from vecdb.index.params import BuildParams
 from vecdb.index.spann.locks import RWLock
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
 from vecdb.index.spann.table import BlockTable
-from vecdb.index.tenancy import SubTreeCache
+from vecdb.index.tenancy import HeadCache, SubTreeCache
 from vecdb.kernels.posting import VERSION_NONE, VERSION_REMOVED
 
 U8 = npt.NDArray[np.uint8]
@@ -99,6 +99,7 @@ class SpannState:
     replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
     defrag_stuck: tuple[int, int] = (-1, -1)  # (free bytes, file end) when nothing could move
     subtrees: SubTreeCache = field(default_factory=SubTreeCache)  # slot sets' directories
+    head_rows: HeadCache = field(default_factory=HeadCache)  # leaf centroids for set walks
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)

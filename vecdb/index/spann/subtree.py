@@ -1,7 +1,8 @@
 """Search of a SPANN index restricted to a slot set (a tenant's): the walk of its sub-tree.
 
 Owns the restricted search path: the set's directory (`index.tenancy`: its leaves, i.e. the
-postings holding its members' primary copies, with their centroids and radii) is taken from
+postings holding its members' primary copies, with their radii; centroids from the shared
+head cache) is taken from
 the cache under the read lock (derived again if the tree changed), then each query ranks the
 set's leaves best first (squared centroid distance, minus `tenant_boost` x the squared radius:
 Curator's variance boost; negative inner product for "ip") and reads them in rounds of
@@ -12,8 +13,10 @@ top-k (Curator v2's rule, per round), or (b) the next leaf is farther than `tena
 the nearest leaf, or (c) no unread leaf can hold anything nearer than its k-th result (the
 leaf's radius bounds its members: exact), or when (d) it read `tenant_postings` postings or
 every leaf of the set. Every member is reachable through its primary leaf, so a set with
-few leaves is answered exactly. A set holding more than `tenant_share` of the indexed points
-takes the global walk with the bitmap (`search.search`): about as good, and simpler. Nothing
+few leaves is answered exactly. A set holding more than `tenant_share` of the indexed points,
+or spread thinly (fewer than `tenant_density` members per leaf) over more leaves than
+`tenant_postings`, takes the global walk with the bitmap (`search.search`): there the walk
+reads about as much for a worse recall (measured on GloVe-50, PARAMS.md). Nothing
 here writes; the write buffer is the engine's to merge.
 """
 
@@ -50,9 +53,7 @@ def search_subset(
     nq = len(queries)
     share = len(slots) / max(1, st.n_live)
     if share > tp.tenant_share:
-        res = global_search.search(st, queries, k, sp, visible)
-        res.stats.extra["tenant_global"] = float(nq)
-        return res
+        return _global(st, queries, k, sp, visible)
     ids = np.full((nq, k), -1, dtype=np.int64)
     out_d = np.full((nq, k), np.inf, dtype=np.float32)
     stats = SearchStats(queries=nq)
@@ -61,24 +62,39 @@ def search_subset(
             return IndexResult(ids, out_d, stats)
         # Pass 1: the set's directory (cached; derived again after any tree change)
         sub = st.subtrees.get(key, visible, st.tree, slots)
-        stats.extra["tenant_subtree"] = float(nq)
-        stats.extra["tenant_leaves"] = float(nq * len(sub.postings))
-        stats.extra["tenant_nodes"] = float(nq * len(sub.nodes))
-        if len(sub.postings) == 0:
+        spread = sub.members < tp.tenant_density * len(sub.postings)
+        if not (spread and len(sub.postings) > tp.tenant_postings):
+            stats.extra["tenant_subtree"] = float(nq)
+            stats.extra["tenant_leaves"] = float(nq * len(sub.postings))
+            stats.extra["tenant_nodes"] = float(nq * sub.n_nodes)
+            if len(sub.postings):
+                # Pass 2: rank the set's leaves per query
+                cents = st.head_rows.get(st.tree, sub.postings)
+                order, score, bound = rank_leaves(
+                    st.metric, queries, cents, sub.radius, tp.tenant_boost
+                )
+                # Pass 3: read and scan them in rounds until each query's stop rule holds
+                walk(st, queries, sub, order, score, bound, tp, visible, ids, out_d, stats)
             return IndexResult(ids, out_d, stats)
-        # Pass 2: rank the set's leaves per query
-        order, score, bound = rank_leaves(st.metric, queries, sub, tp.tenant_boost)
-        # Pass 3: read and scan them in rounds until each query's stop rule holds
-        walk(st, queries, sub, order, score, bound, tp, visible, ids, out_d, stats)
-    return IndexResult(ids, out_d, stats)
+    # a set spread thinly over more leaves than the walk may read: the global walk
+    return _global(st, queries, k, sp, visible)
 
 
-def rank_leaves(metric: str, queries: F32, sub: SubTree, boost: float) -> tuple[I64, F32, F32]:
-    """Per query: the set's leaves best first (indexes into `sub.postings`), their ranking
+def _global(
+    st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible
+) -> IndexResult:
+    res = global_search.search(st, queries, k, sp, visible)
+    res.stats.extra["tenant_global"] = float(len(queries))
+    return res
+
+
+def rank_leaves(
+    metric: str, queries: F32, c: F32, radius: F32, boost: float
+) -> tuple[I64, F32, F32]:
+    """Per query: the leaves (centroids `c`, radii `radius`) best first, their ranking
     scores in that order, and, in that order, the suffix minimum of a lower bound of the
     distance (in the metric's units) to any member of the leaves from there on (-inf where
     no bound is known: "ip")."""
-    c = sub.centroids
     if metric == "ip":
         score = -(queries @ c.T)
         order = np.argsort(score, axis=1, kind="stable")
@@ -86,7 +102,7 @@ def rank_leaves(metric: str, queries: F32, sub: SubTree, boost: float) -> tuple[
         return order.astype(np.int64), ranked, np.full(ranked.shape, -np.inf, np.float32)
     d2 = sq_norms(queries)[:, None] + sq_norms(c)[None, :] - 2.0 * (queries @ c.T)
     d2 = np.maximum(d2, 0.0)
-    r = sub.radius[None, :]
+    r = radius[None, :]
     score = d2 - boost * r * r if boost > 0 else d2
     order = np.argsort(score, axis=1, kind="stable").astype(np.int64)
     lower = np.maximum(np.sqrt(d2) - r, 0.0) ** 2  # squared L2 to the nearest possible member
@@ -126,7 +142,7 @@ def walk(
     while len(active) and pos < n_leaves:
         step = min(width, n_leaves - pos) if pos else min(max(width, 2), n_leaves)
         take = order[active, pos : pos + step]
-        sel = sub.postings[take]
+        sel = sub.postings[take].astype(np.int64)
         if pos + step > budget:  # the I/O budget cuts this round short
             sel[:, budget - pos :] = -1
         before = ids[active].copy()

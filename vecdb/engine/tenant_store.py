@@ -1,0 +1,118 @@
+"""Contiguous copies of small tenant sets (mini-postings): one read, exact.
+
+Owns a scratch file of copies, one extent per slot set (a tenant, or a union of tenants):
+the set's slots (int64) then its prepared vectors (float32, row-major), appended once and
+read with one `pread`. The copy is derived state, made on first use from the stored vectors
+(one RocksDB multi-get). A slot's vector never changes (an upsert takes a new slot) and slots
+are never reused, so a copy of slots S answers exactly for any set inside S: the caller
+keeps the rows of the slots it asks for (slots revoked or deleted since the copy drop out),
+and a set with a slot outside S (a grant, a new upsert) makes a new copy. `changed` drops
+the copies of the tenants it names, so copies shrink back to their sets. The file is unlinked from the start (`TemporaryFile` in the index directory): it
+never appears in snapshots or listings, costs page cache rather than anonymous memory, and
+is gone after a crash, when copies are made again on demand. Dropped and replaced extents
+are garbage; once garbage passes the live bytes (and `COMPACT_MIN`), every copy is dropped and
+the file truncated (copies come back on their next query). Past `MAX_BYTES` of live copies
+the least recently used are dropped. Does not search the index and holds no tenant state.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+COMPACT_MIN = 16 << 20  # garbage bytes below this never trigger a truncation
+MAX_BYTES = 1 << 30  # live copy bytes kept at most (least recently used dropped beyond)
+
+
+@dataclass(slots=True)
+class Extent:
+    """One set's copy in the file."""
+
+    offset: int  # byte offset in the file
+    count: int  # rows (slots found in the store when copied)
+
+    def nbytes(self, dim: int) -> int:
+        return self.count * (8 + 4 * dim)
+
+
+class TenantStore:
+    """Copies of slot sets by key (see the module docstring). Thread-safe."""
+
+    def __init__(self, directory: Path | None, dim: int) -> None:
+        self.dim = dim  # vector dimension
+        self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # unlinked scratch
+        self._end = 0  # bytes appended
+        self._live = 0  # bytes of extents in use
+        self._entries: OrderedDict[Hashable, Extent] = OrderedDict()  # LRU order
+        self._lock = threading.Lock()
+        self.copies = 0  # copies made (misses), for stats and tests
+
+    def read(self, key: Hashable) -> tuple[I64, F32] | None:
+        """The copy of set `key` (its slots ascending, its prepared vectors), or None."""
+        with self._lock:
+            ext = self._entries.get(key)
+            if ext is None:
+                return None
+            self._entries.move_to_end(key)
+            offset, count = ext.offset, ext.count
+            fd = self._file.fileno()
+        raw = os.pread(fd, count * (8 + 4 * self.dim), offset) if count else b""
+        slots = np.frombuffer(raw, np.int64, count)
+        vecs = np.frombuffer(raw, np.float32, count * self.dim, 8 * count)
+        return slots, vecs.reshape(count, self.dim)
+
+    def write(self, key: Hashable, slots: I64, vectors: F32) -> None:
+        """Record the copy of set `key` (slots ascending; replacing any older copy)."""
+        data = np.ascontiguousarray(slots, np.int64).tobytes()
+        data += np.ascontiguousarray(vectors, np.float32).tobytes()
+        with self._lock:
+            self._drop(key)
+            if self._end - self._live >= max(COMPACT_MIN, self._live):
+                self._entries.clear()
+                self._file.truncate(0)
+                self._end = self._live = 0
+            offset = self._end
+            os.pwrite(self._file.fileno(), data, offset)
+            self._end += len(data)
+            self._entries[key] = Extent(offset, len(slots))
+            self._live += len(data)
+            self.copies += 1
+            while self._live > MAX_BYTES and len(self._entries) > 1:
+                self._drop(next(iter(self._entries)))
+
+    def forget(self, members: Iterable[int]) -> None:
+        """Drop the copies of every set (a tuple key of member numbers) that includes one of
+        `members`."""
+        drop = set(members)
+        with self._lock:
+            for key in list(self._entries):
+                if isinstance(key, tuple) and not drop.isdisjoint(key):
+                    self._drop(key)
+
+    def _drop(self, key: Hashable) -> None:
+        ext = self._entries.pop(key, None)
+        if ext is not None:
+            self._live -= ext.nbytes(self.dim)
+
+    def close(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._file.close()
+
+    @property
+    def live_bytes(self) -> int:
+        return self._live
+
+    def __len__(self) -> int:
+        return len(self._entries)
