@@ -169,8 +169,9 @@ def test_weights_make_a_sampled_tenant_stand_for_its_bucket(ds: Dataset) -> None
     assert s["uniform"]["recall"] == 1.0 and s["size_weighted"]["p50_ms"] == 2.0
 
 
-SYSTEMS = ("vecdb-spann-per-tenant,vecdb-spann-filter,hnswlib-per-tenant,hnswlib-filter,"
-           "faiss-ivf-filter,exact")  # fmt: skip
+SYSTEMS = ("vecdb-tenants,vecdb-spann-per-tenant,vecdb-spann-filter,hnswlib-per-tenant,"
+           "hnswlib-filter,faiss-ivf-filter,exact")  # fmt: skip
+OPS = {"single_ops": 10, "batch_ids": 20, "tiny": 10, "memory": False}
 
 
 def test_tenant_bench_runs_every_system_and_reports_every_bucket(tmp_path: Path) -> None:
@@ -178,7 +179,7 @@ def test_tenant_bench_runs_every_system_and_reports_every_bucket(tmp_path: Path)
     leaks, exact search at recall 1, every bucket in the JSONL, the summary and RESULTS.md."""
     config = tmp_path / "config.json"
     # Edges that put tenants in every bucket of this workload (sizes 44 to 155).
-    config.write_text(json.dumps({"tenants": {**SPEC, "edges": [50, 70, 120], "seed": 2},
+    config.write_text(json.dumps({"tenants": {**SPEC, **OPS, "edges": [50, 70, 120], "seed": 2},
                                   "systems": {"faiss-ivf-filter": {"build": {"nlist": 8}}}}))  # fmt: skip
     args = ["--dataset", "synthetic:600:8", "--metric", "l2", "--tenants", "zipf:10",
             "--systems", SYSTEMS, "--out", str(tmp_path / "out"), "--cache-dir",
@@ -193,13 +194,38 @@ def test_tenant_bench_runs_every_system_and_reports_every_bucket(tmp_path: Path)
         assert "error" not in r and r["leaks"] == 0, r
         assert [b["bucket"] for b in r["buckets"]] == buckets
         assert all(b["queries"] > 0 and 0.0 <= b["recall"] <= 1.0 for b in r["buckets"])
-        if r["system"] == "exact":
+        if r["system"] in ("exact", "vecdb-tenants"):  # vecdb: small tenants are exact
             assert r["uniform"]["recall"] == 1.0
+    ops = next(r["ops"] for r in rows if r["system"] == "vecdb-tenants" and "ops" in r)
+    assert ops["grant_single_ms"]["n"] == 10 and ops["revoke_single_ms"]["p50_ms"] > 0
+    assert ops["drop"]["final_state"] == "gone" and ops["drop"]["foreground_during"]["n"] > 0
     summary = json.loads((tmp_path / "out" / f"summary-{label}.json").read_text())
     assert [b["bucket"] for b in summary["0.95"]["exact"]["buckets"]] == buckets
     text = (tmp_path / "out" / "RESULTS.md").read_text()
-    assert "--tenants zipf:10" in text
+    assert "--tenants zipf:10" in text and "drop_tenant of a tenant of" in text
     for name in buckets:
         assert f"| {name} |" in text
     png = tmp_path / "out" / "plots" / f"{label}-latency.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_memory_pass_compares_tenants_with_a_shared_index(ds: Dataset, tmp_path: Path) -> None:
+    """vecdb-tenants' memory rows: fresh processes report the growth with tenants, of one
+    shared collection without them, the ratio, and the marginal bytes of tiny tenants."""
+    from vecdb.bench.run import RunConfig
+    from vecdb.bench.tenants_ops import measure_ops
+    from vecdb.bench.tenants_run import TenantOptions
+    from vecdb.bench.tenants_vecdb import VecdbTenants
+
+    wl = make_workload(ds, _spec())
+    system = VecdbTenants("l2", 8, {})
+    system.build(ds.base, wl, 1, tmp_path)
+    system.close()
+    opts = TenantOptions(ops=False, memory=True, extra={"tiny": 5})
+    cfg = RunConfig(systems=["vecdb-tenants"], out_dir=tmp_path, threads=1)
+    mem = measure_ops(system, ds, wl, cfg, opts, tmp_path, lambda _m: None)["memory"]
+    for key in ("with_tenants", "shared_no_tenants", "with_tiny"):
+        assert mem[key]["rss_anon_mib"] >= 0 and mem[key]["rss_anon_baseline_mib"] > 0
+    assert mem["ratio"] > 0 and mem["tiny_tenants"] == 5
+    assert "marginal_bytes_per_tiny_idle" in mem and "marginal_bytes_per_tiny_active" in mem

@@ -112,7 +112,9 @@ def _memory(
         for ids in chunks(np.arange(len(ds.base), dtype=np.int64), step):
             client.upsert(COLLECTION, ids=ids, vectors=ds.base[ids])
         optimize_and_wait(client, COLLECTION)
-    shared = _child({**spec, "data_dir": str(shared_dir), "tenants": False}, cfg.threads)
+    plain = {k: v for k, v in params.items() if not k.startswith("tenant_")}  # tenant walk's
+    shared = _child({**spec, "data_dir": str(shared_dir), "tenants": False, "params": plain},
+                    cfg.threads)  # fmt: skip
     out: dict[str, Any] = {"with_tenants": with_tenants, "shared_no_tenants": shared}
     if shared.get("rss_anon_mib"):
         out["ratio"] = round(with_tenants["rss_anon_mib"] / shared["rss_anon_mib"], 3)
