@@ -20,7 +20,7 @@ import the engine, index or storage.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,9 @@ class _Vecdb(TenantSystem):
     """An embedded vecdb database in the work directory; search params per request."""
 
     is_ours = True
-    default_sweep = {"max_postings": [2, 4, 8, 16, 32, 64, 128]}
+    default_sweep: Sequence[Params] | Mapping[str, Sequence[Any]] = {
+        "max_postings": [2, 4, 8, 16, 32, 64, 128]
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -125,9 +127,9 @@ class VecdbTenants(_Vecdb):
     """One multi-tenant collection: owners on upsert, extra grants with `grant`."""
 
     name = "vecdb-tenants"
-    # The tenant walk's own budget (engine/tenant_search.py, index/tenancy.py); max_postings
-    # still bounds the global path a tenant holding a large share of the points takes.
-    default_sweep = {"tenant_postings": [4, 8, 16, 32, 64, 128, 256]}
+    # The tenant walk's budget (index/tenancy.py) and max_postings, which bounds the global
+    # walk a tenant holding a large share of the points takes, move together.
+    default_sweep = [{"max_postings": m, "tenant_postings": m} for m in (8, 16, 32, 64, 128, 256)]
 
     def build(self, base: F32, wl: TenantWorkload, threads: int, workdir: Path) -> None:
         self._connect(workdir, threads)
