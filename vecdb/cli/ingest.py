@@ -87,7 +87,7 @@ def save_progress(path: Path, fingerprint: dict[str, Any], rows_done: int, compl
 
 def ensure_collection(
     client: vecdb.Client, name: str, source: Source, first: Batch | None,
-    dim: int | None, metric: str | None, index: str | None,
+    dim: int | None, metric: str | None, index: str | None, multi_tenant: bool = False,
 ) -> None:  # fmt: skip
     """Check the collection fits the input and the options, creating it when --dim or
     --metric is given. Options that contradict an existing collection are refused (they
@@ -103,7 +103,8 @@ def ensure_collection(
                 f"collection {name!r} does not exist; pass --dim and/or --metric to create it"
             ) from None
         client.create_collection(name, dim or source.dim, metric or "cosine",
-                                 id_type="str" if str_ids else "int", index=index)  # fmt: skip
+                                 id_type="str" if str_ids else "int", index=index,
+                                 multi_tenant=multi_tenant)  # fmt: skip
         return
     have = {"dim": info.dim, "metric": info.metric.value, "index": info.index.value}
     asked = {"dim": dim, "metric": None if metric is None else metric.lower(), "index": index}
@@ -120,6 +121,14 @@ def ensure_collection(
         raise IngestError(
             f"collection {name!r} has {info.id_type.value} ids but {source.path} gives {kind} ids"
         )
+
+
+def ensure_tenant(client: vecdb.Client, name: str, tenant: str) -> None:
+    """The owner tenant of an ingest exists (created if absent)."""
+    try:
+        client.get_tenant(name, tenant)
+    except NotFound:
+        client.create_tenant(name, tenant)
 
 
 def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> str:
@@ -173,6 +182,18 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> st
 @click.option("--optimize", is_flag=True, help="Run optimize on the collection after loading.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
+    "--tenant",
+    default=None,
+    help="Owner tenant of the points (multi-tenant collections; created if absent, and so is "
+    "the collection, as multi-tenant, when --dim/--metric create it).",
+)
+@click.option(
+    "--grant-to",
+    "grant_to",
+    multiple=True,
+    help="Also grant the points to this tenant (repeatable; needs --tenant).",
+)
+@click.option(
     "--stop-after",
     type=int,
     default=None,
@@ -184,12 +205,13 @@ def ingest(
     index: str | None, ids_from: str | None, vector_column: str | None, batch_size: int,
     resume: bool, progress_file: str | None, api_key: str | None, tls_ca: str | None,
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
+    tenant: str | None, grant_to: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Load FILE (.npy .fvecs .bvecs .fbin .parquet .jsonl) into a collection."""
     try:
         code = run_ingest(file, collection, target, dim, metric, index, ids_from, vector_column,
                           batch_size, resume, progress_file, api_key, tls_ca, window, optimize,
-                          quiet, stop_after)  # fmt: skip
+                          quiet, stop_after, tenant, grant_to)  # fmt: skip
     except (IngestError, MalformedInput) as exc:
         click.echo(f"vecdb ingest: error: {exc}", err=True)
         code = 1
@@ -201,11 +223,16 @@ def run_ingest(
     index: str | None, ids_from: str | None, vector_column: str | None, batch_size: int,
     resume: bool, progress_file: str | None, api_key: str | None, tls_ca: str | None,
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
+    tenant: str | None = None, grant_to: tuple[str, ...] = (),
 ) -> int:  # fmt: skip
     """The body of `vecdb ingest`; returns the exit code."""
+    if grant_to and tenant is None:
+        raise IngestError("--grant-to needs --tenant (the owner of the points)")
     source = open_source(file, ids_from, vector_column)
     state_path = progress_path(file, progress_file)
     fingerprint = _fingerprint(file, collection, target)
+    if tenant is not None:  # a resume must load into the same owner
+        fingerprint["tenant"] = tenant
     start, complete = load_progress(state_path, fingerprint) if resume else (0, False)
     if complete:
         click.echo(f"{file}: already loaded into {collection!r} (progress file {state_path})")
@@ -232,12 +259,19 @@ def run_ingest(
     batch: Batch | None = None
     try:
         first = next(batches, None)
-        ensure_collection(client, collection, source, first, dim, metric, index)
+        ensure_collection(client, collection, source, first, dim, metric, index,
+                          tenant is not None)  # fmt: skip
+        tn: dict[str, Any] = {}
+        if tenant is not None:
+            ensure_tenant(client, collection, tenant)
+            tn = {"tenant": tenant, "grant_to": list(grant_to) or None}
         if remote:
-            acks: Iterator[Any] = client.upsert_stream(collection, payload_stream(), window=window)  # type: ignore[attr-defined]
+            acks: Iterator[Any] = client.upsert_stream(collection, payload_stream(), window=window,  # type: ignore[attr-defined]
+                                                       **tn)  # fmt: skip
         else:
             acks = (
-                (seq, client.upsert(collection, *item)) for seq, item in enumerate(payload_stream())
+                (seq, client.upsert(collection, *item, **tn))
+                for seq, item in enumerate(payload_stream())
             )
         for seq, _n in acks:
             batch = sent.pop(seq)

@@ -42,5 +42,15 @@ def inspect_cmd(data_dir: Path, as_json: bool) -> None:
             f"index {c['index']}, index files {c['index_allocated_bytes'] / 2**20:.1f} MiB "
             f"allocated ({c['index_bytes'] / 2**20:.1f} MiB apparent)"
         )
+        tenants = c.get("tenants")
+        if tenants is not None:  # a multi-tenant collection
+            click.echo(f"    {len(tenants)} tenants")
+            for t in tenants:
+                extra = (
+                    f", dropping ({t['progress']:.0%} cleaned)" if t["state"] != "active" else ""
+                )
+                click.echo(
+                    f"      {t['name']}: {t['vectors']:,} vectors, {t['owned']:,} owned{extra}"
+                )
     if not info["collections"]:
         click.echo("  (no collections)")

@@ -14,6 +14,7 @@ from vecdb.engine import commit
 from vecdb.engine.core import CollectionConfig
 from vecdb.engine.database import CONFIG_PREFIX, MANIFEST_NAME
 from vecdb.engine.recovery import collection_dir
+from vecdb.engine.tenants import describe_tenants
 from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.disk import du
@@ -60,6 +61,8 @@ def describe(data_dir: Path) -> dict[str, Any]:
                     **_index_progress(kv, cfg, collection_dir(data_dir, cfg.cid)),
                 }
             )
+            if cfg.multi_tenant:  # the tenants section: name, state, vectors, owned
+                collections[-1]["tenants"] = describe_tenants(kv, kvmod.cid_prefix(cfg.cid))
     finally:
         kv.close()
     apparent, allocated = du(data_dir)

@@ -388,7 +388,27 @@ class TenantState:
         return Tenant(name, self.next_no, ACTIVE, time.time())
 
 
+def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
+    """Per tenant of the collection with key prefix `prefix`, from the rows alone (for
+    `vecdb inspect`, on a read-only store): name, state, points it may see and owns (a
+    dropped owner's points included until its cleanup deletes them), drop progress."""
+    head = kvmod.META_TENANT + prefix
+    out = []
+    for key, raw in src.scan_prefix(kvmod.CF_META, head):
+        t = Tenant.from_row(key[len(head) :].decode(), raw)
+        tv = kvmod.META_TV + prefix + _U32.pack(t.no)
+        vectors = owned = 0
+        for _, kind in src.scan_prefix(kvmod.CF_META, tv):
+            vectors += 1
+            owned += kind == OWNER
+        progress = 1.0 if t.state == ACTIVE else (t.done / t.total if t.total else 0.0)
+        out.append({"name": t.name, "state": t.state, "vectors": vectors, "owned": owned,
+                    "progress": round(min(progress, 1.0), 4)})  # fmt: skip
+    return out
+
+
 __all__ = [
+    "describe_tenants",
     "ACTIVE",
     "DROPPING",
     "GRANTEE",
