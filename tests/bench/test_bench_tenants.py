@@ -194,6 +194,8 @@ def test_tenant_bench_runs_every_system_and_reports_every_bucket(tmp_path: Path)
         assert "error" not in r and r["leaks"] == 0, r
         assert [b["bucket"] for b in r["buckets"]] == buckets
         assert all(b["queries"] > 0 and 0.0 <= b["recall"] <= 1.0 for b in r["buckets"])
+        if r["system"].startswith("vecdb-"):  # I/O counted per bucket, from stats()
+            assert all(b["postings"] >= 0 and b["bytes"] >= 0 for b in r["buckets"]), r
         if r["system"] in ("exact", "vecdb-tenants"):  # vecdb: small tenants are exact
             assert r["uniform"]["recall"] == 1.0
     ops = next(r["ops"] for r in rows if r["system"] == "vecdb-tenants" and "ops" in r)
