@@ -75,7 +75,7 @@ def bucket_table(rows: Sequence[Row], target: float) -> list[str]:
                 hb = _bucket(hit, i)
                 ratio = "-"
                 if ours is not None and hb["p50_ms"]:
-                    ratio = f"{_bucket(ours, i)['p50_ms'] / hb['p50_ms']:.2f}x"
+                    ratio = f"{_bucket(ours, i)['p50_ms'] / hb['p50_ms']:.3g}x"
                 io = (
                     "-"
                     if hb.get("postings") is None
