@@ -62,6 +62,7 @@ def bench_tenants(
     load_start = load_average()
     t0 = time.perf_counter()
     ts, opts = tenant_options(spec, config.get("tenants", {}))
+    opts.memory = opts.memory and bool(o.get("memory", True))
     names = parse_tenant_systems(systems)
     log(f"preparing dataset {dataset} ...")
     ds = load_dataset(dataset, o["cache_dir"], o["metric"])

@@ -218,6 +218,7 @@ def bench(
         "section": section, "progress": progress,
     }  # fmt: skip
     if tenants is not None:
+        options["memory"] = memory  # --no-memory skips vecdb-tenants' fresh-process memory
         _bench_tenants(ctx, command, dataset, systems, tenants, config, options)
         return
     if filter_selectivity is not None:
