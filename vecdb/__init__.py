@@ -25,7 +25,7 @@ from vecdb.errors import (
     Unimplemented,
     VecdbError,
 )
-from vecdb.types import CollectionInfo, Metric, Record, SearchResult, SnapshotInfo
+from vecdb.types import CollectionInfo, Metric, Record, SearchResult, SnapshotInfo, TenantInfo
 
 __version__ = "0.1.0"
 
@@ -55,6 +55,7 @@ __all__ = [
     "ResourceExhausted",
     "SearchResult",
     "SnapshotInfo",
+    "TenantInfo",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

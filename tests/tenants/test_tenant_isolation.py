@@ -122,6 +122,20 @@ def test_tenant_filter_intersects_payload_filter(tmp_path: Path) -> None:
             want = [ok[j] for j in np.argsort(d, kind="stable")[:15]]
             assert sorted(int(i) for i in res.ids[0]) == sorted(want)
             assert c.count("mt", filter=flt, tenant="a") == len(ok)
+        # A small tenant (a few of the points): its filter is answered from its own payloads.
+        c.create_tenant("mt", "small")
+        c.grant("mt", list(range(0, 400, 20)), tenant="small")
+        mine = list(range(0, 400, 20))
+        for flt in ({"tag": "y"}, {"year": 2}):
+            res = c.search("mt", q, k=5, tenant="small", filter=flt)
+            ok = [i for i in mine if pays[i][next(iter(flt))] == flt[next(iter(flt))]]
+            d = ((x[ok] - q) ** 2).sum(1)
+            assert sorted(int(i) for i in res.ids[0] if i >= 0) == sorted(
+                ok[j] for j in np.argsort(d, kind="stable")[:5]
+            )
+            assert c.count("mt", filter=flt, tenant="small") == len(ok)
+        page, _ = c.scroll("mt", tenant="small", filter={"tag": "y"}, limit=1000)
+        assert [r.id for r in page] == [i for i in mine if pays[i]["tag"] == "y"]
 
 
 def test_drop_tenant_is_instant_and_cleanup_leaves_no_trace(tmp_path: Path) -> None:
@@ -152,4 +166,22 @@ def test_drop_tenant_is_instant_and_cleanup_leaves_no_trace(tmp_path: Path) -> N
     assert victim not in [t.name for t in db.list_tenants("mt", limit=100)[0]]
     assert db.create_tenant("mt", victim).vectors == 0
     check_isolation(db, "mt", w, random.Random(2), 200, exact=True)
+    db.close()
+
+
+def test_snapshot_restore_keeps_tenants_and_grants(tmp_path: Path) -> None:
+    """A snapshot holds the tenant registry and access lists; a restore brings them back
+    (and the memory image is rebuilt from them)."""
+    rng = np.random.default_rng(12)
+    w = build_world(rng, n_tenants=5, n_points=400)
+    db = vecdb.connect(str(tmp_path / "db"))
+    db.create_collection("mt", DIM, METRIC, multi_tenant=True, index="flat")
+    load(db, "mt", w)
+    snap = db.create_snapshot("mt")
+    victim = w.tenants[0]
+    db.drop_tenant("mt", victim)
+    db.grant("mt", [p for p, o in w.owner.items() if o == w.tenants[1]][:5], tenant=w.tenants[2])
+    db.restore_snapshot("mt", snap.name)
+    assert db.get_tenant("mt", victim).state == "active"
+    check_isolation(db, "mt", w, random.Random(3), 200, exact=True)
     db.close()

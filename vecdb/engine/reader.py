@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.engine import filters
+from vecdb.engine import scope as scopes
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.filters import Filter
@@ -162,13 +163,10 @@ def _scoped(
     unindexed filter widens the scope's walk like `_widened`."""
     if flt is None:
         return scope.walk(q, k, params, scope.visible, scope.slots)
-    mask = coll.selector.planned(flt)
-    if mask is None:
+    if coll.selector.planned(flt) is None and not scopes.is_small(coll, scope):
         return _widened(coll, q, k, flt, params, scope)
-    sub = scope.slots[scope.slots < len(mask)]
-    sub = sub[mask[sub]]
-    sub_mask = np.zeros(len(mask), np.bool_)
-    sub_mask[sub] = True
+    sub_mask = scopes.matching(coll, flt, scope)
+    sub = np.flatnonzero(sub_mask).astype(np.int64)
     if len(sub) <= few_matches(k, coll.cfg.dim):
         return _exact_over(coll, q, k, flt, sub_mask, f"vectors@{scope.key}")
     return scope.walk(q, k, params, Visible.from_mask(sub_mask), sub)
@@ -221,8 +219,7 @@ def _widened(
         if scope is None:
             out_s[rows], out_d[rows] = _exact_over(coll, q[rows], k, flt, None)
         else:
-            m = coll.selector.matching(flt)
-            m = m & scope.mask(len(m))
+            m = scopes.matching(coll, flt, scope)
             tag = f"vectors@{scope.key}"
             out_s[rows], out_d[rows] = _exact_over(coll, q[rows], k, flt, m, tag)
     return out_s, out_d
@@ -263,8 +260,9 @@ def count(coll: CollectionCore, flt: object, scope: Scope | None = None) -> int:
     compiled = filters.parse(flt)
     if compiled is None:
         return coll.points.count if scope is None else len(scope.slots)
-    m = coll.selector.matching(compiled)
-    return int(m.sum()) if scope is None else int((m & scope.mask(len(m))).sum())
+    if scope is not None:
+        return int(scopes.matching(coll, compiled, scope).sum())
+    return int(coll.selector.matching(compiled).sum())
 
 
 def scroll(
@@ -303,7 +301,11 @@ def scroll(
         if scope is not None:
             keep = _within(scope, keep)
         chunk: list[tuple[bytes, int]] = []
-        for pair in coll.points.id_range(start, view):
+        if scope is not None and scopes.is_small(coll, scope):  # its own points, not all
+            source = scopes.pairs_from(coll, scope, start)
+        else:
+            source = coll.points.id_range(start, view)
+        for pair in source:
             chunk.append(pair)
             if len(chunk) == _SCROLL_CHUNK:
                 picked.extend((v.decode_id(k, coll.id_type), s) for k, s in keep(chunk))
