@@ -75,11 +75,11 @@ def test_a_small_set_is_answered_exactly_from_one_copy(loaded) -> None:  # type:
     assert recall_at_k(got, ids.tolist(), distances(x[ids], q, "l2"), K, FLOAT32) == 1.0
 
 
-def test_a_copy_serves_subsets_and_follows_changed(loaded) -> None:  # type: ignore[no-untyped-def]
+def test_a_copy_serves_subsets_and_patches_in_grants(loaded) -> None:  # type: ignore[no-untyped-def]
     """A copy answers any subset of its slots (a revoke or a delete: only the asked slots
-    come back); a slot outside it (a grant) makes a new copy; `changed` for a tenant of the
-    set drops its copy, another tenant's change leaves it."""
-    db, _ = loaded
+    come back, no new copy); a slot outside it (a grant) is read alone and patched in; a set
+    shrunk far below its copy rewrites the copy from itself; `changed` leaves copies be."""
+    db, x = loaded
     core = _core(db, "s")
     ids = np.arange(7, N, 50)
     q = _data(6, 3)
@@ -89,15 +89,18 @@ def test_a_copy_serves_subsets_and_follows_changed(loaded) -> None:  # type: ign
     fewer = slots[1:]
     s, _d = ts.search_tenants(core, q, K, None, [1, 2], fewer, Visible.from_slots(fewer))
     assert store.copies == 1 and not np.isin(slots[0], s) and np.isin(s[s >= 0], fewer).all()
-    more = np.sort(np.concatenate([slots, _slots(core, np.array([8]))]))
-    ts.search_tenants(core, q, K, None, [1, 2], more, Visible.from_slots(more))
-    assert store.copies == 2
-    ts.changed(core, [9])
-    assert len(store) == 1
     ts.changed(core, [2])
-    assert len(store) == 0
-    ts.search_tenants(core, q, K, None, [1, 2], slots, vis)
-    assert store.copies == 3
+    assert len(store) == 1
+    new = _slots(core, np.array([8]))
+    more = np.sort(np.concatenate([slots, new]))
+    q8 = x[8:9] + 0.001
+    s, _d = ts.search_tenants(core, q8, K, None, [1, 2], more, Visible.from_slots(more))
+    assert store.copies == 2 and core.io.extra["tenant_copies_patched"] == 1
+    assert s[0, 0] == new[0]  # the granted point, found through the patch
+    one = slots[:3]
+    ts.search_tenants(core, q, K, None, [1, 2], one, Visible.from_slots(one))
+    assert store.copies == 3 and core.io.extra["tenant_copies_shrunk"] == 1
+    assert store.read((1, 2))[0].tolist() == one.tolist()
 
 
 def test_the_walk_finds_buffered_writes(loaded) -> None:  # type: ignore[no-untyped-def]

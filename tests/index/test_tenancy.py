@@ -17,6 +17,7 @@ from test_spann_support import SMALL, clustered, posting_members
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.index.spann import SpannIndex, open_spann
+from vecdb.index.spann.subtree import rank_leaves
 from vecdb.index.tenancy import SubTreeCache, derive, node_counts
 
 TINY_POSTINGS = {**SMALL, "vector_dtype": "float32"}  # splits early at d=8
@@ -252,3 +253,24 @@ def test_bad_tenant_params_are_rejected_by_name(built, params, name) -> None:  #
         idx.search_subset(
             np.zeros((1, D), np.float32), K, params, slots, Visible.from_slots(slots), 1
         )
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_partial_ranking_is_the_prefix_of_the_full_one(metric: str) -> None:
+    """Ranking only the m best leaves gives the first m of the full ranking (a leaf tied
+    with another may take its place), with the same scores, and bounds that still cover
+    every unranked leaf."""
+    rng = np.random.default_rng(3)
+    c = rng.normal(size=(300, 8)).astype(np.float32)
+    c[7] = c[3]  # a tie
+    q = rng.normal(size=(5, 8)).astype(np.float32)
+    if metric == "cosine":
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+    radius = rng.uniform(0, 1, 300).astype(np.float32)
+    full = rank_leaves(metric, q, c, radius, 0.0, 300)
+    part = rank_leaves(metric, q, c, radius, 0.0, 40)
+    same = part[0] == full[0][:, :40]
+    assert same.mean() > 0.95
+    np.testing.assert_array_equal(part[1], full[1][:, :40])  # ties swap equal scores only
+    np.testing.assert_allclose(part[2], full[2][:, :40])

@@ -5,8 +5,8 @@ calls `search_tenants` with them; this module decides how to search that set, an
 is told whenever a tenant's set changes, so derived structures can follow. Paths, by size:
 - with SPANN, a small set (its copy, slot + float32 vector per member, fits in `tenant_copy`
   bytes) is answered exactly from a contiguous copy (`tenant_store`: one read, no posting
-  read; made on first use from the stored vectors, write buffer included; a copy of a
-  superset serves, keeping the asked slots' rows);
+  read; made on first use from the stored vectors, write buffer included; it serves any
+  subset of its slots, and grants are patched in by reading just the new slots);
 - otherwise an index that can walk a set's sub-tree (SPANN's `search_subset`: the set's
   leaves best first, in rounds, with a stop rule; or the global walk with the bitmap for a
   set holding a large share of the points) is asked, and the write buffer's segments are
@@ -39,6 +39,8 @@ from vecdb.kernels.topk import merge_topk
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
+SHRINK = 1.25  # a copy with more rows than this x the set's (plus the slack) is rewritten
+SHRINK_SLACK = 64
 
 
 def search_tenants(
@@ -99,37 +101,44 @@ def store_of(coll: CollectionCore) -> TenantStore:
 def copied(
     coll: CollectionCore, q: F32, k: int, key: tuple[int, ...], slots: I64
 ) -> tuple[I64, F32]:
-    """Exact top-k of the set from its contiguous copy: the copy's rows of `slots` (a copy
-    made for a superset serves any subset; see `tenant_store`), or a new copy."""
+    """Exact top-k of the set from its contiguous copy (`slots` ascending). A copy serves
+    any subset of its slots (slot -> vector never changes: see `tenant_store`); slots it
+    lacks (grants, new upserts) are read from RocksDB alone and patched in, and a copy
+    holding many rows no longer asked for (revokes, deletes) is rewritten from itself."""
     nq = q.shape[0]
     store = store_of(coll)
     stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
     hit = store.read(key)
-    found = base = None
-    if hit is not None:
-        stats.bytes_read = hit[0].nbytes + hit[1].nbytes
-        found, base = _rows_of(hit[0], hit[1], slots)
-    if found is None or base is None:
+    if hit is None:
         found, base = stored_vectors(coll, slots)
         store.write(key, found, base)
         stats.extra["tenant_copies_made"] = 1.0
+    else:
+        have, vecs = hit
+        stats.bytes_read = have.nbytes + vecs.nbytes
+        pos = np.searchsorted(have, slots)
+        present = pos < len(have)
+        present[present] = have[pos[present]] == slots[present]
+        if present.all():
+            found, base = (have, vecs) if len(have) == len(slots) else (slots, vecs[pos])
+            if len(have) > SHRINK * len(slots) + SHRINK_SLACK:
+                store.write(key, found, base)
+                stats.extra["tenant_copies_shrunk"] = 1.0
+        else:
+            new_s, new_v = stored_vectors(coll, slots[~present])
+            found = np.concatenate([slots[present], new_s])
+            base = np.concatenate([vecs[pos[present]], new_v])
+            if len(new_s):  # (slots deleted meanwhile are simply not there)
+                order = np.argsort(found, kind="stable")
+                found, base = found[order], np.ascontiguousarray(base[order])
+                store.write(key, found, base)
+                stats.extra["tenant_copies_patched"] = 1.0
     with coll.io_lock:
         coll.io.add(stats)
     if len(found) == 0:
         return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    rows, dist = exact_topk(q, base, coll.cfg.metric, k)
+    rows, dist = exact_topk(q, np.ascontiguousarray(base), coll.cfg.metric, k)
     return np.where(rows >= 0, found[np.maximum(rows, 0)], -1), dist
-
-
-def _rows_of(have: I64, vecs: F32, slots: I64) -> tuple[I64 | None, F32 | None]:
-    """The copy's rows of `slots` (both ascending), or (None, None) if one is missing."""
-    if len(slots) == len(have) and np.array_equal(have, slots):
-        return have, vecs
-    pos = np.searchsorted(have, slots)
-    ok = pos < len(have)
-    if not ok.all() or not np.array_equal(have[pos], slots):
-        return None, None
-    return have[pos], np.ascontiguousarray(vecs[pos])
 
 
 def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
@@ -147,13 +156,9 @@ def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
 def changed(coll: CollectionCore, tenant_nos: list[int]) -> None:
     """Tenants whose set of visible slots changed (grants, revokes, upserts, deletes, a drop).
     Called after the change is committed, under the collection's write lock: cached
-    sub-tree directories and copies of sets including them are dropped (a new `Visible` for
-    the set would make them stale anyway; this frees them at once)."""
-    nos = [int(t) for t in tenant_nos]
+    cached sub-tree directories of sets including them are dropped (a new `Visible` for the
+    set would make them stale anyway; this frees them at once). Copies stay: they check
+    themselves against the asked slots and follow the set on its next query (`copied`)."""
     forget = getattr(coll.index, "forget_subsets", None)
     if forget is not None:
-        forget(nos)
-    with _STORES_LOCK:
-        store = _STORES.get(coll)
-    if store is not None:
-        store.forget(nos)
+        forget([int(t) for t in tenant_nos])

@@ -6,8 +6,9 @@ read with one `pread`. The copy is derived state, made on first use from the sto
 (one RocksDB multi-get). A slot's vector never changes (an upsert takes a new slot) and slots
 are never reused, so a copy of slots S answers exactly for any set inside S: the caller
 keeps the rows of the slots it asks for (slots revoked or deleted since the copy drop out),
-and a set with a slot outside S (a grant, a new upsert) makes a new copy. `changed` drops
-the copies of the tenants it names, so copies shrink back to their sets. The file is unlinked from the start (`TemporaryFile` in the index directory): it
+patches in slots outside S (a grant, a new upsert) and rewrites a copy grown much larger
+than its set (`engine.tenant_search.copied`): no change of a set ever needs to reach the
+store, and no tenant's copy can serve a slot the caller did not ask for. The file is unlinked from the start (`TemporaryFile` in the index directory): it
 never appears in snapshots or listings, costs page cache rather than anonymous memory, and
 is gone after a crash, when copies are made again on demand. Dropped and replaced extents
 are garbage; once garbage passes the live bytes (and `COMPACT_MIN`), every copy is dropped and
@@ -21,7 +22,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -90,15 +91,6 @@ class TenantStore:
             self.copies += 1
             while self._live > MAX_BYTES and len(self._entries) > 1:
                 self._drop(next(iter(self._entries)))
-
-    def forget(self, members: Iterable[int]) -> None:
-        """Drop the copies of every set (a tuple key of member numbers) that includes one of
-        `members`."""
-        drop = set(members)
-        with self._lock:
-            for key in list(self._entries):
-                if isinstance(key, tuple) and not drop.isdisjoint(key):
-                    self._drop(key)
 
     def _drop(self, key: Hashable) -> None:
         ext = self._entries.pop(key, None)

@@ -11,10 +11,8 @@ along one path. SPANN keeps the tree right through bulk build, splits (a leaf be
 node with two leaves), merges (a leaf is removed, and so is every inner node left without
 children, up the path), moves and removes; the tenant tree and the multi-vector codebook build
 on the same API: `children`, `path_to_root`, `leaves_under`, `centroid`, iteration.
-Node ids are never reused (a removed node has parent -2). `version` moves with every change
-of membership or structure, so derived structures (the tenant directories of
-`index.tenancy`) know when to derive again. No I/O: `to_sections` /
-`from_sections` give the raw little-endian arrays the owner persists.
+Node ids are never reused (a removed node has parent -2); `version` counts changes. No I/O:
+`to_sections` / `from_sections` give the raw little-endian arrays the owner persists.
 """
 
 from __future__ import annotations

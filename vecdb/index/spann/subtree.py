@@ -71,7 +71,7 @@ def search_subset(
                 # Pass 2: rank the set's leaves per query
                 cents = st.head_rows.get(st.tree, sub.postings)
                 order, score, bound = rank_leaves(
-                    st.metric, queries, cents, sub.radius, tp.tenant_boost
+                    st.metric, queries, cents, sub.radius, tp.tenant_boost, tp.tenant_postings
                 )
                 # Pass 3: read and scan them in rounds until each query's stop rule holds
                 walk(st, queries, sub, order, score, bound, tp, visible, ids, out_d, stats)
@@ -89,29 +89,46 @@ def _global(
 
 
 def rank_leaves(
-    metric: str, queries: F32, c: F32, radius: F32, boost: float
+    metric: str, queries: F32, c: F32, radius: F32, boost: float, m: int
 ) -> tuple[I64, F32, F32]:
-    """Per query: the leaves (centroids `c`, radii `radius`) best first, their ranking
-    scores in that order, and, in that order, the suffix minimum of a lower bound of the
-    distance (in the metric's units) to any member of the leaves from there on (-inf where
-    no bound is known: "ip")."""
+    """Per query: the m best leaves (centroids `c`, radii `radius`) best first (a partial
+    sort: the walk never reads more), their squared centroid distances (scores for "ip")
+    in that order, and, in that order, a lower bound of the distance (in the metric's
+    units) to any member of that leaf or of any leaf ranked after it, read or not (-inf
+    where no bound is known: "ip")."""
     if metric == "ip":
         score = -(queries @ c.T)
-        order = np.argsort(score, axis=1, kind="stable")
+        order = _best(score, m)
         ranked = np.take_along_axis(score, order, 1).astype(np.float32)
-        return order.astype(np.int64), ranked, np.full(ranked.shape, -np.inf, np.float32)
+        return order, ranked, np.full(ranked.shape, -np.inf, np.float32)
     d2 = sq_norms(queries)[:, None] + sq_norms(c)[None, :] - 2.0 * (queries @ c.T)
     d2 = np.maximum(d2, 0.0)
     r = radius[None, :]
     score = d2 - boost * r * r if boost > 0 else d2
-    order = np.argsort(score, axis=1, kind="stable").astype(np.int64)
+    order = _best(score, m)
     lower = np.maximum(np.sqrt(d2) - r, 0.0) ** 2  # squared L2 to the nearest possible member
     if metric == "cosine":  # unit vectors: 1 - cos = |q - x|^2 / 2
         lower = lower / 2.0
-    lower = np.take_along_axis(lower, order, 1)
-    bound = np.minimum.accumulate(lower[:, ::-1], axis=1)[:, ::-1]
+    head = np.take_along_axis(lower, order, 1)
+    bound = np.minimum.accumulate(head[:, ::-1], axis=1)[:, ::-1]
+    if order.shape[1] < lower.shape[1]:  # the unranked rest bounds every position too
+        np.put_along_axis(lower, order, np.inf, 1)
+        bound = np.minimum(bound, lower.min(axis=1, keepdims=True))
     ranked = np.take_along_axis(d2, order, 1)
     return order, ranked.astype(np.float32), bound.astype(np.float32)
+
+
+def _best(score: F32, m: int) -> I64:
+    """Column indexes of the m smallest scores of each row, ascending (ties inside the m by
+    index; a tie across the cut may keep either)."""
+    if m >= score.shape[1]:
+        out: I64 = np.argsort(score, axis=1, kind="stable").astype(np.int64)
+        return out
+    part = np.argpartition(score, m - 1, axis=1)[:, :m]
+    part.sort(axis=1)  # index order first, so the stable sort below breaks ties by index
+    inner = np.argsort(np.take_along_axis(score, part, 1), axis=1, kind="stable")
+    best: I64 = np.take_along_axis(part, inner, 1).astype(np.int64)
+    return best
 
 
 def walk(
