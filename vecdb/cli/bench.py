@@ -3,7 +3,8 @@
 Owns the command line only: option parsing, the optional JSON config (per-system build
 parameters and sweeps, reference anchors), the time limit, and turning `VecdbError` into a
 clean CLI error. The work is done by `vecdb.bench` (datasets, run, report; with
-`--filter-selectivity`, the filtered run: filtered, filtered_run, filtered_report).
+`--filter-selectivity`, the filtered run: filtered, filtered_run, filtered_report; with
+`--tenants`, the multi-tenant run: tenants_main and the tenants* modules).
 """
 
 from __future__ import annotations
@@ -165,6 +166,15 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     " filtered top-10. Systems default to vecdb-spann,exact,faiss-ivf,hnswlib; the config's"
     ' "filter" object may set seed, payload_index, stop_recall.',
 )
+@click.option(
+    "--tenants",
+    "tenants",
+    default=None,
+    help="Multi-tenant run instead: zipf:T[:s] tenants of Zipf sizes over the dataset; "
+    "systems default to all tenant systems (vecdb-tenants, vecdb-spann-per-tenant, "
+    "vecdb-spann-filter, hnswlib-per-tenant, hnswlib-filter, faiss-ivf-filter, exact); the "
+    'config\'s "tenants" object sets locality, sharing, sampling and the ops/memory passes.',
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def bench(
@@ -184,6 +194,7 @@ def bench(
     section: str | None,
     memory: bool,
     filter_selectivity: str | None,
+    tenants: str | None,
     progress: bool,
 ) -> None:
     """Measure recall, QPS, latency, build time and memory of vecdb and its peers."""
@@ -200,15 +211,20 @@ def bench(
     config = _load_config(config_path)
     load_start = load_average()
     t0 = time.perf_counter()
+    options = {
+        "out_dir": out_dir, "results_md": results_md, "cache_dir": cache_dir,
+        "metric": metric, "threads": threads, "n_queries": n_queries,
+        "latency_queries": latency_queries, "repeats": repeats, "time_limit": time_limit,
+        "section": section, "progress": progress,
+    }  # fmt: skip
+    if tenants is not None:
+        options["memory"] = memory  # --no-memory skips vecdb-tenants' fresh-process memory
+        _bench_tenants(ctx, command, dataset, systems, tenants, config, options)
+        return
     if filter_selectivity is not None:
         if ctx.get_parameter_source("systems") != click.core.ParameterSource.COMMANDLINE:
             systems = FILTERED_SYSTEMS
-        _bench_filtered(command, dataset, systems, filter_selectivity, config, {
-            "out_dir": out_dir, "results_md": results_md, "cache_dir": cache_dir,
-            "metric": metric, "threads": threads, "n_queries": n_queries,
-            "latency_queries": latency_queries, "repeats": repeats, "time_limit": time_limit,
-            "section": section, "progress": progress,
-        })  # fmt: skip
+        _bench_filtered(command, dataset, systems, filter_selectivity, config, options)
         return
     try:
         names = parse_systems(systems, variants_of(config.get("systems", {})))
@@ -307,6 +323,28 @@ def _bench_filtered(
         }
         md = o["results_md"] or o["out_dir"] / "RESULTS.md"
         written = write_filtered_report(result.rows, md, o["out_dir"] / "plots", header)
+    except VecdbError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _finish(result.rows, result.jsonl_path, written)
+
+
+def _bench_tenants(
+    ctx: click.Context,
+    command: str,
+    dataset: str,
+    systems: str,
+    tenants: str,
+    config: dict[str, Any],
+    o: dict[str, Any],
+) -> None:
+    """`vecdb bench --tenants zipf:T[:s]`: the multi-tenant run and its section."""
+    from vecdb.bench.tenants_main import bench_tenants
+    from vecdb.errors import VecdbError
+
+    if ctx.get_parameter_source("systems") != click.core.ParameterSource.COMMANDLINE:
+        systems = "all"
+    try:
+        result, written = bench_tenants(command, dataset, systems, tenants, config, o, _log)
     except VecdbError as exc:
         raise click.ClickException(str(exc)) from exc
     _finish(result.rows, result.jsonl_path, written)

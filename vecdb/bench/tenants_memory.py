@@ -1,0 +1,80 @@
+"""Memory of a (multi-tenant) vecdb database, measured in a fresh process.
+
+Owns the child process of the tenant run's memory rows (`python -m vecdb.bench.tenants_memory
+SPEC`): import vecdb, warm its kernels up on a tiny in-memory SPANN collection (and a
+multi-tenant one when the spec has tenants) so compiled code is in the baseline, read
+RssAnon, open the database, answer the probe queries (each with its tenant, or without any),
+read RssAnon again; with `tiny` also one query for each tiny tenant, and a third reading.
+Prints one JSON line. Must not build the measured database.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from vecdb.bench.memory import mib, read_status_kib
+from vecdb.bench.tenants import tenant_name
+from vecdb.bench.tenants_vecdb import connect
+
+WARM_VECTORS = 3000  # as vecdb.bench.vecdb_system: enough for a SPANN index with splits
+
+
+def _warm(dim: int, metric: str, tenants: bool) -> None:
+    x = np.random.default_rng(0).standard_normal((WARM_VECTORS, dim)).astype(np.float32)
+    ids = np.arange(WARM_VECTORS, dtype=np.int64)
+    with connect(":memory:") as client:
+        client.create_collection("warm", dim=dim, metric=metric, index="spann",
+                                 multi_tenant=tenants)  # fmt: skip
+        if tenants:
+            for name in ("a", "b"):
+                client.create_tenant("warm", name)
+            half = WARM_VECTORS // 2
+            client.upsert("warm", ids=ids[:half], vectors=x[:half], tenant="a")
+            client.upsert("warm", ids=ids[half:], vectors=x[half:], tenant="b")
+            client.grant("warm", ids[:10], tenant="b")
+        else:
+            client.upsert("warm", ids=ids, vectors=x)
+        client.optimize("warm", wait=True)
+        scope = {"tenant": "b"} if tenants else {}
+        client.search("warm", x[:2], k=1, **scope)
+
+
+def child_main(spec: dict[str, Any]) -> dict[str, Any]:
+    tenants = bool(spec["tenants"])
+    probe = np.load(spec["probe"])
+    queries, owners = probe["queries"], probe["tenants"]
+    _warm(int(spec["dim"]), str(spec["metric"]), tenants)
+    before = read_status_kib()
+    params = spec.get("params") or None
+    out: dict[str, Any] = {}
+    with connect(spec["data_dir"]) as client:
+        coll, k = spec["collection"], int(spec["k"])
+        opened = read_status_kib()
+        for q, t in zip(queries, owners.tolist(), strict=True):
+            scope = {"tenant": tenant_name(t)} if tenants else {}
+            client.search(coll, q[None, :], k=k, params=params, **scope)
+        after = read_status_kib()
+        out["rss_anon_open_mib"] = mib(opened["RssAnon"] - before["RssAnon"])
+        out["rss_anon_mib"] = mib(after["RssAnon"] - before["RssAnon"])
+        out["rss_file_mib"] = mib(after["RssFile"] - before["RssFile"])
+        out["rss_anon_baseline_mib"] = mib(before["RssAnon"])
+        tiny = int(spec.get("tiny", 0))
+        if tiny:
+            rows = spec["tiny_rows"]
+            base_q = queries[0]
+            for i in range(tiny):
+                client.search(coll, base_q[None, :], k=k, params=params,
+                              tenant=f"tiny{i:06d}")  # fmt: skip
+            active = read_status_kib()
+            out["rss_anon_active_mib"] = mib(active["RssAnon"] - before["RssAnon"])
+            out["tiny_rows"] = len(rows)
+        out["peak_rss_mib"] = mib(read_status_kib().get("VmHWM", 0))
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(child_main(json.loads(sys.argv[1]))), flush=True)
