@@ -13,7 +13,8 @@ visible" predicate (current version, and in `visible` when given: inside the sca
 it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
 fewer results than exist (a restrictive `visible`): 4x the postings per round, finally every
 posting, so a visible set with k live members always gives k results. With `visible`, pass 1
-takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`).
+takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`). A batch of
+`PARALLEL_MIN_QUERIES` or more runs passes 1 and 4 on numba's threads (`search_threads`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy.typing as npt
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann.assign import nearest_heads
+from vecdb.index.spann.fanout import fan_out
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import (
@@ -34,8 +36,8 @@ from vecdb.kernels.posting import (
     block_bytes,
     count_visible,
     gather_blocks,
-    scan_blocks,
 )
+from vecdb.kernels.postscan import scan_blocks, search_threads
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -90,7 +92,8 @@ def scan(
     if isinstance(st.reader, MmapReader):
         u8, i64, f32, u16 = st.reader.views()
         args = (u8, i64, f32, u16, st.dim, st.width, qoff, qscale, ptr, off, cnt, queries)
-        scan_blocks(*args, st.slot_version, vis, use_vis, metric, ids, out_d)
+        rest = (st.slot_version, vis, use_vis, metric)
+        fan_out(scan_blocks, args, rest, ids, out_d, search_threads(len(queries)))
         stats.bytes_read += pages * PAGE_SIZE
         return
     one = np.zeros(2, dtype=np.int64)
@@ -123,7 +126,8 @@ def search(
             return IndexResult(ids, out_d, stats)
         # Pass 1: nearest heads, one batched call, per-call effort
         m = min(filtered_postings(sp.max_postings, visible, st.n_live), st.live_heads)
-        labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, 1)
+        threads = search_threads(nq)
+        labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)
         stats.heads_searched += nq * m
         # Pass 2: query-aware pruning
         sel = select_postings(labels, hd, st.metric, sp.prune_ratio)
