@@ -139,15 +139,44 @@ def count_visible(slot_version, vis, use_vis):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
-def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[no-untyped-def]
-    """Flatten the block chains of each query's selected postings (sel: (nq, m), -1 padded)
-    into CSR form: (ptr (nq+1), offsets, counts)."""
+def prune_postings(labels, dists, is_ip, ratio, always):  # type: ignore[no-untyped-def]
+    """The posting ids each query reads, -1 where pruned (labels / dists nearest first): a
+    posting is kept when its head is within `ratio` of the nearest head (distance <= ratio x
+    the nearest positive one; for inner products the gap to the best is compared with its
+    magnitude); the first `always` are kept whatever the ratio says."""
+    nq, m = labels.shape
+    sel = np.empty((nq, m), dtype=np.int64)
+    r = np.float32(ratio)
+    r1 = np.float32(ratio - 1.0)
+    for i in range(nq):
+        d1 = dists[i, 0]
+        ref = d1
+        if not is_ip and not d1 > 0:
+            # A query sitting on a head has d1 = 0, and ratio x 0 would prune every posting
+            # but the nearest two: measure from the nearest head at a positive distance.
+            ref = np.float32(np.inf)
+            for j in range(m):
+                if dists[i, j] > 0 and dists[i, j] < ref:
+                    ref = dists[i, j]
+        for j in range(m):
+            d = dists[i, j]
+            keep = (d - d1 <= r1 * abs(d1)) if is_ip else (d <= r * ref)
+            sel[i, j] = labels[i, j] if (keep or j < always) else -1
+    return sel
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):  # type: ignore[no-untyped-def]
+    """Flatten the block chains of each query's selected postings (sel: (nq, m), -1 padded;
+    ids past the table count as -1) into CSR form: (ptr (nq+1), offsets, counts, bytes of
+    each block, pages the blocks span in total, postings selected)."""
     nq, m = sel.shape
+    npost = post_first.shape[0]
     total = 0
     for i in range(nq):
         for j in range(m):
             p = sel[i, j]
-            if p >= 0:
+            if 0 <= p < npost:
                 b = post_first[p]
                 while b >= 0:
                     total += 1
@@ -155,19 +184,29 @@ def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[
     ptr = np.zeros(nq + 1, dtype=np.int64)
     off = np.empty(total, dtype=np.int64)
     cnt = np.empty(total, dtype=np.int64)
+    nbytes = np.empty(total, dtype=np.int64)
+    pages = 0
+    postings = 0
     t = 0
     for i in range(nq):
         for j in range(m):
             p = sel[i, j]
-            if p >= 0:
+            if 0 <= p < npost:
+                postings += 1
                 b = post_first[p]
                 while b >= 0:
-                    off[t] = blk_off[b]
-                    cnt[t] = blk_cnt[b]
+                    o = blk_off[b]
+                    n = blk_cnt[b]
+                    cap, voff = _layout(n)
+                    size = voff + width * dim * cap
+                    off[t] = o
+                    cnt[t] = n
+                    nbytes[t] = size
+                    pages += (o + size + page - 1) // page - o // page
                     t += 1
                     b = blk_next[b]
         ptr[i + 1] = t
-    return ptr, off, cnt
+    return ptr, off, cnt, nbytes, pages, postings
 
 
 @nb.njit(cache=True)

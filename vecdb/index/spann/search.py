@@ -33,9 +33,9 @@ from vecdb.kernels.posting import (
     METRIC_IP,
     METRIC_L2,
     NO_VISIBLE,
-    block_bytes,
     count_visible,
     gather_blocks,
+    prune_postings,
 )
 from vecdb.kernels.postscan import scan_blocks, search_threads
 
@@ -49,21 +49,7 @@ WIDEN = 4  # postings per query grow by this factor per widening round
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
     """Pass 2: the posting ids each query reads, -1 where pruned (labels nearest first)."""
-    d1 = dists[:, :1]
-    if metric == "ip":
-        keep = (dists - d1) <= (ratio - 1.0) * np.abs(d1)
-    else:
-        # A query sitting on a head has d1 = 0, and ratio x 0 would prune every posting
-        # but the nearest two: measure from the nearest head at a positive distance then.
-        positive = np.where(dists > 0, dists, np.inf).min(axis=1, keepdims=True)
-        ref = np.where(d1 > 0, d1, positive)
-        keep = dists <= ratio * ref
-    keep[:, :ALWAYS_READ] = True
-    return np.where(keep, labels, -1)
-
-
-def pages_spanned(off: I64, nbytes: I64) -> I64:
-    out: I64 = -(-(off + nbytes) // PAGE_SIZE) - off // PAGE_SIZE
+    out: I64 = prune_postings(labels, dists, metric == "ip", ratio, ALWAYS_READ)
     return out
 
 
@@ -80,13 +66,13 @@ def scan(
     """Passes 3 and 4: read the selected postings' blocks and fold them into the top-k
     (ids / out_d come in with what earlier rounds found)."""
     t = st.table
-    sel = np.where(sel < len(t.post_first), sel, -1)
-    ptr, off, cnt = gather_blocks(sel, t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
+    chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
+    ptr, off, cnt, nbytes, pages, postings = gather_blocks(
+        sel, *chains, st.dim, st.width, PAGE_SIZE
+    )
     metric = METRIC_CODE[st.metric]
-    nbytes = block_bytes(cnt, st.dim, st.width)
     qoff, qscale = st.quant()
-    pages = int(pages_spanned(off, nbytes).sum())
-    stats.postings_read += int((sel >= 0).sum())
+    stats.postings_read += postings
     stats.blocks_read += len(off)
     stats.pages_read += pages
     if isinstance(st.reader, MmapReader):
