@@ -107,3 +107,39 @@ def test_threaded_batch_equals_serial(tmp_path: Path, dtype: str, metric: str) -
         assert recall(full.slots, base, q, K, metric) >= 0.85
     finally:
         idx.close()
+
+
+def test_fan_out_in_a_forked_child(tmp_path: Path) -> None:
+    """A child forked after the pool started gets its own pool (the parent's threads do not
+    exist there) and its threaded search finishes with the parent's answer."""
+    import multiprocessing as mp
+
+    from vecdb.index.spann import fanout
+
+    x = clustered(2000, D, seed=8)
+    idx, _ = open_spann(D, "l2", {"threads": 2}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(2000), x)
+        q = clustered(2 * PARALLEL_MIN_QUERIES, D, seed=9)
+        before = numba.get_num_threads()
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        try:
+            want = idx.search(q, K).slots
+            fanout._executor()  # the parent's pool exists before the fork
+            ctx = mp.get_context("fork")
+            recv, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_search_in_child, args=(idx, q, send))
+            child.start()  # forked: the index is the parent's, not a pickled copy
+            assert recv.poll(120), "the child's threaded search did not finish"
+            got = recv.recv()
+            child.join(30)
+        finally:
+            numba.set_num_threads(before)
+        np.testing.assert_array_equal(got, want)
+    finally:
+        idx.close()
+
+
+def _search_in_child(idx: object, q: np.ndarray, send: object) -> None:
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    send.send(idx.search(q, K).slots)  # type: ignore[attr-defined]

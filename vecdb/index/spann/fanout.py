@@ -19,14 +19,16 @@ import numpy as np
 import numpy.typing as npt
 
 _pool: ThreadPoolExecutor | None = None
+_pool_pid = 0  # the process that started _pool's threads (a forked child starts its own)
 _pool_lock = threading.Lock()
 
 
 def _executor() -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_pid
     with _pool_lock:
-        if _pool is None:
+        if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(max(1, os.cpu_count() or 1), "vecdb-scan")
+            _pool_pid = os.getpid()
         return _pool
 
 
