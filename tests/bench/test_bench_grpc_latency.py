@@ -43,3 +43,6 @@ def test_report_states_gap_over_echo_and_batch_ratio() -> None:
     assert "= 0.600 ms = 1.20x the echo p50" in text
     assert "remote / embedded batch QPS = 0.90" in text
     assert "| bare grpcio echo (242 B) | 0.500 | 0.700 | - |" in text
+    assert "CollectionExists" not in text
+    r["trivial"] = {"p50": 0.6, "p99": 0.9}
+    assert "| remote CollectionExists (SDK) | 0.600 | 0.900 | - |" in report(r)

@@ -4,10 +4,11 @@
 path add to one query, compared with what any grpcio call costs on the same machine? It builds
 a SPANN collection from the first `--base` rows of a dataset, copies the database directory
 (RocksDB locks a directory to one process), then times one call per query, round-robin in
-short slices so load drift hits all three alike: (1) embedded `search` on the copy, (2) the same
+short slices so load drift hits all alike: (1) embedded `search` on the copy, (2) the same
 search through the SDK to a `vecdb serve` child on the original (`server_process`), (3) a bare
 grpcio unary call to an echo child (no vecdb code, no protobuf: bytes of the size of a search
-request in, the same bytes back). It also times batch searches both ways (QPS, wall). Owns its
+request in, the same bytes back), (4) a trivial vecdb call (CollectionExists) to the same
+server: its fixed cost per call. It also times batch searches both ways (QPS, wall). Owns its
 echo server and the report; measures nothing else.
 """
 
@@ -132,6 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "embedded": one(embedded),
             "remote": one(remote),
             "echo": lambda i: call(payload, timeout=10),
+            "trivial": lambda i: remote.collection_exists(COLLECTION),
         }
         for f in systems.values():  # warm-up: connections, kernels, caches
             for i in range(20):
@@ -182,6 +184,11 @@ def report(r: dict[str, Any]) -> str:
         f"| embedded | {e['p50']:.3f} | {e['p99']:.3f} | {e['batch_qps']:,.0f} |",
         f"| remote (gRPC, SDK) | {m['p50']:.3f} | {m['p99']:.3f} | {m['batch_qps']:,.0f} |",
         f"| bare grpcio echo ({r['request_bytes']} B) | {x['p50']:.3f} | {x['p99']:.3f} | - |",
+    ]
+    if "trivial" in r:  # the server's fixed cost per call, without the search
+        t = r["trivial"]
+        lines.append(f"| remote CollectionExists (SDK) | {t['p50']:.3f} | {t['p99']:.3f} | - |")
+    lines += [
         "",
         f"remote p50 - embedded p50 = {gap:.3f} ms = {gap / x['p50']:.2f}x the echo p50 "
         f"(target <= 1.2x); remote / embedded batch QPS = "
