@@ -1,4 +1,4 @@
-"""Spreading one batch scan over threads: contiguous query chunks, one per thread.
+"""Spreading one batch scan over threads: contiguous query chunks taken from a shared counter.
 
 Owns a process-wide thread pool and nothing else. The scan kernels release the GIL, so
 chunks run in parallel; each query's top-k row is written by exactly one chunk, so results
@@ -9,6 +9,7 @@ queries cost 2.8x the CPU of the serial scan that way (measured, load average 10
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+CHUNKS_PER_THREAD = 8  # chunks a batch is cut into, per thread
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0  # the process that started _pool's threads (a forked child starts its own)
@@ -40,10 +43,12 @@ def fan_out(
     out_d: npt.NDArray[np.float32],
     threads: int,
 ) -> None:
-    """kernel(*head[:-4], ptr, off, cnt, queries, *tail, ids, out_d) over `threads` chunks of
-    the queries, balanced by blocks: `head` ends with (ptr, off, cnt, queries) in
-    `scan_blocks` order; chunk c gets queries lo:hi, ptr[lo:hi+1] (absolute offsets into the
-    shared off / cnt) and its rows of ids / out_d. The calling thread runs the first chunk."""
+    """kernel(*head[:-4], ptr, off, cnt, queries, *tail, ids, out_d) over chunks of the
+    queries on `threads` threads: `head` ends with (ptr, off, cnt, queries) in `scan_blocks`
+    order; a chunk lo:hi gets ptr[lo:hi+1] (absolute offsets into the shared off / cnt) and its
+    rows of ids / out_d. The calling thread and `threads - 1` pool workers take chunks from
+    one counter until none is left, so a thread the OS preempts holds up one small chunk, not
+    a share of the batch."""
     *fixed, ptr, off, cnt, queries = head
     nq = len(queries)
     threads = max(1, min(threads, nq))
@@ -51,18 +56,19 @@ def fan_out(
         kernel(*head, *tail, ids, out_d)
         return
     # Chunk bounds at equal shares of the blocks (a query's cost is its blocks).
-    marks = np.searchsorted(ptr, np.linspace(0, ptr[-1], threads + 1)[1:-1])
-    bounds = [0, *np.clip(marks, 1, nq - 1).tolist(), nq]
+    chunks = min(nq, CHUNKS_PER_THREAD * threads)
+    marks = np.searchsorted(ptr, np.linspace(0, ptr[-1], chunks + 1)[1:-1])
+    bounds = np.unique(np.concatenate(([0], np.clip(marks, 1, nq - 1), [nq]))).tolist()
+    taken = itertools.count()  # next() on a count is atomic under the GIL
 
-    def run(lo: int, hi: int) -> None:
-        part = (ptr[lo : hi + 1], off, cnt, queries[lo:hi])
-        kernel(*fixed, *part, *tail, ids[lo:hi], out_d[lo:hi])
+    def work() -> None:
+        while (c := next(taken)) < len(bounds) - 1:
+            lo, hi = bounds[c], bounds[c + 1]
+            part = (ptr[lo : hi + 1], off, cnt, queries[lo:hi])
+            kernel(*fixed, *part, *tail, ids[lo:hi], out_d[lo:hi])
 
-    pending: list[Future[None]] = []
     pool = _executor()
-    for lo, hi in zip(bounds[1:-1], bounds[2:], strict=True):
-        if hi > lo:
-            pending.append(pool.submit(run, lo, hi))
-    run(bounds[0], bounds[1])
+    pending: list[Future[None]] = [pool.submit(work) for _ in range(threads - 1)]
+    work()
     for f in pending:
         f.result()
