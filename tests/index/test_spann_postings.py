@@ -68,7 +68,7 @@ def test_int8_blocks_decode_within_half_a_step() -> None:
 def test_float16_scan_matches_numpy_on_half_rounded_vectors() -> None:
     """The kernel's float16 widening equals numpy's on what the writer stores (subnormals
     are flushed to zero by `to_half`)."""
-    from vecdb.kernels.posting import half_to_float
+    from vecdb.kernels.postscan import half_to_float
 
     h = to_half(np.array([[0.0, -0.0, 1.0, -2.5, 65504.0, 6.1e-5, -3.3e-3, 0.1]], np.float32))[0]
     assert h[5] == 0

@@ -1,9 +1,7 @@
 """Numba kernels over SPANN posting blocks and head candidates.
 
-Pure functions on arrays (no I/O, no globals): scanning dimension-major posting blocks for a
-batch of queries (compute a block's distances first, then filter survivors against the k-th
-distance and dedupe only those against the top-k), walking block chains, counting visible
-entries and the RNG replica rule. It also defines, once, the version byte cycle and the
+Pure functions on arrays (no I/O, no globals): walking block chains, counting visible
+entries and the RNG replica rule (the scan of blocks for queries is `vecdb.kernels.postscan`). It also defines, once, the version byte cycle and the
 "entry visible" predicate that the scan, the live counts and the posting readers share. A block
 at byte offset `o` with `n` entries has `cap = n` (`MIN_CAP` at least); slots (int64) start at
 `o + 64`, versions (uint8) at `o + 64 + 8 cap`, and the `[dim][cap]` components (float32,
@@ -141,15 +139,44 @@ def count_visible(slot_version, vis, use_vis):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
-def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[no-untyped-def]
-    """Flatten the block chains of each query's selected postings (sel: (nq, m), -1 padded)
-    into CSR form: (ptr (nq+1), offsets, counts)."""
+def prune_postings(labels, dists, is_ip, ratio, always):  # type: ignore[no-untyped-def]
+    """The posting ids each query reads, -1 where pruned (labels / dists nearest first): a
+    posting is kept when its head is within `ratio` of the nearest head (distance <= ratio x
+    the nearest positive one; for inner products the gap to the best is compared with its
+    magnitude); the first `always` are kept whatever the ratio says."""
+    nq, m = labels.shape
+    sel = np.empty((nq, m), dtype=np.int64)
+    r = np.float32(ratio)
+    r1 = np.float32(ratio - 1.0)
+    for i in range(nq):
+        d1 = dists[i, 0]
+        ref = d1
+        if not is_ip and not d1 > 0:
+            # A query sitting on a head has d1 = 0, and ratio x 0 would prune every posting
+            # but the nearest two: measure from the nearest head at a positive distance.
+            ref = np.float32(np.inf)
+            for j in range(m):
+                if dists[i, j] > 0 and dists[i, j] < ref:
+                    ref = dists[i, j]
+        for j in range(m):
+            d = dists[i, j]
+            keep = (d - d1 <= r1 * abs(d1)) if is_ip else (d <= r * ref)
+            sel[i, j] = labels[i, j] if (keep or j < always) else -1
+    return sel
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):  # type: ignore[no-untyped-def]
+    """Flatten the block chains of each query's selected postings (sel: (nq, m), -1 padded;
+    ids past the table count as -1) into CSR form: (ptr (nq+1), offsets, counts, bytes of
+    each block, pages the blocks span in total, postings selected)."""
     nq, m = sel.shape
+    npost = post_first.shape[0]
     total = 0
     for i in range(nq):
         for j in range(m):
             p = sel[i, j]
-            if p >= 0:
+            if 0 <= p < npost:
                 b = post_first[p]
                 while b >= 0:
                     total += 1
@@ -157,160 +184,29 @@ def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt):  # type: ignore[
     ptr = np.zeros(nq + 1, dtype=np.int64)
     off = np.empty(total, dtype=np.int64)
     cnt = np.empty(total, dtype=np.int64)
+    nbytes = np.empty(total, dtype=np.int64)
+    pages = 0
+    postings = 0
     t = 0
     for i in range(nq):
         for j in range(m):
             p = sel[i, j]
-            if p >= 0:
+            if 0 <= p < npost:
+                postings += 1
                 b = post_first[p]
                 while b >= 0:
-                    off[t] = blk_off[b]
-                    cnt[t] = blk_cnt[b]
+                    o = blk_off[b]
+                    n = blk_cnt[b]
+                    cap, voff = _layout(n)
+                    size = voff + width * dim * cap
+                    off[t] = o
+                    cnt[t] = n
+                    nbytes[t] = size
+                    pages += (o + size + page - 1) // page - o // page
                     t += 1
                     b = blk_next[b]
         ptr[i + 1] = t
-    return ptr, off, cnt
-
-
-HALF_SCALE = np.float32(2.0**112)  # float16 bits moved into a float32 are 2^-112 too small
-HALF_SAFE = 6.0e4  # above this a query component times HALF_SCALE could overflow
-
-
-@nb.njit(cache=True, nogil=True)
-def _half_bits(h, bits):  # type: ignore[no-untyped-def]
-    """float16 bit patterns -> float32 patterns of the same value times 2^-112: sign in
-    place, exponent and mantissa shifted (exact for normal halves and zero; the writer
-    stores no subnormal, inf or NaN). Callers multiply by HALF_SCALE, usually folded into the
-    query component. Shifts and masks only, so it vectorises."""
-    for j in range(h.shape[0]):
-        x = np.uint32(h[j])
-        bits[j] = ((x & 0x8000) << 16) | ((x & 0x7FFF) << 13)
-
-
-def half_to_float(h: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
-    """Widen float16 bit patterns as the scan kernel does (for tests and tools)."""
-    bits = np.empty(len(h), dtype=np.uint32)
-    _half_bits(h, bits)
-    out: npt.NDArray[np.float32] = bits.view(np.float32) * HALF_SCALE
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def scan_blocks(  # type: ignore[no-untyped-def]
-    u8,
-    i64,
-    f32,
-    u16,
-    dim,
-    width,
-    qoff,
-    qscale,
-    ptr,
-    off,
-    cnt,
-    queries,
-    slot_version,
-    vis,
-    use_vis,
-    metric,
-    out_ids,
-    out_d,
-):
-    """Top-k (k = out_ids.shape[1]) of each query over its blocks ptr[i]:ptr[i+1]; only
-    entries passing `entry_visible` count (stale, removed and, with `use_vis`, slots outside
-    the bitmap `vis` are skipped inside the scan); replicas of one slot are deduped. Components are float32 (width 4, read in place), float16 (width
-    2, widened row by row) or uint8 codes x = qoff + qscale * code (width 1; the scale is
-    folded into the query). out_ids/out_d must come in padded with -1 / +inf."""
-    nq = queries.shape[0]
-    k = out_ids.shape[1]
-    acc = np.empty(8, dtype=np.float32)
-    bits = np.empty(8, dtype=np.uint32)
-    for i in range(nq):
-        q = queries[i]
-        ids = out_ids[i]
-        ds = out_d[i]
-        shift = np.float32(0.0)  # int8 codes, ip/cosine: the offsets' share of q . x
-        if width == 1 and metric != METRIC_L2:
-            for t in range(dim):
-                shift += q[t] * qoff[t]
-        for b in range(ptr[i], ptr[i + 1]):
-            o = off[b]
-            n = cnt[b]
-            cap, voff = _layout(n)
-            if acc.shape[0] < cap:
-                acc = np.empty(cap, dtype=np.float32)
-                bits = np.empty(cap, dtype=np.uint32)
-            a = acc[:cap]
-            a[:] = 0.0
-            raw = bits[:cap].view(np.float32)
-            for t in range(dim):
-                qt = q[t]
-                if width == 1:
-                    codes = u8[o + voff + t * cap : o + voff + (t + 1) * cap]
-                    if metric == METRIC_L2:
-                        qd = qt - qoff[t]
-                        st = qscale[t]
-                        for j in range(cap):
-                            diff = qd - st * np.float32(codes[j])
-                            a[j] += diff * diff
-                    else:
-                        qs = qt * qscale[t]
-                        for j in range(cap):
-                            a[j] += qs * np.float32(codes[j])
-                    continue
-                if width == 4:
-                    base = (o + voff) // 4 + t * cap
-                    row = f32[base : base + cap]
-                    if metric == METRIC_L2:
-                        for j in range(cap):
-                            diff = qt - row[j]
-                            a[j] += diff * diff
-                    else:
-                        for j in range(cap):
-                            a[j] += qt * row[j]
-                    continue
-                base = (o + voff) // 2 + t * cap
-                _half_bits(u16[base : base + cap], bits[:cap])
-                if metric == METRIC_L2 or abs(qt) > HALF_SAFE:
-                    for j in range(cap):
-                        v = raw[j] * HALF_SCALE
-                        if metric == METRIC_L2:
-                            v = qt - v
-                            a[j] += v * v
-                        else:
-                            a[j] += qt * v
-                else:
-                    qs = qt * HALF_SCALE
-                    for j in range(cap):
-                        a[j] += qs * raw[j]
-            slots = i64[(o + 64) // 8 : (o + 64) // 8 + n]
-            vers = u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
-            for j in range(n):
-                if metric == METRIC_L2:
-                    d = a[j]
-                elif metric == METRIC_IP:
-                    d = -(a[j] + shift)
-                else:
-                    d = 1.0 - (a[j] + shift)
-                if d >= ds[k - 1]:
-                    continue
-                s = slots[j]
-                if not entry_visible(s, vers[j], slot_version, vis, use_vis):
-                    continue
-                dup = False
-                for r in range(k):
-                    if ids[r] == s:
-                        dup = True
-                        break
-                if dup:
-                    continue
-                r = k - 1
-                while r > 0 and ds[r - 1] > d:
-                    ds[r] = ds[r - 1]
-                    ids[r] = ids[r - 1]
-                    r -= 1
-                ds[r] = d
-                ids[r] = s
+    return ptr, off, cnt, nbytes, pages, postings
 
 
 @nb.njit(cache=True)

@@ -13,7 +13,8 @@ visible" predicate (current version, and in `visible` when given: inside the sca
 it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
 fewer results than exist (a restrictive `visible`): 4x the postings per round, finally every
 posting, so a visible set with k live members always gives k results. With `visible`, pass 1
-takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`).
+takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`). A batch of
+`PARALLEL_MIN_QUERIES` or more runs passes 1 and 4 on numba's threads (`search_threads`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy.typing as npt
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann.assign import nearest_heads
+from vecdb.index.spann.fanout import fan_out
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import (
@@ -31,11 +33,11 @@ from vecdb.kernels.posting import (
     METRIC_IP,
     METRIC_L2,
     NO_VISIBLE,
-    block_bytes,
     count_visible,
     gather_blocks,
-    scan_blocks,
+    prune_postings,
 )
+from vecdb.kernels.postscan import scan_blocks, search_threads
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -47,21 +49,7 @@ WIDEN = 4  # postings per query grow by this factor per widening round
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
     """Pass 2: the posting ids each query reads, -1 where pruned (labels nearest first)."""
-    d1 = dists[:, :1]
-    if metric == "ip":
-        keep = (dists - d1) <= (ratio - 1.0) * np.abs(d1)
-    else:
-        # A query sitting on a head has d1 = 0, and ratio x 0 would prune every posting
-        # but the nearest two: measure from the nearest head at a positive distance then.
-        positive = np.where(dists > 0, dists, np.inf).min(axis=1, keepdims=True)
-        ref = np.where(d1 > 0, d1, positive)
-        keep = dists <= ratio * ref
-    keep[:, :ALWAYS_READ] = True
-    return np.where(keep, labels, -1)
-
-
-def pages_spanned(off: I64, nbytes: I64) -> I64:
-    out: I64 = -(-(off + nbytes) // PAGE_SIZE) - off // PAGE_SIZE
+    out: I64 = prune_postings(labels, dists, metric == "ip", ratio, ALWAYS_READ)
     return out
 
 
@@ -78,19 +66,20 @@ def scan(
     """Passes 3 and 4: read the selected postings' blocks and fold them into the top-k
     (ids / out_d come in with what earlier rounds found)."""
     t = st.table
-    sel = np.where(sel < len(t.post_first), sel, -1)
-    ptr, off, cnt = gather_blocks(sel, t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
+    chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
+    ptr, off, cnt, nbytes, pages, postings = gather_blocks(
+        sel, *chains, st.dim, st.width, PAGE_SIZE
+    )
     metric = METRIC_CODE[st.metric]
-    nbytes = block_bytes(cnt, st.dim, st.width)
     qoff, qscale = st.quant()
-    pages = int(pages_spanned(off, nbytes).sum())
-    stats.postings_read += int((sel >= 0).sum())
+    stats.postings_read += postings
     stats.blocks_read += len(off)
     stats.pages_read += pages
     if isinstance(st.reader, MmapReader):
         u8, i64, f32, u16 = st.reader.views()
         args = (u8, i64, f32, u16, st.dim, st.width, qoff, qscale, ptr, off, cnt, queries)
-        scan_blocks(*args, st.slot_version, vis, use_vis, metric, ids, out_d)
+        rest = (st.slot_version, vis, use_vis, metric)
+        fan_out(scan_blocks, args, rest, ids, out_d, search_threads(len(queries)))
         stats.bytes_read += pages * PAGE_SIZE
         return
     one = np.zeros(2, dtype=np.int64)
@@ -123,7 +112,8 @@ def search(
             return IndexResult(ids, out_d, stats)
         # Pass 1: nearest heads, one batched call, per-call effort
         m = min(filtered_postings(sp.max_postings, visible, st.n_live), st.live_heads)
-        labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, 1)
+        threads = search_threads(nq)
+        labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)
         stats.heads_searched += nq * m
         # Pass 2: query-aware pruning
         sel = select_postings(labels, hd, st.metric, sp.prune_ratio)

@@ -1,0 +1,48 @@
+"""The gRPC latency benchmark's parts: the bare echo server returns what it is sent over a
+real grpcio channel and stops when asked; the request it mimics is a real one-query Search;
+the report states the three p50s, the gap over the echo and the batch ratio."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from vecdb.bench.grpc_latency import ECHO_METHOD, EchoServer, remote_request_bytes, report
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+
+
+def test_echo_server_returns_the_request() -> None:
+    """Bytes in, the same bytes back, from a child process; stop() ends the child."""
+    echo = EchoServer(1)
+    try:
+        with grpc.insecure_channel(echo.address) as channel:
+            call = channel.unary_unary(ECHO_METHOD)
+            assert call(b"\x00\x01abc" * 50, timeout=10) == b"\x00\x01abc" * 50
+    finally:
+        echo.stop()
+    assert echo.proc.poll() is not None
+
+
+def test_request_bytes_are_a_one_query_search() -> None:
+    """The echo payload size is that of the SearchRequest the SDK sends for one query."""
+    q = np.ones((1, 50), np.float32)
+    req = pb.SearchRequest.FromString(remote_request_bytes(q, {"max_postings": 48}))
+    assert req.collection == "bench" and req.queries.count == 1 and req.queries.dim == 50
+    assert req.options.k == 10 and len(req.queries.data) == 200
+
+
+def test_report_states_gap_over_echo_and_batch_ratio() -> None:
+    """remote p50 - embedded p50 is given in ms and in echo p50s; batch QPS as a ratio."""
+    r = {
+        "embedded": {"p50": 0.25, "p99": 0.4, "batch_qps": 6000.0},
+        "remote": {"p50": 0.85, "p99": 1.2, "batch_qps": 5400.0},
+        "echo": {"p50": 0.5, "p99": 0.7},
+        "request_bytes": 242,
+    }
+    text = report(r)
+    assert "= 0.600 ms = 1.20x the echo p50" in text
+    assert "remote / embedded batch QPS = 0.90" in text
+    assert "| bare grpcio echo (242 B) | 0.500 | 0.700 | - |" in text
+    assert "CollectionExists" not in text
+    r["trivial"] = {"p50": 0.6, "p99": 0.9}
+    assert "| remote CollectionExists (SDK) | 0.600 | 0.900 | - |" in report(r)

@@ -1,0 +1,218 @@
+"""Single-query latency over gRPC beside the embedded engine and a bare grpcio echo.
+
+`python -m vecdb.bench.grpc_latency` answers one question of issue 12: what does the network
+path add to one query, compared with what any grpcio call costs on the same machine? It builds
+a SPANN collection from the first `--base` rows of a dataset, copies the database directory
+(RocksDB locks a directory to one process), then times one call per query, round-robin in
+short slices so load drift hits all alike: (1) embedded `search` on the copy, (2) the same
+search through the SDK to a `vecdb serve` child on the original (`server_process`), (3) a bare
+grpcio unary call to an echo child (no vecdb code, no protobuf: bytes of the size of a search
+request in, the same bytes back), (4) a trivial vecdb call (CollectionExists) to the same
+server: its fixed cost per call. It also times batch searches both ways (QPS, wall). Owns its
+echo server and the report; measures nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.bench.datasets import load_dataset
+from vecdb.bench.server_process import ServerProcess
+
+COLLECTION = "bench"
+ECHO_METHOD = "/vecdb.bench.Echo/Echo"
+SLICE = 50  # queries per system before switching to the next
+ECHO_SERVER = """
+import sys, time
+from concurrent import futures
+import grpc
+def echo(request, context):
+    return request
+handler = grpc.method_handlers_generic_handler(
+    "vecdb.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[1])))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.read()  # until the parent closes our stdin
+server.stop(0)
+"""
+
+
+class EchoServer:
+    """A bare grpcio server in a child process whose one method returns its request."""
+
+    def __init__(self, workers: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ECHO_SERVER, str(workers)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.address = f"127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
+
+
+def _batch_qps(
+    search: Callable[[Any], Any], queries: npt.NDArray[np.float32], rounds: int
+) -> float:
+    best = np.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        search(queries)
+        best = min(best, time.perf_counter() - t0)
+    return len(queries) / best
+
+
+def _batch_call(client: Any, params: dict[str, Any]) -> Callable[[Any], Any]:
+    return lambda q: client.search(COLLECTION, q, k=10, params=params)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import grpc
+
+    import vecdb
+
+    ds = load_dataset(args.dataset)
+    base = np.ascontiguousarray(ds.base[: args.base])
+    queries = np.ascontiguousarray(ds.queries[: args.queries])
+    params = {"max_postings": args.max_postings}
+    work = Path(tempfile.mkdtemp(prefix="vecdb-grpc-latency-"))
+    server = echo = None
+    try:
+        served, local = work / "served", work / "local"
+        with vecdb.connect(str(served)) as db:
+            db.create_collection(COLLECTION, dim=base.shape[1], metric=ds.metric, index="spann")
+            for lo in range(0, len(base), 20_000):
+                ids = np.arange(lo, min(lo + 20_000, len(base)), dtype=np.int64)
+                db.upsert(COLLECTION, ids=ids, vectors=base[lo : lo + 20_000])
+            db.optimize(COLLECTION, wait=True)
+        shutil.copytree(served, local)
+        embedded = vecdb.connect(str(local))
+        server = ServerProcess(served, args.threads)
+        remote = vecdb.connect(f"grpc://{server.address}")
+        echo = EchoServer(args.threads)
+        channel = grpc.insecure_channel(echo.address)
+        call = channel.unary_unary(ECHO_METHOD)
+        req_size = len(
+            remote_request_bytes(queries[:1], params)  # the bytes a one-query Search sends
+        )
+        payload = bytes(req_size)
+
+        def one(client: Any) -> Callable[[int], Any]:
+            return lambda i: client.search(COLLECTION, queries[i : i + 1], k=10, params=params)
+
+        systems: dict[str, Callable[[int], Any]] = {
+            "embedded": one(embedded),
+            "remote": one(remote),
+            "echo": lambda i: call(payload, timeout=10),
+            "trivial": lambda i: remote.collection_exists(COLLECTION),
+        }
+        for f in systems.values():  # warm-up: connections, kernels, caches
+            for i in range(20):
+                f(i)
+        lat: dict[str, list[float]] = {name: [] for name in systems}
+        for lo in range(0, len(queries), SLICE):
+            for name, f in systems.items():
+                for i in range(lo, min(lo + SLICE, len(queries))):
+                    t0 = time.perf_counter()
+                    f(i)
+                    lat[name].append((time.perf_counter() - t0) * 1e3)
+        out: dict[str, Any] = {name: _percentiles(ms) for name, ms in lat.items()}
+        batch = queries[: args.batch]
+        for name, client in (("embedded", embedded), ("remote", remote)):
+            out[name]["batch_qps"] = _batch_qps(_batch_call(client, params), batch, 3)
+        out["request_bytes"] = req_size
+        out["config"] = {
+            "dataset": args.dataset, "base": len(base), "queries": len(queries),
+            "batch": len(batch), "max_postings": args.max_postings, "threads": args.threads,
+        }  # fmt: skip
+        embedded.close()
+        remote.close()
+        channel.close()
+        return out
+    finally:
+        if server is not None:
+            server.stop()
+        if echo is not None:
+            echo.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def remote_request_bytes(queries: npt.NDArray[np.float32], params: dict[str, Any]) -> bytes:
+    """The serialized SearchRequest of these queries (the echo sends as many bytes)."""
+    from vecdb.client.remote import search_request
+
+    req = search_request(COLLECTION, queries, 10, None, params, False, False, None, None)
+    data: bytes = req.SerializeToString()
+    return data
+
+
+def report(r: dict[str, Any]) -> str:
+    e, m, x = r["embedded"], r["remote"], r["echo"]
+    gap = m["p50"] - e["p50"]
+    lines = [
+        "| path | p50 ms | p99 ms | batch QPS (wall) |",
+        "|---|---|---|---|",
+        f"| embedded | {e['p50']:.3f} | {e['p99']:.3f} | {e['batch_qps']:,.0f} |",
+        f"| remote (gRPC, SDK) | {m['p50']:.3f} | {m['p99']:.3f} | {m['batch_qps']:,.0f} |",
+        f"| bare grpcio echo ({r['request_bytes']} B) | {x['p50']:.3f} | {x['p99']:.3f} | - |",
+    ]
+    if "trivial" in r:  # the server's fixed cost per call, without the search
+        t = r["trivial"]
+        lines.append(f"| remote CollectionExists (SDK) | {t['p50']:.3f} | {t['p99']:.3f} | - |")
+    lines += [
+        "",
+        f"remote p50 - embedded p50 = {gap:.3f} ms = {gap / x['p50']:.2f}x the echo p50 "
+        f"(target <= 1.2x); remote / embedded batch QPS = "
+        f"{m['batch_qps'] / e['batch_qps']:.2f} (target >= 0.9).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="glove-50")
+    ap.add_argument("--base", type=int, default=200_000, help="first N base rows")
+    ap.add_argument("--queries", type=int, default=1000, help="queries timed one by one")
+    ap.add_argument("--batch", type=int, default=1000, help="queries of the batch QPS call")
+    ap.add_argument("--max-postings", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2, help="server and echo worker threads")
+    ap.add_argument("--json", type=Path, default=None, help="append the result as a JSON line")
+    args = ap.parse_args(argv)
+    r = run(args)
+    print(report(r))
+    if args.json is not None:
+        with args.json.open("a") as f:
+            f.write(json.dumps(r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
