@@ -103,7 +103,9 @@ class _Selection:
 
 def _select(vocab: dict[str, int], max_docs: int | None, n_queries: int) -> _Selection:
     items = corpus.docstrings()
-    docs, doc_words, with_query, query_words = [], [], [], []
+    docs: list[corpus.Docstring] = []
+    doc_words: list[list[int]] = []
+    with_query: list[tuple[int, list[int]]] = []
     for d in items:
         dw = [vocab[w] for w in corpus.words(d.body) if w in vocab][:DOC_MAX_WORDS]
         if len(dw) < DOC_MIN_WORDS:
@@ -125,9 +127,7 @@ def _select(vocab: dict[str, int], max_docs: int | None, n_queries: int) -> _Sel
 
 def _normalise(x: npt.NDArray[Any]) -> F32:
     x = np.asarray(x, dtype=np.float64)
-    out: F32 = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(
-        np.float32
-    )
+    out: F32 = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
     return out
 
 
@@ -240,7 +240,9 @@ def load_tier(
     names = ("tokens", "offsets", "queries", "q_offsets", "labels", "weights")
     if meta_path.is_file() and json.loads(meta_path.read_text()).get("checksum") == checksum:
         meta = json.loads(meta_path.read_text())
-        arrays = {n: np.load(directory / f"{n}.npy") for n in names if (directory / f"{n}.npy").is_file()}
+        arrays = {
+            n: np.load(directory / f"{n}.npy") for n in names if (directory / f"{n}.npy").is_file()
+        }
     else:
         t0 = time.perf_counter()
         arrays = _t2(sel, progress) if tier == "t2" else _t1(sel, g, tier == "t1-ctx")

@@ -40,4 +40,8 @@ def exact_scores(data: MVData) -> F64:
 
 def exact_ranking(scores: F64, k: int) -> npt.NDArray[np.int64]:
     """(n_queries, k) document ids of the exact top-k, best first (ties by smaller id)."""
-    return np.stack([top_k(row, k)[0] for row in scores]) if len(scores) else np.zeros((0, k), np.int64)
+    return (
+        np.stack([top_k(row, k)[0] for row in scores])
+        if len(scores)
+        else np.zeros((0, k), np.int64)
+    )
