@@ -20,6 +20,7 @@ cached under `cache_dir/mv-<tier>...` keyed by a checksum of the inputs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -102,7 +103,7 @@ class _Selection:
 
 
 def _select(vocab: dict[str, int], max_docs: int | None, n_queries: int) -> _Selection:
-    items = corpus.docstrings()
+    items = _docstrings()
     docs: list[corpus.Docstring] = []
     doc_words: list[list[int]] = []
     with_query: list[tuple[int, list[int]]] = []
@@ -149,12 +150,20 @@ def _pack(seqs: list[F32]) -> tuple[F32, I64]:
     return np.ascontiguousarray(np.concatenate(seqs), dtype=np.float32), offsets
 
 
-def _glove() -> tuple[F32, list[str], Path]:
-    from vecdb.bench.datasets import _glove_file, glove_words
+@functools.cache
+def _glove() -> tuple[F32, dict[str, int], str]:
+    """Unit GloVe vectors, word -> row, and the file's sha256; read once per process."""
+    from vecdb.bench.datasets import _glove_file, _sha256, glove_words
 
     path = _glove_file()
     words = glove_words(path.with_name("glove_6B_index.parquet"))
-    return _normalise(np.load(path)), words, path
+    vocab = {w: i for i, w in enumerate(words)}
+    return _normalise(np.load(path)), vocab, _sha256(path)
+
+
+@functools.cache
+def _docstrings() -> tuple[corpus.Docstring, ...]:
+    return tuple(corpus.docstrings())
 
 
 def _t1(sel: _Selection, g: F32, ctx: bool) -> dict[str, Any]:
@@ -218,8 +227,7 @@ def load_tier(
     from vecdb.bench.datasets import _sha256
 
     tier, max_docs = parse_tier(spec)
-    g, words, glove_path = _glove()
-    vocab = {w: i for i, w in enumerate(words)}
+    g, vocab, glove_sha = _glove()
     sel = _select(vocab, max_docs, n_queries)
     key: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -228,7 +236,7 @@ def load_tier(
         "n_queries": n_queries,
         "seed": SEED,
         "corpus_sha256": sel.sha,
-        "glove": _sha256(glove_path),
+        "glove": glove_sha,
     }
     if tier == "t2":
         from vecdb.bench import minilm
