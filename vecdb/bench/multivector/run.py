@@ -173,7 +173,6 @@ def run_tier(
                 with limited_threads(max(opts.threads)):
                     system.build(data, build)
                 build_s = time.perf_counter() - t0
-                per_token = system.bytes_per_token()
                 extra = system.index_stats() if hasattr(system, "index_stats") else {}
                 for params in entry.sweep:
                     if deadline is not None and time.perf_counter() > deadline:
@@ -181,6 +180,9 @@ def run_tier(
                         continue
                     with limited_threads(max(opts.threads)):
                         row = quality(system, data, scores, exact_top, params)
+                    per_token = system.bytes_per_token(params)
+                    if hasattr(system, "pruning_share"):
+                        row["pruning_work_saved"] = 1.0 - float(system.pruning_share(params))
                     for n in opts.threads:
                         row.update(latency(system, data, params, opts.latency_queries, n))
                     emit({

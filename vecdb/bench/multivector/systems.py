@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,8 @@ class MVSystem:
     def search(self, q: F32, k: int, params: Params) -> Hits:
         raise NotImplementedError
 
-    def bytes_per_token(self) -> dict[str, float]:
+    def bytes_per_token(self, params: Params) -> dict[str, float]:
+        """Bytes per token of every tier a search with `params` reads."""
         return {"fp32": 4.0 * self.data.dim}
 
     def close(self) -> None:
@@ -114,7 +116,7 @@ class TokenKnnHnsw(MVSystem):
         s = scoring.maxsim(q, self.data.tokens, self.data.offsets, cand)
         return Hits(scoring.top_k(s, k, cand)[0], cand, len(cand))
 
-    def bytes_per_token(self) -> dict[str, float]:
+    def bytes_per_token(self, params: Params) -> dict[str, float]:
         return {"fp32": 4.0 * self.data.dim, "hnsw_graph": self._graph_bytes}
 
 
@@ -156,7 +158,7 @@ class CodesOnly(MVSystem):
         s = scoring.code_scores(q, self.centroids, self.codes, self.data.offsets)
         return Hits(scoring.top_k(s, k)[0], None, 0)
 
-    def bytes_per_token(self) -> dict[str, float]:
+    def bytes_per_token(self, params: Params) -> dict[str, float]:
         return {"code": math.ceil(math.log2(self.k)) / 8}
 
 
@@ -196,7 +198,7 @@ class MVIndex(MVSystem):
         p = dict(params)
         use_weights = bool(p.pop("weights", False))
         self._tmp = tempfile.TemporaryDirectory(prefix="vecdb-mvbench-")
-        self.index = cls(data.dim, directory=self._tmp.name, params=p)
+        self.index = cls(data.dim, directory=Path(self._tmp.name), params=p)
         ids = np.arange(data.n_docs, dtype=np.int64)
         weights = data.weights if use_weights else None
         self.index.build(ids, data.tokens, data.offsets, weights=weights)
@@ -205,16 +207,39 @@ class MVIndex(MVSystem):
     def search(self, q: F32, k: int, params: Params) -> Hits:
         ids, _scores, stats = self.index.search(q, k, params=params or None)
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)[:k]
-        st = dict(stats or {})
+        st = {str(key): v for key, v in dict(stats or {}).items()}
         cand = st.pop("candidate_ids", None)
-        fully = st.get("docs_fully_scored", st.get("fully_scored", -1))
+        fully = st.get("docs_scored", st.get("docs_fully_scored", -1))
         return Hits(ids, None if cand is None else np.asarray(cand, np.int64), int(fully), st)
 
-    def bytes_per_token(self) -> dict[str, float]:
+    def bytes_per_token(self, params: Params) -> dict[str, float]:
+        """The tiers a search with `params` reads: codes and the IVF postings always (postings
+        as bytes over encoded tokens), sign bits when the Hamming prefilter is on, then the
+        rerank tier: residuals, the int8 / float16 tier, or the raw float32 store for
+        "exact" (unset: the stored tier if any, else residuals)."""
         per = self._stats.get("bytes_per_token", {})
-        if isinstance(per, dict):
-            return {str(t): float(b) for t, b in per.items()}
-        return {"total": float(per)}
+        tokens = max(1, int(self._stats.get("encoded_tokens", 0) or 1))
+        out = {
+            "codes": float(per.get("codes", 0.0)),
+            "postings": float(self._stats.get("postings_bytes", 0)) / tokens,
+        }
+        if int(params.get("hamming_keep", 0)) > 0:
+            out["signs"] = float(per.get("signs", 0.0))
+        rerank = params.get("rerank") or ("tier" if per.get("tier") else "residual")
+        if rerank == "residual":
+            out["residuals"] = float(per.get("residuals", 0.0))
+        elif rerank == "exact":
+            out["raw"] = float(per.get("raw", 4.0 * self.data.dim))
+        else:
+            out["tier"] = float(per.get("tier", 0.0))
+        return out
+
+    def pruning_share(self, params: Params) -> float:
+        """Share of query x document token pairs left by pruning and pooling: kept query
+        tokens (query_keep) x encoded over raw document tokens."""
+        tokens = max(1, int(self._stats.get("tokens", 0) or 1))
+        kept = float(self._stats.get("encoded_tokens", tokens)) / tokens
+        return float(params.get("query_keep", 1.0)) * kept
 
     def index_stats(self) -> dict[str, Any]:
         return self._stats
@@ -229,6 +254,9 @@ class MVIndexExact(MVIndex):
     """MultiVectorIndex's own exact MaxSim (the product's exact path)."""
 
     name = "mvindex-exact"
+
+    def bytes_per_token(self, params: Params) -> dict[str, float]:
+        return {"raw": 4.0 * self.data.dim}
 
     def search(self, q: F32, k: int, params: Params) -> Hits:
         ids, _scores = self.index.exact(q, k)
