@@ -341,3 +341,67 @@ class Model:
         for lo in range(0, len(asked), 1000):
             chunk = asked[lo : lo + 1000]
             self.assert_records(db.get(name, chunk), chunk)
+
+
+# --- Multi-vector documents (issue 11): exact MaxSim and clustered token data ---------------
+
+
+def maxsim_scores(query: Any, docs: Sequence[Any]) -> np.ndarray:
+    """MaxSim of one (m, d) query against each (n_i, d) document, in float64: the sum over
+    query tokens of the best dot product with the document's tokens (-inf for no tokens)."""
+    q = np.asarray(query, dtype=np.float64)
+    out = np.full(len(docs), -np.inf)
+    for i, doc in enumerate(docs):
+        t = np.asarray(doc, dtype=np.float64)
+        if len(t):
+            out[i] = (q @ t.T).max(axis=1).sum()
+    return out
+
+
+def maxsim_topk(query: Any, docs: Sequence[Any], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and scores of the k best documents by exact MaxSim (higher is better)."""
+    s = maxsim_scores(query, docs)
+    order = np.argsort(-s, kind="stable")[:k]
+    return order, s[order]
+
+
+def maxsim_recall(found: Any, query: Any, docs: Sequence[Any], k: int, tol: float = 1e-4) -> float:
+    """Tie-aware recall@k of `found` (document positions) for one query: a found document
+    counts when its exact score reaches the k-th best exact score minus `tol`."""
+    s = maxsim_scores(query, docs)
+    kth = np.sort(s)[::-1][min(k, len(s)) - 1]
+    got = [int(f) for f in found if f >= 0][:k]
+    return sum(1 for f in got if s[f] >= kth - tol) / min(k, len(s))
+
+
+def clustered_documents(
+    n_docs: int, dim: int, *, topics: int = 24, tokens: tuple[int, int] = (8, 40), seed: int = 0
+) -> list[np.ndarray]:
+    """Seeded unit-norm token matrices with topic structure, like late-interaction embeddings:
+    each document draws its tokens around a few of `topics` random directions plus noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((topics * 8, dim))
+    docs = []
+    for _ in range(n_docs):
+        n = int(rng.integers(tokens[0], tokens[1] + 1))
+        pick = rng.choice(len(centres), size=int(rng.integers(2, 6)), replace=False)
+        x = centres[rng.choice(pick, size=n)] + 0.6 * rng.standard_normal((n, dim))
+        docs.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    return docs
+
+
+def clustered_queries(
+    docs: Sequence[np.ndarray], n: int, *, m: int = 8, noise: float = 0.5, seed: int = 1
+) -> list[np.ndarray]:
+    """Queries made of noisy tokens of random documents (so every query has true matches);
+    `noise` is the norm of the noise added to each unit token, on average."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        src = docs[int(rng.integers(len(docs)))]
+        d = src.shape[1]
+        rows = src[rng.integers(len(src), size=m)] + noise / np.sqrt(d) * rng.standard_normal(
+            (m, d)
+        )
+        out.append((rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32))
+    return out

@@ -1,0 +1,188 @@
+"""MultiVectorIndex against exact MaxSim: before and after training, add, remove, reopen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from oracles import clustered_documents, clustered_queries, maxsim_recall, maxsim_topk
+
+from vecdb.errors import FormatError, InvalidArgument
+from vecdb.index.multivector import MultiVectorIndex
+from vecdb.index.multivector.params import auto_k
+
+DIM = 32
+K_AT = 10
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """1200 clustered documents and 30 queries drawn from them."""
+    docs = clustered_documents(1200, DIM, seed=3)
+    return docs, clustered_queries(docs, 30, m=8, seed=4)
+
+
+def _pack(docs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    tokens = np.concatenate(docs)
+    return tokens, np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+
+
+def _recall(ids: np.ndarray, qs: list[np.ndarray], docs: list[np.ndarray], slot_of: int) -> float:
+    """Mean tie-aware recall@10 of slot rows (slot = position * slot_of)."""
+    pos = np.where(ids >= 0, ids // slot_of, -1)
+    return float(np.mean([maxsim_recall(pos[i], q, docs, K_AT) for i, q in enumerate(qs)]))
+
+
+def test_before_training_search_is_exact(corpus: tuple) -> None:
+    """Documents added to an untrained index are found by exact MaxSim, scores included."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM)
+    tokens, offsets = _pack(docs)
+    idx.add(np.arange(len(docs)) * 7, tokens, offsets)
+    ids, scores, stats = idx.search(qs, K_AT)
+    assert stats["exact"] == 1.0 and stats["docs_scored"] == len(docs) * len(qs)
+    for i, q in enumerate(qs):
+        want, wscores = maxsim_topk(q, docs, K_AT)
+        np.testing.assert_allclose(scores[i], wscores, rtol=1e-4, atol=1e-4)
+        assert _recall(ids[i : i + 1], [q], docs, 7) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("build", "search", "bar"),
+    [
+        ({"rerank_tier": "int8"}, {}, 0.9),
+        ({}, {"rerank": "exact", "nprobe": 4}, 0.9),
+        ({}, {}, 0.7),  # 2-bit residuals alone: the pilot's 0.70-0.77 class
+        ({"rerank_tier": "float16"}, {"hamming_keep": 40, "nprobe": 4}, 0.85),
+    ],
+)
+def test_trained_search_recall_vs_exact(
+    corpus: tuple, build: dict, search: dict, bar: float
+) -> None:
+    """After training, each pipeline reaches its recall@10 bar against exact MaxSim and fully
+    scores a small share of the documents."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256, **build})
+    tokens, offsets = _pack(docs)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    ids, scores, stats = idx.search(qs, K_AT, search)
+    assert _recall(ids, qs, docs, 1) >= bar
+    assert stats["docs_scored"] / len(qs) <= 0.2 * len(docs)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+    assert idx.stats()["K"] == 256 and idx.stats()["trained"]
+
+
+def test_add_and_remove_after_training(corpus: tuple) -> None:
+    """Documents added after training are encoded and found; removed ones never return,
+    and a removed slot stays removed when added again (remove wins)."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256, "rerank_tier": "int8"})
+    half = len(docs) // 2
+    t1, o1 = _pack(docs[:half])
+    idx.build(np.arange(half), t1, o1)
+    t2, o2 = _pack(docs[half:])
+    idx.add(np.arange(half, len(docs)), t2, o2)
+    ids, _, _ = idx.search(qs, K_AT)
+    assert _recall(ids, qs, docs, 1) >= 0.9
+    gone = np.unique(ids[:, 0])
+    idx.remove(gone)
+    ids2, _, _ = idx.search(qs, K_AT)
+    assert not np.isin(ids2, gone).any()
+    idx.add(gone[:1], docs[int(gone[0])], np.array([0, len(docs[int(gone[0])])]))
+    assert not np.isin(idx.search(qs, K_AT)[0], gone).any()
+    assert len(idx) == len(docs) - len(gone)
+
+
+def test_visible_restricts_results(corpus: tuple) -> None:
+    """A search limited to some slots returns only those, exact before training."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256})
+    tokens, offsets = _pack(docs)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    allowed = np.arange(0, len(docs), 50)
+    ids, _, _ = idx.search(qs[:5], K_AT, visible=allowed)
+    assert np.isin(ids[ids >= 0], allowed).all() and (ids >= 0).sum(axis=1).min() == K_AT
+
+
+def test_reopen_keeps_codebook_documents_and_removals(corpus: tuple, tmp_path: Path) -> None:
+    """A checkpointed index reopens with the same codebook generation, documents, tombstones
+    and answers; writes after the checkpoint are not in the reopened index."""
+    docs, qs = corpus
+    d = tmp_path / "mv"
+    idx = MultiVectorIndex(DIM, d, params={"K": 256, "rerank_tier": "float16"})
+    tokens, offsets = _pack(docs[:-10])
+    idx.build(np.arange(len(docs) - 10), tokens, offsets)
+    idx.remove([3, 4])
+    idx.checkpoint(42)
+    before = idx.search(qs, K_AT)
+    t2, o2 = _pack(docs[-10:])
+    idx.add(np.arange(len(docs) - 10, len(docs)), t2, o2)  # never checkpointed
+    idx.close()
+    again = MultiVectorIndex(DIM, d)
+    assert again.applied_seq == 42 and len(again) == len(docs) - 12
+    assert again.stats()["generation"] == 1 and again.params.rerank_tier == "float16"
+    after = again.search(qs, K_AT)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_allclose(after[1], before[1])
+    again.train()
+    again.checkpoint(43)
+    again.close()
+    third = MultiVectorIndex(DIM, d)
+    assert third.stats()["generation"] == 2 and len(third) == len(docs) - 12
+    names = sorted(p.name for p in d.iterdir())
+    assert len([n for n in names if n.startswith("state.")]) == 1, names
+    third.close()
+
+
+def test_unknown_state_version_is_a_format_error(tmp_path: Path) -> None:
+    """A state file of another format version is refused with a message naming it."""
+    idx = MultiVectorIndex(4, tmp_path)
+    idx.add([1], np.eye(4, dtype=np.float32)[:2], [0, 2])
+    idx.checkpoint(1)
+    idx.close()
+    state = next(tmp_path.glob("state.*.bin"))
+    data = bytearray(state.read_bytes())
+    data[8] = 99
+    state.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match="version 99"):
+        MultiVectorIndex(4, tmp_path)
+
+
+def test_token_reduction_saves_work_and_keeps_tokens_raw(corpus: tuple) -> None:
+    """Pruning and pooling shrink the encoded tokens (reported as MaxSim work saved) while
+    exact search still sees every raw token."""
+    docs, qs = corpus
+    tokens, offsets = _pack(docs)
+    idx = MultiVectorIndex(DIM, params={"K": 256, "doc_prune": 0.5, "pool": 0.9})
+    idx.build(np.arange(len(docs)), tokens, offsets, weights=np.ones(len(tokens), np.float32))
+    st = idx.stats()
+    assert st["encoded_tokens"] <= 0.55 * st["tokens"] and st["tokens"] == len(tokens)
+    _, _, stats = idx.search(qs, K_AT, {"query_keep": 0.5})
+    assert stats["maxsim_work_saved"] >= 0.6  # averaged over the queries
+    ids, _ = idx.exact(qs, K_AT)
+    assert _recall(ids, qs, docs, 1) == 1.0
+
+
+def test_needs_training_thresholds() -> None:
+    """An untrained index asks for training at min_train_tokens; trained, after it grows."""
+    idx = MultiVectorIndex(8, params={"min_train_tokens": 100, "K": 0})
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    idx.add(np.arange(6), x, np.arange(0, 61, 10))
+    assert not idx.needs_training()
+    idx.add(np.arange(6, 12), x, np.arange(0, 61, 10))
+    assert idx.needs_training()
+    idx.train()
+    assert not idx.needs_training() and auto_k(120) == 256
+
+
+def test_bad_parameters_name_themselves() -> None:
+    """Build and search parameters out of bounds are InvalidArgument with their field."""
+    with pytest.raises(InvalidArgument) as e:
+        MultiVectorIndex(8, params={"residual_bits": 3})
+    assert e.value.field == "index_params.residual_bits"
+    idx = MultiVectorIndex(8)
+    with pytest.raises(InvalidArgument) as e2:
+        idx.search([np.ones((2, 8), np.float32)], 3, {"query_keep": 0.0})
+    assert e2.value.field == "params.query_keep"

@@ -1,0 +1,181 @@
+"""MaxSim, centroid-interaction, LUT and Hamming kernels against one-line numpy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import vecdb.kernels.maxsim as ms
+from vecdb.kernels.bitpack import (
+    build_lut,
+    code_bits,
+    pack_codes,
+    pack_small,
+    row_bytes,
+    sign_lut,
+    unpack_codes,
+    unpack_small,
+)
+from vecdb.kernels.hamming import pack_signs
+
+DIMS = [1, 7, 50, 128]
+
+
+@pytest.fixture(autouse=True, params=["serial", "parallel"])
+def kernel_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs through both the serial and the prange variant of each kernel."""
+    mode: str = request.param
+    monkeypatch.setattr(ms, "PARALLEL_MIN_WORK", 0 if mode == "parallel" else 1 << 62)
+    return mode
+
+
+def _docs(d: int, seed: int = 0, n_docs: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Random tokens (N, d) and offsets (D+1,), one document empty."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 12, size=n_docs)
+    sizes[3] = 0
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return rng.standard_normal((int(offsets[-1]), d)).astype(np.float32), offsets
+
+
+def _ref(q: np.ndarray, tok: np.ndarray, offsets: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """sum over query tokens of the best score per document, -inf when empty."""
+    out = []
+    for c in cand:
+        t = tok[offsets[c] : offsets[c + 1]]
+        out.append((q @ t.T).max(1).sum() if len(t) else -np.inf)
+    return np.array(out, dtype=np.float64)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_maxsim_matches_numpy(d: int) -> None:
+    """Exact MaxSim equals numpy's max over (q @ t.T) summed, for every candidate order."""
+    tok, off = _docs(d)
+    q = np.random.default_rng(5).standard_normal((4, d)).astype(np.float32)
+    cand = np.array([8, 0, 3, 2, 2], np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.maxsim(q, tok, off, cand, out)
+    np.testing.assert_allclose(out, _ref(q, tok, off, cand), rtol=1e-4, atol=1e-4)
+
+
+def test_maxsim_on_int8_tokens_with_folded_scales() -> None:
+    """int8 tokens with the scales folded into the query score as the dequantised floats."""
+    tok, off = _docs(33)
+    scale = (np.abs(tok).max(0) / 127).astype(np.float32)
+    q8 = np.round(tok / scale).astype(np.int8)
+    q = np.random.default_rng(2).standard_normal((3, 33)).astype(np.float32)
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.maxsim(q * scale, q8, off, cand, out)
+    np.testing.assert_allclose(out, _ref(q, q8 * scale, off, cand), rtol=1e-4, atol=1e-4)
+
+
+def test_maxsim_with_no_candidates_or_query_rows() -> None:
+    """Zero candidates write nothing; a zero-row query scores every non-empty document 0."""
+    tok, off = _docs(5)
+    ms.maxsim(
+        np.zeros((2, 5), np.float32), tok, off, np.empty(0, np.int64), np.empty(0, np.float32)
+    )
+    out = np.empty(2, np.float32)
+    ms.maxsim(np.zeros((0, 5), np.float32), tok, off, np.array([0, 1], np.int64), out)
+    np.testing.assert_array_equal(out, [0.0, 0.0])
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 256, 257, 1000, 65536])
+def test_code_streams_round_trip(k: int) -> None:
+    """Codes packed at ceil(log2 K) bits read back exactly, through numpy and code_at."""
+    bits = code_bits(k)
+    assert (1 << bits) >= k and (bits == 1 or (1 << (bits - 1)) < k)
+    codes = np.random.default_rng(k).integers(0, k, size=301)
+    packed = pack_codes(codes, bits)
+    assert len(packed) == (301 * bits + 7) // 8 + 2
+    np.testing.assert_array_equal(unpack_codes(packed, bits, 301), codes)
+    assert [ms.code_at(packed, t, bits) for t in (0, 1, 150, 300)] == list(codes[[0, 1, 150, 300]])
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_centroid_interaction_matches_numpy(d: int) -> None:
+    """Sum over query tokens of the best kept centroid score among the document's codes."""
+    k, m = 37, 5
+    tok, off = _docs(d, seed=3)
+    codes = np.random.default_rng(4).integers(0, k, size=len(tok))
+    skq = np.random.default_rng(6).standard_normal((k, m)).astype(np.float32)
+    keep = np.random.default_rng(7).random(k) < 0.6
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.centroid_interaction(
+        skq, pack_codes(codes, code_bits(k)), code_bits(k), off, cand, out, keep
+    )
+    want = []
+    for c in cand:
+        mine = [x for x in codes[off[c] : off[c + 1]] if keep[x]]
+        want.append(skq[mine].max(0).sum() if mine else 0.0)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("b", [1, 2, 4, 8])
+@pytest.mark.parametrize("d", DIMS)
+def test_small_rows_round_trip(b: int, d: int) -> None:
+    """b-bit values per dimension pack into ceil(d b / 8) bytes and unpack unchanged."""
+    v = np.random.default_rng(d).integers(0, 1 << b, size=(6, d)).astype(np.uint8)
+    p = pack_small(v, b)
+    assert p.shape == (6, row_bytes(d, b))
+    np.testing.assert_array_equal(unpack_small(p, b, d), v)
+
+
+@pytest.mark.parametrize("b", [1, 2])
+@pytest.mark.parametrize("d", DIMS)
+def test_residual_lut_scores_without_decompression(b: int, d: int) -> None:
+    """Centroid score plus LUT sums equals MaxSim over the decompressed tokens."""
+    k, m = 11, 4
+    rng = np.random.default_rng(9)
+    tok, off = _docs(d, seed=8)
+    centroids = rng.standard_normal((k, d)).astype(np.float32)
+    codes = rng.integers(0, k, size=len(tok))
+    values = rng.standard_normal((d, 1 << b)).astype(np.float32)
+    rcodes = rng.integers(0, 1 << b, size=(len(tok), d))
+    decoded = centroids[codes] + values[np.arange(d)[None, :], rcodes]
+    q = rng.standard_normal((m, d)).astype(np.float32)
+    skq = np.ascontiguousarray((q @ centroids.T).T)
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    bits = code_bits(k)
+    ms.lut_maxsim(build_lut(q, values, b), pack_small(rcodes, b), off, cand, out,
+                  skq, pack_codes(codes, bits), bits)  # fmt: skip
+    np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_sign_lut_is_the_asymmetric_sign_score(d: int) -> None:
+    """Over hamming.pack_signs' bytes, the sign LUT gives MaxSim of q against sign(t)."""
+    tok, off = _docs(d, seed=10)
+    q = np.random.default_rng(11).standard_normal((3, d)).astype(np.float32)
+    signs = pack_signs(tok).view(np.uint8)[:, : row_bytes(d, 1)].copy()
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.lut_maxsim(sign_lut(q), signs, off, cand, out)
+    np.testing.assert_allclose(out, _ref(q, np.where(tok > 0, 1.0, -1.0), off, cand), rtol=1e-4)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_hamming_maxsim_matches_sign_agreement(d: int) -> None:
+    """Symmetric Hamming MaxSim equals MaxSim of the +-1 sign vectors."""
+    tok, off = _docs(d, seed=12)
+    q = np.random.default_rng(13).standard_normal((3, d)).astype(np.float32)
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.hamming_maxsim(pack_signs(q), pack_signs(tok), d, off, cand, out)
+    sq, st = np.where(q > 0, 1.0, -1.0), np.where(tok > 0, 1.0, -1.0)
+    np.testing.assert_allclose(out, _ref(sq, st, off, cand))
+
+
+def test_gather_cells_deduplicates_and_skips_dead_documents() -> None:
+    """The union of the cells' documents, each once, without the dead ones."""
+    indptr = np.array([0, 3, 5, 5, 8], np.int64)
+    docs = np.array([0, 2, 4, 2, 5, 1, 4, 6], np.int64)
+    alive = np.ones(7, bool)
+    alive[5] = False
+    stamp = np.empty(7, np.int64)
+    got = ms.gather_cells(np.array([0, 1, 3, 2], np.int64), indptr, docs, alive, stamp)
+    assert sorted(got.tolist()) == [0, 1, 2, 4, 6]
+    assert len(ms.gather_cells(np.empty(0, np.int64), indptr, docs, alive, stamp)) == 0

@@ -1,0 +1,172 @@
+"""The multi-vector codec: a k-means codebook plus residual, sign and rerank-tier encodings.
+
+This module owns training a codebook on a sample of tokens (with `vecdb.kernels.kmeans`, the
+project's one k-means) and encoding tokens with it: a centroid code per token (packed at
+ceil(log2 K) bits by the caller), residual codes of `residual_bits` per dimension against
+per-dimension quantile buckets (ColBERTv2 pools its quantiles over dimensions; per dimension
+costs d x 2^b floats and follows each dimension's spread), d sign bits, and an optional int8
+(per-dimension scales) or float16 rerank tier. It also keeps the centroid IDF
+(log((T + 1) / (size + 1)), the salience proxy of pruning) and the training residual, which the
+drift check compares new tokens against. A codec is immutable once trained; a retrain makes a
+new one with the next generation number. Pure numpy; no files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.multivector.params import MVBuildParams, auto_k
+from vecdb.kernels.bitpack import pack_small, row_bytes
+from vecdb.kernels.hamming import pack_signs
+from vecdb.kernels.kmeans import assign, kmeans
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+ENCODE_CHUNK = 65_536  # tokens encoded per step (bounds the temporaries)
+QUANTILE_SAMPLE = 200_000  # residual rows used to place the bucket boundaries
+UNIT_TOLERANCE = 1e-3  # tokens whose norms are all within this of 1 get unit centroids
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Tokens under a codec; rows follow the input order."""
+
+    codes: I64  # (n,) centroid of each token
+    residuals: U8  # (n, ceil(d b / 8)) packed residual codes ((n, 0) when b = 0)
+    signs: U8  # (n, ceil(d / 8)) sign bits ((n, 0) when off)
+    tier: npt.NDArray[np.generic]  # (n, d) int8 / float16 rerank rows ((n, 0) when none)
+    sq_residual: float  # mean squared distance of the tokens to their centroids
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A trained codebook and the encodings built on it."""
+
+    generation: int  # 1 for the first training, +1 per retrain
+    centroids: F32  # (K, d)
+    residual_bits: int  # b: 0, 1 or 2
+    cuts: F32  # (d, 2^b - 1) bucket boundaries per dimension
+    values: F32  # (d, 2^b) reconstruction value of each bucket per dimension
+    sign_bits: bool  # sign bits are encoded
+    tier: str  # "none" | "int8" | "float16"
+    scales: F32  # (d,) int8 tier scale per dimension (ones otherwise)
+    idf: F32  # (K,) log((T + 1) / (cell size + 1)) at training
+    sq_residual: float  # mean squared residual of the training tokens
+
+    @property
+    def k(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    def bytes_per_token(self, code_bits: int) -> dict[str, float]:
+        """Bytes per token of each encoded tier."""
+        d = self.dim
+        return {
+            "codes": code_bits / 8.0,
+            "residuals": float(row_bytes(d, self.residual_bits)) if self.residual_bits else 0.0,
+            "signs": float(row_bytes(d, 1)) if self.sign_bits else 0.0,
+            "tier": {"none": 0.0, "int8": float(d), "float16": 2.0 * d}[self.tier],
+        }
+
+    def assign(self, tokens: F32) -> I64:
+        """Nearest centroid of each token."""
+        out = np.empty(len(tokens), np.int64)
+        for lo in range(0, len(tokens), ENCODE_CHUNK):
+            out[lo : lo + ENCODE_CHUNK] = assign(tokens[lo : lo + ENCODE_CHUNK], self.centroids)[0]
+        return out
+
+    def encode(self, tokens: F32, codes: I64 | None = None) -> Encoded:
+        """Encode tokens (n, d) float32 (codes reused when already assigned)."""
+        n, d = tokens.shape
+        codes = self.assign(tokens) if codes is None else codes
+        b = self.residual_bits
+        res = np.empty((n, row_bytes(d, b) if b else 0), np.uint8)
+        signs = np.empty((n, row_bytes(d, 1) if self.sign_bits else 0), np.uint8)
+        tier_dtype = {"int8": np.int8, "float16": np.float16}.get(self.tier, np.int8)
+        tier = np.empty((n, d if self.tier != "none" else 0), tier_dtype)
+        sq = 0.0
+        for lo in range(0, n, ENCODE_CHUNK):
+            x = tokens[lo : lo + ENCODE_CHUNK]
+            r = x - self.centroids[codes[lo : lo + ENCODE_CHUNK]]
+            sq += float(np.einsum("ij,ij->", r, r, dtype=np.float64))
+            if b:
+                rc = (r[:, :, None] > self.cuts[None, :, :]).sum(axis=2, dtype=np.uint8)
+                res[lo : lo + len(x)] = pack_small(rc, b)
+            if self.sign_bits:
+                signs[lo : lo + len(x)] = pack_signs(x).view(np.uint8)[:, : signs.shape[1]]
+            if self.tier == "int8":
+                tier[lo : lo + len(x)] = np.clip(np.rint(x / self.scales), -127, 127)
+            elif self.tier == "float16":
+                tier[lo : lo + len(x)] = x
+        return Encoded(codes, res, signs, tier, sq / max(1, n))
+
+
+def _unit_rows(x: F32) -> bool:
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return bool(len(x)) and bool(np.all(np.abs(norms - 1.0) <= UNIT_TOLERANCE))
+
+
+def train(tokens: F32, params: MVBuildParams, generation: int) -> tuple[Codec, I64]:
+    """Train a codec on `tokens` (n, d) float32; returns it and the code of every token."""
+    n, d = tokens.shape
+    if n == 0:
+        raise ValueError("cannot train a codebook on zero tokens")
+    k = min(params.K or auto_k(n), n)
+    km = kmeans(
+        tokens,
+        k,
+        iters=params.train_iters,
+        sample=params.train_sample or None,
+        seed=params.seed,
+        assign_all=False,
+    )
+    centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    if _unit_rows(tokens[: min(n, 4096)]):  # cosine data: spherical centroids (as PLAID)
+        norms = np.linalg.norm(centroids, axis=1, keepdims=True)
+        centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
+    probe = Codec(generation, centroids, 0, np.zeros((d, 0), np.float32),
+                  np.zeros((d, 1), np.float32), False, "none", np.ones(d, np.float32),
+                  np.zeros(len(centroids), np.float32), 0.0)  # fmt: skip
+    codes = probe.assign(tokens)
+    rng = np.random.default_rng(params.seed)
+    pick = (
+        rng.choice(n, size=min(n, QUANTILE_SAMPLE), replace=False) if n > QUANTILE_SAMPLE else None
+    )
+    sample = tokens if pick is None else tokens[np.sort(pick)]
+    scodes = codes if pick is None else codes[np.sort(pick)]
+    resid = sample - centroids[scodes]
+    b = params.residual_bits
+    if b:
+        levels = 1 << b
+        cuts = np.quantile(resid, np.arange(1, levels) / levels, axis=0).T.astype(np.float32)
+        values = np.quantile(resid, (np.arange(levels) + 0.5) / levels, axis=0).T.astype(np.float32)
+    else:
+        cuts, values = np.zeros((d, 0), np.float32), np.zeros((d, 1), np.float32)
+    scales = np.ones(d, np.float32)
+    if params.rerank_tier == "int8":
+        peak = np.abs(sample).max(axis=0)
+        scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    sizes = np.bincount(codes, minlength=len(centroids)).astype(np.float64)
+    idf = np.log((n + 1.0) / (sizes + 1.0)).astype(np.float32)
+    sq = float(np.einsum("ij,ij->", resid, resid, dtype=np.float64)) / max(1, len(resid))
+    codec = Codec(
+        generation=generation,
+        centroids=centroids,
+        residual_bits=b,
+        cuts=np.ascontiguousarray(cuts),
+        values=np.ascontiguousarray(values),
+        sign_bits=params.sign_bits,
+        tier=params.rerank_tier,
+        scales=scales,
+        idf=idf,
+        sq_residual=sq,
+    )
+    return codec, codes

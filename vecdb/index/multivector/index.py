@@ -1,0 +1,413 @@
+"""MultiVectorIndex: documents of token vectors, searched by MaxSim through a k-means codec.
+
+This module owns the index's lifecycle (build, add, search, remove, train, checkpoint, open)
+and its locking; the codec, token reduction, layout, pipeline and files are in the sibling
+modules. Documents are named by the engine's int64 slots (never reused; remove wins, as for
+dense indexes). Tokens arrive prepared (L2-normalised for cosine). Until the first training
+the index holds only the raw float32 store and every search is exact MaxSim; `build` and
+`train` encode every live document with a new codec (generation + 1) and compact away
+removed ones; `add` after that encodes with the current codec. Mutations are serialised by a
+lock and published by swapping an immutable `View`; searches never wait for a training.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.multivector import persist
+from vecdb.index.multivector.codec import Codec, Encoded, train
+from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
+from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
+from vecdb.index.multivector.rowfile import MemRows, RowFile
+from vecdb.index.multivector.search import exact_scores, search_batch, top
+from vecdb.index.multivector.view import View, cell_pairs, csr, empty_view, visible_mask, with_delta
+from vecdb.kernels.bitpack import code_bits, pack_codes, unpack_codes
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+Progress = Callable[[str, int, int], None]
+Stores = RowFile | MemRows
+
+REGROW = 4.0  # retrain when the live tokens reach this x the tokens of the last training
+DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
+
+
+class MultiVectorIndex:
+    """A multi-vector (late-interaction) index over documents of `dim`-d tokens."""
+
+    def __init__(
+        self, dim: int, directory: Path | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
+        self.dim = dim  # token dimension
+        self.directory = directory  # files live here (None: in memory)
+        self.params = MVBuildParams.parse(params)  # build parameters
+        self._lock = threading.RLock()  # serialises mutations (searches take none)
+        self._removed: set[int] = set()  # slots ever removed (remove wins)
+        self._doc_of: dict[int, int] = {}  # slot -> document number
+        self._weights = np.zeros(0, np.float32)  # raw-token salience (NaN = none given)
+        self._trained_tokens = 0  # live tokens at the last training
+        self._added_sq = 0.0  # squared residual of tokens encoded since ...
+        self._added_n = 0  # ... and their count (drift check)
+        self._files = persist.Files()  # names of the current files
+        self.applied_seq = 0  # engine sequence of the last checkpoint
+        self._v: View = empty_view(MemRows(np.float32, dim))  # what searches read
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            if not persist.open_into(self, directory):
+                self._v = empty_view(self._new_raw())
+
+    # --- build --------------------------------------------------------------------------------
+
+    def build(
+        self,
+        doc_ids: npt.ArrayLike,
+        tokens: F32,
+        offsets: npt.ArrayLike,
+        weights: F32 | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Replace the content with these documents and train a codec on them."""
+        with self._lock:
+            old = self._v
+            self._removed.clear()
+            self._doc_of.clear()
+            self._weights = np.zeros(0, np.float32)
+            self._v = empty_view(self._new_raw())
+            persist.retire(self, old)
+            self._append_raw(doc_ids, tokens, offsets, weights)
+            self.train(progress)
+
+    def train(self, progress: Progress | None = None) -> None:
+        """Train a new codec on the live documents and encode them all (compacting removed
+        documents away). A no-op without live tokens."""
+        with self._lock:
+            v = self._v
+            live = np.flatnonzero(v.alive)
+            sizes = np.diff(v.raw_off)[live]
+            if sizes.sum() == 0:
+                return
+            if progress:
+                progress("gather", 0, len(live))
+            tokens = _gather(v.raw, v.raw_off, live)
+            weights = self._weights[_ranges(v.raw_off, live)]
+            slots = v.slots[live]
+            offsets = offsets_of(sizes)
+            # Pass 1: pooled tokens are what the codebook sees.
+            enc_tok, enc_off, enc_w = self._pooled(tokens, offsets, weights)
+            if progress:
+                progress("train", 0, 1)
+            gen = (v.codec.generation if v.codec is not None else 0) + 1
+            codec, codes = train(enc_tok, self.params, gen)
+            if progress:
+                progress("train", 1, 1)
+            # Pass 2: prune by salience, encode.
+            enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, codec)
+            encoded = codec.encode(enc_tok, codes)
+            # Pass 3: new raw and tier files, the CSR, one swap.
+            raw = self._new_raw()
+            raw.append(tokens)
+            self._weights = weights.copy()
+            tier = self._new_tier(codec)
+            if tier is not None:
+                tier.append(encoded.tier)
+            cells, docs = cell_pairs(codes, enc_off)
+            indptr, cell_docs = csr(cells, docs, codec.k)
+            z = np.zeros(0, np.int64)
+            self._v = View(
+                slots=slots.copy(),
+                raw_off=offsets,
+                alive=np.ones(len(slots), bool),
+                raw_tokens=len(tokens),
+                codec=codec,
+                enc_off=enc_off,
+                codes=pack_codes(codes, code_bits(codec.k)),
+                residuals=encoded.residuals,
+                signs=encoded.signs,
+                indptr=indptr,
+                cell_docs=cell_docs,
+                delta_cells=z,
+                delta_docs=z,
+                raw=raw,
+                tier=tier,
+            )
+            persist.retire(self, v)
+            self._doc_of = {int(s): i for i, s in enumerate(slots)}
+            for s in self._removed & self._doc_of.keys():  # removed while we trained
+                self._v.alive[self._doc_of[s]] = False
+            self._trained_tokens = len(tokens)
+            self._added_sq, self._added_n = 0.0, 0
+            if progress:
+                progress("gather", len(live), len(live))
+
+    # --- add ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        doc_ids: npt.ArrayLike,
+        tokens: F32,
+        offsets: npt.ArrayLike,
+        weights: F32 | None = None,
+    ) -> None:
+        """Insert documents (encoded with the current codec once there is one). Documents
+        already present or ever removed are skipped (idempotent under replay)."""
+        with self._lock:
+            first_doc = self._v.docs
+            added = self._append_raw(doc_ids, tokens, offsets, weights)
+            v = self._v
+            if v.codec is None or added is None:
+                return
+            toks, offs, w = added
+            enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
+            codes = v.codec.assign(enc_tok)
+            enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
+            encoded = v.codec.encode(enc_tok, codes)
+            self._added_sq += encoded.sq_residual * len(enc_tok)
+            self._added_n += len(enc_tok)
+            self._v = self._append_encoded(v, encoded, enc_off, first_doc)
+
+    def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
+        assert v.codec is not None
+        bits = code_bits(v.codec.k)
+        n_old = v.encoded_tokens
+        codes = pack_codes(np.concatenate([unpack_codes(v.codes, bits, n_old), e.codes]), bits)
+        if v.tier is not None:
+            v.tier.append(e.tier)
+        cells, docs = cell_pairs(e.codes, enc_off, first_doc)
+        nv = replace(
+            v,
+            # the new documents' placeholder (empty) ranges are replaced by their real ones
+            enc_off=np.concatenate([v.enc_off[: first_doc + 1], enc_off[1:] + n_old]),
+            codes=codes,
+            residuals=np.concatenate([v.residuals, e.residuals]),
+            signs=np.concatenate([v.signs, e.signs]),
+        )
+        return with_delta(nv, cells, docs)
+
+    def _append_raw(
+        self, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
+    ) -> tuple[F32, I64, F32] | None:
+        """Validate and append new documents to the raw store and the document table;
+        returns the new ones (tokens, offsets, weights) or None if all were skipped."""
+        ids, toks, offs, w = _checked(self.dim, doc_ids, tokens, offsets, weights)
+        keep = np.array(
+            [int(s) not in self._removed and int(s) not in self._doc_of for s in ids], bool
+        )
+        if not keep.any():
+            return None
+        if not keep.all():
+            idx = _ranges(offs, np.flatnonzero(keep))
+            toks, w = toks[idx], w[idx]
+            offs, ids = offsets_of(sizes_of(offs)[keep]), ids[keep]
+        v = self._v
+        v.raw.append(toks)
+        self._weights = np.concatenate([self._weights, w])
+        for i, s in enumerate(ids):
+            self._doc_of[int(s)] = v.docs + i
+        self._v = replace(
+            v,
+            slots=np.concatenate([v.slots, ids]),
+            raw_off=np.concatenate([v.raw_off, offs[1:] + v.raw_off[-1]]),
+            alive=np.concatenate([v.alive, np.ones(len(ids), bool)]),
+            raw_tokens=v.raw_tokens + len(toks),
+            enc_off=np.concatenate([v.enc_off, np.full(len(ids), v.enc_off[-1])]),
+        )
+        return toks, offs, w
+
+    def _pooled(self, tokens: F32, offsets: I64, weights: F32) -> tuple[F32, I64, F32]:
+        if self.params.pool > 0:
+            return pool(tokens, offsets, weights, self.params.pool)
+        return tokens, offsets, weights
+
+    def _pruned(
+        self, tokens: F32, offsets: I64, weights: F32, codes: I64, codec: Codec
+    ) -> tuple[F32, I64, I64]:
+        if self.params.doc_prune >= 1.0:
+            return tokens, offsets, codes
+        keep = prune(offsets, salience(weights, codes, codec.idf), self.params.doc_prune)
+        doc = np.repeat(np.arange(len(offsets) - 1), sizes_of(offsets))
+        return (
+            tokens[keep],
+            offsets_of(np.bincount(doc[keep], minlength=len(offsets) - 1)),
+            codes[keep],
+        )
+
+    # --- search -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: Sequence[F32] | F32,
+        k: int,
+        params: Mapping[str, Any] | None = None,
+        visible: npt.ArrayLike | None = None,
+    ) -> tuple[I64, F32, dict[str, float]]:
+        """Top-k documents of each query by (approximate) MaxSim: slots (nq, k) padded -1,
+        scores (nq, k) padded -inf, higher is better; stats summed over the queries."""
+        p = MVSearchParams.parse(params)
+        qs = _queries(self.dim, queries)
+        v = self._v
+        live = visible_mask(v, visible)
+        docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
+        return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
+
+    def exact(
+        self, queries: Sequence[F32] | F32, k: int, visible: npt.ArrayLike | None = None
+    ) -> tuple[I64, F32]:
+        """Exact MaxSim top-k over every live document's raw tokens."""
+        qs = _queries(self.dim, queries)
+        v = self._v
+        live = np.flatnonzero(visible_mask(v, visible))
+        ids = np.full((len(qs), k), -1, np.int64)
+        scores = np.full((len(qs), k), -np.inf, np.float32)
+        for i, q in enumerate(qs):
+            d, s = top(live, exact_scores(q, v.raw, v, live), k)
+            ids[i, : len(d)], scores[i, : len(s)] = v.slots[d], s
+        return ids, scores
+
+    # --- remove -------------------------------------------------------------------------------
+
+    def remove(self, doc_ids: npt.ArrayLike) -> None:
+        """Remove documents; unknown ones are remembered as removed (remove wins)."""
+        with self._lock:
+            for s in np.asarray(doc_ids, np.int64).ravel().tolist():
+                self._removed.add(s)
+                doc = self._doc_of.get(s)
+                if doc is not None:
+                    self._v.alive[doc] = False
+
+    # --- maintenance and files ----------------------------------------------------------------
+
+    def needs_training(self) -> bool:
+        """Whether the worker should (re)train: enough tokens for a first codec, the data has
+        grown or drifted past the codec, or many encoded documents are gone."""
+        v = self._v
+        live_tokens = int(np.diff(v.raw_off)[v.alive].sum())
+        if v.codec is None:
+            return live_tokens >= self.params.min_train_tokens
+        if (
+            self.params.K == 0
+            and auto_k(live_tokens) > v.codec.k
+            and live_tokens >= REGROW * self._trained_tokens
+        ):
+            return True
+        if self._added_n >= 0.1 * self._trained_tokens and self._added_sq > (
+            self.params.drift * v.codec.sq_residual * self._added_n
+        ):
+            return True
+        return v.docs > 0 and (1.0 - v.alive.mean()) >= DEAD_SHARE
+
+    def checkpoint(self, applied_seq: int) -> None:
+        """Make everything so far durable, recording `applied_seq`."""
+        with self._lock:
+            self.applied_seq = applied_seq
+            if self.directory is not None:
+                persist.save(self, self.directory)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes: documents, tokens, K, generation, bytes per token of each tier."""
+        v = self._v
+        live_docs = int(v.alive.sum())
+        out: dict[str, Any] = {
+            "kind": "multivector",
+            "dim": self.dim,
+            "docs": live_docs,
+            "tokens": int(np.diff(v.raw_off)[v.alive].sum()),
+            "encoded_tokens": int(np.diff(v.enc_off)[v.alive].sum()),
+            "trained": v.codec is not None,
+            "generation": v.codec.generation if v.codec is not None else 0,
+            "K": v.codec.k if v.codec is not None else 0,
+            "build_params": self.params.as_dict(),
+            "bytes_per_token": {"raw": 4.0 * self.dim},
+            "raw_bytes": int(v.raw.disk_bytes()),
+        }
+        if v.codec is not None:
+            tiers = v.codec.bytes_per_token(code_bits(v.codec.k))
+            out["bytes_per_token"].update(tiers)
+            out["bytes_per_token"]["search_default"] = tiers["codes"] + (
+                tiers["tier"] if v.codec.tier != "none" else tiers["residuals"]
+            )
+            out["postings_bytes"] = 8 * (len(v.cell_docs) + len(v.delta_docs))
+            sizes = np.diff(v.indptr)
+            out["cell_docs_p50"] = float(np.percentile(sizes, 50)) if len(sizes) else 0.0
+            out["cell_docs_p99"] = float(np.percentile(sizes, 99)) if len(sizes) else 0.0
+        return out
+
+    def __len__(self) -> int:
+        return int(self._v.alive.sum())
+
+    def close(self) -> None:
+        with self._lock:
+            self._v.raw.close()
+            if self._v.tier is not None:
+                self._v.tier.close()
+
+    # --- files --------------------------------------------------------------------------------
+
+    def _new_raw(self) -> Stores:
+        if self.directory is None:
+            return MemRows(np.float32, self.dim)
+        return persist.new_rows(self, "raw", np.float32, self.dim)
+
+    def _new_tier(self, codec: Codec) -> Stores | None:
+        if codec.tier == "none":
+            return None
+        dtype = np.int8 if codec.tier == "int8" else np.float16
+        if self.directory is None:
+            return MemRows(dtype, self.dim)
+        return persist.new_rows(self, "tier", dtype, self.dim)
+
+
+def _ranges(offsets: I64, docs: I64) -> I64:
+    """Token indices of the given documents, back to back."""
+    sizes = offsets[docs + 1] - offsets[docs]
+    if len(sizes) == 0 or sizes.sum() == 0:
+        return np.zeros(0, np.int64)
+    starts = np.repeat(offsets[docs] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    out: I64 = starts + np.arange(int(sizes.sum()), dtype=np.int64)
+    return out
+
+
+def _gather(raw: Stores, offsets: I64, docs: I64) -> F32:
+    rows = raw.rows(0, int(offsets[-1]))
+    out: F32 = np.asarray(rows, np.float32)[_ranges(offsets, docs)]
+    return out
+
+
+def _checked(
+    dim: int, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
+) -> tuple[I64, F32, I64, F32]:
+    ids = np.asarray(doc_ids, np.int64).ravel()
+    toks = np.ascontiguousarray(tokens, np.float32)
+    offs = np.asarray(offsets, np.int64).ravel()
+    if toks.ndim != 2 or toks.shape[1] != dim:
+        raise ValueError(f"tokens must be (N, {dim}), got {toks.shape}")
+    if len(offs) != len(ids) + 1 or offs[0] != 0 or offs[-1] != len(toks):
+        raise ValueError("offsets must be (D+1,) from 0 to the token count")
+    if np.any(np.diff(offs) < 1):
+        raise ValueError("every document needs at least one token")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("doc_ids must be unique")
+    w = (
+        np.full(len(toks), np.nan, np.float32)
+        if weights is None
+        else np.asarray(weights, np.float32)
+    )
+    if w.shape != (len(toks),):
+        raise ValueError(f"weights must be ({len(toks)},), got {w.shape}")
+    return ids, toks, offs, w
+
+
+def _queries(dim: int, queries: Sequence[F32] | F32) -> list[F32]:
+    if isinstance(queries, np.ndarray) and queries.ndim == 2:
+        queries = [queries]
+    out = [np.ascontiguousarray(q, np.float32) for q in queries]
+    for q in out:
+        if q.ndim != 2 or q.shape[1] != dim:
+            raise ValueError(f"each query must be (m, {dim}), got {q.shape}")
+    return out

@@ -1,0 +1,191 @@
+"""Build and search parameters of the multi-vector index, with their named bounds.
+
+This module owns the names, defaults and bounds (`DEFAULT_`, `MIN_`, `MAX_`) of every
+multi-vector parameter and their validation (an `InvalidArgument` naming the parameter, with
+`field` "index_params.<name>" or "params.<name>"); `PARAMS.md` explains each trade-off. Search
+widths left at 0 (or `centroid_threshold` left unset) follow PLAID's table by k. No algorithm
+code.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vecdb.errors import InvalidArgument
+
+# --- build parameters -------------------------------------------------------------------------
+DEFAULT_K, MIN_K, MAX_K = 0, 0, 65_536  # 0 = auto: 2^floor(log2(16 sqrt(T))) in [256, 65536]
+MIN_AUTO_K, MAX_AUTO_K = 256, 65_536
+RESIDUAL_BITS = (0, 1, 2)
+DEFAULT_RESIDUAL_BITS = 2
+DEFAULT_SIGN_BITS = True
+RERANK_TIERS = ("none", "int8", "float16")
+DEFAULT_RERANK_TIER = "none"
+DEFAULT_DOC_PRUNE, MIN_DOC_PRUNE, MAX_DOC_PRUNE = 1.0, 0.05, 1.0  # share of tokens kept
+DEFAULT_POOL, MIN_POOL, MAX_POOL = 0.0, 0.0, 1.0  # cosine to merge tokens; 0 = off
+MIN_POOL_ON = 0.5  # a pooling threshold below this merges unrelated tokens
+DEFAULT_TRAIN_ITERS, MIN_TRAIN_ITERS, MAX_TRAIN_ITERS = 4, 1, 50
+DEFAULT_TRAIN_SAMPLE, MIN_TRAIN_SAMPLE, MAX_TRAIN_SAMPLE = 0, 0, 10_000_000  # 0 = kmeans default
+DEFAULT_MIN_TRAIN_TOKENS, MIN_MIN_TRAIN_TOKENS, MAX_MIN_TRAIN_TOKENS = 4096, 16, 100_000_000
+DEFAULT_DRIFT, MIN_DRIFT, MAX_DRIFT = 1.5, 1.05, 100.0  # residual growth that triggers retraining
+DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
+
+# --- search parameters ------------------------------------------------------------------------
+DEFAULT_NPROBE, MIN_NPROBE, MAX_NPROBE = 0, 0, 256  # cells per query token; 0 = by k
+DEFAULT_NDOCS, MIN_NDOCS, MAX_NDOCS = 0, 0, 1_000_000  # kept after interaction; 0 = by k
+MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
+DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
+RERANKS = ("residual", "int8", "float16", "exact")
+DEFAULT_QUERY_KEEP, MIN_QUERY_KEEP, MAX_QUERY_KEEP = 1.0, 0.05, 1.0
+
+
+def plaid_defaults(k: int) -> tuple[int, float, int]:
+    """(nprobe, centroid_threshold, ndocs) by k, PLAID's searcher table."""
+    if k <= 10:
+        return 1, 0.5, 256
+    if k <= 100:
+        return 2, 0.45, 1024
+    return 4, 0.4, max(4 * k, 4096)
+
+
+def auto_k(tokens: int) -> int:
+    """Codebook size for `tokens` tokens: 2^floor(log2(16 sqrt(T))) clamped to [256, 65536]."""
+    raw = 16.0 * math.sqrt(max(1, tokens))
+    return int(min(MAX_AUTO_K, max(MIN_AUTO_K, 2 ** math.floor(math.log2(raw)))))
+
+
+def _number(prefix: str, name: str, value: Any, lo: float, hi: float, integer: bool) -> Any:
+    field = f"{prefix}.{name}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgument(f"{field} must be a number, got {value!r}", field=field)
+    if integer and not float(value).is_integer():
+        raise InvalidArgument(f"{field} must be an integer, got {value!r}", field=field)
+    if not (lo <= float(value) <= hi):  # also rejects NaN
+        raise InvalidArgument(f"{field} must be in [{lo}, {hi}], got {value!r}", field=field)
+    return int(float(value)) if integer else float(value)
+
+
+def _choice(prefix: str, name: str, value: Any, allowed: tuple[Any, ...]) -> Any:
+    field = f"{prefix}.{name}"
+    if isinstance(value, bool) != isinstance(allowed[0], bool) or value not in allowed:
+        raise InvalidArgument(f"{field} must be one of {allowed}, got {value!r}", field=field)
+    return value
+
+
+def _unknown(prefix: str, given: Mapping[str, Any], known: set[str]) -> None:
+    extra = sorted(set(given) - known)
+    if extra:
+        raise InvalidArgument(
+            f"unknown {prefix} parameter(s) for a multivector collection: {', '.join(extra)}",
+            field=f"{prefix}.{extra[0]}",
+        )
+
+
+@dataclass(frozen=True)
+class MVBuildParams:
+    """Fixed when the collection is created (stored in the index manifest)."""
+
+    K: int  # codebook size; 0 = auto from the token count at training
+    residual_bits: int  # bits per dimension of the residual codes (0 = none)
+    sign_bits: bool  # keep d sign bits per token for the Hamming prefilter
+    rerank_tier: str  # high-fidelity doc-major tier on disk: none | int8 | float16
+    doc_prune: float  # share of each document's tokens kept by salience (1.0 = off)
+    pool: float  # merge a document's tokens whose cosine reaches this (0 = off)
+    train_iters: int  # k-means iterations of the codebook
+    train_sample: int  # k-means training rows (0 = the k-means module's default)
+    min_train_tokens: int  # the worker trains the first codebook once this many tokens exist
+    drift: float  # retrain when new tokens' mean residual grows past this x the training one
+    seed: int  # k-means seed
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any] | None, prefix: str = "index_params") -> MVBuildParams:
+        g = dict(given or {})
+        _unknown(prefix, g, set(cls.__dataclass_fields__))
+        n = _number
+        pool = n(prefix, "pool", g.get("pool", DEFAULT_POOL), MIN_POOL, MAX_POOL, False)
+        if 0.0 < pool < MIN_POOL_ON:
+            raise InvalidArgument(
+                f"{prefix}.pool must be 0 (off) or in [{MIN_POOL_ON}, 1], got {pool!r}",
+                field=f"{prefix}.pool",
+            )
+        k = n(prefix, "K", g.get("K", DEFAULT_K), MIN_K, MAX_K, True)
+        if k == 1:
+            raise InvalidArgument(f"{prefix}.K must be 0 (auto) or at least 2", field=f"{prefix}.K")
+        return cls(
+            K=k,
+            residual_bits=_choice(
+                prefix, "residual_bits", g.get("residual_bits", DEFAULT_RESIDUAL_BITS), RESIDUAL_BITS
+            ),
+            sign_bits=_choice(prefix, "sign_bits", g.get("sign_bits", DEFAULT_SIGN_BITS), (True, False)),
+            rerank_tier=_choice(
+                prefix, "rerank_tier", g.get("rerank_tier", DEFAULT_RERANK_TIER), RERANK_TIERS
+            ),
+            doc_prune=n(
+                prefix, "doc_prune", g.get("doc_prune", DEFAULT_DOC_PRUNE), MIN_DOC_PRUNE, MAX_DOC_PRUNE, False
+            ),
+            pool=pool,
+            train_iters=n(
+                prefix, "train_iters", g.get("train_iters", DEFAULT_TRAIN_ITERS), MIN_TRAIN_ITERS, MAX_TRAIN_ITERS, True
+            ),
+            train_sample=n(
+                prefix, "train_sample", g.get("train_sample", DEFAULT_TRAIN_SAMPLE), MIN_TRAIN_SAMPLE, MAX_TRAIN_SAMPLE, True
+            ),
+            min_train_tokens=n(
+                prefix, "min_train_tokens", g.get("min_train_tokens", DEFAULT_MIN_TRAIN_TOKENS),
+                MIN_MIN_TRAIN_TOKENS, MAX_MIN_TRAIN_TOKENS, True,
+            ),
+            drift=n(prefix, "drift", g.get("drift", DEFAULT_DRIFT), MIN_DRIFT, MAX_DRIFT, False),
+            seed=n(prefix, "seed", g.get("seed", DEFAULT_SEED), MIN_SEED, MAX_SEED, True),
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MVSearchParams:
+    """Per request; widths resolved against k by `resolve`."""
+
+    nprobe: int  # cells probed per query token (0 = by k)
+    centroid_threshold: float | None  # PLAID tau: codes below it skip the first pass
+    ndocs: int  # candidates kept after the first interaction pass (0 = by k)
+    hamming_keep: int  # candidates kept by the sign-bit prefilter (0 = off)
+    rerank: str | None  # residual | int8 | float16 | exact (None = best stored tier)
+    query_keep: float  # share of query tokens kept, by centroid IDF (1.0 = all)
+
+    @classmethod
+    def parse(cls, given: Mapping[str, Any] | None, prefix: str = "params") -> MVSearchParams:
+        g = dict(given or {})
+        _unknown(prefix, g, set(cls.__dataclass_fields__))
+        n = _number
+        tau = g.get("centroid_threshold")
+        rerank = g.get("rerank")
+        return cls(
+            nprobe=n(prefix, "nprobe", g.get("nprobe", DEFAULT_NPROBE), MIN_NPROBE, MAX_NPROBE, True),
+            centroid_threshold=None if tau is None else n(
+                prefix, "centroid_threshold", tau, MIN_THRESHOLD, MAX_THRESHOLD, False
+            ),
+            ndocs=n(prefix, "ndocs", g.get("ndocs", DEFAULT_NDOCS), MIN_NDOCS, MAX_NDOCS, True),
+            hamming_keep=n(
+                prefix, "hamming_keep", g.get("hamming_keep", DEFAULT_HAMMING_KEEP),
+                MIN_HAMMING_KEEP, MAX_HAMMING_KEEP, True,
+            ),
+            rerank=None if rerank is None else _choice(prefix, "rerank", rerank, RERANKS),
+            query_keep=n(
+                prefix, "query_keep", g.get("query_keep", DEFAULT_QUERY_KEEP),
+                MIN_QUERY_KEEP, MAX_QUERY_KEEP, False,
+            ),
+        )  # fmt: skip
+
+    def resolve(self, k: int) -> tuple[int, float, int]:
+        """(nprobe, centroid_threshold, ndocs) for top-k, filling the by-k defaults."""
+        nprobe, tau, ndocs = plaid_defaults(k)
+        return (
+            self.nprobe or nprobe,
+            tau if self.centroid_threshold is None else self.centroid_threshold,
+            max(k, self.ndocs or ndocs),
+        )

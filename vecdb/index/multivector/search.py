@@ -1,0 +1,207 @@
+"""The multi-vector search pipeline and exact MaxSim over the raw store.
+
+This module owns how one query becomes a top-k of documents, in numbered passes:
+1. query-token pruning (opt-in) by the IDF of each token's nearest centroid;
+2. centroid scores S = Q C^T, the top-`nprobe` cells per query token, their live documents;
+3. centroid interaction with pruning (codes whose best query score is under tau skip), keep
+   `ndocs`; then with every code, keep max(k, ndocs / 4) (PLAID);
+4. optional asymmetric sign-bit prefilter (float query x sign bits), keep `hamming_keep`;
+5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k.
+Before the first training every search is exact. Scores are MaxSim (higher is better); rows
+are padded with -1 / -inf. Reads the `View` and the row stores; changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.multivector.params import MVSearchParams
+from vecdb.index.multivector.reduce import query_tokens
+from vecdb.index.multivector.view import View
+from vecdb.kernels.bitpack import build_lut, sign_lut
+from vecdb.kernels.maxsim import centroid_interaction, gather_cells, lut_maxsim, maxsim
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+EXACT_BLOCK_TOKENS = 32_768  # raw tokens per BLAS block of an exhaustive exact search
+STAT_KEYS = (
+    "queries",
+    "candidates",
+    "docs_scored",
+    "tokens_scored",
+    "maxsim_work_saved",
+    "bytes_read",
+    "exact",
+)
+
+
+class Rows(Protocol):
+    """A row store (`rowfile.RowFile` or `rowfile.MemRows`)."""
+
+    width: int
+
+    def rows(self, lo: int, hi: int) -> npt.NDArray[Any]: ...
+
+    def gather(self, offsets: I64, docs: I64) -> tuple[npt.NDArray[Any], I64]: ...
+
+
+def top(docs: I64, scores: F32, k: int) -> tuple[I64, F32]:
+    """The k best (highest score) of docs, best first; ties by document number."""
+    if len(docs) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        docs, scores = docs[part], scores[part]
+    order = np.lexsort((docs, -scores))
+    return docs[order], scores[order]
+
+
+def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
+    """Exact MaxSim of q against the raw tokens of `docs` (every document when docs is all of
+    them, in BLAS blocks and segmented maxima)."""
+    out = np.empty(len(docs), np.float32)
+    if len(docs) == 0:
+        return out
+    if len(docs) == v.docs and len(q):  # exhaustive: contiguous blocks, one GEMM each
+        sizes = np.diff(v.raw_off)
+        lo = 0
+        while lo < len(docs):
+            hi = int(np.searchsorted(v.raw_off, v.raw_off[lo] + EXACT_BLOCK_TOKENS, "right"))
+            hi = min(len(docs), max(hi - 1, lo + 1))
+            a, b = int(v.raw_off[lo]), int(v.raw_off[hi])
+            sim = q @ np.asarray(raw.rows(a, b), np.float32).T
+            starts = (v.raw_off[lo:hi] - a).astype(np.int64)
+            ok = sizes[lo:hi] > 0
+            best = np.full((len(q), hi - lo), -np.inf, np.float32)
+            if ok.any():
+                best[:, ok] = np.maximum.reduceat(sim, starts[ok], axis=1)
+            out[lo:hi] = best.sum(axis=0)
+            lo = hi
+        return out
+    rows, local = raw.gather(v.raw_off, docs)
+    maxsim(q, np.asarray(rows, np.float32), local, np.arange(len(docs), dtype=np.int64), out)
+    return out
+
+
+def search_one(
+    q: F32, k: int, p: MVSearchParams, v: View, live: npt.NDArray[np.bool_], raw: Rows,
+    tier: Rows | None, stamp: I64,
+) -> tuple[I64, F32, dict[str, float]]:  # fmt: skip
+    """Top-k (documents, scores) of one prepared query and what it cost."""
+    m = len(q)
+    st = dict.fromkeys(STAT_KEYS, 0.0)
+    st["queries"] = 1.0
+    live_docs = np.flatnonzero(live)
+    raw_sizes = np.diff(v.raw_off)
+    codec = v.codec
+    if codec is None or p.rerank == "exact" and p.hamming_keep == 0 and len(live_docs) <= k:
+        scores = exact_scores(q, raw, v, live_docs)
+        st.update(candidates=len(live_docs), docs_scored=len(live_docs), exact=1.0,
+                  tokens_scored=float(raw_sizes[live_docs].sum()),
+                  bytes_read=float(raw_sizes[live_docs].sum() * raw.width))  # fmt: skip
+        d, s = top(live_docs, scores, k)
+        return d, s, st
+    nprobe, tau, ndocs = p.resolve(k)
+    # Pass 1: query-token pruning.
+    sim = q @ codec.centroids.T  # (m, K)
+    if p.query_keep < 1.0:
+        kept = query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)
+        q, sim = q[kept], sim[kept]
+    skq = np.ascontiguousarray(sim.T, dtype=np.float32)  # (K, m')
+    # Pass 2: probe cells, gather their live documents.
+    nprobe = min(nprobe, codec.k)
+    cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
+    cand = gather_cells(cells, v.indptr, v.cell_docs, live, stamp)
+    st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
+    if len(v.delta_cells):
+        extra = v.delta_docs[np.isin(v.delta_cells, cells)]
+        extra = extra[live[extra]]
+        cand = np.unique(np.concatenate([cand, extra]))
+    if len(cand) < k:  # too few near the query (a narrow filter): every live document
+        cand = live_docs
+    st["candidates"] = float(len(cand))
+    enc_sizes = np.diff(v.enc_off)
+    bits = v.bits
+    # Pass 3: centroid interaction, pruned then full.
+    if len(cand) > ndocs:
+        keep = skq.max(axis=1) >= tau
+        sc = np.empty(len(cand), np.float32)
+        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
+        st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
+        cand, _ = top(cand, sc, ndocs)
+    second = max(k, ndocs // 4)
+    if len(cand) > second:
+        sc = np.empty(len(cand), np.float32)
+        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
+        cand, _ = top(cand, sc, second)
+    # Pass 4: sign-bit prefilter.
+    if p.hamming_keep and codec.sign_bits and len(cand) > max(k, p.hamming_keep):
+        sc = np.empty(len(cand), np.float32)
+        lut_maxsim(sign_lut(q), v.signs, v.enc_off, cand, sc)
+        st["bytes_read"] += float(enc_sizes[cand].sum() * v.signs.shape[1])
+        cand, _ = top(cand, sc, max(k, p.hamming_keep))
+    # Pass 5: rerank.
+    rerank = p.rerank or default_rerank(v)
+    sc = np.empty(len(cand), np.float32)
+    if rerank == "exact":
+        sc = exact_scores(q, raw, v, cand)
+        st["bytes_read"] += float(raw_sizes[cand].sum() * raw.width)
+        scored = raw_sizes[cand]
+    elif rerank == "residual":
+        if not codec.residual_bits:
+            raise ValueError("rerank 'residual' needs residual_bits > 0")
+        lut = build_lut(q, codec.values, codec.residual_bits)
+        lut_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
+        st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
+        scored = enc_sizes[cand]
+    else:
+        if tier is None or codec.tier != rerank:
+            raise ValueError(f"rerank {rerank!r} needs rerank_tier {rerank!r} at build")
+        rows, local = tier.gather(v.enc_off, cand)
+        qq = q * codec.scales if rerank == "int8" else q
+        rows = rows if rerank == "int8" else np.asarray(rows, np.float32)
+        maxsim(np.ascontiguousarray(qq, np.float32), rows, local, np.arange(len(cand)), sc)
+        st["bytes_read"] += float(local[-1] * tier.width)
+        scored = enc_sizes[cand]
+    st["docs_scored"] = float(len(cand))
+    st["tokens_scored"] = float(scored.sum())
+    full = float(raw_sizes[cand].sum()) * m
+    st["maxsim_work_saved"] = 1.0 - float(scored.sum()) * len(q) / full if full else 0.0
+    d, s = top(cand, sc, k)
+    return d, s, st
+
+
+def default_rerank(v: View) -> str:
+    """The best tier stored: the rerank tier if any, else residuals, else exact."""
+    codec = v.codec
+    if codec is None:
+        return "exact"
+    if codec.tier != "none":
+        return codec.tier
+    return "residual" if codec.residual_bits else "exact"
+
+
+def search_batch(
+    queries: Sequence[F32], k: int, p: MVSearchParams, v: View, live: npt.NDArray[np.bool_],
+    raw: Rows, tier: Rows | None,
+) -> tuple[I64, F32, dict[str, float]]:  # fmt: skip
+    """Top-k of every query: document numbers (nq, k) padded -1, scores padded -inf, and
+    stats summed over the queries (`maxsim_work_saved` averaged)."""
+    nq = len(queries)
+    ids = np.full((nq, k), -1, np.int64)
+    scores = np.full((nq, k), -np.inf, np.float32)
+    total = dict.fromkeys(STAT_KEYS, 0.0)
+    stamp = np.empty(v.docs, np.int64)
+    for i, q in enumerate(queries):
+        d, s, st = search_one(q, k, p, v, live, raw, tier, stamp)
+        ids[i, : len(d)] = d
+        scores[i, : len(s)] = s
+        for key, val in st.items():
+            total[key] += val
+    if nq:
+        total["maxsim_work_saved"] /= nq
+        total["exact"] /= nq
+    return ids, scores, total

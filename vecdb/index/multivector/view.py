@@ -1,0 +1,124 @@
+"""The immutable snapshot of a multi-vector index that searches read.
+
+This module owns the in-memory layout: documents are numbered 0..D-1 in the order they were
+added (the engine's slot of each in `slots`), their raw tokens are the rows
+`raw_off[i]:raw_off[i + 1]` of the raw store and their encoded (pooled / pruned) tokens the
+rows `enc_off[i]:enc_off[i + 1]` of the packed code stream, the residual and sign rows and the
+rerank tier. The IVF is a CSR from centroid to the sorted unique documents with a token in
+that cell, plus a small `delta` of (cell, document) pairs added since the CSR was built. A
+mutation builds a new `View` and swaps it in; only `alive` is written in place (a removal
+clears a flag, which a concurrent search may or may not see: either is consistent). Also the
+CSR construction. No I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.multivector.codec import Codec
+from vecdb.kernels.bitpack import code_bits
+
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+BOOL = npt.NDArray[np.bool_]
+
+DELTA_REBUILD = 0.25  # rebuild the CSR when the delta exceeds this share of its entries
+
+
+@dataclass(frozen=True)
+class View:
+    """One consistent state of the index."""
+
+    slots: I64  # (D,) engine slot of each document
+    raw_off: I64  # (D+1,) raw token ranges
+    alive: BOOL  # (D,) live flags (cleared in place by remove)
+    raw_tokens: int  # rows of the raw store this view covers
+    codec: Codec | None  # None until the first training
+    enc_off: I64  # (D+1,) encoded token ranges (empty for documents not encoded)
+    codes: U8  # packed code stream of the encoded tokens
+    residuals: U8  # (N_enc, P) packed residual codes
+    signs: U8  # (N_enc, S) sign bits
+    indptr: I64  # (K+1,) CSR of cell -> documents
+    cell_docs: I64  # the CSR's documents
+    delta_cells: I64  # pairs added since the CSR was built: cell ...
+    delta_docs: I64  # ... and document
+    raw: Any  # the raw float32 row store (`rowfile.RowFile` or `rowfile.MemRows`)
+    tier: Any  # the rerank-tier row store, or None
+
+    @property
+    def docs(self) -> int:
+        return len(self.slots)
+
+    @property
+    def encoded_tokens(self) -> int:
+        return int(self.enc_off[-1])
+
+    @property
+    def bits(self) -> int:
+        return code_bits(self.codec.k) if self.codec is not None else 0
+
+
+def empty_view(raw: Any) -> View:
+    z = np.zeros(0, np.int64)
+    return View(
+        slots=z,
+        raw_off=np.zeros(1, np.int64),
+        alive=np.zeros(0, bool),
+        raw_tokens=0,
+        codec=None,
+        enc_off=np.zeros(1, np.int64),
+        codes=np.zeros(2, np.uint8),
+        residuals=np.zeros((0, 0), np.uint8),
+        signs=np.zeros((0, 0), np.uint8),
+        indptr=np.zeros(1, np.int64),
+        cell_docs=z,
+        delta_cells=z,
+        delta_docs=z,
+        raw=raw,
+        tier=None,
+    )
+
+
+def cell_pairs(codes: I64, enc_off: I64, first_doc: int = 0) -> tuple[I64, I64]:
+    """Unique (cell, document) pairs of encoded tokens, sorted by cell then document."""
+    doc = np.repeat(np.arange(len(enc_off) - 1, dtype=np.int64) + first_doc, np.diff(enc_off))
+    if len(codes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    key = np.unique(codes.astype(np.int64) * (1 << 32) + doc)
+    return key >> 32, key & ((1 << 32) - 1)
+
+
+def csr(cells: I64, docs: I64, k: int) -> tuple[I64, I64]:
+    """CSR (indptr (k+1,), documents) of (cell, document) pairs sorted by cell."""
+    indptr = np.zeros(k + 1, np.int64)
+    np.cumsum(np.bincount(cells, minlength=k), out=indptr[1:])
+    return indptr, docs.astype(np.int64)
+
+
+def with_delta(v: View, cells: I64, docs: I64) -> View:
+    """`v` with more (cell, document) pairs; folds everything into the CSR when the delta
+    grows past DELTA_REBUILD of it."""
+    dc = np.concatenate([v.delta_cells, cells])
+    dd = np.concatenate([v.delta_docs, docs])
+    if len(dc) <= DELTA_REBUILD * max(1, len(v.cell_docs)) or v.codec is None:
+        return replace(v, delta_cells=dc, delta_docs=dd)
+    starts = v.indptr[:-1]
+    base_cells = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(v.indptr))
+    key = np.unique(
+        np.concatenate([base_cells, dc]) * (1 << 32) + np.concatenate([v.cell_docs, dd])
+    )
+    indptr, cell_docs = csr(key >> 32, key & ((1 << 32) - 1), v.codec.k)
+    z = np.zeros(0, np.int64)
+    return replace(v, indptr=indptr, cell_docs=cell_docs, delta_cells=z, delta_docs=z)
+
+
+def visible_mask(v: View, visible: npt.ArrayLike | None) -> BOOL:
+    """Live documents, restricted to the given slots when `visible` is not None."""
+    alive = v.alive.copy()
+    if visible is not None:
+        alive &= np.isin(v.slots, np.asarray(visible, np.int64))
+    return alive

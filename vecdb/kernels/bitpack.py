@@ -1,0 +1,120 @@
+"""Bit layouts of compressed tokens, and the query-side lookup tables that score them.
+
+This module owns three layouts and nothing else:
+
+- *code streams*: one ``bits``-bit code per token, token t at bit ``t * bits`` of a
+  little-endian byte stream, followed by 2 bytes of zero padding so a reader may always load
+  3 bytes (``vecdb.kernels.maxsim.code_at``); ``code_bits(K)`` = ceil(log2 K), at least 1;
+- *small-code rows*: ``b``-bit values per dimension (b in 1, 2, 4, 8), ``8 / b`` dimensions a
+  byte, dimension j in byte ``j // (8 / b)`` at bit ``(j % (8 / b)) * b``; rows are
+  ceil(d * b / 8) bytes, unused high bits 0. With b = 1 this is exactly the byte view of
+  ``vecdb.kernels.hamming.pack_signs`` (bit j of the row is bit j % 8 of byte j // 8);
+- *byte lookup tables* (P, 256, m) float32: ``lut[p, v, i]`` is query token i's dot product
+  with the dimensions held by byte position p when that byte has value v, given a table of
+  per-dimension values (``values[j, code]``). Scoring a token is then P lookups instead of
+  d multiply-adds and no float reconstruction (WARP's trick at byte granularity).
+
+Pure numpy; no I/O, no state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+
+CODE_PAD = 2  # zero bytes after a code stream
+SMALL_BITS = (1, 2, 4, 8)
+
+
+def code_bits(k: int) -> int:
+    """Bits per code for a codebook of k centroids: ceil(log2 k), at least 1."""
+    return max(1, int(k - 1).bit_length())
+
+
+def pack_codes(codes: npt.ArrayLike, bits: int) -> U8:
+    """The code stream of `codes` (each in [0, 2**bits)), with its padding."""
+    c = np.asarray(codes, dtype=np.int64).ravel()
+    if len(c) and (c.min() < 0 or c.max() >= (1 << bits)):
+        raise ValueError(f"codes must lie in [0, 2**{bits})")
+    shifts = np.arange(bits, dtype=np.int64)
+    bitmat = ((c[:, None] >> shifts[None, :]) & 1).astype(np.uint8)  # (n, bits) LSB first
+    stream = np.packbits(bitmat.ravel(), bitorder="little")
+    return np.concatenate([stream, np.zeros(CODE_PAD, np.uint8)])
+
+
+def unpack_codes(packed: U8, bits: int, n: int) -> I64:
+    """The first n codes of a code stream."""
+    need = (n * bits + 7) // 8
+    bitv = np.unpackbits(packed[:need], bitorder="little")[: n * bits].reshape(n, bits)
+    weights = (np.int64(1) << np.arange(bits, dtype=np.int64))[None, :]
+    out: I64 = (bitv.astype(np.int64) * weights).sum(axis=1)
+    return out
+
+
+def concat_codes(a: U8, na: int, b: U8, nb: int, bits: int) -> U8:
+    """The stream of a's na codes followed by b's nb codes."""
+    return pack_codes(np.concatenate([unpack_codes(a, bits, na), unpack_codes(b, bits, nb)]), bits)
+
+
+def row_bytes(d: int, b: int) -> int:
+    """Bytes of one small-code row of d dimensions at b bits each."""
+    return (d * b + 7) // 8
+
+
+def pack_small(values: npt.NDArray[np.integer], b: int) -> U8:
+    """Pack (n, d) values in [0, 2**b) into (n, row_bytes(d, b)) uint8 rows."""
+    if b not in SMALL_BITS:
+        raise ValueError(f"bits per value must be one of {SMALL_BITS}, got {b}")
+    v = np.asarray(values)
+    n, d = v.shape
+    per = 8 // b
+    nbytes = row_bytes(d, b)
+    padded = np.zeros((n, nbytes * per), np.uint8)
+    padded[:, :d] = v
+    grouped = padded.reshape(n, nbytes, per)
+    out = np.zeros((n, nbytes), np.uint8)
+    for s in range(per):
+        out |= grouped[:, :, s] << np.uint8(s * b)
+    return out
+
+
+def unpack_small(packed: U8, b: int, d: int) -> U8:
+    """Inverse of `pack_small`: (n, d) values."""
+    per = 8 // b
+    n, nbytes = packed.shape
+    out = np.empty((n, nbytes, per), np.uint8)
+    mask = np.uint8((1 << b) - 1)
+    for s in range(per):
+        out[:, :, s] = (packed >> np.uint8(s * b)) & mask
+    return out.reshape(n, nbytes * per)[:, :d].copy()
+
+
+def build_lut(q: F32, values: F32, b: int) -> F32:
+    """Byte lookup table (P, 256, m) of queries q (m, d) over small-code rows whose code c in
+    dimension j stands for ``values[j, c]`` (values: (d, 2**b))."""
+    m, d = q.shape
+    per = 8 // b
+    nbytes = row_bytes(d, b)
+    width = nbytes * per
+    vals = np.zeros((width, 1 << b), np.float32)
+    vals[:d] = values
+    qp = np.zeros((m, width), np.float32)
+    qp[:, :d] = q
+    byte = np.arange(256, dtype=np.int64)
+    sub = (byte[None, :] >> (np.arange(per)[:, None] * b)) & ((1 << b) - 1)  # (per, 256)
+    dims = np.arange(width).reshape(nbytes, per)  # (P, per)
+    v = vals[dims[:, :, None], sub[None, :, :]]  # (P, per, 256)
+    qr = qp.reshape(m, nbytes, per)
+    lut: F32 = np.einsum("psv,mps->pvm", v, qr, optimize=True).astype(np.float32)
+    return np.ascontiguousarray(lut)
+
+
+def sign_lut(q: F32) -> F32:
+    """Byte table of the asymmetric sign score q . sign(t) over 1-bit rows (bit set = +1)."""
+    d = q.shape[1]
+    values = np.tile(np.array([-1.0, 1.0], np.float32), (d, 1))
+    return build_lut(q, values, 1)

@@ -1,0 +1,301 @@
+"""Late-interaction (MaxSim) scoring of documents stored doc-major.
+
+This module owns the scoring kernels of multi-vector documents. A document is a run of token
+rows ``tokens[offsets[i]:offsets[i + 1]]``; a query is an (m, d) float32 matrix; the MaxSim of
+a document is the sum over query tokens of the best dot product with any of its tokens. An
+empty document scores -inf (it never ranks). Every kernel scores the documents named by
+``cand`` (int64 document numbers) into ``out[len(cand)]`` float32:
+
+- ``maxsim``: exact, over float32 tokens, or int8 tokens with the per-dimension scales folded
+  into the query by the caller (``q * scale``);
+- ``centroid_interaction``: PLAID's approximation from the tokens' centroid codes and a
+  (K, m) table of centroid x query-token scores, optionally over the codes in ``keep`` only;
+- ``lut_maxsim``: scores from packed per-token bytes and a byte lookup table (see
+  ``vecdb.kernels.bitpack``): residual codes plus the centroid score (WARP-style scoring
+  without decompression), or sign bits alone (the asymmetric float-query x sign-bit
+  prefilter);
+- ``hamming_maxsim``: symmetric sign-bit MaxSim, d - 2 * popcount(q xor t) per token pair,
+  with the SWAR popcount of ``vecdb.kernels.hamming``;
+- ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers).
+
+Pure functions on C-contiguous arrays; no I/O, no state. Each kernel comes serial (GIL-free)
+and parallel over candidates; the wrapper picks by the amount of work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit, prange
+
+from vecdb.kernels.hamming import _popcount as popcount
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+U8 = npt.NDArray[np.uint8]
+U64 = npt.NDArray[np.uint64]
+
+# Below this many multiply-adds (or lookups) a call runs serially: waking numba's thread pool
+# costs more than the work.
+PARALLEL_MIN_WORK = 1 << 21
+
+
+@njit(cache=True, inline="always")
+def code_at(packed: np.ndarray, t: int, bits: int) -> int:
+    """Code of token t in a stream of `bits`-bit codes (little-endian, 2 bytes of padding)."""
+    pos = t * bits
+    b = pos >> 3
+    v = np.int64(packed[b]) | (np.int64(packed[b + 1]) << 8) | (np.int64(packed[b + 2]) << 16)
+    return int((v >> (pos & 7)) & ((1 << bits) - 1))
+
+
+@njit(cache=True, inline="always")
+def _exact_doc(q, tokens, lo, hi, best):  # type: ignore[no-untyped-def]
+    m, d = q.shape
+    for i in range(m):
+        best[i] = -np.inf
+    for t in range(lo, hi):
+        row = tokens[t]
+        for i in range(m):
+            s = np.float32(0.0)
+            for j in range(d):
+                s += q[i, j] * np.float32(row[j])
+            if s > best[i]:
+                best[i] = s
+    total = np.float32(0.0)
+    for i in range(m):
+        total += best[i]
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _maxsim_serial(q, tokens, offsets, cand, out):  # type: ignore[no-untyped-def]
+    best = np.empty(q.shape[0], np.float32)
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _exact_doc(q, tokens, offsets[doc], offsets[doc + 1], best)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _maxsim_parallel(q, tokens, offsets, cand, out):  # type: ignore[no-untyped-def]
+    for c in prange(cand.shape[0]):
+        best = np.empty(q.shape[0], np.float32)
+        doc = cand[c]
+        out[c] = _exact_doc(q, tokens, offsets[doc], offsets[doc + 1], best)
+
+
+@njit(cache=True, inline="always")
+def _interaction_doc(skq, packed, bits, keep, lo, hi, best):  # type: ignore[no-untyped-def]
+    m = skq.shape[1]
+    for i in range(m):
+        best[i] = -np.inf
+    for t in range(lo, hi):
+        code = code_at(packed, t, bits)
+        if not keep[code]:
+            continue
+        row = skq[code]
+        for i in range(m):
+            if row[i] > best[i]:
+                best[i] = row[i]
+    total = np.float32(0.0)
+    for i in range(m):
+        if best[i] > -np.inf:  # a query token none of whose kept codes is here adds nothing
+            total += best[i]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _interaction_serial(skq, packed, bits, keep, offsets, cand, out):  # type: ignore[no-untyped-def]
+    best = np.empty(skq.shape[1], np.float32)
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _interaction_doc(skq, packed, bits, keep, offsets[doc], offsets[doc + 1], best)
+
+
+@njit(cache=True, parallel=True)
+def _interaction_parallel(skq, packed, bits, keep, offsets, cand, out):  # type: ignore[no-untyped-def]
+    for c in prange(cand.shape[0]):
+        best = np.empty(skq.shape[1], np.float32)
+        doc = cand[c]
+        out[c] = _interaction_doc(skq, packed, bits, keep, offsets[doc], offsets[doc + 1], best)
+
+
+@njit(cache=True, inline="always")
+def _lut_doc(skq, packed, bits, lut, data, lo, hi, best, acc):  # type: ignore[no-untyped-def]
+    npos, _, m = lut.shape
+    for i in range(m):
+        best[i] = -np.inf
+    for t in range(lo, hi):
+        if bits > 0:
+            base = skq[code_at(packed, t, bits)]
+            for i in range(m):
+                acc[i] = base[i]
+        else:
+            for i in range(m):
+                acc[i] = 0.0
+        row = data[t]
+        for p in range(npos):
+            tab = lut[p, row[p]]
+            for i in range(m):
+                acc[i] += tab[i]
+        for i in range(m):
+            if acc[i] > best[i]:
+                best[i] = acc[i]
+    total = np.float32(0.0)
+    for i in range(m):
+        total += best[i]
+    return total
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _lut_serial(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
+    m = lut.shape[2]
+    best = np.empty(m, np.float32)
+    acc = np.empty(m, np.float32)
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        lo, hi = offsets[doc], offsets[doc + 1]
+        out[c] = _lut_doc(skq, packed, bits, lut, data, lo, hi, best, acc)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _lut_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
+    m = lut.shape[2]
+    for c in prange(cand.shape[0]):
+        best = np.empty(m, np.float32)
+        acc = np.empty(m, np.float32)
+        doc = cand[c]
+        lo, hi = offsets[doc], offsets[doc + 1]
+        out[c] = _lut_doc(skq, packed, bits, lut, data, lo, hi, best, acc)
+
+
+@njit(cache=True, inline="always")
+def _hamming_doc(qc, dc, d, lo, hi):  # type: ignore[no-untyped-def]
+    m, w = qc.shape
+    if hi <= lo:
+        return np.float32(-np.inf)
+    total = np.float32(0.0)
+    for i in range(m):
+        best = -(1 << 30)
+        for t in range(lo, hi):
+            h = np.uint64(0)
+            for k in range(w):
+                h += popcount(qc[i, k] ^ dc[t, k])
+            s = d - 2 * np.int64(h)
+            if s > best:
+                best = s
+        total += np.float32(best)
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _hamming_serial(qc, dc, d, offsets, cand, out):  # type: ignore[no-untyped-def]
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _hamming_doc(qc, dc, d, offsets[doc], offsets[doc + 1])
+
+
+@njit(cache=True, parallel=True)
+def _hamming_parallel(qc, dc, d, offsets, cand, out):  # type: ignore[no-untyped-def]
+    for c in prange(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _hamming_doc(qc, dc, d, offsets[doc], offsets[doc + 1])
+
+
+@njit(cache=True, nogil=True)
+def _gather(cells, indptr, docs, alive, stamp, mark, out):  # type: ignore[no-untyped-def]
+    n = 0
+    for c in cells:
+        for j in range(indptr[c], indptr[c + 1]):
+            doc = docs[j]
+            if stamp[doc] != mark and alive[doc]:
+                stamp[doc] = mark
+                out[n] = doc
+                n += 1
+    return n
+
+
+def _tokens_of(offsets: I64, cand: I64) -> int:
+    """Tokens of the candidate documents (the work unit of every kernel)."""
+    if len(cand) == 0:
+        return 0
+    return int((offsets[cand + 1] - offsets[cand]).sum())
+
+
+def _check(offsets: I64, cand: I64, out: F32) -> None:
+    if out.shape != cand.shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 {cand.shape}, got {out.dtype} {out.shape}")
+    if offsets.dtype != np.int64 or cand.dtype != np.int64:
+        raise ValueError("offsets and cand must be int64")
+
+
+def maxsim(q: F32, tokens: npt.NDArray[np.generic], offsets: I64, cand: I64, out: F32) -> None:
+    """out[c] = sum_i max_t q[i] . tokens[t] over the tokens of document cand[c]; tokens are
+    float32 or int8 (then q carries the per-dimension scales)."""
+    _check(offsets, cand, out)
+    if q.ndim != 2 or tokens.ndim != 2 or q.shape[1] != tokens.shape[1]:
+        raise ValueError(f"query {q.shape} and tokens {tokens.shape} disagree")
+    work = _tokens_of(offsets, cand) * q.shape[0] * q.shape[1]
+    fn = _maxsim_parallel if len(cand) > 1 and work >= PARALLEL_MIN_WORK else _maxsim_serial
+    fn(q, tokens, offsets, cand, out)
+
+
+def centroid_interaction(
+    skq: F32, packed: U8, bits: int, offsets: I64, cand: I64, out: F32, keep: npt.NDArray[np.bool_]
+) -> None:
+    """PLAID's centroid interaction: out[c] = sum_i max over the document's codes in `keep` of
+    skq[code, i] (a query token with no such code adds 0); `packed` holds `bits`-bit codes."""
+    _check(offsets, cand, out)
+    if keep.shape != (skq.shape[0],):
+        raise ValueError(f"keep must have one flag per centroid ({skq.shape[0]})")
+    work = _tokens_of(offsets, cand) * skq.shape[1]
+    par = len(cand) > 1 and work >= PARALLEL_MIN_WORK
+    fn = _interaction_parallel if par else _interaction_serial
+    fn(skq, packed, bits, keep, offsets, cand, out)
+
+
+def lut_maxsim(
+    lut: F32,
+    data: U8,
+    offsets: I64,
+    cand: I64,
+    out: F32,
+    skq: F32 | None = None,
+    packed: U8 | None = None,
+    bits: int = 0,
+) -> None:
+    """MaxSim from packed token bytes: a token's score for query token i is
+    sum_p lut[p, data[t, p], i], plus skq[code(t), i] when codes are given (bits > 0)."""
+    _check(offsets, cand, out)
+    if lut.ndim != 3 or lut.shape[1] != 256 or data.ndim != 2 or data.shape[1] != lut.shape[0]:
+        raise ValueError(f"lut {lut.shape} and data {data.shape} disagree")
+    if bits > 0 and (skq is None or packed is None or skq.shape[1] != lut.shape[2]):
+        raise ValueError("codes need a (K, m) skq and the packed codes")
+    if skq is None or packed is None or bits == 0:
+        skq, packed, bits = np.zeros((1, lut.shape[2]), np.float32), np.zeros(3, np.uint8), 0
+    work = _tokens_of(offsets, cand) * lut.shape[0] * lut.shape[2]
+    fn = _lut_parallel if len(cand) > 1 and work >= PARALLEL_MIN_WORK else _lut_serial
+    fn(skq, packed, bits, lut, data, offsets, cand, out)
+
+
+def hamming_maxsim(qcodes: U64, dcodes: U64, d: int, offsets: I64, cand: I64, out: F32) -> None:
+    """Symmetric sign-bit MaxSim: per query token the best d - 2 * hamming over the document's
+    sign codes, summed (codes from ``vecdb.kernels.hamming.pack_signs``)."""
+    _check(offsets, cand, out)
+    if qcodes.shape[1:] != dcodes.shape[1:]:
+        raise ValueError(f"query codes {qcodes.shape} and doc codes {dcodes.shape} disagree")
+    work = _tokens_of(offsets, cand) * qcodes.shape[0] * qcodes.shape[1] * 16
+    fn = _hamming_parallel if len(cand) > 1 and work >= PARALLEL_MIN_WORK else _hamming_serial
+    fn(qcodes, dcodes, d, offsets, cand, out)
+
+
+def gather_cells(
+    cells: I64, indptr: I64, docs: I64, alive: npt.NDArray[np.bool_], stamp: npt.NDArray[np.int64]
+) -> I64:
+    """Unique documents (in order of first appearance) of the given cells whose `alive` flag
+    is set. `stamp` is caller scratch of len(alive), reset here; callers reuse it."""
+    stamp.fill(-1)
+    total = int((indptr[cells + 1] - indptr[cells]).sum()) if len(cells) else 0
+    out = np.empty(min(total, len(alive)), np.int64)
+    n = _gather(cells, indptr, docs, alive, stamp, 0, out)
+    return out[:n]
