@@ -3,7 +3,8 @@
 Owns reading a config into `Entry` objects. A config is
 `{"systems": [ENTRY, ...], "queries": N, "latency_queries": N, "threads": [1, 2]}`; an ENTRY
 is `{"system": NAME, "label": "...", "build": {...} | "builds": [{...}, ...],
-"sweep": {"p": [..]} | [{...}, ...], "role": "default" | "pruning" | "reference"}`. A
+"sweep": {"p": [..]} | [{...}, ...], "role": "default" | "pruning" | "reference",
+"tiers": ["t2", ...]}` (tiers: run only on these; default all). A
 dict-of-lists sweep is the grid of all combinations. Role "default" marks the pipeline the
 issue's targets are checked on, "pruning" the token-reduction curves the pruning target reads,
 "reference" the exact system speed-ups are measured against (default: exact-numba).
@@ -12,10 +13,11 @@ issue's targets are checked on, "pruning" the token-reduction curves the pruning
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vecdb.bench.multivector.embed import TIERS
 from vecdb.bench.multivector.systems import SYSTEMS
 from vecdb.bench.systems import expand_sweep
 from vecdb.errors import InvalidArgument
@@ -41,7 +43,10 @@ class Entry:
     builds: list[dict[str, Any]]
     sweep: list[dict[str, Any]]
     role: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    tiers: tuple[str, ...] = ()  # run only on these tiers (empty: every tier)
+
+    def runs_on(self, spec: str) -> bool:
+        return not self.tiers or spec.partition(":")[0] in self.tiers
 
 
 def parse_entries(cfg: dict[str, Any]) -> list[Entry]:
@@ -66,7 +71,11 @@ def parse_entries(cfg: dict[str, Any]) -> list[Entry]:
         if role not in ROLES:
             raise InvalidArgument(f"multivector config: systems[{i}]: role must be in {ROLES}")
         label = f"{name}/{e['label']}" if e.get("label") else name
-        out.append(Entry(name, label, [dict(b) for b in builds], sweep or [{}], role))
+        tiers = tuple(str(t) for t in e.get("tiers", ()))
+        for t in tiers:
+            if t not in TIERS:
+                raise InvalidArgument(f"multivector config: systems[{i}]: unknown tier {t!r}")
+        out.append(Entry(name, label, [dict(b) for b in builds], sweep or [{}], role, tiers))
     labels = [e.label for e in out]
     if len(set(labels)) != len(labels):
         raise InvalidArgument("multivector config: two entries have the same system/label")

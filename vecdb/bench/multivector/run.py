@@ -160,7 +160,7 @@ def run_tier(
         with jsonl.open("a") as f:
             f.write(json.dumps(full) + "\n")
 
-    for entry in entries:
+    for entry in (e for e in entries if e.runs_on(spec)):
         for build in entry.builds:
             base = {"system": entry.label, "role": entry.role, "build_params": build}
             if deadline is not None and time.perf_counter() > deadline:

@@ -216,7 +216,7 @@ class MVIndex(MVSystem):
         """The tiers a search with `params` reads: codes and the IVF postings always (postings
         as bytes over encoded tokens), sign bits when the Hamming prefilter is on, then the
         rerank tier: residuals, the int8 / float16 tier, or the raw float32 store for
-        "exact" (unset: the stored tier if any, else residuals)."""
+        "exact" (unset: the stored tier if any, else residuals, else exact)."""
         per = self._stats.get("bytes_per_token", {})
         tokens = max(1, int(self._stats.get("encoded_tokens", 0) or 1))
         out = {
@@ -225,7 +225,8 @@ class MVIndex(MVSystem):
         }
         if int(params.get("hamming_keep", 0)) > 0:
             out["signs"] = float(per.get("signs", 0.0))
-        rerank = params.get("rerank") or ("tier" if per.get("tier") else "residual")
+        default = "residual" if per.get("residuals") else "exact"
+        rerank = params.get("rerank") or ("tier" if per.get("tier") else default)
         if rerank == "residual":
             out["residuals"] = float(per.get("residuals", 0.0))
         elif rerank == "exact":
