@@ -57,7 +57,7 @@ def limited_threads(n: int) -> Iterator[None]:
     from threadpoolctl import threadpool_limits
 
     before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(n, int(numba.config.NUMBA_NUM_THREADS))))
+    numba.set_num_threads(max(1, min(n, int(getattr(numba.config, "NUMBA_NUM_THREADS", n)))))
     faiss.omp_set_num_threads(n)
     try:
         with threadpool_limits(limits=n):

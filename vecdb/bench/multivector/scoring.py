@@ -10,6 +10,8 @@ every kernel is tested against. Pure functions; no I/O.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
@@ -19,7 +21,7 @@ I64 = npt.NDArray[np.int64]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _maxsim_one(q: np.ndarray, tokens: np.ndarray, lo: int, hi: int, best: np.ndarray) -> float:
+def _maxsim_one(q: np.ndarray, tokens: np.ndarray, lo: int, hi: int, best: np.ndarray) -> Any:
     m, dim = q.shape
     for a in range(m):
         best[a] = -np.inf
@@ -87,7 +89,7 @@ def _lut_docs(lut: np.ndarray, codes: np.ndarray, offsets: np.ndarray, out: np.n
         out[d] = total
 
 
-def code_scores(q: F32, centroids: F32, codes: npt.NDArray[np.integer], offsets: I64) -> F32:
+def code_scores(q: F32, centroids: F32, codes: npt.NDArray[Any], offsets: I64) -> F32:
     """Codes-only MaxSim of every document: each token replaced by its centroid, scored through
     the (m, K) table of query-token x centroid dot products."""
     lut = np.ascontiguousarray(q @ centroids.T, dtype=np.float32)
@@ -122,7 +124,7 @@ def _id_hamming_docs(qids: np.ndarray, codes: np.ndarray, offsets: np.ndarray,
         out[d] = total
 
 
-def id_hamming_scores(qids: I64, codes: npt.NDArray[np.integer], offsets: I64) -> F32:
+def id_hamming_scores(qids: I64, codes: npt.NDArray[Any], offsets: I64) -> F32:
     """The paper's binary mode: every document scored by sum over query tokens of
     max_t 1 / (1 + Hamming(bits of the query token's centroid id, bits of token t's id))."""
     out = np.empty(len(offsets) - 1, dtype=np.float32)

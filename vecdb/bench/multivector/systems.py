@@ -138,7 +138,8 @@ def kmeans_codes(data: MVData, k: int) -> tuple[F32, I64]:
         index = faiss.IndexFlatIP(data.dim)
         index.add(km.centroids)
         _d, codes = index.search(data.tokens, 1)
-        _KMEANS[key] = (km.centroids.astype(np.float32), codes[:, 0].astype(np.int64))
+        centroids = np.asarray(km.centroids, dtype=np.float32)
+        _KMEANS[key] = (centroids, codes[:, 0].astype(np.int64))
     return _KMEANS[key]
 
 
