@@ -171,9 +171,7 @@ def _dense(x: F32, w: Weights, name: str) -> F32:
     return out
 
 
-def _encoder(
-    cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32
-) -> tuple[F32, F32]:
+def _encoder(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) -> tuple[F32, F32]:
     """Last hidden states (B, L, hidden) of a padded batch and the last layer's attention
     probabilities of the first token ([CLS]) averaged over heads (B, L)."""
     b, length = ids.shape
