@@ -37,6 +37,7 @@ class IndexKind(enum.StrEnum):
 
     FLAT = "flat"
     SPANN = "spann"
+    MULTIVECTOR = "multivector"  # the index of kind="multivector" collections (documents)
 
 
 class CollectionKind(enum.StrEnum):
@@ -56,6 +57,9 @@ class SearchResult:
     payloads: list[list[Payload | None]] | None = None  # with_payload: one per column
     # with_vectors: the stored vector of each result (None where padded), else None
     vectors: list[list[npt.NDArray[np.float32] | None]] | None = None
+    # search_documents: what the call did, summed over its queries (candidates, docs_scored,
+    # tokens_scored, bytes_read; maxsim_work_saved and exact averaged); None elsewhere
+    stats: dict[str, float] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -69,6 +73,18 @@ class Record:
     id: Id
     vector: npt.NDArray[np.float32] | None
     payload: Payload | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """One stored document of a multivector collection, as returned by `get_documents`:
+    its token matrix (n, dim) float32 exactly as upserted (None with `with_tokens=False`),
+    its per-token weights if it was given some, and its payload."""
+
+    id: Id
+    tokens: npt.NDArray[np.float32] | None
+    payload: Payload | None = None
+    weights: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ def seed(c: vecdb.Client) -> None:
     c.upsert("l", [0, 1, 2, 3], FOUR)
     c.create_collection("s", DIM, "l2", id_type="str", index="flat")
     c.upsert("s", ["a", "b", "日本語"], FOUR[:3], [{"k": "a"}, None, {"k": "日"}])
+    # documents (issue 11): "mv" holds two documents
+    c.create_collection("mv", DIM, "cosine", kind="multivector")
+    c.upsert_documents("mv", [0, 1], [FOUR[:2], FOUR[1:]], payloads=[{"seed": 0}, None])
 
 
 def state(c: vecdb.Client) -> Any:
@@ -48,6 +51,8 @@ def state(c: vecdb.Client) -> Any:
         recs = c.get(name, ids)
         out.append((name, c.count(name), [(r.id, r.vector.tobytes(), r.payload) for r in recs]))
         out.append((c.get_collection(name).payload_indexes, c.list_snapshots(name)))
+    docs = c.get_documents("mv", INT_IDS)  # documents (issue 11)
+    out.append((c.count("mv"), [(d.id, d.tokens.tobytes(), d.payload) for d in docs]))
     return out
 
 
@@ -116,7 +121,8 @@ CASES: dict[str, Case] = {
     "unknown id_type": lambda c: c.create_collection("m", DIM, id_type="uuid"),
     "unknown index": lambda c: c.create_collection("m", DIM, index="hnsw"),
     "unknown kind": lambda c: c.create_collection("m", DIM, kind="sparse"),
-    "multivector kind": lambda c: c.create_collection("m", DIM, kind="multivector"),
+    "multivector kind l2": lambda c: c.create_collection("m", DIM, "l2", kind="multivector"),
+    "multivector kind flat index": lambda c: c.create_collection("m", DIM, index="flat", kind="multivector"),
     "multi_tenant": lambda c: c.create_collection("m", DIM, multi_tenant=True),
     "index_params not an object": lambda c: c.create_collection("m", DIM, index_params=[1]),  # type: ignore[arg-type]
     # vectors
@@ -318,6 +324,43 @@ CASES: dict[str, Case] = {
     "exist_ok not a bool": lambda c: c.create_collection("q", DIM, exist_ok="yes"),  # type: ignore[arg-type]
     "collection_exists bad name": lambda c: c.collection_exists("a/b"),
     "collection_exists None": lambda c: c.collection_exists(None),  # type: ignore[arg-type]
+    # documents (issue 11): kind="multivector" collection "mv", dense "l"
+    "docs on dense collection": lambda c: c.upsert_documents("l", [5], [ONE]),
+    "dense upsert on documents": lambda c: c.upsert("mv", [5], ONE),
+    "dense search on documents": lambda c: c.search("mv", ONE[0]),
+    "search_documents on dense": lambda c: c.search_documents("l", ONE),
+    "docs unknown collection": lambda c: c.upsert_documents("nope", [5], [ONE]),
+    "docs not a list": lambda c: c.upsert_documents("mv", [5], 7),
+    "docs empty list": lambda c: c.upsert_documents("mv", [5], []),
+    "doc a vector": lambda c: c.upsert_documents("mv", [5], [ONE[0]]),
+    "doc of strings": lambda c: c.upsert_documents("mv", [5], [[["a"] * DIM]]),
+    "doc wrong dim": lambda c: c.upsert_documents("mv", [5, 6], [ONE, np.ones((2, DIM + 1))]),
+    "doc no tokens": lambda c: c.upsert_documents("mv", [5], [np.zeros((0, DIM))]),
+    "doc too many tokens": lambda c: c.upsert_documents("mv", [5], [np.ones((4097, DIM))]),
+    "docs too many tokens in all": lambda c: c.upsert_documents("mv", list(range(17)), [np.ones((4096, DIM))] * 17),
+    "doc NaN": lambda c: c.upsert_documents("mv", [5, 6], [ONE, np.array([[1, 2, 3, 4], [1, np.nan, 3, 4]])]),
+    "doc inf": lambda c: c.upsert_documents("mv", [5], [np.full((1, DIM), np.inf)]),
+    "doc beyond float32": lambda c: c.upsert_documents("mv", [5], [np.full((1, DIM), 1e300)]),
+    "doc zero token cosine": lambda c: c.upsert_documents("mv", [5], [np.zeros((2, DIM))]),
+    "docs count mismatch": lambda c: c.upsert_documents("mv", [5, 6], [ONE]),
+    "docs bad id": lambda c: c.upsert_documents("mv", ["x"], [ONE]),
+    "docs payload a list": lambda c: c.upsert_documents("mv", [5], [ONE], payloads=[[1]]),
+    "doc weights wrong length": lambda c: c.upsert_documents("mv", [5], [FOUR], weights=[[1.0, 2.0]]),
+    "doc weights NaN": lambda c: c.upsert_documents("mv", [5], [ONE], weights=[[float("nan")]]),
+    "doc weights count": lambda c: c.upsert_documents("mv", [5], [ONE], weights=[None, None]),
+    "search_documents k 0": lambda c: c.search_documents("mv", ONE, k=0),
+    "search_documents query a vector": lambda c: c.search_documents("mv", ONE[0]),
+    "search_documents query wrong dim": lambda c: c.search_documents("mv", np.ones((2, DIM + 1))),
+    "search_documents query NaN": lambda c: c.search_documents("mv", [ONE, np.full((1, DIM), np.nan)]),
+    "search_documents query empty": lambda c: c.search_documents("mv", np.zeros((0, DIM))),
+    "search_documents too many query tokens": lambda c: c.search_documents("mv", np.ones((1025, DIM))),
+    "search_documents bad param": lambda c: c.search_documents("mv", ONE, params={"nprobe": -1}),
+    "search_documents unknown param": lambda c: c.search_documents("mv", ONE, params={"max_postings": 3}),
+    "search_documents bad rerank": lambda c: c.search_documents("mv", ONE, params={"rerank": "int4"}),
+    "search_documents bad filter": lambda c: c.search_documents("mv", ONE, filter={"seed": {"$bad": 1}}),
+    "get_documents bad id": lambda c: c.get_documents("mv", [-1]),
+    "get_documents with_tokens str": lambda c: c.get_documents("mv", [0], with_tokens="yes"),  # type: ignore[arg-type]
+    "multivector bad index_params": lambda c: c.create_collection("m", DIM, kind="multivector", index_params={"residual_bits": 3}),
 }  # fmt: skip
 
 
@@ -361,6 +404,13 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "optimize wait str": ("wait", "INVALID_ARGUMENT"),
         "scroll limit 2**70": ("limit", "INVALID_ARGUMENT"),
         "filter $gt bool": ("filter.year.$gt", "BAD_FILTER"),
+        "doc wrong dim": ("documents[1]", "WRONG_DIMENSION"),
+        "doc NaN": ("documents[1][1][1]", "NOT_FINITE"),
+        "doc too many tokens": ("documents[0]", "TOO_MANY_TOKENS"),
+        "doc weights wrong length": ("weights[0]", "BAD_WEIGHTS"),
+        "search_documents query NaN": ("query[1][0][0]", "NOT_FINITE"),
+        "search_documents bad param": ("params.nprobe", "INVALID_ARGUMENT"),
+        "docs on dense collection": ("collection", "WRONG_KIND"),
     }
     for name, (field, reason) in expected.items():
         _, message, got_field, got_reason = outcome(clients["remote"], CASES[name])

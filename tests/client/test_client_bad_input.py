@@ -744,8 +744,8 @@ def test_unknown_create_option_is_rejected(client, kwargs, field) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"kind": "multivector"}, "multivector"), ({"multi_tenant": True}, "multi_tenant")],
-    ids=["multivector", "multi-tenant"],
+    [({"multi_tenant": True}, "multi_tenant")],  # kind="multivector" exists (issue 11)
+    ids=["multi-tenant"],
 )
 def test_planned_collection_kinds_are_unimplemented(client, kwargs, field) -> None:
     """Multi-vector and multi-tenant collections raise Unimplemented for now; nothing created."""

@@ -186,3 +186,19 @@ def test_bad_parameters_name_themselves() -> None:
     with pytest.raises(InvalidArgument) as e2:
         idx.search([np.ones((2, 8), np.float32)], 3, {"query_keep": 0.0})
     assert e2.value.field == "params.query_keep"
+
+
+def test_every_rerank_tier_ranks_and_a_missing_tier_is_refused(corpus: tuple) -> None:
+    """codes < signs/residual < int8 in recall vs exact, roughly as the pilot; asking for a
+    tier the index was not built with names params.rerank."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256, "rerank_tier": "int8"})
+    tokens, offsets = _pack(docs)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    got = {r: _recall(idx.search(qs, K_AT, {"rerank": r, "nprobe": 4})[0], qs, docs, 1)
+           for r in ("codes", "signs", "residual", "int8", "exact")}  # fmt: skip
+    assert got["codes"] < got["int8"] and got["residual"] < got["int8"] <= got["exact"] + 0.05
+    assert got["exact"] >= 0.9
+    with pytest.raises(InvalidArgument) as e:
+        idx.search(qs[:1], K_AT, {"rerank": "float16"})
+    assert e.value.field == "params.rerank"

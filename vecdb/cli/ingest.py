@@ -185,7 +185,8 @@ def ingest(
     resume: bool, progress_file: str | None, api_key: str | None, tls_ca: str | None,
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
 ) -> None:  # fmt: skip
-    """Load FILE (.npy .fvecs .bvecs .fbin .parquet .jsonl) into a collection."""
+    """Load FILE (.npy .fvecs .bvecs .fbin .parquet .jsonl; documents: .npz, Parquet lists of
+    token vectors) into a collection."""
     try:
         code = run_ingest(file, collection, target, dim, metric, index, ids_from, vector_column,
                           batch_size, resume, progress_file, api_key, tls_ca, window, optimize,
@@ -203,6 +204,12 @@ def run_ingest(
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
 ) -> int:  # fmt: skip
     """The body of `vecdb ingest`; returns the exit code."""
+    from vecdb.cli import ingest_documents as docs  # documents: .npz, Parquet token lists
+
+    if docs.is_documents(file, vector_column):
+        return docs.ingest_documents(file, collection, target, dim, metric, ids_from,
+                                     vector_column, batch_size, resume, progress_file, api_key,
+                                     tls_ca, optimize, quiet)  # fmt: skip
     source = open_source(file, ids_from, vector_column)
     state_path = progress_path(file, progress_file)
     fingerprint = _fingerprint(file, collection, target)

@@ -34,6 +34,7 @@ from vecdb.client.channel import (
     parse_target,
     retry_wait,
 )
+from vecdb.client.documents import AsyncDocuments
 from vecdb.client.remote import StreamAck, scroll_answer, snapshot_info
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -41,7 +42,7 @@ from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
-class AsyncClient:
+class AsyncClient(AsyncDocuments):
     """`async with vecdb.AsyncClient("localhost:7700") as client: await client.search(...)`."""
 
     def __init__(

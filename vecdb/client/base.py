@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from typing import Any
 
-from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
+from vecdb.types import CollectionInfo, Document, Id, Record, SearchResult, SnapshotInfo
 
 
 class Client(abc.ABC):
@@ -138,6 +138,39 @@ class Client(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- documents (kind="multivector" collections; vecdb.client.documents) ---------------
+
+    @abc.abstractmethod
+    def upsert_documents(
+        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+    ) -> int:
+        """Insert or replace documents: `documents[i]` an (n_i, dim) token matrix (at most
+        4096 tokens; 65536 a request), `weights[i]` None or n_i per-token salience values
+        (used by index-time pruning), `payloads[i]` a JSON object or None."""
+
+    @abc.abstractmethod
+    def search_documents(
+        self,
+        name: str,
+        query: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        with_payload: bool = False,
+    ) -> SearchResult:
+        """Top-k documents by MaxSim (sum over query tokens of the best token similarity) for
+        a query (m, dim) or a list of them. `distances` holds the negated MaxSim score, so
+        smaller is better as for dense search; `stats` what the search did. `params`:
+        nprobe, centroid_threshold, ndocs, hamming_keep, rerank, query_keep (PARAMS.md)."""
+
+    @abc.abstractmethod
+    def get_documents(
+        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+    ) -> list[Document]:
+        """The stored documents among `ids`, in request order (missing ids omitted): tokens
+        exactly as upserted, weights if given, payload."""
 
     # -- snapshots ------------------------------------------------------------------------
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from vecdb.client.base import Client
+from vecdb.client.documents import LocalDocuments
 from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
 
 
-class LocalClient(Client):
+class LocalClient(LocalDocuments, Client):
     """`vecdb.connect("./dir")` or `vecdb.connect(":memory:")`."""
 
     def __init__(self, path: str | Path) -> None:

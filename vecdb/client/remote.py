@@ -37,6 +37,7 @@ from vecdb.client.channel import (
     parse_target,
     retry_wait,
 )
+from vecdb.client.documents import RemoteDocuments
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -64,7 +65,7 @@ def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
     return convert.points_from_proto(resp.points), nxt
 
 
-class RemoteClient(Client):
+class RemoteClient(RemoteDocuments, Client):
     """A `Client` talking to a server; thread-safe (one channel, many concurrent calls)."""
 
     def __init__(

@@ -12,6 +12,7 @@ from typing import Any
 from vecdb.engine import filters, reader, writer
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.doc_writer import refuse_dense
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.payload_index import IndexDef, check_key, check_type
 from vecdb.errors import AlreadyExists, InvalidArgument, NotFound
@@ -36,6 +37,7 @@ class Collection:
     # -- writes ---------------------------------------------------------------------------
 
     def upsert(self, ids: object, vectors: object, payloads: object = None) -> int:
+        refuse_dense(self.core, "upsert", "upsert_documents")
         with self.core.use():
             return writer.upsert(self.core, ids, vectors, payloads, self.worker.notify)
 
@@ -89,6 +91,8 @@ class Collection:
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, ids: object, with_vectors: bool = True) -> list[Record]:
+        if with_vectors is True:
+            refuse_dense(self.core, "get with vectors", "get_documents")
         with self.core.use():
             return reader.get(self.core, ids, with_vectors)
 
@@ -104,6 +108,8 @@ class Collection:
         with_vectors: bool = False,
         with_payload: bool = True,
     ) -> tuple[list[Record], Id | None]:
+        if with_vectors is True:
+            refuse_dense(self.core, "scroll with vectors", "get_documents")
         with self.core.use():
             return reader.scroll(self.core, flt, limit, offset, with_vectors, with_payload)
 
@@ -117,6 +123,7 @@ class Collection:
         with_payload: bool = False,
         with_vectors: bool = False,
     ) -> SearchResult:
+        refuse_dense(self.core, "search", "search_documents")
         with self.core.use():
             return reader.search(self.core, queries, k, filter, params, with_payload, with_vectors)
 

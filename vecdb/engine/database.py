@@ -22,6 +22,7 @@ from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection
 from vecdb.engine.commit import Sequencer
 from vecdb.engine.core import CollectionConfig, CollectionCore
+from vecdb.engine.doc_database import DocumentsMixin, collection_index
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.memory import tune_allocator
 from vecdb.engine.recovery import collection_dir, open_collection
@@ -32,14 +33,14 @@ from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
 from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
-from vecdb.types import CollectionInfo, CollectionKind, Id, Record, SearchResult, SnapshotInfo
+from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
 CONFIG_PREFIX = b"collection:"
 
 
-class Database:
+class Database(DocumentsMixin):
     """An open data directory. Thread-safe; one process at a time (see `DirLock`)."""
 
     def __init__(
@@ -156,8 +157,7 @@ class Database:
         registry.spec(index)
         params = v.check_index_params(index_params)
         kind_ = v.check_kind(kind)
-        if kind_ is CollectionKind.MULTIVECTOR:
-            raise Unimplemented("kind='multivector' collections are not built yet")
+        index = collection_index(kind_, index, metric_)  # documents: engine.doc_database
         if multi_tenant:
             raise Unimplemented("multi_tenant collections are not built yet")
         with self._ddl:
@@ -191,6 +191,7 @@ class Database:
                 id_type=id_type_.value,
                 index=index,
                 index_params=params,
+                kind=kind_.value,
             )
             registry.check_params(index, cfg.index_params)  # before anything is written
             batch = self.kv.batch()

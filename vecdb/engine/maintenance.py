@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit
+from vecdb.engine import commit, doc_jobs
 from vecdb.engine.core import (
     STATE_BUILDING,
     STATE_ERROR,
@@ -70,6 +70,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
     st, s = coll.status, coll.settings
     if st.retry_at > now:
         return None
+    if coll.cfg.kind == "multivector":  # documents have their own jobs (engine.doc_jobs)
+        return doc_jobs.due(coll, now)
     waiting = st.optimize_requested > st.optimize_done
     buf = coll.buffer
     if buf is None:
@@ -203,6 +205,8 @@ class MaintenanceWorker:
                 drain(coll)
             elif job == JOB_MAINTAIN:
                 maintain(coll)
+            elif job in doc_jobs.JOBS:
+                doc_jobs.run(coll, job, _progress(coll))
             else:
                 finish_optimize(coll)
             coll.status.error = ""

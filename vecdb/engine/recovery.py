@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vecdb.engine import commit
+from vecdb.engine import commit, doc_jobs
 from vecdb.engine import validate as v
 from vecdb.engine.commit import Sequencer
 from vecdb.engine.core import CollectionConfig, CollectionCore
@@ -72,7 +72,9 @@ def open_collection(
     coll = CollectionCore(cfg, kv, seq, index, kind, directory, settings)
     # Pass 1: the point table and the live count.
     coll.points.load()
-    if not kind.persistent:
+    if cfg.kind == "multivector":  # documents replay into their own index (engine.doc_jobs)
+        doc_jobs.recover(coll, applied, rebuild)
+    elif not kind.persistent:
         # Pass 2a: rebuild the in-memory index from the stored vectors.
         _load_all(coll, into_buffer=False)
     elif rebuild:

@@ -32,6 +32,8 @@ class KindSpec:
 KINDS: dict[str, KindSpec] = {
     IndexKind.FLAT.value: KindSpec(IndexKind.FLAT, persistent=False, buffered=False),
     IndexKind.SPANN.value: KindSpec(IndexKind.SPANN, persistent=True, buffered=True),
+    # kind="multivector" collections only (documents; see vecdb.index.multivector.adapter)
+    IndexKind.MULTIVECTOR.value: KindSpec(IndexKind.MULTIVECTOR, persistent=True, buffered=False),
 }
 
 
@@ -50,6 +52,10 @@ def spec(kind: object) -> KindSpec:
 
 def check_params(kind: str, params: Mapping[str, Any]) -> None:
     """Reject bad build parameters, naming them; touches no files."""
+    if spec(kind).kind is IndexKind.MULTIVECTOR:
+        from vecdb.index.multivector.adapter import check_params as check_mv
+
+        return check_mv(params)
     if spec(kind).kind is IndexKind.FLAT:
         if params:
             raise InvalidArgument(f"the flat index takes no index_params, got {sorted(params)}")
@@ -64,6 +70,10 @@ def open_index(
 ) -> tuple[VectorIndex, int]:
     """Create or open the index of `kind` (files under `directory` if it keeps any); returns
     it and its last durable applied sequence (0 if new or in-memory)."""
+    if spec(kind).kind is IndexKind.MULTIVECTOR:
+        from vecdb.index.multivector.adapter import open_multivector
+
+        return open_multivector(dim, metric, params, directory)
     if spec(kind).kind is IndexKind.FLAT:
         from vecdb.index.flat import open_flat
 
@@ -80,6 +90,10 @@ def durable_seq(kind: str, directory: Path) -> int | None:
     (None for an in-memory kind or an index never checkpointed); for read-only tools."""
     if not spec(kind).persistent:
         return None
+    if spec(kind).kind is IndexKind.MULTIVECTOR:
+        from vecdb.index.multivector.persist import applied_seq
+
+        return applied_seq(directory)
     from vecdb.index.spann.persist import read_manifest
 
     manifest = read_manifest(directory) if directory.is_dir() else None

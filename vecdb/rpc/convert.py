@@ -48,6 +48,7 @@ METRICS: dict[Any, Any] = {
 INDEX_KINDS: dict[Any, Any] = {
     IndexKind.FLAT: pb.INDEX_KIND_FLAT,
     IndexKind.SPANN: pb.INDEX_KIND_SPANN,
+    IndexKind.MULTIVECTOR: pb.INDEX_KIND_MULTIVECTOR,
 }
 COLLECTION_KINDS: dict[Any, Any] = {
     CollectionKind.DENSE: pb.COLLECTION_KIND_DENSE,

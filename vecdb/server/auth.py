@@ -29,6 +29,7 @@ class Role(enum.Enum):
 READ_METHODS = frozenset({
     "CollectionExists", "ListCollections", "GetCollection", "Get", "Scroll", "Count", "Search",
     "SearchBatch", "ListSnapshots", "Stats",
+    "SearchDocuments", "GetDocuments",  # documents (issue 11)
 })  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.server.document_rpcs import DocumentRPCs
 from vecdb.types import CollectionKind, IdType, Metric
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _opt_json(text: str, field: str, kwargs: dict[str, Any]) -> None:
         kwargs[field] = convert.loads_json(text, field)
 
 
-class VectorDBServicer(pb_grpc.VectorDBServicer):
+class VectorDBServicer(DocumentRPCs, pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
     def __init__(self, db: Database, metrics: ServerMetrics, stream_window: int) -> None:

@@ -49,6 +49,7 @@ class MultiVectorIndex:
         self.directory = directory  # files live here (None: in memory)
         self.params = MVBuildParams.parse(params)  # build parameters
         self._lock = threading.RLock()  # serialises mutations (searches take none)
+        self._train_lock = threading.Lock()  # one training at a time
         self._removed: set[int] = set()  # slots ever removed (remove wins)
         self._doc_of: dict[int, int] = {}  # slot -> document number
         self._weights = np.zeros(0, np.float32)  # raw-token salience (NaN = none given)
@@ -86,17 +87,21 @@ class MultiVectorIndex:
 
     def train(self, progress: Progress | None = None) -> None:
         """Train a new codec on the live documents and encode them all (compacting removed
-        documents away). A no-op without live tokens."""
-        with self._lock:
-            v = self._v
-            live = np.flatnonzero(v.alive)
+        documents away). A no-op without live tokens. The work runs outside the mutation
+        lock: documents added meanwhile are encoded with the new codec at the swap, removals
+        made meanwhile are applied to it."""
+        with self._train_lock:
+            with self._lock:
+                v = self._v
+                live = np.flatnonzero(v.alive)
+                weights_all = self._weights
             sizes = np.diff(v.raw_off)[live]
             if sizes.sum() == 0:
                 return
             if progress:
                 progress("gather", 0, len(live))
             tokens = _gather(v.raw, v.raw_off, live)
-            weights = self._weights[_ranges(v.raw_off, live)]
+            weights = weights_all[_ranges(v.raw_off, live)]
             slots = v.slots[live]
             offsets = offsets_of(sizes)
             # Pass 1: pooled tokens are what the codebook sees.
@@ -110,17 +115,16 @@ class MultiVectorIndex:
             # Pass 2: prune by salience, encode.
             enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, codec)
             encoded = codec.encode(enc_tok, codes)
-            # Pass 3: new raw and tier files, the CSR, one swap.
+            # Pass 3: new raw and tier files, the CSR.
             raw = self._new_raw()
             raw.append(tokens)
-            self._weights = weights.copy()
             tier = self._new_tier(codec)
             if tier is not None:
                 tier.append(encoded.tier)
             cells, docs = cell_pairs(codes, enc_off)
             indptr, cell_docs = csr(cells, docs, codec.k)
             z = np.zeros(0, np.int64)
-            self._v = View(
+            nv = View(
                 slots=slots.copy(),
                 raw_off=offsets,
                 alive=np.ones(len(slots), bool),
@@ -137,12 +141,24 @@ class MultiVectorIndex:
                 raw=raw,
                 tier=tier,
             )
-            persist.retire(self, v)
-            self._doc_of = {int(s): i for i, s in enumerate(slots)}
-            for s in self._removed & self._doc_of.keys():  # removed while we trained
-                self._v.alive[self._doc_of[s]] = False
-            self._trained_tokens = len(tokens)
-            self._added_sq, self._added_n = 0.0, 0
+            # Pass 4: one swap, with what arrived meanwhile.
+            with self._lock:
+                now = self._v
+                late = np.arange(v.docs, now.docs, dtype=np.int64)
+                late_tok = _gather(now.raw, now.raw_off, late)
+                late_w = self._weights[_ranges(now.raw_off, late)]
+                self._weights = np.concatenate([weights, late_w])
+                self._v = nv
+                self._doc_of = {int(s): i for i, s in enumerate(slots)}
+                self._trained_tokens = len(tokens)
+                self._added_sq, self._added_n = 0.0, 0
+                if len(late):
+                    late_off = offsets_of(np.diff(now.raw_off)[late])
+                    self._weights = weights.copy()  # _append_raw adds the late ones again
+                    self._encode_new(now.slots[late], late_tok, late_off, late_w)
+                for s in self._removed & self._doc_of.keys():  # removed while we trained
+                    self._v.alive[self._doc_of[s]] = False
+                persist.retire(self, v)
             if progress:
                 progress("gather", len(live), len(live))
 
@@ -158,19 +174,24 @@ class MultiVectorIndex:
         """Insert documents (encoded with the current codec once there is one). Documents
         already present or ever removed are skipped (idempotent under replay)."""
         with self._lock:
-            first_doc = self._v.docs
-            added = self._append_raw(doc_ids, tokens, offsets, weights)
-            v = self._v
-            if v.codec is None or added is None:
-                return
-            toks, offs, w = added
-            enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
-            codes = v.codec.assign(enc_tok)
-            enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
-            encoded = v.codec.encode(enc_tok, codes)
-            self._added_sq += encoded.sq_residual * len(enc_tok)
-            self._added_n += len(enc_tok)
-            self._v = self._append_encoded(v, encoded, enc_off, first_doc)
+            self._encode_new(doc_ids, tokens, offsets, weights)
+
+    def _encode_new(
+        self, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
+    ) -> None:
+        first_doc = self._v.docs
+        added = self._append_raw(doc_ids, tokens, offsets, weights)
+        v = self._v
+        if v.codec is None or added is None:
+            return
+        toks, offs, w = added
+        enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
+        codes = v.codec.assign(enc_tok)
+        enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
+        encoded = v.codec.encode(enc_tok, codes)
+        self._added_sq += encoded.sq_residual * len(enc_tok)
+        self._added_n += len(enc_tok)
+        self._v = self._append_encoded(v, encoded, enc_off, first_doc)
 
     def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
         assert v.codec is not None

@@ -39,7 +39,7 @@ DEFAULT_NPROBE, MIN_NPROBE, MAX_NPROBE = 0, 0, 256  # cells per query token; 0 =
 DEFAULT_NDOCS, MIN_NDOCS, MAX_NDOCS = 0, 0, 1_000_000  # kept after interaction; 0 = by k
 MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
 DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
-RERANKS = ("residual", "int8", "float16", "exact")
+RERANKS = ("residual", "int8", "float16", "exact", "codes", "signs")
 DEFAULT_QUERY_KEEP, MIN_QUERY_KEEP, MAX_QUERY_KEEP = 1.0, 0.05, 1.0
 
 

@@ -181,3 +181,12 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
     index._doc_of = {int(s): i for i, s in enumerate(index._v.slots)}
     _clean(directory, manifest)
     return True
+
+
+def applied_seq(directory: Path) -> int | None:
+    """The sequence the index in `directory` last checkpointed (None: never), read without
+    opening it."""
+    path = directory / MANIFEST
+    if not path.exists():
+        return None
+    return int(json.loads(read_sections(path, MANIFEST_MAGIC, MANIFEST_VERSION)[0])["applied_seq"])

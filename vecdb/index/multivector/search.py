@@ -2,11 +2,14 @@
 
 This module owns how one query becomes a top-k of documents, in numbered passes:
 1. query-token pruning (opt-in) by the IDF of each token's nearest centroid;
-2. centroid scores S = Q C^T, the top-`nprobe` cells per query token, their live documents;
+2. centroid scores S = Q C^T, the top-`nprobe` cells per query token, their live documents
+   (nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found);
 3. centroid interaction with pruning (codes whose best query score is under tau skip), keep
    `ndocs`; then with every code, keep max(k, ndocs / 4) (PLAID);
 4. optional asymmetric sign-bit prefilter (float query x sign bits), keep `hamming_keep`;
-5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k.
+5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k;
+   `codes` (the centroid interaction itself) and `signs` (float query x sign bits) rank
+   without a rerank tier, for comparison.
 Before the first training every search is exact. Scores are MaxSim (higher is better); rows
 are padded with -1 / -inf. Reads the `View` and the row stores; changes nothing.
 """
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.errors import InvalidArgument
 from vecdb.index.multivector.params import MVSearchParams
 from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
@@ -28,6 +32,7 @@ from vecdb.kernels.maxsim import centroid_interaction, gather_cells, lut_maxsim,
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
+ADAPT_MAX = 16  # at most this x nprobe cells per token when candidates run short
 EXACT_BLOCK_TOKENS = 32_768  # raw tokens per BLAS block of an exhaustive exact search
 STAT_KEYS = (
     "queries",
@@ -37,6 +42,7 @@ STAT_KEYS = (
     "maxsim_work_saved",
     "bytes_read",
     "exact",
+    "nprobe",
 )
 
 
@@ -97,7 +103,7 @@ def search_one(
     live_docs = np.flatnonzero(live)
     raw_sizes = np.diff(v.raw_off)
     codec = v.codec
-    if codec is None or p.rerank == "exact" and p.hamming_keep == 0 and len(live_docs) <= k:
+    if codec is None or len(live_docs) <= k:  # untrained, or nothing to choose from
         scores = exact_scores(q, raw, v, live_docs)
         st.update(candidates=len(live_docs), docs_scored=len(live_docs), exact=1.0,
                   tokens_scored=float(raw_sizes[live_docs].sum()),
@@ -111,15 +117,23 @@ def search_one(
         kept = query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)
         q, sim = q[kept], sim[kept]
     skq = np.ascontiguousarray(sim.T, dtype=np.float32)  # (K, m')
-    # Pass 2: probe cells, gather their live documents.
+    # Pass 2: probe cells, gather their live documents; while fewer than the second pass
+    # keeps are found, probe twice as many cells (up to ADAPT_MAX x nprobe).
+    second = max(k, ndocs // 4)
+    cap = min(codec.k, nprobe * ADAPT_MAX)
     nprobe = min(nprobe, codec.k)
-    cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
-    cand = gather_cells(cells, v.indptr, v.cell_docs, live, stamp)
+    while True:
+        cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
+        cand = gather_cells(cells, v.indptr, v.cell_docs, live, stamp)
+        if len(v.delta_cells):
+            extra = v.delta_docs[np.isin(v.delta_cells, cells)]
+            extra = extra[live[extra]]
+            cand = np.unique(np.concatenate([cand, extra]))
+        if len(cand) >= second or nprobe >= cap:
+            break
+        nprobe = min(cap, 2 * nprobe)
     st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
-    if len(v.delta_cells):
-        extra = v.delta_docs[np.isin(v.delta_cells, cells)]
-        extra = extra[live[extra]]
-        cand = np.unique(np.concatenate([cand, extra]))
+    st["nprobe"] = float(nprobe)
     if len(cand) < k:  # too few near the query (a narrow filter): every live document
         cand = live_docs
     st["candidates"] = float(len(cand))
@@ -132,7 +146,6 @@ def search_one(
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
         cand, _ = top(cand, sc, ndocs)
-    second = max(k, ndocs // 4)
     if len(cand) > second:
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
@@ -150,16 +163,24 @@ def search_one(
         sc = exact_scores(q, raw, v, cand)
         st["bytes_read"] += float(raw_sizes[cand].sum() * raw.width)
         scored = raw_sizes[cand]
+    elif rerank == "codes":  # the full centroid interaction is the ranking (HPC-ColPali)
+        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
+        st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
+        scored = enc_sizes[cand]
+    elif rerank == "signs":  # float query x sign bits (Vespa's unpacked binary)
+        _needs(codec.sign_bits, "signs", "sign_bits=true")
+        lut_maxsim(sign_lut(q), v.signs, v.enc_off, cand, sc)
+        st["bytes_read"] += float(enc_sizes[cand].sum() * v.signs.shape[1])
+        scored = enc_sizes[cand]
     elif rerank == "residual":
-        if not codec.residual_bits:
-            raise ValueError("rerank 'residual' needs residual_bits > 0")
+        _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
         lut = build_lut(q, codec.values, codec.residual_bits)
         lut_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
     else:
-        if tier is None or codec.tier != rerank:
-            raise ValueError(f"rerank {rerank!r} needs rerank_tier {rerank!r} at build")
+        _needs(tier is not None and codec.tier == rerank, rerank, f"rerank_tier={rerank!r}")
+        assert tier is not None
         rows, local = tier.gather(v.enc_off, cand)
         qq = q * codec.scales if rerank == "int8" else q
         rows = rows if rerank == "int8" else np.asarray(rows, np.float32)
@@ -172,6 +193,14 @@ def search_one(
     st["maxsim_work_saved"] = 1.0 - float(scored.sum()) * len(q) / full if full else 0.0
     d, s = top(cand, sc, k)
     return d, s, st
+
+
+def _needs(ok: bool, rerank: str, what: str) -> None:
+    if not ok:
+        raise InvalidArgument(
+            f"params.rerank={rerank!r} needs a collection built with {what}",
+            field="params.rerank",
+        )
 
 
 def default_rerank(v: View) -> str:
@@ -204,4 +233,5 @@ def search_batch(
     if nq:
         total["maxsim_work_saved"] /= nq
         total["exact"] /= nq
+        total["nprobe"] /= nq
     return ids, scores, total

@@ -19,6 +19,7 @@ class IndexKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INDEX_KIND_UNSPECIFIED: _ClassVar[IndexKind]
     INDEX_KIND_FLAT: _ClassVar[IndexKind]
     INDEX_KIND_SPANN: _ClassVar[IndexKind]
+    INDEX_KIND_MULTIVECTOR: _ClassVar[IndexKind]
 
 class CollectionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -38,6 +39,7 @@ METRIC_COSINE: Metric
 INDEX_KIND_UNSPECIFIED: IndexKind
 INDEX_KIND_FLAT: IndexKind
 INDEX_KIND_SPANN: IndexKind
+INDEX_KIND_MULTIVECTOR: IndexKind
 COLLECTION_KIND_UNSPECIFIED: CollectionKind
 COLLECTION_KIND_DENSE: CollectionKind
 COLLECTION_KIND_MULTIVECTOR: CollectionKind
@@ -503,3 +505,89 @@ class StatsResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     stats: str
     def __init__(self, stats: _Optional[str] = ...) -> None: ...
+
+class Documents(_message.Message):
+    __slots__ = ("dim", "count", "data", "token_counts", "weights", "has_weights", "widths")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    HAS_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    WIDTHS_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    count: int
+    data: bytes
+    token_counts: _containers.RepeatedScalarFieldContainer[int]
+    weights: bytes
+    has_weights: _containers.RepeatedScalarFieldContainer[bool]
+    widths: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dim: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., token_counts: _Optional[_Iterable[int]] = ..., weights: _Optional[bytes] = ..., has_weights: _Optional[_Iterable[bool]] = ..., widths: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class UpsertDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "ids", "documents", "payloads", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    documents: Documents
+    payloads: _containers.RepeatedScalarFieldContainer[str]
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., documents: _Optional[_Union[Documents, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class UpsertDocumentsResponse(_message.Message):
+    __slots__ = ("upserted",)
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    def __init__(self, upserted: _Optional[int] = ...) -> None: ...
+
+class SearchDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "queries", "options", "single", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    queries: Documents
+    options: SearchOptions
+    single: bool
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Documents, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., single: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class SearchDocumentsResponse(_message.Message):
+    __slots__ = ("result", "stats")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    result: SearchResponse
+    stats: str
+    def __init__(self, result: _Optional[_Union[SearchResponse, _Mapping]] = ..., stats: _Optional[str] = ...) -> None: ...
+
+class GetDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "ids", "with_tokens", "with_payload", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    WITH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: Ids
+    with_tokens: bool
+    with_payload: bool
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., with_tokens: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class GetDocumentsResponse(_message.Message):
+    __slots__ = ("ids", "documents", "payloads", "with_payload")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    ids: Ids
+    documents: Documents
+    payloads: _containers.RepeatedScalarFieldContainer[str]
+    with_payload: bool
+    def __init__(self, ids: _Optional[_Union[Ids, _Mapping]] = ..., documents: _Optional[_Union[Documents, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ...) -> None: ...

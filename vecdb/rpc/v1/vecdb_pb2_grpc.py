@@ -150,6 +150,21 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.UpsertDocuments = channel.unary_unary(
+                '/vecdb.v1.VectorDB/UpsertDocuments',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsResponse.FromString,
+                _registered_method=True)
+        self.SearchDocuments = channel.unary_unary(
+                '/vecdb.v1.VectorDB/SearchDocuments',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.SearchDocumentsRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.SearchDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetDocuments = channel.unary_unary(
+                '/vecdb.v1.VectorDB/GetDocuments',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsResponse.FromString,
+                _registered_method=True)
 
 
 class VectorDBServicer:
@@ -322,6 +337,28 @@ class VectorDBServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpsertDocuments(self, request, context):
+        """-- multi-vector documents (kind="multivector" collections; issue 11) --
+        Insert or replace documents (token matrices) with optional weights and payloads.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchDocuments(self, request, context):
+        """Top-k documents by MaxSim for one or more query matrices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocuments(self, request, context):
+        """Stored documents by id (tokens optional).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorDBServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -439,6 +476,21 @@ def add_VectorDBServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.SerializeToString,
+            ),
+            'UpsertDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertDocuments,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsResponse.SerializeToString,
+            ),
+            'SearchDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchDocuments,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.SearchDocumentsRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.SearchDocumentsResponse.SerializeToString,
+            ),
+            'GetDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocuments,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1063,6 +1115,87 @@ class VectorDB:
             '/vecdb.v1.VectorDB/Stats',
             vecdb_dot_v1_dot_vecdb__pb2.StatsRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/UpsertDocuments',
+            vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.UpsertDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/SearchDocuments',
+            vecdb_dot_v1_dot_vecdb__pb2.SearchDocumentsRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.SearchDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/GetDocuments',
+            vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,302 @@
+"""The SDK's document calls (kind="multivector" collections): embedded, remote and their
+request builders.
+
+Owns upsert_documents / search_documents / get_documents for `LocalClient` (delegation to
+the engine) and `RemoteClient` / `AsyncClient` (the `Documents` wire message, see
+`vecdb.rpc.documents`). As for dense calls the wire carries the input as given and the
+server's engine judges it; only values the wire cannot carry (a document that is not a
+matrix of numbers, a value beyond float32, weights that do not line up with the tokens) are
+judged here, by the engine's own rules (`vecdb.engine.doc_rules`), after asking the server
+for the collection's dimension, metric, kind and id type, so both modes raise the same error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.client import requests as rq
+from vecdb.engine import filters
+from vecdb.engine import validate as rules
+from vecdb.engine.doc_rules import (
+    prepare_document_queries,
+    prepare_documents,
+    wrong_kind,
+)
+from vecdb.errors import InvalidArgument
+from vecdb.rpc import documents as wire
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.types import CollectionInfo, CollectionKind, Document, SearchResult
+
+if TYPE_CHECKING:
+    from vecdb.engine import Database
+
+Info = Callable[[], CollectionInfo]
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class Uncarried(Exception):
+    """The documents or queries cannot travel as given."""
+
+
+def _matrix(value: Any) -> npt.NDArray[Any]:
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):
+        raise Uncarried() from None
+    if arr.dtype.kind not in "fiu" or arr.ndim != 2:
+        raise Uncarried()
+    if arr.size and arr.dtype.kind == "f":
+        finite = arr[np.isfinite(arr)]
+        if finite.size and np.abs(finite).max() > _F32_MAX:
+            raise Uncarried()
+    return arr
+
+
+def _matrices(value: Any) -> list[npt.NDArray[Any]]:
+    if isinstance(value, np.ndarray) and value.ndim == 3:
+        return [_matrix(x) for x in value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise Uncarried()
+    return [_matrix(x) for x in value]
+
+
+def _weights(value: Any, docs: list[npt.NDArray[Any]]) -> list[Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) != len(docs):
+        raise Uncarried()
+    out: list[Any] = []
+    for w, d in zip(value, docs, strict=True):
+        if w is None:
+            out.append(None)
+            continue
+        try:
+            arr = np.asarray(w)
+        except (TypeError, ValueError):
+            raise Uncarried() from None
+        if arr.dtype.kind not in "fiu" or arr.shape != (len(d),):
+            raise Uncarried()
+        out.append(arr)
+    return out
+
+
+def _check_kind(info: CollectionInfo, call: str) -> None:
+    if info.kind is not CollectionKind.MULTIVECTOR:
+        raise wrong_kind(call, info.name, info.kind.value)
+
+
+def upsert_documents_request(
+    name: Any, ids: Any, documents: Any, weights: Any, payloads: Any, info: Info
+) -> pb.UpsertDocumentsRequest:
+    collection = rq.name_arg(name)
+    try:
+        docs = _matrices(documents)
+        ws = _weights(weights, docs)
+    except Uncarried:
+        got = info()  # NotFound as embedded
+        _check_kind(got, "upsert_documents")
+        rules.prepare_ids(ids, got.id_type)
+        prepare_documents(documents, weights, got.dim, got.metric)
+        raise InvalidArgument("documents cannot be sent as given", field="documents") from None
+    ids_ = rq.judged(name, lambda: rq.ids_msg(ids))
+    pays = rq.judged(name, lambda: rq.payloads_msg(payloads))
+    return pb.UpsertDocumentsRequest(
+        collection=collection, ids=ids_, documents=wire.documents_to_proto(docs, ws),
+        payloads=pays,
+    )  # fmt: skip
+
+
+def search_documents_request(
+    name: Any, query: Any, k: Any, filter: Any, params: Any, with_payload: Any, info: Info
+) -> pb.SearchDocumentsRequest:
+    collection = rq.name_arg(name)
+    k_ = rq.judged(name, lambda: rq._int_arg(k, rules.check_k))
+    flt = rq.judged(name, lambda: rq.json_arg(filter, "filter"), lambda: rules.check_k(k_))
+    earlier: tuple[Callable[[], object], ...] = (
+        lambda: rules.check_k(k_),
+        lambda: filters.parse(filter),
+    )
+    rq.judged(name, lambda: rq.flags(("with_payload", with_payload)), *earlier)
+    params_ = rq.judged(name, lambda: rq.json_arg(params, "params"), *earlier)
+    try:
+        single = isinstance(query, np.ndarray) and query.ndim == 2
+        if not single and isinstance(query, (list, tuple)) and query:
+            first = np.asarray(query[0]) if _numeric(query[0]) else None
+            single = first is not None and first.ndim == 1
+        qs = [_matrix(query)] if single else _matrices(query)
+    except Uncarried:
+        got = info()
+        _check_kind(got, "search_documents")
+        for check in earlier:
+            check()
+        if params is not None and not isinstance(params, dict):
+            raise InvalidArgument("params must be a JSON object of search parameter -> value",
+                                  field="params") from None  # fmt: skip
+        from vecdb.index.multivector.params import MVSearchParams  # numba-free, but lazily
+
+        MVSearchParams.parse(params)
+        prepare_document_queries(query, got.dim, got.metric)
+        raise InvalidArgument("query cannot be sent as given", field="query") from None
+    options = pb.SearchOptions(k=k_, filter=flt, params=params_, with_payload=with_payload)
+    return pb.SearchDocumentsRequest(collection=collection, queries=wire.documents_to_proto(qs),
+                                     options=options, single=single)  # fmt: skip
+
+
+def _numeric(value: Any) -> bool:
+    try:
+        return np.asarray(value).dtype.kind in "fiu"
+    except (TypeError, ValueError):
+        return False
+
+
+def get_documents_request(
+    name: Any, ids: Any, with_tokens: Any, with_payload: Any
+) -> pb.GetDocumentsRequest:
+    collection = rq.name_arg(name)
+    ids_ = rq.judged(name, lambda: rq.ids_msg(ids))
+    rq.judged(name, lambda: rq.flags(("with_tokens", with_tokens), ("with_payload", with_payload)))
+    return pb.GetDocumentsRequest(collection=collection, ids=ids_, with_tokens=with_tokens,
+                                  with_payload=with_payload)  # fmt: skip
+
+
+class LocalDocuments:
+    """The embedded client's document calls."""
+
+    _db: Database
+
+    def upsert_documents(
+        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+    ) -> int:
+        return int(self._db.upsert_documents(name, ids, documents, weights, payloads))
+
+    def search_documents(
+        self,
+        name: str,
+        query: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        with_payload: bool = False,
+    ) -> SearchResult:
+        res: SearchResult = self._db.search_documents(
+            name, query, k, filter=filter, params=params, with_payload=with_payload
+        )
+        return res
+
+    def get_documents(
+        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+    ) -> list[Document]:
+        out: list[Document] = self._db.get_documents(
+            name, ids, with_tokens=with_tokens, with_payload=with_payload
+        )
+        return out
+
+
+class RemoteDocuments:
+    """The gRPC client's document calls (its `_call` and `get_collection`)."""
+
+    _call: Callable[..., Any]
+    get_collection: Callable[[str], CollectionInfo]
+
+    def upsert_documents(
+        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+    ) -> int:
+        req = upsert_documents_request(name, ids, documents, weights, payloads,
+                                       lambda: self.get_collection(name))  # fmt: skip
+        return int(self._call("UpsertDocuments", req, idempotent=True).upserted)
+
+    def search_documents(
+        self,
+        name: str,
+        query: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        with_payload: bool = False,
+    ) -> SearchResult:
+        req = search_documents_request(name, query, k, filter, params, with_payload,
+                                       lambda: self.get_collection(name))  # fmt: skip
+        return wire.search_documents_from_proto(self._call("SearchDocuments", req, idempotent=True))
+
+    def get_documents(
+        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+    ) -> list[Document]:
+        req = get_documents_request(name, ids, with_tokens, with_payload)
+        return wire.get_documents_from_proto(self._call("GetDocuments", req, idempotent=True))
+
+
+class AsyncDocuments:
+    """`vecdb.AsyncClient`'s document calls (its `_local`, `_local_call`, `_call` and
+    `get_collection`)."""
+
+    _local: Any
+    _local_call: Callable[..., Awaitable[Any]]
+    _call: Callable[..., Awaitable[Any]]
+    get_collection: Callable[[str], Awaitable[CollectionInfo]]
+
+    async def _with_info(self, name: str, make: Any) -> Any:
+        """`make(info)`; when it needs the collection's settings (a value the wire cannot
+        carry is judged locally), they are fetched first and `make` runs again."""
+
+        class _Need(Exception):
+            pass
+
+        def ask() -> CollectionInfo:
+            raise _Need()
+
+        try:
+            return make(ask)
+        except _Need:
+            got = await self.get_collection(name)
+            return make(lambda: got)
+
+    async def upsert_documents(
+        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+    ) -> int:
+        """See `vecdb.Client.upsert_documents`."""
+        if self._local is not None:
+            return await self._local_call(  # type: ignore[no-any-return]
+                "upsert_documents", name, ids, documents, weights, payloads
+            )
+        req = await self._with_info(name, lambda info: upsert_documents_request(
+            name, ids, documents, weights, payloads, info))  # fmt: skip
+        return int((await self._call("UpsertDocuments", req, idempotent=True)).upserted)
+
+    async def search_documents(
+        self,
+        name: str,
+        query: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        with_payload: bool = False,
+    ) -> SearchResult:
+        """See `vecdb.Client.search_documents`."""
+        if self._local is not None:
+            return await self._local_call(  # type: ignore[no-any-return]
+                "search_documents", name, query, k, filter=filter, params=params,
+                with_payload=with_payload,
+            )  # fmt: skip
+        req = await self._with_info(name, lambda info: search_documents_request(
+            name, query, k, filter, params, with_payload, info))  # fmt: skip
+        resp = await self._call("SearchDocuments", req, idempotent=True)
+        return wire.search_documents_from_proto(resp)
+
+    async def get_documents(
+        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+    ) -> list[Document]:
+        """See `vecdb.Client.get_documents`."""
+        if self._local is not None:
+            return await self._local_call(  # type: ignore[no-any-return]
+                "get_documents", name, ids, with_tokens=with_tokens, with_payload=with_payload
+            )
+        req = get_documents_request(name, ids, with_tokens, with_payload)
+        resp = await self._call("GetDocuments", req, idempotent=True)
+        return wire.get_documents_from_proto(resp)

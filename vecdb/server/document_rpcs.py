@@ -1,0 +1,66 @@
+"""The servicer's document RPCs (kind="multivector" collections), as a mixin.
+
+Owns UpsertDocuments, SearchDocuments and GetDocuments: decode with `vecdb.rpc.documents`,
+call the engine's document methods, encode the answer. As for the dense RPCs, inputs reach
+the engine as given so that its validator names the field; optional flags are passed only
+when the request sets them. A non-empty `tenant` is refused (documents are not tenant-scoped
+yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from vecdb.engine.validate import JSON_NULL
+from vecdb.errors import Unimplemented
+from vecdb.rpc import convert, documents
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+
+
+def _no_tenant(tenant: str) -> None:
+    if tenant:
+        raise Unimplemented("tenant-scoped documents are not built yet", field="tenant")
+
+
+class DocumentRPCs:
+    """UpsertDocuments / SearchDocuments / GetDocuments over `self._db`."""
+
+    _db: Any
+
+    def UpsertDocuments(
+        self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
+    ) -> pb.UpsertDocumentsResponse:
+        _no_tenant(req.tenant)
+        ids = convert.ids_from_proto(req.ids)
+        docs, weights = documents.documents_from_proto(req.documents, "documents")
+        payloads = convert.payloads_from_proto(req.payloads, JSON_NULL)
+        n = self._db.upsert_documents(req.collection, ids, docs, weights, payloads)
+        return pb.UpsertDocumentsResponse(upserted=n)
+
+    def SearchDocuments(
+        self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
+    ) -> pb.SearchDocumentsResponse:
+        _no_tenant(req.tenant)
+        opts = req.options
+        kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
+        if opts.filter:
+            kwargs["filter"] = convert.loads_json(opts.filter, "filter")
+        if opts.params:
+            kwargs["params"] = convert.loads_json(opts.params, "params")
+        queries, _ = documents.documents_from_proto(req.queries, "query")
+        query: Any = queries[0] if req.single and len(queries) == 1 else queries
+        res = self._db.search_documents(req.collection, query, opts.k, **kwargs)
+        return documents.search_documents_to_proto(res)
+
+    def GetDocuments(
+        self, req: pb.GetDocumentsRequest, ctx: grpc.ServicerContext
+    ) -> pb.GetDocumentsResponse:
+        _no_tenant(req.tenant)
+        ids = convert.ids_from_proto(req.ids)
+        with_tokens = req.with_tokens if req.HasField("with_tokens") else True
+        with_payload = req.with_payload if req.HasField("with_payload") else True
+        found = self._db.get_documents(req.collection, ids, with_tokens=with_tokens,
+                                       with_payload=with_payload)  # fmt: skip
+        return documents.get_documents_to_proto(found, with_tokens, with_payload)
