@@ -216,8 +216,9 @@ class MVIndex(MVSystem):
     def bytes_per_token(self, params: Params) -> dict[str, float]:
         """The tiers a search with `params` reads: codes and the IVF postings always (postings
         as bytes over encoded tokens), sign bits when the Hamming prefilter is on, then the
-        rerank tier: residuals, the int8 / float16 tier, or the raw float32 store for
-        "exact" (unset: the stored tier if any, else residuals, else exact)."""
+        rerank tier: residuals, sign bits, nothing more for "codes", the int8 / float16 tier,
+        or the raw float32 store for "exact" (unset: the stored tier if any, else residuals,
+        else exact)."""
         per = self._stats.get("bytes_per_token", {})
         tokens = max(1, int(self._stats.get("encoded_tokens", 0) or 1))
         out = {
@@ -230,6 +231,10 @@ class MVIndex(MVSystem):
         rerank = params.get("rerank") or ("tier" if per.get("tier") else default)
         if rerank == "residual":
             out["residuals"] = float(per.get("residuals", 0.0))
+        elif rerank == "signs":
+            out["signs"] = float(per.get("signs", 0.0))
+        elif rerank == "codes":
+            pass  # the centroid interaction over the codes is the ranking
         elif rerank == "exact":
             out["raw"] = float(per.get("raw", 4.0 * self.data.dim))
         else:
