@@ -183,33 +183,44 @@ def target_lines(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (cost, recall) points no other point beats on both (lower cost, higher recall),
+    by increasing cost."""
+    out: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not out or y > out[-1][1]:
+            out.append((x, y))
+    return out
+
+
 def plot(rows: Sequence[Row], x_key: str, x_label: str, title: str, path: Path) -> None:
-    """recall@10 vs `x_key` (log scale), every setting a point, each system its own marker."""
+    """recall@10 vs `x_key` (log scale): every setting a point (a marker per system) and the
+    Pareto frontier of all of them as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     systems: dict[str, list[Row]] = {}
     for r in _ok(rows):
         if r.get(x_key):
             systems.setdefault(r["system"], []).append(r)
+    every: list[tuple[float, float]] = []
     for i, (name, rs) in enumerate(systems.items()):
-        pts = sorted((float(r[x_key]), float(r["recall_at_10"])) for r in rs)
-        ax.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            marker="os^vD<>p*hX"[i % 11],
-            label=name,
-            linestyle="-" if len(pts) > 1 else "none",
-        )
+        pts = [(float(r[x_key]), float(r["recall_at_10"])) for r in rs]
+        every += pts
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="os^vD<>p*hX"[i % 11],
+                   label=name, s=28, color=plt.get_cmap("tab20")(i % 20))  # fmt: skip
+    front = frontier(every)
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto frontier")
     ax.set_xscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel("recall@10 vs exact MaxSim")
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
