@@ -298,3 +298,24 @@ def test_cli_run_reports_every_system(cache: Path, tmp_path: Path) -> None:
     assert "(pruning)" in targets
     for png in ("mv-t1-ctx-300-recall-vs-bytes.png", "mv-t1-ctx-300-recall-vs-latency.png"):
         assert (out / "plots" / png).stat().st_size > 1000
+
+
+def test_mvindex_adapter_counts_the_tiers_each_setting_reads(small: MVData) -> None:
+    """Bytes per token follow the rerank and the prefilter: residuals by default, sign bits
+    only with hamming_keep, codes alone for rerank "codes", float32 for "exact"."""
+    from vecdb.bench.multivector.systems import MVIndex
+
+    system = MVIndex()
+    system.build(small, {"K": 64})
+    try:
+        per = system.bytes_per_token({})
+        assert set(per) == {"codes", "postings", "residuals"}
+        assert per["codes"] == 0.75 and per["residuals"] == 13.0  # 6 bits; 2 bits x 50 dims
+        assert "signs" in system.bytes_per_token({"hamming_keep": 8})
+        assert set(system.bytes_per_token({"rerank": "codes"})) == {"codes", "postings"}
+        assert system.bytes_per_token({"rerank": "exact"})["raw"] == 200.0
+        hits = system.search(small.query(0), 10, {})
+        assert len(hits.ids) == 10 and 0 < hits.fully_scored <= small.n_docs
+        assert system.pruning_share({"query_keep": 0.5}) == pytest.approx(0.5)
+    finally:
+        system.close()
