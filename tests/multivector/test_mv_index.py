@@ -71,6 +71,11 @@ def test_trained_search_recall_vs_exact(
     assert stats["docs_scored"] / len(qs) <= 0.2 * len(docs)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
     assert idx.stats()["K"] == 256 and idx.stats()["trained"]
+    codes, offs, slots, centroids = idx.codes()
+    assert centroids is not None and len(codes) == offs[-1] == len(tokens)
+    assert codes.max() < 256 and np.array_equal(slots, np.arange(len(docs)))
+    nearest = np.argmax(tokens[:50] @ centroids.T, axis=1)  # unit data: nearest = best dot
+    assert (nearest == codes[:50]).mean() >= 0.98
 
 
 def test_add_and_remove_after_training(corpus: tuple) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 import vecdb.kernels.maxsim as ms
 from vecdb.kernels.bitpack import (
+    append_codes,
     build_lut,
     code_bits,
     pack_codes,
@@ -91,6 +92,23 @@ def test_code_streams_round_trip(k: int) -> None:
     assert len(packed) == (301 * bits + 7) // 8 + 2
     np.testing.assert_array_equal(unpack_codes(packed, bits, 301), codes)
     assert [ms.code_at(packed, t, bits) for t in (0, 1, 150, 300)] == list(codes[[0, 1, 150, 300]])
+
+
+@pytest.mark.parametrize("bits", [1, 3, 10, 16])
+def test_appended_code_streams_equal_one_packing(bits: int) -> None:
+    """Appending codes in pieces (in place, growing) gives the stream of one packing, and
+    the codes before each append read back unchanged."""
+    rng = np.random.default_rng(bits)
+    parts = [rng.integers(0, 1 << bits, size=int(n)) for n in (5, 0, 17, 1, 300)]
+    buf, n = np.zeros(0, np.uint8), 0
+    for part in parts:
+        before = unpack_codes(buf, bits, n) if n else np.zeros(0, np.int64)
+        buf = append_codes(buf, n, part, bits)
+        np.testing.assert_array_equal(unpack_codes(buf, bits, n), before)
+        n += len(part)
+    whole = pack_codes(np.concatenate(parts), bits)
+    np.testing.assert_array_equal(buf[: len(whole)], whole)
+    assert not buf[len(whole) :].any()
 
 
 @pytest.mark.parametrize("d", DIMS)

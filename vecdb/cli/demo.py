@@ -36,7 +36,7 @@ from vecdb.types import IndexKind
 @click.option("--k", default=10, show_default=True)
 @click.option(
     "--index",
-    type=click.Choice([k.value for k in IndexKind]),
+    type=click.Choice([k.value for k in IndexKind if k is not IndexKind.MULTIVECTOR]),
     default=None,
     help="Index kind [default: spann].",
 )

@@ -33,7 +33,7 @@ from vecdb.types import IndexKind, Metric
 PROGRESS_FORMAT = "vecdb-ingest-progress"
 PROGRESS_VERSION = 1
 METRICS = tuple(m.value for m in Metric)
-INDEXES = tuple(k.value for k in IndexKind)
+INDEXES = tuple(k.value for k in IndexKind if k is not IndexKind.MULTIVECTOR)  # dense indexes
 _ROW_IN_MESSAGE = re.compile(r"^(?:batch seq=\d+: )?(ids|vectors|payloads)\[(\d+)\]")
 
 

@@ -55,9 +55,26 @@ def unpack_codes(packed: U8, bits: int, n: int) -> I64:
     return out
 
 
-def concat_codes(a: U8, na: int, b: U8, nb: int, bits: int) -> U8:
-    """The stream of a's na codes followed by b's nb codes."""
-    return pack_codes(np.concatenate([unpack_codes(a, bits, na), unpack_codes(b, bits, nb)]), bits)
+def append_codes(buf: U8, n_old: int, codes: npt.ArrayLike, bits: int) -> U8:
+    """Append codes to a stream holding n_old codes, in place when `buf` has room (else in a
+    copy of twice the size). Bytes past the old codes are zero, so the boundary byte is OR-ed:
+    a reader of the old n_old codes sees them unchanged (its masks ignore the new bits)."""
+    c = np.asarray(codes, dtype=np.int64).ravel()
+    end = ((n_old + len(c)) * bits + 7) // 8 + CODE_PAD
+    if len(buf) < end:
+        grown = np.zeros(max(end, 2 * len(buf)), np.uint8)
+        grown[: len(buf)] = buf
+        buf = grown
+    if len(c) == 0:
+        return buf
+    pos = n_old * bits
+    bitv = ((c[:, None] >> np.arange(bits, dtype=np.int64)[None, :]) & 1).astype(np.uint8)
+    stream = np.packbits(np.concatenate([np.zeros(pos % 8, np.uint8), bitv.ravel()]),
+                         bitorder="little")  # fmt: skip
+    start = pos // 8
+    buf[start] |= stream[0]
+    buf[start + 1 : start + len(stream)] = stream[1:]
+    return buf
 
 
 def row_bytes(d: int, b: int) -> int:

@@ -37,7 +37,7 @@ U64 = npt.NDArray[np.uint64]
 
 # Below this many multiply-adds (or lookups) a call runs serially: waking numba's thread pool
 # costs more than the work.
-PARALLEL_MIN_WORK = 1 << 21
+PARALLEL_MIN_WORK = 1 << 24
 
 
 @njit(cache=True, inline="always")

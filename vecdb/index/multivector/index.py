@@ -23,12 +23,23 @@ import numpy.typing as npt
 
 from vecdb.index.multivector import persist
 from vecdb.index.multivector.codec import Codec, Encoded, train
+from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
 from vecdb.index.multivector.search import exact_scores, search_batch, top
-from vecdb.index.multivector.view import View, cell_pairs, csr, empty_view, visible_mask, with_delta
-from vecdb.kernels.bitpack import code_bits, pack_codes, unpack_codes
+from vecdb.index.multivector.stats import view_codes, view_stats
+from vecdb.index.multivector.view import (
+    View,
+    cell_pairs,
+    csr,
+    empty_view,
+    grow,
+    visible_mask,
+    with_delta,
+)
+from vecdb.kernels.bitpack import append_codes, code_bits, pack_codes
+from vecdb.kernels.distance import single_threaded_blas
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -100,8 +111,8 @@ class MultiVectorIndex:
                 return
             if progress:
                 progress("gather", 0, len(live))
-            tokens = _gather(v.raw, v.raw_off, live)
-            weights = weights_all[_ranges(v.raw_off, live)]
+            tokens = gather(v.raw, v.raw_off, live)
+            weights = weights_all[ranges(v.raw_off, live)]
             slots = v.slots[live]
             offsets = offsets_of(sizes)
             # Pass 1: pooled tokens are what the codebook sees.
@@ -145,8 +156,8 @@ class MultiVectorIndex:
             with self._lock:
                 now = self._v
                 late = np.arange(v.docs, now.docs, dtype=np.int64)
-                late_tok = _gather(now.raw, now.raw_off, late)
-                late_w = self._weights[_ranges(now.raw_off, late)]
+                late_tok = gather(now.raw, now.raw_off, late)
+                late_w = self._weights[ranges(now.raw_off, late)]
                 self._weights = np.concatenate([weights, late_w])
                 self._v = nv
                 self._doc_of = {int(s): i for i, s in enumerate(slots)}
@@ -196,8 +207,12 @@ class MultiVectorIndex:
     def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
         assert v.codec is not None
         bits = code_bits(v.codec.k)
-        n_old = v.encoded_tokens
-        codes = pack_codes(np.concatenate([unpack_codes(v.codes, bits, n_old), e.codes]), bits)
+        n_old, n = v.encoded_tokens, len(e.codes)
+        codes = append_codes(v.codes, n_old, e.codes, bits)
+        residuals = grow(v.residuals, n_old, n)
+        residuals[n_old : n_old + n] = e.residuals
+        signs = grow(v.signs, n_old, n)
+        signs[n_old : n_old + n] = e.signs
         if v.tier is not None:
             v.tier.append(e.tier)
         cells, docs = cell_pairs(e.codes, enc_off, first_doc)
@@ -206,8 +221,8 @@ class MultiVectorIndex:
             # the new documents' placeholder (empty) ranges are replaced by their real ones
             enc_off=np.concatenate([v.enc_off[: first_doc + 1], enc_off[1:] + n_old]),
             codes=codes,
-            residuals=np.concatenate([v.residuals, e.residuals]),
-            signs=np.concatenate([v.signs, e.signs]),
+            residuals=residuals,
+            signs=signs,
         )
         return with_delta(nv, cells, docs)
 
@@ -216,19 +231,20 @@ class MultiVectorIndex:
     ) -> tuple[F32, I64, F32] | None:
         """Validate and append new documents to the raw store and the document table;
         returns the new ones (tokens, offsets, weights) or None if all were skipped."""
-        ids, toks, offs, w = _checked(self.dim, doc_ids, tokens, offsets, weights)
+        ids, toks, offs, w = checked(self.dim, doc_ids, tokens, offsets, weights)
         keep = np.array(
             [int(s) not in self._removed and int(s) not in self._doc_of for s in ids], bool
         )
         if not keep.any():
             return None
         if not keep.all():
-            idx = _ranges(offs, np.flatnonzero(keep))
+            idx = ranges(offs, np.flatnonzero(keep))
             toks, w = toks[idx], w[idx]
             offs, ids = offsets_of(sizes_of(offs)[keep]), ids[keep]
         v = self._v
         v.raw.append(toks)
-        self._weights = np.concatenate([self._weights, w])
+        self._weights = grow(self._weights, v.raw_tokens, len(w))  # capacity: no O(N) copy
+        self._weights[v.raw_tokens : v.raw_tokens + len(w)] = w
         for i, s in enumerate(ids):
             self._doc_of[int(s)] = v.docs + i
         self._v = replace(
@@ -271,23 +287,26 @@ class MultiVectorIndex:
         """Top-k documents of each query by (approximate) MaxSim: slots (nq, k) padded -1,
         scores (nq, k) padded -inf, higher is better; stats summed over the queries."""
         p = MVSearchParams.parse(params)
-        qs = _queries(self.dim, queries)
+        qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible)
-        docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
+        with single_threaded_blas():  # BLAS's spinning pool starves numba's (kernels.distance)
+            docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 
     def exact(
         self, queries: Sequence[F32] | F32, k: int, visible: npt.ArrayLike | None = None
     ) -> tuple[I64, F32]:
         """Exact MaxSim top-k over every live document's raw tokens."""
-        qs = _queries(self.dim, queries)
+        qs = queries_of(self.dim, queries)
         v = self._v
         live = np.flatnonzero(visible_mask(v, visible))
         ids = np.full((len(qs), k), -1, np.int64)
         scores = np.full((len(qs), k), -np.inf, np.float32)
         for i, q in enumerate(qs):
-            d, s = top(live, exact_scores(q, v.raw, v, live), k)
+            with single_threaded_blas():
+                scores_i = exact_scores(q, v.raw, v, live)
+            d, s = top(live, scores_i, k)
             ids[i, : len(d)], scores[i, : len(s)] = v.slots[d], s
         return ids, scores
 
@@ -332,32 +351,13 @@ class MultiVectorIndex:
 
     def stats(self) -> dict[str, Any]:
         """Sizes: documents, tokens, K, generation, bytes per token of each tier."""
-        v = self._v
-        live_docs = int(v.alive.sum())
-        out: dict[str, Any] = {
-            "kind": "multivector",
-            "dim": self.dim,
-            "docs": live_docs,
-            "tokens": int(np.diff(v.raw_off)[v.alive].sum()),
-            "encoded_tokens": int(np.diff(v.enc_off)[v.alive].sum()),
-            "trained": v.codec is not None,
-            "generation": v.codec.generation if v.codec is not None else 0,
-            "K": v.codec.k if v.codec is not None else 0,
-            "build_params": self.params.as_dict(),
-            "bytes_per_token": {"raw": 4.0 * self.dim},
-            "raw_bytes": int(v.raw.disk_bytes()),
-        }
-        if v.codec is not None:
-            tiers = v.codec.bytes_per_token(code_bits(v.codec.k))
-            out["bytes_per_token"].update(tiers)
-            out["bytes_per_token"]["search_default"] = tiers["codes"] + (
-                tiers["tier"] if v.codec.tier != "none" else tiers["residuals"]
-            )
-            out["postings_bytes"] = 8 * (len(v.cell_docs) + len(v.delta_docs))
-            sizes = np.diff(v.indptr)
-            out["cell_docs_p50"] = float(np.percentile(sizes, 50)) if len(sizes) else 0.0
-            out["cell_docs_p99"] = float(np.percentile(sizes, 99)) if len(sizes) else 0.0
-        return out
+        return view_stats(self._v, self.dim, self.params.as_dict())
+
+    def codes(self) -> tuple[I64, I64, I64, F32 | None]:
+        """(centroid code of every encoded token, encoded offsets (D+1,), slots (D,), the
+        centroids (K, d) or None untrained), for analyses such as Hamming over centroid ids
+        in the benchmark. Removed documents are included."""
+        return view_codes(self._v)
 
     def __len__(self) -> int:
         return int(self._v.alive.sum())
@@ -382,53 +382,3 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
-
-
-def _ranges(offsets: I64, docs: I64) -> I64:
-    """Token indices of the given documents, back to back."""
-    sizes = offsets[docs + 1] - offsets[docs]
-    if len(sizes) == 0 or sizes.sum() == 0:
-        return np.zeros(0, np.int64)
-    starts = np.repeat(offsets[docs] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
-    out: I64 = starts + np.arange(int(sizes.sum()), dtype=np.int64)
-    return out
-
-
-def _gather(raw: Stores, offsets: I64, docs: I64) -> F32:
-    rows = raw.rows(0, int(offsets[-1]))
-    out: F32 = np.asarray(rows, np.float32)[_ranges(offsets, docs)]
-    return out
-
-
-def _checked(
-    dim: int, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
-) -> tuple[I64, F32, I64, F32]:
-    ids = np.asarray(doc_ids, np.int64).ravel()
-    toks = np.ascontiguousarray(tokens, np.float32)
-    offs = np.asarray(offsets, np.int64).ravel()
-    if toks.ndim != 2 or toks.shape[1] != dim:
-        raise ValueError(f"tokens must be (N, {dim}), got {toks.shape}")
-    if len(offs) != len(ids) + 1 or offs[0] != 0 or offs[-1] != len(toks):
-        raise ValueError("offsets must be (D+1,) from 0 to the token count")
-    if np.any(np.diff(offs) < 1):
-        raise ValueError("every document needs at least one token")
-    if len(np.unique(ids)) != len(ids):
-        raise ValueError("doc_ids must be unique")
-    w = (
-        np.full(len(toks), np.nan, np.float32)
-        if weights is None
-        else np.asarray(weights, np.float32)
-    )
-    if w.shape != (len(toks),):
-        raise ValueError(f"weights must be ({len(toks)},), got {w.shape}")
-    return ids, toks, offs, w
-
-
-def _queries(dim: int, queries: Sequence[F32] | F32) -> list[F32]:
-    if isinstance(queries, np.ndarray) and queries.ndim == 2:
-        queries = [queries]
-    out = [np.ascontiguousarray(q, np.float32) for q in queries]
-    for q in out:
-        if q.ndim != 2 or q.shape[1] != dim:
-            raise ValueError(f"each query must be (m, {dim}), got {q.shape}")
-    return out

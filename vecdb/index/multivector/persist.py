@@ -28,6 +28,7 @@ from vecdb.index.multivector.params import MVBuildParams
 from vecdb.index.multivector.rowfile import RowFile
 from vecdb.index.multivector.view import View
 from vecdb.index.spann.framing import read_sections, write_sections
+from vecdb.kernels.bitpack import CODE_PAD
 
 if TYPE_CHECKING:
     from vecdb.index.multivector.index import MultiVectorIndex
@@ -80,7 +81,12 @@ def save(index: MultiVectorIndex, directory: Path) -> None:
     if v.tier is not None:
         v.tier.sync()
     arrays: dict[str, npt.NDArray[Any]] = {n: getattr(v, n) for n in VIEW_ARRAYS}
-    arrays["weights"] = index._weights
+    # the used part of the arrays that grow with spare room (see view.grow)
+    n_enc = v.encoded_tokens
+    arrays["codes"] = v.codes[: (n_enc * v.bits + 7) // 8 + CODE_PAD]
+    arrays["residuals"] = v.residuals[:n_enc]
+    arrays["signs"] = v.signs[:n_enc]
+    arrays["weights"] = index._weights[: v.raw_tokens]
     arrays["removed"] = np.array(sorted(index._removed), np.int64)
     meta: dict[str, Any] = {
         "dim": index.dim,

@@ -83,6 +83,18 @@ def empty_view(raw: Any) -> View:
     )
 
 
+def grow(arr: npt.NDArray[Any], used: int, extra: int) -> npt.NDArray[Any]:
+    """`arr` if it has room for `extra` more rows after `used`, else a copy of its used rows
+    with twice the room. Rows past `used` are never read by a view that does not count them,
+    so appending in place is safe for concurrent searches."""
+    need = used + extra
+    if len(arr) >= need:
+        return arr
+    out = np.zeros((max(need, 2 * len(arr), 1024), *arr.shape[1:]), arr.dtype)
+    out[:used] = arr[:used]
+    return out
+
+
 def cell_pairs(codes: I64, enc_off: I64, first_doc: int = 0) -> tuple[I64, I64]:
     """Unique (cell, document) pairs of encoded tokens, sorted by cell then document."""
     doc = np.repeat(np.arange(len(enc_off) - 1, dtype=np.int64) + first_doc, np.diff(enc_off))
