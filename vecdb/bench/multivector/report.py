@@ -151,7 +151,9 @@ def target_lines(rows: Sequence[Row]) -> list[str]:
             )
             knn = _knn_at_recall(rows, float(r["recall_at_10"]), t)
             key = f"latency_p50_{t}t_ms"
-            if knn is None:
+            if not any(x["system"].startswith(KNN) for x in ok):
+                out.append(f"- not checked ({name}): no token-kNN rows in this run")
+            elif knn is None:
                 line(
                     True,
                     f"no token-kNN setting reaches recall {r['recall_at_10']:.3f} ({t} thread(s))",
