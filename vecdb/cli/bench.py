@@ -4,7 +4,8 @@ Owns the command line only: option parsing, the optional JSON config (per-system
 parameters and sweeps, reference anchors), the time limit, and turning `VecdbError` into a
 clean CLI error. The work is done by `vecdb.bench` (datasets, run, report; with
 `--filter-selectivity`, the filtered run: filtered, filtered_run, filtered_report; with
-`--tenants`, the multi-tenant run: tenants_main and the tenants* modules).
+`--tenants`, the multi-tenant run: tenants_main and the tenants* modules; with
+`--multivector`, `vecdb.bench.multivector`).
 """
 
 from __future__ import annotations
@@ -175,6 +176,15 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     "vecdb-spann-filter, hnswlib-per-tenant, hnswlib-filter, faiss-ivf-filter, exact); the "
     'config\'s "tenants" object sets locality, sharing, sampling and the ops/memory passes.',
 )
+@click.option(
+    "--multivector",
+    "multivector",
+    default=None,
+    help="Multi-vector (MaxSim) benchmark instead: comma list of tiers t1-static, t1-ctx, t2"
+    " (each optionally :N documents, e.g. t1-ctx:400); --config is a bench/multivector*.json"
+    " matrix, --queries the sampled queries (default 300), --latency-queries those timed"
+    " (default 100). See bench/README.md.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def bench(
@@ -195,6 +205,7 @@ def bench(
     memory: bool,
     filter_selectivity: str | None,
     tenants: str | None,
+    multivector: str | None,
     progress: bool,
 ) -> None:
     """Measure recall, QPS, latency, build time and memory of vecdb and its peers."""
@@ -211,6 +222,25 @@ def bench(
     config = _load_config(config_path)
     load_start = load_average()
     t0 = time.perf_counter()
+    if multivector is not None:
+        from vecdb.bench.multivector.main import run_multivector
+        from vecdb.errors import VecdbError as _VecdbError
+
+        explicit = {
+            name
+            for name in ("n_queries", "latency_queries", "threads")
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        }
+        try:
+            mv_rows, mv_written = run_multivector(command, multivector, config_path, {
+                "out_dir": out_dir, "results_md": results_md, "cache_dir": cache_dir,
+                "threads": threads, "n_queries": n_queries, "latency_queries": latency_queries,
+                "time_limit": time_limit, "section": section, "explicit": explicit,
+            }, log=_log)  # fmt: skip
+        except _VecdbError as exc:
+            raise click.ClickException(str(exc)) from exc
+        _finish(mv_rows, mv_written[0], mv_written[1:])
+        return
     options = {
         "out_dir": out_dir, "results_md": results_md, "cache_dir": cache_dir,
         "metric": metric, "threads": threads, "n_queries": n_queries,
