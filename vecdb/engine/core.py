@@ -83,6 +83,8 @@ class IndexStatus:
     drains: int = 0  # buffer drains done by this process
     maintenance_pending: bool = False  # the index reported work left after its last slice
     error: str = ""  # message of the last failed job, "" if none
+    degraded: str = ""  # why the index was quarantined ("" if not): exact until rebuilt
+    quarantine: str = ""  # a quarantine the worker must do (set by any thread)
     retry_at: float = 0.0  # monotonic time before which a failed job is not retried
     last_write: float = field(default_factory=time.monotonic)  # monotonic time of last write
     optimize_requested: int = 0  # tickets: optimize calls so far ...
@@ -97,7 +99,14 @@ class IndexStatus:
         return out
 
 
-_PRIVATE = ("retry_at", "last_write", "optimize_error", "optimize_failed_ticket", "optimize_seq")
+_PRIVATE = (
+    "quarantine",
+    "retry_at",
+    "last_write",
+    "optimize_error",
+    "optimize_failed_ticket",
+    "optimize_seq",
+)
 
 
 class CollectionCore:

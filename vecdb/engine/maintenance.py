@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit
+from vecdb.engine import commit, recovery
 from vecdb.engine.core import (
     STATE_BUILDING,
     STATE_ERROR,
@@ -44,7 +44,7 @@ from vecdb.engine.core import (
 from vecdb.engine.memory import release_free_memory
 from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
-from vecdb.errors import Internal, Unavailable, VecdbError
+from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
 from vecdb.index.base import Progress
 from vecdb.index.flat import FlatIndex
 from vecdb.index.spann.killpoints import kill_point
@@ -58,6 +58,7 @@ REBUILD_READ = 16_384  # stored vectors prepared per step of a rebuild's read-ba
 REBUILD_DISK_X = 8.0  # free disk a rebuild needs, x the raw bytes (a new posting file <= 4x)
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
+JOB_QUARANTINE = "quarantine"  # a corrupt index is moved aside and rebuilt (recovery)
 _IDLE_POLL = 1.0  # the worker wakes at least this often to check quiet-time triggers
 
 
@@ -70,6 +71,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
     st, s = coll.status, coll.settings
     if st.retry_at > now:
         return None
+    if st.quarantine:
+        return JOB_QUARANTINE
     waiting = st.optimize_requested > st.optimize_done
     buf = coll.buffer
     if buf is None:
@@ -203,6 +206,8 @@ class MaintenanceWorker:
                 drain(coll)
             elif job == JOB_MAINTAIN:
                 maintain(coll)
+            elif job == JOB_QUARANTINE:
+                recovery.quarantine(coll)
             else:
                 finish_optimize(coll)
             coll.status.error = ""
@@ -211,6 +216,8 @@ class MaintenanceWorker:
         except Exception as exc:  # the worker must outlive any job
             log.exception("index job failed", extra={"collection": coll.name, "job": job})
             st = coll.status
+            if isinstance(exc, FormatError) and coll.kind.persistent and job != JOB_QUARANTINE:
+                recovery.request_quarantine(coll, exc.message)  # its files are corrupt
             st.error = f"{job} failed: {exc}"
             st.state = STATE_ERROR
             st.retry_at = time.monotonic() + coll.settings.retry_seconds
@@ -284,6 +291,7 @@ def drain(coll: CollectionCore) -> None:
     _checkpoint(coll, seq)
     if first or rebuild:
         set_rebuilding(coll, False)  # the index files hold everything again
+        st.degraded = ""  # a quarantined index is whole again
     seconds = time.monotonic() - t0
     st.last_job_seconds = seconds
     st.maintenance_pending = True

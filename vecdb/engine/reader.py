@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import filters
+from vecdb.engine import filters, recovery
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.filters import Filter
@@ -62,7 +62,7 @@ def search_slots(
     while True:
         epoch = coll.index_epoch
         segments = [] if coll.buffer is None else coll.buffer.snapshot()
-        res = coll.index.search(q, k, params, visible)
+        res = recovery.index_search(coll, q, k, params, visible)  # exact if corrupt
         if coll.index_epoch == epoch:
             break
     with coll.io_lock:
