@@ -7,6 +7,7 @@ nothing about vectors beyond bytes and must not import the index. Never pickles 
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from collections.abc import Iterator, Sequence
@@ -16,6 +17,7 @@ from rocksdict import (
     AccessType,
     Checkpoint,
     ColumnFamily,
+    DBRecoveryMode,
     Options,
     Rdict,
     ReadOptions,
@@ -87,9 +89,20 @@ MEMTABLE_BUDGET = 32 * 2**20
 CF_MEMTABLE = 8 * 2**20  # one memtable of one family before it is switched
 
 
+# WAL recovery: a damaged record in the middle of the log refuses the open (DataLoss) rather
+# than silently dropping every later record (RocksDB's default, point in time); a torn tail
+# (a write cut by a crash, never acknowledged) is still dropped. An operator who accepts the
+# loss opens with VECDB_WAL_RECOVERY=point_in_time.
+WAL_RECOVERY = os.environ.get("VECDB_WAL_RECOVERY", "tolerate_corrupted_tail_records")
+
+
 def _options(create: bool) -> Options:
     opts = Options(raw_mode=True)
     opts.create_if_missing(create)
+    mode = getattr(DBRecoveryMode, WAL_RECOVERY, None)
+    if mode is None or WAL_RECOVERY.startswith("_"):
+        raise StorageError(f"VECDB_WAL_RECOVERY={WAL_RECOVERY!r} is not a RocksDB recovery mode")
+    opts.set_wal_recovery_mode(mode())
     opts.create_missing_column_families(True)
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET)
     return opts
