@@ -133,7 +133,6 @@ class Batch:
 
     def __init__(self, kv: KV) -> None:
         self._kv = kv
-        self.gen = kv._gen  # the RocksDB instance its column-family handles belong to
         self._wb = WriteBatch(raw_mode=True)
         self.ops = 0
         self.nbytes = 0  # keys and values put
@@ -197,7 +196,6 @@ class KV:
         self.reserve_bytes = reserve_bytes  # free disk below which commits are refused
         self._commit_lock = threading.Lock()
         self._failed: VecdbError | None = None  # why writes fail until a reopen
-        self._gen = 0  # bumped by every reopen: batches of an older one are refused
         self._open()
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
@@ -230,7 +228,6 @@ class KV:
                 raise faults.classify(exc, path, "opening", self.reserve_bytes) from exc
             raise
         faults.hold(path)
-        self._gen += 1
 
     def _check_clean_close(self) -> None:
         record = self.path / CLEAN_CLOSE
@@ -259,7 +256,12 @@ class KV:
         faults.release(self.path)
 
     def handle(self, cf: str) -> ColumnFamily:
-        return self._handles[cf]
+        """A column family's handle for batches. A batch keeps only the family's id, which a
+        reopen (`try_resume`) does not change, so a batch built before one commits after."""
+        try:
+            return self._handles[cf]
+        except KeyError:
+            raise Unavailable(f"storage {self.path} is being reopened; retry") from None
 
     def view(self) -> View:
         """A consistent read-only view of the whole store as of now (see `View`)."""
@@ -312,8 +314,6 @@ class KV:
                 f"{self.reserve_bytes >> 20} MiB; retry once space is freed"
             )
         with self._commit_lock:
-            if batch.gen != self._gen:
-                raise Unavailable(f"storage {self.path} was reopened; retry the write")
             try:
                 self._db.write(batch._wb, self._write_opts)
             except Exception as exc:

@@ -140,15 +140,17 @@ def check_blocks(
         )
     if MODE == "off":
         return
-    todo = np.arange(n) if verified is None or MODE == "always" else np.flatnonzero(
-        ~verified.known(where)
+    todo = (
+        np.arange(n)
+        if verified is None or MODE == "always"
+        else np.flatnonzero(~verified.known(where))
     )
     if len(todo) == 0:
         return
     crcs = words[w[todo] + 1]
     for j, i in enumerate(todo.tolist()):
         a = int(at[i])
-        if zlib.crc32(u8[a + 8 : a + int(nbytes[i])]) != int(crcs[j]):
+        if zlib.crc32(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):
             raise FormatError(f"{path}: posting block CRC mismatch at byte {int(where[i])}")
     if verified is not None:
         verified.mark(where[todo])
