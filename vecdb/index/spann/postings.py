@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import struct
+import weakref
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -205,8 +206,12 @@ class PostingFile:
         new = not path.exists()
         if new and length is not None:  # a checkpoint names it: it must be there
             raise FormatError(f"{path}: posting file is missing")
+        if not new and length is None and path.stat().st_size < 24:
+            new = True  # a new file whose header write failed (a build to be retried)
         try:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # A build that fails drops its new file unclosed: the descriptor goes with it.
+            self._finalizer = weakref.finalize(self, os.close, self.fd)
             if new:
                 header = pack_header(MAGIC, VERSION) + struct.pack("<II", dim, width)
                 pwrite_all(self.fd, header, 0, path)
@@ -214,6 +219,8 @@ class PostingFile:
             else:
                 head = os.pread(self.fd, 32, 0)
                 check_header(head, MAGIC, VERSION, path)
+                if len(head) < 24:
+                    raise FormatError(f"{path}: torn posting file header ({len(head)} bytes)")
                 found = struct.unpack_from("<II", head, 16)
                 if found != (dim, width):
                     raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
@@ -409,5 +416,6 @@ class PostingFile:
 
     def close(self) -> None:
         if self.fd >= 0:
+            self._finalizer.detach()
             os.close(self.fd)
             self.fd = -1
