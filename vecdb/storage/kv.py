@@ -399,6 +399,10 @@ class KV:
         except Exception as exc:
             raise faults.classify(exc, path, "checkpointing to", self.reserve_bytes) from exc
 
+    def sequence(self) -> int:
+        """RocksDB's latest sequence number: it moves with every committed write."""
+        return int(self._db.latest_sequence_number())
+
     def count_prefix(self, cf: str, prefix: bytes) -> int:
         return sum(1 for _ in self.scan_prefix(cf, prefix))
 
