@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from reliability_data import ALL, K, open_db, queries
 
+from vecdb.engine.inspect import verify
 from vecdb.errors import VecdbError
 
 
@@ -35,6 +36,9 @@ def ids(db: Any) -> list[list[int]]:
 
 def run(case: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"case": case["name"]}
+    checked = outcome(lambda: verify(Path(case["dir"])))  # `vecdb inspect --verify`, first
+    out["verify_ok"] = checked.get("ok", {}).get("ok", False)
+    out["verify_bad"] = [f["file"] for f in checked.get("ok", {}).get("files", []) if not f["ok"]]
     opened = outcome(lambda: open_db(Path(case["dir"])))
     if "error" in opened:
         out["open"] = opened
@@ -44,6 +48,7 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
         if case.get("restore"):
             out["restore"] = outcome(lambda: db.restore_snapshot("c", case["restore"]) or True)
         out["search"] = outcome(lambda: ids(db))
+        out["degraded"] = outcome(lambda: db.stats("c")["index_status"]["degraded"])
         out["optimize"] = outcome(lambda: db.optimize("c", timeout=60) or True)
         out["after"] = outcome(lambda: ids(db))
         out["count"] = outcome(lambda: db.count("c"))

@@ -227,7 +227,18 @@ def test_corruption_sweep(
     tally = Counter(v.split(":")[0] for v in verdicts.values())
     tally["crash"] = len(crashed)
     wrong = {k: v for k, v in verdicts.items() if v.startswith("wrong")}
+    # `vecdb inspect --verify` (run on each damaged copy before it was opened) must have
+    # reported damage wherever the database itself found some (a loud answer, a quarantine).
+    unseen = [
+        name
+        for name, r in results.items()
+        if name not in crashed
+        and r.get("verify_ok")
+        and (verdicts[name] == "loud" or r.get("degraded", {}).get("ok"))
+    ]
+    tally["verify_flagged"] = sum(not r.get("verify_ok") for r in results.values())
     assert variant == "crashed" or tally["wal_prefix"] == 0
     print(f"corruption sweep ({variant}): {len(cases)} cases, {dict(tally)}")
     assert not crashed, f"crashed: {sorted(crashed)}"
     assert not wrong, json.dumps(wrong, indent=1)
+    assert not unseen, f"inspect --verify said ok but the database found damage: {unseen}"
