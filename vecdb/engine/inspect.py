@@ -94,14 +94,16 @@ def verify(data_dir: Path) -> dict[str, Any]:
     except VecdbError as exc:
         report(data_dir / MANIFEST_NAME, False, exc.message)
     configs = _verify_store(data_dir / "kv", report)
-    for cfg in configs:
-        directory = collection_dir(data_dir, cfg.cid)
-        if not registry.spec(cfg.index).persistent:
+    names = {collection_dir(data_dir, c.cid).name: c.name for c in configs}
+    root = data_dir / "collections"
+    # Every index directory on disk, known to the store or not (it may be unreadable).
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        if not directory.is_dir() or not any(directory.iterdir()):
             continue
         from vecdb.index.spann.persist import verify_files
 
         for item in verify_files(directory):
-            item["collection"] = cfg.name
+            item["collection"] = names.get(directory.name, "?")
             files.append(item)
     _verify_snapshots(data_dir, report)
     return {"path": str(data_dir), "ok": all(f["ok"] for f in files), "files": files}
