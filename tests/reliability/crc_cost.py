@@ -49,15 +49,20 @@ def main() -> None:
                     t = time.perf_counter()
                     res = idx.search(q, 10, {"max_postings": m})
                     qps.setdefault((mode, m), []).append(len(q) / (time.perf_counter() - t))
-                    hits = [len(set(r) & set(g)) for r, g in zip(res.slots, ds.gt_ids[: len(q), :10], strict=True)]
+                    hits = [
+                        len(set(r) & set(g))
+                        for r, g in zip(res.slots, ds.gt_ids[: len(q), :10], strict=True)
+                    ]
                     recall[(mode, m)] = sum(hits) / (10 * len(q))
         blockcheck.MODE = "cached"
         print(f"io={args.io}, {len(q)} queries per batch, median of {args.rounds} rounds")
         for (mode, m), v in sorted(qps.items(), key=lambda kv: (kv[0][1], modes.index(kv[0][0]))):
             base = statistics.median(qps[("off", m)])
             med = statistics.median(v)
-            print(f"max_postings={m:4d} {mode:7s} QPS {med:9.0f}  x{med / base:5.3f} of off"
-                  f"  recall@10 {recall[(mode, m)]:.4f}")
+            print(
+                f"max_postings={m:4d} {mode:7s} QPS {med:9.0f}  x{med / base:5.3f} of off"
+                f"  recall@10 {recall[(mode, m)]:.4f}"
+            )
         idx.close()
 
 
