@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 from reliability_data import SCALE, N, build, open_db, vectors, wrong_rows
 
+pytestmark = pytest.mark.slow  # ~1-2 minutes each in CI
 SEEDS = 2 * SCALE
 CHILD = Path(__file__).parent / "sweep_child.py"
 EXTRA = 200  # points written after the build: only in the op log, the WAL and the buffer

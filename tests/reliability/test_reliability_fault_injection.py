@@ -22,6 +22,7 @@ from reliability_data import ALL, SCALE, K, build, open_db, queries, vectors, wr
 from vecdb.errors import VecdbError
 from vecdb.index.spann import framing
 
+pytestmark = pytest.mark.slow  # ~1-2 minutes each in CI
 SEEDS = 30 * SCALE
 BASE = 600
 MODES = ("short", "eio", "enospc", "fsync", "mixed")
