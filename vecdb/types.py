@@ -56,6 +56,8 @@ class SearchResult:
     payloads: list[list[Payload | None]] | None = None  # with_payload: one per column
     # with_vectors: the stored vector of each result (None where padded), else None
     vectors: list[list[npt.NDArray[np.float32] | None]] | None = None
+    # Why the answer came from an exact scan while a corrupt index is rebuilt ("" normally).
+    degraded: str = ""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

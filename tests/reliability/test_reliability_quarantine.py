@@ -13,6 +13,8 @@ import pytest
 from reliability_data import ALL, K, build, open_db, posting_file, queries, wrong_rows
 
 from vecdb.index.spann import blockcheck
+from vecdb.rpc import convert
+from vecdb.types import SearchResult
 
 
 def flip(path: Path, offset: int) -> None:
@@ -44,6 +46,7 @@ def test_a_flipped_vector_byte_is_never_a_wrong_answer(tmp_path: Path, io: str) 
         q = queries()
         res = db.search("c", q, k=K, params=ALL)
         assert wrong_rows(res.ids, x, q) == 0
+        assert "CRC" in res.degraded or "corrupt" in res.degraded  # flagged in the response
         status = db.stats("c")["index_status"]
         assert "CRC" in status["degraded"] or "corrupt" in status["degraded"]
         aside = tmp_path / "db" / "collections"
@@ -52,7 +55,7 @@ def test_a_flipped_vector_byte_is_never_a_wrong_answer(tmp_path: Path, io: str) 
         db.optimize("c")  # the rebuild (the worker would start it when quiet)
         assert db.stats("c")["index_status"]["degraded"] == ""
         res = db.search("c", q, k=K, params=ALL)
-        assert wrong_rows(res.ids, x, q) == 0
+        assert wrong_rows(res.ids, x, q) == 0 and res.degraded == ""
         assert db.stats("c")["index_status"]["builds"] >= 1
     finally:
         db.close()
@@ -75,3 +78,12 @@ def test_the_crc_cache_forgets_rewritten_blocks() -> None:
     assert v.known(offs).tolist() == [True, False, False, True]
     v.forget(0, 1 << 20)
     assert not v.known(offs).any()
+
+
+def test_the_degraded_flag_travels_over_the_wire() -> None:
+    """SearchResponse.degraded carries the reason to the remote client (same as embedded)."""
+    res = SearchResult(np.array([[1, -1]]), np.array([[0.5, np.inf]], np.float32), degraded="x")
+    back = convert.result_from_proto(convert.result_to_proto(res))
+    assert back.degraded == "x" and back.ids.tolist() == [[1, -1]]
+    plain = convert.result_from_proto(convert.result_to_proto(SearchResult(res.ids, res.distances)))
+    assert plain.degraded == ""

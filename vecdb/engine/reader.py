@@ -110,7 +110,8 @@ def search(
             raw = coll.points.vectors([s for s in row if s >= 0])
             it = iter(raw)
             vecs.append([_vector(next(it)) if s >= 0 else None for s in row])
-    return SearchResult(ids=ids, distances=dist.astype(np.float32), payloads=pays, vectors=vecs)
+    degraded = coll.status.degraded  # exact answers while a quarantined index is rebuilt
+    return SearchResult(ids, dist.astype(np.float32), pays, vecs, degraded)
 
 
 def _vector(raw: bytes | None) -> F32 | None:

@@ -321,6 +321,7 @@ def result_to_proto(res: SearchResult) -> pb.SearchResponse:
         distances=np.ascontiguousarray(res.distances, dtype=F32).tobytes(),
         found=[int(f) for f in found],
         with_payload=res.payloads is not None,
+        degraded=res.degraded,
     )
     if res.payloads is not None:
         for row in res.payloads:
@@ -362,4 +363,6 @@ def result_from_proto(msg: pb.SearchResponse) -> SearchResult:
             [grid[row * k + col] if col < msg.found[row] else None for col in range(k)]
             for row in range(nq)
         ]
-    return SearchResult(ids=ids, distances=distances, payloads=payloads, **extra)
+    return SearchResult(
+        ids=ids, distances=distances, payloads=payloads, degraded=msg.degraded, **extra
+    )

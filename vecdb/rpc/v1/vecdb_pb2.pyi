@@ -423,7 +423,7 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors")
+    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors", "degraded")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -433,6 +433,7 @@ class SearchResponse(_message.Message):
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     ids: Ids
@@ -442,7 +443,8 @@ class SearchResponse(_message.Message):
     with_payload: bool
     vectors: Vectors
     with_vectors: bool
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    degraded: str
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., degraded: _Optional[str] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ("collection",)
