@@ -99,14 +99,8 @@ class IndexStatus:
         return out
 
 
-_PRIVATE = (
-    "quarantine",
-    "retry_at",
-    "last_write",
-    "optimize_error",
-    "optimize_failed_ticket",
-    "optimize_seq",
-)
+_PRIVATE = ("retry_at", "last_write", "optimize_error", "optimize_failed_ticket", "optimize_seq")
+_PRIVATE += ("quarantine",)  # a request to the worker, not a state to report
 
 
 class CollectionCore:
