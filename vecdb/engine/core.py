@@ -94,13 +94,13 @@ class IndexStatus:
     optimize_failed_ticket: int = 0  # ... this one ended in an error
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k not in _PRIVATE}
+        out = {k: v for k, v in vars(self).items() if k not in _PRIVATE + _REQUESTS}
         out["optimize_pending"] = self.optimize_requested > self.optimize_done
         return out
 
 
 _PRIVATE = ("retry_at", "last_write", "optimize_error", "optimize_failed_ticket", "optimize_seq")
-_PRIVATE += ("quarantine",)  # a request to the worker, not a state to report
+_REQUESTS = ("quarantine",)  # requests to the worker, not states to report
 
 
 class CollectionCore:
