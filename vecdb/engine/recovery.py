@@ -14,8 +14,8 @@ index file (`FormatError`) asks for it (`request_quarantine`); the search itself
 exactly from the stored vectors (`exact_search`), or gets `DataLoss` naming the file when the
 collection is too large for that. The worker then (`quarantine`) moves the index directory
 aside, opens an empty index, puts every stored vector into the write buffer (searched exactly)
-and sets the rebuild marker; its next build rebuilds the index in the background and clears
-the collection's `degraded` status. Never changes what RocksDB holds but the marker.
+and sets the rebuild marker; then it rebuilds the index at once, in the background, which
+clears the collection's `degraded` status. Never changes what RocksDB holds but the marker.
 """
 
 from __future__ import annotations
@@ -265,6 +265,9 @@ def quarantine(coll: CollectionCore) -> None:
         coll.status.maintenance_pending = False
         coll.status.quarantine = ""
         coll.status.degraded = reason or "index quarantined"
+    with coll.status_cond:  # rebuild now, whatever the size (as optimize(wait=False) asks)
+        coll.status.optimize_requested += 1
+        coll.status.optimize_seq = max(coll.status.optimize_seq, coll.seq.value)
     _close_when_idle(old)
     log.warning(
         "index quarantined; rebuilding from stored vectors in the background",
