@@ -8,7 +8,6 @@ nothing about vectors beyond bytes and must not import the index. Never pickles 
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,6 +26,9 @@ from rocksdict import (
 
 from vecdb.errors import DataLoss, DiskFull, StorageError, Unavailable, VecdbError
 from vecdb.storage import faults
+from vecdb.storage.keys import cid_prefix as cid_prefix  # re-exported: key encodings
+from vecdb.storage.keys import read_u64 as read_u64
+from vecdb.storage.keys import u64 as u64
 from vecdb.storage.manifest import write_bytes_atomic
 from vecdb.storage.view import Reader as Reader  # re-exported: what reads need
 from vecdb.storage.view import View as View  # re-exported: the store at one instant
@@ -64,22 +66,6 @@ def set_rebuild_marker(kv: KV, prefix: bytes, on: bool) -> None:
     else:
         batch.delete(CF_META, key)
     kv.commit(batch)
-
-
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-
-
-def cid_prefix(cid: int) -> bytes:
-    return _U32.pack(cid)
-
-
-def u64(value: int) -> bytes:
-    return _U64.pack(value)
-
-
-def read_u64(raw: bytes, offset: int = 0) -> int:
-    return int(_U64.unpack_from(raw, offset)[0])
 
 
 # Memtables of all column families together stay under this many bytes (RocksDB flushes

@@ -41,6 +41,7 @@ import numpy.typing as npt
 from vecdb.errors import FormatError, VecdbError, os_error
 from vecdb.index.spann.blockcheck import Verified
 from vecdb.index.spann.framing import check_header, fsync_file, pack_header, pwrite_all
+from vecdb.index.spann.quant import Quantizer as Quantizer  # re-exported
 from vecdb.index.spann.readers import DirectReader as DirectReader  # re-exported
 from vecdb.index.spann.readers import MmapReader as MmapReader  # re-exported
 from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
@@ -57,37 +58,6 @@ GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-
-
-class Quantizer:
-    """Per-dimension scalar quantizer of int8 postings: x ~ offset + scale * code, code in
-    0..255, fitted to the data of a bulk build (later vectors are clipped to its range)."""
-
-    def __init__(self, offset: F32, scale: F32) -> None:
-        self.offset = np.ascontiguousarray(offset, dtype=np.float32)  # per-dimension minimum
-        self.scale = np.ascontiguousarray(scale, dtype=np.float32)  # per-dimension step
-
-    @classmethod
-    def fit(cls, vectors: F32) -> Quantizer:
-        lo, hi = vectors.min(0), vectors.max(0)
-        return cls(lo, np.maximum(hi - lo, 1e-12) / 255.0)
-
-    def encode(self, vectors: F32) -> U8:
-        codes = np.rint((vectors - self.offset) / self.scale)
-        out: U8 = np.clip(codes, 0, 255).astype(np.uint8)
-        return out
-
-    def decode(self, codes: U8) -> F32:
-        out: F32 = (self.offset + self.scale * codes.astype(np.float32)).astype(np.float32)
-        return out
-
-    def to_bytes(self) -> bytes:
-        return self.offset.tobytes() + self.scale.tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, dim: int) -> Quantizer:
-        arr = np.frombuffer(data, dtype=np.float32)
-        return cls(arr[:dim].copy(), arr[dim:].copy())
 
 
 STORED = {4: np.float32, 2: np.float16, 1: np.uint8}
