@@ -9,6 +9,8 @@ remote client agree, and user code catches the same class, with the same `messag
 
 from __future__ import annotations
 
+import errno
+
 MAX_MESSAGE_CHARS = 512  # longer messages are cut: they travel in gRPC metadata (16 KiB cap)
 MAX_ECHO_CHARS = 128  # user values echoed in a message (names, ids, keys) are cut to this
 
@@ -120,6 +122,59 @@ class DataLoss(VecdbError):
 
 class StorageLocked(Unavailable):
     """Another process holds the data directory's lock."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = "STORAGE_LOCKED",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, field=field, reason=reason, retry_after=retry_after)
+
+
+class DiskFull(ResourceExhausted):
+    """The disk holding the data directory is full (or below the free-space reserve):
+    writes are refused, reads go on, and writes resume by themselves once space is freed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = "DISK_FULL",
+        retry_after: float | None = 1.0,
+    ) -> None:
+        super().__init__(message, field=field, reason=reason, retry_after=retry_after)
+
+
+class StorageError(Unavailable):
+    """An I/O error of the disk or file system (EIO, a failed fsync, a file that cannot be
+    opened); the message names the path."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = "STORAGE_IO_ERROR",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, field=field, reason=reason, retry_after=retry_after)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def os_error(exc: OSError, what: str) -> VecdbError:
+    """The vecdb error of an `OSError` met while doing `what` (which names the path): the
+    errno decides, never the message text. ENOSPC / EDQUOT is `DiskFull`, anything else a
+    `StorageError`."""
+    text = exc.strerror or type(exc).__name__
+    if exc.errno in NO_SPACE:
+        return DiskFull(f"{what}: no space left on the disk ({text})")
+    return StorageError(f"{what}: {text} (errno {exc.errno})")
 
 
 class FormatError(DataLoss):

@@ -62,6 +62,8 @@ class SearchResult:
     # counters); a search_documents' candidates, docs_scored, tokens_scored, bytes_read
     # (maxsim_work_saved and exact averaged); else None
     stats: dict[str, float] | None = None
+    # Why the answer came from an exact scan while a corrupt index is rebuilt ("" normally).
+    degraded: str = ""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

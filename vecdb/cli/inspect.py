@@ -3,7 +3,7 @@
 Owns a read-only look at a data directory: the manifest, the RocksDB catalog (opened
 read-only, so it works while a server holds the directory), each collection's configuration,
 point count and bytes on disk: allocated (st_blocks x 512) beside apparent sizes, which
-differ for sparse files. Never writes.
+differ for sparse files. `--verify` checks every file and exits 1 on damage. Never writes.
 """
 
 from __future__ import annotations
@@ -15,17 +15,30 @@ from typing import Any
 import click
 
 from vecdb.engine.database import MANIFEST_NAME
-from vecdb.engine.inspect import describe
+from vecdb.engine.inspect import describe, verify
+from vecdb.errors import VecdbError
 
 
 @click.command("inspect")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a summary.")
-def inspect_cmd(data_dir: Path, as_json: bool) -> None:
+@click.option(
+    "--verify",
+    "check",
+    is_flag=True,
+    help="Check every file (RocksDB rows, index blocks, snapshots); exit 1 on damage.",
+)
+def inspect_cmd(data_dir: Path, as_json: bool, check: bool) -> None:
     """Describe the data directory DATA_DIR (read-only; safe while a server runs)."""
-    if not (data_dir / MANIFEST_NAME).exists():
+    if not (data_dir / MANIFEST_NAME).exists() and not (data_dir / "kv").is_dir():
         raise click.ClickException(f"{data_dir} is not a vecdb data directory (no {MANIFEST_NAME})")
-    info: dict[str, Any] = describe(data_dir)
+    if check:
+        _verify(data_dir, as_json)
+        return
+    try:
+        info: dict[str, Any] = describe(data_dir)
+    except VecdbError as exc:
+        raise click.ClickException(f"{exc} (run with --verify for a per-file report)") from None
     if as_json:
         click.echo(json.dumps(info, indent=2, sort_keys=True))
         return
@@ -54,3 +67,17 @@ def inspect_cmd(data_dir: Path, as_json: bool) -> None:
                 )
     if not info["collections"]:
         click.echo("  (no collections)")
+
+
+def _verify(data_dir: Path, as_json: bool) -> None:
+    """Print one line per file checked; exit 1 if any is damaged."""
+    result = verify(data_dir)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        for f in result["files"]:
+            click.echo(f"{'ok     ' if f['ok'] else 'DAMAGED'} {f['file']}: {f['detail']}")
+        bad = sum(not f["ok"] for f in result["files"])
+        click.echo(f"{len(result['files'])} files checked, {bad} damaged")
+    if not result["ok"]:
+        raise SystemExit(1)

@@ -85,6 +85,8 @@ class IndexStatus:
     drains: int = 0  # buffer drains done by this process
     maintenance_pending: bool = False  # the index reported work left after its last slice
     error: str = ""  # message of the last failed job, "" if none
+    degraded: str = ""  # why the index was quarantined ("" if not): exact until rebuilt
+    quarantine: str = ""  # a quarantine the worker must do (set by any thread)
     retry_at: float = 0.0  # monotonic time before which a failed job is not retried
     last_write: float = field(default_factory=time.monotonic)  # monotonic time of last write
     optimize_requested: int = 0  # tickets: optimize calls so far ...
@@ -94,12 +96,13 @@ class IndexStatus:
     optimize_failed_ticket: int = 0  # ... this one ended in an error
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in vars(self).items() if k not in _PRIVATE}
+        out = {k: v for k, v in vars(self).items() if k not in _PRIVATE + _REQUESTS}
         out["optimize_pending"] = self.optimize_requested > self.optimize_done
         return out
 
 
 _PRIVATE = ("retry_at", "last_write", "optimize_error", "optimize_failed_ticket", "optimize_seq")
+_REQUESTS = ("quarantine",)  # requests to the worker, not states to report
 
 
 class CollectionCore:

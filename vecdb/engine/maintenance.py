@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit, doc_jobs, tenant_jobs
+from vecdb.engine import commit, doc_jobs, recovery, tenant_jobs
 from vecdb.engine.core import (
     STATE_BUILDING,
     STATE_ERROR,
@@ -44,7 +44,7 @@ from vecdb.engine.core import (
 from vecdb.engine.memory import release_free_memory
 from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
-from vecdb.errors import Internal, Unavailable, VecdbError
+from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
 from vecdb.index.base import Progress
 from vecdb.index.flat import FlatIndex
 from vecdb.index.spann.killpoints import kill_point
@@ -59,6 +59,7 @@ REBUILD_DISK_X = 8.0  # free disk a rebuild needs, x the raw bytes (a new postin
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
 JOB_TENANT_DROP = "tenant_drop"  # a slice of a dropped tenant's cleanup (`tenant_jobs`)
+JOB_QUARANTINE = "quarantine"  # a corrupt index is moved aside and rebuilt (recovery)
 _IDLE_POLL = 1.0  # the worker wakes at least this often to check quiet-time triggers
 
 
@@ -71,6 +72,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
     st, s = coll.status, coll.settings
     if st.retry_at > now:
         return None
+    if st.quarantine:
+        return JOB_QUARANTINE
     if tenant_jobs.drop_due(coll):  # before all else: an optimize waits for it too
         return JOB_TENANT_DROP
     if coll.cfg.kind == "multivector":  # documents have their own jobs (engine.doc_jobs)
@@ -212,6 +215,8 @@ class MaintenanceWorker:
                 tenant_jobs.drop_slice(coll)
             elif job in doc_jobs.JOBS:
                 doc_jobs.run(coll, job, _progress(coll))
+            elif job == JOB_QUARANTINE:
+                recovery.quarantine(coll)
             else:
                 finish_optimize(coll)
             coll.status.error = ""
@@ -220,6 +225,8 @@ class MaintenanceWorker:
         except Exception as exc:  # the worker must outlive any job
             log.exception("index job failed", extra={"collection": coll.name, "job": job})
             st = coll.status
+            if isinstance(exc, FormatError) and coll.kind.persistent and job != JOB_QUARANTINE:
+                recovery.request_quarantine(coll, exc.message)  # its files are corrupt
             st.error = f"{job} failed: {exc}"
             st.state = STATE_ERROR
             st.retry_at = time.monotonic() + coll.settings.retry_seconds
@@ -293,6 +300,7 @@ def drain(coll: CollectionCore) -> None:
     _checkpoint(coll, seq)
     if first or rebuild:
         set_rebuilding(coll, False)  # the index files hold everything again
+        st.degraded = ""  # a quarantined index is whole again
     seconds = time.monotonic() - t0
     st.last_job_seconds = seconds
     st.maintenance_pending = True

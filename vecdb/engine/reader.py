@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import filters
+from vecdb.engine import filters, recovery
 from vecdb.engine import scope as scopes
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
@@ -66,7 +66,7 @@ def search_slots(
     while True:
         epoch = coll.index_epoch
         segments = [] if coll.buffer is None else coll.buffer.snapshot()
-        res = coll.index.search(q, k, params, visible)
+        res = recovery.index_search(coll, q, k, params, visible)  # exact if corrupt
         if coll.index_epoch == epoch:
             break
     with coll.io_lock:
@@ -117,7 +117,8 @@ def search(
             raw = coll.points.vectors([s for s in row if s >= 0])
             it = iter(raw)
             vecs.append([_vector(next(it)) if s >= 0 else None for s in row])
-    return SearchResult(ids=ids, distances=dist.astype(np.float32), payloads=pays, vectors=vecs)
+    degraded = coll.status.degraded  # exact answers while a quarantined index is rebuilt
+    return SearchResult(ids, dist.astype(np.float32), pays, vecs, degraded=degraded)
 
 
 def _vector(raw: bytes | None) -> F32 | None:

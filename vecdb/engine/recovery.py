@@ -5,7 +5,17 @@ Owns the rules that make derived state match RocksDB: the point table is read fr
 reports its last durable sequence and every later op-log entry is replayed (adds go to the
 write buffer, removes to index and buffer). An index whose files cannot be read (an older
 format, a failed checksum) is derived state: it is discarded, loudly, and rebuilt from the
-stored vectors by the maintenance worker. Never changes what RocksDB holds.
+stored vectors by the maintenance worker. An index that reports no durable checkpoint
+(new, or its manifest is gone) while the collection holds points is rebuilt the same way
+(the op log before the last checkpoint is truncated: replaying it would miss points).
+
+Quarantine (at run time): a search or an index job that meets a corrupt, torn or missing
+index file (`FormatError`) asks for it (`request_quarantine`); the search itself is answered
+exactly from the stored vectors (`exact_search`), or gets `DataLoss` naming the file when the
+collection is too large for that. The worker then (`quarantine`) moves the index directory
+aside, opens an empty index, puts every stored vector into the write buffer (searched exactly)
+and sets the rebuild marker; then it rebuilds the index at once, in the background, which
+clears the collection's `degraded` status. Never changes what RocksDB holds but the marker.
 """
 
 from __future__ import annotations
@@ -13,22 +23,32 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vecdb.engine import commit, doc_jobs
 from vecdb.engine import validate as v
 from vecdb.engine.commit import Sequencer
 from vecdb.engine.core import CollectionConfig, CollectionCore
 from vecdb.engine.settings import EngineSettings
-from vecdb.errors import DataLoss, FormatError
+from vecdb.errors import DataLoss, FormatError, os_error
 from vecdb.index import registry
+from vecdb.index.base import IndexResult, SearchStats, Visible
+from vecdb.kernels.scan import exact_topk
+from vecdb.kernels.topk import merge_topk
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.types import Metric
 
 log = logging.getLogger("vecdb.engine")
+F32 = npt.NDArray[np.float32]
 _CHUNK = 65_536  # vectors read per step when filling an index or buffer from RocksDB
+# A search meeting a corrupt index scans every stored vector exactly up to this many bytes
+# of vectors; above it the call gets DataLoss (retry once the rebuild is done).
+EXACT_FALLBACK_BYTES = 256 * 2**20
+QUARANTINE_SUFFIX = ".quarantine"  # the corrupt index directory, kept until the next open
 
 
 def collection_dir(data_dir: Path, cid: int) -> Path:
@@ -52,9 +72,7 @@ def open_collection(
         shutil.rmtree(directory, ignore_errors=True)
         rebuild = True  # everything goes through the buffer (the marker stays until built)
     try:
-        index, applied = registry.open_index(
-            cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory
-        )
+        index, applied = _open_index(cfg, directory)
     except FormatError as exc:
         if not kind.persistent:
             raise
@@ -63,9 +81,11 @@ def open_collection(
             extra={"collection": cfg.name, "directory": str(directory), "error": str(exc)},
         )
         shutil.rmtree(directory, ignore_errors=True)
-        index, applied = registry.open_index(
-            cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory
-        )
+        index, applied = _open_index(cfg, directory)
+        rebuild = True
+    if kind.persistent and applied == 0 and not rebuild and _has_points(kv, cfg.cid):
+        # No checkpoint (never built, or its manifest is gone) yet points exist: the op log
+        # may be truncated, so every stored vector goes through the buffer instead.
         rebuild = True
     if rebuild:  # until the first build is checkpointed, an open must start over again
         kvmod.set_rebuild_marker(kv, kvmod.cid_prefix(cfg.cid), True)
@@ -88,6 +108,21 @@ def open_collection(
         _replay(coll, applied)
         coll.applied_seq = applied
     return coll
+
+
+def _open_index(cfg: CollectionConfig, directory: Path) -> tuple[Any, int]:
+    """The collection's index; an OSError of its files is a FormatError naming the path
+    (derived state: rebuilt), never an escape from the error tree."""
+    try:
+        return registry.open_index(cfg.index, cfg.dim, cfg.metric, cfg.index_params, directory)
+    except OSError as exc:
+        raise FormatError(f"{directory}: index files unreadable ({exc})") from exc
+
+
+def _has_points(kv: KV, cid: int) -> bool:
+    for _ in kv.scan_prefix(kvmod.CF_IDS, kvmod.cid_prefix(cid)):
+        return True
+    return False
 
 
 def _load_all(coll: CollectionCore, into_buffer: bool) -> None:
@@ -134,3 +169,121 @@ def _replay(coll: CollectionCore, applied: int) -> None:
                 if coll.metric is Metric.COSINE:
                     vecs = v.normalize(vecs)
                 buf.add(np.asarray([s for s, _ in keep], np.int64), vecs)
+
+
+# -- quarantine at run time -----------------------------------------------------------------
+
+
+def request_quarantine(coll: CollectionCore, reason: str) -> None:
+    """Ask the worker to quarantine the index (any thread; the first reason is kept)."""
+    if not coll.status.quarantine:
+        log.error(
+            "index corrupt; quarantining it and rebuilding from stored vectors",
+            extra={"collection": coll.name, "error": reason},
+        )
+        coll.status.quarantine = reason
+    coll.status.degraded = coll.status.degraded or reason
+
+
+def index_search(
+    coll: CollectionCore, q: F32, k: int, params: dict[str, Any] | None, visible: Visible | None
+) -> IndexResult:
+    """The index's answer, or, when its files fail a check, the exact answer over every
+    stored vector (and a quarantine request)."""
+    try:
+        return coll.index.search(q, k, params, visible)
+    except FormatError as exc:
+        if not coll.kind.persistent:
+            raise
+        request_quarantine(coll, exc.message)
+        return exact_search(coll, q, k, visible, exc)
+
+
+def exact_search(
+    coll: CollectionCore, q: F32, k: int, visible: Visible | None, cause: FormatError
+) -> IndexResult:
+    """Exact top-k slots over every stored vector (RocksDB, the source of truth), read in
+    chunks; `DataLoss` naming the bad file when there are more than EXACT_FALLBACK_BYTES."""
+    dim = coll.cfg.dim
+    if coll.points.count * 4 * dim > EXACT_FALLBACK_BYTES:
+        raise DataLoss(
+            f"{cause.message}; the index of collection {coll.name!r} is being rebuilt from "
+            "its stored vectors, retry later",
+            retry_after=5.0,
+        )
+    nq = len(q)
+    best_s = np.full((nq, k), -1, np.int64)
+    best_d = np.full((nq, k), np.inf, np.float32)
+    bits = None if visible is None else visible.bits
+    slots: list[int] = []
+    rows: list[bytes] = []
+
+    def flush() -> None:
+        nonlocal best_s, best_d
+        if not slots:
+            return
+        base = np.frombuffer(b"".join(rows), np.float32).reshape(len(rows), dim)
+        if coll.metric is Metric.COSINE:
+            base = v.normalize(base)
+        idx, dist = exact_topk(q, np.ascontiguousarray(base), coll.cfg.metric, k)
+        s = np.asarray(slots, np.int64)
+        part = np.where(idx >= 0, s[np.maximum(idx, 0)], -1)
+        best_s, best_d = merge_topk(best_s, best_d, part, dist.astype(np.float32), k)
+        slots.clear()
+        rows.clear()
+
+    head = len(coll.prefix)
+    for key, raw in coll.kv.scan_prefix(kvmod.CF_VECTORS, coll.prefix):
+        slot = kvmod.read_u64(key, head)
+        if bits is not None and (slot >> 3 >= len(bits) or not (bits[slot >> 3] >> (slot & 7)) & 1):
+            continue
+        slots.append(slot)
+        rows.append(raw)
+        if len(slots) == _CHUNK:
+            flush()
+    flush()
+    return IndexResult(best_s, best_d, SearchStats(queries=nq, extra={"degraded": 1.0}))
+
+
+def quarantine(coll: CollectionCore) -> None:
+    """Worker job: move the corrupt index aside and start over from the stored vectors (see
+    the module docstring). Runs under the worker's job lock, so no other job of the
+    collection runs; the write lock keeps writes out while the buffer is refilled."""
+    reason = coll.status.quarantine
+    directory = coll.directory
+    aside = directory.with_name(directory.name + QUARANTINE_SUFFIX)
+    with coll.write_lock:
+        kvmod.set_rebuild_marker(coll.kv, coll.prefix, True)  # a crash now rebuilds on open
+        old = coll.index
+        try:
+            shutil.rmtree(aside, ignore_errors=True)
+            if directory.exists():
+                directory.rename(aside)
+        except OSError as exc:
+            raise os_error(exc, f"moving the corrupt index {directory} aside") from exc
+        new, _ = _open_index(coll.cfg, directory)
+        _load_all(coll, into_buffer=True)  # every stored point, searched exactly
+        coll.index = new
+        coll.index_epoch += 1  # searches that began on the old index run again
+        coll.applied_seq = 0
+        coll.status.maintenance_pending = False
+        coll.status.quarantine = ""
+        coll.status.degraded = reason or "index quarantined"
+    with coll.status_cond:  # rebuild now, whatever the size (as optimize(wait=False) asks)
+        coll.status.optimize_requested += 1
+        coll.status.optimize_seq = max(coll.status.optimize_seq, coll.seq.value)
+    _close_when_idle(old)
+    log.warning(
+        "index quarantined; rebuilding from stored vectors in the background",
+        extra={"collection": coll.name, "quarantined": str(aside), "error": reason},
+    )
+
+
+def _close_when_idle(index: Any) -> None:
+    """Close an index no search will use any more, once running searches leave it."""
+    lock = getattr(getattr(index, "state", None), "lock", None)
+    if lock is None:
+        index.close()
+        return
+    with lock.write("quarantine"):
+        index.close()

@@ -323,6 +323,7 @@ def result_to_proto(res: SearchResult) -> pb.SearchResponse:
         distances=np.ascontiguousarray(res.distances, dtype=F32).tobytes(),
         found=[int(f) for f in found],
         with_payload=res.payloads is not None,
+        degraded=res.degraded,
     )
     if res.payloads is not None:
         for row in res.payloads:
@@ -369,7 +370,9 @@ def result_from_proto(msg: pb.SearchResponse, with_stats: bool = False) -> Searc
         ]
     if with_stats:
         extra["stats"] = stats_from_proto(msg.stats)
-    return SearchResult(ids=ids, distances=distances, payloads=payloads, **extra)
+    return SearchResult(
+        ids=ids, distances=distances, payloads=payloads, degraded=msg.degraded, **extra
+    )
 
 
 # The tenant block lives in `convert_tenants`; callers use these names through `convert`.

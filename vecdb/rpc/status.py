@@ -20,8 +20,24 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from vecdb.errors import ERROR_BY_CODE, Internal, VecdbError
+from vecdb.errors import (
+    ERROR_BY_CODE,
+    DiskFull,
+    Internal,
+    StorageError,
+    StorageLocked,
+    VecdbError,
+)
 
+# Subclasses a client rebuilds from (code, ErrorInfo reason): the same class in both modes.
+ERROR_BY_REASON: dict[tuple[str, str], type[VecdbError]] = {
+    (cls.code, reason): cls
+    for cls, reason in (
+        (DiskFull, "DISK_FULL"),
+        (StorageLocked, "STORAGE_LOCKED"),
+        (StorageError, "STORAGE_IO_ERROR"),
+    )
+}
 DOMAIN = "vecdb"
 DETAILS_KEY = "grpc-status-details-bin"  # the standard trailer of the rich error model
 REQUEST_ID_KEY = "x-request-id"
@@ -95,6 +111,7 @@ def error_from_rpc(
                 retry = error_details_pb2.RetryInfo()
                 item.Unpack(retry)
                 retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    cls = ERROR_BY_REASON.get((name, reason or ""), cls)
     return cls(message, field=field, reason=reason, retry_after=retry_after)
 
 

@@ -2,7 +2,11 @@
 
 `VecdbServer(config).start()` opens the database, binds the gRPC port (plaintext, TLS or
 mTLS), registers `vecdb.v1.VectorDB`, `grpc.health.v1.Health` and (if enabled) reflection,
-starts the Prometheus exporter, and marks health SERVING. `stop()` is the graceful path: health goes
+starts the Prometheus exporter, and marks health SERVING. Health also carries the storage's
+write state under `WRITE_SERVICE`: NOT_SERVING while writes are refused (disk full, or
+read-only after an I/O error; reads go on and "" stays SERVING), checked every
+`STORAGE_POLL_SECONDS`, which also lets a store whose disk has room again resume writes
+without a restart. `stop()` is the graceful path: health goes
 NOT_SERVING, new calls get UNAVAILABLE, in-flight calls get `grace_seconds` to finish, then the
 database is closed. `serve(config)` runs a server until SIGTERM or SIGINT; tests use the class
 directly with `port=0`. Owns process wiring only; request handling is in servicer/interceptors.
@@ -42,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("vecdb.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["VectorDB"].full_name  # "vecdb.v1.VectorDB"
+WRITE_SERVICE = SERVICE_NAME + ".writes"  # health of writes alone (disk full: NOT_SERVING)
+STORAGE_POLL_SECONDS = 1.0
 
 
 class VecdbServer:
@@ -119,8 +125,11 @@ class VecdbServer:
                 db.close()
             raise Unavailable(f"cannot serve on {address} (metrics port "
                               f"{cfg.metrics.port}): {exc}") from None  # fmt: skip
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, WRITE_SERVICE):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        threading.Thread(
+            target=self._watch_storage, name="vecdb-storage-health", daemon=True
+        ).start()
         log.info(
             "serving",
             extra={"address": f"{cfg.server.host}:{self.port}", "tls": bool(cfg.tls.cert),
@@ -128,6 +137,24 @@ class VecdbServer:
                    "auth": keys.enabled, "quotas": quotas.enabled},
         )  # fmt: skip
         return self
+
+    def _watch_storage(self) -> None:
+        """Mirror the store's write state into health; resume writes once space is back."""
+        db, serving = self._db, True
+        while db is not None and not self._stopped.wait(STORAGE_POLL_SECONDS):
+            try:
+                db.kv.try_resume()
+                problem = db.kv.write_problem()
+            except Exception as exc:  # the watcher must outlive any storage hiccup
+                problem = str(exc)
+            if bool(problem) == serving and not self._stopped.is_set():
+                serving = not problem
+                status = health_pb2.HealthCheckResponse
+                self._health.set(WRITE_SERVICE, status.SERVING if serving else status.NOT_SERVING)
+                if serving:
+                    log.warning("writes accepted again", extra={"service": WRITE_SERVICE})
+                else:
+                    log.error("writes refused", extra={"reason": problem})
 
     def stop(self, grace: float | None = None) -> None:
         """Drain and stop: NOT_SERVING, refuse new calls, finish in-flight ones, close the DB."""
@@ -147,7 +174,10 @@ class VecdbServer:
         if self._metrics is not None:
             self._metrics.stop_http()
         if self._db is not None and self._owns_db:
-            self._db.close()
+            try:
+                self._db.close()
+            except Exception as exc:  # a full disk must not turn a clean stop into a crash
+                log.error("closing the database failed", extra={"error": str(exc)})
         log.info("stopped", extra={"ms": round((time.perf_counter() - t0) * 1000, 1)})
 
     def wait(self) -> None:

@@ -7,17 +7,16 @@ nothing about vectors beyond bytes and must not import the index. Never pickles 
 
 from __future__ import annotations
 
-import struct
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol
 
 from rocksdict import (
     AccessType,
     Checkpoint,
     ColumnFamily,
+    DBRecoveryMode,
     Options,
     Rdict,
     ReadOptions,
@@ -25,7 +24,15 @@ from rocksdict import (
     WriteOptions,
 )
 
-from vecdb.errors import StorageLocked, Unavailable
+from vecdb.errors import DataLoss, DiskFull, StorageError, Unavailable, VecdbError
+from vecdb.storage import faults
+from vecdb.storage.keys import cid_prefix as cid_prefix  # re-exported: key encodings
+from vecdb.storage.keys import read_u64 as read_u64
+from vecdb.storage.keys import u64 as u64
+from vecdb.storage.manifest import write_bytes_atomic
+from vecdb.storage.view import Reader as Reader  # re-exported: what reads need
+from vecdb.storage.view import View as View  # re-exported: the store at one instant
+from vecdb.storage.view import prefix_end as prefix_end  # re-exported
 
 # Column families and what they hold (keys start with a 4-byte collection id unless noted):
 CF_META = "meta"  # collection configs by name, counters (no cid prefix for db-level keys)
@@ -75,33 +82,6 @@ def set_rebuild_marker(kv: KV, prefix: bytes, on: bool) -> None:
     kv.commit(batch)
 
 
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-
-
-def cid_prefix(cid: int) -> bytes:
-    return _U32.pack(cid)
-
-
-def u64(value: int) -> bytes:
-    return _U64.pack(value)
-
-
-def read_u64(raw: bytes, offset: int = 0) -> int:
-    return int(_U64.unpack_from(raw, offset)[0])
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """Smallest key greater than every key starting with `prefix`."""
-    b = bytearray(prefix)
-    while b and b[-1] == 0xFF:
-        b.pop()
-    if not b:
-        return b"\xff" * (len(prefix) + 8)
-    b[-1] += 1
-    return bytes(b)
-
-
 # Memtables of all column families together stay under this many bytes (RocksDB flushes
 # the largest when they pass it). Without it each family may hold 2 x 64 MiB, and a bulk
 # load kept ~80 MiB of vectors resident twice (once in the write buffer, once here).
@@ -109,9 +89,20 @@ MEMTABLE_BUDGET = 32 * 2**20
 CF_MEMTABLE = 8 * 2**20  # one memtable of one family before it is switched
 
 
-def _options() -> Options:
+# WAL recovery: a damaged record in the middle of the log refuses the open (DataLoss) rather
+# than silently dropping every later record (RocksDB's default, point in time); a torn tail
+# (a write cut by a crash, never acknowledged) is still dropped. An operator who accepts the
+# loss opens with VECDB_WAL_RECOVERY=point_in_time.
+WAL_RECOVERY = os.environ.get("VECDB_WAL_RECOVERY", "tolerate_corrupted_tail_records")
+
+
+def _options(create: bool) -> Options:
     opts = Options(raw_mode=True)
-    opts.create_if_missing(True)
+    opts.create_if_missing(create)
+    mode = getattr(DBRecoveryMode, WAL_RECOVERY, None)
+    if mode is None or WAL_RECOVERY.startswith("_"):
+        raise StorageError(f"VECDB_WAL_RECOVERY={WAL_RECOVERY!r} is not a RocksDB recovery mode")
+    opts.set_wal_recovery_mode(mode())
     opts.create_missing_column_families(True)
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET)
     return opts
@@ -121,20 +112,6 @@ def _cf_options() -> Options:
     opts = Options(raw_mode=True)
     opts.set_write_buffer_size(CF_MEMTABLE)
     return opts
-
-
-class Reader(Protocol):
-    """What reads need of a store: the live `KV` or a fixed `View` of it."""
-
-    def get(self, cf: str, key: bytes) -> bytes | None: ...
-
-    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]: ...
-
-    def scan_range(
-        self, cf: str, start: bytes, end: bytes, fill_cache: bool = True
-    ) -> Iterator[tuple[bytes, bytes]]: ...
-
-    def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 def collection_rows(src: Reader, prefix: bytes) -> Iterator[tuple[str, bytes, bytes, bytes]]:
@@ -189,99 +166,102 @@ def delete_collection_rows(batch: Batch, prefix: bytes) -> None:
             batch.delete_prefix(cf, prefix)
 
 
-class View:
-    """The whole store as it was at one instant: reads through a view never see a later
-    commit, in any column family. Made by `KV.view`, which creates, while no commit can run,
-    one RocksDB iterator per column family for scans and one for point reads: an iterator
-    reads the state it was created at, however long it lives and wherever it seeks.
-    (rocksdict's `Snapshot` isolates point reads only: `Snapshot.iter` reads the live column
-    family, which is why views are built from iterators.) One scan per column family at a
-    time; close a view promptly, since it pins memtables and table files."""
-
-    def __init__(self, kv: KV) -> None:
-        opts = ReadOptions()
-        opts.fill_cache(False)  # type: ignore[call-arg]
-        with kv._commit_lock:  # no commit between the first iterator and the last
-            self.seq = int(kv._db.latest_sequence_number())  # RocksDB's sequence at the instant
-            self._scan = {cf: kv._cfs[cf].iter(opts) for cf in COLUMN_FAMILIES}
-            self._probe = {cf: kv._cfs[cf].iter(ReadOptions()) for cf in COLUMN_FAMILIES}
-        self._busy: set[str] = set()  # families with a scan in progress
-
-    def get(self, cf: str, key: bytes) -> bytes | None:
-        it = self._probe[cf]
-        it.seek(key)
-        if it.valid() and bytes(it.key()) == key:
-            return bytes(it.value())
-        return None
-
-    def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
-        return [self.get(cf, k) for k in keys]
-
-    def scan_range(
-        self, cf: str, start: bytes, end: bytes, fill_cache: bool = True
-    ) -> Iterator[tuple[bytes, bytes]]:
-        """Yield (key, value) for every key in [start, end) at the view's instant."""
-        if cf in self._busy:
-            raise RuntimeError(f"a scan of column family {cf!r} is already running on this view")
-        self._busy.add(cf)
-        try:
-            it = self._scan[cf]
-            it.seek(start)
-            while it.valid():
-                key = bytes(it.key())
-                if key >= end:
-                    return
-                yield key, bytes(it.value())
-                it.next()
-        finally:
-            self._busy.discard(cf)
-
-    def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        return self.scan_range(cf, prefix, prefix_end(prefix))
-
-    def close(self) -> None:
-        self._scan.clear()
-        self._probe.clear()
-
-    def __enter__(self) -> View:
-        return self
-
-    def __exit__(
-        self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+CLEAN_CLOSE = "VECDB_CLEAN_CLOSE"  # RocksDB's sequence at the last clean close
 
 
 class KV:
-    """The database's RocksDB instance with vecdb's column families."""
+    """The database's RocksDB instance with vecdb's column families.
 
-    def __init__(self, path: Path, *, sync: bool = True, read_only: bool = False) -> None:
+    Failure rules (see `faults` for how an error is classified): a commit is refused with
+    `DiskFull` while the disk has less than `reserve_bytes` free, before RocksDB is asked.
+    After a failed write RocksDB refuses every later one until reopened, so the store turns
+    read-only (`write_problem` says why); reads go on. Once the disk has room again, the
+    next commit or `try_resume` (the server's health loop calls it) reopens RocksDB in this
+    process and writes resume, nothing acknowledged lost. A clean close flushes the
+    memtables and records RocksDB's sequence; an open that finds RocksDB behind it (table
+    or log files lost or damaged at rest) is `DataLoss`. Creating a store only happens in
+    an empty directory: a store missing its CURRENT file is `DataLoss`, never a new one."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        sync: bool = True,
+        read_only: bool = False,
+        reserve_bytes: int = faults.DISK_RESERVE_BYTES,
+    ) -> None:
         self.path = path
         self.sync = sync  # False only for throwaway databases (":memory:")
+        self.read_only = read_only
+        self.reserve_bytes = reserve_bytes  # free disk below which commits are refused
         self._commit_lock = threading.Lock()
-        # Set after a write error (fail-stop until reopen) or for a read-only open.
-        self._failed: str | None = "opened read-only" if read_only else None
-        try:
-            self._db = Rdict(
-                str(path),
-                _options(),
-                column_families={cf: _cf_options() for cf in COLUMN_FAMILIES},
-                access_type=AccessType.read_only() if read_only else AccessType.read_write(),
-            )
-        except Exception as exc:  # rocksdict raises plain Exception with RocksDB's text
-            text = str(exc)
-            if "lock" in text.lower():
-                raise StorageLocked(
-                    f"data directory is in use by another process (RocksDB lock {path / 'LOCK'})"
-                ) from exc
-            raise
-        self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
-        self._handles = {cf: self._db.get_column_family_handle(cf) for cf in COLUMN_FAMILIES}
+        self._failed: VecdbError | None = None  # why writes fail until a reopen
+        self._open()
         self._write_opts = WriteOptions()
         self._write_opts.sync = sync
 
+    def _open(self) -> None:
+        path = self.path
+        try:
+            fresh = not path.exists() or not any(path.iterdir())
+            if not fresh and not (path / "CURRENT").exists():
+                raise DataLoss(f"RocksDB store {path} is damaged: its CURRENT file is missing")
+            if fresh and self.read_only:
+                raise StorageError(f"RocksDB store {path} does not exist")
+            self._db = Rdict(
+                str(path),
+                _options(create=fresh),
+                column_families={cf: _cf_options() for cf in COLUMN_FAMILIES},
+                access_type=AccessType.read_only() if self.read_only else AccessType.read_write(),
+            )
+        except VecdbError:
+            raise
+        except Exception as exc:  # rocksdict raises plain Exception with RocksDB's text
+            raise faults.classify(exc, path, "opening", self.reserve_bytes) from exc
+        try:
+            self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
+            self._handles = {cf: self._db.get_column_family_handle(cf) for cf in COLUMN_FAMILIES}
+            self._check_clean_close()
+        except BaseException as exc:
+            self._drop()
+            if isinstance(exc, Exception) and not isinstance(exc, VecdbError):
+                raise faults.classify(exc, path, "opening", self.reserve_bytes) from exc
+            raise
+        faults.hold(path)
+
+    def _check_clean_close(self) -> None:
+        record = self.path / CLEAN_CLOSE
+        try:
+            recorded = int(record.read_text().strip() or 0)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise DataLoss(f"{record}: unreadable ({exc})") from exc
+        now = int(self._db.latest_sequence_number())
+        if now < recorded:
+            raise DataLoss(
+                f"RocksDB store {self.path} is behind its last clean close (sequence {now} < "
+                f"{recorded}): table or log files were lost or damaged"
+            )
+
+    def _drop(self) -> None:
+        # Column-family objects keep the DB alive (and its LOCK held) until they are dropped.
+        self._cfs, self._handles = {}, {}
+        db = getattr(self, "_db", None)
+        if db is not None:
+            try:
+                db.close()
+            finally:
+                del self._db
+        faults.release(self.path)
+
     def handle(self, cf: str) -> ColumnFamily:
-        return self._handles[cf]
+        """A column family's handle for batches. A batch keeps only the family's id, which a
+        reopen (`try_resume`) does not change, so a batch built before one commits after."""
+        try:
+            return self._handles[cf]
+        except KeyError:
+            raise Unavailable(f"storage {self.path} is being reopened; retry") from None
 
     def view(self) -> View:
         """A consistent read-only view of the whole store as of now (see `View`)."""
@@ -290,16 +270,56 @@ class KV:
     def batch(self) -> Batch:
         return Batch(self)
 
+    # -- writes and their failures --------------------------------------------------------
+
+    def write_problem(self) -> str:
+        """Why writes are refused now ("" when they are accepted)."""
+        if self.read_only:
+            return "opened read-only"
+        if self._failed is not None:
+            return self._failed.message
+        if faults.disk_full(self.path, self.reserve_bytes):
+            return f"disk of {self.path} below the {self.reserve_bytes >> 20} MiB free reserve"
+        return ""
+
+    def try_resume(self) -> bool:
+        """After a failed write: reopen RocksDB if the disk has room again; True when
+        writes are accepted (now or already)."""
+        if self._failed is None:
+            return True
+        if faults.disk_full(self.path, self.reserve_bytes):
+            return False
+        with self._commit_lock:
+            if self._failed is None:
+                return True
+            try:
+                self._drop()
+                self._open()
+            except VecdbError as exc:  # a view or scan still holds the old instance
+                self._failed = exc
+                return False
+            self._failed = None
+        return True
+
     def commit(self, batch: Batch) -> None:
         """Apply `batch` atomically and durably; returns only once RocksDB synced it."""
-        if self._failed is not None:
-            raise Unavailable(f"storage does not accept writes: {self._failed}")
+        if self.read_only:
+            raise Unavailable(f"storage {self.path} is open read-only")
+        if self._failed is not None and not self.try_resume():
+            raise type(self._failed)(f"storage does not accept writes: {self._failed.message}")
+        if faults.disk_full(self.path, self.reserve_bytes):
+            free = faults.free_bytes(self.path)
+            raise DiskFull(
+                f"disk of {self.path} is full: {free >> 20} MiB free, writes need "
+                f"{self.reserve_bytes >> 20} MiB; retry once space is freed"
+            )
         with self._commit_lock:
             try:
                 self._db.write(batch._wb, self._write_opts)
             except Exception as exc:
-                self._failed = str(exc)
-                raise Unavailable(f"write failed, storage is now read-only: {exc}") from exc
+                err = faults.classify(exc, self.path, "writing to", self.reserve_bytes)
+                self._failed = err  # RocksDB refuses every later write until reopened
+                raise err from exc
         if batch.nbytes >= CF_MEMTABLE:
             # A batch larger than a memtable sits in memory whole until its memtable is
             # flushed, and RocksDB switches memtables only at the next write: a bulk load of
@@ -311,14 +331,22 @@ class KV:
                 if size >= CF_MEMTABLE:
                     family.flush(wait=False)
 
+    # -- reads ----------------------------------------------------------------------------
+
     def get(self, cf: str, key: bytes) -> bytes | None:
-        value = self._cfs[cf].get(key)
+        try:
+            value = self._cfs[cf].get(key)
+        except Exception as exc:
+            raise faults.classify(exc, self.path, "reading", self.reserve_bytes) from exc
         return None if value is None else bytes(value)
 
     def multi_get(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
         if not keys:
             return []
-        found: list[bytes | None] = list(self._cfs[cf][list(keys)] or [])
+        try:
+            found: list[bytes | None] = list(self._cfs[cf][list(keys)] or [])
+        except Exception as exc:
+            raise faults.classify(exc, self.path, "reading", self.reserve_bytes) from exc
         return found
 
     def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -329,11 +357,7 @@ class KV:
         # the bool argument that the runtime method takes.
         opts.fill_cache(False)  # type: ignore[call-arg]
         opts.set_readahead_size(2 * 2**20)
-        it = self._cfs[cf].iter(opts)
-        it.seek(prefix)
-        while it.valid():
-            yield bytes(it.key()), bytes(it.value())
-            it.next()
+        return self._iterate(cf, opts, prefix)
 
     def scan_range(
         self, cf: str, start: bytes, end: bytes, fill_cache: bool = True
@@ -342,30 +366,54 @@ class KV:
         opts = ReadOptions()
         opts.set_iterate_upper_bound(end)
         opts.fill_cache(fill_cache)  # type: ignore[call-arg]
-        it = self._cfs[cf].iter(opts)
-        it.seek(start)
-        while it.valid():
-            yield bytes(it.key()), bytes(it.value())
-            it.next()
+        return self._iterate(cf, opts, start)
+
+    def _iterate(self, cf: str, opts: ReadOptions, start: bytes) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            it = self._cfs[cf].iter(opts)
+            it.seek(start)
+            while it.valid():
+                yield bytes(it.key()), bytes(it.value())
+                it.next()
+            it.status()  # an iterator stops early on corruption: say so
+        except VecdbError:
+            raise
+        except Exception as exc:
+            raise faults.classify(exc, self.path, "reading", self.reserve_bytes) from exc
 
     def flush(self) -> None:
         """Write every column family's memtable out to table files, releasing its memory
         (after a bulk load the memtables hold up to MEMTABLE_BUDGET of vectors)."""
-        for family in self._cfs.values():
-            family.flush(wait=True)
+        try:
+            for family in self._cfs.values():
+                family.flush(wait=True)
+        except Exception as exc:
+            raise faults.classify(exc, self.path, "flushing", self.reserve_bytes) from exc
 
     def checkpoint(self, path: Path) -> None:
         """A RocksDB checkpoint of the whole store at `path` (must not exist): memtables are
         flushed, table files hard-linked. The caller stops commits for the instant it runs
         if it needs the checkpoint at a known sequence (see `vecdb.engine.snapshot`)."""
-        Checkpoint(self._db).create_checkpoint(str(path))
+        try:
+            Checkpoint(self._db).create_checkpoint(str(path))
+        except Exception as exc:
+            raise faults.classify(exc, path, "checkpointing to", self.reserve_bytes) from exc
+
+    def sequence(self) -> int:
+        """RocksDB's latest sequence number: it moves with every committed write."""
+        return int(self._db.latest_sequence_number())
 
     def count_prefix(self, cf: str, prefix: bytes) -> int:
         return sum(1 for _ in self.scan_prefix(cf, prefix))
 
     def close(self) -> None:
-        # Column-family objects keep the DB alive (and its LOCK held) until they are dropped.
-        self._cfs.clear()
-        self._handles.clear()
-        self._db.close()
-        del self._db
+        """Flush, record the sequence of this clean close, and release RocksDB. A store
+        that cannot be flushed (disk full) is closed all the same: its WAL holds it."""
+        if not self.read_only and self._failed is None and hasattr(self, "_db"):
+            try:
+                self.flush()
+                seq = int(self._db.latest_sequence_number())
+                write_bytes_atomic(self.path / CLEAN_CLOSE, f"{seq}\n".encode())
+            except (VecdbError, OSError):
+                pass  # no record: the next open cannot compare, and needs not
+        self._drop()

@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from vecdb.errors import StorageLocked
+from vecdb.errors import StorageLocked, os_error
 
 LOCK_NAME = "LOCK.vecdb"
 
@@ -23,7 +23,10 @@ class DirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a directory in its place, no permission, a full disk
+            raise os_error(exc, f"cannot open the lock file {self.path}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -37,9 +40,12 @@ class DirLock:
             raise StorageLocked(
                 f"data directory is in use by another process: cannot lock {self.path}{who}"
             ) from exc
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:  # the holder's pid, for the message above; not needed for the lock itself
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

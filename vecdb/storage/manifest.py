@@ -7,13 +7,14 @@ Owns `write_json_atomic` (tmp + fsync + rename + fsync dir) and the manifest for
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
 from pathlib import Path
 from typing import Any
 
-from vecdb.errors import FormatError
+from vecdb.errors import FormatError, os_error
 
 MANIFEST_MAGIC = "vecdb-manifest"
 MANIFEST_VERSION = 1
@@ -29,19 +30,27 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Publish `data` at `path` by rename: readers see the old file or the new, never a mix."""
+    """Publish `data` at `path` by rename: readers see the old file or the new, never a mix.
+    Any failure is a vecdb error naming the file (`DiskFull` for ENOSPC); the tmp file is
+    removed and `path` keeps its old content."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "write made no progress")
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise os_error(exc, f"writing {path}") from exc
 
 
 def _checksum(body: dict[str, Any]) -> int:
@@ -61,6 +70,10 @@ def write_manifest(path: Path, body: dict[str, Any]) -> None:
 def read_manifest(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise FormatError(f"{path}: file is missing") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: unreadable ({exc.strerror or exc})") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise FormatError(f"{path}: not a vecdb manifest ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("magic") != MANIFEST_MAGIC:

@@ -16,27 +16,34 @@ block it drops to the map, and space is reused only once no published checkpoint
 blocks intact; data past the durable length is truncated on open, and a free tail at any
 checkpoint. Writes, allocation and the map belong to the single maintenance thread; reads
 (`read_block`, the readers) are safe from any thread for blocks of a table the caller holds.
-Two readers share one interface: `MmapReader` (warm, zero-copy views of an mmap) and
-`DirectReader` (cold, O_DIRECT reads of a query's blocks submitted together to a thread pool).
-This module knows nothing of heads, search or updates.
+Two readers share one interface (`readers`, re-exported here): `MmapReader` (warm) and
+`DirectReader` (cold). Every write goes through `framing.pwrite_all` (short writes continued,
+errors raised naming the file) and forgets the verified state of the bytes it covers
+(`verified`, see `blockcheck`); a failed fsync poisons the file: no later checkpoint may
+publish what it holds (`sync` raises `FormatError`, so the engine rebuilds the index). A file
+shorter than its durable length, or missing, is a `FormatError` on open, never extended with
+zeros. This module knows nothing of heads, search or updates.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import struct
+import weakref
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.errors import FormatError
-from vecdb.index.spann.framing import check_header, pack_header
+from vecdb.errors import FormatError, VecdbError, os_error
+from vecdb.index.spann.blockcheck import Verified
+from vecdb.index.spann.framing import check_header, fsync_file, pack_header, pwrite_all
+from vecdb.index.spann.quant import Quantizer as Quantizer  # re-exported
+from vecdb.index.spann.readers import DirectReader as DirectReader  # re-exported
+from vecdb.index.spann.readers import MmapReader as MmapReader  # re-exported
 from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
 from vecdb.index.spann.space import Mark, SpaceMap
 from vecdb.index.spann.table import BlockTable
@@ -51,37 +58,6 @@ GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-
-
-class Quantizer:
-    """Per-dimension scalar quantizer of int8 postings: x ~ offset + scale * code, code in
-    0..255, fitted to the data of a bulk build (later vectors are clipped to its range)."""
-
-    def __init__(self, offset: F32, scale: F32) -> None:
-        self.offset = np.ascontiguousarray(offset, dtype=np.float32)  # per-dimension minimum
-        self.scale = np.ascontiguousarray(scale, dtype=np.float32)  # per-dimension step
-
-    @classmethod
-    def fit(cls, vectors: F32) -> Quantizer:
-        lo, hi = vectors.min(0), vectors.max(0)
-        return cls(lo, np.maximum(hi - lo, 1e-12) / 255.0)
-
-    def encode(self, vectors: F32) -> U8:
-        codes = np.rint((vectors - self.offset) / self.scale)
-        out: U8 = np.clip(codes, 0, 255).astype(np.uint8)
-        return out
-
-    def decode(self, codes: U8) -> F32:
-        out: F32 = (self.offset + self.scale * codes.astype(np.float32)).astype(np.float32)
-        return out
-
-    def to_bytes(self) -> bytes:
-        return self.offset.tobytes() + self.scale.tobytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, dim: int) -> Quantizer:
-        arr = np.frombuffer(data, dtype=np.float32)
-        return cls(arr[:dim].copy(), arr[dim:].copy())
 
 
 STORED = {4: np.float32, 2: np.float16, 1: np.uint8}
@@ -178,6 +154,9 @@ class PostingFile:
     space: SpaceMap  # free and pending extents; `space.end` is the end of the data
     capacity: int  # current file size (extended in GROW chunks, cut back when the end drops)
     fd: int  # read-write file descriptor
+    verified: Verified  # block starts whose CRC passed since their last write
+    poisoned: str  # why the file may no longer be published ("" if it may)
+    found_size: int  # an existing file's size when opened, before its tail is cut; -1: new
 
     def __init__(
         self,
@@ -192,22 +171,46 @@ class PostingFile:
         Until `attach` names the table, every existing byte counts as live."""
         self.path, self.dim, self.width, self.quant = path, dim, width, quant
         self.full_cap = full_cap  # entries of a full block: its extent is whole pages
+        self.verified, self.poisoned, self.fd = Verified(), "", -1
+        self.found_size = -1  # an existing file's size when opened (see `attach`)
         new = not path.exists()
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if new:
-            os.pwrite(self.fd, pack_header(MAGIC, VERSION) + struct.pack("<II", dim, width), 0)
-            length = PAGE
-        else:
-            head = os.pread(self.fd, 32, 0)
-            check_header(head, MAGIC, VERSION, path)
-            found = struct.unpack_from("<II", head, 16)
-            if found != (dim, width):
-                raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
-            length = PAGE if length is None else length
-        self.space = SpaceMap(PAGE, length)
-        os.ftruncate(self.fd, length)  # drop any tail written after the last checkpoint
+        if new and length is not None:  # a checkpoint names it: it must be there
+            raise FormatError(f"{path}: posting file is missing")
+        if not new and length is None and path.stat().st_size < 24:
+            new = True  # a new file whose header write failed (a build to be retried)
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # A build that fails drops its new file unclosed: the descriptor goes with it.
+            self._finalizer = weakref.finalize(self, os.close, self.fd)
+            if new:
+                header = pack_header(MAGIC, VERSION) + struct.pack("<II", dim, width)
+                pwrite_all(self.fd, header, 0, path)
+                length = PAGE
+            else:
+                head = os.pread(self.fd, 32, 0)
+                check_header(head, MAGIC, VERSION, path)
+                if len(head) < 24:
+                    raise FormatError(f"{path}: torn posting file header ({len(head)} bytes)")
+                found = struct.unpack_from("<II", head, 16)
+                if found != (dim, width):
+                    raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
+                length = PAGE if length is None else length
+                self.found_size = os.fstat(self.fd).st_size  # `attach` checks the table
+            self.space = SpaceMap(PAGE, length)
+            self._truncate(length)  # drop any tail written after the last checkpoint
+        except (VecdbError, OSError) as exc:
+            self.close()
+            if isinstance(exc, OSError):
+                raise FormatError(f"{path}: cannot open the posting file ({exc})") from exc
+            raise
         self.capacity = length
         self.reserve(0)
+
+    def _truncate(self, size: int) -> None:
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as exc:
+            raise os_error(exc, f"resizing {self.path} to {size} bytes") from exc
 
     @property
     def length(self) -> int:
@@ -218,8 +221,9 @@ class PostingFile:
         """Make sure `extra` more bytes fit below the file size."""
         need = self.length + extra + PAGE
         if need > self.capacity:
-            self.capacity = -(-max(need, self.capacity + GROW) // PAGE) * PAGE
-            os.ftruncate(self.fd, self.capacity)
+            capacity = -(-max(need, self.capacity + GROW) // PAGE) * PAGE
+            self._truncate(capacity)
+            self.capacity = capacity
 
     # --- write -------------------------------------------------------------------------------
 
@@ -300,9 +304,8 @@ class PostingFile:
             return
         data = parts[0] if len(parts) == 1 else np.concatenate(parts)
         view = memoryview(data).cast("B")  # type: ignore[arg-type]
-        done = 0
-        while done < len(view):
-            done += os.pwrite(self.fd, view[done:], offset + done)
+        self.verified.forget(offset, offset + len(view))
+        pwrite_all(self.fd, view, offset, self.path)
 
     # --- space -------------------------------------------------------------------------------
 
@@ -313,6 +316,12 @@ class PostingFile:
         of a new file; never with a table that a published checkpoint does not match."""
         table.set_full_cap(self.full_cap)
         ext = table.extents()
+        end = int((ext.offset + ext.size).max()) if len(ext.offset) else 0
+        if end > self.found_size >= 0:  # cut short: the blocks would read as zeros
+            raise FormatError(
+                f"{self.path}: posting file is {self.found_size} bytes, its index names "
+                f"blocks up to byte {end}, outside the file (truncated)"
+            )
         try:
             self.space.rebuild(ext.offset, ext.size)
         except ValueError as e:
@@ -343,7 +352,7 @@ class PostingFile:
         cap = -(-self.length // PAGE) * PAGE + PAGE
         if cap < self.capacity:
             self.capacity = cap  # first: a reader mapping now stays below the new size
-            os.ftruncate(self.fd, cap)
+            self._truncate(cap)
 
     # --- read --------------------------------------------------------------------------------
 
@@ -365,85 +374,18 @@ class PostingFile:
         )
 
     def sync(self) -> None:
-        os.fsync(self.fd)
+        """fsync the data; after one failure never again (the page cache may have dropped
+        what failed to reach the disk, so nothing written before may be published)."""
+        if self.poisoned:
+            raise FormatError(f"{self.path}: {self.poisoned}; the index must be rebuilt")
+        try:
+            fsync_file(self.fd, self.path)
+        except VecdbError as exc:
+            self.poisoned = f"an fsync failed earlier ({exc.message})"
+            raise
 
     def close(self) -> None:
         if self.fd >= 0:
+            self._finalizer.detach()
             os.close(self.fd)
             self.fd = -1
-
-
-class MmapReader:
-    """Warm reads: zero-copy uint8/int64/float32 views of an mmap of the whole file."""
-
-    def __init__(self, file: PostingFile) -> None:
-        self.file = file
-        self.mapped = 0
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Remap after the file grew (old views stay valid until dropped). The worker may
-        cut the file's free tail meanwhile (`_shrink`), so the map never reaches past the
-        file's size as it is now (a map longer than the file is refused); everything a
-        table names lies below both."""
-        if self.file.capacity != self.mapped:
-            for _ in range(8):
-                size = min(self.file.capacity, os.fstat(self.file.fd).st_size)
-                try:
-                    mm = mmap.mmap(self.file.fd, size, prot=mmap.PROT_READ)
-                    break
-                except ValueError:  # cut between fstat and mmap: measure again
-                    continue
-            else:
-                raise FormatError(f"{self.file.path}: the posting file keeps shrinking")
-            mm.madvise(mmap.MADV_RANDOM)
-            self.mm = mm
-            self.u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
-            self.mapped = size  # shorter than the capacity while it grows: remap next time
-
-    def views(self) -> tuple[U8, I64, F32, npt.NDArray[np.uint16]]:
-        u8 = self.u8
-        return u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16)
-
-
-class DirectReader:
-    """Cold reads: each block's pages read with O_DIRECT, all of a query's reads submitted at
-    once to a thread pool (preadv releases the GIL); falls back to buffered reads where the
-    filesystem refuses O_DIRECT (tmpfs)."""
-
-    def __init__(self, file: PostingFile, threads: int = 16) -> None:
-        self.file = file
-        flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
-        try:
-            self.fd = os.open(file.path, flags)
-            self.direct = flags != os.O_RDONLY
-        except OSError:
-            self.fd, self.direct = os.open(file.path, os.O_RDONLY), False
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spann-io")
-
-    def read(
-        self, offsets: npt.NDArray[np.int64], nbytes: npt.NDArray[np.int64]
-    ) -> tuple[U8, npt.NDArray[np.int64], int]:
-        """Read blocks into one aligned buffer; return it, the blocks' offsets in it, and
-        the number of bytes read from the device (whole pages)."""
-        lo = offsets // PAGE * PAGE
-        hi = -(-(offsets + nbytes) // PAGE) * PAGE
-        lens = hi - lo
-        at = np.zeros(len(lens) + 1, dtype=np.int64)
-        np.cumsum(lens, out=at[1:])
-        total = int(at[-1])
-        buf = mmap.mmap(-1, max(total, PAGE))  # anonymous maps are page-aligned
-        view = memoryview(buf)
-
-        def one(i: int) -> int:
-            return os.preadv(self.fd, [view[at[i] : at[i + 1]]], int(lo[i]))
-
-        for n in self.pool.map(one, range(len(lens))):
-            if n <= 0:
-                raise FormatError(f"{self.file.path}: short read")
-        u8 = np.frombuffer(buf, dtype=np.uint8)
-        return u8, at[:-1] + (offsets - lo), total
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        os.close(self.fd)

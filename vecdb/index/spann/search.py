@@ -7,7 +7,8 @@ searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is rea
 head's distance is within `prune_ratio` of the nearest head's (squared L2 for "l2" and
 "cosine"; for "ip" the gap to the best head is compared with its magnitude); the two nearest
 are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy,
-one gather for the batch); cold, O_DIRECT reads submitted together per query. Pass 4 is one
+one gather for the batch); cold, O_DIRECT reads submitted together per query. Every block is checked
+before the scan (`blockcheck`: bounds, header, CRC). Pass 4 is one
 numba call that scores dimension-major blocks, keeps only entries passing the one "entry
 visible" predicate (current version, and in `visible` when given: inside the scan, not after
 it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
@@ -25,6 +26,7 @@ import numpy.typing as npt
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann.assign import nearest_heads
+from vecdb.index.spann.blockcheck import check_blocks
 from vecdb.index.spann.fanout import fan_out
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
@@ -77,6 +79,7 @@ def scan(
     stats.pages_read += pages
     if isinstance(st.reader, MmapReader):
         u8, i64, f32, u16 = st.reader.views()
+        check_blocks(u8, off, cnt, st.dim, st.width, st.file.path, verified=st.file.verified)
         args = (u8, i64, f32, u16, st.dim, st.width, qoff, qscale, ptr, off, cnt, queries)
         rest = (st.slot_version, vis, use_vis, metric)
         fan_out(scan_blocks, args, rest, ids, out_d, search_threads(len(queries)))
@@ -87,6 +90,7 @@ def scan(
         lo, hi = int(ptr[i]), int(ptr[i + 1])
         buf, boff, nread = st.reader.read(off[lo:hi], nbytes[lo:hi])
         stats.bytes_read += nread
+        check_blocks(buf, boff, cnt[lo:hi], st.dim, st.width, st.file.path, off[lo:hi])
         one[1] = hi - lo
         views = (
             buf,

@@ -456,7 +456,7 @@ class SearchRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors", "stats")
+    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors", "stats", "degraded")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -467,6 +467,7 @@ class SearchResponse(_message.Message):
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     ids: Ids
@@ -477,7 +478,8 @@ class SearchResponse(_message.Message):
     vectors: Vectors
     with_vectors: bool
     stats: SearchStats
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., stats: _Optional[_Union[SearchStats, _Mapping]] = ...) -> None: ...
+    degraded: str
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., stats: _Optional[_Union[SearchStats, _Mapping]] = ..., degraded: _Optional[str] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ("collection",)

@@ -1,0 +1,156 @@
+"""Integrity of the posting blocks a search scans: nothing unchecked reaches the scan kernel.
+
+Before the numba scan reads a batch of blocks, `check_blocks` verifies, for every block, that
+it lies inside the bytes it is read from and that its header agrees with the block table
+(block magic, byte size, entry count, dimension, component width): a vectorised look at a
+few header words, cheap enough for every search. Each block's CRC32 (the header's, over the
+block's bytes) is verified too: always for cold reads (fresh from the disk), and once per
+write for warm reads, remembered in the posting file's `Verified` bitmap (one bit per 64-byte
+unit of the file, cleared by every write over it), so a page-cache-resident block is hashed
+once, not at every query. A failure is a `FormatError` naming the file and the byte offset;
+the engine then quarantines the index and serves exactly from its store while it rebuilds.
+
+`MODE` selects the CRC policy ("cached", the default; "always"; "off" only for the benchmark
+that measures the cost; set by the VECDB_BLOCK_CRC environment variable at import).
+Owns the bitmap and the checks; knows nothing of postings beyond the block header layout.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.errors import FormatError
+from vecdb.kernels.posting import BLOCK_HEADER, block_bytes
+
+BLOCK_MAGIC = 0x4B4C4250  # "PBLK", the first word of every block (see `postings`)
+UNIT = 64  # blocks start on multiples of this: one bit of the bitmap each
+MODES = ("cached", "always", "off")
+MODE = os.environ.get("VECDB_BLOCK_CRC", "cached")
+if MODE not in MODES:
+    raise ValueError(f"VECDB_BLOCK_CRC must be one of {', '.join(MODES)}, got {MODE!r}")
+
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
+
+
+class Verified:
+    """Which block starts of one posting file passed their CRC since they were last written.
+
+    Bits are set by searches (any thread) and cleared by the writer: both under `lock`, taken
+    only when there is something to set, so a warm search never waits for it."""
+
+    bits: U8  # one bit per UNIT bytes of the file, little-endian within a byte
+    lock: threading.Lock  # serialises read-modify-write of the bitmap's bytes
+
+    def __init__(self) -> None:
+        self.bits = np.zeros(0, np.uint8)
+        self.lock = threading.Lock()
+
+    def known(self, offsets: I64) -> npt.NDArray[np.bool_]:
+        """Whether each block start is verified."""
+        bits = self.bits
+        if len(bits) == 0:
+            return np.zeros(len(offsets), np.bool_)
+        unit = offsets // UNIT
+        byte = unit >> 3
+        inside = byte < len(bits)
+        got = bits[np.where(inside, byte, 0)] >> (unit & 7).astype(np.uint8) & 1
+        out: npt.NDArray[np.bool_] = inside & (got == 1)
+        return out
+
+    def mark(self, offsets: I64) -> None:
+        """Remember that the blocks at `offsets` passed their CRC."""
+        if len(offsets) == 0:
+            return
+        unit = offsets // UNIT
+        with self.lock:
+            need = int(unit.max() >> 3) + 1
+            if need > len(self.bits):
+                grown = np.zeros(max(need, 2 * len(self.bits)), np.uint8)
+                grown[: len(self.bits)] = self.bits
+                self.bits = grown
+            np.bitwise_or.at(self.bits, unit >> 3, (1 << (unit & 7)).astype(np.uint8))
+
+    def forget(self, lo: int, hi: int) -> None:
+        """Bytes [lo, hi) are being rewritten: no block starting there is verified."""
+        a, b = lo // UNIT, -(-hi // UNIT)  # units touched
+        full_lo, full_hi = -(-a // 8), b // 8  # whole bytes of the bitmap inside [a, b)
+        with self.lock:
+            if full_lo >= full_hi:
+                self._clear(range(a, b))
+                return
+            self._clear(range(a, full_lo * 8))
+            self.bits[full_lo:full_hi] = 0
+            self._clear(range(full_hi * 8, b))
+
+    def _clear(self, units: range) -> None:
+        bits = self.bits
+        for u in units:
+            if u >> 3 < len(bits):
+                bits[u >> 3] &= np.uint8(~(1 << (u & 7)) & 0xFF)
+
+
+def check_blocks(
+    u8: U8,
+    at: I64,
+    cnt: I64,
+    dim: int,
+    width: int,
+    path: Path,
+    file_off: I64 | None = None,
+    verified: Verified | None = None,
+) -> None:
+    """Verify the blocks starting at `at` in `u8` (entry counts `cnt` from the block table)
+    before they are scanned; raise `FormatError` naming `path` and the block's file offset
+    (`file_off`, default `at`) on the first bad one. With `verified` (warm reads of the
+    file itself), CRCs already checked since the last write are skipped and new ones
+    remembered."""
+    n = len(at)
+    if n == 0:
+        return
+    where = at if file_off is None else file_off
+    nbytes = block_bytes(cnt, dim, width)
+    bad = (at < 0) | (at % UNIT != 0) | (at + nbytes > len(u8)) | (nbytes < BLOCK_HEADER)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FormatError(
+            f"{path}: posting block at byte {int(where[i])} ({int(nbytes[i])} bytes) lies "
+            f"outside the file ({len(u8)} bytes readable): torn or truncated"
+        )
+    words = u8[: len(u8) // 4 * 4].view(np.uint32)
+    w = at // 4
+    bad = (
+        (words[w] != BLOCK_MAGIC)
+        | (words[w + 2] != nbytes)
+        | (words[w + 3] != cnt)
+        | (words[w + 6] != dim)
+        | (words[w + 8] != width)
+    )
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise FormatError(
+            f"{path}: corrupt posting block header at byte {int(where[i])} "
+            "(magic, size or entry count disagrees with the index)"
+        )
+    if MODE == "off":
+        return
+    todo = (
+        np.arange(n)
+        if verified is None or MODE == "always"
+        else np.flatnonzero(~verified.known(where))
+    )
+    if len(todo) == 0:
+        return
+    crcs = words[w[todo] + 1]
+    for j, i in enumerate(todo.tolist()):
+        a = int(at[i])
+        if zlib.crc32(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):
+            raise FormatError(f"{path}: posting block CRC mismatch at byte {int(where[i])}")
+    if verified is not None:
+        verified.mark(where[todo])
