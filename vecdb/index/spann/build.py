@@ -124,9 +124,8 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         heads = vectors[head_rows]
         graph = make_head_graph(heads, st.metric, p, st.threads)
         tree.leaf_vectors = lambda q: heads[q]
-        exact = None
-        if n_heads * st.dim <= EXACT_BASE + EXACT_PER_DIM * st.dim:
-            exact = ExactHeads(heads, head_space(st.metric))
+        small = n_heads * st.dim <= EXACT_BASE + EXACT_PER_DIM * st.dim
+        exact = ExactHeads(heads, head_space(st.metric), exact=small)
         _report(progress, "heads", n_heads, n_heads)
         # Pass 3: replicas by the RNG rule
         posts = np.empty((n, p.replicas), np.int32)
