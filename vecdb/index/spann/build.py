@@ -32,7 +32,7 @@ from vecdb.index.spann.assign import (
     primaries,
     select_replicas,
 )
-from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer, to_half
+from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, live_mask, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
@@ -92,11 +92,16 @@ def write_postings(
 
 
 def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
-    """`to_half` of the whole matrix, a chunk at a time (no full-size float32 temporary)."""
+    """`to_half` of the whole matrix, a chunk at a time (no full-size float32 temporary):
+    the subnormals are flushed by their bits (exponent field 0), not by float16 arithmetic,
+    which numpy emulates."""
     out = np.empty(vectors.shape, np.float16)
     step = max(1, (16 << 20) // max(1, 4 * vectors.shape[1]))
     for lo in range(0, len(vectors), step):
-        out[lo : lo + step] = to_half(vectors[lo : lo + step])
+        h = out[lo : lo + step]
+        h[...] = vectors[lo : lo + step]
+        bits = h.view(np.uint16)
+        bits[(bits & 0x7C00) == 0] = 0
     return out
 
 
