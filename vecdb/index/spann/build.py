@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+import hnswlib
 import numpy as np
 import numpy.typing as npt
 
@@ -118,6 +119,48 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         full_cap=st.block_cap,
     )
     table = file.attach(BlockTable(st.dim, st.width))
+    try:
+        tree, graph, cap = _passes(st, file, table, slots, vectors, progress)
+    except BaseException:  # abandoned (closing, superseded) or failed: close the new file
+        file.close()
+        raise
+    reader = open_reader(file, p.io)
+    # Pass 7: publish by swapping references
+    old_file, old_reader = st.file, st.reader
+    with st.lock.write("build publish"):
+        old = st.slot_version
+        top = max(len(old), int(slots.max()) + 1 if n else 0)
+        versions = np.zeros(top, np.uint8)
+        versions[slots] = 1
+        versions[: len(old)][old == VERSION_REMOVED] = VERSION_REMOVED  # remove wins
+        if n:
+            tree.drop_primary(slots[versions[slots] == VERSION_REMOVED])
+        tree.leaf_vectors = st.head_vectors
+        st.graph, st.tree, st.table = graph, tree, table
+        st.file, st.reader, st.file_gen = file, reader, gen
+        st.slot_version = versions
+        st.tree.grow_slots(top)
+        st.n_live = int(live_mask(versions).sum())
+        st.live_heads = st.next_posting = 0 if graph is None else graph.get_current_count()
+        st.table.ensure(st.next_posting)
+        st.pending, st.heads_dirty, st.freed_bytes = set(), True, 0
+        st.replica_cap = cap
+    if isinstance(old_reader, DirectReader):
+        old_reader.close()
+    old_file.close()  # its file stays on disk until a checkpoint names the new one
+    release_free_memory()
+
+
+def _passes(
+    st: SpannState,
+    file: PostingFile,
+    table: BlockTable,
+    slots: I64,
+    vectors: F32,
+    progress: Progress | None,
+) -> tuple[ClusterTree, hnswlib.Index | None, int]:
+    """Passes 1-6 into private structures: (tree, head graph, replica cap)."""
+    p, n = st.params, len(slots)
     tree, graph, cap = ClusterTree(st.dim), None, 0
     if n:
         # Pass 1: the clustering tree and its heads
@@ -151,31 +194,7 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         fill_members(tree, slots, primaries(posts, keep), vectors)
         tree.trim()
         del posts, keep, heads, exact
-    reader = open_reader(file, p.io)
-    # Pass 7: publish by swapping references
-    old_file, old_reader = st.file, st.reader
-    with st.lock.write("build publish"):
-        old = st.slot_version
-        top = max(len(old), int(slots.max()) + 1 if n else 0)
-        versions = np.zeros(top, np.uint8)
-        versions[slots] = 1
-        versions[: len(old)][old == VERSION_REMOVED] = VERSION_REMOVED  # remove wins
-        if n:
-            tree.drop_primary(slots[versions[slots] == VERSION_REMOVED])
-        tree.leaf_vectors = st.head_vectors
-        st.graph, st.tree, st.table = graph, tree, table
-        st.file, st.reader, st.file_gen = file, reader, gen
-        st.slot_version = versions
-        st.tree.grow_slots(top)
-        st.n_live = int(live_mask(versions).sum())
-        st.live_heads = st.next_posting = 0 if graph is None else graph.get_current_count()
-        st.table.ensure(st.next_posting)
-        st.pending, st.heads_dirty, st.freed_bytes = set(), True, 0
-        st.replica_cap = cap
-    if isinstance(old_reader, DirectReader):
-        old_reader.close()
-    old_file.close()  # its file stays on disk until a checkpoint names the new one
-    release_free_memory()
+    return tree, graph, cap
 
 
 def release_free_memory() -> None:
