@@ -3,8 +3,9 @@
 Shared by the bulk build, inserts, splits, reassignment and merges. `select_replicas` finds a
 batch's `candidates` nearest live heads (hnswlib, `build_ef` effort asked per call: the graph's
 own ef stays 1 and the call asks for max(ef, k) neighbours, which is what hnswlib searches
-with) and keeps up to `replicas` of them by the RNG rule; heads that are about to go (a merge
-in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
+with) and keeps up to `replicas` of them by the RNG rule (`vecdb.kernels.replicas`, fed the
+search's own squared distances in the l2 space and the head rows by indexing the build's head
+matrix where there is one); heads that are about to go (a merge in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
 vector. Computes only: no locks, no files.
 """
 
