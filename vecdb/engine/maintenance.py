@@ -43,7 +43,6 @@ from vecdb.engine.core import (
 )
 from vecdb.engine.memory import release_free_memory
 from vecdb.engine.settings import REBUILD_SHARE
-from vecdb.engine.supersede import superseded_check
 from vecdb.engine.writer import prepare
 from vecdb.errors import Internal, Unavailable, VecdbError
 from vecdb.index.base import Progress
@@ -233,11 +232,9 @@ class MaintenanceWorker:
             coll.status.phase, coll.status.progress = "", 1.0
 
 
-def _progress(
-    coll: CollectionCore, superseded: Callable[[], bool] | None = None
-) -> Callable[[str, int, int], None]:
+def _progress(coll: CollectionCore) -> Callable[[str, int, int], None]:
     def report(phase: str, done: int, total: int) -> None:
-        if coll.closing or (superseded is not None and superseded()):
+        if coll.closing:
             raise Cancelled(coll.name)
         coll.status.phase = phase
         coll.status.progress = 1.0 if total <= 0 else min(1.0, done / total)
@@ -262,7 +259,7 @@ def drain(coll: CollectionCore) -> None:
         time.time(),
     )
     t0 = time.monotonic()
-    report = _progress(coll, superseded_check(coll, len(seg)) if first else None)
+    report = _progress(coll)
     try:
         if first or rebuild:
             slots, matrix = seg.consolidate()
