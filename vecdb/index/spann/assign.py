@@ -3,8 +3,9 @@
 Shared by the bulk build, inserts, splits, reassignment and merges. `select_replicas` finds a
 batch's `candidates` nearest live heads (hnswlib, `build_ef` effort asked per call: the graph's
 own ef stays 1 and the call asks for max(ef, k) neighbours, which is what hnswlib searches
-with) and keeps up to `replicas` of them by the RNG rule; heads that are about to go (a merge
-in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
+with) and keeps up to `replicas` of them by the RNG rule (`vecdb.kernels.replicas`, fed the
+search's own squared distances in the l2 space and the head rows by indexing the build's head
+matrix where there is one); heads that are about to go (a merge in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
 vector. Computes only: no locks, no files.
 """
 
@@ -17,7 +18,8 @@ import numpy.typing as npt
 from vecdb.index.params import BuildParams
 from vecdb.index.spann.state import head_space
 from vecdb.kernels.kmeans import CHUNK_BYTES, sq_dists, sq_norms
-from vecdb.kernels.posting import PARALLEL_MIN_ROWS, cut_to_limit, group_by_posting, rng_select
+from vecdb.kernels.posting import cut_to_limit, group_by_posting
+from vecdb.kernels.replicas import PARALLEL_MIN_ROWS, rng_replicas
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -57,18 +59,23 @@ def nearest_heads(
 
 
 class ExactHeads:
-    """Exact nearest heads by blocked BLAS, for the bulk build when there are few heads (at
-    high dimension this beats the graph: one matrix product instead of ~ef x M scattered
-    distance evaluations per row, and it is exact)."""
+    """Every head's vector by posting id, with its squared norm: the build's head matrix.
+    It serves the RNG rule's head rows by plain indexing (hnswlib's `get_items` copies
+    element by element, ~40x slower) and, when `exact`, the nearest heads themselves by
+    blocked BLAS (with few heads at high dimension this beats the graph: one matrix product
+    instead of ~ef x M scattered distance evaluations per row, and it is exact)."""
 
-    def __init__(self, heads: F32, space: str) -> None:
+    def __init__(self, heads: F32, space: str, exact: bool = True) -> None:
         self.heads = heads  # (H, d) head vectors, row = posting id
         self.space = space  # hnswlib space of the graph it stands in for: "l2" | "ip"
         self.norms = sq_norms(heads)  # squared norms of the heads
+        self.exact = exact  # whether knn is used instead of the graph
 
-    def knn(self, x: F32, m: int) -> I64:
-        """The m nearest heads of each row, nearest first."""
+    def knn(self, x: F32, m: int) -> tuple[I64, F32 | None]:
+        """The m nearest heads of each row, nearest first, with their squared L2 distances
+        (None for the "ip" space, where the order is by inner product)."""
         out = np.empty((len(x), m), np.int64)
+        out_d = np.empty((len(x), m), np.float32) if self.space == "l2" else None
         step = max(1, CHUNK_BYTES // (4 * max(len(self.heads), x.shape[1])))
         for lo in range(0, len(x), step):
             xs = x[lo : lo + step]
@@ -78,9 +85,28 @@ class ExactHeads:
                 if m < d.shape[1]
                 else np.tile(np.arange(d.shape[1]), (len(xs), 1))
             )
-            order = np.argsort(np.take_along_axis(d, part, 1), axis=1)
+            dp = np.take_along_axis(d, part, 1)
+            order = np.argsort(dp, axis=1)
             out[lo : lo + step] = np.take_along_axis(part, order, 1)
-        return out
+            if out_d is not None:
+                out_d[lo : lo + step] = np.take_along_axis(dp, order, 1)
+        return out, out_d
+
+
+def _candidates(
+    graph: hnswlib.Index,
+    live_heads: int,
+    rows: F32,
+    p: BuildParams,
+    m: int,
+    threads: int,
+    heads: ExactHeads | None,
+) -> tuple[I64, F32 | None]:
+    """Each row's m nearest live heads and, in the "l2" space, their squared distances."""
+    if heads is not None and heads.exact:
+        return heads.knn(rows, min(m, live_heads))
+    labels, dists = nearest_heads(graph, live_heads, rows, p.build_ef, m, threads)
+    return labels, (dists if graph.space == "l2" else None)
 
 
 def select_replicas(
@@ -94,9 +120,10 @@ def select_replicas(
     cap: int = 0,
 ) -> tuple[I64, F32]:
     """Up to `replicas` posting ids per row by the RNG rule over its `candidates` nearest
-    live heads (from `exact` if given, else the graph), never one in `exclude`, at most
-    `cap` of them if `cap` (the build's disk budget): (n, replicas) ids -1 padded and their squared L2 distances (inf padded), nearest first.
-    Every row gets at least one posting."""
+    live heads (from `exact` if it is exact, else the graph; head rows from `exact` if
+    given), never one in `exclude`, at most `cap` of them if `cap` (the build's disk
+    budget): (n, replicas) ids -1 padded and their squared L2 distances (inf padded),
+    nearest first. Every row gets at least one posting."""
     replicas = min(p.replicas, cap) if cap else p.replicas
     out_p = np.full((len(x), replicas), -1, np.int64)
     out_d = np.full((len(x), replicas), np.inf, np.float32)
@@ -108,21 +135,24 @@ def select_replicas(
         m = p.candidates + n_ex
         while len(todo):
             rows = xs if len(todo) == len(xs) else xs[todo]  # no copy on the first round
-            t = threads if len(todo) >= PARALLEL_MIN_ROWS else 1
+            par = len(todo) >= PARALLEL_MIN_ROWS
+            labels, dists = _candidates(graph, live_heads, rows, p, m, threads if par else 1, exact)
+            gone = np.isin(labels, exclude) if exclude is not None and n_ex else None
             if exact is not None:
-                labels = exact.knn(rows, min(m, live_heads))
+                cand = labels if gone is None else np.where(gone, -1, labels)
+                picked, d = rng_replicas(
+                    rows, cand, exact.heads, exact.norms, p.rng_factor, replicas, dists, par
+                )
             else:
-                labels, _ = nearest_heads(graph, live_heads, rows, p.build_ef, m, t)
-            uniq, inv = np.unique(labels, return_inverse=True)
-            inv = inv.reshape(labels.shape)
-            if exclude is not None and n_ex:
-                inv[np.isin(labels, exclude)] = -1
-            if exact is not None:
-                heads = exact.heads[uniq]
-            else:
-                heads = np.asarray(graph.get_items(uniq), np.float32).reshape(len(uniq), -1)
-            cols, d = rng_select(rows, inv, heads, p.rng_factor, replicas)
-            picked = np.where(cols >= 0, np.take_along_axis(labels, np.maximum(cols, 0), 1), -1)
+                uniq, inv = np.unique(labels, return_inverse=True)
+                inv = inv.reshape(labels.shape)
+                if gone is not None:
+                    inv[gone] = -1
+                hv = np.asarray(graph.get_items(uniq), np.float32).reshape(len(uniq), -1)
+                cols, d = rng_replicas(
+                    rows, inv, hv, sq_norms(hv), p.rng_factor, replicas, dists, par
+                )
+                picked = np.where(cols >= 0, uniq[np.maximum(cols, 0)], -1)
             out_p[lo + todo], out_d[lo + todo] = picked, d
             none = picked[:, 0] < 0  # every candidate excluded: look further
             if not none.any() or m >= live_heads:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+import hnswlib
 import numpy as np
 import numpy.typing as npt
 
@@ -32,7 +33,7 @@ from vecdb.index.spann.assign import (
     primaries,
     select_replicas,
 )
-from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer, to_half
+from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, live_mask, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
@@ -92,11 +93,16 @@ def write_postings(
 
 
 def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
-    """`to_half` of the whole matrix, a chunk at a time (no full-size float32 temporary)."""
+    """`to_half` of the whole matrix, a chunk at a time (no full-size float32 temporary):
+    the subnormals are flushed by their bits (exponent field 0), not by float16 arithmetic,
+    which numpy emulates."""
     out = np.empty(vectors.shape, np.float16)
     step = max(1, (16 << 20) // max(1, 4 * vectors.shape[1]))
     for lo in range(0, len(vectors), step):
-        out[lo : lo + step] = to_half(vectors[lo : lo + step])
+        h = out[lo : lo + step]
+        h[...] = vectors[lo : lo + step]
+        bits = h.view(np.uint16)
+        bits[(bits & 0x7C00) == 0] = 0
     return out
 
 
@@ -113,40 +119,11 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         full_cap=st.block_cap,
     )
     table = file.attach(BlockTable(st.dim, st.width))
-    tree, graph, cap = ClusterTree(st.dim), None, 0
-    if n:
-        # Pass 1: the clustering tree and its heads
-        n_heads = max(1, min(n, round(p.head_fraction * n)))
-        tree, head_rows = build_tree(vectors, n_heads, p.seed, progress)
-        n_heads = len(head_rows)
-        # Pass 2: the head graph
-        _report(progress, "heads", 0, n_heads)
-        heads = vectors[head_rows]
-        graph = make_head_graph(heads, st.metric, p, st.threads)
-        tree.leaf_vectors = lambda q: heads[q]
-        exact = None
-        if n_heads * st.dim <= EXACT_BASE + EXACT_PER_DIM * st.dim:
-            exact = ExactHeads(heads, head_space(st.metric))
-        _report(progress, "heads", n_heads, n_heads)
-        # Pass 3: replicas by the RNG rule
-        posts = np.empty((n, p.replicas), np.int32)
-        dists = np.empty((n, p.replicas), np.float32)
-        for lo in range(0, n, ASSIGN_ROWS):
-            hi = min(n, lo + ASSIGN_ROWS)
-            pp, dd = select_replicas(graph, n_heads, vectors[lo:hi], p, st.threads, exact=exact)
-            posts[lo:hi], dists[lo:hi] = pp, dd
-            _report(progress, "assign", hi, n)
-        # Pass 4: the disk budget, then the posting cut
-        budget = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
-        cap = disk_cap(posts, int(budget))
-        keep = cut(posts, dists, st.limit, n_heads)
-        del dists
-        # Pass 5: postings into the new file generation
-        write_postings(file, table, slots, vectors, posts, keep, n_heads, st.block_cap, progress)
-        # Pass 6: memberships, counts and radii
-        fill_members(tree, slots, primaries(posts, keep), vectors)
-        tree.trim()
-        del posts, keep, heads, exact
+    try:
+        tree, graph, cap = _passes(st, file, table, slots, vectors, progress)
+    except BaseException:  # abandoned (closing, superseded) or failed: close the new file
+        file.close()
+        raise
     reader = open_reader(file, p.io)
     # Pass 7: publish by swapping references
     old_file, old_reader = st.file, st.reader
@@ -172,6 +149,52 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         old_reader.close()
     old_file.close()  # its file stays on disk until a checkpoint names the new one
     release_free_memory()
+
+
+def _passes(
+    st: SpannState,
+    file: PostingFile,
+    table: BlockTable,
+    slots: I64,
+    vectors: F32,
+    progress: Progress | None,
+) -> tuple[ClusterTree, hnswlib.Index | None, int]:
+    """Passes 1-6 into private structures: (tree, head graph, replica cap)."""
+    p, n = st.params, len(slots)
+    tree, graph, cap = ClusterTree(st.dim), None, 0
+    if n:
+        # Pass 1: the clustering tree and its heads
+        n_heads = max(1, min(n, round(p.head_fraction * n)))
+        tree, head_rows = build_tree(vectors, n_heads, p.seed, progress)
+        n_heads = len(head_rows)
+        # Pass 2: the head graph
+        _report(progress, "heads", 0, n_heads)
+        heads = vectors[head_rows]
+        graph = make_head_graph(heads, st.metric, p, st.threads)
+        tree.leaf_vectors = lambda q: heads[q]
+        small = n_heads * st.dim <= EXACT_BASE + EXACT_PER_DIM * st.dim
+        exact = ExactHeads(heads, head_space(st.metric), exact=small)
+        _report(progress, "heads", n_heads, n_heads)
+        # Pass 3: replicas by the RNG rule
+        posts = np.empty((n, p.replicas), np.int32)
+        dists = np.empty((n, p.replicas), np.float32)
+        for lo in range(0, n, ASSIGN_ROWS):
+            hi = min(n, lo + ASSIGN_ROWS)
+            pp, dd = select_replicas(graph, n_heads, vectors[lo:hi], p, st.threads, exact=exact)
+            posts[lo:hi], dists[lo:hi] = pp, dd
+            _report(progress, "assign", hi, n)
+        # Pass 4: the disk budget, then the posting cut
+        budget = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
+        cap = disk_cap(posts, int(budget))
+        keep = cut(posts, dists, st.limit, n_heads)
+        del dists
+        # Pass 5: postings into the new file generation
+        write_postings(file, table, slots, vectors, posts, keep, n_heads, st.block_cap, progress)
+        # Pass 6: memberships, counts and radii
+        fill_members(tree, slots, primaries(posts, keep), vectors)
+        tree.trim()
+        del posts, keep, heads, exact
+    return tree, graph, cap
 
 
 def release_free_memory() -> None:
