@@ -23,6 +23,7 @@ from vecdb.bench.report import (
     provenance_lines,
     relative_path,
     replace_section,
+    run_notes,
 )
 
 Row = dict[str, Any]
@@ -190,14 +191,9 @@ def section_text(
         "",
         *settings_table(rows),
     ]
-    cut = sorted({r["system"] for r in rows if r.get("sweep_truncated")})
-    if cut:
-        out += ["", f"Sweeps cut short by the time limit: {', '.join(cut)}."]
-    errors = {r["system"]: r["error"] for r in rows if "error" in r}
-    if errors:
-        out += ["", "Failures:", ""] + [f"- {name}: {msg}" for name, msg in errors.items()]
-    rel = Path(relative_path(plot_path, md_dir)).as_posix()
-    out += ["", "### Plot", "", f"![recall@10 vs QPS per selectivity]({rel})"]
+    out += run_notes(
+        rows, Path(relative_path(plot_path, md_dir)).as_posix(), "recall@10 vs QPS per selectivity"
+    )
     return "\n".join(out) + "\n"
 
 

@@ -354,6 +354,19 @@ def section_text(
     return "\n".join(out) + "\n"
 
 
+def run_notes(rows: Sequence[Mapping[str, Any]], plot_rel: str, caption: str) -> list[str]:
+    """The closing lines of a report section: sweeps cut by the time limit, failures, and
+    the plot (`plot_rel` relative to the markdown file)."""
+    out: list[str] = []
+    cut = sorted({r["system"] for r in rows if r.get("sweep_truncated")})
+    if cut:
+        out += ["", f"Sweeps cut short by the time limit: {', '.join(cut)}."]
+    errors = {r["system"]: r["error"] for r in rows if "error" in r}
+    if errors:
+        out += ["", "Failures:", ""] + [f"- {name}: {msg}" for name, msg in errors.items()]
+    return out + ["", "### Plot", "", f"![{caption}]({plot_rel})"]
+
+
 def relative_path(path: Path, start: Path) -> str:
     """`path` relative to `start` (both resolved), for links in the markdown."""
     import os

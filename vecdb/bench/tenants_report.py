@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from vecdb.bench.datasets import slugify
-from vecdb.bench.report import fmt, fmt_params, provenance_lines, relative_path, replace_section
+from vecdb.bench.report import (
+    fmt,
+    fmt_params,
+    provenance_lines,
+    relative_path,
+    replace_section,
+    run_notes,
+)
 
 Row = dict[str, Any]
 TARGETS = (0.90, 0.95)
@@ -280,14 +287,11 @@ def section_text(rows: Sequence[Row], header: Mapping[str, Any], plot_path: Path
                 *average_table(rows, target), ""]  # fmt: skip
     out += [f"### {OURS}: memory, grants, revokes, drop_tenant", "", *ops_lines(rows), ""]
     out += ["### Every setting", "", *settings_table(rows)]
-    cut = sorted({r["system"] for r in rows if r.get("sweep_truncated")})
-    if cut:
-        out += ["", f"Sweeps cut short by the time limit: {', '.join(cut)}."]
-    errors = {r["system"]: r["error"] for r in rows if "error" in r}
-    if errors:
-        out += ["", "Failures:", ""] + [f"- {name}: {msg}" for name, msg in errors.items()]
-    rel = Path(relative_path(plot_path, md_dir)).as_posix()
-    out += ["", "### Plot", "", f"![recall@10 vs p50 latency per tenant-size bucket]({rel})"]
+    out += run_notes(
+        rows,
+        Path(relative_path(plot_path, md_dir)).as_posix(),
+        "recall@10 vs p50 latency per tenant-size bucket",
+    )
     return "\n".join(out) + "\n"
 
 
