@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from rocksdict import ReadOptions
 
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import search_slots
@@ -37,7 +38,6 @@ from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
 from vecdb.storage import kv as kvmod
-from vecdb.storage.kv import ReadOptions
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]

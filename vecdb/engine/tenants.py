@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine.slot_set import SlotSet
+from vecdb.engine.slot_set import LazyVisible, SlotSet, compact
 from vecdb.index.base import Visible
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
@@ -35,8 +36,13 @@ from vecdb.types import TenantInfo
 ACTIVE, DROPPING = "active", "dropping"
 OWNER, GRANTEE = b"o", b"g"
 _U32 = struct.Struct(">I")
-_VISIBLE_CACHE = 64  # tenant sets whose Visible bitmap is kept (least recently used out)
+VISIBLE_CACHE_BYTES = 1 << 20  # Visible bitmaps (N / 8 bytes each) of tenant sets kept
 I64 = npt.NDArray[np.int64]
+
+
+def _owner_dtype(next_no: int) -> type[np.integer[Any]]:
+    """The narrowest type of `TenantState.owner_of` for tenant numbers below `next_no`."""
+    return np.uint16 if next_no <= 1 << 16 else np.int32
 
 
 def encode_acl(owner: int, grantees: Iterable[int]) -> bytes:
@@ -92,11 +98,12 @@ class TenantState:
         self.by_name: dict[str, Tenant] = {}  # every registered tenant, dropping ones too
         self.by_no: dict[int, Tenant] = {}
         self.next_no = 1  # next tenant number to hand out
-        self.owner_of: npt.NDArray[np.int32] = np.zeros(0, np.int32)  # slot -> owner (0: none)
+        # slot -> owner (0: none); uint16 while tenant numbers fit, int32 beyond
+        self.owner_of: npt.NDArray[np.integer[Any]] = np.zeros(0, np.uint16)
         self.hidden = SlotSet()  # live slots whose owner is being dropped
         self.hidden_version = 0  # moves whenever `hidden` changes
         self.lock = threading.Lock()  # guards the sets against a read merging them
-        self._visible: OrderedDict[tuple[Any, ...], tuple[I64, Visible]] = OrderedDict()
+        self._visible: OrderedDict[tuple[Any, ...], LazyVisible] = OrderedDict()
         # Sub-tree nodes of a tenant, supplied by the tenant-aware search (0 until it does).
         self.nodes_of: Callable[[int], int] = lambda no: 0
         # Told of the tenants whose sets changed, after each commit under the write lock
@@ -128,30 +135,55 @@ class TenantState:
             self.by_no[t.no] = t
         raw_next = self.kv.get(kvmod.CF_META, kvmod.META_TENANT_NEXT + self.prefix)
         self.next_no = 1 if raw_next is None else kvmod.read_u64(raw_next)
-        self.owner_of = np.zeros(max(next_slot, 1024), np.int32)
-        seen: dict[int, list[int]] = {no: [] for no in self.by_no}
-        hidden: list[int] = []
+        self.owner_of = np.zeros(max(next_slot, 1024), _owner_dtype(self.next_no))
+        # Rows go into flat machine arrays, never into per-row Python objects that outlive
+        # the row: 580,000 ints held in lists left ~11 MiB of fragmented interpreter arenas.
+        slots, owners, g_slots, g_nos = array("q"), array("q"), array("q"), array("q")
         acl_head = kvmod.META_ACL + self.prefix
         for key, raw in self.kv.scan_prefix(kvmod.CF_META, acl_head):
             slot = kvmod.read_u64(key, len(acl_head))
-            owner, grantees = decode_acl(raw)
-            self._grow(slot)
-            self.owner_of[slot] = owner
-            ot = self.by_no.get(owner)
-            if ot is None or ot.state == DROPPING:
-                hidden.append(slot)
+            slots.append(slot)
+            if len(raw) == 4:
+                owners.append(_U32.unpack(raw)[0])
                 continue
-            ot.owned += 1
-            for no in (owner, *grantees):
-                if no in seen and self.by_no[no].state == ACTIVE:
-                    seen[no].append(slot)
-        for no, slots in seen.items():
-            self.by_no[no].slots = SlotSet(np.asarray(slots, np.int64))  # scanned in order
-        self.hidden = SlotSet(np.asarray(hidden, np.int64))
+            owner, grantees = decode_acl(raw)
+            owners.append(owner)
+            for no in grantees:
+                g_slots.append(slot)
+                g_nos.append(no)
+        self._index_rows(np.frombuffer(slots, np.int64), np.frombuffer(owners, np.int64),
+                         np.frombuffer(g_slots, np.int64), np.frombuffer(g_nos, np.int64))  # fmt: skip
+
+    def _index_rows(self, slots: I64, owners: I64, g_slots: I64, g_nos: I64) -> None:
+        """The memory image from the access rows: `slots` ascending with their `owners`,
+        and the (slot, grantee) pairs (slots ascending)."""
+        if len(slots):
+            self._grow(int(slots[-1]))
+            self.owner_of[slots] = owners
+        top = max(self.by_no, default=0) + 1
+        live = np.zeros(top, np.bool_)  # tenant number -> active
+        for no, t in self.by_no.items():
+            live[no] = t.state == ACTIVE
+        shown = (owners < top) & live[np.minimum(owners, top - 1)]
+        owned = np.bincount(owners[shown], minlength=top)
+        for no, t in self.by_no.items():
+            t.owned = int(owned[no])
+        g_owner = self.owner_of[g_slots].astype(np.int64)
+        g_keep = (g_nos < top) & live[np.minimum(g_nos, top - 1)]
+        g_keep &= (g_owner < top) & live[np.minimum(g_owner, top - 1)]
+        nos = np.concatenate([owners[shown], g_nos[g_keep]])
+        members = np.concatenate([slots[shown], g_slots[g_keep]])
+        order = np.lexsort((members, nos))
+        nos, members = nos[order], compact(members[order])
+        bounds = np.searchsorted(nos, np.arange(top + 1))
+        for no, t in self.by_no.items():
+            if t.state == ACTIVE:  # a slice of the one array: no copy per tenant
+                t.slots = SlotSet(members[bounds[no] : bounds[no + 1]])
+        self.hidden = SlotSet(compact(slots[~shown]))
 
     def _grow(self, slot: int) -> None:
         if slot >= len(self.owner_of):
-            grown = np.zeros(max(slot + 1, 2 * len(self.owner_of)), np.int32)
+            grown = np.zeros(max(slot + 1, 2 * len(self.owner_of)), self.owner_of.dtype)
             grown[: len(self.owner_of)] = self.owner_of
             self.owner_of = grown
 
@@ -195,21 +227,23 @@ class TenantState:
         return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
 
     def visible(self, nos: list[int], bound: int) -> tuple[I64, Visible]:
-        """The slots of `slots_of(nos)` and the same set as a `Visible`, cached per tenant
-        set and the versions of its members."""
+        """The slots of `slots_of(nos)` and the same set as a `Visible` whose bitmap is built
+        on first use; the `Visible` is cached per tenant set and the versions of its members
+        (the same object while the set is unchanged: derived caches key on it), at most
+        `VISIBLE_CACHE_BYTES` of bitmaps (least recently used out)."""
         key = tuple(sorted((n, self.by_no[n].version) for n in nos))
+        slots = self.slots_of(nos)
         with self.lock:
             hit = self._visible.get(key)
             if hit is not None:
                 self._visible.move_to_end(key)
-                return hit
-        slots = self.slots_of(nos)
-        value = (slots, Visible.from_slots(slots, bound))
-        with self.lock:
-            self._visible[key] = value
-            while len(self._visible) > _VISIBLE_CACHE:
+                return slots, hit
+            vis = LazyVisible(lambda: Visible.from_slots(slots, bound))
+            self._visible[key] = vis
+            cap = max(4, VISIBLE_CACHE_BYTES // max(1, bound // 8))
+            while len(self._visible) > cap:
                 self._visible.popitem(last=False)
-        return value
+        return slots, vis
 
     def hidden_slots(self) -> I64:
         with self.lock:
@@ -306,6 +340,8 @@ class TenantState:
             self.by_name[t.name] = t
             self.by_no[t.no] = t
             self.next_no = max(self.next_no, t.no + 1)
+            if self.owner_of.dtype != _owner_dtype(self.next_no):
+                self.owner_of = self.owner_of.astype(_owner_dtype(self.next_no))
 
     def apply_dropping(self, t: Tenant) -> set[int]:
         """A committed drop: the tenant sees nothing from now on, and the points it owns are
