@@ -57,9 +57,9 @@ def decode_acl(raw: bytes) -> tuple[int, list[int]]:
     return int(nos[0]), [int(n) for n in nos[1:]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Tenant:
-    """One tenant's registry row and memory image."""
+    """One tenant's registry row and memory image (slotted: ~300 bytes less per tenant)."""
 
     name: str
     no: int  # small number used in access lists (never reused within the collection)
@@ -228,9 +228,10 @@ class TenantState:
 
     def visible(self, nos: list[int], bound: int) -> tuple[I64, Visible]:
         """The slots of `slots_of(nos)` and the same set as a `Visible` whose bitmap is built
-        on first use; the `Visible` is cached per tenant set and the versions of its members
+        on first use. Built ones are cached per tenant set and the versions of its members
         (the same object while the set is unchanged: derived caches key on it), at most
-        `VISIBLE_CACHE_BYTES` of bitmaps (least recently used out)."""
+        `VISIBLE_CACHE_BYTES` of bitmaps (least recently used out); sets answered without a
+        bitmap (copies) never enter the cache."""
         key = tuple(sorted((n, self.by_no[n].version) for n in nos))
         slots = self.slots_of(nos)
         with self.lock:
@@ -238,12 +239,15 @@ class TenantState:
             if hit is not None:
                 self._visible.move_to_end(key)
                 return slots, hit
-            vis = LazyVisible(lambda: Visible.from_slots(slots, bound))
-            self._visible[key] = vis
-            cap = max(4, VISIBLE_CACHE_BYTES // max(1, bound // 8))
-            while len(self._visible) > cap:
-                self._visible.popitem(last=False)
-        return slots, vis
+
+        def keep(vis: LazyVisible) -> None:
+            with self.lock:
+                self._visible[key] = vis
+                cap = max(4, VISIBLE_CACHE_BYTES // max(1, vis.bits.nbytes))
+                while len(self._visible) > cap:
+                    self._visible.popitem(last=False)
+
+        return slots, LazyVisible(lambda: Visible.from_slots(slots, bound), keep)
 
     def hidden_slots(self) -> I64:
         with self.lock:
