@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -86,7 +86,10 @@ class TenantStore:
 
     def write(self, key: Hashable, slots: I64, vectors: F32) -> None:
         """Record the copy of set `key` (slots ascending; replacing any older copy)."""
-        parts = [np.ascontiguousarray(slots, np.int64), np.ascontiguousarray(vectors, np.float32)]
+        parts: list[npt.NDArray[Any]] = [
+            np.ascontiguousarray(slots, np.int64),
+            np.ascontiguousarray(vectors, np.float32),
+        ]
         size = parts[0].nbytes + parts[1].nbytes  # written from the arrays: no joined copy
         with self._lock:
             self._drop(key)
@@ -99,7 +102,7 @@ class TenantStore:
                 self._map = None
                 self._end = self._live = 0
             offset = self._end
-            done = os.pwritev(self._file.fileno(), [memoryview(p).cast("B") for p in parts], offset)
+            done = os.pwritev(self._file.fileno(), [p.data.cast("B") for p in parts], offset)
             if done != size:
                 raise OSError(f"short write to the tenant copy file: {done} of {size} bytes")
             self._end += size

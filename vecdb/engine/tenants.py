@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine.slot_set import LazyVisible, SlotSet, compact
+from vecdb.engine.slot_set import LazyVisible, SlotSet
 from vecdb.index.base import Visible
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
@@ -40,7 +39,7 @@ VISIBLE_CACHE_BYTES = 1 << 20  # Visible bitmaps (N / 8 bytes each) of tenant se
 I64 = npt.NDArray[np.int64]
 
 
-def _owner_dtype(next_no: int) -> type[np.integer[Any]]:
+def owner_dtype(next_no: int) -> type[np.integer[Any]]:
     """The narrowest type of `TenantState.owner_of` for tenant numbers below `next_no`."""
     return np.uint16 if next_no <= 1 << 16 else np.int32
 
@@ -127,61 +126,12 @@ class TenantState:
     # -- load -----------------------------------------------------------------------------
 
     def load(self, next_slot: int) -> None:
-        """The registry and every access list from RocksDB (on open)."""
-        head = kvmod.META_TENANT + self.prefix
-        for key, raw in self.kv.scan_prefix(kvmod.CF_META, head):
-            t = Tenant.from_row(key[len(head) :].decode(), raw)
-            self.by_name[t.name] = t
-            self.by_no[t.no] = t
-        raw_next = self.kv.get(kvmod.CF_META, kvmod.META_TENANT_NEXT + self.prefix)
-        self.next_no = 1 if raw_next is None else kvmod.read_u64(raw_next)
-        self.owner_of = np.zeros(max(next_slot, 1024), _owner_dtype(self.next_no))
-        # Rows go into flat machine arrays, never into per-row Python objects that outlive
-        # the row: 580,000 ints held in lists left ~11 MiB of fragmented interpreter arenas.
-        slots, owners, g_slots, g_nos = array("q"), array("q"), array("q"), array("q")
-        acl_head = kvmod.META_ACL + self.prefix
-        for key, raw in self.kv.scan_prefix(kvmod.CF_META, acl_head):
-            slot = kvmod.read_u64(key, len(acl_head))
-            slots.append(slot)
-            if len(raw) == 4:
-                owners.append(_U32.unpack(raw)[0])
-                continue
-            owner, grantees = decode_acl(raw)
-            owners.append(owner)
-            for no in grantees:
-                g_slots.append(slot)
-                g_nos.append(no)
-        self._index_rows(np.frombuffer(slots, np.int64), np.frombuffer(owners, np.int64),
-                         np.frombuffer(g_slots, np.int64), np.frombuffer(g_nos, np.int64))  # fmt: skip
+        """The registry and every access list from RocksDB (on open: `tenant_load`)."""
+        from vecdb.engine.tenant_load import load_state  # (it builds on this module)
 
-    def _index_rows(self, slots: I64, owners: I64, g_slots: I64, g_nos: I64) -> None:
-        """The memory image from the access rows: `slots` ascending with their `owners`,
-        and the (slot, grantee) pairs (slots ascending)."""
-        if len(slots):
-            self._grow(int(slots[-1]))
-            self.owner_of[slots] = owners
-        top = max(self.by_no, default=0) + 1
-        live = np.zeros(top, np.bool_)  # tenant number -> active
-        for no, t in self.by_no.items():
-            live[no] = t.state == ACTIVE
-        shown = (owners < top) & live[np.minimum(owners, top - 1)]
-        owned = np.bincount(owners[shown], minlength=top)
-        for no, t in self.by_no.items():
-            t.owned = int(owned[no])
-        g_owner = self.owner_of[g_slots].astype(np.int64)
-        g_keep = (g_nos < top) & live[np.minimum(g_nos, top - 1)]
-        g_keep &= (g_owner < top) & live[np.minimum(g_owner, top - 1)]
-        nos = np.concatenate([owners[shown], g_nos[g_keep]])
-        members = np.concatenate([slots[shown], g_slots[g_keep]])
-        order = np.lexsort((members, nos))
-        nos, members = nos[order], compact(members[order])
-        bounds = np.searchsorted(nos, np.arange(top + 1))
-        for no, t in self.by_no.items():
-            if t.state == ACTIVE:  # a slice of the one array: no copy per tenant
-                t.slots = SlotSet(members[bounds[no] : bounds[no + 1]])
-        self.hidden = SlotSet(compact(slots[~shown]))
+        load_state(self, next_slot)
 
-    def _grow(self, slot: int) -> None:
+    def grow(self, slot: int) -> None:
         if slot >= len(self.owner_of):
             grown = np.zeros(max(slot + 1, 2 * len(self.owner_of)), self.owner_of.dtype)
             grown[: len(self.owner_of)] = self.owner_of
@@ -297,7 +247,7 @@ class TenantState:
         """A committed new slot; returns the tenants whose sets changed."""
         changed: set[int] = set()
         with self.lock:
-            self._grow(slot)
+            self.grow(slot)
             self.owner_of[slot] = owner
             t = self.by_no.get(owner)
             if t is None or t.state != ACTIVE:  # cannot happen for a checked owner
@@ -344,8 +294,8 @@ class TenantState:
             self.by_name[t.name] = t
             self.by_no[t.no] = t
             self.next_no = max(self.next_no, t.no + 1)
-            if self.owner_of.dtype != _owner_dtype(self.next_no):
-                self.owner_of = self.owner_of.astype(_owner_dtype(self.next_no))
+            if self.owner_of.dtype != owner_dtype(self.next_no):
+                self.owner_of = self.owner_of.astype(owner_dtype(self.next_no))
 
     def apply_dropping(self, t: Tenant) -> set[int]:
         """A committed drop: the tenant sees nothing from now on, and the points it owns are
@@ -407,15 +357,5 @@ def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = [
-    "describe_tenants",
-    "ACTIVE",
-    "DROPPING",
-    "GRANTEE",
-    "OWNER",
-    "SlotSet",
-    "Tenant",
-    "TenantState",
-    "decode_acl",
-    "encode_acl",
-]
+__all__ = ["describe_tenants", "ACTIVE", "DROPPING", "GRANTEE", "OWNER", "SlotSet", "Tenant",
+           "TenantState", "decode_acl", "encode_acl"]  # fmt: skip
