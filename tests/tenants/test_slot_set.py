@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vecdb.engine.slot_set import Packed, SlotSet
+from vecdb.engine.slot_set import LazyVisible, Packed, SlotSet
+from vecdb.index.base import Visible
 
 ops = st.lists(st.tuples(st.sampled_from(["add", "discard", "read"]), st.integers(0, 40)))
 
@@ -61,3 +62,19 @@ def test_packed_picks_runs_for_consecutive_slots() -> None:
     spread = Packed(big[::3][:1000])
     assert spread.nbytes == 4 * 1000
     assert spread._flat.base is None  # noqa: SLF001
+
+
+def test_lazy_visible_builds_once_and_reports_it() -> None:
+    """The bitmap is made on first use only, once, and the callback learns of it."""
+    made: list[int] = []
+    told: list[LazyVisible] = []
+
+    def make() -> Visible:
+        made.append(1)
+        return Visible.from_slots([1, 5, 9], 16)
+
+    vis = LazyVisible(make, told.append)
+    assert not vis.built and not made
+    assert vis.contains([0, 1, 5, 9, 15]).tolist() == [False, True, True, True, False]
+    assert vis.count() == 3 and vis.bits.nbytes == 2
+    assert vis.built and made == [1] and told == [vis]
