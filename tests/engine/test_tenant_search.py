@@ -198,3 +198,13 @@ def test_views_of_a_copy_outlive_the_compaction_of_the_file(tmp_path: Path) -> N
     assert again is not None
     np.testing.assert_array_equal(again[1], v0 + 1)
     store.close()
+
+
+def test_an_empty_copy_reads_back_empty(tmp_path: Path) -> None:
+    """A copy of a set whose members were all gone is recorded and read back empty."""
+    store = TenantStore(tmp_path, 4)
+    store.write("x", np.arange(2, dtype=np.int64), np.ones((2, 4), np.float32))
+    store.write("e", np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+    got = store.read("e")
+    assert got is not None and len(got[0]) == 0 and got[1].shape == (0, 4)
+    store.close()

@@ -71,7 +71,9 @@ class TenantStore:
                 return None
             self._entries.move_to_end(key)
             offset, count = ext.offset, ext.count
-            raw = self._mapped(offset + ext.nbytes(self.dim)) if count else b""
+            if count == 0:  # (a set whose members were all gone when copied)
+                return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+            raw = self._mapped(offset + ext.nbytes(self.dim))
         slots = np.frombuffer(raw, np.int64, count, offset)
         vecs = np.frombuffer(raw, np.float32, count * self.dim, offset + 8 * count)
         return slots, vecs.reshape(count, self.dim)
@@ -102,7 +104,8 @@ class TenantStore:
                 self._map = None
                 self._end = self._live = 0
             offset = self._end
-            done = os.pwritev(self._file.fileno(), [p.data.cast("B") for p in parts], offset)
+            views = [p.data.cast("B") for p in parts if p.nbytes]
+            done = os.pwritev(self._file.fileno(), views, offset) if views else 0
             if done != size:
                 raise OSError(f"short write to the tenant copy file: {done} of {size} bytes")
             self._end += size
