@@ -15,6 +15,8 @@ from vecdb.engine import Database
 from vecdb.engine import tenant_search as ts
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.slot_set import LazyVisible
+from vecdb.engine.tenant_store import TenantStore
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 
@@ -158,3 +160,51 @@ def test_bad_params_are_rejected_on_every_path(loaded, params, name) -> None:  #
     for ids in (np.arange(5), np.arange(0, N, 2)):  # a copy-sized set and a large one
         with pytest.raises(InvalidArgument, match=name):
             _search(core, _data(3, 1), ids, params=params)
+
+
+def test_a_copy_query_builds_no_bitmap_and_fills_no_block_cache(loaded) -> None:  # type: ignore[no-untyped-def]
+    """The copy path never asks for the set's bitmap (a `LazyVisible` stays unbuilt), and
+    making the copy reads the stored vectors without filling RocksDB's block cache."""
+    db, _ = loaded
+    core = _core(db, "s")
+    slots = np.sort(_slots(core, np.arange(0, N, 7)))
+    vis = LazyVisible(lambda: Visible.from_slots(slots))
+    family = core.kv._cfs["vectors"]  # noqa: SLF001
+    cached = family.property_int_value("rocksdb.block-cache-usage") or 0
+    ts.search_tenants(core, _data(6, 3), K, None, [1], slots, vis)
+    assert ts.store_of(core).copies == 1
+    assert not vis.built
+    assert (family.property_int_value("rocksdb.block-cache-usage") or 0) <= cached
+
+
+def test_views_of_a_copy_outlive_the_compaction_of_the_file(tmp_path: Path) -> None:
+    """Copies are read in place from a mapping; a compaction moves to a new file instead of
+    truncating, so arrays handed out before it still read the right bytes."""
+    store = TenantStore(tmp_path, 4)
+    rng = np.random.default_rng(0)
+    s0, v0 = np.arange(3, dtype=np.int64), rng.standard_normal((3, 4)).astype(np.float32)
+    store.write("a", s0, v0)
+    got = store.read("a")
+    assert got is not None
+    slots, vecs = got
+    big = np.arange(300_000, dtype=np.int64)  # 6 MB: twice over, past COMPACT_MIN of garbage
+    for _ in range(6):
+        store.write("b", big, np.zeros((len(big), 4), np.float32))
+    assert store.read("a") is None  # the compaction dropped every copy
+    np.testing.assert_array_equal(slots, s0)
+    np.testing.assert_array_equal(vecs, v0)
+    store.write("a", s0, v0 + 1)
+    again = store.read("a")
+    assert again is not None
+    np.testing.assert_array_equal(again[1], v0 + 1)
+    store.close()
+
+
+def test_an_empty_copy_reads_back_empty(tmp_path: Path) -> None:
+    """A copy of a set whose members were all gone is recorded and read back empty."""
+    store = TenantStore(tmp_path, 4)
+    store.write("x", np.arange(2, dtype=np.int64), np.ones((2, 4), np.float32))
+    store.write("e", np.zeros(0, np.int64), np.zeros((0, 4), np.float32))
+    got = store.read("e")
+    assert got is not None and len(got[0]) == 0 and got[1].shape == (0, 4)
+    store.close()

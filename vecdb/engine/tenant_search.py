@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from rocksdict import ReadOptions
 
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import search_slots
@@ -36,6 +37,7 @@ from vecdb.index.params import SearchParams
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
+from vecdb.storage import kv as kvmod
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -146,13 +148,31 @@ def copied(
 def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
     """The prepared stored vectors of `slots` (one multi-get; slots deleted meanwhile are
     skipped). Buffered writes are stored too, so a copy needs no buffer merge."""
-    raw = coll.points.vectors(np.asarray(slots, np.int64).tolist()) if len(slots) else []
+    raw = uncached_vectors(coll, np.asarray(slots, np.int64).tolist()) if len(slots) else []
     keep = [i for i, r in enumerate(raw) if r is not None]
     if not keep:
         return np.zeros(0, np.int64), np.zeros((0, coll.cfg.dim), np.float32)
     base = np.frombuffer(b"".join(raw[i] for i in keep), np.float32)  # type: ignore[misc]
     base = np.ascontiguousarray(prepare(coll, base.reshape(len(keep), coll.cfg.dim)))
     return np.asarray(slots, np.int64)[keep], base
+
+
+def uncached_vectors(coll: CollectionCore, slots: list[int]) -> list[bytes | None]:
+    """`coll.points.vectors(slots)` (ascending slots) without filling RocksDB's block cache:
+    a copy is read once and then lives in the copy file (page cache), so caching its blocks
+    only grew the block cache to its capacity (32 MiB of anonymous memory) for nothing.
+    rocksdict's multi-get ignores a per-call `fill_cache`, so an iterator seeks each key."""
+    opts = ReadOptions()
+    opts.fill_cache(False)  # type: ignore[call-arg]  # (rocksdict's stub omits the bool)
+    it = coll.kv._cfs[kvmod.CF_VECTORS].iter(opts)  # noqa: SLF001  (KV: no uncached read)
+    out: list[bytes | None] = []
+    key = coll.points.slot_key
+    for s in slots:
+        want = key(s)
+        it.seek(want)
+        out.append(bytes(it.value()) if it.valid() and bytes(it.key()) == want else None)
+    del it
+    return out
 
 
 def attach(coll: CollectionCore) -> None:

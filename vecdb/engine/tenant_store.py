@@ -2,7 +2,7 @@
 
 Owns a scratch file of copies, one extent per slot set (a tenant, or a union of tenants):
 the set's slots (int64) then its prepared vectors (float32, row-major), appended once and
-read with one `pread`. The copy is derived state, made on first use from the stored vectors
+read in place through a read-only mapping of the file. The copy is derived state, made on first use from the stored vectors
 (one RocksDB multi-get). A slot's vector never changes (an upsert takes a new slot) and slots
 are never reused, so a copy of slots S answers exactly for any set inside S: the caller
 keeps the rows of the slots it asks for (slots revoked or deleted since the copy drop out),
@@ -18,6 +18,7 @@ the least recently used are dropped. Does not search the index and holds no tena
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import threading
@@ -25,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +53,9 @@ class TenantStore:
 
     def __init__(self, directory: Path | None, dim: int) -> None:
         self.dim = dim  # vector dimension
+        self._directory = directory  # where the scratch file lives (None: the temp dir)
         self._file: IO[bytes] = tempfile.TemporaryFile(dir=directory)  # unlinked scratch
+        self._map: mmap.mmap | None = None  # the file mapped read-only (see `_mapped`)
         self._end = 0  # bytes appended
         self._live = 0  # bytes of extents in use
         self._entries: OrderedDict[Hashable, Extent] = OrderedDict()  # LRU order
@@ -60,34 +63,54 @@ class TenantStore:
         self.copies = 0  # copies made (misses), for stats and tests
 
     def read(self, key: Hashable) -> tuple[I64, F32] | None:
-        """The copy of set `key` (its slots ascending, its prepared vectors), or None."""
+        """The copy of set `key` (its slots ascending, its prepared vectors: read-only views
+        of the file's mapping, valid as long as they are referenced), or None."""
         with self._lock:
             ext = self._entries.get(key)
             if ext is None:
                 return None
             self._entries.move_to_end(key)
             offset, count = ext.offset, ext.count
-            fd = self._file.fileno()
-        raw = os.pread(fd, count * (8 + 4 * self.dim), offset) if count else b""
-        slots = np.frombuffer(raw, np.int64, count)
-        vecs = np.frombuffer(raw, np.float32, count * self.dim, 8 * count)
+            if count == 0:  # (a set whose members were all gone when copied)
+                return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+            raw = self._mapped(offset + ext.nbytes(self.dim))
+        slots = np.frombuffer(raw, np.int64, count, offset)
+        vecs = np.frombuffer(raw, np.float32, count * self.dim, offset + 8 * count)
         return slots, vecs.reshape(count, self.dim)
+
+    def _mapped(self, end: int) -> mmap.mmap:
+        """The file mapped read-only up to at least `end` (remapped after appends). Copies
+        are read in place from the page cache: a `pread` into a fresh buffer per query left
+        the allocator holding megabytes of freed heap (anonymous memory)."""
+        if self._map is None or len(self._map) < end:
+            self._map = mmap.mmap(self._file.fileno(), self._end, access=mmap.ACCESS_READ)
+        return self._map
 
     def write(self, key: Hashable, slots: I64, vectors: F32) -> None:
         """Record the copy of set `key` (slots ascending; replacing any older copy)."""
-        data = np.ascontiguousarray(slots, np.int64).tobytes()
-        data += np.ascontiguousarray(vectors, np.float32).tobytes()
+        parts: list[npt.NDArray[Any]] = [
+            np.ascontiguousarray(slots, np.int64),
+            np.ascontiguousarray(vectors, np.float32),
+        ]
+        size = parts[0].nbytes + parts[1].nbytes  # written from the arrays: no joined copy
         with self._lock:
             self._drop(key)
             if self._end - self._live >= max(COMPACT_MIN, self._live):
+                # A new file, not a truncation: readers may still hold views of the old
+                # mapping (it keeps the unlinked file until the last view is gone).
                 self._entries.clear()
-                self._file.truncate(0)
+                self._file.close()
+                self._file = tempfile.TemporaryFile(dir=self._directory)
+                self._map = None
                 self._end = self._live = 0
             offset = self._end
-            os.pwrite(self._file.fileno(), data, offset)
-            self._end += len(data)
+            views = [p.data.cast("B") for p in parts if p.nbytes]
+            done = os.pwritev(self._file.fileno(), views, offset) if views else 0
+            if done != size:
+                raise OSError(f"short write to the tenant copy file: {done} of {size} bytes")
+            self._end += size
             self._entries[key] = Extent(offset, len(slots))
-            self._live += len(data)
+            self._live += size
             self.copies += 1
             while self._live > MAX_BYTES and len(self._entries) > 1:
                 self._drop(next(iter(self._entries)))
@@ -100,6 +123,7 @@ class TenantStore:
     def close(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._map = None  # (views still held keep their mapping until dropped)
             self._file.close()
 
     @property

@@ -26,7 +26,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine.slot_set import SlotSet
+from vecdb.engine.slot_set import LazyVisible, SlotSet
 from vecdb.index.base import Visible
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
@@ -35,8 +35,13 @@ from vecdb.types import TenantInfo
 ACTIVE, DROPPING = "active", "dropping"
 OWNER, GRANTEE = b"o", b"g"
 _U32 = struct.Struct(">I")
-_VISIBLE_CACHE = 64  # tenant sets whose Visible bitmap is kept (least recently used out)
+VISIBLE_CACHE_BYTES = 1 << 20  # Visible bitmaps (N / 8 bytes each) of tenant sets kept
 I64 = npt.NDArray[np.int64]
+
+
+def owner_dtype(next_no: int) -> type[np.integer[Any]]:
+    """The narrowest type of `TenantState.owner_of` for tenant numbers below `next_no`."""
+    return np.uint16 if next_no <= 1 << 16 else np.int32
 
 
 def encode_acl(owner: int, grantees: Iterable[int]) -> bytes:
@@ -51,9 +56,9 @@ def decode_acl(raw: bytes) -> tuple[int, list[int]]:
     return int(nos[0]), [int(n) for n in nos[1:]]
 
 
-@dataclass
+@dataclass(slots=True)
 class Tenant:
-    """One tenant's registry row and memory image."""
+    """One tenant's registry row and memory image (slotted: ~300 bytes less per tenant)."""
 
     name: str
     no: int  # small number used in access lists (never reused within the collection)
@@ -92,11 +97,12 @@ class TenantState:
         self.by_name: dict[str, Tenant] = {}  # every registered tenant, dropping ones too
         self.by_no: dict[int, Tenant] = {}
         self.next_no = 1  # next tenant number to hand out
-        self.owner_of: npt.NDArray[np.int32] = np.zeros(0, np.int32)  # slot -> owner (0: none)
+        # slot -> owner (0: none); uint16 while tenant numbers fit, int32 beyond
+        self.owner_of: npt.NDArray[np.integer[Any]] = np.zeros(0, np.uint16)
         self.hidden = SlotSet()  # live slots whose owner is being dropped
         self.hidden_version = 0  # moves whenever `hidden` changes
         self.lock = threading.Lock()  # guards the sets against a read merging them
-        self._visible: OrderedDict[tuple[Any, ...], tuple[I64, Visible]] = OrderedDict()
+        self._visible: OrderedDict[tuple[Any, ...], LazyVisible] = OrderedDict()
         # Sub-tree nodes of a tenant, supplied by the tenant-aware search (0 until it does).
         self.nodes_of: Callable[[int], int] = lambda no: 0
         # Told of the tenants whose sets changed, after each commit under the write lock
@@ -120,38 +126,14 @@ class TenantState:
     # -- load -----------------------------------------------------------------------------
 
     def load(self, next_slot: int) -> None:
-        """The registry and every access list from RocksDB (on open)."""
-        head = kvmod.META_TENANT + self.prefix
-        for key, raw in self.kv.scan_prefix(kvmod.CF_META, head):
-            t = Tenant.from_row(key[len(head) :].decode(), raw)
-            self.by_name[t.name] = t
-            self.by_no[t.no] = t
-        raw_next = self.kv.get(kvmod.CF_META, kvmod.META_TENANT_NEXT + self.prefix)
-        self.next_no = 1 if raw_next is None else kvmod.read_u64(raw_next)
-        self.owner_of = np.zeros(max(next_slot, 1024), np.int32)
-        seen: dict[int, list[int]] = {no: [] for no in self.by_no}
-        hidden: list[int] = []
-        acl_head = kvmod.META_ACL + self.prefix
-        for key, raw in self.kv.scan_prefix(kvmod.CF_META, acl_head):
-            slot = kvmod.read_u64(key, len(acl_head))
-            owner, grantees = decode_acl(raw)
-            self._grow(slot)
-            self.owner_of[slot] = owner
-            ot = self.by_no.get(owner)
-            if ot is None or ot.state == DROPPING:
-                hidden.append(slot)
-                continue
-            ot.owned += 1
-            for no in (owner, *grantees):
-                if no in seen and self.by_no[no].state == ACTIVE:
-                    seen[no].append(slot)
-        for no, slots in seen.items():
-            self.by_no[no].slots = SlotSet(np.asarray(slots, np.int64))  # scanned in order
-        self.hidden = SlotSet(np.asarray(hidden, np.int64))
+        """The registry and every access list from RocksDB (on open: `tenant_load`)."""
+        from vecdb.engine.tenant_load import load_state  # (it builds on this module)
 
-    def _grow(self, slot: int) -> None:
+        load_state(self, next_slot)
+
+    def grow(self, slot: int) -> None:
         if slot >= len(self.owner_of):
-            grown = np.zeros(max(slot + 1, 2 * len(self.owner_of)), np.int32)
+            grown = np.zeros(max(slot + 1, 2 * len(self.owner_of)), self.owner_of.dtype)
             grown[: len(self.owner_of)] = self.owner_of
             self.owner_of = grown
 
@@ -195,21 +177,27 @@ class TenantState:
         return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
 
     def visible(self, nos: list[int], bound: int) -> tuple[I64, Visible]:
-        """The slots of `slots_of(nos)` and the same set as a `Visible`, cached per tenant
-        set and the versions of its members."""
+        """The slots of `slots_of(nos)` and the same set as a `Visible` whose bitmap is built
+        on first use. Built ones are cached per tenant set and the versions of its members
+        (the same object while the set is unchanged: derived caches key on it), at most
+        `VISIBLE_CACHE_BYTES` of bitmaps (least recently used out); sets answered without a
+        bitmap (copies) never enter the cache."""
         key = tuple(sorted((n, self.by_no[n].version) for n in nos))
+        slots = self.slots_of(nos)
         with self.lock:
             hit = self._visible.get(key)
             if hit is not None:
                 self._visible.move_to_end(key)
-                return hit
-        slots = self.slots_of(nos)
-        value = (slots, Visible.from_slots(slots, bound))
-        with self.lock:
-            self._visible[key] = value
-            while len(self._visible) > _VISIBLE_CACHE:
-                self._visible.popitem(last=False)
-        return value
+                return slots, hit
+
+        def keep(vis: LazyVisible) -> None:
+            with self.lock:
+                self._visible[key] = vis
+                cap = max(4, VISIBLE_CACHE_BYTES // max(1, vis.bits.nbytes))
+                while len(self._visible) > cap:
+                    self._visible.popitem(last=False)
+
+        return slots, LazyVisible(lambda: Visible.from_slots(slots, bound), keep)
 
     def hidden_slots(self) -> I64:
         with self.lock:
@@ -259,7 +247,7 @@ class TenantState:
         """A committed new slot; returns the tenants whose sets changed."""
         changed: set[int] = set()
         with self.lock:
-            self._grow(slot)
+            self.grow(slot)
             self.owner_of[slot] = owner
             t = self.by_no.get(owner)
             if t is None or t.state != ACTIVE:  # cannot happen for a checked owner
@@ -306,6 +294,8 @@ class TenantState:
             self.by_name[t.name] = t
             self.by_no[t.no] = t
             self.next_no = max(self.next_no, t.no + 1)
+            if self.owner_of.dtype != owner_dtype(self.next_no):
+                self.owner_of = self.owner_of.astype(owner_dtype(self.next_no))
 
     def apply_dropping(self, t: Tenant) -> set[int]:
         """A committed drop: the tenant sees nothing from now on, and the points it owns are
@@ -367,15 +357,5 @@ def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = [
-    "describe_tenants",
-    "ACTIVE",
-    "DROPPING",
-    "GRANTEE",
-    "OWNER",
-    "SlotSet",
-    "Tenant",
-    "TenantState",
-    "decode_acl",
-    "encode_acl",
-]
+__all__ = ["describe_tenants", "ACTIVE", "DROPPING", "GRANTEE", "OWNER", "SlotSet", "Tenant",
+           "TenantState", "decode_acl", "encode_acl"]  # fmt: skip
