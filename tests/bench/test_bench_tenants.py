@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -222,11 +223,15 @@ def test_memory_pass_compares_tenants_with_a_shared_index(ds: Dataset, tmp_path:
 
     wl = make_workload(ds, _spec())
     system = VecdbTenants("l2", 8, {})
-    system.build(ds.base, wl, 1, tmp_path)
-    system.close()
-    opts = TenantOptions(ops=False, memory=True, extra={"tiny": 5})
-    cfg = RunConfig(systems=["vecdb-tenants"], out_dir=tmp_path, threads=1)
-    mem = measure_ops(system, ds, wl, cfg, opts, tmp_path, lambda _m: None)["memory"]
+    threads = numba.get_num_threads()  # the system sets its own (run_systems restores them)
+    try:
+        system.build(ds.base, wl, 1, tmp_path)
+        system.close()
+        opts = TenantOptions(ops=False, memory=True, extra={"tiny": 5})
+        cfg = RunConfig(systems=["vecdb-tenants"], out_dir=tmp_path, threads=1)
+        mem = measure_ops(system, ds, wl, cfg, opts, tmp_path, lambda _m: None)["memory"]
+    finally:
+        numba.set_num_threads(threads)
     for key in ("with_tenants", "shared_no_tenants", "with_tiny"):
         assert mem[key]["rss_anon_mib"] >= 0 and mem[key]["rss_anon_baseline_mib"] > 0
     assert mem["ratio"] > 0 and mem["tiny_tenants"] == 5
