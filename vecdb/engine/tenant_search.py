@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from rocksdict import ReadOptions
 
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import search_slots
@@ -161,18 +160,9 @@ def uncached_vectors(coll: CollectionCore, slots: list[int]) -> list[bytes | Non
     """`coll.points.vectors(slots)` (ascending slots) without filling RocksDB's block cache:
     a copy is read once and then lives in the copy file (page cache), so caching its blocks
     only grew the block cache to its capacity (32 MiB of anonymous memory) for nothing.
-    rocksdict's multi-get ignores a per-call `fill_cache`, so an iterator seeks each key."""
-    opts = ReadOptions()
-    opts.fill_cache(False)  # type: ignore[call-arg]  # (rocksdict's stub omits the bool)
-    it = coll.kv._cfs[kvmod.CF_VECTORS].iter(opts)  # noqa: SLF001  (KV: no uncached read)
-    out: list[bytes | None] = []
+    """
     key = coll.points.slot_key
-    for s in slots:
-        want = key(s)
-        it.seek(want)
-        out.append(bytes(it.value()) if it.valid() and bytes(it.key()) == want else None)
-    del it
-    return out
+    return coll.kv.get_uncached(kvmod.CF_VECTORS, [key(s) for s in slots])
 
 
 def attach(coll: CollectionCore) -> None:

@@ -349,6 +349,22 @@ class KV:
             raise faults.classify(exc, self.path, "reading", self.reserve_bytes) from exc
         return found
 
+    def get_uncached(self, cf: str, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Values of ascending `keys` without filling the block cache (rocksdict's multi-get
+        ignores a per-call `fill_cache`, so one iterator seeks each key)."""
+        opts = ReadOptions()
+        opts.fill_cache(False)  # type: ignore[call-arg]
+        out: list[bytes | None] = []
+        try:
+            it = self._cfs[cf].iter(opts)
+            for want in keys:
+                it.seek(want)
+                out.append(bytes(it.value()) if it.valid() and bytes(it.key()) == want else None)
+            it.status()
+        except Exception as exc:
+            raise faults.classify(exc, self.path, "reading", self.reserve_bytes) from exc
+        return out
+
     def scan_prefix(self, cf: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Yield (key, value) for every key starting with `prefix`, in key order."""
         opts = ReadOptions()
