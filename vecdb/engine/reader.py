@@ -59,14 +59,16 @@ def search_slots(
     k: int,
     params: dict[str, Any] | None,
     visible: Visible | None = None,
+    search: recovery.IndexSearch | None = None,
 ) -> tuple[I64, F32]:
-    """Top-k slots of prepared queries over index + buffer, exact-merged. A search that
-    overlapped a rebuild emptying the index (`index_epoch` moved) runs again: its buffer
-    snapshot may predate the segment that took the index's points over."""
+    """Top-k slots of prepared queries over index (`search`, default the index's own) +
+    buffer, exact-merged. A search that overlapped a rebuild emptying the index
+    (`index_epoch` moved) runs again: its buffer snapshot may predate the segment that took
+    the index's points over."""
     while True:
         epoch = coll.index_epoch
         segments = [] if coll.buffer is None else coll.buffer.snapshot()
-        res = recovery.index_search(coll, q, k, params, visible)  # exact if corrupt
+        res = recovery.index_search(coll, q, k, params, visible, search)  # exact if corrupt
         if coll.index_epoch == epoch:
             break
     with coll.io_lock:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,13 +186,23 @@ def request_quarantine(coll: CollectionCore, reason: str) -> None:
     coll.status.degraded = coll.status.degraded or reason
 
 
+# A search of the index restricted to `visible`: `VectorIndex.search` or a variant of it.
+IndexSearch = Callable[[F32, int, dict[str, Any] | None, Visible | None], IndexResult]
+
+
 def index_search(
-    coll: CollectionCore, q: F32, k: int, params: dict[str, Any] | None, visible: Visible | None
+    coll: CollectionCore,
+    q: F32,
+    k: int,
+    params: dict[str, Any] | None,
+    visible: Visible | None,
+    search: IndexSearch | None = None,
 ) -> IndexResult:
-    """The index's answer, or, when its files fail a check, the exact answer over every
-    stored vector (and a quarantine request)."""
+    """The index's answer (`search`, default `coll.index.search`: a tenant walk passes its
+    own), or, when its files fail a check, the exact answer over every stored vector (and a
+    quarantine request)."""
     try:
-        return coll.index.search(q, k, params, visible)
+        return (coll.index.search if search is None else search)(q, k, params, visible)
     except FormatError as exc:
         if not coll.kind.persistent:
             raise

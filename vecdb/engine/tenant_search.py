@@ -31,11 +31,11 @@ from vecdb.engine.reader import search_slots
 from vecdb.engine.tenant_store import TenantStore
 from vecdb.engine.writer import prepare
 from vecdb.errors import InvalidArgument
-from vecdb.index.base import SearchStats, Visible
+from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import SearchParams
+from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
-from vecdb.kernels.topk import merge_topk
 from vecdb.storage import kv as kvmod
 
 I64 = npt.NDArray[np.int64]
@@ -59,9 +59,9 @@ def search_tenants(
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
     mine, rest = TenantParams.split(params)
     tp = TenantParams.parse(mine)
-    walker = getattr(coll.index, "search_subset", None)
-    if walker is None:  # the flat index: exact already, in memory
+    if not isinstance(coll.index, SpannIndex):  # the flat index: exact already, in memory
         return search_slots(coll, q, k, rest, visible)
+    walker = coll.index.search_subset
     SearchParams.parse(rest)  # bad search parameters fail whichever path answers
     key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
@@ -69,20 +69,11 @@ def search_tenants(
         if len(s) > 1 and not (s[1:] > s[:-1]).all():  # the copy works on ascending slots
             s = np.unique(s)
         return copied(coll, q, k, key, s)
-    while True:  # as `search_slots`: a rebuild that empties the index makes us look again
-        epoch = coll.index_epoch
-        segments = [] if coll.buffer is None else coll.buffer.snapshot()
-        res = walker(q, k, params, slots, visible, key)
-        if coll.index_epoch == epoch:
-            break
-    with coll.io_lock:
-        coll.io.add(res.stats)
-    out_s, out_d = res.slots, res.distances
-    for seg in segments:
-        if len(seg):
-            part = seg.scan(q, k, visible)
-            out_s, out_d = merge_topk(out_s, out_d, part.slots, part.distances, k)
-    return out_s, out_d
+
+    def walk(q_: F32, k_: int, p_: dict[str, Any] | None, v_: Visible | None) -> IndexResult:
+        return walker(q_, k_, p_, slots, visible, key)  # v_ is `visible` itself
+
+    return search_slots(coll, q, k, params, visible, walk)
 
 
 _STORES: weakref.WeakKeyDictionary[CollectionCore, TenantStore] = weakref.WeakKeyDictionary()
