@@ -87,6 +87,7 @@ def test_documents_are_identical_in_every_mode_and_match_exact_maxsim(trio: Trio
     )
     assert local["exact_stats"]["exact"] == 1.0
     assert all(i % 3 == 1 for row in local["filtered"] for i in row if i >= 0)
+    assert all(any(i >= 0 for i in row) for row in local["filtered"])  # not empty
     (i4, t4, w4, p4), (i3, t3, w3, _) = local["get"]
     assert (i4, i3) == (4, 3) and t4 == DOCS[4].tobytes() and t3 == DOCS[3].tobytes()
     assert w3 is None and np.allclose(w4, np.linspace(0, 1, len(DOCS[4])))

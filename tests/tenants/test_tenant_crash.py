@@ -131,6 +131,11 @@ def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, 
                     assert seen[i][1] == grants, f"trial {trial}: id {i} grantees"
             for i, tried in pending.items():  # adopt what the in-flight operation left
                 if i in seen:
+                    old = model[i][0] if i in model else None
+                    landed = np.array_equal(seen[i][0], vector_of(i, tried))
+                    assert landed or (
+                        old is not None and np.array_equal(seen[i][0], vector_of(i, old))
+                    ), f"trial {trial}: id {i} holds neither its old nor its in-flight vector"
                     gen = model[i][0] if i in model else -1
                     if np.array_equal(seen[i][0], vector_of(i, tried)):
                         gen = tried  # the in-flight upsert was committed

@@ -57,7 +57,11 @@ def resolve(coll: CollectionCore, name: object, field: str = "tenant") -> Tenant
     assert isinstance(name, str)
     t = ts.active(name)
     if t is None:
-        raise NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}")
+        raise NotFound(
+            f"tenant {name!r} does not exist in collection {coll.name!r}",
+            field=field,
+            reason="TENANT_NOT_FOUND",
+        )
     return t
 
 

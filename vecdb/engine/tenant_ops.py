@@ -68,7 +68,9 @@ def create(
                 reason="TENANT_DROPPING",
             )
         if have is not None:
-            raise AlreadyExists(f"tenant {name!r} already exists in collection {coll.name!r}")
+            raise AlreadyExists(
+                f"tenant {name!r} already exists in collection {coll.name!r}", field="tenant"
+            )
         if len(ts.by_name) >= MAX_TENANTS:
             raise ResourceExhausted(
                 f"collection {coll.name!r} has {len(ts.by_name)} tenants (max {MAX_TENANTS})",
@@ -94,7 +96,11 @@ def update(
     mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES)
     with coll.write_lock:
         if t.state != ACTIVE:
-            raise NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}")
+            raise NotFound(
+                f"tenant {name!r} does not exist in collection {coll.name!r}",
+                field="tenant",
+                reason="TENANT_NOT_FOUND",
+            )
         mv = t.max_vectors if mv is None else mv
         mb = t.max_bytes if mb is None else mb
         batch = coll.kv.batch()
@@ -111,7 +117,11 @@ def get(coll: CollectionCore, name: object) -> TenantInfo:
     check_tenant_name(name)
     t = ts.by_name.get(str(name))
     if t is None:
-        raise NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}")
+        raise NotFound(
+            f"tenant {name!r} does not exist in collection {coll.name!r}",
+            field="tenant",
+            reason="TENANT_NOT_FOUND",
+        )
     return ts.info(t)
 
 
@@ -156,7 +166,11 @@ def drop(coll: CollectionCore, name: object) -> None:
     t = resolve(coll, name)
     with coll.write_lock:
         if t.state != ACTIVE:
-            raise NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}")
+            raise NotFound(
+                f"tenant {name!r} does not exist in collection {coll.name!r}",
+                field="tenant",
+                reason="TENANT_NOT_FOUND",
+            )
         marked = Tenant(t.name, t.no, DROPPING, t.created, total=len(t.slots),
                         max_vectors=t.max_vectors, max_bytes=t.max_bytes)  # fmt: skip
         batch = coll.kv.batch()

@@ -158,12 +158,21 @@ def parse_key_entry(entry: Mapping[str, Any], where: str) -> KeySpec:
     unknown = set(entry) - {"key", "role", "tenants", "collections", "description"}
     if unknown:
         raise InvalidArgument(f"{where}: unknown field(s) {sorted(unknown)} (key, role, "
-                              "tenants, collections, description)")  # fmt: skip
+                              "tenants, collections, description)", field=where,
+                              reason="UNKNOWN_FIELD")  # fmt: skip
     key = entry.get("key")
     if not isinstance(key, str) or not key.strip() or key != key.strip():
-        raise InvalidArgument(f"{where}: key must be a non-empty string without spaces around")
+        raise InvalidArgument(
+            f"{where}: key must be a non-empty string without spaces around",
+            field=f"{where}.key",
+            reason="BAD_KEY",
+        )
     if "role" not in entry:
-        raise InvalidArgument(f"{where}: role is required (read, write or admin)")
+        raise InvalidArgument(
+            f"{where}: role is required (read, write or admin)",
+            field=f"{where}.role",
+            reason="BAD_ROLE",
+        )
     d = digest(key)
     return KeySpec(
         _config_id(d), d, parse_role(entry["role"], where),

@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from vecdb.errors import DataLoss, DiskFull, StorageError, StorageLocked, VecdbError
+from vecdb.errors import DataLoss, DiskFull, StorageError, StorageLocked, VecdbError, os_error
 
 DISK_RESERVE_BYTES = 16 * 2**20  # writes are refused while the disk has less free than this
 
@@ -89,9 +89,7 @@ def classify(exc: BaseException, path: Path, what: str, reserve: int = 0) -> Vec
         return exc
     text = str(exc).strip()
     if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DiskFull(f"{what} {path}: the disk is full ({exc.strerror})")
-        return StorageError(f"{what} {path}: {exc.strerror or text} (errno {exc.errno})")
+        return os_error(exc, f"{what} {path}")
     code = status_code(exc)
     if code == "Corruption":
         return DataLoss(f"{what} {path}: RocksDB reports corruption: {text}")

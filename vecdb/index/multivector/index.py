@@ -158,14 +158,13 @@ class MultiVectorIndex:
                 late = np.arange(v.docs, now.docs, dtype=np.int64)
                 late_tok = gather(now.raw, now.raw_off, late)
                 late_w = self._weights[ranges(now.raw_off, late)]
-                self._weights = np.concatenate([weights, late_w])
+                self._weights = weights  # a fresh array; _encode_new appends the late ones
                 self._v = nv
                 self._doc_of = {int(s): i for i, s in enumerate(slots)}
                 self._trained_tokens = len(tokens)
                 self._added_sq, self._added_n = 0.0, 0
                 if len(late):
                     late_off = offsets_of(np.diff(now.raw_off)[late])
-                    self._weights = weights.copy()  # _append_raw adds the late ones again
                     self._encode_new(now.slots[late], late_tok, late_off, late_w)
                 for s in self._removed & self._doc_of.keys():  # removed while we trained
                     self._v.alive[self._doc_of[s]] = False

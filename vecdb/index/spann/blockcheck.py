@@ -105,17 +105,19 @@ def check_blocks(
     path: Path,
     file_off: I64 | None = None,
     verified: Verified | None = None,
+    nbytes: I64 | None = None,
 ) -> None:
     """Verify the blocks starting at `at` in `u8` (entry counts `cnt` from the block table)
     before they are scanned; raise `FormatError` naming `path` and the block's file offset
     (`file_off`, default `at`) on the first bad one. With `verified` (warm reads of the
     file itself), CRCs already checked since the last write are skipped and new ones
-    remembered."""
+    remembered. `nbytes`: the blocks' sizes when the caller has them (`gather_blocks`)."""
     n = len(at)
     if n == 0:
         return
     where = at if file_off is None else file_off
-    nbytes = block_bytes(cnt, dim, width)
+    if nbytes is None:
+        nbytes = block_bytes(cnt, dim, width)
     bad = (at < 0) | (at % UNIT != 0) | (at + nbytes > len(u8)) | (nbytes < BLOCK_HEADER)
     if bad.any():
         i = int(np.argmax(bad))

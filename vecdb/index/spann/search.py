@@ -79,7 +79,7 @@ def scan(
     stats.pages_read += pages
     if isinstance(st.reader, MmapReader):
         u8, i64, f32, u16 = st.reader.views()
-        check_blocks(u8, off, cnt, st.dim, st.width, st.file.path, verified=st.file.verified)
+        check_blocks(u8, off, cnt, st.dim, st.width, st.file.path, None, st.file.verified, nbytes)
         args = (u8, i64, f32, u16, st.dim, st.width, qoff, qscale, ptr, off, cnt, queries)
         rest = (st.slot_version, vis, use_vis, metric)
         fan_out(scan_blocks, args, rest, ids, out_d, search_threads(len(queries)))
@@ -90,7 +90,9 @@ def scan(
         lo, hi = int(ptr[i]), int(ptr[i + 1])
         buf, boff, nread = st.reader.read(off[lo:hi], nbytes[lo:hi])
         stats.bytes_read += nread
-        check_blocks(buf, boff, cnt[lo:hi], st.dim, st.width, st.file.path, off[lo:hi])
+        check_blocks(
+            buf, boff, cnt[lo:hi], st.dim, st.width, st.file.path, off[lo:hi], None, nbytes[lo:hi]
+        )
         one[1] = hi - lo
         views = (
             buf,
