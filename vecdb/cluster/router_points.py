@@ -27,7 +27,7 @@ from vecdb.cluster import merge, routing
 from vecdb.cluster.router_base import RouterBase
 from vecdb.engine import validate as v
 from vecdb.engine.validate import JSON_NULL
-from vecdb.errors import InvalidArgument, PermissionDenied, Unavailable, VecdbError
+from vecdb.errors import InvalidArgument, PermissionDenied, Unavailable, VecdbError, echo
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import IdType, Metric
@@ -88,13 +88,12 @@ class PointRpcs(RouterBase):
             return
         probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
         out = self._each("Get", probe, ctx, others)
-        for shard, answer in sorted(out.answers.items()):
-            taken = convert.ids_from_proto(answer.points.ids)
-            if taken:
+        taken = {i for a in out.answers.values() for i in convert.ids_from_proto(a.points.ids)}
+        for i, value in enumerate(convert.ids_from_proto(req.ids)):
+            if value in taken:  # a node's words: the id is another owner's
                 raise PermissionDenied(
-                    f"ids[...] = {taken[0]!r} belongs to a tenant on shard "
-                    f"{self._shards.name(shard)}, not to {req.tenant!r}: an id has one owner",
-                    field="ids", reason="NOT_OWNER",
+                    f"ids[{i}] = {echo(value)} is owned by another tenant; only its owner "
+                    "may replace it", field=f"ids[{i}]", reason="NOT_OWNER",
                 )  # fmt: skip
 
     def Upsert(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext) -> pb.UpsertResponse:

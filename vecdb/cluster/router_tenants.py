@@ -150,13 +150,10 @@ class TenantRpcs(RouterBase):
         entry = self._entry(req.collection)
         if entry is None or not self._multi_tenant(entry) or len(self._all()) == 1:
             return self._one(method, req, ctx)
+        parts = self._holders(req, ctx)
         if method == "Grant":
-            parts = self._holders(req, ctx)
             for shard in parts:
                 self._ensure_tenant_on(req.collection, req.tenant, shard, ctx)
-        else:
-            placed = self._placed(req.collection, req.tenant) or [0]
-            parts = dict.fromkeys(placed, req)
         out = self._shards.fan_out(method, parts, ctx, check=False)
         if out.errors or out.missing:
             raise self._partial_write(method, out.answers, out.errors, out.missing)
