@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 SERVE = [sys.executable, "-m", "vecdb", "serve"]
 START_TIMEOUT = 60.0
@@ -123,3 +125,44 @@ def _prefix_config(root: Path, prefix: str) -> Path:
     path = root / "cluster.toml"
     path.write_text(f'[cluster]\nprefix = "{prefix}"\n')
     return path
+
+
+class Cluster:
+    """etcd (given) + `n` shard processes + an in-process router on a catalog prefix of its
+    own. `client()` connects the remote SDK to the router; `stop()` ends everything."""
+
+    def __init__(self, root: Path, etcd: str, n: int = 3, *, margin_ms: int = 50) -> None:
+        from vecdb.cluster.catalog import EtcdCatalog
+
+        self.root, self.etcd = root, etcd
+        self.prefix = f"/vecdb-router-{uuid.uuid4().hex[:10]}"
+        self.shards = [shard(root, i, etcd, self.prefix) for i in range(n)]
+        for s in self.shards:  # start together: their start-ups overlap
+            s.launch()
+        for s in self.shards:
+            s.ready()
+        self.catalog = EtcdCatalog(etcd, prefix=self.prefix)
+        self.router = router_server(self.catalog, [s.address for s in self.shards], margin_ms)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.router.port}"
+
+    def stop(self) -> None:
+        self.router.stop(grace=0.5)
+        self.catalog.close()
+        for s in self.shards:
+            s.stop()
+
+
+def router_server(catalog: Any, shards: list[str], margin_ms: int = 50) -> Any:
+    """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog`."""
+    from vecdb.cluster.router_app import RouterServer
+    from vecdb.server.config import load_config
+
+    cfg = load_config(env={}, overrides={
+        "server": {"host": "127.0.0.1", "port": 0, "data": ""},
+        "metrics": {"enabled": False},
+        "cluster": {"role": "router", "shards": shards, "deadline_margin_ms": margin_ms},
+    })  # fmt: skip
+    return RouterServer(cfg, catalog).start()

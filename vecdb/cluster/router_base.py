@@ -63,16 +63,15 @@ class RouterBase:
 
     def _tenant_shards(self, collection: str, tenants: Iterable[str]) -> list[int] | None:
         """The shards holding what these tenants may see (their union), or None when the
-        catalog knows none of them (then shard 0 answers, as a node would)."""
+        catalog does not know one of them (then shard 0 answers, as a node would)."""
         st = self._state()
         out: set[int] = set()
-        known = False
         for t in tenants:
             placement = st.tenants.get((collection, t))
-            if placement is not None:
-                known = True
-                out |= set(placement.shards) | {placement.home}
-        return sorted(s for s in out if s < len(st.shards)) if known else None
+            if placement is None:
+                return None
+            out |= set(placement.shards) | {placement.home}
+        return sorted(s for s in out if s < len(st.shards))
 
     def _home(self, collection: str, tenant: str) -> int | None:
         placement = self._state().tenants.get((collection, tenant))

@@ -213,7 +213,9 @@ class PointRpcs(RouterBase):
         tenants = ([req.tenant] if req.tenant else []) + list(req.tenants)
         shards = self._scope(req.collection, tenants)
         targets = self._all() if shards is None else shards
-        out = self._each("Search", req, ctx, targets, allow_partial=req.allow_partial)
+        parts = self._per_shard_tenants(req, tenants, targets)
+        self._state()
+        out = self._shards.fan_out("Search", parts, ctx, allow_partial=req.allow_partial)
         answers = [out.answers[s] for s in sorted(out.answers)]
         resp = merge.merge_search(answers, int(req.options.k))
         if len(answers) == 1:  # merge_search hands a lone answer on: count it too
@@ -227,3 +229,22 @@ class PointRpcs(RouterBase):
         return resp
 
     SearchBatch = Search
+
+    def _per_shard_tenants(
+        self, req: pb.SearchRequest, tenants: list[str], targets: list[int]
+    ) -> dict[int, pb.SearchRequest]:
+        """A union search (`tenants`) asks each shard only about the tenants present there
+        (a shard knows a tenant only where it is home or holds points granted to it)."""
+        if len(tenants) < 2 or self._tenant_shards(req.collection, tenants) is None:
+            return dict.fromkeys(targets, req)
+        st = self._state()
+        parts = {}
+        for shard in targets:
+            here = [t for t in tenants if (p := st.tenants.get((req.collection, t))) is not None
+                    and (shard == p.home or shard in p.shards)]  # fmt: skip
+            part = pb.SearchRequest()
+            part.CopyFrom(req)
+            del part.tenants[:]
+            part.tenants.extend(here)
+            parts[shard] = part
+        return parts
