@@ -155,8 +155,11 @@ class Cluster:
             s.stop()
 
 
-def router_server(catalog: Any, shards: list[str], margin_ms: int = 50) -> Any:
-    """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog`."""
+def router_server(
+    catalog: Any, shards: list[str], margin_ms: int = 50, auth: dict[str, Any] | None = None
+) -> Any:
+    """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog` (with `auth`: the
+    `[auth]` settings, e.g. the shards' keys)."""
     from vecdb.cluster.router_app import RouterServer
     from vecdb.server.config import load_config
 
@@ -164,5 +167,6 @@ def router_server(catalog: Any, shards: list[str], margin_ms: int = 50) -> Any:
         "server": {"host": "127.0.0.1", "port": 0, "data": ""},
         "metrics": {"enabled": False},
         "cluster": {"role": "router", "shards": shards, "deadline_margin_ms": margin_ms},
+        "auth": auth or {},
     })  # fmt: skip
     return RouterServer(cfg, catalog).start()

@@ -29,6 +29,7 @@ from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 DEFAULT_DEADLINE_MARGIN_MS, MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 50, 0, 10_000
 DEFAULT_DEADLINE_S, MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 10.0, 0.01, 3600.0
+NO_DEADLINE = 1e9  # seconds: a "remaining time" beyond this means the client set no deadline
 FORWARDED = ("authorization", "api-key", REQUEST_ID_KEY)  # metadata the shards need too
 MISSING_REASON = "SHARD_UNAVAILABLE"
 _MISSING_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -95,7 +96,7 @@ class ShardSet:
     def timeout(self, ctx: grpc.ServicerContext | None) -> float:
         """The per-shard deadline in seconds for a call answering `ctx`."""
         remaining = ctx.time_remaining() if ctx is not None else None
-        if remaining is None:
+        if remaining is None or remaining > NO_DEADLINE:  # grpcio: ~2^63 s when none was set
             return self._default
         t = float(remaining) - self._margin
         if t <= 0:
