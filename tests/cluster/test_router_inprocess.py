@@ -158,3 +158,40 @@ def test_payload_indexes_optimize_and_stats_reach_every_shard(nodes: Nodes) -> N
         assert set(stats["shards"]) == set(nodes.addresses)
         c.drop_payload_index("p", "y")
         assert all(node._db.get_collection("p").payload_indexes == {} for node in nodes.nodes)
+
+
+def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
+    """Multi-vector documents: upsert split by id (a bad batch gets a node's error and
+    writes nothing), get in request order, search_documents merged as one node answers
+    (exact MaxSim before any training)."""
+    from oracles import clustered_documents, clustered_queries
+
+    docs = clustered_documents(120, DIM, seed=5, tokens=(3, 9))
+    queries = clustered_queries(docs, 4, m=5, seed=6)
+    pays = [{"g": i % 3} for i in range(120)]
+    params = {"K": 256, "min_train_tokens": 1_000_000}
+    with vecdb.connect(nodes.address) as c, vecdb.connect(":memory:") as n:
+        for cl in (c, n):
+            cl.create_collection("pages", DIM, "ip", kind="multivector", index_params=params)
+            assert cl.upsert_documents("pages", list(range(120)), docs, payloads=pays) == 120
+        bad = [*docs[:3]]
+        bad[2] = np.full((2, DIM), np.nan)
+        errs = []
+        for cl in (c, n):
+            with pytest.raises(vecdb.InvalidArgument) as info:
+                cl.upsert_documents("pages", [500, 501, 502], bad)
+            errs.append((info.value.message, info.value.field, info.value.reason))
+        assert errs[0] == errs[1]
+        assert c.get_documents("pages", [500]) == []
+        got = c.get_documents("pages", [77, 3, 999, 41])
+        want = n.get_documents("pages", [77, 3, 999, 41])
+        assert [d.id for d in got] == [d.id for d in want] == [77, 3, 41]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a.tokens, b.tokens)
+            assert a.payload == b.payload
+        for q in (queries[0], queries):
+            r = c.search_documents("pages", q, k=7, with_payload=True)
+            e = n.search_documents("pages", q, k=7, with_payload=True)
+            assert r.ids.tolist() == e.ids.tolist()
+            np.testing.assert_allclose(r.distances, e.distances, rtol=1e-5, atol=1e-5)
+            assert r.payloads == e.payloads
