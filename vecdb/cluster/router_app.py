@@ -28,6 +28,7 @@ from vecdb.cluster.shards import ShardSet
 from vecdb.errors import Unavailable, VecdbError
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import SERVICE_NAME, setup_logging
+from vecdb.server.app import _server_credentials as server_credentials
 from vecdb.server.auth import KeyRing
 from vecdb.server.auth_keys import KeyFile
 from vecdb.server.config import ServerConfig
@@ -114,7 +115,10 @@ class RouterServer:
             reflection.enable_server_reflection(names, server)
         address = f"{cfg.server.host}:{cfg.server.port}"
         try:
-            self.port = server.add_insecure_port(address)
+            if cfg.tls.cert:  # clients to router: TLS / mTLS as a node; router to shards: plain
+                self.port = server.add_secure_port(address, server_credentials(cfg))
+            else:
+                self.port = server.add_insecure_port(address)
             server.start()
             self._grpc = server
             if cfg.metrics.enabled:
