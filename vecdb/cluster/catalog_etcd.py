@@ -15,7 +15,9 @@ plans again (at most MAX_CAS_ATTEMPTS times). A thread watches the prefix and ke
 (`state()`) current; when etcd goes away the cache stays, changes raise `CatalogUnavailable`
 within `timeout` per endpoint, and the thread reconnects (re-reading everything, then watching
 from the revision it read) when etcd is back. No lease is ever taken: no process's liveness
-depends on etcd. Owns only etcd I/O; the rules of each change are `catalog_base`'s plans.
+depends on etcd. Change the catalog only through this class: a key edited by hand (etcdctl)
+does not bump the epoch, so watchers see it only with the next change or full read. Owns
+only etcd I/O; the rules of each change are `catalog_base`'s plans.
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ class EtcdCatalog(Catalog):
         self._closed = threading.Event()
         self._stream: Any = None  # the watch call, cancelled by close()
         self.connected = False  # the watch is established (False while etcd is away)
+        self.lost_races = 0  # changes planned again because another writer came first
         try:
             self.refresh()
         except CatalogUnavailable as e:
@@ -227,10 +230,14 @@ class EtcdCatalog(Catalog):
         except (ValueError, TypeError, KeyError) as e:  # a foreign or damaged key: skip it
             log.warning("catalog key %s%s ignored: %s", self.prefix, "/" + rel, e)
 
-    def _install(self, state: CatalogState, revision: int, epoch_mod: int) -> None:
-        """Make `state` (as of `revision`) the cache unless the cache is newer; notify."""
+    def _install(
+        self, state: CatalogState, revision: int, epoch_mod: int, full: bool = False
+    ) -> None:
+        """Make `state` (as of `revision`) the cache unless the cache is newer; notify. A
+        `full` read also replaces a cache of the same revision (it may have missed keys
+        written by hand, which do not bump the epoch)."""
         with self._state_lock:
-            if revision <= self._revision:
+            if revision < self._revision or (revision == self._revision and not full):
                 return
             self._state, self._revision, self._epoch_mod = state, revision, epoch_mod
         self._notify()
@@ -238,8 +245,7 @@ class EtcdCatalog(Catalog):
     # -- the interface -------------------------------------------------------------------
 
     def refresh(self) -> CatalogState:
-        state, revision, epoch_mod = self._read()
-        self._install(state, revision, epoch_mod)
+        self._read_and_install()
         return self._state
 
     def _change(self, plan: Plan[T]) -> T:
@@ -260,6 +266,7 @@ class EtcdCatalog(Catalog):
                         if delta is not None:
                             self._install(delta.apply(state, state.epoch + 1), revision, revision)
                         return result
+                    self.lost_races += 1
                 state, _, epoch_mod = self._read_and_install()
                 fresh = True
             raise Unavailable(
@@ -271,7 +278,7 @@ class EtcdCatalog(Catalog):
 
     def _read_and_install(self) -> tuple[CatalogState, int, int]:
         state, revision, epoch_mod = self._read()
-        self._install(state, revision, epoch_mod)
+        self._install(state, revision, epoch_mod, full=True)
         return state, revision, epoch_mod
 
     def _commit(self, state: CatalogState, epoch_mod: int, delta: Delta | None) -> tuple[bool, int]:
