@@ -8,7 +8,10 @@ the new applied epoch, (3) creates each catalog collection missing here (`exist_
 A shard that was down catches up on its next start the same way. It never drops a
 collection that is not tombstoned; a catalog entry it cannot apply (bad spec, different
 settings here) is logged and skipped, never fatal. Must not touch points, tenants or any
-collection's contents.
+collection's contents. It must be the only writer of the shard's set of catalog
+collections: a router that also created or dropped them on the shard directly could, in a
+quick drop + re-create, see its new collection dropped by the older tombstone. Start it
+before the shard serves, so a returning shard never serves a collection dropped meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vecdb.cluster.catalog_base import SPEC_KEYS, Catalog, CatalogState
+from vecdb.cluster.catalog_base import Catalog
+from vecdb.cluster.catalog_model import SPEC_KEYS, CatalogState
 from vecdb.engine.database import Database
 from vecdb.errors import FailedPrecondition, FormatError, InvalidArgument, VecdbError, echo
 from vecdb.storage.manifest import write_bytes_atomic
@@ -30,7 +34,7 @@ SYNC_FILE = "cluster_sync.json"
 SYNC_MAGIC = "vecdb-cluster-sync"
 SYNC_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-MAX_SHARD_INDEX = 1_023  # as many shards as a catalog may name (catalog_base.MAX_SHARDS)
+MAX_SHARD_INDEX = 1_023  # as many shards as a catalog may name (catalog_model.MAX_SHARDS)
 STOP_TIMEOUT_S = 10.0  # stop() waits this long for an apply in progress
 
 
