@@ -233,3 +233,19 @@ def test_a_tombstoned_collection_never_recorded_is_dropped_unless_listed_again(
         assert names(db) == {"seed", "again"}
     finally:
         db.close()
+
+
+def test_a_stale_state_does_not_bring_back_a_dropped_collection(db: Database) -> None:
+    """Applying a state older than a drop the catalog already knows of does not create the
+    dropped collection again."""
+    from vecdb.cluster.catalog import MemoryCatalog
+
+    catalog = MemoryCatalog(SHARDS)
+    catalog.create_collection("x", {"dim": 4})
+    old = catalog.state()
+    catalog.drop_collection("x")
+    sync = ShardSync(db, catalog, 0)
+    assert sync.apply(old) == []
+    assert "x" not in names(db)
+    catalog.create_collection("x", {"dim": 4})
+    assert sync.apply(catalog.state()) == ["create x"]

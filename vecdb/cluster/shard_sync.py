@@ -200,6 +200,8 @@ class ShardSync:
             # Present ones are checked too: different settings here are logged, not changed.
             created = False
             for name, entry in sorted(state.collections.items()):
+                if self.catalog.state().dropped.get(name, 0) > state.epoch:
+                    continue  # dropped since this state: do not bring it back
                 try:
                     self.db.create_collection(name, **_arguments(entry.spec), exist_ok=True)
                 except (VecdbError, TypeError) as e:
