@@ -55,7 +55,7 @@ _DELETE = 1  # mvccpb.Event.DELETE
 
 
 def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
-    """ "host:port[,host:port...]" as (host, port) pairs; InvalidArgument naming `etcd`."""
+    """The (host, port) pairs of "host:port[,host:port...]"; InvalidArgument naming `etcd`."""
     out = []
     for part in str(endpoints).split(","):
         host, _, port = part.strip().rpartition(":")
@@ -75,9 +75,15 @@ class EtcdCatalog(Catalog):
     thread keeps trying (call `refresh()` to insist on a read).
     """
 
-    def __init__(self, endpoints: str, *, prefix: str = "/vecdb", timeout: float = 2.0) -> None:
+    def __init__(
+        self, endpoints: str, *, prefix: str = "/vecdb", timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         super().__init__()
-        if not isinstance(timeout, (int, float)) or not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S
+        ):
             raise InvalidArgument(
                 f"timeout {echo(timeout)} is out of range ({MIN_TIMEOUT_S}-{MAX_TIMEOUT_S} s)",
                 field="timeout",
