@@ -93,6 +93,12 @@ class Proc:
             time.sleep(0.03)
         raise AssertionError(f"restart did not serve: {self.log.read_text()}")
 
+    def terminate(self) -> None:
+        """Ask for a graceful stop without waiting (`stop()` waits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -151,6 +157,8 @@ class Cluster:
     def stop(self) -> None:
         self.router.stop(grace=0.5)
         self.catalog.close()
+        for s in self.shards:  # all drain at once
+            s.terminate()
         for s in self.shards:
             s.stop()
 
