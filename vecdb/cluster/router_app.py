@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vecdb.cluster.router import RouterServicer
 from vecdb.cluster.shards import ShardSet
-from vecdb.errors import Unavailable, VecdbError
+from vecdb.errors import Unavailable
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import SERVICE_NAME, setup_logging
 from vecdb.server.app import _server_credentials as server_credentials
@@ -176,10 +176,7 @@ def serve_router(config: ServerConfig) -> int:
     """Run a router in the foreground until SIGTERM/SIGINT, then shut down gracefully."""
     setup_logging(config.log.level, config.log.json)
     log.info("config", extra={"config": config.redacted()})
-    try:
-        server = RouterServer(config).start()
-    except VecdbError:
-        raise
+    server = RouterServer(config).start()
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
