@@ -27,8 +27,8 @@ from vecdb.errors import DeadlineExceeded, Unavailable, VecdbError
 from vecdb.rpc.status import DETAILS_KEY, REQUEST_ID_KEY, error_of
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
-DEFAULT_DEADLINE_MARGIN_MS, MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 50, 0, 10_000
-DEFAULT_DEADLINE_S, MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 10.0, 0.01, 3600.0
+# Defaults of `cluster.deadline_margin_ms` / `cluster.default_deadline_s` (bounds: the config).
+DEFAULT_DEADLINE_MARGIN_MS, DEFAULT_DEADLINE_S = 50, 10.0
 RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 1000  # channel reconnect backoff to a lost shard
 PARTIAL_METHODS = ("Search", "SearchBatch", "Count", "SearchDocuments")  # allow_partial ones
 NO_DEADLINE = 1e9  # seconds: a "remaining time" beyond this means the client set no deadline
