@@ -128,19 +128,21 @@ def test_bad_catalog_entries_are_logged_and_skipped(
     """A spec the engine refuses, unknown spec keys, or settings that differ from the local
     collection: logged, skipped, the other collections still created, the shard runs on."""
     db.create_collection("clash", 3)
-    etcd_catalog.create_collection("clash", {"dim": 4})
-    raw = etcd3.client("127.0.0.1", int(etcd_server.endpoint.rsplit(":", 1)[1]))
-    try:
-        p = etcd_catalog.prefix
-        raw.put(f"{p}/collections/baddim", json.dumps({"dim": -1}))
-        raw.put(f"{p}/collections/badkey", json.dumps({"dim": 4, "colour": "red"}))
-        raw.put(f"{p}/collections/notjson", b"{nope")
-    finally:
-        raw.close()
-    etcd_catalog.create_collection("good", {"dim": 4})  # bumps the epoch after the raw keys
-    etcd_catalog.refresh()
-    sync = ShardSync(db, etcd_catalog, 0)
+    # Logged from the first read of the raw keys on, which may be the catalog's watch thread
+    # at any moment after the puts: capture from before them.
     with caplog.at_level(logging.WARNING, logger="vecdb.cluster"):
+        etcd_catalog.create_collection("clash", {"dim": 4})
+        raw = etcd3.client("127.0.0.1", int(etcd_server.endpoint.rsplit(":", 1)[1]))
+        try:
+            p = etcd_catalog.prefix
+            raw.put(f"{p}/collections/baddim", json.dumps({"dim": -1}))
+            raw.put(f"{p}/collections/badkey", json.dumps({"dim": 4, "colour": "red"}))
+            raw.put(f"{p}/collections/notjson", b"{nope")
+        finally:
+            raw.close()
+        etcd_catalog.create_collection("good", {"dim": 4})  # bumps the epoch after the raw keys
+        etcd_catalog.refresh()
+        sync = ShardSync(db, etcd_catalog, 0)
         sync.start()
         sync.stop()
     assert names(db) == {"clash", "good"}
