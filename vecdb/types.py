@@ -64,6 +64,8 @@ class SearchResult:
     stats: dict[str, float] | None = None
     # Why the answer came from an exact scan while a corrupt index is rebuilt ("" normally).
     degraded: str = ""
+    # Through a router with allow_partial=True: the shards that did not answer (addresses).
+    missing_shards: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

@@ -1,7 +1,8 @@
 """`vecdb serve`: run the gRPC server over a data directory until SIGTERM or SIGINT.
 
 Owns only the command line: it layers explicit flags over the config file and `VECDB__*`
-environment (see `vecdb.server.config`) and hands the result to `vecdb.server.app.serve`.
+environment (see `vecdb.server.config`) and hands the result to `vecdb.server.app.serve` (or, by `--role`, to the cluster's router or
+shard).
 """
 
 from __future__ import annotations
@@ -41,13 +42,21 @@ from vecdb.errors import VecdbError
     "--tls-client-ca", default=None, help="CA (PEM) that client certificates need (mTLS)."
 )
 @click.option("--log-level", default=None, help="debug, info, warning or error [default: info].")
+@click.option("--role", type=click.Choice(["single", "shard", "router"]), default=None,
+              help="single node, shard of a cluster, or router [default: single].")  # fmt: skip
+@click.option("--etcd", default=None, help="Catalog endpoints host:port[,host:port...].")
+@click.option("--shards", default=None, help="Router: shard addresses host:port,host:port,...")
+@click.option("--shard-index", type=int, default=None,
+              help="Shard: its index [default: the trailing -<n> of $HOSTNAME].")  # fmt: skip
 def serve(
     data_dir: str | None, host: str | None, port: int | None, metrics_port: int | None,
     no_metrics: bool, config_file: str | None, api_key: str | None, tls_cert: str | None,
-    tls_key: str | None, tls_client_ca: str | None, log_level: str | None,
+    tls_key: str | None, tls_client_ca: str | None, log_level: str | None, role: str | None,
+    etcd: str | None, shards: str | None, shard_index: int | None,
 ) -> None:  # fmt: skip
-    """Serve a data directory over gRPC (health, reflection, Prometheus metrics)."""
-    from vecdb.server.app import serve as run
+    """Serve a data directory over gRPC (health, reflection, Prometheus metrics); or, with
+    --role router, route to the shards of a cluster (no data directory)."""
+    from vecdb.server.app import serve as serve_single
     from vecdb.server.config import load_config
 
     flags: dict[str, dict[str, Any]] = {
@@ -56,10 +65,16 @@ def serve(
         "auth": {"admin_key": api_key},
         "tls": {"cert": tls_cert, "key": tls_key, "client_ca": tls_client_ca},
         "log": {"level": log_level},
+        "cluster": {"role": role, "etcd": etcd, "shards": shards, "shard_index": shard_index},
     }
     overrides = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in flags.items()}
     try:
         config = load_config(config_file, overrides=overrides)
+        run = serve_single
+        if config.cluster.role == "router":
+            from vecdb.cluster.router_app import serve_router as run
+        elif config.cluster.role == "shard":
+            from vecdb.cluster.shard_node import serve_shard as run
         code = run(config)
     except VecdbError as exc:
         click.echo(f"vecdb serve: {exc}", err=True)

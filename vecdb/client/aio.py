@@ -329,16 +329,18 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         tenant: str | None = None,
         tenants: list[str] | None = None,
         with_stats: bool = False,
+        allow_partial: bool = False,
     ) -> SearchResult:
         """See `vecdb.Client.search`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
                 "search", name, queries, k, filter=filter, params=params,
                 with_payload=with_payload, with_vectors=with_vectors, tenant=tenant,
-                tenants=tenants, with_stats=with_stats,
+                tenants=tenants, with_stats=with_stats, allow_partial=allow_partial,
             )  # fmt: skip
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
+        req.allow_partial = bool(allow_partial)
         resp = await self._call("Search", req, idempotent=True)
         return convert.result_from_proto(resp, with_stats=with_stats)
 

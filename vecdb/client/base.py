@@ -162,13 +162,16 @@ class Client(abc.ABC):
         tenant: str | None = None,
         tenants: list[str] | None = None,
         with_stats: bool = False,
+        allow_partial: bool = False,
     ) -> SearchResult:
         """Top-k nearest points of each query ((d,) or (nq, d)); smaller distance is better.
         `filter` restricts the points (docs/FILTERS.md); `with_payload` / `with_vectors` add
         the results' payloads / stored vectors. In a multi-tenant collection `tenant` (or
         `tenants`, their union) restricts it to the points granted to them. `with_stats`
         fills `SearchResult.stats` with what the call read (postings, bytes, the tenant
-        walk's `tenant_*` counters)."""
+        walk's `tenant_*` counters). `allow_partial` (through a router): answer from the shards
+        that answered and name the others in `SearchResult.missing_shards` instead of
+        raising Unavailable; a single node is never partial."""
 
     @abc.abstractmethod
     def stats(self, name: str | None = None) -> dict[str, Any]:

@@ -152,7 +152,9 @@ class LocalClient(LocalDocuments, Client):
         tenant: str | None = None,
         tenants: list[str] | None = None,
         with_stats: bool = False,
+        allow_partial: bool = False,
     ) -> SearchResult:
+        del allow_partial  # one node has no shard to miss: never partial
         return self._db.search(
             name,
             queries,

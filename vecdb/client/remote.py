@@ -299,9 +299,11 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         tenant: str | None = None,
         tenants: list[str] | None = None,
         with_stats: bool = False,
+        allow_partial: bool = False,
     ) -> SearchResult:
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
+        req.allow_partial = bool(allow_partial)
         resp = self._call("Search", req, idempotent=True)
         return convert.result_from_proto(resp, with_stats=with_stats)
 

@@ -371,8 +371,9 @@ def result_from_proto(msg: pb.SearchResponse, with_stats: bool = False) -> Searc
     if with_stats:
         extra["stats"] = stats_from_proto(msg.stats)
     return SearchResult(
-        ids=ids, distances=distances, payloads=payloads, degraded=msg.degraded, **extra
-    )
+        ids=ids, distances=distances, payloads=payloads, degraded=msg.degraded,
+        missing_shards=list(msg.missing_shards), **extra,
+    )  # fmt: skip
 
 
 # The tenant block lives in `convert_tenants`; callers use these names through `convert`.

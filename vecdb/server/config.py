@@ -29,6 +29,9 @@ from vecdb.server.metrics import MAX_TENANT_LABELS, MIN_TENANT_LABELS
 from vecdb.server.quotas import quotas_from_config
 
 ENV_PREFIX = "VECDB__"
+# [cluster] bounds (PARAMS.md): the router's per-shard deadline margin and default deadline.
+MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 0, 10_000
+MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 0.01, 3600.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES = 1024 * 1024, 1024 * 1024 * 1024
 
@@ -138,6 +141,51 @@ class EngineSection:
         return es.EngineSettings.parse(dataclasses.asdict(self))
 
 
+ROLES = ("single", "shard", "router")
+
+
+@dataclass
+class ClusterSection:
+    """Scale-out (issue 14, bounds in PARAMS.md): `role` "single" (one node), "shard" (a
+    node that follows the etcd catalog) or "router" (no data; routes to the shards)."""
+
+    role: str = "single"
+    etcd: str = ""  # "host:port[,host:port...]" of the catalog; "" for none
+    prefix: str = "/vecdb"  # key prefix of the catalog in etcd
+    shards: list[str] = field(default_factory=list)  # router: the shard map (host:port each)
+    shard_index: int = -1  # shard: its index; -1: the trailing -<n> of $HOSTNAME
+    deadline_margin_ms: int = 50  # router: kept back from the client's deadline per shard call
+    default_deadline_s: float = 10.0  # router: per-shard deadline when the client set none
+
+    def validate(self) -> None:
+        if self.role not in ROLES:
+            raise InvalidArgument(f"cluster.role={self.role!r} is not one of {', '.join(ROLES)}",
+                                  field="cluster.role")  # fmt: skip
+        if not MIN_DEADLINE_MARGIN_MS <= self.deadline_margin_ms <= MAX_DEADLINE_MARGIN_MS:
+            raise InvalidArgument(
+                f"cluster.deadline_margin_ms={self.deadline_margin_ms} is out of range "
+                f"[{MIN_DEADLINE_MARGIN_MS}, {MAX_DEADLINE_MARGIN_MS}]",
+                field="cluster.deadline_margin_ms",
+            )  # fmt: skip
+        if not MIN_DEFAULT_DEADLINE_S <= self.default_deadline_s <= MAX_DEFAULT_DEADLINE_S:
+            raise InvalidArgument(
+                f"cluster.default_deadline_s={self.default_deadline_s} is out of range "
+                f"[{MIN_DEFAULT_DEADLINE_S}, {MAX_DEFAULT_DEADLINE_S}]",
+                field="cluster.default_deadline_s",
+            )  # fmt: skip
+        for i, addr in enumerate(self.shards):
+            host, _, port = addr.rpartition(":")
+            if not host or not port.isdigit():
+                raise InvalidArgument(f"cluster.shards[{i}]={addr!r} is not host:port",
+                                      field=f"cluster.shards[{i}]")  # fmt: skip
+        if self.role == "router" and not self.shards and not self.etcd:
+            raise InvalidArgument("cluster.role='router' needs cluster.shards or cluster.etcd",
+                                  field="cluster.shards")  # fmt: skip
+        if self.role == "shard" and not self.etcd:
+            raise InvalidArgument("cluster.role='shard' needs cluster.etcd (the catalog)",
+                                  field="cluster.etcd")  # fmt: skip
+
+
 @dataclass
 class ServerConfig:
     """The whole configuration of one server process."""
@@ -150,6 +198,7 @@ class ServerConfig:
     tls: TlsSection = field(default_factory=TlsSection)
     log: LogSection = field(default_factory=LogSection)
     engine: EngineSection = field(default_factory=EngineSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
 
     def validate(self) -> ServerConfig:
         """Check ranges and combinations; return self."""
@@ -173,6 +222,7 @@ class ServerConfig:
             raise InvalidArgument("tls.cert and tls.key must be given together")
         if self.tls.client_ca and not self.tls.cert:
             raise InvalidArgument("tls.client_ca (mTLS) needs tls.cert and tls.key")
+        self.cluster.validate()
         self.engine.settings()  # bounds of every engine setting, named in the error
         for i, entry in enumerate(self.auth.keys):
             parse_key_entry(entry, f"auth.keys[{i}]")

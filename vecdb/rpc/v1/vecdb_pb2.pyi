@@ -354,20 +354,24 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
 class CountRequest(_message.Message):
-    __slots__ = ("collection", "filter", "tenant")
+    __slots__ = ("collection", "filter", "tenant", "allow_partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     filter: str
     tenant: str
-    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., tenant: _Optional[str] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class CountResponse(_message.Message):
-    __slots__ = ("count",)
+    __slots__ = ("count", "missing_shards")
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     count: int
-    def __init__(self, count: _Optional[int] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, count: _Optional[int] = ..., missing_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SetPayloadRequest(_message.Message):
     __slots__ = ("collection", "ids", "payload", "tenant")
@@ -442,21 +446,23 @@ class SearchOptions(_message.Message):
     def __init__(self, k: _Optional[int] = ..., filter: _Optional[str] = ..., params: _Optional[str] = ..., with_payload: _Optional[bool] = ..., with_vectors: _Optional[bool] = ..., with_stats: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options", "tenant", "tenants")
+    __slots__ = ("collection", "queries", "options", "tenant", "tenants", "allow_partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TENANTS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: Vectors
     options: SearchOptions
     tenant: str
     tenants: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., tenant: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors", "stats", "degraded")
+    __slots__ = ("nq", "k", "ids", "distances", "found", "payloads", "with_payload", "vectors", "with_vectors", "stats", "degraded", "missing_shards")
     NQ_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
@@ -468,6 +474,7 @@ class SearchResponse(_message.Message):
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     nq: int
     k: int
     ids: Ids
@@ -479,7 +486,8 @@ class SearchResponse(_message.Message):
     with_vectors: bool
     stats: SearchStats
     degraded: str
-    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., stats: _Optional[_Union[SearchStats, _Mapping]] = ..., degraded: _Optional[str] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, nq: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., distances: _Optional[bytes] = ..., found: _Optional[_Iterable[int]] = ..., payloads: _Optional[_Iterable[str]] = ..., with_payload: _Optional[bool] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., with_vectors: _Optional[bool] = ..., stats: _Optional[_Union[SearchStats, _Mapping]] = ..., degraded: _Optional[str] = ..., missing_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateSnapshotRequest(_message.Message):
     __slots__ = ("collection",)
@@ -742,26 +750,30 @@ class UpsertDocumentsResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class SearchDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options", "single", "tenant")
+    __slots__ = ("collection", "queries", "options", "single", "tenant", "allow_partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     SINGLE_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: Documents
     options: SearchOptions
     single: bool
     tenant: str
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Documents, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., single: _Optional[bool] = ..., tenant: _Optional[str] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Documents, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., single: _Optional[bool] = ..., tenant: _Optional[str] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class SearchDocumentsResponse(_message.Message):
-    __slots__ = ("result", "stats")
+    __slots__ = ("result", "stats", "missing_shards")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_SHARDS_FIELD_NUMBER: _ClassVar[int]
     result: SearchResponse
     stats: str
-    def __init__(self, result: _Optional[_Union[SearchResponse, _Mapping]] = ..., stats: _Optional[str] = ...) -> None: ...
+    missing_shards: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, result: _Optional[_Union[SearchResponse, _Mapping]] = ..., stats: _Optional[str] = ..., missing_shards: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetDocumentsRequest(_message.Message):
     __slots__ = ("collection", "ids", "with_tokens", "with_payload", "tenant")

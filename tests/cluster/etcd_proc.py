@@ -1,0 +1,122 @@
+"""A real etcd server process for the cluster tests: loopback, free ports, its own data dir.
+
+`EtcdProcess(data_dir).start()` runs `etcd` (Debian package `etcd-server`) on 127.0.0.1 with a
+free client port and a free peer port and waits until it answers; `stop()` ends it (SIGTERM,
+then SIGKILL); `start()` again restarts it on the same data directory and ports. No lease,
+no systemd: a plain child process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+INSTALL_HINT = "apt-get install etcd-server (`make test` installs it when it can)"
+START_TIMEOUT_S = 30.0
+
+
+def etcd_binary() -> str | None:
+    """The etcd executable: on PATH, or where Debian puts it."""
+    found = shutil.which("etcd")
+    if found:
+        return found
+    return "/usr/bin/etcd" if os.access("/usr/bin/etcd", os.X_OK) else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EtcdProcess:
+    """One single-member etcd cluster on loopback."""
+
+    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+        binary = binary or etcd_binary()
+        if binary is None:
+            raise RuntimeError(f"etcd is not installed: {INSTALL_HINT}")
+        self.binary = binary
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.endpoint = f"127.0.0.1:{self.client_port}"
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None, "etcd is not running"
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        """Start etcd (on the same data dir and ports as before) and wait until it serves."""
+        if self.running:
+            return
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        args = [
+            self.binary,
+            "--name=vecdb-test",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=vecdb-test={peer}",
+            "--initial-cluster-state=new",
+            "--log-level=warn",
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
+        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        import etcd3
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"etcd exited at start:\n{self.log_tail()}")
+            # A new client each try: etcd3 marks a refused endpoint failed for minutes.
+            client = etcd3.client("127.0.0.1", self.client_port, timeout=1)
+            try:
+                client.get("/vecdb-test-ready")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"etcd did not serve within {START_TIMEOUT_S} s:\n{self.log_tail()}"
+                    ) from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        """End etcd (SIGTERM, SIGKILL after 10 s) and wait for it."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

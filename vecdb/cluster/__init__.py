@@ -1,0 +1,1 @@
+"""Scale-out: etcd catalog, shard sync and the stateless router (issue 14)."""

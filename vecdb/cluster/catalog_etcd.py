@@ -1,0 +1,409 @@
+"""The catalog in etcd: compare-and-swap changes, a watched cache, reconnection.
+
+Key layout under `<prefix>` (values are JSON, UTF-8):
+
+    <prefix>/epoch                           int: bumped by every change
+    <prefix>/shards                          ["host:port", ...]: shard i is at index i
+    <prefix>/collections/<name>              {"dim", "metric", "id_type", "kind", "index",
+                                              "index_params", "multi_tenant"}
+    <prefix>/dropped/<name>                  int: the epoch of the collection's last drop
+    <prefix>/tenants/<collection>/<tenant>   {"home": int, "shards": [int, ...]}
+
+Every change is one etcd transaction that compares the epoch key's mod_revision with the one
+the change was planned on, writes the change and bumps the epoch; a lost race re-reads and
+plans again (at most MAX_CAS_ATTEMPTS times). A thread watches the prefix and keeps the cache
+(`state()`) current; when etcd goes away the cache stays, changes raise `CatalogUnavailable`
+within `timeout` per endpoint, and the thread reconnects (re-reading everything, then watching
+from the revision it read) when etcd is back. No lease is ever taken: no process's liveness
+depends on etcd. Owns only etcd I/O; the rules of each change are `catalog_base`'s plans.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from types import MappingProxyType
+from typing import Any
+
+import etcd3
+import grpc
+from etcd3 import etcdrpc
+from etcd3.client import Endpoint
+
+from vecdb.cluster.catalog_base import (
+    EMPTY_STATE,
+    Catalog,
+    CatalogState,
+    CatalogUnavailable,
+    CollectionEntry,
+    Delta,
+    Plan,
+    T,
+    TenantPlacement,
+)
+from vecdb.errors import InvalidArgument, Unavailable, VecdbError, echo
+
+log = logging.getLogger("vecdb.cluster.catalog")
+
+MAX_CAS_ATTEMPTS = 32  # lost races one change retries before giving up (Unavailable)
+DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S, MAX_TIMEOUT_S = 2.0, 0.05, 60.0  # per etcd call
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 1.0  # the watch thread's backoff while etcd is away
+MAX_MESSAGE_BYTES = 256 << 20  # a large catalog read in one range response
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # Reconnect quickly when etcd returns (gRPC's default backoff grows to two minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Notice a hung etcd (SIGSTOP, partition) on the idle watch stream.
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+]
+_DELETE = 1  # mvccpb.Event.DELETE
+
+
+def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
+    """ "host:port[,host:port...]" as (host, port) pairs; InvalidArgument naming `etcd`."""
+    out = []
+    for part in str(endpoints).split(","):
+        host, _, port = part.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InvalidArgument(
+                f"etcd endpoint {echo(part)} is invalid: use host:port[,host:port...]",
+                field="etcd",
+            )
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def check_prefix(prefix: object) -> str:
+    """A key prefix: starts with "/", no trailing "/" (it is stripped), printable ASCII."""
+    if not isinstance(prefix, str) or not prefix.startswith("/") or not prefix.isprintable():
+        raise InvalidArgument(f"prefix {echo(prefix)} must start with /", field="prefix")
+    stripped = prefix.rstrip("/")
+    if not stripped:
+        raise InvalidArgument("prefix must name a directory below /", field="prefix")
+    return stripped
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+class _Parts:
+    """Mutable pieces of a CatalogState while keys are applied."""
+
+    def __init__(self, state: CatalogState) -> None:
+        self.epoch = state.epoch
+        self.shards = state.shards
+        self.collections = dict(state.collections)
+        self.dropped = dict(state.dropped)
+        self.tenants = dict(state.tenants)
+
+    def apply(self, rel: str, value: bytes | None) -> None:
+        """Apply one key (relative to the prefix) put with `value`, or deleted (None)."""
+        kind, _, rest = rel.partition("/")
+        data = None if value is None else json.loads(value)
+        if kind == "epoch" and not rest:
+            self.epoch = 0 if data is None else int(data)
+        elif kind == "shards" and not rest:
+            self.shards = () if data is None else tuple(str(a) for a in data)
+        elif kind == "collections" and rest:
+            if data is None:
+                self.collections.pop(rest, None)
+            else:
+                self.collections[rest] = CollectionEntry(rest, dict(data))
+        elif kind == "dropped" and rest:
+            if data is None:
+                self.dropped.pop(rest, None)
+            else:
+                self.dropped[rest] = int(data)
+        elif kind == "tenants" and "/" in rest:
+            coll, _, tenant = rest.partition("/")
+            if data is None:
+                self.tenants.pop((coll, tenant), None)
+            else:
+                shards = frozenset(int(s) for s in data["shards"])
+                self.tenants[(coll, tenant)] = TenantPlacement(int(data["home"]), shards)
+        else:
+            raise ValueError("not a catalog key")
+
+    def freeze(self) -> CatalogState:
+        return CatalogState(
+            self.epoch,
+            self.shards,
+            MappingProxyType(self.collections),
+            MappingProxyType(self.dropped),
+            MappingProxyType(self.tenants),
+        )
+
+
+class EtcdCatalog(Catalog):
+    """The catalog in etcd at `endpoints` ("host:port[,host:port...]"), under `prefix`.
+
+    Construction never fails on an unreachable etcd: the cache starts empty and the watch
+    thread keeps trying (call `refresh()` to insist on a read).
+    """
+
+    def __init__(self, endpoints: str, *, prefix: str = "/vecdb", timeout: float = 2.0) -> None:
+        super().__init__()
+        if not isinstance(timeout, (int, float)) or not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
+            raise InvalidArgument(
+                f"timeout {echo(timeout)} is out of range ({MIN_TIMEOUT_S}-{MAX_TIMEOUT_S} s)",
+                field="timeout",
+            )
+        self.endpoints = str(endpoints)
+        self.prefix = check_prefix(prefix)
+        self.timeout = float(timeout)
+        self._addresses = parse_endpoints(endpoints)
+        self._clients = [self._connect(h, p) for h, p in self._addresses]
+        self._current = 0  # index of the endpoint that answered last
+        self._dir = (self.prefix + "/").encode()
+        self._epoch_key = self.prefix + "/epoch"
+        self._revision = 0  # etcd revision the cache reflects
+        self._epoch_mod = 0  # mod_revision of the epoch key at that revision (0: absent)
+        self._change_lock = threading.Lock()  # this process's changes one at a time
+        self._closed = threading.Event()
+        self._stream: Any = None  # the watch call, cancelled by close()
+        self.connected = False  # the watch is established (False while etcd is away)
+        try:
+            self.refresh()
+        except CatalogUnavailable as e:
+            log.warning("%s", e.message)
+        self._thread = threading.Thread(target=self._watch_loop, name="vecdb-catalog", daemon=True)
+        self._thread.start()
+
+    def _connect(self, host: str, port: int) -> Any:
+        endpoint = Endpoint(host, port, secure=False, time_retry=0, opts=_CHANNEL_OPTIONS)
+        return etcd3.MultiEndpointEtcd3Client(endpoints=[endpoint], timeout=self.timeout)
+
+    # -- etcd calls --------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[Any], T]) -> T:
+        """`fn(client)` on the endpoint that answered last, then the others; all failing:
+        CatalogUnavailable naming each endpoint's failure."""
+        if self._closed.is_set():
+            raise Unavailable("the catalog is closed", reason="CATALOG_CLOSED")
+        failures = []
+        for i in range(len(self._clients)):
+            index = (self._current + i) % len(self._clients)
+            try:
+                out = fn(self._clients[index])
+            except (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError) as e:
+                host, port = self._addresses[index]
+                failures.append(f"{host}:{port}: {self._describe(e)}")
+                continue
+            self._current = index
+            return out
+        raise CatalogUnavailable(self.endpoints, "; ".join(failures))
+
+    def _describe(self, e: Exception) -> str:
+        if isinstance(e, etcd3.exceptions.ConnectionTimeoutError):
+            return f"no answer within {self.timeout:g} s"
+        if isinstance(e, etcd3.exceptions.ConnectionFailedError):
+            return "connection failed"
+        if isinstance(e, grpc.RpcError):
+            return f"{e.code().name}: {e.details()}"  # e.g. NOSPACE: database space exceeded
+        return str(e) or type(e).__name__
+
+    def _read(self) -> tuple[CatalogState, int, int]:
+        """Everything under the prefix (one linearizable range read): (state, revision,
+        mod_revision of the epoch key)."""
+        response = self._call(lambda c: c.get_prefix_response(self._dir))
+        parts = _Parts(EMPTY_STATE)
+        epoch_mod = 0
+        for kv in response.kvs:
+            self._apply_key(parts, kv.key, kv.value)
+            if kv.key == self._epoch_key.encode():
+                epoch_mod = kv.mod_revision
+        return parts.freeze(), response.header.revision, epoch_mod
+
+    def _apply_key(self, parts: _Parts, key: bytes, value: bytes | None) -> None:
+        rel = key[len(self._dir) :].decode("utf-8", "replace")
+        try:
+            parts.apply(rel, value)
+        except (ValueError, TypeError, KeyError) as e:  # a foreign or damaged key: skip it
+            log.warning("catalog key %s%s ignored: %s", self.prefix, "/" + rel, e)
+
+    def _install(self, state: CatalogState, revision: int, epoch_mod: int) -> None:
+        """Make `state` (as of `revision`) the cache unless the cache is newer; notify."""
+        with self._state_lock:
+            if revision <= self._revision:
+                return
+            self._state, self._revision, self._epoch_mod = state, revision, epoch_mod
+        self._notify()
+
+    # -- the interface -------------------------------------------------------------------
+
+    def refresh(self) -> CatalogState:
+        state, revision, epoch_mod = self._read()
+        self._install(state, revision, epoch_mod)
+        return self._state
+
+    def _change(self, plan: Plan[T]) -> T:
+        with self._change_lock:
+            with self._state_lock:
+                state, epoch_mod = self._state, self._epoch_mod
+            fresh = False
+            for _ in range(MAX_CAS_ATTEMPTS):
+                try:
+                    result, delta = plan(state)
+                except VecdbError:
+                    if fresh:
+                        raise
+                    # Judged on a cache that may be stale: read, plan again.
+                else:
+                    ok, revision = self._commit(state, epoch_mod, delta)
+                    if ok:
+                        if delta is not None:
+                            self._install(delta.apply(state, state.epoch + 1), revision, revision)
+                        return result
+                state, _, epoch_mod = self._read_and_install()
+                fresh = True
+            raise Unavailable(
+                f"the catalog changed under this change {MAX_CAS_ATTEMPTS} times in a row "
+                "(too many concurrent catalog changes): retry",
+                reason="CATALOG_CONTENDED",
+                retry_after=0.1,
+            )
+
+    def _read_and_install(self) -> tuple[CatalogState, int, int]:
+        state, revision, epoch_mod = self._read()
+        self._install(state, revision, epoch_mod)
+        return state, revision, epoch_mod
+
+    def _commit(self, state: CatalogState, epoch_mod: int, delta: Delta | None) -> tuple[bool, int]:
+        """One transaction: if the epoch key is still at `epoch_mod`, write `delta` and the
+        next epoch. (True, new revision) on success; a no-op (delta None) only checks."""
+
+        def txn(client: Any) -> tuple[bool, int]:
+            tx = client.transactions
+            compare = [tx.mod(self._epoch_key) == epoch_mod]
+            if delta is None:
+                ok, _ = client.transaction(compare=compare, success=[], failure=[])
+                return ok, 0
+            success = self._ops(tx, delta)
+            success.append(tx.put(self._epoch_key, _dumps(state.epoch + 1)))
+            success.append(tx.get(self._epoch_key))
+            ok, responses = client.transaction(compare=compare, success=success, failure=[])
+            if not ok:
+                return False, 0
+            (_, meta), *_ = responses[-1]
+            return True, int(meta.mod_revision)
+
+        return self._call(txn)
+
+    def _ops(self, tx: Any, delta: Delta) -> list[Any]:
+        p = self.prefix
+        ops: list[Any] = []
+        if delta.shards is not None:
+            ops.append(tx.put(f"{p}/shards", _dumps(list(delta.shards))))
+        for name in sorted(delta.del_collections):
+            ops.append(tx.delete(f"{p}/collections/{name}"))
+            # One range delete for all its tenants (etcd caps a transaction at 128 ops).
+            start = f"{p}/tenants/{name}/".encode()
+            ops.append(etcd3.transactions.Delete(start, etcd3.utils.prefix_range_end(start)))
+        for name, entry in sorted(delta.put_collections.items()):
+            ops.append(tx.put(f"{p}/collections/{name}", _dumps(entry.spec)))
+        for name, epoch in sorted(delta.put_dropped.items()):
+            ops.append(tx.put(f"{p}/dropped/{name}", _dumps(epoch)))
+        for coll, tenant in sorted(delta.del_tenants):
+            if coll not in delta.del_collections:
+                ops.append(tx.delete(f"{p}/tenants/{coll}/{tenant}"))
+        for (coll, tenant), placement in sorted(delta.put_tenants.items()):
+            value = {"home": placement.home, "shards": sorted(placement.shards)}
+            ops.append(tx.put(f"{p}/tenants/{coll}/{tenant}", _dumps(value)))
+        return ops
+
+    # -- the watch -----------------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        """Keep the cache current: watch the prefix; when the stream breaks, re-read
+        everything and watch again from there, backing off while etcd is away."""
+        backoff = RECONNECT_MIN_S
+        while not self._closed.is_set():
+            try:
+                self._read_and_install()
+                self._watch_stream()
+            except (CatalogUnavailable, grpc.RpcError) as e:
+                if self.connected:
+                    why = e.message if isinstance(e, CatalogUnavailable) else self._describe(e)
+                    log.warning("catalog watch on %s lost: %s; reconnecting", self.endpoints, why)
+            except Exception:  # never let the thread die: the cache would freeze
+                log.exception("catalog watch failed")
+            # A stream that was up retries at once; etcd still away: back off.
+            backoff = RECONNECT_MIN_S if self.connected else min(backoff * 2, RECONNECT_MAX_S)
+            self.connected = False
+            self._closed.wait(backoff)
+
+    def _watch_stream(self) -> None:
+        """One watch stream from the cached revision + 1, until it ends."""
+        client = self._clients[self._current]
+        request = etcdrpc.WatchRequest(
+            create_request=etcdrpc.WatchCreateRequest(
+                key=self._dir,
+                range_end=etcd3.utils.prefix_range_end(self._dir),
+                start_revision=self._revision + 1,
+            )
+        )
+        done = threading.Event()
+
+        def requests() -> Iterator[Any]:
+            yield request
+            done.wait()  # keep the stream open until it ends or the catalog closes
+
+        stream = etcdrpc.WatchStub(client.channel).Watch(requests(), metadata=client.metadata)
+        self._stream = stream
+        try:
+            if self._closed.is_set():
+                return
+            for response in stream:
+                if response.created and not self.connected:
+                    self.connected = True
+                    log.info("catalog watch on %s%s/ from revision %d", self.endpoints,
+                             self.prefix, self._revision + 1)  # fmt: skip
+                if response.compact_revision or response.canceled:
+                    return  # history gone: the loop re-reads everything
+                if response.events:
+                    self._apply_events(response.events)
+        except grpc.RpcError:
+            if not self._closed.is_set():
+                raise
+        finally:
+            done.set()
+            stream.cancel()
+
+    def _apply_events(self, events: Any) -> None:
+        with self._state_lock:
+            parts = _Parts(self._state)
+            revision, epoch_mod = self._revision, self._epoch_mod
+        newest = revision
+        for event in events:
+            kv = event.kv
+            if kv.mod_revision <= revision:
+                continue  # already in the cache (our own change, or the read we started at)
+            value = None if event.type == _DELETE else kv.value
+            self._apply_key(parts, kv.key, value)
+            if kv.key == self._epoch_key.encode():
+                epoch_mod = 0 if value is None else kv.mod_revision
+            newest = max(newest, kv.mod_revision)
+        if newest > revision:
+            self._install(parts.freeze(), newest, epoch_mod)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+        self._thread.join(timeout=5)
+        with self._notify_lock:
+            self._callbacks.clear()
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:  # closing must not fail
+                log.exception("closing the etcd client failed")

@@ -1,0 +1,148 @@
+"""The router's `vecdb.v1.VectorDB` servicer: the same API as a node, answered by shards.
+
+The RPCs are grouped by concern in mixins (points and search: `router_points`; tenants:
+`router_tenants`; snapshots, keys, documents, stats: `router_admin`); this module holds the
+collection RPCs and puts the servicer together. Collections live in the catalog: Create checks
+its arguments with the engine's validators (a node's errors, nothing recorded on a refusal),
+records the collection by compare-and-swap, then creates it on every live shard with
+`exist_ok` (a shard that is down creates it when it comes back, through its ShardSync);
+Drop records a tombstone the same way, then drops it on the live shards. Get/List answer the
+catalog's collections with the shards' counts added up. The servicer holds no data and no
+state besides the catalog cache and the shard channels, so routers can run side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import grpc
+
+from vecdb.cluster.router_admin import AdminRpcs
+from vecdb.cluster.router_points import PointRpcs
+from vecdb.cluster.router_tenants import TenantRpcs
+from vecdb.engine import validate as v
+from vecdb.engine.doc_database import collection_index
+from vecdb.errors import InvalidArgument, Unimplemented
+from vecdb.index import registry
+from vecdb.rpc import convert
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.types import CollectionKind, IdType, Metric
+
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000  # ListCollections, as a node
+SUMMED = ("count", "indexed", "buffered")  # CollectionInfo fields that add up over shards
+
+
+def collection_spec(req: pb.CreateCollectionRequest) -> dict[str, Any]:
+    """The catalog spec of a CreateCollection request, checked as a node checks it (the
+    same errors, in the same order), with the defaults filled in."""
+    metric = convert.enum_from_proto(convert.METRICS, req.metric, "metric", Metric.COSINE)
+    id_type = convert.enum_from_proto(convert.ID_TYPES, req.id_type, "id_type", IdType.INT)
+    kind = convert.enum_from_proto(convert.COLLECTION_KINDS, req.kind, "kind",
+                                   CollectionKind.DENSE)  # fmt: skip
+    index = (convert.enum_from_proto(convert.INDEX_KINDS, req.index, "index").value
+             if req.index else registry.DEFAULT_KIND.value)  # fmt: skip
+    params = convert.optional_from_json(req.index_params, "index_params")
+    v.check_name("collection", req.name)
+    dim = v.check_dim(req.dim)
+    registry.spec(index)
+    params = v.check_index_params(params)
+    index = collection_index(v.check_kind(kind.value), index, metric)
+    if req.multi_tenant and kind is CollectionKind.MULTIVECTOR:
+        raise Unimplemented("multi_tenant=True is not built yet for kind='multivector' collections")
+    return {"dim": dim, "metric": metric.value, "id_type": id_type.value, "kind": kind.value,
+            "index": index, "index_params": params or None,
+            "multi_tenant": bool(req.multi_tenant)}  # fmt: skip
+
+
+def _sum_info(infos: list[pb.CollectionInfo]) -> pb.CollectionInfo:
+    out = pb.CollectionInfo()
+    out.CopyFrom(infos[0])
+    for name in SUMMED:
+        setattr(out, name, sum(getattr(i, name) for i in infos))
+    return out
+
+
+class RouterServicer(PointRpcs, TenantRpcs, AdminRpcs, pb_grpc.VectorDBServicer):
+    """Every VectorDB RPC, answered through the shards (see the module docstring)."""
+
+    # -- collections -----------------------------------------------------------------------
+
+    def CreateCollection(
+        self, req: pb.CreateCollectionRequest, ctx: grpc.ServicerContext
+    ) -> pb.CreateCollectionResponse:
+        spec = collection_spec(req)
+        st = self._state()
+        known = req.name in st.collections
+        if known:  # a node says ALREADY_EXISTS naming the setting, or answers (exist_ok)
+            self._one("CreateCollection", req, ctx)
+        else:
+            self._catalog.create_collection(req.name, spec)
+        push = pb.CreateCollectionRequest()
+        push.CopyFrom(req)
+        push.exist_ok = True
+        out = self._shards.fan_out("CreateCollection", dict.fromkeys(self._all(), push), ctx,
+                                   check=False)  # fmt: skip
+        if out.errors:
+            if not known:  # a shard refused what the validators let through: undo
+                self._catalog.drop_collection(req.name)
+            raise out.errors[min(out.errors)]
+        if not out.answers:
+            raise self._shards.missing_error(out.missing)
+        infos = [out.answers[s].info for s in sorted(out.answers)]
+        return pb.CreateCollectionResponse(info=_sum_info(infos))
+
+    def CollectionExists(
+        self, req: pb.CollectionExistsRequest, ctx: grpc.ServicerContext
+    ) -> pb.CollectionExistsResponse:
+        return pb.CollectionExistsResponse(exists=req.name in self._state().collections)
+
+    def GetCollection(
+        self, req: pb.GetCollectionRequest, ctx: grpc.ServicerContext
+    ) -> pb.GetCollectionResponse:
+        if req.name not in self._state().collections:
+            return self._one("GetCollection", req, ctx)  # type: ignore[no-any-return]
+        out = self._each("GetCollection", req, ctx)
+        infos = [out.answers[s].info for s in sorted(out.answers)]
+        return pb.GetCollectionResponse(info=_sum_info(infos))
+
+    def ListCollections(
+        self, req: pb.ListCollectionsRequest, ctx: grpc.ServicerContext
+    ) -> pb.ListCollectionsResponse:
+        size = req.page_size or DEFAULT_PAGE_SIZE
+        if size > MAX_PAGE_SIZE:
+            raise InvalidArgument(f"page_size={size} is out of range [0, {MAX_PAGE_SIZE}]",
+                                  field="page_size")  # fmt: skip
+        names = self._state().collections
+        out = self._each("ListCollections", req, ctx)
+        by_name: dict[str, list[pb.CollectionInfo]] = {}
+        for shard in sorted(out.answers):
+            for info in out.answers[shard].collections:
+                if info.name in names:
+                    by_name.setdefault(info.name, []).append(info)
+        ordered = sorted(by_name)
+        page = ordered[:size]
+        more = len(ordered) > size or any(a.next_page_token for a in out.answers.values())
+        token = _page_token(page[-1]) if page and more else ""
+        return pb.ListCollectionsResponse(
+            collections=[_sum_info(by_name[n]) for n in page], next_page_token=token
+        )
+
+    def DropCollection(
+        self, req: pb.DropCollectionRequest, ctx: grpc.ServicerContext
+    ) -> pb.DropCollectionResponse:
+        if req.name not in self._state().collections:
+            return self._one("DropCollection", req, ctx)  # type: ignore[no-any-return]
+        self._catalog.drop_collection(req.name)
+        out = self._shards.fan_out("DropCollection", dict.fromkeys(self._all(), req), ctx,
+                                   check=False)  # fmt: skip
+        real = {s: e for s, e in out.errors.items() if e.code != "NOT_FOUND"}
+        if real:  # the tombstone stands: the shard's ShardSync drops it later
+            raise real[min(real)]
+        return pb.DropCollectionResponse()
+
+
+def _page_token(last_name: str) -> str:
+    """The node's page token: the last name of the page, base64url."""
+    return base64.urlsafe_b64encode(last_name.encode("ascii")).decode("ascii")

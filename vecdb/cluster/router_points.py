@@ -1,0 +1,250 @@
+"""The router's point and search RPCs: where each request goes and how answers merge.
+
+Dense collections that are not multi-tenant: an id lives on `routing.shard_of(id, n)`. An
+upsert is checked whole first with the engine's own validators (ids, vectors, payloads, in a
+node's order, so a bad batch gets a node's error naming the caller's positions and no shard
+writes any of it), then split by shard and sent in parallel; each shard's part is atomic.
+If a shard then fails, the error names the shards that applied their part and those that did
+not; a retry of the whole batch is safe (an upsert by id is idempotent). Get / Delete /
+SetPayload by ids are split the same way; by filter they go to every shard. Multi-tenant
+collections: an owner's points live on its home shard (the catalog's placement), so an upsert
+goes whole to the owner's home, and a tenant's reads go only to the shards of its placement
+(home + shards holding points granted to it). Searches go to every shard (or the tenants'
+shards) with the same k, and merge (`vecdb.cluster.merge`); `stats["shards"]` says how many
+shards answered. Requests the router cannot place (unknown collection, mixed id kinds,
+malformed bodies, arguments a collection refuses) go whole to one shard, whose validator
+answers as a single node would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from vecdb.cluster import merge, routing
+from vecdb.cluster.router_base import RouterBase
+from vecdb.engine import validate as v
+from vecdb.engine.validate import JSON_NULL
+from vecdb.errors import InvalidArgument, PermissionDenied, Unavailable, VecdbError, echo
+from vecdb.rpc import convert
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.types import IdType, Metric
+
+DEFAULT_SCROLL_LIMIT = 1000  # a node's default page when the request sets none
+
+
+class PointRpcs(RouterBase):
+    """Upsert, Get, Delete, Count, Scroll, payload updates and Search through the router."""
+
+    # -- upsert ----------------------------------------------------------------------------
+
+    def _upsert(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext | None) -> int:
+        entry = self._entry(req.collection)
+        if entry is None or not self._dense(entry):
+            return int(self._one("Upsert", req, ctx).upserted)
+        if self._multi_tenant(entry):
+            return self._upsert_owned(req, ctx)
+        if req.tenant or req.grant_to or len(self._shards) == 1:
+            return int(self._one("Upsert", req, ctx).upserted)  # the node refuses or takes it
+        self._check_upsert(entry.spec, req)
+        parts = routing.split_upsert(req, len(self._shards))
+        if parts is None:  # not placeable as sent: a node's validator names why
+            return int(self._one("Upsert", req, ctx).upserted)
+        out = self._shards.fan_out("Upsert", parts, ctx, check=False)
+        if out.errors or out.missing:
+            raise self._partial_write("upsert", out.answers, out.errors, out.missing)
+        return sum(int(a.upserted) for a in out.answers.values())
+
+    @staticmethod
+    def _check_upsert(spec: dict[str, Any], req: pb.UpsertRequest) -> None:
+        """A node's checks of an upsert batch, in its order (engine.writer.upsert)."""
+        ids = v.prepare_ids(convert.ids_from_proto(req.ids), IdType(spec.get("id_type", "int")))
+        vecs = v.prepare_vectors(convert.vectors_from_proto(req.vectors), int(spec["dim"]),
+                                 Metric(spec.get("metric", "cosine")))  # fmt: skip
+        if vecs.shape[0] != len(ids):
+            raise InvalidArgument(f"vectors has {vecs.shape[0]} rows but ids has {len(ids)} "
+                                  "entries")  # fmt: skip
+        v.prepare_payloads(convert.payloads_from_proto(req.payloads, JSON_NULL), len(ids))
+
+    def _upsert_owned(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext | None) -> int:
+        """A multi-tenant upsert: whole, to the owner's home shard (grantees made present
+        there first). Ids another shard already holds are refused, as a node refuses ids of
+        another owner."""
+        home = self._home(req.collection, req.tenant) if req.tenant else None
+        if home is None:
+            return int(self._one("Upsert", req, ctx).upserted)  # MISSING_TENANT / NOT_FOUND
+        for grantee in dict.fromkeys(req.grant_to):
+            self._ensure_tenant_on(req.collection, grantee, home, ctx)
+        self._check_foreign_ids(req, home, ctx)
+        return int(self._one("Upsert", req, ctx, home).upserted)
+
+    def _check_foreign_ids(
+        self, req: pb.UpsertRequest, home: int, ctx: grpc.ServicerContext | None
+    ) -> None:
+        others = [s for s in self._all() if s != home]
+        if not others or routing.id_count(req.ids) == 0 or req.ids.HasField("mixed"):
+            return
+        probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
+        out = self._each("Get", probe, ctx, others)
+        taken = {i for a in out.answers.values() for i in convert.ids_from_proto(a.points.ids)}
+        for i, value in enumerate(convert.ids_from_proto(req.ids)):
+            if value in taken:  # a node's words: the id is another owner's
+                raise PermissionDenied(
+                    f"ids[{i}] = {echo(value)} is owned by another tenant; only its owner "
+                    "may replace it", field=f"ids[{i}]", reason="NOT_OWNER",
+                )  # fmt: skip
+
+    def Upsert(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext) -> pb.UpsertResponse:
+        return pb.UpsertResponse(upserted=self._upsert(req, ctx))
+
+    def UpsertStream(
+        self, requests: Iterator[pb.UpsertStreamRequest], ctx: grpc.ServicerContext
+    ) -> Iterator[pb.UpsertStreamAck]:
+        last_seq: int | None = None
+        for req in requests:
+            if last_seq is not None and req.seq <= last_seq:
+                raise InvalidArgument(
+                    f"stream batch seq={req.seq} does not increase (previous {last_seq})",
+                    field="seq",
+                )
+            last_seq = req.seq
+            try:
+                n = self._upsert(req.batch, ctx)
+            except VecdbError as exc:  # say which batch; class, field and reason stay
+                raise type(exc)(f"batch seq={req.seq}: {exc.message}", field=exc.field,
+                                reason=exc.reason, retry_after=exc.retry_after) from None  # fmt: skip
+            yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=self._window)
+
+    # -- by id -----------------------------------------------------------------------------
+
+    def _by_id(self, req: Any, ctx: grpc.ServicerContext | None) -> dict[int, Any] | None:
+        """`req` split by the shard of each id (dense, not multi-tenant), or None when it must
+        go elsewhere. Ids are checked whole first, as a node checks them."""
+        entry = self._entry(req.collection)
+        if entry is None or not self._dense(entry) or self._multi_tenant(entry):
+            return None
+        if len(self._shards) == 1 or req.ids.HasField("mixed"):
+            return None
+        self._check_ids(entry, req.ids)
+        by_shard = routing.split_positions(req.ids, len(self._shards))
+        if by_shard is None:
+            return None
+        parts = {}
+        for shard, pos in by_shard.items():
+            part = type(req)()
+            part.CopyFrom(req)
+            part.ids.CopyFrom(routing.sub_ids(req.ids, pos))
+            parts[shard] = part
+        return parts
+
+    def _scope(self, collection: str, tenants: list[str]) -> list[int] | None:
+        """Shards a call scoped to `tenants` touches in a multi-tenant collection (None: all
+        shards; [0]: the catalog knows no such tenant, let a node say so)."""
+        entry = self._entry(collection)
+        if entry is None:
+            return [0]
+        if not tenants or not self._multi_tenant(entry):
+            return None
+        shards = self._tenant_shards(collection, tenants)
+        return [0] if shards is None else shards
+
+    def Get(self, req: pb.GetRequest, ctx: grpc.ServicerContext) -> pb.GetResponse:
+        parts = self._by_id(req, ctx)
+        if parts is None:
+            shards = self._scope(req.collection, [req.tenant] if req.tenant else [])
+            if shards is not None and len(shards) == 1:
+                return self._one("Get", req, ctx, shards[0])  # type: ignore[no-any-return]
+            out = self._each("Get", req, ctx, shards)
+        else:
+            out = self._shards.fan_out("Get", parts, ctx)
+        return merge.merge_get(req.ids, [out.answers[s] for s in sorted(out.answers)])
+
+    def _write_by_id(self, method: str, req: Any, ctx: grpc.ServicerContext | None) -> int:
+        """Delete / SetPayload: split by id, or to the tenant's shards, or to every shard."""
+        field = "deleted" if method == "Delete" else "updated"
+        parts = self._by_id(req, ctx) if req.HasField("ids") else None
+        if parts is None:
+            shards = self._scope(req.collection, [req.tenant] if req.tenant else [])
+            if method == "Delete" and req.HasField("ids") and req.filter:
+                shards = [0]  # both given: a node names the fault
+            if shards is not None and len(shards) == 1:
+                return int(getattr(self._one(method, req, ctx, shards[0]), field))
+            parts = dict.fromkeys(self._all() if shards is None else shards, req)
+        out = self._shards.fan_out(method, parts, ctx, check=False)
+        if out.errors or out.missing:
+            raise self._partial_write(method, out.answers, out.errors, out.missing)
+        return sum(int(getattr(a, field)) for a in out.answers.values())
+
+    def Delete(self, req: pb.DeleteRequest, ctx: grpc.ServicerContext) -> pb.DeleteResponse:
+        return pb.DeleteResponse(deleted=self._write_by_id("Delete", req, ctx))
+
+    def SetPayload(
+        self, req: pb.SetPayloadRequest, ctx: grpc.ServicerContext
+    ) -> pb.SetPayloadResponse:
+        return pb.SetPayloadResponse(updated=self._write_by_id("SetPayload", req, ctx))
+
+    def OverwritePayload(
+        self, req: pb.SetPayloadRequest, ctx: grpc.ServicerContext
+    ) -> pb.SetPayloadResponse:
+        return pb.SetPayloadResponse(updated=self._write_by_id("OverwritePayload", req, ctx))
+
+    # -- whole collection ------------------------------------------------------------------
+
+    def Count(self, req: pb.CountRequest, ctx: grpc.ServicerContext) -> pb.CountResponse:
+        shards = self._scope(req.collection, [req.tenant] if req.tenant else [])
+        out = self._each("Count", req, ctx, shards, allow_partial=req.allow_partial)
+        resp = pb.CountResponse(count=sum(int(a.count) for a in out.answers.values()))
+        resp.missing_shards.extend(self._shards.missing_names(out.missing))
+        return resp
+
+    def Scroll(self, req: pb.ScrollRequest, ctx: grpc.ServicerContext) -> pb.ScrollResponse:
+        shards = self._scope(req.collection, [req.tenant] if req.tenant else [])
+        if shards is not None and len(shards) == 1:
+            return self._one("Scroll", req, ctx, shards[0])  # type: ignore[no-any-return]
+        out = self._each("Scroll", req, ctx, shards)
+        limit = req.limit if req.HasField("limit") else DEFAULT_SCROLL_LIMIT
+        return merge.merge_scroll([out.answers[s] for s in sorted(out.answers)], int(limit))
+
+    # -- search ----------------------------------------------------------------------------
+
+    def Search(self, req: pb.SearchRequest, ctx: grpc.ServicerContext) -> pb.SearchResponse:
+        tenants = ([req.tenant] if req.tenant else []) + list(req.tenants)
+        shards = self._scope(req.collection, tenants)
+        targets = self._all() if shards is None else shards
+        parts = self._per_shard_tenants(req, tenants, targets)
+        self._state()
+        out = self._shards.fan_out("Search", parts, ctx, allow_partial=req.allow_partial)
+        answers = [out.answers[s] for s in sorted(out.answers)]
+        resp = merge.merge_search(answers, int(req.options.k))
+        if len(answers) == 1:  # merge_search hands a lone answer on: count it too
+            stats = pb.SearchStats()
+            stats.CopyFrom(resp.stats)
+            stats.extra["shards"] = 1.0
+            resp.stats.CopyFrom(stats)
+        resp.missing_shards.extend(self._shards.missing_names(out.missing))
+        if not answers:  # pragma: no cover - check() refuses a call no shard answered
+            raise Unavailable("no shard answered")
+        return resp
+
+    SearchBatch = Search
+
+    def _per_shard_tenants(
+        self, req: pb.SearchRequest, tenants: list[str], targets: list[int]
+    ) -> dict[int, pb.SearchRequest]:
+        """A union search (`tenants`) asks each shard only about the tenants present there
+        (a shard knows a tenant only where it is home or holds points granted to it)."""
+        if len(tenants) < 2 or self._tenant_shards(req.collection, tenants) is None:
+            return dict.fromkeys(targets, req)
+        st = self._state()
+        parts = {}
+        for shard in targets:
+            here = [t for t in tenants if (p := st.tenants.get((req.collection, t))) is not None
+                    and (shard == p.home or shard in p.shards)]  # fmt: skip
+            part = pb.SearchRequest()
+            part.CopyFrom(req)
+            del part.tenants[:]
+            part.tenants.extend(here)
+            parts[shard] = part
+        return parts

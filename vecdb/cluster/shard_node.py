@@ -1,0 +1,80 @@
+"""`vecdb serve --role shard`: a normal node that also follows the etcd catalog.
+
+It opens the data directory, starts the catalog's `ShardSync` (collections created or dropped
+through a router are applied here, also those changed while this shard was down), and serves
+the node's gRPC API unchanged: the router talks to it as a client would. The shard's index
+is `cluster.shard_index`, or the trailing `-<n>` of `$HOSTNAME` (a StatefulSet names its pods
+`<name>-0`, `<name>-1`, ...). Owns the process wiring of a shard only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+from typing import Any
+
+from vecdb.errors import InvalidArgument
+from vecdb.server.app import VecdbServer, pin_blas_threads, setup_logging
+from vecdb.server.config import ServerConfig
+
+log = logging.getLogger("vecdb.shard")
+_TRAILING_INDEX = re.compile(r"-(\d+)$")
+
+
+def shard_index(config: ServerConfig, env: dict[str, str] | None = None) -> int:
+    """`cluster.shard_index`, or the trailing -<n> of $HOSTNAME when it is -1."""
+    if config.cluster.shard_index >= 0:
+        return config.cluster.shard_index
+    host = (os.environ if env is None else env).get("HOSTNAME", "")
+    m = _TRAILING_INDEX.search(host)
+    if m is None:
+        raise InvalidArgument(
+            f"cluster.shard_index is not set and HOSTNAME={host!r} does not end in -<n>",
+            field="cluster.shard_index",
+        )
+    return int(m.group(1))
+
+
+def serve_shard(config: ServerConfig) -> int:
+    """Run a shard in the foreground until SIGTERM/SIGINT, then shut down gracefully."""
+    from vecdb.cluster.catalog import EtcdCatalog
+    from vecdb.cluster.shard_sync import ShardSync
+    from vecdb.engine import Database
+
+    setup_logging(config.log.level, config.log.json)
+    log.info("config", extra={"config": config.redacted()})
+    pin_blas_threads(config.server.blas_threads)
+    index = shard_index(config)
+    db = Database(config.server.data, settings=config.engine.settings())
+    catalog = EtcdCatalog(config.cluster.etcd, prefix=config.cluster.prefix)
+    sync = ShardSync(db, catalog, index)
+    try:
+        sync.start()
+        server = VecdbServer(config, db=db).start()
+    except BaseException:
+        sync.stop()
+        catalog.close()
+        db.close()
+        raise
+    log.info("shard", extra={"shard_index": index, "etcd": config.cluster.etcd})
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
+        stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        sync.stop()
+        catalog.close()
+        db.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return 0
