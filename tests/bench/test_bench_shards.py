@@ -39,6 +39,8 @@ def test_options_reject_unknown_keys_and_bounds() -> None:
     with pytest.raises(InvalidArgument, match="shards.batch") as err:
         ShardOptions.from_config({"batch": 0}, {})
     assert err.value.field == "shards.batch"
+    with pytest.raises(InvalidArgument, match="shards.base_limit"):
+        ShardOptions.from_config({"base_limit": -1}, {})
     with pytest.raises(InvalidArgument, match="shards.tenants"):
         ShardOptions.from_config({"tenants": -1}, {})
 
@@ -83,6 +85,7 @@ def test_report_computes_the_fanout_slope_and_checks_the_targets() -> None:
     assert "router adds +1.50 ms p50 (target <= 3 ms: met)" in lines
     assert "router adds +4.00 ms p50 (target <= 3 ms: NOT met)" in lines
     assert "router / node p50 = 1.10 (target: the same as one node, read as <= 1.2: met)" in lines
+    assert "of its +0.10 ms, the router hop alone (no-op, fewest shards) is +0.50 ms." in lines
     text = section_text("shards-x", rows, {"command": "vecdb bench --shards 1,2,3", "seconds": 1})
     assert "| 3 | ANN search | 1.00 / 2.00 | 5.00 / 10.00 | +4.00 | 5.00 | 900 / 700 |" in text
     assert "| 3 | tenant-scoped search |" in text and text.rstrip().endswith("+0.50 ms.")

@@ -53,7 +53,7 @@ CLI_OPTIONS = {"n_queries": "queries", "latency_queries": "latency_queries", "re
 class ShardOptions:
     """The config's "shards" object; every key optional."""
 
-    base_limit: int = 100_000  # first N base vectors loaded (the machine is small and shared)
+    base_limit: int = 0  # first N base vectors loaded; 0: all of them
     queries: int = 1000  # queries for batch QPS and recall
     latency_queries: int = 300  # of which timed one call each
     k: int = 10
@@ -78,7 +78,11 @@ class ShardOptions:
                 f"config shards.{unknown[0]}: unknown key; known: {', '.join(known)}"
             )
         opts = cls(**{**cfg, **overrides})
-        for name in ("base_limit", "queries", "latency_queries", "k", "batch", "rounds",
+        if opts.base_limit < 0:
+            raise InvalidArgument(
+                "config shards.base_limit must be >= 0", field="shards.base_limit"
+            )
+        for name in ("queries", "latency_queries", "k", "batch", "rounds",
                      "threads", "upsert_batch", "tenant_vectors"):  # fmt: skip
             if int(getattr(opts, name)) < 1:
                 raise InvalidArgument(f"config shards.{name} must be >= 1", field=f"shards.{name}")
@@ -142,7 +146,7 @@ def bench_shards(
     opts = ShardOptions.from_config(config.get("shards", {}), given)
     load_start, t_start = load_average(), time.perf_counter()
     ds = load_dataset(dataset, o["cache_dir"], o["metric"])
-    base = ds.base[: opts.base_limit]
+    base = ds.base[: opts.base_limit or len(ds.base)]
     queries = ds.queries[: opts.queries]
     if opts.tenants * opts.tenant_vectors > len(base):
         raise InvalidArgument("config shards: tenants x tenant_vectors exceeds base_limit")

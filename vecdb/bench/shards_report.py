@@ -65,6 +65,11 @@ def fanout_per_shard(rows: Sequence[Mapping[str, Any]]) -> float | None:
     return sum((n - mx) * (v - my) for n, v in pts) / den if den else None
 
 
+def _extra(p: Mapping[str, Mapping[str, Any]]) -> float | None:
+    """Router p50 minus node p50 of one (count, workload) pair, None if a side is missing."""
+    return p[ROUTER]["p50_ms"] - p[NODE]["p50_ms"] if NODE in p and ROUTER in p else None
+
+
 def targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The issue 14 targets, met or not, from the largest shard count measured."""
     pairs = _pair(rows)
@@ -77,13 +82,18 @@ def targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             ok = "met" if extra <= FANOUT_TARGET_MS else "NOT met"
             out.append(f"- {top}-shard fan-out, {LABELS[wl]}: router adds {extra:+.2f} ms p50 "
                        f"(target <= {FANOUT_TARGET_MS:g} ms: {ok}).")  # fmt: skip
+    hop = _extra(pairs.get((min((n for n, _ in pairs), default=0), NOOP), {}))
     for n in sorted({n for n, wl in pairs if wl == TENANT}):
         p = pairs[(n, TENANT)]
         if NODE in p and ROUTER in p:
             ratio = p[ROUTER]["p50_ms"] / p[NODE]["p50_ms"]
             ok = "met" if ratio <= TENANT_TARGET_RATIO else "NOT met"
-            out.append(f"- tenant-routed queries, {n} shard(s): router / node p50 = {ratio:.2f} "
-                       f"(target: the same as one node, read as <= {TENANT_TARGET_RATIO:g}: {ok}).")  # fmt: skip
+            line = (f"- tenant-routed queries, {n} shard(s): router / node p50 = {ratio:.2f} "
+                    f"(target: the same as one node, read as <= {TENANT_TARGET_RATIO:g}: {ok})")  # fmt: skip
+            if hop is not None:
+                line += (f"; of its {_extra(p):+.2f} ms, the router hop alone (no-op, fewest "
+                         f"shards) is {hop:+.2f} ms")  # fmt: skip
+            out.append(line + ".")
     slope = fanout_per_shard(rows)
     if slope is not None:
         out.append(
