@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test check lint typecheck imports proto bench clean
+.PHONY: venv run test check lint typecheck imports proto bench clean etcd
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,21 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/vecdb demo --data ./vecdb-data
 
-test: $(STAMP)
+test: $(STAMP) etcd
 	$(PY) -m pytest -q
+
+# The cluster tests (tests/cluster) run a real etcd: the Debian package etcd-server. A no-op
+# when etcd is on PATH; else installed with apt-get (through sudo when not root) if there is one.
+etcd:
+	@command -v etcd >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "installing etcd-server for the cluster tests"; \
+	    $$SUDO apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server; \
+	  else \
+	    echo "etcd is not installed and there is no apt-get: the cluster tests will fail (install etcd)"; \
+	  fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vecdb tests
@@ -33,7 +46,7 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
-check: lint typecheck imports test
+check: etcd lint typecheck imports test
 
 proto: $(STAMP)
 	$(PY) -m vecdb.rpc.generate

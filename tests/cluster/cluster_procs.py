@@ -93,6 +93,12 @@ class Proc:
             time.sleep(0.03)
         raise AssertionError(f"restart did not serve: {self.log.read_text()}")
 
+    def terminate(self) -> None:
+        """Ask for a graceful stop without waiting (`stop()` waits)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -151,12 +157,17 @@ class Cluster:
     def stop(self) -> None:
         self.router.stop(grace=0.5)
         self.catalog.close()
+        for s in self.shards:  # all drain at once
+            s.terminate()
         for s in self.shards:
             s.stop()
 
 
-def router_server(catalog: Any, shards: list[str], margin_ms: int = 50) -> Any:
-    """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog`."""
+def router_server(
+    catalog: Any, shards: list[str], margin_ms: int = 50, auth: dict[str, Any] | None = None
+) -> Any:
+    """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog` (with `auth`: the
+    `[auth]` settings, e.g. the shards' keys)."""
     from vecdb.cluster.router_app import RouterServer
     from vecdb.server.config import load_config
 
@@ -164,5 +175,6 @@ def router_server(catalog: Any, shards: list[str], margin_ms: int = 50) -> Any:
         "server": {"host": "127.0.0.1", "port": 0, "data": ""},
         "metrics": {"enabled": False},
         "cluster": {"role": "router", "shards": shards, "deadline_margin_ms": margin_ms},
+        "auth": auth or {},
     })  # fmt: skip
     return RouterServer(cfg, catalog).start()

@@ -8,6 +8,7 @@ no systemd: a plain child process.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -44,11 +45,13 @@ class EtcdProcess:
         self.binary = binary
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # etcd warns about anything wider
         self.client_port = free_port()
         self.peer_port = free_port()
         self.endpoint = f"127.0.0.1:{self.client_port}"
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        atexit.register(self.stop)  # never outlive the test run
 
     @property
     def pid(self) -> int:

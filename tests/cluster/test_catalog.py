@@ -168,7 +168,7 @@ def test_add_tenant_shards_unions_and_drop_tenant(catalog: Catalog) -> None:
     assert catalog.state().epoch == epoch
     for bad in ([3], [-1], ["1"], [True]):
         with pytest.raises(InvalidArgument) as e:
-            catalog.add_tenant_shards("mt", "t", bad)  # type: ignore[list-item]
+            catalog.add_tenant_shards("mt", "t", bad)  # type: ignore[arg-type]
         assert e.value.field == "shards[0]"
     with pytest.raises(NotFound):
         catalog.add_tenant_shards("mt", "other", [1])

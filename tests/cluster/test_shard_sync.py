@@ -182,3 +182,70 @@ def test_a_damaged_sync_file_is_a_clear_error(db: Database) -> None:
         with pytest.raises(FormatError) as e:
             ShardSync(db, MemoryCatalog(SHARDS), 0).start()
         assert str(path) in e.value.message and words in e.value.message
+
+
+def test_a_collection_re_created_directly_survives_the_older_tombstone(
+    db: Database, etcd_catalog: EtcdCatalog
+) -> None:
+    """A router drops and re-creates a collection on the shard itself faster than the sync
+    follows: the older tombstone does not drop the new collection (nor its points)."""
+    etcd_catalog.init_shards(SHARDS)
+    etcd_catalog.create_collection("x", {"dim": 4})
+    sync = ShardSync(db, etcd_catalog, 0)
+    assert sync.apply(etcd_catalog.refresh()) == ["create x"]
+    # What the router does, while this sync has not seen it yet:
+    etcd_catalog.drop_collection("x")
+    db.drop_collection("x")
+    etcd_catalog.create_collection("x", {"dim": 4})
+    db.create_collection("x", 4, exist_ok=True)
+    db.upsert("x", [1], [[1.0, 0.0, 0.0, 0.0]])
+    dropped_state = etcd_catalog.state()
+    assert sync.apply(dropped_state) == []
+    assert db.count("x") == 1
+    # Later a real drop of this incarnation is applied.
+    etcd_catalog.drop_collection("x")
+    assert sync.apply(etcd_catalog.state()) == ["drop x"]
+    assert "x" not in names(db)
+
+
+def test_a_tombstoned_collection_never_recorded_is_dropped_unless_listed_again(
+    tmp_path: Path,
+) -> None:
+    """A shard killed before its sync saw a collection a router made on it: on return the
+    tombstone drops it if the catalog no longer lists the name, and keeps it if the name was
+    created again (it may be the new one)."""
+    from vecdb.cluster.catalog import MemoryCatalog
+
+    catalog = MemoryCatalog(SHARDS)
+    db = Database(tmp_path / "s")
+    try:
+        catalog.create_collection("seed", {"dim": 2})
+        ShardSync(db, catalog, 0).apply(catalog.state())  # the directory's first sync
+        db.create_collection("gone", 4)  # made by a router, never seen by the sync
+        db.create_collection("again", 4)
+        catalog.create_collection("gone", {"dim": 4})
+        catalog.create_collection("again", {"dim": 4})
+        catalog.drop_collection("gone")
+        catalog.drop_collection("again")
+        catalog.create_collection("again", {"dim": 4})
+        changes = ShardSync(db, catalog, 0).apply(catalog.state())
+        assert changes == ["drop gone"]
+        assert names(db) == {"seed", "again"}
+    finally:
+        db.close()
+
+
+def test_a_stale_state_does_not_bring_back_a_dropped_collection(db: Database) -> None:
+    """Applying a state older than a drop the catalog already knows of does not create the
+    dropped collection again."""
+    from vecdb.cluster.catalog import MemoryCatalog
+
+    catalog = MemoryCatalog(SHARDS)
+    catalog.create_collection("x", {"dim": 4})
+    old = catalog.state()
+    catalog.drop_collection("x")
+    sync = ShardSync(db, catalog, 0)
+    assert sync.apply(old) == []
+    assert "x" not in names(db)
+    catalog.create_collection("x", {"dim": 4})
+    assert sync.apply(catalog.state()) == ["create x"]

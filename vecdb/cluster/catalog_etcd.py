@@ -1,30 +1,21 @@
 """The catalog in etcd: compare-and-swap changes, a watched cache, reconnection.
 
-Key layout under `<prefix>` (values are JSON, UTF-8):
-
-    <prefix>/epoch                           int: bumped by every change
-    <prefix>/shards                          ["host:port", ...]: shard i is at index i
-    <prefix>/collections/<name>              {"dim", "metric", "id_type", "kind", "index",
-                                              "index_params", "multi_tenant"}
-    <prefix>/dropped/<name>                  int: the epoch of the collection's last drop
-    <prefix>/tenants/<collection>/<tenant>   {"home": int, "shards": [int, ...]}
-
 Every change is one etcd transaction that compares the epoch key's mod_revision with the one
 the change was planned on, writes the change and bumps the epoch; a lost race re-reads and
 plans again (at most MAX_CAS_ATTEMPTS times). A thread watches the prefix and keeps the cache
 (`state()`) current; when etcd goes away the cache stays, changes raise `CatalogUnavailable`
 within `timeout` per endpoint, and the thread reconnects (re-reading everything, then watching
 from the revision it read) when etcd is back. No lease is ever taken: no process's liveness
-depends on etcd. Owns only etcd I/O; the rules of each change are `catalog_base`'s plans.
+depends on etcd. Change the catalog only through this class: a key edited by hand (etcdctl)
+does not bump the epoch, so watchers see it only with the next change or full read. Owns
+only etcd I/O: the key layout is `catalog_keys`, the rules of each change `catalog_plans`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from types import MappingProxyType
 from typing import Any
 
 import etcd3
@@ -32,16 +23,15 @@ import grpc
 from etcd3 import etcdrpc
 from etcd3.client import Endpoint
 
-from vecdb.cluster.catalog_base import (
+from vecdb.cluster.catalog_base import Catalog
+from vecdb.cluster.catalog_keys import Parts, check_prefix, delta_ops, dumps
+from vecdb.cluster.catalog_model import (
     EMPTY_STATE,
-    Catalog,
     CatalogState,
     CatalogUnavailable,
-    CollectionEntry,
     Delta,
     Plan,
     T,
-    TenantPlacement,
 )
 from vecdb.errors import InvalidArgument, Unavailable, VecdbError, echo
 
@@ -65,7 +55,7 @@ _DELETE = 1  # mvccpb.Event.DELETE
 
 
 def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
-    """ "host:port[,host:port...]" as (host, port) pairs; InvalidArgument naming `etcd`."""
+    """The (host, port) pairs of "host:port[,host:port...]"; InvalidArgument naming `etcd`."""
     out = []
     for part in str(endpoints).split(","):
         host, _, port = part.strip().rpartition(":")
@@ -78,68 +68,6 @@ def parse_endpoints(endpoints: str) -> list[tuple[str, int]]:
     return out
 
 
-def check_prefix(prefix: object) -> str:
-    """A key prefix: starts with "/", no trailing "/" (it is stripped), printable ASCII."""
-    if not isinstance(prefix, str) or not prefix.startswith("/") or not prefix.isprintable():
-        raise InvalidArgument(f"prefix {echo(prefix)} must start with /", field="prefix")
-    stripped = prefix.rstrip("/")
-    if not stripped:
-        raise InvalidArgument("prefix must name a directory below /", field="prefix")
-    return stripped
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
-class _Parts:
-    """Mutable pieces of a CatalogState while keys are applied."""
-
-    def __init__(self, state: CatalogState) -> None:
-        self.epoch = state.epoch
-        self.shards = state.shards
-        self.collections = dict(state.collections)
-        self.dropped = dict(state.dropped)
-        self.tenants = dict(state.tenants)
-
-    def apply(self, rel: str, value: bytes | None) -> None:
-        """Apply one key (relative to the prefix) put with `value`, or deleted (None)."""
-        kind, _, rest = rel.partition("/")
-        data = None if value is None else json.loads(value)
-        if kind == "epoch" and not rest:
-            self.epoch = 0 if data is None else int(data)
-        elif kind == "shards" and not rest:
-            self.shards = () if data is None else tuple(str(a) for a in data)
-        elif kind == "collections" and rest:
-            if data is None:
-                self.collections.pop(rest, None)
-            else:
-                self.collections[rest] = CollectionEntry(rest, dict(data))
-        elif kind == "dropped" and rest:
-            if data is None:
-                self.dropped.pop(rest, None)
-            else:
-                self.dropped[rest] = int(data)
-        elif kind == "tenants" and "/" in rest:
-            coll, _, tenant = rest.partition("/")
-            if data is None:
-                self.tenants.pop((coll, tenant), None)
-            else:
-                shards = frozenset(int(s) for s in data["shards"])
-                self.tenants[(coll, tenant)] = TenantPlacement(int(data["home"]), shards)
-        else:
-            raise ValueError("not a catalog key")
-
-    def freeze(self) -> CatalogState:
-        return CatalogState(
-            self.epoch,
-            self.shards,
-            MappingProxyType(self.collections),
-            MappingProxyType(self.dropped),
-            MappingProxyType(self.tenants),
-        )
-
-
 class EtcdCatalog(Catalog):
     """The catalog in etcd at `endpoints` ("host:port[,host:port...]"), under `prefix`.
 
@@ -147,9 +75,15 @@ class EtcdCatalog(Catalog):
     thread keeps trying (call `refresh()` to insist on a read).
     """
 
-    def __init__(self, endpoints: str, *, prefix: str = "/vecdb", timeout: float = 2.0) -> None:
+    def __init__(
+        self, endpoints: str, *, prefix: str = "/vecdb", timeout: float = DEFAULT_TIMEOUT_S
+    ) -> None:
         super().__init__()
-        if not isinstance(timeout, (int, float)) or not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S
+        ):
             raise InvalidArgument(
                 f"timeout {echo(timeout)} is out of range ({MIN_TIMEOUT_S}-{MAX_TIMEOUT_S} s)",
                 field="timeout",
@@ -167,7 +101,8 @@ class EtcdCatalog(Catalog):
         self._change_lock = threading.Lock()  # this process's changes one at a time
         self._closed = threading.Event()
         self._stream: Any = None  # the watch call, cancelled by close()
-        self.connected = False  # the watch is established (False while etcd is away)
+        self.connected = False  # the watch is up (False while etcd is away: the cache may lag)
+        self.lost_races = 0  # changes planned again because another writer came first
         try:
             self.refresh()
         except CatalogUnavailable as e:
@@ -212,7 +147,7 @@ class EtcdCatalog(Catalog):
         """Everything under the prefix (one linearizable range read): (state, revision,
         mod_revision of the epoch key)."""
         response = self._call(lambda c: c.get_prefix_response(self._dir))
-        parts = _Parts(EMPTY_STATE)
+        parts = Parts(EMPTY_STATE)
         epoch_mod = 0
         for kv in response.kvs:
             self._apply_key(parts, kv.key, kv.value)
@@ -220,17 +155,21 @@ class EtcdCatalog(Catalog):
                 epoch_mod = kv.mod_revision
         return parts.freeze(), response.header.revision, epoch_mod
 
-    def _apply_key(self, parts: _Parts, key: bytes, value: bytes | None) -> None:
+    def _apply_key(self, parts: Parts, key: bytes, value: bytes | None) -> None:
         rel = key[len(self._dir) :].decode("utf-8", "replace")
         try:
             parts.apply(rel, value)
         except (ValueError, TypeError, KeyError) as e:  # a foreign or damaged key: skip it
             log.warning("catalog key %s%s ignored: %s", self.prefix, "/" + rel, e)
 
-    def _install(self, state: CatalogState, revision: int, epoch_mod: int) -> None:
-        """Make `state` (as of `revision`) the cache unless the cache is newer; notify."""
+    def _install(
+        self, state: CatalogState, revision: int, epoch_mod: int, full: bool = False
+    ) -> None:
+        """Make `state` (as of `revision`) the cache unless the cache is newer; notify. A
+        `full` read also replaces a cache of the same revision (it may have missed keys
+        written by hand, which do not bump the epoch)."""
         with self._state_lock:
-            if revision <= self._revision:
+            if revision < self._revision or (revision == self._revision and not full):
                 return
             self._state, self._revision, self._epoch_mod = state, revision, epoch_mod
         self._notify()
@@ -238,8 +177,7 @@ class EtcdCatalog(Catalog):
     # -- the interface -------------------------------------------------------------------
 
     def refresh(self) -> CatalogState:
-        state, revision, epoch_mod = self._read()
-        self._install(state, revision, epoch_mod)
+        self._read_and_install()
         return self._state
 
     def _change(self, plan: Plan[T]) -> T:
@@ -260,6 +198,7 @@ class EtcdCatalog(Catalog):
                         if delta is not None:
                             self._install(delta.apply(state, state.epoch + 1), revision, revision)
                         return result
+                    self.lost_races += 1
                 state, _, epoch_mod = self._read_and_install()
                 fresh = True
             raise Unavailable(
@@ -271,7 +210,7 @@ class EtcdCatalog(Catalog):
 
     def _read_and_install(self) -> tuple[CatalogState, int, int]:
         state, revision, epoch_mod = self._read()
-        self._install(state, revision, epoch_mod)
+        self._install(state, revision, epoch_mod, full=True)
         return state, revision, epoch_mod
 
     def _commit(self, state: CatalogState, epoch_mod: int, delta: Delta | None) -> tuple[bool, int]:
@@ -284,8 +223,8 @@ class EtcdCatalog(Catalog):
             if delta is None:
                 ok, _ = client.transaction(compare=compare, success=[], failure=[])
                 return ok, 0
-            success = self._ops(tx, delta)
-            success.append(tx.put(self._epoch_key, _dumps(state.epoch + 1)))
+            success = delta_ops(tx, self.prefix, delta)
+            success.append(tx.put(self._epoch_key, dumps(state.epoch + 1)))
             success.append(tx.get(self._epoch_key))
             ok, responses = client.transaction(compare=compare, success=success, failure=[])
             if not ok:
@@ -294,28 +233,6 @@ class EtcdCatalog(Catalog):
             return True, int(meta.mod_revision)
 
         return self._call(txn)
-
-    def _ops(self, tx: Any, delta: Delta) -> list[Any]:
-        p = self.prefix
-        ops: list[Any] = []
-        if delta.shards is not None:
-            ops.append(tx.put(f"{p}/shards", _dumps(list(delta.shards))))
-        for name in sorted(delta.del_collections):
-            ops.append(tx.delete(f"{p}/collections/{name}"))
-            # One range delete for all its tenants (etcd caps a transaction at 128 ops).
-            start = f"{p}/tenants/{name}/".encode()
-            ops.append(etcd3.transactions.Delete(start, etcd3.utils.prefix_range_end(start)))
-        for name, entry in sorted(delta.put_collections.items()):
-            ops.append(tx.put(f"{p}/collections/{name}", _dumps(entry.spec)))
-        for name, epoch in sorted(delta.put_dropped.items()):
-            ops.append(tx.put(f"{p}/dropped/{name}", _dumps(epoch)))
-        for coll, tenant in sorted(delta.del_tenants):
-            if coll not in delta.del_collections:
-                ops.append(tx.delete(f"{p}/tenants/{coll}/{tenant}"))
-        for (coll, tenant), placement in sorted(delta.put_tenants.items()):
-            value = {"home": placement.home, "shards": sorted(placement.shards)}
-            ops.append(tx.put(f"{p}/tenants/{coll}/{tenant}", _dumps(value)))
-        return ops
 
     # -- the watch -----------------------------------------------------------------------
 
@@ -377,7 +294,7 @@ class EtcdCatalog(Catalog):
 
     def _apply_events(self, events: Any) -> None:
         with self._state_lock:
-            parts = _Parts(self._state)
+            parts = Parts(self._state)
             revision, epoch_mod = self._revision, self._epoch_mod
         newest = revision
         for event in events:

@@ -1,7 +1,7 @@
 """The catalog in this process's memory: tests and `vecdb bench --shards`.
 
 Owns nothing but a lock and the current `CatalogState`; the rules of every change are the
-shared plans of `catalog_base`, so it behaves like the etcd catalog minus the network.
+shared plans of `catalog_plans`, so it behaves like the etcd catalog minus the network.
 """
 
 from __future__ import annotations
@@ -9,14 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from vecdb.cluster.catalog_base import (
-    EMPTY_STATE,
-    Catalog,
-    CatalogState,
-    Plan,
-    T,
-    check_addresses,
-)
+from vecdb.cluster.catalog_base import Catalog
+from vecdb.cluster.catalog_model import EMPTY_STATE, CatalogState, Plan, T
+from vecdb.cluster.catalog_plans import check_addresses
 
 
 class MemoryCatalog(Catalog):

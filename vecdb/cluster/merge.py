@@ -129,9 +129,8 @@ def points_of(rows: Sequence[tuple[Any, bytes | None, str]], kind: str, dim: int
     return out
 
 
-def _kind_dim(answers: Iterable[pb.Points], req_kind: str) -> tuple[str, int]:
-    dim = max((p.vectors.dim for p in answers), default=0)
-    return req_kind, dim
+def _dim(answers: Iterable[pb.Points]) -> int:
+    return max((p.vectors.dim for p in answers), default=0)
 
 
 def merge_get(request_ids: pb.Ids, answers: Sequence[pb.GetResponse]) -> pb.GetResponse:
@@ -142,23 +141,17 @@ def merge_get(request_ids: pb.Ids, answers: Sequence[pb.GetResponse]) -> pb.GetR
         for row in _points_rows(a.points):
             found.setdefault(row[0], row)
     rows = [found[i] for i in dict.fromkeys(wanted) if i in found]
-    _, dim = _kind_dim((a.points for a in answers), kind)
-    return pb.GetResponse(points=points_of(rows, kind, dim))
-
-
-def _sort_key(kind: str, value: Any) -> Any:
-    return value  # ints numerically, strings by UTF-8 bytes: both are their natural order
+    return pb.GetResponse(points=points_of(rows, kind, _dim(a.points for a in answers)))
 
 
 def merge_scroll(answers: Sequence[pb.ScrollResponse], limit: int) -> pb.ScrollResponse:
     """The first `limit` points of the union in id order, and the next offset."""
     kinds = {a.points.ids.WhichOneof("kind") for a in answers} - {None}
     kind = "strs" if "strs" in kinds else "ints"
-    rows = sorted((row for a in answers for row in _points_rows(a.points)),
-                  key=lambda r: _sort_key(kind, r[0]))  # fmt: skip
+    # ints sort numerically and string ids (UTF-8 bytes) bytewise: a node's order
+    rows = sorted((row for a in answers for row in _points_rows(a.points)), key=lambda r: r[0])
     page, rest = rows[:limit], rows[limit:]
-    _, dim = _kind_dim((a.points for a in answers), kind)
-    out = pb.ScrollResponse(points=points_of(page, kind, dim))
+    out = pb.ScrollResponse(points=points_of(page, kind, _dim(a.points for a in answers)))
     nexts = [_offset_value(a.next_offset) for a in answers if a.HasField("next_offset")]
     candidates = [r[0] for r in rest[:1]] + [n for n in nexts if n is not None]
     if candidates:

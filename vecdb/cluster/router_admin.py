@@ -1,5 +1,5 @@
 """The router's whole-collection and admin RPCs: snapshots, optimize, payload indexes, API
-keys, stats, and multi-vector documents.
+keys and stats.
 
 Snapshots are taken on every shard at once; each shard names its own snapshot, so the
 router's snapshot name joins the shards' names in shard order with "+" ("s12-...+s9-...+...")
@@ -9,8 +9,6 @@ PAIR_SECONDS); a set missing on a shard is not listed. Optimize, payload indexes
 management go to every shard (keys are then valid on every shard; creating a key on a
 sharded cluster gives each shard the same secret only if the shards share a key file, so
 `CreateApiKey` through the router is refused: configure keys in each shard's config).
-Documents: SearchDocuments fans out and merges by distance like Search; UpsertDocuments and
-GetDocuments work with one shard and are UNIMPLEMENTED with several (not built yet).
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import grpc
 
 from vecdb.cluster import merge
 from vecdb.cluster.router_base import RouterBase
-from vecdb.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from vecdb.errors import FailedPrecondition, InvalidArgument
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 
 PAIR_SECONDS = 30.0  # a router-made snapshot set: the shards' snapshots taken this close
@@ -29,7 +27,7 @@ SEPARATOR = "+"  # joins the shards' snapshot names into the router's
 
 
 class AdminRpcs(RouterBase):
-    """Snapshots, Optimize, payload indexes, API keys, Stats and documents."""
+    """Snapshots, Optimize, payload indexes, API keys and Stats."""
 
     # -- snapshots -------------------------------------------------------------------------
 
@@ -138,34 +136,6 @@ class AdminRpcs(RouterBase):
         self._each("RevokeApiKey", req, ctx)
         return pb.RevokeApiKeyResponse()
 
-    # -- documents -------------------------------------------------------------------------
-
-    def UpsertDocuments(
-        self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
-    ) -> pb.UpsertDocumentsResponse:
-        if len(self._all()) == 1:
-            return self._one("UpsertDocuments", req, ctx)  # type: ignore[no-any-return]
-        raise _no_documents()
-
-    def GetDocuments(
-        self, req: pb.GetDocumentsRequest, ctx: grpc.ServicerContext
-    ) -> pb.GetDocumentsResponse:
-        if len(self._all()) == 1:
-            return self._one("GetDocuments", req, ctx)  # type: ignore[no-any-return]
-        raise _no_documents()
-
-    def SearchDocuments(
-        self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
-    ) -> pb.SearchDocumentsResponse:
-        out = self._each("SearchDocuments", req, ctx, allow_partial=req.allow_partial)
-        answers = [out.answers[s] for s in sorted(out.answers)]
-        resp = pb.SearchDocumentsResponse(
-            result=merge.merge_search([a.result for a in answers], int(req.options.k)),
-            stats=answers[0].stats,
-        )
-        resp.missing_shards.extend(self._shards.missing_names(out.missing))
-        return resp
-
 
 def _joined(infos: list[pb.SnapshotInfo]) -> pb.SnapshotInfo:
     """The router's snapshot: names joined, seq and bytes added up, the earliest time."""
@@ -174,10 +144,3 @@ def _joined(infos: list[pb.SnapshotInfo]) -> pb.SnapshotInfo:
         seq=sum(i.seq for i in infos), created=min(i.created for i in infos),
         bytes=sum(i.bytes for i in infos),
     )  # fmt: skip
-
-
-def _no_documents() -> Unimplemented:
-    return Unimplemented(
-        "writing and reading multi-vector documents through a router of several shards is "
-        "not built yet (issue 14); SearchDocuments works"
-    )

@@ -25,9 +25,10 @@ from grpc_reflection.v1alpha import reflection
 
 from vecdb.cluster.router import RouterServicer
 from vecdb.cluster.shards import ShardSet
-from vecdb.errors import Unavailable, VecdbError
+from vecdb.errors import Unavailable
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import SERVICE_NAME, setup_logging
+from vecdb.server.app import _server_credentials as server_credentials
 from vecdb.server.auth import KeyRing
 from vecdb.server.auth_keys import KeyFile
 from vecdb.server.config import ServerConfig
@@ -114,7 +115,10 @@ class RouterServer:
             reflection.enable_server_reflection(names, server)
         address = f"{cfg.server.host}:{cfg.server.port}"
         try:
-            self.port = server.add_insecure_port(address)
+            if cfg.tls.cert:  # clients to router: TLS / mTLS as a node; router to shards: plain
+                self.port = server.add_secure_port(address, server_credentials(cfg))
+            else:
+                self.port = server.add_insecure_port(address)
             server.start()
             self._grpc = server
             if cfg.metrics.enabled:
@@ -172,10 +176,7 @@ def serve_router(config: ServerConfig) -> int:
     """Run a router in the foreground until SIGTERM/SIGINT, then shut down gracefully."""
     setup_logging(config.log.level, config.log.json)
     log.info("config", extra={"config": config.redacted()})
-    try:
-        server = RouterServer(config).start()
-    except VecdbError:
-        raise
+    server = RouterServer(config).start()
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:

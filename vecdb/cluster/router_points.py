@@ -87,7 +87,12 @@ class PointRpcs(RouterBase):
         if not others or routing.id_count(req.ids) == 0 or req.ids.HasField("mixed"):
             return
         probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
-        out = self._each("Get", probe, ctx, others)
+        self._state()
+        # Errors are not answers: with a tenant-bound key the shards scope the probe to that
+        # tenant, and a shard where it does not exist says NOT_FOUND (nothing of it there).
+        out = self._shards.fan_out("Get", dict.fromkeys(others, probe), ctx, check=False)
+        if out.missing:
+            raise self._shards.missing_error(out.missing)
         taken = {i for a in out.answers.values() for i in convert.ids_from_proto(a.points.ids)}
         for i, value in enumerate(convert.ids_from_proto(req.ids)):
             if value in taken:  # a node's words: the id is another owner's

@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 
 from vecdb.cluster.router_base import RouterBase
+from vecdb.engine import validate as v
+from vecdb.errors import VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 
@@ -53,10 +55,8 @@ class TenantRpcs(RouterBase):
         placed = self._placed(req.collection, req.tenant)
         if placed is None:
             try:  # a name a node refuses must not reach the catalog
-                from vecdb.engine import validate as v
-
                 v.check_name("tenant", req.tenant)
-            except Exception:
+            except VecdbError:
                 return self._one("CreateTenant", req, ctx)  # type: ignore[no-any-return]
             home = self._catalog.place_tenant(req.collection, req.tenant).home
         else:

@@ -1,14 +1,20 @@
 """A shard follows the catalog: creates the catalog's collections, applies its drops.
 
 Owns `ShardSync` and the file `cluster_sync.json` in the shard's data directory (magic,
-format version, the shard index the directory belongs to, and the last catalog epoch whose
-drops were applied). On `start()` and on every catalog change it (1) drops each local
-collection tombstoned in the catalog with an epoch newer than the applied one, (2) records
-the new applied epoch, (3) creates each catalog collection missing here (`exist_ok=True`).
-A shard that was down catches up on its next start the same way. It never drops a
-collection that is not tombstoned; a catalog entry it cannot apply (bad spec, different
-settings here) is logged and skipped, never fatal. Must not touch points, tenants or any
-collection's contents.
+format version, the shard index the directory belongs to, the last catalog epoch whose
+drops were applied, and the incarnation - the engine's collection id - of each collection
+known at that epoch). On `start()` and on every catalog change it (1) drops each local
+collection tombstoned in the catalog with an epoch newer than the applied one, if it is
+still the incarnation known before the drop, (2) records the new applied epoch and
+incarnations, (3) creates each catalog collection missing here (`exist_ok=True`). A shard
+that was down catches up on its next start the same way. The incarnation check keeps a
+collection a router dropped and re-created on the shard directly (a quick drop + re-create)
+from being dropped by the older tombstone when this sync lags behind; a tombstoned collection
+it never saw is dropped unless the catalog lists that name again. It never drops a collection
+that is not tombstoned; a catalog entry it cannot apply (bad spec, different settings here) is logged
+and skipped, never fatal. Start it before the shard serves, so a returning shard never
+serves a collection dropped meanwhile. Must not touch points, tenants or any collection's
+contents.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vecdb.cluster.catalog_base import SPEC_KEYS, Catalog, CatalogState
+from vecdb.cluster.catalog_base import Catalog
+from vecdb.cluster.catalog_model import SPEC_KEYS, CatalogState
 from vecdb.engine.database import Database
 from vecdb.errors import FailedPrecondition, FormatError, InvalidArgument, VecdbError, echo
 from vecdb.storage.manifest import write_bytes_atomic
@@ -30,7 +37,7 @@ SYNC_FILE = "cluster_sync.json"
 SYNC_MAGIC = "vecdb-cluster-sync"
 SYNC_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
-MAX_SHARD_INDEX = 1_023  # as many shards as a catalog may name (catalog_base.MAX_SHARDS)
+MAX_SHARD_INDEX = 1_023  # as many shards as a catalog may name (catalog_model.MAX_SHARDS)
 STOP_TIMEOUT_S = 10.0  # stop() waits this long for an apply in progress
 
 
@@ -61,6 +68,9 @@ def read_sync_file(path: Path) -> dict[str, Any] | None:
         )
     if not isinstance(doc.get("shard_index"), int) or not isinstance(doc.get("applied_epoch"), int):
         raise FormatError(f"{path}: shard_index and applied_epoch must be integers")
+    known = doc.setdefault("incarnations", {})
+    if not isinstance(known, dict) or not all(isinstance(c, int) for c in known.values()):
+        raise FormatError(f"{path}: incarnations must map names to integers")
     return doc
 
 
@@ -73,6 +83,7 @@ class ShardSync:
         self.shard_index = check_shard_index(shard_index)
         self.path = Path(db.path) / SYNC_FILE  # the applied epoch, published by rename
         self.applied_epoch = 0  # drops tombstoned at or before this epoch are done
+        self.incarnations: dict[str, int] = {}  # name -> collection id known at that epoch
         self._claimed = False  # the sync record was read (or written) by this process
         self._apply_lock = threading.Lock()  # one apply at a time
         self._latest: CatalogState | None = None  # newest state not yet applied
@@ -98,7 +109,7 @@ class ShardSync:
             return
         record = read_sync_file(self.path)
         if record is None:
-            self._save(self.applied_epoch)
+            self._save()
         elif record["shard_index"] != self.shard_index:
             raise FailedPrecondition(
                 f"{self.db.path} holds shard {record['shard_index']}'s data; this process "
@@ -108,6 +119,7 @@ class ShardSync:
             )
         else:
             self.applied_epoch = record["applied_epoch"]
+            self.incarnations = dict(record["incarnations"])
         self._claimed = True
 
     def stop(self) -> None:
@@ -150,24 +162,46 @@ class ShardSync:
                 log.warning("shard %d: catalog epoch %d is older than the applied %d (a new "
                             "etcd or prefix?): only missing collections are created",
                             self.shard_index, state.epoch, self.applied_epoch)  # fmt: skip
-            local = {info.name for info in self.db.list_collections()}
+            local = self._local()
             changes: list[str] = []
-            # Pass 1: drops tombstoned since the last applied epoch.
+            # Pass 1: drops tombstoned since the last applied epoch, of the incarnation known
+            # before the drop (another one was made after it: a router re-created it). One
+            # never seen here is stale unless the catalog lists the name again.
             for name, epoch in sorted(state.dropped.items()):
-                if epoch > self.applied_epoch and name in local:
-                    self.db.drop_collection(name)
-                    local.discard(name)
-                    changes.append(f"drop {name}")
-                    log.info("shard %d: dropped collection %r (catalog epoch %d)",
-                             self.shard_index, name, epoch)  # fmt: skip
-            # Pass 2: record the epoch before creating, so a crash right after a create can
-            # never drop the new collection again on restart.
+                if epoch <= self.applied_epoch or name not in local:
+                    continue
+                known = self.incarnations.get(name)
+                stale = name not in state.collections if known is None else known == local[name]
+                if not stale:
+                    log.info("shard %d: collection %r kept: made after its drop at catalog "
+                             "epoch %d", self.shard_index, name, epoch)  # fmt: skip
+                    continue
+                self.db.drop_collection(name)
+                del local[name]
+                changes.append(f"drop {name}")
+                log.info("shard %d: dropped collection %r (catalog epoch %d)",
+                         self.shard_index, name, epoch)  # fmt: skip
+            # Pass 2: record the epoch and the incarnations before creating, so a crash right
+            # after a create can never drop the new collection again on restart. A collection
+            # with a newer tombstone already known keeps its old record (it may be the
+            # re-created one; the next apply judges it).
             if state.epoch > self.applied_epoch:
-                self._save(state.epoch)
                 self.applied_epoch = state.epoch
+            newest = self.catalog.state().dropped
+            record = {}
+            for name, cid in local.items():
+                if newest.get(name, 0) <= self.applied_epoch:
+                    record[name] = cid
+                elif name in self.incarnations:
+                    record[name] = self.incarnations[name]
+            self.incarnations = record
+            self._save()
             # Pass 3: create what the catalog has and this shard lacks.
             # Present ones are checked too: different settings here are logged, not changed.
+            created = False
             for name, entry in sorted(state.collections.items()):
+                if self.catalog.state().dropped.get(name, 0) > state.epoch:
+                    continue  # dropped since this state: do not bring it back
                 try:
                     self.db.create_collection(name, **_arguments(entry.spec), exist_ok=True)
                 except (VecdbError, TypeError) as e:
@@ -176,17 +210,28 @@ class ShardSync:
                     continue
                 if name in local:
                     continue
+                made = self._local().get(name)
+                if made is not None and name not in self.incarnations:
+                    self.incarnations[name] = made
+                    created = True
                 changes.append(f"create {name}")
                 log.info("shard %d: created collection %r (catalog epoch %d)",
                          self.shard_index, name, state.epoch)  # fmt: skip
+            if created:
+                self._save()
             return changes
 
-    def _save(self, epoch: int) -> None:
+    def _local(self) -> dict[str, int]:
+        """This shard's collections and their incarnations (the engine's collection ids)."""
+        return {name: coll.core.cfg.cid for name, coll in list(self.db.collections.items())}
+
+    def _save(self) -> None:
         doc = {
             "magic": SYNC_MAGIC,
             "format_version": SYNC_VERSION,
             "shard_index": self.shard_index,
-            "applied_epoch": epoch,
+            "applied_epoch": self.applied_epoch,
+            "incarnations": self.incarnations,
         }
         write_bytes_atomic(self.path, json.dumps(doc, sort_keys=True, indent=1).encode())
 

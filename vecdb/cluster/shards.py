@@ -27,8 +27,11 @@ from vecdb.errors import DeadlineExceeded, Unavailable, VecdbError
 from vecdb.rpc.status import DETAILS_KEY, REQUEST_ID_KEY, error_of
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
-DEFAULT_DEADLINE_MARGIN_MS, MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 50, 0, 10_000
-DEFAULT_DEADLINE_S, MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 10.0, 0.01, 3600.0
+# Defaults of `cluster.deadline_margin_ms` / `cluster.default_deadline_s` (bounds: the config).
+DEFAULT_DEADLINE_MARGIN_MS, DEFAULT_DEADLINE_S = 50, 10.0
+RECONNECT_MIN_MS, RECONNECT_MAX_MS = 100, 1000  # channel reconnect backoff to a lost shard
+PARTIAL_METHODS = ("Search", "SearchBatch", "Count", "SearchDocuments")  # allow_partial ones
+NO_DEADLINE = 1e9  # seconds: a "remaining time" beyond this means the client set no deadline
 FORWARDED = ("authorization", "api-key", REQUEST_ID_KEY)  # metadata the shards need too
 MISSING_REASON = "SHARD_UNAVAILABLE"
 _MISSING_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -57,6 +60,11 @@ class ShardSet:
         self._options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # A shard back from a restart is reached within ~0.1-1 s, not after grpcio's
+            # default reconnect backoff (1 s growing to 120 s), during which calls fail fast.
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_MIN_MS),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_MIN_MS),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_MAX_MS),
         ]
         self._lock = threading.Lock()
         self.addresses: tuple[str, ...] = ()  # shard i listens at addresses[i]
@@ -95,7 +103,7 @@ class ShardSet:
     def timeout(self, ctx: grpc.ServicerContext | None) -> float:
         """The per-shard deadline in seconds for a call answering `ctx`."""
         remaining = ctx.time_remaining() if ctx is not None else None
-        if remaining is None:
+        if remaining is None or remaining > NO_DEADLINE:  # grpcio: ~2^63 s when none was set
             return self._default
         t = float(remaining) - self._margin
         if t <= 0:
@@ -135,16 +143,16 @@ class ShardSet:
                 else:
                     out.missing[shard] = _why(exc)
         if check:
-            self.check(out, allow_partial)
+            self.check(out, allow_partial, partial_ok=method in PARTIAL_METHODS)
         return out
 
-    def check(self, out: FanOut, allow_partial: bool = False) -> None:
+    def check(self, out: FanOut, allow_partial: bool = False, *, partial_ok: bool = False) -> None:
         """Raise what `out` holds: the first shard error, else the missing shards (unless
         partial answers are allowed and at least one shard answered)."""
         if out.errors:
             raise out.errors[min(out.errors)]
         if out.missing and not (allow_partial and out.answers):
-            raise self.missing_error(out.missing)
+            raise self.missing_error(out.missing, read=partial_ok)
 
     def stream(
         self, method: str, shard: int, requests: Any, ctx: grpc.ServicerContext | None
@@ -160,10 +168,13 @@ class ShardSet:
             return error_of(exc)
         return self.missing_error({shard: _why(exc)})
 
-    def missing_error(self, missing: Mapping[int, str]) -> Unavailable:
+    def missing_error(self, missing: Mapping[int, str], *, read: bool = False) -> Unavailable:
+        """UNAVAILABLE naming the missing shards (`read`: a call that could be partial, and
+        the message says how)."""
         named = "; ".join(f"shard {self.name(s)}: {why}" for s, why in sorted(missing.items()))
-        return Unavailable(f"shards did not answer: {named} (allow_partial=True answers from "
-                           "the others)", reason=MISSING_REASON, retry_after=1.0)  # fmt: skip
+        hint = " (allow_partial=True answers from the others)" if read else ""
+        return Unavailable(f"shards did not answer: {named}{hint}", reason=MISSING_REASON,
+                           retry_after=1.0)  # fmt: skip
 
     def missing_names(self, missing: Mapping[int, str]) -> list[str]:
         """`missing_shards` of a partial answer: the addresses of the missing shards."""

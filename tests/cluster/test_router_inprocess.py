@@ -1,0 +1,197 @@
+"""Router behaviour that needs no separate processes: three in-process nodes on 127.0.0.1:0
+as shards, a `MemoryCatalog`, and a `RouterServer`, all real gRPC. API keys forwarded to the
+shards (which enforce them) and checked by the router too; a tenant-scoped key; streaming
+upserts; snapshots taken, listed, restored and deleted on every shard under one name; an
+upsert some shards applied names the shards; payload indexes, optimize, stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cluster_procs import router_server
+
+import vecdb
+from vecdb.cluster.catalog import MemoryCatalog
+from vecdb.cluster.routing import shard_of
+from vecdb.server.app import VecdbServer
+from vecdb.server.config import load_config
+
+DIM = 6
+ADMIN = "router-admin-key-0001"
+ACME = "acme-only-writer-0001"
+AUTH = {"admin_key": ADMIN, "keys": [{"key": ACME, "role": "write", "tenants": ["acme"]}]}
+
+
+class Nodes:
+    def __init__(self, root: Path, auth: dict[str, Any] | None) -> None:
+        overrides = {"metrics": {"enabled": False}, "auth": auth or {}}
+        self.nodes = [
+            VecdbServer(load_config(env={}, overrides={
+                **overrides, "server": {"data": str(root / f"s{i}"), "port": 0}})).start()
+            for i in range(3)
+        ]  # fmt: skip
+        self.addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        self.catalog = MemoryCatalog(self.addresses)
+        self.router = router_server(self.catalog, self.addresses, auth=auth)
+        self.address = f"127.0.0.1:{self.router.port}"
+
+    def stop(self) -> None:
+        self.router.stop(grace=0.2)
+        for n in self.nodes:
+            n.stop(grace=0.2)
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[Nodes]:
+    n = Nodes(tmp_path, None)
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def test_api_keys_are_checked_by_the_router_and_forwarded(tmp_path: Path) -> None:
+    """With keys on the router and the shards: no key is UNAUTHENTICATED, the admin key
+    works end to end, a key bound to tenant acme gets acme injected and may not name
+    another tenant (PERMISSION_DENIED), and sees only acme's points."""
+    cl = Nodes(tmp_path, AUTH)
+    try:
+        with vecdb.connect(cl.address) as anon:
+            with pytest.raises(vecdb.Unauthenticated):
+                anon.count("t")
+        x = np.random.default_rng(0).standard_normal((40, DIM)).astype(np.float32)
+        with vecdb.connect(cl.address, api_key=ADMIN) as admin:
+            admin.create_collection("t", DIM, "l2", index="flat", multi_tenant=True)
+            for t in ("acme", "globex"):
+                admin.create_tenant("t", t)
+            admin.upsert("t", list(range(20)), x[:20], tenant="globex")
+            assert admin.count("t") == 20
+        with vecdb.connect(cl.address, api_key=ACME) as acme:
+            acme.upsert("t", list(range(20, 40)), x[20:])  # tenant injected: acme
+            assert acme.count("t") == 20
+            res = acme.search("t", x[:3], k=40)
+            assert set(res.ids[res.ids >= 0].tolist()) <= set(range(20, 40))
+            with pytest.raises(vecdb.PermissionDenied):
+                acme.search("t", x[:1], k=1, tenant="globex")
+    finally:
+        cl.stop()
+
+
+def test_upsert_stream_through_the_router(nodes: Nodes) -> None:
+    """Streamed batches are split per shard, acknowledged in order, and all stored."""
+    x = np.random.default_rng(1).standard_normal((500, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("s", DIM, "l2", index="flat")
+        batches = [(list(range(i, i + 100)), x[i : i + 100], None) for i in range(0, 500, 100)]
+        acks = list(c.upsert_stream("s", batches))
+        assert [a.upserted for a in acks] == [100] * 5
+        assert c.count("s") == 500
+        per_shard = [n._db.count("s") for n in nodes.nodes]
+        assert sum(per_shard) == 500 and min(per_shard) > 100
+
+
+def test_snapshots_through_the_router_cover_every_shard(nodes: Nodes) -> None:
+    """A snapshot through the router is one name covering every shard: listed, restored
+    (every shard back to it) and deleted."""
+    x = np.random.default_rng(2).standard_normal((90, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("snap", DIM, "l2", index="flat")
+        c.upsert("snap", list(range(90)), x)
+        snap = c.create_snapshot("snap")
+        assert snap.name.count("+") == 2
+        assert [s.name for s in c.list_snapshots("snap")] == [snap.name]
+        c.delete("snap", list(range(50)))
+        assert c.count("snap") == 40
+        c.restore_snapshot("snap", snap.name)
+        assert c.count("snap") == 90
+        with pytest.raises(vecdb.InvalidArgument):
+            c.restore_snapshot("snap", "s1-only-one")
+        c.delete_snapshot("snap", snap.name)
+        assert c.list_snapshots("snap") == []
+
+
+def test_write_on_a_lost_shard_names_applied_and_failed_shards(nodes: Nodes) -> None:
+    """An upsert spanning the shards while shard 1 is gone: Unavailable naming shard 1 as
+    failed and 0 and 2 as applied; their parts are stored, and the retry after the shard is
+    back stores everything (upserts by id are idempotent)."""
+    x = np.random.default_rng(3).standard_normal((60, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address, timeout=1.5) as c:
+        c.create_collection("w", DIM, "l2", index="flat")
+        data = nodes.nodes[1].config.server.data
+        nodes.nodes[1].stop(grace=0.1)
+        with pytest.raises(vecdb.Unavailable) as info:
+            c.upsert("w", list(range(60)), x)
+        msg = info.value.message
+        assert f"failed on shards 1 ({nodes.addresses[1]})" in msg
+        assert "applied on shards 0" in msg and "idempotent" in msg
+        stored = sum(1 for i in range(60) if shard_of(i, 3) != 1)
+        port = int(nodes.addresses[1].rsplit(":", 1)[1])
+        nodes.nodes[1] = VecdbServer(load_config(env={}, overrides={
+            "metrics": {"enabled": False}, "server": {"data": data, "port": port}})).start()  # fmt: skip
+        assert sum(n._db.count("w") for n in nodes.nodes) == stored
+        c.upsert("w", list(range(60)), x)
+        assert c.count("w") == 60
+
+
+def test_payload_indexes_optimize_and_stats_reach_every_shard(nodes: Nodes) -> None:
+    """A payload index is created on every shard; filtered search through the router equals
+    a node; optimize and stats answer for the whole cluster."""
+    x = np.random.default_rng(4).standard_normal((120, DIM)).astype(np.float32)
+    pays = [{"y": i % 10} for i in range(120)]
+    with vecdb.connect(nodes.address) as c, vecdb.connect(":memory:") as n:
+        for cl in (c, n):
+            cl.create_collection("p", DIM, "l2", index="flat")
+            cl.upsert("p", list(range(120)), x, payloads=pays)
+            cl.create_payload_index("p", "y", "int")
+        assert all(node._db.get_collection("p").payload_indexes == {"y": "int"}
+                   for node in nodes.nodes)  # fmt: skip
+        f = {"y": {"$lt": 3}}
+        assert c.search("p", x[:4], k=9, filter=f).ids.tolist() == \
+            n.search("p", x[:4], k=9, filter=f).ids.tolist()  # fmt: skip
+        c.optimize("p")
+        stats = c.stats("p")
+        assert set(stats["shards"]) == set(nodes.addresses)
+        c.drop_payload_index("p", "y")
+        assert all(node._db.get_collection("p").payload_indexes == {} for node in nodes.nodes)
+
+
+def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
+    """Multi-vector documents: upsert split by id (a bad batch gets a node's error and
+    writes nothing), get in request order, search_documents merged as one node answers
+    (exact MaxSim before any training)."""
+    from oracles import clustered_documents, clustered_queries
+
+    docs = clustered_documents(120, DIM, seed=5, tokens=(3, 9))
+    queries = clustered_queries(docs, 4, m=5, seed=6)
+    pays = [{"g": i % 3} for i in range(120)]
+    params = {"K": 256, "min_train_tokens": 1_000_000}
+    with vecdb.connect(nodes.address) as c, vecdb.connect(":memory:") as n:
+        for cl in (c, n):
+            cl.create_collection("pages", DIM, "ip", kind="multivector", index_params=params)
+            assert cl.upsert_documents("pages", list(range(120)), docs, payloads=pays) == 120
+        bad = [*docs[:3]]
+        bad[2] = np.full((2, DIM), np.nan)
+        errs = []
+        for cl in (c, n):
+            with pytest.raises(vecdb.InvalidArgument) as info:
+                cl.upsert_documents("pages", [500, 501, 502], bad)
+            errs.append((info.value.message, info.value.field, info.value.reason))
+        assert errs[0] == errs[1]
+        assert c.get_documents("pages", [500]) == []
+        got = c.get_documents("pages", [77, 3, 999, 41])
+        want = n.get_documents("pages", [77, 3, 999, 41])
+        assert [d.id for d in got] == [d.id for d in want] == [77, 3, 41]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a.tokens, b.tokens)
+            assert a.payload == b.payload
+        for q in (queries[0], queries):
+            r = c.search_documents("pages", q, k=7, with_payload=True)
+            e = n.search_documents("pages", q, k=7, with_payload=True)
+            assert r.ids.tolist() == e.ids.tolist()
+            np.testing.assert_allclose(r.distances, e.distances, rtol=1e-5, atol=1e-5)
+            assert r.payloads == e.payloads
