@@ -5,7 +5,7 @@ parameters and sweeps, reference anchors), the time limit, and turning `VecdbErr
 clean CLI error. The work is done by `vecdb.bench` (datasets, run, report; with
 `--filter-selectivity`, the filtered run: filtered, filtered_run, filtered_report; with
 `--tenants`, the multi-tenant run: tenants_main and the tenants* modules; with
-`--multivector`, `vecdb.bench.multivector`).
+`--multivector`, `vecdb.bench.multivector`; with `--shards`, `vecdb.bench.shards_main`).
 """
 
 from __future__ import annotations
@@ -185,6 +185,8 @@ def _load_config(path: Path | None) -> dict[str, Any]:
     " matrix, --queries the sampled queries (default 300), --latency-queries those timed"
     " (default 100). See bench/README.md.",
 )
+@click.option("--shards", default=None, help="Scale-out run instead: shard counts, e.g. 1,2,3: "
+              "a router over N loopback shards vs one node (bench/shards.json).")  # fmt: skip
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @click.pass_context
 def bench(
@@ -206,6 +208,7 @@ def bench(
     filter_selectivity: str | None,
     tenants: str | None,
     multivector: str | None,
+    shards: str | None,
     progress: bool,
 ) -> None:
     """Measure recall, QPS, latency, build time and memory of vecdb and its peers."""
@@ -247,6 +250,9 @@ def bench(
         "latency_queries": latency_queries, "repeats": repeats, "time_limit": time_limit,
         "section": section, "progress": progress,
     }  # fmt: skip
+    if shards is not None:
+        _bench_shards(ctx, command, dataset, shards, config, options)
+        return
     if tenants is not None:
         options["memory"] = memory  # --no-memory skips vecdb-tenants' fresh-process memory
         _bench_tenants(ctx, command, dataset, systems, tenants, config, options)
@@ -378,6 +384,20 @@ def _bench_tenants(
     except VecdbError as exc:
         raise click.ClickException(str(exc)) from exc
     _finish(result.rows, result.jsonl_path, written)
+
+
+def _bench_shards(ctx: click.Context, command: str, dataset: str, shards: str,
+                  config: dict[str, Any], o: dict[str, Any]) -> None:  # fmt: skip
+    """`vecdb bench --shards 1,2,3`: router vs one node (options given override the config)."""
+    from vecdb.bench.shards_main import CLI_OPTIONS, bench_shards
+    from vecdb.errors import VecdbError
+
+    cli = click.core.ParameterSource.COMMANDLINE
+    o["overrides"] = {k: ctx.params[k] for k in CLI_OPTIONS if ctx.get_parameter_source(k) == cli}
+    try:
+        _finish(*bench_shards(command, dataset, shards, config, o, _log))
+    except VecdbError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _finish(rows: list[dict[str, Any]], jsonl_path: Path, written: list[Path]) -> None:

@@ -1,0 +1,136 @@
+"""The scale-out benchmark: its options and their errors, the exact ground truth on a subset,
+the report's arithmetic (fan-out slope, targets), a real loopback etcd, and a CI-sized
+`vecdb bench --shards 1,2` through a real router writing its RESULTS.md section."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from vecdb.bench.shards_cluster import EtcdProcess
+from vecdb.bench.shards_main import ShardOptions, parse_counts
+from vecdb.bench.shards_report import fanout_per_shard, section_text, targets
+from vecdb.bench.shards_run import NODE, NOOP, ROUTER, SEARCH, TENANT, exact_topk, recall
+from vecdb.cli.bench import bench
+from vecdb.errors import InvalidArgument
+
+
+def test_shard_counts_parse_and_bad_ones_name_the_option() -> None:
+    """--shards takes distinct counts in [1, 16]; anything else is InvalidArgument."""
+    assert parse_counts("1,2,3") == (1, 2, 3)
+    assert parse_counts("3, 3,1") == (3, 1)
+    for bad in ("", "0", "1,x", "17", "-1"):
+        with pytest.raises(InvalidArgument, match="--shards") as err:
+            parse_counts(bad)
+        assert err.value.field == "shards"
+
+
+def test_options_reject_unknown_keys_and_bounds() -> None:
+    """The config's "shards" object: unknown keys and out-of-range values are named."""
+    assert ShardOptions.from_config({"rounds": 5}, {"rounds": 2}).rounds == 2  # CLI wins
+    with pytest.raises(InvalidArgument, match="shards.nope"):
+        ShardOptions.from_config({"nope": 1}, {})
+    with pytest.raises(InvalidArgument, match="shards.batch") as err:
+        ShardOptions.from_config({"batch": 0}, {})
+    assert err.value.field == "shards.batch"
+    with pytest.raises(InvalidArgument, match="shards.base_limit"):
+        ShardOptions.from_config({"base_limit": -1}, {})
+    with pytest.raises(InvalidArgument, match="shards.tenants"):
+        ShardOptions.from_config({"tenants": -1}, {})
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_exact_topk_matches_brute_force(metric: str) -> None:
+    """exact_topk's ids are the brute-force nearest, nearest first; recall of itself is 1."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((700, 9)).astype(np.float32)
+    queries = rng.standard_normal((300, 9)).astype(np.float32)
+    if metric == "cosine":
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        dist = -(queries @ base.T)
+    else:
+        dist = ((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1)
+    got = exact_topk(base, queries, 5, metric)
+    want = np.argsort(dist, axis=1, kind="stable")[:, :5]
+    np.testing.assert_allclose(
+        np.take_along_axis(dist, got, 1), np.take_along_axis(dist, want, 1), rtol=1e-5
+    )
+    assert recall(got, want) == pytest.approx(1.0)
+    assert recall(np.full_like(got, -1), want) == 0.0
+
+
+def _row(n: int, target: str, workload: str, p50: float, **kw: Any) -> dict[str, Any]:
+    return {"shards": n, "target": target, "workload": workload, "p50_ms": p50,
+            "p99_ms": 2 * p50, **kw}  # fmt: skip
+
+
+def test_report_computes_the_fanout_slope_and_checks_the_targets() -> None:
+    """Extra p50 of the no-op at 1, 2, 3 shards of 0.5, 1.0, 1.5 ms is 0.5 ms per shard;
+    a 3-shard search adding 4 ms misses the 3 ms target; tenant ratio 1.1 meets it."""
+    rows = []
+    for n, extra in ((1, 0.5), (2, 1.0), (3, 1.5)):
+        rows += [_row(n, NODE, NOOP, 0.2), _row(n, ROUTER, NOOP, 0.2 + extra)]
+    rows += [_row(3, NODE, SEARCH, 1.0, qps=900.0, recall=0.95),
+             _row(3, ROUTER, SEARCH, 5.0, qps=700.0, recall=0.96),
+             _row(3, NODE, TENANT, 1.0), _row(3, ROUTER, TENANT, 1.1, shards_touched=1)]  # fmt: skip
+    assert fanout_per_shard(rows) == pytest.approx(0.5)
+    lines = "\n".join(targets(rows))
+    assert "router adds +1.50 ms p50 (target <= 3 ms: met)" in lines
+    assert "router adds +4.00 ms p50 (target <= 3 ms: NOT met)" in lines
+    assert "router / node p50 = 1.10 (target: the same as one node, read as <= 1.2: met)" in lines
+    assert "of its +0.10 ms, the router hop alone (no-op, fewest shards) is +0.50 ms." in lines
+    text = section_text("shards-x", rows, {"command": "vecdb bench --shards 1,2,3", "seconds": 1})
+    assert "| 3 | ANN search | 1.00 / 2.00 | 5.00 / 10.00 | +4.00 | 5.00 | 900 / 700 |" in text
+    assert "| 3 | tenant-scoped search |" in text and text.rstrip().endswith("+0.50 ms.")
+
+
+def test_etcd_process_serves_on_loopback_and_stops(tmp_path: Path) -> None:
+    """The bench's etcd answers /health on its own free port and is gone after stop()."""
+    etcd = EtcdProcess(tmp_path)
+    try:
+        with urllib.request.urlopen(f"http://{etcd.endpoint}/health", timeout=5) as resp:
+            assert json.loads(resp.read())["health"] == "true"
+    finally:
+        etcd.stop()
+    assert etcd.proc.poll() is not None
+
+
+def test_bench_shards_runs_through_a_real_router(tmp_path: Path) -> None:
+    """A CI-sized `vecdb bench --shards 1,2`: every (count, workload) has both targets, the
+    exact index gives the node's recall through the router, a tenant's search touches one
+    shard, and the RESULTS.md section names the command."""
+    config = tmp_path / "shards.json"
+    config.write_text(json.dumps({"shards": {
+        "base_limit": 1200, "queries": 40, "latency_queries": 15, "rounds": 1, "batch": 20,
+        "index": "flat", "tenants": 4, "tenant_vectors": 100, "upsert_batch": 500,
+    }}))  # fmt: skip
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# vecdb benchmark results\n\nkept\n")
+    args = ["--dataset", "synthetic:1500:12", "--shards", "1,2", "--config", str(config),
+            "--out", str(tmp_path / "out"), "--results-md", str(md),
+            "--cache-dir", str(tmp_path / "cache"), "--metric", "l2"]  # fmt: skip
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = [json.loads(line) for line in (tmp_path / "out").glob("results-*.jsonl")
+            .__next__().read_text().splitlines()]  # fmt: skip
+    keys = {(r["shards"], r["target"], r["workload"]) for r in rows}
+    assert keys == {
+        (n, t, w) for n in (1, 2) for t in (NODE, ROUTER) for w in (SEARCH, NOOP, TENANT)
+    }
+    by = {(r["shards"], r["target"], r["workload"]): r for r in rows}
+    for n in (1, 2):
+        assert by[(n, NODE, SEARCH)]["recall"] == pytest.approx(1.0)
+        assert by[(n, ROUTER, SEARCH)]["recall"] == pytest.approx(1.0)
+        assert by[(n, ROUTER, TENANT)]["shards_touched"] == 1
+        assert all(by[(n, t, w)]["p50_ms"] > 0 for t in (NODE, ROUTER) for w in (SEARCH, NOOP))
+    text = md.read_text()
+    assert text.startswith("# vecdb benchmark results\n\nkept\n")
+    assert "<!-- vecdb-bench:shards-synthetic-1500-12:begin -->" in text
+    assert "--shards 1,2" in text and "| 2 | no-op fan-out (Count, empty) |" in text

@@ -1,0 +1,166 @@
+"""The measurements of `vecdb bench --shards`: one node and a router side by side.
+
+Owns what is timed and how: loading the same points into one `vecdb serve` and into a cluster
+(through the remote SDK, as a user would), exact ground truth on the loaded subset, and rounds
+that alternate the two targets so both see the same machine load. Per round: single-query
+latency (p50 / p99 of one call per query), batch QPS (wall), a no-op fan-out (Count on an
+empty collection: the cost of the router hop and of asking every shard), and tenant-scoped
+queries (routed to the tenant's one shard). Rows carry the median over rounds; the
+orchestration and the report are `vecdb.bench.shards_main`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.client.base import Client
+from vecdb.errors import NotFound, Unavailable
+
+F32 = npt.NDArray[np.float32]
+SEARCH = "search_ann"
+NOOP = "noop_count"
+TENANT = "search_tenant"
+NODE, ROUTER = "one node", "router"  # the two targets compared
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one target is asked, every round."""
+
+    name: str  # SEARCH | NOOP | TENANT
+    collection: str
+    queries: F32  # single-query latency uses the first `latency_queries`, batches all
+    k: int
+    params: dict[str, Any] | None
+    tenants: Sequence[str] = ()  # TENANT: query i is scoped to tenants[i % len]
+    gt: npt.NDArray[np.int64] | None = None  # exact top-k ids for recall (SEARCH)
+
+
+def load(client: Client, collection: str, base: F32, ids_from: int, batch: int,
+         tenant: str | None = None) -> float:  # fmt: skip
+    """Upsert `base` with ids ids_from..; seconds taken."""
+    t0 = time.perf_counter()
+    for lo in range(0, len(base), batch):
+        ids = np.arange(ids_from + lo, ids_from + min(lo + batch, len(base)), dtype=np.int64)
+        client.upsert(collection, ids, base[lo : lo + batch], tenant=tenant)
+    return time.perf_counter() - t0
+
+
+def wait_ready(client: Client, collection: str) -> None:
+    """Wait until `collection` answers Count (every shard has applied the catalog change)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        try:
+            client.count(collection)
+            return
+        except (NotFound, Unavailable):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def exact_topk(base: F32, queries: F32, k: int, metric: str) -> npt.NDArray[np.int64]:
+    """Ids of the exact top-k of each query (cosine data is unit-norm: inner product)."""
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for lo in range(0, len(queries), 256):
+        q = queries[lo : lo + 256]
+        if metric == "l2":
+            score = (base * base).sum(1)[None, :] - 2.0 * (q @ base.T)
+        else:
+            score = -(q @ base.T)
+        part = np.argpartition(score, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(score, part, 1).argsort(1, kind="stable")
+        out[lo : lo + 256] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def recall(ids: npt.NDArray[np.int64], gt: npt.NDArray[np.int64]) -> float:
+    """Mean fraction of the exact top-k found."""
+    k = gt.shape[1]
+    hits = sum(len(set(a[:k].tolist()) & set(b.tolist())) for a, b in zip(ids, gt, strict=True))
+    return hits / float(gt.size)
+
+
+def _percentiles(lat_ms: list[float]) -> tuple[float, float]:
+    p50, p99 = np.percentile(np.asarray(lat_ms), [50.0, 99.0])
+    return float(p50), float(p99)
+
+
+def _one_round(client: Client, w: Workload, latency_queries: int, batch: int) -> dict[str, float]:
+    """Latency of one call per query, then batch QPS (and recall) of one pass over all."""
+    call: Callable[[int], Any]
+    if w.name == NOOP:
+        call = lambda i: client.count(w.collection)  # noqa: E731
+    elif w.name == TENANT:
+        call = lambda i: client.search(  # noqa: E731
+            w.collection, w.queries[i], w.k, params=w.params, tenant=w.tenants[i % len(w.tenants)]
+        )
+    else:
+        call = lambda i: client.search(w.collection, w.queries[i], w.k, params=w.params)  # noqa: E731
+    for i in range(min(20, len(w.queries))):  # warm the channel and the caches
+        call(i)
+    lat = []
+    for i in range(min(latency_queries, len(w.queries))):
+        t0 = time.perf_counter_ns()
+        call(i)
+        lat.append((time.perf_counter_ns() - t0) / 1e6)
+    p50, p99 = _percentiles(lat)
+    out: dict[str, float] = {"p50_ms": p50, "p99_ms": p99, "latency_n": float(len(lat))}
+    if w.name != SEARCH:
+        return out
+    client.search(w.collection, w.queries[:batch], w.k, params=w.params)  # warm the batch path
+    found = []
+    start = time.perf_counter()
+    for lo in range(0, len(w.queries), batch):
+        found.append(
+            client.search(w.collection, w.queries[lo : lo + batch], w.k, params=w.params).ids
+        )
+    out["qps"] = len(w.queries) / (time.perf_counter() - start)
+    if w.gt is not None:
+        out["recall"] = recall(np.concatenate(found), w.gt)
+    return out
+
+
+def compare(
+    targets: Mapping[str, Client],
+    workloads: Sequence[Workload],
+    rounds: int,
+    latency_queries: int,
+    batch: int,
+    log: Callable[[str], None],
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Median over `rounds` of every (target, workload); targets alternate order each round."""
+    seen: dict[tuple[str, str], list[dict[str, float]]] = {}
+    names = list(targets)
+    for r in range(rounds):
+        for w in workloads:
+            for t in names if r % 2 == 0 else names[::-1]:
+                res = _one_round(targets[t], w, latency_queries, batch)
+                seen.setdefault((t, w.name), []).append(res)
+                log(f"  round {r + 1}/{rounds} {w.name:<14} {t:<10} "
+                    + " ".join(f"{k}={v:.4g}" for k, v in res.items()))  # fmt: skip
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for key, results in seen.items():
+        row: dict[str, Any] = {"rounds": len(results)}
+        for field in results[0]:
+            values = [res[field] for res in results]
+            row[field] = round(statistics.median(values), 4)
+            if field in ("p50_ms", "qps"):
+                row[f"{field}_all"] = [round(v, 4) for v in values]
+        out[key] = row
+    return out
+
+
+def shards_touched(client: Client, collection: str, query: F32, tenant: str | None) -> int | None:
+    """How many shards one search touched: the router's `shards` search stat (a single node
+    reports none)."""
+    stats = client.search(collection, query, 10, tenant=tenant, with_stats=True).stats or {}
+    return int(stats["shards"]) if "shards" in stats else None
