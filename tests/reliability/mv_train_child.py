@@ -3,15 +3,16 @@ more, removes enough to force a retraining, trains again, printing every acknowl
 
 Usage: python mv_train_child.py DATA_DIR (with VECDB_KILL_AT naming the point). Documents are
 a pure function of their id (`docs_of`), so the parent checks exact contents after the kill.
-Lines: "ack-up a,b,..." after an upsert returned, "ack-del a,b,..." after a delete,
-"trained G" after an optimize returned with generation G, "done" at the end.
+Lines: "try-up a,b,..." / "try-del a,b,..." before a write, "ack-up ..." / "ack-del ..." after
+it returned, "trained G" after an optimize returned with generation G, "done" at the end.
+(The worker may start a training by itself as soon as the delete commits: a kill there
+leaves that delete in flight.)
 """
 
 from __future__ import annotations
 
 import sys
 
-import numpy as np
 from oracles import clustered_documents
 
 from vecdb.engine import Database
@@ -31,13 +32,16 @@ def main() -> None:
     db.create_collection("d", DIM, "cosine", kind="multivector", index_params=PARAMS)
     for lo in range(0, N_FIRST, 60):
         ids = list(range(lo, lo + 60))
+        print("try-up " + ",".join(map(str, ids)), flush=True)
         db.upsert_documents("d", ids, [DOCS[i] for i in ids], payloads=[{"i": i} for i in ids])
         print("ack-up " + ",".join(map(str, ids)), flush=True)
     db.optimize("d")
     print(f"trained {db.stats('d')['index']['generation']}", flush=True)
     ids = list(range(N_FIRST, N_FIRST + N_SECOND))
+    print("try-up " + ",".join(map(str, ids)), flush=True)
     db.upsert_documents("d", ids, [DOCS[i] for i in ids], payloads=[{"i": i} for i in ids])
     print("ack-up " + ",".join(map(str, ids)), flush=True)
+    print("try-del " + ",".join(map(str, REMOVED)), flush=True)
     db.delete("d", REMOVED)
     print("ack-del " + ",".join(map(str, REMOVED)), flush=True)
     db.optimize("d")
