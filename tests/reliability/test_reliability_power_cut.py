@@ -11,11 +11,11 @@ call of it in flight), and the image file is copied. That copy is the disk after
 cut, and it is strict:
 
 - What the file system had not written to its block device (the mounted file system's own
-  page cache: every write that was not fsynced) is not in the image file, so it is lost, as
-  at a power cut. The mount uses `commit=600` and the whole trial runs well inside the
-  kernel's 30 s dirty-page expiry, so neither the journal's periodic commit nor background
-  writeback sends anything to the device on its own: only what vecdb (and RocksDB) fsynced
-  reaches it. That is stricter than a real power cut, which may keep some unsynced pages.
+  page cache: writes not fsynced) is not in the image file, so it is lost, as at a power
+  cut. The mount uses `commit=600`, so the journal never commits by itself, and background
+  writeback only sends pages older than the kernel's 30 s dirty expiry: whatever was written
+  in the last seconds before the cut reaches the device only if it was fsynced. That is
+  stricter than a real power cut, which may keep some unsynced pages.
 - What the file system did write to the device is in the image file (through the host's
   page cache, which survives: the host does not lose power): a disk that completed the
   writes it was sent. No O_DIRECT is needed: the image file's own dirty pages are writes the
