@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loopdisk import loop_disk
 
 import vecdb
 from vecdb.engine import Database
@@ -145,22 +145,8 @@ def test_a_failed_store_write_is_fail_stop_then_reopens_in_process(tmp_path: Pat
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB ext4 image mounted on a loop device (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("a loop-mounted image needs root (the simulation above covers the logic)")
-    if shutil.which("mkfs.ext4") is None:
-        pytest.skip("mkfs.ext4 is not installed")
-    image, mnt = tmp_path / "disk.img", tmp_path / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as f:
-        f.truncate(64 * 2**20)
-    subprocess.run(["mkfs.ext4", "-q", "-m", "0", "-F", str(image)], check=True)
-    done = subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot loop-mount here: {done.stderr.decode().strip()}")
-    try:
+    with loop_disk(tmp_path / "disk.img", tmp_path / "mnt", 64) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def start_server(data: Path) -> tuple[subprocess.Popen[str] | None, int, str]:

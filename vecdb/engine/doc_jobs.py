@@ -23,6 +23,7 @@ import numpy as np
 from vecdb.engine import commit
 from vecdb.engine.core import STATE_BUILDING, STATE_MAINTAINING, CollectionCore
 from vecdb.engine.doc_writer import decode_document, index_input
+from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 
 JOB_TRAIN, JOB_CHECKPOINT, JOB_OPTIMIZE = "doc_train", "doc_checkpoint", "doc_optimize"
@@ -76,6 +77,7 @@ def checkpoint(coll: CollectionCore) -> None:
         seq = coll.seq.value
         _CHECKPOINTED[coll] = time.monotonic()
     coll.index.checkpoint(seq)
+    kill_point("doc_checkpoint")
     commit.truncate_log(coll.kv, coll.prefix, seq)
     coll.applied_seq = seq
 

@@ -283,6 +283,7 @@ def drain(coll: CollectionCore) -> None:
                 extra={"collection": coll.name, "vectors": len(slots), "bytes": matrix.nbytes},
             )
             coll.index.build(slots, matrix, report)
+            kill_point("build")
             del slots, matrix
         else:
             total, done = len(seg), 0
@@ -291,6 +292,7 @@ def drain(coll: CollectionCore) -> None:
                 coll.index.add(slots, vectors)
                 done += len(slots)
             report("apply", total, total)
+            kill_point("drain")
     except BaseException:
         with coll.write_lock:
             buf.thaw()  # nothing buffered is lost; the next drain starts over

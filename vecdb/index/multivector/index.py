@@ -38,6 +38,7 @@ from vecdb.index.multivector.view import (
     visible_mask,
     with_delta,
 )
+from vecdb.index.spann.killpoints import kill_point
 from vecdb.kernels.bitpack import append_codes, code_bits, pack_codes
 from vecdb.kernels.distance import single_threaded_blas
 
@@ -117,10 +118,12 @@ class MultiVectorIndex:
             offsets = offsets_of(sizes)
             # Pass 1: pooled tokens are what the codebook sees.
             enc_tok, enc_off, enc_w = self._pooled(tokens, offsets, weights)
+            kill_point("mv_train_sample")
             if progress:
                 progress("train", 0, 1)
             gen = (v.codec.generation if v.codec is not None else 0) + 1
             codec, codes = train(enc_tok, self.params, gen)
+            kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
             # Pass 2: prune by salience, encode.
@@ -132,6 +135,7 @@ class MultiVectorIndex:
             tier = self._new_tier(codec)
             if tier is not None:
                 tier.append(encoded.tier)
+            kill_point("mv_train_encoded")
             cells, docs = cell_pairs(codes, enc_off)
             indptr, cell_docs = csr(cells, docs, codec.k)
             z = np.zeros(0, np.int64)
@@ -169,6 +173,7 @@ class MultiVectorIndex:
                 for s in self._removed & self._doc_of.keys():  # removed while we trained
                     self._v.alive[self._doc_of[s]] = False
                 persist.retire(self, v)
+            kill_point("mv_train_swapped")
             if progress:
                 progress("gather", len(live), len(live))
 

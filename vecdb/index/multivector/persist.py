@@ -28,6 +28,7 @@ from vecdb.index.multivector.params import MVBuildParams
 from vecdb.index.multivector.rowfile import RowFile
 from vecdb.index.multivector.view import View
 from vecdb.index.spann.framing import read_sections, write_sections
+from vecdb.index.spann.killpoints import kill_point
 from vecdb.kernels.bitpack import CODE_PAD
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def save(index: MultiVectorIndex, directory: Path) -> None:
     ]
     state = _next(index, "state")
     write_sections(state, STATE_MAGIC, STATE_VERSION, sections)
+    kill_point("mv_checkpoint_state")
     manifest = {
         "applied_seq": index.applied_seq,
         "state": state.name,
@@ -127,6 +129,7 @@ def save(index: MultiVectorIndex, directory: Path) -> None:
     write_sections(
         directory / MANIFEST, MANIFEST_MAGIC, MANIFEST_VERSION, [json.dumps(manifest).encode()]
     )
+    kill_point("mv_checkpoint_manifest")
     for store in index._files.retired:
         store.close()
     index._files.retired.clear()
