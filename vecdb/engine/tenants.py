@@ -203,6 +203,11 @@ class TenantState:
         with self.lock:
             return self.hidden.array()
 
+    def any_hidden(self) -> bool:
+        """Whether some tenant's points wait for their drop's cleanup."""
+        with self.lock:
+            return len(self.hidden) > 0
+
     def sees(self, nos: list[int], slots: list[int]) -> list[bool]:
         """Whether each slot is visible to one of `nos`."""
         with self.lock:
