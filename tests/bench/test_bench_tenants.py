@@ -196,7 +196,11 @@ def test_tenant_bench_runs_every_system_and_reports_every_bucket(tmp_path: Path)
         assert [b["bucket"] for b in r["buckets"]] == buckets
         assert all(b["queries"] > 0 and 0.0 <= b["recall"] <= 1.0 for b in r["buckets"])
         if r["system"].startswith("vecdb-"):  # I/O counted per bucket, from stats()
-            assert all(b["postings"] >= 0 and b["bytes"] >= 0 for b in r["buckets"]), r
+            assert all(b["bytes"] > 0 for b in r["buckets"]), r  # every search reads
+            if r["system"] == "vecdb-tenants":  # 600 x 8: every tenant fits its copy
+                assert all(b["postings"] == 0 for b in r["buckets"]), r
+            else:  # a SPANN search reads postings
+                assert all(b["postings"] >= 1 for b in r["buckets"]), r
         if r["system"] in ("exact", "vecdb-tenants"):  # vecdb: small tenants are exact
             assert r["uniform"]["recall"] == 1.0
     ops = next(r["ops"] for r in rows if r["system"] == "vecdb-tenants" and "ops" in r)

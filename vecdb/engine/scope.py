@@ -38,8 +38,10 @@ class Scope:
         walk: Walk,
         key: str,
         member: Callable[[I64], npt.NDArray[np.bool_]] | None = None,
+        size: Callable[[], int] | None = None,
     ) -> None:
         self._make: Callable[[], tuple[I64, Visible]] | None = make
+        self._size = size  # the number of slots without the sets (None: from them)
         self._sets: tuple[I64, Visible] | None = None
         self._member = member  # membership of live slots without the sets (None: from them)
         self._lock = threading.Lock()  # one build when several readers share the scope
@@ -78,6 +80,13 @@ class Scope:
         """Whether `slots` and `visible` exist yet."""
         return self._sets is not None
 
+    @property
+    def size(self) -> int:
+        """The number of slots in the scope."""
+        if self._size is not None and self._sets is None:
+            return self._size()
+        return len(self.slots)
+
     def has(self, slots: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Membership of each slot (vectorised; with `member`, of live slots)."""
         s = np.asarray(slots, np.int64)
@@ -101,7 +110,7 @@ SMALL_SHARE = 8  # a scope of at most 1/8 of the points is read point by point
 
 
 def is_small(coll: CollectionCore, scope: Scope) -> bool:
-    return len(scope.slots) * SMALL_SHARE <= coll.points.count
+    return scope.size * SMALL_SHARE <= coll.points.count
 
 
 def matching(coll: CollectionCore, flt: Filter, scope: Scope) -> npt.NDArray[np.bool_]:

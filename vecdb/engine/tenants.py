@@ -205,8 +205,11 @@ class TenantState:
 
     def any_hidden(self) -> bool:
         """Whether some tenant's points wait for their drop's cleanup."""
+        return self.hidden_count() > 0
+
+    def hidden_count(self) -> int:
         with self.lock:
-            return len(self.hidden) > 0
+            return len(self.hidden)
 
     def sees(self, nos: list[int], slots: list[int]) -> list[bool]:
         """Whether each slot is visible to one of `nos`."""
