@@ -24,7 +24,11 @@ from vecdb.bench.tenants_vecdb import connect
 
 WARM_VECTORS = 3000  # as vecdb.bench.vecdb_system: enough for a SPANN index with splits
 # tenant search paths the warm-up takes: the copy, the sub-tree walk, the global walk
-WARM_PATHS: tuple[dict[str, Any], ...] = ({}, {"tenant_copy": 0}, {"tenant_copy": 0, "tenant_share": 0.0})
+WARM_PATHS: tuple[dict[str, Any], ...] = (
+    {},
+    {"tenant_copy": 0},
+    {"tenant_copy": 0, "tenant_share": 0.0},
+)
 
 
 def _warm(dim: int, metric: str) -> None:
