@@ -184,4 +184,5 @@ def test_real_server_wires_quotas_from_config(start_server: Callable[..., VecdbS
         quotas.admit(["acme"], "Search", k=4)
     get = srv._metrics.registry.get_sample_value  # type: ignore[union-attr]
     assert get("vecdb_tenant_throttled_total", {"tenant": "acme", "limit": "max_k"}) == 1
-    assert load_config(env={"VECDB__QUOTAS__TENANTS": '{"a": {"max_k": 3}}'}).quotas.tenants
+    cfg = load_config(env={"VECDB__QUOTAS__TENANTS": '{"a": {"max_k": 3}}'})
+    assert cfg.quotas.tenants == {"a": {"max_k": 3}}

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vecdb.engine.slot_set import LazyVisible, Packed, SlotSet
+from vecdb.engine.slot_set import BLOCK, GAPS_MIN, LazyVisible, Packed, SlotSet
 from vecdb.index.base import Visible
 
 ops = st.lists(st.tuples(st.sampled_from(["add", "discard", "read"]), st.integers(0, 40)))
@@ -58,10 +58,35 @@ def test_packed_picks_runs_for_consecutive_slots() -> None:
     assert p.nbytes == 2 * 8
     assert p.expand().tolist() == [*range(5000), *range(9000, 20000)]
     short = Packed(np.concatenate([big[i : i + 4] for i in range(0, 4000, 8)]))
-    assert short.nbytes == 4 * 2000  # runs of 4: flat is cheaper to read back
+    assert short.nbytes == 2 * 2000 + 4 * 8  # runs of 4: gaps (and 8 block anchors)
     spread = Packed(big[::3][:1000])
-    assert spread.nbytes == 4 * 1000
-    assert spread._flat.base is None  # noqa: SLF001
+    assert spread.nbytes == 2 * 1000 + 4 * 4
+    assert spread.expand().tolist() == list(range(0, 3000, 3))
+    far = Packed(np.asarray([0, *range(70_000, 70_300, 3)], np.uint32))
+    assert far.nbytes == 4 * 101  # a gap past 16 bits: flat
+    few = Packed(big[::3][:63])
+    assert few.nbytes == 4 * 63 and few._flat.base is None  # noqa: SLF001
+
+
+@given(
+    gaps=st.lists(st.integers(2, 300), min_size=60, max_size=700),
+    far=st.sampled_from([None, 65_535, 65_536, 200_000]),
+    probes=st.lists(st.integers(0, 600), max_size=40),
+)
+def test_packed_gaps_round_trip(gaps: list[int], far: int | None, probes: list[int]) -> None:
+    """Sets around `GAPS_MIN` slots, no runs, gaps of any size (16-bit ones encoded as
+    gaps, a larger one forcing flat): the same sorted slots, and membership right across block edges."""
+    if far is not None:
+        gaps[len(gaps) // 2] = far
+    slots = np.cumsum(np.asarray(gaps, np.int64))
+    p = Packed(slots)
+    assert p.expand().tolist() == slots.tolist()
+    small = len(slots) >= GAPS_MIN and max(gaps[1:]) < 1 << 16
+    assert p.nbytes == (2 * len(slots) + 4 * -(-len(slots) // BLOCK) if small else 4 * len(slots))
+    model = set(slots.tolist())
+    for i in probes:
+        for x in (int(slots[i % len(slots)]), int(slots[i % len(slots)]) + 1, i):
+            assert (x in p) == (x in model)
 
 
 def test_lazy_visible_builds_once_and_reports_it() -> None:

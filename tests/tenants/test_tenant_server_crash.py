@@ -64,7 +64,8 @@ class Writer:
 
     no: int
     model: dict[int, tuple[int, set[str]]] = field(default_factory=dict)  # id -> (gen, grants)
-    pending: tuple[str, int, list[int]] | None = None  # (op, gen, ids) when it stopped
+    # (op, gen, ids, tenants granted / revoked in that order) when it stopped
+    pending: tuple[str, int, list[int], list[str]] | None = None
     acks: int = 0
 
     def ids_of(self, owner: int) -> list[int]:
@@ -99,7 +100,7 @@ class Writer:
                     )
                 else:
                     kind, ids = "del", sorted(rng.sample(pool, rng.randint(1, 6)))
-                self.pending = (kind, gen, ids)
+                self.pending = (kind, gen, ids, list(pick))
                 try:
                     if kind == "up":
                         vecs = np.stack([vector_of(i, gen) for i in ids])
@@ -125,6 +126,45 @@ class Writer:
                         self.model[i][1].difference_update(pick)
                     else:
                         self.model.pop(i, None)
+
+
+def _adopt(
+    model: dict[int, tuple[int, set[str]]],
+    seen: dict[int, tuple[np.ndarray, set[str]]],
+    kind: str,
+    gen: int,
+    ids: list[int],
+    pick: list[str],
+) -> None:
+    """Fold a writer's in-flight operation into `model` as it is seen after the restart,
+    asserting it is all there or not at all: an upsert (vectors and `grant_to`) or a delete
+    landed for every id or for none; grants / revokes, one call per tenant in `pick` order,
+    landed for a prefix of `pick`, each for every id."""
+    before = {i: model[i] for i in ids if i in model}
+    grants = {i: seen[i][1] - {TENANTS[i % 6]} for i in ids if i in seen}
+    if kind == "up":
+        landed = {i in seen and np.array_equal(seen[i][0], vector_of(i, gen)) for i in ids}
+        assert len(landed) == 1, f"upsert of {ids} half landed"
+        if landed.pop():
+            for i in ids:
+                model[i] = (gen, (before[i][1] if i in before else set()) | set(pick))
+                assert grants[i] == model[i][1], f"id {i}: grantees of the in-flight upsert"
+        return
+    if kind == "del":
+        gone = {i not in seen for i in before}
+        assert len(gone) <= 1, f"delete of {ids} half applied"
+        if gone == {True}:
+            for i in before:
+                model.pop(i)
+        return
+    for j in range(len(pick) + 1):  # the calls that landed: pick[:j]
+        done = set(pick[:j])
+        want = {i: (g | done if kind == "grant" else g - done) for i, (_, g) in before.items()}
+        if all(grants.get(i) == want[i] for i in before):
+            for i in before:
+                model[i] = (before[i][0], want[i])
+            return
+    raise AssertionError(f"{kind} of {ids} for {pick}: grantees {grants} match no prefix")
 
 
 def _setup(target: str, index: str) -> None:
@@ -215,15 +255,9 @@ def test_sigkilled_server_keeps_acknowledged_tenant_writes_and_isolation(
             model: dict[int, tuple[int, set[str]]] = {}
             for w in writers:
                 model.update(w.model)
+            for w in writers:
                 if w.pending is not None:
-                    kind, gen, ids = w.pending
-                    for i in ids:
-                        if i in seen:
-                            landed = np.array_equal(seen[i][0], vector_of(i, gen))
-                            old = model.get(i, (gen, set()))[0]
-                            model[i] = (gen if landed else old, seen[i][1] - {TENANTS[i % 6]})
-                        else:
-                            model.pop(i, None)
+                    _adopt(model, seen, *w.pending)
             for i in range(IDS):
                 assert (i in seen) == (i in model), f"id {i}: existence"
                 if i in model:

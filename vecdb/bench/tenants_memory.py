@@ -1,8 +1,9 @@
 """Memory of a (multi-tenant) vecdb database, measured in a fresh process.
 
 Owns the child process of the tenant run's memory rows (`python -m vecdb.bench.tenants_memory
-SPEC`): import vecdb, warm its kernels up on a tiny in-memory SPANN collection (and a
-multi-tenant one when the spec has tenants) so compiled code is in the baseline, read
+SPEC`): import vecdb, warm its kernels up on a tiny multi-tenant SPANN collection in a scratch
+directory, every tenant search path and an unscoped search, the same in the process with
+tenants and the one without, so compiled code is in the baseline of both, read
 RssAnon, open the database, answer the probe queries (each with its tenant, or without any),
 read RssAnon again; with `tiny` also one query for each tiny tenant, and a third reading.
 Prints one JSON line. Must not build the measured database.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -21,33 +23,41 @@ from vecdb.bench.tenants import tenant_name
 from vecdb.bench.tenants_vecdb import connect
 
 WARM_VECTORS = 3000  # as vecdb.bench.vecdb_system: enough for a SPANN index with splits
+# tenant search paths the warm-up takes: the copy, the sub-tree walk, the global walk
+WARM_PATHS: tuple[dict[str, Any], ...] = (
+    {},
+    {"tenant_copy": 0},
+    {"tenant_copy": 0, "tenant_share": 0.0},
+)
 
 
-def _warm(dim: int, metric: str, tenants: bool) -> None:
+def _warm(dim: int, metric: str) -> None:
+    """Compile (or load from numba's cache) every kernel the measured reads can run, in
+    both processes alike: a multi-tenant SPANN collection in a scratch directory (a file-
+    backed copy is a read-only array: its own kernel signature) searched on each tenant path
+    (copy, sub-tree walk, global walk with the bitmap) and without a tenant."""
     x = np.random.default_rng(0).standard_normal((WARM_VECTORS, dim)).astype(np.float32)
     ids = np.arange(WARM_VECTORS, dtype=np.int64)
-    with connect(":memory:") as client:
+    half = WARM_VECTORS // 2
+    with tempfile.TemporaryDirectory() as tmp, connect(tmp) as client:
         client.create_collection("warm", dim=dim, metric=metric, index="spann",
-                                 multi_tenant=tenants)  # fmt: skip
-        if tenants:
-            for name in ("a", "b"):
-                client.create_tenant("warm", name)
-            half = WARM_VECTORS // 2
-            client.upsert("warm", ids=ids[:half], vectors=x[:half], tenant="a")
-            client.upsert("warm", ids=ids[half:], vectors=x[half:], tenant="b")
-            client.grant("warm", ids[:10], tenant="b")
-        else:
-            client.upsert("warm", ids=ids, vectors=x)
+                                 multi_tenant=True)  # fmt: skip
+        for name in ("a", "b"):
+            client.create_tenant("warm", name)
+        client.upsert("warm", ids=ids[:half], vectors=x[:half], tenant="a")
+        client.upsert("warm", ids=ids[half:], vectors=x[half:], tenant="b")
+        client.grant("warm", ids[:10], tenant="b")
         client.optimize("warm", wait=True)
-        scope = {"tenant": "b"} if tenants else {}
-        client.search("warm", x[:2], k=1, **scope)
+        for params in WARM_PATHS:
+            client.search("warm", x[:2], k=10, tenant="b", params=params)
+        client.search("warm", x[:2], k=10)
 
 
 def child_main(spec: dict[str, Any]) -> dict[str, Any]:
     tenants = bool(spec["tenants"])
     probe = np.load(spec["probe"])
     queries, owners = probe["queries"], probe["tenants"]
-    _warm(int(spec["dim"]), str(spec["metric"]), tenants)
+    _warm(int(spec["dim"]), str(spec["metric"]))
     before = read_status_kib()
     params = spec.get("params") or None
     out: dict[str, Any] = {}

@@ -2,14 +2,15 @@
 
 The tenant layer (`tenant_reads`) makes one for a tenant, several tenants, or a global read
 while a dropped tenant's points wait for their cleanup; the read path (`reader`) intersects
-filters with it and calls its `walk` for index searches. `Scope` itself is a value object; `matching` and `pairs_from` answer filters and scroll
-pages within a small scope from its own points instead of the whole collection's.
+filters with it and calls its `walk` for index searches. `Scope` holds its sets (made on first use) and its
+walk; `matching` and `pairs_from` answer filters and scroll pages within a small scope from
+its own points instead of the whole collection's.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,27 +27,82 @@ F32 = npt.NDArray[np.float32]
 Walk = Callable[[F32, int, "dict[str, Any] | None", Visible, I64], tuple[I64, F32]]
 
 
-@dataclass(frozen=True)
 class Scope:
-    """The live slots a read may see, and how to search a subset of them."""
+    """The live slots a read may see, and how to search a subset of them. `slots` and
+    `visible` are made by `make` on first use: a global read while a tenant is dropped needs
+    neither for a get or a scroll page (`member` answers `has` without them)."""
 
-    slots: I64  # sorted, unique
-    visible: Visible  # the same set as a bitmap
-    walk: Walk  # searches index + buffer within a subset of `slots`
-    key: str  # names the set in cache keys (changes whenever the set does)
+    def __init__(
+        self,
+        make: Callable[[], tuple[I64, Visible]],
+        walk: Walk,
+        key: str,
+        member: Callable[[I64], npt.NDArray[np.bool_]] | None = None,
+        size: Callable[[], int] | None = None,
+    ) -> None:
+        self._make: Callable[[], tuple[I64, Visible]] | None = make
+        self._size = size  # the number of slots without the sets (None: from them)
+        self._sets: tuple[I64, Visible] | None = None
+        self._member = member  # membership of live slots without the sets (None: from them)
+        self._lock = threading.Lock()  # one build when several readers share the scope
+        self.walk = walk  # searches index + buffer within a subset of `slots`
+        self.key = key  # names the set in cache keys (changes whenever the set does)
+
+    @classmethod
+    def of(cls, slots: I64, visible: Visible, walk: Walk, key: str) -> Scope:
+        """A scope over sets already made."""
+        scope = cls(lambda: (slots, visible), walk, key)
+        scope._sets, scope._make = (slots, visible), None
+        return scope
+
+    def _built(self) -> tuple[I64, Visible]:
+        sets = self._sets
+        if sets is None:
+            with self._lock:
+                if self._sets is None:
+                    assert self._make is not None
+                    self._sets, self._make = self._make(), None
+                sets = self._sets
+        return sets
+
+    @property
+    def slots(self) -> I64:
+        """Sorted, unique live slots."""
+        return self._built()[0]
+
+    @property
+    def visible(self) -> Visible:
+        """The same set as a bitmap."""
+        return self._built()[1]
+
+    @property
+    def made(self) -> bool:
+        """Whether `slots` and `visible` exist yet."""
+        return self._sets is not None
+
+    @property
+    def size(self) -> int:
+        """The number of slots in the scope."""
+        if self._size is not None and self._sets is None:
+            return self._size()
+        return len(self.slots)
 
     def has(self, slots: npt.ArrayLike) -> npt.NDArray[np.bool_]:
-        """Membership of each slot (vectorised)."""
+        """Membership of each slot (vectorised; with `member`, of live slots)."""
         s = np.asarray(slots, np.int64)
-        if len(self.slots) == 0:
+        if self._member is not None and self._sets is None:
+            return self._member(s)
+        mine = self.slots
+        if len(mine) == 0:
             return np.zeros(s.shape, np.bool_)
-        i = np.minimum(np.searchsorted(self.slots, s), len(self.slots) - 1)
-        return np.asarray(self.slots[i] == s, np.bool_)
+        i = np.minimum(np.searchsorted(mine, s), len(mine) - 1)
+        return np.asarray(mine[i] == s, np.bool_)
 
     def mask(self, n: int) -> npt.NDArray[np.bool_]:
         """The set as a mask over slots 0 .. n - 1."""
         out = np.zeros(n, np.bool_)
-        out[self.slots[self.slots < n]] = True
+        mine = self.slots
+        out[mine[mine < n]] = True
         return out
 
 
@@ -54,7 +110,7 @@ SMALL_SHARE = 8  # a scope of at most 1/8 of the points is read point by point
 
 
 def is_small(coll: CollectionCore, scope: Scope) -> bool:
-    return len(scope.slots) * SMALL_SHARE <= coll.points.count
+    return scope.size * SMALL_SHARE <= coll.points.count
 
 
 def matching(coll: CollectionCore, flt: Filter, scope: Scope) -> npt.NDArray[np.bool_]:

@@ -10,9 +10,12 @@ looks exactly like a missing one.
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from vecdb.engine import tenant_search
 from vecdb.engine.core import CollectionCore
@@ -45,24 +48,49 @@ def read_scope(coll: CollectionCore, tenant: object, tenants: object = None) -> 
     versions = ",".join(f"{n}.{ts.by_no[n].version}" for n in nos)
 
     def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
-        return tenant_search.search_tenants(coll, q, k, params, nos, sub, vis)
+        # the scope's own set (an unfiltered search) may write the derived copy and
+        # directory; a filtered subset of it only reads them
+        whole = vis is visible
+        return tenant_search.search_tenants(coll, q, k, params, nos, sub, vis, whole)
 
-    return Scope(slots, visible, walk, f"t{versions}")
+    return Scope.of(slots, visible, walk, f"t{versions}")
+
+
+_GLOBAL: weakref.WeakKeyDictionary[CollectionCore, Scope] = weakref.WeakKeyDictionary()
+_GLOBAL_LOCK = threading.Lock()
 
 
 def _global(coll: CollectionCore) -> Scope | None:
-    """Every live point but those whose owner is being dropped (None when there are none)."""
+    """Every live point but those whose owner is being dropped (None when there are none).
+    Its sets (an O(points) mask and slot list) are made only when a read needs them (a
+    search or a count; a get or a scroll tests the hidden set alone), and one scope per
+    collection is kept while neither the points nor the hidden set change."""
     ts = coll.tenants
     assert ts is not None
-    hidden = ts.hidden_slots()
-    if len(hidden) == 0:
+    if not ts.any_hidden():
         return None
-    alive = coll.points.alive()
-    alive[hidden[hidden < len(alive)]] = False
-    slots = np.flatnonzero(alive).astype(np.int64)
+    key = f"g{coll.selector.version}.{ts.hidden_version}"
+    with _GLOBAL_LOCK:
+        hit = _GLOBAL.get(coll)
+        if hit is not None and hit.key == key:
+            return hit
+
+    def make() -> tuple[I64, Visible]:
+        hidden = ts.hidden_slots()
+        alive = coll.points.alive()
+        alive[hidden[hidden < len(alive)]] = False
+        return np.flatnonzero(alive).astype(np.int64), Visible.from_mask(alive)
+
+    def member(slots: I64) -> npt.NDArray[np.bool_]:
+        return ~np.asarray(ts.is_hidden(slots.tolist()), np.bool_).reshape(slots.shape)
+
+    def size() -> int:  # hidden slots are live ones (a delete takes them out)
+        return coll.points.count - ts.hidden_count()
 
     def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
         return search_slots(coll, q, k, params, vis)
 
-    key = f"g{coll.selector.version}.{ts.hidden_version}"
-    return Scope(slots, Visible.from_mask(alive), walk, key)
+    scope = Scope(make, walk, key, member, size)
+    with _GLOBAL_LOCK:
+        _GLOBAL[coll] = scope
+    return scope

@@ -33,6 +33,7 @@ from vecdb.engine.writer import prepare
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import SearchParams
+from vecdb.index.spann import subtree
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
@@ -52,26 +53,33 @@ def search_tenants(
     tenant_nos: list[int],
     slots: I64,
     visible: Visible,
+    cacheable: bool = True,
 ) -> tuple[I64, F32]:
     """Top-k slots of prepared queries among `slots` (sorted, the live slots granted to any
-    of `tenant_nos`; `visible` is the same set as a bitmap), over index and write buffer."""
+    of `tenant_nos`; `visible` is the same set as a bitmap), over index and write buffer.
+    `cacheable`: `slots` is the tenants' whole set, so the derived copy and directory may be
+    written for it; a filtered subset (False) reads them but never writes them, or the next
+    unfiltered search would find them rewritten to the subset."""
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
     mine, rest = TenantParams.split(params)
     tp = TenantParams.parse(mine)
     if not isinstance(coll.index, SpannIndex):  # the flat index: exact already, in memory
         return search_slots(coll, q, k, rest, visible)
-    walker = coll.index.search_subset
-    SearchParams.parse(rest)  # bad search parameters fail whichever path answers
+    sp = SearchParams.parse(rest)  # parsed once; bad parameters fail whichever path answers
     key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
         s = np.asarray(slots, np.int64)
         if len(s) > 1 and not (s[1:] > s[:-1]).all():  # the copy works on ascending slots
             s = np.unique(s)
-        return copied(coll, q, k, key, s)
+        return copied(coll, q, k, key, s, cacheable)
+    state = coll.index.state
+    sub_key = key if cacheable else None
 
     def walk(q_: F32, k_: int, p_: dict[str, Any] | None, v_: Visible | None) -> IndexResult:
-        return walker(q_, k_, p_, slots, visible, key)  # v_ is `visible` itself
+        # q_ and k_ are the engine's checked queries and k; v_ is `visible` itself
+        q32 = np.ascontiguousarray(q_, np.float32)
+        return subtree.search_subset(state, q32, k_, sp, tp, slots, visible, sub_key)
 
     return search_slots(coll, q, k, params, visible, walk)
 
@@ -91,21 +99,29 @@ def store_of(coll: CollectionCore) -> TenantStore:
 
 
 def copied(
-    coll: CollectionCore, q: F32, k: int, key: tuple[int, ...], slots: I64
+    coll: CollectionCore,
+    q: F32,
+    k: int,
+    key: tuple[int, ...],
+    slots: I64,
+    cacheable: bool = True,
 ) -> tuple[I64, F32]:
     """Exact top-k of the set from its contiguous copy (`slots` ascending). A copy serves
     any subset of its slots (slot -> vector never changes: see `tenant_store`); slots it
     lacks (grants, new upserts) are read from RocksDB alone and patched in, and a copy
-    holding many rows no longer asked for (revokes, deletes) is rewritten from itself."""
+    holding many rows no longer asked for (revokes, deletes) is rewritten from itself.
+    Not `cacheable` (`slots` is a filtered part of the set): the copy is read, never made,
+    patched or shrunk; slots it lacks are read from RocksDB for this call only."""
     nq = q.shape[0]
     store = store_of(coll)
     stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
     hit = store.read(key)
     if hit is None:
         found, base = stored_vectors(coll, slots)
-        store.write(key, found, base)
-        stats.extra["tenant_copies_made"] = 1.0
-        stats.bytes_read = base.nbytes  # the stored vectors read to make the copy
+        stats.bytes_read = base.nbytes  # the stored vectors read (to make the copy)
+        if cacheable:
+            store.write(key, found, base)
+            stats.extra["tenant_copies_made"] = 1.0
     else:
         have, vecs = hit
         stats.bytes_read = have.nbytes + vecs.nbytes
@@ -114,7 +130,7 @@ def copied(
         present[present] = have[pos[present]] == slots[present]
         if present.all():
             found, base = (have, vecs) if len(have) == len(slots) else (slots, vecs[pos])
-            if len(have) > SHRINK * len(slots) + SHRINK_SLACK:
+            if cacheable and len(have) > SHRINK * len(slots) + SHRINK_SLACK:
                 store.write(key, found, base)
                 stats.extra["tenant_copies_shrunk"] = 1.0
         else:
@@ -125,8 +141,9 @@ def copied(
             if len(new_s):  # (slots deleted meanwhile are simply not there)
                 order = np.argsort(found, kind="stable")
                 found, base = found[order], np.ascontiguousarray(base[order])
-                store.write(key, found, base)
-                stats.extra["tenant_copies_patched"] = 1.0
+                if cacheable:
+                    store.write(key, found, base)
+                    stats.extra["tenant_copies_patched"] = 1.0
     with coll.io_lock:
         coll.io.add(stats)
     if len(found) == 0:

@@ -203,6 +203,14 @@ class TenantState:
         with self.lock:
             return self.hidden.array()
 
+    def any_hidden(self) -> bool:
+        """Whether some tenant's points wait for their drop's cleanup."""
+        return self.hidden_count() > 0
+
+    def hidden_count(self) -> int:
+        with self.lock:
+            return len(self.hidden)
+
     def sees(self, nos: list[int], slots: list[int]) -> list[bool]:
         """Whether each slot is visible to one of `nos`."""
         with self.lock:

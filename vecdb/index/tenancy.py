@@ -214,9 +214,14 @@ class SubTreeCache:
         self._lock = threading.Lock()  # searches from any thread share the cache
         self.derived = 0  # directories derived (misses), for stats and tests
 
-    def get(self, key: Hashable, token: object, tree: ClusterTree, slots: I64) -> SubTree:
-        """The directory of `slots` under `key` (derived again if stale). Call with the
-        index's read lock held, so the tree cannot change meanwhile."""
+    def get(self, key: Hashable | None, token: object, tree: ClusterTree, slots: I64) -> SubTree:
+        """The directory of `slots` under `key` (derived again if stale; key None: derived
+        and not kept, e.g. for a filtered part of a set, which must not evict the set's
+        own entry). Call with the index's read lock held, so the tree cannot change."""
+        if key is None:
+            with self._lock:
+                self.derived += 1
+            return derive(tree, slots)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and hit[0]() is token and hit[1].fresh(tree):

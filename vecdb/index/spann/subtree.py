@@ -32,7 +32,7 @@ from vecdb.index.params import SearchParams
 from vecdb.index.spann import search as global_search
 from vecdb.index.spann.state import SpannState
 from vecdb.index.tenancy import SubTree, TenantParams
-from vecdb.kernels.kmeans import sq_norms
+from vecdb.kernels.distance import pairwise
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -46,10 +46,11 @@ def search_subset(
     tp: TenantParams,
     slots: I64,
     visible: Visible,
-    key: Hashable,
+    key: Hashable | None,
 ) -> IndexResult:
     """Top-k of each query among `slots` (live ones; `visible` is the same set as a bitmap;
-    `key` names the set for the directory cache, `visible` identifies its version)."""
+    `key` names the set for the directory cache, `visible` identifies its version; None:
+    the directory is derived for this call and not cached). Parameters come parsed."""
     nq = len(queries)
     share = len(slots) / max(1, st.n_live)
     if share > tp.tenant_share:
@@ -97,12 +98,11 @@ def rank_leaves(
     units) to any member of that leaf or of any leaf ranked after it, read or not (-inf
     where no bound is known: "ip")."""
     if metric == "ip":
-        score = -(queries @ c.T)
+        score = pairwise("ip", queries, c)
         order = _best(score, m)
         ranked = np.take_along_axis(score, order, 1).astype(np.float32)
         return order, ranked, np.full(ranked.shape, -np.inf, np.float32)
-    d2 = sq_norms(queries)[:, None] + sq_norms(c)[None, :] - 2.0 * (queries @ c.T)
-    d2 = np.maximum(d2, 0.0)
+    d2 = pairwise("l2", queries, c)  # centroids are not unit vectors, even for "cosine"
     r = radius[None, :]
     score = d2 - boost * r * r if boost > 0 else d2
     order = _best(score, m)
