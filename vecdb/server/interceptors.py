@@ -331,3 +331,6 @@ def _fields(
     if seconds is not None:
         out["ms"] = round(seconds * 1000, 3)
     return out
+
+
+__all__ = ["AdmissionPool", "CallGuard", "request_id"]  # AdmissionPool: its home is handlers
