@@ -8,14 +8,19 @@ short slices so load drift hits all alike: (1) embedded `search` on the copy, (2
 search through the SDK to a `vecdb serve` child on the original (`server_process`), (3) a bare
 grpcio unary call to an echo child (no vecdb code, no protobuf: bytes of the size of a search
 request in, the same bytes back), (4) a trivial vecdb call (CollectionExists) to the same
-server: its fixed cost per call. It also times batch searches both ways (QPS, wall). Owns its
-echo server and the report; measures nothing else.
+server: its fixed cost per call, and (5) with the floor on (the default), the same SDK search
+to a plain grpcio server in a child process that hands the request straight to vecdb's
+servicer on a third copy (no guard: no auth, metrics, quotas, request ids, admission): what
+grpcio plus the engine in a server process cost before anything vecdb adds per call. It also
+times batch searches both ways (QPS, wall). Owns its echo and floor servers and the report;
+measures nothing else.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench.datasets import load_dataset
-from vecdb.bench.server_process import ServerProcess
+from vecdb.bench.server_process import THREAD_VARS, ServerProcess
 
 COLLECTION = "bench"
 ECHO_METHOD = "/vecdb.bench.Echo/Echo"
@@ -50,17 +55,47 @@ print(port, flush=True)
 sys.stdin.read()  # until the parent closes our stdin
 server.stop(0)
 """
+FLOOR_SERVER = """
+import sys
+from concurrent import futures
+import grpc
+from vecdb.engine import Database
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.server.app import pin_blas_threads
+from vecdb.server.metrics import ServerMetrics
+from vecdb.server.servicer import VectorDBServicer
+pin_blas_threads(1)  # as `vecdb serve` does
+db = Database(sys.argv[2])
+search = VectorDBServicer(db, ServerMetrics(), 4).Search
+handler = grpc.method_handlers_generic_handler("vecdb.v1.VectorDB", {
+    "Search": grpc.unary_unary_rpc_method_handler(
+        search, request_deserializer=pb.SearchRequest.FromString,
+        response_serializer=pb.SearchResponse.SerializeToString)})
+server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[1])))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+sys.stdin.read()  # until the parent closes our stdin
+server.stop(0)
+db.close()
+"""
 
 
 class EchoServer:
-    """A bare grpcio server in a child process whose one method returns its request."""
+    """A bare grpcio server in a child process whose one method returns its request (or,
+    given another `script`, that script's server: it prints its port, serves until stdin
+    closes), with the thread counts pinned as `ServerProcess` pins them."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, script: str = ECHO_SERVER, *args: str) -> None:
+        env = dict(os.environ)
+        env.update(dict.fromkeys(THREAD_VARS, str(workers)))
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ECHO_SERVER, str(workers)],
+            [sys.executable, "-c", script, str(workers), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert self.proc.stdout is not None
         self.address = f"127.0.0.1:{int(self.proc.stdout.readline())}"
@@ -105,9 +140,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     queries = np.ascontiguousarray(ds.queries[: args.queries])
     params = {"max_postings": args.max_postings}
     work = Path(tempfile.mkdtemp(prefix="vecdb-grpc-latency-"))
-    server = echo = None
+    server = echo = floor = None
     try:
-        served, local = work / "served", work / "local"
+        served, local, plain = work / "served", work / "local", work / "plain"
         with vecdb.connect(str(served)) as db:
             db.create_collection(COLLECTION, dim=base.shape[1], metric=ds.metric, index="spann")
             for lo in range(0, len(base), 20_000):
@@ -115,6 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 db.upsert(COLLECTION, ids=ids, vectors=base[lo : lo + 20_000])
             db.optimize(COLLECTION, wait=True)
         shutil.copytree(served, local)
+        if args.floor:
+            shutil.copytree(served, plain)
         embedded = vecdb.connect(str(local))
         server = ServerProcess(served, args.threads)
         remote = vecdb.connect(f"grpc://{server.address}")
@@ -135,6 +172,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "echo": lambda i: call(payload, timeout=10),
             "trivial": lambda i: remote.collection_exists(COLLECTION),
         }
+        if args.floor:
+            floor = EchoServer(args.threads, FLOOR_SERVER, str(plain))
+            floor_client = vecdb.connect(f"grpc://{floor.address}")
+            systems["floor"] = one(floor_client)
         for f in systems.values():  # warm-up: connections, kernels, caches
             for i in range(20):
                 f(i)
@@ -157,12 +198,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         embedded.close()
         remote.close()
         channel.close()
+        if floor is not None:
+            floor_client.close()
         return out
     finally:
         if server is not None:
             server.stop()
-        if echo is not None:
-            echo.stop()
+        for child in (echo, floor):
+            if child is not None:
+                child.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -188,12 +232,22 @@ def report(r: dict[str, Any]) -> str:
     if "trivial" in r:  # the server's fixed cost per call, without the search
         t = r["trivial"]
         lines.append(f"| remote CollectionExists (SDK) | {t['p50']:.3f} | {t['p99']:.3f} | - |")
+    if "floor" in r:  # grpcio + the servicer, no guard
+        f = r["floor"]
+        lines.append(f"| floor: plain grpcio server + servicer (SDK) | {f['p50']:.3f} | "
+                     f"{f['p99']:.3f} | - |")  # fmt: skip
     lines += [
         "",
         f"remote p50 - embedded p50 = {gap:.3f} ms = {gap / x['p50']:.2f}x the echo p50 "
         f"(target <= 1.2x); remote / embedded batch QPS = "
         f"{m['batch_qps'] / e['batch_qps']:.2f} (target >= 0.9).",
     ]
+    if "floor" in r:
+        f = r["floor"]
+        lines.append(f"floor p50 - embedded p50 = {f['p50'] - e['p50']:.3f} ms = "
+                     f"{(f['p50'] - e['p50']) / x['p50']:.2f}x the echo p50; remote p50 - floor "
+                     f"p50 = {m['p50'] - f['p50']:.3f} ms (vecdb's per-call layer: guard, "
+                     "auth, metrics, quotas, request ids).")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -205,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=1000, help="queries of the batch QPS call")
     ap.add_argument("--max-postings", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2, help="server and echo worker threads")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the plain grpcio + servicer server (a third copy of the data)")  # fmt: skip
     ap.add_argument("--json", type=Path, default=None, help="append the result as a JSON line")
     args = ap.parse_args(argv)
     r = run(args)

@@ -357,11 +357,15 @@ def search_request(
     with_vectors: Any, tenant: Any, tenants: Any, with_stats: Any = False,
 ) -> pb.SearchRequest:  # fmt: skip
     """A Search with its tenant block and `with_stats` (shared with the async client)."""
-    rq.flags(("with_stats", with_stats))  # the engine judges it first of all
+    if type(with_stats) is not bool:
+        rq.flags(("with_stats", with_stats))  # the engine judges it first of all
     req = rq.search_request(name, queries, k, filter, params, with_payload, with_vectors)
-    req.options.with_stats = with_stats
-    req.tenant = tq.tenant_arg(tenant)
-    req.tenants.extend(tq.tenants_arg(tenants))
+    if with_stats:
+        req.options.with_stats = True
+    if tenant is not None:
+        req.tenant = tq.tenant_arg(tenant)
+    if tenants is not None:
+        req.tenants.extend(tq.tenants_arg(tenants))
     return req
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from vecdb.client.plain_requests import plain_search
 from vecdb.engine import filters
 from vecdb.engine import validate as rules
 from vecdb.errors import InvalidArgument, VecdbError, echo
@@ -231,6 +232,9 @@ def search_request(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
     with_vectors: Any,
 ) -> pb.SearchRequest:  # fmt: skip
+    fast = plain_search(name, queries, k, filter, params, with_payload, with_vectors)
+    if fast is not None:
+        return fast
     collection = name_arg(name)
     # The engine's order: k, the filter, the flags, the queries (their dimension needs the
     # collection), then params.

@@ -18,14 +18,21 @@ id. Once the body is decoded, and before the servicer sees it, a key bound to te
 collections is held to them (`vecdb.server.auth_scope`: checks, tenant injection, listings
 filtered on the way out), the tenants' quotas are charged (`vecdb.server.quotas`), and the
 call is counted per tenant (`vecdb.server.metrics.TenantMetrics`). Must not import the engine.
+
+The per-call path is kept short (issue 12: a single query over gRPC pays it on every call): the
+wrapped handler of a (method, caller) pair is built once and reused, a request id is a
+per-process random prefix and a counter (no system call), metric children are looked up once
+per (method, code), the in-flight gauge reads the running-call count at scrape time, and an
+unscoped key skips the scope, quota and listing-filter steps that cannot apply to it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from typing import Any
@@ -35,7 +42,6 @@ import grpc
 from vecdb.errors import (
     DeadlineExceeded,
     Internal,
-    InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
@@ -44,8 +50,9 @@ from vecdb.errors import (
 from vecdb.rpc.status import REQUEST_ID_KEY, to_status
 from vecdb.server.auth import KeyRing, Principal
 from vecdb.server.auth_scope import filter_response, scope, scoped_call
+from vecdb.server.handlers import AdmissionPool, Undecodable, checked, on_pool, rebuild, safe
 from vecdb.server.metrics import ServerMetrics, bytes_read_of
-from vecdb.server.quotas import Quotas, requested_k
+from vecdb.server.quotas import Quotas
 
 log = logging.getLogger("vecdb.server")
 
@@ -55,91 +62,14 @@ REFLECTION_PREFIX = "/grpc.reflection."
 QUEUE_RETRY_AFTER = 0.5  # seconds suggested to a caller refused because the queue is full
 DRAIN_RETRY_AFTER = 1.0  # ... and to one refused because the server is shutting down
 LOG_EVERY = 10.0  # seconds between two log lines about refused calls
+MAX_ROUTES = 4096  # cached (method, caller) handlers; the cache starts over past this
+_RID_PREFIX = secrets.token_hex(4)  # 8 hex digits, random per process
+_rid_counter = itertools.count(1)  # next() on a count is atomic under the GIL
 
 
-class AdmissionPool(futures.ThreadPoolExecutor):
-    """The handler pool; `pending` counts calls submitted and not finished (running + queued).
-    Every submitted task decrements it when done, so the count cannot leak."""
-
-    def __init__(self, workers: int) -> None:
-        super().__init__(max_workers=workers, thread_name_prefix="rpc")
-        self._lock = threading.Lock()
-        self.pending = 0  # calls running or waiting for a thread
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
-        with self._lock:
-            self.pending += 1
-        try:
-            return super().submit(self._counted, fn, *args, **kwargs)
-        except BaseException:
-            self._done()
-            raise
-
-    def _counted(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._done()
-
-    def _done(self) -> None:
-        with self._lock:
-            self.pending -= 1
-
-
-class _Undecodable:
-    """What the safe deserializer hands on instead of raising (grpcio would answer INTERNAL)."""
-
-    def __init__(self, message_type: str) -> None:
-        self.error = InvalidArgument(
-            f"the request body is not a valid {message_type} message", reason="MALFORMED_REQUEST"
-        )
-
-
-def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None:
-        return None
-    owner = getattr(deserializer, "__self__", None)
-    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "request")
-
-    def decode(raw: bytes) -> Any:
-        try:
-            return deserializer(raw)
-        except Exception:
-            return _Undecodable(name)
-
-    return decode
-
-
-def _checked(requests: Iterator[Any]) -> Iterator[Any]:
-    for request in requests:
-        if isinstance(request, _Undecodable):
-            raise request.error
-        yield request
-
-
-def _on_pool(behavior: Callable[..., Any], pool: futures.ThreadPoolExecutor) -> Callable[..., Any]:
-    """`behavior` run by grpcio on `pool` instead of the handler pool (`experimental_thread_pool`
-    is grpcio's documented hook for this)."""
-
-    def run(*args: Any) -> Any:
-        return behavior(*args)
-
-    run.experimental_thread_pool = pool  # type: ignore[attr-defined]
-    return run
-
-
-def _rebuild(handler: grpc.RpcMethodHandler, pool: futures.ThreadPoolExecutor) -> Any:
-    """The same handler, of the same cardinality, run on `pool`."""
-    de, ser = handler.request_deserializer, handler.response_serializer
-    for kind, make in (("unary_unary", grpc.unary_unary_rpc_method_handler),
-                       ("unary_stream", grpc.unary_stream_rpc_method_handler),
-                       ("stream_unary", grpc.stream_unary_rpc_method_handler),
-                       ("stream_stream", grpc.stream_stream_rpc_method_handler)):  # fmt: skip
-        behavior = getattr(handler, kind)
-        if behavior is not None:
-            return make(_on_pool(behavior, pool), request_deserializer=de,
-                        response_serializer=ser)  # fmt: skip
-    return handler
+def request_id() -> str:
+    """A new request id: 16 hex digits, the process's random prefix then a call counter."""
+    return f"{_RID_PREFIX}{next(_rid_counter) & 0xFFFFFFFF:08x}"
 
 
 class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -158,8 +88,11 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         self._probes = futures.ThreadPoolExecutor(2, thread_name_prefix="rpc-health")
         self._side = futures.ThreadPoolExecutor(side_workers, thread_name_prefix="rpc-side")
         self._draining = threading.Event()  # set at shutdown: new calls get UNAVAILABLE
-        self._idle = threading.Condition()  # notified when a call ends
-        self._active = 0  # calls running now
+        self._idle = threading.Condition(threading.Lock())  # notified when a call ends, draining
+        self._active = 0  # calls running now (the in-flight gauge reads it when scraped)
+        metrics.inflight.set_function(lambda: self._active)
+        # (full method, caller) -> (grpc's handler, our wrapped one); see intercept_service.
+        self._routes: dict[tuple[str, Principal], tuple[Any, Any]] = {}
         self._refused = 0  # queue-full refusals since the last log line
         self._logged_at = 0.0  # monotonic time of that line
 
@@ -184,22 +117,23 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         full = details.method
-        metadata = tuple(details.invocation_metadata or ())
-        rid = uuid.uuid4().hex[:16]
+        metadata = details.invocation_metadata or ()
         if not full.startswith(SERVICE_PREFIX):
             if full.startswith(REFLECTION_PREFIX):  # the schema is for callers with a key
                 try:
                     self._keys.authenticate(metadata)
                 except VecdbError as exc:
-                    return self._refusal(handler, full, rid, exc)
-            return _rebuild(handler, self._probes if full == HEALTH_CHECK else self._side)
+                    return self._refusal(handler, full, request_id(), exc)
+            return rebuild(handler, self._probes if full == HEALTH_CHECK else self._side)
         method = full[len(SERVICE_PREFIX) :]
         try:  # decided on the metadata alone: nothing of the body has been read
             if self._draining.is_set():
                 raise Unavailable("server is shutting down; retry on another replica or later",
                                   reason="SHUTTING_DOWN", retry_after=DRAIN_RETRY_AFTER)  # fmt: skip
             who = self._keys.principal(metadata)
-            self._keys.authorize(who, method)
+            route = self._routes.get((full, who))
+            if route is None or route[0] is not handler:
+                self._keys.authorize(who, method)  # a cached route was authorized when built
             if self._pool.pending >= self._bound:
                 self._queue_full(method)
                 raise ResourceExhausted(
@@ -207,22 +141,33 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                     reason="QUEUE_FULL", retry_after=QUEUE_RETRY_AFTER,
                 )  # fmt: skip
         except VecdbError as exc:
-            return self._refusal(handler, method, rid, exc)
-        de, ser = _safe(handler.request_deserializer), handler.response_serializer
+            return self._refusal(handler, method, request_id(), exc)
+        if route is not None and route[0] is handler:
+            return route[1]
+        if handler.unary_unary is None and handler.stream_stream is None and who.scoped:
+            # No such RPC today; a new one must not slip past the scope checks.
+            denied = PermissionDenied(f"{method} is not available to keys bound to tenants "
+                                      "or collections", reason="SCOPED_KEY")  # fmt: skip
+            return self._refusal(handler, method, request_id(), denied)
+        wrapped = self._wrap(method, who, handler)
+        if len(self._routes) >= MAX_ROUTES:  # many keys x methods: start over, stay bounded
+            self._routes.clear()
+        self._routes[(full, who)] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, who: Principal, handler: grpc.RpcMethodHandler) -> Any:
+        """`handler` guarded for calls of `who` to `method` (built once per pair)."""
+        de, ser = safe(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, rid, who, handler.unary_unary),
+                self._wrap_unary(method, who, handler.unary_unary),
                 request_deserializer=de, response_serializer=ser,
             )  # fmt: skip
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, rid, who, handler.stream_stream),
+                self._wrap_stream(method, who, handler.stream_stream),
                 request_deserializer=de, response_serializer=ser,
             )  # fmt: skip
-        if who.scoped:  # no such RPC today; a new one must not slip past the scope checks
-            denied = PermissionDenied(f"{method} is not available to keys bound to tenants "
-                                      "or collections", reason="SCOPED_KEY")  # fmt: skip
-            return self._refusal(handler, method, rid, denied)
         return handler
 
     # -- refusals --------------------------------------------------------------------------
@@ -255,10 +200,10 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         ser = handler.response_serializer
         if handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                _on_pool(refuse_stream, self._express), response_serializer=ser
+                on_pool(refuse_stream, self._express), response_serializer=ser
             )
         return grpc.stream_unary_rpc_method_handler(
-            _on_pool(refuse, self._express), response_serializer=ser
+            on_pool(refuse, self._express), response_serializer=ser
         )
 
     # -- the guarded call ------------------------------------------------------------------
@@ -285,7 +230,6 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     def _begin(self) -> float:
         with self._idle:
             self._active += 1
-        self._metrics.inflight.inc()
         return time.perf_counter()
 
     def _finish(
@@ -293,36 +237,43 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     ) -> None:
         elapsed = time.perf_counter() - start
         self._metrics.observe(method, code, elapsed)
-        self._metrics.tenants.observe(tenants, method, code, elapsed)
-        self._metrics.inflight.dec()
+        if tenants:
+            self._metrics.tenants.observe(tenants, method, code, elapsed)
         with self._idle:
             self._active -= 1
-            self._idle.notify_all()
+            if self._draining.is_set():  # only drain() waits on it
+                self._idle.notify_all()
         if code == "OK" and log.isEnabledFor(logging.DEBUG):
             log.debug("call", extra=_fields(method, rid, code, None, elapsed))
 
     def _wrap_unary(
-        self, method: str, rid: str, who: Principal,
-        behavior: Callable[[Any, grpc.ServicerContext], Any],
+        self, method: str, who: Principal, behavior: Callable[[Any, grpc.ServicerContext], Any],
     ) -> Callable[[Any, grpc.ServicerContext], Any]:  # fmt: skip
+        scoped, quotas, tenant_metrics = who.scoped, self._quotas, self._metrics.tenants
+
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             start = self._begin()
+            rid = request_id()
             code, failed = "OK", None
             tenants: tuple[str, ...] = ()
             try:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
                 self._start(method, context)
-                if isinstance(request, _Undecodable):
+                if isinstance(request, Undecodable):
                     raise request.error
                 tenants = scope(who, method, request)
-                ticket = self._quotas.admit(tenants, method, requested_k(request))
+                ticket = quotas.admit_request(tenants, method, request)
                 try:
-                    response = scoped_call(who, method, request,
-                                           lambda r: behavior(r, context))  # fmt: skip
+                    if scoped:
+                        response = scoped_call(who, method, request,
+                                               lambda r: behavior(r, context))  # fmt: skip
+                    else:  # scoped_call and filter_response change nothing for it
+                        response = behavior(request, context)
                 finally:
                     ticket.release()
-                self._metrics.tenants.read(tenants, bytes_read_of(response))
-                return filter_response(who, method, response)
+                if tenants:
+                    tenant_metrics.read(tenants, bytes_read_of(response))
+                return filter_response(who, method, response) if scoped else response
             except Exception as exc:
                 failed = self._failure(method, rid, exc)
                 code = failed.code
@@ -344,17 +295,17 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     def _wrap_stream(
         self,
         method: str,
-        rid: str,
         who: Principal,
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             start = self._begin()
+            rid = request_id()
             code, failed, seen = "OK", None, dict[str, None]()
             try:
                 context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
                 self._start(method, context)
-                scoped = self._scoped(method, who, _checked(requests), seen)
+                scoped = self._scoped(method, who, checked(requests), seen)
                 yield from behavior(scoped, context)
             except GeneratorExit:  # the client went away mid-stream
                 code = "CANCELLED"
@@ -380,3 +331,6 @@ def _fields(
     if seconds is not None:
         out["ms"] = round(seconds * 1000, 3)
     return out
+
+
+__all__ = ["AdmissionPool", "CallGuard", "request_id"]  # AdmissionPool: its home is handlers

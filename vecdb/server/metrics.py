@@ -228,13 +228,21 @@ class ServerMetrics:
             self.registry.register(_IndexStatus(index_status))
         self._http: Any = None
         self._thread: threading.Thread | None = None
+        # (method, code) -> its requests child, errors child (None for OK), latency child
+        self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
 
     def observe(self, method: str, code: str, seconds: float) -> None:
         """Record one finished call."""
-        self.requests.labels(method, code).inc()
-        if code != "OK":
-            self.errors.labels(method, code).inc()
-        self.latency.labels(method).observe(seconds)
+        series = self._series.get((method, code))
+        if series is None:  # first call of this (method, code): look the children up once
+            errors = self.errors.labels(method, code) if code != "OK" else None
+            series = (self.requests.labels(method, code), errors, self.latency.labels(method))
+            self._series[(method, code)] = series
+        requests, errors, latency = series
+        requests.inc()
+        if errors is not None:
+            errors.inc()
+        latency.observe(seconds)
 
     def start_http(self, host: str, port: int) -> int:
         """Serve `/metrics` on `host:port` (0 = a free port); return the bound port."""

@@ -157,6 +157,13 @@ class Quotas:
         lim = self.limits(tenant)
         return lim.max_vectors, lim.max_bytes
 
+    def admit_request(self, tenants: tuple[str, ...], method: str, request: Any) -> Ticket:
+        """`admit` for a decoded request, reading its `k` only when a quota can apply (the
+        per-call fast path: no quotas configured, or a call naming no tenant, costs nothing)."""
+        if not self.enabled or not tenants:
+            return NO_TICKET
+        return self.admit(tenants, method, requested_k(request))
+
     def admit(self, tenants: Iterable[str], method: str, k: int | None = None) -> Ticket:
         """Charge one request to each tenant and hold a query slot if `method` is a query;
         raise ResourceExhausted (charging nothing) if any tenant is over a limit."""
