@@ -99,7 +99,7 @@ def test_code_scores_equal_maxsim_of_decoded_tokens() -> None:
     codes = rng.integers(0, 16, 40).astype(np.uint8)
     offsets = np.array([0, 10, 11, 25, 40], dtype=np.int64)
     q = rng.standard_normal((3, 6)).astype(np.float32)
-    got = scoring.code_scores(q, centroids, codes, offsets)
+    got = scoring.code_scores(q, centroids, *scoring.pack(codes, 16), offsets)
     want = scoring.reference_scores(q, centroids[codes], offsets)
     np.testing.assert_allclose(got, want, atol=1e-4)
 

@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from oracles import clustered_documents, clustered_queries, maxsim_recall
 
 from vecdb.engine import Database
 from vecdb.index.multivector import MultiVectorIndex
+from vecdb.index.multivector.params import MVSearchParams
 
 DIM = 16
 DOCS = clustered_documents(400, DIM, seed=11, tokens=(4, 16))
@@ -109,3 +111,26 @@ def test_unclean_stop_replays_the_op_log(tmp_path: Path) -> None:
         assert again.stats["exact"] == 1.0  # rebuilt untrained: exact until trained
         rows = [set(r.tolist()) for r in again.ids]
         assert all(len(r & set(w.tolist())) >= 8 for r, w in zip(rows, want.ids, strict=True))
+
+
+def test_search_parameters_are_parsed_once_and_the_metric_reaches_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """search_documents checks its params before any work and hands the parsed object to
+    the index (one parse per call); the collection's metric is the index's."""
+    calls: list[object] = []
+    real = MVSearchParams.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls, given, prefix="params"):  # type: ignore[no-untyped-def]
+        calls.append(given)
+        return real(cls, given, prefix)
+
+    with Database(tmp_path / "db", settings=FAST) as db:
+        db.create_collection("p", DIM, "ip", kind="multivector", index_params={"K": 64})
+        db.create_collection("c", DIM, "cosine", kind="multivector", index_params={"K": 64})
+        db.upsert_documents("p", list(range(50)), DOCS[:50])
+        assert not db.collections["p"].core.index.mv.unit
+        assert db.collections["c"].core.index.mv.unit
+        monkeypatch.setattr(MVSearchParams, "parse", classmethod(counting))
+        db.search_documents("p", QUERIES[:2], k=5, params={"nprobe": 2})
+        assert calls == [{"nprobe": 2}]

@@ -11,6 +11,7 @@ from oracles import clustered_documents, clustered_queries, maxsim_recall, maxsi
 from vecdb.errors import FormatError, InvalidArgument
 from vecdb.index.multivector import MultiVectorIndex
 from vecdb.index.multivector.params import auto_k
+from vecdb.index.multivector.reduce import pool
 
 DIM = 32
 K_AT = 10
@@ -207,3 +208,27 @@ def test_every_rerank_tier_ranks_and_a_missing_tier_is_refused(corpus: tuple) ->
     with pytest.raises(InvalidArgument) as e:
         idx.search(qs[:1], K_AT, {"rerank": "float16"})
     assert e.value.field == "params.rerank"
+
+
+def test_the_collection_metric_decides_unit_centroids_and_pools_not_the_norms() -> None:
+    """Spherical centroids and renormalised pools follow the metric passed in: unit-norm
+    tokens under "ip" keep plain k-means centroids (shorter than 1), under "cosine" they are
+    unit vectors. (The norms of the data used to be taken as the metric.)"""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    offs = np.arange(0, 3001, 10)
+    norms = {}
+    for metric in ("ip", "cosine"):
+        idx = MultiVectorIndex(8, params={"K": 64}, metric=metric)
+        idx.build(np.arange(300), x, offs)
+        assert idx._v.codec is not None
+        norms[metric] = np.linalg.norm(idx._v.codec.centroids, axis=1)
+    assert np.allclose(norms["cosine"], 1.0, atol=1e-5)
+    assert norms["ip"].max() < 0.99
+    pair = np.array([[1.0, 0.0], [0.8, 0.6]], np.float32)
+    w = np.full(2, np.nan, np.float32)
+    merged, _, _ = pool(pair, np.array([0, 2]), w, 0.5, unit=False)
+    assert np.linalg.norm(merged[0]) > 1.5
+    merged, _, _ = pool(pair, np.array([0, 2]), w, 0.5, unit=True)
+    assert np.isclose(np.linalg.norm(merged[0]), 1.0)

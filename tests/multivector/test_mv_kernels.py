@@ -10,6 +10,8 @@ from vecdb.kernels.bitpack import (
     append_codes,
     build_lut,
     code_bits,
+    encode_books,
+    grid_books,
     pack_codes,
     pack_small,
     row_bytes,
@@ -158,9 +160,74 @@ def test_residual_lut_scores_without_decompression(b: int, d: int) -> None:
     cand = np.arange(len(off) - 1, dtype=np.int64)
     out = np.empty(len(cand), np.float32)
     bits = code_bits(k)
-    ms.lut_maxsim(build_lut(q, values, b), pack_small(rcodes, b), off, cand, out,
+    ms.lut_maxsim(build_lut(q, grid_books(values, b)), pack_small(rcodes, b), off, cand, out,
                   skq, pack_codes(codes, bits), bits)  # fmt: skip
     np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("b", [1, 2])
+@pytest.mark.parametrize("d", DIMS)
+def test_byte_codebook_lut_scores_the_codewords(b: int, d: int) -> None:
+    """With free byte codebooks (product quantisation), LUT sums equal MaxSim over the
+    concatenated codewords."""
+    per = 8 // b
+    nb = row_bytes(d, b)
+    rng = np.random.default_rng(14)
+    tok, off = _docs(d, seed=15)
+    books = rng.standard_normal((nb, 256, per)).astype(np.float32)
+    data = rng.integers(0, 256, size=(len(tok), nb)).astype(np.uint8)
+    decoded = np.concatenate([books[p][data[:, p]] for p in range(nb)], axis=1)[:, :d]
+    q = rng.standard_normal((3, d)).astype(np.float32)
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.lut_maxsim(build_lut(q, books), data, off, cand, out)
+    np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("d", [7, 50])
+def test_encode_books_picks_the_nearest_codeword(d: int) -> None:
+    """Plain coding is the nearest codeword per byte position (brute force), and on a
+    per-dimension grid it is the nearest grid value per dimension."""
+    rng = np.random.default_rng(16)
+    nb = row_bytes(d, 2)
+    books = rng.standard_normal((nb, 256, 4)).astype(np.float32)
+    x = rng.standard_normal((40, d)).astype(np.float32)
+    xp = np.zeros((40, nb * 4), np.float32)
+    xp[:, :d] = x
+    want = np.stack(
+        [
+            ((xp[:, None, p * 4 : p * 4 + 4] - books[p][None]) ** 2).sum(2).argmin(1)
+            for p in range(nb)
+        ],
+        axis=1,
+    )
+    np.testing.assert_array_equal(encode_books(x, books), want)
+    values = np.sort(rng.standard_normal((d, 4)), axis=1).astype(np.float32)
+    got = unpack_small(encode_books(x, grid_books(values, 2)), 2, d)
+    np.testing.assert_array_equal(got, np.abs(x[:, :, None] - values[None]).argmin(2))
+
+
+def test_anisotropic_coding_trades_total_error_for_error_along_the_direction() -> None:
+    """eta > 1 lowers the error component along each row's direction (what moves the
+    matching query tokens' scores), at a bounded cost in total error."""
+    rng = np.random.default_rng(17)
+    d, nb = 32, 8
+    books = (0.3 * rng.standard_normal((nb, 256, 4))).astype(np.float32)
+    tokens = rng.standard_normal((500, d)).astype(np.float32)
+    unit = tokens / np.linalg.norm(tokens, axis=1, keepdims=True)
+    resid = (0.3 * rng.standard_normal((500, d))).astype(np.float32)
+
+    def errors(codes: np.ndarray) -> tuple[float, float]:
+        rec = np.concatenate([books[p][codes[:, p]] for p in range(nb)], axis=1)
+        e = resid - rec
+        return float((e * e).sum(1).mean()), float(((e * unit).sum(1) ** 2).mean())
+
+    plain_total, plain_par = errors(encode_books(resid, books))
+    aniso_total, aniso_par = errors(encode_books(resid, books, unit, 8.0, 2))
+    assert aniso_par < 0.5 * plain_par
+    assert aniso_total < 1.5 * plain_total
+    with pytest.raises(ValueError, match="direction"):
+        encode_books(resid, books, None, 4.0, 1)
 
 
 @pytest.mark.parametrize("d", DIMS)
@@ -175,25 +242,38 @@ def test_sign_lut_is_the_asymmetric_sign_score(d: int) -> None:
     np.testing.assert_allclose(out, _ref(q, np.where(tok > 0, 1.0, -1.0), off, cand), rtol=1e-4)
 
 
-@pytest.mark.parametrize("d", DIMS)
-def test_hamming_maxsim_matches_sign_agreement(d: int) -> None:
-    """Symmetric Hamming MaxSim equals MaxSim of the +-1 sign vectors."""
-    tok, off = _docs(d, seed=12)
-    q = np.random.default_rng(13).standard_normal((3, d)).astype(np.float32)
-    cand = np.arange(len(off) - 1, dtype=np.int64)
-    out = np.empty(len(cand), np.float32)
-    ms.hamming_maxsim(pack_signs(q), pack_signs(tok), d, off, cand, out)
-    sq, st = np.where(q > 0, 1.0, -1.0), np.where(tok > 0, 1.0, -1.0)
-    np.testing.assert_allclose(out, _ref(sq, st, off, cand))
-
-
 def test_gather_cells_deduplicates_and_skips_dead_documents() -> None:
     """The union of the cells' documents, each once, without the dead ones."""
     indptr = np.array([0, 3, 5, 5, 8], np.int64)
     docs = np.array([0, 2, 4, 2, 5, 1, 4, 6], np.int64)
     alive = np.ones(7, bool)
     alive[5] = False
-    stamp = np.empty(7, np.int64)
-    got = ms.gather_cells(np.array([0, 1, 3, 2], np.int64), indptr, docs, alive, stamp)
+    stamp = np.full(7, -1, np.int64)
+    got = ms.gather_cells(np.array([0, 1, 3, 2], np.int64), indptr, docs, alive, stamp, 0)
     assert sorted(got.tolist()) == [0, 1, 2, 4, 6]
-    assert len(ms.gather_cells(np.empty(0, np.int64), indptr, docs, alive, stamp)) == 0
+    assert len(ms.gather_cells(np.empty(0, np.int64), indptr, docs, alive, stamp, 1)) == 0
+    # The scratch is never refilled: a new mark is a fresh "seen" set, and documents outside
+    # the cells keep their stamps (a per-call fill would have cost O(documents) per query).
+    stamp[3] = 99
+    again = ms.gather_cells(np.array([1, 0], np.int64), indptr, docs, alive, stamp, 2)
+    assert sorted(again.tolist()) == [0, 2, 4]
+    assert stamp[3] == 99 and stamp[6] == 0
+    narrow = ms.gather_cells(
+        np.array([1], np.int64), indptr, docs.astype(np.int32), alive, stamp, 3
+    )
+    assert sorted(narrow.tolist()) == [2]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int8, np.float16])
+def test_gather_rows_is_the_documents_rows_back_to_back(dtype: type) -> None:
+    """One gather for every store: rows of the chosen documents in order, local offsets."""
+    tok, off = _docs(5, seed=19)
+    src = (10 * tok).astype(dtype)
+    docs = np.array([3, 0, 3, len(off) - 2], np.int64)
+    rows, local = ms.gather_rows(src, off, docs)
+    want = np.concatenate([src[off[d] : off[d + 1]] for d in docs])
+    np.testing.assert_array_equal(rows, want)
+    assert rows.dtype == src.dtype
+    assert local.tolist() == [0, *np.cumsum([off[d + 1] - off[d] for d in docs]).tolist()]
+    empty, lo = ms.gather_rows(src, off, np.zeros(0, np.int64))
+    assert empty.shape == (0, 5) and lo.tolist() == [0]

@@ -44,13 +44,13 @@ def search_documents(
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value",
                               field="params")  # fmt: skip
-    MVSearchParams.parse(params)  # bad parameters before any work
+    parsed = MVSearchParams.parse(params)  # bad parameters before any work
     qs = prepare_document_queries(query, coll.cfg.dim, coll.metric)
     visible = None
     if compiled is not None:
         visible = np.flatnonzero(coll.selector.matching(compiled)).astype(np.int64)
     mv = coll.index.mv  # type: ignore[attr-defined]
-    slots, scores, stats = mv.search(qs, k_, params, visible)
+    slots, scores, stats = mv.search(qs, k_, parsed, visible)
     ids = coll.points.ids_of(slots)
     pad: Any = None if coll.id_type is IdType.STR else -1
     dist = np.where(slots >= 0, -scores, np.inf).astype(np.float32)

@@ -85,14 +85,7 @@ def prepare_documents(
     total = 0
     for i, doc in enumerate(docs):
         wide = check_matrix(doc, dim, f"documents[{i}]", MAX_TOKENS_PER_DOC)
-        if metric is Metric.COSINE:
-            zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
-            if zero.size:
-                raise InvalidArgument(
-                    f"documents[{i}][{zero[0]}] is a zero vector, which has no cosine",
-                    field=f"documents[{i}][{zero[0]}]",
-                    reason="ZERO_VECTOR",
-                )
+        _check_nonzero(wide, f"documents[{i}]", metric)
         total += len(wide)
         if total > MAX_TOKENS_PER_REQUEST:
             raise InvalidArgument(
@@ -126,6 +119,16 @@ def prepare_documents(
     return out, ws
 
 
+def _check_nonzero(wide: npt.NDArray[np.float64], field: str, metric: Metric) -> None:
+    """Under cosine, no token may be the zero vector (it has no direction)."""
+    if metric is not Metric.COSINE:
+        return
+    zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
+    if zero.size:
+        raise InvalidArgument(f"{field}[{zero[0]}] is a zero vector, which has no cosine",
+                              field=f"{field}[{zero[0]}]", reason="ZERO_VECTOR")  # fmt: skip
+
+
 def _numeric(w: object) -> bool:
     try:
         return np.asarray(w).dtype.kind in "fiu"
@@ -148,11 +151,7 @@ def prepare_document_queries(query: object, dim: int, metric: Metric) -> list[F3
     for i, q in enumerate(items):
         field = "query" if single else f"query[{i}]"
         wide = check_matrix(q, dim, field, MAX_QUERY_TOKENS)
-        if metric is Metric.COSINE:
-            zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
-            if zero.size:
-                raise InvalidArgument(f"{field}[{zero[0]}] is a zero vector, which has no cosine",
-                                      field=f"{field}[{zero[0]}]", reason="ZERO_VECTOR")  # fmt: skip
+        _check_nonzero(wide, field, metric)
         q32 = np.ascontiguousarray(wide, dtype=np.float32)
         out.append(v.normalize(q32) if metric is Metric.COSINE else q32)
     return out

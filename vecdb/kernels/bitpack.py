@@ -9,18 +9,24 @@ This module owns three layouts and nothing else:
   byte, dimension j in byte ``j // (8 / b)`` at bit ``(j % (8 / b)) * b``; rows are
   ceil(d * b / 8) bytes, unused high bits 0. With b = 1 this is exactly the byte view of
   ``vecdb.kernels.hamming.pack_signs`` (bit j of the row is bit j % 8 of byte j // 8);
+- *byte codebooks* (P, 256, 8 / b) float32: byte position p of a row holds the dimensions
+  ``p * (8 / b) ...`` and byte value v stands for the sub-vector ``books[p, v]`` (product
+  quantisation with 256 codewords a byte). A per-dimension scalar grid is the special case
+  ``grid_books``; `encode_books` picks each row's bytes (nearest codeword, then optionally an
+  anisotropic refinement that weighs the error along each row's own direction more, since that
+  component moves the scores of the query tokens that match it);
 - *byte lookup tables* (P, 256, m) float32: ``lut[p, v, i]`` is query token i's dot product
-  with the dimensions held by byte position p when that byte has value v, given a table of
-  per-dimension values (``values[j, code]``). Scoring a token is then P lookups instead of
-  d multiply-adds and no float reconstruction (WARP's trick at byte granularity).
+  with ``books[p, v]``. Scoring a token is then P lookups instead of d multiply-adds and no
+  float reconstruction (WARP's trick at byte granularity).
 
-Pure numpy; no I/O, no state.
+Pure numpy plus one numba kernel (`encode_books`); no I/O, no state.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit, prange
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -110,23 +116,122 @@ def unpack_small(packed: U8, b: int, d: int) -> U8:
     return out.reshape(n, nbytes * per)[:, :d].copy()
 
 
-def build_lut(q: F32, values: F32, b: int) -> F32:
-    """Byte lookup table (P, 256, m) of queries q (m, d) over small-code rows whose code c in
-    dimension j stands for ``values[j, c]`` (values: (d, 2**b))."""
-    m, d = q.shape
+def grid_books(values: F32, b: int) -> F32:
+    """Byte codebooks (P, 256, 8 / b) of a per-dimension scalar grid: code c in dimension j
+    stands for ``values[j, c]`` (values: (d, 2**b)); padding dimensions are 0."""
+    d = values.shape[0]
     per = 8 // b
     nbytes = row_bytes(d, b)
-    width = nbytes * per
-    vals = np.zeros((width, 1 << b), np.float32)
+    vals = np.zeros((nbytes * per, 1 << b), np.float32)
     vals[:d] = values
-    qp = np.zeros((m, width), np.float32)
-    qp[:, :d] = q
     byte = np.arange(256, dtype=np.int64)
     sub = (byte[None, :] >> (np.arange(per)[:, None] * b)) & ((1 << b) - 1)  # (per, 256)
-    dims = np.arange(width).reshape(nbytes, per)  # (P, per)
-    v = vals[dims[:, :, None], sub[None, :, :]]  # (P, per, 256)
-    qr = qp.reshape(m, nbytes, per)
-    lut: F32 = np.einsum("psv,mps->pvm", v, qr, optimize=True).astype(np.float32)
+    dims = np.arange(nbytes * per).reshape(nbytes, per)  # (P, per)
+    books: F32 = vals[dims[:, :, None], sub[None, :, :]].transpose(0, 2, 1)  # (P, 256, per)
+    return np.ascontiguousarray(books, np.float32)
+
+
+def padded(x: F32, width: int) -> F32:
+    """Rows of x zero-padded to `width` columns (x itself when already that wide)."""
+    if x.shape[1] == width:
+        return np.ascontiguousarray(x, np.float32)
+    out = np.zeros((len(x), width), np.float32)
+    out[:, : x.shape[1]] = x
+    return out
+
+
+@njit(cache=True, inline="always")
+def _nearest(x, t, books, p, norms):  # type: ignore[no-untyped-def]
+    per = books.shape[2]
+    best, arg = np.inf, 0
+    for v in range(books.shape[1]):
+        dot = np.float32(0.0)
+        for s in range(per):
+            dot += x[t, p * per + s] * books[p, v, s]
+        cost = norms[p, v] - 2.0 * dot
+        if cost < best:
+            best, arg = cost, v
+    return arg
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _encode_books(x, books, direction, eta, passes, out):  # type: ignore[no-untyped-def]
+    n, width = x.shape
+    nb, nv, per = books.shape
+    norms = np.empty((nb, nv), np.float32)
+    for p in range(nb):
+        for v in range(nv):
+            acc = np.float32(0.0)
+            for s in range(per):
+                acc += books[p, v, s] * books[p, v, s]
+            norms[p, v] = acc
+    for t in prange(n):
+        for p in range(nb):
+            out[t, p] = _nearest(x, t, books, p, norms)
+        if passes == 0:
+            continue
+        # Anisotropic refinement: minimise |e|^2 + (eta - 1) (u . e)^2 by coordinate descent
+        # over byte positions, e = x - reconstruction, u = the row's unit direction.
+        e = np.empty(width, np.float32)
+        for p in range(nb):
+            for s in range(per):
+                e[p * per + s] = x[t, p * per + s] - books[p, out[t, p], s]
+        a = np.float32(0.0)
+        for j in range(width):
+            a += direction[t, j] * e[j]
+        for _ in range(passes):
+            for p in range(nb):
+                cur = out[t, p]
+                for s in range(per):
+                    e[p * per + s] += books[p, cur, s]
+                    a += direction[t, p * per + s] * books[p, cur, s]
+                best, arg = np.inf, 0
+                for v in range(nv):
+                    dot = np.float32(0.0)
+                    ub = np.float32(0.0)
+                    for s in range(per):
+                        dot += e[p * per + s] * books[p, v, s]
+                        ub += direction[t, p * per + s] * books[p, v, s]
+                    cost = norms[p, v] - 2.0 * dot + (eta - 1.0) * (a - ub) * (a - ub)
+                    if cost < best:
+                        best, arg = cost, v
+                out[t, p] = arg
+                for s in range(per):
+                    e[p * per + s] -= books[p, arg, s]
+                    a -= direction[t, p * per + s] * books[p, arg, s]
+
+
+def encode_books(
+    x: F32, books: F32, direction: F32 | None = None, eta: float = 1.0, passes: int = 0
+) -> U8:
+    """Bytes (n, P) of rows x (n, d) under byte codebooks (P, 256, per): the nearest codeword
+    per byte position, then `passes` rounds of coordinate descent on
+    |e|^2 + (eta - 1) (u . e)^2 with u the rows of `direction` (unit vectors; needed when
+    passes > 0)."""
+    nb, nv, per = books.shape
+    if nv != 256 or nb * per < x.shape[1]:
+        raise ValueError(f"books {books.shape} do not cover rows of {x.shape[1]} dimensions")
+    xp = padded(x, nb * per)
+    if passes > 0:
+        if direction is None or direction.shape != x.shape:
+            raise ValueError("an anisotropic refinement needs a direction per row")
+        dp = padded(direction, nb * per)
+    else:
+        dp = np.zeros((1, nb * per), np.float32)
+    out = np.empty((len(x), nb), np.uint8)
+    if len(x):
+        _encode_books(xp, np.ascontiguousarray(books, np.float32), dp, np.float32(eta),
+                      int(passes), out)  # fmt: skip
+    return out
+
+
+def build_lut(q: F32, books: F32) -> F32:
+    """Byte lookup table (P, 256, m) of queries q (m, d) over rows coded with byte codebooks
+    (P, 256, per): ``lut[p, v, i] = q[i, p * per:(p + 1) * per] . books[p, v]``."""
+    m, d = q.shape
+    nb, _, per = books.shape
+    qr = padded(q, nb * per).reshape(m, nb, per)
+    lut: F32 = np.einsum("pvs,mps->pvm", books, qr, optimize=True).astype(np.float32)
     return np.ascontiguousarray(lut)
 
 
@@ -134,4 +239,4 @@ def sign_lut(q: F32) -> F32:
     """Byte table of the asymmetric sign score q . sign(t) over 1-bit rows (bit set = +1)."""
     d = q.shape[1]
     values = np.tile(np.array([-1.0, 1.0], np.float32), (d, 1))
-    return build_lut(q, values, 1)
+    return build_lut(q, grid_books(values, 1))

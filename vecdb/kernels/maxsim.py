@@ -14,9 +14,9 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
   ``vecdb.kernels.bitpack``): residual codes plus the centroid score (WARP-style scoring
   without decompression), or sign bits alone (the asymmetric float-query x sign-bit
   prefilter);
-- ``hamming_maxsim``: symmetric sign-bit MaxSim, d - 2 * popcount(q xor t) per token pair,
-  with the SWAR popcount of ``vecdb.kernels.hamming``;
-- ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers).
+- ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers);
+- ``gather_rows``: the token rows of some documents, back to back (any dtype: rows are
+  copied as bytes), the one gather of the raw store, the rerank tier and training.
 
 Pure functions on C-contiguous arrays; no I/O, no state. Each kernel comes serial (GIL-free)
 and parallel over candidates; the wrapper picks by the amount of work.
@@ -28,12 +28,9 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
-from vecdb.kernels.hamming import _popcount as popcount
-
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
-U64 = npt.NDArray[np.uint64]
 
 # Below this many multiply-adds (or lookups) a call runs serially: waking numba's thread pool
 # costs more than the work.
@@ -169,37 +166,14 @@ def _lut_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # type: ig
         out[c] = _lut_doc(skq, packed, bits, lut, data, lo, hi, best, acc)
 
 
-@njit(cache=True, inline="always")
-def _hamming_doc(qc, dc, d, lo, hi):  # type: ignore[no-untyped-def]
-    m, w = qc.shape
-    if hi <= lo:
-        return np.float32(-np.inf)
-    total = np.float32(0.0)
-    for i in range(m):
-        best = -(1 << 30)
-        for t in range(lo, hi):
-            h = np.uint64(0)
-            for k in range(w):
-                h += popcount(qc[i, k] ^ dc[t, k])
-            s = d - 2 * np.int64(h)
-            if s > best:
-                best = s
-        total += np.float32(best)
-    return total
-
-
 @njit(cache=True, nogil=True)
-def _hamming_serial(qc, dc, d, offsets, cand, out):  # type: ignore[no-untyped-def]
-    for c in range(cand.shape[0]):
-        doc = cand[c]
-        out[c] = _hamming_doc(qc, dc, d, offsets[doc], offsets[doc + 1])
-
-
-@njit(cache=True, parallel=True)
-def _hamming_parallel(qc, dc, d, offsets, cand, out):  # type: ignore[no-untyped-def]
-    for c in prange(cand.shape[0]):
-        doc = cand[c]
-        out[c] = _hamming_doc(qc, dc, d, offsets[doc], offsets[doc + 1])
+def _gather_rows(src, offsets, docs, local, out):  # type: ignore[no-untyped-def]
+    for i in range(docs.shape[0]):
+        lo = offsets[docs[i]]
+        base = local[i]
+        for t in range(local[i + 1] - base):
+            for j in range(src.shape[1]):
+                out[base + t, j] = src[lo + t, j]
 
 
 @njit(cache=True, nogil=True)
@@ -278,24 +252,34 @@ def lut_maxsim(
     fn(skq, packed, bits, lut, data, offsets, cand, out)
 
 
-def hamming_maxsim(qcodes: U64, dcodes: U64, d: int, offsets: I64, cand: I64, out: F32) -> None:
-    """Symmetric sign-bit MaxSim: per query token the best d - 2 * hamming over the document's
-    sign codes, summed (codes from ``vecdb.kernels.hamming.pack_signs``)."""
-    _check(offsets, cand, out)
-    if qcodes.shape[1:] != dcodes.shape[1:]:
-        raise ValueError(f"query codes {qcodes.shape} and doc codes {dcodes.shape} disagree")
-    work = _tokens_of(offsets, cand) * qcodes.shape[0] * qcodes.shape[1] * 16
-    fn = _hamming_parallel if len(cand) > 1 and work >= PARALLEL_MIN_WORK else _hamming_serial
-    fn(qcodes, dcodes, d, offsets, cand, out)
-
-
 def gather_cells(
-    cells: I64, indptr: I64, docs: I64, alive: npt.NDArray[np.bool_], stamp: npt.NDArray[np.int64]
+    cells: I64,
+    indptr: I64,
+    docs: npt.NDArray[np.integer],
+    alive: npt.NDArray[np.bool_],
+    stamp: npt.NDArray[np.int64],
+    mark: int,
 ) -> I64:
     """Unique documents (in order of first appearance) of the given cells whose `alive` flag
-    is set. `stamp` is caller scratch of len(alive), reset here; callers reuse it."""
-    stamp.fill(-1)
+    is set. `stamp` is caller scratch of len(alive) that is never reset: a document counts as
+    seen when its stamp equals `mark`, so each call needs a mark no earlier call on the same
+    scratch used (a counter; allocate the scratch filled with -1 once per search)."""
     total = int((indptr[cells + 1] - indptr[cells]).sum()) if len(cells) else 0
     out = np.empty(min(total, len(alive)), np.int64)
-    n = _gather(cells, indptr, docs, alive, stamp, 0, out)
+    n = _gather(cells, indptr, docs, alive, stamp, mark, out)
     return out[:n]
+
+
+def gather_rows(
+    src: npt.NDArray[np.generic], offsets: I64, docs: I64
+) -> tuple[npt.NDArray[np.generic], I64]:
+    """The rows ``src[offsets[d]:offsets[d + 1]]`` of each document d in `docs`, back to
+    back, and their local offsets (len(docs) + 1)."""
+    sizes = offsets[docs + 1] - offsets[docs] if len(docs) else np.zeros(0, np.int64)
+    local = np.zeros(len(docs) + 1, np.int64)
+    np.cumsum(sizes, out=local[1:])
+    out = np.empty((int(local[-1]), src.shape[1]), src.dtype)
+    if len(out) and src.shape[1]:
+        as_bytes = np.ascontiguousarray(src).view(np.uint8)
+        _gather_rows(as_bytes, offsets, docs, local, out.view(np.uint8))
+    return out, local

@@ -1,11 +1,13 @@
-"""The harness's own MaxSim kernels (numba, cache=True) and the float64 reference.
+"""The harness's scoring of documents stored as token matrices with offsets, and the float64
+reference.
 
-Owns scoring documents stored as token matrices with offsets: exact MaxSim (sum over query
-tokens of the best document-token dot product) over all or some documents; the code-only
-score of the paper's 1-byte setting (a lookup table of query x centroid dot products, the same
-as decoding every token to its centroid); and Hamming similarity between centroid-id bit
-strings (the paper's "binary" mode). `reference_scores` is the plain numpy/float64 definition
-every kernel is tested against. Pure functions; no I/O.
+Owns: exact MaxSim (sum over query tokens of the best document-token dot product) over all or
+some documents and the code-only score of the paper's 1-byte setting (each token decoded to
+its centroid), both through the engine's kernels (`vecdb.kernels.maxsim`), so the baselines
+run the product's code; and Hamming similarity between centroid-id bit strings (the paper's
+"binary" mode, a score the engine has no kernel for: 1 / (1 + Hamming), with the engine's
+popcount). `reference_scores` is the plain numpy/float64 definition every kernel is tested
+against. Pure functions; no I/O.
 """
 
 from __future__ import annotations
@@ -16,45 +18,25 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
+from vecdb.kernels.bitpack import code_bits, pack_codes
+from vecdb.kernels.hamming import _popcount
+from vecdb.kernels.maxsim import centroid_interaction
+from vecdb.kernels.maxsim import maxsim as engine_maxsim
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _maxsim_one(q: np.ndarray, tokens: np.ndarray, lo: int, hi: int, best: np.ndarray) -> Any:
-    m, dim = q.shape
-    for a in range(m):
-        best[a] = -np.inf
-    for t in range(lo, hi):
-        for a in range(m):
-            s = np.float32(0.0)
-            for j in range(dim):
-                s += q[a, j] * tokens[t, j]
-            if s > best[a]:
-                best[a] = s
-    total = np.float32(0.0)
-    if hi > lo:
-        for a in range(m):
-            total += best[a]
-    return total
-
-
-@njit(cache=True, parallel=True)
-def _maxsim_docs(q: np.ndarray, tokens: np.ndarray, offsets: np.ndarray, docs: np.ndarray,
-                 out: np.ndarray) -> None:  # fmt: skip
-    for i in prange(docs.shape[0]):
-        best = np.empty(q.shape[0], dtype=np.float32)
-        d = docs[i]
-        out[i] = _maxsim_one(q, tokens, offsets[d], offsets[d + 1], best)
-
-
 def maxsim(q: F32, tokens: F32, offsets: I64, docs: I64 | None = None) -> F32:
-    """Exact MaxSim of query `q` (m, d) against documents `docs` (default: all), float32."""
+    """Exact MaxSim of query `q` (m, d) against documents `docs` (default: all), float32:
+    the engine's kernel (`vecdb.kernels.maxsim.maxsim`); empty documents score 0 as in
+    `reference_scores`."""
     if docs is None:
         docs = np.arange(len(offsets) - 1, dtype=np.int64)
     out = np.empty(len(docs), dtype=np.float32)
     if len(docs):
-        _maxsim_docs(np.ascontiguousarray(q, dtype=np.float32), tokens, offsets, docs, out)
+        engine_maxsim(np.ascontiguousarray(q, dtype=np.float32), tokens, offsets, docs, out)
+        out[offsets[docs + 1] == offsets[docs]] = 0.0
     return out
 
 
@@ -72,38 +54,23 @@ def reference_scores(q: F32, tokens: F32, offsets: I64) -> npt.NDArray[np.float6
     return out
 
 
-@njit(cache=True, parallel=True)
-def _lut_docs(lut: np.ndarray, codes: np.ndarray, offsets: np.ndarray, out: np.ndarray) -> None:
-    m = lut.shape[0]
-    for d in prange(out.shape[0]):
-        total = np.float32(0.0)
-        lo, hi = offsets[d], offsets[d + 1]
-        if hi > lo:
-            for a in range(m):
-                best = np.float32(-np.inf)
-                for t in range(lo, hi):
-                    v = lut[a, codes[t]]
-                    if v > best:
-                        best = v
-                total += best
-        out[d] = total
+def pack(codes: npt.NDArray[Any], k: int) -> tuple[npt.NDArray[np.uint8], int]:
+    """The engine's code stream of `codes` for a codebook of k centroids, and its bits."""
+    bits = code_bits(k)
+    return pack_codes(codes, bits), bits
 
 
-def code_scores(q: F32, centroids: F32, codes: npt.NDArray[Any], offsets: I64) -> F32:
+def code_scores(
+    q: F32, centroids: F32, packed: npt.NDArray[np.uint8], bits: int, offsets: I64
+) -> F32:
     """Codes-only MaxSim of every document: each token replaced by its centroid, scored through
-    the (m, K) table of query-token x centroid dot products."""
-    lut = np.ascontiguousarray(q @ centroids.T, dtype=np.float32)
-    out = np.empty(len(offsets) - 1, dtype=np.float32)
-    _lut_docs(lut, codes, offsets, out)
+    the (K, m) table of centroid x query-token dot products (the engine's centroid
+    interaction over every code; `packed` from `pack`)."""
+    skq = np.ascontiguousarray((q @ centroids.T).T, dtype=np.float32)
+    docs = np.arange(len(offsets) - 1, dtype=np.int64)
+    out = np.empty(len(docs), dtype=np.float32)
+    centroid_interaction(skq, packed, bits, offsets, docs, out, np.ones(len(centroids), bool))
     return out
-
-
-@njit(cache=True, inline="always")
-def _popcount(v: np.uint64) -> np.uint64:
-    v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (v * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
 @njit(cache=True, parallel=True)

@@ -154,9 +154,10 @@ class CodesOnly(MVSystem):
         self.k = int(params.get("K", 256))
         self.centroids, codes = kmeans_codes(data, self.k)
         self.codes = codes.astype(np.uint16 if self.k > 256 else np.uint8)
+        self.packed, self.bits = scoring.pack(codes, self.k)
 
     def search(self, q: F32, k: int, params: Params) -> Hits:
-        s = scoring.code_scores(q, self.centroids, self.codes, self.data.offsets)
+        s = scoring.code_scores(q, self.centroids, self.packed, self.bits, self.data.offsets)
         return Hits(scoring.top_k(s, k)[0], None, 0)
 
     def bytes_per_token(self, params: Params) -> dict[str, float]:
@@ -199,7 +200,7 @@ class MVIndex(MVSystem):
         p = dict(params)
         use_weights = bool(p.pop("weights", False))
         self._tmp = tempfile.TemporaryDirectory(prefix="vecdb-mvbench-")
-        self.index = cls(data.dim, directory=Path(self._tmp.name), params=p)
+        self.index = cls(data.dim, directory=Path(self._tmp.name), params=p, metric="cosine")
         ids = np.arange(data.n_docs, dtype=np.int64)
         weights = data.weights if use_weights else None
         self.index.build(ids, data.tokens, data.offsets, weights=weights)

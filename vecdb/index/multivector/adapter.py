@@ -83,7 +83,7 @@ def open_multivector(
     dim: int, metric: str, params: Mapping[str, Any], directory: Path
 ) -> tuple[DocumentIndex, int]:
     """Create or open the index in `directory`; returns it and its checkpointed sequence."""
-    mv = MultiVectorIndex(dim, directory, params)
+    mv = MultiVectorIndex(dim, directory, params, metric)
     return DocumentIndex(mv), mv.applied_seq
 
 

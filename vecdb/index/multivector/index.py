@@ -55,9 +55,14 @@ class MultiVectorIndex:
     """A multi-vector (late-interaction) index over documents of `dim`-d tokens."""
 
     def __init__(
-        self, dim: int, directory: Path | None = None, params: Mapping[str, Any] | None = None
+        self,
+        dim: int,
+        directory: Path | None = None,
+        params: Mapping[str, Any] | None = None,
+        metric: str = "cosine",
     ) -> None:
         self.dim = dim  # token dimension
+        self.unit = str(metric) == "cosine"  # tokens are unit vectors: so are centroids, pools
         self.directory = directory  # files live here (None: in memory)
         self.params = MVBuildParams.parse(params)  # build parameters
         self._lock = threading.RLock()  # serialises mutations (searches take none)
@@ -122,7 +127,7 @@ class MultiVectorIndex:
             if progress:
                 progress("train", 0, 1)
             gen = (v.codec.generation if v.codec is not None else 0) + 1
-            codec, codes = train(enc_tok, self.params, gen)
+            codec, codes = train(enc_tok, self.params, gen, self.unit)
             kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
@@ -263,7 +268,7 @@ class MultiVectorIndex:
 
     def _pooled(self, tokens: F32, offsets: I64, weights: F32) -> tuple[F32, I64, F32]:
         if self.params.pool > 0:
-            return pool(tokens, offsets, weights, self.params.pool)
+            return pool(tokens, offsets, weights, self.params.pool, self.unit)
         return tokens, offsets, weights
 
     def _pruned(
@@ -285,12 +290,13 @@ class MultiVectorIndex:
         self,
         queries: Sequence[F32] | F32,
         k: int,
-        params: Mapping[str, Any] | None = None,
+        params: MVSearchParams | Mapping[str, Any] | None = None,
         visible: npt.ArrayLike | None = None,
     ) -> tuple[I64, F32, dict[str, float]]:
         """Top-k documents of each query by (approximate) MaxSim: slots (nq, k) padded -1,
-        scores (nq, k) padded -inf, higher is better; stats summed over the queries."""
-        p = MVSearchParams.parse(params)
+        scores (nq, k) padded -inf, higher is better; stats summed over the queries. `params`
+        already parsed (the engine checks them before any work) are used as they are."""
+        p = params if isinstance(params, MVSearchParams) else MVSearchParams.parse(params)
         qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible)

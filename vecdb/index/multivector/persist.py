@@ -3,7 +3,8 @@
 The directory holds `MANIFEST` (framed JSON behind a magic + version header: applied sequence,
 the names of the current state / raw / tier files and their durable row counts), one
 `state.<n>.bin` (framed sections: a JSON description, then every array of the document
-table, the codec of generation g — centroids, residual buckets, int8 scales, IDF — the packed
+table, the codec of generation g — centroids, residual byte codebooks (a state written before them
+holds per-dimension bucket values, read as their grid), int8 scales, IDF — the packed
 codes, residual and sign rows and the IVF, as raw little-endian bytes) and the append-only
 `raw.<n>.bin` / `tier.<n>.bin` row files (`rowfile`). A checkpoint syncs the row files, writes a
 new state file, then switches the manifest (published by rename), so a crash leaves the
@@ -29,7 +30,7 @@ from vecdb.index.multivector.rowfile import RowFile
 from vecdb.index.multivector.view import View
 from vecdb.index.spann.framing import read_sections, write_sections
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.kernels.bitpack import CODE_PAD
+from vecdb.kernels.bitpack import CODE_PAD, grid_books
 
 if TYPE_CHECKING:
     from vecdb.index.multivector.index import MultiVectorIndex
@@ -43,7 +44,7 @@ VIEW_ARRAYS = (
     "slots", "raw_off", "alive", "enc_off", "codes", "residuals", "signs",
     "indptr", "cell_docs", "delta_cells", "delta_docs",
 )  # fmt: skip
-CODEC_ARRAYS = ("centroids", "cuts", "values", "scales", "idf")
+CODEC_ARRAYS = ("centroids", "books", "scales", "idf")
 
 
 @dataclass
@@ -175,6 +176,8 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
     codec = None
     if meta["codec"] is not None:
         c = meta["codec"]
+        if "books" not in arrays:  # written before the byte codebooks: its scalar grid
+            arrays["books"] = _grid(arrays.pop("values"), int(c["residual_bits"]))
         codec = Codec(
             generation=int(c["generation"]),
             residual_bits=int(c["residual_bits"]),
@@ -190,6 +193,10 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
     index._doc_of = {int(s): i for i, s in enumerate(index._v.slots)}
     _clean(directory, manifest)
     return True
+
+
+def _grid(values: npt.NDArray[Any], b: int) -> npt.NDArray[Any]:
+    return grid_books(values, b) if b else np.zeros((0, 256, 1), np.float32)
 
 
 def applied_seq(directory: Path) -> int | None:

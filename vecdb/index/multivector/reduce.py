@@ -2,7 +2,7 @@
 
 This module owns which tokens of a document the compressed tiers keep, and which query tokens
 a search scores. Pooling (`pool` > 0) averages a document's tokens whose cosine reaches the
-threshold (greedy, `vecdb.kernels.pooling`), renormalising unit-norm data; pruning
+threshold (greedy, `vecdb.kernels.pooling`), renormalising for cosine; pruning
 (`doc_prune` < 1) keeps the top share of each document's tokens by salience: the client's
 weights when given, else the centroid IDF of the token's code (tokens of crowded cells behave
 like stopwords); query pruning (`query_keep` < 1) keeps the top share of query tokens by the
@@ -32,8 +32,11 @@ def offsets_of(sizes: npt.ArrayLike) -> I64:
     return np.concatenate([[0], np.cumsum(np.asarray(sizes, np.int64))]).astype(np.int64)
 
 
-def pool(tokens: F32, offsets: I64, weights: F32, threshold: float) -> tuple[F32, I64, F32]:
-    """Pooled tokens, their offsets and summed weights (NaN weights stay NaN)."""
+def pool(
+    tokens: F32, offsets: I64, weights: F32, threshold: float, unit: bool
+) -> tuple[F32, I64, F32]:
+    """Pooled tokens, their offsets and summed weights (NaN weights stay NaN); `unit` (the
+    collection's metric is cosine) renormalises the merged tokens."""
     labels, groups = pool_labels(tokens, offsets, threshold)
     new_off = offsets_of(groups)
     doc_of = np.repeat(np.arange(len(groups)), sizes_of(offsets))
@@ -43,8 +46,7 @@ def pool(tokens: F32, offsets: I64, weights: F32, threshold: float) -> tuple[F32
     w = np.zeros(len(out), np.float32)
     np.add.at(w, target, np.nan_to_num(weights, nan=0.0))
     w[np.bincount(target, weights=np.isnan(weights), minlength=len(out)) > 0] = np.nan
-    norms = np.linalg.norm(tokens, axis=1) if len(tokens) else np.zeros(0)
-    if len(norms) and np.all(np.abs(norms - 1.0) <= 1e-3):
+    if unit:
         out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out, new_off, w
 

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.kernels.maxsim import gather_rows
 
 PAGE = 4096
 HEADER = struct.Struct("<8sII")  # magic, format version, row width in bytes
@@ -85,13 +86,7 @@ class RowFile:
         self, offsets: npt.NDArray[np.int64], docs: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.int64]]:
         """The rows of the given documents, back to back, and their local offsets."""
-        sizes = offsets[docs + 1] - offsets[docs]
-        local = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        out = np.empty((int(local[-1]), self.cols), self.dtype)
-        whole = self.rows(0, self.count)
-        for i, doc in enumerate(docs):
-            out[local[i] : local[i + 1]] = whole[offsets[doc] : offsets[doc + 1]]
-        return out, local
+        return gather_rows(self.rows(0, self.count), offsets, docs)
 
     def disk_bytes(self) -> int:
         return PAGE + self.count * self.width
@@ -135,14 +130,7 @@ class MemRows:
     def gather(
         self, offsets: npt.NDArray[np.int64], docs: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.generic], npt.NDArray[np.int64]]:
-        sizes = offsets[docs + 1] - offsets[docs]
-        local = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        idx = (
-            np.concatenate([np.arange(offsets[d], offsets[d + 1]) for d in docs])
-            if len(docs)
-            else np.zeros(0, np.int64)
-        )
-        return self._data[idx], local
+        return gather_rows(self._data, offsets, docs)
 
     def disk_bytes(self) -> int:
         return 0

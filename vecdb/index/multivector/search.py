@@ -92,9 +92,22 @@ def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
     return out
 
 
+class Scratch:
+    """One search's scratch: the seen-stamps of `gather_cells` (allocated once, never
+    refilled) and the next unused mark."""
+
+    def __init__(self, docs: int) -> None:
+        self.stamp = np.full(docs, -1, np.int64)
+        self.mark = -1
+
+    def next_mark(self) -> int:
+        self.mark += 1
+        return self.mark
+
+
 def search_one(
     q: F32, k: int, p: MVSearchParams, v: View, live: npt.NDArray[np.bool_], raw: Rows,
-    tier: Rows | None, stamp: I64,
+    tier: Rows | None, scratch: Scratch,
 ) -> tuple[I64, F32, dict[str, float]]:  # fmt: skip
     """Top-k (documents, scores) of one prepared query and what it cost."""
     m = len(q)
@@ -124,7 +137,7 @@ def search_one(
     nprobe = min(nprobe, codec.k)
     while True:
         cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
-        cand = gather_cells(cells, v.indptr, v.cell_docs, live, stamp)
+        cand = gather_cells(cells, v.indptr, v.cell_docs, live, scratch.stamp, scratch.next_mark())
         if len(v.delta_cells):
             extra = v.delta_docs[np.isin(v.delta_cells, cells)]
             extra = extra[live[extra]]
@@ -174,7 +187,7 @@ def search_one(
         scored = enc_sizes[cand]
     elif rerank == "residual":
         _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
-        lut = build_lut(q, codec.values, codec.residual_bits)
+        lut = build_lut(q, codec.books)
         lut_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
@@ -223,9 +236,9 @@ def search_batch(
     ids = np.full((nq, k), -1, np.int64)
     scores = np.full((nq, k), -np.inf, np.float32)
     total = dict.fromkeys(STAT_KEYS, 0.0)
-    stamp = np.empty(v.docs, np.int64)
+    scratch = Scratch(v.docs)
     for i, q in enumerate(queries):
-        d, s, st = search_one(q, k, p, v, live, raw, tier, stamp)
+        d, s, st = search_one(q, k, p, v, live, raw, tier, scratch)
         ids[i, : len(d)] = d
         scores[i, : len(s)] = s
         for key, val in st.items():

@@ -40,7 +40,7 @@ def view_stats(v: View, dim: int, build_params: dict[str, Any]) -> dict[str, Any
         out["bytes_per_token"]["search_default"] = tiers["codes"] + (
             tiers["tier"] if v.codec.tier != "none" else tiers["residuals"]
         )
-        out["postings_bytes"] = 8 * (len(v.cell_docs) + len(v.delta_docs))
+        out["postings_bytes"] = v.cell_docs.nbytes + v.delta_docs.nbytes
         sizes = np.diff(v.indptr)
         out["cell_docs_p50"] = float(np.percentile(sizes, 50)) if len(sizes) else 0.0
         out["cell_docs_p99"] = float(np.percentile(sizes, 99)) if len(sizes) else 0.0

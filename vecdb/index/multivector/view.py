@@ -43,7 +43,7 @@ class View:
     residuals: U8  # (N_enc, P) packed residual codes
     signs: U8  # (N_enc, S) sign bits
     indptr: I64  # (K+1,) CSR of cell -> documents
-    cell_docs: I64  # the CSR's documents
+    cell_docs: npt.NDArray[np.integer]  # the CSR's documents (int32 while they fit)
     delta_cells: I64  # pairs added since the CSR was built: cell ...
     delta_docs: I64  # ... and document
     raw: Any  # the raw float32 row store (`rowfile.RowFile` or `rowfile.MemRows`)
@@ -104,11 +104,13 @@ def cell_pairs(codes: I64, enc_off: I64, first_doc: int = 0) -> tuple[I64, I64]:
     return key >> 32, key & ((1 << 32) - 1)
 
 
-def csr(cells: I64, docs: I64, k: int) -> tuple[I64, I64]:
-    """CSR (indptr (k+1,), documents) of (cell, document) pairs sorted by cell."""
+def csr(cells: I64, docs: I64, k: int) -> tuple[I64, npt.NDArray[np.integer]]:
+    """CSR (indptr (k+1,), documents) of (cell, document) pairs sorted by cell; the documents
+    are int32 (half the postings' bytes) unless a number needs more."""
     indptr = np.zeros(k + 1, np.int64)
     np.cumsum(np.bincount(cells, minlength=k), out=indptr[1:])
-    return indptr, docs.astype(np.int64)
+    wide = len(docs) > 0 and int(docs.max()) > np.iinfo(np.int32).max
+    return indptr, docs.astype(np.int64 if wide else np.int32)
 
 
 def with_delta(v: View, cells: I64, docs: I64) -> View:
