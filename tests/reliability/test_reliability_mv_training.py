@@ -88,10 +88,9 @@ def _settle(db: Database, live: set[int], pending: tuple[str, set[int]] | None) 
 def _check(db: Database, live: set[int]) -> None:
     """Exact contents, and searches equal to exact MaxSim over the live documents.
 
-    Two searches: unfiltered, whose scores must be the exact top-k scores; and one with a
-    filter leaving out one document, whose every answer must also carry its own exact
-    score. (The filter keeps the index's exhaustive exact-rerank shortcut out of the way: it
-    pairs scores with the wrong documents, see test_exact_rerank_over_every_document.)"""
+    Two searches, unfiltered (every document a candidate: the exhaustive exact rerank) and
+    with a filter leaving out one document: the scores must be the exact top-k scores and
+    every answer must carry its own exact score."""
     assert db.count("d") == len(live)
     got = {d.id: d for d in db.get_documents("d", list(range(len(DOCS))))}
     assert set(got) == live
@@ -99,13 +98,13 @@ def _check(db: Database, live: set[int]) -> None:
         np.testing.assert_allclose(doc.tokens, DOCS[i], rtol=0, atol=1e-6)
         assert doc.payload == {"i": i}
     order = sorted(live)
-    res = db.search_documents("d", list(QUERIES), k=10, params=WIDE)
-    for q, dist in zip(QUERIES, res.distances, strict=True):
-        want = np.sort(maxsim_scores(q, [DOCS[i] for i in order]))[::-1][:10]
-        np.testing.assert_allclose(-np.asarray(dist, np.float64), want, rtol=0, atol=1e-4)
+    _check_search(db, order, None)
     spare = order.pop()
-    res = db.search_documents("d", list(QUERIES), k=10, params=WIDE,
-                              filter={"i": {"$ne": spare}})  # fmt: skip
+    _check_search(db, order, {"i": {"$ne": spare}})
+
+
+def _check_search(db: Database, order: list[int], filter: dict | None) -> None:
+    res = db.search_documents("d", list(QUERIES), k=10, params=WIDE, filter=filter)
     for q, ids, dist in zip(QUERIES, res.ids, res.distances, strict=True):
         exact = maxsim_scores(q, [DOCS[i] for i in order])
         want = np.sort(exact)[::-1][:10]
@@ -129,11 +128,8 @@ def test_sigkill_in_codebook_training(tmp_path: Path, point: str, nth: int) -> N
         before = db.stats("d")["index"]
         # untrained, the pre-training codebook, or (killed after the swap) the new one
         assert before["generation"] in (nth - 1, nth), before
-        if nth == 2 and before["generation"] == 1:
-            # Most documents removed: the worker starts a retraining as soon as the database
-            # opens, and a search racing its checkpoint reads closed row files (a bug: see
-            # test_a_search_keeps_its_view_across_a_retraining); search once it is done.
-            db.optimize("d")
+        # (nth 2, generation 1: most documents were removed, so the worker starts a
+        # retraining as soon as the database opens, and this search may race it)
         _check(db, live)
         db.optimize("d")
         after = db.stats("d")["index"]
@@ -155,15 +151,10 @@ def test_the_child_runs_to_the_end_without_a_kill_point(tmp_path: Path) -> None:
         _check(db, live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="multivector search: exact_scores' exhaustive branch "
-    "scores documents in storage order, not in candidate order (reported)",
-)
 def test_exact_rerank_over_every_document() -> None:
     """rerank="exact" with every document a candidate returns each document's exact score.
-    Fails today: `search.exact_scores` takes `len(docs) == v.docs` for "docs is 0..D-1 in
-    order", but the candidates arrive in another order, so scores land on other ids."""
+    (It once failed: `search.exact_scores` took `len(docs) == v.docs` for "docs is 0..D-1 in
+    order", but the candidates arrive in another order, so scores landed on other ids.)"""
     from vecdb.index.multivector import MultiVectorIndex
 
     idx = MultiVectorIndex(DIM, params={"K": 32})
@@ -176,18 +167,12 @@ def test_exact_rerank_over_every_document() -> None:
         np.testing.assert_allclose(exact[row], sc, rtol=0, atol=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="multivector: a checkpoint closes the row files of a "
-    "replaced view while searches may still read it (reported)",
-)
 def test_a_search_keeps_its_view_across_a_retraining(tmp_path: Path) -> None:
     """A search that took the index's view before a retraining answers from it to the end,
-    even when the retraining and its checkpoint finish meanwhile. Fails today:
-    `persist.save` closes the retired row stores (`RowFile.close` drops the mapping, and
-    `rows` then returns no rows), so the search fails with a ValueError or scores nothing;
-    the engine test above meets it when a search races the retraining the worker starts at
-    open."""
+    even when the retraining and its checkpoint finish meanwhile. (It once failed:
+    `persist.save` closed the retired row stores, so `rows` returned no rows and the search
+    failed with a ValueError or scored nothing; the engine test above met it when a search
+    raced the retraining the worker starts at open.)"""
     from vecdb.index.multivector import MultiVectorIndex
     from vecdb.index.multivector.inputs import queries_of
     from vecdb.index.multivector.params import MVSearchParams
@@ -201,11 +186,12 @@ def test_a_search_keeps_its_view_across_a_retraining(tmp_path: Path) -> None:
     idx.checkpoint(1)
     held = idx._v  # what a search that started now reads
     qs, p = queries_of(DIM, QUERIES), MVSearchParams.parse(None)
-    want = search_batch(qs, 10, p, held, visible_mask(held, None), held.raw, held.tier)[:2]
+    live = visible_mask(held, None).copy()  # the documents visible when it started
+    want = search_batch(qs, 10, p, held, live, held.raw, held.tier)[:2]
     idx.remove(np.arange(0, 240, 2))
     idx.train()  # the retraining swaps in a new view ...
     idx.checkpoint(2)  # ... and its checkpoint retires the old view's files
-    got = search_batch(qs, 10, p, held, visible_mask(held, None), held.raw, held.tier)[:2]
+    got = search_batch(qs, 10, p, held, live, held.raw, held.tier)[:2]
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1])
     idx.close()

@@ -69,8 +69,10 @@ def new_rows(index: MultiVectorIndex, kind: str, dtype: npt.DTypeLike, cols: int
 
 
 def retire(index: MultiVectorIndex, old: View) -> None:
-    """Remember the row stores of a replaced view, deleted once a checkpoint no longer
-    names them (searches may still read them until then)."""
+    """Remember the row stores of a replaced view, whose files are deleted once a checkpoint
+    no longer names them. They are not closed then: a search that took the old view before
+    the swap reads them to its end; their mappings and descriptors go with the last view
+    that holds them (`RowFile` closes its descriptor when collected)."""
     for store in (old.raw, old.tier):
         if isinstance(store, RowFile):
             index._files.retired.append(store)
@@ -131,9 +133,7 @@ def save(index: MultiVectorIndex, directory: Path) -> None:
         directory / MANIFEST, MANIFEST_MAGIC, MANIFEST_VERSION, [json.dumps(manifest).encode()]
     )
     kill_point("mv_checkpoint_manifest")
-    for store in index._files.retired:
-        store.close()
-    index._files.retired.clear()
+    index._files.retired.clear()  # not closed: see `retire`
     _clean(directory, manifest)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,9 @@ class RowFile:
         self._map: mmap.mmap | None = None  # current mapping (remapped after appends)
         self._mapped = 0  # rows the mapping covers
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # The descriptor is closed by `close`, or else once the last holder lets go: a
+        # retired store may still be read by searches holding the view it belonged to.
+        self._release = weakref.finalize(self, os.close, self._fd)
         size = os.fstat(self._fd).st_size
         if size == 0:
             os.pwrite(self._fd, HEADER.pack(MAGIC, VERSION, self.width).ljust(PAGE, b"\0"), 0)
@@ -99,7 +103,7 @@ class RowFile:
                 pass
             self._map = None
         if self._fd >= 0:
-            os.close(self._fd)
+            self._release()  # closes the descriptor, once
             self._fd = -1
 
 

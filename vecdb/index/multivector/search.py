@@ -66,12 +66,16 @@ def top(docs: I64, scores: F32, k: int) -> tuple[I64, F32]:
 
 
 def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
-    """Exact MaxSim of q against the raw tokens of `docs` (every document when docs is all of
-    them, in BLAS blocks and segmented maxima)."""
+    """Exact MaxSim of q against the raw tokens of `docs`, in the order of `docs` (when docs
+    names every document, in any order, storage order is scored in BLAS blocks and segmented
+    maxima, then permuted)."""
     out = np.empty(len(docs), np.float32)
     if len(docs) == 0:
         return out
     if len(docs) == v.docs and len(q):  # exhaustive: contiguous blocks, one GEMM each
+        # the candidates (distinct document numbers) are all of them, not necessarily 0..D-1
+        # in order: score in storage order, then hand each candidate its own score
+        full = np.empty(v.docs, np.float32)
         sizes = np.diff(v.raw_off)
         lo = 0
         while lo < len(docs):
@@ -84,9 +88,9 @@ def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
             best = np.full((len(q), hi - lo), -np.inf, np.float32)
             if ok.any():
                 best[:, ok] = np.maximum.reduceat(sim, starts[ok], axis=1)
-            out[lo:hi] = best.sum(axis=0)
+            full[lo:hi] = best.sum(axis=0)
             lo = hi
-        return out
+        return full[docs]
     rows, local = raw.gather(v.raw_off, docs)
     maxsim(q, np.asarray(rows, np.float32), local, np.arange(len(docs), dtype=np.int64), out)
     return out
