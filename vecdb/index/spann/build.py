@@ -50,6 +50,9 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # and ~35 us + 0.15 us x dim in hnswlib at build_ef 48 (30,000 x 1,024 with 1,344 heads: 3.4
 # vs 8 s; 100,000 x 384 with 4,500 heads: 14 vs 7 s; GloVe's 17,500 heads: the graph).
 EXACT_BASE, EXACT_PER_DIM = 400_000, 1_800
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD = 128 << 10  # allocations above this are mmapped, and unmapped when freed
+_PINNED = False  # pin_mmap_threshold ran
 
 
 def _report(progress: Progress | None, phase: str, done: int, total: int) -> None:
@@ -108,6 +111,7 @@ def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
 
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:
     """Replace the whole content by a bulk build of (slots, vectors)."""
+    pin_mmap_threshold()
     p, n = st.params, len(slots)
     quant = Quantizer.fit(vectors) if st.width == 1 and n else None
     gen = st.file_gen + 1
@@ -195,6 +199,24 @@ def _passes(
         tree.trim()
         del posts, keep, heads, exact
     return tree, graph, cap
+
+
+def pin_mmap_threshold() -> None:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD (its default start), which turns off its
+    dynamic raise: after a large mmapped block is freed, glibc lifts the threshold up to 32
+    MiB, and the build's later temporaries then come from the heap, where a few long-lived
+    small allocations between them pin the freed pages (`malloc_trim` cannot return
+    them). Measured on 70,000 x 1,024 (scratch runs, fresh processes): RssAnon after a build
+    over a fresh open 41.7 / 21.1, 24.3 / 21.1 and 48.9 / 26.6 MiB with the default, 24.1 /
+    20.8 MiB pinned. Process-wide, set once, by the first build."""
+    global _PINNED
+    if _PINNED:
+        return
+    _PINNED = True
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def release_free_memory() -> None:

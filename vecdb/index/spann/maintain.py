@@ -161,10 +161,12 @@ def merge_batch(st: SpannState, postings: I64) -> None:
 
 def work_left(st: SpannState, live: I64, removed: I64 | None = None) -> bool:
     """Whether another call would find something to do."""
-    if st.pending or defrag_due(st):
+    if (st.pending and not st.is_stuck("split")) or defrag_due(st):
         return True
     if st.live_heads > 1 and len(merge_candidates(st, live, removed)):
         return True
+    if st.is_stuck("clean"):
+        return False
     return bool(len(compaction.dirty_postings(st, live, compaction.over_budget(st))))
 
 
@@ -179,23 +181,24 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         first = False
         # Pass 6 (between batches): checkpoint by ourselves when much freed space waits
         maybe_checkpoint(st)
+        limit = st.rewrite_limit(batch_bytes(st))
         # Pass 0: over the disk budget, reclaim dead entries before anything adds more
         # (postings that became small are left to the merge pass: a clean-up would hide
         # that they lost entries)
-        if compaction.over_budget(st):
+        if compaction.over_budget(st) and not st.is_stuck("clean"):
             live = counts.live()
             small = merge_candidates(st, live, counts.removed())
             if len(small) and st.live_heads > 1:
                 merge_batch(st, small[:MERGE_BATCH])
                 continue
             dirty = compaction.dirty_postings(st, live, pressure=True)
-            if len(dirty):
-                clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]))
+            if len(dirty) and clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]), limit):
                 continue
         # Pass 1: split or clean queued postings
-        if st.pending:
-            split_batch(st, take_pending(st))
-            continue
+        if st.pending and not st.is_stuck("split"):
+            split_batch(st, take_pending(st), limit)
+            if not st.is_stuck("split") or room_by_checkpoint(st):
+                continue
         live = counts.live()
         # Pass 2: merge postings that became small
         small = merge_candidates(st, live, counts.removed())
@@ -204,9 +207,9 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
             continue
         # Pass 3: clean postings with many dead entries (any, when over the disk budget)
         dirty = compaction.dirty_postings(st, live, compaction.over_budget(st))
-        if len(dirty):
-            clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]))
-            continue
+        if len(dirty) and not st.is_stuck("clean"):
+            if clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]), limit):
+                continue
         # Pass 4: a head graph without its deleted heads
         compaction.rebuild_heads(st)
         # Pass 5: free space piled up inside the file: move tail postings into it
@@ -221,9 +224,28 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
     return work_left(st, compaction.counts(st))  # done? a fresh count sees stale entries too
 
 
-def clean(st: SpannState, counts: Counts, postings: I64) -> None:
-    compaction.clean_batch(st, postings)
-    counts.cleaned(postings)
+def clean(st: SpannState, counts: Counts, postings: I64, limit: int) -> bool:
+    """Clean up `postings` below the disk guard's `limit`; False if none found room even
+    after a checkpoint made the pending space reusable (clean-ups then wait: `stuck`)."""
+    done = compaction.clean_batch(st, postings, limit)
+    counts.cleaned(postings[:done])
+    if done < len(postings) and room_by_checkpoint(st):
+        return True
+    if done == 0:
+        st.stuck["clean"] = st.disk_state()
+        return False
+    return True
+
+
+def room_by_checkpoint(st: SpannState) -> bool:
+    """A rewrite found no room below the disk guard's limit: checkpoint now if that makes
+    space waiting for one reusable (and forget the stuck marks); whether it did."""
+    if st.ckpt_no == 0 or st.file.space.pending_bytes == 0:
+        return False
+    checkpoint(st, st.applied_seq)
+    st.counters["self_checkpoints"] += 1
+    st.stuck.clear()
+    return True
 
 
 def defrag_state(st: SpannState) -> tuple[int, int]:

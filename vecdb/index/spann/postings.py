@@ -45,7 +45,7 @@ from vecdb.index.spann.quant import Quantizer as Quantizer  # re-exported
 from vecdb.index.spann.readers import DirectReader as DirectReader  # re-exported
 from vecdb.index.spann.readers import MmapReader as MmapReader  # re-exported
 from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
-from vecdb.index.spann.space import Mark, SpaceMap
+from vecdb.index.spann.space import Mark, NoRoom, SpaceMap
 from vecdb.index.spann.table import BlockTable
 from vecdb.kernels.posting import block_extent, block_layout
 
@@ -227,10 +227,15 @@ class PostingFile:
 
     # --- write -------------------------------------------------------------------------------
 
-    def append(self, blocks: list[U8]) -> npt.NDArray[np.int64]:
+    def append(self, blocks: list[U8], limit: int | None = None) -> npt.NDArray[np.int64]:
         """Write blocks where the space map puts them (free extents first, best fit, else at
-        the end); return their offsets."""
-        offsets = np.array([self.space.alloc(len(b)) for b in blocks], dtype=np.int64)
+        the end); return their offsets. With `limit`, the data end may not pass it: if a
+        block would take it there, nothing is written and `NoRoom` is raised."""
+        offsets = np.array([self.space.alloc(len(b), limit=limit) for b in blocks], np.int64)
+        if (offsets < 0).any():
+            placed = np.flatnonzero(offsets >= 0)
+            self.unallocate([int(offsets[i]) for i in placed], [len(blocks[i]) for i in placed])
+            raise NoRoom(f"{self.path}: no room below byte {limit} for {len(blocks)} blocks")
         self.reserve(0)
         self._write(offsets, blocks)
         return offsets

@@ -94,13 +94,21 @@ def write_entries(st: SpannState, slots: I64, vectors: F32, versions: U8, posts:
     return Written([(p, int(o), c) for p, o, c in zip(owners, offsets, counts, strict=True)])
 
 
-def write_block(st: SpannState, posting: int, slots: I64, vectors: F32, versions: U8) -> Written:
+def write_block(
+    st: SpannState,
+    posting: int,
+    slots: I64,
+    vectors: F32,
+    versions: U8,
+    limit: int | None = None,
+) -> Written:
     """One posting's entries as new blocks, as few as `block_pages` allows (split halves,
-    clean-up rewrites)."""
+    clean-up rewrites); with `limit`, `NoRoom` (nothing written) rather than a data end
+    past it."""
     if len(slots) == 0:
         return Written([])
     parts = encode_chunks(st, posting, slots, vectors, versions)
-    offsets = st.file.append([b for b, _ in parts])
+    offsets = st.file.append([b for b, _ in parts], limit)
     return Written([(posting, int(o), c) for o, (_, c) in zip(offsets, parts, strict=True)])
 
 
