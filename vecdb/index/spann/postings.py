@@ -53,7 +53,9 @@ MAGIC = b"VDBPOSTS"
 VERSION = 3  # 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
-GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
+GROW = 16 << 20  # the file is extended in chunks (at most this, 1/GROW_SHARE of its data,
+GROW_SHARE, GROW_MIN = 64, 1 << 20  # at least GROW_MIN) so the mmap is remapped rarely; a
+# fixed 16 MiB was 0.2x the raw bytes of GloVe-50 on disk beyond the data, past the budget
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -152,7 +154,7 @@ class PostingFile:
     quant: Quantizer | None  # the int8 quantizer (width 1 only)
     full_cap: int  # entries of a full block, whose extent is whole pages (0: none)
     space: SpaceMap  # free and pending extents; `space.end` is the end of the data
-    capacity: int  # current file size (extended in GROW chunks, cut back when the end drops)
+    capacity: int  # current file size (extended in chunks, cut back when the end drops)
     fd: int  # read-write file descriptor
     verified: Verified  # block starts whose CRC passed since their last write
     poisoned: str  # why the file may no longer be published ("" if it may)
@@ -221,7 +223,8 @@ class PostingFile:
         """Make sure `extra` more bytes fit below the file size."""
         need = self.length + extra + PAGE
         if need > self.capacity:
-            capacity = -(-max(need, self.capacity + GROW) // PAGE) * PAGE
+            chunk = min(GROW, max(GROW_MIN, self.length // GROW_SHARE))
+            capacity = -(-max(need, self.capacity + chunk) // PAGE) * PAGE
             self._truncate(capacity)
             self.capacity = capacity
 

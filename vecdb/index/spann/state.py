@@ -38,6 +38,8 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
 PRESSURE_SHARE = 0.85  # maintenance works against disk pressure above this share of the budget
+GUARD_SHARE = 0.97  # maintenance rewrites keep the data end below this share of the budget
+# (the rest: the file's preallocated growth chunk, 1/64 of it, counts on disk)
 COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
 
 
@@ -185,12 +187,12 @@ class SpannState:
         return int(self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live))
 
     def rewrite_limit(self, slack: int) -> int:
-        """The data end that maintenance rewrites (clean-ups, split halves) may reach: the
-        disk budget, or for a file already past it (deletes lower the budget under it, a
+        """The data end that maintenance rewrites (clean-ups, split halves) may reach:
+        GUARD_SHARE of the disk budget, or for a file already past it (deletes lower the budget under it, a
         placement keeps at least one copy) `slack` beyond where it stood when it passed,
         so a clean-up can start where there is no free space yet. A rewrite with no room
         below the limit waits (`SpannState.stuck`) instead of growing the file."""
-        budget, length = self.budget_bytes(), self.file.length
+        budget, length = int(GUARD_SHARE * self.budget_bytes()), self.file.length
         if length <= budget:
             self.ceiling = 0
         elif self.ceiling == 0:
