@@ -159,7 +159,7 @@ def split_batch(st: SpannState, postings: list[int], limit: int | None = None) -
         assert s.labels is not None
         mine = st.tree.primary[s.slots] == np.asarray(s.new)[s.labels]
         st.tree.widen(np.asarray(s.new, np.int64)[s.labels[mine]], s.vecs[mine])
-    reassign(st, splits)
+    reassign(st, splits, limit)
 
 
 def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64, U8]:
@@ -209,7 +209,7 @@ def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64,
     return np.concatenate(cs), np.concatenate(cv), np.concatenate(ch), np.concatenate(cver)
 
 
-def reassign(st: SpannState, splits: list[Split]) -> None:
+def reassign(st: SpannState, splits: list[Split], limit: int | None = None) -> None:
     """Passes 5 and 6: one RNG placement of every candidate; move those whose home posting
     is no longer chosen."""
     slots, vecs, home, was = lire_candidates(st, splits)
@@ -225,7 +225,11 @@ def reassign(st: SpannState, splits: list[Split]) -> None:
         return
     slots, vecs, posts, was = slots[move], vecs[move], posts[move], was[move]
     versions = next_versions(was)
-    written = write_entries(st, slots, vecs, versions, posts)
+    try:  # LIRE moves improve placement; with no room below the disk guard they are skipped
+        written = write_entries(st, slots, vecs, versions, posts, limit)
+    except NoRoom:
+        st.counters["reassign_skipped"] += len(slots)
+        return
     st.tree.widen(posts[:, 0], vecs)
     with st.lock.write("reassign publish"):
         commit_moves(st, slots, versions, posts, written, was)

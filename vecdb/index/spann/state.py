@@ -40,7 +40,16 @@ AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share 
 PRESSURE_SHARE = 0.85  # maintenance works against disk pressure above this share of the budget
 GUARD_SHARE = 0.97  # maintenance rewrites keep the data end below this share of the budget
 # (the rest: the file's preallocated growth chunk, 1/64 of it, counts on disk)
-COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
+COUNTERS = (
+    "splits",
+    "merges",
+    "gc",
+    "reassigned",
+    "reassign_skipped",
+    "compactions",
+    "self_checkpoints",
+    "defrags",
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -218,7 +227,7 @@ class SpannState:
             return self.replica_cap
         cap = max(1, (self.replica_cap or self.params.replicas) - 1)
         if n > 0:
-            budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
+            budget = GUARD_SHARE * self.budget_bytes()
             fit = int((budget - self.file.length) // ((self.width * self.dim + 9) * n))
             cap = max(1, min(cap, fit))
         return cap
