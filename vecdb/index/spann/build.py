@@ -17,6 +17,8 @@ encoded blocks and the head graph; no n x k distance matrix and no copy of the i
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import hnswlib
@@ -51,8 +53,8 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # vs 8 s; 100,000 x 384 with 4,500 heads: 14 vs 7 s; GloVe's 17,500 heads: the graph).
 EXACT_BASE, EXACT_PER_DIM = 400_000, 1_800
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MMAP_THRESHOLD = 128 << 10  # allocations above this are mmapped, and unmapped when freed
-_PINNED = False  # pin_mmap_threshold ran
+MMAP_THRESHOLD = 128 << 10  # during a build, allocations above this are mmapped (freed: unmapped)
+MMAP_THRESHOLD_AFTER = 32 << 20  # after it: glibc's ceiling of its dynamic threshold
 
 
 def _report(progress: Progress | None, phase: str, done: int, total: int) -> None:
@@ -111,7 +113,11 @@ def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
 
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:
     """Replace the whole content by a bulk build of (slots, vectors)."""
-    pin_mmap_threshold()
+    with mmap_temporaries():
+        _build(st, slots, vectors, progress)
+
+
+def _build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None) -> None:
     p, n = st.params, len(slots)
     quant = Quantizer.fit(vectors) if st.width == 1 and n else None
     gen = st.file_gen + 1
@@ -201,22 +207,28 @@ def _passes(
     return tree, graph, cap
 
 
-def pin_mmap_threshold() -> None:
-    """Fix glibc's mmap threshold at MMAP_THRESHOLD (its default start), which turns off its
-    dynamic raise: after a large mmapped block is freed, glibc lifts the threshold up to 32
-    MiB, and the build's later temporaries then come from the heap, where a few long-lived
-    small allocations between them pin the freed pages (`malloc_trim` cannot return
-    them). Measured on 70,000 x 1,024 (scratch runs, fresh processes): RssAnon after a build
-    over a fresh open 41.7 / 21.1, 24.3 / 21.1 and 48.9 / 26.6 MiB with the default, 24.1 /
-    20.8 MiB pinned. Process-wide, set once, by the first build."""
-    global _PINNED
-    if _PINNED:
-        return
-    _PINNED = True
+@contextmanager
+def mmap_temporaries() -> Iterator[None]:
+    """For the length of a build: glibc mmaps every allocation above MMAP_THRESHOLD, so the
+    build's large temporaries go back to the OS when freed. By default glibc raises its
+    threshold (up to 32 MiB) each time a large mmapped block is freed, and the build's later
+    temporaries then come from the heap, where a few long-lived small allocations between
+    them pin the freed pages (`malloc_trim` cannot return them). Measured on 70,000 x 1,024
+    (scratch runs, fresh processes): RssAnon after a build over a fresh open 41.7 / 21.1,
+    24.3 / 21.1 and 48.9 / 26.6 MiB by default, 24.1 / 20.8 MiB with the threshold fixed.
+    Afterwards the threshold is set to MMAP_THRESHOLD_AFTER (glibc's own ceiling): searches
+    allocate from the heap as they would by default (a fixed 128 KiB cost 5 % of GloVe-50
+    CPU-time QPS, side by side). Process-wide; glibc only."""
     try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):  # not glibc
-        pass
+        yield
+        return
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_AFTER)
 
 
 def release_free_memory() -> None:
