@@ -15,6 +15,14 @@ file into free space below them once free space passes `compact_garbage` of the 
 the file is never rewritten whole (two generations on disk would double it). Pass 6, between
 batches, checkpoints by itself at the last applied sequence once much dropped space waits
 for a checkpoint to become reusable.
+
+The disk guard: rewrites (clean-ups, split halves, LIRE moves) are written below
+`SpannState.rewrite_limit` (GUARD_SHARE of the disk budget). One that finds no room there
+first checkpoints if space waiting for a checkpoint would free (`room_by_checkpoint`);
+otherwise clean-ups and splits wait, re-queued, until the free space, the file's end or the
+live count changes (`SpannState.stuck`), and LIRE moves are skipped. So the file never grows
+past the budget by maintenance; the cost is postings left over their entry budget or holding
+dead entries until room comes back.
 """
 
 from __future__ import annotations
