@@ -17,11 +17,12 @@ batches, checkpoints by itself at the last applied sequence once much dropped sp
 for a checkpoint to become reusable.
 
 The disk guard: rewrites (clean-ups, split halves, LIRE moves) are written below
-`SpannState.rewrite_limit` (GUARD_SHARE of the disk budget). One that finds no room there
-first checkpoints if space waiting for a checkpoint would free (`room_by_checkpoint`);
-otherwise clean-ups and splits wait, re-queued, until the free space, the file's end or the
-live count changes (`SpannState.stuck`), and LIRE moves are skipped. So the file never grows
-past the budget by maintenance; the cost is postings left over their entry budget or holding
+`SpannState.rewrite_limit` (GUARD_SHARE of the disk budget). A clean-up or split that finds
+no room waits, re-queued, until the free space, the file's end or the live count changes
+(`SpannState.stuck`; a checkpoint, Pass 6's or the engine's, frees pending space); a LIRE
+move is skipped. (Checkpointing at once to free pending space, tried first, changed what a
+crash mid-split replays into and cost a crash test 3 points of recall.) So maintenance never
+takes the file past the budget; the cost is postings left over their entry budget or holding
 dead entries until room comes back.
 """
 
@@ -205,7 +206,7 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         # Pass 1: split or clean queued postings
         if st.pending and not st.is_stuck("split"):
             split_batch(st, take_pending(st), limit)
-            if not st.is_stuck("split") or room_by_checkpoint(st):
+            if not st.is_stuck("split"):
                 continue
         live = counts.live()
         # Pass 2: merge postings that became small
@@ -233,26 +234,14 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
 
 
 def clean(st: SpannState, counts: Counts, postings: I64, limit: int) -> bool:
-    """Clean up `postings` below the disk guard's `limit`; False if none found room even
-    after a checkpoint made the pending space reusable (clean-ups then wait: `stuck`)."""
+    """Clean up `postings` below the disk guard's `limit`; False if none found room
+    (clean-ups then wait: `stuck`; the space waiting for a checkpoint frees at the next
+    one, Pass 6's or the engine's, and that change lets them go on)."""
     done = compaction.clean_batch(st, postings, limit)
     counts.cleaned(postings[:done])
-    if done < len(postings) and room_by_checkpoint(st):
-        return True
     if done == 0:
         st.stuck["clean"] = st.disk_state()
         return False
-    return True
-
-
-def room_by_checkpoint(st: SpannState) -> bool:
-    """A rewrite found no room below the disk guard's limit: checkpoint now if that makes
-    space waiting for one reusable (and forget the stuck marks); whether it did."""
-    if st.ckpt_no == 0 or st.file.space.pending_bytes == 0:
-        return False
-    checkpoint(st, st.applied_seq)
-    st.counters["self_checkpoints"] += 1
-    st.stuck.clear()
     return True
 
 
