@@ -23,6 +23,7 @@ from vecdb.index.spann.assign import make_head_graph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import checkpoint
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
+from vecdb.index.spann.space import NoRoom
 from vecdb.index.spann.state import SpannState, file_path, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import (
@@ -85,17 +86,23 @@ def dirty_postings(st: SpannState, live: I64, pressure: bool = False) -> I64:
     return out
 
 
-def clean_batch(st: SpannState, postings: I64) -> None:
-    """Rewrite postings as one block of their visible entries each."""
+def clean_batch(st: SpannState, postings: I64, limit: int | None = None) -> int:
+    """Rewrite postings as one block of their visible entries each, in order, until one
+    finds no room below `limit` (the disk guard); return how many were rewritten."""
     plans: list[tuple[int, Written]] = []
     for p in postings.tolist():
         slots, vecs, vers = read_live(st, p)
-        plans.append((p, write_block(st, p, slots, vecs, vers)))
-    with st.lock.write("clean publish"):
-        for p, written in plans:
-            st.clear(p)
-            publish(st, written)
-            st.counters["gc"] += 1
+        try:
+            plans.append((p, write_block(st, p, slots, vecs, vers, limit)))
+        except NoRoom:
+            break
+    if plans:
+        with st.lock.write("clean publish"):
+            for p, written in plans:
+                st.clear(p)
+                publish(st, written)
+                st.counters["gc"] += 1
+    return len(plans)
 
 
 def garbage_fraction(st: SpannState, live: I64) -> float:

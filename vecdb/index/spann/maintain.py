@@ -15,6 +15,15 @@ file into free space below them once free space passes `compact_garbage` of the 
 the file is never rewritten whole (two generations on disk would double it). Pass 6, between
 batches, checkpoints by itself at the last applied sequence once much dropped space waits
 for a checkpoint to become reusable.
+
+The disk guard: rewrites (clean-ups, split halves, LIRE moves) are written below
+`SpannState.rewrite_limit` (GUARD_SHARE of the disk budget). A clean-up or split that finds
+no room waits, re-queued, until the free space, the file's end or the live count changes
+(`SpannState.stuck`; a checkpoint, Pass 6's or the engine's, frees pending space); a LIRE
+move is skipped. (Checkpointing at once to free pending space, tried first, changed what a
+crash mid-split replays into and cost a crash test 3 points of recall.) So maintenance never
+takes the file past the budget; the cost is postings left over their entry budget or holding
+dead entries until room comes back.
 """
 
 from __future__ import annotations
@@ -161,10 +170,12 @@ def merge_batch(st: SpannState, postings: I64) -> None:
 
 def work_left(st: SpannState, live: I64, removed: I64 | None = None) -> bool:
     """Whether another call would find something to do."""
-    if st.pending or defrag_due(st):
+    if (st.pending and not st.is_stuck("split")) or defrag_due(st):
         return True
     if st.live_heads > 1 and len(merge_candidates(st, live, removed)):
         return True
+    if st.is_stuck("clean"):
+        return False
     return bool(len(compaction.dirty_postings(st, live, compaction.over_budget(st))))
 
 
@@ -179,23 +190,24 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         first = False
         # Pass 6 (between batches): checkpoint by ourselves when much freed space waits
         maybe_checkpoint(st)
+        limit = st.rewrite_limit(batch_bytes(st))
         # Pass 0: over the disk budget, reclaim dead entries before anything adds more
         # (postings that became small are left to the merge pass: a clean-up would hide
         # that they lost entries)
-        if compaction.over_budget(st):
+        if compaction.over_budget(st) and not st.is_stuck("clean"):
             live = counts.live()
             small = merge_candidates(st, live, counts.removed())
             if len(small) and st.live_heads > 1:
                 merge_batch(st, small[:MERGE_BATCH])
                 continue
             dirty = compaction.dirty_postings(st, live, pressure=True)
-            if len(dirty):
-                clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]))
+            if len(dirty) and clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]), limit):
                 continue
         # Pass 1: split or clean queued postings
-        if st.pending:
-            split_batch(st, take_pending(st))
-            continue
+        if st.pending and not st.is_stuck("split"):
+            split_batch(st, take_pending(st), limit)
+            if not st.is_stuck("split"):
+                continue
         live = counts.live()
         # Pass 2: merge postings that became small
         small = merge_candidates(st, live, counts.removed())
@@ -204,9 +216,9 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
             continue
         # Pass 3: clean postings with many dead entries (any, when over the disk budget)
         dirty = compaction.dirty_postings(st, live, compaction.over_budget(st))
-        if len(dirty):
-            clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]))
-            continue
+        if len(dirty) and not st.is_stuck("clean"):
+            if clean(st, counts, take_bytes(st, dirty[:CLEAN_BATCH]), limit):
+                continue
         # Pass 4: a head graph without its deleted heads
         compaction.rebuild_heads(st)
         # Pass 5: free space piled up inside the file: move tail postings into it
@@ -221,9 +233,16 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
     return work_left(st, compaction.counts(st))  # done? a fresh count sees stale entries too
 
 
-def clean(st: SpannState, counts: Counts, postings: I64) -> None:
-    compaction.clean_batch(st, postings)
-    counts.cleaned(postings)
+def clean(st: SpannState, counts: Counts, postings: I64, limit: int) -> bool:
+    """Clean up `postings` below the disk guard's `limit`; False if none found room
+    (clean-ups then wait: `stuck`; the space waiting for a checkpoint frees at the next
+    one, Pass 6's or the engine's, and that change lets them go on)."""
+    done = compaction.clean_batch(st, postings, limit)
+    counts.cleaned(postings[:done])
+    if done == 0:
+        st.stuck["clean"] = st.disk_state()
+        return False
+    return True
 
 
 def defrag_state(st: SpannState) -> tuple[int, int]:

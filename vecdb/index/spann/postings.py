@@ -45,7 +45,7 @@ from vecdb.index.spann.quant import Quantizer as Quantizer  # re-exported
 from vecdb.index.spann.readers import DirectReader as DirectReader  # re-exported
 from vecdb.index.spann.readers import MmapReader as MmapReader  # re-exported
 from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
-from vecdb.index.spann.space import Mark, SpaceMap
+from vecdb.index.spann.space import Mark, NoRoom, SpaceMap
 from vecdb.index.spann.table import BlockTable
 from vecdb.kernels.posting import block_extent, block_layout
 
@@ -53,7 +53,9 @@ MAGIC = b"VDBPOSTS"
 VERSION = 3  # 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
-GROW = 16 << 20  # the file is extended in chunks so the mmap is remapped rarely
+GROW = 16 << 20  # the file is extended in chunks (at most this, 1/GROW_SHARE of its data,
+GROW_SHARE, GROW_MIN = 64, 1 << 20  # at least GROW_MIN) so the mmap is remapped rarely; a
+# fixed 16 MiB was 0.2x the raw bytes of GloVe-50 on disk beyond the data, past the budget
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -152,7 +154,7 @@ class PostingFile:
     quant: Quantizer | None  # the int8 quantizer (width 1 only)
     full_cap: int  # entries of a full block, whose extent is whole pages (0: none)
     space: SpaceMap  # free and pending extents; `space.end` is the end of the data
-    capacity: int  # current file size (extended in GROW chunks, cut back when the end drops)
+    capacity: int  # current file size (extended in chunks, cut back when the end drops)
     fd: int  # read-write file descriptor
     verified: Verified  # block starts whose CRC passed since their last write
     poisoned: str  # why the file may no longer be published ("" if it may)
@@ -221,16 +223,22 @@ class PostingFile:
         """Make sure `extra` more bytes fit below the file size."""
         need = self.length + extra + PAGE
         if need > self.capacity:
-            capacity = -(-max(need, self.capacity + GROW) // PAGE) * PAGE
+            chunk = min(GROW, max(GROW_MIN, self.length // GROW_SHARE))
+            capacity = -(-max(need, self.capacity + chunk) // PAGE) * PAGE
             self._truncate(capacity)
             self.capacity = capacity
 
     # --- write -------------------------------------------------------------------------------
 
-    def append(self, blocks: list[U8]) -> npt.NDArray[np.int64]:
+    def append(self, blocks: list[U8], limit: int | None = None) -> npt.NDArray[np.int64]:
         """Write blocks where the space map puts them (free extents first, best fit, else at
-        the end); return their offsets."""
-        offsets = np.array([self.space.alloc(len(b)) for b in blocks], dtype=np.int64)
+        the end); return their offsets. With `limit`, the data end may not pass it: if a
+        block would take it there, nothing is written and `NoRoom` is raised."""
+        offsets = np.array([self.space.alloc(len(b), limit=limit) for b in blocks], np.int64)
+        if (offsets < 0).any():
+            placed = np.flatnonzero(offsets >= 0)
+            self.unallocate([int(offsets[i]) for i in placed], [len(blocks[i]) for i in placed])
+            raise NoRoom(f"{self.path}: no room below byte {limit} for {len(blocks)} blocks")
         self.reserve(0)
         self._write(offsets, blocks)
         return offsets

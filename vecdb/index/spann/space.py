@@ -56,6 +56,10 @@ BYTES_PER_PENDING = 17  # measured: two int64 in array("q") queues
 I64 = npt.NDArray[np.int64]
 
 
+class NoRoom(Exception):
+    """A bounded write found no room below its limit (nothing was written)."""
+
+
 class Extents(NamedTuple):
     """The blocks a table references: posting id, byte offset and extent size of each."""
 
@@ -117,9 +121,12 @@ class SpaceMap:
 
     # --- allocate ----------------------------------------------------------------------------
 
-    def alloc(self, size: int, grow: bool = True, below: int | None = None) -> int:
+    def alloc(
+        self, size: int, grow: bool = True, below: int | None = None, limit: int | None = None
+    ) -> int:
         """Offset for a block of `size` bytes (a positive multiple of ALIGN): best fit in a
-        free extent, else at the end; -1 if nothing fits and not `grow`. With `below` (a
+        free extent, else at the end; -1 if nothing fits and not `grow`, or if growing would
+        take the data end past `limit` (the disk guard of maintenance rewrites). With `below` (a
         block moved towards the start to defragment) the file never grows and the lowest
         placement wholly below that offset is taken, among the lowest free extents and the
         best-fitting ones."""
@@ -156,6 +163,8 @@ class SpaceMap:
             return -1
         a = self.end // ALIGN
         o = a if a % UNITS <= slack else a + UNITS - a % UNITS
+        if limit is not None and (o + s) * ALIGN > limit:
+            return -1
         if o > a:
             self._add_free(a, o - a)
         self.end = (o + s) * ALIGN

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from vecdb.index.spann.assign import nearest_heads, select_replicas
 from vecdb.index.spann.killpoints import kill_point
+from vecdb.index.spann.space import NoRoom
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.update import (
     Written,
@@ -36,7 +37,7 @@ from vecdb.index.spann.update import (
     write_entries,
 )
 from vecdb.kernels.kmeans import kmeans, sq_dists
-from vecdb.kernels.posting import next_versions
+from vecdb.kernels.posting import block_extent, next_versions
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -85,8 +86,32 @@ def add_heads(st: SpannState, heads: F32, labels: I64) -> None:
             graph.add_items(h, lab, num_threads=1)
 
 
-def split_batch(st: SpannState, postings: list[int]) -> None:
-    """Split or clean a batch of queued postings, then reassign boundary vectors once."""
+def write_plan(st: SpannState, s: Split, limit: int | None) -> bool:
+    """Write a plan's blocks (the cleaned posting, or both halves under two new posting
+    ids); False, with nothing written and no id taken, if they find no room below
+    `limit`."""
+    blocks: list[tuple[int, int, int]] = []
+    try:
+        if s.labels is None:
+            s.written = write_block(st, s.posting, s.slots, s.vecs, s.vers, limit)
+            return True
+        new = (st.next_posting, st.next_posting + 1)
+        for c, q in enumerate(new):
+            m = s.labels == c
+            blocks += write_block(st, q, s.slots[m], s.vecs[m], s.vers[m], limit).blocks
+    except NoRoom:
+        if blocks:  # the first half went in: give it back
+            extent = [block_extent(c, st.dim, st.width, st.file.full_cap) for _, _, c in blocks]
+            st.file.unallocate([o for _, o, _ in blocks], extent)
+        return False
+    s.new, s.written = new, Written(blocks)
+    st.next_posting += 2
+    return True
+
+
+def split_batch(st: SpannState, postings: list[int], limit: int | None = None) -> None:
+    """Split or clean a batch of queued postings, then reassign boundary vectors once;
+    rewrites wait (re-queued) rather than take the file's data end past `limit`."""
     # Pass 1: read; clean or cluster
     plans = []
     for p in postings:
@@ -97,19 +122,18 @@ def split_batch(st: SpannState, postings: list[int]) -> None:
             s.labels, s.heads = two_means(st, s.vecs)
             s.old_head = st.head_vectors(np.array([p]))[0]
         plans.append(s)
-    splits = [s for s in plans if s.labels is not None]
-    # Pass 2: write the halves (and the cleaned postings) where no table points
+    # Pass 2: write the halves (and the cleaned postings) where no table points, below the
+    # disk guard's limit: the plans from the first that finds no room on wait, queued
+    done = 0
     for s in plans:
-        if s.labels is None:
-            s.written = write_block(st, s.posting, s.slots, s.vecs, s.vers)
-            continue
-        s.new = (st.next_posting, st.next_posting + 1)
-        st.next_posting += 2
-        blocks = []
-        for c, q in enumerate(s.new):
-            m = s.labels == c
-            blocks += write_block(st, q, s.slots[m], s.vecs[m], s.vers[m]).blocks
-        s.written = Written(blocks)
+        if not write_plan(st, s, limit):
+            break
+        done += 1
+    st.pending.update(s.posting for s in plans[done:])
+    if plans and done == 0:
+        st.stuck["split"] = st.disk_state()
+    plans = plans[:done]
+    splits = [s for s in plans if s.labels is not None]
     kill_point("split")
     # Pass 3: the new heads into the graph
     if splits:
@@ -135,7 +159,7 @@ def split_batch(st: SpannState, postings: list[int]) -> None:
         assert s.labels is not None
         mine = st.tree.primary[s.slots] == np.asarray(s.new)[s.labels]
         st.tree.widen(np.asarray(s.new, np.int64)[s.labels[mine]], s.vecs[mine])
-    reassign(st, splits)
+    reassign(st, splits, limit)
 
 
 def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64, U8]:
@@ -185,7 +209,7 @@ def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64,
     return np.concatenate(cs), np.concatenate(cv), np.concatenate(ch), np.concatenate(cver)
 
 
-def reassign(st: SpannState, splits: list[Split]) -> None:
+def reassign(st: SpannState, splits: list[Split], limit: int | None = None) -> None:
     """Passes 5 and 6: one RNG placement of every candidate; move those whose home posting
     is no longer chosen."""
     slots, vecs, home, was = lire_candidates(st, splits)
@@ -201,7 +225,11 @@ def reassign(st: SpannState, splits: list[Split]) -> None:
         return
     slots, vecs, posts, was = slots[move], vecs[move], posts[move], was[move]
     versions = next_versions(was)
-    written = write_entries(st, slots, vecs, versions, posts)
+    try:  # LIRE moves improve placement; with no room below the disk guard they are skipped
+        written = write_entries(st, slots, vecs, versions, posts, limit)
+    except NoRoom:
+        st.counters["reassign_skipped"] += len(slots)
+        return
     st.tree.widen(posts[:, 0], vecs)
     with st.lock.write("reassign publish"):
         commit_moves(st, slots, versions, posts, written, was)

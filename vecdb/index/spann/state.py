@@ -38,7 +38,18 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share of free RAM
 PRESSURE_SHARE = 0.85  # maintenance works against disk pressure above this share of the budget
-COUNTERS = ("splits", "merges", "gc", "reassigned", "compactions", "self_checkpoints", "defrags")
+GUARD_SHARE = 0.97  # maintenance rewrites keep the data end below this share of the budget
+# (the rest: the file's preallocated growth chunk, 1/64 of it, counts on disk)
+COUNTERS = (
+    "splits",
+    "merges",
+    "gc",
+    "reassigned",
+    "reassign_skipped",
+    "compactions",
+    "self_checkpoints",
+    "defrags",
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,6 +109,8 @@ class SpannState:
     freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
     replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
     defrag_stuck: tuple[int, int] = (-1, -1)  # (free bytes, file end) when nothing could move
+    ceiling: int = 0  # end a file over its budget may reach (0: within budget; see rewrite_limit)
+    stuck: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # see disk_state
     subtrees: SubTreeCache = field(default_factory=SubTreeCache)  # slot sets' directories
     head_rows: HeadCache = field(default_factory=HeadCache)  # leaf centroids for set walks
 
@@ -178,6 +191,32 @@ class SpannState:
         budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
         return self.file.length > PRESSURE_SHARE * budget
 
+    def budget_bytes(self) -> int:
+        """The disk budget: `max_disk_ratio` x the raw float32 bytes of the live vectors."""
+        return int(self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live))
+
+    def rewrite_limit(self, slack: int) -> int:
+        """The data end that maintenance rewrites (clean-ups, split halves) may reach:
+        GUARD_SHARE of the disk budget, or for a file already past it (deletes lower the budget under it, a
+        placement keeps at least one copy) `slack` beyond where it stood when it passed,
+        so a clean-up can start where there is no free space yet. A rewrite with no room
+        below the limit waits (`SpannState.stuck`) instead of growing the file."""
+        budget, length = int(GUARD_SHARE * self.budget_bytes()), self.file.length
+        if length <= budget:
+            self.ceiling = 0
+        elif self.ceiling == 0:
+            self.ceiling = length + slack
+        return max(budget, self.ceiling)
+
+    def disk_state(self) -> tuple[int, int, int]:
+        """What a rewrite that found no room depends on: free bytes, file end, live count.
+        `stuck[kind]` holds it when a kind of rewrite could do nothing; that kind waits
+        until it changes."""
+        return self.file.space.free_bytes, self.file.length, self.n_live
+
+    def is_stuck(self, kind: str) -> bool:
+        return self.stuck.get(kind) == self.disk_state()
+
     def placement_cap(self, n: int = 0) -> int:
         """Replicas a placement of `n` vectors (insert, move) may get: the build's cap (0: no
         cap); under disk pressure one fewer, and no more than the room left below the whole
@@ -188,7 +227,7 @@ class SpannState:
             return self.replica_cap
         cap = max(1, (self.replica_cap or self.params.replicas) - 1)
         if n > 0:
-            budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
+            budget = GUARD_SHARE * self.budget_bytes()
             fit = int((budget - self.file.length) // ((self.width * self.dim + 9) * n))
             cap = max(1, min(cap, fit))
         return cap

@@ -70,9 +70,17 @@ def encode_chunks(
     ]
 
 
-def write_entries(st: SpannState, slots: I64, vectors: F32, versions: U8, posts: I64) -> Written:
+def write_entries(
+    st: SpannState,
+    slots: I64,
+    vectors: F32,
+    versions: U8,
+    posts: I64,
+    limit: int | None = None,
+) -> Written:
     """Append each row to the postings in its row of `posts` (-1 padded), one block per
-    posting, with one pwrite; not yet visible to searches."""
+    posting, with one pwrite; not yet visible to searches. With `limit`, `NoRoom` (nothing
+    written) rather than a data end past it."""
     rows = np.repeat(np.arange(len(slots)), posts.shape[1])
     flat = posts.ravel()
     ok = flat >= 0
@@ -90,17 +98,25 @@ def write_entries(st: SpannState, slots: I64, vectors: F32, versions: U8, posts:
             owners.append(p)
             blocks.append(block)
             counts.append(count)
-    offsets = st.file.append(blocks)
+    offsets = st.file.append(blocks, limit)
     return Written([(p, int(o), c) for p, o, c in zip(owners, offsets, counts, strict=True)])
 
 
-def write_block(st: SpannState, posting: int, slots: I64, vectors: F32, versions: U8) -> Written:
+def write_block(
+    st: SpannState,
+    posting: int,
+    slots: I64,
+    vectors: F32,
+    versions: U8,
+    limit: int | None = None,
+) -> Written:
     """One posting's entries as new blocks, as few as `block_pages` allows (split halves,
-    clean-up rewrites)."""
+    clean-up rewrites); with `limit`, `NoRoom` (nothing written) rather than a data end
+    past it."""
     if len(slots) == 0:
         return Written([])
     parts = encode_chunks(st, posting, slots, vectors, versions)
-    offsets = st.file.append([b for b, _ in parts])
+    offsets = st.file.append([b for b, _ in parts], limit)
     return Written([(posting, int(o), c) for o, (_, c) in zip(offsets, parts, strict=True)])
 
 

@@ -1,0 +1,77 @@
+"""The disk guard of SPANN maintenance: a bounded allocation never grows the file past its
+limit and changes nothing when it cannot fit; maintenance under a tight budget never takes
+the posting file past the limit, and when it can do nothing more it says so (it waits for
+the disk state to change instead of spinning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecdb.index.spann import open_spann
+from vecdb.index.spann.postings import PostingFile
+from vecdb.index.spann.space import ALIGN, PAGE, NoRoom, SpaceMap
+
+
+def test_bounded_alloc_takes_free_space_or_fails_without_a_change() -> None:
+    space = SpaceMap(PAGE, PAGE)
+    a = space.alloc(4 * ALIGN)
+    b = space.alloc(4 * ALIGN)
+    space.release(a, 4 * ALIGN, fresh=True)
+    space.readers_done()
+    before = space.stats()
+    assert space.alloc(8 * ALIGN, limit=b + 4 * ALIGN) == -1  # would grow past the limit
+    assert space.stats() == before
+    assert space.alloc(2 * ALIGN, limit=b + 4 * ALIGN) == a  # a free extent: no growth
+    assert space.alloc(8 * ALIGN, limit=None) >= b + 4 * ALIGN  # unbounded: grows
+
+
+def test_bounded_append_raises_and_gives_back_what_it_placed(tmp_path: Path) -> None:
+    f = PostingFile(tmp_path / "postings.0.bin", 8, width=4)
+    rng = np.random.default_rng(0)
+
+    def block(n: int) -> np.ndarray:
+        return f.encode(0, np.arange(n), np.ones(n, np.uint8), rng.random((n, 8), np.float32))
+
+    f.append([block(4)])
+    end, free = f.length, f.space.free_bytes
+    with pytest.raises(NoRoom):
+        f.append([block(2), block(200)], limit=end + len(block(2)) + PAGE)
+    assert (f.length, f.space.free_bytes) == (end, free)
+    f.close()
+
+
+def test_maintenance_under_a_tight_budget_stays_below_it_and_stops(tmp_path: Path) -> None:
+    dim, n = 128, 3000
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, _ = open_spann(dim, "cosine", {"threads": 1, "max_disk_ratio": 2.0}, tmp_path)
+    idx.build(np.arange(n), x)
+    idx.checkpoint(1)
+    st = idx.state
+    worst = 0.0
+
+    def settle() -> int:
+        nonlocal worst
+        for calls in range(1, 5000):
+            limit = st.rewrite_limit(0)  # the ceiling, once set, is kept
+            more = idx.maintain(0.0)
+            worst = max(worst, st.file.length / max(limit, st.ceiling))
+            if not more:
+                return calls
+        raise AssertionError("maintenance never said it was done")
+
+    settle()
+    gone = rng.choice(n, n // 3, replace=False)
+    idx.remove(gone)  # the budget drops under the file: the ceiling takes over
+    settle()
+    idx.add(n + np.arange(len(gone)), x[gone])
+    settle()
+    assert worst <= 1.0 + 1e-9, worst  # never past the guard's limit (growth chunk aside)
+    assert st.file.length <= st.budget_bytes()
+    res = idx.search(x[gone[:50]], 1, {"max_postings": 4096, "prune_ratio": 1e9})
+    np.testing.assert_array_equal(res.slots[:, 0], n + np.arange(50))
+    idx.close()
