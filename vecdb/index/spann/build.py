@@ -17,8 +17,6 @@ encoded blocks and the head graph; no n x k distance matrix and no copy of the i
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import hnswlib
@@ -52,11 +50,6 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # and ~35 us + 0.15 us x dim in hnswlib at build_ef 48 (30,000 x 1,024 with 1,344 heads: 3.4
 # vs 8 s; 100,000 x 384 with 4,500 heads: 14 vs 7 s; GloVe's 17,500 heads: the graph).
 EXACT_BASE, EXACT_PER_DIM = 400_000, 1_800
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MMAP_THRESHOLD = 128 << 10  # during a build, allocations above this are mmapped (freed: unmapped)
-MMAP_THRESHOLD_AFTER = 32 << 20  # after it: glibc's ceiling of its dynamic threshold
-M_TRIM_THRESHOLD = -1  # glibc mallopt parameter
-TRIM_THRESHOLD_AFTER = 64 << 20  # after a build: what glibc's dynamic rule gives that ceiling
 
 
 def _report(progress: Progress | None, phase: str, done: int, total: int) -> None:
@@ -115,11 +108,6 @@ def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
 
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:
     """Replace the whole content by a bulk build of (slots, vectors)."""
-    with mmap_temporaries():
-        _build(st, slots, vectors, progress)
-
-
-def _build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None) -> None:
     p, n = st.params, len(slots)
     quant = Quantizer.fit(vectors) if st.width == 1 and n else None
     gen = st.file_gen + 1
@@ -207,33 +195,6 @@ def _passes(
         tree.trim()
         del posts, keep, heads, exact
     return tree, graph, cap
-
-
-@contextmanager
-def mmap_temporaries() -> Iterator[None]:
-    """For the length of a build: glibc mmaps every allocation above MMAP_THRESHOLD, so the
-    build's large temporaries go back to the OS when freed. By default glibc raises its
-    threshold (up to 32 MiB) each time a large mmapped block is freed, and the build's later
-    temporaries then come from the heap, where a few long-lived small allocations between
-    them pin the freed pages (`malloc_trim` cannot return them). Measured on 70,000 x 1,024
-    (scratch runs, fresh processes): RssAnon after a build over a fresh open 41.7 / 21.1,
-    24.3 / 21.1 and 48.9 / 26.6 MiB by default, 24.1 / 20.8 MiB with the threshold fixed.
-    Afterwards the thresholds are set where glibc's dynamic rule takes them at its ceiling
-    (mmap 32 MiB, trim 64 MiB: setting one turns the rule off for both), so searches
-    allocate from the heap as they would by default. Side by side on GloVe-50 (max_postings
-    32, CPU-time QPS): 128 KiB kept after the build 0.95x, 32 MiB with the trim threshold
-    left at 128 KiB 0.95x, both set 1.02x. Process-wide; glibc only."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        yield
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-    try:
-        yield
-    finally:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_AFTER)
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_AFTER)
 
 
 def release_free_memory() -> None:
