@@ -2,7 +2,8 @@
 
 `EtcdProcess(data_dir).start()` runs `etcd` (Debian package `etcd-server`) on 127.0.0.1 with a
 free client port and a free peer port and waits until it answers; `stop()` ends it (SIGTERM,
-then SIGKILL); `start()` again restarts it on the same data directory and ports. No lease,
+then SIGKILL); `start()` again restarts it on the same data directory and ports; `wipe()`
+restarts it empty. No lease,
 no systemd: a plain child process.
 """
 
@@ -117,6 +118,15 @@ class EtcdProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+    def wipe(self) -> None:
+        """Stop etcd, delete its data and start an empty one on the same ports (what a
+        replaced volume does: the revision starts again from 1)."""
+        self.stop()
+        shutil.rmtree(self.data_dir)
+        self.data_dir.mkdir(parents=True)
+        self.data_dir.chmod(0o700)
+        self.start()
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -5,9 +5,11 @@ the change was planned on, writes the change and bumps the epoch; a lost race re
 plans again (at most MAX_CAS_ATTEMPTS times). A thread watches the prefix and keeps the cache
 (`state()`) current; when etcd goes away the cache stays, changes raise `CatalogUnavailable`
 within `timeout` per endpoint, and the thread reconnects (re-reading everything, then watching
-from the revision it read) when etcd is back. No lease is ever taken: no process's liveness
-depends on etcd. Change the catalog only through this class: a key edited by hand (etcdctl)
-does not bump the epoch, so watchers see it only with the next change or full read. Owns
+from the revision it read) when etcd is back. An etcd whose revision went back (restored
+from a snapshot, or replaced by an empty one) is reloaded whole and handed to the watchers.
+No lease is ever taken: no process's liveness depends on etcd. Change the catalog only
+through this class: a key edited by hand (etcdctl) does not bump the epoch, so it reaches
+`state()` with the next full read but watchers see it only with the next change. Owns
 only etcd I/O: the key layout is `catalog_keys`, the rules of each change `catalog_plans`.
 """
 
@@ -99,6 +101,9 @@ class EtcdCatalog(Catalog):
         self._revision = 0  # etcd revision the cache reflects
         self._epoch_mod = 0  # mod_revision of the epoch key at that revision (0: absent)
         self._change_lock = threading.Lock()  # this process's changes one at a time
+        # Full reads and installs in order: a full read older than the cache means etcd's
+        # revision went back, never an interleaving (held across the read's etcd call).
+        self._install_lock = threading.RLock()
         self._closed = threading.Event()
         self._stream: Any = None  # the watch call, cancelled by close()
         self.connected = False  # the watch is up (False while etcd is away: the cache may lag)
@@ -164,21 +169,39 @@ class EtcdCatalog(Catalog):
 
     def _install(
         self, state: CatalogState, revision: int, epoch_mod: int, full: bool = False
-    ) -> None:
-        """Make `state` (as of `revision`) the cache unless the cache is newer; notify. A
+    ) -> bool:
+        """Make `state` (as of `revision`) the cache unless the cache is newer. A
         `full` read also replaces a cache of the same revision (it may have missed keys
-        written by hand, which do not bump the epoch)."""
-        with self._state_lock:
-            if revision < self._revision or (revision == self._revision and not full):
-                return
+        written by hand, which do not bump the epoch), and one of an older revision: etcd
+        went back (restored or replaced), so the read is the truth; the watchers get it
+        whatever its epoch and the watch starts again from its revision. True if it went
+        back (for `_notify_installed`, called after the install lock is released)."""
+        with self._install_lock, self._state_lock:
+            went_back = full and revision < self._revision
+            if not went_back and (
+                revision < self._revision or (revision == self._revision and not full)
+            ):
+                return False
+            old = self._revision
             self._state, self._revision, self._epoch_mod = state, revision, epoch_mod
+        if went_back:
+            log.warning("etcd revision went back %d -> %d (etcd restored or replaced): "
+                        "catalog reloaded", old, revision)  # fmt: skip
+            stream = self._stream
+            if stream is not None:
+                stream.cancel()  # a watch from the old revision would wait for the future
+        return went_back
+
+    def _notify_installed(self, went_back: bool) -> None:
+        if went_back:
+            with self._notify_lock:
+                self._delivered = -1  # hand the reloaded state over, whatever its epoch
         self._notify()
 
     # -- the interface -------------------------------------------------------------------
 
     def refresh(self) -> CatalogState:
-        self._read_and_install()
-        return self._state
+        return self._read_and_install()[0]
 
     def _change(self, plan: Plan[T]) -> T:
         with self._change_lock:
@@ -196,7 +219,8 @@ class EtcdCatalog(Catalog):
                     ok, revision = self._commit(state, epoch_mod, delta)
                     if ok:
                         if delta is not None:
-                            self._install(delta.apply(state, state.epoch + 1), revision, revision)
+                            new = delta.apply(state, state.epoch + 1)
+                            self._notify_installed(self._install(new, revision, revision))
                         return result
                     self.lost_races += 1
                 state, _, epoch_mod = self._read_and_install()
@@ -209,8 +233,10 @@ class EtcdCatalog(Catalog):
             )
 
     def _read_and_install(self) -> tuple[CatalogState, int, int]:
-        state, revision, epoch_mod = self._read()
-        self._install(state, revision, epoch_mod, full=True)
+        with self._install_lock:
+            state, revision, epoch_mod = self._read()
+            went_back = self._install(state, revision, epoch_mod, full=True)
+        self._notify_installed(went_back)
         return state, revision, epoch_mod
 
     def _commit(self, state: CatalogState, epoch_mod: int, delta: Delta | None) -> tuple[bool, int]:
@@ -258,11 +284,12 @@ class EtcdCatalog(Catalog):
     def _watch_stream(self) -> None:
         """One watch stream from the cached revision + 1, until it ends."""
         client = self._clients[self._current]
+        start = self._revision + 1
         request = etcdrpc.WatchRequest(
             create_request=etcdrpc.WatchCreateRequest(
                 key=self._dir,
                 range_end=etcd3.utils.prefix_range_end(self._dir),
-                start_revision=self._revision + 1,
+                start_revision=start,
             )
         )
         done = threading.Event()
@@ -274,13 +301,13 @@ class EtcdCatalog(Catalog):
         stream = etcdrpc.WatchStub(client.channel).Watch(requests(), metadata=client.metadata)
         self._stream = stream
         try:
-            if self._closed.is_set():
-                return
+            if self._closed.is_set() or self._revision < start - 1:
+                return  # closed, or etcd went back meanwhile: the loop re-reads
             for response in stream:
                 if response.created and not self.connected:
                     self.connected = True
                     log.info("catalog watch on %s%s/ from revision %d", self.endpoints,
-                             self.prefix, self._revision + 1)  # fmt: skip
+                             self.prefix, start)  # fmt: skip
                 if response.compact_revision or response.canceled:
                     return  # history gone: the loop re-reads everything
                 if response.events:
@@ -293,6 +320,11 @@ class EtcdCatalog(Catalog):
             stream.cancel()
 
     def _apply_events(self, events: Any) -> None:
+        with self._install_lock:  # no full read installs between the snapshot and the install
+            self._apply_events_locked(events)
+        self._notify()
+
+    def _apply_events_locked(self, events: Any) -> None:
         with self._state_lock:
             parts = Parts(self._state)
             revision, epoch_mod = self._revision, self._epoch_mod
