@@ -251,3 +251,59 @@ def test_a_stale_state_does_not_bring_back_a_dropped_collection(db: Database) ->
     assert "x" not in names(db)
     catalog.create_collection("x", {"dim": 4})
     assert sync.apply(catalog.state()) == ["create x"]
+
+
+def test_a_change_without_collection_news_costs_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant placed (a new epoch, same collections and tombstones): no sync file rewrite,
+    no create_collection call; a collection the shard could not create is tried again."""
+    from vecdb.cluster.catalog import MemoryCatalog
+
+    catalog = MemoryCatalog(SHARDS)
+    catalog.create_collection("docs", {"dim": 4, "multi_tenant": True})
+    sync = ShardSync(db, catalog, 0)
+    assert sync.apply(catalog.state()) == ["create docs"]
+    before = (db.path / SYNC_FILE).stat()
+    calls: list[str] = []
+    real = db.create_collection
+
+    def counting(name: str, *args: object, **kwargs: object) -> object:
+        calls.append(name)
+        return real(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db, "create_collection", counting)
+    catalog.place_tenant("docs", "acme")
+    assert sync.apply(catalog.state()) == []
+    after = (db.path / SYNC_FILE).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert calls == []
+    # A create that failed is not remembered as applied: the next epoch tries it again.
+    monkeypatch.setattr(db, "create_collection", lambda *a, **k: (_ for _ in ()).throw(
+        FailedPrecondition("disk full", field="data")))  # fmt: skip
+    catalog.create_collection("more", {"dim": 4})
+    assert sync.apply(catalog.state()) == []
+    monkeypatch.setattr(db, "create_collection", counting)
+    catalog.place_tenant("docs", "other")
+    assert sync.apply(catalog.state()) == ["create more"]
+
+
+def test_a_restored_catalog_is_followed_from_its_epoch(db: Database) -> None:
+    """etcd restored to an older epoch: nothing is dropped for being absent, and a drop made
+    after the restore is applied although its epoch was used before."""
+    from vecdb.cluster.catalog import MemoryCatalog
+
+    old = MemoryCatalog(SHARDS)
+    for i in range(5):
+        old.create_collection(f"c{i}", {"dim": 2})
+    sync = ShardSync(db, old, 0)
+    sync.apply(old.state())
+    assert applied(db) == 5
+    restored = MemoryCatalog(SHARDS)
+    restored.create_collection("c0", {"dim": 2})
+    sync.catalog = restored
+    assert sync.apply(restored.state()) == []
+    assert names(db) == {f"c{i}" for i in range(5)}
+    restored.drop_collection("c0")  # epoch 2: below the 5 applied from the old catalog
+    assert sync.apply(restored.state()) == ["drop c0"]
+    assert applied(db) == 2

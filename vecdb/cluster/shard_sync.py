@@ -6,8 +6,10 @@ drops were applied, and the incarnation - the engine's collection id - of each c
 known at that epoch). On `start()` and on every catalog change it (1) drops each local
 collection tombstoned in the catalog with an epoch newer than the applied one, if it is
 still the incarnation known before the drop, (2) records the new applied epoch and
-incarnations, (3) creates each catalog collection missing here (`exist_ok=True`). A shard
-that was down catches up on its next start the same way. The incarnation check keeps a
+incarnations, (3) creates each catalog collection missing here (`exist_ok=True`); a state
+whose collections and tombstones equal the last ones applied without error (a tenant placed)
+costs nothing. A catalog older than the applied epoch (etcd restored or replaced) is followed
+from its own epoch. A shard that was down catches up on its next start the same way. The incarnation check keeps a
 collection a router dropped and re-created on the shard directly (a quick drop + re-create)
 from being dropped by the older tombstone when this sync lags behind; a tombstoned collection
 it never saw is dropped unless the catalog lists that name again. It never drops a collection
@@ -85,6 +87,7 @@ class ShardSync:
         self.applied_epoch = 0  # drops tombstoned at or before this epoch are done
         self.incarnations: dict[str, int] = {}  # name -> collection id known at that epoch
         self._claimed = False  # the sync record was read (or written) by this process
+        self._done: tuple[Any, Any] | None = None  # (collections, dropped) applied cleanly
         self._apply_lock = threading.Lock()  # one apply at a time
         self._latest: CatalogState | None = None  # newest state not yet applied
         self._latest_lock = threading.Lock()
@@ -158,10 +161,15 @@ class ShardSync:
             self._claim()
             if state.epoch == 0 and not state.collections:
                 return []  # an empty cache (etcd not read yet): nothing to learn from it
+            if (state.collections, state.dropped) == self._done:
+                return []  # e.g. a tenant placed: no new tombstone, nothing to create
             if state.epoch < self.applied_epoch:
-                log.warning("shard %d: catalog epoch %d is older than the applied %d (a new "
-                            "etcd or prefix?): only missing collections are created",
+                log.warning("shard %d: catalog epoch %d is older than the applied %d (etcd "
+                            "restored or replaced, or a new prefix?): following it from there",
                             self.shard_index, state.epoch, self.applied_epoch)  # fmt: skip
+                # Its tombstones are all at or before its epoch (none dropped now); the drops
+                # made after it, at epochs the old catalog had used, must not be skipped.
+                self.applied_epoch = state.epoch
             local = self._local()
             changes: list[str] = []
             # Pass 1: drops tombstoned since the last applied epoch, of the incarnation known
@@ -185,8 +193,7 @@ class ShardSync:
             # after a create can never drop the new collection again on restart. A collection
             # with a newer tombstone already known keeps its old record (it may be the
             # re-created one; the next apply judges it).
-            if state.epoch > self.applied_epoch:
-                self.applied_epoch = state.epoch
+            self.applied_epoch = max(self.applied_epoch, state.epoch)
             newest = self.catalog.state().dropped
             record = {}
             for name, cid in local.items():
@@ -198,7 +205,7 @@ class ShardSync:
             self._save()
             # Pass 3: create what the catalog has and this shard lacks.
             # Present ones are checked too: different settings here are logged, not changed.
-            created = False
+            created, clean = False, True
             for name, entry in sorted(state.collections.items()):
                 if self.catalog.state().dropped.get(name, 0) > state.epoch:
                     continue  # dropped since this state: do not bring it back
@@ -207,6 +214,7 @@ class ShardSync:
                 except (VecdbError, TypeError) as e:
                     log.error("shard %d: catalog collection %r not applied: %s", self.shard_index,
                               name, getattr(e, "message", e))  # fmt: skip
+                    clean = False  # tried again with the next state
                     continue
                 if name in local:
                     continue
@@ -219,6 +227,7 @@ class ShardSync:
                          self.shard_index, name, state.epoch)  # fmt: skip
             if created:
                 self._save()
+            self._done = (state.collections, state.dropped) if clean else None
             return changes
 
     def _local(self) -> dict[str, int]:
