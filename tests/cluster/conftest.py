@@ -1,8 +1,9 @@
 """Fixtures of the cluster tests: a real etcd on loopback, and catalogs on it.
 
 `etcd_server` (session): one etcd process (`etcd_proc.EtcdProcess`) with `.endpoint`
-("127.0.0.1:PORT"), `.stop()`, `.start()` (same data dir and ports) and `.pid`. A test that
-stops it must start it again (use `try/finally`). If etcd is not installed the fixture FAILS
+("127.0.0.1:PORT"), `.stop()`, `.start()` (same data dir and ports), `.wipe()` (restart it
+empty: every prefix is gone) and `.pid`. A test that stops it must start it again (use
+`try/finally`). If etcd is not installed the fixture FAILS
 (never skips) saying how to install it. `etcd_catalog`: a fresh `EtcdCatalog` on a prefix of
 its own, closed after the test.
 """
