@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecdb.index.spann import open_spann
+from vecdb.index.spann import open_spann, split
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.spann.postings import PostingFile
 from vecdb.index.spann.space import ALIGN, PAGE, NoRoom, SpaceMap
@@ -114,3 +114,29 @@ def settle(idx: SpannIndex) -> None:
         if not idx.maintain(0.0):
             return
     raise AssertionError("maintenance never said it was done")
+
+
+def test_a_held_back_split_batch_clusters_only_what_it_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the guard finds no room for the first posting of a batch, the batch goes back to
+    the queue having clustered that one posting only (a retry redid every 2-means)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((600, 16)).astype(np.float32)
+    idx, _ = open_spann(16, "l2", {"threads": 1}, tmp_path)
+    idx.build(np.arange(600), x)
+    st = idx.state
+    batch = [int(p) for p in np.flatnonzero(st.leaf_mask(st.next_posting))[:5]]
+    st.limit = 1  # every posting is over its entry budget
+    calls: list[int] = []
+    two_means = split.two_means
+
+    def counted(state: object, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(len(vecs))
+        return two_means(st, vecs)
+
+    monkeypatch.setattr(split, "two_means", counted)
+    monkeypatch.setattr(split, "write_plan", lambda *a: False)  # no room anywhere
+    split.split_batch(st, batch, limit=0)
+    assert len(calls) == 1 and st.pending == set(batch) and st.is_stuck("split")
+    idx.close()
