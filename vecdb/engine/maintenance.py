@@ -415,6 +415,8 @@ def maintain(coll: CollectionCore) -> None:
         _checkpoint(coll, coll.applied_seq)
         coll.kv.flush()
         release_free_memory()
+        unstuck = getattr(coll.index, "unstuck", None)  # SPANN: did it free what work waits on?
+        st.maintenance_pending = bool(unstuck and unstuck())
 
 
 def finish_optimize(coll: CollectionCore) -> None:

@@ -3,8 +3,8 @@
 The directory holds `MANIFEST` (framed JSON behind a magic + version header: applied sequence,
 the names of the current state / raw / tier files and their durable row counts), one
 `state.<n>.bin` (framed sections: a JSON description, then every array of the document
-table, the codec of generation g — centroids, residual byte codebooks (a state written before them
-holds per-dimension bucket values, read as their grid), int8 scales, IDF — the packed
+table, the codec of generation g — centroids, residual byte codebooks (a version-1 state, written
+before them, holds per-dimension bucket values, read as their grid), int8 scales, IDF — the packed
 codes, residual and sign rows and the IVF, as raw little-endian bytes) and the append-only
 `raw.<n>.bin` / `tier.<n>.bin` row files (`rowfile`). A checkpoint syncs the row files, writes a
 new state file, then switches the manifest (published by rename), so a crash leaves the
@@ -28,7 +28,7 @@ from vecdb.index.multivector.codec import Codec
 from vecdb.index.multivector.params import MVBuildParams
 from vecdb.index.multivector.rowfile import RowFile
 from vecdb.index.multivector.view import View
-from vecdb.index.spann.framing import read_sections, write_sections
+from vecdb.index.spann.framing import read_sections, read_versioned, write_sections
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.kernels.bitpack import CODE_PAD, grid_books
 
@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBMVMAN", 1
-STATE_MAGIC, STATE_VERSION = b"VDBMVSTA", 1
+STATE_MAGIC, STATE_VERSION = b"VDBMVSTA", 2
+STATE_READS = (1, 2)  # 1: per-dimension bucket `values` (read as their grid) for `books`
 OURS = re.compile(r"^(state|raw|tier)\.\d+\.bin(\.tmp)?$|^MANIFEST\.tmp$")
 
 VIEW_ARRAYS = (
@@ -152,7 +153,7 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
         return False
     manifest = json.loads(read_sections(path, MANIFEST_MAGIC, MANIFEST_VERSION)[0])
     state_path = directory / manifest["state"]
-    sections = read_sections(state_path, STATE_MAGIC, STATE_VERSION)
+    version, sections = read_versioned(state_path, STATE_MAGIC, STATE_READS)
     meta = json.loads(sections[0])
     if meta["dim"] != index.dim:
         raise FormatError(f"{state_path}: dimension {meta['dim']}, expected {index.dim}")
@@ -176,7 +177,7 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
     codec = None
     if meta["codec"] is not None:
         c = meta["codec"]
-        if "books" not in arrays:  # written before the byte codebooks: its scalar grid
+        if version == 1:  # written before the byte codebooks: its scalar grid
             arrays["books"] = _grid(arrays.pop("values"), int(c["residual_bits"]))
         codec = Codec(
             generation=int(c["generation"]),

@@ -74,16 +74,19 @@ def pack_header(magic: bytes, version: int) -> bytes:
     return HEADER.pack(magic, version, 0)
 
 
-def check_header(data: bytes, magic: bytes, supported: int, path: Path) -> int:
-    """Verify magic and version of `data` (a file's first bytes); return the version."""
+def check_header(data: bytes, magic: bytes, supported: int | tuple[int, ...], path: Path) -> int:
+    """Verify magic and version of `data` (a file's first bytes) against the supported
+    version (or versions); return the version found."""
     if len(data) < HEADER.size:
         raise FormatError(f"{path}: file too short ({len(data)} bytes) for a header")
     found_magic, version, _ = HEADER.unpack_from(data, 0)
     if found_magic != magic:
         raise FormatError(f"{path}: bad magic {found_magic!r}, expected {magic!r}")
-    if version != supported:
+    versions = supported if isinstance(supported, tuple) else (supported,)
+    if version not in versions:
+        names = " or ".join(str(v) for v in versions)
         raise FormatError(
-            f"{path}: unsupported format version {version}, this build supports {supported}"
+            f"{path}: unsupported format version {version}, this build supports {names}"
         )
     return int(version)
 
@@ -136,15 +139,22 @@ def write_sections(path: Path, magic: bytes, version: int, sections: Sequence[by
     return sum(len(p) for p in parts)
 
 
-def read_sections(path: Path, magic: bytes, supported: int) -> list[bytes]:
+def read_sections(path: Path, magic: bytes, supported: int | tuple[int, ...]) -> list[bytes]:
     """Read a framed file, verifying header, lengths and every section's CRC32."""
+    return read_versioned(path, magic, supported)[1]
+
+
+def read_versioned(
+    path: Path, magic: bytes, supported: int | tuple[int, ...]
+) -> tuple[int, list[bytes]]:
+    """`read_sections`, with the file's format version (one of `supported`)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise FormatError(f"{path}: file is missing") from None
     except OSError as exc:
         raise FormatError(f"{path}: unreadable ({exc.strerror or exc})") from exc
-    check_header(data, magic, supported, path)
+    version = check_header(data, magic, supported, path)
     out: list[bytes] = []
     pos = HEADER.size
     while pos < len(data):
@@ -159,4 +169,4 @@ def read_sections(path: Path, magic: bytes, supported: int) -> list[bytes]:
             raise FormatError(f"{path}: CRC mismatch in section at byte {pos}")
         out.append(payload)
         pos += length
-    return out
+    return version, out

@@ -128,6 +128,12 @@ class SpannIndex:
         """Splits, merges, clean-ups for about `budget_s` seconds; True if work is left."""
         return maintain.maintain(self.state, budget_s)
 
+    def unstuck(self) -> bool:
+        """Whether maintenance held back by the disk guard may go on now (the disk state it
+        waits on changed: say, a checkpoint freed space). The engine asks after its
+        checkpoints, which `maintain`'s answer cannot see."""
+        return self.state.unstuck()
+
     def compact(self) -> None:
         """Rewrite the whole posting file now (a new generation, published by checkpoint)."""
         if self.state.graph is not None:

@@ -19,7 +19,8 @@ for a checkpoint to become reusable.
 The disk guard: rewrites (clean-ups, split halves, LIRE moves) are written below
 `SpannState.rewrite_limit` (GUARD_SHARE of the disk budget). A clean-up or split that finds
 no room waits, re-queued, until the free space, the file's end or the live count changes
-(`SpannState.stuck`; a checkpoint, Pass 6's or the engine's, frees pending space); a LIRE
+(`SpannState.stuck`; a checkpoint, Pass 6's or the engine's, frees pending space, and the
+engine's resumes maintenance then: `SpannState.unstuck`); a LIRE
 move is skipped. (Checkpointing at once to free pending space, tried first, changed what a
 crash mid-split replays into and cost a crash test 3 points of recall.) So maintenance never
 takes the file past the budget; the cost is postings left over their entry budget or holding
@@ -190,7 +191,8 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         first = False
         # Pass 6 (between batches): checkpoint by ourselves when much freed space waits
         maybe_checkpoint(st)
-        limit = st.rewrite_limit(batch_bytes(st))
+        st.update_ceiling(batch_bytes(st))
+        limit = st.rewrite_limit()
         # Pass 0: over the disk budget, reclaim dead entries before anything adds more
         # (postings that became small are left to the merge pass: a clean-up would hide
         # that they lost entries)
@@ -225,9 +227,10 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         if defrag_due(st):
             if compaction.defrag_batch(st, DEFRAG_BATCH):
                 continue
-            st.defrag_stuck = defrag_state(st)  # nothing could move: wait for a change
+            st.stuck["defrag"] = st.disk_state()  # nothing could move: wait for a change
         break
     maybe_checkpoint(st)
+    st.prune_stuck()  # what is left waits for the disk state to change (`unstuck`)
     if work_left(st, counts.live(), counts.removed()):
         return True
     return work_left(st, compaction.counts(st))  # done? a fresh count sees stale entries too
@@ -245,17 +248,12 @@ def clean(st: SpannState, counts: Counts, postings: I64, limit: int) -> bool:
     return True
 
 
-def defrag_state(st: SpannState) -> tuple[int, int]:
-    """What a defragmentation attempt depends on: the free bytes and the end of the file."""
-    return st.file.space.free_bytes, st.file.length
-
-
 def defrag_due(st: SpannState) -> bool:
     """Free space is at least `compact_garbage` of the file and it changed since the last
     attempt that could move nothing."""
     space = st.file.space
     share = space.free_bytes / max(1, st.file.length)
-    return share >= st.params.compact_garbage and defrag_state(st) != st.defrag_stuck
+    return share >= st.params.compact_garbage and not st.is_stuck("defrag")
 
 
 def maybe_checkpoint(st: SpannState) -> None:

@@ -1,9 +1,11 @@
 """Splits in batches, with one batched LIRE reassignment per batch (SPFresh).
 
 A batch of queued postings is handled in passes. Pass 1 (no lock) reads each posting's
-visible entries: one still within budget is only rewritten as one block (the clean-up path);
-one over budget is cut in two by balanced 2-means, each half's head being the real member
-nearest its centre. Pass 2 (no lock) writes the halves as new postings. Pass 3 adds the new
+visible entries. Pass 2 (no lock) goes through them: one still within budget is only
+rewritten as one block (the clean-up path); one over budget is cut in two by balanced
+2-means, each half's head being the real member nearest its centre, and the halves are
+written as new postings (clustering each just before its write: the postings left when the
+disk guard finds no room go back to the queue unclustered). Pass 3 adds the new
 heads to the graph in short write-locked steps (searches meanwhile may find them with empty
 postings: harmless, the old posting still holds every vector). Pass 4 publishes the batch in
 one write-locked step: old chains cleared, halves pushed, old heads deleted, the tree's leaves
@@ -112,20 +114,16 @@ def write_plan(st: SpannState, s: Split, limit: int | None) -> bool:
 def split_batch(st: SpannState, postings: list[int], limit: int | None = None) -> None:
     """Split or clean a batch of queued postings, then reassign boundary vectors once;
     rewrites wait (re-queued) rather than take the file's data end past `limit`."""
-    # Pass 1: read; clean or cluster
-    plans = []
-    for p in postings:
-        if not st.is_posting(p):
-            continue  # merged or split away since it was queued
-        s = Split(p, *read_live(st, p))
-        if len(s.slots) > st.limit:
-            s.labels, s.heads = two_means(st, s.vecs)
-            s.old_head = st.head_vectors(np.array([p]))[0]
-        plans.append(s)
-    # Pass 2: write the halves (and the cleaned postings) where no table points, below the
-    # disk guard's limit: the plans from the first that finds no room on wait, queued
+    # Pass 1: read
+    plans = [Split(p, *read_live(st, p)) for p in postings if st.is_posting(p)]
+    # Pass 2: cluster a posting over budget just before writing it, then write its halves
+    # (or the cleaned posting) where no table points, below the disk guard's limit: the
+    # plans from the first that finds no room on wait, queued (and not yet clustered)
     done = 0
     for s in plans:
+        if len(s.slots) > st.limit:
+            s.labels, s.heads = two_means(st, s.vecs)
+            s.old_head = st.head_vectors(np.array([s.posting]))[0]
         if not write_plan(st, s, limit):
             break
         done += 1

@@ -108,7 +108,6 @@ class SpannState:
     ckpt_no: int = 0  # number of the last state file
     freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
     replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
-    defrag_stuck: tuple[int, int] = (-1, -1)  # (free bytes, file end) when nothing could move
     ceiling: int = 0  # end a file over its budget may reach (0: within budget; see rewrite_limit)
     stuck: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # see disk_state
     subtrees: SubTreeCache = field(default_factory=SubTreeCache)  # slot sets' directories
@@ -188,34 +187,48 @@ class SpannState:
         """Whether the posting file (its length, free space inside it included) passes
         PRESSURE_SHARE x `max_disk_ratio` x the raw float32 bytes of the live vectors (a
         margin below the budget: one batch of rewrites lands before the next check)."""
-        budget = self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live)
-        return self.file.length > PRESSURE_SHARE * budget
+        return self.file.length > PRESSURE_SHARE * self.budget_bytes()
 
     def budget_bytes(self) -> int:
         """The disk budget: `max_disk_ratio` x the raw float32 bytes of the live vectors."""
         return int(self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live))
 
-    def rewrite_limit(self, slack: int) -> int:
+    def rewrite_limit(self) -> int:
         """The data end that maintenance rewrites (clean-ups, split halves) may reach:
-        GUARD_SHARE of the disk budget, or for a file already past it (deletes lower the budget under it, a
-        placement keeps at least one copy) `slack` beyond where it stood when it passed,
-        so a clean-up can start where there is no free space yet. A rewrite with no room
-        below the limit waits (`SpannState.stuck`) instead of growing the file."""
-        budget, length = int(GUARD_SHARE * self.budget_bytes()), self.file.length
-        if length <= budget:
+        GUARD_SHARE of the disk budget, or for a file already past it (deletes lower the
+        budget under it, a placement keeps at least one copy) the `ceiling` that
+        `update_ceiling` fixed when it passed. A rewrite with no room below the limit waits
+        (`SpannState.stuck`) instead of growing the file."""
+        return max(int(GUARD_SHARE * self.budget_bytes()), self.ceiling)
+
+    def update_ceiling(self, slack: int) -> None:
+        """Fix the `ceiling` at `slack` beyond the file's end when the file first passes the
+        guard's share of the budget (so a clean-up can start where there is no free space
+        yet); clear it once the file is back within."""
+        if self.file.length <= int(GUARD_SHARE * self.budget_bytes()):
             self.ceiling = 0
         elif self.ceiling == 0:
-            self.ceiling = length + slack
-        return max(budget, self.ceiling)
+            self.ceiling = self.file.length + slack
 
     def disk_state(self) -> tuple[int, int, int]:
         """What a rewrite that found no room depends on: free bytes, file end, live count.
-        `stuck[kind]` holds it when a kind of rewrite could do nothing; that kind waits
-        until it changes."""
+        `stuck[kind]` (kind: "split", "clean", "defrag") holds it when that kind of rewrite
+        could do nothing; that kind waits until it changes."""
         return self.file.space.free_bytes, self.file.length, self.n_live
 
     def is_stuck(self, kind: str) -> bool:
         return self.stuck.get(kind) == self.disk_state()
+
+    def unstuck(self) -> bool:
+        """Whether a kind of rewrite that waits (`stuck`) may go on: the disk state changed
+        since it could do nothing (say, a checkpoint freed the space it waits for)."""
+        now = self.disk_state()
+        return any(state != now for state in self.stuck.values())
+
+    def prune_stuck(self) -> None:
+        """Forget the waits whose disk state changed (a changed state is no wait)."""
+        now = self.disk_state()
+        self.stuck = {k: v for k, v in self.stuck.items() if v == now}
 
     def placement_cap(self, n: int = 0) -> int:
         """Replicas a placement of `n` vectors (insert, move) may get: the build's cap (0: no

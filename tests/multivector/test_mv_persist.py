@@ -1,0 +1,88 @@
+"""Format versions of the multi-vector state file: a version-1 state (per-dimension bucket
+`values` and `cuts` where version 2 holds byte codebooks) still opens, with its grid as the
+codebooks; a version from a newer build is a FormatError naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from oracles import clustered_documents, clustered_queries
+
+from vecdb.errors import FormatError
+from vecdb.index.multivector import MultiVectorIndex
+from vecdb.index.multivector.persist import STATE_MAGIC
+from vecdb.index.spann.framing import read_sections, write_sections
+from vecdb.kernels.bitpack import grid_books
+
+DIM = 32
+
+
+def _rewrite(state: Path, version: int, change: Any) -> None:
+    """Rewrite `state` at `version` with `change(arrays, meta)` applied to its arrays."""
+    sections = read_sections(state, STATE_MAGIC, (1, 2))
+    meta = json.loads(sections[0])
+    arrays = {
+        name: np.frombuffer(body, np.dtype(dtype)).reshape(shape)
+        for (name, dtype, shape), body in zip(meta["arrays"], sections[1:], strict=True)
+    }
+    change(arrays, meta)
+    meta["arrays"] = [[n, a.dtype.str, list(a.shape)] for n, a in arrays.items()]
+    body = [np.ascontiguousarray(a).tobytes() for a in arrays.values()]
+    write_sections(state, STATE_MAGIC, version, [json.dumps(meta).encode(), *body])
+
+
+def _index(d: Path) -> tuple[MultiVectorIndex, list[np.ndarray]]:
+    docs = clustered_documents(400, DIM, seed=5)
+    idx = MultiVectorIndex(DIM, d, params={"K": 64})
+    tokens = np.concatenate(docs)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in docs])]).astype(np.int64)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    assert idx.stats()["generation"] == 1
+    idx.checkpoint(7)
+    idx.close()
+    return idx, clustered_queries(docs, 10, m=8, seed=6)
+
+
+def test_a_version_1_state_opens_with_its_grid_as_codebooks(tmp_path: Path) -> None:
+    """The same state written as version 1 (cuts + values) and as version 2 (the books of
+    that grid) opens to the same index: same documents, same answers."""
+    _, qs = _index(tmp_path)
+    state = next(tmp_path.glob("state.*.bin"))
+    meta = json.loads(read_sections(state, STATE_MAGIC, 2)[0])
+    b = int(meta["codec"]["residual_bits"])
+    assert b > 0
+    rng = np.random.default_rng(0)
+    values = np.sort(rng.standard_normal((DIM, 1 << b)).astype(np.float32) * 0.05, axis=1)
+    cuts = ((values[:, 1:] + values[:, :-1]) / 2).astype(np.float32)
+
+    def as_v1(arrays: dict[str, Any], _: dict[str, Any]) -> None:
+        del arrays["books"]
+        arrays["cuts"], arrays["values"] = cuts, values
+
+    def as_v2(arrays: dict[str, Any], _: dict[str, Any]) -> None:
+        arrays["books"] = grid_books(values, b)
+
+    _rewrite(state, 2, as_v2)
+    v2 = MultiVectorIndex(DIM, tmp_path)
+    want, n = v2.search(qs, 10), len(v2)
+    v2.close()
+    state = next(tmp_path.glob("state.*.bin"))
+    _rewrite(state, 1, as_v1)
+    v1 = MultiVectorIndex(DIM, tmp_path)
+    assert len(v1) == n and v1.stats()["generation"] == 1
+    got = v1.search(qs, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
+    v1.close()
+
+
+def test_a_state_of_a_newer_version_is_a_format_error_naming_it(tmp_path: Path) -> None:
+    _index(tmp_path)
+    state = next(tmp_path.glob("state.*.bin"))
+    _rewrite(state, 3, lambda arrays, meta: None)
+    with pytest.raises(FormatError, match=rf"{state.name}.*version 3.*supports 1 or 2"):
+        MultiVectorIndex(DIM, tmp_path)
