@@ -415,8 +415,7 @@ def maintain(coll: CollectionCore) -> None:
         _checkpoint(coll, coll.applied_seq)
         coll.kv.flush()
         release_free_memory()
-        unstuck = getattr(coll.index, "unstuck", None)  # SPANN: did it free what work waits on?
-        st.maintenance_pending = bool(unstuck and unstuck())
+        st.maintenance_pending = coll.index.unstuck()  # did it free what held work waits on?
 
 
 def finish_optimize(coll: CollectionCore) -> None:

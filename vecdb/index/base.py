@@ -183,6 +183,10 @@ class VectorIndex(Protocol):
         """Run pending background work (splits, merges, clean-up, compaction) for about
         `budget_s` seconds (None: until done); return True if work is left."""
 
+    def unstuck(self) -> bool:
+        """Whether work that `maintain` held back (e.g. for want of disk room) may go on now
+        that a checkpoint ran (which `maintain`'s answer could not see)."""
+
     def checkpoint(self, applied_seq: int) -> None:
         """Make everything applied so far durable and record `applied_seq` with it."""
 

@@ -287,6 +287,9 @@ class FlatIndex:
             self.build(*self.live())
         return False
 
+    def unstuck(self) -> bool:
+        return False  # nothing is ever held back
+
     def checkpoint(self, applied_seq: int) -> None:
         """Nothing to persist: the engine rebuilds this index from stored vectors."""
 

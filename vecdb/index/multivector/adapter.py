@@ -69,6 +69,9 @@ class DocumentIndex:
     def maintain(self, budget_s: float | None = None) -> bool:
         return False  # training is its own worker job (engine.doc_jobs)
 
+    def unstuck(self) -> bool:
+        return False
+
     def checkpoint(self, applied_seq: int) -> None:
         self.mv.checkpoint(applied_seq)
 
