@@ -25,14 +25,23 @@ import grpc
 
 from vecdb.cluster import merge, routing
 from vecdb.cluster.router_base import RouterBase
-from vecdb.engine import validate as v
-from vecdb.engine.validate import JSON_NULL
+from vecdb.engine import writer
+from vecdb.engine.validate import DEFAULT_SCROLL_LIMIT, JSON_NULL
 from vecdb.errors import InvalidArgument, PermissionDenied, Unavailable, VecdbError, echo
+from vecdb.index import registry
+from vecdb.index.params import MAX_FLOAT16, BuildParams
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.types import IdType, Metric
+from vecdb.types import IdType, IndexKind, Metric
 
-DEFAULT_SCROLL_LIMIT = 1000  # a node's default page when the request sets none
+
+def max_abs_component(spec: dict[str, Any]) -> float | None:
+    """The largest component a node's index of this catalog spec stores: SPANN with float16
+    postings (its default vector_dtype) holds up to MAX_FLOAT16, as `SpannIndex` says."""
+    if (spec.get("index") or registry.DEFAULT_KIND.value) != IndexKind.SPANN.value:
+        return None
+    dtype = BuildParams.parse(spec.get("index_params") or {}).vector_dtype
+    return MAX_FLOAT16 if dtype == "float16" else None
 
 
 class PointRpcs(RouterBase):
@@ -59,14 +68,13 @@ class PointRpcs(RouterBase):
 
     @staticmethod
     def _check_upsert(spec: dict[str, Any], req: pb.UpsertRequest) -> None:
-        """A node's checks of an upsert batch, in its order (engine.writer.upsert)."""
-        ids = v.prepare_ids(convert.ids_from_proto(req.ids), IdType(spec.get("id_type", "int")))
-        vecs = v.prepare_vectors(convert.vectors_from_proto(req.vectors), int(spec["dim"]),
-                                 Metric(spec.get("metric", "cosine")))  # fmt: skip
-        if vecs.shape[0] != len(ids):
-            raise InvalidArgument(f"vectors has {vecs.shape[0]} rows but ids has {len(ids)} "
-                                  "entries")  # fmt: skip
-        v.prepare_payloads(convert.payloads_from_proto(req.payloads, JSON_NULL), len(ids))
+        """A node's checks of an upsert batch, in its order (`engine.writer.check_batch`)."""
+        writer.check_batch(
+            convert.ids_from_proto(req.ids), convert.vectors_from_proto(req.vectors),
+            convert.payloads_from_proto(req.payloads, JSON_NULL),
+            id_type=IdType(spec.get("id_type", "int")), dim=int(spec["dim"]),
+            metric=Metric(spec.get("metric", "cosine")), max_abs=max_abs_component(spec),
+        )  # fmt: skip
 
     def _upsert_owned(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext | None) -> int:
         """A multi-tenant upsert: whole, to the owner's home shard (grantees made present
