@@ -28,7 +28,7 @@ AUTH = {"admin_key": ADMIN, "keys": [{"key": ACME, "role": "write", "tenants": [
 
 
 class Nodes:
-    def __init__(self, root: Path, auth: dict[str, Any] | None) -> None:
+    def __init__(self, root: Path, auth: dict[str, Any] | None, deadline_s: float = 10.0) -> None:
         overrides = {"metrics": {"enabled": False}, "auth": auth or {}}
         self.nodes = [
             VecdbServer(load_config(env={}, overrides={
@@ -37,7 +37,7 @@ class Nodes:
         ]  # fmt: skip
         self.addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         self.catalog = MemoryCatalog(self.addresses)
-        self.router = router_server(self.catalog, self.addresses, auth=auth)
+        self.router = router_server(self.catalog, self.addresses, auth=auth, deadline_s=deadline_s)
         self.address = f"127.0.0.1:{self.router.port}"
 
     def stop(self) -> None:
@@ -195,3 +195,45 @@ def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
             assert r.ids.tolist() == e.ids.tolist()
             np.testing.assert_allclose(r.distances, e.distances, rtol=1e-5, atol=1e-5)
             assert r.payloads == e.payloads
+
+
+def test_a_component_float16_cannot_hold_is_refused_whole_by_the_router(nodes: Nodes) -> None:
+    """An l2 SPANN collection (float16 postings by default): a batch spanning the shards
+    with one 1e6 component is refused as a node refuses it, naming the caller's row, and no
+    shard stores any of it."""
+    x = np.random.default_rng(7).standard_normal((60, DIM)).astype(np.float32)
+    x[41, 2] = 1e6
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("h", DIM, "l2", index="spann")
+        with pytest.raises(vecdb.InvalidArgument) as info:
+            c.upsert("h", list(range(60)), x)
+        assert info.value.field == "vectors[41][2]" and info.value.reason == "TOO_LARGE"
+        assert "vector_dtype" in info.value.message
+        assert [n._db.count("h") for n in nodes.nodes] == [0, 0, 0]
+        with pytest.raises(vecdb.InvalidArgument) as info:
+            c.upsert("h", list(range(60)), x[:59])
+        assert info.value.field == "vectors"
+
+
+def test_long_admin_calls_get_no_default_deadline(tmp_path: Path) -> None:
+    """A client that sets no deadline: Optimize (waiting) and CreateSnapshot through a router
+    whose default_deadline_s is tiny still succeed (the shards get no deadline either)."""
+    import grpc
+
+    from vecdb.rpc.v1 import vecdb_pb2 as pb
+    from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+
+    cl = Nodes(tmp_path, None, deadline_s=0.01)
+    try:
+        x = np.random.default_rng(8).standard_normal((3000, DIM)).astype(np.float32)
+        with vecdb.connect(cl.address, timeout=60) as c:
+            c.create_collection("o", DIM, "l2", index="spann")
+            c.upsert("o", list(range(3000)), x)
+        with grpc.insecure_channel(cl.address) as ch:
+            stub = pb_grpc.VectorDBStub(ch)  # type: ignore[no-untyped-call]
+            stub.Optimize(pb.OptimizeRequest(collection="o"))
+            snap = stub.CreateSnapshot(pb.CreateSnapshotRequest(collection="o")).snapshot
+        assert snap.name.count("+") == 2
+        assert all(n._db.get_collection("o").buffered == 0 for n in cl.nodes)
+    finally:
+        cl.stop()
