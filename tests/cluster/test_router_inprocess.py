@@ -237,3 +237,52 @@ def test_long_admin_calls_get_no_default_deadline(tmp_path: Path) -> None:
         assert all(n._db.get_collection("o").buffered == 0 for n in cl.nodes)
     finally:
         cl.stop()
+
+
+def test_drop_tenant_with_a_shard_failing_keeps_it_in_the_catalog(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acme is present on globex's home too (points granted to it there). When that shard
+    refuses the drop (an error of its own) or is stopped, DropTenant fails naming it and the
+    catalog keeps acme (its grants are not left behind on a shard the catalog forgot); once
+    the shard is back, the retry drops it everywhere."""
+    from vecdb.cluster.shards import ShardSet
+    from vecdb.errors import FailedPrecondition
+
+    x = np.random.default_rng(9).standard_normal((4, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address, timeout=1.5) as c:
+        c.create_collection("m", DIM, "l2", index="flat", multi_tenant=True)
+        c.create_tenant("m", "acme")
+        c.create_tenant("m", "globex")
+        c.upsert("m", [1, 2, 3, 4], x, tenant="globex", grant_to=["acme"])
+        placement = nodes.catalog.state().tenants[("m", "acme")]
+        other = nodes.catalog.state().tenants[("m", "globex")].home
+        assert other != placement.home and other in placement.shards
+        real = ShardSet.fan_out
+
+        def refusing(self: ShardSet, method: str, reqs: Any, *args: Any, **kw: Any) -> Any:
+            if method != "DropTenant":
+                return real(self, method, reqs, *args, **kw)
+            out = real(self, method, {s: r for s, r in reqs.items() if s != other}, *args, **kw)
+            out.errors[other] = FailedPrecondition("injected", reason="INJECTED")
+            return out
+
+        monkeypatch.setattr(ShardSet, "fan_out", refusing)
+        with pytest.raises(vecdb.FailedPrecondition) as refused:
+            c.drop_tenant("m", "acme")
+        assert f"failed on shards {other} ({nodes.addresses[other]})" in refused.value.message
+        assert ("m", "acme") in nodes.catalog.state().tenants
+        monkeypatch.setattr(ShardSet, "fan_out", real)
+        data = nodes.nodes[other].config.server.data
+        nodes.nodes[other].stop(grace=0.1)
+        with pytest.raises(vecdb.Unavailable) as info:
+            c.drop_tenant("m", "acme")
+        assert f"shard {other} ({nodes.addresses[other]})" in info.value.message
+        assert ("m", "acme") in nodes.catalog.state().tenants
+        port = int(nodes.addresses[other].rsplit(":", 1)[1])
+        nodes.nodes[other] = VecdbServer(load_config(env={}, overrides={
+            "metrics": {"enabled": False}, "server": {"data": data, "port": port}})).start()  # fmt: skip
+        assert c.count("m") == 4  # retried (idempotent) until the router reaches the shard again
+        c.drop_tenant("m", "acme")
+        assert ("m", "acme") not in nodes.catalog.state().tenants
+        assert [t.name for t in c.list_tenants("m")[0]] == ["globex"]  # on no shard
