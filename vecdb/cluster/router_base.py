@@ -38,9 +38,9 @@ class RouterBase:
     # -- catalog ---------------------------------------------------------------------------
 
     def _state(self) -> CatalogState:
-        """The cached catalog, with the shard channels following its shard map."""
+        """The cached catalog (the shard channels follow its shard map through the catalog
+        watch of `router_app`)."""
         st = self._catalog.state()
-        self._shards.update(st.shards)
         if not st.shards:
             raise Unavailable("the router has no shards yet: the catalog holds no shard map "
                               "(start a router with --shards, or check etcd)",

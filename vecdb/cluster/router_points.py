@@ -95,7 +95,6 @@ class PointRpcs(RouterBase):
         if not others or routing.id_count(req.ids) == 0 or req.ids.HasField("mixed"):
             return
         probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
-        self._state()
         # Errors are not answers: with a tenant-bound key the shards scope the probe to that
         # tenant, and a shard where it does not exist says NOT_FOUND (nothing of it there).
         out = self._shards.fan_out("Get", dict.fromkeys(others, probe), ctx, check=False)
@@ -227,7 +226,6 @@ class PointRpcs(RouterBase):
         shards = self._scope(req.collection, tenants)
         targets = self._all() if shards is None else shards
         parts = self._per_shard_tenants(req, tenants, targets)
-        self._state()
         out = self._shards.fan_out("Search", parts, ctx, allow_partial=req.allow_partial)
         answers = [out.answers[s] for s in sorted(out.answers)]
         resp = merge.merge_search(answers, int(req.options.k))
