@@ -286,3 +286,37 @@ def test_drop_tenant_with_a_shard_failing_keeps_it_in_the_catalog(
         c.drop_tenant("m", "acme")
         assert ("m", "acme") not in nodes.catalog.state().tenants
         assert [t.name for t in c.list_tenants("m")[0]] == ["globex"]  # on no shard
+
+
+def test_a_failed_id_probe_fails_a_multi_tenant_upsert(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a multi-tenant upsert the router asks the other shards whether they hold its
+    ids; a probe that fails (other than NOT_FOUND) fails the upsert, naming the shard, and
+    nothing is written."""
+    from vecdb.cluster.shards import ShardSet
+    from vecdb.errors import FailedPrecondition
+
+    x = np.random.default_rng(10).standard_normal((3, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address, timeout=5) as c:
+        c.create_collection("q", DIM, "l2", index="flat", multi_tenant=True)
+        c.create_tenant("q", "acme")
+        home = nodes.catalog.state().tenants[("q", "acme")].home
+        other = (home + 1) % 3
+        real = ShardSet.fan_out
+
+        def refusing(self: ShardSet, method: str, reqs: Any, *args: Any, **kw: Any) -> Any:
+            if method != "Get" or other not in reqs:
+                return real(self, method, reqs, *args, **kw)
+            out = real(self, method, {s: r for s, r in reqs.items() if s != other}, *args, **kw)
+            out.errors[other] = FailedPrecondition("injected", reason="INJECTED")
+            return out
+
+        monkeypatch.setattr(ShardSet, "fan_out", refusing)
+        with pytest.raises(vecdb.FailedPrecondition) as info:
+            c.upsert("q", [1, 2, 3], x, tenant="acme")
+        assert f"shard {other} ({nodes.addresses[other]})" in info.value.message
+        assert info.value.reason == "INJECTED"
+        monkeypatch.setattr(ShardSet, "fan_out", real)
+        assert c.count("q") == 0
+        assert c.upsert("q", [1, 2, 3], x, tenant="acme") == 3
