@@ -164,17 +164,22 @@ class Cluster:
 
 
 def router_server(
-    catalog: Any, shards: list[str], margin_ms: int = 50, auth: dict[str, Any] | None = None
+    catalog: Any,
+    shards: list[str],
+    margin_ms: int = 50,
+    auth: dict[str, Any] | None = None,
+    deadline_s: float = 10.0,
 ) -> Any:
     """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog` (with `auth`: the
-    `[auth]` settings, e.g. the shards' keys)."""
+    `[auth]` settings, e.g. the shards' keys; `deadline_s`: `cluster.default_deadline_s`)."""
     from vecdb.cluster.router_app import RouterServer
     from vecdb.server.config import load_config
 
     cfg = load_config(env={}, overrides={
         "server": {"host": "127.0.0.1", "port": 0, "data": ""},
         "metrics": {"enabled": False},
-        "cluster": {"role": "router", "shards": shards, "deadline_margin_ms": margin_ms},
+        "cluster": {"role": "router", "shards": shards, "deadline_margin_ms": margin_ms,
+                    "default_deadline_s": deadline_s},
         "auth": auth or {},
     })  # fmt: skip
     return RouterServer(cfg, catalog).start()

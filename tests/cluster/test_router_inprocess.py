@@ -28,7 +28,7 @@ AUTH = {"admin_key": ADMIN, "keys": [{"key": ACME, "role": "write", "tenants": [
 
 
 class Nodes:
-    def __init__(self, root: Path, auth: dict[str, Any] | None) -> None:
+    def __init__(self, root: Path, auth: dict[str, Any] | None, deadline_s: float = 10.0) -> None:
         overrides = {"metrics": {"enabled": False}, "auth": auth or {}}
         self.nodes = [
             VecdbServer(load_config(env={}, overrides={
@@ -37,7 +37,7 @@ class Nodes:
         ]  # fmt: skip
         self.addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         self.catalog = MemoryCatalog(self.addresses)
-        self.router = router_server(self.catalog, self.addresses, auth=auth)
+        self.router = router_server(self.catalog, self.addresses, auth=auth, deadline_s=deadline_s)
         self.address = f"127.0.0.1:{self.router.port}"
 
     def stop(self) -> None:
@@ -195,3 +195,128 @@ def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
             assert r.ids.tolist() == e.ids.tolist()
             np.testing.assert_allclose(r.distances, e.distances, rtol=1e-5, atol=1e-5)
             assert r.payloads == e.payloads
+
+
+def test_a_component_float16_cannot_hold_is_refused_whole_by_the_router(nodes: Nodes) -> None:
+    """An l2 SPANN collection (float16 postings by default): a batch spanning the shards
+    with one 1e6 component is refused as a node refuses it, naming the caller's row, and no
+    shard stores any of it."""
+    x = np.random.default_rng(7).standard_normal((60, DIM)).astype(np.float32)
+    x[41, 2] = 1e6
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("h", DIM, "l2", index="spann")
+        with pytest.raises(vecdb.InvalidArgument) as info:
+            c.upsert("h", list(range(60)), x)
+        assert info.value.field == "vectors[41][2]" and info.value.reason == "TOO_LARGE"
+        assert "vector_dtype" in info.value.message
+        assert [n._db.count("h") for n in nodes.nodes] == [0, 0, 0]
+        with pytest.raises(vecdb.InvalidArgument) as info:
+            c.upsert("h", list(range(60)), x[:59])
+        assert info.value.field == "vectors"
+
+
+def test_long_admin_calls_get_no_default_deadline(tmp_path: Path) -> None:
+    """A client that sets no deadline: Optimize (waiting) and CreateSnapshot through a router
+    whose default_deadline_s is tiny still succeed (the shards get no deadline either)."""
+    import grpc
+
+    from vecdb.rpc.v1 import vecdb_pb2 as pb
+    from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+
+    cl = Nodes(tmp_path, None, deadline_s=0.01)
+    try:
+        x = np.random.default_rng(8).standard_normal((3000, DIM)).astype(np.float32)
+        with vecdb.connect(cl.address, timeout=60) as c:
+            c.create_collection("o", DIM, "l2", index="spann")
+            c.upsert("o", list(range(3000)), x)
+        with grpc.insecure_channel(cl.address) as ch:
+            stub = pb_grpc.VectorDBStub(ch)  # type: ignore[no-untyped-call]
+            stub.Optimize(pb.OptimizeRequest(collection="o"))
+            snap = stub.CreateSnapshot(pb.CreateSnapshotRequest(collection="o")).snapshot
+        assert snap.name.count("+") == 2
+        assert all(n._db.get_collection("o").buffered == 0 for n in cl.nodes)
+    finally:
+        cl.stop()
+
+
+def test_drop_tenant_with_a_shard_failing_keeps_it_in_the_catalog(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """acme is present on globex's home too (points granted to it there). When that shard
+    refuses the drop (an error of its own) or is stopped, DropTenant fails naming it and the
+    catalog keeps acme (its grants are not left behind on a shard the catalog forgot); once
+    the shard is back, the retry drops it everywhere."""
+    from vecdb.cluster.shards import ShardSet
+    from vecdb.errors import FailedPrecondition
+
+    x = np.random.default_rng(9).standard_normal((4, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address, timeout=1.5) as c:
+        c.create_collection("m", DIM, "l2", index="flat", multi_tenant=True)
+        c.create_tenant("m", "acme")
+        c.create_tenant("m", "globex")
+        c.upsert("m", [1, 2, 3, 4], x, tenant="globex", grant_to=["acme"])
+        placement = nodes.catalog.state().tenants[("m", "acme")]
+        other = nodes.catalog.state().tenants[("m", "globex")].home
+        assert other != placement.home and other in placement.shards
+        real = ShardSet.fan_out
+
+        def refusing(self: ShardSet, method: str, reqs: Any, *args: Any, **kw: Any) -> Any:
+            if method != "DropTenant":
+                return real(self, method, reqs, *args, **kw)
+            out = real(self, method, {s: r for s, r in reqs.items() if s != other}, *args, **kw)
+            out.errors[other] = FailedPrecondition("injected", reason="INJECTED")
+            return out
+
+        monkeypatch.setattr(ShardSet, "fan_out", refusing)
+        with pytest.raises(vecdb.FailedPrecondition) as refused:
+            c.drop_tenant("m", "acme")
+        assert f"failed on shards {other} ({nodes.addresses[other]})" in refused.value.message
+        assert ("m", "acme") in nodes.catalog.state().tenants
+        monkeypatch.setattr(ShardSet, "fan_out", real)
+        data = nodes.nodes[other].config.server.data
+        nodes.nodes[other].stop(grace=0.1)
+        with pytest.raises(vecdb.Unavailable) as info:
+            c.drop_tenant("m", "acme")
+        assert f"shard {other} ({nodes.addresses[other]})" in info.value.message
+        assert ("m", "acme") in nodes.catalog.state().tenants
+        port = int(nodes.addresses[other].rsplit(":", 1)[1])
+        nodes.nodes[other] = VecdbServer(load_config(env={}, overrides={
+            "metrics": {"enabled": False}, "server": {"data": data, "port": port}})).start()  # fmt: skip
+        assert c.count("m") == 4  # retried (idempotent) until the router reaches the shard again
+        c.drop_tenant("m", "acme")
+        assert ("m", "acme") not in nodes.catalog.state().tenants
+        assert [t.name for t in c.list_tenants("m")[0]] == ["globex"]  # on no shard
+
+
+def test_a_failed_id_probe_fails_a_multi_tenant_upsert(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before a multi-tenant upsert the router asks the other shards whether they hold its
+    ids; a probe that fails (other than NOT_FOUND) fails the upsert, naming the shard, and
+    nothing is written."""
+    from vecdb.cluster.shards import ShardSet
+    from vecdb.errors import FailedPrecondition
+
+    x = np.random.default_rng(10).standard_normal((3, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address, timeout=5) as c:
+        c.create_collection("q", DIM, "l2", index="flat", multi_tenant=True)
+        c.create_tenant("q", "acme")
+        home = nodes.catalog.state().tenants[("q", "acme")].home
+        other = (home + 1) % 3
+        real = ShardSet.fan_out
+
+        def refusing(self: ShardSet, method: str, reqs: Any, *args: Any, **kw: Any) -> Any:
+            if method != "Get" or other not in reqs:
+                return real(self, method, reqs, *args, **kw)
+            out = real(self, method, {s: r for s, r in reqs.items() if s != other}, *args, **kw)
+            out.errors[other] = FailedPrecondition("injected", reason="INJECTED")
+            return out
+
+        monkeypatch.setattr(ShardSet, "fan_out", refusing)
+        with pytest.raises(vecdb.FailedPrecondition) as info:
+            c.upsert("q", [1, 2, 3], x, tenant="acme")
+        assert f"shard {other} ({nodes.addresses[other]})" in info.value.message
+        assert info.value.reason == "INJECTED"
+        monkeypatch.setattr(ShardSet, "fan_out", real)
+        assert c.count("q") == 0
+        assert c.upsert("q", [1, 2, 3], x, tenant="acme") == 3

@@ -13,7 +13,6 @@ state besides the catalog cache and the shard channels, so routers can run side 
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import grpc
@@ -29,9 +28,9 @@ from vecdb.index import registry
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.server.servicer import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token
 from vecdb.types import CollectionKind, IdType, Metric
 
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 100, 1000  # ListCollections, as a node
 SUMMED = ("count", "indexed", "buffered")  # CollectionInfo fields that add up over shards
 
 
@@ -125,7 +124,7 @@ class RouterServicer(PointRpcs, TenantRpcs, AdminRpcs, DocumentRpcs, pb_grpc.Vec
         ordered = sorted(by_name)
         page = ordered[:size]
         more = len(ordered) > size or any(a.next_page_token for a in out.answers.values())
-        token = _page_token(page[-1]) if page and more else ""
+        token = page_token(page[-1]) if page and more else ""
         return pb.ListCollectionsResponse(
             collections=[_sum_info(by_name[n]) for n in page], next_page_token=token
         )
@@ -142,8 +141,3 @@ class RouterServicer(PointRpcs, TenantRpcs, AdminRpcs, DocumentRpcs, pb_grpc.Vec
         if real:  # the tombstone stands: the shard's ShardSync drops it later
             raise real[min(real)]
         return pb.DropCollectionResponse()
-
-
-def _page_token(last_name: str) -> str:
-    """The node's page token: the last name of the page, base64url."""
-    return base64.urlsafe_b64encode(last_name.encode("ascii")).decode("ascii")

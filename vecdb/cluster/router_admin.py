@@ -5,7 +5,9 @@ Snapshots are taken on every shard at once; each shard names its own snapshot, s
 router's snapshot name joins the shards' names in shard order with "+" ("s12-...+s9-...+...")
 and Restore / Delete split it back. ListSnapshots answers the sets the router can pair up:
 each snapshot of shard 0 with, on every other shard, the one taken closest in time (within
-PAIR_SECONDS); a set missing on a shard is not listed. Optimize, payload indexes and API key
+PAIR_SECONDS); a set missing on a shard is not listed. Create / Restore / Delete snapshot,
+Optimize (unless no_wait) and Create / Drop payload index can run long: when the client set
+no deadline, their shard calls get none either (not `default_deadline_s`). Optimize, payload indexes and API key
 management go to every shard (keys are then valid on every shard; creating a key on a
 sharded cluster gives each shard the same secret only if the shards share a key file, so
 `CreateApiKey` through the router is refused: configure keys in each shard's config).
@@ -34,7 +36,7 @@ class AdminRpcs(RouterBase):
     def CreateSnapshot(
         self, req: pb.CreateSnapshotRequest, ctx: grpc.ServicerContext
     ) -> pb.CreateSnapshotResponse:
-        out = self._each("CreateSnapshot", req, ctx)
+        out = self._each("CreateSnapshot", req, ctx, long=True)
         infos = [out.answers[s].snapshot for s in self._all()]
         return pb.CreateSnapshotResponse(snapshot=_joined(infos))
 
@@ -73,7 +75,7 @@ class AdminRpcs(RouterBase):
             part.CopyFrom(req)
             part.snapshot = name
             parts[shard] = part
-        out = self._shards.fan_out(method, parts, ctx, check=False)
+        out = self._shards.fan_out(method, parts, ctx, check=False, long=True)
         if out.errors or out.missing:
             raise self._partial_write(method, out.answers, out.errors, out.missing)
 
@@ -92,19 +94,19 @@ class AdminRpcs(RouterBase):
     # -- every shard -----------------------------------------------------------------------
 
     def Optimize(self, req: pb.OptimizeRequest, ctx: grpc.ServicerContext) -> pb.OptimizeResponse:
-        self._each("Optimize", req, ctx)
+        self._each("Optimize", req, ctx, long=not req.no_wait)
         return pb.OptimizeResponse()
 
     def CreatePayloadIndex(
         self, req: pb.CreatePayloadIndexRequest, ctx: grpc.ServicerContext
     ) -> pb.CreatePayloadIndexResponse:
-        self._each("CreatePayloadIndex", req, ctx)
+        self._each("CreatePayloadIndex", req, ctx, long=True)
         return pb.CreatePayloadIndexResponse()
 
     def DropPayloadIndex(
         self, req: pb.DropPayloadIndexRequest, ctx: grpc.ServicerContext
     ) -> pb.DropPayloadIndexResponse:
-        self._each("DropPayloadIndex", req, ctx)
+        self._each("DropPayloadIndex", req, ctx, long=True)
         return pb.DropPayloadIndexResponse()
 
     def Stats(self, req: pb.StatsRequest, ctx: grpc.ServicerContext) -> pb.StatsResponse:

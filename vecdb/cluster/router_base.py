@@ -38,9 +38,9 @@ class RouterBase:
     # -- catalog ---------------------------------------------------------------------------
 
     def _state(self) -> CatalogState:
-        """The cached catalog, with the shard channels following its shard map."""
+        """The cached catalog (the shard channels follow its shard map through the catalog
+        watch of `router_app`)."""
         st = self._catalog.state()
-        self._shards.update(st.shards)
         if not st.shards:
             raise Unavailable("the router has no shards yet: the catalog holds no shard map "
                               "(start a router with --shards, or check etcd)",
@@ -86,13 +86,14 @@ class RouterBase:
 
     def _each(
         self, method: str, req: Any, ctx: grpc.ServicerContext | None,
-        shards: Sequence[int] | None = None, *, allow_partial: bool = False,
+        shards: Sequence[int] | None = None, *, allow_partial: bool = False, long: bool = False,
     ) -> FanOut:  # fmt: skip
-        """The same `req` sent to `shards` (default: all) at once."""
+        """The same `req` sent to `shards` (default: all) at once (`long`: no per-shard
+        deadline unless the client set one, see `ShardSet.timeout`)."""
         self._state()
         targets = self._all() if shards is None else shards
         return self._shards.fan_out(method, dict.fromkeys(targets, req), ctx,
-                                    allow_partial=allow_partial)  # fmt: skip
+                                    allow_partial=allow_partial, long=long)  # fmt: skip
 
     def _ensure_tenant_on(
         self, collection: str, tenant: str, shard: int, ctx: grpc.ServicerContext | None

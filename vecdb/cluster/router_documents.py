@@ -46,24 +46,24 @@ class DocumentRpcs(RouterBase):
         spec = entry.spec
         # Pass 1: a node's checks, in its order (servicer decoding, then the engine's rules).
         raw_ids = convert.ids_from_proto(req.ids)
-        docs, weights = documents.documents_from_proto(req.documents, "documents")
+        raw_docs, raw_weights = documents.documents_from_proto(req.documents, "documents")
         payloads = convert.payloads_from_proto(req.payloads, JSON_NULL)
         ids = v.prepare_ids(raw_ids, IdType(spec.get("id_type", "int")))
-        docs, ws = prepare_documents(docs, weights, int(spec["dim"]),
+        docs, _ = prepare_documents(raw_docs, raw_weights, int(spec["dim"]),
                                      Metric(spec.get("metric", "cosine")))  # fmt: skip
         if len(docs) != len(ids):
             raise InvalidArgument(f"documents has {len(docs)} entries but ids has {len(ids)}",
                                   field="documents", reason="COUNT_MISMATCH")  # fmt: skip
         v.prepare_payloads(payloads, len(ids))
-        # Pass 2: one request per shard, sent together.
-        raw = documents.documents_from_proto(req.documents, "documents")
+        # Pass 2: one request per shard (the documents as decoded), sent together.
         parts = {}
         by_shard = routing.split_positions(req.ids, len(self._all())) or {0: list(range(len(ids)))}
         for shard, pos in by_shard.items():
             part = pb.UpsertDocumentsRequest(
                 collection=req.collection, ids=routing.sub_ids(req.ids, pos),
                 documents=documents.documents_to_proto(
-                    [raw[0][p] for p in pos], None if raw[1] is None else [raw[1][p] for p in pos]
+                    [raw_docs[p] for p in pos],
+                    None if raw_weights is None else [raw_weights[p] for p in pos],
                 ),
             )  # fmt: skip
             if req.payloads:

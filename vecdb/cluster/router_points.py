@@ -25,14 +25,23 @@ import grpc
 
 from vecdb.cluster import merge, routing
 from vecdb.cluster.router_base import RouterBase
-from vecdb.engine import validate as v
-from vecdb.engine.validate import JSON_NULL
+from vecdb.engine import writer
+from vecdb.engine.validate import DEFAULT_SCROLL_LIMIT, JSON_NULL
 from vecdb.errors import InvalidArgument, PermissionDenied, Unavailable, VecdbError, echo
+from vecdb.index import registry
+from vecdb.index.params import MAX_FLOAT16, BuildParams
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.types import IdType, Metric
+from vecdb.types import IdType, IndexKind, Metric
 
-DEFAULT_SCROLL_LIMIT = 1000  # a node's default page when the request sets none
+
+def max_abs_component(spec: dict[str, Any]) -> float | None:
+    """The largest component a node's index of this catalog spec stores: SPANN with float16
+    postings (its default vector_dtype) holds up to MAX_FLOAT16, as `SpannIndex` says."""
+    if (spec.get("index") or registry.DEFAULT_KIND.value) != IndexKind.SPANN.value:
+        return None
+    dtype = BuildParams.parse(spec.get("index_params") or {}).vector_dtype
+    return MAX_FLOAT16 if dtype == "float16" else None
 
 
 class PointRpcs(RouterBase):
@@ -59,14 +68,13 @@ class PointRpcs(RouterBase):
 
     @staticmethod
     def _check_upsert(spec: dict[str, Any], req: pb.UpsertRequest) -> None:
-        """A node's checks of an upsert batch, in its order (engine.writer.upsert)."""
-        ids = v.prepare_ids(convert.ids_from_proto(req.ids), IdType(spec.get("id_type", "int")))
-        vecs = v.prepare_vectors(convert.vectors_from_proto(req.vectors), int(spec["dim"]),
-                                 Metric(spec.get("metric", "cosine")))  # fmt: skip
-        if vecs.shape[0] != len(ids):
-            raise InvalidArgument(f"vectors has {vecs.shape[0]} rows but ids has {len(ids)} "
-                                  "entries")  # fmt: skip
-        v.prepare_payloads(convert.payloads_from_proto(req.payloads, JSON_NULL), len(ids))
+        """A node's checks of an upsert batch, in its order (`engine.writer.check_batch`)."""
+        writer.check_batch(
+            convert.ids_from_proto(req.ids), convert.vectors_from_proto(req.vectors),
+            convert.payloads_from_proto(req.payloads, JSON_NULL),
+            id_type=IdType(spec.get("id_type", "int")), dim=int(spec["dim"]),
+            metric=Metric(spec.get("metric", "cosine")), max_abs=max_abs_component(spec),
+        )  # fmt: skip
 
     def _upsert_owned(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext | None) -> int:
         """A multi-tenant upsert: whole, to the owner's home shard (grantees made present
@@ -83,16 +91,26 @@ class PointRpcs(RouterBase):
     def _check_foreign_ids(
         self, req: pb.UpsertRequest, home: int, ctx: grpc.ServicerContext | None
     ) -> None:
+        """Best effort, before anything is written: ids held on another shard than the owner's
+        home are refused. The probe (a Get by the caller's key) sees what that key sees: with
+        a key bound to one tenant only that tenant's points; a key bound to several tenants
+        cannot probe (TENANT_REQUIRED) and the check is skipped; a concurrent upsert of the
+        same id to another home is not seen. Any other probe failure fails the upsert."""
         others = [s for s in self._all() if s != home]
         if not others or routing.id_count(req.ids) == 0 or req.ids.HasField("mixed"):
             return
         probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
-        self._state()
-        # Errors are not answers: with a tenant-bound key the shards scope the probe to that
-        # tenant, and a shard where it does not exist says NOT_FOUND (nothing of it there).
         out = self._shards.fan_out("Get", dict.fromkeys(others, probe), ctx, check=False)
         if out.missing:
             raise self._shards.missing_error(out.missing)
+        for shard, err in sorted(out.errors.items()):
+            # NOT_FOUND: the key's tenant does not exist there, so nothing of it is there.
+            if err.code != "NOT_FOUND" and err.reason != "TENANT_REQUIRED":
+                raise type(err)(
+                    f"upsert not written: checking its ids on shard {self._shards.name(shard)} "
+                    f"failed: {err.message}", field=err.field, reason=err.reason,
+                    retry_after=err.retry_after,
+                )  # fmt: skip
         taken = {i for a in out.answers.values() for i in convert.ids_from_proto(a.points.ids)}
         for i, value in enumerate(convert.ids_from_proto(req.ids)):
             if value in taken:  # a node's words: the id is another owner's
@@ -219,7 +237,6 @@ class PointRpcs(RouterBase):
         shards = self._scope(req.collection, tenants)
         targets = self._all() if shards is None else shards
         parts = self._per_shard_tenants(req, tenants, targets)
-        self._state()
         out = self._shards.fan_out("Search", parts, ctx, allow_partial=req.allow_partial)
         answers = [out.answers[s] for s in sorted(out.answers)]
         resp = merge.merge_search(answers, int(req.options.k))

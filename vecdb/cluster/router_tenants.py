@@ -6,8 +6,10 @@ points held on another shard makes the grantee present on that shard too (create
 and the shard added to its placement), so the grantee's calls reach every shard holding
 what it may see and no other. GetTenant adds up the tenant's numbers over its shards;
 ListTenants merges the shards' pages by name; DropTenant drops it on every shard of its
-placement, then from the catalog. A tenant the catalog does not know is sent to shard 0,
-which answers as a node would (NOT_FOUND naming it).
+placement, then from the catalog, only if every shard dropped it (or had not got it): a
+shard that fails or does not answer fails the call naming the shards, and the catalog keeps
+the tenant for a retry. A tenant the catalog does not know is sent to shard 0, which answers
+as a node would (NOT_FOUND naming it).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from vecdb.engine import validate as v
 from vecdb.errors import VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.server.auth_scope import DEFAULT_TENANT_PAGE
 
 SUMMED = ("vectors", "owned", "bytes", "nodes")  # TenantInfo fields that add up over shards
-DEFAULT_TENANT_PAGE = 100  # a node's ListTenants page when the request sets none
 
 
 def _sum_infos(infos: list[pb.TenantInfo]) -> pb.TenantInfo:
@@ -107,14 +109,14 @@ class TenantRpcs(RouterBase):
         if placed is None:
             return self._one("DropTenant", req, ctx)  # type: ignore[no-any-return]
         out = self._shards.fan_out("DropTenant", dict.fromkeys(placed, req), ctx, check=False)
-        home_error = out.errors.get(placed[0])
-        if home_error is not None and home_error.code != "NOT_FOUND":
-            raise home_error
-        if out.missing:
-            raise self._shards.missing_error(out.missing)
+        # NOT_FOUND: already gone there (e.g. a retry). Anything else keeps the catalog entry,
+        # so the tenant and its grants are never left on a shard the catalog forgot.
+        failed = {s: e for s, e in out.errors.items() if e.code != "NOT_FOUND"}
+        if failed or out.missing:
+            raise self._partial_write("DropTenant", out.answers, failed, out.missing)
         self._catalog.drop_tenant(req.collection, req.tenant)
-        if home_error is not None:
-            raise home_error
+        if not out.answers:  # no shard had it: a node's NOT_FOUND
+            raise out.errors[placed[0]]
         return pb.DropTenantResponse()
 
     def UpdateTenant(

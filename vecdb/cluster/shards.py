@@ -4,7 +4,9 @@ sent to several shards at once, per-shard deadlines and per-shard status.
 Every shard call carries the caller's credentials (`authorization` / `api-key`) and
 `x-request-id`, so the shards authenticate, authorise and log the call as their own; and a
 deadline: the client's remaining time minus `deadline_margin_ms` (room to merge and answer),
-or `default_deadline_s` when the client set none. Calls to several shards go out together as
+or `default_deadline_s` when the client set none, except for long admin calls (`long=True`:
+Optimize that waits, snapshots, payload index builds), which then get no deadline, as on a
+node. Calls to several shards go out together as
 gRPC futures (the channels multiplex them; no thread waits per shard) and are collected in
 shard order. A shard's own error (it carries vecdb's rich status: ErrorInfo domain "vecdb")
 is handed on unchanged (class, message, field, reason, retry-after); a shard that cannot be
@@ -100,11 +102,12 @@ class ShardSet:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def timeout(self, ctx: grpc.ServicerContext | None) -> float:
-        """The per-shard deadline in seconds for a call answering `ctx`."""
+    def timeout(self, ctx: grpc.ServicerContext | None, *, long: bool = False) -> float | None:
+        """The per-shard deadline in seconds for a call answering `ctx` (None: no deadline,
+        for a `long` call whose client set none)."""
         remaining = ctx.time_remaining() if ctx is not None else None
         if remaining is None or remaining > NO_DEADLINE:  # grpcio: ~2^63 s when none was set
-            return self._default
+            return None if long else self._default
         t = float(remaining) - self._margin
         if t <= 0:
             raise DeadlineExceeded(
@@ -120,12 +123,12 @@ class ShardSet:
 
     def fan_out(
         self, method: str, requests: Mapping[int, Any], ctx: grpc.ServicerContext | None,
-        *, allow_partial: bool = False, check: bool = True,
+        *, allow_partial: bool = False, check: bool = True, long: bool = False,
     ) -> FanOut:  # fmt: skip
         """Send `requests[i]` to shard i, all at once; collect in shard order. With `check`,
         a shard error is raised as it came (the first in shard order) and missing shards as
-        one Unavailable naming them all, unless `allow_partial`."""
-        timeout = self.timeout(ctx)
+        one Unavailable naming them all, unless `allow_partial`. `long`: see `timeout`."""
+        timeout = self.timeout(ctx, long=long)
         md = metadata_of(ctx)
         with self._lock:
             stubs = self._stubs

@@ -30,7 +30,7 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import Batch
-from vecdb.types import Metric
+from vecdb.types import IdType, Metric
 
 Notify = Callable[[CollectionCore], None]  # wakes the maintenance worker
 DELETE_BATCH = 8192  # points per atomic write batch of a delete by filter
@@ -41,19 +41,39 @@ def prepare(coll: CollectionCore, vectors: npt.NDArray[np.float32]) -> npt.NDArr
     return v.normalize(vectors) if coll.metric is Metric.COSINE else vectors
 
 
-def check_range(coll: CollectionCore, prepared: npt.NDArray[np.float32]) -> None:
-    """Refuse, before commit, vectors the index could not store (e.g. float16 postings)."""
-    limit = coll.index.max_abs_component
-    if limit is None or prepared.size == 0:
-        return
-    big = np.abs(prepared) > limit
-    if big.any():
+def check_batch(
+    ids: object,
+    vectors: object,
+    payloads: object,
+    *,
+    id_type: IdType,
+    dim: int,
+    metric: Metric,
+    max_abs: float | None,
+) -> tuple[list[Any], npt.NDArray[np.float32], list[bytes | None], npt.NDArray[np.float32]]:
+    """Every check of an upsert batch that needs no data, in order: ids, vectors, their
+    count, payloads, then components the index could not store (`max_abs`, e.g. float16
+    postings; None: no limit). Returns (ids, vectors, payload blobs, vectors as stored).
+    The router runs it too, before it splits a batch, so no shard writes part of a bad one."""
+    id_list = v.prepare_ids(ids, id_type)
+    vecs = v.prepare_vectors(vectors, dim, metric)
+    if vecs.shape[0] != len(id_list):
+        raise InvalidArgument(
+            f"vectors has {vecs.shape[0]} rows but ids has {len(id_list)} entries",
+            field="vectors", reason="BAD_VECTORS",
+        )  # fmt: skip
+    blobs = v.prepare_payloads(payloads, len(id_list))
+    prepared = v.normalize(vecs) if metric is Metric.COSINE else vecs
+    big = np.abs(prepared) > max_abs if max_abs is not None and prepared.size else None
+    if big is not None and big.any():
         row, col = np.argwhere(big)[0]
         raise InvalidArgument(
-            f"vectors[{row}][{col}] = {prepared[row, col]:.6g} exceeds {limit:g}, the "
-            f"largest component this collection's {coll.cfg.index} index stores; create "
-            'the collection with index_params={"vector_dtype": "float32"} for such data'
-        )
+            f"vectors[{row}][{col}] = {prepared[row, col]:.6g} exceeds {max_abs:g}, the "
+            "largest component this collection's index stores (float16 postings); create "
+            'the collection with index_params={"vector_dtype": "float32"} for such data',
+            field=f"vectors[{row}][{col}]", reason="TOO_LARGE",
+        )  # fmt: skip
+    return id_list, vecs, blobs, prepared
 
 
 def _old_payloads(coll: CollectionCore, slots: list[int]) -> list[dict[str, Any] | None]:
@@ -75,16 +95,11 @@ def upsert(
     """Insert or replace points; in a multi-tenant collection `tenant` is their owner and
     `grant_to` more tenants that may see them (`tenant_access` has the rules)."""
     access = tenant_access.upsert_access(coll, tenant, grant_to)
-    id_list = v.prepare_ids(ids, coll.id_type)
-    vecs = v.prepare_vectors(vectors, coll.cfg.dim, coll.metric)
-    if vecs.shape[0] != len(id_list):
-        raise InvalidArgument(
-            f"vectors has {vecs.shape[0]} rows but ids has {len(id_list)} entries"
-        )
-    blobs = v.prepare_payloads(payloads, len(id_list))
+    id_list, vecs, blobs, prepared = check_batch(
+        ids, vectors, payloads, id_type=coll.id_type, dim=coll.cfg.dim, metric=coll.metric,
+        max_abs=coll.index.max_abs_component,
+    )  # fmt: skip
     keys = [v.encode_id(i) for i in id_list]
-    prepared = prepare(coll, vecs)
-    check_range(coll, prepared)
     if coll.buffer is not None:
         s = coll.settings
         coll.buffer.wait_for_room(prepared.nbytes, s.buffer_max_bytes, s.stall_timeout, coll.name)

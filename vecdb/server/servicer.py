@@ -267,9 +267,13 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
         return pb.StatsResponse(stats=json.dumps(stats, default=str, sort_keys=True))
 
 
-def _page_token(last_name: str) -> str:
-    """An opaque token: the last name of the page, base64url (names are ASCII)."""
+def page_token(last_name: str) -> str:
+    """An opaque token: the last name of the page, base64url (names are ASCII). The router
+    issues the same tokens."""
     return base64.urlsafe_b64encode(last_name.encode("ascii")).decode("ascii")
+
+
+_page_token = page_token  # the old name, kept for callers
 
 
 def _page_after(token: str) -> str | None:
