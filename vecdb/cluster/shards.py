@@ -108,13 +108,12 @@ class ShardSet:
         remaining = ctx.time_remaining() if ctx is not None else None
         if remaining is None or remaining > NO_DEADLINE:  # grpcio: ~2^63 s when none was set
             return None if long else self._default
-        t = float(remaining) - self._margin
-        if t <= 0:
-            raise DeadlineExceeded(
-                f"the call's deadline leaves no time for the shards ({remaining * 1000:.0f} ms "
-                f"left, {self._margin * 1000:.0f} ms kept to merge)"
-            )
-        return t
+        if remaining <= 0:
+            raise DeadlineExceeded("the call's deadline passed before the shards were asked")
+        # The margin is kept to merge and answer; a call with less time left than that (a
+        # client's retry late in its deadline) still asks the shards, for half of what is
+        # left, so that a missing shard is named as such rather than the call refused.
+        return max(float(remaining) - self._margin, float(remaining) / 2)
 
     def call(self, shard: int, method: str, request: Any, ctx: grpc.ServicerContext | None) -> Any:
         """One call to one shard; a shard error as it was, a missing shard as Unavailable."""
