@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import signal
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from vecdb.cluster.router import RouterServicer
 from vecdb.cluster.shards import ShardSet
 from vecdb.errors import Unavailable
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
-from vecdb.server.app import SERVICE_NAME, setup_logging
+from vecdb.server.app import SERVICE_NAME, run_until_signal, setup_logging
 from vecdb.server.app import _server_credentials as server_credentials
 from vecdb.server.auth import KeyRing
 from vecdb.server.auth_keys import KeyFile
@@ -177,18 +176,4 @@ def serve_router(config: ServerConfig) -> int:
     setup_logging(config.log.level, config.log.json)
     log.info("config", extra={"config": config.redacted()})
     server = RouterServer(config).start()
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
-        stop_requested.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop_requested.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 0
+    return run_until_signal(server.stop)

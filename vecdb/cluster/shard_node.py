@@ -12,12 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
-import threading
-from typing import Any
 
 from vecdb.errors import InvalidArgument
-from vecdb.server.app import VecdbServer, pin_blas_threads, setup_logging
+from vecdb.server.app import VecdbServer, pin_blas_threads, run_until_signal, setup_logging
 from vecdb.server.config import ServerConfig
 
 log = logging.getLogger("vecdb.shard")
@@ -60,21 +57,11 @@ def serve_shard(config: ServerConfig) -> int:
         db.close()
         raise
     log.info("shard", extra={"shard_index": index, "etcd": config.cluster.etcd})
-    stop_requested = threading.Event()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received, draining", extra={"signal": signal.Signals(signum).name})
-        stop_requested.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop_requested.wait(0.5):
-            pass
-    finally:
+    def stop() -> None:
         server.stop()
         sync.stop()
         catalog.close()
         db.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    return 0
+
+    return run_until_signal(stop)

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -269,6 +270,13 @@ def serve(config: ServerConfig) -> int:
     log.info("config", extra={"config": config.redacted()})
     pin_blas_threads(config.server.blas_threads)
     server = VecdbServer(config).start()
+    return run_until_signal(server.stop)
+
+
+def run_until_signal(stop: Callable[[], None]) -> int:
+    """Wait in the foreground until SIGTERM or SIGINT, then call `stop` (the graceful
+    shutdown of whatever was started: a node, a router, a shard and its sync) and restore
+    the previous signal handlers; 0 for the process's exit code."""
     stop_requested = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -280,7 +288,7 @@ def serve(config: ServerConfig) -> int:
         while not stop_requested.wait(0.5):
             pass
     finally:
-        server.stop()
+        stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
     return 0
