@@ -27,11 +27,12 @@ from vecdb.cluster import merge, routing
 from vecdb.cluster.router_base import RouterBase
 from vecdb.engine import writer
 from vecdb.engine.validate import DEFAULT_SCROLL_LIMIT, JSON_NULL
-from vecdb.errors import InvalidArgument, PermissionDenied, Unavailable, VecdbError, echo
+from vecdb.errors import PermissionDenied, Unavailable, echo
 from vecdb.index import registry
 from vecdb.index.params import MAX_FLOAT16, BuildParams
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.server.servicer import stream_upserts
 from vecdb.types import IdType, IndexKind, Metric
 
 
@@ -125,20 +126,7 @@ class PointRpcs(RouterBase):
     def UpsertStream(
         self, requests: Iterator[pb.UpsertStreamRequest], ctx: grpc.ServicerContext
     ) -> Iterator[pb.UpsertStreamAck]:
-        last_seq: int | None = None
-        for req in requests:
-            if last_seq is not None and req.seq <= last_seq:
-                raise InvalidArgument(
-                    f"stream batch seq={req.seq} does not increase (previous {last_seq})",
-                    field="seq",
-                )
-            last_seq = req.seq
-            try:
-                n = self._upsert(req.batch, ctx)
-            except VecdbError as exc:  # say which batch; class, field and reason stay
-                raise type(exc)(f"batch seq={req.seq}: {exc.message}", field=exc.field,
-                                reason=exc.reason, retry_after=exc.retry_after) from None  # fmt: skip
-            yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=self._window)
+        return stream_upserts(requests, lambda batch: self._upsert(batch, ctx), self._window)
 
     # -- by id -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -127,20 +127,7 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
     def UpsertStream(
         self, requests: Iterator[pb.UpsertStreamRequest], ctx: grpc.ServicerContext
     ) -> Iterator[pb.UpsertStreamAck]:
-        last_seq: int | None = None
-        for req in requests:
-            if last_seq is not None and req.seq <= last_seq:
-                raise InvalidArgument(
-                    f"stream batch seq={req.seq} does not increase (previous {last_seq})",
-                    field="seq",
-                )
-            last_seq = req.seq
-            try:
-                n = self._upsert(req.batch)
-            except VecdbError as exc:  # say which batch; class, field and reason stay
-                raise type(exc)(f"batch seq={req.seq}: {exc.message}", field=exc.field,
-                                reason=exc.reason, retry_after=exc.retry_after) from None  # fmt: skip
-            yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=self._window)
+        return stream_upserts(requests, self._upsert, self._window)
 
     def Get(self, req: pb.GetRequest, ctx: grpc.ServicerContext) -> pb.GetResponse:
         ids = convert.ids_from_proto(req.ids)
@@ -284,3 +271,27 @@ def _page_after(token: str) -> str | None:
     except (ValueError, UnicodeError):
         raise InvalidArgument("page_token is not a token this server issued",
                               field="page_token", reason="BAD_PAGE_TOKEN") from None  # fmt: skip
+
+
+def stream_upserts(
+    requests: Iterator[pb.UpsertStreamRequest],
+    upsert: Callable[[pb.UpsertRequest], int],
+    window: int,
+) -> Iterator[pb.UpsertStreamAck]:
+    """An UpsertStream: each batch applied by `upsert` in order (seq must increase) and
+    acknowledged once it returned, advertising `window` credits; a failing batch ends the
+    stream with its error, naming the batch (class, field and reason kept)."""
+    last_seq: int | None = None
+    for req in requests:
+        if last_seq is not None and req.seq <= last_seq:
+            raise InvalidArgument(
+                f"stream batch seq={req.seq} does not increase (previous {last_seq})",
+                field="seq",
+            )
+        last_seq = req.seq
+        try:
+            n = upsert(req.batch)
+        except VecdbError as exc:  # say which batch; class, field and reason stay
+            raise type(exc)(f"batch seq={req.seq}: {exc.message}", field=exc.field,
+                            reason=exc.reason, retry_after=exc.retry_after) from None  # fmt: skip
+        yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=window)
