@@ -21,10 +21,8 @@ from vecdb.cluster.router_admin import AdminRpcs
 from vecdb.cluster.router_documents import DocumentRpcs
 from vecdb.cluster.router_points import PointRpcs
 from vecdb.cluster.router_tenants import TenantRpcs
-from vecdb.engine import validate as v
-from vecdb.engine.doc_database import collection_index
-from vecdb.errors import InvalidArgument, Unimplemented
-from vecdb.index import registry
+from vecdb.engine.database import collection_settings
+from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -42,18 +40,13 @@ def collection_spec(req: pb.CreateCollectionRequest) -> dict[str, Any]:
     kind = convert.enum_from_proto(convert.COLLECTION_KINDS, req.kind, "kind",
                                    CollectionKind.DENSE)  # fmt: skip
     index = (convert.enum_from_proto(convert.INDEX_KINDS, req.index, "index").value
-             if req.index else registry.DEFAULT_KIND.value)  # fmt: skip
+             if req.index else None)  # fmt: skip
     params = convert.optional_from_json(req.index_params, "index_params")
-    v.check_name("collection", req.name)
-    dim = v.check_dim(req.dim)
-    registry.spec(index)
-    params = v.check_index_params(params)
-    index = collection_index(v.check_kind(kind.value), index, metric)
-    if req.multi_tenant and kind is CollectionKind.MULTIVECTOR:
-        raise Unimplemented("multi_tenant=True is not built yet for kind='multivector' collections")
-    return {"dim": dim, "metric": metric.value, "id_type": id_type.value, "kind": kind.value,
-            "index": index, "index_params": params or None,
-            "multi_tenant": bool(req.multi_tenant)}  # fmt: skip
+    spec = collection_settings(req.name, req.dim, metric.value, id_type=id_type.value,
+                               index=index, index_params=params, kind=kind.value,
+                               multi_tenant=bool(req.multi_tenant))  # fmt: skip
+    spec["index_params"] = spec["index_params"] or None  # the catalog's form of "defaults"
+    return spec
 
 
 def _sum_info(infos: list[pb.CollectionInfo]) -> pb.CollectionInfo:

@@ -34,7 +34,7 @@ from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
 from vecdb.storage.lock import DirLock
 from vecdb.storage.manifest import read_manifest, remove_stale_tmp, write_manifest
-from vecdb.types import CollectionInfo, CollectionKind, SnapshotInfo
+from vecdb.types import CollectionInfo, CollectionKind, IdType, Metric, SnapshotInfo
 
 DATA_FORMAT = 1  # layout version of a data directory
 MANIFEST_NAME = "MANIFEST.json"
@@ -149,33 +149,15 @@ class Database(TenantMethods, DocumentsMixin):
         """Create a collection; with `exist_ok`, an existing one with the same settings is
         returned (different settings: `AlreadyExists` naming the first that differs)."""
         self._check_open()
-        v.check_name("collection", name)
-        v.check_flag("exist_ok", exist_ok)
-        dim = v.check_dim(dim)
-        metric_ = v.check_metric(metric)
-        id_type_ = v.check_id_type(id_type)
-        index = registry.DEFAULT_KIND.value if index is None else index
-        registry.spec(index)
-        params = v.check_index_params(index_params)
-        kind_ = v.check_kind(kind)
-        index = collection_index(kind_, index, metric_)  # documents: engine.doc_database
-        v.check_flag("multi_tenant", multi_tenant)
-        if multi_tenant and kind_ is CollectionKind.MULTIVECTOR:
-            raise Unimplemented(
-                "multi_tenant=True is not built yet for kind='multivector' collections"
-            )
+        asked = collection_settings(name, dim, metric, id_type=id_type, index=index,
+                                    index_params=index_params, kind=kind,
+                                    multi_tenant=multi_tenant, exist_ok=exist_ok)  # fmt: skip
+        dim, index, params = asked["dim"], asked["index"], asked["index_params"]
+        metric_, id_type_ = Metric(asked["metric"]), IdType(asked["id_type"])
+        kind_ = CollectionKind(asked["kind"])
         with self._ddl:
             if name in self.collections:
                 have = self.collections[name].core.cfg
-                asked = {
-                    "dim": dim,
-                    "metric": metric_.value,
-                    "id_type": id_type_.value,
-                    "index": index,
-                    "index_params": params,
-                    "kind": kind_.value,
-                    "multi_tenant": multi_tenant,
-                }
                 for setting, value in asked.items():
                     if getattr(have, setting) != value:
                         raise AlreadyExists(
@@ -334,3 +316,36 @@ def _shown(value: Any) -> str:
 
 
 __all__ = ["CONFIG_PREFIX", "MANIFEST_NAME", "Database", "collection_dir"]
+
+
+def collection_settings(
+    name: str,
+    dim: int,
+    metric: str,
+    *,
+    id_type: str = "int",
+    index: str | None = None,
+    index_params: dict[str, Any] | None = None,
+    kind: str = "dense",
+    multi_tenant: bool = False,
+    exist_ok: bool = False,
+) -> dict[str, Any]:
+    """The checked settings of a new collection (`create_collection`'s arguments, in its
+    order of checks, with defaults filled in): dim, metric, id_type, index, index_params,
+    kind and multi_tenant, as the collection records them. Shared with the cluster router,
+    which checks a CreateCollection exactly as a node does before it reaches the catalog."""
+    v.check_name("collection", name)
+    v.check_flag("exist_ok", exist_ok)
+    dim = v.check_dim(dim)
+    metric_ = v.check_metric(metric)
+    id_type_ = v.check_id_type(id_type)
+    index = registry.DEFAULT_KIND.value if index is None else index
+    registry.spec(index)
+    params = v.check_index_params(index_params)
+    kind_ = v.check_kind(kind)
+    index = collection_index(kind_, index, metric_)  # documents: engine.doc_database
+    v.check_flag("multi_tenant", multi_tenant)
+    if multi_tenant and kind_ is CollectionKind.MULTIVECTOR:
+        raise Unimplemented("multi_tenant=True is not built yet for kind='multivector' collections")
+    return {"dim": dim, "metric": metric_.value, "id_type": id_type_.value, "index": index,
+            "index_params": params, "kind": kind_.value, "multi_tenant": multi_tenant}  # fmt: skip
