@@ -22,11 +22,10 @@ from vecdb.cluster.router_documents import DocumentRpcs
 from vecdb.cluster.router_points import PointRpcs
 from vecdb.cluster.router_tenants import TenantRpcs
 from vecdb.engine.database import collection_settings
-from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
-from vecdb.server.servicer import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_token
+from vecdb.server.servicer import list_page_size, page_token
 from vecdb.types import CollectionKind, IdType, Metric
 
 SUMMED = ("count", "indexed", "buffered")  # CollectionInfo fields that add up over shards
@@ -103,10 +102,7 @@ class RouterServicer(PointRpcs, TenantRpcs, AdminRpcs, DocumentRpcs, pb_grpc.Vec
     def ListCollections(
         self, req: pb.ListCollectionsRequest, ctx: grpc.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        size = req.page_size or DEFAULT_PAGE_SIZE
-        if size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size={size} is out of range [0, {MAX_PAGE_SIZE}]",
-                                  field="page_size")  # fmt: skip
+        size = list_page_size(req.page_size)
         names = self._state().collections
         out = self._each("ListCollections", req, ctx)
         by_name: dict[str, list[pb.CollectionInfo]] = {}

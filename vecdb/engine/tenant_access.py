@@ -57,12 +57,14 @@ def resolve(coll: CollectionCore, name: object, field: str = "tenant") -> Tenant
     assert isinstance(name, str)
     t = ts.active(name)
     if t is None:
-        raise NotFound(
-            f"tenant {name!r} does not exist in collection {coll.name!r}",
-            field=field,
-            reason="TENANT_NOT_FOUND",
-        )
+        raise tenant_not_found(coll, name, field)
     return t
+
+
+def tenant_not_found(coll: CollectionCore, name: object, field: str = "tenant") -> NotFound:
+    """The error for a tenant the collection does not have (or no longer: being dropped)."""
+    return NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}",
+                    field=field, reason="TENANT_NOT_FOUND")  # fmt: skip
 
 
 def resolve_list(coll: CollectionCore, names: object, field: str, cap: int) -> list[Tenant]:

@@ -25,7 +25,7 @@ from typing import Any
 from vecdb.engine import commit, tenant_quota
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
-from vecdb.engine.tenant_access import grant_to_owner, resolve, state_of
+from vecdb.engine.tenant_access import grant_to_owner, resolve, state_of, tenant_not_found
 from vecdb.engine.tenant_rules import (
     MAX_GRANTS_PER_POINT,
     MAX_MAX_BYTES,
@@ -96,11 +96,7 @@ def update(
     mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES)
     with coll.write_lock:
         if t.state != ACTIVE:
-            raise NotFound(
-                f"tenant {name!r} does not exist in collection {coll.name!r}",
-                field="tenant",
-                reason="TENANT_NOT_FOUND",
-            )
+            raise tenant_not_found(coll, name)
         mv = t.max_vectors if mv is None else mv
         mb = t.max_bytes if mb is None else mb
         batch = coll.kv.batch()
@@ -117,11 +113,7 @@ def get(coll: CollectionCore, name: object) -> TenantInfo:
     check_tenant_name(name)
     t = ts.by_name.get(str(name))
     if t is None:
-        raise NotFound(
-            f"tenant {name!r} does not exist in collection {coll.name!r}",
-            field="tenant",
-            reason="TENANT_NOT_FOUND",
-        )
+        raise tenant_not_found(coll, name)
     return ts.info(t)
 
 
@@ -166,11 +158,7 @@ def drop(coll: CollectionCore, name: object) -> None:
     t = resolve(coll, name)
     with coll.write_lock:
         if t.state != ACTIVE:
-            raise NotFound(
-                f"tenant {name!r} does not exist in collection {coll.name!r}",
-                field="tenant",
-                reason="TENANT_NOT_FOUND",
-            )
+            raise tenant_not_found(coll, name)
         marked = Tenant(t.name, t.no, DROPPING, t.created, total=len(t.slots),
                         max_vectors=t.max_vectors, max_bytes=t.max_bytes)  # fmt: skip
         batch = coll.kv.batch()

@@ -82,10 +82,7 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
     def ListCollections(
         self, req: pb.ListCollectionsRequest, ctx: grpc.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        size = req.page_size or DEFAULT_PAGE_SIZE
-        if size > MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size={size} is out of range [0, {MAX_PAGE_SIZE}]",
-                                  field="page_size")  # fmt: skip
+        size = list_page_size(req.page_size)
         after = _page_after(req.page_token)
         infos = [i for i in self._db.list_collections() if after is None or i.name > after]
         page = infos[:size]
@@ -295,3 +292,12 @@ def stream_upserts(
             raise type(exc)(f"batch seq={req.seq}: {exc.message}", field=exc.field,
                             reason=exc.reason, retry_after=exc.retry_after) from None  # fmt: skip
         yield pb.UpsertStreamAck(seq=req.seq, upserted=n, credits=window)
+
+
+def list_page_size(asked: int) -> int:
+    """ListCollections' page size: 0 is the default, above MAX_PAGE_SIZE is refused."""
+    size = asked or DEFAULT_PAGE_SIZE
+    if size > MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size={size} is out of range [0, {MAX_PAGE_SIZE}]",
+                              field="page_size")  # fmt: skip
+    return size
