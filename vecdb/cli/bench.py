@@ -3,7 +3,7 @@
 Owns the command line only: option parsing, the optional JSON config (per-system build
 parameters and sweeps, reference anchors), the time limit, and turning `VecdbError` into a
 clean CLI error. The work is done by `vecdb.bench` (datasets, run, report; with
-`--filter-selectivity`, the filtered run: filtered, filtered_run, filtered_report; with
+`--filter-selectivity`, the filtered run: filtered_main and the filtered* modules; with
 `--tenants`, the multi-tenant run: tenants_main and the tenants* modules; with
 `--multivector`, `vecdb.bench.multivector`; with `--shards`, `vecdb.bench.shards_main`).
 """
@@ -312,53 +312,11 @@ def _bench_filtered(
     o: dict[str, Any],
 ) -> None:
     """`vecdb bench --filter-selectivity ...`: the filtered-search run and its section."""
-    from vecdb.bench.datasets import load_dataset
-    from vecdb.bench.environment import load_average
-    from vecdb.bench.filtered import parse_selectivities
-    from vecdb.bench.filtered_report import write_filtered_report
-    from vecdb.bench.filtered_run import FilterOptions, run_filtered
-    from vecdb.bench.run import RunConfig
-    from vecdb.bench.systems import parse_systems, variants_of
+    from vecdb.bench.filtered_main import bench_filtered
     from vecdb.errors import VecdbError
 
-    load_start = load_average()
-    t0 = time.perf_counter()
     try:
-        opts = FilterOptions.from_config(parse_selectivities(selectivity), config.get("filter", {}))
-        names = parse_systems(systems, variants_of(config.get("systems", {})))
-        click.echo(f"preparing dataset {dataset} ...", err=True)
-        ds = load_dataset(dataset, o["cache_dir"], o["metric"]).head(o["n_queries"])
-        label = o["section"] or f"{ds.name}-filtered"
-        click.echo(
-            f"{ds.name}: {len(ds.base):,} x {ds.base.shape[1]} base, {len(ds.queries):,} queries;"
-            f" selectivities {', '.join(f'{s:g}' for s in opts.selectivities)};"
-            f" systems: {', '.join(names)}",
-            err=True,
-        )
-        limit = o["time_limit"]
-        cfg = RunConfig(
-            systems=names,
-            out_dir=o["out_dir"],
-            threads=o["threads"] or os.cpu_count() or 1,
-            time_limit_s=None if limit is None else max(0.0, limit - (time.perf_counter() - t0)),
-            latency_queries=o["latency_queries"],
-            repeats=o["repeats"],
-            measure_memory=False,
-            systems_config=dict(config.get("systems", {})),
-            progress=o["progress"],
-            label=label,
-        )
-        result = run_filtered(ds, cfg, opts, log=_log)
-        header = {
-            "dataset": ds.name,
-            "label": label,
-            "command": command,
-            "seconds": time.perf_counter() - t0,
-            "load_start": load_start,
-            "load_end": load_average(),
-        }
-        md = o["results_md"] or o["out_dir"] / "RESULTS.md"
-        written = write_filtered_report(result.rows, md, o["out_dir"] / "plots", header)
+        result, written = bench_filtered(command, dataset, systems, selectivity, config, o, _log)
     except VecdbError as exc:
         raise click.ClickException(str(exc)) from exc
     _finish(result.rows, result.jsonl_path, written)
