@@ -106,6 +106,33 @@ def test_a_change_judged_on_a_stale_cache_reads_etcd_before_failing(
             etcd_catalog.drop_tenant(f"new{i}", "t")
 
 
+def test_a_lost_race_plans_again_on_the_transactions_own_read(
+    etcd_catalog: EtcdCatalog, second: EtcdCatalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change planned on a cache another catalog has since moved past loses the
+    compare-and-swap; the failed transaction itself carries the prefix as it now stands, so
+    the change is planned again on that and commits, with no separate range read."""
+    etcd_catalog.init_shards(SHARDS[:2])
+    wait_for(lambda: second.state().shards == tuple(SHARDS[:2]))
+    with etcd_catalog._state_lock:
+        stale = (etcd_catalog._state, etcd_catalog._revision, etcd_catalog._epoch_mod)
+    second.create_collection("theirs", {"dim": 4})
+    wait_for(lambda: "theirs" in etcd_catalog.state().collections)
+    with etcd_catalog._state_lock:  # as if the watch had not delivered their change yet
+        etcd_catalog._state, etcd_catalog._revision, etcd_catalog._epoch_mod = stale
+    reads = []
+    real_read = etcd_catalog._read
+    monkeypatch.setattr(etcd_catalog, "_read", lambda: reads.append(1) or real_read())
+    races = etcd_catalog.lost_races
+    etcd_catalog.create_collection("mine", {"dim": 8})
+    assert etcd_catalog.lost_races == races + 1
+    assert reads == []
+    state = etcd_catalog.state()
+    assert {"theirs", "mine"} <= set(state.collections)
+    assert state.epoch == stale[0].epoch + 2
+    assert real_read()[0].collections == state.collections
+
+
 def test_concurrent_changes_from_two_catalogs_never_lose_one(
     etcd_catalog: EtcdCatalog, second: EtcdCatalog
 ) -> None:

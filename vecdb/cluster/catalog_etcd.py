@@ -1,8 +1,9 @@
 """The catalog in etcd: compare-and-swap changes, a watched cache, reconnection.
 
 Every change is one etcd transaction that compares the epoch key's mod_revision with the one
-the change was planned on, writes the change and bumps the epoch; a lost race re-reads and
-plans again (at most MAX_CAS_ATTEMPTS times). A thread watches the prefix and keeps the cache
+the change was planned on, writes the change and bumps the epoch; a lost race gets the
+prefix as it now stands from the same transaction (its failure branch reads it) and plans
+again on that (at most MAX_CAS_ATTEMPTS times), with no second round trip. A thread watches the prefix and keeps the cache
 (`state()`) current; when etcd goes away the cache stays, changes raise `CatalogUnavailable`
 within `timeout` per endpoint, and the thread reconnects (re-reading everything, then watching
 from the revision it read) when etcd is back. An etcd whose revision went back (restored
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import etcd3
 import grpc
 from etcd3 import etcdrpc
 from etcd3.client import Endpoint
+from etcd3.utils import prefix_range_end
 
 from vecdb.cluster.catalog_base import Catalog
 from vecdb.cluster.catalog_keys import Parts, check_prefix, delta_ops, dumps
@@ -152,13 +154,22 @@ class EtcdCatalog(Catalog):
         """Everything under the prefix (one linearizable range read): (state, revision,
         mod_revision of the epoch key)."""
         response = self._call(lambda c: c.get_prefix_response(self._dir))
+        pairs = ((kv.key, kv.value, kv.mod_revision) for kv in response.kvs)
+        return self._parse(pairs, response.header.revision)
+
+    def _parse(
+        self, pairs: Iterable[tuple[bytes, bytes, int]], revision: int
+    ) -> tuple[CatalogState, int, int]:
+        """(state, revision, epoch key's mod_revision) from the prefix's (key, value,
+        mod_revision) triples as of `revision`."""
         parts = Parts(EMPTY_STATE)
         epoch_mod = 0
-        for kv in response.kvs:
-            self._apply_key(parts, kv.key, kv.value)
-            if kv.key == self._epoch_key.encode():
-                epoch_mod = kv.mod_revision
-        return parts.freeze(), response.header.revision, epoch_mod
+        epoch_key = self._epoch_key.encode()
+        for key, value, mod in pairs:
+            self._apply_key(parts, key, value)
+            if key == epoch_key:
+                epoch_mod = mod
+        return parts.freeze(), revision, epoch_mod
 
     def _apply_key(self, parts: Parts, key: bytes, value: bytes | None) -> None:
         rel = key[len(self._dir) :].decode("utf-8", "replace")
@@ -215,15 +226,21 @@ class EtcdCatalog(Catalog):
                     if fresh:
                         raise
                     # Judged on a cache that may be stale: read, plan again.
+                    state, _, epoch_mod = self._read_and_install()
+                    fresh = True
+                    continue
+                ok, revision, now = self._commit(state, epoch_mod, delta)
+                if ok:
+                    if delta is not None:
+                        new = delta.apply(state, state.epoch + 1)
+                        self._notify_installed(self._install(new, revision, revision))
+                    return result
+                self.lost_races += 1
+                if now is None:  # the prefix is gone (etcd emptied): read it the long way
+                    state, _, epoch_mod = self._read_and_install()
                 else:
-                    ok, revision = self._commit(state, epoch_mod, delta)
-                    if ok:
-                        if delta is not None:
-                            new = delta.apply(state, state.epoch + 1)
-                            self._notify_installed(self._install(new, revision, revision))
-                        return result
-                    self.lost_races += 1
-                state, _, epoch_mod = self._read_and_install()
+                    state, _, epoch_mod = now
+                    self._notify_installed(self._install(*now, full=True))
                 fresh = True
             raise Unavailable(
                 f"the catalog changed under this change {MAX_CAS_ATTEMPTS} times in a row "
@@ -239,24 +256,34 @@ class EtcdCatalog(Catalog):
         self._notify_installed(went_back)
         return state, revision, epoch_mod
 
-    def _commit(self, state: CatalogState, epoch_mod: int, delta: Delta | None) -> tuple[bool, int]:
+    def _commit(
+        self, state: CatalogState, epoch_mod: int, delta: Delta | None
+    ) -> tuple[bool, int, tuple[CatalogState, int, int] | None]:
         """One transaction: if the epoch key is still at `epoch_mod`, write `delta` and the
-        next epoch. (True, new revision) on success; a no-op (delta None) only checks."""
+        next epoch: (True, new revision, None); a no-op (delta None) only checks. If it is
+        not, the transaction's failure branch reads the whole prefix: (False, 0, what `_read`
+        would have returned), in the same round trip (None if the prefix is empty)."""
 
-        def txn(client: Any) -> tuple[bool, int]:
+        def txn(client: Any) -> tuple[bool, int, tuple[CatalogState, int, int] | None]:
             tx = client.transactions
             compare = [tx.mod(self._epoch_key) == epoch_mod]
-            if delta is None:
-                ok, _ = client.transaction(compare=compare, success=[], failure=[])
-                return ok, 0
-            success = delta_ops(tx, self.prefix, delta)
-            success.append(tx.put(self._epoch_key, dumps(state.epoch + 1)))
-            success.append(tx.get(self._epoch_key))
-            ok, responses = client.transaction(compare=compare, success=success, failure=[])
+            failure = [tx.get(self._dir, range_end=prefix_range_end(self._dir))]
+            success = [] if delta is None else delta_ops(tx, self.prefix, delta)
+            if delta is not None:
+                success.append(tx.put(self._epoch_key, dumps(state.epoch + 1)))
+                success.append(tx.get(self._epoch_key))
+            ok, responses = client.transaction(compare=compare, success=success, failure=failure)
             if not ok:
-                return False, 0
+                (rows,) = responses
+                if not rows:
+                    return False, 0, None
+                revision = rows[0][1].response_header.revision
+                pairs = ((meta.key, value, meta.mod_revision) for value, meta in rows)
+                return False, 0, self._parse(pairs, revision)
+            if delta is None:
+                return True, 0, None
             (_, meta), *_ = responses[-1]
-            return True, int(meta.mod_revision)
+            return True, int(meta.mod_revision), None
 
         return self._call(txn)
 
