@@ -35,11 +35,11 @@ from vecdb.index.spann.update import (
     commit_moves,
     publish,
     read_live,
-    write_block,
+    write_blocks,
     write_entries,
 )
 from vecdb.kernels.kmeans import kmeans, sq_dists
-from vecdb.kernels.posting import block_extent, next_versions
+from vecdb.kernels.posting import next_versions
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -90,24 +90,21 @@ def add_heads(st: SpannState, heads: F32, labels: I64) -> None:
 
 def write_plan(st: SpannState, s: Split, limit: int | None) -> bool:
     """Write a plan's blocks (the cleaned posting, or both halves under two new posting
-    ids); False, with nothing written and no id taken, if they find no room below
-    `limit`."""
-    blocks: list[tuple[int, int, int]] = []
-    try:
-        if s.labels is None:
-            s.written = write_block(st, s.posting, s.slots, s.vecs, s.vers, limit)
-            return True
+    ids, in one append); False, with nothing written and no id taken, if they find no room
+    below `limit`."""
+    if s.labels is None:
+        groups = [(s.posting, s.slots, s.vecs, s.vers)]
+    else:
         new = (st.next_posting, st.next_posting + 1)
-        for c, q in enumerate(new):
-            m = s.labels == c
-            blocks += write_block(st, q, s.slots[m], s.vecs[m], s.vers[m], limit).blocks
+        groups = [(q, s.slots[m], s.vecs[m], s.vers[m])
+                  for c, q in enumerate(new) for m in [s.labels == c]]  # fmt: skip
+    try:
+        s.written = write_blocks(st, groups, limit)
     except NoRoom:
-        if blocks:  # the first half went in: give it back
-            extent = [block_extent(c, st.dim, st.width, st.file.full_cap) for _, _, c in blocks]
-            st.file.unallocate([o for _, o, _ in blocks], extent)
         return False
-    s.new, s.written = new, Written(blocks)
-    st.next_posting += 2
+    if s.labels is not None:
+        s.new = new
+        st.next_posting += 2
     return True
 
 

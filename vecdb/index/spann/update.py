@@ -110,14 +110,26 @@ def write_block(
     versions: U8,
     limit: int | None = None,
 ) -> Written:
-    """One posting's entries as new blocks, as few as `block_pages` allows (split halves,
-    clean-up rewrites); with `limit`, `NoRoom` (nothing written) rather than a data end
-    past it."""
-    if len(slots) == 0:
+    """One posting's entries as new blocks, as few as `block_pages` allows (clean-up
+    rewrites); with `limit`, `NoRoom` (nothing written) rather than a data end past it."""
+    return write_blocks(st, [(posting, slots, vectors, versions)], limit)
+
+
+def write_blocks(
+    st: SpannState, groups: list[tuple[int, I64, F32, U8]], limit: int | None = None
+) -> Written:
+    """Several postings' entries (posting, slots, vectors, versions) as new blocks in one
+    append (split halves): with `limit`, all are written or none (`NoRoom`)."""
+    framed = [
+        (posting, part)
+        for posting, slots, vectors, versions in groups
+        if len(slots)
+        for part in encode_chunks(st, posting, slots, vectors, versions)
+    ]
+    if not framed:
         return Written([])
-    parts = encode_chunks(st, posting, slots, vectors, versions)
-    offsets = st.file.append([b for b, _ in parts], limit)
-    return Written([(posting, int(o), c) for o, (_, c) in zip(offsets, parts, strict=True)])
+    offsets = st.file.append([b for _, (b, _) in framed], limit)
+    return Written([(p, int(o), c) for o, (p, (_, c)) in zip(offsets, framed, strict=True)])
 
 
 def publish(st: SpannState, written: Written) -> None:
