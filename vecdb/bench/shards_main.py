@@ -31,11 +31,14 @@ from vecdb.bench.shards_run import (
     NOOP,
     ROUTER,
     SEARCH,
+    SEARCH_EQ,
     TENANT,
     Workload,
+    batch_recall,
     compare,
     exact_topk,
     load,
+    matched_max_postings,
     shards_touched,
     wait_ready,
 )  # fmt: skip
@@ -173,6 +176,10 @@ def bench_shards(
         with connect(node.address) as nc:
             log("one node: loading ...")
             node_setup = _setup(nc, ds.metric, data, opts)
+            search = workloads[0]
+            node_recall = batch_recall(nc, "ann", queries, opts.k, opts.search_params, gt,
+                                       opts.batch)  # fmt: skip
+            m = 0
             for n in counts:
                 log(f"{n} shard(s) + router: starting and loading ...")
                 cluster = Cluster(etcd, n, workdir / f"cluster-{n}", opts.threads)
@@ -184,7 +191,15 @@ def bench_shards(
                             if tenants
                             else None
                         )
-                        res = compare({NODE: nc, ROUTER: rc}, workloads, opts.rounds,
+                        runs = list(workloads)
+                        if opts.index == "spann":  # the only index with max_postings
+                            m, got = matched_max_postings(rc, search, node_recall, opts.batch)
+                            log(f"  shards' max_postings {m}: router recall {got:.4f} "
+                                f"(node {node_recall:.4f})")  # fmt: skip
+                            runs.append(dataclasses.replace(
+                                search, name=SEARCH_EQ,
+                                router_params={**(opts.search_params or {}), "max_postings": m}))  # fmt: skip
+                        res = compare({NODE: nc, ROUTER: rc}, runs, opts.rounds,
                                       opts.latency_queries, opts.batch, log)  # fmt: skip
                 finally:
                     cluster.stop()
@@ -193,6 +208,8 @@ def bench_shards(
                     extra: dict[str, Any] = {"setup": setup if target == ROUTER else node_setup}
                     if wl == TENANT and target == ROUTER:
                         extra["shards_touched"] = touched
+                    if wl == SEARCH_EQ and target == ROUTER:
+                        extra["shard_max_postings"] = m
                     rows.append(
                         {**common, "shards": n, "target": target, "workload": wl, **r, **extra}
                     )

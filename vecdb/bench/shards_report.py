@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vecdb.bench.report import fmt
-from vecdb.bench.shards_run import NODE, NOOP, ROUTER, SEARCH, TENANT
+from vecdb.bench.shards_run import NODE, NOOP, ROUTER, SEARCH, SEARCH_EQ, TENANT
 
 LABELS = {
     SEARCH: "ANN search",
+    SEARCH_EQ: "ANN search, shards at the node's recall",
     NOOP: "no-op fan-out (Count, empty)",
     TENANT: "tenant-scoped search",
 }
@@ -46,8 +47,11 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         qps = f"{fmt(a['qps'])} / {fmt(b['qps'])}" if "qps" in a else ""
         rec = f"{a['recall']:.4f} / {b['recall']:.4f}" if "recall" in a else ""
         touched = b.get("shards_touched")
+        label = LABELS.get(wl, wl)
+        if "shard_max_postings" in b:
+            label += f" (max_postings {b['shard_max_postings']})"
         out.append(
-            f"| {n} | {LABELS.get(wl, wl)} | {_ms(a)} | {_ms(b)} | {b['p50_ms'] - a['p50_ms']:+.2f} "
+            f"| {n} | {label} | {_ms(a)} | {_ms(b)} | {b['p50_ms'] - a['p50_ms']:+.2f} "
             f"| {b['p50_ms'] / a['p50_ms']:.2f} | {qps} | {rec} | {'' if touched is None else touched} |"
         )
     return out
@@ -75,7 +79,7 @@ def targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     pairs = _pair(rows)
     out = []
     top = max((n for n, _ in pairs), default=0)
-    for wl in (NOOP, SEARCH):
+    for wl in (NOOP, SEARCH, SEARCH_EQ):
         p = pairs.get((top, wl), {})
         if NODE in p and ROUTER in p:
             extra = p[ROUTER]["p50_ms"] - p[NODE]["p50_ms"]

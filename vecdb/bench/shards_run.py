@@ -5,7 +5,11 @@ Owns what is timed and how: loading the same points into one `vecdb serve` and i
 that alternate the two targets so both see the same machine load. Per round: single-query
 latency (p50 / p99 of one call per query), batch QPS (wall), a no-op fan-out (Count on an
 empty collection: the cost of the router hop and of asking every shard), and tenant-scoped
-queries (routed to the tenant's one shard). Rows carry the median over rounds; the
+queries (routed to the tenant's one shard); and the ANN search again with the shards'
+`max_postings` lowered until the router's recall is the node's (`matched_max_postings`):
+every shard searching a third of the data with the node's settings reads a larger share of
+it and returns a higher recall, so only the matched row compares equal work. Rows carry the
+median over rounds; the
 orchestration and the report are `vecdb.bench.shards_main`.
 """
 
@@ -22,9 +26,11 @@ import numpy.typing as npt
 
 from vecdb.client.base import Client
 from vecdb.errors import NotFound, Unavailable
+from vecdb.index.params import DEFAULT_MAX_POSTINGS
 
 F32 = npt.NDArray[np.float32]
 SEARCH = "search_ann"
+SEARCH_EQ = "search_ann_equal_recall"  # SEARCH, the router's shards at the node's recall
 NOOP = "noop_count"
 TENANT = "search_tenant"
 NODE, ROUTER = "one node", "router"  # the two targets compared
@@ -41,7 +47,11 @@ class Workload:
     k: int
     params: dict[str, Any] | None
     tenants: Sequence[str] = ()  # TENANT: query i is scoped to tenants[i % len]
-    gt: npt.NDArray[np.int64] | None = None  # exact top-k ids for recall (SEARCH)
+    gt: npt.NDArray[np.int64] | None = None  # exact top-k ids for recall (SEARCH*)
+    router_params: dict[str, Any] | None = None  # the router's, where they differ (SEARCH_EQ)
+
+    def params_for(self, target: str) -> dict[str, Any] | None:
+        return self.router_params if target == ROUTER and self.router_params else self.params
 
 
 def load(client: Client, collection: str, base: F32, ids_from: int, batch: int,
@@ -94,17 +104,18 @@ def _percentiles(lat_ms: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
-def _one_round(client: Client, w: Workload, latency_queries: int, batch: int) -> dict[str, float]:
+def _one_round(client: Client, w: Workload, params: dict[str, Any] | None,
+               latency_queries: int, batch: int) -> dict[str, float]:  # fmt: skip
     """Latency of one call per query, then batch QPS (and recall) of one pass over all."""
     call: Callable[[int], Any]
     if w.name == NOOP:
         call = lambda i: client.count(w.collection)  # noqa: E731
     elif w.name == TENANT:
         call = lambda i: client.search(  # noqa: E731
-            w.collection, w.queries[i], w.k, params=w.params, tenant=w.tenants[i % len(w.tenants)]
+            w.collection, w.queries[i], w.k, params=params, tenant=w.tenants[i % len(w.tenants)]
         )
     else:
-        call = lambda i: client.search(w.collection, w.queries[i], w.k, params=w.params)  # noqa: E731
+        call = lambda i: client.search(w.collection, w.queries[i], w.k, params=params)  # noqa: E731
     for i in range(min(20, len(w.queries))):  # warm the channel and the caches
         call(i)
     lat = []
@@ -114,19 +125,45 @@ def _one_round(client: Client, w: Workload, latency_queries: int, batch: int) ->
         lat.append((time.perf_counter_ns() - t0) / 1e6)
     p50, p99 = _percentiles(lat)
     out: dict[str, float] = {"p50_ms": p50, "p99_ms": p99, "latency_n": float(len(lat))}
-    if w.name != SEARCH:
+    if w.name not in (SEARCH, SEARCH_EQ):
         return out
-    client.search(w.collection, w.queries[:batch], w.k, params=w.params)  # warm the batch path
-    found = []
+    client.search(w.collection, w.queries[:batch], w.k, params=params)  # warm the batch path
     start = time.perf_counter()
-    for lo in range(0, len(w.queries), batch):
-        found.append(
-            client.search(w.collection, w.queries[lo : lo + batch], w.k, params=w.params).ids
-        )
+    found = _batches(client, w.collection, w.queries, w.k, params, batch)
     out["qps"] = len(w.queries) / (time.perf_counter() - start)
     if w.gt is not None:
-        out["recall"] = recall(np.concatenate(found), w.gt)
+        out["recall"] = recall(found, w.gt)
     return out
+
+
+def _batches(client: Client, collection: str, queries: F32, k: int,
+             params: dict[str, Any] | None, batch: int) -> npt.NDArray[np.int64]:  # fmt: skip
+    """Every query's top-k ids, searched `batch` queries per call."""
+    return np.concatenate([
+        client.search(collection, queries[lo : lo + batch], k, params=params).ids
+        for lo in range(0, len(queries), batch)
+    ])  # fmt: skip
+
+
+def batch_recall(client: Client, collection: str, queries: F32, k: int,
+                 params: dict[str, Any] | None, gt: npt.NDArray[np.int64], batch: int) -> float:  # fmt: skip
+    return recall(_batches(client, collection, queries, k, params, batch), gt)
+
+
+def matched_max_postings(client: Client, w: Workload, want: float,
+                         batch: int) -> tuple[int, float]:  # fmt: skip
+    """The smallest `max_postings` among 1/4, 1/3, 1/2, 2/3, 3/4 and all of the workload's
+    (its params' or the default) whose recall through `client` reaches `want`, and that
+    recall; the workload's own value if none below it does."""
+    assert w.gt is not None
+    top = int((w.params or {}).get("max_postings", DEFAULT_MAX_POSTINGS))
+    got = 0.0
+    for m in sorted({max(1, round(top * f)) for f in (1 / 4, 1 / 3, 1 / 2, 2 / 3, 3 / 4, 1)}):
+        got = batch_recall(client, w.collection, w.queries, w.k,
+                           {**(w.params or {}), "max_postings": m}, w.gt, batch)  # fmt: skip
+        if got >= want:
+            return m, got
+    return top, got
 
 
 def compare(
@@ -143,7 +180,7 @@ def compare(
     for r in range(rounds):
         for w in workloads:
             for t in names if r % 2 == 0 else names[::-1]:
-                res = _one_round(targets[t], w, latency_queries, batch)
+                res = _one_round(targets[t], w, w.params_for(t), latency_queries, batch)
                 seen.setdefault((t, w.name), []).append(res)
                 log(f"  round {r + 1}/{rounds} {w.name:<14} {t:<10} "
                     + " ".join(f"{k}={v:.4g}" for k, v in res.items()))  # fmt: skip
