@@ -23,11 +23,13 @@ from vecdb.bench.tenants import tenant_name
 from vecdb.bench.tenants_vecdb import connect
 
 WARM_VECTORS = 3000  # as vecdb.bench.vecdb_system: enough for a SPANN index with splits
-# tenant search paths the warm-up takes: the copy, the sub-tree walk, the global walk
+# tenant search paths the warm-up takes: the copy, the sub-tree walk, the clustered copy
+# (its build included), the global walk
 WARM_PATHS: tuple[dict[str, Any], ...] = (
     {},
     {"tenant_copy": 0},
     {"tenant_copy": 0, "tenant_share": 0.0},
+    {"tenant_copy": 0, "tenant_share": 0.0, "tenant_cluster_size": 0},
 )
 
 
@@ -35,7 +37,7 @@ def _warm(dim: int, metric: str) -> None:
     """Compile (or load from numba's cache) every kernel the measured reads can run, in
     both processes alike: a multi-tenant SPANN collection in a scratch directory (a file-
     backed copy is a read-only array: its own kernel signature) searched on each tenant path
-    (copy, sub-tree walk, global walk with the bitmap) and without a tenant."""
+    (copy, sub-tree walk, clustered copy, global walk with the bitmap) and without a tenant."""
     x = np.random.default_rng(0).standard_normal((WARM_VECTORS, dim)).astype(np.float32)
     ids = np.arange(WARM_VECTORS, dtype=np.int64)
     half = WARM_VECTORS // 2

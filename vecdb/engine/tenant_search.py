@@ -7,6 +7,9 @@ is told whenever a tenant's set changes, so derived structures can follow. Paths
   bytes) is answered exactly from a contiguous copy (`tenant_store`: one read, no posting
   read; made on first use from the stored vectors, write buffer included; it serves any
   subset of its slots, and grants are patched in by reading just the new slots);
+- with SPANN, a set holding more than `tenant_share` of the indexed points is answered from
+  its clustered copy (`tenant_clusters`: a private IVF-like index of the set, made on first
+  use, rebuilt past a drift threshold), scanning its `max_postings` nearest blocks;
 - otherwise an index that can walk a set's sub-tree (SPANN's `search_subset`: the set's
   leaves best first, in rounds, with a stop rule; or the global walk with the bitmap for a
   set holding a large share of the points) is asked, and the write buffer's segments are
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.engine import tenant_clusters
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import search_slots
 from vecdb.engine.tenant_store import TenantStore
@@ -74,6 +78,13 @@ def search_tenants(
             s = np.unique(s)
         return copied(coll, q, k, key, s, cacheable)
     state = coll.index.state
+    if tp.tenant_cluster_size > 0 and len(slots) > tp.tenant_share * max(1, state.n_live):
+        s = np.asarray(slots, np.int64)
+        hit = tenant_clusters.search_clustered(
+            coll, store_of(coll), q, k, key, s, visible, sp.max_postings, tp, cacheable
+        )
+        if hit is not None:
+            return hit
     sub_key = key if cacheable else None
 
     def walk(q_: F32, k_: int, p_: dict[str, Any] | None, v_: Visible | None) -> IndexResult:
@@ -199,6 +210,10 @@ def changed(coll: CollectionCore, tenant_nos: list[int]) -> None:
     cached sub-tree directories of sets including them are dropped (a new `Visible` for the
     set would make them stale anyway; this frees them at once). Copies stay: they check
     themselves against the asked slots and follow the set on its next query (`copied`)."""
+    with _STORES_LOCK:
+        store = _STORES.get(coll)
+    if store is not None:
+        tenant_clusters.copies_of(coll, store).forget([int(t) for t in tenant_nos])
     forget = getattr(coll.index, "forget_subsets", None)
     if forget is not None:
         forget([int(t) for t in tenant_nos])
