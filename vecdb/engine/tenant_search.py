@@ -47,6 +47,7 @@ I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 SHRINK = 1.25  # a copy with more rows than this x the set's (plus the slack) is rewritten
 SHRINK_SLACK = 64
+READ_CHUNK = 512  # vectors per multi-get when a copy is made
 
 
 def search_tenants(
@@ -164,15 +165,25 @@ def copied(
 
 
 def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
-    """The prepared stored vectors of `slots` (one multi-get; slots deleted meanwhile are
-    skipped). Buffered writes are stored too, so a copy needs no buffer merge."""
-    raw = uncached_vectors(coll, np.asarray(slots, np.int64).tolist()) if len(slots) else []
-    keep = [i for i, r in enumerate(raw) if r is not None]
-    if not keep:
-        return np.zeros(0, np.int64), np.zeros((0, coll.cfg.dim), np.float32)
-    base = np.frombuffer(b"".join(raw[i] for i in keep), np.float32)  # type: ignore[misc]
-    base = np.ascontiguousarray(prepare(coll, base.reshape(len(keep), coll.cfg.dim)))
-    return np.asarray(slots, np.int64)[keep], base
+    """The prepared stored vectors of `slots` (multi-gets of `READ_CHUNK`; slots deleted
+    meanwhile are skipped). Buffered writes are stored too, so a copy needs no buffer merge.
+    Read in chunks into one array: a multi-get returns one small bytes object per vector,
+    and 41,000 of them at once spread over interpreter arenas that later long-lived objects
+    pinned (megabytes of anonymous memory kept after the copy was made)."""
+    s = np.asarray(slots, np.int64)
+    dim = coll.cfg.dim
+    base = np.empty((len(s), dim), np.float32)
+    keep = np.zeros(len(s), np.bool_)
+    for lo in range(0, len(s), READ_CHUNK):
+        raw = uncached_vectors(coll, s[lo : lo + READ_CHUNK].tolist())
+        for j, r in enumerate(raw):
+            if r is not None:
+                base[lo + j] = np.frombuffer(r, np.float32)
+                keep[lo + j] = True
+        del raw
+    if not keep.all():
+        s, base = s[keep], base[keep]
+    return s, np.ascontiguousarray(prepare(coll, base))
 
 
 def uncached_vectors(coll: CollectionCore, slots: list[int]) -> list[bytes | None]:
