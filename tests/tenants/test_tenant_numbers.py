@@ -138,10 +138,10 @@ def test_search_stats_are_the_same_in_every_mode(tmp_path: Path) -> None:
 
 def test_tenant_walk_stats_reach_the_sdk_and_the_wire(tmp_path: Path) -> None:
     """On SPANN a tenant's search reports its path (tenant_copy for a small set, the sub-tree
-    walk's tenant_nodes / tenant_leaves, the clustered copy's tenant_clusters or the global walk
-for a large one) and what it read;
-    the server sends the stats in every response (asked or not), so the per-tenant bytes-read
-    metric sees them, while the SDK shows them only when asked."""
+        walk's tenant_nodes / tenant_leaves, the clustered copy's tenant_clusters or the global walk
+    for a large one) and what it read;
+        the server sends the stats in every response (asked or not), so the per-tenant bytes-read
+        metric sees them, while the SDK shows them only when asked."""
     srv = serve(tmp_path / "srv")
     try:
         target = f"127.0.0.1:{srv.port}"

@@ -203,7 +203,7 @@ class TenantState:
                 while len(self._visible) > cap:
                     self._visible.popitem(last=False)
 
-        return slots, LazyVisible(lambda: Visible.from_slots(slots, bound), keep)
+        return slots, LazyVisible(lambda: Visible.from_slots(slots, bound), keep, key)
 
     def hidden_slots(self) -> I64:
         with self.lock:
