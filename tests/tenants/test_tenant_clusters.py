@@ -14,7 +14,9 @@ import pytest
 
 from vecdb.engine import Database, tenant_clusters, tenant_search
 from vecdb.engine.core import CollectionCore
+from vecdb.engine.slot_set import LazyVisible
 from vecdb.engine.tenant_cluster_build import build
+from vecdb.index.base import Visible
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.tenant_scan import KINDS, search_blocks
 
@@ -112,6 +114,12 @@ def test_the_copy_follows_grants_revokes_deletes_and_upserts(world) -> None:  # 
     got = _got(db, qn, ALL)
     assert got == _exact(x, qn, sorted(mine))
     assert cc.builds == 1 and core.io.extra["tenant_cluster_delta"] > 0
+    # the delta belongs to the build it was computed against: never served with another
+    key = ("c", core.tenants.active("a").no)
+    d = cc.deltas[key]
+    same = LazyVisible(lambda: Visible.from_slots([]), None, d.version)
+    assert cc.delta(key, same, d.serial) is d
+    assert cc.delta(key, same, d.serial + 1) is None
     for row in _got(db, qn, SOME):
         assert set(row) <= mine  # nothing outside a's grants
     # b's view is untouched by a's copy

@@ -55,6 +55,7 @@ NO_BITS = np.zeros(0, np.uint8)  # the scan's "no filter"
 class Copy:
     """Read-only views of one clustered copy in the mapped file."""
 
+    serial: int  # which build this is (a delta belongs to one build)
     offsets: I64
     slots: I64
     members: I64
@@ -67,6 +68,7 @@ class Copy:
 class Delta:
     """Slots of one version of a set that its copy lacks, with their prepared vectors."""
 
+    serial: int  # the build of the copy it was computed against
     version: Hashable | None  # the set's version this was computed for (`LazyVisible`)
     token: weakref.ref[Visible]  # ... or, without one, the set object itself
     slots: I64
@@ -83,25 +85,30 @@ class ClusterCopies:
         self.lock = threading.Lock()  # guards `deltas`
         self.build_lock = threading.Lock()  # one build at a time per collection
         self.builds = 0  # copies built, for stats and tests
+        self.serial = 0  # the last build's number
 
     def read(self, key: Hashable, dim: int) -> Copy | None:
         hit = self.store.read_parts(key)
         if hit is None:
             return None
         raw, off, _ = hit
-        n_c, rows, members = (int(v) for v in np.frombuffer(raw, np.int64, 3, off))
-        at = off + 24
+        n_c, rows, members, serial = (int(v) for v in np.frombuffer(raw, np.int64, 4, off))
+        at = off + 32
         arrays: list[npt.NDArray[Any]] = []
         for dtype, n in ((np.int64, n_c + 1), (np.int64, rows), (np.int64, members),
                          (np.float32, n_c), (np.float32, n_c * dim), (np.float32, rows * dim)):  # fmt: skip
             arrays.append(np.frombuffer(raw, dtype, n, at))
             at += n * np.dtype(dtype).itemsize
         offsets, slots, mem, cnorms, cents, vecs = arrays
-        return Copy(offsets, slots, mem, cnorms, cents.reshape(n_c, dim), vecs.reshape(rows, dim))
+        cents, vecs = cents.reshape(n_c, dim), vecs.reshape(rows, dim)
+        return Copy(serial, offsets, slots, mem, cnorms, cents, vecs)
 
     def write(self, key: tuple[Any, ...], cl: Clusters) -> None:
         n_c, rows = len(cl.centroids), len(cl.slots)
-        head = np.array([n_c, rows, len(cl.members)], np.int64)
+        with self.lock:
+            self.serial += 1
+            serial = self.serial
+        head = np.array([n_c, rows, len(cl.members), serial], np.int64)
         cnorms = (cl.centroids.astype(np.float32) ** 2).sum(1).astype(np.float32)
         parts: list[npt.NDArray[Any]] = [
             head, cl.offsets.astype(np.int64), cl.slots.astype(np.int64),
@@ -113,12 +120,15 @@ class ClusterCopies:
         with self.lock:
             self.deltas.pop(key, None)
 
-    def delta(self, key: tuple[Any, ...], token: Visible) -> Delta | None:
+    def delta(self, key: tuple[Any, ...], token: Visible, serial: int) -> Delta | None:
+        """The delta of set `key` at the version of `token` against build `serial`."""
         with self.lock:
             d = self.deltas.get(key)
             version = getattr(token, "version", None)
-            if d is None or not (
-                (version is not None and d.version == version) or d.token() is token
+            if (
+                d is None
+                or d.serial != serial
+                or not ((version is not None and d.version == version) or d.token() is token)
             ):
                 return None
             self.deltas.move_to_end(key)
@@ -179,7 +189,7 @@ def search_clustered(
     nq = q.shape[0]
     stats = SearchStats(queries=nq, extra={"tenant_clusters": float(nq)})
     cp = cc.read(ckey, dim)
-    delta = cc.delta(ckey, visible) if cp is not None and cacheable else None
+    delta = cc.delta(ckey, visible, cp.serial) if cp is not None and cacheable else None
     if cp is not None and delta is None:
         pos = np.searchsorted(cp.members, slots)
         present = pos < len(cp.members)
@@ -191,7 +201,7 @@ def search_clustered(
         else:
             new_s, new_v = stored_vectors(coll, missing)
             stats.bytes_read += new_v.nbytes
-            delta = Delta(_version(visible), weakref.ref(visible), new_s, new_v, stale)
+            delta = Delta(cp.serial, _version(visible), weakref.ref(visible), new_s, new_v, stale)
             if cacheable:
                 cc.keep(ckey, delta)
     if cp is None:
@@ -210,9 +220,8 @@ def search_clustered(
         cp = cc.read(ckey, dim)
         assert cp is not None
         none = np.zeros(0, np.int64)
-        delta = Delta(
-            _version(visible), weakref.ref(visible), none, np.zeros((0, dim), np.float32), 0
-        )
+        empty = np.zeros((0, dim), np.float32)
+        delta = Delta(cp.serial, _version(visible), weakref.ref(visible), none, empty, 0)
         if cacheable:
             cc.keep(ckey, delta)
     assert delta is not None
