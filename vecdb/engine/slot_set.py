@@ -10,7 +10,7 @@ not thread-safe: its owner locks around it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -193,14 +193,20 @@ class LazyVisible(Visible):
     points) is built on first use. A tenant answered from its copy never needs one, so
     most tenant reads build none; built ones are kept only by the caller's small cache."""
 
-    __slots__ = ("_built", "_make")
+    __slots__ = ("_built", "_make", "version")
 
     def __init__(
-        self, make: Callable[[], Visible], built: Callable[[LazyVisible], None] | None = None
+        self,
+        make: Callable[[], Visible],
+        built: Callable[[LazyVisible], None] | None = None,
+        version: Hashable | None = None,
     ) -> None:
         self._make: Callable[[], Visible] | None = make
         self._built = built  # told once the bitmap exists (e.g. to cache it)
         self._count = None
+        # names the set's version (read before its slots: a set with the same version has
+        # the same slots), so derived state can key on it without building the bitmap
+        self.version = version
 
     @property
     def bits(self) -> npt.NDArray[np.uint8]:

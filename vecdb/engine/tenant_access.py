@@ -199,8 +199,9 @@ def owned_found(
         return found
     sees = ts.sees([tenant.no], [s for _, s in found])
     found = [p for p, ok in zip(found, sees, strict=True) if ok]
-    for i, slot in found:
-        if int(ts.owner_of[slot]) != tenant.no:
+    owners = ts.owners([s for _, s in found])
+    for (i, _slot), owner in zip(found, owners, strict=True):
+        if owner != tenant.no:
             raise PermissionDenied(
                 f"ids[{i}] = {echo(ids[i])} is shared with tenant {tenant.name!r} but owned "
                 "by another tenant; only its owner may change or delete it",
@@ -217,9 +218,8 @@ def owned_mask(coll: CollectionCore, tenant: Tenant | None, picked: npt.NDArray[
     ts = coll.tenants
     if ts is None or len(picked) == 0:
         return picked
-    owners = ts.owner_of[picked[picked < len(ts.owner_of)]]
-    picked = picked[: len(owners)]
     if tenant is not None:
+        owners = np.asarray(ts.owners(picked.tolist()), np.int64)
         return picked[owners == tenant.no]
     hidden = np.asarray(ts.is_hidden(picked.tolist()), np.bool_)
     return picked[~hidden]

@@ -1,7 +1,6 @@
 """Rebuilding a collection's `TenantState` from RocksDB on open.
 
-Owns the one pass over the access rows (`acl:`) that makes the memory image: per slot its
-owner, per active tenant the sorted slots it may see, and the slots hidden because their
+Owns the one pass over the access rows (`acl:`) that makes the memory image: per active tenant the sorted slots it may see, and the slots hidden because their
 owner is being dropped. Rows go into flat machine arrays, never into per-row Python objects
 that outlive the row (580,000 ints held in lists left ~11 MiB of fragmented interpreter
 arenas behind), and become compact `SlotSet`s in a few numpy passes.
@@ -27,7 +26,6 @@ def load_state(ts: TenantState, next_slot: int) -> None:
         ts.by_no[t.no] = t
     raw_next = ts.kv.get(kvmod.CF_META, kvmod.META_TENANT_NEXT + ts.prefix)
     ts.next_no = 1 if raw_next is None else kvmod.read_u64(raw_next)
-    ts.owner_of = np.zeros(max(next_slot, 1024), owner_dtype(ts.next_no))
     slots, owners, g_slots, g_nos = array("q"), array("q"), array("q"), array("q")
     acl_head = kvmod.META_ACL + ts.prefix
     for key, raw in ts.kv.scan_prefix(kvmod.CF_META, acl_head):
@@ -48,9 +46,8 @@ def load_state(ts: TenantState, next_slot: int) -> None:
 def index_rows(ts: TenantState, slots: I64, owners: I64, g_slots: I64, g_nos: I64) -> None:
     """The memory image from the access rows: `slots` ascending with their `owners`,
     and the (slot, grantee) pairs (slots ascending)."""
-    if len(slots):
-        ts.grow(int(slots[-1]))
-        ts.owner_of[slots] = owners
+    owner_of = np.zeros(int(slots[-1]) + 1 if len(slots) else 0, owner_dtype(ts.next_no))
+    owner_of[slots] = owners  # (for this pass only: owners are not kept in memory)
     top = max(ts.by_no, default=0) + 1
     live = np.zeros(top, np.bool_)  # tenant number -> active
     for no, t in ts.by_no.items():
@@ -59,7 +56,8 @@ def index_rows(ts: TenantState, slots: I64, owners: I64, g_slots: I64, g_nos: I6
     owned = np.bincount(owners[shown], minlength=top)
     for no, t in ts.by_no.items():
         t.owned = int(owned[no])
-    g_owner = ts.owner_of[g_slots].astype(np.int64)
+    g_owner = owner_of[g_slots].astype(np.int64)
+    del owner_of
     g_keep = (g_nos < top) & live[np.minimum(g_nos, top - 1)]
     g_keep &= (g_owner < top) & live[np.minimum(g_owner, top - 1)]
     nos = np.concatenate([owners[shown], g_nos[g_keep]])

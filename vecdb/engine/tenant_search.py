@@ -7,6 +7,9 @@ is told whenever a tenant's set changes, so derived structures can follow. Paths
   bytes) is answered exactly from a contiguous copy (`tenant_store`: one read, no posting
   read; made on first use from the stored vectors, write buffer included; it serves any
   subset of its slots, and grants are patched in by reading just the new slots);
+- with SPANN, a set holding more than `tenant_share` of the indexed points is answered from
+  its clustered copy (`tenant_clusters`: a private IVF-like index of the set, made on first
+  use, rebuilt past a drift threshold), scanning its `max_postings` nearest blocks;
 - otherwise an index that can walk a set's sub-tree (SPANN's `search_subset`: the set's
   leaves best first, in rounds, with a stop rule; or the global walk with the bitmap for a
   set holding a large share of the points) is asked, and the write buffer's segments are
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.engine import tenant_clusters
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import search_slots
 from vecdb.engine.tenant_store import TenantStore
@@ -43,6 +47,7 @@ I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 SHRINK = 1.25  # a copy with more rows than this x the set's (plus the slack) is rewritten
 SHRINK_SLACK = 64
+READ_CHUNK = 512  # vectors per multi-get when a copy is made
 
 
 def search_tenants(
@@ -74,6 +79,13 @@ def search_tenants(
             s = np.unique(s)
         return copied(coll, q, k, key, s, cacheable)
     state = coll.index.state
+    if tp.tenant_cluster_size > 0 and len(slots) > tp.tenant_share * max(1, state.n_live):
+        s = np.asarray(slots, np.int64)
+        hit = tenant_clusters.search_clustered(
+            coll, store_of(coll), q, k, key, s, visible, sp.max_postings, tp, cacheable
+        )
+        if hit is not None:
+            return hit
     sub_key = key if cacheable else None
 
     def walk(q_: F32, k_: int, p_: dict[str, Any] | None, v_: Visible | None) -> IndexResult:
@@ -153,15 +165,25 @@ def copied(
 
 
 def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:
-    """The prepared stored vectors of `slots` (one multi-get; slots deleted meanwhile are
-    skipped). Buffered writes are stored too, so a copy needs no buffer merge."""
-    raw = uncached_vectors(coll, np.asarray(slots, np.int64).tolist()) if len(slots) else []
-    keep = [i for i, r in enumerate(raw) if r is not None]
-    if not keep:
-        return np.zeros(0, np.int64), np.zeros((0, coll.cfg.dim), np.float32)
-    base = np.frombuffer(b"".join(raw[i] for i in keep), np.float32)  # type: ignore[misc]
-    base = np.ascontiguousarray(prepare(coll, base.reshape(len(keep), coll.cfg.dim)))
-    return np.asarray(slots, np.int64)[keep], base
+    """The prepared stored vectors of `slots` (multi-gets of `READ_CHUNK`; slots deleted
+    meanwhile are skipped). Buffered writes are stored too, so a copy needs no buffer merge.
+    Read in chunks into one array: a multi-get returns one small bytes object per vector,
+    and 41,000 of them at once spread over interpreter arenas that later long-lived objects
+    pinned (megabytes of anonymous memory kept after the copy was made)."""
+    s = np.asarray(slots, np.int64)
+    dim = coll.cfg.dim
+    base = np.empty((len(s), dim), np.float32)
+    keep = np.zeros(len(s), np.bool_)
+    for lo in range(0, len(s), READ_CHUNK):
+        raw = uncached_vectors(coll, s[lo : lo + READ_CHUNK].tolist())
+        for j, r in enumerate(raw):
+            if r is not None:
+                base[lo + j] = np.frombuffer(r, np.float32)
+                keep[lo + j] = True
+        del raw
+    if not keep.all():
+        s, base = s[keep], base[keep]
+    return s, np.ascontiguousarray(prepare(coll, base))
 
 
 def uncached_vectors(coll: CollectionCore, slots: list[int]) -> list[bytes | None]:
@@ -199,6 +221,10 @@ def changed(coll: CollectionCore, tenant_nos: list[int]) -> None:
     cached sub-tree directories of sets including them are dropped (a new `Visible` for the
     set would make them stale anyway; this frees them at once). Copies stay: they check
     themselves against the asked slots and follow the set on its next query (`copied`)."""
+    with _STORES_LOCK:
+        store = _STORES.get(coll)
+    if store is not None:
+        tenant_clusters.copies_of(coll, store).forget([int(t) for t in tenant_nos])
     forget = getattr(coll.index, "forget_subsets", None)
     if forget is not None:
         forget([int(t) for t in tenant_nos])

@@ -43,9 +43,10 @@ class Extent:
 
     offset: int  # byte offset in the file
     count: int  # rows (slots found in the store when copied)
+    size: int  # bytes of the extent
 
     def nbytes(self, dim: int) -> int:
-        return self.count * (8 + 4 * dim)
+        return self.size
 
 
 class TenantStore:
@@ -92,7 +93,22 @@ class TenantStore:
             np.ascontiguousarray(slots, np.int64),
             np.ascontiguousarray(vectors, np.float32),
         ]
-        size = parts[0].nbytes + parts[1].nbytes  # written from the arrays: no joined copy
+        self.write_parts(key, parts, len(slots))
+
+    def read_parts(self, key: Hashable) -> tuple[mmap.mmap, int, int] | None:
+        """(the mapping, byte offset, count) of the extent of `key` written by `write_parts`
+        (its arrays are read back by the writer, who knows their layout), or None."""
+        with self._lock:
+            ext = self._entries.get(key)
+            if ext is None:
+                return None
+            self._entries.move_to_end(key)
+            return self._mapped(ext.offset + ext.size), ext.offset, ext.count
+
+    def write_parts(self, key: Hashable, parts: list[npt.NDArray[Any]], count: int) -> None:
+        """Record the arrays `parts` (C-contiguous, each a multiple of 8 bytes, so the next
+        is aligned) back to back as the extent of `key`; `count` is the caller's."""
+        size = sum(p.nbytes for p in parts)  # written from the arrays: no joined copy
         with self._lock:
             self._drop(key)
             if self._end - self._live >= max(COMPACT_MIN, self._live):
@@ -109,7 +125,7 @@ class TenantStore:
             if done != size:
                 raise OSError(f"short write to the tenant copy file: {done} of {size} bytes")
             self._end += size
-            self._entries[key] = Extent(offset, len(slots))
+            self._entries[key] = Extent(offset, count, size)
             self._live += size
             self.copies += 1
             while self._live > MAX_BYTES and len(self._entries) > 1:

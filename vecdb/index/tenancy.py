@@ -41,6 +41,14 @@ DEFAULT_TENANT_BOOST, MIN_TENANT_BOOST, MAX_TENANT_BOOST = 0.0, 0.0, 4.0
 DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE = 0.01, 0.0, 1.0
 DEFAULT_TENANT_DENSITY, MIN_TENANT_DENSITY, MAX_TENANT_DENSITY = 1.5, 0.0, 1e9
 DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY = 2 << 20, 0, 1 << 30
+DEFAULT_TENANT_CLUSTER_SIZE, MIN_TENANT_CLUSTER_SIZE, MAX_TENANT_CLUSTER_SIZE = 64, 0, 4096
+DEFAULT_TENANT_CLUSTER_REPLICAS, MIN_TENANT_CLUSTER_REPLICAS, MAX_TENANT_CLUSTER_REPLICAS = 3, 1, 8
+DEFAULT_TENANT_CLUSTER_CLOSURE, MIN_TENANT_CLUSTER_CLOSURE, MAX_TENANT_CLUSTER_CLOSURE = (
+    1.4,
+    1.0,
+    10.0,
+)
+DEFAULT_TENANT_CLUSTER_DRIFT, MIN_TENANT_CLUSTER_DRIFT, MAX_TENANT_CLUSTER_DRIFT = 0.1, 0.0, 1.0
 TENANT_PREFIX = "tenant_"  # request parameters with this prefix are read here
 
 
@@ -58,6 +66,13 @@ class TenantParams:
     # are more than `tenant_postings`
     tenant_copy: int  # sets whose copy (slot + float32 vector each) fits in this many bytes:
     # answered exactly from a contiguous copy (engine/tenant_store)
+    tenant_cluster_size: int  # sets above `tenant_share` get a clustered copy of their own
+    # (engine/tenant_clusters) of blocks of about this many rows (0: the global walk instead)
+    tenant_cluster_replicas: int  # ... each vector in up to this many blocks ...
+    tenant_cluster_closure: float  # ... those whose centroid is within this x the squared
+    # distance to its nearest centroid
+    tenant_cluster_drift: float  # rebuilt once slots added or removed since the build pass
+    # this share of the set
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> TenantParams:
@@ -83,6 +98,26 @@ _TENANT_TABLE: dict[str, Any] = {
     "tenant_share": (DEFAULT_TENANT_SHARE, MIN_TENANT_SHARE, MAX_TENANT_SHARE),
     "tenant_density": (DEFAULT_TENANT_DENSITY, MIN_TENANT_DENSITY, MAX_TENANT_DENSITY),
     "tenant_copy": (DEFAULT_TENANT_COPY, MIN_TENANT_COPY, MAX_TENANT_COPY),
+    "tenant_cluster_size": (
+        DEFAULT_TENANT_CLUSTER_SIZE,
+        MIN_TENANT_CLUSTER_SIZE,
+        MAX_TENANT_CLUSTER_SIZE,
+    ),
+    "tenant_cluster_replicas": (
+        DEFAULT_TENANT_CLUSTER_REPLICAS,
+        MIN_TENANT_CLUSTER_REPLICAS,
+        MAX_TENANT_CLUSTER_REPLICAS,
+    ),
+    "tenant_cluster_closure": (
+        DEFAULT_TENANT_CLUSTER_CLOSURE,
+        MIN_TENANT_CLUSTER_CLOSURE,
+        MAX_TENANT_CLUSTER_CLOSURE,
+    ),
+    "tenant_cluster_drift": (
+        DEFAULT_TENANT_CLUSTER_DRIFT,
+        MIN_TENANT_CLUSTER_DRIFT,
+        MAX_TENANT_CLUSTER_DRIFT,
+    ),
 }
 
 
