@@ -277,3 +277,49 @@ def test_gather_rows_is_the_documents_rows_back_to_back(dtype: type) -> None:
     assert local.tolist() == [0, *np.cumsum([off[d + 1] - off[d] for d in docs]).tolist()]
     empty, lo = ms.gather_rows(src, off, np.zeros(0, np.int64))
     assert empty.shape == (0, 5) and lo.tolist() == [0]
+
+
+@pytest.mark.parametrize("m", [1, 12, 16, 17, 40])
+@pytest.mark.parametrize("d", [7, 128])
+def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> None:
+    """The position-major residual kernel equals MaxSim over centroid + decoded codewords and
+    `lut_maxsim` with codes, for query widths around its lane padding, candidates in any order
+    (with repeats, an empty document among them) spanning several token blocks."""
+    k, nb = 37, row_bytes(d, 2)
+    rng = np.random.default_rng(m * 1000 + d)
+    tok, off = _docs(d, seed=m + d, n_docs=150)
+    centroids = rng.standard_normal((k, d)).astype(np.float32)
+    codes = rng.integers(0, k, size=len(tok))
+    books = rng.standard_normal((nb, 256, 4)).astype(np.float32) * 0.3
+    data = rng.integers(0, 256, size=(len(tok), nb)).astype(np.uint8)
+    decoded = centroids[codes] + np.concatenate([books[p][data[:, p]] for p in range(nb)], 1)[:, :d]
+    q = rng.standard_normal((m, d)).astype(np.float32)
+    skq = np.ascontiguousarray((q @ centroids.T).T)
+    bits = code_bits(k)
+    packed = pack_codes(codes, bits)
+    cand = rng.permutation(np.concatenate([np.arange(150), [3, 5, 5]])).astype(np.int64)
+    assert int((off[cand + 1] - off[cand]).sum()) > 2 * ms.BLOCK_TOKENS
+    lut = build_lut(q, books)
+    got = np.empty(len(cand), np.float32)
+    ms.residual_maxsim(lut, data, off, cand, got, skq, packed, bits)
+    old = np.empty(len(cand), np.float32)
+    ms.lut_maxsim(lut, data, off, cand, old, skq, packed, bits)
+    want = _ref(q, decoded, off, cand)
+    assert np.isneginf(got[cand == 3]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got, old, rtol=1e-5, atol=1e-4)
+
+
+def test_residual_maxsim_rejects_missing_codes_and_scores_no_candidates() -> None:
+    """Without codes (bits 0) it refuses; an empty candidate list writes nothing."""
+    tok, off = _docs(8)
+    lut = np.zeros((2, 256, 3), np.float32)
+    data = np.zeros((len(tok), 2), np.uint8)
+    skq = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="codes"):
+        ms.residual_maxsim(lut, data, off, np.arange(2, dtype=np.int64),
+                           np.empty(2, np.float32), skq, pack_codes([0] * len(tok), 2), 0)  # fmt: skip
+    out = np.empty(0, np.float32)
+    ms.residual_maxsim(lut, data, off, np.empty(0, np.int64), out, skq,
+                       pack_codes([0] * len(tok), 2), 2)  # fmt: skip
+    assert out.shape == (0,)

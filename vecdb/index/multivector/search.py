@@ -27,7 +27,13 @@ from vecdb.index.multivector.params import MVSearchParams
 from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
 from vecdb.kernels.bitpack import build_lut, sign_lut
-from vecdb.kernels.maxsim import centroid_interaction, gather_cells, lut_maxsim, maxsim
+from vecdb.kernels.maxsim import (
+    centroid_interaction,
+    gather_cells,
+    lut_maxsim,
+    maxsim,
+    residual_maxsim,
+)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -192,7 +198,7 @@ def search_one(
     elif rerank == "residual":
         _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
         lut = build_lut(q, codec.books)
-        lut_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
+        residual_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
     else:
