@@ -8,6 +8,7 @@ import pytest
 import vecdb.kernels.maxsim as ms
 from vecdb.kernels.bitpack import (
     append_codes,
+    book_slots,
     build_lut,
     code_bits,
     encode_books,
@@ -323,3 +324,44 @@ def test_residual_maxsim_rejects_missing_codes_and_scores_no_candidates() -> Non
     ms.residual_maxsim(lut, data, off, np.empty(0, np.int64), out, skq,
                        pack_codes([0] * len(tok), 2), 2)  # fmt: skip
     assert out.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("d", "nb", "per"), [(128, 32, 4), (128, 36, 4), (50, 13, 4), (50, 25, 4), (9, 9, 8)]
+)
+def test_book_slots_cover_every_dimension_once(d: int, nb: int, per: int) -> None:
+    """Each dimension sits in exactly one column, in order; the natural byte count keeps the
+    contiguous layout of `grid_books`; wider rows split the dimensions evenly."""
+    slots = book_slots(d, nb, per)
+    assert slots.shape == (nb * per,)
+    np.testing.assert_array_equal(slots[slots >= 0], np.arange(d))
+    sizes = (slots.reshape(nb, per) >= 0).sum(1)
+    if -(-d // per) == nb:
+        np.testing.assert_array_equal(slots[:d], np.arange(d))
+    else:
+        assert sizes.max() - sizes.min() <= 1
+    with pytest.raises(ValueError):
+        book_slots(d, d + 1, per)
+
+
+def test_wider_byte_codebooks_score_their_codewords() -> None:
+    """36 byte positions over 128 dimensions (3 or 4 a byte): the LUT sums equal MaxSim over
+    the codewords put back in their dimensions, and coding picks the nearest codeword."""
+    d, nb, per = 128, 36, 4
+    rng = np.random.default_rng(21)
+    tok, off = _docs(d, seed=22)
+    slots = book_slots(d, nb, per).reshape(nb, per)
+    books = rng.standard_normal((nb, 256, per)).astype(np.float32)
+    for p in range(nb):
+        books[p][:, slots[p] < 0] = 0.0
+    data = rng.integers(0, 256, size=(len(tok), nb)).astype(np.uint8)
+    decoded = np.zeros((len(tok), d), np.float32)
+    for p in range(nb):
+        used = slots[p] >= 0
+        decoded[:, slots[p][used]] = books[p][data[:, p]][:, used]
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.lut_maxsim(build_lut(q, books), data, off, cand, out)
+    np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(encode_books(decoded, books), data)
