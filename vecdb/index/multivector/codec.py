@@ -5,7 +5,7 @@ project's one k-means) and encoding tokens with it: a centroid code per token (p
 ceil(log2 K) bits by the caller), residual codes of `residual_bits` per dimension, d sign bits,
 and an optional int8 (per-dimension scales) or float16 rerank tier. Residuals are product
 quantised a byte at a time (`vecdb.kernels.bitpack` byte codebooks: 8 / b dimensions, 256
-codewords): the codewords start as the grid of per-dimension quantile buckets (what ColBERTv2
+codewords; with `residual_bytes` above ceil(d b / 8), the dimensions split evenly over the bytes): the codewords start as the grid of per-dimension quantile buckets (what ColBERTv2
 stores, per dimension here) and are refined by Lloyd iterations on a sample; tokens are then
 coded anisotropically (the error along the token's own direction weighs ANISO_ETA times, since
 that component moves the MaxSim of the query tokens that match it). Measured on the benchmark
