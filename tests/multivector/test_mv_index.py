@@ -188,6 +188,10 @@ def test_bad_parameters_name_themselves() -> None:
     with pytest.raises(InvalidArgument) as e:
         MultiVectorIndex(8, params={"residual_bits": 3})
     assert e.value.field == "index_params.residual_bits"
+    for bad in (-1, 4097, 2.5):
+        with pytest.raises(InvalidArgument) as e1:
+            MultiVectorIndex(8, params={"residual_bytes": bad})
+        assert e1.value.field == "index_params.residual_bytes"
     idx = MultiVectorIndex(8)
     with pytest.raises(InvalidArgument) as e2:
         idx.search([np.ones((2, 8), np.float32)], 3, {"query_keep": 0.0})

@@ -8,6 +8,7 @@ import pytest
 import vecdb.kernels.maxsim as ms
 from vecdb.kernels.bitpack import (
     append_codes,
+    book_slots,
     build_lut,
     code_bits,
     encode_books,
@@ -277,3 +278,90 @@ def test_gather_rows_is_the_documents_rows_back_to_back(dtype: type) -> None:
     assert local.tolist() == [0, *np.cumsum([off[d + 1] - off[d] for d in docs]).tolist()]
     empty, lo = ms.gather_rows(src, off, np.zeros(0, np.int64))
     assert empty.shape == (0, 5) and lo.tolist() == [0]
+
+
+@pytest.mark.parametrize("m", [1, 12, 16, 17, 40])
+@pytest.mark.parametrize("d", [7, 128])
+def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> None:
+    """The position-major residual kernel equals MaxSim over centroid + decoded codewords and
+    `lut_maxsim` with codes, for query widths around its lane padding, candidates in any order
+    (with repeats, an empty document among them) spanning several token blocks."""
+    k, nb = 37, row_bytes(d, 2)
+    rng = np.random.default_rng(m * 1000 + d)
+    tok, off = _docs(d, seed=m + d, n_docs=150)
+    centroids = rng.standard_normal((k, d)).astype(np.float32)
+    codes = rng.integers(0, k, size=len(tok))
+    books = rng.standard_normal((nb, 256, 4)).astype(np.float32) * 0.3
+    data = rng.integers(0, 256, size=(len(tok), nb)).astype(np.uint8)
+    decoded = centroids[codes] + np.concatenate([books[p][data[:, p]] for p in range(nb)], 1)[:, :d]
+    q = rng.standard_normal((m, d)).astype(np.float32)
+    skq = np.ascontiguousarray((q @ centroids.T).T)
+    bits = code_bits(k)
+    packed = pack_codes(codes, bits)
+    cand = rng.permutation(np.concatenate([np.arange(150), [3, 5, 5]])).astype(np.int64)
+    assert int((off[cand + 1] - off[cand]).sum()) > 2 * ms.BLOCK_TOKENS
+    lut = build_lut(q, books)
+    got = np.empty(len(cand), np.float32)
+    ms.residual_maxsim(lut, data, off, cand, got, skq, packed, bits)
+    old = np.empty(len(cand), np.float32)
+    ms.lut_maxsim(lut, data, off, cand, old, skq, packed, bits)
+    want = _ref(q, decoded, off, cand)
+    assert np.isneginf(got[cand == 3]).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got, old, rtol=1e-5, atol=1e-4)
+
+
+def test_residual_maxsim_rejects_missing_codes_and_scores_no_candidates() -> None:
+    """Without codes (bits 0) it refuses; an empty candidate list writes nothing."""
+    tok, off = _docs(8)
+    lut = np.zeros((2, 256, 3), np.float32)
+    data = np.zeros((len(tok), 2), np.uint8)
+    skq = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="codes"):
+        ms.residual_maxsim(lut, data, off, np.arange(2, dtype=np.int64),
+                           np.empty(2, np.float32), skq, pack_codes([0] * len(tok), 2), 0)  # fmt: skip
+    out = np.empty(0, np.float32)
+    ms.residual_maxsim(lut, data, off, np.empty(0, np.int64), out, skq,
+                       pack_codes([0] * len(tok), 2), 2)  # fmt: skip
+    assert out.shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("d", "nb", "per"), [(128, 32, 4), (128, 36, 4), (50, 13, 4), (50, 25, 4), (9, 9, 8)]
+)
+def test_book_slots_cover_every_dimension_once(d: int, nb: int, per: int) -> None:
+    """Each dimension sits in exactly one column, in order; the natural byte count keeps the
+    contiguous layout of `grid_books`; wider rows split the dimensions evenly."""
+    slots = book_slots(d, nb, per)
+    assert slots.shape == (nb * per,)
+    np.testing.assert_array_equal(slots[slots >= 0], np.arange(d))
+    sizes = (slots.reshape(nb, per) >= 0).sum(1)
+    if -(-d // per) == nb:
+        np.testing.assert_array_equal(slots[:d], np.arange(d))
+    else:
+        assert sizes.max() - sizes.min() <= 1
+    with pytest.raises(ValueError):
+        book_slots(d, d + 1, per)
+
+
+def test_wider_byte_codebooks_score_their_codewords() -> None:
+    """36 byte positions over 128 dimensions (3 or 4 a byte): the LUT sums equal MaxSim over
+    the codewords put back in their dimensions, and coding picks the nearest codeword."""
+    d, nb, per = 128, 36, 4
+    rng = np.random.default_rng(21)
+    tok, off = _docs(d, seed=22)
+    slots = book_slots(d, nb, per).reshape(nb, per)
+    books = rng.standard_normal((nb, 256, per)).astype(np.float32)
+    for p in range(nb):
+        books[p][:, slots[p] < 0] = 0.0
+    data = rng.integers(0, 256, size=(len(tok), nb)).astype(np.uint8)
+    decoded = np.zeros((len(tok), d), np.float32)
+    for p in range(nb):
+        used = slots[p] >= 0
+        decoded[:, slots[p][used]] = books[p][data[:, p]][:, used]
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    cand = np.arange(len(off) - 1, dtype=np.int64)
+    out = np.empty(len(cand), np.float32)
+    ms.lut_maxsim(build_lut(q, books), data, off, cand, out)
+    np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(encode_books(decoded, books), data)

@@ -1,6 +1,8 @@
 """Format versions of the multi-vector state file: a version-1 state (per-dimension bucket
 `values` and `cuts` where version 2 holds byte codebooks) still opens, with its grid as the
-codebooks; a version from a newer build is a FormatError naming the file."""
+codebooks; a version-2 state opens as version 3 does; wider residual rows (version 3's
+`residual_bytes`) survive a reopen; a version from a newer build is a FormatError naming the
+file."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from oracles import clustered_documents, clustered_queries
 
 from vecdb.errors import FormatError
 from vecdb.index.multivector import MultiVectorIndex
-from vecdb.index.multivector.persist import STATE_MAGIC
+from vecdb.index.multivector.persist import STATE_MAGIC, STATE_VERSION
 from vecdb.index.spann.framing import read_sections, write_sections
 from vecdb.kernels.bitpack import grid_books
 
@@ -23,7 +25,7 @@ DIM = 32
 
 def _rewrite(state: Path, version: int, change: Any) -> None:
     """Rewrite `state` at `version` with `change(arrays, meta)` applied to its arrays."""
-    sections = read_sections(state, STATE_MAGIC, (1, 2))
+    sections = read_sections(state, STATE_MAGIC, (1, 2, 3))
     meta = json.loads(sections[0])
     arrays = {
         name: np.frombuffer(body, np.dtype(dtype)).reshape(shape)
@@ -52,7 +54,7 @@ def test_a_version_1_state_opens_with_its_grid_as_codebooks(tmp_path: Path) -> N
     that grid) opens to the same index: same documents, same answers."""
     _, qs = _index(tmp_path)
     state = next(tmp_path.glob("state.*.bin"))
-    meta = json.loads(read_sections(state, STATE_MAGIC, 2)[0])
+    meta = json.loads(read_sections(state, STATE_MAGIC, STATE_VERSION)[0])
     b = int(meta["codec"]["residual_bits"])
     assert b > 0
     rng = np.random.default_rng(0)
@@ -83,6 +85,42 @@ def test_a_version_1_state_opens_with_its_grid_as_codebooks(tmp_path: Path) -> N
 def test_a_state_of_a_newer_version_is_a_format_error_naming_it(tmp_path: Path) -> None:
     _index(tmp_path)
     state = next(tmp_path.glob("state.*.bin"))
-    _rewrite(state, 3, lambda arrays, meta: None)
-    with pytest.raises(FormatError, match=rf"{state.name}.*version 3.*supports 1 or 2"):
+    _rewrite(state, 4, lambda arrays, meta: None)
+    with pytest.raises(FormatError, match=rf"{state.name}.*version 4.*supports 1 or 2 or 3"):
         MultiVectorIndex(DIM, tmp_path)
+
+
+def test_a_version_2_state_opens_as_version_3(tmp_path: Path) -> None:
+    """Version 3 only adds wider codebooks: the same state stamped 2 gives the same answers."""
+    _, qs = _index(tmp_path)
+    idx = MultiVectorIndex(DIM, tmp_path)
+    want = idx.search(qs, 10)
+    idx.close()
+    state = next(tmp_path.glob("state.*.bin"))
+    _rewrite(state, 2, lambda arrays, meta: None)
+    old = MultiVectorIndex(DIM, tmp_path)
+    got = old.search(qs, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
+    old.close()
+
+
+def test_wider_residual_rows_survive_a_reopen(tmp_path: Path) -> None:
+    """residual_bytes = 11 at d = 32 (natural 8): rows of 11 bytes, books of 11 positions, the
+    same answers after a checkpoint and reopen."""
+    docs = clustered_documents(300, DIM, seed=7)
+    idx = MultiVectorIndex(DIM, tmp_path, params={"K": 32, "residual_bytes": 11})
+    tokens = np.concatenate(docs)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in docs])]).astype(np.int64)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    assert idx.stats()["bytes_per_token"]["residuals"] == 11.0
+    qs = clustered_queries(docs, 8, m=6, seed=8)
+    want = idx.search(qs, 10)
+    idx.checkpoint(3)
+    idx.close()
+    again = MultiVectorIndex(DIM, tmp_path)
+    assert again.stats()["bytes_per_token"]["residuals"] == 11.0
+    got = again.search(qs, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
+    again.close()

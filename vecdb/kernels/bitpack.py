@@ -9,8 +9,9 @@ This module owns three layouts and nothing else:
   byte, dimension j in byte ``j // (8 / b)`` at bit ``(j % (8 / b)) * b``; rows are
   ceil(d * b / 8) bytes, unused high bits 0. With b = 1 this is exactly the byte view of
   ``vecdb.kernels.hamming.pack_signs`` (bit j of the row is bit j % 8 of byte j // 8);
-- *byte codebooks* (P, 256, 8 / b) float32: byte position p of a row holds the dimensions
-  ``p * (8 / b) ...`` and byte value v stands for the sub-vector ``books[p, v]`` (product
+- *byte codebooks* (P, 256, per) float32: byte position p of a row holds the dimensions
+  ``p * per ...`` (per = 8 / b; with more bytes than ceil(d / per), the dimensions split
+  evenly instead, `book_slots`) and byte value v stands for the sub-vector ``books[p, v]`` (product
   quantisation with 256 codewords a byte). A per-dimension scalar grid is the special case
   ``grid_books``; `encode_books` picks each row's bytes (nearest codeword, then optionally an
   anisotropic refinement that weighs the error along each row's own direction more, since that
@@ -131,6 +132,38 @@ def grid_books(values: F32, b: int) -> F32:
     return np.ascontiguousarray(books, np.float32)
 
 
+def book_slots(d: int, nb: int, per: int) -> I64:
+    """The dimension each of the nb * per codebook columns holds (-1: padding). With the
+    natural byte count (nb = ceil(d / per)) byte p holds dimensions p * per ... (the layout
+    of `grid_books`); with more bytes, the d dimensions are split as evenly as possible
+    (sizes ceil(d / nb) then floor), in order, each group padded to `per` columns."""
+    if nb * per < d or nb > d:
+        raise ValueError(f"{nb} byte codebooks of {per} columns cannot hold {d} dimensions")
+    if -(-d // per) == nb:
+        slots = np.arange(nb * per, dtype=np.int64)
+        slots[slots >= d] = -1
+        return slots
+    sizes = np.full(nb, d // nb, np.int64)
+    sizes[: d % nb] += 1
+    if sizes[0] > per:
+        raise ValueError(f"{nb} byte codebooks of {per} columns cannot hold {d} dimensions")
+    slots = np.full((nb, per), -1, np.int64)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for p in range(nb):
+        slots[p, : sizes[p]] = np.arange(start[p], start[p] + sizes[p])
+    return slots.ravel()
+
+
+def spread(x: F32, slots: I64) -> F32:
+    """Rows of x (n, d) laid out in codebook columns (`book_slots`), padding 0."""
+    if len(slots) == x.shape[1] and (slots == np.arange(len(slots))).all():
+        return np.ascontiguousarray(x, np.float32)
+    out = np.zeros((len(x), len(slots)), np.float32)
+    used = slots >= 0
+    out[:, used] = x[:, slots[used]]
+    return out
+
+
 def padded(x: F32, width: int) -> F32:
     """Rows of x zero-padded to `width` columns (x itself when already that wide)."""
     if x.shape[1] == width:
@@ -211,11 +244,12 @@ def encode_books(
     nb, nv, per = books.shape
     if nv != 256 or nb * per < x.shape[1]:
         raise ValueError(f"books {books.shape} do not cover rows of {x.shape[1]} dimensions")
-    xp = padded(x, nb * per)
+    slots = book_slots(x.shape[1], nb, per)
+    xp = spread(x, slots)
     if passes > 0:
         if direction is None or direction.shape != x.shape:
             raise ValueError("an anisotropic refinement needs a direction per row")
-        dp = padded(direction, nb * per)
+        dp = spread(direction, slots)
     else:
         dp = np.zeros((1, nb * per), np.float32)
     out = np.empty((len(x), nb), np.uint8)
@@ -230,7 +264,7 @@ def build_lut(q: F32, books: F32) -> F32:
     (P, 256, per): ``lut[p, v, i] = q[i, p * per:(p + 1) * per] . books[p, v]``."""
     m, d = q.shape
     nb, _, per = books.shape
-    qr = padded(q, nb * per).reshape(m, nb, per)
+    qr = spread(q, book_slots(d, nb, per)).reshape(m, nb, per)
     lut: F32 = np.einsum("pvs,mps->pvm", books, qr, optimize=True).astype(np.float32)
     return np.ascontiguousarray(lut)
 

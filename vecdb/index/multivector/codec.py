@@ -5,7 +5,7 @@ project's one k-means) and encoding tokens with it: a centroid code per token (p
 ceil(log2 K) bits by the caller), residual codes of `residual_bits` per dimension, d sign bits,
 and an optional int8 (per-dimension scales) or float16 rerank tier. Residuals are product
 quantised a byte at a time (`vecdb.kernels.bitpack` byte codebooks: 8 / b dimensions, 256
-codewords): the codewords start as the grid of per-dimension quantile buckets (what ColBERTv2
+codewords; with `residual_bytes` above ceil(d b / 8), the dimensions split evenly over the bytes): the codewords start as the grid of per-dimension quantile buckets (what ColBERTv2
 stores, per dimension here) and are refined by Lloyd iterations on a sample; tokens are then
 coded anisotropically (the error along the token's own direction weighs ANISO_ETA times, since
 that component moves the MaxSim of the query tokens that match it). Measured on the benchmark
@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.multivector.params import MVBuildParams, auto_k
-from vecdb.kernels.bitpack import encode_books, grid_books, row_bytes
+from vecdb.kernels.bitpack import book_slots, encode_books, grid_books, row_bytes, spread
 from vecdb.kernels.hamming import pack_signs
 from vecdb.kernels.kmeans import assign, kmeans
 
@@ -58,7 +58,7 @@ class Codec:
     generation: int  # 1 for the first training, +1 per retrain
     centroids: F32  # (K, d)
     residual_bits: int  # b: 0, 1 or 2
-    books: F32  # (P, 256, 8 / b) residual byte codebooks ((0, 256, 1) when b = 0)
+    books: F32  # (P, 256, 8 / b) residual byte codebooks, P = residual_width ((0, 256, 1): b = 0)
     sign_bits: bool  # sign bits are encoded
     tier: str  # "none" | "int8" | "float16"
     scales: F32  # (d,) int8 tier scale per dimension (ones otherwise)
@@ -78,7 +78,7 @@ class Codec:
         d = self.dim
         return {
             "codes": code_bits / 8.0,
-            "residuals": float(row_bytes(d, self.residual_bits)) if self.residual_bits else 0.0,
+            "residuals": float(self.books.shape[0]) if self.residual_bits else 0.0,
             "signs": float(row_bytes(d, 1)) if self.sign_bits else 0.0,
             "tier": {"none": 0.0, "int8": float(d), "float16": 2.0 * d}[self.tier],
         }
@@ -95,7 +95,7 @@ class Codec:
         n, d = tokens.shape
         codes = self.assign(tokens) if codes is None else codes
         b = self.residual_bits
-        res = np.empty((n, row_bytes(d, b) if b else 0), np.uint8)
+        res = np.empty((n, self.books.shape[0] if b else 0), np.uint8)
         signs = np.empty((n, row_bytes(d, 1) if self.sign_bits else 0), np.uint8)
         tier_dtype = {"int8": np.int8, "float16": np.float16}.get(self.tier, np.int8)
         tier = np.empty((n, d if self.tier != "none" else 0), tier_dtype)
@@ -122,19 +122,32 @@ def encode_residuals(resid: F32, tokens: F32, books: F32) -> U8:
     return encode_books(resid, books, unit, ANISO_ETA, ANISO_PASSES)
 
 
-def train_books(resid: F32, b: int, seed: int) -> F32:
-    """Byte codebooks of `b` bits per dimension for residual rows: the per-dimension quantile
-    grid, refined by PQ_ITERS Lloyd iterations on at most PQ_SAMPLE rows."""
-    levels = 1 << b
-    values = np.quantile(resid, (np.arange(levels) + 0.5) / levels, axis=0).T
-    books = grid_books(values.astype(np.float32), b)
+def residual_width(d: int, b: int, nbytes: int) -> int:
+    """Bytes of a residual row: ceil(d b / 8), or `nbytes` when more (at most d)."""
+    return max(row_bytes(d, b), min(nbytes, d))
+
+
+def train_books(resid: F32, b: int, seed: int, nbytes: int = 0) -> F32:
+    """Byte codebooks of `b` bits per dimension for residual rows, `residual_width` bytes a
+    row: at the natural width, the per-dimension quantile grid, refined by PQ_ITERS Lloyd
+    iterations on at most PQ_SAMPLE rows (with more bytes, the dimensions split evenly per
+    byte, `book_slots`, and the codewords start as 256 sampled rows)."""
+    d = resid.shape[1]
+    per = 8 // b
+    nb = residual_width(d, b, nbytes)
     rng = np.random.default_rng(seed)
+    if nb == row_bytes(d, b):
+        levels = 1 << b
+        values = np.quantile(resid, (np.arange(levels) + 0.5) / levels, axis=0).T
+        books = grid_books(values.astype(np.float32), b)
     x = resid if len(resid) <= PQ_SAMPLE else resid[rng.choice(len(resid), PQ_SAMPLE, False)]
-    nb, nv, per = books.shape
-    xp = np.zeros((len(x), nb * per), np.float32)
-    xp[:, : x.shape[1]] = x
+    xp = spread(x, book_slots(d, nb, per))
+    if nb != row_bytes(d, b):
+        pick = rng.choice(len(xp), 256, replace=len(xp) < 256)
+        books = np.ascontiguousarray(xp[pick].reshape(256, nb, per).transpose(1, 0, 2))
+    nv = books.shape[1]
     for _ in range(PQ_ITERS):
-        codes = encode_books(xp, books)
+        codes = encode_books(x, books)
         for p in range(nb):
             count = np.bincount(codes[:, p], minlength=nv)
             used = count > 0
@@ -174,7 +187,11 @@ def train(tokens: F32, params: MVBuildParams, generation: int, unit: bool) -> tu
     scodes = codes if pick is None else codes[np.sort(pick)]
     resid = sample - centroids[scodes]
     b = params.residual_bits
-    books = train_books(resid, b, params.seed) if b else np.zeros((0, 256, 1), np.float32)
+    books = (
+        train_books(resid, b, params.seed, params.residual_bytes)
+        if b
+        else np.zeros((0, 256, 1), np.float32)
+    )
     scales = np.ones(d, np.float32)
     if params.rerank_tier == "int8":
         peak = np.abs(sample).max(axis=0)

@@ -4,7 +4,8 @@ The directory holds `MANIFEST` (framed JSON behind a magic + version header: app
 the names of the current state / raw / tier files and their durable row counts), one
 `state.<n>.bin` (framed sections: a JSON description, then every array of the document
 table, the codec of generation g — centroids, residual byte codebooks (a version-1 state, written
-before them, holds per-dimension bucket values, read as their grid), int8 scales, IDF — the packed
+before them, holds per-dimension bucket values, read as their grid; version 3 allows codebooks
+wider than ceil(d b / 8) bytes, which version 2 never held), int8 scales, IDF — the packed
 codes, residual and sign rows and the IVF, as raw little-endian bytes) and the append-only
 `raw.<n>.bin` / `tier.<n>.bin` row files (`rowfile`). A checkpoint syncs the row files, writes a
 new state file, then switches the manifest (published by rename), so a crash leaves the
@@ -37,8 +38,11 @@ if TYPE_CHECKING:
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBMVMAN", 1
-STATE_MAGIC, STATE_VERSION = b"VDBMVSTA", 2
-STATE_READS = (1, 2)  # 1: per-dimension bucket `values` (read as their grid) for `books`
+STATE_MAGIC, STATE_VERSION = b"VDBMVSTA", 3
+# 1: per-dimension bucket `values` (read as their grid) for `books`; 2: byte codebooks of the
+# natural width only; 3: residual rows may be wider (`residual_bytes`: the dimensions split
+# evenly over the bytes, `vecdb.kernels.bitpack.book_slots`), read as 2 otherwise.
+STATE_READS = (1, 2, 3)
 OURS = re.compile(r"^(state|raw|tier)\.\d+\.bin(\.tmp)?$|^MANIFEST\.tmp$")
 
 VIEW_ARRAYS = (

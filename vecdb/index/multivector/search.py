@@ -27,7 +27,13 @@ from vecdb.index.multivector.params import MVSearchParams
 from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
 from vecdb.kernels.bitpack import build_lut, sign_lut
-from vecdb.kernels.maxsim import centroid_interaction, gather_cells, lut_maxsim, maxsim
+from vecdb.kernels.maxsim import (
+    centroid_interaction,
+    gather_cells,
+    lut_maxsim,
+    maxsim,
+    residual_maxsim,
+)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -98,11 +104,12 @@ def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
 
 class Scratch:
     """One search's scratch: the seen-stamps of `gather_cells` (allocated once, never
-    refilled) and the next unused mark."""
+    refilled), the next unused mark, and the live document numbers (computed once a batch)."""
 
-    def __init__(self, docs: int) -> None:
+    def __init__(self, docs: int, live: npt.NDArray[np.bool_] | None = None) -> None:
         self.stamp = np.full(docs, -1, np.int64)
         self.mark = -1
+        self.live_docs = None if live is None else np.flatnonzero(live)
 
     def next_mark(self) -> int:
         self.mark += 1
@@ -117,7 +124,7 @@ def search_one(
     m = len(q)
     st = dict.fromkeys(STAT_KEYS, 0.0)
     st["queries"] = 1.0
-    live_docs = np.flatnonzero(live)
+    live_docs = np.flatnonzero(live) if scratch.live_docs is None else scratch.live_docs
     raw_sizes = np.diff(v.raw_off)
     codec = v.codec
     if codec is None or len(live_docs) <= k:  # untrained, or nothing to choose from
@@ -140,7 +147,7 @@ def search_one(
     cap = min(codec.k, nprobe * ADAPT_MAX)
     nprobe = min(nprobe, codec.k)
     while True:
-        cells = np.unique(np.argpartition(-sim, nprobe - 1, axis=1)[:, :nprobe]).astype(np.int64)
+        cells = np.unique(np.argpartition(sim, -nprobe, axis=1)[:, -nprobe:]).astype(np.int64)
         cand = gather_cells(cells, v.indptr, v.cell_docs, live, scratch.stamp, scratch.next_mark())
         if len(v.delta_cells):
             extra = v.delta_docs[np.isin(v.delta_cells, cells)]
@@ -158,7 +165,7 @@ def search_one(
     bits = v.bits
     # Pass 3: centroid interaction, pruned then full.
     if len(cand) > ndocs:
-        keep = skq.max(axis=1) >= tau
+        keep = sim.max(axis=0) >= tau
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
@@ -192,7 +199,7 @@ def search_one(
     elif rerank == "residual":
         _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
         lut = build_lut(q, codec.books)
-        lut_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
+        residual_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
     else:
@@ -240,7 +247,7 @@ def search_batch(
     ids = np.full((nq, k), -1, np.int64)
     scores = np.full((nq, k), -np.inf, np.float32)
     total = dict.fromkeys(STAT_KEYS, 0.0)
-    scratch = Scratch(v.docs)
+    scratch = Scratch(v.docs, live)
     for i, q in enumerate(queries):
         d, s, st = search_one(q, k, p, v, live, raw, tier, scratch)
         ids[i, : len(d)] = d
