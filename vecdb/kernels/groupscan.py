@@ -31,7 +31,10 @@ I64 = npt.NDArray[np.int64]
 def pair_order(ptr: I64, off: I64) -> tuple[I64, I64]:
     """(order, pair_query) for the CSR reads of a batch (query i reads blocks
     ptr[i]:ptr[i+1] of `off`): `order` sorts the pairs by block offset, queries ascending
-    within a block (a stable sort of the CSR order); pair_query[p] is the query of pair p."""
+    within a block (a stable sort of the CSR order); pair_query[p] is the query of pair p.
+    One query reads distinct blocks, so its pairs need no sort."""
+    if len(ptr) == 2:
+        return np.arange(len(off), dtype=np.int64), np.zeros(len(off), dtype=np.int64)
     pq: I64 = np.repeat(np.arange(len(ptr) - 1, dtype=np.int64), np.diff(ptr))
     order: I64 = np.argsort(off, kind="stable").astype(np.int64)
     return order, pq

@@ -295,3 +295,111 @@ def cut_to_limit(posts, dists, keep, starts, rows, cols, limit):  # type: ignore
                 break
         if not kept and posts[i, 0] >= 0:
             keep[i, 0] = True
+
+
+@nb.njit(cache=True, nogil=True)
+def check_headers(u8, at, cnt, nbytes, dim, width, magic, unit, bits, where, known_ok):  # type: ignore[no-untyped-def]
+    """One pass over the blocks a search is about to scan (`index.spann.blockcheck`): returns
+    (1, i) for the first block i lying outside u8 (negative, not on a `unit` boundary, past
+    the end, shorter than a header), (2, i) for the first whose header words disagree with
+    the block table (magic, byte size, entry count, dimension, width), else (0, n_todo) with
+    todo[:n_todo] the blocks whose CRC is still to check: those whose file offset `where`
+    has no bit in `bits` (one per `unit` bytes), or all of them unless `known_ok`."""
+    n = at.shape[0]
+    todo = np.empty(n, dtype=np.int64)
+    nt = 0
+    size = u8.shape[0]
+    for i in range(n):
+        a = at[i]
+        nb_ = nbytes[i]
+        if a < 0 or a % unit != 0 or a + nb_ > size or nb_ < BLOCK_HEADER:
+            return 1, i, todo[:0]
+    words = u8[: size // 4 * 4].view(np.uint32)
+    for i in range(n):
+        w = at[i] // 4
+        if (
+            words[w] != magic
+            or words[w + 2] != nbytes[i]
+            or words[w + 3] != cnt[i]
+            or words[w + 6] != dim
+            or words[w + 8] != width
+        ):
+            return 2, i, todo[:0]
+        if known_ok:
+            u = where[i] // unit
+            byte = u >> 3
+            if byte < bits.shape[0] and (bits[byte] >> (u & 7)) & 1 == 1:
+                continue
+        todo[nt] = i
+        nt += 1
+    return 0, nt, todo[:nt]
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_pairs(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):  # type: ignore[no-untyped-def]
+    """The (query, block) reads of a batch grouped by block, for the grouped scan: sel (nq,
+    m) holds each query's posting ids (-1 padded; ids past the table count as -1). Returns
+    (block offsets, counts and bytes of each distinct block read; per pair, in block order
+    (posting id, then its chain, then query ascending): block offset, count, query; pages the
+    pairs span in total, postings selected), the byte and page accounting per pair as
+    `gather_blocks` does it per query."""
+    nq, m = sel.shape
+    npost = post_first.shape[0]
+    start = np.zeros(npost + 1, dtype=np.int64)
+    for i in range(nq):
+        for j in range(m):
+            p = sel[i, j]
+            if 0 <= p < npost:
+                start[p + 1] += 1
+    for p in range(npost):
+        start[p + 1] += start[p]
+    postings = start[npost]
+    fill = start[:npost].copy()
+    queries = np.empty(postings, dtype=np.int64)  # by posting, queries ascending
+    for i in range(nq):
+        for j in range(m):
+            p = sel[i, j]
+            if 0 <= p < npost:
+                queries[fill[p]] = i
+                fill[p] += 1
+    nblocks = 0
+    npairs = 0
+    for p in range(npost):
+        c = start[p + 1] - start[p]
+        if c > 0:
+            b = post_first[p]
+            while b >= 0:
+                nblocks += 1
+                npairs += c
+                b = blk_next[b]
+    u_off = np.empty(nblocks, dtype=np.int64)
+    u_cnt = np.empty(nblocks, dtype=np.int64)
+    u_bytes = np.empty(nblocks, dtype=np.int64)
+    p_off = np.empty(npairs, dtype=np.int64)
+    p_cnt = np.empty(npairs, dtype=np.int64)
+    p_query = np.empty(npairs, dtype=np.int64)
+    pages = 0
+    u = 0
+    t = 0
+    for p in range(npost):
+        lo, hi = start[p], start[p + 1]
+        if hi == lo:
+            continue
+        b = post_first[p]
+        while b >= 0:
+            o = blk_off[b]
+            n = blk_cnt[b]
+            cap, voff = _layout(n)
+            size = voff + width * dim * cap
+            u_off[u] = o
+            u_cnt[u] = n
+            u_bytes[u] = size
+            u += 1
+            pages += ((o + size + page - 1) // page - o // page) * (hi - lo)
+            for r in range(lo, hi):
+                p_off[t] = o
+                p_cnt[t] = n
+                p_query[t] = queries[r]
+                t += 1
+            b = blk_next[b]
+    return u_off, u_cnt, u_bytes, p_off, p_cnt, p_query, pages, postings

@@ -39,6 +39,7 @@ from vecdb.kernels.posting import (
     NO_VISIBLE,
     count_visible,
     gather_blocks,
+    gather_pairs,
     prune_postings,
 )
 from vecdb.kernels.postscan import search_threads
@@ -71,26 +72,32 @@ def scan(
     (ids / out_d come in with what earlier rounds found)."""
     t = st.table
     chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
-    ptr, off, cnt, nbytes, pages, postings = gather_blocks(
-        sel, *chains, st.dim, st.width, PAGE_SIZE
-    )
     metric = METRIC_CODE[st.metric]
     qoff, qscale = st.quant()
-    stats.postings_read += postings
-    stats.blocks_read += len(off)
-    stats.pages_read += pages
     fixed = (st.dim, st.width, qoff, qscale)
     tail = (st.slot_version, vis, use_vis, metric)
     if isinstance(st.reader, MmapReader):
         u8, i64, f32, u16 = st.reader.views()
-        check_blocks(u8, off, cnt, st.dim, st.width, st.file.path, None, st.file.verified, nbytes)
-        order, pq = pair_order(ptr, off)
-        head = (u8, i64, f32, u16, *fixed, off, cnt)
-        fan_out_pairs(
-            scan_pairs, head, order, pq, queries, tail, ids, out_d, search_threads(len(queries))
+        b_off, b_cnt, b_bytes, off, cnt, pq, pages, postings = gather_pairs(
+            sel, *chains, st.dim, st.width, PAGE_SIZE
         )
+        stats.postings_read += postings
+        stats.blocks_read += len(off)
+        stats.pages_read += pages
         stats.bytes_read += pages * PAGE_SIZE
+        path = st.file.path
+        check_blocks(u8, b_off, b_cnt, st.dim, st.width, path, None, st.file.verified, b_bytes)
+        order = np.arange(len(off), dtype=np.int64)
+        head = (u8, i64, f32, u16, *fixed, off, cnt)
+        threads = search_threads(len(queries))
+        fan_out_pairs(scan_pairs, head, order, pq, queries, tail, ids, out_d, threads)
         return
+    ptr, off, cnt, nbytes, pages, postings = gather_blocks(
+        sel, *chains, st.dim, st.width, PAGE_SIZE
+    )
+    stats.postings_read += postings
+    stats.blocks_read += len(off)
+    stats.pages_read += pages
     for i in range(len(queries)):
         lo, hi = int(ptr[i]), int(ptr[i + 1])
         buf, boff, nread = st.reader.read(off[lo:hi], nbytes[lo:hi])
