@@ -167,3 +167,39 @@ def test_merge_topk_is_top_k_of_the_union() -> None:
     merge_topk(src_ids, src_d, dst_ids, dst_d)
     np.testing.assert_array_equal(dst_ids, [[3, 6, 8], [1, 2, 4]])
     np.testing.assert_array_equal(dst_d, np.array([[0.1, 0.2, 0.5], [0.1, 0.2, 0.3]], np.float32))
+
+
+@pytest.mark.parametrize("nq", [1, 3, 400])  # sorted keys (small batch) or counting pass
+def test_gather_pairs_regroups_gather_blocks(nq: int) -> None:
+    """The same (query, block) reads as `gather_blocks`, grouped by posting then chain then
+    query, every distinct block listed once, the same pages and postings."""
+    from vecdb.kernels.pairs import gather_pairs
+    from vecdb.kernels.posting import gather_blocks
+
+    rng = np.random.default_rng(nq)
+    npost = 60
+    nblk = 90
+    post_first = np.full(npost, -1, np.int64)
+    blk_next = np.full(nblk, -1, np.int64)
+    owner = rng.integers(0, npost, nblk)
+    for b in range(nblk):  # prepend b to its posting's chain
+        blk_next[b], post_first[owner[b]] = post_first[owner[b]], b
+    blk_cnt = rng.integers(1, 60, nblk).astype(np.int64)
+    blk_off = np.arange(nblk, dtype=np.int64) * 8192 + rng.integers(0, 64, nblk) * 64
+    sel = np.stack([rng.choice(npost + 5, 6, replace=False) for _ in range(nq)]).astype(np.int64)
+    sel[sel >= npost + 3] = -1  # padding; npost..npost+2 lie past the table
+    args = (post_first, blk_next, blk_off, blk_cnt, 16, 2, 4096)
+    ptr, off, cnt, _nbytes, pages, postings = gather_blocks(sel, *args)
+    u_off, u_cnt, u_bytes, p_off, p_cnt, p_q, pages2, postings2 = gather_pairs(sel, *args)
+    assert (pages2, postings2) == (pages, postings)
+    want = sorted(
+        (int(off[t]), int(cnt[t]), i) for i in range(nq) for t in range(ptr[i], ptr[i + 1])
+    )
+    assert sorted(zip(p_off.tolist(), p_cnt.tolist(), p_q.tolist(), strict=True)) == want
+    runs = p_off[np.r_[True, p_off[1:] != p_off[:-1]]]
+    np.testing.assert_array_equal(runs, u_off)  # one run per block, blocks listed once
+    assert len(set(u_off.tolist())) == len(u_off)
+    np.testing.assert_array_equal(u_cnt, blk_cnt[np.searchsorted(blk_off, u_off)])
+    np.testing.assert_array_equal(u_bytes, [block_layout(int(c), 16, 2)[2] for c in u_cnt])
+    posting_of = owner[np.searchsorted(blk_off, u_off)]
+    assert (np.diff(posting_of) >= 0).all()  # ascending posting ids

@@ -27,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
-from vecdb.kernels.posting import block_bytes, check_headers
+from vecdb.kernels.pairs import check_headers
+from vecdb.kernels.posting import block_bytes
 
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK", the first word of every block (see `postings`)
 UNIT = 64  # blocks start on multiples of this: one bit of the bitmap each

@@ -32,6 +32,7 @@ from vecdb.index.spann.fanout import fan_out_pairs
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.groupscan import pair_order, scan_pairs
+from vecdb.kernels.pairs import gather_pairs
 from vecdb.kernels.posting import (
     METRIC_COSINE,
     METRIC_IP,
@@ -39,7 +40,6 @@ from vecdb.kernels.posting import (
     NO_VISIBLE,
     count_visible,
     gather_blocks,
-    gather_pairs,
     prune_postings,
 )
 from vecdb.kernels.postscan import search_threads
