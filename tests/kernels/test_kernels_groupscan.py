@@ -171,8 +171,9 @@ def test_merge_topk_is_top_k_of_the_union() -> None:
 
 @pytest.mark.parametrize("nq", [1, 3, 400])  # sorted keys (small batch) or counting pass
 def test_gather_pairs_regroups_gather_blocks(nq: int) -> None:
-    """The same (query, block) reads as `gather_blocks`, grouped by posting then chain then
-    query, every distinct block listed once, the same pages and postings."""
+    """The same (query, block) reads as `gather_blocks`, grouped by posting (ascending ids;
+    one query's in its own order) then chain then query, every distinct block listed once,
+    the same pages and postings."""
     from vecdb.kernels.pairs import gather_pairs
     from vecdb.kernels.posting import gather_blocks
 
@@ -202,4 +203,9 @@ def test_gather_pairs_regroups_gather_blocks(nq: int) -> None:
     np.testing.assert_array_equal(u_cnt, blk_cnt[np.searchsorted(blk_off, u_off)])
     np.testing.assert_array_equal(u_bytes, [block_layout(int(c), 16, 2)[2] for c in u_cnt])
     posting_of = owner[np.searchsorted(blk_off, u_off)]
-    assert (np.diff(posting_of) >= 0).all()  # ascending posting ids
+    runs_of = posting_of[np.r_[True, posting_of[1:] != posting_of[:-1]]]
+    if nq == 1:  # a single query's postings in its own order (nearest first)
+        mine = [p for p in sel[0].tolist() if 0 <= p < npost and post_first[p] >= 0]
+        assert runs_of.tolist() == mine
+    else:
+        assert (np.diff(posting_of) >= 0).all()  # ascending posting ids

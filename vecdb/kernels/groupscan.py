@@ -1,19 +1,22 @@
 """Numba scan of SPANN posting blocks grouped by block: each block decoded once for all the
 queries of a batch that read it. The search's hot loop.
 
-Pure functions on arrays (no I/O, no globals). A batch's reads are (query, block) pairs; the
-caller orders them by block (`pair_order`), and `scan_pairs` walks a range of them: when the
-block changes it is decoded once into a float32 scratch (float16 bits widened, int8 codes
-mapped through the per-dimension offset and scale, float32 read in place), and every query
-of the run is scored against the decoded block from L1 cache, four dimensions per pass,
-then folded into that query's top-k row with the one "entry visible" predicate
-(`posting.entry_visible`) and replica dedupe. A block is thus read from memory once per
-batch rather than once per query: on GloVe-50 a posting is read by ~5 of 2,000 queries, and
-the per-query scan was bound by fetching postings from memory (74 us per query with the
-postings in cache against 127 us from memory, 48 postings of 147 entries each). One query's
-pairs go through the same kernel, so a query's answer does not depend on the batch it came
-in. `merge_topk` folds one top-k table into another (the per-thread tables of
-`index.spann.fanout.fan_out_pairs`). Every kernel releases the GIL.
+Pure functions on arrays (no I/O, no globals). A batch's reads are (query, block) pairs,
+consecutive for one block (`kernels.pairs.gather_pairs`, or `pair_order` for CSR reads);
+`scan_pairs` walks a range of them. A block read by several queries of the range is decoded
+once into a float32 scratch (float16 bits widened, int8 codes mapped through the
+per-dimension offset and scale; float32 is read in place) and each query is scored against
+it from L1 cache; a float16 block read by one query is widened in registers instead (an LLVM
+bitcast, no scratch). Either way four dimensions per pass, the same values in the same order,
+so a query's distances do not depend on the batch it came in. The next three blocks are
+prefetched while one is scored. Then each entry is folded into its query's top-k row with
+the one "entry visible" predicate (`posting.entry_visible`) and replica dedupe. Measured on
+GloVe-50 (48 postings of ~147 entries per query, 2,000 queries): the old per-query scan was
+bound by fetching postings from memory (74 us per query with them in cache, 127 us from
+memory); grouped, a posting is fetched once for the ~5 queries that read it (~60-70 us per
+query), and alone with the prefetch ~100-120 us. `merge_topk` folds one top-k table into
+another (the per-thread tables of `index.spann.fanout.fan_out_pairs`). Every kernel
+releases the GIL.
 """
 
 from __future__ import annotations
@@ -278,11 +281,13 @@ def scan_pairs(  # type: ignore[no-untyped-def]
             cap, voff = _layout(n)
             a = acc[:cap]
             prev = o
-            # the blocks one and two ahead come in while this one is scored (the next one
-            # hinted again: a hint the CPU dropped while its queue was full is not lost)
+            # the next three blocks come in while this one is scored (each hinted three
+            # times: a hint the CPU dropped while its miss queue was full is not lost)
             n1 = _next_run(off, order, p, hi)
             _prefetch_pair(u8, off, cnt, order, n1, hi, dim, width)
-            _prefetch_pair(u8, off, cnt, order, _next_run(off, order, n1, hi), hi, dim, width)
+            n2 = _next_run(off, order, n1, hi)
+            _prefetch_pair(u8, off, cnt, order, n2, hi, dim, width)
+            _prefetch_pair(u8, off, cnt, order, _next_run(off, order, n2, hi), hi, dim, width)
             if width == 2 and (p + 1 == hi or off[order[p + 1]] != o):
                 # read by this query alone here: widen in registers, no decode pass
                 base = (o + voff) // 2

@@ -58,9 +58,9 @@ def gather_pairs(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):
     """The (query, block) reads of a batch grouped by block, for the grouped scan: sel (nq,
     m) holds each query's posting ids (-1 padded; ids past the table count as -1). Returns
     (block offsets, counts and bytes of each distinct block read; per pair, in block order
-    (posting id, then its chain, then query ascending): block offset, count, query; pages the
-    pairs span in total, postings selected), the byte and page accounting per pair as
-    `gather_blocks` does it per query."""
+    (posting id, or a single query's own order; then its chain; then query ascending):
+    block offset, count, query; pages the pairs span in total, postings selected), the
+    byte and page accounting per pair as `gather_blocks` does it per query."""
     posts, start, queries = _group_queries(sel, post_first.shape[0])
     postings = start[-1]
     nblocks = 0
@@ -105,7 +105,8 @@ def gather_pairs(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):
 
 @nb.njit(cache=True, nogil=True)
 def _group_queries(sel, npost):  # type: ignore[no-untyped-def]
-    """The selected postings of sel (nq, m) in ascending id order, with CSR `start` into the
+    """The selected postings of sel (nq, m) in ascending id order (a single query's in its
+    own order, nearest first: the k-th distance tightens sooner), with CSR `start` into the
     queries that selected each (ascending): a counting pass over the posting ids for big
     batches, a sort of the selected (posting, query) keys for small ones (a single query
     must not pay for every posting of the index)."""
@@ -115,6 +116,14 @@ def _group_queries(sel, npost):  # type: ignore[no-untyped-def]
         for j in range(m):
             if 0 <= sel[i, j] < npost:
                 n += 1
+    if nq == 1:  # one query: its postings are distinct, kept nearest first
+        posts = np.empty(n, dtype=np.int64)
+        t = 0
+        for j in range(m):
+            if 0 <= sel[0, j] < npost:
+                posts[t] = sel[0, j]
+                t += 1
+        return posts, np.arange(n + 1, dtype=np.int64), np.zeros(n, dtype=np.int64)
     if n * 8 < npost:
         keys = np.empty(n, dtype=np.int64)
         t = 0
