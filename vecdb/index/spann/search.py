@@ -6,9 +6,10 @@ each query's `max_postings` nearest heads in the hnswlib graph with the call's o
 searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is read only if its
 head's distance is within `prune_ratio` of the nearest head's (squared L2 for "l2" and
 "cosine"; for "ip" the gap to the best head is compared with its magnitude); the two nearest
-are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy,
-one gather for the batch); cold, O_DIRECT reads submitted together per query. Every block is checked
-before the scan (`blockcheck`: bounds, header, CRC). Pass 4 scores the batch's (query,
+are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy;
+`pairs.gather_pairs` lists the batch's (query, block) reads grouped by block, each distinct
+block checked once per batch); cold, O_DIRECT reads submitted together per query. Every block
+is checked before the scan (`blockcheck`: bounds, header, CRC). Pass 4 scores the batch's (query,
 block) pairs ordered by block (`groupscan.scan_pairs`: each block decoded once for all the
 queries that read it, ranges of pairs on several threads with `fanout.fan_out_pairs`), keeps
 only entries passing the one "entry visible" predicate (current version, and in `visible`
