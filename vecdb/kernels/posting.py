@@ -1,7 +1,7 @@
 """Numba kernels over SPANN posting blocks and head candidates.
 
 Pure functions on arrays (no I/O, no globals): walking block chains, counting visible
-entries and the RNG replica rule (the scan of blocks for queries is `vecdb.kernels.postscan`). It also defines, once, the version byte cycle and the
+entries and the RNG replica rule (the scan of blocks for queries is `vecdb.kernels.groupscan`). It also defines, once, the version byte cycle and the
 "entry visible" predicate that the scan, the live counts and the posting readers share. A block
 at byte offset `o` with `n` entries has `cap = n` (`MIN_CAP` at least); slots (int64) start at
 `o + 64`, versions (uint8) at `o + 64 + 8 cap`, and the `[dim][cap]` components (float32,

@@ -2,8 +2,9 @@
 
 Before the numba scan reads a batch of blocks, `check_blocks` verifies, for every block, that
 it lies inside the bytes it is read from and that its header agrees with the block table
-(block magic, byte size, entry count, dimension, component width): a vectorised look at a
-few header words, cheap enough for every search. Each block's CRC32 (the header's, over the
+(block magic, byte size, entry count, dimension, component width): one numba pass over a
+few header words (`posting.check_headers`), cheap enough for every search, single queries
+included. Each block's CRC32 (the header's, over the
 block's bytes) is verified too: always for cold reads (fresh from the disk), and once per
 write for warm reads, remembered in the posting file's `Verified` bitmap (one bit per 64-byte
 unit of the file, cleared by every write over it), so a page-cache-resident block is hashed
@@ -26,7 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
-from vecdb.kernels.posting import BLOCK_HEADER, block_bytes
+from vecdb.kernels.pairs import check_headers
+from vecdb.kernels.posting import block_bytes
 
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK", the first word of every block (see `postings`)
 UNIT = 64  # blocks start on multiples of this: one bit of the bitmap each
@@ -37,6 +39,7 @@ if MODE not in MODES:
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
+_NO_BITS = np.zeros(0, np.uint8)
 
 
 class Verified:
@@ -118,38 +121,25 @@ def check_blocks(
     where = at if file_off is None else file_off
     if nbytes is None:
         nbytes = block_bytes(cnt, dim, width)
-    bad = (at < 0) | (at % UNIT != 0) | (at + nbytes > len(u8)) | (nbytes < BLOCK_HEADER)
-    if bad.any():
-        i = int(np.argmax(bad))
+    use_bits = verified is not None and MODE != "always"
+    bits = verified.bits if verified is not None else _NO_BITS
+    status, i, todo = check_headers(
+        u8, at, cnt, nbytes, dim, width, BLOCK_MAGIC, UNIT, bits, where, use_bits
+    )
+    if status == 1:
         raise FormatError(
             f"{path}: posting block at byte {int(where[i])} ({int(nbytes[i])} bytes) lies "
             f"outside the file ({len(u8)} bytes readable): torn or truncated"
         )
-    words = u8[: len(u8) // 4 * 4].view(np.uint32)
-    w = at // 4
-    bad = (
-        (words[w] != BLOCK_MAGIC)
-        | (words[w + 2] != nbytes)
-        | (words[w + 3] != cnt)
-        | (words[w + 6] != dim)
-        | (words[w + 8] != width)
-    )
-    if bad.any():
-        i = int(np.argmax(bad))
+    if status == 2:
         raise FormatError(
             f"{path}: corrupt posting block header at byte {int(where[i])} "
             "(magic, size or entry count disagrees with the index)"
         )
-    if MODE == "off":
+    if MODE == "off" or len(todo) == 0:
         return
-    todo = (
-        np.arange(n)
-        if verified is None or MODE == "always"
-        else np.flatnonzero(~verified.known(where))
-    )
-    if len(todo) == 0:
-        return
-    crcs = words[w[todo] + 1]
+    words = u8[: len(u8) // 4 * 4].view(np.uint32)
+    crcs = words[at[todo] // 4 + 1]
     for j, i in enumerate(todo.tolist()):
         a = int(at[i])
         if zlib.crc32(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):

@@ -6,16 +6,18 @@ each query's `max_postings` nearest heads in the hnswlib graph with the call's o
 searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is read only if its
 head's distance is within `prune_ratio` of the nearest head's (squared L2 for "l2" and
 "cosine"; for "ip" the gap to the best head is compared with its magnitude); the two nearest
-are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy,
-one gather for the batch); cold, O_DIRECT reads submitted together per query. Every block is checked
-before the scan (`blockcheck`: bounds, header, CRC). Pass 4 is one
-numba call that scores dimension-major blocks, keeps only entries passing the one "entry
-visible" predicate (current version, and in `visible` when given: inside the scan, not after
-it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
+are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy;
+`pairs.gather_pairs` lists the batch's (query, block) reads grouped by block, each distinct
+block checked once per batch); cold, O_DIRECT reads submitted together per query. Every block
+is checked before the scan (`blockcheck`: bounds, header, CRC). Pass 4 scores the batch's (query,
+block) pairs ordered by block (`groupscan.scan_pairs`: each block decoded once for all the
+queries that read it, ranges of pairs on several threads with `fanout.fan_out_pairs`), keeps
+only entries passing the one "entry visible" predicate (current version, and in `visible`
+when given: inside the scan, not after it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
 fewer results than exist (a restrictive `visible`): 4x the postings per round, finally every
 posting, so a visible set with k live members always gives k results. With `visible`, pass 1
 takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`). A batch of
-`PARALLEL_MIN_QUERIES` or more runs passes 1 and 4 on numba's threads (`search_threads`).
+`PARALLEL_MIN_QUERIES` or more runs passes 1 and 4 on numba's thread count (`search_threads`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
-from vecdb.index.spann.fanout import fan_out
+from vecdb.index.spann.fanout import fan_out_pairs
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
+from vecdb.kernels.groupscan import pair_order, scan_pairs
+from vecdb.kernels.pairs import gather_pairs
 from vecdb.kernels.posting import (
     METRIC_COSINE,
     METRIC_IP,
@@ -39,7 +43,7 @@ from vecdb.kernels.posting import (
     gather_blocks,
     prune_postings,
 )
-from vecdb.kernels.postscan import scan_blocks, search_threads
+from vecdb.kernels.postscan import search_threads
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -69,23 +73,32 @@ def scan(
     (ids / out_d come in with what earlier rounds found)."""
     t = st.table
     chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
+    metric = METRIC_CODE[st.metric]
+    qoff, qscale = st.quant()
+    fixed = (st.dim, st.width, qoff, qscale)
+    tail = (st.slot_version, vis, use_vis, metric)
+    if isinstance(st.reader, MmapReader):
+        u8, i64, f32, u16 = st.reader.views()
+        b_off, b_cnt, b_bytes, off, cnt, pq, pages, postings = gather_pairs(
+            sel, *chains, st.dim, st.width, PAGE_SIZE
+        )
+        stats.postings_read += postings
+        stats.blocks_read += len(off)
+        stats.pages_read += pages
+        stats.bytes_read += pages * PAGE_SIZE
+        path = st.file.path
+        check_blocks(u8, b_off, b_cnt, st.dim, st.width, path, None, st.file.verified, b_bytes)
+        order = np.arange(len(off), dtype=np.int64)
+        head = (u8, i64, f32, u16, *fixed, off, cnt)
+        threads = search_threads(len(queries))
+        fan_out_pairs(scan_pairs, head, order, pq, queries, tail, ids, out_d, threads)
+        return
     ptr, off, cnt, nbytes, pages, postings = gather_blocks(
         sel, *chains, st.dim, st.width, PAGE_SIZE
     )
-    metric = METRIC_CODE[st.metric]
-    qoff, qscale = st.quant()
     stats.postings_read += postings
     stats.blocks_read += len(off)
     stats.pages_read += pages
-    if isinstance(st.reader, MmapReader):
-        u8, i64, f32, u16 = st.reader.views()
-        check_blocks(u8, off, cnt, st.dim, st.width, st.file.path, None, st.file.verified, nbytes)
-        args = (u8, i64, f32, u16, st.dim, st.width, qoff, qscale, ptr, off, cnt, queries)
-        rest = (st.slot_version, vis, use_vis, metric)
-        fan_out(scan_blocks, args, rest, ids, out_d, search_threads(len(queries)))
-        stats.bytes_read += pages * PAGE_SIZE
-        return
-    one = np.zeros(2, dtype=np.int64)
     for i in range(len(queries)):
         lo, hi = int(ptr[i]), int(ptr[i + 1])
         buf, boff, nread = st.reader.read(off[lo:hi], nbytes[lo:hi])
@@ -93,15 +106,15 @@ def scan(
         check_blocks(
             buf, boff, cnt[lo:hi], st.dim, st.width, st.file.path, off[lo:hi], None, nbytes[lo:hi]
         )
-        one[1] = hi - lo
         views = (
             buf,
             buf[: len(buf) // 8 * 8].view(np.int64),
             buf[: len(buf) // 4 * 4].view(np.float32),
             buf[: len(buf) // 2 * 2].view(np.uint16),
         )
-        args2 = (*views, st.dim, st.width, qoff, qscale, one, boff, cnt[lo:hi], queries[i : i + 1])
-        scan_blocks(*args2, st.slot_version, vis, use_vis, metric, ids[i : i + 1], out_d[i : i + 1])
+        order, pq = pair_order(np.array([0, hi - lo], np.int64), boff)
+        args = (*views, *fixed, boff, cnt[lo:hi], order, pq, 0, hi - lo, queries[i : i + 1])
+        scan_pairs(*args, *tail, ids[i : i + 1], out_d[i : i + 1])
 
 
 def search(
