@@ -8,7 +8,7 @@ of those blocks whose slot is in the bitmap `bits` (empty: no filter) is scored 
 sorted top-k that ignores a slot already held (replicas score the same). Distances as
 `distance.pairwise`: "l2" squared, "ip" negative dot, "cosine" 1 - dot (rows and queries
 prepared, i.e. unit length). `nearest_centroids` gives the few nearest centroids of many rows
-for the copy's build. Pure functions, no I/O, nothing imported from vecdb.
+for the copy's build. Pure functions, no I/O; the float32 dot product is `kernels.replicas`'.
 """
 
 from __future__ import annotations
@@ -17,20 +17,14 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.replicas import _dot
+
 KIND_L2, KIND_NEG_DOT, KIND_ONE_MINUS_DOT = 0, 1, 2
 KINDS = {"l2": KIND_L2, "ip": KIND_NEG_DOT, "cosine": KIND_ONE_MINUS_DOT}
 CHUNK_ROWS = 4096  # rows per distance block in `nearest_centroids`
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-
-
-@nb.njit(cache=True, fastmath=True, inline="always")
-def _dot(a, b):  # type: ignore[no-untyped-def]
-    s = np.float32(0.0)
-    for t in range(a.shape[0]):
-        s += a[t] * b[t]
-    return s
 
 
 @nb.njit(cache=True, inline="always")
