@@ -6,7 +6,6 @@ object), dataset, systems, run, report. The command line itself is `vecdb.cli.be
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from vecdb.bench.environment import load_average
 from vecdb.bench.filtered import parse_selectivities
 from vecdb.bench.filtered_report import write_filtered_report
 from vecdb.bench.filtered_run import FilterOptions, run_filtered
-from vecdb.bench.run import RunConfig, RunResult
+from vecdb.bench.run import RunConfig, RunResult, run_header
 from vecdb.bench.systems import parse_systems, variants_of
 
 
@@ -43,27 +42,11 @@ def bench_filtered(
         f" selectivities {', '.join(f'{s:g}' for s in opts.selectivities)};"
         f" systems: {', '.join(names)}"
     )
-    limit = o["time_limit"]
-    cfg = RunConfig(
-        systems=names,
-        out_dir=o["out_dir"],
-        threads=o["threads"] or os.cpu_count() or 1,
-        time_limit_s=None if limit is None else max(0.0, limit - (time.perf_counter() - t0)),
-        latency_queries=o["latency_queries"],
-        repeats=o["repeats"],
-        measure_memory=False,
-        systems_config=dict(config.get("systems", {})),
-        progress=o["progress"],
-        label=label,
-    )
+    cfg = RunConfig.from_options(
+        o, names, config, label, t0, latency_queries=o["latency_queries"],
+        repeats=o["repeats"], measure_memory=False,
+    )  # fmt: skip
     result = run_filtered(ds, cfg, opts, log=log)
-    header = {
-        "dataset": ds.name,
-        "label": label,
-        "command": command,
-        "seconds": time.perf_counter() - t0,
-        "load_start": load_start,
-        "load_end": load_average(),
-    }
+    header = run_header(ds.name, label, command, t0, load_start)
     md = o["results_md"] or o["out_dir"] / "RESULTS.md"
     return result, write_filtered_report(result.rows, md, o["out_dir"] / "plots", header)

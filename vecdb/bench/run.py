@@ -15,10 +15,11 @@ format results (see `vecdb.bench.report`).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,47 @@ class RunConfig:
     systems_config: dict[str, Any] = field(default_factory=dict)  # per system: build, sweep
     progress: bool = True  # tqdm bars on stderr
     label: str | None = None  # names the JSONL, plots and RESULTS.md section (default: dataset)
+
+    @classmethod
+    def from_options(
+        cls,
+        o: Mapping[str, Any],
+        systems: list[str],
+        config: Mapping[str, Any],
+        label: str | None,
+        started: float,
+        **more: Any,
+    ) -> RunConfig:
+        """The run `vecdb bench`'s options `o` ask for: all threads = `--threads` or every
+        core, the time limit less what passed since `started` (perf_counter), the config's
+        per-system settings; `more` sets the other fields."""
+        limit = o["time_limit"]
+        left = None if limit is None else max(0.0, limit - (time.perf_counter() - started))
+        return cls(
+            systems=systems,
+            out_dir=o["out_dir"],
+            threads=o["threads"] or os.cpu_count() or 1,
+            time_limit_s=left,
+            systems_config=dict(config.get("systems", {})),
+            progress=o["progress"],
+            label=label,
+            **more,
+        )
+
+
+def run_header(
+    dataset: str, label: str | None, command: str, started: float, load_start: Any
+) -> dict[str, Any]:
+    """The header of a run's RESULTS.md section: what ran, how long since `started`, and the
+    load average at its start and end."""
+    return {
+        "dataset": dataset,
+        "label": label,
+        "command": command,
+        "seconds": time.perf_counter() - started,
+        "load_start": load_start,
+        "load_end": load_average(),
+    }
 
 
 @dataclass

@@ -6,7 +6,6 @@ order: dataset, workload, systems, report. The command line itself is `vecdb.cli
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from vecdb.bench.datasets import load_dataset
 from vecdb.bench.environment import load_average
-from vecdb.bench.run import RunConfig, RunResult
+from vecdb.bench.run import RunConfig, RunResult, run_header
 from vecdb.bench.tenants import TenantSpec, make_workload, parse_tenant_spec
 from vecdb.bench.tenants_ops import DEFAULTS as OPS_DEFAULTS
 from vecdb.bench.tenants_report import write_tenant_report
@@ -73,26 +72,9 @@ def bench_tenants(
     log(f"{ds.name}: {len(ds.base):,} x {ds.base.shape[1]}; {ts.describe()}; "
         f"{len(wl.queries):,} queries over {len(wl.sampled_tenants())} tenants "
         f"(workload {workload_s:.1f} s); systems: {', '.join(names)}")  # fmt: skip
-    limit = o["time_limit"]
-    cfg = RunConfig(
-        systems=names,
-        out_dir=o["out_dir"],
-        threads=o["threads"] or os.cpu_count() or 1,
-        time_limit_s=None if limit is None else max(0.0, limit - (time.perf_counter() - t0)),
-        measure_memory=False,
-        systems_config=dict(config.get("systems", {})),
-        progress=o["progress"],
-        label=label,
-    )
+    cfg = RunConfig.from_options(o, names, config, label, t0, measure_memory=False)
     result = run_tenants(ds, wl, cfg, opts, log, workload_s)
-    header = {
-        "dataset": ds.name,
-        "label": label,
-        "command": command,
-        "seconds": time.perf_counter() - t0,
-        "load_start": load_start,
-        "load_end": load_average(),
-    }
+    header = run_header(ds.name, label, command, t0, load_start)
     md = o["results_md"] or o["out_dir"] / "RESULTS.md"
     written = write_tenant_report(result.rows, md, o["out_dir"], header)
     return result, written

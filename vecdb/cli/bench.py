@@ -11,7 +11,6 @@ clean CLI error. The work is done by `vecdb.bench` (datasets, run, report; with
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import signal
 import sys
@@ -215,7 +214,7 @@ def bench(
     from vecdb.bench.datasets import load_dataset
     from vecdb.bench.environment import load_average
     from vecdb.bench.report import write_report
-    from vecdb.bench.run import RunConfig, run_benchmark
+    from vecdb.bench.run import RunConfig, run_benchmark, run_header
     from vecdb.bench.systems import parse_systems, variants_of
     from vecdb.errors import VecdbError
 
@@ -271,31 +270,14 @@ def bench(
             f"metric {ds.metric}; systems: {', '.join(names)}",
             err=True,
         )
-        cfg = RunConfig(
-            systems=names,
-            out_dir=out_dir,
-            threads=threads or os.cpu_count() or 1,
-            time_limit_s=None
-            if time_limit is None
-            else max(0.0, time_limit - (time.perf_counter() - t0)),
-            latency_queries=latency_queries,
-            repeats=repeats,
-            measure_memory=memory,
-            systems_config=dict(config.get("systems", {})),
-            progress=progress,
-            label=section,
-        )
+        cfg = RunConfig.from_options(
+            options, names, config, section, t0, latency_queries=latency_queries,
+            repeats=repeats, measure_memory=memory,
+        )  # fmt: skip
         result = run_benchmark(ds, cfg, log=_log)
-        header = {
-            "dataset": ds.name,
-            "label": section,
-            "command": command,
-            "seconds": time.perf_counter() - t0,
-            "load_start": load_start,
-            "load_end": load_average(),
-            "latency_queries": latency_queries,
-            "anchor_source": config.get("anchor_source", "config"),
-        }
+        header = run_header(ds.name, section, command, t0, load_start)
+        header["latency_queries"] = latency_queries
+        header["anchor_source"] = config.get("anchor_source", "config")
         md = results_md or out_dir / "RESULTS.md"
         written = write_report(result.rows, md, out_dir / "plots", header, config.get("anchors"))
     except VecdbError as exc:
