@@ -43,6 +43,7 @@ class RowFile:
         # The descriptor is closed by `close`, or else once the last holder lets go: a
         # retired store may still be read by searches holding the view it belonged to.
         self._release = weakref.finalize(self, os.close, self._fd)
+        self._release.atexit = False  # the database's close at exit still uses it
         size = os.fstat(self._fd).st_size
         if size == 0:
             os.pwrite(self._fd, HEADER.pack(MAGIC, VERSION, self.width).ljust(PAGE, b"\0"), 0)

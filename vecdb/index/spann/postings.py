@@ -184,6 +184,9 @@ class PostingFile:
             self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             # A build that fails drops its new file unclosed: the descriptor goes with it.
             self._finalizer = weakref.finalize(self, os.close, self.fd)
+            # Not at interpreter exit: the database's own close (run then) still writes
+            # through this descriptor, and the OS closes it when the process ends.
+            self._finalizer.atexit = False
             if new:
                 header = pack_header(MAGIC, VERSION) + struct.pack("<II", dim, width)
                 pwrite_all(self.fd, header, 0, path)
@@ -394,6 +397,5 @@ class PostingFile:
 
     def close(self) -> None:
         if self.fd >= 0:
-            self._finalizer.detach()
-            os.close(self.fd)
+            self._finalizer()  # closes the descriptor, once
             self.fd = -1
