@@ -31,7 +31,8 @@ STR_IDS = ["a", "b", "日本語", "new", "x"]
 
 
 def seed(c: vecdb.Client) -> None:
-    """ "c": int ids, cosine; "l": int ids, l2; "s": str ids, l2 (all flat, with payloads)."""
+    """ "c": int ids, cosine; "l": int ids, l2; "s": str ids, l2 (all flat, with payloads);
+    "t" multi-tenant (flat); "sp" an empty SPANN collection."""
     c.create_collection("c", DIM, "cosine", index="flat")
     c.upsert("c", [0, 1, 2, 3], FOUR, [{"seed": i} for i in range(4)])
     c.create_payload_index("c", "seed", "int")
@@ -40,6 +41,7 @@ def seed(c: vecdb.Client) -> None:
     c.create_collection("s", DIM, "l2", id_type="str", index="flat")
     c.upsert("s", ["a", "b", "日本語"], FOUR[:3], [{"k": "a"}, None, {"k": "日"}])
     c.create_collection("t", DIM, "l2", index="flat", multi_tenant=True)
+    c.create_collection("sp", DIM, "l2", index="spann")  # SPANN's search params
     for tenant in ("a", "b", "c"):
         c.create_tenant("t", tenant)
     c.upsert("t", [0, 1], FOUR[:2], tenant="a", grant_to=["b"])
@@ -176,6 +178,10 @@ CASES: dict[str, Case] = {
     "k None": lambda c: c.search("l", ONE[0], k=None),  # type: ignore[arg-type]
     "bad k before bad queries": lambda c: c.search("l", "abcd", k=0),
     "params out of range": lambda c: c.search("l", ONE[0], params={"max_postings": -1}),
+    "spann params out of range": lambda c: c.search("sp", ONE[0], params={"max_postings": -1}),
+    "spann params unknown": lambda c: c.search("sp", ONE[0], params={"max_posting": 8}),
+    "spann index_params out of range": lambda c: c.create_collection("sp2", DIM, "l2", index="spann", index_params={"replicas": 0}),
+    "tenant params out of range": lambda c: c.search("t", ONE[0], tenant="a", params={"tenant_cluster_size": 5000}),
     "params not an object": lambda c: c.search("l", ONE[0], params=[1]),  # type: ignore[arg-type]
     "filter a list": lambda c: c.search("l", ONE[0], filter=[1]),  # type: ignore[arg-type]
     "filter int key": lambda c: c.search("l", ONE[0], filter={1: "x"}),  # type: ignore[dict-item]
@@ -495,6 +501,10 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "doc weights wrong length": ("weights[0]", "BAD_WEIGHTS"),
         "search_documents query NaN": ("query[1][0][0]", "NOT_FINITE"),
         "search_documents bad param": ("params.nprobe", "INVALID_ARGUMENT"),
+        "spann params out of range": ("params.max_postings", "INVALID_ARGUMENT"),
+        "spann params unknown": ("params.max_posting", "INVALID_ARGUMENT"),
+        "spann index_params out of range": ("index_params.replicas", "INVALID_ARGUMENT"),
+        "tenant params out of range": ("params.tenant_cluster_size", "INVALID_ARGUMENT"),
         "docs on dense collection": ("collection", "WRONG_KIND"),
     }
     for name, (field, reason) in expected.items():

@@ -47,15 +47,18 @@ DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF = 64, 1, 100_000
 PAGE_SIZE = 4096
 
 
-def _check_number(name: str, value: Any, lo: float, hi: float, integer: bool) -> Any:
-    """Validate one numeric parameter; the error names the parameter and its bounds."""
+def _check_number(
+    name: str, value: Any, lo: float, hi: float, integer: bool, field: str | None = None
+) -> Any:
+    """Validate one numeric parameter; the error names the parameter and its bounds (and
+    `field`, the request field it came in)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidArgument(f"{name} must be a number, got {value!r}")
+        raise InvalidArgument(f"{name} must be a number, got {value!r}", field=field)
     if integer and not (isinstance(value, numbers.Integral) or float(value).is_integer()):
-        raise InvalidArgument(f"{name} must be an integer, got {value!r}")
+        raise InvalidArgument(f"{name} must be an integer, got {value!r}", field=field)
     number = float(value)
     if not (lo <= number <= hi):  # also rejects NaN
-        raise InvalidArgument(f"{name} must be in [{lo}, {hi}], got {value!r}")
+        raise InvalidArgument(f"{name} must be in [{lo}, {hi}], got {value!r}", field=field)
     return int(number) if integer else number
 
 
@@ -67,9 +70,10 @@ def _name(item: tuple[str, type[Any], Any]) -> str:
     return item[0]
 
 
-def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any]) -> Any:
+def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any], arg: str) -> Any:
     """Build a params dataclass from a mapping, rejecting unknown names; valid sets of
-    hashable values are remembered so a repeated request skips validation."""
+    hashable values are remembered so a repeated request skips validation. Errors name the
+    field as `arg`.name (`arg`: the request argument the mapping came in)."""
     given = dict(given or {})
     try:
         # The type is part of the key: 1 and True (or 7 and 7.5's int) compare equal but
@@ -80,26 +84,29 @@ def _parse(cls: type[Any], given: Mapping[str, Any] | None, table: dict[str, Any
         key, hit = None, None
     if hit is not None:
         return hit
-    out = _validate(cls, given, table)
+    out = _validate(cls, given, table, arg)
     if key is not None and len(_CACHE) < _CACHE_MAX:
         _CACHE[key] = out
     return out
 
 
-def _validate(cls: type[Any], given: dict[str, Any], table: dict[str, Any]) -> Any:
+def _validate(cls: type[Any], given: dict[str, Any], table: dict[str, Any], arg: str) -> Any:
     unknown = sorted(set(given) - {f.name for f in fields(cls)})
     if unknown:
-        raise InvalidArgument(f"unknown {cls.__name__} parameter(s): {', '.join(unknown)}")
+        raise InvalidArgument(f"unknown {cls.__name__} parameter(s): {', '.join(unknown)}",
+                              field=f"{arg}.{unknown[0]}")  # fmt: skip
     values: dict[str, Any] = {}
     for f in fields(cls):
         default, lo, hi = table[f.name]
         value = given.get(f.name, default)
         if lo is None:  # an enumerated string
             if value not in hi:
-                raise InvalidArgument(f"{f.name} must be one of {hi}, got {value!r}")
+                raise InvalidArgument(f"{f.name} must be one of {hi}, got {value!r}",
+                                      field=f"{arg}.{f.name}")  # fmt: skip
             values[f.name] = value
         else:
-            values[f.name] = _check_number(f.name, value, lo, hi, isinstance(default, int))
+            integer = isinstance(default, int)
+            values[f.name] = _check_number(f.name, value, lo, hi, integer, f"{arg}.{f.name}")
     return cls(**values)
 
 
@@ -133,7 +140,7 @@ class BuildParams:
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
-        return _parse(cls, given, _BUILD_TABLE)  # type: ignore[no-any-return]
+        return _parse(cls, given, _BUILD_TABLE, "index_params")  # type: ignore[no-any-return]
 
     def spec(self) -> str:
         return _spec(self, "spann")
@@ -166,7 +173,7 @@ class SearchParams:
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> SearchParams:
-        return _parse(cls, given, _SEARCH_TABLE)  # type: ignore[no-any-return]
+        return _parse(cls, given, _SEARCH_TABLE, "params")  # type: ignore[no-any-return]
 
     def spec(self) -> str:
         return _spec(self, "search")

@@ -76,7 +76,7 @@ class TenantParams:
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> TenantParams:
-        return _parse(cls, given, _TENANT_TABLE)  # type: ignore[no-any-return]
+        return _parse(cls, given, _TENANT_TABLE, "params")  # type: ignore[no-any-return]
 
     @staticmethod
     def split(params: Mapping[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
