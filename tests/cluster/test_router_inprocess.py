@@ -239,6 +239,26 @@ def test_long_admin_calls_get_no_default_deadline(tmp_path: Path) -> None:
         cl.stop()
 
 
+def refuse_on(monkeypatch: pytest.MonkeyPatch, method: str, shard: int) -> Any:
+    """Make the router's `method` calls fail on `shard` with an error of the shard's own
+    (FailedPrecondition, reason INJECTED) while the other shards answer; returns the real
+    `ShardSet.fan_out` to put back."""
+    from vecdb.cluster.shards import ShardSet
+    from vecdb.errors import FailedPrecondition
+
+    real = ShardSet.fan_out
+
+    def refusing(self: ShardSet, called: str, reqs: Any, *args: Any, **kw: Any) -> Any:
+        if called != method or shard not in reqs:
+            return real(self, called, reqs, *args, **kw)
+        out = real(self, called, {s: r for s, r in reqs.items() if s != shard}, *args, **kw)
+        out.errors[shard] = FailedPrecondition("injected", reason="INJECTED")
+        return out
+
+    monkeypatch.setattr(ShardSet, "fan_out", refusing)
+    return real
+
+
 def test_drop_tenant_with_a_shard_failing_keeps_it_in_the_catalog(
     nodes: Nodes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,7 +267,6 @@ def test_drop_tenant_with_a_shard_failing_keeps_it_in_the_catalog(
     catalog keeps acme (its grants are not left behind on a shard the catalog forgot); once
     the shard is back, the retry drops it everywhere."""
     from vecdb.cluster.shards import ShardSet
-    from vecdb.errors import FailedPrecondition
 
     x = np.random.default_rng(9).standard_normal((4, DIM)).astype(np.float32)
     with vecdb.connect(nodes.address, timeout=1.5) as c:
@@ -258,16 +277,7 @@ def test_drop_tenant_with_a_shard_failing_keeps_it_in_the_catalog(
         placement = nodes.catalog.state().tenants[("m", "acme")]
         other = nodes.catalog.state().tenants[("m", "globex")].home
         assert other != placement.home and other in placement.shards
-        real = ShardSet.fan_out
-
-        def refusing(self: ShardSet, method: str, reqs: Any, *args: Any, **kw: Any) -> Any:
-            if method != "DropTenant":
-                return real(self, method, reqs, *args, **kw)
-            out = real(self, method, {s: r for s, r in reqs.items() if s != other}, *args, **kw)
-            out.errors[other] = FailedPrecondition("injected", reason="INJECTED")
-            return out
-
-        monkeypatch.setattr(ShardSet, "fan_out", refusing)
+        real = refuse_on(monkeypatch, "DropTenant", other)
         with pytest.raises(vecdb.FailedPrecondition) as refused:
             c.drop_tenant("m", "acme")
         assert f"failed on shards {other} ({nodes.addresses[other]})" in refused.value.message
@@ -295,7 +305,6 @@ def test_a_failed_id_probe_fails_a_multi_tenant_upsert(
     ids; a probe that fails (other than NOT_FOUND) fails the upsert, naming the shard, and
     nothing is written."""
     from vecdb.cluster.shards import ShardSet
-    from vecdb.errors import FailedPrecondition
 
     x = np.random.default_rng(10).standard_normal((3, DIM)).astype(np.float32)
     with vecdb.connect(nodes.address, timeout=5) as c:
@@ -303,16 +312,7 @@ def test_a_failed_id_probe_fails_a_multi_tenant_upsert(
         c.create_tenant("q", "acme")
         home = nodes.catalog.state().tenants[("q", "acme")].home
         other = (home + 1) % 3
-        real = ShardSet.fan_out
-
-        def refusing(self: ShardSet, method: str, reqs: Any, *args: Any, **kw: Any) -> Any:
-            if method != "Get" or other not in reqs:
-                return real(self, method, reqs, *args, **kw)
-            out = real(self, method, {s: r for s, r in reqs.items() if s != other}, *args, **kw)
-            out.errors[other] = FailedPrecondition("injected", reason="INJECTED")
-            return out
-
-        monkeypatch.setattr(ShardSet, "fan_out", refusing)
+        real = refuse_on(monkeypatch, "Get", other)
         with pytest.raises(vecdb.FailedPrecondition) as info:
             c.upsert("q", [1, 2, 3], x, tenant="acme")
         assert f"shard {other} ({nodes.addresses[other]})" in info.value.message

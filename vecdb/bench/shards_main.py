@@ -179,7 +179,6 @@ def bench_shards(
             search = workloads[0]
             node_recall = batch_recall(nc, "ann", queries, opts.k, opts.search_params, gt,
                                        opts.batch)  # fmt: skip
-            m = 0
             for n in counts:
                 log(f"{n} shard(s) + router: starting and loading ...")
                 cluster = Cluster(etcd, n, workdir / f"cluster-{n}", opts.threads)
@@ -191,7 +190,7 @@ def bench_shards(
                             if tenants
                             else None
                         )
-                        runs = list(workloads)
+                        runs, m = list(workloads), None
                         if opts.index == "spann":  # the only index with max_postings
                             m, got = matched_max_postings(rc, search, node_recall, opts.batch)
                             log(f"  shards' max_postings {m}: router recall {got:.4f} "
