@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vecdb.index.spann.fanout import fan_out_pairs
@@ -107,6 +107,9 @@ def _run(b, queries, reads, metric, vis_bits, threads=1):  # type: ignore[no-unt
     metric=st.sampled_from(["l2", "ip", "cosine"]),
     filtered=st.booleans(),
 )
+# int8 codes at dim 1: slots tie on distance, and a query's blocks come in a different order
+# alone than in the batch; ties order by slot, so both give one answer
+@example(seed=84072, width=1, metric="l2", filtered=False)
 def test_scan_pairs_matches_oracle_alone_and_threaded(
     seed: int, width: int, metric: str, filtered: bool
 ) -> None:

@@ -217,16 +217,17 @@ def _score(x, dim, cap, q, metric, a):  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _fold(ids, ds, s, d):  # type: ignore[no-untyped-def]
-    """Insert slot s at distance d into the ascending top-k row unless it is not closer
-    than the k-th or already there (replicas of a slot score alike)."""
+    """Insert slot s at distance d into the top-k row, ordered by (distance, slot), unless
+    it does not come before the k-th or is already there (replicas of a slot score alike).
+    Equal distances order by slot, so the row does not depend on the order blocks come in."""
     k = ids.shape[0]
-    if d >= ds[k - 1]:
+    if d > ds[k - 1] or (d == ds[k - 1] and 0 <= ids[k - 1] <= s):
         return
     for r in range(k):
         if ids[r] == s:
             return
     r = k - 1
-    while r > 0 and ds[r - 1] > d:
+    while r > 0 and (ds[r - 1] > d or (ds[r - 1] == d and ids[r - 1] > s)):
         ds[r] = ds[r - 1]
         ids[r] = ids[r - 1]
         r -= 1
@@ -308,7 +309,7 @@ def scan_pairs(  # type: ignore[no-untyped-def]
                 d = -a[j]
             else:
                 d = 1.0 - a[j]
-            if d >= ds[ds.shape[0] - 1]:
+            if d > ds[ds.shape[0] - 1]:
                 continue
             s = slots[j]
             if entry_visible(s, vers[j], slot_version, vis, use_vis):

@@ -17,6 +17,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.replicas import _dot
 
 KIND_L2, KIND_NEG_DOT, KIND_ONE_MINUS_DOT = 0, 1, 2
@@ -25,22 +26,6 @@ CHUNK_ROWS = 4096  # rows per distance block in `nearest_centroids`
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
-
-
-@nb.njit(cache=True, inline="always")
-def _insert(ids, dist, slot, dd):  # type: ignore[no-untyped-def]
-    """Put (dd, slot) into the sorted lists (a full list drops its last), unless held."""
-    k = ids.shape[0]
-    for j in range(k):
-        if ids[j] == slot:
-            return
-    j = k - 1
-    while j > 0 and (dist[j - 1] > dd or (dist[j - 1] == dd and ids[j - 1] > slot)):
-        dist[j] = dist[j - 1]
-        ids[j] = ids[j - 1]
-        j -= 1
-    dist[j] = dd
-    ids[j] = slot
 
 
 @nb.njit(cache=True, fastmath=True, nogil=True)
@@ -84,8 +69,8 @@ def _search(q, cents, cnorms, probes, vecs, slots, offsets, bits, kind, ids, dis
                     dd = -dq
                 else:
                     dd = np.float32(1.0) - dq
-                if dd < dist[i, k - 1] or (dd == dist[i, k - 1] and slot < ids[i, k - 1]):
-                    _insert(ids[i], dist[i], slot, dd)
+                if dd <= dist[i, k - 1]:
+                    _fold(ids[i], dist[i], slot, dd)
 
 
 def search_blocks(
