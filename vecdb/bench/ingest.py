@@ -45,6 +45,7 @@ import numpy.typing as npt
 from vecdb.bench.datasets import Dataset, load_dataset, slugify
 from vecdb.bench.engine_features import index_state, optimize_and_wait
 from vecdb.bench.environment import environment, load_average
+from vecdb.bench.ingest_report import cell, section_text
 from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe
 from vecdb.bench.server_process import ServerProcess
 
@@ -60,12 +61,6 @@ POSTING_GLOB = "postings*.bin"
 DEFAULT_ABORT_POSTING_X = 20.0
 ABORT_POSTING_FLOOR_BYTES = 1 << 30  # never abort below 1 GiB (small sets, preallocation)
 DEFAULT_TIME_LIMIT_S = 1800.0
-# Targets of issue 8, printed beside the numbers (the lead judges them).
-TARGETS = (
-    "70,000 x 1024 random (cosine): >= 10,000 vectors/s end to end, no acknowledgement gap "
-    "> 1 s; GloVe-50: >= 50,000 vectors/s; posting files <= 4x the raw vector bytes at every "
-    "sample of a bulk load, an online load and a churn."
-)
 F32 = npt.NDArray[np.float32]
 
 
@@ -315,81 +310,6 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
     return row
 
 
-def _fmt(x: Any, digits: int = 0) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, bool):
-        return "yes" if x else "NO"
-    if isinstance(x, int | float):
-        return f"{x:,.{digits}f}"
-    return str(x)
-
-
-def section_text(rows: list[dict[str, Any]], command: str) -> str:
-    """The RESULTS.md section of one invocation."""
-    first = rows[0]
-    sha = first.get("git_sha") or "unknown"
-    if first.get("git_dirty"):
-        sha += " (with uncommitted changes)"
-    head = (
-        "| variant | measured phase | vectors | batch rows | vectors/s | longest ack gap s "
-        "| p99 gap s | all acked | optimize s | posting max MiB | posting max / raw "
-        "| server VmHWM MiB | server max RssAnon MiB | count ok |"
-    )
-    lines = [
-        f"## ingest {first['dataset']}",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"- Run {first.get('run_id')}, git {sha}; {first.get('cpu_model')} x "
-        f"{first.get('cpu_count')} CPUs; server threads {first.get('server_threads')}; index "
-        f"{first.get('index')}.",
-        f"- Data: {first['n']:,} x {first['d']} ({first['raw_mib']:,.1f} MiB raw float32), "
-        f"metric {first['metric']}. Streamed with the SDK's upsert_stream to a `vecdb serve` "
-        "child on 127.0.0.1; posting files and the server's RssAnon sampled every "
-        f"{1000 * SAMPLE_INTERVAL_S:.0f} ms (every sample is in the JSONL row's `series`).",
-        f"- Targets: {TARGETS}",
-        "",
-        head,
-        "|---" * (head.count("|") - 1) + "|",
-    ]
-    for r in rows:
-        ph = r.get("phases", {}).get(r.get("measured_phase", ""))
-        if ph is None:
-            lines.append(f"| {r['variant']} | failed (see below) |" + " - |" * 12)
-            continue
-        cells = [
-            r["variant"],
-            r["measured_phase"],
-            _fmt(ph.get("vectors")),
-            _fmt(r["batch_rows"]),
-            _fmt(r["vectors_per_s"]),
-            _fmt(r["max_gap_s"], 3),
-            _fmt(r["p99_gap_s"], 3),
-            _fmt(r["acks_ok"]),
-            _fmt(r["optimize_s"], 1),
-            _fmt(r["posting_max_mib"], 1),
-            _fmt(r["posting_max_x_raw"], 2) + "x",
-            _fmt(r.get("server_vmhwm_mib"), 1),
-            _fmt(r["server_anon_max_mib"], 1),
-            _fmt(r["count_ok"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Phases (seconds; posting max / raw within the phase):", ""]
-    for r in rows:
-        parts = [
-            f"{k} {p['seconds']:.1f} s"
-            + (f" ({p['vectors_per_s']:,.0f}/s)" if p.get("vectors_per_s") else "")
-            + (f" {p['posting_max_x_raw']:.2f}x" if "posting_max_x_raw" in p else "")
-            for k, p in r.get("phases", {}).items()
-        ]
-        lines.append(f"- {r['variant']}: " + "; ".join(parts) if parts else f"- {r['variant']}: -")
-    errors = [f"- {r['variant']}: {r['error']}" for r in rows if "error" in r]
-    if errors:
-        lines += ["", "Failures:", "", *errors]
-    return "\n".join(lines) + "\n"
-
-
 def run_ingest_benchmark(ds: Dataset, cfg: IngestConfig, log: Any = print) -> list[dict[str, Any]]:
     """Every variant of `cfg` on `ds`; rows with the run's provenance."""
     common = {
@@ -405,9 +325,9 @@ def run_ingest_benchmark(ds: Dataset, cfg: IngestConfig, log: Any = print) -> li
         log(f"ingest {ds.name}: {variant} ...")
         row = {**common, **run_variant(ds, variant, cfg)}
         log(
-            f"ingest {ds.name}: {variant}: {_fmt(row.get('vectors_per_s'))} vectors/s, "
-            f"longest gap {_fmt(row.get('max_gap_s'), 3)} s, posting max "
-            f"{_fmt(row.get('posting_max_x_raw'), 2)}x raw"
+            f"ingest {ds.name}: {variant}: {cell(row.get('vectors_per_s'))} vectors/s, "
+            f"longest gap {cell(row.get('max_gap_s'), 3)} s, posting max "
+            f"{cell(row.get('posting_max_x_raw'), 2)}x raw"
             + (f"; error: {row['error']}" if "error" in row else "")
         )
         rows.append(row)
@@ -455,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = run_ingest_benchmark(ds, cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
     command = "python -m vecdb.bench.ingest " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = section_text(rows, command)
+    text = section_text(rows, command, SAMPLE_INTERVAL_S)
     label = slugify(f"ingest-{args.dataset}" + (f"-{args.limit}" if args.limit else ""))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
