@@ -1,6 +1,7 @@
 """RocksDB (rocksdict, raw mode) as vecdb's key-value store: the source of truth.
 
-Owns the column families, key encodings and the commit point: one request is one
+Owns the store's options and the commit point (the layout, column families and meta key
+heads, is `vecdb.storage.layout`, re-exported here): one request is one
 `WriteBatch` written with `sync=True` and acknowledged only after `commit` returns. It knows
 nothing about vectors beyond bytes and must not import the index. Never pickles (raw_mode).
 """
@@ -29,43 +30,28 @@ from vecdb.storage import faults
 from vecdb.storage.keys import cid_prefix as cid_prefix  # re-exported: key encodings
 from vecdb.storage.keys import read_u64 as read_u64
 from vecdb.storage.keys import u64 as u64
+from vecdb.storage.layout import CF_IDS as CF_IDS  # re-exported: the RocksDB layout
+from vecdb.storage.layout import CF_META as CF_META
+from vecdb.storage.layout import CF_OPLOG as CF_OPLOG
+from vecdb.storage.layout import CF_PAYLOAD as CF_PAYLOAD
+from vecdb.storage.layout import CF_SLOTS as CF_SLOTS
+from vecdb.storage.layout import CF_VECTORS as CF_VECTORS
+from vecdb.storage.layout import COLLECTION_META_HEADS as COLLECTION_META_HEADS
+from vecdb.storage.layout import COLUMN_FAMILIES as COLUMN_FAMILIES
+from vecdb.storage.layout import META_ACL as META_ACL
+from vecdb.storage.layout import META_NEXT_SLOT as META_NEXT_SLOT
+from vecdb.storage.layout import META_PIDX_DEF as META_PIDX_DEF
+from vecdb.storage.layout import META_PIDX_ENTRY as META_PIDX_ENTRY
+from vecdb.storage.layout import META_REBUILD as META_REBUILD
+from vecdb.storage.layout import META_TENANT as META_TENANT
+from vecdb.storage.layout import META_TENANT_NEXT as META_TENANT_NEXT
+from vecdb.storage.layout import META_TV as META_TV
+from vecdb.storage.layout import collection_rows as collection_rows
+from vecdb.storage.layout import delete_collection_rows as delete_collection_rows
 from vecdb.storage.manifest import write_bytes_atomic
 from vecdb.storage.view import Reader as Reader  # re-exported: what reads need
 from vecdb.storage.view import View as View  # re-exported: the store at one instant
 from vecdb.storage.view import prefix_end as prefix_end  # re-exported
-
-# Column families and what they hold (keys start with a 4-byte collection id unless noted):
-CF_META = "meta"  # collection configs by name, counters (no cid prefix for db-level keys)
-CF_OPLOG = "oplog"  # cid + seq -> msgpack op (for indexes that replay)
-CF_IDS = "ids"  # cid + encoded user id -> slot (8 bytes big-endian)
-CF_SLOTS = "slots"  # cid + slot -> encoded user id
-CF_VECTORS = "vectors"  # cid + slot -> little-endian float32 vector
-CF_PAYLOAD = "payload"  # cid + slot -> JSON payload
-COLUMN_FAMILIES = (CF_META, CF_OPLOG, CF_IDS, CF_SLOTS, CF_VECTORS, CF_PAYLOAD)
-
-# What a collection owns in the meta column family: every such key is one of these heads, then
-# the collection's 4-byte id, then anything. Snapshot, restore and drop find a collection's
-# meta rows by these heads alone (`collection_rows`, `delete_collection_rows`), so a new kind
-# of per-collection meta key must be added here.
-META_NEXT_SLOT = b"next_slot:"  # + cid -> u64: the point table's slot counter
-META_PIDX_DEF = b"pidxdef:"  # + cid + field -> JSON: a payload index definition
-META_PIDX_ENTRY = b"pidx:"  # + cid + field + value + slot -> b"": a payload index entry
-META_REBUILD = b"rebuild:"  # + cid -> b"": the index files are being replaced (rebuild on open)
-# Tenants of a multi-tenant collection (vecdb.engine.tenants):
-META_TENANT = b"tenant:"  # + cid + name -> msgpack: the tenant's number, state, drop progress
-META_TENANT_NEXT = b"tnext:"  # + cid -> u64: the next tenant number to hand out
-META_ACL = b"acl:"  # + cid + slot (u64) -> owner number (u32) + sorted grantee numbers (u32 each)
-META_TV = b"tv:"  # + cid + tenant number (u32) + slot (u64) -> b"o" (owner) | b"g" (grantee)
-COLLECTION_META_HEADS = (
-    META_NEXT_SLOT,
-    META_PIDX_DEF,
-    META_PIDX_ENTRY,
-    META_REBUILD,
-    META_TENANT,
-    META_TENANT_NEXT,
-    META_ACL,
-    META_TV,
-)
 
 
 def set_rebuild_marker(kv: KV, prefix: bytes, on: bool) -> None:
@@ -114,20 +100,6 @@ def _cf_options() -> Options:
     return opts
 
 
-def collection_rows(src: Reader, prefix: bytes) -> Iterator[tuple[str, bytes, bytes, bytes]]:
-    """Every row of the collection with key prefix `prefix` as (column family, head, tail,
-    value), its key being head + prefix + tail: the rows of the cid-prefixed families (head
-    b"") and its meta rows (`COLLECTION_META_HEADS`)."""
-    for cf in COLUMN_FAMILIES:
-        if cf == CF_META:
-            for head in COLLECTION_META_HEADS:
-                for key, value in src.scan_prefix(cf, head + prefix):
-                    yield cf, head, key[len(head) + len(prefix) :], value
-            continue
-        for key, value in src.scan_prefix(cf, prefix):
-            yield cf, b"", key[len(prefix) :], value
-
-
 class Batch:
     """A group of puts/deletes across column families, applied atomically by `KV.commit`."""
 
@@ -154,16 +126,6 @@ class Batch:
         """Delete every key in [start, end)."""
         self._wb.delete_range(start, end, self._kv.handle(cf))
         self.ops += 1
-
-
-def delete_collection_rows(batch: Batch, prefix: bytes) -> None:
-    """Delete every row `collection_rows` would yield for `prefix` (drop, restore)."""
-    for cf in COLUMN_FAMILIES:
-        if cf == CF_META:
-            for head in COLLECTION_META_HEADS:
-                batch.delete_prefix(cf, head + prefix)
-        else:
-            batch.delete_prefix(cf, prefix)
 
 
 CLEAN_CLOSE = "VECDB_CLEAN_CLOSE"  # RocksDB's sequence at the last clean close
