@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from vecdb.bench.build_memory import measure_build_memory
+from vecdb.bench.build_report import build_memory_table, build_time_table
 from vecdb.bench.datasets import load_dataset
-from vecdb.bench.report import build_memory_table, build_time_table
 from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe, status_kib
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vecdb.bench.report import fmt
+from vecdb.bench.cells import fmt
 
 # Targets of issue 8, printed beside the numbers (the lead judges them).
 TARGETS = (
@@ -16,7 +16,7 @@ TARGETS = (
 
 
 def cell(x: Any, digits: int = 0) -> str:
-    """A table cell as `report.fmt` writes it, with a bool as yes / NO."""
+    """A table cell as `cells.fmt` writes it, with a bool as yes / NO."""
     if isinstance(x, bool):
         return "yes" if x else "NO"
     return fmt(x, digits)

@@ -9,11 +9,14 @@ outside the markers is kept. Must not measure anything.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vecdb.bench.build_report import build_memory_table, build_time_table
+from vecdb.bench.cells import Row, by_system
+from vecdb.bench.cells import fmt as fmt  # re-exported: the other reports' cells
+from vecdb.bench.cells import fmt_params as fmt_params
 from vecdb.bench.datasets import slugify
 
 TARGETS = (0.90, 0.95, 0.99)
@@ -23,7 +26,6 @@ INTRO = (
     "Written by `vecdb bench`. Each dataset has one section between markers; a new run of a "
     "dataset replaces its section and keeps everything else in this file."
 )
-Row = dict[str, Any]
 
 
 def pareto(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -50,29 +52,6 @@ def qps_at_recall(points: Iterable[tuple[float, float]], target: float) -> float
     return q0 + (q1 - q0) * (target - r0) / (r1 - r0)
 
 
-def fmt(x: Any, digits: int = 0) -> str:
-    """A table cell: "-" for None/NaN, numbers with thousands separators and `digits`."""
-    if x is None or (isinstance(x, float) and x != x):
-        return "-"
-    if isinstance(x, float | int) and not isinstance(x, bool):
-        return f"{x:,.{digits}f}"
-    return str(x)
-
-
-def fmt_params(p: Mapping[str, Any] | None) -> str:
-    """Parameters as "k=v k2=v2" (dicts as JSON, empty dicts left out; "-" if none)."""
-    items = [(k, v) for k, v in (p or {}).items() if v != {}]
-    return " ".join(f"{k}={json.dumps(v) if isinstance(v, dict) else v}" for k, v in items) or "-"
-
-
-def _by_system(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    out: dict[str, list[Row]] = {}
-    for row in rows:
-        if "error" not in row:
-            out.setdefault(row["system"], []).append(row)
-    return out
-
-
 def summary_table(rows: Sequence[Row], key: str) -> list[str]:
     """Markdown lines: per system, QPS (`key`) at each recall@10 target plus build/memory."""
     head = "| system | build params | " + " | ".join(f"@ {t:.2f}" for t in TARGETS)
@@ -80,7 +59,7 @@ def summary_table(rows: Sequence[Row], key: str) -> list[str]:
         head + " | max recall@10 | build s | RssAnon MiB | RssFile MiB | disk MiB |",
         "|---" * (len(TARGETS) + 7) + "|",
     ]
-    for name, rs in _by_system(rows).items():
+    for name, rs in by_system(rows).items():
         pts = [(r["recall_at_10"], r[key]) for r in rs]
         cells = [fmt(qps_at_recall(pts, t)) for t in TARGETS]
         first = rs[0]
@@ -96,7 +75,7 @@ def summary_table(rows: Sequence[Row], key: str) -> list[str]:
 
 def ratio_table(rows: Sequence[Row], key: str) -> list[str]:
     """Markdown lines: ours / peer QPS at each target, for every (ours, peer) pair."""
-    groups = _by_system(rows)
+    groups = by_system(rows)
     ours = [n for n, rs in groups.items() if rs[0].get("is_ours")]
     peers = [n for n, rs in groups.items() if not rs[0].get("is_ours")]
     if not ours or not peers:
@@ -119,7 +98,7 @@ def ratio_table(rows: Sequence[Row], key: str) -> list[str]:
 
 def anchor_table(rows: Sequence[Row], anchors: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Markdown lines: measured 1-thread QPS against reference anchors at each target."""
-    groups = _by_system(rows)
+    groups = by_system(rows)
     lines = ["| system | " + " | ".join(f"@ {t:.2f} measured / anchor" for t in TARGETS) + " |"]
     lines.append("|---" * (len(TARGETS) + 1) + "|")
     for name, ref in anchors.items():
@@ -134,61 +113,6 @@ def anchor_table(rows: Sequence[Row], anchors: Mapping[str, Mapping[str, float]]
             else:
                 cells.append(f"{fmt(got)} / {fmt(want)} = {got / want:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def build_memory_table(rows: Sequence[Row]) -> list[str]:
-    """Markdown lines: the build-memory row of each system that has one (see
-    `vecdb.bench.build_memory`); empty if none has."""
-    cols = [
-        "system", "raw MiB", "build s (fresh process)", "(a) peak RssAnon MiB", "(a) / raw",
-        "VmHWM MiB", "(b) after build MiB", "(b) / raw", "(b) after malloc_trim MiB",
-        "(c) fresh open MiB", "(b) / (c)", "baseline RssAnon MiB", "samples, max gap ms",
-    ]  # fmt: skip
-    lines = []
-    for name, rs in _by_system(rows).items():
-        r = rs[0]
-        if "build_mem_peak_anon_mib" not in r:
-            continue
-        cells = [
-            name,
-            fmt(r.get("build_mem_raw_mib"), 1),
-            fmt(r.get("build_mem_build_s"), 1),
-            fmt(r.get("build_mem_peak_anon_mib"), 1),
-            fmt(r.get("build_mem_peak_x_raw"), 2) + "x",
-            fmt(r.get("build_mem_vmhwm_mib"), 1),
-            fmt(r.get("build_mem_after_anon_mib"), 1),
-            fmt(r.get("build_mem_after_x_raw"), 2) + "x",
-            fmt(r.get("build_mem_after_trim_anon_mib"), 1),
-            fmt(r.get("build_mem_fresh_anon_mib"), 1),
-            fmt(r.get("build_mem_after_over_fresh"), 2),
-            fmt(r.get("build_mem_baseline_anon_mib"), 1),
-            f"{r.get('build_mem_samples', '-')}, {fmt(r.get('build_mem_max_gap_ms'), 0)}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    if not lines:
-        return []
-    return ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|", *lines]
-
-
-def build_time_table(rows: Sequence[Row]) -> list[str]:
-    """Markdown lines: each vecdb system's build time over each peer's, same run and threads."""
-    groups = _by_system(rows)
-    ours = [n for n, rs in groups.items() if rs[0].get("is_ours") and rs[0].get("build_s")]
-    peers = [n for n, rs in groups.items() if not rs[0].get("is_ours") and rs[0].get("build_s")]
-    if not ours or not peers:
-        return []
-    lines = ["| vecdb system | build s | " + " | ".join(f"/ {p}" for p in peers) + " |"]
-    lines.append("|---" * (len(peers) + 2) + "|")
-    lines.append(
-        "| (peer build s) | - | "
-        + " | ".join(fmt(groups[p][0]["build_s"], 1) for p in peers)
-        + " |"
-    )
-    for a in ours:
-        ta = float(groups[a][0]["build_s"])
-        cells = [f"{ta / float(groups[p][0]['build_s']):.2f}x" for p in peers]
-        lines.append(f"| {a} | {ta:,.1f} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -209,7 +133,7 @@ def settings_table(rows: Sequence[Row]) -> list[str]:
         "KiB read/q",
     ]
     lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    for rs in _by_system(rows).values():
+    for rs in by_system(rows).values():
         for r in rs:
             kib = r.get("bytes_read_per_query")
             cells = [
@@ -239,7 +163,7 @@ def plot(rows: Sequence[Row], key: str, label: str, title: str, path: Path) -> N
 
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
     markers = "os^vD<>p*hX"
-    for i, (name, rs) in enumerate(_by_system(rows).items()):
+    for i, (name, rs) in enumerate(by_system(rows).items()):
         pts = [(r["recall_at_10"], r[key]) for r in rs]
         front = pareto(pts)
         ours = bool(rs[0].get("is_ours"))
