@@ -55,7 +55,7 @@ from vecdb.index.spann.table import BlockTable
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 ENV = "VECDB_BUILD_CHILD_MIB"
-DEFAULT_MIB = 64.0  # builds of at least this many MiB of float32 vectors run in a child
+DEFAULT_MIB = 128.0  # builds of at least this many MiB of float32 vectors run in a child
 MAX_MIB = float(1 << 20)  # bounds of the setting (PARAMS.md); "off" never uses a child
 LOG_TAIL = 2000  # characters of the child's stderr kept in an error
 
