@@ -12,6 +12,8 @@ counts and radii. Pass 7 publishes everything under the write lock by swapping r
 slots removed while the build ran stay removed (remove wins). Searches run on the previous
 state until then. Memory beyond the input: the (n, replicas) placement arrays, one group of
 encoded blocks and the head graph; no n x k distance matrix and no copy of the input.
+Passes 1-6 of a build of at least `VECDB_BUILD_CHILD_MIB` MiB run in a child process
+(`vecdb.index.spann.child`), so their temporaries never stay in a long-running process.
 """
 
 from __future__ import annotations
