@@ -19,14 +19,16 @@ WAIT = 60.0
 
 
 def _children() -> list[int]:
-    """Live child processes of this process (zombies not counted)."""
+    """Live child build processes of this process (zombies and other children, e.g. a
+    session's servers, not counted)."""
     pids: list[int] = []
     for task in os.listdir("/proc/self/task"):
         pids += [int(p) for p in Path(f"/proc/self/task/{task}/children").read_text().split()]
     alive = []
     for p in pids:
         try:
-            if "\nState:\tZ" not in Path(f"/proc/{p}/status").read_text():
+            builds = b"run_child" in Path(f"/proc/{p}/cmdline").read_bytes()
+            if builds and "\nState:\tZ" not in Path(f"/proc/{p}/status").read_text():
                 alive.append(p)
         except FileNotFoundError:
             pass

@@ -23,12 +23,20 @@ PARAMS = {"threads": 1, "head_fraction": 0.05}
 
 
 def _children() -> list[int]:
-    """Live child processes of this process (zombies not counted)."""
+    """Live child build processes of this process (zombies and other children, e.g. a
+    session's servers, not counted)."""
     pids: list[int] = []
     for task in os.listdir("/proc/self/task"):
         text = Path(f"/proc/self/task/{task}/children").read_text()
         pids += [int(p) for p in text.split()]
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if _alive(p) and _is_build(p)]
+
+
+def _is_build(pid: int) -> bool:
+    try:
+        return b"run_child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
 
 
 def _alive(pid: int) -> bool:
