@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vecdb.bench.build_memory import measure_build_memory
+from vecdb.bench.build_memory import children_anon_probe, measure_build_memory
 from vecdb.bench.build_report import build_memory_table, build_time_table
 from vecdb.bench.datasets import load_dataset
 from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe, status_kib
@@ -73,3 +75,22 @@ def test_build_time_table_divides_by_each_peer() -> None:
     lines = build_time_table(rows)
     assert lines[2] == "| (peer build s) | - | 40.0 | 2.0 |"
     assert lines[3] == "| vecdb-spann | 10.0 | 0.25x | 5.00x |"
+
+
+def test_children_probe_counts_a_grandchild() -> None:
+    """The probe sums the RssAnon of processes this one started and theirs (a child build's
+    memory counts in the row's peak); 0 once they are gone."""
+    probe = children_anon_probe()
+    hold = "import numpy as np, sys; x = np.ones(48 << 18, np.float32); print(1, flush=True); sys.stdin.read()"
+    outer = f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {hold!r}], stdin=sys.stdin); p.wait()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", outer], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        assert proc.stdout.readline().strip() == b"1"  # the grandchild holds 48 MiB, touched
+        assert probe() > 40 * 1024
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert probe() == 0

@@ -7,9 +7,12 @@ Owns this protocol, for a system measured in-process (embedded vecdb):
    RssFile, and every byte of anonymous memory that grows is the build's own) and takes the
    baseline RssAnon.
 2. (a) It runs the build (batched upsert + optimize, waiting for the end), sampling its own
-   RssAnon from /proc/self/status every 20 ms in a background thread: the peak growth over the
-   baseline, also as a multiple of the raw float32 bytes. VmHWM (peak total RSS, file pages
-   included) is reported beside it. The wall time of the build is reported too.
+   RssAnon from /proc/self/status every 20 ms in a background thread, plus the RssAnon of
+   every process it started (a large SPANN bulk build runs in a child process, see
+   `vecdb.index.spann.child`; its whole RssAnon counts, interpreter included): the peak growth
+   of that sum over the baseline, also as a multiple of the raw float32 bytes; the children's
+   own peak is reported beside it. VmHWM (peak total RSS of this process, file pages
+   included) is reported too. The wall time of the build is reported too.
 3. (b) The caller's array is dropped and garbage collected, the database kept open: RssAnon
    growth then (and, as a diagnostic only, after glibc `malloc_trim(0)`).
    Then the database is closed: what stays (after `malloc_trim`) is the process's, not the
@@ -27,6 +30,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from vecdb.bench.memory import mib, run_json_child
-from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
+from vecdb.bench.sampler import Probe, Sampler, rss_anon_probe, status_kib
 
 SETTLE_S = 0.2  # after gc, before reading RSS: lets the allocator and worker threads settle
 OPEN_RUNS = 3  # fresh-open processes; (c) is their median (one varied by up to 2x)
@@ -86,6 +90,29 @@ def _system(p: dict[str, Any]) -> Any:
     return system
 
 
+def _descendants(pid: int | str = "self") -> list[int]:
+    """Every live process below `pid` (children, their children, ...)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # gone
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            continue
+        for k in kids:
+            found += [k, *_descendants(k)]
+    return found
+
+
+def children_anon_probe() -> Probe:
+    """A probe of the summed RssAnon (KiB) of every process this one started (and theirs)."""
+    return lambda: float(sum(status_kib(k, ("RssAnon",))["RssAnon"] for k in _descendants()))
+
+
 def _malloc_trim() -> bool:
     try:
         return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
@@ -99,7 +126,8 @@ def build_main(p: dict[str, Any]) -> dict[str, Any]:
     base = np.load(p["base_path"], mmap_mode="r")
     gc.collect()
     before = status_kib()
-    with Sampler({"anon": rss_anon_probe()}) as sampler:
+    own, kids = rss_anon_probe(), children_anon_probe()
+    with Sampler({"anon": lambda: own() + kids(), "children": kids}) as sampler:
         t0 = time.perf_counter()
         system.build(base, Path(p["workdir"]))
         build_s = time.perf_counter() - t0
@@ -112,6 +140,7 @@ def build_main(p: dict[str, Any]) -> dict[str, Any]:
         "build_mem_build_s": round(build_s, 3),
         "build_mem_baseline_anon_mib": mib(before["RssAnon"]),
         "build_mem_peak_anon_mib": mib(sampler.max("anon") - before["RssAnon"]),
+        "build_mem_children_peak_anon_mib": mib(sampler.max("children")),
         "build_mem_vmhwm_mib": mib(after["VmHWM"]),
         "build_mem_after_anon_mib": mib(after["RssAnon"] - before["RssAnon"]),
         "build_mem_after_trim_anon_mib": mib(trimmed["RssAnon"] - before["RssAnon"]),

@@ -12,6 +12,8 @@ counts and radii. Pass 7 publishes everything under the write lock by swapping r
 slots removed while the build ran stay removed (remove wins). Searches run on the previous
 state until then. Memory beyond the input: the (n, replicas) placement arrays, one group of
 encoded blocks and the head graph; no n x k distance matrix and no copy of the input.
+Passes 1-6 of a build of at least `VECDB_BUILD_CHILD_MIB` MiB run in a child process
+(`vecdb.index.spann.child`), so their temporaries never stay in a long-running process.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree, build_tree, fill_members
+from vecdb.index.spann import child
 from vecdb.index.spann.assign import (
     ExactHeads,
     cut,
@@ -109,21 +112,11 @@ def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:
     """Replace the whole content by a bulk build of (slots, vectors)."""
     p, n = st.params, len(slots)
-    quant = Quantizer.fit(vectors) if st.width == 1 and n else None
     gen = st.file_gen + 1
-    file = PostingFile(
-        file_path(st.directory, "postings", gen),
-        st.dim,
-        width=st.width,
-        quant=quant,
-        full_cap=st.block_cap,
-    )
-    table = file.attach(BlockTable(st.dim, st.width))
-    try:
-        tree, graph, cap = _passes(st, file, table, slots, vectors, progress)
-    except BaseException:  # abandoned (closing, superseded) or failed: close the new file
-        file.close()
-        raise
+    if child.use_child(n, st.dim):  # a large build: its temporaries in another process
+        file, table, tree, graph, cap = child.build_in_child(st, gen, slots, vectors, progress)
+    else:
+        file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)
     reader = open_reader(file, p.io)
     # Pass 7: publish by swapping references
     old_file, old_reader = st.file, st.reader
@@ -149,6 +142,22 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         old_reader.close()
     old_file.close()  # its file stays on disk until a checkpoint names the new one
     release_free_memory()
+
+
+def _in_process(
+    st: SpannState, gen: int, slots: I64, vectors: F32, progress: Progress | None
+) -> child.Built:
+    """Passes 1-6 in this process, into posting file generation `gen`."""
+    quant = Quantizer.fit(vectors) if st.width == 1 and len(slots) else None
+    path = file_path(st.directory, "postings", gen)
+    file = PostingFile(path, st.dim, width=st.width, quant=quant, full_cap=st.block_cap)
+    table = file.attach(BlockTable(st.dim, st.width))
+    try:
+        tree, graph, cap = _passes(st, file, table, slots, vectors, progress)
+    except BaseException:  # abandoned (closing, superseded) or failed: close the new file
+        file.close()
+        raise
+    return file, table, tree, graph, cap
 
 
 def _passes(

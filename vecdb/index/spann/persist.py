@@ -79,7 +79,10 @@ def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     write_sections(directory / MANIFEST, MANIFEST_MAGIC, MANIFEST_VERSION, [payload])
 
 
-OURS = re.compile(r"^((postings|heads|state)\.\d+\.bin|MANIFEST)(\.tmp)?$|^heads\.scratch\.tmp$")
+OURS = re.compile(
+    r"^((postings|heads|state)\.\d+\.bin|MANIFEST)(\.tmp)?$|^heads\.scratch\.tmp$"
+    r"|^build\.\d+\.\w+\.tmp$"  # a child build's exchange files (`spann.child`)
+)
 
 
 def clean_directory(directory: Path, keep: set[str]) -> None:
