@@ -92,7 +92,8 @@ def save(path: Path, key: tuple[int, ...], parts: list[npt.NDArray[Any]], params
     tmp = path.with_name(path.name + TMP)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        views = [MAGIC, head.data.cast("B"), *(p.data.cast("B") for p in body if p.nbytes)]
+        views: list[bytes | memoryview] = [MAGIC, head.data.cast("B")]
+        views += [p.data.cast("B") for p in body if p.nbytes]
         want = sum(len(v) for v in views)
         done = os.writev(fd, views)
         if done != want:
@@ -142,7 +143,8 @@ def load(path: Path, key: tuple[int, ...], dim: int, next_slot: int, serial: int
                 vecs.reshape(rows, dim))  # fmt: skip
 
 
-def _reject(path: Path, why: str) -> None:
+def _reject(path: Path, why: str) -> Copy | None:
+    """None, after logging why the file at `path` is not used."""
     log.warning("clustered copy ignored; it will be rebuilt",
                 extra={"path": str(path), "reason": why})  # fmt: skip
     return None
