@@ -88,6 +88,7 @@ class ClusterCopies:
         self.deltas: OrderedDict[tuple[Any, ...], Delta] = OrderedDict()
         self.lock = threading.Lock()  # guards the dicts above
         self.build_lock = threading.Lock()  # one build at a time per collection
+        self.load_lock = threading.Lock()  # one file read back at a time
         self.builds = 0  # copies built, for stats and tests
         self.loads = 0  # copies read back from their files
         self.serial = 0  # the last build's (or load's) number
@@ -103,13 +104,17 @@ class ClusterCopies:
             cp = self.ready.get(key)
             if cp is not None or self.directory is None or key in self.tried:
                 return cp
-            self.tried.add(key)
-        got = cfile.load(self.path(key), key[1:], dim, self.next_slot(), self._next_serial())
-        if got is None:
-            return None
-        with self.lock:
-            self.loads += 1
-            return self.ready.setdefault(key, got)
+        with self.load_lock:  # (the worker and a query may both look: one reads the file)
+            with self.lock:
+                if key in self.tried:
+                    return self.ready.get(key)
+            got = cfile.load(self.path(key), key[1:], dim, self.next_slot(), self._next_serial())
+            with self.lock:
+                self.tried.add(key)
+                if got is None:
+                    return self.ready.get(key)
+                self.loads += 1
+                return self.ready.setdefault(key, got)
 
     def path(self, key: tuple[Any, ...]) -> Path:
         assert self.directory is not None
