@@ -165,3 +165,21 @@ def test_a_file_with_slots_never_handed_out_is_refused(tmp_path: Path) -> None:
     assert cfile.load(path, (8,), DIM, 600, 5) is None  # another set's name
     assert cfile.load(path, (7,), DIM + 1, 600, 5) is None  # another dimension
     assert cfile.load(tmp_path / "nothing.bin", (7,), DIM, 600, 5) is None
+
+
+def test_a_dropped_tenants_copy_and_file_go_with_it(tmp_path: Path) -> None:
+    x = _data(5, A + B)
+    q = (x[:A:150] + 0.05).astype(np.float32)
+    with Database(tmp_path / "db") as db:
+        _fill(db, x, A, B)
+        _got(db, q, ALL)
+        db.optimize("m")
+        cc = _copies(db)
+        key = ("c", db._get("m").core.tenants.active("a").no)
+        path = cc.path(key)
+        assert key in cc.ready and path.is_file()
+        db.drop_tenant("m", "a")
+        db.optimize("m")  # the drop's cleanup runs before an optimize ends
+        assert key not in cc.ready and not path.exists()
+        db.create_tenant("m", "a")  # the name is free again; the new tenant has no copy
+        assert ("c", db._get("m").core.tenants.active("a").no) not in cc.ready

@@ -9,7 +9,8 @@ of the indexed points) and has no ready copy: its file is read back if it is who
 (`tenant_cluster_file`), else the copy is built from the stored vectors of the tenant's
 slots (RocksDB and the access lists are the source of truth) and written. Only once the
 collection has a built SPANN index (the clustered path is SPANN's). A build that fails is
-logged and not tried again until the set changes.
+logged and not tried again until the set changes. `dropped` removes the copies (and files)
+of a tenant whose drop finished.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from vecdb.engine import tenant_cluster_file as cfile
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.memory import release_free_memory
 from vecdb.engine.tenant_cluster_build import build
@@ -118,3 +120,23 @@ def _build(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], params
         del cl
     release_free_memory()  # k-means' blocks: not kept as heap by the allocator
     log.info("clustered copy built", extra={"collection": coll.name, "set": key})
+
+
+def dropped(coll: CollectionCore, no: int) -> None:
+    """Tenant `no` is gone (its drop finished): the copies of sets including it, and their
+    files, go too (a tenant's number is never reused)."""
+    if coll.tenants is None or not isinstance(coll.index, SpannIndex):
+        return
+    cc = _copies(coll) if len(coll.index) else None
+    if cc is None:
+        return
+    with cc.lock:
+        keys = {k for k in (*cc.ready, *cc.wanted, *cc.tried) if no in k[1:]} | {("c", no)}
+        for k in keys:
+            cc.ready.pop(k, None)
+            cc.wanted.pop(k, None)
+            cc.tried.discard(k)
+            cc.deltas.pop(k, None)
+    if cc.directory is not None:
+        for k in keys:
+            cfile.remove(cc.path(k))
