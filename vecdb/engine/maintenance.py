@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit, doc_jobs, recovery, tenant_jobs
+from vecdb.engine import commit, doc_jobs, recovery, tenant_cluster_jobs, tenant_jobs
 from vecdb.engine.core import (
     STATE_BUILDING,
     STATE_ERROR,
@@ -78,6 +78,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
         return JOB_TENANT_DROP
     if coll.cfg.kind == "multivector":  # documents have their own jobs (engine.doc_jobs)
         return doc_jobs.due(coll, now)
+    if tenant_cluster_jobs.due(coll):  # a large tenant's clustered copy, before optimize ends
+        return tenant_cluster_jobs.JOB
     waiting = st.optimize_requested > st.optimize_done
     buf = coll.buffer
     if buf is None:
@@ -213,6 +215,8 @@ class MaintenanceWorker:
                 maintain(coll)
             elif job == JOB_TENANT_DROP:
                 tenant_jobs.drop_slice(coll)
+            elif job == tenant_cluster_jobs.JOB:
+                tenant_cluster_jobs.run(coll)
             elif job in doc_jobs.JOBS:
                 doc_jobs.run(coll, job, _progress(coll))
             elif job == JOB_QUARANTINE:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from vecdb.engine import commit, writer
+from vecdb.engine import commit, tenant_cluster_jobs, writer
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.tenant_rules import DROP_BATCH
 from vecdb.engine.tenants import OWNER, Tenant, encode_acl
@@ -93,4 +93,5 @@ def _finish(coll: CollectionCore, t: Tenant) -> None:
     batch.delete(kvmod.CF_META, ts.tenant_key(t.name))
     coll.seq.commit(batch)
     ts.apply_forgotten(t)
+    tenant_cluster_jobs.dropped(coll, t.no)
     log.info("tenant drop finished", extra={"collection": coll.name, "tenant": t.name})
