@@ -135,7 +135,7 @@ def _drop_vanished(
     (the row is re-padded), so no result ever carries a finite distance and no id."""
     pad: Any = None if coll.id_type is IdType.STR else -1
     missing = (slots >= 0) & (ids == pad)
-    if not missing.any():
+    if not np.count_nonzero(missing):
         return slots, ids, dist
     keep = ~missing
     order = np.argsort(missing, axis=1, kind="stable")  # kept entries first, in order

@@ -14,6 +14,7 @@ judged here, on the server. Pure functions: no storage, no state.
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -369,13 +370,14 @@ def queries_as_stored(queries: object, dim: int, metric: Metric) -> npt.NDArray[
         n = arr.shape[0]
         if arr.ndim == 2 and arr.shape[1] == dim and 1 <= n <= config.MAX_QUERIES:
             wide = arr.astype(np.float64)
-            sq = (wide * wide).sum(axis=1)
+            sq = np.add.reduce(wide * wide, axis=1)  # = (wide * wide).sum(axis=1)
             lo, hi = (float(sq[0]),) * 2 if n == 1 else (float(sq.min()), float(sq.max()))
             cosine = metric is Metric.COSINE
             if (lo > 0.0 if cosine else lo >= 0.0) and hi <= _FAST_SQ_NORM:  # NaN fails
                 if not cosine:
-                    return np.ascontiguousarray(arr.astype(np.float32))
-                return np.ascontiguousarray(wide / np.sqrt(sq)[:, None], dtype=np.float32)
+                    return np.ascontiguousarray(arr, np.float32).copy()
+                norms = math.sqrt(lo) if n == 1 else np.sqrt(sq)[:, None]  # both IEEE sqrt
+                return (wide / norms).astype(np.float32)
     q = prepare_queries(queries, dim, metric)
     return normalize(q) if metric is Metric.COSINE else q
 
