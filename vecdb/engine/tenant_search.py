@@ -79,11 +79,11 @@ def search_tenants(
     unfiltered search would find them rewritten to the subset."""
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
-    mine, rest = TenantParams.split(params)
-    tp = TenantParams.parse(mine)
     if not isinstance(coll.index, SpannIndex):  # the flat index: exact already, in memory
+        mine, rest = TenantParams.split(params)
+        TenantParams.parse(mine)
         return search_slots(coll, q, k, rest, visible)
-    sp = SearchParams.parse(rest)  # parsed once; bad parameters fail whichever path answers
+    tp, sp = parsed(params)  # once; bad parameters fail whichever path answers
     key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
         return copied(coll, q, k, key, np.asarray(slots, np.int64), cacheable)
@@ -103,6 +103,28 @@ def search_tenants(
         return subtree.search_subset(state, q32, k_, sp, tp, slots, visible, sub_key)
 
     return search_slots(coll, q, k, params, visible, walk)
+
+
+_PARSED: dict[tuple[Any, ...], tuple[TenantParams, SearchParams]] = {}
+PARSED_MAX = 256  # distinct parameter sets remembered by `parsed`
+
+
+def parsed(params: dict[str, Any] | None) -> tuple[TenantParams, SearchParams]:
+    """The tenant and search parameters of a request (tenant ones checked first), both
+    remembered by the request's (name, type, value) entries: a repeated request skips the
+    split and both lookups. Only valid sets are remembered, so errors are always raised."""
+    try:
+        key = tuple((k, v.__class__, v) for k, v in params.items()) if params else ()
+        hit = _PARSED.get(key)
+    except TypeError:  # unhashable values: parse (and reject) below
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    mine, rest = TenantParams.split(params)
+    out = TenantParams.parse(mine), SearchParams.parse(rest)
+    if key is not None and len(_PARSED) < PARSED_MAX:
+        _PARSED[key] = out
+    return out
 
 
 _STORES: weakref.WeakKeyDictionary[CollectionCore, TenantStore] = weakref.WeakKeyDictionary()
