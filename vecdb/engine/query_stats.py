@@ -12,34 +12,48 @@ need no change there. `as_dict` is the public shape (`SearchResult.stats`, the w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import fields
 
 from vecdb.index.base import SearchStats
 
 _SINK: ContextVar[SearchStats | None] = ContextVar("vecdb_search_stats", default=None)
 
 
+_NUMBERS = tuple(f.name for f in fields(SearchStats) if f.name != "extra")
+
+
 class Totals(SearchStats):
     """A collection's cumulative search statistics (see the module docstring)."""
 
     def add(self, other: SearchStats) -> None:
-        super().add(other)
+        # `SearchStats.add` with the field names listed once (every search adds here)
+        for name in _NUMBERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.extra:
+            extra = self.extra
+            for key, value in other.extra.items():
+                extra[key] = extra.get(key, 0.0) + value
         sink = _SINK.get()
         if sink is not None and sink is not self:
             sink.add(other)
 
 
-@contextmanager
-def collect() -> Iterator[SearchStats]:
-    """A fresh collector for the searches run inside the `with` block in this context."""
-    sink = SearchStats()
-    token = _SINK.set(sink)
-    try:
-        yield sink
-    finally:
-        _SINK.reset(token)
+class collect:  # noqa: N801 - used as a function: `with query_stats.collect() as sink`
+    """A fresh collector for the searches run inside the `with` block in this context (a
+    plain class rather than a generator context manager: it wraps every search with stats)."""
+
+    __slots__ = ("sink", "_token")
+
+    def __init__(self) -> None:
+        self.sink = SearchStats()
+
+    def __enter__(self) -> SearchStats:
+        self._token = _SINK.set(self.sink)
+        return self.sink
+
+    def __exit__(self, *exc: object) -> None:
+        _SINK.reset(self._token)
 
 
 def as_dict(stats: SearchStats) -> dict[str, float]:

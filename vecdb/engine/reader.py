@@ -95,7 +95,7 @@ def search(
     compiled = filters.parse(flt)
     v.check_flag("with_payload", with_payload)
     v.check_flag("with_vectors", with_vectors)
-    q = prepare(coll, v.prepare_queries(queries, coll.cfg.dim, coll.metric))
+    q = v.queries_as_stored(queries, coll.cfg.dim, coll.metric)
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
     if scope is not None:
@@ -120,7 +120,8 @@ def search(
             it = iter(raw)
             vecs.append([_vector(next(it)) if s >= 0 else None for s in row])
     degraded = coll.status.degraded  # exact answers while a quarantined index is rebuilt
-    return SearchResult(ids, dist.astype(np.float32), pays, vecs, degraded=degraded)
+    dist = dist.astype(np.float32, copy=False)  # a fresh array of this call's
+    return SearchResult(ids, dist, pays, vecs, degraded=degraded)
 
 
 def _vector(raw: bytes | None) -> F32 | None:
@@ -134,7 +135,7 @@ def _drop_vanished(
     (the row is re-padded), so no result ever carries a finite distance and no id."""
     pad: Any = None if coll.id_type is IdType.STR else -1
     missing = (slots >= 0) & (ids == pad)
-    if not missing.any():
+    if not np.count_nonzero(missing):
         return slots, ids, dist
     keep = ~missing
     order = np.argsort(missing, axis=1, kind="stable")  # kept entries first, in order

@@ -41,6 +41,14 @@ from vecdb.index.spann import subtree
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
+from vecdb.kernels.topk import (
+    DIRECT_L2,
+    DIRECT_NEG_DOT,
+    DIRECT_ONE_MINUS_DOT,
+    finish_heaps,
+    new_heaps,
+    select_direct,
+)
 from vecdb.storage import kv as kvmod
 
 I64 = npt.NDArray[np.int64]
@@ -48,6 +56,10 @@ F32 = npt.NDArray[np.float32]
 SHRINK = 1.25  # a copy with more rows than this x the set's (plus the slack) is rewritten
 SHRINK_SLACK = 64
 READ_CHUNK = 512  # vectors per multi-get when a copy is made
+# Below this many multiply-adds `exact_topk` is one direct pass on the calling thread (its
+# BLAS threshold, under one thread's share of work); `small_exact` makes the same calls.
+DIRECT_WORK = 1 << 20
+DIRECT = {"l2": DIRECT_L2, "ip": DIRECT_NEG_DOT, "cosine": DIRECT_ONE_MINUS_DOT}
 
 
 def search_tenants(
@@ -67,17 +79,14 @@ def search_tenants(
     unfiltered search would find them rewritten to the subset."""
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
-    mine, rest = TenantParams.split(params)
-    tp = TenantParams.parse(mine)
     if not isinstance(coll.index, SpannIndex):  # the flat index: exact already, in memory
+        mine, rest = TenantParams.split(params)
+        TenantParams.parse(mine)
         return search_slots(coll, q, k, rest, visible)
-    sp = SearchParams.parse(rest)  # parsed once; bad parameters fail whichever path answers
+    tp, sp = parsed(params)  # once; bad parameters fail whichever path answers
     key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
-        s = np.asarray(slots, np.int64)
-        if len(s) > 1 and not (s[1:] > s[:-1]).all():  # the copy works on ascending slots
-            s = np.unique(s)
-        return copied(coll, q, k, key, s, cacheable)
+        return copied(coll, q, k, key, np.asarray(slots, np.int64), cacheable)
     state = coll.index.state
     if tp.tenant_cluster_size > 0 and len(slots) > tp.tenant_share * max(1, state.n_live):
         s = np.asarray(slots, np.int64)
@@ -94,6 +103,28 @@ def search_tenants(
         return subtree.search_subset(state, q32, k_, sp, tp, slots, visible, sub_key)
 
     return search_slots(coll, q, k, params, visible, walk)
+
+
+_PARSED: dict[tuple[Any, ...], tuple[TenantParams, SearchParams]] = {}
+PARSED_MAX = 256  # distinct parameter sets remembered by `parsed`
+
+
+def parsed(params: dict[str, Any] | None) -> tuple[TenantParams, SearchParams]:
+    """The tenant and search parameters of a request (tenant ones checked first), both
+    remembered by the request's (name, type, value) entries: a repeated request skips the
+    split and both lookups. Only valid sets are remembered, so errors are always raised."""
+    try:
+        key = tuple((k, v.__class__, v) for k, v in params.items()) if params else ()
+        hit = _PARSED.get(key)
+    except TypeError:  # unhashable values: parse (and reject) below
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    mine, rest = TenantParams.split(params)
+    out = TenantParams.parse(mine), SearchParams.parse(rest)
+    if key is not None and len(_PARSED) < PARSED_MAX:
+        _PARSED[key] = out
+    return out
 
 
 _STORES: weakref.WeakKeyDictionary[CollectionCore, TenantStore] = weakref.WeakKeyDictionary()
@@ -128,40 +159,94 @@ def copied(
     store = store_of(coll)
     stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
     hit = store.read(key)
+    if hit is not None and len(hit[0]) == len(slots) and bool((hit[0] == slots).all()):
+        found, base = hit  # the copy is the set (every query but the first): no more checks
+        stats.bytes_read = found.nbytes + base.nbytes
+    else:
+        found, base = _made(coll, hit, ascending(slots), key, cacheable, stats)
+    with coll.io_lock:
+        coll.io.add(stats)
+    if len(found) == 0:
+        return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
+    rows, dist = small_exact(q, base, coll.cfg.metric, k)
+    out = found[rows]
+    if rows[:, -1].min() < 0:  # fewer than k: padding (-1) stays -1
+        out = np.where(rows >= 0, out, -1)
+    return out, dist
+
+
+def ascending(slots: I64) -> I64:
+    """The slots sorted and unique (as they come, if they already are)."""
+    if len(slots) > 1 and not (slots[1:] > slots[:-1]).all():
+        return np.unique(slots)
+    return slots
+
+
+def _made(
+    coll: CollectionCore,
+    hit: tuple[I64, F32] | None,
+    slots: I64,
+    key: tuple[int, ...],
+    cacheable: bool,
+    stats: SearchStats,
+) -> tuple[I64, F32]:
+    """The copy for `slots` (ascending): made from the stored vectors, or the stored copy
+    `hit` brought to the asked slots (see `copied`)."""
+    store = store_of(coll)
     if hit is None:
         found, base = stored_vectors(coll, slots)
         stats.bytes_read = base.nbytes  # the stored vectors read (to make the copy)
         if cacheable:
             store.write(key, found, base)
             stats.extra["tenant_copies_made"] = 1.0
+        return found, base
+    have, vecs = hit
+    stats.bytes_read = have.nbytes + vecs.nbytes
+    return _followed(coll, have, vecs, slots, key, cacheable, stats)
+
+
+def small_exact(q: F32, base: F32, metric: str, k: int) -> tuple[I64, F32]:
+    """`exact_topk(q, base, metric, k)`; when that is one direct pass on the calling thread
+    (a few queries over a small copy: `DIRECT_WORK`), the same kernel calls without the
+    planning around them."""
+    if q.shape[0] * base.shape[0] * base.shape[1] >= DIRECT_WORK:
+        return exact_topk(q, base, metric, k)
+    heap_d, heap_i = new_heaps(q.shape[0], k)
+    x = np.ascontiguousarray(base, np.float32)
+    select_direct(np.ascontiguousarray(q, np.float32), x, DIRECT[metric], None, 0, heap_d, heap_i)
+    return finish_heaps(heap_d, heap_i)
+
+
+def _followed(
+    coll: CollectionCore,
+    have: I64,
+    vecs: F32,
+    slots: I64,
+    key: tuple[int, ...],
+    cacheable: bool,
+    stats: SearchStats,
+) -> tuple[I64, F32]:
+    """The copy (`have`, `vecs`) brought to the asked `slots` (see `copied`)."""
+    pos = np.searchsorted(have, slots)
+    present = pos < len(have)
+    present[present] = have[pos[present]] == slots[present]
+    if present.all():
+        found, base = (have, vecs) if len(have) == len(slots) else (slots, vecs[pos])
+        if cacheable and len(have) > SHRINK * len(slots) + SHRINK_SLACK:
+            store_of(coll).write(key, found, base)
+            stats.extra["tenant_copies_shrunk"] = 1.0
     else:
-        have, vecs = hit
-        stats.bytes_read = have.nbytes + vecs.nbytes
-        pos = np.searchsorted(have, slots)
-        present = pos < len(have)
-        present[present] = have[pos[present]] == slots[present]
-        if present.all():
-            found, base = (have, vecs) if len(have) == len(slots) else (slots, vecs[pos])
-            if cacheable and len(have) > SHRINK * len(slots) + SHRINK_SLACK:
-                store.write(key, found, base)
-                stats.extra["tenant_copies_shrunk"] = 1.0
-        else:
-            new_s, new_v = stored_vectors(coll, slots[~present])
-            stats.bytes_read += new_v.nbytes
-            found = np.concatenate([slots[present], new_s])
-            base = np.concatenate([vecs[pos[present]], new_v])
-            if len(new_s):  # (slots deleted meanwhile are simply not there)
-                order = np.argsort(found, kind="stable")
-                found, base = found[order], np.ascontiguousarray(base[order])
-                if cacheable:
-                    store.write(key, found, base)
-                    stats.extra["tenant_copies_patched"] = 1.0
-    with coll.io_lock:
-        coll.io.add(stats)
-    if len(found) == 0:
-        return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    rows, dist = exact_topk(q, np.ascontiguousarray(base), coll.cfg.metric, k)
-    return np.where(rows >= 0, found[np.maximum(rows, 0)], -1), dist
+        new_s, new_v = stored_vectors(coll, slots[~present])
+        stats.bytes_read += new_v.nbytes
+        found = np.concatenate([slots[present], new_s])
+        base = np.concatenate([vecs[pos[present]], new_v])
+        if len(new_s):  # (slots deleted meanwhile are simply not there)
+            order = np.argsort(found, kind="stable")
+            found, base = found[order], np.ascontiguousarray(base[order])
+            if cacheable:
+                store_of(coll).write(key, found, base)
+                stats.extra["tenant_copies_patched"] = 1.0
+    return found, base
 
 
 def stored_vectors(coll: CollectionCore, slots: I64) -> tuple[I64, F32]:

@@ -52,12 +52,15 @@ class MmapReader:
                 raise FormatError(f"{self.file.path}: the posting file keeps shrinking")
             mm.madvise(mmap.MADV_RANDOM)
             self.mm = mm
-            self.u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
+            u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
+            # made once per map, not per search (a view of the map is three numpy objects)
+            self._views = (u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16))
+            self.u8 = u8
             self.mapped = size  # shorter than the capacity while it grows: remap next time
 
     def views(self) -> tuple[U8, I64, F32, npt.NDArray[np.uint16]]:
-        u8 = self.u8
-        return u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16)
+        """uint8 / int64 / float32 / uint16 views of the whole map (as of the last refresh)."""
+        return self._views
 
 
 class DirectReader:

@@ -139,7 +139,7 @@ def search(
         # Passes 3 and 4: read and scan
         scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
         # Pass 5: widen for queries short of the results that exist
-        if (ids[:, -1] < 0).any():
+        if ids[:, -1].min() < 0:  # (rows fill from the left: a short one ends in -1)
             want = min(k, int(count_visible(st.slot_version, vis, use_vis)))
             widen(st, queries, sp, vis, use_vis, want, sel, ids, out_d, stats)
     return IndexResult(ids, out_d, stats)
