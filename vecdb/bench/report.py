@@ -251,7 +251,9 @@ def section_text(
         out += ["", "### Build memory (fresh processes, RssAnon growth over the baseline)", ""]
         out += [
             "(a) peak during upsert + optimize, sampled every 20 ms (the caller's vectors are "
-            "memory-mapped, so they are file pages, not anonymous memory); (b) after the build "
+            "memory-mapped, so they are file pages, not anonymous memory), the whole RssAnon of "
+            "any child process the build started included (a large SPANN build runs in one); "
+            "(b) after the build "
             "with the caller's array freed and the database still open; (c) a fresh process "
             "that only opens the index and answers one query. Baseline = after imports and a "
             "kernel warm-up (the fixed runtime cost). Targets (issue 8): (a) <= 2.5x raw plus "

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vecdb.bench.cells import Row, by_system
 from vecdb.bench.datasets import slugify
 from vecdb.bench.report import (
     fmt,
@@ -26,17 +27,8 @@ from vecdb.bench.report import (
     run_notes,
 )
 
-Row = dict[str, Any]
 TARGETS = (0.90, 0.95)
 OURS = "vecdb-tenants"
-
-
-def _systems(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    out: dict[str, list[Row]] = {}
-    for row in rows:
-        if "error" not in row:
-            out.setdefault(row["system"], []).append(row)
-    return out
 
 
 def _bucket(row: Row, i: int) -> dict[str, Any]:
@@ -59,7 +51,7 @@ def best_everywhere(rs: Sequence[Row], target: float) -> Row | None:
 
 def bucket_table(rows: Sequence[Row], target: float) -> list[str]:
     """Markdown lines: per bucket and system, p50/p99 of the fastest setting at >= target."""
-    systems = _systems(rows)
+    systems = by_system(rows)
     if not systems:
         return ["(no results)"]
     first = next(iter(systems.values()))[0]
@@ -101,7 +93,7 @@ def average_table(rows: Sequence[Row], target: float) -> list[str]:
             "size-weighted recall", "size-weighted p50 / p99 / mean ms", "postings / query",
             "KiB read / query", "leaks"]  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    for name, rs in _systems(rows).items():
+    for name, rs in by_system(rows).items():
         hit = best_everywhere(rs, target)
         if hit is None:
             lines.append(f"| {name} | never in every bucket | - | - | - | - | - | - | - |")
@@ -119,7 +111,7 @@ def average_table(rows: Sequence[Row], target: float) -> list[str]:
 
 def settings_table(rows: Sequence[Row]) -> list[str]:
     """Markdown lines: every measured setting, recall / p50 per bucket."""
-    systems = _systems(rows)
+    systems = by_system(rows)
     if not systems:
         return []
     names = [b["bucket"] for b in next(iter(systems.values()))[0]["buckets"]]
@@ -199,7 +191,7 @@ def plot(rows: Sequence[Row], title: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    systems = _systems(rows)
+    systems = by_system(rows)
     first = next(iter(systems.values()))[0] if systems else {"buckets": []}
     shown = [i for i, b in enumerate(first["buckets"]) if b["queries"]]
     cols = min(max(1, len(shown)), 2)
@@ -236,7 +228,7 @@ def summary(rows: Sequence[Row]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for target in TARGETS:
         per: dict[str, Any] = {}
-        for name, rs in _systems(rows).items():
+        for name, rs in by_system(rows).items():
             buckets = []
             for i, b in enumerate(rs[0]["buckets"]):
                 hit = best_in_bucket(rs, i, target) if b["queries"] else None

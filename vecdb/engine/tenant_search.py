@@ -8,8 +8,10 @@ is told whenever a tenant's set changes, so derived structures can follow. Paths
   read; made on first use from the stored vectors, write buffer included; it serves any
   subset of its slots, and grants are patched in by reading just the new slots);
 - with SPANN, a set holding more than `tenant_share` of the indexed points is answered from
-  its clustered copy (`tenant_clusters`: a private IVF-like index of the set, made on first
-  use, rebuilt past a drift threshold), scanning its `max_postings` nearest blocks;
+  its clustered copy (`tenant_clusters`: a private IVF-like index of the set, built and
+  persisted by the maintenance worker, rebuilt past a drift threshold; a query that finds
+  none ready asks for it and takes the walk below), scanning its `max_postings` nearest
+  blocks;
 - otherwise an index that can walk a set's sub-tree (SPANN's `search_subset`: the set's
   leaves best first, in rounds, with a stop rule; or the global walk with the bitmap for a
   set holding a large share of the points) is asked, and the write buffer's segments are
