@@ -14,26 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecdb.bench import scale_row
+from vecdb.bench import scale_row, scale_row_data
 from vecdb.bench.datasets import synthetic
 from vecdb.kernels.scan import exact_topk
 
 
 @pytest.mark.parametrize("n", [270_000, (1 << 18) - 500])  # a chunk edge in the base / queries
 def test_generate_matches_the_synthetic_dataset(tmp_path: Path, n: int) -> None:
-    base_path, q_path = scale_row.generate(tmp_path, n, 4, 7)
+    base_path, q_path = scale_row_data.generate(tmp_path, n, 4, 7)
     base, queries, _ = synthetic(n, 4, 7)
     assert np.array_equal(np.load(base_path, mmap_mode="r"), base)
     assert np.array_equal(np.load(q_path), queries)
 
 
 def test_exact_truth_agrees_with_the_exact_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scale_row, "TRUTH_CHUNK", 700)  # many chunks, one partial
+    monkeypatch.setattr(scale_row_data, "TRUTH_CHUNK", 700)  # many chunks, one partial
     rng = np.random.default_rng(3)
     base = rng.standard_normal((5_000, 12)).astype(np.float32)
     q = rng.standard_normal((40, 12)).astype(np.float32)
-    expected, _ = exact_topk(q, base, "l2", scale_row.K)
-    assert np.array_equal(scale_row.exact_truth(base, q), expected)
+    expected, _ = exact_topk(q, base, "l2", scale_row_data.K)
+    assert np.array_equal(scale_row_data.exact_truth(base, q), expected)
 
 
 def test_qps_at_a_recall_is_interpolated_between_sweep_points() -> None:
@@ -42,8 +42,8 @@ def test_qps_at_a_recall_is_interpolated_between_sweep_points() -> None:
         "nprobe=2": {"recall@10": 0.9, "qps": 600.0},
         "nlist": 4,
     }
-    assert scale_row.at_recall(sweep, 0.7, "qps") == pytest.approx(800.0)
-    assert scale_row.at_recall(sweep, 0.95, "qps") is None  # beyond the sweep: no number
+    assert scale_row_data.at_recall(sweep, 0.7, "qps") == pytest.approx(800.0)
+    assert scale_row_data.at_recall(sweep, 0.95, "qps") is None  # beyond the sweep: no number
 
 
 def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
@@ -60,7 +60,7 @@ def test_a_small_run_reports_every_part(tmp_path: Path) -> None:
     assert build["build_s"] == pytest.approx(build["ingest_s"] + build["optimize_s"])
     assert build["build_peak_anon_mib"] > 0 and build["disk_peak_mib"] > 0
     assert warm["io"] == "mmap" and warm["posting_file_mib"] > 0
-    for m in scale_row.MAX_POSTINGS:
+    for m in scale_row_data.MAX_POSTINGS:
         row = warm[f"max_postings={m}"]
         assert row["recall@10"] > 0.9
         assert row["qps_1thread_cpu"] > 0 and row["qps_all_threads_wall"] > 0
@@ -72,7 +72,7 @@ def test_a_small_run_reports_every_part(tmp_path: Path) -> None:
             assert cold["resident_kb_per_query"] > 0
     faiss = res["faiss"]
     assert faiss["nlist"] == 512 and faiss["nprobe=128"]["recall@10"] > 0.99
-    assert set(res["vecdb_vs_faiss"]) == {f"max_postings={m}" for m in scale_row.MAX_POSTINGS}
+    assert set(res["vecdb_vs_faiss"]) == {f"max_postings={m}" for m in scale_row_data.MAX_POSTINGS}
 
 
 def test_too_little_free_disk_aborts_before_writing(
