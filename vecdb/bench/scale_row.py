@@ -91,6 +91,7 @@ def step_build(work: Path) -> dict[str, Any]:
     """(Fresh process) upsert in batches from the memory-mapped base, then optimize."""
     import vecdb
     from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
+    from vecdb.errors import ResourceExhausted
 
     base = np.load(work / "base.npy", mmap_mode="r")
     _warm_kernels(work, np.load(work / "queries.npy"))
@@ -100,10 +101,18 @@ def step_build(work: Path) -> dict[str, Any]:
     with Sampler(probes, interval_s=0.5) as sampler, vecdb.connect(db) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
-        t0 = time.perf_counter()
+        t0, rejected, waited = time.perf_counter(), 0, 0.0
         for lo in range(0, len(base), BATCH):
             hi = min(lo + BATCH, len(base))
-            c.upsert("s", list(range(lo, hi)), np.ascontiguousarray(base[lo:hi]))
+            x = np.ascontiguousarray(base[lo:hi])
+            while True:
+                try:
+                    c.upsert("s", list(range(lo, hi)), x)
+                    break
+                except ResourceExhausted as e:  # the write buffer is full: retry, as told
+                    rejected, pause = rejected + 1, float(getattr(e, "retry_after", 1.0) or 1.0)
+                    time.sleep(pause)
+                    waited += pause
         t1 = time.perf_counter()
         c.optimize("s", wait=True)
         t2 = time.perf_counter()
@@ -111,6 +120,8 @@ def step_build(work: Path) -> dict[str, Any]:
     after = status_kib()
     return {
         "ingest_s": t1 - t0,
+        "upserts_rejected_buffer_full": rejected,
+        "retry_sleep_s": waited,
         "optimize_s": t2 - t1,
         "build_s": t2 - t0,
         "build_peak_anon_mib": (sampler.max("anon") - before["RssAnon"]) / 1024,
@@ -326,7 +337,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": f"synthetic:{args.n}:{args.dim}:{args.seed} (vecdb bench's generator)",
         "raw_mib": raw / 2**20,
         "free_disk_mib_at_start": free / 2**20,
-        "command": " ".join(sys.argv),
+        "command": " ".join(["python -m vecdb.bench.scale_row", *sys.argv[1:]]),
     }
     need = raw * (1 + INDEX_X_RAW)
     if free < need:
