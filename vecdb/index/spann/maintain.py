@@ -231,6 +231,8 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         break
     maybe_checkpoint(st)
     st.prune_stuck()  # what is left waits for the disk state to change (`unstuck`)
+    if (st.pending and not st.is_stuck("split")) or defrag_due(st):
+        return True  # as `work_left` would say, without counting the whole file first
     if work_left(st, counts.live(), counts.removed()):
         return True
     return work_left(st, compaction.counts(st))  # done? a fresh count sees stale entries too
