@@ -5,6 +5,7 @@ that dies all end the child and leave no exchange file; the size threshold's set
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -52,6 +53,20 @@ def _build(directory: Path, x: np.ndarray, mib: str, monkeypatch: pytest.MonkeyP
     idx, _ = open_spann(D, "l2", PARAMS, directory)
     idx.build(np.arange(N), x)
     return idx
+
+
+def test_child_build_needs_disk_room_for_its_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build large enough for a child runs in process when this disk could not hold the
+    child's temporary input twice over (here: a build of more vectors than the disk has room
+    for); with room, it goes to the child."""
+    monkeypatch.setenv(child.ENV, "0")
+    free = shutil.disk_usage(tmp_path).free
+    assert child.use_child(1_000, 16, tmp_path)
+    too_many = free // (4 * 16 + 8) + 1  # one vector more than one copy of the input fits
+    assert not child.use_child(too_many, 16, tmp_path)
+    assert child.use_child(too_many, 16)  # no directory given: the size rule alone
 
 
 def test_child_build_equals_in_process_build(

@@ -113,7 +113,7 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     """Replace the whole content by a bulk build of (slots, vectors)."""
     p, n = st.params, len(slots)
     gen = st.file_gen + 1
-    if child.use_child(n, st.dim):  # a large build: its temporaries in another process
+    if child.use_child(n, st.dim, st.directory):  # a large build: temporaries elsewhere
         file, table, tree, graph, cap = child.build_in_child(st, gen, slots, vectors, progress)
     else:
         file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)

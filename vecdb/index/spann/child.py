@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import threading
 import traceback
@@ -58,6 +59,7 @@ ENV = "VECDB_BUILD_CHILD_MIB"
 DEFAULT_MIB = 128.0  # builds of at least this many MiB of float32 vectors run in a child
 MAX_MIB = float(1 << 20)  # bounds of the setting (PARAMS.md); "off" never uses a child
 LOG_TAIL = 2000  # characters of the child's stderr kept in an error
+INPUT_ROOM = 2  # free disk, in multiples of the temporary input, a child build needs
 
 
 def child_min_bytes() -> int | None:
@@ -79,10 +81,21 @@ def child_min_bytes() -> int | None:
     return int(mib * 2**20)
 
 
-def use_child(n: int, dim: int) -> bool:
-    """Whether a build of n x dim vectors runs in a child process."""
+def use_child(n: int, dim: int, directory: Path | None = None) -> bool:
+    """Whether a build of n x dim vectors runs in a child process: large enough, and (given
+    the index `directory`) its disk has room for the child's temporary input, its float32
+    vectors and int64 slots, INPUT_ROOM times over; else the build runs in process (the
+    child is a memory optimisation and must not be what fills a disk)."""
     least = child_min_bytes()
-    return least is not None and n > 0 and 4 * n * dim >= least
+    if least is None or n == 0 or 4 * n * dim < least:
+        return False
+    if directory is None:
+        return True
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return False
+    return free >= INPUT_ROOM * (4 * n * dim + 8 * n)
 
 
 def _tmp(directory: Path, gen: int, what: str) -> Path:
