@@ -8,6 +8,7 @@ members the collection never handed out is refused."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,6 +55,19 @@ def _got(db: Database, q: np.ndarray, params: dict) -> list[list[int]]:  # type:
     return [sorted(int(i) for i in row if i >= 0) for row in res.ids]
 
 
+def _copy_of_a(db: Database, x: np.ndarray, q: np.ndarray) -> tuple[Any, Any, Path]:
+    """Load x, query tenant "a" (whose copy the worker then builds), optimize: its
+    clustered copies, the copy's key and its file (checked ready and on disk)."""
+    _fill(db, x, A, B)
+    _got(db, q, ALL)
+    db.optimize("m")
+    cc = _copies(db)
+    key = ("c", db._get("m").core.tenants.active("a").no)
+    path = cc.path(key)
+    assert key in cc.ready and path.is_file()
+    return cc, key, path
+
+
 def _spoil(path: Path, how: str) -> None:
     raw = bytearray(path.read_bytes())
     if how == "flip":
@@ -73,13 +87,7 @@ def test_a_spoiled_file_is_ignored_and_built_again(tmp_path: Path, how: str) -> 
     q = (x[:A:150] + 0.05).astype(np.float32)
     want = _exact(x, q, list(range(A)))
     with Database(tmp_path / "db") as db:
-        _fill(db, x, A, B)
-        _got(db, q, ALL)
-        db.optimize("m")
-        cc = _copies(db)
-        key = ("c", db._get("m").core.tenants.active("a").no)
-        path = cc.path(key)
-        assert key in cc.ready and path.is_file()
+        cc, key, path = _copy_of_a(db, x, q)
     _spoil(path, how)
     with Database(tmp_path / "db") as db:
         core = db._get("m").core
@@ -171,13 +179,7 @@ def test_a_dropped_tenants_copy_and_file_go_with_it(tmp_path: Path) -> None:
     x = _data(5, A + B)
     q = (x[:A:150] + 0.05).astype(np.float32)
     with Database(tmp_path / "db") as db:
-        _fill(db, x, A, B)
-        _got(db, q, ALL)
-        db.optimize("m")
-        cc = _copies(db)
-        key = ("c", db._get("m").core.tenants.active("a").no)
-        path = cc.path(key)
-        assert key in cc.ready and path.is_file()
+        cc, key, path = _copy_of_a(db, x, q)
         db.drop_tenant("m", "a")
         db.optimize("m")  # the drop's cleanup runs before an optimize ends
         assert key not in cc.ready and not path.exists()

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -148,10 +149,9 @@ def random_normal(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
     return out[:n], out[n:], None
 
 
-def synthetic(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
-    """Seeded clustered data of low intrinsic dimension: base (n, d) and queries from the same
-    distribution. Points are Gaussian blobs in an r-dim latent space (r ~ 2 sqrt(d)) mapped
-    linearly into d dims plus a little ambient noise; cluster sizes are uneven (Dirichlet)."""
+def synthetic_chunks(n: int, d: int, seed: int = 0) -> Iterator[tuple[int, F32]]:
+    """The rows of `synthetic(n, d, seed)` (base rows, then its queries) as (first row,
+    rows) chunks, so a caller can write a set larger than memory (`scale_row_data`)."""
     rng = np.random.default_rng(seed)
     nq = n_queries_for(n)
     r = min(d, max(2, round(2 * d**0.5)))
@@ -159,13 +159,21 @@ def synthetic(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
     centres = rng.normal(0.0, 3.0, size=(n_clusters, r))
     weights = rng.dirichlet(np.full(n_clusters, 2.0))
     mix = rng.normal(0.0, 1.0 / r**0.5, size=(r, d))
-    out = np.empty((n + nq, d), dtype=np.float32)
     chunk = 1 << 18
     for lo in range(0, n + nq, chunk):
         m = min(chunk, n + nq - lo)
         which = rng.choice(n_clusters, size=m, p=weights)
         latent = centres[which] + rng.normal(0.0, 1.0, size=(m, r))
-        out[lo : lo + m] = latent @ mix + rng.normal(0.0, 0.05, size=(m, d))
+        yield lo, (latent @ mix + rng.normal(0.0, 0.05, size=(m, d))).astype(np.float32)
+
+
+def synthetic(n: int, d: int, seed: int = 0) -> tuple[F32, F32, None]:
+    """Seeded clustered data of low intrinsic dimension: base (n, d) and queries from the same
+    distribution. Points are Gaussian blobs in an r-dim latent space (r ~ 2 sqrt(d)) mapped
+    linearly into d dims plus a little ambient noise; cluster sizes are uneven (Dirichlet)."""
+    out = np.empty((n + n_queries_for(n), d), dtype=np.float32)
+    for lo, rows in synthetic_chunks(n, d, seed):
+        out[lo : lo + len(rows)] = rows
     return out[:n], out[n:], None
 
 

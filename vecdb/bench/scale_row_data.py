@@ -11,7 +11,6 @@ import numpy as np
 import numpy.typing as npt
 
 K = 10
-CHUNK_ROWS = 1 << 18  # the synthetic generator's own chunk (same random stream)
 TRUTH_CHUNK = 200_000  # base rows per exact-search block
 MAX_POSTINGS = (8, 16, 32, 64)  # the vecdb sweep
 F32 = npt.NDArray[np.float32]
@@ -20,23 +19,14 @@ F32 = npt.NDArray[np.float32]
 def generate(work: Path, n: int, d: int, seed: int) -> tuple[Path, Path]:
     """base.npy (n, d) and queries.npy: `datasets.synthetic(n, d, seed)`'s values, written
     chunk by chunk (the same calls on the same generator, so the same stream)."""
-    from vecdb.bench.datasets import n_queries_for
+    from vecdb.bench.datasets import n_queries_for, synthetic_chunks
 
-    rng = np.random.default_rng(seed)
     nq = n_queries_for(n)
-    r = min(d, max(2, round(2 * d**0.5)))
-    n_clusters = max(1, int((n + nq) ** 0.5 / 2))
-    centres = rng.normal(0.0, 3.0, size=(n_clusters, r))
-    weights = rng.dirichlet(np.full(n_clusters, 2.0))
-    mix = rng.normal(0.0, 1.0 / r**0.5, size=(r, d))
     bp, qp = work / "base.npy", work / "queries.npy"
     base = np.lib.format.open_memmap(bp, mode="w+", dtype=np.float32, shape=(n, d))
     queries = np.empty((nq, d), np.float32)
-    for lo in range(0, n + nq, CHUNK_ROWS):
-        m = min(CHUNK_ROWS, n + nq - lo)
-        which = rng.choice(n_clusters, size=m, p=weights)
-        latent = centres[which] + rng.normal(0.0, 1.0, size=(m, r))
-        rows = (latent @ mix + rng.normal(0.0, 0.05, size=(m, d))).astype(np.float32)
+    for lo, rows in synthetic_chunks(n, d, seed):
+        m = len(rows)
         nb = max(0, min(m, n - lo))  # rows of this chunk that belong to the base
         base[lo : lo + nb] = rows[:nb]
         queries[max(0, lo - n) : max(0, lo - n) + m - nb] = rows[nb:]

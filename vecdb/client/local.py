@@ -155,18 +155,6 @@ class LocalClient(LocalDocuments, Client):
         allow_partial: bool = False,
     ) -> SearchResult:
         del allow_partial  # one node has no shard to miss: never partial
-        if with_stats is False:  # the usual call: straight to the collection, no collector
-            coll = self._db._get(name)
-            return coll.search(
-                queries,
-                k,
-                filter=filter,
-                params=params,
-                with_payload=with_payload,
-                with_vectors=with_vectors,
-                tenant=tenant,
-                tenants=tenants,
-            )
         return self._db.search(
             name,
             queries,

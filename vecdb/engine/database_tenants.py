@@ -10,6 +10,7 @@ The rules are in `tenant_access` (writes), `tenant_reads` (reads) and `tenant_op
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
@@ -110,7 +111,8 @@ class TenantMethods:
         """Top-k of each query; `with_stats` adds what the call read (`query_stats`)."""
         v.check_flag("with_stats", with_stats)
         coll = self._get(name)
-        with query_stats.collect() as sink:
+        # the usual call (no stats asked) runs without a collector
+        with query_stats.collect() if with_stats else contextlib.nullcontext() as sink:
             res = coll.search(
                 queries,
                 k,
@@ -121,7 +123,9 @@ class TenantMethods:
                 tenant=tenant,
                 tenants=tenants,
             )
-        return dataclasses.replace(res, stats=query_stats.as_dict(sink)) if with_stats else res
+        if sink is None:
+            return res
+        return dataclasses.replace(res, stats=query_stats.as_dict(sink))
 
     # -- tenants --------------------------------------------------------------------------
 
