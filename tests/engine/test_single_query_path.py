@@ -1,8 +1,7 @@
 """The lean single-query path gives exactly what the full path gives.
 
 Each shortcut is checked against the way it stands in for: `validate.queries_as_stored`
-against `prepare_queries` + `normalize` (bit for bit, errors included), `tenant_search.
-small_exact` against `kernels.scan.exact_topk`, the tenant copy's fast path against brute
+against `prepare_queries` + `normalize` (bit for bit, errors included), the tenant copy's fast path against brute
 force before and after the set changes, `tenant_search.parsed` against the parsers (a bad
 request fails every time), `query_stats.Totals.add` against `SearchStats.add`, and the
 embedded client's call without a stats collector against the call with one. Real RocksDB
@@ -24,7 +23,6 @@ from vecdb.engine import query_stats, tenant_search
 from vecdb.engine import validate as v
 from vecdb.errors import InvalidArgument, NotFound
 from vecdb.index.base import SearchStats
-from vecdb.kernels.scan import exact_topk
 from vecdb.types import Metric
 
 METRICS = [Metric.COSINE, Metric.L2, Metric.IP]
@@ -94,41 +92,6 @@ def test_fast_query_checks_match_the_full_ones(
 @pytest.mark.parametrize("metric", METRICS)
 def test_other_inputs_take_the_full_path(queries: Any, metric: Metric) -> None:
     _same(_outcome(v.queries_as_stored, queries, 4, metric), _outcome(_full, queries, 4, metric))
-
-
-@settings(max_examples=150, deadline=None)
-@given(
-    n=st.integers(1, 300),
-    nq=st.integers(1, 3),
-    k=st.integers(1, 40),
-    dim=st.integers(1, 64),
-    metric=st.sampled_from(["l2", "ip", "cosine"]),
-    ties=st.booleans(),
-    seed=st.integers(0, 2**31 - 1),
-)
-def test_small_exact_is_exact_topk(
-    n: int, nq: int, k: int, dim: int, metric: str, ties: bool, seed: int
-) -> None:
-    rng = np.random.default_rng(seed)
-    base = rng.standard_normal((n, dim)).astype(np.float32)
-    if ties:  # repeated rows: equal distances ordered by row
-        base = base[rng.integers(0, max(1, n // 3), n)]
-    q = rng.standard_normal((nq, dim)).astype(np.float32)
-    got = tenant_search.small_exact(q, base, metric, k)
-    want = exact_topk(q, base, metric, k)
-    assert np.array_equal(got[0], want[0])
-    assert np.array_equal(got[1].view(np.uint32), want[1].view(np.uint32))
-
-
-def test_small_exact_above_the_direct_cut_is_exact_topk() -> None:
-    rng = np.random.default_rng(5)
-    dim = 64
-    n = tenant_search.DIRECT_WORK // dim + 10  # past the cut: exact_topk itself answers
-    base = rng.standard_normal((n, dim)).astype(np.float32)
-    q = rng.standard_normal((2, dim)).astype(np.float32)
-    got = tenant_search.small_exact(q, base, "l2", 7)
-    want = exact_topk(q, base, "l2", 7)
-    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
 def test_ascending_sorts_only_what_needs_it() -> None:

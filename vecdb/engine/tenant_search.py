@@ -43,14 +43,6 @@ from vecdb.index.spann import subtree
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
-from vecdb.kernels.topk import (
-    DIRECT_L2,
-    DIRECT_NEG_DOT,
-    DIRECT_ONE_MINUS_DOT,
-    finish_heaps,
-    new_heaps,
-    select_direct,
-)
 from vecdb.storage import kv as kvmod
 
 I64 = npt.NDArray[np.int64]
@@ -58,10 +50,6 @@ F32 = npt.NDArray[np.float32]
 SHRINK = 1.25  # a copy with more rows than this x the set's (plus the slack) is rewritten
 SHRINK_SLACK = 64
 READ_CHUNK = 512  # vectors per multi-get when a copy is made
-# Below this many multiply-adds `exact_topk` is one direct pass on the calling thread (its
-# BLAS threshold, under one thread's share of work); `small_exact` makes the same calls.
-DIRECT_WORK = 1 << 20
-DIRECT = {"l2": DIRECT_L2, "ip": DIRECT_NEG_DOT, "cosine": DIRECT_ONE_MINUS_DOT}
 
 
 def search_tenants(
@@ -170,7 +158,7 @@ def copied(
         coll.io.add(stats)
     if len(found) == 0:
         return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
-    rows, dist = small_exact(q, base, coll.cfg.metric, k)
+    rows, dist = exact_topk(q, base, coll.cfg.metric, k)
     out = found[rows]
     if rows[:, -1].min() < 0:  # fewer than k: padding (-1) stays -1
         out = np.where(rows >= 0, out, -1)
@@ -205,18 +193,6 @@ def _made(
     have, vecs = hit
     stats.bytes_read = have.nbytes + vecs.nbytes
     return _followed(coll, have, vecs, slots, key, cacheable, stats)
-
-
-def small_exact(q: F32, base: F32, metric: str, k: int) -> tuple[I64, F32]:
-    """`exact_topk(q, base, metric, k)`; when that is one direct pass on the calling thread
-    (a few queries over a small copy: `DIRECT_WORK`), the same kernel calls without the
-    planning around them."""
-    if q.shape[0] * base.shape[0] * base.shape[1] >= DIRECT_WORK:
-        return exact_topk(q, base, metric, k)
-    heap_d, heap_i = new_heaps(q.shape[0], k)
-    x = np.ascontiguousarray(base, np.float32)
-    select_direct(np.ascontiguousarray(q, np.float32), x, DIRECT[metric], None, 0, heap_d, heap_i)
-    return finish_heaps(heap_d, heap_i)
 
 
 def _followed(

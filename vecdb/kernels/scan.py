@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from vecdb.kernels.distance import check_metric, parallel_ranges, sq_norms
+from vecdb.kernels.distance import MIN_WORK_PER_THREAD, check_metric, parallel_ranges, sq_norms
 from vecdb.kernels.topk import (
     DIRECT_L2,
     DIRECT_NEG_DOT,
@@ -86,6 +86,8 @@ def exact_topk(
     # Few queries: BLAS would be a memory-bound gemv plus a separate selection pass, so one
     # fused numba pass (exact distances, no score buffer) is faster.
     direct = nq < _MIN_BLAS_QUERIES or nq * n * d < _MIN_BLAS_WORK
+    if direct and nq * n * d < MIN_WORK_PER_THREAD:  # one slice on this thread, unplanned
+        return _scan_range(q, x, metric, k, valid, 0, n, 0, True)
     tile = _tile_rows(nq, block_rows)
 
     def run(lo: int, hi: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
