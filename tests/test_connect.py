@@ -168,3 +168,24 @@ def test_memory_client_left_open_at_exit_removes_its_temp_dir(tmp_path: Path) ->
     path = Path(out.stdout.strip().splitlines()[-1])
     assert path.name.startswith("vecdb-mem-")
     assert not path.exists()
+
+
+def test_engine_settings_reach_an_embedded_database(tmp_path: Path) -> None:
+    """`engine=` sets the embedded database's engine: with a 1 MiB write buffer, no stall and
+    nothing drained, a write past the cap is refused; a bad setting is refused by name before
+    anything is opened; a remote target refuses `engine` (its server's config rules)."""
+    engine = {"buffer_max_bytes": 1 << 20, "stall_timeout": 0, "idle_seconds": 86_400,
+              "bulk_build_bytes": 1 << 30, "build_min_vectors": 10**9}  # fmt: skip
+    x = np.ones((2048, 64), np.float32)  # 512 KiB
+    with vecdb.connect(tmp_path / "db", engine=engine) as c:
+        c.create_collection("x", dim=64, metric="l2", index="spann")
+        c.upsert("x", list(range(2048)), x)
+        c.upsert("x", list(range(2048, 4096)), x)
+        with pytest.raises(vecdb.ResourceExhausted):
+            c.upsert("x", list(range(4096, 6144)), x)
+        assert c.count("x") == 4096
+    with pytest.raises(vecdb.InvalidArgument, match="drain_vectorz"):
+        vecdb.connect(tmp_path / "other", engine={"drain_vectorz": 5})
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(vecdb.InvalidArgument, match="engine settings apply to embedded"):
+        vecdb.connect("127.0.0.1:1", engine={"drain_vectors": 5})

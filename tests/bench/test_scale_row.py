@@ -48,12 +48,14 @@ def test_qps_at_a_recall_is_interpolated_between_sweep_points() -> None:
 
 def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
     base = dict(n=20_000, dim=16, seed=7, out=tmp_path / "row.json", workdir=tmp_path / "w",
-                timeout=900.0, no_faiss=False, faiss_quantizer="flat")  # fmt: skip
+                timeout=900.0, no_faiss=False, faiss_quantizer="flat", engine=[])  # fmt: skip
     return argparse.Namespace(**(base | kw))
 
 
 def test_a_small_run_reports_every_part(tmp_path: Path) -> None:
-    res = scale_row.run(_args(tmp_path))
+    res = scale_row.run(_args(tmp_path, engine=["bulk_build_bytes=1073741824"]))
+    assert res["engine_settings"] == ["bulk_build_bytes=1073741824"]
+    assert all(len(res[step]["load_average_at_end"]) == 3 for step in ("build", "warm", "faiss"))
     assert json.loads((tmp_path / "row.json").read_text()) == res
     assert list((tmp_path / "w").iterdir()) == []  # the work directory is gone
     build, warm = res["build"], res["warm"]

@@ -87,8 +87,9 @@ def _warm_kernels(work: Path, q: F32) -> None:
     shutil.rmtree(work / "warm", ignore_errors=True)
 
 
-def step_build(work: Path) -> dict[str, Any]:
-    """(Fresh process) upsert in batches from the memory-mapped base, then optimize."""
+def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """(Fresh process) upsert in batches from the memory-mapped base, then optimize; `engine`
+    are the embedded database's engine settings (defaults when None)."""
     import vecdb
     from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
     from vecdb.errors import ResourceExhausted
@@ -98,7 +99,7 @@ def step_build(work: Path) -> dict[str, Any]:
     db = work / "db"
     before = status_kib()
     probes = {"anon": rss_anon_probe(), "disk": lambda: float(_dir_bytes(db))}
-    with Sampler(probes, interval_s=0.5) as sampler, vecdb.connect(db) as c:
+    with Sampler(probes, interval_s=0.5) as sampler, vecdb.connect(db, engine=engine) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
         t0, rejected, waited = time.perf_counter(), 0, 0.0
@@ -346,6 +347,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     def save(step: str, value: dict[str, Any], seconds: float | None) -> None:
         res[step] = value if seconds is None else dict(value, seconds=seconds)
+        if seconds is not None:  # a timed step: how quiet the machine was
+            res[step]["load_average_at_end"] = list(os.getloadavg())
         print(json.dumps({step: res[step]}), flush=True)
         if args.out:
             args.out.write_text(json.dumps(res, indent=1) + "\n")
@@ -359,7 +362,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         np.save(work / "truth.npy", exact_truth(base, np.load(work / "queries.npy")))
         del base
         save("truth", {}, time.perf_counter() - t)
-        steps: list[tuple[str, list[str]]] = [("build", []), ("warm", [])]
+        settings = [f"--engine={e}" for e in args.engine]
+        res["engine_settings"] = args.engine or "defaults"
+        steps: list[tuple[str, list[str]]] = [("build", settings), ("warm", [])]
         steps += [(f"cold:{m}:{c}", []) for m in COLD_POSTINGS for c in (1, 16)]
         if not args.no_faiss:
             steps.append(("faiss", ["--faiss-quantizer", args.faiss_quantizer]))
@@ -377,6 +382,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _engine(given: list[str]) -> dict[str, Any] | None:
+    """`NAME=VALUE` strings as engine settings (numbers; the engine checks names and bounds)."""
+    if not given:
+        return None
+    out: dict[str, Any] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--engine expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = float(value) if "." in value or "e" in value else int(value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000_000)
@@ -387,6 +405,13 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds for all steps")
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--faiss-quantizer", choices=("flat", "hnsw"), default="flat")
+    ap.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine setting of the build's database (repeatable; PARAMS.md)",
+    )
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a fresh child step
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -397,7 +422,11 @@ def main() -> None:
         elif kind == "faiss":
             result = step_faiss(args.work, args.faiss_quantizer)
         else:
-            result = {"build": step_build, "warm": step_warm}[kind](args.work)
+            result = (
+                step_build(args.work, _engine(args.engine))
+                if kind == "build"
+                else step_warm(args.work)
+            )
         print(json.dumps(result), flush=True)
         return
     run(args)

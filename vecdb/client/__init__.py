@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ def connect(
     api_key: str | None = None,
     tls: Any = None,
     timeout: float | None = None,
+    engine: Mapping[str, Any] | None = None,
 ) -> Client:
     """Open a database: embedded over a directory or ":memory:", or remote over gRPC.
 
@@ -103,12 +105,19 @@ def connect(
     "grpc://host:port" and "http://host:port" (gRPC, plaintext), "grpcs://host:port" and
     "https://host:port" (gRPC over TLS; `tls` may add a CA file or client certificate).
     A URL without a port means port 7700. `api_key` and `tls` apply to servers only: given
-    with a local target they are `InvalidArgument`.
+    with a local target they are `InvalidArgument`. `engine` applies to local targets only:
+    the engine settings of the embedded database (`bulk_build_bytes`, `buffer_max_bytes`, ...;
+    names and bounds in PARAMS.md, the same as a server's `[engine]` section).
     """
     t = resolve(target)
     if t.kind == "remote":
         from vecdb.client.remote import RemoteClient  # grpc only when needed
 
+        if engine is not None:
+            raise InvalidArgument(
+                f"engine settings apply to embedded databases only; {str(target)!r} is a "
+                "server, whose engine settings come from its config ([engine] section)"
+            )
         return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout)
     for label, value in (("api_key", api_key), ("tls", tls)):
         if value is not None and value is not False:
@@ -118,7 +127,7 @@ def connect(
             )
     from vecdb.client.local import LocalClient
 
-    return LocalClient(Path(t.where) if t.kind == "local" else MEMORY)
+    return LocalClient(Path(t.where) if t.kind == "local" else MEMORY, engine=engine)
 
 
 __all__ = ["Client", "Target", "connect", "resolve"]

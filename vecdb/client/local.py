@@ -7,6 +7,7 @@ remote use does not load numba kernels or RocksDB.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo, 
 class LocalClient(LocalDocuments, Client):
     """`vecdb.connect("./dir")` or `vecdb.connect(":memory:")`."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, engine: Mapping[str, Any] | None = None) -> None:
         from vecdb.engine import Database
 
-        self._db = Database(path)
+        self._db = Database(path, settings=engine)
         # A client never closed still closes its database when it is garbage-collected or
         # the interpreter exits: the lock is released and a ":memory:" temp dir deleted.
         self._finalizer = weakref.finalize(self, self._db.close)
