@@ -150,6 +150,40 @@ def _reject(path: Path, why: str) -> Copy | None:
     return None
 
 
+def key_of(path: Path) -> tuple[int, ...] | None:
+    """The set key written in the header of the copy file `path`; None for a file that is
+    not a whole header of ours (its magic, format and key length checked, nothing else)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(len(MAGIC) + 8 * HEADER)
+            if len(raw) < len(MAGIC) + 8 * HEADER or raw[: len(MAGIC)] != MAGIC:
+                return None
+            head = np.frombuffer(raw, "<i8", HEADER, len(MAGIC))
+            n_key = int(head[5])
+            if int(head[0]) != FORMAT or not 0 < n_key <= 1 << 20:
+                return None
+            key = np.frombuffer(f.read(8 * n_key), "<i8")
+    except OSError:
+        return None
+    return tuple(int(t) for t in key) if len(key) == n_key else None
+
+
+def on_disk(directory: Path) -> list[tuple[Path, int, float]]:
+    """Every file under `directory`'s copies folder: (path, bytes, mtime), oldest first."""
+    out: list[tuple[Path, int, float]] = []
+    try:
+        entries = list(os.scandir(directory / SUBDIR))
+    except FileNotFoundError:
+        return out
+    for e in entries:
+        try:
+            st = e.stat()
+        except FileNotFoundError:
+            continue
+        out.append((Path(e.path), st.st_size, st.st_mtime))
+    return sorted(out, key=lambda t: t[2])
+
+
 def remove(path: Path) -> None:
     """Delete a copy's file (and a leftover temporary), if there."""
     for p in (path, path.with_name(path.name + TMP)):

@@ -11,11 +11,20 @@ slots (RocksDB and the access lists are the source of truth) and written. Only o
 collection has a built SPANN index (the clustered path is SPANN's). A build that fails is
 logged and not tried again until the set changes. `dropped` removes the copies (and files)
 of a tenant whose drop finished.
+
+Disk: the first job after an open sweeps the copies' folder (files of sets naming a tenant
+that is no longer active, e.g. dropped while the database was closed, leftover temporaries,
+files not ours). The files together stay under `COPY_DISK_X_RAW` x the raw bytes of the
+indexed vectors (at least `COPY_DISK_FLOOR`): a build that would pass it first removes copies
+of multi-tenant sets (built because a query asked, the oldest first), and when that is not
+enough it is not built (the set keeps the walk, exact all the same; logged, tried again when
+the set changes). Copies of one tenant are never removed for room.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 from vecdb.engine import tenant_cluster_file as cfile
@@ -50,6 +59,11 @@ def _copies(coll: CollectionCore) -> ClusterCopies | None:
     return copies_of(coll, store_of(coll))
 
 
+# The copies' files may take this x the raw float32 bytes of the indexed vectors ...
+COPY_DISK_X_RAW = 4.0
+COPY_DISK_FLOOR = 64 * 2**20  # ... and at least this many bytes
+_SWEPT: weakref.WeakSet[ClusterCopies] = weakref.WeakSet()  # swept since their open
+
 Job = tuple[tuple[Any, ...], BuildParams | None]  # a set, and the parameters a query asked
 
 
@@ -80,7 +94,11 @@ def _next(coll: CollectionCore, cc: ClusterCopies, take: bool) -> Job | None:
 def due(coll: CollectionCore) -> bool:
     """Whether a clustered copy of `coll` waits to be loaded or built."""
     cc = _copies(coll)
-    return cc is not None and _next(coll, cc, take=False) is not None
+    if cc is None:
+        return False
+    return (cc.directory is not None and cc not in _SWEPT) or _next(
+        coll, cc, take=False
+    ) is not None
 
 
 def run(coll: CollectionCore) -> None:
@@ -88,6 +106,7 @@ def run(coll: CollectionCore) -> None:
     cc = _copies(coll)
     if cc is None:
         return
+    _sweep(coll, cc)
     job = _next(coll, cc, take=True)
     if job is None:
         return
@@ -112,7 +131,12 @@ def _build(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], params
         if any(n not in ts.by_no or ts.by_no[n].state != ACTIVE for n in nos):
             return  # dropped meanwhile
     with cc.build_lock:
-        found, base = stored_vectors(coll, ts.slots_of(nos))
+        slots = ts.slots_of(nos)
+        if not _room(coll, cc, key, len(slots), params[1]):
+            with cc.lock:
+                cc.failed.add(key)
+            return
+        found, base = stored_vectors(coll, slots)
         size, replicas, closure = params
         cl = build(found, base, size, replicas, closure)
         del found, base
@@ -120,6 +144,64 @@ def _build(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], params
         del cl
     release_free_memory()  # k-means' blocks: not kept as heap by the allocator
     log.info("clustered copy built", extra={"collection": coll.name, "set": key})
+
+
+def _sweep(coll: CollectionCore, cc: ClusterCopies) -> None:
+    """Once per open: remove the copy files no active set owns (see the module docstring)."""
+    if cc.directory is None or cc in _SWEPT or coll.tenants is None:
+        return
+    _SWEPT.add(cc)
+    ts = coll.tenants
+    with ts.lock:
+        active = {t.no for t in ts.by_no.values() if t.state == ACTIVE}
+    removed = 0
+    with cc.build_lock:  # (no file is being written meanwhile)
+        for path, _, _ in cfile.on_disk(cc.directory):
+            key = None if path.name.endswith(cfile.TMP) else cfile.key_of(path)
+            if (
+                key is None
+                or not active.issuperset(key)
+                or cfile.path_for(cc.directory, key) != path
+            ):
+                path.unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.info("stale clustered copy files removed",
+                 extra={"collection": coll.name, "files": removed})  # fmt: skip
+
+
+def _room(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], n: int, replicas: int) -> bool:  # fmt: skip
+    """Whether the copy of `key` (`n` members) fits the disk budget, after removing copies
+    of multi-tenant sets oldest first if needed (see the module docstring)."""
+    if cc.directory is None:
+        return True
+    assert isinstance(coll.index, SpannIndex)
+    dim = coll.cfg.dim
+    budget = max(COPY_DISK_FLOOR, COPY_DISK_X_RAW * coll.index.state.n_live * 4 * dim)
+    need = n * (replicas * (8 + 4 * dim) + 8)  # at most: rows, slots, members
+    own = cc.path(key)
+    files = [f for f in cfile.on_disk(cc.directory) if f[0] != own]
+    used = sum(size for _, size, _ in files)
+    for path, size, _ in files:
+        if used + need <= budget:
+            break
+        got = cfile.key_of(path)
+        if got is None or len(got) < 2:
+            continue  # one tenant's copy: kept
+        gone = ("c", *got)
+        with cc.lock:
+            cc.ready.pop(gone, None)
+            cc.deltas.pop(gone, None)
+            cc.failed.add(gone)  # not asked again until one of its tenants changes
+        cfile.remove(path)
+        used -= size
+        log.info("clustered copy removed for room", extra={"collection": coll.name, "set": gone})
+    if used + need <= budget:
+        return True
+    log.warning("clustered copy not built: its files would pass their disk budget",
+                extra={"collection": coll.name, "set": key, "bytes": need,
+                       "used": used, "budget": int(budget)})  # fmt: skip
+    return False
 
 
 def dropped(coll: CollectionCore, no: int) -> None:
