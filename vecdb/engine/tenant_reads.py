@@ -21,8 +21,8 @@ from vecdb.engine import tenant_search
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import F32, I64, search_slots
 from vecdb.engine.scope import Scope
-from vecdb.engine.tenant_access import not_multi_tenant, resolve, resolve_list
 from vecdb.engine.slot_set import LazyVisible
+from vecdb.engine.tenant_access import not_multi_tenant, resolve, resolve_list
 from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS
 from vecdb.engine.tenants import TenantState
 from vecdb.errors import InvalidArgument

@@ -155,12 +155,11 @@ def copied(
     store = store_of(coll)
     stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
     hit = store.read(key)
-    have = None if hit is None else hit[0]
-    if have is not None and (have is slots or _same(have, slots)):
+    if hit is not None and (hit[0] is slots or _same(hit[0], slots)):
         found, base = hit  # the copy is the set (every query but the first): no more checks
         stats.bytes_read = found.nbytes + base.nbytes
-        if tag is not None and have is not slots:
-            store.tag(key, tag, have)
+        if tag is not None and found is not slots:
+            store.tag(key, tag, found)
     else:
         found, base = _made(coll, hit, ascending(slots), key, cacheable, stats)
     with coll.io_lock:
