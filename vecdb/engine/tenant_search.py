@@ -126,6 +126,9 @@ _STORES_LOCK = threading.Lock()
 
 def store_of(coll: CollectionCore) -> TenantStore:
     """The collection's copies (made on first use, in the index directory if it has one)."""
+    store = _STORES.get(coll)  # (made once: the lock only orders the making)
+    if store is not None:
+        return store
     with _STORES_LOCK:
         store = _STORES.get(coll)
         if store is None:
@@ -182,8 +185,7 @@ def _same(a: I64, b: I64) -> bool:
 def exact_copy(coll: CollectionCore, key: tuple[int, ...], tag: Hashable) -> I64 | None:
     """The slots of the copy of set `key` if it was found equal to the set at version `tag`
     (`copied`): the set itself, without reading it back from the tenant layer."""
-    with _STORES_LOCK:
-        store = _STORES.get(coll)
+    store = _STORES.get(coll)
     hit = None if store is None else store.tagged(key, tag)
     return None if hit is None else hit[0]
 

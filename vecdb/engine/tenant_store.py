@@ -73,22 +73,7 @@ class TenantStore:
         array objects while the extent and the mapping are unchanged."""
         with self._lock:
             ext = self._entries.get(key)
-            if ext is None:
-                return None
-            self._entries.move_to_end(key)
-            hit = self._views.get(key)
-            if hit is not None:
-                return hit
-            offset, count = ext.offset, ext.count
-            if count == 0:  # (a set whose members were all gone when copied)
-                hit = np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-            else:
-                raw = self._mapped(offset + ext.nbytes(self.dim))
-                slots = np.frombuffer(raw, np.int64, count, offset)
-                vecs = np.frombuffer(raw, np.float32, count * self.dim, offset + 8 * count)
-                hit = slots, vecs.reshape(count, self.dim)
-            self._views[key] = hit
-            return hit
+            return None if ext is None else self._read(key, ext)
 
     def tagged(self, key: Hashable, tag: Hashable) -> tuple[I64, F32] | None:
         """`read(key)` if the copy carries `tag` (see `tag`), else None."""
@@ -96,7 +81,23 @@ class TenantStore:
             ext = self._entries.get(key)
             if ext is None or ext.tag is None or ext.tag != tag:
                 return None
-        return self.read(key)
+            return self._read(key, ext)
+
+    def _read(self, key: Hashable, ext: Extent) -> tuple[I64, F32]:
+        self._entries.move_to_end(key)
+        hit = self._views.get(key)
+        if hit is not None:
+            return hit
+        offset, count = ext.offset, ext.count
+        if count == 0:  # (a set whose members were all gone when copied)
+            hit = np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        else:
+            raw = self._mapped(offset + ext.nbytes(self.dim))
+            slots = np.frombuffer(raw, np.int64, count, offset)
+            vecs = np.frombuffer(raw, np.float32, count * self.dim, offset + 8 * count)
+            hit = slots, vecs.reshape(count, self.dim)
+        self._views[key] = hit
+        return hit
 
     def tag(self, key: Hashable, tag: Hashable, slots: I64) -> None:
         """Name the state the copy of `key` is exact for (e.g. the set's version): `tagged`
