@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,20 +147,24 @@ class CollectionCore:
         self._users = 0  # calls inside the collection now
         self._gate = threading.Condition()  # close waits here for them to leave
 
-    @contextmanager
-    def use(self) -> Iterator[None]:
-        """Hold the collection open for one call (`Unavailable` once it is closing)."""
+    def use(self) -> _InUse:
+        """Hold the collection open for one call (`Unavailable` once it is closing): a
+        context manager (a small class, not a generator: it is entered on every call)."""
+        return _InUse(self)
+
+    def enter(self) -> None:
+        """Count one call in (`use` without the context manager)."""
         with self._gate:
             if self.closing:
                 raise Unavailable(f"collection {self.cfg.name!r} is closed")
             self._users += 1
-        try:
-            yield
-        finally:
-            with self._gate:
-                self._users -= 1
-                if self._users == 0:
-                    self._gate.notify_all()
+
+    def leave(self) -> None:
+        """Count one call out (after `enter`); wakes `shut` when the last one leaves."""
+        with self._gate:
+            self._users -= 1
+            if self._users == 0:
+                self._gate.notify_all()
 
     def shut(self) -> None:
         """Refuse new calls and wait for the running ones to leave."""
@@ -190,3 +192,18 @@ class CollectionCore:
             return st.state
         waiting = self.buffer is not None and len(self.buffer) > 0
         return STATE_IDLE if waiting or st.maintenance_pending else STATE_READY
+
+
+class _InUse:
+    """`CollectionCore.use()`: `enter` on entry, `leave` on exit (exceptions propagate)."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: CollectionCore) -> None:
+        self._core = core
+
+    def __enter__(self) -> None:
+        self._core.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._core.leave()

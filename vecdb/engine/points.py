@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.engine import validate as v
+from vecdb.kernels.idmap import int_ids
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch, Reader
 from vecdb.types import Id, IdType, Payload, Record
@@ -95,6 +96,17 @@ class PointTable:
         ok = (slots >= 0) & (slots < len(table))
         out[ok] = table[slots[ok]]
         return out
+
+    def ids_found(self, slots: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], int]:
+        """`ids_of(slots)` and how many non-negative slots have no id there (points
+        deleted since they were found; `reader` drops those hits). Int ids in one compiled
+        pass (the search path's per-call cost)."""
+        table = self._slot_ids
+        if table.dtype == np.int64:
+            return int_ids(slots, table)
+        ids = self.ids_of(slots)
+        pad: Any = None if self.id_type is IdType.STR else -1
+        return ids, int(np.count_nonzero((slots >= 0) & (ids == pad)))
 
     def records(
         self,

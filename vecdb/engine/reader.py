@@ -104,8 +104,9 @@ def search(
         slots, dist = search_slots(coll, q, k, params)
     else:
         slots, dist = _filtered(coll, q, k, compiled, params)
-    ids = coll.points.ids_of(slots)
-    slots, ids, dist = _drop_vanished(coll, slots, ids, dist)
+    ids, vanished = coll.points.ids_found(slots)
+    if vanished:
+        slots, ids, dist = _drop_vanished(coll, slots, ids, dist)
     pays = None
     if with_payload:  # one entry per result column; None where padded or absent
         pays = [

@@ -21,8 +21,10 @@ from vecdb.engine import tenant_search
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import F32, I64, search_slots
 from vecdb.engine.scope import Scope
+from vecdb.engine.slot_set import LazyVisible
 from vecdb.engine.tenant_access import not_multi_tenant, resolve, resolve_list
 from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS
+from vecdb.engine.tenants import TenantState
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 
@@ -44,8 +46,9 @@ def read_scope(coll: CollectionCore, tenant: object, tenants: object = None) -> 
         nos = sorted({t.no for t in resolve_list(coll, tenants, "tenants", MAX_SEARCH_TENANTS)})
     else:
         return _global(coll)
-    slots, visible = ts.visible(nos, coll.points.next_slot)
-    versions = ",".join(f"{n}.{ts.by_no[n].version}" for n in nos)
+    version = tuple((n, ts.by_no[n].version) for n in nos)  # read before the slots
+    slots, visible = _sets(coll, ts, nos, version)
+    versions = ",".join(f"{n}.{v}" for n, v in version)
 
     def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
         # the scope's own set (an unfiltered search) may write the derived copy and
@@ -54,6 +57,20 @@ def read_scope(coll: CollectionCore, tenant: object, tenants: object = None) -> 
         return tenant_search.search_tenants(coll, q, k, params, nos, sub, vis, whole)
 
     return Scope.of(slots, visible, walk, f"t{versions}")
+
+
+def _sets(
+    coll: CollectionCore, ts: TenantState, nos: list[int], version: tuple[tuple[int, int], ...]
+) -> tuple[I64, Visible]:
+    """The tenants' slots and bitmap (`TenantState.visible`); for a set answered from its
+    copy, the copy's slots when it was found exact at the set's `version` (read before),
+    so the set is not read back (decoded) per query, and a bitmap made only if a search
+    asks for one. (`nos` sorted: `version` is `visible`'s key.)"""
+    bound = coll.points.next_slot
+    slots = tenant_search.exact_copy(coll, tuple(nos), version)
+    if slots is None:
+        return ts.visible(nos, bound)
+    return slots, LazyVisible(lambda: ts.visible(nos, bound)[1], None, version)
 
 
 _GLOBAL: weakref.WeakKeyDictionary[CollectionCore, Scope] = weakref.WeakKeyDictionary()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from vecdb.index.spann import subtree
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
+from vecdb.kernels.tenant_scan import KINDS, copy_topk, fused_fits
 from vecdb.storage import kv as kvmod
 
 I64 = npt.NDArray[np.int64]
@@ -76,7 +78,8 @@ def search_tenants(
     tp, sp = parsed(params)  # once; bad parameters fail whichever path answers
     key = tuple(sorted({int(t) for t in tenant_nos}))  # the set's name: 48 bytes for one
     if len(slots) * (8 + 4 * coll.cfg.dim) <= tp.tenant_copy:
-        return copied(coll, q, k, key, np.asarray(slots, np.int64), cacheable)
+        tag = getattr(visible, "version", None) if cacheable else None
+        return copied(coll, q, k, key, np.asarray(slots, np.int64), cacheable, tag)
     state = coll.index.state
     if tp.tenant_cluster_size > 0 and len(slots) > tp.tenant_share * max(1, state.n_live):
         s = np.asarray(slots, np.int64)
@@ -123,6 +126,9 @@ _STORES_LOCK = threading.Lock()
 
 def store_of(coll: CollectionCore) -> TenantStore:
     """The collection's copies (made on first use, in the index directory if it has one)."""
+    store = _STORES.get(coll)  # (made once: the lock only orders the making)
+    if store is not None:
+        return store
     with _STORES_LOCK:
         store = _STORES.get(coll)
         if store is None:
@@ -138,31 +144,50 @@ def copied(
     key: tuple[int, ...],
     slots: I64,
     cacheable: bool = True,
+    tag: Hashable = None,
 ) -> tuple[I64, F32]:
     """Exact top-k of the set from its contiguous copy (`slots` ascending). A copy serves
     any subset of its slots (slot -> vector never changes: see `tenant_store`); slots it
     lacks (grants, new upserts) are read from RocksDB alone and patched in, and a copy
     holding many rows no longer asked for (revokes, deletes) is rewritten from itself.
     Not `cacheable` (`slots` is a filtered part of the set): the copy is read, never made,
-    patched or shrunk; slots it lacks are read from RocksDB for this call only."""
+    patched or shrunk; slots it lacks are read from RocksDB for this call only. `tag` (the
+    set's version, read before `slots`): a copy found equal to `slots` is tagged with it,
+    so the next read of the set at that version takes the copy as it is (`exact_copy`)."""
     nq = q.shape[0]
     store = store_of(coll)
     stats = SearchStats(queries=nq, extra={"tenant_copy": float(nq)})
     hit = store.read(key)
-    if hit is not None and len(hit[0]) == len(slots) and bool((hit[0] == slots).all()):
+    if hit is not None and (hit[0] is slots or _same(hit[0], slots)):
         found, base = hit  # the copy is the set (every query but the first): no more checks
         stats.bytes_read = found.nbytes + base.nbytes
+        if tag is not None and found is not slots:
+            store.tag(key, tag, found)
     else:
         found, base = _made(coll, hit, ascending(slots), key, cacheable, stats)
     with coll.io_lock:
         coll.io.add(stats)
-    if len(found) == 0:
-        return np.full((nq, k), -1, np.int64), np.full((nq, k), np.inf, np.float32)
+    dim = base.shape[1]
+    if fused_fits(nq, len(found), dim):
+        qc = np.ascontiguousarray(q, np.float32)
+        return copy_topk(qc, base, KINDS[coll.cfg.metric], found, k)
     rows, dist = exact_topk(q, base, coll.cfg.metric, k)
     out = found[rows]
     if rows[:, -1].min() < 0:  # fewer than k: padding (-1) stays -1
         out = np.where(rows >= 0, out, -1)
     return out, dist
+
+
+def _same(a: I64, b: I64) -> bool:
+    return len(a) == len(b) and bool((a == b).all())
+
+
+def exact_copy(coll: CollectionCore, key: tuple[int, ...], tag: Hashable) -> I64 | None:
+    """The slots of the copy of set `key` if it was found equal to the set at version `tag`
+    (`copied`): the set itself, without reading it back from the tenant layer."""
+    store = _STORES.get(coll)
+    hit = None if store is None else store.tagged(key, tag)
+    return None if hit is None else hit[0]
 
 
 def ascending(slots: I64) -> I64:

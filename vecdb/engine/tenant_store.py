@@ -44,6 +44,7 @@ class Extent:
     offset: int  # byte offset in the file
     count: int  # rows (slots found in the store when copied)
     size: int  # bytes of the extent
+    tag: Hashable = None  # the caller's name for the state the copy is exact for (`tag`)
 
     def nbytes(self, dim: int) -> int:
         return self.size
@@ -60,24 +61,53 @@ class TenantStore:
         self._end = 0  # bytes appended
         self._live = 0  # bytes of extents in use
         self._entries: OrderedDict[Hashable, Extent] = OrderedDict()  # LRU order
+        # The arrays `read` returned per key, while its extent and the mapping stand (made
+        # once: two `np.frombuffer` per query were a tenth of a small tenant's search)
+        self._views: dict[Hashable, tuple[I64, F32]] = {}
         self._lock = threading.Lock()
         self.copies = 0  # copies made (misses), for stats and tests
 
     def read(self, key: Hashable) -> tuple[I64, F32] | None:
         """The copy of set `key` (its slots ascending, its prepared vectors: read-only views
-        of the file's mapping, valid as long as they are referenced), or None."""
+        of the file's mapping, valid as long as they are referenced), or None. The same
+        array objects while the extent and the mapping are unchanged."""
         with self._lock:
             ext = self._entries.get(key)
-            if ext is None:
+            return None if ext is None else self._read(key, ext)
+
+    def tagged(self, key: Hashable, tag: Hashable) -> tuple[I64, F32] | None:
+        """`read(key)` if the copy carries `tag` (see `tag`), else None."""
+        with self._lock:
+            ext = self._entries.get(key)
+            if ext is None or ext.tag is None or ext.tag != tag:
                 return None
-            self._entries.move_to_end(key)
-            offset, count = ext.offset, ext.count
-            if count == 0:  # (a set whose members were all gone when copied)
-                return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+            return self._read(key, ext)
+
+    def _read(self, key: Hashable, ext: Extent) -> tuple[I64, F32]:
+        self._entries.move_to_end(key)
+        hit = self._views.get(key)
+        if hit is not None:
+            return hit
+        offset, count = ext.offset, ext.count
+        if count == 0:  # (a set whose members were all gone when copied)
+            hit = np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        else:
             raw = self._mapped(offset + ext.nbytes(self.dim))
-        slots = np.frombuffer(raw, np.int64, count, offset)
-        vecs = np.frombuffer(raw, np.float32, count * self.dim, offset + 8 * count)
-        return slots, vecs.reshape(count, self.dim)
+            slots = np.frombuffer(raw, np.int64, count, offset)
+            vecs = np.frombuffer(raw, np.float32, count * self.dim, offset + 8 * count)
+            hit = slots, vecs.reshape(count, self.dim)
+        self._views[key] = hit
+        return hit
+
+    def tag(self, key: Hashable, tag: Hashable, slots: I64) -> None:
+        """Name the state the copy of `key` is exact for (e.g. the set's version): `tagged`
+        then answers without the caller comparing slots. Only if the copy's slots are still
+        the array `slots` (the caller compared them); a rewrite of the copy drops the tag."""
+        with self._lock:
+            ext = self._entries.get(key)
+            hit = self._views.get(key)
+            if ext is not None and hit is not None and hit[0] is slots:
+                ext.tag = tag
 
     def _mapped(self, end: int) -> mmap.mmap:
         """The file mapped read-only up to at least `end` (remapped after appends). Copies
@@ -85,6 +115,7 @@ class TenantStore:
         the allocator holding megabytes of freed heap (anonymous memory)."""
         if self._map is None or len(self._map) < end:
             self._map = mmap.mmap(self._file.fileno(), self._end, access=mmap.ACCESS_READ)
+            self._views.clear()  # (views of the old mapping would keep it alive)
         return self._map
 
     def write(self, key: Hashable, slots: I64, vectors: F32) -> None:
@@ -115,6 +146,7 @@ class TenantStore:
                 # A new file, not a truncation: readers may still hold views of the old
                 # mapping (it keeps the unlinked file until the last view is gone).
                 self._entries.clear()
+                self._views.clear()
                 self._file.close()
                 self._file = tempfile.TemporaryFile(dir=self._directory)
                 self._map = None
@@ -132,6 +164,7 @@ class TenantStore:
                 self._drop(next(iter(self._entries)))
 
     def _drop(self, key: Hashable) -> None:
+        self._views.pop(key, None)
         ext = self._entries.pop(key, None)
         if ext is not None:
             self._live -= ext.nbytes(self.dim)
@@ -139,6 +172,7 @@ class TenantStore:
     def close(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._views.clear()
             self._map = None  # (views still held keep their mapping until dropped)
             self._file.close()
 

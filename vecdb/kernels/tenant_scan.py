@@ -8,7 +8,11 @@ of those blocks whose slot is in the bitmap `bits` (empty: no filter) is scored 
 sorted top-k that ignores a slot already held (replicas score the same). Distances as
 `distance.pairwise`: "l2" squared, "ip" negative dot, "cosine" 1 - dot (rows and queries
 prepared, i.e. unit length). `nearest_centroids` gives the few nearest centroids of many rows
-for the copy's build. Pure functions, no I/O; the float32 dot product is `kernels.replicas`'.
+for the copy's build. `copy_topk` answers a small tenant's contiguous copy (`engine.tenant_store`)
+in one call: the exact scan of `kernels.scan.exact_topk`'s direct path (the same compiled
+distance loop and heaps, so the same answers), the heaps sorted and rows mapped to slots in the
+same call (a query of a few hundred rows was mostly per-call overhead). Pure functions, no I/O;
+the float32 dot product is `kernels.replicas`'.
 """
 
 from __future__ import annotations
@@ -17,12 +21,18 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.distance import MIN_WORK_PER_THREAD
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.replicas import _dot
+from vecdb.kernels.topk import _EMPTY, _heap_to_sorted, _select_direct
 
 KIND_L2, KIND_NEG_DOT, KIND_ONE_MINUS_DOT = 0, 1, 2
 KINDS = {"l2": KIND_L2, "ip": KIND_NEG_DOT, "cosine": KIND_ONE_MINUS_DOT}
 CHUNK_ROWS = 4096  # rows per distance block in `nearest_centroids`
+# `copy_topk` answers what `exact_topk` scans in one direct pass on the calling thread: fewer
+# queries than its BLAS cut (`scan._MIN_BLAS_QUERIES`, 10) and less work than one thread's share.
+FUSED_MAX_QUERIES = 8
+FUSED_MAX_WORK = MIN_WORK_PER_THREAD  # multiply-adds (queries x rows x dim)
 
 I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
@@ -111,3 +121,32 @@ def nearest_centroids(x: F32, cents: F32, m: int) -> tuple[I64, F32]:
         out[lo : lo + len(xs)] = np.take_along_axis(part, order, 1)
         out_d[lo : lo + len(xs)] = np.maximum(np.take_along_axis(pd, order, 1), 0.0)
     return out, out_d
+
+
+@nb.njit(cache=True, nogil=True)
+def _copy_topk(q, x, kind, found, k):  # type: ignore[no-untyped-def]
+    nq = q.shape[0]
+    hd = np.full((nq, k), np.inf, np.float32)
+    hi = np.full((nq, k), _EMPTY, np.int64)
+    if x.shape[0] > 0:
+        _select_direct(q, x, kind, np.ones(1, np.bool_), False, 0, hd, hi)
+    out = np.empty((nq, k), np.int64)
+    for i in range(nq):
+        _heap_to_sorted(hd[i], hi[i], _EMPTY)
+        for j in range(k):
+            r = hi[i, j]
+            out[i, j] = found[r] if r >= 0 else -1
+    return out, hd
+
+
+def fused_fits(nq: int, n: int, dim: int) -> bool:
+    """Whether `copy_topk` answers `nq` queries over `n` rows (else `exact_topk`, planned)."""
+    return nq <= FUSED_MAX_QUERIES and nq * n * dim < FUSED_MAX_WORK
+
+
+def copy_topk(q: F32, base: F32, kind: int, found: I64, k: int) -> tuple[I64, F32]:
+    """Exact top-k of the queries `q` over the rows of `base` (prepared, float32, C order)
+    as `found[row]` (the rows' slots) and distances, both (nq, k), ascending by (distance,
+    row), padded with -1 / +inf: `exact_topk(q, base, metric, k)` with its rows mapped
+    through `found`, for sizes where `fused_fits`. `kind` is `KINDS[metric]`."""
+    return _copy_topk(q, base, kind, found, k)  # type: ignore[no-any-return]
