@@ -139,7 +139,8 @@ class BlockTable:
     @property
     def free(self) -> list[int]:
         """The block ids free for reuse (a copy; the next one taken is the last)."""
-        return self.free_ids[: self.n_free].tolist()
+        out: list[int] = self.free_ids[: self.n_free].tolist()
+        return out
 
     def trim(self) -> None:
         """Drop the growth slack of the block arrays (after maintenance: they grow by
