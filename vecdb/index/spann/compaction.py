@@ -169,19 +169,6 @@ def rebuild_heads(st: SpannState, force: bool = False) -> bool:
     return True
 
 
-def settle(st: SpannState) -> None:
-    """Once maintenance is idle (nothing queued): structures back to their size. The tree's
-    and table's arrays lose their growth slack (under the write lock: searches read them)
-    and the space map's keys are re-created together, so that the small-object arenas
-    maintenance's temporaries used can be returned to the system (see `SpaceMap.repack`)."""
-    if st.pending or st.graph is None:
-        return
-    with st.lock.write("settle"):
-        st.tree.trim()
-        st.table.trim()
-    st.file.space.repack()
-
-
 def compact(st: SpannState) -> None:
     """Rewrite every posting's visible entries into a fresh, packed file generation and
     switch to it; published by a checkpoint at the last applied sequence."""

@@ -142,10 +142,8 @@ class SpannIndex:
     # --- checkpoint / open / close -----------------------------------------------------------
 
     def checkpoint(self, applied_seq: int) -> None:
-        """Make the applied state durable and record `applied_seq` with it; with no
-        maintenance queued, trim the structures to size (`compaction.settle`)."""
+        """Make the applied state durable and record `applied_seq` with it."""
         persist.checkpoint(self.state, applied_seq)
-        compaction.settle(self.state)
 
     @classmethod
     def open(

@@ -269,14 +269,6 @@ class SpaceMap:
         del offs[:n], sizes[:n]
         return n
 
-    def repack(self) -> None:
-        """Re-create the free-extent keys as new int objects, allocated together (memory
-        only: the map does not change). Keys added one at a time during maintenance lie
-        scattered among its freed temporaries and keep CPython's small-object arenas from
-        being returned; `compaction.settle` calls this once maintenance is idle."""
-        self.by_off = SortedList([k + 0 for k in self.by_off])
-        self.by_size = SortedList([k + 0 for k in self.by_size])
-
     # --- rebuild -----------------------------------------------------------------------------
 
     def rebuild(self, offsets: I64, sizes: I64) -> None:

@@ -3,14 +3,8 @@
 A posting is a chain of blocks (the one written by build, split or compaction, plus blocks
 appended by inserts). The chains live in flat numpy arrays so numba kernels can walk them
 without Python: `post_first[p]` is the first block of posting p (-1 if empty) and
-`blk_next[b]` the next one. Freed block ids are reused (a numpy stack). About 20 bytes per
-block and 12 per posting. This module owns no file: the index persists the arrays in its
-state file.
-
-No Python object per block, long-lived or not: the free ids were a list of Python ints
-(13,800 of them after 4,464 inserts into a 65,536 x 1024 index, each allocated in the middle
-of maintenance's temporaries, so together they kept ~10 MiB of CPython's small-object arenas
-from being returned), and every checkpoint built a tuple per block to write its sections.
+`blk_next[b]` the next one. Freed block ids are reused. About 20 bytes per block and 12 per
+posting. This module owns no file: the index persists the arrays in its state file.
 
 A table attached to a posting file's `SpaceMap` (`PostingFile.attach`) hands every block it
 stops referencing to the map (`clear` is the one way a block leaves a chain), tagged with
@@ -141,14 +135,6 @@ class BlockTable:
         """The block ids free for reuse (a copy; the next one taken is the last)."""
         out: list[int] = self.free_ids[: self.n_free].tolist()
         return out
-
-    def trim(self) -> None:
-        """Drop the growth slack of the block arrays (after maintenance: they grow by
-        doubling, and are read whole by every checkpoint and search kernel)."""
-        n = self.used
-        self.blk_off, self.blk_cnt = self.blk_off[:n].copy(), self.blk_cnt[:n].copy()
-        self.blk_next, self.blk_epoch = self.blk_next[:n].copy(), self.blk_epoch[:n].copy()
-        self.free_ids = self.free_ids[: self.n_free].copy()
 
     def extents(self) -> Extents:
         """Posting id, offset and extent size (bytes, rounded up to ALIGN) of every
