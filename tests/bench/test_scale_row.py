@@ -52,7 +52,8 @@ def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
     return argparse.Namespace(**(base | kw))
 
 
-def test_a_small_run_reports_every_part(tmp_path: Path) -> None:
+def test_a_small_run_reports_every_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VECDB_BUILD_CHILD_MIB", "0")  # the bulk build in a child, sampled too
     res = scale_row.run(_args(tmp_path, engine=["bulk_build_bytes=1073741824"]))
     assert res["engine_settings"] == ["bulk_build_bytes=1073741824"]
     assert all(len(res[step]["load_average_at_end"]) == 3 for step in ("build", "warm", "faiss"))
@@ -61,6 +62,7 @@ def test_a_small_run_reports_every_part(tmp_path: Path) -> None:
     build, warm = res["build"], res["warm"]
     assert build["build_s"] == pytest.approx(build["ingest_s"] + build["optimize_s"])
     assert build["build_peak_anon_mib"] > 0 and build["disk_peak_mib"] > 0
+    assert build["build_child_peak_anon_mib"] > 0  # the child's RssAnon was seen
     assert warm["io"] == "mmap" and warm["posting_file_mib"] > 0
     for m in scale_row_data.MAX_POSTINGS:
         row = warm[f"max_postings={m}"]

@@ -13,7 +13,8 @@ Owns this protocol, and nothing else (it formats no tables):
    distances of each chunk's 2k best, a running top-k).
 3. Build (fresh process): create a SPANN collection (io="mmap"), upsert in batches read from
    the memory-mapped base, `optimize(wait=True)`; ingest and optimize timed apart; RssAnon
-   sampled (peak growth over the baseline) and the bytes of the data directory (peak).
+   of this process and every child it starts (a bulk build's child) sampled (peak growth
+   over the baseline) and the bytes of the data directory (peak).
 4. Warm (fresh process, kernels warmed on a tiny collection first): open, answer every query
    once per max_postings (to load the touched postings), then recall@10, 1-thread CPU-time
    QPS and all-thread wall QPS; RssAnon growth = index-resident anonymous memory.
@@ -91,6 +92,7 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     """(Fresh process) upsert in batches from the memory-mapped base, then optimize; `engine`
     are the embedded database's engine settings (defaults when None)."""
     import vecdb
+    from vecdb.bench.build_memory import children_anon_probe
     from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
     from vecdb.errors import ResourceExhausted
 
@@ -98,8 +100,10 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     _warm_kernels(work, np.load(work / "queries.npy"))
     db = work / "db"
     before = status_kib()
-    probes = {"anon": rss_anon_probe(), "disk": lambda: float(_dir_bytes(db))}
-    with Sampler(probes, interval_s=0.5) as sampler, vecdb.connect(db, engine=engine) as c:
+    own, children = rss_anon_probe(), children_anon_probe()  # (a bulk build's child counts)
+    probes = {"anon": lambda: own() + children(), "children": children,
+              "disk": lambda: float(_dir_bytes(db))}  # fmt: skip
+    with Sampler(probes, interval_s=0.1) as sampler, vecdb.connect(db, engine=engine) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
         t0, rejected, waited = time.perf_counter(), 0, 0.0
@@ -126,6 +130,7 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
         "optimize_s": t2 - t1,
         "build_s": t2 - t0,
         "build_peak_anon_mib": (sampler.max("anon") - before["RssAnon"]) / 1024,
+        "build_child_peak_anon_mib": sampler.max("children") / 1024,
         "build_vmhwm_mib": after["VmHWM"] / 1024,
         "disk_peak_mib": sampler.max("disk") / 2**20,
         "sampler_samples": len(sampler.times),
