@@ -194,7 +194,7 @@ def _passes(
             _report(progress, "assign", hi, n)
         # Pass 4: the disk budget, then the posting cut
         budget = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
-        cap = disk_cap(posts, int(budget))
+        cap = disk_cap(posts, int(budget), dists)
         keep = cut(posts, dists, st.limit, n_heads)
         del dists
         # Pass 5: postings into the new file generation
