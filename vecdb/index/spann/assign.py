@@ -168,7 +168,7 @@ def disk_cap(posts: I64 | I32, limit_entries: int, dists: F32 | None = None) -> 
     a boundary vector that needs them; a row's nearest is never dropped. Without `dists`,
     whole replica columns go, farthest first. Returns the replica cap later placements keep
     (the columns a column trim to the same budget would leave; 0 if nothing was trimmed)."""
-    cols = posts.shape[1]
+    cols = int(posts.shape[1])
     per_col = (posts >= 0).sum(0)
     total = int(per_col.sum())
     while cols > 1 and total > limit_entries:
