@@ -154,7 +154,8 @@ class DirectReader:
             runs(cuts[0], cuts[1])
         for f in pending:
             f.result()
-        u8 = np.frombuffer(buf, dtype=np.uint8)
+        # only what this call read (a reused buffer holds an earlier query's bytes beyond)
+        u8 = np.frombuffer(buf, dtype=np.uint8)[: max(total, PAGE)]
         # each block's bytes: its run's place in the buffer plus its offset in the file
         place = np.empty(len(lens), np.int64)
         place[order] = at[:-1] - start + offsets[order]
