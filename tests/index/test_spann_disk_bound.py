@@ -15,6 +15,10 @@ from vecdb.index.spann.index import SpannIndex
 
 DIM = 1024
 BOUND = 4.0  # posting file bytes / raw float32 bytes of the live vectors
+# the budget these tests hold the file to (the default was 4.0 when they were written; with
+# 3.0 a bulk build of structureless vectors fills 0.95 of the budget and the 0.97 guard
+# leaves maintenance too little room to split in so small a test)
+PARAMS = {"threads": 1, "max_disk_ratio": BOUND}
 
 
 def normal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -50,7 +54,7 @@ class Watch:
 
 def test_posting_file_stays_within_4x_raw_through_bulk_online_and_churn(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
-    idx, _ = open_spann(DIM, "cosine", {"threads": 1}, tmp_path)
+    idx, _ = open_spann(DIM, "cosine", PARAMS, tmp_path)
     watch = Watch(idx)
     # Bulk load
     x = normal(rng, 3000)
@@ -98,7 +102,7 @@ def test_posting_file_stays_within_4x_raw_when_a_fifth_is_deleted_then_upserted_
     for must not grow it past 4x the collection's raw bytes."""
     rng = np.random.default_rng(5)
     n = 2000
-    idx, _ = open_spann(DIM, "cosine", {"threads": 1}, tmp_path)
+    idx, _ = open_spann(DIM, "cosine", PARAMS, tmp_path)
     watch = Watch(idx)
     x = normal(rng, n)
     idx.build(np.arange(n), x)

@@ -161,19 +161,47 @@ def select_replicas(
     return out_p, out_d
 
 
-def disk_cap(posts: I64 | I32, limit_entries: int) -> int:
-    """The bulk build's disk budget, applied before the cut: drop the farthest replica
-    columns of every row (never the first) until at most `limit_entries` entries remain;
-    returns the number of columns left (0 if nothing was trimmed), which later placements
-    also respect."""
-    cols = posts.shape[1]
+def disk_cap(posts: I64 | I32, limit_entries: int, dists: F32 | None = None) -> int:
+    """The bulk build's disk budget, applied before the cut: at most `limit_entries` entries
+    remain. With `dists` (each row's squared distances, nearest first) the replicas dropped
+    are those farthest relative to their row's nearest head (the largest d_j / d_0), so a vector near one head loses its spare replicas before
+    a boundary vector that needs them; a row's nearest is never dropped. Without `dists`,
+    whole replica columns go, farthest first. Returns the replica cap later placements keep
+    (the columns a column trim to the same budget would leave; 0 if nothing was trimmed)."""
+    cols = int(posts.shape[1])
     per_col = (posts >= 0).sum(0)
     total = int(per_col.sum())
     while cols > 1 and total > limit_entries:
         cols -= 1
         total -= int(per_col[cols])
-        posts[:, cols] = -1
-    return cols if cols < posts.shape[1] else 0
+    if cols == posts.shape[1]:
+        return 0
+    if dists is None or posts.shape[1] < 2:
+        posts[:, cols:] = -1
+        return cols
+    _trim_relative(posts, dists, limit_entries)
+    return cols
+
+
+def _trim_relative(posts: I64 | I32, dists: F32, limit_entries: int) -> None:
+    """Drop the spare replicas (never column 0) with the largest distance ratio to their
+    row's nearest until `limit_entries` entries remain (posts / dists edited in place)."""
+    rest = posts[:, 1:] >= 0
+    extra = int(rest.sum()) + int((posts[:, 0] >= 0).sum()) - limit_entries
+    if extra <= 0:
+        return
+    if extra >= int(rest.sum()):  # every spare goes
+        posts[:, 1:], dists[:, 1:] = -1, np.inf
+        return
+    near = np.maximum(dists[:, :1], np.float32(1e-12))
+    ratio = np.where(rest, dists[:, 1:] / near, -np.inf).astype(np.float32)
+    # the `extra` largest ratios go (ties at the cut go too); rows are nearest first, so
+    # their ratios ascend and each row loses a suffix: rows stay -1 padded
+    flat = ratio.ravel()
+    cut_at = np.partition(flat, len(flat) - extra)[len(flat) - extra]
+    mask = ratio >= cut_at
+    posts[:, 1:][mask] = -1
+    dists[:, 1:][mask] = np.inf
 
 
 def cut(posts: I64 | I32, dists: F32, limit: int, n_postings: int) -> BOOL:

@@ -8,8 +8,10 @@ pool. Neither checks what it reads: the search path checks every block it scans
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -66,7 +68,17 @@ class MmapReader:
 class DirectReader:
     """Cold reads: each block's pages read with O_DIRECT, all of a query's reads submitted at
     once to a thread pool (preadv releases the GIL); falls back to buffered reads where the
-    filesystem refuses O_DIRECT (tmpfs)."""
+    filesystem refuses O_DIRECT (tmpfs).
+
+    What a cold query costs beyond the device is mostly kernel time (measured on GloVe-50, 48
+    postings: 2.4 ms CPU per query, 1.7 ms of it system time), so a read is planned to make
+    few system calls: blocks are laid out in the buffer in file order and touching ones are
+    read by one preadv, a query's reads go to at most `TASKS` pool tasks (not one per block),
+    the calling thread does one share itself, and each thread reuses one page-aligned buffer
+    (no map, page faults and zeroing per query) while it is at most `KEEP_BYTES`."""
+
+    TASKS = 8  # pool tasks per read call at most; the calling thread does one more share
+    KEEP_BYTES = 4 << 20  # a thread keeps its read buffer up to this size
 
     def __init__(self, file: PostingFile, threads: int = 16) -> None:
         self.file = file
@@ -77,29 +89,77 @@ class DirectReader:
         except OSError:
             self.fd, self.direct = os.open(file.path, os.O_RDONLY), False
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spann-io")
+        self.local = threading.local()
+
+    def _buffer(self, total: int) -> mmap.mmap:
+        """A page-aligned buffer of at least `total` bytes: this thread's own while it is at
+        most KEEP_BYTES (valid until this thread's next read), else a fresh one."""
+        size = max(total, PAGE)
+        buf: mmap.mmap | None = getattr(self.local, "buf", None)
+        if buf is not None and len(buf) >= size:
+            return buf
+        buf = mmap.mmap(-1, -(-size // PAGE) * PAGE)  # anonymous maps are page-aligned
+        if len(buf) <= self.KEEP_BYTES:
+            self.local.buf = buf
+        return buf
 
     def read(
         self, offsets: npt.NDArray[np.int64], nbytes: npt.NDArray[np.int64]
     ) -> tuple[U8, npt.NDArray[np.int64], int]:
         """Read blocks into one aligned buffer; return it, the blocks' offsets in it, and
-        the number of bytes read from the device (whole pages)."""
+        the number of bytes read from the device (whole pages). The buffer may be this
+        thread's reused one: its contents last until the thread's next `read`."""
         lo = offsets // PAGE * PAGE
         hi = -(-(offsets + nbytes) // PAGE) * PAGE
-        lens = hi - lo
+        order = np.argsort(lo, kind="stable")
+        lo_s, hi_s = lo[order], hi[order]
+        # pages shared by neighbouring blocks are read once: a block starts where the
+        # previous one's pages end if it begins inside them
+        start = np.empty_like(lo_s)
+        if len(lo_s):
+            start[0] = lo_s[0]
+            start[1:] = np.maximum(lo_s[1:], np.maximum.accumulate(hi_s)[:-1])
+        lens = np.maximum(hi_s - start, 0)
         at = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=at[1:])
         total = int(at[-1])
-        buf = mmap.mmap(-1, max(total, PAGE))  # anonymous maps are page-aligned
+        # runs of blocks touching in the file are one preadv each
+        if len(lens):
+            new_run = np.ones(len(lens), bool)
+            new_run[1:] = start[1:] != np.maximum.accumulate(hi_s)[:-1]
+            new_run &= lens > 0
+            new_run[0] = True
+            firsts = np.flatnonzero(new_run)
+        else:
+            firsts = np.zeros(0, np.int64)
+        run_at = at[firsts].tolist() + [total]
+        run_off = start[firsts].tolist()
+        buf = self._buffer(total)
         view = memoryview(buf)
 
-        def one(i: int) -> int:
-            return os.preadv(self.fd, [view[at[i] : at[i + 1]]], int(lo[i]))
+        def runs(a: int, b: int) -> int:
+            done = 0
+            for r in range(a, b):
+                got = os.preadv(self.fd, [view[run_at[r] : run_at[r + 1]]], run_off[r])
+                if got <= 0:  # (a run ending in the file's last, partial page reads less;
+                    # what a block holds is checked by the caller: header and CRC)
+                    raise FormatError(f"{self.file.path}: short read")
+                done += got
+            return done
 
-        for n in self.pool.map(one, range(len(lens))):
-            if n <= 0:
-                raise FormatError(f"{self.file.path}: short read")
-        u8 = np.frombuffer(buf, dtype=np.uint8)
-        return u8, at[:-1] + (offsets - lo), total
+        n_runs = len(run_off)
+        cuts = np.linspace(0, n_runs, min(n_runs, self.TASKS + 1) + 1).astype(int).tolist()
+        pending = [self.pool.submit(runs, a, b) for a, b in itertools.pairwise(cuts[1:])]
+        if n_runs:
+            runs(cuts[0], cuts[1])
+        for f in pending:
+            f.result()
+        # only what this call read (a reused buffer holds an earlier query's bytes beyond)
+        u8 = np.frombuffer(buf, dtype=np.uint8)[: max(total, PAGE)]
+        # each block's bytes: its run's place in the buffer plus its offset in the file
+        place = np.empty(len(lens), np.int64)
+        place[order] = at[:-1] - start + offsets[order]
+        return u8, place, total
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
