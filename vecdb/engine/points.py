@@ -61,6 +61,7 @@ class PointTable:
         chunks so that no per-point Python objects pile up)."""
         raw = self.kv.get(kvmod.CF_META, self.next_slot_key)
         self.next_slot = 0 if raw is None else kvmod.read_u64(raw)
+        self._grow(self.next_slot, exact=True)  # sized to the slots handed out, no slack
         for slots, ids in self._slot_chunks():
             self._set(slots, ids)
             self.count += len(slots)
@@ -237,23 +238,28 @@ class PointTable:
     def _set(self, slots: npt.NDArray[np.int64], ids: Any) -> None:
         if len(slots) == 0:
             return
-        top = int(slots.max()) + 1
+        self._grow(int(slots.max()) + 1)
         with self._lock:
             table, alive = self._slot_ids, self._alive
-            if top > len(table):
-                size = max(top, 2 * len(table), 1024)
-                grown = np.full(size, -1, table.dtype)
-                if table.dtype == object:
-                    grown[:] = None
-                grown[: len(table)] = table
-                table = grown
-                more = np.zeros(size, np.bool_)
-                more[: len(alive)] = alive
-                alive = more
             table[slots] = ids
             alive[slots] = True
             self._slot_ids = table  # published after it is filled (readers see old or new)
             self._alive = alive
+
+    def _grow(self, top: int, exact: bool = False) -> None:
+        """Room for slots below `top` (doubling, or exactly `top` when `exact`)."""
+        with self._lock:
+            table, alive = self._slot_ids, self._alive
+            if top <= len(table):
+                return
+            size = top if exact else max(top, 2 * len(table), 1024)
+            grown = np.full(size, -1, table.dtype)
+            if table.dtype == object:
+                grown[:] = None
+            grown[: len(table)] = table
+            more = np.zeros(size, np.bool_)
+            more[: len(alive)] = alive
+            self._slot_ids, self._alive = grown, more  # (readers see old or new)
 
     def _clear(self, slots: list[int], whole: bool = False) -> None:
         if slots:
