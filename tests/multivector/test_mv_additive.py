@@ -48,7 +48,9 @@ def test_wider_beams_never_code_worse_on_average() -> None:
     r, u = _data(2000, 16, 1)
     books = train_additive(r, 4, 6, 10_000, 1)
     errs = [
-        float(_cost(r - decode_additive(encode_additive(r, u, books, 4.0, b), books), u, 4.0).mean())
+        float(
+            _cost(r - decode_additive(encode_additive(r, u, books, 4.0, b), books), u, 4.0).mean()
+        )
         for b in (1, 4, 16)
     ]
     assert errs[2] <= errs[1] + 1e-6 <= errs[0] + 2e-6
@@ -92,3 +94,13 @@ def test_additive_codes_beat_product_codes_of_the_same_bytes_on_clustered_residu
     pq_err = float(((r - pq_rec) ** 2).sum(1).mean())
     rq_err = float(((r - rq_rec) ** 2).sum(1).mean())
     assert rq_err < pq_err
+
+
+def test_split_codebooks_stay_in_their_dimension_group() -> None:
+    """splits = 2 at d = 10, 4 bytes: bytes 0-1 span dimensions 0-4 only, bytes 2-3 5-9, and
+    the code still sums to a residual estimate better than none."""
+    r, u = _data(1500, 10, 6)
+    books = train_additive(r, 4, 6, 10_000, 6, splits=2)
+    assert not books[:2, :, 5:].any() and not books[2:, :, :5].any()
+    rec = decode_additive(encode_additive(r, u, books, 4.0), books)
+    assert float(((r - rec) ** 2).sum(1).mean()) < 0.5 * float((r * r).sum(1).mean())

@@ -27,26 +27,34 @@ RQ_BEAM = 4  # partial codes kept per token between stages of the encoding
 RQ_CHUNK = 2048  # tokens encoded per step (bounds the (chunk, beam, 256) temporaries)
 
 
-def train_additive(resid: F32, nbytes: int, iters: int, sample: int, seed: int) -> F32:
+def train_additive(
+    resid: F32, nbytes: int, iters: int, sample: int, seed: int, splits: int = 1
+) -> F32:
     """Codebooks (nbytes, 256, d) of a residual quantiser: stage p is a Lloyd k-means of 256
-    on what stages 0..p-1 leave of at most `sample` residual rows (greedy assignment)."""
+    on what stages 0..p-1 leave of at most `sample` residual rows (greedy assignment). With
+    `splits` > 1 the dimensions split evenly into that many groups, each with its own run of
+    stages (nbytes split evenly too): the codewords are zero outside their group (a product of
+    residual quantisers, still one additive code)."""
     rng = np.random.default_rng(seed)
     x = resid if len(resid) <= sample else resid[rng.choice(len(resid), sample, replace=False)]
-    left = np.array(x, dtype=np.float32, copy=True)
-    d = left.shape[1]
+    d = x.shape[1]
     books = np.zeros((nbytes, 256, d), np.float32)
-    for p in range(nbytes):
-        pick = rng.choice(len(left), 256, replace=len(left) < 256)
-        words = left[pick].copy()
-        for _ in range(iters):
-            lab = assign(left, words)[0]
-            count = np.bincount(lab, minlength=256)
-            used = count > 0
-            total = np.zeros_like(words)
-            np.add.at(total, lab, left)
-            words[used] = total[used] / count[used, None]
-        books[p] = words
-        left -= words[assign(left, words)[0]]
+    dims = np.array_split(np.arange(d), splits)
+    stages = np.array_split(np.arange(nbytes), splits)
+    for group, run in zip(dims, stages, strict=True):
+        left = np.ascontiguousarray(x[:, group], dtype=np.float32)
+        for p in run:
+            pick = rng.choice(len(left), 256, replace=len(left) < 256)
+            words = left[pick].copy()
+            for _ in range(iters):
+                lab = assign(left, words)[0]
+                count = np.bincount(lab, minlength=256)
+                used = count > 0
+                total = np.zeros_like(words)
+                np.add.at(total, lab, left)
+                words[used] = total[used] / count[used, None]
+            books[p][:, group] = words
+            left -= words[assign(left, words)[0]]
     return books
 
 
