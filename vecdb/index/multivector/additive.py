@@ -34,13 +34,16 @@ def train_additive(
     on what stages 0..p-1 leave of at most `sample` residual rows (greedy assignment). With
     `splits` > 1 the dimensions split evenly into that many groups, each with its own run of
     stages (nbytes split evenly too): the codewords are zero outside their group (a product of
-    residual quantisers, still one additive code)."""
+    residual quantisers, still one additive code). The groups' stages interleave (byte p
+    belongs to group p mod splits), so the encoding's beam search codes every group coarsely
+    before refining any: with the anisotropic cost, a group coded to the end first would bend
+    its codes to cancel the other groups' still uncoded error along the token."""
     rng = np.random.default_rng(seed)
     x = resid if len(resid) <= sample else resid[rng.choice(len(resid), sample, replace=False)]
     d = x.shape[1]
     books = np.zeros((nbytes, 256, d), np.float32)
     dims = np.array_split(np.arange(d), splits)
-    stages = np.array_split(np.arange(nbytes), splits)
+    stages = [np.arange(nbytes)[g::splits] for g in range(splits)]  # interleaved: see below
     for group, run in zip(dims, stages, strict=True):
         left = np.ascontiguousarray(x[:, group], dtype=np.float32)
         for p in run:
