@@ -10,7 +10,9 @@ stores, per dimension here) and are refined by Lloyd iterations on a sample; tok
 coded anisotropically (the error along the token's own direction weighs ANISO_ETA times, since
 that component moves the MaxSim of the query tokens that match it). Measured on the benchmark
 tiers, this takes the residual rerank from recall@10 0.84-0.88 to 0.92-0.93 at the same bytes
-(bench/RESULTS.md). It also keeps the centroid IDF (log((T + 1) / (size + 1)), the salience
+(bench/RESULTS.md). With `residual_codec="rq"` the same bytes hold a residual quantiser's
+codes instead (`additive`: full-d codewords, beam-search coding, the same lookup-table score).
+It also keeps the centroid IDF (log((T + 1) / (size + 1)), the salience
 proxy of pruning) and the training residual, which the drift check compares new tokens
 against. A codec is immutable once trained; a retrain makes a new one with the next
 generation number. Pure numpy plus the bitpack kernels; no files.
