@@ -55,6 +55,8 @@ def test_before_training_search_is_exact(corpus: tuple) -> None:
         ({"rerank_tier": "int8"}, {}, 0.9),
         ({}, {"rerank": "exact", "nprobe": 4}, 0.9),
         ({}, {}, 0.7),  # 2-bit residuals alone: the pilot's 0.70-0.77 class
+        ({"residual_codec": "pq"}, {}, 0.7),
+        ({"residual_codec": "rq"}, {}, 0.7),
         ({"rerank_tier": "float16"}, {"hamming_keep": 40, "nprobe": 4}, 0.85),
     ],
 )
@@ -192,6 +194,9 @@ def test_bad_parameters_name_themselves() -> None:
         with pytest.raises(InvalidArgument) as e1:
             MultiVectorIndex(8, params={"residual_bytes": bad})
         assert e1.value.field == "index_params.residual_bytes"
+    with pytest.raises(InvalidArgument) as e3:
+        MultiVectorIndex(8, params={"residual_codec": "opq"})
+    assert e3.value.field == "index_params.residual_codec"
     idx = MultiVectorIndex(8)
     with pytest.raises(InvalidArgument) as e2:
         idx.search([np.ones((2, 8), np.float32)], 3, {"query_keep": 0.0})

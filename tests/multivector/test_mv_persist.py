@@ -25,7 +25,7 @@ DIM = 32
 
 def _rewrite(state: Path, version: int, change: Any) -> None:
     """Rewrite `state` at `version` with `change(arrays, meta)` applied to its arrays."""
-    sections = read_sections(state, STATE_MAGIC, (1, 2, 3))
+    sections = read_sections(state, STATE_MAGIC, (1, 2, 3, 4))
     meta = json.loads(sections[0])
     arrays = {
         name: np.frombuffer(body, np.dtype(dtype)).reshape(shape)
@@ -85,8 +85,8 @@ def test_a_version_1_state_opens_with_its_grid_as_codebooks(tmp_path: Path) -> N
 def test_a_state_of_a_newer_version_is_a_format_error_naming_it(tmp_path: Path) -> None:
     _index(tmp_path)
     state = next(tmp_path.glob("state.*.bin"))
-    _rewrite(state, 4, lambda arrays, meta: None)
-    with pytest.raises(FormatError, match=rf"{state.name}.*version 4.*supports 1 or 2 or 3"):
+    _rewrite(state, 5, lambda arrays, meta: None)
+    with pytest.raises(FormatError, match=rf"{state.name}.*version 5.*supports 1 or 2 or 3 or 4"):
         MultiVectorIndex(DIM, tmp_path)
 
 
@@ -120,6 +120,31 @@ def test_wider_residual_rows_survive_a_reopen(tmp_path: Path) -> None:
     idx.close()
     again = MultiVectorIndex(DIM, tmp_path)
     assert again.stats()["bytes_per_token"]["residuals"] == 11.0
+    got = again.search(qs, 10)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1])
+    again.close()
+
+
+def test_an_additive_codec_survives_a_reopen(tmp_path: Path) -> None:
+    """residual_codec = "rq" (version 4): full-dimensional codebooks, marked additive in the
+    state, the same answers after a checkpoint and reopen; a version-3 state is never additive."""
+    docs = clustered_documents(300, DIM, seed=9)
+    idx = MultiVectorIndex(DIM, tmp_path, params={"K": 32, "residual_codec": "rq"})
+    tokens = np.concatenate(docs)
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in docs])]).astype(np.int64)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    assert idx.stats()["bytes_per_token"]["residuals"] == 8.0
+    qs = clustered_queries(docs, 8, m=6, seed=10)
+    want = idx.search(qs, 10)
+    idx.checkpoint(3)
+    idx.close()
+    state = next(tmp_path.glob("state.*.bin"))
+    meta = json.loads(read_sections(state, STATE_MAGIC, STATE_VERSION)[0])
+    assert meta["codec"]["additive"] is True
+    assert dict((n, s) for n, _, s in meta["arrays"])["books"] == [8, 256, DIM]
+    again = MultiVectorIndex(DIM, tmp_path)
+    assert again.params.residual_codec == "rq"
     got = again.search(qs, 10)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1])

@@ -10,7 +10,9 @@ stores, per dimension here) and are refined by Lloyd iterations on a sample; tok
 coded anisotropically (the error along the token's own direction weighs ANISO_ETA times, since
 that component moves the MaxSim of the query tokens that match it). Measured on the benchmark
 tiers, this takes the residual rerank from recall@10 0.84-0.88 to 0.92-0.93 at the same bytes
-(bench/RESULTS.md). It also keeps the centroid IDF (log((T + 1) / (size + 1)), the salience
+(bench/RESULTS.md). With `residual_codec="rq"` the same bytes hold a residual quantiser's
+codes instead (`additive`: full-d codewords, beam-search coding, the same lookup-table score).
+It also keeps the centroid IDF (log((T + 1) / (size + 1)), the salience
 proxy of pruning) and the training residual, which the drift check compares new tokens
 against. A codec is immutable once trained; a retrain makes a new one with the next
 generation number. Pure numpy plus the bitpack kernels; no files.
@@ -23,8 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.index.multivector.additive import additive_lut, encode_additive, train_additive
 from vecdb.index.multivector.params import MVBuildParams, auto_k
-from vecdb.kernels.bitpack import book_slots, encode_books, grid_books, row_bytes, spread
+from vecdb.kernels.bitpack import (
+    book_slots,
+    build_lut,
+    encode_books,
+    grid_books,
+    row_bytes,
+    spread,
+)
 from vecdb.kernels.hamming import pack_signs
 from vecdb.kernels.kmeans import assign, kmeans
 
@@ -64,6 +74,7 @@ class Codec:
     scales: F32  # (d,) int8 tier scale per dimension (ones otherwise)
     idf: F32  # (K,) log((T + 1) / (cell size + 1)) at training
     sq_residual: float  # mean squared residual of the training tokens
+    additive: bool = False  # books are (P, 256, d) residual-quantiser codebooks (`additive`)
 
     @property
     def k(self) -> int:
@@ -82,6 +93,10 @@ class Codec:
             "signs": float(row_bytes(d, 1)) if self.sign_bits else 0.0,
             "tier": {"none": 0.0, "int8": float(d), "float16": 2.0 * d}[self.tier],
         }
+
+    def lut(self, q: F32) -> F32:
+        """Byte lookup table (P, 256, m) of the residual score of queries q (m, d)."""
+        return additive_lut(q, self.books) if self.additive else build_lut(q, self.books)
 
     def assign(self, tokens: F32) -> I64:
         """Nearest centroid of each token."""
@@ -105,7 +120,7 @@ class Codec:
             r = x - self.centroids[codes[lo : lo + ENCODE_CHUNK]]
             sq += float(np.einsum("ij,ij->", r, r, dtype=np.float64))
             if b:
-                res[lo : lo + len(x)] = encode_residuals(r, x, self.books)
+                res[lo : lo + len(x)] = encode_residuals(r, x, self.books, self.additive)
             if self.sign_bits:
                 signs[lo : lo + len(x)] = pack_signs(x).view(np.uint8)[:, : signs.shape[1]]
             if self.tier == "int8":
@@ -115,10 +130,13 @@ class Codec:
         return Encoded(codes, res, signs, tier, sq / max(1, n))
 
 
-def encode_residuals(resid: F32, tokens: F32, books: F32) -> U8:
-    """Byte codes of residuals under `books`, anisotropic along each token's direction."""
+def encode_residuals(resid: F32, tokens: F32, books: F32, additive: bool = False) -> U8:
+    """Byte codes of residuals under `books` (product codebooks, or residual-quantiser ones
+    when `additive`), anisotropic along each token's direction."""
     norms = np.sqrt(np.einsum("ij,ij->i", tokens, tokens))[:, None]
     unit = (tokens / np.maximum(norms, 1e-12)).astype(np.float32)
+    if additive:
+        return encode_additive(resid, unit, books, ANISO_ETA)
     return encode_books(resid, books, unit, ANISO_ETA, ANISO_PASSES)
 
 
@@ -187,11 +205,14 @@ def train(tokens: F32, params: MVBuildParams, generation: int, unit: bool) -> tu
     scodes = codes if pick is None else codes[np.sort(pick)]
     resid = sample - centroids[scodes]
     b = params.residual_bits
-    books = (
-        train_books(resid, b, params.seed, params.residual_bytes)
-        if b
-        else np.zeros((0, 256, 1), np.float32)
-    )
+    additive = bool(b) and params.residual_codec == "rq"
+    if additive:
+        width = residual_width(d, b, params.residual_bytes)
+        books = train_additive(resid, width, PQ_ITERS, PQ_SAMPLE, params.seed)
+    elif b:
+        books = train_books(resid, b, params.seed, params.residual_bytes)
+    else:
+        books = np.zeros((0, 256, 1), np.float32)
     scales = np.ones(d, np.float32)
     if params.rerank_tier == "int8":
         peak = np.abs(sample).max(axis=0)
@@ -209,5 +230,6 @@ def train(tokens: F32, params: MVBuildParams, generation: int, unit: bool) -> tu
         scales=scales,
         idf=idf,
         sq_residual=sq,
+        additive=additive,
     )
     return codec, codes

@@ -23,6 +23,8 @@ MIN_AUTO_K, MAX_AUTO_K = 256, 65_536
 RESIDUAL_BITS = (0, 1, 2)
 DEFAULT_RESIDUAL_BITS = 2
 DEFAULT_RESIDUAL_BYTES, MIN_RESIDUAL_BYTES, MAX_RESIDUAL_BYTES = 0, 0, 4096  # 0 = ceil(d b / 8)
+RESIDUAL_CODECS = ("pq", "rq")  # product codes | residual quantiser (`additive`)
+DEFAULT_RESIDUAL_CODEC = "pq"
 DEFAULT_SIGN_BITS = True
 RERANK_TIERS = ("none", "int8", "float16")
 DEFAULT_RERANK_TIER = "none"
@@ -96,6 +98,7 @@ class MVBuildParams:
     K: int  # codebook size; 0 = auto from the token count at training
     residual_bits: int  # bits per dimension of the residual codes (0 = none)
     residual_bytes: int  # bytes per residual row when more than ceil(d b / 8) (0 = that)
+    residual_codec: str  # pq (product codes) | rq (residual quantiser, full-d codewords)
     sign_bits: bool  # keep d sign bits per token for the Hamming prefilter
     rerank_tier: str  # high-fidelity doc-major tier on disk: none | int8 | float16
     doc_prune: float  # share of each document's tokens kept by salience (1.0 = off)
@@ -128,6 +131,10 @@ class MVBuildParams:
             residual_bytes=n(
                 prefix, "residual_bytes", g.get("residual_bytes", DEFAULT_RESIDUAL_BYTES),
                 MIN_RESIDUAL_BYTES, MAX_RESIDUAL_BYTES, True,
+            ),
+            residual_codec=_choice(
+                prefix, "residual_codec", g.get("residual_codec", DEFAULT_RESIDUAL_CODEC),
+                RESIDUAL_CODECS,
             ),
             sign_bits=_choice(prefix, "sign_bits", g.get("sign_bits", DEFAULT_SIGN_BITS), (True, False)),
             rerank_tier=_choice(

@@ -5,7 +5,8 @@ the names of the current state / raw / tier files and their durable row counts),
 `state.<n>.bin` (framed sections: a JSON description, then every array of the document
 table, the codec of generation g — centroids, residual byte codebooks (a version-1 state, written
 before them, holds per-dimension bucket values, read as their grid; version 3 allows codebooks
-wider than ceil(d b / 8) bytes, which version 2 never held), int8 scales, IDF — the packed
+wider than ceil(d b / 8) bytes, which version 2 never held; version 4 may hold residual-quantiser
+codebooks, (P, 256, d), marked `additive`), int8 scales, IDF — the packed
 codes, residual and sign rows and the IVF, as raw little-endian bytes) and the append-only
 `raw.<n>.bin` / `tier.<n>.bin` row files (`rowfile`). A checkpoint syncs the row files, writes a
 new state file, then switches the manifest (published by rename), so a crash leaves the
@@ -38,11 +39,12 @@ if TYPE_CHECKING:
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBMVMAN", 1
-STATE_MAGIC, STATE_VERSION = b"VDBMVSTA", 3
+STATE_MAGIC, STATE_VERSION = b"VDBMVSTA", 4
 # 1: per-dimension bucket `values` (read as their grid) for `books`; 2: byte codebooks of the
 # natural width only; 3: residual rows may be wider (`residual_bytes`: the dimensions split
-# evenly over the bytes, `vecdb.kernels.bitpack.book_slots`), read as 2 otherwise.
-STATE_READS = (1, 2, 3)
+# evenly over the bytes, `vecdb.kernels.bitpack.book_slots`), read as 2 otherwise; 4: the codec
+# may be additive (`residual_codec="rq"`, full-d codebooks), versions 1-3 never are.
+STATE_READS = (1, 2, 3, 4)
 OURS = re.compile(r"^(state|raw|tier)\.\d+\.bin(\.tmp)?$|^MANIFEST\.tmp$")
 
 VIEW_ARRAYS = (
@@ -114,6 +116,7 @@ def save(index: MultiVectorIndex, directory: Path) -> None:
             "sign_bits": c.sign_bits,
             "tier": c.tier,
             "sq_residual": c.sq_residual,
+            "additive": c.additive,
         }
         arrays.update({n: getattr(c, n) for n in CODEC_ARRAYS})
     names = list(arrays)
@@ -189,6 +192,7 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
             sign_bits=bool(c["sign_bits"]),
             tier=str(c["tier"]),
             sq_residual=float(c["sq_residual"]),
+            additive=bool(c.get("additive", False)),
             **{n: arrays[n] for n in CODEC_ARRAYS},
         )
     index._v = View(

@@ -26,7 +26,7 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.multivector.params import MVSearchParams
 from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
-from vecdb.kernels.bitpack import build_lut, sign_lut
+from vecdb.kernels.bitpack import sign_lut
 from vecdb.kernels.maxsim import (
     centroid_interaction,
     gather_cells,
@@ -198,7 +198,7 @@ def search_one(
         scored = enc_sizes[cand]
     elif rerank == "residual":
         _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
-        lut = build_lut(q, codec.books)
+        lut = codec.lut(q)
         residual_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
