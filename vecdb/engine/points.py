@@ -247,12 +247,14 @@ class PointTable:
             self._alive = alive
 
     def _grow(self, top: int, exact: bool = False) -> None:
-        """Room for slots below `top` (doubling, or exactly `top` when `exact`)."""
+        """Room for slots below `top` (growing by a quarter, or exactly `top` when `exact`:
+        a long-running process's table keeps at most a quarter of slack, not doubling's
+        half; the copies a load makes sum to about 5x the final table, not 2x)."""
         with self._lock:
             table, alive = self._slot_ids, self._alive
             if top <= len(table):
                 return
-            size = top if exact else max(top, 2 * len(table), 1024)
+            size = top if exact else max(top, len(table) * 5 // 4, 1024)
             grown = np.full(size, -1, table.dtype)
             if table.dtype == object:
                 grown[:] = None
