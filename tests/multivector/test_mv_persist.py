@@ -105,14 +105,20 @@ def test_a_version_2_state_opens_as_version_3(tmp_path: Path) -> None:
     old.close()
 
 
-def test_wider_residual_rows_survive_a_reopen(tmp_path: Path) -> None:
-    """residual_bytes = 11 at d = 32 (natural 8): rows of 11 bytes, books of 11 positions, the
-    same answers after a checkpoint and reopen."""
-    docs = clustered_documents(300, DIM, seed=7)
-    idx = MultiVectorIndex(DIM, tmp_path, params={"K": 32, "residual_bytes": 11})
+def _built(tmp_path: Path, seed: int, params: dict[str, Any]) -> tuple[list[Any], MultiVectorIndex]:
+    """300 clustered documents and an index built over them with `params`."""
+    docs = clustered_documents(300, DIM, seed=seed)
+    idx = MultiVectorIndex(DIM, tmp_path, params=params)
     tokens = np.concatenate(docs)
     offsets = np.concatenate([[0], np.cumsum([len(x) for x in docs])]).astype(np.int64)
     idx.build(np.arange(len(docs)), tokens, offsets)
+    return docs, idx
+
+
+def test_wider_residual_rows_survive_a_reopen(tmp_path: Path) -> None:
+    """residual_bytes = 11 at d = 32 (natural 8): rows of 11 bytes, books of 11 positions, the
+    same answers after a checkpoint and reopen."""
+    docs, idx = _built(tmp_path, 7, {"K": 32, "residual_bytes": 11})
     assert idx.stats()["bytes_per_token"]["residuals"] == 11.0
     qs = clustered_queries(docs, 8, m=6, seed=8)
     want = idx.search(qs, 10)
@@ -129,11 +135,7 @@ def test_wider_residual_rows_survive_a_reopen(tmp_path: Path) -> None:
 def test_an_additive_codec_survives_a_reopen(tmp_path: Path) -> None:
     """residual_codec = "rq" (version 4): full-dimensional codebooks, marked additive in the
     state, the same answers after a checkpoint and reopen; a version-3 state is never additive."""
-    docs = clustered_documents(300, DIM, seed=9)
-    idx = MultiVectorIndex(DIM, tmp_path, params={"K": 32, "residual_codec": "rq"})
-    tokens = np.concatenate(docs)
-    offsets = np.concatenate([[0], np.cumsum([len(x) for x in docs])]).astype(np.int64)
-    idx.build(np.arange(len(docs)), tokens, offsets)
+    docs, idx = _built(tmp_path, 9, {"K": 32, "residual_codec": "rq"})
     assert idx.stats()["bytes_per_token"]["residuals"] == 8.0
     qs = clustered_queries(docs, 8, m=6, seed=10)
     want = idx.search(qs, 10)
