@@ -134,19 +134,18 @@ def cold(dataset: str, work: Path, n_queries: int = 2000) -> dict[str, Any]:
         for m in (32, 48, 64):
             for conc in (1, 16):
 
-                def one(i: int, m: int = m) -> tuple[npt.NDArray[Any], float]:
+                def one(i: int, m: int = m) -> tuple[npt.NDArray[Any], float, float]:
                     t0 = time.perf_counter()
-                    ids = c.search("g", q[i], k=K, params={"max_postings": m}).ids[0]
-                    return ids, time.perf_counter() - t0
+                    got = c.search("g", q[i], k=K, params={"max_postings": m}, with_stats=True)
+                    took = time.perf_counter() - t0
+                    return got.ids[0], took, float((got.stats or {}).get("bytes_read", 0.0))
 
-                before = c.stats("g")["index"]
                 t = time.perf_counter()
                 with ThreadPoolExecutor(conc) as pool:
                     res = list(pool.map(one, range(n_queries)))
                 wall = time.perf_counter() - t
-                after = c.stats("g")["index"]
                 lat = np.array([r[1] for r in res]) * 1e3
-                nbytes = (after["bytes_read"] - before["bytes_read"]) / n_queries
+                nbytes = sum(r[2] for r in res) / n_queries  # each call's own reads
                 out[f"max_postings={m},concurrency={conc}"] = {
                     "recall@10": _recall(np.stack([r[0] for r in res]), truth),
                     "qps": n_queries / wall,
