@@ -184,8 +184,13 @@ def test_engine_settings_reach_an_embedded_database(tmp_path: Path) -> None:
         with pytest.raises(vecdb.ResourceExhausted):
             c.upsert("x", list(range(4096, 6144)), x)
         assert c.count("x") == 4096
-    with pytest.raises(vecdb.InvalidArgument, match="drain_vectorz"):
+    with pytest.raises(vecdb.InvalidArgument, match="drain_vectorz") as bad:
         vecdb.connect(tmp_path / "other", engine={"drain_vectorz": 5})
+    assert bad.value.field == "engine.drain_vectorz"
+    with pytest.raises(vecdb.InvalidArgument, match=r"must be in \[") as low:
+        vecdb.connect(tmp_path / "other", engine={"buffer_max_bytes": 1})
+    assert low.value.field == "engine.buffer_max_bytes"
     assert not (tmp_path / "other").exists()
-    with pytest.raises(vecdb.InvalidArgument, match="engine settings apply to embedded"):
+    with pytest.raises(vecdb.InvalidArgument, match="engine settings apply to embedded") as rem:
         vecdb.connect("127.0.0.1:1", engine={"drain_vectors": 5})
+    assert rem.value.field == "engine"

@@ -116,7 +116,8 @@ def connect(
         if engine is not None:
             raise InvalidArgument(
                 f"engine settings apply to embedded databases only; {str(target)!r} is a "
-                "server, whose engine settings come from its config ([engine] section)"
+                "server, whose engine settings come from its config ([engine] section)",
+                field="engine",
             )
         return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout)
     for label, value in (("api_key", api_key), ("tls", tls)):

@@ -61,7 +61,8 @@ class PointTable:
         chunks so that no per-point Python objects pile up)."""
         raw = self.kv.get(kvmod.CF_META, self.next_slot_key)
         self.next_slot = 0 if raw is None else kvmod.read_u64(raw)
-        self._grow(self.next_slot, exact=True)  # sized to the slots handed out, no slack
+        with self._lock:
+            self._grow(self.next_slot, exact=True)  # sized to the slots handed out, no slack
         for slots, ids in self._slot_chunks():
             self._set(slots, ids)
             self.count += len(slots)
@@ -238,30 +239,28 @@ class PointTable:
     def _set(self, slots: npt.NDArray[np.int64], ids: Any) -> None:
         if len(slots) == 0:
             return
-        self._grow(int(slots.max()) + 1)
         with self._lock:
-            table, alive = self._slot_ids, self._alive
-            table[slots] = ids
-            alive[slots] = True
-            self._slot_ids = table  # published after it is filled (readers see old or new)
-            self._alive = alive
+            self._grow(int(slots.max()) + 1)
+            self._slot_ids[slots] = ids
+            self._alive[slots] = True
 
     def _grow(self, top: int, exact: bool = False) -> None:
         """Room for slots below `top` (growing by a quarter, or exactly `top` when `exact`:
         a long-running process's table keeps at most a quarter of slack, not doubling's
-        half; the copies a load makes sum to about 5x the final table, not 2x)."""
-        with self._lock:
-            table, alive = self._slot_ids, self._alive
-            if top <= len(table):
-                return
-            size = top if exact else max(top, len(table) * 5 // 4, 1024)
-            grown = np.full(size, -1, table.dtype)
-            if table.dtype == object:
-                grown[:] = None
-            grown[: len(table)] = table
-            more = np.zeros(size, np.bool_)
-            more[: len(alive)] = alive
-            self._slot_ids, self._alive = grown, more  # (readers see old or new)
+        half; the copies a load makes sum to about 5x the final table, not 2x). Called with
+        `_lock` held; readers see the old arrays or the grown ones, whose new rows hold no id
+        until `_set` fills them."""
+        table, alive = self._slot_ids, self._alive
+        if top <= len(table):
+            return
+        size = top if exact else max(top, len(table) * 5 // 4, 1024)
+        grown = np.full(size, -1, table.dtype)
+        if table.dtype == object:
+            grown[:] = None
+        grown[: len(table)] = table
+        more = np.zeros(size, np.bool_)
+        more[: len(alive)] = alive
+        self._slot_ids, self._alive = grown, more
 
     def _clear(self, slots: list[int], whole: bool = False) -> None:
         if slots:

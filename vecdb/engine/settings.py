@@ -75,19 +75,23 @@ class EngineSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(given) - known)
         if unknown:
-            raise InvalidArgument(f"unknown engine setting(s): {', '.join(unknown)}")
+            raise InvalidArgument(f"unknown engine setting(s): {', '.join(unknown)}",
+                                  field=f"engine.{unknown[0]}")  # fmt: skip
         values: dict[str, Any] = {}
         for f in fields(cls):
             default, lo, hi = _BOUNDS[f.name]
             value = given.get(f.name, default)
             integer = isinstance(default, int)
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise InvalidArgument(f"engine setting {f.name} must be a number, got {value!r}")
+                raise InvalidArgument(f"engine setting {f.name} must be a number, got {value!r}",
+                                      field=f"engine.{f.name}")  # fmt: skip
             if integer and not float(value).is_integer():
-                raise InvalidArgument(f"engine setting {f.name} must be an integer, got {value!r}")
+                raise InvalidArgument(f"engine setting {f.name} must be an integer, got {value!r}",
+                                      field=f"engine.{f.name}")  # fmt: skip
             if not lo <= float(value) <= hi:  # also rejects NaN
                 raise InvalidArgument(
-                    f"engine setting {f.name} must be in [{lo}, {hi}], got {value!r}"
+                    f"engine setting {f.name} must be in [{lo}, {hi}], got {value!r}",
+                    field=f"engine.{f.name}",
                 )
             values[f.name] = int(float(value)) if integer else float(value)
         return cls(**values)

@@ -24,14 +24,15 @@ import numpy.typing as npt
 from vecdb.kernels.distance import MIN_WORK_PER_THREAD
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.replicas import _dot
+from vecdb.kernels.scan import _MIN_BLAS_QUERIES
 from vecdb.kernels.topk import _EMPTY, _heap_to_sorted, _select_direct
 
 KIND_L2, KIND_NEG_DOT, KIND_ONE_MINUS_DOT = 0, 1, 2
 KINDS = {"l2": KIND_L2, "ip": KIND_NEG_DOT, "cosine": KIND_ONE_MINUS_DOT}
 CHUNK_ROWS = 4096  # rows per distance block in `nearest_centroids`
 # `copy_topk` answers what `exact_topk` scans in one direct pass on the calling thread: fewer
-# queries than its BLAS cut (`scan._MIN_BLAS_QUERIES`, 10) and less work than one thread's share.
-FUSED_MAX_QUERIES = 8
+# queries than its BLAS cut (`scan._MIN_BLAS_QUERIES`) and less work than one thread's share.
+FUSED_MAX_QUERIES = _MIN_BLAS_QUERIES - 1
 FUSED_MAX_WORK = MIN_WORK_PER_THREAD  # multiply-adds (queries x rows x dim)
 
 I64 = npt.NDArray[np.int64]
