@@ -12,7 +12,7 @@ import itertools
 import mmap
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -115,10 +115,11 @@ class DirectReader:
         lo_s, hi_s = lo[order], hi[order]
         # pages shared by neighbouring blocks are read once: a block starts where the
         # previous one's pages end if it begins inside them
+        prev_hi = np.maximum.accumulate(hi_s)[:-1]  # the furthest page end before each block
         start = np.empty_like(lo_s)
         if len(lo_s):
             start[0] = lo_s[0]
-            start[1:] = np.maximum(lo_s[1:], np.maximum.accumulate(hi_s)[:-1])
+            start[1:] = np.maximum(lo_s[1:], prev_hi)
         lens = np.maximum(hi_s - start, 0)
         at = np.zeros(len(lens) + 1, dtype=np.int64)
         np.cumsum(lens, out=at[1:])
@@ -126,7 +127,7 @@ class DirectReader:
         # runs of blocks touching in the file are one preadv each
         if len(lens):
             new_run = np.ones(len(lens), bool)
-            new_run[1:] = start[1:] != np.maximum.accumulate(hi_s)[:-1]
+            new_run[1:] = start[1:] != prev_hi
             new_run &= lens > 0
             new_run[0] = True
             firsts = np.flatnonzero(new_run)
@@ -150,8 +151,11 @@ class DirectReader:
         n_runs = len(run_off)
         cuts = np.linspace(0, n_runs, min(n_runs, self.TASKS + 1) + 1).astype(int).tolist()
         pending = [self.pool.submit(runs, a, b) for a, b in itertools.pairwise(cuts[1:])]
-        if n_runs:
-            runs(cuts[0], cuts[1])
+        try:
+            if n_runs:
+                runs(cuts[0], cuts[1])
+        finally:  # (no task may still write into this thread's buffer once read returns)
+            wait(pending)
         for f in pending:
             f.result()
         # only what this call read (a reused buffer holds an earlier query's bytes beyond)
