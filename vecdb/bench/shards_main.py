@@ -27,6 +27,7 @@ from vecdb.bench.server_process import ServerProcess
 from vecdb.bench.shards_cluster import Cluster, EtcdProcess
 from vecdb.bench.shards_report import section_text
 from vecdb.bench.shards_run import (
+    DIRECT,
     NODE,
     NOOP,
     ROUTER,
@@ -183,7 +184,8 @@ def bench_shards(
                 log(f"{n} shard(s) + router: starting and loading ...")
                 cluster = Cluster(etcd, n, workdir / f"cluster-{n}", opts.threads)
                 try:
-                    with connect(cluster.address) as rc:
+                    with connect(cluster.address) as rc, \
+                            connect(cluster.address, direct_routing=True) as dc:  # fmt: skip
                         setup = _setup(rc, ds.metric, data, opts)
                         touched = (
                             shards_touched(rc, "tenants", queries[0], tenants[0])
@@ -198,13 +200,16 @@ def bench_shards(
                             runs.append(dataclasses.replace(
                                 search, name=SEARCH_EQ,
                                 router_params={**(opts.search_params or {}), "max_postings": m}))  # fmt: skip
-                        res = compare({NODE: nc, ROUTER: rc}, runs, opts.rounds,
+                        res = compare({NODE: nc, ROUTER: rc, DIRECT: dc}, runs, opts.rounds,
                                       opts.latency_queries, opts.batch, log)  # fmt: skip
+                        routes = dict(dc._direct.table.counters)  # type: ignore[attr-defined]
                 finally:
                     cluster.stop()
                     shutil.rmtree(workdir / f"cluster-{n}", ignore_errors=True)
                 for (target, wl), r in res.items():
-                    extra: dict[str, Any] = {"setup": setup if target == ROUTER else node_setup}
+                    extra: dict[str, Any] = {"setup": node_setup if target == NODE else setup}
+                    if target == DIRECT:  # how many calls went direct, and why others not
+                        extra["routes"] = routes
                     if wl == TENANT and target == ROUTER:
                         extra["shards_touched"] = touched
                     if wl == SEARCH_EQ and target == ROUTER:

@@ -5,7 +5,8 @@ Owns what is timed and how: loading the same points into one `vecdb serve` and i
 that alternate the two targets so both see the same machine load. Per round: single-query
 latency (p50 / p99 of one call per query), batch QPS (wall), a no-op fan-out (Count on an
 empty collection: the cost of the router hop and of asking every shard), and tenant-scoped
-queries (routed to the tenant's one shard); and the ANN search again with the shards'
+queries (routed to the tenant's one shard; also by a third target, `DIRECT`: a client of the
+same router with `direct_routing=True`, which asks the tenant's shard itself); and the ANN search again with the shards'
 `max_postings` lowered until the router's recall is the node's (`matched_max_postings`):
 every shard searching a third of the data with the node's settings reads a larger share of
 it and returns a higher recall, so only the matched row compares equal work. Rows carry the
@@ -34,6 +35,7 @@ SEARCH_EQ = "search_ann_equal_recall"  # SEARCH, the router's shards at the node
 NOOP = "noop_count"
 TENANT = "search_tenant"
 NODE, ROUTER = "one node", "router"  # the two targets compared
+DIRECT = "direct"  # the router's address with client-side routing (TENANT only)
 READY_TIMEOUT_S = 60.0
 
 
@@ -180,6 +182,8 @@ def compare(
     for r in range(rounds):
         for w in workloads:
             for t in names if r % 2 == 0 else names[::-1]:
+                if t == DIRECT and w.name != TENANT:
+                    continue  # client-side routing changes tenant calls only
                 res = _one_round(targets[t], w, w.params_for(t), latency_queries, batch)
                 seen.setdefault((t, w.name), []).append(res)
                 log(f"  round {r + 1}/{rounds} {w.name:<14} {t:<10} "
