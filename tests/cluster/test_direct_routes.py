@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import grpc.aio
 import numpy as np
 import pytest
 from cluster_procs import Cluster
@@ -205,6 +206,27 @@ def test_a_shard_not_reached_directly_leaves_the_call_to_the_router(
         assert time.monotonic() - t0 < 3.0  # one connect timeout, not one per call
         assert router_calls(cluster, "Search") == before + 3
         assert routes.table.counters["unreachable"] == 1 and routes.table.counters["direct"] == 0
+
+
+def test_async_client_falls_back_to_the_router_for_an_unreachable_shard(
+    cluster: Cluster, loaded: tuple[str, np.ndarray]
+) -> None:
+    name, x = loaded
+
+    async def run() -> tuple[list[Any], dict[str, int], float]:
+        async with vecdb.AsyncClient(cluster.address, direct_routing=True) as direct:
+            routes = direct._direct  # type: ignore[attr-defined]
+            routes._make_channel = lambda address: grpc.aio.insecure_channel("127.0.0.1:1")
+            t0 = time.monotonic()
+            got = [(await direct.search(name, x[:2], 5, tenant="b")).ids.tolist()
+                   for _ in range(3)]  # fmt: skip
+            return got, dict(routes.table.counters), time.monotonic() - t0
+
+    got, counters, seconds = asyncio.run(run())
+    with vecdb.connect(cluster.address) as routed:
+        want = routed.search(name, x[:2], 5, tenant="b").ids.tolist()
+    assert got == [want] * 3 and seconds < 3.0
+    assert counters["unreachable"] == 1 and counters["direct"] == 0
 
 
 def test_a_plain_node_target_is_unaffected(tmp_path: Any) -> None:

@@ -11,8 +11,8 @@ shard answers only if its catalog still places the tenant there alone, else FAIL
 through the router, which is always right; the next call asks GetRoute again. Everything else
 also goes through the router: several shards or no route (kept `ROUTE_TTL_S`, then asked
 again), a target that is a plain node (GetRoute answers UNIMPLEMENTED: routing is off for this
-client), a shard not reached directly (no connection within `CONNECT_TIMEOUT_S`, or the call
-failed in transport: that address is left alone `UNREACHABLE_S`). A shard's own error (a bad
+client), a shard not reached directly (its connection failed, or was not up within
+`CONNECT_TIMEOUT_S`, or a call failed in transport: that address is left alone `UNREACHABLE_S`). A shard's own error (a bad
 filter, a quota) is raised as it came, as the router hands it on unchanged; a Search answer
 gets the router's `shards` stat (1). Owns the cache and these rules (`RouteTable`), the sync
 calls (`DirectRoutes`); the async calls are `vecdb.client.routes_aio`'s.
@@ -122,6 +122,25 @@ class RouteTable:
         return False
 
 
+def _connects(channel: grpc.Channel, wait: float) -> bool:
+    """Whether `channel` is READY within `wait` seconds (a refused or unresolvable address
+    answers at once: TRANSIENT_FAILURE ends the wait)."""
+    settled = threading.Event()
+    states: list[grpc.ChannelConnectivity] = []
+
+    def seen(state: grpc.ChannelConnectivity) -> None:
+        states.append(state)
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            settled.set()
+
+    channel.subscribe(seen, try_to_connect=True)
+    try:
+        settled.wait(wait)
+    finally:
+        channel.unsubscribe(seen)
+    return bool(states) and states[-1] == grpc.ChannelConnectivity.READY
+
+
 class DirectRoutes:
     """The sync client's direct calls: channels to shards, created on first use."""
 
@@ -184,9 +203,7 @@ class DirectRoutes:
                 return self._stubs[address]
             channel = self._make_channel(address)
             wait = min(CONNECT_TIMEOUT_S, max(0.001, deadline - time.monotonic()))
-            try:
-                grpc.channel_ready_future(channel).result(timeout=wait)
-            except grpc.FutureTimeoutError:
+            if not _connects(channel, wait):
                 channel.close()
                 self.table.counters["unreachable"] += 1
                 self.table.unreachable[address] = time.monotonic() + UNREACHABLE_S

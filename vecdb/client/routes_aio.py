@@ -56,6 +56,15 @@ async def unary_call(
             await asyncio.sleep(delay)
 
 
+async def _connects(channel: grpc.aio.Channel) -> bool:
+    """Wait until `channel` is READY (True) or has failed to connect (False)."""
+    state = channel.get_state(try_to_connect=True)
+    while state not in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+        await channel.wait_for_state_change(state)
+        state = channel.get_state(try_to_connect=True)
+    return bool(state == grpc.ChannelConnectivity.READY)
+
+
 class AsyncDirectRoutes:
     """`vecdb.client.routes.DirectRoutes` on `grpc.aio` channels."""
 
@@ -115,8 +124,10 @@ class AsyncDirectRoutes:
             channel = self._make_channel(address)
             wait = min(CONNECT_TIMEOUT_S, max(0.001, deadline - time.monotonic()))
             try:
-                await asyncio.wait_for(channel.channel_ready(), wait)
+                ready = await asyncio.wait_for(_connects(channel), wait)
             except TimeoutError:
+                ready = False
+            if not ready:
                 await channel.close()
                 self.table.counters["unreachable"] += 1
                 self.table.unreachable[address] = time.monotonic() + UNREACHABLE_S
