@@ -34,6 +34,7 @@ from vecdb.bench.shards_run import (
     SEARCH,
     SEARCH_EQ,
     TENANT,
+    TENANT_ONE,
     Workload,
     batch_recall,
     compare,
@@ -136,6 +137,17 @@ def _setup(
     return out
 
 
+def one_shard_tenants(direct: Client, tenant_run: Workload) -> list[Workload]:
+    """`tenant_run` again with only the tenants homed on shard 0 (their routes learnt through
+    `direct`, a client with direct_routing=True; one Count each), as TENANT_ONE."""
+    for t in tenant_run.tenants:
+        direct.count(tenant_run.collection, tenant=t)
+    routes = direct._direct.table.routes  # type: ignore[attr-defined]
+    home0 = [t for t in tenant_run.tenants
+             if (r := routes.get((tenant_run.collection, t), (None, 0))[0]) and r.shard == 0]  # fmt: skip
+    return [dataclasses.replace(tenant_run, name=TENANT_ONE, tenants=home0)] if home0 else []
+
+
 def bench_shards(
     command: str,
     dataset: str,
@@ -200,6 +212,8 @@ def bench_shards(
                             runs.append(dataclasses.replace(
                                 search, name=SEARCH_EQ,
                                 router_params={**(opts.search_params or {}), "max_postings": m}))  # fmt: skip
+                        if tenants and n > 1:
+                            runs += one_shard_tenants(dc, workloads[-1])
                         res = compare({NODE: nc, ROUTER: rc, DIRECT: dc}, runs, opts.rounds,
                                       opts.latency_queries, opts.batch, log)  # fmt: skip
                         routes = dict(dc._direct.table.counters)  # type: ignore[attr-defined]
