@@ -17,12 +17,14 @@ from vecdb.bench.shards_cluster import EtcdProcess
 from vecdb.bench.shards_main import ShardOptions, parse_counts
 from vecdb.bench.shards_report import fanout_per_shard, section_text, targets
 from vecdb.bench.shards_run import (
+    DIRECT,
     NODE,
     NOOP,
     ROUTER,
     SEARCH,
     SEARCH_EQ,
     TENANT,
+    TENANT_ONE,
     exact_topk,
     recall,
 )
@@ -107,6 +109,30 @@ def test_report_computes_the_fanout_slope_and_checks_the_targets() -> None:
     assert "| 3 | tenant-scoped search |" in text and text.rstrip().endswith("+0.50 ms.")
 
 
+def test_report_shows_the_direct_path_beside_the_router() -> None:
+    """A DIRECT tenant row adds the three-way table and its own target line; the router's
+    line stays."""
+    routes = {"direct": 300, "lookups": 24, "stale": 0, "unreachable": 0}
+    rows = [_row(2, NODE, TENANT, 1.0), _row(2, ROUTER, TENANT, 2.0, shards_touched=1),
+            _row(2, DIRECT, TENANT, 1.1, routes=routes), _row(2, NODE, TENANT_ONE, 1.0),
+            _row(2, ROUTER, TENANT_ONE, 2.0), _row(2, DIRECT, TENANT_ONE, 0.9, routes=routes)]  # fmt: skip
+    lines = "\n".join(targets(rows))
+    assert (
+        "router / node p50 = 2.00 (target: the same as one node, read as <= 1.2: NOT met)" in lines
+    )
+    assert "(`direct_routing=True`), 2 shard(s): direct / node p50 = 1.10 (met; +0.10 ms)." in lines
+    text = section_text("shards-x", rows, {"command": "vecdb bench --shards 2", "seconds": 1})
+    assert (
+        "| 2 | tenant-scoped search | 1.00 / 2.00 | 2.00 / 4.00 | 1.10 / 2.20 | 2.00 | 1.10 "
+        "| 300 / 24 / 0 / 0 |" in text
+    )
+    assert "2 shard(s), shard 0's tenants only: direct / node p50 = 0.90 (met; -0.10 ms)." in lines
+    assert (
+        "| 2 | tenant-scoped search, shard 0's tenants only | 1.00 / 2.00 | 2.00 / 4.00 | 0.90 /"
+        in text
+    )
+
+
 def test_etcd_process_serves_on_loopback_and_stops(tmp_path: Path) -> None:
     """The bench's etcd answers /health on its own free port and is gone after stop()."""
     etcd = EtcdProcess(tmp_path)
@@ -140,9 +166,16 @@ def test_bench_shards_runs_through_a_real_router(tmp_path: Path) -> None:
     keys = {(r["shards"], r["target"], r["workload"]) for r in rows}
     assert keys == {
         (n, t, w) for n in (1, 2) for t in (NODE, ROUTER) for w in (SEARCH, SEARCH_EQ, NOOP, TENANT)
+    } | {(n, DIRECT, TENANT) for n in (1, 2)} | {
+        (2, t, TENANT_ONE)
+        for t in (NODE, ROUTER, DIRECT)  # shard 0's tenants, 2 shards only
     }
     by = {(r["shards"], r["target"], r["workload"]): r for r in rows}
     for n in (1, 2):
+        routes = by[(n, DIRECT, TENANT)]["routes"]  # every tenant went direct, none refused
+        assert routes["lookups"] == 4 and routes["direct"] > 0
+        assert by[(n, DIRECT, TENANT)]["p50_ms"] > 0
+        assert routes["stale"] == routes["unreachable"] == 0
         node = by[(n, NODE, SEARCH)]["recall"]
         assert node > 0.9
         assert by[(n, ROUTER, SEARCH)]["recall"] >= node - 0.05

@@ -27,12 +27,14 @@ from vecdb.bench.server_process import ServerProcess
 from vecdb.bench.shards_cluster import Cluster, EtcdProcess
 from vecdb.bench.shards_report import section_text
 from vecdb.bench.shards_run import (
+    DIRECT,
     NODE,
     NOOP,
     ROUTER,
     SEARCH,
     SEARCH_EQ,
     TENANT,
+    TENANT_ONE,
     Workload,
     batch_recall,
     compare,
@@ -135,6 +137,17 @@ def _setup(
     return out
 
 
+def one_shard_tenants(direct: Client, tenant_run: Workload) -> list[Workload]:
+    """`tenant_run` again with only the tenants homed on shard 0 (their routes learnt through
+    `direct`, a client with direct_routing=True; one Count each), as TENANT_ONE."""
+    for t in tenant_run.tenants:
+        direct.count(tenant_run.collection, tenant=t)
+    routes = direct._direct.table.routes  # type: ignore[attr-defined]
+    home0 = [t for t in tenant_run.tenants
+             if (r := routes.get((tenant_run.collection, t), (None, 0))[0]) and r.shard == 0]  # fmt: skip
+    return [dataclasses.replace(tenant_run, name=TENANT_ONE, tenants=home0)] if home0 else []
+
+
 def bench_shards(
     command: str,
     dataset: str,
@@ -183,7 +196,8 @@ def bench_shards(
                 log(f"{n} shard(s) + router: starting and loading ...")
                 cluster = Cluster(etcd, n, workdir / f"cluster-{n}", opts.threads)
                 try:
-                    with connect(cluster.address) as rc:
+                    with connect(cluster.address) as rc, \
+                            connect(cluster.address, direct_routing=True) as dc:  # fmt: skip
                         setup = _setup(rc, ds.metric, data, opts)
                         touched = (
                             shards_touched(rc, "tenants", queries[0], tenants[0])
@@ -198,13 +212,18 @@ def bench_shards(
                             runs.append(dataclasses.replace(
                                 search, name=SEARCH_EQ,
                                 router_params={**(opts.search_params or {}), "max_postings": m}))  # fmt: skip
-                        res = compare({NODE: nc, ROUTER: rc}, runs, opts.rounds,
+                        if tenants and n > 1:
+                            runs += one_shard_tenants(dc, workloads[-1])
+                        res = compare({NODE: nc, ROUTER: rc, DIRECT: dc}, runs, opts.rounds,
                                       opts.latency_queries, opts.batch, log)  # fmt: skip
+                        routes = dict(dc._direct.table.counters)  # type: ignore[attr-defined]
                 finally:
                     cluster.stop()
                     shutil.rmtree(workdir / f"cluster-{n}", ignore_errors=True)
                 for (target, wl), r in res.items():
-                    extra: dict[str, Any] = {"setup": setup if target == ROUTER else node_setup}
+                    extra: dict[str, Any] = {"setup": node_setup if target == NODE else setup}
+                    if target == DIRECT:  # how many calls went direct, and why others not
+                        extra["routes"] = routes
                     if wl == TENANT and target == ROUTER:
                         extra["shards_touched"] = touched
                     if wl == SEARCH_EQ and target == ROUTER:

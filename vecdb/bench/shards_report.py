@@ -2,7 +2,9 @@
 
 Owns the markdown only: one table row per (shard count, workload) with both targets' medians,
 the router's difference and ratio, the fan-out overhead per shard (the slope of the no-op
-fan-out's extra p50 over the shard counts) and the issue 14 targets checked against them.
+fan-out's extra p50 over the shard counts), the tenant-scoped search three ways (one node,
+router, client-side routing straight to the tenant's shard) and the issue 14 targets checked
+against them.
 """
 
 from __future__ import annotations
@@ -11,13 +13,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vecdb.bench.report import fmt
-from vecdb.bench.shards_run import NODE, NOOP, ROUTER, SEARCH, SEARCH_EQ, TENANT
+from vecdb.bench.shards_run import (
+    DIRECT,
+    NODE,
+    NOOP,
+    ROUTER,
+    SEARCH,
+    SEARCH_EQ,
+    TENANT,
+    TENANT_ONE,
+    TENANTS,
+)
 
 LABELS = {
     SEARCH: "ANN search",
     SEARCH_EQ: "ANN search, shards at the node's recall",
     NOOP: "no-op fan-out (Count, empty)",
     TENANT: "tenant-scoped search",
+    TENANT_ONE: "tenant-scoped search, shard 0's tenants only",
 }
 FANOUT_TARGET_MS = 3.0  # issue 14: 3-shard fan-out adds <= 3 ms p50 on loopback
 TENANT_TARGET_RATIO = 1.2  # "the same as one node", within this machine's noise
@@ -55,6 +68,30 @@ def table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             f"| {b['p50_ms'] / a['p50_ms']:.2f} | {qps} | {rec} | {'' if touched is None else touched} |"
         )
     return out
+
+
+def direct_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Tenant-scoped search: one node, through the router, and straight to the tenant's shard
+    (client-side routing), with how many of the direct client's calls went direct."""
+    out = [
+        "| shards | workload | one node p50 / p99 ms | router p50 / p99 ms | direct p50 / p99 ms "
+        "| router / node p50 | direct / node p50 | direct client: calls direct / routes asked "
+        "/ stale / unreachable |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (n, wl), p in sorted(_pair(rows).items()):
+        if wl not in TENANTS or not all(t in p for t in (NODE, ROUTER, DIRECT)):
+            continue
+        a, b, c = p[NODE], p[ROUTER], p[DIRECT]
+        r = c.get("routes") or {}
+        calls = " / ".join(
+            str(r.get(k, "?")) for k in ("direct", "lookups", "stale", "unreachable")
+        )
+        out.append(
+            f"| {n} | {LABELS[wl]} | {_ms(a)} | {_ms(b)} | {_ms(c)} | {b['p50_ms'] / a['p50_ms']:.2f} "
+            f"| {c['p50_ms'] / a['p50_ms']:.2f} | {calls} |"
+        )
+    return out if len(out) > 2 else []
 
 
 def fanout_per_shard(rows: Sequence[Mapping[str, Any]]) -> float | None:
@@ -98,6 +135,15 @@ def targets(rows: Sequence[Mapping[str, Any]]) -> list[str]:
                 line += (f"; of its {_extra(p):+.2f} ms, the router hop alone (no-op, fewest "
                          f"shards) is {hop:+.2f} ms")  # fmt: skip
             out.append(line + ".")
+        for wl in TENANTS:
+            q = pairs.get((n, wl), {})
+            if DIRECT in q and NODE in q:
+                ratio = q[DIRECT]["p50_ms"] / q[NODE]["p50_ms"]
+                ok = "met" if ratio <= TENANT_TARGET_RATIO else "NOT met"
+                which = "" if wl == TENANT else ", shard 0's tenants only"
+                out.append(f"- tenant-routed queries with client-side routing (`direct_routing="
+                           f"True`), {n} shard(s){which}: direct / node p50 = {ratio:.2f} ({ok}; "
+                           f"{q[DIRECT]['p50_ms'] - q[NODE]['p50_ms']:+.2f} ms).")  # fmt: skip
     slope = fanout_per_shard(rows)
     if slope is not None:
         out.append(
@@ -136,6 +182,7 @@ def section_text(label: str, rows: Sequence[Mapping[str, Any]], header: Mapping[
         "",
         *table(rows),
         "",
+        *([*direct, ""] if (direct := direct_table(rows)) else []),
         "Targets (issue 14):",
         "",
         *targets(rows),

@@ -5,7 +5,10 @@ Owns what is timed and how: loading the same points into one `vecdb serve` and i
 that alternate the two targets so both see the same machine load. Per round: single-query
 latency (p50 / p99 of one call per query), batch QPS (wall), a no-op fan-out (Count on an
 empty collection: the cost of the router hop and of asking every shard), and tenant-scoped
-queries (routed to the tenant's one shard); and the ANN search again with the shards'
+queries (routed to the tenant's one shard; also by a third target, `DIRECT`: a client of the
+same router with `direct_routing=True`, which asks the tenant's shard itself; and again with
+only the tenants homed on shard 0, `TENANT_ONE`, so that every call reaches the same shard
+process as every node call reaches the node, instead of a third of them each); and the ANN search again with the shards'
 `max_postings` lowered until the router's recall is the node's (`matched_max_postings`):
 every shard searching a third of the data with the node's settings reads a larger share of
 it and returns a higher recall, so only the matched row compares equal work. Rows carry the
@@ -33,7 +36,10 @@ SEARCH = "search_ann"
 SEARCH_EQ = "search_ann_equal_recall"  # SEARCH, the router's shards at the node's recall
 NOOP = "noop_count"
 TENANT = "search_tenant"
+TENANT_ONE = "search_tenant_one_shard"  # TENANT with the tenants homed on shard 0 only
+TENANTS = (TENANT, TENANT_ONE)
 NODE, ROUTER = "one node", "router"  # the two targets compared
+DIRECT = "direct"  # the router's address with client-side routing (TENANTS only)
 READY_TIMEOUT_S = 60.0
 
 
@@ -110,7 +116,7 @@ def _one_round(client: Client, w: Workload, params: dict[str, Any] | None,
     call: Callable[[int], Any]
     if w.name == NOOP:
         call = lambda i: client.count(w.collection)  # noqa: E731
-    elif w.name == TENANT:
+    elif w.name in TENANTS:
         call = lambda i: client.search(  # noqa: E731
             w.collection, w.queries[i], w.k, params=params, tenant=w.tenants[i % len(w.tenants)]
         )
@@ -180,6 +186,8 @@ def compare(
     for r in range(rounds):
         for w in workloads:
             for t in names if r % 2 == 0 else names[::-1]:
+                if t == DIRECT and w.name not in TENANTS:
+                    continue  # client-side routing changes tenant calls only
                 res = _one_round(targets[t], w, w.params_for(t), latency_queries, batch)
                 seen.setdefault((t, w.name), []).append(res)
                 log(f"  round {r + 1}/{rounds} {w.name:<14} {t:<10} "

@@ -96,6 +96,7 @@ def connect(
     tls: Any = None,
     timeout: float | None = None,
     engine: Mapping[str, Any] | None = None,
+    direct_routing: bool = False,
 ) -> Client:
     """Open a database: embedded over a directory or ":memory:", or remote over gRPC.
 
@@ -108,6 +109,8 @@ def connect(
     with a local target they are `InvalidArgument`. `engine` applies to local targets only:
     the engine settings of the embedded database (`bulk_build_bytes`, `buffer_max_bytes`, ...;
     names and bounds in PARAMS.md, the same as a server's `[engine]` section).
+    `direct_routing` (servers only): a router's tenant reads go straight to the tenant's
+    shard when it lives on one (`vecdb.client.routes`; README, scale-out).
     """
     t = resolve(target)
     if t.kind == "remote":
@@ -119,8 +122,9 @@ def connect(
                 "server, whose engine settings come from its config ([engine] section)",
                 field="engine",
             )
-        return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout)
-    for label, value in (("api_key", api_key), ("tls", tls)):
+        return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout,
+                            direct_routing=direct_routing)  # fmt: skip
+    for label, value in (("api_key", api_key), ("tls", tls), ("direct_routing", direct_routing)):
         if value is not None and value is not False:
             raise InvalidArgument(
                 f"{label} applies to remote targets only, but {str(target)!r} is a local "

@@ -2,7 +2,8 @@
 
 For "host:port" targets it speaks gRPC through `grpc.aio` with the same request builders,
 deadlines, retry rule (idempotent calls retried on UNAVAILABLE with jittered backoff) and
-error classes as `vecdb.client.remote`. For a directory or ":memory:" it wraps the embedded
+error classes as `vecdb.client.remote` (`direct_routing=True`: tenant reads straight to the
+tenant's shard, `vecdb.client.routes_aio`). For a directory or ":memory:" it wraps the embedded
 client and runs each call in a worker thread, so application code is the same in both modes.
 Must not import the engine or the server (the embedded case goes through `vecdb.client`).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -29,16 +29,15 @@ from vecdb.client.channel import (
     MAX_MESSAGE_BYTES,
     OPTIMIZE_TIMEOUT,
     auth_metadata,
-    backoff_delays,
     channel_credentials,
     channel_options,
     parse_target,
-    retry_wait,
 )
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
 from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
 from vecdb.client.remote import upsert_request as tenant_upsert
+from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
 from vecdb.client.tenants_aio import AsyncTenantMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -57,6 +56,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         tls: Any = None,
         timeout: float | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        direct_routing: bool = False,
     ) -> None:
         self.target = target  # as given
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (OPTIMIZE_TIMEOUT for optimize)
@@ -65,7 +65,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         self._channel: grpc.aio.Channel | None = None
         where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
         if where.kind != "remote":
-            self._local = connect(target)
+            self._local = connect(target, direct_routing=direct_routing)  # True: refused
             return
         address, tls_ = parse_target(where.where, tls)
         self._metadata = auth_metadata(api_key)
@@ -75,6 +75,10 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         else:
             self._channel = grpc.aio.secure_channel(address, channel_credentials(tls_), opts)
         self._stub = pb_grpc.VectorDBStub(self._channel)  # type: ignore[no-untyped-call]
+        self._direct = AsyncDirectRoutes(self._stub, lambda a: (  # see vecdb.client.routes
+            grpc.aio.insecure_channel(a, options=opts) if tls_ is None
+            else grpc.aio.secure_channel(a, channel_credentials(tls_), opts)
+        )) if direct_routing else None  # fmt: skip
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -85,19 +89,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
     async def _call(
         self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None
     ) -> Any:
-        method = getattr(self._stub, rpc)
-        deadline = time.monotonic() + (timeout or self._timeout or DEFAULT_TIMEOUT)
-        delays = backoff_delays() if idempotent else iter(())
-        while True:
-            try:
-                return await method(request, timeout=max(0.001, deadline - time.monotonic()),
-                                    metadata=self._metadata)  # fmt: skip
-            except grpc.aio.AioRpcError as exc:
-                err = status.error_of(exc)
-                delay = retry_wait(err, delays, deadline)
-                if delay is None:
-                    raise err from None
-                await asyncio.sleep(delay)
+        return await unary_call(self._stub, self._direct, self._metadata, rpc, request,
+                                idempotent, timeout or self._timeout or DEFAULT_TIMEOUT)  # fmt: skip
 
     # -- collections -----------------------------------------------------------------------
 
@@ -390,6 +383,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         if self._local is not None:
             await asyncio.to_thread(self._local.close)
         elif self._channel is not None:
+            if self._direct is not None:
+                await self._direct.close()
             await self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:

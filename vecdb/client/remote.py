@@ -8,7 +8,8 @@ every failure is raised as the same `vecdb.errors` class, with the same message,
 rich details). Inputs are not re-validated here: `vecdb.client.requests` carries them as given
 and the server's engine judges them. `upsert_stream` is the bulk-load path: sequence-numbered
 batches on one stream, at most `credits` unacknowledged (backpressure), yielding one ack per
-durable batch. The channel setup in `vecdb.client.channel` and the builders are shared with
+durable batch. With `direct_routing=True`, a tenant's reads go straight to its shard when a
+router says it lives on one (`vecdb.client.routes`). The channel setup in `vecdb.client.channel` and the builders are shared with
 `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 """
 
@@ -40,6 +41,7 @@ from vecdb.client.channel import (
 )
 from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
+from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -79,6 +81,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         tls: Any = None,
         timeout: float | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        direct_routing: bool = False,
     ) -> None:
         self.target = target  # as given
         address, tls_ = parse_target(target, tls)
@@ -91,6 +94,11 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         else:
             self._channel = grpc.secure_channel(address, channel_credentials(tls_), options=opts)
         self._stub = pb_grpc.VectorDBStub(self._channel)  # type: ignore[no-untyped-call]
+        # Tenant reads sent straight to the tenant's one shard (`vecdb.client.routes`).
+        self._direct = DirectRoutes(self._stub, lambda a: (
+            grpc.insecure_channel(a, options=opts) if tls_ is None
+            else grpc.secure_channel(a, channel_credentials(tls_), options=opts)
+        )) if direct_routing else None  # fmt: skip
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -100,6 +108,10 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         method = getattr(self._stub, rpc)
         budget = timeout or self._timeout or DEFAULT_TIMEOUT
         deadline = time.monotonic() + budget
+        if self._direct is not None:
+            answer = self._direct.call(rpc, request, self._metadata, deadline)
+            if answer is not MISS:
+                return answer
         delays = backoff_delays() if idempotent else iter(())
         while True:
             try:
@@ -339,6 +351,8 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         return out
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self._channel.close()
 
 

@@ -1,7 +1,8 @@
 """The router's `vecdb.v1.VectorDB` servicer: the same API as a node, answered by shards.
 
 The RPCs are grouped by concern in mixins (points and search: `router_points`; tenants:
-`router_tenants`; snapshots, keys, stats: `router_admin`; documents: `router_documents`); this module holds the
+`router_tenants`; snapshots, keys, stats: `router_admin`; documents: `router_documents`; GetRoute
+for client-side routing: `router_routes`); this module holds the
 collection RPCs and puts the servicer together. Collections live in the catalog: Create checks
 its arguments with the engine's validators (a node's errors, nothing recorded on a refusal),
 records the collection by compare-and-swap, then creates it on every live shard with
@@ -20,6 +21,7 @@ import grpc
 from vecdb.cluster.router_admin import AdminRpcs
 from vecdb.cluster.router_documents import DocumentRpcs
 from vecdb.cluster.router_points import PointRpcs
+from vecdb.cluster.router_routes import RouteRpcs
 from vecdb.cluster.router_tenants import TenantRpcs
 from vecdb.engine.database import collection_settings
 from vecdb.rpc import convert
@@ -56,7 +58,9 @@ def _sum_info(infos: list[pb.CollectionInfo]) -> pb.CollectionInfo:
     return out
 
 
-class RouterServicer(PointRpcs, TenantRpcs, AdminRpcs, DocumentRpcs, pb_grpc.VectorDBServicer):
+class RouterServicer(
+    PointRpcs, TenantRpcs, AdminRpcs, DocumentRpcs, RouteRpcs, pb_grpc.VectorDBServicer
+):
     """Every VectorDB RPC, answered through the shards (see the module docstring)."""
 
     # -- collections -----------------------------------------------------------------------

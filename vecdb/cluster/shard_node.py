@@ -2,7 +2,9 @@
 
 It opens the data directory, starts the catalog's `ShardSync` (collections created or dropped
 through a router are applied here, also those changed while this shard was down), and serves
-the node's gRPC API unchanged: the router talks to it as a client would. The shard's index
+the node's gRPC API unchanged: the router talks to it as a client would. Direct calls of
+client-side routing (`x-vecdb-route`) are checked against the catalog first
+(`vecdb.cluster.shard_routes`). The shard's index
 is `cluster.shard_index`, or the trailing `-<n>` of `$HOSTNAME` (a StatefulSet names its pods
 `<name>-0`, `<name>-1`, ...). Owns the process wiring of a shard only.
 """
@@ -38,6 +40,7 @@ def shard_index(config: ServerConfig, env: dict[str, str] | None = None) -> int:
 def serve_shard(config: ServerConfig) -> int:
     """Run a shard in the foreground until SIGTERM/SIGINT, then shut down gracefully."""
     from vecdb.cluster.catalog import EtcdCatalog
+    from vecdb.cluster.shard_routes import RouteCheck, RouteChecked
     from vecdb.cluster.shard_sync import ShardSync
     from vecdb.engine import Database
 
@@ -50,7 +53,8 @@ def serve_shard(config: ServerConfig) -> int:
     sync = ShardSync(db, catalog, index)
     try:
         sync.start()
-        server = VecdbServer(config, db=db).start()
+        check = RouteCheck(catalog, index)  # direct calls of client-side routing
+        server = VecdbServer(config, db=db, wrap=lambda s: RouteChecked(s, check)).start()
     except BaseException:
         sync.stop()
         catalog.close()

@@ -54,8 +54,12 @@ STORAGE_POLL_SECONDS = 1.0
 class VecdbServer:
     """One running server; see the module docstring for its lifecycle."""
 
-    def __init__(self, config: ServerConfig, db: Database | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, db: Database | None = None,
+        wrap: Callable[[VectorDBServicer], Any] | None = None,
+    ) -> None:  # fmt: skip
         self.config = config  # validated settings
+        self._wrap = wrap  # a shard's route check around the servicer (vecdb.cluster)
         self._db = db  # opened in start() unless given
         self._owns_db = db is None  # close it at stop() only if we opened it
         self._grpc: grpc.Server | None = None
@@ -104,7 +108,8 @@ class VecdbServer:
         servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
         servicer.attach_keys(keys)
         servicer.attach_quotas(quotas)
-        pb_grpc.add_VectorDBServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        served = servicer if self._wrap is None else self._wrap(servicer)
+        pb_grpc.add_VectorDBServicer_to_server(served, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if cfg.server.reflection:
             names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)

@@ -61,7 +61,7 @@ _RANK = {Role.READ: 0, Role.WRITE: 1, Role.ADMIN: 2}
 READ_METHODS = frozenset({
     "CollectionExists", "ListCollections", "GetCollection", "Get", "Scroll", "Count", "Search",
     "SearchBatch", "ListSnapshots", "Stats", "GetTenant", "ListTenants", "SearchDocuments",
-    "GetDocuments",
+    "GetDocuments", "GetRoute",
 })  # fmt: skip
 WRITE_METHODS = frozenset({
     "Upsert", "UpsertStream", "Delete", "SetPayload", "OverwritePayload", "Grant", "Revoke",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from vecdb.engine.validate import JSON_NULL
-from vecdb.errors import InvalidArgument, VecdbError
+from vecdb.errors import InvalidArgument, Unimplemented, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -217,6 +217,10 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
         return convert.result_to_proto(res)
 
     SearchBatch = Search
+
+    def GetRoute(self, req: pb.GetRouteRequest, ctx: grpc.ServicerContext) -> pb.GetRouteResponse:
+        raise Unimplemented("GetRoute is a router's call; this server is a node: call it directly",
+                            reason="NOT_A_ROUTER")  # fmt: skip
 
     # -- snapshots -------------------------------------------------------------------------
 

@@ -843,3 +843,21 @@ class SearchStats(_message.Message):
     bytes_read: int
     extra: _containers.ScalarMap[str, float]
     def __init__(self, queries: _Optional[int] = ..., heads_searched: _Optional[int] = ..., postings_read: _Optional[int] = ..., blocks_read: _Optional[int] = ..., pages_read: _Optional[int] = ..., bytes_read: _Optional[int] = ..., extra: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class GetRouteRequest(_message.Message):
+    __slots__ = ("collection", "tenant")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    tenant: str
+    def __init__(self, collection: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class GetRouteResponse(_message.Message):
+    __slots__ = ("shards", "addresses", "epoch")
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    shards: _containers.RepeatedScalarFieldContainer[int]
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    epoch: int
+    def __init__(self, shards: _Optional[_Iterable[int]] = ..., addresses: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...

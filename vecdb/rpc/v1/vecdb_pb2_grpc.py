@@ -215,6 +215,11 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsResponse.FromString,
                 _registered_method=True)
+        self.GetRoute = channel.unary_unary(
+                '/vecdb.v1.VectorDB/GetRoute',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetRouteRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetRouteResponse.FromString,
+                _registered_method=True)
 
 
 class VectorDBServicer:
@@ -484,6 +489,14 @@ class VectorDBServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRoute(self, request, context):
+        """-- client-side routing (issue 14: tenant calls that skip the router hop) --
+        Where a tenant's data lives (a router's answer; a node answers UNIMPLEMENTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VectorDBServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -666,6 +679,11 @@ def add_VectorDBServicer_to_server(servicer, server):
                     servicer.GetDocuments,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsResponse.SerializeToString,
+            ),
+            'GetRoute': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoute,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.GetRouteRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.GetRouteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1641,6 +1659,33 @@ class VectorDB:
             '/vecdb.v1.VectorDB/GetDocuments',
             vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.GetDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoute(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vecdb.v1.VectorDB/GetRoute',
+            vecdb_dot_v1_dot_vecdb__pb2.GetRouteRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.GetRouteResponse.FromString,
             options,
             channel_credentials,
             insecure,
