@@ -55,7 +55,7 @@ class FreeList:
 
     def index_of_start(self, a: int) -> int:
         """Position (by start) of the first extent starting at or after `a`."""
-        return int(np.searchsorted(self.off_a[: self.n], a))
+        return int(self.off_a[: self.n].searchsorted(a))
 
     def by_start(self, i: int) -> tuple[int, int]:
         """The i-th extent by start: (start, length)."""
@@ -69,7 +69,7 @@ class FreeList:
     def fitting(self, s: int, count: int) -> tuple[I64, I64]:
         """Starts and lengths of the `count` smallest extents of at least s units, in
         (length, start) order (views)."""
-        i = int(np.searchsorted(self.sz_l[: self.n], s))
+        i = int(self.sz_l[: self.n].searchsorted(s))
         j = min(self.n, i + count)
         return self.sz_a[i:j], self.sz_l[i:j]
 
@@ -88,16 +88,16 @@ class FreeList:
     def _size_pos(self, a: int, ln: int) -> int:
         """Position of (ln, a) in the (length, start) order."""
         sl = self.sz_l[: self.n]
-        lo = int(np.searchsorted(sl, ln, side="left"))
-        hi = int(np.searchsorted(sl, ln, side="right"))
-        return lo + int(np.searchsorted(self.sz_a[lo:hi], a))
+        lo = int(sl.searchsorted(ln, side="left"))
+        hi = int(sl.searchsorted(ln, side="right"))
+        return lo + int(self.sz_a[lo:hi].searchsorted(a))
 
     def add(self, a: int, ln: int) -> None:
         """Insert an extent (it must not overlap or touch-merge: the caller coalesces)."""
         n = self.n
         if n == len(self.off_a):
             self._alloc(2 * n)
-        i = int(np.searchsorted(self.off_a[:n], a))
+        i = int(self.off_a[:n].searchsorted(a))
         j = self._size_pos(a, ln)
         _insert(self.off_a, n, i, a)
         _insert(self.off_l, n, i, ln)
@@ -108,7 +108,7 @@ class FreeList:
     def remove(self, a: int, ln: int) -> None:
         """Remove the extent (a, ln), which must be present."""
         n = self.n
-        i = int(np.searchsorted(self.off_a[:n], a))
+        i = int(self.off_a[:n].searchsorted(a))
         j = self._size_pos(a, ln)
         if i >= n or self.off_a[i] != a or self.off_l[i] != ln or self.sz_a[j] != a:
             raise KeyError(f"no free extent ({a}, {ln})")

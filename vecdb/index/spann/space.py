@@ -134,26 +134,18 @@ class SpaceMap:
         slack = (-s) % UNITS  # latest start inside a page that keeps the page count minimal
         fl = self.free
         if below is not None:
-            a, ln = _candidates(fl, s, PROBES_BELOW, PROBES_BELOW)
-            o = _place(a, ln, s, slack)
-            ok = (o >= 0) & (o <= below // ALIGN - s)
-            if not ok.any():
-                return -1
-            j = int(np.flatnonzero(ok)[np.argmin(o[ok])])
-            return self._take(int(a[j]), int(ln[j]), int(o[j]), s)
+            found = _lowest_fit(fl, s, slack, PROBES_BELOW, PROBES_BELOW, below // ALIGN - s)
+            return -1 if found is None else self._take(*found, s)
         # The lowest placement among the best-fitting extents and the lowest extents: lower
         # addresses first keeps the end of the file draining, so it can be cut (best fit
         # alone filled holes near the end as readily as any and pinned the file's length).
-        a, ln = _candidates(fl, s, PROBES, PROBES_LOW)
-        o = _place(a, ln, s, slack)
-        ok = o >= 0
-        if ok.any():
-            j = int(np.flatnonzero(ok)[np.argmin(o[ok])])
-            return self._take(int(a[j]), int(ln[j]), int(o[j]), s)
+        found = _lowest_fit(fl, s, slack, PROBES, PROBES_LOW, None)
+        if found is not None:
+            return self._take(*found, s)
         a, ln = fl.fitting(s + UNITS - 1, 1)  # any such extent fits after padding
         if len(a):
-            o = _place(a, ln, s, slack)
-            return self._take(int(a[0]), int(ln[0]), int(o[0]), s)
+            a0, ln0 = int(a[0]), int(ln[0])
+            return self._take(a0, ln0, _place(a0, ln0, s, slack), s)
         if not grow:
             return -1
         a = self.end // ALIGN
@@ -363,23 +355,30 @@ class SpaceMap:
         return out
 
 
-def _candidates(fl: FreeList, s: int, best: int, low: int) -> tuple[I64, I64]:
-    """Starts and lengths of the `best` smallest extents of at least s units and of the `low`
-    lowest extents (an extent can be in both)."""
+def _lowest_fit(
+    fl: FreeList, s: int, slack: int, best: int, low: int, limit: int | None
+) -> tuple[int, int, int] | None:
+    """(start, length, placement) of the lowest placement of s units, at most `limit`,
+    among the `best` smallest extents of at least s units and the `low` lowest extents; None
+    if none fits. (At most ~130 candidates: a Python loop beats a dozen small numpy calls.)"""
     ba, bl = fl.fitting(s, best)
     la, ll = fl.lowest(low)
-    return np.concatenate((ba, la)), np.concatenate((bl, ll))
-
-
-def _place(a: I64, ln: I64, s: int, slack: int) -> I64:
-    """Where s units go in each free extent (a, ln) under the page rule, in units; -1 where
-    they do not fit. At the extent's start if that keeps the page count; else at its end
-    (one piece left instead of two); else at its next page boundary."""
-    r = a % UNITS
-    at_start = np.where(s <= ln, a, -1)
-    hi = a + ln - s
-    at_end = np.where((hi >= a) & (hi % UNITS <= slack), hi, -1)
-    nxt = a + UNITS - r
-    at_page = np.where(nxt + s <= a + ln, nxt, -1)
-    out: I64 = np.where(r <= slack, at_start, np.where(at_end >= 0, at_end, at_page))
+    out: tuple[int, int, int] | None = None
+    for a, ln in zip(ba.tolist() + la.tolist(), bl.tolist() + ll.tolist(), strict=True):
+        o = _place(a, ln, s, slack)
+        if o >= 0 and (limit is None or o <= limit) and (out is None or o < out[2]):
+            out = (a, ln, o)
     return out
+
+
+def _place(a: int, ln: int, s: int, slack: int) -> int:
+    """Where s units go in the free extent (a, ln) under the page rule, in units; -1 if they
+    do not fit. At its start if that keeps the page count; else at its end (one piece left
+    instead of two); else at its next page boundary."""
+    if a % UNITS <= slack:
+        return a if s <= ln else -1
+    hi = a + ln - s
+    if hi >= a and hi % UNITS <= slack:
+        return hi
+    o = a + UNITS - a % UNITS
+    return o if o + s <= a + ln else -1
