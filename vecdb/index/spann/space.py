@@ -142,9 +142,9 @@ class SpaceMap:
         found = _lowest_fit(fl, s, slack, PROBES, PROBES_LOW, None)
         if found is not None:
             return self._take(*found, s)
-        a, ln = fl.fitting(s + UNITS - 1, 1)  # any such extent fits after padding
-        if len(a):
-            a0, ln0 = int(a[0]), int(ln[0])
+        fa, fln = fl.fitting(s + UNITS - 1, 1)  # any such extent fits after padding
+        if len(fa):
+            a0, ln0 = int(fa[0]), int(fln[0])
             return self._take(a0, ln0, _place(a0, ln0, s, slack), s)
         if not grow:
             return -1
