@@ -77,9 +77,10 @@ def test_child_build_equals_in_process_build(
     x = clustered(N, D, seed=3)
     q = clustered(50, D, seed=4)
     monkeypatch.delenv(child.ENV, raising=False)
-    assert not child.use_child(N, D)  # under the default 128 MiB...
-    assert not child.use_child(32_767, 1024)
-    assert child.use_child(32_768, 1024)  # ...which a 128 MiB build reaches
+    assert not child.use_child(N, D)  # under the default 64 MiB...
+    assert not child.use_child(16_383, 1024)
+    assert child.use_child(16_384, 1024)  # ...which a 64 MiB build reaches
+    assert child.use_child(390_000, 50)  # GloVe-50 (74 MiB) is built in a child
     here = _build(tmp_path / "here", x, "off", monkeypatch)
     there = _build(tmp_path / "child", x, "0", monkeypatch)  # ...0 sends every build to a child
     a, b = here.search(q, K, {"max_postings": 8}), there.search(q, K, {"max_postings": 8})
@@ -188,7 +189,7 @@ def test_threshold_setting_out_of_bounds_is_refused(
     assert e.value.field == child.ENV
 
 
-@pytest.mark.parametrize(("raw", "least"), [("", 128 << 20), ("off", None), ("0.5", 1 << 19)])
+@pytest.mark.parametrize(("raw", "least"), [("", 64 << 20), ("off", None), ("0.5", 1 << 19)])
 def test_threshold_setting(raw: str, least: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(child.ENV, raw)
     assert child.child_min_bytes() == least

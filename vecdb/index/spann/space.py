@@ -3,11 +3,12 @@
 The data region `[start, end)` (after the header page) is exactly partitioned into *live*
 extents (allocated: referenced by the block table, or written and about to be), *pending*
 ones (dropped by the table, possibly still referenced by the published checkpoint or by a
-search's table) and *free* ones (reusable). The map holds only free extents (two `SortedList`s
-of packed int keys, by offset to coalesce and by size for best fit: ~84 bytes per extent) and
-pending ones (int64 queues: ~17 bytes per extent); live extents are the table's. No free byte
-precedes `end`: space freed at the end lowers `end`, and the file is cut there. This module
-owns no file and knows nothing of postings beyond their extents.
+search's table) and *free* ones (reusable). The map holds only free extents (a `FreeList`:
+sorted int64 arrays by offset to coalesce and by size for best fit, 32 bytes per extent, no
+Python object per extent) and pending ones (int64 queues: ~17 bytes per extent); live extents
+are the table's. No free byte precedes `end`: space freed at the end lowers `end`, and the
+file is cut there. This module owns no file and knows nothing of postings beyond their
+extents.
 
 Allocation is best fit under the posting file's page rule (a block of `s` bytes starts 64-byte
 aligned and spans no more pages than `ceil(s / 4096)`): the smallest free extents of at least
@@ -39,18 +40,16 @@ from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from sortedcontainers import SortedList
+
+from vecdb.index.spann.freelist import FreeList
 
 PAGE = 4096  # the read unit of the posting file
 ALIGN = 64  # blocks start on multiples of this and their sizes are multiples of it
 UNITS = PAGE // ALIGN  # allocation units per page
-SHIFT = 40  # keys pack (major << SHIFT) | minor, in ALIGN units (offsets < 64 TiB)
-MASK = (1 << SHIFT) - 1
 PROBES = 8  # best-fit candidates tried before taking the first one sure to fit
 PROBES_BELOW = 64  # candidates tried for a block moved towards the start
 PROBES_LOW = 32  # lowest free extents also tried by every allocation (lowest placement wins)
 DEFRAG_FREE_SHARE = 0.1  # no defragmentation while free space is under this share of the data
-BYTES_PER_FREE = 84  # measured (tracemalloc): two packed int keys in two SortedLists
 BYTES_PER_PENDING = 17  # measured: two int64 in array("q") queues
 
 I64 = npt.NDArray[np.int64]
@@ -100,8 +99,7 @@ class SpaceMap:
     start: int  # first data byte (the header page is never allocated)
     end: int  # end of the last non-free extent; the file needs no byte beyond it
     epoch: int  # checkpoint epoch; tables tag each block with the epoch it was pushed in
-    by_off: SortedList  # free extents, keys (offset << SHIFT) | size, in ALIGN units
-    by_size: SortedList  # the same extents, keys (size << SHIFT) | offset
+    free: FreeList  # free extents (start, length) in ALIGN units
     free_bytes: int  # total of the free extents
     live_bytes: int  # allocated and not released
     pend: tuple[array[int], array[int]]  # durable pending: offsets, sizes (bytes)
@@ -114,7 +112,7 @@ class SpaceMap:
         """A map of a file whose data ends at `end`, all of it taken to be live until
         `rebuild` says which extents a table references."""
         self.start, self.end, self.epoch = start, max(start, end), 1
-        self.by_off, self.by_size = SortedList(), SortedList()
+        self.free = FreeList()
         self.free_bytes, self.live_bytes = 0, self.end - start
         self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
         self.pend_base = self.fresh_base = self.pending_bytes = 0
@@ -134,31 +132,20 @@ class SpaceMap:
             raise ValueError(f"block size {size} is not a positive multiple of {ALIGN}")
         s = size // ALIGN
         slack = (-s) % UNITS  # latest start inside a page that keeps the page count minimal
-        bs = self.by_size
-        i = bs.bisect_left(s << SHIFT)
+        fl = self.free
         if below is not None:
-            limit = below // ALIGN
-            keys = list(bs.islice(i, i + PROBES_BELOW))
-            keys += [
-                ((k & MASK) << SHIFT) | (k >> SHIFT) for k in self.by_off.islice(0, PROBES_BELOW)
-            ]
-            fits = [(o, k) for k in keys if 0 <= (o := self._place(k, s, slack)) <= limit - s]
-            if not fits:
-                return -1
-            o, key = min(fits)
-            return self._take(key, o, s)
+            found = _lowest_fit(fl, s, slack, PROBES_BELOW, PROBES_BELOW, below // ALIGN - s)
+            return -1 if found is None else self._take(*found, s)
         # The lowest placement among the best-fitting extents and the lowest extents: lower
         # addresses first keeps the end of the file draining, so it can be cut (best fit
         # alone filled holes near the end as readily as any and pinned the file's length).
-        keys = list(bs.islice(i, i + PROBES))
-        keys += [((k & MASK) << SHIFT) | (k >> SHIFT) for k in self.by_off.islice(0, PROBES_LOW)]
-        fits = [(o, k) for k in keys if (k >> SHIFT) >= s and (o := self._place(k, s, slack)) >= 0]
-        if fits:
-            o, key = min(fits)
-            return self._take(key, o, s)
-        j = bs.bisect_left((s + UNITS - 1) << SHIFT)  # any such extent fits after padding
-        if j < len(bs):
-            return self._take(bs[j], self._place(bs[j], s, slack), s)
+        found = _lowest_fit(fl, s, slack, PROBES, PROBES_LOW, None)
+        if found is not None:
+            return self._take(*found, s)
+        fa, fln = fl.fitting(s + UNITS - 1, 1)  # any such extent fits after padding
+        if len(fa):
+            a0, ln0 = int(fa[0]), int(fln[0])
+            return self._take(a0, ln0, _place(a0, ln0, s, slack), s)
         if not grow:
             return -1
         a = self.end // ALIGN
@@ -171,22 +158,8 @@ class SpaceMap:
         self.live_bytes += size
         return o * ALIGN
 
-    @staticmethod
-    def _place(key: int, s: int, slack: int) -> int:
-        """Where s units go in the free extent `key` (by-size key) under the page rule, in
-        units; -1 if they do not fit."""
-        ln, a = key >> SHIFT, key & MASK
-        if a % UNITS <= slack:
-            return a if s <= ln else -1
-        hi = a + ln - s  # at the extent's end: leaves one piece instead of two
-        if hi >= a and hi % UNITS <= slack:
-            return hi
-        o = a + UNITS - a % UNITS
-        return o if o + s <= a + ln else -1
-
-    def _take(self, key: int, o: int, s: int) -> int:
-        """Allocate s units at o inside the free extent `key`; return the byte offset."""
-        ln, a = key >> SHIFT, key & MASK
+    def _take(self, a: int, ln: int, o: int, s: int) -> int:
+        """Allocate s units at o inside the free extent (a, ln); return the byte offset."""
         self._drop_free(a, ln)
         if o > a:  # the pieces border allocated bytes: nothing to coalesce
             self._insert_free(a, o - a)
@@ -220,10 +193,10 @@ class SpaceMap:
         size = -(-size // ALIGN) * ALIGN
         if offset < self.start or offset + size > self.end or offset % ALIGN:
             raise ValueError(f"release of [{offset}, {offset + size}) outside the data region")
-        o = offset // ALIGN
-        i = self.by_off.bisect_left(o << SHIFT)
-        near = [k for k in self.by_off.islice(max(0, i - 1), i + 1)]
-        if any((k >> SHIFT) < o + size // ALIGN and o < (k >> SHIFT) + (k & MASK) for k in near):
+        o, fl = offset // ALIGN, self.free
+        i = fl.index_of_start(o)
+        near = [fl.by_start(k) for k in range(max(0, i - 1), min(len(fl), i + 1))]
+        if any(a < o + size // ALIGN and o < a + ln for a, ln in near):
             raise ValueError(f"release of [{offset}, {offset + size}) overlaps free space")
         offs, sizes = self.fresh if fresh else self.pend
         offs.append(offset)
@@ -261,7 +234,7 @@ class SpaceMap:
         o = np.array(offs[:n], dtype=np.int64) // ALIGN
         s = np.array(sizes[:n], dtype=np.int64) // ALIGN
         self.pending_bytes -= int(s.sum()) * ALIGN
-        if n > len(self.by_off) // 4:  # many: one vectorised merge of all free extents
+        if n > len(self.free) // 4:  # many: one vectorised merge of all free extents
             self._merge_free(o, s)
         else:
             for a, ln in zip(o.tolist(), s.tolist(), strict=True):
@@ -281,18 +254,17 @@ class SpaceMap:
         gap_lo = np.concatenate(([self.start], hi)) // ALIGN
         gap_hi = np.concatenate((lo, [self.end])) // ALIGN
         keep = gap_hi > gap_lo
-        self.by_off, self.by_size, self.free_bytes = SortedList(), SortedList(), 0
+        self.free, self.free_bytes = FreeList(), 0
         self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
         self.pend_base = self.fresh_base = self.pending_bytes = 0
         self.live_bytes = int(sizes.sum())
         self._merge_free(gap_lo[keep], (gap_hi - gap_lo)[keep])
 
     def _merge_free(self, offs: I64, lens: I64) -> None:
-        """Add many free extents (ALIGN units) at once: coalesce with numpy, rebuild the
-        sorted lists."""
-        old = list(self.by_off)  # keys exceed int64: unpack them in Python
-        a = np.array([k >> SHIFT for k in old] + offs.tolist(), dtype=np.int64)
-        ln = np.array([k & MASK for k in old] + lens.tolist(), dtype=np.int64)
+        """Add many free extents (ALIGN units) at once: coalesce with numpy, reassign the
+        free list."""
+        a = np.concatenate((self.free.starts(), offs.astype(np.int64)))
+        ln = np.concatenate((self.free.lengths(), lens.astype(np.int64)))
         if len(a) == 0:
             return
         order = np.argsort(a, kind="stable")
@@ -301,54 +273,51 @@ class SpaceMap:
         new[1:] = a[1:] != b[:-1]
         first = np.flatnonzero(new)
         last = np.append(first[1:] - 1, len(a) - 1)
-        ga, gb = a[first].tolist(), b[last].tolist()
-        if gb[-1] * ALIGN == self.end:  # a free tail lowers the end instead
-            self.end = ga[-1] * ALIGN
+        ga, gb = a[first], b[last]
+        if int(gb[-1]) * ALIGN == self.end:  # a free tail lowers the end instead
+            self.end = int(ga[-1]) * ALIGN
             ga, gb = ga[:-1], gb[:-1]
-        gl = [y - x for x, y in zip(ga, gb, strict=True)]
-        self.by_off = SortedList([(x << SHIFT) | n for x, n in zip(ga, gl, strict=True)])
-        self.by_size = SortedList([(n << SHIFT) | x for x, n in zip(ga, gl, strict=True)])
-        self.free_bytes = sum(gl) * ALIGN
+        self.free.assign(ga, gb - ga)
+        self.free_bytes = int((gb - ga).sum()) * ALIGN
 
     # --- free extents ------------------------------------------------------------------------
 
     def _add_free(self, a: int, ln: int) -> None:
         """Insert a free extent (ALIGN units), coalescing with its neighbours."""
-        bo = self.by_off
-        i = bo.bisect_left(a << SHIFT)
-        if i < len(bo):
-            k = bo[i]
-            if k >> SHIFT == a + ln:
-                self._drop_free(k >> SHIFT, k & MASK)
-                ln += k & MASK
+        fl = self.free
+        i = fl.index_of_start(a)
+        if i < len(fl):
+            b, m = fl.by_start(i)
+            if b == a + ln:
+                self._drop_free(b, m)
+                ln += m
         if i > 0:
-            k = bo[i - 1]
-            if (k >> SHIFT) + (k & MASK) == a:
-                self._drop_free(k >> SHIFT, k & MASK)
-                a, ln = k >> SHIFT, ln + (k & MASK)
+            b, m = fl.by_start(i - 1)
+            if b + m == a:
+                self._drop_free(b, m)
+                a, ln = b, ln + m
         if (a + ln) * ALIGN == self.end:
             self.end = a * ALIGN
             return
         self._insert_free(a, ln)
 
     def _insert_free(self, a: int, ln: int) -> None:
-        self.by_off.add((a << SHIFT) | ln)
-        self.by_size.add((ln << SHIFT) | a)
+        self.free.add(a, ln)
         self.free_bytes += ln * ALIGN
 
     def _drop_free(self, a: int, ln: int) -> None:
-        self.by_off.remove((a << SHIFT) | ln)
-        self.by_size.remove((ln << SHIFT) | a)
+        self.free.remove(a, ln)
         self.free_bytes -= ln * ALIGN
 
     def free_extents(self) -> list[tuple[int, int]]:
         """(offset, size) in bytes of every free extent, by offset."""
-        return [((k >> SHIFT) * ALIGN, (k & MASK) * ALIGN) for k in self.by_off]
+        a, ln = self.free.starts() * ALIGN, self.free.lengths() * ALIGN
+        return list(zip(a.tolist(), ln.tolist(), strict=True))
 
     # --- stats -------------------------------------------------------------------------------
 
     def stats(self) -> SpaceStats:
-        largest = (self.by_size[-1] >> SHIFT) * ALIGN if len(self.by_size) else 0
+        largest = self.free.largest() * ALIGN
         data = max(1, self.end - self.start)
         n_pend = len(self.pend[0]) + len(self.fresh[0])
         return SpaceStats(
@@ -356,11 +325,11 @@ class SpaceMap:
             live_bytes=self.live_bytes,
             pending_bytes=self.pending_bytes,
             free_bytes=self.free_bytes,
-            free_extents=len(self.by_off),
+            free_extents=len(self.free),
             largest_free=largest,
             fragmentation=1.0 - largest / self.free_bytes if self.free_bytes else 0.0,
             garbage_share=(self.pending_bytes + self.free_bytes) / data,
-            map_bytes=BYTES_PER_FREE * len(self.by_off) + BYTES_PER_PENDING * n_pend,
+            map_bytes=self.free.nbytes + BYTES_PER_PENDING * n_pend,
         )
 
     def fragmented_postings(
@@ -384,3 +353,32 @@ class SpaceMap:
         cand = np.flatnonzero(last >= 0)
         out: I64 = cand[np.argsort(-last[cand], kind="stable")][:limit].astype(np.int64)
         return out
+
+
+def _lowest_fit(
+    fl: FreeList, s: int, slack: int, best: int, low: int, limit: int | None
+) -> tuple[int, int, int] | None:
+    """(start, length, placement) of the lowest placement of s units, at most `limit`,
+    among the `best` smallest extents of at least s units and the `low` lowest extents; None
+    if none fits. (At most ~130 candidates: a Python loop beats a dozen small numpy calls.)"""
+    ba, bl = fl.fitting(s, best)
+    la, ll = fl.lowest(low)
+    out: tuple[int, int, int] | None = None
+    for a, ln in zip(ba.tolist() + la.tolist(), bl.tolist() + ll.tolist(), strict=True):
+        o = _place(a, ln, s, slack)
+        if o >= 0 and (limit is None or o <= limit) and (out is None or o < out[2]):
+            out = (a, ln, o)
+    return out
+
+
+def _place(a: int, ln: int, s: int, slack: int) -> int:
+    """Where s units go in the free extent (a, ln) under the page rule, in units; -1 if they
+    do not fit. At its start if that keeps the page count; else at its end (one piece left
+    instead of two); else at its next page boundary."""
+    if a % UNITS <= slack:
+        return a if s <= ln else -1
+    hi = a + ln - s
+    if hi >= a and hi % UNITS <= slack:
+        return hi
+    o = a + UNITS - a % UNITS
+    return o if o + s <= a + ln else -1
