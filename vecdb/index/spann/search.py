@@ -27,8 +27,8 @@ import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
-from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann import rerank
+from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
 from vecdb.index.spann.fanout import fan_out_pairs
 from vecdb.index.spann.postings import MmapReader

@@ -52,7 +52,7 @@ WIDTH = {"float16": 2, "float32": 4}
 GROW = 1.25  # capacity grows by this factor at least
 MIN_ROWS = 1024
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
-READ_TASKS = 4  # pool tasks per cold read call at most (the caller does one more share)
+READ_TASKS = 1  # pool tasks per cold read call (the caller does one more share; more cost CPU)
 
 
 def row_bytes(rerank: str, dim: int) -> int:
@@ -192,9 +192,7 @@ class VectorStore:
         mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
         for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
             off, length = (a + 1) * PAGE, (b - a) * PAGE
-            rc = _LIBC.fallocate(
-                self.fd, mode, ctypes.c_longlong(off), ctypes.c_longlong(length)
-            )
+            rc = _LIBC.fallocate(self.fd, mode, ctypes.c_longlong(off), ctypes.c_longlong(length))
             if rc != 0:  # a filesystem without hole punching: the rows stay allocated
                 return done
             done += length
@@ -224,42 +222,39 @@ class VectorStore:
         their sectors; returns them and the bytes read from the device."""
         if self._dfd < 0:
             self._open_direct()
-        lo = (HEAD + slots * self.row) // SECTOR * SECTOR
-        hi = -(-(HEAD + (slots + 1) * self.row) // SECTOR) * SECTOR
-        order = np.argsort(lo, kind="stable")
-        lo_s, hi_s = lo[order], hi[order]
-        start = lo_s.copy()
-        if len(lo_s) > 1:
-            start[1:] = np.maximum(lo_s[1:], np.maximum.accumulate(hi_s)[:-1])
-        lens = np.maximum(hi_s - start, 0)
-        at = np.zeros(len(lens) + 1, np.int64)
-        np.cumsum(lens, out=at[1:])
-        total = int(at[-1])
-        buf = self._buffer(total)
+        n = len(slots)
+        offs = HEAD + slots * self.row
+        lo = offs // SECTOR * SECTOR
+        span = -(-(offs + self.row) // SECTOR) * SECTOR - lo
+        stride = (-(-self.row // SECTOR) + 1) * SECTOR  # the most sectors a row spans
+        buf = self._buffer(n * stride)
         view = memoryview(buf)
-        jobs = [(int(at[i]), int(at[i + 1]), int(start[i])) for i in range(len(lens)) if lens[i]]
+        los, spans = lo.tolist(), span.tolist()
 
-        def run(part: list[tuple[int, int, int]]) -> None:
-            for a, b, off in part:
-                if os.preadv(self._dfd, [view[a:b]], off) <= 0:
-                    raise FormatError(f"{self.path}: short read at byte {off}")
+        def run(a: int, b: int) -> None:
+            for i in range(a, b):
+                at = i * stride
+                if os.preadv(self._dfd, [view[at : at + spans[i]]], los[i]) <= 0:
+                    raise FormatError(f"{self.path}: short read at byte {los[i]}")
 
-        shares = [jobs[i :: READ_TASKS + 1] for i in range(READ_TASKS + 1)]
-        assert self._pool is not None
-        pending = [self._pool.submit(run, s) for s in shares[1:] if s]
+        cuts = np.linspace(0, n, min(n, READ_TASKS + 1) + 1).astype(int).tolist()
+        pending = []
+        if READ_TASKS and n > 1:
+            assert self._pool is not None
+            pending = [self._pool.submit(run, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+        else:
+            cuts = [0, n]
         try:
-            run(shares[0])
+            run(cuts[0], cuts[1])
         finally:
             for f in pending:
                 f.exception()  # wait for every task before the buffer is reused
         for f in pending:
             f.result()
-        u8 = np.frombuffer(buf, np.uint8)
-        place = np.empty(len(slots), np.int64)
-        place[order] = at[:-1] - start + (HEAD + slots[order] * self.row)
-        idx = place[:, None] + np.arange(self.row)[None, :]
-        out = u8[idx].view(self._dtype()).reshape(len(slots), self.dim)
-        return out, total
+        u8 = np.frombuffer(buf, np.uint8, count=n * stride).reshape(n, stride)
+        first = (offs - lo)[:, None] + np.arange(self.row)[None, :]
+        out = np.take_along_axis(u8, first, 1).view(self._dtype())
+        return out, int(span.sum())
 
     def _open_direct(self) -> None:
         with self._open_lock:
@@ -270,7 +265,7 @@ class VectorStore:
                 self._dfd = os.open(self.path, flags)
             except OSError:
                 self._dfd = os.open(self.path, os.O_RDONLY)
-            self._pool = ThreadPoolExecutor(READ_TASKS, thread_name_prefix="spann-rows")
+            self._pool = ThreadPoolExecutor(max(1, READ_TASKS), thread_name_prefix="spann-rows")
 
     def _buffer(self, total: int) -> mmap.mmap:
         size = -(-max(total, PAGE) // PAGE) * PAGE
