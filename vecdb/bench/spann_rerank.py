@@ -5,11 +5,13 @@
 Builds the same data twice at the index level (`SpannIndex`, no engine): "default" (float16
 postings) and "int8+rerank" (int8 postings, a float16 rerank store, `rerank_k` candidates),
 both at the default `max_disk_ratio`. For each `max_postings` it measures, alternating the
-two indexes: recall@10 against the dataset's exact neighbours, KB read per query (postings
-plus rerank rows), 1-thread batch QPS (wall and CPU time) and single-query p50 / p99 (warm,
-mmap). With `--cold` both are reopened with io=direct and single queries run 16 at a time
-(bytes, QPS, p99). Sizes: posting file, rerank store, directory, as multiples of the raw
-float32 bytes. Owns only this experiment; every number comes from this run.
+two indexes: recall@10 against the exact neighbours, KB read per query (postings plus
+rerank rows), 1-thread batch QPS (wall and CPU time) and single-query p50 / p99 (warm, mmap;
+`--rounds` alternating rounds, the best figure of each kept). With `--cold` both are
+reopened with io=direct and single queries run 16 at a time (bytes, QPS, p50 / p99), then
+one at a time on a quarter of the queries. Sizes: posting file, rerank store, directory, as
+multiples of the raw float32 bytes. Owns only this experiment; every number comes from this
+run.
 """
 
 from __future__ import annotations
@@ -81,6 +83,18 @@ def _warm(
     }
 
 
+def _best(old: dict[str, float] | None, new: dict[str, float]) -> dict[str, float]:
+    """The better of two rounds per figure (the machine is shared: noise only slows)."""
+    if old is None:
+        return new
+    out = dict(new)
+    for key in ("qps_wall_1t", "qps_cpu_1t"):
+        out[key] = max(old[key], new[key])
+    for key in ("p50_ms", "p99_ms"):
+        out[key] = min(old[key], new[key])
+    return out
+
+
 def _cold(
     idx: SpannIndex, q: npt.NDArray[np.float32], truth: Any, p: dict[str, Any], conc: int
 ) -> dict[str, float]:
@@ -132,24 +146,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out[f"{name}:build_s"] = time.perf_counter() - t
             out[f"{name}:sizes"] = _sizes(idx[name], raw)
             print(name, out[f"{name}:build_s"], out[f"{name}:sizes"], flush=True)
+        for name in CONFIGS:  # warm-up: compile, touch the maps
+            _warm(idx[name], q[:200], truth[:200], {"max_postings": args.postings[0]})
         for m in args.postings:
-            for name in CONFIGS:
-                for rk in [0] if name == "default" else args.rerank_k:
-                    p = {"max_postings": m} | ({"rerank_k": rk} if name != "default" else {})
-                    row = _warm(idx[name], q, truth, p)
-                    out[f"warm:{name}:m={m}:rerank_k={rk}"] = row
-                    print("warm", name, m, rk, row, flush=True)
+            for rnd in range(args.rounds):  # alternating rounds; the best of each kept
+                for name in CONFIGS:
+                    for rk in [0] if name == "default" else args.rerank_k:
+                        p = {"max_postings": m} | ({"rerank_k": rk} if name != "default" else {})
+                        row = _warm(idx[name], q, truth, p)
+                        key = f"warm:{name}:m={m}:rerank_k={rk}"
+                        out[key] = _best(out.get(key), row)
+                        print("warm", rnd, name, m, rk, row, flush=True)
         if args.cold:
             for name, params in CONFIGS.items():
                 idx[name].close()
                 idx[name] = _open(work / name, base.shape[1], ds.metric, dict(params, io="direct"))
             for m in args.cold_postings:
                 for name in CONFIGS:
-                    rk = args.rerank_k[0]
-                    p = {"max_postings": m} | ({"rerank_k": rk} if name != "default" else {})
-                    row = _cold(idx[name], q, truth, p, 16)
-                    out[f"cold16:{name}:m={m}"] = row
-                    print("cold16", name, m, row, flush=True)
+                    for rk in [0] if name == "default" else args.rerank_k:
+                        p = {"max_postings": m} | ({"rerank_k": rk} if name != "default" else {})
+                        for conc in (16, 1):
+                            qq = q if conc > 1 else q[: len(q) // 4]
+                            row = _cold(idx[name], qq, truth[: len(qq)], p, conc)
+                            out[f"cold{conc}:{name}:m={m}:rerank_k={rk}"] = row
+                            print(f"cold{conc}", name, m, rk, row, flush=True)
     finally:
         for i in idx.values():
             i.close()
@@ -164,6 +184,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--postings", type=int, nargs="+", default=[24, 32, 48, 64, 80])
     ap.add_argument("--rerank-k", type=int, nargs="+", default=[16])
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--cold-postings", type=int, nargs="+", default=[48, 64])
     ap.add_argument("--work", default=None, help="directory for the indexes (default: tmp)")
