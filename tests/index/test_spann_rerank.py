@@ -137,9 +137,14 @@ def test_visible_batches_and_single_queries(tmp_path: Path) -> None:
     idx.close()
 
 
-def test_direct_reads_equal_mapped_reads(tmp_path: Path) -> None:
-    """io=direct reads the candidates' rows with O_DIRECT: same results as the map, and the
-    call counts the device bytes."""
+@pytest.mark.parametrize("aio", [True, False])
+def test_direct_reads_equal_mapped_reads(
+    aio: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """io=direct reads the candidates' rows with O_DIRECT (native AIO, or preadv where it
+    is off): same results as the map, and the call counts the device bytes."""
+    if not aio:
+        monkeypatch.setenv("VECDB_NO_AIO", "1")
     idx, _ = build(tmp_path, "l2", dict(RERANK, io="mmap"))
     idx.checkpoint(1)
     q = clustered(25, D, seed=8)
@@ -150,6 +155,11 @@ def test_direct_reads_equal_mapped_reads(tmp_path: Path) -> None:
     np.testing.assert_array_equal(cold.slots, warm.slots)
     np.testing.assert_array_equal(cold.distances, warm.distances)
     assert cold.stats.extra["rerank_bytes"] >= 512 * cold.stats.extra["rerank_rows"]
+    store = idx.state.store
+    assert store is not None and (store._aio is not None) == aio
+    slots = np.random.default_rng(2).integers(0, 4000, 300)  # more than one submit's depth
+    rows, _ = store.read_rows(slots)
+    np.testing.assert_array_equal(rows, store.rows()[slots])
     idx.close()
 
 
@@ -256,3 +266,52 @@ def test_float16_store_rejects_huge_components(tmp_path: Path) -> None:
         idx.add(np.arange(2), x)
     assert len(idx) == 0
     idx.close()
+
+
+def test_child_process_build_writes_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build whose passes run in a child process: the parent writes the rows, and the
+    results equal an in-process build's."""
+    from vecdb.index.spann import child
+
+    x = clustered(3000, D, seed=12)
+    q = clustered(20, D, seed=13)
+    out = []
+    for name, setting in (("here", "off"), ("child", "0")):
+        monkeypatch.setenv(child.ENV, setting)
+        idx, _ = open_spann(D, "l2", RERANK, tmp_path / name)
+        idx.build(np.arange(len(x)), x)
+        out.append(idx.search(q, 10, {"max_postings": 6}))
+        rows = idx.state.store.rows()[: len(x)]  # type: ignore[union-attr]
+        np.testing.assert_array_equal(half_to_float(rows.ravel()), stored(x).ravel())
+        idx.close()
+    np.testing.assert_array_equal(out[0].slots, out[1].slots)
+    np.testing.assert_array_equal(out[0].distances, out[1].distances)
+
+
+def test_sdk_delete_reupsert_reopen(tmp_path: Path) -> None:
+    """Through the embedded SDK (engine, op log, RocksDB): an id deleted and upserted again
+    with a new vector is found at its new vector's exact distance after a reopen; the index
+    stats name the store; a bad rerank_k is an InvalidArgument naming the field."""
+    import vecdb
+
+    x = clustered(3000, D, seed=30)
+    rng = np.random.default_rng(31)
+    with vecdb.connect(tmp_path / "db") as c:
+        c.create_collection("c", dim=D, metric="l2", index="spann", index_params=RERANK)
+        c.upsert("c", list(range(3000)), x)
+        c.optimize("c")
+        c.delete("c", list(range(20)))
+        new = (x[:20] + rng.normal(scale=2.0, size=(20, D))).astype(np.float32)
+        c.upsert("c", list(range(20)), new)
+        with pytest.raises(InvalidArgument) as e:
+            c.search("c", new[:1], k=3, params={"rerank_k": -2})
+        assert e.value.field == "params.rerank_k"
+    with vecdb.connect(tmp_path / "db") as c:
+        st = c.stats("c")["index"]
+        assert st["rerank"] == "float16" and st["vector_store_bytes"] > 0
+        got = c.search("c", new, k=1, params={"max_postings": 16})
+        assert [int(r[0]) for r in got.ids] == list(range(20))
+        want = ((stored(new) - new) ** 2).sum(1)
+        np.testing.assert_allclose(np.asarray(got.distances)[:, 0], want, rtol=1e-3, atol=1e-5)

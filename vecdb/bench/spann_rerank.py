@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out[f"{name}:build_s"] = time.perf_counter() - t
             out[f"{name}:sizes"] = _sizes(idx[name], raw)
             print(name, out[f"{name}:build_s"], out[f"{name}:sizes"], flush=True)
-        for name in CONFIGS:  # warm-up: compile, touch the maps
+        for name in CONFIGS if args.postings else ():  # warm-up: compile, touch the maps
             _warm(idx[name], q[:200], truth[:200], {"max_postings": args.postings[0]})
         for m in args.postings:
             for rnd in range(args.rounds):  # alternating rounds; the best of each kept
@@ -182,7 +182,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="glove-50")
     ap.add_argument("--n", type=int, default=0, help="first n base vectors (0: all)")
     ap.add_argument("--queries", type=int, default=2000)
-    ap.add_argument("--postings", type=int, nargs="+", default=[24, 32, 48, 64, 80])
+    ap.add_argument("--postings", type=int, nargs="*", default=[24, 32, 48, 64, 80])
     ap.add_argument("--rerank-k", type=int, nargs="+", default=[16])
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--cold", action="store_true")

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError, VecdbError
+from vecdb.index.spann.aio import AioPool
 from vecdb.index.spann.framing import check_header, fsync_file, pack_header, pwrite_all
 
 U8 = npt.NDArray[np.uint8]
@@ -101,6 +102,7 @@ class VectorStore:
         self._map: mmap.mmap | None = None
         self._rows: npt.NDArray[Any] = np.zeros((0, dim), self._dtype())
         self._dfd = -1
+        self._aio: AioPool | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
@@ -228,8 +230,17 @@ class VectorStore:
         span = -(-(offs + self.row) // SECTOR) * SECTOR - lo
         stride = (-(-self.row // SECTOR) + 1) * SECTOR  # the most sectors a row spans
         buf = self._buffer(n * stride)
-        view = memoryview(buf)
         los, spans = lo.tolist(), span.tolist()
+        if self._aio is not None:  # all rows in one submit (one read's latency)
+            ctx = self._aio.take()
+            try:
+                at = list(range(0, n * stride, stride))
+                need = (offs - lo + self.row).tolist()
+                ctx.read(self._dfd, self._local.addr, at, spans, los, need, str(self.path))
+            finally:
+                self._aio.give(ctx)
+            return self._extract(buf, n, stride, offs - lo, span)
+        view = memoryview(buf)
 
         def run(a: int, b: int) -> None:
             for i in range(a, b):
@@ -251,8 +262,14 @@ class VectorStore:
                 f.exception()  # wait for every task before the buffer is reused
         for f in pending:
             f.result()
+        return self._extract(buf, n, stride, offs - lo, span)
+
+    def _extract(
+        self, buf: mmap.mmap, n: int, stride: int, skip: I64, span: I64
+    ) -> tuple[npt.NDArray[Any], int]:
+        """The rows out of the read buffer (row i at i x stride + skip[i]) and the bytes."""
         u8 = np.frombuffer(buf, np.uint8, count=n * stride).reshape(n, stride)
-        first = (offs - lo)[:, None] + np.arange(self.row)[None, :]
+        first = skip[:, None] + np.arange(self.row)[None, :]
         out = np.take_along_axis(u8, first, 1).view(self._dtype())
         return out, int(span.sum())
 
@@ -263,6 +280,7 @@ class VectorStore:
             flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
             try:
                 self._dfd = os.open(self.path, flags)
+                self._aio = AioPool.create() if flags != os.O_RDONLY else None
             except OSError:
                 self._dfd = os.open(self.path, os.O_RDONLY)
             self._pool = ThreadPoolExecutor(max(1, READ_TASKS), thread_name_prefix="spann-rows")
@@ -273,6 +291,7 @@ class VectorStore:
         if buf is None or len(buf) < size:
             buf = mmap.mmap(-1, size)  # anonymous maps are page-aligned
             self._local.buf = buf
+            self._local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         return buf
 
     def allocated_bytes(self) -> int:
@@ -280,6 +299,9 @@ class VectorStore:
         return int(os.fstat(self.fd).st_blocks) * 512
 
     def close(self) -> None:
+        if self._aio is not None:
+            self._aio.close()
+            self._aio = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
