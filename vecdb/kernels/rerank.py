@@ -10,6 +10,8 @@ padding and skipped; rows are padded with -1 / +inf.
 
 from __future__ import annotations
 
+import functools
+
 import numba as nb
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +73,12 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
             ids[p] = s
 
 
+@functools.lru_cache(maxsize=64)
+def _empty(dim: int) -> tuple[npt.NDArray[np.uint16], F32]:
+    """The unused row matrix of the other format (never written)."""
+    return np.zeros((0, dim), np.uint16), np.zeros((0, dim), np.float32)
+
+
 def exact_topk(
     queries: F32,
     cand: I64,
@@ -84,8 +92,7 @@ def exact_topk(
     ids = np.full((nq, k), -1, np.int64)
     out_d = np.full((nq, k), np.inf, np.float32)
     half = rows.dtype == np.uint16
-    empty16 = np.zeros((0, queries.shape[1]), np.uint16)
-    empty32 = np.zeros((0, queries.shape[1]), np.float32)
+    empty16, empty32 = _empty(queries.shape[1])
     r16 = rows if half else empty16
     r32 = empty32 if half else rows
     rerank_topk(queries, cand, at, half, r16, r32, metric, ids, out_d)

@@ -39,7 +39,13 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError, VecdbError
 from vecdb.index.spann.aio import AioPool
-from vecdb.index.spann.framing import check_header, fsync_file, pack_header, pwrite_all
+from vecdb.index.spann.framing import (
+    check_header,
+    fsync_dir,
+    fsync_file,
+    pack_header,
+    pwrite_all,
+)
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -98,6 +104,7 @@ class VectorStore:
         self.capacity = max(0, (os.fstat(self.fd).st_size - HEAD) // self.row)
         self.punched = np.zeros(0, bool)  # pages known to be holes (per run of this process)
         self.poisoned = ""
+        self.dir_synced = not new  # a new file's directory entry is made durable once
         self.direct = io == "direct"
         self._map: mmap.mmap | None = None
         self._rows: npt.NDArray[Any] = np.zeros((0, dim), self._dtype())
@@ -161,6 +168,9 @@ class VectorStore:
         except VecdbError as exc:
             self.poisoned = f"an fsync failed earlier ({exc.message})"
             raise
+        if not self.dir_synced:
+            fsync_dir(self.path.parent)
+            self.dir_synced = True
 
     def reclaim(self, versions: U8) -> int:
         """Punch holes in the pages whose slots are all dead in `versions` (a checkpoint's
