@@ -13,6 +13,7 @@ else is filtered here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -31,6 +32,12 @@ METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexResult]
 
 
+@functools.lru_cache(maxsize=256)
+def _scan_params(sp: SearchParams) -> SearchParams:
+    """`sp` with `rerank_k=0`: the scan's own parameters (frozen, so cached)."""
+    return dataclasses.replace(sp, rerank_k=0)
+
+
 def search(
     st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None, inner: Inner
 ) -> IndexResult:
@@ -38,7 +45,7 @@ def search(
     store = st.store
     assert store is not None
     wide = max(k, sp.rerank_k)
-    got = inner(st, queries, wide, dataclasses.replace(sp, rerank_k=0), visible)
+    got = inner(st, queries, wide, _scan_params(sp), visible)
     cand = got.slots
     stats = got.stats
     ok = cand >= 0
