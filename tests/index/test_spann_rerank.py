@@ -59,7 +59,8 @@ def test_kernel_equals_brute_force_on_the_candidates(
         widened = stored(rows)
     else:
         table, widened = rows, rows
-    ids, dist = exact_topk(q, cand, cand, table, CODES[metric], k)
+    ids, dist, scored = exact_topk(q, cand, cand, table, CODES[metric], k)
+    assert scored == (cand >= 0).sum()
     for i in range(3):
         live = cand[i][cand[i] >= 0]
         want_d = brute(q[i], widened[live], metric)

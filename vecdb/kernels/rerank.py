@@ -25,12 +25,15 @@ I64 = npt.NDArray[np.int64]
 
 @nb.njit(cache=True, nogil=True)
 def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d):  # type: ignore[no-untyped-def]
-    """queries (nq, d); cand / at (nq, c): slot and row index of each candidate (-1: none);
-    rows16 (r, d) uint16 float16 bits when `half`, else rows32 (r, d) float32; writes the k
-    nearest (k = out_ids.shape[1]) into out_ids / out_d."""
+    """queries (nq, d); cand / at (nq, c): slot and row index of each candidate (-1, or a
+    row past the matrix: none); rows16 (r, d) uint16 float16 bits when `half`, else rows32
+    (r, d) float32; writes the k nearest (k = out_ids.shape[1]) into out_ids / out_d and
+    returns the number of rows scored."""
     nq, c = cand.shape
     d = queries.shape[1]
     k = out_ids.shape[1]
+    nrows = rows16.shape[0] if half else rows32.shape[0]
+    scored = 0
     bits = np.empty(d, np.uint32)
     x = bits.view(np.float32)
     for i in range(nq):
@@ -42,8 +45,9 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
         for j in range(c):
             s = cand[i, j]
             r = at[i, j]
-            if s < 0 or r < 0:
+            if s < 0 or r < 0 or r >= nrows:
                 continue
+            scored += 1
             if half:
                 _half_bits(rows16[r], bits)
                 for t in range(d):
@@ -71,6 +75,7 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
                 p -= 1
             ds[p] = dist
             ids[p] = s
+    return scored
 
 
 @functools.lru_cache(maxsize=64)
@@ -86,14 +91,14 @@ def exact_topk(
     rows: npt.NDArray[np.uint16] | F32,
     metric: int,
     k: int,
-) -> tuple[I64, F32]:
-    """numpy-facing `rerank_topk`: (ids, distances) of shape (nq, k)."""
+) -> tuple[I64, F32, int]:
+    """numpy-facing `rerank_topk`: (ids, distances) of shape (nq, k), rows scored."""
     nq = len(queries)
-    ids = np.full((nq, k), -1, np.int64)
-    out_d = np.full((nq, k), np.inf, np.float32)
+    ids = np.empty((nq, k), np.int64)  # (the kernel pads every row with -1 / +inf)
+    out_d = np.empty((nq, k), np.float32)
     half = rows.dtype == np.uint16
     empty16, empty32 = _empty(queries.shape[1])
     r16 = rows if half else empty16
     r32 = empty32 if half else rows
-    rerank_topk(queries, cand, at, half, r16, r32, metric, ids, out_d)
-    return ids, out_d
+    scored = rerank_topk(queries, cand, at, half, r16, r32, metric, ids, out_d)
+    return ids, out_d, int(scored)

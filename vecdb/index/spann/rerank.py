@@ -48,18 +48,17 @@ def search(
     got = inner(st, queries, wide, _scan_params(sp), visible)
     cand = got.slots
     stats = got.stats
-    ok = cand >= 0
-    n = int(ok.sum())
     if isinstance(st.reader, DirectReader):
+        ok = cand >= 0
         rows, nbytes = store.read_rows(cand[ok])
         at = np.full(cand.shape, -1, np.int64)
-        at[ok] = np.arange(n)
-    else:  # warm: the rows' bytes (the pages they touch come through the page cache)
-        rows = store.rows()
-        at = np.where(ok & (cand < len(rows)), cand, -1)
+        at[ok] = np.arange(len(rows))
+        ids, dist, n = exact_topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
+    else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
+        ids, dist, n = exact_topk(queries, cand, cand, store.rows(), METRIC_CODE[st.metric], k)
         nbytes = n * store.row
     stats.bytes_read += nbytes
-    stats.extra["rerank_bytes"] = stats.extra.get("rerank_bytes", 0.0) + nbytes
-    stats.extra["rerank_rows"] = stats.extra.get("rerank_rows", 0.0) + n
-    ids, dist = exact_topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
+    extra = stats.extra
+    extra["rerank_bytes"] = extra.get("rerank_bytes", 0.0) + nbytes
+    extra["rerank_rows"] = extra.get("rerank_rows", 0.0) + n
     return IndexResult(ids, dist, stats)
