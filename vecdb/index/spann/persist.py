@@ -53,6 +53,8 @@ from vecdb.index.spann.state import (
     new_state,
 )
 from vecdb.index.spann.table import BlockTable
+from vecdb.index.spann.vectors import NAME as VECTORS
+from vecdb.index.spann.vectors import verify_store
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBSPMAN", 1
@@ -292,6 +294,8 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
         report(path, True, f"{blocks} blocks, CRC ok")
     except FormatError as exc:
         report(path, False, exc.message)
+    if params.rerank != "none":  # X1: the rerank store (`vectors.verify_store`, read-only)
+        report(directory / VECTORS, *verify_store(directory, m["dim"], params.rerank))
     return out
 
 

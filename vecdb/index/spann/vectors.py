@@ -323,6 +323,27 @@ class VectorStore:
             self.fd = -1
 
 
+def verify_store(directory: Path, dim: int, rerank: str) -> tuple[bool, str]:
+    """(ok, detail) for `vecdb inspect --verify`: the store's header (magic, version, dim,
+    width) without writing anything. Rows carry no checksum: their content is not checked."""
+    path = directory / NAME
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        return False, f"rerank store is unreadable or missing ({exc})"
+    try:
+        check_header(head, MAGIC, VERSION, path)
+    except FormatError as exc:
+        return False, exc.message
+    got = np.frombuffer(head[16:24], "<u4").tolist()
+    want = [dim, WIDTH[rerank]]
+    if got != want or size < HEAD:
+        return False, f"header says dim, width = {got}, expected {want} (size {size})"
+    return True, f"header ok, {(size - HEAD) // (want[0] * want[1])} rows of room"
+
+
 def store_stats(st: Any) -> dict[str, Any]:
     """The rerank store's part of `stats()`: its row format and allocated bytes (already in
     `bytes_on_disk`, which counts every file of the directory)."""
