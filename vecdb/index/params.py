@@ -37,12 +37,15 @@ IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
 VECTOR_DTYPES = ("float32", "float16", "int8")
 DEFAULT_VECTOR_DTYPE = "float16"
+RERANK_DTYPES = ("none", "float16", "float32")  # issue 12 (X1): the rerank store's rows
+DEFAULT_RERANK = "none"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
 
 # --- search parameters ------------------------------------------------------------------------
 DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS = 48, 1, 4096
 DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO = 8.0, 1.0, 1e9
 DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF = 64, 1, 100_000
+DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K = 16, 0, 4096  # issue 12 (X1)
 
 PAGE_SIZE = 4096
 
@@ -137,6 +140,7 @@ class BuildParams:
     seed: int  # random seed of the clustering
     io: str  # posting reader: auto | mmap | direct
     vector_dtype: str  # how postings store components: float32 | float16 | int8
+    rerank: str = DEFAULT_RERANK  # exact-rerank store rows: none | float16 | float32
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
@@ -170,6 +174,7 @@ class SearchParams:
     max_postings: int  # cap on postings read per query (the main recall/speed knob)
     prune_ratio: float  # read a posting only if its head is within ratio x the nearest head
     head_ef: int  # hnswlib ef of the head search (raised to max_postings if lower)
+    rerank_k: int = DEFAULT_RERANK_K  # candidates re-ranked exactly (with a rerank store)
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> SearchParams:
@@ -203,10 +208,12 @@ _BUILD_TABLE: dict[str, Any] = {
     "seed": (DEFAULT_SEED, MIN_SEED, MAX_SEED),
     "io": (DEFAULT_IO, None, IO_MODES),
     "vector_dtype": (DEFAULT_VECTOR_DTYPE, None, VECTOR_DTYPES),
+    "rerank": (DEFAULT_RERANK, None, RERANK_DTYPES),
 }
 
 _SEARCH_TABLE: dict[str, Any] = {
     "max_postings": (DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS),
     "prune_ratio": (DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO),
     "head_ef": (DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF),
+    "rerank_k": (DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K),
 }

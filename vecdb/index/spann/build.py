@@ -40,6 +40,7 @@ from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, live_mask, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
+from vecdb.index.spann.vectors import row_bytes
 from vecdb.kernels.posting import VERSION_REMOVED, group_by_posting
 
 F32 = npt.NDArray[np.float32]
@@ -121,6 +122,8 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     else:
         file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)
     reader = open_reader(file, p.io)
+    if st.store is not None:  # the rerank rows, written before any search may see the slots
+        st.store.write(slots, vectors)
     # Pass 7: publish by swapping references
     old_file, old_reader = st.file, st.reader
     with st.lock.write("build publish"):
@@ -195,8 +198,9 @@ def _passes(
             pp, dd = select_replicas(graph, n_heads, vectors[lo:hi], p, st.threads, exact=exact)
             posts[lo:hi], dists[lo:hi] = pp, dd
             _report(progress, "assign", hi, n)
-        # Pass 4: the disk budget, then the posting cut
-        budget = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim * n / (st.width * st.dim + 9)
+        # Pass 4: the disk budget (less the rerank store's rows), then the posting cut
+        room = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim - row_bytes(p.rerank, st.dim)
+        budget = max(n, room * n / (st.width * st.dim + 9))
         cap = disk_cap(posts, int(budget), dists)
         keep = cut(posts, dists, st.limit, n_heads)
         del dists

@@ -40,7 +40,8 @@ class SpannIndex:
         if state.metric not in ("l2", "ip", "cosine"):
             raise InvalidArgument(f"metric must be l2, ip or cosine, got {state.metric!r}")
         self.state = state
-        self.max_abs_component = MAX_FLOAT16 if state.width == 2 else None
+        half = state.width == 2 or state.params.rerank == "float16"  # (X1: store rows too)
+        self.max_abs_component = MAX_FLOAT16 if half else None
 
     # --- build -------------------------------------------------------------------------------
 
@@ -161,6 +162,8 @@ class SpannIndex:
         if isinstance(self.state.reader, DirectReader):
             self.state.reader.close()
         self.state.file.close()
+        if self.state.store is not None:  # X1: the rerank store
+            self.state.store.close()
 
     # --- stats -------------------------------------------------------------------------------
 
@@ -189,7 +192,7 @@ class SpannIndex:
         if len(s) and s.min() < 0:
             raise InvalidArgument(f"slots must be non-negative, got {int(s.min())}")
         # Reductions, not np.abs(v): no full-size temporary of a bulk build's input.
-        if self.state.width == 2 and len(v) and max(v.max(), -v.min()) > MAX_FLOAT16:
+        if self.max_abs_component is not None and len(v) and max(v.max(), -v.min()) > MAX_FLOAT16:
             for lo in range(0, len(v), 4096):
                 big = np.abs(v[lo : lo + 4096]) > MAX_FLOAT16
                 if not big.any():

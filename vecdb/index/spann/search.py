@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
+from vecdb.index.spann import rerank
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
 from vecdb.index.spann.fanout import fan_out_pairs
@@ -121,6 +122,8 @@ def search(
     st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None
 ) -> IndexResult:
     """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
+    if st.store is not None and sp.rerank_k > 0:  # X1: candidates, then the exact rerank
+        return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
     ids = np.full((nq, k), -1, dtype=np.int64)
     out_d = np.full((nq, k), np.inf, dtype=np.float32)

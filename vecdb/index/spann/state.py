@@ -30,6 +30,7 @@ from vecdb.index.params import BuildParams
 from vecdb.index.spann.locks import RWLock
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
 from vecdb.index.spann.table import BlockTable
+from vecdb.index.spann.vectors import VectorStore, row_bytes
 from vecdb.index.tenancy import HeadCache, SubTreeCache
 from vecdb.kernels.posting import VERSION_NONE, VERSION_REMOVED
 
@@ -112,6 +113,7 @@ class SpannState:
     stuck: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # see disk_state
     subtrees: SubTreeCache = field(default_factory=SubTreeCache)  # slot sets' directories
     head_rows: HeadCache = field(default_factory=HeadCache)  # leaf centroids for set walks
+    store: VectorStore | None = None  # exact-rerank rows by slot (`rerank` != "none")
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
@@ -190,8 +192,11 @@ class SpannState:
         return self.file.length > PRESSURE_SHARE * self.budget_bytes()
 
     def budget_bytes(self) -> int:
-        """The disk budget: `max_disk_ratio` x the raw float32 bytes of the live vectors."""
-        return int(self.params.max_disk_ratio * 4 * self.dim * max(1, self.n_live))
+        """The posting file's disk budget: `max_disk_ratio` x the raw float32 bytes of the
+        live vectors, less the rerank store's live rows (the store counts in the budget)."""
+        n = max(1, self.n_live)
+        store = row_bytes(self.params.rerank, self.dim) * n
+        return int(self.params.max_disk_ratio * 4 * self.dim * n) - store
 
     def rewrite_limit(self) -> int:
         """The data end that maintenance rewrites (clean-ups, split halves) may reach:
@@ -245,6 +250,10 @@ class SpannState:
             cap = max(1, min(cap, fit))
         return cap
 
+    def reader_kind(self) -> str:
+        """ "mmap" or "direct": the posting reader in use (the store reads alike)."""
+        return "mmap" if isinstance(self.reader, MmapReader) else "direct"
+
     def refresh_reader(self) -> None:
         """Remap after the file grew (under the write lock: searches use the views)."""
         if isinstance(self.reader, MmapReader):
@@ -281,6 +290,8 @@ def new_state(
         reader=open_reader(file, params.io),
     )
     st.rng = np.random.default_rng(params.seed)
+    if params.rerank != "none":
+        st.store = VectorStore(directory, dim, params.rerank, st.reader_kind())
     if file.length <= PAGE:  # a new, empty file: its space map follows this table
         st.table = file.attach(st.table)
     return st

@@ -15,6 +15,7 @@ from vecdb.errors import FormatError
 from vecdb.index.spann.compaction import counts
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
+from vecdb.index.spann.vectors import store_stats
 
 HNSW_FIXED = 65_536 * 40  # hnswlib's table of label-operation mutexes
 
@@ -74,6 +75,7 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         "resident_space_map_bytes": st.file.space.stats().map_bytes,
         "bytes_on_disk": disk,
         "io": "mmap" if isinstance(st.reader, MmapReader) else "direct",
+        **store_stats(st),  # X1: the rerank store (`vectors.store_stats`)
         "longest_write_lock_s": st.lock.longest_write_s,
         "longest_write_lock_phase": st.lock.longest_write_phase,
         **st.counters,

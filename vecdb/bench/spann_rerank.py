@@ -1,0 +1,204 @@
+"""Issue 12: compact posting codes with an exact rerank, side by side with today's default.
+
+    python -m vecdb.bench.spann_rerank --dataset glove-50 --queries 2000 --out rerank.json
+
+Builds the same data twice at the index level (`SpannIndex`, no engine): "default" (float16
+postings) and "int8+rerank" (int8 postings, a float16 rerank store, `rerank_k` candidates),
+both at the default `max_disk_ratio`. For each `max_postings` it measures, alternating the
+two indexes: recall@10 against the exact neighbours, KB read per query (postings plus
+rerank rows), 1-thread batch QPS (wall and CPU time) and single-query p50 / p99 (warm, mmap;
+`--rounds` alternating rounds, the best figure of each kept). With `--cold` both are
+reopened with io=direct and single queries run 16 at a time (bytes, QPS, p50 / p99), then
+one at a time on a quarter of the queries. Sizes: posting file, rerank store, directory, as
+multiples of the raw float32 bytes. Owns only this experiment; every number comes from this
+run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.bench.datasets import load_dataset
+from vecdb.index.spann.index import SpannIndex
+
+K = 10
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "int8+rerank": {"vector_dtype": "int8", "rerank": "float16"},
+}
+
+
+def _recall(found: npt.NDArray[Any], truth: npt.NDArray[np.int64]) -> float:
+    hits = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) / K
+
+
+def _open(directory: Path, dim: int, metric: str, params: dict[str, Any]) -> SpannIndex:
+    idx, _ = SpannIndex.open(dim, metric, params, directory)
+    return idx
+
+
+def _sizes(idx: SpannIndex, raw: int) -> dict[str, float]:
+    st = idx.stats()
+    return {
+        "posting_file_x_raw": st["posting_file_bytes"] / raw,
+        "store_x_raw": st.get("vector_store_bytes", 0) / raw,
+        "bytes_on_disk_x_raw": st["bytes_on_disk"] / raw,
+        "replicas_per_vector": st["replicas_per_vector"],
+    }
+
+
+def _warm(
+    idx: SpannIndex, q: npt.NDArray[np.float32], truth: Any, p: dict[str, Any]
+) -> dict[str, float]:
+    numba.set_num_threads(1)
+    t, c = time.perf_counter(), time.process_time()
+    got = idx.search(q, K, p)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    lat = []
+    n1 = min(len(q), 1000)
+    for i in range(n1):
+        t0 = time.perf_counter()
+        idx.search(q[i : i + 1], K, p)
+        lat.append(time.perf_counter() - t0)
+    ms = np.array(lat) * 1e3
+    return {
+        "recall@10": _recall(got.slots, truth),
+        "kb_per_query": got.stats.bytes_read / len(q) / 1e3,
+        "qps_wall_1t": len(q) / wall,
+        "qps_cpu_1t": len(q) / max(cpu, 1e-9),
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
+
+
+def _best(old: dict[str, float] | None, new: dict[str, float]) -> dict[str, float]:
+    """The better of two rounds per figure (the machine is shared: noise only slows)."""
+    if old is None:
+        return new
+    out = dict(new)
+    for key in ("qps_wall_1t", "qps_cpu_1t", "qps", "mb_per_s"):
+        if key in new:
+            out[key] = max(old[key], new[key])
+    for key in ("p50_ms", "p99_ms"):
+        out[key] = min(old[key], new[key])
+    return out
+
+
+def _cold(
+    idx: SpannIndex, q: npt.NDArray[np.float32], truth: Any, p: dict[str, Any], conc: int
+) -> dict[str, float]:
+    def one(i: int) -> tuple[npt.NDArray[Any], float, int]:
+        t0 = time.perf_counter()
+        got = idx.search(q[i : i + 1], K, p)
+        return got.slots[0], time.perf_counter() - t0, got.stats.bytes_read
+
+    t = time.perf_counter()
+    with ThreadPoolExecutor(conc) as pool:
+        res = list(pool.map(one, range(len(q))))
+    wall = time.perf_counter() - t
+    ms = np.array([r[1] for r in res]) * 1e3
+    nbytes = sum(r[2] for r in res) / len(q)
+    return {
+        "recall@10": _recall(np.stack([r[0] for r in res]), truth),
+        "kb_per_query": nbytes / 1e3,
+        "qps": len(q) / wall,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mb_per_s": nbytes * len(q) / wall / 1e6,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ds = load_dataset(args.dataset)
+    base = ds.base[: args.n] if args.n else ds.base
+    q = np.ascontiguousarray(ds.queries[: args.queries], np.float32)
+    if args.n:  # the dataset's neighbours are for the whole base: recompute exactly
+        from vecdb.kernels.scan import exact_topk
+
+        truth = exact_topk(q, base, ds.metric, K)[0]
+    else:
+        truth = ds.gt_ids[: args.queries, :K]
+    if ds.metric == "cosine":
+        base = base / np.linalg.norm(base, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    base = np.ascontiguousarray(base, np.float32)
+    raw = base.nbytes
+    work = Path(tempfile.mkdtemp(prefix="rerank-", dir=args.work))
+    out: dict[str, Any] = {"dataset": args.dataset, "n": len(base), "queries": len(q)}
+    idx: dict[str, SpannIndex] = {}
+    try:
+        for name, params in CONFIGS.items():
+            t = time.perf_counter()
+            idx[name] = _open(work / name, base.shape[1], ds.metric, dict(params, io="mmap"))
+            idx[name].build(np.arange(len(base)), base)
+            idx[name].checkpoint(1)
+            out[f"{name}:build_s"] = time.perf_counter() - t
+            out[f"{name}:sizes"] = _sizes(idx[name], raw)
+            print(name, out[f"{name}:build_s"], out[f"{name}:sizes"], flush=True)
+        for name in CONFIGS if args.postings else ():  # warm-up: compile, touch the maps
+            _warm(idx[name], q[:200], truth[:200], {"max_postings": args.postings[0]})
+        for m in args.postings:
+            for rnd in range(args.rounds):  # alternating rounds; the best of each kept
+                for name in CONFIGS:
+                    for rk in [0] if name == "default" else args.rerank_k:
+                        p = {"max_postings": m} | ({"rerank_k": rk} if name != "default" else {})
+                        row = _warm(idx[name], q, truth, p)
+                        key = f"warm:{name}:m={m}:rerank_k={rk}"
+                        out[key] = _best(out.get(key), row)
+                        print("warm", rnd, name, m, rk, row, flush=True)
+        if args.cold:
+            for name, params in CONFIGS.items():
+                idx[name].close()
+                idx[name] = _open(work / name, base.shape[1], ds.metric, dict(params, io="direct"))
+            for m in args.cold_postings:
+                for rnd in range(args.rounds):
+                    for name in CONFIGS:
+                        for rk in [0] if name == "default" else args.rerank_k:
+                            p = {"max_postings": m} | (
+                                {"rerank_k": rk} if name != "default" else {}
+                            )
+                            for conc in (16, 1):
+                                qq = q if conc > 1 else q[: len(q) // 4]
+                                row = _cold(idx[name], qq, truth[: len(qq)], p, conc)
+                                key = f"cold{conc}:{name}:m={m}:rerank_k={rk}"
+                                out[key] = _best(out.get(key), row)
+                                print(f"cold{conc}", rnd, name, m, rk, row, flush=True)
+    finally:
+        for i in idx.values():
+            i.close()
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="glove-50")
+    ap.add_argument("--n", type=int, default=0, help="first n base vectors (0: all)")
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--postings", type=int, nargs="*", default=[24, 32, 48, 64, 80])
+    ap.add_argument("--rerank-k", type=int, nargs="+", default=[16])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--cold-postings", type=int, nargs="+", default=[48, 64])
+    ap.add_argument("--work", default=None, help="directory for the indexes (default: tmp)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    res = run(args)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Search with an exact rerank: the posting scan's candidates re-scored from the rerank store.
+
+With a store (`rerank` != "none") and `rerank_k` > 0, a search asks the posting scan
+(`search.search` with `rerank_k=0`) for max(k, rerank_k) candidates per query, scored from
+the compact codes, then computes exact distances for them from the store's rows
+(`kernels.rerank`) and keeps the k nearest. Warm (mmap reader) the rows are read through the
+store's map; cold (direct reader) the candidates' sectors are read with O_DIRECT, and the call's
+stats count those bytes in `bytes_read` (and `rerank_bytes`, `rerank_rows` in `extra`).
+Candidates come out of a scan that already applied `visible` and the versions, so nothing
+else is filtered here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.base import IndexResult, Visible
+from vecdb.index.params import SearchParams
+from vecdb.index.spann.postings import DirectReader
+from vecdb.index.spann.state import SpannState
+from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2
+from vecdb.kernels.rerank import exact_topk
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
+Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexResult]
+
+
+@functools.lru_cache(maxsize=256)
+def _scan_params(sp: SearchParams) -> SearchParams:
+    """`sp` with `rerank_k=0`: the scan's own parameters (frozen, so cached)."""
+    return dataclasses.replace(sp, rerank_k=0)
+
+
+def search(
+    st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None, inner: Inner
+) -> IndexResult:
+    """Top-k with the exact rerank of max(k, rerank_k) scan candidates."""
+    store = st.store
+    assert store is not None
+    wide = max(k, sp.rerank_k)
+    got = inner(st, queries, wide, _scan_params(sp), visible)
+    cand = got.slots
+    stats = got.stats
+    if isinstance(st.reader, DirectReader):
+        ok = cand >= 0
+        rows, nbytes = store.read_rows(cand[ok])
+        at = np.full(cand.shape, -1, np.int64)
+        at[ok] = np.arange(len(rows))
+        ids, dist, n = exact_topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
+    else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
+        ids, dist, n = exact_topk(queries, cand, cand, store.rows(), METRIC_CODE[st.metric], k)
+        nbytes = n * store.row
+    stats.bytes_read += nbytes
+    extra = stats.extra
+    extra["rerank_bytes"] = extra.get("rerank_bytes", 0.0) + nbytes
+    extra["rerank_rows"] = extra.get("rerank_rows", 0.0) + n
+    return IndexResult(ids, dist, stats)

@@ -1,0 +1,353 @@
+"""The SPANN index's high-fidelity vector store: one row per slot, for the exact rerank.
+
+With `rerank` set to "float16" or "float32", the index keeps every live slot's vector (as the
+index got it: prepared for its metric) in `vectors.bin` in the index directory, besides the
+compact codes in the postings, so a search can scan the postings for a short list of
+candidates and re-rank them exactly (`vecdb.kernels.rerank`). The file: a 4 KiB header page
+(magic, format version, dim, bytes per component), then row `s` at byte
+`4096 + s x row_bytes`, slot order, no padding. It is sparse: `ensure` grows it with
+ftruncate (geometrically; nothing is allocated until written).
+
+Who writes what: the bulk build (in the calling process, also when its passes run in a child
+process) and `update.add` write the rows of the slots they place before they publish them;
+nothing else writes. A slot's vector never changes (slots are never reused, a replayed add
+writes the same bytes), so rows are written in place and a torn row is always rewritten by
+the op-log replay that follows a crash: `persist.checkpoint` fsyncs the store with the
+postings, before the manifest names the sequence the rows belong to. After a checkpoint,
+`reclaim` punches holes (fallocate PUNCH_HOLE) in the pages whose slots are all dead (never
+added or removed: removal is forever) in the checkpoint's version snapshot, so under churn
+the allocated size stays about the live rows' (the apparent size grows with the slot
+numbers, the allocated blocks do not).
+
+Reads: warm, a numpy view of an mmap of the file (`rows`); cold (`io="direct"`), O_DIRECT
+reads of the 512-byte sectors holding the candidates' rows, submitted together to a small
+thread pool (`read_rows`), falling back to buffered reads where O_DIRECT is refused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.errors import FormatError, VecdbError
+from vecdb.index.spann.aio import AioPool
+from vecdb.index.spann.framing import (
+    check_header,
+    fsync_dir,
+    fsync_file,
+    pack_header,
+    pwrite_all,
+)
+
+U8 = npt.NDArray[np.uint8]
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+NAME = "vectors.bin"
+MAGIC, VERSION = b"VDBVECS1", 1
+HEAD = 4096  # header page
+PAGE = 4096  # hole-punching granularity
+SECTOR = 512  # O_DIRECT read granularity (the device's logical block size here)
+WIDTH = {"float16": 2, "float32": 4}
+GROW = 1.25  # capacity grows by this factor at least
+MIN_ROWS = 1024
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+READ_TASKS = 1  # pool tasks per cold read call (the caller does one more share; more cost CPU)
+
+
+def row_bytes(rerank: str, dim: int) -> int:
+    """Bytes a store row takes (0 without a store)."""
+    return WIDTH.get(rerank, 0) * dim
+
+
+def _libc() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc()
+
+
+class VectorStore:
+    """`vectors.bin`: rows by slot, written in place, mmapped for warm reads."""
+
+    def __init__(self, directory: Path, dim: int, rerank: str, io: str = "mmap") -> None:
+        self.path = directory / NAME
+        self.dim, self.width = dim, WIDTH[rerank]
+        self.rerank = rerank
+        self.row = self.width * dim
+        new = not self.path.exists() or self.path.stat().st_size < HEAD
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if new:
+            header = bytearray(HEAD)
+            header[:16] = pack_header(MAGIC, VERSION)
+            header[16:24] = np.array([dim, self.width], "<u4").tobytes()
+            pwrite_all(self.fd, header, 0, self.path)
+        else:
+            head = os.pread(self.fd, 24, 0)
+            check_header(head, MAGIC, VERSION, self.path)
+            got_dim, got_width = np.frombuffer(head[16:24], "<u4").tolist()
+            if (got_dim, got_width) != (dim, self.width):
+                raise FormatError(
+                    f"{self.path}: vector store is dim={got_dim} width={got_width}, "
+                    f"the index expects dim={dim} width={self.width}"
+                )
+        self.capacity = max(0, (os.fstat(self.fd).st_size - HEAD) // self.row)
+        self.punched = np.zeros(0, bool)  # pages known to be holes (per run of this process)
+        self.poisoned = ""
+        self.dir_synced = not new  # a new file's directory entry is made durable once
+        self.direct = io == "direct"
+        self._map: mmap.mmap | None = None
+        self._rows: npt.NDArray[Any] = np.zeros((0, dim), self._dtype())
+        self._dfd = -1
+        self._aio: AioPool | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._open_lock = threading.Lock()
+        self._remap()
+
+    def _dtype(self) -> type[Any]:
+        return np.uint16 if self.width == 2 else np.float32
+
+    # --- writing (worker thread) ------------------------------------------------------------
+
+    def ensure(self, n: int) -> None:
+        """Room for slots below n: sparse growth, then a new map. Swapping the view is one
+        reference assignment: a search holding the old view keeps a valid map of the rows it
+        can see (a slot is published only after its row is written and mapped)."""
+        if n <= self.capacity:
+            return
+        rows = max(n, int(self.capacity * GROW), MIN_ROWS)
+        os.ftruncate(self.fd, HEAD + rows * self.row)
+        self.capacity = rows
+        self._remap()
+
+    def encode(self, vectors: F32) -> npt.NDArray[Any]:
+        """Rows as stored: float32, or float16 bits with subnormals flushed to 0 (as the
+        postings' float16 writer does)."""
+        if self.width == 4:
+            return np.ascontiguousarray(vectors, np.float32)
+        h = np.asarray(vectors, np.float32).astype(np.float16)
+        bits = h.view(np.uint16)
+        bits[(bits & 0x7C00) == 0] = 0
+        return bits
+
+    def write(self, slots: I64, vectors: F32) -> None:
+        """Write the rows of `slots` (any order); runs of consecutive slots take one pwrite.
+        Not durable until `sync`."""
+        if len(slots) == 0:
+            return
+        self.ensure(int(slots.max()) + 1)
+        order = np.argsort(slots, kind="stable")
+        s = slots[order]
+        cuts = np.flatnonzero(np.diff(s) != 1) + 1
+        starts = np.concatenate(([0], cuts)).tolist()
+        ends = np.concatenate((cuts, [len(s)])).tolist()
+        step = max(1, (8 << 20) // self.row)
+        for a, b in zip(starts, ends, strict=True):
+            for lo in range(a, b, step):
+                hi = min(b, lo + step)
+                rows = self.encode(vectors[order[lo:hi]])
+                pwrite_all(self.fd, rows.tobytes(), HEAD + int(s[lo]) * self.row, self.path)
+
+    def sync(self) -> None:
+        """fsync the rows; after one failure never again (as `PostingFile.sync`)."""
+        if self.poisoned:
+            raise FormatError(f"{self.path}: {self.poisoned}; the index must be rebuilt")
+        try:
+            fsync_file(self.fd, self.path)
+        except VecdbError as exc:
+            self.poisoned = f"an fsync failed earlier ({exc.message})"
+            raise
+        if not self.dir_synced:
+            fsync_dir(self.path.parent)
+            self.dir_synced = True
+
+    def reclaim(self, versions: U8) -> int:
+        """Punch holes in the pages whose slots are all dead in `versions` (a checkpoint's
+        snapshot: VERSION_NONE or VERSION_REMOVED); returns the bytes punched now."""
+        from vecdb.index.spann.state import live_mask
+
+        n = min(len(versions), self.capacity)
+        if n == 0 or _LIBC is None:
+            return 0
+        live = live_mask(versions[:n])
+        # page p holds bytes [HEAD + p PAGE, ...): slots first..last overlap it
+        pages = (HEAD + n * self.row) // PAGE  # whole pages inside the rows of slots < n
+        if pages <= 1:
+            return 0
+        p = np.arange(1, pages, dtype=np.int64)
+        first = (p * PAGE - HEAD) // self.row
+        last = np.minimum(((p + 1) * PAGE - 1 - HEAD) // self.row, n - 1)
+        csum = np.zeros(n + 1, np.int64)
+        np.cumsum(live, out=csum[1:])
+        dead = csum[last + 1] - csum[first] == 0
+        if len(self.punched) < pages:
+            grown = np.zeros(pages, bool)
+            grown[: len(self.punched)] = self.punched
+            self.punched = grown
+        todo = dead & ~self.punched[1:pages]
+        if not todo.any():
+            return 0
+        edges = np.diff(np.concatenate(([0], todo.astype(np.int8), [0])))
+        run_lo, run_hi = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        done = 0
+        mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+        for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
+            off, length = (a + 1) * PAGE, (b - a) * PAGE
+            rc = _LIBC.fallocate(self.fd, mode, ctypes.c_longlong(off), ctypes.c_longlong(length))
+            if rc != 0:  # a filesystem without hole punching: the rows stay allocated
+                return done
+            done += length
+        self.punched[1:pages] |= todo
+        return done
+
+    # --- reading (any thread) ---------------------------------------------------------------
+
+    def _remap(self) -> None:
+        size = HEAD + self.capacity * self.row
+        if self.capacity == 0 or os.fstat(self.fd).st_size < size:
+            self._rows = np.zeros((0, self.dim), self._dtype())
+            return
+        m = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+        if self.direct:
+            m.madvise(mmap.MADV_RANDOM)
+        self._map = m  # the previous map lives on while a search holds a view of it
+        flat = np.frombuffer(m, dtype=self._dtype(), offset=HEAD, count=self.capacity * self.dim)
+        self._rows = flat.reshape(self.capacity, self.dim)
+
+    def rows(self) -> npt.NDArray[Any]:
+        """(capacity, dim) view of every row: uint16 float16 bits or float32."""
+        return self._rows
+
+    def read_rows(self, slots: I64) -> tuple[npt.NDArray[Any], int]:
+        """Cold read: the rows of `slots` (in that order), copied out of O_DIRECT reads of
+        their sectors; returns them and the bytes read from the device."""
+        if self._dfd < 0:
+            self._open_direct()
+        n = len(slots)
+        offs = HEAD + slots * self.row
+        lo = offs // SECTOR * SECTOR
+        span = -(-(offs + self.row) // SECTOR) * SECTOR - lo
+        stride = (-(-self.row // SECTOR) + 1) * SECTOR  # the most sectors a row spans
+        buf = self._buffer(n * stride)
+        los, spans = lo.tolist(), span.tolist()
+        if self._aio is not None:  # all rows in one submit (one read's latency)
+            ctx = self._aio.take()
+            try:
+                at = list(range(0, n * stride, stride))
+                need = (offs - lo + self.row).tolist()
+                ctx.read(self._dfd, self._local.addr, at, spans, los, need, str(self.path))
+            finally:
+                self._aio.give(ctx)
+            return self._extract(buf, n, stride, offs - lo, span)
+        view = memoryview(buf)
+
+        def run(a: int, b: int) -> None:
+            for i in range(a, b):
+                at = i * stride
+                if os.preadv(self._dfd, [view[at : at + spans[i]]], los[i]) <= 0:
+                    raise FormatError(f"{self.path}: short read at byte {los[i]}")
+
+        cuts = np.linspace(0, n, min(n, READ_TASKS + 1) + 1).astype(int).tolist()
+        pending = []
+        if READ_TASKS and n > 1:
+            assert self._pool is not None
+            pending = [self._pool.submit(run, a, b) for a, b in zip(cuts[1:-1], cuts[2:])]
+        else:
+            cuts = [0, n]
+        try:
+            run(cuts[0], cuts[1])
+        finally:
+            for f in pending:
+                f.exception()  # wait for every task before the buffer is reused
+        for f in pending:
+            f.result()
+        return self._extract(buf, n, stride, offs - lo, span)
+
+    def _extract(
+        self, buf: mmap.mmap, n: int, stride: int, skip: I64, span: I64
+    ) -> tuple[npt.NDArray[Any], int]:
+        """The rows out of the read buffer (row i at i x stride + skip[i]) and the bytes."""
+        u8 = np.frombuffer(buf, np.uint8, count=n * stride).reshape(n, stride)
+        first = skip[:, None] + np.arange(self.row)[None, :]
+        out = np.take_along_axis(u8, first, 1).view(self._dtype())
+        return out, int(span.sum())
+
+    def _open_direct(self) -> None:
+        with self._open_lock:
+            if self._dfd >= 0:
+                return
+            flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
+            try:
+                self._dfd = os.open(self.path, flags)
+                self._aio = AioPool.create() if flags != os.O_RDONLY else None
+            except OSError:
+                self._dfd = os.open(self.path, os.O_RDONLY)
+            self._pool = ThreadPoolExecutor(max(1, READ_TASKS), thread_name_prefix="spann-rows")
+
+    def _buffer(self, total: int) -> mmap.mmap:
+        size = -(-max(total, PAGE) // PAGE) * PAGE
+        buf: mmap.mmap | None = getattr(self._local, "buf", None)
+        if buf is None or len(buf) < size:
+            buf = mmap.mmap(-1, size)  # anonymous maps are page-aligned
+            self._local.buf = buf
+            self._local.addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        return buf
+
+    def allocated_bytes(self) -> int:
+        """Bytes the file takes on disk (holes and unwritten growth excluded)."""
+        return int(os.fstat(self.fd).st_blocks) * 512
+
+    def close(self) -> None:
+        if self._aio is not None:
+            self._aio.close()
+            self._aio = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._dfd >= 0:
+            os.close(self._dfd)
+            self._dfd = -1
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def verify_store(directory: Path, dim: int, rerank: str) -> tuple[bool, str]:
+    """(ok, detail) for `vecdb inspect --verify`: the store's header (magic, version, dim,
+    width) without writing anything. Rows carry no checksum: their content is not checked."""
+    path = directory / NAME
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        return False, f"rerank store is unreadable or missing ({exc})"
+    try:
+        check_header(head, MAGIC, VERSION, path)
+    except FormatError as exc:
+        return False, exc.message
+    got = np.frombuffer(head[16:24], "<u4").tolist()
+    want = [dim, WIDTH[rerank]]
+    if got != want or size < HEAD:
+        return False, f"header says dim, width = {got}, expected {want} (size {size})"
+    return True, f"header ok, {(size - HEAD) // (want[0] * want[1])} rows of room"
+
+
+def store_stats(st: Any) -> dict[str, Any]:
+    """The rerank store's part of `stats()`: its row format and allocated bytes (already in
+    `bytes_on_disk`, which counts every file of the directory)."""
+    store = st.store
+    if store is None:
+        return {"rerank": "none"}
+    return {"rerank": store.rerank, "vector_store_bytes": store.allocated_bytes()}

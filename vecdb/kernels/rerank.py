@@ -1,0 +1,104 @@
+"""Exact rerank of a short candidate list: distances from high-fidelity rows, then top-k.
+
+Pure functions on arrays (no I/O). `rerank_topk` takes, per query, candidate slots and the
+row (in a row matrix) that holds each one's vector, float16 bits (widened like the posting
+scan: `postscan._half_bits`) or float32; it computes the metric's "smaller is better"
+distance in float32 (squared L2, -dot for "ip", 1 - dot for "cosine" on prepared vectors,
+the scan's definitions) and keeps the k smallest, ties broken by slot. Candidates of -1 are
+padding and skipped; rows are padded with -1 / +inf.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.kernels.posting import METRIC_IP, METRIC_L2
+from vecdb.kernels.postscan import HALF_SCALE, _half_bits
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+@nb.njit(cache=True, nogil=True)
+def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d):  # type: ignore[no-untyped-def]
+    """queries (nq, d); cand / at (nq, c): slot and row index of each candidate (-1, or a
+    row past the matrix: none); rows16 (r, d) uint16 float16 bits when `half`, else rows32
+    (r, d) float32; writes the k nearest (k = out_ids.shape[1]) into out_ids / out_d and
+    returns the number of rows scored."""
+    nq, c = cand.shape
+    d = queries.shape[1]
+    k = out_ids.shape[1]
+    nrows = rows16.shape[0] if half else rows32.shape[0]
+    scored = 0
+    bits = np.empty(d, np.uint32)
+    x = bits.view(np.float32)
+    for i in range(nq):
+        ids = out_ids[i]
+        ds = out_d[i]
+        ids[:] = -1
+        ds[:] = np.inf
+        q = queries[i]
+        for j in range(c):
+            s = cand[i, j]
+            r = at[i, j]
+            if s < 0 or r < 0 or r >= nrows:
+                continue
+            scored += 1
+            if half:
+                _half_bits(rows16[r], bits)
+                for t in range(d):
+                    x[t] = x[t] * HALF_SCALE
+            else:
+                x[:] = rows32[r]
+            a = np.float32(0.0)
+            if metric == METRIC_L2:
+                for t in range(d):
+                    diff = q[t] - x[t]
+                    a += diff * diff
+                dist = a
+            else:
+                for t in range(d):
+                    a += q[t] * x[t]
+                dist = -a if metric == METRIC_IP else np.float32(1.0) - a
+            # insert (dist, s) into the sorted top-k (ties by slot)
+            last = k - 1
+            if not (dist < ds[last] or (dist == ds[last] and s < ids[last])):
+                continue
+            p = last
+            while p > 0 and (dist < ds[p - 1] or (dist == ds[p - 1] and s < ids[p - 1])):
+                ds[p] = ds[p - 1]
+                ids[p] = ids[p - 1]
+                p -= 1
+            ds[p] = dist
+            ids[p] = s
+    return scored
+
+
+@functools.lru_cache(maxsize=64)
+def _empty(dim: int) -> tuple[npt.NDArray[np.uint16], F32]:
+    """The unused row matrix of the other format (never written)."""
+    return np.zeros((0, dim), np.uint16), np.zeros((0, dim), np.float32)
+
+
+def exact_topk(
+    queries: F32,
+    cand: I64,
+    at: I64,
+    rows: npt.NDArray[np.uint16] | F32,
+    metric: int,
+    k: int,
+) -> tuple[I64, F32, int]:
+    """numpy-facing `rerank_topk`: (ids, distances) of shape (nq, k), rows scored."""
+    nq = len(queries)
+    ids = np.empty((nq, k), np.int64)  # (the kernel pads every row with -1 / +inf)
+    out_d = np.empty((nq, k), np.float32)
+    half = rows.dtype == np.uint16
+    empty16, empty32 = _empty(queries.shape[1])
+    r16 = rows if half else empty16
+    r32 = empty32 if half else rows
+    scored = rerank_topk(queries, cand, at, half, r16, r32, metric, ids, out_d)
+    return ids, out_d, int(scored)
