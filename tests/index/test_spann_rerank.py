@@ -335,3 +335,26 @@ def test_verify_files_checks_the_store_header(tmp_path: Path) -> None:
     report = {r["file"]: r for r in verify_files(tmp_path)}
     assert not report[str(path)]["ok"] and "magic" in report[str(path)]["detail"]
     assert path.read_bytes()[8:] == before[8:]  # nothing written by the check
+
+
+@pytest.mark.parametrize("walk", [True, False])
+def test_tenant_search_reranks_exactly(walk: bool, tmp_path: Path) -> None:
+    """A slot-set (tenant) search on int8 postings with a store returns its members at their
+    exact distances to the stored vectors, by the sub-tree walk and by the global walk, and
+    with rerank_k=0 the codes' own (different) distances."""
+    idx, x = build(tmp_path, "l2", RERANK)
+    slots = np.sort(np.random.default_rng(5).permutation(len(x))[:700]).astype(np.int64)
+    vis = Visible.from_slots(slots, len(x))
+    q = prepare(clustered(20, D, seed=11), "l2")
+    tp = {"tenant_share": 1.0, "tenant_density": 0} if walk else {"tenant_share": 0.0}
+    got = idx.search_subset(q, 5, dict(tp, rerank_k=16), slots, vis, (1,))
+    codes = idx.search_subset(q, 5, dict(tp, rerank_k=0), slots, vis, (1,))
+    assert ("tenant_subtree" if walk else "tenant_global") in got.stats.extra
+    assert got.stats.extra["rerank_rows"] > 0
+    for i in range(len(q)):
+        found = got.slots[i][got.slots[i] >= 0]
+        assert len(found) == 5 and np.isin(found, slots).all()
+        want = brute(q[i], stored(x[found]), "l2")
+        np.testing.assert_allclose(got.distances[i][:5], want, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got.distances, codes.distances, rtol=1e-6, atol=1e-6)
+    idx.close()

@@ -16,8 +16,10 @@ every leaf of the set. Every member is reachable through its primary leaf, so a 
 few leaves is answered exactly. A set holding more than `tenant_share` of the indexed points,
 or spread thinly (fewer than `tenant_density` members per leaf) over more leaves than
 `tenant_postings`, takes the global walk with the bitmap (`search.search`): there the walk
-reads about as much for a worse recall (measured on GloVe-50, PARAMS.md). Nothing
-here writes; the write buffer is the engine's to merge.
+reads about as much for a worse recall (measured on GloVe-50, PARAMS.md). With a rerank
+store (`rerank` != "none", `rerank_k` > 0) either walk gathers max(k, rerank_k) candidates
+and `rerank` re-scores them exactly, as the unrestricted search does. Nothing here writes;
+the write buffer is the engine's to merge.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import SearchParams
+from vecdb.index.spann import rerank
 from vecdb.index.spann import search as global_search
 from vecdb.index.spann.state import SpannState
 from vecdb.index.tenancy import SubTree, TenantParams
@@ -51,6 +54,14 @@ def search_subset(
     """Top-k of each query among `slots` (live ones; `visible` is the same set as a bitmap;
     `key` names the set for the directory cache, `visible` identifies its version; None:
     the directory is derived for this call and not cached). Parameters come parsed."""
+    if st.store is not None and sp.rerank_k > 0:  # candidates of the walk, exactly re-ranked
+
+        def inner(
+            s: SpannState, q: F32, kk: int, p: SearchParams, v: Visible | None
+        ) -> IndexResult:
+            return search_subset(s, q, kk, p, tp, slots, visible, key)
+
+        return rerank.search(st, queries, k, sp, visible, inner)
     nq = len(queries)
     share = len(slots) / max(1, st.n_live)
     if share > tp.tenant_share:
