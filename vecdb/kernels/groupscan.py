@@ -107,9 +107,41 @@ def _prefetch_pair(u8, off, cnt, order, p, hi, dim, width):  # type: ignore[no-u
         _prefetch_block(u8, off[b], voff + width * dim * cap)
 
 
+@intrinsic
+def _fpext_half(typingctx, bits):  # type: ignore[no-untyped-def]
+    """The float32 value of the float16 whose bit pattern is the uint16 `bits` (an LLVM
+    bitcast to half and fpext: one vcvtph2ps per vector with F16C; exact for every half)."""
+    sig = types.float32(types.uint16)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return sig, codegen
+
+
+def _has_f16c() -> bool:
+    """Whether the host CPU converts halves in hardware (x86 F16C; aarch64 always does)."""
+    try:
+        import llvmlite.binding as llvm
+
+        if llvm.get_process_triple().startswith(("aarch64", "arm64")):
+            return True
+        return bool(llvm.get_host_cpu_features().get("f16c", False))
+    except Exception:  # noqa: BLE001 - no feature query: keep the portable widening
+        return False
+
+
+HARDWARE_HALF = _has_f16c()  # a compile-time constant of the kernels below
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _half(h):  # type: ignore[no-untyped-def]
-    """The float32 value of float16 bits h (normal halves and zero, as `_half_bits`)."""
+    """The float32 value of float16 bits h (normal halves and zero, as `_half_bits`: the
+    same value either way). With hardware conversion (F16C) one instruction per vector of
+    halves instead of shifts, masks and a multiply: GloVe-50's single-query scan is about
+    a third compute, and this is most of that compute."""
+    if HARDWARE_HALF:
+        return _fpext_half(np.uint16(h))  # type: ignore[call-arg]
     x = np.uint32(h)
     return _as_f32(np.uint32(((x & 0x8000) << 16) | ((x & 0x7FFF) << 13))) * HALF_SCALE  # type: ignore[call-arg]
 
