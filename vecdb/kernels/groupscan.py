@@ -196,6 +196,10 @@ def _decode(u8, f32, u16, dim, width, qoff, qscale, o, cap, voff, bits):  # type
     raw = bits[:m].view(np.float32)
     if width == 2:
         base = (o + voff) // 2
+        if HARDWARE_HALF:
+            for j in range(m):
+                raw[j] = _half(u16[base + j])  # the in-register widening: the same values
+            return raw
         _half_bits(u16[base : base + m], bits[:m])
         for j in range(m):
             raw[j] = raw[j] * HALF_SCALE  # exact: normal halves only (see postscan)
