@@ -259,8 +259,9 @@ def _decode(u8, f32, u16, dim, width, qoff, qscale, o, cap, voff, bits):  # type
     if width == 2:
         base = (o + voff) // 2
         if HARDWARE_HALF:
+            h = u16[base : base + m]
             for j in range(m):
-                raw[j] = _half(u16[base + j])  # the in-register widening: the same values
+                raw[j] = _half(h[j])  # the in-register widening: the same values
             return raw
         _half_bits(u16[base : base + m], bits[:m])
         for j in range(m):
@@ -279,37 +280,59 @@ def _decode(u8, f32, u16, dim, width, qoff, qscale, o, cap, voff, bits):  # type
 @nb.njit(cache=True, nogil=True, inline="always")
 def _score(x, dim, cap, q, metric, a):  # type: ignore[no-untyped-def]
     """a[:cap] = squared L2 (metric l2) or q . x of q against the decoded block x, four
-    dimensions per pass over `a` (a fixed summation order, whatever the batch)."""
+    dimensions per pass over `a` (a fixed summation order, whatever the batch). The
+    metric's branch is taken once, outside the passes."""
     a[:] = 0.0
+    if metric == METRIC_L2:
+        _passes_l2(x, dim, cap, q, a)
+    else:
+        _passes_dot(x, dim, cap, q, a)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _passes_l2(x, dim, cap, q, a):  # type: ignore[no-untyped-def]
+    """`_score`'s passes for squared L2."""
     t = 0
-    l2 = metric == METRIC_L2
     while t + 4 <= dim:
         q0, q1, q2, q3 = q[t], q[t + 1], q[t + 2], q[t + 3]
         r0 = x[t * cap : (t + 1) * cap]
         r1 = x[(t + 1) * cap : (t + 2) * cap]
         r2 = x[(t + 2) * cap : (t + 3) * cap]
         r3 = x[(t + 3) * cap : (t + 4) * cap]
-        if l2:
-            for j in range(cap):
-                d0 = q0 - r0[j]
-                d1 = q1 - r1[j]
-                d2 = q2 - r2[j]
-                d3 = q3 - r3[j]
-                a[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-        else:
-            for j in range(cap):
-                a[j] += (q0 * r0[j] + q1 * r1[j]) + (q2 * r2[j] + q3 * r3[j])
+        for j in range(cap):
+            d0 = q0 - r0[j]
+            d1 = q1 - r1[j]
+            d2 = q2 - r2[j]
+            d3 = q3 - r3[j]
+            a[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
         t += 4
     while t < dim:
         qt = q[t]
         r0 = x[t * cap : (t + 1) * cap]
-        if l2:
-            for j in range(cap):
-                d0 = qt - r0[j]
-                a[j] += d0 * d0
-        else:
-            for j in range(cap):
-                a[j] += qt * r0[j]
+        for j in range(cap):
+            d0 = qt - r0[j]
+            a[j] += d0 * d0
+        t += 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _passes_dot(x, dim, cap, q, a):  # type: ignore[no-untyped-def]
+    """`_score`'s passes for inner products."""
+    t = 0
+    while t + 4 <= dim:
+        q0, q1, q2, q3 = q[t], q[t + 1], q[t + 2], q[t + 3]
+        r0 = x[t * cap : (t + 1) * cap]
+        r1 = x[(t + 1) * cap : (t + 2) * cap]
+        r2 = x[(t + 2) * cap : (t + 3) * cap]
+        r3 = x[(t + 3) * cap : (t + 4) * cap]
+        for j in range(cap):
+            a[j] += (q0 * r0[j] + q1 * r1[j]) + (q2 * r2[j] + q3 * r3[j])
+        t += 4
+    while t < dim:
+        qt = q[t]
+        r0 = x[t * cap : (t + 1) * cap]
+        for j in range(cap):
+            a[j] += qt * r0[j]
         t += 1
 
 
