@@ -13,16 +13,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vecdb.index.spann.fanout import fan_out_pairs
-from vecdb.kernels.groupscan import (
-    HARDWARE_HALF,
-    _fpext_half,
-    _half,
-    merge_topk,
-    pair_order,
-    scan_pairs,
-)
+from vecdb.kernels.groupscan import merge_topk, pair_order, scan_pairs
 from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE, block_layout
-from vecdb.kernels.postscan import half_to_float
+from vecdb.kernels.postscan import HARDWARE_HALF, _fpext_half, _half, half_to_float
 
 METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 K = 5

@@ -6,15 +6,18 @@ consecutive for one block (`kernels.pairs.gather_pairs`, or `pair_order` for CSR
 `scan_pairs` walks a range of them. A block read by several queries of the range is decoded
 once into a float32 scratch (float16 bits widened, int8 codes mapped through the
 per-dimension offset and scale; float32 is read in place) and each query is scored against
-it from L1 cache; a float16 block read by one query is widened in registers instead (an LLVM
-bitcast, no scratch). Either way four dimensions per pass, the same values in the same order,
-so a query's distances do not depend on the batch it came in. The next three blocks are
-prefetched while one is scored. Then each entry is folded into its query's top-k row with
-the one "entry visible" predicate (`posting.entry_visible`) and replica dedupe. Measured on
-GloVe-50 (48 postings of ~147 entries per query, 2,000 queries): the old per-query scan was
-bound by fetching postings from memory (74 us per query with them in cache, 127 us from
-memory); grouped, a posting is fetched once for the ~5 queries that read it (~60-70 us per
-query), and alone with the prefetch ~100-120 us. `merge_topk` folds one top-k table into
+it from L1 cache; a float16 block read by one query is widened in registers instead. Either
+way four dimensions per pass, the same values in the same order, so a query's distances do
+not depend on the batch it came in. float16 is widened by the CPU's conversion instruction
+where it has one (x86 F16C, `HARDWARE_HALF`), else by shifts and masks: the same values.
+Prefetch: a block scored in registers hints the blocks two and three ahead a share per pass
+(a steady stream the CPU keeps); a decoded block hints the next three whole. Then each entry
+is folded into its query's top-k row with the one "entry visible" predicate
+(`posting.entry_visible`) and replica dedupe. Measured on GloVe-50 (56 postings of ~125
+entries per query, warm): one query's scan 96-105 us -> 50-60 us (the hardware widening,
+the per-pass prefetch and the metric's branch hoisted out of the passes), a 2,000-query
+batch's scan 68 -> 40 us per query (the decode pass vectorised); a posting fetched from
+memory, not arithmetic, is what a query waits for. `merge_topk` folds one top-k table into
 another (the per-thread tables of `index.spann.fanout.fan_out_pairs`). Every kernel
 releases the GIL.
 """
@@ -24,13 +27,10 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 import numpy.typing as npt
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
-from vecdb.kernels.postscan import HALF_SCALE, _half_bits
+from vecdb.kernels.postscan import HALF_SCALE, HARDWARE_HALF, _half, _half_bits
+from vecdb.kernels.prefetch import _next_run, _prefetch_pair, _prefetch_run, _share, _span
 
 I64 = npt.NDArray[np.int64]
 
@@ -45,131 +45,6 @@ def pair_order(ptr: I64, off: I64) -> tuple[I64, I64]:
     pq: I64 = np.repeat(np.arange(len(ptr) - 1, dtype=np.int64), np.diff(ptr))
     order: I64 = np.argsort(off, kind="stable").astype(np.int64)
     return order, pq
-
-
-@intrinsic
-def _as_f32(typingctx, bits):  # type: ignore[no-untyped-def]
-    """The float32 whose bit pattern is the uint32 `bits` (an LLVM bitcast: free, and it
-    vectorises, unlike a store and reload through a view)."""
-    sig = types.float32(types.uint32)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return sig, codegen
-
-
-@intrinsic
-def _prefetch(typingctx, arr, at):  # type: ignore[no-untyped-def]
-    """Hint the CPU to bring u8[at]'s cache line in (llvm.prefetch: read, keep in all
-    levels); no effect on results, never faults."""
-    sig = types.void(arr, types.int64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.gep(ary.data, [args[1]])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")  # type: ignore[no-untyped-call]
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _prefetch_block(u8, o, nbytes):  # type: ignore[no-untyped-def]
-    """Prefetch the block at o (nbytes long), one hint per 64-byte line."""
-    end = min(o + nbytes, u8.shape[0])
-    for at in range(o, end, 64):
-        _prefetch(u8, at)  # type: ignore[call-arg]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _next_run(off, order, p, hi):  # type: ignore[no-untyped-def]
-    """The first pair after p (up to hi) reading a block other than pair p's."""
-    if p >= hi:
-        return hi
-    o = off[order[p]]
-    p += 1
-    while p < hi and off[order[p]] == o:
-        p += 1
-    return p
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _prefetch_pair(u8, off, cnt, order, p, hi, dim, width):  # type: ignore[no-untyped-def]
-    """Prefetch pair p's block, if p < hi."""
-    if p < hi:
-        b = order[p]
-        cap, voff = _layout(cnt[b])
-        _prefetch_block(u8, off[b], voff + width * dim * cap)
-
-
-@intrinsic
-def _fpext_half(typingctx, bits):  # type: ignore[no-untyped-def]
-    """The float32 value of the float16 whose bit pattern is the uint16 `bits` (an LLVM
-    bitcast to half and fpext: one vcvtph2ps per vector with F16C; exact for every half)."""
-    sig = types.float32(types.uint16)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
-
-    return sig, codegen
-
-
-def _has_f16c() -> bool:
-    """Whether the host CPU converts halves in hardware (x86 F16C; aarch64 always does)."""
-    try:
-        import llvmlite.binding as llvm
-
-        if llvm.get_process_triple().startswith(("aarch64", "arm64")):
-            return True
-        return bool(llvm.get_host_cpu_features().get("f16c", False))
-    except Exception:  # noqa: BLE001 - no feature query: keep the portable widening
-        return False
-
-
-HARDWARE_HALF = _has_f16c()  # a compile-time constant of the kernels below
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _half(h):  # type: ignore[no-untyped-def]
-    """The float32 value of float16 bits h (normal halves and zero, as `_half_bits`: the
-    same value either way). With hardware conversion (F16C) one instruction per vector of
-    halves instead of shifts, masks and a multiply: GloVe-50's single-query scan is about
-    a third compute, and this is most of that compute."""
-    if HARDWARE_HALF:
-        return _fpext_half(np.uint16(h))  # type: ignore[call-arg]
-    x = np.uint32(h)
-    return _as_f32(np.uint32(((x & 0x8000) << 16) | ((x & 0x7FFF) << 13))) * HALF_SCALE  # type: ignore[call-arg]
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _span(u8, off, cnt, order, p, hi, dim, width):  # type: ignore[no-untyped-def]
-    """Byte range [start, end) of pair p's block in u8 (empty if p >= hi)."""
-    if p >= hi:
-        return 0, 0
-    b = order[p]
-    cap, voff = _layout(cnt[b])
-    return off[b], min(off[b] + voff + width * dim * cap, u8.shape[0])
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _share(start, end, parts):  # type: ignore[no-untyped-def]
-    """Bytes (whole 64-byte lines) of one of `parts` equal shares of [start, end)."""
-    return ((end - start + 63) // 64 + parts - 1) // parts * 64
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _prefetch_run(u8, at, per, end):  # type: ignore[no-untyped-def]
-    """Prefetch the lines of u8[at : min(at + per, end)]; return where the next run starts."""
-    stop = min(at + per, end)
-    while at < stop:
-        _prefetch(u8, at)  # type: ignore[call-arg]
-        at += 64
-    return stop
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
