@@ -16,6 +16,7 @@ from vecdb.index.spann.fanout import fan_out_pairs
 from vecdb.kernels.groupscan import merge_topk, pair_order, scan_pairs
 from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE, block_layout
 from vecdb.kernels.postscan import HARDWARE_HALF, _fpext_half, _half, half_to_float
+from vecdb.kernels.prefetch import _prefetch_run, _share
 
 METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 K = 5
@@ -246,3 +247,28 @@ def test_in_register_widening_is_exact_for_every_stored_half() -> None:
     if HARDWARE_HALF:  # the host converts in hardware: the conversion `_half` uses
         _fpext_all(h, out)
         assert np.array_equal(out.view(np.uint32), want)
+
+
+@nb.njit(cache=True)
+def _walk_shares(u8, start, end, parts):  # type: ignore[no-untyped-def]
+    """Where `parts` calls of `_prefetch_run` with `_share`'s step leave the run pointer, the
+    step, and the largest run taken (what `_score_half` does per pass over four dimensions)."""
+    per = _share(start, end, parts)
+    at = start
+    longest = 0
+    for _ in range(parts):
+        nxt = _prefetch_run(u8, at, per, end)
+        longest = max(longest, nxt - at)
+        at = nxt
+    return at, per, longest
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 5000), st.integers(0, 40_000), st.integers(1, 96))
+def test_prefetch_shares_cover_the_block(start: int, length: int, parts: int) -> None:
+    """The shares a scoring pass hints cover the whole block two or three ahead by the last
+    pass, in whole lines, never past its end (the hints are within the map)."""
+    u8 = np.zeros(start + length + 64, np.uint8)
+    at, per, longest = _walk_shares(u8, start, start + length, parts)
+    assert at == start + length
+    assert per % 64 == 0 and per * parts >= length and longest <= per
