@@ -143,3 +143,29 @@ def test_fan_out_in_a_forked_child(tmp_path: Path) -> None:
 def _search_in_child(idx: object, q: np.ndarray, send: object) -> None:
     numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     send.send(idx.search(q, K).slots)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_single_query_path_equals_batch_rows(tmp_path: Path, dtype: str, metric: str) -> None:
+    """A query searched alone (the single-query path: the scan kernel called directly, blocks
+    widened in registers) gets its batch row bit for bit (batch: blocks shared by several
+    queries decoded once, chunks on threads), with and without a `visible` set; a visible
+    set too small for the first postings still gives k results alone (the widening pass)."""
+    x = clustered(N, D, seed=7)
+    idx, _ = open_spann(D, metric, {"threads": 2, "vector_dtype": dtype}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(N), x)
+        q = clustered(2 * PARALLEL_MIN_QUERIES, D, seed=8)
+        for visible in (None, as_visible(np.arange(0, N, 5))):
+            batch = idx.search(q, K, {"max_postings": 16}, visible)
+            for i in range(len(q)):
+                alone = idx.search(q[i], K, {"max_postings": 16}, visible)
+                np.testing.assert_array_equal(alone.slots[0], batch.slots[i])
+                np.testing.assert_array_equal(alone.distances[0], batch.distances[i])
+        few = np.arange(0, N, N // (2 * K))[: 2 * K]  # 2k points scattered over the clusters
+        for i in range(4):
+            alone = idx.search(q[i], K, {"max_postings": 2}, as_visible(few))
+            assert (alone.slots[0] >= 0).all() and np.isin(alone.slots[0], few).all()
+    finally:
+        idx.close()

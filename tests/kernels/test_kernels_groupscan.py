@@ -6,6 +6,7 @@ is the top k of the union."""
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 from vecdb.index.spann.fanout import fan_out_pairs
 from vecdb.kernels.groupscan import merge_topk, pair_order, scan_pairs
 from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE, block_layout
-from vecdb.kernels.postscan import half_to_float
+from vecdb.kernels.postscan import HARDWARE_HALF, _fpext_half, _half, half_to_float
+from vecdb.kernels.prefetch import _prefetch_run, _share
 
 METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 K = 5
@@ -212,3 +214,61 @@ def test_gather_pairs_regroups_gather_blocks(nq: int) -> None:
         assert runs_of.tolist() == mine
     else:
         assert (np.diff(posting_of) >= 0).all()  # ascending posting ids
+
+
+@nb.njit(cache=True)
+def _widen_all(h, out):  # type: ignore[no-untyped-def]
+    """Every half of `h` through the scan's in-register widening (`_half`: the hardware
+    conversion where the host has one, else shifts and masks)."""
+    for j in range(h.shape[0]):
+        out[j] = _half(h[j])
+
+
+@nb.njit(cache=True)
+def _fpext_all(h, out):  # type: ignore[no-untyped-def]
+    """Every half of `h` through the hardware conversion itself (compiled only on such hosts)."""
+    for j in range(h.shape[0]):
+        out[j] = _fpext_half(h[j])
+
+
+def test_in_register_widening_is_exact_for_every_stored_half() -> None:
+    """`_half` (what a block read by one query is scored with) gives every float16 value the
+    writer can store (normal halves and zero, both signs) exactly: the decode pass's
+    `half_to_float`, numpy's own conversion, and the hardware conversion agree bit for bit,
+    so a query's distances are the same whether its block is decoded or widened in place."""
+    h = np.arange(1 << 16, dtype=np.uint16)
+    exp = (h >> 10) & 0x1F
+    h = h[(exp > 0) & (exp < 31) | ((h & 0x7FFF) == 0)]  # normal halves and +-0
+    want = h.view(np.float16).astype(np.float32).view(np.uint32)
+    out = np.empty(len(h), np.float32)
+    _widen_all(h, out)
+    assert np.array_equal(out.view(np.uint32), want)
+    assert np.array_equal(half_to_float(h).view(np.uint32), want)
+    if HARDWARE_HALF:  # the host converts in hardware: the conversion `_half` uses
+        _fpext_all(h, out)
+        assert np.array_equal(out.view(np.uint32), want)
+
+
+@nb.njit(cache=True)
+def _walk_shares(u8, start, end, parts):  # type: ignore[no-untyped-def]
+    """Where `parts` calls of `_prefetch_run` with `_share`'s step leave the run pointer, the
+    step, and the largest run taken (what `_score_half` does per pass over four dimensions)."""
+    per = _share(start, end, parts)
+    at = start
+    longest = 0
+    for _ in range(parts):
+        nxt = _prefetch_run(u8, at, per, end)
+        longest = max(longest, nxt - at)
+        at = nxt
+    return at, per, longest
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 5000), st.integers(0, 40_000), st.integers(1, 96))
+def test_prefetch_shares_cover_the_block(start: int, length: int, parts: int) -> None:
+    """The shares a scoring pass hints cover the whole block two or three ahead by the last
+    pass, in whole lines, never past its end (the hints are within the map)."""
+    u8 = np.zeros(start + length + 64, np.uint8)
+    at, per, longest = _walk_shares(u8, start, start + length, parts)
+    assert at == start + length
+    assert per % 64 == 0 and per * parts >= length and longest <= per

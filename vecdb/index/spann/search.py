@@ -91,6 +91,9 @@ def scan(
         check_blocks(u8, b_off, b_cnt, st.dim, st.width, path, None, st.file.verified, b_bytes)
         order = np.arange(len(off), dtype=np.int64)
         head = (u8, i64, f32, u16, *fixed, off, cnt)
+        if len(queries) == 1:  # a single query: the kernel straight on this thread
+            scan_pairs(*head, order, pq, 0, len(order), queries, *tail, ids, out_d)
+            return
         threads = search_threads(len(queries))
         fan_out_pairs(scan_pairs, head, order, pq, queries, tail, ids, out_d, threads)
         return
@@ -142,7 +145,8 @@ def search(
         # Passes 3 and 4: read and scan
         scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
         # Pass 5: widen for queries short of the results that exist
-        if ids[:, -1].min() < 0:  # (rows fill from the left: a short one ends in -1)
+        # (rows fill from the left: a short one ends in -1; one query: no numpy reduction)
+        if ids[0, -1] < 0 if nq == 1 else ids[:, -1].min() < 0:
             want = min(k, int(count_visible(st.slot_version, vis, use_vis)))
             widen(st, queries, sp, vis, use_vis, want, sel, ids, out_d, stats)
     return IndexResult(ids, out_d, stats)
