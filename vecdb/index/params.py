@@ -37,7 +37,7 @@ IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
 VECTOR_DTYPES = ("float32", "float16", "int8")
 DEFAULT_VECTOR_DTYPE = "float16"
-RERANK_DTYPES = ("none", "float16", "float32")  # issue 12 (X1): the rerank store's rows
+RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue 12)
 DEFAULT_RERANK = "none"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
 
@@ -45,7 +45,7 @@ MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float1
 DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS = 48, 1, 4096
 DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO = 8.0, 1.0, 1e9
 DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF = 64, 1, 100_000
-DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K = 16, 0, 4096  # issue 12 (X1)
+DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K = 16, 0, 4096  # issue 12
 
 PAGE_SIZE = 4096
 

@@ -40,7 +40,7 @@ class SpannIndex:
         if state.metric not in ("l2", "ip", "cosine"):
             raise InvalidArgument(f"metric must be l2, ip or cosine, got {state.metric!r}")
         self.state = state
-        half = state.width == 2 or state.params.rerank == "float16"  # (X1: store rows too)
+        half = state.width == 2 or state.params.rerank == "float16"  # float16 store rows too
         self.max_abs_component = MAX_FLOAT16 if half else None
 
     # --- build -------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class SpannIndex:
         if isinstance(self.state.reader, DirectReader):
             self.state.reader.close()
         self.state.file.close()
-        if self.state.store is not None:  # X1: the rerank store
+        if self.state.store is not None:  # the rerank store
             self.state.store.close()
 
     # --- stats -------------------------------------------------------------------------------

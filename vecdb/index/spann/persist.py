@@ -171,7 +171,7 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     """Make the applied state durable and record `applied_seq` with it (worker thread)."""
     # Pass 1: posting data
     st.file.sync()
-    if st.store is not None:  # X1: the rerank rows (`vectors`), durable with the postings
+    if st.store is not None:  # the rerank rows (`vectors`), durable with the postings
         st.store.sync()
     # Pass 2: head graph, if it changed (searches may run: they only read the graph)
     if st.heads_dirty and st.graph is not None:
@@ -213,7 +213,7 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     clean_directory(st.directory, _files(manifest))
     # Blocks dropped before the capture are in no published checkpoint any more: reusable.
     file.checkpointed(mark)
-    if st.store is not None:  # X1: rows dead in this checkpoint give their pages back
+    if st.store is not None:  # rows dead in this checkpoint give their pages back
         st.store.reclaim(np.frombuffer(versions, np.uint8))
 
 
@@ -294,7 +294,7 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
         report(path, True, f"{blocks} blocks, CRC ok")
     except FormatError as exc:
         report(path, False, exc.message)
-    if params.rerank != "none":  # X1: the rerank store (`vectors.verify_store`, read-only)
+    if params.rerank != "none":  # the rerank store (`vectors.verify_store`, read-only)
         report(directory / VECTORS, *verify_store(directory, m["dim"], params.rerank))
     return out
 

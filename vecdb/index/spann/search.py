@@ -125,7 +125,7 @@ def search(
     st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None
 ) -> IndexResult:
     """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
-    if st.store is not None and sp.rerank_k > 0:  # X1: candidates, then the exact rerank
+    if st.store is not None and sp.rerank_k > 0:  # candidates, then the exact rerank
         return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
     ids = np.full((nq, k), -1, dtype=np.int64)

@@ -75,7 +75,7 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         "resident_space_map_bytes": st.file.space.stats().map_bytes,
         "bytes_on_disk": disk,
         "io": "mmap" if isinstance(st.reader, MmapReader) else "direct",
-        **store_stats(st),  # X1: the rerank store (`vectors.store_stats`)
+        **store_stats(st),  # the rerank store (`vectors.store_stats`)
         "longest_write_lock_s": st.lock.longest_write_s,
         "longest_write_lock_phase": st.lock.longest_write_phase,
         **st.counters,

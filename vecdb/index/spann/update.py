@@ -190,7 +190,7 @@ def add(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = No
         posts, versions, written = place(st, s, x)
         # Pass 2 (no lock): widen the tree's radii along the new primary paths
         st.tree.widen(posts[:, 0], x)
-        if st.store is not None:  # X1: the rerank rows, before the slots are published
+        if st.store is not None:  # the rerank rows, before the slots are published
             st.store.write(s, x)
         # Pass 3 (write lock): publish
         with st.lock.write("add publish"):
