@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
     base = np.ascontiguousarray(base, np.float32)
     raw = base.nbytes
+    if args.work is not None:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rerank-", dir=args.work))
     out: dict[str, Any] = {"dataset": args.dataset, "n": len(base), "queries": len(q)}
     idx: dict[str, SpannIndex] = {}
