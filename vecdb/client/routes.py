@@ -109,6 +109,11 @@ class RouteTable:
         until = self.unreachable.get(address)
         return until is None or time.monotonic() > until
 
+    def unreached(self, address: str) -> None:
+        """`address` did not answer: skip it for UNREACHABLE_S."""
+        self.counters["unreachable"] += 1
+        self.unreachable[address] = time.monotonic() + UNREACHABLE_S
+
     def failed(self, key: tuple[str, str], route: Route, err: VecdbError) -> bool:
         """Note a failed direct call; True when it must go through the router instead."""
         if err.code == "FAILED_PRECONDITION" and err.reason == STALE_ROUTE:
@@ -116,8 +121,7 @@ class RouteTable:
             self.routes.pop(key, None)
             return True
         if err.code in MISSING_CODES:
-            self.counters["unreachable"] += 1
-            self.unreachable[route.address] = time.monotonic() + UNREACHABLE_S
+            self.unreached(route.address)
             return True
         return False
 
@@ -205,8 +209,7 @@ class DirectRoutes:
             wait = min(CONNECT_TIMEOUT_S, max(0.001, deadline - time.monotonic()))
             if not _connects(channel, wait):
                 channel.close()
-                self.table.counters["unreachable"] += 1
-                self.table.unreachable[address] = time.monotonic() + UNREACHABLE_S
+                self.table.unreached(address)
                 return None
             self._channels.append(channel)
             stub = pb_grpc.VectorDBStub(channel)  # type: ignore[no-untyped-call]

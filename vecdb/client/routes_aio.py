@@ -19,7 +19,6 @@ from vecdb.client.channel import backoff_delays, retry_wait
 from vecdb.client.routes import (
     CONNECT_TIMEOUT_S,
     MISS,
-    UNREACHABLE_S,
     Route,
     RouteTable,
     finish,
@@ -129,8 +128,7 @@ class AsyncDirectRoutes:
                 ready = False
             if not ready:
                 await channel.close()
-                self.table.counters["unreachable"] += 1
-                self.table.unreachable[address] = time.monotonic() + UNREACHABLE_S
+                self.table.unreached(address)
                 return None
             self._channels.append(channel)
             stub = pb_grpc.VectorDBStub(channel)  # type: ignore[no-untyped-call]

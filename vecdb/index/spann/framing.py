@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from vecdb.errors import FormatError, StorageError, os_error
+from vecdb.errors import FormatError, StorageError, VecdbError, os_error
 
 HEADER = struct.Struct("<8sII")  # magic, format version, reserved
 SECTION = struct.Struct("<QII")  # payload length, crc32, reserved
@@ -67,6 +67,23 @@ def fsync_file(fd: int, path: Path) -> None:
             faults.fsync(fd)
     except OSError as exc:
         raise os_error(exc, f"fsync of {path}") from exc
+
+
+class Poisonable(Protocol):
+    poisoned: str  # why the file may no longer be published ("" if it may)
+
+
+def sync_or_poison(owner: Poisonable, fd: int, path: Path) -> None:
+    """fsync `fd`; after one failure never again: the page cache may have dropped what
+    failed to reach the disk, so nothing written before may be published (`owner.poisoned`
+    says why, and every later call raises)."""
+    if owner.poisoned:
+        raise FormatError(f"{path}: {owner.poisoned}; the index must be rebuilt")
+    try:
+        fsync_file(fd, path)
+    except VecdbError as exc:
+        owner.poisoned = f"an fsync failed earlier ({exc.message})"
+        raise
 
 
 def pack_header(magic: bytes, version: int) -> bytes:

@@ -40,7 +40,12 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError, VecdbError, os_error
 from vecdb.index.spann.blockcheck import Verified
-from vecdb.index.spann.framing import check_header, fsync_file, pack_header, pwrite_all
+from vecdb.index.spann.framing import (
+    check_header,
+    pack_header,
+    pwrite_all,
+    sync_or_poison,
+)
 from vecdb.index.spann.quant import Quantizer as Quantizer  # re-exported
 from vecdb.index.spann.readers import DirectReader as DirectReader  # re-exported
 from vecdb.index.spann.readers import MmapReader as MmapReader  # re-exported
@@ -385,15 +390,8 @@ class PostingFile:
         )
 
     def sync(self) -> None:
-        """fsync the data; after one failure never again (the page cache may have dropped
-        what failed to reach the disk, so nothing written before may be published)."""
-        if self.poisoned:
-            raise FormatError(f"{self.path}: {self.poisoned}; the index must be rebuilt")
-        try:
-            fsync_file(self.fd, self.path)
-        except VecdbError as exc:
-            self.poisoned = f"an fsync failed earlier ({exc.message})"
-            raise
+        """fsync the data; after one failure never again (`framing.sync_or_poison`)."""
+        sync_or_poison(self, self.fd, self.path)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.errors import FormatError, VecdbError
+from vecdb.errors import FormatError
 from vecdb.index.spann.aio import AioPool
 from vecdb.index.spann.framing import (
     check_header,
     fsync_dir,
-    fsync_file,
     pack_header,
     pwrite_all,
+    sync_or_poison,
 )
 
 U8 = npt.NDArray[np.uint8]
@@ -161,13 +161,7 @@ class VectorStore:
 
     def sync(self) -> None:
         """fsync the rows; after one failure never again (as `PostingFile.sync`)."""
-        if self.poisoned:
-            raise FormatError(f"{self.path}: {self.poisoned}; the index must be rebuilt")
-        try:
-            fsync_file(self.fd, self.path)
-        except VecdbError as exc:
-            self.poisoned = f"an fsync failed earlier ({exc.message})"
-            raise
+        sync_or_poison(self, self.fd, self.path)
         if not self.dir_synced:
             fsync_dir(self.path.parent)
             self.dir_synced = True
