@@ -91,10 +91,7 @@ def scan(
         check_blocks(u8, b_off, b_cnt, st.dim, st.width, path, None, st.file.verified, b_bytes)
         order = np.arange(len(off), dtype=np.int64)
         head = (u8, i64, f32, u16, *fixed, off, cnt)
-        if len(queries) == 1:  # a single query: the kernel straight on this thread
-            scan_pairs(*head, order, pq, 0, len(order), queries, *tail, ids, out_d)
-            return
-        threads = search_threads(len(queries))
+        threads = search_threads(len(queries))  # 1 for a single query: the kernel runs here
         fan_out_pairs(scan_pairs, head, order, pq, queries, tail, ids, out_d, threads)
         return
     ptr, off, cnt, nbytes, pages, postings = gather_blocks(
