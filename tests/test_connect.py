@@ -81,8 +81,10 @@ def test_remote_options_with_a_local_target_are_refused(
 ) -> None:
     """api_key / tls with a local path or :memory: is InvalidArgument, nothing is opened."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(vecdb.InvalidArgument, match=f"{next(iter(option))} applies to remote"):
+    name = next(iter(option))
+    with pytest.raises(vecdb.InvalidArgument, match=f"{name} applies to remote") as err:
         vecdb.connect(target, **option)  # type: ignore[arg-type]
+    assert err.value.field == name
     assert list(tmp_path.iterdir()) == []
 
 

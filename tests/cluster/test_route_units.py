@@ -77,8 +77,9 @@ def test_route_table_rules() -> None:
 
 
 def test_direct_routing_is_for_servers_only(tmp_path: object) -> None:
-    with pytest.raises(InvalidArgument, match="direct_routing applies to remote targets"):
+    with pytest.raises(InvalidArgument, match="direct_routing applies to remote targets") as err:
         vecdb.connect(":memory:", direct_routing=True)
+    assert err.value.field == "direct_routing"
     with pytest.raises(InvalidArgument, match="direct_routing applies to remote targets"):
         vecdb.AsyncClient(":memory:", direct_routing=True)
     vecdb.connect(":memory:", direct_routing=False).close()

@@ -128,7 +128,8 @@ def connect(
         if value is not None and value is not False:
             raise InvalidArgument(
                 f"{label} applies to remote targets only, but {str(target)!r} is a local "
-                f"database; use {ACCEPTED}"
+                f"database; use {ACCEPTED}",
+                field=label,
             )
     from vecdb.client.local import LocalClient
 
