@@ -26,7 +26,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine.slot_set import LazyVisible, SlotSet
+from vecdb.engine.slot_set import LazyVisible, SlotSet, compact
 from vecdb.index.base import Visible
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
@@ -308,25 +308,37 @@ class TenantState:
     def apply_dropping(self, t: Tenant) -> set[int]:
         """A committed drop: the tenant sees nothing from now on, and the points it owns are
         hidden from every other tenant and from global reads until the cleanup deletes
-        them. Returns the tenants whose sets changed."""
+        them. Returns the tenants whose sets changed.
+
+        Only the grantees named in the owned points' access rows can hold one of them, so
+        only their sets are rewritten (one multi-get of those rows, read before the lock),
+        and the hidden set takes the owned slots in one union: a loop over every tenant with
+        a per-slot `add` held the lock, which tenant searches take, for 0.46 s at 10,000
+        owned points among 1,000 tenants (200,000 points), now O(owned + grantees' sets)."""
         changed = {t.no}
         owned = self.owned_slots(t.no)  # (committed rows: the cleanup has not begun)
+        grantees: set[int] = set()
+        if len(owned):
+            for row in self.kv.multi_get(kvmod.CF_META, [self.acl_key(int(s)) for s in owned]):
+                if row is not None and len(row) > 4:
+                    grantees.update(decode_acl(row)[1])
+        grantees.discard(t.no)
         with self.lock:
-            for s in owned.tolist():
-                self.hidden.add(s)
+            if len(owned):
+                self.hidden = SlotSet(compact(np.union1d(self.hidden.array(), owned)))
             self.hidden_version += 1
             t.state, t.slots, t.owned = DROPPING, SlotSet(), 0
             t.version += 1
-            if len(owned):
-                for g in self.by_no.values():
-                    if g is t or g.state != ACTIVE or not len(g.slots):
-                        continue
-                    arr = g.slots.array()
-                    gone = arr[np.isin(arr, owned)]
-                    if len(gone):
-                        g.slots = SlotSet(arr[~np.isin(arr, owned)])
-                        g.version += 1
-                        changed.add(g.no)
+            for no in sorted(grantees):
+                g = self.by_no.get(no)
+                if g is None or g.state != ACTIVE or not len(g.slots):
+                    continue
+                arr = g.slots.array()
+                keep = ~np.isin(arr, owned)
+                if not keep.all():
+                    g.slots = SlotSet(arr[keep])
+                    g.version += 1
+                    changed.add(g.no)
         return changed
 
     def apply_forgotten(self, t: Tenant) -> None:
