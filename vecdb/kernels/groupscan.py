@@ -291,6 +291,34 @@ def _passes_dot(x, dim, cap, q, a):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _admit(a, n, metric, worst, pick):  # type: ignore[no-untyped-def]
+    """The entries j < n that may enter a top-k row whose last distance is `worst` (before
+    the block), in order, into pick; returns how many. The test is made in float32 (for
+    cosine 1 - a in float32 where the fold gets it in float64: rounding is monotonic, so
+    this admits every entry the float64 test would, and perhaps a tie more), branch-free
+    (the index is written always, the count moves only on a hit) with the metric's branch
+    outside the loop: the per-entry test before the fold was a data-dependent branch the
+    CPU mispredicts while a batch's rows fill. The fold tests each one again, exactly as
+    before, against the row as it is then: the top k is the per-entry loop's, bit for
+    bit (2,000 GloVe-50 queries, 56 postings, int8 + rerank: the scan ~1.09x faster)."""
+    m = 0
+    if metric == METRIC_L2:
+        for j in range(n):
+            pick[m] = j
+            m += 0 if a[j] > worst else 1
+    elif metric == METRIC_IP:
+        for j in range(n):
+            pick[m] = j
+            m += 0 if -a[j] > worst else 1
+    else:
+        one = np.float32(1.0)
+        for j in range(n):
+            pick[m] = j
+            m += 0 if one - a[j] > worst else 1
+    return m
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _fold(ids, ds, s, d):  # type: ignore[no-untyped-def]
     """Insert slot s at distance d into the top-k row, ordered by (distance, slot), unless
     it does not come before the k-th or is already there (replicas of a slot score alike).
@@ -343,6 +371,7 @@ def scan_pairs(  # type: ignore[no-untyped-def]
     for p in range(lo, hi):
         room = max(room, cnt[order[p]])
     acc = np.empty(room, dtype=np.float32)
+    pick = np.empty(room, dtype=np.int64)  # a block's entries that may enter the top k
     bits = np.empty(room * dim, dtype=np.uint32)
     x = bits.view(np.float32)
     prev = -1
@@ -390,14 +419,16 @@ def scan_pairs(  # type: ignore[no-untyped-def]
         ds = out_d[i]
         slots = i64[(o + 64) // 8 : (o + 64) // 8 + n]
         vers = u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
-        for j in range(n):
+        m = _admit(a, n, metric, ds[ds.shape[0] - 1], pick)
+        for t in range(m):
+            j = pick[t]
             if metric == METRIC_L2:
                 d = a[j]
             elif metric == METRIC_IP:
                 d = -a[j]
             else:
                 d = 1.0 - a[j]
-            if d > ds[ds.shape[0] - 1]:
+            if d > ds[ds.shape[0] - 1]:  # (the row may have tightened since `_admit`)
                 continue
             s = slots[j]
             if entry_visible(s, vers[j], slot_version, vis, use_vis):
