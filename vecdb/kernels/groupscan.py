@@ -12,9 +12,9 @@ dimensions per pass, the same values in the same order, so a query's distances d
 depend on the batch it came in. float16 is widened by the CPU's conversion instruction
 where it has one (x86 F16C, `HARDWARE_HALF`), else by shifts and masks: the same values.
 Prefetch: a block scored in registers hints the blocks two and three ahead a share per pass
-(a steady stream the CPU keeps); a decoded block hints the next three whole. Then each entry
-is folded into its query's top-k row with the one "entry visible" predicate
-(`posting.entry_visible`) and replica dedupe. Measured on GloVe-50 (56 postings of ~125
+(a steady stream the CPU keeps); a decoded block hints the next three whole. Then the
+entries that may enter its query's top-k row (a branch-free pre-test, `_admit`) are folded
+into it with the one "entry visible" predicate (`posting.entry_visible`) and replica dedupe. Measured on GloVe-50 (56 postings of ~125
 entries per query, warm): one query's scan 96-105 us -> 50-60 us (the hardware widening,
 the per-pass prefetch and the metric's branch hoisted out of the passes), a 2,000-query
 batch's scan 68 -> 40 us per query (the decode pass vectorised); the int8 path the same
