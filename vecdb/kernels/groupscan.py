@@ -8,21 +8,22 @@ once into a float32 scratch (float16 bits widened, int8 codes mapped through the
 per-dimension offset and scale; float32 is read in place) and each query is scored against
 it from L1 cache; a float16 or int8 block read by one query is widened in registers instead
 (int8: offset + scale x code per component, `_decode`'s expression). Either way four
-dimensions per pass, the same values in the same order, so a query's distances do not
-depend on the batch it came in. float16 is widened by the CPU's conversion instruction
-where it has one (x86 F16C, `HARDWARE_HALF`), else by shifts and masks: the same values.
-Prefetch: a block scored in registers hints the blocks two and three ahead a share per pass
-(a steady stream the CPU keeps); a decoded block hints the next three whole. Then the
-entries that may enter its query's top-k row (a branch-free pre-test, `_admit`) are folded
-into it with the one "entry visible" predicate (`posting.entry_visible`) and replica dedupe. Measured on GloVe-50 (56 postings of ~125
-entries per query, warm): one query's scan 96-105 us -> 50-60 us (the hardware widening,
-the per-pass prefetch and the metric's branch hoisted out of the passes), a 2,000-query
-batch's scan 68 -> 40 us per query (the decode pass vectorised); the int8 path the same
-way (issue 12, helper C: one query's scan ~1.4-1.7x faster, 56 postings, loaded machine,
-old and new side by side; batches unchanged: their blocks are mostly shared and decoded);
-a posting fetched from memory, not arithmetic, is what a query waits for. `merge_topk` folds one top-k table into
-another (the per-thread tables of `index.spann.fanout.fan_out_pairs`). Every kernel
-releases the GIL.
+dimensions per pass, the same values in the same order, so a query's distances do not depend
+on the batch it came in. float16 is widened by the CPU's conversion instruction where it has
+one (x86 F16C, `HARDWARE_HALF`), else by shifts and masks: the same values. Prefetch: a
+block scored in registers hints the blocks two and three ahead a share per pass (a steady
+stream the CPU keeps); a decoded block hints the next three whole. Then the entries that may
+enter its query's top-k row (a branch-free pre-test, `_admit`) are folded into it with the
+one "entry visible" predicate (`posting.entry_visible`) and replica dedupe. Measured on
+GloVe-50 (56 postings of ~125 entries per query, warm): one query's scan 96-105 us -> 50-60
+us (the hardware widening, the per-pass prefetch and the metric's branch hoisted out of the
+passes), a 2,000-query batch's scan 68 -> 40 us per query (the decode pass vectorised); the
+int8 path the same way (issue 12, helper C, 48 and 56 postings, thread CPU, old and new side
+by side on a loaded machine: one query's int8 scan 1.57-1.62x faster; a batch's blocks are
+mostly shared and decoded as before, and `_admit` makes batches 1.07-1.09x faster, float16
+and int8); a posting fetched from memory, not arithmetic, is what a query waits for.
+`merge_topk` folds one top-k table into another (the per-thread tables of
+`index.spann.fanout.fan_out_pairs`). Every kernel releases the GIL.
 """
 
 from __future__ import annotations

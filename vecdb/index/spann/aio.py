@@ -4,15 +4,16 @@ and a query's posting runs (`readers.DirectReader.read`).
 
 One `AioContext` submits a list of (file offset, length, buffer address) reads with one
 io_submit and reaps them with io_getevents: the device sees them all at once (a query waits
-about one read's latency, not one per row) and the kernel is entered twice, not once per
-row (an O_DIRECT pread costs ~19 us of CPU here, most of a small read's cost). The reads
-are reaped with one io_getevents that waits for all of them (a caller needs every one;
-waking per completion cost ~20 us of CPU per 16 rows), and the requests are filled as
-64-bit columns of a preallocated array (16 rows: ~100 -> ~80 us of CPU per call, measured
-side by side). ctypes releases the GIL during the calls. `AioPool` hands contexts to concurrent callers (a context
-is used by one call at a time: its events belong to that call) and destroys them on close.
-`AioPool.create()` is None where the system refuses native AIO (callers fall back to preadv).
-Owns nothing else; x86-64 and arm64 syscall numbers only (others: None, the fallback).
+about one read's latency, not one per row) and the kernel is entered twice, not once per row
+(an O_DIRECT pread costs ~19 us of CPU here, most of a small read's cost). The reads are
+reaped with one io_getevents that waits for all of them (a caller needs every one; waking
+per completion cost ~20 us of CPU per 16 rows), and the requests are filled as 64-bit
+columns of a preallocated array (16 rows: ~100 -> ~80 us of CPU per call, measured side by
+side). ctypes releases the GIL during the calls. `AioPool` hands contexts to concurrent
+callers (a context is used by one call at a time: its events belong to that call) and
+destroys them on close. `AioPool.create()` is None where the system refuses native AIO
+(callers fall back to preadv). Owns nothing else; x86-64 and arm64 syscall numbers only
+(others: None, the fallback).
 """
 
 from __future__ import annotations

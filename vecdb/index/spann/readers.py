@@ -2,8 +2,8 @@
 
 `MmapReader` (warm): zero-copy uint8/int64/float32 views of an mmap of the whole file.
 `DirectReader` (cold): O_DIRECT reads of a query's blocks submitted together (one native-AIO
-submit, else a thread pool). Neither checks what it reads: the search path checks every block it scans
-(`blockcheck`). Owns the map and the read descriptor, nothing else.
+submit, else a thread pool). Neither checks what it reads: the search path checks every
+block it scans (`blockcheck`). Owns the map and the read descriptor, nothing else.
 """
 
 from __future__ import annotations
