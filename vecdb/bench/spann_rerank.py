@@ -7,7 +7,8 @@ postings) and "int8+rerank" (int8 postings, a float16 rerank store, `rerank_k` c
 both at the default `max_disk_ratio`. For each `max_postings` it measures, alternating the
 two indexes: recall@10 against the exact neighbours, KB read per query (postings plus
 rerank rows), 1-thread batch QPS (wall and CPU time) and single-query p50 / p99 (warm, mmap;
-`--rounds` alternating rounds, the best figure of each kept). With `--cold` both are
+`--rounds` alternating rounds, the best figure of each kept, and every round and the median
+of each figure beside it). With `--cold` both are
 reopened with io=direct and single queries run 16 at a time (bytes, QPS, p50 / p99), then
 one at a time on a quarter of the queries. Sizes: posting file, rerank store, directory, as
 multiples of the raw float32 bytes. Owns only this experiment; every number comes from this
@@ -96,6 +97,16 @@ def _best(old: dict[str, float] | None, new: dict[str, float]) -> dict[str, floa
     return out
 
 
+def _keep(out: dict[str, Any], key: str, row: dict[str, float]) -> None:
+    """Record one round's row: the best per figure under `key` (as before), every round under
+    `key:rounds` and the median per figure under `key:median` (the machine is shared; the
+    median is the figure to compare when the rounds disagree)."""
+    out[key] = _best(out.get(key), row)
+    rounds = out.setdefault(f"{key}:rounds", [])
+    rounds.append(row)
+    out[f"{key}:median"] = {f: float(np.median([r[f] for r in rounds])) for f in row}
+
+
 def _cold(
     idx: SpannIndex, q: npt.NDArray[np.float32], truth: Any, p: dict[str, Any], conc: int
 ) -> dict[str, float]:
@@ -157,8 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for rk in [0] if name == "default" else args.rerank_k:
                         p = {"max_postings": m} | ({"rerank_k": rk} if name != "default" else {})
                         row = _warm(idx[name], q, truth, p)
-                        key = f"warm:{name}:m={m}:rerank_k={rk}"
-                        out[key] = _best(out.get(key), row)
+                        _keep(out, f"warm:{name}:m={m}:rerank_k={rk}", row)
                         print("warm", rnd, name, m, rk, row, flush=True)
         if args.cold:
             for name, params in CONFIGS.items():
@@ -174,8 +184,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             for conc in (16, 1):
                                 qq = q if conc > 1 else q[: len(q) // 4]
                                 row = _cold(idx[name], qq, truth[: len(qq)], p, conc)
-                                key = f"cold{conc}:{name}:m={m}:rerank_k={rk}"
-                                out[key] = _best(out.get(key), row)
+                                _keep(out, f"cold{conc}:{name}:m={m}:rerank_k={rk}", row)
                                 print(f"cold{conc}", rnd, name, m, rk, row, flush=True)
     finally:
         for i in idx.values():

@@ -6,20 +6,24 @@ consecutive for one block (`kernels.pairs.gather_pairs`, or `pair_order` for CSR
 `scan_pairs` walks a range of them. A block read by several queries of the range is decoded
 once into a float32 scratch (float16 bits widened, int8 codes mapped through the
 per-dimension offset and scale; float32 is read in place) and each query is scored against
-it from L1 cache; a float16 block read by one query is widened in registers instead. Either
-way four dimensions per pass, the same values in the same order, so a query's distances do
-not depend on the batch it came in. float16 is widened by the CPU's conversion instruction
-where it has one (x86 F16C, `HARDWARE_HALF`), else by shifts and masks: the same values.
-Prefetch: a block scored in registers hints the blocks two and three ahead a share per pass
-(a steady stream the CPU keeps); a decoded block hints the next three whole. Then each entry
-is folded into its query's top-k row with the one "entry visible" predicate
-(`posting.entry_visible`) and replica dedupe. Measured on GloVe-50 (56 postings of ~125
-entries per query, warm): one query's scan 96-105 us -> 50-60 us (the hardware widening,
-the per-pass prefetch and the metric's branch hoisted out of the passes), a 2,000-query
-batch's scan 68 -> 40 us per query (the decode pass vectorised); a posting fetched from
-memory, not arithmetic, is what a query waits for. `merge_topk` folds one top-k table into
-another (the per-thread tables of `index.spann.fanout.fan_out_pairs`). Every kernel
-releases the GIL.
+it from L1 cache; a float16 or int8 block read by one query is widened in registers instead
+(int8: offset + scale x code per component, `_decode`'s expression). Either way four
+dimensions per pass, the same values in the same order, so a query's distances do not depend
+on the batch it came in. float16 is widened by the CPU's conversion instruction where it has
+one (x86 F16C, `HARDWARE_HALF`), else by shifts and masks: the same values. Prefetch: a
+block scored in registers hints the blocks two and three ahead a share per pass (a steady
+stream the CPU keeps); a decoded block hints the next three whole. Then the entries that may
+enter its query's top-k row (a branch-free pre-test, `_admit`) are folded into it with the
+one "entry visible" predicate (`posting.entry_visible`) and replica dedupe. Measured on
+GloVe-50 (56 postings of ~125 entries per query, warm): one query's scan 96-105 us -> 50-60
+us (the hardware widening, the per-pass prefetch and the metric's branch hoisted out of the
+passes), a 2,000-query batch's scan 68 -> 40 us per query (the decode pass vectorised); the
+int8 path the same way (issue 12, helper C, 48 and 56 postings, thread CPU, old and new side
+by side on a loaded machine: one query's int8 scan 1.57-1.62x faster; a batch's blocks are
+mostly shared and decoded as before, and `_admit` makes batches 1.07-1.09x faster, float16
+and int8); a posting fetched from memory, not arithmetic, is what a query waits for.
+`merge_topk` folds one top-k table into another (the per-thread tables of
+`index.spann.fanout.fan_out_pairs`). Every kernel releases the GIL.
 """
 
 from __future__ import annotations
@@ -122,6 +126,84 @@ def _half_passes_dot(u16, base, dim, cap, q, a, u8, s2, e2, per2, s3, e3, per3):
         t += 1
 
 
+@nb.njit(cache=True, nogil=True)
+def _score_int8(u8, base, dim, cap, q, qoff, qscale, l2, a, s2, e2, s3, e3):  # type: ignore[no-untyped-def]
+    """`_score` straight from a block's int8 codes (u8[base:], [dim][cap]), each mapped
+    through its dimension's offset and scale in registers: `_decode`'s expression
+    (offset + scale x code, in float32) and then `_score`'s, so the distances are
+    bit-identical to decoding first. Prefetch and the metric's branch as `_score_half`.
+    A call, not inlined: inlined beside `_score_half` it made the float16 path's single
+    queries ~8% slower at 384 dims (synthetic blocks, side by side; no change at 50)."""
+    a[:] = 0.0
+    parts = max(1, dim // 4)
+    per2 = _share(s2, e2, parts)
+    per3 = _share(s3, e3, parts)
+    if dim < 4:
+        _prefetch_run(u8, s2, e2 - s2, e2)
+        _prefetch_run(u8, s3, e3 - s3, e3)
+    if l2:
+        _int8_passes_l2(u8, base, dim, cap, q, qoff, qscale, a, s2, e2, per2, s3, e3, per3)
+    else:
+        _int8_passes_dot(u8, base, dim, cap, q, qoff, qscale, a, s2, e2, per2, s3, e3, per3)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _int8_passes_l2(u8, base, dim, cap, q, qoff, qscale, a, s2, e2, per2, s3, e3, per3):  # type: ignore[no-untyped-def]
+    """`_score_int8`'s passes for squared L2."""
+    t = 0
+    while t + 4 <= dim:
+        s2 = _prefetch_run(u8, s2, per2, e2)
+        s3 = _prefetch_run(u8, s3, per3, e3)
+        q0, q1, q2, q3 = q[t], q[t + 1], q[t + 2], q[t + 3]
+        l0, l1, l2, l3 = qoff[t], qoff[t + 1], qoff[t + 2], qoff[t + 3]
+        c0, c1, c2, c3 = qscale[t], qscale[t + 1], qscale[t + 2], qscale[t + 3]
+        r0 = u8[base + t * cap : base + (t + 1) * cap]
+        r1 = u8[base + (t + 1) * cap : base + (t + 2) * cap]
+        r2 = u8[base + (t + 2) * cap : base + (t + 3) * cap]
+        r3 = u8[base + (t + 3) * cap : base + (t + 4) * cap]
+        for j in range(cap):
+            d0 = q0 - (l0 + c0 * np.float32(r0[j]))
+            d1 = q1 - (l1 + c1 * np.float32(r1[j]))
+            d2 = q2 - (l2 + c2 * np.float32(r2[j]))
+            d3 = q3 - (l3 + c3 * np.float32(r3[j]))
+            a[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        t += 4
+    while t < dim:
+        qt, lt, ct = q[t], qoff[t], qscale[t]
+        r0 = u8[base + t * cap : base + (t + 1) * cap]
+        for j in range(cap):
+            d0 = qt - (lt + ct * np.float32(r0[j]))
+            a[j] += d0 * d0
+        t += 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _int8_passes_dot(u8, base, dim, cap, q, qoff, qscale, a, s2, e2, per2, s3, e3, per3):  # type: ignore[no-untyped-def]
+    """`_score_int8`'s passes for inner products."""
+    t = 0
+    while t + 4 <= dim:
+        s2 = _prefetch_run(u8, s2, per2, e2)
+        s3 = _prefetch_run(u8, s3, per3, e3)
+        q0, q1, q2, q3 = q[t], q[t + 1], q[t + 2], q[t + 3]
+        l0, l1, l2, l3 = qoff[t], qoff[t + 1], qoff[t + 2], qoff[t + 3]
+        c0, c1, c2, c3 = qscale[t], qscale[t + 1], qscale[t + 2], qscale[t + 3]
+        r0 = u8[base + t * cap : base + (t + 1) * cap]
+        r1 = u8[base + (t + 1) * cap : base + (t + 2) * cap]
+        r2 = u8[base + (t + 2) * cap : base + (t + 3) * cap]
+        r3 = u8[base + (t + 3) * cap : base + (t + 4) * cap]
+        for j in range(cap):
+            a[j] += (q0 * (l0 + c0 * np.float32(r0[j])) + q1 * (l1 + c1 * np.float32(r1[j]))) + (
+                q2 * (l2 + c2 * np.float32(r2[j])) + q3 * (l3 + c3 * np.float32(r3[j]))
+            )
+        t += 4
+    while t < dim:
+        qt, lt, ct = q[t], qoff[t], qscale[t]
+        r0 = u8[base + t * cap : base + (t + 1) * cap]
+        for j in range(cap):
+            a[j] += qt * (lt + ct * np.float32(r0[j]))
+        t += 1
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def _decode(u8, f32, u16, dim, width, qoff, qscale, o, cap, voff, bits):  # type: ignore[no-untyped-def]
     """The block's components as float32 values, dimension-major ([dim][cap]): a view of
@@ -212,6 +294,34 @@ def _passes_dot(x, dim, cap, q, a):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _admit(a, n, metric, worst, pick):  # type: ignore[no-untyped-def]
+    """The entries j < n that may enter a top-k row whose last distance is `worst` (before
+    the block), in order, into pick; returns how many. The test is made in float32 (for
+    cosine 1 - a in float32 where the fold gets it in float64: rounding is monotonic, so
+    this admits every entry the float64 test would, and perhaps a tie more), branch-free
+    (the index is written always, the count moves only on a hit) with the metric's branch
+    outside the loop: the per-entry test before the fold was a data-dependent branch the
+    CPU mispredicts while a batch's rows fill. The fold tests each one again, exactly as
+    before, against the row as it is then: the top k is the per-entry loop's, bit for
+    bit (2,000 GloVe-50 queries, 56 postings, int8 + rerank: the scan ~1.09x faster)."""
+    m = 0
+    if metric == METRIC_L2:
+        for j in range(n):
+            pick[m] = j
+            m += 0 if a[j] > worst else 1
+    elif metric == METRIC_IP:
+        for j in range(n):
+            pick[m] = j
+            m += 0 if -a[j] > worst else 1
+    else:
+        one = np.float32(1.0)
+        for j in range(n):
+            pick[m] = j
+            m += 0 if one - a[j] > worst else 1
+    return m
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _fold(ids, ds, s, d):  # type: ignore[no-untyped-def]
     """Insert slot s at distance d into the top-k row, ordered by (distance, slot), unless
     it does not come before the k-th or is already there (replicas of a slot score alike).
@@ -264,6 +374,7 @@ def scan_pairs(  # type: ignore[no-untyped-def]
     for p in range(lo, hi):
         room = max(room, cnt[order[p]])
     acc = np.empty(room, dtype=np.float32)
+    pick = np.empty(room, dtype=np.int64)  # a block's entries that may enter the top k
     bits = np.empty(room * dim, dtype=np.uint32)
     x = bits.view(np.float32)
     prev = -1
@@ -284,15 +395,18 @@ def scan_pairs(  # type: ignore[no-untyped-def]
             n1 = _next_run(off, order, p, hi)
             n2 = _next_run(off, order, n1, hi)
             n3 = _next_run(off, order, n2, hi)
-            if width == 2 and (p + 1 == hi or off[order[p + 1]] != o):
+            if width <= 2 and (p + 1 == hi or off[order[p + 1]] != o):
                 # read by this query alone here: widen in registers, no decode pass, and
                 # prefetch the blocks two and three ahead a share per pass
-                base = (o + voff) // 2
                 s2, e2 = _span(u8, off, cnt, order, n2, hi, dim, width)
                 s3, e3 = _span(u8, off, cnt, order, n3, hi, dim, width)
-                _score_half(
-                    u16, base, dim, cap, queries[i], metric == METRIC_L2, a, u8, s2, e2, s3, e3
-                )
+                l2 = metric == METRIC_L2
+                if width == 2:
+                    base = (o + voff) // 2
+                    _score_half(u16, base, dim, cap, queries[i], l2, a, u8, s2, e2, s3, e3)
+                else:
+                    base = o + voff
+                    _score_int8(u8, base, dim, cap, queries[i], qoff, qscale, l2, a, s2, e2, s3, e3)
             else:
                 # the next three blocks come in while this one is decoded and scored (each
                 # hinted up to three times: a hint dropped while the miss queue was full is
@@ -308,14 +422,16 @@ def scan_pairs(  # type: ignore[no-untyped-def]
         ds = out_d[i]
         slots = i64[(o + 64) // 8 : (o + 64) // 8 + n]
         vers = u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
-        for j in range(n):
+        m = _admit(a, n, metric, ds[ds.shape[0] - 1], pick)
+        for t in range(m):
+            j = pick[t]
             if metric == METRIC_L2:
                 d = a[j]
             elif metric == METRIC_IP:
                 d = -a[j]
             else:
                 d = 1.0 - a[j]
-            if d > ds[ds.shape[0] - 1]:
+            if d > ds[ds.shape[0] - 1]:  # (the row may have tightened since `_admit`)
                 continue
             s = slots[j]
             if entry_visible(s, vers[j], slot_version, vis, use_vis):

@@ -5,7 +5,10 @@ row (in a row matrix) that holds each one's vector, float16 bits (widened like t
 scan: `postscan._half_bits`) or float32; it computes the metric's "smaller is better"
 distance in float32 (squared L2, -dot for "ip", 1 - dot for "cosine" on prepared vectors,
 the scan's definitions) and keeps the k smallest, ties broken by slot. Candidates of -1 are
-padding and skipped; rows are padded with -1 / +inf.
+padding and skipped; rows are padded with -1 / +inf. The rows of a query's candidates (and
+of the next query's) are prefetched before the first is scored, so their cache misses
+overlap (16 random float16 rows of GloVe-50 from the store's map, one query: ~13-14 ->
+~10.5 us; a batch: ~3 -> ~1.5 us per query; measured side by side, same results).
 """
 
 from __future__ import annotations
@@ -18,9 +21,32 @@ import numpy.typing as npt
 
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2
 from vecdb.kernels.postscan import HALF_SCALE, _half_bits
+from vecdb.kernels.prefetch import _prefetch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _prefetch_row(rows, r, d, per_line):  # type: ignore[no-untyped-def]
+    """Hint the cache lines of row r of a C-contiguous (n, d) matrix (`per_line` elements to
+    a 64-byte line); no effect on results."""
+    first = r * d
+    for e in range(first, first + d, per_line):
+        _prefetch(rows, e)  # type: ignore[call-arg]
+    _prefetch(rows, first + d - 1)  # type: ignore[call-arg]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _prefetch_rows(cand, at, i, half, rows16, rows32, nrows, d):  # type: ignore[no-untyped-def]
+    """Hint the rows of query i's candidates."""
+    for j in range(cand.shape[1]):
+        r = at[i, j]
+        if cand[i, j] >= 0 and 0 <= r < nrows:
+            if half:
+                _prefetch_row(rows16, r, d, 32)
+            else:
+                _prefetch_row(rows32, r, d, 16)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -42,6 +68,12 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
         ids[:] = -1
         ds[:] = np.inf
         q = queries[i]
+        # every candidate's row is asked for before the first is scored (the next query's
+        # too): the rows' cache misses overlap instead of coming one after another
+        if i == 0:
+            _prefetch_rows(cand, at, 0, half, rows16, rows32, nrows, d)
+        if i + 1 < nq:
+            _prefetch_rows(cand, at, i + 1, half, rows16, rows32, nrows, d)
         for j in range(c):
             s = cand[i, j]
             r = at[i, j]

@@ -20,8 +20,10 @@ the allocated size stays about the live rows' (the apparent size grows with the 
 numbers, the allocated blocks do not).
 
 Reads: warm, a numpy view of an mmap of the file (`rows`); cold (`io="direct"`), O_DIRECT
-reads of the 512-byte sectors holding the candidates' rows, submitted together to a small
-thread pool (`read_rows`), falling back to buffered reads where O_DIRECT is refused.
+reads of the 512-byte sectors holding the candidates' rows, all in one native-AIO submit
+(`aio`; else a small thread pool), falling back to buffered reads where O_DIRECT is
+refused (`read_rows`; its offsets and byte indexes are made once per store, 16 rows ~159
+-> ~118 us of CPU per call with the leaner AIO call, measured side by side).
 """
 
 from __future__ import annotations
@@ -113,6 +115,12 @@ class VectorStore:
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
+        # cold reads: row i of a call lands at i x stride of the buffer (the most sectors a
+        # row spans); offsets and byte indexes made once, not per call
+        self._stride = (-(-self.row // SECTOR) + 1) * SECTOR
+        self._at = np.zeros(0, np.int64)
+        self._row_bytes = np.arange(self.row, dtype=np.int64)[None, :]
+        self._name = str(self.path)
         self._remap()
 
     def _dtype(self) -> type[Any]:
@@ -232,18 +240,18 @@ class VectorStore:
         offs = HEAD + slots * self.row
         lo = offs // SECTOR * SECTOR
         span = -(-(offs + self.row) // SECTOR) * SECTOR - lo
-        stride = (-(-self.row // SECTOR) + 1) * SECTOR  # the most sectors a row spans
+        stride = self._stride
         buf = self._buffer(n * stride)
-        los, spans = lo.tolist(), span.tolist()
         if self._aio is not None:  # all rows in one submit (one read's latency)
             ctx = self._aio.take()
+            skip = offs - lo
             try:
-                at = list(range(0, n * stride, stride))
-                need = (offs - lo + self.row).tolist()
-                ctx.read(self._dfd, self._local.addr, at, spans, los, need, str(self.path))
+                at = self._at[:n]
+                ctx.read(self._dfd, self._local.addr, at, span, lo, skip + self.row, self._name)
             finally:
                 self._aio.give(ctx)
-            return self._extract(buf, n, stride, offs - lo, span)
+            return self._extract(buf, n, stride, skip, span)
+        los, spans = lo.tolist(), span.tolist()
         view = memoryview(buf)
 
         def run(a: int, b: int) -> None:
@@ -272,9 +280,8 @@ class VectorStore:
         self, buf: mmap.mmap, n: int, stride: int, skip: I64, span: I64
     ) -> tuple[npt.NDArray[Any], int]:
         """The rows out of the read buffer (row i at i x stride + skip[i]) and the bytes."""
-        u8 = np.frombuffer(buf, np.uint8, count=n * stride).reshape(n, stride)
-        first = skip[:, None] + np.arange(self.row)[None, :]
-        out = np.take_along_axis(u8, first, 1).view(self._dtype())
+        u8 = np.frombuffer(buf, np.uint8, count=n * stride)
+        out = u8[(self._at[:n] + skip)[:, None] + self._row_bytes].view(self._dtype())
         return out, int(span.sum())
 
     def _open_direct(self) -> None:
@@ -290,6 +297,9 @@ class VectorStore:
             self._pool = ThreadPoolExecutor(max(1, READ_TASKS), thread_name_prefix="spann-rows")
 
     def _buffer(self, total: int) -> mmap.mmap:
+        n = total // self._stride
+        if len(self._at) < n:  # (a new array, whole: another thread may be reading the old)
+            self._at = np.arange(max(n, 2 * len(self._at)), dtype=np.int64) * self._stride
         size = -(-max(total, PAGE) // PAGE) * PAGE
         buf: mmap.mmap | None = getattr(self._local, "buf", None)
         if buf is None or len(buf) < size:
