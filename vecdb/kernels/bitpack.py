@@ -20,7 +20,7 @@ This module owns three layouts and nothing else:
   with ``books[p, v]``. Scoring a token is then P lookups instead of d multiply-adds and no
   float reconstruction (WARP's trick at byte granularity).
 
-Pure numpy plus two numba kernels (`encode_books`, the table fill); no I/O, no state.
+Pure numpy plus one numba kernel (`encode_books`); no I/O, no state.
 """
 
 from __future__ import annotations
@@ -259,35 +259,18 @@ def encode_books(
     return out
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _fill_lut(books, qt, out):  # type: ignore[no-untyped-def]
-    nb, nv, per = books.shape
-    width = out.shape[2]
-    for p in range(nb):
-        for v in range(nv):
-            row = out[p, v]
-            for i in range(width):
-                row[i] = 0.0
-            for s in range(per):
-                w = books[p, v, s]
-                col = qt[p, s]
-                for i in range(width):
-                    row[i] += w * col[i]
-
-
 def build_lut(q: F32, books: F32, width: int = 0) -> F32:
     """Byte lookup table (P, 256, m) of queries q (m, d) over rows coded with byte codebooks
     (P, 256, per): ``lut[p, v, i] = q[i, p * per:(p + 1) * per] . books[p, v]``. With `width`
     > m the table is (P, 256, width), zero past m (the padded lanes of the rerank kernel),
-    filled in place instead of padded by a copy."""
+    computed at that width instead of padded by a copy (one stacked matmul, P small GEMMs:
+    4x faster than a numba loop at P = 32, m = 12, results-D.md)."""
     m, d = q.shape
     nb, _, per = books.shape
-    width = max(width, m)
     qr = spread(q, book_slots(d, nb, per)).reshape(m, nb, per)
-    qt = np.zeros((nb, per, width), np.float32)  # (P, per, lanes): one contiguous lane row
+    qt = np.zeros((nb, per, max(width, m)), np.float32)  # (P, per, lanes)
     qt[:, :, :m] = qr.transpose(1, 2, 0)
-    lut = np.empty((nb, books.shape[1], width), np.float32)
-    _fill_lut(np.ascontiguousarray(books, np.float32), qt, lut)
+    lut: F32 = np.matmul(np.asarray(books, np.float32), qt)
     return lut
 
 

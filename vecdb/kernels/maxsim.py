@@ -45,6 +45,7 @@ PARALLEL_MIN_WORK = 1 << 24
 # query tokens to a multiple of LANES (a fixed-width inner loop the compiler vectorises).
 BLOCK_TOKENS = 256
 LANES = 16
+FLOOR = np.float32(-3.0e38)  # below every score: `probe_cells`' empty slots (fastmath: no inf)
 
 
 @njit(cache=True, inline="always")
@@ -247,21 +248,28 @@ def _blocked_parallel(skq, packed, bits, lut, data, offsets, cand, out, parts): 
         )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-untyped-def]
     k = skq.shape[0]
+    # finite sentinels, not -inf: fastmath assumes no infinities
+    last = np.full(m, FLOOR, np.float32)  # each token's nprobe-th best so far
     for i in range(m):
         for j in range(nprobe):
-            topv[i, j] = -np.inf
+            topv[i, j] = FLOOR
             topi[i, j] = -1
     for c in range(k):
         row = skq[c]
-        best = -np.inf
+        best = FLOOR
+        hit = False
+        for i in range(m):  # branch-free: the usual centroid beats no token's list
+            best = max(best, row[i])
+            hit |= row[i] > last[i]
+        keep[c] = best >= tau
+        if not hit:
+            continue
         for i in range(m):
             s = row[i]
-            if s > best:
-                best = s
-            if s > topv[i, nprobe - 1]:  # insert into token i's sorted best list
+            if s > last[i]:  # insert into token i's sorted best list
                 j = nprobe - 1
                 while j > 0 and topv[i, j - 1] < s:
                     topv[i, j] = topv[i, j - 1]
@@ -269,7 +277,7 @@ def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-unty
                     j -= 1
                 topv[i, j] = s
                 topi[i, j] = c
-        keep[c] = best >= tau
+                last[i] = topv[i, nprobe - 1]
     n = 0
     for i in range(m):
         for j in range(nprobe):
