@@ -31,6 +31,13 @@ def test_probe_cells_equals_argpartition_and_column_max(k: int, m: int, nprobe: 
     np.testing.assert_array_equal(again, cells)
 
 
+def test_probe_cells_of_no_query_tokens_is_empty() -> None:
+    """A query with no tokens probes no cell and keeps no code."""
+    keep = np.ones(4, np.bool_)
+    cells = ms.probe_cells(np.ones((4, 16), np.float32), 0, 2, 0.0, keep)
+    assert cells.shape == (0,) and cells.dtype == np.int64 and not keep.any()
+
+
 def test_probe_cells_rejects_more_tokens_than_lanes() -> None:
     """m must fit the table's lanes, and keep must have one flag per centroid."""
     skq = np.zeros((4, 16), np.float32)

@@ -424,9 +424,10 @@ def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.
     the centroid scores ``skq[c, i]`` (K, lanes >= m; lanes past m are ignored), and
     ``keep[c] = max_i skq[c, i] >= tau`` for every centroid, in one pass over the table (what
     ``np.unique(np.argpartition(skq[:, :m].T, -nprobe)[:, -nprobe:])`` and a column max give,
-    without the transposed copy; ties may pick a different cell)."""
+    without the transposed copy; ties may pick a different cell). With m = 0, no cells and no
+    code kept."""
     k = skq.shape[0]
-    if skq.ndim != 2 or not 0 < m <= skq.shape[1] or keep.shape != (k,):
+    if skq.ndim != 2 or not 0 <= m <= skq.shape[1] or keep.shape != (k,):
         raise ValueError(f"skq {skq.shape}, m = {m} and keep {keep.shape} disagree")
     nprobe = max(1, min(nprobe, k))
     topv = np.empty((m, nprobe), np.float32)
