@@ -259,14 +259,19 @@ def encode_books(
     return out
 
 
-def build_lut(q: F32, books: F32) -> F32:
+def build_lut(q: F32, books: F32, width: int = 0) -> F32:
     """Byte lookup table (P, 256, m) of queries q (m, d) over rows coded with byte codebooks
-    (P, 256, per): ``lut[p, v, i] = q[i, p * per:(p + 1) * per] . books[p, v]``."""
+    (P, 256, per): ``lut[p, v, i] = q[i, p * per:(p + 1) * per] . books[p, v]``. With `width`
+    > m the table is (P, 256, width), zero past m (the padded lanes of the rerank kernel),
+    computed at that width instead of padded by a copy (one stacked matmul, P small GEMMs:
+    4x faster than a numba loop at P = 32, m = 12, results-D.md)."""
     m, d = q.shape
     nb, _, per = books.shape
     qr = spread(q, book_slots(d, nb, per)).reshape(m, nb, per)
-    lut: F32 = np.einsum("pvs,mps->pvm", books, qr, optimize=True).astype(np.float32)
-    return np.ascontiguousarray(lut)
+    qt = np.zeros((nb, per, max(width, m)), np.float32)  # (P, per, lanes)
+    qt[:, :, :m] = qr.transpose(1, 2, 0)
+    lut: F32 = np.matmul(np.asarray(books, np.float32), qt)
+    return lut
 
 
 def sign_lut(q: F32) -> F32:

@@ -16,6 +16,8 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
   prefilter);
 - ``residual_maxsim``: ``lut_maxsim`` with codes computed position-major over blocks of
   tokens (one byte table hot at a time), the residual rerank of the search pipeline;
+- ``probe_cells``: the best cells of each query token from a (K, lanes) centroid-score table,
+  and the codes whose best query score reaches PLAID's threshold, in one pass over the table;
 - ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers);
 - ``gather_rows``: the token rows of some documents, back to back (any dtype: rows are
   copied as bytes), the one gather of the raw store, the rerank tier and training.
@@ -39,10 +41,11 @@ U8 = npt.NDArray[np.uint8]
 # costs more than the work.
 PARALLEL_MIN_WORK = 1 << 24
 # `residual_maxsim` scores tokens in blocks of this many (their partial sums, BLOCK_TOKENS x
-# LANES floats, stay in L1 while the P byte tables are walked one at a time), and pads the
+# LANES floats, stay in L1 while the P byte tables are walked two at a time), and pads the
 # query tokens to a multiple of LANES (a fixed-width inner loop the compiler vectorises).
 BLOCK_TOKENS = 256
 LANES = 16
+FLOOR = np.float32(-3.0e38)  # below every score: `probe_cells`' empty slots (fastmath: no inf)
 
 
 @njit(cache=True, inline="always")
@@ -182,6 +185,7 @@ def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type:
     acc = np.empty((BLOCK_TOKENS, width), np.float32)
     tok = np.empty(BLOCK_TOKENS, np.int64)
     owner = np.empty(BLOCK_TOKENS, np.int64)
+    blk = np.empty((npos, BLOCK_TOKENS), np.uint8)  # the block's bytes, position-major
     c = c0
     t = offsets[cand[c0]] if c1 > c0 else 0
     while c < c1:
@@ -200,10 +204,22 @@ def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type:
             base = skq[code_at(packed, tok[j], bits)]
             for i in range(width):
                 acc[j, i] = base[i]
-        for p in range(npos):  # one byte position at a time: its table stays in L1
-            tab = lut[p]
+            row8 = data[tok[j]]
+            for p in range(npos):
+                blk[p, j] = row8[p]
+        # Two byte positions at a time (their two tables stay in L1), each reading its bytes
+        # contiguously: 13% faster than one position and strided bytes on t2 (results-D.md).
+        for p in range(0, npos - 1, 2):
+            tab_a, tab_b = lut[p], lut[p + 1]
+            byte_a, byte_b = blk[p], blk[p + 1]
             for j in range(n):
-                row = tab[data[tok[j], p]]
+                row_a, row_b = tab_a[byte_a[j]], tab_b[byte_b[j]]
+                for i in range(width):
+                    acc[j, i] += row_a[i] + row_b[i]
+        if npos % 2:
+            tab, byte = lut[npos - 1], blk[npos - 1]
+            for j in range(n):
+                row = tab[byte[j]]
                 for i in range(width):
                     acc[j, i] += row[i]
         for j in range(n):
@@ -232,6 +248,53 @@ def _blocked_parallel(skq, packed, bits, lut, data, offsets, cand, out, parts): 
         )
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-untyped-def]
+    k = skq.shape[0]
+    # finite sentinels, not -inf: fastmath assumes no infinities
+    last = np.full(m, FLOOR, np.float32)  # each token's nprobe-th best so far
+    for i in range(m):
+        for j in range(nprobe):
+            topv[i, j] = FLOOR
+            topi[i, j] = -1
+    for c in range(k):
+        row = skq[c]
+        best = FLOOR
+        hit = False
+        for i in range(m):  # branch-free: the usual centroid beats no token's list
+            best = max(best, row[i])
+            hit |= row[i] > last[i]
+        keep[c] = best >= tau
+        if not hit:
+            continue
+        for i in range(m):
+            s = row[i]
+            if s > last[i]:  # insert into token i's sorted best list
+                j = nprobe - 1
+                while j > 0 and topv[i, j - 1] < s:
+                    topv[i, j] = topv[i, j - 1]
+                    topi[i, j] = topi[i, j - 1]
+                    j -= 1
+                topv[i, j] = s
+                topi[i, j] = c
+                last[i] = topv[i, nprobe - 1]
+    n = 0
+    for i in range(m):
+        for j in range(nprobe):
+            c = topi[i, j]
+            if c >= 0 and not flag[c]:
+                flag[c] = True
+                n += 1
+    out = np.empty(n, np.int64)
+    n = 0
+    for c in range(k):  # ascending, and the flags are cleared for the next call
+        if flag[c]:
+            flag[c] = False
+            out[n] = c
+            n += 1
+    return out
+
+
 @njit(cache=True, nogil=True)
 def _gather_rows(src, offsets, docs, local, out):  # type: ignore[no-untyped-def]
     for i in range(docs.shape[0]):
@@ -253,6 +316,11 @@ def _gather(cells, indptr, docs, alive, stamp, mark, out):  # type: ignore[no-un
                 out[n] = doc
                 n += 1
     return n
+
+
+def lanes(m: int) -> int:
+    """Width the residual kernel pads m query tokens to (a multiple of LANES)."""
+    return max(LANES, -(-m // LANES) * LANES)
 
 
 def _tokens_of(offsets: I64, cand: I64) -> int:
@@ -322,10 +390,11 @@ def residual_maxsim(
     lut: F32, data: U8, offsets: I64, cand: I64, out: F32, skq: F32, packed: U8, bits: int
 ) -> None:
     """`lut_maxsim` with codes (the residual rerank), computed position-major: the tokens of
-    the candidates in blocks of BLOCK_TOKENS, each block's partial sums updated one byte
-    position at a time, so one (256, m) table is hot at a time instead of all P of them per
-    token. Equal to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float
-    rounding; about twice as fast on the benchmark tiers (results-M5.md)."""
+    the candidates in blocks of BLOCK_TOKENS, each block's partial sums updated two byte
+    positions at a time, so two (256, m) tables are hot at a time instead of all P of them
+    per token. Equal to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float
+    rounding; about twice as fast on the benchmark tiers (results-M5.md). Tables already
+    `lanes(m)` wide, zero past the query's tokens, are used as they are."""
     _check(offsets, cand, out)
     if lut.ndim != 3 or lut.shape[1] != 256 or data.ndim != 2 or data.shape[1] != lut.shape[0]:
         raise ValueError(f"lut {lut.shape} and data {data.shape} disagree")
@@ -333,10 +402,13 @@ def residual_maxsim(
         raise ValueError("residual scoring needs codes and a (K, m) skq")
     npos, _, m = lut.shape
     width = max(LANES, -(-m // LANES) * LANES)
-    lut_w = np.zeros((npos, 256, width), np.float32)  # padded lanes add 0 to every score
-    lut_w[:, :, :m] = lut
-    skq_w = np.zeros((skq.shape[0], width), np.float32)
-    skq_w[:, :m] = skq
+    if m == width:  # the caller padded both (`lanes`): no copies
+        lut_w, skq_w = lut, skq
+    else:
+        lut_w = np.zeros((npos, 256, width), np.float32)  # padded lanes add 0 to every score
+        lut_w[:, :, :m] = lut
+        skq_w = np.zeros((skq.shape[0], width), np.float32)
+        skq_w[:, :m] = skq
     if len(cand) == 0:
         return
     work = _tokens_of(offsets, cand) * npos * m
@@ -345,6 +417,24 @@ def residual_maxsim(
         _blocked_parallel(skq_w, packed, bits, lut_w, data, offsets, cand, out, parts)
     else:
         _blocked_serial(skq_w, packed, bits, lut_w, data, offsets, cand, out)
+
+
+def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_]) -> I64:
+    """The unique cells (ascending) among the `nprobe` best of each query token i < m, from
+    the centroid scores ``skq[c, i]`` (K, lanes >= m; lanes past m are ignored), and
+    ``keep[c] = max_i skq[c, i] >= tau`` for every centroid, in one pass over the table (what
+    ``np.unique(np.argpartition(skq[:, :m].T, -nprobe)[:, -nprobe:])`` and a column max give,
+    without the transposed copy; ties may pick a different cell). With m = 0, no cells and no
+    code kept."""
+    k = skq.shape[0]
+    if skq.ndim != 2 or not 0 <= m <= skq.shape[1] or keep.shape != (k,):
+        raise ValueError(f"skq {skq.shape}, m = {m} and keep {keep.shape} disagree")
+    nprobe = max(1, min(nprobe, k))
+    topv = np.empty((m, nprobe), np.float32)
+    topi = np.empty((m, nprobe), np.int64)
+    flag = np.zeros(k, np.bool_)
+    out: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
+    return out
 
 
 def gather_cells(

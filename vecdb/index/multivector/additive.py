@@ -110,8 +110,12 @@ def decode_additive(codes: U8, books: F32) -> F32:
     return out
 
 
-def additive_lut(q: F32, books: F32) -> F32:
-    """Byte lookup table (P, 256, m) of queries q (m, d): ``lut[p, v, i] = q[i] . books[p, v]``."""
+def additive_lut(q: F32, books: F32, width: int = 0) -> F32:
+    """Byte lookup table (P, 256, m) of queries q (m, d): ``lut[p, v, i] = q[i] . books[p, v]``
+    (with `width` > m, (P, 256, width) and zero past m, as `bitpack.build_lut`)."""
     nb, nv, d = books.shape
-    lut = (books.reshape(nb * nv, d) @ np.asarray(q, np.float32).T).reshape(nb, nv, len(q))
+    m = len(q)
+    qp = np.zeros((max(width, m), d), np.float32)
+    qp[:m] = q
+    lut = (books.reshape(nb * nv, d) @ qp.T).reshape(nb, nv, len(qp))
     return np.ascontiguousarray(lut, dtype=np.float32)

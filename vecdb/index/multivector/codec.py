@@ -94,9 +94,12 @@ class Codec:
             "tier": {"none": 0.0, "int8": float(d), "float16": 2.0 * d}[self.tier],
         }
 
-    def lut(self, q: F32) -> F32:
-        """Byte lookup table (P, 256, m) of the residual score of queries q (m, d)."""
-        return additive_lut(q, self.books) if self.additive else build_lut(q, self.books)
+    def lut(self, q: F32, width: int = 0) -> F32:
+        """Byte lookup table (P, 256, m) of the residual score of queries q (m, d); with
+        `width` > m, (P, 256, width) and zero past m (the rerank kernel's padded lanes)."""
+        if self.additive:
+            return additive_lut(q, self.books, width)
+        return build_lut(q, self.books, width)
 
     def assign(self, tokens: F32) -> I64:
         """Nearest centroid of each token."""

@@ -2,7 +2,8 @@
 
 This module owns how one query becomes a top-k of documents, in numbered passes:
 1. query-token pruning (opt-in) by the IDF of each token's nearest centroid;
-2. centroid scores S = Q C^T, the top-`nprobe` cells per query token, their live documents
+2. centroid scores S = C Q^T (K x lanes, `probe_cells`), the top-`nprobe` cells per query
+   token and the codes over tau in one pass over S, their live documents
    (nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found);
 3. centroid interaction with pruning (codes whose best query score is under tau skip), keep
    `ndocs`; then with every code, keep max(k, ndocs / 4) (PLAID);
@@ -30,8 +31,10 @@ from vecdb.kernels.bitpack import sign_lut
 from vecdb.kernels.maxsim import (
     centroid_interaction,
     gather_cells,
+    lanes,
     lut_maxsim,
     maxsim,
+    probe_cells,
     residual_maxsim,
 )
 
@@ -110,10 +113,17 @@ class Scratch:
         self.stamp = np.full(docs, -1, np.int64)
         self.mark = -1
         self.live_docs = None if live is None else np.flatnonzero(live)
+        self._every: npt.NDArray[np.bool_] | None = None
 
     def next_mark(self) -> int:
         self.mark += 1
         return self.mark
+
+    def every(self, k: int) -> npt.NDArray[np.bool_]:
+        """All-true code flags of length k (the unpruned interaction), made once a batch."""
+        if self._every is None or len(self._every) != k:
+            self._every = np.ones(k, np.bool_)
+        return self._every
 
 
 def search_one(
@@ -136,18 +146,24 @@ def search_one(
         return d, s, st
     nprobe, tau, ndocs = p.resolve(k)
     # Pass 1: query-token pruning.
-    sim = q @ codec.centroids.T  # (m, K)
     if p.query_keep < 1.0:
-        kept = query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)
-        q, sim = q[kept], sim[kept]
-    skq = np.ascontiguousarray(sim.T, dtype=np.float32)  # (K, m')
+        sim = q @ codec.centroids.T  # (m, K)
+        q = q[query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)]
+    # Centroid scores (K, lanes): one GEMM straight into the layout the kernels read (a row
+    # per centroid, the query tokens padded with zeros to the rerank kernel's lanes, so no
+    # transposed or padded copy is made; padded lanes score 0 everywhere and add nothing).
+    width = lanes(len(q))
+    qp = np.zeros((width, q.shape[1]), np.float32)
+    qp[: len(q)] = q
+    skq = codec.centroids @ qp.T
     # Pass 2: probe cells, gather their live documents; while fewer than the second pass
     # keeps are found, probe twice as many cells (up to ADAPT_MAX x nprobe).
     second = max(k, ndocs // 4)
     cap = min(codec.k, nprobe * ADAPT_MAX)
     nprobe = min(nprobe, codec.k)
+    keep = np.empty(codec.k, np.bool_)  # codes whose best query score reaches tau
     while True:
-        cells = np.unique(np.argpartition(sim, -nprobe, axis=1)[:, -nprobe:]).astype(np.int64)
+        cells = probe_cells(skq, len(q), nprobe, tau, keep)
         cand = gather_cells(cells, v.indptr, v.cell_docs, live, scratch.stamp, scratch.next_mark())
         if len(v.delta_cells):
             extra = v.delta_docs[np.isin(v.delta_cells, cells)]
@@ -163,16 +179,16 @@ def search_one(
     st["candidates"] = float(len(cand))
     enc_sizes = np.diff(v.enc_off)
     bits = v.bits
+    every = scratch.every(codec.k)
     # Pass 3: centroid interaction, pruned then full.
     if len(cand) > ndocs:
-        keep = sim.max(axis=0) >= tau
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
         cand, _ = top(cand, sc, ndocs)
     if len(cand) > second:
         sc = np.empty(len(cand), np.float32)
-        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
+        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, every)
         cand, _ = top(cand, sc, second)
     # Pass 4: sign-bit prefilter.
     if p.hamming_keep and codec.sign_bits and len(cand) > max(k, p.hamming_keep):
@@ -188,7 +204,7 @@ def search_one(
         st["bytes_read"] += float(raw_sizes[cand].sum() * raw.width)
         scored = raw_sizes[cand]
     elif rerank == "codes":  # the full centroid interaction is the ranking (HPC-ColPali)
-        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, np.ones(codec.k, bool))
+        centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, every)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
         scored = enc_sizes[cand]
     elif rerank == "signs":  # float query x sign bits (Vespa's unpacked binary)
@@ -198,7 +214,7 @@ def search_one(
         scored = enc_sizes[cand]
     elif rerank == "residual":
         _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
-        lut = codec.lut(q)
+        lut = codec.lut(q, width)  # padded as skq: the kernel copies neither
         residual_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
         st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
         scored = enc_sizes[cand]
