@@ -47,6 +47,8 @@ from vecdb.engine.writer import prepare
 from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
 from vecdb.index.base import Progress
 from vecdb.index.flat import FlatIndex
+from vecdb.index.spann import drain_child
+from vecdb.index.spann.index import SpannIndex
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 
@@ -289,6 +291,11 @@ def drain(coll: CollectionCore) -> None:
             coll.index.build(slots, matrix, report)
             kill_point("build")
             del slots, matrix
+        elif _drain_in_child(coll, len(seg)):
+            assert isinstance(coll.index, SpannIndex)
+            chunks = seg.iter_live(coll.settings.apply_batch)
+            drain_child.add_in_child(coll.index.state, chunks, seq, coll.applied_seq, report)
+            kill_point("drain")
         else:
             total, done = len(seg), 0
             for slots, vectors in seg.iter_live(coll.settings.apply_batch):
@@ -328,6 +335,18 @@ def drain(coll: CollectionCore) -> None:
     if first or rebuild:
         coll.kv.flush()  # the load's last vectors leave the memtables (memory back)
     release_free_memory()
+
+
+def _drain_in_child(coll: CollectionCore, buffered: int) -> bool:
+    """Whether a drain of `buffered` vectors into a persistent SPANN index runs, with the
+    maintenance it causes, in a child process (`spann.drain_child`: the long-running process
+    then holds what a fresh open of the result does)."""
+    index = coll.index
+    return (
+        coll.kind.persistent
+        and isinstance(index, SpannIndex)
+        and drain_child.use_child(index.state, buffered)
+    )
 
 
 def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
