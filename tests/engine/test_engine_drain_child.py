@@ -6,6 +6,9 @@ database while the child runs stops it and loses nothing."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -120,3 +123,52 @@ def test_close_during_a_drain_child_stops_it_and_keeps_the_writes(
     db.optimize("c")
     _exact_ids(db, x, np.arange(len(x)), x[::211] + 0.01)
     db.close()
+
+
+def test_parent_killed_after_the_child_published_reopens_whole(tmp_path: Path) -> None:
+    """The parent SIGKILLed between the child's last checkpoint and its own swap: the
+    directory reopens at the child's checkpoint plus the op log, every point is there and
+    found exactly."""
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        from vecdb.engine import Database
+        db = Database({str(tmp_path / "db")!r},
+                      settings={{"idle_seconds": 3600, "build_min_vectors": 1}})
+        db.create_collection("c", dim={DIM}, metric="l2",
+                             index_params={{"vector_dtype": "float32"}})
+        x = np.random.default_rng(2).standard_normal(({N + TAIL}, {DIM})).astype(np.float32)
+        db.upsert("c", list(range({N})), x[:{N}])
+        db.optimize("c")
+        db.upsert("c", list(range({N}, {N + TAIL})), x[{N}:])
+        db.delete("c", list(range(10)))
+        print("go", flush=True)
+        db.optimize("c")
+        print("survived", flush=True)
+        """
+    )
+    env = dict(os.environ, **{drain_child.ENV: "0", "VECDB_KILL_AT": "drain_child"})
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == -9 and out.stdout.split() == ["go"], out.stderr[-2000:]
+    x = np.random.default_rng(2).standard_normal((N + TAIL, DIM)).astype(np.float32)
+    db = _db(tmp_path / "db")
+    live = np.arange(10, N + TAIL)
+    assert db.count("c") == len(live)
+    db.optimize("c")
+    _exact_ids(db, x, live, x[::131] + 0.01)
+    db.close()
+
+
+@pytest.mark.slow
+def test_sigkill_during_drain_children_loses_no_acknowledged_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's crash test with every drain in a child (kills land in the parent while
+    children run, and in children's checkpoints' aftermath)."""
+    monkeypatch.setenv(drain_child.ENV, "0")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import test_engine_crash
+
+    test_engine_crash.test_sigkill_loses_no_acknowledged_write(tmp_path, "spann")

@@ -14,6 +14,8 @@ A collection's next job, in order of precedence:
    `build_min_vectors` and `idle_seconds` quiet), later drains at `drain_vectors` (or any
    buffered write and `idle_seconds` quiet);
 5. maintain, while the index reports work left.
+A large drain into a built SPANN index runs, with the maintenance it causes, in a child
+process (`spann.drain_child`, `VECDB_DRAIN_CHILD_MIB`), as a large build does (`spann.child`).
 Collections are served round-robin. A failed job is logged, reported in the collection's
 status, fails the waiting `optimize` calls and is retried after `retry_seconds`; the buffer
 keeps every write it held. Closing or dropping a collection abandons its running job at the

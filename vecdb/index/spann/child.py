@@ -24,7 +24,8 @@ caller that raises, e.g. a closing collection, kills the child), maps an `error`
 to the vecdb error the child raised (`Internal` for anything else, with the child's message)
 and opens the posting file at the length the child reports. The child exits when its stdin
 closes, so it dies with the parent. Its stderr goes to `build.<gen>.log.tmp`, whose tail is
-in the error when the child dies without reporting.
+in the error when the child dies without reporting. A large drain into a built index
+runs in a child the same way (`drain_child`, which reuses this protocol).
 """
 
 from __future__ import annotations
@@ -143,9 +144,7 @@ def build_in_child(
             p.unlink(missing_ok=True)
 
 
-def _run(
-    job: dict[str, Any], log: Path, progress: Progress | None, module: str = __name__
-) -> int:
+def _run(job: dict[str, Any], log: Path, progress: Progress | None, module: str = __name__) -> int:
     """Start the child (`module`'s `run_child`), forward its progress, wait for it; the
     length its `done` line reports. Its stderr goes to `log`, read back through the
     parent's own descriptor (the child's checkpoints may delete the name meanwhile)."""

@@ -178,8 +178,10 @@ def child_main(job: dict[str, Any]) -> None:
     kill_point("drain_child_start")  # crash tests: a child that dies without a word
     d, tag, dim, n = Path(job["directory"]), int(job["tag"]), int(job["dim"]), int(job["n"])
     slots = np.fromfile(child._tmp(d, tag, "dslots"), np.int64, count=n)
-    vectors = np.memmap(child._tmp(d, tag, "dvectors"), np.float32, "r+", shape=(n, dim))
-    vectors = np.asarray(vectors)  # plain writable arrays, as the kernels were compiled for
+    # file pages, not anonymous memory; a plain writable array, as the kernels were compiled
+    # for (nothing writes the input)
+    mapped = np.memmap(child._tmp(d, tag, "dvectors"), np.float32, "r+", shape=(n, dim))
+    vectors: F32 = np.asarray(mapped)
     st, _ = open_state(dim, job["metric"], job["params"], d, clean=False)
     st.threads = int(job["threads"])
     seq = int(job["seq"])
@@ -188,7 +190,7 @@ def child_main(job: dict[str, Any]) -> None:
         child._say(sys.stdout.write, kind="progress", phase=phase, done=done, total=total)
 
     add(st, slots, vectors, report)
-    del slots, vectors
+    del slots, vectors, mapped
     checkpoint(st, seq)  # as the engine's drain does before maintenance
     for rounds in range(MAINTAIN_ROUNDS):  # as the engine's maintenance jobs would
         report("maintain", rounds, MAINTAIN_ROUNDS)
