@@ -181,3 +181,41 @@ def test_threshold_setting_out_of_bounds_is_refused(
 def test_threshold_setting(raw: str, least: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(drain_child.ENV, raw)
     assert drain_child.child_min_bytes() == least
+
+
+def test_posting_file_stays_within_4x_raw_through_drains_in_children(tmp_path: Path) -> None:
+    """The 1024-d disk bound (`test_spann_disk_bound`) with every drain and its maintenance
+    in a child: after each child's run the posting file is within 4x the raw float32 bytes
+    of the live vectors, and every stored vector is found."""
+    dim, bound = 1024, 4.0
+    rng = np.random.default_rng(3)
+
+    def normal(n: int) -> np.ndarray:
+        x = rng.standard_normal((n, dim)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    idx, _ = open_spann(dim, "cosine", {"threads": 1, "max_disk_ratio": bound}, tmp_path)
+    x = normal(3000)
+    idx.build(np.arange(3000), x)
+    idx.checkpoint(1)
+    stored = {i: x[i] for i in range(3000)}
+    nxt, seq = 3000, 1
+    for step in range(4):
+        if step >= 2:  # churn: a tenth removed before the drain
+            gone = rng.choice(np.array(sorted(stored)), size=len(stored) // 10, replace=False)
+            idx.remove(gone)
+            for g in gone.tolist():
+                del stored[g]
+        y = normal(500)
+        chunk = (np.arange(nxt, nxt + 500), y)
+        stored.update(zip(range(nxt, nxt + 500), y, strict=True))
+        nxt, seq = nxt + 500, seq + 1
+        drain_child.add_in_child(idx.state, iter([chunk]), seq, seq - 1, None)
+        ratio = idx.state.file.length / (4 * dim * len(stored))
+        assert ratio <= bound, f"posting file {ratio:.2f}x raw after drain {step}"
+    assert len(idx) == len(stored)
+    assert idx.state.counters["splits"] > 0  # the children did split
+    probe = np.array(sorted(stored)[:: max(1, len(stored) // 200)])
+    res = idx.search(np.stack([stored[i] for i in probe]), 1, WIDE)
+    np.testing.assert_array_equal(res.slots[:, 0], probe)
+    idx.close()
