@@ -219,3 +219,27 @@ def test_posting_file_stays_within_4x_raw_through_drains_in_children(tmp_path: P
     res = idx.search(np.stack([stored[i] for i in probe]), 1, WIDE)
     np.testing.assert_array_equal(res.slots[:, 0], probe)
     idx.close()
+
+
+def test_child_killed_after_publishing_leaves_the_parents_state_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that dies after its first checkpoint: the parent publishes its own state
+    again, so its next in-process writes (here an add, never checkpointed) cannot land in
+    bytes the published checkpoint names: the directory reopens at the parent's state,
+    whole."""
+    idx, x = _built(tmp_path, monkeypatch)
+    monkeypatch.setenv("VECDB_KILL_AT", "drain_child_published")
+    chunk = (np.arange(N, N + TAIL), x[N:])
+    with pytest.raises(Internal, match="exited with status -9"):
+        drain_child.add_in_child(idx.state, iter([chunk]), 2, 1, None)
+    monkeypatch.delenv("VECDB_KILL_AT")
+    assert read_manifest(tmp_path)["applied_seq"] == 1 and len(idx) == N
+    idx.add(np.arange(N, N + TAIL), x[N:])  # written where the child's blocks were
+    idx.close()  # no checkpoint: the published state is the parent's, from before the add
+    reopened, seq = open_spann(D, "l2", PARAMS, tmp_path)
+    assert seq == 1
+    reopened.verify()  # every referenced block whole (raises FormatError otherwise)
+    assert_no_orphans(reopened, set(range(N)))
+    assert_tree_consistent(reopened, set(range(N)))
+    reopened.close()

@@ -25,13 +25,15 @@ on the parent's index plus the frozen buffer throughout; the parent writes no po
 meanwhile (the worker is in this job; a remove only marks a version). On `done` the parent
 opens the child's last checkpoint and publishes it by one swap of references under the write
 lock; slots removed in the parent while the child ran stay removed (remove wins). If the
-child fails or is abandoned the drain fails as an in-process one would (the buffer is thawed;
-an index file the child published is a valid checkpoint the op log replays onto).
+child fails or is abandoned the drain fails as an in-process one would (the buffer is thawed);
+if the child had published a checkpoint, the parent publishes its own state again first, so
+that nothing it writes next lands in bytes the published checkpoint names.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -47,7 +49,7 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.base import Progress
 from vecdb.index.spann import child
 from vecdb.index.spann.killpoints import kill_point
-from vecdb.index.spann.persist import checkpoint, open_state
+from vecdb.index.spann.persist import checkpoint, open_state, read_manifest
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState, live_mask
 from vecdb.kernels.posting import VERSION_REMOVED
@@ -59,6 +61,7 @@ DEFAULT_MIB = 8.0  # drains of at least this many MiB of float32 vectors run in 
 MAX_MIB = float(1 << 20)  # bounds of the setting (PARAMS.md); "off" never uses a child
 MAINTAIN_ROUNDS = 64  # checkpoint-and-retry rounds of the child's maintenance at most
 NAMES = ("dslots", "dvectors", "dlog")
+log = logging.getLogger("vecdb.index")
 
 
 def child_min_bytes() -> int | None:
@@ -127,13 +130,31 @@ def add_in_child(
             "seq": int(seq),
             "threads": st.threads,
         }
-        child._run(job, paths["dlog"], progress, module=__name__)
-        kill_point("drain_child")  # crash tests: the child's checkpoint is published
-        new, _ = open_state(st.dim, st.metric, st.params.__dict__, d, clean=False)
+        try:
+            child._run(job, paths["dlog"], progress, module=__name__)
+            kill_point("drain_child")  # crash tests: the child's checkpoint is published
+            new, _ = open_state(st.dim, st.metric, st.params.__dict__, d, clean=False)
+        except BaseException:
+            _republish(st, applied_seq)
+            raise
         adopt(st, new)
     finally:
         for p in paths.values():
             p.unlink(missing_ok=True)
+
+
+def _republish(st: SpannState, applied_seq: int) -> None:
+    """After a child that failed or was abandoned: if it published a checkpoint, publish
+    this process's state again, before anything here writes posting bytes that the child's
+    checkpoint names (and with a head graph file of its own: the child's checkpoint deleted
+    ours). Best effort: the original error is what the caller sees."""
+    try:
+        m = read_manifest(st.directory)
+        if m is not None and list(m["gens"]) != [st.file_gen, st.heads_gen, st.ckpt_no]:
+            st.heads_dirty = True
+            checkpoint(st, applied_seq)
+    except Exception:  # noqa: BLE001 - the child's error is the one to report
+        log.exception("re-publishing the index after a failed drain child")
 
 
 def adopt(st: SpannState, new: SpannState) -> None:
@@ -192,6 +213,7 @@ def child_main(job: dict[str, Any]) -> None:
     add(st, slots, vectors, report)
     del slots, vectors, mapped
     checkpoint(st, seq)  # as the engine's drain does before maintenance
+    kill_point("drain_child_published")  # crash tests: a child that dies after publishing
     for rounds in range(MAINTAIN_ROUNDS):  # as the engine's maintenance jobs would
         report("maintain", rounds, MAINTAIN_ROUNDS)
         more = maintain(st, None)
