@@ -14,6 +14,8 @@ A collection's next job, in order of precedence:
    `build_min_vectors` and `idle_seconds` quiet), later drains at `drain_vectors` (or any
    buffered write and `idle_seconds` quiet);
 5. maintain, while the index reports work left.
+A large drain into a built SPANN index runs, with the maintenance it causes, in a child
+process (`spann.drain_child`, `VECDB_DRAIN_CHILD_MIB`), as a large build does (`spann.child`).
 Collections are served round-robin. A failed job is logged, reported in the collection's
 status, fails the waiting `optimize` calls and is retried after `retry_seconds`; the buffer
 keeps every write it held. Closing or dropping a collection abandons its running job at the
@@ -47,6 +49,8 @@ from vecdb.engine.writer import prepare
 from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
 from vecdb.index.base import Progress
 from vecdb.index.flat import FlatIndex
+from vecdb.index.spann import drain_child
+from vecdb.index.spann.index import SpannIndex
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 
@@ -289,6 +293,11 @@ def drain(coll: CollectionCore) -> None:
             coll.index.build(slots, matrix, report)
             kill_point("build")
             del slots, matrix
+        elif _drain_in_child(coll, len(seg)):
+            assert isinstance(coll.index, SpannIndex)
+            chunks = seg.iter_live(coll.settings.apply_batch)
+            drain_child.add_in_child(coll.index.state, chunks, seq, coll.applied_seq, report)
+            kill_point("drain")
         else:
             total, done = len(seg), 0
             for slots, vectors in seg.iter_live(coll.settings.apply_batch):
@@ -328,6 +337,18 @@ def drain(coll: CollectionCore) -> None:
     if first or rebuild:
         coll.kv.flush()  # the load's last vectors leave the memtables (memory back)
     release_free_memory()
+
+
+def _drain_in_child(coll: CollectionCore, buffered: int) -> bool:
+    """Whether a drain of `buffered` vectors into a persistent SPANN index runs, with the
+    maintenance it causes, in a child process (`spann.drain_child`: the long-running process
+    then holds what a fresh open of the result does)."""
+    index = coll.index
+    return (
+        coll.kind.persistent
+        and isinstance(index, SpannIndex)
+        and drain_child.use_child(index.state, buffered)
+    )
 
 
 def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:

@@ -24,7 +24,8 @@ caller that raises, e.g. a closing collection, kills the child), maps an `error`
 to the vecdb error the child raised (`Internal` for anything else, with the child's message)
 and opens the posting file at the length the child reports. The child exits when its stdin
 closes, so it dies with the parent. Its stderr goes to `build.<gen>.log.tmp`, whose tail is
-in the error when the child dies without reporting.
+in the error when the child dies without reporting. A large drain into a built index
+runs in a child the same way (`drain_child`, which reuses this protocol).
 """
 
 from __future__ import annotations
@@ -143,38 +144,41 @@ def build_in_child(
             p.unlink(missing_ok=True)
 
 
-def _run(job: dict[str, Any], log: Path, progress: Progress | None) -> int:
-    """Start the child, forward its progress, wait for it; the posting file's length."""
+def _run(job: dict[str, Any], log: Path, progress: Progress | None, module: str = __name__) -> int:
+    """Start the child (`module`'s `run_child`), forward its progress, wait for it; the
+    length its `done` line reports. Its stderr goes to `log`, read back through the
+    parent's own descriptor (the child's checkpoints may delete the name meanwhile)."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[3])  # the directory holding `vecdb`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    code = "from vecdb.index.spann.child import run_child; run_child()"
+    code = f"from {module} import run_child; run_child()"
     argv = [sys.executable, "-c", code, json.dumps(job)]
-    with open(log, "wb") as err:
+    with open(log, "w+b") as err:
         proc = Popen(argv, stdin=PIPE, stdout=PIPE, stderr=err, env=env)
-    assert proc.stdout is not None and proc.stdin is not None
-    result: dict[str, Any] | None = None
-    try:
-        for line in proc.stdout:
-            msg = json.loads(line)
-            if msg["kind"] == "progress":
-                if progress is not None:
-                    progress(msg["phase"], msg["done"], msg["total"])
-            else:
-                result = msg
-        proc.wait()
-    finally:
-        if proc.poll() is None:  # the caller gave up (closing, superseded): stop the child
-            proc.kill()
+        assert proc.stdout is not None and proc.stdin is not None
+        result: dict[str, Any] | None = None
+        try:
+            for line in proc.stdout:
+                msg = json.loads(line)
+                if msg["kind"] == "progress":
+                    if progress is not None:
+                        progress(msg["phase"], msg["done"], msg["total"])
+                else:
+                    result = msg
             proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
-    if result is not None and result["kind"] == "done" and proc.returncode == 0:
-        return int(result["length"])
-    if result is not None and result["kind"] == "error":
-        raise _error(result["type"], result["message"])
-    tail = log.read_bytes()[-LOG_TAIL:].decode(errors="replace")
-    raise Internal(f"bulk build child exited with status {proc.returncode}: {tail}")
+        finally:
+            if proc.poll() is None:  # the caller gave up (closing, superseded): stop the child
+                proc.kill()
+                proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+        if result is not None and result["kind"] == "done" and proc.returncode == 0:
+            return int(result["length"])
+        if result is not None and result["kind"] == "error":
+            raise _error(result["type"], result["message"])
+        err.seek(max(0, err.seek(0, os.SEEK_END) - LOG_TAIL))
+        tail = err.read().decode(errors="replace")
+    raise Internal(f"index child process exited with status {proc.returncode}: {tail}")
 
 
 def _error(name: str, message: str) -> Exception:
@@ -182,7 +186,7 @@ def _error(name: str, message: str) -> Exception:
     cls = getattr(errors, name, None)
     if isinstance(cls, type) and issubclass(cls, errors.VecdbError):
         return cls(message)
-    return Internal(f"bulk build child failed: {name}: {message}")
+    return Internal(f"index child process failed: {name}: {message}")
 
 
 # --- the child -------------------------------------------------------------------------------

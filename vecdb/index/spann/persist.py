@@ -218,10 +218,11 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
 
 
 def open_state(
-    dim: int, metric: str, params: dict[str, Any], directory: Path
+    dim: int, metric: str, params: dict[str, Any], directory: Path, clean: bool = True
 ) -> tuple[SpannState, int]:
     """Open the index in `directory` (creating it if new); return its state and the last
-    durable applied sequence."""
+    durable applied sequence. `clean=False` leaves other files alone (a drain child and its
+    parent open a checkpoint while their exchange files are in use: `drain_child`)."""
     directory.mkdir(parents=True, exist_ok=True)
     m = read_manifest(directory)
     if m is None:
@@ -232,7 +233,8 @@ def open_state(
             f"{directory / MANIFEST}: index is dim={m['dim']} metric={m['metric']}, "
             f"opened as dim={dim} metric={metric}"
         )
-    clean_directory(directory, _files(m))
+    if clean:
+        clean_directory(directory, _files(m))
     p = BuildParams.parse(dict(m["params"], io=params.get("io", m["params"]["io"])))
     versions, table, tree, info, qbytes = load_state(directory / m["state"], dim, p.width)
     quant = Quantizer.from_bytes(qbytes, dim) if qbytes else None
