@@ -93,13 +93,18 @@ def test_gather_part_regroups_gather_pairs(nq: int, parts: int) -> None:
     sel[sel >= npost + 3] = -1  # padding; npost..npost+2 lie past the table
     args = (post_first, blk_next, blk_off, blk_cnt, 16, 2, 4096)
     want = gather_pairs(sel, *args)
+    entries = rng.integers(0, 50, npost).astype(np.int32)
+    entries[rng.random(npost) < 0.2] = 0  # empty postings, and an empty top of the table
+    entries[-10:] = 0
+    part_of, bounds = search.posting_parts(entries, parts)
+    assert (np.diff(part_of) >= 0).all() and bounds[0] == 0 and bounds[-1] == npost
     rows = 7
     chunks = -(-nq // rows)
     keys = np.full(nq * m, -7, np.int64)
     ptr = np.empty((chunks, parts + 1), np.int64)
     for c in range(chunks):
-        bucket_parts(sel, c * rows, min(nq, (c + 1) * rows), npost, parts, keys, ptr[c])
-    got = [gather_part(keys, ptr, rows * m, j, nq, *args) for j in range(parts)]
+        bucket_parts(sel, c * rows, min(nq, (c + 1) * rows), part_of, keys, ptr[c])
+    got = [gather_part(keys, ptr, rows * m, j, nq, bounds, *args) for j in range(parts)]
     for field in range(6):
         np.testing.assert_array_equal(np.concatenate([g[field] for g in got]), want[field])
     assert sum(g[6] for g in got) == want[6] and sum(g[7] for g in got) == want[7]

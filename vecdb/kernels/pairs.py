@@ -66,19 +66,21 @@ def gather_pairs(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):
 
 
 @nb.njit(cache=True, nogil=True)
-def bucket_parts(sel, lo, hi, npost, parts, keys, ptr):  # type: ignore[no-untyped-def]
-    """The selected postings of queries lo:hi (rows of sel, -1 padded; ids past `npost`
+def bucket_parts(sel, lo, hi, part_of, keys, ptr):  # type: ignore[no-untyped-def]
+    """The selected postings of queries lo:hi (rows of sel, -1 padded; ids past `part_of`
     count as -1) as keys posting * nq + query in keys[lo * m:], grouped by part (posting p
-    is in part p * parts // npost; rows ascending within a part), with ptr[j]:ptr[j + 1]
-    (relative to lo * m) part j's keys. One heads chunk's share of a threaded batch
-    (`gather_part` takes each part's keys from every chunk)."""
+    is in part part_of[p], non-decreasing in p; rows ascending within a part), with
+    ptr[j]:ptr[j + 1] (relative to lo * m) part j's keys. One heads chunk's share of a
+    threaded batch (`gather_part` takes each part's keys from every chunk)."""
     nq, m = sel.shape
+    npost = part_of.shape[0]
+    parts = ptr.shape[0] - 1
     ptr[:] = 0
     for i in range(lo, hi):
         for j in range(m):
             p = sel[i, j]
             if 0 <= p < npost:
-                ptr[p * parts // npost + 1] += 1
+                ptr[part_of[p] + 1] += 1
     for j in range(parts):
         ptr[j + 1] += ptr[j]
     fill = ptr[:parts].copy()
@@ -87,24 +89,22 @@ def bucket_parts(sel, lo, hi, npost, parts, keys, ptr):  # type: ignore[no-untyp
         for j in range(m):
             p = sel[i, j]
             if 0 <= p < npost:
-                r = p * parts // npost
+                r = part_of[p]
                 keys[base + fill[r]] = p * nq + i
                 fill[r] += 1
 
 
 @nb.njit(cache=True, nogil=True)
 def gather_part(  # type: ignore[no-untyped-def]
-    keys, ptr, chunk, part, nq, post_first, blk_next, blk_off, blk_cnt, dim, width, page
+    keys, ptr, chunk, part, nq, bounds, post_first, blk_next, blk_off, blk_cnt, dim, width, page
 ):
-    """`gather_pairs` for the postings of one part (`bucket_parts`: ptr[c] holds heads chunk
-    c's part offsets, its keys start at c * chunk in `keys`): the same outputs, restricted
-    to those postings, in the same order (posting id ascending, then chain, then query
-    ascending). The parts of a batch together hold exactly gather_pairs' pairs, pages and
-    postings."""
-    npost = post_first.shape[0]
-    parts = ptr.shape[1] - 1
-    p_lo = -(-part * npost // parts)  # the first posting p with p * parts // npost == part
-    p_hi = -(-(part + 1) * npost // parts)
+    """`gather_pairs` for the postings bounds[part]:bounds[part + 1] (`bucket_parts`' part
+    `part`; ptr[c] holds heads chunk c's part offsets, its keys start at c * chunk in
+    `keys`): the same outputs, restricted to those postings, in the same order (posting id
+    ascending, then chain, then query ascending). The parts of a batch together hold
+    exactly gather_pairs' pairs, pages and postings."""
+    p_lo = bounds[part]
+    p_hi = bounds[part + 1]
     count = np.zeros(p_hi - p_lo + 1, dtype=np.int64)
     for c in range(ptr.shape[0]):
         for t in range(c * chunk + ptr[c, part], c * chunk + ptr[c, part + 1]):
