@@ -57,9 +57,10 @@ ALWAYS_READ = 2  # nearest postings read whatever the prune ratio says
 WIDEN = 4  # postings per query grow by this factor per widening round
 # Task sizes of a threaded batch: small enough that the last task of a phase keeps the other
 # threads waiting briefly, large enough that a task's fixed cost (a Python call or two, some
-# 10 us) stays below 1%. GloVe-50, max_postings 64: a query's heads take ~35 us of CPU and a
-# posting part of 4,096 selections ~2-3 ms; 16 parts for 10,000 queries took 31 ms each on
-# average and 70 ms the largest (posting ids are not uniform in cost).
+# 10 us) stays below 1%. GloVe-50, max_postings 64, 10,000 queries (loaded host): a query's
+# heads take ~35 us of CPU; 16 posting parts by equal id ranges took 31 ms each on average,
+# 70 ms the largest (half the ranges empty, see `posting_parts`); 156 parts of about equal
+# entries, 3.8 ms on average, 8.3 ms the largest.
 HEAD_ROWS = (16, 64)  # queries per heads task (one hnswlib call): at least, at most
 HEAD_CHUNKS_PER_THREAD = 16  # heads tasks per thread, within HEAD_ROWS
 PART_ENTRIES = 4_096  # (query, posting) selections per posting part, before pruning
