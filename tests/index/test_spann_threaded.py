@@ -177,3 +177,35 @@ def test_corrupt_block_fails_the_threaded_search(tmp_path: Path) -> None:
             numba.set_num_threads(before)
     finally:
         idx.close()
+
+
+def test_threaded_path_taken_by_warm_batches_from_its_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On two threads a warm batch of THREADED_MIN_QUERIES or more takes the task path and a
+    smaller one the plain path (so the equality tests above compare the two paths)."""
+    if _two_threads() < 2:
+        pytest.skip("numba has a single thread here")
+    calls: list[int] = []
+    real = search.threaded
+
+    def spy(st, reader, queries, *rest):  # type: ignore[no-untyped-def]
+        calls.append(len(queries))
+        return real(st, reader, queries, *rest)
+
+    monkeypatch.setattr(search, "threaded", spy)
+    x = clustered(2000, D, seed=15)
+    idx, _ = open_spann(D, "l2", {"threads": 2}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(2000), x)
+        q = clustered(search.THREADED_MIN_QUERIES, D, seed=16)
+        before = numba.get_num_threads()
+        numba.set_num_threads(2)
+        try:
+            idx.search(q, K)
+            idx.search(q[:-1], K)
+        finally:
+            numba.set_num_threads(before)
+        assert calls == [search.THREADED_MIN_QUERIES]
+    finally:
+        idx.close()

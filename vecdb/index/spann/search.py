@@ -16,11 +16,12 @@ only entries passing the one "entry visible" predicate (current version, and in 
 when given: inside the scan, not after it), dedupes replicas and keeps the top k. Pass 5 widens the search for queries left with
 fewer results than exist (a restrictive `visible`): 4x the postings per round, finally every
 posting, so a visible set with k live members always gives k results. With `visible`, pass 1
-takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`). A warm batch
-of `PARALLEL_MIN_QUERIES` or more runs passes 1-4 on numba's thread count (`search_threads`)
-as tasks (`threaded`): chunks of queries find and prune their heads, then parts of the
-posting ids are each gathered, checked and scanned, so no step of the batch runs on one
-thread while the others wait; a cold batch runs pass 1 on those threads.
+takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`). A batch of
+`PARALLEL_MIN_QUERIES` or more runs on numba's thread count (`search_threads`): a warm one of
+`THREADED_MIN_QUERIES` or more runs passes 1-4 as tasks (`threaded`: chunks of queries find
+and prune their heads, then parts of the posting ids are each gathered, checked and scanned,
+so no step of the batch runs on one thread while the others wait); a smaller or cold one runs
+passes 1 and 4 on those threads.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ HEAD_ROWS = (16, 64)  # queries per heads task (one hnswlib call): at least, at 
 HEAD_CHUNKS_PER_THREAD = 16  # heads tasks per thread, within HEAD_ROWS
 PART_ENTRIES = 4_096  # (query, posting) selections per posting part, before pruning
 MIN_PARTS_PER_THREAD = 8  # posting parts per thread at least, while a part keeps 256
+# Smaller threaded batches take the plain path (hnswlib's threads, then `fan_out_pairs`): at
+# 16 queries the tasks cost 1.26x its CPU (one heads task, 4 parts), at 32-400 they were
+# even with it (GloVe-50, max_postings 64, alternating, load ~2).
+THREADED_MIN_QUERIES = 64
 
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
@@ -148,7 +153,7 @@ def search(
         m = min(filtered_postings(sp.max_postings, visible, st.n_live), st.live_heads)
         threads = search_threads(nq)
         stats.heads_searched += nq * m
-        if threads > 1 and isinstance(st.reader, MmapReader):  # passes 1-4 as tasks
+        if threads > 1 and nq >= THREADED_MIN_QUERIES and isinstance(st.reader, MmapReader):
             sel = threaded(st, st.reader, queries, sp, m, vis, use_vis, ids, out_d, stats, threads)
         else:
             # Pass 1: nearest heads, one batched call, per-call effort
