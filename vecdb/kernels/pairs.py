@@ -62,6 +62,83 @@ def gather_pairs(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page):
     block offset, count, query; pages the pairs span in total, postings selected), the
     byte and page accounting per pair as `gather_blocks` does it per query."""
     posts, start, queries = _group_queries(sel, post_first.shape[0])
+    return _expand(posts, start, queries, post_first, blk_next, blk_off, blk_cnt, dim, width, page)
+
+
+@nb.njit(cache=True, nogil=True)
+def bucket_parts(sel, lo, hi, part_of, keys, ptr):  # type: ignore[no-untyped-def]
+    """The selected postings of queries lo:hi (rows of sel, -1 padded; ids past `part_of`
+    count as -1) as keys posting * nq + query in keys[lo * m:], grouped by part (posting p
+    is in part part_of[p], non-decreasing in p; rows ascending within a part), with
+    ptr[j]:ptr[j + 1] (relative to lo * m) part j's keys. One heads chunk's share of a
+    threaded batch (`gather_part` takes each part's keys from every chunk)."""
+    nq, m = sel.shape
+    npost = part_of.shape[0]
+    parts = ptr.shape[0] - 1
+    ptr[:] = 0
+    for i in range(lo, hi):
+        for j in range(m):
+            p = sel[i, j]
+            if 0 <= p < npost:
+                ptr[part_of[p] + 1] += 1
+    for j in range(parts):
+        ptr[j + 1] += ptr[j]
+    fill = ptr[:parts].copy()
+    base = lo * m
+    for i in range(lo, hi):
+        for j in range(m):
+            p = sel[i, j]
+            if 0 <= p < npost:
+                r = part_of[p]
+                keys[base + fill[r]] = p * nq + i
+                fill[r] += 1
+
+
+@nb.njit(cache=True, nogil=True)
+def gather_part(  # type: ignore[no-untyped-def]
+    keys, ptr, chunk, part, nq, bounds, post_first, blk_next, blk_off, blk_cnt, dim, width, page
+):
+    """`gather_pairs` for the postings bounds[part]:bounds[part + 1] (`bucket_parts`' part
+    `part`; ptr[c] holds heads chunk c's part offsets, its keys start at c * chunk in
+    `keys`): the same outputs, restricted to those postings, in the same order (posting id
+    ascending, then chain, then query ascending). The parts of a batch together hold
+    exactly gather_pairs' pairs, pages and postings."""
+    p_lo = bounds[part]
+    p_hi = bounds[part + 1]
+    count = np.zeros(p_hi - p_lo + 1, dtype=np.int64)
+    for c in range(ptr.shape[0]):
+        for t in range(c * chunk + ptr[c, part], c * chunk + ptr[c, part + 1]):
+            count[keys[t] // nq - p_lo + 1] += 1
+    used = 0
+    for p in range(p_hi - p_lo):
+        if count[p + 1] > 0:
+            used += 1
+        count[p + 1] += count[p]
+    n = count[p_hi - p_lo]
+    fill = count[: p_hi - p_lo].copy()
+    queries = np.empty(n, dtype=np.int64)
+    for c in range(ptr.shape[0]):  # chunks in query order: queries ascending per posting
+        for t in range(c * chunk + ptr[c, part], c * chunk + ptr[c, part + 1]):
+            r = keys[t] // nq - p_lo
+            queries[fill[r]] = keys[t] % nq
+            fill[r] += 1
+    posts = np.empty(used, dtype=np.int64)
+    start = np.empty(used + 1, dtype=np.int64)
+    r = 0
+    for p in range(p_hi - p_lo):
+        if count[p + 1] > count[p]:
+            posts[r] = p_lo + p
+            start[r] = count[p]
+            r += 1
+    start[used] = n
+    return _expand(posts, start, queries, post_first, blk_next, blk_off, blk_cnt, dim, width, page)
+
+
+@nb.njit(cache=True, nogil=True)
+def _expand(posts, start, queries, post_first, blk_next, blk_off, blk_cnt, dim, width, page):  # type: ignore[no-untyped-def]
+    """`gather_pairs`' outputs from postings `posts` with CSR `start` into `queries`: each
+    posting's chain of blocks, every block once in the distinct list and once per query in
+    the pairs."""
     postings = start[-1]
     nblocks = 0
     npairs = 0

@@ -1,5 +1,5 @@
-"""Spreading one batch scan over threads: ranges of its block-ordered (query, block) pairs
-taken from a shared counter.
+"""Spreading one batch search over threads: ranges of its block-ordered (query, block) pairs
+taken from a shared counter (`fan_out_pairs`), or whole phases of tasks (`run_phases`).
 
 Owns a process-wide thread pool and nothing else. The scan kernels release the GIL, so
 ranges run in parallel; a query's pairs may fall in several ranges, so each thread keeps its
@@ -11,18 +11,20 @@ queries cost 2.8x the CPU of the serial scan that way (measured, load average 10
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from vecdb.kernels.groupscan import merge_topk
 
+T = TypeVar("T")
 CHUNKS_PER_THREAD = 8  # ranges a batch's pairs are cut into, per thread
 MIN_PAIRS_PER_CHUNK = 256  # no range smaller than this (a single query reads ~50 blocks)
 
@@ -83,3 +85,57 @@ def fan_out_pairs(
         f.result()
     for t_ids, t_d in tables:
         merge_topk(t_ids, t_d, ids, out_d)
+
+
+Task = Callable[[int, T], None]  # task(number within its phase, the running thread's context)
+
+
+def run_phases(phases: Sequence[tuple[int, Task[T]]], contexts: Sequence[T]) -> list[bool]:
+    """Run phases[j] = (n, task) as task(0..n-1, ctx) on len(contexts) threads (the calling
+    thread with contexts[0], pool workers with the others), every task of a phase after
+    every task of the phase before it has finished. Tasks are numbered across phases and
+    taken from one counter, so a thread finished early takes the next task, of whichever
+    phase, and waits only when that task's phase must still wait for its predecessor (the
+    barrier costs at most the last running task). Workers the pool has not started by the
+    time the caller runs out of tasks are cancelled. The first exception a task raises
+    stops the taking and is raised here. Returns which contexts were used (the calling
+    thread's always)."""
+    ends = list(itertools.accumulate(n for n, _ in phases))
+    total = ends[-1] if ends else 0
+    done = [0] * len(phases)
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+    cond = threading.Condition()
+    failed: list[BaseException] = []
+    used = [False] * len(contexts)
+
+    def work(me: int) -> None:
+        used[me] = True
+        while not failed and (t := next(taken)) < total:
+            ph = bisect.bisect_right(ends, t)
+            if ph > 0 and done[ph - 1] < phases[ph - 1][0]:
+                with cond:
+                    while not failed and done[ph - 1] < phases[ph - 1][0]:
+                        cond.wait()
+                if failed:
+                    return
+            try:
+                phases[ph][1](t - (ends[ph - 1] if ph else 0), contexts[me])
+            except BaseException as e:
+                with cond:
+                    failed.append(e)
+                    cond.notify_all()
+                return
+            with cond:
+                done[ph] += 1
+                if done[ph] == phases[ph][0]:
+                    cond.notify_all()
+
+    pool = _executor() if len(contexts) > 1 else None
+    pending = [pool.submit(work, me) for me in range(1, len(contexts))] if pool else []
+    work(0)
+    for f in pending:
+        if not f.cancel():
+            f.result()
+    if failed:
+        raise failed[0]
+    return used

@@ -17,7 +17,11 @@ when given: inside the scan, not after it), dedupes replicas and keeps the top k
 fewer results than exist (a restrictive `visible`): 4x the postings per round, finally every
 posting, so a visible set with k live members always gives k results. With `visible`, pass 1
 takes max_postings / sqrt(share of the points visible) heads (`filtered_postings`). A batch of
-`PARALLEL_MIN_QUERIES` or more runs passes 1 and 4 on numba's thread count (`search_threads`).
+`PARALLEL_MIN_QUERIES` or more runs on numba's thread count (`search_threads`): a warm one of
+`THREADED_MIN_QUERIES` or more runs passes 1-4 as tasks (`threaded`: chunks of queries find
+and prune their heads, then parts of the posting ids are each gathered, checked and scanned,
+so no step of the batch runs on one thread while the others wait); a smaller or cold one runs
+passes 1 and 4 on those threads.
 """
 
 from __future__ import annotations
@@ -30,11 +34,11 @@ from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann import rerank
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
-from vecdb.index.spann.fanout import fan_out_pairs
+from vecdb.index.spann.fanout import fan_out_pairs, run_phases
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
-from vecdb.kernels.groupscan import pair_order, scan_pairs
-from vecdb.kernels.pairs import gather_pairs
+from vecdb.kernels.groupscan import merge_topk, pair_order, scan_pairs
+from vecdb.kernels.pairs import bucket_parts, gather_pairs, gather_part
 from vecdb.kernels.posting import (
     METRIC_COSINE,
     METRIC_IP,
@@ -52,6 +56,20 @@ U8 = npt.NDArray[np.uint8]
 METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 ALWAYS_READ = 2  # nearest postings read whatever the prune ratio says
 WIDEN = 4  # postings per query grow by this factor per widening round
+# Task sizes of a threaded batch: small enough that the last task of a phase keeps the other
+# threads waiting briefly, large enough that a task's fixed cost (a Python call or two, some
+# 10 us) stays below 1%. GloVe-50, max_postings 64, 10,000 queries (loaded host): a query's
+# heads take ~35 us of CPU; 16 posting parts by equal id ranges took 31 ms each on average,
+# 70 ms the largest (half the ranges empty, see `posting_parts`); 156 parts of about equal
+# entries, 3.8 ms on average, 8.3 ms the largest.
+HEAD_ROWS = (16, 64)  # queries per heads task (one hnswlib call): at least, at most
+HEAD_CHUNKS_PER_THREAD = 16  # heads tasks per thread, within HEAD_ROWS
+PART_ENTRIES = 4_096  # (query, posting) selections per posting part, before pruning
+MIN_PARTS_PER_THREAD = 8  # posting parts per thread at least, while a part keeps 256
+# Smaller threaded batches take the plain path (hnswlib's threads, then `fan_out_pairs`): at
+# 16 queries the tasks cost 1.26x its CPU (one heads task, 4 parts), at 32-400 they were
+# even with it (GloVe-50, max_postings 64, alternating, load ~2).
+THREADED_MIN_QUERIES = 64
 
 
 def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
@@ -132,21 +150,121 @@ def search(
     with st.lock.read():
         if nq == 0 or st.graph is None or st.live_heads == 0:
             return IndexResult(ids, out_d, stats)
-        # Pass 1: nearest heads, one batched call, per-call effort
         m = min(filtered_postings(sp.max_postings, visible, st.n_live), st.live_heads)
         threads = search_threads(nq)
-        labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)
         stats.heads_searched += nq * m
-        # Pass 2: query-aware pruning
-        sel = select_postings(labels, hd, st.metric, sp.prune_ratio)
-        # Passes 3 and 4: read and scan
-        scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
+        if threads > 1 and nq >= THREADED_MIN_QUERIES and isinstance(st.reader, MmapReader):
+            sel = threaded(st, st.reader, queries, sp, m, vis, use_vis, ids, out_d, stats, threads)
+        else:
+            # Pass 1: nearest heads, one batched call, per-call effort
+            labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)
+            # Pass 2: query-aware pruning
+            sel = select_postings(labels, hd, st.metric, sp.prune_ratio)
+            # Passes 3 and 4: read and scan
+            scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
         # Pass 5: widen for queries short of the results that exist
         # (rows fill from the left: a short one ends in -1; one query: no numpy reduction)
         if ids[0, -1] < 0 if nq == 1 else ids[:, -1].min() < 0:
             want = min(k, int(count_visible(st.slot_version, vis, use_vis)))
             widen(st, queries, sp, vis, use_vis, want, sel, ids, out_d, stats)
     return IndexResult(ids, out_d, stats)
+
+
+def threaded(
+    st: SpannState,
+    reader: MmapReader,
+    queries: F32,
+    sp: SearchParams,
+    m: int,
+    vis: U8,
+    use_vis: bool,
+    ids: I64,
+    out_d: F32,
+    stats: SearchStats,
+    threads: int,
+) -> I64:
+    """Passes 1-4 of a warm batch on `threads` threads, as three phases of tasks
+    (`fanout.run_phases`: a thread done early takes the next task instead of waiting for
+    the others at a barrier). Phase 1: chunks of queries, each finding its heads (one
+    single-threaded hnswlib call; it releases the GIL), pruning them into its rows of `sel`
+    and bucketing them by posting part (`bucket_parts`). Phase 2: the parts, each
+    gathering its postings' (query, block) pairs from every chunk (`gather_part`: every
+    query that reads a posting is in its part, so a block is still decoded once per batch),
+    checking those blocks and scanning them into the thread's own top-k table. Phase 3:
+    ranges of rows, each merging the other threads' tables into ids / out_d. The serial
+    steps of the one-thread path (the whole batch's gather, check and merge) are all
+    inside tasks. The same pairs are scanned as by `scan`, and the top-k fold does not
+    depend on their order, so the results are the serial path's bit for bit. Returns
+    `sel` (the postings read, -1 where pruned)."""
+    nq = len(queries)
+    t = st.table
+    npost = len(t.post_first)
+    sel = np.empty((nq, m), np.int64)
+    rows = min(max(HEAD_ROWS[0], -(-nq // (HEAD_CHUNKS_PER_THREAD * threads))), HEAD_ROWS[1])
+    chunks = -(-nq // rows)
+    entries = nq * m
+    parts = max(entries // PART_ENTRIES, min(MIN_PARTS_PER_THREAD * threads, entries // 256))
+    part_of, bounds = posting_parts(t.post_entries, max(1, min(parts, npost)))
+    parts = len(bounds) - 1
+    keys = np.empty(nq * m, np.int64)
+    ptr = np.empty((chunks, parts + 1), np.int64)
+    metric = METRIC_CODE[st.metric]
+    qoff, qscale = st.quant()
+    head = (*reader.views(), st.dim, st.width, qoff, qscale)
+    tail = (st.slot_version, vis, use_vis, metric)
+    chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
+    read = np.zeros((parts, 3), np.int64)  # per part: postings, blocks (pairs), pages
+    tables = [(ids, out_d)] + [  # the calling thread's is the result itself
+        (np.full(ids.shape, -1, np.int64), np.full(out_d.shape, np.inf, np.float32))
+        for _ in range(threads - 1)
+    ]
+    scanned = [False] * threads  # whose table holds results to merge
+    spans = np.linspace(0, nq, threads + 1).astype(np.int64).tolist()  # rows per merge task
+
+    def heads(c: int, _: int) -> None:
+        lo, hi = c * rows, min(nq, (c + 1) * rows)
+        labels, hd = nearest_heads(st.graph, st.live_heads, queries[lo:hi], sp.head_ef, m, 1)
+        sel[lo:hi] = select_postings(labels, hd, st.metric, sp.prune_ratio)
+        bucket_parts(sel, lo, hi, part_of, keys, ptr[c])
+
+    def part(j: int, me: int) -> None:
+        b_off, b_cnt, b_bytes, off, cnt, pq, pages, postings = gather_part(
+            keys, ptr, rows * m, j, nq, bounds, *chains, st.dim, st.width, PAGE_SIZE
+        )
+        path, verified = st.file.path, st.file.verified
+        check_blocks(head[0], b_off, b_cnt, st.dim, st.width, path, None, verified, b_bytes)
+        order = np.arange(len(off), dtype=np.int64)
+        args = (*head, off, cnt, order, pq, 0, len(off), queries, *tail, *tables[me])
+        scan_pairs(*args)
+        read[j] = postings, len(off), pages
+        scanned[me] = True
+
+    def merge(r: int, _: int) -> None:
+        lo, hi = spans[r], spans[r + 1]
+        for w in range(1, threads):
+            if scanned[w]:
+                merge_topk(tables[w][0][lo:hi], tables[w][1][lo:hi], ids[lo:hi], out_d[lo:hi])
+
+    run_phases([(chunks, heads), (parts, part), (threads, merge)], list(range(threads)))
+    postings, blocks, pages = (int(v) for v in read.sum(0))
+    stats.postings_read += postings
+    stats.blocks_read += blocks
+    stats.pages_read += pages
+    stats.bytes_read += pages * PAGE_SIZE
+    return sel
+
+
+def posting_parts(entries: npt.NDArray[np.int32], parts: int) -> tuple[I64, I64]:
+    """Posting ids cut into `parts` runs of about equal entries (what a part's scan costs,
+    with how many queries read them): (part of each posting, non-decreasing; the first
+    posting id of each part and the table's length after them). Equal id ranges would not
+    do: ids are allocated from a table that doubles, so the top of the range is mostly
+    empty (GloVe-50: 17,576 live postings in a table of 32,768)."""
+    before = np.cumsum(entries, dtype=np.int64) - entries  # entries in lower ids
+    total = max(1, int(before[-1] + entries[-1])) if len(entries) else 1
+    part_of: I64 = np.minimum(before * parts // total, parts - 1)  # empty top: the last
+    bounds: I64 = np.searchsorted(part_of, np.arange(parts + 1), "left").astype(np.int64)
+    return part_of, bounds
 
 
 def filtered_postings(max_postings: int, visible: Visible | None, n_live: int) -> int:
