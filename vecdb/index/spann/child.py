@@ -67,9 +67,16 @@ INPUT_ROOM = 2  # free disk, in multiples of the temporary input, a child build 
 
 def child_min_bytes() -> int | None:
     """The smallest build (float32 bytes of its vectors) run in a child; None: never."""
-    raw = os.environ.get(ENV, "").strip().lower()
+    return env_min_bytes(ENV, DEFAULT_MIB)
+
+
+def env_min_bytes(env: str, default_mib: float) -> int | None:
+    """A child-process threshold set in MiB by the environment variable `env` (empty or
+    "default": `default_mib`; "off": None, never; else a number of MiB in [0, MAX_MIB]),
+    in bytes. Shared by the build child and the drain child (`drain_child`)."""
+    raw = os.environ.get(env, "").strip().lower()
     if raw in ("", "default"):
-        return int(DEFAULT_MIB * 2**20)
+        return int(default_mib * 2**20)
     if raw == "off":
         return None
     try:
@@ -78,8 +85,8 @@ def child_min_bytes() -> int | None:
         mib = -1.0
     if not 0.0 <= mib <= MAX_MIB:
         raise InvalidArgument(
-            f"{ENV} must be off or a number of MiB in [0, {MAX_MIB:g}], got {raw!r}",
-            field=ENV,
+            f"{env} must be off or a number of MiB in [0, {MAX_MIB:g}], got {raw!r}",
+            field=env,
         )
     return int(mib * 2**20)
 

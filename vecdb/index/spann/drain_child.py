@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import sys
 import threading
@@ -45,7 +44,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.errors import InvalidArgument
 from vecdb.index.base import Progress
 from vecdb.index.spann import child
 from vecdb.index.spann.killpoints import kill_point
@@ -58,7 +56,6 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 ENV = "VECDB_DRAIN_CHILD_MIB"
 DEFAULT_MIB = 8.0  # drains of at least this many MiB of float32 vectors run in a child
-MAX_MIB = float(1 << 20)  # bounds of the setting (PARAMS.md); "off" never uses a child
 MAINTAIN_ROUNDS = 64  # checkpoint-and-retry rounds of the child's maintenance at most
 NAMES = ("dslots", "dvectors", "dlog")
 log = logging.getLogger("vecdb.index")
@@ -66,21 +63,7 @@ log = logging.getLogger("vecdb.index")
 
 def child_min_bytes() -> int | None:
     """The smallest drain (float32 bytes of its vectors) run in a child; None: never."""
-    raw = os.environ.get(ENV, "").strip().lower()
-    if raw in ("", "default"):
-        return int(DEFAULT_MIB * 2**20)
-    if raw == "off":
-        return None
-    try:
-        mib = float(raw)
-    except ValueError:
-        mib = -1.0
-    if not 0.0 <= mib <= MAX_MIB:
-        raise InvalidArgument(
-            f"{ENV} must be off or a number of MiB in [0, {MAX_MIB:g}], got {raw!r}",
-            field=ENV,
-        )
-    return int(mib * 2**20)
+    return child.env_min_bytes(ENV, DEFAULT_MIB)
 
 
 def use_child(st: SpannState, n: int) -> bool:
