@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from test_spann_support import assert_no_orphans, assert_tree_consistent, clustered
 
-from vecdb.errors import Internal, InvalidArgument
+from vecdb.errors import Internal
 from vecdb.index.spann import child, open_spann
 
 N, D, K = 4_000, 16, 10
@@ -177,19 +177,3 @@ def test_child_dies_with_its_parent(tmp_path: Path) -> None:
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
-
-
-@pytest.mark.parametrize("raw", ["-1", "x", "1e9", "nan"])
-def test_threshold_setting_out_of_bounds_is_refused(
-    raw: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(child.ENV, raw)
-    with pytest.raises(InvalidArgument, match=child.ENV) as e:
-        child.child_min_bytes()
-    assert e.value.field == child.ENV
-
-
-@pytest.mark.parametrize(("raw", "least"), [("", 64 << 20), ("off", None), ("0.5", 1 << 19)])
-def test_threshold_setting(raw: str, least: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(child.ENV, raw)
-    assert child.child_min_bytes() == least

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -167,20 +168,29 @@ def test_use_child_needs_a_built_index_size_and_disk_room(
     empty.close()
 
 
+# The two children's size thresholds (`VECDB_BUILD_CHILD_MIB`, `VECDB_DRAIN_CHILD_MIB`), each
+# read from the environment by `child.env_min_bytes`, with its own default.
+CHILDREN = [(child, 64 << 20), (drain_child, 8 << 20)]
+
+
+@pytest.mark.parametrize(("module", "default"), CHILDREN)
 @pytest.mark.parametrize("raw", ["-1", "x", "1e9", "nan"])
 def test_threshold_setting_out_of_bounds_is_refused(
-    raw: str, monkeypatch: pytest.MonkeyPatch
+    module: Any, default: int, raw: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(drain_child.ENV, raw)
-    with pytest.raises(InvalidArgument, match=drain_child.ENV) as e:
-        drain_child.child_min_bytes()
-    assert e.value.field == drain_child.ENV
+    monkeypatch.setenv(module.ENV, raw)
+    with pytest.raises(InvalidArgument, match=module.ENV) as e:
+        module.child_min_bytes()
+    assert e.value.field == module.ENV
 
 
-@pytest.mark.parametrize(("raw", "least"), [("", 8 << 20), ("off", None), ("0.5", 1 << 19)])
-def test_threshold_setting(raw: str, least: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(drain_child.ENV, raw)
-    assert drain_child.child_min_bytes() == least
+@pytest.mark.parametrize(("module", "default"), CHILDREN)
+@pytest.mark.parametrize(("raw", "least"), [("", None), ("off", None), ("0.5", 1 << 19)])
+def test_threshold_setting(
+    module: Any, default: int, raw: str, least: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(module.ENV, raw)
+    assert module.child_min_bytes() == (default if raw == "" else least)
 
 
 def test_posting_file_stays_within_4x_raw_through_drains_in_children(tmp_path: Path) -> None:

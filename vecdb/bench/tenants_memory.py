@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from vecdb.allocator import release_free_memory
 from vecdb.bench.memory import mib, read_status_kib
 from vecdb.bench.tenants import tenant_name
 from vecdb.bench.tenants_vecdb import connect
-from vecdb.engine.memory import release_free_memory
 from vecdb.engine.tenant_cluster_build import build
 from vecdb.index.tenancy import (
     DEFAULT_TENANT_CLUSTER_CLOSURE,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vecdb.allocator import tune_allocator
 from vecdb.engine import snapshot as snapshots
 from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection
@@ -25,7 +26,6 @@ from vecdb.engine.core import CollectionConfig, CollectionCore
 from vecdb.engine.database_tenants import TenantMethods
 from vecdb.engine.doc_database import DocumentsMixin, collection_index
 from vecdb.engine.maintenance import MaintenanceWorker
-from vecdb.engine.memory import tune_allocator
 from vecdb.engine.recovery import collection_dir, open_collection
 from vecdb.engine.settings import EngineSettings
 from vecdb.errors import AlreadyExists, NotFound, Unavailable, Unimplemented

@@ -33,6 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.allocator import release_free_memory
 from vecdb.engine import commit, doc_jobs, recovery, tenant_cluster_jobs, tenant_jobs
 from vecdb.engine.core import (
     STATE_BUILDING,
@@ -43,14 +44,11 @@ from vecdb.engine.core import (
     STATE_READY,
     CollectionCore,
 )
-from vecdb.engine.memory import release_free_memory
 from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
 from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
-from vecdb.index.base import Progress
+from vecdb.index.base import DrainsInChild, Progress
 from vecdb.index.flat import FlatIndex
-from vecdb.index.spann import drain_child
-from vecdb.index.spann.index import SpannIndex
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 
@@ -294,9 +292,9 @@ def drain(coll: CollectionCore) -> None:
             kill_point("build")
             del slots, matrix
         elif _drain_in_child(coll, len(seg)):
-            assert isinstance(coll.index, SpannIndex)
+            assert isinstance(coll.index, DrainsInChild)
             chunks = seg.iter_live(coll.settings.apply_batch)
-            drain_child.add_in_child(coll.index.state, chunks, seq, coll.applied_seq, report)
+            coll.index.add_in_child(chunks, seq, coll.applied_seq, report)
             kill_point("drain")
         else:
             total, done = len(seg), 0
@@ -340,14 +338,15 @@ def drain(coll: CollectionCore) -> None:
 
 
 def _drain_in_child(coll: CollectionCore, buffered: int) -> bool:
-    """Whether a drain of `buffered` vectors into a persistent SPANN index runs, with the
-    maintenance it causes, in a child process (`spann.drain_child`: the long-running process
-    then holds what a fresh open of the result does)."""
+    """Whether a drain of `buffered` vectors into a persistent index runs, with the
+    maintenance it causes, in a child process (an index kind with the `DrainsInChild`
+    capability, e.g. SPANN: the long-running process then holds what a fresh open of the
+    result does)."""
     index = coll.index
     return (
         coll.kind.persistent
-        and isinstance(index, SpannIndex)
-        and drain_child.use_child(index.state, buffered)
+        and isinstance(index, DrainsInChild)
+        and index.drains_in_child(buffered)
     )
 
 

@@ -27,9 +27,9 @@ import logging
 import weakref
 from typing import Any
 
+from vecdb.allocator import release_free_memory
 from vecdb.engine import tenant_cluster_file as cfile
 from vecdb.engine.core import CollectionCore
-from vecdb.engine.memory import release_free_memory
 from vecdb.engine.tenant_cluster_build import build
 from vecdb.engine.tenant_clusters import BuildParams, ClusterCopies, copies_of
 from vecdb.engine.tenants import ACTIVE

@@ -28,10 +28,10 @@ last `checkpoint` call. An in-memory index is rebuilt from stored vectors on ope
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -195,6 +195,30 @@ class VectorIndex(Protocol):
 
     def close(self) -> None:
         """Release files and threads."""
+
+
+@runtime_checkable
+class DrainsInChild(Protocol):
+    """An optional capability of an index kind: a large add can run, with the maintenance it
+    causes, in a child process, so that the long-running process afterwards holds what a
+    fresh open of the result would (the native memory of the insert path stays in the
+    child). The engine asks `drains_in_child(n)` before a drain of n vectors and, if True,
+    hands the drain to `add_in_child` instead of `add`."""
+
+    def drains_in_child(self, n: int) -> bool:
+        """Whether an add of n vectors would go to a child process now."""
+
+    def add_in_child(
+        self,
+        chunks: Iterable[tuple[Slots, Vectors]],
+        seq: int,
+        applied_seq: int,
+        progress: Progress | None,
+    ) -> None:
+        """Add the (slots, vectors) chunks and run their maintenance in a child; publish the
+        result here as one swap (remove wins, as for `add`). `applied_seq` is the engine's
+        applied sequence now (a checkpoint at it is taken first); `seq` the sequence the
+        drain makes applied, which the child's checkpoints record."""
 
 
 class IndexOpener(Protocol):

@@ -18,13 +18,13 @@ Passes 1-6 of a build of at least `VECDB_BUILD_CHILD_MIB` MiB run in a child pro
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any
 
 import hnswlib
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.allocator import release_free_memory
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree, build_tree, fill_members
 from vecdb.index.spann import child
@@ -36,12 +36,12 @@ from vecdb.index.spann.assign import (
     primaries,
     select_replicas,
 )
-from vecdb.index.spann.postings import DirectReader, PostingFile, Quantizer
-from vecdb.index.spann.state import SpannState, file_path, head_space, live_mask, open_reader
+from vecdb.index.spann.postings import PostingFile, Quantizer
+from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
 from vecdb.index.spann.vectors import row_bytes
-from vecdb.kernels.posting import VERSION_REMOVED, group_by_posting
+from vecdb.kernels.posting import group_by_posting
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -125,28 +125,14 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     if st.store is not None:  # the rerank rows, written before any search may see the slots
         st.store.write(slots, vectors)
     # Pass 7: publish by swapping references
-    old_file, old_reader = st.file, st.reader
-    with st.lock.write("build publish"):
-        old = st.slot_version
-        top = max(len(old), int(slots.max()) + 1 if n else 0)
-        versions = np.zeros(top, np.uint8)
-        versions[slots] = 1
-        versions[: len(old)][old == VERSION_REMOVED] = VERSION_REMOVED  # remove wins
-        if n:
-            tree.drop_primary(slots[versions[slots] == VERSION_REMOVED])
-        tree.leaf_vectors = st.head_vectors
-        st.graph, st.tree, st.table = graph, tree, table
-        st.file, st.reader, st.file_gen = file, reader, gen
-        st.slot_version = versions
-        st.tree.grow_slots(top)
-        st.n_live = int(live_mask(versions).sum())
-        st.live_heads = st.next_posting = 0 if graph is None else graph.get_current_count()
-        st.table.ensure(st.next_posting)
-        st.pending, st.heads_dirty, st.freed_bytes = set(), True, 0
-        st.replica_cap = cap
-    if isinstance(old_reader, DirectReader):
-        old_reader.close()
-    old_file.close()  # its file stays on disk until a checkpoint names the new one
+    versions = np.zeros(int(slots.max()) + 1 if n else 0, np.uint8)
+    versions[slots] = 1
+    heads = 0 if graph is None else graph.get_current_count()
+    table.ensure(heads)
+    content = {"file": file, "reader": reader, "graph": graph, "tree": tree, "table": table}
+    content |= {"file_gen": gen, "live_heads": heads, "next_posting": heads, "replica_cap": cap}
+    content |= {"pending": set(), "heads_dirty": True, "freed_bytes": 0}
+    st.publish("build publish", versions, content)
     release_free_memory()
 
 
@@ -211,12 +197,3 @@ def _passes(
         tree.trim()
         del posts, keep, heads, exact
     return tree, graph, cap
-
-
-def release_free_memory() -> None:
-    """Hand the build's freed temporaries back to the OS (glibc keeps freed heap pages
-    otherwise, and a long-running process would hold the build's peak)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass

@@ -46,6 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb import errors
+from vecdb.allocator import tune_allocator
 from vecdb.errors import Internal, InvalidArgument
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree
@@ -216,6 +217,7 @@ def child_main(job: dict[str, Any]) -> None:
     """(Child) passes 1-6 over the memory-mapped input; the results into the files."""
     from vecdb.index.spann.build import _passes  # build imports this module lazily
 
+    tune_allocator()  # the allocator settings a database's own process takes
     threading.Thread(target=_watch_parent, daemon=True).start()
     kill_point("build_child")  # crash tests: a child that dies without a word
     d, gen, dim = Path(job["directory"]), int(job["gen"]), int(job["dim"])

@@ -38,19 +38,19 @@ import shutil
 import sys
 import threading
 import traceback
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.allocator import tune_allocator
 from vecdb.index.base import Progress
 from vecdb.index.spann import child
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import checkpoint, open_state, read_manifest
-from vecdb.index.spann.postings import DirectReader
-from vecdb.index.spann.state import SpannState, live_mask
-from vecdb.kernels.posting import VERSION_REMOVED
+from vecdb.index.spann.state import OWN_FIELDS, SpannState
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -141,33 +141,16 @@ def _republish(st: SpannState, applied_seq: int) -> None:
 
 
 def adopt(st: SpannState, new: SpannState) -> None:
-    """Publish `new` (opened from the child's checkpoint of the same directory) into `st` by
-    one swap under the write lock; slots removed in `st` meanwhile stay removed."""
-    old_file, old_reader = st.file, st.reader
-    with st.lock.write("drain publish"):
-        old = st.slot_version
-        top = max(len(old), len(new.slot_version))
-        versions = np.zeros(top, np.uint8)
-        versions[: len(new.slot_version)] = new.slot_version
-        gone = np.flatnonzero(old == VERSION_REMOVED)
-        drop = gone[live_mask(versions[gone])]
-        new.tree.grow_slots(top)
-        if len(drop):
-            new.tree.drop_primary(drop)
-        versions[gone] = VERSION_REMOVED  # remove wins
-        st.graph, st.tree, st.table = new.graph, new.tree, new.table
-        st.file, st.reader, st.slot_version = new.file, new.reader, versions
-        st.tree.leaf_vectors = st.head_vectors
-        st.n_live = new.n_live - len(drop)
-        st.live_heads, st.next_posting = new.live_heads, new.next_posting
-        st.replica_cap, st.counters, st.rng = new.replica_cap, new.counters, new.rng
-        st.file_gen, st.heads_gen, st.ckpt_no = new.file_gen, new.heads_gen, new.ckpt_no
-        st.applied_seq = new.applied_seq
-        st.pending, st.stuck, st.ceiling = set(), {}, 0
-        st.heads_dirty, st.freed_bytes = False, 0
-    if isinstance(old_reader, DirectReader):
-        old_reader.close()
-    old_file.close()
+    """Publish `new` (opened from the child's checkpoint of the same directory, as a fresh
+    open does) into `st`: every field of the index's content is taken from `new`, the ones
+    that belong to this process's object (`OWN_FIELDS`) are kept; slots removed in `st`
+    meanwhile stay removed (`SpannState.publish`)."""
+    content = {
+        f.name: getattr(new, f.name)
+        for f in fields(SpannState)
+        if f.name not in OWN_FIELDS and f.name not in ("slot_version", "n_live")
+    }
+    st.publish("drain publish", new.slot_version, content)
 
 
 # --- the child -------------------------------------------------------------------------------
@@ -178,6 +161,7 @@ def child_main(job: dict[str, Any]) -> None:
     from vecdb.index.spann.maintain import maintain
     from vecdb.index.spann.update import add
 
+    tune_allocator()  # the allocator settings a database's own process takes
     threading.Thread(target=child._watch_parent, daemon=True).start()
     kill_point("drain_child_start")  # crash tests: a child that dies without a word
     d, tag, dim, n = Path(job["directory"]), int(job["tag"]), int(job["dim"]), int(job["n"])

@@ -21,7 +21,17 @@ import numpy as np
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import IndexResult, Progress, Slots, Vectors, Visible, as_visible
 from vecdb.index.params import MAX_FLOAT16, SearchParams
-from vecdb.index.spann import build, compaction, maintain, persist, search, stats, subtree, update
+from vecdb.index.spann import (
+    build,
+    compaction,
+    drain_child,
+    maintain,
+    persist,
+    search,
+    stats,
+    subtree,
+    update,
+)
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
 from vecdb.index.tenancy import TenantParams, node_counts
@@ -113,6 +123,20 @@ class SpannIndex:
                 return 0
             nodes, _ = node_counts(self.state.tree, np.asarray(slots, dtype=np.int64))
             return len(nodes)
+
+    def drains_in_child(self, n: int) -> bool:
+        """Whether an add of n vectors goes to a child (`spann.drain_child.use_child`)."""
+        return drain_child.use_child(self.state, n)
+
+    def add_in_child(
+        self,
+        chunks: Iterable[tuple[Slots, Vectors]],
+        seq: int,
+        applied_seq: int,
+        progress: Progress | None,
+    ) -> None:
+        """Insert the chunks and run their maintenance in a child (`spann.drain_child`)."""
+        drain_child.add_in_child(self.state, chunks, seq, applied_seq, progress)
 
     # --- remove ------------------------------------------------------------------------------
 

@@ -77,6 +77,14 @@ def file_path(directory: Path, kind: str, n: int) -> Path:
     return directory / f"{kind}.{n}.bin"
 
 
+# Fields of a `SpannState` that belong to the process's object rather than to the index's
+# content: a publish of another state's content (`drain_child.adopt`) keeps these.
+OWN_FIELDS = frozenset(
+    {"dim", "metric", "params", "directory", "limit", "block_cap", "width", "threads", "lock"}
+    | {"subtrees", "head_rows", "store"}
+)
+
+
 @dataclass
 class SpannState:
     """Everything a SPANN index holds (see the module docstring for who may touch what)."""
@@ -147,6 +155,39 @@ class SpannState:
         """(offset, scale) for the scan kernel: the int8 quantizer or the identity."""
         q = self.file.quant
         return identity_quant(self.dim) if q is None else (q.offset, q.scale)
+
+    # --- publishing a new content (worker) ---------------------------------------------------
+
+    def publish(self, why: str, versions: U8, content: dict[str, object]) -> None:
+        """Swap in a whole new content (a build's, or a drain child's reopened result) by
+        one swap of references under the write lock. `content` holds the new field values
+        (at least `file`, `reader`, `graph`, `tree` and `table`); `versions` the new slot
+        versions. Slots removed here meanwhile stay removed (remove wins: marked removed and
+        dropped from the new tree's primary leaves); the live count is recounted. The old
+        posting file and its reader are closed once the lock is released (the file stays on
+        disk until a checkpoint names the new one)."""
+        old_file, old_reader = self.file, self.reader
+        tree = content["tree"]
+        assert isinstance(tree, ClusterTree)
+        with self.lock.write(why):
+            old = self.slot_version
+            top = max(len(old), len(versions))
+            merged = np.zeros(top, np.uint8)
+            merged[: len(versions)] = versions
+            gone = np.flatnonzero(old == VERSION_REMOVED)
+            tree.grow_slots(top)
+            drop = gone[live_mask(merged[gone])]
+            if len(drop):
+                tree.drop_primary(drop)
+            merged[gone] = VERSION_REMOVED
+            for name, value in content.items():
+                setattr(self, name, value)
+            self.tree.leaf_vectors = self.head_vectors
+            self.slot_version = merged
+            self.n_live = int(live_mask(merged).sum())
+        if isinstance(old_reader, DirectReader):
+            old_reader.close()
+        old_file.close()
 
     # --- changes (worker, under the write lock) --------------------------------------------
 

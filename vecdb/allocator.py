@@ -15,6 +15,10 @@ their own 64 MiB heap after a bulk build, and how much depended on thread timing
 40.1-41.3 and 8.3-11.4 MiB, build time unchanged within the machine's noise). Python holds
 the GIL around most allocations, so one arena costs little contention. Arenas that threads
 already use are kept; the cap applies to arenas created after the first database opens.
+
+A leaf module (it imports nothing from vecdb): the engine takes the settings when a database
+opens, and the index's build and drain children take them at their start, so a child's
+temporaries go back to the system as the parent's do.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""vecdb.engine.memory: glibc allocator settings taken when a database opens."""
+"""vecdb.allocator: glibc allocator settings taken when a database opens."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from vecdb.engine import memory
+from vecdb import allocator
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(memory._libc() is None, reason="glibc only: mallopt/malloc_trim absent")
+@pytest.mark.skipif(allocator._libc() is None, reason="glibc only: mallopt/malloc_trim absent")
 def test_opening_a_database_caps_arenas_and_a_threaded_build_stays_in_the_main_arena(
     tmp_path: Path,
 ) -> None:
@@ -26,7 +26,7 @@ def test_opening_a_database_caps_arenas_and_a_threaded_build_stays_in_the_main_a
         import re, threading
         import numpy as np
         import vecdb
-        from vecdb.engine import memory
+        from vecdb import allocator
 
         def arena_heaps():
             n = 0
@@ -38,7 +38,7 @@ def test_opening_a_database_caps_arenas_and_a_threaded_build_stays_in_the_main_a
 
         before = arena_heaps()
         with vecdb.connect({str(tmp_path / "db")!r}) as c:
-            assert memory.tune_allocator() is True
+            assert allocator.tune_allocator() is True
             def churn():
                 for _ in range(200):
                     xs = [np.empty(1000, np.float32) for _ in range(50)]
