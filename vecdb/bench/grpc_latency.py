@@ -201,11 +201,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return lambda i: client.search(COLLECTION, queries[i : i + 1], k=10, params=params)
 
         # The spin call's handler holds the GIL as long as an embedded search takes (its p50
-        # on other queries than the timed ones): what any grpcio server doing that work in
-        # Python costs at least.
-        spare = np.ascontiguousarray(ds.queries[-200:])
+        # on 200 other queries than the timed ones, after 100 more to warm up): what any
+        # grpcio server doing that work in Python costs at least.
+        spare = np.ascontiguousarray(ds.queries[-300:])
         spin_s = _p50_seconds(lambda i: embedded.search(COLLECTION, spare[i : i + 1], k=10,
-                                                        params=params), len(spare))  # fmt: skip
+                                                        params=params), len(spare), 100)  # fmt: skip
         spin = channel.unary_unary(SPIN_METHOD)
         spin_payload = struct.pack("<d", spin_s) + bytes(max(0, req_size - 8))
         systems: dict[str, Callable[[int], Any]] = {
@@ -261,13 +261,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _p50_seconds(f: Callable[[int], Any], n: int) -> float:
+def _p50_seconds(f: Callable[[int], Any], n: int, skip: int) -> float:
+    """The p50 of f(skip) ... f(n - 1), timed one by one after f(0) ... f(skip - 1)."""
     times = []
     for i in range(n):
         t0 = time.perf_counter()
         f(i)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(times[skip:]))
 
 
 def _built(args: argparse.Namespace, metric: str, base: npt.NDArray[np.float32],
