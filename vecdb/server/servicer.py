@@ -1,7 +1,8 @@
 """The `vecdb.v1.VectorDB` servicer: decode each request, call the engine, encode the answer.
 
 One method per RPC, each a few lines: all decoding and encoding goes through
-`vecdb.rpc.convert`, all validation happens in the engine (`vecdb.engine.validate`, which
+`vecdb.rpc.convert` (but for `plain_result`, the same Search answer built with fewer calls for
+the common case, issue 12), all validation happens in the engine (`vecdb.engine.validate`, which
 raises `VecdbError` naming the field), and all error-to-status mapping, auth, admission and
 metrics live in `vecdb.server.interceptors`. Inputs reach the engine as the client gave them
 (ragged rows, ids of any kind, JSON null payloads as `validate.JSON_NULL`) so that its one
