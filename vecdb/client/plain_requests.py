@@ -2,7 +2,9 @@
 every call): the common search call, whose arguments can hold nothing the wire cannot carry,
 built straight into its message. `vecdb.client.requests` tries it first and takes its general
 path (the rule book's checks, in the engine's order) for every other call, so the message
-is the same either way. Imports the wire and the rule book's text check only.
+is the same either way. Likewise `plain_answer` decodes the common answer (integer ids and
+nothing else) into the `SearchResult` that `convert.result_from_proto` gives, and returns None
+for every other answer. Imports the wire, `vecdb.types` and the rule book's text check only.
 """
 
 from __future__ import annotations
