@@ -46,3 +46,38 @@ def test_report_states_gap_over_echo_and_batch_ratio() -> None:
     assert "CollectionExists" not in text
     r["trivial"] = {"p50": 0.6, "p99": 0.9}
     assert "| remote CollectionExists (SDK) | 0.600 | 0.900 | - |" in report(r)
+
+
+def test_spin_method_holds_the_call_for_the_asked_time() -> None:
+    """The busy-handler echo answers its request, and not before the asked seconds."""
+    import struct
+    import time
+
+    from vecdb.bench.grpc_latency import SPIN_METHOD
+
+    echo = EchoServer(1)
+    try:
+        with grpc.insecure_channel(echo.address) as channel:
+            call = channel.unary_unary(SPIN_METHOD)
+            payload = struct.pack("<d", 0.05) + b"x" * 10
+            call(payload, timeout=10)  # connect first
+            t0 = time.perf_counter()
+            assert call(payload, timeout=10) == payload
+            assert time.perf_counter() - t0 >= 0.05
+    finally:
+        echo.stop()
+
+
+def test_report_states_the_busy_handler_and_the_floor_timings() -> None:
+    r = {
+        "embedded": {"p50": 0.25, "p99": 0.4, "batch_qps": 6000.0},
+        "remote": {"p50": 0.85, "p99": 1.2, "batch_qps": 5400.0},
+        "echo": {"p50": 0.5, "p99": 0.7},
+        "spin": {"p50": 0.8, "p99": 1.0, "handler_ms": 0.25},
+        "floor": {"p50": 0.8, "p99": 1.1, "server_ms": {"engine": 0.3, "servicer": 0.33}},
+        "request_bytes": 242,
+    }
+    text = report(r)
+    assert "| echo + 0.250 ms busy handler (holds the GIL) | 0.800 | 1.000 | - |" in text
+    assert "busy-handler echo p50 - embedded p50 = 0.550 ms = 1.10x the echo p50" in text
+    assert "engine search p50 0.300 ms, servicer (decode + search + encode) p50 0.330 ms" in text

@@ -116,3 +116,27 @@ def test_faulty_calls_still_get_the_rule_books_error(
     assert (got.message, got.field, got.reason) == (want.message, want.field, want.reason)
     if field is not None:
         assert got.field == field
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"a": 1}, {"a": True}, {"a": "1"}, {"a": None}, {"a": 1, "b": 2}, {"b": 2, "a": 1},
+     {"a": 2**64}, {"a": 0.0}, {"a": -0.0}, {}],
+)  # fmt: skip
+def test_cached_params_text_is_the_general_one_on_every_call(
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]
+) -> None:
+    """The params text cache (keyed by key, type and value) gives each call the general
+    path's text, also when equal values of other types (1, True, 1.0) were cached before."""
+    for earlier in ({"a": 1}, {"a": True}, {"a": 1.0}, {"a": 0.0}, params):  # fill the cache
+        fast("c", Q, 3, None, earlier, False, False, None, None)
+    args = ("c", Q, 3, None, params, False, False, None, None)
+    want = general(monkeypatch, *args)
+    assert fast(*args) == want
+    assert fast(*args) == want  # a cache hit the second time
+
+
+def test_params_text_cache_stays_bounded() -> None:
+    for i in range(plain_requests.MAX_TEXTS + 10):
+        fast("c", Q, 3, None, {"n": i}, False, False, None, None)
+    assert len(plain_requests._TEXTS) <= plain_requests.MAX_TEXTS

@@ -11,9 +11,15 @@ request in, the same bytes back), (4) a trivial vecdb call (CollectionExists) to
 server: its fixed cost per call, and (5) with the floor on (the default), the same SDK search
 to a plain grpcio server in a child process that hands the request straight to vecdb's
 servicer on a third copy (no guard: no auth, metrics, quotas, request ids, admission): what
-grpcio plus the engine in a server process cost before anything vecdb adds per call. It also
-times batch searches both ways (QPS, wall). Owns its echo and floor servers and the report;
-measures nothing else.
+grpcio plus the engine in a server process cost before anything vecdb adds per call; that
+server also times, in its handler thread, the engine's search and the whole servicer call
+(decode, search, encode), so the report can say how much slower the same search runs there
+than embedded. (6) The echo again with a handler that busy-waits, holding the GIL, for the
+embedded p50 (measured first on other queries): what a Python grpcio server that did only
+the embedded work would answer in, i.e. the best the remote path can do. It also times batch
+searches both ways (QPS, wall; the best of BATCH_ROUNDS calls each, the two taking turns). `--reuse DIR` builds the collection once into DIR and copies
+it from there in later runs. Owns its echo and floor servers and the report; measures
+nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -39,14 +46,22 @@ from vecdb.bench.server_process import THREAD_VARS, ServerProcess
 COLLECTION = "bench"
 ECHO_METHOD = "/vecdb.bench.Echo/Echo"
 SLICE = 50  # queries per system before switching to the next
+SPIN_METHOD = "/vecdb.bench.Echo/Spin"
+TIMINGS_METHOD = "/vecdb.bench.Echo/Timings"
 ECHO_SERVER = """
-import sys, time
+import struct, sys, time
 from concurrent import futures
 import grpc
 def echo(request, context):
     return request
-handler = grpc.method_handlers_generic_handler(
-    "vecdb.bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+def spin(request, context):  # busy for the seconds in the first 8 bytes, holding the GIL
+    end = time.perf_counter() + struct.unpack_from("<d", request)[0]
+    while time.perf_counter() < end:
+        pass
+    return request
+handler = grpc.method_handlers_generic_handler("vecdb.bench.Echo", {
+    "Echo": grpc.unary_unary_rpc_method_handler(echo),
+    "Spin": grpc.unary_unary_rpc_method_handler(spin)})
 server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[1])))
 server.add_generic_rpc_handlers((handler,))
 port = server.add_insecure_port("127.0.0.1:0")
@@ -56,7 +71,7 @@ sys.stdin.read()  # until the parent closes our stdin
 server.stop(0)
 """
 FLOOR_SERVER = """
-import sys
+import json, statistics, sys, time
 from concurrent import futures
 import grpc
 from vecdb.engine import Database
@@ -66,13 +81,36 @@ from vecdb.server.metrics import ServerMetrics
 from vecdb.server.servicer import VectorDBServicer
 pin_blas_threads(1)  # as `vecdb serve` does
 db = Database(sys.argv[2])
-search = VectorDBServicer(db, ServerMetrics(), 4).Search
+servicer = VectorDBServicer(db, ServerMetrics(), 4)
+times = {"engine": [], "servicer": []}  # seconds per Search, in the handler thread
+def engine_search(*args, **kwargs):
+    t0 = time.perf_counter()
+    try:
+        return db.search(*args, **kwargs)
+    finally:
+        times["engine"].append(time.perf_counter() - t0)
+class Timed:  # the database, its search timed
+    def __getattr__(self, name):
+        return engine_search if name == "search" else getattr(db, name)
+servicer._db = Timed()
+def search(request, context):
+    t0 = time.perf_counter()
+    try:
+        return servicer.Search(request, context)
+    finally:
+        times["servicer"].append(time.perf_counter() - t0)
+def timings(request, context):  # the p50s (ms) since the last call, then start over
+    out = {k: statistics.median(v) * 1e3 if v else None for k, v in times.items()}
+    for v in times.values():
+        v.clear()
+    return json.dumps(out).encode()
 handler = grpc.method_handlers_generic_handler("vecdb.v1.VectorDB", {
     "Search": grpc.unary_unary_rpc_method_handler(
         search, request_deserializer=pb.SearchRequest.FromString,
         response_serializer=pb.SearchResponse.SerializeToString)})
 server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[1])))
-server.add_generic_rpc_handlers((handler,))
+server.add_generic_rpc_handlers((handler, grpc.method_handlers_generic_handler(
+    "vecdb.bench.Echo", {"Timings": grpc.unary_unary_rpc_method_handler(timings)})))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
 print(port, flush=True)
@@ -115,15 +153,21 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
 
 
+BATCH_ROUNDS = 7  # batch calls per path, the paths alternated (3 in a row each swung 0.3-3x)
+
+
 def _batch_qps(
-    search: Callable[[Any], Any], queries: npt.NDArray[np.float32], rounds: int
-) -> float:
-    best = np.inf
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        search(queries)
-        best = min(best, time.perf_counter() - t0)
-    return len(queries) / best
+    searches: dict[str, Callable[[Any], Any]], queries: npt.NDArray[np.float32], rounds: int
+) -> dict[str, float]:
+    """QPS of each path's best of `rounds` batch calls, the paths taking turns (and the
+    turn order flipping) so that load drift on a shared host hits them alike."""
+    best = dict.fromkeys(searches, np.inf)
+    for r in range(rounds):
+        for name in list(searches) if r % 2 == 0 else list(searches)[::-1]:
+            t0 = time.perf_counter()
+            searches[name](queries)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: len(queries) / t for name, t in best.items()}
 
 
 def _batch_call(client: Any, params: dict[str, Any]) -> Callable[[Any], Any]:
@@ -143,12 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     server = echo = floor = None
     try:
         served, local, plain = work / "served", work / "local", work / "plain"
-        with vecdb.connect(str(served)) as db:
-            db.create_collection(COLLECTION, dim=base.shape[1], metric=ds.metric, index="spann")
-            for lo in range(0, len(base), 20_000):
-                ids = np.arange(lo, min(lo + 20_000, len(base)), dtype=np.int64)
-                db.upsert(COLLECTION, ids=ids, vectors=base[lo : lo + 20_000])
-            db.optimize(COLLECTION, wait=True)
+        built = _built(args, ds.metric, base, work / "built")
+        shutil.copytree(built, served)
         shutil.copytree(served, local)
         if args.floor:
             shutil.copytree(served, plain)
@@ -166,19 +206,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def one(client: Any) -> Callable[[int], Any]:
             return lambda i: client.search(COLLECTION, queries[i : i + 1], k=10, params=params)
 
+        # The spin call's handler holds the GIL as long as an embedded search takes (its p50
+        # on 200 other queries than the timed ones, after 100 more to warm up): what any
+        # grpcio server doing that work in Python costs at least.
+        spare = np.ascontiguousarray(ds.queries[-300:])
+        spin_s = _p50_seconds(lambda i: embedded.search(COLLECTION, spare[i : i + 1], k=10,
+                                                        params=params), len(spare), 100)  # fmt: skip
+        spin = channel.unary_unary(SPIN_METHOD)
+        spin_payload = struct.pack("<d", spin_s) + bytes(max(0, req_size - 8))
         systems: dict[str, Callable[[int], Any]] = {
             "embedded": one(embedded),
             "remote": one(remote),
             "echo": lambda i: call(payload, timeout=10),
             "trivial": lambda i: remote.collection_exists(COLLECTION),
+            "spin": lambda i: spin(spin_payload, timeout=10),
         }
         if args.floor:
             floor = EchoServer(args.threads, FLOOR_SERVER, str(plain))
             floor_client = vecdb.connect(f"grpc://{floor.address}")
+            floor_channel = grpc.insecure_channel(floor.address)
+            floor_timings = floor_channel.unary_unary(TIMINGS_METHOD)
             systems["floor"] = one(floor_client)
         for f in systems.values():  # warm-up: connections, kernels, caches
             for i in range(20):
                 f(i)
+        if args.floor:
+            floor_timings(b"", timeout=10)  # start the server-side timings over
         lat: dict[str, list[float]] = {name: [] for name in systems}
         for lo in range(0, len(queries), SLICE):
             for name, f in systems.items():
@@ -187,9 +240,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f(i)
                     lat[name].append((time.perf_counter() - t0) * 1e3)
         out: dict[str, Any] = {name: _percentiles(ms) for name, ms in lat.items()}
+        out["spin"]["handler_ms"] = spin_s * 1e3
+        if args.floor:
+            out["floor"]["server_ms"] = json.loads(floor_timings(b"", timeout=10))
         batch = queries[: args.batch]
-        for name, client in (("embedded", embedded), ("remote", remote)):
-            out[name]["batch_qps"] = _batch_qps(_batch_call(client, params), batch, 3)
+        calls = {"embedded": _batch_call(embedded, params), "remote": _batch_call(remote, params)}
+        for name, qps in _batch_qps(calls, batch, BATCH_ROUNDS).items():
+            out[name]["batch_qps"] = qps
         out["request_bytes"] = req_size
         out["config"] = {
             "dataset": args.dataset, "base": len(base), "queries": len(queries),
@@ -200,6 +257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         channel.close()
         if floor is not None:
             floor_client.close()
+            floor_channel.close()
         return out
     finally:
         if server is not None:
@@ -208,6 +266,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if child is not None:
                 child.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _p50_seconds(f: Callable[[int], Any], n: int, skip: int) -> float:
+    """The p50 of f(skip) ... f(n - 1), timed one by one after f(0) ... f(skip - 1)."""
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        f(i)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[skip:]))
+
+
+def _built(args: argparse.Namespace, metric: str, base: npt.NDArray[np.float32],
+           fresh: Path) -> Path:  # fmt: skip
+    """A database directory holding the built collection: `fresh` built now, or with
+    `--reuse DIR` the one built into DIR by an earlier run with the same dataset and base
+    (the build is minutes of every run; what is timed only reads the copies)."""
+    key = json.dumps({"dataset": args.dataset, "base": len(base), "metric": metric})
+    where = fresh if args.reuse is None else args.reuse / "db"
+    marker = where.parent / (where.name + ".json")
+    if args.reuse is not None and marker.is_file() and marker.read_text() == key:
+        return where
+    shutil.rmtree(where, ignore_errors=True)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    import vecdb
+
+    with vecdb.connect(str(where)) as db:
+        db.create_collection(COLLECTION, dim=base.shape[1], metric=metric, index="spann")
+        for lo in range(0, len(base), 20_000):
+            ids = np.arange(lo, min(lo + 20_000, len(base)), dtype=np.int64)
+            db.upsert(COLLECTION, ids=ids, vectors=base[lo : lo + 20_000])
+        db.optimize(COLLECTION, wait=True)
+    if args.reuse is not None:
+        marker.write_text(key)
+    return where
 
 
 def remote_request_bytes(queries: npt.NDArray[np.float32], params: dict[str, Any]) -> bytes:
@@ -229,6 +322,10 @@ def report(r: dict[str, Any]) -> str:
         f"| remote (gRPC, SDK) | {m['p50']:.3f} | {m['p99']:.3f} | {m['batch_qps']:,.0f} |",
         f"| bare grpcio echo ({r['request_bytes']} B) | {x['p50']:.3f} | {x['p99']:.3f} | - |",
     ]
+    if "spin" in r:  # the echo, its handler busy for the embedded p50: grpcio's floor
+        sp = r["spin"]
+        lines.append(f"| echo + {sp['handler_ms']:.3f} ms busy handler (holds the GIL) | "
+                     f"{sp['p50']:.3f} | {sp['p99']:.3f} | - |")  # fmt: skip
     if "trivial" in r:  # the server's fixed cost per call, without the search
         t = r["trivial"]
         lines.append(f"| remote CollectionExists (SDK) | {t['p50']:.3f} | {t['p99']:.3f} | - |")
@@ -242,6 +339,16 @@ def report(r: dict[str, Any]) -> str:
         f"(target <= 1.2x); remote / embedded batch QPS = "
         f"{m['batch_qps'] / e['batch_qps']:.2f} (target >= 0.9).",
     ]
+    if "spin" in r:
+        sp = r["spin"]
+        lines.append(f"busy-handler echo p50 - embedded p50 = {sp['p50'] - e['p50']:.3f} ms = "
+                     f"{(sp['p50'] - e['p50']) / x['p50']:.2f}x the echo p50 (a Python grpcio "
+                     "server that only spent the embedded time would be here).")  # fmt: skip
+    if "floor" in r and r["floor"].get("server_ms"):
+        ms = r["floor"]["server_ms"]
+        lines.append(f"in the floor server's handler thread: engine search p50 "
+                     f"{ms['engine']:.3f} ms, servicer (decode + search + encode) p50 "
+                     f"{ms['servicer']:.3f} ms (embedded search p50 {e['p50']:.3f} ms).")  # fmt: skip
     if "floor" in r:
         f = r["floor"]
         lines.append(f"floor p50 - embedded p50 = {f['p50'] - e['p50']:.3f} ms = "
@@ -262,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="skip the plain grpcio + servicer server (a third copy of the data)")  # fmt: skip
     ap.add_argument("--json", type=Path, default=None, help="append the result as a JSON line")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="build the collection into this directory once and copy it from "
+                         "there in later runs (same dataset and --base)")  # fmt: skip
     args = ap.parse_args(argv)
     r = run(args)
     print(report(r))

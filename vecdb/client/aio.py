@@ -35,6 +35,7 @@ from vecdb.client.channel import (
 )
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
+from vecdb.client.plain_requests import plain_answer
 from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
 from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
@@ -335,6 +336,10 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = await self._call("Search", req, idempotent=True)
+        if not with_stats:
+            plain = plain_answer(resp)
+            if plain is not None:
+                return plain
         return convert.result_from_proto(resp, with_stats=with_stats)
 
     async def create_snapshot(self, name: str) -> Any:

@@ -41,6 +41,7 @@ from vecdb.client.channel import (
 )
 from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
+from vecdb.client.plain_requests import plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.rpc import convert, status
@@ -317,6 +318,10 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = self._call("Search", req, idempotent=True)
+        if not with_stats:
+            plain = plain_answer(resp)
+            if plain is not None:
+                return plain
         return convert.result_from_proto(resp, with_stats=with_stats)
 
     # -- snapshots -------------------------------------------------------------------------

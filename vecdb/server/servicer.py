@@ -1,7 +1,8 @@
 """The `vecdb.v1.VectorDB` servicer: decode each request, call the engine, encode the answer.
 
 One method per RPC, each a few lines: all decoding and encoding goes through
-`vecdb.rpc.convert`, all validation happens in the engine (`vecdb.engine.validate`, which
+`vecdb.rpc.convert` (but for `plain_result`, the same Search answer built with fewer calls for
+the common case, issue 12), all validation happens in the engine (`vecdb.engine.validate`, which
 raises `VecdbError` naming the field), and all error-to-status mapping, auth, admission and
 metrics live in `vecdb.server.interceptors`. Inputs reach the engine as the client gave them
 (ragged rows, ids of any kind, JSON null payloads as `validate.JSON_NULL`) so that its one
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import numpy as np
 
 from vecdb.engine.validate import JSON_NULL
 from vecdb.errors import InvalidArgument, Unimplemented, VecdbError
@@ -28,7 +30,7 @@ from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.admin_rpcs import ApiKeyRpcs
 from vecdb.server.document_rpcs import DocumentRPCs
 from vecdb.server.tenant_rpcs import TenantRpcs
-from vecdb.types import CollectionKind, IdType, Metric
+from vecdb.types import CollectionKind, IdType, Metric, SearchResult
 
 if TYPE_CHECKING:
     from vecdb.engine import Database
@@ -205,15 +207,22 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
 
     def Search(self, req: pb.SearchRequest, ctx: grpc.ServicerContext) -> pb.SearchResponse:
         opts = req.options
-        # Stats always: they are cheap, and the per-tenant bytes-read metric reads them.
-        kwargs: dict[str, Any] = {"with_payload": opts.with_payload, "with_stats": True}
-        kwargs.update(convert.tenant_args(req.tenant, req.tenants))
+        kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
+        if req.tenant or req.tenants:
+            kwargs.update(convert.tenant_args(req.tenant, req.tenants))
+            kwargs["with_stats"] = True  # the per-tenant bytes-read metric reads them
+        elif opts.with_stats:
+            # Only when asked (or for a tenant): counting them costs ~8 us of a ~130 us hot
+            # single SPANN query on GloVe-50, and ~3 us more to encode (issue 12).
+            kwargs["with_stats"] = True
         _opt_json(opts.filter, "filter", kwargs)
         _opt_json(opts.params, "params", kwargs)
         if opts.with_vectors:
             kwargs["with_vectors"] = True
         queries = convert.vectors_from_proto(req.queries, "queries")
         res = self._db.search(req.collection, queries, opts.k, **kwargs)
+        if res.payloads is None and res.stats is None and res.vectors is None:
+            return plain_result(res)
         return convert.result_to_proto(res)
 
     SearchBatch = Search
@@ -253,6 +262,23 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
     def Stats(self, req: pb.StatsRequest, ctx: grpc.ServicerContext) -> pb.StatsResponse:
         stats = self._db.stats(req.collection or None)
         return pb.StatsResponse(stats=json.dumps(stats, default=str, sort_keys=True))
+
+
+def plain_result(res: SearchResult) -> pb.SearchResponse:
+    """`convert.result_to_proto(res)` for the common answer (integer ids, no payloads,
+    vectors or stats): the same message with fewer Python calls (issue 12: ~3 us instead of
+    ~9 us per single query)."""
+    ids = res.ids
+    if ids.dtype.kind not in "iu":
+        return convert.result_to_proto(res)
+    nq, k = ids.shape
+    msg = pb.SearchResponse(nq=nq, k=k, degraded=res.degraded,
+                            distances=np.ascontiguousarray(res.distances, convert.F32).tobytes())  # fmt: skip
+    values = msg.ids.ints.values
+    msg.ids.ints.SetInParent()  # an empty answer still says its ids are integers
+    values.extend(ids.astype(np.int64, copy=False).ravel().tolist())
+    msg.found.extend((ids >= 0).sum(axis=1).tolist())
+    return msg
 
 
 def page_token(last_name: str) -> str:
