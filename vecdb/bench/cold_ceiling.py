@@ -136,7 +136,8 @@ def record(idx: SpannIndex, q: npt.NDArray[np.float32], p: dict[str, Any]) -> li
 
 def replay(trace: list[list[Read]], conc: int) -> None:
     """Each query's read calls in order, `conc` queries at a time, no search work."""
-    fds = {path: os.open(path, os.O_RDONLY | os.O_DIRECT) for c in trace for path, _, _ in c}
+    paths = {path for c in trace for path, _, _ in c}
+    fds = {path: os.open(path, os.O_RDONLY | os.O_DIRECT) for path in paths}
     local = threading.local()
     biggest = max((int(nb.sum()) for c in trace for _, nb, _ in c), default=0) + 4096
 
