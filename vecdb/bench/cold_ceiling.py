@@ -117,13 +117,21 @@ def record(idx: SpannIndex, q: npt.NDArray[np.float32], p: dict[str, Any]) -> li
     calls: list[Read] = []
     real = aio.AioContext.read
 
-    def spy(ctx: aio.AioContext, fd: int, base: int, at: Any, nb: Any, off: Any, *rest: Any):  # type: ignore[no-untyped-def]
-        path = rest[-1]
-        calls.append((path, np.array(nb, np.int64), np.array(off, np.int64)))
-        return real(ctx, fd, base, at, nb, off, *rest)
+    def spy(
+        ctx: aio.AioContext,
+        fd: int,
+        base: int,
+        at: aio.Ints,
+        nbytes: aio.Ints,
+        offsets: aio.Ints,
+        need: aio.Ints,
+        path: str,
+    ) -> None:
+        calls.append((path, np.array(nbytes, np.int64), np.array(offsets, np.int64)))
+        real(ctx, fd, base, at, nbytes, offsets, need, path)
 
     out = []
-    aio.AioContext.read = spy  # type: ignore[method-assign]
+    aio.AioContext.read = spy  # type: ignore[method-assign,assignment]
     try:
         for i in range(len(q)):
             calls.clear()
