@@ -89,8 +89,10 @@ class DirectReader:
 
     A block is read in the device's own units (`unit`: its logical block size, the alignment
     O_DIRECT needs, 512 bytes here), not in whole 4 KiB pages (issue 12, helper K): blocks
-    are packed at any byte offset, so reading whole pages read ~2 KiB more per block on
-    average. The pages stay the unit of the warm path and of `SearchStats.pages_read`."""
+    are packed at any byte offset, so reading whole pages read ~1.8 KiB more per block.
+    GloVe-50, KB per cold query: default, 64 postings, 1,006 -> 899; int8 + rerank, 48
+    postings, 557 -> 466; the same number of device requests (~62). The pages stay the unit
+    of the warm path and of `SearchStats.pages_read`."""
 
     TASKS = 8  # pool tasks per read call at most; the calling thread does one more share
     KEEP_BYTES = 4 << 20  # a thread keeps its read buffer up to this size
@@ -148,7 +150,7 @@ class DirectReader:
         lo_s, hi_s = lo[order], hi[order]
         # units shared by neighbouring blocks are read once: a block starts where the
         # previous one's units end if it begins inside them
-        prev_hi = np.maximum.accumulate(hi_s)[:-1]  # the furthest page end before each block
+        prev_hi = np.maximum.accumulate(hi_s)[:-1]  # the furthest unit end before each block
         start = np.empty_like(lo_s)
         if len(lo_s):
             start[0] = lo_s[0]
