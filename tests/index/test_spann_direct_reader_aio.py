@@ -53,13 +53,18 @@ def test_many_runs_and_a_short_last_page_come_back_whole(
         reader.close()
 
 
-def test_aio_and_thread_pool_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same random reads (touching, overlapping, repeated blocks) through both ways:
-    identical buffers over the blocks, identical offsets and byte counts."""
+@pytest.mark.parametrize("unit", [512, PAGE])
+def test_aio_and_thread_pool_read_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unit: int
+) -> None:
+    """The same random reads (touching, overlapping, repeated blocks) through both ways, in
+    sectors and in pages: identical buffers over the blocks, identical offsets and byte
+    counts."""
     data = np.random.default_rng(5).integers(0, 256, 64 * PAGE, dtype=np.uint8)
     path = tmp_path / "postings.0.bin"
     path.write_bytes(data.tobytes())
     on, off_ = _reader(path, True, monkeypatch), _reader(path, False, monkeypatch)
+    on.unit = off_.unit = unit
     try:
         rng = np.random.default_rng(6)
         for _ in range(30):
