@@ -1,7 +1,8 @@
 """The cold reader (`DirectReader.read`): whatever the blocks asked for (out of file order,
 touching, sharing pages, nested, repeated, none), each one's bytes come back where the
-returned offsets say, the device bytes count each page once, and a thread's reused buffer
-is not shared with another thread's read. Real O_DIRECT reads of a file in tmp_path (or
+returned offsets say, the device bytes count each read unit (the device's logical block, or
+a page) once, a unit the kernel refuses moves the reader to pages, and a thread's reused
+buffer is not shared with another thread's read. Real O_DIRECT reads of a file in tmp_path (or
 buffered ones where the filesystem refuses O_DIRECT)."""
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vecdb.index.spann import readers
 from vecdb.index.spann.postings import PAGE, DirectReader, PostingFile
+from vecdb.index.spann.readers import direct_unit
 
 PAGES = 64
 
@@ -38,10 +41,11 @@ def check(reader: DirectReader, data: bytes, offsets: list[int], sizes: list[int
     buf, at, nread = reader.read(off, nb)
     for o, n, a in zip(offsets, sizes, at.tolist(), strict=True):
         assert buf[a : a + n].tobytes() == data[o : o + n]
-    pages = set()
+    unit = reader.unit
+    units = set()
     for o, n in zip(offsets, sizes, strict=True):
-        pages.update(range(o // PAGE, -(-(o + n) // PAGE)))
-    assert nread == len(pages) * PAGE
+        units.update(range(o // unit, -(-(o + n) // unit)))
+    assert nread == len(units) * unit
 
 
 blocks = st.lists(
@@ -63,9 +67,13 @@ def test_every_block_comes_back_and_each_page_is_read_once(
         reader.close()
 
 
-def test_touching_and_shared_pages_and_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [512, PAGE])
+def test_touching_and_shared_pages_and_nothing(tmp_path: Path, unit: int) -> None:
+    """In pages and in 512-byte sectors (a device refusing those moves the reader to pages;
+    `check` counts in the unit the reader ends with)."""
     path, data = make_file(tmp_path)
     reader = reader_of(path)
+    reader.unit = unit
     try:
         check(reader, data, [], [])
         check(reader, data, [3 * PAGE, 0, PAGE], [PAGE, PAGE, 2 * PAGE])  # one run, unsorted
@@ -100,5 +108,48 @@ def test_threads_reading_at_once_get_their_own_bytes(tmp_path: Path) -> None:
     try:
         with ThreadPoolExecutor(8) as pool:
             assert all(pool.map(one, jobs))
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("aio", [True, False])
+def test_the_read_unit_is_the_device_block_and_a_refused_one_falls_back_to_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aio: bool
+) -> None:
+    """The unit is a power of two from 512 bytes to a page; a unit the kernel refuses for
+    O_DIRECT (8 bytes: misaligned) gives an EINVAL (from the AIO event or from preadv),
+    after which the reader reads pages and the bytes still come back whole."""
+    monkeypatch.setattr(readers, "AIO", aio)
+    path, data = make_file(tmp_path)
+    reader = reader_of(path)
+    try:
+        assert 512 <= reader.unit <= PAGE and reader.unit & (reader.unit - 1) == 0
+        assert reader.unit == (direct_unit(reader.fd) if reader.direct else PAGE)
+        if not reader.direct:
+            pytest.skip("no O_DIRECT on this filesystem: no alignment to refuse")
+        reader.unit = 8
+        check(reader, data, [100, 9000], [700, 3000])
+        assert reader.unit == PAGE
+        check(reader, data, [5, 3 * PAGE + 7], [50, 2 * PAGE])
+    finally:
+        reader.close()
+
+
+def test_sector_units_read_fewer_bytes_than_pages_for_unaligned_blocks(tmp_path: Path) -> None:
+    """Blocks packed at any byte offset: read in 512-byte units they cost less than in whole
+    pages, with the same bytes returned."""
+    path, data = make_file(tmp_path)
+    reader = reader_of(path)
+    reader.unit = 512
+    try:
+        off = np.asarray([1000, 9 * PAGE + 2000, 30 * PAGE + 3500], np.int64)
+        nb = np.asarray([2000, 5000, 900], np.int64)
+        small = reader.read(off, nb)[2]
+        if reader.unit != 512:
+            pytest.skip("the device refuses 512-byte O_DIRECT reads")
+        reader.unit = PAGE
+        paged = reader.read(off, nb)[2]
+        assert small < paged
+        check(reader, data, off.tolist(), nb.tolist())
     finally:
         reader.close()

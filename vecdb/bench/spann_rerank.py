@@ -10,8 +10,10 @@ rerank rows), 1-thread batch QPS (wall and CPU time) and single-query p50 / p99 
 `--rounds` alternating rounds, the best figure of each kept, and every round and the median
 of each figure beside it). With `--cold` both are
 reopened with io=direct and single queries run 16 at a time (bytes, QPS, p50 / p99), then
-one at a time on a quarter of the queries. Sizes: posting file, rerank store, directory, as
-multiples of the raw float32 bytes. Owns only this experiment; every number comes from this
+one at a time on a quarter of the queries; each cold row also has the process's CPU per
+query and the device's reads per query, KB per read, requests in flight and ms per read
+(/proc/diskstats). Sizes: posting file, rerank store, directory, as multiples of the raw
+float32 bytes. Owns only this experiment; every number comes from this
 run.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -107,28 +110,64 @@ def _keep(out: dict[str, Any], key: str, row: dict[str, float]) -> None:
     out[f"{key}:median"] = {f: float(np.median([r[f] for r in rounds])) for f in row}
 
 
+def _disk(directory: Path) -> list[int] | None:
+    """The /proc/diskstats counters of the device holding `directory` (None where there are
+    none: not Linux, or a filesystem on no one device)."""
+    dev = directory.stat().st_dev
+    try:
+        with open("/proc/diskstats") as f:
+            for line in f:
+                v = line.split()
+                if int(v[0]) == os.major(dev) and int(v[1]) == os.minor(dev):
+                    return [int(x) for x in v[3:14]]
+    except OSError:
+        pass
+    return None
+
+
 def _cold(
-    idx: SpannIndex, q: npt.NDArray[np.float32], truth: Any, p: dict[str, Any], conc: int
+    idx: SpannIndex,
+    q: npt.NDArray[np.float32],
+    truth: Any,
+    p: dict[str, Any],
+    conc: int,
+    directory: Path,
 ) -> dict[str, float]:
+    """Single-query calls, `conc` in flight. Beside what the index counts, the device's own
+    view from /proc/diskstats over the run (the whole device: other processes' reads count
+    too): reads and KB per query, KB per read, mean in-flight requests, ms per read."""
+
     def one(i: int) -> tuple[npt.NDArray[Any], float, int]:
         t0 = time.perf_counter()
         got = idx.search(q[i : i + 1], K, p)
         return got.slots[0], time.perf_counter() - t0, got.stats.bytes_read
 
+    d0, c0 = _disk(directory), time.process_time()
     t = time.perf_counter()
     with ThreadPoolExecutor(conc) as pool:
         res = list(pool.map(one, range(len(q))))
     wall = time.perf_counter() - t
+    cpu, d1 = time.process_time() - c0, _disk(directory)
     ms = np.array([r[1] for r in res]) * 1e3
     nbytes = sum(r[2] for r in res) / len(q)
-    return {
+    out = {
         "recall@10": _recall(np.stack([r[0] for r in res]), truth),
         "kb_per_query": nbytes / 1e3,
         "qps": len(q) / wall,
         "p50_ms": float(np.percentile(ms, 50)),
         "p99_ms": float(np.percentile(ms, 99)),
         "mb_per_s": nbytes * len(q) / wall / 1e6,
+        "cpu_us_per_query": cpu / len(q) * 1e6,
     }
+    if d0 is not None and d1 is not None:  # fields: reads, merged, sectors, ms reading, ...
+        d = [b - a for a, b in zip(d0, d1, strict=True)]
+        out |= {
+            "dev_reads_per_query": d[0] / len(q),
+            "dev_kb_per_read": d[2] * 512 / max(d[0], 1) / 1e3,
+            "dev_ms_per_read": d[3] / max(d[0], 1),
+            "dev_in_flight": d[10] / 1e3 / wall,  # weighted ms doing I/O per ms
+        }
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             )
                             for conc in (16, 1):
                                 qq = q if conc > 1 else q[: len(q) // 4]
-                                row = _cold(idx[name], qq, truth[: len(qq)], p, conc)
+                                row = _cold(idx[name], qq, truth[: len(qq)], p, conc, work)
                                 _keep(out, f"cold{conc}:{name}:m={m}:rerank_k={rk}", row)
                                 print(f"cold{conc}", rnd, name, m, rk, row, flush=True)
     finally:

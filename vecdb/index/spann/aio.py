@@ -98,8 +98,9 @@ class AioContext:
         path: str,
     ) -> None:
         """Read nbytes[i] bytes at file offset offsets[i] into address base + at[i], all of
-        them submitted together (DEPTH at a time); raises FormatError when a read returns
-        fewer than need[i] bytes (a read may end early at the end of the file)."""
+        them submitted together (DEPTH at a time); raises OSError for a read the kernel
+        refused (its errno) and FormatError when one returns fewer than need[i] bytes (a
+        read may end early at the end of the file)."""
         assert _LIBC is not None and _NR is not None
         syscall = _LIBC.syscall
         words, results = self.words, self.results
@@ -117,6 +118,8 @@ class AioContext:
             done, err = 0, 0
             while done < n:
                 got = syscall(_NR[3], self.ctx, ctypes.c_long(n - done), self.ptr_at[done])
+                if got < 0 and ctypes.get_errno() == 4:  # EINTR (a signal, e.g. a profiler's)
+                    continue
                 if got <= 0:  # nothing more taken: reap what is in flight, then raise
                     err = ctypes.get_errno() or 11
                     break
@@ -137,6 +140,9 @@ class AioContext:
             if err:
                 raise OSError(err, f"io_submit on {path}")
             res = results[:n, 2]
+            if (res < 0).any():  # a refused read (-errno), e.g. EINVAL for a misaligned one
+                bad = int(np.flatnonzero(res < 0)[0])
+                raise OSError(-int(res[bad]), f"read on {path}")
             want = np.asarray(need[lo : lo + n], np.int64)[results[:n, 0]]
             if (res < want).any():
                 bad = int(np.flatnonzero(res < want)[0])

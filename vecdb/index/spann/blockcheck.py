@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,12 @@ import numpy.typing as npt
 from vecdb.errors import FormatError
 from vecdb.kernels.pairs import check_headers
 from vecdb.kernels.posting import block_bytes
+
+try:  # ISA-L's CRC32: zlib's polynomial, ~6x zlib 1.2.13's speed here (PCLMUL; 16 KiB: 0.8
+    # vs 5.4 us, helper K), what a cold query's CRCs cost (~1 MB a query: ~300 us of CPU)
+    from isal.isal_zlib import crc32
+except ImportError:  # not installed: the same values, slower
+    from zlib import crc32
 
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK", the first word of every block (see `postings`)
 UNIT = 64  # blocks start on multiples of this: one bit of the bitmap each
@@ -142,7 +147,7 @@ def check_blocks(
     crcs = words[at[todo] // 4 + 1]
     for j, i in enumerate(todo.tolist()):
         a = int(at[i])
-        if zlib.crc32(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):
+        if crc32(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):
             raise FormatError(f"{path}: posting block CRC mismatch at byte {int(where[i])}")
     if verified is not None:
         verified.mark(where[todo])

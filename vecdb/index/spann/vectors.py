@@ -290,11 +290,14 @@ class VectorStore:
                 return
             flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
             try:
-                self._dfd = os.open(self.path, flags)
+                fd = os.open(self.path, flags)
                 self._aio = AioPool.create() if flags != os.O_RDONLY else None
             except OSError:
-                self._dfd = os.open(self.path, os.O_RDONLY)
+                fd = os.open(self.path, os.O_RDONLY)
             self._pool = ThreadPoolExecutor(max(1, READ_TASKS), thread_name_prefix="spann-rows")
+            # published last: `read_rows` tests _dfd without the lock, and a thread that
+            # saw it before _aio and _pool were set failed (16 first cold calls at once)
+            self._dfd = fd
 
     def _buffer(self, total: int) -> mmap.mmap:
         n = total // self._stride
