@@ -40,6 +40,7 @@ DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 # --- search parameters ------------------------------------------------------------------------
 DEFAULT_NPROBE, MIN_NPROBE, MAX_NPROBE = 0, 0, 256  # cells per query token; 0 = by k
 DEFAULT_NDOCS, MIN_NDOCS, MAX_NDOCS = 0, 0, 1_000_000  # kept after interaction; 0 = by k
+DEFAULT_PROBE_KEEP, MIN_PROBE_KEEP, MAX_PROBE_KEEP = 0, 0, 1_000_000  # by probe score; 0 = off
 MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
 DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
 RERANKS = ("residual", "int8", "float16", "exact", "codes", "signs")
@@ -169,6 +170,7 @@ class MVSearchParams:
     nprobe: int  # cells probed per query token (0 = by k)
     centroid_threshold: float | None  # PLAID tau: codes below it skip the first pass
     ndocs: int  # candidates kept after the first interaction pass (0 = by k)
+    probe_keep: int  # candidates kept by the probe (postings-only) score (0 = off)
     hamming_keep: int  # candidates kept by the sign-bit prefilter (0 = off)
     rerank: str | None  # residual | int8 | float16 | exact (None = best stored tier)
     query_keep: float  # share of query tokens kept, by centroid IDF (1.0 = all)
@@ -186,6 +188,10 @@ class MVSearchParams:
                 prefix, "centroid_threshold", tau, MIN_THRESHOLD, MAX_THRESHOLD, False
             ),
             ndocs=n(prefix, "ndocs", g.get("ndocs", DEFAULT_NDOCS), MIN_NDOCS, MAX_NDOCS, True),
+            probe_keep=n(
+                prefix, "probe_keep", g.get("probe_keep", DEFAULT_PROBE_KEEP),
+                MIN_PROBE_KEEP, MAX_PROBE_KEEP, True,
+            ),
             hamming_keep=n(
                 prefix, "hamming_keep", g.get("hamming_keep", DEFAULT_HAMMING_KEEP),
                 MIN_HAMMING_KEEP, MAX_HAMMING_KEEP, True,
@@ -197,11 +203,14 @@ class MVSearchParams:
             ),
         )  # fmt: skip
 
-    def resolve(self, k: int) -> tuple[int, float, int]:
-        """(nprobe, centroid_threshold, ndocs) for top-k, filling the by-k defaults."""
+    def resolve(self, k: int) -> tuple[int, float, int, int]:
+        """(nprobe, centroid_threshold, ndocs, probe_keep) for top-k, filling the by-k
+        defaults (probe_keep: 0 = off, else at least the second pass' width)."""
         nprobe, tau, ndocs = plaid_defaults(k)
+        ndocs = max(k, self.ndocs or ndocs)
         return (
             self.nprobe or nprobe,
             tau if self.centroid_threshold is None else self.centroid_threshold,
-            max(k, self.ndocs or ndocs),
+            ndocs,
+            max(k, ndocs // 4, self.probe_keep) if self.probe_keep else 0,
         )
