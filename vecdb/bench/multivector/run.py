@@ -7,9 +7,11 @@ system counters). Every system stays open until one latency pass per thread coun
 BLAS/OpenMP and faiss limited together, a few warm-up queries first) times them all
 alternated: for each query, one call of every setting in turn, the order rotated from query to
 query, `latency_rounds` times over the first `latency_queries` queries; a setting's p50 / p95
-are over queries of the per-query median across rounds. The machine is shared, so a setting
-timed alone in one sequential pass moved 2-10x with the load (results-D.md); alternated, every
-setting sees the same load. A system that fails gets an error row and the others go on; rows
+are over queries of the per-query median across rounds, wall clock (`latency_*`) and process
+CPU time (`latency_cpu_*`: at 1 thread the work without the time descheduled; at more
+threads the sum over threads). The machine is shared, so a setting timed alone in one
+sequential pass moved 2-10x with the load (results-D.md); alternated, every setting sees the
+same load. A system that fails gets an error row and the others go on; rows
 are appended to `results-mv-<tier>.jsonl` once the latency pass is done. Must not format
 results (see `report`).
 """
@@ -123,16 +125,17 @@ def latency(
     n = min(n, data.n_queries)
     live = list(range(len(settings)))
     times = np.full((len(settings), max(1, rounds), n), np.nan)
+    cpu = np.full_like(times, np.nan)
     failed: dict[int, str] = {}
 
-    def call(i: int, q: np.ndarray) -> float:
+    def call(i: int, q: np.ndarray) -> tuple[float, float]:
         s = settings[i]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             s.system.search(q, K, s.params)
         except Exception as exc:  # one failing setting must not lose the others
             failed[i] = f"{type(exc).__name__}: {exc}"
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     with limited_threads(threads):
         for j in range(min(WARMUP_QUERIES, n)):
@@ -145,15 +148,19 @@ def latency(
                 shift = (r * n + j) % max(1, len(live))
                 for i in live[shift:] + live[:shift]:
                     if i not in failed:
-                        times[i, r, j] = call(i, q)
+                        times[i, r, j], cpu[i, r, j] = call(i, q)
     out: list[Row] = []
     for i in range(len(settings)):
         if i in failed:
             out.append({f"latency_error_{threads}t": failed[i]})
             continue
-        per_query = np.median(times[i], axis=0)
-        p = metrics.percentiles(per_query.tolist())
-        out.append({f"latency_{k.removesuffix('_ms')}_{threads}t_ms": v for k, v in p.items()})
+        row = {}
+        for kind, t in (("", times[i]), ("cpu_", cpu[i])):
+            p = metrics.percentiles(np.median(t, axis=0).tolist())
+            row.update(
+                {f"latency_{kind}{k.removesuffix('_ms')}_{threads}t_ms": v for k, v in p.items()}
+            )
+        out.append(row)
     return out
 
 
