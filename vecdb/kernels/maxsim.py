@@ -209,8 +209,9 @@ def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type:
                 acc[j, i] = base[i]
         # Four byte positions at a time, the bytes read in place from the token rows: one
         # load and store of the partial sums per four table rows, no transposed copy of the
-        # bytes (t2's reranked candidates: 0.70-0.83x the time of two positions at a time
-        # over transposed bytes, and 0.83-0.90x again without the copy; results-V.md).
+        # bytes. On t2's reranked candidates this is 0.6-0.8x the time of two positions over
+        # transposed bytes when the tables are cold, but the same (0.97-1.02x) with tables
+        # just built, as the pipeline calls it (results-V.md): kept as the simpler code.
         p = 0
         while p + 4 <= npos:
             tab_a, tab_b, tab_c, tab_d = lut[p], lut[p + 1], lut[p + 2], lut[p + 3]
