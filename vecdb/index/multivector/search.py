@@ -3,11 +3,11 @@
 This module owns how one query becomes a top-k of documents, in numbered passes:
 1. query-token pruning (opt-in) by the IDF of each token's nearest centroid;
 2. centroid scores S = C Q^T (K x lanes, `probe_token_cells`), the top-`nprobe` cells per
-   query token and the codes over tau in one pass over S, their live documents (with
-   `probe_keep`, each scored from the postings alone: `probe_scores`, WARP's candidate
-   score; off by default: it lost recall at every cut, results-V.md); nprobe doubled, up to
-   ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found;
-3. keep the `probe_keep` best by that score (opt-in); centroid interaction with pruning
+   query token and the codes over tau in one pass over S, their live documents (with a
+   `probe_keep` cut, each scored from the postings alone: `probe_scores`, WARP's candidate
+   score; by default for k <= 10, whose 16 cells per token make that score rank well);
+   nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found;
+3. keep the `probe_keep` best by that score; centroid interaction with pruning
    (codes whose best query score is under tau skip), keep `ndocs`; then with every code,
    keep max(k, ndocs / 4) (PLAID);
 4. optional asymmetric sign-bit prefilter (float query x sign bits), keep `hamming_keep`;
@@ -195,7 +195,7 @@ def search_one(
     if len(cand) + len(extra) < k:  # too few near the query (a narrow filter): every live one
         cand, extra = live_docs, np.zeros(0, np.int64)
         st["candidates"] = float(len(cand))
-    elif psc is not None and len(cand) > probe_keep:  # Pass 3: the probe-score cut (opt-in)
+    elif psc is not None and len(cand) > probe_keep:  # Pass 3: the probe-score cut
         cand, _ = top(cand, psc, probe_keep)
     if len(extra):
         cand = np.concatenate([cand, extra])
