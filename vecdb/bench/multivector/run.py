@@ -5,8 +5,8 @@ setting a build (all threads, timed), and per sweep setting a quality pass over 
 (all threads; fidelity vs exact MaxSim, effectiveness vs the labels, documents fully scored,
 system counters). Every system stays open until one latency pass per thread count (numba,
 BLAS/OpenMP and faiss limited together, a few warm-up queries first) times them all
-alternated: for each query, one call of every setting in turn, the order rotated from query to
-query, `latency_rounds` times over the first `latency_queries` queries; a setting's p50 / p95
+alternated: for each query, one call of every setting in turn, in a fresh random order per
+query (seeded), `latency_rounds` times over the first `latency_queries` queries; a setting's p50 / p95
 are over queries of the per-query median across rounds, wall clock (`latency_*`) and process
 CPU time (`latency_cpu_*`: at 1 thread the work without the time descheduled; at more
 threads the sum over threads). The machine is shared, so a setting timed alone in one
@@ -39,6 +39,7 @@ from vecdb.bench.multivector.truth import exact_ranking, exact_scores
 
 K = metrics.K
 WARMUP_QUERIES = 3
+LATENCY_ORDER_SEED = 20261201  # the latency pass' per-query orders (reproducible)
 EXTRA_PACKAGES = ("maxsim-cpu", "fast-plaid", "pyarrow", "threadpoolctl")
 Row = dict[str, Any]
 
@@ -142,11 +143,14 @@ def latency(
             for i in live:
                 if i not in failed:
                     call(i, data.query(j))
+        rng = np.random.default_rng(LATENCY_ORDER_SEED)
         for r in range(max(1, rounds)):
             for j in range(n):
                 q = data.query(j)
-                shift = (r * n + j) % max(1, len(live))
-                for i in live[shift:] + live[:shift]:
+                # A fresh order per query: a rotation would keep each setting's predecessor,
+                # and a predecessor that sweeps the caches (exact MaxSim over every token)
+                # would slow the same setting every time.
+                for i in rng.permutation(live).tolist():
                     if i not in failed:
                         times[i, r, j], cpu[i, r, j] = call(i, q)
     out: list[Row] = []
