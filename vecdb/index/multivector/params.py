@@ -56,7 +56,8 @@ def plaid_defaults(k: int) -> tuple[int, float, int]:
     probes 16 cells per query token, cuts the candidates to PROBE_KEEP_AUTO by WARP's
     postings-only score (`probe_keep`) and keeps 384 (96 fully scored), which the benchmark
     chose: on t2 recall@10 0.9190 vs 0.9173 for PLAID-like 2 cells / 512 (t1-ctx 0.9133 vs
-    0.9037), at 0.81-0.86x its time at 1 thread (results-V.md). PLAID itself: 1 / 256."""
+    0.9037), at 0.81-0.88x its time at 1 thread in one process, 0.92-0.98x in the bench's
+    alternated pass (t1-ctx 0.88x, t1-static 0.60x; results-V.md). PLAID itself: 1 / 256."""
     if k <= 10:
         return 16, 0.45, 384
     if k <= 100:
