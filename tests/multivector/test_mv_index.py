@@ -241,3 +241,24 @@ def test_the_collection_metric_decides_unit_centroids_and_pools_not_the_norms() 
     assert np.linalg.norm(merged[0]) > 1.5
     merged, _, _ = pool(pair, np.array([0, 2]), w, 0.5, unit=True)
     assert np.isclose(np.linalg.norm(merged[0]), 1.0)
+
+
+def test_probe_keep_cuts_candidates_by_the_probe_score(corpus: tuple) -> None:
+    """`probe_keep` at least the candidate count changes nothing; a small one sends fewer
+    documents to the centroid interaction, still ranks best first, and is bounded below by
+    the second pass' width."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256})
+    tokens, offsets = _pack(docs)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    base = {"nprobe": 4, "ndocs": 200}
+    ids0, s0, st0 = idx.search(qs, K_AT, base)
+    ids1, s1, _ = idx.search(qs, K_AT, {**base, "probe_keep": len(docs)})
+    np.testing.assert_array_equal(ids0, ids1)
+    np.testing.assert_allclose(s0, s1, rtol=1e-6)
+    ids2, s2, st2 = idx.search(qs, K_AT, {**base, "probe_keep": 60})
+    assert np.all(np.diff(s2, axis=1) <= 1e-6) and (ids2 >= 0).all()
+    assert st2["candidates"] == st0["candidates"]  # counted before the cut
+    assert _recall(ids2, qs, docs, 1) >= 0.5
+    with pytest.raises(InvalidArgument, match="probe_keep"):
+        idx.search(qs, K_AT, {"probe_keep": -1})

@@ -281,7 +281,7 @@ def test_gather_rows_is_the_documents_rows_back_to_back(dtype: type) -> None:
 
 
 @pytest.mark.parametrize("m", [1, 12, 16, 17, 40])
-@pytest.mark.parametrize("d", [7, 128])
+@pytest.mark.parametrize("d", [7, 26, 128])  # 2, 7 and 32 residual bytes: 4-at-a-time + rest
 def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> None:
     """The position-major residual kernel equals MaxSim over centroid + decoded codewords and
     `lut_maxsim` with codes, for query widths around its lane padding, candidates in any order

@@ -88,3 +88,37 @@ def test_padded_residual_tables_score_like_unpadded_ones() -> None:
     got = np.empty(40, np.float32)
     ms.residual_maxsim(lut_w, data, off, cand, got, skq_w, packed, bits)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("m", [1, 5, 12])
+@pytest.mark.parametrize("nprobe", [1, 3])
+def test_probe_scores_equal_a_loop_over_each_tokens_cells(m: int, nprobe: int) -> None:
+    """The documents are those of any token's probed cells (dead ones left out, each once),
+    and each one's score is, per query token, its best probed cell score or else the token's
+    lowest probed score."""
+    rng = np.random.default_rng(m * 10 + nprobe)
+    k, n_docs = 40, 60
+    width = ms.lanes(m)
+    skq = np.zeros((k, width), np.float32)
+    skq[:, :m] = rng.standard_normal((k, m))
+    cells_of = [rng.choice(k, size=rng.integers(1, 4), replace=False) for _ in range(n_docs)]
+    members = [[d for d in range(n_docs) if c in cells_of[d]] for c in range(k)]
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in members])]).astype(np.int64)
+    docs = np.concatenate([np.asarray(x, np.int32) for x in members])
+    alive = rng.random(n_docs) > 0.2
+    keep = np.empty(k, np.bool_)
+    cells, topv, topi = ms.probe_token_cells(skq, m, nprobe, 0.0, keep)
+    np.testing.assert_array_equal(cells, ms.probe_cells(skq, m, nprobe, 0.0, keep))
+    np.testing.assert_allclose(topv, np.take_along_axis(skq[:, :m].T, topi, axis=1))
+    stamp = np.full(n_docs, -1, np.int64)
+    cand, score = ms.probe_scores(
+        skq, topv, topi, indptr, docs, alive, stamp, 0, np.empty(n_docs, np.int64)
+    )
+    want: dict[int, float] = {}
+    for d in range(n_docs):
+        hit = [set(topi[i]) & set(cells_of[d]) for i in range(m)]
+        if not alive[d] or not any(hit):
+            continue
+        want[d] = sum(max(skq[c, i] for c in hit[i]) if hit[i] else topv[i, -1] for i in range(m))
+    assert sorted(cand.tolist()) == sorted(want) and len(set(cand.tolist())) == len(cand)
+    np.testing.assert_allclose(score, [want[d] for d in cand.tolist()], rtol=1e-5, atol=1e-5)

@@ -19,6 +19,10 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
 - ``probe_cells``: the best cells of each query token from a (K, lanes) centroid-score table,
   and the codes whose best query score reaches PLAID's threshold, in one pass over the table;
 - ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers);
+- ``probe_scores``: the same documents from each query token's own probed cells, each scored
+  from the postings alone (WARP's candidate score: per query token the best probed centroid
+  score among the cells holding the document, a token with none imputed by its lowest probed
+  score), a cheap first cut before the centroid interaction;
 - ``gather_rows``: the token rows of some documents, back to back (any dtype: rows are
   copied as bytes), the one gather of the raw store, the rerank tier and training.
 
@@ -41,7 +45,7 @@ U8 = npt.NDArray[np.uint8]
 # costs more than the work.
 PARALLEL_MIN_WORK = 1 << 24
 # `residual_maxsim` scores tokens in blocks of this many (their partial sums, BLOCK_TOKENS x
-# LANES floats, stay in L1 while the P byte tables are walked two at a time), and pads the
+# LANES floats, stay in L1 while the P byte tables are walked four at a time), and pads the
 # query tokens to a multiple of LANES (a fixed-width inner loop the compiler vectorises).
 BLOCK_TOKENS = 256
 LANES = 16
@@ -185,7 +189,6 @@ def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type:
     acc = np.empty((BLOCK_TOKENS, width), np.float32)
     tok = np.empty(BLOCK_TOKENS, np.int64)
     owner = np.empty(BLOCK_TOKENS, np.int64)
-    blk = np.empty((npos, BLOCK_TOKENS), np.uint8)  # the block's bytes, position-major
     c = c0
     t = offsets[cand[c0]] if c1 > c0 else 0
     while c < c1:
@@ -204,24 +207,28 @@ def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type:
             base = skq[code_at(packed, tok[j], bits)]
             for i in range(width):
                 acc[j, i] = base[i]
-            row8 = data[tok[j]]
-            for p in range(npos):
-                blk[p, j] = row8[p]
-        # Two byte positions at a time (their two tables stay in L1), each reading its bytes
-        # contiguously: 13% faster than one position and strided bytes on t2 (results-D.md).
-        for p in range(0, npos - 1, 2):
-            tab_a, tab_b = lut[p], lut[p + 1]
-            byte_a, byte_b = blk[p], blk[p + 1]
+        # Four byte positions at a time, the bytes read in place from the token rows: one
+        # load and store of the partial sums per four table rows, no transposed copy of the
+        # bytes. On t2's reranked candidates this is 0.6-0.8x the time of two positions over
+        # transposed bytes when the tables are cold, but the same (0.97-1.02x) with tables
+        # just built, as the pipeline calls it (results-V.md): kept as the simpler code.
+        p = 0
+        while p + 4 <= npos:
+            tab_a, tab_b, tab_c, tab_d = lut[p], lut[p + 1], lut[p + 2], lut[p + 3]
             for j in range(n):
-                row_a, row_b = tab_a[byte_a[j]], tab_b[byte_b[j]]
+                row8 = data[tok[j]]
+                row_a, row_b = tab_a[row8[p]], tab_b[row8[p + 1]]
+                row_c, row_d = tab_c[row8[p + 2]], tab_d[row8[p + 3]]
                 for i in range(width):
-                    acc[j, i] += row_a[i] + row_b[i]
-        if npos % 2:
-            tab, byte = lut[npos - 1], blk[npos - 1]
+                    acc[j, i] += (row_a[i] + row_b[i]) + (row_c[i] + row_d[i])
+            p += 4
+        while p < npos:
+            tab = lut[p]
             for j in range(n):
-                row = tab[byte[j]]
+                row = tab[data[tok[j], p]]
                 for i in range(width):
                     acc[j, i] += row[i]
+            p += 1
         for j in range(n):
             o = owner[j]
             for i in range(width):
@@ -318,6 +325,39 @@ def _gather(cells, indptr, docs, alive, stamp, mark, out):  # type: ignore[no-un
     return n
 
 
+@njit(cache=True, nogil=True)
+def _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out):  # type: ignore[no-untyped-def]
+    m, nprobe = topi.shape
+    n = 0
+    for i in range(m):
+        for j in range(nprobe):
+            c = topi[i, j]
+            if c < 0:
+                continue
+            s = skq[c, i]
+            for p in range(indptr[c], indptr[c + 1]):
+                doc = docs[p]
+                if not alive[doc]:
+                    continue
+                if stamp[doc] != mark:
+                    stamp[doc] = mark
+                    slot[doc] = n
+                    cand[n] = doc
+                    for t in range(m):
+                        best[n, t] = FLOOR
+                    n += 1
+                r = slot[doc]
+                if s > best[r, i]:
+                    best[r, i] = s
+    for r in range(n):
+        total = np.float32(0.0)
+        for i in range(m):
+            b = best[r, i]
+            total += b if b > FLOOR else topv[i, nprobe - 1]  # imputed: the lowest probed
+        out[r] = total
+    return n
+
+
 def lanes(m: int) -> int:
     """Width the residual kernel pads m query tokens to (a multiple of LANES)."""
     return max(LANES, -(-m // LANES) * LANES)
@@ -390,8 +430,8 @@ def residual_maxsim(
     lut: F32, data: U8, offsets: I64, cand: I64, out: F32, skq: F32, packed: U8, bits: int
 ) -> None:
     """`lut_maxsim` with codes (the residual rerank), computed position-major: the tokens of
-    the candidates in blocks of BLOCK_TOKENS, each block's partial sums updated two byte
-    positions at a time, so two (256, m) tables are hot at a time instead of all P of them
+    the candidates in blocks of BLOCK_TOKENS, each block's partial sums updated four byte
+    positions at a time, so four (256, m) tables are hot at a time instead of all P of them
     per token. Equal to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float
     rounding; about twice as fast on the benchmark tiers (results-M5.md). Tables already
     `lanes(m)` wide, zero past the query's tokens, are used as they are."""
@@ -435,6 +475,51 @@ def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.
     flag = np.zeros(k, np.bool_)
     out: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
     return out
+
+
+def probe_token_cells(
+    skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_]
+) -> tuple[I64, F32, I64]:
+    """`probe_cells`, plus each query token's own best cells: (unique cells, scores (m,
+    nprobe) best first, cell numbers (m, nprobe); -1 where K < nprobe)."""
+    k = skq.shape[0]
+    if skq.ndim != 2 or not 0 <= m <= skq.shape[1] or keep.shape != (k,):
+        raise ValueError(f"skq {skq.shape}, m = {m} and keep {keep.shape} disagree")
+    nprobe = max(1, min(nprobe, k))
+    topv = np.empty((m, nprobe), np.float32)
+    topi = np.empty((m, nprobe), np.int64)
+    flag = np.zeros(k, np.bool_)
+    cells: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
+    return cells, topv, topi
+
+
+def probe_scores(
+    skq: F32,
+    topv: F32,
+    topi: I64,
+    indptr: I64,
+    docs: npt.NDArray[np.integer],
+    alive: npt.NDArray[np.bool_],
+    stamp: npt.NDArray[np.int64],
+    mark: int,
+    slot: npt.NDArray[np.int64],
+) -> tuple[I64, F32]:
+    """The live documents of the probed cells (`probe_token_cells`' topv / topi) in order of
+    first appearance, and their WARP-style score from the postings alone: sum over query
+    tokens i of the best ``skq[c, i]`` over token i's probed cells c that hold the document,
+    or, when none does, token i's lowest probed score ``topv[i, -1]`` (an upper bound on what
+    the document's unprobed cells give it). `stamp` / `mark` as in `gather_cells`; `slot` is
+    caller scratch of len(alive) (any contents)."""
+    if topv.shape != topi.shape or topv.ndim != 2 or topi.shape[0] > skq.shape[1]:
+        raise ValueError(f"topv {topv.shape}, topi {topi.shape} and skq {skq.shape} disagree")
+    cells = topi[topi >= 0]
+    total = int((indptr[cells + 1] - indptr[cells]).sum()) if len(cells) else 0
+    cap = min(total, len(alive))
+    cand = np.empty(cap, np.int64)
+    best = np.empty((cap, topi.shape[0]), np.float32)
+    out = np.empty(cap, np.float32)
+    n = _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out)
+    return cand[:n], out[:n]
 
 
 def gather_cells(

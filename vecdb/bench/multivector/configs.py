@@ -1,7 +1,8 @@
 """The configuration matrix of the multi-vector benchmark (`bench/multivector*.json`).
 
 Owns reading a config into `Entry` objects. A config is
-`{"systems": [ENTRY, ...], "queries": N, "latency_queries": N, "threads": [1, 2]}`; an ENTRY
+`{"systems": [ENTRY, ...], "queries": N, "latency_queries": N, "latency_rounds": N,
+"threads": [1, 2]}`; an ENTRY
 is `{"system": NAME, "label": "...", "build": {...} | "builds": [{...}, ...],
 "sweep": {"p": [..]} | [{...}, ...], "role": "default" | "pruning" | "reference",
 "tiers": ["t2", ...]}` (tiers: run only on these; default all). A

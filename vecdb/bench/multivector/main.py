@@ -1,7 +1,7 @@
 """`vecdb bench --multivector TIERS`: the run over several tiers and their report sections.
 
 Owns resolving the command's options against the config (`queries`, `latency_queries`,
-`threads` from the config unless given on the command line), running each tier in turn
+`latency_rounds`, `threads` from the config unless given on the command line), running each tier in turn
 (`run.run_tier`) and writing its RESULTS.md section (`report.write_mv_report`, label
 `mv-<tier>` or `--section`-<tier>). Knows nothing of click: the CLI turns `VecdbError` into
 its own error.
@@ -23,6 +23,7 @@ from vecdb.bench.multivector.run import MVOptions, run_tier
 from vecdb.errors import InvalidArgument
 
 DEFAULT_QUERIES, DEFAULT_LATENCY_QUERIES, DEFAULT_THREADS = 300, 100, (1, 2)
+DEFAULT_LATENCY_ROUNDS = 3  # timings per query and setting, alternated (run.latency)
 
 
 def _pick(o: dict[str, Any], cfg: dict[str, Any], name: str, cfg_name: str, default: Any) -> Any:
@@ -60,6 +61,7 @@ def run_multivector(
             latency_queries=int(
                 _pick(o, cfg, "latency_queries", "latency_queries", DEFAULT_LATENCY_QUERIES)
             ),
+            latency_rounds=int(cfg.get("latency_rounds", DEFAULT_LATENCY_ROUNDS)),
             threads=threads,
             time_limit_s=o.get("time_limit"),
         )

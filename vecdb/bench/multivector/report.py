@@ -248,7 +248,9 @@ def section_text(
         "- Fidelity vs exact MaxSim (float64): recall@10 tie-aware (1e-5), nDCG@10 with gain 10 - r"
         " at exact rank r, mass = sum of exact scores returned / of the exact top 10. Labels: each "
         "query's own docstring body. Latency: one call per query, wall, after "
-        f'warm-up, on the first {first.get("latency_queries", "?")} queries; "x exact" = the '
+        f"warm-up, on the first {first.get('latency_queries', '?')} queries, every setting "
+        "alternated per query (order rotated), p50 / p95 over queries of the median of "
+        f'{first.get("latency_rounds", 1)} round(s); "x exact" = the '
         "exact reference's p50 / this p50 at the same threads. B/token: every tier search reads. "
         "Work saved: counter = the system's own (1 - query x document token pairs scored / all "
         "pairs of the same documents); pruning = 1 - kept query-token share x encoded / raw "

@@ -3,10 +3,17 @@
 Owns the order of work: prepare the tier and its exact truth, then per system and build
 setting a build (all threads, timed), and per sweep setting a quality pass over every query
 (all threads; fidelity vs exact MaxSim, effectiveness vs the labels, documents fully scored,
-system counters) and single-query latency at each thread count (numba, BLAS/OpenMP and faiss
-limited together, a few warm-up queries first). A system that fails gets an error row and the
-others go on; rows are appended to `results-mv-<tier>.jsonl` as they are measured. Must not
-format results (see `report`).
+system counters). Every system stays open until one latency pass per thread count (numba,
+BLAS/OpenMP and faiss limited together, a few warm-up queries first) times them all
+alternated: for each query, one call of every setting in turn, in a fresh random order per
+query (seeded), `latency_rounds` times over the first `latency_queries` queries; a setting's p50 / p95
+are over queries of the per-query median across rounds, wall clock (`latency_*`) and process
+CPU time (`latency_cpu_*`: at 1 thread the work without the time descheduled; at more
+threads the sum over threads). The machine is shared, so a setting timed alone in one
+sequential pass moved 2-10x with the load (results-D.md); alternated, every setting sees the
+same load. A system that fails gets an error row and the others go on; rows
+are appended to `results-mv-<tier>.jsonl` once the latency pass is done. Must not format
+results (see `report`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from vecdb.bench.multivector.truth import exact_ranking, exact_scores
 
 K = metrics.K
 WARMUP_QUERIES = 3
+LATENCY_ORDER_SEED = 20261201  # the latency pass' per-query orders (reproducible)
 EXTRA_PACKAGES = ("maxsim-cpu", "fast-plaid", "pyarrow", "threadpoolctl")
 Row = dict[str, Any]
 
@@ -44,6 +52,7 @@ class MVOptions:
     cache_dir: Path
     n_queries: int = 300
     latency_queries: int = 100
+    latency_rounds: int = 3  # each query timed this many times per setting (median taken)
     threads: tuple[int, ...] = (1, 2)
     time_limit_s: float | None = None  # per tier, soft: settings after it are skipped
     extra_env: dict[str, Any] = field(default_factory=dict)
@@ -98,20 +107,65 @@ def quality(
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
-def latency(system: MVSystem, data: MVData, params: Row, n: int, threads: int) -> Row:
-    """p50 / p95 of one search call per query on the first `n` queries at `threads`."""
+@dataclass
+class Setting:
+    """One measured setting waiting for the latency pass: its system, search params, and
+    its row so far."""
+
+    system: MVSystem
+    params: Row
+    row: Row
+
+
+def latency(
+    settings: list[Setting], data: MVData, n: int, threads: int, rounds: int = 1
+) -> list[Row]:
+    """p50 / p95 ms of one search call per query at `threads`, every setting alternated per
+    query (see the module docstring), one dict per setting (an error where a search failed:
+    that setting leaves the pass, the others go on)."""
     n = min(n, data.n_queries)
-    times: list[float] = []
+    live = list(range(len(settings)))
+    times = np.full((len(settings), max(1, rounds), n), np.nan)
+    cpu = np.full_like(times, np.nan)
+    failed: dict[int, str] = {}
+
+    def call(i: int, q: np.ndarray) -> tuple[float, float]:
+        s = settings[i]
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            s.system.search(q, K, s.params)
+        except Exception as exc:  # one failing setting must not lose the others
+            failed[i] = f"{type(exc).__name__}: {exc}"
+        return time.perf_counter() - t0, time.process_time() - c0
+
     with limited_threads(threads):
         for j in range(min(WARMUP_QUERIES, n)):
-            system.search(data.query(j), K, params)
-        for j in range(n):
-            q = data.query(j)
-            t0 = time.perf_counter()
-            system.search(q, K, params)
-            times.append(time.perf_counter() - t0)
-    p = metrics.percentiles(times)
-    return {f"latency_{k.removesuffix('_ms')}_{threads}t_ms": v for k, v in p.items()}
+            for i in live:
+                if i not in failed:
+                    call(i, data.query(j))
+        rng = np.random.default_rng(LATENCY_ORDER_SEED)
+        for r in range(max(1, rounds)):
+            for j in range(n):
+                q = data.query(j)
+                # A fresh order per query: a rotation would keep each setting's predecessor,
+                # and a predecessor that sweeps the caches (exact MaxSim over every token)
+                # would slow the same setting every time.
+                for i in rng.permutation(live).tolist():
+                    if i not in failed:
+                        times[i, r, j], cpu[i, r, j] = call(i, q)
+    out: list[Row] = []
+    for i in range(len(settings)):
+        if i in failed:
+            out.append({f"latency_error_{threads}t": failed[i]})
+            continue
+        row = {}
+        for kind, t in (("", times[i]), ("cpu_", cpu[i])):
+            p = metrics.percentiles(np.median(t, axis=0).tolist())
+            row.update(
+                {f"latency_{kind}{k.removesuffix('_ms')}_{threads}t_ms": v for k, v in p.items()}
+            )
+        out.append(row)
+    return out
 
 
 def exact_label_metrics(data: MVData, exact_top: np.ndarray) -> Row:
@@ -146,6 +200,7 @@ def run_tier(
         "exact_labels": exact_label_metrics(data, exact_top),
         "truth_seconds": round(truth_s, 2),
         "latency_queries": min(opts.latency_queries, data.n_queries),
+        "latency_rounds": opts.latency_rounds,
         **env,
         **opts.extra_env,
     }
@@ -160,6 +215,7 @@ def run_tier(
         with jsonl.open("a") as f:
             f.write(json.dumps(full) + "\n")
 
+    settings: list[Setting] = []
     for entry in (e for e in entries if e.runs_on(spec)):
         for build in entry.builds:
             base = {"system": entry.label, "role": entry.role, "build_params": build}
@@ -183,19 +239,30 @@ def run_tier(
                     per_token = system.bytes_per_token(params)
                     if hasattr(system, "pruning_share"):
                         row["pruning_work_saved"] = 1.0 - float(system.pruning_share(params))
-                    for n in opts.threads:
-                        row.update(latency(system, data, params, opts.latency_queries, n))
-                    emit({
+                    settings.append(Setting(system, params, {
                         **base, "params": params, "build_s": round(build_s, 3),
                         "bytes_per_token": per_token,
                         "bytes_per_token_total": float(sum(per_token.values())),
                         "index_stats": _jsonable(extra), "is_ours": system.is_ours, **row,
-                    })  # fmt: skip
+                    }))  # fmt: skip
             except Exception as exc:  # one failing system must not lose the others
                 log(f"{spec}: {entry.label}: failed: {type(exc).__name__}: {exc}")
                 emit({**base, "error": f"{type(exc).__name__}: {exc}"})
-            finally:
                 system.close()
+    try:
+        for n in opts.threads:
+            log(f"{spec}: latency at {n} thread(s), {len(settings)} settings alternated ...")
+            for s, lat in zip(
+                settings,
+                latency(settings, data, opts.latency_queries, n, opts.latency_rounds),
+                strict=True,
+            ):
+                s.row.update(lat)
+        for s in settings:
+            emit(s.row)
+    finally:
+        for system in {id(s.system): s.system for s in settings}.values():
+            system.close()
     return rows, jsonl
 
 

@@ -40,6 +40,11 @@ DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 # --- search parameters ------------------------------------------------------------------------
 DEFAULT_NPROBE, MIN_NPROBE, MAX_NPROBE = 0, 0, 256  # cells per query token; 0 = by k
 DEFAULT_NDOCS, MIN_NDOCS, MAX_NDOCS = 0, 0, 1_000_000  # kept after interaction; 0 = by k
+DEFAULT_PROBE_KEEP, MIN_PROBE_KEEP, MAX_PROBE_KEEP = 0, 0, 1_000_000  # by probe score; 0 = auto
+# probe_keep left at 0: this many when nprobe >= PROBE_MIN_NPROBE, else no cut. The probe score
+# needs many cells per query token to rank well: cut to 256 on t2 it kept recall@10 0.875 /
+# 0.897 / 0.912 / 0.917 scoring from 2 / 4 / 8 / 16 cells (results-V.md).
+PROBE_KEEP_AUTO, PROBE_MIN_NPROBE = 256, 8
 MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
 DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
 RERANKS = ("residual", "int8", "float16", "exact", "codes", "signs")
@@ -48,11 +53,13 @@ DEFAULT_QUERY_KEEP, MIN_QUERY_KEEP, MAX_QUERY_KEEP = 1.0, 0.05, 1.0
 
 def plaid_defaults(k: int) -> tuple[int, float, int]:
     """(nprobe, centroid_threshold, ndocs) by k: PLAID's searcher table, except that k <= 10
-    probes 2 cells and keeps 512 (PLAID: 1 and 256), which the benchmark chose: on the
-    docstring tiers one cell per query token holds 91-94% of the exact top 10, two 98-99%
-    (bench/RESULTS.md, "stage by stage"), and the rerank still scores 128 documents."""
+    probes 16 cells per query token, cuts the candidates to PROBE_KEEP_AUTO by WARP's
+    postings-only score (`probe_keep`) and keeps 384 (96 fully scored), which the benchmark
+    chose: on t2 recall@10 0.9190 vs 0.9173 for PLAID-like 2 cells / 512 (t1-ctx 0.9133 vs
+    0.9037), at 0.81-0.88x its time at 1 thread in one process, 0.92-0.98x in the bench's
+    alternated pass (t1-ctx 0.88x, t1-static 0.60x; results-V.md). PLAID itself: 1 / 256."""
     if k <= 10:
-        return 2, 0.45, 512
+        return 16, 0.45, 384
     if k <= 100:
         return 2, 0.45, 1024
     return 4, 0.4, max(4 * k, 4096)
@@ -169,6 +176,7 @@ class MVSearchParams:
     nprobe: int  # cells probed per query token (0 = by k)
     centroid_threshold: float | None  # PLAID tau: codes below it skip the first pass
     ndocs: int  # candidates kept after the first interaction pass (0 = by k)
+    probe_keep: int  # candidates kept by the probe (postings-only) score (0 = auto)
     hamming_keep: int  # candidates kept by the sign-bit prefilter (0 = off)
     rerank: str | None  # residual | int8 | float16 | exact (None = best stored tier)
     query_keep: float  # share of query tokens kept, by centroid IDF (1.0 = all)
@@ -186,6 +194,10 @@ class MVSearchParams:
                 prefix, "centroid_threshold", tau, MIN_THRESHOLD, MAX_THRESHOLD, False
             ),
             ndocs=n(prefix, "ndocs", g.get("ndocs", DEFAULT_NDOCS), MIN_NDOCS, MAX_NDOCS, True),
+            probe_keep=n(
+                prefix, "probe_keep", g.get("probe_keep", DEFAULT_PROBE_KEEP),
+                MIN_PROBE_KEEP, MAX_PROBE_KEEP, True,
+            ),
             hamming_keep=n(
                 prefix, "hamming_keep", g.get("hamming_keep", DEFAULT_HAMMING_KEEP),
                 MIN_HAMMING_KEEP, MAX_HAMMING_KEEP, True,
@@ -197,11 +209,16 @@ class MVSearchParams:
             ),
         )  # fmt: skip
 
-    def resolve(self, k: int) -> tuple[int, float, int]:
-        """(nprobe, centroid_threshold, ndocs) for top-k, filling the by-k defaults."""
+    def resolve(self, k: int) -> tuple[int, float, int, int]:
+        """(nprobe, centroid_threshold, ndocs, probe_keep) for top-k, filling the by-k
+        defaults; probe_keep 0 = no cut, else at least the second pass' max(k, ndocs / 4)."""
         nprobe, tau, ndocs = plaid_defaults(k)
+        nprobe = self.nprobe or nprobe
+        ndocs = max(k, self.ndocs or ndocs)
+        keep = self.probe_keep or (PROBE_KEEP_AUTO if nprobe >= PROBE_MIN_NPROBE else 0)
         return (
-            self.nprobe or nprobe,
+            nprobe,
             tau if self.centroid_threshold is None else self.centroid_threshold,
-            max(k, self.ndocs or ndocs),
+            ndocs,
+            max(k, ndocs // 4, keep) if keep else 0,
         )

@@ -2,11 +2,14 @@
 
 This module owns how one query becomes a top-k of documents, in numbered passes:
 1. query-token pruning (opt-in) by the IDF of each token's nearest centroid;
-2. centroid scores S = C Q^T (K x lanes, `probe_cells`), the top-`nprobe` cells per query
-   token and the codes over tau in one pass over S, their live documents
-   (nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found);
-3. centroid interaction with pruning (codes whose best query score is under tau skip), keep
-   `ndocs`; then with every code, keep max(k, ndocs / 4) (PLAID);
+2. centroid scores S = C Q^T (K x lanes, `probe_token_cells`), the top-`nprobe` cells per
+   query token and the codes over tau in one pass over S, their live documents (with a
+   `probe_keep` cut, each scored from the postings alone: `probe_scores`, WARP's candidate
+   score; by default for k <= 10, whose 16 cells per token make that score rank well);
+   nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found;
+3. keep the `probe_keep` best by that score; centroid interaction with pruning
+   (codes whose best query score is under tau skip), keep `ndocs`; then with every code,
+   keep max(k, ndocs / 4) (PLAID);
 4. optional asymmetric sign-bit prefilter (float query x sign bits), keep `hamming_keep`;
 5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k;
    `codes` (the centroid interaction itself) and `signs` (float query x sign bits) rank
@@ -35,6 +38,8 @@ from vecdb.kernels.maxsim import (
     lut_maxsim,
     maxsim,
     probe_cells,
+    probe_scores,
+    probe_token_cells,
     residual_maxsim,
 )
 
@@ -106,11 +111,13 @@ def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
 
 
 class Scratch:
-    """One search's scratch: the seen-stamps of `gather_cells` (allocated once, never
-    refilled), the next unused mark, and the live document numbers (computed once a batch)."""
+    """One search's scratch: the seen-stamps and slots of `probe_scores` (allocated once,
+    never refilled), the next unused mark, and the live document numbers (computed once a
+    batch)."""
 
     def __init__(self, docs: int, live: npt.NDArray[np.bool_] | None = None) -> None:
         self.stamp = np.full(docs, -1, np.int64)
+        self.slot = np.empty(docs, np.int64)
         self.mark = -1
         self.live_docs = None if live is None else np.flatnonzero(live)
         self._every: npt.NDArray[np.bool_] | None = None
@@ -144,7 +151,7 @@ def search_one(
                   bytes_read=float(raw_sizes[live_docs].sum() * raw.width))  # fmt: skip
         d, s = top(live_docs, scores, k)
         return d, s, st
-    nprobe, tau, ndocs = p.resolve(k)
+    nprobe, tau, ndocs, probe_keep = p.resolve(k)
     # Pass 1: query-token pruning.
     if p.query_keep < 1.0:
         sim = q @ codec.centroids.T  # (m, K)
@@ -156,31 +163,46 @@ def search_one(
     qp = np.zeros((width, q.shape[1]), np.float32)
     qp[: len(q)] = q
     skq = codec.centroids @ qp.T
-    # Pass 2: probe cells, gather their live documents; while fewer than the second pass
-    # keeps are found, probe twice as many cells (up to ADAPT_MAX x nprobe).
+    # Pass 2: probe cells, gather their live documents (and their probe scores); while fewer
+    # than the second pass keeps are found, probe twice as many cells (up to ADAPT_MAX x).
     second = max(k, ndocs // 4)
     cap = min(codec.k, nprobe * ADAPT_MAX)
     nprobe = min(nprobe, codec.k)
     keep = np.empty(codec.k, np.bool_)  # codes whose best query score reaches tau
+    psc = None
     while True:
-        cells = probe_cells(skq, len(q), nprobe, tau, keep)
-        cand = gather_cells(cells, v.indptr, v.cell_docs, live, scratch.stamp, scratch.next_mark())
+        if probe_keep:  # each token's cells, and the documents' probe scores
+            cells, topv, topi = probe_token_cells(skq, len(q), nprobe, tau, keep)
+            cand, psc = probe_scores(
+                skq, topv, topi, v.indptr, v.cell_docs, live, scratch.stamp,
+                scratch.next_mark(), scratch.slot,
+            )  # fmt: skip
+        else:
+            cells = probe_cells(skq, len(q), nprobe, tau, keep)
+            cand = gather_cells(
+                cells, v.indptr, v.cell_docs, live, scratch.stamp, scratch.next_mark()
+            )
+        extra = np.zeros(0, np.int64)  # documents of the delta: never cut by the probe score
         if len(v.delta_cells):
             extra = v.delta_docs[np.isin(v.delta_cells, cells)]
-            extra = extra[live[extra]]
-            cand = np.unique(np.concatenate([cand, extra]))
-        if len(cand) >= second or nprobe >= cap:
+            extra = np.setdiff1d(extra[live[extra]], cand)
+        if len(cand) + len(extra) >= second or nprobe >= cap:
             break
         nprobe = min(cap, 2 * nprobe)
     st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
     st["nprobe"] = float(nprobe)
-    if len(cand) < k:  # too few near the query (a narrow filter): every live document
-        cand = live_docs
-    st["candidates"] = float(len(cand))
+    st["candidates"] = float(len(cand) + len(extra))
+    if len(cand) + len(extra) < k:  # too few near the query (a narrow filter): every live one
+        cand, extra = live_docs, np.zeros(0, np.int64)
+        st["candidates"] = float(len(cand))
+    elif psc is not None and len(cand) > probe_keep:  # Pass 3: the probe-score cut
+        cand, _ = top(cand, psc, probe_keep)
+    if len(extra):
+        cand = np.concatenate([cand, extra])
     enc_sizes = np.diff(v.enc_off)
     bits = v.bits
     every = scratch.every(codec.k)
-    # Pass 3: centroid interaction, pruned then full.
+    # Centroid interaction, pruned then full.
     if len(cand) > ndocs:
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
