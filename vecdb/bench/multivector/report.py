@@ -249,7 +249,7 @@ def section_text(
         " at exact rank r, mass = sum of exact scores returned / of the exact top 10. Labels: each "
         "query's own docstring body. Latency: one call per query, wall, after "
         f"warm-up, on the first {first.get('latency_queries', '?')} queries, every setting "
-        "alternated per query (order rotated), p50 / p95 over queries of the median of "
+        "alternated per query (a fresh seeded random order per query), p50 / p95 over queries of the median of "
         f'{first.get("latency_rounds", 1)} round(s); "x exact" = the '
         "exact reference's p50 / this p50 at the same threads. B/token: every tier search reads. "
         "Work saved: counter = the system's own (1 - query x document token pairs scored / all "
