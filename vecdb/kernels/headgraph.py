@@ -107,7 +107,9 @@ def _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip):  # type: i
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
-def _beam(q, vecs, links, nlinks, deleted, start, startd, ef, ip, skip_deleted, seen, tag, rd, ri, cd, ci):  # type: ignore[no-untyped-def]
+def _beam(
+    q, vecs, links, nlinks, deleted, start, startd, ef, ip, skip_deleted, seen, tag, rd, ri, cd, ci
+):  # type: ignore[no-untyped-def]
     """Level-0 beam from `start`: the ef nearest (non-deleted if `skip_deleted`) in the
     max-heap rd / ri; returns its size. `seen[v] == tag` marks visited nodes."""
     big = np.float32(np.inf)
@@ -142,7 +144,26 @@ def _beam(q, vecs, links, nlinks, deleted, start, startd, ef, ip, skip_deleted, 
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
-def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, ef, k, ip, out_i, out_d):  # type: ignore[no-untyped-def]
+def search_batch(
+    queries,
+    lo,
+    hi,
+    vecs,
+    links,
+    nlinks,
+    deleted,
+    up_off,
+    up_links,
+    up_cnt,
+    entry,
+    maxlevel,
+    n,
+    ef,
+    k,
+    ip,
+    out_i,
+    out_d,
+):  # type: ignore[no-untyped-def]
     """Rows lo..hi-1 of out_i / out_d: each query's k nearest live nodes (internal ids,
     nearest first; -1 / inf where fewer are found) from a beam of max(ef, k)."""
     ef = max(ef, k)
@@ -159,7 +180,9 @@ def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links
             tag = 1
         q = queries[r]
         start, startd = _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip)
-        nr = _beam(q, vecs, links, nlinks, deleted, start, startd, ef, ip, True, seen, tag, rd, ri, cd, ci)
+        nr = _beam(
+            q, vecs, links, nlinks, deleted, start, startd, ef, ip, True, seen, tag, rd, ri, cd, ci
+        )
         while nr > k:
             nr = _pop(rd, ri, nr, 1.0)
         for j in range(k - 1, -1, -1):
@@ -174,14 +197,51 @@ def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links
 
 
 @nb.njit(cache=True, parallel=True, fastmath=FAST)
-def search_parallel(queries, chunk, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, ef, k, ip, out_i, out_d):  # type: ignore[no-untyped-def]
+def search_parallel(
+    queries,
+    chunk,
+    vecs,
+    links,
+    nlinks,
+    deleted,
+    up_off,
+    up_links,
+    up_cnt,
+    entry,
+    maxlevel,
+    n,
+    ef,
+    k,
+    ip,
+    out_i,
+    out_d,
+):  # type: ignore[no-untyped-def]
     """`search_batch` over chunks of `chunk` queries on numba's threads."""
     nq = queries.shape[0]
     chunks = (nq + chunk - 1) // chunk
     for c in nb.prange(chunks):
         lo = c * chunk
         hi = min(nq, lo + chunk)
-        search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, ef, k, ip, out_i, out_d)
+        search_batch(
+            queries,
+            lo,
+            hi,
+            vecs,
+            links,
+            nlinks,
+            deleted,
+            up_off,
+            up_links,
+            up_cnt,
+            entry,
+            maxlevel,
+            n,
+            ef,
+            k,
+            ip,
+            out_i,
+            out_d,
+        )
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
@@ -206,7 +266,9 @@ def _heuristic(vecs, cand_i, cand_d, nc, m, ip, out):  # type: ignore[no-untyped
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
-def insert(v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, efc, m, ip):  # type: ignore[no-untyped-def]
+def insert(
+    v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, efc, m, ip
+):  # type: ignore[no-untyped-def]
     """Link node v (its vector stored, no links yet, v < n) into level 0 among nodes 0..n-1
     (deleted ones included, as hnswlib does while building)."""
     m0 = links.shape[1]
@@ -220,7 +282,9 @@ def insert(v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, max
     cd = np.empty(n + 1, np.float32)
     ci = np.empty(n + 1, np.int64)
     start, startd = _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip)
-    nr = _beam(q, vecs, links, nlinks, deleted, start, startd, efc, ip, False, seen, 1, rd, ri, cd, ci)
+    nr = _beam(
+        q, vecs, links, nlinks, deleted, start, startd, efc, ip, False, seen, 1, rd, ri, cd, ci
+    )
     sd = np.empty(nr, np.float32)
     si = np.empty(nr, np.int64)
     for j in range(nr - 1, -1, -1):  # nearest first

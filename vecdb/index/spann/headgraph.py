@@ -217,6 +217,16 @@ class HeadGraph:
         """Nodes in use, deleted ones included (hnswlib's count)."""
         return self.n
 
+    def get_ids_list(self) -> list[int]:
+        """Labels of every node, deleted ones included (hnswlib's list)."""
+        out: list[int] = self.labels[: self.n].tolist()
+        return out
+
+    def live_labels(self) -> I64:
+        """Labels of the live (not deleted) nodes, ascending."""
+        out: I64 = np.sort(self.labels[: self.n][~self.deleted[: self.n]]).astype(np.int64)
+        return out
+
     def get_max_elements(self) -> int:
         return len(self.nlinks)
 
