@@ -208,8 +208,13 @@ class HeadGraph:
         return self.labels[out_i], out_d
 
     def get_items(self, labels: Any) -> F32:
-        """The stored (float16-rounded) vectors of `labels`, float32 (n, dim)."""
-        nodes = self.node_of[np.asarray(labels, np.int64)]
+        """The stored (float16-rounded) vectors of `labels`, float32 (n, dim); RuntimeError,
+        as hnswlib's, for a label that is not a live head."""
+        want = np.asarray(labels, np.int64).reshape(-1)
+        ok = (want >= 0) & (want < len(self.node_of))
+        nodes = self.node_of[np.where(ok, want, 0)] if len(self.node_of) else want
+        if not ok.all() or (nodes < 0).any():
+            raise RuntimeError("head graph: a label is not a live head")
         out: F32 = self.vecs[nodes].view(np.float16).astype(np.float32)
         return out
 
