@@ -164,7 +164,8 @@ class PointTable:
         out = np.zeros(n, np.bool_)
         table = self._slot_ids
         m = min(n, len(table))
-        np.not_equal(table[:m], None if table.dtype == object else -1, out=out[:m])
+        pad: Any = None if table.dtype == object else -1
+        np.not_equal(table[:m], pad, out=out[:m])
         return out
 
     def payloads(self, slots: list[int], src: Reader | None = None) -> list[Payload | None]:

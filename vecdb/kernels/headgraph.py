@@ -107,9 +107,7 @@ def _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip):  # type: i
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
-def _beam(
-    q, vecs, links, nlinks, deleted, start, startd, ef, ip, skip_deleted, seen, tag, rd, ri, cd, ci
-):  # type: ignore[no-untyped-def]
+def _beam(q, vecs, links, nlinks, deleted, start, startd, ef, ip, skip_deleted, seen, tag, rd, ri, cd, ci):  # type: ignore[no-untyped-def]  # fmt: skip
     """Level-0 beam from `start`: the ef nearest (non-deleted if `skip_deleted`) in the
     max-heap rd / ri; returns its size. `seen[v] == tag` marks visited nodes."""
     big = np.float32(np.inf)
@@ -144,26 +142,7 @@ def _beam(
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
-def search_batch(
-    queries,
-    lo,
-    hi,
-    vecs,
-    links,
-    nlinks,
-    deleted,
-    up_off,
-    up_links,
-    up_cnt,
-    entry,
-    maxlevel,
-    n,
-    ef,
-    k,
-    ip,
-    out_i,
-    out_d,
-):  # type: ignore[no-untyped-def]
+def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, ef, k, ip, out_i, out_d):  # type: ignore[no-untyped-def]  # fmt: skip
     """Rows lo..hi-1 of out_i / out_d: each query's k nearest live nodes (internal ids,
     nearest first; -1 / inf where fewer are found) from a beam of max(ef, k)."""
     ef = max(ef, k)
@@ -197,25 +176,7 @@ def search_batch(
 
 
 @nb.njit(cache=True, parallel=True, fastmath=FAST)
-def search_parallel(
-    queries,
-    chunk,
-    vecs,
-    links,
-    nlinks,
-    deleted,
-    up_off,
-    up_links,
-    up_cnt,
-    entry,
-    maxlevel,
-    n,
-    ef,
-    k,
-    ip,
-    out_i,
-    out_d,
-):  # type: ignore[no-untyped-def]
+def search_parallel(queries, chunk, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, ef, k, ip, out_i, out_d):  # type: ignore[no-untyped-def]  # fmt: skip
     """`search_batch` over chunks of `chunk` queries on numba's threads."""
     nq = queries.shape[0]
     chunks = (nq + chunk - 1) // chunk
@@ -266,9 +227,7 @@ def _heuristic(vecs, cand_i, cand_d, nc, m, ip, out):  # type: ignore[no-untyped
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
-def insert(
-    v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, efc, m, ip
-):  # type: ignore[no-untyped-def]
+def insert(v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, efc, m, ip):  # type: ignore[no-untyped-def]  # fmt: skip
     """Link node v (its vector stored, no links yet, v < n) into level 0 among nodes 0..n-1
     (deleted ones included, as hnswlib does while building)."""
     m0 = links.shape[1]

@@ -56,11 +56,13 @@ def make_head_graph(
 
 
 def nearest_heads(
-    graph: HeadGraph, live_heads: int, x: F32, ef: int, m: int, threads: int
+    graph: HeadGraph | None, live_heads: int, x: F32, ef: int, m: int, threads: int
 ) -> tuple[I64, F32]:
     """The m nearest live heads of each row with search effort ef (the graph searches with
     a beam of max(ef_, k), ef_ = k, so asking for max(ef, m) and keeping m columns is a
-    search at effort ef without touching shared state)."""
+    search at effort ef without touching shared state). `graph` may be typed optional
+    (the state's field); it must be there."""
+    assert graph is not None, "no head graph: the index was never built"
     m = max(1, min(m, live_heads))
     k = max(m, min(ef, live_heads))
     labels, dists = graph.knn_query(x, k=k, num_threads=threads)

@@ -205,7 +205,7 @@ class HeadGraph:
             kern.search_batch(x, 0, nq, *args)
         if nq and out_i[:, -1].min() < 0:
             raise RuntimeError("head graph: a query found fewer than k heads")
-        return self.labels[out_i], out_d
+        return self.labels[out_i].astype(np.int64), out_d
 
     def get_items(self, labels: Any) -> F32:
         """The stored (float16-rounded) vectors of `labels`, float32 (n, dim); RuntimeError,
