@@ -8,8 +8,9 @@ hnswlib's: squared L2 (`ip` false) or 1 - dot (`ip` true). The search is hnswlib
 `searchBaseLayerST` with deletions: deleted nodes route but are never returned. Insert is
 hnswlib's `addPoint` at level 0 (the new node's neighbours chosen by the RNG heuristic from
 an ef_construction beam, each neighbour's list re-pruned by the heuristic when full). All
-kernels are nogil; `search_batch` runs queries [lo, hi) and `search_parallel` spreads chunks
-of queries over numba's threads.
+kernels are nogil; `search_batch` runs queries [lo, hi), so callers spread chunks of a batch
+over plain threads (no numba OpenMP pool: a process using GNU OpenMP may not fork, and the
+build and drain children are forked).
 """
 
 from __future__ import annotations
@@ -173,36 +174,6 @@ def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links
                 out_d[r, j] = rd[0]
                 nr = _pop(rd, ri, nr, 1.0)
         # (entries were popped farthest first into the highest free column)
-
-
-@nb.njit(cache=True, parallel=True, fastmath=FAST)
-def search_parallel(queries, chunk, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, ef, k, ip, out_i, out_d):  # type: ignore[no-untyped-def]  # fmt: skip
-    """`search_batch` over chunks of `chunk` queries on numba's threads."""
-    nq = queries.shape[0]
-    chunks = (nq + chunk - 1) // chunk
-    for c in nb.prange(chunks):
-        lo = c * chunk
-        hi = min(nq, lo + chunk)
-        search_batch(
-            queries,
-            lo,
-            hi,
-            vecs,
-            links,
-            nlinks,
-            deleted,
-            up_off,
-            up_links,
-            up_cnt,
-            entry,
-            maxlevel,
-            n,
-            ef,
-            k,
-            ip,
-            out_i,
-            out_d,
-        )
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)

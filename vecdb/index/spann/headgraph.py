@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.spann.fanout import run_phases
 from vecdb.kernels import headgraph as kern
 
 F32 = npt.NDArray[np.float32]
@@ -199,8 +200,14 @@ class HeadGraph:
             self.up_cnt, self.entry, self.maxlevel, self.n, k, k, self.space == "ip",
             out_i, out_d,
         )  # fmt: skip
-        if num_threads > 1 and nq > PARALLEL_CHUNK:
-            kern.search_parallel(x, PARALLEL_CHUNK, *args)
+        if num_threads > 1 and nq > PARALLEL_CHUNK:  # chunks on the scan's thread pool
+            chunks = -(-nq // PARALLEL_CHUNK)
+
+            def task(c: int, _: None) -> None:
+                lo = c * PARALLEL_CHUNK
+                kern.search_batch(x, lo, min(nq, lo + PARALLEL_CHUNK), *args)
+
+            run_phases([(chunks, task)], [None] * min(num_threads, chunks))
         elif nq:
             kern.search_batch(x, 0, nq, *args)
         if nq and out_i[:, -1].min() < 0:
