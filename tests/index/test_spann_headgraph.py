@@ -194,3 +194,21 @@ def test_kernel_is_exact_on_a_complete_graph(d: int) -> None:
     assert np.allclose(out_d, want, rtol=1e-5, atol=1e-6)
     assert np.allclose(((q[:, None, :] - xf[out_i]) ** 2).sum(-1), out_d, rtol=1e-5, atol=1e-6)
     kern.search_batch(q[:0], 0, 0, *args, out_i[:0], out_d[:0])
+
+
+def test_float32_storage_holds_what_float16_cannot(tmp_path: Path) -> None:
+    """With half=False the graph keeps float32 vectors (indexes whose postings are float32 or
+    int8 accept components past float16's range): components of 1e6 are found and returned
+    exactly, and the file round trip keeps them."""
+    x = clustered(500, 6, seed=12) * np.float32(1e6)
+    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(500))), "l2", 6, 60, half=False)
+    assert h.vecs.dtype == np.float32
+    assert (h.get_items(np.arange(5)) == x[:5]).all()
+    extra = clustered(20, 6, seed=13) * np.float32(1e6)
+    h.add_items(extra, np.arange(500, 520))
+    found, d = h.knn_query(np.concatenate([x[:50], extra]), k=3)
+    assert np.mean(found[:, 0] == np.r_[np.arange(50), np.arange(500, 520)]) >= 0.95
+    assert np.isfinite(d).all()
+    save_heads(tmp_path / "heads.1.bin", h)
+    back = load_heads(tmp_path / "heads.1.bin", "l2", 6, 60, half=True)  # the file decides
+    assert back.vecs.dtype == np.float32 and (back.get_items(np.arange(5)) == x[:5]).all()

@@ -3,7 +3,8 @@
 Pure functions on arrays (no I/O, no globals). The graph is hnswlib's: a level-0 adjacency
 (`links` (cap, M0), `nlinks` counts), upper levels as rows of `up_links` (node v at level
 l >= 1 is row `up_off[v] + l - 1`, counts in `up_cnt`), an entry node and its level. Vectors
-are float16 bit patterns (uint16), widened in registers by `postscan._half`. Distances are
+are float16 bit patterns (uint16), widened in registers by `postscan._half`, or float32
+(`_widen` is specialised on the array's type). Distances are
 hnswlib's: squared L2 (`ip` false) or 1 - dot (`ip` true). The search is hnswlib's
 `searchBaseLayerST` with deletions: deleted nodes route but are never returned. Insert is
 hnswlib's `addPoint` at level 0 (the new node's neighbours chosen by the RNG heuristic from
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from vecdb.kernels.postscan import _half
 
@@ -25,16 +28,28 @@ from vecdb.kernels.postscan import _half
 FAST = {"reassoc", "contract", "nsz"}
 
 
+def _widen(x: object) -> float:
+    """A stored component as float32: float16 bits (uint16) widened, float32 as it is."""
+    raise NotImplementedError("numba only")
+
+
+@overload(_widen, inline="always")
+def _widen_impl(x):  # type: ignore[no-untyped-def]
+    if isinstance(x, types.Integer):
+        return lambda x: _half(x)
+    return lambda x: np.float32(x)
+
+
 @nb.njit(cache=True, nogil=True, inline="always", fastmath=FAST)
 def _dist_q(vecs, v, q, ip):  # type: ignore[no-untyped-def]
     """hnswlib's distance of query q (float32) to node v."""
     s = np.float32(0.0)
     if ip:
         for j in range(q.shape[0]):
-            s += _half(vecs[v, j]) * q[j]
+            s += _widen(vecs[v, j]) * q[j]
         return np.float32(1.0) - s
     for j in range(q.shape[0]):
-        t = _half(vecs[v, j]) - q[j]
+        t = _widen(vecs[v, j]) - q[j]
         s += t * t
     return s
 
@@ -44,10 +59,10 @@ def _dist_nodes(vecs, a, b, ip):  # type: ignore[no-untyped-def]
     s = np.float32(0.0)
     if ip:
         for j in range(vecs.shape[1]):
-            s += _half(vecs[a, j]) * _half(vecs[b, j])
+            s += _widen(vecs[a, j]) * _widen(vecs[b, j])
         return np.float32(1.0) - s
     for j in range(vecs.shape[1]):
-        t = _half(vecs[a, j]) - _half(vecs[b, j])
+        t = _widen(vecs[a, j]) - _widen(vecs[b, j])
         s += t * t
     return s
 
@@ -204,7 +219,7 @@ def insert(v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, max
     m0 = links.shape[1]
     q = np.empty(vecs.shape[1], np.float32)
     for j in range(vecs.shape[1]):
-        q[j] = _half(vecs[v, j])
+        q[j] = _widen(vecs[v, j])
     seen = np.zeros(n, np.uint8)
     seen[v] = 1
     rd = np.empty(efc + 1, np.float32)

@@ -143,9 +143,9 @@ def build_in_child(
         )
         graph = None
         if info["heads"]:
-            graph = load_heads(
-                paths["heads"], head_space(st.metric), st.dim, st.params.head_ef_construction
-            )
+            half = st.params.vector_dtype == "float16"
+            efc = st.params.head_ef_construction
+            graph = load_heads(paths["heads"], head_space(st.metric), st.dim, efc, half)
         return file, file.attach(table), tree, graph, int(info["replica_cap"])
     finally:
         for p in paths.values():

@@ -1,7 +1,8 @@
 """The compact head graph: SPANN's heads in an HNSW graph of our own arrays.
 
-Owns the head vectors (float16, rounded once when a head arrives) and hnswlib's graph over
-them, in about a third of hnswlib's resident memory: per head 2 bytes a component, M0 level-0
+Owns the head vectors (float16, rounded once when a head arrives, when the index stores its
+postings in float16: its vectors then fit float16's range; float32 otherwise) and hnswlib's
+graph over them, in about a third of hnswlib's resident memory: per head 2 bytes a component, M0 level-0
 links in uint16 (int32 once the graph passes 65,535 nodes), a count, a label and a deleted
 flag, where hnswlib holds float32 vectors, int32 links, an 8-byte label, a hash-map node and a
 40-byte mutex per element plus a fixed 2.5 MiB table of 65,536 label mutexes (measured on
@@ -58,7 +59,8 @@ class HeadGraph:
     m: int  # links a new node keeps (hnswlib M)
     ef_construction: int  # beam width of an insert
     n: int  # nodes in use (deleted ones included)
-    vecs: U16  # (cap, dim) float16 bits of each node's vector
+    half: bool  # vectors stored as float16 bits (else float32)
+    vecs: npt.NDArray[Any]  # (cap, dim) each node's vector: float16 bits (uint16) or float32
     links: npt.NDArray[Any]  # (cap, M0) level-0 neighbours (uint16 or int32)
     nlinks: npt.NDArray[np.uint8]  # (cap,) level-0 neighbour counts
     labels: npt.NDArray[np.int32]  # (cap,) node -> label
@@ -71,10 +73,13 @@ class HeadGraph:
     maxlevel: int  # the entry's level
     n_deleted: int  # nodes marked deleted
 
-    def __init__(self, space: str, dim: int, m: int, ef_construction: int, m0: int) -> None:
+    def __init__(
+        self, space: str, dim: int, m: int, ef_construction: int, m0: int, half: bool = True
+    ) -> None:
         self.space, self.dim, self.m, self.ef_construction = space, dim, m, ef_construction
         self.n = 0
-        self.vecs = np.zeros((0, dim), np.uint16)
+        self.half = half
+        self.vecs = np.zeros((0, dim), np.uint16 if half else np.float32)
         self.links = np.zeros((0, m0), np.uint16)
         self.nlinks = np.zeros(0, np.uint8)
         self.labels = np.zeros(0, np.int32)
@@ -88,7 +93,9 @@ class HeadGraph:
     # --- build -----------------------------------------------------------------------------
 
     @classmethod
-    def from_hnswlib(cls, raw: bytes, space: str, dim: int, ef_construction: int) -> HeadGraph:
+    def from_hnswlib(
+        cls, raw: bytes, space: str, dim: int, ef_construction: int, half: bool = True
+    ) -> HeadGraph:
         """The graph of an hnswlib `save_index` file (its bytes), sized exactly."""
         if len(raw) < HNSW_HEADER.size:
             raise FormatError(f"hnswlib graph: {len(raw)} bytes, shorter than its header")
@@ -97,7 +104,7 @@ class HeadGraph:
         )
         if off0 != 0 or data_off != 4 + 4 * max_m0 or per != data_off + 4 * dim + 8:
             raise FormatError(f"hnswlib graph: layout does not match dim {dim}")
-        g = cls(space, dim, int(m), ef_construction, int(max_m0))
+        g = cls(space, dim, int(m), ef_construction, int(max_m0), half)
         g.resize_index(int(n), exact=True)
         pos = HNSW_HEADER.size
         level0 = np.frombuffer(raw, np.uint8, n * per, pos).reshape(n, per)
@@ -107,7 +114,7 @@ class HeadGraph:
         g.deleted[:n] = ((head >> 16) & 0xFF) & 1 == 1
         g.links[:n] = level0[:, 4:data_off].copy().view("<u4").reshape(n, max_m0)
         vec = level0[:, data_off : data_off + 4 * dim].copy().view("<f4").reshape(n, dim)
-        g.vecs[:n] = to_half(vec)
+        g.vecs[:n] = g._encode(vec)
         g.labels[:n] = level0[:, label_off : label_off + 8].copy().view("<u8")[:, 0]
         rows: list[npt.NDArray[np.uint32]] = []
         nrows = 0
@@ -133,6 +140,10 @@ class HeadGraph:
         g._index_labels()
         return g
 
+    def _encode(self, x: F32) -> npt.NDArray[Any]:
+        """Rows as stored: float16 bits, or float32."""
+        return to_half(x) if self.half else np.asarray(x, np.float32)
+
     def _index_labels(self) -> None:
         live = np.flatnonzero(~self.deleted[: self.n])
         top = int(self.labels[: self.n].max()) + 1 if self.n else 0
@@ -146,7 +157,7 @@ class HeadGraph:
             return
         n, m0 = self.n, self.links.shape[1]
         dtype = np.uint16 if cap <= NARROW_NODES else np.int32
-        vecs = np.zeros((cap, self.dim), np.uint16)
+        vecs = np.zeros((cap, self.dim), self.vecs.dtype)
         links = np.zeros((cap, m0), dtype)
         vecs[:n], links[:n] = self.vecs[:n], self.links[:n]
         self.vecs, self.links = vecs, links
@@ -169,7 +180,7 @@ class HeadGraph:
             self.node_of = grown
         for row, label in zip(x, labels.tolist(), strict=True):
             v = self.n
-            self.vecs[v] = to_half(row)
+            self.vecs[v] = self._encode(row)
             self.labels[v] = label
             self.n += 1
             if self.entry < 0:
@@ -222,7 +233,8 @@ class HeadGraph:
         nodes = self.node_of[np.where(ok, want, 0)] if len(self.node_of) else want
         if not ok.all() or (nodes < 0).any():
             raise RuntimeError("head graph: a label is not a live head")
-        out: F32 = self.vecs[nodes].view(np.float16).astype(np.float32)
+        rows = self.vecs[nodes]
+        out: F32 = rows.view(np.float16).astype(np.float32) if self.half else rows.copy()
         return out
 
     def get_current_count(self) -> int:
@@ -263,11 +275,11 @@ class HeadGraph:
         n = self.n
         head = np.array(
             [self.dim, self.m, self.ef_construction, self.links.shape[1], n, self.entry,
-             self.maxlevel, self.space == "ip"], "<i8",
+             self.maxlevel, self.space == "ip", self.half], "<i8",
         )  # fmt: skip
         arrays = (
             head,
-            self.vecs[:n].astype("<u2"),
+            self.vecs[:n].astype("<u2" if self.half else "<f4"),
             self.links[:n].astype("<i4"),
             self.nlinks[:n],
             self.labels[:n].astype("<i8"),
@@ -283,12 +295,12 @@ class HeadGraph:
         if len(sections) != 9:
             raise FormatError(f"head graph: expected 9 sections, found {len(sections)}")
         hd = np.frombuffer(sections[0], "<i8")
-        if len(hd) != 8 or int(hd[0]) != dim:
+        if len(hd) != 9 or int(hd[0]) != dim:
             raise FormatError(f"head graph: header does not match dim {dim}")
-        _, m, efc, m0, n, entry, maxlevel, ip = (int(v) for v in hd)
-        g = cls("ip" if ip else "l2", dim, m, efc, m0)
+        _, m, efc, m0, n, entry, maxlevel, ip, half = (int(v) for v in hd)
+        g = cls("ip" if ip else "l2", dim, m, efc, m0, bool(half))
         g.resize_index(n, exact=True)
-        g.vecs[:n] = np.frombuffer(sections[1], "<u2").reshape(n, dim)
+        g.vecs[:n] = np.frombuffer(sections[1], "<u2" if half else "<f4").reshape(n, dim)
         g.links[:n] = np.frombuffer(sections[2], "<i4").reshape(n, m0)
         g.nlinks[:n] = np.frombuffer(sections[3], np.uint8)
         g.labels[:n] = np.frombuffer(sections[4], "<i8")

@@ -100,15 +100,17 @@ def save_heads(path: Path, graph: HeadGraph) -> int:
     return write_sections(path, HEADS_MAGIC, HEADS_VERSION, graph.to_sections())
 
 
-def load_heads(path: Path, space: str, dim: int, ef_construction: int) -> HeadGraph:
+def load_heads(
+    path: Path, space: str, dim: int, ef_construction: int, half: bool = True
+) -> HeadGraph:
     """Load the head graph; a version-1 file (hnswlib's serialisation) is converted on the
-    way (its inserts then use `ef_construction`, which hnswlib's file also holds)."""
+    way (vectors in float16 if `half`; its inserts then use `ef_construction`)."""
     version, sections = read_versioned(path, HEADS_MAGIC, (1, HEADS_VERSION))
     try:
         if version == 1:
             if len(sections) != 1:
                 raise FormatError(f"{path}: expected 1 section, found {len(sections)}")
-            return HeadGraph.from_hnswlib(sections[0], space, dim, ef_construction)
+            return HeadGraph.from_hnswlib(sections[0], space, dim, ef_construction, half)
         return HeadGraph.from_sections(sections, dim)
     except (ValueError, struct.error) as exc:
         raise FormatError(f"{path}: malformed head graph ({exc})") from exc
@@ -232,8 +234,9 @@ def open_state(
     tree.leaf_vectors = st.head_vectors
     st.tree = tree
     if m["heads"] is not None:
+        half = p.vector_dtype == "float16"
         st.graph = load_heads(
-            directory / m["heads"], head_space(metric), dim, p.head_ef_construction
+            directory / m["heads"], head_space(metric), dim, p.head_ef_construction, half
         )
     st.live_heads, st.next_posting = info["live_heads"], info["next_posting"]
     st.n_live, st.replica_cap = info["n_live"], int(info.get("replica_cap", 0))
