@@ -164,9 +164,9 @@ def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links
     ef = max(ef, k)
     seen = np.zeros(n, np.uint16)
     rd = np.empty(ef + 1, np.float32)
-    ri = np.empty(ef + 1, np.int64)
+    ri = np.empty(ef + 1, np.int32)
     cd = np.empty(n + 1, np.float32)
-    ci = np.empty(n + 1, np.int64)
+    ci = np.empty(n + 1, np.int32)
     tag = 0
     for r in range(lo, hi):
         tag += 1
@@ -225,7 +225,7 @@ def insert(v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, max
     rd = np.empty(efc + 1, np.float32)
     ri = np.empty(efc + 1, np.int64)
     cd = np.empty(n + 1, np.float32)
-    ci = np.empty(n + 1, np.int64)
+    ci = np.empty(n + 1, np.int32)
     start, startd = _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip)
     nr = _beam(
         q, vecs, links, nlinks, deleted, start, startd, efc, ip, False, seen, 1, rd, ri, cd, ci
