@@ -137,3 +137,28 @@ def test_tiny_inputs_build() -> None:
     assert list(tree) == [ROOT] and tree.is_leaf(ROOT) and list(heads) == [0]
     tree, heads = build_tree(clustered(50, 3, 2), 1, seed=0)
     assert tree.is_leaf(ROOT) and len(heads) == 1
+
+
+def test_primary_is_int16_until_a_posting_id_needs_int32() -> None:
+    """`primary` stays int16 while posting ids fit, widens (keeping every entry) at the first
+    id past it, is saved as int32 either way and loads back as narrow as its ids allow."""
+    from vecdb.index import heads as hmod
+
+    tree, _ = built(n=500, d=4, leaves=20)
+    assert tree.primary.dtype == np.int16
+    before = tree.primary.copy()
+    sections = tree.to_sections()
+    assert len(sections[9]) == 4 * len(tree.primary)
+    back = ClusterTree.from_sections(4, sections)
+    assert back.primary.dtype == np.int16 and (back.primary == before).all()
+    big = hmod.NARROW_POSTING + 5
+    p = int(tree.leaf_postings()[0])
+    members = np.flatnonzero(tree.primary == p)
+    old_head = tree.centroid(int(tree.leaf_of[p]))
+    tree.split_leaf(p, (big, big + 1), old_head, members, np.arange(len(members)) % 2)
+    assert tree.primary.dtype == np.int32
+    assert set(np.unique(tree.primary[members]).tolist()) <= {big, big + 1}
+    keep = np.setdiff1d(np.arange(len(before)), members)
+    assert (tree.primary[keep] == before[keep]).all()
+    back = ClusterTree.from_sections(4, tree.to_sections())
+    assert back.primary.dtype == np.int32 and (back.primary == tree.primary).all()

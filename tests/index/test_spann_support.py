@@ -101,8 +101,7 @@ def assert_tree_consistent(idx: SpannIndex, live: set[int]) -> None:
     postings = {int(tree.posting[n]) for n in leaves}
     assert postings == set(tree.leaf_postings().tolist())
     assert len(postings) == st.live_heads
-    labels = set(np.asarray(st.heads().get_ids_list()).tolist()) if st.graph is not None else set()
-    assert postings <= labels
+    assert postings == set(st.heads().live_labels().tolist()), "graph heads != tree leaves"
     primary = tree.primary
     live_arr = np.fromiter(live, np.int64, len(live))
     assert (primary[live_arr] >= 0).all(), "a live slot without a primary leaf"

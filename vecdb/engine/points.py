@@ -3,7 +3,9 @@
 Owns the key layout of a collection's points (id -> slot in `ids`, slot -> id in `slots`,
 slot -> vector in `vectors`, slot -> payload in `payload`, all behind the collection's 4-byte
 prefix), the slot counter, the live count, and the in-memory slot -> id array that turns
-index results into user ids. Writes go into a caller's batch; the in-memory side changes
+index results into user ids (int ids in int32 while every id fits, widened to int64 by the
+first that does not: 4 bytes a slot instead of 8, plus the 1-byte live mask it replaces, as
+"live" is "has an id"). Writes go into a caller's batch; the in-memory side changes
 only after that batch is committed (`apply_*`). Knows nothing of indexes or search.
 """
 
@@ -24,6 +26,7 @@ from vecdb.storage.kv import KV, Batch, Reader
 from vecdb.types import Id, IdType, Payload, Record
 
 SCAN_CHUNK = 65_536  # slots streamed per numpy chunk when the table is loaded
+NARROW_MAX = np.iinfo(np.int32).max  # int ids up to this fit the narrow (int32) table
 
 
 class PointTable:
@@ -38,9 +41,8 @@ class PointTable:
         self.count = 0  # live points
         self._lock = threading.Lock()  # guards growth of the slot -> id array
         self._slot_ids: npt.NDArray[Any] = np.full(
-            0, -1, np.int64 if id_type is IdType.INT else object
-        )  # slot -> user id (-1 / None where none)
-        self._alive: npt.NDArray[np.bool_] = np.zeros(0, np.bool_)  # slot holds a live point
+            0, -1, np.int32 if id_type is IdType.INT else object
+        )  # slot -> user id (-1 / None where none: a slot is live iff it has an id)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -94,7 +96,7 @@ class PointTable:
         """User ids of result slots; padding (-1) stays -1 (int ids) or None (str ids)."""
         table = self._slot_ids
         pad: Any = None if self.id_type is IdType.STR else -1
-        out = np.full(slots.shape, pad, table.dtype)
+        out = np.full(slots.shape, pad, object if table.dtype == object else np.int64)
         ok = (slots >= 0) & (slots < len(table))
         out[ok] = table[slots[ok]]
         return out
@@ -104,7 +106,7 @@ class PointTable:
         deleted since they were found; `reader` drops those hits). Int ids in one compiled
         pass (the search path's per-call cost)."""
         table = self._slot_ids
-        if table.dtype == np.int64:
+        if table.dtype != object:
             return int_ids(slots, table)
         ids = self.ids_of(slots)
         pad: Any = None if self.id_type is IdType.STR else -1
@@ -160,9 +162,10 @@ class PointTable:
         """A mask over slots 0 .. next_slot - 1 of those holding live points (a copy)."""
         n = self.next_slot
         out = np.zeros(n, np.bool_)
-        table = self._alive
+        table = self._slot_ids
         m = min(n, len(table))
-        out[:m] = table[:m]
+        pad: Any = None if table.dtype == object else -1
+        np.not_equal(table[:m], pad, out=out[:m])
         return out
 
     def payloads(self, slots: list[int], src: Reader | None = None) -> list[Payload | None]:
@@ -232,7 +235,7 @@ class PointTable:
     def apply_delete(self, old: list[int]) -> None:
         """Forget deleted slots. Several are cleared in fresh copies of the tables published
         at once, so a reader that took the slot -> id table sees all of them or none (one
-        copy of the tables per delete request: 9 bytes per slot for int ids)."""
+        copy of the table per delete request: 4 or 8 bytes per slot for int ids)."""
         self._clear(old, whole=len(old) > 1)
         self.count -= len(old)
 
@@ -241,8 +244,10 @@ class PointTable:
             return
         with self._lock:
             self._grow(int(slots.max()) + 1)
+            if self._slot_ids.dtype == np.int32 and len(ids):
+                if int(np.max(np.asarray(ids, np.int64))) > NARROW_MAX:  # widen, published whole
+                    self._slot_ids = self._slot_ids.astype(np.int64)
             self._slot_ids[slots] = ids
-            self._alive[slots] = True
 
     def _grow(self, top: int, exact: bool = False) -> None:
         """Room for slots below `top` (growing by a quarter, or exactly `top` when `exact`:
@@ -250,7 +255,7 @@ class PointTable:
         half; the copies a load makes sum to about 5x the final table, not 2x). Called with
         `_lock` held; readers see the old arrays or the grown ones, whose new rows hold no id
         until `_set` fills them."""
-        table, alive = self._slot_ids, self._alive
+        table = self._slot_ids
         if top <= len(table):
             return
         size = top if exact else max(top, len(table) * 5 // 4, 1024)
@@ -258,9 +263,7 @@ class PointTable:
         if table.dtype == object:
             grown[:] = None
         grown[: len(table)] = table
-        more = np.zeros(size, np.bool_)
-        more[: len(alive)] = alive
-        self._slot_ids, self._alive = grown, more
+        self._slot_ids = grown
 
     def _clear(self, slots: list[int], whole: bool = False) -> None:
         if slots:
@@ -268,10 +271,8 @@ class PointTable:
             pad = None if self.id_type is IdType.STR else -1
             with self._lock:
                 if whole:
-                    table, alive = self._slot_ids.copy(), self._alive.copy()
+                    table = self._slot_ids.copy()
                     table[at] = pad
-                    alive[at] = False
-                    self._slot_ids, self._alive = table, alive
+                    self._slot_ids = table
                 else:
                     self._slot_ids[at] = pad
-                    self._alive[at] = False

@@ -32,8 +32,9 @@ def _int_ids(slots, table, out):  # type: ignore[no-untyped-def]
     return missing
 
 
-def int_ids(slots: I64, table: I64) -> tuple[I64, int]:
-    """(ids of `slots` from `table` (slot -> id, -1 for none), same shape; -1 where the
+def int_ids(slots: I64, table: npt.NDArray[np.int32] | I64) -> tuple[I64, int]:
+    """(ids of `slots` from `table` (slot -> id, int32 or int64, -1 for none), same shape,
+    int64; -1 where the
     slot is negative, beyond the table or has no id) and how many non-negative slots had
     no id."""
     flat = np.ascontiguousarray(slots, np.int64).reshape(-1)

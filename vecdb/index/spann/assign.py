@@ -1,9 +1,8 @@
 """Where vectors go: the head graph, the RNG replica rule and the posting cut.
 
 Shared by the bulk build, inserts, splits, reassignment and merges. `select_replicas` finds a
-batch's `candidates` nearest live heads (hnswlib, `build_ef` effort asked per call: the graph's
-own ef stays 1 and the call asks for max(ef, k) neighbours, which is what hnswlib searches
-with) and keeps up to `replicas` of them by the RNG rule (`vecdb.kernels.replicas`, fed the
+batch's `candidates` nearest live heads (the head graph, `build_ef` effort asked per call: the
+call asks for max(ef, k) neighbours, and the graph searches with a beam of k) and keeps up to `replicas` of them by the RNG rule (`vecdb.kernels.replicas`, fed the
 search's own squared distances in the l2 space and the head rows by indexing the build's head
 matrix where there is one); heads that are about to go (a merge in progress) can be excluded. `cut` caps postings at the entry budget without orphaning any
 vector. Computes only: no locks, no files.
@@ -11,11 +10,15 @@ vector. Computes only: no locks, no files.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import hnswlib
 import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.params import BuildParams
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.state import head_space
 from vecdb.kernels.kmeans import CHUNK_BYTES, sq_dists, sq_norms
 from vecdb.kernels.posting import cut_to_limit, group_by_posting
@@ -30,28 +33,41 @@ REPLICA_ROWS = 8_192  # rows per head-graph query batch (bounds the (rows, ef) l
 
 def make_head_graph(
     heads: F32, metric: str, p: BuildParams, threads: int, labels: I64 | None = None
-) -> hnswlib.Index:
-    """The heads in a new hnswlib graph; label = posting id (0..n-1 unless given). The
-    graph's ef is set to 1 once: every query asks for max(ef, k) neighbours instead."""
+) -> HeadGraph:
+    """The heads in a new head graph; label = posting id (0..n-1 unless given). hnswlib
+    builds it on `threads` threads (its build is well tuned), then its graph is copied
+    into the compact `HeadGraph` (float16 vectors when the postings are float16: the index
+    then refuses components past float16's range; float32 otherwise) and hnswlib's index is
+    dropped."""
     graph = hnswlib.Index(space=head_space(metric), dim=heads.shape[1])
     graph.init_index(
-        max_elements=int(len(heads) * 1.25) + 64,
+        max_elements=max(1, len(heads)),
         M=p.head_m,
         ef_construction=p.head_ef_construction,
         random_seed=p.seed,
     )
     ids = np.arange(len(heads)) if labels is None else labels
     graph.add_items(heads, ids, num_threads=threads)
-    graph.set_ef(1)
-    return graph
+    with tempfile.TemporaryDirectory(prefix="vecdb-heads-") as tmp:
+        path = os.path.join(tmp, "graph.bin")
+        graph.save_index(path)
+        del graph
+        with open(path, "rb") as f:
+            raw = f.read()
+    half = p.vector_dtype == "float16"  # postings in float16: vectors fit its range
+    return HeadGraph.from_hnswlib(
+        raw, head_space(metric), heads.shape[1], p.head_ef_construction, half
+    )
 
 
 def nearest_heads(
-    graph: hnswlib.Index, live_heads: int, x: F32, ef: int, m: int, threads: int
+    graph: HeadGraph | None, live_heads: int, x: F32, ef: int, m: int, threads: int
 ) -> tuple[I64, F32]:
-    """The m nearest live heads of each row with search effort ef (hnswlib searches with
-    max(ef_, k), ef_ = 1, so asking for max(ef, m) and keeping m columns is set_ef(ef) +
-    knn_query(m) without touching shared state)."""
+    """The m nearest live heads of each row with search effort ef (the graph searches with
+    a beam of max(ef_, k), ef_ = k, so asking for max(ef, m) and keeping m columns is a
+    search at effort ef without touching shared state). `graph` may be typed optional
+    (the state's field); it must be there."""
+    assert graph is not None, "no head graph: the index was never built"
     m = max(1, min(m, live_heads))
     k = max(m, min(ef, live_heads))
     labels, dists = graph.knn_query(x, k=k, num_threads=threads)
@@ -60,8 +76,8 @@ def nearest_heads(
 
 class ExactHeads:
     """Every head's vector by posting id, with its squared norm: the build's head matrix.
-    It serves the RNG rule's head rows by plain indexing (hnswlib's `get_items` copies
-    element by element, ~40x slower) and, when `exact`, the nearest heads themselves by
+    It serves the RNG rule's head rows by plain indexing (the graph's `get_items` widens
+    float16 rows; the build's matrix is the exact float32 one) and, when `exact`, the nearest heads themselves by
     blocked BLAS (with few heads at high dimension this beats the graph: one matrix product
     instead of ~ef x M scattered distance evaluations per row, and it is exact)."""
 
@@ -94,7 +110,7 @@ class ExactHeads:
 
 
 def _candidates(
-    graph: hnswlib.Index,
+    graph: HeadGraph,
     live_heads: int,
     rows: F32,
     p: BuildParams,
@@ -110,7 +126,7 @@ def _candidates(
 
 
 def select_replicas(
-    graph: hnswlib.Index,
+    graph: HeadGraph,
     live_heads: int,
     x: F32,
     p: BuildParams,

@@ -1,8 +1,8 @@
 """Bulk build of a SPANN index: private structures first, then one swap of references.
 
 Pass 1 builds the clustering tree (`vecdb.index.heads`: balanced k-means, heads are the real
-vectors nearest the leaf centres). Pass 2 puts the heads in an hnswlib graph whose labels are
-posting ids. Pass 3 picks up to `replicas` postings per vector by the RNG rule among its
+vectors nearest the leaf centres). Pass 2 puts the heads in the head graph (`headgraph`: built by hnswlib, kept
+in compact arrays, float16 vectors) whose labels are posting ids. Pass 3 picks up to `replicas` postings per vector by the RNG rule among its
 `candidates` nearest heads. Pass 4 trims the farthest replicas if the postings would pass `max_disk_ratio` x the raw
 float32 bytes (later placements keep that replica cap), then cuts postings to the entry
 budget, never orphaning a vector.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import hnswlib
 import numpy as np
 import numpy.typing as npt
 
@@ -36,6 +35,7 @@ from vecdb.index.spann.assign import (
     primaries,
     select_replicas,
 )
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.postings import PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
 from vecdb.index.spann.table import BlockTable
@@ -159,7 +159,7 @@ def _passes(
     slots: I64,
     vectors: F32,
     progress: Progress | None,
-) -> tuple[ClusterTree, hnswlib.Index | None, int]:
+) -> tuple[ClusterTree, HeadGraph | None, int]:
     """Passes 1-6 into private structures: (tree, head graph, replica cap)."""
     p, n = st.params, len(slots)
     tree, graph, cap = ClusterTree(st.dim), None, 0
@@ -172,7 +172,10 @@ def _passes(
         _report(progress, "heads", 0, n_heads)
         heads = vectors[head_rows]
         graph = make_head_graph(heads, st.metric, p, st.threads)
-        tree.leaf_vectors = lambda q: heads[q]
+        # the tree's leaf centroids as the graph holds them (float16-rounded), so the radii
+        # below bound distances to the centroids later searches read
+        stored = graph.get_items(np.arange(n_heads))
+        tree.leaf_vectors = lambda q: stored[q]
         small = n_heads * st.dim <= EXACT_BASE + EXACT_PER_DIM * st.dim
         exact = ExactHeads(heads, head_space(st.metric), exact=small)
         _report(progress, "heads", n_heads, n_heads)
@@ -195,5 +198,5 @@ def _passes(
         # Pass 6: memberships, counts and radii
         fill_members(tree, slots, primaries(posts, keep), vectors)
         tree.trim()
-        del posts, keep, heads, exact
+        del posts, keep, heads, exact, stored
     return tree, graph, cap

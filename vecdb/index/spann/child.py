@@ -41,7 +41,6 @@ from pathlib import Path
 from subprocess import PIPE, Popen
 from typing import Any
 
-import hnswlib
 import numpy as np
 import numpy.typing as npt
 
@@ -51,6 +50,7 @@ from vecdb.errors import Internal, InvalidArgument
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import load_heads, load_state, save_heads, save_state
 from vecdb.index.spann.postings import PostingFile, Quantizer
@@ -113,7 +113,7 @@ def _tmp(directory: Path, gen: int, what: str) -> Path:
     return directory / f"build.{gen}.{what}.tmp"
 
 
-Built = tuple[PostingFile, BlockTable, ClusterTree, hnswlib.Index | None, int]
+Built = tuple[PostingFile, BlockTable, ClusterTree, HeadGraph | None, int]
 
 
 def build_in_child(
@@ -144,8 +144,9 @@ def build_in_child(
         )
         graph = None
         if info["heads"]:
-            graph = load_heads(paths["heads"], head_space(st.metric), st.dim)
-            graph.set_ef(1)  # every query asks for max(ef, k) neighbours instead
+            half = st.params.vector_dtype == "float16"
+            efc = st.params.head_ef_construction
+            graph = load_heads(paths["heads"], head_space(st.metric), st.dim, efc, half)
         return file, file.attach(table), tree, graph, int(info["replica_cap"])
     finally:
         for p in paths.values():

@@ -2,7 +2,8 @@
 
 The directory holds `MANIFEST` (JSON behind a magic + version header: applied sequence, the
 names of the current files, the posting file's durable length, build parameters), one
-`heads.<n>.bin` (the hnswlib graph, framed), one `state.<n>.bin` (per-slot versions, the block
+`heads.<n>.bin` (the head graph's arrays, framed; version 1 held hnswlib's own
+serialisation and is still read), one `state.<n>.bin` (per-slot versions, the block
 table, the clustering tree, counters and the int8 quantizer as raw little-endian arrays) and
 one `postings.<n>.bin`. Every file is published by rename and the manifest is switched last,
 so a crash at any point leaves the previous checkpoint whole; on open, files of ours the
@@ -18,11 +19,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import zlib
+import struct
 from pathlib import Path
 from typing import Any
 
-import hnswlib
 import numpy as np
 import numpy.typing as npt
 
@@ -30,12 +30,12 @@ from vecdb.errors import FormatError
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
 from vecdb.index.spann.framing import (
-    HEADER,
-    SECTION,
     check_header,
     read_sections,
+    read_versioned,
     write_sections,
 )
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.postings import (
     BLOCK_HEADER,
@@ -58,9 +58,8 @@ from vecdb.index.spann.vectors import verify_store
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBSPMAN", 1
-HEADS_MAGIC, HEADS_VERSION = b"VDBHEADS", 1
+HEADS_MAGIC, HEADS_VERSION = b"VDBHEADS", 2  # 2: `HeadGraph` arrays (1: hnswlib's file)
 STATE_MAGIC, STATE_VERSION = b"VDBSTATE", 3  # 3: the whole clustering tree
-SCRATCH = "heads.scratch.tmp"
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:
@@ -96,40 +95,27 @@ def clean_directory(directory: Path, keep: set[str]) -> None:
             os.unlink(entry.path)
 
 
-def save_heads(path: Path, graph: hnswlib.Index) -> int:
-    """The hnswlib graph (its own serialisation) inside our framed file; returns bytes."""
-    scratch = path.parent / SCRATCH
-    graph.save_index(str(scratch))
-    try:
-        return write_sections(path, HEADS_MAGIC, HEADS_VERSION, [scratch.read_bytes()])
-    finally:
-        scratch.unlink(missing_ok=True)
+def save_heads(path: Path, graph: HeadGraph) -> int:
+    """The head graph's arrays in our framed file; returns bytes."""
+    return write_sections(path, HEADS_MAGIC, HEADS_VERSION, graph.to_sections())
 
 
-def load_heads(path: Path, space: str, dim: int) -> hnswlib.Index:
-    """Load the graph; the payload is streamed to a scratch file (CRC checked on the way) so
-    no graph-sized Python buffer outlives the load in the heap."""
-    scratch = path.parent / SCRATCH
-    with open(path, "rb") as src:
-        check_header(src.read(HEADER.size), HEADS_MAGIC, HEADS_VERSION, path)
-        length, crc, _ = SECTION.unpack(src.read(SECTION.size))
-        seen, left = 0, length
-        with open(scratch, "wb") as dst:
-            while left:
-                chunk = src.read(min(left, 1 << 20))
-                if not chunk:
-                    raise FormatError(f"{path}: torn head graph ({length - left}/{length})")
-                seen = zlib.crc32(chunk, seen)
-                dst.write(chunk)
-                left -= len(chunk)
+def load_heads(
+    path: Path, space: str, dim: int, ef_construction: int, half: bool = True
+) -> HeadGraph:
+    """Load the head graph; a version-1 file (hnswlib's serialisation) is converted on the
+    way (vectors in float16 if `half`; its inserts then use `ef_construction`)."""
+    version, sections = read_versioned(path, HEADS_MAGIC, (1, HEADS_VERSION))
     try:
-        if seen != crc:
-            raise FormatError(f"{path}: CRC mismatch in head graph")
-        graph = hnswlib.Index(space=space, dim=dim)
-        graph.load_index(str(scratch))  # sized exactly; new heads grow it when needed
-        return graph
-    finally:
-        scratch.unlink(missing_ok=True)
+        if version == 1:
+            if len(sections) != 1:
+                raise FormatError(f"{path}: expected 1 section, found {len(sections)}")
+            return HeadGraph.from_hnswlib(sections[0], space, dim, ef_construction, half)
+        return HeadGraph.from_sections(sections, dim)
+    except (ValueError, struct.error) as exc:
+        raise FormatError(f"{path}: malformed head graph ({exc})") from exc
+    except FormatError as exc:
+        raise FormatError(f"{path}: {exc.message}") from exc
 
 
 TABLE_SECTIONS, TREE_SECTIONS = 3, 10
@@ -248,8 +234,10 @@ def open_state(
     tree.leaf_vectors = st.head_vectors
     st.tree = tree
     if m["heads"] is not None:
-        st.graph = load_heads(directory / m["heads"], head_space(metric), dim)
-        st.graph.set_ef(1)  # every query asks for max(ef, k) neighbours instead
+        half = p.vector_dtype == "float16"
+        st.graph = load_heads(
+            directory / m["heads"], head_space(metric), dim, p.head_ef_construction, half
+        )
     st.live_heads, st.next_posting = info["live_heads"], info["next_posting"]
     st.n_live, st.replica_cap = info["n_live"], int(info.get("replica_cap", 0))
     st.counters = {k: int(info.get(k, 0)) for k in COUNTERS}
@@ -278,7 +266,7 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
     report(directory / MANIFEST, True, f"applied sequence {m['applied_seq']}")
     if m["heads"] is not None:
         try:
-            read_sections(directory / m["heads"], HEADS_MAGIC, HEADS_VERSION)
+            read_sections(directory / m["heads"], HEADS_MAGIC, (1, HEADS_VERSION))
             report(directory / m["heads"], True, "head graph CRC ok")
         except FormatError as exc:
             report(directory / m["heads"], False, exc.message)

@@ -20,13 +20,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hnswlib
 import numpy as np
 import numpy.typing as npt
 import psutil
 
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.locks import RWLock
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
 from vecdb.index.spann.table import BlockTable
@@ -60,7 +60,7 @@ def identity_quant(dim: int) -> tuple[F32, F32]:
 
 
 def head_space(metric: str) -> str:
-    """hnswlib space of the head graph: inner product for "ip", squared L2 otherwise."""
+    """Space of the head graph (hnswlib's names): inner product for "ip", squared L2 otherwise."""
     return "ip" if metric == "ip" else "l2"
 
 
@@ -100,7 +100,7 @@ class SpannState:
     file: PostingFile  # the current posting file
     reader: MmapReader | DirectReader  # warm or cold reader of `file`
     lock: RWLock = field(default_factory=RWLock)  # searches read, publishes write
-    graph: hnswlib.Index | None = None  # head graph, label = posting id, ef fixed at 1
+    graph: HeadGraph | None = None  # head graph, label = posting id
     live_heads: int = 0  # heads not deleted from the graph
     next_posting: int = 0  # next unused posting id (ids are never reused)
     tree: ClusterTree = field(init=False)  # the clustering tree (leaves = postings)
@@ -130,14 +130,14 @@ class SpannState:
 
     # --- reading (any thread) --------------------------------------------------------------
 
-    def heads(self) -> hnswlib.Index:
+    def heads(self) -> HeadGraph:
         """The head graph, once the index has been built."""
         assert self.graph is not None
         return self.graph
 
     def head_vectors(self, postings: I64) -> F32:
         """Head vectors by posting id, from the graph (the tree's leaf centroids)."""
-        return np.asarray(self.heads().get_items(postings), dtype=np.float32).reshape(-1, self.dim)
+        return self.heads().get_items(postings)
 
     def is_posting(self, posting: int) -> bool:
         """Whether `posting` is a live leaf (its head is in the graph)."""

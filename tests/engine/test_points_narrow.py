@@ -1,0 +1,73 @@
+"""The slot -> id table holds int ids in int32 while they fit and widens to int64 at the
+first id that does not; the live mask is derived from it. Real RocksDB in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vecdb.engine import Database
+
+DIM = 4
+BIG = 2**40  # an id past int32
+
+
+def _table(db: Database, name: str) -> np.ndarray:
+    return db.collections[name].core.points._slot_ids
+
+
+def test_int_ids_stay_narrow_then_widen_and_search_returns_them(tmp_path: Path) -> None:
+    """Ids below 2^31 keep an int32 table; an id of 2^40 widens it to int64 with every
+    earlier id kept; search and alive() agree with the ids upserted and deleted."""
+    db = Database(tmp_path / "db")
+    db.create_collection("c", DIM, "l2", index="flat")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((50, DIM)).astype(np.float32)
+    ids = [3 * i + 7 for i in range(50)]
+    db.upsert("c", ids, x)
+    assert _table(db, "c").dtype == np.int32
+    got = db.search("c", x[:5], k=1).ids
+    assert [int(r[0]) for r in got] == ids[:5]
+    y = rng.standard_normal((1, DIM)).astype(np.float32) + 10
+    db.upsert("c", [BIG], y)
+    assert _table(db, "c").dtype == np.int64
+    assert int(db.search("c", y, k=1).ids[0][0]) == BIG
+    got = db.search("c", x[:5], k=1).ids
+    assert [int(r[0]) for r in got] == ids[:5]
+    db.delete("c", ids=[ids[0], BIG])
+    points = db.collections["c"].core.points
+    alive = points.alive()
+    assert alive.sum() == 49 == points.count
+    assert int(db.search("c", y, k=1).ids[0][0]) != BIG
+    db.close()
+
+
+def test_narrow_table_reopens_narrow_and_wide_reopens_wide(tmp_path: Path) -> None:
+    """A reopened collection loads the narrowest table its ids allow."""
+    db = Database(tmp_path / "db")
+    db.create_collection("a", DIM, "l2", index="flat")
+    db.create_collection("b", DIM, "l2", index="flat")
+    x = np.eye(DIM, dtype=np.float32)
+    db.upsert("a", [0, 1, 2, 2**31 - 1], x)
+    db.upsert("b", [0, 1, 2, 2**31], x)
+    db.close()
+    db = Database(tmp_path / "db")
+    assert _table(db, "a").dtype == np.int32
+    assert _table(db, "b").dtype == np.int64
+    assert [int(r[0]) for r in db.search("a", x, k=1).ids] == [0, 1, 2, 2**31 - 1]
+    assert [int(r[0]) for r in db.search("b", x, k=1).ids] == [0, 1, 2, 2**31]
+    assert db.collections["a"].core.points.alive().tolist() == [True] * 4
+    db.close()
+
+
+def test_str_ids_alive_follows_the_table(tmp_path: Path) -> None:
+    """With str ids, alive() marks exactly the slots holding a live point."""
+    db = Database(tmp_path / "db")
+    db.create_collection("s", DIM, "l2", index="flat", id_type="str")
+    x = np.eye(DIM, dtype=np.float32)
+    db.upsert("s", ["a", "b", "c", "d"], x)
+    db.delete("s", ids=["b"])
+    db.upsert("s", ["c"], x[:1])  # a new slot for "c"; its old one is dead
+    assert db.collections["s"].core.points.alive().tolist() == [True, False, False, True, True]
+    db.close()

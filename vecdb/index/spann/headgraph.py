@@ -1,0 +1,320 @@
+"""The compact head graph: SPANN's heads in an HNSW graph of our own arrays.
+
+Owns the head vectors (float16, rounded once when a head arrives, when the index stores its
+postings in float16: its vectors then fit float16's range; float32 otherwise) and hnswlib's
+graph over them, in about a third of hnswlib's resident memory: per head 2 bytes a component, M0 level-0
+links in uint16 (int32 once the graph passes 65,535 nodes), a count, a label and a deleted
+flag, where hnswlib holds float32 vectors, int32 links, an 8-byte label, a hash-map node and a
+40-byte mutex per element plus a fixed 2.5 MiB table of 65,536 label mutexes (measured on
+GloVe-50's 17,554 heads: hnswlib 8.9 MiB, this graph 3.1 MiB). The graph is built by hnswlib
+(`from_hnswlib` parses its `save_index` bytes; hnswlib then goes away) and grows online by
+hnswlib's level-0 insert (`kernels.headgraph.insert`); removed heads are marked deleted and
+keep routing, as in hnswlib, until a rebuild drops them. The interface is the subset of
+`hnswlib.Index` SPANN uses (`knn_query`, `get_items`, `add_items`, `mark_deleted`, counts,
+`resize_index`), so the phases need not know which one they hold. Locking is the owner's:
+`add_items` / `mark_deleted` / `resize_index` under the write lock, reads under the read
+lock (or on the only thread that writes). `to_sections` / `from_sections` give the raw
+little-endian arrays the owner frames into `heads.<n>.bin`.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.errors import FormatError
+from vecdb.index.spann.fanout import run_phases
+from vecdb.kernels import headgraph as kern
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+U16 = npt.NDArray[np.uint16]
+NARROW_NODES = 65_535  # up to this many nodes the level-0 links fit uint16
+PARALLEL_CHUNK = 16  # queries per task of a threaded batch search
+# hnswlib's saveIndex header (hnswalg.h): offsetLevel0, max_elements, cur_element_count,
+# size_data_per_element, label_offset, offsetData (size_t), maxlevel (int), enterpoint (uint),
+# maxM, maxM0, M (size_t), mult (double), ef_construction (size_t).
+HNSW_HEADER = struct.Struct("<6QiI3QdQ")
+HALF_TINY = np.float32(np.finfo(np.float16).tiny)  # smaller magnitudes are stored as 0
+
+
+def to_half(x: F32) -> U16:
+    """float32 rows as float16 bit patterns, subnormals flushed to zero (the kernels' portable
+    widening is exact for normal halves and zero only)."""
+    h = np.asarray(x, np.float32).astype(np.float16)
+    h[np.abs(h) < HALF_TINY] = 0
+    out: U16 = h.view(np.uint16)
+    return out
+
+
+class HeadGraph:
+    """See the module docstring. Node = internal id (0..n-1, insertion order); label = the
+    caller's id (a posting id)."""
+
+    space: str  # "l2" (squared L2) | "ip" (1 - dot), as hnswlib
+    dim: int  # vector dimension
+    m: int  # links a new node keeps (hnswlib M)
+    ef_construction: int  # beam width of an insert
+    n: int  # nodes in use (deleted ones included)
+    half: bool  # vectors stored as float16 bits (else float32)
+    vecs: npt.NDArray[Any]  # (cap, dim) each node's vector: float16 bits (uint16) or float32
+    links: npt.NDArray[Any]  # (cap, M0) level-0 neighbours (uint16 or int32)
+    nlinks: npt.NDArray[np.uint8]  # (cap,) level-0 neighbour counts
+    labels: npt.NDArray[np.int32]  # (cap,) node -> label
+    deleted: npt.NDArray[np.bool_]  # (cap,) node marked deleted
+    node_of: npt.NDArray[np.int32]  # label -> node, -1 where none
+    up_off: npt.NDArray[np.int32]  # (cap,) first row of a node's upper levels, -1 if level 0
+    up_links: npt.NDArray[np.int32]  # (rows, maxM) upper-level neighbours
+    up_cnt: npt.NDArray[np.uint8]  # (rows,) their counts
+    entry: int  # entry node (-1 while empty)
+    maxlevel: int  # the entry's level
+    n_deleted: int  # nodes marked deleted
+
+    def __init__(
+        self, space: str, dim: int, m: int, ef_construction: int, m0: int, half: bool = True
+    ) -> None:
+        self.space, self.dim, self.m, self.ef_construction = space, dim, m, ef_construction
+        self.n = 0
+        self.half = half
+        self.vecs = np.zeros((0, dim), np.uint16 if half else np.float32)
+        self.links = np.zeros((0, m0), np.uint16)
+        self.nlinks = np.zeros(0, np.uint8)
+        self.labels = np.zeros(0, np.int32)
+        self.deleted = np.zeros(0, np.bool_)
+        self.node_of = np.zeros(0, np.int32)
+        self.up_off = np.zeros(0, np.int32)
+        self.up_links = np.zeros((0, m), np.int32)
+        self.up_cnt = np.zeros(0, np.uint8)
+        self.entry, self.maxlevel, self.n_deleted = -1, 0, 0
+
+    # --- build -----------------------------------------------------------------------------
+
+    @classmethod
+    def from_hnswlib(
+        cls, raw: bytes, space: str, dim: int, ef_construction: int, half: bool = True
+    ) -> HeadGraph:
+        """The graph of an hnswlib `save_index` file (its bytes), sized exactly."""
+        if len(raw) < HNSW_HEADER.size:
+            raise FormatError(f"hnswlib graph: {len(raw)} bytes, shorter than its header")
+        (off0, _, n, per, label_off, data_off, maxlevel, entry, max_m, max_m0, m, _, _) = (
+            HNSW_HEADER.unpack_from(raw, 0)
+        )
+        if off0 != 0 or data_off != 4 + 4 * max_m0 or per != data_off + 4 * dim + 8:
+            raise FormatError(f"hnswlib graph: layout does not match dim {dim}")
+        g = cls(space, dim, int(m), ef_construction, int(max_m0), half)
+        g.resize_index(int(n), exact=True)
+        pos = HNSW_HEADER.size
+        level0 = np.frombuffer(raw, np.uint8, n * per, pos).reshape(n, per)
+        pos += n * per
+        head = level0[:, :4].copy().view("<u4")[:, 0]
+        g.nlinks[:n] = (head & 0xFFFF).astype(np.uint8)
+        g.deleted[:n] = ((head >> 16) & 0xFF) & 1 == 1
+        g.links[:n] = level0[:, 4:data_off].copy().view("<u4").reshape(n, max_m0)
+        vec = level0[:, data_off : data_off + 4 * dim].copy().view("<f4").reshape(n, dim)
+        g.vecs[:n] = g._encode(vec)
+        g.labels[:n] = level0[:, label_off : label_off + 8].copy().view("<u8")[:, 0]
+        rows: list[npt.NDArray[np.uint32]] = []
+        nrows = 0
+        per_level = 4 + 4 * max_m
+        for v in range(n):  # upper levels: a uint32 byte count, then each level's list
+            (size,) = struct.unpack_from("<I", raw, pos)
+            pos += 4
+            if size:
+                levels = size // per_level
+                block = np.frombuffer(raw, "<u4", size // 4, pos).reshape(levels, 1 + max_m)
+                g.up_off[v] = nrows
+                rows.append(block)
+                nrows += levels
+                pos += size
+        if rows:
+            block = np.concatenate(rows)
+            g.up_links = block[:, 1:].astype(np.int32)
+            g.up_cnt = (block[:, 0] & 0xFFFF).astype(np.uint8)
+        else:
+            g.up_links = np.zeros((0, max_m), np.int32)
+        g.n, g.entry, g.maxlevel = int(n), int(entry) if n else -1, int(maxlevel)
+        g.n_deleted = int(g.deleted[:n].sum())
+        g._index_labels()
+        return g
+
+    def _encode(self, x: F32) -> npt.NDArray[Any]:
+        """Rows as stored: float16 bits, or float32."""
+        return to_half(x) if self.half else np.asarray(x, np.float32)
+
+    def _index_labels(self) -> None:
+        live = np.flatnonzero(~self.deleted[: self.n])
+        top = int(self.labels[: self.n].max()) + 1 if self.n else 0
+        self.node_of = np.full(top, -1, np.int32)
+        self.node_of[self.labels[live]] = live
+
+    def resize_index(self, cap: int, exact: bool = False) -> None:
+        """Room for `cap` nodes (links widen to int32 past NARROW_NODES)."""
+        old = len(self.nlinks)
+        if cap <= old and not exact:
+            return
+        n, m0 = self.n, self.links.shape[1]
+        dtype = np.uint16 if cap <= NARROW_NODES else np.int32
+        vecs = np.zeros((cap, self.dim), self.vecs.dtype)
+        links = np.zeros((cap, m0), dtype)
+        vecs[:n], links[:n] = self.vecs[:n], self.links[:n]
+        self.vecs, self.links = vecs, links
+        for name, fill in (("nlinks", 0), ("labels", -1), ("deleted", False), ("up_off", -1)):
+            a = getattr(self, name)
+            grown = np.full(cap, fill, a.dtype)
+            grown[:n] = a[:n]
+            setattr(self, name, grown)
+
+    def add_items(self, x: F32, labels: Any, num_threads: int = 1) -> None:
+        """Insert rows of `x` under `labels` (new labels; hnswlib's level-0 insert each)."""
+        x = np.ascontiguousarray(x, np.float32).reshape(-1, self.dim)
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        if self.n + len(x) > len(self.nlinks):
+            self.resize_index(max(self.n + len(x), len(self.nlinks) * 5 // 4 + 16))
+        top = int(labels.max()) + 1 if len(labels) else 0
+        if top > len(self.node_of):
+            grown = np.full(max(top, len(self.node_of) * 5 // 4), -1, np.int32)
+            grown[: len(self.node_of)] = self.node_of
+            self.node_of = grown
+        for row, label in zip(x, labels.tolist(), strict=True):
+            v = self.n
+            self.vecs[v] = self._encode(row)
+            self.labels[v] = label
+            self.n += 1
+            if self.entry < 0:
+                self.entry, self.maxlevel = v, 0
+                self.up_off[v] = -1
+            else:
+                kern.insert(
+                    v, self.vecs, self.links, self.nlinks, self.deleted, self.up_off,
+                    self.up_links, self.up_cnt, self.entry, self.maxlevel, self.n,
+                    self.ef_construction, self.m, self.space == "ip",
+                )  # fmt: skip
+            self.node_of[label] = v
+
+    # --- search ----------------------------------------------------------------------------
+
+    def knn_query(self, x: F32, k: int = 1, num_threads: int = 1) -> tuple[I64, F32]:
+        """Labels and distances of each row's k nearest live heads (a beam of max(ef, k),
+        ef = k: callers ask for max(ef, m) and keep m columns, as with hnswlib's ef 1).
+        RuntimeError, as hnswlib's, if a row finds fewer than k."""
+        x = np.ascontiguousarray(x, np.float32).reshape(-1, self.dim)
+        nq = len(x)
+        out_i = np.empty((nq, k), np.int64)
+        out_d = np.empty((nq, k), np.float32)
+        if nq and (self.n == 0 or k > self.n - self.n_deleted):
+            raise RuntimeError("head graph: fewer live heads than k")
+        args = (
+            self.vecs, self.links, self.nlinks, self.deleted, self.up_off, self.up_links,
+            self.up_cnt, self.entry, self.maxlevel, self.n, k, k, self.space == "ip",
+            out_i, out_d,
+        )  # fmt: skip
+        if num_threads > 1 and nq > PARALLEL_CHUNK:  # chunks on the scan's thread pool
+            chunks = -(-nq // PARALLEL_CHUNK)
+
+            def task(c: int, _: None) -> None:
+                lo = c * PARALLEL_CHUNK
+                kern.search_batch(x, lo, min(nq, lo + PARALLEL_CHUNK), *args)
+
+            run_phases([(chunks, task)], [None] * min(num_threads, chunks))
+        elif nq:
+            kern.search_batch(x, 0, nq, *args)
+        if nq and out_i[:, -1].min() < 0:
+            raise RuntimeError("head graph: a query found fewer than k heads")
+        return self.labels[out_i].astype(np.int64), out_d
+
+    def get_items(self, labels: Any) -> F32:
+        """The stored (float16-rounded) vectors of `labels`, float32 (n, dim); RuntimeError,
+        as hnswlib's, for a label that is not a live head."""
+        want = np.asarray(labels, np.int64).reshape(-1)
+        ok = (want >= 0) & (want < len(self.node_of))
+        nodes = self.node_of[np.where(ok, want, 0)] if len(self.node_of) else want
+        if not ok.all() or (nodes < 0).any():
+            raise RuntimeError("head graph: a label is not a live head")
+        rows = self.vecs[nodes]
+        out: F32 = rows.view(np.float16).astype(np.float32) if self.half else rows.copy()
+        return out
+
+    def get_current_count(self) -> int:
+        """Nodes in use, deleted ones included (hnswlib's count)."""
+        return self.n
+
+    def get_ids_list(self) -> list[int]:
+        """Labels of every node, deleted ones included (hnswlib's list)."""
+        out: list[int] = self.labels[: self.n].tolist()
+        return out
+
+    def live_labels(self) -> I64:
+        """Labels of the live (not deleted) nodes, ascending."""
+        out: I64 = np.sort(self.labels[: self.n][~self.deleted[: self.n]]).astype(np.int64)
+        return out
+
+    def get_max_elements(self) -> int:
+        return len(self.nlinks)
+
+    def set_ef(self, ef: int) -> None:
+        """hnswlib's call, kept for the interface: every query gives its own effort."""
+
+    # --- remove ----------------------------------------------------------------------------
+
+    def mark_deleted(self, label: int) -> None:
+        """The head of `label` is no longer returned (it still routes searches)."""
+        v = int(self.node_of[label])
+        if v < 0 or self.deleted[v]:
+            raise RuntimeError(f"head graph: label {label} is not a live head")
+        self.deleted[v] = True
+        self.node_of[label] = -1
+        self.n_deleted += 1
+
+    # --- save, load, size ------------------------------------------------------------------
+
+    def to_sections(self) -> list[bytes]:
+        """JSON-free raw little-endian arrays: a header row, then the used part of each array."""
+        n = self.n
+        head = np.array(
+            [self.dim, self.m, self.ef_construction, self.links.shape[1], n, self.entry,
+             self.maxlevel, self.space == "ip", self.half], "<i8",
+        )  # fmt: skip
+        arrays = (
+            head,
+            self.vecs[:n].astype("<u2" if self.half else "<f4"),
+            self.links[:n].astype("<i4"),
+            self.nlinks[:n],
+            self.labels[:n].astype("<i8"),
+            self.deleted[:n].astype(np.uint8),
+            self.up_off[:n].astype("<i4"),
+            self.up_links.astype("<i4"),
+            self.up_cnt,
+        )
+        return [a.tobytes() for a in arrays]
+
+    @classmethod
+    def from_sections(cls, sections: list[bytes], dim: int) -> HeadGraph:
+        if len(sections) != 9:
+            raise FormatError(f"head graph: expected 9 sections, found {len(sections)}")
+        hd = np.frombuffer(sections[0], "<i8")
+        if len(hd) != 9 or int(hd[0]) != dim:
+            raise FormatError(f"head graph: header does not match dim {dim}")
+        _, m, efc, m0, n, entry, maxlevel, ip, half = (int(v) for v in hd)
+        g = cls("ip" if ip else "l2", dim, m, efc, m0, bool(half))
+        g.resize_index(n, exact=True)
+        g.vecs[:n] = np.frombuffer(sections[1], "<u2" if half else "<f4").reshape(n, dim)
+        g.links[:n] = np.frombuffer(sections[2], "<i4").reshape(n, m0)
+        g.nlinks[:n] = np.frombuffer(sections[3], np.uint8)
+        g.labels[:n] = np.frombuffer(sections[4], "<i8")
+        g.deleted[:n] = np.frombuffer(sections[5], np.uint8).astype(bool)
+        g.up_off[:n] = np.frombuffer(sections[6], "<i4")
+        g.up_links = np.frombuffer(sections[7], "<i4").reshape(-1, m).astype(np.int32)
+        g.up_cnt = np.frombuffer(sections[8], np.uint8).copy()
+        g.n, g.entry, g.maxlevel = n, entry, maxlevel
+        g.n_deleted = int(g.deleted[:n].sum())
+        g._index_labels()
+        return g
+
+    def nbytes(self) -> int:
+        """Bytes of the arrays (the graph's resident memory, less Python object overhead)."""
+        arrays = (self.vecs, self.links, self.nlinks, self.labels, self.deleted, self.node_of)
+        rest = (self.up_off, self.up_links, self.up_cnt)
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in rest)
