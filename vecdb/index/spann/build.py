@@ -129,7 +129,8 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     versions[slots] = 1
     heads = 0 if graph is None else graph.get_current_count()
     table.ensure(heads)
-    content = {"file": file, "reader": reader, "graph": graph, "tree": tree, "table": table}
+    content: dict[str, object] = {"file": file, "reader": reader, "graph": graph, "tree": tree}
+    content["table"] = table
     content |= {"file_gen": gen, "live_heads": heads, "next_posting": heads, "replica_cap": cap}
     content |= {"pending": set(), "heads_dirty": True, "freed_bytes": 0}
     st.publish("build publish", versions, content)
