@@ -198,7 +198,7 @@ def _ancestry(tree: ClusterTree, leaves: I64) -> I64:
 
 class HeadCache:
     """Leaf centroids (head vectors) as float16 rows by posting id, filled from the head
-    graph on first use (reading them from hnswlib costs ~1.5 us each: too slow per query).
+    graph on first use (one `get_items` call per head costs microseconds: too slow per query).
     A posting's head never changes and posting ids are never reused within one tree; a bulk
     build (a new tree) empties the cache. About 2 d bytes per head that sets have touched."""
 

@@ -155,7 +155,8 @@ def defrag_batch(st: SpannState, limit: int) -> bool:
 
 def rebuild_heads(st: SpannState, force: bool = False) -> bool:
     """Rebuild the head graph without its deleted heads once they are a large share, or
-    any if `force` (hnswlib keeps deleted nodes for routing; they cost memory and time)."""
+    any if `force` (the graph keeps deleted nodes for routing; they cost memory and time). The
+    new graph is built by hnswlib and kept in the compact `HeadGraph` arrays, as a bulk build's."""
     graph = st.heads()
     labels = st.tree.leaf_postings()
     share = 0.0 if force else REBUILD_DELETED

@@ -1,9 +1,9 @@
 """Search of a SPANN index: heads, pruning, batched posting reads, one numba scan.
 
 Everything happens under the state's read lock (ms) and nothing here writes. Pass 1 finds
-each query's `max_postings` nearest heads in the hnswlib graph with the call's own `head_ef`
-(the graph's ef stays 1; the call asks for max(head_ef, m) neighbours, which is what hnswlib
-searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is read only if its
+each query's `max_postings` nearest heads in the head graph (`headgraph`: hnswlib's search over
+our compact arrays) with the call's own `head_ef` (the call asks for max(head_ef, m) neighbours,
+which is the beam the graph searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is read only if its
 head's distance is within `prune_ratio` of the nearest head's (squared L2 for "l2" and
 "cosine"; for "ip" the gap to the best head is compared with its magnitude); the two nearest
 are always read. Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy;
@@ -62,11 +62,11 @@ WIDEN = 4  # postings per query grow by this factor per widening round
 # heads take ~35 us of CPU; 16 posting parts by equal id ranges took 31 ms each on average,
 # 70 ms the largest (half the ranges empty, see `posting_parts`); 156 parts of about equal
 # entries, 3.8 ms on average, 8.3 ms the largest.
-HEAD_ROWS = (16, 64)  # queries per heads task (one hnswlib call): at least, at most
+HEAD_ROWS = (16, 64)  # queries per heads task (one head-graph call): at least, at most
 HEAD_CHUNKS_PER_THREAD = 16  # heads tasks per thread, within HEAD_ROWS
 PART_ENTRIES = 4_096  # (query, posting) selections per posting part, before pruning
 MIN_PARTS_PER_THREAD = 8  # posting parts per thread at least, while a part keeps 256
-# Smaller threaded batches take the plain path (hnswlib's threads, then `fan_out_pairs`): at
+# Smaller threaded batches take the plain path (the head graph's threads, then `fan_out_pairs`): at
 # 16 queries the tasks cost 1.26x its CPU (one heads task, 4 parts), at 32-400 they were
 # even with it (GloVe-50, max_postings 64, alternating, load ~2).
 THREADED_MIN_QUERIES = 64
@@ -186,7 +186,7 @@ def threaded(
     """Passes 1-4 of a warm batch on `threads` threads, as three phases of tasks
     (`fanout.run_phases`: a thread done early takes the next task instead of waiting for
     the others at a barrier). Phase 1: chunks of queries, each finding its heads (one
-    single-threaded hnswlib call; it releases the GIL), pruning them into its rows of `sel`
+    single-threaded head-graph call; it releases the GIL), pruning them into its rows of `sel`
     and bucketing them by posting part (`bucket_parts`). Phase 2: the parts, each
     gathering its postings' (query, block) pairs from every chunk (`gather_part`: every
     query that reads a posting is in its part, so a block is still decoded once per batch),
@@ -307,7 +307,7 @@ def widen(
                     st.heads(), st.live_heads, queries[short], sp.head_ef, m, 1
                 )
                 stats.heads_searched += len(short) * m
-            except RuntimeError:  # hnswlib could not find m heads: take them all
+            except RuntimeError:  # the graph could not find m heads: take them all
                 m = st.live_heads
         every_read = m >= st.live_heads
         if labels is None:  # every posting
