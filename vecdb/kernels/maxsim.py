@@ -466,15 +466,7 @@ def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.
     ``np.unique(np.argpartition(skq[:, :m].T, -nprobe)[:, -nprobe:])`` and a column max give,
     without the transposed copy; ties may pick a different cell). With m = 0, no cells and no
     code kept."""
-    k = skq.shape[0]
-    if skq.ndim != 2 or not 0 <= m <= skq.shape[1] or keep.shape != (k,):
-        raise ValueError(f"skq {skq.shape}, m = {m} and keep {keep.shape} disagree")
-    nprobe = max(1, min(nprobe, k))
-    topv = np.empty((m, nprobe), np.float32)
-    topi = np.empty((m, nprobe), np.int64)
-    flag = np.zeros(k, np.bool_)
-    out: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
-    return out
+    return probe_token_cells(skq, m, nprobe, tau, keep)[0]
 
 
 def probe_token_cells(
