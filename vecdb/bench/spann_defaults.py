@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +48,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "i8-300": _I8 | {"head_fraction": 0.03, "posting_vectors": 300},
     "i8-400": _I8 | {"head_fraction": 0.0225, "posting_vectors": 400},
 }
-MAX_M = 256  # the bisection's upper end of max_postings
 
 
 def _open(directory: Path, dim: int, metric: str, params: dict[str, Any]) -> SpannIndex:
@@ -62,9 +60,15 @@ def _search_params(name: str, m: int, rerank_k: int) -> dict[str, Any]:
 
 
 def _calibrate(
-    idx: SpannIndex, name: str, q: npt.NDArray[np.float32], truth: Any, target: float, rk: int
+    idx: SpannIndex,
+    name: str,
+    q: npt.NDArray[np.float32],
+    truth: Any,
+    target: float,
+    rk: int,
+    max_m: int,
 ) -> tuple[int, dict[int, float]]:
-    """Smallest max_postings in [1, MAX_M] whose batch recall@10 reaches `target` (bisection;
+    """Smallest max_postings in [1, max_m] whose batch recall@10 reaches `target` (bisection;
     recall grows with the postings read) and every recall measured on the way."""
     seen: dict[int, float] = {}
 
@@ -73,7 +77,7 @@ def _calibrate(
             seen[m] = _recall(idx.search(q, K, _search_params(name, m, rk)).slots, truth)
         return seen[m]
 
-    lo, hi = 1, MAX_M
+    lo, hi = 1, max_m
     if rec(hi) < target:
         return hi, seen
     while lo < hi:
@@ -107,6 +111,9 @@ def _warm(
     return {
         "recall@10": _recall(got.slots, truth),
         "kb_per_query": got.stats.bytes_read / len(q) / 1e3,
+        # the reads the index asks for per query: posting blocks plus rerank rows
+        "blocks_per_query": got.stats.blocks_read / len(q),
+        "rerank_rows_per_query": got.stats.extra.get("rerank_rows", 0) / len(q),
         "qps_cpu_1t": len(q) / max(cpu, 1e-9),
         "qps_wall_all": len(q) / wall_all,
         "p50_ms": float(np.percentile(ms, 50)),
@@ -174,7 +181,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = args.configs
     if args.work is not None:
         Path(args.work).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="defaults-", dir=args.work))
+    reuse = args.reuse is not None  # indexes this script built before: no build, kept after
+    work = Path(args.reuse) if reuse else Path(tempfile.mkdtemp(prefix="defaults-", dir=args.work))
     qpath = work / "q.npy"
     np.save(qpath, q)
     out: dict[str, Any] = {
@@ -191,9 +199,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in names:
             t = time.perf_counter()
             idx[name] = _open(work / name, dim, ds.metric, CONFIGS[name] | {"io": "mmap"})
-            idx[name].build(np.arange(len(base)), base)
-            idx[name].checkpoint(1)
-            build_s = time.perf_counter() - t
+            if not reuse:
+                idx[name].build(np.arange(len(base)), base)
+                idx[name].checkpoint(1)
+            build_s = time.perf_counter() - t if not reuse else float("nan")
             st = idx[name].stats()
             out[f"{name}:build"] = {
                 "build_s": build_s,
@@ -205,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "resident_estimate_mib": st["resident_bytes_estimate"] / 2**20,
             }
             print(name, out[f"{name}:build"], flush=True)
-        for name in names:
+        for name in names if not args.no_rss else ():
             idx[name].close()
             rss = _rss(work / name, dim, ds.metric, CONFIGS[name] | {"io": "mmap"}, qpath)
             out[f"{name}:build"] |= {"rss_anon_mib": rss, "rss_anon_x_raw": rss * 2**20 / raw}
@@ -214,7 +223,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         numba.set_num_threads(threads)
         m_at: dict[str, int] = {}
         for name in names:
-            m_at[name], seen = _calibrate(idx[name], name, q, truth, args.target, args.rerank_k)
+            m_at[name], seen = _calibrate(
+                idx[name], name, q, truth, args.target, args.rerank_k, args.max_m
+            )
             out[f"{name}:recall_by_m"] = dict(sorted(seen.items()))
             print(name, "m", m_at[name], out[f"{name}:recall_by_m"], flush=True)
         out["max_postings"] = m_at
@@ -257,7 +268,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for i in idx.values():
             i.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if not reuse:
+            shutil.rmtree(work, ignore_errors=True)
     return out
 
 
@@ -268,11 +280,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--target", type=float, default=0.95, help="recall@10 to compare at")
+    ap.add_argument("--max-m", type=int, default=256, help="largest max_postings tried")
     ap.add_argument("--rerank-k", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--work", default=None, help="directory for the indexes (default: tmp)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reuse", default=None, help="a kept work directory of an earlier run")
+    ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process RssAnon")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
