@@ -261,8 +261,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             ref = rows[f"{kind}:f16"]
             ratio[key] = {
-                f: float(np.median([b[f] / a[f] for a, b in zip(ref, r, strict=True) if a[f]]))
+                f: float(np.median([b[f] / a[f] for a, b in zip(ref, r, strict=True)]))
                 for f in r[0]
+                if all(a[f] for a in ref)  # (rerank rows: none in f16)
             }
         out["ratio_to_f16"] = ratio
     finally:
