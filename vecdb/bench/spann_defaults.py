@@ -181,8 +181,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = args.configs
     if args.work is not None:
         Path(args.work).mkdir(parents=True, exist_ok=True)
-    reuse = args.reuse is not None  # indexes this script built before: no build, kept after
+    reuse = args.reuse is not None  # a kept directory: what it holds is not built again
     work = Path(args.reuse) if reuse else Path(tempfile.mkdtemp(prefix="defaults-", dir=args.work))
+    work.mkdir(parents=True, exist_ok=True)
     qpath = work / "q.npy"
     np.save(qpath, q)
     out: dict[str, Any] = {
@@ -199,10 +200,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in names:
             t = time.perf_counter()
             idx[name] = _open(work / name, dim, ds.metric, CONFIGS[name] | {"io": "mmap"})
-            if not reuse:
+            built = idx[name].stats()["vectors"] > 0  # kept from an earlier run (--reuse)
+            if not built:
                 idx[name].build(np.arange(len(base)), base)
                 idx[name].checkpoint(1)
-            build_s = time.perf_counter() - t if not reuse else float("nan")
+            build_s = float("nan") if built else time.perf_counter() - t
             st = idx[name].stats()
             out[f"{name}:build"] = {
                 "build_s": build_s,
@@ -287,7 +289,11 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--work", default=None, help="directory for the indexes (default: tmp)")
     ap.add_argument("--out", default=None)
-    ap.add_argument("--reuse", default=None, help="a kept work directory of an earlier run")
+    ap.add_argument(
+        "--reuse",
+        default=None,
+        help="a work directory to keep; configs built there before are reused",
+    )
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process RssAnon")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
