@@ -7,7 +7,8 @@ every build parameter spelled out, so the run means the same after a default cha
 today's default ("f16": float16 postings, head_fraction 0.045, posting_vectors 200, no rerank
 store) and int8 postings with a float16 rerank store at three posting sizes ("i8-200",
 "i8-300", "i8-400": head_fraction 0.045 / 0.03 / 0.0225 with posting_vectors 200 / 300 / 400,
-the same vectors per head budget). Then, for each configuration, the smallest `max_postings`
+the same vectors per head budget), plus "i8-200-r1.9" (int8 + rerank trimmed by max_disk_ratio
+to about float16's replicas per vector on MiniLM-384). Then, for each configuration, the smallest `max_postings`
 whose recall@10 reaches `--target` (a bisection over whole batches; recall is deterministic
 for a fixed index), and at that setting, in `--rounds` rounds alternating the configurations:
 warm (mmap, pages cached) 1-thread batch QPS by CPU time, all-thread batch QPS by wall time,
