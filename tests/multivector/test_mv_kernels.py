@@ -283,9 +283,10 @@ def test_gather_rows_is_the_documents_rows_back_to_back(dtype: type) -> None:
 @pytest.mark.parametrize("m", [1, 12, 16, 17, 40])
 @pytest.mark.parametrize("d", [7, 26, 128])  # 2, 7 and 32 residual bytes: 4-at-a-time + rest
 def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> None:
-    """The position-major residual kernel equals MaxSim over centroid + decoded codewords and
-    `lut_maxsim` with codes, for query widths around its lane padding, candidates in any order
-    (with repeats, an empty document among them) spanning several token blocks."""
+    """The residual kernel (16 lanes a register) equals MaxSim over centroid + decoded
+    codewords and `lut_maxsim` with codes, for query widths around its lane padding,
+    candidates in any order (with repeats, an empty document among them), serial and
+    parallel."""
     k, nb = 37, row_bytes(d, 2)
     rng = np.random.default_rng(m * 1000 + d)
     tok, off = _docs(d, seed=m + d, n_docs=150)
@@ -299,7 +300,6 @@ def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> 
     bits = code_bits(k)
     packed = pack_codes(codes, bits)
     cand = rng.permutation(np.concatenate([np.arange(150), [3, 5, 5]])).astype(np.int64)
-    assert int((off[cand + 1] - off[cand]).sum()) > 2 * ms.BLOCK_TOKENS
     lut = build_lut(q, books)
     got = np.empty(len(cand), np.float32)
     ms.residual_maxsim(lut, data, off, cand, got, skq, packed, bits)
@@ -309,6 +309,14 @@ def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> 
     assert np.isneginf(got[cand == 3]).all()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got, old, rtol=1e-5, atol=1e-4)
+    par = np.empty(len(cand), np.float32)
+    w = ms.lanes(m)
+    lut_w = np.zeros((nb, 256, w), np.float32)
+    lut_w[:, :, :m] = lut
+    skq_w = np.zeros((k, w), np.float32)
+    skq_w[:, :m] = skq
+    ms._residual_parallel(skq_w, packed, bits, lut_w, data, off, cand, par)
+    np.testing.assert_array_equal(par, got)
 
 
 def test_residual_maxsim_rejects_missing_codes_and_scores_no_candidates() -> None:

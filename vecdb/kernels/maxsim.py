@@ -14,8 +14,8 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
   ``vecdb.kernels.bitpack``): residual codes plus the centroid score (WARP-style scoring
   without decompression), or sign bits alone (the asymmetric float-query x sign-bit
   prefilter);
-- ``residual_maxsim``: ``lut_maxsim`` with codes computed position-major over blocks of
-  tokens (one byte table hot at a time), the residual rerank of the search pipeline;
+- ``residual_maxsim``: ``lut_maxsim`` with codes, 16 query tokens a vector register
+  (`vecdb.kernels.simd`), the residual rerank of the search pipeline;
 - ``probe_cells``: the best cells of each query token from a (K, lanes) centroid-score table,
   and the codes whose best query score reaches PLAID's threshold, in one pass over the table;
 - ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers);
@@ -37,6 +37,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
+from vecdb.kernels.simd import LANES, vadd, vload, vmax, vsplat, vsum
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -44,11 +46,8 @@ U8 = npt.NDArray[np.uint8]
 # Below this many multiply-adds (or lookups) a call runs serially: waking numba's thread pool
 # costs more than the work.
 PARALLEL_MIN_WORK = 1 << 24
-# `residual_maxsim` scores tokens in blocks of this many (their partial sums, BLOCK_TOKENS x
-# LANES floats, stay in L1 while the P byte tables are walked four at a time), and pads the
-# query tokens to a multiple of LANES (a fixed-width inner loop the compiler vectorises).
-BLOCK_TOKENS = 256
-LANES = 16
+# `residual_maxsim` pads the query tokens to a multiple of LANES (`simd.LANES` = 16) and
+# scores 16 of them at a time, each token's 16 partial sums in one vector register.
 FLOOR = np.float32(-3.0e38)  # below every score: `probe_cells`' empty slots (fastmath: no inf)
 
 
@@ -182,77 +181,43 @@ def _lut_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # type: ig
 
 
 @njit(cache=True, inline="always")
-def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type: ignore[no-untyped-def]
-    """Residual MaxSim of cand[c0:c1] into out[c0:c1], position-major over blocks of tokens."""
-    npos, _, width = lut.shape
-    best = np.full((c1 - c0, width), -np.inf, np.float32)
-    acc = np.empty((BLOCK_TOKENS, width), np.float32)
-    tok = np.empty(BLOCK_TOKENS, np.int64)
-    owner = np.empty(BLOCK_TOKENS, np.int64)
-    c = c0
-    t = offsets[cand[c0]] if c1 > c0 else 0
-    while c < c1:
-        n = 0  # fill a block with the next tokens of the candidates, in order
-        while n < BLOCK_TOKENS and c < c1:
-            if t >= offsets[cand[c] + 1]:
-                c += 1
-                if c < c1:
-                    t = offsets[cand[c]]
-                continue
-            tok[n] = t
-            owner[n] = c - c0
-            n += 1
-            t += 1
-        for j in range(n):
-            base = skq[code_at(packed, tok[j], bits)]
-            for i in range(width):
-                acc[j, i] = base[i]
-        # Four byte positions at a time, the bytes read in place from the token rows: one
-        # load and store of the partial sums per four table rows, no transposed copy of the
-        # bytes. On t2's reranked candidates this is 0.6-0.8x the time of two positions over
-        # transposed bytes when the tables are cold, but the same (0.97-1.02x) with tables
-        # just built, as the pipeline calls it (results-V.md): kept as the simpler code.
-        p = 0
-        while p + 4 <= npos:
-            tab_a, tab_b, tab_c, tab_d = lut[p], lut[p + 1], lut[p + 2], lut[p + 3]
-            for j in range(n):
-                row8 = data[tok[j]]
-                row_a, row_b = tab_a[row8[p]], tab_b[row8[p + 1]]
-                row_c, row_d = tab_c[row8[p + 2]], tab_d[row8[p + 3]]
-                for i in range(width):
-                    acc[j, i] += (row_a[i] + row_b[i]) + (row_c[i] + row_d[i])
-            p += 4
-        while p < npos:
-            tab = lut[p]
-            for j in range(n):
-                row = tab[data[tok[j], p]]
-                for i in range(width):
-                    acc[j, i] += row[i]
-            p += 1
-        for j in range(n):
-            o = owner[j]
-            for i in range(width):
-                if acc[j, i] > best[o, i]:
-                    best[o, i] = acc[j, i]
-    for k in range(c1 - c0):
-        total = np.float32(0.0)
-        for i in range(width):
-            total += best[k, i]
-        out[c0 + k] = total
+def _residual_doc(sf, packed, bits, lf, data, width, lo, hi):  # type: ignore[no-untyped-def]
+    """Residual MaxSim of the tokens lo:hi, from flat (K * width) centroid scores `sf` and
+    flat (P * 256 * width) byte tables `lf`, 16 lanes at a time in registers."""
+    if hi <= lo:
+        return -np.inf
+    npos = data.shape[1]
+    total = np.float32(0.0)
+    for o in range(0, width, LANES):
+        best = vsplat(FLOOR)
+        for t in range(lo, hi):
+            acc = vload(sf, code_at(packed, t, bits) * width + o)
+            row = data[t]
+            base = o
+            for p in range(npos):
+                acc = vadd(acc, vload(lf, base + np.int64(row[p]) * width))
+                base += 256 * width
+            best = vmax(best, acc)
+        total += vsum(best)
+    return total
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _blocked_serial(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
-    _blocked(skq, packed, bits, lut, data, offsets, cand, 0, cand.shape[0], out)
+def _residual_serial(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
+    width = lut.shape[2]
+    sf, lf = skq.reshape(-1), lut.reshape(-1)
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _residual_doc(sf, packed, bits, lf, data, width, offsets[doc], offsets[doc + 1])
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def _blocked_parallel(skq, packed, bits, lut, data, offsets, cand, out, parts):  # type: ignore[no-untyped-def]
-    n = cand.shape[0]
-    for g in prange(parts):
-        _blocked(
-            skq, packed, bits, lut, data, offsets, cand, g * n // parts, (g + 1) * n // parts, out
-        )
+def _residual_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
+    width = lut.shape[2]
+    sf, lf = skq.reshape(-1), lut.reshape(-1)
+    for c in prange(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _residual_doc(sf, packed, bits, lf, data, width, offsets[doc], offsets[doc + 1])
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -429,12 +394,13 @@ def lut_maxsim(
 def residual_maxsim(
     lut: F32, data: U8, offsets: I64, cand: I64, out: F32, skq: F32, packed: U8, bits: int
 ) -> None:
-    """`lut_maxsim` with codes (the residual rerank), computed position-major: the tokens of
-    the candidates in blocks of BLOCK_TOKENS, each block's partial sums updated four byte
-    positions at a time, so four (256, m) tables are hot at a time instead of all P of them
-    per token. Equal to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float
-    rounding; about twice as fast on the benchmark tiers (results-M5.md). Tables already
-    `lanes(m)` wide, zero past the query's tokens, are used as they are."""
+    """`lut_maxsim` with codes (the residual rerank): each token's scores for 16 query
+    tokens at a time are one `simd.F16` register, its centroid's row plus one table row per
+    byte, so the partial sums are never stored and each table row is one vector load. Equal
+    to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float rounding;
+    on t2's 96 reranked candidates 0.35-0.39x the time of the position-major blocked kernel
+    it replaced (results-W.md). Tables already `lanes(m)` wide, zero past the query's tokens,
+    are used as they are."""
     _check(offsets, cand, out)
     if lut.ndim != 3 or lut.shape[1] != 256 or data.ndim != 2 or data.shape[1] != lut.shape[0]:
         raise ValueError(f"lut {lut.shape} and data {data.shape} disagree")
@@ -452,11 +418,9 @@ def residual_maxsim(
     if len(cand) == 0:
         return
     work = _tokens_of(offsets, cand) * npos * m
-    if len(cand) > 1 and work >= PARALLEL_MIN_WORK:
-        parts = min(len(cand), 4 * numba.get_num_threads())
-        _blocked_parallel(skq_w, packed, bits, lut_w, data, offsets, cand, out, parts)
-    else:
-        _blocked_serial(skq_w, packed, bits, lut_w, data, offsets, cand, out)
+    fn = _residual_parallel if len(cand) > 1 and work >= PARALLEL_MIN_WORK else _residual_serial
+    fn(np.ascontiguousarray(skq_w), packed, bits, np.ascontiguousarray(lut_w), data, offsets,
+       cand, out)  # fmt: skip
 
 
 def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_]) -> I64:
