@@ -32,7 +32,6 @@ and parallel over candidates; the wrapper picks by the amount of work.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
