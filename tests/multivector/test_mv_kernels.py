@@ -373,3 +373,19 @@ def test_wider_byte_codebooks_score_their_codewords() -> None:
     ms.lut_maxsim(build_lut(q, books), data, off, cand, out)
     np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(encode_books(decoded, books), data)
+
+
+@pytest.mark.parametrize("m", [0, 1, 16, 17, 40])
+@pytest.mark.parametrize("k", [1, 8, 37])  # the kernel's 8-centroid body, its rest, both
+def test_centroid_scores_equal_numpy_with_zero_padded_lanes(m: int, k: int) -> None:
+    """`centroid_scores` is centroids @ q.T in a (K, lanes(m)) table, zero past the m
+    query tokens."""
+    rng = np.random.default_rng(m * 100 + k)
+    c = rng.standard_normal((k, 13)).astype(np.float32)
+    q = rng.standard_normal((m, 13)).astype(np.float32)
+    got = ms.centroid_scores(c, q)
+    assert got.shape == (k, ms.lanes(m)) and got.dtype == np.float32
+    np.testing.assert_allclose(got[:, :m], c @ q.T, rtol=1e-5, atol=1e-5)
+    assert not got[:, m:].any()
+    with pytest.raises(ValueError, match="disagree"):
+        ms.centroid_scores(c, q[:, :5])

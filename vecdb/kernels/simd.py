@@ -3,7 +3,7 @@
 This module owns `F16`, a numba type lowered to LLVM's ``<16 x float>`` (one AVX-512
 register, two AVX2 ones), and the few operations on it that the MaxSim kernels need:
 ``vload`` / ``vstore`` 16 consecutive float32 of an array (any alignment), ``vadd``,
-``vmax``, ``vsplat`` and ``vsum``. Why: a numba loop over 16 lanes whose trip count is a
+``vfma``, ``vmax``, ``vsplat`` and ``vsum``. Why: a numba loop over 16 lanes whose trip count is a
 runtime value is vectorised by LLVM for a 64-wide body (AVX-512, unrolled 4x) that never
 runs for 16 lanes, and a loop over a compile-time 16 is unrolled to scalar code because
 LLVM cannot prove the table rows and the accumulators do not alias (results-W.md has the
@@ -93,6 +93,20 @@ def vadd(typingctx: Any, x: Any, y: Any) -> Any:
         return builder.fadd(args[0], args[1])
 
     return F16(x, y), codegen
+
+
+@intrinsic
+def vfma(typingctx: Any, x: Any, y: Any, z: Any) -> Any:
+    """Lane-wise x * y + z, fused (one rounding)."""
+    if not (x == F16 and y == F16 and z == F16):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(_VEC, [_VEC, _VEC, _VEC])
+        fma = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v16f32")
+        return builder.call(fma, args)
+
+    return F16(x, y, z), codegen
 
 
 @intrinsic

@@ -33,6 +33,7 @@ from vecdb.index.multivector.view import View
 from vecdb.kernels.bitpack import sign_lut
 from vecdb.kernels.maxsim import (
     centroid_interaction,
+    centroid_scores,
     gather_cells,
     lanes,
     lut_maxsim,
@@ -156,13 +157,11 @@ def search_one(
     if p.query_keep < 1.0:
         sim = q @ codec.centroids.T  # (m, K)
         q = q[query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)]
-    # Centroid scores (K, lanes): one GEMM straight into the layout the kernels read (a row
-    # per centroid, the query tokens padded with zeros to the rerank kernel's lanes, so no
-    # transposed or padded copy is made; padded lanes score 0 everywhere and add nothing).
+    # Centroid scores (K, lanes): straight into the layout the kernels read (a row per
+    # centroid, the query tokens padded with zeros to the kernels' 16 lanes, so no transposed
+    # or padded copy is made; padded lanes score 0 everywhere and add nothing).
     width = lanes(len(q))
-    qp = np.zeros((width, q.shape[1]), np.float32)
-    qp[: len(q)] = q
-    skq = codec.centroids @ qp.T
+    skq = centroid_scores(codec.centroids, q)
     # Pass 2: probe cells, gather their live documents (and their probe scores); while fewer
     # than the second pass keeps are found, probe twice as many cells (up to ADAPT_MAX x).
     second = max(k, ndocs // 4)
