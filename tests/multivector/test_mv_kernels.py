@@ -389,3 +389,17 @@ def test_centroid_scores_equal_numpy_with_zero_padded_lanes(m: int, k: int) -> N
     assert not got[:, m:].any()
     with pytest.raises(ValueError, match="disagree"):
         ms.centroid_scores(c, q[:, :5])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 50, 64])
+def test_best_of_keeps_the_n_best_in_their_order_first_ties_first(n: int) -> None:
+    """`best_of` keeps the n highest scores (of ties at the n-th, the first ones), in the
+    candidates' own order; n >= len keeps everything."""
+    rng = np.random.default_rng(n)
+    cand = rng.permutation(1000)[:50].astype(np.int64)
+    scores = rng.integers(0, 12, 50).astype(np.float32)  # many ties
+    got_c, got_s = ms.best_of(cand, scores, n)
+    order = np.argsort(-scores, kind="stable")[: min(n, 50)]  # first of equal scores first
+    keep = np.sort(order)
+    np.testing.assert_array_equal(got_c, cand[keep])
+    np.testing.assert_array_equal(got_s, scores[keep])

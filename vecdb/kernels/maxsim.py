@@ -25,6 +25,7 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
   from the postings alone (WARP's candidate score: per query token the best probed centroid
   score among the cells holding the document, a token with none imputed by its lowest probed
   score), a cheap first cut before the centroid interaction;
+- ``best_of``: the n best-scored candidates in their own order (a cut of the pipeline);
 - ``gather_rows``: the token rows of some documents, back to back (any dtype: rows are
   copied as bytes), the one gather of the raw store, the rerank tier and training.
 
@@ -309,6 +310,23 @@ def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-unty
 
 
 @njit(cache=True, nogil=True)
+def _best_of(cand, scores, n, out_c, out_s):  # type: ignore[no-untyped-def]
+    thr = np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n]  # the n-th best
+    above = 0
+    for i in range(scores.shape[0]):
+        above += scores[i] > thr
+    ties = n - above  # of the scores equal to the n-th best, the first ones in order
+    j = 0
+    for i in range(scores.shape[0]):
+        s = scores[i]
+        if s > thr or (s == thr and ties > 0):
+            ties -= s == thr
+            out_c[j] = cand[i]
+            out_s[j] = s
+            j += 1
+
+
+@njit(cache=True, nogil=True)
 def _gather_rows(src, offsets, docs, local, out):  # type: ignore[no-untyped-def]
     for i in range(docs.shape[0]):
         lo = offsets[docs[i]]
@@ -537,6 +555,20 @@ def probe_scores(
     out = np.empty(cap, np.float32)
     n = _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out)
     return cand[:n], out[:n]
+
+
+def best_of(cand: I64, scores: F32, n: int) -> tuple[I64, F32]:
+    """The n best-scored (highest) of `cand`, in their order in `cand` (all of them when n
+    >= len(cand)); of the scores equal to the n-th best, the first ones. One pass of
+    quickselect and one of copying: the pipeline's intermediate cuts, which need the set,
+    not its order (the final `top` orders it)."""
+    if n >= len(cand):
+        return cand, scores
+    out_c = np.empty(max(n, 0), np.int64)
+    out_s = np.empty(max(n, 0), np.float32)
+    if n > 0:
+        _best_of(cand, np.ascontiguousarray(scores, np.float32), n, out_c, out_s)
+    return out_c, out_s
 
 
 def gather_cells(
