@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from vecdb.kernels.simd import LANES, vadd, vload, vmax, vsplat, vstore, vsum
+from vecdb.kernels.simd import LANES, vadd, vany_gt, vhmax, vload, vmax, vsplat, vstore, vsum
 
 
 @njit(cache=False)
@@ -31,3 +31,21 @@ def test_lane_ops_equal_numpy_at_unaligned_offsets_of_2d_arrays() -> None:
     np.testing.assert_array_equal(out[2 * LANES : 3 * LANES], np.maximum(np.float32(0.5), x))
     assert out[-1] == 0.0  # nothing written past the three stores
     assert abs(s - float(x.sum(dtype=np.float64))) < 1e-5
+
+
+@njit(cache=False)
+def _tests(a, b):  # type: ignore[no-untyped-def]
+    return vany_gt(vload(a, 0), vload(b, 0)), vhmax(vload(a, 0))
+
+
+def test_any_greater_lane_and_largest_lane() -> None:
+    """`vany_gt` finds a single greater lane wherever it is; `vhmax` the largest lane."""
+    a = np.linspace(-2, 1, LANES).astype(np.float32)
+    assert _tests(a, a.copy()) == (False, np.float32(1.0))
+    for lane in (0, 7, LANES - 1):
+        b = a.copy()
+        b[lane] -= 0.25
+        assert _tests(a, b)[0]
+        c = a.copy()
+        c[lane] = 5.0
+        assert _tests(c, c)[1] == np.float32(5.0)

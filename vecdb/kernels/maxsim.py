@@ -39,7 +39,18 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
 
-from vecdb.kernels.simd import LANES, vadd, vfma, vload, vmax, vsplat, vstore, vsum
+from vecdb.kernels.simd import (
+    LANES,
+    vadd,
+    vany_gt,
+    vfma,
+    vhmax,
+    vload,
+    vmax,
+    vsplat,
+    vstore,
+    vsum,
+)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -264,25 +275,32 @@ def _centroid_scores(c, qt, out):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-untyped-def]
-    k = skq.shape[0]
-    # finite sentinels, not -inf: fastmath assumes no infinities
-    last = np.full(m, FLOOR, np.float32)  # each token's nprobe-th best so far
+    k, width = skq.shape
+    sf = skq.reshape(-1)
+    # finite sentinels, not -inf: fastmath assumes no infinities. Per lane: `last` is the
+    # token's nprobe-th best so far (lanes >= m: above every score, so never hit) and `mask`
+    # is 0 (lanes >= m: FLOOR, so the code's best over the m tokens ignores them).
+    last = np.full(width, -FLOOR, np.float32)
+    last[:m] = FLOOR
+    mask = np.full(width, FLOOR, np.float32)
+    mask[:m] = 0.0
+    lf, mf = last.reshape(-1), mask.reshape(-1)
     for i in range(m):
         for j in range(nprobe):
             topv[i, j] = FLOOR
             topi[i, j] = -1
     for c in range(k):
-        row = skq[c]
         best = FLOOR
         hit = False
-        for i in range(m):  # branch-free: the usual centroid beats no token's list
-            best = max(best, row[i])
-            hit |= row[i] > last[i]
+        for o in range(0, width, LANES):  # 16 lanes a register: the usual centroid beats
+            row = vload(sf, c * width + o)  # no token's list, found without a branch a lane
+            best = max(best, vhmax(vadd(row, vload(mf, o))))
+            hit |= vany_gt(row, vload(lf, o))
         keep[c] = best >= tau
         if not hit:
             continue
         for i in range(m):
-            s = row[i]
+            s = skq[c, i]
             if s > last[i]:  # insert into token i's sorted best list
                 j = nprobe - 1
                 while j > 0 and topv[i, j - 1] < s:
@@ -524,6 +542,10 @@ def probe_token_cells(
     topv = np.empty((m, nprobe), np.float32)
     topi = np.empty((m, nprobe), np.int64)
     flag = np.zeros(k, np.bool_)
+    if skq.shape[1] % LANES or not skq.flags.c_contiguous:  # the kernel reads 16 lanes a row
+        wide = np.zeros((k, lanes(skq.shape[1])), np.float32)
+        wide[:, : skq.shape[1]] = skq
+        skq = wide
     cells: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
     return cells, topv, topi
 

@@ -3,7 +3,8 @@
 This module owns `F16`, a numba type lowered to LLVM's ``<16 x float>`` (one AVX-512
 register, two AVX2 ones), and the few operations on it that the MaxSim kernels need:
 ``vload`` / ``vstore`` 16 consecutive float32 of an array (any alignment), ``vadd``,
-``vfma``, ``vmax``, ``vsplat`` and ``vsum``. Why: a numba loop over 16 lanes whose trip count is a
+``vfma``, ``vmax``, ``vsplat``, ``vsum``, and the tests ``vany_gt`` (any lane greater) and
+``vhmax`` (the largest lane). Why: a numba loop over 16 lanes whose trip count is a
 runtime value is vectorised by LLVM for a 64-wide body (AVX-512, unrolled 4x) that never
 runs for 16 lanes, and a loop over a compile-time 16 is unrolled to scalar code because
 LLVM cannot prove the table rows and the accumulators do not alias (results-W.md has the
@@ -120,6 +121,36 @@ def vmax(typingctx: Any, x: Any, y: Any) -> Any:
         return builder.select(gt, args[0], args[1])
 
     return F16(x, y), codegen
+
+
+@intrinsic
+def vany_gt(typingctx: Any, x: Any, y: Any) -> Any:
+    """Whether x > y in any lane."""
+    if not (x == F16 and y == F16):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        gt = builder.fcmp_ordered(">", args[0], args[1])
+        bits = builder.bitcast(gt, ir.IntType(LANES))
+        return builder.icmp_unsigned("!=", bits, ir.Constant(ir.IntType(LANES), 0))
+
+    return types.boolean(x, y), codegen
+
+
+@intrinsic
+def vhmax(typingctx: Any, x: Any) -> Any:
+    """The largest of the 16 lanes of x, as float32."""
+    if not (x == F16):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        best = builder.extract_element(args[0], ir.Constant(ir.IntType(32), 0))
+        for lane in range(1, LANES):
+            e = builder.extract_element(args[0], ir.Constant(ir.IntType(32), lane))
+            best = builder.select(builder.fcmp_ordered(">", e, best), e, best)
+        return best
+
+    return types.float32(x), codegen
 
 
 @intrinsic

@@ -268,6 +268,15 @@ def _needs(ok: bool, rerank: str, what: str) -> None:
         )
 
 
+def uses_blas(p: MVSearchParams, v: View) -> bool:
+    """Whether a search with `p` may run a BLAS product big enough to wake BLAS's thread
+    pool (the exact scan, the exact rerank, query-token pruning's centroid scores), which
+    callers then hold to one thread. The residual pipeline runs no such product (its
+    centroid scores are a numba kernel, its byte tables P GEMMs of 256 x per x lanes, under
+    OpenBLAS's multithreading threshold), and holding the limit costs ~30 us a call."""
+    return v.codec is None or p.query_keep < 1.0 or (p.rerank or default_rerank(v)) == "exact"
+
+
 def default_rerank(v: View) -> str:
     """The best tier stored: the rerank tier if any, else residuals, else exact."""
     codec = v.codec
