@@ -17,12 +17,14 @@ caller keeps every index in bounds: ``vload(a, i)`` reads ``a[i:i + 16]`` unchec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.core.datamodel import models, register_default
+from numba.core.datamodel import models
+from numba.core.datamodel.registry import register_default
 from numba.extending import intrinsic
 
 LANES = 16  # float32 lanes of one `F16` value
@@ -39,10 +41,15 @@ F16 = F16Type()
 _VEC = ir.VectorType(ir.FloatType(), LANES)
 
 
+def _intrinsic(fn: Callable[..., Any]) -> Any:
+    """numba's `intrinsic`, typed as Any (called from numba code with its own arguments)."""
+    return intrinsic(fn)
+
+
 @register_default(F16Type)
 class _F16Model(models.PrimitiveModel):
     def __init__(self, dmm: Any, fe_type: Any) -> None:
-        super().__init__(dmm, fe_type, _VEC)
+        super().__init__(dmm, fe_type, _VEC)  # type: ignore[no-untyped-call]
 
 
 def _f32_array(a: Any) -> bool:
@@ -57,7 +64,7 @@ def _ptr(context: Any, builder: Any, aryty: Any, ary: Any, idx: Any, idxty: Any)
     return builder.bitcast(p, _VEC.as_pointer())
 
 
-@intrinsic
+@_intrinsic
 def vload(typingctx: Any, a: Any, i: Any) -> Any:
     """The 16 float32 ``a.flat[i:i + 16]`` of a C-contiguous float32 array."""
     if not (_f32_array(a) and a.layout == "C" and isinstance(i, types.Integer)):
@@ -70,7 +77,7 @@ def vload(typingctx: Any, a: Any, i: Any) -> Any:
     return F16(a, i), codegen
 
 
-@intrinsic
+@_intrinsic
 def vstore(typingctx: Any, a: Any, i: Any, v: Any) -> Any:
     """``a.flat[i:i + 16] = v`` on a C-contiguous float32 array."""
     if not (_f32_array(a) and a.layout == "C" and isinstance(i, types.Integer) and v == F16):
@@ -84,7 +91,7 @@ def vstore(typingctx: Any, a: Any, i: Any, v: Any) -> Any:
     return types.none(a, i, v), codegen
 
 
-@intrinsic
+@_intrinsic
 def vadd(typingctx: Any, x: Any, y: Any) -> Any:
     """Lane-wise x + y."""
     if not (x == F16 and y == F16):
@@ -96,7 +103,7 @@ def vadd(typingctx: Any, x: Any, y: Any) -> Any:
     return F16(x, y), codegen
 
 
-@intrinsic
+@_intrinsic
 def vfma(typingctx: Any, x: Any, y: Any, z: Any) -> Any:
     """Lane-wise x * y + z, fused (one rounding)."""
     if not (x == F16 and y == F16 and z == F16):
@@ -104,13 +111,15 @@ def vfma(typingctx: Any, x: Any, y: Any, z: Any) -> Any:
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         fnty = ir.FunctionType(_VEC, [_VEC, _VEC, _VEC])
-        fma = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.v16f32")
+        fma = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, "llvm.fma.v16f32"
+        )
         return builder.call(fma, args)
 
     return F16(x, y, z), codegen
 
 
-@intrinsic
+@_intrinsic
 def vmax(typingctx: Any, x: Any, y: Any) -> Any:
     """Lane-wise max(x, y) (y where x is NaN)."""
     if not (x == F16 and y == F16):
@@ -123,7 +132,7 @@ def vmax(typingctx: Any, x: Any, y: Any) -> Any:
     return F16(x, y), codegen
 
 
-@intrinsic
+@_intrinsic
 def vany_gt(typingctx: Any, x: Any, y: Any) -> Any:
     """Whether x > y in any lane."""
     if not (x == F16 and y == F16):
@@ -137,7 +146,7 @@ def vany_gt(typingctx: Any, x: Any, y: Any) -> Any:
     return types.boolean(x, y), codegen
 
 
-@intrinsic
+@_intrinsic
 def vhmax(typingctx: Any, x: Any) -> Any:
     """The largest of the 16 lanes of x, as float32."""
     if not (x == F16):
@@ -153,7 +162,7 @@ def vhmax(typingctx: Any, x: Any) -> Any:
     return types.float32(x), codegen
 
 
-@intrinsic
+@_intrinsic
 def vsplat(typingctx: Any, x: Any) -> Any:
     """16 lanes of the float x."""
     if not isinstance(x, types.Float | types.Integer):
@@ -161,7 +170,7 @@ def vsplat(typingctx: Any, x: Any) -> Any:
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         s = context.cast(builder, args[0], sig.args[0], types.float32)
-        v = cgutils.get_null_value(_VEC)
+        v = cgutils.get_null_value(_VEC)  # type: ignore[no-untyped-call]
         v = builder.insert_element(v, s, ir.Constant(ir.IntType(32), 0))
         mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
         return builder.shuffle_vector(v, v, mask)
@@ -169,7 +178,7 @@ def vsplat(typingctx: Any, x: Any) -> Any:
     return F16(x), codegen
 
 
-@intrinsic
+@_intrinsic
 def vsum(typingctx: Any, x: Any) -> Any:
     """Sum of the 16 lanes of x, in lane order, as float32."""
     if not (x == F16):
