@@ -370,6 +370,9 @@ def _gather(cells, indptr, docs, alive, stamp, mark, out):  # type: ignore[no-un
 @njit(cache=True, nogil=True)
 def _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out):  # type: ignore[no-untyped-def]
     m, nprobe = topi.shape
+    width = best.shape[1]
+    bf = best.reshape(-1)
+    floor = vsplat(FLOOR)
     n = 0
     for i in range(m):
         for j in range(nprobe):
@@ -385,17 +388,22 @@ def _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand,
                     stamp[doc] = mark
                     slot[doc] = n
                     cand[n] = doc
-                    for t in range(m):
-                        best[n, t] = FLOOR
+                    for o in range(0, width, LANES):
+                        vstore(bf, n * width + o, floor)
                     n += 1
                 r = slot[doc]
                 if s > best[r, i]:
                     best[r, i] = s
+    # A token none of whose probed cells holds the document is imputed its lowest probed
+    # score; every probed score is at least that, so the max of the two is the score (lanes
+    # past m: max(FLOOR, 0) = 0, summed after the m tokens, in lane order as a scalar loop).
+    low = np.zeros(width, np.float32)
+    for i in range(m):
+        low[i] = topv[i, nprobe - 1]
     for r in range(n):
         total = np.float32(0.0)
-        for i in range(m):
-            b = best[r, i]
-            total += b if b > FLOOR else topv[i, nprobe - 1]  # imputed: the lowest probed
+        for o in range(0, width, LANES):
+            total += vsum(vmax(vload(bf, r * width + o), vload(low, o)))
         out[r] = total
     return n
 
@@ -573,7 +581,7 @@ def probe_scores(
     total = int((indptr[cells + 1] - indptr[cells]).sum()) if len(cells) else 0
     cap = min(total, len(alive))
     cand = np.empty(cap, np.int64)
-    best = np.empty((cap, topi.shape[0]), np.float32)
+    best = np.empty((cap, lanes(topi.shape[0])), np.float32)  # 16 lanes a register
     out = np.empty(cap, np.float32)
     n = _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out)
     return cand[:n], out[:n]
