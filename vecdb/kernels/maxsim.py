@@ -29,8 +29,9 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
 - ``gather_rows``: the token rows of some documents, back to back (any dtype: rows are
   copied as bytes), the one gather of the raw store, the rerank tier and training.
 
-Pure functions on C-contiguous arrays; no I/O, no state. Each kernel comes serial (GIL-free)
-and parallel over candidates; the wrapper picks by the amount of work.
+Pure functions on C-contiguous arrays; no I/O, no state. Each scoring kernel comes serial
+(GIL-free) and parallel over candidates, the wrapper picking by the amount of work; the
+per-query ones (`centroid_scores`, the probe, `best_of`) are serial.
 """
 
 from __future__ import annotations
