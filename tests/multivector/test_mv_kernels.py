@@ -283,9 +283,10 @@ def test_gather_rows_is_the_documents_rows_back_to_back(dtype: type) -> None:
 @pytest.mark.parametrize("m", [1, 12, 16, 17, 40])
 @pytest.mark.parametrize("d", [7, 26, 128])  # 2, 7 and 32 residual bytes: 4-at-a-time + rest
 def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> None:
-    """The position-major residual kernel equals MaxSim over centroid + decoded codewords and
-    `lut_maxsim` with codes, for query widths around its lane padding, candidates in any order
-    (with repeats, an empty document among them) spanning several token blocks."""
+    """The residual kernel (16 lanes a register) equals MaxSim over centroid + decoded
+    codewords and `lut_maxsim` with codes, for query widths around its lane padding,
+    candidates in any order (with repeats, an empty document among them), serial and
+    parallel."""
     k, nb = 37, row_bytes(d, 2)
     rng = np.random.default_rng(m * 1000 + d)
     tok, off = _docs(d, seed=m + d, n_docs=150)
@@ -299,7 +300,6 @@ def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> 
     bits = code_bits(k)
     packed = pack_codes(codes, bits)
     cand = rng.permutation(np.concatenate([np.arange(150), [3, 5, 5]])).astype(np.int64)
-    assert int((off[cand + 1] - off[cand]).sum()) > 2 * ms.BLOCK_TOKENS
     lut = build_lut(q, books)
     got = np.empty(len(cand), np.float32)
     ms.residual_maxsim(lut, data, off, cand, got, skq, packed, bits)
@@ -309,6 +309,14 @@ def test_residual_maxsim_equals_the_reference_and_lut_maxsim(m: int, d: int) -> 
     assert np.isneginf(got[cand == 3]).all()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(got, old, rtol=1e-5, atol=1e-4)
+    par = np.empty(len(cand), np.float32)
+    w = ms.lanes(m)
+    lut_w = np.zeros((nb, 256, w), np.float32)
+    lut_w[:, :, :m] = lut
+    skq_w = np.zeros((k, w), np.float32)
+    skq_w[:, :m] = skq
+    ms._residual_parallel(skq_w, packed, bits, lut_w, data, off, cand, par)
+    np.testing.assert_array_equal(par, got)
 
 
 def test_residual_maxsim_rejects_missing_codes_and_scores_no_candidates() -> None:
@@ -365,3 +373,33 @@ def test_wider_byte_codebooks_score_their_codewords() -> None:
     ms.lut_maxsim(build_lut(q, books), data, off, cand, out)
     np.testing.assert_allclose(out, _ref(q, decoded, off, cand), rtol=1e-4, atol=1e-3)
     np.testing.assert_array_equal(encode_books(decoded, books), data)
+
+
+@pytest.mark.parametrize("m", [0, 1, 16, 17, 40])
+@pytest.mark.parametrize("k", [1, 8, 37])  # the kernel's 8-centroid body, its rest, both
+def test_centroid_scores_equal_numpy_with_zero_padded_lanes(m: int, k: int) -> None:
+    """`centroid_scores` is centroids @ q.T in a (K, lanes(m)) table, zero past the m
+    query tokens."""
+    rng = np.random.default_rng(m * 100 + k)
+    c = rng.standard_normal((k, 13)).astype(np.float32)
+    q = rng.standard_normal((m, 13)).astype(np.float32)
+    got = ms.centroid_scores(c, q)
+    assert got.shape == (k, ms.lanes(m)) and got.dtype == np.float32
+    np.testing.assert_allclose(got[:, :m], c @ q.T, rtol=1e-5, atol=1e-5)
+    assert not got[:, m:].any()
+    with pytest.raises(ValueError, match="disagree"):
+        ms.centroid_scores(c, q[:, :5])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 50, 64])
+def test_best_of_keeps_the_n_best_in_their_order_first_ties_first(n: int) -> None:
+    """`best_of` keeps the n highest scores (of ties at the n-th, the first ones), in the
+    candidates' own order; n >= len keeps everything."""
+    rng = np.random.default_rng(n)
+    cand = rng.permutation(1000)[:50].astype(np.int64)
+    scores = rng.integers(0, 12, 50).astype(np.float32)  # many ties
+    got_c, got_s = ms.best_of(cand, scores, n)
+    order = np.argsort(-scores, kind="stable")[: min(n, 50)]  # first of equal scores first
+    keep = np.sort(order)
+    np.testing.assert_array_equal(got_c, cand[keep])
+    np.testing.assert_array_equal(got_s, scores[keep])

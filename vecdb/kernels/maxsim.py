@@ -8,14 +8,16 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
 
 - ``maxsim``: exact, over float32 tokens, or int8 tokens with the per-dimension scales folded
   into the query by the caller (``q * scale``);
+- ``centroid_scores``: the (K, lanes) table of centroid x query-token scores every other
+  kernel reads (16 lanes a register, `vecdb.kernels.simd`);
 - ``centroid_interaction``: PLAID's approximation from the tokens' centroid codes and a
   (K, m) table of centroid x query-token scores, optionally over the codes in ``keep`` only;
 - ``lut_maxsim``: scores from packed per-token bytes and a byte lookup table (see
   ``vecdb.kernels.bitpack``): residual codes plus the centroid score (WARP-style scoring
   without decompression), or sign bits alone (the asymmetric float-query x sign-bit
   prefilter);
-- ``residual_maxsim``: ``lut_maxsim`` with codes computed position-major over blocks of
-  tokens (one byte table hot at a time), the residual rerank of the search pipeline;
+- ``residual_maxsim``: ``lut_maxsim`` with codes, 16 query tokens a vector register
+  (`vecdb.kernels.simd`), the residual rerank of the search pipeline;
 - ``probe_cells``: the best cells of each query token from a (K, lanes) centroid-score table,
   and the codes whose best query score reaches PLAID's threshold, in one pass over the table;
 - ``gather_cells``: the unique live documents of some IVF cells (a CSR of document numbers);
@@ -23,19 +25,33 @@ empty document scores -inf (it never ranks). Every kernel scores the documents n
   from the postings alone (WARP's candidate score: per query token the best probed centroid
   score among the cells holding the document, a token with none imputed by its lowest probed
   score), a cheap first cut before the centroid interaction;
+- ``best_of``: the n best-scored candidates in their own order (a cut of the pipeline);
 - ``gather_rows``: the token rows of some documents, back to back (any dtype: rows are
   copied as bytes), the one gather of the raw store, the rerank tier and training.
 
-Pure functions on C-contiguous arrays; no I/O, no state. Each kernel comes serial (GIL-free)
-and parallel over candidates; the wrapper picks by the amount of work.
+Pure functions on C-contiguous arrays; no I/O, no state. Each scoring kernel comes serial
+(GIL-free) and parallel over candidates, the wrapper picking by the amount of work; the
+per-query ones (`centroid_scores`, the probe, `best_of`) are serial.
 """
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import numpy.typing as npt
 from numba import njit, prange
+
+from vecdb.kernels.simd import (
+    LANES,
+    vadd,
+    vany_gt,
+    vfma,
+    vhmax,
+    vload,
+    vmax,
+    vsplat,
+    vstore,
+    vsum,
+)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -44,11 +60,8 @@ U8 = npt.NDArray[np.uint8]
 # Below this many multiply-adds (or lookups) a call runs serially: waking numba's thread pool
 # costs more than the work.
 PARALLEL_MIN_WORK = 1 << 24
-# `residual_maxsim` scores tokens in blocks of this many (their partial sums, BLOCK_TOKENS x
-# LANES floats, stay in L1 while the P byte tables are walked four at a time), and pads the
-# query tokens to a multiple of LANES (a fixed-width inner loop the compiler vectorises).
-BLOCK_TOKENS = 256
-LANES = 16
+# `residual_maxsim` pads the query tokens to a multiple of LANES (`simd.LANES` = 16) and
+# scores 16 of them at a time, each token's 16 partial sums in one vector register.
 FLOOR = np.float32(-3.0e38)  # below every score: `probe_cells`' empty slots (fastmath: no inf)
 
 
@@ -97,39 +110,40 @@ def _maxsim_parallel(q, tokens, offsets, cand, out):  # type: ignore[no-untyped-
 
 
 @njit(cache=True, inline="always")
-def _interaction_doc(skq, packed, bits, keep, lo, hi, best):  # type: ignore[no-untyped-def]
-    m = skq.shape[1]
-    for i in range(m):
-        best[i] = -np.inf
-    for t in range(lo, hi):
-        code = code_at(packed, t, bits)
-        if not keep[code]:
-            continue
-        row = skq[code]
-        for i in range(m):
-            if row[i] > best[i]:
-                best[i] = row[i]
+def _interaction_doc(sf, width, packed, bits, keep, lo, hi):  # type: ignore[no-untyped-def]
+    """Sum over lanes of the best kept-code row of the tokens lo:hi, from flat (K * width)
+    scores, 16 lanes a register; 0 when no token's code is kept (every kept row sets every
+    lane, so the lanes are all set or none)."""
     total = np.float32(0.0)
-    for i in range(m):
-        if best[i] > -np.inf:  # a query token none of whose kept codes is here adds nothing
-            total += best[i]
+    for o in range(0, width, LANES):
+        best = vsplat(FLOOR)
+        hit = False
+        for t in range(lo, hi):
+            code = code_at(packed, t, bits)
+            if keep[code]:
+                hit = True
+                best = vmax(best, vload(sf, code * width + o))
+        if hit:
+            total += vsum(best)
     return total
 
 
 @njit(cache=True, nogil=True)
 def _interaction_serial(skq, packed, bits, keep, offsets, cand, out):  # type: ignore[no-untyped-def]
-    best = np.empty(skq.shape[1], np.float32)
+    width = skq.shape[1]
+    sf = skq.reshape(-1)
     for c in range(cand.shape[0]):
         doc = cand[c]
-        out[c] = _interaction_doc(skq, packed, bits, keep, offsets[doc], offsets[doc + 1], best)
+        out[c] = _interaction_doc(sf, width, packed, bits, keep, offsets[doc], offsets[doc + 1])
 
 
 @njit(cache=True, parallel=True)
 def _interaction_parallel(skq, packed, bits, keep, offsets, cand, out):  # type: ignore[no-untyped-def]
+    width = skq.shape[1]
+    sf = skq.reshape(-1)
     for c in prange(cand.shape[0]):
-        best = np.empty(skq.shape[1], np.float32)
         doc = cand[c]
-        out[c] = _interaction_doc(skq, packed, bits, keep, offsets[doc], offsets[doc + 1], best)
+        out[c] = _interaction_doc(sf, width, packed, bits, keep, offsets[doc], offsets[doc + 1])
 
 
 @njit(cache=True, inline="always")
@@ -182,100 +196,112 @@ def _lut_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # type: ig
 
 
 @njit(cache=True, inline="always")
-def _blocked(skq, packed, bits, lut, data, offsets, cand, c0, c1, out):  # type: ignore[no-untyped-def]
-    """Residual MaxSim of cand[c0:c1] into out[c0:c1], position-major over blocks of tokens."""
-    npos, _, width = lut.shape
-    best = np.full((c1 - c0, width), -np.inf, np.float32)
-    acc = np.empty((BLOCK_TOKENS, width), np.float32)
-    tok = np.empty(BLOCK_TOKENS, np.int64)
-    owner = np.empty(BLOCK_TOKENS, np.int64)
-    c = c0
-    t = offsets[cand[c0]] if c1 > c0 else 0
-    while c < c1:
-        n = 0  # fill a block with the next tokens of the candidates, in order
-        while n < BLOCK_TOKENS and c < c1:
-            if t >= offsets[cand[c] + 1]:
-                c += 1
-                if c < c1:
-                    t = offsets[cand[c]]
-                continue
-            tok[n] = t
-            owner[n] = c - c0
-            n += 1
-            t += 1
-        for j in range(n):
-            base = skq[code_at(packed, tok[j], bits)]
-            for i in range(width):
-                acc[j, i] = base[i]
-        # Four byte positions at a time, the bytes read in place from the token rows: one
-        # load and store of the partial sums per four table rows, no transposed copy of the
-        # bytes. On t2's reranked candidates this is 0.6-0.8x the time of two positions over
-        # transposed bytes when the tables are cold, but the same (0.97-1.02x) with tables
-        # just built, as the pipeline calls it (results-V.md): kept as the simpler code.
-        p = 0
-        while p + 4 <= npos:
-            tab_a, tab_b, tab_c, tab_d = lut[p], lut[p + 1], lut[p + 2], lut[p + 3]
-            for j in range(n):
-                row8 = data[tok[j]]
-                row_a, row_b = tab_a[row8[p]], tab_b[row8[p + 1]]
-                row_c, row_d = tab_c[row8[p + 2]], tab_d[row8[p + 3]]
-                for i in range(width):
-                    acc[j, i] += (row_a[i] + row_b[i]) + (row_c[i] + row_d[i])
-            p += 4
-        while p < npos:
-            tab = lut[p]
-            for j in range(n):
-                row = tab[data[tok[j], p]]
-                for i in range(width):
-                    acc[j, i] += row[i]
-            p += 1
-        for j in range(n):
-            o = owner[j]
-            for i in range(width):
-                if acc[j, i] > best[o, i]:
-                    best[o, i] = acc[j, i]
-    for k in range(c1 - c0):
-        total = np.float32(0.0)
-        for i in range(width):
-            total += best[k, i]
-        out[c0 + k] = total
+def _residual_doc(sf, packed, bits, lf, data, width, lo, hi):  # type: ignore[no-untyped-def]
+    """Residual MaxSim of the tokens lo:hi, from flat (K * width) centroid scores `sf` and
+    flat (P * 256 * width) byte tables `lf`, 16 lanes at a time in registers."""
+    if hi <= lo:
+        return -np.inf
+    npos = data.shape[1]
+    total = np.float32(0.0)
+    for o in range(0, width, LANES):
+        best = vsplat(FLOOR)
+        for t in range(lo, hi):
+            acc = vload(sf, code_at(packed, t, bits) * width + o)
+            row = data[t]
+            base = o
+            for p in range(npos):
+                acc = vadd(acc, vload(lf, base + np.int64(row[p]) * width))
+                base += 256 * width
+            best = vmax(best, acc)
+        total += vsum(best)
+    return total
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _blocked_serial(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
-    _blocked(skq, packed, bits, lut, data, offsets, cand, 0, cand.shape[0], out)
+def _residual_serial(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
+    width = lut.shape[2]
+    sf, lf = skq.reshape(-1), lut.reshape(-1)
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _residual_doc(sf, packed, bits, lf, data, width, offsets[doc], offsets[doc + 1])
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def _blocked_parallel(skq, packed, bits, lut, data, offsets, cand, out, parts):  # type: ignore[no-untyped-def]
-    n = cand.shape[0]
-    for g in prange(parts):
-        _blocked(
-            skq, packed, bits, lut, data, offsets, cand, g * n // parts, (g + 1) * n // parts, out
-        )
+def _residual_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # type: ignore[no-untyped-def]
+    width = lut.shape[2]
+    sf, lf = skq.reshape(-1), lut.reshape(-1)
+    for c in prange(cand.shape[0]):
+        doc = cand[c]
+        out[c] = _residual_doc(sf, packed, bits, lf, data, width, offsets[doc], offsets[doc + 1])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _centroid_scores(c, qt, out):  # type: ignore[no-untyped-def]
+    """out[r, o:o + 16] = c[r] @ qt[:, o:o + 16]: eight centroids at a time, each a register
+    of 16 query-token lanes (eight independent FMA chains hide the FMA latency)."""
+    k, d = c.shape
+    width = qt.shape[1]
+    qf, of = qt.reshape(-1), out.reshape(-1)
+    for o in range(0, width, LANES):
+        r = 0
+        while r + 8 <= k:
+            a0, a1, a2, a3 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
+            a4, a5, a6, a7 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
+            for j in range(d):
+                x = vload(qf, j * width + o)
+                a0 = vfma(vsplat(c[r, j]), x, a0)
+                a1 = vfma(vsplat(c[r + 1, j]), x, a1)
+                a2 = vfma(vsplat(c[r + 2, j]), x, a2)
+                a3 = vfma(vsplat(c[r + 3, j]), x, a3)
+                a4 = vfma(vsplat(c[r + 4, j]), x, a4)
+                a5 = vfma(vsplat(c[r + 5, j]), x, a5)
+                a6 = vfma(vsplat(c[r + 6, j]), x, a6)
+                a7 = vfma(vsplat(c[r + 7, j]), x, a7)
+            vstore(of, r * width + o, a0)
+            vstore(of, (r + 1) * width + o, a1)
+            vstore(of, (r + 2) * width + o, a2)
+            vstore(of, (r + 3) * width + o, a3)
+            vstore(of, (r + 4) * width + o, a4)
+            vstore(of, (r + 5) * width + o, a5)
+            vstore(of, (r + 6) * width + o, a6)
+            vstore(of, (r + 7) * width + o, a7)
+            r += 8
+        while r < k:
+            a0 = vsplat(0.0)
+            for j in range(d):
+                a0 = vfma(vsplat(c[r, j]), vload(qf, j * width + o), a0)
+            vstore(of, r * width + o, a0)
+            r += 1
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-untyped-def]
-    k = skq.shape[0]
-    # finite sentinels, not -inf: fastmath assumes no infinities
-    last = np.full(m, FLOOR, np.float32)  # each token's nprobe-th best so far
+    k, width = skq.shape
+    sf = skq.reshape(-1)
+    # finite sentinels, not -inf: fastmath assumes no infinities. Per lane: `last` is the
+    # token's nprobe-th best so far (lanes >= m: above every score, so never hit) and `mask`
+    # is 0 (lanes >= m: FLOOR, so the code's best over the m tokens ignores them).
+    last = np.full(width, -FLOOR, np.float32)
+    last[:m] = FLOOR
+    mask = np.full(width, FLOOR, np.float32)
+    mask[:m] = 0.0
+    lf, mf = last.reshape(-1), mask.reshape(-1)
     for i in range(m):
         for j in range(nprobe):
             topv[i, j] = FLOOR
             topi[i, j] = -1
     for c in range(k):
-        row = skq[c]
         best = FLOOR
         hit = False
-        for i in range(m):  # branch-free: the usual centroid beats no token's list
-            best = max(best, row[i])
-            hit |= row[i] > last[i]
+        for o in range(0, width, LANES):  # 16 lanes a register: the usual centroid beats
+            row = vload(sf, c * width + o)  # no token's list, found without a branch a lane
+            best = max(best, vhmax(vadd(row, vload(mf, o))))
+            hit |= vany_gt(row, vload(lf, o))
         keep[c] = best >= tau
         if not hit:
             continue
         for i in range(m):
-            s = row[i]
+            s = skq[c, i]
             if s > last[i]:  # insert into token i's sorted best list
                 j = nprobe - 1
                 while j > 0 and topv[i, j - 1] < s:
@@ -300,6 +326,23 @@ def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-unty
             out[n] = c
             n += 1
     return out
+
+
+@njit(cache=True, nogil=True)
+def _best_of(cand, scores, n, out_c, out_s):  # type: ignore[no-untyped-def]
+    thr = np.partition(scores, scores.shape[0] - n)[scores.shape[0] - n]  # the n-th best
+    above = 0
+    for i in range(scores.shape[0]):
+        above += scores[i] > thr
+    ties = n - above  # of the scores equal to the n-th best, the first ones in order
+    j = 0
+    for i in range(scores.shape[0]):
+        s = scores[i]
+        if s > thr or (s == thr and ties > 0):
+            ties -= s == thr
+            out_c[j] = cand[i]
+            out_s[j] = s
+            j += 1
 
 
 @njit(cache=True, nogil=True)
@@ -328,6 +371,9 @@ def _gather(cells, indptr, docs, alive, stamp, mark, out):  # type: ignore[no-un
 @njit(cache=True, nogil=True)
 def _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out):  # type: ignore[no-untyped-def]
     m, nprobe = topi.shape
+    width = best.shape[1]
+    bf = best.reshape(-1)
+    floor = vsplat(FLOOR)
     n = 0
     for i in range(m):
         for j in range(nprobe):
@@ -343,17 +389,22 @@ def _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand,
                     stamp[doc] = mark
                     slot[doc] = n
                     cand[n] = doc
-                    for t in range(m):
-                        best[n, t] = FLOOR
+                    for o in range(0, width, LANES):
+                        vstore(bf, n * width + o, floor)
                     n += 1
                 r = slot[doc]
                 if s > best[r, i]:
                     best[r, i] = s
+    # A token none of whose probed cells holds the document is imputed its lowest probed
+    # score; every probed score is at least that, so the max of the two is the score (lanes
+    # past m: max(FLOOR, 0) = 0, summed after the m tokens, in lane order as a scalar loop).
+    low = np.zeros(width, np.float32)
+    for i in range(m):
+        low[i] = topv[i, nprobe - 1]
     for r in range(n):
         total = np.float32(0.0)
-        for i in range(m):
-            b = best[r, i]
-            total += b if b > FLOOR else topv[i, nprobe - 1]  # imputed: the lowest probed
+        for o in range(0, width, LANES):
+            total += vsum(vmax(vload(bf, r * width + o), vload(low, o)))
         out[r] = total
     return n
 
@@ -361,6 +412,21 @@ def _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand,
 def lanes(m: int) -> int:
     """Width the residual kernel pads m query tokens to (a multiple of LANES)."""
     return max(LANES, -(-m // LANES) * LANES)
+
+
+def centroid_scores(centroids: F32, q: F32) -> F32:
+    """The centroid x query-token scores ``centroids @ q.T`` as a (K, lanes(m)) table, the
+    lanes past the m query tokens zero: the layout every kernel here reads. A broadcast-FMA
+    kernel, not BLAS: on t2 (K = 4,096, d = 128, 16 lanes) 0.66x numpy's matmul into the
+    same layout with equal results (results-W.md), BLAS being tuned for larger outputs."""
+    if centroids.ndim != 2 or q.ndim != 2 or centroids.shape[1] != q.shape[1]:
+        raise ValueError(f"centroids {centroids.shape} and query {q.shape} disagree")
+    width = lanes(len(q))
+    qt = np.zeros((q.shape[1], width), np.float32)
+    qt[:, : len(q)] = q.T
+    out = np.empty((len(centroids), width), np.float32)
+    _centroid_scores(np.ascontiguousarray(centroids, np.float32), qt, out)
+    return out
 
 
 def _tokens_of(offsets: I64, cand: I64) -> int:
@@ -397,6 +463,11 @@ def centroid_interaction(
     if keep.shape != (skq.shape[0],):
         raise ValueError(f"keep must have one flag per centroid ({skq.shape[0]})")
     work = _tokens_of(offsets, cand) * skq.shape[1]
+    width = lanes(skq.shape[1])
+    if skq.shape[1] != width or not skq.flags.c_contiguous:  # the kernel reads 16 lanes a row
+        wide = np.zeros((skq.shape[0], width), np.float32)  # padded lanes score 0: add 0
+        wide[:, : skq.shape[1]] = skq
+        skq = wide
     par = len(cand) > 1 and work >= PARALLEL_MIN_WORK
     fn = _interaction_parallel if par else _interaction_serial
     fn(skq, packed, bits, keep, offsets, cand, out)
@@ -429,12 +500,13 @@ def lut_maxsim(
 def residual_maxsim(
     lut: F32, data: U8, offsets: I64, cand: I64, out: F32, skq: F32, packed: U8, bits: int
 ) -> None:
-    """`lut_maxsim` with codes (the residual rerank), computed position-major: the tokens of
-    the candidates in blocks of BLOCK_TOKENS, each block's partial sums updated four byte
-    positions at a time, so four (256, m) tables are hot at a time instead of all P of them
-    per token. Equal to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float
-    rounding; about twice as fast on the benchmark tiers (results-M5.md). Tables already
-    `lanes(m)` wide, zero past the query's tokens, are used as they are."""
+    """`lut_maxsim` with codes (the residual rerank): each token's scores for 16 query
+    tokens at a time are one `simd.F16` register, its centroid's row plus one table row per
+    byte, so the partial sums are never stored and each table row is one vector load. Equal
+    to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float rounding;
+    on t2's 96 reranked candidates 0.35-0.39x the time of the position-major blocked kernel
+    it replaced (results-W.md). Tables already `lanes(m)` wide, zero past the query's tokens,
+    are used as they are."""
     _check(offsets, cand, out)
     if lut.ndim != 3 or lut.shape[1] != 256 or data.ndim != 2 or data.shape[1] != lut.shape[0]:
         raise ValueError(f"lut {lut.shape} and data {data.shape} disagree")
@@ -452,11 +524,9 @@ def residual_maxsim(
     if len(cand) == 0:
         return
     work = _tokens_of(offsets, cand) * npos * m
-    if len(cand) > 1 and work >= PARALLEL_MIN_WORK:
-        parts = min(len(cand), 4 * numba.get_num_threads())
-        _blocked_parallel(skq_w, packed, bits, lut_w, data, offsets, cand, out, parts)
-    else:
-        _blocked_serial(skq_w, packed, bits, lut_w, data, offsets, cand, out)
+    fn = _residual_parallel if len(cand) > 1 and work >= PARALLEL_MIN_WORK else _residual_serial
+    fn(np.ascontiguousarray(skq_w), packed, bits, np.ascontiguousarray(lut_w), data, offsets,
+       cand, out)  # fmt: skip
 
 
 def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_]) -> I64:
@@ -481,6 +551,10 @@ def probe_token_cells(
     topv = np.empty((m, nprobe), np.float32)
     topi = np.empty((m, nprobe), np.int64)
     flag = np.zeros(k, np.bool_)
+    if skq.shape[1] % LANES or not skq.flags.c_contiguous:  # the kernel reads 16 lanes a row
+        wide = np.zeros((k, lanes(skq.shape[1])), np.float32)
+        wide[:, : skq.shape[1]] = skq
+        skq = wide
     cells: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
     return cells, topv, topi
 
@@ -508,10 +582,24 @@ def probe_scores(
     total = int((indptr[cells + 1] - indptr[cells]).sum()) if len(cells) else 0
     cap = min(total, len(alive))
     cand = np.empty(cap, np.int64)
-    best = np.empty((cap, topi.shape[0]), np.float32)
+    best = np.empty((cap, lanes(topi.shape[0])), np.float32)  # 16 lanes a register
     out = np.empty(cap, np.float32)
     n = _probe_scores(skq, topv, topi, indptr, docs, alive, stamp, mark, slot, cand, best, out)
     return cand[:n], out[:n]
+
+
+def best_of(cand: I64, scores: F32, n: int) -> tuple[I64, F32]:
+    """The n best-scored (highest) of `cand`, in their order in `cand` (all of them when n
+    >= len(cand)); of the scores equal to the n-th best, the first ones. One pass of
+    quickselect and one of copying: the pipeline's intermediate cuts, which need the set,
+    not its order (the final `top` orders it)."""
+    if n >= len(cand):
+        return cand, scores
+    out_c = np.empty(max(n, 0), np.int64)
+    out_s = np.empty(max(n, 0), np.float32)
+    if n > 0:
+        _best_of(cand, np.ascontiguousarray(scores, np.float32), n, out_c, out_s)
+    return out_c, out_s
 
 
 def gather_cells(

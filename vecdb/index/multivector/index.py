@@ -12,6 +12,7 @@ lock and published by swapping an immutable `View`; searches never wait for a tr
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -27,7 +28,7 @@ from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
-from vecdb.index.multivector.search import exact_scores, search_batch, top
+from vecdb.index.multivector.search import exact_scores, search_batch, top, uses_blas
 from vecdb.index.multivector.stats import view_codes, view_stats
 from vecdb.index.multivector.view import (
     View,
@@ -300,7 +301,10 @@ class MultiVectorIndex:
         qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible)
-        with single_threaded_blas():  # BLAS's spinning pool starves numba's (kernels.distance)
+        # BLAS's spinning pool starves numba's (kernels.distance): held to one thread when
+        # the search may wake it
+        hold = single_threaded_blas() if uses_blas(p, v) else contextlib.nullcontext()
+        with hold:
             docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 

@@ -32,7 +32,9 @@ from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
 from vecdb.kernels.bitpack import sign_lut
 from vecdb.kernels.maxsim import (
+    best_of,
     centroid_interaction,
+    centroid_scores,
     gather_cells,
     lanes,
     lut_maxsim,
@@ -142,13 +144,12 @@ def search_one(
     st = dict.fromkeys(STAT_KEYS, 0.0)
     st["queries"] = 1.0
     live_docs = np.flatnonzero(live) if scratch.live_docs is None else scratch.live_docs
-    raw_sizes = np.diff(v.raw_off)
     codec = v.codec
     if codec is None or len(live_docs) <= k:  # untrained, or nothing to choose from
         scores = exact_scores(q, raw, v, live_docs)
         st.update(candidates=len(live_docs), docs_scored=len(live_docs), exact=1.0,
-                  tokens_scored=float(raw_sizes[live_docs].sum()),
-                  bytes_read=float(raw_sizes[live_docs].sum() * raw.width))  # fmt: skip
+                  tokens_scored=float(_sizes(v.raw_off, live_docs).sum()),
+                  bytes_read=float(_sizes(v.raw_off, live_docs).sum() * raw.width))  # fmt: skip
         d, s = top(live_docs, scores, k)
         return d, s, st
     nprobe, tau, ndocs, probe_keep = p.resolve(k)
@@ -156,13 +157,11 @@ def search_one(
     if p.query_keep < 1.0:
         sim = q @ codec.centroids.T  # (m, K)
         q = q[query_tokens(q, sim.argmax(axis=1), codec.idf, p.query_keep)]
-    # Centroid scores (K, lanes): one GEMM straight into the layout the kernels read (a row
-    # per centroid, the query tokens padded with zeros to the rerank kernel's lanes, so no
-    # transposed or padded copy is made; padded lanes score 0 everywhere and add nothing).
+    # Centroid scores (K, lanes): straight into the layout the kernels read (a row per
+    # centroid, the query tokens padded with zeros to the kernels' 16 lanes, so no transposed
+    # or padded copy is made; padded lanes score 0 everywhere and add nothing).
     width = lanes(len(q))
-    qp = np.zeros((width, q.shape[1]), np.float32)
-    qp[: len(q)] = q
-    skq = codec.centroids @ qp.T
+    skq = centroid_scores(codec.centroids, q)
     # Pass 2: probe cells, gather their live documents (and their probe scores); while fewer
     # than the second pass keeps are found, probe twice as many cells (up to ADAPT_MAX x).
     second = max(k, ndocs // 4)
@@ -196,50 +195,49 @@ def search_one(
         cand, extra = live_docs, np.zeros(0, np.int64)
         st["candidates"] = float(len(cand))
     elif psc is not None and len(cand) > probe_keep:  # Pass 3: the probe-score cut
-        cand, _ = top(cand, psc, probe_keep)
+        cand, _ = best_of(cand, psc, probe_keep)
     if len(extra):
         cand = np.concatenate([cand, extra])
-    enc_sizes = np.diff(v.enc_off)
     bits = v.bits
     every = scratch.every(codec.k)
     # Centroid interaction, pruned then full.
     if len(cand) > ndocs:
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, keep)
-        st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
-        cand, _ = top(cand, sc, ndocs)
+        st["bytes_read"] += float(_sizes(v.enc_off, cand).sum()) * bits / 8
+        cand, _ = best_of(cand, sc, ndocs)
     if len(cand) > second:
         sc = np.empty(len(cand), np.float32)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, every)
-        cand, _ = top(cand, sc, second)
+        cand, _ = best_of(cand, sc, second)
     # Pass 4: sign-bit prefilter.
     if p.hamming_keep and codec.sign_bits and len(cand) > max(k, p.hamming_keep):
         sc = np.empty(len(cand), np.float32)
         lut_maxsim(sign_lut(q), v.signs, v.enc_off, cand, sc)
-        st["bytes_read"] += float(enc_sizes[cand].sum() * v.signs.shape[1])
-        cand, _ = top(cand, sc, max(k, p.hamming_keep))
+        st["bytes_read"] += float(_sizes(v.enc_off, cand).sum() * v.signs.shape[1])
+        cand, _ = best_of(cand, sc, max(k, p.hamming_keep))
     # Pass 5: rerank.
     rerank = p.rerank or default_rerank(v)
     sc = np.empty(len(cand), np.float32)
     if rerank == "exact":
         sc = exact_scores(q, raw, v, cand)
-        st["bytes_read"] += float(raw_sizes[cand].sum() * raw.width)
-        scored = raw_sizes[cand]
+        st["bytes_read"] += float(_sizes(v.raw_off, cand).sum() * raw.width)
+        scored = _sizes(v.raw_off, cand)
     elif rerank == "codes":  # the full centroid interaction is the ranking (HPC-ColPali)
         centroid_interaction(skq, v.codes, bits, v.enc_off, cand, sc, every)
-        st["bytes_read"] += float(enc_sizes[cand].sum()) * bits / 8
-        scored = enc_sizes[cand]
+        st["bytes_read"] += float(_sizes(v.enc_off, cand).sum()) * bits / 8
+        scored = _sizes(v.enc_off, cand)
     elif rerank == "signs":  # float query x sign bits (Vespa's unpacked binary)
         _needs(codec.sign_bits, "signs", "sign_bits=true")
         lut_maxsim(sign_lut(q), v.signs, v.enc_off, cand, sc)
-        st["bytes_read"] += float(enc_sizes[cand].sum() * v.signs.shape[1])
-        scored = enc_sizes[cand]
+        st["bytes_read"] += float(_sizes(v.enc_off, cand).sum() * v.signs.shape[1])
+        scored = _sizes(v.enc_off, cand)
     elif rerank == "residual":
         _needs(codec.residual_bits > 0, "residual", "residual_bits > 0")
         lut = codec.lut(q, width)  # padded as skq: the kernel copies neither
         residual_maxsim(lut, v.residuals, v.enc_off, cand, sc, skq, v.codes, bits)
-        st["bytes_read"] += float(enc_sizes[cand].sum()) * (v.residuals.shape[1] + bits / 8)
-        scored = enc_sizes[cand]
+        scored = _sizes(v.enc_off, cand)
+        st["bytes_read"] += float(scored.sum()) * (v.residuals.shape[1] + bits / 8)
     else:
         _needs(tier is not None and codec.tier == rerank, rerank, f"rerank_tier={rerank!r}")
         assert tier is not None
@@ -248,13 +246,18 @@ def search_one(
         rows = rows if rerank == "int8" else np.asarray(rows, np.float32)
         maxsim(np.ascontiguousarray(qq, np.float32), rows, local, np.arange(len(cand)), sc)
         st["bytes_read"] += float(local[-1] * tier.width)
-        scored = enc_sizes[cand]
+        scored = _sizes(v.enc_off, cand)
     st["docs_scored"] = float(len(cand))
     st["tokens_scored"] = float(scored.sum())
-    full = float(raw_sizes[cand].sum()) * m
+    full = float(_sizes(v.raw_off, cand).sum()) * m
     st["maxsim_work_saved"] = 1.0 - float(scored.sum()) * len(q) / full if full else 0.0
     d, s = top(cand, sc, k)
     return d, s, st
+
+
+def _sizes(offsets: I64, docs: I64) -> I64:
+    """Tokens of each of `docs` (not np.diff over every document: a query reads a few)."""
+    return offsets[docs + 1] - offsets[docs]
 
 
 def _needs(ok: bool, rerank: str, what: str) -> None:
@@ -263,6 +266,15 @@ def _needs(ok: bool, rerank: str, what: str) -> None:
             f"params.rerank={rerank!r} needs a collection built with {what}",
             field="params.rerank",
         )
+
+
+def uses_blas(p: MVSearchParams, v: View) -> bool:
+    """Whether a search with `p` may run a BLAS product big enough to wake BLAS's thread
+    pool (the exact scan, the exact rerank, query-token pruning's centroid scores), which
+    callers then hold to one thread. The residual pipeline runs no such product (its
+    centroid scores are a numba kernel, its byte tables P GEMMs of 256 x per x lanes, under
+    OpenBLAS's multithreading threshold), and holding the limit costs ~30 us a call."""
+    return v.codec is None or p.query_keep < 1.0 or (p.rerank or default_rerank(v)) == "exact"
 
 
 def default_rerank(v: View) -> str:
