@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
-from vecdb.index.spann import rerank
+from vecdb.index.spann import rerank, single
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
 from vecdb.index.spann.fanout import fan_out_pairs, run_phases
@@ -143,6 +143,10 @@ def search(
     if st.store is not None and sp.rerank_k > 0:  # candidates, then the exact rerank
         return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
+    if nq == 1 and visible is None:  # one warm query: passes 1-4 in one kernel call
+        one = single.search_one(st, queries, k, sp)
+        if one is not None:
+            return one
     ids = np.full((nq, k), -1, dtype=np.int64)
     out_d = np.full((nq, k), np.inf, dtype=np.float32)
     stats = SearchStats(queries=nq)
