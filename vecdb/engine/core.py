@@ -163,7 +163,7 @@ class CollectionCore:
         """Count one call out (after `enter`); wakes `shut` when the last one leaves."""
         with self._gate:
             self._users -= 1
-            if self._users == 0:
+            if self._users == 0 and self.closing:  # only `shut` waits, once closing is set
                 self._gate.notify_all()
 
     def shut(self) -> None:

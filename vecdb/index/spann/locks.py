@@ -19,7 +19,8 @@ class RWLock:
     """Readers-writer lock with writer preference and write-hold accounting."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())  # guards the counters below
+        self._mutex = threading.Lock()  # guards the counters below
+        self._cond = threading.Condition(self._mutex)  # waits for them to change
         self._readers = 0  # readers inside
         self._writer = False  # a writer is inside
         self._waiting_writers = 0  # writers queued (they block new readers)
@@ -34,16 +35,20 @@ class RWLock:
         return self._read_side
 
     def _enter_read(self) -> None:
+        with self._mutex:  # no writer in or waiting (the usual case): in, without the
+            if not (self._writer or self._waiting_writers):  # Condition's Python methods
+                self._readers += 1
+                return
         with self._cond:
             while self._writer or self._waiting_writers:
                 self._cond.wait()
             self._readers += 1
 
     def _leave_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
-            if self._readers == 0:
-                self._cond.notify_all()
+            if self._readers == 0 and self._waiting_writers:  # only a writer waits for this
+                self._cond.notify_all()  # (the Condition's lock is `_mutex`, held here)
 
     @contextmanager
     def write(self, phase: str = "") -> Iterator[None]:

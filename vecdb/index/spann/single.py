@@ -36,9 +36,6 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
     reader = st.reader
     if not isinstance(reader, MmapReader):
         return None
-    ids = np.full((1, k), -1, dtype=np.int64)
-    out_d = np.full((1, k), np.inf, dtype=np.float32)
-    counts = np.zeros(3, np.int64)
     mode = blockcheck.MODE
     with st.lock.read():
         g, live = st.graph, st.live_heads
@@ -51,8 +48,7 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
         t = st.table
         qoff, qscale = st.quant()
         verified = st.file.verified
-        sel = np.empty((1, m), np.int64)
-        status = kernel(
+        status, ids, out_d, postings, pairs, pages = kernel(
             query, g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt,
             g.entry, g.maxlevel, g.n, hk, g.space == "ip", g.labels,
             m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
@@ -61,11 +57,10 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None and mode != "always", mode != "off",
             st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric],
-            sel, ids, out_d, counts,
+            k,
         )  # fmt: skip
     if status != OK or ids[0, -1] < 0:
         return None
-    postings, pairs, pages = counts.tolist()
     stats = SearchStats(
         queries=1,
         heads_searched=m,
