@@ -48,7 +48,9 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
         t = st.table
         qoff, qscale = st.quant()
         verified = st.file.verified
-        status, ids, out_d, postings, pairs, pages = kernel(
+        ids = np.empty((1, k), np.int64)
+        out_d = np.empty((1, k), np.float32)
+        status, postings, pairs, pages = kernel(
             query, g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt,
             g.entry, g.maxlevel, g.n, hk, g.space == "ip", g.labels,
             m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
@@ -56,8 +58,7 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
             *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None and mode != "always", mode != "off",
-            st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric],
-            k,
+            st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
         )  # fmt: skip
     if status != OK or ids[0, -1] < 0:
         return None
