@@ -21,7 +21,9 @@ takes max_postings / sqrt(share of the points visible) heads (`filtered_postings
 `THREADED_MIN_QUERIES` or more runs passes 1-4 as tasks (`threaded`: chunks of queries find
 and prune their heads, then parts of the posting ids are each gathered, checked and scanned,
 so no step of the batch runs on one thread while the others wait); a smaller or cold one runs
-passes 1 and 4 on those threads.
+passes 1 and 4 on those threads. One warm query without `visible` (what an app sends) runs
+passes 1-4 in one kernel call instead (`single.search_one`: the same kernels and values, no
+Python between them), falling back to this path for anything it does not handle.
 """
 
 from __future__ import annotations
