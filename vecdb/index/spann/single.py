@@ -5,10 +5,11 @@ about as much again in the Python between the kernels (see `kernels.single`). `s
 takes the index's arrays, makes one `kernels.single.search_one` call under the read lock and
 builds the result; it answers exactly what `search.search` answers for the same query (the
 same kernels on the same values, the same counters) and returns None whenever the ordinary
-path has more to do: a cold reader, no head graph yet, fewer heads than asked, a block to
-CRC-check or failing its check (the ordinary path raises naming the file), or a row short of
-k results (pass 5 widens it). Only `search.search` calls it; it never raises on the index's
-content.
+path has more to do: a cold reader (or VECDB_BLOCK_CRC=always), no head graph yet, fewer
+heads than asked, a block to CRC-check or failing its check (the ordinary path raises naming
+the file), or a row short of k results (pass 5 widens it). Only `search.search` calls it; it
+never raises on the index's content. A block's first warm read after an open or a write thus
+costs its query a second head search (the fast try, then the ordinary path).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
     """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
     when the ordinary path must run (see the module docstring)."""
     reader = st.reader
-    if not isinstance(reader, MmapReader):
-        return None
     mode = blockcheck.MODE
+    if not isinstance(reader, MmapReader) or mode == "always":  # (every block: a CRC)
+        return None
     with st.lock.read():
         g, live = st.graph, st.live_heads
         if g is None or live == 0:
