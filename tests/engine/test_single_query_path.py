@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import vecdb
-from vecdb.engine import query_stats, tenant_search
+from vecdb.engine import query_stats, reader, tenant_search
 from vecdb.engine import validate as v
 from vecdb.errors import InvalidArgument, NotFound
 from vecdb.index.base import SearchStats
@@ -75,6 +75,39 @@ def test_fast_query_checks_match_the_full_ones(
             x[rng.integers(rows), rng.integers(dim)] = poison
     q = x[0] if one_d else x
     _same(_outcome(v.queries_as_stored, q, dim, metric), _outcome(_full, q, dim, metric))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    dim=st.integers(1, 400),
+    scale=st.integers(-40, 40),
+    one_d=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+    metric=st.sampled_from(METRICS),
+    poison=st.sampled_from([None, np.nan, np.inf, 0.0, 3e18, 1e38]),
+)
+def test_one_query_kernel_is_queries_as_stored(
+    dim: int, scale: int, one_d: bool, seed: int, metric: Metric, poison: Any
+) -> None:
+    """`reader._one_query` (one kernel call) gives `queries_as_stored`'s bits for a row
+    that passes the checks, and None (the full path judges it) for one that does not."""
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        x = (rng.standard_normal((1, dim)) * 10.0**scale).astype(np.float32)
+    if poison == 0.0:
+        x[0] = 0.0
+    elif poison is not None:
+        x[0, rng.integers(dim)] = poison
+    q = x[0] if one_d else x
+    got = reader._one_query(q, dim, metric)
+    full = _outcome(v.queries_as_stored, q, dim, metric)
+    sq = float(np.add.reduce(x[0].astype(np.float64) ** 2))
+    fits = (sq > 0.0 if metric is Metric.COSINE else sq >= 0.0) and sq <= v.FAST_SQ_NORM
+    assert (got is not None) == fits
+    if got is not None:
+        _same(("ok", got), full)
+    assert reader._one_query(x.astype(np.float64), dim, metric) is None  # not float32
+    assert reader._one_query(np.ones((2, dim), np.float32), dim, metric) is None  # 2 rows
 
 
 @pytest.mark.parametrize(

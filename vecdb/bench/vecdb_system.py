@@ -152,7 +152,9 @@ class _VecdbSystem(System):
                 params=self.params or None,
             )
             ids = np.asarray(res.ids)
-            out[lo : lo + len(ids)] = np.where(ids == None, -1, ids).astype(np.int64)  # noqa: E711
+            if ids.dtype == object:  # str ids, padded with None (int ids: -1 already)
+                ids = np.where(ids == None, -1, ids)  # noqa: E711
+            out[lo : lo + len(ids)] = ids.astype(np.int64)
             stats = getattr(res, "stats", None)
             if isinstance(stats, Mapping):
                 self.result_io[0] += _first(stats, READ_KEYS)

@@ -145,7 +145,9 @@ class CollectionCore:
         self.closing = False  # set by drop/close: new calls fail, the worker abandons its job
         self.index_epoch = 0  # moves when a rebuild hands the index's points to the buffer
         self._users = 0  # calls inside the collection now
-        self._gate = threading.Condition()  # close waits here for them to leave
+        self._mutex = threading.Lock()  # guards `_users` and `closing` (every call takes it
+        # twice: a plain lock, not the Condition's Python-level enter and exit)
+        self._gate = threading.Condition(self._mutex)  # close waits here for them to leave
 
     def use(self) -> _InUse:
         """Hold the collection open for one call (`Unavailable` once it is closing): a
@@ -154,17 +156,17 @@ class CollectionCore:
 
     def enter(self) -> None:
         """Count one call in (`use` without the context manager)."""
-        with self._gate:
+        with self._mutex:
             if self.closing:
                 raise Unavailable(f"collection {self.cfg.name!r} is closed")
             self._users += 1
 
     def leave(self) -> None:
         """Count one call out (after `enter`); wakes `shut` when the last one leaves."""
-        with self._gate:
+        with self._mutex:
             self._users -= 1
-            if self._users == 0:
-                self._gate.notify_all()
+            if self._users == 0 and self.closing:  # only `shut` waits, once closing is set
+                self._gate.notify_all()  # (`_gate`'s lock is `_mutex`, held here)
 
     def shut(self) -> None:
         """Refuse new calls and wait for the running ones to leave."""

@@ -35,8 +35,9 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
+from vecdb.kernels.unitrow import unit_row
 from vecdb.storage.kv import View
-from vecdb.types import Id, IdType, Record, SearchResult
+from vecdb.types import Id, IdType, Metric, Record, SearchResult
 
 _FILTER_GROWTH = 4  # a filtered search widens k by this factor until it has enough matches
 _FILTER_MAX_CANDIDATES = 4096  # beyond this many candidates, scan the matching points instead
@@ -95,7 +96,9 @@ def search(
     compiled = filters.parse(flt)
     v.check_flag("with_payload", with_payload)
     v.check_flag("with_vectors", with_vectors)
-    q = v.queries_as_stored(queries, coll.cfg.dim, coll.metric)
+    q = _one_query(queries, coll.cfg.dim, coll.metric)
+    if q is None:
+        q = v.queries_as_stored(queries, coll.cfg.dim, coll.metric)
     if params is not None and not isinstance(params, dict):
         raise InvalidArgument("params must be a JSON object of search parameter -> value")
     if scope is not None:
@@ -123,6 +126,22 @@ def search(
     degraded = coll.status.degraded  # exact answers while a quarantined index is rebuilt
     dist = dist.astype(np.float32, copy=False)  # a fresh array of this call's
     return SearchResult(ids, dist, pays, vecs, degraded=degraded)
+
+
+def _one_query(queries: object, dim: int, metric: Metric) -> F32 | None:
+    """`validate.queries_as_stored` of the usual single query, a float32 ndarray (dim,) or
+    (1, dim), in one kernel call (`unitrow.unit_row`: the same values bit for bit); None
+    for anything else or a row failing a check, which `queries_as_stored` then judges."""
+    if type(queries) is not np.ndarray or queries.dtype != np.float32:
+        return None
+    if queries.shape == (dim,):
+        row = queries
+    elif queries.shape == (1, dim):
+        row = queries[0]
+    else:
+        return None
+    out = np.empty((1, dim), np.float32)
+    return out if unit_row(row, metric is Metric.COSINE, v.FAST_SQ_NORM, out) else None
 
 
 def _vector(raw: bytes | None) -> F32 | None:

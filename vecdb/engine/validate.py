@@ -356,13 +356,13 @@ def prepare_queries(queries: object, dim: int, metric: Metric) -> npt.NDArray[np
 
 # Squared norms below this pass every component check at once: no |x| can exceed
 # MAX_ABS_COMPONENT and no distance can overflow float32 (see `queries_as_stored`).
-_FAST_SQ_NORM = min(config.MAX_SQ_NORM, config.MAX_ABS_COMPONENT**2)
+FAST_SQ_NORM = min(config.MAX_SQ_NORM, config.MAX_ABS_COMPONENT**2)
 
 
 def queries_as_stored(queries: object, dim: int, metric: Metric) -> npt.NDArray[np.float32]:
     """`prepare_queries`, then unit rows for cosine (`normalize`): the queries as the index
     compares them. A float32 array of the right width (the usual single query) is checked
-    from its squared norms alone (finite, non-zero for cosine, below `_FAST_SQ_NORM`) and
+    from its squared norms alone (finite, non-zero for cosine, below `FAST_SQ_NORM`) and
     normalised from the same norms, the very float64 arithmetic of the two steps; anything
     else, and any array failing a check, takes the two steps, so errors are theirs."""
     if isinstance(queries, np.ndarray) and queries.dtype == np.float32:
@@ -373,7 +373,7 @@ def queries_as_stored(queries: object, dim: int, metric: Metric) -> npt.NDArray[
             sq = np.add.reduce(wide * wide, axis=1)  # = (wide * wide).sum(axis=1)
             lo, hi = (float(sq[0]),) * 2 if n == 1 else (float(sq.min()), float(sq.max()))
             cosine = metric is Metric.COSINE
-            if (lo > 0.0 if cosine else lo >= 0.0) and hi <= _FAST_SQ_NORM:  # NaN fails
+            if (lo > 0.0 if cosine else lo >= 0.0) and hi <= FAST_SQ_NORM:  # NaN fails
                 if not cosine:
                     return np.ascontiguousarray(arr, np.float32).copy()
                 norms = math.sqrt(lo) if n == 1 else np.sqrt(sq)[:, None]  # both IEEE sqrt

@@ -202,6 +202,9 @@ class SpannIndex:
     # --- argument checks ---------------------------------------------------------------------
 
     def _rows(self, x: Any, name: str) -> Vectors:
+        if type(x) is np.ndarray and x.ndim == 2 and x.dtype == np.float32:
+            if x.shape[1] == self.state.dim and x.flags.c_contiguous:  # the engine's rows
+                return x
         a = np.ascontiguousarray(x, dtype=np.float32)
         dim = self.state.dim
         if a.size % dim:

@@ -21,7 +21,9 @@ takes max_postings / sqrt(share of the points visible) heads (`filtered_postings
 `THREADED_MIN_QUERIES` or more runs passes 1-4 as tasks (`threaded`: chunks of queries find
 and prune their heads, then parts of the posting ids are each gathered, checked and scanned,
 so no step of the batch runs on one thread while the others wait); a smaller or cold one runs
-passes 1 and 4 on those threads.
+passes 1 and 4 on those threads. One warm query without `visible` (what an app sends) runs
+passes 1-4 in one kernel call instead (`single.search_one`: the same kernels and values, no
+Python between them), falling back to this path for anything it does not handle.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
-from vecdb.index.spann import rerank
+from vecdb.index.spann import rerank, single
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
 from vecdb.index.spann.fanout import fan_out_pairs, run_phases
@@ -143,6 +145,10 @@ def search(
     if st.store is not None and sp.rerank_k > 0:  # candidates, then the exact rerank
         return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
+    if nq == 1 and visible is None:  # one warm query: passes 1-4 in one kernel call
+        one = single.search_one(st, queries, k, sp)
+        if one is not None:
+            return one
     ids = np.full((nq, k), -1, dtype=np.int64)
     out_d = np.full((nq, k), np.inf, dtype=np.float32)
     stats = SearchStats(queries=nq)

@@ -1,0 +1,113 @@
+"""One warm query's fast path (`spann.single`, one `kernels.single.search_one` call) gives
+what the ordinary path gives: the same slots, the same distance bits and the same counters,
+for every metric and posting dtype; and it steps aside (returns None) exactly where the
+ordinary path has more to do: blocks whose CRC is still to be checked, a row short of k
+results, a corrupt block (the ordinary path raises naming the file). `kernels.unitrow`'s sum
+is numpy's, bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_spann_support import clustered
+
+from vecdb.errors import FormatError
+from vecdb.index.params import SearchParams
+from vecdb.index.spann import open_spann, search, single
+from vecdb.kernels.unitrow import _pairwise
+
+N, D, K = 4_000, 20, 10
+
+
+def _ordinary(monkeypatch: pytest.MonkeyPatch, st, q, k, sp):  # type: ignore[no-untyped-def]
+    """`search.search` with the fast path switched off."""
+    with monkeypatch.context() as m:
+        m.setattr(single, "search_one", lambda *a: None)
+        return search.search(st, q, k, sp, None)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "int8"])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_fast_path_equals_the_ordinary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str, metric: str
+) -> None:
+    """Slots, distance bits and counters equal; after one ordinary pass (CRCs checked) the
+    fast path answers every query, before it none whose blocks are unverified."""
+    x = clustered(N, D, seed=3)
+    if metric == "cosine":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, _ = open_spann(D, metric, {"vector_dtype": dtype}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(N), x)
+        st = idx.state
+        q = clustered(60, D, seed=4)
+        if metric == "cosine":
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
+        for mp in (2, 8, 32):
+            sp = SearchParams.parse({"max_postings": mp})
+            st.file.verified.bits[:] = 0  # nothing verified yet: every query steps aside
+            assert all(single.search_one(st, q[i : i + 1], K, sp) is None for i in range(5))
+            want = [_ordinary(monkeypatch, st, q[i : i + 1], K, sp) for i in range(len(q))]
+            for i, w in enumerate(want):
+                got = single.search_one(st, q[i : i + 1], K, sp)
+                assert got is not None
+                np.testing.assert_array_equal(got.slots, w.slots)
+                assert got.distances.tobytes() == w.distances.tobytes()
+                assert got.stats == w.stats
+                via = idx.search(q[i], K, {"max_postings": mp})  # the public call takes it
+                np.testing.assert_array_equal(via.slots, w.slots)
+    finally:
+        idx.close()
+
+
+def test_short_rows_and_corrupt_blocks_take_the_ordinary_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """k above what the read postings hold: None (the ordinary path widens to k results);
+    a block whose header is damaged: None, and the public search raises FormatError."""
+    x = clustered(N, D, seed=5)
+    idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(N), x)
+        st = idx.state
+        q = clustered(4, D, seed=6)
+        sp = SearchParams.parse({"max_postings": 2})
+        for i in range(len(q)):
+            _ordinary(monkeypatch, st, q[i : i + 1], K, sp)  # verifies the blocks' CRCs
+            assert single.search_one(st, q[i : i + 1], K, sp) is not None
+        big = 1500  # more than two postings hold: the ordinary path widens
+        assert single.search_one(st, q[:1], big, sp) is None
+        full = idx.search(q[0], big, {"max_postings": 2})
+        assert (full.slots[0] >= 0).all()
+        q0 = q[:1]
+        first = min(_blocks_of(st, q0, sp))  # a block the query reads
+        with open(st.file.path, "r+b") as f:  # the map is shared: it sees the write
+            f.seek(first)
+            f.write(b"XXXX")  # its magic
+        assert single.search_one(st, q0, K, sp) is None
+        with pytest.raises(FormatError):
+            idx.search(q0, K, {"max_postings": 2})
+    finally:
+        idx.close()
+
+
+def _blocks_of(st, q, sp):  # type: ignore[no-untyped-def]
+    """Block offsets the query's selected postings start with."""
+    from vecdb.index.spann.assign import nearest_heads
+
+    m = min(sp.max_postings, st.live_heads)
+    labels, hd = nearest_heads(st.graph, st.live_heads, q, sp.head_ef, m, 1)
+    sel = search.select_postings(labels, hd, st.metric, sp.prune_ratio)
+    return {int(st.table.blk_off[st.table.post_first[p]]) for p in sel[0] if p >= 0}
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 7, 8, 9, 50, 127, 128, 129, 255, 384, 1000, 4099])
+def test_pairwise_sum_is_numpys(n: int) -> None:
+    """`_pairwise` sums in numpy's order: equal bits to np.add.reduce, at every length
+    around its block boundaries (8, 128 and halves above that)."""
+    rng = np.random.default_rng(n)
+    for scale in (1e-3, 1.0, 1e6):
+        w = (rng.standard_normal(n) * scale) ** 2
+        assert _pairwise(w, n) == np.add.reduce(w)

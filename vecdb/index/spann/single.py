@@ -1,0 +1,74 @@
+"""The fast path of one warm, unfiltered SPANN query: passes 1-4 of `search` in one kernel.
+
+A single query's search costs ~0.1 ms of kernel work, and called as a batch of one it paid
+about as much again in the Python between the kernels (see `kernels.single`). `search_one`
+takes the index's arrays, makes one `kernels.single.search_one` call under the read lock and
+builds the result; it answers exactly what `search.search` answers for the same query (the
+same kernels on the same values, the same counters) and returns None whenever the ordinary
+path has more to do: a cold reader (or VECDB_BLOCK_CRC=always), no head graph yet, fewer
+heads than asked, a block to CRC-check or failing its check (the ordinary path raises naming
+the file), or a row short of k results (pass 5 widens it). Only `search.search` calls it; it
+never raises on the index's content. A block's first warm read after an open or a write thus
+costs its query a second head search (the fast try, then the ordinary path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.index.base import IndexResult, SearchStats
+from vecdb.index.params import PAGE_SIZE, SearchParams
+from vecdb.index.spann import blockcheck
+from vecdb.index.spann.postings import MmapReader
+from vecdb.index.spann.state import SpannState
+from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE
+from vecdb.kernels.single import OK
+from vecdb.kernels.single import search_one as kernel
+
+F32 = npt.NDArray[np.float32]
+METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
+ALWAYS_READ = 2  # `search.ALWAYS_READ` (the nearest postings read whatever the ratio says)
+
+
+def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
+    """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
+    when the ordinary path must run (see the module docstring)."""
+    reader = st.reader
+    mode = blockcheck.MODE
+    if not isinstance(reader, MmapReader) or mode == "always":  # (every block: a CRC)
+        return None
+    with st.lock.read():
+        g, live = st.graph, st.live_heads
+        if g is None or live == 0:
+            return None
+        m = min(sp.max_postings, live)  # `search`'s m, clamped as `nearest_heads` does
+        hk = max(m, min(sp.head_ef, live))  # the beam `nearest_heads` asks of the graph
+        if g.n == 0 or hk > g.n - g.n_deleted:
+            return None  # `knn_query` raises
+        t = st.table
+        qoff, qscale = st.quant()
+        verified = st.file.verified
+        ids = np.empty((1, k), np.int64)
+        out_d = np.empty((1, k), np.float32)
+        status, postings, pairs, pages = kernel(
+            query, g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt,
+            g.entry, g.maxlevel, g.n, hk, g.space == "ip", g.labels,
+            m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
+            t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
+            *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+            blockcheck._NO_BITS if verified is None else verified.bits,
+            verified is not None and mode != "always", mode != "off",
+            st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
+        )  # fmt: skip
+    if status != OK or ids[0, -1] < 0:
+        return None
+    stats = SearchStats(
+        queries=1,
+        heads_searched=m,
+        postings_read=postings,
+        blocks_read=pairs,
+        pages_read=pages,
+        bytes_read=pages * PAGE_SIZE,
+    )
+    return IndexResult(ids, out_d, stats)

@@ -1,0 +1,113 @@
+"""One query's whole warm SPANN search in one numba call: head search, pruning, gather,
+block check and scan.
+
+Pure functions on arrays (no I/O, no globals). A single query's search is a chain of small
+kernels (`headgraph.search_batch`, `posting.prune_postings`, `pairs.gather_pairs`,
+`pairs.check_headers`, `groupscan.scan_pairs`); called one by one from Python, each call
+unboxes its arguments and boxes its results (gather_pairs alone returns six arrays), and the
+glue between them allocated a dozen small numpy arrays: about as much time as the head search
+itself (GloVe-50, max_postings 64, py-spy of a loop of single queries: ~45% of a call outside
+the kernels). `search_one` calls the very same kernels in the same order on the same values,
+so its ids and distances are theirs bit for bit; it only differs in what it does not do: it
+never raises. Whatever the chain would turn into an error or a Python-side step (fewer heads
+than asked, a block failing its bounds or header check, a block whose CRC is still to be
+verified) it reports as a status, having written nothing to the output row, and the caller
+runs the ordinary path, which raises or checks as before.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from vecdb.kernels.groupscan import scan_pairs
+from vecdb.kernels.headgraph import search_batch
+from vecdb.kernels.pairs import check_headers, gather_pairs
+from vecdb.kernels.posting import prune_postings
+
+OK = 0  # the row holds the search's answer; counts hold what it read
+FEW_HEADS = 1  # the head graph found fewer heads than asked (the ordinary path raises)
+CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary path does it)
+
+
+@nb.njit(cache=True, nogil=True)
+def search_one(  # type: ignore[no-untyped-def]
+    query,
+    vecs,
+    links,
+    nlinks,
+    deleted,
+    up_off,
+    up_links,
+    up_cnt,
+    entry,
+    maxlevel,
+    n,
+    hk,
+    head_ip,
+    labels,
+    m,
+    prune_ip,
+    ratio,
+    always,
+    post_first,
+    blk_next,
+    blk_off,
+    blk_cnt,
+    dim,
+    width,
+    page,
+    u8,
+    i64,
+    f32,
+    u16,
+    qoff,
+    qscale,
+    magic,
+    unit,
+    bits,
+    known_ok,
+    need_crc,
+    slot_version,
+    vis,
+    use_vis,
+    metric,
+    out_ids,
+    out_d,
+):
+    """Search query (1, dim) as `index.spann.search` does for one query: its hk nearest
+    heads in the head graph (`search_batch` with ef = k = hk; node ids mapped to posting ids
+    by `labels`), the first m pruned (`prune_postings`), their blocks gathered and checked
+    (`check_headers` against `magic`, `unit`, the verified `bits` if `known_ok`) and
+    scanned into out_ids / out_d (1, k), filled here with -1 / +inf first (the caller's
+    np.empty: a filled or returned array costs more, ~1.7 us to box one). Returns (status,
+    postings, (query, block) pairs, pages read); the row is the answer only when status is
+    OK (FEW_HEADS, CHECK: a block whose CRC is unverified is CHECK when `need_crc`)."""
+    out_ids[:] = -1
+    out_d[:] = np.inf
+    hi = np.empty((1, hk), np.int64)
+    hd = np.empty((1, hk), np.float32)
+    search_batch(
+        query, 0, 1, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel,
+        n, hk, hk, head_ip, hi, hd,
+    )  # fmt: skip
+    if hi[0, hk - 1] < 0:
+        return FEW_HEADS, 0, 0, 0
+    lab = np.empty((1, m), np.int64)
+    for j in range(m):
+        lab[0, j] = labels[hi[0, j]]
+    s = prune_postings(lab, hd[:, :m], prune_ip, ratio, always)
+    b_off, b_cnt, b_bytes, off, cnt, pq, pages, postings = gather_pairs(
+        s, post_first, blk_next, blk_off, blk_cnt, dim, width, page
+    )
+    status, _, todo = check_headers(
+        u8, b_off, b_cnt, b_bytes, dim, width, magic, unit, bits, b_off, known_ok
+    )
+    if status != 0 or (need_crc and todo.shape[0] > 0):
+        return CHECK, 0, 0, 0
+    order = np.arange(off.shape[0])
+    scan_pairs(
+        u8, i64, f32, u16, dim, width, qoff, qscale, off, cnt, order, pq, 0, off.shape[0],
+        query, slot_version, vis, use_vis, metric, out_ids, out_d,
+    )  # fmt: skip
+    return OK, postings, off.shape[0], pages
