@@ -262,3 +262,29 @@ def test_probe_keep_cuts_candidates_by_the_probe_score(corpus: tuple) -> None:
     assert _recall(ids2, qs, docs, 1) >= 0.5
     with pytest.raises(InvalidArgument, match="probe_keep"):
         idx.search(qs, K_AT, {"probe_keep": -1})
+
+
+def test_searches_reuse_the_threads_scratch_and_answer_as_fresh(corpus: tuple) -> None:
+    """Each query searched on its own, in any order, on a thread whose stamp scratch earlier
+    searches left full of marks, answers exactly as in one batch; the stamp arrays are the
+    thread's own, reused, not allocated per call; another thread gets its own."""
+    import threading
+
+    from vecdb.index.multivector import search as mvsearch
+
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256})
+    tokens, offsets = _pack(docs)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    ids, scores, _ = idx.search(qs, K_AT)
+    stamp = mvsearch._arrays(len(docs))[0]
+    for i in [*range(len(qs))][::-1]:
+        one_ids, one_scores, _ = idx.search([qs[i]], K_AT)
+        np.testing.assert_array_equal(one_ids[0], ids[i])
+        np.testing.assert_array_equal(one_scores[0], scores[i])
+    assert mvsearch._arrays(len(docs))[0] is stamp and stamp.max() >= 0  # reused, stamped
+    other: list[np.ndarray] = []
+    t = threading.Thread(target=lambda: other.append(mvsearch._arrays(len(docs))[0]))
+    t.start()
+    t.join()
+    assert other[0] is not stamp

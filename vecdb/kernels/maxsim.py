@@ -575,7 +575,7 @@ def probe_scores(
     tokens i of the best ``skq[c, i]`` over token i's probed cells c that hold the document,
     or, when none does, token i's lowest probed score ``topv[i, -1]`` (an upper bound on what
     the document's unprobed cells give it). `stamp` / `mark` as in `gather_cells`; `slot` is
-    caller scratch of len(alive) (any contents)."""
+    caller scratch of at least len(alive) (any contents)."""
     if topv.shape != topi.shape or topv.ndim != 2 or topi.shape[0] > skq.shape[1]:
         raise ValueError(f"topv {topv.shape}, topi {topi.shape} and skq {skq.shape} disagree")
     cells = topi[topi >= 0]
@@ -611,9 +611,9 @@ def gather_cells(
     mark: int,
 ) -> I64:
     """Unique documents (in order of first appearance) of the given cells whose `alive` flag
-    is set. `stamp` is caller scratch of len(alive) that is never reset: a document counts as
-    seen when its stamp equals `mark`, so each call needs a mark no earlier call on the same
-    scratch used (a counter; allocate the scratch filled with -1 once per search)."""
+    is set. `stamp` is caller scratch of at least len(alive) that is never reset: a document
+    counts as seen when its stamp equals `mark`, so each call needs a mark no earlier call on
+    the same scratch used (a counter; allocate the scratch filled with -1 once, marks >= 0)."""
     total = int((indptr[cells + 1] - indptr[cells]).sum()) if len(cells) else 0
     out = np.empty(min(total, len(alive)), np.int64)
     n = _gather(cells, indptr, docs, alive, stamp, mark, out)

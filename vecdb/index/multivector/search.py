@@ -20,6 +20,7 @@ are padded with -1 / -inf. Reads the `View` and the row stores; changes nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -113,26 +114,52 @@ def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
 
 
 class Scratch:
-    """One search's scratch: the seen-stamps and slots of `probe_scores` (allocated once,
-    never refilled), the next unused mark, and the live document numbers (computed once a
-    batch)."""
+    """One search's scratch: the seen-stamps and slots of `probe_scores` and `gather_cells`,
+    the next unused mark, and the live document numbers (made on first use). The stamp and
+    slot arrays are the calling thread's own, kept across searches (`_arrays`): a search
+    stamps with marks no earlier search of the thread used, so a stale stamp never reads as
+    seen and nothing is refilled; a fresh pair per call cost two `docs`-long fills per query
+    (16 MB at a million documents)."""
 
-    def __init__(self, docs: int, live: npt.NDArray[np.bool_] | None = None) -> None:
-        self.stamp = np.full(docs, -1, np.int64)
-        self.slot = np.empty(docs, np.int64)
-        self.mark = -1
-        self.live_docs = None if live is None else np.flatnonzero(live)
+    def __init__(self, docs: int, live: npt.NDArray[np.bool_]) -> None:
+        self.stamp, self.slot, self._marks = _arrays(docs)
+        self._live = live
+        self._live_docs: npt.NDArray[np.int64] | None = None
         self._every: npt.NDArray[np.bool_] | None = None
 
     def next_mark(self) -> int:
-        self.mark += 1
-        return self.mark
+        mark = int(self._marks[0])
+        self._marks[0] += 1
+        return mark
+
+    @property
+    def live_docs(self) -> npt.NDArray[np.int64]:
+        """Numbers of the live documents (computed once a batch, when a search needs them)."""
+        if self._live_docs is None:
+            self._live_docs = np.flatnonzero(self._live)
+        return self._live_docs
 
     def every(self, k: int) -> npt.NDArray[np.bool_]:
         """All-true code flags of length k (the unpruned interaction), made once a batch."""
         if self._every is None or len(self._every) != k:
             self._every = np.ones(k, np.bool_)
         return self._every
+
+
+_LOCAL = threading.local()  # per thread: (stamp, slot, next mark), see `Scratch`
+
+
+def _arrays(
+    docs: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """This thread's stamp and slot arrays, at least `docs` long (grown by a quarter more
+    when too short, the stamps of a new pair all -1), and its next-mark counter."""
+    got = getattr(_LOCAL, "arrays", None)
+    if got is None or len(got[0]) < docs:
+        size = docs if got is None else max(docs, len(got[0]) * 5 // 4)
+        got = (np.full(size, -1, np.int64), np.empty(size, np.int64), np.zeros(1, np.int64))
+        _LOCAL.arrays = got
+    return got
 
 
 def search_one(
@@ -143,9 +170,9 @@ def search_one(
     m = len(q)
     st = dict.fromkeys(STAT_KEYS, 0.0)
     st["queries"] = 1.0
-    live_docs = np.flatnonzero(live) if scratch.live_docs is None else scratch.live_docs
     codec = v.codec
-    if codec is None or len(live_docs) <= k:  # untrained, or nothing to choose from
+    if codec is None or np.count_nonzero(live) <= k:  # untrained, or nothing to choose from
+        live_docs = scratch.live_docs
         scores = exact_scores(q, raw, v, live_docs)
         st.update(candidates=len(live_docs), docs_scored=len(live_docs), exact=1.0,
                   tokens_scored=float(_sizes(v.raw_off, live_docs).sum()),
@@ -192,7 +219,7 @@ def search_one(
     st["nprobe"] = float(nprobe)
     st["candidates"] = float(len(cand) + len(extra))
     if len(cand) + len(extra) < k:  # too few near the query (a narrow filter): every live one
-        cand, extra = live_docs, np.zeros(0, np.int64)
+        cand, extra = scratch.live_docs, np.zeros(0, np.int64)
         st["candidates"] = float(len(cand))
     elif psc is not None and len(cand) > probe_keep:  # Pass 3: the probe-score cut
         cand, _ = best_of(cand, psc, probe_keep)
