@@ -9,6 +9,8 @@ import argparse
 import math
 from pathlib import Path
 
+import numba
+
 from vecdb.bench import spann_defaults
 
 
@@ -31,7 +33,9 @@ def _args(tmp_path: Path, **kw: object) -> argparse.Namespace:
 
 
 def test_configs_are_compared_at_their_smallest_postings_for_the_target(tmp_path: Path) -> None:
+    threads = numba.get_num_threads()
     out = spann_defaults.run(_args(tmp_path))
+    assert numba.get_num_threads() == threads  # its 1-thread passes leave the count as found
     assert list(tmp_path.iterdir()) == []  # the work directory is removed
     for name in ("f16", "i8-400"):
         m, seen = out["max_postings"][name], out[f"{name}:recall_by_m"]

@@ -111,6 +111,7 @@ def _warm(
         t0 = time.perf_counter()
         idx.search(q[i : i + 1], K, p)
         lat.append(time.perf_counter() - t0)
+    numba.set_num_threads(threads)  # the caller's count again
     ms = np.array(lat) * 1e3
     return {
         "recall@10": _recall(got.slots, truth),
@@ -273,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
         out["ratio_to_f16"] = ratio
     finally:
+        numba.set_num_threads(threads)  # as found (a run in a test process leaves it so)
         for i in idx.values():
             i.close()
         if not reuse:
