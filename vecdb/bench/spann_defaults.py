@@ -37,8 +37,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.bench.datasets import load_dataset
-from vecdb.bench.spann_rerank import K, _cold, _recall
+from vecdb.bench.spann_rerank import K, _cold, _recall, prepared
 from vecdb.index.spann.index import SpannIndex
 
 _F16 = {"vector_dtype": "float16", "rerank": "none"}
@@ -168,19 +167,7 @@ def _median(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    ds = load_dataset(args.dataset)
-    base = ds.base[: args.n] if args.n else ds.base
-    q = np.ascontiguousarray(ds.queries[: args.queries], np.float32)
-    if args.n:  # the dataset's neighbours are for the whole base: recompute exactly
-        from vecdb.kernels.scan import exact_topk
-
-        truth = exact_topk(q, base, ds.metric, K)[0]
-    else:
-        truth = ds.gt_ids[: args.queries, :K]
-    if ds.metric == "cosine":
-        base = base / np.linalg.norm(base, axis=1, keepdims=True)
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    base = np.ascontiguousarray(base, np.float32)
+    ds, base, q, truth = prepared(args.dataset, args.n, args.queries)
     raw, dim = base.nbytes, base.shape[1]
     threads = numba.get_num_threads()
     names = args.configs

@@ -170,20 +170,28 @@ def _cold(
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    ds = load_dataset(args.dataset)
-    base = ds.base[: args.n] if args.n else ds.base
-    q = np.ascontiguousarray(ds.queries[: args.queries], np.float32)
-    if args.n:  # the dataset's neighbours are for the whole base: recompute exactly
+def prepared(
+    dataset: str, n: int, queries: int
+) -> tuple[Any, npt.NDArray[np.float32], npt.NDArray[np.float32], Any]:
+    """(dataset, base, queries, exact top-K ids): the first `n` base vectors (0: all; their
+    neighbours then recomputed exactly), unit-normalised for cosine, as float32."""
+    ds = load_dataset(dataset)
+    base = ds.base[:n] if n else ds.base
+    q = np.ascontiguousarray(ds.queries[:queries], np.float32)
+    if n:  # the dataset's neighbours are for the whole base: recompute exactly
         from vecdb.kernels.scan import exact_topk
 
         truth = exact_topk(q, base, ds.metric, K)[0]
     else:
-        truth = ds.gt_ids[: args.queries, :K]
+        truth = ds.gt_ids[:queries, :K]
     if ds.metric == "cosine":
         base = base / np.linalg.norm(base, axis=1, keepdims=True)
         q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    base = np.ascontiguousarray(base, np.float32)
+    return ds, np.ascontiguousarray(base, np.float32), q, truth
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    ds, base, q, truth = prepared(args.dataset, args.n, args.queries)
     raw = base.nbytes
     if args.work is not None:
         Path(args.work).mkdir(parents=True, exist_ok=True)
