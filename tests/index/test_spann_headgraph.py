@@ -212,3 +212,27 @@ def test_float32_storage_holds_what_float16_cannot(tmp_path: Path) -> None:
     save_heads(tmp_path / "heads.1.bin", h)
     back = load_heads(tmp_path / "heads.1.bin", "l2", 6, 60, half=True)  # the file decides
     assert back.vecs.dtype == np.float32 and (back.get_items(np.arange(5)) == x[:5]).all()
+
+
+def test_rows_the_beam_leaves_short_are_answered_over_every_live_head() -> None:
+    """A live head no link reaches (as splits and deletions can leave one) is missing from
+    the beam; asked for every live head, a query still gets all of them, nearest first, at
+    the beam's own distances (hnswlib raised here, failing the whole search)."""
+    x = clustered(300, 6, seed=8)
+    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(300) + 1000)), "l2", 6, 60)
+    lone = next(v for v in range(300) if h.up_off[v] < 0 and v != h.entry)
+    for v in range(h.n):  # unlink it from every level-0 list
+        row = [int(u) for u in h.links[v, : h.nlinks[v]] if u != lone]
+        h.links[v, : len(row)] = row
+        h.nlinks[v] = len(row)
+    h.mark_deleted(1000 + (lone + 1) % 300)  # and one deleted head, never returned
+    q = x[:4] + 0.01
+    labels, dists = h.knn_query(q, k=299)
+    want = np.setdiff1d(np.arange(300) + 1000, [1000 + (lone + 1) % 300])
+    for r in range(len(q)):
+        assert sorted(labels[r].tolist()) == want.tolist()  # every live head, once
+        assert np.all(np.diff(dists[r]) >= 0)
+        stored = h.get_items(labels[r])
+        np.testing.assert_allclose(dists[r], ((stored - q[r]) ** 2).sum(1), rtol=1e-5, atol=1e-5)
+    few, _ = h.knn_query(q, k=5)  # a short query is the beam's, as before
+    assert few.shape == (4, 5) and (few >= 1000).all()

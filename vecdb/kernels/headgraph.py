@@ -192,6 +192,32 @@ def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links
 
 
 @nb.njit(cache=True, nogil=True, fastmath=FAST)
+def exact_rows(queries, rows, vecs, deleted, n, k, out_i, out_d, ip):  # type: ignore[no-untyped-def]
+    """Rows `rows` of out_i / out_d: each query's k nearest live nodes over every node (the
+    beam's distance, nearest first, ties by node id; -1 / inf past the live count). For the
+    rows a beam left short: a live node the beam cannot reach from the entry point (the
+    graph after splits and deletions) is still found."""
+    dist = np.empty(n, np.float32)
+    node = np.empty(n, np.int64)
+    for r in rows:
+        q = queries[r]
+        c = 0
+        for v in range(n):
+            if not deleted[v]:
+                dist[c] = _dist_q(vecs, v, q, ip)
+                node[c] = v
+                c += 1
+        order = np.argsort(dist[:c], kind="mergesort")
+        for j in range(k):
+            if j < c:
+                out_i[r, j] = node[order[j]]
+                out_d[r, j] = dist[order[j]]
+            else:
+                out_i[r, j] = -1
+                out_d[r, j] = np.inf
+
+
+@nb.njit(cache=True, nogil=True, fastmath=FAST)
 def _heuristic(vecs, cand_i, cand_d, nc, m, ip, out):  # type: ignore[no-untyped-def]
     """hnswlib's getNeighborsByHeuristic2: from candidates sorted nearest first (distances
     to the base point), keep one unless a kept one is nearer to it than the base point;

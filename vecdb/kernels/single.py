@@ -9,8 +9,8 @@ glue between them allocated a dozen small numpy arrays: about as much time as th
 itself (GloVe-50, max_postings 64, py-spy of a loop of single queries: ~45% of a call outside
 the kernels). `search_one` calls the very same kernels in the same order on the same values,
 so its ids and distances are theirs bit for bit; it only differs in what it does not do: it
-never raises. Whatever the chain would turn into an error or a Python-side step (fewer heads
-than asked, a block failing its bounds or header check, a block whose CRC is still to be
+never raises. Whatever the chain would turn into an error or a Python-side step (a beam short of the
+heads asked, a block failing its bounds or header check, a block whose CRC is still to be
 verified) it reports as a status, having written nothing to the output row, and the caller
 runs the ordinary path, which raises or checks as before.
 """
@@ -26,7 +26,7 @@ from vecdb.kernels.pairs import check_headers, gather_pairs
 from vecdb.kernels.posting import prune_postings
 
 OK = 0  # the row holds the search's answer; counts hold what it read
-FEW_HEADS = 1  # the head graph found fewer heads than asked (the ordinary path raises)
+FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
 CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary path does it)
 
 

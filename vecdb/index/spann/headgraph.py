@@ -198,8 +198,10 @@ class HeadGraph:
 
     def knn_query(self, x: F32, k: int = 1, num_threads: int = 1) -> tuple[I64, F32]:
         """Labels and distances of each row's k nearest live heads (a beam of max(ef, k),
-        ef = k: callers ask for max(ef, m) and keep m columns, as with hnswlib's ef 1).
-        RuntimeError, as hnswlib's, if a row finds fewer than k."""
+        ef = k: callers ask for max(ef, m) and keep m columns, as with hnswlib's ef 1). A
+        row whose beam finds fewer than k (live heads it cannot reach: asking for nearly
+        every head after splits and deletions) is answered over every live head instead,
+        where hnswlib raised. RuntimeError when k exceeds the live heads."""
         x = np.ascontiguousarray(x, np.float32).reshape(-1, self.dim)
         nq = len(x)
         out_i = np.empty((nq, k), np.int64)
@@ -221,8 +223,10 @@ class HeadGraph:
             run_phases([(chunks, task)], [None] * min(num_threads, chunks))
         elif nq:
             kern.search_batch(x, 0, nq, *args)
-        if nq and out_i[:, -1].min() < 0:
-            raise RuntimeError("head graph: a query found fewer than k heads")
+        short = np.flatnonzero(out_i[:, -1] < 0) if nq else out_i[:0, 0]
+        if len(short):
+            ip = self.space == "ip"
+            kern.exact_rows(x, short, self.vecs, self.deleted, self.n, k, out_i, out_d, ip)
         return self.labels[out_i].astype(np.int64), out_d
 
     def get_items(self, labels: Any) -> F32:
