@@ -18,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 
 METRIC_L2, METRIC_IP, METRIC_COSINE = 0, 1, 2
+METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}  # by metric name
+ALWAYS_READ = 2  # `prune_postings`' `always` of a search: the nearest postings, whatever ratio
 PARALLEL_MIN_ROWS = 4096  # below this, kernels run on the calling thread
 
 

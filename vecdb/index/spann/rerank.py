@@ -23,12 +23,11 @@ from vecdb.index.base import IndexResult, Visible
 from vecdb.index.params import SearchParams
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
-from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2
+from vecdb.kernels.posting import METRIC_CODE
 from vecdb.kernels.rerank import exact_topk
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
-METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexResult]
 
 

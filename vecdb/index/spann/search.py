@@ -42,9 +42,8 @@ from vecdb.index.spann.state import SpannState
 from vecdb.kernels.groupscan import merge_topk, pair_order, scan_pairs
 from vecdb.kernels.pairs import bucket_parts, gather_pairs, gather_part
 from vecdb.kernels.posting import (
-    METRIC_COSINE,
-    METRIC_IP,
-    METRIC_L2,
+    ALWAYS_READ,
+    METRIC_CODE,
     NO_VISIBLE,
     count_visible,
     gather_blocks,
@@ -55,8 +54,6 @@ from vecdb.kernels.postscan import search_threads
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
-METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
-ALWAYS_READ = 2  # nearest postings read whatever the prune ratio says
 WIDEN = 4  # postings per query grow by this factor per widening round
 # Task sizes of a threaded batch: small enough that the last task of a phase keeps the other
 # threads waiting briefly, large enough that a task's fixed cost (a Python call or two, some
@@ -313,7 +310,7 @@ def widen(
                     st.heads(), st.live_heads, queries[short], sp.head_ef, m, 1
                 )
                 stats.heads_searched += len(short) * m
-            except RuntimeError:  # the graph could not find m heads: take them all
+            except RuntimeError:  # the graph holds fewer live heads than counted: take them all
                 m = st.live_heads
         every_read = m >= st.live_heads
         if labels is None:  # every posting

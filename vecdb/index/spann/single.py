@@ -22,13 +22,11 @@ from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann import blockcheck
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
-from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE
+from vecdb.kernels.posting import ALWAYS_READ, METRIC_CODE, NO_VISIBLE
 from vecdb.kernels.single import OK
 from vecdb.kernels.single import search_one as kernel
 
 F32 = npt.NDArray[np.float32]
-METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
-ALWAYS_READ = 2  # `search.ALWAYS_READ` (the nearest postings read whatever the ratio says)
 
 
 def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
@@ -58,7 +56,7 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
             *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None and mode != "always", mode != "off",
+            verified is not None, mode != "off",
             st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
         )  # fmt: skip
     if status != OK or ids[0, -1] < 0:
