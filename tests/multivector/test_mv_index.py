@@ -264,27 +264,29 @@ def test_probe_keep_cuts_candidates_by_the_probe_score(corpus: tuple) -> None:
         idx.search(qs, K_AT, {"probe_keep": -1})
 
 
-def test_searches_reuse_the_threads_scratch_and_answer_as_fresh(corpus: tuple) -> None:
-    """Each query searched on its own, in any order, on a thread whose stamp scratch earlier
-    searches left full of marks, answers exactly as in one batch; the stamp arrays are the
-    thread's own, reused, not allocated per call; another thread gets its own."""
-    import threading
-
-    from vecdb.index.multivector import search as mvsearch
+def test_searches_reuse_the_index_scratch_and_answer_as_fresh(corpus: tuple) -> None:
+    """Each query searched on its own, in any order, with stamp arrays that earlier searches
+    left full of marks, answers exactly as in one batch; the arrays are the index's pool,
+    reused (one set for one search at a time), and a set too short for more documents is
+    replaced, not read past its end."""
+    from vecdb.index.multivector.search import ScratchPool
 
     docs, qs = corpus
     idx = MultiVectorIndex(DIM, params={"K": 256})
     tokens, offsets = _pack(docs)
     idx.build(np.arange(len(docs)), tokens, offsets)
     ids, scores, _ = idx.search(qs, K_AT)
-    stamp = mvsearch._arrays(len(docs))[0]
+    first = idx._scratch.take(len(docs))  # the set the batch used, returned to the pool
+    stamp = first[0]
+    idx._scratch.give(first)
     for i in [*range(len(qs))][::-1]:
         one_ids, one_scores, _ = idx.search([qs[i]], K_AT)
         np.testing.assert_array_equal(one_ids[0], ids[i])
         np.testing.assert_array_equal(one_scores[0], scores[i])
-    assert mvsearch._arrays(len(docs))[0] is stamp and stamp.max() >= 0  # reused, stamped
-    other: list[np.ndarray] = []
-    t = threading.Thread(target=lambda: other.append(mvsearch._arrays(len(docs))[0]))
-    t.start()
-    t.join()
-    assert other[0] is not stamp
+    got = idx._scratch.take(len(docs))
+    assert got[0] is stamp and stamp.max() >= 0 and got[2][0] > 0  # reused, stamped
+    pool = ScratchPool()
+    small = pool.take(10)
+    pool.give(small)
+    grown = pool.take(11)
+    assert grown[0] is not small[0] and len(grown[0]) >= 12 and (grown[0] == -1).all()

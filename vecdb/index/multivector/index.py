@@ -28,7 +28,13 @@ from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
-from vecdb.index.multivector.search import exact_scores, search_batch, top, uses_blas
+from vecdb.index.multivector.search import (
+    ScratchPool,
+    exact_scores,
+    search_batch,
+    top,
+    uses_blas,
+)
 from vecdb.index.multivector.stats import view_codes, view_stats
 from vecdb.index.multivector.view import (
     View,
@@ -77,6 +83,7 @@ class MultiVectorIndex:
         self._files = persist.Files()  # names of the current files
         self.applied_seq = 0  # engine sequence of the last checkpoint
         self._v: View = empty_view(MemRows(np.float32, dim))  # what searches read
+        self._scratch = ScratchPool()  # searches' stamp arrays, reused
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if not persist.open_into(self, directory):
@@ -305,7 +312,7 @@ class MultiVectorIndex:
         # the search may wake it
         hold = single_threaded_blas() if uses_blas(p, v) else contextlib.nullcontext()
         with hold:
-            docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier)
+            docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier, self._scratch)
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 
     def exact(
