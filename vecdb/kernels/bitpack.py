@@ -264,7 +264,8 @@ def build_lut(q: F32, books: F32, width: int = 0) -> F32:
     (P, 256, per): ``lut[p, v, i] = q[i, p * per:(p + 1) * per] . books[p, v]``. With `width`
     > m the table is (P, 256, width), zero past m (the padded lanes of the rerank kernel),
     computed at that width instead of padded by a copy (one stacked matmul, P small GEMMs:
-    4x faster than a numba loop at P = 32, m = 12, results-D.md)."""
+    4x faster than a numba loop at P = 32, m = 12, see bench/RESULTS.md, "Issue 11, a faster
+    default pipeline at one thread")."""
     m, d = q.shape
     nb, _, per = books.shape
     qr = spread(q, book_slots(d, nb, per)).reshape(m, nb, per)

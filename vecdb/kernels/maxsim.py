@@ -418,7 +418,8 @@ def centroid_scores(centroids: F32, q: F32) -> F32:
     """The centroid x query-token scores ``centroids @ q.T`` as a (K, lanes(m)) table, the
     lanes past the m query tokens zero: the layout every kernel here reads. A broadcast-FMA
     kernel, not BLAS: on t2 (K = 4,096, d = 128, 16 lanes) 0.66x numpy's matmul into the
-    same layout with equal results (results-W.md), BLAS being tuned for larger outputs."""
+    same layout with equal results (bench/RESULTS.md, "Issue 11: the default pipeline in 16-lane
+    registers"), BLAS being tuned for larger outputs."""
     if centroids.ndim != 2 or q.ndim != 2 or centroids.shape[1] != q.shape[1]:
         raise ValueError(f"centroids {centroids.shape} and query {q.shape} disagree")
     width = lanes(len(q))
@@ -505,7 +506,8 @@ def residual_maxsim(
     byte, so the partial sums are never stored and each table row is one vector load. Equal
     to `lut_maxsim(lut, data, offsets, cand, out, skq, packed, bits)` up to float rounding;
     on t2's 96 reranked candidates 0.35-0.39x the time of the position-major blocked kernel
-    it replaced (results-W.md). Tables already `lanes(m)` wide, zero past the query's tokens,
+    it replaced (bench/RESULTS.md, "Issue 11: the default pipeline in 16-lane registers"). Tables
+    already `lanes(m)` wide, zero past the query's tokens,
     are used as they are."""
     _check(offsets, cand, out)
     if lut.ndim != 3 or lut.shape[1] != 256 or data.ndim != 2 or data.shape[1] != lut.shape[0]:

@@ -7,9 +7,12 @@ register, two AVX2 ones), and the few operations on it that the MaxSim kernels n
 ``vhmax`` (the largest lane). Why: a numba loop over 16 lanes whose trip count is a
 runtime value is vectorised by LLVM for a 64-wide body (AVX-512, unrolled 4x) that never
 runs for 16 lanes, and a loop over a compile-time 16 is unrolled to scalar code because
-LLVM cannot prove the table rows and the accumulators do not alias (results-W.md has the
-instruction counts and timings). A value of this type lives in a register across a loop, so
-an accumulator costs no load or store per table row.
+LLVM cannot prove the table rows and the accumulators do not alias (that form measured
+1.6-1.9x slower; bench/RESULTS.md, "Issue 11: the default pipeline in 16-lane registers").
+A value of this type lives in a register across a loop, so an accumulator costs no load or
+store per table row. numba's on-disk cache is keyed on the file of the jitted function, not on
+this module: after changing it, touch the modules whose kernels use it (`maxsim`) or clear
+their `__pycache__`, or the cached kernels keep the old code.
 
 Only usable inside numba-compiled code (the functions are numba intrinsics); no state. The
 caller keeps every index in bounds: ``vload(a, i)`` reads ``a[i:i + 16]`` unchecked.

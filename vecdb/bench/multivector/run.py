@@ -10,7 +10,8 @@ query (seeded), `latency_rounds` times over the first `latency_queries` queries;
 are over queries of the per-query median across rounds, wall clock (`latency_*`) and process
 CPU time (`latency_cpu_*`: at 1 thread the work without the time descheduled; at more
 threads the sum over threads). The machine is shared, so a setting timed alone in one
-sequential pass moved 2-10x with the load (results-D.md); alternated, every setting sees the
+sequential pass moved 2-10x with the load (bench/RESULTS.md, "Issue 11, a faster default pipeline
+at one thread"); alternated, every setting sees the
 same load. A system that fails gets an error row and the others go on; rows
 are appended to `results-mv-<tier>.jsonl` once the latency pass is done. Must not format
 results (see `report`).

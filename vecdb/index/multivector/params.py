@@ -43,7 +43,8 @@ DEFAULT_NDOCS, MIN_NDOCS, MAX_NDOCS = 0, 0, 1_000_000  # kept after interaction;
 DEFAULT_PROBE_KEEP, MIN_PROBE_KEEP, MAX_PROBE_KEEP = 0, 0, 1_000_000  # by probe score; 0 = auto
 # probe_keep left at 0: this many when nprobe >= PROBE_MIN_NPROBE, else no cut. The probe score
 # needs many cells per query token to rank well: cut to 256 on t2 it kept recall@10 0.875 /
-# 0.897 / 0.912 / 0.917 scoring from 2 / 4 / 8 / 16 cells (results-V.md).
+# 0.897 / 0.912 / 0.917 scoring from 2 / 4 / 8 / 16 cells (bench/RESULTS.md, "Issue 11: a probe
+# score from 16 cells as the default").
 PROBE_KEEP_AUTO, PROBE_MIN_NPROBE = 256, 8
 MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
 DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
@@ -57,7 +58,8 @@ def plaid_defaults(k: int) -> tuple[int, float, int]:
     postings-only score (`probe_keep`) and keeps 384 (96 fully scored), which the benchmark
     chose: on t2 recall@10 0.9190 vs 0.9173 for PLAID-like 2 cells / 512 (t1-ctx 0.9133 vs
     0.9037), at 0.81-0.88x its time at 1 thread in one process, 0.92-0.98x in the bench's
-    alternated pass (t1-ctx 0.88x, t1-static 0.60x; results-V.md). PLAID itself: 1 / 256."""
+    alternated pass (t1-ctx 0.88x, t1-static 0.60x; "Issue 11: a probe score from 16 cells as the
+    default" in bench/RESULTS.md). PLAID itself: 1 / 256."""
     if k <= 10:
         return 16, 0.45, 384
     if k <= 100:
