@@ -37,7 +37,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.bench.spann_rerank import K, _cold, _recall, prepared
+from vecdb.bench.spann_rerank import K, _cold, _recall, add_data_arguments, prepared
 from vecdb.index.spann.index import SpannIndex
 
 _F16 = {"vector_dtype": "float16", "rerank": "none"}
@@ -271,9 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="glove-50")
-    ap.add_argument("--n", type=int, default=0, help="first n base vectors (0: all)")
-    ap.add_argument("--queries", type=int, default=2000)
+    add_data_arguments(ap)
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     ap.add_argument("--target", type=float, default=0.95, help="recall@10 to compare at")
     ap.add_argument("--max-m", type=int, default=256, help="largest max_postings tried")

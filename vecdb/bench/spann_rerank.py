@@ -170,6 +170,13 @@ def _cold(
     return out
 
 
+def add_data_arguments(ap: argparse.ArgumentParser) -> None:
+    """--dataset, --n, --queries: the arguments of `prepared`."""
+    ap.add_argument("--dataset", default="glove-50")
+    ap.add_argument("--n", type=int, default=0, help="first n base vectors (0: all)")
+    ap.add_argument("--queries", type=int, default=2000)
+
+
 def prepared(
     dataset: str, n: int, queries: int
 ) -> tuple[Any, npt.NDArray[np.float32], npt.NDArray[np.float32], Any]:
@@ -242,9 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", default="glove-50")
-    ap.add_argument("--n", type=int, default=0, help="first n base vectors (0: all)")
-    ap.add_argument("--queries", type=int, default=2000)
+    add_data_arguments(ap)
     ap.add_argument("--postings", type=int, nargs="*", default=[24, 32, 48, 64, 80])
     ap.add_argument("--rerank-k", type=int, nargs="+", default=[16])
     ap.add_argument("--rounds", type=int, default=2)
