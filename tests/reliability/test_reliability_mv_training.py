@@ -187,11 +187,11 @@ def test_a_search_keeps_its_view_across_a_retraining(tmp_path: Path) -> None:
     held = idx._v  # what a search that started now reads
     qs, p = queries_of(DIM, QUERIES), MVSearchParams.parse(None)
     live = visible_mask(held, None).copy()  # the documents visible when it started
-    want = search_batch(qs, 10, p, held, live, held.raw, held.tier)[:2]
+    want = search_batch(qs, 10, p, held, live, held.raw, held.tier, idx._scratch)[:2]
     idx.remove(np.arange(0, 240, 2))
     idx.train()  # the retraining swaps in a new view ...
     idx.checkpoint(2)  # ... and its checkpoint retires the old view's files
-    got = search_batch(qs, 10, p, held, live, held.raw, held.tier)[:2]
+    got = search_batch(qs, 10, p, held, live, held.raw, held.tier, idx._scratch)[:2]
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1])
     idx.close()
