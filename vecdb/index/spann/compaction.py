@@ -24,7 +24,7 @@ from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import checkpoint
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
 from vecdb.index.spann.space import NoRoom
-from vecdb.index.spann.state import SpannState, file_path, open_reader
+from vecdb.index.spann.state import LiveSeen, SpannState, file_path, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import (
     Written,
@@ -45,11 +45,14 @@ GROUP_BYTES = 32 << 20  # live entries packed per write during compaction
 
 
 def counts(st: SpannState) -> I64:
-    """Visible entries per posting id (replicas counted); worker thread."""
+    """Visible entries per posting id (replicas counted), walking every referenced block;
+    worker thread, or any thread under the read lock. Kept as `st.live_seen` for `stats`."""
     u8, i64, _, _ = MmapReader(st.file).views()  # the worker's own map: searches keep theirs
     t = st.table
     out: I64 = live_counts(u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version)
-    return out[: st.next_posting]
+    out = out[: st.next_posting]
+    st.live_seen = LiveSeen(t, out, t.post_entries[: len(out)].astype(np.int64))
+    return out
 
 
 def over_budget(st: SpannState) -> bool:

@@ -38,7 +38,7 @@ from vecdb.index.spann import compaction
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import checkpoint
 from vecdb.index.spann.split import split_batch
-from vecdb.index.spann.state import SpannState
+from vecdb.index.spann.state import LiveSeen, SpannState
 from vecdb.index.spann.update import commit_moves, place, read_live
 
 I64 = npt.NDArray[np.int64]
@@ -93,19 +93,16 @@ class Counts:
 
     def __init__(self, st: SpannState) -> None:
         self.st = st
-        self._live: I64 | None = None  # counted live entries per posting
-        self._base: I64 | None = None  # entry counts when counted
+        self._seen: LiveSeen | None = None  # this call's count (also `st.live_seen`)
         self._removed: I64 | None = None
 
     def live(self) -> I64:
         entries = self.st.table.post_entries[: self.st.next_posting].astype(np.int64)
-        if self._live is None or self._base is None:
-            self._live = compaction.counts(self.st)
-            self._base = entries[: len(self._live)].copy()
-        m = min(len(self._live), len(entries))
-        out = entries.copy()
-        out[:m] = np.clip(self._live[:m] + (entries[:m] - self._base[:m]), 0, entries[:m])
-        return out
+        if self._seen is None:
+            compaction.counts(self.st)
+            self._seen = self.st.live_seen
+        assert self._seen is not None
+        return self._seen.estimate(entries)
 
     def removed(self) -> I64:
         if self._removed is None:
@@ -114,12 +111,12 @@ class Counts:
 
     def cleaned(self, postings: I64) -> None:
         """`postings` were rewritten with their live entries only."""
-        if self._live is None or self._base is None:
+        if self._seen is None:
             return
-        p = postings[postings < len(self._live)]
+        p = postings[postings < len(self._seen.live)]
         now = self.st.table.post_entries[p].astype(np.int64)
-        self._live[p] = now
-        self._base[p] = now
+        self._seen.live[p] = now  # the same arrays as `st.live_seen`'s: stats sees them
+        self._seen.base[p] = now
         if self._removed is not None:
             self._removed[p[p < len(self._removed)]] = 0
 

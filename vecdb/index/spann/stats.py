@@ -1,7 +1,8 @@
 """Index statistics of a SPANN index: counts, posting sizes, replicas, memory, disk, locks.
 
-Computed on demand for `stats` / `vecdb inspect` (it scans every posting's slots and versions
-through an mmap, so it is not for hot paths). The memory figure is an estimate of what the
+Computed on demand for `stats` / `vecdb inspect`: a posting file up to `COUNT_NOW_BYTES` has
+its live entries counted on each call (every posting's slots and versions through an mmap, so
+it is not for hot paths); a larger one reports the background worker's last count. The memory figure is an estimate of what the
 index keeps in anonymous memory; the page cache holding the posting file is not counted.
 """
 
@@ -11,11 +12,17 @@ import dataclasses
 import os
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from vecdb.errors import FormatError
 from vecdb.index.spann.compaction import counts
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import store_stats
+
+I64 = npt.NDArray[np.int64]
+COUNT_NOW_BYTES = 256 << 20  # posting files up to this size are counted on every `stats`
 
 
 def tree_bytes(st: SpannState) -> int:
@@ -37,13 +44,32 @@ def allocated_bytes(directory: Any) -> int:
     return total
 
 
+def posting_counts(st: SpannState) -> tuple[I64, str]:
+    """Live entries per posting id for `index_stats`, and how they were had: "counted"
+    (every block walked now, under the read lock, so the worker cannot publish a new table
+    meanwhile) when the posting file is at most `COUNT_NOW_BYTES`; above it, "last_count"
+    (the maintenance worker's last whole count, `SpannState.live_seen`, with the entries
+    appended since) or, before any count in this process, "entries" (the block table's entry
+    counts: stale and removed entries included, an upper bound). Counting a large index on
+    every call reads the whole file once it is cold."""
+    if st.file.length <= COUNT_NOW_BYTES:
+        with st.lock.read():
+            return counts(st), "counted"
+    seen = st.live_seen
+    n = st.next_posting
+    entries = st.table.post_entries[:n].astype(np.int64)
+    entries[~st.leaf_mask(n)] = 0  # postings merged away or split keep no live entries
+    if seen is not None and seen.table is st.table:
+        return seen.estimate(entries), "last_count"
+    return entries, "entries"
+
+
 def index_stats(st: SpannState) -> dict[str, Any]:
     """Heads, postings, mean/max live posting size, replicas per vector, resident memory
     estimate, bytes on disk (allocated: files grow sparsely), reader, update counters and the
-    longest write-locked step. Called from any thread: the count walks the block table
-    under the read lock, so the worker cannot publish a new one meanwhile."""
-    with st.lock.read():
-        live = counts(st)
+    longest write-locked step. Called from any thread; posting sizes as `posting_counts`
+    says."""
+    live, how = posting_counts(st)
     used = live[live > 0]
     g = st.graph
     head_bytes = 0 if g is None else g.nbytes()
@@ -59,6 +85,7 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         "posting_size_max": int(used.max()) if len(used) else 0,
         "posting_limit": st.limit,
         "replicas_per_vector": float(live.sum()) / max(1, st.n_live),
+        "posting_counts": how,  # how the three figures above were counted (`posting_counts`)
         "resident_bytes_estimate": head_bytes
         + st.slot_version.nbytes
         + st.table.memory_bytes()
