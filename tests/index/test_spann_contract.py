@@ -14,6 +14,7 @@ from test_spann_support import SMALL, assert_no_orphans, assert_tree_consistent,
 from vecdb.errors import FormatError
 from vecdb.index.base import SearchStats, Visible
 from vecdb.index.spann import open_spann, persist
+from vecdb.index.spann import state as state_mod
 from vecdb.kernels.posting import (
     NO_VISIBLE,
     VERSION_REMOVED,
@@ -108,6 +109,41 @@ def test_concurrent_searches_with_different_ef_match_serial(built) -> None:  # t
     for i, got in out.items():
         for slots in got:
             np.testing.assert_array_equal(slots, serial[i])
+
+
+def test_removes_while_a_publish_prepares_stay_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`publish` merges the versions before taking the write lock; removes that land in
+    that window (here: from inside the preparation, which the read lock around the log's
+    start does not block) are logged and applied under the lock: the slots stay removed,
+    leave the new tree's primary leaves, and the live count is right. Dropping the log
+    (applying only what the preparation saw) fails the first assertion below."""
+    x = clustered(600, D, seed=27)
+    idx, _ = open_spann(D, "l2", {"threads": 1}, tmp_path)
+    idx.remove(np.array([3]))  # before the build: seen by the preparation
+    real = state_mod._remove_wins
+    calls: list[int] = []
+
+    def racing(merged, tree, gone):  # type: ignore[no-untyped-def]
+        if not calls:  # the first call is the preparation's, outside the write lock
+            idx.remove(np.array([11, 12, 650]))  # 650: past every known slot
+        calls.append(len(gone))
+        return real(merged, tree, gone)
+
+    monkeypatch.setattr(state_mod, "_remove_wins", racing)
+    idx.build(np.arange(600), x)
+    monkeypatch.undo()
+    assert len(idx) == 597
+    assert idx.state.slot_version[[3, 11, 12, 650]].tolist() == [VERSION_REMOVED] * 4
+    for s in (3, 11, 12):
+        assert s not in idx.search(x[s][None, :], K, EXHAUSTIVE).slots
+        assert idx.state.tree.primary[s] == -1
+    live = set(range(600)) - {3, 11, 12}
+    assert_no_orphans(idx, live)
+    assert_tree_consistent(idx, live)
+    assert idx.state.removes_since is None
+    assert len(calls) == 2 and calls[1] == 3  # the log held the three late removes
 
 
 def test_remove_wins_over_later_add_and_build(tmp_path: Path) -> None:

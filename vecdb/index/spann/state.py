@@ -81,7 +81,7 @@ def file_path(directory: Path, kind: str, n: int) -> Path:
 # content: a publish of another state's content (`drain_child.adopt`) keeps these.
 OWN_FIELDS = frozenset(
     {"dim", "metric", "params", "directory", "limit", "block_cap", "width", "threads", "lock"}
-    | {"subtrees", "head_rows", "store"}
+    | {"subtrees", "head_rows", "store", "removes_since"}
 )
 
 
@@ -145,6 +145,7 @@ class SpannState:
     head_rows: HeadCache = field(default_factory=HeadCache)  # leaf centroids for set walks
     store: VectorStore | None = None  # exact-rerank rows by slot (`rerank` != "none")
     live_seen: LiveSeen | None = None  # the last whole count of live entries (`LiveSeen`)
+    removes_since: list[I64] | None = None  # slots removed while `publish` prepares
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
@@ -186,28 +187,40 @@ class SpannState:
         one swap of references under the write lock. `content` holds the new field values
         (at least `file`, `reader`, `graph`, `tree` and `table`); `versions` the new slot
         versions. Slots removed here meanwhile stay removed (remove wins: marked removed and
-        dropped from the new tree's primary leaves); the live count is recounted. The old
+        dropped from the new tree's primary leaves), also those removed while this call
+        prepares (`removes_since`); the live count is recounted. The old
         posting file and its reader are closed once the lock is released (the file stays on
         disk until a checkpoint names the new one)."""
         old_file, old_reader = self.file, self.reader
         tree = content["tree"]
         assert isinstance(tree, ClusterTree)
-        with self.lock.write(why):
-            old = self.slot_version
-            top = max(len(old), len(versions))
-            merged = np.zeros(top, np.uint8)
+        # The whole-array work runs before the write lock (at 10,000,000 slots it held the
+        # lock, and so every search, 35-106 ms): removes from here on are also logged, and
+        # only those are applied under the lock.
+        log: list[I64] = []
+        with self.lock.read():  # no remove is half done: each one is before or logged
+            self.removes_since = log
+        try:
+            merged = np.zeros(max(len(self.slot_version), len(versions)), np.uint8)
             merged[: len(versions)] = versions
-            gone = np.flatnonzero(old == VERSION_REMOVED)
-            tree.grow_slots(top)
-            drop = gone[live_mask(merged[gone])]
-            if len(drop):
-                tree.drop_primary(drop)
-            merged[gone] = VERSION_REMOVED
-            for name, value in content.items():
-                setattr(self, name, value)
-            self.tree.leaf_vectors = self.head_vectors
-            self.slot_version = merged
-            self.n_live = int(live_mask(merged).sum())
+            tree.grow_slots(len(merged))
+            _remove_wins(merged, tree, np.flatnonzero(self.slot_version == VERSION_REMOVED))
+            n_live = int(live_mask(merged).sum())
+            with self.lock.write(why):
+                late = np.concatenate([np.zeros(0, np.int64), *log])
+                self.removes_since = None
+                top = max(len(merged), len(self.slot_version))
+                if top > len(merged):  # a remove of slots past the end grew the versions
+                    merged = np.concatenate([merged, np.zeros(top - len(merged), np.uint8)])
+                    tree.grow_slots(top)
+                n_live -= _remove_wins(merged, tree, np.unique(late))
+                for name, value in content.items():
+                    setattr(self, name, value)
+                self.tree.leaf_vectors = self.head_vectors
+                self.slot_version = merged
+                self.n_live = n_live
+        finally:
+            self.removes_since = None
         if isinstance(old_reader, DirectReader):
             old_reader.close()
         old_file.close()
@@ -363,6 +376,16 @@ def new_state(
 
 def _cores() -> int:
     return os.cpu_count() or 1
+
+
+def _remove_wins(merged: U8, tree: ClusterTree, gone: I64) -> int:
+    """Mark the removed slots `gone` removed in the new versions `merged` (remove wins),
+    dropping the live ones from the new tree's primary leaves; how many were live."""
+    drop = gone[live_mask(merged[gone])]
+    if len(drop):
+        tree.drop_primary(drop)
+    merged[gone] = VERSION_REMOVED
+    return len(drop)
 
 
 def live_mask(versions: U8) -> npt.NDArray[np.bool_]:

@@ -212,3 +212,5 @@ def remove(st: SpannState, slots: I64) -> None:
         st.n_live -= int(live.sum())
         st.tree.drop_primary(s[live])
         st.slot_version[s] = VERSION_REMOVED
+        if st.removes_since is not None:  # a publish is preparing (`SpannState.publish`)
+            st.removes_since.append(s)
