@@ -87,3 +87,41 @@ def test_large_index_stats_never_walk_the_file(
     exact = _exact(idx)
     assert s["replicas_per_vector"] * s["vectors"] == pytest.approx(exact.sum())
     idx.close()
+
+
+def test_maintenance_counts_again_only_after_entries_may_have_gone_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's whole count is reused while only inserts arrive (their entries are
+    live); a remove (its copies die in postings nobody knows) makes the next maintenance
+    count again, and what that count finds is what a fresh count finds."""
+    x = clustered(5_000, D, seed=3)
+    idx, _ = open_spann(D, "l2", {"threads": 1}, tmp_path)
+    idx.build(np.arange(4_000), x[:4_000])
+    idx.maintain(None)
+    walks: list[str] = []
+    for name in ("live_counts", "removed_counts"):
+        real = getattr(compaction, name)
+
+        def spy(*a, _real=real, _name=name):  # type: ignore[no-untyped-def]
+            walks.append(_name)
+            return _real(*a)
+
+        monkeypatch.setattr(compaction, name, spy)
+    for lo in range(4_000, 5_000, 250):  # inserts only, and the maintenance after each
+        idx.add(np.arange(lo, lo + 250), x[lo : lo + 250])
+        idx.maintain(None)
+    assert walks == [] and idx.state.live_seen is not None
+    entries = idx.state.table.post_entries[: idx.state.next_posting].astype(np.int64)
+    reused = idx.state.live_seen.estimate(entries)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(reused, compaction.counts(idx.state, keep=False))
+
+    idx.remove(np.arange(0, 4_000, 3))
+    assert not idx.state.live_seen.current(idx.state)
+    idx.maintain(None)
+    seen = idx.state.live_seen
+    assert seen is not None and seen.current(idx.state)
+    entries = idx.state.table.post_entries[: idx.state.next_posting].astype(np.int64)
+    np.testing.assert_array_equal(seen.estimate(entries), compaction.counts(idx.state, keep=False))
+    idx.close()

@@ -83,6 +83,12 @@ def take_bytes(st: SpannState, postings: I64) -> I64:
     return postings[: max(1, n)]
 
 
+def live_entries(st: SpannState) -> I64:
+    """Entries per posting id (stale and removed ones included), from the block table."""
+    out: I64 = st.table.post_entries[: st.next_posting].astype(np.int64)
+    return out
+
+
 class Counts:
     """Live and removed entries per posting for one `maintain` call: counted once (each
     count walks every entry of the file; per batch, it took over half of the maintenance
@@ -97,11 +103,9 @@ class Counts:
         self._removed: I64 | None = None
 
     def live(self) -> I64:
-        entries = self.st.table.post_entries[: self.st.next_posting].astype(np.int64)
+        entries = live_entries(self.st)
         if self._seen is None:
-            compaction.counts(self.st)
-            self._seen = self.st.live_seen
-        assert self._seen is not None
+            self._seen = compaction.known(self.st)
         return self._seen.estimate(entries)
 
     def removed(self) -> I64:
@@ -232,7 +236,8 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
         return True  # as `work_left` would say, without counting the whole file first
     if work_left(st, counts.live(), counts.removed()):
         return True
-    return work_left(st, compaction.counts(st))  # done? a fresh count sees stale entries too
+    # done? a fresh count sees entries this call made stale (unless nothing did)
+    return work_left(st, compaction.known(st).estimate(live_entries(st)))
 
 
 def clean(st: SpannState, counts: Counts, postings: I64, limit: int) -> bool:

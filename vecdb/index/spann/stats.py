@@ -54,7 +54,7 @@ def posting_counts(st: SpannState) -> tuple[I64, str]:
     every call reads the whole file once it is cold."""
     if st.file.length <= COUNT_NOW_BYTES:
         with st.lock.read():
-            return counts(st), "counted"
+            return counts(st, keep=False), "counted"
     seen = st.live_seen
     n = st.next_posting
     entries = st.table.post_entries[:n].astype(np.int64)

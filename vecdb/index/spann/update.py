@@ -167,6 +167,8 @@ def commit_moves(
     the table. Entries of slots removed meanwhile stay invisible (their version is REMOVED)."""
     still = st.slot_version[slots] == was
     moved = slots[still]
+    if (was[still] != 0).any():  # live slots placed again: their old copies went stale
+        st.stale_events += 1
     st.n_live += int((was[still] == 0).sum())
     st.slot_version[moved] = versions[still]
     st.tree.set_primary(moved, posts[still, 0])
@@ -210,6 +212,7 @@ def remove(st: SpannState, slots: I64) -> None:
         cur = st.slot_version[s]
         live = (cur != 0) & (cur != VERSION_REMOVED)
         st.n_live -= int(live.sum())
+        st.stale_events += int(live.any())  # their copies went dead, wherever they are
         st.tree.drop_primary(s[live])
         st.slot_version[s] = VERSION_REMOVED
         if st.removes_since is not None:  # a publish is preparing (`SpannState.publish`)
