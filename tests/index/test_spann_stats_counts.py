@@ -12,7 +12,6 @@ import pytest
 from test_spann_support import SMALL, clustered
 
 from vecdb.index.spann import compaction, open_spann
-from vecdb.index.spann import stats as spann_stats
 
 D = 16
 
@@ -26,7 +25,7 @@ def _sizes(s: dict) -> tuple[int, int, float]:  # type: ignore[type-arg]
 
 
 def test_small_index_is_counted_on_every_call(tmp_path: Path) -> None:
-    """Below COUNT_NOW_BYTES a remove shows at once (the old behaviour, kept)."""
+    """Below compaction.WALK_BYTES a remove shows at once (the old behaviour, kept)."""
     idx, _ = open_spann(D, "l2", dict(SMALL), tmp_path)
     x = clustered(3_000, D, seed=1)
     idx.build(np.arange(3_000), x)
@@ -46,7 +45,7 @@ def test_large_index_stats_never_walk_the_file(
     """With every file 'large': a fresh open reports entry counts (an upper bound of the
     live ones), a maintenance pass's count makes them exact, appends since are added, and
     no `stats` call runs the counting kernel."""
-    monkeypatch.setattr(spann_stats, "COUNT_NOW_BYTES", 0)
+    monkeypatch.setattr(compaction, "WALK_BYTES", 0)
     x = clustered(4_000, D, seed=2)
     idx, _ = open_spann(D, "l2", dict(SMALL), tmp_path)
     idx.build(np.arange(3_000), x[:3_000])
@@ -124,4 +123,31 @@ def test_maintenance_counts_again_only_after_entries_may_have_gone_stale(
     assert seen is not None and seen.current(idx.state)
     entries = idx.state.table.post_entries[: idx.state.next_posting].astype(np.int64)
     np.testing.assert_array_equal(seen.estimate(entries), compaction.counts(idx.state, keep=False))
+    idx.close()
+
+
+def test_a_large_file_is_counted_again_once_enough_may_have_gone_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above WALK_BYTES (here: every file), removes of fewer slots than STALE_SHARE of the
+    entries keep the worker's count (no walk); past it, the next maintenance counts again
+    and then sees every dead entry."""
+    monkeypatch.setattr(compaction, "WALK_BYTES", 0)
+    monkeypatch.setattr(compaction, "STALE_SHARE", 0.05)
+    x = clustered(4_000, D, seed=4)
+    # a disk budget this small index is within (over it, every maintenance counts)
+    idx, _ = open_spann(D, "l2", {"threads": 1, "max_disk_ratio": 50.0}, tmp_path)
+    idx.build(np.arange(4_000), x)
+    idx.maintain(None)
+    seen = idx.state.live_seen
+    assert seen is not None
+    idx.remove(np.arange(0, 40))  # 1% of the slots: under 5% of the entries
+    idx.maintain(None)
+    assert idx.state.live_seen is seen  # kept, not counted again
+    idx.remove(np.arange(40, 400))  # 10% in all: past it
+    idx.maintain(None)
+    again = idx.state.live_seen
+    assert again is not seen and again is not None and again.current(idx.state)
+    entries = idx.state.table.post_entries[: idx.state.next_posting].astype(np.int64)
+    np.testing.assert_array_equal(again.estimate(entries), compaction.counts(idx.state, keep=False))
     idx.close()

@@ -42,6 +42,8 @@ POSTING_DEAD_MIN = 8  # ... and at least this many are dead
 PRESSURE_DEAD_SHARE = 0.1  # over the disk budget, this share of dead entries is enough
 REBUILD_DELETED = 0.2  # rebuild the head graph when deleted heads exceed this share
 GROUP_BYTES = 32 << 20  # live entries packed per write during compaction
+WALK_BYTES = 256 << 20  # posting files above this are not counted whole at every change
+STALE_SHARE = 0.02  # ... but once this share of their entries may have gone stale (`known`)
 
 
 def counts(st: SpannState, keep: bool = True) -> I64:
@@ -54,16 +56,26 @@ def counts(st: SpannState, keep: bool = True) -> I64:
     out = out[: st.next_posting]
     if keep:
         base = t.post_entries[: len(out)].astype(np.int64)
-        st.live_seen = LiveSeen(t, out, base, st.stale_events)
+        st.live_seen = LiveSeen(t, out, base, st.stale_slots)
     return out
+
+
+def tolerance(st: SpannState) -> float:
+    """The share of stale entries a kept count may miss (`known`): 0 for a posting file of
+    at most `WALK_BYTES` or one over its disk budget, else `STALE_SHARE`."""
+    return STALE_SHARE if st.file.length > WALK_BYTES and not over_budget(st) else 0.0
 
 
 def known(st: SpannState) -> LiveSeen:
     """The last whole count if it is still current (`LiveSeen.current`), else a new one: an
     index that only takes inserts is counted once, not at every maintenance call (each
-    count walks every entry of the file: at 10,000,000 x 96, 2.3 GB once cold)."""
+    count walks every entry of the file: at 10,000,000 x 96, 2.3 GB once cold). A posting
+    file over `WALK_BYTES` within its disk budget keeps its count until the copies of the
+    slots removed or moved since are `STALE_SHARE` of its entries: clean-ups and merges wait
+    that long (under the disk budget's pressure, every call counts), and the walks of a
+    growing file cost O(its final size) in all."""
     seen = st.live_seen
-    if seen is None or not seen.current(st):
+    if seen is None or not seen.current(st, tolerance(st)):
         counts(st)
         seen = st.live_seen
     assert seen is not None
@@ -80,7 +92,7 @@ def removed(st: SpannState) -> I64:
     """Entries per posting id whose slot was deleted (not merely moved); worker thread.
     Kept with a current `live_seen` (removes make it stale) and reused while it is."""
     seen = st.live_seen
-    if seen is not None and seen.removed is not None and seen.current(st):
+    if seen is not None and seen.removed is not None and seen.current(st, tolerance(st)):
         return seen.removed
     u8, i64, _, _ = MmapReader(st.file).views()
     t = st.table
@@ -88,7 +100,7 @@ def removed(st: SpannState) -> I64:
         u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version
     )
     out = out[: st.next_posting]
-    if seen is not None and seen.current(st):
+    if seen is not None and seen.current(st):  # counted at the same state: keep them together
         seen.removed = out
     return out
 

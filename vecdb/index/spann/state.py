@@ -81,7 +81,7 @@ def file_path(directory: Path, kind: str, n: int) -> Path:
 # content: a publish of another state's content (`drain_child.adopt`) keeps these.
 OWN_FIELDS = frozenset(
     {"dim", "metric", "params", "directory", "limit", "block_cap", "width", "threads", "lock"}
-    | {"subtrees", "head_rows", "store", "removes_since", "stale_events"}
+    | {"subtrees", "head_rows", "store", "removes_since", "stale_slots"}
 )
 
 
@@ -97,15 +97,23 @@ class LiveSeen:
     table: BlockTable
     live: I64  # live entries per posting id when counted
     base: I64  # post_entries then
-    events: int  # `SpannState.stale_events` then
+    stale_slots: int  # `SpannState.stale_slots` then
     removed: I64 | None = None  # entries of removed slots per posting, once counted
 
-    def current(self, st: SpannState) -> bool:
+    def current(self, st: SpannState, share: float = 0.0) -> bool:
         """Still the count of `st`'s entries: the same block table, and nothing since has
         made an entry stale in a posting nobody knows (a remove of a live slot, or a live
-        slot placed again). Appends and clean-ups keep it current: `estimate` and
-        `maintain.Counts.cleaned` account for them."""
-        return self.table is st.table and self.events == st.stale_events
+        slot placed again), or, with `share` > 0, the copies of the slots that went stale
+        since (at the mean replicas per slot) are at most that share of the entries.
+        Appends and clean-ups keep it current: `estimate` and `maintain.Counts.cleaned`
+        account for them."""
+        if self.table is not st.table:
+            return False
+        drift = st.stale_slots - self.stale_slots
+        if drift == 0 or share <= 0.0:
+            return drift == 0
+        entries = float(self.base.sum())
+        return drift * entries / max(1, st.n_live) <= share * entries
 
     def estimate(self, entries: I64) -> I64:
         """Live entries per posting now: as counted, plus entries appended since (clipped
@@ -155,7 +163,7 @@ class SpannState:
     store: VectorStore | None = None  # exact-rerank rows by slot (`rerank` != "none")
     live_seen: LiveSeen | None = None  # the last whole count of live entries (`LiveSeen`)
     removes_since: list[I64] | None = None  # slots removed while `publish` prepares
-    stale_events: int = 0  # removes and re-placements of live slots (`LiveSeen.current`)
+    stale_slots: int = 0  # live slots removed or placed again, ever (`LiveSeen.current`)
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)

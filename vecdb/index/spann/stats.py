@@ -1,9 +1,10 @@
 """Index statistics of a SPANN index: counts, posting sizes, replicas, memory, disk, locks.
 
-Computed on demand for `stats` / `vecdb inspect`: a posting file up to `COUNT_NOW_BYTES` has
-its live entries counted on each call (every posting's slots and versions through an mmap, so
-it is not for hot paths); a larger one reports the background worker's last count. The memory figure is an estimate of what the
-index keeps in anonymous memory; the page cache holding the posting file is not counted.
+Computed on demand for `stats` / `vecdb inspect`: a posting file up to
+`compaction.WALK_BYTES` has its live entries counted on each call (every posting's slots and
+versions through an mmap, so it is not for hot paths); a larger one reports the background
+worker's last count. The memory figure is an estimate of what the index keeps in anonymous
+memory; the page cache holding the posting file is not counted.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.spann import compaction
 from vecdb.index.spann.compaction import counts
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import store_stats
 
 I64 = npt.NDArray[np.int64]
-COUNT_NOW_BYTES = 256 << 20  # posting files up to this size are counted on every `stats`
 
 
 def tree_bytes(st: SpannState) -> int:
@@ -47,12 +48,13 @@ def allocated_bytes(directory: Any) -> int:
 def posting_counts(st: SpannState) -> tuple[I64, str]:
     """Live entries per posting id for `index_stats`, and how they were had: "counted"
     (every block walked now, under the read lock, so the worker cannot publish a new table
-    meanwhile) when the posting file is at most `COUNT_NOW_BYTES`; above it, "last_count"
-    (the maintenance worker's last whole count, `SpannState.live_seen`, with the entries
-    appended since) or, before any count in this process, "entries" (the block table's entry
-    counts: stale and removed entries included, an upper bound). Counting a large index on
-    every call reads the whole file once it is cold."""
-    if st.file.length <= COUNT_NOW_BYTES:
+    meanwhile) when the posting file is at most `compaction.WALK_BYTES`; above it,
+    "last_count" (the maintenance worker's last whole count, `SpannState.live_seen`, with
+    the entries appended since; slots removed or moved since are not seen until the next
+    count, `compaction.known`) or, before any count in this process, "entries" (the block
+    table's entry counts: stale and removed entries included, an upper bound). Counting a
+    large index on every call reads the whole file once it is cold."""
+    if st.file.length <= compaction.WALK_BYTES:
         with st.lock.read():
             return counts(st, keep=False), "counted"
     seen = st.live_seen

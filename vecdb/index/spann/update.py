@@ -167,8 +167,7 @@ def commit_moves(
     the table. Entries of slots removed meanwhile stay invisible (their version is REMOVED)."""
     still = st.slot_version[slots] == was
     moved = slots[still]
-    if (was[still] != 0).any():  # live slots placed again: their old copies went stale
-        st.stale_events += 1
+    st.stale_slots += int((was[still] != 0).sum())  # placed again: old copies went stale
     st.n_live += int((was[still] == 0).sum())
     st.slot_version[moved] = versions[still]
     st.tree.set_primary(moved, posts[still, 0])
@@ -212,7 +211,7 @@ def remove(st: SpannState, slots: I64) -> None:
         cur = st.slot_version[s]
         live = (cur != 0) & (cur != VERSION_REMOVED)
         st.n_live -= int(live.sum())
-        st.stale_events += int(live.any())  # their copies went dead, wherever they are
+        st.stale_slots += int(live.sum())  # their copies went dead, wherever they are
         st.tree.drop_primary(s[live])
         st.slot_version[s] = VERSION_REMOVED
         if st.removes_since is not None:  # a publish is preparing (`SpannState.publish`)
