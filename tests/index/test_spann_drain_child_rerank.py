@@ -91,9 +91,9 @@ def test_drain_in_child_equals_drain_in_process_and_reopens(
     """The same tail drained in a child and in process: searches with the rerank give the
     same slots and distances (the exact top-k over the float16 rows), every row reads back
     through the parent's store object, and again after a checkpoint and reopen; the files
-    verify. With io=mmap this fails if the parent's store keeps its map from before the
-    drain (the child grew the file past it: warm reads skip rows past the map); cold reads
-    (io=direct) read by offset."""
+    verify. Fails if the parent's store keeps its map from before the drain (the child grew
+    the file past it): with io=mmap the searches skip the rows past the map; with io=direct
+    they read rows by offset, and the rows check through the map fails."""
     params = dict(PARAMS, io=io)
     here, x = _built(tmp_path / "here", monkeypatch, params)
     there, _ = _built(tmp_path / "there", monkeypatch, params)

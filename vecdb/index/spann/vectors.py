@@ -12,9 +12,10 @@ Who writes what: the bulk build (in the calling process, also when its passes ru
 process) and `update.add` write the rows of the slots they place before they publish them;
 nothing else writes. A drain run in a child process (`drain_child`) writes its rows there
 through the child's own store object of this file; the parent's object then `refresh`es (the
-file's size, the map, which pages are holes) before it publishes the child's slots. A slot's vector never changes (slots are never reused, a replayed add
-writes the same bytes), so rows are written in place and a torn row is always rewritten by
-the op-log replay that follows a crash: `persist.checkpoint` fsyncs the store with the
+file's size, the map, which pages are holes) before it publishes the child's slots. A slot's
+vector never changes (slots are never reused, a replayed add writes the same bytes), so rows
+are written in place and a torn row is always rewritten by the op-log replay that follows a
+crash: `persist.checkpoint` fsyncs the store with the
 postings, before the manifest names the sequence the rows belong to. After a checkpoint,
 `reclaim` punches holes (fallocate PUNCH_HOLE) in the pages whose slots are all dead (never
 added or removed: removal is forever) in the checkpoint's version snapshot, so under churn
