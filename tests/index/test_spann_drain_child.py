@@ -148,8 +148,8 @@ def test_caller_that_gives_up_stops_the_child(
 def test_use_child_needs_a_built_index_size_and_disk_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a built index without a rerank store, a drain of at least the threshold, and a
-    disk with room for the input twice over go to a child."""
+    """Only a built index, a drain of at least the threshold, and a disk with room for the
+    input twice over go to a child (with a rerank store too: `test_spann_drain_child_rerank`)."""
     idx, _ = _built(tmp_path, monkeypatch)
     st = idx.state
     monkeypatch.delenv(drain_child.ENV, raising=False)

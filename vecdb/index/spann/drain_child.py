@@ -28,6 +28,23 @@ lock; slots removed in the parent while the child ran stay removed (remove wins)
 child fails or is abandoned the drain fails as an in-process one would (the buffer is thawed);
 if the child had published a checkpoint, the parent publishes its own state again first, so
 that nothing it writes next lands in bytes the published checkpoint names.
+
+A rerank store (`vectors`, `rerank` != "none"): the child writes the drain's rows, through its
+own store object of the same `vectors.bin`, in `update.add` as a drain in process does (before
+the child publishes the slots in its state; its checkpoint fsyncs them before its manifest
+names the slots). Not the parent before starting the child: that is the drain's largest write
+done in the long-running process, and the child's add would write the rows again or need a
+path of its own that skips them. So the parent's store object (the process's own, kept by
+`adopt`) takes them in (`VectorStore.refresh`) before the swap makes the slots visible here:
+the file's size again (the child grew it) and a map over it (warm reads skip a row past the
+map: a search would miss the drained slots), and the drained rows' pages no longer known as
+holes (a page punched before the drain holds rows now; a slot removed while the child ran
+must have its page punched at the next checkpoint). Cold reads (O_DIRECT by offset, on their
+own descriptor) need nothing. A failed child's rows are taken in the same way (its slots are
+not live here; the next drain writes them again). After a crash: a published checkpoint of
+the child names only rows it fsynced; rows the child wrote without one belong to slots the
+reopened index does not hold, which the op-log replay puts into the buffer and the next drain
+writes again (the same bytes: a slot's vector never changes).
 """
 
 from __future__ import annotations
@@ -40,7 +57,7 @@ import threading
 import traceback
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -67,11 +84,11 @@ def child_min_bytes() -> int | None:
 
 
 def use_child(st: SpannState, n: int) -> bool:
-    """Whether a drain of n vectors into `st` runs in a child: the index is built and has no
-    rerank store (its rows are written by the parent), the drain is large enough, and the
-    disk has room for the child's input `child.INPUT_ROOM` times over."""
+    """Whether a drain of n vectors into `st` runs in a child: the index is built, the drain
+    is large enough, and the disk has room for the child's input `child.INPUT_ROOM` times
+    over (a rerank store's rows are written by the child: see the module docstring)."""
     least = child_min_bytes()
-    if least is None or n == 0 or st.graph is None or st.store is not None:
+    if least is None or n == 0 or st.graph is None:
         return False
     if 4 * n * st.dim < least:
         return False
@@ -98,40 +115,56 @@ def add_in_child(
     paths = {w: child._tmp(d, tag, w) for w in NAMES}
     try:
         n = 0
-        with open(paths["dslots"], "wb") as fs, open(paths["dvectors"], "wb") as fv:
-            for slots, vectors in chunks:
-                np.ascontiguousarray(slots, np.int64).tofile(fs)
-                np.ascontiguousarray(vectors, np.float32).tofile(fv)
-                n += len(slots)
-        job = {
-            "dim": st.dim,
-            "metric": st.metric,
-            "params": st.params.__dict__,
-            "directory": str(d),
-            "tag": tag,
-            "n": n,
-            "seq": int(seq),
-            "threads": st.threads,
-        }
-        try:
-            child._run(job, paths["dlog"], progress, module=__name__)
-            kill_point("drain_child")  # crash tests: the child's checkpoint is published
-            new, _ = open_state(st.dim, st.metric, st.params.__dict__, d, clean=False)
-        except BaseException:
-            _republish(st, applied_seq)
-            raise
-        adopt(st, new)
+        # the slots are read back through this descriptor (`_drained`): the child's
+        # checkpoints delete the exchange files' names
+        with open(paths["dslots"], "w+b") as fs:
+            with open(paths["dvectors"], "wb") as fv:
+                for slots, vectors in chunks:
+                    np.ascontiguousarray(slots, np.int64).tofile(fs)
+                    np.ascontiguousarray(vectors, np.float32).tofile(fv)
+                    n += len(slots)
+            fs.flush()
+            job = {
+                "dim": st.dim,
+                "metric": st.metric,
+                "params": st.params.__dict__,
+                "directory": str(d),
+                "tag": tag,
+                "n": n,
+                "seq": int(seq),
+                "threads": st.threads,
+            }
+            try:
+                child._run(job, paths["dlog"], progress, module=__name__)
+                kill_point("drain_child")  # crash tests: the child's checkpoint is published
+                new, _ = open_state(st.dim, st.metric, st.params.__dict__, d, clean=False)
+            except BaseException:
+                _republish(st, applied_seq, fs, n)
+                raise
+            adopt(st, new, _drained(st, fs, n))
     finally:
         for p in paths.values():
             p.unlink(missing_ok=True)
 
 
-def _republish(st: SpannState, applied_seq: int) -> None:
-    """After a child that failed or was abandoned: if it published a checkpoint, publish
+def _drained(st: SpannState, fs: BinaryIO, n: int) -> I64:
+    """The drain's n slots, read back from the start of their exchange file `fs`, when the
+    index has a rerank store whose rows the child wrote; else none (nothing to refresh)."""
+    if st.store is None:
+        return np.zeros(0, np.int64)
+    fs.seek(0)
+    return np.fromfile(fs, np.int64, count=n)
+
+
+def _republish(st: SpannState, applied_seq: int, fs: BinaryIO, n: int) -> None:
+    """After a child that failed or was abandoned: take in the rerank rows it may have
+    written (their pages are not holes any more), and if it published a checkpoint, publish
     this process's state again, before anything here writes posting bytes that the child's
     checkpoint names (and with a head graph file of its own: the child's checkpoint deleted
     ours). Best effort: the original error is what the caller sees."""
     try:
+        if st.store is not None:
+            st.store.refresh(_drained(st, fs, n))
         m = read_manifest(st.directory)
         if m is not None and list(m["gens"]) != [st.file_gen, st.heads_gen, st.ckpt_no]:
             st.heads_dirty = True
@@ -140,11 +173,17 @@ def _republish(st: SpannState, applied_seq: int) -> None:
         log.exception("re-publishing the index after a failed drain child")
 
 
-def adopt(st: SpannState, new: SpannState) -> None:
+def adopt(st: SpannState, new: SpannState, drained: I64) -> None:
     """Publish `new` (opened from the child's checkpoint of the same directory, as a fresh
     open does) into `st`: every field of the index's content is taken from `new`, the ones
     that belong to this process's object (`OWN_FIELDS`) are kept; slots removed in `st`
-    meanwhile stay removed (`SpannState.publish`)."""
+    meanwhile stay removed (`SpannState.publish`). `st`'s rerank store takes in the rows the
+    child wrote for the `drained` slots before they become visible here (`new`'s own store
+    object of the same file is closed)."""
+    if new.store is not None:
+        new.store.close()
+    if st.store is not None:
+        st.store.refresh(drained)
     content = {
         f.name: getattr(new, f.name)
         for f in fields(SpannState)
@@ -189,6 +228,8 @@ def child_main(job: dict[str, Any]) -> None:
             break
     report("maintain", MAINTAIN_ROUNDS, MAINTAIN_ROUNDS)
     st.file.close()
+    if st.store is not None:
+        st.store.close()
     child._say(sys.stdout.write, kind="done", length=0)
 
 

@@ -10,9 +10,12 @@ ftruncate (geometrically; nothing is allocated until written).
 
 Who writes what: the bulk build (in the calling process, also when its passes run in a child
 process) and `update.add` write the rows of the slots they place before they publish them;
-nothing else writes. A slot's vector never changes (slots are never reused, a replayed add
-writes the same bytes), so rows are written in place and a torn row is always rewritten by
-the op-log replay that follows a crash: `persist.checkpoint` fsyncs the store with the
+nothing else writes. A drain run in a child process (`drain_child`) writes its rows there
+through the child's own store object of this file; the parent's object then `refresh`es (the
+file's size, the map, which pages are holes) before it publishes the child's slots. A slot's
+vector never changes (slots are never reused, a replayed add writes the same bytes), so rows
+are written in place and a torn row is always rewritten by the op-log replay that follows a
+crash: `persist.checkpoint` fsyncs the store with the
 postings, before the manifest names the sequence the rows belong to. After a checkpoint,
 `reclaim` punches holes (fallocate PUNCH_HOLE) in the pages whose slots are all dead (never
 added or removed: removal is forever) in the checkpoint's version snapshot, so under churn
@@ -135,6 +138,8 @@ class VectorStore:
         if n <= self.capacity:
             return
         rows = max(n, int(self.capacity * GROW), MIN_ROWS)
+        # never shorter than the file: another process (a drain child) may have grown it
+        rows = max(rows, (os.fstat(self.fd).st_size - HEAD) // self.row)
         os.ftruncate(self.fd, HEAD + rows * self.row)
         self.capacity = rows
         self._remap()
@@ -166,6 +171,32 @@ class VectorStore:
                 hi = min(b, lo + step)
                 rows = self.encode(vectors[order[lo:hi]])
                 pwrite_all(self.fd, rows.tobytes(), HEAD + int(s[lo]) * self.row, self.path)
+        self._unpunch(s[starts], s[np.asarray(ends) - 1] + 1)
+
+    def refresh(self, slots: I64) -> None:
+        """Take in rows of `slots` that another process (a drain child, on its own store
+        object of this file) wrote: the file's size again (the other process may have grown
+        it; the map covers the new rows) and the pages of those rows no longer known as
+        holes (so `reclaim` punches them when the slots die). Call before the slots become
+        visible here."""
+        self.capacity = max(self.capacity, (os.fstat(self.fd).st_size - HEAD) // self.row)
+        if len(self._rows) < self.capacity:
+            self._remap()
+        if len(slots):
+            s = np.unique(np.asarray(slots, np.int64))
+            cuts = np.flatnonzero(np.diff(s) != 1) + 1
+            self._unpunch(s[np.concatenate(([0], cuts))], s[np.concatenate((cuts - 1, [-1]))] + 1)
+
+    def _unpunch(self, lo: I64, hi: I64) -> None:
+        """Forget that the pages holding rows [lo, hi) (runs of slots) are holes: rows were
+        written into them (a hole punched once is allocated again by a write, and `reclaim`
+        must punch it again when its slots are dead)."""
+        if not len(self.punched) or not len(lo):
+            return
+        first = (HEAD + lo * self.row) // PAGE
+        last = (HEAD + hi * self.row - 1) // PAGE
+        for a, b in zip(first.tolist(), last.tolist(), strict=True):
+            self.punched[a : b + 1] = False
 
     def sync(self) -> None:
         """fsync the rows; after one failure never again (as `PostingFile.sync`)."""
