@@ -14,6 +14,7 @@ from vecdb.kernels.bitscan import (
     estimate,
     prepare_query,
     rotation,
+    scan_factors,
     scan_rerank,
     unpack_signs,
 )
@@ -159,9 +160,31 @@ def test_estimate_rejects_mismatched_arguments() -> None:
         estimate(codes, norms, xo.astype(np.float64), qc, 70, np.empty(3, np.float32))  # type: ignore[arg-type]
 
 
+def test_scan_factors_fold_the_centroid_into_add() -> None:
+    """With the entries' rotated centroids, add + ||q - c||^2 - mul <x_bar, q @ rot> equals
+    the residual form ||r||^2 + ||q'||^2 - mul <x_bar, q'> (no quantization: the algebra)."""
+    d = 65
+    rng = np.random.default_rng(4)
+    x, c, of = _clustered(rng, 300, d)
+    rot = rotation(d, 4)
+    r = (x - c[of]) @ rot
+    q = rng.standard_normal(d).astype(np.float32)
+    codes, norms, xo = encode(r)
+    add0, mul0 = scan_factors(r, norms, xo)
+    add, mul = scan_factors(r, norms, xo, (c @ rot)[of])
+    np.testing.assert_allclose(add0, norms.astype(np.float64) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(mul, 2 * norms.astype(np.float64) / xo, rtol=1e-6)
+    np.testing.assert_array_equal(mul, mul0)
+    xbar = (2.0 * unpack_signs(codes, d) - 1.0) / np.sqrt(d)
+    qr = (q - c[of]) @ rot  # each entry's residual query
+    once = add + ((q - c[of]) ** 2).sum(1) - mul * (xbar @ (q @ rot).astype(np.float64))
+    resid = add0 + (qr**2).sum(1) - mul * (xbar * qr).sum(1)
+    np.testing.assert_allclose(once, resid, rtol=1e-4, atol=1e-4)
+
+
 def _postings(rng: np.random.Generator, d: int, n_slots: int, n_post: int, reps: int):  # type: ignore[no-untyped-def]
     """Clustered points, each in `reps` postings (replicas), as CSR by posting: (points,
-    centers, ptr, slots of the entries)."""
+    centers, ptr, slots of the entries, posting of the entries)."""
     x, c, _ = _clustered(rng, n_slots, d, n_post)
     dist = ((x[:, None] - c[None]) ** 2).sum(-1)
     near = np.argsort(dist, 1)[:, :reps]
@@ -173,27 +196,37 @@ def _postings(rng: np.random.Generator, d: int, n_slots: int, n_post: int, reps:
     return x, c, ptr, slot.astype(np.int64), post
 
 
-def _bit_search(q, x, c, ptr, slots, post_of, probe, per_posting, r, metric, rot):  # type: ignore[no-untyped-def]
-    """Run scan_rerank once; (ids, distances, scanned, candidates, pos after)."""
-    d = len(q)
-    mid = c[post_of] if per_posting else x.mean(0, keepdims=True)  # each entry's centroid
+MODES = ["posting", "requantize", "global"]  # scan_rerank's centroid and query forms
+
+
+def _coded(x, c, slots, post_of, mode, rot):  # type: ignore[no-untyped-def]
+    """(codes, add, mul, rotated centers) of the entries for a mode."""
+    mid = x.mean(0, keepdims=True) if mode == "global" else c[post_of]  # each entry's centroid
     res = np.ascontiguousarray((x[slots] - mid) @ rot, np.float32)
-    centers = np.ascontiguousarray((c if per_posting else mid) @ rot, np.float32)
+    centers = np.ascontiguousarray((mid if mode == "global" else c) @ rot, np.float32)
     codes, norms, xo = encode(res)
+    add, mul = scan_factors(res, norms, xo, (mid @ rot) if mode == "posting" else None)
+    return codes, add, mul, centers
+
+
+def _bit_search(q, x, c, ptr, slots, post_of, probe, mode, r, metric, rot):  # type: ignore[no-untyped-def]
+    """Run scan_rerank once; (ids, distances, scanned, candidates, held after, coded)."""
+    d = len(q)
+    codes, add, mul, centers = coded = _coded(x, c, slots, post_of, mode, rot)
     rows = x.astype(np.float16).view(np.uint16)
-    pos = np.full(len(x), -1, np.int32)
+    held = np.zeros(-(-len(x) // 8), np.uint8)
     k = 10
     ids, dd = np.empty(k, np.int64), np.empty(k, np.float32)
     w = code_words(d)
     scratch = (
-        np.empty(r, np.float32), np.empty(r, np.int64), pos, np.empty(d, np.float32),
+        np.empty(r, np.float32), np.empty(r, np.int64), held, np.empty(d, np.float32),
         np.empty(d, np.float32), np.empty((QUERY_BITS, w), np.uint64),
     )  # fmt: skip
     n, cand = scan_rerank(
-        q, rot, probe, ptr, codes, norms, xo, slots, centers, per_posting, r, rows, metric,
-        *scratch, ids, dd,
+        q, rot, probe, ptr, codes, add, mul, slots, centers, mode != "global",
+        mode == "requantize", r, rows, metric, *scratch, ids, dd,
     )  # fmt: skip
-    return ids, dd, n, cand, pos, (codes, norms, xo, centers)
+    return ids, dd, n, cand, held, coded
 
 
 def _exact(q: np.ndarray, rows: np.ndarray, metric: int) -> np.ndarray:
@@ -203,10 +236,10 @@ def _exact(q: np.ndarray, rows: np.ndarray, metric: int) -> np.ndarray:
     return -dot if metric == METRIC_IP else 1 - dot
 
 
-@pytest.mark.parametrize("per_posting", [True, False])
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("metric", [METRIC_L2, METRIC_COSINE, METRIC_IP])
 @pytest.mark.parametrize("d", [7, 65])
-def test_scan_rerank_with_every_slot_is_exact(per_posting: bool, metric: int, d: int) -> None:
+def test_scan_rerank_with_every_slot_is_exact(mode: str, metric: int, d: int) -> None:
     """With r at least the distinct slots of the probed postings, the rerank sees them all:
     the top k is the exact top k of their float16 rows, replicas once."""
     rng = np.random.default_rng(d)
@@ -214,8 +247,8 @@ def test_scan_rerank_with_every_slot_is_exact(per_posting: bool, metric: int, d:
     rot = rotation(d, 1)
     probe = np.array([3, -1, 0, 7, 5], np.int64)
     q = (x[5] + 0.1 * rng.standard_normal(d)).astype(np.float32)
-    ids, dd, n, cand, pos, _ = _bit_search(
-        q, x, c, ptr, slots, post_of, probe, per_posting, 400, metric, rot
+    ids, dd, n, cand, held, _ = _bit_search(
+        q, x, c, ptr, slots, post_of, probe, mode, 400, metric, rot
     )
     inside = np.unique(np.concatenate([slots[ptr[p] : ptr[p + 1]] for p in probe if p >= 0]))
     assert n == sum(ptr[p + 1] - ptr[p] for p in probe if p >= 0) and cand == len(inside)
@@ -224,13 +257,14 @@ def test_scan_rerank_with_every_slot_is_exact(per_posting: bool, metric: int, d:
     order = np.lexsort((inside, ex))[:10]
     np.testing.assert_array_equal(ids, inside[order])
     np.testing.assert_allclose(dd, ex[order], rtol=1e-4, atol=1e-4)
-    assert (pos == -1).all()
+    assert (held == 0).all()
 
 
-@pytest.mark.parametrize("per_posting", [True, False])
-def test_scan_rerank_keeps_the_best_estimates(per_posting: bool) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_scan_rerank_keeps_the_best_estimates(mode: str) -> None:
     """With a small r, the candidates are the r distinct slots of smallest estimated
-    distance (a replica keeps its best estimate), computed here with the float64 formula."""
+    distance (a replica keeps its best estimate), computed here with the float64 formula
+    on the query each mode quantizes."""
     d = 130
     rng = np.random.default_rng(5)
     x, c, ptr, slots, post_of = _postings(rng, d, 600, 10, 2)
@@ -238,24 +272,22 @@ def test_scan_rerank_keeps_the_best_estimates(per_posting: bool) -> None:
     probe = np.arange(10, dtype=np.int64)[::-1].copy()
     q = (x[11] + 0.2 * rng.standard_normal(d)).astype(np.float32)
     r = 40
-    ids, dd, _, cand, pos, (codes, norms, xo, centers) = _bit_search(
-        q, x, c, ptr, slots, post_of, probe, per_posting, r, METRIC_L2, rot
+    ids, _, _, cand, held, (codes, add, mul, centers) = _bit_search(
+        q, x, c, ptr, slots, post_of, probe, mode, r, METRIC_L2, rot
     )
-    assert cand == r and (pos == -1).all()
+    assert cand == r and (held == 0).all()
+    xbar = (2.0 * unpack_signs(codes, d) - 1.0) / np.sqrt(d)
+    qrot = (q @ rot).astype(np.float32)
     best: dict[int, float] = {}
     for p in probe:
         lo, hi = ptr[p], ptr[p + 1]
-        qr = q @ rot - centers[p if per_posting else 0]
-        qc = prepare_query(qr)
-        est = (
-            norms[lo:hi] ** 2
-            + qc.sq_norm
-            - 2 * _reference(codes[lo:hi], norms[lo:hi], xo[lo:hi], qc, d)
-        )
+        cen = centers[0 if mode == "global" else p]
+        sq = float(((qrot.astype(np.float64) - cen) ** 2).sum())
+        qc = prepare_query(qrot if mode == "posting" else qrot - cen)
+        est = add[lo:hi] + sq - mul[lo:hi] * (xbar[lo:hi] @ _quantized(qc, d))
         for s, e in zip(slots[lo:hi].tolist(), est.tolist(), strict=True):
             best[s] = min(best.get(s, np.inf), e)
     keys = np.array(list(best))
-    vals = np.array([best[s] for s in keys])
-    chosen = keys[np.argsort(vals)[:r]]
+    chosen = keys[np.argsort([best[s] for s in keys])[:r]]
     ex = _exact(q.astype(np.float64), x[chosen].astype(np.float16).astype(np.float64), METRIC_L2)
     np.testing.assert_array_equal(ids, chosen[np.argsort(ex)[:10]])

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2
 from vecdb.kernels.postscan import _half
+from vecdb.kernels.rerank import _prefetch_row
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -38,6 +39,7 @@ QUERY_LEVELS = (1 << QUERY_BITS) - 1
 # Standard deviations in the stated error bound. The paper's eps0 = 1.9 is what its rerank
 # rule uses; a normal error is inside 3 of them for 99.7% of entries.
 ERROR_EPS = 3.0
+AHEAD = 8  # candidate rows the rerank asks for before it scores them
 
 
 class QueryCode(NamedTuple):
@@ -84,9 +86,29 @@ def unpack_signs(codes: U64, d: int) -> npt.NDArray[np.uint8]:
     return out
 
 
+def scan_factors(
+    residuals: F32, norms: F32, xo: F32, centers: F32 | None = None
+) -> tuple[F32, F32]:
+    """The two per-entry factors `scan_rerank` reads, (add, mul): the estimated squared
+    distance of an entry to q is add + ||q - c||^2 - mul <x_bar, q_hat>, mul = 2 ||r|| /
+    <x_bar, o>. Without `centers`, q_hat is the 4-bit rotated residual q' = (q - c) @ rot
+    (the paper's form: one quantization per query and centroid) and add = ||r||^2. With the
+    rotated centroids c' of the entries (n, d), or one for all (1, d), q_hat is the rotated
+    query q @ rot itself, quantized once per query whatever the posting, and the centroid's
+    part, <x_bar, c'> (exact, float64), moves into add = ||r||^2 + mul <x_bar, c'>: the same
+    estimator (it is linear in the query), without a quantization per posting."""
+    r = np.ascontiguousarray(residuals, np.float32)
+    mul = (2.0 * norms.astype(np.float64) / xo).astype(np.float32)
+    add = norms.astype(np.float64) ** 2
+    if centers is not None:
+        sign = np.where(r > 0, 1.0, -1.0) / np.sqrt(max(r.shape[1], 1))  # x_bar
+        add += mul * np.einsum("ij,ij->i", sign, np.broadcast_to(centers, r.shape))
+    return add.astype(np.float32), mul
+
+
 @nb.njit(cache=True, nogil=True)
 def _prepare(qr, planes):  # type: ignore[no-untyped-def]
-    """Quantize q' into `planes` (zeroed here); (lo, delta, total, ||q'||^2)."""
+    """Quantize q' into `planes` (QUERY_BITS = 4 of them); (lo, delta, total, ||q'||^2)."""
     d = qr.shape[0]
     lo = np.float32(np.inf)
     hi = np.float32(-np.inf)
@@ -100,17 +122,23 @@ def _prepare(qr, planes):  # type: ignore[no-untyped-def]
         lo = hi = np.float32(0.0)
     delta = np.float32((hi - lo) / QUERY_LEVELS)
     inv = np.float32(1.0) / delta if delta > 0 else np.float32(0.0)
-    planes[:] = 0
     total = 0
-    one = np.uint64(1)
-    for j in range(d):
-        u = min(QUERY_LEVELS, max(0, int((qr[j] - lo) * inv + np.float32(0.5))))
-        total += u
-        bit = one << np.uint64(j & 63)
-        w = j >> 6
-        for b in range(QUERY_BITS):
-            if (u >> b) & 1:
-                planes[b, w] |= bit
+    half = np.float32(0.5)
+    for w in range(planes.shape[1]):  # four planes a word, no branch per bit
+        p0 = p1 = p2 = p3 = np.uint64(0)
+        for j in range(w * 64, min(d, w * 64 + 64)):
+            u = min(QUERY_LEVELS, max(0, int((qr[j] - lo) * inv + half)))
+            total += u
+            x = np.uint64(u)
+            at = np.uint64(j - w * 64)
+            p0 |= (x & np.uint64(1)) << at
+            p1 |= ((x >> np.uint64(1)) & np.uint64(1)) << at
+            p2 |= ((x >> np.uint64(2)) & np.uint64(1)) << at
+            p3 |= ((x >> np.uint64(3)) & np.uint64(1)) << at
+        planes[0, w] = p0
+        planes[1, w] = p1
+        planes[2, w] = p2
+        planes[3, w] = p3
     return lo, delta, total, sq
 
 
@@ -206,8 +234,8 @@ def estimate(
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _sift_down(hd, hs, pos, i, n):  # type: ignore[no-untyped-def]
-    """Restore the max-heap (hd, hs) of n items below i; pos[slot] follows each move."""
+def _sift_down(hd, hs, i, n):  # type: ignore[no-untyped-def]
+    """Restore the max-heap (hd, hs) of n items below i."""
     while True:
         big = i
         left = 2 * i + 1
@@ -219,106 +247,127 @@ def _sift_down(hd, hs, pos, i, n):  # type: ignore[no-untyped-def]
             return
         hd[i], hd[big] = hd[big], hd[i]
         hs[i], hs[big] = hs[big], hs[i]
-        pos[hs[i]] = i
-        pos[hs[big]] = big
         i = big
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _sift_up(hd, hs, pos, i):  # type: ignore[no-untyped-def]
+def _sift_up(hd, hs, i):  # type: ignore[no-untyped-def]
     while i > 0:
         up = (i - 1) // 2
         if hd[up] >= hd[i]:
             return
         hd[i], hd[up] = hd[up], hd[i]
         hs[i], hs[up] = hs[up], hs[i]
-        pos[hs[i]] = i
-        pos[hs[up]] = up
         i = up
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _admit(hd, hs, pos, n, r, s, e):  # type: ignore[no-untyped-def]
-    """Offer slot s at estimated distance e to the r best distinct slots (max-heap of n);
-    a slot already held keeps its smaller estimate. Returns the new n."""
-    j = pos[s]
-    if j >= 0:
-        if e < hd[j]:
-            hd[j] = e
-            _sift_down(hd, hs, pos, j, n)
+def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
+    """Offer slot s at estimated distance e to the r best distinct slots (max-heap of n;
+    bit s of `held` says s is in it); a slot already held keeps its smaller estimate (found
+    by a scan of the heap: only replicas that would enter get there). Returns the new n.
+    Callers test a full heap's bound first (`n < r or e < hd[0]`): most entries stop there.
+    A bitmap, not a slot -> heap position array: keeping positions wrote that array at
+    every step of every sift, a cache miss each across the index's slots (MiniLM-384, 64
+    postings: the heap upkeep took as long as the codes' scan at R = 200)."""
+    byte = s >> 3
+    bit = np.uint8(1 << (s & 7))
+    if held[byte] & bit:
+        for j in range(n):
+            if hs[j] == s:
+                if e < hd[j]:
+                    hd[j] = e
+                    _sift_down(hd, hs, j, n)
+                return n
         return n
+    held[byte] |= bit
     if n < r:
         hd[n] = e
         hs[n] = s
-        pos[s] = n
-        _sift_up(hd, hs, pos, n)
+        _sift_up(hd, hs, n)
         return n + 1
-    if e < hd[0]:
-        pos[hs[0]] = -1
-        hd[0] = e
-        hs[0] = s
-        pos[s] = 0
-        _sift_down(hd, hs, pos, 0, n)
+    out = hs[0]
+    held[out >> 3] &= ~np.uint8(1 << (out & 7))
+    hd[0] = e
+    hs[0] = s
+    _sift_down(hd, hs, 0, n)
     return n
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _exact(q, rows, s, metric):  # type: ignore[no-untyped-def]
+    """The metric's distance of q to the float16 row rows[s], float32. The sum may be
+    reassociated (fastmath: it vectorises), so it may differ from the posting scan's in the
+    last bits; a strict running sum is a chain of dependent adds, ~4 cycles a component
+    (MiniLM-384: ~0.5 us a row, 100 us for 200 candidates)."""
+    row = rows[s]
+    acc = np.float32(0.0)
+    if metric == METRIC_L2:
+        for j in range(q.shape[0]):
+            diff = q[j] - _half(row[j])
+            acc += diff * diff
+        return acc
+    for j in range(q.shape[0]):
+        acc += q[j] * _half(row[j])
+    return -acc if metric == METRIC_IP else np.float32(1.0) - acc
 
 
 @nb.njit(cache=True, nogil=True)
 def scan_rerank(  # type: ignore[no-untyped-def]
-    q, rot, post, ptr, codes, norms, xo, slots, centers, per_posting, r,
-    rows, metric, hd, hs, pos, qrot, qr, planes, out_ids, out_d,
+    q, rot, post, ptr, codes, add, mul, slots, centers, per_posting, requantize, r,
+    rows, metric, hd, hs, held, qrot, qr, planes, out_ids, out_d,
 ):  # fmt: skip
     """One query's bit search: for each posting id in `post` (-1: skipped), the estimated
-    squared distances of its entries ptr[p]:ptr[p + 1] (codes, norms, xo, slots) to q,
-    against the rotated centroid centers[p] (`per_posting`) or centers[0] (one for all);
-    the `r` distinct slots with the smallest estimates; their exact distances from the
-    float16 rows `rows[slot]` (bit patterns) under `metric` (squared L2, or 1 - dot for
-    cosine, -dot for ip); the top k in out_ids / out_d, ordered (-1 / inf padded). Scratch:
-    hd, hs (r,), qrot, qr (d,), planes (QUERY_BITS, words); pos (slots,) int32 all -1, left
-    so. Returns (entries scanned, candidates reranked)."""
+    squared distances add + ||q - c||^2 - mul <x_bar, q_hat> (`scan_factors`) of its
+    entries ptr[p]:ptr[p + 1] (codes, add, mul, slots) to q, c the rotated centroid
+    centers[p] (`per_posting`) or centers[0] (one for all); q_hat is q' = (q - c) @ rot
+    quantized per centroid when `requantize` (or with one centroid), else q @ rot
+    quantized once. Then the `r` distinct slots of smallest estimate; their exact
+    distances from the float16 rows `rows[slot]` (bit patterns) under `metric` (squared L2,
+    or 1 - dot for cosine, -dot for ip); the top k in out_ids / out_d, ordered (-1 / inf
+    padded). Scratch: hd, hs (r,), qrot, qr (d,), planes (QUERY_BITS, words); held, a
+    bitmap of the slots (uint8, ceil(slots / 8)), all 0, left so. Returns (entries scanned,
+    candidates reranked)."""
     d = q.shape[0]
     qrot[:] = 0.0
-    for i in range(d):  # q' = q @ rot, row by row: each pass a vectorised axpy
+    for i in range(d):  # q @ rot, row by row: each pass a vectorised axpy
         qi = q[i]
         for j in range(d):
             qrot[j] += qi * rot[i, j]
+    for j in range(d):
+        qr[j] = qrot[j] if per_posting else qrot[j] - centers[0, j]
+    lo, delta, total, sq = _prepare(qr, planes)  # again per posting when requantizing
+    a, b, c = _coefficients(d, lo, delta, total)
     n = 0
     scanned = 0
-    a = b = c = sq = np.float32(0.0)
-    if not per_posting:
-        for j in range(d):
-            qr[j] = qrot[j] - centers[0, j]
-        lo, delta, total, sq = _prepare(qr, planes)
-        a, b, c = _coefficients(d, lo, delta, total)
     for t in range(post.shape[0]):
         p = post[t]
         if p < 0:
             continue
         if per_posting:
+            sq = np.float32(0.0)  # ||q - c||^2
             for j in range(d):
                 qr[j] = qrot[j] - centers[p, j]
-            lo, delta, total, sq = _prepare(qr, planes)
-            a, b, c = _coefficients(d, lo, delta, total)
-        two = np.float32(2.0)
+                sq += qr[j] * qr[j]
+            if requantize:
+                lo, delta, total, sq = _prepare(qr, planes)
+                a, b, c = _coefficients(d, lo, delta, total)
         for i in range(ptr[p], ptr[p + 1]):
-            nr = norms[i]
-            e = nr * nr + sq - two * nr * _xbar_dot(codes[i], planes, a, b, c) / xo[i]
-            n = _admit(hd, hs, pos, n, r, slots[i], e)
+            e = add[i] + sq - mul[i] * _xbar_dot(codes[i], planes, a, b, c)
+            if n < r or e < hd[0]:  # most entries stop here (see `_admit`)
+                n = _admit(hd, hs, held, n, r, slots[i], e)
         scanned += ptr[p + 1] - ptr[p]
     k = out_ids.shape[0]
     out_ids[:] = -1
     out_d[:] = np.inf
+    for t in range(min(n, AHEAD)):
+        _prefetch_row(rows, hs[t], d, 32)
     for t in range(n):  # the exact rerank, an insertion into the ordered top k
         s = hs[t]
-        pos[s] = -1
-        acc = np.float32(0.0)
-        if metric == METRIC_L2:
-            for j in range(d):
-                diff = q[j] - _half(rows[s, j])
-                acc += diff * diff
-        else:
-            for j in range(d):
-                acc += q[j] * _half(rows[s, j])
-            acc = -acc if metric == METRIC_IP else np.float32(1.0) - acc
+        held[s >> 3] = 0
+        if t + AHEAD < n:  # rows are random reads: AHEAD of them in flight
+            _prefetch_row(rows, hs[t + AHEAD], d, 32)
+        acc = _exact(q, rows, s, metric)
         if acc < out_d[k - 1] or (acc == out_d[k - 1] and s < out_ids[k - 1]):
             u = k - 1
             while u > 0 and (out_d[u - 1] > acc or (out_d[u - 1] == acc and out_ids[u - 1] > s)):
