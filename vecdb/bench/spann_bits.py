@@ -206,7 +206,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def f16(i: int, row: I64) -> I64:
         ids, dd = np.full((1, K), -1, np.int64), np.full((1, K), np.inf, np.float32)
         search.scan(st, q[i : i + 1], row[None], NO_VISIBLE, False, ids, dd, SearchStats())
-        return ids[0]
+        out: I64 = ids[0]
+        return out
 
     for p in args.postings:
         sp = SearchParams.parse({"max_postings": p})
