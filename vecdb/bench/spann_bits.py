@@ -138,11 +138,21 @@ def exact_top(q: F32, rows: npt.NDArray[np.uint16], slots: I64, metric: str) -> 
     return out
 
 
+def _bits_bytes(d: int) -> int:
+    """Bytes of one coded entry: the code, its factors, its slot and version."""
+    return -(-d // 8) + FACTOR_BYTES + SLOT_BYTES
+
+
+def _pages(counts: I64, per_entry: int) -> int:
+    """4 KiB pages of postings of `counts` entries, each one block starting on a page."""
+    return int((-(-(BLOCK_HEADER + counts * per_entry) // PAGE_SIZE)).sum())
+
+
 def _bytes(d: int, entries: float, candidates: float, postings: float) -> dict[str, float]:
     """Bytes per entry and per query: float16 rows (2d + slot and version) against 1-bit
     codes (ceil(d / 8) + factors + slot and version) plus the rerank's float16 rows (one
     row, 2d bytes, per candidate; or one 4 KiB page each when every row is its own read)."""
-    f16, bits = 2 * d + SLOT_BYTES, -(-d // 8) + FACTOR_BYTES + SLOT_BYTES
+    f16, bits = 2 * d + SLOT_BYTES, _bits_bytes(d)
     return {
         "f16_bytes_per_entry": f16,
         "bits_bytes_per_entry": bits,
@@ -237,6 +247,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 found[name].append(res)
         n_ent = np.mean([len(_entries(ent, sel[p][i])) for i in range(len(q))])
         n_post = float((sel[p] >= 0).sum(1).mean())
+        counts = np.diff(ent.ptr)
+        pages = {  # KB if each probed posting were one page-aligned block of whole pages
+            name: float(np.mean([_pages(counts[s[s >= 0]], per) for s in sel[p]])) * PAGE_SIZE / 1e3
+            for name, per in (("f16", 2 * d + SLOT_BYTES), ("bits", _bits_bytes(d)))
+        }
         full, head = times["full"], times["head"]
         row: dict[str, Any] = {
             "max_postings": p,
@@ -245,6 +260,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "recall_index_batch": _recall(batch.slots, truth),
             "recall_exact_f16": _recall(exact, truth),
             "index_kb_read_per_query": batch.stats.bytes_read / len(q) / 1e3,
+            "f16_kb_pages_per_query": pages["f16"],
+            "bits_kb_pages_per_query": pages["bits"],
             "us_full": float(np.median(full) * 1e6),
             "us_head": float(np.median(head) * 1e6),
             "us_f16scan": float(np.median(times["f16scan"]) * 1e6),
