@@ -222,8 +222,10 @@ def _bit_search(q, x, c, ptr, slots, post_of, probe, mode, r, metric, rot):  # t
         np.empty(r, np.float32), np.empty(r, np.int64), held, np.empty(d, np.float32),
         np.empty(d, np.float32), np.empty((QUERY_BITS, w), np.uint64),
     )  # fmt: skip
+    head_sq = ((q @ rot - centers[np.maximum(probe, 0) if mode != "global" else 0]) ** 2).sum(-1)
+    head_sq = np.ascontiguousarray(np.broadcast_to(head_sq, probe.shape), np.float32)
     n, cand = scan_rerank(
-        q, rot, probe, ptr, codes, add, mul, slots, centers, mode != "global",
+        q, rot, probe, head_sq, ptr, codes, add, mul, slots, centers, mode != "global",
         mode == "requantize", r, rows, metric, *scratch, ids, dd,
     )  # fmt: skip
     return ids, dd, n, cand, held, coded

@@ -10,17 +10,19 @@ own passes 1 and 2: `assign.nearest_heads`, `search.select_postings`, default `h
 `prune_ratio`). Every probed posting's live entries are read once (`update.read_live`) and
 coded in memory (`kernels.bitscan`; one random rotation) against the posting's head vector,
 with the rotated query quantized once per query ("posting": the centroid's part folded into
-the entry's factors) or per posting ("posting-requant": RaBitQ's own form), and against the
-mean of the data ("global": a code then does not depend on its posting). Per query, on the same entries: (a) the exact float16 scan (numpy over
-the entries' rows; its recall is checked against `idx.search`); (b) per variant and rerank size
-R, the bit search (`bitscan.scan_rerank`: estimates, best R distinct slots, exact rerank from
-the float16 rows, top 10). Times, 1 thread, the methods alternated per query in rotating order:
-`idx.search` of the one query (the index's own single-query path: heads and float16 scan in
-one kernel), its head search alone (passes 1-2 from Python), its float16 scan alone
-(`search.scan` on those postings) and each bit search. The bit path's estimated time per query
-is head + bit search; its gain is the median over queries of full / (head + bits). Bytes per
-entry and per query for both layouts (see `_bytes`). Owns only this experiment; every number
-comes from this run; nothing here changes the index.
+the entry's factors, ||q - c||^2 taken from the head search's distances) or per posting
+("posting-requant": RaBitQ's own form), and against the mean of the data ("global": a code
+then does not depend on its posting). Per query, on the same entries: (a) the exact float16
+scan (numpy over the entries' rows; its recall is checked against `idx.search`); (b) per
+variant and rerank size R, the bit search (`bitscan.scan_rerank`: estimates, best R distinct
+slots, exact rerank from the float16 rows, top 10). Times, 1 thread, every method once per
+query in a fresh random order (none always follows another, whose reads would have evicted
+its data): `idx.search` of the one query (the index's own single-query path: heads and
+float16 scan in one kernel), its head search alone (passes 1-2 from Python), its float16 scan
+alone (`search.scan` on those postings) and each bit search. The bit path's estimated time per
+query is head + bit search; its gain is the median over queries of full / (head + bits).
+Bytes per entry and per query for both layouts (see `_bytes`, `_pages`). Owns only this
+experiment; every number comes from this run; nothing here changes the index.
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ def open_or_build(directory: Path, base: F32, metric: str) -> SpannIndex:
     return idx
 
 
-def probed(st: SpannState, q: F32, p: int, sp: SearchParams) -> I64:
-    """Passes 1-2 of the search: each query's posting ids at max_postings p, -1 pruned."""
+def probed(st: SpannState, q: F32, p: int, sp: SearchParams) -> tuple[I64, F32]:
+    """Passes 1-2 of the search: each query's posting ids at max_postings p, -1 pruned,
+    and the squared distances to their heads."""
     labels, hd = nearest_heads(st.graph, st.live_heads, q, sp.head_ef, min(p, st.live_heads), 1)
-    return search.select_postings(labels, hd, st.metric, sp.prune_ratio)
+    return search.select_postings(labels, hd, st.metric, sp.prune_ratio), hd
 
 
 class Entries:
@@ -182,7 +185,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     idx = open_or_build(Path(args.index), base, ds.metric)
     st = idx.state
     d = st.dim
-    sel = {p: probed(st, q, p, SearchParams.parse({"max_postings": p})) for p in args.postings}
+    found_heads = {
+        p: probed(st, q, p, SearchParams.parse({"max_postings": p})) for p in args.postings
+    }
+    sel = {p: v[0] for p, v in found_heads.items()}
+    head_sq = {p: np.ascontiguousarray(v[1], np.float32) for p, v in found_heads.items()}
     union = np.unique(np.concatenate([s.ravel() for s in sel.values()]))
     union = union[union >= 0]
     t = time.perf_counter()
@@ -202,13 +209,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         np.empty((QUERY_BITS, w), np.uint64),
     )
 
-    def bits(i: int, row: I64, variant: str, r: int) -> tuple[I64, int, int]:
+    def bits(i: int, row: I64, hsq: F32, variant: str, r: int) -> tuple[I64, int, int]:
         ids, dd = np.empty(K, np.int64), np.empty(K, np.float32)
         codes, add, mul = ent.codes[variant]
         sc = (scratch[0][:r], scratch[1][:r], held)
         centers = ent.centers["global" if variant == "global" else "posting"]
         n, cand = scan_rerank(
-            q[i], rot, row, ent.ptr, codes, add, mul, ent.slots, centers, variant != "global",
+            q[i], rot, row, hsq, ent.ptr, codes, add, mul, ent.slots, centers, variant != "global",
             variant == "posting-requant", r, ent.rows, metric, *sc, *vecs, ids, dd,
         )  # fmt: skip
         return ids, int(n), int(cand)
@@ -227,20 +234,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         methods: list[tuple[str, Any]] = [
             ("full", lambda i, p=p: idx.search(q[i : i + 1], K, {"max_postings": p}).slots[0]),
-            ("head", lambda i, p=p, sp=sp: probed(st, q[i : i + 1], p, sp)[0]),
+            ("head", lambda i, p=p, sp=sp: probed(st, q[i : i + 1], p, sp)[0][0]),
             ("f16scan", lambda i, s=sel[p]: f16(i, s[i])),
         ]
         for variant in VARIANTS:
             for r in args.rerank:
-                methods.append((f"bits:{variant}:R={r}", _bind(bits, sel[p], variant, r)))
+                fn = _bind(bits, sel[p], head_sq[p], variant, r)
+                methods.append((f"bits:{variant}:R={r}", fn))
         for _, fn in methods:  # compile and warm
             for i in range(min(20, len(q))):
                 fn(i)
         times = {name: np.empty(len(q)) for name, _ in methods}
         found: dict[str, list[Any]] = {name: [] for name, _ in methods}
-        for i in range(len(q)):
-            turn = i % len(methods)
-            for name, fn in methods[turn:] + methods[:turn]:
+        rng = np.random.default_rng(args.seed)
+        for i in range(len(q)):  # a fresh order per query: no method always follows another
+            for m in rng.permutation(len(methods)).tolist():
+                name, fn = methods[m]
                 t0 = time.perf_counter()
                 res = fn(i)
                 times[name][i] = time.perf_counter() - t0
@@ -307,9 +316,10 @@ def _entries(ent: Entries, row: I64) -> I64:
     return np.concatenate(parts) if parts else np.empty(0, np.int64)
 
 
-def _bind(fn: Any, sel: I64, variant: str, r: int) -> Any:
-    """fn(i, sel[i], variant, r) as a one-argument callable (no late binding in the loop)."""
-    return lambda i: fn(i, sel[i], variant, r)
+def _bind(fn: Any, sel: I64, head_sq: F32, variant: str, r: int) -> Any:
+    """fn(i, sel[i], head_sq[i], variant, r) as a one-argument callable (bound now, not
+    late in the loop)."""
+    return lambda i: fn(i, sel[i], head_sq[i], variant, r)
 
 
 def main() -> None:

@@ -314,7 +314,7 @@ def _exact(q, rows, s, metric):  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True, nogil=True)
 def scan_rerank(  # type: ignore[no-untyped-def]
-    q, rot, post, ptr, codes, add, mul, slots, centers, per_posting, requantize, r,
+    q, rot, post, head_sq, ptr, codes, add, mul, slots, centers, per_posting, requantize, r,
     rows, metric, hd, hs, held, qrot, qr, planes, out_ids, out_d,
 ):  # fmt: skip
     """One query's bit search: for each posting id in `post` (-1: skipped), the estimated
@@ -322,7 +322,8 @@ def scan_rerank(  # type: ignore[no-untyped-def]
     entries ptr[p]:ptr[p + 1] (codes, add, mul, slots) to q, c the rotated centroid
     centers[p] (`per_posting`) or centers[0] (one for all); q_hat is q' = (q - c) @ rot
     quantized per centroid when `requantize` (or with one centroid), else q @ rot
-    quantized once. Then the `r` distinct slots of smallest estimate; their exact
+    quantized once, and ||q - c||^2 is then head_sq (aligned with `post`: the head
+    search's squared distances), so that no centroid is read. Then the `r` distinct slots of smallest estimate; their exact
     distances from the float16 rows `rows[slot]` (bit patterns) under `metric` (squared L2,
     or 1 - dot for cosine, -dot for ip); the top k in out_ids / out_d, ordered (-1 / inf
     padded). Scratch: hd, hs (r,), qrot, qr (d,), planes (QUERY_BITS, words); held, a
@@ -344,14 +345,13 @@ def scan_rerank(  # type: ignore[no-untyped-def]
         p = post[t]
         if p < 0:
             continue
-        if per_posting:
-            sq = np.float32(0.0)  # ||q - c||^2
+        if per_posting and not requantize:
+            sq = np.float32(head_sq[t])
+        elif per_posting:
             for j in range(d):
                 qr[j] = qrot[j] - centers[p, j]
-                sq += qr[j] * qr[j]
-            if requantize:
-                lo, delta, total, sq = _prepare(qr, planes)
-                a, b, c = _coefficients(d, lo, delta, total)
+            lo, delta, total, sq = _prepare(qr, planes)
+            a, b, c = _coefficients(d, lo, delta, total)
         for i in range(ptr[p], ptr[p + 1]):
             e = add[i] + sq - mul[i] * _xbar_dot(codes[i], planes, a, b, c)
             if n < r or e < hd[0]:  # most entries stop here (see `_admit`)
