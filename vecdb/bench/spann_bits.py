@@ -322,15 +322,57 @@ def _bind(fn: Any, sel: I64, head_sq: F32, variant: str, r: int) -> Any:
     return lambda i: fn(i, sel[i], head_sq[i], variant, r)
 
 
+def report(res: dict[str, Any]) -> str:
+    """The run as a markdown table: per max_postings, the float16 scan (the index's answer),
+    then per variant and R the bit search's recall, time and bytes beside it. "gain" is the
+    median over queries of full / (head + bits) (head timed from Python: it overstates the
+    bit path); "gain'" is median full / (median full - median f16 scan + median bits) (the
+    f16 scan timed with its Python glue: it flatters the bit path). KB: float16 postings
+    as the index reads them (pages); bits: postings as page-aligned blocks of coded
+    entries, plus one 2d-byte float16 row per candidate (+ pages: one 4 KiB page each)."""
+    lines = [
+        f"{res['dataset']}: n={res['n']:,}, d={res['d']}, {res['queries']} queries, "
+        f"git {str(res['git'])[:7]}, load {res['load_start']} -> {res['load_end']}",
+        "",
+        "| P | variant | R | recall@10 | bits us | f16 scan us / bits us | gain | gain' "
+        "| KB/query | KB/query (rerank pages) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in res["rows"]:
+        lines.append(
+            f"| {row['max_postings']} | float16 scan ({row['entries_per_query']:,.0f} entries, "
+            f"full {row['us_full']:.0f} us, head {row['us_head']:.0f} us) | - "
+            f"| {row['recall_exact_f16']:.4f} | - | {row['us_f16scan']:.0f} us | 1 | 1 "
+            f"| {row['index_kb_read_per_query']:,.0f} | - |"
+        )
+        for v in row["variants"]:
+            kb_pages = row["bits_kb_pages_per_query"]
+            rerank = v["candidates"] * 2 * res["d"] / 1e3
+            gain2 = row["us_full"] / (row["us_full"] - row["us_f16scan"] + v["us_bits"])
+            lines.append(
+                f"| {row['max_postings']} | {v['centroid']} | {v['R']} | {v['recall']:.4f} "
+                f"| {v['us_bits']:.0f} | {v['scan_ratio_f16scan_over_bits']:.2f} "
+                f"| {v['qps_gain_est']:.2f} | {gain2:.2f} | {kb_pages + rerank:,.0f} "
+                f"| {kb_pages + v['candidates'] * PAGE_SIZE / 1e3:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(ap)
-    ap.add_argument("--index", required=True, help="directory of the index (built if empty)")
+    ap.add_argument("--report", default=None, help="print a result file as markdown, then exit")
+    ap.add_argument("--index", default=None, help="directory of the index (built if empty)")
     ap.add_argument("--postings", type=int, nargs="+", default=[32, 48, 64])
     ap.add_argument("--rerank", type=int, nargs="+", default=[20, 50, 100, 200, 400])
     ap.add_argument("--seed", type=int, default=0, help="seed of the random rotation")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.report:
+        print(report(json.loads(Path(args.report).read_text())))
+        return
+    if args.index is None:
+        ap.error("--index is required")
     res = run(args)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
