@@ -17,7 +17,8 @@ scan (numpy over the entries' rows; its recall is checked against `idx.search`);
 variant and rerank size R, the bit search (`bitscan.scan_rerank`: estimates, best R distinct
 slots, exact rerank from the float16 rows, top 10). Times, 1 thread, every method once per
 query in a fresh random order (none always follows another, whose reads would have evicted
-its data): `idx.search` of the one query (the index's own single-query path: heads and
+its data), as thread CPU time (`time.thread_time`: the host is shared, and CPU time leaves
+out the waits for a core; wall time beside): `idx.search` of the one query (the index's own single-query path: heads and
 float16 scan in one kernel), its head search alone (passes 1-2 from Python), its float16 scan
 alone (`search.scan` on those postings) and each bit search. The bit path's estimated time per
 query is head + bit search; its gain is the median over queries of full / (head + bits).
@@ -244,15 +245,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for _, fn in methods:  # compile and warm
             for i in range(min(20, len(q))):
                 fn(i)
-        times = {name: np.empty(len(q)) for name, _ in methods}
+        times = {name: np.empty(len(q)) for name, _ in methods}  # thread CPU seconds
+        walls = {name: np.empty(len(q)) for name, _ in methods}
         found: dict[str, list[Any]] = {name: [] for name, _ in methods}
         rng = np.random.default_rng(args.seed)
         for i in range(len(q)):  # a fresh order per query: no method always follows another
             for m in rng.permutation(len(methods)).tolist():
                 name, fn = methods[m]
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.thread_time()
                 res = fn(i)
-                times[name][i] = time.perf_counter() - t0
+                times[name][i] = time.thread_time() - c0
+                walls[name][i] = time.perf_counter() - t0
                 found[name].append(res)
         n_ent = np.mean([len(_entries(ent, sel[p][i])) for i in range(len(q))])
         n_post = float((sel[p] >= 0).sum(1).mean())
@@ -275,6 +278,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "us_head": float(np.median(head) * 1e6),
             "us_f16scan": float(np.median(times["f16scan"]) * 1e6),
             "us_full_minus_head": float(np.median(full - head) * 1e6),
+            "wall_us_full": float(np.median(walls["full"]) * 1e6),
+            "wall_us_head": float(np.median(walls["head"]) * 1e6),
+            "wall_us_f16scan": float(np.median(walls["f16scan"]) * 1e6),
             "variants": [],
         }
         for name in found:
@@ -296,6 +302,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             np.median((full - head) / tb)
                         ),
                         "qps_gain_est": float(np.median(full / (head + tb))),
+                        "wall_us_bits": float(np.median(walls[name]) * 1e6),
+                        "qps_gain_est_wall": float(
+                            np.median(walls["full"] / (walls["head"] + walls[name]))
+                        ),
                     }
                     | _bytes(d, float(n_ent), cand, n_post)
                 )
