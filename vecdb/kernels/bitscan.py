@@ -10,11 +10,14 @@ two factors, ||r|| and <x_bar, o> (o = r / ||r||, x_bar = the code as a unit vec
 unsigned bits per component (offset `lo`, step `delta`, rounded to nearest) and split into
 bit planes, so <x_bar, q'> is a few AND + popcount passes over the code's words. The
 estimate of <r, q'> is ||r|| <x_bar, q'> / <x_bar, o>; its error is about normal with the
-standard deviation `_sd` (the paper's Theorem 3.2 with the 4-bit rounding of the query added
-as a uniform error), and `ERROR_EPS` of those bound it for nearly every entry. `scan_rerank`
-is one query's whole bit search over a set of postings: the estimates, the best `r` distinct
-slots by estimated distance, their exact distances from float16 rows, the top k. Pure
-functions on C-contiguous arrays; no I/O, no state. Every kernel releases the GIL.
+standard deviation `_sd` (the paper's bound with the 4-bit rounding of the query added as a
+uniform error), and `ERROR_EPS` of those bound it for nearly every entry (`estimate`).
+The estimator is linear in the query, so the centroid's part can live in the entry instead
+(`scan_factors`): the rotated query q @ rot is then quantized once for every posting, and
+||q - c||^2 is the head search's own distance. `scan_rerank` is one query's whole bit search
+over a set of postings: the estimates, the best `r` distinct slots by estimated distance,
+their exact distances from float16 rows, the top k. Pure functions on C-contiguous arrays;
+no I/O, no state. Every kernel releases the GIL.
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from vecdb.kernels.rerank import _prefetch_row
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
-QUERY_BITS = 4  # bits per rotated query component: RaBitQ's B_q = 4, where the paper finds
-# the rounding adds next to nothing to the code's own error (its Section 3.3)
+QUERY_BITS = 4  # bits per rotated query component: RaBitQ's B_q = 4, the paper's setting
+# (MiniLM-384, 64 postings, the best 100 reranked: recall 0.9530, the float16 scan's own)
 QUERY_LEVELS = (1 << QUERY_BITS) - 1
 # Standard deviations in the stated error bound. The paper's eps0 = 1.9 is what its rerank
 # rule uses; a normal error is inside 3 of them for 99.7% of entries.
@@ -268,8 +271,9 @@ def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
     by a scan of the heap: only replicas that would enter get there). Returns the new n.
     Callers test a full heap's bound first (`n < r or e < hd[0]`): most entries stop there.
     A bitmap, not a slot -> heap position array: keeping positions wrote that array at
-    every step of every sift, a cache miss each across the index's slots (MiniLM-384, 64
-    postings: the heap upkeep took as long as the codes' scan at R = 200)."""
+    every step of every sift, across the index's slots (MiniLM-384, 64 postings, one
+    query, thread CPU, alternated: the whole bit search 1.13x faster at R = 50, 1.21x at
+    R = 200, the same results)."""
     byte = s >> 3
     bit = np.uint8(1 << (s & 7))
     if held[byte] & bit:
