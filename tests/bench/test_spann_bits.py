@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vecdb.bench import spann_bits
+from vecdb.bench import spann_bits, spann_bits_report
 
 
 def test_the_bit_search_reranking_everything_matches_the_float16_scan(tmp_path: Path) -> None:
@@ -29,4 +29,4 @@ def test_the_bit_search_reranking_everything_matches_the_float16_scan(tmp_path: 
                 assert v["candidates"] <= row["entries_per_query"]
             else:
                 assert v["recall"] <= exact + 0.01
-    assert spann_bits.report(res).count("\n") > 2 * 3 * 2
+    assert spann_bits_report.report(res).count("\n") > 2 * 3 * 2
