@@ -1,0 +1,295 @@
+"""One-bit codes (RaBitQ) against numpy references: codes, factors, the estimator, its bound
+and the one-query bit search with its exact rerank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vecdb.kernels.bitscan import (
+    QUERY_BITS,
+    QUERY_LEVELS,
+    QueryCode,
+    encode,
+    estimate,
+    prepare_query,
+    rotation,
+    scan_factors,
+    scan_rerank,
+    unpack_signs,
+)
+from vecdb.kernels.hamming import code_words
+from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2
+
+DIMS = [1, 7, 50, 64, 65, 130, 384]
+
+
+def _quantized(qc: QueryCode, d: int) -> np.ndarray:
+    """The 4-bit query the planes hold, float64 (d,): lo + delta x value."""
+    bits = unpack_signs(qc.planes, d).astype(np.int64)  # (QUERY_BITS, d)
+    u = (bits << np.arange(QUERY_BITS)[:, None]).sum(0)
+    return qc.lo + qc.delta * u.astype(np.float64)
+
+
+def _reference(codes: np.ndarray, norms: np.ndarray, xo: np.ndarray, qc: QueryCode, d: int):  # type: ignore[no-untyped-def]
+    """||r|| <x_bar, q_hat> / <x_bar, o> in float64, x_bar = (2 bits - 1) / sqrt(d)."""
+    xbar = (2.0 * unpack_signs(codes, d) - 1.0) / np.sqrt(d)
+    return norms * (xbar @ _quantized(qc, d)) / xo
+
+
+def _clustered(rng: np.random.Generator, n: int, d: int, centers: int = 8):  # type: ignore[no-untyped-def]
+    """(points, their centers, center of each point): tight clusters around random centers."""
+    c = rng.standard_normal((centers, d)).astype(np.float32)
+    of = rng.integers(0, centers, n)
+    x = c[of] + 0.3 * rng.standard_normal((n, d)).astype(np.float32)
+    return x, c, of
+
+
+def test_rotation_is_orthogonal() -> None:
+    """rot @ rot.T is the identity, so rotated rows keep their inner products."""
+    for d in (1, 7, 384):
+        rot = rotation(d, seed=3).astype(np.float64)
+        np.testing.assert_allclose(rot @ rot.T, np.eye(d), atol=1e-5)
+    assert not np.allclose(rotation(16, 1), rotation(16, 2))
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_codes_round_trip_and_factors(d: int) -> None:
+    """The code's bits are the signs of r, norms are ||r|| and xo = sum |r_j| / (sqrt(d)
+    ||r||), which lies in (0, 1]; a zero residual gets xo = 1."""
+    r = np.random.default_rng(d).standard_normal((30, d)).astype(np.float32)
+    r[0] = 0.0
+    codes, norms, xo = encode(r)
+    assert codes.shape == (30, code_words(d)) and codes.dtype == np.uint64
+    np.testing.assert_array_equal(unpack_signs(codes, d), r > 0)
+    np.testing.assert_allclose(norms, np.linalg.norm(r, axis=1), rtol=1e-6)
+    want = np.abs(r[1:]).sum(1) / (np.sqrt(d) * np.linalg.norm(r[1:], axis=1))
+    np.testing.assert_allclose(xo[1:], want, rtol=1e-5)
+    assert xo[0] == 1.0 and norms[0] == 0.0
+    assert (xo > 0).all() and (xo <= 1 + 1e-6).all()
+
+
+def test_encode_accepts_zero_rows() -> None:
+    """No rows give empty codes and factors."""
+    codes, norms, xo = encode(np.zeros((0, 70), np.float32))
+    assert codes.shape == (0, 2) and norms.shape == (0,) and xo.shape == (0,)
+
+
+@pytest.mark.parametrize("d", DIMS)
+def test_prepare_query_rounds_to_nearest_level(d: int) -> None:
+    """Each component is within delta / 2 of lo + delta x its 4-bit value, the values sum to
+    `total`, and sq_norm is ||q'||^2."""
+    q = np.random.default_rng(d + 1).standard_normal(d).astype(np.float32)
+    qc = prepare_query(q)
+    assert qc.planes.shape == (QUERY_BITS, code_words(d))
+    u = (unpack_signs(qc.planes, d).astype(np.int64) << np.arange(QUERY_BITS)[:, None]).sum(0)
+    assert u.min() >= 0 and u.max() <= QUERY_LEVELS and u.sum() == qc.total
+    assert np.abs(_quantized(qc, d) - q).max() <= qc.delta / 2 * (1 + 1e-4) + 1e-6
+    assert qc.sq_norm == pytest.approx(float(q.astype(np.float64) @ q), rel=1e-5)
+    if d > 1:
+        assert u.min() == 0 and u.max() == QUERY_LEVELS
+
+
+def test_prepare_query_of_a_constant_vector() -> None:
+    """A constant q' has delta 0: every value is 0 and q_hat = lo exactly."""
+    qc = prepare_query(np.full(70, 0.25, np.float32))
+    assert qc.delta == 0 and qc.total == 0 and (qc.planes == 0).all()
+    np.testing.assert_allclose(_quantized(qc, 70), 0.25)
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("data", ["random", "clustered"])
+def test_estimate_matches_the_formula(d: int, data: str) -> None:
+    """The kernel's estimates are ||r|| <x_bar, q_hat> / <x_bar, o> (float64 reference)."""
+    rng = np.random.default_rng(7 * d)
+    if data == "random":
+        r = rng.standard_normal((200, d)).astype(np.float32)
+        q = rng.standard_normal(d).astype(np.float32)
+    else:
+        x, c, of = _clustered(rng, 200, d)
+        r = x - c[of]
+        q = x[0] + 0.1 * rng.standard_normal(d).astype(np.float32) - c[of[0]]
+    codes, norms, xo = encode(r)
+    qc = prepare_query(q)
+    out = np.empty(200, np.float32)
+    bound = np.empty(200, np.float32)
+    estimate(codes, norms, xo, qc, d, out, bound)
+    want = _reference(codes, norms, xo, qc, d)
+    scale = np.abs(norms).max() * np.sqrt(qc.sq_norm) + 1e-6
+    np.testing.assert_allclose(out, want, atol=1e-5 * scale, rtol=1e-5)
+    assert (bound >= 0).all()
+    empty = np.empty(0, np.float32)
+    estimate(codes[:0], norms[:0], xo[:0], qc, d, empty, empty)  # zero rows
+
+
+@pytest.mark.parametrize("d", [50, 128, 384])
+@pytest.mark.parametrize("data", ["random", "clustered"])
+def test_estimate_error_within_bound(d: int, data: str) -> None:
+    """|estimate - <r, q'>| is within the stated bound (3 standard deviations) for >= 99%
+    of entries, and the bound is not slack: within 1 deviation for at most 90% (a normal
+    error: 68%)."""
+    rng = np.random.default_rng(d)
+    rot = rotation(d, seed=d)
+    if data == "random":
+        r = rng.standard_normal((4000, d)).astype(np.float32)
+        q = rng.standard_normal(d).astype(np.float32)
+    else:
+        x, c, of = _clustered(rng, 4000, d)
+        r = x - c[of]
+        q = x[0] + 0.2 * rng.standard_normal(d).astype(np.float32) - c[of[0]]
+    rr, qr = r @ rot, q @ rot
+    codes, norms, xo = encode(rr)
+    qc = prepare_query(qr)
+    out = np.empty(len(r), np.float32)
+    bound = np.empty(len(r), np.float32)
+    estimate(codes, norms, xo, qc, d, out, bound)
+    err = np.abs(out - r.astype(np.float64) @ q.astype(np.float64))
+    assert (err <= bound).mean() >= 0.99
+    assert (err <= bound / 3).mean() <= 0.90
+
+
+def test_estimate_rejects_mismatched_arguments() -> None:
+    """Wrong shapes or dtypes are errors naming the argument."""
+    codes, norms, xo = encode(np.ones((3, 70), np.float32))
+    qc = prepare_query(np.ones(70, np.float32))
+    with pytest.raises(ValueError, match="out"):
+        estimate(codes, norms, xo, qc, 70, np.empty(2, np.float32))
+    with pytest.raises(ValueError, match="codes"):
+        estimate(codes, norms, xo, qc, 200, np.empty(3, np.float32))
+    with pytest.raises(ValueError, match="xo"):
+        estimate(codes, norms, xo.astype(np.float64), qc, 70, np.empty(3, np.float32))  # type: ignore[arg-type]
+
+
+def test_scan_factors_fold_the_centroid_into_add() -> None:
+    """With the entries' rotated centroids, add + ||q - c||^2 - mul <x_bar, q @ rot> equals
+    the residual form ||r||^2 + ||q'||^2 - mul <x_bar, q'> (no quantization: the algebra)."""
+    d = 65
+    rng = np.random.default_rng(4)
+    x, c, of = _clustered(rng, 300, d)
+    rot = rotation(d, 4)
+    r = (x - c[of]) @ rot
+    q = rng.standard_normal(d).astype(np.float32)
+    codes, norms, xo = encode(r)
+    add0, mul0 = scan_factors(r, norms, xo)
+    add, mul = scan_factors(r, norms, xo, (c @ rot)[of])
+    np.testing.assert_allclose(add0, norms.astype(np.float64) ** 2, rtol=1e-6)
+    np.testing.assert_allclose(mul, 2 * norms.astype(np.float64) / xo, rtol=1e-6)
+    np.testing.assert_array_equal(mul, mul0)
+    xbar = (2.0 * unpack_signs(codes, d) - 1.0) / np.sqrt(d)
+    qr = (q - c[of]) @ rot  # each entry's residual query
+    once = add + ((q - c[of]) ** 2).sum(1) - mul * (xbar @ (q @ rot).astype(np.float64))
+    resid = add0 + (qr**2).sum(1) - mul * (xbar * qr).sum(1)
+    np.testing.assert_allclose(once, resid, rtol=1e-4, atol=1e-4)
+
+
+def _postings(rng: np.random.Generator, d: int, n_slots: int, n_post: int, reps: int):  # type: ignore[no-untyped-def]
+    """Clustered points, each in `reps` postings (replicas), as CSR by posting: (points,
+    centers, ptr, slots of the entries, posting of the entries)."""
+    x, c, _ = _clustered(rng, n_slots, d, n_post)
+    dist = ((x[:, None] - c[None]) ** 2).sum(-1)
+    near = np.argsort(dist, 1)[:, :reps]
+    post = near.ravel()
+    slot = np.repeat(np.arange(n_slots), reps)
+    order = np.argsort(post, kind="stable")
+    post, slot = post[order], slot[order]
+    ptr = np.searchsorted(post, np.arange(n_post + 1)).astype(np.int64)
+    return x, c, ptr, slot.astype(np.int64), post
+
+
+MODES = ["posting", "requantize", "global"]  # scan_rerank's centroid and query forms
+
+
+def _coded(x, c, slots, post_of, mode, rot):  # type: ignore[no-untyped-def]
+    """(codes, add, mul, rotated centers) of the entries for a mode."""
+    mid = x.mean(0, keepdims=True) if mode == "global" else c[post_of]  # each entry's centroid
+    res = np.ascontiguousarray((x[slots] - mid) @ rot, np.float32)
+    centers = np.ascontiguousarray((mid if mode == "global" else c) @ rot, np.float32)
+    codes, norms, xo = encode(res)
+    add, mul = scan_factors(res, norms, xo, (mid @ rot) if mode == "posting" else None)
+    return codes, add, mul, centers
+
+
+def _bit_search(q, x, c, ptr, slots, post_of, probe, mode, r, metric, rot):  # type: ignore[no-untyped-def]
+    """Run scan_rerank once; (ids, distances, scanned, candidates, held after, coded)."""
+    d = len(q)
+    codes, add, mul, centers = coded = _coded(x, c, slots, post_of, mode, rot)
+    rows = x.astype(np.float16).view(np.uint16)
+    held = np.zeros(-(-len(x) // 8), np.uint8)
+    k = 10
+    ids, dd = np.empty(k, np.int64), np.empty(k, np.float32)
+    w = code_words(d)
+    scratch = (
+        np.empty(r, np.float32), np.empty(r, np.int64), held, np.empty(d, np.float32),
+        np.empty(d, np.float32), np.empty((QUERY_BITS, w), np.uint64),
+    )  # fmt: skip
+    head_sq = ((q @ rot - centers[np.maximum(probe, 0) if mode != "global" else 0]) ** 2).sum(-1)
+    head_sq = np.ascontiguousarray(np.broadcast_to(head_sq, probe.shape), np.float32)
+    n, cand = scan_rerank(
+        q, rot, probe, head_sq, ptr, codes, add, mul, slots, centers, mode != "global",
+        mode == "requantize", r, rows, metric, *scratch, ids, dd,
+    )  # fmt: skip
+    return ids, dd, n, cand, held, coded
+
+
+def _exact(q: np.ndarray, rows: np.ndarray, metric: int) -> np.ndarray:
+    if metric == METRIC_L2:
+        return ((rows - q) ** 2).sum(1)
+    dot = rows @ q
+    return -dot if metric == METRIC_IP else 1 - dot
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("metric", [METRIC_L2, METRIC_COSINE, METRIC_IP])
+@pytest.mark.parametrize("d", [7, 65])
+def test_scan_rerank_with_every_slot_is_exact(mode: str, metric: int, d: int) -> None:
+    """With r at least the distinct slots of the probed postings, the rerank sees them all:
+    the top k is the exact top k of their float16 rows, replicas once."""
+    rng = np.random.default_rng(d)
+    x, c, ptr, slots, post_of = _postings(rng, d, 300, 12, 3)
+    rot = rotation(d, 1)
+    probe = np.array([3, -1, 0, 7, 5], np.int64)
+    q = (x[5] + 0.1 * rng.standard_normal(d)).astype(np.float32)
+    ids, dd, n, cand, held, _ = _bit_search(
+        q, x, c, ptr, slots, post_of, probe, mode, 400, metric, rot
+    )
+    inside = np.unique(np.concatenate([slots[ptr[p] : ptr[p + 1]] for p in probe if p >= 0]))
+    assert n == sum(ptr[p + 1] - ptr[p] for p in probe if p >= 0) and cand == len(inside)
+    rows = x[inside].astype(np.float16).astype(np.float64)
+    ex = _exact(q.astype(np.float64), rows, metric)
+    order = np.lexsort((inside, ex))[:10]
+    np.testing.assert_array_equal(ids, inside[order])
+    np.testing.assert_allclose(dd, ex[order], rtol=1e-4, atol=1e-4)
+    assert (held == 0).all()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scan_rerank_keeps_the_best_estimates(mode: str) -> None:
+    """With a small r, the candidates are the r distinct slots of smallest estimated
+    distance (a replica keeps its best estimate), computed here with the float64 formula
+    on the query each mode quantizes."""
+    d = 130
+    rng = np.random.default_rng(5)
+    x, c, ptr, slots, post_of = _postings(rng, d, 600, 10, 2)
+    rot = rotation(d, 2)
+    probe = np.arange(10, dtype=np.int64)[::-1].copy()
+    q = (x[11] + 0.2 * rng.standard_normal(d)).astype(np.float32)
+    r = 40
+    ids, _, _, cand, held, (codes, add, mul, centers) = _bit_search(
+        q, x, c, ptr, slots, post_of, probe, mode, r, METRIC_L2, rot
+    )
+    assert cand == r and (held == 0).all()
+    xbar = (2.0 * unpack_signs(codes, d) - 1.0) / np.sqrt(d)
+    qrot = (q @ rot).astype(np.float32)
+    best: dict[int, float] = {}
+    for p in probe:
+        lo, hi = ptr[p], ptr[p + 1]
+        cen = centers[0 if mode == "global" else p]
+        sq = float(((qrot.astype(np.float64) - cen) ** 2).sum())
+        qc = prepare_query(qrot if mode == "posting" else qrot - cen)
+        est = add[lo:hi] + sq - mul[lo:hi] * (xbar[lo:hi] @ _quantized(qc, d))
+        for s, e in zip(slots[lo:hi].tolist(), est.tolist(), strict=True):
+            best[s] = min(best.get(s, np.inf), e)
+    keys = np.array(list(best))
+    chosen = keys[np.argsort([best[s] for s in keys])[:r]]
+    ex = _exact(q.astype(np.float64), x[chosen].astype(np.float16).astype(np.float64), METRIC_L2)
+    np.testing.assert_array_equal(ids, chosen[np.argsort(ex)[:10]])

@@ -1,0 +1,383 @@
+"""One-bit codes of posting entries (RaBitQ: Gao & Long, SIGMOD 2024) and their scan.
+
+This module owns the arithmetic of the estimator, not where codes live: nothing in the index
+writes or reads them yet (issue 12 measures them offline, `vecdb.bench.spann_bits`). An entry
+x of a posting with centroid c is coded from its residual r = x - c after a random
+orthogonal rotation (`rotation`; rows are rotated as `r @ rot`): the code's bit j is the sign
+of r'_j, packed as `hamming.pack_signs` packs (bit j in uint64 word j // 64), and beside it
+two factors, ||r|| and <x_bar, o> (o = r / ||r||, x_bar = the code as a unit vector of
++-1/sqrt(d)). A query's rotated residual q' = (q - c) @ rot is quantized to `QUERY_BITS`
+unsigned bits per component (offset `lo`, step `delta`, rounded to nearest) and split into
+bit planes, so <x_bar, q'> is a few AND + popcount passes over the code's words. The
+estimate of <r, q'> is ||r|| <x_bar, q'> / <x_bar, o>; its error is about normal with the
+standard deviation `_sd` (the paper's bound with the 4-bit rounding of the query added as a
+uniform error), and `ERROR_EPS` of those bound it for nearly every entry (`estimate`).
+The estimator is linear in the query, so the centroid's part can live in the entry instead
+(`scan_factors`): the rotated query q @ rot is then quantized once for every posting, and
+||q - c||^2 is the head search's own distance. `scan_rerank` is one query's whole bit search
+over a set of postings: the estimates, the best `r` distinct slots by estimated distance,
+their exact distances from float16 rows, the top k. Pure functions on C-contiguous arrays;
+no I/O, no state. Every kernel releases the GIL.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.kernels.hamming import _popcount, code_words, pack_signs
+from vecdb.kernels.posting import METRIC_IP, METRIC_L2
+from vecdb.kernels.postscan import _half
+from vecdb.kernels.rerank import _prefetch_row
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+U64 = npt.NDArray[np.uint64]
+QUERY_BITS = 4  # bits per rotated query component: RaBitQ's B_q = 4, the paper's setting
+# (MiniLM-384, 64 postings, the best 100 reranked: recall 0.9530, the float16 scan's own)
+QUERY_LEVELS = (1 << QUERY_BITS) - 1
+# Standard deviations in the stated error bound. The paper's eps0 = 1.9 is what its rerank
+# rule uses; a normal error is inside 3 of them for 99.7% of entries.
+ERROR_EPS = 3.0
+AHEAD = 8  # candidate rows the rerank asks for before it scores them
+
+
+class QueryCode(NamedTuple):
+    """A rotated query residual prepared for the scan: q'_j ~ lo + delta x (its 4-bit value),
+    the values' bits as `QUERY_BITS` planes of code words, their sum, and ||q'||^2 (exact)."""
+
+    planes: U64  # (QUERY_BITS, words): plane b holds bit b of every component's value
+    lo: float  # the smallest component
+    delta: float  # the quantization step ((max - min) / QUERY_LEVELS; 0 for a constant q')
+    total: int  # sum of the quantized values
+    sq_norm: float  # ||q'||^2
+
+
+def rotation(d: int, seed: int = 0) -> F32:
+    """A random orthogonal (d, d) float32 matrix (QR of a Gaussian matrix, column signs set
+    by R's diagonal, so that it is uniformly distributed)."""
+    g = np.random.default_rng(seed).standard_normal((d, d))
+    q, r = np.linalg.qr(g)
+    out: F32 = (q * np.where(np.diag(r) < 0, -1.0, 1.0)).astype(np.float32)
+    return out
+
+
+def encode(residuals: F32) -> tuple[U64, F32, F32]:
+    """Codes (n, words) uint64, norms ||r|| and <x_bar, o> (n,) float32 of rotated residuals
+    (n, d). A zero residual gets <x_bar, o> = 1 (its estimate is 0 whatever the code)."""
+    r = np.ascontiguousarray(residuals, np.float32)
+    if r.ndim != 2:
+        raise ValueError(f"expected (n, d) residuals, got shape {r.shape}")
+    codes = pack_signs(r)
+    r64 = r.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", r64, r64))
+    l1 = np.abs(r64).sum(1)
+    safe = np.where(norms > 0, norms, 1.0)
+    xo = np.where(norms > 0, l1 / (np.sqrt(max(r.shape[1], 1)) * safe), 1.0)
+    return codes, norms.astype(np.float32), xo.astype(np.float32)
+
+
+def unpack_signs(codes: U64, d: int) -> npt.NDArray[np.uint8]:
+    """The bits (n, d) uint8 of codes (n, code_words(d)): `pack_signs` undone."""
+    if codes.ndim != 2 or codes.shape[1] != code_words(d):
+        raise ValueError(f"expected (n, {code_words(d)}) codes for d={d}, got {codes.shape}")
+    bits = np.unpackbits(codes.astype("<u8").view(np.uint8), axis=1, bitorder="little")
+    out: npt.NDArray[np.uint8] = np.ascontiguousarray(bits[:, :d])
+    return out
+
+
+def scan_factors(
+    residuals: F32, norms: F32, xo: F32, centers: F32 | None = None
+) -> tuple[F32, F32]:
+    """The two per-entry factors `scan_rerank` reads, (add, mul): the estimated squared
+    distance of an entry to q is add + ||q - c||^2 - mul <x_bar, q_hat>, mul = 2 ||r|| /
+    <x_bar, o>. Without `centers`, q_hat is the 4-bit rotated residual q' = (q - c) @ rot
+    (the paper's form: one quantization per query and centroid) and add = ||r||^2. With the
+    rotated centroids c' of the entries (n, d), or one for all (1, d), q_hat is the rotated
+    query q @ rot itself, quantized once per query whatever the posting, and the centroid's
+    part, <x_bar, c'> (exact, float64), moves into add = ||r||^2 + mul <x_bar, c'>: the same
+    estimator (it is linear in the query), without a quantization per posting."""
+    r = np.ascontiguousarray(residuals, np.float32)
+    mul = (2.0 * norms.astype(np.float64) / xo).astype(np.float32)
+    add = norms.astype(np.float64) ** 2
+    if centers is not None:
+        sign = np.where(r > 0, 1.0, -1.0) / np.sqrt(max(r.shape[1], 1))  # x_bar
+        add += mul * np.einsum("ij,ij->i", sign, np.broadcast_to(centers, r.shape))
+    return add.astype(np.float32), mul
+
+
+@nb.njit(cache=True, nogil=True)
+def _prepare(qr, planes):  # type: ignore[no-untyped-def]
+    """Quantize q' into `planes` (QUERY_BITS = 4 of them); (lo, delta, total, ||q'||^2)."""
+    d = qr.shape[0]
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    sq = np.float32(0.0)
+    for j in range(d):
+        v = qr[j]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        sq += v * v
+    if d == 0:
+        lo = hi = np.float32(0.0)
+    delta = np.float32((hi - lo) / QUERY_LEVELS)
+    inv = np.float32(1.0) / delta if delta > 0 else np.float32(0.0)
+    total = 0
+    half = np.float32(0.5)
+    for w in range(planes.shape[1]):  # four planes a word, no branch per bit
+        p0 = p1 = p2 = p3 = np.uint64(0)
+        for j in range(w * 64, min(d, w * 64 + 64)):
+            u = min(QUERY_LEVELS, max(0, int((qr[j] - lo) * inv + half)))
+            total += u
+            x = np.uint64(u)
+            at = np.uint64(j - w * 64)
+            p0 |= (x & np.uint64(1)) << at
+            p1 |= ((x >> np.uint64(1)) & np.uint64(1)) << at
+            p2 |= ((x >> np.uint64(2)) & np.uint64(1)) << at
+            p3 |= ((x >> np.uint64(3)) & np.uint64(1)) << at
+        planes[0, w] = p0
+        planes[1, w] = p1
+        planes[2, w] = p2
+        planes[3, w] = p3
+    return lo, delta, total, sq
+
+
+def prepare_query(qr: F32) -> QueryCode:
+    """The `QueryCode` of a rotated query residual q' (d,)."""
+    q = np.ascontiguousarray(qr, np.float32)
+    if q.ndim != 1:
+        raise ValueError(f"expected a (d,) query residual, got shape {q.shape}")
+    planes = np.empty((QUERY_BITS, code_words(len(q))), np.uint64)
+    lo, delta, total, sq = _prepare(q, planes)
+    return QueryCode(planes, float(lo), float(delta), int(total), float(sq))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _xbar_dot(code, planes, a, b, c):  # type: ignore[no-untyped-def]
+    """<x_bar, q_hat> of one code: a popcount(code) + b sum_p 2^p popcount(code & plane p)
+    - c, the 4-bit query's exact value (a, b, c from `_coefficients`)."""
+    n0 = np.uint64(0)
+    n1 = np.uint64(0)
+    n2 = np.uint64(0)
+    n3 = np.uint64(0)
+    nb_ = np.uint64(0)
+    for w in range(code.shape[0]):
+        x = code[w]
+        nb_ += _popcount(x)
+        n0 += _popcount(x & planes[0, w])
+        n1 += _popcount(x & planes[1, w])
+        n2 += _popcount(x & planes[2, w])
+        n3 += _popcount(x & planes[3, w])
+    s = n0 + (n1 << np.uint64(1)) + (n2 << np.uint64(2)) + (n3 << np.uint64(3))
+    return a * np.float32(nb_) + b * np.float32(s) - c
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _coefficients(d, lo, delta, total):  # type: ignore[no-untyped-def]
+    """x_bar_j = (2 bit_j - 1) / sqrt(d) and q_hat_j = lo + delta u_j give <x_bar, q_hat> =
+    (2 lo popcount + 2 delta sum_j bit_j u_j - d lo - delta sum_j u_j) / sqrt(d)."""
+    sd = np.float32(np.sqrt(max(d, 1)))
+    return (
+        np.float32(2.0) * lo / sd,
+        np.float32(2.0) * delta / sd,
+        (np.float32(d) * lo + delta * np.float32(total)) / sd,
+    )
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sd(norm, xo, d, sq, delta):  # type: ignore[no-untyped-def]
+    """Standard deviation of the estimate of <r, q'>: ||r|| / <x_bar, o> times the code's
+    part, sqrt((1 - <x_bar, o>^2) / (d - 1)) ||q'|| (the paper's bound with ||q'|| for the
+    part of q' orthogonal to o), and the rounding's, delta / sqrt(12)."""
+    code = (np.float32(1.0) - xo * xo) * sq / np.float32(max(d - 1, 1))
+    return norm / xo * np.sqrt(max(code, np.float32(0.0)) + delta * delta / np.float32(12.0))
+
+
+@nb.njit(cache=True, nogil=True)
+def _estimate(codes, norms, xo, planes, lo, delta, total, sq, d, eps, out, bound):  # type: ignore[no-untyped-def]
+    a, b, c = _coefficients(d, np.float32(lo), np.float32(delta), total)
+    for i in range(codes.shape[0]):
+        out[i] = norms[i] * _xbar_dot(codes[i], planes, a, b, c) / xo[i]
+    if bound.shape[0]:
+        for i in range(codes.shape[0]):
+            bound[i] = np.float32(eps) * _sd(norms[i], xo[i], d, np.float32(sq), delta)
+
+
+def estimate(
+    codes: U64,
+    norms: F32,
+    xo: F32,
+    query: QueryCode,
+    d: int,
+    out: F32,
+    bound: F32 | None = None,
+    eps: float = ERROR_EPS,
+) -> None:
+    """out[i] = the estimate of <r_i, q'> for n codes of one block (one centroid); with
+    `bound`, bound[i] = eps standard deviations of its error. The squared distance follows:
+    ||x - q||^2 = ||r||^2 + ||q'||^2 - 2 <r, q'>."""
+    n = codes.shape[0]
+    if codes.ndim != 2 or codes.shape[1] != code_words(d) or codes.dtype != np.uint64:
+        raise ValueError(
+            f"codes must be uint64 (n, {code_words(d)}), got {codes.dtype} {codes.shape}"
+        )
+    for name, arr in (("norms", norms), ("xo", xo), ("out", out)):
+        if arr.shape != (n,) or arr.dtype != np.float32:
+            raise ValueError(f"{name} must be float32 ({n},), got {arr.dtype} {arr.shape}")
+    if bound is not None and (bound.shape != (n,) or bound.dtype != np.float32):
+        raise ValueError(f"bound must be float32 ({n},), got {bound.dtype} {bound.shape}")
+    if query.planes.shape != (QUERY_BITS, code_words(d)):
+        raise ValueError(f"query planes {query.planes.shape} do not fit d={d}")
+    none = np.empty(0, np.float32)
+    args = (query.planes, query.lo, query.delta, query.total, query.sq_norm, d, eps)
+    _estimate(codes, norms, xo, *args, out, none if bound is None else bound)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sift_down(hd, hs, i, n):  # type: ignore[no-untyped-def]
+    """Restore the max-heap (hd, hs) of n items below i."""
+    while True:
+        big = i
+        left = 2 * i + 1
+        if left < n and hd[left] > hd[big]:
+            big = left
+        if left + 1 < n and hd[left + 1] > hd[big]:
+            big = left + 1
+        if big == i:
+            return
+        hd[i], hd[big] = hd[big], hd[i]
+        hs[i], hs[big] = hs[big], hs[i]
+        i = big
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sift_up(hd, hs, i):  # type: ignore[no-untyped-def]
+    while i > 0:
+        up = (i - 1) // 2
+        if hd[up] >= hd[i]:
+            return
+        hd[i], hd[up] = hd[up], hd[i]
+        hs[i], hs[up] = hs[up], hs[i]
+        i = up
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
+    """Offer slot s at estimated distance e to the r best distinct slots (max-heap of n;
+    bit s of `held` says s is in it); a slot already held keeps its smaller estimate (found
+    by a scan of the heap: only replicas that would enter get there). Returns the new n.
+    Callers test a full heap's bound first (`n < r or e < hd[0]`): most entries stop there.
+    A bitmap, not a slot -> heap position array: keeping positions wrote that array at
+    every step of every sift, across the index's slots (MiniLM-384, 64 postings, one
+    query, thread CPU, alternated: the whole bit search 1.13x faster at R = 50, 1.21x at
+    R = 200, the same results)."""
+    byte = s >> 3
+    bit = np.uint8(1 << (s & 7))
+    if held[byte] & bit:
+        for j in range(n):
+            if hs[j] == s:
+                if e < hd[j]:
+                    hd[j] = e
+                    _sift_down(hd, hs, j, n)
+                return n
+        return n
+    held[byte] |= bit
+    if n < r:
+        hd[n] = e
+        hs[n] = s
+        _sift_up(hd, hs, n)
+        return n + 1
+    out = hs[0]
+    held[out >> 3] &= ~np.uint8(1 << (out & 7))
+    hd[0] = e
+    hs[0] = s
+    _sift_down(hd, hs, 0, n)
+    return n
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _exact(q, rows, s, metric):  # type: ignore[no-untyped-def]
+    """The metric's distance of q to the float16 row rows[s], float32. The sum may be
+    reassociated (fastmath: it vectorises), so it may differ from the posting scan's in the
+    last bits; a strict running sum is a chain of dependent adds, ~4 cycles a component
+    (MiniLM-384: ~0.5 us a row, 100 us for 200 candidates)."""
+    row = rows[s]
+    acc = np.float32(0.0)
+    if metric == METRIC_L2:
+        for j in range(q.shape[0]):
+            diff = q[j] - _half(row[j])
+            acc += diff * diff
+        return acc
+    for j in range(q.shape[0]):
+        acc += q[j] * _half(row[j])
+    return -acc if metric == METRIC_IP else np.float32(1.0) - acc
+
+
+@nb.njit(cache=True, nogil=True)
+def scan_rerank(  # type: ignore[no-untyped-def]
+    q, rot, post, head_sq, ptr, codes, add, mul, slots, centers, per_posting, requantize, r,
+    rows, metric, hd, hs, held, qrot, qr, planes, out_ids, out_d,
+):  # fmt: skip
+    """One query's bit search: for each posting id in `post` (-1: skipped), the estimated
+    squared distances add + ||q - c||^2 - mul <x_bar, q_hat> (`scan_factors`) of its
+    entries ptr[p]:ptr[p + 1] (codes, add, mul, slots) to q, c the rotated centroid
+    centers[p] (`per_posting`) or centers[0] (one for all); q_hat is q' = (q - c) @ rot
+    quantized per centroid when `requantize` (or with one centroid), else q @ rot
+    quantized once, and ||q - c||^2 is then head_sq (aligned with `post`: the head
+    search's squared distances), so that no centroid is read. Then the `r` distinct slots of smallest estimate; their exact
+    distances from the float16 rows `rows[slot]` (bit patterns) under `metric` (squared L2,
+    or 1 - dot for cosine, -dot for ip); the top k in out_ids / out_d, ordered (-1 / inf
+    padded). Scratch: hd, hs (r,), qrot, qr (d,), planes (QUERY_BITS, words); held, a
+    bitmap of the slots (uint8, ceil(slots / 8)), all 0, left so. Returns (entries scanned,
+    candidates reranked)."""
+    d = q.shape[0]
+    qrot[:] = 0.0
+    for i in range(d):  # q @ rot, row by row: each pass a vectorised axpy
+        qi = q[i]
+        for j in range(d):
+            qrot[j] += qi * rot[i, j]
+    for j in range(d):
+        qr[j] = qrot[j] if per_posting else qrot[j] - centers[0, j]
+    lo, delta, total, sq = _prepare(qr, planes)  # again per posting when requantizing
+    a, b, c = _coefficients(d, lo, delta, total)
+    n = 0
+    scanned = 0
+    for t in range(post.shape[0]):
+        p = post[t]
+        if p < 0:
+            continue
+        if per_posting and not requantize:
+            sq = np.float32(head_sq[t])
+        elif per_posting:
+            for j in range(d):
+                qr[j] = qrot[j] - centers[p, j]
+            lo, delta, total, sq = _prepare(qr, planes)
+            a, b, c = _coefficients(d, lo, delta, total)
+        for i in range(ptr[p], ptr[p + 1]):
+            e = add[i] + sq - mul[i] * _xbar_dot(codes[i], planes, a, b, c)
+            if n < r or e < hd[0]:  # most entries stop here (see `_admit`)
+                n = _admit(hd, hs, held, n, r, slots[i], e)
+        scanned += ptr[p + 1] - ptr[p]
+    k = out_ids.shape[0]
+    out_ids[:] = -1
+    out_d[:] = np.inf
+    for t in range(min(n, AHEAD)):
+        _prefetch_row(rows, hs[t], d, 32)
+    for t in range(n):  # the exact rerank, an insertion into the ordered top k
+        s = hs[t]
+        held[s >> 3] = 0
+        if t + AHEAD < n:  # rows are random reads: AHEAD of them in flight
+            _prefetch_row(rows, hs[t + AHEAD], d, 32)
+        acc = _exact(q, rows, s, metric)
+        if acc < out_d[k - 1] or (acc == out_d[k - 1] and s < out_ids[k - 1]):
+            u = k - 1
+            while u > 0 and (out_d[u - 1] > acc or (out_d[u - 1] == acc and out_ids[u - 1] > s)):
+                out_d[u] = out_d[u - 1]
+                out_ids[u] = out_ids[u - 1]
+                u -= 1
+            out_d[u] = acc
+            out_ids[u] = s
+    return scanned, n
