@@ -11,7 +11,7 @@ from vecdb.bench.multivector.scoring import maxsim
 from vecdb.index.multivector import codec as mvcodec
 from vecdb.index.multivector.params import MVBuildParams
 from vecdb.kernels.bitpack import build_lut, code_bits, pack_codes
-from vecdb.kernels.maxsim import residual_maxsim
+from vecdb.kernels.maxsim import centroid_scores, residual_maxsim
 
 
 def _corpus(n_docs: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,6 +66,11 @@ def test_decoded_scores_equal_the_residual_kernel_per_class() -> None:
     ours = maxsim(q, mixed, offsets)
     engine = _engine_scores(q, widths, which, centroids, codes, offsets)
     np.testing.assert_allclose(ours, engine, rtol=1e-5, atol=1e-5)
+    # the prototype kernel over the classes' doc-major arrays gives the same scores
+    stores = vw.class_stores(widths, which, codes, offsets, len(centroids))
+    cand = np.arange(len(offsets) - 1, dtype=np.int64)[::-1].copy()
+    proto = vw.classes_rerank(q, centroid_scores(centroids, q), stores, code_bits(16), cand)
+    np.testing.assert_allclose(proto, ours[cand], rtol=1e-5, atol=1e-5)
     # and the decoded residual is not the token itself: the widths differ in error
     err = [float(np.square(w.decoded - tokens).sum()) for w in widths]
     assert err[0] < err[1] < err[2]

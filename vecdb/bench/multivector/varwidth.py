@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
+from threadpoolctl import threadpool_limits
 
 from vecdb.bench.multivector import embed, metrics
 from vecdb.bench.multivector.embed import MVData, load_tier
@@ -37,7 +39,9 @@ from vecdb.bench.multivector.scoring import maxsim, top_k
 from vecdb.bench.multivector.truth import exact_scores
 from vecdb.index.multivector import codec as mvcodec
 from vecdb.index.multivector.params import MVBuildParams
-from vecdb.kernels.bitpack import book_slots, row_bytes
+from vecdb.kernels.bitpack import book_slots, build_lut, code_bits, pack_codes, row_bytes
+from vecdb.kernels.maxsim import FLOOR, centroid_scores, code_at, residual_maxsim
+from vecdb.kernels.simd import LANES, vadd, vload, vmax, vsplat, vsum
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -52,7 +56,11 @@ WIDTHS = {128: (0, 16, 24, 32, 36, 40, 48, 56, 64, 96), 50: (0, 7, 10, 13, 16, 2
 BUDGETS = {128: (32.0, 36.0), 50: (13.0, 16.0)}
 # Stage 1 compares every salience ranking on these (wide, narrow) pairs per budget.
 SCREEN = {128: ((64, 16), (48, 24), (96, 24), (64, 0)), 50: ((25, 7), (20, 10), (32, 7), (25, 0))}
-STAGE2_RANKS = 3  # rankings carried to every split
+LAGRANGE_SETS = {
+    128: ((96, 64, 48, 32, 16), (64, 48, 40, 32, 24, 16), (96, 64, 48, 40, 36, 32, 24, 16, 0)),
+    50: ((32, 20, 13, 7), (25, 20, 16, 13, 10, 7), (50, 32, 25, 20, 16, 13, 10, 7, 0)),
+}
+LATENCY_SEED = 20261201  # the timing pass' per-query orders
 CAND_TOP = 200  # per query, the top of the exact and of the coarsest residual scores scored
 
 
@@ -295,6 +303,177 @@ def triple(hi: int, mid: int, lo: int, top: float, budget: float) -> Split | Non
     return (hi, mid, lo), (top, 1 - top - f, f)
 
 
+# --- a prototype rerank kernel over width classes, for timing ---------------------------------
+
+
+@njit(cache=True, inline="always")
+def _class_best(best, sf, packed, bits, lf, data, width, lo, hi, o):  # type: ignore[no-untyped-def]
+    """`best` raised by the residual scores of tokens lo:hi of one class, lanes o:o + 16 (the
+    inner loop of `kernels.maxsim._residual_doc`)."""
+    npos = data.shape[1]
+    for t in range(lo, hi):
+        acc = vload(sf, code_at(packed, t, bits) * width + o)
+        row = data[t]
+        base = o
+        for p in range(npos):
+            acc = vadd(acc, vload(lf, base + np.int64(row[p]) * width))
+            base += 256 * width
+        best = vmax(best, acc)
+    return best
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _classes_serial(skq, bits, p0, l0, d0, o0, p1, l1, d1, o1, p2, l2, d2, o2, cand, out):  # type: ignore[no-untyped-def]
+    width = skq.shape[1]
+    sf, f0, f1, f2 = skq.reshape(-1), l0.reshape(-1), l1.reshape(-1), l2.reshape(-1)
+    for c in range(cand.shape[0]):
+        doc = cand[c]
+        total = np.float32(0.0)
+        for o in range(0, width, LANES):
+            best = vsplat(FLOOR)
+            best = _class_best(best, sf, p0, bits, f0, d0, width, o0[doc], o0[doc + 1], o)
+            best = _class_best(best, sf, p1, bits, f1, d1, width, o1[doc], o1[doc + 1], o)
+            best = _class_best(best, sf, p2, bits, f2, d2, width, o2[doc], o2[doc + 1], o)
+            total += vsum(best)
+        out[c] = total
+
+
+@dataclass
+class ClassStore:
+    """One width class as the engine would keep it: doc-major residual bytes, packed centroid
+    codes and per-document offsets of the class's tokens, and its books."""
+
+    books: F32
+    data: U8  # (n_c, P_c)
+    packed: U8
+    offsets: I64  # (D + 1,)
+
+
+def class_stores(
+    widths: list[Width], which: npt.NDArray[np.integer], codes: I64, offsets: I64, k: int
+) -> list[ClassStore]:
+    """The classes of a split (tokens keep their document order inside a class)."""
+    n_docs = len(offsets) - 1
+    doc_of = np.repeat(np.arange(n_docs), np.diff(offsets))
+    bits = code_bits(k)
+    out = []
+    for c, w in enumerate(widths):
+        sel = which == c
+        off = np.zeros(n_docs + 1, np.int64)
+        off[1:] = np.cumsum(np.bincount(doc_of[sel], minlength=n_docs))
+        out.append(ClassStore(w.books, np.ascontiguousarray(w.codes[sel]),
+                              pack_codes(codes[sel], bits), off))  # fmt: skip
+    return out
+
+
+def class_luts(q: F32, stores: list[ClassStore], width: int) -> list[F32]:
+    """Each class's byte table of q, built as the engine builds one (`build_lut`, padded)."""
+    empty = np.zeros((0, 256, width), np.float32)
+    return [build_lut(q, st.books, width) if st.data.shape[1] else empty for st in stores]
+
+
+def classes_rerank(
+    q: F32, skq: F32, stores: list[ClassStore], bits: int, cand: I64,
+    luts: list[F32] | None = None,
+) -> F32:  # fmt: skip
+    """Residual MaxSim of `cand` over up to three width classes: per query token the best
+    over every class's tokens (not the best of per-class sums), then the sum; the byte tables
+    `luts` of the classes built here when not given (`class_luts`)."""
+    width = skq.shape[1]
+    empty_l = np.zeros((0, 256, width), np.float32)
+    luts = class_luts(q, stores, width) if luts is None else luts
+    args = []
+    for i in range(3):
+        if i < len(stores):
+            st = stores[i]
+            args += [st.packed, luts[i], st.data, st.offsets]
+        else:
+            z = np.zeros(len(stores[0].offsets), np.int64)
+            args += [stores[0].packed, empty_l, np.zeros((0, 0), np.uint8), z]
+    out = np.empty(len(cand), np.float32)
+    _classes_serial(skq, bits, *args, cand, out)
+    return out
+
+
+def time_rerank(
+    data: MVData, exact: npt.NDArray[np.float64], centroids: F32, codes: I64,
+    uniform: Width, split: tuple[list[Width], npt.NDArray[np.integer]],
+    n_queries: int = 100, n_cand: int = 96, rounds: int = 7,
+) -> dict[str, float]:  # fmt: skip
+    """Per query p50 ms (median over `rounds`) of the rerank of `n_cand` documents (the exact
+    top: the default pipeline reranks 96) with byte tables built per query: the engine's
+    `residual_maxsim` at the uniform width, the prototype kernel on the same single class, and
+    the prototype on the split's classes; and the engine's and the split's kernels alone (tables
+    built outside the timer); alternated per query in a seeded random order."""
+    k = len(centroids)
+    bits = code_bits(k)
+    packed = pack_codes(codes, bits)
+    one = class_stores([uniform], np.zeros(len(codes), np.int64), codes, data.offsets, k)
+    many = class_stores(*split, codes, data.offsets, k)
+    n = min(n_queries, data.n_queries)
+    names = ("engine_uniform", "proto_uniform", "proto_split", "engine_uniform_kernel",
+             "proto_split_kernel")  # fmt: skip
+    times = np.zeros((len(names), rounds, n))
+    rng = np.random.default_rng(LATENCY_SEED)
+
+    def call(i: int, q: F32, skq: F32, cand: I64, lu: F32, ls: list[F32]) -> F32:
+        if i in (0, 3):  # 3: the table built outside the timer
+            out = np.empty(len(cand), np.float32)
+            lut = build_lut(q, uniform.books, skq.shape[1]) if i == 0 else lu
+            residual_maxsim(lut, uniform.codes, data.offsets, cand, out, skq, packed, bits)
+            return out
+        if i == 4:
+            return classes_rerank(q, skq, many, bits, cand, ls)
+        return classes_rerank(q, skq, one if i == 1 else many, bits, cand)
+
+    for r in range(-1, rounds):  # round -1 warms up (and compiles)
+        for j in range(n):
+            q = data.query(j)
+            skq = centroid_scores(centroids, q)
+            cand = np.sort(top_k(exact[j], n_cand)[0])
+            lu = build_lut(q, uniform.books, skq.shape[1])
+            ls = class_luts(q, many, skq.shape[1])
+            for i in rng.permutation(len(names)).tolist():
+                t0 = time.perf_counter()
+                call(i, q, skq, cand, lu, ls)
+                if r >= 0:
+                    times[i, r, j] = time.perf_counter() - t0
+    med = np.median(times, axis=1) * 1e3  # (3, n) ms
+    out = {f"{nm}_p50_ms": float(np.median(med[i])) for i, nm in enumerate(names)}
+    out["split_over_engine"] = float(np.median(med[2] / med[0]))
+    out["split_over_proto_uniform"] = float(np.median(med[2] / med[1]))
+    out["split_over_engine_kernel_only"] = float(np.median(med[4] / med[3]))
+    return out
+
+
+def coding_error(tokens: F32, decoded: F32) -> npt.NDArray[np.float64]:
+    """Per token |e|^2 + (ANISO_ETA - 1)(u . e)^2, e = token - decoded, u = the token's
+    direction: the error the residual encoder minimises."""
+    e = (tokens - decoded).astype(np.float64)
+    u = tokens / np.maximum(np.linalg.norm(tokens, axis=1, keepdims=True), 1e-12)
+    along = np.einsum("ij,ij->i", u, e)
+    out: npt.NDArray[np.float64] = np.einsum("ij,ij->i", e, e) + (mvcodec.ANISO_ETA - 1) * along**2
+    return out
+
+
+def lagrange(
+    err: npt.NDArray[np.float64], ws: npt.NDArray[np.float64], budget: float
+) -> npt.NDArray[np.int64]:
+    """Width class of each token minimising err[c, t] + lam * ws[c], lam bisected so that the
+    mean bytes come as close to `budget` from below as 60 halvings get (the allocation that
+    minimises the total coding error at that mean)."""
+    lo, hi = 0.0, 1.0
+    while float(ws[np.argmin(err + hi * ws[:, None], axis=0)].mean()) > budget:
+        hi *= 2.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if float(ws[np.argmin(err + mid * ws[:, None], axis=0)].mean()) > budget:
+            lo = mid
+        else:
+            hi = mid
+    return np.argmin(err + hi * ws[:, None], axis=0).astype(np.int64)
+
+
 def cached_codec(data: MVData, cache_dir: Path) -> tuple[F32, I64, F32]:
     """(centroids, codes, idf) of the default codec trained on the tier, cached."""
     path = _cache(data, cache_dir) / "codec.npz"
@@ -336,8 +515,10 @@ def _cache(data: MVData, cache_dir: Path) -> Path:
 def run(
     spec: str, cache_dir: Path, out: Path, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """Uniform widths, then per budget every salience ranking on a few splits (stage 1), then
-    the best rankings on every split (stage 2)."""
+    """Uniform widths, then per budget every ranking on a few splits (stage 1), then the two
+    error-driven allocations and the best salience ranking on every pair of widths around the
+    budget and every triple with a quarter of the tokens at the widest (stage 2), then the
+    error-driven allocation over more classes (stage 3)."""
     t_start = time.perf_counter()
     data = load_tier(spec, cache_dir, 300, progress=log)
     exact = exact_scores(data)
@@ -361,7 +542,10 @@ def run(
     # Uniform widths over every document; the coarsest two pick the candidates.
     full: dict[int, F32] = {}
     for nb, w in widths.items():
-        full[nb] = residual_scores(w.decoded, data.offsets, data)
+        path = _cache(data, cache_dir) / f"scores{nb}.npy"
+        if not path.is_file():
+            np.save(path, residual_scores(w.decoded, data.offsets, data))
+        full[nb] = np.load(path)
         emit({"scheme": "uniform", "widths": [nb], "shares": [1.0], "mean_bytes": float(nb),
               "recall_at_10": recall(full[nb], exact)})  # fmt: skip
     low = sorted(widths)[:2]
@@ -394,34 +578,83 @@ def run(
     ranks["random/global"] = np.random.default_rng(3).random(len(data.tokens))
     ranks["inverse_idf/doc"] = 1.0 - ranks["idf/doc"]  # the opposite bet, as a control
 
+    # Coding error of every token at every width (the encoder's anisotropic objective):
+    # what the error-driven allocations read; an encoder can compute it at build time.
+    err = {nb: coding_error(data.tokens, w.decoded) for nb, w in widths.items()}
+    ranks["err_lo/global"] = np.zeros(0)  # by the error at the split's narrowest width
+    ranks["err_lo/doc"] = np.zeros(0)
+    ranks["lagrange"] = np.zeros(0)  # argmin error + lambda bytes over the split's widths
+
+    def assign(name: str, split: Split, budget: float) -> npt.NDArray[np.int64]:
+        ws, shares = split
+        if name == "lagrange":
+            return lagrange(np.stack([err[nb] for nb in ws]), np.asarray(ws, np.float64), budget)
+        if name.startswith("err_lo/"):
+            e = err[min(ws)]
+            rank = doc_rank(e, data.offsets) if name.endswith("/doc") else global_rank(e)
+            return classes(rank, shares)
+        return classes(ranks[name], shares)
+
+    done: set[tuple[str, tuple[int, ...], tuple[float, ...]]] = set()
+
     def measure(name: str, split: Split, budget: float, stage: int) -> float:
         ws, shares = split
-        which = classes(ranks[name], shares)
+        key = (name, ws, () if name == "lagrange" else tuple(round(x, 4) for x in shares))
+        if key in done:
+            return float("nan")
+        done.add(key)
+        which = assign(name, split, budget)
         r = cand_recall(mix([widths[nb] for nb in ws], which), cand, data, exact)
+        got = np.bincount(which, minlength=len(ws)) / len(which)
         emit({"scheme": name, "stage": stage, "budget": budget, "widths": list(ws),
-              "shares": [round(s, 4) for s in shares],
+              "shares": [round(float(x), 4) for x in got],
               "mean_bytes": float(np.asarray(ws, np.float64)[which].mean()),
               "recall_at_10": r})  # fmt: skip
         return r
 
     for budget in BUDGETS[d]:
         screen = [pair(*p, budget) for p in SCREEN[d]]
-        score_of = {name: float(np.mean([measure(name, s, budget, 1) for s in screen]))
+        score_of = {name: float(np.nanmean([measure(name, s, budget, 1) for s in screen]))
                     for name in ranks}  # fmt: skip
-        best = sorted(score_of, key=score_of.__getitem__, reverse=True)[:STAGE2_RANKS]
+        error_driven = ("lagrange", "err_lo/global", "err_lo/doc", "resid_norm/global",
+                        "resid_norm/doc")  # fmt: skip
+        salience = [n for n in score_of if n not in error_driven]
+        best = ["lagrange", "err_lo/global", max(salience, key=score_of.__getitem__)]
         log(f"{spec}: budget {budget}: stage 1 means {score_of}; stage 2 with {best}")
         wide = [w for w in WIDTHS[d] if w > budget]
         narrow = [w for w in WIDTHS[d] if w < budget]
         more = [pair(hi, lo, budget) for hi in wide for lo in narrow]
         more += [t for hi, mid, lo in combinations(sorted(WIDTHS[d], reverse=True), 3)
                  if hi > budget and lo < budget and mid != lo
-                 for top in (0.1, 0.25) if (t := triple(hi, mid, lo, top, budget)) is not None]  # fmt: skip
+                 for top in (0.25,) if (t := triple(hi, mid, lo, top, budget)) is not None]  # fmt: skip
         for name in best:
             for s in more:
-                if s not in screen:
-                    measure(name, s, budget, 2)
+                measure(name, s, budget, 2)
+        # The error-driven allocation with more classes: an upper bound of the approach.
+        for ws in LAGRANGE_SETS[d]:
+            measure("lagrange", (ws, (0.0,) * len(ws)), budget, 3)
     log(f"{spec}: done in {time.perf_counter() - t_start:.0f} s")
     return rows
+
+
+def timing(
+    spec: str, cache_dir: Path, ws: tuple[int, ...], budget: float, uniform_nb: int
+) -> dict[str, Any]:
+    """`time_rerank` of the error-driven (`lagrange`) split of widths `ws` at `budget` against
+    the uniform width `uniform_nb`, from the cached codec and widths (run `run` first)."""
+    data = load_tier(spec, cache_dir, 300)
+    exact = exact_scores(data)
+    centroids, codes, _idf = cached_codec(data, cache_dir)
+    widths = {nb: cached_width(data, cache_dir, centroids, codes, nb) for nb in {*ws, uniform_nb}}
+    err = np.stack([coding_error(data.tokens, widths[nb].decoded) for nb in ws])
+    which = lagrange(err, np.asarray(ws, np.float64), budget)
+    stack = [widths[nb] for nb in ws]
+    row: dict[str, Any] = {"tier": spec, "widths": list(ws), "budget": budget,
+                           "uniform": uniform_nb,
+                           "mean_bytes": float(np.asarray(ws, np.float64)[which].mean())}  # fmt: skip
+    with threadpool_limits(limits=1):
+        row.update(time_rerank(data, exact, centroids, codes, widths[uniform_nb], (stack, which)))
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -429,7 +662,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tier", default="t2")
     ap.add_argument("--cache-dir", type=Path, default=Path("~/.cache/vecdb-bench"))
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--time-widths", default="", help="e.g. 64,32,16: time this split's rerank")
+    ap.add_argument("--time-budget", type=float, default=36.0)
+    ap.add_argument("--time-uniform", type=int, default=36)
     a = ap.parse_args(argv)
+    if a.time_widths:
+        ws = tuple(int(x) for x in a.time_widths.split(","))
+        row = timing(a.tier, a.cache_dir, ws, a.time_budget, a.time_uniform)
+        print(json.dumps(row))
+        if a.out:
+            a.out.write_text(json.dumps(row, indent=1))
+        return
     out = a.out or Path(f"bench/mv_varwidth_{a.tier.replace(':', '-')}.json")
     run(a.tier, a.cache_dir, out)
 
