@@ -92,3 +92,17 @@ def test_win_counts_and_class_shares() -> None:
     assert vw.classes(rank, (0.6, 0.4)).tolist() == [0, 1, 0, 0, 1]
     (ws, shares) = vw.pair(64, 16, 32.0)
     assert ws == (64, 16) and abs(64 * shares[0] + 16 * shares[1] - 32.0) < 1e-12
+
+
+def test_lagrange_meets_the_budget_at_least_error() -> None:
+    """The error-driven allocation spends at most the budget, nearly all of it, and its total
+    error is no larger than that of a split by the narrow width's error at the same shares."""
+    rng = np.random.default_rng(4)
+    err_hi = rng.random(2000) * 0.2
+    err_lo = err_hi + rng.random(2000)
+    err = np.stack([err_hi, err_lo])
+    ws = np.array([64.0, 16.0])
+    which = vw.lagrange(err, ws, 32.0)
+    assert 31.5 <= ws[which].mean() <= 32.0
+    by_rank = vw.classes(vw.global_rank(err_lo), tuple(np.bincount(which, minlength=2) / 2000))
+    assert err[which, np.arange(2000)].sum() <= err[by_rank, np.arange(2000)].sum() + 1e-9

@@ -391,7 +391,8 @@ def classes_rerank(
             z = np.zeros(len(stores[0].offsets), np.int64)
             args += [stores[0].packed, empty_l, np.zeros((0, 0), np.uint8), z]
     out = np.empty(len(cand), np.float32)
-    _classes_serial(skq, bits, *args, cand, out)
+    kernel: Any = _classes_serial  # a numba dispatcher (mypy sees its decorator's signature)
+    kernel(skq, bits, *args, cand, out)
     return out
 
 
@@ -471,7 +472,8 @@ def lagrange(
             lo = mid
         else:
             hi = mid
-    return np.argmin(err + hi * ws[:, None], axis=0).astype(np.int64)
+    which: npt.NDArray[np.int64] = np.argmin(err + hi * ws[:, None], axis=0).astype(np.int64)
+    return which
 
 
 def cached_codec(data: MVData, cache_dir: Path) -> tuple[F32, I64, F32]:
@@ -513,8 +515,9 @@ def _cache(data: MVData, cache_dir: Path) -> Path:
 
 
 def run(
-    spec: str, cache_dir: Path, out: Path, log: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
+    spec: str, cache_dir: Path, out: Path, budgets: tuple[float, ...] = (),
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:  # fmt: skip
     """Uniform widths, then per budget every ranking on a few splits (stage 1), then the two
     error-driven allocations and the best salience ranking on every pair of widths around the
     budget and every triple with a quarter of the tokens at the widest (stage 2), then the
@@ -595,11 +598,11 @@ def run(
             return classes(rank, shares)
         return classes(ranks[name], shares)
 
-    done: set[tuple[str, tuple[int, ...], tuple[float, ...]]] = set()
+    done: set[tuple[str, float, tuple[int, ...], tuple[float, ...]]] = set()
 
     def measure(name: str, split: Split, budget: float, stage: int) -> float:
         ws, shares = split
-        key = (name, ws, () if name == "lagrange" else tuple(round(x, 4) for x in shares))
+        key = (name, budget, ws, () if name == "lagrange" else tuple(round(x, 4) for x in shares))
         if key in done:
             return float("nan")
         done.add(key)
@@ -612,7 +615,7 @@ def run(
               "recall_at_10": r})  # fmt: skip
         return r
 
-    for budget in BUDGETS[d]:
+    for budget in budgets or BUDGETS[d]:
         screen = [pair(*p, budget) for p in SCREEN[d]]
         score_of = {name: float(np.nanmean([measure(name, s, budget, 1) for s in screen]))
                     for name in ranks}  # fmt: skip
@@ -657,6 +660,69 @@ def timing(
     return row
 
 
+def holdout(
+    spec: str, cache_dir: Path, rows: list[dict[str, Any]], top: int = 8
+) -> list[dict[str, Any]]:
+    """The best settings of `run` checked for selection bias: per budget the `top` best rows
+    (any scheme of stage 2 / 3) and the uniform width at the budget re-scored per query; a
+    setting picked by its mean recall over the even queries is reported on the odd ones and
+    vice versa (the run picks its best over all 300, an optimistic figure)."""
+    data = load_tier(spec, cache_dir, 300)
+    exact = exact_scores(data)
+    centroids, codes, idf = cached_codec(data, cache_dir)
+    need = {nb for r in rows for nb in r["widths"]}
+    widths = {nb: cached_width(data, cache_dir, centroids, codes, nb) for nb in need}
+    err = {nb: coding_error(data.tokens, w.decoded) for nb, w in widths.items()}
+    resid_norm = np.linalg.norm(data.tokens - centroids[codes], axis=1)
+    low = sorted(widths)[:2]
+    full = [np.load(_cache(data, cache_dir) / f"scores{nb}.npy") for nb in low]
+    cand = candidates([exact.astype(np.float32), *full], CAND_TOP, data.offsets)
+
+    def per_query(decoded: F32) -> npt.NDArray[np.float64]:
+        out = np.empty(data.n_queries)
+        for j in range(data.n_queries):
+            sc = decoded[cand.rows[j]] @ data.query(j).T
+            score = np.maximum.reduceat(sc, cand.starts[j], axis=0).sum(axis=1)
+            out[j] = metrics.recall_vs_exact(exact[j], cand.docs[j][top_k(score, K)[0]])
+        return out
+
+    def which_of(r: dict[str, Any]) -> npt.NDArray[np.int64]:
+        ws = tuple(r["widths"])
+        if r["scheme"] == "lagrange":
+            return lagrange(
+                np.stack([err[nb] for nb in ws]), np.asarray(ws, np.float64), r["budget"]
+            )
+        base = {"err_lo": err[min(ws)], "resid_norm": resid_norm, "idf": idf[codes]}
+        name, mode = r["scheme"].split("/")
+        if name not in base:
+            raise ValueError(f"holdout does not rebuild the ranking {r['scheme']!r}")
+        rank = doc_rank(base[name], data.offsets) if mode == "doc" else global_rank(base[name])
+        return classes(rank, tuple(r["shares"]))
+
+    out: list[dict[str, Any]] = []
+    even = np.arange(data.n_queries) % 2 == 0
+    for budget in sorted({r["budget"] for r in rows if "budget" in r}):
+        pool = [r for r in rows if r.get("budget") == budget and r.get("stage", 1) >= 2
+                and r["scheme"].split("/")[0] in ("lagrange", "err_lo", "resid_norm", "idf")]  # fmt: skip
+        pool = sorted(pool, key=lambda r: -r["recall_at_10"])[:top]
+        pq = [per_query(mix([widths[nb] for nb in r["widths"]], which_of(r))) for r in pool]
+        uni = per_query(widths[int(budget)].decoded) if int(budget) in widths else None
+        pick_e = int(np.argmax([p[even].mean() for p in pq]))
+        pick_o = int(np.argmax([p[~even].mean() for p in pq]))
+        row = {"tier": spec, "budget": budget, "candidates": len(pool),
+               "picked_on_even": {"widths": pool[pick_e]["widths"], "scheme": pool[pick_e]["scheme"],
+                                  "recall_odd": float(pq[pick_e][~even].mean())},
+               "picked_on_odd": {"widths": pool[pick_o]["widths"], "scheme": pool[pick_o]["scheme"],
+                                 "recall_even": float(pq[pick_o][even].mean())},
+               "held_out_recall": float((pq[pick_e][~even].mean() + pq[pick_o][even].mean()) / 2),
+               "best_in_run": float(pool[0]["recall_at_10"])}  # fmt: skip
+        if uni is not None:
+            row["uniform_recall"] = float(uni.mean())
+        out.append(row)
+        print(json.dumps(row))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tier", default="t2")
@@ -665,7 +731,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-widths", default="", help="e.g. 64,32,16: time this split's rerank")
     ap.add_argument("--time-budget", type=float, default=36.0)
     ap.add_argument("--time-uniform", type=int, default=36)
+    ap.add_argument("--holdout", action="store_true", help="check the best rows of --out")
+    ap.add_argument("--budgets", default="", help="e.g. 32,36 (default: the tier's)")
     a = ap.parse_args(argv)
+    out = a.out or Path(f"bench/mv_varwidth_{a.tier.replace(':', '-')}.json")
+    if a.holdout:
+        checked = holdout(a.tier, a.cache_dir, json.loads(out.read_text()))
+        out.with_name(out.stem + "_holdout.json").write_text(json.dumps(checked, indent=1))
+        return
     if a.time_widths:
         ws = tuple(int(x) for x in a.time_widths.split(","))
         row = timing(a.tier, a.cache_dir, ws, a.time_budget, a.time_uniform)
@@ -673,8 +746,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.out:
             a.out.write_text(json.dumps(row, indent=1))
         return
-    out = a.out or Path(f"bench/mv_varwidth_{a.tier.replace(':', '-')}.json")
-    run(a.tier, a.cache_dir, out)
+    run(a.tier, a.cache_dir, out, tuple(float(x) for x in a.budgets.split(",") if x))
 
 
 if __name__ == "__main__":
