@@ -28,6 +28,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2
 from vecdb.kernels.postscan import _half
@@ -361,7 +362,6 @@ def scan_rerank(  # type: ignore[no-untyped-def]
             if n < r or e < hd[0]:  # most entries stop here (see `_admit`)
                 n = _admit(hd, hs, held, n, r, slots[i], e)
         scanned += ptr[p + 1] - ptr[p]
-    k = out_ids.shape[0]
     out_ids[:] = -1
     out_d[:] = np.inf
     for t in range(min(n, AHEAD)):
@@ -371,13 +371,5 @@ def scan_rerank(  # type: ignore[no-untyped-def]
         held[s >> 3] = 0
         if t + AHEAD < n:  # rows are random reads: AHEAD of them in flight
             _prefetch_row(rows, hs[t + AHEAD], d, 32)
-        acc = _exact(q, rows, s, metric)
-        if acc < out_d[k - 1] or (acc == out_d[k - 1] and s < out_ids[k - 1]):
-            u = k - 1
-            while u > 0 and (out_d[u - 1] > acc or (out_d[u - 1] == acc and out_ids[u - 1] > s)):
-                out_d[u] = out_d[u - 1]
-                out_ids[u] = out_ids[u - 1]
-                u -= 1
-            out_d[u] = acc
-            out_ids[u] = s
+        _fold(out_ids, out_d, s, _exact(q, rows, s, metric))  # ordered by (distance, slot)
     return scanned, n

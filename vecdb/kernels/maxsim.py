@@ -201,20 +201,26 @@ def _residual_doc(sf, packed, bits, lf, data, width, lo, hi):  # type: ignore[no
     flat (P * 256 * width) byte tables `lf`, 16 lanes at a time in registers."""
     if hi <= lo:
         return -np.inf
-    npos = data.shape[1]
     total = np.float32(0.0)
     for o in range(0, width, LANES):
-        best = vsplat(FLOOR)
-        for t in range(lo, hi):
-            acc = vload(sf, code_at(packed, t, bits) * width + o)
-            row = data[t]
-            base = o
-            for p in range(npos):
-                acc = vadd(acc, vload(lf, base + np.int64(row[p]) * width))
-                base += 256 * width
-            best = vmax(best, acc)
-        total += vsum(best)
+        total += vsum(residual_best(vsplat(FLOOR), sf, packed, bits, lf, data, width, lo, hi, o))
     return total
+
+
+@njit(cache=True, inline="always")
+def residual_best(best, sf, packed, bits, lf, data, width, lo, hi, o):  # type: ignore[no-untyped-def]
+    """`best` (16 lanes: query tokens o:o + 16) raised by the residual scores of tokens
+    lo:hi: the centroid score plus one table entry per residual byte, nothing decompressed."""
+    npos = data.shape[1]
+    for t in range(lo, hi):
+        acc = vload(sf, code_at(packed, t, bits) * width + o)
+        row = data[t]
+        base = o
+        for p in range(npos):
+            acc = vadd(acc, vload(lf, base + np.int64(row[p]) * width))
+            base += 256 * width
+        best = vmax(best, acc)
+    return best
 
 
 @njit(cache=True, nogil=True, fastmath=True)

@@ -40,8 +40,8 @@ from vecdb.bench.multivector.truth import exact_scores
 from vecdb.index.multivector import codec as mvcodec
 from vecdb.index.multivector.params import MVBuildParams
 from vecdb.kernels.bitpack import book_slots, build_lut, code_bits, pack_codes, row_bytes
-from vecdb.kernels.maxsim import FLOOR, centroid_scores, code_at, residual_maxsim
-from vecdb.kernels.simd import LANES, vadd, vload, vmax, vsplat, vsum
+from vecdb.kernels.maxsim import FLOOR, centroid_scores, residual_best, residual_maxsim
+from vecdb.kernels.simd import LANES, vsplat, vsum
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -306,22 +306,6 @@ def triple(hi: int, mid: int, lo: int, top: float, budget: float) -> Split | Non
 # --- a prototype rerank kernel over width classes, for timing ---------------------------------
 
 
-@njit(cache=True, inline="always")
-def _class_best(best, sf, packed, bits, lf, data, width, lo, hi, o):  # type: ignore[no-untyped-def]
-    """`best` raised by the residual scores of tokens lo:hi of one class, lanes o:o + 16 (the
-    inner loop of `kernels.maxsim._residual_doc`)."""
-    npos = data.shape[1]
-    for t in range(lo, hi):
-        acc = vload(sf, code_at(packed, t, bits) * width + o)
-        row = data[t]
-        base = o
-        for p in range(npos):
-            acc = vadd(acc, vload(lf, base + np.int64(row[p]) * width))
-            base += 256 * width
-        best = vmax(best, acc)
-    return best
-
-
 @njit(cache=True, nogil=True, fastmath=True)
 def _classes_serial(skq, bits, p0, l0, d0, o0, p1, l1, d1, o1, p2, l2, d2, o2, cand, out):  # type: ignore[no-untyped-def]
     width = skq.shape[1]
@@ -331,9 +315,9 @@ def _classes_serial(skq, bits, p0, l0, d0, o0, p1, l1, d1, o1, p2, l2, d2, o2, c
         total = np.float32(0.0)
         for o in range(0, width, LANES):
             best = vsplat(FLOOR)
-            best = _class_best(best, sf, p0, bits, f0, d0, width, o0[doc], o0[doc + 1], o)
-            best = _class_best(best, sf, p1, bits, f1, d1, width, o1[doc], o1[doc + 1], o)
-            best = _class_best(best, sf, p2, bits, f2, d2, width, o2[doc], o2[doc + 1], o)
+            best = residual_best(best, sf, p0, bits, f0, d0, width, o0[doc], o0[doc + 1], o)
+            best = residual_best(best, sf, p1, bits, f1, d1, width, o1[doc], o1[doc + 1], o)
+            best = residual_best(best, sf, p2, bits, f2, d2, width, o2[doc], o2[doc + 1], o)
             total += vsum(best)
         out[c] = total
 
