@@ -97,18 +97,26 @@ def test_prepare_query_of_a_constant_vector() -> None:
     np.testing.assert_allclose(_quantized(qc, 70), 0.25)
 
 
+def _residuals(
+    rng: np.random.Generator, data: str, n: int, d: int, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n residuals, a query residual): standard normal, or of clustered rows to their
+    centres with the query near the first row (`noise` x a normal step)."""
+    if data == "random":
+        return (
+            rng.standard_normal((n, d)).astype(np.float32),
+            rng.standard_normal(d).astype(np.float32),
+        )
+    x, c, of = _clustered(rng, n, d)
+    q = x[0] + noise * rng.standard_normal(d).astype(np.float32) - c[of[0]]
+    return x - c[of], q
+
+
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("data", ["random", "clustered"])
 def test_estimate_matches_the_formula(d: int, data: str) -> None:
     """The kernel's estimates are ||r|| <x_bar, q_hat> / <x_bar, o> (float64 reference)."""
-    rng = np.random.default_rng(7 * d)
-    if data == "random":
-        r = rng.standard_normal((200, d)).astype(np.float32)
-        q = rng.standard_normal(d).astype(np.float32)
-    else:
-        x, c, of = _clustered(rng, 200, d)
-        r = x - c[of]
-        q = x[0] + 0.1 * rng.standard_normal(d).astype(np.float32) - c[of[0]]
+    r, q = _residuals(np.random.default_rng(7 * d), data, 200, d, 0.1)
     codes, norms, xo = encode(r)
     qc = prepare_query(q)
     out = np.empty(200, np.float32)
@@ -128,15 +136,8 @@ def test_estimate_error_within_bound(d: int, data: str) -> None:
     """|estimate - <r, q'>| is within the stated bound (3 standard deviations) for >= 99%
     of entries, and the bound is not slack: within 1 deviation for at most 90% (a normal
     error: 68%)."""
-    rng = np.random.default_rng(d)
+    r, q = _residuals(np.random.default_rng(d), data, 4000, d, 0.2)
     rot = rotation(d, seed=d)
-    if data == "random":
-        r = rng.standard_normal((4000, d)).astype(np.float32)
-        q = rng.standard_normal(d).astype(np.float32)
-    else:
-        x, c, of = _clustered(rng, 4000, d)
-        r = x - c[of]
-        q = x[0] + 0.2 * rng.standard_normal(d).astype(np.float32) - c[of[0]]
     rr, qr = r @ rot, q @ rot
     codes, norms, xo = encode(rr)
     qc = prepare_query(qr)
