@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numba
+
 from vecdb.bench import spann_bits, spann_bits_report
 
 
@@ -14,7 +16,9 @@ def test_the_bit_search_reranking_everything_matches_the_float16_scan(tmp_path: 
         dataset="synthetic:6000:16:7", n=0, queries=40, index=str(tmp_path / "idx"),
         postings=[8, 16], rerank=[5, 100_000], seed=0,
     )  # fmt: skip
+    threads = numba.get_num_threads()
     res = spann_bits.run(args)
+    assert numba.get_num_threads() == threads  # timed at 1 thread, the caller's count restored
     assert res["n"] == 6000 and res["d"] == 16 and len(res["rows"]) == 2
     for row in res["rows"]:
         exact = row["recall_exact_f16"]

@@ -106,13 +106,14 @@ def test_directory_follows_splits_and_merges(tmp_path: Path) -> None:
     twenty postings (merges: leaves and childless inner nodes removed): the directories of
     a random set and of a clustered set equal the brute-force walk after each step. (A disk
     budget of 4x: at 3x the build trims to its budget, so the inserts are placed under disk
-    pressure with one replica fewer and no posting grows past its limit: nothing splits.)"""
+    pressure with one replica fewer and no posting grows past its limit: nothing splits; the
+    build leaves postings at most 0.9 full, so the burst is 1,200 vectors.)"""
     idx, _ = open_spann(8, "l2", {**TINY_POSTINGS, "max_disk_ratio": 4.0}, tmp_path)
     x = clustered(3000, 8, 1)
     idx.build(np.arange(3000), x)
     sets = [set(range(0, 3000, 5)), set(np.argsort(((x - x[0]) ** 2).sum(1))[:300].tolist())]
-    idx.add(np.arange(3000, 3600), clustered(600, 8, 5, spread=0.2))
-    sets[0] |= set(range(3000, 3600, 2))
+    idx.add(np.arange(3000, 4200), clustered(1200, 8, 5, spread=0.2))
+    sets[0] |= set(range(3000, 4200, 2))
     idx.maintain()
     assert idx.state.counters["splits"] > 0
     for members in sets:

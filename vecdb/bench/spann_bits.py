@@ -196,6 +196,16 @@ def _bytes(d: int, entries: float, candidates: float, postings: float) -> dict[s
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The measurement at 1 numba thread; the caller's thread count is restored after (a run
+    in a test process would otherwise leave every later test on one thread)."""
+    threads = numba.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     ds, base, q, truth = prepared(args.dataset, args.n, args.queries)
     if ds.metric not in ("l2", "cosine"):
         raise SystemExit("the estimate is of squared L2 distance: l2 or cosine data only")
