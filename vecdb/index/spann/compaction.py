@@ -60,6 +60,12 @@ def counts(st: SpannState, keep: bool = True) -> I64:
     return out
 
 
+def entries(st: SpannState) -> I64:
+    """Entries per posting id (stale and removed ones included), from the block table."""
+    out: I64 = st.table.post_entries[: st.next_posting].astype(np.int64)
+    return out
+
+
 def tolerance(st: SpannState) -> float:
     """The share of stale entries a kept count may miss (`known`): 0 for a posting file of
     at most `WALK_BYTES` or one over its disk budget, else `STALE_SHARE`."""

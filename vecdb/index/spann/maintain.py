@@ -83,12 +83,6 @@ def take_bytes(st: SpannState, postings: I64) -> I64:
     return postings[: max(1, n)]
 
 
-def live_entries(st: SpannState) -> I64:
-    """Entries per posting id (stale and removed ones included), from the block table."""
-    out: I64 = st.table.post_entries[: st.next_posting].astype(np.int64)
-    return out
-
-
 class Counts:
     """Live and removed entries per posting for one `maintain` call: counted once (each
     count walks every entry of the file; per batch, it took over half of the maintenance
@@ -103,7 +97,7 @@ class Counts:
         self._removed: I64 | None = None
 
     def live(self) -> I64:
-        entries = live_entries(self.st)
+        entries = compaction.entries(self.st)
         if self._seen is None:
             self._seen = compaction.known(self.st)
         return self._seen.estimate(entries)
@@ -237,7 +231,7 @@ def maintain(st: SpannState, budget_s: float | None = None) -> bool:
     if work_left(st, counts.live(), counts.removed()):
         return True
     # done? a fresh count sees entries this call made stale (unless nothing did)
-    return work_left(st, compaction.known(st).estimate(live_entries(st)))
+    return work_left(st, compaction.known(st).estimate(compaction.entries(st)))
 
 
 def clean(st: SpannState, counts: Counts, postings: I64, limit: int) -> bool:

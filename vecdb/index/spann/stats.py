@@ -18,7 +18,6 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError
 from vecdb.index.spann import compaction
-from vecdb.index.spann.compaction import counts
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import store_stats
@@ -56,11 +55,10 @@ def posting_counts(st: SpannState) -> tuple[I64, str]:
     large index on every call reads the whole file once it is cold."""
     if st.file.length <= compaction.WALK_BYTES:
         with st.lock.read():
-            return counts(st, keep=False), "counted"
+            return compaction.counts(st, keep=False), "counted"
     seen = st.live_seen
-    n = st.next_posting
-    entries = st.table.post_entries[:n].astype(np.int64)
-    entries[~st.leaf_mask(n)] = 0  # postings merged away or split keep no live entries
+    entries = compaction.entries(st)
+    entries[~st.leaf_mask(len(entries))] = 0  # postings merged away or split keep no live entries
     if seen is not None and seen.table is st.table:
         return seen.estimate(entries), "last_count"
     return entries, "entries"
