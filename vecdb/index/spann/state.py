@@ -109,11 +109,8 @@ class LiveSeen:
         account for them."""
         if self.table is not st.table:
             return False
-        drift = st.stale_slots - self.stale_slots
-        if drift == 0 or share <= 0.0:
-            return drift == 0
-        entries = float(self.base.sum())
-        return drift * entries / max(1, st.n_live) <= share * entries
+        drift = st.stale_slots - self.stale_slots  # at mean replicas per slot: the entries
+        return drift <= share * st.n_live  # gone stale <= share of them (0: none may have)
 
     def estimate(self, entries: I64) -> I64:
         """Live entries per posting now: as counted, plus entries appended since (clipped
