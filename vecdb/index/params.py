@@ -35,7 +35,9 @@ DEFAULT_THREADS, MIN_THREADS, MAX_THREADS = 0, 0, 1024  # 0 = all cores
 DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
-VECTOR_DTYPES = ("float32", "float16", "int8")
+VECTOR_DTYPES = ("float32", "float16", "int8", "bits")
+BITS = "bits"  # 1-bit codes (RaBitQ-style) re-ranked from the rerank store (issue 12)
+BITS_WIDTH = 8  # `BuildParams.width` of "bits": an entry is a whole number of 8-byte words
 DEFAULT_VECTOR_DTYPE = "float16"
 RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue 12)
 DEFAULT_RERANK = "none"
@@ -46,6 +48,10 @@ DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS = 48, 1, 4096
 DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO = 8.0, 1.0, 1e9
 DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF = 64, 1, 100_000
 DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K = 16, 0, 4096  # issue 12
+# rerank_k of a "bits" index when the request gives none: 1-bit estimates need far more
+# candidates than int8 codes (MiniLM-384, 64 postings, offline: R = 50 loses 0.0015 recall
+# against the float16 scan, R = 100 none; bench/RESULTS.md "Issue 12: 1-bit posting codes")
+DEFAULT_BITS_RERANK_K = 100
 
 PAGE_SIZE = 4096
 
@@ -107,8 +113,10 @@ def _validate(cls: type[Any], given: dict[str, Any], table: dict[str, Any], arg:
                 raise InvalidArgument(f"{f.name} must be one of {hi}, got {value!r}",
                                       field=f"{arg}.{f.name}")  # fmt: skip
             values[f.name] = value
+        elif value is None and default is None:  # not given: the index resolves it
+            values[f.name] = None
         else:
-            integer = isinstance(default, int)
+            integer = isinstance(default, int) or default is None  # (None: rerank_k)
             values[f.name] = _check_number(f.name, value, lo, hi, integer, f"{arg}.{f.name}")
     return cls(**values)
 
@@ -139,11 +147,22 @@ class BuildParams:
     threads: int  # build threads; 0 = all cores
     seed: int  # random seed of the clustering
     io: str  # posting reader: auto | mmap | direct
-    vector_dtype: str  # how postings store components: float32 | float16 | int8
+    vector_dtype: str  # how postings store components: float32 | float16 | int8 | bits
     rerank: str = DEFAULT_RERANK  # exact-rerank store rows: none | float16 | float32
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
+        """Validated parameters. "bits" postings need the rerank store: `rerank` not given
+        means float16 rows with them, and "none" given is an error naming both."""
+        if given is not None and given.get("vector_dtype") == BITS:
+            if "rerank" not in given:
+                given = dict(given, rerank="float16")
+            elif given["rerank"] == "none":
+                raise InvalidArgument(
+                    'vector_dtype="bits" needs the rerank store (1-bit codes only pick '
+                    'candidates): rerank must be "float16" or "float32", not "none"',
+                    field="index_params.rerank",
+                )
         return _parse(cls, given, _BUILD_TABLE, "index_params")  # type: ignore[no-any-return]
 
     def spec(self) -> str:
@@ -151,20 +170,29 @@ class BuildParams:
 
     @property
     def width(self) -> int:
-        """Bytes per stored component."""
-        return {"float32": 4, "float16": 2, "int8": 1}[self.vector_dtype]
+        """Bytes per stored component (for "bits", per 8-byte word: see `block_dim`)."""
+        return {"float32": 4, "float16": 2, "int8": 1, BITS: BITS_WIDTH}[self.vector_dtype]
+
+    def block_dim(self, dim: int) -> int:
+        """Components per entry in the posting blocks, each `width` bytes: `dim`, or for
+        "bits" the code's ceil(dim / 64) words and one word of two float32 factors, so the
+        block layout's width x dim is the entry's bytes for every dtype."""
+        return -(-dim // 64) + 1 if self.vector_dtype == BITS else dim
+
+    def entry_bytes(self, dim: int) -> int:
+        """Bytes of one posting entry: its components + int64 slot + uint8 version."""
+        return self.width * self.block_dim(dim) + 9
 
     def posting_limit(self, dim: int) -> tuple[int, int]:
         """(pages, entries) of the posting budget for `dim`-d vectors stored as `vector_dtype`."""
-        entry = self.width * dim + 9  # vector + int64 slot + uint8 version
+        entry = self.entry_bytes(dim)
         pages = self.posting_pages or max(3, -(-self.posting_vectors * entry // PAGE_SIZE))
         return pages, max(8, (pages * PAGE_SIZE - 64) // entry)
 
     def block_entries(self, dim: int) -> int:
         """Most entries one block holds within `block_pages` pages (header and alignment
         included); at least one."""
-        entry = self.width * dim + 9
-        return max(1, (self.block_pages * PAGE_SIZE - 128) // entry)
+        return max(1, (self.block_pages * PAGE_SIZE - 128) // self.entry_bytes(dim))
 
 
 @dataclass(frozen=True)
@@ -174,7 +202,9 @@ class SearchParams:
     max_postings: int  # cap on postings read per query (the main recall/speed knob)
     prune_ratio: float  # read a posting only if its head is within ratio x the nearest head
     head_ef: int  # hnswlib ef of the head search (raised to max_postings if lower)
-    rerank_k: int = DEFAULT_RERANK_K  # candidates re-ranked exactly (with a rerank store)
+    # candidates re-ranked exactly (with a rerank store); None: the index's default
+    # (`rerank_candidates`: DEFAULT_RERANK_K, or DEFAULT_BITS_RERANK_K for "bits" postings)
+    rerank_k: int | None = None
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> SearchParams:
@@ -182,6 +212,14 @@ class SearchParams:
 
     def spec(self) -> str:
         return _spec(self, "search")
+
+
+def rerank_candidates(sp: SearchParams, vector_dtype: str) -> int:
+    """The `rerank_k` a search uses on an index whose postings are `vector_dtype`: the
+    request's, else DEFAULT_BITS_RERANK_K for "bits" and DEFAULT_RERANK_K otherwise."""
+    if sp.rerank_k is not None:
+        return sp.rerank_k
+    return DEFAULT_BITS_RERANK_K if vector_dtype == BITS else DEFAULT_RERANK_K
 
 
 _BUILD_TABLE: dict[str, Any] = {
@@ -215,5 +253,5 @@ _SEARCH_TABLE: dict[str, Any] = {
     "max_postings": (DEFAULT_MAX_POSTINGS, MIN_MAX_POSTINGS, MAX_MAX_POSTINGS),
     "prune_ratio": (DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO),
     "head_ef": (DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF),
-    "rerank_k": (DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K),
+    "rerank_k": (None, MIN_RERANK_K, MAX_RERANK_K),  # None: `rerank_candidates`
 }

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
-from vecdb.kernels.posting import METRIC_IP, METRIC_L2
+from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
 from vecdb.kernels.postscan import _half
 from vecdb.kernels.rerank import _prefetch_row
 
@@ -373,3 +373,198 @@ def scan_rerank(  # type: ignore[no-untyped-def]
             _prefetch_row(rows, hs[t + AHEAD], d, 32)
         _fold(out_ids, out_d, s, _exact(q, rows, s, metric))  # ordered by (distance, slot)
     return scanned, n
+
+
+# --- the engine's form: one global centroid, entries in posting blocks ----------------------
+#
+# A "bits" posting entry is `code_words(d) + 1` uint64 words, contiguous (`entry_words`): the
+# code, then one word holding the two float32 factors (add, mul), little-endian. They are in
+# the metric's units (`encode_rows`), so an estimate is add + C_q - mul <x_bar, q_hat> with
+# C_q one constant per query (`_query_constant`):
+#   l2:     ||x - q||^2 = ||r||^2 + ||q - c||^2 - 2 <r, q - c>
+#           add = ||r||^2, mul = 2 ||r|| / <x_bar, o>, C_q = ||q'||^2
+#   ip:     -<x, q> = (||x - q||^2 - ||x||^2 - ||q||^2) / 2
+#           add = (||r||^2 - ||x||^2) / 2, mul = ||r|| / <x_bar, o>, C_q = (||q'||^2 - ||q||^2) / 2
+#   cosine: 1 - <x, q>: ip's, C_q + 1
+# with c the index's one centroid, r = x - c, q' = (q - c) @ rot. A code never depends on the
+# posting it sits in, so replicas of a slot estimate alike.
+
+
+def entry_words(d: int) -> int:
+    """uint64 words of one "bits" posting entry: the code and one word of two factors."""
+    return code_words(d) + 1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _rotate(x, centroid, rot, out):  # type: ignore[no-untyped-def]
+    """out = (x - centroid) @ rot, row by row (each pass a vectorised axpy, no
+    reassociation: the same bits for a row whatever batch or thread it is in)."""
+    d = x.shape[0]
+    out[:] = 0.0
+    for i in range(d):
+        xi = x[i] - centroid[i]
+        for j in range(d):
+            out[j] += xi * rot[i, j]
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _encode_row(x, centroid, rot, metric, rr, fac, out):  # type: ignore[no-untyped-def]
+    d = x.shape[0]
+    words = out.shape[0] - 1
+    _rotate(x, centroid, rot, rr)
+    sq = 0.0
+    l1 = 0.0
+    xx = 0.0
+    for j in range(d):
+        v = np.float64(rr[j])
+        sq += v * v
+        l1 += abs(v)
+        xx += np.float64(x[j]) * np.float64(x[j])
+    for w in range(words):
+        code = np.uint64(0)
+        for j in range(w * 64, min(d, w * 64 + 64)):
+            if rr[j] > 0:
+                code |= np.uint64(1) << np.uint64(j - w * 64)
+        out[w] = code
+    norm = np.sqrt(sq)
+    xo = l1 / (np.sqrt(max(d, 1)) * norm) if norm > 0 else 1.0
+    if metric == METRIC_L2:
+        add = sq
+        mul = 2.0 * norm / xo
+    else:
+        add = (sq - xx) / 2.0
+        mul = norm / xo
+    fac[0] = np.float32(add)
+    fac[1] = np.float32(mul)
+    out[words] = fac.view(np.uint64)[0]
+
+
+@nb.njit(cache=True, nogil=True)
+def _encode_serial(x, centroid, rot, metric, out):  # type: ignore[no-untyped-def]
+    rr = np.empty(x.shape[1], np.float32)
+    fac = np.empty(2, np.float32)
+    for i in range(x.shape[0]):
+        _encode_row(x[i], centroid, rot, metric, rr, fac, out[i])
+
+
+@nb.njit(cache=True, parallel=True)
+def _encode_parallel(x, centroid, rot, metric, out):  # type: ignore[no-untyped-def]
+    n = x.shape[0]
+    chunks = (n + 255) // 256
+    for c in nb.prange(chunks):
+        rr = np.empty(x.shape[1], np.float32)
+        fac = np.empty(2, np.float32)
+        for i in range(c * 256, min(n, c * 256 + 256)):
+            _encode_row(x[i], centroid, rot, metric, rr, fac, out[i])
+
+
+ENCODE_PARALLEL_ROWS = 4096  # below this, `encode_rows` runs on the calling thread
+
+
+def encode_rows(x: F32, centroid: F32, rot: F32, metric: int) -> U64:
+    """The "bits" posting entries (n, entry_words(d)) of rows x (n, d) float32: the sign
+    code of (x - centroid) @ rot and the factors (add, mul) of `metric` (see above). A row's
+    entry is the same bits whatever rows it comes with."""
+    x = np.ascontiguousarray(x, np.float32)
+    if x.ndim != 2 or rot.shape != (x.shape[1], x.shape[1]) or centroid.shape != (x.shape[1],):
+        raise ValueError(f"rows {x.shape}, rotation {rot.shape}, centroid {centroid.shape}")
+    out = np.empty((x.shape[0], entry_words(x.shape[1])), np.uint64)
+    if len(x) >= ENCODE_PARALLEL_ROWS:
+        _encode_parallel(x, centroid, rot, metric, out)
+    else:
+        _encode_serial(x, centroid, rot, metric, out)
+    return out
+
+
+def entry_factors(entries: U64) -> tuple[F32, F32]:
+    """(add, mul) of "bits" entries (n, words + 1)."""
+    f = np.ascontiguousarray(entries[:, -1]).view(np.float32).reshape(-1, 2)
+    return f[:, 0].copy(), f[:, 1].copy()
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _query_constant(q, sq, metric):  # type: ignore[no-untyped-def]
+    """C_q of an estimate (see above): ||q'||^2 for l2; (||q'||^2 - ||q||^2) / 2 for ip,
+    and 1 more for cosine."""
+    if metric == METRIC_L2:
+        return np.float32(sq)
+    qq = np.float32(0.0)
+    for j in range(q.shape[0]):
+        qq += q[j] * q[j]
+    out = (np.float32(sq) - qq) / np.float32(2.0)
+    return out if metric == METRIC_IP else out + np.float32(1.0)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _pop_sorted(hd, hs, n, ids, ds):  # type: ignore[no-untyped-def]
+    """Empty the max-heap (hd, hs) of n items into ids / ds ascending, -1 / inf after."""
+    for t in range(n, ids.shape[0]):
+        ids[t] = -1
+        ds[t] = np.inf
+    while n > 0:
+        n -= 1
+        ids[n] = hs[0]
+        ds[n] = hd[0]
+        hd[0] = hd[n]
+        hs[0] = hs[n]
+        _sift_down(hd, hs, 0, n)
+
+
+@nb.njit(cache=True, nogil=True)
+def scan_blocks(  # type: ignore[no-untyped-def]
+    u8, i64, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
+    slot_version, vis, use_vis, out_ids, out_d,
+):  # fmt: skip
+    """The bit search of queries q_lo:q_hi: query i reads the "bits" blocks ptr[i]:ptr[i+1]
+    (block at byte off[b] of the buffer viewed as u8 / i64 / u64 / f32, cnt[b] entries of
+    `words` + 1 words each, `entry_words`) and keeps in its row of out_ids / out_d the
+    R = out_ids.shape[1] distinct slots of smallest estimated distance (ascending, -1 / inf
+    padded; a row coming in with slots keeps them in the running: a widened search adds
+    postings to what it found). Only entries passing `entry_visible` count. The query is
+    rotated and quantized once (`_rotate`, `_prepare`), whatever the number of postings.
+    Returns the entries scanned."""
+    d = queries.shape[1]
+    r = out_ids.shape[1]
+    hd = np.empty(r, np.float32)
+    hs = np.empty(r, np.int64)
+    held = np.zeros((slot_version.shape[0] + 7) // 8 + 1, np.uint8)
+    qr = np.empty(d, np.float32)
+    planes = np.empty((QUERY_BITS, max(words, 1)), np.uint64)
+    ew = words + 1
+    scanned = 0
+    for i in range(q_lo, q_hi):
+        q = queries[i]
+        ids = out_ids[i]
+        ds = out_d[i]
+        n = 0
+        for t in range(r):  # what earlier rounds found (distinct: n < r throughout)
+            s = ids[t]
+            if s < 0:
+                break
+            n = _admit(hd, hs, held, n, r, s, ds[t])
+        _rotate(q, centroid, rot, qr)
+        lo, delta, total, sq = _prepare(qr, planes)
+        a, b, c = _coefficients(d, lo, delta, total)
+        cq = _query_constant(q, sq, metric)
+        for blk in range(ptr[i], ptr[i + 1]):
+            o = off[blk]
+            m = cnt[blk]
+            cap, voff = _layout(m)
+            base = (o + voff) // 8
+            sbase = (o + 64) // 8
+            vbase = o + 64 + 8 * cap
+            for j in range(m):
+                e0 = base + j * ew
+                fa = f32[2 * (e0 + words)]
+                fm = f32[2 * (e0 + words) + 1]
+                est = fa + cq - fm * _xbar_dot(u64[e0 : e0 + words], planes, a, b, c)
+                if n < r or est < hd[0]:  # most entries stop here (see `_admit`)
+                    s = i64[sbase + j]
+                    if entry_visible(s, u8[vbase + j], slot_version, vis, use_vis):
+                        n = _admit(hd, hs, held, n, r, s, est)
+            scanned += m
+        for t in range(n):
+            s = hs[t]
+            held[s >> 3] = 0
+        _pop_sorted(hd, hs, n, ids, ds)
+    return scanned

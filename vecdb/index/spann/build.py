@@ -36,6 +36,8 @@ from vecdb.index.spann.assign import (
     select_replicas,
 )
 from vecdb.index.spann.headgraph import HeadGraph
+from vecdb.index.params import BITS, BuildParams
+from vecdb.index.spann.bitcodes import BitCoder, Codec
 from vecdb.index.spann.postings import PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
 from vecdb.index.spann.table import BlockTable
@@ -86,8 +88,11 @@ def write_postings(
     (version 1), best-fit packed, in groups of about GROUP_BYTES."""
     starts, rows, _ = group_by_posting(posts, keep, n_postings)
     ones = np.ones(int(np.diff(starts).max()) if n_postings else 0, np.uint8)
-    # float16 postings: convert once, not once per replica (the largest part of the write)
-    stored: npt.NDArray[np.floating[Any]] = to_half_chunked(vectors) if file.width == 2 else vectors
+    # float16 postings: convert once, not once per replica (the largest part of the write);
+    # "bits" postings: code once, the blocks copy the entries
+    stored: npt.NDArray[Any] = to_half_chunked(vectors) if file.width == 2 else vectors
+    if isinstance(file.quant, BitCoder):
+        stored = file.quant.encode(vectors)
     group: list[tuple[int, int]] = []
     blocks: list[npt.NDArray[np.uint8]] = []
     size = 0
@@ -144,14 +149,24 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     release_free_memory()
 
 
+def fit_codec(p: BuildParams, metric: str, vectors: F32) -> Codec | None:
+    """The coder of a new posting file for a build of `vectors`: int8's quantizer (fitted
+    to them; none for an empty build), the "bits" coder (`bitcodes.BitCoder`), or None."""
+    if p.vector_dtype == "int8":
+        return Quantizer.fit(vectors) if len(vectors) else None
+    if p.vector_dtype == BITS:
+        return BitCoder.fit(vectors, metric, p.rerank, p.seed)
+    return None
+
+
 def _in_process(
     st: SpannState, gen: int, slots: I64, vectors: F32, progress: Progress | None
 ) -> child.Built:
     """Passes 1-6 in this process, into posting file generation `gen`."""
-    quant = Quantizer.fit(vectors) if st.width == 1 and len(slots) else None
+    quant = fit_codec(st.params, st.metric, vectors)
     path = file_path(st.directory, "postings", gen)
     file = PostingFile(path, st.dim, width=st.width, quant=quant, full_cap=st.block_cap)
-    table = file.attach(BlockTable(st.dim, st.width))
+    table = file.attach(BlockTable(st.bdim, st.width))
     try:
         tree, graph, cap = _passes(st, file, table, slots, vectors, progress)
     except BaseException:  # abandoned (closing, superseded) or failed: close the new file
@@ -197,7 +212,7 @@ def _passes(
             _report(progress, "assign", hi, n)
         # Pass 4: the disk budget (less the rerank store's rows), then the posting cut
         room = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim - row_bytes(p.rerank, st.dim)
-        budget = max(n, room * n / (st.width * st.dim + 9))
+        budget = max(n, room * n / p.entry_bytes(st.dim))
         cap = disk_cap(posts, int(budget), dists)
         keep = cut(posts, dists, max(1, int(BUILD_FILL * st.limit)), n_heads)
         del dists

@@ -53,7 +53,8 @@ from vecdb.index.params import BuildParams
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import load_heads, load_state, save_heads, save_state
-from vecdb.index.spann.postings import PostingFile, Quantizer
+from vecdb.index.spann.bitcodes import load_codec
+from vecdb.index.spann.postings import PostingFile
 from vecdb.index.spann.state import SpannState, file_path, head_space, new_state
 from vecdb.index.spann.table import BlockTable
 
@@ -137,8 +138,8 @@ def build_in_child(
             "threads": st.threads,
         }
         length = _run(job, paths["log"], progress)
-        _, table, tree, info, qbytes = load_state(paths["state"], st.dim, st.width)
-        quant = Quantizer.from_bytes(qbytes, st.dim) if qbytes else None
+        _, table, tree, info, qbytes = load_state(paths["state"], st.dim, st.width, st.bdim)
+        quant = load_codec(qbytes, st.dim, st.params.vector_dtype)
         file = PostingFile(
             file_path(d, "postings", gen), st.dim, length, st.width, quant, st.block_cap
         )
@@ -216,7 +217,7 @@ def _say(out: Callable[[str], Any], **msg: Any) -> None:
 
 def child_main(job: dict[str, Any]) -> None:
     """(Child) passes 1-6 over the memory-mapped input; the results into the files."""
-    from vecdb.index.spann.build import _passes  # build imports this module lazily
+    from vecdb.index.spann.build import _passes, fit_codec  # build imports this lazily
 
     tune_allocator()  # the allocator settings a database's own process takes
     threading.Thread(target=_watch_parent, daemon=True).start()
@@ -227,7 +228,7 @@ def child_main(job: dict[str, Any]) -> None:
     # for (the build never writes its input)
     slots = np.asarray(np.load(_tmp(d, gen, "slots"), mmap_mode="r+"))
     vectors = np.asarray(np.load(_tmp(d, gen, "vectors"), mmap_mode="r+"))
-    quant = Quantizer.fit(vectors) if p.width == 1 else None
+    quant = fit_codec(p, job["metric"], vectors)
     path = file_path(d, "postings", gen)
     file = PostingFile(path, dim, width=p.width, quant=quant, full_cap=p.block_entries(dim))
     st = new_state(dim, job["metric"], p, d, file=file)  # attaches its table to the new file

@@ -225,14 +225,14 @@ def compact(st: SpannState) -> None:
         quant=st.file.quant,
         full_cap=st.block_cap,
     )
-    table = new.attach(BlockTable(st.dim, st.width))
+    table = new.attach(BlockTable(st.bdim, st.width))
     table.ensure(st.next_posting)
     batch: list[tuple[int, int]] = []
     blocks: list[npt.NDArray[np.uint8]] = []
     size = 0
     heads = st.tree.leaf_postings().tolist()
     for i, p in enumerate(heads):
-        slots, vecs, vers = read_live(st, p)
+        slots, vecs, vers = read_live(st, p, coded=True)  # "bits": the entries, copied
         for lo, hi in chunk_bounds(len(slots), st.block_cap):
             blocks.append(new.encode(p, slots[lo:hi], vers[lo:hi], vecs[lo:hi]))
             batch.append((p, hi - lo))

@@ -56,7 +56,7 @@ CHECKPOINT_FREED_MIN = 1 << 20  # ... and at least this many bytes
 
 
 def entry_bytes(st: SpannState) -> int:
-    return st.width * st.dim + 9
+    return st.params.entry_bytes(st.dim)
 
 
 def take_pending(st: SpannState) -> list[int]:

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from vecdb.errors import FormatError
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
+from vecdb.index.spann.bitcodes import Codec, load_codec
 from vecdb.index.spann.framing import (
     check_header,
     read_sections,
@@ -42,7 +43,6 @@ from vecdb.index.spann.postings import (
     MAGIC,
     VERSION,
     PostingFile,
-    Quantizer,
     decode_block,
 )
 from vecdb.index.spann.state import (
@@ -136,15 +136,17 @@ def save_state(
 
 
 def load_state(
-    path: Path, dim: int, width: int
+    path: Path, dim: int, width: int, block_dim: int | None = None
 ) -> tuple[npt.NDArray[np.uint8], BlockTable, ClusterTree, dict[str, Any], bytes]:
+    """(versions, block table, tree, counters, quantizer section) of a state file; the
+    table's entries are `block_dim` components of `width` bytes (default: `dim`)."""
     s = read_sections(path, STATE_MAGIC, STATE_VERSION)
     want = 3 + TABLE_SECTIONS + TREE_SECTIONS
     if len(s) != want:
         raise FormatError(f"{path}: expected {want} sections, found {len(s)}")
     info: dict[str, Any] = json.loads(s[0])
     slot_version = np.frombuffer(s[1], dtype=np.uint8).copy()
-    table = BlockTable.from_arrays(dim, s[2 : 2 + TABLE_SECTIONS], width)
+    table = BlockTable.from_arrays(block_dim or dim, s[2 : 2 + TABLE_SECTIONS], width)
     tree = ClusterTree.from_sections(dim, s[2 + TABLE_SECTIONS : -1])
     return slot_version, table, tree, info, s[-1]
 
@@ -222,8 +224,10 @@ def open_state(
     if clean:
         clean_directory(directory, _files(m))
     p = BuildParams.parse(dict(m["params"], io=params.get("io", m["params"]["io"])))
-    versions, table, tree, info, qbytes = load_state(directory / m["state"], dim, p.width)
-    quant = Quantizer.from_bytes(qbytes, dim) if qbytes else None
+    versions, table, tree, info, qbytes = load_state(
+        directory / m["state"], dim, p.width, p.block_dim(dim)
+    )
+    quant = load_codec(qbytes, dim, p.vector_dtype)
     file = PostingFile(
         directory / m["postings"], dim, m["postings_length"], p.width, quant, p.block_entries(dim)
     )
@@ -272,12 +276,17 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
             report(directory / m["heads"], False, exc.message)
     params = BuildParams.parse(dict(m["params"]))
     try:
-        _, table, _, _, qbytes = load_state(directory / m["state"], m["dim"], params.width)
+        bdim = params.block_dim(m["dim"])
+        _, table, _, _, qbytes = load_state(directory / m["state"], m["dim"], params.width, bdim)
         report(directory / m["state"], True, "state CRC ok")
     except (FormatError, ValueError, KeyError) as exc:
         report(directory / m["state"], False, getattr(exc, "message", str(exc)))
         return out
-    quant = Quantizer.from_bytes(qbytes, m["dim"]) if qbytes else None
+    try:
+        quant = load_codec(qbytes, m["dim"], params.vector_dtype)
+    except FormatError as exc:
+        report(directory / m["state"], False, exc.message)
+        return out
     path = directory / m["postings"]
     try:
         blocks = _verify_postings(path, table, m["dim"], params.width, quant)
@@ -290,7 +299,7 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
 
 
 def _verify_postings(
-    path: Path, table: BlockTable, dim: int, width: int, quant: Quantizer | None
+    path: Path, table: BlockTable, dim: int, width: int, quant: Codec | None
 ) -> int:
     """CRC-check every block `table` names in the posting file at `path` (read-only)."""
     try:

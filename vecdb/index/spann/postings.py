@@ -5,7 +5,10 @@ block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 
 [u32 nbytes][u32 count][i64 posting][u32 dim][u32 cap][u32 width]`, then `int64 slots[cap]`,
 `uint8 versions[cap]` (padded to 64 bytes) and a dimension-major `vectors[dim][cap]` of
 float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar quantizer
-(width 1; the quantizer lives in the index's state file), where cap is the count (format 2
+(width 1; the quantizer lives in the index's state file), or, for "bits" postings (width 8),
+entry-major `entries[cap][dim]` of uint64 words, `dim` = ceil(d / 64) + 1 in the block
+header (the 1-bit code, then two float32 factors: `bitcodes`, `kernels.bitscan`; the page-0
+header keeps the vectors' d), where cap is the count (format 2
 rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
 blocks up to 4x their entries). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
@@ -39,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError, VecdbError, os_error
+from vecdb.index.spann.bitcodes import BitCoder, Codec
 from vecdb.index.spann.blockcheck import Verified
 from vecdb.index.spann.framing import (
     check_header,
@@ -67,7 +71,8 @@ I64 = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 
 
-STORED = {4: np.float32, 2: np.float16, 1: np.uint8}
+STORED = {4: np.float32, 2: np.float16, 1: np.uint8, 8: np.uint64}
+BITS_WIDTH = 8  # "bits" entries: whole 8-byte words (`BuildParams.block_dim`)
 
 
 def to_half(vectors: F32) -> npt.NDArray[np.float16]:
@@ -83,12 +88,16 @@ def encode_block(
     versions: U8,
     vectors: F32,
     width: int = 4,
-    quant: Quantizer | None = None,
+    quant: Codec | None = None,
     full_cap: int = 0,
 ) -> U8:
     """Serialise one block, zero-padded to its extent (`block_extent`); `vectors` is
     (count, dim) row-major, stored as float16 if `width` is 2 (given as float32, or as float16
-    already converted by `to_half`), as `quant` codes if 1."""
+    already converted by `to_half`), as `quant` codes if 1; if 8 ("bits"), coded by the
+    `BitCoder` `quant`, or given as its entries (uint64, already coded)."""
+    if width == BITS_WIDTH and vectors.dtype != np.uint64:
+        assert isinstance(quant, BitCoder)
+        vectors = quant.encode(vectors)
     count, dim = vectors.shape
     cap, vec_off, nbytes = block_layout(count, dim, width)
     buf = np.zeros(block_extent(count, dim, width, full_cap), dtype=np.uint8)
@@ -96,11 +105,14 @@ def encode_block(
     s[:] = -1
     s[:count] = slots
     buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
-    v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
-    if width == 1:
-        assert quant is not None
+    if width == BITS_WIDTH:  # entry-major: one entry's words together
+        buf[vec_off:nbytes].view(np.uint64).reshape(cap, dim)[:count] = vectors
+    elif width == 1:
+        v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
+        assert isinstance(quant, Quantizer)
         v[:, :count] = quant.encode(vectors).T
     else:
+        v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
         half = vectors.dtype == np.float16  # already converted by the caller (bulk build)
         v[:, :count] = vectors.T if width == 4 or half else to_half(vectors).T
     BLOCK_HEADER.pack_into(buf.data, 0, BLOCK_MAGIC, 0, nbytes, count, posting, dim, cap, width)
@@ -108,8 +120,12 @@ def encode_block(
     return buf
 
 
-def decode_block(buf: U8, where: str, quant: Quantizer | None = None) -> tuple[int, I64, U8, F32]:
-    """Verify and decode a block: (posting, slots, versions, vectors (count, dim))."""
+def decode_block(
+    buf: U8, where: str, quant: Codec | None = None
+) -> tuple[int, I64, U8, npt.NDArray[Any]]:
+    """Verify and decode a block: (posting, slots, versions, vectors (count, dim) float32);
+    a "bits" block has no vectors to give: its entries (count, words) uint64 instead (the
+    rows are in the rerank store)."""
     magic, crc, nbytes, count, posting, dim, cap, width = BLOCK_HEADER.unpack_from(buf.data, 0)
     good = width in STORED and block_layout(count, dim, width)[2] == nbytes
     if magic != BLOCK_MAGIC or nbytes > len(buf) or not good:
@@ -119,9 +135,12 @@ def decode_block(buf: U8, where: str, quant: Quantizer | None = None) -> tuple[i
     _, vec_off, _ = block_layout(count, dim, width)
     slots = buf[64 : 64 + 8 * cap].view(np.int64)[:count].copy()
     versions = buf[64 + 8 * cap : 64 + 8 * cap + count].copy()
+    if width == BITS_WIDTH:
+        entries = buf[vec_off:nbytes].view(np.uint64).reshape(cap, dim)[:count].copy()
+        return int(posting), slots, versions, entries
     stored = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)[:, :count].T
     if width == 1:
-        if quant is None:
+        if not isinstance(quant, Quantizer):
             raise FormatError(f"{where}: int8 block without a quantizer")
         return int(posting), slots, versions, quant.decode(stored)
     vectors = stored.astype(np.float32)
@@ -155,8 +174,8 @@ class PostingFile:
 
     path: Path  # the file
     dim: int  # vector dimension
-    width: int  # bytes per stored component: 4 (float32), 2 (float16), 1 (int8 codes)
-    quant: Quantizer | None  # the int8 quantizer (width 1 only)
+    width: int  # bytes per stored component: 4 (float32), 2 (float16), 1 (int8 codes), 8 (bits)
+    quant: Codec | None  # the int8 quantizer (width 1) or the bits coder (width 8)
     full_cap: int  # entries of a full block, whose extent is whole pages (0: none)
     space: SpaceMap  # free and pending extents; `space.end` is the end of the data
     capacity: int  # current file size (extended in chunks, cut back when the end drops)
@@ -171,7 +190,7 @@ class PostingFile:
         dim: int,
         length: int | None = None,
         width: int = 4,
-        quant: Quantizer | None = None,
+        quant: Codec | None = None,
         full_cap: int = 0,
     ) -> None:
         """Create the file, or open it at its durable `length` (what follows is dropped).
@@ -372,8 +391,8 @@ class PostingFile:
 
     # --- read --------------------------------------------------------------------------------
 
-    def read_block(self, offset: int) -> tuple[int, I64, U8, F32]:
-        """Read and verify the block at `offset`."""
+    def read_block(self, offset: int) -> tuple[int, I64, U8, npt.NDArray[Any]]:
+        """Read and verify the block at `offset` (`decode_block`)."""
         head = os.pread(self.fd, BLOCK_HEADER.size, offset)
         nbytes = BLOCK_HEADER.unpack_from(head, 0)[2] if len(head) == BLOCK_HEADER.size else 0
         if offset + nbytes > self.length or nbytes < 64:

@@ -16,19 +16,37 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
+import numba as nb
 import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, Visible
-from vecdb.index.params import SearchParams
+from vecdb.index.params import SearchParams, rerank_candidates
+from vecdb.index.spann.fanout import run_phases
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import METRIC_CODE
 from vecdb.kernels.rerank import exact_topk
 
+# A "bits" batch re-ranks ~100 rows a query (~50-100 us at 384-d): chunks of this many
+# queries or more go to the scan threads (`bitsearch.threads_for`), a chunk per task.
+PARALLEL_MIN_QUERIES = 2
+CHUNKS_PER_THREAD = 4
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexResult]
+
+
+def candidates(st: SpannState, sp: SearchParams) -> int:
+    """The call's `rerank_k` on this index (`params.rerank_candidates`: 100 for "bits")."""
+    return rerank_candidates(sp, st.params.vector_dtype)
+
+
+def wanted(st: SpannState, sp: SearchParams) -> bool:
+    """Whether a search of this index re-ranks (given a store): `rerank_k` > 0 (0: the
+    codes' own top k and distances; for "bits", the estimates)."""
+    return candidates(st, sp) > 0
 
 
 @functools.lru_cache(maxsize=256)
@@ -43,7 +61,7 @@ def search(
     """Top-k with the exact rerank of max(k, rerank_k) scan candidates."""
     store = st.store
     assert store is not None
-    wide = max(k, sp.rerank_k)
+    wide = max(k, candidates(st, sp))
     got = inner(st, queries, wide, _scan_params(sp), visible)
     cand = got.slots
     stats = got.stats
@@ -54,10 +72,37 @@ def search(
         at[ok] = np.arange(len(rows))
         ids, dist, n = exact_topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
     else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
-        ids, dist, n = exact_topk(queries, cand, cand, store.rows(), METRIC_CODE[st.metric], k)
+        ids, dist, n = warm_topk(st, queries, cand, store.rows(), k)
         nbytes = n * store.row
     stats.bytes_read += nbytes
     extra = stats.extra
     extra["rerank_bytes"] = extra.get("rerank_bytes", 0.0) + nbytes
     extra["rerank_rows"] = extra.get("rerank_rows", 0.0) + n
     return IndexResult(ids, dist, stats)
+
+
+def warm_topk(
+    st: SpannState, queries: F32, cand: I64, rows: npt.NDArray[np.generic], k: int
+) -> tuple[I64, F32, int]:
+    """`exact_topk` through the store's map; a "bits" batch's queries in chunks on the
+    scan threads (the kernel releases the GIL; each chunk writes its own rows)."""
+    metric = METRIC_CODE[st.metric]
+    nq = len(queries)
+    threads = min(nb.get_num_threads(), nq) if nq >= PARALLEL_MIN_QUERIES else 1
+    if st.bits is None or threads == 1:
+        return exact_topk(queries, cand, cand, rows, metric, k)
+    ids = np.empty((nq, k), np.int64)
+    dist = np.empty((nq, k), np.float32)
+    chunks = min(nq, CHUNKS_PER_THREAD * threads)
+    bounds = np.linspace(0, nq, chunks + 1).astype(np.int64).tolist()
+    scored = [0] * chunks
+
+    def part(c: int, _: int) -> None:
+        lo, hi = bounds[c], bounds[c + 1]
+        got_ids, got_d, scored[c] = exact_topk(
+            queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k
+        )
+        ids[lo:hi], dist[lo:hi] = got_ids, got_d
+
+    run_phases([(chunks, part)], list(range(threads)))
+    return ids, dist, sum(scored)

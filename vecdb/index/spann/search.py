@@ -23,7 +23,10 @@ and prune their heads, then parts of the posting ids are each gathered, checked 
 so no step of the batch runs on one thread while the others wait); a smaller or cold one runs
 passes 1 and 4 on those threads. One warm query without `visible` (what an app sends) runs
 passes 1-4 in one kernel call instead (`single.search_one`: the same kernels and values, no
-Python between them), falling back to this path for anything it does not handle.
+Python between them), falling back to this path for anything it does not handle. "bits"
+postings are scanned by `bitsearch` (passes 3-4: the R best 1-bit estimates per query, which
+`rerank` re-scores exactly); their batches run pass 1 on the head graph's threads and pass 4
+on query chunks, never `threaded` or `single`.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
 from vecdb.index.params import PAGE_SIZE, SearchParams
-from vecdb.index.spann import rerank, single
+from vecdb.index.spann import bitsearch, rerank, single
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
 from vecdb.index.spann.fanout import fan_out_pairs, run_phases
@@ -88,7 +91,10 @@ def scan(
     stats: SearchStats,
 ) -> None:
     """Passes 3 and 4: read the selected postings' blocks and fold them into the top-k
-    (ids / out_d come in with what earlier rounds found)."""
+    (ids / out_d come in with what earlier rounds found). "bits" postings: `bitsearch`."""
+    if st.bits is not None:
+        bitsearch.scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
+        return
     t = st.table
     chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
     metric = METRIC_CODE[st.metric]
@@ -139,10 +145,11 @@ def search(
     st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None
 ) -> IndexResult:
     """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
-    if st.store is not None and sp.rerank_k > 0:  # candidates, then the exact rerank
+    if st.store is not None and rerank.wanted(st, sp):  # candidates, then the exact rerank
         return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
-    if nq == 1 and visible is None:  # one warm query: passes 1-4 in one kernel call
+    bits = st.bits is not None  # (its own scan: `bitsearch`)
+    if nq == 1 and visible is None and not bits:  # one warm query: passes 1-4 in one kernel
         one = single.search_one(st, queries, k, sp)
         if one is not None:
             return one
@@ -154,9 +161,10 @@ def search(
         if nq == 0 or st.graph is None or st.live_heads == 0:
             return IndexResult(ids, out_d, stats)
         m = min(filtered_postings(sp.max_postings, visible, st.n_live), st.live_heads)
-        threads = search_threads(nq)
+        threads = bitsearch.threads_for(nq) if bits else search_threads(nq)
         stats.heads_searched += nq * m
-        if threads > 1 and nq >= THREADED_MIN_QUERIES and isinstance(st.reader, MmapReader):
+        warm = isinstance(st.reader, MmapReader)
+        if threads > 1 and nq >= THREADED_MIN_QUERIES and warm and not bits:
             sel = threaded(st, st.reader, queries, sp, m, vis, use_vis, ids, out_d, stats, threads)
         else:
             # Pass 1: nearest heads, one batched call, per-call effort

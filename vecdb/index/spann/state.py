@@ -28,7 +28,8 @@ from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.locks import RWLock
-from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
+from vecdb.index.spann.bitcodes import BitCoder
+from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile, Quantizer
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.vectors import VectorStore, row_bytes
 from vecdb.index.tenancy import HeadCache, SubTreeCache
@@ -131,7 +132,7 @@ class SpannState:
     directory: Path  # the index's own directory
     limit: int  # entry budget of a posting (from the page budget)
     block_cap: int  # entries per block at most (`block_pages`); bigger postings are chains
-    width: int  # bytes per stored component in postings (4 float32, 2 float16, 1 int8)
+    width: int  # bytes per stored component in postings (4 float32, 2 float16, 1 int8, 8 bits)
     threads: int  # threads for build-time and update-time head searches
     file: PostingFile  # the current posting file
     reader: MmapReader | DirectReader  # warm or cold reader of `file`
@@ -165,7 +166,19 @@ class SpannState:
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
         self.tree.leaf_vectors = self.head_vectors
-        self.table = BlockTable(self.dim, self.width)
+        self.table = BlockTable(self.bdim, self.width)
+
+    @property
+    def bdim(self) -> int:
+        """Components per entry in the posting blocks (`BuildParams.block_dim`): what the
+        block layout, the table and the block checks size entries by."""
+        return self.params.block_dim(self.dim)
+
+    @property
+    def bits(self) -> BitCoder | None:
+        """The coder of a "bits" posting file (None for other dtypes, or before a build)."""
+        q = self.file.quant
+        return q if isinstance(q, BitCoder) else None
 
     # --- reading (any thread) --------------------------------------------------------------
 
@@ -193,7 +206,7 @@ class SpannState:
     def quant(self) -> tuple[F32, F32]:
         """(offset, scale) for the scan kernel: the int8 quantizer or the identity."""
         q = self.file.quant
-        return identity_quant(self.dim) if q is None else (q.offset, q.scale)
+        return (q.offset, q.scale) if isinstance(q, Quantizer) else identity_quant(self.dim)
 
     # --- publishing a new content (worker) ---------------------------------------------------
 
@@ -338,7 +351,7 @@ class SpannState:
         cap = max(1, (self.replica_cap or self.params.replicas) - 1)
         if n > 0:
             budget = GUARD_SHARE * self.budget_bytes()
-            fit = int((budget - self.file.length) // ((self.width * self.dim + 9) * n))
+            fit = int((budget - self.file.length) // (self.params.entry_bytes(self.dim) * n))
             cap = max(1, min(cap, fit))
         return cap
 

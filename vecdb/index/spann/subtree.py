@@ -54,7 +54,7 @@ def search_subset(
     """Top-k of each query among `slots` (live ones; `visible` is the same set as a bitmap;
     `key` names the set for the directory cache, `visible` identifies its version; None:
     the directory is derived for this call and not cached). Parameters come parsed."""
-    if st.store is not None and sp.rerank_k > 0:  # candidates of the walk, exactly re-ranked
+    if st.store is not None and rerank.wanted(st, sp):  # the walk's candidates, re-ranked
 
         def inner(
             s: SpannState, q: F32, kk: int, p: SearchParams, v: Visible | None

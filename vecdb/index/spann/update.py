@@ -36,19 +36,27 @@ class Written:
     blocks: list[tuple[int, int, int]]  # where they are
 
 
-def read_live(st: SpannState, posting: int) -> tuple[I64, F32, U8]:
+def read_live(st: SpannState, posting: int, coded: bool = False) -> tuple[I64, F32, U8]:
     """The visible entries of a posting (CRC verified, one copy per slot): slots, vectors,
-    versions. Safe outside the lock on the worker thread (only it writes the table)."""
+    versions. Safe outside the lock on the worker thread (only it writes the table). A
+    "bits" posting holds no vectors: they are the rerank store's rows (its map, read on
+    this thread), or with `coded` the entries themselves (uint64: a rewrite copies them)."""
     parts: list[tuple[I64, U8, F32]] = []
     for off, _ in st.table.chain(posting):
         _, s, ver, vec = st.file.read_block(off)
         ok = entries_visible(s, ver, st.slot_version)
         parts.append((s[ok], ver[ok], vec[ok]))
+    bits = st.bits is not None
     if not parts:
-        return np.empty(0, np.int64), np.empty((0, st.dim), np.float32), np.empty(0, np.uint8)
+        none = (0, st.bdim) if bits and coded else (0, st.dim)
+        kind = np.uint64 if bits and coded else np.float32
+        return np.empty(0, np.int64), np.empty(none, kind), np.empty(0, np.uint8)
     slots = np.concatenate([p[0] for p in parts])
     slots, first = np.unique(slots, return_index=True)
     vers = np.concatenate([p[1] for p in parts])[first]
+    if bits and not coded:
+        assert st.store is not None  # a "bits" index always has one (`BuildParams.parse`)
+        return slots, st.store.vectors(slots), vers
     vecs = np.concatenate([p[2] for p in parts])[first]
     return slots, vecs, vers
 

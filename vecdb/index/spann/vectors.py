@@ -262,6 +262,17 @@ class VectorStore:
         """(capacity, dim) view of every row: uint16 float16 bits or float32."""
         return self._rows
 
+    def vectors(self, slots: I64) -> F32:
+        """The rows of `slots` as float32, through the map (warm, also with `io="direct"`:
+        the maintenance thread's reads of a "bits" posting's vectors)."""
+        if len(slots) and int(slots.max()) >= len(self._rows):
+            self.refresh(np.zeros(0, np.int64))  # rows another process wrote (drain child)
+        rows = self._rows[slots]
+        if self.width == 4:
+            return np.asarray(rows, np.float32)
+        out: F32 = rows.view(np.float16).astype(np.float32)
+        return out
+
     def read_rows(self, slots: I64) -> tuple[npt.NDArray[Any], int]:
         """Cold read: the rows of `slots` (in that order), copied out of O_DIRECT reads of
         their sectors; returns them and the bytes read from the device."""

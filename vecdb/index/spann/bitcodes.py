@@ -1,0 +1,105 @@
+"""The coder of "bits" posting files: one global centroid and one random rotation.
+
+A `vector_dtype="bits"` index stores, per posting entry, the 1-bit code of its vector's
+rotated residual and two factors (`vecdb.kernels.bitscan`, "the engine's form"). This module
+owns what every code of a posting file depends on: the centroid c (the mean of the bulk
+build's vectors, or of the first batch an empty index receives) and the orthogonal rotation
+(a d x d float32 matrix, drawn from the build's seed once and then persisted as it is, in
+the state file's quantizer section, like the int8 `Quantizer`; never drawn again on open).
+Both are fixed for the life of the posting file, so an entry's code never depends on the
+posting it sits in: a split, merge, reassignment or compaction writes the same bytes again.
+Rows are coded as the rerank store holds them (float16-rounded with a float16 store), so a
+row read back from the store codes to the same bytes as when it was inserted. No file I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import numpy.typing as npt
+
+from vecdb.errors import FormatError
+from vecdb.index.spann.quant import Quantizer
+from vecdb.kernels.bitscan import encode_rows, entry_words, rotation
+from vecdb.kernels.posting import METRIC_CODE
+
+F32 = npt.NDArray[np.float32]
+U64 = npt.NDArray[np.uint64]
+MAGIC = b"BITC"  # the section's own tag (the state file carries the format version)
+HEADER = struct.Struct("<4sIII")  # magic, dim, metric code, float16 rows (0 / 1)
+
+
+def store_rows(vectors: F32, half: bool) -> F32:
+    """Rows as the rerank store gives them back: float16-rounded (subnormals flushed to 0,
+    as `VectorStore.encode`) when `half`, else float32."""
+    x = np.ascontiguousarray(vectors, np.float32)
+    if not half:
+        return x
+    bits = x.astype(np.float16).view(np.uint16)
+    bits[(bits & 0x7C00) == 0] = 0
+    out: F32 = bits.view(np.float16).astype(np.float32)
+    return out
+
+
+class BitCoder:
+    """Codes rows as "bits" posting entries (`bitscan.encode_rows`) for one posting file."""
+
+    dim: int  # vector dimension
+    metric: str  # "l2" | "ip" | "cosine": the factors are in its units
+    half: bool  # rows are coded float16-rounded (the rerank store's float16 rows)
+    centroid: F32  # (dim,) the one centroid every residual is taken from
+    rot: F32  # (dim, dim) the orthogonal rotation: residuals are rotated as r @ rot
+
+    def __init__(self, centroid: F32, rot: F32, metric: str, half: bool) -> None:
+        self.centroid = np.ascontiguousarray(centroid, np.float32)
+        self.rot = np.ascontiguousarray(rot, np.float32)
+        self.dim, self.metric, self.half = len(self.centroid), metric, half
+
+    @classmethod
+    def fit(cls, vectors: F32, metric: str, rerank: str, seed: int) -> BitCoder:
+        """The coder of a new posting file: the mean of `vectors` (zero if none) and a
+        rotation drawn from `seed`."""
+        d = vectors.shape[1]
+        half = rerank == "float16"
+        c = store_rows(vectors, half).mean(0, dtype=np.float64) if len(vectors) else np.zeros(d)
+        return cls(c.astype(np.float32), rotation(d, seed), metric, half)
+
+    @property
+    def words(self) -> int:
+        """uint64 words per entry (`bitscan.entry_words`)."""
+        return entry_words(self.dim)
+
+    def encode(self, vectors: F32) -> U64:
+        """Entries (n, words) of rows (n, dim)."""
+        x = store_rows(vectors, self.half)
+        return encode_rows(x, self.centroid, self.rot, METRIC_CODE[self.metric])
+
+    def to_bytes(self) -> bytes:
+        head = HEADER.pack(MAGIC, self.dim, METRIC_CODE[self.metric], int(self.half))
+        return head + self.centroid.tobytes() + self.rot.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, dim: int) -> BitCoder:
+        want = HEADER.size + 4 * (dim + dim * dim)
+        if len(data) != want or data[:4] != MAGIC:
+            raise FormatError(f"bits coder: {len(data)} bytes, expected {want} for d={dim}")
+        _, d, code, half = HEADER.unpack_from(data, 0)
+        names = {v: k for k, v in METRIC_CODE.items()}
+        if d != dim or code not in names:
+            raise FormatError(f"bits coder: dim {d}, metric code {code} (expected dim {dim})")
+        arr = np.frombuffer(data, np.float32, offset=HEADER.size)
+        return cls(arr[:dim].copy(), arr[dim:].reshape(dim, dim).copy(), names[code], bool(half))
+
+
+Codec = Quantizer | BitCoder  # what a posting file's components are coded with, if anything
+
+
+def load_codec(data: bytes, dim: int, vector_dtype: str) -> Codec | None:
+    """The state file's quantizer section back: an int8 `Quantizer`, a `BitCoder` ("bits")
+    or None (float postings, or an empty section)."""
+    if not data:
+        return None
+    if vector_dtype == "bits":
+        return BitCoder.from_bytes(data, dim)
+    return Quantizer.from_bytes(data, dim)
