@@ -1,0 +1,304 @@
+"""SPANN with 1-bit posting codes (`vector_dtype="bits"`, issue 12): recall against the exact
+oracle and against float16 postings of the same data, estimates in the metric's units, codes
+independent of their posting, churn (splits, merges, clean-ups), compaction, checkpoint and
+reopen, crash recovery, cold reads, visible sets that need widening, batches on two threads,
+and bad parameters (real files in tmp_path, real numba kernels)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+from test_spann_support import (
+    SMALL,
+    clustered,
+    exact_dists,
+    live_after,
+    op_log,
+    prepare,
+    recall,
+    run_log,
+)
+
+from vecdb.errors import InvalidArgument
+from vecdb.index.base import Visible
+from vecdb.index.params import BuildParams
+from vecdb.index.spann import SpannIndex, open_spann
+from vecdb.index.spann.bitcodes import BitCoder, load_codec
+from vecdb.index.spann.persist import load_state, read_manifest
+from vecdb.kernels.postscan import half_to_float
+
+BITS = {"vector_dtype": "bits", "threads": 1}
+SEED = 13
+
+
+def stored(x: np.ndarray) -> np.ndarray:
+    """What a float16 store row holds, widened (subnormals flushed as the writer does)."""
+    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
+    bits[(bits & 0x7C00) == 0] = 0
+    return half_to_float(bits.ravel()).reshape(np.shape(x))
+
+
+def build(path: Path, x: np.ndarray, metric: str, params: dict) -> SpannIndex:  # type: ignore[type-arg]
+    idx, _ = open_spann(x.shape[1], metric, params, path)
+    idx.build(np.arange(len(x)), x)
+    return idx
+
+
+def entries_by_slot(idx: SpannIndex) -> dict[int, set[bytes]]:
+    """Every visible entry's bytes, by slot, read block by block from the posting file."""
+    st = idx.state
+    out: dict[int, set[bytes]] = {}
+    for p in st.tree.leaf_postings().tolist():
+        for off, _ in st.table.chain(int(p)):
+            _, slots, vers, ent = st.file.read_block(off)
+            for s, v, e in zip(slots.tolist(), vers.tolist(), ent, strict=True):
+                if st.slot_version[s] == v:
+                    out.setdefault(s, set()).add(e.tobytes())
+    return out
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("d", [384, 50])
+def test_recall_is_close_to_float16_postings(metric: str, d: int, tmp_path: Path) -> None:
+    """At the same max_postings, the default bits search (R = 100 candidates re-ranked from
+    float16 rows) finds what float16 postings find, and its distances are the exact ones of
+    the float16 rows."""
+    x = prepare(clustered(4000, d, seed=1, centres=32, spread=1.0), metric)
+    q = prepare(clustered(60, d, seed=2, centres=32, spread=1.0), metric)
+    base = dict(enumerate(x))
+    f16 = build(tmp_path / "f", x, metric, {"threads": 1})
+    bits = build(tmp_path / "b", x, metric, BITS)
+    assert bits.state.bits is not None and bits.state.store is not None
+    for m in (4, 16):
+        want = recall(f16.search(q, 10, {"max_postings": m}).slots, base, q, 10, metric)
+        got = bits.search(q, 10, {"max_postings": m})
+        r = recall(got.slots, base, q, 10, metric)
+        assert r >= want - 0.02, (m, r, want)
+        exact = exact_dists(stored(x[got.slots[:, 0]]), q, metric).diagonal()
+        np.testing.assert_allclose(got.distances[:, 0], exact, rtol=1e-4, atol=1e-4)
+    assert recall(bits.search(q, 10, {"max_postings": 64}).slots, base, q, 10, metric) > 0.97
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_estimates_are_in_the_metric_units(metric: str, tmp_path: Path) -> None:
+    """rerank_k=0 returns the codes' own top k with their estimates. With k = every point
+    (no selection), they are unbiased estimates of the metric's distance (squared L2,
+    -dot, 1 - dot) that order the points about as the exact distances do."""
+    x = prepare(clustered(1500, 256, seed=3, centres=16, spread=1.0), metric)
+    q = prepare(clustered(20, 256, seed=4, centres=16, spread=1.0), metric)
+    idx = build(tmp_path, x, metric, BITS)
+    got = idx.search(q, len(x), {"max_postings": 2, "rerank_k": 0})  # pass 5 reads them all
+    assert (got.slots >= 0).all()
+    exact = np.take_along_axis(exact_dists(stored(x), q, metric), got.slots, 1)
+    err = got.distances - exact
+    spread = exact.std(1).mean()
+    assert abs(err.mean()) < 0.02 * spread, (err.mean(), spread)
+    assert np.abs(err).mean() < 0.35 * spread, (np.abs(err).mean(), spread)  # 1 bit: ~0.26
+    for i in range(len(q)):
+        assert np.corrcoef(got.distances[i], exact[i])[0, 1] > 0.8
+
+
+def test_codes_do_not_depend_on_their_posting(tmp_path: Path) -> None:
+    """Every copy of a slot (replicas, split halves, reassigned entries) holds the same
+    bytes: the coder's entry of the store's row."""
+    idx = run_log(tmp_path, SEED, dict(SMALL, vector_dtype="bits"))
+    st = idx.state
+    assert st.counters["splits"] > 0 and st.counters["merges"] > 0
+    coder = st.bits
+    assert coder is not None
+    by_slot = entries_by_slot(idx)
+    live = live_after(op_log(SEED))
+    assert set(by_slot) == set(live)
+    slots = np.fromiter(by_slot, np.int64)
+    want = coder.encode(np.stack([live[int(s)] for s in slots]))
+    replicas = 0
+    for s, w in zip(slots.tolist(), want, strict=True):
+        assert by_slot[s] == {w.tobytes()}, s
+        replicas += 1
+    assert replicas == len(live)
+    idx.close()
+
+
+def test_churn_keeps_every_live_vector_findable(tmp_path: Path) -> None:
+    """After inserts that split postings, a mass remove (merges, clean-ups) and more
+    inserts, an exhaustive search by every live vector finds itself at distance 0 (float16
+    rows), and ordinary recall holds."""
+    idx = run_log(tmp_path, SEED, dict(SMALL, vector_dtype="bits"))
+    live = live_after(op_log(SEED))
+    slots = np.fromiter(live, np.int64)
+    vecs = np.stack([live[int(s)] for s in slots])
+    assert len(idx) == len(live)
+    got = idx.search(vecs, 1, {"max_postings": 4096})
+    np.testing.assert_array_equal(got.slots[:, 0], slots)
+    want = ((stored(vecs) - vecs) ** 2).sum(1)
+    np.testing.assert_allclose(got.distances[:, 0], want, rtol=1e-3, atol=1e-6)
+    q = clustered(100, 16, seed=77)
+    assert recall(idx.search(q, 10, {"max_postings": 8}).slots, live, q, 10, "l2") > 0.9
+    idx.close()
+
+
+def test_compaction_copies_the_entries(tmp_path: Path) -> None:
+    """A compaction rewrites every live entry byte for byte into the new file generation;
+    searches answer as before."""
+    x = clustered(3000, 70, seed=5)
+    idx = build(tmp_path, x, "l2", BITS)
+    idx.remove(np.arange(0, 3000, 3))
+    before = entries_by_slot(idx)
+    q = clustered(50, 70, seed=6)
+    res = idx.search(q, 10, {"max_postings": 8})
+    gen = idx.state.file_gen
+    idx.compact()
+    assert idx.state.file_gen == gen + 1
+    assert entries_by_slot(idx) == before
+    after = idx.search(q, 10, {"max_postings": 8})
+    np.testing.assert_array_equal(after.slots, res.slots)
+    idx.close()
+
+
+def test_checkpoint_and_reopen_keep_the_coder_and_the_answers(tmp_path: Path) -> None:
+    """The rotation and centroid are persisted in the state file as they are (not drawn
+    again on open: a reopen with another seed keeps them) and a reopened index answers
+    as before, warm and cold."""
+    x = clustered(3000, 100, seed=7)
+    q = clustered(40, 100, seed=8)
+    idx = build(tmp_path, x, "ip", BITS)
+    idx.add(np.arange(3000, 3400), clustered(400, 100, seed=9, spread=0.3))
+    while idx.maintain():
+        pass
+    res = idx.search(q, 10, {"max_postings": 8})
+    coder = idx.state.bits
+    assert coder is not None
+    idx.checkpoint(5)
+    idx.close()
+    m = read_manifest(tmp_path)
+    assert m is not None
+    p = BuildParams.parse(m["params"])
+    assert p.vector_dtype == "bits" and p.rerank == "float16"
+    qbytes = load_state(tmp_path / m["state"], 100, p.width, p.block_dim(100))[4]
+    saved = load_codec(qbytes, 100, "bits")
+    assert isinstance(saved, BitCoder)
+    np.testing.assert_array_equal(saved.rot, coder.rot)
+    np.testing.assert_array_equal(saved.centroid, coder.centroid)
+    for io in ("mmap", "direct"):
+        again, seq = SpannIndex.open(100, "ip", dict(BITS, io=io, seed=99), tmp_path)
+        assert seq == 5
+        np.testing.assert_array_equal(again.state.bits.rot, coder.rot)  # type: ignore[union-attr]
+        got = again.search(q, 10, {"max_postings": 8})
+        np.testing.assert_array_equal(got.slots, res.slots)
+        np.testing.assert_allclose(got.distances, res.distances, rtol=1e-6)
+        if io == "direct":
+            assert got.stats.extra["rerank_rows"] > 0
+        again.close()
+
+
+def test_cold_reads_equal_warm(tmp_path: Path) -> None:
+    """io="direct" reads the same blocks with O_DIRECT and re-ranks from O_DIRECT reads of
+    the store: the answers are the warm ones, batch and single, with and without a
+    visible set."""
+    x = clustered(3000, 130, seed=10)
+    q = clustered(30, 130, seed=11)
+    build(tmp_path, x, "l2", BITS).checkpoint(1)
+    warm, _ = SpannIndex.open(130, "l2", dict(BITS, io="mmap"), tmp_path)
+    cold, _ = SpannIndex.open(130, "l2", dict(BITS, io="direct"), tmp_path)
+    vis = Visible.from_slots(np.arange(0, 3000, 5), 3000)
+    for v in (None, vis):
+        a = warm.search(q, 10, {"max_postings": 8}, v)
+        b = cold.search(q, 10, {"max_postings": 8}, v)
+        np.testing.assert_array_equal(a.slots, b.slots)
+        one = cold.search(q[:1], 10, {"max_postings": 8}, v)
+        np.testing.assert_array_equal(one.slots, a.slots[:1])
+    warm.close()
+    cold.close()
+
+
+def test_a_visible_set_that_needs_widening(tmp_path: Path) -> None:
+    """A visible set of 7 slots spread over the data: every query gets exactly those 7
+    (pass 5 widens until it has them), nearest first, with exact distances."""
+    x = clustered(4000, 96, seed=12)
+    idx = build(tmp_path, x, "l2", BITS)
+    keep = np.array([3, 500, 1111, 2047, 2999, 3500, 3998])
+    vis = Visible.from_slots(keep, 4000)
+    q = clustered(20, 96, seed=13)
+    got = idx.search(q, 10, {"max_postings": 2}, vis)
+    d = exact_dists(stored(x[keep]), q, "l2")
+    for i in range(len(q)):
+        assert got.slots[i, :7].tolist() == keep[np.argsort(d[i], kind="stable")].tolist()
+        assert (got.slots[i, 7:] == -1).all()
+        np.testing.assert_allclose(got.distances[i, :7], np.sort(d[i]), rtol=1e-4)
+
+
+def test_a_batch_on_two_threads_equals_one_by_one(tmp_path: Path) -> None:
+    """A batch split over two threads (scan and rerank) answers each query as it is
+    answered alone."""
+    x = clustered(4000, 200, seed=14)
+    q = clustered(50, 200, seed=15)
+    idx = build(tmp_path, x, "cosine", BITS)
+    was = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        batch = idx.search(q, 10, {"max_postings": 8})
+    finally:
+        numba.set_num_threads(was)
+    for i in range(len(q)):
+        one = idx.search(q[i : i + 1], 10, {"max_postings": 8})
+        np.testing.assert_array_equal(one.slots[0], batch.slots[i])
+        np.testing.assert_array_equal(one.distances[0], batch.distances[i])
+
+
+def test_rerank_none_is_refused_naming_both(tmp_path: Path) -> None:
+    """bits without the store cannot rank anything exactly: rerank="none" is an error that
+    names both parameters; rerank not given means float16 rows, float32 is kept."""
+    with pytest.raises(InvalidArgument, match="vector_dtype.*rerank") as e:
+        BuildParams.parse({"vector_dtype": "bits", "rerank": "none"})
+    assert e.value.field == "index_params.rerank"
+    assert BuildParams.parse({"vector_dtype": "bits"}).rerank == "float16"
+    assert BuildParams.parse({"vector_dtype": "bits", "rerank": "float32"}).rerank == "float32"
+    with pytest.raises(InvalidArgument):
+        SpannIndex.open(8, "l2", {"vector_dtype": "bits", "rerank": "none"}, tmp_path)
+
+
+def test_float32_rows_rank_exactly(tmp_path: Path) -> None:
+    """With rerank="float32" the distances are those of the exact rows (0 to itself)."""
+    x = clustered(2000, 64, seed=16)
+    idx = build(tmp_path, x, "l2", dict(BITS, rerank="float32"))
+    got = idx.search(x[:50], 1, {"max_postings": 8})
+    np.testing.assert_array_equal(got.slots[:, 0], np.arange(50))
+    assert (got.distances[:, 0] == 0).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["split:1", "merge:1", "checkpoint:4", "checkpoint:9"])
+def test_crash_then_replay_recovers(point: str, tmp_path: Path) -> None:
+    """Killed at a SPANN kill point and replayed from the last checkpoint (as the engine
+    does), a bits index finds every live vector exactly and its codes are the coder's."""
+    params = dict(SMALL, vector_dtype="bits")
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from pathlib import Path\nfrom test_spann_support import run_log\n"
+        f"run_log(Path({str(tmp_path)!r}), {SEED}, {params!r})\n"
+    )
+    env = dict(os.environ, VECDB_KILL_AT=point)
+    child = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+    if child.returncode == 0:
+        pytest.skip(f"{point} not reached by this log")
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    idx = run_log(tmp_path, SEED, params)
+    live = live_after(op_log(SEED))
+    slots = np.fromiter(live, np.int64)
+    vecs = np.stack([live[int(s)] for s in slots])
+    got = idx.search(vecs, 1, {"max_postings": 4096})
+    np.testing.assert_array_equal(got.slots[:, 0], slots)
+    coder = idx.state.bits
+    assert coder is not None
+    by_slot = entries_by_slot(idx)
+    want = coder.encode(vecs)
+    for s, w in zip(slots.tolist(), want, strict=True):
+        assert by_slot[s] == {w.tobytes()}, s
+    idx.close()
