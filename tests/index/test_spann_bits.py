@@ -302,3 +302,43 @@ def test_crash_then_replay_recovers(point: str, tmp_path: Path) -> None:
     for s, w in zip(slots.tolist(), want, strict=True):
         assert by_slot[s] == {w.tobytes()}, s
     idx.close()
+
+
+def test_child_build_and_child_drain_equal_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk build run in a child process and a drain run in a child write the same
+    entries (the coder travels in the state file) and answer as in process; the files
+    verify (`verify_files` reads the coder back)."""
+    from test_spann_drain_child_rerank import _maintain_in_process
+
+    from vecdb.index.spann import child, drain_child
+    from vecdb.index.spann.persist import verify_files
+
+    x = clustered(4000, 40, seed=17)
+    tail = (np.arange(3000, 4000), x[3000:])
+    idx = {}
+    for name, mib in (("here", "off"), ("there", "0")):  # "0": every build goes to a child
+        monkeypatch.setenv(child.ENV, mib)
+        idx[name], _ = open_spann(40, "l2", dict(BITS, head_fraction=0.05), tmp_path / name)
+        idx[name].build(np.arange(3000), x[:3000])
+        idx[name].checkpoint(1)
+    assert entries_by_slot(idx["here"]) == entries_by_slot(idx["there"])
+    idx["here"].add(*tail)
+    _maintain_in_process(idx["here"], 2)
+    monkeypatch.setenv(drain_child.ENV, "0")
+    drain_child.add_in_child(idx["there"].state, iter([tail]), 2, 1, None)
+    wide = {"max_postings": 4096, "prune_ratio": 1e9, "rerank_k": 200}
+    q = x[2900:3100] + 0.01
+    want, got = idx["here"].search(q, 10, wide), idx["there"].search(q, 10, wide)
+    np.testing.assert_array_equal(got.slots, want.slots)
+    np.testing.assert_array_equal(got.distances, want.distances)
+    coder = idx["there"].state.bits
+    assert coder is not None
+    by_slot = entries_by_slot(idx["there"])
+    assert {s: {e.tobytes()} for s, e in enumerate(coder.encode(x))} == by_slot
+    for name in ("here", "there"):
+        idx[name].checkpoint(2)
+        idx[name].close()
+        bad = [r for r in verify_files(tmp_path / name) if not r["ok"]]
+        assert not bad, bad
