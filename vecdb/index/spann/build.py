@@ -26,6 +26,7 @@ import numpy.typing as npt
 from vecdb.allocator import release_free_memory
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree, build_tree, fill_members
+from vecdb.index.params import BITS, BuildParams
 from vecdb.index.spann import child
 from vecdb.index.spann.assign import (
     ExactHeads,
@@ -35,9 +36,8 @@ from vecdb.index.spann.assign import (
     primaries,
     select_replicas,
 )
-from vecdb.index.spann.headgraph import HeadGraph
-from vecdb.index.params import BITS, BuildParams
 from vecdb.index.spann.bitcodes import BitCoder, Codec
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.postings import PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
 from vecdb.index.spann.table import BlockTable

@@ -50,10 +50,10 @@ from vecdb.errors import Internal, InvalidArgument
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
+from vecdb.index.spann.bitcodes import load_codec
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import load_heads, load_state, save_heads, save_state
-from vecdb.index.spann.bitcodes import load_codec
 from vecdb.index.spann.postings import PostingFile
 from vecdb.index.spann.state import SpannState, file_path, head_space, new_state
 from vecdb.index.spann.table import BlockTable

@@ -95,10 +95,11 @@ def encode_block(
     (count, dim) row-major, stored as float16 if `width` is 2 (given as float32, or as float16
     already converted by `to_half`), as `quant` codes if 1; if 8 ("bits"), coded by the
     `BitCoder` `quant`, or given as its entries (uint64, already coded)."""
+    rows: npt.NDArray[Any] = vectors
     if width == BITS_WIDTH and vectors.dtype != np.uint64:
         assert isinstance(quant, BitCoder)
-        vectors = quant.encode(vectors)
-    count, dim = vectors.shape
+        rows = quant.encode(vectors)
+    count, dim = rows.shape
     cap, vec_off, nbytes = block_layout(count, dim, width)
     buf = np.zeros(block_extent(count, dim, width, full_cap), dtype=np.uint8)
     s = buf[64 : 64 + 8 * cap].view(np.int64)
@@ -106,7 +107,7 @@ def encode_block(
     s[:count] = slots
     buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
     if width == BITS_WIDTH:  # entry-major: one entry's words together
-        buf[vec_off:nbytes].view(np.uint64).reshape(cap, dim)[:count] = vectors
+        buf[vec_off:nbytes].view(np.uint64).reshape(cap, dim)[:count] = rows
     elif width == 1:
         v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
         assert isinstance(quant, Quantizer)

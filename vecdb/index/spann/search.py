@@ -163,9 +163,14 @@ def search(
         m = min(filtered_postings(sp.max_postings, visible, st.n_live), st.live_heads)
         threads = bitsearch.threads_for(nq) if bits else search_threads(nq)
         stats.heads_searched += nq * m
-        warm = isinstance(st.reader, MmapReader)
-        if threads > 1 and nq >= THREADED_MIN_QUERIES and warm and not bits:
-            sel = threaded(st, st.reader, queries, sp, m, vis, use_vis, ids, out_d, stats, threads)
+        reader = st.reader
+        if (
+            threads > 1
+            and nq >= THREADED_MIN_QUERIES
+            and isinstance(reader, MmapReader)
+            and not bits
+        ):
+            sel = threaded(st, reader, queries, sp, m, vis, use_vis, ids, out_d, stats, threads)
         else:
             # Pass 1: nearest heads, one batched call, per-call effort
             labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)

@@ -26,9 +26,9 @@ import psutil
 
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
+from vecdb.index.spann.bitcodes import BitCoder
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.locks import RWLock
-from vecdb.index.spann.bitcodes import BitCoder
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile, Quantizer
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.vectors import VectorStore, row_bytes
