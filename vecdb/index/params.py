@@ -52,6 +52,12 @@ DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K = 16, 0, 4096  # issue 12
 # candidates than int8 codes (MiniLM-384, 64 postings, offline: R = 50 loses 0.0015 recall
 # against the float16 scan, R = 100 none; bench/RESULTS.md "Issue 12: 1-bit posting codes")
 DEFAULT_BITS_RERANK_K = 100
+# Posting size of a "bits" index when not given: 4x float16's entries per posting (4x fewer
+# heads). MiniLM-384 (390,000, recall@10 0.95, 1 thread, 5 rounds alternated, medians of the
+# per-round ratios to float16): 1x (head_fraction 0.045, posting_vectors 200) 1.19x float16's
+# QPS at 0.14x its KB per query; 4x 1.44x at 0.17x; 12x 1.03x at 0.31x (bench/RESULTS.md
+# "Issue 12: 1-bit posting codes in the engine")
+DEFAULT_BITS_HEAD_FRACTION, DEFAULT_BITS_POSTING_VECTORS = 0.045 / 4, 800
 
 PAGE_SIZE = 4096
 
@@ -153,11 +159,17 @@ class BuildParams:
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
         """Validated parameters. "bits" postings need the rerank store: `rerank` not given
-        means float16 rows with them, and "none" given is an error naming both."""
+        means float16 rows with them, and "none" given is an error naming both; their
+        `head_fraction` and `posting_vectors` not given are DEFAULT_BITS_* (4x larger
+        postings)."""
         if given is not None and given.get("vector_dtype") == BITS:
-            if "rerank" not in given:
-                given = dict(given, rerank="float16")
-            elif given["rerank"] == "none":
+            bits = {
+                "rerank": "float16",
+                "head_fraction": DEFAULT_BITS_HEAD_FRACTION,
+                "posting_vectors": DEFAULT_BITS_POSTING_VECTORS,
+            }
+            given = bits | dict(given)
+            if given["rerank"] == "none":
                 raise InvalidArgument(
                     'vector_dtype="bits" needs the rerank store (1-bit codes only pick '
                     'candidates): rerank must be "float16" or "float32", not "none"',
