@@ -294,3 +294,71 @@ def test_scan_rerank_keeps_the_best_estimates(mode: str) -> None:
     chosen = keys[np.argsort([best[s] for s in keys])[:r]]
     ex = _exact(q.astype(np.float64), x[chosen].astype(np.float16).astype(np.float64), METRIC_L2)
     np.testing.assert_array_equal(ids, chosen[np.argsort(ex)[:10]])
+
+
+# --- the engine's form (`encode_rows`, `entry_factors`, `rerank_rows`) ------------------------
+
+from vecdb.kernels.bitscan import encode_rows, entry_factors, entry_words, rerank_rows  # noqa: E402
+from vecdb.kernels.rerank import exact_topk  # noqa: E402
+
+METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
+
+
+@pytest.mark.parametrize("d", DIMS)
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_encode_rows_against_numpy(d: int, metric: str) -> None:
+    """Entries = the sign code of (x - c) @ rot (where the component is not within rounding
+    of 0) and the metric's factors (float64 reference), and a row codes to the same bits
+    alone, in a batch, and in the parallel kernel's batch."""
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(300, d)).astype(np.float32)
+    x[3] = 0.0  # a zero row
+    c = x.mean(0).astype(np.float32)
+    rot = rotation(d, seed=d)
+    ent = encode_rows(x, c, rot, METRICS[metric])
+    assert ent.shape == (300, entry_words(d)) and entry_words(d) == code_words(d) + 1
+    r = (x.astype(np.float64) - c) @ rot.astype(np.float64)
+    bits = unpack_signs(np.ascontiguousarray(ent[:, :-1]), d)
+    clear = np.abs(r) > 1e-4
+    np.testing.assert_array_equal(bits[clear], (r > 0)[clear])
+    norm = np.sqrt((r * r).sum(1))
+    xo = np.where(norm > 0, np.abs(r).sum(1) / (np.sqrt(d) * np.where(norm > 0, norm, 1)), 1.0)
+    add, mul = entry_factors(ent)
+    if metric == "l2":
+        want_add, want_mul = norm**2, 2 * norm / xo
+    else:
+        want_add = (norm**2 - (x.astype(np.float64) ** 2).sum(1)) / 2
+        want_mul = norm / xo
+    scale = np.abs(want_add).max() + 1.0
+    np.testing.assert_allclose(add, want_add, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(mul, want_mul, rtol=1e-4, atol=1e-6)
+    for i in (0, 3, 299):
+        np.testing.assert_array_equal(encode_rows(x[i : i + 1], c, rot, METRICS[metric])[0], ent[i])
+    big = np.repeat(x, 15, axis=0)  # 4,500 rows: the parallel kernel
+    np.testing.assert_array_equal(encode_rows(big, c, rot, METRICS[metric])[::15], ent)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("half", [True, False])
+def test_rerank_rows_equals_the_engine_rerank(metric: str, half: bool) -> None:
+    """`rerank_rows` keeps the k nearest candidates as `kernels.rerank.exact_topk` does
+    (the same slots where distances are apart, distances within float32 rounding), padding
+    skipped."""
+    rng = np.random.default_rng(5)
+    d = 130
+    rows = rng.normal(size=(500, d)).astype(np.float32)
+    if metric == "cosine":
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    table = rows.astype(np.float16).view(np.uint16) if half else rows
+    q = rng.normal(size=(7, d)).astype(np.float32)
+    cand = np.stack([rng.permutation(500)[:60] for _ in range(7)]).astype(np.int64)
+    cand[:, ::9] = -1
+    want_ids, want_d, want_n = exact_topk(q, cand, cand, table, METRICS[metric], 10)
+    ids = np.empty((7, 10), np.int64)
+    dist = np.empty((7, 10), np.float32)
+    empty16, empty32 = np.zeros((0, d), np.uint16), np.zeros((0, d), np.float32)
+    r16, r32 = (table, empty32) if half else (empty16, table)
+    n = rerank_rows(q, cand, cand, half, r16, r32, METRICS[metric], ids, dist)
+    assert n == want_n == (cand >= 0).sum()
+    np.testing.assert_allclose(dist, want_d, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(ids, want_ids)
