@@ -189,11 +189,45 @@ def test_kernel_is_exact_on_a_complete_graph(d: int) -> None:
     out_i = np.empty((5, k), np.int64)
     out_d = np.empty((5, k), np.float32)
     args = (x, links, nlinks, deleted, up_off, up_links, up_cnt, 0, 0, n, k, k, False)
-    kern.search_batch(q, 0, 5, *args, out_i, out_d)
+    scratch = _scratch(n)
+    kern.search_batch(q, 0, 5, *args, out_i, out_d, *scratch)
     want = np.sort(((q[:, None, :] - xf[None]) ** 2).sum(-1), 1)[:, :k]
     assert np.allclose(out_d, want, rtol=1e-5, atol=1e-6)
     assert np.allclose(((q[:, None, :] - xf[out_i]) ** 2).sum(-1), out_d, rtol=1e-5, atol=1e-6)
-    kern.search_batch(q[:0], 0, 0, *args, out_i[:0], out_d[:0])
+    kern.search_batch(q[:0], 0, 0, *args, out_i[:0], out_d[:0], *scratch)
+    assert scratch[1][0] == 5  # one visit mark per query
+
+
+def _scratch(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.zeros(n, np.uint16),
+        np.zeros(1, np.int64),
+        np.empty(n + 1, np.float32),
+        np.empty(n + 1, np.int32),
+    )
+
+
+def test_reused_scratch_clears_its_marks_when_they_run_out() -> None:
+    """A scratch reused across calls gives what a fresh one gives, also across the uint16
+    marks' wrap: at mark 65,535 the next search clears `seen` (left holding old marks, here
+    1, which the restarted count would otherwise take for this search's visits)."""
+    rng = np.random.default_rng(5)
+    n, d, k = 300, 8, 10
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    g = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(n))), "l2", d, 60, True)
+    q = rng.normal(size=(20, d)).astype(np.float32)
+    want_i, want_d = g.knn_query(q, k=k)
+    args = (g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry)
+    args += (g.maxlevel, g.n, k, k, False)
+    out_i = np.empty((20, k), np.int64)
+    out_d = np.empty((20, k), np.float32)
+    seen, mark, cd, ci = _scratch(g.n)
+    seen[:] = 1
+    mark[0] = 65_534
+    kern.search_batch(q, 0, 20, *args, out_i, out_d, seen, mark, cd, ci)
+    assert mark[0] == 19  # 65,535, then 1..19 after the clear
+    np.testing.assert_array_equal(g.labels[out_i], want_i)
+    np.testing.assert_array_equal(out_d, want_d)
 
 
 def test_float32_storage_holds_what_float16_cannot(tmp_path: Path) -> None:

@@ -2,9 +2,12 @@
 
 Pure functions on arrays (no I/O). `rerank_topk` takes, per query, candidate slots and the
 row (in a row matrix) that holds each one's vector, float16 bits (widened like the posting
-scan: `postscan._half_bits`) or float32; it computes the metric's "smaller is better"
+scan: `postscan._half`) or float32; it computes the metric's "smaller is better"
 distance in float32 (squared L2, -dot for "ip", 1 - dot for "cosine" on prepared vectors,
-the scan's definitions) and keeps the k smallest, ties broken by slot. Candidates of -1 are
+the scan's definitions; each row's sum reassociated, so it vectorises: 100 random float16
+rows of 384-d from a 390,000-row matrix, one query, 57 -> 23 us; 50 rows 28 -> 8 us; 16
+rows of 50-d 3.7 -> 3.3 us, old and new alternated, medians of 3,000) and keeps the k
+smallest, ties broken by slot. Candidates of -1 are
 padding and skipped; rows are padded with -1 / +inf. The rows of a query's candidates (and
 of the next query's) are prefetched before the first is scored, so their cache misses
 overlap (16 random float16 rows of GloVe-50 from the store's map, one query: ~13-14 ->
@@ -20,11 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2
-from vecdb.kernels.postscan import HALF_SCALE, _half_bits
+from vecdb.kernels.postscan import _half
 from vecdb.kernels.prefetch import _prefetch
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+# Reassociation and contraction let a row's sum vectorise (as the scan kernels'); no flag
+# that assumes finite values.
+FAST = {"reassoc", "contract", "nsz"}
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -49,6 +55,31 @@ def _prefetch_rows(cand, at, i, half, rows16, rows32, nrows, d):  # type: ignore
                 _prefetch_row(rows32, r, d, 16)
 
 
+@nb.njit(cache=True, nogil=True, fastmath=FAST)  # not numba-inlined: that drops its flags
+def _row_dist(q, half, rows16, rows32, r, metric):  # type: ignore[no-untyped-def]
+    """The metric's distance of q to row r, in float32 registers: float16 bits widened one
+    by one (`_half`: F16C where the CPU has it), the sum reassociated so it vectorises."""
+    a = np.float32(0.0)
+    d = q.shape[0]
+    if metric == METRIC_L2:
+        if half:
+            for t in range(d):
+                diff = q[t] - _half(rows16[r, t])
+                a += diff * diff
+        else:
+            for t in range(d):
+                diff = q[t] - rows32[r, t]
+                a += diff * diff
+        return a
+    if half:
+        for t in range(d):
+            a += q[t] * _half(rows16[r, t])
+    else:
+        for t in range(d):
+            a += q[t] * rows32[r, t]
+    return -a if metric == METRIC_IP else np.float32(1.0) - a
+
+
 @nb.njit(cache=True, nogil=True)
 def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d):  # type: ignore[no-untyped-def]
     """queries (nq, d); cand / at (nq, c): slot and row index of each candidate (-1, or a
@@ -60,8 +91,6 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
     k = out_ids.shape[1]
     nrows = rows16.shape[0] if half else rows32.shape[0]
     scored = 0
-    bits = np.empty(d, np.uint32)
-    x = bits.view(np.float32)
     for i in range(nq):
         ids = out_ids[i]
         ds = out_d[i]
@@ -80,22 +109,7 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
             if s < 0 or r < 0 or r >= nrows:
                 continue
             scored += 1
-            if half:
-                _half_bits(rows16[r], bits)
-                for t in range(d):
-                    x[t] = x[t] * HALF_SCALE
-            else:
-                x[:] = rows32[r]
-            a = np.float32(0.0)
-            if metric == METRIC_L2:
-                for t in range(d):
-                    diff = q[t] - x[t]
-                    a += diff * diff
-                dist = a
-            else:
-                for t in range(d):
-                    a += q[t] * x[t]
-                dist = -a if metric == METRIC_IP else np.float32(1.0) - a
+            dist = _row_dist(q, half, rows16, rows32, r, metric)
             # insert (dist, s) into the sorted top-k (ties by slot)
             last = k - 1
             if not (dist < ds[last] or (dist == ds[last] and s < ids[last])):

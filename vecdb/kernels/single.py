@@ -74,13 +74,18 @@ def search_one(  # type: ignore[no-untyped-def]
     metric,
     out_ids,
     out_d,
+    seen,
+    mark,
+    cd,
+    ci,
 ):
     """Search query (1, dim) as `index.spann.search` does for one query: its hk nearest
     heads in the head graph (`search_batch` with ef = k = hk; node ids mapped to posting ids
     by `labels`), the first m pruned (`prune_postings`), their blocks gathered and checked
     (`check_headers` against `magic`, `unit`, the verified `bits` if `known_ok`) and
     scanned into out_ids / out_d (1, k), filled here with -1 / +inf first (the caller's
-    np.empty: a filled or returned array costs more, ~1.7 us to box one). Returns (status,
+    np.empty: a filled or returned array costs more, ~1.7 us to box one). seen / mark / cd /
+    ci: the head graph's scratch of the calling thread (`search_batch`). Returns (status,
     postings, (query, block) pairs, pages read); the row is the answer only when status is
     OK (FEW_HEADS, CHECK: a block whose CRC is unverified is CHECK when `need_crc`)."""
     out_ids[:] = -1
@@ -89,7 +94,7 @@ def search_one(  # type: ignore[no-untyped-def]
     hd = np.empty((1, hk), np.float32)
     search_batch(
         query, 0, 1, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel,
-        n, hk, hk, head_ip, hi, hd,
+        n, hk, hk, head_ip, hi, hd, seen, mark, cd, ci,
     )  # fmt: skip
     if hi[0, hk - 1] < 0:
         return FEW_HEADS, 0, 0, 0

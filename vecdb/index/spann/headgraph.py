@@ -20,6 +20,7 @@ little-endian arrays the owner frames into `heads.<n>.bin`.
 from __future__ import annotations
 
 import struct
+import threading
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from vecdb.kernels import headgraph as kern
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 U16 = npt.NDArray[np.uint16]
+I32 = npt.NDArray[np.int32]
 NARROW_NODES = 65_535  # up to this many nodes the level-0 links fit uint16
 PARALLEL_CHUNK = 16  # queries per task of a threaded batch search
 # hnswlib's saveIndex header (hnswalg.h): offsetLevel0, max_elements, cur_element_count,
@@ -89,6 +91,26 @@ class HeadGraph:
         self.up_links = np.zeros((0, m), np.int32)
         self.up_cnt = np.zeros(0, np.uint8)
         self.entry, self.maxlevel, self.n_deleted = -1, 0, 0
+        self._scratch = threading.local()
+
+    def scratch(self) -> tuple[U16, I64, F32, I32]:
+        """This thread's scratch for the graph kernels, as long as the graph's capacity:
+        visit marks (uint16, 2 bytes a node, zeroed once per 65,535 searches instead of per
+        call), the last mark used, and the candidate heap (8 bytes a node, touched only as
+        far as a beam reaches). Per thread because searches run on several at once (a
+        server's handlers, a batch's chunks); each keeps its scratch for the graph's life."""
+        got: tuple[U16, I64, F32, I32] | None = getattr(self._scratch, "arrays", None)
+        cap = len(self.nlinks)
+        if got is None or len(got[0]) < max(cap, self.n):
+            size = max(cap, self.n)
+            got = (
+                np.zeros(size, np.uint16),
+                np.zeros(1, np.int64),
+                np.empty(size + 1, np.float32),
+                np.empty(size + 1, np.int32),
+            )
+            self._scratch.arrays = got
+        return got
 
     # --- build -----------------------------------------------------------------------------
 
@@ -190,7 +212,7 @@ class HeadGraph:
                 kern.insert(
                     v, self.vecs, self.links, self.nlinks, self.deleted, self.up_off,
                     self.up_links, self.up_cnt, self.entry, self.maxlevel, self.n,
-                    self.ef_construction, self.m, self.space == "ip",
+                    self.ef_construction, self.m, self.space == "ip", *self.scratch(),
                 )  # fmt: skip
             self.node_of[label] = v
 
@@ -218,11 +240,11 @@ class HeadGraph:
 
             def task(c: int, _: None) -> None:
                 lo = c * PARALLEL_CHUNK
-                kern.search_batch(x, lo, min(nq, lo + PARALLEL_CHUNK), *args)
+                kern.search_batch(x, lo, min(nq, lo + PARALLEL_CHUNK), *args, *self.scratch())
 
             run_phases([(chunks, task)], [None] * min(num_threads, chunks))
         elif nq:
-            kern.search_batch(x, 0, nq, *args)
+            kern.search_batch(x, 0, nq, *args, *self.scratch())
         short = np.flatnonzero(out_i[:, -1] < 0) if nq else out_i[:0, 0]
         if len(short):
             ip = self.space == "ip"

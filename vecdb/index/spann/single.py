@@ -58,6 +58,7 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None, mode != "off",
             st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
+            *g.scratch(),
         )  # fmt: skip
     if status != OK or ids[0, -1] < 0:
         return None
