@@ -362,3 +362,51 @@ def test_rerank_rows_equals_the_engine_rerank(metric: str, half: bool) -> None:
     assert n == want_n == (cand >= 0).sum()
     np.testing.assert_allclose(dist, want_d, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(ids, want_ids)
+
+
+# --- the register path of `scan_blocks` (`_xbar_dot8`) -------------------------------------
+
+from vecdb.index.spann.postings import BITS_WIDTH, encode_block  # noqa: E402
+from vecdb.kernels.bitscan import scan_blocks  # noqa: E402
+from vecdb.kernels.posting import NO_VISIBLE, block_layout  # noqa: E402
+
+
+@pytest.mark.parametrize("d", [130, 384, 512, 50, 600])
+@pytest.mark.parametrize("metric", [METRIC_L2, METRIC_IP])
+def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> None:
+    """One block read twice by the same query: once from the start of the buffer (codes of
+    3 to 8 words take the 8-lane register path there) and once ending the buffer exactly,
+    where a register load would read past it, so the word loop runs: every estimate is
+    bit-equal, with every entry kept (R = the entries). d = 50 (1 word) and 600 (10
+    words) take the word loop both times."""
+    rng = np.random.default_rng(d + metric)
+    n = 300
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    centroid = x.mean(0)
+    rot = rotation(d, seed=3)
+    entries = encode_rows(x, centroid, rot, metric)
+    slots = np.arange(n, dtype=np.int64)
+    versions = np.ones(n, np.uint8)
+    block = encode_block(7, slots, versions, entries, width=BITS_WIDTH)
+    end = block_layout(n, entries.shape[1], BITS_WIDTH)[2]  # the last entry's end
+    a_len = len(block) + (-len(block)) % 64
+    buf = np.zeros(a_len + end, np.uint8)
+    buf[: len(block)] = block
+    buf[a_len:] = block[:end]
+    u64 = buf.view(np.uint64)
+    q = np.repeat(rng.standard_normal((1, d)).astype(np.float32), 2, axis=0)
+    ids = np.full((2, n), -1, np.int64)
+    dist = np.full((2, n), np.inf, np.float32)
+    off = np.array([0, a_len], np.int64)
+    cnt = np.array([n, n], np.int64)
+    ptr = np.array([0, 1, 2], np.int64)
+    slot_version = np.ones(n, np.uint8)
+    words = entries.shape[1] - 1
+    args = (buf, u64.view(np.int64), u64, buf.view(np.float32), words, off, cnt, ptr)
+    got = scan_blocks(
+        *args, 0, 2, q, centroid, rot, metric, slot_version, NO_VISIBLE, False, ids, dist
+    )
+    assert got == 2 * n
+    assert sorted(ids[0].tolist()) == list(range(n))
+    np.testing.assert_array_equal(ids[0], ids[1])
+    np.testing.assert_array_equal(dist[0], dist[1])

@@ -33,6 +33,7 @@ from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
 from vecdb.kernels.postscan import _half
 from vecdb.kernels.rerank import _prefetch_row
+from vecdb.kernels.simd64 import WLANES, wadd, wand, wcount, wload, wshl, wsum
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -536,6 +537,26 @@ def _pop_sorted(hd, hs, n, ids, ds):  # type: ignore[no-untyped-def]
         _sift_down(hd, hs, 0, n)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _xbar_dot8(u64, e0, pm, a, b, c):  # type: ignore[no-untyped-def]
+    """`_xbar_dot` of the code at u64[e0:] (3 to WLANES words) in one register
+    (`simd64`): the WLANES words from e0 masked to the code's (pm[4 * WLANES:], ones over
+    its words), the planes at pm[:4 * WLANES] (zero past the code's words); each lane's
+    popcount plus its plane counts shifted by 32 + plane, so that one lane sum holds the
+    code's popcount (low 32 bits) and the weighted plane sum (high). A runtime loop of 6
+    words stays scalar (LLVM vectorises it for 8 or more): MiniLM-384, 20 postings of the
+    bits default, 1,000 queries, 1 thread, alternated: the scan 221 -> 171 us a query
+    (18.7 -> 14.6 ns an entry), the same estimates."""
+    x = wand(wload(u64, e0), wload(pm, 4 * WLANES))
+    v = wcount(x)
+    v = wadd(v, wshl(wcount(wand(x, wload(pm, 0))), 32))
+    v = wadd(v, wshl(wcount(wand(x, wload(pm, WLANES))), 33))
+    v = wadd(v, wshl(wcount(wand(x, wload(pm, 2 * WLANES))), 34))
+    v = wadd(v, wshl(wcount(wand(x, wload(pm, 3 * WLANES))), 35))
+    t = wsum(v)
+    return a * np.float32(t & np.uint64(0xFFFFFFFF)) + b * np.float32(t >> np.uint64(32)) - c
+
+
 @nb.njit(cache=True, nogil=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
     u8, i64, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
@@ -559,6 +580,10 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     planes = np.empty((QUERY_BITS, max(words, 1)), np.uint64)
     ew = words + 1
     scanned = 0
+    lanes = 3 <= words <= WLANES  # a code fits one register (`_xbar_dot8`)
+    pm = np.zeros((QUERY_BITS + 1) * WLANES, np.uint64)
+    for w in range(min(words, WLANES)):
+        pm[QUERY_BITS * WLANES + w] = np.uint64(0xFFFFFFFFFFFFFFFF)
     for i in range(q_lo, q_hi):
         q = queries[i]
         ids = out_ids[i]
@@ -573,6 +598,10 @@ def scan_blocks(  # type: ignore[no-untyped-def]
         lo, delta, total, sq = _prepare(qr, planes)
         a, b, c = _coefficients(d, lo, delta, total)
         cq = _query_constant(q, sq, metric)
+        if lanes:
+            for p in range(QUERY_BITS):
+                for w in range(words):
+                    pm[p * WLANES + w] = planes[p, w]
         for blk in range(ptr[i], ptr[i + 1]):
             o = off[blk]
             m = cnt[blk]
@@ -580,11 +609,17 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             base = (o + voff) // 8
             sbase = (o + 64) // 8
             vbase = o + 64 + 8 * cap
+            # a register load reads WLANES words from an entry: past the block's last
+            # entry by up to WLANES - ew words (masked out), so only inside the buffer
+            fast = lanes and base + m * ew + WLANES - ew <= u64.shape[0]
             for j in range(m):
                 e0 = base + j * ew
                 fa = f32[2 * (e0 + words)]
                 fm = f32[2 * (e0 + words) + 1]
-                est = fa + cq - fm * _xbar_dot(u64[e0 : e0 + words], planes, a, b, c)
+                if fast:
+                    est = fa + cq - fm * _xbar_dot8(u64, e0, pm, a, b, c)
+                else:
+                    est = fa + cq - fm * _xbar_dot(u64[e0 : e0 + words], planes, a, b, c)
                 if n < r or est < hd[0]:  # most entries stop here (see `_admit`)
                     s = i64[sbase + j]
                     if (held[s >> 3] >> (s & 7)) & 1:  # a copy of a slot held: alike
