@@ -185,6 +185,15 @@ class BuildParams:
         """Bytes per stored component (for "bits", per 8-byte word: see `block_dim`)."""
         return {"float32": 4, "float16": 2, "int8": 1, BITS: BITS_WIDTH}[self.vector_dtype]
 
+    @property
+    def half_heads(self) -> bool:
+        """Whether the head graph keeps float16 vectors: when the vectors are known to fit
+        float16's range (float16 postings, or a float16 rerank store, which refuses larger
+        components). Half the bytes a head: MiniLM-384 with "bits" postings (4,389 heads,
+        20 postings, 1,000 queries, alternated), one query 499 -> 453 us, recall 0.9499 ->
+        0.9502."""
+        return self.vector_dtype == "float16" or self.rerank == "float16"
+
     def block_dim(self, dim: int) -> int:
         """Components per entry in the posting blocks, each `width` bytes: `dim`, or for
         "bits" the code's ceil(dim / 64) words and one word of two float32 factors, so the

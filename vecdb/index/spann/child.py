@@ -145,7 +145,7 @@ def build_in_child(
         )
         graph = None
         if info["heads"]:
-            half = st.params.vector_dtype == "float16"
+            half = st.params.half_heads
             efc = st.params.head_ef_construction
             graph = load_heads(paths["heads"], head_space(st.metric), st.dim, efc, half)
         return file, file.attach(table), tree, graph, int(info["replica_cap"])

@@ -238,7 +238,7 @@ def open_state(
     tree.leaf_vectors = st.head_vectors
     st.tree = tree
     if m["heads"] is not None:
-        half = p.vector_dtype == "float16"
+        half = p.half_heads
         st.graph = load_heads(
             directory / m["heads"], head_space(metric), dim, p.head_ef_construction, half
         )
