@@ -111,3 +111,55 @@ def test_pairwise_sum_is_numpys(n: int) -> None:
     for scale in (1e-3, 1.0, 1e6):
         w = (rng.standard_normal(n) * scale) ** 2
         assert _pairwise(w, n) == np.add.reduce(w)
+
+
+def _ordinary_bits(monkeypatch: pytest.MonkeyPatch, st, q, k, sp):  # type: ignore[no-untyped-def]
+    """`search.search` of a "bits" index with its fast path switched off."""
+    with monkeypatch.context() as m:
+        m.setattr(single, "search_one_bits", lambda *a: None)
+        return search.search(st, q, k, sp, None)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("d", [130, 384])
+def test_bits_fast_path_equals_the_ordinary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metric: str, d: int
+) -> None:
+    """A "bits" index: one kernel call (search, estimates, exact rerank) gives the ordinary
+    path's slots, distance bits and counters (rerank rows and bytes included), at the
+    default R and a small one; it steps aside while blocks are unverified and when the
+    probed postings hold fewer than R slots (the ordinary path widens)."""
+    n = 3_000
+    x = clustered(n, d, seed=7)
+    if metric == "cosine":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, _ = open_spann(d, metric, {"vector_dtype": "bits", "threads": 1}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(n), x)
+        st = idx.state
+        q = clustered(40, d, seed=8)
+        if metric == "cosine":
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
+        for params in ({"max_postings": 4}, {"max_postings": 16, "rerank_k": 30}):
+            sp = SearchParams.parse(params)
+            st.file.verified.bits[:] = 0  # nothing verified: every query steps aside
+            assert all(
+                single.search_one_bits(st, q[i : i + 1], K, sp, 100) is None for i in range(3)
+            )
+            want = [_ordinary_bits(monkeypatch, st, q[i : i + 1], K, sp) for i in range(len(q))]
+            wide = max(K, params.get("rerank_k", 100))
+            for i, w in enumerate(want):
+                got = single.search_one_bits(st, q[i : i + 1], K, sp, wide)
+                assert got is not None
+                np.testing.assert_array_equal(got.slots, w.slots)
+                assert got.distances.tobytes() == w.distances.tobytes()
+                assert got.stats == w.stats
+                assert got.stats.extra["rerank_rows"] == wide
+                via = idx.search(q[i], K, params)  # the public call takes it
+                np.testing.assert_array_equal(via.slots, w.slots)
+        sp = SearchParams.parse({"max_postings": 1})
+        assert single.search_one_bits(st, q[:1], K, sp, n) is None  # short: widen
+        full = idx.search(q[0], K, {"max_postings": 1, "rerank_k": n})
+        assert (full.slots[0] >= 0).all()
+    finally:
+        idx.close()

@@ -20,14 +20,16 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from vecdb.kernels.bitscan import rerank_rows, scan_blocks
 from vecdb.kernels.groupscan import scan_pairs
 from vecdb.kernels.headgraph import search_batch
 from vecdb.kernels.pairs import check_headers, gather_pairs
-from vecdb.kernels.posting import prune_postings
+from vecdb.kernels.posting import NO_VISIBLE, gather_blocks, prune_postings
 
 OK = 0  # the row holds the search's answer; counts hold what it read
 FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
 CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary path does it)
+SHORT = 3  # "bits": fewer candidates than asked for (the ordinary path widens the search)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -116,3 +118,51 @@ def search_one(  # type: ignore[no-untyped-def]
         query, slot_version, vis, use_vis, metric, out_ids, out_d,
     )  # fmt: skip
     return OK, postings, off.shape[0], pages
+
+
+@nb.njit(cache=True, nogil=True)
+def search_one_bits(  # type: ignore[no-untyped-def]
+    query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
+    head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt,
+    bdim, width, page, u8, i64, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
+    rot, metric, slot_version, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen,
+    mark, cd, ci,
+):  # fmt: skip
+    """`search_one` for a "bits" index (the search then the exact rerank, as
+    `index.spann.rerank.search` runs them for one query): the heads and their pruning as
+    there, the query's blocks gathered (`gather_blocks`) and checked, `bitscan.scan_blocks`
+    keeping the R = cand_ids.shape[1] best estimates in cand_ids / cand_d (filled here with
+    -1 / +inf), and `bitscan.rerank_rows` re-scoring them from the store's rows (rows16 when
+    `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, blocks,
+    pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
+    (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
+    hi = np.empty((1, hk), np.int64)
+    hd = np.empty((1, hk), np.float32)
+    search_batch(
+        query, 0, 1, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel,
+        n, hk, hk, head_ip, hi, hd, seen, mark, cd, ci,
+    )  # fmt: skip
+    if hi[0, hk - 1] < 0:
+        return FEW_HEADS, 0, 0, 0, 0
+    lab = np.empty((1, m), np.int64)
+    for j in range(m):
+        lab[0, j] = labels[hi[0, j]]
+    s = prune_postings(lab, hd[:, :m], prune_ip, ratio, always)
+    ptr, off, cnt, nbytes, pages, postings = gather_blocks(
+        s, post_first, blk_next, blk_off, blk_cnt, bdim, width, page
+    )
+    status, _, todo = check_headers(
+        u8, off, cnt, nbytes, bdim, width, magic, unit, bits, off, known_ok
+    )
+    if status != 0 or (need_crc and todo.shape[0] > 0):
+        return CHECK, 0, 0, 0, 0
+    cand_ids[:] = -1
+    cand_d[:] = np.inf
+    scan_blocks(
+        u8, i64, u64, f32, bdim - 1, off, cnt, ptr, 0, 1, query, centroid, rot, metric,
+        slot_version, NO_VISIBLE, False, cand_ids, cand_d,
+    )  # fmt: skip
+    if cand_ids[0, cand_ids.shape[1] - 1] < 0:
+        return SHORT, 0, 0, 0, 0
+    scored = rerank_rows(query, cand_ids, cand_ids, half, rows16, rows32, metric, out_ids, out_d)
+    return OK, postings, off.shape[0], pages, scored

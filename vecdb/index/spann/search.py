@@ -26,7 +26,8 @@ passes 1-4 in one kernel call instead (`single.search_one`: the same kernels and
 Python between them), falling back to this path for anything it does not handle. "bits"
 postings are scanned by `bitsearch` (passes 3-4: the R best 1-bit estimates per query, which
 `rerank` re-scores exactly); their batches run pass 1 on the head graph's threads and pass 4
-on query chunks, never `threaded` or `single`.
+on query chunks, never `threaded`; one warm query without `visible` runs the search and
+its rerank in one kernel call (`single.search_one_bits`).
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ def search(
 ) -> IndexResult:
     """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
     if st.store is not None and rerank.wanted(st, sp):  # candidates, then the exact rerank
+        if st.bits is not None and len(queries) == 1 and visible is None:  # one kernel call
+            wide = max(k, rerank.candidates(st, sp))
+            one = single.search_one_bits(st, queries, k, sp, wide)
+            if one is not None:
+                return one
         return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
     bits = st.bits is not None  # (its own scan: `bitsearch`)

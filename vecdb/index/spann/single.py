@@ -23,8 +23,10 @@ from vecdb.index.spann import blockcheck
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import ALWAYS_READ, METRIC_CODE, NO_VISIBLE
+from vecdb.kernels.rerank import _empty
 from vecdb.kernels.single import OK
 from vecdb.kernels.single import search_one as kernel
+from vecdb.kernels.single import search_one_bits as bits_kernel
 
 F32 = npt.NDArray[np.float32]
 
@@ -70,4 +72,61 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
         pages_read=pages,
         bytes_read=pages * PAGE_SIZE,
     )
+    return IndexResult(ids, out_d, stats)
+
+
+def search_one_bits(
+    st: SpannState, query: F32, k: int, sp: SearchParams, wide: int
+) -> IndexResult | None:
+    """Top-k of one query (1, dim) of a "bits" index with its rerank store, no visible set,
+    as `rerank.search` over `search.search` finds it (the `wide` best estimates re-ranked
+    exactly; the same counters, rerank bytes and rows included), or None when the ordinary
+    path must run (as `search_one`; also when the probed postings hold fewer than `wide`
+    visible slots: it widens)."""
+    reader, store, coder = st.reader, st.store, st.bits
+    mode = blockcheck.MODE
+    if not isinstance(reader, MmapReader) or mode == "always" or store is None or coder is None:
+        return None
+    with st.lock.read():
+        g, live = st.graph, st.live_heads
+        if g is None or live == 0:
+            return None
+        m = min(sp.max_postings, live)
+        hk = max(m, min(sp.head_ef, live))
+        if g.n == 0 or hk > g.n - g.n_deleted:
+            return None
+        t = st.table
+        verified = st.file.verified
+        u8, i64, f32, _ = reader.views()
+        rows = store.rows()
+        half = rows.dtype == np.uint16
+        empty16, empty32 = _empty(st.dim)
+        cand_ids = np.empty((1, wide), np.int64)
+        cand_d = np.empty((1, wide), np.float32)
+        ids = np.empty((1, k), np.int64)
+        out_d = np.empty((1, k), np.float32)
+        status, postings, blocks, pages, scored = bits_kernel(
+            query, g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt,
+            g.entry, g.maxlevel, g.n, hk, g.space == "ip", g.labels,
+            m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
+            t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width, PAGE_SIZE,
+            u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+            blockcheck._NO_BITS if verified is None else verified.bits,
+            verified is not None, mode != "off", coder.centroid, coder.rot,
+            METRIC_CODE[st.metric], st.slot_version, cand_ids, cand_d, half,
+            rows if half else empty16, empty32 if half else rows, ids, out_d, *g.scratch(),
+        )  # fmt: skip
+    if status != OK:
+        return None
+    nbytes = scored * store.row
+    stats = SearchStats(
+        queries=1,
+        heads_searched=m,
+        postings_read=postings,
+        blocks_read=blocks,
+        pages_read=pages,
+        bytes_read=pages * PAGE_SIZE + nbytes,
+    )
+    stats.extra["rerank_bytes"] = float(nbytes)
+    stats.extra["rerank_rows"] = float(scored)
     return IndexResult(ids, out_d, stats)
