@@ -378,7 +378,8 @@ def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> 
     3 to 8 words take the 8-lane register path there) and once ending the buffer exactly,
     where a register load would read past it, so the word loop runs: every estimate is
     bit-equal, with every entry kept (R = the entries). d = 50 (1 word) and 600 (10
-    words) take the word loop both times."""
+    words) take the word loop both times. The slot bitmap (the caller's scratch) comes back
+    zeroed."""
     rng = np.random.default_rng(d + metric)
     n = 300
     x = rng.standard_normal((n, d)).astype(np.float32)
@@ -402,11 +403,25 @@ def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> 
     ptr = np.array([0, 1, 2], np.int64)
     slot_version = np.ones(n, np.uint8)
     words = entries.shape[1] - 1
+    held = np.zeros(n // 8 + 2, np.uint8)
     args = (buf, u64.view(np.int64), u64, buf.view(np.float32), words, off, cnt, ptr)
     got = scan_blocks(
-        *args, 0, 2, q, centroid, rot, metric, slot_version, NO_VISIBLE, False, ids, dist
+        *args,
+        0,
+        2,
+        q,
+        centroid,
+        rot,
+        metric,
+        slot_version,
+        NO_VISIBLE,
+        False,
+        ids,
+        dist,
+        np.zeros(n // 8 + 2, np.uint8),
     )
     assert got == 2 * n
+    assert not held.any()  # the scratch comes back zeroed
     assert sorted(ids[0].tolist()) == list(range(n))
     np.testing.assert_array_equal(ids[0], ids[1])
     np.testing.assert_array_equal(dist[0], dist[1])

@@ -560,7 +560,7 @@ def _xbar_dot8(u64, e0, pm, a, b, c):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True, nogil=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
     u8, i64, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
-    slot_version, vis, use_vis, out_ids, out_d,
+    slot_version, vis, use_vis, out_ids, out_d, held,
 ):  # fmt: skip
     """The bit search of queries q_lo:q_hi: query i reads the "bits" blocks ptr[i]:ptr[i+1]
     (block at byte off[b] of the buffer viewed as u8 / i64 / u64 / f32, cnt[b] entries of
@@ -570,12 +570,12 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     postings to what it found). Only entries passing `entry_visible` count. The query is
     rotated and quantized once (`_rotate`, `_prepare`), whatever the number of postings.
     Every live copy of a slot holds the same entry, so replicas are dropped on sight
-    (`_admit_new`). Returns the entries scanned."""
+    (`_admit_new`). `held`: a zeroed bitmap of at least (slots + 7) // 8 + 1 bytes (the
+    caller's scratch, `BitCoder.held`), zeroed again on return. Returns the entries scanned."""
     d = queries.shape[1]
     r = out_ids.shape[1]
     hd = np.empty(r, np.float32)
     hs = np.empty(r, np.int64)
-    held = np.zeros((slot_version.shape[0] + 7) // 8 + 1, np.uint8)
     qr = np.empty(d, np.float32)
     planes = np.empty((QUERY_BITS, max(words, 1)), np.uint64)
     ew = words + 1

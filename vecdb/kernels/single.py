@@ -126,7 +126,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt,
     bdim, width, page, u8, i64, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
     rot, metric, slot_version, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen,
-    mark, cd, ci,
+    mark, cd, ci, held,
 ):  # fmt: skip
     """`search_one` for a "bits" index (the search then the exact rerank, as
     `index.spann.rerank.search` runs them for one query): the heads and their pruning as
@@ -160,7 +160,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     cand_d[:] = np.inf
     scan_blocks(
         u8, i64, u64, f32, bdim - 1, off, cnt, ptr, 0, 1, query, centroid, rot, metric,
-        slot_version, NO_VISIBLE, False, cand_ids, cand_d,
+        slot_version, NO_VISIBLE, False, cand_ids, cand_d, held,
     )  # fmt: skip
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:
         return SHORT, 0, 0, 0, 0

@@ -67,6 +67,10 @@ def scan(
     stats.pages_read += pages
     words = st.bdim - 1
     fixed = (coder.centroid, coder.rot, METRIC_CODE[st.metric], st.slot_version, vis, use_vis)
+
+    def held() -> U8:  # the calling thread's bitmap
+        return coder.held(len(st.slot_version))
+
     if isinstance(st.reader, MmapReader):
         stats.bytes_read += pages * PAGE_SIZE
         u8, i64, f32, _ = st.reader.views()
@@ -78,13 +82,13 @@ def scan(
         nq = len(queries)
         threads = threads_for(nq)
         if threads == 1:
-            scan_blocks(*views, 0, nq, queries, *fixed, ids, out_d)
+            scan_blocks(*views, 0, nq, queries, *fixed, ids, out_d, held())
             return
         chunks = min(nq, CHUNKS_PER_THREAD * threads)
         bounds = np.linspace(0, nq, chunks + 1).astype(np.int64).tolist()
 
         def part(c: int, _: int) -> None:
-            scan_blocks(*views, bounds[c], bounds[c + 1], queries, *fixed, ids, out_d)
+            scan_blocks(*views, bounds[c], bounds[c + 1], queries, *fixed, ids, out_d, held())
 
         run_phases([(chunks, part)], list(range(threads)))
         return
@@ -106,4 +110,6 @@ def scan(
             cnt[lo:hi],
             np.array([0, hi - lo], np.int64),
         )
-        scan_blocks(*views, 0, 1, queries[i : i + 1], *fixed, ids[i : i + 1], out_d[i : i + 1])
+        scan_blocks(
+            *views, 0, 1, queries[i : i + 1], *fixed, ids[i : i + 1], out_d[i : i + 1], held()
+        )

@@ -1,4 +1,5 @@
-"""The fast path of one warm, unfiltered SPANN query: passes 1-4 of `search` in one kernel.
+"""The fast path of one warm, unfiltered SPANN query: passes 1-4 of `search` in one kernel
+(for a "bits" index, `search_one_bits`: the search and its exact rerank).
 
 A single query's search costs ~0.1 ms of kernel work, and called as a batch of one it paid
 about as much again in the Python between the kernels (see `kernels.single`). `search_one`
@@ -115,6 +116,7 @@ def search_one_bits(
             verified is not None, mode != "off", coder.centroid, coder.rot,
             METRIC_CODE[st.metric], st.slot_version, cand_ids, cand_d, half,
             rows if half else empty16, empty32 if half else rows, ids, out_d, *g.scratch(),
+            coder.held(len(st.slot_version)),
         )  # fmt: skip
     if status != OK:
         return None
