@@ -296,10 +296,9 @@ def test_scan_rerank_keeps_the_best_estimates(mode: str) -> None:
     np.testing.assert_array_equal(ids, chosen[np.argsort(ex)[:10]])
 
 
-# --- the engine's form (`encode_rows`, `entry_factors`, `rerank_rows`) ------------------------
+# --- the engine's form (`encode_rows`, `entry_factors`) ----------------------------------
 
-from vecdb.kernels.bitscan import encode_rows, entry_factors, entry_words, rerank_rows  # noqa: E402
-from vecdb.kernels.rerank import exact_topk  # noqa: E402
+from vecdb.kernels.bitscan import encode_rows, entry_factors, entry_words  # noqa: E402
 
 METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 
@@ -336,32 +335,6 @@ def test_encode_rows_against_numpy(d: int, metric: str) -> None:
         np.testing.assert_array_equal(encode_rows(x[i : i + 1], c, rot, METRICS[metric])[0], ent[i])
     big = np.repeat(x, 15, axis=0)  # 4,500 rows: the parallel kernel
     np.testing.assert_array_equal(encode_rows(big, c, rot, METRICS[metric])[::15], ent)
-
-
-@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
-@pytest.mark.parametrize("half", [True, False])
-def test_rerank_rows_equals_the_engine_rerank(metric: str, half: bool) -> None:
-    """`rerank_rows` keeps the k nearest candidates as `kernels.rerank.exact_topk` does
-    (the same slots where distances are apart, distances within float32 rounding), padding
-    skipped."""
-    rng = np.random.default_rng(5)
-    d = 130
-    rows = rng.normal(size=(500, d)).astype(np.float32)
-    if metric == "cosine":
-        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    table = rows.astype(np.float16).view(np.uint16) if half else rows
-    q = rng.normal(size=(7, d)).astype(np.float32)
-    cand = np.stack([rng.permutation(500)[:60] for _ in range(7)]).astype(np.int64)
-    cand[:, ::9] = -1
-    want_ids, want_d, want_n = exact_topk(q, cand, cand, table, METRICS[metric], 10)
-    ids = np.empty((7, 10), np.int64)
-    dist = np.empty((7, 10), np.float32)
-    empty16, empty32 = np.zeros((0, d), np.uint16), np.zeros((0, d), np.float32)
-    r16, r32 = (table, empty32) if half else (empty16, table)
-    n = rerank_rows(q, cand, cand, half, r16, r32, METRICS[metric], ids, dist)
-    assert n == want_n == (cand >= 0).sum()
-    np.testing.assert_allclose(dist, want_d, rtol=1e-5, atol=1e-4)
-    np.testing.assert_array_equal(ids, want_ids)
 
 
 # --- the register path of `scan_blocks` (`_xbar_dot8`) -------------------------------------

@@ -32,7 +32,7 @@ from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
 from vecdb.kernels.postscan import _half
-from vecdb.kernels.rerank import _prefetch_row
+from vecdb.kernels.rerank import AHEAD, _prefetch_row
 from vecdb.kernels.simd64 import WLANES, wadd, wand, wcount, wload, wshl, wsum
 
 F32 = npt.NDArray[np.float32]
@@ -44,7 +44,6 @@ QUERY_LEVELS = (1 << QUERY_BITS) - 1
 # Standard deviations in the stated error bound. The paper's eps0 = 1.9 is what its rerank
 # rule uses; a normal error is inside 3 of them for 99.7% of entries.
 ERROR_EPS = 3.0
-AHEAD = 8  # candidate rows the rerank asks for before it scores them
 
 
 class QueryCode(NamedTuple):
@@ -632,60 +631,3 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             held[s >> 3] = 0
         _pop_sorted(hd, hs, n, ids, ds)
     return scanned
-
-
-@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _exact32(q, rows, s, metric):  # type: ignore[no-untyped-def]
-    """`_exact` for float32 rows."""
-    row = rows[s]
-    acc = np.float32(0.0)
-    if metric == METRIC_L2:
-        for j in range(q.shape[0]):
-            diff = q[j] - row[j]
-            acc += diff * diff
-        return acc
-    for j in range(q.shape[0]):
-        acc += q[j] * row[j]
-    return -acc if metric == METRIC_IP else np.float32(1.0) - acc
-
-
-@nb.njit(cache=True, nogil=True)
-def rerank_rows(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d):  # type: ignore[no-untyped-def]
-    """The exact top k (k = out_ids.shape[1], ordered by (distance, slot), -1 / inf padded)
-    of each query's candidates cand[i] (-1: none), the candidate's row at[i, j] of rows16
-    (float16 bits, when `half`) or rows32: `kernels.rerank.rerank_topk`'s answer, with the
-    sums reassociated so they vectorise (`_exact`: the last bits may differ) and the rows
-    asked for AHEAD at a time. Returns the rows scored."""
-    nq, c = cand.shape
-    d = queries.shape[1]
-    nrows = rows16.shape[0] if half else rows32.shape[0]
-    scored = 0
-    for i in range(nq):
-        ids = out_ids[i]
-        ds = out_d[i]
-        ids[:] = -1
-        ds[:] = np.inf
-        q = queries[i]
-        for j in range(min(c, AHEAD)):
-            r = at[i, j]
-            if cand[i, j] >= 0 and 0 <= r < nrows:
-                if half:
-                    _prefetch_row(rows16, r, d, 32)
-                else:
-                    _prefetch_row(rows32, r, d, 16)
-        for j in range(c):
-            if j + AHEAD < c:  # rows are random reads: AHEAD of them in flight
-                r = at[i, j + AHEAD]
-                if cand[i, j + AHEAD] >= 0 and 0 <= r < nrows:
-                    if half:
-                        _prefetch_row(rows16, r, d, 32)
-                    else:
-                        _prefetch_row(rows32, r, d, 16)
-            s = cand[i, j]
-            r = at[i, j]
-            if s < 0 or r < 0 or r >= nrows:
-                continue
-            scored += 1
-            dist = _exact(q, rows16, r, metric) if half else _exact32(q, rows32, r, metric)
-            _fold(ids, ds, s, dist)
-    return scored

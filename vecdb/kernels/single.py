@@ -20,11 +20,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from vecdb.kernels.bitscan import rerank_rows, scan_blocks
+from vecdb.kernels.bitscan import scan_blocks
 from vecdb.kernels.groupscan import scan_pairs
 from vecdb.kernels.headgraph import search_batch
 from vecdb.kernels.pairs import check_headers, gather_pairs
 from vecdb.kernels.posting import NO_VISIBLE, gather_blocks, prune_postings
+from vecdb.kernels.rerank import rerank_topk
 
 OK = 0  # the row holds the search's answer; counts hold what it read
 FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
@@ -132,7 +133,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     `index.spann.rerank.search` runs them for one query): the heads and their pruning as
     there, the query's blocks gathered (`gather_blocks`) and checked, `bitscan.scan_blocks`
     keeping the R = cand_ids.shape[1] best estimates in cand_ids / cand_d (filled here with
-    -1 / +inf), and `bitscan.rerank_rows` re-scoring them from the store's rows (rows16 when
+    -1 / +inf), and `rerank.rerank_topk` re-scoring them from the store's rows (rows16 when
     `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, blocks,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
     (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
@@ -164,5 +165,5 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     )  # fmt: skip
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:
         return SHORT, 0, 0, 0, 0
-    scored = rerank_rows(query, cand_ids, cand_ids, half, rows16, rows32, metric, out_ids, out_d)
+    scored = rerank_topk(query, cand_ids, cand_ids, half, rows16, rows32, metric, out_ids, out_d)
     return OK, postings, off.shape[0], pages, scored

@@ -25,9 +25,8 @@ from vecdb.index.params import SearchParams, rerank_candidates
 from vecdb.index.spann.fanout import run_phases
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
-from vecdb.kernels.bitscan import rerank_rows
 from vecdb.kernels.posting import METRIC_CODE
-from vecdb.kernels.rerank import _empty, exact_topk
+from vecdb.kernels.rerank import exact_topk
 
 # A "bits" batch re-ranks ~100 rows a query (~50-100 us at 384-d): chunks of this many
 # queries or more go to the scan threads (`bitsearch.threads_for`), a chunk per task.
@@ -71,8 +70,7 @@ def search(
         rows, nbytes = store.read_rows(cand[ok])
         at = np.full(cand.shape, -1, np.int64)
         at[ok] = np.arange(len(rows))
-        topk = exact_topk if st.bits is None else bits_topk
-        ids, dist, n = topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
+        ids, dist, n = exact_topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
     else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
         ids, dist, n = warm_topk(st, queries, cand, store.rows(), k)
         nbytes = n * store.row
@@ -83,35 +81,16 @@ def search(
     return IndexResult(ids, dist, stats)
 
 
-def bits_topk(
-    queries: F32, cand: I64, at: I64, rows: npt.NDArray[np.generic], metric: int, k: int
-) -> tuple[I64, F32, int]:
-    """`exact_topk` for a "bits" index's ~100 candidates a query: `bitscan.rerank_rows`
-    (sums reassociated so they vectorise, rows prefetched AHEAD at a time; MiniLM-384, 100
-    rows a query, 1,000 queries, 1 thread, alternated: ~57 -> ~16 us a query), warm and cold alike."""
-    nq = len(queries)
-    ids = np.empty((nq, k), np.int64)
-    dist = np.empty((nq, k), np.float32)
-    half = rows.dtype == np.uint16
-    empty16, empty32 = _empty(queries.shape[1])
-    r16 = rows if half else empty16
-    r32 = empty32 if half else rows
-    scored = rerank_rows(queries, cand, at, half, r16, r32, metric, ids, dist)
-    return ids, dist, int(scored)
-
-
 def warm_topk(
-    st: SpannState, queries: F32, cand: I64, rows: npt.NDArray[np.generic], k: int
+    st: SpannState, queries: F32, cand: I64, rows: npt.NDArray[np.uint16] | F32, k: int
 ) -> tuple[I64, F32, int]:
     """`exact_topk` through the store's map; a "bits" batch's queries in chunks on the
     scan threads (the kernel releases the GIL; each chunk writes its own rows)."""
     metric = METRIC_CODE[st.metric]
     nq = len(queries)
-    if st.bits is None:
-        return exact_topk(queries, cand, cand, rows, metric, k)  # type: ignore[arg-type]
     threads = min(nb.get_num_threads(), nq) if nq >= PARALLEL_MIN_QUERIES else 1
-    if threads == 1:
-        return bits_topk(queries, cand, cand, rows, metric, k)
+    if st.bits is None or threads == 1:
+        return exact_topk(queries, cand, cand, rows, metric, k)
     ids = np.empty((nq, k), np.int64)
     dist = np.empty((nq, k), np.float32)
     chunks = min(nq, CHUNKS_PER_THREAD * threads)
@@ -120,7 +99,7 @@ def warm_topk(
 
     def part(c: int, _: int) -> None:
         lo, hi = bounds[c], bounds[c + 1]
-        got_ids, got_d, scored[c] = bits_topk(
+        got_ids, got_d, scored[c] = exact_topk(
             queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k
         )
         ids[lo:hi], dist[lo:hi] = got_ids, got_d
