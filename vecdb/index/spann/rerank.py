@@ -7,7 +7,9 @@ the compact codes, then computes exact distances for them from the store's rows
 store's map; cold (direct reader) the candidates' sectors are read with O_DIRECT, and the call's
 stats count those bytes in `bytes_read` (and `rerank_bytes`, `rerank_rows` in `extra`).
 Candidates come out of a scan that already applied `visible` and the versions, so nothing
-else is filtered here.
+else is filtered here. A "bits" index (1-bit postings, `bitsearch`) always has a store:
+`rerank_k` not given is 100 there (`params.rerank_candidates`), its rows are scored by
+`bits_topk`, and a warm batch's rerank runs in query chunks on the scan threads.
 """
 
 from __future__ import annotations
@@ -86,9 +88,10 @@ def search(
 def bits_topk(
     queries: F32, cand: I64, at: I64, rows: npt.NDArray[np.generic], metric: int, k: int
 ) -> tuple[I64, F32, int]:
-    """`exact_topk` for a "bits" index's ~100 candidates a query: `bitscan.rerank_rows`
-    (sums reassociated so they vectorise, rows prefetched AHEAD at a time; MiniLM-384, 100
-    rows a query, 1,000 queries, 1 thread, alternated: ~57 -> ~16 us a query), warm and cold alike."""
+    """`exact_topk` for a "bits" index's ~100 candidates a query, warm and cold alike:
+    `bitscan.rerank_rows` (sums reassociated so they vectorise, rows prefetched AHEAD at a
+    time; MiniLM-384, 100 rows a query, 1,000 queries, 1 thread, alternated: ~57 -> ~16 us
+    a query, the same slots but for ties in the last bits)."""
     nq = len(queries)
     ids = np.empty((nq, k), np.int64)
     dist = np.empty((nq, k), np.float32)

@@ -8,7 +8,8 @@ blocks pushed into the table, primary leaves moved. A slot removed meanwhile sta
 every publish re-checks versions (remove wins). Postings that grew over budget are queued for
 `maintain`; nothing here splits. A remove is a version tombstone (REMOVED, forever) taken
 under the write lock for microseconds. `read_live` reads a posting's visible entries with the
-same predicate as the scan (kernels.posting). Nothing is durable until a checkpoint.
+same predicate as the scan (kernels.posting); a "bits" posting's vectors come from the rerank
+store (its codes cannot be decoded). Nothing is durable until a checkpoint.
 """
 
 from __future__ import annotations
