@@ -73,7 +73,7 @@ def search(
         rows, nbytes = store.read_rows(cand[ok])
         at = np.full(cand.shape, -1, np.int64)
         at[ok] = np.arange(len(rows))
-        topk = exact_topk if st.bits is None else bits_topk
+        topk = bits_topk if st.is_bits else exact_topk
         ids, dist, n = topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
     else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
         ids, dist, n = warm_topk(st, queries, cand, store.rows(), k)
@@ -110,7 +110,7 @@ def warm_topk(
     scan threads (the kernel releases the GIL; each chunk writes its own rows)."""
     metric = METRIC_CODE[st.metric]
     nq = len(queries)
-    if st.bits is None:
+    if not st.is_bits:
         return exact_topk(queries, cand, cand, rows, metric, k)  # type: ignore[arg-type]
     threads = min(nb.get_num_threads(), nq) if nq >= PARALLEL_MIN_QUERIES else 1
     if threads == 1:

@@ -47,7 +47,7 @@ def read_live(st: SpannState, posting: int, coded: bool = False) -> tuple[I64, F
         _, s, ver, vec = st.file.read_block(off)
         ok = entries_visible(s, ver, st.slot_version)
         parts.append((s[ok], ver[ok], vec[ok]))
-    bits = st.bits is not None
+    bits = st.is_bits
     if not parts:
         none = (0, st.bdim) if bits and coded else (0, st.dim)
         kind = np.uint64 if bits and coded else np.float32
