@@ -7,7 +7,10 @@ the compact codes, then computes exact distances for them from the store's rows
 store's map; cold (direct reader) the candidates' sectors are read with O_DIRECT, and the call's
 stats count those bytes in `bytes_read` (and `rerank_bytes`, `rerank_rows` in `extra`).
 Candidates come out of a scan that already applied `visible` and the versions, so nothing
-else is filtered here.
+else is filtered here. A "bits" index (1-bit postings, `bitsearch`) always has a store:
+`rerank_k` not given is 100 there (`params.rerank_candidates`), and a warm batch's rerank
+runs in query chunks on the scan threads; one warm query's search and rerank run in one
+kernel call instead (`single.search_one_bits`).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def warm_topk(
     metric = METRIC_CODE[st.metric]
     nq = len(queries)
     threads = min(nb.get_num_threads(), nq) if nq >= PARALLEL_MIN_QUERIES else 1
-    if st.bits is None or threads == 1:
+    if not st.is_bits or threads == 1:
         return exact_topk(queries, cand, cand, rows, metric, k)
     ids = np.empty((nq, k), np.int64)
     dist = np.empty((nq, k), np.float32)

@@ -93,7 +93,7 @@ def scan(
 ) -> None:
     """Passes 3 and 4: read the selected postings' blocks and fold them into the top-k
     (ids / out_d come in with what earlier rounds found). "bits" postings: `bitsearch`."""
-    if st.bits is not None:
+    if st.is_bits:
         bitsearch.scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
         return
     t = st.table
@@ -154,7 +154,7 @@ def search(
                 return one
         return rerank.search(st, queries, k, sp, visible, search)
     nq = len(queries)
-    bits = st.bits is not None  # (its own scan: `bitsearch`)
+    bits = st.is_bits  # (its own scan: `bitsearch`)
     if nq == 1 and visible is None and not bits:  # one warm query: passes 1-4 in one kernel
         one = single.search_one(st, queries, k, sp)
         if one is not None:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import psutil
 
 from vecdb.index.heads import ClusterTree
-from vecdb.index.params import BuildParams
+from vecdb.index.params import BITS_WIDTH, BuildParams
 from vecdb.index.spann.bitcodes import BitCoder
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.locks import RWLock
@@ -173,6 +173,12 @@ class SpannState:
         """Components per entry in the posting blocks (`BuildParams.block_dim`): what the
         block layout, the table and the block checks size entries by."""
         return self.params.block_dim(self.dim)
+
+    @property
+    def is_bits(self) -> bool:
+        """Whether postings hold 1-bit codes (`vector_dtype="bits"`): fixed for the index,
+        unlike `bits`, which is None until the first build publishes a coded file."""
+        return self.width == BITS_WIDTH
 
     @property
     def bits(self) -> BitCoder | None:

@@ -8,7 +8,8 @@ blocks pushed into the table, primary leaves moved. A slot removed meanwhile sta
 every publish re-checks versions (remove wins). Postings that grew over budget are queued for
 `maintain`; nothing here splits. A remove is a version tombstone (REMOVED, forever) taken
 under the write lock for microseconds. `read_live` reads a posting's visible entries with the
-same predicate as the scan (kernels.posting). Nothing is durable until a checkpoint.
+same predicate as the scan (kernels.posting); a "bits" posting's vectors come from the rerank
+store (its codes cannot be decoded). Nothing is durable until a checkpoint.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def read_live(st: SpannState, posting: int, coded: bool = False) -> tuple[I64, F
         _, s, ver, vec = st.file.read_block(off)
         ok = entries_visible(s, ver, st.slot_version)
         parts.append((s[ok], ver[ok], vec[ok]))
-    bits = st.bits is not None
+    bits = st.is_bits
     if not parts:
         none = (0, st.bdim) if bits and coded else (0, st.dim)
         kind = np.uint64 if bits and coded else np.float32
