@@ -266,26 +266,11 @@ def _sift_up(hd, hs, i):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
-    """Offer slot s at estimated distance e to the r best distinct slots (max-heap of n;
-    bit s of `held` says s is in it); a slot already held keeps its smaller estimate (found
-    by a scan of the heap: only replicas that would enter get there). Returns the new n.
-    Callers test a full heap's bound first (`n < r or e < hd[0]`): most entries stop there.
-    A bitmap, not a slot -> heap position array: keeping positions wrote that array at
-    every step of every sift, across the index's slots (MiniLM-384, 64 postings, one
-    query, thread CPU, alternated: the whole bit search 1.13x faster at R = 50, 1.21x at
-    R = 200, the same results)."""
-    byte = s >> 3
-    bit = np.uint8(1 << (s & 7))
-    if held[byte] & bit:
-        for j in range(n):
-            if hs[j] == s:
-                if e < hd[j]:
-                    hd[j] = e
-                    _sift_down(hd, hs, j, n)
-                return n
-        return n
-    held[byte] |= bit
+def _hold(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
+    """Put slot s (not held) at estimate e into the max-heap of n (of at most r): appended
+    while it is short, else in place of its largest (whose `held` bit is cleared); sets s's
+    bit. Returns the new n."""
+    held[s >> 3] |= np.uint8(1 << (s & 7))
     if n < r:
         hd[n] = e
         hs[n] = s
@@ -297,6 +282,27 @@ def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
     hs[0] = s
     _sift_down(hd, hs, 0, n)
     return n
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
+    """Offer slot s at estimated distance e to the r best distinct slots (max-heap of n;
+    bit s of `held` says s is in it); a slot already held keeps its smaller estimate (found
+    by a scan of the heap: only replicas that would enter get there). Returns the new n.
+    Callers test a full heap's bound first (`n < r or e < hd[0]`): most entries stop there.
+    A bitmap, not a slot -> heap position array: keeping positions wrote that array at
+    every step of every sift, across the index's slots (MiniLM-384, 64 postings, one
+    query, thread CPU, alternated: the whole bit search 1.13x faster at R = 50, 1.21x at
+    R = 200, the same results)."""
+    if held[s >> 3] & np.uint8(1 << (s & 7)):
+        for j in range(n):
+            if hs[j] == s:
+                if e < hd[j]:
+                    hd[j] = e
+                    _sift_down(hd, hs, j, n)
+                return n
+        return n
+    return _hold(hd, hs, held, n, r, s, e)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
@@ -503,22 +509,9 @@ def _admit_new(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
     entries, 6.4 copies a vector), R = 100, 1,000 queries, 1 thread: the selection cost
     ~75 us a query over the estimates with it, most of it in that scan (nearby postings
     share their best slots)."""
-    byte = s >> 3
-    bit = np.uint8(1 << (s & 7))
-    if held[byte] & bit:
+    if held[s >> 3] & np.uint8(1 << (s & 7)):
         return n
-    held[byte] |= bit
-    if n < r:
-        hd[n] = e
-        hs[n] = s
-        _sift_up(hd, hs, n)
-        return n + 1
-    out = hs[0]
-    held[out >> 3] &= ~np.uint8(1 << (out & 7))
-    hd[0] = e
-    hs[0] = s
-    _sift_down(hd, hs, 0, n)
-    return n
+    return _hold(hd, hs, held, n, r, s, e)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -33,6 +33,28 @@ CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary pa
 SHORT = 3  # "bits": fewer candidates than asked for (the ordinary path widens the search)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _postings(  # type: ignore[no-untyped-def]
+    query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
+    head_ip, labels, m, prune_ip, ratio, always, seen, mark, cd, ci,
+):  # fmt: skip
+    """Passes 1-2 of one query: its hk nearest heads (`search_batch`, ef = k = hk), the
+    first m as posting ids (`labels`) pruned (`prune_postings`): (1, m), or (1, 0) when the
+    beam found fewer than hk heads (FEW_HEADS)."""
+    hi = np.empty((1, hk), np.int64)
+    hd = np.empty((1, hk), np.float32)
+    search_batch(
+        query, 0, 1, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel,
+        n, hk, hk, head_ip, hi, hd, seen, mark, cd, ci,
+    )  # fmt: skip
+    if hi[0, hk - 1] < 0:
+        return np.empty((1, 0), np.int64)
+    lab = np.empty((1, m), np.int64)
+    for j in range(m):
+        lab[0, j] = labels[hi[0, j]]
+    return prune_postings(lab, hd[:, :m], prune_ip, ratio, always)
+
+
 @nb.njit(cache=True, nogil=True)
 def search_one(  # type: ignore[no-untyped-def]
     query,
@@ -93,18 +115,12 @@ def search_one(  # type: ignore[no-untyped-def]
     OK (FEW_HEADS, CHECK: a block whose CRC is unverified is CHECK when `need_crc`)."""
     out_ids[:] = -1
     out_d[:] = np.inf
-    hi = np.empty((1, hk), np.int64)
-    hd = np.empty((1, hk), np.float32)
-    search_batch(
-        query, 0, 1, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel,
-        n, hk, hk, head_ip, hi, hd, seen, mark, cd, ci,
+    s = _postings(
+        query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
+        head_ip, labels, m, prune_ip, ratio, always, seen, mark, cd, ci,
     )  # fmt: skip
-    if hi[0, hk - 1] < 0:
+    if s.shape[1] == 0:
         return FEW_HEADS, 0, 0, 0
-    lab = np.empty((1, m), np.int64)
-    for j in range(m):
-        lab[0, j] = labels[hi[0, j]]
-    s = prune_postings(lab, hd[:, :m], prune_ip, ratio, always)
     b_off, b_cnt, b_bytes, off, cnt, pq, pages, postings = gather_pairs(
         s, post_first, blk_next, blk_off, blk_cnt, dim, width, page
     )
@@ -137,18 +153,12 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, blocks,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
     (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
-    hi = np.empty((1, hk), np.int64)
-    hd = np.empty((1, hk), np.float32)
-    search_batch(
-        query, 0, 1, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel,
-        n, hk, hk, head_ip, hi, hd, seen, mark, cd, ci,
+    s = _postings(
+        query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
+        head_ip, labels, m, prune_ip, ratio, always, seen, mark, cd, ci,
     )  # fmt: skip
-    if hi[0, hk - 1] < 0:
+    if s.shape[1] == 0:
         return FEW_HEADS, 0, 0, 0, 0
-    lab = np.empty((1, m), np.int64)
-    for j in range(m):
-        lab[0, j] = labels[hi[0, j]]
-    s = prune_postings(lab, hd[:, :m], prune_ip, ratio, always)
     ptr, off, cnt, nbytes, pages, postings = gather_blocks(
         s, post_first, blk_next, blk_off, blk_cnt, bdim, width, page
     )

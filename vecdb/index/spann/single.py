@@ -21,6 +21,7 @@ import numpy.typing as npt
 from vecdb.index.base import IndexResult, SearchStats
 from vecdb.index.params import PAGE_SIZE, SearchParams
 from vecdb.index.spann import blockcheck
+from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import ALWAYS_READ, METRIC_CODE, NO_VISIBLE
@@ -32,6 +33,20 @@ from vecdb.kernels.single import search_one_bits as bits_kernel
 F32 = npt.NDArray[np.float32]
 
 
+def _beams(st: SpannState, sp: SearchParams) -> tuple[HeadGraph, int, int] | None:
+    """Under the read lock: the head graph, `search`'s m (clamped as `nearest_heads` does)
+    and the beam `nearest_heads` asks of the graph, or None where the ordinary path must
+    run (no graph or live heads yet; a beam wider than the live heads: `knn_query` raises)."""
+    g, live = st.graph, st.live_heads
+    if g is None or live == 0:
+        return None
+    m = min(sp.max_postings, live)
+    hk = max(m, min(sp.head_ef, live))
+    if g.n == 0 or hk > g.n - g.n_deleted:
+        return None
+    return g, m, hk
+
+
 def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
     """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
     when the ordinary path must run (see the module docstring)."""
@@ -40,13 +55,10 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
     if not isinstance(reader, MmapReader) or mode == "always":  # (every block: a CRC)
         return None
     with st.lock.read():
-        g, live = st.graph, st.live_heads
-        if g is None or live == 0:
+        beams = _beams(st, sp)
+        if beams is None:
             return None
-        m = min(sp.max_postings, live)  # `search`'s m, clamped as `nearest_heads` does
-        hk = max(m, min(sp.head_ef, live))  # the beam `nearest_heads` asks of the graph
-        if g.n == 0 or hk > g.n - g.n_deleted:
-            return None  # `knn_query` raises
+        g, m, hk = beams
         t = st.table
         qoff, qscale = st.quant()
         verified = st.file.verified
@@ -89,13 +101,10 @@ def search_one_bits(
     if not isinstance(reader, MmapReader) or mode == "always" or store is None or coder is None:
         return None
     with st.lock.read():
-        g, live = st.graph, st.live_heads
-        if g is None or live == 0:
+        beams = _beams(st, sp)
+        if beams is None:
             return None
-        m = min(sp.max_postings, live)
-        hk = max(m, min(sp.head_ef, live))
-        if g.n == 0 or hk > g.n - g.n_deleted:
-            return None
+        g, m, hk = beams
         t = st.table
         verified = st.file.verified
         u8, i64, f32, _ = reader.views()
