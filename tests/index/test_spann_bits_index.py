@@ -28,7 +28,7 @@ from test_spann_support import (
 
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
-from vecdb.index.params import BuildParams
+from vecdb.index.params import BuildParams, SearchParams, rerank_candidates
 from vecdb.index.spann import SpannIndex, open_spann
 from vecdb.index.spann.bitcodes import BitCoder, load_codec
 from vecdb.index.spann.persist import load_state, read_manifest
@@ -262,6 +262,19 @@ def test_rerank_none_is_refused_naming_both(tmp_path: Path) -> None:
     assert BuildParams.parse({"vector_dtype": "bits", "rerank": "float32"}).rerank == "float32"
     with pytest.raises(InvalidArgument):
         SpannIndex.open(8, "l2", {"vector_dtype": "bits", "rerank": "none"}, tmp_path)
+
+
+def test_rerank_k_left_to_the_index_is_still_checked() -> None:
+    """`rerank_k` not given stays None for the index to resolve (100 for bits, 16 else);
+    given, it is checked as the integer its bounds make it (1.5 names the field)."""
+    sp = SearchParams.parse({})
+    assert sp.rerank_k is None
+    assert rerank_candidates(sp, "bits") == 100 and rerank_candidates(sp, "int8") == 16
+    assert rerank_candidates(SearchParams.parse({"rerank_k": 7}), "bits") == 7
+    for bad in (1.5, -1, True):
+        with pytest.raises(InvalidArgument) as e:
+            SearchParams.parse({"rerank_k": bad})
+        assert e.value.field == "params.rerank_k"
 
 
 def test_float32_rows_rank_exactly(tmp_path: Path) -> None:

@@ -21,10 +21,10 @@ from vecdb.kernels.unitrow import _pairwise
 N, D, K = 4_000, 20, 10
 
 
-def _ordinary(monkeypatch: pytest.MonkeyPatch, st, q, k, sp):  # type: ignore[no-untyped-def]
-    """`search.search` with the fast path switched off."""
+def _ordinary(monkeypatch: pytest.MonkeyPatch, st, q, k, sp, fast="search_one"):  # type: ignore[no-untyped-def]
+    """`search.search` with the fast path `fast` switched off."""
     with monkeypatch.context() as m:
-        m.setattr(single, "search_one", lambda *a: None)
+        m.setattr(single, fast, lambda *a: None)
         return search.search(st, q, k, sp, None)
 
 
@@ -113,13 +113,6 @@ def test_pairwise_sum_is_numpys(n: int) -> None:
         assert _pairwise(w, n) == np.add.reduce(w)
 
 
-def _ordinary_bits(monkeypatch: pytest.MonkeyPatch, st, q, k, sp):  # type: ignore[no-untyped-def]
-    """`search.search` of a "bits" index with its fast path switched off."""
-    with monkeypatch.context() as m:
-        m.setattr(single, "search_one_bits", lambda *a: None)
-        return search.search(st, q, k, sp, None)
-
-
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
 @pytest.mark.parametrize("d", [130, 384])
 def test_bits_fast_path_equals_the_ordinary_one(
@@ -146,7 +139,10 @@ def test_bits_fast_path_equals_the_ordinary_one(
             assert all(
                 single.search_one_bits(st, q[i : i + 1], K, sp, 100) is None for i in range(3)
             )
-            want = [_ordinary_bits(monkeypatch, st, q[i : i + 1], K, sp) for i in range(len(q))]
+            want = [
+                _ordinary(monkeypatch, st, q[i : i + 1], K, sp, "search_one_bits")
+                for i in range(len(q))
+            ]
             wide = max(K, params.get("rerank_k", 100))
             for i, w in enumerate(want):
                 got = single.search_one_bits(st, q[i : i + 1], K, sp, wide)

@@ -339,7 +339,8 @@ def test_encode_rows_against_numpy(d: int, metric: str) -> None:
 
 # --- the register path of `scan_blocks` (`_xbar_dot8`) -------------------------------------
 
-from vecdb.index.spann.postings import BITS_WIDTH, encode_block  # noqa: E402
+from vecdb.index.params import BITS_WIDTH  # noqa: E402
+from vecdb.index.spann.postings import encode_block  # noqa: E402
 from vecdb.kernels.bitscan import scan_blocks  # noqa: E402
 from vecdb.kernels.posting import NO_VISIBLE, block_layout  # noqa: E402
 

@@ -122,7 +122,8 @@ def _validate(cls: type[Any], given: dict[str, Any], table: dict[str, Any], arg:
         elif value is None and default is None:  # not given: the index resolves it
             values[f.name] = None
         else:
-            integer = isinstance(default, int) or default is None  # (None: rerank_k)
+            unset = default is None  # an index-resolved default: typed by its bounds
+            integer = isinstance(lo if unset else default, int)
             values[f.name] = _check_number(f.name, value, lo, hi, integer, f"{arg}.{f.name}")
     return cls(**values)
 

@@ -31,8 +31,7 @@ import numpy.typing as npt
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
-from vecdb.kernels.postscan import _half
-from vecdb.kernels.rerank import AHEAD, _prefetch_row
+from vecdb.kernels.rerank import AHEAD, _prefetch_row, _row_dist
 from vecdb.kernels.simd64 import WLANES, wadd, wand, wcount, wload, wshl, wsum
 
 F32 = npt.NDArray[np.float32]
@@ -305,24 +304,6 @@ def _admit(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
     return _hold(hd, hs, held, n, r, s, e)
 
 
-@nb.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _exact(q, rows, s, metric):  # type: ignore[no-untyped-def]
-    """The metric's distance of q to the float16 row rows[s], float32. The sum may be
-    reassociated (fastmath: it vectorises), so it may differ from the posting scan's in the
-    last bits; a strict running sum is a chain of dependent adds, ~4 cycles a component
-    (MiniLM-384: ~0.5 us a row, 100 us for 200 candidates)."""
-    row = rows[s]
-    acc = np.float32(0.0)
-    if metric == METRIC_L2:
-        for j in range(q.shape[0]):
-            diff = q[j] - _half(row[j])
-            acc += diff * diff
-        return acc
-    for j in range(q.shape[0]):
-        acc += q[j] * _half(row[j])
-    return -acc if metric == METRIC_IP else np.float32(1.0) - acc
-
-
 @nb.njit(cache=True, nogil=True)
 def scan_rerank(  # type: ignore[no-untyped-def]
     q, rot, post, head_sq, ptr, codes, add, mul, slots, centers, per_posting, requantize, r,
@@ -341,6 +322,7 @@ def scan_rerank(  # type: ignore[no-untyped-def]
     bitmap of the slots (uint8, ceil(slots / 8)), all 0, left so. Returns (entries scanned,
     candidates reranked)."""
     d = q.shape[0]
+    no32 = np.empty((0, d), np.float32)  # (`_row_dist`'s float32 rows: unused, rows are float16)
     qrot[:] = 0.0
     for i in range(d):  # q @ rot, row by row: each pass a vectorised axpy
         qi = q[i]
@@ -377,7 +359,7 @@ def scan_rerank(  # type: ignore[no-untyped-def]
         held[s >> 3] = 0
         if t + AHEAD < n:  # rows are random reads: AHEAD of them in flight
             _prefetch_row(rows, hs[t + AHEAD], d, 32)
-        _fold(out_ids, out_d, s, _exact(q, rows, s, metric))  # ordered by (distance, slot)
+        _fold(out_ids, out_d, s, _row_dist(q, True, rows, no32, s, metric))  # (distance, slot)
     return scanned, n
 
 
@@ -502,19 +484,6 @@ def _query_constant(q, sq, metric):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _admit_new(hd, hs, held, n, r, s, e):  # type: ignore[no-untyped-def]
-    """`_admit` for codes that do not depend on their posting (one centroid): every copy of
-    a slot estimates alike, so a slot already held (a replica) is skipped without the scan
-    of the heap `_admit` makes to keep its smaller estimate. MiniLM-384, 55 postings (8,349
-    entries, 6.4 copies a vector), R = 100, 1,000 queries, 1 thread: the selection cost
-    ~75 us a query over the estimates with it, most of it in that scan (nearby postings
-    share their best slots)."""
-    if held[s >> 3] & np.uint8(1 << (s & 7)):
-        return n
-    return _hold(hd, hs, held, n, r, s, e)
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
 def _pop_sorted(hd, hs, n, ids, ds):  # type: ignore[no-untyped-def]
     """Empty the max-heap (hd, hs) of n items into ids / ds ascending, -1 / inf after."""
     for t in range(n, ids.shape[0]):
@@ -561,8 +530,8 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     padded; a row coming in with slots keeps them in the running: a widened search adds
     postings to what it found). Only entries passing `entry_visible` count. The query is
     rotated and quantized once (`_rotate`, `_prepare`), whatever the number of postings.
-    Every live copy of a slot holds the same entry, so replicas are dropped on sight
-    (`_admit_new`). `held`: a zeroed bitmap of at least (slots + 7) // 8 + 1 bytes (the
+    Every live copy of a slot holds the same entry, so replicas are dropped on sight.
+    `held`: a zeroed bitmap of at least (slots + 7) // 8 + 1 bytes (the
     caller's scratch, `BitCoder.held`), zeroed again on return. Returns the entries scanned."""
     d = queries.shape[1]
     r = out_ids.shape[1]
@@ -614,10 +583,13 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                     est = fa + cq - fm * _xbar_dot(u64[e0 : e0 + words], planes, a, b, c)
                 if n < r or est < hd[0]:  # most entries stop here (see `_admit`)
                     s = i64[sbase + j]
-                    if (held[s >> 3] >> (s & 7)) & 1:  # a copy of a slot held: alike
+                    # every copy of a slot estimates alike (one centroid): a held one is
+                    # skipped without `_admit`'s scan of the heap for its estimate (55
+                    # postings of MiniLM-384, R = 100: ~75 us a query less, helper W)
+                    if (held[s >> 3] >> (s & 7)) & 1:
                         continue
                     if entry_visible(s, u8[vbase + j], slot_version, vis, use_vis):
-                        n = _admit_new(hd, hs, held, n, r, s, est)
+                        n = _hold(hd, hs, held, n, r, s, est)
             scanned += m
         for t in range(n):
             s = hs[t]

@@ -23,6 +23,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2
 from vecdb.kernels.postscan import _half
 from vecdb.kernels.prefetch import _prefetch
@@ -89,7 +90,6 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
     returns the number of rows scored."""
     nq, c = cand.shape
     d = queries.shape[1]
-    k = out_ids.shape[1]
     nrows = rows16.shape[0] if half else rows32.shape[0]
     scored = 0
     for i in range(nq):
@@ -110,18 +110,7 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
             if s < 0 or r < 0 or r >= nrows:
                 continue
             scored += 1
-            dist = _row_dist(q, half, rows16, rows32, r, metric)
-            # insert (dist, s) into the sorted top-k (ties by slot)
-            last = k - 1
-            if not (dist < ds[last] or (dist == ds[last] and s < ids[last])):
-                continue
-            p = last
-            while p > 0 and (dist < ds[p - 1] or (dist == ds[p - 1] and s < ids[p - 1])):
-                ds[p] = ds[p - 1]
-                ids[p] = ids[p - 1]
-                p -= 1
-            ds[p] = dist
-            ids[p] = s
+            _fold(ids, ds, s, _row_dist(q, half, rows16, rows32, r, metric))  # (distance, slot)
     return scored
 
 

@@ -46,6 +46,13 @@ def _intrinsic(fn: Callable[..., Any]) -> Any:
     return intrinsic(fn)
 
 
+def _llvm(builder: Any, name: str, ret: Any, x: Any) -> Any:
+    """A call of the LLVM intrinsic `name` on one `<8 x i64>` value, returning `ret`."""
+    fnty = ir.FunctionType(ret, [_VEC])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)  # type: ignore[no-untyped-call]
+    return builder.call(fn, [x])
+
+
 @register_default(W8Type)
 class _W8Model(models.PrimitiveModel):
     def __init__(self, dmm: Any, fe_type: Any) -> None:
@@ -107,11 +114,7 @@ def wcount(typingctx: Any, x: Any) -> Any:
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(_VEC, [_VEC])
-        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "llvm.ctpop.v8i64"
-        )
-        return builder.call(fn, [args[0]])
+        return _llvm(builder, "llvm.ctpop.v8i64", _VEC, args[0])
 
     return W8(x), codegen
 
@@ -133,10 +136,6 @@ def wsum(typingctx: Any, x: Any) -> Any:
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(_I64, [_VEC])
-        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
-            builder.module, fnty, "llvm.vector.reduce.add.v8i64"
-        )
-        return builder.call(fn, [args[0]])
+        return _llvm(builder, "llvm.vector.reduce.add.v8i64", _I64, args[0])
 
     return types.uint64(x), codegen

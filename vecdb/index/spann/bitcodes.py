@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.spann.headgraph import to_half
 from vecdb.index.spann.quant import Quantizer
 from vecdb.kernels.bitscan import encode_rows, entry_words, rotation
 from vecdb.kernels.posting import METRIC_CODE
@@ -37,9 +38,7 @@ def store_rows(vectors: F32, half: bool) -> F32:
     x = np.ascontiguousarray(vectors, np.float32)
     if not half:
         return x
-    bits = x.astype(np.float16).view(np.uint16)
-    bits[(bits & 0x7C00) == 0] = 0
-    out: F32 = bits.view(np.float16).astype(np.float32)
+    out: F32 = to_half(x).view(np.float16).astype(np.float32)
     return out
 
 

@@ -15,6 +15,8 @@ are read with O_DIRECT and scanned in turn. Nothing here writes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba as nb
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +42,19 @@ CHUNKS_PER_THREAD = 4  # query chunks per thread (a preempted thread holds up on
 def threads_for(nq: int) -> int:
     """Threads a bit search of `nq` queries uses (numba's count, as `search_threads`)."""
     return min(nb.get_num_threads(), nq) if nq >= PARALLEL_MIN_QUERIES else 1
+
+
+def in_chunks(nq: int, run: Callable[[int, int], None]) -> None:
+    """run(lo, hi) over the queries [0, nq): at once on this thread, or in contiguous query
+    chunks (CHUNKS_PER_THREAD a thread) on `threads_for(nq)` threads (`fanout.run_phases`;
+    each chunk writes only its own rows, so a query's answer does not depend on its chunk)."""
+    threads = threads_for(nq)
+    if threads == 1:
+        run(0, nq)
+        return
+    chunks = min(nq, CHUNKS_PER_THREAD * threads)
+    bounds = np.linspace(0, nq, chunks + 1).astype(np.int64).tolist()
+    run_phases([(chunks, lambda c, _: run(bounds[c], bounds[c + 1]))], list(range(threads)))
 
 
 def scan(
@@ -79,18 +94,11 @@ def scan(
         path, verified = st.file.path, st.file.verified
         check_blocks(u8, blocks, cnt[first], st.bdim, st.width, path, None, verified, nbytes[first])
         views = (u8, i64, u64, f32, words, off, cnt, ptr)
-        nq = len(queries)
-        threads = threads_for(nq)
-        if threads == 1:
-            scan_blocks(*views, 0, nq, queries, *fixed, ids, out_d, held())
-            return
-        chunks = min(nq, CHUNKS_PER_THREAD * threads)
-        bounds = np.linspace(0, nq, chunks + 1).astype(np.int64).tolist()
 
-        def part(c: int, _: int) -> None:
-            scan_blocks(*views, bounds[c], bounds[c + 1], queries, *fixed, ids, out_d, held())
+        def part(lo: int, hi: int) -> None:
+            scan_blocks(*views, lo, hi, queries, *fixed, ids, out_d, held())
 
-        run_phases([(chunks, part)], list(range(threads)))
+        in_chunks(len(queries), part)
         return
     for i in range(len(queries)):
         lo, hi = int(ptr[i]), int(ptr[i + 1])

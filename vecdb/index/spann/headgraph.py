@@ -1,7 +1,8 @@
 """The compact head graph: SPANN's heads in an HNSW graph of our own arrays.
 
-Owns the head vectors (float16, rounded once when a head arrives, when the index stores its
-postings in float16: its vectors then fit float16's range; float32 otherwise) and hnswlib's
+Owns the head vectors (float16, rounded once when a head arrives, when the index's vectors
+fit float16's range: float16 postings or a float16 rerank store, `BuildParams.half_heads`;
+float32 otherwise) and hnswlib's
 graph over them, in about a third of hnswlib's resident memory: per head 2 bytes a component, M0 level-0
 links in uint16 (int32 once the graph passes 65,535 nodes), a count, a label and a deleted
 flag, where hnswlib holds float32 vectors, int32 links, an 8-byte label, a hash-map node and a

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError, VecdbError, os_error
+from vecdb.index.params import BITS_WIDTH
 from vecdb.index.spann.bitcodes import BitCoder, Codec
 from vecdb.index.spann.blockcheck import Verified
 from vecdb.index.spann.framing import (
@@ -72,7 +73,6 @@ F32 = npt.NDArray[np.float32]
 
 
 STORED = {4: np.float32, 2: np.float16, 1: np.uint8, 8: np.uint64}
-BITS_WIDTH = 8  # "bits" entries: whole 8-byte words (`BuildParams.block_dim`)
 
 
 def to_half(vectors: F32) -> npt.NDArray[np.float16]:

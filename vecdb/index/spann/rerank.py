@@ -19,22 +19,16 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
-import numba as nb
 import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, Visible
 from vecdb.index.params import SearchParams, rerank_candidates
-from vecdb.index.spann.fanout import run_phases
+from vecdb.index.spann import bitsearch
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import METRIC_CODE
 from vecdb.kernels.rerank import exact_topk
-
-# A "bits" batch re-ranks ~100 rows a query (~50-100 us at 384-d): chunks of this many
-# queries or more go to the scan threads (`bitsearch.threads_for`), a chunk per task.
-PARALLEL_MIN_QUERIES = 2
-CHUNKS_PER_THREAD = 4
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -88,24 +82,19 @@ def warm_topk(
     st: SpannState, queries: F32, cand: I64, rows: npt.NDArray[np.uint16] | F32, k: int
 ) -> tuple[I64, F32, int]:
     """`exact_topk` through the store's map; a "bits" batch's queries in chunks on the
-    scan threads (the kernel releases the GIL; each chunk writes its own rows)."""
+    scan threads, as its scan (`bitsearch.in_chunks`; the kernel releases the GIL)."""
     metric = METRIC_CODE[st.metric]
-    nq = len(queries)
-    threads = min(nb.get_num_threads(), nq) if nq >= PARALLEL_MIN_QUERIES else 1
-    if not st.is_bits or threads == 1:
+    if not st.is_bits:
         return exact_topk(queries, cand, cand, rows, metric, k)
+    nq = len(queries)
     ids = np.empty((nq, k), np.int64)
     dist = np.empty((nq, k), np.float32)
-    chunks = min(nq, CHUNKS_PER_THREAD * threads)
-    bounds = np.linspace(0, nq, chunks + 1).astype(np.int64).tolist()
-    scored = [0] * chunks
+    scored = [0]
 
-    def part(c: int, _: int) -> None:
-        lo, hi = bounds[c], bounds[c + 1]
-        got_ids, got_d, scored[c] = exact_topk(
-            queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k
-        )
+    def part(lo: int, hi: int) -> None:
+        got_ids, got_d, n = exact_topk(queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k)
         ids[lo:hi], dist[lo:hi] = got_ids, got_d
+        scored.append(n)  # (list.append is atomic across threads)
 
-    run_phases([(chunks, part)], list(range(threads)))
+    bitsearch.in_chunks(nq, part)
     return ids, dist, sum(scored)

@@ -147,7 +147,7 @@ def search(
 ) -> IndexResult:
     """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
     if st.store is not None and rerank.wanted(st, sp):  # candidates, then the exact rerank
-        if st.bits is not None and len(queries) == 1 and visible is None:  # one kernel call
+        if st.is_bits and len(queries) == 1 and visible is None:  # one kernel call
             wide = max(k, rerank.candidates(st, sp))
             one = single.search_one_bits(st, queries, k, sp, wide)
             if one is not None:

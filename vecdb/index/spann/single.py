@@ -33,32 +33,31 @@ from vecdb.kernels.single import search_one_bits as bits_kernel
 F32 = npt.NDArray[np.float32]
 
 
-def _beams(st: SpannState, sp: SearchParams) -> tuple[HeadGraph, int, int] | None:
-    """Under the read lock: the head graph, `search`'s m (clamped as `nearest_heads` does)
-    and the beam `nearest_heads` asks of the graph, or None where the ordinary path must
-    run (no graph or live heads yet; a beam wider than the live heads: `knn_query` raises)."""
-    g, live = st.graph, st.live_heads
+def _beams(st: SpannState, sp: SearchParams) -> tuple[MmapReader, HeadGraph, int, int] | None:
+    """Under the read lock: the warm reader, the head graph, `search`'s m (clamped as
+    `nearest_heads` does) and the beam `nearest_heads` asks of the graph, or None where the
+    ordinary path must run (a cold reader, or VECDB_BLOCK_CRC=always: every block a CRC; no
+    graph or live heads yet; a beam wider than the live heads: `knn_query` raises)."""
+    reader, g, live = st.reader, st.graph, st.live_heads
+    if not isinstance(reader, MmapReader) or blockcheck.MODE == "always":
+        return None
     if g is None or live == 0:
         return None
     m = min(sp.max_postings, live)
     hk = max(m, min(sp.head_ef, live))
     if g.n == 0 or hk > g.n - g.n_deleted:
         return None
-    return g, m, hk
+    return reader, g, m, hk
 
 
 def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
     """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
     when the ordinary path must run (see the module docstring)."""
-    reader = st.reader
-    mode = blockcheck.MODE
-    if not isinstance(reader, MmapReader) or mode == "always":  # (every block: a CRC)
-        return None
     with st.lock.read():
         beams = _beams(st, sp)
         if beams is None:
             return None
-        g, m, hk = beams
+        reader, g, m, hk = beams
         t = st.table
         qoff, qscale = st.quant()
         verified = st.file.verified
@@ -71,7 +70,7 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
             *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None, mode != "off",
+            verified is not None, blockcheck.MODE != "off",
             st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
             *g.scratch(),
         )  # fmt: skip
@@ -96,15 +95,14 @@ def search_one_bits(
     exactly; the same counters, rerank bytes and rows included), or None when the ordinary
     path must run (as `search_one`; also when the probed postings hold fewer than `wide`
     visible slots: it widens)."""
-    reader, store, coder = st.reader, st.store, st.bits
-    mode = blockcheck.MODE
-    if not isinstance(reader, MmapReader) or mode == "always" or store is None or coder is None:
+    store, coder = st.store, st.bits
+    if store is None or coder is None:
         return None
     with st.lock.read():
         beams = _beams(st, sp)
         if beams is None:
             return None
-        g, m, hk = beams
+        reader, g, m, hk = beams
         t = st.table
         verified = st.file.verified
         u8, i64, f32, _ = reader.views()
@@ -122,7 +120,7 @@ def search_one_bits(
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width, PAGE_SIZE,
             u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None, mode != "off", coder.centroid, coder.rot,
+            verified is not None, blockcheck.MODE != "off", coder.centroid, coder.rot,
             METRIC_CODE[st.metric], st.slot_version, cand_ids, cand_d, half,
             rows if half else empty16, empty32 if half else rows, ids, out_d, *g.scratch(),
             coder.held(len(st.slot_version)),
