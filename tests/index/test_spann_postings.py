@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from vecdb.errors import FormatError
+from vecdb.index.params import BITS_WIDTH
 from vecdb.index.spann import framing, open_spann, persist
 from vecdb.index.spann.postings import (
     PAGE,
@@ -141,13 +142,39 @@ def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:
     with open(tmp_path / "p.bin", "r+b") as raw:
         raw.seek(8)
         raw.write(struct.pack("<I", 99))
-    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 3"):
+    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 3 or 4"):
         PostingFile(tmp_path / "p.bin", 4)
     framing.write_sections(tmp_path / "m", b"VDBSPMAN", 7, [b"{}"])
     with pytest.raises(FormatError, match=r"m: unsupported format version 7"):
         framing.read_sections(tmp_path / "m", b"VDBSPMAN", 1)
     with pytest.raises(FormatError, match="bad magic"):
         framing.read_sections(tmp_path / "m", b"VDBHEADS", 7)
+
+
+def _set_version(path: Path, version: int) -> None:
+    with open(path, "r+b") as raw:
+        raw.seek(8)
+        raw.write(struct.pack("<I", version))
+
+
+def test_format_3_files_open_except_bits(tmp_path: Path) -> None:
+    """Format 4 changed only the order of "bits" entries: a format-3 float16 file opens and
+    reads back its block; a format-3 "bits" file is refused, naming the file, the format and
+    what to do, since its entries would be read in the wrong order."""
+    f = PostingFile(tmp_path / "h.bin", 4, width=2)
+    vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
+    off = int(f.append([f.encode(2, np.arange(3), np.ones(3, np.uint8), vecs)])[0])
+    f.sync()
+    length = f.length
+    f.close()
+    _set_version(tmp_path / "h.bin", 3)
+    g = PostingFile(tmp_path / "h.bin", 4, length, width=2)
+    np.testing.assert_array_equal(g.read_block(off)[3], vecs)
+    g.close()
+    PostingFile(tmp_path / "b.bin", 384, width=BITS_WIDTH).close()
+    _set_version(tmp_path / "b.bin", 3)
+    with pytest.raises(FormatError, match=r"b\.bin: 1-bit entries in format 3.*rebuild"):
+        PostingFile(tmp_path / "b.bin", 384, width=BITS_WIDTH)
 
 
 def test_newer_manifest_is_refused_on_open(tmp_path: Path) -> None:

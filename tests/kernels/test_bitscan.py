@@ -399,3 +399,129 @@ def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> 
     assert sorted(ids[0].tolist()) == list(range(n))
     np.testing.assert_array_equal(ids[0], ids[1])
     np.testing.assert_array_equal(dist[0], dist[1])
+
+
+# --- lane groups: the block order of entries and the scan over it ----------------------------
+
+from vecdb.kernels.bitscan import GROUP, from_lanes, to_lanes  # noqa: E402
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23])
+def test_to_lanes_puts_word_w_of_a_group_in_one_run(n: int) -> None:
+    """Word w of the entries of group g is the GROUP words at (g * ew + w) * GROUP, the
+    factors (add, mul) follow as GROUP float32 each, the tail stays entry-major, and
+    `from_lanes` gives the entries back."""
+    ew = 7
+    e = np.random.default_rng(n).integers(0, 2**63, (n, ew), dtype=np.uint64)
+    flat = to_lanes(e)
+    assert flat.shape == (n * ew,)
+    full = n // GROUP * GROUP
+    for j in range(full):
+        g, t = divmod(j, GROUP)
+        for w in range(ew - 1):
+            assert flat[(g * ew + w) * GROUP + t] == e[j, w]
+        fac = flat[(g * ew + ew - 1) * GROUP : (g + 1) * ew * GROUP].view(np.float32)
+        assert (fac[t], fac[GROUP + t]) == tuple(e[j, ew - 1 :].view(np.float32))
+    np.testing.assert_array_equal(flat[full * ew :], e[full:].ravel())
+    np.testing.assert_array_equal(from_lanes(flat, n, ew), e)
+
+
+def _reference_estimates(entries: np.ndarray, q: np.ndarray, centroid: np.ndarray,
+                         rot: np.ndarray, metric: int) -> np.ndarray:  # fmt: skip
+    """The estimates from the estimator's definition, entry by entry in numpy: add + C_q -
+    mul <x_bar, q_hat>, x_bar_j = (2 bit_j - 1) / sqrt(d), q_hat_j = lo + delta u_j."""
+    d = len(q)
+    qr = ((q - centroid).astype(np.float64) @ rot.astype(np.float64)).astype(np.float32)
+    code = prepare_query(qr)
+    u = sum(unpack_signs(code.planes[p : p + 1], d)[0].astype(np.float64) * 2**p for p in range(4))
+    q_hat = code.lo + code.delta * u
+    x_bar = (2.0 * unpack_signs(entries[:, :-1].copy(), d).astype(np.float64) - 1) / np.sqrt(d)
+    fac = entries[:, -1].copy().view(np.float32).reshape(-1, 2).astype(np.float64)
+    cq = code.sq_norm if metric == METRIC_L2 else (code.sq_norm - float(q @ q)) / 2
+    out: np.ndarray = fac[:, 0] + cq - fac[:, 1] * (x_bar @ q_hat)
+    return out
+
+
+@pytest.mark.parametrize("d", [50, 384, 600])
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 61])
+def test_scan_blocks_estimates_every_entry_by_definition(d: int, n: int) -> None:
+    """Blocks of whole lane groups, a tail, or both (n = 1 ... 61), codes of 1, 6 and 10
+    words: with R = all entries, every estimate `scan_blocks` returns is the estimator's
+    value for that slot (numpy reference; the query's 4-bit rounding may differ in a
+    component at a rounding edge, hence the tolerance), and every slot comes back once."""
+    rng = np.random.default_rng(d * 100 + n)
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    centroid = x.mean(0)
+    rot = rotation(d, seed=5)
+    entries = encode_rows(x, centroid, rot, METRIC_L2)
+    slots = rng.permutation(n * 3)[:n].astype(np.int64)
+    block = encode_block(3, slots, np.ones(n, np.uint8), entries, width=BITS_WIDTH)
+    buf = np.zeros(len(block) + 64, np.uint8)
+    buf[: len(block)] = block
+    u64 = buf.view(np.uint64)
+    q = rng.standard_normal((1, d)).astype(np.float32)
+    ids = np.full((1, n), -1, np.int64)
+    dist = np.full((1, n), np.inf, np.float32)
+    held = np.zeros(n * 3 // 8 + 2, np.uint8)
+    got = scan_blocks(
+        buf, u64.view(np.int64), u64, buf.view(np.float32), entries.shape[1] - 1,
+        np.array([0]), np.array([n]), np.array([0, 1]), 0, 1, q, centroid, rot, METRIC_L2,
+        np.ones(n * 3, np.uint8), NO_VISIBLE, False, ids, dist, held,
+    )  # fmt: skip
+    assert got == n and not held.any()
+    assert sorted(ids[0].tolist()) == sorted(slots.tolist())
+    want = dict(zip(slots.tolist(), _reference_estimates(entries, q[0], centroid, rot, METRIC_L2)))
+    scale = max(abs(v) for v in want.values()) + 1.0
+    for s, e in zip(ids[0].tolist(), dist[0].tolist()):
+        assert abs(e - want[s]) <= 2e-3 * scale, (s, e, want[s])
+    assert (np.diff(dist[0]) >= 0).all()
+
+
+@pytest.mark.parametrize("r", [1, 10, 40])
+def test_scan_blocks_keeps_the_r_smallest_distinct(r: int) -> None:
+    """Two blocks (61 and 30 entries, the second holding replicas of 15 of the first's
+    slots, stale copies among them): with R = r the scan keeps exactly the r smallest
+    distinct visible estimates that R = all finds, in order, whatever block they came from;
+    the incoming row of a widened search stays in the running."""
+    d = 384
+    rng = np.random.default_rng(r)
+    x = rng.standard_normal((76, d)).astype(np.float32)
+    centroid = x.mean(0)
+    rot = rotation(d, seed=2)
+    entries = encode_rows(x, centroid, rot, METRIC_L2)
+    slots = np.arange(76, dtype=np.int64)
+    second = np.r_[rng.choice(61, 15, replace=False), np.arange(61, 76)]
+    versions = np.ones(76, np.uint8)
+    stale = second[:5]  # copies written before their slot moved: not visible
+    b1 = encode_block(1, slots[:61], versions[:61], entries[:61], width=BITS_WIDTH)
+    v2 = np.where(np.isin(second, stale), 2, 1).astype(np.uint8)
+    b2 = encode_block(2, slots[second], v2, entries[second], width=BITS_WIDTH)
+    at = len(b1) + (-len(b1)) % 64
+    buf = np.zeros(at + len(b2) + 64, np.uint8)
+    buf[: len(b1)] = b1
+    buf[at : at + len(b2)] = b2
+    u64 = buf.view(np.uint64)
+    q = rng.standard_normal((1, d)).astype(np.float32)
+    views = (buf, u64.view(np.int64), u64, buf.view(np.float32), entries.shape[1] - 1,
+             np.array([0, at]), np.array([61, 30]), np.array([0, 2]))  # fmt: skip
+
+    def run(ids: np.ndarray, dist: np.ndarray) -> None:
+        held = np.zeros(500 // 8 + 2, np.uint8)  # slots up to 500 (the widened row's)
+        scan_blocks(*views, 0, 1, q, centroid, rot, METRIC_L2, np.ones(76, np.uint8),
+                    NO_VISIBLE, False, ids, dist, held)  # fmt: skip
+        assert not held.any()
+
+    all_ids = np.full((1, 76), -1, np.int64)
+    all_d = np.full((1, 76), np.inf, np.float32)
+    run(all_ids, all_d)
+    assert sorted(all_ids[0].tolist()) == list(range(76))  # each slot once
+    ids = np.full((1, r), -1, np.int64)
+    dist = np.full((1, r), np.inf, np.float32)
+    run(ids, dist)
+    np.testing.assert_array_equal(ids[0], all_ids[0, :r])
+    np.testing.assert_array_equal(dist[0], all_d[0, :r])
+    # a widened search: the row comes in holding a slot at a better estimate than any entry
+    ids[0, 0], dist[0, 0] = 500, all_d[0, 0] - 1.0
+    ids[0, 1:], dist[0, 1:] = -1, np.inf
+    run(ids, dist)
+    assert ids[0, 0] == 500 and (r == 1 or ids[0, 1] == all_ids[0, 0])

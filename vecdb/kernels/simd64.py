@@ -2,7 +2,7 @@
 
 This module owns `W8`, a numba type lowered to LLVM's ``<8 x i64>`` (one AVX-512 register,
 two AVX2 ones), and the few operations the bit estimates need: ``wload`` 8 consecutive
-uint64 of an array (any alignment), ``wand``, ``wadd``, ``wshl`` (by a constant),
+uint64 of an array (any alignment), ``wstore`` its inverse, ``wand``, ``wadd``, ``wshl`` (by a constant),
 ``wcount`` (each lane's popcount: ``llvm.ctpop``, one VPOPCNTQ where the CPU has
 AVX512-VPOPCNTDQ, a short sequence elsewhere) and ``wsum`` (the lanes' sum). Why: a code
 of 384 bits is 6 words, and a numba loop over a runtime 6 words is vectorised by LLVM for
@@ -59,20 +59,43 @@ class _W8Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VEC)  # type: ignore[no-untyped-call]
 
 
+def _lanes_at(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+    """The `<8 x i64>` pointer to ``a.flat[i]`` of a call (a, i, ...) (no bounds check)."""
+    arr = context.make_array(sig.args[0])(context, builder, args[0])
+    idx = context.cast(builder, args[1], sig.args[1], types.intp)
+    p = builder.gep(arr.data, [idx], inbounds=True)
+    return builder.bitcast(p, _VEC.as_pointer())
+
+
+def _lane_array(a: Any, i: Any) -> bool:
+    """Whether (a, i) type a C-contiguous uint64 array and an integer index."""
+    ok = isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C"
+    return ok and isinstance(i, types.Integer)
+
+
 @_intrinsic
 def wload(typingctx: Any, a: Any, i: Any) -> Any:
     """The 8 uint64 ``a.flat[i:i + 8]`` of a C-contiguous uint64 array."""
-    ok = isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C"
-    if not (ok and isinstance(i, types.Integer)):
+    if not _lane_array(a, i):
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        arr = context.make_array(sig.args[0])(context, builder, args[0])
-        idx = context.cast(builder, args[1], sig.args[1], types.intp)
-        p = builder.gep(arr.data, [idx], inbounds=True)
-        return builder.load(builder.bitcast(p, _VEC.as_pointer()), align=8)
+        return builder.load(_lanes_at(context, builder, sig, args), align=8)
 
     return W8(a, i), codegen
+
+
+@_intrinsic
+def wstore(typingctx: Any, a: Any, i: Any, v: Any) -> Any:
+    """``a.flat[i:i + 8] = v`` on a C-contiguous uint64 array."""
+    if not (_lane_array(a, i) and v == W8):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        builder.store(args[2], _lanes_at(context, builder, sig, args), align=8)
+        return context.get_dummy_value()
+
+    return types.none(a, i, v), codegen
 
 
 def _binary(op: str) -> Any:

@@ -6,9 +6,11 @@ block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 
 `uint8 versions[cap]` (padded to 64 bytes) and a dimension-major `vectors[dim][cap]` of
 float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar quantizer
 (width 1; the quantizer lives in the index's state file), or, for "bits" postings (width 8),
-entry-major `entries[cap][dim]` of uint64 words, `dim` = ceil(d / 64) + 1 in the block
-header (the 1-bit code, then two float32 factors: `bitcodes`, `kernels.bitscan`; the page-0
-header keeps the vectors' d), where cap is the count (format 2
+`cap` entries of `dim` uint64 words, `dim` = ceil(d / 64) + 1 in the block header (the 1-bit
+code, then two float32 factors: `bitcodes`, `kernels.bitscan`; the page-0 header keeps the
+vectors' d) in lane groups: each 8 entries word-major, the rest entry-major
+(`bitscan.to_lanes`; format 3 had them all entry-major, and a format-3 "bits" file is refused
+on open), where cap is the count (format 2
 rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
 blocks up to 4x their entries). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
@@ -57,10 +59,13 @@ from vecdb.index.spann.readers import MmapReader as MmapReader  # re-exported
 from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
 from vecdb.index.spann.space import Mark, NoRoom, SpaceMap
 from vecdb.index.spann.table import BlockTable
+from vecdb.kernels.bitscan import from_lanes, to_lanes
 from vecdb.kernels.posting import block_extent, block_layout
 
 MAGIC = b"VDBPOSTS"
-VERSION = 3  # 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
+VERSION = 4  # 4: "bits" entries in lane groups (3: entry-major; other widths are the same)
+# 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
+READS = (3, VERSION)  # versions opened: 3 only for widths other than "bits"
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
 GROW = 16 << 20  # the file is extended in chunks (at most this, 1/GROW_SHARE of its data,
@@ -106,8 +111,8 @@ def encode_block(
     s[:] = -1
     s[:count] = slots
     buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
-    if width == BITS_WIDTH:  # entry-major: one entry's words together
-        buf[vec_off:nbytes].view(np.uint64).reshape(cap, dim)[:count] = rows
+    if width == BITS_WIDTH:  # lane groups (cap == count)
+        buf[vec_off:nbytes].view(np.uint64)[: count * dim] = to_lanes(rows)
     elif width == 1:
         v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
         assert isinstance(quant, Quantizer)
@@ -137,7 +142,7 @@ def decode_block(
     slots = buf[64 : 64 + 8 * cap].view(np.int64)[:count].copy()
     versions = buf[64 + 8 * cap : 64 + 8 * cap + count].copy()
     if width == BITS_WIDTH:
-        entries = buf[vec_off:nbytes].view(np.uint64).reshape(cap, dim)[:count].copy()
+        entries = from_lanes(buf[vec_off:nbytes].view(np.uint64), count, dim)
         return int(posting), slots, versions, entries
     stored = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)[:, :count].T
     if width == 1:
@@ -218,12 +223,17 @@ class PostingFile:
                 length = PAGE
             else:
                 head = os.pread(self.fd, 32, 0)
-                check_header(head, MAGIC, VERSION, path)
+                version = check_header(head, MAGIC, READS, path)
                 if len(head) < 24:
                     raise FormatError(f"{path}: torn posting file header ({len(head)} bytes)")
                 found = struct.unpack_from("<II", head, 16)
                 if found != (dim, width):
                     raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
+                if version < VERSION and width == BITS_WIDTH:
+                    raise FormatError(
+                        f"{path}: 1-bit entries in format {version}'s order (an earlier "
+                        f"vecdb); this build reads format {VERSION}: rebuild the index"
+                    )
                 length = PAGE if length is None else length
                 self.found_size = os.fstat(self.fd).st_size  # `attach` checks the table
             self.space = SpaceMap(PAGE, length)
