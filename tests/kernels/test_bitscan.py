@@ -525,3 +525,22 @@ def test_scan_blocks_keeps_the_r_smallest_distinct(r: int) -> None:
     ids[0, 1:], dist[0, 1:] = -1, np.inf
     run(ids, dist)
     assert ids[0, 0] == 500 and (r == 1 or ids[0, 1] == all_ids[0, 0])
+
+
+def test_rotate_tile_is_bit_equal_to_one_query_at_a_time() -> None:
+    """The scan rotates ROTATE_TILE queries together: each comes out with the bits of its
+    rotation alone (`_rotate`), so its estimates do not depend on its neighbours."""
+    from vecdb.kernels.bitscan import ROTATE_TILE, _rotate, _rotate_tile
+
+    rng = np.random.default_rng(9)
+    d = 96
+    q = rng.standard_normal((ROTATE_TILE + 3, d)).astype(np.float32)
+    c = rng.standard_normal(d).astype(np.float32)
+    rot = rotation(d, seed=4)
+    tile = np.full((ROTATE_TILE, d), np.nan, np.float32)
+    one = np.empty(d, np.float32)
+    for lo, hi in ((0, ROTATE_TILE), (ROTATE_TILE, ROTATE_TILE + 3)):
+        _rotate_tile(q, lo, hi, c, rot, tile)
+        for t in range(hi - lo):
+            _rotate(q[lo + t], c, rot, one)
+            np.testing.assert_array_equal(tile[t], one)
