@@ -623,7 +623,7 @@ def _block_estimates(u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c
         gb = base + j0 * ew
         ahead = 8 * (gb + AHEAD_GROUPS * GROUP * ew)  # (past the block: a hint, never a fault)
         for t in range(0, GROUP * ew * 8, 64):
-            _prefetch(u8, ahead + t)
+            _prefetch(u8, ahead + t)  # type: ignore[call-arg]
         _group_counts(u64, gb, words, pb, lanes)
         fb = 2 * (gb + GROUP * words)
         for t in range(GROUP):
@@ -727,7 +727,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             for t in range(k):
                 s = i64[sbase + below[t]]
                 cand[t] = s
-                _prefetch(slot_version, s)
+                _prefetch(slot_version, s)  # type: ignore[call-arg]
             for t in range(k):
                 j = below[t]
                 e = est[j]
