@@ -81,3 +81,48 @@ def test_aio_and_thread_pool_read_alike(
     finally:
         on.close()
         off_.close()
+
+
+@pytest.mark.parametrize("call", ["io_submit", "io_getevents"])
+def test_a_signal_during_a_native_read_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, call: str
+) -> None:
+    """A signal (a profiler, a child exiting) can cut io_submit or io_getevents short with
+    EINTR: the read retries and returns the bytes; it is not an error (an EINTR of
+    io_getevents was once raised afterwards as io_submit's error)."""
+    import ctypes
+
+    from vecdb.index.spann import aio
+
+    pages = 8
+    data = np.random.default_rng(5).integers(0, 256, pages * PAGE, dtype=np.uint8)
+    path = tmp_path / "postings.0.bin"
+    path.write_bytes(data.tobytes())
+    reader = _reader(path, True, monkeypatch)
+    if reader.aio is None:
+        reader.close()
+        pytest.skip("no native AIO with O_DIRECT on this filesystem")
+    real = aio._LIBC
+    nr = aio._NR[{"io_submit": 3, "io_getevents": 2}[call]]
+    cuts = []
+
+    class Interrupting:
+        """libc with one EINTR on the first `call`."""
+
+        def syscall(self, number: int, *args: object) -> int:
+            if number == nr and not cuts:
+                cuts.append(number)
+                ctypes.set_errno(4)
+                return -1
+            return int(real.syscall(number, *args))
+
+    monkeypatch.setattr(aio, "_LIBC", Interrupting())
+    try:
+        off = np.array([0, 3 * PAGE + 10, 6 * PAGE], np.int64)
+        nb = np.array([100, 200, PAGE], np.int64)
+        buf, at, _ = reader.read(off, nb)
+        for o, n, a in zip(off.tolist(), nb.tolist(), at.tolist(), strict=True):
+            assert buf[a : a + n].tobytes() == data[o : o + n].tobytes()
+        assert cuts == [nr]
+    finally:
+        reader.close()

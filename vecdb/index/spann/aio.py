@@ -132,10 +132,10 @@ class AioContext:
                     self.ev_at[reaped], None,
                 )  # fmt: skip
                 if got < 0:
-                    err = ctypes.get_errno()
-                    if err == 4:  # EINTR
+                    why = ctypes.get_errno()  # (not `err`: that is io_submit's, raised below)
+                    if why == 4:  # EINTR
                         continue
-                    raise OSError(err, f"io_getevents on {path}")
+                    raise OSError(why, f"io_getevents on {path}")
                 reaped += got
             if err:
                 raise OSError(err, f"io_submit on {path}")
