@@ -653,8 +653,8 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     count. The query is rotated and quantized once (`_rotate_tile`, ROTATE_TILE queries at
     a time; `_prepare`), whatever the number of postings. A block's estimates come first,
     all of them, branch-free (`_block_estimates`); then the slots of the few below the
-    heap's bound when the block began are loaded and their version bytes asked for
-    (independent loads: their cache misses overlap), and they are offered in entry order,
+    heap's bound when the block began are loaded and those slots' current versions asked
+    for (independent loads: their cache misses overlap), and they are offered in entry order,
     so the answer is the entry-by-entry one. Every live copy of a
     slot holds the same entry, so replicas are dropped on sight. `held`: a zeroed bitmap of
     at least (slots + 7) // 8 + 1 bytes (the caller's scratch, `BitCoder.held`), zeroed
