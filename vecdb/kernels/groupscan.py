@@ -296,9 +296,9 @@ def _passes_dot(x, dim, cap, q, a):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True, nogil=True, inline="always")
 def _admit(a, n, metric, worst, pick):  # type: ignore[no-untyped-def]
     """The entries j < n that may enter a top-k row whose last distance is `worst` (before
-    the block), in order, into pick; returns how many. The test is made in float32 (for
-    cosine 1 - a in float32 where the fold gets it in float64: rounding is monotonic, so
-    this admits every entry the float64 test would, and perhaps a tie more), branch-free
+    the block), in order, into pick; returns how many. The test is made in float32, as
+    the fold's (cosine's 1 - a included: float32 of the exact difference, the value the
+    row stores), branch-free
     (the index is written always, the count moves only on a hit) with the metric's branch
     outside the loop: the per-entry test before the fold was a data-dependent branch the
     CPU mispredicts while a batch's rows fill. The fold tests each one again, exactly as
@@ -429,8 +429,9 @@ def scan_pairs(  # type: ignore[no-untyped-def]
                 d = a[j]
             elif metric == METRIC_IP:
                 d = -a[j]
-            else:
-                d = 1.0 - a[j]
+            else:  # in float32, as the row holds it (a float64 d broke ties by slot: a
+                # tie with the k-th compared unequal to its stored, rounded value)
+                d = np.float32(1.0) - a[j]
             if d > ds[ds.shape[0] - 1]:  # (the row may have tightened since `_admit`)
                 continue
             s = slots[j]
