@@ -2,7 +2,8 @@
 
 This module owns `W8`, a numba type lowered to LLVM's ``<8 x i64>`` (one AVX-512 register,
 two AVX2 ones), and the few operations the bit estimates need: ``wload`` 8 consecutive
-uint64 of an array (any alignment), ``wstore`` its inverse, ``wand``, ``wadd``, ``wshl`` (by a constant),
+uint64 of an array (any alignment), ``wstore`` its inverse, ``wand``, ``wadd``, ``wshl``
+(by a constant),
 ``wcount`` (each lane's popcount: ``llvm.ctpop``, one VPOPCNTQ where the CPU has
 AVX512-VPOPCNTDQ, a short sequence elsewhere) and ``wsum`` (the lanes' sum). Why: a code
 of 384 bits is 6 words, and a numba loop over a runtime 6 words is vectorised by LLVM for

@@ -149,8 +149,9 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     `index.spann.rerank.search` runs them for one query): the heads and their pruning as
     there, the query's blocks gathered (`gather_blocks`) and checked, `bitscan.scan_blocks`
     (entries in lane groups, posting format 4) keeping the R = cand_ids.shape[1] best
-    estimates in cand_ids / cand_d (filled here with -1 / +inf), and `rerank.rerank_topk` re-scoring them from the store's rows (rows16 when
-    `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, blocks,
+    estimates in cand_ids / cand_d (filled here with -1 / +inf), and `rerank.rerank_topk`
+    re-scoring them from the store's rows (rows16 when `half`, else rows32) into out_ids /
+    out_d (1, k). Returns (status, postings, blocks,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
     (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
     s = _postings(
