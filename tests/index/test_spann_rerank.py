@@ -161,6 +161,8 @@ def test_direct_reads_equal_mapped_reads(
     slots = np.random.default_rng(2).integers(0, 4000, 300)  # more than one submit's depth
     rows, _ = store.read_rows(slots)
     np.testing.assert_array_equal(rows, store.rows()[slots])
+    none, nbytes = store.read_rows(np.zeros(0, np.int64))  # (a window over an empty buffer failed)
+    assert none.shape == (0, D) and none.dtype == rows.dtype and nbytes == 0
     idx.close()
 
 

@@ -52,6 +52,10 @@ DEFAULT_RERANK_K, MIN_RERANK_K, MAX_RERANK_K = 16, 0, 4096  # issue 12
 # candidates than int8 codes (MiniLM-384, 64 postings, offline: R = 50 loses 0.0015 recall
 # against the float16 scan, R = 100 none; bench/RESULTS.md "Issue 12: 1-bit posting codes")
 DEFAULT_BITS_RERANK_K = 100
+# rerank_eps: standard deviations of a 1-bit estimate's error below it that a "bits" scan
+# keys its candidates by (a lower bound of the distance), so that the exact rerank stops at
+# the first candidate whose bound exceeds the k-th exact distance; 0: rerank all rerank_k
+DEFAULT_RERANK_EPS, MIN_RERANK_EPS, MAX_RERANK_EPS = 0.0, 0.0, 100.0
 # Posting size of a "bits" index when not given: 4x float16's entries per posting (4x fewer
 # heads). MiniLM-384 (390,000, recall@10 0.95, 1 thread, 5 rounds alternated, medians of the
 # per-round ratios to float16): 1x (head_fraction 0.045, posting_vectors 200) 1.19x float16's
@@ -227,6 +231,9 @@ class SearchParams:
     # candidates re-ranked exactly (with a rerank store); None: the index's default
     # (`rerank_candidates`: DEFAULT_RERANK_K, or DEFAULT_BITS_RERANK_K for "bits" postings)
     rerank_k: int | None = None
+    # "bits": rerank only candidates whose estimate less rerank_eps standard deviations of
+    # its error is below the k-th exact distance (0: all rerank_k of them)
+    rerank_eps: float = DEFAULT_RERANK_EPS
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None) -> SearchParams:
@@ -276,4 +283,5 @@ _SEARCH_TABLE: dict[str, Any] = {
     "prune_ratio": (DEFAULT_PRUNE_RATIO, MIN_PRUNE_RATIO, MAX_PRUNE_RATIO),
     "head_ef": (DEFAULT_HEAD_EF, MIN_HEAD_EF, MAX_HEAD_EF),
     "rerank_k": (None, MIN_RERANK_K, MAX_RERANK_K),  # None: `rerank_candidates`
+    "rerank_eps": (DEFAULT_RERANK_EPS, MIN_RERANK_EPS, MAX_RERANK_EPS),
 }

@@ -46,6 +46,9 @@ QUERY_LEVELS = (1 << QUERY_BITS) - 1
 # Standard deviations in the stated error bound. The paper's eps0 = 1.9 is what its rerank
 # rule uses; a normal error is inside 3 of them for 99.7% of entries.
 ERROR_EPS = 3.0
+# 1 - <x_bar, o>^2 at <x_bar, o>'s mean for a normal residual, sqrt(2 / pi): the entry's
+# mul holds ||r|| / <x_bar, o> but not <x_bar, o> itself (`bound_gap`)
+XO_VAR = 1.0 - 2.0 / np.pi
 
 
 class QueryCode(NamedTuple):
@@ -614,11 +617,14 @@ def _group_counts(u64, gb, words, pb, out):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _block_estimates(u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, lanes, est):  # type: ignore[no-untyped-def]
+def _block_estimates(  # type: ignore[no-untyped-def]
+    u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, est
+):  # fmt: skip
     """est[:m] = the estimates of a block's m entries, whose words start at u64[base]
-    (`to_lanes` order; u8 the same buffer): its lane groups 8 at a time (`_group_counts`),
-    the lines of the group AHEAD_GROUPS on asked for first, the rest one by one (in one
-    register when `fast`, `_xbar_dot8`, else the word loop)."""
+    (`to_lanes` order; u8 the same buffer), less g x the entry's mul (`scan_blocks`' lower
+    bounds; g = 0: the estimates themselves): its lane groups 8 at a time
+    (`_group_counts`), the lines of the group AHEAD_GROUPS on asked for first, the rest one
+    by one (in one register when `fast`, `_xbar_dot8`, else the word loop)."""
     ew = words + 1
     full = m // GROUP * GROUP
     for j0 in range(0, full, GROUP):
@@ -631,20 +637,34 @@ def _block_estimates(u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c
         for t in range(GROUP):
             x = lanes[t]
             dot = a * np.float32(x & np.uint64(0xFFFFFFFF)) + b * np.float32(x >> np.uint64(32)) - c
-            est[j0 + t] = f32[fb + t] + cq - f32[fb + GROUP + t] * dot
+            est[j0 + t] = f32[fb + t] + cq - f32[fb + GROUP + t] * (dot + g)
     for j in range(full, m):
         e0 = base + j * ew
         if fast:
             dot = _xbar_dot8(u64, e0, pm, a, b, c)
         else:
             dot = _xbar_dot(u64[e0 : e0 + words], planes, a, b, c)
-        est[j] = f32[2 * (e0 + words)] + cq - f32[2 * (e0 + words) + 1] * dot
+        est[j] = f32[2 * (e0 + words)] + cq - f32[2 * (e0 + words) + 1] * (dot + g)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def bound_gap(eps, hsq, gsq, qvar, d):  # type: ignore[no-untyped-def]
+    """eps standard deviations of the error of <x_bar, q_hat> (`_sd` without the entry's
+    ||r|| / <x_bar, o>, which its mul holds): sqrt(XO_VAR ||q - c||^2 / (d - 1) + delta^2 /
+    12), ||q - c||^2 = hsq (gsq, the distance to the global centroid, when hsq is NaN),
+    with 1 - <x_bar, o>^2 taken at its mean for a normal residual (XO_VAR: the entry does
+    not store <x_bar, o> apart from ||r||). 0 when eps is 0."""
+    if eps <= 0:
+        return np.float32(0.0)
+    h = hsq if hsq >= 0 else gsq
+    var = np.float32(XO_VAR) * h / np.float32(max(d - 1, 1)) + qvar
+    return np.float32(eps) * np.float32(np.sqrt(max(var, np.float32(0.0))))
 
 
 @nb.njit(cache=True, nogil=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
     u8, i64, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
-    slot_version, vis, use_vis, out_ids, out_d, held,
+    slot_version, vis, use_vis, head_sq, eps, out_ids, out_d, held,
 ):  # fmt: skip
     """The bit search of queries q_lo:q_hi: query i reads the "bits" blocks ptr[i]:ptr[i+1]
     (block at byte off[b] of the buffer viewed as u8 / i64 / u64 / f32, cnt[b] entries of
@@ -652,7 +672,13 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     out_ids / out_d the R = out_ids.shape[1] distinct slots of smallest estimated distance
     (ascending, -1 / inf padded; a row coming in with slots keeps them in the running: a
     widened search adds postings to what it found). Only entries passing `entry_visible`
-    count. The query is rotated and quantized once (`_rotate_tile`, ROTATE_TILE queries at
+    count. With eps > 0 the key of an entry is not its estimate but the estimate less eps
+    standard deviations of its error (`bound_gap`; head_sq[b]: the squared distance of the
+    query to block b's posting centroid, NaN: unknown, the query's distance to the global
+    centroid stands in), a lower bound on its distance for nearly every entry: the R kept
+    are the R smallest lower bounds, so a rerank in their order may stop at the first whose
+    bound exceeds the k-th exact distance (`rerank.rerank_topk`). eps = 0: the estimates.
+    The query is rotated and quantized once (`_rotate_tile`, ROTATE_TILE queries at
     a time; `_prepare`), whatever the number of postings. A block's estimates come first,
     all of them, branch-free (`_block_estimates`); then the slots of the few below the
     heap's bound when the block began are loaded and those slots' current versions asked
@@ -703,6 +729,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
         lo, delta, total, sq = _prepare(tile[at], planes)
         a, b, c = _coefficients(d, lo, delta, total)
         cq = _query_constant(q, sq, metric)
+        qvar = delta * delta / np.float32(12.0)
         for p in range(QUERY_BITS):
             for w in range(words):
                 if reg:
@@ -719,8 +746,9 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             # a register load reads WLANES words from an entry: past the block's last
             # entry by up to WLANES - ew words (masked out), so only inside the buffer
             fast = reg and base + m * ew + WLANES - ew <= u64.shape[0]
+            g = bound_gap(eps, head_sq[blk], sq, qvar, d)
             _block_estimates(
-                u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, lanes, est
+                u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, est
             )
             bound = hd[0] if n == r else np.float32(np.inf)
             k = 0

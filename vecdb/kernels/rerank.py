@@ -83,11 +83,14 @@ def _row_dist(q, half, rows16, rows32, r, metric):  # type: ignore[no-untyped-de
 
 
 @nb.njit(cache=True, nogil=True)
-def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d):  # type: ignore[no-untyped-def]
+def rerank_topk(queries, cand, at, half, rows16, rows32, metric, keys, stop, out_ids, out_d):  # type: ignore[no-untyped-def]
     """queries (nq, d); cand / at (nq, c): slot and row index of each candidate (-1, or a
     row past the matrix: none); rows16 (r, d) uint16 float16 bits when `half`, else rows32
     (r, d) float32; writes the k nearest (k = out_ids.shape[1]) into out_ids / out_d and
-    returns the number of rows scored."""
+    returns the number of rows scored. With `stop`, keys (nq, c) are lower bounds of the
+    candidates' distances, ascending along each row (a "bits" scan's with eps > 0): a
+    query's rerank ends at the first candidate whose bound exceeds its k-th exact distance
+    so far (none after it can enter)."""
     nq, c = cand.shape
     d = queries.shape[1]
     nrows = rows16.shape[0] if half else rows32.shape[0]
@@ -105,6 +108,8 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
         for j in range(c):
             if j + AHEAD < c:
                 _prefetch_cand(cand, at, i, j + AHEAD, half, rows16, rows32, nrows, d)
+            if stop and keys[i, j] > ds[ds.shape[0] - 1]:
+                break
             s = cand[i, j]
             r = at[i, j]
             if s < 0 or r < 0 or r >= nrows:
@@ -112,6 +117,9 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, out_ids, out_d)
             scored += 1
             _fold(ids, ds, s, _row_dist(q, half, rows16, rows32, r, metric))  # (distance, slot)
     return scored
+
+
+_NO_KEYS = np.zeros((0, 0), np.float32)  # (`rerank_topk` without `stop` never reads keys)
 
 
 @functools.lru_cache(maxsize=64)
@@ -127,8 +135,10 @@ def exact_topk(
     rows: npt.NDArray[np.uint16] | F32,
     metric: int,
     k: int,
+    keys: F32 | None = None,
 ) -> tuple[I64, F32, int]:
-    """numpy-facing `rerank_topk`: (ids, distances) of shape (nq, k), rows scored."""
+    """numpy-facing `rerank_topk`: (ids, distances) of shape (nq, k), rows scored; with
+    `keys` (lower bounds, ascending), each query stops at the first bound past its k-th."""
     nq = len(queries)
     ids = np.empty((nq, k), np.int64)  # (the kernel pads every row with -1 / +inf)
     out_d = np.empty((nq, k), np.float32)
@@ -136,5 +146,7 @@ def exact_topk(
     empty16, empty32 = _empty(queries.shape[1])
     r16 = rows if half else empty16
     r32 = empty32 if half else rows
-    scored = rerank_topk(queries, cand, at, half, r16, r32, metric, ids, out_d)
+    stop = keys is not None
+    kk = keys if keys is not None else _NO_KEYS
+    scored = rerank_topk(queries, cand, at, half, r16, r32, metric, kk, stop, ids, out_d)
     return ids, out_d, int(scored)

@@ -24,7 +24,7 @@ from vecdb.kernels.bitscan import scan_blocks
 from vecdb.kernels.groupscan import scan_pairs
 from vecdb.kernels.headgraph import search_batch
 from vecdb.kernels.pairs import check_headers, gather_pairs
-from vecdb.kernels.posting import NO_VISIBLE, gather_blocks, prune_postings
+from vecdb.kernels.posting import NO_VISIBLE, block_values, gather_blocks, prune_postings
 from vecdb.kernels.rerank import rerank_topk
 
 OK = 0  # the row holds the search's answer; counts hold what it read
@@ -40,7 +40,8 @@ def _postings(  # type: ignore[no-untyped-def]
 ):  # fmt: skip
     """Passes 1-2 of one query: its hk nearest heads (`search_batch`, ef = k = hk), the
     first m as posting ids (`labels`) pruned (`prune_postings`): (1, m), or (1, 0) when the
-    beam found fewer than hk heads (FEW_HEADS)."""
+    beam found fewer than hk heads (FEW_HEADS); with the heads' distances (1, hk), whose
+    first m columns are the postings' (a "bits" scan's bounds)."""
     hi = np.empty((1, hk), np.int64)
     hd = np.empty((1, hk), np.float32)
     search_batch(
@@ -48,11 +49,11 @@ def _postings(  # type: ignore[no-untyped-def]
         n, hk, hk, head_ip, hi, hd, seen, mark, cd, ci,
     )  # fmt: skip
     if hi[0, hk - 1] < 0:
-        return np.empty((1, 0), np.int64)
+        return np.empty((1, 0), np.int64), hd
     lab = np.empty((1, m), np.int64)
     for j in range(m):
         lab[0, j] = labels[hi[0, j]]
-    return prune_postings(lab, hd[:, :m], prune_ip, ratio, always)
+    return prune_postings(lab, hd[:, :m], prune_ip, ratio, always), hd
 
 
 @nb.njit(cache=True, nogil=True)
@@ -115,7 +116,7 @@ def search_one(  # type: ignore[no-untyped-def]
     OK (FEW_HEADS, CHECK: a block whose CRC is unverified is CHECK when `need_crc`)."""
     out_ids[:] = -1
     out_d[:] = np.inf
-    s = _postings(
+    s, _ = _postings(
         query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
         head_ip, labels, m, prune_ip, ratio, always, seen, mark, cd, ci,
     )  # fmt: skip
@@ -142,19 +143,20 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt,
     bdim, width, page, u8, i64, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
-    rot, metric, slot_version, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen,
-    mark, cd, ci, held,
+    rot, metric, slot_version, eps, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d,
+    seen, mark, cd, ci, held,
 ):  # fmt: skip
     """`search_one` for a "bits" index (the search then the exact rerank, as
     `index.spann.rerank.search` runs them for one query): the heads and their pruning as
     there, the query's blocks gathered (`gather_blocks`) and checked, `bitscan.scan_blocks`
     (entries in lane groups, posting format 4) keeping the R = cand_ids.shape[1] best
-    estimates in cand_ids / cand_d (filled here with -1 / +inf), and `rerank.rerank_topk`
-    re-scoring them from the store's rows (rows16 when `half`, else rows32) into out_ids /
-    out_d (1, k). Returns (status, postings, blocks,
+    estimates (eps > 0: lower bounds, the heads' distances given) in cand_ids / cand_d
+    (filled here with -1 / +inf), and `rerank.rerank_topk` re-scoring them from the store's
+    rows (rows16 when `half`, else rows32) into out_ids / out_d (1, k), stopping at the
+    first bound past the k-th exact distance when eps > 0. Returns (status, postings, blocks,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
     (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
-    s = _postings(
+    s, hd = _postings(
         query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
         head_ip, labels, m, prune_ip, ratio, always, seen, mark, cd, ci,
     )  # fmt: skip
@@ -170,11 +172,18 @@ def search_one_bits(  # type: ignore[no-untyped-def]
         return CHECK, 0, 0, 0, 0
     cand_ids[:] = -1
     cand_d[:] = np.inf
+    if eps > 0 and not prune_ip:  # the heads' squared distances (see `bitsearch`)
+        hsq = block_values(s, hd[:, : s.shape[1]], post_first, blk_next)
+    else:
+        hsq = np.full(off.shape[0], np.nan, np.float32)
     scan_blocks(
         u8, i64, u64, f32, bdim - 1, off, cnt, ptr, 0, 1, query, centroid, rot, metric,
-        slot_version, NO_VISIBLE, False, cand_ids, cand_d, held,
+        slot_version, NO_VISIBLE, False, hsq, eps, cand_ids, cand_d, held,
     )  # fmt: skip
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:
         return SHORT, 0, 0, 0, 0
-    scored = rerank_topk(query, cand_ids, cand_ids, half, rows16, rows32, metric, out_ids, out_d)
+    stop = eps > 0
+    scored = rerank_topk(
+        query, cand_ids, cand_ids, half, rows16, rows32, metric, cand_d, stop, out_ids, out_d
+    )
     return OK, postings, off.shape[0], pages, scored

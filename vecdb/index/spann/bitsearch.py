@@ -28,7 +28,7 @@ from vecdb.index.spann.fanout import run_phases
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.bitscan import scan_blocks
-from vecdb.kernels.posting import METRIC_CODE, gather_blocks
+from vecdb.kernels.posting import METRIC_CODE, block_values, gather_blocks
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -66,10 +66,14 @@ def scan(
     ids: I64,
     out_d: F32,
     stats: SearchStats,
+    hd: F32 | None = None,
+    eps: float = 0.0,
 ) -> None:
     """Passes 3 and 4 for "bits" postings: fold the selected postings' entries into each
-    query's R best estimates (ids / out_d, R = their width, come in with what earlier rounds
-    found)."""
+    query's R best keys (ids / out_d, R = their width, come in with what earlier rounds
+    found): the estimates, or with eps > 0 their lower bounds (`scan_blocks`), hd (aligned
+    with sel) giving the head distances the bounds need (None, or an "ip" index: the global
+    centroid's distance stands in)."""
     coder = st.bits
     assert coder is not None
     t = st.table
@@ -82,6 +86,7 @@ def scan(
     stats.pages_read += pages
     words = st.bdim - 1
     fixed = (coder.centroid, coder.rot, METRIC_CODE[st.metric], st.slot_version, vis, use_vis)
+    hsq = head_distances(st, sel, hd, eps, len(off))
 
     def held() -> U8:  # the calling thread's bitmap
         return coder.held(len(st.slot_version))
@@ -96,7 +101,7 @@ def scan(
         views = (u8, i64, u64, f32, words, off, cnt, ptr)
 
         def part(lo: int, hi: int) -> None:
-            scan_blocks(*views, lo, hi, queries, *fixed, ids, out_d, held())
+            scan_blocks(*views, lo, hi, queries, *fixed, hsq, eps, ids, out_d, held())
 
         in_chunks(len(queries), part)
         return
@@ -119,5 +124,17 @@ def scan(
             np.array([0, hi - lo], np.int64),
         )
         scan_blocks(
-            *views, 0, 1, queries[i : i + 1], *fixed, ids[i : i + 1], out_d[i : i + 1], held()
-        )
+            *views, 0, 1, queries[i : i + 1], *fixed, hsq[lo:hi], eps,
+            ids[i : i + 1], out_d[i : i + 1], held(),
+        )  # fmt: skip
+
+
+def head_distances(st: SpannState, sel: I64, hd: F32 | None, eps: float, blocks: int) -> F32:
+    """Per block of `gather_blocks(sel)`, the squared distance of its query to its posting's
+    head (`scan_blocks`' head_sq): hd's, or NaN (unknown: no bound asked, no distances, or
+    an "ip" index, whose head distances are inner products)."""
+    if eps <= 0 or hd is None or st.metric == "ip":
+        return np.full(blocks, np.nan, np.float32)
+    t = st.table
+    out: F32 = block_values(sel, np.ascontiguousarray(hd, np.float32), t.post_first, t.blk_next)
+    return out

@@ -52,25 +52,42 @@ def _scan_params(sp: SearchParams) -> SearchParams:
     return dataclasses.replace(sp, rerank_k=0)
 
 
+def bound_eps(st: SpannState, sp: SearchParams) -> float:
+    """The call's `rerank_eps` when its scan can key candidates by lower bounds (a "bits"
+    index), else 0 (every candidate re-ranked)."""
+    return float(sp.rerank_eps) if st.is_bits else 0.0
+
+
 def search(
-    st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None, inner: Inner
+    st: SpannState,
+    queries: F32,
+    k: int,
+    sp: SearchParams,
+    visible: Visible | None,
+    inner: Inner,
+    eps: float = 0.0,
 ) -> IndexResult:
-    """Top-k with the exact rerank of max(k, rerank_k) scan candidates."""
+    """Top-k with the exact rerank of max(k, rerank_k) scan candidates; with eps > 0 the
+    inner scan's distances are lower bounds (`bitscan.scan_blocks`) and each query's rerank
+    stops at the first past its k-th exact distance (cold: the rows of the first k
+    candidates are read, then those of the rest whose bound is below the k-th exact
+    distance among them)."""
     store = st.store
     assert store is not None
     wide = max(k, candidates(st, sp))
     got = inner(st, queries, wide, _scan_params(sp), visible)
     cand = got.slots
     stats = got.stats
+    keys = got.distances if eps > 0 else None
     if isinstance(st.reader, DirectReader):
-        ok = cand >= 0
-        rows, nbytes = store.read_rows(cand[ok])
-        at = np.full(cand.shape, -1, np.int64)
-        at[ok] = np.arange(len(rows))
-        ids, dist, n = exact_topk(queries, cand, at, rows, METRIC_CODE[st.metric], k)
+        ids, dist, n, nbytes = cold_topk(st, queries, cand, keys, k)
     else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
-        ids, dist, n = warm_topk(st, queries, cand, store.rows(), k)
+        ids, dist, n = warm_topk(st, queries, cand, store.rows(), k, keys)
         nbytes = n * store.row
+    if keys is not None:  # a query whose R-th bound is below its k-th: R cut candidates off
+        last = keys[:, -1]
+        short = (cand[:, -1] >= 0) & (last <= dist[:, -1])
+        stats.extra["bound_short"] = stats.extra.get("bound_short", 0.0) + float(short.sum())
     stats.bytes_read += nbytes
     extra = stats.extra
     extra["rerank_bytes"] = extra.get("rerank_bytes", 0.0) + nbytes
@@ -78,11 +95,50 @@ def search(
     return IndexResult(ids, dist, stats)
 
 
+def cold_topk(
+    st: SpannState, queries: F32, cand: I64, keys: F32 | None, k: int
+) -> tuple[I64, F32, int, int]:
+    """`exact_topk` from O_DIRECT reads of the candidates' rows: (ids, distances, rows
+    scored, bytes read). With `keys` (lower bounds, ascending), in two reads: the first k
+    candidates' rows, then only the rest whose bound is below the k-th exact distance
+    among those (the rows the warm rule would score, or a few more)."""
+    store = st.store
+    assert store is not None
+    metric = METRIC_CODE[st.metric]
+    take = cand >= 0
+    if keys is None or cand.shape[1] <= k:
+        rows, nbytes = store.read_rows(cand[take])
+        at = np.full(cand.shape, -1, np.int64)
+        at[take] = np.arange(len(rows))
+        ids, dist, n = exact_topk(queries, cand, at, rows, metric, k)
+        return ids, dist, n, nbytes
+    first = take.copy()
+    first[:, k:] = False
+    rows1, nbytes = store.read_rows(cand[first])
+    at = np.full(cand.shape, -1, np.int64)
+    at[first] = np.arange(len(rows1))
+    _, dist1, _ = exact_topk(queries, np.where(first, cand, -1), at, rows1, metric, k)
+    more = take & (keys <= dist1[:, -1:])
+    more[:, :k] = False
+    rows2, got = store.read_rows(cand[more])
+    nbytes += got
+    at[more] = len(rows1) + np.arange(len(rows2))
+    rows = np.concatenate([rows1, rows2]) if len(rows2) else rows1
+    ids, dist, n = exact_topk(queries, np.where(first | more, cand, -1), at, rows, metric, k, keys)
+    return ids, dist, n, nbytes
+
+
 def warm_topk(
-    st: SpannState, queries: F32, cand: I64, rows: npt.NDArray[np.uint16] | F32, k: int
+    st: SpannState,
+    queries: F32,
+    cand: I64,
+    rows: npt.NDArray[np.uint16] | F32,
+    k: int,
+    keys: F32 | None = None,
 ) -> tuple[I64, F32, int]:
-    """`exact_topk` through the store's map; a "bits" batch's queries in chunks on the
-    scan threads, as its scan (`bitsearch.in_chunks`; the kernel releases the GIL)."""
+    """`exact_topk` through the store's map (with `keys`, each query stopping at its first
+    bound past its k-th exact distance); a "bits" batch's queries in chunks on the scan
+    threads, as its scan (`bitsearch.in_chunks`; the kernel releases the GIL)."""
     metric = METRIC_CODE[st.metric]
     if not st.is_bits:
         return exact_topk(queries, cand, cand, rows, metric, k)
@@ -92,7 +148,10 @@ def warm_topk(
     scored = [0]
 
     def part(lo: int, hi: int) -> None:
-        got_ids, got_d, n = exact_topk(queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k)
+        kk = None if keys is None else keys[lo:hi]
+        got_ids, got_d, n = exact_topk(
+            queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k, kk
+        )
         ids[lo:hi], dist[lo:hi] = got_ids, got_d
         scored.append(n)  # (list.append is atomic across threads)
 

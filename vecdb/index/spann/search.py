@@ -32,6 +32,8 @@ its rerank in one kernel call (`single.search_one_bits`).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
 
@@ -90,11 +92,14 @@ def scan(
     ids: I64,
     out_d: F32,
     stats: SearchStats,
+    hd: F32 | None = None,
+    eps: float = 0.0,
 ) -> None:
     """Passes 3 and 4: read the selected postings' blocks and fold them into the top-k
-    (ids / out_d come in with what earlier rounds found). "bits" postings: `bitsearch`."""
+    (ids / out_d come in with what earlier rounds found). "bits" postings: `bitsearch`
+    (hd: the head distances aligned with sel, eps: its bound, both only used there)."""
     if st.is_bits:
-        bitsearch.scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
+        bitsearch.scan(st, queries, sel, vis, use_vis, ids, out_d, stats, hd, eps)
         return
     t = st.table
     chains = (t.post_first, t.blk_next, t.blk_off, t.blk_cnt)
@@ -143,16 +148,25 @@ def scan(
 
 
 def search(
-    st: SpannState, queries: F32, k: int, sp: SearchParams, visible: Visible | None
+    st: SpannState,
+    queries: F32,
+    k: int,
+    sp: SearchParams,
+    visible: Visible | None,
+    eps: float = 0.0,
 ) -> IndexResult:
-    """Top-k slots and distances of each query (padded with -1 / +inf) and what it read."""
+    """Top-k slots and distances of each query (padded with -1 / +inf) and what it read.
+    eps > 0 ("bits", asked by `rerank.search`): the distances are lower bounds of them
+    (`bitscan.scan_blocks`), for the rerank's stop rule."""
     if st.store is not None and rerank.wanted(st, sp):  # candidates, then the exact rerank
+        eps = rerank.bound_eps(st, sp)
         if st.is_bits and len(queries) == 1 and visible is None:  # one kernel call
             wide = max(k, rerank.candidates(st, sp))
-            one = single.search_one_bits(st, queries, k, sp, wide)
+            one = single.search_one_bits(st, queries, k, sp, wide, eps)
             if one is not None:
                 return one
-        return rerank.search(st, queries, k, sp, visible, search)
+        inner = functools.partial(search, eps=eps) if eps > 0 else search
+        return rerank.search(st, queries, k, sp, visible, inner, eps)
     nq = len(queries)
     bits = st.is_bits  # (its own scan: `bitsearch`)
     if nq == 1 and visible is None and not bits:  # one warm query: passes 1-4 in one kernel
@@ -183,12 +197,12 @@ def search(
             # Pass 2: query-aware pruning
             sel = select_postings(labels, hd, st.metric, sp.prune_ratio)
             # Passes 3 and 4: read and scan
-            scan(st, queries, sel, vis, use_vis, ids, out_d, stats)
+            scan(st, queries, sel, vis, use_vis, ids, out_d, stats, hd, eps)
         # Pass 5: widen for queries short of the results that exist
         # (rows fill from the left: a short one ends in -1; one query: no numpy reduction)
         if ids[0, -1] < 0 if nq == 1 else ids[:, -1].min() < 0:
             want = min(k, int(count_visible(st.slot_version, vis, use_vis)))
-            widen(st, queries, sp, vis, use_vis, want, sel, ids, out_d, stats)
+            widen(st, queries, sp, vis, use_vis, want, sel, ids, out_d, stats, eps)
     return IndexResult(ids, out_d, stats)
 
 
@@ -312,9 +326,11 @@ def widen(
     ids: I64,
     out_d: F32,
     stats: SearchStats,
+    eps: float = 0.0,
 ) -> None:
     """Pass 5: more postings for short queries (never one already scanned: `scanned` holds
-    the postings read, -1 where pruned), 4x per round, then every posting."""
+    the postings read, -1 where pruned), 4x per round, then every posting (a "bits" scan's
+    bounds with eps: the global centroid's distance stands in for the heads')."""
     m = scanned.shape[1]
     every_read = False
     while True:
@@ -337,7 +353,7 @@ def widen(
             labels = np.broadcast_to(every, (len(short), len(every)))
         fresh = np.where(_isin_rows(labels, scanned[short]), -1, labels)
         sub_ids, sub_d = ids[short], out_d[short]
-        scan(st, queries[short], fresh, vis, use_vis, sub_ids, sub_d, stats)
+        scan(st, queries[short], fresh, vis, use_vis, sub_ids, sub_d, stats, None, eps)
         ids[short], out_d[short] = sub_ids, sub_d
         grown = np.full((len(ids), labels.shape[1]), -1, np.int64)
         grown[short] = labels

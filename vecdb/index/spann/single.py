@@ -88,7 +88,7 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
 
 
 def search_one_bits(
-    st: SpannState, query: F32, k: int, sp: SearchParams, wide: int
+    st: SpannState, query: F32, k: int, sp: SearchParams, wide: int, eps: float = 0.0
 ) -> IndexResult | None:
     """Top-k of one query (1, dim) of a "bits" index with its rerank store, no visible set,
     as `rerank.search` over `search.search` finds it (the `wide` best estimates re-ranked
@@ -121,7 +121,7 @@ def search_one_bits(
             u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None, blockcheck.MODE != "off", coder.centroid, coder.rot,
-            METRIC_CODE[st.metric], st.slot_version, cand_ids, cand_d, half,
+            METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half,
             rows if half else empty16, empty32 if half else rows, ids, out_d, *g.scratch(),
             coder.held(len(st.slot_version)),
         )  # fmt: skip
@@ -138,4 +138,7 @@ def search_one_bits(
     )
     stats.extra["rerank_bytes"] = float(nbytes)
     stats.extra["rerank_rows"] = float(scored)
+    if eps > 0:  # as `rerank.search` counts it
+        short = cand_ids[0, -1] >= 0 and cand_d[0, -1] <= out_d[0, -1]
+        stats.extra["bound_short"] = float(short)
     return IndexResult(ids, out_d, stats)
