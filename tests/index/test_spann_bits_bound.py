@@ -80,11 +80,13 @@ def test_bounded_rerank_reads_fewer_rows_at_the_same_recall(metric: str, tmp_pat
 def test_cold_bounded_rerank_equals_warm(tmp_path: Path) -> None:
     """io=direct reads the first k candidates' rows, then only those of the rest whose
     bound is below the k-th exact distance among them: the warm answer exactly, from
-    fewer row bytes than reading all R; a query with no candidates beyond k reads once."""
+    fewer row bytes than reading all R; re-searched (widened) queries alike."""
     idx, _ = _index(tmp_path, "l2")
     q = clustered(30, D, seed=5, centres=40, spread=0.5)
     p = {"max_postings": 8, "rerank_k": 300, "rerank_eps": 2.0}
     warm = idx.search(q, 10, p)
+    narrow_p = {"max_postings": 8, "rerank_k": 10, "rerank_eps": 2.0}  # R = k, widened
+    warm_narrow = idx.search(q, 10, narrow_p)
     idx.close()
     cold_idx, _ = _index(tmp_path, "l2", io="direct")
     cold = cold_idx.search(q, 10, p)
@@ -95,20 +97,33 @@ def test_cold_bounded_rerank_equals_warm(tmp_path: Path) -> None:
     for i in range(3):
         one = cold_idx.search(q[i : i + 1], 10, p)
         np.testing.assert_array_equal(one.slots[0], warm.slots[i])
-    narrow = cold_idx.search(q, 10, {"max_postings": 8, "rerank_k": 10, "rerank_eps": 2.0})
-    assert narrow.stats.extra["rerank_rows"] == 300
+    narrow = cold_idx.search(q, 10, narrow_p)
+    np.testing.assert_array_equal(narrow.slots, warm_narrow.slots)
+    assert narrow.stats.extra["bound_widened"] == warm_narrow.stats.extra["bound_widened"] > 0
     cold_idx.close()
 
 
-def test_bound_short_flags_too_few_candidates(tmp_path: Path) -> None:
-    """R = k leaves every query's R-th bound below its k-th exact distance (counted); R =
-    400 on clustered data leaves few of them so."""
-    idx, _ = _index(tmp_path, "l2")
+def test_short_queries_are_searched_again_with_more_candidates(tmp_path: Path) -> None:
+    """R = k leaves every query's R-th bound below its k-th exact distance: each is
+    searched again with 4x then 16x the candidates (`bound_widened` counts the re-searches,
+    `bound_short` those still short), for a recall far above R = k without the bound; a
+    single query gets the batch's answer; R = 400 on clustered data re-searches few."""
+    idx, x = _index(tmp_path, "l2")
     q = clustered(40, D, seed=7, centres=40, spread=0.5)
-    tight = idx.search(q, 10, {"max_postings": 8, "rerank_k": 10, "rerank_eps": 2.0})
+    base = dict(enumerate(x))
+    p = {"max_postings": 8, "rerank_k": 10, "rerank_eps": 2.0}
+    tight = idx.search(q, 10, p)
+    plain = idx.search(q, 10, {"max_postings": 8, "rerank_k": 10})
+    extra = tight.stats.extra
+    assert 40 <= extra["bound_widened"] <= 80 and extra["bound_short"] <= extra["bound_widened"] - 40
+    assert tight.stats.queries == 40 and tight.stats.postings_read > plain.stats.postings_read
+    assert recall(tight.slots, base, q, 10, "l2") >= recall(plain.slots, base, q, 10, "l2") + 0.1
+    for i in (0, 17, 39):
+        one = idx.search(q[i : i + 1], 10, p)
+        np.testing.assert_array_equal(one.slots[0], tight.slots[i])
+        assert one.stats.extra["bound_widened"] >= 1
     wide = idx.search(q, 10, {"max_postings": 8, "rerank_k": 400, "rerank_eps": 2.0})
-    assert tight.stats.extra["bound_short"] == 40
-    assert wide.stats.extra["bound_short"] <= 4
+    assert wide.stats.extra.get("bound_widened", 0.0) <= 4
     idx.close()
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, Visible
-from vecdb.index.params import SearchParams, rerank_candidates
+from vecdb.index.params import MAX_RERANK_K, SearchParams, rerank_candidates
 from vecdb.index.spann import bitsearch
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
@@ -32,6 +32,9 @@ from vecdb.kernels.rerank import exact_topk
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+# A query whose R candidates were too few for the bound (`rescore`) is searched again with
+# BOUND_WIDEN x R, at most BOUND_ROUNDS times: R up to 16x rerank_k (MAX_RERANK_K at most)
+BOUND_WIDEN, BOUND_ROUNDS = 4, 2
 Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexResult]
 
 
@@ -68,14 +71,26 @@ def search(
     eps: float = 0.0,
 ) -> IndexResult:
     """Top-k with the exact rerank of max(k, rerank_k) scan candidates; with eps > 0 the
-    inner scan's distances are lower bounds (`bitscan.scan_blocks`) and each query's rerank
+    inner scan's distances are lower bounds (`bitscan.scan_blocks`), each query's rerank
     stops at the first past its k-th exact distance (cold: the rows of the first k
     candidates are read, then those of the rest whose bound is below the k-th exact
-    distance among them)."""
-    store = st.store
-    assert store is not None
+    distance among them), and a query whose R candidates were too few is searched again
+    with more (`widen`)."""
     wide = max(k, candidates(st, sp))
     got = inner(st, queries, wide, _scan_params(sp), visible)
+    res, short = rescore(st, queries, got, k, eps)
+    return widen(st, queries, k, sp, visible, inner, eps, res, short, wide)
+
+
+def rescore(
+    st: SpannState, queries: F32, got: IndexResult, k: int, eps: float
+) -> tuple[IndexResult, npt.NDArray[np.bool_]]:
+    """The exact top k of a scan's candidates (`got`, keys = lower bounds when eps > 0)
+    and, per query, whether its R candidates were too few for the bound: its R-th bound
+    is not above its k-th exact distance, so a candidate R cut off could still enter
+    (never with eps = 0)."""
+    store = st.store
+    assert store is not None
     cand = got.slots
     stats = got.stats
     keys = got.distances if eps > 0 else None
@@ -84,15 +99,49 @@ def search(
     else:  # warm: a slot is its row; bytes = the rows' (their pages come through the cache)
         ids, dist, n = warm_topk(st, queries, cand, store.rows(), k, keys)
         nbytes = n * store.row
-    if keys is not None:  # a query whose R-th bound is below its k-th: R cut candidates off
-        last = keys[:, -1]
-        short = (cand[:, -1] >= 0) & (last <= dist[:, -1])
-        stats.extra["bound_short"] = stats.extra.get("bound_short", 0.0) + float(short.sum())
+    short = np.zeros(len(cand), bool)
+    if keys is not None and cand.shape[1]:
+        short = (cand[:, -1] >= 0) & (keys[:, -1] <= dist[:, -1])
     stats.bytes_read += nbytes
     extra = stats.extra
     extra["rerank_bytes"] = extra.get("rerank_bytes", 0.0) + nbytes
     extra["rerank_rows"] = extra.get("rerank_rows", 0.0) + n
-    return IndexResult(ids, dist, stats)
+    return IndexResult(ids, dist, stats), short
+
+
+def widen(
+    st: SpannState,
+    queries: F32,
+    k: int,
+    sp: SearchParams,
+    visible: Visible | None,
+    inner: Inner,
+    eps: float,
+    res: IndexResult,
+    short: npt.NDArray[np.bool_],
+    wide: int,
+) -> IndexResult:
+    """Search the `short` queries of `res` again with BOUND_WIDEN x the candidates, up to
+    BOUND_ROUNDS times (and MAX_RERANK_K candidates), replacing their rows; counts the
+    queries searched again (`bound_widened`) and those still short (`bound_short`). The
+    widened scans' reads add to the call's stats."""
+    stats = res.stats
+    rounds = 0
+    while short.any() and rounds < BOUND_ROUNDS and wide < MAX_RERANK_K:
+        rounds += 1
+        wide = min(MAX_RERANK_K, wide * BOUND_WIDEN)
+        at = np.flatnonzero(short)
+        got = inner(st, queries[at], wide, _scan_params(sp), visible)
+        sub, sub_short = rescore(st, queries[at], got, k, eps)
+        res.slots[at], res.distances[at] = sub.slots, sub.distances
+        sub.stats.queries = 0  # (answered once)
+        stats.add(sub.stats)
+        stats.extra["bound_widened"] = stats.extra.get("bound_widened", 0.0) + len(at)
+        short = np.zeros_like(short)
+        short[at[sub_short]] = True
+    if eps > 0:
+        stats.extra["bound_short"] = float(short.sum())
+    return res
 
 
 def cold_topk(
