@@ -115,7 +115,9 @@ def test_short_queries_are_searched_again_with_more_candidates(tmp_path: Path) -
     tight = idx.search(q, 10, p)
     plain = idx.search(q, 10, {"max_postings": 8, "rerank_k": 10})
     extra = tight.stats.extra
-    assert 40 <= extra["bound_widened"] <= 80 and extra["bound_short"] <= extra["bound_widened"] - 40
+    assert (
+        40 <= extra["bound_widened"] <= 80 and extra["bound_short"] <= extra["bound_widened"] - 40
+    )
     assert tight.stats.queries == 40 and tight.stats.postings_read > plain.stats.postings_read
     assert recall(tight.slots, base, q, 10, "l2") >= recall(plain.slots, base, q, 10, "l2") + 0.1
     for i in (0, 17, 39):
