@@ -4,7 +4,8 @@
 selected postings are gathered as block lists (`posting.gather_blocks`, CSR per query),
 checked (`blockcheck`) and scanned by `bitscan.scan_blocks`: the query is rotated and
 quantized once, every visible entry gets an estimated distance from its code (in the metric's
-units), and the best R = the row width of `ids` distinct slots are kept, ascending. The
+units), and the best R = the row width of `ids` distinct slots are kept, ascending (with
+`rerank_eps`, by lower bounds of their distances: `head_distances` gives the deviations). The
 exact distances and the final top k come after, from the rerank store (`rerank.search`, which
 asks `search.search` for R candidates: pass 5's widening and `visible` work on them as on
 any scan's rows). Warm, a batch's queries are cut into chunks run on `threads` threads

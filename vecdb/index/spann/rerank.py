@@ -10,7 +10,11 @@ Candidates come out of a scan that already applied `visible` and the versions, s
 else is filtered here. A "bits" index (1-bit postings, `bitsearch`) always has a store:
 `rerank_k` not given is 100 there (`params.rerank_candidates`), and a warm batch's rerank
 runs in query chunks on the scan threads; one warm query's search and rerank run in one
-kernel call instead (`single.search_one_bits`).
+kernel call instead (`single.search_one_bits`). With `rerank_eps` > 0 ("bits" only) the scan
+keys candidates by lower bounds of their distances (the estimate less eps standard
+deviations of its error), the rerank stops at the first bound past the k-th exact distance,
+and a query whose R-th bound is still below that distance (R too few: `rescore`) is
+searched again with 4x, then 16x R (`widen`); stats count `bound_widened` and `bound_short`.
 """
 
 from __future__ import annotations
