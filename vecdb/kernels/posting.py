@@ -212,21 +212,13 @@ def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page)
 
 
 @nb.njit(cache=True, nogil=True)
-def block_values(sel, vals, post_first, blk_next):  # type: ignore[no-untyped-def]
+def block_values(sel, vals, post_first, blk_next, blocks):  # type: ignore[no-untyped-def]
     """vals (nq, m), one per selected posting of `sel`, repeated for each of its blocks in
-    `gather_blocks`' order (float32; a "bits" scan's per-block head distances)."""
+    `gather_blocks`' order (float32; a "bits" scan's per-block head distances); `blocks`:
+    how many `gather_blocks(sel)` listed."""
     nq, m = sel.shape
     npost = post_first.shape[0]
-    total = 0
-    for i in range(nq):
-        for j in range(m):
-            p = sel[i, j]
-            if 0 <= p < npost:
-                b = post_first[p]
-                while b >= 0:
-                    total += 1
-                    b = blk_next[b]
-    out = np.empty(total, dtype=np.float32)
+    out = np.empty(blocks, dtype=np.float32)
     t = 0
     for i in range(nq):
         for j in range(m):

@@ -173,7 +173,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     cand_ids[:] = -1
     cand_d[:] = np.inf
     if eps > 0 and not prune_ip:  # the heads' squared distances (see `bitsearch`)
-        hsq = block_values(s, hd[:, : s.shape[1]], post_first, blk_next)
+        hsq = block_values(s, hd[:, : s.shape[1]], post_first, blk_next, off.shape[0])
     else:
         hsq = np.full(off.shape[0], np.nan, np.float32)
     scan_blocks(

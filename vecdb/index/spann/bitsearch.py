@@ -137,5 +137,6 @@ def head_distances(st: SpannState, sel: I64, hd: F32 | None, eps: float, blocks:
     if eps <= 0 or hd is None or st.metric == "ip":
         return np.full(blocks, np.nan, np.float32)
     t = st.table
-    out: F32 = block_values(sel, np.ascontiguousarray(hd, np.float32), t.post_first, t.blk_next)
+    vals = np.ascontiguousarray(hd, np.float32)
+    out: F32 = block_values(sel, vals, t.post_first, t.blk_next, blocks)
     return out
