@@ -92,6 +92,8 @@ def test_cold_bounded_rerank_equals_warm(tmp_path: Path) -> None:
     cold = cold_idx.search(q, 10, p)
     np.testing.assert_array_equal(cold.slots, warm.slots)
     np.testing.assert_array_equal(cold.distances, warm.distances)
+    # every row the warm rule scored was read (a phase-2 threshold below the k-th misses some)
+    assert cold.stats.extra["rerank_rows"] == warm.stats.extra["rerank_rows"]
     every = cold_idx.search(q, 10, {"max_postings": 8, "rerank_k": 300})
     assert cold.stats.extra["rerank_bytes"] < 0.8 * every.stats.extra["rerank_bytes"]
     for i in range(3):
