@@ -133,7 +133,14 @@ def test_short_queries_are_searched_again_with_more_candidates(tmp_path: Path) -
 
 @pytest.mark.parametrize("value", [-0.5, 101.0, "2", float("nan")])
 def test_bad_rerank_eps_is_refused(value: object, tmp_path: Path) -> None:
+    """A value outside [0, 100] or not a number is refused naming the field (and a valid one
+    is taken, so the refusal is the check's, not an unknown parameter's)."""
     idx, _ = _index(tmp_path, "l2")
-    with pytest.raises(InvalidArgument, match="rerank_eps"):
+    with pytest.raises(InvalidArgument, match="rerank_eps must be") as info:
         idx.search(np.zeros((1, D), np.float32), 10, {"rerank_eps": value})
+    assert info.value.field == "params.rerank_eps"
+    assert idx.search(np.zeros((1, D), np.float32), 10, {"rerank_eps": 100.0}).slots.shape == (
+        1,
+        10,
+    )
     idx.close()

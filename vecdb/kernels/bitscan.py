@@ -653,9 +653,7 @@ def bound_gap(eps, hsq, gsq, qvar, d):  # type: ignore[no-untyped-def]
     ||r|| / <x_bar, o>, which its mul holds): sqrt(XO_VAR ||q - c||^2 / (d - 1) + delta^2 /
     12), ||q - c||^2 = hsq (gsq, the distance to the global centroid, when hsq is NaN),
     with 1 - <x_bar, o>^2 taken at its mean for a normal residual (XO_VAR: the entry does
-    not store <x_bar, o> apart from ||r||). 0 when eps is 0."""
-    if eps <= 0:
-        return np.float32(0.0)
+    not store <x_bar, o> apart from ||r||)."""
     h = hsq if hsq >= 0 else gsq
     var = np.float32(XO_VAR) * h / np.float32(max(d - 1, 1)) + qvar
     return np.float32(eps) * np.float32(np.sqrt(max(var, np.float32(0.0))))
@@ -675,7 +673,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     count. With eps > 0 the key of an entry is not its estimate but the estimate less eps
     standard deviations of its error (`bound_gap`; head_sq[b]: the squared distance of the
     query to block b's posting centroid, NaN: unknown, the query's distance to the global
-    centroid stands in), a lower bound on its distance for nearly every entry: the R kept
+    centroid stands in; read only when eps > 0, so it may be empty then), a lower bound on its distance for nearly every entry: the R kept
     are the R smallest lower bounds, so a rerank in their order may stop at the first whose
     bound exceeds the k-th exact distance (`rerank.rerank_topk`). eps = 0: the estimates.
     The query is rotated and quantized once (`_rotate_tile`, ROTATE_TILE queries at
@@ -746,7 +744,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             # a register load reads WLANES words from an entry: past the block's last
             # entry by up to WLANES - ew words (masked out), so only inside the buffer
             fast = reg and base + m * ew + WLANES - ew <= u64.shape[0]
-            g = bound_gap(eps, head_sq[blk], sq, qvar, d)
+            g = bound_gap(eps, head_sq[blk], sq, qvar, d) if eps > 0 else np.float32(0.0)
             _block_estimates(
                 u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, est
             )

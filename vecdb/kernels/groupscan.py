@@ -296,10 +296,10 @@ def _passes_dot(x, dim, cap, q, a):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True, nogil=True, inline="always")
 def _admit(a, n, metric, worst, pick):  # type: ignore[no-untyped-def]
     """The entries j < n that may enter a top-k row whose last distance is `worst` (before
-    the block), in order, into pick; returns how many. The test is made in float32, as
-    the fold's (cosine's 1 - a included: float32 of the exact difference, the value the
-    row stores), branch-free (the index is written always, the count moves only on a hit) with the metric's branch
-    outside the loop: the per-entry test before the fold was a data-dependent branch the
+    the block), in order, into pick; returns how many. The test is made in float32, as the
+    fold's (cosine's 1 - a included: float32 of the exact difference, the value the row
+    stores), branch-free (the index is written always, the count moves only on a hit) with
+    the metric's branch outside the loop: the per-entry test before the fold was a data-dependent branch the
     CPU mispredicts while a batch's rows fill. The fold tests each one again, exactly as
     before, against the row as it is then: the top k is the per-entry loop's, bit for
     bit (2,000 GloVe-50 queries, 56 postings, int8 + rerank: the scan ~1.09x faster)."""

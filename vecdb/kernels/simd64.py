@@ -3,9 +3,8 @@
 This module owns `W8`, a numba type lowered to LLVM's ``<8 x i64>`` (one AVX-512 register,
 two AVX2 ones), and the few operations the bit estimates need: ``wload`` 8 consecutive
 uint64 of an array (any alignment), ``wstore`` its inverse, ``wand``, ``wadd``, ``wshl``
-(by a constant),
-``wcount`` (each lane's popcount: ``llvm.ctpop``, one VPOPCNTQ where the CPU has
-AVX512-VPOPCNTDQ, a short sequence elsewhere) and ``wsum`` (the lanes' sum). Why: a code
+(by a constant), ``wcount`` (each lane's popcount: ``llvm.ctpop``, one VPOPCNTQ where the
+CPU has AVX512-VPOPCNTDQ, a short sequence elsewhere) and ``wsum`` (the lanes' sum). Why: a code
 of 384 bits is 6 words, and a numba loop over a runtime 6 words is vectorised by LLVM for
 8 or more, so at 384 dimensions every popcount of the scan ran as scalar code (1-bit
 estimates of MiniLM-384 entries, `kernels.bitscan`). Same conventions as `simd` (16 float32

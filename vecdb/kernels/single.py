@@ -172,10 +172,12 @@ def search_one_bits(  # type: ignore[no-untyped-def]
         return CHECK, 0, 0, 0, 0
     cand_ids[:] = -1
     cand_d[:] = np.inf
-    if eps > 0 and not prune_ip:  # the heads' squared distances (see `bitsearch`)
-        hsq = block_values(s, hd[:, : s.shape[1]], post_first, blk_next, off.shape[0])
-    else:
+    if eps <= 0:  # (read only with a bound)
+        hsq = np.empty(0, np.float32)
+    elif prune_ip:  # inner products: unknown (see `bitsearch.head_distances`)
         hsq = np.full(off.shape[0], np.nan, np.float32)
+    else:  # the heads' squared distances
+        hsq = block_values(s, hd[:, : s.shape[1]], post_first, blk_next, off.shape[0])
     scan_blocks(
         u8, i64, u64, f32, bdim - 1, off, cnt, ptr, 0, 1, query, centroid, rot, metric,
         slot_version, NO_VISIBLE, False, hsq, eps, cand_ids, cand_d, held,

@@ -38,6 +38,7 @@ U8 = npt.NDArray[np.uint8]
 # kernel), far above a pool task's ~10 us hand-off: any batch of this many goes to threads.
 PARALLEL_MIN_QUERIES = 2
 CHUNKS_PER_THREAD = 4  # query chunks per thread (a preempted thread holds up one chunk)
+NO_HEADS = np.zeros(0, np.float32)  # `head_distances` without a bound (never read)
 
 
 def threads_for(nq: int) -> int:
@@ -132,9 +133,12 @@ def scan(
 
 def head_distances(st: SpannState, sel: I64, hd: F32 | None, eps: float, blocks: int) -> F32:
     """Per block of `gather_blocks(sel)`, the squared distance of its query to its posting's
-    head (`scan_blocks`' head_sq): hd's, or NaN (unknown: no bound asked, no distances, or
-    an "ip" index, whose head distances are inner products)."""
-    if eps <= 0 or hd is None or st.metric == "ip":
+    head (`scan_blocks`' head_sq): hd's, or NaN (unknown: no distances, or an "ip" index,
+    whose head distances are inner products); none without a bound (the scan reads them only
+    with eps > 0)."""
+    if eps <= 0:
+        return NO_HEADS
+    if hd is None or st.metric == "ip":
         return np.full(blocks, np.nan, np.float32)
     t = st.table
     vals = np.ascontiguousarray(hd, np.float32)

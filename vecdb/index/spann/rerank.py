@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -159,12 +160,27 @@ def cold_topk(
     assert store is not None
     metric = METRIC_CODE[st.metric]
     take = cand >= 0
+    at = np.full(cand.shape, -1, np.int64)  # row of each read candidate (-1: not read)
+
+    def read(mask: npt.NDArray[np.bool_], first: int) -> tuple[npt.NDArray[Any], int]:
+        rows, nbytes = store.read_rows(cand[mask])
+        at[mask] = first + np.arange(len(rows))
+        return rows, nbytes
+
     if keys is None or cand.shape[1] <= k:
-        rows, nbytes = store.read_rows(cand[take])
-        at = np.full(cand.shape, -1, np.int64)
-        at[take] = np.arange(len(rows))
+        rows, nbytes = read(take, 0)
         ids, dist, n = exact_topk(queries, cand, at, rows, metric, k)
         return ids, dist, n, nbytes
+    head = take.copy()
+    head[:, k:] = False
+    rows1, nbytes = read(head, 0)
+    _, dist1, _ = exact_topk(queries, cand, at, rows1, metric, k)  # (unread: at = -1)
+    more = take & (keys <= dist1[:, -1:])
+    more[:, :k] = False
+    rows2, got = read(more, len(rows1))
+    rows = np.concatenate([rows1, rows2]) if len(rows2) else rows1
+    ids, dist, n = exact_topk(queries, cand, at, rows, metric, k, keys)
+    return ids, dist, n, nbytes
     first = take.copy()
     first[:, k:] = False
     rows1, nbytes = store.read_rows(cand[first])
