@@ -126,6 +126,30 @@ def test_codes_do_not_depend_on_their_posting(tmp_path: Path) -> None:
     idx.close()
 
 
+@pytest.mark.parametrize("half", [True, False])
+def test_fit_and_encode_in_chunks_equal_the_whole_matrix(
+    half: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coder converts a build's rows a chunk at a time (no float32 copy of the whole
+    matrix): the centroid and every entry as if converted at once."""
+    from vecdb.index.spann import bitcodes
+
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((1000, 96)) * 3 + 1).astype(np.float32)
+    rerank = "float16" if half else "float32"
+    whole = BitCoder.fit(x, "l2", rerank, 7)
+    monkeypatch.setattr(bitcodes, "CHUNK_BYTES", 4 * 96 * 64)  # 64 rows a chunk
+    chunked = BitCoder.fit(x, "l2", rerank, 7)
+    ref = bitcodes.store_rows(x, half).mean(0, dtype=np.float64).astype(np.float32)
+    np.testing.assert_allclose(chunked.centroid, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(whole.centroid, ref, rtol=1e-6, atol=1e-6)
+    coder = BitCoder(ref, chunked.rot, "l2", half)
+    got = coder.encode(x)  # 16 chunks
+    monkeypatch.setattr(bitcodes, "CHUNK_BYTES", 16 << 20)
+    want = coder.encode(x)  # one call
+    np.testing.assert_array_equal(got, want)
+
+
 def test_churn_keeps_every_live_vector_findable(tmp_path: Path) -> None:
     """After inserts that split postings, a mass remove (merges, clean-ups) and more
     inserts, an exhaustive search by every live vector finds itself at distance 0 (float16
