@@ -51,15 +51,17 @@ def build_time_table(rows: Sequence[Row]) -> list[str]:
     peers = [n for n, rs in groups.items() if not rs[0].get("is_ours") and rs[0].get("build_s")]
     if not ours or not peers:
         return []
-    lines = ["| vecdb system | build s | " + " | ".join(f"/ {p}" for p in peers) + " |"]
-    lines.append("|---" * (len(peers) + 2) + "|")
+    head = "| vecdb system | build s | warm-up s | "
+    lines = [head + " | ".join(f"/ {p}" for p in peers) + " |"]
+    lines.append("|---" * (len(peers) + 3) + "|")
     lines.append(
-        "| (peer build s) | - | "
+        "| (peer build s) | - | - | "
         + " | ".join(fmt(groups[p][0]["build_s"], 1) for p in peers)
         + " |"
     )
     for a in ours:
         ta = float(groups[a][0]["build_s"])
+        warm = fmt(groups[a][0].get("warmup_s"), 1)
         cells = [f"{ta / float(groups[p][0]['build_s']):.2f}x" for p in peers]
-        lines.append(f"| {a} | {ta:,.1f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {a} | {ta:,.1f} | {warm} | " + " | ".join(cells) + " |")
     return lines

@@ -242,7 +242,9 @@ def section_text(
         out += ["", f"### Build time, vecdb / peer (wall seconds, {threads} threads, same run)", ""]
         out += [
             "Whole build: vecdb = batched upsert + optimize until done; peers = their add/train "
-            "calls. Each built once, in the benchmark process.",
+            "calls. Each built once, in the benchmark process, after its libraries were imported "
+            "and (vecdb) its kernels compiled or loaded from numba's cache on a tiny collection: "
+            "that time is the warm-up column, not in build s.",
             "",
             *times,
         ]

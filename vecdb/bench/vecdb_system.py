@@ -76,7 +76,11 @@ class _VecdbSystem(System):
         x = rng.standard_normal((n, self.dim)).astype(np.float32)
         batch = rng.standard_normal((PROBE_QUERIES, self.dim)).astype(np.float32)
         with vecdb.connect(":memory:") as client:
-            client.create_collection("warm", dim=self.dim, metric=self.metric, index=index)
+            # the build's index_params too: a "bits" index has kernels of its own
+            params = self.build_params.get("index_params") or {}
+            client.create_collection(
+                "warm", dim=self.dim, metric=self.metric, index=index, index_params=params
+            )
             client.upsert("warm", ids=np.arange(n, dtype=np.int64), vectors=x)
             if index == "spann":
                 client.optimize("warm", wait=True)
