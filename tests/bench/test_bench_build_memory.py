@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from vecdb.bench.build_memory import children_anon_probe, measure_build_memory
 from vecdb.bench.build_report import build_memory_table, build_time_table
@@ -109,8 +110,17 @@ def test_timed_build_warms_kernels_before_the_clock(tmp_path: Path) -> None:
     system = make_system("vecdb-spann", "l2", 16, len(base), {}, None)
     order: list[str] = []
     warm, build = system.import_libraries, system.build
-    system.import_libraries = lambda: (order.append("warm"), warm())[1]  # type: ignore[method-assign]
-    system.build = lambda b, w: (order.append("build"), build(b, w))[1]  # type: ignore[method-assign]
+
+    def warm_logged() -> None:
+        order.append("warm")
+        warm()
+
+    def build_logged(base: npt.NDArray[np.float32], workdir: Path) -> None:
+        order.append("build")
+        build(base, workdir)
+
+    system.import_libraries = warm_logged  # type: ignore[method-assign]
+    system.build = build_logged  # type: ignore[method-assign]
     try:
         out = timed_build(system, SimpleNamespace(base=base), 1, tmp_path)  # type: ignore[arg-type]
     finally:

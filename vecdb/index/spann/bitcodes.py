@@ -118,7 +118,7 @@ class BitCoder:
 
 
 def _chunk_rows(vectors: F32) -> int:
-    return max(1, CHUNK_BYTES // max(1, 4 * vectors.shape[1]))
+    return max(1, CHUNK_BYTES // max(1, 4 * int(vectors.shape[1])))
 
 
 def _chunks(vectors: F32) -> list[tuple[int, int]]:
