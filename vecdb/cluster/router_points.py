@@ -38,11 +38,13 @@ from vecdb.types import IdType, IndexKind, Metric
 
 def max_abs_component(spec: dict[str, Any]) -> float | None:
     """The largest component a node's index of this catalog spec stores: SPANN with float16
-    postings (its default vector_dtype) holds up to MAX_FLOAT16, as `SpannIndex` says."""
+    postings or a float16 rerank store (the defaults below and from BITS_MIN_DIM
+    dimensions) holds up to MAX_FLOAT16, as `SpannIndex` says."""
     if (spec.get("index") or registry.DEFAULT_KIND.value) != IndexKind.SPANN.value:
         return None
-    dtype = BuildParams.parse(spec.get("index_params") or {}).vector_dtype
-    return MAX_FLOAT16 if dtype == "float16" else None
+    dim = int(spec["dim"]) if "dim" in spec else None
+    params = BuildParams.parse(spec.get("index_params") or {}, dim)
+    return MAX_FLOAT16 if params.float16_rows else None
 
 
 class PointRpcs(RouterBase):

@@ -69,7 +69,8 @@ def check_batch(
         row, col = np.argwhere(big)[0]
         raise InvalidArgument(
             f"vectors[{row}][{col}] = {prepared[row, col]:.6g} exceeds {max_abs:g}, the "
-            "largest component this collection's index stores (float16 postings); create "
+            "largest component this collection's index stores (float16 postings or rerank "
+            "rows); create "
             'the collection with index_params={"vector_dtype": "float32"} for such data',
             field=f"vectors[{row}][{col}]", reason="TOO_LARGE",
         )  # fmt: skip

@@ -39,6 +39,12 @@ VECTOR_DTYPES = ("float32", "float16", "int8", "bits")
 BITS = "bits"  # 1-bit codes (RaBitQ-style) re-ranked from the rerank store (issue 12)
 BITS_WIDTH = 8  # `BuildParams.width` of "bits": an entry is a whole number of 8-byte words
 DEFAULT_VECTOR_DTYPE = "float16"
+# A new index of this many dimensions or more, given no vector_dtype (and not rerank "none"),
+# gets "bits" postings (with a float16 rerank store): at recall@10 0.95 on MiniLM-384 1.3-1.7x
+# the QPS of the graph indexes where float16 postings reach ~0.5x, and on random 1024-d 0.95
+# where float16 tops out at 0.94 (bench/RESULTS.md, "minilm-384-bits-peers",
+# "random-1024-bits"); GloVe-50 stays float16 (1-bit codes of 50 dimensions rank poorly)
+BITS_MIN_DIM = 256
 RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue 12)
 DEFAULT_RERANK = "none"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
@@ -162,11 +168,19 @@ class BuildParams:
     rerank: str = DEFAULT_RERANK  # exact-rerank store rows: none | float16 | float32
 
     @classmethod
-    def parse(cls, given: Mapping[str, Any] | None) -> BuildParams:
+    def parse(cls, given: Mapping[str, Any] | None, dim: int | None = None) -> BuildParams:
         """Validated parameters. "bits" postings need the rerank store: `rerank` not given
         means float16 rows with them, and "none" given is an error naming both; their
         `head_fraction` and `posting_vectors` not given are DEFAULT_BITS_* (4x larger
-        postings)."""
+        postings). With `dim` (an index being created), `vector_dtype` not given is "bits"
+        from BITS_MIN_DIM dimensions unless `rerank` "none" is given, else float16; an
+        index once created keeps the parameters its manifest stores."""
+        if (
+            dim is not None
+            and dim >= BITS_MIN_DIM
+            and (given is None or ("vector_dtype" not in given and given.get("rerank") != "none"))
+        ):
+            given = dict(given or {}, vector_dtype=BITS)
         if given is not None and given.get("vector_dtype") == BITS:
             bits = {
                 "rerank": "float16",
@@ -191,13 +205,19 @@ class BuildParams:
         return {"float32": 4, "float16": 2, "int8": 1, BITS: BITS_WIDTH}[self.vector_dtype]
 
     @property
+    def float16_rows(self) -> bool:
+        """Whether the index keeps vectors as float16 (postings or rerank store rows): it
+        refuses components beyond MAX_FLOAT16."""
+        return self.vector_dtype == "float16" or self.rerank == "float16"
+
+    @property
     def half_heads(self) -> bool:
         """Whether the head graph keeps float16 vectors: when the vectors are known to fit
         float16's range (float16 postings, or a float16 rerank store, which refuses larger
         components). Half the bytes a head: MiniLM-384 with "bits" postings (4,389 heads,
         20 postings, 1,000 queries, alternated), one query 499 -> 453 us, recall 0.9499 ->
         0.9502."""
-        return self.vector_dtype == "float16" or self.rerank == "float16"
+        return self.float16_rows
 
     def block_dim(self, dim: int) -> int:
         """Components per entry in the posting blocks, each `width` bytes: `dim`, or for

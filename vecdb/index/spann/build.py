@@ -37,6 +37,7 @@ from vecdb.index.spann.assign import (
     select_replicas,
 )
 from vecdb.index.spann.bitcodes import BitCoder, Codec
+from vecdb.index.spann.calibrate import calibrate
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.postings import PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
@@ -147,6 +148,10 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     content |= {"pending": set(), "heads_dirty": True, "freed_bytes": 0}
     st.publish("build publish", versions, content)
     release_free_memory()
+    if st.is_bits:  # how many 1-bit candidates this data needs re-ranked (`calibrate`)
+        _report(progress, "calibrate", 0, 1)
+        st.rerank_k, st.rerank_k_agreement = calibrate(st, slots, vectors)
+        _report(progress, "calibrate", 1, 1)
 
 
 def fit_codec(p: BuildParams, metric: str, vectors: F32) -> Codec | None:

@@ -50,8 +50,7 @@ class SpannIndex:
         if state.metric not in ("l2", "ip", "cosine"):
             raise InvalidArgument(f"metric must be l2, ip or cosine, got {state.metric!r}")
         self.state = state
-        half = state.width == 2 or state.params.rerank == "float16"  # float16 store rows too
-        self.max_abs_component = MAX_FLOAT16 if half else None
+        self.max_abs_component = MAX_FLOAT16 if state.params.float16_rows else None
 
     # --- build -------------------------------------------------------------------------------
 
@@ -227,7 +226,7 @@ class SpannIndex:
                 row, col = np.argwhere(big)[0]
                 row += lo
                 raise InvalidArgument(
-                    f"vectors[{row}][{col}] = {v[row, col]:g}: vector_dtype=float16 holds "
-                    f"components up to {MAX_FLOAT16:g}"
+                    f"vectors[{row}][{col}] = {v[row, col]:g}: float16 postings or rerank "
+                    f"rows hold components up to {MAX_FLOAT16:g}"
                 )
         return s, v

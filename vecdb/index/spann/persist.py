@@ -168,8 +168,9 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     st.heads_dirty = False
     # Pass 3: a consistent snapshot of versions, table and tree (removes wait for it)
     with st.lock.read():
-        info = dict(st.counters, live_heads=st.live_heads, n_live=st.n_live)
+        info: dict[str, Any] = dict(st.counters, live_heads=st.live_heads, n_live=st.n_live)
         info["next_posting"], info["replica_cap"] = st.next_posting, st.replica_cap
+        info["rerank_k"], info["rerank_k_agreement"] = st.rerank_k, st.rerank_k_agreement
         versions, table, tree = (
             st.slot_version.tobytes(),
             st.table.to_arrays(),
@@ -215,7 +216,7 @@ def open_state(
     m = read_manifest(directory)
     if m is None:
         clean_directory(directory, set())
-        return new_state(dim, metric, BuildParams.parse(params), directory), 0
+        return new_state(dim, metric, BuildParams.parse(params, dim), directory), 0
     if m["dim"] != dim or m["metric"] != metric:
         raise FormatError(
             f"{directory / MANIFEST}: index is dim={m['dim']} metric={m['metric']}, "
@@ -245,6 +246,8 @@ def open_state(
     st.live_heads, st.next_posting = info["live_heads"], info["next_posting"]
     st.n_live, st.replica_cap = info["n_live"], int(info.get("replica_cap", 0))
     st.counters = {k: int(info.get(k, 0)) for k in COUNTERS}
+    st.rerank_k = int(info.get("rerank_k", 0))
+    st.rerank_k_agreement = float(info.get("rerank_k_agreement", 1.0))
     st.rng = np.random.default_rng(p.seed + st.ckpt_no)
     st.applied_seq = int(m["applied_seq"])
     return st, st.applied_seq

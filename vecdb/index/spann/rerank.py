@@ -30,6 +30,7 @@ import numpy.typing as npt
 from vecdb.index.base import IndexResult, Visible
 from vecdb.index.params import MAX_RERANK_K, SearchParams, rerank_candidates
 from vecdb.index.spann import bitsearch
+from vecdb.index.spann.calibrate import default_rerank_k
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import METRIC_CODE
@@ -44,7 +45,10 @@ Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexRe
 
 
 def candidates(st: SpannState, sp: SearchParams) -> int:
-    """The call's `rerank_k` on this index (`params.rerank_candidates`: 100 for "bits")."""
+    """The call's `rerank_k` on this index: the request's, else for "bits" the index's own
+    (`calibrate`), else `params.rerank_candidates`."""
+    if sp.rerank_k is None and st.is_bits:
+        return default_rerank_k(st)
     return rerank_candidates(sp, st.params.vector_dtype)
 
 

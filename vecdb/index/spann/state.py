@@ -162,6 +162,10 @@ class SpannState:
     live_seen: LiveSeen | None = None  # the last whole count of live entries (`LiveSeen`)
     removes_since: list[I64] | None = None  # slots removed while `publish` prepares
     stale_slots: int = 0  # live slots removed or placed again, ever (`LiveSeen.current`)
+    # "bits": the rerank_k of a request that gives none, measured by the last bulk build
+    # (`calibrate`; 0: none measured, DEFAULT_BITS_RERANK_K), and the agreement it reached
+    rerank_k: int = 0
+    rerank_k_agreement: float = 1.0
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError
 from vecdb.index.spann import compaction
+from vecdb.index.spann.calibrate import default_rerank_k
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import store_stats
@@ -64,6 +65,18 @@ def posting_counts(st: SpannState) -> tuple[I64, str]:
     return entries, "entries"
 
 
+def rerank_default(st: SpannState) -> dict[str, Any]:
+    """A "bits" index's `rerank_k` when a request gives none, and the agreement with the
+    reference its calibration reached (`calibrate`); nothing for other indexes."""
+    if not st.is_bits:
+        return {}
+    return {
+        "rerank_k_default": default_rerank_k(st),
+        "rerank_k_calibrated": st.rerank_k > 0,
+        "rerank_k_calibration": round(st.rerank_k_agreement, 4),
+    }
+
+
 def index_stats(st: SpannState) -> dict[str, Any]:
     """Heads, postings, mean/max live posting size, replicas per vector, resident memory
     estimate, bytes on disk (allocated: files grow sparsely), reader, update counters and the
@@ -98,6 +111,7 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         "bytes_on_disk": disk,
         "io": "mmap" if isinstance(st.reader, MmapReader) else "direct",
         **store_stats(st),  # the rerank store (`vectors.store_stats`)
+        **rerank_default(st),
         "longest_write_lock_s": st.lock.longest_write_s,
         "longest_write_lock_phase": st.lock.longest_write_phase,
         **st.counters,
