@@ -218,6 +218,24 @@ def test_a_component_float16_cannot_hold_is_refused_whole_by_the_router(nodes: N
         assert info.value.field == "vectors"
 
 
+def test_the_router_checks_component_range_as_the_nodes_index_will() -> None:
+    """The router refuses components beyond float16's range exactly when the nodes' index
+    stores float16 rows: float16 postings (the default below 256 dimensions) or a float16
+    rerank store (bits, the default from 256), not float32 postings or a float32 store."""
+    from vecdb.cluster.router_points import max_abs_component
+    from vecdb.index.params import MAX_FLOAT16
+
+    assert max_abs_component({"dim": 50, "index": "spann"}) == MAX_FLOAT16
+    assert max_abs_component({"dim": 384, "index": "spann"}) == MAX_FLOAT16
+    bits = {"vector_dtype": "bits"}  # its store's rows: float16 unless asked otherwise
+    assert max_abs_component({"dim": 128, "index": "spann", "index_params": bits}) == MAX_FLOAT16
+    bits32 = {"vector_dtype": "bits", "rerank": "float32"}
+    assert max_abs_component({"dim": 384, "index": "spann", "index_params": bits32}) is None
+    f32 = {"vector_dtype": "float32"}
+    assert max_abs_component({"dim": 384, "index": "spann", "index_params": f32}) is None
+    assert max_abs_component({"dim": 384, "index": "flat"}) is None
+
+
 def test_long_admin_calls_get_no_default_deadline(tmp_path: Path) -> None:
     """A client that sets no deadline: Optimize (waiting) and CreateSnapshot through a router
     whose default_deadline_s is tiny still succeed (the shards get no deadline either)."""
