@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import numpy.typing as npt
 
@@ -121,9 +122,11 @@ def test_timed_build_warms_kernels_before_the_clock(tmp_path: Path) -> None:
 
     system.import_libraries = warm_logged  # type: ignore[method-assign]
     system.build = build_logged  # type: ignore[method-assign]
+    threads = numba.get_num_threads()
     try:
         out = timed_build(system, SimpleNamespace(base=base), 1, tmp_path)  # type: ignore[arg-type]
     finally:
         system.close()
+        numba.set_num_threads(threads)  # the build set 1; later tests need theirs
     assert order == ["warm", "build"]
     assert out["warmup_s"] > 0 and out["build_s"] > 0 and out["build_threads"] == 1
