@@ -148,10 +148,12 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     content |= {"pending": set(), "heads_dirty": True, "freed_bytes": 0}
     st.publish("build publish", versions, content)
     release_free_memory()
-    if st.is_bits:  # how many 1-bit candidates this data needs re-ranked (`calibrate`)
-        _report(progress, "calibrate", 0, 1)
+    # How many 1-bit candidates this data needs re-ranked (`calibrate`): after the publish,
+    # so without progress reports (a report may cancel the job, which must not happen to a
+    # build already published): 0.2 s at 390,000 x 384 (MiniLM, 100), 0.9 s at 30,000 x
+    # 1024 (random, 2,000)
+    if st.is_bits:
         st.rerank_k, st.rerank_k_agreement = calibrate(st, slots, vectors)
-        _report(progress, "calibrate", 1, 1)
 
 
 def fit_codec(p: BuildParams, metric: str, vectors: F32) -> Codec | None:
