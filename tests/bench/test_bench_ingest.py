@@ -10,6 +10,7 @@ import pytest
 
 from vecdb.bench import ingest
 from vecdb.bench.datasets import load_dataset
+from vecdb.bench.ingest_report import section_text
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,41 @@ def test_watchdog_kills_the_server_when_posting_files_run_away() -> None:
                 break
             time.sleep(0.05)
     assert server.killed == 1 and dog.reason is not None and "posting files" in dog.reason
+
+
+def test_a_wide_collection_counts_its_rerank_store(tmp_path: Path) -> None:
+    """At 256 dimensions the default index keeps a rerank store beside its 1-bit postings: the
+    store's allocated bytes are sampled, and the disk bound's figure is postings + store."""
+    ds = load_dataset("synthetic:2400:256", cache_dir=tmp_path / "cache", metric="cosine")
+    cfg = ingest.IngestConfig(variants=["bulk"], threads=1, batch_rows=800, work_dir=tmp_path)
+    (r,) = ingest.run_ingest_benchmark(ds, cfg, log=lambda m: None)
+    assert "error" not in r, r.get("error")
+    series = r["series"]
+    assert max(series["store_bytes"]) >= 2400 * 256 * 2  # float16 rows of every vector
+    both = [p + s for p, s in zip(series["posting_bytes"], series["store_bytes"], strict=True)]
+    raw = 2400 * 256 * 4
+    assert r["disk_max_x_raw"] == round(max(both) / raw, 3) > r["posting_max_x_raw"]
+    text = section_text([r], "cmd", cfg.interval_s)
+    assert f"| {r['disk_max_x_raw']:.2f}x |" in text
+
+
+def test_watchdog_counts_the_rerank_store() -> None:
+    """Postings under the bound but postings + store over it: the server is killed."""
+
+    class FakeServer:
+        killed = 0
+
+        def kill(self) -> None:
+            self.killed += 1
+
+    class FakeSampler:
+        values = {"posting_bytes": [10.0, 1e9], "store_bytes": [0.0, 1.5e9]}
+
+    server = FakeServer()
+    dog = ingest._Watchdog(server, FakeSampler(), 2e9, deadline=float("inf"))  # type: ignore[arg-type]
+    with dog:
+        for _ in range(40):
+            if server.killed:
+                break
+            time.sleep(0.05)
+    assert server.killed == 1 and dog.reason is not None and "rerank store" in dog.reason

@@ -46,7 +46,7 @@ from vecdb.bench.datasets import Dataset, load_dataset, slugify
 from vecdb.bench.engine_features import index_state, optimize_and_wait
 from vecdb.bench.environment import environment, load_average
 from vecdb.bench.ingest_report import cell, section_text
-from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe
+from vecdb.bench.sampler import Sampler, allocated_bytes_probe, files_bytes_probe, rss_anon_probe
 from vecdb.bench.server_process import ServerProcess
 
 VARIANTS = ("bulk", "online", "churn")
@@ -58,6 +58,7 @@ CHURN_FRACTION = 0.2
 CHURN_SEED = 5
 SAMPLE_INTERVAL_S = 0.05
 POSTING_GLOB = "postings*.bin"
+STORE_GLOB = "vectors.bin"  # a SPANN rerank store (bits postings: the default from 256-d)
 DEFAULT_ABORT_POSTING_X = 20.0
 ABORT_POSTING_FLOOR_BYTES = 1 << 30  # never abort below 1 GiB (small sets, preallocation)
 DEFAULT_TIME_LIMIT_S = 1800.0
@@ -102,8 +103,10 @@ class _Watchdog:
     def _run(self) -> None:
         while not self._done.wait(0.25):
             posting = self.sampler.values["posting_bytes"]
-            if posting and posting[-1] > self.limit_bytes:
-                self.reason = f"posting files reached {posting[-1] / 2**20:,.0f} MiB"
+            store = self.sampler.values.get("store_bytes") or [0.0]
+            if posting and posting[-1] + store[-1] > self.limit_bytes:
+                total = (posting[-1] + store[-1]) / 2**20
+                self.reason = f"posting files and rerank store reached {total:,.0f} MiB"
             elif time.monotonic() > self.deadline:
                 self.reason = "time limit reached"
             if self.reason:
@@ -250,6 +253,7 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
     sampler = Sampler(
         {
             "posting_bytes": files_bytes_probe(data_dir, cfg.posting_glob),
+            "store_bytes": allocated_bytes_probe(data_dir, STORE_GLOB),
             "server_anon_kib": rss_anon_probe(server.pid),
         },
         cfg.interval_s,
@@ -278,11 +282,14 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
     row["count_ok"] = row.get("count") == n
     times = np.array(sampler.times)
     posting = np.array(sampler.values["posting_bytes"])
+    store = np.array(sampler.values["store_bytes"])
+    both = posting + store
     anon = np.array(sampler.values["server_anon_kib"])
     for phase in phases.values():
         inside = (times >= phase["start_s"]) & (times <= phase["end_s"])
         if inside.any():
             phase["posting_max_x_raw"] = round(float(posting[inside].max()) / raw, 3)
+            phase["disk_max_x_raw"] = round(float(both[inside].max()) / raw, 3)
     stream = phases.get(measured, {})
     row.update(
         {
@@ -296,6 +303,8 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
             "optimize_s": round(sum(p["seconds"] for k, p in phases.items() if "optimize" in k), 3),
             "posting_max_mib": round(float(posting.max(initial=0)) / 2**20, 1),
             "posting_max_x_raw": round(float(posting.max(initial=0)) / raw, 3),
+            "store_max_mib": round(float(store.max(initial=0)) / 2**20, 1),
+            "disk_max_x_raw": round(float(both.max(initial=0)) / raw, 3),
             "server_anon_max_mib": round(float(anon.max(initial=0)) / 1024, 1),
             "samples": len(times),
             "sample_max_gap_ms": round(1000 * sampler.max_gap_s(), 1),
@@ -303,6 +312,7 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
             "series": {
                 "t_s": [round(float(t), 3) for t in times],
                 "posting_bytes": [int(p) for p in posting],
+                "store_bytes": [int(s) for s in store],
                 "server_anon_kib": [int(a) for a in anon],
             },
         }

@@ -56,6 +56,23 @@ def files_bytes_probe(directory: Path, pattern: str) -> Probe:
     return probe
 
 
+def allocated_bytes_probe(directory: Path, pattern: str) -> Probe:
+    """A probe of the bytes allocated on disk (st_blocks) to the files matching `pattern` under
+    `directory`: for sparse files (the rerank store punches the pages of dead rows) what
+    they take, not their apparent size."""
+
+    def probe() -> float:
+        total = 0
+        for p in directory.rglob(pattern):
+            try:
+                total += os.stat(p).st_blocks * 512
+            except OSError:
+                pass
+        return float(total)
+
+    return probe
+
+
 class Sampler:
     """Samples `probes` every `interval_s` in a daemon thread, between start() and stop()."""
 
