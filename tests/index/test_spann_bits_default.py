@@ -1,4 +1,4 @@
-""""bits" postings as the default from BITS_MIN_DIM dimensions, and the rerank_k a bits index
+"""1-bit ("bits") postings as the default from BITS_MIN_DIM dimensions, and the rerank_k a bits index
 calibrates for its data after a bulk build (`vecdb.index.spann.calibrate`)."""
 
 from __future__ import annotations
