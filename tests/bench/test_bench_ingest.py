@@ -88,8 +88,8 @@ def test_cli_writes_jsonl_and_results_section(tmp_path: Path) -> None:
     assert "| bulk | load | 600 |" in text
 
 
-def test_watchdog_kills_the_server_when_posting_files_run_away() -> None:
-    """Past the posting-size bound the watchdog kills the server and says why."""
+def _watch(values: dict[str, list[float]]) -> tuple[int, str | None]:
+    """(kill calls, reason) of a watchdog over a sampler holding `values`, bound 2e9 bytes."""
 
     class FakeServer:
         killed = 0
@@ -98,16 +98,24 @@ def test_watchdog_kills_the_server_when_posting_files_run_away() -> None:
             self.killed += 1
 
     class FakeSampler:
-        values = {"posting_bytes": [10.0, 3e9]}
+        pass
 
+    sampler = FakeSampler()
+    sampler.values = values  # type: ignore[attr-defined]
     server = FakeServer()
-    dog = ingest._Watchdog(server, FakeSampler(), 2e9, deadline=float("inf"))  # type: ignore[arg-type]
+    dog = ingest._Watchdog(server, sampler, 2e9, deadline=float("inf"))  # type: ignore[arg-type]
     with dog:
         for _ in range(40):
             if server.killed:
                 break
             time.sleep(0.05)
-    assert server.killed == 1 and dog.reason is not None and "posting files" in dog.reason
+    return server.killed, dog.reason
+
+
+def test_watchdog_kills_the_server_when_posting_files_run_away() -> None:
+    """Past the posting-size bound the watchdog kills the server and says why."""
+    killed, reason = _watch({"posting_bytes": [10.0, 3e9]})
+    assert killed == 1 and reason is not None and "posting files" in reason
 
 
 def test_a_wide_collection_counts_its_rerank_store(tmp_path: Path) -> None:
@@ -128,21 +136,6 @@ def test_a_wide_collection_counts_its_rerank_store(tmp_path: Path) -> None:
 
 def test_watchdog_counts_the_rerank_store() -> None:
     """Postings under the bound but postings + store over it: the server is killed."""
-
-    class FakeServer:
-        killed = 0
-
-        def kill(self) -> None:
-            self.killed += 1
-
-    class FakeSampler:
-        values = {"posting_bytes": [10.0, 1e9], "store_bytes": [0.0, 1.5e9]}
-
-    server = FakeServer()
-    dog = ingest._Watchdog(server, FakeSampler(), 2e9, deadline=float("inf"))  # type: ignore[arg-type]
-    with dog:
-        for _ in range(40):
-            if server.killed:
-                break
-            time.sleep(0.05)
-    assert server.killed == 1 and dog.reason is not None and "rerank store" in dog.reason
+    killed, reason = _watch({"posting_bytes": [10.0, 1e9], "store_bytes": [0.0, 1.5e9]})
+    assert killed == 1 and reason is not None and "rerank store" in reason
+    assert _watch({"posting_bytes": [10.0, 1e9], "store_bytes": [0.0, 0.5e9]})[0] == 0
