@@ -10,6 +10,7 @@ import pytest
 from test_spann_support import clustered, recall
 
 from vecdb.engine import Database
+from vecdb.errors import InvalidArgument
 from vecdb.index.params import BITS_MIN_DIM, DEFAULT_BITS_RERANK_K, BuildParams
 from vecdb.index.spann import calibrate, open_spann
 
@@ -46,12 +47,19 @@ def test_an_index_keeps_its_stored_dtype_when_opened_without_params(tmp_path: Pa
 
 def test_a_collection_gets_its_dtype_from_its_dimension(tmp_path: Path) -> None:
     """Through the engine: a 300-d collection with no index_params is a bits index (and
-    refuses float16-range overflows as its store would), a 128-d one float16."""
+    refuses float16-range overflows as its float16 store would, naming the component and
+    storing nothing), a 128-d one float16."""
     with Database(tmp_path) as db:
-        db.create_collection("wide", dim=300, metric="cosine")
+        db.create_collection("wide", dim=300, metric="l2")
         db.create_collection("narrow", dim=128, metric="cosine")
         assert "vector_dtype=bits" in db.stats("wide")["index"]["spec"]
         assert "vector_dtype=float16" in db.stats("narrow")["index"]["spec"]
+        big = np.ones((2, 300), np.float32)
+        big[1, 7] = 1e6
+        with pytest.raises(InvalidArgument) as info:
+            db.upsert("wide", ids=[1, 2], vectors=big)
+        assert info.value.field == "vectors[1][7]" and "rerank rows" in info.value.message
+        assert db.count("wide") == 0
 
 
 def _random(n: int, d: int, seed: int) -> np.ndarray:
@@ -100,6 +108,7 @@ def test_small_builds_and_inserts_keep_the_default(tmp_path: Path) -> None:
     idx.build(np.arange(len(x)), x)
     s = idx.stats()
     assert (s["rerank_k_default"], s["rerank_k_calibrated"]) == (DEFAULT_BITS_RERANK_K, False)
+    assert s["rerank_k_calibration"] is None
     idx.close()
     grown, _ = open_spann(256, "l2", {"threads": 1}, tmp_path / "grown")
     grown.add(np.arange(len(x)), x)
@@ -108,10 +117,12 @@ def test_small_builds_and_inserts_keep_the_default(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("d", [256, 384])
-def test_float16_postings_stay_the_default_of_stored_manifests(d: int, tmp_path: Path) -> None:
-    """The calibration leaves a float16 index alone: no rerank_k keys in its stats."""
+def test_a_float16_index_is_not_calibrated(d: int, tmp_path: Path) -> None:
+    """The calibration leaves a float16 index alone, at any width: no rerank_k keys in its
+    stats, and its searches re-rank nothing (no store)."""
     x = clustered(3000, d, seed=6)
     idx, _ = open_spann(d, "l2", {"vector_dtype": "float16", "threads": 1}, tmp_path)
     idx.build(np.arange(len(x)), x)
-    assert "rerank_k_default" not in idx.stats()
+    assert "rerank_k_default" not in idx.stats() and idx.state.rerank_k == 0
+    assert idx.search(x[:5], 10).stats.extra.get("rerank_rows", 0) == 0
     idx.close()

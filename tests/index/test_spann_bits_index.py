@@ -289,12 +289,14 @@ def test_rerank_none_is_refused_naming_both(tmp_path: Path) -> None:
 
 
 def test_rerank_k_left_to_the_index_is_still_checked() -> None:
-    """`rerank_k` not given stays None for the index to resolve (100 for bits, 16 else);
-    given, it is checked as the integer its bounds make it (1.5 names the field)."""
+    """`rerank_k` not given stays None for the index to resolve (for bits its calibrated
+    value, else 100; 16 for the others, whatever a calibration said); given, it wins, and
+    it is checked as the integer its bounds make it (1.5 names the field)."""
     sp = SearchParams.parse({})
     assert sp.rerank_k is None
     assert rerank_candidates(sp, "bits") == 100 and rerank_candidates(sp, "int8") == 16
-    assert rerank_candidates(SearchParams.parse({"rerank_k": 7}), "bits") == 7
+    assert rerank_candidates(sp, "bits", 500) == 500 and rerank_candidates(sp, "int8", 500) == 16
+    assert rerank_candidates(SearchParams.parse({"rerank_k": 7}), "bits", 500) == 7
     for bad in (1.5, -1, True):
         with pytest.raises(InvalidArgument) as e:
             SearchParams.parse({"rerank_k": bad})

@@ -46,7 +46,7 @@ from vecdb.bench.datasets import Dataset, load_dataset, slugify
 from vecdb.bench.engine_features import index_state, optimize_and_wait
 from vecdb.bench.environment import environment, load_average
 from vecdb.bench.ingest_report import cell, section_text
-from vecdb.bench.sampler import Sampler, allocated_bytes_probe, files_bytes_probe, rss_anon_probe
+from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe
 from vecdb.bench.server_process import ServerProcess
 
 VARIANTS = ("bulk", "online", "churn")
@@ -253,7 +253,7 @@ def run_variant(ds: Dataset, variant: str, cfg: IngestConfig) -> dict[str, Any]:
     sampler = Sampler(
         {
             "posting_bytes": files_bytes_probe(data_dir, cfg.posting_glob),
-            "store_bytes": allocated_bytes_probe(data_dir, STORE_GLOB),
+            "store_bytes": files_bytes_probe(data_dir, STORE_GLOB, allocated=True),
             "server_anon_kib": rss_anon_probe(server.pid),
         },
         cfg.interval_s,

@@ -41,33 +41,19 @@ def rss_anon_probe(pid: int | str = "self") -> Probe:
     return lambda: float(status_kib(pid, ("RssAnon",))["RssAnon"])
 
 
-def files_bytes_probe(directory: Path, pattern: str) -> Probe:
-    """A probe of the total size (bytes) of the files matching `pattern` under `directory`."""
+def files_bytes_probe(directory: Path, pattern: str, allocated: bool = False) -> Probe:
+    """A probe of the total size (bytes) of the files matching `pattern` under `directory`;
+    with `allocated`, the bytes allocated to them on disk (st_blocks): for sparse files (the
+    rerank store punches the pages of dead rows) what they take, not their apparent size."""
 
     def probe() -> float:
         total = 0
         for p in directory.rglob(pattern):
             try:
-                total += os.stat(p).st_size
+                st = os.stat(p)
             except OSError:  # removed between listing and stat (a rewrite published by rename)
-                pass
-        return float(total)
-
-    return probe
-
-
-def allocated_bytes_probe(directory: Path, pattern: str) -> Probe:
-    """A probe of the bytes allocated on disk (st_blocks) to the files matching `pattern` under
-    `directory`: for sparse files (the rerank store punches the pages of dead rows) what
-    they take, not their apparent size."""
-
-    def probe() -> float:
-        total = 0
-        for p in directory.rglob(pattern):
-            try:
-                total += os.stat(p).st_blocks * 512
-            except OSError:
-                pass
+                continue
+            total += st.st_blocks * 512 if allocated else st.st_size
         return float(total)
 
     return probe

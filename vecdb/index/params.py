@@ -249,7 +249,8 @@ class SearchParams:
     prune_ratio: float  # read a posting only if its head is within ratio x the nearest head
     head_ef: int  # hnswlib ef of the head search (raised to max_postings if lower)
     # candidates re-ranked exactly (with a rerank store); None: the index's default
-    # (`rerank_candidates`: DEFAULT_RERANK_K, or DEFAULT_BITS_RERANK_K for "bits" postings)
+    # (`rerank_candidates`: DEFAULT_RERANK_K, or for "bits" postings the index's calibrated
+    # value, DEFAULT_BITS_RERANK_K without one)
     rerank_k: int | None = None
     # "bits": rerank only candidates whose estimate less rerank_eps standard deviations of
     # its error is below the k-th exact distance (0: all rerank_k of them)
@@ -263,12 +264,15 @@ class SearchParams:
         return _spec(self, "search")
 
 
-def rerank_candidates(sp: SearchParams, vector_dtype: str) -> int:
+def rerank_candidates(sp: SearchParams, vector_dtype: str, calibrated: int = 0) -> int:
     """The `rerank_k` a search uses on an index whose postings are `vector_dtype`: the
-    request's, else DEFAULT_BITS_RERANK_K for "bits" and DEFAULT_RERANK_K otherwise."""
+    request's, else for "bits" the index's `calibrated` value (its last bulk build's,
+    `spann.calibrate`; 0: none) or DEFAULT_BITS_RERANK_K, else DEFAULT_RERANK_K."""
     if sp.rerank_k is not None:
         return sp.rerank_k
-    return DEFAULT_BITS_RERANK_K if vector_dtype == BITS else DEFAULT_RERANK_K
+    if vector_dtype == BITS:
+        return calibrated or DEFAULT_BITS_RERANK_K
+    return DEFAULT_RERANK_K
 
 
 _BUILD_TABLE: dict[str, Any] = {

@@ -91,9 +91,6 @@ class BitCoder:
 
     def encode(self, vectors: F32) -> U64:
         """Entries (n, words) of rows (n, dim), converted a chunk at a time."""
-        if len(vectors) <= _chunk_rows(vectors):
-            x = store_rows(vectors, self.half)
-            return encode_rows(x, self.centroid, self.rot, METRIC_CODE[self.metric])
         out = np.empty((len(vectors), self.words), np.uint64)
         for lo, hi in _chunks(vectors):
             x = store_rows(vectors[lo:hi], self.half)
@@ -117,12 +114,8 @@ class BitCoder:
         return cls(arr[:dim].copy(), arr[dim:].reshape(dim, dim).copy(), names[code], bool(half))
 
 
-def _chunk_rows(vectors: F32) -> int:
-    return max(1, CHUNK_BYTES // max(1, 4 * int(vectors.shape[1])))
-
-
 def _chunks(vectors: F32) -> list[tuple[int, int]]:
-    step = _chunk_rows(vectors)
+    step = max(1, CHUNK_BYTES // max(1, 4 * int(vectors.shape[1])))
     return [(lo, min(len(vectors), lo + step)) for lo in range(0, len(vectors), step)]
 
 

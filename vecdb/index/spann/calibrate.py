@@ -13,7 +13,7 @@ average (each query's own vector left out of both lists), or the largest step if
 The value is kept in the state file's info (a checkpoint writes it, an open reads it), shown
 by `stats` as `rerank_k_default` with the agreement it reached (`rerank_k_calibration`), and a
 request's own `rerank_k` overrides it. An index built before this, or grown by inserts only,
-has none: DEFAULT_BITS_RERANK_K.
+has none: DEFAULT_BITS_RERANK_K (`params.rerank_candidates` picks the value a search uses).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.index.params import DEFAULT_BITS_RERANK_K, MAX_RERANK_K, SearchParams
+from vecdb.index.params import MAX_RERANK_K, SearchParams
+from vecdb.index.spann.search import search
 from vecdb.index.spann.state import SpannState
 
 F32 = npt.NDArray[np.float32]
@@ -39,8 +40,6 @@ K = 10
 def calibrate(st: SpannState, slots: I64, vectors: F32) -> tuple[int, float]:
     """(rerank_k, agreement) for the "bits" index `st` just built from (slots, vectors):
     see the module docstring. Searches like any reader (the index is published)."""
-    from vecdb.index.spann.search import search  # search imports the build's neighbours
-
     n = len(slots)
     if not st.is_bits or st.store is None or n < MIN_VECTORS:
         return 0, 1.0
@@ -68,8 +67,3 @@ def calibrate(st: SpannState, slots: I64, vectors: F32) -> tuple[int, float]:
         if agreement >= CALIBRATE_RECALL:
             return step, agreement
     return STEPS[-1], agreement
-
-
-def default_rerank_k(st: SpannState) -> int:
-    """The `rerank_k` a request that gives none uses on the "bits" index `st`."""
-    return st.rerank_k or DEFAULT_BITS_RERANK_K

@@ -8,7 +8,7 @@ store's map; cold (direct reader) the candidates' sectors are read with O_DIRECT
 stats count those bytes in `bytes_read` (and `rerank_bytes`, `rerank_rows` in `extra`).
 Candidates come out of a scan that already applied `visible` and the versions, so nothing
 else is filtered here. A "bits" index (1-bit postings, `bitsearch`) always has a store:
-`rerank_k` not given is 100 there (`params.rerank_candidates`), and a warm batch's rerank
+`rerank_k` not given is the index's calibrated value there (`calibrate`; 100 without one), and a warm batch's rerank
 runs in query chunks on the scan threads; one warm query's search and rerank run in one
 kernel call instead (`single.search_one_bits`). With `rerank_eps` > 0 ("bits" only) the scan
 keys candidates by lower bounds of their distances (the estimate less eps standard
@@ -30,7 +30,6 @@ import numpy.typing as npt
 from vecdb.index.base import IndexResult, Visible
 from vecdb.index.params import MAX_RERANK_K, SearchParams, rerank_candidates
 from vecdb.index.spann import bitsearch
-from vecdb.index.spann.calibrate import default_rerank_k
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import METRIC_CODE
@@ -45,11 +44,9 @@ Inner = Callable[[SpannState, F32, int, SearchParams, "Visible | None"], IndexRe
 
 
 def candidates(st: SpannState, sp: SearchParams) -> int:
-    """The call's `rerank_k` on this index: the request's, else for "bits" the index's own
-    (`calibrate`), else `params.rerank_candidates`."""
-    if sp.rerank_k is None and st.is_bits:
-        return default_rerank_k(st)
-    return rerank_candidates(sp, st.params.vector_dtype)
+    """The call's `rerank_k` on this index (`params.rerank_candidates`; for "bits" the
+    value the last bulk build calibrated, `calibrate`)."""
+    return rerank_candidates(sp, st.params.vector_dtype, st.rerank_k)
 
 
 def wanted(st: SpannState, sp: SearchParams) -> bool:
@@ -184,21 +181,7 @@ def cold_topk(
     rows2, got = read(more, len(rows1))
     rows = np.concatenate([rows1, rows2]) if len(rows2) else rows1
     ids, dist, n = exact_topk(queries, cand, at, rows, metric, k, keys)
-    return ids, dist, n, nbytes
-    first = take.copy()
-    first[:, k:] = False
-    rows1, nbytes = store.read_rows(cand[first])
-    at = np.full(cand.shape, -1, np.int64)
-    at[first] = np.arange(len(rows1))
-    _, dist1, _ = exact_topk(queries, np.where(first, cand, -1), at, rows1, metric, k)
-    more = take & (keys <= dist1[:, -1:])
-    more[:, :k] = False
-    rows2, got = store.read_rows(cand[more])
-    nbytes += got
-    at[more] = len(rows1) + np.arange(len(rows2))
-    rows = np.concatenate([rows1, rows2]) if len(rows2) else rows1
-    ids, dist, n = exact_topk(queries, np.where(first | more, cand, -1), at, rows, metric, k, keys)
-    return ids, dist, n, nbytes
+    return ids, dist, n, nbytes + got
 
 
 def warm_topk(

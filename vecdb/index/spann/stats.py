@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.params import BITS, SearchParams, rerank_candidates
 from vecdb.index.spann import compaction
-from vecdb.index.spann.calibrate import default_rerank_k
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import store_stats
@@ -65,15 +65,19 @@ def posting_counts(st: SpannState) -> tuple[I64, str]:
     return entries, "entries"
 
 
+NO_REQUEST = SearchParams.parse(None)  # a search that names no parameter
+
+
 def rerank_default(st: SpannState) -> dict[str, Any]:
     """A "bits" index's `rerank_k` when a request gives none, and the agreement with the
     reference its calibration reached (`calibrate`); nothing for other indexes."""
     if not st.is_bits:
         return {}
+    calibrated = st.rerank_k > 0
     return {
-        "rerank_k_default": default_rerank_k(st),
-        "rerank_k_calibrated": st.rerank_k > 0,
-        "rerank_k_calibration": round(st.rerank_k_agreement, 4),
+        "rerank_k_default": rerank_candidates(NO_REQUEST, BITS, st.rerank_k),
+        "rerank_k_calibrated": calibrated,
+        "rerank_k_calibration": round(st.rerank_k_agreement, 4) if calibrated else None,
     }
 
 
