@@ -70,7 +70,8 @@ def test_structureless_data_calibrates_more_candidates(tmp_path: Path) -> None:
     """On random 512-d vectors 100 re-ranked 1-bit candidates miss true neighbours, so the
     build calibrates a larger rerank_k; the default search uses it (recall against exact
     search above the R = 100 search's), a request's rerank_k still overrides it, and the
-    value survives a checkpoint and reopen. Clustered data keeps 100."""
+    value survives a checkpoint and reopen. Gaussian clusters (structureless within each)
+    keep 100; data of low intrinsic dimension (as text embeddings) takes the smallest step."""
     x = _random(6000, 512, seed=2)
     q = _random(60, 512, seed=3)
     idx, _ = open_spann(512, "l2", {"threads": 1}, tmp_path / "random")
@@ -97,6 +98,17 @@ def test_structureless_data_calibrates_more_candidates(tmp_path: Path) -> None:
     idx, _ = open_spann(384, "l2", {"threads": 1}, tmp_path / "clustered")
     idx.build(np.arange(len(y)), y)
     assert idx.state.rerank_k == DEFAULT_BITS_RERANK_K, idx.state.rerank_k_agreement
+    idx.close()
+
+    rng = np.random.default_rng(6)  # 16 latent dimensions, a little noise in all 384
+    z = rng.standard_normal((6000, 16)).astype(np.float32)
+    w = (z @ rng.standard_normal((16, 384)) + 0.05 * rng.standard_normal((6000, 384))).astype(
+        np.float32
+    )
+    idx, _ = open_spann(384, "l2", {"threads": 1}, tmp_path / "low-rank")
+    idx.build(np.arange(len(w)), w)
+    assert idx.state.rerank_k == calibrate.STEPS[0] < DEFAULT_BITS_RERANK_K
+    assert idx.state.rerank_k_agreement >= calibrate.CALIBRATE_RECALL
     idx.close()
 
 
