@@ -35,7 +35,7 @@ MIN_VECTORS = 2_000  # smaller builds keep the default (few postings: every step
 # rerank_k values tried, smallest first, and the mean share of the reference's top K the
 # chosen one must find. MiniLM-384 (390,000), agreement by R over two samples: 30 0.97-0.98,
 # 40 0.988-0.993, 50 0.994-0.996, 100 0.9995-1.0; at recall@10 0.95, R = 50 (22 postings)
-# answered 1.14x the 1-thread QPS of R = 100 (20 postings) warm and 1.25x cold with 16 in
+# answered 1.14x the 1-thread QPS of R = 100 (20 postings) warm and 1.26x cold with 16 in
 # flight (71 device reads a query instead of 119), R = 30 and 40 no better than 50
 # (bench/RESULTS.md, "a calibrated rerank_k of 50"): 0.99 picks 50 there
 STEPS = (50, 100, 200, 500, 1_000, 2_000)
