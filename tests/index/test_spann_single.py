@@ -15,7 +15,7 @@ from test_spann_support import clustered
 
 from vecdb.errors import FormatError
 from vecdb.index.params import SearchParams
-from vecdb.index.spann import open_spann, search, single
+from vecdb.index.spann import open_spann, rerank, search, single
 from vecdb.kernels.unitrow import _pairwise
 
 N, D, K = 4_000, 20, 10
@@ -143,7 +143,7 @@ def test_bits_fast_path_equals_the_ordinary_one(
                 _ordinary(monkeypatch, st, q[i : i + 1], K, sp, "search_one_bits")
                 for i in range(len(q))
             ]
-            wide = max(K, params.get("rerank_k", 100))
+            wide = max(K, rerank.candidates(st, sp))  # (not given: the calibrated value)
             for i, w in enumerate(want):
                 got = single.search_one_bits(st, q[i : i + 1], K, sp, wide)
                 assert got is not None
