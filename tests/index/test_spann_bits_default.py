@@ -70,8 +70,8 @@ def test_structureless_data_calibrates_more_candidates(tmp_path: Path) -> None:
     """On random 512-d vectors 100 re-ranked 1-bit candidates miss true neighbours, so the
     build calibrates a larger rerank_k; the default search uses it (recall against exact
     search above the R = 100 search's), a request's rerank_k still overrides it, and the
-    value survives a checkpoint and reopen. Gaussian clusters (structureless within each)
-    keep 100; data of low intrinsic dimension (as text embeddings) takes the smallest step."""
+    value survives a checkpoint and reopen. Gaussian clusters (structureless within each
+    cluster) keep 100."""
     x = _random(6000, 512, seed=2)
     q = _random(60, 512, seed=3)
     idx, _ = open_spann(512, "l2", {"threads": 1}, tmp_path / "random")
@@ -100,7 +100,12 @@ def test_structureless_data_calibrates_more_candidates(tmp_path: Path) -> None:
     assert idx.state.rerank_k == DEFAULT_BITS_RERANK_K, idx.state.rerank_k_agreement
     idx.close()
 
-    rng = np.random.default_rng(6)  # 16 latent dimensions, a little noise in all 384
+
+def test_low_rank_data_calibrates_fewer_candidates(tmp_path: Path) -> None:
+    """Data of low intrinsic dimension (16 latent dimensions in 384, as text embeddings
+    have few) is ranked well by its 1-bit estimates: the build takes the smallest step,
+    fewer candidates than the uncalibrated default (MiniLM-384 calibrates 50)."""
+    rng = np.random.default_rng(6)
     z = rng.standard_normal((6000, 16)).astype(np.float32)
     w = (z @ rng.standard_normal((16, 384)) + 0.05 * rng.standard_normal((6000, 384))).astype(
         np.float32

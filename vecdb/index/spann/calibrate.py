@@ -1,9 +1,9 @@
 """A "bits" index's own `rerank_k`: how many 1-bit candidates its searches re-rank by default.
 
-How far a 1-bit estimate can rank a true neighbour depends on the data: on clustered
-embeddings (MiniLM-384) the exact top 10 are among the 100 best estimates; on structureless
-1024-d vectors 100 candidates find 0.60 of them and 1,000 are needed (bench/RESULTS.md,
-"random-1024-bits"). A fixed default is right for one and silently wrong for the other.
+How far a 1-bit estimate can rank a true neighbour depends on the data: on text embeddings
+(MiniLM-384) the 50 best estimates hold 0.995 of what re-ranking can find; on
+structureless 1024-d vectors 100 candidates find 0.60 of the exact top 10 and 1,000 are
+needed (bench/RESULTS.md, "random-1024-bits"). A fixed default is right for one and silently wrong for the other.
 
 So after a bulk build (`build.build`) the index measures it. A sample of the built vectors
 is searched as queries at the default search parameters: once with MAX_RERANK_K candidates
