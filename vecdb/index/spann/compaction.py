@@ -193,6 +193,8 @@ def defrag_batch(st: SpannState, limit: int) -> bool:
             st.clear(p)
             publish(st, written)
         st.counters["defrags"] += len(moved)
+        if st.live_seen is not None:  # the moved postings hold only visible entries now
+            st.live_seen.rewritten(st, np.array([p for p, _ in moved], np.int64))
     return True
 
 

@@ -111,12 +111,9 @@ class Counts:
         """`postings` were rewritten with their live entries only."""
         if self._seen is None:
             return
-        p = postings[postings < len(self._seen.live)]
-        now = self.st.table.post_entries[p].astype(np.int64)
-        self._seen.live[p] = now  # the same arrays as `st.live_seen`'s: stats sees them
-        self._seen.base[p] = now
+        self._seen.rewritten(self.st, postings)  # also `st.live_seen`: stats sees them
         if self._removed is not None:
-            self._removed[p[p < len(self._removed)]] = 0
+            self._removed[postings[postings < len(self._removed)]] = 0
 
 
 def merge_candidates(st: SpannState, live: I64, removed: I64 | None = None) -> I64:

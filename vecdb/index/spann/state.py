@@ -113,6 +113,18 @@ class LiveSeen:
         drift = st.stale_slots - self.stale_slots  # at mean replicas per slot: the entries
         return drift <= share * st.n_live  # gone stale <= share of them (0: none may have)
 
+    def rewritten(self, st: SpannState, postings: I64) -> None:
+        """`postings` were rewritten with their visible entries only (a clean-up or a
+        defragmenting move): all their entries are live now, none of a removed slot."""
+        if self.table is not st.table:
+            return
+        p = postings[postings < len(self.live)]
+        now = st.table.post_entries[p].astype(np.int64)
+        self.live[p] = now
+        self.base[p] = now
+        if self.removed is not None:
+            self.removed[p[p < len(self.removed)]] = 0
+
     def estimate(self, entries: I64) -> I64:
         """Live entries per posting now: as counted, plus entries appended since (clipped
         to the entries there are)."""
