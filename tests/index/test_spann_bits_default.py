@@ -11,19 +11,32 @@ from test_spann_support import clustered, recall
 
 from vecdb.engine import Database
 from vecdb.errors import InvalidArgument
-from vecdb.index.params import BITS_MIN_DIM, DEFAULT_BITS_RERANK_K, BuildParams
+from vecdb.index.params import (
+    BITS_MIN_DIM,
+    DEFAULT_BITS_RERANK_K,
+    NARROW_DEFAULT_DTYPE,
+    BuildParams,
+)
 from vecdb.index.spann import calibrate, open_spann
 
 
 def test_the_dimension_picks_the_default_dtype() -> None:
     """From BITS_MIN_DIM dimensions a new index given no vector_dtype gets 1-bit postings
-    with a float16 rerank store; below, or with a dtype or rerank "none" given, or with no
-    dimension (an existing index's stored parameters), float16 as before."""
+    with a float16 rerank store; below, int8 postings with the same store; with a dtype or
+    rerank "none" given, or with no dimension (an existing index's stored parameters),
+    float16 as before."""
     p = BuildParams.parse(None, BITS_MIN_DIM)
     assert (p.vector_dtype, p.rerank) == ("bits", "float16")
     assert BuildParams.parse({"threads": 1}, 1024).vector_dtype == "bits"
     assert BuildParams.parse({"rerank": "float32"}, 384).rerank == "float32"
-    assert BuildParams.parse(None, BITS_MIN_DIM - 1).vector_dtype == "float16"
+    narrow = BuildParams.parse(None, BITS_MIN_DIM - 1)
+    assert (
+        (narrow.vector_dtype, narrow.rerank)
+        == (NARROW_DEFAULT_DTYPE, "float16")
+        == ("int8", "float16")
+    )
+    assert BuildParams.parse({"rerank": "float32"}, 50).rerank == "float32"
+    assert BuildParams.parse({"rerank": "none"}, 50).vector_dtype == "float16"
     assert BuildParams.parse({"vector_dtype": "float16"}, 384).vector_dtype == "float16"
     assert BuildParams.parse({"vector_dtype": "int8"}, 384).vector_dtype == "int8"
     none = BuildParams.parse({"rerank": "none"}, 384)
@@ -48,12 +61,12 @@ def test_an_index_keeps_its_stored_dtype_when_opened_without_params(tmp_path: Pa
 def test_a_collection_gets_its_dtype_from_its_dimension(tmp_path: Path) -> None:
     """Through the engine: a 300-d collection with no index_params is a bits index (and
     refuses float16-range overflows as its float16 store would, naming the component and
-    storing nothing), a 128-d one float16."""
+    storing nothing), a 128-d one int8 with a float16 rerank store."""
     with Database(tmp_path) as db:
         db.create_collection("wide", dim=300, metric="l2")
         db.create_collection("narrow", dim=128, metric="cosine")
         assert "vector_dtype=bits" in db.stats("wide")["index"]["spec"]
-        assert "vector_dtype=float16" in db.stats("narrow")["index"]["spec"]
+        assert "vector_dtype=int8, rerank=float16" in db.stats("narrow")["index"]["spec"]
         big = np.ones((2, 300), np.float32)
         big[1, 7] = 1e6
         with pytest.raises(InvalidArgument) as info:

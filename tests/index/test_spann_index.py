@@ -142,7 +142,8 @@ def test_removes_and_compaction_keep_recall(tmp_path: Path) -> None:
     assert seq == 2 and len(again) == len(live)
     np.testing.assert_array_equal(again.search(q, K).slots, ids)
     assert sorted(p.name for p in tmp_path.iterdir())[0] == "MANIFEST"
-    assert len(list(tmp_path.iterdir())) == 4  # manifest, heads, state, postings
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 5, names  # manifest, heads, state, postings, rerank rows
 
 
 @pytest.mark.parametrize(

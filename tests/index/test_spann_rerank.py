@@ -224,17 +224,17 @@ def test_store_counts_in_the_disk_budget(tmp_path: Path) -> None:
     idx.close()
 
 
-def test_float32_rows_and_no_store_by_default(tmp_path: Path) -> None:
-    """rerank=float32 keeps exact float32 rows (distance 0 to itself); the default has no
-    store file."""
+def test_float32_rows_and_no_store_with_rerank_none(tmp_path: Path) -> None:
+    """rerank=float32 keeps exact float32 rows (distance 0 to itself); rerank "none" (float16
+    postings, given no vector_dtype) has no store file."""
     idx, x = build(tmp_path / "a", "l2", dict(RERANK, rerank="float32"))
     got = idx.search(x[:20], 1, {"max_postings": 8})
     np.testing.assert_array_equal(got.slots[:, 0], np.arange(20))
     assert np.all(got.distances[:, 0] == 0.0)
     idx.close()
-    plain, _ = build(tmp_path / "b", "l2", {"threads": 1})
+    plain, _ = build(tmp_path / "b", "l2", {"threads": 1, "rerank": "none"})
     assert plain.state.store is None and not (tmp_path / "b" / "vectors.bin").exists()
-    assert plain.stats()["rerank"] == "none"
+    assert plain.stats()["rerank"] == "none" and plain.state.params.vector_dtype == "float16"
     plain.close()
 
 

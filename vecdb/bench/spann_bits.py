@@ -66,9 +66,11 @@ VARIANTS = ("posting", "posting-requant", "global")
 
 
 def open_or_build(directory: Path, base: F32, metric: str) -> SpannIndex:
-    """The index in `directory` (default parameters, warm reader), built there first if it
-    holds none with len(base) live entries."""
-    idx, _ = SpannIndex.open(base.shape[1], metric, {"io": "mmap"}, directory)
+    """The index in `directory` (float16 postings, the scan the bit codes are measured
+    against; otherwise default parameters, warm reader), built there first if it holds none
+    with len(base) live entries."""
+    params = {"io": "mmap", "vector_dtype": "float16"}
+    idx, _ = SpannIndex.open(base.shape[1], metric, params, directory)
     if len(idx) != len(base):
         t = time.perf_counter()
         idx.build(np.arange(len(base)), base)
