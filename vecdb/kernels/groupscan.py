@@ -324,20 +324,21 @@ def _admit(a, n, metric, worst, pick):  # type: ignore[no-untyped-def]
 def _fold(ids, ds, s, d):  # type: ignore[no-untyped-def]
     """Insert slot s at distance d into the top-k row, ordered by (distance, slot), unless
     it does not come before the k-th or is already there (replicas of a slot score alike).
-    Equal distances order by slot, so the row does not depend on the order blocks come in."""
+    Equal distances order by slot, so the row does not depend on the order blocks come in.
+    One exit (`headgraph._push` says why)."""
     k = ids.shape[0]
-    if d > ds[k - 1] or (d == ds[k - 1] and 0 <= ids[k - 1] <= s):
-        return
-    for r in range(k):
-        if ids[r] == s:
-            return
-    r = k - 1
-    while r > 0 and (ds[r - 1] > d or (ds[r - 1] == d and ids[r - 1] > s)):
-        ds[r] = ds[r - 1]
-        ids[r] = ids[r - 1]
-        r -= 1
-    ds[r] = d
-    ids[r] = s
+    if d < ds[k - 1] or (d == ds[k - 1] and not (0 <= ids[k - 1] <= s)):
+        r = 0
+        while r < k and ids[r] != s:
+            r += 1
+        if r == k:  # not there yet
+            r = k - 1
+            while r > 0 and (ds[r - 1] > d or (ds[r - 1] == d and ids[r - 1] > s)):
+                ds[r] = ds[r - 1]
+                ids[r] = ids[r - 1]
+                r -= 1
+            ds[r] = d
+            ids[r] = s
 
 
 @nb.njit(cache=True, nogil=True)

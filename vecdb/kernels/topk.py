@@ -36,20 +36,21 @@ def _worse(da: float | np.float32, ia: int, db: float | np.float32, ib: int) -> 
 
 @njit(cache=True, inline="always")
 def _replace_root(hd: np.ndarray, hi: np.ndarray, size: int, d: float | np.float32, i: int) -> None:
-    """Put (d, i) at the root of the max-heap hd/hi[:size] and sift it down."""
+    """Put (d, i) at the root of the max-heap hd/hi[:size] and sift it down. One exit
+    (`vecdb.kernels.headgraph._push` says why)."""
     pos = 0
-    while True:
-        c = 2 * pos + 1
-        if c >= size:
-            break
+    c = 1
+    while c < size:
         r = c + 1
         if r < size and _worse(hd[r], hi[r], hd[c], hi[c]):
             c = r
-        if not _worse(hd[c], hi[c], d, i):
-            break
-        hd[pos] = hd[c]
-        hi[pos] = hi[c]
-        pos = c
+        if _worse(hd[c], hi[c], d, i):
+            hd[pos] = hd[c]
+            hi[pos] = hi[c]
+            pos = c
+            c = 2 * pos + 1
+        else:
+            c = size  # (d, i) belongs at pos
     hd[pos] = d
     hi[pos] = i
 
