@@ -32,6 +32,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.borrow import borrow, keep
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
 from vecdb.kernels.postscan import HALF_SCALE, HARDWARE_HALF, _half, _half_bits
 from vecdb.kernels.prefetch import _next_run, _prefetch_pair, _prefetch_run, _share, _span
@@ -373,9 +374,13 @@ def scan_pairs(  # type: ignore[no-untyped-def]
     room = 8
     for p in range(lo, hi):
         room = max(room, cnt[order[p]])
-    acc = np.empty(room, dtype=np.float32)
-    pick = np.empty(room, dtype=np.int64)  # a block's entries that may enter the top k
-    bits = np.empty(room * dim, dtype=np.uint32)
+    acc_owned = np.empty(room, dtype=np.float32)
+    pick_owned = np.empty(room, dtype=np.int64)  # a block's entries that may enter the top k
+    bits_owned = np.empty(room * dim, dtype=np.uint32)
+    # the loop below slices these per pair: borrowed, its views take no atomic reference
+    acc, pick, bits = borrow(acc_owned), borrow(pick_owned), borrow(bits_owned)
+    u8, i64, f32, u16 = borrow(u8), borrow(i64), borrow(f32), borrow(u16)
+    queries, out_ids, out_d = borrow(queries), borrow(out_ids), borrow(out_d)
     x = bits.view(np.float32)
     prev = -1
     cap = 0
@@ -437,6 +442,9 @@ def scan_pairs(  # type: ignore[no-untyped-def]
             s = slots[j]
             if entry_visible(s, vers[j], slot_version, vis, use_vis):
                 _fold(ids, ds, s, d)
+    keep(acc_owned)
+    keep(pick_owned)
+    keep(bits_owned)
 
 
 @nb.njit(cache=True, nogil=True)
