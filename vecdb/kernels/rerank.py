@@ -23,6 +23,7 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.borrow import borrow
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.posting import METRIC_IP, METRIC_L2
 from vecdb.kernels.postscan import _half
@@ -91,6 +92,9 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, keys, stop, out
     candidates' distances, ascending along each row (a "bits" scan's with eps > 0): a
     query's rerank ends at the first candidate whose bound exceeds its k-th exact distance
     so far (none after it can enter)."""
+    # per candidate the helpers take these arrays: borrowed, no atomic reference each time
+    queries, cand, at, keys = borrow(queries), borrow(cand), borrow(at), borrow(keys)
+    rows16, rows32, out_ids, out_d = borrow(rows16), borrow(rows32), borrow(out_ids), borrow(out_d)
     nq, c = cand.shape
     d = queries.shape[1]
     nrows = rows16.shape[0] if half else rows32.shape[0]
