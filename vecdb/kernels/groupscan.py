@@ -382,12 +382,8 @@ def scan_pairs(  # type: ignore[no-untyped-def]
     u8, i64, f32, u16 = borrow(u8), borrow(i64), borrow(f32), borrow(u16)
     queries, out_ids, out_d = borrow(queries), borrow(out_ids), borrow(out_d)
     off, cnt, order, pair_query = borrow(off), borrow(cnt), borrow(order), borrow(pair_query)
-    qoff, qscale, slot_version, vis = (
-        borrow(qoff),
-        borrow(qscale),
-        borrow(slot_version),
-        borrow(vis),
-    )
+    qoff, qscale = borrow(qoff), borrow(qscale)
+    slot_version, vis = borrow(slot_version), borrow(vis)
     x = bits.view(np.float32)
     prev = -1
     cap = 0

@@ -140,12 +140,21 @@ def clean_batch(st: SpannState, postings: I64, limit: int | None = None) -> int:
         except NoRoom:
             break
     if plans:
-        with st.lock.write("clean publish"):
-            for p, written in plans:
-                st.clear(p)
-                publish(st, written)
-                st.counters["gc"] += 1
+        publish_rewrites(st, plans, "gc")
     return len(plans)
+
+
+def publish_rewrites(st: SpannState, plans: list[tuple[int, Written]], counter: str) -> None:
+    """Publish postings rewritten with their visible entries only (clean-ups, defragmenting
+    moves) in one write-locked step, counted in `st.counters[counter]`; the kept live count
+    (`LiveSeen`) then holds all their entries as live."""
+    with st.lock.write(f"{counter} publish"):
+        for p, written in plans:
+            st.clear(p)
+            publish(st, written)
+        st.counters[counter] += len(plans)
+        if st.live_seen is not None:
+            st.live_seen.rewritten(st, np.array([p for p, _ in plans], np.int64))
 
 
 def garbage_fraction(st: SpannState, live: I64) -> float:
@@ -188,13 +197,7 @@ def defrag_batch(st: SpannState, limit: int) -> bool:
     if not moved:
         return False
     kill_point("defrag")
-    with st.lock.write("defrag publish"):
-        for p, written in moved:
-            st.clear(p)
-            publish(st, written)
-        st.counters["defrags"] += len(moved)
-        if st.live_seen is not None:  # the moved postings hold only visible entries now
-            st.live_seen.rewritten(st, np.array([p for p, _ in moved], np.int64))
+    publish_rewrites(st, moved, "defrags")
     return True
 
 

@@ -108,10 +108,8 @@ class Counts:
         return self._removed
 
     def cleaned(self, postings: I64) -> None:
-        """`postings` were rewritten with their live entries only."""
-        if self._seen is None:
-            return
-        self._seen.rewritten(self.st, postings)  # also `st.live_seen`: stats sees them
+        """`postings` were rewritten with their live entries only (the kept count, also
+        this call's, followed at publish: `compaction.publish_rewrites`)."""
         if self._removed is not None:
             self._removed[postings[postings < len(self._removed)]] = 0
 
