@@ -7,6 +7,7 @@ Hamming codes are not re-exported: a function named ``hamming`` here would shado
 ``vecdb.kernels.hamming`` module, so import them from that module.
 """
 
+import vecdb.kernels.jitcache  # noqa: F401  first: stamps numba's cache before any decoration
 from vecdb.kernels.distance import METRICS, dot, l2_sq, normalize_rows, pairwise
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk, topk_rows

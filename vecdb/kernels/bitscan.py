@@ -1,9 +1,7 @@
 """One-bit codes of posting entries (RaBitQ: Gao & Long, SIGMOD 2024) and their scan.
 
 This module owns the arithmetic of the estimator and the order of entries in a posting block
-(`to_lanes`); the index stores them (`index.spann.bitcodes`, `postings`). numba caches a
-caller with its callees compiled in: after changing a kernel here, touch `kernels.single`
-(its `search_one_bits` calls `scan_blocks`), or its stale cache keeps the old one. An entry
+(`to_lanes`); the index stores them (`index.spann.bitcodes`, `postings`). An entry
 x of a posting with centroid c is coded from its residual r = x - c after a random
 orthogonal rotation (`rotation`; rows are rotated as `r @ rot`): the code's bit j is the sign
 of r'_j, packed as `hamming.pack_signs` packs (bit j in uint64 word j // 64), and beside it

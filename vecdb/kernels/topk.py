@@ -7,8 +7,8 @@ block of BLAS dot products into running per-query heaps while ``select_direct`` 
 distances of few-query scans itself. Order is always (distance, index) ascending, so equal
 distances resolve to the smaller index; NaN distances never enter a heap. Results are padded
 with index -1 and distance +inf. It does no I/O and holds no state. It must not import other
-vecdb modules, and its njit functions must not be called from njit code in other files:
-numba caches per file, so such callers would keep a stale inlined copy after an edit here.
+vecdb modules. (njit callers in other files pick up edits here: `jitcache` stamps every
+kernel's cache with the whole package.)
 """
 
 from __future__ import annotations
