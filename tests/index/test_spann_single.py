@@ -159,3 +159,53 @@ def test_bits_fast_path_equals_the_ordinary_one(
         assert (full.slots[0] >= 0).all()
     finally:
         idx.close()
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+@pytest.mark.parametrize("params", [{}, {"vector_dtype": "float16", "rerank": "float32"}])
+def test_rerank_fast_path_equals_the_ordinary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metric: str, params: dict[str, str]
+) -> None:
+    """Postings beside a rerank store (the narrow default: int8 + float16 rows; float16 +
+    float32 rows): one kernel call (search, exact rerank) gives the ordinary path's slots,
+    distance bits and counters (rerank rows and bytes included); it steps aside while
+    blocks are unverified and when the probed postings hold fewer than R slots."""
+    x = clustered(N, D, seed=9)
+    if metric == "cosine":
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    idx, _ = open_spann(D, metric, params, tmp_path / "ix")
+    try:
+        idx.build(np.arange(N), x)
+        st = idx.state
+        assert st.store is not None and not st.is_bits
+        q = clustered(40, D, seed=10)
+        if metric == "cosine":
+            q /= np.linalg.norm(q, axis=1, keepdims=True)
+        for search_params in ({"max_postings": 4}, {"max_postings": 16, "rerank_k": 30}):
+            sp = SearchParams.parse(search_params)
+            wide = max(K, rerank.candidates(st, sp))
+            st.file.verified.bits[:] = 0  # nothing verified: every query steps aside
+            assert all(
+                single.search_one_rerank(st, q[i : i + 1], K, sp, wide) is None for i in range(3)
+            )
+            want = [
+                _ordinary(monkeypatch, st, q[i : i + 1], K, sp, "search_one_rerank")
+                for i in range(len(q))
+            ]
+            for i, w in enumerate(want):
+                got = single.search_one_rerank(st, q[i : i + 1], K, sp, wide)
+                assert got is not None
+                np.testing.assert_array_equal(got.slots, w.slots)
+                assert got.distances.tobytes() == w.distances.tobytes()
+                assert got.stats == w.stats
+                assert got.stats.extra["rerank_rows"] == wide
+                with monkeypatch.context() as m:  # the public call takes it
+                    m.setattr(rerank, "search", None)  # (the ordinary path would fail)
+                    via = idx.search(q[i], K, search_params)
+                np.testing.assert_array_equal(via.slots, w.slots)
+        sp = SearchParams.parse({"max_postings": 1})
+        assert single.search_one_rerank(st, q[:1], K, sp, N) is None  # short: widen
+        full = idx.search(q[0], K, {"max_postings": 1, "rerank_k": N})
+        assert (full.slots[0] >= 0).all()
+    finally:
+        idx.close()

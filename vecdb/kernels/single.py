@@ -30,7 +30,7 @@ from vecdb.kernels.rerank import rerank_topk
 OK = 0  # the row holds the search's answer; counts hold what it read
 FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
 CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary path does it)
-SHORT = 3  # "bits": fewer candidates than asked for (the ordinary path widens the search)
+SHORT = 3  # a rerank's scan: fewer candidates than asked for (the ordinary path widens)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -136,6 +136,38 @@ def search_one(  # type: ignore[no-untyped-def]
         query, slot_version, vis, use_vis, metric, out_ids, out_d,
     )  # fmt: skip
     return OK, postings, off.shape[0], pages
+
+
+@nb.njit(cache=True, nogil=True)
+def search_one_rerank(  # type: ignore[no-untyped-def]
+    query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
+    head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt, dim,
+    width, page, u8, i64, f32, u16, qoff, qscale, magic, unit, bits, known_ok, need_crc,
+    slot_version, metric, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen, mark,
+    cd, ci,
+):  # fmt: skip
+    """`search_one` with the exact rerank of an index whose postings are codes beside a
+    rerank store (int8 / float16 postings, as `index.spann.rerank.search` runs them for one
+    query, no bound): `search_one` into cand_ids / cand_d (1, R) (R = its width), then
+    `rerank.rerank_topk` re-scoring every candidate from the store's rows (rows16 when
+    `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, pairs,
+    pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
+    (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
+    status, postings, pairs, pages = search_one(
+        query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n,
+        hk, head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off,
+        blk_cnt, dim, width, page, u8, i64, f32, u16, qoff, qscale, magic, unit, bits,
+        known_ok, need_crc, slot_version, NO_VISIBLE, False, metric, cand_ids, cand_d,
+        seen, mark, cd, ci,
+    )  # fmt: skip
+    if status != OK:
+        return status, 0, 0, 0, 0
+    if cand_ids[0, cand_ids.shape[1] - 1] < 0:
+        return SHORT, 0, 0, 0, 0
+    scored = rerank_topk(
+        query, cand_ids, cand_ids, half, rows16, rows32, metric, cand_d, False, out_ids, out_d
+    )
+    return OK, postings, pairs, pages, scored
 
 
 @nb.njit(cache=True, nogil=True)

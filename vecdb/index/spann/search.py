@@ -161,12 +161,17 @@ def search(
     if st.store is not None and rerank.wanted(st, sp):  # candidates, then the exact rerank
         eps = rerank.bound_eps(st, sp)
         inner = functools.partial(search, eps=eps) if eps > 0 else search
-        if st.is_bits and len(queries) == 1 and visible is None:  # one kernel call
+        if len(queries) == 1 and visible is None:  # one kernel call
             wide = max(k, rerank.candidates(st, sp))
-            one = single.search_one_bits(st, queries, k, sp, wide, eps)
-            if one is not None:
-                short = np.array([one.stats.extra.get("bound_short", 0.0) > 0])
-                return rerank.widen(st, queries, k, sp, visible, inner, eps, one, short, wide)
+            if not st.is_bits:  # (no bound: never short)
+                one = single.search_one_rerank(st, queries, k, sp, wide)
+                if one is not None:
+                    return one
+            else:
+                one = single.search_one_bits(st, queries, k, sp, wide, eps)
+                if one is not None:
+                    short = np.array([one.stats.extra.get("bound_short", 0.0) > 0])
+                    return rerank.widen(st, queries, k, sp, visible, inner, eps, one, short, wide)
         return rerank.search(st, queries, k, sp, visible, inner, eps)
     nq = len(queries)
     bits = st.is_bits  # (its own scan: `bitsearch`)

@@ -1,5 +1,6 @@
 """The fast path of one warm, unfiltered SPANN query: passes 1-4 of `search` in one kernel
-(for a "bits" index, `search_one_bits`: the search and its exact rerank).
+(with a rerank store, `search_one_rerank` / for a "bits" index `search_one_bits`: the
+search and its exact rerank).
 
 A single query's search costs ~0.1 ms of kernel work, and called as a batch of one it paid
 about as much again in the Python between the kernels (see `kernels.single`). `search_one`
@@ -29,6 +30,7 @@ from vecdb.kernels.rerank import _empty
 from vecdb.kernels.single import OK
 from vecdb.kernels.single import search_one as kernel
 from vecdb.kernels.single import search_one_bits as bits_kernel
+from vecdb.kernels.single import search_one_rerank as rerank_kernel
 
 F32 = npt.NDArray[np.float32]
 
@@ -50,6 +52,14 @@ def _beams(st: SpannState, sp: SearchParams) -> tuple[MmapReader, HeadGraph, int
     return reader, g, m, hk
 
 
+def _graph(g: HeadGraph, hk: int) -> tuple[object, ...]:
+    """The head graph's arguments of the `kernels.single` calls, the beam hk included."""
+    return (
+        g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry,
+        g.maxlevel, g.n, hk, g.space == "ip", g.labels,
+    )  # fmt: skip
+
+
 def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
     """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
     when the ordinary path must run (see the module docstring)."""
@@ -63,10 +73,8 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
         verified = st.file.verified
         ids = np.empty((1, k), np.int64)
         out_d = np.empty((1, k), np.float32)
-        status, postings, pairs, pages = kernel(
-            query, g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt,
-            g.entry, g.maxlevel, g.n, hk, g.space == "ip", g.labels,
-            m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
+        status, postings, pairs, pages = kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
+            query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
             *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
@@ -84,6 +92,57 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
         pages_read=pages,
         bytes_read=pages * PAGE_SIZE,
     )
+    return IndexResult(ids, out_d, stats)
+
+
+def search_one_rerank(
+    st: SpannState, query: F32, k: int, sp: SearchParams, wide: int
+) -> IndexResult | None:
+    """Top-k of one query (1, dim) of an index with a rerank store whose scan keys are exact
+    code distances (int8 / float16 postings), no visible set, as `rerank.search` over
+    `search.search` finds it: the `wide` best of the scan re-ranked from the store (the same
+    counters, rerank bytes and rows included), or None when the ordinary path must run (as
+    `search_one`; also when the probed postings hold fewer than `wide` visible slots)."""
+    store = st.store
+    if store is None or st.is_bits:
+        return None
+    with st.lock.read():
+        beams = _beams(st, sp)
+        if beams is None:
+            return None
+        reader, g, m, hk = beams
+        t = st.table
+        qoff, qscale = st.quant()
+        verified = st.file.verified
+        rows = store.rows()
+        half = rows.dtype == np.uint16
+        empty16, empty32 = _empty(st.dim)
+        cand_ids = np.empty((1, wide), np.int64)
+        cand_d = np.empty((1, wide), np.float32)
+        ids = np.empty((1, k), np.int64)
+        out_d = np.empty((1, k), np.float32)
+        status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
+            query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
+            t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
+            *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+            blockcheck._NO_BITS if verified is None else verified.bits,
+            verified is not None, blockcheck.MODE != "off", st.slot_version,
+            METRIC_CODE[st.metric], cand_ids, cand_d, half, rows if half else empty16,
+            empty32 if half else rows, ids, out_d, *g.scratch(),
+        )  # fmt: skip
+    if status != OK:
+        return None
+    nbytes = scored * store.row
+    stats = SearchStats(
+        queries=1,
+        heads_searched=m,
+        postings_read=postings,
+        blocks_read=pairs,
+        pages_read=pages,
+        bytes_read=pages * PAGE_SIZE + nbytes,
+    )
+    stats.extra["rerank_bytes"] = float(nbytes)
+    stats.extra["rerank_rows"] = float(scored)
     return IndexResult(ids, out_d, stats)
 
 
@@ -113,10 +172,8 @@ def search_one_bits(
         cand_d = np.empty((1, wide), np.float32)
         ids = np.empty((1, k), np.int64)
         out_d = np.empty((1, k), np.float32)
-        status, postings, blocks, pages, scored = bits_kernel(
-            query, g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt,
-            g.entry, g.maxlevel, g.n, hk, g.space == "ip", g.labels,
-            m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
+        status, postings, blocks, pages, scored = bits_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
+            query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width, PAGE_SIZE,
             u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
