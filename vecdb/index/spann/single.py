@@ -16,6 +16,8 @@ costs its query a second head search (the fast try, then the ordinary path).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -25,6 +27,7 @@ from vecdb.index.spann import blockcheck
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
+from vecdb.index.spann.vectors import VectorStore
 from vecdb.kernels.posting import ALWAYS_READ, METRIC_CODE, NO_VISIBLE
 from vecdb.kernels.rerank import _empty
 from vecdb.kernels.single import OK
@@ -95,6 +98,43 @@ def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexRes
     return IndexResult(ids, out_d, stats)
 
 
+def _store_rows(st: SpannState, store: VectorStore) -> tuple[bool, Any, Any]:
+    """(half, rows16, rows32) of the rerank kernels: the store's rows in the slot of their
+    format (float16 bits or float32), an empty matrix in the other."""
+    rows = store.rows()
+    empty16, empty32 = _empty(st.dim)
+    if rows.dtype == np.uint16:
+        return True, rows, empty32
+    return False, empty16, rows
+
+
+def _outputs(wide: int, k: int) -> tuple[Any, Any, Any, Any]:
+    """Uninitialised (1, wide) candidate and (1, k) result rows (the kernels fill them)."""
+    return (
+        np.empty((1, wide), np.int64),
+        np.empty((1, wide), np.float32),
+        np.empty((1, k), np.int64),
+        np.empty((1, k), np.float32),
+    )
+
+
+def _reranked(m: int, postings: int, blocks: int, pages: int, scored: int, row: int) -> SearchStats:
+    """The counters `rerank.search` reports for one query: the scan's reads plus the
+    `scored` store rows of `row` bytes it re-ranked."""
+    nbytes = scored * row
+    stats = SearchStats(
+        queries=1,
+        heads_searched=m,
+        postings_read=postings,
+        blocks_read=blocks,
+        pages_read=pages,
+        bytes_read=pages * PAGE_SIZE + nbytes,
+    )
+    stats.extra["rerank_bytes"] = float(nbytes)
+    stats.extra["rerank_rows"] = float(scored)
+    return stats
+
+
 def search_one_rerank(
     st: SpannState, query: F32, k: int, sp: SearchParams, wide: int
 ) -> IndexResult | None:
@@ -114,36 +154,20 @@ def search_one_rerank(
         t = st.table
         qoff, qscale = st.quant()
         verified = st.file.verified
-        rows = store.rows()
-        half = rows.dtype == np.uint16
-        empty16, empty32 = _empty(st.dim)
-        cand_ids = np.empty((1, wide), np.int64)
-        cand_d = np.empty((1, wide), np.float32)
-        ids = np.empty((1, k), np.int64)
-        out_d = np.empty((1, k), np.float32)
+        half, rows16, rows32 = _store_rows(st, store)
+        cand_ids, cand_d, ids, out_d = _outputs(wide, k)
         status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
             query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
             *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None, blockcheck.MODE != "off", st.slot_version,
-            METRIC_CODE[st.metric], cand_ids, cand_d, half, rows if half else empty16,
-            empty32 if half else rows, ids, out_d, *g.scratch(),
+            METRIC_CODE[st.metric], cand_ids, cand_d, half, rows16, rows32, ids, out_d,
+            *g.scratch(),
         )  # fmt: skip
     if status != OK:
         return None
-    nbytes = scored * store.row
-    stats = SearchStats(
-        queries=1,
-        heads_searched=m,
-        postings_read=postings,
-        blocks_read=pairs,
-        pages_read=pages,
-        bytes_read=pages * PAGE_SIZE + nbytes,
-    )
-    stats.extra["rerank_bytes"] = float(nbytes)
-    stats.extra["rerank_rows"] = float(scored)
-    return IndexResult(ids, out_d, stats)
+    return IndexResult(ids, out_d, _reranked(m, postings, pairs, pages, scored, store.row))
 
 
 def search_one_bits(
@@ -165,36 +189,21 @@ def search_one_bits(
         t = st.table
         verified = st.file.verified
         u8, i64, f32, _ = reader.views()
-        rows = store.rows()
-        half = rows.dtype == np.uint16
-        empty16, empty32 = _empty(st.dim)
-        cand_ids = np.empty((1, wide), np.int64)
-        cand_d = np.empty((1, wide), np.float32)
-        ids = np.empty((1, k), np.int64)
-        out_d = np.empty((1, k), np.float32)
+        half, rows16, rows32 = _store_rows(st, store)
+        cand_ids, cand_d, ids, out_d = _outputs(wide, k)
         status, postings, blocks, pages, scored = bits_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
             query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width, PAGE_SIZE,
             u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None, blockcheck.MODE != "off", coder.centroid, coder.rot,
-            METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half,
-            rows if half else empty16, empty32 if half else rows, ids, out_d, *g.scratch(),
+            METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
+            rows32, ids, out_d, *g.scratch(),
             coder.held(len(st.slot_version)),
         )  # fmt: skip
     if status != OK:
         return None
-    nbytes = scored * store.row
-    stats = SearchStats(
-        queries=1,
-        heads_searched=m,
-        postings_read=postings,
-        blocks_read=blocks,
-        pages_read=pages,
-        bytes_read=pages * PAGE_SIZE + nbytes,
-    )
-    stats.extra["rerank_bytes"] = float(nbytes)
-    stats.extra["rerank_rows"] = float(scored)
+    stats = _reranked(m, postings, blocks, pages, scored, store.row)
     if eps > 0:  # as `rerank.search` counts it
         short = cand_ids[0, -1] >= 0 and cand_d[0, -1] <= out_d[0, -1]
         stats.extra["bound_short"] = float(short)
