@@ -163,7 +163,7 @@ def search(
         inner = functools.partial(search, eps=eps) if eps > 0 else search
         if len(queries) == 1 and visible is None:  # one kernel call
             wide = max(k, rerank.candidates(st, sp))
-            if not st.is_bits:  # (no bound: never short)
+            if not st.is_bits:  # exact code distances: no bound, nothing to widen
                 one = single.search_one_rerank(st, queries, k, sp, wide)
                 if one is not None:
                     return one

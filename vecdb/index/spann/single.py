@@ -63,39 +63,40 @@ def _graph(g: HeadGraph, hk: int) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+def _scan(st: SpannState, sp: SearchParams) -> tuple[tuple[object, ...], HeadGraph, int] | None:
+    """Under the read lock: the arguments `kernels.single.search_one` and `search_one_rerank`
+    share (the head graph's to the slot versions), the graph and m; None as `_beams`."""
+    beams = _beams(st, sp)
+    if beams is None:
+        return None
+    reader, g, m, hk = beams
+    t, verified = st.table, st.file.verified
+    args = (
+        *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ, t.post_first,
+        t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE, *reader.views(),
+        *st.quant(), blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+        blockcheck._NO_BITS if verified is None else verified.bits, verified is not None,
+        blockcheck.MODE != "off", st.slot_version,
+    )  # fmt: skip
+    return args, g, m
+
+
 def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
     """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
     when the ordinary path must run (see the module docstring)."""
     with st.lock.read():
-        beams = _beams(st, sp)
-        if beams is None:
+        scan = _scan(st, sp)
+        if scan is None:
             return None
-        reader, g, m, hk = beams
-        t = st.table
-        qoff, qscale = st.quant()
-        verified = st.file.verified
+        args, g, m = scan
         ids = np.empty((1, k), np.int64)
         out_d = np.empty((1, k), np.float32)
-        status, postings, pairs, pages = kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
-            query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
-            t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
-            *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
-            blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None, blockcheck.MODE != "off",
-            st.slot_version, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
-            *g.scratch(),
-        )  # fmt: skip
+        status, postings, pairs, pages = kernel(  # type: ignore[call-arg]  # (a star of args)
+            query, *args, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d, *g.scratch()
+        )
     if status != OK or ids[0, -1] < 0:
         return None
-    stats = SearchStats(
-        queries=1,
-        heads_searched=m,
-        postings_read=postings,
-        blocks_read=pairs,
-        pages_read=pages,
-        bytes_read=pages * PAGE_SIZE,
-    )
-    return IndexResult(ids, out_d, stats)
+    return IndexResult(ids, out_d, _read(m, postings, pairs, pages))
 
 
 def _store_rows(st: SpannState, store: VectorStore) -> tuple[bool, Any, Any]:
@@ -118,11 +119,10 @@ def _outputs(wide: int, k: int) -> tuple[Any, Any, Any, Any]:
     )
 
 
-def _reranked(m: int, postings: int, blocks: int, pages: int, scored: int, row: int) -> SearchStats:
-    """The counters `rerank.search` reports for one query: the scan's reads plus the
-    `scored` store rows of `row` bytes it re-ranked."""
-    nbytes = scored * row
-    stats = SearchStats(
+def _read(m: int, postings: int, blocks: int, pages: int, nbytes: int = 0) -> SearchStats:
+    """One query's counters: m heads, the postings, blocks and pages its scan read, plus
+    `nbytes` read besides (rerank rows)."""
+    return SearchStats(
         queries=1,
         heads_searched=m,
         postings_read=postings,
@@ -130,6 +130,13 @@ def _reranked(m: int, postings: int, blocks: int, pages: int, scored: int, row: 
         pages_read=pages,
         bytes_read=pages * PAGE_SIZE + nbytes,
     )
+
+
+def _reranked(m: int, postings: int, blocks: int, pages: int, scored: int, row: int) -> SearchStats:
+    """The counters `rerank.search` reports for one query: the scan's reads plus the
+    `scored` store rows of `row` bytes it re-ranked."""
+    nbytes = scored * row
+    stats = _read(m, postings, blocks, pages, nbytes)
     stats.extra["rerank_bytes"] = float(nbytes)
     stats.extra["rerank_rows"] = float(scored)
     return stats
@@ -147,23 +154,15 @@ def search_one_rerank(
     if store is None or st.is_bits:
         return None
     with st.lock.read():
-        beams = _beams(st, sp)
-        if beams is None:
+        scan = _scan(st, sp)
+        if scan is None:
             return None
-        reader, g, m, hk = beams
-        t = st.table
-        qoff, qscale = st.quant()
-        verified = st.file.verified
+        args, g, m = scan
         half, rows16, rows32 = _store_rows(st, store)
         cand_ids, cand_d, ids, out_d = _outputs(wide, k)
-        status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
-            query, *_graph(g, hk), m, st.metric == "ip", sp.prune_ratio, ALWAYS_READ,
-            t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
-            *reader.views(), qoff, qscale, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
-            blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None, blockcheck.MODE != "off", st.slot_version,
-            METRIC_CODE[st.metric], cand_ids, cand_d, half, rows16, rows32, ids, out_d,
-            *g.scratch(),
+        status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]
+            query, *args, METRIC_CODE[st.metric], cand_ids, cand_d, half, rows16, rows32,
+            ids, out_d, *g.scratch(),
         )  # fmt: skip
     if status != OK:
         return None
