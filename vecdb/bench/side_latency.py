@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -117,6 +118,7 @@ def _system(
     else:
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
+        system.set_threads(os.cpu_count() or 1)
         t = time.perf_counter()
         system.build(ds.base, d)
         system.save(d)
