@@ -115,3 +115,11 @@ def test_a_small_run_times_vecdb_and_hnswlib_at_the_target(tmp_path: Path) -> No
     assert [s["recall_at_10"] for s in again["systems"]["hnswlib"]["sweep"]] == [
         s["recall_at_10"] for s in out["systems"]["hnswlib"]["sweep"]
     ]
+    # other build parameters in the config: that system is built again, the other loaded
+    config["systems"]["hnswlib"]["build"] = {"M": 12, "ef_construction": 40}
+    cfg.write_text(json.dumps(config))
+    logged.clear()
+    sl.run(args, logged.append)
+    numba.set_num_threads(threads)
+    assert any(line.startswith("hnswlib: built in") for line in logged)
+    assert any(line.startswith("vecdb-spann: loaded from") for line in logged)

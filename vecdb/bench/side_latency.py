@@ -105,17 +105,20 @@ def alternate(
 def _system(
     name: str, ds: Any, config: dict[str, Any], work: Path, log: Callable[[str], None]
 ) -> System:
-    """`name` built on the dataset with all threads in work/name (or loaded from there)."""
+    """`name` built on the dataset with all threads in work/name, or loaded from there when
+    that directory holds a build with the same build parameters."""
     cfg = config.get("systems", {}).get(name, {})
     system = make_system(
         name, ds.metric, int(ds.base.shape[1]), len(ds.base), cfg.get("build", {}), cfg.get("base")
     )
     system.import_libraries()
     d = work / name
-    if (d / "built").exists():
+    marker = d / "built.json"  # the build parameters of what the directory holds
+    wanted = json.dumps(system.build_params, sort_keys=True)
+    if marker.exists() and marker.read_text() == wanted:
         system.load(d)
         log(f"{name}: loaded from {d}")
-    else:
+    else:  # nothing there, or a build with other parameters: built again
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         system.set_threads(os.cpu_count() or 1)
@@ -123,7 +126,7 @@ def _system(
         system.build(ds.base, d)
         system.save(d)
         system.load(d)
-        (d / "built").write_text("1")
+        marker.write_text(wanted)
         log(f"{name}: built in {time.perf_counter() - t:.1f} s")
     system.set_threads(1)
     return system
