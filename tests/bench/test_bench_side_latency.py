@@ -104,8 +104,9 @@ def test_a_small_run_times_vecdb_and_hnswlib_at_the_target(tmp_path: Path) -> No
         lo = min(t["p50_ms"] for t in timed)
         hi = max(t["p50_ms"] for t in timed)
         assert lo <= e["p50_at_target_ms"] <= hi
+    assert out["systems"]["vecdb-spann"]["is_ours"] and not out["systems"]["hnswlib"]["is_ours"]
     text = sl.table(out)
-    assert "| vecdb-spann / hnswlib |" in text
+    assert "| vecdb-spann / hnswlib |" in text and "| hnswlib / " not in text
     assert any("built in" in line for line in logged)
     # a second run loads what the first built
     logged.clear()
@@ -123,3 +124,32 @@ def test_a_small_run_times_vecdb_and_hnswlib_at_the_target(tmp_path: Path) -> No
     numba.set_num_threads(threads)
     assert any(line.startswith("hnswlib: built in") for line in logged)
     assert any(line.startswith("vecdb-spann: loaded from") for line in logged)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--rounds", "0"), ("--block", "-3"), ("--queries", "0"), ("--target", "1.5")],
+)
+def test_bad_options_are_refused_by_name(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        sl.main([option, value])
+    assert exc.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_table_takes_ours_from_the_system_not_its_name() -> None:
+    def entry(ours: bool, p50: float) -> dict[str, object]:
+        timed = [{"params": {"x": 1}, "recall_at_10": 0.96, "p50_ms": p50, "p99_ms": 2 * p50}]
+        return {
+            "is_ours": ours,
+            "timed": timed,
+            "p50_at_target_ms": p50,
+            "p99_at_target_ms": 2 * p50,
+        }
+
+    out = {"target": 0.95, "systems": {"mine": entry(True, 0.3), "vecdb-peer": entry(False, 0.2)}}
+    text = sl.table(out)
+    assert "| mine / vecdb-peer | 1.50x | 1.50x |" in text
+    assert "| vecdb-peer / " not in text

@@ -164,18 +164,19 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
                 points.append((float(rec), dict(params)))
             chosen = bracket(points, args.target)
             out["systems"][name] = {
+                "is_ours": system.is_ours,
                 "sweep": [{"recall_at_10": r, "params": p} for r, p in points],
                 "timed": [{"recall_at_10": r, "params": p} for r, p in chosen],
             }
             log(f"{name}: timing {[(round(r, 4), p) for r, p in chosen]}")
-            for _, params in chosen:
-                searchers[(name, json.dumps(params, sort_keys=True))] = _searcher(system, params, q)
+            for j, (_, params) in enumerate(chosen):
+                searchers[(name, j)] = _searcher(system, params, q)
         per_round = alternate(searchers, len(q), args.rounds, args.block, args.seed)
         for name in names:
             entry = out["systems"][name]
             pts50, pts99 = [], []
-            for row in entry["timed"]:
-                rounds = per_round[(name, json.dumps(row["params"], sort_keys=True))]
+            for j, row in enumerate(entry["timed"]):
+                rounds = per_round[(name, j)]
                 row["p50_ms"] = float(np.median([a for a, _ in rounds]))
                 row["p99_ms"] = float(np.median([b for _, b in rounds]))
                 row["rounds"] = rounds
@@ -226,8 +227,8 @@ def table(out: dict[str, Any]) -> str:
         p50 = f"{bound}{e['p50_at_target_ms']:.3f}" if name in got else "-"
         p99 = f"{bound}{e['p99_at_target_ms']:.3f}" if name in got else "-"
         lines.append(f"| {name} | {timed} | {p50} | {p99} |")
-    ours = [n for n in got if n.startswith("vecdb")]
-    peers = [n for n in got if not n.startswith("vecdb")]
+    ours = [n for n in got if got[n]["is_ours"]]
+    peers = [n for n in got if not got[n]["is_ours"]]
     if ours and peers:
         lines += ["", "| ours / peer | p50 | p99 |", "|---|---|---|"]
         for a in ours:
@@ -238,15 +239,29 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _recall(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a recall in (0, 1], got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="glove-50")
     ap.add_argument("--systems", default="vecdb-spann,hnswlib")
     ap.add_argument("--config", default=None, help="a bench JSON config (build and sweep)")
-    ap.add_argument("--queries", type=int, default=1000)
-    ap.add_argument("--target", type=float, default=0.95)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--block", type=int, default=100, help="queries per alternation block")
+    ap.add_argument("--queries", type=_positive, default=1000)
+    ap.add_argument("--target", type=_recall, default=0.95)
+    ap.add_argument("--rounds", type=_positive, default=5)
+    ap.add_argument("--block", type=_positive, default=100, help="queries per alternation block")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", default=None, help="keep the built systems here (reused if there)")
     ap.add_argument("--out", default=None, help="write the JSON here")

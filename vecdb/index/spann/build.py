@@ -66,6 +66,9 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # measured on this 2-core machine, a row costs ~0.083 ns x heads x dim as a matrix product
 # and ~35 us + 0.15 us x dim in hnswlib at build_ef 48 (30,000 x 1,024 with 1,344 heads: 3.4
 # vs 8 s; 100,000 x 384 with 4,500 heads: 14 vs 7 s; GloVe's 17,500 heads: the graph).
+# Set when the default build_ef was 48; at today's 96 the graph costs about twice that, so the
+# break-even moved up (not re-measured: GloVe-50's 17,554 heads took 21 s by the graph at 96
+# against 21-60 s for exact candidates by faiss's flat search in a scratch study).
 EXACT_BASE, EXACT_PER_DIM = 400_000, 1_800
 
 
