@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vecdb.bench import scaling
 from vecdb.bench.build_report import build_memory_table, build_time_table
 from vecdb.bench.cells import Row, by_system
 from vecdb.bench.cells import fmt as fmt  # re-exported: the other reports' cells
@@ -196,15 +197,18 @@ def provenance_lines(first: Row, header: Mapping[str, Any]) -> list[str]:
     sha = first.get("git_sha") or "unknown"
     if first.get("git_dirty"):
         sha += " (with uncommitted changes)"
-    return [
+    lines = [
         f"Command: `{header['command']}`",
         "",
         f"- Run {first.get('run_id', '?')}, git {sha}, {header['seconds']:.0f} s in total.",
         f"- Machine: {first.get('cpu_model', '?')} x {first.get('cpu_count', '?')} CPUs; "
         f'"all threads" = {first.get("threads_all", "?")}; load average at start '
         f"{header.get('load_start')}, at end {header.get('load_end')}.",
-        f"- Python {first.get('python', '?')}; {pkgs}.",
     ]
+    host = scaling.describe(first.get("thread_scaling"), header.get("thread_scaling_end"))
+    if host is not None:
+        lines.append(host)
+    return [*lines, f"- Python {first.get('python', '?')}; {pkgs}."]
 
 
 def section_text(

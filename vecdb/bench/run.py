@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.bench import metrics
+from vecdb.bench import metrics, scaling
 from vecdb.bench.build_memory import measure_build_memory
 from vecdb.bench.datasets import Dataset, slugify
 from vecdb.bench.environment import environment, load_average
@@ -83,11 +83,17 @@ class RunConfig:
 
 
 def run_header(
-    dataset: str, label: str | None, command: str, started: float, load_start: Any
+    dataset: str,
+    label: str | None,
+    command: str,
+    started: float,
+    load_start: Any,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """The header of a run's RESULTS.md section: what ran, how long since `started`, and the
-    load average at its start and end."""
-    return {
+    """The header of a run's RESULTS.md section: what ran, how long since `started`, the
+    load average at its start and end and, with `threads` > 1, the host's thread scaling
+    now (`scaling.measure`; the run's rows carry the one from its start)."""
+    header = {
         "dataset": dataset,
         "label": label,
         "command": command,
@@ -95,6 +101,9 @@ def run_header(
         "load_start": load_start,
         "load_end": load_average(),
     }
+    if threads > 1:
+        header["thread_scaling_end"] = scaling.measure(threads)
+    return header
 
 
 @dataclass
@@ -112,6 +121,7 @@ def run_benchmark(ds: Dataset, cfg: RunConfig, log: Callable[[str], None] = prin
     start = time.perf_counter()
     deadline = None if cfg.time_limit_s is None else start + cfg.time_limit_s
     env = environment(cfg.threads)
+    env["thread_scaling"] = scaling.measure(cfg.threads)  # what "all threads" can give here
     run_id = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     jsonl = cfg.out_dir / f"results-{slugify(cfg.label or ds.name)}.jsonl"

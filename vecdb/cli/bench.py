@@ -275,7 +275,7 @@ def bench(
             repeats=repeats, measure_memory=memory,
         )  # fmt: skip
         result = run_benchmark(ds, cfg, log=_log)
-        header = run_header(ds.name, section, command, t0, load_start)
+        header = run_header(ds.name, section, command, t0, load_start, cfg.threads)
         header["latency_queries"] = latency_queries
         header["anchor_source"] = config.get("anchor_source", "config")
         md = results_md or out_dir / "RESULTS.md"
