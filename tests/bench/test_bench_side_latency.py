@@ -128,7 +128,15 @@ def test_a_small_run_times_vecdb_and_hnswlib_at_the_target(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("--rounds", "0"), ("--block", "-3"), ("--queries", "0"), ("--target", "1.5")],
+    [
+        ("--rounds", "0"),
+        ("--block", "-3"),
+        ("--queries", "0"),
+        ("--target", "1.5"),
+        ("--rounds", "x"),
+        ("--target", "nan"),
+        ("--target", "high"),
+    ],
 )
 def test_bad_options_are_refused_by_name(
     option: str, value: str, capsys: pytest.CaptureFixture[str]
@@ -136,7 +144,10 @@ def test_bad_options_are_refused_by_name(
     with pytest.raises(SystemExit) as exc:
         sl.main([option, value])
     assert exc.value.code == 2
-    assert option in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # the option, what it must be and what was given (not argparse's "invalid _positive value")
+    assert option in err and repr(value) in err
+    assert ("positive integer" if option != "--target" else "recall in (0, 1]") in err
 
 
 def test_table_takes_ours_from_the_system_not_its_name() -> None:

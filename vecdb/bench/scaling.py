@@ -3,14 +3,14 @@
 
 A 2-vCPU virtual machine may give two threads of one physical core (SMT siblings) or two
 time-shared cores; the guest cannot tell (lscpu says one thread per core either way). Work
-that keeps a core's arithmetic units busy then scales far less than work that waits on memory
-(on the 2026-12-03 host: an in-cache multiply-add loop 1.28x on two threads, a pointer chase
-1.9x), so "vecdb's all-thread QPS >= 1.8x its one-thread QPS" says more about the host than
+that keeps a core's arithmetic units busy may then scale far less than work that waits on
+memory (on the 2026-12-03 host, measured again and again: the in-cache loop below 1.01-1.92x
+on two threads from one minute to the next, the pointer chase 1.67-2.0x), so "vecdb's all-thread QPS >= 1.8x its one-thread QPS" says more about the host than
 about vecdb unless the host's own ratio is printed beside it. `measure` runs two numba
 kernels, each once alone and then once per thread at the same time, and reports N x (alone
 time) / (together time) for each: `compute` (multiply-adds over a 16 KiB array that stays in
 the L1 cache) and `latency` (a chase through a random cycle of 32 MiB, one dependent load
-after another). Takes about a second; reads nothing, writes nothing.
+after another). Takes 2-3 s; reads nothing, writes nothing.
 """
 
 from __future__ import annotations
