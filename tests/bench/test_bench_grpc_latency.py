@@ -4,6 +4,9 @@ the report states the three p50s, the gap over the echo and the batch ratio."""
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
+
 import grpc
 import numpy as np
 
@@ -81,3 +84,26 @@ def test_report_states_the_busy_handler_and_the_floor_timings() -> None:
     assert "| echo + 0.250 ms busy handler (holds the GIL) | 0.800 | 1.000 | - |" in text
     assert "busy-handler echo p50 - embedded p50 = 0.550 ms = 1.10x the echo p50" in text
     assert "engine search p50 0.300 ms, servicer (decode + search + encode) p50 0.330 ms" in text
+
+
+def test_warm_calls_every_path_with_every_query_per_pass() -> None:
+    """`warm` gives each path each query index `passes` times (the CRC-once warm-up of the
+    timed queries' blocks), and WARM_CALLS calls at least when passes is 0."""
+    from vecdb.bench.grpc_latency import WARM_CALLS, warm
+
+    seen: dict[str, Counter[int]] = {"a": Counter(), "b": Counter()}
+    paths = {name: functools.partial(_count, c) for name, c in seen.items()}
+    warm(paths, 7, 2)
+    assert all(c == Counter({i: 2 for i in range(7)}) for c in seen.values())
+    for c in seen.values():
+        c.clear()
+    warm(paths, 100, 0)
+    assert all(c == Counter(range(WARM_CALLS)) for c in seen.values())
+    for c in seen.values():
+        c.clear()
+    warm(paths, 5, 0)  # fewer queries than WARM_CALLS: each once
+    assert all(c == Counter(range(5)) for c in seen.values())
+
+
+def _count(counter: Counter[int], i: int) -> None:
+    counter[i] += 1

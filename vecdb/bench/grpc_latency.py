@@ -15,8 +15,12 @@ grpcio plus the engine in a server process cost before anything vecdb adds per c
 server also times, in its handler thread, the engine's search and the whole servicer call
 (decode, search, encode), so the report can say how much slower the same search runs there
 than embedded. (6) The echo again with a handler that busy-waits, holding the GIL, for the
-embedded p50 (measured first on other queries): what a Python grpcio server that did only
-the embedded work would answer in, i.e. the best the remote path can do. It also times batch
+embedded p50 (measured on the timed queries after the warm-up): what a Python grpcio server
+that did only the embedded work would answer in, i.e. the best the remote path can do. Every
+path first runs `--warm` untimed passes over the timed queries (default 1): the first warm
+read of a posting block after an open is CRC-checked on the ordinary search path, which
+roughly doubles that query's time, and each of the three processes opens its own copy, so
+without it the timed calls compare first reads more than the network path. It also times batch
 searches both ways (QPS, wall; the best of BATCH_ROUNDS calls each, the two taking turns). `--reuse DIR` builds the collection once into DIR and copies
 it from there in later runs. Owns its echo and floor servers and the report; measures
 nothing else.
@@ -46,6 +50,7 @@ from vecdb.bench.server_process import THREAD_VARS, ServerProcess
 COLLECTION = "bench"
 ECHO_METHOD = "/vecdb.bench.Echo/Echo"
 SLICE = 50  # queries per system before switching to the next
+WARM_CALLS = 20  # untimed calls a path gets at least before the timed ones
 SPIN_METHOD = "/vecdb.bench.Echo/Spin"
 TIMINGS_METHOD = "/vecdb.bench.Echo/Timings"
 ECHO_SERVER = """
@@ -206,20 +211,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def one(client: Any) -> Callable[[int], Any]:
             return lambda i: client.search(COLLECTION, queries[i : i + 1], k=10, params=params)
 
-        # The spin call's handler holds the GIL as long as an embedded search takes (its p50
-        # on 200 other queries than the timed ones, after 100 more to warm up): what any
-        # grpcio server doing that work in Python costs at least.
-        spare = np.ascontiguousarray(ds.queries[-300:])
-        spin_s = _p50_seconds(lambda i: embedded.search(COLLECTION, spare[i : i + 1], k=10,
-                                                        params=params), len(spare), 100)  # fmt: skip
-        spin = channel.unary_unary(SPIN_METHOD)
-        spin_payload = struct.pack("<d", spin_s) + bytes(max(0, req_size - 8))
         systems: dict[str, Callable[[int], Any]] = {
             "embedded": one(embedded),
             "remote": one(remote),
             "echo": lambda i: call(payload, timeout=10),
             "trivial": lambda i: remote.collection_exists(COLLECTION),
-            "spin": lambda i: spin(spin_payload, timeout=10),
         }
         if args.floor:
             floor = EchoServer(args.threads, FLOOR_SERVER, str(plain))
@@ -227,9 +223,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             floor_channel = grpc.insecure_channel(floor.address)
             floor_timings = floor_channel.unary_unary(TIMINGS_METHOD)
             systems["floor"] = one(floor_client)
-        for f in systems.values():  # warm-up: connections, kernels, caches
-            for i in range(20):
-                f(i)
+        # Warm-up: connections, kernels, caches, and every posting block the timed queries
+        # read CRC-checked once in each process (a block's first warm read after an open
+        # costs its query the ordinary path and the CRC: ~2x a query's time)
+        warm(systems, len(queries), args.warm)
+        # The spin call's handler holds the GIL as long as a warm embedded search takes (its
+        # p50 over the timed queries, one more pass): what any grpcio server doing that work
+        # in Python costs at least.
+        spin_s = _p50_seconds(systems["embedded"], len(queries), 0)
+        spin = channel.unary_unary(SPIN_METHOD)
+        spin_payload = struct.pack("<d", spin_s) + bytes(max(0, req_size - 8))
+        systems["spin"] = lambda i: spin(spin_payload, timeout=10)
+        warm({"spin": systems["spin"]}, min(len(queries), WARM_CALLS), 1)
         if args.floor:
             floor_timings(b"", timeout=10)  # start the server-side timings over
         lat: dict[str, list[float]] = {name: [] for name in systems}
@@ -251,6 +256,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["config"] = {
             "dataset": args.dataset, "base": len(base), "queries": len(queries),
             "batch": len(batch), "max_postings": args.max_postings, "threads": args.threads,
+            "warm": args.warm,
         }  # fmt: skip
         embedded.close()
         remote.close()
@@ -266,6 +272,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if child is not None:
                 child.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def warm(systems: dict[str, Callable[[int], Any]], n: int, passes: int) -> None:
+    """Call every path with each of the n query indices, `passes` times over, untimed; at
+    least WARM_CALLS calls a path (connections and kernels), even with passes 0."""
+    for f in systems.values():
+        for i in range(max(passes * n, min(n, WARM_CALLS))):
+            f(i % n)
 
 
 def _p50_seconds(f: Callable[[int], Any], n: int, skip: int) -> float:
@@ -365,6 +379,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--queries", type=int, default=1000, help="queries timed one by one")
     ap.add_argument("--batch", type=int, default=1000, help="queries of the batch QPS call")
     ap.add_argument("--max-postings", type=int, default=48)
+    ap.add_argument("--warm", type=int, default=1,
+                    help="untimed passes over the timed queries on every path first (0: only "
+                         f"{WARM_CALLS} calls; the first pass after an open CRC-checks each "
+                         "posting block it reads)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2, help="server and echo worker threads")
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="skip the plain grpcio + servicer server (a third copy of the data)")  # fmt: skip
