@@ -216,6 +216,7 @@ def test_a_walk_over_a_corrupt_posting_file_is_answered_exactly(loaded) -> None:
     request, never an error or a wrong answer."""
     db, x = loaded
     core = _core(db, "s")
+    core.index.prewarm.wait()  # the background CRC pass after the build is over
     (pf,) = sorted(core.directory.glob("postings.*.bin"))
     with open(pf, "r+b") as f:  # one flipped byte in every page: every block is damaged
         size = pf.stat().st_size
@@ -224,6 +225,10 @@ def test_a_walk_over_a_corrupt_posting_file_is_answered_exactly(loaded) -> None:
             b = f.read(1)
             f.seek(off)
             f.write(bytes([b[0] ^ 0x40]))
+    # A block damaged under the live map after its CRC passed is not re-checked (the gap
+    # RELIABILITY.md names); damage found at its first check is what this walk must handle:
+    # forget the checks, as a process that had not read these blocks yet would have none.
+    core.index.state.file.verified.bits[:] = 0
     ids = np.arange(0, N, 5)
     q = _data(7, 20)
     (s, _d), slots, _ = _search(core, q, ids, params={"tenant_copy": 0, "tenant_share": 0.5})

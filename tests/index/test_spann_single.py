@@ -47,6 +47,7 @@ def test_fast_path_equals_the_ordinary_one(
             q /= np.linalg.norm(q, axis=1, keepdims=True)
         for mp in (2, 8, 32):
             sp = SearchParams.parse({"max_postings": mp})
+            idx.prewarm.wait()  # the background check after the build is done
             st.file.verified.bits[:] = 0  # nothing verified yet: every query steps aside
             assert all(single.search_one(st, q[i : i + 1], K, sp) is None for i in range(5))
             want = [_ordinary(monkeypatch, st, q[i : i + 1], K, sp) for i in range(len(q))]
@@ -135,6 +136,7 @@ def test_bits_fast_path_equals_the_ordinary_one(
             q /= np.linalg.norm(q, axis=1, keepdims=True)
         for params in ({"max_postings": 4}, {"max_postings": 16, "rerank_k": 30}):
             sp = SearchParams.parse(params)
+            idx.prewarm.wait()  # the background check after the build is done
             st.file.verified.bits[:] = 0  # nothing verified: every query steps aside
             assert all(
                 single.search_one_bits(st, q[i : i + 1], K, sp, 100) is None for i in range(3)
@@ -184,6 +186,7 @@ def test_rerank_fast_path_equals_the_ordinary_one(
         for search_params in ({"max_postings": 4}, {"max_postings": 16, "rerank_k": 30}):
             sp = SearchParams.parse(search_params)
             wide = max(K, rerank.candidates(st, sp))
+            idx.prewarm.wait()  # the background check after the build is done
             st.file.verified.bits[:] = 0  # nothing verified: every query steps aside
             assert all(
                 single.search_one_rerank(st, q[i : i + 1], K, sp, wide) is None for i in range(3)

@@ -33,6 +33,7 @@ from vecdb.index.spann import (
     update,
 )
 from vecdb.index.spann.postings import DirectReader
+from vecdb.index.spann.prewarm import Prewarm
 from vecdb.index.spann.state import SpannState
 from vecdb.index.tenancy import TenantParams, node_counts
 
@@ -51,6 +52,7 @@ class SpannIndex:
             raise InvalidArgument(f"metric must be l2, ip or cosine, got {state.metric!r}")
         self.state = state
         self.max_abs_component = MAX_FLOAT16 if state.params.float16_rows else None
+        self.prewarm = Prewarm()  # the background CRC check of a new file (`prewarm`)
 
     # --- build -------------------------------------------------------------------------------
 
@@ -58,6 +60,7 @@ class SpannIndex:
         """Replace the whole content with a bulk build (published by one swap)."""
         s, v = self._check(slots, vectors)
         build.build(self.state, s, v, progress)
+        self.prewarm.start(self.state)
 
     # --- add ---------------------------------------------------------------------------------
 
@@ -69,6 +72,7 @@ class SpannIndex:
             return
         if self.state.graph is None:
             build.build(self.state, s, v, progress)
+            self.prewarm.start(self.state)
             return
         update.add(self.state, s, v, progress)
 
@@ -136,6 +140,7 @@ class SpannIndex:
     ) -> None:
         """Insert the chunks and run their maintenance in a child (`spann.drain_child`)."""
         drain_child.add_in_child(self.state, chunks, seq, applied_seq, progress)
+        self.prewarm.start(self.state)  # the child's file, published by one swap
 
     # --- remove ------------------------------------------------------------------------------
 
@@ -162,6 +167,7 @@ class SpannIndex:
         """Rewrite the whole posting file now (a new generation, published by checkpoint)."""
         if self.state.graph is not None:
             compaction.compact(self.state)
+            self.prewarm.start(self.state)
 
     # --- checkpoint / open / close -----------------------------------------------------------
 
@@ -178,10 +184,13 @@ class SpannIndex:
         if metric not in ("l2", "ip", "cosine"):
             raise InvalidArgument(f"metric must be l2, ip or cosine, got {metric!r}")
         state, seq = persist.open_state(dim, metric, dict(params), directory)
-        return cls(state), seq
+        index = cls(state)
+        index.prewarm.start(state)
+        return index, seq
 
     def close(self) -> None:
         """Release the posting file and reader threads (no implicit checkpoint)."""
+        self.prewarm.stop()
         if isinstance(self.state.reader, DirectReader):
             self.state.reader.close()
         self.state.file.close()
