@@ -4,7 +4,9 @@ A thin lifecycle class over `SpannState`: it validates arguments, and calls the 
 (`build`, `update`, `search`, `maintain`, `compaction`, `persist`, `stats`), which are
 functions over the state and never import this module. Concurrency is the state's
 readers-writer lock (see `state` and `vecdb.index.base`): searches and removes from any
-thread, build / add / maintain / checkpoint from one worker thread. It never opens RocksDB:
+thread, build / add / maintain / checkpoint from one worker thread; after an open or a new
+posting file, one background thread CRC-checks its blocks as a reader (`prewarm`; `close`
+stops it). It never opens RocksDB:
 the engine's op log is the truth, `checkpoint(seq)` makes the applied state durable and
 `open` returns the last durable sequence so the engine replays what follows (add and remove
 are idempotent under replay).

@@ -6,11 +6,13 @@ meeting a block not yet checked runs the ordinary path instead, and after an ope
 block is such a block. Measured on GloVe-50 (200,000 vectors, int8 postings, a `vecdb serve`
 child just opened): 0.37 ms a query in the server's handler thread over the first pass of
 1,000 queries, 0.16 ms once their blocks were checked. `Prewarm` runs that check over the
-whole file once, in a daemon thread, right after the index is opened or bulk-built, so the
-first queries after a restart take the fast path too.
+whole file once, in a daemon thread, right after the index is opened, bulk-built, compacted
+or handed a drain child's file, so the first queries after a restart take the fast path too.
 
-One step checks the blocks of STEP_POSTINGS postings under the state's read lock (well under
-a millisecond of hashing at a few GB/s: a writer waits no longer than for a search); postings
+One step checks the blocks of STEP_POSTINGS postings under the state's read lock (under a
+megabyte at GloVe-50's posting size, a few at MiniLM-384's "bits" postings: about a
+millisecond of hashing from the page cache, so a writer waits about as long as for a
+search; longer where the pages come from the device); postings
 written meanwhile are left to the searches, as blocks rewritten later are. A file larger than
 MAX_BYTES is left to the searches (hashing it would read it all from the device); so is a
 cold reader (every cold read is checked anyway) and a CRC mode other than "cached". A block
