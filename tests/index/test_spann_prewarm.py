@@ -10,6 +10,7 @@ size limit and the "always" / "off" CRC modes start no pass. Real index files, r
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,12 +114,28 @@ def test_a_corrupt_block_stays_unchecked_and_the_search_reading_it_raises(
 def test_close_during_a_pass_waits_for_its_step_and_stops_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No step of the pass starts once `close` has returned (it would read a closed file)."""
     _built(tmp_path / "ix")
-    monkeypatch.setattr(prewarm, "STEP_POSTINGS", 1)  # many short steps
-    for _ in range(5):
+    monkeypatch.setattr(prewarm, "STEP_POSTINGS", 1)  # many steps
+    closed, late = [False], []
+    real = prewarm.check_step
+
+    def slow_step(st, first):  # type: ignore[no-untyped-def]
+        if closed[0]:
+            late.append(first)
+        time.sleep(0.001)  # the pass is still running when close comes
+        return real(st, first)
+
+    monkeypatch.setattr(prewarm, "check_step", slow_step)
+    for _ in range(3):
         idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
-        idx.close()  # at once: mid-pass, usually
+        time.sleep(0.01)
+        assert not idx.prewarm.wait(0)  # mid-pass
+        idx.close()
+        closed[0] = True
         assert idx.prewarm.wait(30)
+        closed[0] = False
+    assert late == []
 
 
 @pytest.mark.parametrize("case", ["direct", "always", "off", "too large"])
