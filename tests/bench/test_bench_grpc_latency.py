@@ -9,8 +9,15 @@ from collections import Counter
 
 import grpc
 import numpy as np
+import pytest
 
-from vecdb.bench.grpc_latency import ECHO_METHOD, EchoServer, remote_request_bytes, report
+from vecdb.bench.grpc_latency import (
+    ECHO_METHOD,
+    EchoServer,
+    main,
+    remote_request_bytes,
+    report,
+)
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 
 
@@ -107,3 +114,25 @@ def test_warm_calls_every_path_with_every_query_per_pass() -> None:
 
 def _count(counter: Counter[int], i: int) -> None:
     counter[i] += 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "rule"),
+    [
+        ("--warm", "-1", "an integer >= 0"),
+        ("--warm", "one", "an integer >= 0"),
+        ("--queries", "0", "a positive integer"),
+        ("--base", "-5", "a positive integer"),
+        ("--threads", "0", "a positive integer"),
+    ],
+)
+def test_bad_counts_are_refused_before_anything_runs(
+    option: str, value: str, rule: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A count out of range is a usage error naming the option, its rule and the text given
+    (a negative --warm was taken as 0 before)."""
+    with pytest.raises(SystemExit) as exc:
+        main([option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and rule in err and repr(value) in err

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench.datasets import load_dataset
+from vecdb.bench.options import at_least
 from vecdb.bench.server_process import THREAD_VARS, ServerProcess
 
 COLLECTION = "bench"
@@ -375,15 +376,15 @@ def report(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="glove-50")
-    ap.add_argument("--base", type=int, default=200_000, help="first N base rows")
-    ap.add_argument("--queries", type=int, default=1000, help="queries timed one by one")
-    ap.add_argument("--batch", type=int, default=1000, help="queries of the batch QPS call")
-    ap.add_argument("--max-postings", type=int, default=48)
-    ap.add_argument("--warm", type=int, default=1,
+    ap.add_argument("--base", type=at_least(1), default=200_000, help="first N base rows")
+    ap.add_argument("--queries", type=at_least(1), default=1000, help="queries timed one by one")
+    ap.add_argument("--batch", type=at_least(1), default=1000, help="queries of the batch QPS call")
+    ap.add_argument("--max-postings", type=at_least(1), default=48)
+    ap.add_argument("--warm", type=at_least(0), default=1,
                     help="untimed passes over the timed queries on every path first (0: only "
                          f"{WARM_CALLS} calls; the first pass after an open CRC-checks each "
                          "posting block it reads)")  # fmt: skip
-    ap.add_argument("--threads", type=int, default=2, help="server and echo worker threads")
+    ap.add_argument("--threads", type=at_least(1), default=2, help="server and echo worker threads")
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="skip the plain grpcio + servicer server (a third copy of the data)")  # fmt: skip
     ap.add_argument("--json", type=Path, default=None, help="append the result as a JSON line")

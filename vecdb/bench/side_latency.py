@@ -36,6 +36,7 @@ import numpy.typing as npt
 
 from vecdb.bench import metrics
 from vecdb.bench.datasets import load_dataset
+from vecdb.bench.options import at_least
 from vecdb.bench.systems import Params, System, expand_sweep, make_system
 
 K = 10
@@ -239,14 +240,7 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+_positive = at_least(1)
 
 
 def _recall(text: str) -> float:
