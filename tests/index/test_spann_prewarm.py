@@ -51,7 +51,7 @@ def test_after_an_open_every_block_is_checked_and_single_queries_take_the_fast_p
     monkeypatch.setattr(prewarm, "MAX_BYTES", 0)
     idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
     try:
-        assert idx.prewarm.wait(0)  # none started
+        assert idx.prewarm.passes == 0
         assert not idx.state.file.verified.known(_all_blocks(idx)).any()
         assert single.search_one_rerank(idx.state, q[:1], K, sp, 16) is None
     finally:
@@ -60,6 +60,7 @@ def test_after_an_open_every_block_is_checked_and_single_queries_take_the_fast_p
     idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
     try:
         assert idx.prewarm.wait(30)
+        assert idx.prewarm.passes == 1
         assert idx.state.file.verified.known(_all_blocks(idx)).all()
         for i in range(len(q)):  # every first query answered in one kernel call
             got = single.search_one_rerank(idx.state, q[i : i + 1], K, sp, 16)
@@ -152,6 +153,6 @@ def test_no_pass_where_searches_check_anyway_or_the_file_is_large(
         monkeypatch.setattr(blockcheck, "MODE", case)
     idx, _ = open_spann(D, "l2", params, tmp_path / "ix")
     try:
-        assert idx.prewarm._thread is None
+        assert idx.prewarm.passes == 0
     finally:
         idx.close()

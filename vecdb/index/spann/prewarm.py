@@ -47,6 +47,7 @@ class Prewarm:
         self._step = threading.Lock()  # held by a running step (taken inside the read lock)
         self._stop: threading.Event | None = None  # the running pass's, if any
         self._thread: threading.Thread | None = None
+        self.passes = 0  # passes started (tests and tools: whether a start made one)
 
     def start(self, st: SpannState) -> None:
         """Stop a running pass and start one over the state's current file, if it is warm,
@@ -58,6 +59,7 @@ class Prewarm:
             return
         stop = threading.Event()
         self._stop = stop
+        self.passes += 1
         self._thread = threading.Thread(
             target=self._run, args=(st, stop), name="vecdb-spann-prewarm", daemon=True
         )
