@@ -76,6 +76,27 @@ def test_search_matches_hnswlib_on_the_same_graph(space: str, d: int) -> None:
         h.get_items(labels[:1])  # deleted
 
 
+@pytest.mark.parametrize("share", [0, 3])
+def test_a_wide_beam_matches_hnswlib_with_deleted_heads(share: int) -> None:
+    """At ef = k = 96 (the build's candidate beam) over a graph with no head or every third
+    one deleted, the sorted-list beam returns hnswlib's heads: the distances of every row
+    agree and the labels do (up to equal distances swapping places)."""
+    x = clustered(3000, 16, seed=7)
+    labels = np.arange(3000)
+    g = hnsw(x, labels, "l2", 12)
+    gone = labels[::share] if share else labels[:0]
+    for lab in gone.tolist():
+        g.mark_deleted(lab)
+    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 16, 60)
+    q = clustered(200, 16, seed=8)
+    g.set_ef(96)
+    a, ad = g.knn_query(q, k=96)
+    b, bd = h.knn_query(q, k=96)
+    assert np.allclose(ad, bd, rtol=1e-5, atol=1e-5)
+    assert np.mean(a.astype(np.int64) == b) >= 0.999
+    assert not np.isin(b, gone).any()
+
+
 def test_deleted_heads_route_but_are_never_returned() -> None:
     """mark_deleted hides a head from results and from get_items' label map; a second mark
     or an unknown label is an error; asking for more than the live heads raises."""

@@ -37,7 +37,7 @@ def _worse(da: float | np.float32, ia: int, db: float | np.float32, ib: int) -> 
 @njit(cache=True, inline="always")
 def _replace_root(hd: np.ndarray, hi: np.ndarray, size: int, d: float | np.float32, i: int) -> None:
     """Put (d, i) at the root of the max-heap hd/hi[:size] and sift it down. One exit
-    (`vecdb.kernels.headgraph._push` says why)."""
+    (`vecdb.kernels.headgraph._insert_sorted` says why)."""
     pos = 0
     c = 1
     while c < size:

@@ -97,8 +97,8 @@ class HeadGraph:
     def scratch(self) -> tuple[U16, I64, F32, I32]:
         """This thread's scratch for the graph kernels, as long as the graph's capacity:
         visit marks (uint16, 2 bytes a node, zeroed once per 65,535 searches instead of per
-        call), the last mark used, and the candidate heap (8 bytes a node, touched only as
-        far as a beam reaches). Per thread because searches run on several at once (a
+        call), the last mark used, and the beam's list (8 bytes a node, touched only as far
+        as a beam reaches). Per thread because searches run on several at once (a
         server's handlers, a batch's chunks); each keeps its scratch for the graph's life."""
         got: tuple[U16, I64, F32, I32] | None = getattr(self._scratch, "arrays", None)
         cap = len(self.nlinks)
