@@ -326,7 +326,7 @@ def _fold(ids, ds, s, d):  # type: ignore[no-untyped-def]
     """Insert slot s at distance d into the top-k row, ordered by (distance, slot), unless
     it does not come before the k-th or is already there (replicas of a slot score alike).
     Equal distances order by slot, so the row does not depend on the order blocks come in.
-    One exit (`headgraph._insert_sorted` says why)."""
+    One exit (`topk._insert_sorted` says why)."""
     k = ids.shape[0]
     if d < ds[k - 1] or (d == ds[k - 1] and not (0 <= ids[k - 1] <= s)):
         r = 0

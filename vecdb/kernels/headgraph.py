@@ -23,6 +23,7 @@ from numba import types
 from numba.extending import overload
 
 from vecdb.kernels.postscan import _half
+from vecdb.kernels.topk import _insert_sorted
 
 # Reassociation lets a distance loop vectorise (hnswlib's distances are SIMD); no flag
 # that assumes finite values: the beams compare against +inf.
@@ -66,23 +67,6 @@ def _dist_nodes(vecs, a, b, ip):  # type: ignore[no-untyped-def]
         t = _widen(vecs[a, j]) - _widen(vecs[b, j])
         s += t * t
     return s
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _insert_sorted(ld, li, n, d, i):  # type: ignore[no-untyped-def]
-    """Insert (d, i) into the ascending list ld / li of n entries, after every entry <= d;
-    returns its position. No `break`: a loop with a second exit duplicates the inlined
-    body's array reference releases on both paths, numba's reference-count pruning then
-    keeps an atomic incref / decref pair per array per call (~35 ns a call on a 2026 Xeon
-    VM, and contended between threads that share the arrays)."""
-    p = n
-    while p > 0 and ld[p - 1] > d:
-        ld[p] = ld[p - 1]
-        li[p] = li[p - 1]
-        p -= 1
-    ld[p] = d
-    li[p] = i
-    return p
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

@@ -25,7 +25,7 @@ from vecdb.kernels.distance import MIN_WORK_PER_THREAD
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.replicas import _dot
 from vecdb.kernels.scan import _MIN_BLAS_QUERIES
-from vecdb.kernels.topk import _EMPTY, _heap_to_sorted, _select_direct
+from vecdb.kernels.topk import _EMPTY, _heap_to_sorted, _insert_sorted, _select_direct
 
 KIND_L2, KIND_NEG_DOT, KIND_ONE_MINUS_DOT = 0, 1, 2
 KINDS = {"l2": KIND_L2, "ip": KIND_NEG_DOT, "cosine": KIND_ONE_MINUS_DOT}
@@ -60,12 +60,7 @@ def _search(q, cents, cnorms, probes, vecs, slots, offsets, bits, kind, ids, dis
             j = filled if filled < m else m - 1
             if filled < m:
                 filled += 1
-            while j > 0 and bscore[j - 1] > s:
-                bscore[j] = bscore[j - 1]
-                best[j] = best[j - 1]
-                j -= 1
-            bscore[j] = s
-            best[j] = c
+            _insert_sorted(bscore, best, j, s, c)
         qn = _dot(x, x)
         for j in range(filled):
             c = best[j]
