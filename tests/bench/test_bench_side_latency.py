@@ -145,7 +145,7 @@ def test_bad_options_are_refused_by_name(
         sl.main([option, value])
     assert exc.value.code == 2
     err = capsys.readouterr().err
-    # the option, what it must be and what was given (not argparse's "invalid _positive value")
+    # the option, what it must be and what was given (not argparse's "invalid int value")
     assert option in err and repr(value) in err
     assert ("positive integer" if option != "--target" else "recall in (0, 1]") in err
 

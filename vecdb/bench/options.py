@@ -20,5 +20,4 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}")
         return value
 
-    parse.__name__ = f"at_least_{minimum}"  # argparse names the type in some messages
     return parse

@@ -240,9 +240,6 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-_positive = at_least(1)
-
-
 def _recall(text: str) -> float:
     try:
         value = float(text)
@@ -258,10 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", default="glove-50")
     ap.add_argument("--systems", default="vecdb-spann,hnswlib")
     ap.add_argument("--config", default=None, help="a bench JSON config (build and sweep)")
-    ap.add_argument("--queries", type=_positive, default=1000)
+    ap.add_argument("--queries", type=at_least(1), default=1000)
     ap.add_argument("--target", type=_recall, default=0.95)
-    ap.add_argument("--rounds", type=_positive, default=5)
-    ap.add_argument("--block", type=_positive, default=100, help="queries per alternation block")
+    ap.add_argument("--rounds", type=at_least(1), default=5)
+    ap.add_argument("--block", type=at_least(1), default=100, help="queries per alternation block")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", default=None, help="keep the built systems here (reused if there)")
     ap.add_argument("--out", default=None, help="write the JSON here")

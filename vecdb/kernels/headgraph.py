@@ -178,12 +178,14 @@ def search_batch(queries, lo, hi, vecs, links, nlinks, deleted, up_off, up_links
         start, startd = _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip)
         nl = _beam(q, vecs, links, nlinks, deleted, start, startd, ef, ip, True, seen, tag, cd, ci)
         j = 0
-        for e in range(nl):
+        e = 0
+        while e < nl and j < k:  # the list's first k results
             t = _node(ci[e])
-            if j < k and not deleted[t]:
+            if not deleted[t]:
                 out_i[r, j] = t
                 out_d[r, j] = cd[e]
                 j += 1
+            e += 1
         for jj in range(j, k):
             out_i[r, jj] = -1
             out_d[r, jj] = np.inf
