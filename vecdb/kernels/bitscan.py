@@ -657,6 +657,23 @@ def bound_gap(eps, hsq, gsq, qvar, d):  # type: ignore[no-untyped-def]
     return np.float32(eps) * np.float32(np.sqrt(max(var, np.float32(0.0))))
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _hint_block(u8, off, cnt, blk, ew):  # type: ignore[no-untyped-def]
+    """Ask for the lines of block blk's first AHEAD_GROUPS lane groups: `_block_estimates`
+    hints each group that far ahead of the one it scores, so without this a block's first
+    groups are loaded on demand, one miss after another (`scan_blocks` calls it for the
+    next block as it starts one). MiniLM-384, 1 thread, alternated in one process: one
+    query at a time (18 postings, 2 x 6 x 1,000 queries) p50 0.955-0.972x; batches of
+    1,000 CPU QPS 1.00-1.07x at 18 postings, 1.12x at 36 (10 or 16 groups ahead inside a
+    block instead of 5: no better)."""
+    m = cnt[blk]
+    _, voff = _layout(m)
+    start = off[blk] + voff
+    end = min(start + min(m, AHEAD_GROUPS * GROUP) * ew * 8, u8.shape[0])
+    for t in range(start, end, 64):
+        _prefetch(u8, t)  # type: ignore[call-arg]
+
+
 @nb.njit(cache=True, nogil=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
     u8, i64, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
@@ -732,7 +749,11 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                     pm[p * WLANES + w] = planes[p, w]
                 for t in range(GROUP):
                     pb[(p * words + w) * GROUP + t] = planes[p, w]
+        if ptr[i] < ptr[i + 1]:
+            _hint_block(u8, off, cnt, ptr[i], ew)
         for blk in range(ptr[i], ptr[i + 1]):
+            if blk + 1 < ptr[i + 1]:
+                _hint_block(u8, off, cnt, blk + 1, ew)
             o = off[blk]
             m = cnt[blk]
             cap, voff = _layout(m)
