@@ -170,7 +170,9 @@ def search(
             else:
                 one = single.search_one_bits(st, queries, k, sp, wide, eps)
                 if one is not None:
-                    short = np.array([one.stats.extra.get("bound_short", 0.0) > 0])
+                    if one.stats.extra.get("bound_short", 0.0) <= 0:  # nothing to widen
+                        return one
+                    short = np.ones(1, np.bool_)
                     return rerank.widen(st, queries, k, sp, visible, inner, eps, one, short, wide)
         return rerank.search(st, queries, k, sp, visible, inner, eps)
     nq = len(queries)
