@@ -150,6 +150,38 @@ def test_fit_and_encode_in_chunks_equal_the_whole_matrix(
     np.testing.assert_array_equal(got, want)
 
 
+def test_queries_are_rotated_with_the_float16_bits_of_the_rotation(tmp_path: Path) -> None:
+    """The coder keeps rot's float16 bits for queries (`qrot`), also when read back from its
+    bytes, and searches rotate with them: with qrot zeroed every query's estimates lose
+    their dot products and the answers change; the float32 rot alone is not what they read."""
+    x = clustered(3000, 70, seed=5)
+    idx = build(tmp_path, x, "l2", BITS)
+    coder = idx.state.bits
+    assert coder is not None
+    np.testing.assert_array_equal(coder.qrot.view(np.float16), coder.rot.astype(np.float16))
+    back = BitCoder.from_bytes(coder.to_bytes(), coder.dim)
+    np.testing.assert_array_equal(back.qrot, coder.qrot)
+    q = clustered(50, 70, seed=6)
+    params = {"max_postings": 8}
+
+    def answers() -> tuple[np.ndarray, np.ndarray]:
+        one = np.stack([idx.search(q[i : i + 1], 10, params).slots[0] for i in range(10)])
+        return one, idx.search(q, 10, params).slots  # the one-kernel path, the batch scan
+
+    before = answers()
+    keep = coder.qrot
+    coder.qrot = np.zeros_like(keep)
+    try:
+        changed = answers()
+    finally:
+        coder.qrot = keep
+    for a, b in zip(changed, before, strict=True):
+        assert (a != b).any()
+    for a, b in zip(answers(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    idx.close()
+
+
 def test_churn_keeps_every_live_vector_findable(tmp_path: Path) -> None:
     """After inserts that split postings, a mass remove (merges, clean-ups) and more
     inserts, an exhaustive search by every live vector finds itself at distance 0 (float16

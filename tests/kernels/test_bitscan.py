@@ -449,11 +449,14 @@ def _reference_estimates(entries: np.ndarray, q: np.ndarray, centroid: np.ndarra
 
 @pytest.mark.parametrize("d", [50, 384, 600])
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 61])
-def test_scan_blocks_estimates_every_entry_by_definition(d: int, n: int) -> None:
+@pytest.mark.parametrize("half_rot", [False, True])
+def test_scan_blocks_estimates_every_entry_by_definition(d: int, n: int, half_rot: bool) -> None:
     """Blocks of whole lane groups, a tail, or both (n = 1 ... 61), codes of 1, 6 and 10
     words: with R = all entries, every estimate `scan_blocks` returns is the estimator's
     value for that slot (numpy reference; the query's 4-bit rounding may differ in a
-    component at a rounding edge, hence the tolerance), and every slot comes back once."""
+    component at a rounding edge, hence the tolerance), and every slot comes back once;
+    also when the query is rotated with the float16 bits of the rotation (what searches
+    pass, `BitCoder.qrot`) while the reference and the codes use the float32 one."""
     rng = np.random.default_rng(d * 100 + n)
     x = rng.standard_normal((n, d)).astype(np.float32)
     centroid = x.mean(0)
@@ -470,7 +473,8 @@ def test_scan_blocks_estimates_every_entry_by_definition(d: int, n: int) -> None
     held = np.zeros(n * 3 // 8 + 2, np.uint8)
     got = scan_blocks(
         buf, u64.view(np.int64), u64, buf.view(np.float32), entries.shape[1] - 1,
-        np.array([0]), np.array([n]), np.array([0, 1]), 0, 1, q, centroid, rot, METRIC_L2,
+        np.array([0]), np.array([n]), np.array([0, 1]), 0, 1, q, centroid,
+        rot.astype(np.float16).view(np.uint16) if half_rot else rot, METRIC_L2,
         np.ones(n * 3, np.uint8), NO_VISIBLE, False, NO_HEADS, 0.0, ids, dist, held,
     )  # fmt: skip
     assert got == n and not held.any()
@@ -550,6 +554,32 @@ def test_rotate_tile_is_bit_equal_to_one_query_at_a_time() -> None:
         for t in range(hi - lo):
             _rotate(q[lo + t], c, rot, one)
             np.testing.assert_array_equal(tile[t], one)
+
+
+def test_rotate_tile_takes_the_float16_bits_of_the_rotation() -> None:
+    """Given rot's float16 bits (uint16), each query comes out as `_rotate` of the widened
+    float16 matrix, bit for bit whatever tile it is in, within float16 rounding of the
+    float32 rotation."""
+    from vecdb.kernels.bitscan import ROTATE_TILE, _rotate, _rotate_tile
+
+    rng = np.random.default_rng(10)
+    d = 384
+    q = rng.standard_normal((ROTATE_TILE + 3, d)).astype(np.float32)
+    c = rng.standard_normal(d).astype(np.float32)
+    rot = rotation(d, seed=6)
+    bits = rot.astype(np.float16).view(np.uint16)
+    widened = bits.view(np.float16).astype(np.float32)
+    tile = np.full((ROTATE_TILE, d), np.nan, np.float32)
+    one = np.empty(d, np.float32)
+    exact = np.empty(d, np.float32)
+    for lo, hi in ((0, ROTATE_TILE), (ROTATE_TILE, ROTATE_TILE + 3)):
+        _rotate_tile(q, lo, hi, c, bits, tile)
+        for t in range(hi - lo):
+            _rotate(q[lo + t], c, widened, one)
+            np.testing.assert_array_equal(tile[t], one)
+            _rotate(q[lo + t], c, rot, exact)
+            err = np.abs(tile[t] - exact).max()
+            assert 0 < err <= 2e-3 * np.abs(exact).max()
 
 
 # --- lower bounds: the keys a scan keeps with eps > 0 (`bound_gap`) ---------------------------

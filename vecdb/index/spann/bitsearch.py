@@ -87,7 +87,7 @@ def scan(
     stats.blocks_read += len(off)
     stats.pages_read += pages
     words = st.bdim - 1
-    fixed = (coder.centroid, coder.rot, METRIC_CODE[st.metric], st.slot_version, vis, use_vis)
+    fixed = (coder.centroid, coder.qrot, METRIC_CODE[st.metric], st.slot_version, vis, use_vis)
     hsq = head_distances(st, sel, hd, eps, len(off))
 
     def held() -> U8:  # the calling thread's bitmap

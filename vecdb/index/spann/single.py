@@ -195,7 +195,7 @@ def search_one_bits(
             t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width, PAGE_SIZE,
             u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None, blockcheck.MODE != "off", coder.centroid, coder.rot,
+            verified is not None, blockcheck.MODE != "off", coder.centroid, coder.qrot,
             METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
             rows32, ids, out_d, *g.scratch(),
             coder.held(len(st.slot_version)),
