@@ -32,6 +32,7 @@ from vecdb.engine.json_rules import lone_surrogate as lone_surrogate
 from vecdb.engine.json_rules import payload_bytes as payload_bytes
 from vecdb.engine.json_rules import prepare_payloads as prepare_payloads
 from vecdb.errors import InvalidArgument, echo
+from vecdb.kernels import rowcheck
 from vecdb.types import CollectionKind, Id, IdType, Metric
 
 
@@ -215,55 +216,73 @@ def _as_matrix(vectors: object, dim: int, field: str) -> npt.NDArray[Any]:
     return rows
 
 
-def check_components(wide: npt.NDArray[np.float64], field: str = "vectors") -> None:
-    """NaN/inf, components above MAX_ABS_COMPONENT and squared norms that overflow float32
-    distances, first offender named. The remote SDKs call it when a value would overflow
-    float32 on the wire (so it reads the same as embedded)."""
-    finite = np.isfinite(wide)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise InvalidArgument(
-            f"{field}[{row}][{col}] is {wide[row, col]}: NaN and inf are not allowed",
+def _wide_or_native(rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """rows as a C-contiguous float32 or float64 matrix (the kernels' two types): float32
+    and float64 as they are, other numbers widened to float64 (exact for the integers and
+    halves a caller may send)."""
+    if rows.dtype in (np.float32, np.float64):
+        return np.ascontiguousarray(rows)
+    return np.ascontiguousarray(rows, dtype=np.float64)
+
+
+def _component_error(
+    x: npt.NDArray[Any], field: str, need_nonzero: bool
+) -> InvalidArgument | None:
+    """The first failing check of `rowcheck.scan_rows` on x as the error to raise, or None."""
+    code, row, col = rowcheck.scan_rows(
+        x, config.MAX_ABS_COMPONENT, config.MAX_SQ_NORM, need_nonzero
+    )
+    if code == rowcheck.NOT_FINITE:
+        return InvalidArgument(
+            f"{field}[{row}][{col}] is {float(x[row, col])}: NaN and inf are not allowed",
             field=f"{field}[{row}][{col}]",
             reason="NOT_FINITE",
         )
-    big = np.abs(wide) > config.MAX_ABS_COMPONENT
-    if big.any():
-        row, col = np.argwhere(big)[0]
-        raise InvalidArgument(
-            f"{field}[{row}][{col}] = {wide[row, col]:.3g} is too large "
+    if code == rowcheck.TOO_LARGE:
+        return InvalidArgument(
+            f"{field}[{row}][{col}] = {float(x[row, col]):.3g} is too large "
             f"(|x| must be <= {config.MAX_ABS_COMPONENT:.0e})",
             field=f"{field}[{row}][{col}]",
             reason="TOO_LARGE",
         )
-    # Distances reach up to 4 x the largest squared norm; keep them finite in float32.
-    sq = (wide * wide).sum(axis=1)
-    huge = np.flatnonzero(sq > config.MAX_SQ_NORM)
-    if huge.size:
-        raise InvalidArgument(
-            f"{field}[{huge[0]}] has squared norm {sq[huge[0]]:.3g}, too large for float32 "
+    if code == rowcheck.HUGE_NORM:
+        # Distances reach up to 4 x the largest squared norm; keep them finite in float32.
+        sq = float((x[row].astype(np.float64) ** 2).sum())
+        return InvalidArgument(
+            f"{field}[{row}] has squared norm {sq:.3g}, too large for float32 "
             f"distances (max {config.MAX_SQ_NORM:.3g})",
-            field=f"{field}[{huge[0]}]",
+            field=f"{field}[{row}]",
             reason="TOO_LARGE",
         )
+    if code == rowcheck.ZERO_ROW:
+        return InvalidArgument(
+            f"{field}[{row}] is a zero vector, which has no cosine",
+            field=f"{field}[{row}]",
+            reason="ZERO_VECTOR",
+        )
+    return None
+
+
+def check_components(wide: npt.NDArray[np.float64], field: str = "vectors") -> None:
+    """NaN/inf, components above MAX_ABS_COMPONENT and squared norms that overflow float32
+    distances, first offender named (`rowcheck.scan_rows`, one pass). The remote SDKs call
+    it when a value would overflow float32 on the wire (so it reads the same as embedded)."""
+    err = _component_error(_wide_or_native(wide), field, False)
+    if err is not None:
+        raise err
 
 
 def prepare_vectors(
     vectors: object, dim: int, metric: Metric, field: str = "vectors"
 ) -> npt.NDArray[np.float32]:
-    """Check and convert to a C-contiguous float32 (n, dim) matrix (not normalised)."""
-    wide = _as_matrix(vectors, dim, field).astype(np.float64, copy=False)
-    check_components(wide, field)
-    out = np.ascontiguousarray(wide, dtype=np.float32)
-    if metric is Metric.COSINE:
-        zero = np.flatnonzero((wide * wide).sum(axis=1) == 0)
-        if zero.size:
-            raise InvalidArgument(
-                f"{field}[{zero[0]}] is a zero vector, which has no cosine",
-                field=f"{field}[{zero[0]}]",
-                reason="ZERO_VECTOR",
-            )
-    return out
+    """Check and convert to a C-contiguous float32 (n, dim) matrix of its own (not
+    normalised): the components checked as given (float64 values beyond float32 are
+    refused, not rounded to inf), zero rows refused for cosine."""
+    rows = _wide_or_native(_as_matrix(vectors, dim, field))
+    err = _component_error(rows, field, metric is Metric.COSINE)
+    if err is not None:
+        raise err
+    return np.array(rows, dtype=np.float32, order="C")  # a copy: never the caller's array
 
 
 # -- ids -------------------------------------------------------------------------------------
@@ -396,8 +415,9 @@ def json_equal(a: Any, b: Any) -> bool:
 
 
 def normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """L2-normalise rows in float64 for accuracy; callers have rejected zero rows."""
-    wide = x.astype(np.float64)
-    norms = np.sqrt((wide * wide).sum(axis=1, keepdims=True))
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(wide / norms, dtype=np.float32)
+    """L2-normalise rows in float64 for accuracy (`rowcheck.normalize_rows`, one pass);
+    callers have rejected zero rows (one would stay zero)."""
+    rows = _wide_or_native(x.reshape(1, -1) if x.ndim == 1 else x)
+    out = np.empty(rows.shape, np.float32)
+    rowcheck.normalize_rows(rows, out)
+    return out.reshape(x.shape)

@@ -28,6 +28,7 @@ from vecdb.engine.filters import Filter
 from vecdb.engine.payload_index import BUILD_CHUNK, IndexDef
 from vecdb.errors import InvalidArgument
 from vecdb.index.spann.killpoints import kill_point
+from vecdb.kernels import rowcheck
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import Batch
 from vecdb.types import IdType, Metric
@@ -64,9 +65,8 @@ def check_batch(
         )  # fmt: skip
     blobs = v.prepare_payloads(payloads, len(id_list))
     prepared = v.normalize(vecs) if metric is Metric.COSINE else vecs
-    big = np.abs(prepared) > max_abs if max_abs is not None and prepared.size else None
-    if big is not None and big.any():
-        row, col = np.argwhere(big)[0]
+    row, col = rowcheck.first_above(prepared, max_abs) if max_abs is not None else (-1, -1)
+    if row >= 0:
         raise InvalidArgument(
             f"vectors[{row}][{col}] = {prepared[row, col]:.6g} exceeds {max_abs:g}, the "
             "largest component this collection's index stores (float16 postings or rerank "
