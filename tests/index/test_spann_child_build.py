@@ -101,6 +101,21 @@ def test_child_build_equals_in_process_build(
     here.close()
 
 
+def test_child_runs_this_process_vecdb_whatever_the_working_directory_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build started from a directory holding another `vecdb` package (a checkout, an
+    old worktree) runs this process's own code in the child, not that one."""
+    other = tmp_path / "elsewhere"
+    (other / "vecdb").mkdir(parents=True)
+    (other / "vecdb" / "__init__.py").write_text('raise ImportError("not this vecdb")\n')
+    monkeypatch.chdir(other)
+    x = clustered(N, D, seed=3)
+    idx = _build(tmp_path / "index", x, "0", monkeypatch)
+    assert idx.search(x[:5], 1, {"max_postings": 8}).slots[:, 0].tolist() == list(range(5))
+    idx.close()
+
+
 def test_child_killed_raises_internal_and_keeps_the_old_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -162,7 +162,10 @@ def _run(job: dict[str, Any], log: Path, progress: Progress | None, module: str 
     root = str(Path(__file__).resolve().parents[3])  # the directory holding `vecdb`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     code = f"from {module} import run_child; run_child()"
-    argv = [sys.executable, "-c", code, json.dumps(job)]
+    # -P: `python -c` would put the working directory ahead of PYTHONPATH, so a `vecdb`
+    # there (a checkout the server was started in) would run the build instead of this
+    # process's own (a benchmark of an old worktree ran the new code's build that way)
+    argv = [sys.executable, "-P", "-c", code, json.dumps(job)]
     with open(log, "w+b") as err:
         proc = Popen(argv, stdin=PIPE, stdout=PIPE, stderr=err, env=env)
         assert proc.stdout is not None and proc.stdin is not None
