@@ -225,9 +225,7 @@ def _wide_or_native(rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return np.ascontiguousarray(rows, dtype=np.float64)
 
 
-def _component_error(
-    x: npt.NDArray[Any], field: str, need_nonzero: bool
-) -> InvalidArgument | None:
+def _component_error(x: npt.NDArray[Any], field: str, need_nonzero: bool) -> InvalidArgument | None:
     """The first failing check of `rowcheck.scan_rows` on x as the error to raise, or None."""
     code, row, col = rowcheck.scan_rows(
         x, config.MAX_ABS_COMPONENT, config.MAX_SQ_NORM, need_nonzero
