@@ -7,9 +7,9 @@ Squared norms are summed in numpy's order (`unitrow._pairwise`), so every value 
 numpy's float64 passes gave (bit for bit: a stored row and the same row as a query, which
 `unitrow.unit_row` normalises, stay equal).
 numpy did each as several whole-matrix passes over a float64 copy (isfinite, abs, compare,
-square, sum, divide, cast): MiniLM-384's 390,000 rows went in at ~26 MB/s through the SDK,
-over half of the upsert's time in those passes (py-spy). Pure functions on arrays, no I/O;
-imports only other kernels.
+square, sum, divide, cast): in a MiniLM-384 load through the SDK (a build running beside
+it) over half of the upsert thread's samples were in those passes (py-spy); a 43,690 x 384
+batch 0.165 -> 0.049 s here. Pure functions on arrays, no I/O; imports only other kernels.
 """
 
 from __future__ import annotations
