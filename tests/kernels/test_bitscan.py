@@ -537,49 +537,32 @@ def test_scan_blocks_keeps_the_r_smallest_distinct(r: int) -> None:
     assert ids[0, 0] == 500 and (r == 1 or ids[0, 1] == all_ids[0, 0])
 
 
-def test_rotate_tile_is_bit_equal_to_one_query_at_a_time() -> None:
+@pytest.mark.parametrize("half", [False, True])
+def test_rotate_tile_is_bit_equal_to_one_query_at_a_time(half: bool) -> None:
     """The scan rotates ROTATE_TILE queries together: each comes out with the bits of its
-    rotation alone (`_rotate`), so its estimates do not depend on its neighbours."""
+    rotation alone (`_rotate`), so its estimates do not depend on its neighbours. Given
+    rot's float16 bits (uint16, what searches pass), that is `_rotate` of the widened
+    float16 matrix, within float16 rounding of the float32 rotation."""
     from vecdb.kernels.bitscan import ROTATE_TILE, _rotate, _rotate_tile
 
     rng = np.random.default_rng(9)
-    d = 96
+    d = 384 if half else 96
     q = rng.standard_normal((ROTATE_TILE + 3, d)).astype(np.float32)
     c = rng.standard_normal(d).astype(np.float32)
     rot = rotation(d, seed=4)
-    tile = np.full((ROTATE_TILE, d), np.nan, np.float32)
-    one = np.empty(d, np.float32)
-    for lo, hi in ((0, ROTATE_TILE), (ROTATE_TILE, ROTATE_TILE + 3)):
-        _rotate_tile(q, lo, hi, c, rot, tile)
-        for t in range(hi - lo):
-            _rotate(q[lo + t], c, rot, one)
-            np.testing.assert_array_equal(tile[t], one)
-
-
-def test_rotate_tile_takes_the_float16_bits_of_the_rotation() -> None:
-    """Given rot's float16 bits (uint16), each query comes out as `_rotate` of the widened
-    float16 matrix, bit for bit whatever tile it is in, within float16 rounding of the
-    float32 rotation."""
-    from vecdb.kernels.bitscan import ROTATE_TILE, _rotate, _rotate_tile
-
-    rng = np.random.default_rng(10)
-    d = 384
-    q = rng.standard_normal((ROTATE_TILE + 3, d)).astype(np.float32)
-    c = rng.standard_normal(d).astype(np.float32)
-    rot = rotation(d, seed=6)
     bits = rot.astype(np.float16).view(np.uint16)
-    widened = bits.view(np.float16).astype(np.float32)
+    given, same = (bits, bits.view(np.float16).astype(np.float32)) if half else (rot, rot)
     tile = np.full((ROTATE_TILE, d), np.nan, np.float32)
     one = np.empty(d, np.float32)
     exact = np.empty(d, np.float32)
     for lo, hi in ((0, ROTATE_TILE), (ROTATE_TILE, ROTATE_TILE + 3)):
-        _rotate_tile(q, lo, hi, c, bits, tile)
+        _rotate_tile(q, lo, hi, c, given, tile)
         for t in range(hi - lo):
-            _rotate(q[lo + t], c, widened, one)
+            _rotate(q[lo + t], c, same, one)
             np.testing.assert_array_equal(tile[t], one)
             _rotate(q[lo + t], c, rot, exact)
             err = np.abs(tile[t] - exact).max()
-            assert 0 < err <= 2e-3 * np.abs(exact).max()
+            assert (0 < err <= 2e-3 * np.abs(exact).max()) if half else err == 0
 
 
 # --- lower bounds: the keys a scan keeps with eps > 0 (`bound_gap`) ---------------------------
