@@ -28,7 +28,7 @@ def _numpy_prune(labels: np.ndarray, dists: np.ndarray, ip: bool, ratio: float) 
     else:
         positive = np.where(dists > 0, dists, np.inf).min(axis=1, keepdims=True)
         keep = dists <= ratio * np.where(d1 > 0, d1, positive)
-    keep[:, :2] = True
+    keep[:, : max(2, labels.shape[1] // 2)] = True  # the nearest two, and half of them all
     return np.where(keep, labels, -1)
 
 
@@ -41,8 +41,9 @@ def test_prune_postings_matches_numpy(ip: bool) -> None:
     dists[:20, :3] = 0.0  # queries sitting on heads
     dists[20:25] = 0.0  # every head at distance 0
     for ratio in (1.0, 1.5, 8.0, 1e9):
-        got = prune_postings(labels, dists, ip, ratio, 2)
-        np.testing.assert_array_equal(got, _numpy_prune(labels, dists, ip, ratio))
+        for m in (3, 40):  # the nearest two kept, or the nearest half
+            got = prune_postings(labels[:, :m], dists[:, :m], ip, ratio, 2)
+            np.testing.assert_array_equal(got, _numpy_prune(labels[:, :m], dists[:, :m], ip, ratio))
 
 
 def test_gather_blocks_counts_bytes_pages_and_postings() -> None:

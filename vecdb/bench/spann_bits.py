@@ -43,7 +43,7 @@ from vecdb.bench.environment import git_revision, load_average
 from vecdb.bench.spann_bits_report import report
 from vecdb.bench.spann_rerank import K, _recall, add_data_arguments, prepared
 from vecdb.index.base import SearchStats
-from vecdb.index.params import PAGE_SIZE, SearchParams
+from vecdb.index.params import PAGE_SIZE, SearchParams, prune_ratio_for
 from vecdb.index.spann import search
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.index import SpannIndex
@@ -96,7 +96,9 @@ def head_kernels(st: SpannState, q: F32, p: int, sp: SearchParams) -> Any:
     def heads(i: int) -> I64:
         search_batch(q[i : i + 1], 0, 1, *args)
         labels = g.labels[out_i[:, :m]]
-        sel: I64 = prune_postings(labels, out_d[:, :m], ip, sp.prune_ratio, ALWAYS_READ)[0]
+        sel: I64 = prune_postings(
+            labels, out_d[:, :m], ip, prune_ratio_for(sp, st.metric), ALWAYS_READ
+        )[0]
         return sel
 
     return heads
@@ -106,7 +108,7 @@ def probed(st: SpannState, q: F32, p: int, sp: SearchParams) -> tuple[I64, F32]:
     """Passes 1-2 of the search: each query's posting ids at max_postings p, -1 pruned,
     and the squared distances to their heads."""
     labels, hd = nearest_heads(st.graph, st.live_heads, q, sp.head_ef, min(p, st.live_heads), 1)
-    return search.select_postings(labels, hd, st.metric, sp.prune_ratio), hd
+    return search.select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric)), hd
 
 
 class Entries:

@@ -20,6 +20,10 @@ import numpy.typing as npt
 METRIC_L2, METRIC_IP, METRIC_COSINE = 0, 1, 2
 METRIC_CODE = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}  # by metric name
 ALWAYS_READ = 2  # `prune_postings`' `always` of a search: the nearest postings, whatever ratio
+# ... and the nearest m // ALWAYS_SHARE of a query's m: pruning may at most halve what a query
+# reads, so a larger max_postings still buys recall (with only the two nearest kept, a ratio of
+# 1.8 capped low-rank data at recall@10 0.973 whatever max_postings; bench/RESULTS.md)
+ALWAYS_SHARE = 2
 PARALLEL_MIN_ROWS = 4096  # below this, kernels run on the calling thread
 
 
@@ -145,8 +149,9 @@ def prune_postings(labels, dists, is_ip, ratio, always):  # type: ignore[no-unty
     """The posting ids each query reads, -1 where pruned (labels / dists nearest first): a
     posting is kept when its head is within `ratio` of the nearest head (distance <= ratio x
     the nearest positive one; for inner products the gap to the best is compared with its
-    magnitude); the first `always` are kept whatever the ratio says."""
+    magnitude); the first max(`always`, m // ALWAYS_SHARE) are kept whatever the ratio says."""
     nq, m = labels.shape
+    always = max(always, m // ALWAYS_SHARE)
     sel = np.empty((nq, m), dtype=np.int64)
     r = np.float32(ratio)
     r1 = np.float32(ratio - 1.0)

@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.base import IndexResult, SearchStats, Visible
-from vecdb.index.params import PAGE_SIZE, SearchParams
+from vecdb.index.params import PAGE_SIZE, SearchParams, prune_ratio_for
 from vecdb.index.spann import bitsearch, rerank, single
 from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.blockcheck import check_blocks
@@ -203,7 +203,7 @@ def search(
             # Pass 1: nearest heads, one batched call, per-call effort
             labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)
             # Pass 2: query-aware pruning
-            sel = select_postings(labels, hd, st.metric, sp.prune_ratio)
+            sel = select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric))
             # Passes 3 and 4: read and scan
             scan(st, queries, sel, vis, use_vis, ids, out_d, stats, hd, eps)
         # Pass 5: widen for queries short of the results that exist
@@ -268,7 +268,7 @@ def threaded(
     def heads(c: int, _: int) -> None:
         lo, hi = c * rows, min(nq, (c + 1) * rows)
         labels, hd = nearest_heads(st.graph, st.live_heads, queries[lo:hi], sp.head_ef, m, 1)
-        sel[lo:hi] = select_postings(labels, hd, st.metric, sp.prune_ratio)
+        sel[lo:hi] = select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric))
         bucket_parts(sel, lo, hi, part_of, keys, ptr[c])
 
     def part(j: int, me: int) -> None:
