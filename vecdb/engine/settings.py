@@ -21,7 +21,13 @@ MIB = 2**20
 # Before a collection's index is first built, its writes wait in the exact write buffer; a
 # bulk build starts once the buffer holds this many bytes of vectors (or earlier: optimize(),
 # or `build_min_vectors` buffered and `idle_seconds` without writes).
-DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 256 * MIB, MIB, 2**40
+# 512 MiB, half the default `buffer_max_bytes`: a load still streaming in is not built from
+# its first part only to be rebuilt from everything moments later (REBUILD_SHARE below), and
+# half the buffer is left for the writes that arrive while the build runs. 390,000 MiniLM-384
+# vectors (571 MiB) through the SDK, upserts then optimize: 50-55 s at 256 MiB (a first build
+# of 256 MiB beside the upserts, then a rebuild of all), 38-40 s at 512 MiB (one build), same
+# recall (bench/RESULTS.md, "the first build waits for 512 MiB").
+DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 512 * MIB, MIB, 2**40
 # An unbuilt collection with fewer buffered vectors than this stays exact (no index) until
 # optimize() or the bulk threshold: a small collection is searched exactly by the buffer.
 DEFAULT_BUILD_MIN_VECTORS, MIN_BUILD_MIN_VECTORS, MAX_BUILD_MIN_VECTORS = 20_000, 1, 2**40
