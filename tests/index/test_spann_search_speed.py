@@ -13,6 +13,12 @@ import pytest
 from test_spann_support import clustered, recall
 
 from vecdb.index.base import as_visible
+from vecdb.index.params import (
+    DEFAULT_PRUNE_RATIO,
+    DEFAULT_PRUNE_RATIO_IP,
+    SearchParams,
+    prune_ratio_for,
+)
 from vecdb.index.spann import open_spann
 from vecdb.kernels.posting import block_bytes, gather_blocks, prune_postings
 from vecdb.kernels.postscan import PARALLEL_MIN_QUERIES, search_threads
@@ -44,6 +50,17 @@ def test_prune_postings_matches_numpy(ip: bool) -> None:
         for m in (3, 40):  # the nearest two kept, or the nearest half
             got = prune_postings(labels[:, :m], dists[:, :m], ip, ratio, 2)
             np.testing.assert_array_equal(got, _numpy_prune(labels[:, :m], dists[:, :m], ip, ratio))
+
+
+def test_prune_ratio_default_by_metric() -> None:
+    """A request without prune_ratio prunes at the metric's default ("ip" keeps the old,
+    looser 8.0); a request's own value is used as given, for every metric."""
+    sp = SearchParams.parse(None)
+    assert sp.prune_ratio is None
+    assert prune_ratio_for(sp, "cosine") == prune_ratio_for(sp, "l2") == DEFAULT_PRUNE_RATIO
+    assert prune_ratio_for(sp, "ip") == DEFAULT_PRUNE_RATIO_IP > DEFAULT_PRUNE_RATIO
+    for metric in ("l2", "ip", "cosine"):
+        assert prune_ratio_for(SearchParams.parse({"prune_ratio": 3.0}), metric) == 3.0
 
 
 def test_gather_blocks_counts_bytes_pages_and_postings() -> None:
