@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 
 import vecdb
 from vecdb.client import resolve
+from vecdb.engine.settings import EngineSettings
 from vecdb.server.app import VecdbServer
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: children import this vecdb
@@ -170,6 +172,26 @@ def test_memory_client_left_open_at_exit_removes_its_temp_dir(tmp_path: Path) ->
     path = Path(out.stdout.strip().splitlines()[-1])
     assert path.name.startswith("vecdb-mem-")
     assert not path.exists()
+
+
+def test_first_build_follows_the_buffer_cap(tmp_path: Path) -> None:
+    """`bulk_build_bytes` 0 (the default) starts the first build at half of
+    `buffer_max_bytes`, whatever cap is set: with a 2 MiB cap and no quiet-time trigger, 1.1
+    MiB of writes are built without an optimize (a fixed 512 MiB threshold never would);
+    an explicit value still rules."""
+    assert EngineSettings.parse({}).first_build_bytes == 512 << 20
+    assert EngineSettings.parse({"buffer_max_bytes": 1 << 30, "bulk_build_bytes": 3 << 20}
+                                ).first_build_bytes == 3 << 20  # fmt: skip
+    engine = {"buffer_max_bytes": 2 << 20, "idle_seconds": 86_400, "build_min_vectors": 10**9}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4500, 64)).astype(np.float32)  # 1.1 MiB
+    with vecdb.connect(tmp_path / "db", engine=engine) as c:
+        c.create_collection("x", dim=64, metric="l2", index="spann")
+        c.upsert("x", list(range(len(x))), x)
+        deadline = time.monotonic() + 60
+        while c.get_collection("x").indexed < len(x) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get_collection("x").indexed == len(x)
 
 
 def test_engine_settings_reach_an_embedded_database(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from test_spann_support import clustered
 
 from vecdb.errors import FormatError
-from vecdb.index.params import SearchParams, prune_ratio_for
+from vecdb.index.params import SearchParams
 from vecdb.index.spann import open_spann, rerank, search, single
 from vecdb.kernels.unitrow import _pairwise
 
@@ -100,7 +100,7 @@ def _blocks_of(st, q, sp):  # type: ignore[no-untyped-def]
 
     m = min(sp.max_postings, st.live_heads)
     labels, hd = nearest_heads(st.graph, st.live_heads, q, sp.head_ef, m, 1)
-    sel = search.select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric))
+    sel = search.select_postings(labels, hd, st.metric, sp)
     return {int(st.table.blk_off[st.table.post_first[p]]) for p in sel[0] if p >= 0}
 
 

@@ -108,7 +108,7 @@ def probed(st: SpannState, q: F32, p: int, sp: SearchParams) -> tuple[I64, F32]:
     """Passes 1-2 of the search: each query's posting ids at max_postings p, -1 pruned,
     and the squared distances to their heads."""
     labels, hd = nearest_heads(st.graph, st.live_heads, q, sp.head_ef, min(p, st.live_heads), 1)
-    return search.select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric)), hd
+    return search.select_postings(labels, hd, st.metric, sp), hd
 
 
 class Entries:

@@ -10,7 +10,7 @@ A collection's next job, in order of precedence:
 1. drain, when an `optimize` waits for writes not yet in the index;
 2. maintain, when an `optimize` waits and the index reported work left;
 3. finish the waiting `optimize` calls;
-4. drain, when the buffer passed its trigger: a first build at `bulk_build_bytes` (or
+4. drain, when the buffer passed its trigger: a first build at `first_build_bytes` (or
    `build_min_vectors` and `idle_seconds` quiet), later drains at `drain_vectors` (or any
    buffered write and `idle_seconds` quiet);
 5. maintain, while the index reports work left.
@@ -97,7 +97,7 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
         quiet = now - st.last_write >= s.idle_seconds
         n = len(buf.active)
         if len(coll.index) == 0:
-            if buf.active.live_bytes >= s.bulk_build_bytes or (quiet and n >= s.build_min_vectors):
+            if buf.active.live_bytes >= s.first_build_bytes or (quiet and n >= s.build_min_vectors):
                 return JOB_DRAIN
         elif n >= s.drain_vectors or quiet:
             return JOB_DRAIN

@@ -20,14 +20,15 @@ MIB = 2**20
 
 # Before a collection's index is first built, its writes wait in the exact write buffer; a
 # bulk build starts once the buffer holds this many bytes of vectors (or earlier: optimize(),
-# or `build_min_vectors` buffered and `idle_seconds` without writes).
-# 512 MiB, half the default `buffer_max_bytes`: a load still streaming in is not built from
-# its first part only to be rebuilt from everything moments later (REBUILD_SHARE below), and
-# half the buffer is left for the writes that arrive while the build runs. 390,000 MiniLM-384
-# vectors (571 MiB) through the SDK, upserts then optimize: 50-55 s at 256 MiB (a first build
-# of 256 MiB beside the upserts, then a rebuild of all), 38-40 s at 512 MiB (one build), same
-# recall (bench/RESULTS.md, "the first build waits for 512 MiB").
-DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 512 * MIB, MIB, 2**40
+# or `build_min_vectors` buffered and `idle_seconds` without writes). 0 (the default): half of
+# `buffer_max_bytes` (`EngineSettings.first_build_bytes`; 512 MiB at the default cap), so a
+# load still streaming in is not built from its first part only to be rebuilt from everything
+# moments later (REBUILD_SHARE below), and half the buffer is left for the writes that arrive
+# while the build runs, whatever cap is set. 390,000 MiniLM-384 vectors (571 MiB) through the
+# SDK, upserts then optimize: 50-55 s at 256 MiB (a first build of 256 MiB beside the upserts,
+# then a rebuild of all), 38-40 s at 512 MiB (one build), same recall (bench/RESULTS.md, "the
+# first build waits for 512 MiB").
+DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 0, 0, 2**40
 # An unbuilt collection with fewer buffered vectors than this stays exact (no index) until
 # optimize() or the bulk threshold: a small collection is searched exactly by the buffer.
 DEFAULT_BUILD_MIN_VECTORS, MIN_BUILD_MIN_VECTORS, MAX_BUILD_MIN_VECTORS = 20_000, 1, 2**40
@@ -62,7 +63,7 @@ DEFAULT_RETRY_SECONDS, MIN_RETRY_SECONDS, MAX_RETRY_SECONDS = 5.0, 0.0, 3600.0
 class EngineSettings:
     """How a database moves writes from its exact buffers into its indexes."""
 
-    bulk_build_bytes: int = DEFAULT_BULK_BUILD_BYTES  # buffer bytes that start a first build
+    bulk_build_bytes: int = DEFAULT_BULK_BUILD_BYTES  # buffer bytes of a first build; 0: auto
     build_min_vectors: int = DEFAULT_BUILD_MIN_VECTORS  # smaller unbuilt collections stay exact
     drain_vectors: int = DEFAULT_DRAIN_VECTORS  # buffered vectors that start a drain
     rebuild_max_bytes: int = DEFAULT_REBUILD_MAX_BYTES  # largest drain done as a rebuild
@@ -101,6 +102,12 @@ class EngineSettings:
                 )
             values[f.name] = int(float(value)) if integer else float(value)
         return cls(**values)
+
+    @property
+    def first_build_bytes(self) -> int:
+        """Buffered vector bytes that start a collection's first build: `bulk_build_bytes`,
+        or with 0 half of `buffer_max_bytes`."""
+        return self.bulk_build_bytes or max(1, self.buffer_max_bytes // 2)
 
     def spec(self) -> str:
         return "engine(" + ", ".join(f"{k}={v}" for k, v in asdict(self).items()) + ")"

@@ -77,8 +77,10 @@ MIN_PARTS_PER_THREAD = 8  # posting parts per thread at least, while a part keep
 THREADED_MIN_QUERIES = 64
 
 
-def select_postings(labels: I64, dists: F32, metric: str, ratio: float) -> I64:
-    """Pass 2: the posting ids each query reads, -1 where pruned (labels nearest first)."""
+def select_postings(labels: I64, dists: F32, metric: str, sp: SearchParams) -> I64:
+    """Pass 2: the posting ids each query reads, -1 where pruned (labels nearest first), at
+    the request's prune ratio or the metric's default (`prune_ratio_for`)."""
+    ratio = prune_ratio_for(sp, metric)
     out: I64 = prune_postings(labels, dists, metric == "ip", ratio, ALWAYS_READ)
     return out
 
@@ -203,7 +205,7 @@ def search(
             # Pass 1: nearest heads, one batched call, per-call effort
             labels, hd = nearest_heads(st.graph, st.live_heads, queries, sp.head_ef, m, threads)
             # Pass 2: query-aware pruning
-            sel = select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric))
+            sel = select_postings(labels, hd, st.metric, sp)
             # Passes 3 and 4: read and scan
             scan(st, queries, sel, vis, use_vis, ids, out_d, stats, hd, eps)
         # Pass 5: widen for queries short of the results that exist
@@ -268,7 +270,7 @@ def threaded(
     def heads(c: int, _: int) -> None:
         lo, hi = c * rows, min(nq, (c + 1) * rows)
         labels, hd = nearest_heads(st.graph, st.live_heads, queries[lo:hi], sp.head_ef, m, 1)
-        sel[lo:hi] = select_postings(labels, hd, st.metric, prune_ratio_for(sp, st.metric))
+        sel[lo:hi] = select_postings(labels, hd, st.metric, sp)
         bucket_parts(sel, lo, hi, part_of, keys, ptr[c])
 
     def part(j: int, me: int) -> None:

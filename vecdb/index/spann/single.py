@@ -72,9 +72,9 @@ def _scan(st: SpannState, sp: SearchParams) -> tuple[tuple[object, ...], HeadGra
     reader, g, m, hk = beams
     t, verified = st.table, st.file.verified
     args = (
-        *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric), ALWAYS_READ, t.post_first,
-        t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE, *reader.views(),
-        *st.quant(), blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+        *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric), ALWAYS_READ,
+        t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.dim, st.width, PAGE_SIZE,
+        *reader.views(), *st.quant(), blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
         blockcheck._NO_BITS if verified is None else verified.bits, verified is not None,
         blockcheck.MODE != "off", st.slot_version,
     )  # fmt: skip
@@ -191,9 +191,9 @@ def search_one_bits(
         half, rows16, rows32 = _store_rows(st, store)
         cand_ids, cand_d, ids, out_d = _outputs(wide, k)
         status, postings, blocks, pages, scored = bits_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
-            query, *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric), ALWAYS_READ,
-            t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width, PAGE_SIZE,
-            u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+            query, *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric),
+            ALWAYS_READ, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width,
+            PAGE_SIZE, u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None, blockcheck.MODE != "off", coder.centroid, coder.qrot,
             METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
