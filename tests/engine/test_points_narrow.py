@@ -71,3 +71,27 @@ def test_str_ids_alive_follows_the_table(tmp_path: Path) -> None:
     db.upsert("s", ["c"], x[:1])  # a new slot for "c"; its old one is dead
     assert db.collections["s"].core.points.alive().tolist() == [True, False, False, True, True]
     db.close()
+
+
+def test_a_batch_past_the_last_slot_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+    """Slots are never reused and SPANN postings hold them as uint32: a batch that would hand
+    out slot MAX_SLOTS or beyond is RESOURCE_EXHAUSTED naming the collection, with nothing
+    written (count, ids, next slot as before); one that ends at the last slot is not
+    refused by the check."""
+    import pytest
+
+    from vecdb.errors import ResourceExhausted
+    from vecdb.kernels.posting import MAX_SLOTS
+
+    db = Database(tmp_path / "db")
+    db.create_collection("c", DIM, "l2", index="spann")
+    x = np.random.default_rng(1).standard_normal((3, DIM)).astype(np.float32)
+    db.upsert("c", [1], x[:1])
+    points = db.collections["c"].core.points
+    points.next_slot = MAX_SLOTS - 1  # as if 4 billion upserts had gone before
+    with pytest.raises(ResourceExhausted, match=r"'c'.*point slots"):
+        db.upsert("c", [2, 3], x[1:])
+    assert points.next_slot == MAX_SLOTS - 1 and db.count("c") == 1
+    assert db.get("c", [2, 3]) == []
+    points.check_room(1, "c")  # the last slot itself is still handed out
+    db.close()

@@ -128,10 +128,13 @@ def test_tenants_of_a_bits_collection(tmp_path: Path) -> None:
 
 
 def test_a_bits_index_of_the_earlier_format_is_rebuilt_on_open(tmp_path: Path) -> None:
-    """Posting format 4 reorders "bits" entries: a collection whose index files are format 3
-    (entry-major) opens with its index rebuilt from the stored vectors (the engine's rule for
-    unreadable index files), and answers as before; nothing stored is lost."""
+    """Posting format 5 narrows slots to uint32 (4 reordered "bits" entries): a collection
+    whose index files are format 4 opens with its index rebuilt from the stored vectors (the
+    engine's rule for unreadable index files), and answers as before; nothing stored is
+    lost."""
     import struct
+
+    from vecdb.index.spann.postings import VERSION
 
     d = 384
     db = Database(tmp_path / "db")
@@ -146,10 +149,10 @@ def test_a_bits_index_of_the_earlier_format_is_rebuilt_on_open(tmp_path: Path) -
     db.close()
     files = sorted((tmp_path / "db").rglob("postings.*.bin"))
     assert files
-    for f in files:  # what an earlier vecdb wrote: format 3 in the header
+    for f in files:  # what the earlier vecdb wrote: format 4 in the header
         with open(f, "r+b") as raw:
             raw.seek(8)
-            raw.write(struct.pack("<I", 3))
+            raw.write(struct.pack("<I", VERSION - 1))
     db = Database(tmp_path / "db")
     db.optimize("b")  # the rebuild runs in the background; wait for it
     assert db.count("b") == 2000
@@ -158,7 +161,7 @@ def test_a_bits_index_of_the_earlier_format_is_rebuilt_on_open(tmp_path: Path) -
     stale = [
         f
         for f in (tmp_path / "db").rglob("postings.*.bin")
-        if f.read_bytes()[8:12] == struct.pack("<I", 3)
+        if f.read_bytes()[8:12] != struct.pack("<I", VERSION)
     ]
-    assert not stale  # the index now on disk is format 4
+    assert not stale  # the index now on disk is this format
     db.close()

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from vecdb.index.spann import open_spann
 from vecdb.index.spann.assign import disk_cap
 from vecdb.index.spann.build import BUILD_SHARE
+from vecdb.kernels.posting import SLOT_BYTES
 
 
 def placements(
@@ -94,7 +95,7 @@ def test_a_build_over_its_budget_fits_it_and_finds_every_vector(tmp_path: Path) 
         idx.build(np.arange(n, dtype=np.int64), x)
         st_ = idx.state
         entries = st_.table.post_entries[: st_.next_posting].sum()
-        budget = BUILD_SHARE * 1.5 * 4 * dim * n / (4 * dim + 9)
+        budget = BUILD_SHARE * 1.5 * 4 * dim * n / (4 * dim + SLOT_BYTES + 1)
         assert n < entries <= budget
         # (the file adds each block's rounding to whole pages, large at this tiny size;
         # test_spann_disk_bound checks the file's length at 1024 dimensions)

@@ -14,6 +14,7 @@ from vecdb.index.params import BITS_WIDTH
 from vecdb.index.spann import framing, open_spann, persist
 from vecdb.index.spann.postings import (
     PAGE,
+    VERSION,
     DirectReader,
     MmapReader,
     PostingFile,
@@ -23,7 +24,7 @@ from vecdb.index.spann.postings import (
     pack_offsets,
     to_half,
 )
-from vecdb.kernels.posting import block_extent
+from vecdb.kernels.posting import MAX_SLOTS, block_extent
 
 
 def block(posting: int, n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -142,7 +143,7 @@ def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:
     with open(tmp_path / "p.bin", "r+b") as raw:
         raw.seek(8)
         raw.write(struct.pack("<I", 99))
-    with pytest.raises(FormatError, match=r"p\.bin.*version 99.*supports 3 or 4"):
+    with pytest.raises(FormatError, match=rf"p\.bin.*version 99.*supports {VERSION}\b"):
         PostingFile(tmp_path / "p.bin", 4)
     framing.write_sections(tmp_path / "m", b"VDBSPMAN", 7, [b"{}"])
     with pytest.raises(FormatError, match=r"m: unsupported format version 7"):
@@ -157,24 +158,27 @@ def _set_version(path: Path, version: int) -> None:
         raw.write(struct.pack("<I", version))
 
 
-def test_format_3_files_open_except_bits(tmp_path: Path) -> None:
-    """Format 4 changed only the order of "bits" entries: a format-3 float16 file opens and
-    reads back its block; a format-3 "bits" file is refused, naming the file, the format and
-    what to do, since its entries would be read in the wrong order."""
+def test_earlier_formats_are_refused_whatever_the_width(tmp_path: Path) -> None:
+    """Format 5 narrowed every block's slots to uint32: a file of format 3 or 4 (8-byte slots)
+    of any component width is refused on open, naming the file and the versions (the engine
+    then rebuilds the index from the stored vectors), never read with the wrong layout. A
+    format-5 block keeps slots up to 2^32 - 2 exactly."""
+    for width, dim in ((2, 4), (1, 4), (4, 4), (BITS_WIDTH, 384)):
+        path = tmp_path / f"w{width}.bin"
+        PostingFile(path, dim, width=width).close()
+        for old in (3, 4):
+            _set_version(path, old)
+            want = rf"w{width}\.bin.*version {old}.*supports {VERSION}"
+            with pytest.raises(FormatError, match=want):
+                PostingFile(path, dim, width=width)
     f = PostingFile(tmp_path / "h.bin", 4, width=2)
     vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
-    off = int(f.append([f.encode(2, np.arange(3), np.ones(3, np.uint8), vecs)])[0])
-    f.sync()
-    length = f.length
+    slots = np.array([0, 2**31 + 5, MAX_SLOTS - 1], np.int64)
+    off = int(f.append([f.encode(2, slots, np.ones(3, np.uint8), vecs)])[0])
+    _, got, _, back = f.read_block(off)
+    np.testing.assert_array_equal(got, slots)
+    np.testing.assert_array_equal(back, vecs)
     f.close()
-    _set_version(tmp_path / "h.bin", 3)
-    g = PostingFile(tmp_path / "h.bin", 4, length, width=2)
-    np.testing.assert_array_equal(g.read_block(off)[3], vecs)
-    g.close()
-    PostingFile(tmp_path / "b.bin", 384, width=BITS_WIDTH).close()
-    _set_version(tmp_path / "b.bin", 3)
-    with pytest.raises(FormatError, match=r"b\.bin: 1-bit entries in format 3.*rebuild"):
-        PostingFile(tmp_path / "b.bin", 384, width=BITS_WIDTH)
 
 
 def test_newer_manifest_is_refused_on_open(tmp_path: Path) -> None:

@@ -134,20 +134,20 @@ def test_a_large_file_is_counted_again_once_enough_may_have_gone_stale(
     and then sees every dead entry."""
     monkeypatch.setattr(compaction, "WALK_BYTES", 0)
     monkeypatch.setattr(compaction, "STALE_SHARE", 0.05)
-    x = clustered(4_000, D, seed=4)
+    x = clustered(3_000, D, seed=4)
     # a disk budget this small index is within (over it, every maintenance counts); int8
     # postings, whose build leaves free space that defragmenting moves fill (a moved posting
     # holds only visible entries: the kept count must follow it)
     params = {"threads": 1, "max_disk_ratio": 50.0, "vector_dtype": "int8"}
     idx, _ = open_spann(D, "l2", params, tmp_path)
-    idx.build(np.arange(4_000), x)
+    idx.build(np.arange(3_000), x)
     idx.maintain(None)
     seen = idx.state.live_seen
     assert seen is not None
-    idx.remove(np.arange(0, 40))  # 1% of the slots: under 5% of the entries
+    idx.remove(np.arange(0, 30))  # 1% of the slots: under 5% of the entries
     idx.maintain(None)
     assert idx.state.live_seen is seen  # kept, not counted again
-    idx.remove(np.arange(40, 400))  # 10% in all: past it
+    idx.remove(np.arange(30, 300))  # 10% in all: past it
     idx.maintain(None)
     again = idx.state.live_seen
     assert again is not seen and again is not None and again.current(idx.state)

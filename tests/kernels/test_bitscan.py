@@ -342,7 +342,7 @@ def test_encode_rows_against_numpy(d: int, metric: str) -> None:
 from vecdb.index.params import BITS_WIDTH  # noqa: E402
 from vecdb.index.spann.postings import encode_block  # noqa: E402
 from vecdb.kernels.bitscan import scan_blocks  # noqa: E402
-from vecdb.kernels.posting import NO_VISIBLE, block_layout  # noqa: E402
+from vecdb.kernels.posting import NO_VISIBLE, SLOT_DTYPE, block_layout  # noqa: E402
 
 
 @pytest.mark.parametrize("d", [130, 384, 512, 50, 600])
@@ -378,7 +378,7 @@ def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> 
     slot_version = np.ones(n, np.uint8)
     words = entries.shape[1] - 1
     held = np.zeros(n // 8 + 2, np.uint8)
-    args = (buf, u64.view(np.int64), u64, buf.view(np.float32), words, off, cnt, ptr)
+    args = (buf, buf.view(SLOT_DTYPE), u64, buf.view(np.float32), words, off, cnt, ptr)
     got = scan_blocks(
         *args,
         0,
@@ -472,7 +472,7 @@ def test_scan_blocks_estimates_every_entry_by_definition(d: int, n: int, half_ro
     dist = np.full((1, n), np.inf, np.float32)
     held = np.zeros(n * 3 // 8 + 2, np.uint8)
     got = scan_blocks(
-        buf, u64.view(np.int64), u64, buf.view(np.float32), entries.shape[1] - 1,
+        buf, buf.view(SLOT_DTYPE), u64, buf.view(np.float32), entries.shape[1] - 1,
         np.array([0]), np.array([n]), np.array([0, 1]), 0, 1, q, centroid,
         rot.astype(np.float16).view(np.uint16) if half_rot else rot, METRIC_L2,
         np.ones(n * 3, np.uint8), NO_VISIBLE, False, NO_HEADS, 0.0, ids, dist, held,
@@ -511,7 +511,7 @@ def test_scan_blocks_keeps_the_r_smallest_distinct(r: int) -> None:
     buf[at : at + len(b2)] = b2
     u64 = buf.view(np.uint64)
     q = rng.standard_normal((1, d)).astype(np.float32)
-    views = (buf, u64.view(np.int64), u64, buf.view(np.float32), entries.shape[1] - 1,
+    views = (buf, buf.view(SLOT_DTYPE), u64, buf.view(np.float32), entries.shape[1] - 1,
              np.array([0, at]), np.array([61, 30]), np.array([0, 2]))  # fmt: skip
 
     def run(ids: np.ndarray, dist: np.ndarray) -> None:
@@ -583,7 +583,7 @@ def _scan_keys(entries: np.ndarray, q: np.ndarray, centroid: np.ndarray, rot: np
     dist = np.full((1, n), np.inf, np.float32)
     held = np.zeros(n // 8 + 2, np.uint8)
     scan_blocks(
-        buf, u64.view(np.int64), u64, buf.view(np.float32), entries.shape[1] - 1,
+        buf, buf.view(SLOT_DTYPE), u64, buf.view(np.float32), entries.shape[1] - 1,
         np.array([0]), np.array([n]), np.array([0, 1]), 0, 1, q[None, :], centroid, rot,
         metric, np.ones(n, np.uint8), NO_VISIBLE, False, np.array([hsq], np.float32), eps,
         ids, dist, held,

@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 from vecdb.index.spann.fanout import fan_out_pairs
 from vecdb.kernels.groupscan import merge_topk, pair_order, scan_pairs
-from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE, block_layout
+from vecdb.kernels.posting import (
+    METRIC_COSINE,
+    METRIC_IP,
+    METRIC_L2,
+    NO_VISIBLE,
+    SLOT_BYTES,
+    SLOT_DTYPE,
+    block_layout,
+)
 from vecdb.kernels.postscan import HARDWARE_HALF, _fpext_half, _half, half_to_float
 from vecdb.kernels.prefetch import _prefetch_run, _share
 
@@ -46,10 +54,10 @@ class Blocks:
     def _write(self, o: int, slots: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = len(slots)
         cap, voff, _ = block_layout(n, self.dim, self.width)
-        self.u8[o + 64 : o + 64 + 8 * n] = slots.astype(np.int64).view(np.uint8)
+        self.u8[o + 64 : o + 64 + SLOT_BYTES * n] = slots.astype(SLOT_DTYPE).view(np.uint8)
         vers = self.slot_version[slots].copy()
         vers[rng.random(n) < 0.1] = 200  # stale copies
-        self.u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n] = vers
+        self.u8[o + 64 + SLOT_BYTES * cap : o + 64 + SLOT_BYTES * cap + n] = vers
         xs = self.x[slots].T  # [dim][n]
         if self.width == 4:
             comp, seen = xs.astype(np.float32), xs.astype(np.float32)
@@ -66,7 +74,7 @@ class Blocks:
 
     def views(self) -> tuple[np.ndarray, ...]:
         u8 = self.u8
-        return u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16)
+        return u8, u8.view(SLOT_DTYPE), u8.view(np.float32), u8.view(np.uint16)
 
 
 def _oracle(b: Blocks, q: np.ndarray, blocks: list[int], metric: str, vis: set[int] | None):
@@ -76,7 +84,7 @@ def _oracle(b: Blocks, q: np.ndarray, blocks: list[int], metric: str, vis: set[i
         slots, vals = b.members[j], b.values[j]
         o, n = int(b.off[j]), int(b.cnt[j])
         cap = block_layout(n, b.dim, b.width)[0]
-        vers = b.u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
+        vers = b.u8[o + 64 + SLOT_BYTES * cap : o + 64 + SLOT_BYTES * cap + n]
         for s, v, row in zip(slots.tolist(), vers.tolist(), vals, strict=True):
             if v != b.slot_version[s] or v == 255 or (vis is not None and s not in vis):
                 continue

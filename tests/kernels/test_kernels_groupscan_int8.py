@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from vecdb.kernels.groupscan import pair_order, scan_pairs
-from vecdb.kernels.posting import METRIC_COSINE, METRIC_IP, METRIC_L2, NO_VISIBLE, block_layout
+from vecdb.kernels.posting import (
+    METRIC_COSINE,
+    METRIC_IP,
+    METRIC_L2,
+    NO_VISIBLE,
+    SLOT_BYTES,
+    SLOT_DTYPE,
+    block_layout,
+)
 
 METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 
@@ -30,8 +38,8 @@ def _blocks(rng: np.random.Generator, dim: int, counts: list[int]):  # type: ign
     for o, c in zip(starts[:-1].tolist(), counts, strict=True):
         cap, voff, _ = block_layout(c, dim, 1)
         slots = np.arange(first, first + c, dtype=np.int64)
-        u8[o + 64 : o + 64 + 8 * c] = slots.view(np.uint8)
-        u8[o + 64 + 8 * cap : o + 64 + 8 * cap + c] = 1
+        u8[o + 64 : o + 64 + SLOT_BYTES * c] = slots.astype(SLOT_DTYPE).view(np.uint8)
+        u8[o + 64 + SLOT_BYTES * cap : o + 64 + SLOT_BYTES * cap + c] = 1
         u8[o + voff : o + voff + dim * cap].reshape(dim, cap)[:, :c] = codes[slots].T
         first += c
     off = starts[:-1].astype(np.int64)
@@ -47,7 +55,7 @@ def _scan(u8, off, cnt, qoff, qscale, versions, queries, reads, metric, k):  # t
     order, pq = pair_order(ptr, o)
     ids = np.full((len(queries), k), -1, np.int64)
     d = np.full((len(queries), k), np.inf, np.float32)
-    views = (u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16))
+    views = (u8, u8.view(SLOT_DTYPE), u8.view(np.float32), u8.view(np.uint16))
     dim = queries.shape[1]
     scan_pairs(
         *views, dim, 1, qoff, qscale, o, c, order, pq, 0, len(order), queries,

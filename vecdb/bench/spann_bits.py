@@ -49,6 +49,7 @@ from vecdb.index.spann.assign import nearest_heads
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.update import read_live
+from vecdb.kernels import posting
 from vecdb.kernels.bitscan import QUERY_BITS, encode, rotation, scan_factors, scan_rerank
 from vecdb.kernels.hamming import code_words
 from vecdb.kernels.headgraph import search_batch
@@ -58,7 +59,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 ENCODE_ROWS = 65_536  # entries rotated and coded per step (bounds the float64 temporaries)
 FACTOR_BYTES = 8  # per entry: ||r|| and <x_bar, o>, float32 each
-SLOT_BYTES = 9  # per entry: slot (int64) and version (uint8), as in today's blocks
+SLOT_BYTES = posting.SLOT_BYTES + 1  # per entry: slot (uint32) and version (uint8)
 BLOCK_HEADER = 64  # bytes of a block's header (kernels.posting)
 # Centroids and query forms of the bit search: the posting's head with the rotated query
 # quantized once ("posting") or per posting (the paper's form), or one global centroid.

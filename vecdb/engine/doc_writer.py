@@ -112,6 +112,7 @@ def upsert_documents(
     with coll.write_lock:
         pts, pidx = coll.points, coll.pindex
         old = [s for s in pts.lookup(keys) if s is not None]
+        pts.check_room(len(keys), coll.name)
         start = pts.next_slot
         batch = coll.kv.batch()
         olds = pts.payloads(old) if (old and pidx.defs) else [None] * len(old)

@@ -20,7 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.engine import validate as v
+from vecdb.errors import ResourceExhausted
 from vecdb.kernels.idmap import int_ids
+from vecdb.kernels.posting import MAX_SLOTS
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch, Reader
 from vecdb.types import Id, IdType, Payload, Record
@@ -215,6 +217,17 @@ class PointTable:
             batch.delete(kvmod.CF_PAYLOAD, self.slot_key(slot))
         else:
             batch.put(kvmod.CF_PAYLOAD, self.slot_key(slot), payload)
+
+    def check_room(self, n: int, name: str) -> None:
+        """Refuse (before anything is written) a batch that would hand out slot MAX_SLOTS or
+        beyond: slots are never reused (every upsert takes a new one) and a SPANN posting
+        stores them as uint32 (`kernels.posting.SLOT_BYTES`)."""
+        if self.next_slot + n > MAX_SLOTS:
+            raise ResourceExhausted(
+                f"collection {name!r} has handed out {self.next_slot:,} point slots and this "
+                f"batch needs {n:,} more; a collection has {MAX_SLOTS:,} in its life (each "
+                f"upsert takes a new one): copy its points into a new collection"
+            )
 
     def put_next_slot(self, batch: Batch, value: int) -> None:
         batch.put(kvmod.CF_META, self.next_slot_key, kvmod.u64(value))

@@ -110,6 +110,7 @@ def upsert(
         old = [s for s in looked if s is not None]
         if access is not None:
             access.check(id_list, looked)  # another tenant's point: refused, nothing written
+        pts.check_room(len(keys), coll.name)
         start = pts.next_slot
         batch = coll.kv.batch()
         for slot, pay in zip(old, _old_payloads(coll, old), strict=True):

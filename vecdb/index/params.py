@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from vecdb.errors import InvalidArgument
+from vecdb.kernels.posting import SLOT_BYTES
 
 # --- build parameters -------------------------------------------------------------------------
 DEFAULT_HEAD_FRACTION, MIN_HEAD_FRACTION, MAX_HEAD_FRACTION = 0.045, 0.001, 0.5
@@ -248,8 +249,8 @@ class BuildParams:
         return -(-dim // 64) + 1 if self.vector_dtype == BITS else dim
 
     def entry_bytes(self, dim: int) -> int:
-        """Bytes of one posting entry: its components + int64 slot + uint8 version."""
-        return self.width * self.block_dim(dim) + 9
+        """Bytes of one posting entry: its components + uint32 slot + uint8 version."""
+        return self.width * self.block_dim(dim) + SLOT_BYTES + 1
 
     def posting_limit(self, dim: int) -> tuple[int, int]:
         """(pages, entries) of the posting budget for `dim`-d vectors stored as `vector_dtype`."""

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.headgraph import _widen
-from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
+from vecdb.kernels.posting import METRIC_IP, METRIC_L2, SLOT_BYTES, _layout, entry_visible
 from vecdb.kernels.prefetch import _prefetch
 from vecdb.kernels.rerank import AHEAD, _prefetch_row, _row_dist
 from vecdb.kernels.simd64 import WLANES, wadd, wand, wcount, wload, wshl, wstore, wsum, wzero
@@ -680,11 +680,11 @@ def _hint_block(u8, off, cnt, blk, ew):  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True, nogil=True)
 def scan_blocks(  # type: ignore[no-untyped-def]
-    u8, i64, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
+    u8, u32, u64, f32, words, off, cnt, ptr, q_lo, q_hi, queries, centroid, rot, metric,
     slot_version, vis, use_vis, head_sq, eps, out_ids, out_d, held,
 ):  # fmt: skip
     """The bit search of queries q_lo:q_hi: query i reads the "bits" blocks ptr[i]:ptr[i+1]
-    (block at byte off[b] of the buffer viewed as u8 / i64 / u64 / f32, cnt[b] entries of
+    (block at byte off[b] of the buffer viewed as u8 / u32 / u64 / f32, cnt[b] entries of
     `words` + 1 words each in `to_lanes` order, `entry_words`) and keeps in its row of
     out_ids / out_d the R = out_ids.shape[1] distinct slots of smallest estimated distance
     (ascending, -1 / inf padded; a row coming in with slots keeps them in the running: a
@@ -762,8 +762,8 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             m = cnt[blk]
             cap, voff = _layout(m)
             base = (o + voff) // 8
-            sbase = (o + 64) // 8
-            vbase = o + 64 + 8 * cap
+            sbase = (o + 64) // SLOT_BYTES
+            vbase = o + 64 + SLOT_BYTES * cap
             # a register load reads WLANES words from an entry: past the block's last
             # entry by up to WLANES - ew words (masked out), so only inside the buffer
             fast = reg and base + m * ew + WLANES - ew <= u64.shape[0]
@@ -777,7 +777,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                 below[k] = j
                 k += est[j] < bound
             for t in range(k):
-                s = i64[sbase + below[t]]
+                s = u32[sbase + below[t]]
                 cand[t] = s
                 _prefetch(slot_version, s)  # type: ignore[call-arg]
             for t in range(k):

@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.kernels.borrow import borrow, keep
-from vecdb.kernels.posting import METRIC_IP, METRIC_L2, _layout, entry_visible
+from vecdb.kernels.posting import METRIC_IP, METRIC_L2, SLOT_BYTES, _layout, entry_visible
 from vecdb.kernels.postscan import HALF_SCALE, HARDWARE_HALF, _half, _half_bits
 from vecdb.kernels.prefetch import _next_run, _prefetch_pair, _prefetch_run, _share, _span
 
@@ -345,7 +345,7 @@ def _fold(ids, ds, s, d):  # type: ignore[no-untyped-def]
 @nb.njit(cache=True, nogil=True)
 def scan_pairs(  # type: ignore[no-untyped-def]
     u8,
-    i64,
+    u32,
     f32,
     u16,
     dim,
@@ -379,7 +379,7 @@ def scan_pairs(  # type: ignore[no-untyped-def]
     bits_owned = np.empty(room * dim, dtype=np.uint32)
     # the loop below slices these per pair: borrowed, its views take no atomic reference
     acc, pick, bits = borrow(acc_owned), borrow(pick_owned), borrow(bits_owned)
-    u8, i64, f32, u16 = borrow(u8), borrow(i64), borrow(f32), borrow(u16)
+    u8, u32, f32, u16 = borrow(u8), borrow(u32), borrow(f32), borrow(u16)
     queries, out_ids, out_d = borrow(queries), borrow(out_ids), borrow(out_d)
     off, cnt, order, pair_query = borrow(off), borrow(cnt), borrow(order), borrow(pair_query)
     qoff, qscale = borrow(qoff), borrow(qscale)
@@ -428,8 +428,8 @@ def scan_pairs(  # type: ignore[no-untyped-def]
             _score(x, dim, cap, queries[i], metric, a)
         ids = out_ids[i]
         ds = out_d[i]
-        slots = i64[(o + 64) // 8 : (o + 64) // 8 + n]
-        vers = u8[o + 64 + 8 * cap : o + 64 + 8 * cap + n]
+        slots = u32[(o + 64) // SLOT_BYTES : (o + 64) // SLOT_BYTES + n]
+        vers = u8[o + 64 + SLOT_BYTES * cap : o + 64 + SLOT_BYTES * cap + n]
         m = _admit(a, n, metric, ds[ds.shape[0] - 1], pick)
         for t in range(m):
             j = pick[t]

@@ -84,7 +84,7 @@ def search_one(  # type: ignore[no-untyped-def]
     width,
     page,
     u8,
-    i64,
+    u32,
     f32,
     u16,
     qoff,
@@ -132,7 +132,7 @@ def search_one(  # type: ignore[no-untyped-def]
         return CHECK, 0, 0, 0
     order = np.arange(off.shape[0])
     scan_pairs(
-        u8, i64, f32, u16, dim, width, qoff, qscale, off, cnt, order, pq, 0, off.shape[0],
+        u8, u32, f32, u16, dim, width, qoff, qscale, off, cnt, order, pq, 0, off.shape[0],
         query, slot_version, vis, use_vis, metric, out_ids, out_d,
     )  # fmt: skip
     return OK, postings, off.shape[0], pages
@@ -142,7 +142,7 @@ def search_one(  # type: ignore[no-untyped-def]
 def search_one_rerank(  # type: ignore[no-untyped-def]
     query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt, dim,
-    width, page, u8, i64, f32, u16, qoff, qscale, magic, unit, bits, known_ok, need_crc,
+    width, page, u8, u32, f32, u16, qoff, qscale, magic, unit, bits, known_ok, need_crc,
     slot_version, metric, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen, mark,
     cd, ci,
 ):  # fmt: skip
@@ -156,7 +156,7 @@ def search_one_rerank(  # type: ignore[no-untyped-def]
     status, postings, pairs, pages = search_one(
         query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n,
         hk, head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off,
-        blk_cnt, dim, width, page, u8, i64, f32, u16, qoff, qscale, magic, unit, bits,
+        blk_cnt, dim, width, page, u8, u32, f32, u16, qoff, qscale, magic, unit, bits,
         known_ok, need_crc, slot_version, NO_VISIBLE, False, metric, cand_ids, cand_d,
         seen, mark, cd, ci,
     )  # fmt: skip
@@ -174,7 +174,7 @@ def search_one_rerank(  # type: ignore[no-untyped-def]
 def search_one_bits(  # type: ignore[no-untyped-def]
     query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt,
-    bdim, width, page, u8, i64, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
+    bdim, width, page, u8, u32, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
     rot, metric, slot_version, eps, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d,
     seen, mark, cd, ci, held,
 ):  # fmt: skip
@@ -211,7 +211,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     else:  # the heads' squared distances
         hsq = block_values(s, hd[:, : s.shape[1]], post_first, blk_next, off.shape[0])
     scan_blocks(
-        u8, i64, u64, f32, bdim - 1, off, cnt, ptr, 0, 1, query, centroid, rot, metric,
+        u8, u32, u64, f32, bdim - 1, off, cnt, ptr, 0, 1, query, centroid, rot, metric,
         slot_version, NO_VISIBLE, False, hsq, eps, cand_ids, cand_d, held,
     )  # fmt: skip
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:

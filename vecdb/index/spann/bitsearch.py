@@ -29,7 +29,7 @@ from vecdb.index.spann.fanout import run_phases
 from vecdb.index.spann.postings import MmapReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.bitscan import scan_blocks
-from vecdb.kernels.posting import METRIC_CODE, block_values, gather_blocks
+from vecdb.kernels.posting import METRIC_CODE, SLOT_DTYPE, block_values, gather_blocks
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -95,12 +95,12 @@ def scan(
 
     if isinstance(st.reader, MmapReader):
         stats.bytes_read += pages * PAGE_SIZE
-        u8, i64, f32, _ = st.reader.views()
-        u64 = i64.view(np.uint64)
+        u8, u32, f32, _ = st.reader.views()
+        u64 = u32.view(np.uint64)
         blocks, first = np.unique(off, return_index=True)  # a block read by several queries
         path, verified = st.file.path, st.file.verified
         check_blocks(u8, blocks, cnt[first], st.bdim, st.width, path, None, verified, nbytes[first])
-        views = (u8, i64, u64, f32, words, off, cnt, ptr)
+        views = (u8, u32, u64, f32, words, off, cnt, ptr)
 
         def part(lo: int, hi: int) -> None:
             scan_blocks(*views, lo, hi, queries, *fixed, hsq, eps, ids, out_d, held())
@@ -117,7 +117,7 @@ def scan(
         b64 = buf[: len(buf) // 8 * 8]
         views = (
             buf,
-            b64.view(np.int64),
+            b64.view(SLOT_DTYPE),
             b64.view(np.uint64),
             buf[: len(buf) // 4 * 4].view(np.float32),
             words,

@@ -50,9 +50,9 @@ def counts(st: SpannState, keep: bool = True) -> I64:
     """Visible entries per posting id (replicas counted), walking every referenced block;
     worker thread, or any thread under the read lock. Kept as `st.live_seen` (`known`,
     `stats`) when `keep` (the worker's counts only: its clean-ups keep that one current)."""
-    u8, i64, _, _ = MmapReader(st.file).views()  # the worker's own map: searches keep theirs
+    u8, u32, _, _ = MmapReader(st.file).views()  # the worker's own map: searches keep theirs
     t = st.table
-    out: I64 = live_counts(u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version)
+    out: I64 = live_counts(u8, u32, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version)
     out = out[: st.next_posting]
     if keep:
         base = t.post_entries[: len(out)].astype(np.int64)
@@ -100,10 +100,10 @@ def removed(st: SpannState) -> I64:
     seen = st.live_seen
     if seen is not None and seen.removed is not None and seen.current(st, tolerance(st)):
         return seen.removed
-    u8, i64, _, _ = MmapReader(st.file).views()
+    u8, u32, _, _ = MmapReader(st.file).views()
     t = st.table
     out: I64 = removed_counts(
-        u8, i64, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version
+        u8, u32, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.slot_version
     )
     out = out[: st.next_posting]
     if seen is not None and seen.current(st):  # counted at the same state: keep them together

@@ -2,17 +2,19 @@
 
 A posting file is page 0 (magic, format version, dim, component width) followed by *blocks*. A
 block holds part or all of one posting: a 64-byte header `[u32 block magic][u32 crc32]
-[u32 nbytes][u32 count][i64 posting][u32 dim][u32 cap][u32 width]`, then `int64 slots[cap]`,
+[u32 nbytes][u32 count][i64 posting][u32 dim][u32 cap][u32 width]`, then `uint32 slots[cap]`,
 `uint8 versions[cap]` (padded to 64 bytes) and a dimension-major `vectors[dim][cap]` of
 float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar quantizer
 (width 1; the quantizer lives in the index's state file), or, for "bits" postings (width 8),
 `cap` entries of `dim` uint64 words, `dim` = ceil(d / 64) + 1 in the block header (the 1-bit
 code, then two float32 factors: `bitcodes`, `kernels.bitscan`; the page-0 header keeps the
 vectors' d) in lane groups: each 8 entries word-major, the rest entry-major
-(`bitscan.to_lanes`; format 3 had them all entry-major, and a format-3 "bits" file is refused
-on open), where cap is the count (format 2
+(`bitscan.to_lanes`; format 3 had them all entry-major), where cap is the count (format 2
 rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
-blocks up to 4x their entries). Blocks start on 64-byte boundaries and never straddle more 4 KiB
+blocks up to 4x their entries). Format 5 narrowed slots from int64 to uint32 (4 bytes an
+entry: a 384-d "bits" entry 65 -> 61 bytes, a 50-d int8 one 59 -> 55); a file of an earlier
+format is refused on open (`FormatError`), and the engine rebuilds such an index from the
+stored vectors (`engine.recovery`). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
 is the file's `SpaceMap` (`space`): free extents first (best fit), else the end; bulk writes
 pack what does not fit by remainder best fit (SPTAG). An attached `BlockTable` releases every
@@ -60,12 +62,12 @@ from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
 from vecdb.index.spann.space import Mark, NoRoom, SpaceMap
 from vecdb.index.spann.table import BlockTable
 from vecdb.kernels.bitscan import from_lanes, to_lanes
-from vecdb.kernels.posting import block_extent, block_layout
+from vecdb.kernels.posting import SLOT_BYTES, SLOT_DTYPE, SLOT_NONE, block_extent, block_layout
 
 MAGIC = b"VDBPOSTS"
-VERSION = 4  # 4: "bits" entries in lane groups (3: entry-major; other widths are the same)
+VERSION = 5  # 5: uint32 slots (4: int64; "bits" entries in lane groups since 4)
 # 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
-READS = (3, VERSION)  # versions opened: 3 only for widths other than "bits"
+READS = (VERSION,)  # an earlier file's blocks have 8-byte slots: refused, the index rebuilt
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
 GROW = 16 << 20  # the file is extended in chunks (at most this, 1/GROW_SHARE of its data,
@@ -107,10 +109,10 @@ def encode_block(
     count, dim = rows.shape
     cap, vec_off, nbytes = block_layout(count, dim, width)
     buf = np.zeros(block_extent(count, dim, width, full_cap), dtype=np.uint8)
-    s = buf[64 : 64 + 8 * cap].view(np.int64)
-    s[:] = -1
+    s = buf[64 : 64 + SLOT_BYTES * cap].view(SLOT_DTYPE)
+    s[:] = SLOT_NONE
     s[:count] = slots
-    buf[64 + 8 * cap : 64 + 8 * cap + count] = versions
+    buf[64 + SLOT_BYTES * cap : 64 + SLOT_BYTES * cap + count] = versions
     if width == BITS_WIDTH:  # lane groups (cap == count)
         buf[vec_off:nbytes].view(np.uint64)[: count * dim] = to_lanes(rows)
     elif width == 1:
@@ -139,8 +141,8 @@ def decode_block(
     if zlib.crc32(buf.data[8:nbytes]) != crc:
         raise FormatError(f"{where}: posting block CRC mismatch (posting {posting})")
     _, vec_off, _ = block_layout(count, dim, width)
-    slots = buf[64 : 64 + 8 * cap].view(np.int64)[:count].copy()
-    versions = buf[64 + 8 * cap : 64 + 8 * cap + count].copy()
+    slots = buf[64 : 64 + SLOT_BYTES * cap].view(SLOT_DTYPE)[:count].astype(np.int64)
+    versions = buf[64 + SLOT_BYTES * cap : 64 + SLOT_BYTES * cap + count].copy()
     if width == BITS_WIDTH:
         entries = from_lanes(buf[vec_off:nbytes].view(np.uint64), count, dim)
         return int(posting), slots, versions, entries
@@ -223,17 +225,12 @@ class PostingFile:
                 length = PAGE
             else:
                 head = os.pread(self.fd, 32, 0)
-                version = check_header(head, MAGIC, READS, path)
+                check_header(head, MAGIC, READS, path)
                 if len(head) < 24:
                     raise FormatError(f"{path}: torn posting file header ({len(head)} bytes)")
                 found = struct.unpack_from("<II", head, 16)
                 if found != (dim, width):
                     raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
-                if version < VERSION and width == BITS_WIDTH:
-                    raise FormatError(
-                        f"{path}: 1-bit entries in format {version}'s order (an earlier "
-                        f"vecdb); this build reads format {VERSION}: rebuild the index"
-                    )
                 length = PAGE if length is None else length
                 self.found_size = os.fstat(self.fd).st_size  # `attach` checks the table
             self.space = SpaceMap(PAGE, length)

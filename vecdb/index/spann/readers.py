@@ -23,6 +23,7 @@ import numpy.typing as npt
 from vecdb.errors import FormatError
 from vecdb.index.spann.aio import AioContext, AioPool
 from vecdb.index.spann.space import PAGE
+from vecdb.kernels.posting import SLOT_DTYPE
 
 if TYPE_CHECKING:
     from vecdb.index.spann.postings import PostingFile
@@ -59,12 +60,12 @@ class MmapReader:
             self.mm = mm
             u8: U8 = np.frombuffer(self.mm, dtype=np.uint8)
             # made once per map, not per search (a view of the map is three numpy objects)
-            self._views = (u8, u8.view(np.int64), u8.view(np.float32), u8.view(np.uint16))
+            self._views = (u8, u8.view(SLOT_DTYPE), u8.view(np.float32), u8.view(np.uint16))
             self.u8 = u8
             self.mapped = size  # shorter than the capacity while it grows: remap next time
 
-    def views(self) -> tuple[U8, I64, F32, npt.NDArray[np.uint16]]:
-        """uint8 / int64 / float32 / uint16 views of the whole map (as of the last refresh)."""
+    def views(self) -> tuple[U8, npt.NDArray[np.uint32], F32, npt.NDArray[np.uint16]]:
+        """uint8 / uint32 (posting slots) / float32 / uint16 views of the whole map (as of the last refresh)."""
         return self._views
 
 

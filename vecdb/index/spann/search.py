@@ -51,6 +51,7 @@ from vecdb.kernels.posting import (
     ALWAYS_READ,
     METRIC_CODE,
     NO_VISIBLE,
+    SLOT_DTYPE,
     count_visible,
     gather_blocks,
     prune_postings,
@@ -110,7 +111,7 @@ def scan(
     fixed = (st.dim, st.width, qoff, qscale)
     tail = (st.slot_version, vis, use_vis, metric)
     if isinstance(st.reader, MmapReader):
-        u8, i64, f32, u16 = st.reader.views()
+        u8, u32, f32, u16 = st.reader.views()
         b_off, b_cnt, b_bytes, off, cnt, pq, pages, postings = gather_pairs(
             sel, *chains, st.dim, st.width, PAGE_SIZE
         )
@@ -121,7 +122,7 @@ def scan(
         path = st.file.path
         check_blocks(u8, b_off, b_cnt, st.dim, st.width, path, None, st.file.verified, b_bytes)
         order = np.arange(len(off), dtype=np.int64)
-        head = (u8, i64, f32, u16, *fixed, off, cnt)
+        head = (u8, u32, f32, u16, *fixed, off, cnt)
         threads = search_threads(len(queries))  # 1 for a single query: the kernel runs here
         fan_out_pairs(scan_pairs, head, order, pq, queries, tail, ids, out_d, threads)
         return
@@ -140,7 +141,7 @@ def scan(
         )
         views = (
             buf,
-            buf[: len(buf) // 8 * 8].view(np.int64),
+            buf[: len(buf) // 4 * 4].view(SLOT_DTYPE),
             buf[: len(buf) // 4 * 4].view(np.float32),
             buf[: len(buf) // 2 * 2].view(np.uint16),
         )

@@ -187,13 +187,13 @@ def search_one_bits(
         reader, g, m, hk = beams
         t = st.table
         verified = st.file.verified
-        u8, i64, f32, _ = reader.views()
+        u8, u32, f32, _ = reader.views()
         half, rows16, rows32 = _store_rows(st, store)
         cand_ids, cand_d, ids, out_d = _outputs(wide, k)
         status, postings, blocks, pages, scored = bits_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
             query, *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric),
             ALWAYS_READ, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width,
-            PAGE_SIZE, u8, i64, i64.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
+            PAGE_SIZE, u8, u32, u32.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
             blockcheck._NO_BITS if verified is None else verified.bits,
             verified is not None, blockcheck.MODE != "off", coder.centroid, coder.qrot,
             METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
