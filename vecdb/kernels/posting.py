@@ -3,7 +3,7 @@
 Pure functions on arrays (no I/O, no globals): walking block chains, counting visible
 entries and the RNG replica rule (the scan of blocks for queries is `vecdb.kernels.groupscan`). It also defines, once, the version byte cycle and the
 "entry visible" predicate that the scan, the live counts and the posting readers share. A block
-at byte offset `o` with `n` entries has `cap = n` (`MIN_CAP` at least); slots (int64) start at
+at byte offset `o` with `n` entries has `cap = n` (`MIN_CAP` at least); slots start at
 `o + 64` (uint32: `SLOT_BYTES`), versions (uint8) at `o + 64 + 4 cap`, and the `[dim][cap]`
 components (float32, float16 bits or uint8 codes) at `o + ceil((64 + 5 cap)/64)*64` (see
 `vecdb.index.spann.postings`). Search kernels release the GIL so concurrent searches run in
