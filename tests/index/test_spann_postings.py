@@ -143,7 +143,7 @@ def test_unknown_versions_name_file_found_and_supported(tmp_path: Path) -> None:
     with open(tmp_path / "p.bin", "r+b") as raw:
         raw.seek(8)
         raw.write(struct.pack("<I", 99))
-    with pytest.raises(FormatError, match=rf"p\.bin.*version 99.*supports {VERSION}\b"):
+    with pytest.raises(FormatError, match=rf"p\.bin.*version 99.*supports 5 or {VERSION}\b"):
         PostingFile(tmp_path / "p.bin", 4)
     framing.write_sections(tmp_path / "m", b"VDBSPMAN", 7, [b"{}"])
     with pytest.raises(FormatError, match=r"m: unsupported format version 7"):
@@ -161,16 +161,24 @@ def _set_version(path: Path, version: int) -> None:
 def test_earlier_formats_are_refused_whatever_the_width(tmp_path: Path) -> None:
     """Format 5 narrowed every block's slots to uint32: a file of format 3 or 4 (8-byte slots)
     of any component width is refused on open, naming the file and the versions (the engine
-    then rebuilds the index from the stored vectors), never read with the wrong layout. A
-    format-5 block keeps slots up to 2^32 - 2 exactly."""
+    then rebuilds the index from the stored vectors), never read with the wrong layout.
+    Format 6 changed only "bits" lane groups (bfloat16 factors): a format-5 file of another
+    width opens, a format-5 "bits" file is refused naming what to do. A block keeps slots up
+    to 2^32 - 2 exactly."""
     for width, dim in ((2, 4), (1, 4), (4, 4), (BITS_WIDTH, 384)):
         path = tmp_path / f"w{width}.bin"
         PostingFile(path, dim, width=width).close()
         for old in (3, 4):
             _set_version(path, old)
-            want = rf"w{width}\.bin.*version {old}.*supports {VERSION}"
+            want = rf"w{width}\.bin.*version {old}.*supports 5 or {VERSION}"
             with pytest.raises(FormatError, match=want):
                 PostingFile(path, dim, width=width)
+        _set_version(path, 5)
+        if width == BITS_WIDTH:
+            with pytest.raises(FormatError, match=r"w8\.bin: 1-bit entries of format 5.*rebuild"):
+                PostingFile(path, dim, width=width)
+        else:
+            PostingFile(path, dim, width=width).close()
     f = PostingFile(tmp_path / "h.bin", 4, width=2)
     vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
     slots = np.array([0, 2**31 + 5, MAX_SLOTS - 1], np.int64)

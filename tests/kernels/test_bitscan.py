@@ -307,7 +307,7 @@ METRICS = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
 def test_encode_rows_against_numpy(d: int, metric: str) -> None:
     """Entries = the sign code of (x - c) @ rot (where the component is not within rounding
-    of 0) and the metric's factors (float64 reference), and a row codes to the same bits
+    of 0) and the metric's factors (float64 reference) rounded to bfloat16, and a row codes to the same bits
     alone, in a batch, and in the parallel kernel's batch."""
     rng = np.random.default_rng(d)
     x = rng.normal(size=(300, d)).astype(np.float32)
@@ -328,9 +328,13 @@ def test_encode_rows_against_numpy(d: int, metric: str) -> None:
     else:
         want_add = (norm**2 - (x.astype(np.float64) ** 2).sum(1)) / 2
         want_mul = norm / xo
+    # bfloat16 values (a lane group keeps 16 bits of each), rounded to nearest: within half
+    # of bfloat16's 2^-7 relative spacing, plus float32's own rounding of the sum
+    for f in (add, mul):
+        assert not (f.view(np.uint32) & 0xFFFF).any()
     scale = np.abs(want_add).max() + 1.0
-    np.testing.assert_allclose(add, want_add, rtol=1e-4, atol=1e-5 * scale)
-    np.testing.assert_allclose(mul, want_mul, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(add, want_add, rtol=2**-8 + 1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(mul, want_mul, rtol=2**-8 + 1e-4, atol=1e-6)
     for i in (0, 3, 299):
         np.testing.assert_array_equal(encode_rows(x[i : i + 1], c, rot, METRICS[metric])[0], ent[i])
     big = np.repeat(x, 15, axis=0)  # 4,500 rows: the parallel kernel
@@ -406,25 +410,33 @@ def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> 
 # --- lane groups: the block order of entries and the scan over it ----------------------------
 
 from vecdb.kernels.bitscan import GROUP, from_lanes, to_lanes  # noqa: E402
+from vecdb.kernels.posting import BITS, body_bytes  # noqa: E402
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23])
 def test_to_lanes_puts_word_w_of_a_group_in_one_run(n: int) -> None:
-    """Word w of the entries of group g is the GROUP words at (g * ew + w) * GROUP, the
-    factors (add, mul) follow as GROUP float32 each, the tail stays entry-major, and
-    `from_lanes` gives the entries back."""
+    """Word w of the entries of group g is the GROUP words at g * gw + w * GROUP (gw =
+    GROUP (ew - 1) + 4 words a group), the factors (add, mul) follow as GROUP bfloat16 each
+    (the upper half of each float32), the tail stays entry-major with its float32 factors,
+    `from_lanes` gives the entries back, and `body_bytes` is the flat length in bytes."""
     ew = 7
-    e = np.random.default_rng(n).integers(0, 2**63, (n, ew), dtype=np.uint64)
+    rng = np.random.default_rng(n)
+    e = rng.integers(0, 2**63, (n, ew), dtype=np.uint64)
+    f = e[:, ew - 1 :].view(np.uint32)  # factors as encode_rows leaves them: bfloat16 values
+    f &= np.uint32(0xFFFF0000)
     flat = to_lanes(e)
-    assert flat.shape == (n * ew,)
+    gw = GROUP * (ew - 1) + 4
     full = n // GROUP * GROUP
+    assert flat.shape == (full // GROUP * gw + (n - full) * ew,)
+    assert flat.nbytes == body_bytes(BITS, ew, n)
     for j in range(full):
         g, t = divmod(j, GROUP)
         for w in range(ew - 1):
-            assert flat[(g * ew + w) * GROUP + t] == e[j, w]
-        fac = flat[(g * ew + ew - 1) * GROUP : (g + 1) * ew * GROUP].view(np.float32)
-        assert (fac[t], fac[GROUP + t]) == tuple(e[j, ew - 1 :].view(np.float32))
-    np.testing.assert_array_equal(flat[full * ew :], e[full:].ravel())
+            assert flat[g * gw + w * GROUP + t] == e[j, w]
+        half = flat[g * gw + (ew - 1) * GROUP : (g + 1) * gw].view(np.uint16)
+        want = tuple(int(v) >> 16 for v in e[j, ew - 1 :].view(np.uint32))
+        assert (int(half[t]), int(half[GROUP + t])) == want
+    np.testing.assert_array_equal(flat[full // GROUP * gw :], e[full:].ravel())
     np.testing.assert_array_equal(from_lanes(flat, n, ew), e)
 
 

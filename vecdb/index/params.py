@@ -249,7 +249,10 @@ class BuildParams:
         return -(-dim // 64) + 1 if self.vector_dtype == BITS else dim
 
     def entry_bytes(self, dim: int) -> int:
-        """Bytes of one posting entry: its components + uint32 slot + uint8 version."""
+        """Bytes of one posting entry: its components (for "bits" in a lane group: the code
+        words and two bfloat16 factors) + uint32 slot + uint8 version."""
+        if self.vector_dtype == BITS:
+            return 8 * (self.block_dim(dim) - 1) + 4 + SLOT_BYTES + 1
         return self.width * self.block_dim(dim) + SLOT_BYTES + 1
 
     def posting_limit(self, dim: int) -> tuple[int, int]:

@@ -31,7 +31,17 @@ import numpy.typing as npt
 from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.headgraph import _widen
-from vecdb.kernels.posting import METRIC_IP, METRIC_L2, SLOT_BYTES, _layout, entry_visible
+from vecdb.kernels.posting import (
+    BITS,
+    BITS_FACTOR_WORDS,
+    BITS_GROUP,
+    METRIC_IP,
+    METRIC_L2,
+    SLOT_BYTES,
+    _layout,
+    body_bytes,
+    entry_visible,
+)
 from vecdb.kernels.prefetch import _prefetch
 from vecdb.kernels.rerank import AHEAD, _prefetch_row, _row_dist
 from vecdb.kernels.simd64 import WLANES, wadd, wand, wcount, wload, wshl, wstore, wsum, wzero
@@ -389,6 +399,7 @@ def entry_words(d: int) -> int:
 
 
 GROUP = WLANES  # entries of a lane group in a block: word w of all of them is one register
+assert GROUP == BITS_GROUP  # (the block layout's own constant, `posting.body_bytes`)
 # Lane groups the code stream is hinted ahead of the scan. A block spans 4 KiB pages the
 # hardware prefetcher does not cross (MiniLM-384 bits, 20 postings, a 300-query batch, 1
 # thread, 11 runs alternated: 3 and 5 groups ahead 0.92x and 0.90x the scan time without;
@@ -398,40 +409,52 @@ AHEAD_GROUPS = 5
 
 def to_lanes(entries: U64) -> U64:
     """The block order of "bits" entries (n, words + 1), flat: each full group of GROUP
-    entries word-major (`words` rows of GROUP code words, lane l = entry l, then the GROUP
-    `add` and the GROUP `mul` factors as float32), the last n % GROUP entries as they are
-    (entry-major). Same size; entry j >= n // GROUP * GROUP starts at word j * (words + 1)
-    either way. `scan_blocks` reads a group's word w of 8 entries in one load."""
+    entries word-major (`words` rows of GROUP code words, lane l = entry l), then the GROUP
+    `add` and the GROUP `mul` factors as bfloat16 (the upper halves of their float32, which
+    `encode_rows` rounded: BITS_FACTOR_WORDS words), the last n % GROUP entries as they are
+    (entry-major, float32 factors). `group_words(words)` a group, `posting.body_bytes` the
+    whole. `scan_blocks` reads a group's word w of 8 entries in one load."""
     e = np.ascontiguousarray(entries, np.uint64)
     n, ew = e.shape
     full = n // GROUP * GROUP
-    out = np.empty(n * ew, np.uint64)
+    gw = group_words(ew - 1)
+    out = np.empty(full // GROUP * gw + (n - full) * ew, np.uint64)
     grp = e[:full].reshape(-1, GROUP, ew)
-    head = out[: full * ew].reshape(-1, ew * GROUP)
+    head = out[: full // GROUP * gw].reshape(-1, gw)
     head[:, : (ew - 1) * GROUP] = (
         grp[:, :, : ew - 1].transpose(0, 2, 1).reshape(len(grp), (ew - 1) * GROUP)
     )
-    fac = np.ascontiguousarray(grp[:, :, ew - 1]).view(np.float32).reshape(-1, GROUP, 2)
-    lanes = np.ascontiguousarray(fac.transpose(0, 2, 1)).view(np.uint64)
-    head[:, (ew - 1) * GROUP :] = lanes.reshape(len(grp), GROUP)
-    out[full * ew :] = e[full:].ravel()
+    fac = np.ascontiguousarray(grp[:, :, ew - 1]).view(np.uint32).reshape(-1, GROUP, 2)
+    half = (fac.transpose(0, 2, 1) >> np.uint32(16)).astype(np.uint16)  # (groups, 2, GROUP)
+    head[:, (ew - 1) * GROUP :] = (
+        np.ascontiguousarray(half).view(np.uint64).reshape(len(grp), BITS_FACTOR_WORDS)
+    )
+    out[full // GROUP * gw :] = e[full:].ravel()
     return out
 
 
 def from_lanes(words: U64, n: int, ew: int) -> U64:
-    """The entries (n, ew) of a block's words in `to_lanes` order (its inverse)."""
-    w = np.ascontiguousarray(words[: n * ew], np.uint64)
+    """The entries (n, ew) of a block's words in `to_lanes` order (its inverse; a group's
+    bfloat16 factors come back as the float32 they were rounded to)."""
     full = n // GROUP * GROUP
+    gw = group_words(ew - 1)
+    w = np.ascontiguousarray(words[: full // GROUP * gw + (n - full) * ew], np.uint64)
     out = np.empty((n, ew), np.uint64)
-    head = w[: full * ew].reshape(-1, ew * GROUP)
+    head = w[: full // GROUP * gw].reshape(-1, gw)
     grp = out[:full].reshape(-1, GROUP, ew)
     codes = head[:, : (ew - 1) * GROUP].reshape(len(head), ew - 1, GROUP)
     grp[:, :, : ew - 1] = codes.transpose(0, 2, 1)
-    fac = np.ascontiguousarray(head[:, (ew - 1) * GROUP :]).view(np.float32)
-    pairs = np.ascontiguousarray(fac.reshape(len(head), 2, GROUP).transpose(0, 2, 1))
-    grp[:, :, ew - 1] = pairs.view(np.uint64).reshape(len(head), GROUP)
-    out[full:] = w[full * ew :].reshape(-1, ew)
+    half = np.ascontiguousarray(head[:, (ew - 1) * GROUP :]).view(np.uint16)
+    fac = half.reshape(len(head), 2, GROUP).transpose(0, 2, 1).astype(np.uint32) << np.uint32(16)
+    grp[:, :, ew - 1] = np.ascontiguousarray(fac).view(np.uint64).reshape(len(head), GROUP)
+    out[full:] = w[full // GROUP * gw :].reshape(-1, ew)
     return out
+
+
+@nb.njit(cache=True, inline="always")
+def group_words(words):  # type: ignore[no-untyped-def]
+    """uint64 words of one lane group of entries with `words` code words (`to_lanes`)."""
+    return GROUP * words + BITS_FACTOR_WORDS
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -497,6 +520,14 @@ def _encode_row(x, centroid, rot, metric, rr, fac, out):  # type: ignore[no-unty
         mul = norm / xo
     fac[0] = np.float32(add)
     fac[1] = np.float32(mul)
+    # rounded to bfloat16 (nearest, ties to even): a lane group stores them in 16 bits
+    # (`to_lanes`), so every copy of an entry, in a group or not, holds the same factors
+    bits = fac.view(np.uint32)
+    for t in range(2):
+        b = bits[t]
+        bits[t] = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(
+            0xFFFF0000
+        )
     out[words] = fac.view(np.uint64)[0]
 
 
@@ -620,28 +651,38 @@ def _group_counts(u64, gb, words, pb, out):  # type: ignore[no-untyped-def]
 
 @nb.njit(cache=True, nogil=True, inline="always")
 def _block_estimates(  # type: ignore[no-untyped-def]
-    u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, est
+    u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, cvt, cvtf, est
 ):  # fmt: skip
     """est[:m] = the estimates of a block's m entries, whose words start at u64[base]
     (`to_lanes` order; u8 the same buffer), less g x the entry's mul (`scan_blocks`' lower
     bounds; g = 0: the estimates themselves): its lane groups 8 at a time
-    (`_group_counts`), the lines of the group AHEAD_GROUPS on asked for first, the rest one
-    by one (in one register when `fast`, `_xbar_dot8`, else the word loop)."""
+    (`_group_counts`; their bfloat16 factors widened through cvt, a uint32 scratch of 2 x
+    GROUP, and cvtf, its float32 view), the lines of the group AHEAD_GROUPS on asked for
+    first, the rest one by one (in one register when `fast`, `_xbar_dot8`, else the word
+    loop)."""
     ew = words + 1
+    gw = group_words(words)
     full = m // GROUP * GROUP
     for j0 in range(0, full, GROUP):
-        gb = base + j0 * ew
-        ahead = 8 * (gb + AHEAD_GROUPS * GROUP * ew)  # (past the block: a hint, never a fault)
-        for t in range(0, GROUP * ew * 8, 64):
+        gb = base + j0 // GROUP * gw
+        ahead = 8 * (gb + AHEAD_GROUPS * gw)  # (past the block: a hint, never a fault)
+        for t in range(0, gw * 8, 64):
             _prefetch(u8, ahead + t)  # type: ignore[call-arg]
         _group_counts(u64, gb, words, pb, lanes)
-        fb = 2 * (gb + GROUP * words)
+        fb = gb + GROUP * words  # the factor words: GROUP adds, then GROUP muls, 16 bits each
+        for t in range(BITS_FACTOR_WORDS):
+            v = u64[fb + t]
+            for h in range(4):
+                cvt[4 * t + h] = np.uint32(
+                    (v >> np.uint64(16 * h)) & np.uint64(0xFFFF)
+                ) << np.uint32(16)
         for t in range(GROUP):
             x = lanes[t]
             dot = a * np.float32(x & np.uint64(0xFFFFFFFF)) + b * np.float32(x >> np.uint64(32)) - c
-            est[j0 + t] = f32[fb + t] + cq - f32[fb + GROUP + t] * (dot + g)
+            est[j0 + t] = cvtf[t] + cq - cvtf[GROUP + t] * (dot + g)
+    tb = base + full // GROUP * gw  # the tail: entry-major, float32 factors
     for j in range(full, m):
-        e0 = base + j * ew
+        e0 = tb + (j - full) * ew
         if fast:
             dot = _xbar_dot8(u64, e0, pm, a, b, c)
         else:
@@ -673,7 +714,8 @@ def _hint_block(u8, off, cnt, blk, ew):  # type: ignore[no-untyped-def]
     m = cnt[blk]
     _, voff = _layout(m)
     start = off[blk] + voff
-    end = min(start + min(m, AHEAD_GROUPS * GROUP) * ew * 8, u8.shape[0])
+    end = min(start + min(body_bytes(BITS, ew, m), AHEAD_GROUPS * group_words(ew - 1) * 8),
+              u8.shape[0])  # fmt: skip
     for t in range(start, end, 64):
         _prefetch(u8, t)  # type: ignore[call-arg]
 
@@ -718,6 +760,8 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     planes = np.empty((QUERY_BITS, max(words, 1)), np.uint64)
     pb = np.empty(QUERY_BITS * words * GROUP, np.uint64)
     lanes = np.empty(GROUP, np.uint64)
+    cvt = np.empty(2 * GROUP, np.uint32)
+    cvtf = cvt.view(np.float32)
     most = 0
     for blk in range(ptr[q_lo], ptr[q_hi]):
         most = max(most, cnt[blk])
@@ -766,11 +810,12 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             vbase = o + 64 + SLOT_BYTES * cap
             # a register load reads WLANES words from an entry: past the block's last
             # entry by up to WLANES - ew words (masked out), so only inside the buffer
-            fast = reg and base + m * ew + WLANES - ew <= u64.shape[0]
+            fast = reg and base + body_bytes(BITS, ew, m) // 8 + WLANES - ew <= u64.shape[0]
             g = bound_gap(eps, head_sq[blk], sq, qvar, d) if eps > 0 else np.float32(0.0)
             _block_estimates(
-                u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, est
-            )
+                u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, cvt,
+                cvtf, est,
+            )  # fmt: skip
             bound = hd[0] if n == r else np.float32(np.inf)
             k = 0
             for j in range(m):  # branch-free: the entries that may enter

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from vecdb.kernels.posting import BLOCK_HEADER, _layout
+from vecdb.kernels.posting import BLOCK_HEADER, _layout, body_bytes
 
 
 @nb.njit(cache=True, nogil=True)
@@ -165,7 +165,7 @@ def _expand(posts, start, queries, post_first, blk_next, blk_off, blk_cnt, dim, 
             o = blk_off[b]
             n = blk_cnt[b]
             cap, voff = _layout(n)
-            size = voff + width * dim * cap
+            size = voff + body_bytes(width, dim, cap)
             u_off[u] = o
             u_cnt[u] = n
             u_bytes[u] = size

@@ -55,12 +55,31 @@ def _layout(n: int) -> tuple[int, int]:
     return cap, (BLOCK_HEADER + (SLOT_BYTES + 1) * cap + 63) // 64 * 64
 
 
+# "bits" blocks (width 8, `dim` = the code's words + 1): each full group of BITS_GROUP entries
+# holds its code words word-major, then its BITS_GROUP `add` and BITS_GROUP `mul` factors as
+# bfloat16 (BITS_FACTOR_WORDS words: 4 bytes an entry, not 8); the last count % BITS_GROUP
+# entries keep `dim` words each, their factors as float32 (`kernels.bitscan.to_lanes`).
+BITS_GROUP = 8
+BITS_FACTOR_WORDS = 4
+BITS = 8  # the width code of "bits" blocks (`index.params.BITS_WIDTH`)
+
+
+@nb.njit(cache=True, inline="always")
+def body_bytes(width: int, dim: int, cap: int) -> int:
+    """Bytes of a block's vector part: `width` x `dim` x `cap`, but for "bits" blocks their
+    lane groups' narrower factors (see BITS_GROUP)."""
+    if width == BITS:
+        groups, tail = cap // BITS_GROUP, cap % BITS_GROUP
+        return 8 * (groups * (BITS_GROUP * (dim - 1) + BITS_FACTOR_WORDS) + tail * dim)
+    return width * dim * cap
+
+
 def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
     """(cap, byte offset of the vector part, total bytes) of a block of `count` entries whose
-    components take `width` bytes (4 float32, 2 float16, 1 int8 codes)."""
+    components take `width` bytes (4 float32, 2 float16, 1 int8 codes, 8 "bits" words)."""
     cap = max(MIN_CAP, count)
     vec_off = -(-(BLOCK_HEADER + (SLOT_BYTES + 1) * cap) // 64) * 64
-    return cap, vec_off, vec_off + width * dim * cap
+    return cap, vec_off, vec_off + int(body_bytes(width, dim, cap))
 
 
 PAGE_BYTES = 4096  # the posting file's read unit
@@ -90,7 +109,12 @@ def block_bytes(cnt: npt.NDArray[np.int64], dim: int, width: int) -> npt.NDArray
     """Total bytes of blocks holding `cnt` entries (vectorised `block_layout`)."""
     cap = np.maximum(MIN_CAP, cnt)
     pre = (BLOCK_HEADER + (SLOT_BYTES + 1) * cap + 63) // 64 * 64
-    out: npt.NDArray[np.int64] = pre + width * dim * cap
+    if width == BITS:
+        g, tail = cap // BITS_GROUP, cap % BITS_GROUP
+        body = 8 * (g * (BITS_GROUP * (dim - 1) + BITS_FACTOR_WORDS) + tail * dim)
+    else:
+        body = width * dim * cap
+    out: npt.NDArray[np.int64] = pre + body
     return out
 
 
@@ -213,7 +237,7 @@ def gather_blocks(sel, post_first, blk_next, blk_off, blk_cnt, dim, width, page)
                     o = blk_off[b]
                     n = blk_cnt[b]
                     cap, voff = _layout(n)
-                    size = voff + width * dim * cap
+                    size = voff + body_bytes(width, dim, cap)
                     off[t] = o
                     cnt[t] = n
                     nbytes[t] = size

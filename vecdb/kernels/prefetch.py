@@ -16,7 +16,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from vecdb.kernels.posting import _layout
+from vecdb.kernels.posting import _layout, body_bytes
 
 
 @intrinsic
@@ -64,7 +64,7 @@ def _prefetch_pair(u8, off, cnt, order, p, hi, dim, width):  # type: ignore[no-u
     if p < hi:
         b = order[p]
         cap, voff = _layout(cnt[b])
-        _prefetch_block(u8, off[b], voff + width * dim * cap)
+        _prefetch_block(u8, off[b], voff + body_bytes(width, dim, cap))
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -74,7 +74,7 @@ def _span(u8, off, cnt, order, p, hi, dim, width):  # type: ignore[no-untyped-de
         return 0, 0
     b = order[p]
     cap, voff = _layout(cnt[b])
-    return off[b], min(off[b] + voff + width * dim * cap, u8.shape[0])
+    return off[b], min(off[b] + voff + body_bytes(width, dim, cap), u8.shape[0])
 
 
 @nb.njit(cache=True, nogil=True, inline="always")

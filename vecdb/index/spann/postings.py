@@ -12,9 +12,11 @@ vectors' d) in lane groups: each 8 entries word-major, the rest entry-major
 (`bitscan.to_lanes`; format 3 had them all entry-major), where cap is the count (format 2
 rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
 blocks up to 4x their entries). Format 5 narrowed slots from int64 to uint32 (4 bytes an
-entry: a 384-d "bits" entry 65 -> 61 bytes, a 50-d int8 one 59 -> 55); a file of an earlier
-format is refused on open (`FormatError`), and the engine rebuilds such an index from the
-stored vectors (`engine.recovery`). Blocks start on 64-byte boundaries and never straddle more 4 KiB
+entry: a 384-d "bits" entry 65 -> 61 bytes, a 50-d int8 one 59 -> 55); format 6 stores a
+"bits" lane group's factors as bfloat16 (4 bytes an entry more: 61 -> 57 at 384-d; the last
+count % 8 entries of a block keep float32, the same values). A file of an earlier format is
+refused on open (`FormatError`; format 5 only for "bits"), and the engine rebuilds such an
+index from the stored vectors (`engine.recovery`). Blocks start on 64-byte boundaries and never straddle more 4 KiB
 pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
 is the file's `SpaceMap` (`space`): free extents first (best fit), else the end; bulk writes
 pack what does not fit by remainder best fit (SPTAG). An attached `BlockTable` releases every
@@ -65,9 +67,10 @@ from vecdb.kernels.bitscan import from_lanes, to_lanes
 from vecdb.kernels.posting import SLOT_BYTES, SLOT_DTYPE, SLOT_NONE, block_extent, block_layout
 
 MAGIC = b"VDBPOSTS"
-VERSION = 5  # 5: uint32 slots (4: int64; "bits" entries in lane groups since 4)
-# 3: a block holds exactly its entries (2 rounded them up to 8, at least 8)
-READS = (VERSION,)  # an earlier file's blocks have 8-byte slots: refused, the index rebuilt
+VERSION = 6  # 6: a "bits" lane group's factors in bfloat16 (5: float32, uint32 slots)
+# 5: uint32 slots (4: int64; "bits" entries in lane groups since 4); 3: a block holds exactly
+# its entries (2 rounded them up to 8, at least 8)
+READS = (5, VERSION)  # 5 only for widths other than "bits"; 3 and 4 have 8-byte slots
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK"
 BLOCK_HEADER = struct.Struct("<IIIIqIII")  # magic crc nbytes count posting dim cap width
 GROW = 16 << 20  # the file is extended in chunks (at most this, 1/GROW_SHARE of its data,
@@ -114,7 +117,8 @@ def encode_block(
     s[:count] = slots
     buf[64 + SLOT_BYTES * cap : 64 + SLOT_BYTES * cap + count] = versions
     if width == BITS_WIDTH:  # lane groups (cap == count)
-        buf[vec_off:nbytes].view(np.uint64)[: count * dim] = to_lanes(rows)
+        lanes = to_lanes(rows)
+        buf[vec_off:nbytes].view(np.uint64)[: len(lanes)] = lanes
     elif width == 1:
         v = buf[vec_off:nbytes].view(STORED[width]).reshape(dim, cap)
         assert isinstance(quant, Quantizer)
@@ -225,12 +229,17 @@ class PostingFile:
                 length = PAGE
             else:
                 head = os.pread(self.fd, 32, 0)
-                check_header(head, MAGIC, READS, path)
+                version = check_header(head, MAGIC, READS, path)
                 if len(head) < 24:
                     raise FormatError(f"{path}: torn posting file header ({len(head)} bytes)")
                 found = struct.unpack_from("<II", head, 16)
                 if found != (dim, width):
                     raise FormatError(f"{path}: (dim, width) {found}, expected {(dim, width)}")
+                if version < VERSION and width == BITS_WIDTH:
+                    raise FormatError(
+                        f"{path}: 1-bit entries of format {version} (float32 factors in every "
+                        f"lane group); this build reads format {VERSION}: rebuild the index"
+                    )
                 length = PAGE if length is None else length
                 self.found_size = os.fstat(self.fd).st_size  # `attach` checks the table
             self.space = SpaceMap(PAGE, length)
