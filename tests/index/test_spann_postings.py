@@ -355,3 +355,28 @@ def test_attach_refuses_a_table_that_does_not_fit_the_file(tmp_path: Path) -> No
     with pytest.raises(FormatError, match="overlap"):
         f.attach(twice)
     f.close()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "dims"),
+    [
+        ("bits", (256, 300, 384, 1024)),
+        ("int8", (16, 50)),
+        ("float16", (50, 384)),
+        ("float32", (16,)),
+    ],
+)
+def test_a_full_block_fits_its_pages(dtype: str, dims: tuple[int, ...]) -> None:
+    """`block_entries` entries of any dtype fill at most `block_pages` pages, header, slot
+    padding and (for "bits") the float32 tail outside the lane groups included, so every
+    full block occupies the same page-aligned extent (checked over 1-64 pages)."""
+    import dataclasses
+
+    from vecdb.index.params import BuildParams
+
+    for d in dims:
+        p = BuildParams.parse({"vector_dtype": dtype}, d)
+        for pages in range(1, 65):
+            q = dataclasses.replace(p, block_pages=pages)
+            cap = q.block_entries(d)
+            assert block_layout(cap, q.block_dim(d), q.width)[2] <= pages * PAGE, (d, pages)

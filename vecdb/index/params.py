@@ -263,8 +263,10 @@ class BuildParams:
 
     def block_entries(self, dim: int) -> int:
         """Most entries one block holds within `block_pages` pages (header and alignment
-        included); at least one."""
-        return max(1, (self.block_pages * PAGE_SIZE - 128) // self.entry_bytes(dim))
+        included; for "bits", a tail of up to 7 entries outside a lane group keeps 4 bytes
+        more each); at least one."""
+        room = self.block_pages * PAGE_SIZE - 128 - (28 if self.vector_dtype == BITS else 0)
+        return max(1, room // self.entry_bytes(dim))
 
 
 @dataclass(frozen=True)
