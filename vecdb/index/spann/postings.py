@@ -8,7 +8,8 @@ float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar qu
 (width 1; the quantizer lives in the index's state file), or, for "bits" postings (width 8),
 `cap` entries of `dim` uint64 words, `dim` = ceil(d / 64) + 1 in the block header (the 1-bit
 code, then two float32 factors: `bitcodes`, `kernels.bitscan`; the page-0 header keeps the
-vectors' d) in lane groups: each 8 entries word-major, the rest entry-major
+vectors' d) in lane groups: each 8 entries word-major with their factors as bfloat16
+(`posting.body_bytes` sizes the part), the rest entry-major
 (`bitscan.to_lanes`; format 3 had them all entry-major), where cap is the count (format 2
 rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
 blocks up to 4x their entries). Format 5 narrowed slots from int64 to uint32 (4 bytes an
