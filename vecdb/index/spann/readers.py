@@ -65,7 +65,8 @@ class MmapReader:
             self.mapped = size  # shorter than the capacity while it grows: remap next time
 
     def views(self) -> tuple[U8, npt.NDArray[np.uint32], F32, npt.NDArray[np.uint16]]:
-        """uint8 / uint32 (posting slots) / float32 / uint16 views of the whole map (as of the last refresh)."""
+        """uint8 / uint32 (posting slots) / float32 / uint16 views of the whole map (as of
+        the last refresh)."""
         return self._views
 
 
