@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vecdb.engine import Database
 
@@ -73,25 +74,39 @@ def test_str_ids_alive_follows_the_table(tmp_path: Path) -> None:
     db.close()
 
 
-def test_a_batch_past_the_last_slot_is_refused_and_writes_nothing(tmp_path: Path) -> None:
+def test_a_batch_past_the_last_slot_is_refused_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Slots are never reused and SPANN postings hold them as uint32: a batch that would hand
     out slot MAX_SLOTS or beyond is RESOURCE_EXHAUSTED naming the collection, with nothing
-    written (count, ids, next slot as before); one that ends at the last slot is not
-    refused by the check."""
-    import pytest
-
+    written (count, ids, next slot as before, also after a reopen), dense points and
+    documents alike; a batch that ends at the last slot goes through. The limit is lowered
+    to 6 here (the real one, 2^32 - 1, is every value a uint32 slot can hold but its pad)."""
+    from vecdb.engine import points as points_mod
     from vecdb.errors import ResourceExhausted
-    from vecdb.kernels.posting import MAX_SLOTS
+    from vecdb.kernels.posting import MAX_SLOTS, SLOT_DTYPE, SLOT_NONE
 
+    assert MAX_SLOTS == np.iinfo(SLOT_DTYPE).max == SLOT_NONE
+    monkeypatch.setattr(points_mod, "MAX_SLOTS", 6)
     db = Database(tmp_path / "db")
     db.create_collection("c", DIM, "l2", index="spann")
-    x = np.random.default_rng(1).standard_normal((3, DIM)).astype(np.float32)
-    db.upsert("c", [1], x[:1])
-    points = db.collections["c"].core.points
-    points.next_slot = MAX_SLOTS - 1  # as if 4 billion upserts had gone before
-    with pytest.raises(ResourceExhausted, match=r"'c'.*point slots"):
-        db.upsert("c", [2, 3], x[1:])
-    assert points.next_slot == MAX_SLOTS - 1 and db.count("c") == 1
-    assert db.get("c", [2, 3]) == []
-    points.check_room(1, "c")  # the last slot itself is still handed out
+    x = np.random.default_rng(1).standard_normal((7, DIM)).astype(np.float32)
+    db.upsert("c", [1, 2, 3, 4], x[:4])  # slots 0-3
+    with pytest.raises(ResourceExhausted, match=r"'c'.*handed out 4 point slots.*needs 3") as e:
+        db.upsert("c", [5, 6, 7], x[4:])
+    assert e.value.field == "collection"
+    assert db.collections["c"].core.points.next_slot == 4 and db.count("c") == 4
+    assert db.get("c", [5, 6, 7]) == []
+    db.upsert("c", [5, 6], x[4:6])  # slots 4 and 5: the last ones
+    with pytest.raises(ResourceExhausted, match="point slots"):
+        db.upsert("c", [1], x[:1])  # an update takes a new slot too
+    db.create_collection("d", DIM, "cosine", kind="multivector")
+    docs = [x[i : i + 2] for i in range(5)]
+    db.upsert_documents("d", [1, 2, 3, 4], docs[:4])
+    with pytest.raises(ResourceExhausted, match=r"'d'.*handed out 4 point slots.*needs 3"):
+        db.upsert_documents("d", [5, 6, 7], docs[2:])
+    assert db.count("d") == 4
+    db.close()
+    db = Database(tmp_path / "db")
+    assert db.count("c") == 6 and db.collections["c"].core.points.next_slot == 6
     db.close()

@@ -410,7 +410,7 @@ def test_scan_blocks_register_path_equals_the_word_loop(d: int, metric: int) -> 
 # --- lane groups: the block order of entries and the scan over it ----------------------------
 
 from vecdb.kernels.bitscan import GROUP, from_lanes, to_lanes  # noqa: E402
-from vecdb.kernels.posting import BITS, body_bytes  # noqa: E402
+from vecdb.kernels.posting import vector_bytes  # noqa: E402
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 23])
@@ -418,7 +418,7 @@ def test_to_lanes_puts_word_w_of_a_group_in_one_run(n: int) -> None:
     """Word w of the entries of group g is the GROUP words at g * gw + w * GROUP (gw =
     GROUP (ew - 1) + 4 words a group), the factors (add, mul) follow as GROUP bfloat16 each
     (the upper half of each float32), the tail stays entry-major with its float32 factors,
-    `from_lanes` gives the entries back, and `body_bytes` is the flat length in bytes."""
+    `from_lanes` gives the entries back, and `vector_bytes` is the flat length in bytes."""
     ew = 7
     rng = np.random.default_rng(n)
     e = rng.integers(0, 2**63, (n, ew), dtype=np.uint64)
@@ -428,7 +428,7 @@ def test_to_lanes_puts_word_w_of_a_group_in_one_run(n: int) -> None:
     gw = GROUP * (ew - 1) + 4
     full = n // GROUP * GROUP
     assert flat.shape == (full // GROUP * gw + (n - full) * ew,)
-    assert flat.nbytes == body_bytes(BITS, ew, n)
+    assert flat.nbytes == vector_bytes(BITS_WIDTH, ew, n)
     for j in range(full):
         g, t = divmod(j, GROUP)
         for w in range(ew - 1):

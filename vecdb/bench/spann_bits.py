@@ -58,7 +58,8 @@ from vecdb.kernels.posting import ALWAYS_READ, METRIC_CODE, NO_VISIBLE, prune_po
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 ENCODE_ROWS = 65_536  # entries rotated and coded per step (bounds the float64 temporaries)
-FACTOR_BYTES = 8  # per entry: ||r|| and <x_bar, o>, float32 each
+# per entry in a lane group: ||r|| and <x_bar, o>, bfloat16 each (the block layout's)
+FACTOR_BYTES = posting.BITS_FACTOR_WORDS * 8 // posting.BITS_GROUP
 SLOT_BYTES = posting.SLOT_BYTES + 1  # per entry: slot (uint32) and version (uint8)
 BLOCK_HEADER = 64  # bytes of a block's header (kernels.posting)
 # Centroids and query forms of the bit search: the posting's head with the rotated query

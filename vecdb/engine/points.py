@@ -226,7 +226,8 @@ class PointTable:
             raise ResourceExhausted(
                 f"collection {name!r} has handed out {self.next_slot:,} point slots and this "
                 f"batch needs {n:,} more; a collection has {MAX_SLOTS:,} in its life (each "
-                f"upsert takes a new one): copy its points into a new collection"
+                f"upsert takes a new one): copy its points into a new collection",
+                field="collection",
             )
 
     def put_next_slot(self, batch: Batch, value: int) -> None:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from vecdb.errors import InvalidArgument
-from vecdb.kernels.posting import SLOT_BYTES
+from vecdb.kernels.posting import BITS_GROUP, SLOT_BYTES, block_layout, vector_bytes
+from vecdb.kernels.posting import BITS_WIDTH as BITS_WIDTH  # re-exported
 
 # --- build parameters -------------------------------------------------------------------------
 DEFAULT_HEAD_FRACTION, MIN_HEAD_FRACTION, MAX_HEAD_FRACTION = 0.045, 0.001, 0.5
@@ -41,8 +42,8 @@ DEFAULT_SEED, MIN_SEED, MAX_SEED = 0, 0, 2**31 - 1
 IO_MODES = ("auto", "mmap", "direct")
 DEFAULT_IO = "auto"
 VECTOR_DTYPES = ("float32", "float16", "int8", "bits")
-BITS = "bits"  # 1-bit codes (RaBitQ-style) re-ranked from the rerank store (issue 12)
-BITS_WIDTH = 8  # `BuildParams.width` of "bits": an entry is a whole number of 8-byte words
+BITS = "bits"  # 1-bit codes (RaBitQ-style) re-ranked from the rerank store (issue 12); its
+# `BuildParams.width` is the block layout's BITS_WIDTH (8: an entry is whole 8-byte words)
 DEFAULT_VECTOR_DTYPE = "float16"
 # A new index of this many dimensions or more, given no vector_dtype (and not rerank "none"),
 # gets "bits" postings (with a float16 rerank store): at recall@10 0.95 on MiniLM-384 1.3-1.7x
@@ -249,11 +250,10 @@ class BuildParams:
         return -(-dim // 64) + 1 if self.vector_dtype == BITS else dim
 
     def entry_bytes(self, dim: int) -> int:
-        """Bytes of one posting entry: its components (for "bits" in a lane group: the code
-        words and two bfloat16 factors) + uint32 slot + uint8 version."""
-        if self.vector_dtype == BITS:
-            return 8 * (self.block_dim(dim) - 1) + 4 + SLOT_BYTES + 1
-        return self.width * self.block_dim(dim) + SLOT_BYTES + 1
+        """Bytes of one posting entry: its components (for "bits" its share of a lane group:
+        the code words and two bfloat16 factors) + uint32 slot + uint8 version."""
+        group = vector_bytes(self.width, self.block_dim(dim), BITS_GROUP)
+        return int(group) // BITS_GROUP + SLOT_BYTES + 1
 
     def posting_limit(self, dim: int) -> tuple[int, int]:
         """(pages, entries) of the posting budget for `dim`-d vectors stored as `vector_dtype`."""
@@ -262,11 +262,14 @@ class BuildParams:
         return pages, max(8, (pages * PAGE_SIZE - 64) // entry)
 
     def block_entries(self, dim: int) -> int:
-        """Most entries one block holds within `block_pages` pages (header and alignment
-        included; for "bits", a tail of up to 7 entries outside a lane group keeps 4 bytes
-        more each); at least one."""
-        room = self.block_pages * PAGE_SIZE - 128 - (28 if self.vector_dtype == BITS else 0)
-        return max(1, room // self.entry_bytes(dim))
+        """Most entries one block holds within `block_pages` pages (header, alignment and a
+        "bits" block's tail outside its lane groups included: `block_layout` decides); at
+        least one."""
+        room = self.block_pages * PAGE_SIZE
+        cap = max(1, (room - 128) // self.entry_bytes(dim))
+        while cap > 1 and block_layout(cap, self.block_dim(dim), self.width)[2] > room:
+            cap -= 1
+        return cap
 
 
 @dataclass(frozen=True)

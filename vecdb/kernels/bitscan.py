@@ -32,15 +32,16 @@ from vecdb.kernels.groupscan import _fold
 from vecdb.kernels.hamming import _popcount, code_words, pack_signs
 from vecdb.kernels.headgraph import _widen
 from vecdb.kernels.posting import (
-    BITS,
     BITS_FACTOR_WORDS,
     BITS_GROUP,
+    BITS_WIDTH,
     METRIC_IP,
     METRIC_L2,
     SLOT_BYTES,
     _layout,
     body_bytes,
     entry_visible,
+    vector_bytes,
 )
 from vecdb.kernels.prefetch import _prefetch
 from vecdb.kernels.rerank import AHEAD, _prefetch_row, _row_dist
@@ -399,7 +400,7 @@ def entry_words(d: int) -> int:
 
 
 GROUP = WLANES  # entries of a lane group in a block: word w of all of them is one register
-assert GROUP == BITS_GROUP  # (the block layout's own constant, `posting.body_bytes`)
+assert GROUP == BITS_GROUP  # (the block layout's own constant, `posting.vector_bytes`)
 # Lane groups the code stream is hinted ahead of the scan. A block spans 4 KiB pages the
 # hardware prefetcher does not cross (MiniLM-384 bits, 20 postings, a 300-query batch, 1
 # thread, 11 runs alternated: 3 and 5 groups ahead 0.92x and 0.90x the scan time without;
@@ -412,13 +413,12 @@ def to_lanes(entries: U64) -> U64:
     entries word-major (`words` rows of GROUP code words, lane l = entry l), then the GROUP
     `add` and the GROUP `mul` factors as bfloat16 (the upper halves of their float32, which
     `encode_rows` rounded: BITS_FACTOR_WORDS words), the last n % GROUP entries as they are
-    (entry-major, float32 factors). `group_words(words)` a group, `posting.body_bytes` the
-    whole. `scan_blocks` reads a group's word w of 8 entries in one load."""
+    (entry-major, float32 factors); `posting.vector_bytes` sizes a group and the whole. `scan_blocks` reads a group's word w of 8 entries in one load."""
     e = np.ascontiguousarray(entries, np.uint64)
     n, ew = e.shape
     full = n // GROUP * GROUP
-    gw = group_words(ew - 1)
-    out = np.empty(full // GROUP * gw + (n - full) * ew, np.uint64)
+    gw = vector_bytes(BITS_WIDTH, ew, GROUP) // 8  # words of a group
+    out = np.empty(vector_bytes(BITS_WIDTH, ew, n) // 8, np.uint64)
     grp = e[:full].reshape(-1, GROUP, ew)
     head = out[: full // GROUP * gw].reshape(-1, gw)
     head[:, : (ew - 1) * GROUP] = (
@@ -437,8 +437,8 @@ def from_lanes(words: U64, n: int, ew: int) -> U64:
     """The entries (n, ew) of a block's words in `to_lanes` order (its inverse; a group's
     bfloat16 factors come back as the float32 they were rounded to)."""
     full = n // GROUP * GROUP
-    gw = group_words(ew - 1)
-    w = np.ascontiguousarray(words[: full // GROUP * gw + (n - full) * ew], np.uint64)
+    gw = vector_bytes(BITS_WIDTH, ew, GROUP) // 8  # words of a group
+    w = np.ascontiguousarray(words[: vector_bytes(BITS_WIDTH, ew, n) // 8], np.uint64)
     out = np.empty((n, ew), np.uint64)
     head = w[: full // GROUP * gw].reshape(-1, gw)
     grp = out[:full].reshape(-1, GROUP, ew)
@@ -454,7 +454,7 @@ def from_lanes(words: U64, n: int, ew: int) -> U64:
 @nb.njit(cache=True, inline="always")
 def group_words(words):  # type: ignore[no-untyped-def]
     """uint64 words of one lane group of entries with `words` code words (`to_lanes`)."""
-    return GROUP * words + BITS_FACTOR_WORDS
+    return body_bytes(BITS_WIDTH, words + 1, GROUP) // 8
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -714,7 +714,7 @@ def _hint_block(u8, off, cnt, blk, ew):  # type: ignore[no-untyped-def]
     m = cnt[blk]
     _, voff = _layout(m)
     start = off[blk] + voff
-    end = min(start + min(body_bytes(BITS, ew, m), AHEAD_GROUPS * group_words(ew - 1) * 8),
+    end = min(start + min(body_bytes(BITS_WIDTH, ew, m), AHEAD_GROUPS * group_words(ew - 1) * 8),
               u8.shape[0])  # fmt: skip
     for t in range(start, end, 64):
         _prefetch(u8, t)  # type: ignore[call-arg]
@@ -810,7 +810,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
             vbase = o + 64 + SLOT_BYTES * cap
             # a register load reads WLANES words from an entry: past the block's last
             # entry by up to WLANES - ew words (masked out), so only inside the buffer
-            fast = reg and base + body_bytes(BITS, ew, m) // 8 + WLANES - ew <= u64.shape[0]
+            fast = reg and base + body_bytes(BITS_WIDTH, ew, m) // 8 + WLANES - ew <= u64.shape[0]
             g = bound_gap(eps, head_sq[blk], sq, qvar, d) if eps > 0 else np.float32(0.0)
             _block_estimates(
                 u8, u64, f32, base, m, words, pb, pm, planes, fast, a, b, c, cq, g, lanes, cvt,

@@ -13,6 +13,8 @@ blocks vectorisation in numba.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 import numpy.typing as npt
@@ -61,17 +63,20 @@ def _layout(n: int) -> tuple[int, int]:
 # entries keep `dim` words each, their factors as float32 (`kernels.bitscan.to_lanes`).
 BITS_GROUP = 8
 BITS_FACTOR_WORDS = 4
-BITS = 8  # the width code of "bits" blocks (`index.params.BITS_WIDTH`)
+BITS_WIDTH = 8  # the width of "bits" blocks (`index.params.BuildParams.width`)
 
 
-@nb.njit(cache=True, inline="always")
-def body_bytes(width: int, dim: int, cap: int) -> int:
+def vector_bytes(width: Any, dim: Any, cap: Any) -> Any:
     """Bytes of a block's vector part: `width` x `dim` x `cap`, but for "bits" blocks their
-    lane groups' narrower factors (see BITS_GROUP)."""
-    if width == BITS:
+    lane groups' narrower factors (see BITS_GROUP). `cap` may be an array (`block_bytes`);
+    `body_bytes` is the same function compiled for the kernels."""
+    if width == BITS_WIDTH:
         groups, tail = cap // BITS_GROUP, cap % BITS_GROUP
         return 8 * (groups * (BITS_GROUP * (dim - 1) + BITS_FACTOR_WORDS) + tail * dim)
     return width * dim * cap
+
+
+body_bytes = nb.njit(cache=True, inline="always")(vector_bytes)
 
 
 def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
@@ -79,7 +84,7 @@ def block_layout(count: int, dim: int, width: int = 4) -> tuple[int, int, int]:
     components take `width` bytes (4 float32, 2 float16, 1 int8 codes, 8 "bits" words)."""
     cap = max(MIN_CAP, count)
     vec_off = -(-(BLOCK_HEADER + (SLOT_BYTES + 1) * cap) // 64) * 64
-    return cap, vec_off, vec_off + int(body_bytes(width, dim, cap))
+    return cap, vec_off, vec_off + int(vector_bytes(width, dim, cap))
 
 
 PAGE_BYTES = 4096  # the posting file's read unit
@@ -109,12 +114,7 @@ def block_bytes(cnt: npt.NDArray[np.int64], dim: int, width: int) -> npt.NDArray
     """Total bytes of blocks holding `cnt` entries (vectorised `block_layout`)."""
     cap = np.maximum(MIN_CAP, cnt)
     pre = (BLOCK_HEADER + (SLOT_BYTES + 1) * cap + 63) // 64 * 64
-    if width == BITS:
-        g, tail = cap // BITS_GROUP, cap % BITS_GROUP
-        body = 8 * (g * (BITS_GROUP * (dim - 1) + BITS_FACTOR_WORDS) + tail * dim)
-    else:
-        body = width * dim * cap
-    out: npt.NDArray[np.int64] = pre + body
+    out: npt.NDArray[np.int64] = pre + vector_bytes(width, dim, cap)
     return out
 
 

@@ -8,17 +8,17 @@ float32 (width 4), float16 (width 2) or uint8 codes of a per-dimension scalar qu
 (width 1; the quantizer lives in the index's state file), or, for "bits" postings (width 8),
 `cap` entries of `dim` uint64 words, `dim` = ceil(d / 64) + 1 in the block header (the 1-bit
 code, then two float32 factors: `bitcodes`, `kernels.bitscan`; the page-0 header keeps the
-vectors' d) in lane groups: each 8 entries word-major with their factors as bfloat16
-(`posting.body_bytes` sizes the part), the rest entry-major
-(`bitscan.to_lanes`; format 3 had them all entry-major), where cap is the count (format 2
-rounded it up to a multiple of 8, at least 8: at 1024-d that padding made small appended
-blocks up to 4x their entries). Format 5 narrowed slots from int64 to uint32 (4 bytes an
-entry: a 384-d "bits" entry 65 -> 61 bytes, a 50-d int8 one 59 -> 55); format 6 stores a
-"bits" lane group's factors as bfloat16 (4 bytes an entry more: 61 -> 57 at 384-d; the last
-count % 8 entries of a block keep float32, the same values). A file of an earlier format is
-refused on open (`FormatError`; format 5 only for "bits"), and the engine rebuilds such an
-index from the stored vectors (`engine.recovery`). Blocks start on 64-byte boundaries and never straddle more 4 KiB
-pages than their size requires, so a read is always the minimum of whole pages. Where blocks go
+vectors' d) in lane groups: each 8 entries word-major with their factors as bfloat16, the rest
+entry-major (`bitscan.to_lanes`; `posting.vector_bytes` sizes the part; format 3 had them all
+entry-major), where cap is the count (format 2 rounded it up to a multiple of 8, at least 8:
+at 1024-d that padding made small appended blocks up to 4x their entries). Format 5 narrowed
+slots from int64 to uint32 (4 bytes an entry: a 384-d "bits" entry 65 -> 61 bytes, a 50-d
+int8 one 59 -> 55); format 6 stores a "bits" lane group's factors as bfloat16 (4 bytes an
+entry less again: 61 -> 57 at 384-d; the last count % 8 entries of a block keep float32, the
+same values). A file of an earlier format is refused on open (`FormatError`; format 5 only
+for "bits"), and the engine rebuilds such an index from the stored vectors
+(`engine.recovery`). Blocks start on 64-byte boundaries and never straddle more 4 KiB pages
+than their size requires, so a read is always the minimum of whole pages. Where blocks go
 is the file's `SpaceMap` (`space`): free extents first (best fit), else the end; bulk writes
 pack what does not fit by remainder best fit (SPTAG). An attached `BlockTable` releases every
 block it drops to the map, and space is reused only once no published checkpoint references it

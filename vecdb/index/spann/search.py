@@ -139,10 +139,11 @@ def scan(
         check_blocks(
             buf, boff, cnt[lo:hi], st.dim, st.width, st.file.path, off[lo:hi], None, nbytes[lo:hi]
         )
+        b4 = buf[: len(buf) // 4 * 4]
         views = (
             buf,
-            buf[: len(buf) // 4 * 4].view(SLOT_DTYPE),
-            buf[: len(buf) // 4 * 4].view(np.float32),
+            b4.view(SLOT_DTYPE),
+            b4.view(np.float32),
             buf[: len(buf) // 2 * 2].view(np.uint16),
         )
         order, pq = pair_order(np.array([0, hi - lo], np.int64), boff)
