@@ -128,10 +128,10 @@ def test_tenants_of_a_bits_collection(tmp_path: Path) -> None:
 
 
 def test_a_bits_index_of_the_earlier_format_is_rebuilt_on_open(tmp_path: Path) -> None:
-    """Posting format 5 narrows slots to uint32 (4 reordered "bits" entries): a collection
-    whose index files are format 4 opens with its index rebuilt from the stored vectors (the
-    engine's rule for unreadable index files), and answers as before; nothing stored is
-    lost."""
+    """A "bits" collection whose posting files carry the previous format (VERSION - 1: format
+    5's float32 lane-group factors; 4's int64 slots before it) opens with its index rebuilt
+    from the stored vectors (the engine's rule for unreadable index files), and answers as
+    before; nothing stored is lost."""
     import struct
 
     from vecdb.index.spann.postings import VERSION
@@ -149,7 +149,7 @@ def test_a_bits_index_of_the_earlier_format_is_rebuilt_on_open(tmp_path: Path) -
     db.close()
     files = sorted((tmp_path / "db").rglob("postings.*.bin"))
     assert files
-    for f in files:  # what the earlier vecdb wrote: format 4 in the header
+    for f in files:  # what the earlier vecdb wrote: the previous format in the header
         with open(f, "r+b") as raw:
             raw.seek(8)
             raw.write(struct.pack("<I", VERSION - 1))

@@ -245,8 +245,8 @@ class BuildParams:
 
     def block_dim(self, dim: int) -> int:
         """Components per entry in the posting blocks, each `width` bytes: `dim`, or for
-        "bits" the code's ceil(dim / 64) words and one word of two float32 factors, so the
-        block layout's width x dim is the entry's bytes for every dtype."""
+        "bits" the code's ceil(dim / 64) words and one word of two factors (the block
+        header's `dim`; a lane group stores its factors in half that: `posting.vector_bytes`)."""
         return -(-dim // 64) + 1 if self.vector_dtype == BITS else dim
 
     def entry_bytes(self, dim: int) -> int:

@@ -382,7 +382,8 @@ def scan_rerank(  # type: ignore[no-untyped-def]
 # --- the engine's form: one global centroid, entries in posting blocks ----------------------
 #
 # A "bits" posting entry is `code_words(d) + 1` uint64 words, contiguous (`entry_words`): the
-# code, then one word holding the two float32 factors (add, mul), little-endian. They are in
+# code, then one word holding the two factors (add, mul) as float32, little-endian, rounded to
+# bfloat16 values (a block's lane groups keep only their upper halves: `to_lanes`). They are in
 # the metric's units (`encode_rows`), so an estimate is add + C_q - mul <x_bar, q_hat> with
 # C_q one constant per query (`_query_constant`):
 #   l2:     ||x - q||^2 = ||r||^2 + ||q - c||^2 - 2 <r, q - c>
@@ -408,16 +409,24 @@ assert GROUP == BITS_GROUP  # (the block layout's own constant, `posting.vector_
 AHEAD_GROUPS = 5
 
 
+@nb.njit(cache=True, inline="always")
+def group_words(words):  # type: ignore[no-untyped-def]
+    """uint64 words of one lane group of entries with `words` code words (`to_lanes`; the
+    kernels' and `to_lanes` / `from_lanes`' one measure of a group)."""
+    return body_bytes(BITS_WIDTH, words + 1, GROUP) // 8
+
+
 def to_lanes(entries: U64) -> U64:
     """The block order of "bits" entries (n, words + 1), flat: each full group of GROUP
     entries word-major (`words` rows of GROUP code words, lane l = entry l), then the GROUP
     `add` and the GROUP `mul` factors as bfloat16 (the upper halves of their float32, which
     `encode_rows` rounded: BITS_FACTOR_WORDS words), the last n % GROUP entries as they are
-    (entry-major, float32 factors); `posting.vector_bytes` sizes a group and the whole. `scan_blocks` reads a group's word w of 8 entries in one load."""
+    (entry-major, float32 factors); `posting.vector_bytes` sizes a group and the whole.
+    `scan_blocks` reads a group's word w of 8 entries in one load."""
     e = np.ascontiguousarray(entries, np.uint64)
     n, ew = e.shape
     full = n // GROUP * GROUP
-    gw = vector_bytes(BITS_WIDTH, ew, GROUP) // 8  # words of a group
+    gw = int(group_words(ew - 1))
     out = np.empty(vector_bytes(BITS_WIDTH, ew, n) // 8, np.uint64)
     grp = e[:full].reshape(-1, GROUP, ew)
     head = out[: full // GROUP * gw].reshape(-1, gw)
@@ -437,7 +446,7 @@ def from_lanes(words: U64, n: int, ew: int) -> U64:
     """The entries (n, ew) of a block's words in `to_lanes` order (its inverse; a group's
     bfloat16 factors come back as the float32 they were rounded to)."""
     full = n // GROUP * GROUP
-    gw = vector_bytes(BITS_WIDTH, ew, GROUP) // 8  # words of a group
+    gw = int(group_words(ew - 1))
     w = np.ascontiguousarray(words[: vector_bytes(BITS_WIDTH, ew, n) // 8], np.uint64)
     out = np.empty((n, ew), np.uint64)
     head = w[: full // GROUP * gw].reshape(-1, gw)
@@ -449,12 +458,6 @@ def from_lanes(words: U64, n: int, ew: int) -> U64:
     grp[:, :, ew - 1] = np.ascontiguousarray(fac).view(np.uint64).reshape(len(head), GROUP)
     out[full:] = w[full // GROUP * gw :].reshape(-1, ew)
     return out
-
-
-@nb.njit(cache=True, inline="always")
-def group_words(words):  # type: ignore[no-untyped-def]
-    """uint64 words of one lane group of entries with `words` code words (`to_lanes`)."""
-    return body_bytes(BITS_WIDTH, words + 1, GROUP) // 8
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
