@@ -159,7 +159,7 @@ def check_isolation(c: Any, coll: str, w: World, rng: random.Random, ops: int, e
                 oracle.append((vis, d, k))
             done["search"] += 1
         elif kind < 0.75:
-            ids = rng.sample(range(max(w.owner, default=0) + 5), 6)
+            ids = rng.sample(range(max(w.owner, default=0) + 6), 6)
             recs = c.get(coll, ids, tenant=names[0])
             want = [i for i in ids if i in set(w.visible(names[:1]))]
             assert [r.id for r in recs] == want, f"{names[0]}: get answered other points"
