@@ -1,8 +1,9 @@
 """The compact head graph against hnswlib and the exact oracle: the same graph searched the
 same way (results equal up to float16 rounding), deleted heads never returned, online
-inserts found, the framed file round trip (and hnswlib's version-1 file still read), links
-widened past uint16, threads giving the serial results, and the kernel on a graph where the
-beam sees every node (exact)."""
+inserts found, the framed file round trip (and hnswlib's version-1 file and our version-2
+file still read), links widened past uint16, threads giving the serial results, and the
+kernel on a graph where the beam sees every node (exact); each for every vector form
+(int8 with a scale per head, float16, float32) where the form does not decide the answer."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from vecdb.errors import FormatError
 from vecdb.index.spann import headgraph as hg
 from vecdb.index.spann.framing import write_sections
-from vecdb.index.spann.headgraph import HeadGraph, to_half
+from vecdb.index.params import HEAD_DTYPES
+from vecdb.index.spann.headgraph import HeadGraph, to_half, to_int8
 from vecdb.index.spann.persist import HEADS_MAGIC, load_heads, save_heads
 from vecdb.kernels import headgraph as kern
 
@@ -61,7 +63,7 @@ def test_search_matches_hnswlib_on_the_same_graph(space: str, d: int) -> None:
     g = hnsw(x, labels, space)
     for lab in labels[::17]:
         g.mark_deleted(int(lab))
-    h = HeadGraph.from_hnswlib(raw_of(g), space, d, 60)
+    h = HeadGraph.from_hnswlib(raw_of(g), space, d, 60, "float16")
     assert h.get_current_count() == 2000 and h.n_deleted == len(labels[::17])
     q = clustered(300, d, seed=2)
     k = 10 if d > 1 else 3
@@ -87,7 +89,7 @@ def test_a_wide_beam_matches_hnswlib_with_deleted_heads(share: int) -> None:
     gone = labels[::share] if share else labels[:0]
     for lab in gone.tolist():
         g.mark_deleted(lab)
-    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 16, 60)
+    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 16, 60, "float16")
     q = clustered(200, 16, seed=8)
     g.set_ef(96)
     a, ad = g.knn_query(q, k=96)
@@ -97,11 +99,12 @@ def test_a_wide_beam_matches_hnswlib_with_deleted_heads(share: int) -> None:
     assert not np.isin(b, gone).any()
 
 
-def test_deleted_heads_route_but_are_never_returned() -> None:
+@pytest.mark.parametrize("dtype", HEAD_DTYPES)
+def test_deleted_heads_route_but_are_never_returned(dtype: str) -> None:
     """mark_deleted hides a head from results and from get_items' label map; a second mark
     or an unknown label is an error; asking for more than the live heads raises."""
     x = clustered(300, 5, seed=3)
-    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(300))), "l2", 5, 60)
+    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(300))), "l2", 5, 60, dtype)
     gone = np.arange(0, 300, 2)
     for lab in gone.tolist():
         h.mark_deleted(lab)
@@ -114,14 +117,16 @@ def test_deleted_heads_route_but_are_never_returned() -> None:
         h.knn_query(x[:1], k=151)
 
 
-def test_online_inserts_are_found_with_hnswlib_recall() -> None:
+@pytest.mark.parametrize("dtype", HEAD_DTYPES)
+def test_online_inserts_are_found_with_hnswlib_recall(dtype: str) -> None:
     """Heads added by add_items (level-0 inserts, as a split adds them) are found by their
     own vectors, and top-10 recall against the exact oracle is within 0.02 of hnswlib's
-    own graph after the same inserts."""
+    own graph after the same inserts (int8 heads included: their rounding moves no
+    answer that much)."""
     x = clustered(3000, 16, seed=4)
     base, extra = x[:2000], x[2000:]
     g = hnsw(base, np.arange(2000))
-    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 16, 60)
+    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 16, 60, dtype)
     g.resize_index(3000)
     g.add_items(extra, np.arange(2000, 3000), num_threads=1)
     for lo in range(0, 1000, 64):  # a few per call, as a split publishes them
@@ -142,32 +147,83 @@ def test_online_inserts_are_found_with_hnswlib_recall() -> None:
     assert recall(ours) >= 0.9
 
 
-def test_framed_file_round_trip_and_version_one_still_read(tmp_path: Path) -> None:
-    """save_heads / load_heads give a graph answering exactly as the saved one; a version-1
-    file (hnswlib's own serialisation inside our frame) loads into the same graph as
-    from_hnswlib; a torn file is a FormatError naming it."""
+@pytest.mark.parametrize("dtype", HEAD_DTYPES)
+def test_framed_file_round_trip_and_version_one_still_read(tmp_path: Path, dtype: str) -> None:
+    """save_heads / load_heads give a graph answering exactly as the saved one (its vector
+    form from the file, whatever the caller passes); a version-1 file (hnswlib's own
+    serialisation inside our frame) loads into the same graph as from_hnswlib; a torn file
+    is a FormatError naming it."""
     x = clustered(800, 9, seed=6)
     g = hnsw(x, np.arange(800) + 5)
     g.mark_deleted(7)
-    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 9, 60)
+    h = HeadGraph.from_hnswlib(raw_of(g), "l2", 9, 60, dtype)
     h.add_items(clustered(40, 9, seed=7), np.arange(2000, 2040))
     h.mark_deleted(2003)
     q = clustered(100, 9, seed=8)
     want = h.knn_query(q, k=8)
     path = tmp_path / "heads.1.bin"
     save_heads(path, h)
-    back = load_heads(path, "l2", 9, 60)
+    other = next(t for t in HEAD_DTYPES if t != dtype)
+    back = load_heads(path, "l2", 9, 60, other)
+    assert back.dtype == dtype
+    np.testing.assert_array_equal(back.vecs[: back.n], h.vecs[: h.n])
+    np.testing.assert_array_equal(back.scale[: back.n], h.scale[: h.n])
     got = back.knn_query(q, k=8)
     assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+    np.testing.assert_array_equal(back.get_items(h.live_labels()), h.get_items(h.live_labels()))
     assert back.n_deleted == 2 and (back.live_labels() == h.live_labels()).all()
     v1 = tmp_path / "heads.2.bin"
     write_sections(v1, HEADS_MAGIC, 1, [raw_of(g)])
-    old = load_heads(v1, "l2", 9, 60)
-    ref = HeadGraph.from_hnswlib(raw_of(g), "l2", 9, 60)
+    old = load_heads(v1, "l2", 9, 60, dtype)
+    assert old.dtype == dtype
+    ref = HeadGraph.from_hnswlib(raw_of(g), "l2", 9, 60, dtype)
     assert (old.knn_query(q, k=8)[0] == ref.knn_query(q, k=8)[0]).all()
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(FormatError, match="heads.1.bin"):
         load_heads(path, "l2", 9, 60)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_a_version_two_file_still_loads(tmp_path: Path, dtype: str) -> None:
+    """A head graph written before int8 heads (format 2: nine sections, the header's last
+    field 1 for float16 and 0 for float32, no scales) loads into the same graph; a version-2
+    header naming any other form is a FormatError."""
+    x = clustered(500, 7, seed=14)
+    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(500))), "l2", 7, 60, dtype)
+    sections = h.to_sections()
+    head = np.frombuffer(sections[0], "<i8").copy()
+    head[-1] = 1 if dtype == "float16" else 0
+    path = tmp_path / "heads.3.bin"
+    write_sections(path, HEADS_MAGIC, 2, [head.tobytes(), *sections[1:9]])
+    back = load_heads(path, "l2", 7, 60)
+    assert back.dtype == dtype
+    q = clustered(50, 7, seed=15)
+    got, want = back.knn_query(q, k=5), h.knn_query(q, k=5)
+    assert (got[0] == want[0]).all() and (got[1] == want[1]).all()
+    head[-1] = 2
+    write_sections(path, HEADS_MAGIC, 2, [head.tobytes(), *sections[1:9]])
+    with pytest.raises(FormatError, match="unknown vector form 2"):
+        load_heads(path, "l2", 7, 60)
+
+
+def test_int8_rows_round_within_half_a_step() -> None:
+    """`to_int8`: each component within half its row's scale of the original (the scale
+    max |x| / 127), the largest at +-127, a zero row kept as zeros with scale 0; the graph
+    returns scale x codes from get_items and spends 1 byte a component plus 4 a head."""
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(200, 33)).astype(np.float32) * rng.uniform(1e-3, 1e3, (200, 1))
+    x[5] = 0
+    codes, scale = to_int8(x)
+    assert codes.dtype == np.int8 and scale.dtype == np.float32
+    back = codes.astype(np.float32) * scale[:, None]
+    assert (np.abs(back - x) <= scale[:, None] * 0.5 * (1 + 1e-5)).all()
+    assert (np.abs(codes).max(1)[np.arange(200) != 5] == 127).all()
+    assert scale[5] == 0 and (codes[5] == 0).all()
+    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(200))), "l2", 33, 60, "int8")
+    np.testing.assert_allclose(h.get_items(np.arange(200)), back, rtol=1e-6)
+    f16 = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(200))), "l2", 33, 60, "float16")
+    assert h.vecs.nbytes + h.scale.nbytes == 200 * (33 + 4)
+    assert f16.vecs.nbytes == 200 * 33 * 2 and f16.scale.nbytes == 0
 
 
 def test_links_widen_past_uint16(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,14 +248,24 @@ def test_threads_give_the_serial_results() -> None:
     assert (one[0] == two[0]).all() and (one[1] == two[1]).all()
 
 
+@pytest.mark.parametrize("dtype", HEAD_DTYPES)
 @pytest.mark.parametrize("d", [1, 3, 8])
-def test_kernel_is_exact_on_a_complete_graph(d: int) -> None:
+def test_kernel_is_exact_on_a_complete_graph(d: int, dtype: str) -> None:
     """With every node linked to every other, the beam sees all nodes: the kernel's top-k
-    is the exact top-k (tie-aware: the k-th distance matches), and zero queries are fine."""
+    is the exact top-k of the stored vectors (tie-aware: the k-th distance matches), for
+    float16 bits, float32 rows and int8 (codes, scales) pairs; zero queries are fine."""
     rng = np.random.default_rng(d)
     n = 40
-    x = to_half(rng.normal(size=(n, d)).astype(np.float32))
-    xf = x.view(np.float16).astype(np.float32)
+    raw = rng.normal(size=(n, d)).astype(np.float32)
+    x: object
+    if dtype == "int8":
+        codes, scale = to_int8(raw)
+        x, xf = (codes, scale), codes.astype(np.float32) * scale[:, None]
+    elif dtype == "float16":
+        x = to_half(raw)
+        xf = to_half(raw).view(np.float16).astype(np.float32)
+    else:
+        x, xf = raw, raw
     links = np.array([[j for j in range(n) if j != i] for i in range(n)], np.uint16)
     nlinks = np.full(n, n - 1, np.uint8)
     deleted = np.zeros(n, np.bool_)
@@ -235,10 +301,10 @@ def test_reused_scratch_clears_its_marks_when_they_run_out() -> None:
     rng = np.random.default_rng(5)
     n, d, k = 300, 8, 10
     x = rng.normal(size=(n, d)).astype(np.float32)
-    g = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(n))), "l2", d, 60, True)
+    g = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(n))), "l2", d, 60, "float16")
     q = rng.normal(size=(20, d)).astype(np.float32)
     want_i, want_d = g.knn_query(q, k=k)
-    args = (g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry)
+    args = (g.kernel_vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry)
     args += (g.maxlevel, g.n, k, k, False)
     out_i = np.empty((20, k), np.int64)
     out_d = np.empty((20, k), np.float32)
@@ -252,11 +318,11 @@ def test_reused_scratch_clears_its_marks_when_they_run_out() -> None:
 
 
 def test_float32_storage_holds_what_float16_cannot(tmp_path: Path) -> None:
-    """With half=False the graph keeps float32 vectors (indexes whose postings are float32 or
+    """With dtype "float32" the graph keeps float32 vectors (indexes whose postings are float32 or
     int8 accept components past float16's range): components of 1e6 are found and returned
     exactly, and the file round trip keeps them."""
     x = clustered(500, 6, seed=12) * np.float32(1e6)
-    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(500))), "l2", 6, 60, half=False)
+    h = HeadGraph.from_hnswlib(raw_of(hnsw(x, np.arange(500))), "l2", 6, 60, "float32")
     assert h.vecs.dtype == np.float32
     assert (h.get_items(np.arange(5)) == x[:5]).all()
     extra = clustered(20, 6, seed=13) * np.float32(1e6)
@@ -265,7 +331,7 @@ def test_float32_storage_holds_what_float16_cannot(tmp_path: Path) -> None:
     assert np.mean(found[:, 0] == np.r_[np.arange(50), np.arange(500, 520)]) >= 0.95
     assert np.isfinite(d).all()
     save_heads(tmp_path / "heads.1.bin", h)
-    back = load_heads(tmp_path / "heads.1.bin", "l2", 6, 60, half=True)  # the file decides
+    back = load_heads(tmp_path / "heads.1.bin", "l2", 6, 60, "float16")  # the file decides
     assert back.vecs.dtype == np.float32 and (back.get_items(np.arange(5)) == x[:5]).all()
 
 

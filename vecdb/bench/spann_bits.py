@@ -90,7 +90,7 @@ def head_kernels(st: SpannState, q: F32, p: int, sp: SearchParams) -> Any:
     hk = max(m, min(sp.head_ef, st.live_heads))
     out_i, out_d = np.empty((1, hk), np.int64), np.empty((1, hk), np.float32)
     args: tuple[Any, ...] = (
-        g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry,
+        g.kernel_vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry,
         g.maxlevel, g.n, hk, hk, g.space == "ip", out_i, out_d, *g.scratch(),
     )  # fmt: skip
     ip = st.metric == "ip"

@@ -59,6 +59,14 @@ BITS_MIN_DIM = 256
 NARROW_DEFAULT_DTYPE = "int8"
 RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue 12)
 DEFAULT_RERANK = "none"
+# How the head graph stores its vectors (`index.spann.headgraph`): int8 codes with a float32
+# scale per head (any range), float16 (only when the index's rows are float16, so its vectors
+# fit float16's range), float32. int8 by default since 2026-12-04: MiniLM-384 (4,389 heads)
+# the head walk 30-31 vs 35-38 us a query warm and 116-130 vs 144-172 us with cold caches,
+# 388 bytes a head instead of 768, end-to-end recall within 0.0002 of float16 heads
+# (bench/RESULTS.md, "where the MiniLM-384 single-query p99 goes").
+HEAD_DTYPES = ("int8", "float16", "float32")
+DEFAULT_HEAD_DTYPE = "int8"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
 
 # --- search parameters ------------------------------------------------------------------------
@@ -187,6 +195,7 @@ class BuildParams:
     io: str  # posting reader: auto | mmap | direct
     vector_dtype: str  # how postings store components: float32 | float16 | int8 | bits
     rerank: str = DEFAULT_RERANK  # exact-rerank store rows: none | float16 | float32
+    head_dtype: str = DEFAULT_HEAD_DTYPE  # head graph vectors: int8 | float16 | float32
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None, dim: int | None = None) -> BuildParams:
@@ -218,7 +227,14 @@ class BuildParams:
                     'candidates): rerank must be "float16" or "float32", not "none"',
                     field="index_params.rerank",
                 )
-        return _parse(cls, given, _BUILD_TABLE, "index_params")  # type: ignore[no-any-return]
+        out: BuildParams = _parse(cls, given, _BUILD_TABLE, "index_params")
+        if out.head_dtype == "float16" and not out.float16_rows:
+            raise InvalidArgument(
+                'head_dtype="float16" needs vectors known to fit float16\'s range: '
+                'vector_dtype="float16" or rerank="float16" (else "int8" or "float32")',
+                field="index_params.head_dtype",
+            )
+        return out
 
     def spec(self) -> str:
         return _spec(self, "spann")
@@ -233,15 +249,6 @@ class BuildParams:
         """Whether the index keeps vectors as float16 (postings or rerank store rows): it
         refuses components beyond MAX_FLOAT16."""
         return self.vector_dtype == "float16" or self.rerank == "float16"
-
-    @property
-    def half_heads(self) -> bool:
-        """Whether the head graph keeps float16 vectors: when the vectors are known to fit
-        float16's range (float16 postings, or a float16 rerank store, which refuses larger
-        components). Half the bytes a head: MiniLM-384 with "bits" postings (4,389 heads,
-        20 postings, 1,000 queries, alternated), one query 499 -> 453 us, recall 0.9499 ->
-        0.9502."""
-        return self.float16_rows
 
     def block_dim(self, dim: int) -> int:
         """Components per entry in the posting blocks, each `width` bytes: `dim`, or for
@@ -341,6 +348,7 @@ _BUILD_TABLE: dict[str, Any] = {
     "io": (DEFAULT_IO, None, IO_MODES),
     "vector_dtype": (DEFAULT_VECTOR_DTYPE, None, VECTOR_DTYPES),
     "rerank": (DEFAULT_RERANK, None, RERANK_DTYPES),
+    "head_dtype": (DEFAULT_HEAD_DTYPE, None, HEAD_DTYPES),
 }
 
 _SEARCH_TABLE: dict[str, Any] = {

@@ -3,8 +3,10 @@
 Pure functions on arrays (no I/O, no globals). The graph is hnswlib's: a level-0 adjacency
 (`links` (cap, M0), `nlinks` counts), upper levels as rows of `up_links` (node v at level
 l >= 1 is row `up_off[v] + l - 1`, counts in `up_cnt`), an entry node and its level. Vectors
-are float16 bit patterns (uint16), widened in registers by `postscan._half`, or float32
-(`_widen` is specialised on the array's type). Distances are
+(`vecs`) are float16 bit patterns (uint16), widened in registers by `postscan._half`, or
+float32, or int8 codes with a float32 scale per node, passed as the pair (codes (cap, dim),
+scales (cap,)): node v's vector is scales[v] * codes[v] (`_matrix`, `_scale` and `_widen`
+are specialised on the argument's type). Distances are
 hnswlib's: squared L2 (`ip` false) or 1 - dot (`ip` true). The search is hnswlib's
 `searchBaseLayerST` with deletions: deleted nodes route but are never returned. Insert is
 hnswlib's `addPoint` at level 0 (the new node's neighbours chosen by the RNG heuristic from
@@ -37,34 +39,62 @@ def _widen(x: object) -> float:
 
 @overload(_widen, inline="always")
 def _widen_impl(x):  # type: ignore[no-untyped-def]
-    if isinstance(x, types.Integer):
+    if isinstance(x, types.Integer) and x.bitwidth == 16:
         return lambda x: _half(x)
     return lambda x: np.float32(x)
+
+
+def _matrix(vecs: object) -> object:
+    """The stored rows of `vecs`: the array itself, or an int8 pair's codes."""
+    raise NotImplementedError("numba only")
+
+
+@overload(_matrix, inline="always")
+def _matrix_impl(vecs):  # type: ignore[no-untyped-def]
+    if isinstance(vecs, types.BaseTuple):
+        return lambda vecs: vecs[0]
+    return lambda vecs: vecs
+
+
+def _scale(vecs: object, v: int) -> float:
+    """Node v's factor: an int8 pair's scale, 1 for float16 / float32 rows (folded away)."""
+    raise NotImplementedError("numba only")
+
+
+@overload(_scale, inline="always")
+def _scale_impl(vecs, v):  # type: ignore[no-untyped-def]
+    if isinstance(vecs, types.BaseTuple):
+        return lambda vecs, v: vecs[1][v]
+    return lambda vecs, v: np.float32(1.0)
 
 
 @nb.njit(cache=True, nogil=True, inline="always", fastmath=FAST)
 def _dist_q(vecs, v, q, ip):  # type: ignore[no-untyped-def]
     """hnswlib's distance of query q (float32) to node v."""
+    rows = _matrix(vecs)
+    f = _scale(vecs, v)
     s = np.float32(0.0)
     if ip:
         for j in range(q.shape[0]):
-            s += _widen(vecs[v, j]) * q[j]
-        return np.float32(1.0) - s
+            s += _widen(rows[v, j]) * q[j]
+        return np.float32(1.0) - f * s
     for j in range(q.shape[0]):
-        t = _widen(vecs[v, j]) - q[j]
+        t = f * _widen(rows[v, j]) - q[j]
         s += t * t
     return s
 
 
 @nb.njit(cache=True, nogil=True, inline="always", fastmath=FAST)
 def _dist_nodes(vecs, a, b, ip):  # type: ignore[no-untyped-def]
+    rows = _matrix(vecs)
+    fa, fb = _scale(vecs, a), _scale(vecs, b)
     s = np.float32(0.0)
     if ip:
-        for j in range(vecs.shape[1]):
-            s += _widen(vecs[a, j]) * _widen(vecs[b, j])
-        return np.float32(1.0) - s
-    for j in range(vecs.shape[1]):
-        t = _widen(vecs[a, j]) - _widen(vecs[b, j])
+        for j in range(rows.shape[1]):
+            s += _widen(rows[a, j]) * _widen(rows[b, j])
+        return np.float32(1.0) - fa * fb * s
+    for j in range(rows.shape[1]):
+        t = fa * _widen(rows[a, j]) - fb * _widen(rows[b, j])
         s += t * t
     return s
 
@@ -243,9 +273,11 @@ def insert(v, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, max
     """Link node v (its vector stored, no links yet, v < n) into level 0 among nodes 0..n-1
     (deleted ones included, as hnswlib does while building); the scratch as `search_batch`'s."""
     m0 = links.shape[1]
-    q = np.empty(vecs.shape[1], np.float32)
-    for j in range(vecs.shape[1]):
-        q[j] = _widen(vecs[v, j])
+    rows = _matrix(vecs)
+    f = _scale(vecs, v)
+    q = np.empty(rows.shape[1], np.float32)
+    for j in range(rows.shape[1]):
+        q[j] = f * _widen(rows[v, j])
     tag = _next_tag(seen, mark)
     seen[v] = tag
     start, startd = _descend(q, vecs, up_off, up_links, up_cnt, entry, maxlevel, ip)

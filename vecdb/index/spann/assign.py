@@ -36,9 +36,8 @@ def make_head_graph(
 ) -> HeadGraph:
     """The heads in a new head graph; label = posting id (0..n-1 unless given). hnswlib
     builds it on `threads` threads (its build is well tuned), then its graph is copied
-    into the compact `HeadGraph` (float16 vectors when the index refuses components past
-    float16's range: float16 postings or a float16 rerank store, `half_heads`; float32
-    otherwise) and hnswlib's index is dropped."""
+    into the compact `HeadGraph` (its vectors as `BuildParams.head_dtype` says) and
+    hnswlib's index is dropped."""
     graph = hnswlib.Index(space=head_space(metric), dim=heads.shape[1])
     graph.init_index(
         max_elements=max(1, len(heads)),
@@ -54,9 +53,8 @@ def make_head_graph(
         del graph
         with open(path, "rb") as f:
             raw = f.read()
-    half = p.half_heads  # vectors known to fit float16's range
     return HeadGraph.from_hnswlib(
-        raw, head_space(metric), heads.shape[1], p.head_ef_construction, half
+        raw, head_space(metric), heads.shape[1], p.head_ef_construction, p.head_dtype
     )
 
 

@@ -145,9 +145,8 @@ def build_in_child(
         )
         graph = None
         if info["heads"]:
-            half = st.params.half_heads
-            efc = st.params.head_ef_construction
-            graph = load_heads(paths["heads"], head_space(st.metric), st.dim, efc, half)
+            efc, form = st.params.head_ef_construction, st.params.head_dtype
+            graph = load_heads(paths["heads"], head_space(st.metric), st.dim, efc, form)
         return file, file.attach(table), tree, graph, int(info["replica_cap"])
     finally:
         for p in paths.values():

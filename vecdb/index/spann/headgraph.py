@@ -1,9 +1,10 @@
 """The compact head graph: SPANN's heads in an HNSW graph of our own arrays.
 
-Owns the head vectors (float16, rounded once when a head arrives, when the index's vectors
-fit float16's range: float16 postings or a float16 rerank store, `BuildParams.half_heads`;
-float32 otherwise) and hnswlib's
-graph over them, in about a third of hnswlib's resident memory: per head 2 bytes a component, M0 level-0
+Owns the head vectors, in the form `BuildParams.head_dtype` names (rounded once when a head
+arrives): int8 codes with a float32 scale per head (the default: a component in one byte,
+whatever the vectors' range), float16 (for indexes whose vectors fit float16's range) or
+float32; and hnswlib's
+graph over them, in about a third of hnswlib's resident memory: per head 1-2 bytes a component, M0 level-0
 links in uint16 (int32 once the graph passes 65,535 nodes), a count, a label and a deleted
 flag, where hnswlib holds float32 vectors, int32 links, an 8-byte label, a hash-map node and a
 40-byte mutex per element plus a fixed 2.5 MiB table of 65,536 label mutexes (measured on
@@ -28,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.params import HEAD_DTYPES
 from vecdb.index.spann.fanout import run_phases
 from vecdb.kernels import headgraph as kern
 
@@ -42,6 +44,10 @@ PARALLEL_CHUNK = 16  # queries per task of a threaded batch search
 # maxM, maxM0, M (size_t), mult (double), ef_construction (size_t).
 HNSW_HEADER = struct.Struct("<6QiI3QdQ")
 HALF_TINY = np.float32(np.finfo(np.float16).tiny)  # smaller magnitudes are stored as 0
+INT8_MAX = 127  # a head's largest component is stored as +-127 (its scale: max |x| / 127)
+
+
+_FILE_TYPE = {"int8": "i1", "float16": "<u2", "float32": "<f4"}  # a vector's file form
 
 
 def to_half(x: F32) -> U16:
@@ -53,6 +59,17 @@ def to_half(x: F32) -> U16:
     return out
 
 
+def to_int8(x: F32) -> tuple[npt.NDArray[np.int8], F32]:
+    """float32 rows as int8 codes and a scale per row (max |x| / 127; a zero row scale 0):
+    row i is about scale[i] * codes[i], each component within scale[i] / 2."""
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    top = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(len(x), np.float32)
+    scale = (top / np.float32(INT8_MAX)).astype(np.float32)
+    safe = np.where(scale > 0, scale, np.float32(1.0))
+    codes = np.clip(np.rint(x / safe[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return codes, scale
+
+
 class HeadGraph:
     """See the module docstring. Node = internal id (0..n-1, insertion order); label = the
     caller's id (a posting id)."""
@@ -62,8 +79,9 @@ class HeadGraph:
     m: int  # links a new node keeps (hnswlib M)
     ef_construction: int  # beam width of an insert
     n: int  # nodes in use (deleted ones included)
-    half: bool  # vectors stored as float16 bits (else float32)
-    vecs: npt.NDArray[Any]  # (cap, dim) each node's vector: float16 bits (uint16) or float32
+    dtype: str  # how vectors are stored: int8 | float16 | float32 (HEAD_DTYPES)
+    vecs: npt.NDArray[Any]  # (cap, dim) each node's vector: int8 codes, float16 bits, float32
+    scale: F32  # (cap,) int8: node v's vector is scale[v] * vecs[v]; (0,) otherwise
     links: npt.NDArray[Any]  # (cap, M0) level-0 neighbours (uint16 or int32)
     nlinks: npt.NDArray[np.uint8]  # (cap,) level-0 neighbour counts
     labels: npt.NDArray[np.int32]  # (cap,) node -> label
@@ -77,12 +95,16 @@ class HeadGraph:
     n_deleted: int  # nodes marked deleted
 
     def __init__(
-        self, space: str, dim: int, m: int, ef_construction: int, m0: int, half: bool = True
+        self, space: str, dim: int, m: int, ef_construction: int, m0: int, dtype: str = "int8"
     ) -> None:
+        if dtype not in HEAD_DTYPES:
+            raise ValueError(f"head graph: dtype {dtype!r} is not one of {HEAD_DTYPES}")
         self.space, self.dim, self.m, self.ef_construction = space, dim, m, ef_construction
         self.n = 0
-        self.half = half
-        self.vecs = np.zeros((0, dim), np.uint16 if half else np.float32)
+        self.dtype = dtype
+        store = {"int8": np.int8, "float16": np.uint16, "float32": np.float32}[dtype]
+        self.vecs = np.zeros((0, dim), store)
+        self.scale = np.zeros(0, np.float32)
         self.links = np.zeros((0, m0), np.uint16)
         self.nlinks = np.zeros(0, np.uint8)
         self.labels = np.zeros(0, np.int32)
@@ -115,9 +137,14 @@ class HeadGraph:
 
     # --- build -----------------------------------------------------------------------------
 
+    @property
+    def kernel_vecs(self) -> Any:
+        """The vectors as the kernels take them: the rows, or for int8 (codes, scales)."""
+        return (self.vecs, self.scale) if self.dtype == "int8" else self.vecs
+
     @classmethod
     def from_hnswlib(
-        cls, raw: bytes, space: str, dim: int, ef_construction: int, half: bool = True
+        cls, raw: bytes, space: str, dim: int, ef_construction: int, dtype: str = "int8"
     ) -> HeadGraph:
         """The graph of an hnswlib `save_index` file (its bytes), sized exactly."""
         if len(raw) < HNSW_HEADER.size:
@@ -127,7 +154,7 @@ class HeadGraph:
         )
         if off0 != 0 or data_off != 4 + 4 * max_m0 or per != data_off + 4 * dim + 8:
             raise FormatError(f"hnswlib graph: layout does not match dim {dim}")
-        g = cls(space, dim, int(m), ef_construction, int(max_m0), half)
+        g = cls(space, dim, int(m), ef_construction, int(max_m0), dtype)
         g.resize_index(int(n), exact=True)
         pos = HNSW_HEADER.size
         level0 = np.frombuffer(raw, np.uint8, n * per, pos).reshape(n, per)
@@ -137,7 +164,7 @@ class HeadGraph:
         g.deleted[:n] = ((head >> 16) & 0xFF) & 1 == 1
         g.links[:n] = level0[:, 4:data_off].copy().view("<u4").reshape(n, max_m0)
         vec = level0[:, data_off : data_off + 4 * dim].copy().view("<f4").reshape(n, dim)
-        g.vecs[:n] = g._encode(vec)
+        g._store(0, vec)
         g.labels[:n] = level0[:, label_off : label_off + 8].copy().view("<u8")[:, 0]
         rows: list[npt.NDArray[np.uint32]] = []
         nrows = 0
@@ -163,9 +190,16 @@ class HeadGraph:
         g._index_labels()
         return g
 
-    def _encode(self, x: F32) -> npt.NDArray[Any]:
-        """Rows as stored: float16 bits, or float32."""
-        return to_half(x) if self.half else np.asarray(x, np.float32)
+    def _store(self, v: int, x: F32) -> None:
+        """Rows x as nodes v, v+1, ... store them (int8 codes and scales, float16 bits, float32)."""
+        x = np.asarray(x, np.float32).reshape(-1, self.dim)
+        end = v + len(x)
+        if self.dtype == "int8":
+            self.vecs[v:end], self.scale[v:end] = to_int8(x)
+        elif self.dtype == "float16":
+            self.vecs[v:end] = to_half(x)
+        else:
+            self.vecs[v:end] = x
 
     def _index_labels(self) -> None:
         live = np.flatnonzero(~self.deleted[: self.n])
@@ -184,6 +218,10 @@ class HeadGraph:
         links = np.zeros((cap, m0), dtype)
         vecs[:n], links[:n] = self.vecs[:n], self.links[:n]
         self.vecs, self.links = vecs, links
+        if self.dtype == "int8":
+            scale = np.zeros(cap, np.float32)
+            scale[:n] = self.scale[:n]
+            self.scale = scale
         for name, fill in (("nlinks", 0), ("labels", -1), ("deleted", False), ("up_off", -1)):
             a = getattr(self, name)
             grown = np.full(cap, fill, a.dtype)
@@ -203,7 +241,7 @@ class HeadGraph:
             self.node_of = grown
         for row, label in zip(x, labels.tolist(), strict=True):
             v = self.n
-            self.vecs[v] = self._encode(row)
+            self._store(v, row)
             self.labels[v] = label
             self.n += 1
             if self.entry < 0:
@@ -211,7 +249,7 @@ class HeadGraph:
                 self.up_off[v] = -1
             else:
                 kern.insert(
-                    v, self.vecs, self.links, self.nlinks, self.deleted, self.up_off,
+                    v, self.kernel_vecs, self.links, self.nlinks, self.deleted, self.up_off,
                     self.up_links, self.up_cnt, self.entry, self.maxlevel, self.n,
                     self.ef_construction, self.m, self.space == "ip", *self.scratch(),
                 )  # fmt: skip
@@ -232,7 +270,7 @@ class HeadGraph:
         if nq and (self.n == 0 or k > self.n - self.n_deleted):
             raise RuntimeError("head graph: fewer live heads than k")
         args = (
-            self.vecs, self.links, self.nlinks, self.deleted, self.up_off, self.up_links,
+            self.kernel_vecs, self.links, self.nlinks, self.deleted, self.up_off, self.up_links,
             self.up_cnt, self.entry, self.maxlevel, self.n, k, k, self.space == "ip",
             out_i, out_d,
         )  # fmt: skip
@@ -249,19 +287,26 @@ class HeadGraph:
         short = np.flatnonzero(out_i[:, -1] < 0) if nq else out_i[:0, 0]
         if len(short):
             ip = self.space == "ip"
-            kern.exact_rows(x, short, self.vecs, self.deleted, self.n, k, out_i, out_d, ip)
+            vecs = self.kernel_vecs
+            kern.exact_rows(x, short, vecs, self.deleted, self.n, k, out_i, out_d, ip)
         return self.labels[out_i].astype(np.int64), out_d
 
     def get_items(self, labels: Any) -> F32:
-        """The stored (float16-rounded) vectors of `labels`, float32 (n, dim); RuntimeError,
-        as hnswlib's, for a label that is not a live head."""
+        """The stored (int8- or float16-rounded) vectors of `labels`, float32 (n, dim);
+        RuntimeError, as hnswlib's, for a label that is not a live head."""
         want = np.asarray(labels, np.int64).reshape(-1)
         ok = (want >= 0) & (want < len(self.node_of))
         nodes = self.node_of[np.where(ok, want, 0)] if len(self.node_of) else want
         if not ok.all() or (nodes < 0).any():
             raise RuntimeError("head graph: a label is not a live head")
         rows = self.vecs[nodes]
-        out: F32 = rows.view(np.float16).astype(np.float32) if self.half else rows.copy()
+        out: F32
+        if self.dtype == "int8":
+            out = rows.astype(np.float32) * self.scale[nodes][:, None]
+        elif self.dtype == "float16":
+            out = rows.view(np.float16).astype(np.float32)
+        else:
+            out = rows.copy()
         return out
 
     def get_current_count(self) -> int:
@@ -298,15 +343,17 @@ class HeadGraph:
     # --- save, load, size ------------------------------------------------------------------
 
     def to_sections(self) -> list[bytes]:
-        """JSON-free raw little-endian arrays: a header row, then the used part of each array."""
+        """JSON-free raw little-endian arrays: a header row (the vectors' form last, as its
+        index in HEAD_DTYPES), then the used part of each array, the int8 scales last (empty
+        for the other forms)."""
         n = self.n
         head = np.array(
             [self.dim, self.m, self.ef_construction, self.links.shape[1], n, self.entry,
-             self.maxlevel, self.space == "ip", self.half], "<i8",
+             self.maxlevel, self.space == "ip", HEAD_DTYPES.index(self.dtype)], "<i8",
         )  # fmt: skip
         arrays = (
             head,
-            self.vecs[:n].astype("<u2" if self.half else "<f4"),
+            self.vecs[:n].astype(_FILE_TYPE[self.dtype]),
             self.links[:n].astype("<i4"),
             self.nlinks[:n],
             self.labels[:n].astype("<i8"),
@@ -314,20 +361,29 @@ class HeadGraph:
             self.up_off[:n].astype("<i4"),
             self.up_links.astype("<i4"),
             self.up_cnt,
+            self.scale[:n].astype("<f4"),
         )
         return [a.tobytes() for a in arrays]
 
     @classmethod
-    def from_sections(cls, sections: list[bytes], dim: int) -> HeadGraph:
-        if len(sections) != 9:
-            raise FormatError(f"head graph: expected 9 sections, found {len(sections)}")
+    def from_sections(cls, sections: list[bytes], dim: int, version: int = 3) -> HeadGraph:
+        """The graph of `to_sections`' arrays; of a version-2 file (9 sections, no scales,
+        the header's last field 1 for float16 and 0 for float32) when `version` is 2."""
+        want = 9 if version == 2 else 10
+        if len(sections) != want:
+            raise FormatError(f"head graph: expected {want} sections, found {len(sections)}")
         hd = np.frombuffer(sections[0], "<i8")
         if len(hd) != 9 or int(hd[0]) != dim:
             raise FormatError(f"head graph: header does not match dim {dim}")
-        _, m, efc, m0, n, entry, maxlevel, ip, half = (int(v) for v in hd)
-        g = cls("ip" if ip else "l2", dim, m, efc, m0, bool(half))
+        _, m, efc, m0, n, entry, maxlevel, ip, form = (int(v) for v in hd)
+        forms = ("float32", "float16") if version == 2 else HEAD_DTYPES
+        if not 0 <= form < len(forms):
+            raise FormatError(f"head graph: unknown vector form {form}")
+        g = cls("ip" if ip else "l2", dim, m, efc, m0, forms[form])
         g.resize_index(n, exact=True)
-        g.vecs[:n] = np.frombuffer(sections[1], "<u2" if half else "<f4").reshape(n, dim)
+        g.vecs[:n] = np.frombuffer(sections[1], _FILE_TYPE[g.dtype]).reshape(n, dim)
+        if g.dtype == "int8":
+            g.scale[:n] = np.frombuffer(sections[9], "<f4")
         g.links[:n] = np.frombuffer(sections[2], "<i4").reshape(n, m0)
         g.nlinks[:n] = np.frombuffer(sections[3], np.uint8)
         g.labels[:n] = np.frombuffer(sections[4], "<i8")
@@ -342,6 +398,7 @@ class HeadGraph:
 
     def nbytes(self) -> int:
         """Bytes of the arrays (the graph's resident memory, less Python object overhead)."""
-        arrays = (self.vecs, self.links, self.nlinks, self.labels, self.deleted, self.node_of)
+        arrays = (self.vecs, self.scale, self.links, self.nlinks, self.labels, self.deleted)
+        arrays += (self.node_of,)
         rest = (self.up_off, self.up_links, self.up_cnt)
         return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in rest)

@@ -58,7 +58,8 @@ from vecdb.index.spann.vectors import verify_store
 
 MANIFEST = "MANIFEST"
 MANIFEST_MAGIC, MANIFEST_VERSION = b"VDBSPMAN", 1
-HEADS_MAGIC, HEADS_VERSION = b"VDBHEADS", 2  # 2: `HeadGraph` arrays (1: hnswlib's file)
+# 3: `HeadGraph` arrays with int8 heads' scales (2: float16 / float32 heads only; 1: hnswlib's file)
+HEADS_MAGIC, HEADS_VERSION = b"VDBHEADS", 3
 STATE_MAGIC, STATE_VERSION = b"VDBSTATE", 3  # 3: the whole clustering tree
 
 
@@ -101,17 +102,18 @@ def save_heads(path: Path, graph: HeadGraph) -> int:
 
 
 def load_heads(
-    path: Path, space: str, dim: int, ef_construction: int, half: bool = True
+    path: Path, space: str, dim: int, ef_construction: int, dtype: str = "int8"
 ) -> HeadGraph:
-    """Load the head graph; a version-1 file (hnswlib's serialisation) is converted on the
-    way (vectors in float16 if `half`; its inserts then use `ef_construction`)."""
-    version, sections = read_versioned(path, HEADS_MAGIC, (1, HEADS_VERSION))
+    """Load the head graph (its vectors in the form the file has); a version-1 file
+    (hnswlib's serialisation) is converted on the way (vectors in `dtype`; its inserts then
+    use `ef_construction`)."""
+    version, sections = read_versioned(path, HEADS_MAGIC, (1, 2, HEADS_VERSION))
     try:
         if version == 1:
             if len(sections) != 1:
                 raise FormatError(f"{path}: expected 1 section, found {len(sections)}")
-            return HeadGraph.from_hnswlib(sections[0], space, dim, ef_construction, half)
-        return HeadGraph.from_sections(sections, dim)
+            return HeadGraph.from_hnswlib(sections[0], space, dim, ef_construction, dtype)
+        return HeadGraph.from_sections(sections, dim, version)
     except (ValueError, struct.error) as exc:
         raise FormatError(f"{path}: malformed head graph ({exc})") from exc
     except FormatError as exc:
@@ -239,9 +241,8 @@ def open_state(
     tree.leaf_vectors = st.head_vectors
     st.tree = tree
     if m["heads"] is not None:
-        half = p.half_heads
         st.graph = load_heads(
-            directory / m["heads"], head_space(metric), dim, p.head_ef_construction, half
+            directory / m["heads"], head_space(metric), dim, p.head_ef_construction, p.head_dtype
         )
     st.live_heads, st.next_posting = info["live_heads"], info["next_posting"]
     st.n_live, st.replica_cap = info["n_live"], int(info.get("replica_cap", 0))
@@ -273,7 +274,7 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
     report(directory / MANIFEST, True, f"applied sequence {m['applied_seq']}")
     if m["heads"] is not None:
         try:
-            read_sections(directory / m["heads"], HEADS_MAGIC, (1, HEADS_VERSION))
+            read_sections(directory / m["heads"], HEADS_MAGIC, (1, 2, HEADS_VERSION))
             report(directory / m["heads"], True, "head graph CRC ok")
         except FormatError as exc:
             report(directory / m["heads"], False, exc.message)

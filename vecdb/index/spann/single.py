@@ -58,7 +58,7 @@ def _beams(st: SpannState, sp: SearchParams) -> tuple[MmapReader, HeadGraph, int
 def _graph(g: HeadGraph, hk: int) -> tuple[object, ...]:
     """The head graph's arguments of the `kernels.single` calls, the beam hk included."""
     return (
-        g.vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry,
+        g.kernel_vecs, g.links, g.nlinks, g.deleted, g.up_off, g.up_links, g.up_cnt, g.entry,
         g.maxlevel, g.n, hk, g.space == "ip", g.labels,
     )  # fmt: skip
 
