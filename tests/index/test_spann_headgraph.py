@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from vecdb.errors import FormatError
+from vecdb.index.params import HEAD_DTYPES
 from vecdb.index.spann import headgraph as hg
 from vecdb.index.spann.framing import write_sections
-from vecdb.index.params import HEAD_DTYPES
 from vecdb.index.spann.headgraph import HeadGraph, to_half, to_int8
 from vecdb.index.spann.persist import HEADS_MAGIC, load_heads, save_heads
 from vecdb.kernels import headgraph as kern

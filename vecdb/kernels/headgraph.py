@@ -19,6 +19,8 @@ children are forked).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 from numba import types
@@ -39,12 +41,12 @@ def _widen(x: object) -> float:
 
 @overload(_widen, inline="always")
 def _widen_impl(x):  # type: ignore[no-untyped-def]
-    if isinstance(x, types.Integer) and x.bitwidth == 16:
+    if x == types.uint16:  # float16 bits
         return lambda x: _half(x)
     return lambda x: np.float32(x)
 
 
-def _matrix(vecs: object) -> object:
+def _matrix(vecs: Any) -> Any:
     """The stored rows of `vecs`: the array itself, or an int8 pair's codes."""
     raise NotImplementedError("numba only")
 
@@ -56,7 +58,7 @@ def _matrix_impl(vecs):  # type: ignore[no-untyped-def]
     return lambda vecs: vecs
 
 
-def _scale(vecs: object, v: int) -> float:
+def _scale(vecs: Any, v: int) -> Any:
     """Node v's factor: an int8 pair's scale, 1 for float16 / float32 rows (folded away)."""
     raise NotImplementedError("numba only")
 

@@ -398,7 +398,7 @@ class HeadGraph:
 
     def nbytes(self) -> int:
         """Bytes of the arrays (the graph's resident memory, less Python object overhead)."""
-        arrays = (self.vecs, self.scale, self.links, self.nlinks, self.labels, self.deleted)
-        arrays += (self.node_of,)
+        arrays: list[npt.NDArray[Any]] = [self.vecs, self.scale, self.links, self.nlinks]
+        arrays += [self.labels, self.deleted, self.node_of]
         rest = (self.up_off, self.up_links, self.up_cnt)
         return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in rest)
