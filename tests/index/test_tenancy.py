@@ -18,7 +18,7 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.index.spann import SpannIndex, open_spann
 from vecdb.index.spann.subtree import rank_leaves
-from vecdb.index.tenancy import SubTreeCache, derive, node_counts
+from vecdb.index.tenancy import HeadCache, SubTreeCache, derive, node_counts
 
 TINY_POSTINGS = {**SMALL, "vector_dtype": "float32"}  # splits early at d=8
 N, D, K = 20_000, 32, 10
@@ -277,3 +277,38 @@ def test_partial_ranking_is_the_prefix_of_the_full_one(metric: str) -> None:
     assert same.mean() > 0.95
     np.testing.assert_array_equal(part[1], full[1][:, :40])  # ties swap equal scores only
     np.testing.assert_allclose(part[2], full[2][:, :40])
+
+
+class _Tree:
+    """The two things `HeadCache` reads of a tree: its width and its leaf centroids."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.dim = rows.shape[1]
+        self.rows = rows
+
+    def leaf_vectors(self, postings: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.rows[postings]
+        return out
+
+
+def test_head_cache_keeps_centroids_past_float16s_range() -> None:
+    """The set walks' centroid cache holds float16 rows while they fit float16's range and
+    widens to float32 when a centroid does not (an index of float32 or int8 rows accepts
+    components past 65,504, which float16 would turn into inf): every centroid comes back
+    finite and equal to the tree's, and the cache stays float16 for ordinary vectors."""
+    rng = np.random.default_rng(3)
+    small = rng.normal(size=(50, 6)).astype(np.float32)
+    cache = HeadCache()
+    tree = _Tree(small)
+    got = cache.get(tree, np.array([3, 7, 3], np.int32))
+    np.testing.assert_array_equal(got, small[[3, 7, 3]].astype(np.float16).astype(np.float32))
+    assert cache.rows.dtype == np.float16
+    big = small.copy()
+    big[10:] *= np.float32(1e6)
+    tree = _Tree(big)
+    first = cache.get(tree, np.array([3, 7], np.int32))  # a new tree: the cache starts over
+    assert cache.rows.dtype == np.float16
+    got = cache.get(tree, np.array([12, 3, 49], np.int32))
+    assert cache.rows.dtype == np.float32 and np.isfinite(got).all()
+    np.testing.assert_array_equal(got[[0, 2]], big[[12, 49]])
+    np.testing.assert_array_equal(got[1], first[0])  # filled before the widening: kept

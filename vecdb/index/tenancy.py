@@ -30,6 +30,7 @@ F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 
+HALF_MAX = float(np.finfo(np.float16).max)  # larger centroid components widen the HeadCache
 DEFAULT_CACHE_BYTES = 2 << 20  # derived directories kept per index (LRU by bytes)
 
 # --- per-request parameters of a restricted (tenant) search; explained in PARAMS.md ----------
@@ -200,7 +201,9 @@ class HeadCache:
     """Leaf centroids (head vectors) as float16 rows by posting id, filled from the head
     graph on first use (one `get_items` call per head costs microseconds: too slow per query).
     A posting's head never changes and posting ids are never reused within one tree; a bulk
-    build (a new tree) empties the cache. About 2 d bytes per head that sets have touched."""
+    build (a new tree) empties the cache. About 2 d bytes per head that sets have touched;
+    4 d once a centroid past float16's range arrives (an index of float32 or int8 rows
+    accepts such components), when the rows widen to float32 rather than hold inf."""
 
     def __init__(self) -> None:
         self.tree: weakref.ref[ClusterTree] | None = None  # the tree the rows belong to
@@ -226,7 +229,10 @@ class HeadCache:
             missing = postings[~self.have[postings]]
             if len(missing):
                 assert tree.leaf_vectors is not None
-                self.rows[missing] = tree.leaf_vectors(missing.astype(np.int64))
+                fresh = tree.leaf_vectors(missing.astype(np.int64))
+                if self.rows.dtype == np.float16 and np.abs(fresh).max() > HALF_MAX:
+                    self.rows = self.rows.astype(np.float32)
+                self.rows[missing] = fresh
                 self.have[missing] = True
             out: F32 = self.rows[postings].astype(np.float32)
         return out
