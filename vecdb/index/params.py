@@ -61,10 +61,10 @@ RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue
 DEFAULT_RERANK = "none"
 # How the head graph stores its vectors (`index.spann.headgraph`): int8 codes with a float32
 # scale per head (any range), float16 (only when the index's rows are float16, so its vectors
-# fit float16's range), float32. int8 by default since 2026-12-04: MiniLM-384 (4,389 heads)
-# the head walk 30-31 vs 35-38 us a query warm and 116-130 vs 144-172 us with cold caches,
-# 388 bytes a head instead of 768, end-to-end recall within 0.0002 of float16 heads
-# (bench/RESULTS.md, "where the MiniLM-384 single-query p99 goes").
+# fit float16's range), float32. int8 by default since 2026-12-04: MiniLM-384 (4,400 heads,
+# the search's beam of 64) the head walk 53 vs 56 us a query warm and 171 vs 192 with cold
+# caches, 388 bytes a head instead of 768; single queries side by side 4-9% off the p50 and
+# 2-10% off the p99 at equal recall (bench/RESULTS.md, "int8 head vectors, the default").
 HEAD_DTYPES = ("int8", "float16", "float32")
 DEFAULT_HEAD_DTYPE = "int8"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)

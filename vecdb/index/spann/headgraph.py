@@ -8,7 +8,7 @@ graph over them, in about a third of hnswlib's resident memory: per head 1-2 byt
 links in uint16 (int32 once the graph passes 65,535 nodes), a count, a label and a deleted
 flag, where hnswlib holds float32 vectors, int32 links, an 8-byte label, a hash-map node and a
 40-byte mutex per element plus a fixed 2.5 MiB table of 65,536 label mutexes (measured on
-GloVe-50's 17,554 heads: hnswlib 8.9 MiB, this graph 3.1 MiB). The graph is built by hnswlib
+GloVe-50's 17,554 heads: hnswlib 8.9 MiB, this graph 3.1 MiB with float16 vectors). The graph is built by hnswlib
 (`from_hnswlib` parses its `save_index` bytes; hnswlib then goes away) and grows online by
 hnswlib's level-0 insert (`kernels.headgraph.insert`); removed heads are marked deleted and
 keep routing, as in hnswlib, until a rebuild drops them. The interface is the subset of
