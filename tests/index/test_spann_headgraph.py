@@ -248,12 +248,14 @@ def test_threads_give_the_serial_results() -> None:
     assert (one[0] == two[0]).all() and (one[1] == two[1]).all()
 
 
+@pytest.mark.parametrize("ip", [False, True])
 @pytest.mark.parametrize("dtype", HEAD_DTYPES)
 @pytest.mark.parametrize("d", [1, 3, 8])
-def test_kernel_is_exact_on_a_complete_graph(d: int, dtype: str) -> None:
+def test_kernel_is_exact_on_a_complete_graph(d: int, dtype: str, ip: bool) -> None:
     """With every node linked to every other, the beam sees all nodes: the kernel's top-k
     is the exact top-k of the stored vectors (tie-aware: the k-th distance matches), for
-    float16 bits, float32 rows and int8 (codes, scales) pairs; zero queries are fine."""
+    float16 bits, float32 rows and int8 (codes, scales) pairs, in both spaces (squared L2,
+    1 - dot); zero queries are fine."""
     rng = np.random.default_rng(d)
     n = 40
     raw = rng.normal(size=(n, d)).astype(np.float32)
@@ -275,12 +277,19 @@ def test_kernel_is_exact_on_a_complete_graph(d: int, dtype: str) -> None:
     k = 6
     out_i = np.empty((5, k), np.int64)
     out_d = np.empty((5, k), np.float32)
-    args = (x, links, nlinks, deleted, up_off, up_links, up_cnt, 0, 0, n, k, k, False)
+    args = (x, links, nlinks, deleted, up_off, up_links, up_cnt, 0, 0, n, k, k, ip)
     scratch = _scratch(n)
     kern.search_batch(q, 0, 5, *args, out_i, out_d, *scratch)
-    want = np.sort(((q[:, None, :] - xf[None]) ** 2).sum(-1), 1)[:, :k]
-    assert np.allclose(out_d, want, rtol=1e-5, atol=1e-6)
-    assert np.allclose(((q[:, None, :] - xf[out_i]) ** 2).sum(-1), out_d, rtol=1e-5, atol=1e-6)
+
+    def dist(rows: np.ndarray) -> np.ndarray:  # (5, m, d) rows -> (5, m)
+        if ip:
+            out: np.ndarray = 1 - (q[:, None, :] * rows).sum(-1)
+            return out
+        return ((q[:, None, :] - rows) ** 2).sum(-1)
+
+    want = np.sort(dist(np.broadcast_to(xf[None], (5, n, d))), 1)[:, :k]
+    assert np.allclose(out_d, want, rtol=1e-5, atol=1e-5)
+    assert np.allclose(dist(xf[out_i]), out_d, rtol=1e-5, atol=1e-5)
     kern.search_batch(q[:0], 0, 0, *args, out_i[:0], out_d[:0], *scratch)
     assert scratch[1][0] == 5  # one visit mark per query
 
