@@ -60,6 +60,9 @@ def test_index_stats_describe_the_build(built) -> None:  # type: ignore[no-untyp
     assert s["posting_size_max"] <= s["posting_limit"] + 8
     assert 1.0 <= s["replicas_per_vector"] <= 8.0
     assert 0 < s["resident_bytes_estimate"] < 2 * N * D * 4  # hnswlib has 2.6 MB fixed
+    # int8 heads by default: a byte a component and a 4-byte scale, plus links and labels
+    assert s["head_vectors"] == "int8" and s["heads"] * (D + 4) < s["head_graph_bytes"]
+    assert s["head_graph_bytes"] < s["resident_bytes_estimate"]
     assert_no_orphans(idx, set(range(N)))
     assert_tree_consistent(idx, set(range(N)))
 

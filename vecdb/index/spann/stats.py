@@ -96,6 +96,8 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         "spec": st.params.spec(),
         "vectors": st.n_live,
         "heads": st.live_heads,
+        "head_vectors": None if g is None else g.dtype,  # the graph's form (its file's)
+        "head_graph_bytes": head_bytes,
         "tree_nodes": len(st.tree),
         "postings": len(used),
         "posting_size_mean": float(used.mean()) if len(used) else 0.0,
