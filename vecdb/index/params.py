@@ -65,6 +65,7 @@ DEFAULT_RERANK = "none"
 # the search's beam of 64) the head walk 53 vs 56 us a query warm and 171 vs 192 with cold
 # caches, 388 bytes a head instead of 768; single queries side by side 4-9% off the p50 and
 # 2-10% off the p99 at equal recall (bench/RESULTS.md, "int8 head vectors, the default").
+# A form's index in HEAD_DTYPES is its code in the head file: append only.
 HEAD_DTYPES = ("int8", "float16", "float32")
 DEFAULT_HEAD_DTYPE = "int8"
 MAX_FLOAT16 = 65_000.0  # float16 postings reject components beyond this (float16 max 65504)
