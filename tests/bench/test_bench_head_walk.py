@@ -27,6 +27,19 @@ def test_exact_heads_follow_the_metric(metric: str) -> None:
     np.testing.assert_array_equal(got, want)
 
 
+def test_every_form_holds_the_same_graph() -> None:
+    """The forms are copies of one hnswlib graph (built once, even on two threads, whose
+    builds differ from run to run): the same links and entry, the vectors in each form."""
+    rng = np.random.default_rng(2)
+    heads = rng.normal(size=(800, 24)).astype(np.float32)
+    gs = hw.graphs(heads, "l2", ["int8", "float16", "float32"], 2)
+    ref = gs["float32"]
+    for g in gs.values():
+        np.testing.assert_array_equal(g.links[: g.n], ref.links[: ref.n])
+        assert g.entry == ref.entry and g.maxlevel == ref.maxlevel
+    assert [g.vecs.dtype for g in gs.values()] == [np.int8, np.uint16, np.float32]
+
+
 def test_a_small_run_measures_every_form(tmp_path: Path) -> None:
     args = argparse.Namespace(
         dataset="synthetic:3000:32:5", heads=600, k=10, forms="int8,float16,float32",

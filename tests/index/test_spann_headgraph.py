@@ -366,3 +366,20 @@ def test_rows_the_beam_leaves_short_are_answered_over_every_live_head() -> None:
         np.testing.assert_allclose(dists[r], ((stored - q[r]) ** 2).sum(1), rtol=1e-5, atol=1e-5)
     few, _ = h.knn_query(q, k=5)  # a short query is the beam's, as before
     assert few.shape == (4, 5) and (few >= 1000).all()
+
+
+def test_head_dtype_is_checked_by_name() -> None:
+    """`head_dtype` takes the three forms; "float16" only with float16 rows (postings or
+    rerank store), which keep vectors inside float16's range; errors name the field."""
+    from vecdb.errors import InvalidArgument
+    from vecdb.index.params import BuildParams
+
+    assert BuildParams.parse(None).head_dtype == "int8"
+    ok = BuildParams.parse({"head_dtype": "float16", "vector_dtype": "int8", "rerank": "float16"})
+    assert ok.head_dtype == "float16"
+    for bad in ({"head_dtype": "int4"}, {"head_dtype": "float16", "vector_dtype": "float32"}):
+        with pytest.raises(InvalidArgument) as e:
+            BuildParams.parse(bad)
+        assert e.value.field == "index_params.head_dtype"
+    with pytest.raises(InvalidArgument, match='vector_dtype="float16" or rerank="float16"'):
+        BuildParams.parse({"head_dtype": "float16", "vector_dtype": "int8", "rerank": "none"})

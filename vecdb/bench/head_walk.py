@@ -4,8 +4,8 @@ A single SPANN query starts with a walk of the head graph (`HeadGraph.knn_query`
 reads a few head vectors per step from scattered rows; with cold caches those reads are what
 the query waits for. This bench takes `--heads` rows of a dataset's base as heads (a uniform
 sample: the walk's cost depends on the rows' width and count, not on how they were chosen),
-builds one head graph per form from the same hnswlib graph (`assign.make_head_graph`), and
-reports for each: the graph's bytes, its head recall (the share of each query's exact `--k`
+builds hnswlib's graph over them once (`assign.hnswlib_graph`) and copies that very graph
+into a `HeadGraph` per form, so the forms differ in their vectors only, and reports for each: the graph's bytes, its head recall (the share of each query's exact `--k`
 nearest heads it returns, by the float32 rows), and the median time of one query's
 `knn_query` (k = ef = `--k`, as a search asks for its postings) warm (queries back to back)
 and cold (before each query `--flush-mib` MiB of other memory written, pushing the graph out
@@ -31,19 +31,20 @@ import numpy.typing as npt
 from vecdb.bench.datasets import load_dataset
 from vecdb.bench.options import at_least
 from vecdb.index.params import HEAD_DTYPES, BuildParams
-from vecdb.index.spann.assign import make_head_graph
+from vecdb.index.spann.assign import hnswlib_graph
 from vecdb.index.spann.headgraph import HeadGraph
+from vecdb.index.spann.state import head_space
 
 F32 = npt.NDArray[np.float32]
 
 
 def graphs(heads: F32, metric: str, forms: list[str], threads: int) -> dict[str, HeadGraph]:
-    """One head graph per form over the same rows (hnswlib builds each from the same seed)."""
-    out = {}
-    for form in forms:  # float16 heads need float16 rows in the params (their range check)
-        p = BuildParams.parse({"head_dtype": form, "vector_dtype": "float16"})
-        out[form] = make_head_graph(heads, metric, p, threads)
-    return out
+    """One hnswlib graph over the rows (the default build parameters), as a `HeadGraph` of
+    each form."""
+    p = BuildParams.parse(None)
+    raw = hnswlib_graph(heads, metric, p, threads)
+    space, dim, efc = head_space(metric), heads.shape[1], p.head_ef_construction
+    return {form: HeadGraph.from_hnswlib(raw, space, dim, efc, form) for form in forms}
 
 
 def exact_heads(heads: F32, queries: F32, metric: str, k: int) -> npt.NDArray[np.int64]:

@@ -61,10 +61,9 @@ RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue
 DEFAULT_RERANK = "none"
 # How the head graph stores its vectors (`index.spann.headgraph`): int8 codes with a float32
 # scale per head (any range), float16 (only when the index's rows are float16, so its vectors
-# fit float16's range), float32. int8 by default since 2026-12-04: MiniLM-384 (4,400 heads,
-# the search's beam of 64) the head walk 53 vs 56 us a query warm and 171 vs 192 with cold
-# caches, 388 bytes a head instead of 768; single queries side by side 4-9% off the p50 and
-# 2-10% off the p99 at equal recall (bench/RESULTS.md, "int8 head vectors, the default").
+# fit float16's range), float32. int8 by default since 2026-12-04: MiniLM-384 single queries
+# side by side 4-9% off the p50 and 2-10% off the p99 at equal recall, 388 bytes a head
+# instead of 768 (bench/RESULTS.md, "int8 head vectors, the default").
 # A form's index in HEAD_DTYPES is its code in the head file: append only.
 HEAD_DTYPES = ("int8", "float16", "float32")
 DEFAULT_HEAD_DTYPE = "int8"

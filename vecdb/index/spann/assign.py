@@ -34,10 +34,20 @@ REPLICA_ROWS = 8_192  # rows per head-graph query batch (bounds the (rows, ef) l
 def make_head_graph(
     heads: F32, metric: str, p: BuildParams, threads: int, labels: I64 | None = None
 ) -> HeadGraph:
-    """The heads in a new head graph; label = posting id (0..n-1 unless given). hnswlib
-    builds it on `threads` threads (its build is well tuned), then its graph is copied
-    into the compact `HeadGraph` (its vectors as `BuildParams.head_dtype` says) and
-    hnswlib's index is dropped."""
+    """The heads in a new head graph; label = posting id (0..n-1 unless given): hnswlib's
+    graph (`hnswlib_graph`) copied into the compact `HeadGraph`, its vectors as
+    `BuildParams.head_dtype` says."""
+    raw = hnswlib_graph(heads, metric, p, threads, labels)
+    return HeadGraph.from_hnswlib(
+        raw, head_space(metric), heads.shape[1], p.head_ef_construction, p.head_dtype
+    )
+
+
+def hnswlib_graph(
+    heads: F32, metric: str, p: BuildParams, threads: int, labels: I64 | None = None
+) -> bytes:
+    """hnswlib's `save_index` bytes of a graph over the heads, built on `threads` threads
+    (its build is well tuned); hnswlib's index is dropped before returning."""
     graph = hnswlib.Index(space=head_space(metric), dim=heads.shape[1])
     graph.init_index(
         max_elements=max(1, len(heads)),
@@ -52,10 +62,7 @@ def make_head_graph(
         graph.save_index(path)
         del graph
         with open(path, "rb") as f:
-            raw = f.read()
-    return HeadGraph.from_hnswlib(
-        raw, head_space(metric), heads.shape[1], p.head_ef_construction, p.head_dtype
-    )
+            return f.read()
 
 
 def nearest_heads(
