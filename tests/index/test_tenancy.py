@@ -17,8 +17,9 @@ from test_spann_support import SMALL, clustered, posting_members
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.index.spann import SpannIndex, open_spann
+from vecdb.index.spann import subtree
 from vecdb.index.spann.subtree import rank_leaves
-from vecdb.index.tenancy import HeadCache, SubTreeCache, derive, node_counts
+from vecdb.index.tenancy import SubTreeCache, derive, node_counts
 
 TINY_POSTINGS = {**SMALL, "vector_dtype": "float32"}  # splits early at d=8
 N, D, K = 20_000, 32, 10
@@ -279,36 +280,29 @@ def test_partial_ranking_is_the_prefix_of_the_full_one(metric: str) -> None:
     np.testing.assert_allclose(part[2], full[2][:, :40])
 
 
-class _Tree:
-    """The two things `HeadCache` reads of a tree: its width and its leaf centroids."""
+def test_the_walk_ranks_leaves_by_the_centroids_their_radii_bound(  # type: ignore[no-untyped-def]
+    built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The centroids a set walk ranks its leaves by are the head graph's own (int8 heads
+    here): every member lies within its leaf's radius of them, so the walk's radius stop
+    rule is exact. A float16 copy of the int8 heads (the earlier centroid cache) moved the
+    farthest members past their radius by about 2^-11 of the centroid's norm."""
+    idx, x = built
+    slots = tenant(x, 3000, "clustered", seed=21)
+    seen: dict[str, np.ndarray] = {}
 
-    def __init__(self, rows: np.ndarray) -> None:
-        self.dim = rows.shape[1]
-        self.rows = rows
+    def spy(metric, q, c, radius, boost, m):  # type: ignore[no-untyped-def]
+        seen["c"], seen["r"] = c.copy(), radius.copy()
+        return rank_leaves(metric, q, c, radius, boost, m)
 
-    def leaf_vectors(self, postings: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.rows[postings]
-        return out
-
-
-def test_head_cache_keeps_centroids_past_float16s_range() -> None:
-    """The set walks' centroid cache holds float16 rows while they fit float16's range and
-    widens to float32 when a centroid does not (an index of float32 or int8 rows accepts
-    components past 65,504, which float16 would turn into inf): every centroid comes back
-    finite and equal to the tree's, and the cache stays float16 for ordinary vectors."""
-    rng = np.random.default_rng(3)
-    small = rng.normal(size=(50, 6)).astype(np.float32)
-    cache = HeadCache()
-    tree = _Tree(small)
-    got = cache.get(tree, np.array([3, 7, 3], np.int32))
-    np.testing.assert_array_equal(got, small[[3, 7, 3]].astype(np.float16).astype(np.float32))
-    assert cache.rows.dtype == np.float16
-    big = small.copy()
-    big[10:] *= np.float32(1e6)
-    tree = _Tree(big)
-    first = cache.get(tree, np.array([3, 7], np.int32))  # a new tree: the cache starts over
-    assert cache.rows.dtype == np.float16
-    got = cache.get(tree, np.array([12, 3, 49], np.int32))
-    assert cache.rows.dtype == np.float32 and np.isfinite(got).all()
-    np.testing.assert_array_equal(got[[0, 2]], big[[12, 49]])
-    np.testing.assert_array_equal(got[1], first[0])  # filled before the widening: kept
+    monkeypatch.setattr(subtree, "rank_leaves", spy)
+    walk = {"tenant_share": 1.0, "tenant_density": 0}
+    q = clustered(5, D, seed=22)
+    res = idx.search_subset(q, K, walk, slots, Visible.from_slots(slots, N), (21,))
+    assert res.stats.extra["tenant_subtree"] == len(q)
+    assert idx.stats()["head_vectors"] == "int8"
+    sub = derive(idx.state.tree, slots)
+    assert len(seen["c"]) == len(sub.postings) > 20
+    at = np.searchsorted(sub.postings, idx.state.tree.primary[slots])
+    dist = np.linalg.norm(x[slots].astype(np.float64) - seen["c"][at], axis=1)
+    assert (dist <= seen["r"][at].astype(np.float64) * (1 + 1e-6) + 1e-6).all()

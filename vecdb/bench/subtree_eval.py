@@ -129,7 +129,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "index_resident_estimate_MiB": round(
             coll.index.stats()["resident_bytes_estimate"] / 2**20, 2
         ),
-        "head_cache_MiB": round(st.head_rows.nbytes / 2**20, 2),
         "directory_cache_MiB": round(st.subtrees.nbytes / 2**20, 2),
         "directories_cached": len(st.subtrees),
         "copies_MiB": round(ts.store_of(coll).live_bytes / 2**20, 2),

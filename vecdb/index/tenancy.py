@@ -30,7 +30,6 @@ F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 
-HALF_MAX = float(np.finfo(np.float16).max)  # larger centroid components widen the HeadCache
 DEFAULT_CACHE_BYTES = 2 << 20  # derived directories kept per index (LRU by bytes)
 
 # --- per-request parameters of a restricted (tenant) search; explained in PARAMS.md ----------
@@ -125,7 +124,8 @@ _TENANT_TABLE: dict[str, Any] = {
 @dataclass(frozen=True)
 class SubTree:
     """The leaves of one slot set at one tree version (read-only once made). Compact on
-    purpose (about 12 bytes per leaf): centroids come from the shared `HeadCache`."""
+    purpose (about 12 bytes per leaf): centroids are read from the head graph per walk
+    (`SpannState.head_vectors`: the very values the radii were measured against)."""
 
     tree: weakref.ref[ClusterTree]  # the tree it was derived from (a build swaps in another)
     version: int  # `tree.version` at derivation
@@ -195,51 +195,6 @@ def _ancestry(tree: ClusterTree, leaves: I64) -> I64:
         seen.append(cur)
     out: I64 = np.unique(np.concatenate(seen))
     return out
-
-
-class HeadCache:
-    """Leaf centroids (head vectors) as float16 rows by posting id, filled from the head
-    graph on first use (one `get_items` call per head costs microseconds: too slow per query).
-    A posting's head never changes and posting ids are never reused within one tree; a bulk
-    build (a new tree) empties the cache. About 2 d bytes per head that sets have touched;
-    4 d once a centroid past float16's range arrives (an index of float32 or int8 rows
-    accepts such components), when the rows widen to float32 rather than hold inf."""
-
-    def __init__(self) -> None:
-        self.tree: weakref.ref[ClusterTree] | None = None  # the tree the rows belong to
-        self.rows = np.zeros((0, 0), np.float16)  # (posting id, dim) head vectors
-        self.have = np.zeros(0, np.bool_)  # which rows are filled
-        self._lock = threading.Lock()  # filled from searching threads
-
-    def get(self, tree: ClusterTree, postings: I32) -> F32:
-        """The head vectors of `postings` (live leaves of `tree`), float32 (len, dim)."""
-        with self._lock:
-            if self.tree is None or self.tree() is not tree:
-                self.tree = weakref.ref(tree)
-                self.rows = np.zeros((0, tree.dim), np.float16)
-                self.have = np.zeros(0, np.bool_)
-            top = int(postings.max()) + 1 if len(postings) else 0
-            if top > len(self.have):
-                n = max(top, len(self.have) * 5 // 4)
-                rows = np.zeros((n, tree.dim), np.float16)
-                rows[: len(self.rows)] = self.rows
-                have = np.zeros(n, np.bool_)
-                have[: len(self.have)] = self.have
-                self.rows, self.have = rows, have
-            missing = postings[~self.have[postings]]
-            if len(missing):
-                assert tree.leaf_vectors is not None
-                fresh = tree.leaf_vectors(missing.astype(np.int64))
-                if self.rows.dtype == np.float16 and np.abs(fresh).max() > HALF_MAX:
-                    self.rows = self.rows.astype(np.float32)
-                self.rows[missing] = fresh
-                self.have[missing] = True
-            out: F32 = self.rows[postings].astype(np.float32)
-        return out
-
-    @property
-    def nbytes(self) -> int:
-        return self.rows.nbytes + self.have.nbytes
 
 
 class SubTreeCache:

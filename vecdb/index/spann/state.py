@@ -32,7 +32,7 @@ from vecdb.index.spann.locks import RWLock
 from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile, Quantizer
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.vectors import VectorStore, row_bytes
-from vecdb.index.tenancy import HeadCache, SubTreeCache
+from vecdb.index.tenancy import SubTreeCache
 from vecdb.kernels.posting import VERSION_NONE, VERSION_REMOVED
 
 U8 = npt.NDArray[np.uint8]
@@ -82,7 +82,7 @@ def file_path(directory: Path, kind: str, n: int) -> Path:
 # content: a publish of another state's content (`drain_child.adopt`) keeps these.
 OWN_FIELDS = frozenset(
     {"dim", "metric", "params", "directory", "limit", "block_cap", "width", "threads", "lock"}
-    | {"subtrees", "head_rows", "store", "removes_since", "stale_slots"}
+    | {"subtrees", "store", "removes_since", "stale_slots"}
 )
 
 
@@ -169,7 +169,6 @@ class SpannState:
     ceiling: int = 0  # end a file over its budget may reach (0: within budget; see rewrite_limit)
     stuck: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # see disk_state
     subtrees: SubTreeCache = field(default_factory=SubTreeCache)  # slot sets' directories
-    head_rows: HeadCache = field(default_factory=HeadCache)  # leaf centroids for set walks
     store: VectorStore | None = None  # exact-rerank rows by slot (`rerank` != "none")
     live_seen: LiveSeen | None = None  # the last whole count of live entries (`LiveSeen`)
     removes_since: list[I64] | None = None  # slots removed while `publish` prepares

@@ -1,11 +1,11 @@
 """Search of a SPANN index restricted to a slot set (a tenant's): the walk of its sub-tree.
 
 Owns the restricted search path: the set's directory (`index.tenancy`: its leaves, i.e. the
-postings holding its members' primary copies, with their radii; centroids from the shared
-head cache) is taken from
-the cache under the read lock (derived again if the tree changed), then each query ranks the
-set's leaves best first (squared centroid distance, minus `tenant_boost` x the squared radius:
-Curator's variance boost; negative inner product for "ip") and reads them in rounds of
+postings holding its members' primary copies, with their radii) is taken from the cache under
+the read lock (derived again if the tree changed), then each query ranks the set's leaves
+best first by their centroids as the head graph holds them (squared centroid distance, minus
+`tenant_boost` x the squared radius: Curator's variance boost; negative inner product for
+"ip") and reads them in rounds of
 `tenant_round` postings through the same batched read and numba scan as the global search,
 with the set as the scan's `visible` bitmap (replicas deduped by the scan). A query stops
 when it has its k results and (a) `tenant_patience` rounds in a row changed nothing in its
@@ -81,7 +81,9 @@ def search_subset(
             stats.extra["tenant_nodes"] = float(nq * sub.n_nodes)
             if len(sub.postings):
                 # Pass 2: rank the set's leaves per query
-                cents = st.head_rows.get(st.tree, sub.postings)
+                # the leaves' centroids as the graph holds them: the values their radii
+                # bound distances to, so stop rule (c) stays exact
+                cents = st.head_vectors(sub.postings)
                 order, score, bound = rank_leaves(
                     st.metric, queries, cents, sub.radius, tp.tenant_boost, tp.tenant_postings
                 )
