@@ -19,17 +19,15 @@ Usage: `python -m vecdb.bench.head_walk --dataset minilm-384 --heads 4400 --k 22
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench.datasets import load_dataset
-from vecdb.bench.options import at_least
+from vecdb.bench.options import at_least, finish
 from vecdb.index.params import HEAD_DTYPES, BuildParams
 from vecdb.index.spann.assign import hnswlib_graph
 from vecdb.index.spann.headgraph import HeadGraph
@@ -159,10 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args.forms.split(",")) - set(HEAD_DTYPES))
     if unknown:
         ap.error(f"unknown form(s) {unknown}: choose from {', '.join(HEAD_DTYPES)}")
-    out = run(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
-    print(table(out))
+    finish(run(args), args.out, table)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Option types shared by the bench tools' command lines: an integer with a lower bound whose
-error names the option's rule and the text given (argparse's own says "invalid int value")."""
+error names the option's rule and the text given (argparse's own says "invalid int value");
+and the usual ending of a tool's run: its JSON written where `--out` says, its table printed."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 
 def at_least(minimum: int) -> Callable[[str], int]:
@@ -21,3 +25,10 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def finish(out: dict[str, Any], path: str | None, table: Callable[[dict[str, Any]], str]) -> None:
+    """Write `out` as JSON to `path` (when given), then print `table(out)`."""
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1))
+    print(table(out))

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from vecdb.bench import metrics
 from vecdb.bench.datasets import load_dataset
-from vecdb.bench.options import at_least
+from vecdb.bench.options import at_least, finish
 from vecdb.bench.systems import Params, System, expand_sweep, make_system
 
 K = 10
@@ -263,10 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reuse", default=None, help="keep the built systems here (reused if there)")
     ap.add_argument("--out", default=None, help="write the JSON here")
     args = ap.parse_args(argv)
-    out = run(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1))
-    print(table(out))
+    finish(run(args), args.out, table)
 
 
 if __name__ == "__main__":
