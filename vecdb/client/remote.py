@@ -8,8 +8,10 @@ every failure is raised as the same `vecdb.errors` class, with the same message,
 rich details). Inputs are not re-validated here: `vecdb.client.requests` carries them as given
 and the server's engine judges them. `upsert_stream` is the bulk-load path: sequence-numbered
 batches on one stream, at most `credits` unacknowledged (backpressure), yielding one ack per
-durable batch. With `direct_routing=True`, a tenant's reads go straight to its shard when a
-router says it lives on one (`vecdb.client.routes`). The channel setup in `vecdb.client.channel` and the builders are shared with
+durable batch. Single searches ride one long-lived SearchStream when it is free
+(`vecdb.client.search_lane`: the per-call set-up paid once; any failure there sends the search
+as a Search call, so answers and errors are the same). With `direct_routing=True`, a tenant's
+reads go straight to its shard when a router says it lives on one (`vecdb.client.routes`). The channel setup in `vecdb.client.channel` and the builders are shared with
 `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 """
 
@@ -43,6 +45,7 @@ from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
 from vecdb.client.plain_requests import plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
+from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -100,15 +103,18 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
             grpc.insecure_channel(a, options=opts) if tls_ is None
             else grpc.secure_channel(a, channel_credentials(tls_), options=opts)
         )) if direct_routing else None  # fmt: skip
+        # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12).
+        self._lane = SearchLane(self._stub, self._metadata)
 
     # -- plumbing --------------------------------------------------------------------------
 
     def _call(
-        self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None
-    ) -> Any:
+        self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Any:  # fmt: skip
         method = getattr(self._stub, rpc)
-        budget = timeout or self._timeout or DEFAULT_TIMEOUT
-        deadline = time.monotonic() + budget
+        if deadline is None:
+            deadline = time.monotonic() + (timeout or self._timeout or DEFAULT_TIMEOUT)
         if self._direct is not None:
             answer = self._direct.call(rpc, request, self._metadata, deadline)
             if answer is not MISS:
@@ -317,7 +323,12 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
-        resp = self._call("Search", req, idempotent=True)
+        deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
+        # a tenant's search may be routed to its shard (`_call`); others may take the lane
+        resp = None if tenant is not None or tenants is not None else (
+            self._lane.search(req, deadline))  # fmt: skip
+        if resp is None:
+            resp = self._call("Search", req, idempotent=True, deadline=deadline)
         if not with_stats:
             plain = plain_answer(resp)
             if plain is not None:
@@ -356,6 +367,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         return out
 
     def close(self) -> None:
+        self._lane.close()
         if self._direct is not None:
             self._direct.close()
         self._channel.close()

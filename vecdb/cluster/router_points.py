@@ -242,6 +242,13 @@ class PointRpcs(RouterBase):
 
     SearchBatch = Search
 
+    def SearchStream(
+        self, requests: Iterator[pb.SearchRequest], ctx: grpc.ServicerContext
+    ) -> Iterator[pb.SearchResponse]:
+        """Searches on one stream, each answered as Search (the guard runs them one by one)."""
+        for req in requests:
+            yield self.Search(req, ctx)
+
     def _per_shard_tenants(
         self, req: pb.SearchRequest, tenants: list[str], targets: list[int]
     ) -> dict[int, pb.SearchRequest]:

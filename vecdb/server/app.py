@@ -93,6 +93,8 @@ class VecdbServer:
         self._guard = CallGuard(
             keys, self._metrics, pool, workers=cfg.server.workers,
             max_queued=lim.max_queued_rpcs, side_workers=lim.side_workers, quotas=quotas,
+            search_streams=lim.max_search_streams,
+            search_stream_idle=lim.search_stream_idle_seconds,
         )  # fmt: skip
         server = grpc.server(
             pool,

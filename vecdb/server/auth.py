@@ -60,8 +60,8 @@ _RANK = {Role.READ: 0, Role.WRITE: 1, Role.ADMIN: 2}
 # ones added later and not listed here) needs an admin key: the table fails closed.
 READ_METHODS = frozenset({
     "CollectionExists", "ListCollections", "GetCollection", "Get", "Scroll", "Count", "Search",
-    "SearchBatch", "ListSnapshots", "Stats", "GetTenant", "ListTenants", "SearchDocuments",
-    "GetDocuments", "GetRoute",
+    "SearchBatch", "SearchStream", "ListSnapshots", "Stats", "GetTenant", "ListTenants",
+    "SearchDocuments", "GetDocuments", "GetRoute",
 })  # fmt: skip
 WRITE_METHODS = frozenset({
     "Upsert", "UpsertStream", "Delete", "SetPayload", "OverwritePayload", "Grant", "Revoke",

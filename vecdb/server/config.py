@@ -34,6 +34,8 @@ MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 0, 10_000
 MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 0.01, 3600.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES = 1024 * 1024, 1024 * 1024 * 1024
+MAX_SEARCH_STREAMS = 4096  # limits.max_search_streams (each open one holds a handler thread)
+MIN_STREAM_IDLE, MAX_STREAM_IDLE = 0.1, 3600.0  # limits.search_stream_idle_seconds
 
 
 @dataclass
@@ -65,6 +67,10 @@ class LimitsSection:
     max_queued_rpcs: int = 1024  # calls waiting for a handler thread before refusals start
     side_workers: int = 4  # threads for health Watch and reflection streams (Check has 2 more)
     stream_window: int = 4  # unacknowledged batches a streaming upsert may have in flight
+    # SearchStreams open at once (each holds a handler thread while open; capped at half of
+    # server.workers); 0: refused, clients send single Search calls
+    max_search_streams: int = 8
+    search_stream_idle_seconds: float = 5.0  # a SearchStream without a request this long ends
 
 
 @dataclass
@@ -211,6 +217,15 @@ class ServerConfig:
         for name in ("max_queued_rpcs", "side_workers", "stream_window"):
             if getattr(lim, name) < (0 if name == "max_queued_rpcs" else 1):
                 raise InvalidArgument(f"limits.{name} is out of range", field=f"limits.{name}")
+        if not 0 <= lim.max_search_streams <= MAX_SEARCH_STREAMS:
+            raise InvalidArgument(f"limits.max_search_streams={lim.max_search_streams} is out of "
+                                  f"range [0, {MAX_SEARCH_STREAMS}]",
+                                  field="limits.max_search_streams")  # fmt: skip
+        idle = lim.search_stream_idle_seconds
+        if not MIN_STREAM_IDLE <= idle <= MAX_STREAM_IDLE:  # also rejects NaN
+            raise InvalidArgument(f"limits.search_stream_idle_seconds={idle} is out of range "
+                                  f"[{MIN_STREAM_IDLE}, {MAX_STREAM_IDLE}]",
+                                  field="limits.search_stream_idle_seconds")  # fmt: skip
         if self.server.workers < 1:
             raise InvalidArgument("server.workers must be >= 1")
         if self.server.blas_threads < 0:

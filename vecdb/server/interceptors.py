@@ -53,6 +53,7 @@ from vecdb.server.auth_scope import filter_response, scope, scoped_call
 from vecdb.server.handlers import AdmissionPool, Undecodable, checked, on_pool, rebuild, safe
 from vecdb.server.metrics import ServerMetrics, bytes_read_of
 from vecdb.server.quotas import Quotas
+from vecdb.server.search_streams import SearchStreams
 
 log = logging.getLogger("vecdb.server")
 
@@ -63,6 +64,9 @@ QUEUE_RETRY_AFTER = 0.5  # seconds suggested to a caller refused because the que
 DRAIN_RETRY_AFTER = 1.0  # ... and to one refused because the server is shutting down
 LOG_EVERY = 10.0  # seconds between two log lines about refused calls
 MAX_ROUTES = 4096  # cached (method, caller) handlers; the cache starts over past this
+SEARCH_STREAM = "SearchStream"  # its requests are guarded one by one as Search calls
+STREAMS_RETRY_AFTER = 5.0  # seconds suggested to a stream refused because too many are open
+DEFAULT_STREAM_IDLE = 5.0  # seconds a SearchStream may wait for a request (limits section)
 _RID_PREFIX = secrets.token_hex(4)  # 8 hex digits, random per process
 _rid_counter = itertools.count(1)  # next() on a count is atomic under the GIL
 
@@ -78,6 +82,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     def __init__(
         self, keys: KeyRing, metrics: ServerMetrics, pool: AdmissionPool, *, workers: int,
         max_queued: int, side_workers: int, quotas: Quotas | None = None,
+        search_streams: int = 0, search_stream_idle: float = DEFAULT_STREAM_IDLE,
     ) -> None:  # fmt: skip
         self._keys = keys  # configured API keys
         self._quotas = quotas or Quotas()  # per-tenant rate and concurrency limits
@@ -93,6 +98,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         metrics.inflight.set_function(lambda: self._active)
         # (full method, caller) -> (grpc's handler, our wrapped one); see intercept_service.
         self._routes: dict[tuple[str, Principal], tuple[Any, Any]] = {}
+        # open SearchStreams: at most half the workers, so unary calls keep threads
+        self.streams = SearchStreams(min(search_streams, workers // 2), search_stream_idle)
         self._refused = 0  # queue-full refusals since the last log line
         self._logged_at = 0.0  # monotonic time of that line
 
@@ -100,11 +107,13 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         """Refuse new calls from now on and wait up to `timeout` s for running ones to end.
         Returns whether they all did."""
         self._draining.set()
+        self.streams.close()  # idle streams end now, busy ones after their current request
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def close(self) -> None:
         """Stop the guard's own pools (after the gRPC server stopped)."""
+        self.streams.close()
         for pool in (self._express, self._probes, self._side):
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -158,6 +167,11 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, method: str, who: Principal, handler: grpc.RpcMethodHandler) -> Any:
         """`handler` guarded for calls of `who` to `method` (built once per pair)."""
         de, ser = safe(handler.request_deserializer), handler.response_serializer
+        if method == SEARCH_STREAM and handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_search_stream(who, handler.stream_stream),
+                request_deserializer=de, response_serializer=ser,
+            )  # fmt: skip
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, who, handler.unary_unary),
@@ -317,6 +331,42 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 self._finish(method, rid, code, start, seen)
             if failed is not None:
                 context.abort_with_status(to_status(failed, rid))
+
+        return guarded
+
+
+    def _wrap_search_stream(
+        self, who: Principal,
+        behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
+    ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:  # fmt: skip
+        """A SearchStream: every request guarded exactly as a Search call (request id,
+        deadline, scope, quotas, metrics and log under "Search"; a failing one ends the stream
+        with its status), within the open-stream bound (`SearchStreams`)."""
+        one = self._wrap_unary(
+            "Search", who, lambda request, context: next(behavior(iter((request,)), context))
+        )
+        streams = self.streams
+
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            if not streams.enter(context):
+                full = ResourceExhausted(
+                    f"{streams.count} search streams open (the server's limit is "
+                    f"{streams.limit}); send single Search calls",
+                    reason="STREAMS_FULL", retry_after=STREAMS_RETRY_AFTER,
+                )  # fmt: skip
+                self._metrics.observe(SEARCH_STREAM, full.code, 0.0)
+                context.abort_with_status(to_status(full, request_id()))
+            try:
+                for request in requests:
+                    streams.busy(context, True)
+                    yield one(request, context)
+                    streams.busy(context, False)
+                    if self._draining.is_set():
+                        return  # shutting down: the client takes Search (UNAVAILABLE) next
+            except grpc.RpcError:
+                return  # cancelled (idle, shutdown) or the client went away
+            finally:
+                streams.leave(context)
 
         return guarded
 

@@ -227,6 +227,14 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
 
     SearchBatch = Search
 
+    def SearchStream(
+        self, requests: Iterator[pb.SearchRequest], ctx: grpc.ServicerContext
+    ) -> Iterator[pb.SearchResponse]:
+        """Searches on one stream, each answered as Search answers it (behind the server's
+        guard, which runs them one by one as Search calls: `interceptors.SEARCH_STREAM`)."""
+        for req in requests:
+            yield self.Search(req, ctx)
+
     def GetRoute(self, req: pb.GetRouteRequest, ctx: grpc.ServicerContext) -> pb.GetRouteResponse:
         raise Unimplemented("GetRoute is a router's call; this server is a node: call it directly",
                             reason="NOT_A_ROUTER")  # fmt: skip

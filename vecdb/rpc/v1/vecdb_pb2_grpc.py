@@ -125,6 +125,11 @@ class VectorDBStub:
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.SearchRequest.SerializeToString,
                 response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.SearchStream = channel.stream_stream(
+                '/vecdb.v1.VectorDB/SearchStream',
+                request_serializer=vecdb_dot_v1_dot_vecdb__pb2.SearchRequest.SerializeToString,
+                response_deserializer=vecdb_dot_v1_dot_vecdb__pb2.SearchResponse.FromString,
+                _registered_method=True)
         self.CreateSnapshot = channel.unary_unary(
                 '/vecdb.v1.VectorDB/CreateSnapshot',
                 request_serializer=vecdb_dot_v1_dot_vecdb__pb2.CreateSnapshotRequest.SerializeToString,
@@ -352,6 +357,19 @@ class VectorDBServicer:
 
     def SearchBatch(self, request, context):
         """The same as Search, under the name batch clients look for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchStream(self, request_iterator, context):
+        """Searches one after another on one long-lived stream: each SearchRequest is answered by
+        one SearchResponse, in order, exactly as Search would answer it (the same checks, quotas
+        and metrics: each message counts as a Search). It saves a unary call's per-call set-up
+        (the Python SDK sends its single queries this way). The first failing request ends the
+        stream with that request's status. A server holds at most `limits.max_search_streams`
+        open (more are refused RESOURCE_EXHAUSTED, reason STREAMS_FULL: use Search) and ends a
+        stream idle for `limits.search_stream_idle_seconds` (CANCELLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -587,6 +605,11 @@ def add_VectorDBServicer_to_server(servicer, server):
             ),
             'SearchBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.SearchBatch,
+                    request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.SearchRequest.FromString,
+                    response_serializer=vecdb_dot_v1_dot_vecdb__pb2.SearchResponse.SerializeToString,
+            ),
+            'SearchStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SearchStream,
                     request_deserializer=vecdb_dot_v1_dot_vecdb__pb2.SearchRequest.FromString,
                     response_serializer=vecdb_dot_v1_dot_vecdb__pb2.SearchResponse.SerializeToString,
             ),
@@ -1171,6 +1194,33 @@ class VectorDB:
             request,
             target,
             '/vecdb.v1.VectorDB/SearchBatch',
+            vecdb_dot_v1_dot_vecdb__pb2.SearchRequest.SerializeToString,
+            vecdb_dot_v1_dot_vecdb__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vecdb.v1.VectorDB/SearchStream',
             vecdb_dot_v1_dot_vecdb__pb2.SearchRequest.SerializeToString,
             vecdb_dot_v1_dot_vecdb__pb2.SearchResponse.FromString,
             options,

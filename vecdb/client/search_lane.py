@@ -1,0 +1,143 @@
+"""A remote client's search lane: its single searches on one long-lived SearchStream.
+
+Issue 12: a unary gRPC call pays its set-up on every query (a new call, its metadata, the
+server handing it to a thread, the status at its end); a stream pays that once. `SearchLane`
+keeps one SearchStream per `RemoteClient` and sends a search on it when the lane is free; any
+other caller of the moment (another thread), and any search the lane cannot answer, takes the
+usual Search call. A search is a read, so sending it again as a Search is always safe: when
+the stream fails for any reason (the server ended it as idle or at shutdown, refused it as
+one too many, does not know the method, the connection broke, or the request itself failed)
+the request goes out again as Search, whose answer or error is the one the caller gets. So
+the lane changes latency only, never answers or errors.
+
+The stream has no deadline of its own; a watchdog thread (alive while the stream is open)
+cancels it when the request in flight passes its call's deadline, so a search waits no
+longer than a Search call would (to within WATCH_EVERY). The watchdog also closes the stream
+after CLOSE_IDLE seconds without a search, before the server's own idle limit would.
+After a refusal the lane rests (RetryInfo's delay, else REST_AFTER_REFUSAL seconds); a
+server without SearchStream (UNIMPLEMENTED) is not asked again for REST_UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+
+from vecdb.rpc import status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+
+WATCH_EVERY = 0.05  # seconds between two looks of the watchdog at the request in flight
+CLOSE_IDLE = 2.0  # seconds without a search after which the client closes its stream
+REST_AFTER_REFUSAL = 5.0  # seconds without the lane after STREAMS_FULL without RetryInfo
+REST_UNIMPLEMENTED = 600.0  # ... after a server that has no SearchStream
+# Codes after which the lane rests: the next stream would be refused alike.
+RESTING = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: REST_AFTER_REFUSAL,
+    grpc.StatusCode.UNIMPLEMENTED: REST_UNIMPLEMENTED,
+    grpc.StatusCode.UNAUTHENTICATED: REST_AFTER_REFUSAL,
+    grpc.StatusCode.PERMISSION_DENIED: REST_AFTER_REFUSAL,
+}
+
+
+class _Stream:
+    """One open SearchStream: its request queue and response iterator."""
+
+    def __init__(self, stub: Any, metadata: Any) -> None:
+        self.requests: queue.SimpleQueue[pb.SearchRequest | None] = queue.SimpleQueue()
+        self.responses = stub.SearchStream(self._feed(), metadata=metadata)
+        self.deadline = 0.0  # monotonic deadline of the request in flight (0: none)
+        self.last = time.monotonic()  # when the last search on it ended (or it opened)
+
+    def _feed(self) -> Iterator[pb.SearchRequest]:
+        while True:
+            item = self.requests.get()
+            if item is None:
+                return  # half-close: the server's loop ends
+            yield item
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.responses.cancel()
+
+
+class SearchLane:
+    """The single searches of one client on one SearchStream (see the module docstring)."""
+
+    def __init__(self, stub: Any, metadata: Any) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._lock = threading.Lock()  # one search on the stream at a time
+        self._stream: _Stream | None = None
+        self._rest_until = 0.0  # monotonic time before which the lane is not used
+        self._closed = False
+        self.sent = 0  # searches answered on the stream (for tests and benchmarks)
+        self.opened = 0  # streams opened
+
+    def search(self, req: pb.SearchRequest, deadline: float) -> pb.SearchResponse | None:
+        """The answer to `req` over the stream, or None: send it as a Search call (the lane
+        is busy with another caller's search, resting, or the stream failed)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._closed or time.monotonic() < self._rest_until:
+                return None
+            s = self._stream
+            if s is None:
+                s = self._stream = _Stream(self._stub, self._metadata)
+                self.opened += 1
+                threading.Thread(target=self._watch, args=(s,), name="vecdb-search-lane",
+                                 daemon=True).start()  # fmt: skip
+            s.deadline = deadline
+            s.requests.put(req)
+            try:
+                resp: pb.SearchResponse = next(s.responses)
+            except StopIteration:  # the server ended the stream (it is shutting down)
+                self._drop(s)
+                return None
+            except grpc.RpcError as exc:
+                self._drop(s)
+                rest = RESTING.get(exc.code())
+                if rest is not None:
+                    after = status.error_of(exc).retry_after
+                    self._rest_until = time.monotonic() + (after if after else rest)
+                return None
+            finally:
+                s.deadline = 0.0
+                s.last = time.monotonic()
+            self.sent += 1
+            return resp
+        finally:
+            self._lock.release()
+
+    def _drop(self, s: _Stream) -> None:
+        """Forget and close `s` (with the lock held)."""
+        if self._stream is s:
+            self._stream = None
+        s.close()
+
+    def _watch(self, s: _Stream) -> None:
+        """Cancel `s` when its search in flight passes its deadline; close it when idle."""
+        while self._stream is s:
+            time.sleep(WATCH_EVERY)
+            now = time.monotonic()
+            if s.deadline and now > s.deadline:
+                s.responses.cancel()  # the waiting search gets CANCELLED, then its Search
+                return  # call, past the deadline, DEADLINE_EXCEEDED
+            if not s.deadline and now - s.last > CLOSE_IDLE and self._lock.acquire(False):
+                try:
+                    if self._stream is s and not s.deadline:
+                        self._drop(s)
+                        return
+                finally:
+                    self._lock.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._stream is not None:
+                self._drop(self._stream)
