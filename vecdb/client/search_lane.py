@@ -10,9 +10,11 @@ one too many, does not know the method, the connection broke, or the request its
 the request goes out again as Search, whose answer or error is the one the caller gets. So
 the lane changes latency only, never answers or errors.
 
-The stream has no deadline of its own; a watchdog thread (alive while the stream is open)
-cancels it when the request in flight passes its call's deadline, so a search waits no
-longer than a Search call would (to within WATCH_EVERY). The watchdog also closes the stream
+The stream has no deadline of its own: each request carries its call's time budget
+(`timeout_ms`, which the server's guard and a router's fan-out count down as they would a
+unary call's deadline), and a watchdog thread (alive while the stream is open) cancels the
+stream when the request in flight passes its deadline, so a search waits no longer than a
+Search call would (to within WATCH_EVERY). The watchdog also closes the stream
 after CLOSE_IDLE seconds without a search, before the server's own idle limit would.
 After a refusal the lane rests (RetryInfo's delay, else REST_AFTER_REFUSAL seconds); a
 server without SearchStream (UNIMPLEMENTED) is not asked again for REST_UNIMPLEMENTED.
@@ -20,6 +22,7 @@ server without SearchStream (UNIMPLEMENTED) is not asked again for REST_UNIMPLEM
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -93,14 +96,17 @@ class SearchLane:
                 threading.Thread(target=self._watch, args=(s,), name="vecdb-search-lane",
                                  daemon=True).start()  # fmt: skip
             s.deadline = deadline
+            req.timeout_ms = max(1, math.ceil((deadline - time.monotonic()) * 1e3))
             s.requests.put(req)
             try:
                 resp: pb.SearchResponse = next(s.responses)
             except StopIteration:  # the server ended the stream (it is shutting down)
                 self._drop(s)
+                req.ClearField("timeout_ms")
                 return None
             except grpc.RpcError as exc:
                 self._drop(s)
+                req.ClearField("timeout_ms")
                 rest = RESTING.get(exc.code())
                 if rest is not None:
                     after = status.error_of(exc).retry_after

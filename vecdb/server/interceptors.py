@@ -143,6 +143,9 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             route = self._routes.get((full, who))
             if route is None or route[0] is not handler:
                 self._keys.authorize(who, method)  # a cached route was authorized when built
+            if method == SEARCH_STREAM and (self.streams.count >= self.streams.limit
+                                            or self._pool.pending >= self._bound):  # fmt: skip
+                raise self._streams_full()  # the client sends Search, judged as usual
             if self._pool.pending >= self._bound:
                 self._queue_full(method)
                 raise ResourceExhausted(
@@ -194,6 +197,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             log.warning("calls refused: queue full", extra={"method": method,
                         "refused": self._refused, "pending": self._pool.pending})  # fmt: skip
             self._refused, self._logged_at = 0, now
+
+    def _streams_full(self) -> ResourceExhausted:
+        """The refusal of a SearchStream past the open-stream bound (or the queue's)."""
+        return ResourceExhausted(
+            f"{self.streams.count} search streams open (this server's limit is "
+            f"{self.streams.limit}) or calls queued: send single Search calls",
+            reason="STREAMS_FULL", retry_after=STREAMS_RETRY_AFTER,
+        )  # fmt: skip
 
     def _refusal(
         self, handler: grpc.RpcMethodHandler, method: str, rid: str, exc: VecdbError
@@ -348,18 +359,15 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         streams = self.streams
 
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            if not streams.enter(context):
-                full = ResourceExhausted(
-                    f"{streams.count} search streams open (the server's limit is "
-                    f"{streams.limit}); send single Search calls",
-                    reason="STREAMS_FULL", retry_after=STREAMS_RETRY_AFTER,
-                )  # fmt: skip
+            if not streams.enter(context):  # opened by another since intercept_service
+                full = self._streams_full()
                 self._metrics.observe(SEARCH_STREAM, full.code, 0.0)
                 context.abort_with_status(to_status(full, request_id()))
             try:
                 for request in requests:
                     streams.busy(context, True)
-                    yield one(request, context)
+                    budget = getattr(request, "timeout_ms", 0)  # 0 also when Undecodable
+                    yield one(request, Budgeted(context, budget / 1e3) if budget else context)
                     streams.busy(context, False)
                     if self._draining.is_set():
                         return  # shutting down: the client takes Search (UNAVAILABLE) next
@@ -369,6 +377,24 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 streams.leave(context)
 
         return guarded
+
+
+class Budgeted:
+    """A stream's context for one of its requests: `time_remaining` counts down from the
+    request's own `timeout_ms` (what the client gives it, as a unary call's deadline); all
+    else is the stream's."""
+
+    def __init__(self, context: grpc.ServicerContext, seconds: float) -> None:
+        self._context = context
+        self._deadline = time.monotonic() + seconds
+
+    def time_remaining(self) -> float:
+        left = self._deadline - time.monotonic()
+        outer = self._context.time_remaining()
+        return left if outer is None else min(left, outer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _fields(
