@@ -16,8 +16,7 @@ from test_spann_support import SMALL, clustered, posting_members
 
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
-from vecdb.index.spann import SpannIndex, open_spann
-from vecdb.index.spann import subtree
+from vecdb.index.spann import SpannIndex, open_spann, subtree
 from vecdb.index.spann.subtree import rank_leaves
 from vecdb.index.tenancy import SubTreeCache, derive, node_counts
 

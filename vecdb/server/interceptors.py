@@ -345,7 +345,6 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
 
         return guarded
 
-
     def _wrap_search_stream(
         self, who: Principal,
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],

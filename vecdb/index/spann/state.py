@@ -19,6 +19,7 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -208,7 +209,7 @@ class SpannState:
         assert self.graph is not None
         return self.graph
 
-    def head_vectors(self, postings: I64) -> F32:
+    def head_vectors(self, postings: npt.NDArray[np.integer[Any]]) -> F32:
         """Head vectors by posting id, from the graph (the tree's leaf centroids)."""
         return self.heads().get_items(postings)
 

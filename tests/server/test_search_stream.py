@@ -1,0 +1,247 @@
+"""Single searches on one SearchStream (issue 12): the SDK's lane against a real server on
+loopback. The answers and errors are those of Search; streams past the server's bound, idle
+ones, a server without the method, deadlines, many threads and shutdown all end in the same
+answers through Search."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from wire_helpers import DIM, SlowDb
+
+import vecdb
+from vecdb.client import search_lane
+from vecdb.client.remote import search_request
+from vecdb.engine import Database
+from vecdb.errors import InvalidArgument
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.server.app import VecdbServer
+from vecdb.server.config import load_config
+from vecdb.server.metrics import ServerMetrics
+from vecdb.server.servicer import VectorDBServicer
+
+N = 300
+
+
+def _fill(c: vecdb.Client) -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
+    c.create_collection("s", DIM, "l2", index="flat")
+    c.upsert("s", list(range(N)), x)
+    return x
+
+
+def _exact(x: np.ndarray, q: np.ndarray, k: int) -> list[int]:
+    return [int(i) for i in np.argsort(((x - q) ** 2).sum(1), kind="stable")[:k]]
+
+
+def _metrics(srv: VecdbServer) -> Callable[[str, dict[str, str]], float | None]:
+    assert srv._metrics is not None
+    return srv._metrics.registry.get_sample_value
+
+
+def test_single_searches_ride_one_stream_and_count_as_searches(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        q = np.random.default_rng(1).standard_normal((25, DIM)).astype(np.float32)
+        for i in range(25):
+            got = c.search("s", q[i], k=5)
+            assert got.ids[0].tolist() == _exact(x, q[i], 5)
+        lane = c._lane  # type: ignore[attr-defined]
+        assert lane.sent == 25 and lane.opened == 1
+        assert srv._guard is not None and srv._guard.streams.count == 1
+        get = _metrics(srv)
+        assert get("vecdb_requests_total", {"method": "Search", "code": "OK"}) == 25
+    deadline = time.monotonic() + 5  # the client closed its stream: the server's loop ends
+    while srv._guard.streams.count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv._guard.streams.count == 0
+
+
+def test_a_failing_request_raises_what_search_raises_and_the_lane_goes_on(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        c.search("s", x[0], k=3)
+        with pytest.raises(InvalidArgument) as streamed:
+            c.search("s", np.ones(DIM + 1, np.float32), k=3)
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:  # the same request, unary
+            req = search_request("s", np.ones(DIM + 1, np.float32), 3, None, None, False,
+                                 False, None, None)  # fmt: skip
+            with pytest.raises(grpc.RpcError) as unary:
+                pb_grpc.VectorDBStub(ch).Search(req, timeout=10)  # type: ignore[no-untyped-call]
+        assert unary.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert streamed.value.message == unary.value.details()
+        with pytest.raises(vecdb.NotFound):
+            c.search("nope", x[0], k=3)
+        assert c.search("s", x[7], k=1).ids[0, 0] == 7
+        lane = c._lane  # type: ignore[attr-defined]
+        assert lane.opened == 3 and lane.sent == 2  # each failure ended its stream
+
+
+def test_streams_past_the_bound_are_answered_by_search(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """With room for one stream, a second client's searches go out as Search calls (its lane
+    rests after the STREAMS_FULL refusal), answered the same."""
+    srv = start_server(limits={"max_search_streams": 1})
+    target = f"127.0.0.1:{srv.port}"
+    with vecdb.connect(target, timeout=20) as a, vecdb.connect(target, timeout=20) as b:
+        x = _fill(a)
+        a.search("s", x[1], k=1)
+        for i in range(5):
+            assert b.search("s", x[i], k=1).ids[0, 0] == i
+        assert a._lane.sent == 1  # type: ignore[attr-defined]
+        assert b._lane.sent == 0 and b._lane.opened == 1  # type: ignore[attr-defined]
+        assert srv._guard is not None and srv._guard.streams.count == 1
+        get = _metrics(srv)
+        assert get("vecdb_requests_total", {"method": "Search", "code": "OK"}) == 6
+        assert get("vecdb_rejected_requests_total", {"reason": "queue_full"}) in (None, 0.0)
+
+
+def test_no_streams_when_the_server_allows_none(start_server: Callable[..., VecdbServer]) -> None:
+    srv = start_server(limits={"max_search_streams": 0})
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        assert c.search("s", x[3], k=1).ids[0, 0] == 3
+        assert c._lane.sent == 0  # type: ignore[attr-defined]
+
+
+def test_idle_streams_are_ended_by_the_server(start_server: Callable[..., VecdbServer]) -> None:
+    srv = start_server(limits={"search_stream_idle_seconds": 0.2})
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        c.search("s", x[0], k=1)
+        assert srv._guard is not None
+        deadline = time.monotonic() + 5
+        while srv._guard.streams.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv._guard.streams.count == 0 and srv._guard.streams.reaped == 1
+        assert c.search("s", x[9], k=1).ids[0, 0] == 9  # through Search, or a new stream
+        assert c.search("s", x[8], k=1).ids[0, 0] == 8
+
+
+def test_the_client_closes_an_idle_stream(
+    start_server: Callable[..., VecdbServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_lane, "CLOSE_IDLE", 0.1)
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        c.search("s", x[0], k=1)
+        assert srv._guard is not None
+        deadline = time.monotonic() + 5
+        while srv._guard.streams.count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv._guard.streams.count == 0 and srv._guard.streams.reaped == 0
+        assert c.search("s", x[5], k=1).ids[0, 0] == 5
+        assert c._lane.opened == 2 and c._lane.sent == 2  # type: ignore[attr-defined]
+
+
+def test_a_server_without_search_stream_is_asked_by_search(tmp_path: Path) -> None:
+    """A plain grpcio server offering only Search (an older server): UNIMPLEMENTED once, then
+    every search goes out as Search, answered."""
+    db = Database(tmp_path / "db")
+    x = _fill(db)  # type: ignore[arg-type]
+    servicer = VectorDBServicer(db, ServerMetrics(), 4)
+    handler = grpc.method_handlers_generic_handler("vecdb.v1.VectorDB", {
+        "Search": grpc.unary_unary_rpc_method_handler(
+            servicer.Search, request_deserializer=pb.SearchRequest.FromString,
+            response_serializer=pb.SearchResponse.SerializeToString)})  # fmt: skip
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with vecdb.connect(f"127.0.0.1:{port}", timeout=20) as c:
+            for i in range(4):
+                assert c.search("s", x[i], k=1).ids[0, 0] == i
+            lane = c._lane  # type: ignore[attr-defined]
+            assert lane.opened == 1 and lane.sent == 0
+            assert lane._rest_until - time.monotonic() > search_lane.REST_UNIMPLEMENTED - 60
+    finally:
+        server.stop(0)
+        db.close()
+
+
+def test_a_search_on_the_stream_keeps_its_deadline(
+    start_server: Callable[..., VecdbServer], slow_db: SlowDb
+) -> None:
+    """A search slower than the client's timeout fails DEADLINE_EXCEEDED near the timeout
+    (the request's budget on the server, the watchdog in the client), as a Search call does."""
+    slow_db.delay = 3.0
+    srv = start_server(db=slow_db)
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=0.5) as c:
+        t0 = time.monotonic()
+        with pytest.raises(vecdb.DeadlineExceeded):
+            c.search("base", np.ones(DIM, np.float32), k=1)
+        assert time.monotonic() - t0 < 1.5
+
+
+def test_many_threads_share_one_client(start_server: Callable[..., VecdbServer]) -> None:
+    """8 threads x 30 searches on one client: every answer right; the lane carried some, the
+    rest went out as Search."""
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        errors: list[BaseException] = []
+
+        def run(t: int) -> None:
+            try:
+                for i in range(30):
+                    j = (t * 31 + i) % N
+                    assert c.search("s", x[j], k=1).ids[0, 0] == j
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        get = _metrics(srv)
+        assert get("vecdb_requests_total", {"method": "Search", "code": "OK"}) == 240
+        assert 0 < c._lane.sent <= 240  # type: ignore[attr-defined]
+
+
+def test_shutdown_does_not_wait_for_an_idle_stream(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    srv = start_server(server={"grace_seconds": 10.0})
+    c = vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20)
+    try:
+        x = _fill(c)
+        c.search("s", x[0], k=1)
+        assert srv._guard is not None and srv._guard.streams.count == 1
+        assert srv._guard.drain(2.0)  # what stop does first: no call is running
+        deadline = time.monotonic() + 2  # ... and the idle stream is ended at once
+        while srv._guard.streams.count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv._guard.streams.count == 0
+        srv.stop(grace=10.0)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("max_search_streams", -1), ("max_search_streams", 5000),
+     ("search_stream_idle_seconds", 0.0), ("search_stream_idle_seconds", float("nan"))],
+)  # fmt: skip
+def test_bad_stream_limits_are_refused_by_name(key: str, value: float) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        load_config(env={}, overrides={"limits": {key: value}})
+    assert info.value.field == f"limits.{key}"
