@@ -14,6 +14,7 @@ import pytest
 from vecdb.bench.grpc_latency import (
     ECHO_METHOD,
     EchoServer,
+    _stream_echo,
     main,
     remote_request_bytes,
     report,
@@ -31,6 +32,38 @@ def test_echo_server_returns_the_request() -> None:
     finally:
         echo.stop()
     assert echo.proc.poll() is not None
+
+
+def test_the_stream_echo_answers_each_message_on_one_stream() -> None:
+    """The like-for-like floor of the SDK's search lane: messages in turn on one Chat
+    stream, each answered with itself."""
+    echo = EchoServer(1)
+    try:
+        with grpc.insecure_channel(echo.address) as channel:
+            ping, end = _stream_echo(channel)
+            assert [ping(bytes([i]) * 40) for i in range(5)] == [bytes([i]) * 40 for i in range(5)]
+            end()
+    finally:
+        echo.stop()
+
+
+def test_report_names_the_stream_paths() -> None:
+    """The Search-calls-only client and the stream echo get rows and their own ratios."""
+    r = {
+        "embedded": {"p50": 0.2, "p99": 0.4, "batch_qps": 6000.0},
+        "remote": {"p50": 0.7, "p99": 1.2, "batch_qps": 5400.0, "on_stream": 990},
+        "unary": {"p50": 0.9, "p99": 1.5},
+        "echo": {"p50": 0.5, "p99": 0.7},
+        "stream_echo": {"p50": 0.4, "p99": 0.6},
+        "request_bytes": 242,
+    }
+    text = report(r)
+    assert "| remote, Search calls only (SDK) | 0.900 | 1.500 | - |" in text
+    assert "| bare grpcio echo on one stream | 0.400 | 0.600 | - |" in text
+    assert "= 0.500 ms = 1.00x the echo p50" in text
+    assert "answered 990 of its searches on its SearchStream" in text
+    assert "remote - embedded = 1.25x its p50" in text
+    assert "Search calls only: remote p50 - embedded p50 = 0.700 ms = 1.40x the echo p50" in text
 
 
 def test_request_bytes_are_a_one_query_search() -> None:

@@ -5,9 +5,11 @@ path add to one query, compared with what any grpcio call costs on the same mach
 a SPANN collection from the first `--base` rows of a dataset, copies the database directory
 (RocksDB locks a directory to one process), then times one call per query, round-robin in
 short slices so load drift hits all alike: (1) embedded `search` on the copy, (2) the same
-search through the SDK to a `vecdb serve` child on the original (`server_process`), (3) a bare
-grpcio unary call to an echo child (no vecdb code, no protobuf: bytes of the size of a search
-request in, the same bytes back), (4) a trivial vecdb call (CollectionExists) to the same
+search through the SDK to a `vecdb serve` child on the original (`server_process`): on the
+SDK's SearchStream lane, as an app's single searches go, and, beside it, through a second
+client whose lane is closed, as Search calls, (3) a bare grpcio unary call to an echo child
+(no vecdb code, no protobuf: bytes of the size of a search request in, the same bytes back),
+and the same bytes echoed on one stream (the like-for-like floor of the lane), (4) a trivial vecdb call (CollectionExists) to the same
 server: its fixed cost per call, and (5) with the floor on (the default), the same SDK search
 to a plain grpcio server in a child process that hands the request straight to vecdb's
 servicer on a third copy (no guard: no auth, metrics, quotas, request ids, admission): what
@@ -31,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ ECHO_METHOD = "/vecdb.bench.Echo/Echo"
 SLICE = 50  # queries per system before switching to the next
 WARM_CALLS = 20  # untimed calls a path gets at least before the timed ones
 SPIN_METHOD = "/vecdb.bench.Echo/Spin"
+CHAT_METHOD = "/vecdb.bench.Echo/Chat"
 TIMINGS_METHOD = "/vecdb.bench.Echo/Timings"
 ECHO_SERVER = """
 import struct, sys, time
@@ -65,9 +69,13 @@ def spin(request, context):  # busy for the seconds in the first 8 bytes, holdin
     while time.perf_counter() < end:
         pass
     return request
+def chat(requests, context):  # the echo on one stream: each message back as it comes
+    for request in requests:
+        yield request
 handler = grpc.method_handlers_generic_handler("vecdb.bench.Echo", {
     "Echo": grpc.unary_unary_rpc_method_handler(echo),
-    "Spin": grpc.unary_unary_rpc_method_handler(spin)})
+    "Spin": grpc.unary_unary_rpc_method_handler(spin),
+    "Chat": grpc.stream_stream_rpc_method_handler(chat)})
 server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[1])))
 server.add_generic_rpc_handlers((handler,))
 port = server.add_insecure_port("127.0.0.1:0")
@@ -105,6 +113,9 @@ def search(request, context):
         return servicer.Search(request, context)
     finally:
         times["servicer"].append(time.perf_counter() - t0)
+def search_stream(requests, context):  # SearchStream, each request as `search` runs it
+    for request in requests:
+        yield search(request, context)
 def timings(request, context):  # the p50s (ms) since the last call, then start over
     out = {k: statistics.median(v) * 1e3 if v else None for k, v in times.items()}
     for v in times.values():
@@ -113,6 +124,9 @@ def timings(request, context):  # the p50s (ms) since the last call, then start 
 handler = grpc.method_handlers_generic_handler("vecdb.v1.VectorDB", {
     "Search": grpc.unary_unary_rpc_method_handler(
         search, request_deserializer=pb.SearchRequest.FromString,
+        response_serializer=pb.SearchResponse.SerializeToString),
+    "SearchStream": grpc.stream_stream_rpc_method_handler(
+        search_stream, request_deserializer=pb.SearchRequest.FromString,
         response_serializer=pb.SearchResponse.SerializeToString)})
 server = grpc.server(futures.ThreadPoolExecutor(int(sys.argv[1])))
 server.add_generic_rpc_handlers((handler, grpc.method_handlers_generic_handler(
@@ -212,10 +226,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def one(client: Any) -> Callable[[int], Any]:
             return lambda i: client.search(COLLECTION, queries[i : i + 1], k=10, params=params)
 
+        unary = vecdb.connect(f"grpc://{server.address}")
+        unary._lane.close()  # type: ignore[attr-defined]  # every search a Search call
+        chat, end_chat = _stream_echo(channel)
         systems: dict[str, Callable[[int], Any]] = {
             "embedded": one(embedded),
             "remote": one(remote),
+            "unary": one(unary),
             "echo": lambda i: call(payload, timeout=10),
+            "stream_echo": lambda i: chat(payload),
             "trivial": lambda i: remote.collection_exists(COLLECTION),
         }
         if args.floor:
@@ -254,6 +273,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, qps in _batch_qps(calls, batch, BATCH_ROUNDS).items():
             out[name]["batch_qps"] = qps
         out["request_bytes"] = req_size
+        # searches the remote client answered on its SearchStream (the rest: Search calls)
+        out["remote"]["on_stream"] = remote._lane.sent  # type: ignore[attr-defined]
         out["config"] = {
             "dataset": args.dataset, "base": len(base), "queries": len(queries),
             "batch": len(batch), "max_postings": args.max_postings, "threads": args.threads,
@@ -261,6 +282,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }  # fmt: skip
         embedded.close()
         remote.close()
+        unary.close()
+        end_chat()
         channel.close()
         if floor is not None:
             floor_client.close()
@@ -273,6 +296,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if child is not None:
                 child.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _stream_echo(channel: Any) -> tuple[Callable[[bytes], Any], Callable[[], None]]:
+    """(send one message on a Chat stream and wait for it back, end the stream)."""
+    feed: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+    def requests() -> Iterator[bytes]:
+        while (item := feed.get()) is not None:
+            yield item
+
+    responses = channel.stream_stream(CHAT_METHOD)(requests())
+
+    def ping(payload: bytes) -> Any:
+        feed.put(payload)
+        return next(responses)
+
+    return ping, lambda: feed.put(None)
 
 
 def warm(systems: dict[str, Callable[[int], Any]], n: int, passes: int) -> None:
@@ -335,8 +375,15 @@ def report(r: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| embedded | {e['p50']:.3f} | {e['p99']:.3f} | {e['batch_qps']:,.0f} |",
         f"| remote (gRPC, SDK) | {m['p50']:.3f} | {m['p99']:.3f} | {m['batch_qps']:,.0f} |",
-        f"| bare grpcio echo ({r['request_bytes']} B) | {x['p50']:.3f} | {x['p99']:.3f} | - |",
     ]
+    if "unary" in r:  # the SDK with its search lane closed: every search a Search call
+        u = r["unary"]
+        lines.append(f"| remote, Search calls only (SDK) | {u['p50']:.3f} | {u['p99']:.3f} | - |")
+    lines.append(f"| bare grpcio echo ({r['request_bytes']} B) | {x['p50']:.3f} | "
+                 f"{x['p99']:.3f} | - |")  # fmt: skip
+    if "stream_echo" in r:
+        se = r["stream_echo"]
+        lines.append(f"| bare grpcio echo on one stream | {se['p50']:.3f} | {se['p99']:.3f} | - |")
     if "spin" in r:  # the echo, its handler busy for the embedded p50: grpcio's floor
         sp = r["spin"]
         lines.append(f"| echo + {sp['handler_ms']:.3f} ms busy handler (holds the GIL) | "
@@ -354,6 +401,17 @@ def report(r: dict[str, Any]) -> str:
         f"(target <= 1.2x); remote / embedded batch QPS = "
         f"{m['batch_qps'] / e['batch_qps']:.2f} (target >= 0.9).",
     ]
+    if "on_stream" in m:
+        lines.append(f"the remote client answered {m['on_stream']:,} of its searches on its "
+                     "SearchStream (the rest, if any, as Search calls).")  # fmt: skip
+    if "stream_echo" in r:
+        se = r["stream_echo"]
+        lines.append(f"against the echo on one stream (like for like): remote - embedded = "
+                     f"{gap / se['p50']:.2f}x its p50.")  # fmt: skip
+    if "unary" in r:
+        u = r["unary"]
+        lines.append(f"Search calls only: remote p50 - embedded p50 = {u['p50'] - e['p50']:.3f} "
+                     f"ms = {(u['p50'] - e['p50']) / x['p50']:.2f}x the echo p50.")  # fmt: skip
     if "spin" in r:
         sp = r["spin"]
         lines.append(f"busy-handler echo p50 - embedded p50 = {sp['p50'] - e['p50']:.3f} ms = "
