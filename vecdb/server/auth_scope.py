@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vecdb.errors import InvalidArgument, PermissionDenied, echo
+from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.server.auth import KEY_METHODS, Principal, Role
 
 TENANT_FIELDS = ("tenant", "owner")  # string fields naming one tenant (injected when empty)
@@ -64,6 +65,8 @@ def _target(msg: Any) -> Any:
 def named_tenants(msg: Any) -> tuple[str, ...]:
     """The tenants `msg` acts for (`tenant`, `owner`, `tenants[]`; grantees are not), in
     order, without duplicates."""
+    if type(msg) is pb.SearchRequest and not msg.tenant and not msg.tenants:
+        return ()  # the usual search (issue 12: ~5 us of every call otherwise)
     target, out = _target(msg), []
     fields = _fields(target)
     for name in ("tenant", "owner"):

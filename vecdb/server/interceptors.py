@@ -273,7 +273,10 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap_unary(
         self, method: str, who: Principal, behavior: Callable[[Any, grpc.ServicerContext], Any],
+        in_stream: bool = False,
     ) -> Callable[[Any, grpc.ServicerContext], Any]:  # fmt: skip
+        """`behavior` guarded; `in_stream`: a request of a SearchStream, whose request id
+        travels only in a failure's status (a stream has one set of trailing metadata)."""
         scoped, quotas, tenant_metrics = who.scoped, self._quotas, self._metrics.tenants
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
@@ -282,7 +285,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             code, failed = "OK", None
             tenants: tuple[str, ...] = ()
             try:
-                context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+                if not in_stream:
+                    context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
                 self._start(method, context)
                 if isinstance(request, Undecodable):
                     raise request.error
@@ -353,7 +357,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         deadline, scope, quotas, metrics and log under "Search"; a failing one ends the stream
         with its status), within the open-stream bound (`SearchStreams`)."""
         one = self._wrap_unary(
-            "Search", who, lambda request, context: next(behavior(iter((request,)), context))
+            "Search", who, lambda request, context: next(behavior(iter((request,)), context)),
+            in_stream=True,
         )
         streams = self.streams
 

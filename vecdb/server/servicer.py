@@ -45,6 +45,29 @@ def _opt_json(text: str, field: str, kwargs: dict[str, Any]) -> None:
         kwargs[field] = convert.loads_json(text, field)
 
 
+_FLAT = (str, int, float, bool, type(None))  # values a cached params object may hold
+_PARAMS: dict[str, dict[str, Any]] = {}  # params text -> its flat object (see `_params`)
+MAX_PARAMS_TEXTS = 256  # cached params texts; the cache starts over past this
+
+
+def _params(text: str, kwargs: dict[str, Any]) -> None:
+    """`_opt_json(text, "params", kwargs)`, the usual flat object parsed once per text
+    (an app sends the same params on every search; issue 12): each call gets its own copy,
+    so nothing the engine does to it reaches the next call."""
+    if not text:
+        return
+    cached = _PARAMS.get(text)
+    if cached is None:
+        value = convert.loads_json(text, "params")
+        if type(value) is not dict or not all(type(v) in _FLAT for v in value.values()):
+            kwargs["params"] = value
+            return
+        if len(_PARAMS) >= MAX_PARAMS_TEXTS:
+            _PARAMS.clear()
+        cached = _PARAMS[text] = value
+    kwargs["params"] = dict(cached)
+
+
 class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
@@ -216,7 +239,7 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
             # single SPANN query on GloVe-50, and ~3 us more to encode (issue 12).
             kwargs["with_stats"] = True
         _opt_json(opts.filter, "filter", kwargs)
-        _opt_json(opts.params, "params", kwargs)
+        _params(opts.params, kwargs)
         if opts.with_vectors:
             kwargs["with_vectors"] = True
         queries = convert.vectors_from_proto(req.queries, "queries")
