@@ -245,3 +245,14 @@ def test_bad_stream_limits_are_refused_by_name(key: str, value: float) -> None:
     with pytest.raises(InvalidArgument) as info:
         load_config(env={}, overrides={"limits": {key: value}})
     assert info.value.field == f"limits.{key}"
+
+
+def test_a_very_long_timeout_still_rides_the_stream(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """The request's budget is a uint32 of milliseconds: a longer timeout is clamped to it."""
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=5e6) as c:  # 58 days
+        x = _fill(c)
+        assert c.search("s", x[4], k=1).ids[0, 0] == 4
+        assert c._lane.sent == 1  # type: ignore[attr-defined]

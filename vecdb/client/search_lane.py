@@ -38,6 +38,7 @@ WATCH_EVERY = 0.05  # seconds between two looks of the watchdog at the request i
 CLOSE_IDLE = 2.0  # seconds without a search after which the client closes its stream
 REST_AFTER_REFUSAL = 5.0  # seconds without the lane after STREAMS_FULL without RetryInfo
 REST_UNIMPLEMENTED = 600.0  # ... after a server that has no SearchStream
+MAX_TIMEOUT_MS = (1 << 32) - 1  # SearchRequest.timeout_ms is a uint32 (49 days)
 # Codes after which the lane rests: the next stream would be refused alike.
 RESTING = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: REST_AFTER_REFUSAL,
@@ -96,7 +97,8 @@ class SearchLane:
                 threading.Thread(target=self._watch, args=(s,), name="vecdb-search-lane",
                                  daemon=True).start()  # fmt: skip
             s.deadline = deadline
-            req.timeout_ms = max(1, math.ceil((deadline - time.monotonic()) * 1e3))
+            left = math.ceil((deadline - time.monotonic()) * 1e3)
+            req.timeout_ms = min(max(1, left), MAX_TIMEOUT_MS)
             s.requests.put(req)
             try:
                 resp: pb.SearchResponse = next(s.responses)
