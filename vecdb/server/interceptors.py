@@ -357,7 +357,9 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         deadline, scope, quotas, metrics and log under "Search"; a failing one ends the stream
         with its status), within the open-stream bound (`SearchStreams`)."""
         one = self._wrap_unary(
-            "Search", who, lambda request, context: next(behavior(iter((request,)), context)),
+            "Search",
+            who,
+            lambda request, context: next(behavior(iter((request,)), context)),
             in_stream=True,
         )
         streams = self.streams
