@@ -5,6 +5,7 @@ answers through Search."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -256,3 +257,46 @@ def test_a_very_long_timeout_still_rides_the_stream(
         x = _fill(c)
         assert c.search("s", x[4], k=1).ids[0, 0] == 4
         assert c._lane.sent == 1  # type: ignore[attr-defined]
+
+
+def test_the_async_client_rides_its_own_stream(
+    start_server: Callable[..., VecdbServer], slow_db: SlowDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async client: single searches on one stream, a failing request raises what Search
+    raises, concurrent tasks share it (the others send Search), the idle timer closes it, and
+    a search slower than the timeout fails DEADLINE_EXCEEDED near it."""
+    monkeypatch.setattr(search_lane, "CLOSE_IDLE", 0.2)
+    srv = start_server()
+    slow = start_server(db=slow_db)
+    slow_db.delay = 3.0
+
+    async def run() -> tuple[list[int], str, int, int, int, float]:
+        async with vecdb.AsyncClient(f"127.0.0.1:{srv.port}", timeout=20) as c:
+            x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
+            await c.create_collection("s", DIM, "l2", index="flat")
+            await c.upsert("s", list(range(N)), x)
+            firsts = [int((await c.search("s", x[i], k=1)).ids[0, 0]) for i in range(10)]
+            try:
+                await c.search("s", np.ones(DIM + 1, np.float32), k=1)
+                code = "OK"
+            except InvalidArgument as exc:
+                code = exc.code
+            many = await asyncio.gather(*(c.search("s", x[i], k=1) for i in range(20)))
+            firsts += [int(r.ids[0, 0]) for r in many]
+            await asyncio.sleep(0.6)  # idle: the timer closes the stream
+            open_after_idle = srv._guard.streams.count if srv._guard else -1
+            lane = c._lane  # type: ignore[attr-defined]
+            sent, opened = lane.sent, lane.opened
+        async with vecdb.AsyncClient(f"127.0.0.1:{slow.port}", timeout=0.5) as s:
+            t0 = time.monotonic()
+            with pytest.raises(vecdb.DeadlineExceeded):
+                await s.search("base", np.ones(DIM, np.float32), k=1)
+            waited = time.monotonic() - t0
+        return firsts, code, open_after_idle, sent, opened, waited
+
+    firsts, code, open_after_idle, sent, opened, waited = asyncio.run(run())
+    assert firsts == list(range(10)) + list(range(20))
+    assert code == "INVALID_ARGUMENT"
+    assert 11 <= sent < 30 and opened == 2  # gathered tasks beyond the first sent Search
+    assert open_after_idle == 0
+    assert waited < 1.5

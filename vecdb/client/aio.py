@@ -3,7 +3,8 @@
 For "host:port" targets it speaks gRPC through `grpc.aio` with the same request builders,
 deadlines, retry rule (idempotent calls retried on UNAVAILABLE with jittered backoff) and
 error classes as `vecdb.client.remote` (`direct_routing=True`: tenant reads straight to the
-tenant's shard, `vecdb.client.routes_aio`). For a directory or ":memory:" it wraps the embedded
+tenant's shard, `vecdb.client.routes_aio`; single searches on one SearchStream when it is
+free, `vecdb.client.search_lane`). For a directory or ":memory:" it wraps the embedded
 client and runs each call in a worker thread, so application code is the same in both modes.
 Must not import the engine or the server (the embedded case goes through `vecdb.client`).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -39,6 +41,7 @@ from vecdb.client.plain_requests import plain_answer
 from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
 from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
+from vecdb.client.search_lane import AsyncSearchLane
 from vecdb.client.tenants_aio import AsyncTenantMethods
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -80,6 +83,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             grpc.aio.insecure_channel(a, options=opts) if tls_ is None
             else grpc.aio.secure_channel(a, channel_credentials(tls_), opts)
         )) if direct_routing else None  # fmt: skip
+        # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12).
+        self._lane = AsyncSearchLane(self._stub, self._metadata)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -335,7 +340,14 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
-        resp = await self._call("Search", req, idempotent=True)
+        budget = self._timeout or DEFAULT_TIMEOUT
+        deadline = time.monotonic() + budget
+        # a tenant's search may be routed to its shard (`_call`); others may take the lane
+        resp = None if tenant is not None or tenants is not None else (
+            await self._lane.search(req, deadline))  # fmt: skip
+        if resp is None:
+            resp = await self._call("Search", req, idempotent=True,
+                                    timeout=max(0.001, deadline - time.monotonic()))  # fmt: skip
         if not with_stats:
             plain = plain_answer(resp)
             if plain is not None:
@@ -388,6 +400,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         if self._local is not None:
             await asyncio.to_thread(self._local.close)
         elif self._channel is not None:
+            self._lane.close()
             if self._direct is not None:
                 await self._direct.close()
             await self._channel.close()

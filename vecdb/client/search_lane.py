@@ -18,10 +18,12 @@ Search call would (to within WATCH_EVERY). The watchdog also closes the stream
 after CLOSE_IDLE seconds without a search, before the server's own idle limit would.
 After a refusal the lane rests (RetryInfo's delay, else REST_AFTER_REFUSAL seconds); a
 server without SearchStream (UNIMPLEMENTED) is not asked again for REST_UNIMPLEMENTED.
+`AsyncSearchLane` is the same for the async client, on its event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
@@ -149,3 +151,87 @@ class SearchLane:
             self._closed = True
             if self._stream is not None:
                 self._drop(self._stream)
+
+
+class AsyncSearchLane:
+    """`SearchLane` for the async client (`grpc.aio`): the same rules, on the event loop.
+    A grpc.aio stream is written and read directly (no feeding thread), the deadline is a
+    `wait_for` around the exchange, and a timer closes the stream after CLOSE_IDLE seconds
+    without a search."""
+
+    def __init__(self, stub: Any, metadata: Any) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._busy = False  # a search is on the stream (one at a time; the loop is one thread)
+        self._call: Any = None  # the open grpc.aio stream-stream call
+        self._timer: asyncio.TimerHandle | None = None  # the idle check of the open stream
+        self._last = 0.0  # when the last search on it ended (or it opened)
+        self._rest_until = 0.0
+        self._closed = False
+        self.sent = 0
+        self.opened = 0
+
+    async def search(self, req: pb.SearchRequest, deadline: float) -> pb.SearchResponse | None:
+        """As `SearchLane.search`."""
+        if self._busy or self._closed or time.monotonic() < self._rest_until:
+            return None
+        self._busy = True
+        try:
+            call = self._call
+            if call is None:
+                call = self._call = self._stub.SearchStream(metadata=self._metadata)
+                self.opened += 1
+                self._last = time.monotonic()
+                self._timer = asyncio.get_running_loop().call_later(CLOSE_IDLE, self._idle)
+            left = math.ceil((deadline - time.monotonic()) * 1e3)
+            req.timeout_ms = min(max(1, left), MAX_TIMEOUT_MS)
+            try:
+                resp = await asyncio.wait_for(self._exchange(call, req), max(0.0, left / 1e3))
+            except (TimeoutError, grpc.RpcError, StopAsyncIteration) as exc:
+                self._drop(call)
+                req.ClearField("timeout_ms")
+                code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+                rest = RESTING.get(code) if code is not None else None
+                if rest is not None:
+                    after = status.error_of(exc).retry_after
+                    self._rest_until = time.monotonic() + (after if after else rest)
+                return None
+            finally:
+                self._last = time.monotonic()
+            self.sent += 1
+            return resp
+        finally:
+            self._busy = False
+
+    @staticmethod
+    async def _exchange(call: Any, req: pb.SearchRequest) -> pb.SearchResponse:
+        await call.write(req)
+        resp = await call.read()
+        if resp is grpc.aio.EOF:  # the server ended the stream (it is shutting down)
+            raise StopAsyncIteration
+        return resp  # type: ignore[no-any-return]
+
+    def _drop(self, call: Any) -> None:
+        if self._call is call:
+            self._call = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        call.cancel()
+
+    def _idle(self) -> None:
+        """The timer: close the open stream once idle for CLOSE_IDLE, else look again then."""
+        call, self._timer = self._call, None
+        if call is None:
+            return
+        idle = time.monotonic() - self._last
+        if not self._busy and idle >= CLOSE_IDLE:
+            self._drop(call)
+            return
+        wait = CLOSE_IDLE if self._busy else CLOSE_IDLE - idle
+        self._timer = asyncio.get_running_loop().call_later(wait, self._idle)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._call is not None:
+            self._drop(self._call)
