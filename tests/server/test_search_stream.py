@@ -43,6 +43,15 @@ def _exact(x: np.ndarray, q: np.ndarray, k: int) -> list[int]:
     return [int(i) for i in np.argsort(((x - q) ** 2).sum(1), kind="stable")[:k]]
 
 
+def _open_streams(srv: VecdbServer, within: float = 5.0) -> int:
+    """The server's open SearchStreams once none are left, or after `within` seconds."""
+    assert srv._guard is not None
+    deadline = time.monotonic() + within
+    while srv._guard.streams.count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return srv._guard.streams.count
+
+
 def _metrics(srv: VecdbServer) -> Callable[[str, dict[str, str]], float | None]:
     assert srv._metrics is not None
     return srv._metrics.registry.get_sample_value
@@ -63,10 +72,7 @@ def test_single_searches_ride_one_stream_and_count_as_searches(
         assert srv._guard is not None and srv._guard.streams.count == 1
         get = _metrics(srv)
         assert get("vecdb_requests_total", {"method": "Search", "code": "OK"}) == 25
-    deadline = time.monotonic() + 5  # the client closed its stream: the server's loop ends
-    while srv._guard.streams.count and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert srv._guard.streams.count == 0
+    assert _open_streams(srv) == 0  # the client closed its stream: the server's loop ends
 
 
 def test_a_failing_request_raises_what_search_raises_and_the_lane_goes_on(
@@ -125,11 +131,8 @@ def test_idle_streams_are_ended_by_the_server(start_server: Callable[..., VecdbS
     with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
         x = _fill(c)
         c.search("s", x[0], k=1)
-        assert srv._guard is not None
-        deadline = time.monotonic() + 5
-        while srv._guard.streams.count and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv._guard.streams.count == 0 and srv._guard.streams.reaped == 1
+        assert _open_streams(srv) == 0
+        assert srv._guard is not None and srv._guard.streams.reaped == 1
         assert c.search("s", x[9], k=1).ids[0, 0] == 9  # through Search, or a new stream
         assert c.search("s", x[8], k=1).ids[0, 0] == 8
 
@@ -142,11 +145,8 @@ def test_the_client_closes_an_idle_stream(
     with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
         x = _fill(c)
         c.search("s", x[0], k=1)
-        assert srv._guard is not None
-        deadline = time.monotonic() + 5
-        while srv._guard.streams.count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert srv._guard.streams.count == 0 and srv._guard.streams.reaped == 0
+        assert _open_streams(srv) == 0
+        assert srv._guard is not None and srv._guard.streams.reaped == 0
         assert c.search("s", x[5], k=1).ids[0, 0] == 5
         assert c._lane.opened == 2 and c._lane.sent == 2  # type: ignore[attr-defined]
 
@@ -228,10 +228,7 @@ def test_shutdown_does_not_wait_for_an_idle_stream(
         c.search("s", x[0], k=1)
         assert srv._guard is not None and srv._guard.streams.count == 1
         assert srv._guard.drain(2.0)  # what stop does first: no call is running
-        deadline = time.monotonic() + 2  # ... and the idle stream is ended at once
-        while srv._guard.streams.count and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert srv._guard.streams.count == 0
+        assert _open_streams(srv, within=2.0) == 0  # ... and the idle stream ends at once
         srv.stop(grace=10.0)
     finally:
         c.close()
