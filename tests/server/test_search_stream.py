@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -22,6 +23,7 @@ from vecdb.client import search_lane
 from vecdb.client.remote import search_request
 from vecdb.engine import Database
 from vecdb.errors import InvalidArgument
+from vecdb.rpc.status import to_status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
@@ -297,3 +299,32 @@ def test_the_async_client_rides_its_own_stream(
     assert 11 <= sent < 30 and opened == 2  # gathered tasks beyond the first sent Search
     assert open_after_idle == 0
     assert waited < 1.5
+
+
+def test_only_the_servers_answer_to_a_request_is_raised_from_the_stream() -> None:
+    """An error the guard gave the request (its status has vecdb's details) is the caller's;
+    the refusal of the stream itself, or a failure without vecdb's details (a broken
+    connection, a cancelled stream, a server without the method), sends it again as Search."""
+
+    class Failed(grpc.RpcError):  # what a client receives
+        def __init__(self, st: Any) -> None:
+            self.st = st
+
+        def code(self) -> grpc.StatusCode:
+            return self.st.code  # type: ignore[no-any-return]
+
+        def details(self) -> str:
+            return self.st.details  # type: ignore[no-any-return]
+
+        def trailing_metadata(self) -> Any:
+            return self.st.trailing_metadata
+
+    bad = search_lane.answered(Failed(to_status(InvalidArgument("bad k", field="k"), "r1")))
+    assert isinstance(bad, InvalidArgument) and bad.field == "k" and bad.message == "bad k"
+    down = vecdb.Unavailable("shard 1 down", reason="SHARD_UNAVAILABLE")
+    assert isinstance(search_lane.answered(Failed(to_status(down, "r2"))), vecdb.Unavailable)
+    full = vecdb.ResourceExhausted("full", reason="STREAMS_FULL", retry_after=5.0)
+    assert search_lane.answered(Failed(to_status(full, "r3"))) is None
+    bare = grpc.Status()
+    bare.code, bare.details, bare.trailing_metadata = grpc.StatusCode.UNAVAILABLE, "reset", ()
+    assert search_lane.answered(Failed(bare)) is None

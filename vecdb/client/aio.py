@@ -31,9 +31,11 @@ from vecdb.client.channel import (
     MAX_MESSAGE_BYTES,
     OPTIMIZE_TIMEOUT,
     auth_metadata,
+    backoff_delays,
     channel_credentials,
     channel_options,
     parse_target,
+    retry_wait,
 )
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
@@ -43,6 +45,7 @@ from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
 from vecdb.client.search_lane import AsyncSearchLane
 from vecdb.client.tenants_aio import AsyncTenantMethods
+from vecdb.errors import VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -345,6 +348,12 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         # a tenant's search may be routed to its shard (`_call`); others may take the lane
         resp = None if tenant is not None or tenants is not None else (
             await self._lane.search(req, deadline))  # fmt: skip
+        if isinstance(resp, VecdbError):  # the server's answer: retried as `_call` would
+            delay = retry_wait(resp, backoff_delays(), deadline)
+            if delay is None:
+                raise resp
+            await asyncio.sleep(delay)
+            resp = None
         if resp is None:
             resp = await self._call("Search", req, idempotent=True,
                                     timeout=max(0.001, deadline - time.monotonic()))  # fmt: skip

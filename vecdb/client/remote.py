@@ -47,6 +47,7 @@ from vecdb.client.plain_requests import plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
+from vecdb.errors import VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -327,6 +328,12 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         # a tenant's search may be routed to its shard (`_call`); others may take the lane
         resp = None if tenant is not None or tenants is not None else (
             self._lane.search(req, deadline))  # fmt: skip
+        if isinstance(resp, VecdbError):  # the server's answer: retried as `_call` would
+            delay = retry_wait(resp, backoff_delays(), deadline)
+            if delay is None:
+                raise resp
+            time.sleep(delay)
+            resp = None
         if resp is None:
             resp = self._call("Search", req, idempotent=True, deadline=deadline)
         if not with_stats:

@@ -4,11 +4,12 @@ Issue 12: a unary gRPC call pays its set-up on every query (a new call, its meta
 server handing it to a thread, the status at its end); a stream pays that once. `SearchLane`
 keeps one SearchStream per `RemoteClient` and sends a search on it when the lane is free; any
 other caller of the moment (another thread), and any search the lane cannot answer, takes the
-usual Search call. A search is a read, so sending it again as a Search is always safe: when
-the stream fails for any reason (the server ended it as idle or at shutdown, refused it as
-one too many, does not know the method, the connection broke, or the request itself failed)
-the request goes out again as Search, whose answer or error is the one the caller gets. So
-the lane changes latency only, never answers or errors.
+usual Search call. When the server answers a request on the stream with an error, that is
+the caller's error (retried by the client's usual rule, as a Search's would be). When the
+stream fails for any other reason (the server ended it as idle or at shutdown, refused it as
+one too many, does not know the method, the connection broke) the request goes out again as
+a Search: a search is a read, so sending it again is safe. So the lane changes latency only,
+never answers or errors.
 
 The stream has no deadline of its own: each request carries its call's time budget
 (`timeout_ms`, which the server's guard and a router's fan-out count down as they would a
@@ -33,6 +34,7 @@ from typing import Any
 
 import grpc
 
+from vecdb.errors import VecdbError
 from vecdb.rpc import status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 
@@ -41,6 +43,7 @@ CLOSE_IDLE = 2.0  # seconds without a search after which the client closes its s
 REST_AFTER_REFUSAL = 5.0  # seconds without the lane after STREAMS_FULL without RetryInfo
 REST_UNIMPLEMENTED = 600.0  # ... after a server that has no SearchStream
 MAX_TIMEOUT_MS = (1 << 32) - 1  # SearchRequest.timeout_ms is a uint32 (49 days)
+STREAMS_FULL = "STREAMS_FULL"  # the reason of a server's refusal of one stream too many
 # Codes after which the lane rests: the next stream would be refused alike.
 RESTING = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: REST_AFTER_REFUSAL,
@@ -48,6 +51,21 @@ RESTING = {
     grpc.StatusCode.UNAUTHENTICATED: REST_AFTER_REFUSAL,
     grpc.StatusCode.PERMISSION_DENIED: REST_AFTER_REFUSAL,
 }
+
+
+def answered(exc: Any) -> VecdbError | None:
+    """The server's error for the request a stream failed with (`exc`, a grpc error), or
+    None. Only vecdb's guard sends the rich details trailer; its status other than the
+    stream's own refusal (STREAMS_FULL) answers the request: the caller gets it, retried by
+    its usual rule, rather than sending the request again as a first Search call. Anything
+    else (a broken connection, a stream ended or cancelled, a server without the method)
+    says nothing of the request."""
+    for item in exc.trailing_metadata() or ():
+        key = item[0] if isinstance(item, tuple) else item.key
+        if key == status.DETAILS_KEY:
+            err = status.error_of(exc)
+            return None if err.reason == STREAMS_FULL else err
+    return None
 
 
 class _Stream:
@@ -84,9 +102,12 @@ class SearchLane:
         self.sent = 0  # searches answered on the stream (for tests and benchmarks)
         self.opened = 0  # streams opened
 
-    def search(self, req: pb.SearchRequest, deadline: float) -> pb.SearchResponse | None:
-        """The answer to `req` over the stream, or None: send it as a Search call (the lane
-        is busy with another caller's search, resting, or the stream failed)."""
+    def search(
+        self, req: pb.SearchRequest, deadline: float
+    ) -> pb.SearchResponse | VecdbError | None:
+        """The answer to `req` over the stream; the server's error for it (`answered`); or
+        None: send it as a Search call (the lane is busy with another caller's search,
+        resting, or the stream failed)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -111,11 +132,7 @@ class SearchLane:
             except grpc.RpcError as exc:
                 self._drop(s)
                 req.ClearField("timeout_ms")
-                rest = RESTING.get(exc.code())
-                if rest is not None:
-                    after = status.error_of(exc).retry_after
-                    self._rest_until = time.monotonic() + (after if after else rest)
-                return None
+                return self._failed(exc)
             finally:
                 s.deadline = 0.0
                 s.last = time.monotonic()
@@ -123,6 +140,15 @@ class SearchLane:
             return resp
         finally:
             self._lock.release()
+
+    def _failed(self, exc: Any) -> VecdbError | None:
+        """After the stream failed with `exc`: rest if the next stream would be refused
+        alike, and return the server's error for the request (`answered`) or None."""
+        rest = RESTING.get(exc.code())
+        if rest is not None:
+            after = status.error_of(exc).retry_after
+            self._rest_until = time.monotonic() + (after or rest)
+        return answered(exc)
 
     def _drop(self, s: _Stream) -> None:
         """Forget and close `s` (with the lock held)."""
@@ -171,7 +197,9 @@ class AsyncSearchLane:
         self.sent = 0
         self.opened = 0
 
-    async def search(self, req: pb.SearchRequest, deadline: float) -> pb.SearchResponse | None:
+    async def search(
+        self, req: pb.SearchRequest, deadline: float
+    ) -> pb.SearchResponse | VecdbError | None:
         """As `SearchLane.search`."""
         if self._busy or self._closed or time.monotonic() < self._rest_until:
             return None
@@ -190,12 +218,13 @@ class AsyncSearchLane:
             except (TimeoutError, grpc.RpcError, StopAsyncIteration) as exc:
                 self._drop(call)
                 req.ClearField("timeout_ms")
-                code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
-                rest = RESTING.get(code) if code is not None else None
+                if not isinstance(exc, grpc.aio.AioRpcError):
+                    return None
+                rest = RESTING.get(exc.code())
                 if rest is not None:
                     after = status.error_of(exc).retry_after
-                    self._rest_until = time.monotonic() + (after if after else rest)
-                return None
+                    self._rest_until = time.monotonic() + (after or rest)
+                return answered(exc)
             finally:
                 self._last = time.monotonic()
             self.sent += 1
