@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from wire_helpers import DIM, SlowDb
+from wire_helpers import DIM, SlowDb, server_config
 
 import vecdb
 from vecdb.client import search_lane
@@ -328,3 +328,28 @@ def test_only_the_servers_answer_to_a_request_is_raised_from_the_stream() -> Non
     bare = grpc.Status()
     bare.code, bare.details, bare.trailing_metadata = grpc.StatusCode.UNAVAILABLE, "reset", ()
     assert search_lane.answered(Failed(bare)) is None
+
+
+def test_a_client_goes_on_across_a_server_restart(tmp_path: Path) -> None:
+    """The server stops under an open stream and comes back on the same port and data: the
+    next search (the stream broken, so sent again as Search) and the ones after it (on a new
+    stream) are answered."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = server_config(tmp_path / "data", server={"port": port})
+    srv = VecdbServer(cfg).start()
+    with vecdb.connect(f"127.0.0.1:{port}", timeout=20) as c:
+        x = _fill(c)
+        assert c.search("s", x[1], k=1).ids[0, 0] == 1
+        srv.stop(grace=0)
+        srv = VecdbServer(cfg).start()
+        try:
+            for i in range(2, 6):
+                assert c.search("s", x[i], k=1).ids[0, 0] == i
+            lane = c._lane  # type: ignore[attr-defined]
+            assert lane.opened >= 2 and lane.sent >= 4
+        finally:
+            srv.stop(grace=0)
