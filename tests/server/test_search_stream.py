@@ -328,6 +328,41 @@ def test_only_the_servers_answer_to_a_request_is_raised_from_the_stream() -> Non
     bare = grpc.Status()
     bare.code, bare.details, bare.trailing_metadata = grpc.StatusCode.UNAVAILABLE, "reset", ()
     assert search_lane.answered(Failed(bare)) is None
+    # The lane rests only when the next stream would be refused alike: one too many (for
+    # RetryInfo's delay) or no such method; a tenant's quota refusal is its request's.
+    lane = search_lane.SearchLane(None, ())
+    quota = vecdb.ResourceExhausted("over quota", reason="TENANT_RATE_QUOTA", retry_after=9.0)
+    assert isinstance(lane._failed(Failed(to_status(quota, "r4"))), vecdb.ResourceExhausted)
+    assert lane._usable()
+    assert lane._failed(Failed(to_status(full, "r5"))) is None and not lane._usable()
+    assert 4.0 < lane._rest_until - time.monotonic() <= 5.0
+    unknown = grpc.Status()
+    unknown.code, unknown.details, unknown.trailing_metadata = (
+        grpc.StatusCode.UNIMPLEMENTED,
+        "Method not found!",
+        (),
+    )
+    lane._rest_until = 0.0
+    assert lane._failed(Failed(unknown)) is None and not lane._usable()
+
+
+def test_an_error_answered_on_the_stream_takes_the_retry_rule(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """`_call(failed=...)`: the stream's answer counts as the first attempt: UNAVAILABLE is
+    retried after a backoff (here answered), anything else is raised without a call."""
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        _fill(c)
+        req = pb.CollectionExistsRequest(name="s")
+        down = vecdb.Unavailable("shard 1 down", reason="SHARD_UNAVAILABLE")
+        assert c._call("CollectionExists", req, idempotent=True, failed=down).exists
+        bad = InvalidArgument("bad k", field="k")
+        with pytest.raises(InvalidArgument) as info:
+            c._call("CollectionExists", req, idempotent=True, failed=bad)
+        assert info.value is bad
+        with pytest.raises(vecdb.Unavailable):  # not retried: the call is not idempotent
+            c._call("CollectionExists", req, idempotent=False, failed=down)
 
 
 def test_a_client_goes_on_across_a_server_restart(tmp_path: Path) -> None:

@@ -31,11 +31,9 @@ from vecdb.client.channel import (
     MAX_MESSAGE_BYTES,
     OPTIMIZE_TIMEOUT,
     auth_metadata,
-    backoff_delays,
     channel_credentials,
     channel_options,
     parse_target,
-    retry_wait,
 )
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
@@ -96,10 +94,12 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         return await asyncio.to_thread(getattr(self._local, method), *args, **kwargs)
 
     async def _call(
-        self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None
-    ) -> Any:
+        self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None,
+        failed: VecdbError | None = None,
+    ) -> Any:  # fmt: skip
         return await unary_call(self._stub, self._direct, self._metadata, rpc, request,
-                                idempotent, timeout or self._timeout or DEFAULT_TIMEOUT)  # fmt: skip
+                                idempotent, timeout or self._timeout or DEFAULT_TIMEOUT,
+                                failed)  # fmt: skip
 
     # -- collections -----------------------------------------------------------------------
 
@@ -343,20 +343,13 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
-        budget = self._timeout or DEFAULT_TIMEOUT
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
         # a tenant's search may be routed to its shard (`_call`); others may take the lane
-        resp = None if tenant is not None or tenants is not None else (
+        got = None if tenant is not None or tenants is not None else (
             await self._lane.search(req, deadline))  # fmt: skip
-        if isinstance(resp, VecdbError):  # the server's answer: retried as `_call` would
-            delay = retry_wait(resp, backoff_delays(), deadline)
-            if delay is None:
-                raise resp
-            await asyncio.sleep(delay)
-            resp = None
-        if resp is None:
-            resp = await self._call("Search", req, idempotent=True,
-                                    timeout=max(0.001, deadline - time.monotonic()))  # fmt: skip
+        resp = got if isinstance(got, pb.SearchResponse) else await self._call(
+            "Search", req, idempotent=True, timeout=max(0.001, deadline - time.monotonic()),
+            failed=got)  # fmt: skip
         if not with_stats:
             plain = plain_answer(resp)
             if plain is not None:

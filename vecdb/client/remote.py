@@ -9,10 +9,11 @@ rich details). Inputs are not re-validated here: `vecdb.client.requests` carries
 and the server's engine judges them. `upsert_stream` is the bulk-load path: sequence-numbered
 batches on one stream, at most `credits` unacknowledged (backpressure), yielding one ack per
 durable batch. Single searches ride one long-lived SearchStream when it is free
-(`vecdb.client.search_lane`: the per-call set-up paid once; any failure there sends the search
-as a Search call, so answers and errors are the same). With `direct_routing=True`, a tenant's
-reads go straight to its shard when a router says it lives on one (`vecdb.client.routes`). The channel setup in `vecdb.client.channel` and the builders are shared with
-`vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine's state or server.
+(`vecdb.client.search_lane`: the per-call set-up paid once; the server's error for a request
+there is judged by the same retry rule, any other failure of the stream sends the search as a
+Search call, so answers and errors are the same). With `direct_routing=True`, a tenant's reads
+go straight to its shard when a router says it lives on one (`vecdb.client.routes`). The
+channel setup in `vecdb.client.channel` and the builders are shared with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 """
 
 from __future__ import annotations
@@ -111,16 +112,23 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
 
     def _call(
         self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None,
-        deadline: float | None = None,
+        deadline: float | None = None, failed: VecdbError | None = None,
     ) -> Any:  # fmt: skip
+        """One call under the client's deadline and retry rule. `failed`: the error of a
+        first attempt made elsewhere (the search lane's stream), judged by the same rule."""
         method = getattr(self._stub, rpc)
         if deadline is None:
             deadline = time.monotonic() + (timeout or self._timeout or DEFAULT_TIMEOUT)
+        delays = backoff_delays() if idempotent else iter(())
+        if failed is not None:
+            delay = retry_wait(failed, delays, deadline)
+            if delay is None:
+                raise failed
+            time.sleep(delay)
         if self._direct is not None:
             answer = self._direct.call(rpc, request, self._metadata, deadline)
             if answer is not MISS:
                 return answer
-        delays = backoff_delays() if idempotent else iter(())
         while True:
             try:
                 return method(request, timeout=max(0.001, deadline - time.monotonic()),
@@ -326,16 +334,10 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         req.allow_partial = bool(allow_partial)
         deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
         # a tenant's search may be routed to its shard (`_call`); others may take the lane
-        resp = None if tenant is not None or tenants is not None else (
+        got = None if tenant is not None or tenants is not None else (
             self._lane.search(req, deadline))  # fmt: skip
-        if isinstance(resp, VecdbError):  # the server's answer: retried as `_call` would
-            delay = retry_wait(resp, backoff_delays(), deadline)
-            if delay is None:
-                raise resp
-            time.sleep(delay)
-            resp = None
-        if resp is None:
-            resp = self._call("Search", req, idempotent=True, deadline=deadline)
+        resp = got if isinstance(got, pb.SearchResponse) else self._call(
+            "Search", req, idempotent=True, deadline=deadline, failed=got)  # fmt: skip
         if not with_stats:
             plain = plain_answer(resp)
             if plain is not None:

@@ -24,6 +24,7 @@ from vecdb.client.routes import (
     finish,
     route_key,
 )
+from vecdb.errors import VecdbError
 from vecdb.rpc import status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -33,16 +34,22 @@ Metadata = tuple[tuple[str, str], ...]
 
 async def unary_call(
     stub: Any, direct: AsyncDirectRoutes | None, md: Metadata, rpc: str, request: Any,
-    idempotent: bool, budget: float,
+    idempotent: bool, budget: float, failed: VecdbError | None = None,
 ) -> Any:  # fmt: skip
-    """One unary call of the async client (see the module docstring)."""
+    """One unary call of the async client (see the module docstring). `failed`: the error
+    of a first attempt made elsewhere (the search lane's stream), judged by the same rule."""
     deadline = time.monotonic() + budget
+    delays = backoff_delays() if idempotent else iter(())
+    if failed is not None:
+        delay = retry_wait(failed, delays, deadline)
+        if delay is None:
+            raise failed
+        await asyncio.sleep(delay)
     if direct is not None:
         answer = await direct.call(rpc, request, md, deadline)
         if answer is not MISS:
             return answer
     method = getattr(stub, rpc)
-    delays = backoff_delays() if idempotent else iter(())
     while True:
         try:
             return await method(request, timeout=max(0.001, deadline - time.monotonic()),

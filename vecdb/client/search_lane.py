@@ -17,9 +17,10 @@ unary call's deadline), and a watchdog thread (alive while the stream is open) c
 stream when the request in flight passes its deadline, so a search waits no longer than a
 Search call would (to within WATCH_EVERY). The watchdog also closes the stream
 after CLOSE_IDLE seconds without a search, before the server's own idle limit would.
-After a refusal the lane rests (RetryInfo's delay, else REST_AFTER_REFUSAL seconds); a
-server without SearchStream (UNIMPLEMENTED) is not asked again for REST_UNIMPLEMENTED.
-`AsyncSearchLane` is the same for the async client, on its event loop.
+After the server refuses a stream as one too many the lane rests (RetryInfo's delay, else
+REST_AFTER_REFUSAL seconds); a server without SearchStream (UNIMPLEMENTED) is not asked again
+for REST_UNIMPLEMENTED. `AsyncSearchLane` is the same for the async client, on its event
+loop; `_Lane` holds what the two share.
 """
 
 from __future__ import annotations
@@ -44,28 +45,63 @@ REST_AFTER_REFUSAL = 5.0  # seconds without the lane after STREAMS_FULL without 
 REST_UNIMPLEMENTED = 600.0  # ... after a server that has no SearchStream
 MAX_TIMEOUT_MS = (1 << 32) - 1  # SearchRequest.timeout_ms is a uint32 (49 days)
 STREAMS_FULL = "STREAMS_FULL"  # the reason of a server's refusal of one stream too many
-# Codes after which the lane rests: the next stream would be refused alike.
-RESTING = {
-    grpc.StatusCode.RESOURCE_EXHAUSTED: REST_AFTER_REFUSAL,
-    grpc.StatusCode.UNIMPLEMENTED: REST_UNIMPLEMENTED,
-    grpc.StatusCode.UNAUTHENTICATED: REST_AFTER_REFUSAL,
-    grpc.StatusCode.PERMISSION_DENIED: REST_AFTER_REFUSAL,
-}
+
+
+def _vecdb_error(exc: Any) -> VecdbError | None:
+    """The vecdb error of a grpc error that carries vecdb's details trailer (only vecdb's
+    guard sends it), else None."""
+    for item in exc.trailing_metadata() or ():
+        key = item[0] if isinstance(item, tuple) else item.key
+        if key == status.DETAILS_KEY:
+            return status.error_of(exc)
+    return None
 
 
 def answered(exc: Any) -> VecdbError | None:
     """The server's error for the request a stream failed with (`exc`, a grpc error), or
-    None. Only vecdb's guard sends the rich details trailer; its status other than the
-    stream's own refusal (STREAMS_FULL) answers the request: the caller gets it, retried by
-    its usual rule, rather than sending the request again as a first Search call. Anything
-    else (a broken connection, a stream ended or cancelled, a server without the method)
-    says nothing of the request."""
-    for item in exc.trailing_metadata() or ():
-        key = item[0] if isinstance(item, tuple) else item.key
-        if key == status.DETAILS_KEY:
-            err = status.error_of(exc)
-            return None if err.reason == STREAMS_FULL else err
-    return None
+    None. A status from vecdb's guard other than the stream's own refusal (STREAMS_FULL)
+    answers the request: the caller gets it, retried by its usual rule, rather than sending
+    the request again as a first Search call. Anything else (a broken connection, a stream
+    ended or cancelled, a server without the method) says nothing of the request."""
+    err = _vecdb_error(exc)
+    return None if err is None or err.reason == STREAMS_FULL else err
+
+
+class _Lane:
+    """What both lanes keep: whether the lane may be used now, the counters, the request's
+    budget and the reading of a failure."""
+
+    def __init__(self, stub: Any, metadata: Any) -> None:
+        self._stub = stub
+        self._metadata = metadata
+        self._rest_until = 0.0  # monotonic time before which the lane is not used
+        self._closed = False
+        self.sent = 0  # searches answered on the stream (for tests and benchmarks)
+        self.opened = 0  # streams opened
+
+    def _usable(self) -> bool:
+        return not self._closed and time.monotonic() >= self._rest_until
+
+    @staticmethod
+    def _budget(req: pb.SearchRequest, deadline: float) -> float:
+        """Stamp `req` with the milliseconds left to `deadline` (its `timeout_ms`, within the
+        field's range); returns the seconds left."""
+        left = deadline - time.monotonic()
+        req.timeout_ms = min(max(1, math.ceil(left * 1e3)), MAX_TIMEOUT_MS)
+        return max(0.0, left)
+
+    def _failed(self, exc: Any) -> VecdbError | None:
+        """After the stream failed with the grpc error `exc`: rest when the next stream would
+        be refused alike (one too many, or no such method), and return the server's error
+        for the request (`answered`) or None."""
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self._rest_until = time.monotonic() + REST_UNIMPLEMENTED
+            return None
+        err = _vecdb_error(exc)
+        if err is not None and err.reason == STREAMS_FULL:
+            self._rest_until = time.monotonic() + (err.retry_after or REST_AFTER_REFUSAL)
+            return None
+        return err
 
 
 class _Stream:
@@ -89,18 +125,13 @@ class _Stream:
         self.responses.cancel()
 
 
-class SearchLane:
+class SearchLane(_Lane):
     """The single searches of one client on one SearchStream (see the module docstring)."""
 
     def __init__(self, stub: Any, metadata: Any) -> None:
-        self._stub = stub
-        self._metadata = metadata
+        super().__init__(stub, metadata)
         self._lock = threading.Lock()  # one search on the stream at a time
         self._stream: _Stream | None = None
-        self._rest_until = 0.0  # monotonic time before which the lane is not used
-        self._closed = False
-        self.sent = 0  # searches answered on the stream (for tests and benchmarks)
-        self.opened = 0  # streams opened
 
     def search(
         self, req: pb.SearchRequest, deadline: float
@@ -111,7 +142,7 @@ class SearchLane:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._closed or time.monotonic() < self._rest_until:
+            if not self._usable():
                 return None
             s = self._stream
             if s is None:
@@ -120,18 +151,15 @@ class SearchLane:
                 threading.Thread(target=self._watch, args=(s,), name="vecdb-search-lane",
                                  daemon=True).start()  # fmt: skip
             s.deadline = deadline
-            left = math.ceil((deadline - time.monotonic()) * 1e3)
-            req.timeout_ms = min(max(1, left), MAX_TIMEOUT_MS)
+            self._budget(req, deadline)
             s.requests.put(req)
             try:
                 resp: pb.SearchResponse = next(s.responses)
             except StopIteration:  # the server ended the stream (it is shutting down)
                 self._drop(s)
-                req.ClearField("timeout_ms")
                 return None
             except grpc.RpcError as exc:
                 self._drop(s)
-                req.ClearField("timeout_ms")
                 return self._failed(exc)
             finally:
                 s.deadline = 0.0
@@ -140,15 +168,6 @@ class SearchLane:
             return resp
         finally:
             self._lock.release()
-
-    def _failed(self, exc: Any) -> VecdbError | None:
-        """After the stream failed with `exc`: rest if the next stream would be refused
-        alike, and return the server's error for the request (`answered`) or None."""
-        rest = RESTING.get(exc.code())
-        if rest is not None:
-            after = status.error_of(exc).retry_after
-            self._rest_until = time.monotonic() + (after or rest)
-        return answered(exc)
 
     def _drop(self, s: _Stream) -> None:
         """Forget and close `s` (with the lock held)."""
@@ -179,29 +198,24 @@ class SearchLane:
                 self._drop(self._stream)
 
 
-class AsyncSearchLane:
+class AsyncSearchLane(_Lane):
     """`SearchLane` for the async client (`grpc.aio`): the same rules, on the event loop.
     A grpc.aio stream is written and read directly (no feeding thread), the deadline is a
     `wait_for` around the exchange, and a timer closes the stream after CLOSE_IDLE seconds
     without a search."""
 
     def __init__(self, stub: Any, metadata: Any) -> None:
-        self._stub = stub
-        self._metadata = metadata
+        super().__init__(stub, metadata)
         self._busy = False  # a search is on the stream (one at a time; the loop is one thread)
         self._call: Any = None  # the open grpc.aio stream-stream call
         self._timer: asyncio.TimerHandle | None = None  # the idle check of the open stream
         self._last = 0.0  # when the last search on it ended (or it opened)
-        self._rest_until = 0.0
-        self._closed = False
-        self.sent = 0
-        self.opened = 0
 
     async def search(
         self, req: pb.SearchRequest, deadline: float
     ) -> pb.SearchResponse | VecdbError | None:
         """As `SearchLane.search`."""
-        if self._busy or self._closed or time.monotonic() < self._rest_until:
+        if self._busy or not self._usable():
             return None
         self._busy = True
         try:
@@ -211,20 +225,12 @@ class AsyncSearchLane:
                 self.opened += 1
                 self._last = time.monotonic()
                 self._timer = asyncio.get_running_loop().call_later(CLOSE_IDLE, self._idle)
-            left = math.ceil((deadline - time.monotonic()) * 1e3)
-            req.timeout_ms = min(max(1, left), MAX_TIMEOUT_MS)
+            left = self._budget(req, deadline)
             try:
-                resp = await asyncio.wait_for(self._exchange(call, req), max(0.0, left / 1e3))
+                resp = await asyncio.wait_for(self._exchange(call, req), left)
             except (TimeoutError, grpc.RpcError, StopAsyncIteration) as exc:
                 self._drop(call)
-                req.ClearField("timeout_ms")
-                if not isinstance(exc, grpc.aio.AioRpcError):
-                    return None
-                rest = RESTING.get(exc.code())
-                if rest is not None:
-                    after = status.error_of(exc).retry_after
-                    self._rest_until = time.monotonic() + (after or rest)
-                return answered(exc)
+                return self._failed(exc) if isinstance(exc, grpc.aio.AioRpcError) else None
             finally:
                 self._last = time.monotonic()
             self.sent += 1
