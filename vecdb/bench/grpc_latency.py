@@ -9,8 +9,8 @@ search through the SDK to a `vecdb serve` child on the original (`server_process
 SDK's SearchStream lane, as an app's single searches go, and, beside it, through a second
 client whose lane is closed, as Search calls, (3) a bare grpcio unary call to an echo child
 (no vecdb code, no protobuf: bytes of the size of a search request in, the same bytes back),
-and the same bytes echoed on one stream (the like-for-like floor of the lane), (4) a trivial vecdb call (CollectionExists) to the same
-server: its fixed cost per call, and (5) with the floor on (the default), the same SDK search
+and the same bytes echoed on one stream (the like-for-like floor of the lane), (4) a trivial
+vecdb call (CollectionExists) to the same server: its fixed cost per call, and (5) with the floor on (the default), the same SDK search
 to a plain grpcio server in a child process that hands the request straight to vecdb's
 servicer on a third copy (no guard: no auth, metrics, quotas, request ids, admission): what
 grpcio plus the engine in a server process cost before anything vecdb adds per call; that

@@ -5,8 +5,9 @@ reads a few head vectors per step from scattered rows; with cold caches those re
 the query waits for. This bench takes `--heads` rows of a dataset's base as heads (a uniform
 sample: the walk's cost depends on the rows' width and count, not on how they were chosen),
 builds hnswlib's graph over them once (`assign.hnswlib_graph`) and copies that very graph
-into a `HeadGraph` per form, so the forms differ in their vectors only, and reports for each: the graph's bytes, its head recall (the share of each query's exact `--k`
-nearest heads it returns, by the float32 rows), and the median time of one query's
+into a `HeadGraph` per form, so the forms differ in their vectors only, and reports for
+each: the graph's bytes, its head recall (the share of each query's exact `--k` nearest
+heads it returns, by the float32 rows), and the median time of one query's
 `knn_query` (k = ef = `--k`, as a search asks for its postings) warm (queries back to back)
 and cold (before each query `--flush-mib` MiB of other memory written, pushing the graph out
 of the CPU caches). The forms are timed in turns, the order changing every round, so a slow

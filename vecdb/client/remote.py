@@ -13,7 +13,8 @@ durable batch. Single searches ride one long-lived SearchStream when it is free
 there is judged by the same retry rule, any other failure of the stream sends the search as a
 Search call, so answers and errors are the same). With `direct_routing=True`, a tenant's reads
 go straight to its shard when a router says it lives on one (`vecdb.client.routes`). The
-channel setup in `vecdb.client.channel` and the builders are shared with `vecdb.client.aio`. Imports only `vecdb.rpc` for the wire, never the engine's state or server.
+channel setup in `vecdb.client.channel` and the builders are shared with `vecdb.client.aio`.
+Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 """
 
 from __future__ import annotations

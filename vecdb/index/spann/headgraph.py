@@ -3,21 +3,20 @@
 Owns the head vectors, in the form `BuildParams.head_dtype` names (rounded once when a head
 arrives): int8 codes with a float32 scale per head (the default: a component in one byte,
 whatever the vectors' range), float16 (for indexes whose vectors fit float16's range) or
-float32; and hnswlib's
-graph over them, in about a third of hnswlib's resident memory: per head 1-2 bytes a component, M0 level-0
-links in uint16 (int32 once the graph passes 65,535 nodes), a count, a label and a deleted
-flag, where hnswlib holds float32 vectors, int32 links, an 8-byte label, a hash-map node and a
-40-byte mutex per element plus a fixed 2.5 MiB table of 65,536 label mutexes (measured on
-GloVe-50's 17,554 heads: hnswlib 8.9 MiB, this graph 3.1 MiB with float16 vectors). The graph is built by hnswlib
-(`from_hnswlib` parses its `save_index` bytes; hnswlib then goes away) and grows online by
-hnswlib's level-0 insert (`kernels.headgraph.insert`); removed heads are marked deleted and
-keep routing, as in hnswlib, until a rebuild drops them. The interface is the subset of
-`hnswlib.Index` SPANN uses (`knn_query`, `get_items`, `add_items`, `mark_deleted`, counts,
-`resize_index`), so the phases need not know which one they hold. Locking is the owner's:
-`add_items` / `mark_deleted` / `resize_index` under the write lock, reads under the read
-lock (or on the only thread that writes). `to_sections` / `from_sections` give the raw
-little-endian arrays the owner frames into `heads.<n>.bin`.
-"""
+float32; and hnswlib's graph over them, in about a third of hnswlib's resident memory: per
+head 1-2 bytes a component, M0 level-0 links in uint16 (int32 once the graph passes 65,535
+nodes), a count, a label and a deleted flag, where hnswlib holds float32 vectors, int32 links,
+an 8-byte label, a hash-map node and a 40-byte mutex per element plus a fixed 2.5 MiB table of
+65,536 label mutexes (measured on GloVe-50's 17,554 heads: hnswlib 8.9 MiB, this graph 3.1 MiB
+with float16 vectors). The graph is built by hnswlib (`from_hnswlib` parses its `save_index`
+bytes; hnswlib then goes away) and grows online by hnswlib's level-0 insert
+(`kernels.headgraph.insert`); removed heads are marked deleted and keep routing, as in
+hnswlib, until a rebuild drops them. The interface is the subset of `hnswlib.Index` SPANN uses
+(`knn_query`, `get_items`, `add_items`, `mark_deleted`, counts, `resize_index`), so the phases
+need not know which one they hold. Locking is the owner's: `add_items` / `mark_deleted` /
+`resize_index` under the write lock, reads under the read lock (or on the only thread that
+writes). `to_sections` / `from_sections` give the raw little-endian arrays the owner frames
+into `heads.<n>.bin`."""
 
 from __future__ import annotations
 

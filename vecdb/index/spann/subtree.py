@@ -5,9 +5,9 @@ postings holding its members' primary copies, with their radii) is taken from th
 the read lock (derived again if the tree changed), then each query ranks the set's leaves
 best first by their centroids as the head graph holds them (squared centroid distance, minus
 `tenant_boost` x the squared radius: Curator's variance boost; negative inner product for
-"ip") and reads them in rounds of
-`tenant_round` postings through the same batched read and numba scan as the global search,
-with the set as the scan's `visible` bitmap (replicas deduped by the scan). A query stops
+"ip") and reads them in rounds of `tenant_round` postings through the same batched read and
+numba scan as the global search, with the set as the scan's `visible` bitmap (replicas
+deduped by the scan). A query stops
 when it has its k results and (a) `tenant_patience` rounds in a row changed nothing in its
 top-k (Curator v2's rule, per round), or (b) the next leaf is farther than `tenant_prune` x
 the nearest leaf, or (c) no unread leaf can hold anything nearer than its k-th result (the
