@@ -388,3 +388,40 @@ def test_a_client_goes_on_across_a_server_restart(tmp_path: Path) -> None:
             assert lane.opened >= 2 and lane.sent >= 4
         finally:
             srv.stop(grace=0)
+
+
+def test_search_stream_false_sends_every_search_as_a_search_call(
+    start_server: Callable[..., VecdbServer], tmp_path: Path
+) -> None:
+    """`search_stream=False` (sync and async): the same answers, no stream opened on either
+    side, every search counted as a Search; the option is refused for a local database and
+    when it is not a bool."""
+    srv = start_server()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20, search_stream=False) as c:
+        x = _fill(c)
+        for i in range(5):
+            assert c.search("s", x[i], k=3).ids[0].tolist() == _exact(x, x[i], 3)
+        assert srv._guard is not None and srv._guard.streams.count == 0
+        lane = c._lane  # type: ignore[attr-defined]
+        assert lane.sent == 0 and lane.opened == 0
+
+    async def run() -> tuple[list[int], int, int]:
+        async with vecdb.AsyncClient(f"127.0.0.1:{srv.port}", search_stream=False) as a:
+            got = [int((await a.search("s", x[i], k=1)).ids[0, 0]) for i in range(5)]
+            lane = a._lane  # type: ignore[attr-defined]
+            return got, lane.sent, lane.opened
+
+    got, sent, opened = asyncio.run(run())
+    assert got == list(range(5)) and sent == 0 and opened == 0
+    assert _metrics(srv)("vecdb_requests_total", {"method": "Search", "code": "OK"}) == 10
+    with pytest.raises(InvalidArgument) as e:
+        vecdb.connect(str(tmp_path / "local"), search_stream=False)
+    assert e.value.field == "search_stream" and "remote targets only" in e.value.message
+    with pytest.raises(InvalidArgument) as e:
+        vecdb.AsyncClient(str(tmp_path / "local"), search_stream=False)
+    assert e.value.field == "search_stream"
+    for bad in ("no", 0, None):
+        with pytest.raises(InvalidArgument) as e:
+            vecdb.connect(f"127.0.0.1:{srv.port}", search_stream=bad)  # type: ignore[arg-type]
+        assert e.value.field == "search_stream"
+    assert not (tmp_path / "local").exists()

@@ -226,8 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def one(client: Any) -> Callable[[int], Any]:
             return lambda i: client.search(COLLECTION, queries[i : i + 1], k=10, params=params)
 
-        unary = vecdb.connect(f"grpc://{server.address}")
-        unary._lane.close()  # type: ignore[attr-defined]  # every search a Search call
+        unary = vecdb.connect(f"grpc://{server.address}", search_stream=False)
         chat, end_chat = _stream_echo(channel)
         systems: dict[str, Callable[[int], Any]] = {
             "embedded": one(embedded),

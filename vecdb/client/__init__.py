@@ -97,6 +97,7 @@ def connect(
     timeout: float | None = None,
     engine: Mapping[str, Any] | None = None,
     direct_routing: bool = False,
+    search_stream: bool = True,
 ) -> Client:
     """Open a database: embedded over a directory or ":memory:", or remote over gRPC.
 
@@ -111,6 +112,9 @@ def connect(
     names and bounds in PARAMS.md, the same as a server's `[engine]` section).
     `direct_routing` (servers only): a router's tenant reads go straight to the tenant's
     shard when it lives on one (`vecdb.client.routes`; README, scale-out).
+    `search_stream` (servers only): True sends single searches on one long-lived
+    `SearchStream` when it is free (`vecdb.client.search_lane`); False sends every search as
+    a `Search` call, e.g. behind a proxy that balances calls, not streams, over servers.
     """
     t = resolve(target)
     if t.kind == "remote":
@@ -123,9 +127,11 @@ def connect(
                 field="engine",
             )
         return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout,
-                            direct_routing=direct_routing)  # fmt: skip
-    for label, value in (("api_key", api_key), ("tls", tls), ("direct_routing", direct_routing)):
-        if value is not None and value is not False:
+                            direct_routing=direct_routing, search_stream=search_stream)  # fmt: skip
+    remote_only = (("api_key", api_key, None), ("tls", tls, None),
+                   ("direct_routing", direct_routing, False), ("search_stream", search_stream, True))  # fmt: skip
+    for label, value, default in remote_only:  # None or the default: not given
+        if value is not None and value is not default:
             raise InvalidArgument(
                 f"{label} applies to remote targets only, but {str(target)!r} is a local "
                 f"database; use {ACCEPTED}",

@@ -43,6 +43,7 @@ from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
 from vecdb.client.search_lane import AsyncSearchLane
 from vecdb.client.tenants_aio import AsyncTenantMethods
+from vecdb.engine import validate as rules
 from vecdb.errors import VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -62,15 +63,19 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         timeout: float | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         direct_routing: bool = False,
+        search_stream: bool = True,
     ) -> None:
         self.target = target  # as given
+        rules.check_flag("search_stream", search_stream)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (OPTIMIZE_TIMEOUT for optimize)
         self._max_bytes = max_message_bytes
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
         where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
         if where.kind != "remote":
-            self._local = connect(target, direct_routing=direct_routing)  # True: refused
+            # direct_routing=True or search_stream=False: refused, as `connect` refuses them
+            self._local = connect(target, direct_routing=direct_routing,
+                                  search_stream=search_stream)  # fmt: skip
             return
         address, tls_ = parse_target(where.where, tls)
         self._metadata = auth_metadata(api_key)
@@ -84,8 +89,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             grpc.aio.insecure_channel(a, options=opts) if tls_ is None
             else grpc.aio.secure_channel(a, channel_credentials(tls_), opts)
         )) if direct_routing else None  # fmt: skip
-        # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12).
-        self._lane = AsyncSearchLane(self._stub, self._metadata)
+        # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12),
+        # unless asked not to (see `RemoteClient`).
+        self._lane = AsyncSearchLane(self._stub, self._metadata, enabled=search_stream)
 
     # -- plumbing --------------------------------------------------------------------------
 

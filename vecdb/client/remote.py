@@ -49,6 +49,7 @@ from vecdb.client.plain_requests import plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
+from vecdb.engine import validate as rules
 from vecdb.errors import VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -89,8 +90,10 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         timeout: float | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         direct_routing: bool = False,
+        search_stream: bool = True,
     ) -> None:
         self.target = target  # as given
+        rules.check_flag("search_stream", search_stream)
         address, tls_ = parse_target(target, tls)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (OPTIMIZE_TIMEOUT for optimize)
         self._max_bytes = max_message_bytes
@@ -106,8 +109,9 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
             grpc.insecure_channel(a, options=opts) if tls_ is None
             else grpc.secure_channel(a, channel_credentials(tls_), options=opts)
         )) if direct_routing else None  # fmt: skip
-        # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12).
-        self._lane = SearchLane(self._stub, self._metadata)
+        # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12),
+        # unless asked not to (every search a Search call: balanced per call by an L7 proxy).
+        self._lane = SearchLane(self._stub, self._metadata, enabled=search_stream)
 
     # -- plumbing --------------------------------------------------------------------------
 

@@ -71,11 +71,11 @@ class _Lane:
     """What both lanes keep: whether the lane may be used now, the counters, the request's
     budget and the reading of a failure."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
+    def __init__(self, stub: Any, metadata: Any, enabled: bool = True) -> None:
         self._stub = stub
         self._metadata = metadata
         self._rest_until = 0.0  # monotonic time before which the lane is not used
-        self._closed = False
+        self._closed = not enabled  # a closed lane sends nothing: every search is a Search call
         self.sent = 0  # searches answered on the stream (for tests and benchmarks)
         self.opened = 0  # streams opened
 
@@ -128,8 +128,8 @@ class _Stream:
 class SearchLane(_Lane):
     """The single searches of one client on one SearchStream (see the module docstring)."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
-        super().__init__(stub, metadata)
+    def __init__(self, stub: Any, metadata: Any, enabled: bool = True) -> None:
+        super().__init__(stub, metadata, enabled)
         self._lock = threading.Lock()  # one search on the stream at a time
         self._stream: _Stream | None = None
 
@@ -204,8 +204,8 @@ class AsyncSearchLane(_Lane):
     `wait_for` around the exchange, and a timer closes the stream after CLOSE_IDLE seconds
     without a search."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
-        super().__init__(stub, metadata)
+    def __init__(self, stub: Any, metadata: Any, enabled: bool = True) -> None:
+        super().__init__(stub, metadata, enabled)
         self._busy = False  # a search is on the stream (one at a time; the loop is one thread)
         self._call: Any = None  # the open grpc.aio stream-stream call
         self._timer: asyncio.TimerHandle | None = None  # the idle check of the open stream
