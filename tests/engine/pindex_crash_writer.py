@@ -4,7 +4,9 @@ deletes by id and by filter on a collection with payload indexes, forever, until
 Usage: python pindex_crash_writer.py DATA_DIR SEED. Payload values are drawn from small sets
 of look-alike values (numbers as int and float, strings, booleans, lists, nested objects, and
 values of the wrong type for the index) so that every index entry path is exercised. Prints
-"ready" once the collection is open; the parent SIGKILLs it at a random moment.
+"ready" once the collection is open and a first upsert is in (so that a kill within the first
+second has something to leave in step even when the machine is loaded and the first calls are
+slow); the parent SIGKILLs it at a random moment after that.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main() -> None:
         db.create_collection("c", dim=DIM, metric="l2", index="flat")
     for key, typ in INDEXES.items():
         db.create_payload_index("c", key, typ)
+    first = rng.choice(ID_RANGE, size=150, replace=False).tolist()
+    db.upsert("c", first, rng.standard_normal((150, DIM)).astype(np.float32),
+              [payload(rng) for _ in first])  # fmt: skip
     print("ready", flush=True)
     while True:
         r = rng.random()
