@@ -169,3 +169,19 @@ def test_bad_counts_are_refused_before_anything_runs(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert option in err and rule in err and repr(value) in err
+
+
+def test_report_states_the_paced_embedded_path() -> None:
+    """The embedded search after an echo-long pause gets a row and its own ratio, and the
+    target line still uses the back-to-back embedded p50."""
+    r = {
+        "embedded": {"p50": 0.2, "p99": 0.4, "batch_qps": 6000.0},
+        "remote": {"p50": 0.75, "p99": 1.2, "batch_qps": 5400.0},
+        "paced": {"p50": 0.3, "p99": 0.5, "pause_ms": 0.5},
+        "echo": {"p50": 0.5, "p99": 0.7},
+        "request_bytes": 242,
+    }
+    text = report(r)
+    assert "| embedded, each call after a 0.500 ms pause | 0.300 | 0.500 | - |" in text
+    assert "remote p50 - paced embedded p50 = 0.450 ms = 0.90x the echo p50" in text
+    assert "remote p50 - embedded p50 = 0.550 ms = 1.10x the echo p50 (target <= 1.2x)" in text
