@@ -24,7 +24,7 @@ def _result(nq: int, k: int, pad: int = 0, degraded: str = "") -> SearchResult:
     return SearchResult(ids=ids, distances=dist, degraded=degraded)
 
 
-CASES = [(1, 10, 0), (1, 10, 3), (4, 5, 5), (0, 10, 0), (3, 0, 0), (2, 1, 0)]
+CASES = [(1, 10, 0), (1, 10, 3), (4, 5, 5), (0, 10, 0), (3, 0, 0), (2, 1, 0), (100, 10, 2)]
 
 
 @pytest.mark.parametrize(("nq", "k", "pad"), CASES)
@@ -80,3 +80,17 @@ def test_other_answers_take_the_general_path(change: object) -> None:
     assert plain_answer(msg) is not None
     change(msg)  # type: ignore[operator]
     assert plain_answer(msg) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, convert.FROMITER_MAX, convert.FROMITER_MAX + 1, 10_000])
+def test_int64_array_is_the_repeated_field_on_both_sides_of_its_switch(n: int) -> None:
+    """Element by element below FROMITER_MAX, in one copy above: the same writable int64
+    values, the extremes of int64 included."""
+    values = np.random.default_rng(n).integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
+    values[: min(n, 2)] = [-(2**63), 2**63 - 1][: min(n, 2)]
+    field = pb.IntIds(values=values.tolist()).values
+    got = convert.int64_array(field)
+    assert got.dtype == np.int64 and got.shape == (n,)
+    assert got.tolist() == values.tolist()
+    got[...] = 0  # its own memory
+    assert list(field) == values.tolist()

@@ -95,7 +95,7 @@ def plain_answer(msg: pb.SearchResponse) -> SearchResult | None:
             or len(msg.distances) != 4 * nq * k):  # fmt: skip
         return None
     return SearchResult(
-        ids=np.fromiter(values, np.int64, nq * k).reshape(nq, k),
+        ids=convert.int64_array(values).reshape(nq, k),
         distances=np.frombuffer(msg.distances, convert.F32).astype(np.float32).reshape(nq, k),
         degraded=msg.degraded,
     )

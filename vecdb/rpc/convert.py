@@ -166,6 +166,20 @@ def ids_to_proto(items: Sequence[Any]) -> pb.Ids:
     return pb.Ids(mixed=pb.MixedIds(values=[id_to_proto(v) for v in items]))
 
 
+FROMITER_MAX = 64  # repeated int64 values up to this many: np.fromiter (see `int64_array`)
+
+
+def int64_array(values: Any) -> npt.NDArray[np.int64]:
+    """A repeated int64 field as an int64 array. np.fromiter walks the values one by one
+    (0.7 us for 10, 2.5 for 80, 380 for 10,000); np.array takes them in one copy through
+    the container's `__array__` (2.1-2.3 us for 10 to 320, 4 us for 10,000): a single
+    query's 10 ids take the first, a batch's the second."""
+    n = len(values)
+    if n <= FROMITER_MAX:
+        return np.fromiter(values, np.int64, n)
+    return np.array(values, np.int64)
+
+
 def ids_from_proto(msg: pb.Ids, field: str = "ids") -> list[Any]:
     """The ids of an `Ids` message as Python ints, strs (strict UTF-8, lone surrogates kept
     for the validator to name) or `InvalidId`s."""
@@ -356,8 +370,7 @@ def result_from_proto(msg: pb.SearchResponse, with_stats: bool = False) -> Searc
             for col in range(msg.found[row]):
                 ids[row, col] = flat[row * k + col]
     else:
-        values = msg.ids.ints.values  # fromiter: ~2.5x faster than asarray on a repeated field
-        ids = np.fromiter(values, np.int64, len(values)).reshape(nq, k)
+        ids = int64_array(msg.ids.ints.values).reshape(nq, k)
     payloads: list[list[Payload | None]] | None = None
     if msg.with_payload:
         cells = payloads_from_proto(msg.payloads, None) or [None] * (nq * k)
