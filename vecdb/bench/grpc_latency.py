@@ -380,62 +380,55 @@ def remote_request_bytes(queries: npt.NDArray[np.float32], params: dict[str, Any
 def report(r: dict[str, Any]) -> str:
     e, m, x = r["embedded"], r["remote"], r["echo"]
     gap = m["p50"] - e["p50"]
+
+    def row(label: str, path: dict[str, Any], qps: str = "-") -> str:
+        return f"| {label} | {path['p50']:.3f} | {path['p99']:.3f} | {qps} |"
+
+    def over_echo(hi: dict[str, Any], lo: dict[str, Any]) -> str:
+        """`hi` p50 - `lo` p50, in ms and in echo p50s."""
+        d = hi["p50"] - lo["p50"]
+        return f"{d:.3f} ms = {d / x['p50']:.2f}x the echo p50"
+
     lines = [
         "| path | p50 ms | p99 ms | batch QPS (wall) |",
         "|---|---|---|---|",
-        f"| embedded | {e['p50']:.3f} | {e['p99']:.3f} | {e['batch_qps']:,.0f} |",
-        f"| remote (gRPC, SDK) | {m['p50']:.3f} | {m['p99']:.3f} | {m['batch_qps']:,.0f} |",
+        row("embedded", e, f"{e['batch_qps']:,.0f}"),
+        row("remote (gRPC, SDK)", m, f"{m['batch_qps']:,.0f}"),
     ]
     if "unary" in r:  # the SDK with its search lane closed: every search a Search call
-        u = r["unary"]
-        lines.append(f"| remote, Search calls only (SDK) | {u['p50']:.3f} | {u['p99']:.3f} | - |")
-    lines.append(f"| bare grpcio echo ({r['request_bytes']} B) | {x['p50']:.3f} | "
-                 f"{x['p99']:.3f} | - |")  # fmt: skip
+        lines.append(row("remote, Search calls only (SDK)", r["unary"]))
+    lines.append(row(f"bare grpcio echo ({r['request_bytes']} B)", x))
     if "stream_echo" in r:
-        se = r["stream_echo"]
-        lines.append(f"| bare grpcio echo on one stream | {se['p50']:.3f} | {se['p99']:.3f} | - |")
+        lines.append(row("bare grpcio echo on one stream", r["stream_echo"]))
     if "spin" in r:  # the echo, its handler busy for the embedded p50: grpcio's floor
         sp = r["spin"]
-        lines.append(f"| echo + {sp['handler_ms']:.3f} ms busy handler (holds the GIL) | "
-                     f"{sp['p50']:.3f} | {sp['p99']:.3f} | - |")  # fmt: skip
+        lines.append(row(f"echo + {sp['handler_ms']:.3f} ms busy handler (holds the GIL)", sp))
     if "trivial" in r:  # the server's fixed cost per call, without the search
-        t = r["trivial"]
-        lines.append(f"| remote CollectionExists (SDK) | {t['p50']:.3f} | {t['p99']:.3f} | - |")
+        lines.append(row("remote CollectionExists (SDK)", r["trivial"]))
     if "paced" in r:  # the embedded search after a pause, as a server's handler idles
         pc = r["paced"]
-        lines.append(f"| embedded, each call after a {pc['pause_ms']:.3f} ms pause | "
-                     f"{pc['p50']:.3f} | {pc['p99']:.3f} | - |")  # fmt: skip
+        lines.append(row(f"embedded, each call after a {pc['pause_ms']:.3f} ms pause", pc))
     if "floor" in r:  # grpcio + the servicer, no guard
-        f = r["floor"]
-        lines.append(f"| floor: plain grpcio server + servicer (SDK) | {f['p50']:.3f} | "
-                     f"{f['p99']:.3f} | - |")  # fmt: skip
+        lines.append(row("floor: plain grpcio server + servicer (SDK)", r["floor"]))
     lines += [
         "",
-        f"remote p50 - embedded p50 = {gap:.3f} ms = {gap / x['p50']:.2f}x the echo p50 "
-        f"(target <= 1.2x); remote / embedded batch QPS = "
-        f"{m['batch_qps'] / e['batch_qps']:.2f} (target >= 0.9).",
+        f"remote p50 - embedded p50 = {over_echo(m, e)} (target <= 1.2x); remote / embedded "
+        f"batch QPS = {m['batch_qps'] / e['batch_qps']:.2f} (target >= 0.9).",
     ]
     if "on_stream" in m:
         lines.append(f"the remote client answered {m['on_stream']:,} of its searches on its "
                      "SearchStream (the rest, if any, as Search calls).")  # fmt: skip
     if "stream_echo" in r:
-        se = r["stream_echo"]
         lines.append(f"against the echo on one stream (like for like): remote - embedded = "
-                     f"{gap / se['p50']:.2f}x its p50.")  # fmt: skip
+                     f"{gap / r['stream_echo']['p50']:.2f}x its p50.")  # fmt: skip
     if "unary" in r:
-        u = r["unary"]
-        lines.append(f"Search calls only: remote p50 - embedded p50 = {u['p50'] - e['p50']:.3f} "
-                     f"ms = {(u['p50'] - e['p50']) / x['p50']:.2f}x the echo p50.")  # fmt: skip
+        lines.append(f"Search calls only: remote p50 - embedded p50 = {over_echo(r['unary'], e)}.")
     if "spin" in r:
-        sp = r["spin"]
-        lines.append(f"busy-handler echo p50 - embedded p50 = {sp['p50'] - e['p50']:.3f} ms = "
-                     f"{(sp['p50'] - e['p50']) / x['p50']:.2f}x the echo p50 (a Python grpcio "
-                     "server that only spent the embedded time would be here).")  # fmt: skip
+        lines.append(f"busy-handler echo p50 - embedded p50 = {over_echo(r['spin'], e)} (a "
+                     "Python grpcio server that only spent the embedded time would be here).")  # fmt: skip
     if "paced" in r:
-        pc = r["paced"]
         lines.append(f"against the paced embedded search (caches as cold as a server's): remote "
-                     f"p50 - paced embedded p50 = {m['p50'] - pc['p50']:.3f} ms = "
-                     f"{(m['p50'] - pc['p50']) / x['p50']:.2f}x the echo p50 (the target keeps "
+                     f"p50 - paced embedded p50 = {over_echo(m, r['paced'])} (the target keeps "
                      "the back-to-back embedded p50).")  # fmt: skip
     if "floor" in r and r["floor"].get("server_ms"):
         ms = r["floor"]["server_ms"]
@@ -444,10 +437,9 @@ def report(r: dict[str, Any]) -> str:
                      f"{ms['servicer']:.3f} ms (embedded search p50 {e['p50']:.3f} ms).")  # fmt: skip
     if "floor" in r:
         f = r["floor"]
-        lines.append(f"floor p50 - embedded p50 = {f['p50'] - e['p50']:.3f} ms = "
-                     f"{(f['p50'] - e['p50']) / x['p50']:.2f}x the echo p50; remote p50 - floor "
-                     f"p50 = {m['p50'] - f['p50']:.3f} ms (vecdb's per-call layer: guard, "
-                     "auth, metrics, quotas, request ids).")  # fmt: skip
+        lines.append(f"floor p50 - embedded p50 = {over_echo(f, e)}; remote p50 - floor p50 = "
+                     f"{m['p50'] - f['p50']:.3f} ms (vecdb's per-call layer: guard, auth, "
+                     "metrics, quotas, request ids).")  # fmt: skip
     return "\n".join(lines)
 
 
