@@ -5,6 +5,7 @@ the report's arithmetic (fan-out slope, targets), a real loopback etcd, and a CI
 from __future__ import annotations
 
 import json
+import socket
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from vecdb.bench import shards_cluster
 from vecdb.bench.shards_cluster import EtcdProcess
 from vecdb.bench.shards_main import ShardOptions, parse_counts
 from vecdb.bench.shards_report import fanout_per_shard, section_text, targets
@@ -187,3 +189,35 @@ def test_bench_shards_runs_through_a_real_router(tmp_path: Path) -> None:
     assert text.startswith("# vecdb benchmark results\n\nkept\n")
     assert "<!-- vecdb-bench:shards-synthetic-1500-12:begin -->" in text
     assert "--shards 1,2" in text and "| 2 | no-op fan-out (Count, empty) |" in text
+
+
+def test_etcd_process_moves_on_when_its_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port picked is taken before etcd binds it, by another etcd (which answers /health
+    under another member name) or by any socket (etcd exits): the start takes fresh ports and
+    the endpoint reaches this etcd."""
+    real = shards_cluster.free_port
+    (tmp_path / "a").mkdir()
+    first = EtcdProcess(tmp_path / "a")
+    try:
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            for taken in (first.port, holder.getsockname()[1]):
+                picks = iter([taken])  # the first client port; the rest real
+                monkeypatch.setattr(shards_cluster, "free_port",
+                                    lambda picks=picks: next(picks, None) or real())  # fmt: skip
+                (tmp_path / f"b{taken}").mkdir()
+                second = EtcdProcess(tmp_path / f"b{taken}")
+                try:
+                    assert second.port != taken and second.proc.poll() is None
+                    req = urllib.request.Request(f"http://{second.endpoint}/v3/cluster/member/list",
+                                                 data=b"{}", method="POST")  # fmt: skip
+                    with urllib.request.urlopen(req, timeout=5) as resp:
+                        members = json.loads(resp.read())["members"]
+                    assert [m["name"] for m in members] == [second.name] != [first.name]
+                finally:
+                    second.stop()
+    finally:
+        first.stop()

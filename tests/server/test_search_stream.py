@@ -369,18 +369,13 @@ def test_a_client_goes_on_across_a_server_restart(tmp_path: Path) -> None:
     """The server stops under an open stream and comes back on the same port and data: the
     next search (the stream broken, so sent again as Search) and the ones after it (on a new
     stream) are answered."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cfg = server_config(tmp_path / "data", server={"port": port})
-    srv = VecdbServer(cfg).start()
+    srv = VecdbServer(server_config(tmp_path / "data")).start()  # the server picks its port
+    port = srv.port
     with vecdb.connect(f"127.0.0.1:{port}", timeout=20) as c:
         x = _fill(c)
         assert c.search("s", x[1], k=1).ids[0, 0] == 1
         srv.stop(grace=0)
-        srv = VecdbServer(cfg).start()
+        srv = VecdbServer(server_config(tmp_path / "data", server={"port": port})).start()
         try:
             for i in range(2, 6):
                 assert c.search("s", x[i], k=1).ids[0, 0] == i

@@ -28,6 +28,7 @@ from vecdb.bench.server_process import SERVE, THREAD_VARS, ServerProcess
 from vecdb.errors import Unavailable
 
 ETCD_START_TIMEOUT_S = 30.0
+ETCD_PORT_TRIES = 5  # starts tried when another process takes the ports picked
 ETCD_HINT = "the etcd binary is needed: apt-get install etcd-server"
 
 
@@ -45,36 +46,65 @@ class EtcdProcess:
         binary = shutil.which("etcd") or ("/usr/bin/etcd" if Path("/usr/bin/etcd").exists() else "")
         if not binary:
             raise Unavailable(ETCD_HINT)
-        self.port = free_port()  # client port
-        self.endpoint = f"127.0.0.1:{self.port}"  # what VECDB__CLUSTER__ETCD names
-        peer = f"http://127.0.0.1:{free_port()}"
-        client = f"http://{self.endpoint}"
+        # A free port is free only when looked up: another process may bind it before etcd
+        # does. Then this etcd exits and the port answers for someone else, so an etcd counts
+        # as started only when the member answering on its port has its name; if not, fresh
+        # ports are tried.
+        self.name = f"bench-{uuid.uuid4().hex[:8]}"
         self._log_path = workdir / "etcd.log"
-        argv = [binary, "--name", "bench", "--data-dir", str(workdir / "etcd"),
-                "--listen-client-urls", client, "--advertise-client-urls", client,
-                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", f"bench={peer}", "--quota-backend-bytes", str(1 << 30)]  # fmt: skip
-        with open(self._log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        try:
-            self._wait_healthy(client)
-        except BaseException:
+        for _ in range(ETCD_PORT_TRIES):
+            self.port = free_port()  # client port
+            self.endpoint = f"127.0.0.1:{self.port}"  # what VECDB__CLUSTER__ETCD names
+            peer = f"http://127.0.0.1:{free_port()}"
+            client = f"http://{self.endpoint}"
+            data = workdir / "etcd"
+            shutil.rmtree(data, ignore_errors=True)  # nothing of a failed start is kept
+            argv = [binary, "--name", self.name, "--data-dir", str(data),
+                    "--listen-client-urls", client, "--advertise-client-urls", client,
+                    "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                    "--initial-cluster", f"{self.name}={peer}",
+                    "--quota-backend-bytes", str(1 << 30)]  # fmt: skip
+            with open(self._log_path, "ab") as log:
+                self._log_from = log.tell()  # where this start's lines begin
+                self.proc = subprocess.Popen(
+                    argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+                )
+            try:
+                if self._wait_healthy(client):
+                    return
+            except BaseException:
+                self.stop()
+                raise
             self.stop()
-            raise
+        raise Unavailable(f"etcd could not get a free port in {ETCD_PORT_TRIES} tries: "
+                          f"{self._log_tail()}")  # fmt: skip
 
-    def _wait_healthy(self, client: str) -> None:
+    def _log_tail(self) -> list[str]:
+        return self._log_path.read_text(errors="replace").strip().splitlines()[-3:]
+
+    def _wait_healthy(self, client: str) -> bool:
+        """True once this etcd serves; False when its ports turned out taken (it exited
+        saying so, or another etcd answers on them)."""
         deadline = time.monotonic() + ETCD_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                tail = self._log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                with open(self._log_path, "rb") as log:
+                    log.seek(self._log_from)
+                    if b"address already in use" in log.read():
+                        return False
+                tail = self._log_tail()
                 raise Unavailable(f"etcd exited with {self.proc.returncode}: {tail}")
             try:
                 with urllib.request.urlopen(f"{client}/health", timeout=1) as resp:
-                    if json.loads(resp.read()).get("health") == "true":
-                        return
-            except (OSError, urllib.error.URLError, ValueError):
+                    healthy = json.loads(resp.read()).get("health") == "true"
+                if healthy:
+                    request = urllib.request.Request(
+                        f"{client}/v3/cluster/member/list", data=b"{}", method="POST"
+                    )
+                    with urllib.request.urlopen(request, timeout=1) as resp:
+                        names = {m.get("name") for m in json.loads(resp.read())["members"]}
+                    return self.name in names and self.proc.poll() is None
+            except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
                 pass
             time.sleep(0.1)
         raise Unavailable(f"etcd did not become healthy within {ETCD_START_TIMEOUT_S:.0f} s")
