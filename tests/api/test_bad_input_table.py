@@ -49,6 +49,10 @@ def seed(c: vecdb.Client) -> None:
     # documents (issue 11): "mv" holds two documents
     c.create_collection("mv", DIM, "cosine", kind="multivector")
     c.upsert_documents("mv", [0, 1], [FOUR[:2], FOUR[1:]], payloads=[{"seed": 0}, None])
+    c.create_collection("mt", DIM, "cosine", kind="multivector", multi_tenant=True)  # tenants
+    c.create_tenant("mt", "a")
+    c.create_tenant("mt", "b", max_vectors=2)
+    c.upsert_documents("mt", [0, 1], [FOUR[:2], FOUR[1:]], tenant="a", grant_to=["b"])
     c.create_tenant("t", "q", max_vectors=3, max_bytes=2 * DIM * 4)  # stored quotas
     c.upsert("t", [5], FOUR[3:4], tenant="q")
 
@@ -65,6 +69,9 @@ def state(c: vecdb.Client) -> Any:
     out.append([c.count("t", tenant=t) for t in ("a", "b", "c")])
     docs = c.get_documents("mv", INT_IDS)  # documents (issue 11)
     out.append((c.count("mv"), [(d.id, d.tokens.tobytes(), d.payload) for d in docs]))
+    docs = c.get_documents("mt", INT_IDS)
+    out.append((c.count("mt"), [(d.id, d.tokens.tobytes()) for d in docs], c.list_tenants("mt")))
+    out.append([[d.id for d in c.get_documents("mt", INT_IDS, tenant=t)] for t in ("a", "b")])
     return out
 
 
@@ -135,7 +142,6 @@ CASES: dict[str, Case] = {
     "unknown kind": lambda c: c.create_collection("m", DIM, kind="sparse"),
     "multivector kind l2": lambda c: c.create_collection("m", DIM, "l2", kind="multivector"),
     "multivector kind flat index": lambda c: c.create_collection("m", DIM, index="flat", kind="multivector"),
-    "multivector multi_tenant": lambda c: c.create_collection("m", DIM, kind="multivector", multi_tenant=True),
     "multi_tenant not a bool": lambda c: c.create_collection("m", DIM, multi_tenant="yes"),  # type: ignore[arg-type]
     "index_params not an object": lambda c: c.create_collection("m", DIM, index_params=[1]),  # type: ignore[arg-type]
     # vectors
@@ -410,6 +416,19 @@ CASES: dict[str, Case] = {
     "search_documents bad filter": lambda c: c.search_documents("mv", ONE, filter={"seed": {"$bad": 1}}),
     "get_documents bad id": lambda c: c.get_documents("mv", [-1]),
     "get_documents with_tokens str": lambda c: c.get_documents("mv", [0], with_tokens="yes"),  # type: ignore[arg-type]
+    # documents in tenants: "mt" (tenants a, b (max_vectors 2); a owns 0 and 1, granted to b)
+    "documents tenant on a plain collection": lambda c: c.search_documents("mv", ONE, tenant="a"),
+    "documents grant_to on a plain collection": lambda c: c.upsert_documents("mv", [5], [ONE], grant_to=["a"]),
+    "documents without an owner": lambda c: c.upsert_documents("mt", [5], [ONE]),
+    "documents unknown owner": lambda c: c.upsert_documents("mt", [5], [ONE], tenant="z"),
+    "documents of another owner": lambda c: c.upsert_documents("mt", [1], [ONE], tenant="b"),
+    "documents grant_to the owner": lambda c: c.upsert_documents("mt", [5], [ONE], tenant="a", grant_to=["a"]),
+    "documents past a grantee's quota": lambda c: c.upsert_documents("mt", [5], [ONE], tenant="a", grant_to=["b"]),
+    "search_documents unknown tenant": lambda c: c.search_documents("mt", ONE, tenant="z"),
+    "search_documents tenant and tenants": lambda c: c.search_documents("mt", ONE, tenant="a", tenants=["b"]),
+    "get_documents unknown tenant": lambda c: c.get_documents("mt", [0], tenant="z"),
+    "documents tenant max_bytes": lambda c: c.create_tenant("mt", "n", max_bytes=1024),
+    "delete a granted document": lambda c: c.delete("mt", [0], tenant="b"),
     "multivector bad index_params": lambda c: c.create_collection("m", DIM, kind="multivector", index_params={"residual_bits": 3}),
     # stored quotas (tenant "q": max_vectors 3, max_bytes 2 vectors; owns point 5)
     "quota vectors by grant": lambda c: c.grant("t", [0, 1, 2], tenant="q"),

@@ -16,7 +16,7 @@ import pytest
 
 import vecdb
 from vecdb import config
-from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
+from vecdb.errors import AlreadyExists, InvalidArgument, NotFound
 
 
 @pytest.fixture
@@ -740,22 +740,6 @@ def test_unknown_create_option_is_rejected(client, kwargs, field) -> None:
         client, InvalidArgument, (field,), lambda: client.create_collection("d", **args)
     )
     assert client.create_collection("d", dim=DIM).name == "d"
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [({"kind": "multivector", "multi_tenant": True}, "multi_tenant")],
-    ids=["multivector-multi-tenant"],
-)
-def test_planned_collection_kinds_are_unimplemented(client, kwargs, field) -> None:
-    """Multi-tenant multivector collections raise Unimplemented for now; nothing created."""
-    assert_rejected(
-        client,
-        Unimplemented,
-        (field,),
-        lambda: client.create_collection("d", dim=DIM, metric="cosine", **kwargs),
-    )
-    assert client.list_collections() == []
 
 
 def test_client_keeps_serving_after_errors(client, coll) -> None:

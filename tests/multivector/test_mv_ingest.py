@@ -73,3 +73,27 @@ def test_malformed_document_names_the_row(tmp_path: Path) -> None:
         str(f), "--collection", "p", "--target", str(tmp_path / "db"), "--dim", str(DIM)
     )
     assert code == 1 and "row 1" in out and "NaN" in out
+
+
+def test_documents_load_into_a_tenant(tmp_path: Path) -> None:
+    """--tenant creates a multi-tenant document collection and its owner; a second file goes
+    to another tenant of the same collection, --grant-to sharing its documents."""
+    db = str(tmp_path / "db")
+    for name, ids, args in (("b.npz", range(20, 40), ("--tenant", "initech")),
+                            ("a.npz", range(0, 20), ("--tenant", "acme", "--grant-to", "globex"))):  # fmt: skip
+        docs = [DOCS[i] for i in ids]
+        np.savez(tmp_path / name, tokens=np.concatenate(docs), ids=np.asarray(list(ids)),
+                 offsets=np.concatenate([[0], np.cumsum([len(d) for d in docs])]))  # fmt: skip
+        if "--grant-to" in args:
+            with vecdb.connect(db) as c:  # a grantee must exist; the owner is made by ingest
+                c.create_tenant("p", "globex")
+        code, out = _run(str(tmp_path / name), "--collection", "p", "--target", db, "--dim",
+                         str(DIM), "--quiet", *args)  # fmt: skip
+        assert code == 0, out
+    with vecdb.connect(db) as c:
+        assert c.get_collection("p").multi_tenant and c.count("p") == 40
+        assert {t.name: t.owned for t in c.list_tenants("p")[0]} == {
+            "acme": 20, "globex": 0, "initech": 20}  # fmt: skip
+        assert c.count("p", tenant="globex") == 20
+        hits = c.search_documents("p", DOCS[25][:2], k=40, tenant="acme").ids[0]
+        assert set(hits[hits >= 0].tolist()) == set(range(20))

@@ -184,14 +184,14 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> st
 @click.option(
     "--tenant",
     default=None,
-    help="Owner tenant of the points (multi-tenant collections; created if absent, and so is "
+    help="Owner tenant of the points or documents (multi-tenant collections; created if absent, and so is "
     "the collection, as multi-tenant, when --dim/--metric create it).",
 )
 @click.option(
     "--grant-to",
     "grant_to",
     multiple=True,
-    help="Also grant the points to this tenant (repeatable; needs --tenant).",
+    help="Also grant the points or documents to this tenant (repeatable; needs --tenant).",
 )
 @click.option(
     "--stop-after",
@@ -232,13 +232,9 @@ def run_ingest(
     from vecdb.cli import ingest_documents as docs  # documents: .npz, Parquet token lists
 
     if docs.is_documents(file, vector_column):
-        if tenant is not None:
-            raise IngestError(
-                "--tenant applies to points; multi-tenant documents are not built yet"
-            )
         return docs.ingest_documents(file, collection, target, dim, metric, ids_from,
                                      vector_column, batch_size, resume, progress_file, api_key,
-                                     tls_ca, optimize, quiet)  # fmt: skip
+                                     tls_ca, optimize, quiet, tenant, grant_to)  # fmt: skip
     source = open_source(file, ids_from, vector_column)
     state_path = progress_path(file, progress_file)
     fingerprint = _fingerprint(file, collection, target)

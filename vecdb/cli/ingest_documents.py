@@ -11,7 +11,7 @@ Documents go out in batches of at most `--batch-size` documents and MAX_TOKENS_P
 tokens; every acknowledged batch advances the same progress file as dense loads, so
 `--resume` continues after the last one. A document that is not a matrix of finite numbers is
 `MalformedInput` naming the file and the document. Creates the collection (kind
-"multivector") when --dim or --metric is given.
+"multivector") when --dim or --metric is given; `--tenant` / `--grant-to` as for points.
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 import vecdb
-from vecdb.cli.ingest import IngestError, _fingerprint, load_progress, progress_path, save_progress
+from vecdb.cli.ingest import (
+    IngestError,
+    _fingerprint,
+    ensure_tenant,
+    load_progress,
+    progress_path,
+    save_progress,
+)
 from vecdb.cli.ingest_formats import MalformedInput
 from vecdb.client import _is_remote
 from vecdb.engine.doc_rules import MAX_TOKENS_PER_REQUEST
@@ -160,12 +167,19 @@ def ingest_documents(
     file: Path, collection: str, target: str, dim: int | None, metric: str | None,
     ids_from: str | None, vector_column: str | None, batch_size: int, resume: bool,
     progress_file: str | None, api_key: str | None, tls_ca: str | None, optimize: bool,
-    quiet: bool,
+    quiet: bool, tenant: str | None = None, grant_to: tuple[str, ...] = (),
 ) -> int:  # fmt: skip
-    """Load a document file; returns the exit code."""
+    """Load a document file; returns the exit code. With `tenant` the documents are its
+    (a multi-tenant collection; the tenant is created if absent, and so is the collection,
+    as multi-tenant, when --dim/--metric create it), granted to `grant_to` as well."""
     n, file_dim, rows = read_documents(file, ids_from, vector_column)
     state_path = progress_path(file, progress_file)
     fingerprint = _fingerprint(file, collection, target)
+    if tenant is not None:  # a resume must load into the same owner
+        fingerprint["tenant"] = tenant
+    tn: dict[str, Any] = {}
+    if tenant is not None:
+        tn = {"tenant": tenant, "grant_to": list(grant_to) or None}
     start, complete = load_progress(state_path, fingerprint) if resume else (0, False)
     if complete:
         click.echo(f"{file}: already loaded into {collection!r} (progress file {state_path})")
@@ -186,12 +200,15 @@ def ingest_documents(
                 raise IngestError(f"collection {collection!r} does not exist; pass --dim and/or "
                                   "--metric to create it") from None  # fmt: skip
             client.create_collection(collection, dim or file_dim, metric or "cosine",
-                                     kind="multivector")  # fmt: skip
+                                     kind="multivector", multi_tenant=tenant is not None)  # fmt: skip
+        if tenant is not None:
+            ensure_tenant(client, collection, tenant)
         for b in batched(rows, start, batch_size):
             pays = b.payloads if any(p is not None for p in b.payloads or []) else None
             ws = b.weights if any(w is not None for w in b.weights or []) else None
             try:
-                client.upsert_documents(collection, b.ids, b.docs, weights=ws, payloads=pays)
+                client.upsert_documents(collection, b.ids, b.docs, weights=ws, payloads=pays,
+                                        **tn)  # fmt: skip
             except VecdbError as exc:
                 raise IngestError(f"{file}: documents {b.start}..{b.start + len(b.ids) - 1}: "
                                   f"{exc}; documents before {done} are stored") from None  # fmt: skip

@@ -191,11 +191,21 @@ class Client(abc.ABC):
 
     @abc.abstractmethod
     def upsert_documents(
-        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+        self,
+        name: str,
+        ids: Any,
+        documents: Any,
+        weights: Any = None,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
     ) -> int:
         """Insert or replace documents: `documents[i]` an (n_i, dim) token matrix (at most
         4096 tokens; 65536 a request), `weights[i]` None or n_i per-token salience values
-        (used by index-time pruning), `payloads[i]` a JSON object or None."""
+        (used by index-time pruning), `payloads[i]` a JSON object or None. In a multi-tenant
+        collection `tenant` (required) owns them and `grant_to` names more tenants that may
+        see them, as for `upsert`."""
 
     @abc.abstractmethod
     def search_documents(
@@ -207,18 +217,28 @@ class Client(abc.ABC):
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         """Top-k documents by MaxSim (sum over query tokens of the best token similarity) for
         a query (m, dim) or a list of them. `distances` holds the negated MaxSim score, so
         smaller is better as for dense search; `stats` what the search did. `params`:
-        nprobe, centroid_threshold, ndocs, hamming_keep, rerank, query_keep (PARAMS.md)."""
+        nprobe, centroid_threshold, ndocs, hamming_keep, rerank, query_keep (PARAMS.md). In a
+        multi-tenant collection `tenant` (or `tenants`, their union) restricts it to the
+        documents granted to them."""
 
     @abc.abstractmethod
     def get_documents(
-        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+        self,
+        name: str,
+        ids: Any,
+        *,
+        with_tokens: bool = True,
+        with_payload: bool = True,
+        tenant: str | None = None,
     ) -> list[Document]:
-        """The stored documents among `ids`, in request order (missing ids omitted): tokens
-        exactly as upserted, weights if given, payload."""
+        """The stored documents among `ids`, in request order (missing ids omitted and, with
+        a tenant, ids it may not see): tokens exactly as upserted, weights if given, payload."""
 
     # -- snapshots ------------------------------------------------------------------------
 

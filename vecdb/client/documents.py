@@ -8,6 +8,8 @@ server's engine judges it; only values the wire cannot carry (a document that is
 matrix of numbers, a value beyond float32, weights that do not line up with the tokens) are
 judged here, by the engine's own rules (`vecdb.engine.doc_rules`), after asking the server
 for the collection's dimension, metric, kind and id type, so both modes raise the same error.
+The tenant arguments (`tenant`, `grant_to`, `tenants`) travel in the requests' tenant fields
+as for dense calls (`vecdb.client.tenant_requests`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.client import requests as rq
+from vecdb.client import tenant_requests as tq
 from vecdb.engine import filters
 from vecdb.engine import validate as rules
 from vecdb.engine.doc_rules import (
@@ -90,8 +93,9 @@ def _check_kind(info: CollectionInfo, call: str) -> None:
 
 
 def upsert_documents_request(
-    name: Any, ids: Any, documents: Any, weights: Any, payloads: Any, info: Info
-) -> pb.UpsertDocumentsRequest:
+    name: Any, ids: Any, documents: Any, weights: Any, payloads: Any, info: Info,
+    tenant: Any = None, grant_to: Any = None,
+) -> pb.UpsertDocumentsRequest:  # fmt: skip
     collection = rq.name_arg(name)
     try:
         docs = _matrices(documents)
@@ -104,15 +108,19 @@ def upsert_documents_request(
         raise InvalidArgument("documents cannot be sent as given", field="documents") from None
     ids_ = rq.judged(name, lambda: rq.ids_msg(ids))
     pays = rq.judged(name, lambda: rq.payloads_msg(payloads))
-    return pb.UpsertDocumentsRequest(
+    req = pb.UpsertDocumentsRequest(
         collection=collection, ids=ids_, documents=wire.documents_to_proto(docs, ws),
         payloads=pays,
     )  # fmt: skip
+    req.tenant = tq.tenant_arg(tenant)
+    req.grant_to.extend(tq.grant_to_arg(grant_to))
+    return req
 
 
 def search_documents_request(
-    name: Any, query: Any, k: Any, filter: Any, params: Any, with_payload: Any, info: Info
-) -> pb.SearchDocumentsRequest:
+    name: Any, query: Any, k: Any, filter: Any, params: Any, with_payload: Any, info: Info,
+    tenant: Any = None, tenants: Any = None,
+) -> pb.SearchDocumentsRequest:  # fmt: skip
     collection = rq.name_arg(name)
     k_ = rq.judged(name, lambda: rq._int_arg(k, rules.check_k))
     flt = rq.judged(name, lambda: rq.json_arg(filter, "filter"), lambda: rules.check_k(k_))
@@ -142,8 +150,11 @@ def search_documents_request(
         prepare_document_queries(query, got.dim, got.metric)
         raise InvalidArgument("query cannot be sent as given", field="query") from None
     options = pb.SearchOptions(k=k_, filter=flt, params=params_, with_payload=with_payload)
-    return pb.SearchDocumentsRequest(collection=collection, queries=wire.documents_to_proto(qs),
-                                     options=options, single=single)  # fmt: skip
+    req = pb.SearchDocumentsRequest(collection=collection, queries=wire.documents_to_proto(qs),
+                                    options=options, single=single)  # fmt: skip
+    req.tenant = tq.tenant_arg(tenant)
+    req.tenants.extend(tq.tenants_arg(tenants))
+    return req
 
 
 def _numeric(value: Any) -> bool:
@@ -154,13 +165,14 @@ def _numeric(value: Any) -> bool:
 
 
 def get_documents_request(
-    name: Any, ids: Any, with_tokens: Any, with_payload: Any
+    name: Any, ids: Any, with_tokens: Any, with_payload: Any, tenant: Any = None
 ) -> pb.GetDocumentsRequest:
     collection = rq.name_arg(name)
     ids_ = rq.judged(name, lambda: rq.ids_msg(ids))
     rq.judged(name, lambda: rq.flags(("with_tokens", with_tokens), ("with_payload", with_payload)))
     return pb.GetDocumentsRequest(collection=collection, ids=ids_, with_tokens=with_tokens,
-                                  with_payload=with_payload)  # fmt: skip
+                                  with_payload=with_payload,
+                                  tenant=tq.tenant_arg(tenant))  # fmt: skip
 
 
 class LocalDocuments:
@@ -169,9 +181,18 @@ class LocalDocuments:
     _db: Database
 
     def upsert_documents(
-        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+        self,
+        name: str,
+        ids: Any,
+        documents: Any,
+        weights: Any = None,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
     ) -> int:
-        return int(self._db.upsert_documents(name, ids, documents, weights, payloads))
+        return int(self._db.upsert_documents(name, ids, documents, weights, payloads,
+                                             tenant=tenant, grant_to=grant_to))  # fmt: skip
 
     def search_documents(
         self,
@@ -182,17 +203,26 @@ class LocalDocuments:
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         res: SearchResult = self._db.search_documents(
-            name, query, k, filter=filter, params=params, with_payload=with_payload
-        )
+            name, query, k, filter=filter, params=params, with_payload=with_payload,
+            tenant=tenant, tenants=tenants,
+        )  # fmt: skip
         return res
 
     def get_documents(
-        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+        self,
+        name: str,
+        ids: Any,
+        *,
+        with_tokens: bool = True,
+        with_payload: bool = True,
+        tenant: str | None = None,
     ) -> list[Document]:
         out: list[Document] = self._db.get_documents(
-            name, ids, with_tokens=with_tokens, with_payload=with_payload
+            name, ids, with_tokens=with_tokens, with_payload=with_payload, tenant=tenant
         )
         return out
 
@@ -204,10 +234,19 @@ class RemoteDocuments:
     get_collection: Callable[[str], CollectionInfo]
 
     def upsert_documents(
-        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+        self,
+        name: str,
+        ids: Any,
+        documents: Any,
+        weights: Any = None,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
     ) -> int:
         req = upsert_documents_request(name, ids, documents, weights, payloads,
-                                       lambda: self.get_collection(name))  # fmt: skip
+                                       lambda: self.get_collection(name),
+                                       tenant, grant_to)  # fmt: skip
         return int(self._call("UpsertDocuments", req, idempotent=True).upserted)
 
     def search_documents(
@@ -219,15 +258,24 @@ class RemoteDocuments:
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         req = search_documents_request(name, query, k, filter, params, with_payload,
-                                       lambda: self.get_collection(name))  # fmt: skip
+                                       lambda: self.get_collection(name),
+                                       tenant, tenants)  # fmt: skip
         return wire.search_documents_from_proto(self._call("SearchDocuments", req, idempotent=True))
 
     def get_documents(
-        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+        self,
+        name: str,
+        ids: Any,
+        *,
+        with_tokens: bool = True,
+        with_payload: bool = True,
+        tenant: str | None = None,
     ) -> list[Document]:
-        req = get_documents_request(name, ids, with_tokens, with_payload)
+        req = get_documents_request(name, ids, with_tokens, with_payload, tenant)
         return wire.get_documents_from_proto(self._call("GetDocuments", req, idempotent=True))
 
 
@@ -257,15 +305,24 @@ class AsyncDocuments:
             return make(lambda: got)
 
     async def upsert_documents(
-        self, name: str, ids: Any, documents: Any, weights: Any = None, payloads: Any = None
+        self,
+        name: str,
+        ids: Any,
+        documents: Any,
+        weights: Any = None,
+        payloads: Any = None,
+        *,
+        tenant: str | None = None,
+        grant_to: list[str] | None = None,
     ) -> int:
         """See `vecdb.Client.upsert_documents`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
-                "upsert_documents", name, ids, documents, weights, payloads
-            )
+                "upsert_documents", name, ids, documents, weights, payloads, tenant=tenant,
+                grant_to=grant_to,
+            )  # fmt: skip
         req = await self._with_info(name, lambda info: upsert_documents_request(
-            name, ids, documents, weights, payloads, info))  # fmt: skip
+            name, ids, documents, weights, payloads, info, tenant, grant_to))  # fmt: skip
         return int((await self._call("UpsertDocuments", req, idempotent=True)).upserted)
 
     async def search_documents(
@@ -277,26 +334,35 @@ class AsyncDocuments:
         filter: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         with_payload: bool = False,
+        tenant: str | None = None,
+        tenants: list[str] | None = None,
     ) -> SearchResult:
         """See `vecdb.Client.search_documents`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
                 "search_documents", name, query, k, filter=filter, params=params,
-                with_payload=with_payload,
+                with_payload=with_payload, tenant=tenant, tenants=tenants,
             )  # fmt: skip
         req = await self._with_info(name, lambda info: search_documents_request(
-            name, query, k, filter, params, with_payload, info))  # fmt: skip
+            name, query, k, filter, params, with_payload, info, tenant, tenants))  # fmt: skip
         resp = await self._call("SearchDocuments", req, idempotent=True)
         return wire.search_documents_from_proto(resp)
 
     async def get_documents(
-        self, name: str, ids: Any, *, with_tokens: bool = True, with_payload: bool = True
+        self,
+        name: str,
+        ids: Any,
+        *,
+        with_tokens: bool = True,
+        with_payload: bool = True,
+        tenant: str | None = None,
     ) -> list[Document]:
         """See `vecdb.Client.get_documents`."""
         if self._local is not None:
             return await self._local_call(  # type: ignore[no-any-return]
-                "get_documents", name, ids, with_tokens=with_tokens, with_payload=with_payload
-            )
-        req = get_documents_request(name, ids, with_tokens, with_payload)
+                "get_documents", name, ids, with_tokens=with_tokens, with_payload=with_payload,
+                tenant=tenant,
+            )  # fmt: skip
+        req = get_documents_request(name, ids, with_tokens, with_payload, tenant)
         resp = await self._call("GetDocuments", req, idempotent=True)
         return wire.get_documents_from_proto(resp)

@@ -6,7 +6,10 @@ order), so a bad batch gets a node's error and no shard writes any of it, then s
 shard and sent in parallel. GetDocuments asks each shard for its ids and answers in request
 order. SearchDocuments asks every shard for its top-k by MaxSim and merges by distance
 (ties in shard order), summing the shards' numeric stats. Anything the router cannot place
-(unknown or dense collection, a tenant, one shard) goes whole to one shard.
+(unknown or dense collection, a tenant or grantee, one shard) goes whole to one shard. No
+multi-tenant document collection exists through a router (CreateCollection refuses it,
+`router.collection_spec`), so a call naming tenants is refused by the shards as by a node
+("not multi-tenant"), never split with its tenant fields dropped.
 """
 
 from __future__ import annotations
@@ -30,17 +33,17 @@ from vecdb.types import IdType, Metric
 class DocumentRpcs(RouterBase):
     """UpsertDocuments, GetDocuments and SearchDocuments through the router."""
 
-    def _documents_entry(self, name: str, tenant: str) -> Any:
+    def _documents_entry(self, name: str, names_tenants: bool) -> Any:
         """The catalog entry when the call can be split by id, else None."""
         entry = self._entry(name)
-        if entry is None or self._dense(entry) or tenant or len(self._all()) == 1:
+        if entry is None or self._dense(entry) or names_tenants or len(self._all()) == 1:
             return None
         return entry
 
     def UpsertDocuments(
         self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.UpsertDocumentsResponse:
-        entry = self._documents_entry(req.collection, req.tenant)
+        entry = self._documents_entry(req.collection, bool(req.tenant or req.grant_to))
         if entry is None:
             return self._one("UpsertDocuments", req, ctx)  # type: ignore[no-any-return]
         spec = entry.spec
@@ -77,7 +80,7 @@ class DocumentRpcs(RouterBase):
     def GetDocuments(
         self, req: pb.GetDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.GetDocumentsResponse:
-        entry = self._documents_entry(req.collection, req.tenant)
+        entry = self._documents_entry(req.collection, bool(req.tenant))
         if entry is None or req.ids.HasField("mixed"):
             return self._one("GetDocuments", req, ctx)  # type: ignore[no-any-return]
         self._check_ids(entry, req.ids)

@@ -34,7 +34,7 @@ from vecdb.index.base import VectorIndex
 from vecdb.index.registry import KindSpec
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
-from vecdb.types import IdType, Metric
+from vecdb.types import CollectionKind, IdType, Metric
 
 
 @dataclass
@@ -130,9 +130,13 @@ class CollectionCore:
         self.pindex = PayloadIndexes(kv, self.prefix)  # payload indexes (filters)
         self.pindex.load()
         self.selector = Selector(self.points, self.pindex)  # filter -> matching slots
+        # tenants and access lists of a multi-tenant collection (loaded by recovery); a
+        # document's bytes are its tokens', which the tenant layer does not count (dim 0:
+        # TenantInfo.bytes 0, max_bytes refused by `tenant_ops`)
+        documents = cfg.kind == CollectionKind.MULTIVECTOR.value
         self.tenants: TenantState | None = (
-            TenantState(kv, self.prefix, cfg.dim) if cfg.multi_tenant else None
-        )  # tenants and access lists of a multi-tenant collection (loaded by recovery)
+            TenantState(kv, self.prefix, 0 if documents else cfg.dim) if cfg.multi_tenant else None
+        )
         self.buffer: WriteBuffer | None = (
             WriteBuffer(cfg.dim, cfg.metric) if kind.buffered else None
         )  # recent writes searched exactly until the worker applies them to the index

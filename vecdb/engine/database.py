@@ -28,7 +28,7 @@ from vecdb.engine.doc_database import DocumentsMixin, collection_index
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.recovery import collection_dir, open_collection
 from vecdb.engine.settings import EngineSettings
-from vecdb.errors import AlreadyExists, NotFound, Unavailable, Unimplemented
+from vecdb.errors import AlreadyExists, NotFound, Unavailable
 from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -345,7 +345,5 @@ def collection_settings(
     kind_ = v.check_kind(kind)
     index = collection_index(kind_, index, metric_)  # documents: engine.doc_database
     v.check_flag("multi_tenant", multi_tenant)
-    if multi_tenant and kind_ is CollectionKind.MULTIVECTOR:
-        raise Unimplemented("multi_tenant=True is not built yet for kind='multivector' collections")
     return {"dim": dim, "metric": metric_.value, "id_type": id_type_.value, "index": index,
             "index_params": params, "kind": kind_.value, "multi_tenant": multi_tenant}  # fmt: skip

@@ -17,10 +17,12 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.engine import filters
+from vecdb.engine import scope as scopes
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.doc_rules import prepare_document_queries
 from vecdb.engine.doc_writer import check_kind, decode_document
+from vecdb.engine.tenant_reads import read_scope
 from vecdb.errors import InvalidArgument
 from vecdb.index.multivector.params import MVSearchParams
 from vecdb.storage import kv as kvmod
@@ -36,6 +38,8 @@ def search_documents(
     flt: object,
     params: object,
     with_payload: bool,
+    tenant: object = None,
+    tenants: object = None,
 ) -> SearchResult:
     check_kind(coll, "search_documents")
     k_ = v.check_k(k)
@@ -46,9 +50,12 @@ def search_documents(
                               field="params")  # fmt: skip
     parsed = MVSearchParams.parse(params)  # bad parameters before any work
     qs = prepare_document_queries(query, coll.cfg.dim, coll.metric)
-    visible = None
+    scope = read_scope(coll, tenant, tenants)  # the tenants' documents (None: all)
+    visible = None if scope is None else scope.slots
     if compiled is not None:
-        visible = np.flatnonzero(coll.selector.matching(compiled)).astype(np.int64)
+        mask = (coll.selector.matching(compiled) if scope is None
+                else scopes.matching(coll, compiled, scope))  # fmt: skip
+        visible = np.flatnonzero(mask).astype(np.int64)
     mv = coll.index.mv  # type: ignore[attr-defined]
     slots, scores, stats = mv.search(qs, k_, parsed, visible)
     ids = coll.points.ids_of(slots)
@@ -70,13 +77,19 @@ def search_documents(
 
 
 def get_documents(
-    coll: CollectionCore, ids: object, with_tokens: bool = True, with_payload: bool = True
+    coll: CollectionCore,
+    ids: object,
+    with_tokens: bool = True,
+    with_payload: bool = True,
+    tenant: object = None,
 ) -> list[Document]:
-    """The stored documents among `ids`, in request order (missing ids omitted)."""
+    """The stored documents among `ids`, in request order (missing ids omitted; with a
+    tenant, so are the documents it may not see)."""
     check_kind(coll, "get_documents")
     id_list = v.prepare_ids(ids, coll.id_type)
     v.check_flag("with_tokens", with_tokens)
     v.check_flag("with_payload", with_payload)
+    scope = read_scope(coll, tenant)
     keys = [v.encode_id(i) for i in id_list]
     out: list[Document] = []
     with coll.kv.view() as view:
@@ -85,6 +98,9 @@ def get_documents(
             for r in view.multi_get(kvmod.CF_IDS, [coll.points.id_key(k) for k in keys])
         ]
         found = [(i, s) for i, s in zip(id_list, slots, strict=True) if s is not None]
+        if scope is not None and found:
+            seen = scope.has([s for _, s in found]).tolist()
+            found = [f for f, ok in zip(found, seen, strict=True) if ok]
         skeys = [coll.points.slot_key(s) for _, s in found]
         rows = view.multi_get(kvmod.CF_VECTORS, skeys)
         pays = view.multi_get(kvmod.CF_PAYLOAD, skeys) if with_payload else [None] * len(skeys)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.engine import commit
+from vecdb.engine import commit, tenant_access
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
 from vecdb.engine.doc_rules import prepare_documents, wrong_kind
@@ -97,8 +97,14 @@ def upsert_documents(
     weights: object,
     payloads: object,
     notify: Notify,
+    tenant: object = None,
+    grant_to: object = None,
 ) -> int:
+    """Insert or replace documents; in a multi-tenant collection `tenant` owns them and
+    `grant_to` names more tenants that may see them (the rules of a dense upsert,
+    `tenant_access`: another tenant's document is refused, quotas count documents)."""
     check_kind(coll, "upsert_documents")
+    access = tenant_access.upsert_access(coll, tenant, grant_to)
     id_list = v.prepare_ids(ids, coll.id_type)
     docs, ws = prepare_documents(documents, weights, coll.cfg.dim, coll.metric)
     if len(docs) != len(id_list):
@@ -111,7 +117,10 @@ def upsert_documents(
     index: Any = coll.index
     with coll.write_lock:
         pts, pidx = coll.points, coll.pindex
-        old = [s for s in pts.lookup(keys) if s is not None]
+        looked = pts.lookup(keys)
+        old = [s for s in looked if s is not None]
+        if access is not None:
+            access.check(id_list, looked)  # another tenant's document: refused, nothing written
         pts.check_room(len(keys), coll.name)
         start = pts.next_slot
         batch = coll.kv.batch()
@@ -123,6 +132,10 @@ def upsert_documents(
             pts.put(batch, key, start + j, rows[j], blob)
             if blob is not None and pidx.defs:
                 pidx.add(batch, start + j, json.loads(blob))
+            if access is not None:
+                access.put(batch, start + j, looked[j], j)
+        if access is not None:
+            access.drop_old(batch)
         pts.put_next_slot(batch, start + len(keys))
         coll.seq.commit(batch, coll.prefix, commit.encode_write(start, len(keys), old))
         # Acknowledged from here on: apply to memory.
@@ -131,6 +144,8 @@ def upsert_documents(
             index.remove(np.asarray(old, np.int64))
         index.add_documents(new_slots, tokens, offsets, flat_w)
         pts.apply_upsert(new_slots, id_list, old)
+        if access is not None:
+            access.state.notify(access.apply())
         coll.selector.bump()
         coll.status.last_write = time.monotonic()
     notify(coll)

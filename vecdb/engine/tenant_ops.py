@@ -45,7 +45,7 @@ from vecdb.errors import (
     echo,
 )
 from vecdb.storage import kv as kvmod
-from vecdb.types import Id, TenantInfo
+from vecdb.types import CollectionKind, Id, TenantInfo
 
 log = logging.getLogger("vecdb.engine")
 
@@ -58,7 +58,7 @@ def create(
     check_tenant_name(name)
     assert isinstance(name, str)
     mv = check_quota(max_vectors, "max_vectors", MAX_MAX_VECTORS) or 0
-    mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES) or 0
+    mb = _bytes_quota(coll, max_bytes) or 0
     with coll.write_lock:
         have = ts.by_name.get(name)
         if have is not None and have.state == DROPPING:
@@ -85,6 +85,20 @@ def create(
     return ts.info(t)
 
 
+def _bytes_quota(coll: CollectionCore, max_bytes: object) -> int | None:
+    """`max_bytes` checked; refused (other than 0, unlimited) in a document collection,
+    whose tenants' bytes are not counted (`TenantInfo.bytes` is 0 there)."""
+    mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES)
+    if mb and coll.cfg.kind == CollectionKind.MULTIVECTOR.value:
+        raise InvalidArgument(
+            f"collection {coll.name!r} holds documents, whose tenants' bytes are not counted: "
+            "max_bytes is not supported there; use max_vectors (a number of documents)",
+            field="max_bytes",
+            reason="UNSUPPORTED_QUOTA",
+        )
+    return mb
+
+
 def update(
     coll: CollectionCore, name: object, max_vectors: object = None, max_bytes: object = None
 ) -> TenantInfo:
@@ -93,7 +107,7 @@ def update(
     ts = state_of(coll)
     t = resolve(coll, name)
     mv = check_quota(max_vectors, "max_vectors", MAX_MAX_VECTORS)
-    mb = check_quota(max_bytes, "max_bytes", MAX_MAX_BYTES)
+    mb = _bytes_quota(coll, max_bytes)
     with coll.write_lock:
         if t.state != ACTIVE:
             raise tenant_not_found(coll, name)

@@ -3,8 +3,10 @@
 Owns UpsertDocuments, SearchDocuments and GetDocuments: decode with `vecdb.rpc.documents`,
 call the engine's document methods, encode the answer. As for the dense RPCs, inputs reach
 the engine as given so that its validator names the field; optional flags are passed only
-when the request sets them. A non-empty `tenant` is refused (documents are not tenant-scoped
-yet).
+when the request sets them. The tenant block travels as for the dense RPCs
+(`convert.tenant_args`: an empty `tenant` names none; `grant_to` and `tenants` only when
+non-empty), so the engine judges a tenant on a collection that is not multi-tenant, a missing
+owner and an unknown tenant exactly as for points.
 """
 
 from __future__ import annotations
@@ -14,14 +16,8 @@ from typing import Any
 import grpc
 
 from vecdb.engine.validate import JSON_NULL
-from vecdb.errors import Unimplemented
 from vecdb.rpc import convert, documents
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-
-
-def _no_tenant(tenant: str) -> None:
-    if tenant:
-        raise Unimplemented("tenant-scoped documents are not built yet", field="tenant")
 
 
 class DocumentRPCs:
@@ -32,19 +28,21 @@ class DocumentRPCs:
     def UpsertDocuments(
         self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.UpsertDocumentsResponse:
-        _no_tenant(req.tenant)
         ids = convert.ids_from_proto(req.ids)
         docs, weights = documents.documents_from_proto(req.documents, "documents")
         payloads = convert.payloads_from_proto(req.payloads, JSON_NULL)
-        n = self._db.upsert_documents(req.collection, ids, docs, weights, payloads)
+        kwargs: dict[str, Any] = convert.tenant_args(req.tenant)
+        if req.grant_to:
+            kwargs["grant_to"] = list(req.grant_to)
+        n = self._db.upsert_documents(req.collection, ids, docs, weights, payloads, **kwargs)
         return pb.UpsertDocumentsResponse(upserted=n)
 
     def SearchDocuments(
         self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.SearchDocumentsResponse:
-        _no_tenant(req.tenant)
         opts = req.options
         kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
+        kwargs.update(convert.tenant_args(req.tenant, req.tenants))
         if opts.filter:
             kwargs["filter"] = convert.loads_json(opts.filter, "filter")
         if opts.params:
@@ -57,10 +55,10 @@ class DocumentRPCs:
     def GetDocuments(
         self, req: pb.GetDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.GetDocumentsResponse:
-        _no_tenant(req.tenant)
         ids = convert.ids_from_proto(req.ids)
         with_tokens = req.with_tokens if req.HasField("with_tokens") else True
         with_payload = req.with_payload if req.HasField("with_payload") else True
         found = self._db.get_documents(req.collection, ids, with_tokens=with_tokens,
-                                       with_payload=with_payload)  # fmt: skip
+                                       with_payload=with_payload,
+                                       **convert.tenant_args(req.tenant))  # fmt: skip
         return documents.get_documents_to_proto(found, with_tokens, with_payload)

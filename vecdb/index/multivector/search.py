@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import InvalidArgument
-from vecdb.index.multivector.params import MVSearchParams
+from vecdb.index.multivector.params import MVSearchParams, plaid_defaults
 from vecdb.index.multivector.reduce import query_tokens
 from vecdb.index.multivector.view import View
 from vecdb.kernels.bitpack import sign_lut
@@ -185,7 +185,10 @@ def search_one(
     st = dict.fromkeys(STAT_KEYS, 0.0)
     st["queries"] = 1.0
     codec = v.codec
-    if codec is None or np.count_nonzero(live) <= k:  # untrained, or nothing to choose from
+    # Untrained; or a visible set (a filter, a tenant) no larger than what the default
+    # pipeline scores in full anyway (96 documents for k <= 10): every one of them scored
+    # exactly costs about the same, and probing cells could miss some of them
+    if codec is None or np.count_nonzero(live) <= max(k, plaid_defaults(k)[2] // 4):
         live_docs = scratch.live_docs
         scores = exact_scores(q, raw, v, live_docs)
         tokens = float(_sizes(v.raw_off, live_docs).sum())

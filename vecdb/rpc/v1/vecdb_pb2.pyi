@@ -732,18 +732,20 @@ class Documents(_message.Message):
     def __init__(self, dim: _Optional[int] = ..., count: _Optional[int] = ..., data: _Optional[bytes] = ..., token_counts: _Optional[_Iterable[int]] = ..., weights: _Optional[bytes] = ..., has_weights: _Optional[_Iterable[bool]] = ..., widths: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UpsertDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "ids", "documents", "payloads", "tenant")
+    __slots__ = ("collection", "ids", "documents", "payloads", "tenant", "grant_to")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_TO_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: Ids
     documents: Documents
     payloads: _containers.RepeatedScalarFieldContainer[str]
     tenant: str
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., documents: _Optional[_Union[Documents, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ...) -> None: ...
+    grant_to: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Union[Ids, _Mapping]] = ..., documents: _Optional[_Union[Documents, _Mapping]] = ..., payloads: _Optional[_Iterable[str]] = ..., tenant: _Optional[str] = ..., grant_to: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpsertDocumentsResponse(_message.Message):
     __slots__ = ("upserted",)
@@ -752,20 +754,22 @@ class UpsertDocumentsResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class SearchDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "queries", "options", "single", "tenant", "allow_partial")
+    __slots__ = ("collection", "queries", "options", "single", "tenant", "tenants", "allow_partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     SINGLE_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: Documents
     options: SearchOptions
     single: bool
     tenant: str
+    tenants: _containers.RepeatedScalarFieldContainer[str]
     allow_partial: bool
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Documents, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., single: _Optional[bool] = ..., tenant: _Optional[str] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[Documents, _Mapping]] = ..., options: _Optional[_Union[SearchOptions, _Mapping]] = ..., single: _Optional[bool] = ..., tenant: _Optional[str] = ..., tenants: _Optional[_Iterable[str]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class SearchDocumentsResponse(_message.Message):
     __slots__ = ("result", "stats", "missing_shards")
