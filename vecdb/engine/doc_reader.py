@@ -51,7 +51,7 @@ def search_documents(
     parsed = MVSearchParams.parse(params)  # bad parameters before any work
     qs = prepare_document_queries(query, coll.cfg.dim, coll.metric)
     scope = read_scope(coll, tenant, tenants)  # the tenants' documents (None: all)
-    visible = None if scope is None else scope.slots
+    visible: Any = None if scope is None else scope.visible  # a bitmap, cached per set
     if compiled is not None:
         mask = (coll.selector.matching(compiled) if scope is None
                 else scopes.matching(coll, compiled, scope))  # fmt: skip

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.index.base import Visible
 from vecdb.index.multivector import persist
 from vecdb.index.multivector.codec import Codec, Encoded, train
 from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
@@ -299,7 +300,7 @@ class MultiVectorIndex:
         queries: Sequence[F32] | F32,
         k: int,
         params: MVSearchParams | Mapping[str, Any] | None = None,
-        visible: npt.ArrayLike | None = None,
+        visible: Visible | npt.ArrayLike | None = None,
     ) -> tuple[I64, F32, dict[str, float]]:
         """Top-k documents of each query by (approximate) MaxSim: slots (nq, k) padded -1,
         scores (nq, k) padded -inf, higher is better; stats summed over the queries. `params`
@@ -316,7 +317,7 @@ class MultiVectorIndex:
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 
     def exact(
-        self, queries: Sequence[F32] | F32, k: int, visible: npt.ArrayLike | None = None
+        self, queries: Sequence[F32] | F32, k: int, visible: Visible | npt.ArrayLike | None = None
     ) -> tuple[I64, F32]:
         """Exact MaxSim top-k over every live document's raw tokens."""
         qs = queries_of(self.dim, queries)

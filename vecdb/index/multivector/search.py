@@ -108,8 +108,10 @@ def exact_scores(q: F32, raw: Rows, v: View, docs: I64) -> F32:
             full[lo:hi] = best.sum(axis=0)
             lo = hi
         return full[docs]
-    rows, local = raw.gather(v.raw_off, docs)
-    maxsim(q, np.asarray(rows, np.float32), local, np.arange(len(docs), dtype=np.int64), out)
+    # a subset (a filter, a tenant, the survivors of a rerank): each document's rows read in
+    # place through the store's offsets (a gathered copy cost as much as the scoring)
+    rows = np.asarray(raw.rows(0, int(v.raw_off[-1])), np.float32)
+    maxsim(q, rows, v.raw_off, np.ascontiguousarray(docs, np.int64), out)
     return out
 
 

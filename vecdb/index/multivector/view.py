@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.index.base import Visible
 from vecdb.index.multivector.codec import Codec
 from vecdb.kernels.bitpack import code_bits
 
@@ -130,9 +131,12 @@ def with_delta(v: View, cells: I64, docs: I64) -> View:
     return replace(v, indptr=indptr, cell_docs=cell_docs, delta_cells=z, delta_docs=z)
 
 
-def visible_mask(v: View, visible: npt.ArrayLike | None) -> BOOL:
-    """Live documents, restricted to the given slots when `visible` is not None."""
+def visible_mask(v: View, visible: Visible | npt.ArrayLike | None) -> BOOL:
+    """Live documents, restricted to the given slots when `visible` is not None (an array
+    of slots, or a `Visible` bitmap: looked up per document, no sort)."""
     alive = v.alive.copy()
-    if visible is not None:
+    if isinstance(visible, Visible):
+        alive &= visible.contains(v.slots)
+    elif visible is not None:
         alive &= np.isin(v.slots, np.asarray(visible, np.int64))
     return alive
