@@ -65,5 +65,6 @@ def test_the_run_measures_every_tenant_in_both_layouts(tmp_path: Path) -> None:
         == len(data.tokens)
     )
     assert r["shared"]["disk_bytes"] > 0 and r["private"]["disk_bytes"] > 0
+    assert 0 < r["shared"]["index_bytes"] < r["shared"]["disk_bytes"]
     text = bench.table(r)
     assert text.count("\n| t") == 4 and "Stored tokens: shared" in text

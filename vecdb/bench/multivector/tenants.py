@@ -11,7 +11,8 @@ in both, the two calls in a fresh random order per query, at one thread (numba, 
 OpenMP held to one). Per tenant: documents, recall@10 of each against exact MaxSim over the
 tenant's own documents (tie-aware), latency p50 / p95 (ms, wall) and the share of searches the
 engine answered exactly (a set no larger than the default pipeline's full scoring); in all:
-stored tokens and the bytes on disk of both layouts. Writes the JSON and prints a table.
+stored tokens, the index's bytes besides the raw store (`index_bytes`) and the bytes on disk
+of both layouts, and the build + optimize seconds. Writes the JSON and prints a table.
 """
 
 from __future__ import annotations
@@ -87,6 +88,16 @@ def _disk(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def index_bytes(db: Any, name: str) -> int:
+    """What search reads of a document index besides the raw store: the codebook, every
+    encoded token's codes, residuals and sign bits (`bytes_per_token`), and the postings."""
+    st = db.stats(name)["index"]
+    per = st.get("bytes_per_token", {})
+    tokens = int(st.get("encoded_tokens", 0))
+    coded = sum(float(per.get(t, 0.0)) for t in ("codes", "residuals", "signs", "tier"))
+    return int(4 * st.get("K", 0) * st["dim"] + tokens * coded + st.get("postings_bytes", 0))
+
+
 def build(data: MVData, owner: I64, grants: dict[int, int], work: Path) -> dict[str, Any]:
     """The shared database (one multi-tenant collection) and the private one (a collection
     per tenant), both optimized; returns them open with their build seconds."""
@@ -115,8 +126,10 @@ def build(data: MVData, owner: I64, grants: dict[int, int], work: Path) -> dict[
         private.create_collection(name, data.dim, "cosine", kind="multivector")
         _load(private, name, data, visible_docs(owner, grants, t).tolist())
         private.optimize(name)
+    private_s = time.perf_counter() - t0
     return {"shared": shared, "private": private, "shared_build_s": shared_s,
-            "private_build_s": time.perf_counter() - t0}  # fmt: skip
+            "private_build_s": private_s, "shared_index_bytes": index_bytes(shared, SHARED),
+            "private_index_bytes": sum(index_bytes(private, f"t{t}") for t in range(n_t))}  # fmt: skip
 
 
 def measure(
@@ -182,9 +195,10 @@ def run(data: MVData, shares: tuple[float, ...], grant_share: float, n_queries: 
             "dim": data.dim, "queries": min(n_queries, data.n_queries), "rounds": rounds,
             "shares": list(shares), "grant_share": grant_share, "granted": len(grants),
             "tenants": tenants,
-            "shared": {"stored_tokens": int(len(data.tokens)),
-                       "build_s": dbs["shared_build_s"]},
-            "private": {"stored_tokens": private_tokens, "build_s": dbs["private_build_s"]},
+            "shared": {"stored_tokens": int(len(data.tokens)), "build_s": dbs["shared_build_s"],
+                       "index_bytes": dbs["shared_index_bytes"]},
+            "private": {"stored_tokens": private_tokens, "build_s": dbs["private_build_s"],
+                        "index_bytes": dbs["private_index_bytes"]},
         }  # fmt: skip
     finally:
         dbs["shared"].close()
@@ -214,7 +228,10 @@ def table(r: dict[str, Any]) -> str:
         f"Stored tokens: shared {sh['stored_tokens']:,}, private {pr['stored_tokens']:,} "
         f"({pr['stored_tokens'] / sh['stored_tokens']:.2f}x); disk: shared "
         f"{sh['disk_bytes'] / 2**20:.1f} MiB, private {pr['disk_bytes'] / 2**20:.1f} MiB "
-        f"({pr['disk_bytes'] / sh['disk_bytes']:.2f}x); build + optimize: shared "
+        f"({pr['disk_bytes'] / sh['disk_bytes']:.2f}x); index (codebook, codes, residuals, "
+        f"signs, postings): shared {sh['index_bytes'] / 2**20:.1f} MiB, private "
+        f"{pr['index_bytes'] / 2**20:.1f} MiB ({pr['index_bytes'] / sh['index_bytes']:.2f}x); "
+        "build + optimize: shared "
         f"{sh['build_s']:.1f} s, private {pr['build_s']:.1f} s.",
     ]
     return "\n".join(lines)
