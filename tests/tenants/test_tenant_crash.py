@@ -6,7 +6,9 @@ and an interrupted drop_tenant resumes and ends with no trace of the tenant.
    reopens the directory and checks: every point's existence, vector and grantees equal the
    acknowledged history (the points of the one operation in flight may show either state),
    the in-memory tenant sets equal the access rows in RocksDB, and randomized reads across
-   tenants see exactly their grants (exact on flat, recall >= 0.9 on SPANN).
+   tenants see exactly their grants (exact on flat, recall >= 0.9 on SPANN). The same child
+   writes documents into a multi-tenant document collection ("multivector"): each document's
+   tokens reopen exactly and each tenant's get / count / search see exactly its documents.
 2. A child drops a large tenant and is SIGKILLed inside the cleanup (kill points between the
    cleanup's batches); after reopening the tenant is still "dropping", nobody sees its
    points, its name is refused; the worker resumes and afterwards nothing in RocksDB or
@@ -27,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tenant_crash_writer import ID_RANGE, TENANTS, owner_of, vector_of
+from tenant_crash_writer import ID_RANGE, TENANTS, document_of, owner_of, vector_of
 from tenant_world import World, assert_memory_matches_rocksdb, build_world, check_isolation, load
 
 from vecdb.engine import Database
@@ -93,20 +95,37 @@ def _observed(db: Database) -> dict[int, tuple[np.ndarray, set[str]]]:
     ts = core.tenants
     names = {t.no: t.name for t in ts.by_no.values()}
     out = {}
-    recs = db.get("m", list(range(ID_RANGE)))
+    if core.cfg.kind == "multivector":  # a document's first token is its point's vector
+        by_id = {d.id: d.tokens[0] for d in db.get_documents("m", list(range(ID_RANGE)))}
+    else:
+        by_id = {r.id: r.vector for r in db.get("m", list(range(ID_RANGE)))}
     slots = core.points.lookup([i.to_bytes(8, "big") for i in range(ID_RANGE)])
-    by_id = {r.id: r for r in recs}
     for i, slot in enumerate(slots):
         if slot is None:
             continue
         acl = ts.acls([slot])[0]
         assert acl is not None and names[acl[0]] == owner_of(i), f"id {i}: wrong owner"
-        out[i] = (by_id[i].vector, {names[g] for g in acl[1]})
+        out[i] = (by_id[i], {names[g] for g in acl[1]})
     return out
 
 
+def _documents_isolation(db: Database, seen: dict[int, tuple[np.ndarray, set[str]]]) -> None:
+    """Each tenant's get_documents, count and searches see exactly its owned and granted
+    documents, with their whole tokens."""
+    for t in TENANTS:
+        mine = sorted(i for i, (_, grants) in seen.items() if owner_of(i) == t or t in grants)
+        got = db.get_documents("m", list(range(ID_RANGE)), tenant=t)
+        assert [d.id for d in got] == mine and db.count("m", tenant=t) == len(mine)
+        for d in got:
+            assert np.array_equal(d.tokens[0], seen[d.id][0]) and len(d.tokens) == 3
+        if mine:
+            q = np.stack([seen[i][0] for i in mine[:3]])
+            res = db.search_documents("m", q, k=50, tenant=t)
+            assert set(res.ids[0][res.ids[0] >= 0].tolist()) <= set(mine)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("index", ["flat", "spann"])
+@pytest.mark.parametrize("index", ["flat", "spann", "multivector"])
 def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, index: str) -> None:
     """Across TRIALS kills every acknowledged tenant write reopens exactly, memory equals the
     access rows, and reads across tenants see exactly their grants."""
@@ -128,6 +147,9 @@ def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, 
                 if i in model:
                     gen, grants = model[i]
                     np.testing.assert_array_equal(seen[i][0], vector_of(i, gen))
+                    if index == "multivector":
+                        got = db.get_documents("m", [i])[0].tokens
+                        np.testing.assert_array_equal(got, document_of(i, gen))
                     assert seen[i][1] == grants, f"trial {trial}: id {i} grantees"
             for i, tried in pending.items():  # adopt what the in-flight operation left
                 if i in seen:
@@ -142,6 +164,9 @@ def test_sigkill_keeps_acknowledged_tenant_writes_and_isolation(tmp_path: Path, 
                     model[i] = (gen, seen[i][1])
                 else:
                     model.pop(i, None)
+            if index == "multivector":
+                _documents_isolation(db, seen)
+                continue
             w = World(list(TENANTS))
             for i, (vec, grants) in seen.items():
                 w.vectors[i], w.owner[i], w.grants[i] = vec, owner_of(i), set(grants)
