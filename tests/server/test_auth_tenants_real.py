@@ -126,3 +126,25 @@ def test_real_rpcs_feed_tenant_quotas_and_metrics(world: VecdbServer) -> None:
                                   timeout=5).read().decode()  # fmt: skip
     assert 'vecdb_tenant_throttled_total{limit="requests_per_second",tenant="globex"} 1.0' in body
     assert 'vecdb_tenant_requests_total{code="OK",method="Count",tenant="acme"} 5.0' in body
+
+
+def test_a_tenants_document_searches_count_the_bytes_they_read(world: VecdbServer) -> None:
+    """SearchDocuments answers its statistics as JSON: the bytes the engine read reach the
+    tenant's vecdb_tenant_bytes_read series, as a dense search's do."""
+    import urllib.request
+
+    rng = np.random.default_rng(4)
+    docs = [rng.standard_normal((4, DIM)).astype(np.float32) for _ in range(3)]
+    with _connect(world, ADMIN) as c:
+        c.create_collection("pages", DIM, kind="multivector", multi_tenant=True)
+        c.create_tenant("pages", "acme")
+        c.upsert_documents("pages", [1, 2, 3], docs, tenant="acme")
+    with _connect(world, ACME) as c:  # the key's tenant, not named
+        res = c.search_documents("pages", docs[0][:2], k=2)
+    assert res.ids[0, 0] == 1 and res.stats["bytes_read"] > 0
+    body = urllib.request.urlopen(f"http://127.0.0.1:{world.metrics_port}/metrics",
+                                  timeout=5).read().decode()  # fmt: skip
+    line = next(
+        x for x in body.splitlines() if x.startswith('vecdb_tenant_bytes_read_total{tenant="acme"}')
+    )
+    assert float(line.split()[-1]) >= res.stats["bytes_read"]

@@ -11,6 +11,7 @@ engine and a scrape never holds a lock longer than `list_collections` does.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -258,13 +259,20 @@ class ServerMetrics:
 
 
 def bytes_read_of(response: Any) -> int:
-    """The bytes a response says the engine read (`stats.bytes_read`, or a top-level
-    `bytes_read`), 0 when it does not say: search statistics are optional on the wire."""
+    """The bytes a response says the engine read (`stats.bytes_read`, a top-level
+    `bytes_read`, or the "bytes_read" of a JSON `stats` string, as documents answer), 0 when
+    it does not say: search statistics are optional on the wire."""
     fields = getattr(getattr(response, "DESCRIPTOR", None), "fields_by_name", {})
     holder = response
     if "stats" in fields and fields["stats"].message_type is not None:
         holder = response.stats
         fields = holder.DESCRIPTOR.fields_by_name
+    elif "stats" in fields and isinstance(response.stats, str):
+        try:
+            stats = json.loads(response.stats) if response.stats else {}
+            return int(stats.get("bytes_read", 0)) if isinstance(stats, dict) else 0
+        except (ValueError, TypeError):
+            return 0
     if "bytes_read" in fields:
         return int(holder.bytes_read)
     return 0
