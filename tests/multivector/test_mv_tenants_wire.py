@@ -1,8 +1,8 @@
 """Multi-tenant document collections on the wire: the SDK's request builders fill the tenant
 fields, the servicer hands them to the engine as the dense RPCs do, a tenant-scoped API key
-governs the document RPCs, and the router refuses to create such a collection. End to end
-(engine included): a tenant's document calls see only its own and granted documents, the same
-embedded, remote and async.
+governs the document RPCs. End to end (engine included): a tenant's document calls see only
+its own and granted documents, the same embedded, remote, async and through a router over two
+shards (documents on their owner's home shard).
 """
 
 from __future__ import annotations
@@ -251,14 +251,10 @@ def test_tenant_scoped_key_governs_the_document_rpcs(recorded: Recorded, mode: s
 # -- the router ------------------------------------------------------------------------------
 
 
-def test_router_refuses_a_multi_tenant_document_collection_before_the_catalog() -> None:
-    """The router's CreateCollection check: multi_tenant with kind="multivector" is
-    Unimplemented naming multi_tenant; the other kinds of collection pass."""
-    req = rq.create_request("pages", DIM, "cosine", "int", None, None, "multivector", True, False)
-    with pytest.raises(vecdb.Unimplemented) as info:
-        collection_spec(req)
-    assert info.value.field == "multi_tenant" and "router" in info.value.message
-    for kind, multi_tenant in (("multivector", False), ("dense", True)):
+def test_router_accepts_a_multi_tenant_document_collection() -> None:
+    """The router's CreateCollection check passes multi_tenant with kind="multivector" (and
+    the other kinds) with the settings a node records."""
+    for kind, multi_tenant in (("multivector", True), ("multivector", False), ("dense", True)):
         spec = collection_spec(rq.create_request("c", DIM, "cosine", "int", None, None, kind,
                                                  multi_tenant, False))  # fmt: skip
         assert (spec["kind"], spec["multi_tenant"]) == (kind, multi_tenant)
@@ -285,25 +281,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cl = Cluster(tmp_path_factory.mktemp("cluster"))
     yield cl
     cl.close()
-
-
-def test_router_create_of_a_multi_tenant_document_collection_is_unimplemented(
-    cluster: Cluster,
-) -> None:
-    """Through a router, create_collection(kind="multivector", multi_tenant=True) is
-    Unimplemented naming multi_tenant, and neither the catalog nor a shard has it; a
-    multivector collection that is not multi-tenant is created as before."""
-    with vecdb.connect(cluster.address, timeout=20) as c:
-        with pytest.raises(vecdb.Unimplemented) as info:
-            c.create_collection("mtdocs", DIM, "cosine", kind="multivector", multi_tenant=True)
-        assert info.value.field == "multi_tenant"
-        assert not c.collection_exists("mtdocs")
-        assert c.create_collection("pages", DIM, "cosine", kind="multivector").kind.value == (
-            "multivector"
-        )
-    for address in cluster.addresses:
-        with vecdb.connect(address, timeout=20) as node:
-            assert not node.collection_exists("mtdocs")
 
 
 def test_router_document_calls_naming_tenants_get_a_nodes_answer(cluster: Cluster) -> None:
@@ -471,3 +448,37 @@ def test_tenant_key_sees_only_its_documents_without_naming_a_tenant(keyed: str, 
         assert new_id in _hits(admin.search_documents("mt", QUERY, k=20, tenant="a"))[0]
         assert new_id not in _hits(admin.search_documents("mt", QUERY, k=20, tenant="b"))[0]
         assert admin.delete("mt", [new_id]) == 1  # the world as the next mode expects it
+
+
+def test_a_router_places_document_tenants_and_answers_as_a_node(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Through a router over two shards: the tenants get home shards, a document lives on its
+    owner's home (a grant across shards makes the grantee present there), and every search,
+    get, count and refusal of the scenario equals a single node's; then deletes, a revoke and
+    a drop through the router."""
+    with vecdb.connect(str(tmp_path / "single")) as c:
+        want = _tenant_scenario(c)
+    with vecdb.connect(cluster.address, timeout=20) as c:
+        got = _tenant_scenario(c)
+        for key, value in want.items():
+            assert got[key] == value, key
+        c.create_collection("mt", DIM, "cosine", kind="multivector", multi_tenant=True)
+        for t in ("a", "b"):
+            c.create_tenant("mt", t)
+        c.upsert_documents("mt", [1, 2], DOCS[:2], tenant="a")
+        c.upsert_documents("mt", [3], DOCS[2:3], tenant="b", grant_to=["a"])
+        c.upsert_documents("mt", [4], DOCS[3:4], tenant="b")
+        homes = []
+        for address in cluster.addresses:  # what each shard holds
+            with vecdb.connect(address, timeout=20) as node:
+                homes.append(sorted(d.id for d in node.get_documents("mt", [1, 2, 3, 4])))
+        assert sorted(homes) == [[1, 2], [3, 4]]
+        assert c.delete("mt", [4], tenant="b") == 1
+        assert c.revoke("mt", [3], tenant="a") == 1
+        assert _hits(c.search_documents("mt", QUERY, k=10, tenant="a")) == [[1, 2]]
+        assert [d.id for d in c.get_documents("mt", [1, 2, 3, 4])] == [1, 2, 3]
+        c.drop_tenant("mt", "a")
+        assert _hits(c.search_documents("mt", QUERY, k=10)) == [[3]]
+        assert c.count("mt", tenant="b") == 1
+        c.drop_collection("mt")

@@ -6,9 +6,7 @@ for client-side routing: `router_routes`); this module holds the
 collection RPCs and puts the servicer together. Collections live in the catalog: Create checks
 its arguments with the engine's validators (a node's errors, nothing recorded on a refusal),
 records the collection by compare-and-swap, then creates it on every live shard with
-`exist_ok` (a shard that is down creates it when it comes back, through its ShardSync); a
-multi-tenant document collection is refused (`Unimplemented`: tenants are placed on shards
-for points only, `router_tenants`);
+`exist_ok` (a shard that is down creates it when it comes back, through its ShardSync);
 Drop records a tombstone the same way, then drops it on the live shards. Get/List answer the
 catalog's collections with the shards' counts added up. The servicer holds no data and no
 state besides the catalog cache and the shard channels, so routers can run side by side.
@@ -26,7 +24,6 @@ from vecdb.cluster.router_points import PointRpcs
 from vecdb.cluster.router_routes import RouteRpcs
 from vecdb.cluster.router_tenants import TenantRpcs
 from vecdb.engine.database import collection_settings
-from vecdb.errors import Unimplemented
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -49,15 +46,6 @@ def collection_spec(req: pb.CreateCollectionRequest) -> dict[str, Any]:
     spec = collection_settings(req.name, req.dim, metric.value, id_type=id_type.value,
                                index=index, index_params=params, kind=kind.value,
                                multi_tenant=bool(req.multi_tenant))  # fmt: skip
-    if spec["multi_tenant"] and spec["kind"] == CollectionKind.MULTIVECTOR.value:
-        # A node builds these, but the router places tenants (home shard, grants adding
-        # shards: `router_tenants`) for points only; `router_documents` splits by id.
-        raise Unimplemented(
-            "multi_tenant=True for kind='multivector' collections is not built through a "
-            "router yet: create it on a single node (`vecdb serve --role single`), "
-            "or use one multivector collection per tenant through the router",
-            field="multi_tenant",
-        )  # fmt: skip
     spec["index_params"] = spec["index_params"] or None  # the catalog's form of "defaults"
     return spec
 

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from vecdb.cluster import routing
 from vecdb.engine import validate as v
-from vecdb.errors import Unavailable, VecdbError
+from vecdb.errors import PermissionDenied, Unavailable, VecdbError, echo
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import IdType
@@ -78,6 +79,36 @@ class RouterBase:
         return None if placement is None else placement.home
 
     # -- calls -----------------------------------------------------------------------------
+
+    def _check_foreign_ids(self, req: Any, home: int, ctx: grpc.ServicerContext | None) -> None:
+        """Best effort, before anything is written: ids of a multi-tenant upsert (points or
+        documents: `req.collection`, `req.ids`) held on another shard than the owner's
+        home are refused. The probe (a Get by the caller's key) sees what that key sees: with
+        a key bound to one tenant only that tenant's points; a key bound to several tenants
+        cannot probe (TENANT_REQUIRED) and the check is skipped; a concurrent upsert of the
+        same id to another home is not seen. Any other probe failure fails the upsert."""
+        others = [s for s in self._all() if s != home]
+        if not others or routing.id_count(req.ids) == 0 or req.ids.HasField("mixed"):
+            return
+        probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
+        out = self._shards.fan_out("Get", dict.fromkeys(others, probe), ctx, check=False)
+        if out.missing:
+            raise self._shards.missing_error(out.missing)
+        for shard, err in sorted(out.errors.items()):
+            # NOT_FOUND: the key's tenant does not exist there, so nothing of it is there.
+            if err.code != "NOT_FOUND" and err.reason != "TENANT_REQUIRED":
+                raise type(err)(
+                    f"upsert not written: checking its ids on shard {self._shards.name(shard)} "
+                    f"failed: {err.message}", field=err.field, reason=err.reason,
+                    retry_after=err.retry_after,
+                )  # fmt: skip
+        taken = {i for a in out.answers.values() for i in convert.ids_from_proto(a.points.ids)}
+        for i, value in enumerate(convert.ids_from_proto(req.ids)):
+            if value in taken:  # a node's words: the id is another owner's
+                raise PermissionDenied(
+                    f"ids[{i}] = {echo(value)} is owned by another tenant; only its owner "
+                    "may replace it", field=f"ids[{i}]", reason="NOT_OWNER",
+                )  # fmt: skip
 
     def _one(self, method: str, req: Any, ctx: grpc.ServicerContext | None, shard: int = 0) -> Any:
         """`req` sent whole to one shard, its answer or error handed on."""

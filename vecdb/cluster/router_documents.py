@@ -6,10 +6,16 @@ order), so a bad batch gets a node's error and no shard writes any of it, then s
 shard and sent in parallel. GetDocuments asks each shard for its ids and answers in request
 order. SearchDocuments asks every shard for its top-k by MaxSim and merges by distance
 (ties in shard order), summing the shards' numeric stats. Anything the router cannot place
-(unknown or dense collection, a tenant or grantee, one shard) goes whole to one shard. No
-multi-tenant document collection exists through a router (CreateCollection refuses it,
-`router.collection_spec`), so a call naming tenants is refused by the shards as by a node
-("not multi-tenant"), never split with its tenant fields dropped.
+(unknown or dense collection, one shard) goes whole to one shard; a call naming tenants on a
+collection that is not multi-tenant is refused by the shard as by a node, never split with
+its tenant fields dropped.
+
+A multi-tenant document collection places documents as points are placed
+(`router_points`, `router_tenants`): an upsert goes whole to its owner's home shard (its
+grantees made present there first; ids another shard holds are refused), a tenant's get and
+search go to the shards of its placement (a union search asks each shard about the tenants
+present there), and a get without a tenant asks every shard. Delete, count, scroll, grants
+and the tenant calls are the points' own.
 """
 
 from __future__ import annotations
@@ -40,9 +46,28 @@ class DocumentRpcs(RouterBase):
             return None
         return entry
 
+    def _tenant_documents(self, name: str) -> bool:
+        """Whether `name` is a multi-tenant document collection in the catalog."""
+        entry = self._entry(name)
+        return entry is not None and not self._dense(entry) and self._multi_tenant(entry)
+
+    def _upsert_documents_owned(
+        self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
+    ) -> pb.UpsertDocumentsResponse:
+        """Whole, to the owner's home shard, as a multi-tenant point upsert."""
+        home = self._home(req.collection, req.tenant) if req.tenant else None
+        if home is None:  # MISSING_TENANT / NOT_FOUND, in a node's words
+            return self._one("UpsertDocuments", req, ctx)  # type: ignore[no-any-return]
+        for grantee in dict.fromkeys(req.grant_to):
+            self._ensure_tenant_on(req.collection, grantee, home, ctx)
+        self._check_foreign_ids(req, home, ctx)
+        return self._one("UpsertDocuments", req, ctx, home)  # type: ignore[no-any-return]
+
     def UpsertDocuments(
         self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.UpsertDocumentsResponse:
+        if self._tenant_documents(req.collection):
+            return self._upsert_documents_owned(req, ctx)
         entry = self._documents_entry(req.collection, bool(req.tenant or req.grant_to))
         if entry is None:
             return self._one("UpsertDocuments", req, ctx)  # type: ignore[no-any-return]
@@ -80,6 +105,13 @@ class DocumentRpcs(RouterBase):
     def GetDocuments(
         self, req: pb.GetDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.GetDocumentsResponse:
+        if self._tenant_documents(req.collection) and len(self._all()) > 1:
+            shards = (self._tenant_shards(req.collection, [req.tenant]) if req.tenant
+                      else self._all()) or [0]  # fmt: skip
+            if len(shards) == 1:  # one shard, or a tenant the catalog does not know
+                return self._one("GetDocuments", req, ctx, shards[0])  # type: ignore[no-any-return]
+            return self._merged_get(req, self._shards.fan_out(
+                "GetDocuments", dict.fromkeys(shards, req), ctx))  # fmt: skip
         entry = self._documents_entry(req.collection, bool(req.tenant))
         if entry is None or req.ids.HasField("mixed"):
             return self._one("GetDocuments", req, ctx)  # type: ignore[no-any-return]
@@ -91,7 +123,11 @@ class DocumentRpcs(RouterBase):
             part.CopyFrom(req)
             part.ids.CopyFrom(routing.sub_ids(req.ids, pos))
             parts[shard] = part
-        out = self._shards.fan_out("GetDocuments", parts, ctx)
+        return self._merged_get(req, self._shards.fan_out("GetDocuments", parts, ctx))
+
+    @staticmethod
+    def _merged_get(req: pb.GetDocumentsRequest, out: Any) -> pb.GetDocumentsResponse:
+        """The shards' documents in request order."""
         found = {d.id: d for a in out.answers.values()
                  for d in documents.get_documents_from_proto(a)}  # fmt: skip
         wanted = dict.fromkeys(convert.ids_from_proto(req.ids))
@@ -101,12 +137,34 @@ class DocumentRpcs(RouterBase):
             [found[i] for i in wanted if i in found], with_tokens, with_payload
         )
 
+    def _search_parts(self, req: pb.SearchDocumentsRequest) -> dict[int, Any]:
+        """The request per shard: every shard, or in a multi-tenant collection the shards of
+        the tenants named (each asked only about the tenants present there; shard 0 alone
+        for a tenant the catalog does not know, which it refuses as a node does)."""
+        tenants = ([req.tenant] if req.tenant else []) + list(req.tenants)
+        if not tenants or not self._tenant_documents(req.collection):
+            return dict.fromkeys(self._all(), req)
+        shards = self._tenant_shards(req.collection, tenants)
+        if shards is None or len(tenants) < 2:
+            return dict.fromkeys(shards or [0], req)
+        st = self._state()
+        parts = {}
+        for shard in shards:
+            part = pb.SearchDocumentsRequest()
+            part.CopyFrom(req)
+            del part.tenants[:]
+            part.tenants.extend(t for t in tenants if (p := st.tenants.get((req.collection, t)))
+                                is not None and (shard == p.home or shard in p.shards))  # fmt: skip
+            parts[shard] = part
+        return parts
+
     def SearchDocuments(
         self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.SearchDocumentsResponse:
         if self._entry(req.collection) is None:
             return self._one("SearchDocuments", req, ctx)  # type: ignore[no-any-return]
-        out = self._each("SearchDocuments", req, ctx, allow_partial=req.allow_partial)
+        out = self._shards.fan_out("SearchDocuments", self._search_parts(req), ctx,
+                                   allow_partial=req.allow_partial)  # fmt: skip
         answers = [out.answers[s] for s in sorted(out.answers)]
         stats: dict[str, Any] = {}
         for a in answers:

@@ -27,7 +27,7 @@ from vecdb.cluster import merge, routing
 from vecdb.cluster.router_base import RouterBase
 from vecdb.engine import writer
 from vecdb.engine.validate import DEFAULT_SCROLL_LIMIT, JSON_NULL
-from vecdb.errors import PermissionDenied, Unavailable, echo
+from vecdb.errors import Unavailable
 from vecdb.index import registry
 from vecdb.index.params import MAX_FLOAT16, BuildParams
 from vecdb.rpc import convert
@@ -90,37 +90,6 @@ class PointRpcs(RouterBase):
             self._ensure_tenant_on(req.collection, grantee, home, ctx)
         self._check_foreign_ids(req, home, ctx)
         return int(self._one("Upsert", req, ctx, home).upserted)
-
-    def _check_foreign_ids(
-        self, req: pb.UpsertRequest, home: int, ctx: grpc.ServicerContext | None
-    ) -> None:
-        """Best effort, before anything is written: ids held on another shard than the owner's
-        home are refused. The probe (a Get by the caller's key) sees what that key sees: with
-        a key bound to one tenant only that tenant's points; a key bound to several tenants
-        cannot probe (TENANT_REQUIRED) and the check is skipped; a concurrent upsert of the
-        same id to another home is not seen. Any other probe failure fails the upsert."""
-        others = [s for s in self._all() if s != home]
-        if not others or routing.id_count(req.ids) == 0 or req.ids.HasField("mixed"):
-            return
-        probe = pb.GetRequest(collection=req.collection, ids=req.ids, with_vectors=False)
-        out = self._shards.fan_out("Get", dict.fromkeys(others, probe), ctx, check=False)
-        if out.missing:
-            raise self._shards.missing_error(out.missing)
-        for shard, err in sorted(out.errors.items()):
-            # NOT_FOUND: the key's tenant does not exist there, so nothing of it is there.
-            if err.code != "NOT_FOUND" and err.reason != "TENANT_REQUIRED":
-                raise type(err)(
-                    f"upsert not written: checking its ids on shard {self._shards.name(shard)} "
-                    f"failed: {err.message}", field=err.field, reason=err.reason,
-                    retry_after=err.retry_after,
-                )  # fmt: skip
-        taken = {i for a in out.answers.values() for i in convert.ids_from_proto(a.points.ids)}
-        for i, value in enumerate(convert.ids_from_proto(req.ids)):
-            if value in taken:  # a node's words: the id is another owner's
-                raise PermissionDenied(
-                    f"ids[{i}] = {echo(value)} is owned by another tenant; only its owner "
-                    "may replace it", field=f"ids[{i}]", reason="NOT_OWNER",
-                )  # fmt: skip
 
     def Upsert(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext) -> pb.UpsertResponse:
         return pb.UpsertResponse(upserted=self._upsert(req, ctx))
