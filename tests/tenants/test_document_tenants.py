@@ -219,3 +219,25 @@ def test_owners_and_grants_survive_a_reopen_and_an_unclean_stop(tmp_path: Path) 
         assert [d.id for d in db2.get_documents("p", [1000, 0], tenant="a")] == [1000, 0]
         assert db2.get_documents("p", [0], tenant="c") == []
         assert db2.get_tenant("p", "b").owned == OWNER.count("b") + 1
+
+
+def test_a_snapshot_restores_owners_and_grants(tmp_path: Path) -> None:
+    """Writes after a snapshot (a revoke, a new shared document, a dropped tenant) are gone
+    once it is restored: each tenant sees exactly what it saw when it was taken."""
+    with Database(tmp_path / "db", settings={"idle_seconds": 0.05}) as db:
+        _load(db, index_params={"K": 64})
+        db.optimize("p")
+        before = {t: db.search_documents("p", QUERIES, k=10, tenant=t, params=EXACT).ids
+                  for t in TENANTS}  # fmt: skip
+        snap = db.create_snapshot("p")
+        assert db.revoke("p", [0], tenant="c") == 1
+        db.upsert_documents("p", [1000], DOCS[:1], tenant="a", grant_to=["b"])
+        db.drop_tenant("p", "b")
+        db.restore_snapshot("p", snap.name)
+        assert [t.name for t in db.list_tenants("p")[0]] == list(TENANTS)
+        for t in TENANTS:
+            got = db.search_documents("p", QUERIES, k=10, tenant=t, params=EXACT).ids
+            np.testing.assert_array_equal(got, before[t])
+            assert db.count("p", tenant=t) == len(_sees({t}))
+        assert db.get_documents("p", [1000]) == []
+        assert [d.id for d in db.get_documents("p", [0], tenant="c")] == [0]
