@@ -38,6 +38,7 @@ from vecdb.index.multivector.search import (
 )
 from vecdb.index.multivector.stats import view_codes, view_stats
 from vecdb.index.multivector.view import (
+    MembershipCache,
     View,
     cell_pairs,
     csr,
@@ -85,6 +86,7 @@ class MultiVectorIndex:
         self.applied_seq = 0  # engine sequence of the last checkpoint
         self._v: View = empty_view(MemRows(np.float32, dim))  # what searches read
         self._scratch = ScratchPool()  # searches' stamp arrays, reused
+        self._members = MembershipCache()  # a tenant bitmap's documents, per view
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if not persist.open_into(self, directory):
@@ -308,7 +310,7 @@ class MultiVectorIndex:
         p = params if isinstance(params, MVSearchParams) else MVSearchParams.parse(params)
         qs = queries_of(self.dim, queries)
         v = self._v
-        live = visible_mask(v, visible)
+        live = visible_mask(v, visible, self._members)
         # BLAS's spinning pool starves numba's (kernels.distance): held to one thread when
         # the search may wake it
         hold = single_threaded_blas() if uses_blas(p, v) else contextlib.nullcontext()

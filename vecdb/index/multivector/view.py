@@ -13,6 +13,8 @@ CSR construction. No I/O.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -131,12 +133,43 @@ def with_delta(v: View, cells: I64, docs: I64) -> View:
     return replace(v, indptr=indptr, cell_docs=cell_docs, delta_cells=z, delta_docs=z)
 
 
-def visible_mask(v: View, visible: Visible | npt.ArrayLike | None) -> BOOL:
+MEMBERSHIP_CACHE = 16  # (bitmap, view) pairs whose per-document membership is kept
+
+
+class MembershipCache:
+    """Which documents of a view a `Visible` bitmap holds, kept for the last few (bitmap,
+    view) pairs: a tenant's bitmap is one object while its set is unchanged (the tenant
+    layer caches it), and a view's `slots` never change (a write makes a new view), so the
+    O(documents) lookup is done once per pair instead of once per query. `alive` changes in
+    place on a delete, so it is applied per query."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hits: OrderedDict[tuple[int, int], tuple[Visible, I64, BOOL]] = OrderedDict()
+
+    def member(self, visible: Visible, slots: I64) -> BOOL:
+        key = (id(visible), id(slots))
+        with self._lock:
+            hit = self._hits.get(key)
+            if hit is not None and hit[0] is visible and hit[1] is slots:
+                self._hits.move_to_end(key)
+                return hit[2]
+        mask = visible.contains(slots)
+        with self._lock:
+            self._hits[key] = (visible, slots, mask)  # holding both keeps their ids unique
+            while len(self._hits) > MEMBERSHIP_CACHE:
+                self._hits.popitem(last=False)
+        return mask
+
+
+def visible_mask(
+    v: View, visible: Visible | npt.ArrayLike | None, cache: MembershipCache | None = None
+) -> BOOL:
     """Live documents, restricted to the given slots when `visible` is not None (an array
-    of slots, or a `Visible` bitmap: looked up per document, no sort)."""
+    of slots, or a `Visible` bitmap: looked up per document, through `cache` if given)."""
     alive = v.alive.copy()
     if isinstance(visible, Visible):
-        alive &= visible.contains(v.slots)
+        alive &= visible.contains(v.slots) if cache is None else cache.member(visible, v.slots)
     elif visible is not None:
         alive &= np.isin(v.slots, np.asarray(visible, np.int64))
     return alive

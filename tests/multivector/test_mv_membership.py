@@ -1,0 +1,54 @@
+"""A tenant's bitmap restricts a document search through `MembershipCache`: the same answer
+as the uncached lookup, kept per (bitmap, view), recomputed for a new view (documents added),
+and deletes (which change `alive` in place) still honoured."""
+
+from __future__ import annotations
+
+import numpy as np
+from oracles import clustered_documents, clustered_queries
+
+from vecdb.index.base import Visible
+from vecdb.index.multivector import MultiVectorIndex
+from vecdb.index.multivector.view import MembershipCache, visible_mask
+
+DIM = 16
+DOCS = clustered_documents(120, DIM, seed=41, tokens=(3, 9))
+QUERIES = clustered_queries(DOCS, 4, m=4, seed=42)
+
+
+def _add(idx: MultiVectorIndex, lo: int, hi: int) -> None:
+    docs = DOCS[lo:hi]
+    offs = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+    idx.add(np.arange(lo, hi, dtype=np.int64) * 10, np.concatenate(docs), offs)  # slots 0, 10..
+
+
+def test_the_cache_answers_as_the_lookup_and_follows_views_and_deletes() -> None:
+    idx = MultiVectorIndex(DIM, params={"K": 16})
+    _add(idx, 0, 80)
+    vis = Visible.from_slots(np.arange(0, 1200, 30))  # every third document's slot
+    cache = MembershipCache()
+    v = idx._v
+    first = cache.member(vis, v.slots)
+    np.testing.assert_array_equal(first, vis.contains(v.slots))
+    assert cache.member(vis, v.slots) is first  # kept for the pair
+    other = Visible.from_slots(np.arange(0, 1200, 20))
+    assert cache.member(other, v.slots) is not first  # another bitmap: its own lookup
+    _add(idx, 80, 120)  # a new view, with more documents
+    mask = cache.member(vis, idx._v.slots)
+    assert len(mask) == 120 and mask.sum() == 40
+    idx.remove([30, 60])  # in place on the view's alive
+    live = visible_mask(idx._v, vis, cache)
+    np.testing.assert_array_equal(live, visible_mask(idx._v, np.arange(0, 1200, 30)))
+    assert live.sum() == 38
+
+
+def test_a_restricted_search_reads_the_cache_and_answers_within_the_set() -> None:
+    idx = MultiVectorIndex(DIM, params={"K": 16})
+    _add(idx, 0, 120)
+    vis = Visible.from_slots(np.arange(0, 1200, 20))  # 60 documents
+    for _ in range(2):  # the second search's membership comes from the cache
+        slots, _, stats = idx.search(QUERIES, 10, visible=vis)
+        assert set(slots[slots >= 0].tolist()) <= set(range(0, 1200, 20))
+        want, _ = idx.exact(QUERIES, 10, visible=np.arange(0, 1200, 20))
+        np.testing.assert_array_equal(np.sort(slots, axis=1), np.sort(want, axis=1))
+    assert len(idx._members._hits) == 1
