@@ -68,3 +68,13 @@ def test_the_run_measures_every_tenant_in_both_layouts(tmp_path: Path) -> None:
     assert 0 < r["shared"]["index_bytes"] < r["shared"]["disk_bytes"]
     text = bench.table(r)
     assert text.count("\n| t") == 4 and "Stored tokens: shared" in text
+
+
+def test_the_synthetic_tier_is_seeded_unit_tokens_of_the_asked_size(tmp_path: Path) -> None:
+    a = bench.synthetic("200:10:24", tmp_path, n_queries=7)
+    b = bench.synthetic("200:10:24", tmp_path, n_queries=7)
+    assert (a.n_docs, a.dim, a.n_queries) == (200, 24, 7)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(np.linalg.norm(a.tokens, axis=1), 1.0, rtol=1e-5)
+    sizes = np.diff(a.offsets)
+    assert sizes.min() >= 2 and sizes.max() <= 20 and len(a.query(6)) == 8

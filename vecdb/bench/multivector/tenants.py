@@ -44,6 +44,35 @@ SHARED = "shared"
 I64 = npt.NDArray[np.int64]
 
 
+def synthetic(spec: str, directory: Path, n_queries: int, seed: int = SEED) -> MVData:
+    """A seeded tier of `spec` = "DOCS:TOKENS:DIM" documents of about TOKENS unit tokens
+    each (4-2x TOKENS), drawn around a few of many topic directions, and queries made of
+    noisy tokens of random documents: the size and width a real corpus has, without one."""
+    n_docs, tokens, dim = (int(x) for x in spec.split(":"))
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(64, n_docs // 20), dim)).astype(np.float32)
+    sizes = rng.integers(max(1, tokens // 4), 2 * tokens + 1, size=n_docs)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    toks = np.empty((int(offsets[-1]), dim), np.float32)
+    for d in range(n_docs):
+        pick = rng.choice(len(centres), size=int(rng.integers(2, 6)), replace=False)
+        n = int(sizes[d])
+        toks[offsets[d] : offsets[d + 1]] = centres[
+            rng.choice(pick, size=n)
+        ] + 0.6 * rng.standard_normal((n, dim))
+    toks /= np.linalg.norm(toks, axis=1, keepdims=True)
+    m = 8
+    src = rng.integers(n_docs, size=n_queries)
+    q = np.concatenate([toks[offsets[d] + rng.integers(sizes[d], size=m)] for d in src])
+    q += (0.5 / np.sqrt(dim)) * rng.standard_normal(q.shape).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return MVData(tier=f"synthetic:{spec}", tokens=toks, offsets=offsets, weights=None,
+                  queries=q.astype(np.float32),
+                  q_offsets=np.arange(0, m * (n_queries + 1), m, dtype=np.int64),
+                  labels=src.astype(np.int64), directory=directory,
+                  meta={"checksum": f"synthetic:{spec}:{n_queries}:{seed}"})  # fmt: skip
+
+
 def assign(n_docs: int, shares: tuple[float, ...], grant_share: float, seed: int = SEED
            ) -> tuple[I64, dict[int, int]]:  # fmt: skip
     """(owner tenant number of each document, {document: the tenant it is also granted to})."""
@@ -239,7 +268,8 @@ def table(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tier", default="t2", help="multivector tier (t1-static, t1-ctx, t2[:N])")
+    ap.add_argument("--tier", default="t2", help="multivector tier (t1-static, t1-ctx, t2[:N]) "
+                    "or synthetic:DOCS:TOKENS:DIM")  # fmt: skip
     ap.add_argument("--cache-dir", type=Path, default=Path("~/.cache/vecdb-bench"))
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3, help="latency rounds (median per query)")
@@ -247,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grant-share", type=float, default=GRANT_SHARE)
     ap.add_argument("--json", type=Path, default=None, help="write the result here")
     args = ap.parse_args(argv)
-    data = load_tier(args.tier, args.cache_dir, progress=print)
+    if args.tier.startswith("synthetic:"):
+        where = args.cache_dir.expanduser() / f"mv-{args.tier.replace(':', '-')}"
+        data = synthetic(args.tier.removeprefix("synthetic:"), where, args.queries)
+    else:
+        data = load_tier(args.tier, args.cache_dir, progress=print)
     shares = tuple(float(x) for x in args.shares.split(","))
     work = Path(tempfile.mkdtemp(prefix="vecdb-mvtenants-"))
     try:
