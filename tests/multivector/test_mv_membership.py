@@ -52,3 +52,31 @@ def test_a_restricted_search_reads_the_cache_and_answers_within_the_set() -> Non
         want, _ = idx.exact(QUERIES, 10, visible=np.arange(0, 1200, 20))
         np.testing.assert_array_equal(np.sort(slots, axis=1), np.sort(want, axis=1))
     assert len(idx._members._hits) == 1
+
+
+def test_a_narrow_restriction_widens_the_probe_until_enough_candidates(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A trained index searched within a few percent of its documents: each widening of the
+    probe at least doubles the cells (more, where the candidates found say so), it stops
+    once enough candidates are found, and the answer stays within the set."""
+    import vecdb.index.multivector.search as search
+
+    docs = clustered_documents(3000, DIM, seed=43, tokens=(3, 9))
+    idx = MultiVectorIndex(DIM, params={"K": 256})
+    offs = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+    idx.build(np.arange(3000, dtype=np.int64), np.concatenate(docs), offs)
+    allowed = np.arange(0, 3000, 25)  # 120 documents: 4 %, above the exact bound of 96
+    passes = []
+    real = search.probe_token_cells
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        passes.append(args[2])  # nprobe
+        return real(*args)
+
+    monkeypatch.setattr(search, "probe_token_cells", counted)
+    queries = clustered_queries(docs, 6, m=4, seed=44)
+    for q in queries:
+        passes.clear()
+        slots, _, stats = idx.search(q, 10, visible=allowed)
+        assert stats["exact"] == 0.0 and set(slots[slots >= 0].tolist()) <= set(allowed.tolist())
+        assert all(b >= 2 * a for a, b in zip(passes, passes[1:], strict=False)), passes
+        assert stats["nprobe"] == passes[-1] and stats["candidates"] >= 96, (passes, stats)

@@ -6,7 +6,8 @@ This module owns how one query becomes a top-k of documents, in numbered passes:
    query token and the codes over tau in one pass over S, their live documents (with a
    `probe_keep` cut, each scored from the postings alone: `probe_scores`, WARP's candidate
    score; by default for k <= 10, whose 16 cells per token make that score rank well);
-   nprobe doubled, up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found;
+   nprobe widened (at least doubled, to where the candidates found say enough would be),
+   up to ADAPT_MAX x, while fewer than max(k, ndocs / 4) are found;
 3. keep the `probe_keep` best by that score; centroid interaction with pruning
    (codes whose best query score is under tau skip), keep `ndocs`; then with every code,
    keep max(k, ndocs / 4) (PLAID);
@@ -20,6 +21,7 @@ are padded with -1 / -inf. Reads the `View` and the row stores; changes nothing.
 
 from __future__ import annotations
 
+import math
 import queue
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -50,6 +52,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 ADAPT_MAX = 16  # at most this x nprobe cells per token when candidates run short
+ADAPT_MARGIN = 1.25  # a widening aims this much past the candidates the second pass keeps
 EXACT_BLOCK_TOKENS = 32_768  # raw tokens per BLAS block of an exhaustive exact search
 STAT_KEYS = (
     "queries",
@@ -231,9 +234,14 @@ def search_one(
         if len(v.delta_cells):
             extra = v.delta_docs[np.isin(v.delta_cells, cells)]
             extra = np.setdiff1d(extra[live[extra]], cand)
-        if len(cand) + len(extra) >= second or nprobe >= cap:
+        found = len(cand) + len(extra)
+        if found >= second or nprobe >= cap:
             break
-        nprobe = min(cap, 2 * nprobe)
+        # Widen at once to where the candidates found so far say `second` would be (their
+        # count grows about in proportion to the cells probed; a margin of ADAPT_MARGIN),
+        # at least doubling: a narrow filter or a small tenant needs one more pass, not four
+        want = math.ceil(nprobe * ADAPT_MARGIN * second / max(1, found))
+        nprobe = min(cap, max(2 * nprobe, want))
     st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
     st["nprobe"] = float(nprobe)
     st["candidates"] = float(len(cand) + len(extra))
