@@ -97,3 +97,8 @@ def test_documents_load_into_a_tenant(tmp_path: Path) -> None:
         assert c.count("p", tenant="globex") == 20
         hits = c.search_documents("p", DOCS[25][:2], k=40, tenant="acme").ids[0]
         assert set(hits[hits >= 0].tolist()) == set(range(20))
+    from vecdb.cli.inspect import inspect_cmd
+
+    shown = CliRunner().invoke(inspect_cmd, [db]).output
+    assert "  p: 40 documents," in shown and "3 tenants" in shown
+    assert "globex: 20 documents, 0 owned" in shown and "initech: 20 documents, 20 owned" in shown

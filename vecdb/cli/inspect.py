@@ -50,8 +50,9 @@ def inspect_cmd(data_dir: Path, as_json: bool, check: bool) -> None:
     for c in info["collections"]:
         waiting = c.get("unindexed", 0)
         state = f", {waiting:,} not yet indexed" if waiting else ", all indexed"
+        what = "documents" if c["index"] == "multivector" else "points"  # what a row holds
         click.echo(
-            f"  {c['name']}: {c['count']:,} points{state}, dim {c['dim']}, {c['metric']}, "
+            f"  {c['name']}: {c['count']:,} {what}{state}, dim {c['dim']}, {c['metric']}, "
             f"index {c['index']}, index files {c['index_allocated_bytes'] / 2**20:.1f} MiB "
             f"allocated ({c['index_bytes'] / 2**20:.1f} MiB apparent)"
         )
@@ -62,8 +63,9 @@ def inspect_cmd(data_dir: Path, as_json: bool, check: bool) -> None:
                 extra = (
                     f", dropping ({t['progress']:.0%} cleaned)" if t["state"] != "active" else ""
                 )
+                seen = "documents" if what == "documents" else "vectors"
                 click.echo(
-                    f"      {t['name']}: {t['vectors']:,} vectors, {t['owned']:,} owned{extra}"
+                    f"      {t['name']}: {t['vectors']:,} {seen}, {t['owned']:,} owned{extra}"
                 )
     if not info["collections"]:
         click.echo("  (no collections)")
