@@ -317,6 +317,16 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
     t.close()
 
 
+def _two_tenants(c: Any) -> None:
+    """Collection "mt": a owns documents 1 and 2, b owns 3 (granted to a) and 4."""
+    c.create_collection("mt", DIM, "cosine", kind="multivector", multi_tenant=True)
+    for t in ("a", "b"):
+        c.create_tenant("mt", t)
+    c.upsert_documents("mt", [1, 2], DOCS[:2], tenant="a")
+    c.upsert_documents("mt", [3], DOCS[2:3], tenant="b", grant_to=["a"])
+    c.upsert_documents("mt", [4], DOCS[3:4], tenant="b")
+
+
 def _tenant_scenario(c: Any) -> dict[str, Any]:
     """Tenants a and b; a owns 1, 2; b owns 3 (granted to a) and 4. Searches, gets and
     counts per tenant, then the refusals."""
@@ -415,12 +425,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     srv = VecdbServer(server_config(root / "db", auth=AUTH)).start()
     target = f"127.0.0.1:{srv.port}"
     with vecdb.connect(target, api_key=ADMIN, timeout=20) as c:
-        c.create_collection("mt", DIM, "cosine", kind="multivector", multi_tenant=True)
-        for t in ("a", "b"):
-            c.create_tenant("mt", t)
-        c.upsert_documents("mt", [1, 2], DOCS[:2], tenant="a")
-        c.upsert_documents("mt", [3], DOCS[2:3], tenant="b", grant_to=["a"])
-        c.upsert_documents("mt", [4], DOCS[3:4], tenant="b")
+        _two_tenants(c)
     yield target
     srv.stop(grace=0)
 
@@ -463,12 +468,7 @@ def test_a_router_places_document_tenants_and_answers_as_a_node(
         got = _tenant_scenario(c)
         for key, value in want.items():
             assert got[key] == value, key
-        c.create_collection("mt", DIM, "cosine", kind="multivector", multi_tenant=True)
-        for t in ("a", "b"):
-            c.create_tenant("mt", t)
-        c.upsert_documents("mt", [1, 2], DOCS[:2], tenant="a")
-        c.upsert_documents("mt", [3], DOCS[2:3], tenant="b", grant_to=["a"])
-        c.upsert_documents("mt", [4], DOCS[3:4], tenant="b")
+        _two_tenants(c)
         homes = []
         for address in cluster.addresses:  # what each shard holds
             with vecdb.connect(address, timeout=20) as node:
