@@ -54,29 +54,55 @@ def test_a_restricted_search_reads_the_cache_and_answers_within_the_set() -> Non
     assert len(idx._members._hits) == 1
 
 
-def test_a_narrow_restriction_widens_the_probe_until_enough_candidates(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A trained index searched within a few percent of its documents: each widening of the
-    probe at least doubles the cells (more, where the candidates found say so), it stops
-    once enough candidates are found, and the answer stays within the set."""
-    import vecdb.index.multivector.search as search
-
-    docs = clustered_documents(3000, DIM, seed=43, tokens=(3, 9))
+def _trained(n: int) -> tuple[MultiVectorIndex, list[np.ndarray]]:
+    docs = clustered_documents(n, DIM, seed=43, tokens=(3, 9))
     idx = MultiVectorIndex(DIM, params={"K": 256})
     offs = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
-    idx.build(np.arange(3000, dtype=np.int64), np.concatenate(docs), offs)
-    allowed = np.arange(0, 3000, 25)  # 120 documents: 4 %, above the exact bound of 96
-    passes = []
+    idx.build(np.arange(n, dtype=np.int64), np.concatenate(docs), offs)
+    return idx, docs
+
+
+def _counting(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
+    """The nprobe of every probe pass from now on."""
+    import vecdb.index.multivector.search as search
+
+    passes: list[int] = []
     real = search.probe_token_cells
 
     def counted(*args):  # type: ignore[no-untyped-def]
-        passes.append(args[2])  # nprobe
+        passes.append(args[2])
         return real(*args)
 
     monkeypatch.setattr(search, "probe_token_cells", counted)
-    queries = clustered_queries(docs, 6, m=4, seed=44)
-    for q in queries:
+    return passes
+
+
+def test_a_narrow_restriction_widens_the_probe_until_enough_candidates(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A trained index searched within a few percent of its documents (more than the
+    centroid interaction keeps): each widening of the probe at least doubles the cells
+    (more, where the candidates found say so), it stops once enough candidates are found,
+    and the answer stays within the set."""
+    idx, docs = _trained(12_000)
+    allowed = np.arange(0, 12_000, 25)  # 480 documents: 4 %
+    passes = _counting(monkeypatch)
+    for q in clustered_queries(docs, 6, m=4, seed=44):
         passes.clear()
         slots, _, stats = idx.search(q, 10, visible=allowed)
         assert stats["exact"] == 0.0 and set(slots[slots >= 0].tolist()) <= set(allowed.tolist())
-        assert all(b >= 2 * a for a, b in zip(passes, passes[1:], strict=False)), passes
+        assert passes and all(b >= 2 * a for a, b in zip(passes, passes[1:], strict=False))
         assert stats["nprobe"] == passes[-1] and stats["candidates"] >= 96, (passes, stats)
+
+
+def test_a_set_no_larger_than_the_interaction_keeps_is_not_probed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A restricted set of at most ndocs documents (384 for k <= 10) is taken whole as the
+    candidates: no probe pass, every one scored by the centroid interaction, the answer
+    within the set and at least as good as with a probe."""
+    idx, docs = _trained(3000)
+    allowed = np.arange(0, 3000, 10)  # 300 documents
+    passes = _counting(monkeypatch)
+    for q in clustered_queries(docs, 6, m=4, seed=45):
+        slots, _, stats = idx.search(q, 10, visible=allowed)
+        assert passes == [] and stats["nprobe"] == 0.0 and stats["candidates"] == 300
+        assert stats["exact"] == 0.0 and set(slots[slots >= 0].tolist()) <= set(allowed.tolist())
+        want, _ = idx.exact(q, 10, visible=allowed)
+        assert len(set(slots[0].tolist()) & set(want[0].tolist())) >= 8

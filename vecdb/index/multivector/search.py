@@ -134,6 +134,7 @@ class Scratch:
         self._live = live
         self._live_docs: npt.NDArray[np.int64] | None = None
         self._every: npt.NDArray[np.bool_] | None = None
+        self._share: float | None = None
 
     def next_mark(self) -> int:
         mark = int(self._marks[0])
@@ -146,6 +147,14 @@ class Scratch:
         if self._live_docs is None:
             self._live_docs = np.flatnonzero(self._live)
         return self._live_docs
+
+    def share(self, alive: npt.NDArray[np.bool_]) -> float:
+        """Visible live documents over all live ones (1.0 without a filter or a tenant; made
+        once a batch)."""
+        if self._share is None:
+            n_alive = int(np.count_nonzero(alive))
+            self._share = len(self.live_docs) / n_alive if n_alive else 1.0
+        return self._share
 
     def every(self, k: int) -> npt.NDArray[np.bool_]:
         """All-true code flags of length k (the unpruned interaction), made once a batch."""
@@ -218,7 +227,12 @@ def search_one(
     nprobe = min(nprobe, codec.k)
     keep = np.empty(codec.k, np.bool_)  # codes whose best query score reaches tau
     psc = None
-    while True:
+    cells = np.zeros(0, np.int64)
+    # A restricted set (a filter, a small tenant) of no more documents than the centroid
+    # interaction keeps: every one of them is a candidate, without probing cells among
+    # the other documents (a small tenant's probe widened to ~120 cells a token)
+    small = len(scratch.live_docs) <= ndocs and scratch.share(v.alive) < 1.0
+    while not small:
         if probe_keep:  # each token's cells, and the documents' probe scores
             cells, topv, topi = probe_token_cells(skq, len(q), nprobe, tau, keep)
             cand, psc = probe_scores(
@@ -242,6 +256,8 @@ def search_one(
         # at least doubling: a narrow filter or a small tenant needs one more pass, not four
         want = math.ceil(nprobe * ADAPT_MARGIN * second / max(1, found))
         nprobe = min(cap, max(2 * nprobe, want))
+    if small:
+        cand, extra, nprobe = scratch.live_docs, np.zeros(0, np.int64), 0
     st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
     st["nprobe"] = float(nprobe)
     st["candidates"] = float(len(cand) + len(extra))
