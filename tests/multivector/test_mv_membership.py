@@ -42,6 +42,18 @@ def test_the_cache_answers_as_the_lookup_and_follows_views_and_deletes() -> None
     assert live.sum() == 38
 
 
+def test_a_mask_over_slots_restricts_as_the_slots_it_holds() -> None:
+    """A filter's matches come as a boolean mask over slots: the same documents as the list
+    of those slots, and a slot past the mask's end (written after the filter ran) is out."""
+    idx = MultiVectorIndex(DIM, params={"K": 16})
+    _add(idx, 0, 120)  # slots 0, 10, ..., 1190
+    mask = np.zeros(600, np.bool_)  # covers slots below 600 only
+    mask[[0, 30, 590, 599]] = True
+    got = visible_mask(idx._v, mask)
+    np.testing.assert_array_equal(got, visible_mask(idx._v, np.flatnonzero(mask)))
+    assert idx._v.slots[got].tolist() == [0, 30, 590]
+
+
 def test_a_restricted_search_reads_the_cache_and_answers_within_the_set() -> None:
     idx = MultiVectorIndex(DIM, params={"K": 16})
     _add(idx, 0, 120)

@@ -184,8 +184,8 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> st
 @click.option(
     "--tenant",
     default=None,
-    help="Owner tenant of the points or documents (multi-tenant collections; created if absent, and so is "
-    "the collection, as multi-tenant, when --dim/--metric create it).",
+    help="Owner tenant of the points or documents (multi-tenant collections; created if "
+    "absent, and so is the collection, as multi-tenant, when --dim/--metric create it).",
 )
 @click.option(
     "--grant-to",

@@ -175,10 +175,9 @@ def ingest_documents(
     n, file_dim, rows = read_documents(file, ids_from, vector_column)
     state_path = progress_path(file, progress_file)
     fingerprint = _fingerprint(file, collection, target)
-    if tenant is not None:  # a resume must load into the same owner
-        fingerprint["tenant"] = tenant
-    tn: dict[str, Any] = {}
+    tn: dict[str, Any] = {}  # the upserts' owner and grantees
     if tenant is not None:
+        fingerprint["tenant"] = tenant  # a resume must load into the same owner
         tn = {"tenant": tenant, "grant_to": list(grant_to) or None}
     start, complete = load_progress(state_path, fingerprint) if resume else (0, False)
     if complete:

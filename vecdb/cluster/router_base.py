@@ -80,6 +80,37 @@ class RouterBase:
 
     # -- calls -----------------------------------------------------------------------------
 
+    def _scope(self, collection: str, tenants: list[str]) -> list[int] | None:
+        """Shards a call scoped to `tenants` touches in a multi-tenant collection (None: all
+        shards; [0]: the catalog knows no such tenant, let a node say so)."""
+        entry = self._entry(collection)
+        if entry is None:
+            return [0]
+        if not tenants or not self._multi_tenant(entry):
+            return None
+        shards = self._tenant_shards(collection, tenants)
+        return [0] if shards is None else shards
+
+    def _per_shard_tenants(
+        self, req: Any, tenants: list[str], targets: list[int]
+    ) -> dict[int, Any]:
+        """A union search (`tenants`; points or documents) asks each shard only about the
+        tenants present there (a shard knows a tenant only where it is home or holds points
+        granted to it)."""
+        if len(tenants) < 2 or self._tenant_shards(req.collection, tenants) is None:
+            return dict.fromkeys(targets, req)
+        st = self._state()
+        parts = {}
+        for shard in targets:
+            here = [t for t in tenants if (p := st.tenants.get((req.collection, t))) is not None
+                    and (shard == p.home or shard in p.shards)]  # fmt: skip
+            part = type(req)()
+            part.CopyFrom(req)
+            del part.tenants[:]
+            part.tenants.extend(here)
+            parts[shard] = part
+        return parts
+
     def _check_foreign_ids(self, req: Any, home: int, ctx: grpc.ServicerContext | None) -> None:
         """Best effort, before anything is written: ids of a multi-tenant upsert (points or
         documents: `req.collection`, `req.ids`) held on another shard than the owner's

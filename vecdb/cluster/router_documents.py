@@ -105,13 +105,11 @@ class DocumentRpcs(RouterBase):
     def GetDocuments(
         self, req: pb.GetDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.GetDocumentsResponse:
-        if self._tenant_documents(req.collection) and len(self._all()) > 1:
-            shards = (self._tenant_shards(req.collection, [req.tenant]) if req.tenant
-                      else self._all()) or [0]  # fmt: skip
-            if len(shards) == 1:  # one shard, or a tenant the catalog does not know
+        if self._tenant_documents(req.collection):  # the tenant's shards, or all: as `Get`
+            shards = self._scope(req.collection, [req.tenant] if req.tenant else []) or self._all()
+            if len(shards) == 1:
                 return self._one("GetDocuments", req, ctx, shards[0])  # type: ignore[no-any-return]
-            return self._merged_get(req, self._shards.fan_out(
-                "GetDocuments", dict.fromkeys(shards, req), ctx))  # fmt: skip
+            return self._merged_get(req, self._each("GetDocuments", req, ctx, shards))
         entry = self._documents_entry(req.collection, bool(req.tenant))
         if entry is None or req.ids.HasField("mixed"):
             return self._one("GetDocuments", req, ctx)  # type: ignore[no-any-return]
@@ -137,34 +135,17 @@ class DocumentRpcs(RouterBase):
             [found[i] for i in wanted if i in found], with_tokens, with_payload
         )
 
-    def _search_parts(self, req: pb.SearchDocumentsRequest) -> dict[int, Any]:
-        """The request per shard: every shard, or in a multi-tenant collection the shards of
-        the tenants named (each asked only about the tenants present there; shard 0 alone
-        for a tenant the catalog does not know, which it refuses as a node does)."""
-        tenants = ([req.tenant] if req.tenant else []) + list(req.tenants)
-        if not tenants or not self._tenant_documents(req.collection):
-            return dict.fromkeys(self._all(), req)
-        shards = self._tenant_shards(req.collection, tenants)
-        if shards is None or len(tenants) < 2:
-            return dict.fromkeys(shards or [0], req)
-        st = self._state()
-        parts = {}
-        for shard in shards:
-            part = pb.SearchDocumentsRequest()
-            part.CopyFrom(req)
-            del part.tenants[:]
-            part.tenants.extend(t for t in tenants if (p := st.tenants.get((req.collection, t)))
-                                is not None and (shard == p.home or shard in p.shards))  # fmt: skip
-            parts[shard] = part
-        return parts
-
     def SearchDocuments(
         self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.SearchDocumentsResponse:
         if self._entry(req.collection) is None:
             return self._one("SearchDocuments", req, ctx)  # type: ignore[no-any-return]
-        out = self._shards.fan_out("SearchDocuments", self._search_parts(req), ctx,
-                                   allow_partial=req.allow_partial)  # fmt: skip
+        # every shard; in a multi-tenant collection the shards of the tenants named, as for
+        # points (`_scope`, `_per_shard_tenants`)
+        tenants = ([req.tenant] if req.tenant else []) + list(req.tenants)
+        shards = self._scope(req.collection, tenants)
+        parts = self._per_shard_tenants(req, tenants, self._all() if shards is None else shards)
+        out = self._shards.fan_out("SearchDocuments", parts, ctx, allow_partial=req.allow_partial)
         answers = [out.answers[s] for s in sorted(out.answers)]
         stats: dict[str, Any] = {}
         for a in answers:

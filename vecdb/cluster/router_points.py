@@ -121,17 +121,6 @@ class PointRpcs(RouterBase):
             parts[shard] = part
         return parts
 
-    def _scope(self, collection: str, tenants: list[str]) -> list[int] | None:
-        """Shards a call scoped to `tenants` touches in a multi-tenant collection (None: all
-        shards; [0]: the catalog knows no such tenant, let a node say so)."""
-        entry = self._entry(collection)
-        if entry is None:
-            return [0]
-        if not tenants or not self._multi_tenant(entry):
-            return None
-        shards = self._tenant_shards(collection, tenants)
-        return [0] if shards is None else shards
-
     def Get(self, req: pb.GetRequest, ctx: grpc.ServicerContext) -> pb.GetResponse:
         parts = self._by_id(req, ctx)
         if parts is None:
@@ -217,22 +206,3 @@ class PointRpcs(RouterBase):
         """Searches on one stream, each answered as Search (the guard runs them one by one)."""
         for req in requests:
             yield self.Search(req, ctx)
-
-    def _per_shard_tenants(
-        self, req: pb.SearchRequest, tenants: list[str], targets: list[int]
-    ) -> dict[int, pb.SearchRequest]:
-        """A union search (`tenants`) asks each shard only about the tenants present there
-        (a shard knows a tenant only where it is home or holds points granted to it)."""
-        if len(tenants) < 2 or self._tenant_shards(req.collection, tenants) is None:
-            return dict.fromkeys(targets, req)
-        st = self._state()
-        parts = {}
-        for shard in targets:
-            here = [t for t in tenants if (p := st.tenants.get((req.collection, t))) is not None
-                    and (shard == p.home or shard in p.shards)]  # fmt: skip
-            part = pb.SearchRequest()
-            part.CopyFrom(req)
-            del part.tenants[:]
-            part.tenants.extend(here)
-            parts[shard] = part
-        return parts

@@ -130,13 +130,14 @@ class CollectionCore:
         self.pindex = PayloadIndexes(kv, self.prefix)  # payload indexes (filters)
         self.pindex.load()
         self.selector = Selector(self.points, self.pindex)  # filter -> matching slots
-        # tenants and access lists of a multi-tenant collection (loaded by recovery); a
-        # document's bytes are its tokens', which the tenant layer does not count (dim 0:
-        # TenantInfo.bytes 0, max_bytes refused by `tenant_ops`)
+        # tenants and access lists of a multi-tenant collection (loaded by recovery); a point
+        # counts its float32 vector's bytes, a document none (its size is its tokens': not
+        # counted, so TenantInfo.bytes is 0 and `tenant_ops` refuses max_bytes there)
         documents = cfg.kind == CollectionKind.MULTIVECTOR.value
         self.tenants: TenantState | None = (
-            TenantState(kv, self.prefix, 0 if documents else cfg.dim) if cfg.multi_tenant else None
-        )
+            TenantState(kv, self.prefix, 0 if documents else 4 * cfg.dim)
+            if cfg.multi_tenant else None
+        )  # fmt: skip
         self.buffer: WriteBuffer | None = (
             WriteBuffer(cfg.dim, cfg.metric) if kind.buffered else None
         )  # recent writes searched exactly until the worker applies them to the index

@@ -1,8 +1,9 @@
 """The read path of multivector collections: search_documents and get_documents.
 
 Owns how a document query is checked (one (m, dim) matrix, or a list of them, of finite
-numbers with 1 <= m <= MAX_QUERY_TOKENS; field "query" or "query[i]"), how a filter becomes
-the set of documents the index may return (the collection's `Selector`, exact), and how the
+numbers with 1 <= m <= MAX_QUERY_TOKENS; field "query" or "query[i]"), how a tenant scope
+and a filter become the set of documents the index may return (the scope's cached bitmap, or
+the filter's exact matches from the collection's `Selector` as a mask over slots), and how the
 index's answer becomes a `SearchResult`: ids, `distances` = the negated MaxSim score (smaller
 is better, as for every dense metric; for "cosine" the score is the sum over query tokens of
 the best cosine), optional payloads, and the call's stats. Documents deleted while the
@@ -53,9 +54,9 @@ def search_documents(
     scope = read_scope(coll, tenant, tenants)  # the tenants' documents (None: all)
     visible: Any = None if scope is None else scope.visible  # a bitmap, cached per set
     if compiled is not None:
-        mask = (coll.selector.matching(compiled) if scope is None
-                else scopes.matching(coll, compiled, scope))  # fmt: skip
-        visible = np.flatnonzero(mask).astype(np.int64)
+        # the filter's matches (within the scope) as a mask over slots
+        visible = (coll.selector.matching(compiled) if scope is None
+                   else scopes.matching(coll, compiled, scope))  # fmt: skip
     mv = coll.index.mv  # type: ignore[attr-defined]
     slots, scores, stats = mv.search(qs, k_, parsed, visible)
     ids = coll.points.ids_of(slots)
@@ -98,9 +99,8 @@ def get_documents(
             for r in view.multi_get(kvmod.CF_IDS, [coll.points.id_key(k) for k in keys])
         ]
         found = [(i, s) for i, s in zip(id_list, slots, strict=True) if s is not None]
-        if scope is not None and found:
-            seen = scope.has([s for _, s in found]).tolist()
-            found = [f for f, ok in zip(found, seen, strict=True) if ok]
+        if scope is not None:
+            found = scope.within(found)
         skeys = [coll.points.slot_key(s) for _, s in found]
         rows = view.multi_get(kvmod.CF_VECTORS, skeys)
         pays = view.multi_get(kvmod.CF_PAYLOAD, skeys) if with_payload else [None] * len(skeys)

@@ -396,9 +396,8 @@ def get(
     for _ in range(_GET_ATTEMPTS):
         slots = coll.points.lookup([keys[j] for j in todo])
         pairs = [(j, s) for j, s in zip(todo, slots, strict=True) if s is not None]
-        if scope is not None and pairs:
-            inside = scope.has([s for _, s in pairs]).tolist()
-            pairs = [p for p, ok in zip(pairs, inside, strict=True) if ok]
+        if scope is not None:
+            pairs = scope.within(pairs)
         records = coll.points.records([(id_list[j], s) for j, s in pairs], with_vectors)
         todo = []
         for (j, _), rec in zip(pairs, records, strict=True):

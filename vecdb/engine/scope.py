@@ -98,6 +98,14 @@ class Scope:
         i = np.minimum(np.searchsorted(mine, s), len(mine) - 1)
         return np.asarray(mine[i] == s, np.bool_)
 
+    def within(self, pairs: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
+        """Of (item, slot) pairs, in order, those whose slot is in the scope (a get's ids:
+        the others look absent)."""
+        if not pairs:
+            return pairs
+        inside = self.has([s for _, s in pairs]).tolist()
+        return [p for p, ok in zip(pairs, inside, strict=True) if ok]
+
     def mask(self, n: int) -> npt.NDArray[np.bool_]:
         """The set as a mask over slots 0 .. n - 1."""
         out = np.zeros(n, np.bool_)

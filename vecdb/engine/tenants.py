@@ -90,10 +90,10 @@ class Tenant:
 class TenantState:
     """The tenants of one collection (see the module docstring)."""
 
-    def __init__(self, kv: KV, prefix: bytes, dim: int) -> None:
+    def __init__(self, kv: KV, prefix: bytes, point_bytes: int) -> None:
         self.kv = kv  # the database's store
         self.prefix = prefix  # the collection's key prefix
-        self.dim = dim  # vector dimension (for byte counts)
+        self.point_bytes = point_bytes  # bytes a point counts for (`vector_bytes`)
         self.by_name: dict[str, Tenant] = {}  # every registered tenant, dropping ones too
         self.by_no: dict[int, Tenant] = {}
         self.next_no = 1  # next tenant number to hand out
@@ -352,8 +352,9 @@ class TenantState:
                       max_bytes=max_bytes)  # fmt: skip
 
     def vector_bytes(self, points: int) -> int:
-        """Bytes of `points` float32 vectors (what `TenantInfo.bytes` and `max_bytes` count)."""
-        return points * 4 * self.dim
+        """Bytes of `points` points (what `TenantInfo.bytes` and `max_bytes` count): their
+        float32 vectors; 0 in a document collection, whose rows are not counted."""
+        return points * self.point_bytes
 
 
 def describe_tenants(src: kvmod.Reader, prefix: bytes) -> list[dict[str, Any]]:

@@ -54,12 +54,16 @@ def stats_from_proto(msg: pb.SearchStats) -> dict[str, float]:
     return out
 
 
-def tenant_args(tenant: str, tenants: Sequence[str] = ()) -> dict[str, Any]:
+def tenant_args(
+    tenant: str, tenants: Sequence[str] = (), grant_to: Sequence[str] = ()
+) -> dict[str, Any]:
     """The engine keywords of a request's tenant block: an empty `tenant` (and no
-    `tenants`) means none was named."""
+    `tenants` or `grant_to`) means none was named."""
     out: dict[str, Any] = {}
     if tenant:
         out["tenant"] = tenant
     if tenants:
         out["tenants"] = list(tenants)
+    if grant_to:
+        out["grant_to"] = list(grant_to)
     return out

@@ -4,7 +4,7 @@ Owns UpsertDocuments, SearchDocuments and GetDocuments: decode with `vecdb.rpc.d
 call the engine's document methods, encode the answer. As for the dense RPCs, inputs reach
 the engine as given so that its validator names the field; optional flags are passed only
 when the request sets them. The tenant block travels as for the dense RPCs
-(`convert.tenant_args`: an empty `tenant` names none; `grant_to` and `tenants` only when
+(`convert.tenant_args`: an empty `tenant` names none; `grant_to` and `tenants` go only when
 non-empty), so the engine judges a tenant on a collection that is not multi-tenant, a missing
 owner and an unknown tenant exactly as for points.
 """
@@ -31,10 +31,8 @@ class DocumentRPCs:
         ids = convert.ids_from_proto(req.ids)
         docs, weights = documents.documents_from_proto(req.documents, "documents")
         payloads = convert.payloads_from_proto(req.payloads, JSON_NULL)
-        kwargs: dict[str, Any] = convert.tenant_args(req.tenant)
-        if req.grant_to:
-            kwargs["grant_to"] = list(req.grant_to)
-        n = self._db.upsert_documents(req.collection, ids, docs, weights, payloads, **kwargs)
+        tenant = convert.tenant_args(req.tenant, grant_to=req.grant_to)
+        n = self._db.upsert_documents(req.collection, ids, docs, weights, payloads, **tenant)
         return pb.UpsertDocumentsResponse(upserted=n)
 
     def SearchDocuments(

@@ -137,8 +137,7 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
             convert.ids_from_proto(req.ids),
             convert.vectors_from_proto(req.vectors),
             convert.payloads_from_proto(req.payloads, JSON_NULL),
-            **convert.tenant_args(req.tenant),
-            **({"grant_to": list(req.grant_to)} if req.grant_to else {}),
+            **convert.tenant_args(req.tenant, grant_to=req.grant_to),
         )
         self._metrics.vectors_written.inc(n)
         return int(n)

@@ -306,7 +306,8 @@ class MultiVectorIndex:
     ) -> tuple[I64, F32, dict[str, float]]:
         """Top-k documents of each query by (approximate) MaxSim: slots (nq, k) padded -1,
         scores (nq, k) padded -inf, higher is better; stats summed over the queries. `params`
-        already parsed (the engine checks them before any work) are used as they are."""
+        already parsed (the engine checks them before any work) are used as they are;
+        `visible` restricts the documents as `view.visible_mask` reads it."""
         p = params if isinstance(params, MVSearchParams) else MVSearchParams.parse(params)
         qs = queries_of(self.dim, queries)
         v = self._v

@@ -134,7 +134,7 @@ class Scratch:
         self._live = live
         self._live_docs: npt.NDArray[np.int64] | None = None
         self._every: npt.NDArray[np.bool_] | None = None
-        self._share: float | None = None
+        self._count: int | None = None
 
     def next_mark(self) -> int:
         mark = int(self._marks[0])
@@ -148,13 +148,13 @@ class Scratch:
             self._live_docs = np.flatnonzero(self._live)
         return self._live_docs
 
-    def share(self, alive: npt.NDArray[np.bool_]) -> float:
-        """Visible live documents over all live ones (1.0 without a filter or a tenant; made
-        once a batch)."""
-        if self._share is None:
-            n_alive = int(np.count_nonzero(alive))
-            self._share = len(self.live_docs) / n_alive if n_alive else 1.0
-        return self._share
+    @property
+    def count(self) -> int:
+        """How many documents are live (counted once a batch, without listing them)."""
+        if self._count is None:
+            self._count = len(self._live_docs) if self._live_docs is not None else int(
+                np.count_nonzero(self._live))  # fmt: skip
+        return self._count
 
     def every(self, k: int) -> npt.NDArray[np.bool_]:
         """All-true code flags of length k (the unpruned interaction), made once a batch."""
@@ -202,7 +202,7 @@ def search_one(
     # Untrained; or a visible set (a filter, a tenant) no larger than what the default
     # pipeline scores in full anyway (96 documents for k <= 10): every one of them scored
     # exactly costs about the same, and probing cells could miss some of them
-    if codec is None or np.count_nonzero(live) <= max(k, plaid_defaults(k)[2] // 4):
+    if codec is None or scratch.count <= max(k, plaid_defaults(k)[2] // 4):
         live_docs = scratch.live_docs
         scores = exact_scores(q, raw, v, live_docs)
         tokens = float(_sizes(v.raw_off, live_docs).sum())
@@ -227,11 +227,12 @@ def search_one(
     nprobe = min(nprobe, codec.k)
     keep = np.empty(codec.k, np.bool_)  # codes whose best query score reaches tau
     psc = None
-    cells = np.zeros(0, np.int64)
     # A restricted set (a filter, a small tenant) of no more documents than the centroid
     # interaction keeps: every one of them is a candidate, without probing cells among
-    # the other documents (a small tenant's probe widened to ~120 cells a token)
-    small = len(scratch.live_docs) <= ndocs and scratch.share(v.alive) < 1.0
+    # the other documents (a small tenant's probe widened to ~120 cells a token). `keep`
+    # stays unset: only the pruned interaction of more than ndocs candidates reads it.
+    small = scratch.count <= ndocs and scratch.count < np.count_nonzero(v.alive)
+    cells = np.zeros(0, np.int64)
     while not small:
         if probe_keep:  # each token's cells, and the documents' probe scores
             cells, topv, topi = probe_token_cells(skq, len(q), nprobe, tau, keep)

@@ -165,11 +165,17 @@ class MembershipCache:
 def visible_mask(
     v: View, visible: Visible | npt.ArrayLike | None, cache: MembershipCache | None = None
 ) -> BOOL:
-    """Live documents, restricted to the given slots when `visible` is not None (an array
-    of slots, or a `Visible` bitmap: looked up per document, through `cache` if given)."""
+    """Live documents, restricted to the given slots when `visible` is not None: a `Visible`
+    bitmap (looked up per document, through `cache` if given), a boolean mask over slots (a
+    filter's matches: indexed per document; slots past its end are outside), or an array of
+    slots."""
     alive = v.alive.copy()
     if isinstance(visible, Visible):
         alive &= visible.contains(v.slots) if cache is None else cache.member(visible, v.slots)
+    elif isinstance(visible, np.ndarray) and visible.dtype == np.bool_:
+        inside = v.slots < len(visible)
+        inside[inside] = visible[v.slots[inside]]
+        alive &= inside
     elif visible is not None:
         alive &= np.isin(v.slots, np.asarray(visible, np.int64))
     return alive
