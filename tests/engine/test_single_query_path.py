@@ -77,6 +77,33 @@ def test_fast_query_checks_match_the_full_ones(
     _same(_outcome(v.queries_as_stored, q, dim, metric), _outcome(_full, q, dim, metric))
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    dim=st.integers(1, 400),
+    rows=st.integers(2, 40),
+    scale=st.integers(-40, 40),
+    seed=st.integers(0, 2**31 - 1),
+    metric=st.sampled_from(METRICS),
+    poison=st.sampled_from([None, np.nan, np.inf, 0.0, 3e18, 1e38]),
+    strided=st.booleans(),
+)
+def test_fast_batch_checks_match_the_full_ones(
+    dim: int, rows: int, scale: int, seed: int, metric: Metric, poison: Any, strided: bool
+) -> None:
+    """A batch of float32 rows (wide rows past numpy's pairwise block of 128, and a view
+    taking every other row) takes the kernel pass: the same bits and errors as the two
+    numpy steps."""
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        x = (rng.standard_normal((2 * rows, dim)) * 10.0**scale).astype(np.float32)
+    q = x[::2] if strided else x[:rows]
+    if poison == 0.0:
+        q[rng.integers(rows)] = 0.0
+    elif poison is not None:
+        q[rng.integers(rows), rng.integers(dim)] = poison
+    _same(_outcome(v.queries_as_stored, q, dim, metric), _outcome(_full, q, dim, metric))
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     dim=st.integers(1, 400),

@@ -14,7 +14,6 @@ judged here, on the server. Pure functions: no storage, no state.
 
 from __future__ import annotations
 
-import math
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -378,23 +377,17 @@ FAST_SQ_NORM = min(config.MAX_SQ_NORM, config.MAX_ABS_COMPONENT**2)
 
 def queries_as_stored(queries: object, dim: int, metric: Metric) -> npt.NDArray[np.float32]:
     """`prepare_queries`, then unit rows for cosine (`normalize`): the queries as the index
-    compares them. A float32 array of the right width (the usual single query) is checked
-    from its squared norms alone (finite, non-zero for cosine, below `FAST_SQ_NORM`) and
-    normalised from the same norms, the very float64 arithmetic of the two steps; anything
-    else, and any array failing a check, takes the two steps, so errors are theirs."""
+    compares them. A float32 array of the right width (the usual request) is checked from
+    its squared norms alone (finite, non-zero for cosine, below `FAST_SQ_NORM`) and
+    normalised from the same norms, the very float64 arithmetic of the two steps, in one
+    kernel pass (`rowcheck.plain_query_rows`); anything else, and any array failing a
+    check, takes the two steps, so errors are theirs."""
     if isinstance(queries, np.ndarray) and queries.dtype == np.float32:
         arr = queries.reshape(1, -1) if queries.ndim == 1 else queries
-        n = arr.shape[0]
-        if arr.ndim == 2 and arr.shape[1] == dim and 1 <= n <= config.MAX_QUERIES:
-            wide = arr.astype(np.float64)
-            sq = np.add.reduce(wide * wide, axis=1)  # = (wide * wide).sum(axis=1)
-            lo, hi = (float(sq[0]),) * 2 if n == 1 else (float(sq.min()), float(sq.max()))
-            cosine = metric is Metric.COSINE
-            if (lo > 0.0 if cosine else lo >= 0.0) and hi <= FAST_SQ_NORM:  # NaN fails
-                if not cosine:
-                    return np.ascontiguousarray(arr, np.float32).copy()
-                norms = math.sqrt(lo) if n == 1 else np.sqrt(sq)[:, None]  # both IEEE sqrt
-                return (wide / norms).astype(np.float32)
+        if arr.ndim == 2 and arr.shape[1] == dim and 1 <= arr.shape[0] <= config.MAX_QUERIES:
+            out = np.empty(arr.shape, np.float32)
+            if rowcheck.plain_query_rows(arr, FAST_SQ_NORM, metric is Metric.COSINE, out):
+                return out
     q = prepare_queries(queries, dim, metric)
     return normalize(q) if metric is Metric.COSINE else q
 

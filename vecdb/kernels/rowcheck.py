@@ -83,6 +83,38 @@ def normalize_rows(x, out):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
+def plain_query_rows(x, max_sq, cosine, out):  # type: ignore[no-untyped-def]
+    """True with out (n, d) float32 = the float32 rows x as `engine.validate.queries_as_stored`
+    takes a plain batch: every row's squared norm (numpy's order) at most max_sq and above
+    zero for cosine (at least zero otherwise; NaN fails both), cosine rows divided by their
+    norm in float64, the others copied. False, out partly written, at the first row that
+    fails: the caller's full path then judges the batch. One pass over x instead of five
+    numpy passes over a float64 copy (a 1,000 x 384 batch: ~4 ms of a 67 ms search, on the
+    calling thread while the scan threads waited)."""
+    n, d = x.shape
+    w = np.empty(d, np.float64)
+    for i in range(n):
+        for j in range(d):
+            v = np.float64(x[i, j])
+            w[j] = v * v
+        s = _pairwise(w, d)
+        if not s <= max_sq:
+            return False
+        if cosine:
+            if not s > 0.0:
+                return False
+            norm = np.sqrt(s)
+            for j in range(d):
+                out[i, j] = np.float32(np.float64(x[i, j]) / norm)
+        else:
+            if not s >= 0.0:
+                return False
+            for j in range(d):
+                out[i, j] = x[i, j]
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
 def first_above(x, limit):  # type: ignore[no-untyped-def]
     """(row, col) of the first |component| of x above limit, row-major; (-1, -1) if none."""
     n, d = x.shape
