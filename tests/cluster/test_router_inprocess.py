@@ -201,6 +201,92 @@ def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
             assert r.payloads == e.payloads
 
 
+class LaggingCatalog(MemoryCatalog):
+    """A second router's catalog whose watch has not caught up: its cache is `truth`'s
+    state when made, and `refresh` reads `truth` (the store)."""
+
+    def __init__(self, truth: MemoryCatalog) -> None:
+        super().__init__()
+        self._truth = truth
+        self._state = truth.state()
+        self.refreshes = 0
+
+    def refresh(self) -> Any:
+        self.refreshes += 1
+        self._state = self._truth.state()
+        return self._state
+
+
+def test_a_router_behind_the_catalog_places_points_after_a_fresh_read(nodes: Nodes) -> None:
+    """A collection created through one router and written through a second whose cached
+    catalog does not know it yet: the second reads the store once and splits the upsert by
+    id (a stale cache would have sent it all to shard 0), so every point sits on its own
+    shard and gets, deletes and counts through either router see all of them. A name no
+    store knows stays NotFound, and unknown names do not read the store more than once
+    per MISS_REFRESH_S."""
+    from vecdb.cluster.router_base import MISS_REFRESH_S
+
+    lag = LaggingCatalog(nodes.catalog)
+    late = router_server(lag, nodes.addresses)
+    x = np.random.default_rng(4).standard_normal((60, DIM)).astype(np.float32)
+    try:
+        with vecdb.connect(nodes.address) as c, vecdb.connect(f"127.0.0.1:{late.port}") as b:
+            c.create_collection("q", DIM, "l2", index="flat")
+            assert "q" not in lag.state().collections
+            assert b.upsert("q", list(range(60)), x) == 60
+            for s, address in enumerate(nodes.addresses):
+                with vecdb.connect(address) as node:
+                    assert node.count("q") == sum(shard_of(i, 3) == s for i in range(60))
+            assert lag.refreshes == 1
+            assert [r.id for r in c.get("q", [5, 17, 42])] == [5, 17, 42]
+            assert b.delete("q", [5, 17, 42]) == 3
+            assert c.count("q") == 57
+            with pytest.raises(vecdb.NotFound):
+                b.upsert("nowhere", [1], x[:1])
+            time.sleep(MISS_REFRESH_S)
+            before = lag.refreshes
+            for _ in range(5):
+                with pytest.raises(vecdb.NotFound):
+                    b.count("nowhere")
+            assert lag.refreshes - before <= 1
+    finally:
+        late.stop(grace=0.2)
+
+
+def test_a_router_whose_catalog_lags_asks_every_shard(nodes: Nodes) -> None:
+    """A second router whose catalog does not know the collections (created through the
+    first) and cannot learn them (its store is another) answers searches and counts from
+    every shard, not from shard 0's part; a collection no shard holds is still NotFound."""
+    from oracles import clustered_documents, clustered_queries
+
+    x = np.random.default_rng(3).standard_normal((90, DIM)).astype(np.float32)
+    docs = clustered_documents(60, DIM, seed=7, tokens=(3, 6))
+    queries = clustered_queries(docs, 3, m=4, seed=8)
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("p", DIM, "l2", index="flat")
+        c.upsert("p", list(range(90)), x)
+        c.create_collection("d", DIM, "ip", kind="multivector",
+                            index_params={"min_train_tokens": 1_000_000})  # fmt: skip
+        c.upsert_documents("d", list(range(60)), docs)
+        want = c.search("p", x[:4], k=90)
+        want_docs = c.search_documents("d", queries, k=60)
+    assert {shard_of(i, 3) for i in want.ids[0].tolist()} == {0, 1, 2}
+    lagging = router_server(MemoryCatalog(nodes.addresses), nodes.addresses)
+    try:
+        with vecdb.connect(f"127.0.0.1:{lagging.port}") as late:
+            got = late.search("p", x[:4], k=90)
+            assert got.ids.tolist() == want.ids.tolist()
+            assert late.count("p") == 90
+            got_docs = late.search_documents("d", queries, k=60)
+            assert got_docs.ids.tolist() == want_docs.ids.tolist()
+            with pytest.raises(vecdb.NotFound):
+                late.search("nowhere", x[:1], k=3)
+            with pytest.raises(vecdb.NotFound):
+                late.search_documents("nowhere", queries[0], k=3)
+    finally:
+        lagging.stop(grace=0.2)
+
+
 def test_a_component_float16_cannot_hold_is_refused_whole_by_the_router(nodes: Nodes) -> None:
     """An l2 SPANN collection (float16 postings by default): a batch spanning the shards
     with one 1e6 component is refused as a node refuses it, naming the caller's row, and no

@@ -4,13 +4,20 @@ questions "which collection is this", "which shards does this call touch".
 The catalog is only read through `Catalog.state()`, the cache that never blocks on etcd, so
 data calls go on while etcd is away; only catalog changes (create/drop collection, a new
 tenant, a grant needing a new shard) wait for etcd and fail with `CatalogUnavailable` when it
-is down. A call about a collection the catalog does not know is sent whole to shard 0, so
-the caller gets exactly the error a single node gives (NOT_FOUND naming it). Owns no state
-of its own besides the shard channels.
+is down. A collection the cache does not know is looked up once more in the store itself
+(`Catalog.refresh`: one read, at most one at a time and one per MISS_REFRESH_S, skipped
+while the store is away), since another router may have created it a moment ago and this
+one's watch not caught up: placing its points by a stale cache would write them all to
+shard 0. A write about a collection still unknown is then sent whole to shard 0, so the
+caller gets exactly the error a single node gives (NOT_FOUND naming it); a read goes to every
+shard (`_scope`). Owns no state of its own besides the shard channels and that lookup's
+clock.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +34,8 @@ if TYPE_CHECKING:
     from vecdb.cluster.catalog import Catalog, CatalogState, CollectionEntry
     from vecdb.cluster.shards import FanOut, ShardSet
 
+MISS_REFRESH_S = 0.1  # at most one store lookup per this many seconds for unknown names
+
 
 class RouterBase:
     """Catalog and shard helpers of the router servicer (see the module docstring)."""
@@ -35,6 +44,8 @@ class RouterBase:
         self._catalog = catalog  # cached catalog state; changes by compare-and-swap
         self._shards = shards  # channels to the shards of the catalog's shard map
         self._window = stream_window  # credits advertised to streaming clients
+        self._miss_lock = threading.Lock()  # one store lookup for an unknown name at a time
+        self._miss_at = -MISS_REFRESH_S  # monotonic time of the last such lookup
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -49,7 +60,22 @@ class RouterBase:
         return st
 
     def _entry(self, name: str) -> CollectionEntry | None:
-        return self._state().collections.get(name)
+        """The catalog entry of collection `name`, or None if neither the cache nor, when
+        the store answers, a fresh read knows it (see the module docstring)."""
+        entry = self._state().collections.get(name)
+        if entry is not None or not self._catalog.connected:
+            return entry
+        if time.monotonic() - self._miss_at < MISS_REFRESH_S:
+            return None
+        if not self._miss_lock.acquire(blocking=False):
+            return None  # another call is reading the store: the cache answers this one
+        try:
+            self._miss_at = time.monotonic()
+            return self._catalog.refresh().collections.get(name)
+        except VecdbError:  # the store went away meanwhile: the cache is what there is
+            return None
+        finally:
+            self._miss_lock.release()
 
     @staticmethod
     def _multi_tenant(entry: CollectionEntry) -> bool:
@@ -82,10 +108,14 @@ class RouterBase:
 
     def _scope(self, collection: str, tenants: list[str]) -> list[int] | None:
         """Shards a call scoped to `tenants` touches in a multi-tenant collection (None: all
-        shards; [0]: the catalog knows no such tenant, let a node say so)."""
+        shards; [0]: the catalog knows no such tenant, let a node say so). A collection the
+        router's catalog does not know is asked of every shard: each node says NotFound if
+        it is truly absent (the first error is the answer), and if the catalog only lags
+        (created through another router, a watch catching up) the answer is whole, never
+        shard 0's part of it."""
         entry = self._entry(collection)
         if entry is None:
-            return [0]
+            return None
         if not tenants or not self._multi_tenant(entry):
             return None
         shards = self._tenant_shards(collection, tenants)

@@ -138,10 +138,9 @@ class DocumentRpcs(RouterBase):
     def SearchDocuments(
         self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.SearchDocumentsResponse:
-        if self._entry(req.collection) is None:
-            return self._one("SearchDocuments", req, ctx)  # type: ignore[no-any-return]
-        # every shard; in a multi-tenant collection the shards of the tenants named, as for
-        # points (`_scope`, `_per_shard_tenants`)
+        # every shard (also for a collection the catalog does not know: `_scope`); in a
+        # multi-tenant collection the shards of the tenants named, as for points
+        # (`_scope`, `_per_shard_tenants`)
         tenants = ([req.tenant] if req.tenant else []) + list(req.tenants)
         shards = self._scope(req.collection, tenants)
         parts = self._per_shard_tenants(req, tenants, self._all() if shards is None else shards)

@@ -137,7 +137,9 @@ class PointRpcs(RouterBase):
         field = "deleted" if method == "Delete" else "updated"
         parts = self._by_id(req, ctx) if req.HasField("ids") else None
         if parts is None:
-            shards = self._scope(req.collection, [req.tenant] if req.tenant else [])
+            # a collection the catalog does not know: one shard answers, as a node would
+            shards = [0] if self._entry(req.collection) is None else self._scope(
+                req.collection, [req.tenant] if req.tenant else [])  # fmt: skip
             if method == "Delete" and req.HasField("ids") and req.filter:
                 shards = [0]  # both given: a node names the fault
             if shards is not None and len(shards) == 1:
