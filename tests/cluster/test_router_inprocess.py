@@ -253,6 +253,33 @@ def test_a_router_behind_the_catalog_places_points_after_a_fresh_read(nodes: Nod
         late.stop(grace=0.2)
 
 
+def test_a_router_behind_the_catalog_finds_a_new_tenant_after_a_fresh_read(
+    nodes: Nodes,
+) -> None:
+    """Tenants created through one router, written and searched through a second whose
+    cache does not place them yet: the second reads the store and sends each tenant's
+    calls to its home shard."""
+    x = np.random.default_rng(5).standard_normal((40, DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("m", DIM, "l2", index="flat", multi_tenant=True)
+        lag = LaggingCatalog(nodes.catalog)
+        late = router_server(lag, nodes.addresses)
+        try:
+            for t in ("acme", "globex", "initech"):
+                c.create_tenant("m", t)
+            homes = {t: p.home for (col, t), p in nodes.catalog.state().tenants.items()
+                     if col == "m"}  # fmt: skip
+            assert len(set(homes.values())) == 3  # one tenant per shard
+            with vecdb.connect(f"127.0.0.1:{late.port}") as b:
+                assert b.upsert("m", list(range(40)), x, tenant="initech") == 40
+                got = b.search("m", x[:2], k=5, tenant="initech")
+                assert got.ids[:, 0].tolist() == [0, 1]
+            with vecdb.connect(nodes.addresses[homes["initech"]]) as home:
+                assert home.count("m", tenant="initech") == 40
+        finally:
+            late.stop(grace=0.2)
+
+
 def test_a_router_whose_catalog_lags_asks_every_shard(nodes: Nodes) -> None:
     """A second router whose catalog does not know the collections (created through the
     first) and cannot learn them (its store is another) answers searches and counts from

@@ -8,7 +8,7 @@ is down. A collection the cache does not know is looked up once more in the stor
 (`Catalog.refresh`: one read, at most one at a time and one per MISS_REFRESH_S, skipped
 while the store is away), since another router may have created it a moment ago and this
 one's watch not caught up: placing its points by a stale cache would write them all to
-shard 0. A write about a collection still unknown is then sent whole to shard 0, so the
+shard 0. So is a tenant the cache does not place (a tenant search would ask shard 0 only). A write about a collection still unknown is then sent whole to shard 0, so the
 caller gets exactly the error a single node gives (NOT_FOUND naming it); a read goes to every
 shard (`_scope`). Owns no state of its own besides the shard channels and that lookup's
 clock.
@@ -63,15 +63,21 @@ class RouterBase:
         """The catalog entry of collection `name`, or None if neither the cache nor, when
         the store answers, a fresh read knows it (see the module docstring)."""
         entry = self._state().collections.get(name)
-        if entry is not None or not self._catalog.connected:
-            return entry
-        if time.monotonic() - self._miss_at < MISS_REFRESH_S:
+        if entry is None and (fresh := self._store_state()) is not None:
+            return fresh.collections.get(name)
+        return entry
+
+    def _store_state(self) -> CatalogState | None:
+        """The catalog read afresh from the store, for a name the cache lacks; None while
+        the store is away, within MISS_REFRESH_S of the last such read, or while another
+        call is making one (the cache answers those)."""
+        if not self._catalog.connected or time.monotonic() - self._miss_at < MISS_REFRESH_S:
             return None
         if not self._miss_lock.acquire(blocking=False):
-            return None  # another call is reading the store: the cache answers this one
+            return None
         try:
             self._miss_at = time.monotonic()
-            return self._catalog.refresh().collections.get(name)
+            return self._catalog.refresh()
         except VecdbError:  # the store went away meanwhile: the cache is what there is
             return None
         finally:
@@ -92,6 +98,8 @@ class RouterBase:
         """The shards holding what these tenants may see (their union), or None when the
         catalog does not know one of them (then shard 0 answers, as a node would)."""
         st = self._state()
+        if any((collection, t) not in st.tenants for t in tenants):
+            st = self._store_state() or st  # placed through another router a moment ago?
         out: set[int] = set()
         for t in tenants:
             placement = st.tenants.get((collection, t))
@@ -102,6 +110,8 @@ class RouterBase:
 
     def _home(self, collection: str, tenant: str) -> int | None:
         placement = self._state().tenants.get((collection, tenant))
+        if placement is None and (fresh := self._store_state()) is not None:
+            placement = fresh.tenants.get((collection, tenant))
         return None if placement is None else placement.home
 
     # -- calls -----------------------------------------------------------------------------
