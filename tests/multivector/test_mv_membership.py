@@ -1,6 +1,8 @@
 """A tenant's bitmap restricts a document search through `MembershipCache`: the same answer
 as the uncached lookup, kept per (bitmap, view), recomputed for a new view (documents added),
-and deletes (which change `alive` in place) still honoured."""
+and deletes (which change `alive` in place) still honoured. A small tenant's own cell lists
+(`cell_lists`): the shared CSR restricted to its documents, kept per (bitmap, CSR), probed
+instead of the shared lists, with documents added since the CSR was built still found."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ from oracles import clustered_documents, clustered_queries
 
 from vecdb.index.base import Visible
 from vecdb.index.multivector import MultiVectorIndex
-from vecdb.index.multivector.view import MembershipCache, visible_mask
+from vecdb.index.multivector.view import (
+    CELL_LISTS_MAX_SHARE,
+    MembershipCache,
+    cell_lists,
+    visible_mask,
+)
 
 DIM = 16
 DOCS = clustered_documents(120, DIM, seed=41, tokens=(3, 9))
@@ -118,3 +125,58 @@ def test_a_set_no_larger_than_the_interaction_keeps_is_not_probed(monkeypatch) -
         assert stats["exact"] == 0.0 and set(slots[slots >= 0].tolist()) <= set(allowed.tolist())
         want, _ = idx.exact(q, 10, visible=allowed)
         assert len(set(slots[0].tolist()) & set(want[0].tolist())) >= 8
+
+
+def test_a_small_tenants_cell_lists_are_the_shared_lists_restricted_to_it() -> None:
+    idx, _ = _trained(3000)
+    v = idx._v
+    cache = MembershipCache()
+    vis = Visible.from_slots(np.arange(0, 3000, 7))  # 429 documents: 14 %
+    lists = cache.lists(vis, v)
+    assert lists is not None and cache.lists(vis, v) is lists  # kept per (bitmap, CSR)
+    member = vis.contains(v.slots)
+    for c in range(len(v.indptr) - 1):
+        shared = v.cell_docs[v.indptr[c] : v.indptr[c + 1]]
+        np.testing.assert_array_equal(
+            lists.cell_docs[lists.indptr[c] : lists.indptr[c + 1]], shared[member[shared]]
+        )
+        assert lists.used[c] == bool(member[shared].any())
+    np.testing.assert_array_equal(cell_lists(v, member).indptr, lists.indptr)
+    wide = Visible.from_slots(np.arange(0, 3000, 2))  # half the documents: shared lists
+    assert CELL_LISTS_MAX_SHARE < 0.5 and cache.lists(wide, v) is None
+    assert MembershipCache().lists(vis, MultiVectorIndex(DIM)._v) is None  # untrained
+
+
+def test_a_tenant_search_walks_its_own_lists_and_finds_documents_added_since(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A 4 % tenant's search reads far fewer posting entries through its own lists than
+    through the shared ones (nothing but its documents in them), answers within the set as
+    well as the shared lists do, and a document added after the CSR was built (in the view's delta,
+    in cells the tenant's lists may lack) is found."""
+    import vecdb.index.multivector.view as view
+
+    idx, docs = _trained(12_000)
+    allowed = np.arange(0, 12_000, 25)  # 480 documents
+    vis = Visible.from_slots(allowed)
+    queries = clustered_queries(docs, 8, m=4, seed=46)
+    got: dict[str, list[tuple[set[int], float]]] = {"own": [], "shared": []}
+    for mode in got:
+        if mode == "shared":
+            monkeypatch.setattr(view.MembershipCache, "lists", lambda self, vis, v: None)
+        for q in queries:
+            slots, _, stats = idx.search(q, 10, visible=vis)
+            assert set(slots[slots >= 0].tolist()) <= set(allowed.tolist())
+            got[mode].append((set(slots[0].tolist()), stats["bytes_read"]))
+    monkeypatch.undo()
+    want = [set(idx.exact(q, 10, visible=allowed)[0][0].tolist()) for q in queries]
+    recall = {m: np.mean([len(g & w) / 10 for (g, _), w in zip(r, want, strict=True)])
+              for m, r in got.items()}  # fmt: skip
+    assert recall["own"] >= recall["shared"] - 0.05 and recall["own"] >= 0.8, recall
+    assert np.mean([b for _, b in got["own"]]) < 0.8 * np.mean([b for _, b in got["shared"]])
+    new = docs[3] + 0.0  # a copy of a document, added for the tenant under a new slot
+    idx.add(np.array([20_000], np.int64), new, np.array([0, len(new)], np.int64))
+    assert len(idx._v.delta_docs)  # in the delta, not the CSR
+    vis2 = Visible.from_slots(np.append(allowed, 20_000))
+    slots, _, _ = idx.search(new, 10, visible=vis2)
+    assert 20_000 in slots[0].tolist()

@@ -31,6 +31,29 @@ def test_probe_cells_equals_argpartition_and_column_max(k: int, m: int, nprobe: 
     np.testing.assert_array_equal(again, cells)
 
 
+@pytest.mark.parametrize("m", [1, 5])
+@pytest.mark.parametrize("nprobe", [1, 4, 30])
+def test_an_allowed_mask_probes_only_those_cells(m: int, nprobe: int) -> None:
+    """With `allowed`, each token's best cells are its best among the allowed ones (fewer
+    than nprobe allowed: -1 past them), and keep is still set for every centroid."""
+    rng = np.random.default_rng(m * 7 + nprobe)
+    k = 64
+    skq = np.zeros((k, ms.lanes(m)), np.float32)
+    skq[:, :m] = rng.standard_normal((k, m))
+    allowed = rng.random(k) < 0.3
+    keep = np.empty(k, np.bool_)
+    cells, topv, topi = ms.probe_token_cells(skq, m, nprobe, 0.5, keep, allowed)
+    np.testing.assert_array_equal(keep, skq[:, :m].max(axis=1) >= 0.5)
+    ok = np.flatnonzero(allowed)
+    n = min(nprobe, len(ok))
+    want = ok[np.argsort(-skq[ok, :m].T, axis=1, kind="stable")[:, :n]]
+    np.testing.assert_array_equal(topi[:, :n], want)
+    assert (topi[:, n:] == -1).all()
+    np.testing.assert_array_equal(cells, np.unique(want))
+    with pytest.raises(ValueError, match="allowed"):
+        ms.probe_cells(skq, m, nprobe, 0.5, keep, allowed[:-1])
+
+
 def test_probe_cells_of_no_query_tokens_is_empty() -> None:
     """A query with no tokens probes no cell and keeps no code."""
     keep = np.ones(4, np.bool_)

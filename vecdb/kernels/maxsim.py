@@ -281,7 +281,7 @@ def _centroid_scores(c, qt, out):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-untyped-def]
+def _probe(skq, m, nprobe, tau, keep, allowed, topv, topi, flag):  # type: ignore[no-untyped-def]
     k, width = skq.shape
     sf = skq.reshape(-1)
     # finite sentinels, not -inf: fastmath assumes no infinities. Per lane: `last` is the
@@ -304,7 +304,7 @@ def _probe(skq, m, nprobe, tau, keep, topv, topi, flag):  # type: ignore[no-unty
             best = max(best, vhmax(vadd(row, vload(mf, o))))
             hit |= vany_gt(row, vload(lf, o))
         keep[c] = best >= tau
-        if not hit:
+        if not hit or not allowed[c]:
             continue
         for i in range(m):
             s = skq[c, i]
@@ -537,24 +537,34 @@ def residual_maxsim(
        cand, out)  # fmt: skip
 
 
-def probe_cells(skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_]) -> I64:
+def probe_cells(
+    skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_],
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> I64:  # fmt: skip
     """The unique cells (ascending) among the `nprobe` best of each query token i < m, from
     the centroid scores ``skq[c, i]`` (K, lanes >= m; lanes past m are ignored), and
     ``keep[c] = max_i skq[c, i] >= tau`` for every centroid, in one pass over the table (what
     ``np.unique(np.argpartition(skq[:, :m].T, -nprobe)[:, -nprobe:])`` and a column max give,
     without the transposed copy; ties may pick a different cell). With m = 0, no cells and no
-    code kept."""
-    return probe_token_cells(skq, m, nprobe, tau, keep)[0]
+    code kept. `allowed` (K flags): only those cells are probed (a tenant's own cells; `keep`
+    is still set for every centroid)."""
+    return probe_token_cells(skq, m, nprobe, tau, keep, allowed)[0]
 
 
 def probe_token_cells(
-    skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_]
-) -> tuple[I64, F32, I64]:
+    skq: F32, m: int, nprobe: int, tau: float, keep: npt.NDArray[np.bool_],
+    allowed: npt.NDArray[np.bool_] | None = None,
+) -> tuple[I64, F32, I64]:  # fmt: skip
     """`probe_cells`, plus each query token's own best cells: (unique cells, scores (m,
-    nprobe) best first, cell numbers (m, nprobe); -1 where K < nprobe)."""
+    nprobe) best first, cell numbers (m, nprobe); -1 where fewer cells than nprobe are
+    allowed)."""
     k = skq.shape[0]
     if skq.ndim != 2 or not 0 <= m <= skq.shape[1] or keep.shape != (k,):
         raise ValueError(f"skq {skq.shape}, m = {m} and keep {keep.shape} disagree")
+    if allowed is None:
+        allowed = np.ones(k, np.bool_)
+    elif allowed.shape != (k,) or allowed.dtype != np.bool_:
+        raise ValueError(f"allowed must be {k} booleans, got {allowed.dtype} {allowed.shape}")
     nprobe = max(1, min(nprobe, k))
     topv = np.empty((m, nprobe), np.float32)
     topi = np.empty((m, nprobe), np.int64)
@@ -563,7 +573,7 @@ def probe_token_cells(
         wide = np.zeros((k, lanes(skq.shape[1])), np.float32)
         wide[:, : skq.shape[1]] = skq
         skq = wide
-    cells: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, topv, topi, flag)
+    cells: I64 = _probe(skq, m, nprobe, np.float32(tau), keep, allowed, topv, topi, flag)
     return cells, topv, topi
 
 

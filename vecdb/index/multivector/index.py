@@ -312,11 +312,14 @@ class MultiVectorIndex:
         qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible, self._members)
+        # a tenant's own cell lists (Curator's layout), made once per (bitmap, CSR)
+        lists = self._members.lists(visible, v) if isinstance(visible, Visible) else None
         # BLAS's spinning pool starves numba's (kernels.distance): held to one thread when
         # the search may wake it
         hold = single_threaded_blas() if uses_blas(p, v) else contextlib.nullcontext()
         with hold:
-            docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier, self._scratch)
+            docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier, self._scratch,
+                                            lists)  # fmt: skip
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 
     def exact(

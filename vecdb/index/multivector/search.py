@@ -32,7 +32,7 @@ import numpy.typing as npt
 from vecdb.errors import InvalidArgument
 from vecdb.index.multivector.params import MVSearchParams, plaid_defaults
 from vecdb.index.multivector.reduce import query_tokens
-from vecdb.index.multivector.view import View
+from vecdb.index.multivector.view import CellLists, View
 from vecdb.kernels.bitpack import sign_lut
 from vecdb.kernels.maxsim import (
     best_of,
@@ -128,13 +128,30 @@ class Scratch:
     (arrays of a `ScratchPool`, never refilled), the next unused mark, and the live document
     numbers (made on first use)."""
 
-    def __init__(self, arrays: Arrays, live: npt.NDArray[np.bool_]) -> None:
+    def __init__(
+        self, arrays: Arrays, live: npt.NDArray[np.bool_], lists: CellLists | None = None
+    ) -> None:
         self.arrays = arrays
         self.stamp, self.slot, self._marks = arrays
         self._live = live
+        self.lists = lists  # the restricted set's own cell lists (a tenant's), if any
         self._live_docs: npt.NDArray[np.int64] | None = None
         self._every: npt.NDArray[np.bool_] | None = None
         self._count: int | None = None
+        self._allowed: npt.NDArray[np.bool_] | None = None
+
+    def postings(self, v: View) -> tuple[I64, npt.NDArray[np.integer], npt.NDArray[np.bool_]]:
+        """(indptr, documents, cells the probe may pick) of the lists a search walks: the
+        restricted set's own (only its cells, and the cells of documents added since the
+        CSR was built, which the delta holds), else the shared ones (every cell)."""
+        if self.lists is None:
+            return v.indptr, v.cell_docs, self.every(len(v.indptr) - 1)
+        if self._allowed is None:
+            self._allowed = self.lists.used
+            if len(v.delta_cells):
+                self._allowed = self._allowed.copy()
+                self._allowed[v.delta_cells] = True
+        return self.lists.indptr, self.lists.cell_docs, self._allowed
 
     def next_mark(self) -> int:
         mark = int(self._marks[0])
@@ -223,8 +240,11 @@ def search_one(
     # Pass 2: probe cells, gather their live documents (and their probe scores); while fewer
     # than the second pass keeps are found, probe twice as many cells (up to ADAPT_MAX x).
     second = max(k, ndocs // 4)
+    indptr, cell_docs, allowed = scratch.postings(v)
     cap = min(codec.k, nprobe * ADAPT_MAX)
-    nprobe = min(nprobe, codec.k)
+    if scratch.lists is not None:  # past its own cells a tenant's probe finds nothing more
+        cap = min(cap, max(1, scratch.lists.cells + len(v.delta_cells)))
+    nprobe = min(nprobe, cap)
     keep = np.empty(codec.k, np.bool_)  # codes whose best query score reaches tau
     psc = None
     # A restricted set (a filter, a small tenant) of no more documents than the centroid
@@ -235,16 +255,14 @@ def search_one(
     cells = np.zeros(0, np.int64)
     while not small:
         if probe_keep:  # each token's cells, and the documents' probe scores
-            cells, topv, topi = probe_token_cells(skq, len(q), nprobe, tau, keep)
+            cells, topv, topi = probe_token_cells(skq, len(q), nprobe, tau, keep, allowed)
             cand, psc = probe_scores(
-                skq, topv, topi, v.indptr, v.cell_docs, live, scratch.stamp,
+                skq, topv, topi, indptr, cell_docs, live, scratch.stamp,
                 scratch.next_mark(), scratch.slot,
             )  # fmt: skip
         else:
-            cells = probe_cells(skq, len(q), nprobe, tau, keep)
-            cand = gather_cells(
-                cells, v.indptr, v.cell_docs, live, scratch.stamp, scratch.next_mark()
-            )
+            cells = probe_cells(skq, len(q), nprobe, tau, keep, allowed)
+            cand = gather_cells(cells, indptr, cell_docs, live, scratch.stamp, scratch.next_mark())
         extra = np.zeros(0, np.int64)  # documents of the delta: never cut by the probe score
         if len(v.delta_cells):
             extra = v.delta_docs[np.isin(v.delta_cells, cells)]
@@ -259,7 +277,7 @@ def search_one(
         nprobe = min(cap, max(2 * nprobe, want))
     if small:
         cand, extra, nprobe = scratch.live_docs, np.zeros(0, np.int64), 0
-    st["bytes_read"] += 8.0 * float((v.indptr[cells + 1] - v.indptr[cells]).sum())
+    st["bytes_read"] += 8.0 * float((indptr[cells + 1] - indptr[cells]).sum())
     st["nprobe"] = float(nprobe)
     st["candidates"] = float(len(cand) + len(extra))
     if len(cand) + len(extra) < k:  # too few near the query (a narrow filter): every live one
@@ -360,15 +378,17 @@ def default_rerank(v: View) -> str:
 
 def search_batch(
     queries: Sequence[F32], k: int, p: MVSearchParams, v: View, live: npt.NDArray[np.bool_],
-    raw: Rows, tier: Rows | None, pool: ScratchPool,
+    raw: Rows, tier: Rows | None, pool: ScratchPool, lists: CellLists | None = None,
 ) -> tuple[I64, F32, dict[str, float]]:  # fmt: skip
     """Top-k of every query: document numbers (nq, k) padded -1, scores padded -inf, and
-    stats summed over the queries (`maxsim_work_saved` averaged); scratch from `pool`."""
+    stats summed over the queries (`maxsim_work_saved` averaged); scratch from `pool`;
+    `lists`: the restricted set's own cell lists (`view.cell_lists`), probed instead of
+    the shared ones."""
     nq = len(queries)
     ids = np.full((nq, k), -1, np.int64)
     scores = np.full((nq, k), -np.inf, np.float32)
     total = dict.fromkeys(STAT_KEYS, 0.0)
-    scratch = Scratch(pool.take(v.docs), live)
+    scratch = Scratch(pool.take(v.docs), live, lists)
     try:
         for i, q in enumerate(queries):
             d, s, st = search_one(q, k, p, v, live, raw, tier, scratch)
