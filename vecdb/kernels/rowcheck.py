@@ -67,16 +67,23 @@ def scan_rows(x, max_abs, max_sq, need_nonzero):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, nogil=True)
+def _row_sq(x, i, w):  # type: ignore[no-untyped-def]
+    """Row i's squared norm in float64, summed in numpy's order; w: scratch of x's width."""
+    d = x.shape[1]
+    for j in range(d):
+        v = np.float64(x[i, j])
+        w[j] = v * v
+    return _pairwise(w, d)
+
+
+@nb.njit(cache=True, nogil=True)
 def normalize_rows(x, out):  # type: ignore[no-untyped-def]
     """out (n, d) float32 = each row of x divided by its L2 norm, summed (numpy's order)
     and divided in float64; an all-zero row stays zero."""
     n, d = x.shape
     w = np.empty(d, np.float64)
     for i in range(n):
-        for j in range(d):
-            v = np.float64(x[i, j])
-            w[j] = v * v
-        s = _pairwise(w, d)
+        s = _row_sq(x, i, w)
         norm = np.sqrt(s) if s > 0.0 else 1.0
         for j in range(d):
             out[i, j] = np.float32(np.float64(x[i, j]) / norm)
@@ -94,10 +101,7 @@ def plain_query_rows(x, max_sq, cosine, out):  # type: ignore[no-untyped-def]
     n, d = x.shape
     w = np.empty(d, np.float64)
     for i in range(n):
-        for j in range(d):
-            v = np.float64(x[i, j])
-            w[j] = v * v
-        s = _pairwise(w, d)
+        s = _row_sq(x, i, w)
         if not s <= max_sq:
             return False
         if cosine:
