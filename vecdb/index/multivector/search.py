@@ -236,7 +236,7 @@ def search_one(
     # centroid, the query tokens padded with zeros to the kernels' 16 lanes, so no transposed
     # or padded copy is made; padded lanes score 0 everywhere and add nothing).
     width = lanes(len(q))
-    skq = centroid_scores(codec.centroids, q)
+    skq = centroid_scores(codec.scoring, q)
     # Pass 2: probe cells, gather their live documents (and their probe scores); while fewer
     # than the second pass keeps are found, probe twice as many cells (up to ADAPT_MAX x).
     second = max(k, ndocs // 4)
