@@ -118,13 +118,14 @@ def _disk(path: Path) -> int:
 
 
 def index_bytes(db: Any, name: str) -> int:
-    """What search reads of a document index besides the raw store: the codebook, every
-    encoded token's codes, residuals and sign bits (`bytes_per_token`), and the postings."""
+    """What search reads of a document index besides the raw store: the codebook (float32,
+    and the bfloat16 copy queries are scored against), every encoded token's codes,
+    residuals and sign bits (`bytes_per_token`), and the postings."""
     st = db.stats(name)["index"]
     per = st.get("bytes_per_token", {})
     tokens = int(st.get("encoded_tokens", 0))
     coded = sum(float(per.get(t, 0.0)) for t in ("codes", "residuals", "signs", "tier"))
-    return int(4 * st.get("K", 0) * st["dim"] + tokens * coded + st.get("postings_bytes", 0))
+    return int(6 * st.get("K", 0) * st["dim"] + tokens * coded + st.get("postings_bytes", 0))
 
 
 def build(data: MVData, owner: I64, grants: dict[int, int], work: Path) -> dict[str, Any]:
