@@ -242,50 +242,12 @@ def _residual_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # typ
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _centroid_scores(c, qt, out):  # type: ignore[no-untyped-def]
-    """out[r, o:o + 16] = c[r] @ qt[:, o:o + 16]: eight centroids at a time, each a register
-    of 16 query-token lanes (eight independent FMA chains hide the FMA latency)."""
-    k, d = c.shape
-    width = qt.shape[1]
-    qf, of = qt.reshape(-1), out.reshape(-1)
-    for o in range(0, width, LANES):
-        r = 0
-        while r + 8 <= k:
-            a0, a1, a2, a3 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
-            a4, a5, a6, a7 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
-            for j in range(d):
-                x = vload(qf, j * width + o)
-                a0 = vfma(vsplat(c[r, j]), x, a0)
-                a1 = vfma(vsplat(c[r + 1, j]), x, a1)
-                a2 = vfma(vsplat(c[r + 2, j]), x, a2)
-                a3 = vfma(vsplat(c[r + 3, j]), x, a3)
-                a4 = vfma(vsplat(c[r + 4, j]), x, a4)
-                a5 = vfma(vsplat(c[r + 5, j]), x, a5)
-                a6 = vfma(vsplat(c[r + 6, j]), x, a6)
-                a7 = vfma(vsplat(c[r + 7, j]), x, a7)
-            vstore(of, r * width + o, a0)
-            vstore(of, (r + 1) * width + o, a1)
-            vstore(of, (r + 2) * width + o, a2)
-            vstore(of, (r + 3) * width + o, a3)
-            vstore(of, (r + 4) * width + o, a4)
-            vstore(of, (r + 5) * width + o, a5)
-            vstore(of, (r + 6) * width + o, a6)
-            vstore(of, (r + 7) * width + o, a7)
-            r += 8
-        while r < k:
-            a0 = vsplat(0.0)
-            for j in range(d):
-                a0 = vfma(vsplat(c[r, j]), vload(qf, j * width + o), a0)
-            vstore(of, r * width + o, a0)
-            r += 1
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _centroid_scores_bf16(c16, qt, out):  # type: ignore[no-untyped-def]
-    """`_centroid_scores` of bfloat16 centroids (uint16, the upper halves of float32): each
-    eight rows widened into a float32 scratch (shifted into a uint32 view), then the same
-    eight FMA chains. Half the bytes read: the table is read once per query from memory."""
-    k, d = c16.shape
+def _centroid_scores(bits, shift, qt, out):  # type: ignore[no-untyped-def]
+    """out[r, o:o + 16] = c[r] @ qt[:, o:o + 16], the centroids c given as their float32 bits
+    (uint32, shift 0) or as bfloat16 (uint16: the upper halves, shift 16): eight rows at a
+    time widened into a float32 scratch, then eight FMA chains, each a register of 16
+    query-token lanes (independent chains hide the FMA latency)."""
+    k, d = bits.shape
     width = qt.shape[1]
     qf, of = qt.reshape(-1), out.reshape(-1)
     wide = np.empty(8 * d, np.uint32)
@@ -296,7 +258,7 @@ def _centroid_scores_bf16(c16, qt, out):  # type: ignore[no-untyped-def]
             n = min(8, k - r)
             for t in range(n):
                 for j in range(d):
-                    wide[t * d + j] = np.uint32(c16[r + t, j]) << np.uint32(16)
+                    wide[t * d + j] = np.uint32(bits[r + t, j]) << shift
             if n == 8:
                 a0, a1, a2, a3 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
                 a4, a5, a6, a7 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
@@ -490,9 +452,10 @@ def centroid_scores(centroids: npt.NDArray[np.generic], q: F32) -> F32:
     qt[:, : len(q)] = q.T
     out = np.empty((len(centroids), width), np.float32)
     if centroids.dtype == np.uint16:
-        _centroid_scores_bf16(np.ascontiguousarray(centroids), qt, out)
+        _centroid_scores(np.ascontiguousarray(centroids), np.uint32(16), qt, out)
     else:
-        _centroid_scores(np.ascontiguousarray(centroids, np.float32), qt, out)
+        f32 = np.ascontiguousarray(centroids, np.float32)
+        _centroid_scores(f32.view(np.uint32), np.uint32(0), qt, out)
     return out
 
 
