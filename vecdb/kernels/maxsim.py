@@ -245,20 +245,21 @@ def _residual_parallel(skq, packed, bits, lut, data, offsets, cand, out):  # typ
 def _centroid_scores(bits, shift, qt, out):  # type: ignore[no-untyped-def]
     """out[r, o:o + 16] = c[r] @ qt[:, o:o + 16], the centroids c given as their float32 bits
     (uint32, shift 0) or as bfloat16 (uint16: the upper halves, shift 16): eight rows at a
-    time widened into a float32 scratch, then eight FMA chains, each a register of 16
-    query-token lanes (independent chains hide the FMA latency)."""
+    time widened into a float32 scratch, then, for each 16 query-token lanes, eight FMA
+    chains, each a register of the lanes (independent chains hide the FMA latency). The
+    table is read once per call however many query tokens: a 32-token query read it twice."""
     k, d = bits.shape
     width = qt.shape[1]
     qf, of = qt.reshape(-1), out.reshape(-1)
     wide = np.empty(8 * d, np.uint32)
     row = wide.view(np.float32)
-    for o in range(0, width, LANES):
-        r = 0
-        while r < k:
-            n = min(8, k - r)
-            for t in range(n):
-                for j in range(d):
-                    wide[t * d + j] = np.uint32(bits[r + t, j]) << shift
+    r = 0
+    while r < k:  # each row read and widened once, whatever the number of lane groups
+        n = min(8, k - r)
+        for t in range(n):
+            for j in range(d):
+                wide[t * d + j] = np.uint32(bits[r + t, j]) << shift
+        for o in range(0, width, LANES):
             if n == 8:
                 a0, a1, a2, a3 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
                 a4, a5, a6, a7 = vsplat(0.0), vsplat(0.0), vsplat(0.0), vsplat(0.0)
@@ -286,7 +287,7 @@ def _centroid_scores(bits, shift, qt, out):  # type: ignore[no-untyped-def]
                     for j in range(d):
                         a0 = vfma(vsplat(row[t * d + j]), vload(qf, j * width + o), a0)
                     vstore(of, (r + t) * width + o, a0)
-            r += n
+        r += n
 
 
 def to_bfloat16(x: npt.ArrayLike) -> npt.NDArray[np.uint16]:
