@@ -183,3 +183,21 @@ def test_a_tenant_search_walks_its_own_lists_and_finds_documents_added_since(
         slots, _, _ = idx.search(new, 10, visible=vis2)
         assert 20_000 in slots[0].tolist()
     assert idx._members.lists(vis2, idx._v) is not None
+
+
+def test_many_small_tenants_keep_their_lists_and_a_whole_taken_set_makes_none() -> None:
+    """Ten 3 % tenants searched in turn all keep their lists (the cache is bounded by the
+    CSR's size, not a count), and a set no larger than the centroid interaction keeps,
+    taken whole without a probe, never makes any."""
+    idx, docs = _trained(12_000)
+    q = clustered_queries(docs, 1, m=4, seed=47)[0]
+    tenants = [Visible.from_slots(np.arange(t, 12_000, 33)) for t in range(10)]  # 364 each
+    few = Visible.from_slots(np.arange(0, 12_000, 40))  # 300: taken whole
+    for _ in range(3):
+        idx.search(q, 10, visible=few)
+    assert len(idx._members._lists) == 0
+    for _ in range(2):
+        for vis in tenants:
+            idx.search(q, 10, visible=vis, params={"ndocs": 256})  # 364 > 256: probed
+    kept = [idx._members._lists.get((id(t), id(idx._v.cell_docs))) for t in tenants]
+    assert all(k is not None and k[2] is not None for k in kept)

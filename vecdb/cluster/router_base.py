@@ -8,9 +8,10 @@ is down. A collection the cache does not know is looked up once more in the stor
 (`Catalog.refresh`: one read, at most one at a time and one per MISS_REFRESH_S, skipped
 while the store is away), since another router may have created it a moment ago and this
 one's watch not caught up: placing its points by a stale cache would write them all to
-shard 0. So is a tenant the cache does not place (a tenant search would ask shard 0 only). A write about a collection still unknown is then sent whole to shard 0, so the
-caller gets exactly the error a single node gives (NOT_FOUND naming it); a read goes to every
-shard (`_scope`). Owns no state of its own besides the shard channels and that lookup's
+shard 0. So is a tenant the cache does not place (a tenant search would ask shard 0
+only). A write about a collection still unknown is then sent whole to shard 0, so the caller
+gets exactly the error a single node gives (NOT_FOUND naming it); a read goes to every shard
+(`_scope`). Owns no state of its own besides the shard channels and that lookup's
 clock.
 """
 

@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -312,8 +313,10 @@ class MultiVectorIndex:
         qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible, self._members)
-        # a tenant's own cell lists (Curator's layout), made once per (bitmap, CSR)
-        lists = self._members.lists(visible, v) if isinstance(visible, Visible) else None
+        # a tenant's own cell lists (Curator's layout), kept per (bitmap, CSR); asked for
+        # only if the search probes cells
+        lists = (partial(self._members.lists, visible, v) if isinstance(visible, Visible)
+                 else None)  # fmt: skip
         # BLAS's spinning pool starves numba's (kernels.distance): held to one thread when
         # the search may wake it
         hold = single_threaded_blas() if uses_blas(p, v) else contextlib.nullcontext()

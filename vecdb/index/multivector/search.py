@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import queue
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -129,21 +129,34 @@ class Scratch:
     numbers (made on first use)."""
 
     def __init__(
-        self, arrays: Arrays, live: npt.NDArray[np.bool_], lists: CellLists | None = None
-    ) -> None:
+        self, arrays: Arrays, live: npt.NDArray[np.bool_],
+        lists: Callable[[], CellLists | None] | None = None,
+    ) -> None:  # fmt: skip
         self.arrays = arrays
         self.stamp, self.slot, self._marks = arrays
         self._live = live
-        self.lists = lists  # the restricted set's own cell lists (a tenant's), if any
+        self._make_lists = lists  # the restricted set's own cell lists, asked for once
+        self.lists: CellLists | None = None  # ... what that gave (after `postings`)
         self._live_docs: npt.NDArray[np.int64] | None = None
         self._every: npt.NDArray[np.bool_] | None = None
         self._count: int | None = None
+        self._alive: int | None = None
         self._allowed: npt.NDArray[np.bool_] | None = None
+
+    def alive_count(self, v: View) -> int:
+        """How many of the view's documents are alive (counted once a batch)."""
+        if self._alive is None:
+            self._alive = int(np.count_nonzero(v.alive))
+        return self._alive
 
     def postings(self, v: View) -> tuple[I64, npt.NDArray[np.integer], npt.NDArray[np.bool_]]:
         """(indptr, documents, cells the probe may pick) of the lists a search walks: the
         restricted set's own (only its cells, and the cells of documents added since the
-        CSR was built, which the delta holds), else the shared ones (every cell)."""
+        CSR was built, which the delta holds), else the shared ones (every cell). The own
+        lists are asked for on the batch's first probe, so a search that probes nothing
+        (a set small enough to be taken whole) never makes them."""
+        if self._make_lists is not None:
+            self.lists, self._make_lists = self._make_lists(), None
         if self.lists is None:
             return v.indptr, v.cell_docs, self.every(len(v.indptr) - 1)
         if self._allowed is None:
@@ -240,19 +253,21 @@ def search_one(
     # Pass 2: probe cells, gather their live documents (and their probe scores); while fewer
     # than the second pass keeps are found, probe twice as many cells (up to ADAPT_MAX x).
     second = max(k, ndocs // 4)
-    indptr, cell_docs, allowed = scratch.postings(v)
-    cap = min(codec.k, nprobe * ADAPT_MAX)
-    if scratch.lists is not None:  # past its own cells a tenant's probe finds nothing more
-        cap = min(cap, max(1, scratch.lists.cells + len(v.delta_cells)))
-    nprobe = min(nprobe, cap)
     keep = np.empty(codec.k, np.bool_)  # codes whose best query score reaches tau
     psc = None
     # A restricted set (a filter, a small tenant) of no more documents than the centroid
     # interaction keeps: every one of them is a candidate, without probing cells among
     # the other documents (a small tenant's probe widened to ~120 cells a token). `keep`
     # stays unset: only the pruned interaction of more than ndocs candidates reads it.
-    small = scratch.count <= ndocs and scratch.count < np.count_nonzero(v.alive)
+    small = scratch.count <= ndocs and scratch.count < scratch.alive_count(v)
     cells = np.zeros(0, np.int64)
+    cap = min(codec.k, nprobe * ADAPT_MAX)
+    indptr = v.indptr  # (no cells probed when small: nothing read from any lists)
+    if not small:  # the lists the probe walks (a small tenant's own, made here if due)
+        indptr, cell_docs, allowed = scratch.postings(v)
+        if scratch.lists is not None:  # past its own cells a tenant's probe finds no more
+            cap = min(cap, max(1, scratch.lists.cells + len(v.delta_cells)))
+    nprobe = min(nprobe, cap)
     while not small:
         if probe_keep:  # each token's cells, and the documents' probe scores
             cells, topv, topi = probe_token_cells(skq, len(q), nprobe, tau, keep, allowed)
@@ -378,12 +393,13 @@ def default_rerank(v: View) -> str:
 
 def search_batch(
     queries: Sequence[F32], k: int, p: MVSearchParams, v: View, live: npt.NDArray[np.bool_],
-    raw: Rows, tier: Rows | None, pool: ScratchPool, lists: CellLists | None = None,
+    raw: Rows, tier: Rows | None, pool: ScratchPool,
+    lists: Callable[[], CellLists | None] | None = None,
 ) -> tuple[I64, F32, dict[str, float]]:  # fmt: skip
     """Top-k of every query: document numbers (nq, k) padded -1, scores padded -inf, and
     stats summed over the queries (`maxsim_work_saved` averaged); scratch from `pool`;
-    `lists`: the restricted set's own cell lists (`view.cell_lists`), probed instead of
-    the shared ones."""
+    `lists`: gives the restricted set's own cell lists (`view.cell_lists`), probed instead
+    of the shared ones; called at most once, and only if a search probes."""
     nq = len(queries)
     ids = np.full((nq, k), -1, np.int64)
     scores = np.full((nq, k), -np.inf, np.float32)

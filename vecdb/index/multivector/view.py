@@ -14,6 +14,7 @@ CSR construction. No I/O.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -134,9 +135,8 @@ def with_delta(v: View, cells: I64, docs: I64) -> View:
 
 
 MEMBERSHIP_CACHE = 16  # (bitmap, view) pairs whose per-document membership is kept
-CELL_LISTS_CACHE = 4  # (bitmap, CSR) pairs whose own cell lists are kept
 CELL_LISTS_MAX_SHARE = 0.25  # lists are made for a bitmap of at most this share of documents
-_FIRST = object()  # a (bitmap, CSR) pair searched once: lists are made on its second search
+SEEN_PAIRS = 1024  # (bitmap, CSR) pairs remembered as searched once (weakly: no memory held)
 
 
 @dataclass(frozen=True)
@@ -150,10 +150,12 @@ class CellLists:
     indptr: I64
     cell_docs: npt.NDArray[np.integer]
     used: BOOL  # (K,) the cells with at least one of the documents
+    cells: int  # how many cells that is
 
     @property
-    def cells(self) -> int:
-        return int(np.count_nonzero(self.used))
+    def entries(self) -> int:
+        """Its size in CSR entries (documents and cell pointers), for the cache's budget."""
+        return len(self.cell_docs) + len(self.indptr)
 
 
 def cell_lists(v: View, member: BOOL) -> CellLists:
@@ -165,7 +167,8 @@ def cell_lists(v: View, member: BOOL) -> CellLists:
     counts = upto[v.indptr[1:]] - upto[v.indptr[:-1]]
     indptr = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return CellLists(indptr, v.cell_docs[sel], counts > 0)
+    used = counts > 0
+    return CellLists(indptr, v.cell_docs[sel], used, int(np.count_nonzero(used)))
 
 
 class MembershipCache:
@@ -173,23 +176,26 @@ class MembershipCache:
     view) pairs: a tenant's bitmap is one object while its set is unchanged (the tenant
     layer caches it), and a view's `slots` never change (a write makes a new view), so the
     O(documents) lookup is done once per pair instead of once per query. `alive` changes in
-    place on a delete, so it is applied per query."""
+    place on a delete, so it is applied per query. Also a bitmap's own cell lists (`lists`)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._hits: OrderedDict[tuple[int, int], tuple[Visible, I64, BOOL]] = OrderedDict()
-        self._lists: OrderedDict[tuple[int, int], tuple[Visible, Any, Any]] = OrderedDict()
+        self._lists: OrderedDict[tuple[int, int], tuple[Visible, Any, CellLists | None]] = (
+            OrderedDict())  # fmt: skip
+        self._seen: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
 
     def lists(self, visible: Visible, v: View) -> CellLists | None:
         """The bitmap's own cell lists over the view's CSR (`cell_lists`), kept per (bitmap,
         CSR): a CSR is replaced, never changed, and documents added since it was built are
-        in the view's delta, which searches read apart. Made on the second search of a pair,
-        not the first: making them reads the whole CSR (3.4 ms for its 321,445 entries at
-        20,000 documents), which a tenant written between every two searches (a new bitmap
-        each time) would pay per search. None for the first search of a pair, a bitmap
-        holding more than
-        CELL_LISTS_MAX_SHARE of the documents (the shared lists are mostly its own) or an
-        untrained index."""
+        in the view's delta, which searches read apart. Made on the second probing search
+        of a pair, not the first: making them reads the whole CSR (3.4 ms for its 321,445
+        entries at 20,000 documents), which a tenant written between every two searches (a
+        new bitmap each time) would pay per search. Lists are kept, least recently used
+        first out, while together they hold no more entries than the CSR itself (a 3 %
+        tenant's are about 3 % of it, so dozens of small tenants fit). None for the first
+        search of a pair, a bitmap holding more than CELL_LISTS_MAX_SHARE of the documents
+        (the shared lists are mostly its own) or an untrained index."""
         if v.codec is None:
             return None
         key = (id(visible), id(v.cell_docs))
@@ -197,24 +203,25 @@ class MembershipCache:
             hit = self._lists.get(key)
             if hit is not None and hit[0] is visible and hit[1] is v.cell_docs:
                 self._lists.move_to_end(key)
-                if hit[2] is not _FIRST:
-                    made: CellLists | None = hit[2]
-                    return made
-            else:  # first seen: remembered, the shared lists serve this search
-                self._lists[key] = (visible, v.cell_docs, _FIRST)
-                self._trim()
+                return hit[2]
+            seen = self._seen.pop(key, None)
+            if seen is None or seen[0]() is not visible or seen[1]() is not v.cell_docs:
+                # first seen: remembered weakly; the shared lists serve this search
+                self._seen[key] = (weakref.ref(visible), weakref.ref(v.cell_docs))
+                while len(self._seen) > SEEN_PAIRS:
+                    self._seen.popitem(last=False)
                 return None
         member = self.member(visible, v.slots)
         small = np.count_nonzero(member) <= CELL_LISTS_MAX_SHARE * len(member)
         got = cell_lists(v, member) if small else None
         with self._lock:
-            self._lists[key] = (visible, v.cell_docs, got)
-            self._trim()
+            self._lists[key] = (visible, v.cell_docs, got)  # holding both: ids stay unique
+            budget = len(v.cell_docs) + len(v.indptr)
+            while len(self._lists) > 1 and sum(
+                c.entries for _, _, c in self._lists.values() if c is not None
+            ) > budget:  # fmt: skip
+                self._lists.popitem(last=False)
         return got
-
-    def _trim(self) -> None:
-        while len(self._lists) > CELL_LISTS_CACHE:
-            self._lists.popitem(last=False)
 
     def member(self, visible: Visible, slots: I64) -> BOOL:
         key = (id(visible), id(slots))
