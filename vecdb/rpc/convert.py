@@ -104,14 +104,26 @@ def vectors_from_proto(
     return _matrix(msg.data, msg.count, msg.dim, field)
 
 
-def _matrix(data: bytes, count: int, dim: int, field: str) -> npt.NDArray[np.float32]:
+def _matrix(
+    data: bytes, count: int, dim: int, field: str, copy: bool = True
+) -> npt.NDArray[np.float32]:
     if len(data) != count * dim * 4:
         raise InvalidArgument(
             f"{field}.data has {len(data)} bytes but count={count} x dim={dim} float32 "
             f"need {count * dim * 4}",
             field=field, reason="MALFORMED_REQUEST",
         )  # fmt: skip
-    return np.frombuffer(data, dtype=F32).astype(np.float32).reshape(count, dim)
+    return np.frombuffer(data, dtype=F32).astype(np.float32, copy=copy).reshape(count, dim)
+
+
+def queries_from_proto(msg: pb.Vectors) -> npt.NDArray[np.float32]:
+    """A search's (count, dim) queries as a read-only view of the message's bytes: the
+    engine copies queries as it checks them (`validate.queries_as_stored`), so the copy
+    `vectors_from_proto` makes for a caller that keeps its matrix would be a second one
+    (a 1,000 x 384 batch: 1.5 MB more allocated, faulted in and freed per call)."""
+    if msg.row_lengths:
+        return vectors_from_proto(msg, "queries")
+    return _matrix(msg.data, msg.count, msg.dim, "queries", copy=False)
 
 
 # ---------------------------------------------------------------------------- ids
