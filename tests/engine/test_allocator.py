@@ -72,3 +72,55 @@ def test_opening_a_database_caps_arenas_and_a_threaded_build_stays_in_the_main_a
     )
     before, after = map(int, out.stdout.split())
     assert before >= 1 and after == before, out.stdout
+
+
+@pytest.mark.skipif(allocator._libc() is None, reason="glibc only: mallopt/malloc_trim absent")
+def test_opening_a_database_keeps_freed_memory_at_the_heap_top_for_the_next_call(
+    tmp_path: Path,
+) -> None:
+    # With the mmap threshold pinned, glibc's trim threshold would stay at 128 KiB and a
+    # call's freed buffers would go back to the system at once (and fault in again on the
+    # next call). After opening a database, 4 MiB freed at the top of the heap stay there
+    # (mallinfo2's keepcost: releasable bytes at the top) until release_free_memory.
+    code = textwrap.dedent(
+        f"""
+        import ctypes
+        import vecdb
+        from vecdb import allocator
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in (
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks "
+                "keepcost").split()]
+
+        libc = allocator._libc()
+        libc.mallinfo2.restype = MallInfo2
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+
+        def freed_top():
+            blocks = [libc.malloc(100_000) for _ in range(40)]  # under the mmap threshold
+            for b in reversed(blocks):
+                libc.free(b)
+            return libc.mallinfo2().keepcost
+
+        with vecdb.connect({str(tmp_path / "db")!r}):
+            assert allocator.tune_allocator() is True
+            kept = freed_top()
+            allocator.release_free_memory()
+            released = libc.mallinfo2().keepcost
+        print(kept, released)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    kept, released = map(int, out.stdout.split())
+    assert kept >= 4_000_000 and released < 1_000_000, out.stdout
