@@ -116,7 +116,9 @@ def _matrix(
     return np.frombuffer(data, dtype=F32).astype(np.float32, copy=copy).reshape(count, dim)
 
 
-def queries_from_proto(msg: pb.Vectors) -> npt.NDArray[np.float32]:
+def queries_from_proto(
+    msg: pb.Vectors,
+) -> npt.NDArray[np.float32] | list[npt.NDArray[np.float32]]:
     """A search's (count, dim) queries as a read-only view of the message's bytes: the
     engine copies queries as it checks them (`validate.queries_as_stored`), so the copy
     `vectors_from_proto` makes for a caller that keeps its matrix would be a second one
