@@ -253,6 +253,41 @@ def test_a_router_behind_the_catalog_places_points_after_a_fresh_read(nodes: Nod
         late.stop(grace=0.2)
 
 
+def test_a_router_that_read_the_store_a_moment_ago_waits_to_see_a_newer_collection(
+    nodes: Nodes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is read at most once per MISS_REFRESH_S: a write about a name the cache
+    lacks, made within that time of the last read (here: a read for an unknown name, then a
+    collection created through the other router), waits for the next read instead of
+    trusting the cache, so its points are still placed by id. Unknown names keep the store
+    to one read per MISS_REFRESH_S even when every call waits."""
+    from vecdb.cluster import router_base
+
+    monkeypatch.setattr(router_base, "MISS_REFRESH_S", 1.0)
+    lag = LaggingCatalog(nodes.catalog)
+    late = router_server(lag, nodes.addresses)
+    x = np.random.default_rng(5).standard_normal((60, DIM)).astype(np.float32)
+    try:
+        with vecdb.connect(nodes.address) as c, vecdb.connect(f"127.0.0.1:{late.port}") as b:
+            with pytest.raises(vecdb.NotFound):
+                b.upsert("nowhere", [1], x[:1])
+            assert lag.refreshes == 1
+            c.create_collection("r", DIM, "l2", index="flat")
+            assert b.upsert("r", list(range(60)), x) == 60
+            assert lag.refreshes == 2
+            for s, address in enumerate(nodes.addresses):
+                with vecdb.connect(address) as node:
+                    assert node.count("r") == sum(shard_of(i, 3) == s for i in range(60))
+            t0, before = time.monotonic(), lag.refreshes
+            for _ in range(3):
+                with pytest.raises(vecdb.NotFound):
+                    b.upsert("nowhere", [1], x[:1])
+            elapsed = time.monotonic() - t0
+            assert lag.refreshes - before <= elapsed / router_base.MISS_REFRESH_S + 1
+    finally:
+        late.stop(grace=0.2)
+
+
 def test_a_router_behind_the_catalog_finds_a_new_tenant_after_a_fresh_read(
     nodes: Nodes,
 ) -> None:

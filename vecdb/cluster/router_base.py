@@ -5,14 +5,17 @@ The catalog is only read through `Catalog.state()`, the cache that never blocks 
 data calls go on while etcd is away; only catalog changes (create/drop collection, a new
 tenant, a grant needing a new shard) wait for etcd and fail with `CatalogUnavailable` when it
 is down. A collection the cache does not know is looked up once more in the store itself
-(`Catalog.refresh`: one read, at most one at a time and one per MISS_REFRESH_S, skipped
-while the store is away), since another router may have created it a moment ago and this
-one's watch not caught up: placing its points by a stale cache would write them all to
-shard 0. So is a tenant the cache does not place (a tenant search would ask shard 0
-only). A write about a collection still unknown is then sent whole to shard 0, so the caller
-gets exactly the error a single node gives (NOT_FOUND naming it); a read goes to every shard
-(`_scope`). Owns no state of its own besides the shard channels and that lookup's
-clock.
+(`Catalog.refresh`, skipped while the store is away), since another router may have created
+it a moment ago and this one's watch not caught up: placing its points by a stale cache
+would write them all to shard 0. So is a tenant the cache does not place (a tenant search
+would ask shard 0 only). Such reads are made one at a time and at most one per
+MISS_REFRESH_S; a call that finds one too recent or under way waits for the next read begun
+after it asked (so a name created before the call is always seen), at most MISS_REFRESH_S
+and a read. A write about a collection still unknown is then sent whole to shard 0, so the
+caller gets exactly the error a single node gives (NOT_FOUND naming it). A read of a
+collection the cache lacks does not wait: it goes to every shard (`_scope`), whose answer is
+whole whether the cache lags or not. Owns no state of its own besides the shard channels
+and that lookup's last read and clock.
 """
 
 from __future__ import annotations
@@ -46,7 +49,8 @@ class RouterBase:
         self._shards = shards  # channels to the shards of the catalog's shard map
         self._window = stream_window  # credits advertised to streaming clients
         self._miss_lock = threading.Lock()  # one store lookup for an unknown name at a time
-        self._miss_at = -MISS_REFRESH_S  # monotonic time of the last such lookup
+        self._miss_at = -MISS_REFRESH_S  # monotonic time the last such lookup began
+        self._fresh: CatalogState | None = None  # what it read
 
     # -- catalog ---------------------------------------------------------------------------
 
@@ -60,25 +64,37 @@ class RouterBase:
                               reason="NO_SHARDS")  # fmt: skip
         return st
 
-    def _entry(self, name: str) -> CollectionEntry | None:
+    def _entry(self, name: str, wait: bool = True) -> CollectionEntry | None:
         """The catalog entry of collection `name`, or None if neither the cache nor, when
-        the store answers, a fresh read knows it (see the module docstring)."""
+        the store answers, a fresh read knows it (see the module docstring; `wait=False`:
+        none made if one is too recent or under way)."""
         entry = self._state().collections.get(name)
-        if entry is None and (fresh := self._store_state()) is not None:
+        if entry is None and (fresh := self._store_state(wait)) is not None:
             return fresh.collections.get(name)
         return entry
 
-    def _store_state(self) -> CatalogState | None:
-        """The catalog read afresh from the store, for a name the cache lacks; None while
-        the store is away, within MISS_REFRESH_S of the last such read, or while another
-        call is making one (the cache answers those)."""
-        if not self._catalog.connected or time.monotonic() - self._miss_at < MISS_REFRESH_S:
+    def _store_state(self, wait: bool = True) -> CatalogState | None:
+        """The catalog as read from the store by a read begun after this call, for a name
+        the cache lacks; None while the store is away. A read is made at most once per
+        MISS_REFRESH_S, one at a time: a call finding one too recent or under way waits for
+        the next (or, without `wait`, takes None: the cache answers)."""
+        if not self._catalog.connected:
             return None
-        if not self._miss_lock.acquire(blocking=False):
+        asked = time.monotonic()
+        if not self._miss_lock.acquire(blocking=wait):
             return None
         try:
+            if self._fresh is not None and self._miss_at >= asked:
+                return self._fresh  # read by a call that began it after this one asked
+            pause = self._miss_at + MISS_REFRESH_S - time.monotonic()
+            if pause > 0:
+                if not wait:
+                    return None
+                time.sleep(pause)
             self._miss_at = time.monotonic()
-            return self._catalog.refresh()
+            self._fresh = None
+            self._fresh = self._catalog.refresh()
+            return self._fresh
         except VecdbError:  # the store went away meanwhile: the cache is what there is
             return None
         finally:
@@ -124,7 +140,7 @@ class RouterBase:
         it is truly absent (the first error is the answer), and if the catalog only lags
         (created through another router, a watch catching up) the answer is whole, never
         shard 0's part of it."""
-        entry = self._entry(collection)
+        entry = self._entry(collection, wait=bool(tenants))  # unknown, untenanted: all shards
         if entry is None:
             return None
         if not tenants or not self._multi_tenant(entry):
