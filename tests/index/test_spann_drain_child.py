@@ -83,6 +83,48 @@ def test_drain_in_child_holds_every_vector_and_reopens(
     reopened.close()
 
 
+def test_the_child_never_writes_over_blocks_the_parent_still_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the child inserts and maintains, the parent's searches read the table of the
+    checkpoint the child started from. The child's splits drop blocks of that table, and
+    its own checkpoints (between maintenance batches, once a megabyte or more waits) would
+    free them for its next writes; it must not reuse them (they were overwritten: the
+    parent's searches then failed DATA_LOSS on a block header, or a numba scan read garbage
+    slots). Every block of the parent's table keeps its bytes, and a search in the parent
+    answers as before, at every step of the child's work."""
+    monkeypatch.setenv(child.ENV, "off")
+    n, d = 6_000, 64  # wide enough rows that the splits free over a megabyte at a time
+    x = clustered(4 * n, d, seed=5)
+    idx, _ = open_spann(d, "l2", PARAMS, tmp_path)
+    idx.build(np.arange(n), x[:n])
+    idx.checkpoint(1)
+    st = idx.state
+    ext = st.table.extents()
+
+    def blocks() -> list[bytes]:
+        with open(st.file.path, "rb") as f:
+            return [os.pread(f.fileno(), int(b), int(o)) for o, b in zip(ext.offset, ext.size)]
+
+    before = blocks()
+    q = x[:50] + 0.01
+    want = idx.search(q, K, WIDE).slots
+    checked: list[str] = []
+
+    def check(phase: str, done: int, total: int) -> None:
+        if len(idx) != n:  # adopted: the parent reads the child's table now
+            return
+        changed = sum(a != b for a, b in zip(before, blocks(), strict=True))
+        assert changed == 0, f"{changed} of the parent's blocks overwritten at {phase} {done}"
+        np.testing.assert_array_equal(idx.search(q, K, WIDE).slots, want)
+        checked.append(phase)
+
+    drain_child.add_in_child(st, iter([(np.arange(n, 4 * n), x[n:])]), 2, 1, check)
+    assert checked.count("maintain") >= 2
+    assert_no_orphans(idx, set(range(4 * n)))
+    idx.close()
+
+
 def test_removes_while_the_child_runs_stay_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -252,6 +252,27 @@ def test_release_of_free_space_is_refused() -> None:
         m.release(10 * PAGE, 640, fresh=False)
 
 
+def test_held_extents_are_never_freed_whatever_is_released_and_checkpointed() -> None:
+    """Extents another process reads (`hold`: a drain child's parent) stay out of free
+    space after their release, a checkpoint and a readers' drain, counted as pending; the
+    other releases free as before, and new blocks go around the held ones."""
+    m = SpaceMap(PAGE, PAGE)
+    a, b, c = (m.alloc(640) for _ in range(3))
+    m.hold(np.array([c, a], np.int64))
+    for off in (a, b, c):
+        m.release(off, 640, fresh=False)
+    m.checkpointed(m.begin_checkpoint())
+    m.readers_done()
+    assert m.free_extents() and all(
+        not (x < off + 640 and off < x + ln)
+        for x, ln in m.free_extents() for off in (a, c)
+    )  # fmt: skip
+    assert m.stats().pending_bytes == 2 * 640
+    assert m.stats().free_bytes >= 640  # b's extent
+    fresh = [m.alloc(640) for _ in range(4)]
+    assert b in fresh and a not in fresh and c not in fresh
+
+
 def test_table_release_tags_fresh_and_durable_blocks() -> None:
     """A table attached to a map releases what it drops: blocks pushed before the current
     epoch began (or before it was attached) as durable, later ones as fresh."""

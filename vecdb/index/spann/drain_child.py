@@ -14,7 +14,9 @@ fresh open does, inserts, maintains until no work is left, and checkpoints; the 
 opens that checkpoint as a fresh open does and swaps it in.
 
 Protocol: the parent checkpoints first (the child starts from exactly the parent's state, and
-the posting file bytes the child may write are referenced by neither), then writes the
+the posting file bytes the child may write are referenced by neither: the blocks of that
+checkpoint's table stay out of the child's free space whatever it drops and checkpoints,
+`SpaceMap.hold`, since the parent's searches read them until the swap), then writes the
 drain's slots and vectors to `build.<ckpt>.dslots.tmp` / `build.<ckpt>.dvectors.tmp` (raw
 arrays; `persist.clean_directory` removes them after a crash) and starts the child like a
 child build (`child._run`: JSON progress lines on stdout, `done` or `error`, the child dies
@@ -210,6 +212,9 @@ def child_main(job: dict[str, Any]) -> None:
     mapped = np.memmap(child._tmp(d, tag, "dvectors"), np.float32, "r+", shape=(n, dim))
     vectors: F32 = np.asarray(mapped)
     st, _ = open_state(dim, job["metric"], job["params"], d, clean=False)
+    # the parent's searches read this checkpoint's blocks until it adopts ours: never reuse
+    # them, whatever this process's checkpoints free (`SpaceMap.hold`)
+    st.file.space.hold(st.table.extents().offset)
     st.threads = int(job["threads"])
     seq = int(job["seq"])
 

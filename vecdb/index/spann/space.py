@@ -27,6 +27,13 @@ published checkpoint references is overwritten and a crash anywhere reopens it i
 provided `begin_checkpoint()` (which starts a new epoch) is called at the very moment the table
 to be published is captured, with no release in between.
 
+Another process's table. A drain child (`drain_child`) opens the parent's checkpoint and
+writes into the same file while the parent's searches go on reading that checkpoint's table:
+its blocks must outlive every release and checkpoint of the child's map. `hold` names them;
+a release of one keeps it out of free space for the map's life (counted as pending), so the
+child's splits and merges write around them. The parent's map, rebuilt from the child's last
+table when it adopts it, frees them then.
+
 Thread safety: none. Every method runs on the single maintenance thread that also writes the
 file; searches never touch the map. They read only blocks of a table they hold, which the rules
 above keep from being freed (hence overwritten or cut off) under them.
@@ -106,7 +113,8 @@ class SpaceMap:
     fresh: tuple[array[int], array[int]]  # fresh pending: offsets, sizes (bytes)
     pend_base: int  # durable releases already freed (the queue's front was dropped)
     fresh_base: int  # fresh releases already freed
-    pending_bytes: int  # total of both pending queues
+    pending_bytes: int  # total of both pending queues (and of held extents released)
+    held: I64  # sorted offsets of extents another process reads (`hold`): never freed here
 
     def __init__(self, start: int, end: int) -> None:
         """A map of a file whose data ends at `end`, all of it taken to be live until
@@ -116,6 +124,12 @@ class SpaceMap:
         self.free_bytes, self.live_bytes = 0, self.end - start
         self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
         self.pend_base = self.fresh_base = self.pending_bytes = 0
+        self.held = np.zeros(0, np.int64)
+
+    def hold(self, offsets: I64) -> None:
+        """The extents starting at `offsets` (live now: a table's blocks) are read by
+        another process as long as this map lives; a release of one never frees it."""
+        self.held = np.unique(np.asarray(offsets, np.int64))
 
     # --- allocate ----------------------------------------------------------------------------
 
@@ -198,11 +212,14 @@ class SpaceMap:
         near = [fl.by_start(k) for k in range(max(0, i - 1), min(len(fl), i + 1))]
         if any(a < o + size // ALIGN and o < a + ln for a, ln in near):
             raise ValueError(f"release of [{offset}, {offset + size}) overlaps free space")
+        self.live_bytes -= size
+        self.pending_bytes += size
+        held = self.held
+        if len(held) and held[min(int(held.searchsorted(offset)), len(held) - 1)] == offset:
+            return  # another process still reads it (`hold`)
         offs, sizes = self.fresh if fresh else self.pend
         offs.append(offset)
         sizes.append(size)
-        self.live_bytes -= size
-        self.pending_bytes += size
 
     def mark(self) -> Mark:
         """The current point of the release stream."""
