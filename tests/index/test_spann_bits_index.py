@@ -413,3 +413,40 @@ def test_child_build_and_child_drain_equal_in_process(
         idx[name].close()
         bad = [r for r in verify_files(tmp_path / name) if not r["ok"]]
         assert not bad, bad
+
+
+def test_a_garbage_slot_in_a_verified_block_is_skipped_not_read_past_the_bitmap(
+    tmp_path: Path,
+) -> None:
+    """A block's bytes changed after its check (as a writer bug once did: a drain child
+    overwrote blocks the parent's searches held): a slot number far past the index is
+    skipped by the bit scan, never used to index its candidate bitmap (which read, and
+    could fault, hundreds of MB past it). In a child process, so a fault fails the test
+    rather than killing the run."""
+    code = f"""
+import os, numpy as np
+from test_spann_support import clustered
+from vecdb.index.spann import open_spann
+x = clustered(3000, 32, seed=1, centres=16, spread=1.0)
+idx, _ = open_spann(32, "l2", {{"vector_dtype": "bits", "threads": 1}}, {str(tmp_path)!r})
+idx.build(np.arange(len(x)), x)
+wide = {{"max_postings": 4096, "prune_ratio": 1e9}}
+q = x[:40] + 0.01
+before = idx.search(q, 10, wide).slots  # every block read, so checked once
+st = idx.state
+ext = st.table.extents()
+fd = os.open(st.file.path, os.O_WRONLY)
+for off in ext.offset.tolist():  # each block's first entry now names slot 0xFFFFFFF0
+    os.pwrite(fd, np.array([0xFFFFFFF0], np.uint32).tobytes(), off + 64)
+os.close(fd)
+after = idx.search(q, 10, wide).slots
+assert (after < len(x)).all() and (after >= -1).all()
+assert (after == before).mean() > 0.5
+print("ok")
+"""
+    tests = Path(__file__).resolve().parent
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tests, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), str(tests.parents[1])])},
+    )  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -773,6 +773,7 @@ def scan_blocks(  # type: ignore[no-untyped-def]
     cand = np.empty(most, np.int64)
     ew = words + 1
     scanned = 0
+    nbits = 8 * held.shape[0]  # a slot read from a block is tested against this first
     reg = 3 <= words <= WLANES  # a code fits one register (`_xbar_dot8`)
     pm = np.zeros((QUERY_BITS + 1) * WLANES, np.uint64)
     for w in range(min(words, WLANES)):
@@ -836,8 +837,8 @@ def scan_blocks(  # type: ignore[no-untyped-def]
                     # every copy of a slot estimates alike (one centroid): a held one is
                     # skipped without `_admit`'s scan of the heap for its estimate (55
                     # postings of MiniLM-384, R = 100: ~75 us a query less, helper W)
-                    if (held[s >> 3] >> (s & 7)) & 1:
-                        continue
+                    if s >= nbits or (held[s >> 3] >> (s & 7)) & 1:
+                        continue  # (past the bitmap: no slot of the index, never visible)
                     if entry_visible(s, u8[vbase + j], slot_version, vis, use_vis):
                         n = _hold(hd, hs, held, n, r, s, e)
             scanned += m
