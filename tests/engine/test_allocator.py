@@ -12,9 +12,24 @@ import pytest
 from vecdb import allocator
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    allocator._libc() is None, reason="glibc only: mallopt/malloc_trim absent"
+)
 
 
-@pytest.mark.skipif(allocator._libc() is None, reason="glibc only: mallopt/malloc_trim absent")
+def _fresh_process(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run in a fresh interpreter (the settings are once per process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
 def test_opening_a_database_caps_arenas_and_a_threaded_build_stays_in_the_main_arena(
     tmp_path: Path,
 ) -> None:
@@ -61,20 +76,11 @@ def test_opening_a_database_caps_arenas_and_a_threaded_build_stays_in_the_main_a
         print(before, arenas())
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    out = _fresh_process(code)
     before, after = map(int, out.stdout.split())
     assert before >= 1 and after == before, out.stdout
 
 
-@pytest.mark.skipif(allocator._libc() is None, reason="glibc only: mallopt/malloc_trim absent")
 def test_opening_a_database_keeps_freed_memory_at_the_heap_top_for_the_next_call(
     tmp_path: Path,
 ) -> None:
@@ -113,14 +119,6 @@ def test_opening_a_database_keeps_freed_memory_at_the_heap_top_for_the_next_call
         print(kept, released)
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    out = _fresh_process(code)
     kept, released = map(int, out.stdout.split())
     assert kept >= 4_000_000 and released < 1_000_000, out.stdout
