@@ -115,6 +115,7 @@ class SpaceMap:
     fresh_base: int  # fresh releases already freed
     pending_bytes: int  # total of both pending queues (and of held extents released)
     held: I64  # sorted offsets of extents another process reads (`hold`): never freed here
+    held_bytes: int  # of pending_bytes, the held extents released (no checkpoint frees them)
 
     def __init__(self, start: int, end: int) -> None:
         """A map of a file whose data ends at `end`, all of it taken to be live until
@@ -125,6 +126,7 @@ class SpaceMap:
         self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
         self.pend_base = self.fresh_base = self.pending_bytes = 0
         self.held = np.zeros(0, np.int64)
+        self.held_bytes = 0
 
     def hold(self, offsets: I64) -> None:
         """The extents starting at `offsets` (live now: a table's blocks) are read by
@@ -216,10 +218,16 @@ class SpaceMap:
         self.pending_bytes += size
         held = self.held
         if len(held) and held[min(int(held.searchsorted(offset)), len(held) - 1)] == offset:
+            self.held_bytes += size
             return  # another process still reads it (`hold`)
         offs, sizes = self.fresh if fresh else self.pend
         offs.append(offset)
         sizes.append(size)
+
+    @property
+    def awaiting_checkpoint(self) -> int:
+        """Pending bytes that a checkpoint (or a readers' drain) would free: not held ones."""
+        return self.pending_bytes - self.held_bytes
 
     def mark(self) -> Mark:
         """The current point of the release stream."""
@@ -263,7 +271,7 @@ class SpaceMap:
 
     def rebuild(self, offsets: I64, sizes: I64) -> None:
         """Forget everything but `end`: the given extents (a table's) are live, every other
-        byte of the data region is free, nothing is pending."""
+        byte of the data region is free, nothing is pending or held."""
         order = np.argsort(offsets, kind="stable")
         lo, hi = offsets[order], offsets[order] + sizes[order]
         if len(lo) and (lo[0] < self.start or hi[-1] > self.end or (lo[1:] < hi[:-1]).any()):
@@ -274,6 +282,7 @@ class SpaceMap:
         self.free, self.free_bytes = FreeList(), 0
         self.pend, self.fresh = (array("q"), array("q")), (array("q"), array("q"))
         self.pend_base = self.fresh_base = self.pending_bytes = 0
+        self.held, self.held_bytes = np.zeros(0, np.int64), 0  # (`hold` names this table's)
         self.live_bytes = int(sizes.sum())
         self._merge_free(gap_lo[keep], (gap_hi - gap_lo)[keep])
 
