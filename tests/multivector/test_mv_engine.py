@@ -28,6 +28,24 @@ def _wait(pred, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.05)
 
 
+def test_stats_count_the_document_searches_made(tmp_path: Path) -> None:
+    """The collection's cumulative search statistics count document searches as they count
+    dense ones: queries, bytes read (and per query), documents and tokens scored: the sums
+    of what each call reported."""
+    with Database(tmp_path / "db", settings=FAST) as db:
+        db.create_collection("p", DIM, "cosine", kind="multivector")
+        db.upsert_documents("p", list(range(100)), DOCS[:100])
+        assert db.stats("p")["index"]["queries"] == 0
+        calls = [db.search_documents("p", q, k=5).stats for q in QUERIES[:3]]
+        calls.append(db.search_documents("p", QUERIES[3:5], k=5).stats)
+        got = db.stats("p")["index"]
+        assert got["queries"] == 5 == sum(c["queries"] for c in calls)
+        assert got["bytes_read"] == sum(c["bytes_read"] for c in calls) > 0
+        assert got["bytes_read_per_query"] == got["bytes_read"] / 5
+        assert got["docs_scored"] == sum(c["docs_scored"] for c in calls)
+        assert got["tokens_scored"] == sum(c["tokens_scored"] for c in calls)
+
+
 def test_worker_trains_once_enough_tokens_and_checkpoints(tmp_path: Path) -> None:
     """Below min_train_tokens searches stay exact; past it the worker trains on its own and
     checkpoints (the op log is truncated)."""

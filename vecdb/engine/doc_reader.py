@@ -25,6 +25,7 @@ from vecdb.engine.doc_rules import prepare_document_queries
 from vecdb.engine.doc_writer import check_kind, decode_document
 from vecdb.engine.tenant_reads import read_scope
 from vecdb.errors import InvalidArgument
+from vecdb.index.base import SearchStats
 from vecdb.index.multivector.params import MVSearchParams
 from vecdb.storage import kv as kvmod
 from vecdb.types import Document, IdType, SearchResult
@@ -59,6 +60,8 @@ def search_documents(
                    else scopes.matching(coll, compiled, scope))  # fmt: skip
     mv = coll.index.mv  # type: ignore[attr-defined]
     slots, scores, stats = mv.search(qs, k_, parsed, visible)
+    with coll.io_lock:
+        coll.io.add(_cumulative(stats))
     ids = coll.points.ids_of(slots)
     pad: Any = None if coll.id_type is IdType.STR else -1
     dist = np.where(slots >= 0, -scores, np.inf).astype(np.float32)
@@ -75,6 +78,17 @@ def search_documents(
             for row in slots.tolist()
         ]
     return SearchResult(ids=ids, distances=dist, payloads=pays, stats=dict(stats))
+
+
+def _cumulative(stats: dict[str, float]) -> SearchStats:
+    """A document search's counters as the collection's cumulative search statistics keep
+    them (`stats()["index"]`): queries and bytes read in their fields, the documents and
+    tokens scored, the candidates and the exact searches as extras (sums over calls); the
+    per-call ratio and widths (`maxsim_work_saved`, `nprobe`) are not summed."""
+    return SearchStats(
+        queries=int(stats["queries"]), bytes_read=int(stats["bytes_read"]),
+        extra={k: stats[k] for k in ("candidates", "docs_scored", "tokens_scored", "exact")},
+    )  # fmt: skip
 
 
 def get_documents(
