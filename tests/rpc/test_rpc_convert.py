@@ -38,16 +38,20 @@ def test_vectors_round_trip_bit_exact(arr: np.ndarray) -> None:
 
 
 def test_search_queries_are_a_read_only_view_of_the_request_bytes() -> None:
-    """A search's queries are the request's bytes seen as a matrix, no copy (the engine
-    copies as it checks them); malformed ones fail as `vectors_from_proto` fails."""
+    """Without `copy` a search's queries are the request's bytes seen as a matrix (the
+    engine copies as it checks them); malformed ones fail as with a copy; ragged rows are
+    rows as ever."""
     arr = np.arange(12, dtype=np.float32).reshape(3, 4)
     msg = _wire(convert.matrix_to_proto(arr))
-    back = convert.queries_from_proto(msg)
+    back = convert.vectors_from_proto(msg, "queries", copy=False)
+    assert isinstance(back, np.ndarray)
     assert back.shape == (3, 4) and back.tobytes() == arr.tobytes()
     assert not back.flags.writeable and not back.flags.owndata
     with pytest.raises(errors.InvalidArgument, match="queries.data has 3 bytes"):
-        convert.queries_from_proto(pb.Vectors(dim=1, count=1, data=b"abc"))
-    ragged = convert.queries_from_proto(_wire(convert.rows_to_proto([np.arange(3.0)])))
+        convert.vectors_from_proto(pb.Vectors(dim=1, count=1, data=b"abc"), "queries", copy=False)
+    ragged = convert.vectors_from_proto(
+        _wire(convert.rows_to_proto([np.arange(3.0)])), "queries", copy=False
+    )
     assert isinstance(ragged, list) and ragged[0].tolist() == [0.0, 1.0, 2.0]
 
 

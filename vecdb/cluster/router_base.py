@@ -92,7 +92,7 @@ class RouterBase:
                     return None
                 time.sleep(pause)
             self._miss_at = time.monotonic()
-            self._fresh = None
+            self._fresh = None  # a failed read leaves nothing a later caller could take
             self._fresh = self._catalog.refresh()
             return self._fresh
         except VecdbError:  # the store went away meanwhile: the cache is what there is

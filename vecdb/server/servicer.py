@@ -241,7 +241,7 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
         _params(opts.params, kwargs)
         if opts.with_vectors:
             kwargs["with_vectors"] = True
-        queries = convert.queries_from_proto(req.queries)
+        queries = convert.vectors_from_proto(req.queries, "queries", copy=False)
         res = self._db.search(req.collection, queries, opts.k, **kwargs)
         if res.payloads is None and res.stats is None and res.vectors is None:
             return plain_result(res)

@@ -111,7 +111,7 @@ def index_stats(st: SpannState) -> dict[str, Any]:
         + tree_bytes(st),
         "posting_file_bytes": st.file.length,
         "referenced_bytes": st.table.ref_bytes,
-        "freed_bytes_awaiting_checkpoint": st.file.space.pending_bytes,
+        "freed_bytes_awaiting_checkpoint": st.file.space.awaiting_checkpoint,
         "space": dataclasses.asdict(st.file.space.stats()),
         "resident_space_map_bytes": st.file.space.stats().map_bytes,
         "bytes_on_disk": disk,
