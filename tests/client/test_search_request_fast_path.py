@@ -15,6 +15,7 @@ from vecdb.client import plain_requests
 from vecdb.client import requests as rq
 from vecdb.client.remote import search_request
 from vecdb.errors import InvalidArgument
+from vecdb.rpc.v1 import vecdb_pb2 as pb
 
 Q = np.arange(8, dtype=np.float32).reshape(2, 4)
 
@@ -140,3 +141,34 @@ def test_params_text_cache_stays_bounded() -> None:
     for i in range(plain_requests.MAX_TEXTS + 10):
         fast("c", Q, 3, None, {"n": i}, False, False, None, None)
     assert len(plain_requests._TEXTS) <= plain_requests.MAX_TEXTS
+
+
+BIG = np.random.default_rng(3).standard_normal((600, 64)).astype(np.float32)  # 153,600 bytes
+
+
+@pytest.mark.parametrize("queries", [BIG, BIG[::2], BIG[:, :32]], ids=["rows", "strided", "cols"])
+def test_a_big_batch_is_packed_and_parses_to_the_general_message(
+    monkeypatch: pytest.MonkeyPatch, queries: np.ndarray
+) -> None:
+    """A batch of >= PACK_MIN_BYTES travels as a `PackedSearch`: its bytes (the queries as a
+    second `queries` field) parse to the general path's message, fields set after the build
+    (the lane's deadline, allow_partial, a tenant block, with_stats) included."""
+    assert queries.nbytes >= plain_requests.PACK_MIN_BYTES
+    args = ("c", queries, 7, None, {"max_postings": 8}, False, False, "t1", ["t1", "t2"], True)
+    packed = search_request(*args)
+    assert isinstance(packed, plain_requests.PackedSearch)
+    with monkeypatch.context() as m:
+        m.setattr(rq, "plain_search", lambda *a: None)
+        want = search_request(*args)
+    for req in (packed, want):
+        req.timeout_ms = 1234
+        req.allow_partial = True
+    wire = plain_requests.serialize_search(packed)
+    got = pb.SearchRequest.FromString(wire)
+    assert got == want and got.queries.data == queries.tobytes()
+    assert len(wire) < want.ByteSize() + 8  # the rows are in it once
+
+
+def test_a_small_batch_is_a_plain_message() -> None:
+    req = search_request("c", BIG[:10], 7, None, None, False, False, None, None)
+    assert isinstance(req, pb.SearchRequest)

@@ -420,3 +420,34 @@ def test_search_stream_false_sends_every_search_as_a_search_call(
             vecdb.connect(f"127.0.0.1:{srv.port}", search_stream=bad)  # type: ignore[arg-type]
         assert e.value.field == "search_stream"
     assert not (tmp_path / "local").exists()
+
+
+def test_a_packed_batch_answers_what_the_engine_answers(
+    start_server: Callable[..., VecdbServer], tmp_path: Path
+) -> None:
+    """A batch big enough to travel packed (`plain_requests.PackedSearch`) gets the engine's
+    answer on the lane, as a Search call and through the async client."""
+    from vecdb.client.plain_requests import PACK_MIN_BYTES
+
+    srv = start_server()
+    q = np.random.default_rng(2).standard_normal((PACK_MIN_BYTES // (4 * DIM) + 3, DIM))
+    q = q.astype(np.float32)
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        x = _fill(c)
+        lane = c.search("s", q, k=4)
+        assert c._lane.sent == 1  # type: ignore[attr-defined]
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20, search_stream=False) as c:
+        unary = c.search("s", q, k=4)
+
+    async def run() -> vecdb.SearchResult:
+        async with vecdb.AsyncClient(f"127.0.0.1:{srv.port}", timeout=20) as a:
+            return await a.search("s", q, k=4)
+
+    aio = asyncio.run(run())
+    with vecdb.connect(str(tmp_path / "local")) as e:
+        e.create_collection("s", DIM, "l2", index="flat")
+        e.upsert("s", list(range(N)), x)
+        want = e.search("s", q, k=4)
+    for got in (lane, unary, aio):
+        assert np.array_equal(got.ids, want.ids)
+        assert np.allclose(got.distances, want.distances)

@@ -34,6 +34,7 @@ from vecdb.client.channel import (
     channel_credentials,
     channel_options,
     parse_target,
+    vectordb_stub,
 )
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
@@ -47,7 +48,6 @@ from vecdb.engine import validate as rules
 from vecdb.errors import VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
@@ -84,7 +84,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             self._channel = grpc.aio.insecure_channel(address, options=opts)
         else:
             self._channel = grpc.aio.secure_channel(address, channel_credentials(tls_), opts)
-        self._stub = pb_grpc.VectorDBStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = vectordb_stub(self._channel)
         self._direct = AsyncDirectRoutes(self._stub, lambda a: (  # see vecdb.client.routes
             grpc.aio.insecure_channel(a, options=opts) if tls_ is None
             else grpc.aio.secure_channel(a, channel_credentials(tls_), opts)

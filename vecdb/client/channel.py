@@ -2,8 +2,8 @@
 settings and credentials, channel options, auth metadata, the retry backoff schedule and the
 retry rule.
 
-Owns no calls: `vecdb.client.remote` and `vecdb.client.aio` make them. Imports grpc and the
-wire's status decoding.
+Owns no calls: `vecdb.client.remote` and `vecdb.client.aio` make them. Imports grpc, the
+wire's status decoding and stubs.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from typing import Any
 
 import grpc
 
+from vecdb.client.plain_requests import serialize_search
 from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
 OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
@@ -103,3 +106,19 @@ def retry_wait(err: VecdbError, delays: Iterator[float], deadline: float) -> flo
         return None
     delay = max(delay, status.retry_delay(err, 0.0))
     return delay if time.monotonic() + delay < deadline else None
+
+
+def vectordb_stub(channel: Any) -> pb_grpc.VectorDBStub:
+    """The generated stub of a sync or asyncio channel, whose Search and SearchStream also
+    send a `PackedSearch` (a big batch, its queries written once into the wire bytes)."""
+    stub = pb_grpc.VectorDBStub(channel)  # type: ignore[no-untyped-call]
+    answer = pb.SearchResponse.FromString
+    stub.Search = channel.unary_unary(
+        "/vecdb.v1.VectorDB/Search", request_serializer=serialize_search,
+        response_deserializer=answer, _registered_method=True,
+    )  # fmt: skip
+    stub.SearchStream = channel.stream_stream(
+        "/vecdb.v1.VectorDB/SearchStream", request_serializer=serialize_search,
+        response_deserializer=answer, _registered_method=True,
+    )  # fmt: skip
+    return stub

@@ -42,10 +42,11 @@ from vecdb.client.channel import (
     channel_options,
     parse_target,
     retry_wait,
+    vectordb_stub,
 )
 from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
-from vecdb.client.plain_requests import plain_answer
+from vecdb.client.plain_requests import PackedSearch, plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
@@ -53,7 +54,6 @@ from vecdb.engine import validate as rules
 from vecdb.errors import VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
@@ -103,7 +103,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
             self._channel = grpc.secure_channel(address, channel_credentials(tls_), options=opts)
-        self._stub = pb_grpc.VectorDBStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = vectordb_stub(self._channel)
         # Tenant reads sent straight to the tenant's one shard (`vecdb.client.routes`).
         self._direct = DirectRoutes(self._stub, lambda a: (
             grpc.insecure_channel(a, options=opts) if tls_ is None
@@ -400,7 +400,7 @@ def upsert_request(
 def search_request(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
     with_vectors: Any, tenant: Any, tenants: Any, with_stats: Any = False,
-) -> pb.SearchRequest:  # fmt: skip
+) -> pb.SearchRequest | PackedSearch:  # fmt: skip
     """A Search with its tenant block and `with_stats` (shared with the async client)."""
     if type(with_stats) is not bool:
         rq.flags(("with_stats", with_stats))  # the engine judges it first of all

@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from vecdb.client.channel import vectordb_stub
 from vecdb.errors import VecdbError
 from vecdb.rpc import status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -212,7 +213,7 @@ class DirectRoutes:
                 self.table.unreached(address)
                 return None
             self._channels.append(channel)
-            stub = pb_grpc.VectorDBStub(channel)  # type: ignore[no-untyped-call]
+            stub = vectordb_stub(channel)
             self._stubs[address] = stub
             return stub
 

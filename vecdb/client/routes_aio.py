@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from vecdb.client.channel import backoff_delays, retry_wait
+from vecdb.client.channel import backoff_delays, retry_wait, vectordb_stub
 from vecdb.client.routes import (
     CONNECT_TIMEOUT_S,
     MISS,
@@ -27,7 +27,6 @@ from vecdb.client.routes import (
 from vecdb.errors import VecdbError
 from vecdb.rpc import status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -138,7 +137,7 @@ class AsyncDirectRoutes:
                 self.table.unreached(address)
                 return None
             self._channels.append(channel)
-            stub = pb_grpc.VectorDBStub(channel)  # type: ignore[no-untyped-call]
+            stub = vectordb_stub(channel)
             self._stubs[address] = stub
             return stub
 
