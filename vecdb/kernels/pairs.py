@@ -4,7 +4,8 @@ Pure functions on arrays (no I/O, no globals). `gather_pairs` turns each query's
 postings into (query, block) pairs grouped by block, with the distinct blocks listed once
 (so they are checked once per batch) and the same byte and page accounting as
 `posting.gather_blocks`; `check_headers` is the per-block bounds and header test of
-`index.spann.blockcheck` in one pass.
+`index.spann.blockcheck` in one pass; `touch_pages` faults in the pages of the blocks whose
+CRC is still to compute, without the GIL.
 """
 
 from __future__ import annotations
@@ -51,6 +52,24 @@ def check_headers(u8, at, cnt, nbytes, dim, width, magic, unit, bits, where, kno
         todo[nt] = i
         nt += 1
     return 0, nt, todo[:nt]
+
+
+@nb.njit(cache=True, nogil=True)
+def touch_pages(u8, at, nbytes, todo, page):  # type: ignore[no-untyped-def]
+    """Read one byte of every `page`-sized page of the blocks todo (indices into at /
+    nbytes) and return their sum (which keeps the reads). Called without the GIL before
+    their CRCs are computed with it (`blockcheck.check_blocks`): the page faults of a block
+    not in the page cache (a read from the disk each) then happen here, beside other
+    threads' searches, not inside `crc32`, which holds the GIL for a small buffer."""
+    s = 0
+    for j in range(todo.shape[0]):
+        i = todo[j]
+        p = at[i]
+        end = p + nbytes[i]
+        while p < end:
+            s += u8[p]
+            p += page - p % page
+    return s
 
 
 @nb.njit(cache=True, nogil=True)

@@ -22,7 +22,10 @@ added or removed: removal is forever) in the checkpoint's version snapshot, so u
 the allocated size stays about the live rows' (the apparent size grows with the slot
 numbers, the allocated blocks do not).
 
-Reads: warm, a numpy view of an mmap of the file (`rows`); cold (`io="direct"`), O_DIRECT
+Reads: warm, a numpy view of an mmap of the file (`rows`), advised MADV_RANDOM: a search
+touches a few scattered rows, and the kernel's default read-around of a faulting page (up to
+128 KiB) read 703 KB from the disk per cold query of a 3,000,000 x 96 index whose searches
+ask for 141 KB (191 KB with the advice; bench/RESULTS.md); cold (`io="direct"`), O_DIRECT
 reads of the 512-byte sectors holding the candidates' rows, all in one native-AIO submit
 (`aio`; else a small thread pool), falling back to buffered reads where O_DIRECT is
 refused (`read_rows`; its offsets and byte indexes are made once per store, 16 rows ~159
@@ -252,8 +255,7 @@ class VectorStore:
             self._rows = np.zeros((0, self.dim), self._dtype())
             return
         m = mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
-        if self.direct:
-            m.madvise(mmap.MADV_RANDOM)
+        m.madvise(mmap.MADV_RANDOM)
         self._map = m  # the previous map lives on while a search holds a view of it
         flat = np.frombuffer(m, dtype=self._dtype(), offset=HEAD, count=self.capacity * self.dim)
         self._rows = flat.reshape(self.capacity, self.dim)
