@@ -11,7 +11,8 @@ unit of the file, cleared by every write over it), so a page-cache-resident bloc
 once, not at every query. A block about to be hashed has its pages faulted in first by a
 nogil kernel (`touch_pages`): `crc32` holds the GIL for a small buffer, so a cold block's
 disk reads inside it stalled every other thread's search. A failure is a `FormatError`
-naming the file and the byte offset; the engine then quarantines the index and serves exactly from its store while it rebuilds.
+naming the file and the byte offset; the engine then quarantines the index and serves
+exactly from its store while it rebuilds.
 
 `MODE` selects the CRC policy ("cached", the default; "always"; "off" only for the benchmark
 that measures the cost; set by the VECDB_BLOCK_CRC environment variable at import).
