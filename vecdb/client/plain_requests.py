@@ -3,9 +3,9 @@ every call): the common search call, whose arguments can hold nothing the wire c
 built straight into its message. `vecdb.client.requests` tries it first and takes its general
 path (the rule book's checks, in the engine's order) for every other call, so the message
 is the same either way. A big batch's request is a `PackedSearch`: its queries go from the
-caller's rows into the wire bytes in one copy. Likewise `plain_answer` decodes the common answer (integer ids and
-nothing else) into the `SearchResult` that `convert.result_from_proto` gives, and returns None
-for every other answer. Imports the wire, `vecdb.types` and the rule book's text check only.
+caller's rows into the wire bytes in one copy. Likewise `plain_answer` decodes the common
+answer (integer ids and nothing else) into the `SearchResult` that
+`convert.result_from_proto` gives, and returns None for every other answer. Imports the wire, `vecdb.types` and the rule book's text check only.
 """
 
 from __future__ import annotations
@@ -65,6 +65,15 @@ def _flat_json(value: Any) -> str | None:
 PACK_MIN_BYTES = 1 << 16  # queries of at least this many bytes travel packed
 
 
+def _tag(message: Any, field: str) -> bytes:
+    """The wire tag of a length-delimited field (field number, wire type 2)."""
+    return bytes([message.DESCRIPTOR.fields_by_name[field].number << 3 | 2])
+
+
+QUERIES_TAG = _tag(pb.SearchRequest, "queries")
+DATA_TAG = _tag(pb.Vectors, "data")
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
@@ -102,7 +111,7 @@ class PackedSearch:
         size = _varint(len(data))
         return b"".join((
             self.msg.SerializeToString(deterministic=deterministic),
-            b"\x12", _varint(1 + len(size) + len(data)), b"\x1a", size, data,
+            QUERIES_TAG, _varint(len(DATA_TAG) + len(size) + len(data)), DATA_TAG, size, data,
         ))  # fmt: skip
 
 
