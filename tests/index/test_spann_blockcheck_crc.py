@@ -17,6 +17,7 @@ import pytest
 from vecdb.errors import FormatError
 from vecdb.index.spann import blockcheck
 from vecdb.index.spann.postings import encode_block
+from vecdb.kernels.pairs import touch_pages
 
 isal_zlib = pytest.importorskip("isal.isal_zlib")  # a declared dependency: always there
 
@@ -61,3 +62,27 @@ def test_check_blocks_accepts_good_blocks_and_rejects_a_flip(
     with pytest.raises(FormatError, match=f"CRC mismatch at byte {int(at[2])}"):
         blockcheck.check_blocks(bad, at, cnt, 12, 2, tmp_path / "postings.bin")
     blockcheck.check_blocks(bad, at[:2], cnt[:2], 12, 2, tmp_path / "postings.bin")  # others fine
+
+
+def test_check_blocks_faults_in_only_the_file_blocks_it_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`touch_pages` (the pages faulted in without the GIL) runs for the blocks of the file's
+    map still to hash, not for verified ones, nor for a cold read's buffer (no `verified`:
+    its bytes are in memory already)."""
+    u8, at, cnt = blocks()
+    touched: list[list[int]] = []
+
+    def spy(u8: np.ndarray, at: np.ndarray, nbytes: np.ndarray, todo: np.ndarray, page: int) -> int:
+        touched.append(at[todo].tolist())
+        return int(touch_pages(u8, at, nbytes, todo, page))
+
+    monkeypatch.setattr(blockcheck, "MODE", "cached")
+    monkeypatch.setattr(blockcheck, "touch_pages", spy)
+    verified = blockcheck.Verified()
+    path = tmp_path / "postings.bin"
+    blockcheck.check_blocks(u8, at[:2], cnt[:2], 12, 2, path, verified=verified)
+    blockcheck.check_blocks(u8, at, cnt, 12, 2, path, verified=verified)
+    blockcheck.check_blocks(u8, at, cnt, 12, 2, path, verified=verified)  # all verified now
+    blockcheck.check_blocks(u8, at, cnt, 12, 2, path)  # a read buffer: hashed, not touched
+    assert touched == [at[:2].tolist(), at[2:].tolist()]

@@ -1,7 +1,7 @@
 """Cold reads of a SPANN index's files (issue 12): the rerank store's map is advised
-MADV_RANDOM (no read-around of 128 KiB per faulting row), and a block whose CRC is still to
-compute has its pages faulted in by a nogil kernel (`pairs.touch_pages`) before `crc32`,
-which holds the GIL for a small buffer, hashes it."""
+MADV_RANDOM (no read-around of 128 KiB per faulting row), and the nogil kernel that faults
+in a block's pages before its CRC (`pairs.touch_pages`; when `blockcheck.check_blocks` calls
+it: tests/index/test_spann_blockcheck_crc.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vecdb.index.spann import blockcheck
-from vecdb.index.spann.postings import encode_block
 from vecdb.index.spann.vectors import VectorStore
 from vecdb.kernels.pairs import touch_pages
 
@@ -54,32 +52,3 @@ def test_touch_pages_reads_one_byte_of_each_page_of_the_blocks_given() -> None:
             p += 4096 - p % 4096
     assert touch_pages(u8, at, nbytes, todo, 4096) == want
     assert touch_pages(u8, at, nbytes, todo[:0], 4096) == 0
-
-
-def test_check_blocks_touches_only_the_blocks_it_hashes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rng = np.random.default_rng(2)
-    parts, at, cnt, off = [], [], [], 0
-    for posting, count in enumerate((3, 17, 40)):
-        buf = encode_block(posting, np.arange(count, dtype=np.int64), np.ones(count, np.uint8),
-                           rng.standard_normal((count, 12)).astype(np.float32), width=2)  # fmt: skip
-        parts.append(buf)
-        at.append(off)
-        cnt.append(count)
-        off += len(buf)
-    u8, at_, cnt_ = np.concatenate(parts), np.array(at, np.int64), np.array(cnt, np.int64)
-    touched: list[list[int]] = []
-
-    def spy(u8: np.ndarray, at: np.ndarray, nbytes: np.ndarray, todo: np.ndarray, page: int) -> int:
-        touched.append(at[todo].tolist())
-        return int(touch_pages(u8, at, nbytes, todo, page))
-
-    monkeypatch.setattr(blockcheck, "MODE", "cached")
-    monkeypatch.setattr(blockcheck, "touch_pages", spy)
-    verified = blockcheck.Verified()
-    path = tmp_path / "postings.bin"
-    blockcheck.check_blocks(u8, at_[:2], cnt_[:2], 12, 2, path, verified=verified)
-    blockcheck.check_blocks(u8, at_, cnt_, 12, 2, path, verified=verified)
-    blockcheck.check_blocks(u8, at_, cnt_, 12, 2, path, verified=verified)
-    assert touched == [at[:2], at[2:]]  # the third call had nothing left to hash

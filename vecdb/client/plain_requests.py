@@ -115,7 +115,10 @@ class PackedSearch:
         ))  # fmt: skip
 
 
-def serialize_search(req: pb.SearchRequest | PackedSearch) -> bytes:
+AnySearch = pb.SearchRequest | PackedSearch  # what Search and SearchStream send
+
+
+def serialize_search(req: AnySearch) -> bytes:
     """The request serializer of Search and SearchStream (either kind of request)."""
     return req.SerializeToString()
 
@@ -123,7 +126,7 @@ def serialize_search(req: pb.SearchRequest | PackedSearch) -> bytes:
 def plain_search(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
     with_vectors: Any,
-) -> pb.SearchRequest | PackedSearch | None:  # fmt: skip
+) -> AnySearch | None:  # fmt: skip
     """The request of the common call (a str name, an int k, a float32 matrix or vector, no
     filter, flat params, bool flags) built without the general path's checks, none of which
     can fail for it; None for any other call. Issue 12: the single-query path."""

@@ -46,7 +46,7 @@ from vecdb.client.channel import (
 )
 from vecdb.client.documents import RemoteDocuments
 from vecdb.client.keys import ApiKeyMethods
-from vecdb.client.plain_requests import PackedSearch, plain_answer
+from vecdb.client.plain_requests import AnySearch, plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
@@ -400,7 +400,7 @@ def upsert_request(
 def search_request(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
     with_vectors: Any, tenant: Any, tenants: Any, with_stats: Any = False,
-) -> pb.SearchRequest | PackedSearch:  # fmt: skip
+) -> AnySearch:  # fmt: skip
     """A Search with its tenant block and `with_stats` (shared with the async client)."""
     if type(with_stats) is not bool:
         rq.flags(("with_stats", with_stats))  # the engine judges it first of all

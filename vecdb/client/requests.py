@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from vecdb.client.plain_requests import PackedSearch, plain_search
+from vecdb.client.plain_requests import AnySearch, plain_search
 from vecdb.engine import filters
 from vecdb.engine import validate as rules
 from vecdb.errors import InvalidArgument, VecdbError, echo
@@ -231,7 +231,7 @@ def split_upsert(whole: pb.UpsertRequest, max_bytes: int) -> list[pb.UpsertReque
 def search_request(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
     with_vectors: Any,
-) -> pb.SearchRequest | PackedSearch:  # fmt: skip
+) -> AnySearch:  # fmt: skip
     fast = plain_search(name, queries, k, filter, params, with_payload, with_vectors)
     if fast is not None:
         return fast

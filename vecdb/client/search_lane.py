@@ -35,12 +35,10 @@ from typing import Any
 
 import grpc
 
-from vecdb.client.plain_requests import PackedSearch
+from vecdb.client.plain_requests import AnySearch
 from vecdb.errors import VecdbError
 from vecdb.rpc import status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-
-Request = pb.SearchRequest | PackedSearch  # (a big batch's request is packed)
 
 WATCH_EVERY = 0.05  # seconds between two looks of the watchdog at the request in flight
 CLOSE_IDLE = 2.0  # seconds without a search after which the client closes its stream
@@ -86,7 +84,7 @@ class _Lane:
         return not self._closed and time.monotonic() >= self._rest_until
 
     @staticmethod
-    def _budget(req: Request, deadline: float) -> float:
+    def _budget(req: AnySearch, deadline: float) -> float:
         """Stamp `req` with the milliseconds left to `deadline` (its `timeout_ms`, within the
         field's range); returns the seconds left."""
         left = deadline - time.monotonic()
@@ -111,12 +109,12 @@ class _Stream:
     """One open SearchStream: its request queue and response iterator."""
 
     def __init__(self, stub: Any, metadata: Any) -> None:
-        self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self.requests: queue.SimpleQueue[AnySearch | None] = queue.SimpleQueue()
         self.responses = stub.SearchStream(self._feed(), metadata=metadata)
         self.deadline = 0.0  # monotonic deadline of the request in flight (0: none)
         self.last = time.monotonic()  # when the last search on it ended (or it opened)
 
-    def _feed(self) -> Iterator[Request]:
+    def _feed(self) -> Iterator[AnySearch]:
         while True:
             item = self.requests.get()
             if item is None:
@@ -136,7 +134,7 @@ class SearchLane(_Lane):
         self._lock = threading.Lock()  # one search on the stream at a time
         self._stream: _Stream | None = None
 
-    def search(self, req: Request, deadline: float) -> pb.SearchResponse | VecdbError | None:
+    def search(self, req: AnySearch, deadline: float) -> pb.SearchResponse | VecdbError | None:
         """The answer to `req` over the stream; the server's error for it (`answered`); or
         None: send it as a Search call (the lane is busy with another caller's search,
         resting, or the stream failed)."""
@@ -212,7 +210,9 @@ class AsyncSearchLane(_Lane):
         self._timer: asyncio.TimerHandle | None = None  # the idle check of the open stream
         self._last = 0.0  # when the last search on it ended (or it opened)
 
-    async def search(self, req: Request, deadline: float) -> pb.SearchResponse | VecdbError | None:
+    async def search(
+        self, req: AnySearch, deadline: float
+    ) -> pb.SearchResponse | VecdbError | None:
         """As `SearchLane.search`."""
         if self._busy or not self._usable():
             return None
@@ -238,7 +238,7 @@ class AsyncSearchLane(_Lane):
             self._busy = False
 
     @staticmethod
-    async def _exchange(call: Any, req: Request) -> pb.SearchResponse:
+    async def _exchange(call: Any, req: AnySearch) -> pb.SearchResponse:
         await call.write(req)
         resp = await call.read()
         if resp is grpc.aio.EOF:  # the server ended the stream (it is shutting down)

@@ -8,11 +8,11 @@ included. Each block's CRC32 (the header's, over the
 block's bytes) is verified too: always for cold reads (fresh from the disk), and once per
 write for warm reads, remembered in the posting file's `Verified` bitmap (one bit per 64-byte
 unit of the file, cleared by every write over it), so a page-cache-resident block is hashed
-once, not at every query. A block about to be hashed has its pages faulted in first by a
-nogil kernel (`touch_pages`): `crc32` holds the GIL for a small buffer, so a cold block's
-disk reads inside it stalled every other thread's search. A failure is a `FormatError`
-naming the file and the byte offset; the engine then quarantines the index and serves
-exactly from its store while it rebuilds.
+once, not at every query. A block of the file's map about to be hashed has its pages
+faulted in first by a nogil kernel (`touch_pages`): `crc32` holds the GIL for a small
+buffer, so a cold block's disk reads inside it stalled every other thread's search. A
+failure is a `FormatError` naming the file and the byte offset; the engine then quarantines
+the index and serves exactly from its store while it rebuilds.
 
 `MODE` selects the CRC policy ("cached", the default; "always"; "off" only for the benchmark
 that measures the cost; set by the VECDB_BLOCK_CRC environment variable at import).
@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.params import PAGE_SIZE
 from vecdb.kernels.pairs import check_headers, touch_pages
 from vecdb.kernels.posting import block_bytes
 
@@ -40,7 +41,6 @@ except ImportError:  # not installed: the same values, slower
 
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK", the first word of every block (see `postings`)
 UNIT = 64  # blocks start on multiples of this: one bit of the bitmap each
-PAGE = 4096  # the page size `touch_pages` steps by (a larger real page is touched more often)
 MODES = ("cached", "always", "off")
 MODE = os.environ.get("VECDB_BLOCK_CRC", "cached")
 if MODE not in MODES:
@@ -147,7 +147,8 @@ def check_blocks(
         )
     if MODE == "off" or len(todo) == 0:
         return
-    touch_pages(u8, at, nbytes, todo, PAGE)  # a cold block's disk reads, without the GIL
+    if verified is not None:  # the file's map: a cold block's disk reads, without the GIL
+        touch_pages(u8, at, nbytes, todo, PAGE_SIZE)  # (a read buffer is in memory already)
     words = u8[: len(u8) // 4 * 4].view(np.uint32)
     crcs = words[at[todo] // 4 + 1]
     for j, i in enumerate(todo.tolist()):
