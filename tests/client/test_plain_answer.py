@@ -36,6 +36,12 @@ def test_plain_result_is_the_general_message(nq: int, k: int, pad: int) -> None:
         other = SearchResult(ids=ids, distances=res.distances)
         want = convert.result_to_proto(other).SerializeToString(deterministic=True)
         assert plain_result(other).SerializeToString(deterministic=True) == want
+    wide = np.empty((nq, 2 * k), np.float64)  # float64 distances, a strided view of them
+    wide[:, ::2] = res.distances
+    for dist in (res.distances.astype(np.float64), wide[:, ::2]):
+        other = SearchResult(ids=res.ids, distances=dist)
+        want = convert.result_to_proto(other).SerializeToString(deterministic=True)
+        assert plain_result(other).SerializeToString(deterministic=True) == want
 
 
 def test_plain_result_hands_string_ids_to_the_general_path() -> None:

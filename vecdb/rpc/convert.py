@@ -117,7 +117,10 @@ def _matrix(
             f"need {count * dim * 4}",
             field=field, reason="MALFORMED_REQUEST",
         )  # fmt: skip
-    return np.frombuffer(data, dtype=F32).astype(np.float32, copy=copy).reshape(count, dim)
+    flat = np.frombuffer(data, dtype=F32)
+    if copy or not F32.isnative:  # (a no-op call on a little-endian host otherwise)
+        flat = flat.astype(np.float32, copy=copy)
+    return flat.reshape(count, dim)
 
 
 # ---------------------------------------------------------------------------- ids
