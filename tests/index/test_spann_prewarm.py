@@ -1,7 +1,8 @@
 """The background CRC check of a posting file after an open or a bulk build (`prewarm`).
 
 After it, every block of every posting is remembered as checked, so the first query after a
-restart takes the one-kernel fast path (without it, none whose blocks are unchecked does);
+restart takes the one-kernel fast path without checking a CRC (without it, the fast path
+checks the query's blocks first);
 a corrupt block is left unchecked and the search that reads it still raises; close during a
 pass waits for its running step and leaves nothing running; a cold reader, a file over the
 size limit and the "always" / "off" CRC modes start no pass. Real index files, real kernels.
@@ -47,13 +48,15 @@ def test_after_an_open_every_block_is_checked_and_single_queries_take_the_fast_p
     _built(tmp_path / "ix")
     q = clustered(20, D, seed=4)
     sp = SearchParams.parse({"max_postings": 8})
-    # without the pass: a fresh open has nothing checked, and the first queries step aside
+    # without the pass: a fresh open has nothing checked; the first query checks its blocks
     monkeypatch.setattr(prewarm, "MAX_BYTES", 0)
     idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
     try:
         assert idx.prewarm.passes == 0
         assert not idx.state.file.verified.known(_all_blocks(idx)).any()
-        assert single.search_one_rerank(idx.state, q[:1], K, sp, 16) is None
+        assert single.search_one_rerank(idx.state, q[:1], K, sp, 16) is not None
+        known = idx.state.file.verified.known(_all_blocks(idx))
+        assert known.any() and not known.all()  # its blocks only
     finally:
         idx.close()
     monkeypatch.undo()

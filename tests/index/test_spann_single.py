@@ -1,12 +1,14 @@
 """One warm query's fast path (`spann.single`, one `kernels.single.search_one` call) gives
 what the ordinary path gives: the same slots, the same distance bits and the same counters,
-for every metric and posting dtype; and it steps aside (returns None) exactly where the
-ordinary path has more to do: blocks whose CRC is still to be checked, a row short of k
-results, a corrupt block (the ordinary path raises naming the file). `kernels.unitrow`'s sum
-is numpy's, bit for bit."""
+for every metric and posting dtype, also when its blocks' CRCs are still to be checked (it
+checks them itself); and it steps aside (returns None) exactly where the ordinary path has
+more to do: a row short of k results, a corrupt block (the ordinary path raises naming the
+file), more unverified blocks than its list holds. `kernels.unitrow`'s sum is numpy's, bit
+for bit."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,8 @@ def _ordinary(monkeypatch: pytest.MonkeyPatch, st, q, k, sp, fast="search_one"):
 def test_fast_path_equals_the_ordinary_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str, metric: str
 ) -> None:
-    """Slots, distance bits and counters equal; after one ordinary pass (CRCs checked) the
-    fast path answers every query, before it none whose blocks are unverified."""
+    """Slots, distance bits and counters equal, whether the blocks' CRCs were checked
+    before (by an ordinary pass) or are checked by the fast path itself."""
     x = clustered(N, D, seed=3)
     if metric == "cosine":
         x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -48,9 +50,12 @@ def test_fast_path_equals_the_ordinary_one(
         for mp in (2, 8, 32):
             sp = SearchParams.parse({"max_postings": mp})
             idx.prewarm.wait()  # the background check after the build is done
-            st.file.verified.bits[:] = 0  # nothing verified yet: every query steps aside
-            assert all(single.search_one(st, q[i : i + 1], K, sp) is None for i in range(5))
+            st.file.verified.bits[:] = 0  # nothing verified yet: the fast path checks
+            first = [single.search_one(st, q[i : i + 1], K, sp) for i in range(5)]
+            assert st.file.verified.bits.any()
+            st.file.verified.bits[:] = 0
             want = [_ordinary(monkeypatch, st, q[i : i + 1], K, sp) for i in range(len(q))]
+            _same(first, want)
             for i, w in enumerate(want):
                 got = single.search_one(st, q[i : i + 1], K, sp)
                 assert got is not None
@@ -94,6 +99,53 @@ def test_short_rows_and_corrupt_blocks_take_the_ordinary_path(
         idx.close()
 
 
+def _same(got, want) -> None:  # type: ignore[no-untyped-def]
+    """The fast path's answers `got` are the ordinary path's (first len(got) of `want`)."""
+    for g, w in zip(got, want, strict=False):
+        assert g is not None
+        np.testing.assert_array_equal(g.slots, w.slots)
+        assert g.distances.tobytes() == w.distances.tobytes()
+        assert g.stats == w.stats
+
+
+def test_unverified_blocks_failing_their_crc_or_too_many_take_the_ordinary_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block whose payload no longer matches its CRC, not yet verified: None, nothing
+    marked verified, and the public search raises FormatError; more unverified blocks than
+    the thread's list holds: None (the ordinary path checks them), then the fast path."""
+    x = clustered(N, D, seed=11)
+    idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(N), x)
+        st = idx.state
+        q = clustered(4, D, seed=12)
+        sp = SearchParams.parse({"max_postings": 4})
+        idx.prewarm.wait()
+        st.file.verified.bits[:] = 0
+        with monkeypatch.context() as m:  # a list of one block, on a thread of its own
+            m.setattr(single, "CHECK_BLOCKS", 1)
+            m.setattr(single, "_LISTS", threading.local())
+            assert len(_blocks_of(st, q[:1], sp)) > 1
+            assert single.search_one_rerank(st, q[:1], K, sp, 16) is None
+            assert not st.file.verified.bits.any()
+            idx.search(q[:1], K, {"max_postings": 4})  # the ordinary path checks them
+            assert single.search_one_rerank(st, q[:1], K, sp, 16) is not None
+        st.file.verified.bits[:] = 0
+        first = min(_blocks_of(st, q[1:2], sp))
+        with open(st.file.path, "r+b") as f:  # past the block's header: its CRC fails
+            f.seek(first + 64)
+            byte = f.read(1)
+            f.seek(first + 64)
+            f.write(bytes([byte[0] ^ 0xFF]))
+        assert single.search_one_rerank(st, q[1:2], K, sp, 16) is None
+        assert not st.file.verified.bits.any()
+        with pytest.raises(FormatError, match="CRC"):
+            idx.search(q[1:2], K, {"max_postings": 4})
+    finally:
+        idx.close()
+
+
 def _blocks_of(st, q, sp):  # type: ignore[no-untyped-def]
     """Block offsets the query's selected postings start with."""
     from vecdb.index.spann.assign import nearest_heads
@@ -121,8 +173,8 @@ def test_bits_fast_path_equals_the_ordinary_one(
 ) -> None:
     """A "bits" index: one kernel call (search, estimates, exact rerank) gives the ordinary
     path's slots, distance bits and counters (rerank rows and bytes included), at the
-    default R and a small one; it steps aside while blocks are unverified and when the
-    probed postings hold fewer than R slots (the ordinary path widens)."""
+    default R and a small one, also while its blocks are unverified (it checks them); it
+    steps aside when the probed postings hold fewer than R slots (the ordinary path widens)."""
     n = 3_000
     x = clustered(n, d, seed=7)
     if metric == "cosine":
@@ -137,15 +189,16 @@ def test_bits_fast_path_equals_the_ordinary_one(
         for params in ({"max_postings": 4}, {"max_postings": 16, "rerank_k": 30}):
             sp = SearchParams.parse(params)
             idx.prewarm.wait()  # the background check after the build is done
-            st.file.verified.bits[:] = 0  # nothing verified: every query steps aside
-            assert all(
-                single.search_one_bits(st, q[i : i + 1], K, sp, 100) is None for i in range(3)
-            )
+            wide = max(K, rerank.candidates(st, sp))  # (not given: the calibrated value)
+            st.file.verified.bits[:] = 0  # nothing verified: the fast path checks them
+            first = [single.search_one_bits(st, q[i : i + 1], K, sp, wide) for i in range(3)]
+            assert st.file.verified.bits.any()
+            st.file.verified.bits[:] = 0
             want = [
                 _ordinary(monkeypatch, st, q[i : i + 1], K, sp, "search_one_bits")
                 for i in range(len(q))
             ]
-            wide = max(K, rerank.candidates(st, sp))  # (not given: the calibrated value)
+            _same(first, want)
             for i, w in enumerate(want):
                 got = single.search_one_bits(st, q[i : i + 1], K, sp, wide)
                 assert got is not None
@@ -170,8 +223,9 @@ def test_rerank_fast_path_equals_the_ordinary_one(
 ) -> None:
     """Postings beside a rerank store (the narrow default: int8 + float16 rows; float16 +
     float32 rows): one kernel call (search, exact rerank) gives the ordinary path's slots,
-    distance bits and counters (rerank rows and bytes included); it steps aside while
-    blocks are unverified and when the probed postings hold fewer than R slots."""
+    distance bits and counters (rerank rows and bytes included), also while its blocks are
+    unverified (it checks them); it steps aside when the probed postings hold fewer than R
+    slots."""
     x = clustered(N, D, seed=9)
     if metric == "cosine":
         x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -187,14 +241,15 @@ def test_rerank_fast_path_equals_the_ordinary_one(
             sp = SearchParams.parse(search_params)
             wide = max(K, rerank.candidates(st, sp))
             idx.prewarm.wait()  # the background check after the build is done
-            st.file.verified.bits[:] = 0  # nothing verified: every query steps aside
-            assert all(
-                single.search_one_rerank(st, q[i : i + 1], K, sp, wide) is None for i in range(3)
-            )
+            st.file.verified.bits[:] = 0  # nothing verified: the fast path checks them
+            first = [single.search_one_rerank(st, q[i : i + 1], K, sp, wide) for i in range(3)]
+            assert st.file.verified.bits.any()
+            st.file.verified.bits[:] = 0
             want = [
                 _ordinary(monkeypatch, st, q[i : i + 1], K, sp, "search_one_rerank")
                 for i in range(len(q))
             ]
+            _same(first, want)
             for i, w in enumerate(want):
                 got = single.search_one_rerank(st, q[i : i + 1], K, sp, wide)
                 assert got is not None

@@ -10,9 +10,11 @@ itself (GloVe-50, max_postings 64, py-spy of a loop of single queries: ~45% of a
 the kernels). `search_one` calls the very same kernels in the same order on the same values,
 so its ids and distances are theirs bit for bit; it only differs in what it does not do: it
 never raises. Whatever the chain would turn into an error or a Python-side step (a beam short of the
-heads asked, a block failing its bounds or header check, a block whose CRC is still to be
-verified) it reports as a status, having written nothing to the output row, and the caller
-runs the ordinary path, which raises or checks as before.
+heads asked, a block failing its bounds or header check) it reports as a status, having written
+nothing to the output row, and the caller runs the ordinary path, which raises or checks as
+before. Blocks whose CRC is still to be verified (the first reads after an open or a write)
+it hands back instead (VERIFY: their offsets, entry counts and sizes in `chk`), for the
+caller to verify and call again, rather than the whole ordinary path.
 """
 
 from __future__ import annotations
@@ -31,6 +33,22 @@ OK = 0  # the row holds the search's answer; counts hold what it read
 FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
 CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary path does it)
 SHORT = 3  # a rerank's scan: fewer candidates than asked for (the ordinary path widens)
+VERIFY = 4  # blocks whose CRC is unverified, listed in chk (the caller checks them, calls again)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _hand_over(off, cnt, nbytes, todo, chk):  # type: ignore[no-untyped-def]
+    """The blocks todo (indices into off / cnt / nbytes) copied into chk's first columns
+    (rows: offset, entry count, bytes): their number, or -1 when chk has too few columns."""
+    n = todo.shape[0]
+    if n > chk.shape[1]:
+        return -1
+    for j in range(n):
+        i = todo[j]
+        chk[0, j] = off[i]
+        chk[1, j] = cnt[i]
+        chk[2, j] = nbytes[i]
+    return n
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -104,6 +122,7 @@ def search_one(  # type: ignore[no-untyped-def]
     mark,
     cd,
     ci,
+    chk,
 ):
     """Search query (1, dim) as `index.spann.search` does for one query: its hk nearest
     heads in the head graph (`search_batch` with ef = k = hk; node ids mapped to posting ids
@@ -113,7 +132,9 @@ def search_one(  # type: ignore[no-untyped-def]
     np.empty: a filled or returned array costs more, ~1.7 us to box one). seen / mark / cd /
     ci: the head graph's scratch of the calling thread (`search_batch`). Returns (status,
     postings, (query, block) pairs, pages read); the row is the answer only when status is
-    OK (FEW_HEADS, CHECK: a block whose CRC is unverified is CHECK when `need_crc`)."""
+    OK (FEW_HEADS; CHECK: a block failing its header check; VERIFY, when `need_crc`: the
+    blocks whose CRC is unverified, their number in place of the postings and the blocks in
+    chk (3, cap), or CHECK when more than cap)."""
     out_ids[:] = -1
     out_d[:] = np.inf
     s, _ = _postings(
@@ -128,8 +149,11 @@ def search_one(  # type: ignore[no-untyped-def]
     status, _, todo = check_headers(
         u8, b_off, b_cnt, b_bytes, dim, width, magic, unit, bits, b_off, known_ok
     )
-    if status != 0 or (need_crc and todo.shape[0] > 0):
+    if status != 0:
         return CHECK, 0, 0, 0
+    if need_crc and todo.shape[0] > 0:
+        nv = _hand_over(b_off, b_cnt, b_bytes, todo, chk)
+        return (VERIFY, nv, 0, 0) if nv >= 0 else (CHECK, 0, 0, 0)
     order = np.arange(off.shape[0])
     scan_pairs(
         u8, u32, f32, u16, dim, width, qoff, qscale, off, cnt, order, pq, 0, off.shape[0],
@@ -144,7 +168,7 @@ def search_one_rerank(  # type: ignore[no-untyped-def]
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt, dim,
     width, page, u8, u32, f32, u16, qoff, qscale, magic, unit, bits, known_ok, need_crc,
     slot_version, metric, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen, mark,
-    cd, ci,
+    cd, ci, chk,
 ):  # fmt: skip
     """`search_one` with the exact rerank of an index whose postings are codes beside a
     rerank store (int8 / float16 postings, as `index.spann.rerank.search` runs them for one
@@ -152,16 +176,16 @@ def search_one_rerank(  # type: ignore[no-untyped-def]
     `rerank.rerank_topk` re-scoring every candidate from the store's rows (rows16 when
     `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, pairs,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
-    (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
+    (the ordinary path widens), FEW_HEADS, CHECK and VERIFY as `search_one`."""
     status, postings, pairs, pages = search_one(
         query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n,
         hk, head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off,
         blk_cnt, dim, width, page, u8, u32, f32, u16, qoff, qscale, magic, unit, bits,
         known_ok, need_crc, slot_version, NO_VISIBLE, False, metric, cand_ids, cand_d,
-        seen, mark, cd, ci,
+        seen, mark, cd, ci, chk,
     )  # fmt: skip
     if status != OK:
-        return status, 0, 0, 0, 0
+        return status, postings, 0, 0, 0  # (VERIFY: the count of blocks in chk)
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:
         return SHORT, 0, 0, 0, 0
     scored = rerank_topk(
@@ -176,7 +200,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt,
     bdim, width, page, u8, u32, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
     rot, metric, slot_version, eps, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d,
-    seen, mark, cd, ci, held,
+    seen, mark, cd, ci, held, chk,
 ):  # fmt: skip
     """`search_one` for a "bits" index (the search then the exact rerank, as
     `index.spann.rerank.search` runs them for one query): the heads and their pruning as
@@ -187,7 +211,7 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     rows (rows16 when `half`, else rows32) into out_ids / out_d (1, k), stopping at the
     first bound past the k-th exact distance when eps > 0. Returns (status, postings, blocks,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
-    (the ordinary path widens), FEW_HEADS and CHECK as `search_one`."""
+    (the ordinary path widens), FEW_HEADS, CHECK and VERIFY as `search_one`."""
     s, hd = _postings(
         query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
         head_ip, labels, m, prune_ip, ratio, always, seen, mark, cd, ci,
@@ -200,8 +224,11 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     status, _, todo = check_headers(
         u8, off, cnt, nbytes, bdim, width, magic, unit, bits, off, known_ok
     )
-    if status != 0 or (need_crc and todo.shape[0] > 0):
+    if status != 0:
         return CHECK, 0, 0, 0, 0
+    if need_crc and todo.shape[0] > 0:
+        nv = _hand_over(off, cnt, nbytes, todo, chk)
+        return (VERIFY, nv, 0, 0, 0) if nv >= 0 else (CHECK, 0, 0, 0, 0)
     cand_ids[:] = -1
     cand_d[:] = np.inf
     if eps <= 0:  # (read only with a bound)

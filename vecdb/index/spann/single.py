@@ -8,19 +8,27 @@ takes the index's arrays, makes one `kernels.single.search_one` call under the r
 builds the result; it answers exactly what `search.search` answers for the same query (the
 same kernels on the same values, the same counters) and returns None whenever the ordinary
 path has more to do: a cold reader (or VECDB_BLOCK_CRC=always), no head graph yet, fewer
-heads than asked, a block to CRC-check or failing its check (the ordinary path raises naming
-the file), or a row short of k results (pass 5 widens it). Only `search.search` calls it; it
-never raises on the index's content. A block's first warm read after an open or a write thus
-costs its query a second head search (the fast try, then the ordinary path).
+heads than asked, a block failing its header or CRC check (the ordinary path raises naming
+the file), more blocks to CRC-check than `CHECK_BLOCKS`, or a row short of k results (pass
+5 widens it). Only `search.search` calls it; it never raises on the index's content.
+
+A block's first read after an open or a write needs its CRC checked: the kernel lists such
+blocks instead of answering (`kernels.single.VERIFY`), `_verified` checks them as the
+ordinary path would (`blockcheck.check_blocks`: their pages faulted in without the GIL, then
+the CRCs, remembered in the file's bitmap) and the kernel runs again, under the same read
+lock. Such a query costs a second head search, no longer the whole ordinary path (issue 12:
+cold queries after an open; see bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.errors import FormatError
 from vecdb.index.base import IndexResult, SearchStats
 from vecdb.index.params import PAGE_SIZE, SearchParams, prune_ratio_for
 from vecdb.index.spann import blockcheck
@@ -30,12 +38,40 @@ from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import VectorStore
 from vecdb.kernels.posting import ALWAYS_READ, METRIC_CODE, NO_VISIBLE
 from vecdb.kernels.rerank import _empty
-from vecdb.kernels.single import OK
+from vecdb.kernels.single import OK, VERIFY
 from vecdb.kernels.single import search_one as kernel
 from vecdb.kernels.single import search_one_bits as bits_kernel
 from vecdb.kernels.single import search_one_rerank as rerank_kernel
 
 F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+CHECK_BLOCKS = 2048  # unverified blocks one query checks itself; more: the ordinary path
+_LISTS = threading.local()  # each thread's list of blocks to verify (see `_verify_list`)
+
+
+def _verify_list() -> I64:
+    """This thread's (3, CHECK_BLOCKS) int64 list the kernels fill with the blocks whose CRC
+    is to be checked (offset, entry count, bytes), kept for the thread's life."""
+    got: I64 | None = getattr(_LISTS, "chk", None)
+    if got is None:
+        got = _LISTS.chk = np.empty((3, CHECK_BLOCKS), np.int64)
+    return got
+
+
+def _verified(st: SpannState, chk: I64, n: int, dim: int) -> bool:
+    """Under the read lock: check the CRCs of the first n blocks of `chk` (a kernel's VERIFY
+    list) in the file's map, as the ordinary path's `check_blocks` does (and remembering
+    them); False when one fails, for the ordinary path to raise naming the file."""
+    u8 = st.reader.views()[0]  # (a MmapReader: `_beams` let only that through)
+    try:
+        blockcheck.check_blocks(
+            u8, chk[0, :n], chk[1, :n], dim, st.width, st.file.path, None, st.file.verified,
+            chk[2, :n],
+        )  # fmt: skip
+    except FormatError:
+        return False
+    return True
 
 
 def _beams(st: SpannState, sp: SearchParams) -> tuple[MmapReader, HeadGraph, int, int] | None:
@@ -84,16 +120,21 @@ def _scan(st: SpannState, sp: SearchParams) -> tuple[tuple[object, ...], HeadGra
 def search_one(st: SpannState, query: F32, k: int, sp: SearchParams) -> IndexResult | None:
     """Top-k of one query (1, dim) with no visible set, as `search.search` finds it, or None
     when the ordinary path must run (see the module docstring)."""
+    chk = _verify_list()
     with st.lock.read():
-        scan = _scan(st, sp)
-        if scan is None:
-            return None
-        args, g, m = scan
-        ids = np.empty((1, k), np.int64)
-        out_d = np.empty((1, k), np.float32)
-        status, postings, pairs, pages = kernel(  # type: ignore[call-arg]  # (a star of args)
-            query, *args, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d, *g.scratch()
-        )
+        for _ in range(2):  # (a second call after verifying the blocks the first listed)
+            scan = _scan(st, sp)  # (again: verifying may have grown the bitmap)
+            if scan is None:
+                return None
+            args, g, m = scan
+            ids = np.empty((1, k), np.int64)
+            out_d = np.empty((1, k), np.float32)
+            status, postings, pairs, pages = kernel(  # type: ignore[call-arg]  # (a star of args)
+                query, *args, NO_VISIBLE, False, METRIC_CODE[st.metric], ids, out_d,
+                *g.scratch(), chk,
+            )  # fmt: skip
+            if status != VERIFY or not _verified(st, chk, postings, st.dim):
+                break
     if status != OK or ids[0, -1] < 0:
         return None
     return IndexResult(ids, out_d, _read(m, postings, pairs, pages))
@@ -153,17 +194,21 @@ def search_one_rerank(
     store = st.store
     if store is None or st.is_bits:
         return None
+    chk = _verify_list()
     with st.lock.read():
-        scan = _scan(st, sp)
-        if scan is None:
-            return None
-        args, g, m = scan
-        half, rows16, rows32 = _store_rows(st, store)
-        cand_ids, cand_d, ids, out_d = _outputs(wide, k)
-        status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]
-            query, *args, METRIC_CODE[st.metric], cand_ids, cand_d, half, rows16, rows32,
-            ids, out_d, *g.scratch(),
-        )  # fmt: skip
+        for _ in range(2):  # as `search_one`
+            scan = _scan(st, sp)
+            if scan is None:
+                return None
+            args, g, m = scan
+            half, rows16, rows32 = _store_rows(st, store)
+            cand_ids, cand_d, ids, out_d = _outputs(wide, k)
+            status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]
+                query, *args, METRIC_CODE[st.metric], cand_ids, cand_d, half, rows16, rows32,
+                ids, out_d, *g.scratch(), chk,
+            )  # fmt: skip
+            if status != VERIFY or not _verified(st, chk, postings, st.dim):
+                break
     if status != OK:
         return None
     return IndexResult(ids, out_d, _reranked(m, postings, pairs, pages, scored, store.row))
@@ -180,6 +225,7 @@ def search_one_bits(
     store, coder = st.store, st.bits
     if store is None or coder is None:
         return None
+    chk = _verify_list()
     with st.lock.read():
         beams = _beams(st, sp)
         if beams is None:
@@ -190,16 +236,18 @@ def search_one_bits(
         u8, u32, f32, _ = reader.views()
         half, rows16, rows32 = _store_rows(st, store)
         cand_ids, cand_d, ids, out_d = _outputs(wide, k)
-        status, postings, blocks, pages, scored = bits_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
-            query, *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric),
-            ALWAYS_READ, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim, st.width,
-            PAGE_SIZE, u8, u32, u32.view(np.uint64), f32, blockcheck.BLOCK_MAGIC, blockcheck.UNIT,
-            blockcheck._NO_BITS if verified is None else verified.bits,
-            verified is not None, blockcheck.MODE != "off", coder.centroid, coder.qrot,
-            METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
-            rows32, ids, out_d, *g.scratch(),
-            coder.held(len(st.slot_version)),
-        )  # fmt: skip
+        for _ in range(2):  # as `search_one` (the bitmap read again: verifying may grow it)
+            status, postings, blocks, pages, scored = bits_kernel(  # type: ignore[call-arg]  # (a star of the graph's args)
+                query, *_graph(g, hk), m, st.metric == "ip", prune_ratio_for(sp, st.metric),
+                ALWAYS_READ, t.post_first, t.blk_next, t.blk_off, t.blk_cnt, st.bdim,
+                st.width, PAGE_SIZE, u8, u32, u32.view(np.uint64), f32, blockcheck.BLOCK_MAGIC,
+                blockcheck.UNIT, blockcheck._NO_BITS if verified is None else verified.bits,
+                verified is not None, blockcheck.MODE != "off", coder.centroid, coder.qrot,
+                METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
+                rows32, ids, out_d, *g.scratch(), coder.held(len(st.slot_version)), chk,
+            )  # fmt: skip
+            if status != VERIFY or not _verified(st, chk, postings, st.bdim):
+                break
     if status != OK:
         return None
     stats = _reranked(m, postings, blocks, pages, scored, store.row)
