@@ -7,6 +7,7 @@ machine reads on another whichever of the two it has."""
 
 from __future__ import annotations
 
+import mmap
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -86,3 +87,58 @@ def test_check_blocks_faults_in_only_the_file_blocks_it_hashes(
     blockcheck.check_blocks(u8, at, cnt, 12, 2, path, verified=verified)  # all verified now
     blockcheck.check_blocks(u8, at, cnt, 12, 2, path)  # a read buffer: hashed, not touched
     assert touched == [at[:2].tolist(), at[2:].tolist()]
+
+
+def test_check_blocks_prefetches_the_pages_of_the_file_blocks_it_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole pages (within the map) of the file's blocks still to hash are advised
+    MADV_WILLNEED before they are faulted in, once; not those of verified blocks, nor of a
+    cold read's buffer. The real madvise accepts them."""
+    data, at, cnt = blocks()
+    page = mmap.PAGESIZE
+    ends = [*at[1:].tolist(), len(data)]
+    sizes = [e - a for a, e in zip(at.tolist(), ends, strict=True)]
+    starts = [0, page + 64, 3 * page - 64]  # the last one across a page boundary
+    raw = bytearray(4 * page)
+    for a, start, size in zip(at.tolist(), starts, sizes, strict=True):
+        raw[start : start + size] = data[a : a + size].tobytes()
+    path = tmp_path / "postings.bin"
+    path.write_bytes(bytes(raw))
+    events: list[tuple[str, int, int]] = []
+    real = blockcheck._madvise
+    assert real is not None  # Linux: the prefetch is there
+
+    def advise(addr: int, length: int, advice: int) -> int:
+        assert advice == mmap.MADV_WILLNEED
+        events.append(("advise", addr - base, length))
+        return int(real(addr, length, advice))
+
+    def touch(u8: np.ndarray, at: np.ndarray, nbytes: np.ndarray, todo: np.ndarray, pg: int) -> int:
+        events.append(("touch", len(todo), 0))
+        return int(touch_pages(u8, at, nbytes, todo, pg))
+
+    monkeypatch.setattr(blockcheck, "MODE", "cached")
+    monkeypatch.setattr(blockcheck, "_madvise", advise)
+    monkeypatch.setattr(blockcheck, "touch_pages", touch)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        u8 = np.frombuffer(mm, np.uint8)
+        base = u8.ctypes.data
+        offs = np.array(starts, np.int64)
+        verified = blockcheck.Verified()
+        blockcheck.check_blocks(u8, offs, cnt, 12, 2, path, verified=verified)
+        blockcheck.check_blocks(u8, offs, cnt, 12, 2, path, verified=verified)  # verified now
+        buf = np.frombuffer(bytes(raw), np.uint8)
+        blockcheck.check_blocks(buf, offs, cnt, 12, 2, path)  # a read buffer
+        del u8, buf
+    want = [
+        ("advise", s // page * page, min(-(-(s + n) // page) * page, 4 * page) - s // page * page)
+        for s, n in zip(starts, sizes, strict=True)
+    ]
+    assert events == [*want, ("touch", 3, 0)]
+    assert want[2][2] == 2 * page  # the block across a boundary: both its pages
+    events.clear()  # more searches faulting blocks in at once than the bound: no advice
+    monkeypatch.setattr(blockcheck, "PREFETCH_MAX_BUSY", 0)
+    blockcheck.check_blocks(data, at, cnt, 12, 2, path, verified=blockcheck.Verified())
+    assert events == [("touch", 3, 0)]
+
