@@ -141,4 +141,3 @@ def test_check_blocks_prefetches_the_pages_of_the_file_blocks_it_hashes(
     monkeypatch.setattr(blockcheck, "PREFETCH_MAX_BUSY", 0)
     blockcheck.check_blocks(data, at, cnt, 12, 2, path, verified=blockcheck.Verified())
     assert events == [("touch", 3, 0)]
-
