@@ -63,7 +63,9 @@ def _verified(st: SpannState, chk: I64, n: int, dim: int) -> bool:
     """Under the read lock: check the CRCs of the first n blocks of `chk` (a kernel's VERIFY
     list) in the file's map, as the ordinary path's `check_blocks` does (and remembering
     them); False when one fails, for the ordinary path to raise naming the file."""
-    u8 = st.reader.views()[0]  # (a MmapReader: `_beams` let only that through)
+    reader = st.reader
+    assert isinstance(reader, MmapReader)  # (`_beams` let only that through)
+    u8 = reader.views()[0]
     try:
         blockcheck.check_blocks(
             u8, chk[0, :n], chk[1, :n], dim, st.width, st.file.path, None, st.file.verified,
