@@ -68,17 +68,26 @@ def test_fast_path_equals_the_ordinary_one(
         idx.close()
 
 
+def _built_l2(tmp_path: Path, seed: int):  # type: ignore[no-untyped-def]
+    """An l2 index (the default postings and rerank store) built on N clustered points,
+    and 4 clustered queries (the next seed)."""
+    idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
+    try:
+        idx.build(np.arange(N), clustered(N, D, seed=seed))
+    except BaseException:
+        idx.close()
+        raise
+    return idx, clustered(4, D, seed=seed + 1)
+
+
 def test_short_rows_and_corrupt_blocks_take_the_ordinary_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """k above what the read postings hold: None (the ordinary path widens to k results);
     a block whose header is damaged: None, and the public search raises FormatError."""
-    x = clustered(N, D, seed=5)
-    idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
+    idx, q = _built_l2(tmp_path, seed=5)
     try:
-        idx.build(np.arange(N), x)
         st = idx.state
-        q = clustered(4, D, seed=6)
         sp = SearchParams.parse({"max_postings": 2})
         for i in range(len(q)):
             _ordinary(monkeypatch, st, q[i : i + 1], K, sp)  # verifies the blocks' CRCs
@@ -114,12 +123,9 @@ def test_unverified_blocks_failing_their_crc_or_too_many_take_the_ordinary_path(
     """A block whose payload no longer matches its CRC, not yet verified: None, nothing
     marked verified, and the public search raises FormatError; more unverified blocks than
     the thread's list holds: None (the ordinary path checks them), then the fast path."""
-    x = clustered(N, D, seed=11)
-    idx, _ = open_spann(D, "l2", {}, tmp_path / "ix")
+    idx, q = _built_l2(tmp_path, seed=11)
     try:
-        idx.build(np.arange(N), x)
         st = idx.state
-        q = clustered(4, D, seed=12)
         sp = SearchParams.parse({"max_postings": 4})
         idx.prewarm.wait()
         st.file.verified.bits[:] = 0
