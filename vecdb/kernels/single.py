@@ -31,7 +31,7 @@ from vecdb.kernels.rerank import rerank_topk
 
 OK = 0  # the row holds the search's answer; counts hold what it read
 FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
-CHECK = 2  # a block failed its check or needs its CRC verified (the ordinary path does it)
+CHECK = 2  # a block failed its check, or more to CRC-verify than chk holds (the ordinary path)
 SHORT = 3  # a rerank's scan: fewer candidates than asked for (the ordinary path widens)
 VERIFY = 4  # blocks whose CRC is unverified, listed in chk (the caller checks them, calls again)
 
