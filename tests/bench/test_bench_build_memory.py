@@ -57,9 +57,12 @@ def test_build_memory_row_on_a_toy_build(tmp_path: Path) -> None:
     assert row["build_mem_raw_mib"] == round(3000 * 32 * 4 / 2**20, 2)
     assert row["build_mem_build_s"] > 0 and row["build_mem_samples"] >= 2
     assert row["build_mem_peak_anon_mib"] >= row["build_mem_after_anon_mib"] - 1
-    assert row["build_mem_fresh_anon_mib"] > 0 and row["build_mem_vmhwm_mib"] > 0
-    assert row["build_mem_after_over_fresh"] == round(
-        row["build_mem_after_anon_mib"] / row["build_mem_fresh_anon_mib"], 3
+    # A toy index (375 KiB raw) adds next to nothing to a fresh process whose baseline holds
+    # the kernels of every search path (the warm-up's): not the ~10 MiB of compiled code.
+    fresh = row["build_mem_fresh_anon_mib"]
+    assert 0 <= fresh < 4 and row["build_mem_vmhwm_mib"] > 0
+    assert row["build_mem_after_over_fresh"] == (
+        round(row["build_mem_after_anon_mib"] / fresh, 3) if fresh > 0 else None
     )
     raw_mib = 3000 * 32 * 4 / 2**20
     assert abs(row["build_mem_peak_x_raw"] - row["build_mem_peak_anon_mib"] / raw_mib) < 0.01
