@@ -45,7 +45,7 @@ def test_an_interrupted_submit_is_retried(
 ) -> None:
     """The first io_submit fails with EINTR: the reads are submitted again and all arrive."""
     fd, data = direct_file
-    libc = aio._LIBC
+    libc = aio.LIBC
     assert libc is not None and aio._NR is not None
     real = libc.syscall
     failed = []
@@ -59,7 +59,7 @@ def test_an_interrupted_submit_is_retried(
             return int(real(nr, *args))
 
     ctx = aio.AioContext()  # io_setup with the real one
-    monkeypatch.setattr(aio, "_LIBC", Interrupting())
+    monkeypatch.setattr(aio, "LIBC", Interrupting())
     buf, addr = _buffer(4 * PAGE)
     try:
         at = np.arange(4, dtype=np.int64) * PAGE
@@ -69,7 +69,7 @@ def test_an_interrupted_submit_is_retried(
         for a, o in zip(at.tolist(), offs.tolist(), strict=True):
             assert buf[a : a + PAGE] == data[o : o + PAGE]
     finally:
-        monkeypatch.setattr(aio, "_LIBC", libc)
+        monkeypatch.setattr(aio, "LIBC", libc)
         ctx.close()
         os.close(fd)
 

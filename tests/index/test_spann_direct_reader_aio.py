@@ -102,7 +102,7 @@ def test_a_signal_during_a_native_read_is_retried(
     if reader.aio is None:
         reader.close()
         pytest.skip("no native AIO with O_DIRECT on this filesystem")
-    real = aio._LIBC
+    real = aio.LIBC
     nr = aio._NR[{"io_submit": 3, "io_getevents": 2}[call]]
     cuts = []
 
@@ -116,7 +116,7 @@ def test_a_signal_during_a_native_read_is_retried(
                 return -1
             return int(real.syscall(number, *args))
 
-    monkeypatch.setattr(aio, "_LIBC", Interrupting())
+    monkeypatch.setattr(aio, "LIBC", Interrupting())
     try:
         off = np.array([0, 3 * PAGE + 10, 6 * PAGE], np.int64)
         nb = np.array([100, 200, PAGE], np.int64)

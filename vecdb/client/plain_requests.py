@@ -5,7 +5,8 @@ path (the rule book's checks, in the engine's order) for every other call, so th
 is the same either way. A big batch's request is a `PackedSearch`: its queries go from the
 caller's rows into the wire bytes in one copy. Likewise `plain_answer` decodes the common
 answer (integer ids and nothing else) into the `SearchResult` that
-`convert.result_from_proto` gives, and returns None for every other answer. Imports the wire, `vecdb.types` and the rule book's text check only.
+`convert.result_from_proto` gives, and returns None for every other answer. Imports the
+wire, `vecdb.types` and the rule book's text check only.
 """
 
 from __future__ import annotations

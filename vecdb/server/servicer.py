@@ -45,7 +45,6 @@ def _opt_json(text: str, field: str, kwargs: dict[str, Any]) -> None:
         kwargs[field] = convert.loads_json(text, field)
 
 
-_I64 = np.dtype(np.int64)  # the wire's integer id type
 _FLAT = (str, int, float, bool, type(None))  # values a cached params object may hold
 _PARAMS: dict[str, dict[str, Any]] = {}  # params text -> its flat object (see `_params`)
 MAX_PARAMS_TEXTS = 256  # cached params texts; the cache starts over past this
@@ -302,21 +301,16 @@ def plain_result(res: SearchResult) -> pb.SearchResponse:
     a numpy reduction, whose code a search has just evicted from the caches (issue 12: 19 ->
     9 us a single query in a server, 10 -> 5 us back to back)."""
     ids = res.ids
-    if ids.dtype != _I64:
-        if ids.dtype.kind not in "iu":
-            return convert.result_to_proto(res)
-        found = (ids >= 0).sum(axis=1).tolist()
-        ids = ids.astype(_I64)
-    else:
-        found = None
+    if ids.dtype.kind not in "iu":
+        return convert.result_to_proto(res)
     nq, k = ids.shape
-    values = ids.ravel().tolist()
-    if found is None:
-        found = [k - values.count(-1)] if nq == 1 else (ids >= 0).sum(axis=1).tolist()
-    dist = res.distances
+    values = ids.astype(np.int64, copy=False).ravel().tolist()
+    if nq == 1 and ids.dtype == np.int64:  # the engine's ids: >= 0, padding -1
+        found = [k - values.count(-1)]
+    else:
+        found = (ids >= 0).sum(axis=1).tolist()
     msg = pb.SearchResponse(nq=nq, k=k, degraded=res.degraded, found=found,
-                            distances=(dist if dist.dtype == convert.F32
-                                       else dist.astype(convert.F32)).tobytes())  # fmt: skip
+                            distances=res.distances.astype(convert.F32, copy=False).tobytes())  # fmt: skip
     ints = msg.ids.ints
     ints.SetInParent()  # an empty answer still says its ids are integers
     ints.values.extend(values)

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
+from vecdb.index.spann.libc import LIBC
 
 _NR = {  # io_setup, io_destroy, io_getevents, io_submit
     "x86_64": (206, 207, 208, 209),
@@ -53,25 +54,17 @@ DEPTH = 128  # reads one context takes per submit
 Ints = list[int] | npt.NDArray[np.int64]  # lists or int64 arrays (no conversion per call)
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.syscall.restype = ctypes.c_long
-        return lib
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
+if LIBC is not None:
+    LIBC.syscall.restype = ctypes.c_long
 
 
 class AioContext:
     """One kernel AIO context and its request arrays (one caller at a time)."""
 
     def __init__(self) -> None:
-        assert _LIBC is not None and _NR is not None
+        assert LIBC is not None and _NR is not None
         self.ctx = ctypes.c_ulong(0)
-        if _LIBC.syscall(_NR[0], DEPTH, ctypes.byref(self.ctx)) != 0:
+        if LIBC.syscall(_NR[0], DEPTH, ctypes.byref(self.ctx)) != 0:
             raise OSError(ctypes.get_errno(), "io_setup")
         self.iocbs = np.zeros(DEPTH, IOCB)
         self.ptrs = (self.iocbs.ctypes.data + IOCB.itemsize * np.arange(DEPTH)).astype(np.uint64)
@@ -101,8 +94,8 @@ class AioContext:
         them submitted together (DEPTH at a time); raises OSError for a read the kernel
         refused (its errno) and FormatError when one returns fewer than need[i] bytes (a
         read may end early at the end of the file)."""
-        assert _LIBC is not None and _NR is not None
-        syscall = _LIBC.syscall
+        assert LIBC is not None and _NR is not None
+        syscall = LIBC.syscall
         words, results = self.words, self.results
         if fd != self.fd:
             words[:, 2] = np.uint64(fd) << np.uint64(32)
@@ -149,8 +142,8 @@ class AioContext:
                 raise FormatError(f"{path}: short read (result {int(res[bad])})")
 
     def close(self) -> None:
-        if _LIBC is not None and _NR is not None and self.ctx.value:
-            _LIBC.syscall(_NR[1], self.ctx)
+        if LIBC is not None and _NR is not None and self.ctx.value:
+            LIBC.syscall(_NR[1], self.ctx)
             self.ctx = ctypes.c_ulong(0)
 
 
@@ -166,7 +159,7 @@ class AioPool:
     def create(cls) -> AioPool | None:
         """A pool, or None where native AIO is unavailable (no libc, unknown machine,
         io_setup refused)."""
-        if _LIBC is None or _NR is None or os.environ.get("VECDB_NO_AIO"):
+        if LIBC is None or _NR is None or os.environ.get("VECDB_NO_AIO"):
             return None
         pool = cls()
         try:

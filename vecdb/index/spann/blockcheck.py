@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from vecdb.errors import FormatError
 from vecdb.index.params import PAGE_SIZE
+from vecdb.index.spann.libc import LIBC
 from vecdb.kernels.pairs import check_headers, touch_pages
 from vecdb.kernels.posting import block_bytes
 
@@ -60,13 +61,13 @@ _NO_BITS = np.zeros(0, np.uint8)
 
 
 def _libc_madvise() -> object | None:
-    """libc's madvise(addr, length, advice) through ctypes (the GIL released during the
-    call), or None where there is none (then nothing is prefetched)."""
-    if not hasattr(mmap, "MADV_WILLNEED"):
+    """libc's madvise(addr, length, advice) (`libc`: the GIL released during the call), or
+    None where there is none (then nothing is prefetched)."""
+    if LIBC is None or not hasattr(mmap, "MADV_WILLNEED"):
         return None
     try:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
+        fn = LIBC.madvise
+    except AttributeError:
         return None
     fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     fn.restype = ctypes.c_int

@@ -55,6 +55,7 @@ from vecdb.index.spann.framing import (
     pwrite_all,
     sync_or_poison,
 )
+from vecdb.index.spann.libc import LIBC
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -74,16 +75,6 @@ READ_TASKS = 1  # pool tasks per cold read call (the caller does one more share;
 def row_bytes(rerank: str, dim: int) -> int:
     """Bytes a store row takes (0 without a store)."""
     return WIDTH.get(rerank, 0) * dim
-
-
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-
-_LIBC = _libc()
 
 
 class VectorStore:
@@ -214,7 +205,7 @@ class VectorStore:
         from vecdb.index.spann.state import live_mask
 
         n = min(len(versions), self.capacity)
-        if n == 0 or _LIBC is None:
+        if n == 0 or LIBC is None:
             return 0
         live = live_mask(versions[:n])
         # page p holds bytes [HEAD + p PAGE, ...): slots first..last overlap it
@@ -240,7 +231,7 @@ class VectorStore:
         mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
         for a, b in zip(run_lo.tolist(), run_hi.tolist(), strict=True):
             off, length = (a + 1) * PAGE, (b - a) * PAGE
-            rc = _LIBC.fallocate(self.fd, mode, ctypes.c_longlong(off), ctypes.c_longlong(length))
+            rc = LIBC.fallocate(self.fd, mode, ctypes.c_longlong(off), ctypes.c_longlong(length))
             if rc != 0:  # a filesystem without hole punching: the rows stay allocated
                 return done
             done += length
