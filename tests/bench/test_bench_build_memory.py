@@ -58,9 +58,10 @@ def test_build_memory_row_on_a_toy_build(tmp_path: Path) -> None:
     assert row["build_mem_build_s"] > 0 and row["build_mem_samples"] >= 2
     assert row["build_mem_peak_anon_mib"] >= row["build_mem_after_anon_mib"] - 1
     # A toy index (375 KiB raw) adds next to nothing to a fresh process whose baseline holds
-    # the kernels of every search path (the warm-up's): not the ~10 MiB of compiled code.
+    # the kernels of every search path (the warm-up's), not the ~10 MiB of compiled code;
+    # its growth is within the allocator's noise, which can be a little below the baseline.
     fresh = row["build_mem_fresh_anon_mib"]
-    assert 0 <= fresh < 4 and row["build_mem_vmhwm_mib"] > 0
+    assert -1 < fresh < 4 and row["build_mem_vmhwm_mib"] > 0
     assert row["build_mem_after_over_fresh"] == (
         round(row["build_mem_after_anon_mib"] / fresh, 3) if fresh > 0 else None
     )
