@@ -19,6 +19,7 @@ from vecdb.errors import FormatError
 from vecdb.index.spann import blockcheck
 from vecdb.index.spann.postings import encode_block
 from vecdb.kernels.pairs import touch_pages
+from vecdb.kernels.posting import block_bytes
 
 isal_zlib = pytest.importorskip("isal.isal_zlib")  # a declared dependency: always there
 
@@ -34,11 +35,34 @@ def test_isal_and_zlib_give_the_same_crc() -> None:
             assert isal_zlib.crc32(view) == zlib.crc32(view), (start, length)
 
 
-def blocks(dim: int = 12, width: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Three encoded blocks back to back: (bytes, starts, entry counts)."""
+@pytest.mark.parametrize("name", sorted(CRCS))
+def test_block_crc_hashes_in_pieces_that_keep_the_gil(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # isal's and zlib's crc32 let go of the GIL from 5,121 bytes on: each piece stays below
+    seen: list[int] = []
+
+    def crc32(data: memoryview, value: int = 0) -> int:
+        seen.append(len(data))
+        return CRCS[name](data, value)
+
+    monkeypatch.setattr(blockcheck, "crc32", crc32)
+    data = np.random.default_rng(6).integers(0, 256, 40_000, dtype=np.uint8)
+    for start in (0, 8, 61):
+        for length in (0, 1, 4095, 4096, 4097, 5121, 16_387, 39_000):
+            seen.clear()
+            view = data[start : start + length].data
+            assert blockcheck.block_crc(view) == zlib.crc32(view), (start, length)
+            assert max(seen, default=0) <= 5120 and sum(seen) == length
+
+
+def blocks(
+    dim: int = 12, width: int = 2, counts: tuple[int, ...] = (3, 17, 40)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encoded blocks of `counts` entries back to back: (bytes, starts, entry counts)."""
     rng = np.random.default_rng(9)
     parts, at, cnt, off = [], [], [], 0
-    for posting, count in enumerate((3, 17, 40)):
+    for posting, count in enumerate(counts):
         slots = np.arange(count, dtype=np.int64) + 100 * posting
         versions = np.ones(count, np.uint8)
         vectors = rng.standard_normal((count, dim)).astype(np.float32)
@@ -63,6 +87,18 @@ def test_check_blocks_accepts_good_blocks_and_rejects_a_flip(
     with pytest.raises(FormatError, match=f"CRC mismatch at byte {int(at[2])}"):
         blockcheck.check_blocks(bad, at, cnt, 12, 2, tmp_path / "postings.bin")
     blockcheck.check_blocks(bad, at[:2], cnt[:2], 12, 2, tmp_path / "postings.bin")  # others fine
+
+
+def test_check_blocks_rejects_a_flip_in_any_piece_of_a_large_block(tmp_path: Path) -> None:
+    u8, at, cnt = blocks(counts=(5, 700, 9))  # the middle block: ~17 KiB, five CRC pieces
+    size = int(block_bytes(cnt[1:2], 12, 2)[0])  # (the CRC covers the header's end to this)
+    assert size > 4 * blockcheck.CRC_PIECE
+    blockcheck.check_blocks(u8, at, cnt, 12, 2, tmp_path / "postings.bin", verified=None)
+    for inside in (100, blockcheck.CRC_PIECE + 9, size - 1):
+        bad = u8.copy()
+        bad[int(at[1]) + inside] ^= 0x01
+        with pytest.raises(FormatError, match=f"CRC mismatch at byte {int(at[1])}"):
+            blockcheck.check_blocks(bad, at, cnt, 12, 2, tmp_path / "postings.bin")
 
 
 def test_check_blocks_faults_in_only_the_file_blocks_it_hashes(

@@ -60,7 +60,7 @@ def touch_pages(u8, at, nbytes, todo, page):  # type: ignore[no-untyped-def]
     nbytes) and return their sum (which keeps the reads). Called without the GIL before
     their CRCs are computed with it (`blockcheck.check_blocks`): the page faults of a block
     not in the page cache (a read from the disk each) then happen here, beside other
-    threads' searches, not inside `crc32`, which holds the GIL for a small buffer."""
+    threads' searches, not inside the CRC, which holds the GIL (`blockcheck.block_crc`)."""
     s = 0
     for j in range(todo.shape[0]):
         i = todo[j]

@@ -9,8 +9,10 @@ block's bytes) is verified too: always for cold reads (fresh from the disk), and
 write for warm reads, remembered in the posting file's `Verified` bitmap (one bit per 64-byte
 unit of the file, cleared by every write over it), so a page-cache-resident block is hashed
 once, not at every query. A block of the file's map about to be hashed has its pages
-faulted in first by a nogil kernel (`touch_pages`): `crc32` holds the GIL for a small
-buffer, so a cold block's disk reads inside it stalled every other thread's search. Before
+faulted in first by a nogil kernel (`touch_pages`): the hashing keeps the GIL (`block_crc`
+hashes in pieces small enough that crc32 does not let it go: letting go at every block cost
+more in thread hand-offs than it freed), so a cold block's disk reads inside it would stall
+every other thread's search. Before
 that, the pages of all the blocks to hash are advised MADV_WILLNEED (`_prefetch`, through
 ctypes, which releases the GIL), so a cold query's reads go to the device together instead
 of one fault at a time, while few searches fault pages in at once (`PREFETCH_MAX_BUSY`;
@@ -47,6 +49,13 @@ try:  # ISA-L's CRC32: zlib's polynomial, ~6x zlib 1.2.13's speed here (PCLMUL; 
     from isal.isal_zlib import crc32
 except ImportError:  # not installed: the same values, slower
     from zlib import crc32
+
+# Bytes hashed per crc32 call: both isal's and zlib's crc32 release the GIL from 5 KiB on
+# (5,121 bytes), and a search thread that lets go of the GIL per block must win it back from
+# the others at every block (16 cold GloVe-50 queries in flight: ~40 blocks of 8-16 KiB a
+# query, 0.8 us of hashing each, ~400 us of system time a query in futex wake-ups and
+# context switches); in pieces below that the hashing keeps the GIL.
+CRC_PIECE = 4096
 
 BLOCK_MAGIC = 0x4B4C4250  # "PBLK", the first word of every block (see `postings`)
 UNIT = 64  # blocks start on multiples of this: one bit of the bitmap each
@@ -167,6 +176,14 @@ class Verified:
                 bits[u >> 3] &= np.uint8(~(1 << (u & 7)) & 0xFF)
 
 
+def block_crc(data: memoryview) -> int:
+    """zlib's CRC32 of `data`, hashed in `CRC_PIECE` pieces (each call keeps the GIL)."""
+    crc = 0
+    for lo in range(0, len(data), CRC_PIECE):
+        crc = crc32(data[lo : lo + CRC_PIECE], crc)
+    return crc
+
+
 def check_blocks(
     u8: U8,
     at: I64,
@@ -212,7 +229,7 @@ def check_blocks(
     crcs = words[at[todo] // 4 + 1]
     for j, i in enumerate(todo.tolist()):
         a = int(at[i])
-        if crc32(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):
+        if block_crc(u8[a + 8 : a + int(nbytes[i])].data) != int(crcs[j]):
             raise FormatError(f"{path}: posting block CRC mismatch at byte {int(where[i])}")
     if verified is not None:
         verified.mark(where[todo])
