@@ -23,6 +23,7 @@ from vecdb.index.spann.state import head_space
 from vecdb.kernels.kmeans import CHUNK_BYTES, sq_dists, sq_norms
 from vecdb.kernels.posting import cut_to_limit, group_by_posting
 from vecdb.kernels.replicas import PARALLEL_MIN_ROWS, rng_replicas
+from vecdb.kernels.topk import topk_rows
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -101,16 +102,12 @@ class ExactHeads:
         for lo in range(0, len(x), step):
             xs = x[lo : lo + step]
             d = sq_dists(xs, self.heads, self.norms) if self.space == "l2" else -(xs @ self.heads.T)
-            part = (
-                np.argpartition(d, m - 1, axis=1)[:, :m]
-                if m < d.shape[1]
-                else np.tile(np.arange(d.shape[1]), (len(xs), 1))
-            )
-            dp = np.take_along_axis(d, part, 1)
-            order = np.argsort(dp, axis=1)
-            out[lo : lo + step] = np.take_along_axis(part, order, 1)
+            # a heap per row on every core (numpy's argpartition, one core, took ~10 ns a
+            # head: 84% of a GloVe-50 build with 8,757 heads, 3.5x the graph's build time)
+            ids, dist = topk_rows(d, m)
+            out[lo : lo + step] = ids
             if out_d is not None:
-                out_d[lo : lo + step] = np.take_along_axis(dp, order, 1)
+                out_d[lo : lo + step] = dist
         return out, out_d
 
 

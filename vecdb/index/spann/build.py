@@ -62,14 +62,15 @@ BUILD_FILL = 0.9  # a build cuts each posting to this share of its entry limit (
 # (int8 + rerank 0.943 vs 0.942 at 511 KB; float16 0.951 vs 0.953 at 984 KB), 0.8 loses 0.004
 GROUP_BYTES = 8 << 20  # encoded blocks written per packed write (bounds build memory)
 ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
-# Build candidates are exact, by BLAS, when heads x dim <= EXACT_BASE + EXACT_PER_DIM x dim:
-# measured on this 2-core machine, a row costs ~0.083 ns x heads x dim as a matrix product
-# and ~35 us + 0.15 us x dim in hnswlib at build_ef 48 (30,000 x 1,024 with 1,344 heads: 3.4
-# vs 8 s; 100,000 x 384 with 4,500 heads: 14 vs 7 s; GloVe's 17,500 heads: the graph).
-# Set when the default build_ef was 48; at today's 96 the graph costs about twice that, so the
-# break-even moved up (not re-measured: GloVe-50's 17,554 heads took 21 s by the graph at 96
-# against 21-60 s for exact candidates by faiss's flat search in a scratch study).
-EXACT_BASE, EXACT_PER_DIM = 400_000, 1_800
+# Build candidates are exact (a BLAS product and a heap per row on every core) up to this
+# many heads, by the head graph above. Per row, 2 threads, 20,000 rows (scratch `calib.py`,
+# 2026-12-05): exact ~6.5 us + heads x (3.2 + 0.011 x dim) ns, the selection more than the
+# product; the graph at build_ef 96 ~15 + 0.035 x dim us, nearly flat in heads. Even at
+# 3,000 heads from 50 to 1,024 dims (GloVe-50 20.2 vs 20.3, 384-d 31.6 vs 27.5, 1,024-d
+# 50.5 vs 48.6 us); at 9,000 the graph 1.8-2.8x faster. (The earlier rule, heads x dim
+# against a budget, sent GloVe-50 with 8,757 heads to exact candidates: a 53 s build
+# against 14 s by the graph.)
+EXACT_HEADS = 3_000
 
 
 def _report(progress: Progress | None, phase: str, done: int, total: int) -> None:
@@ -209,8 +210,7 @@ def _passes(
         # below bound distances to the centroids later searches read
         stored = graph.get_items(np.arange(n_heads))
         tree.leaf_vectors = lambda q: stored[q]
-        small = n_heads * st.dim <= EXACT_BASE + EXACT_PER_DIM * st.dim
-        exact = ExactHeads(heads, head_space(st.metric), exact=small)
+        exact = ExactHeads(heads, head_space(st.metric), exact=n_heads <= EXACT_HEADS)
         _report(progress, "heads", n_heads, n_heads)
         # Pass 3: replicas by the RNG rule
         posts = np.empty((n, p.replicas), np.int32)

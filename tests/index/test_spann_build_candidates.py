@@ -1,0 +1,57 @@
+"""The bulk build's candidate heads (`assign.ExactHeads.knn`, `build.EXACT_HEADS`): the exact
+path returns each row's m nearest heads as a brute-force sort does, and a build picks it only
+for few heads (many heads go through the head graph, which is faster there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vecdb.index.spann import assign, build, open_spann
+from vecdb.index.spann.assign import ExactHeads
+
+
+@pytest.mark.parametrize("space", ["l2", "ip"])
+@pytest.mark.parametrize("m", [1, 7, 40])
+def test_exact_knn_equals_a_brute_force_sort(space: str, m: int) -> None:
+    rng = np.random.default_rng(3)
+    heads = rng.standard_normal((40, 9)).astype(np.float32)
+    rows = rng.standard_normal((300, 9)).astype(np.float32)
+    ids, dist = ExactHeads(heads, space).knn(rows, m)
+    if space == "l2":
+        want = ((rows[:, None, :] - heads[None, :, :]) ** 2).sum(-1)
+    else:
+        want = -(rows @ heads.T)
+    order = np.argsort(want, axis=1, kind="stable")[:, :m]
+    assert ids.shape == (300, m) and ids.dtype == np.int64
+    np.testing.assert_array_equal(ids, order)
+    if space == "l2":
+        assert dist is not None
+        np.testing.assert_allclose(dist, np.take_along_axis(want, order, 1), rtol=1e-4, atol=1e-4)
+    else:
+        assert dist is None
+
+
+@pytest.mark.parametrize("n_heads", [40, 120])
+def test_a_build_takes_exact_candidates_only_for_few_heads(
+    n_heads: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build, "EXACT_HEADS", 80)
+    exact_calls: list[int] = []
+    knn = ExactHeads.knn
+
+    def counted(self: ExactHeads, x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray | None]:
+        exact_calls.append(len(x))
+        return knn(self, x, m)
+
+    monkeypatch.setattr(assign.ExactHeads, "knn", counted)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2_000, 8)).astype(np.float32)
+    idx, _ = open_spann(8, "l2", {"head_fraction": n_heads / 2_000}, tmp_path / "i")
+    idx.build(np.arange(2_000), x)  # 64 KB: built in this process (a child past 64 MiB)
+    assert (sum(exact_calls) == 2_000) == (n_heads <= 80)
+    got = idx.search(x[:50], 1, {"max_postings": 8})
+    assert (got.slots[:, 0] == np.arange(50)).mean() >= 0.95
+    idx.close()
