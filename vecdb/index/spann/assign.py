@@ -83,9 +83,10 @@ def nearest_heads(
 class ExactHeads:
     """Every head's vector by posting id, with its squared norm: the build's head matrix.
     It serves the RNG rule's head rows by plain indexing (the graph's `get_items` widens
-    float16 rows; the build's matrix is the exact float32 one) and, when `exact`, the nearest heads themselves by
-    blocked BLAS (with few heads at high dimension this beats the graph: one matrix product
-    instead of ~ef x M scattered distance evaluations per row, and it is exact)."""
+    float16 rows; the build's matrix is the exact float32 one) and, when `exact`, the nearest
+    heads themselves by blocked BLAS and a heap per row (up to `build.EXACT_HEADS` heads this
+    beats the graph: one matrix product instead of ~ef x M scattered distance evaluations per
+    row, and it is exact)."""
 
     def __init__(self, heads: F32, space: str, exact: bool = True) -> None:
         self.heads = heads  # (H, d) head vectors, row = posting id

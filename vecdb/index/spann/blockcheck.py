@@ -12,10 +12,9 @@ once, not at every query. A block of the file's map about to be hashed has its p
 faulted in first by a nogil kernel (`touch_pages`): the hashing keeps the GIL (`block_crc`
 hashes in pieces small enough that crc32 does not let it go: letting go at every block cost
 more in thread hand-offs than it freed), so a cold block's disk reads inside it would stall
-every other thread's search. Before
-that, the pages of all the blocks to hash are advised MADV_WILLNEED (`_prefetch`, through
-ctypes, which releases the GIL), so a cold query's reads go to the device together instead
-of one fault at a time, while few searches fault pages in at once (`PREFETCH_MAX_BUSY`;
+every other thread's search. Before that, the pages of all the blocks to hash are advised
+MADV_WILLNEED (`_prefetch`, through ctypes, which releases the GIL), so a cold query's reads
+go to the device together instead of one fault at a time, while few searches fault pages in at once (`PREFETCH_MAX_BUSY`;
 issue 12, 3M x 96 after an open: 1 cold query in flight 413-479 against 278-314 QPS, 4 in
 flight +20%; with 16 in flight their faults alone keep the device busy, and the advice, a
 system call per block, cost ~8% of the QPS when it was given at every level). A

@@ -63,7 +63,7 @@ BUILD_FILL = 0.9  # a build cuts each posting to this share of its entry limit (
 GROUP_BYTES = 8 << 20  # encoded blocks written per packed write (bounds build memory)
 ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # Build candidates are exact (a BLAS product and a heap per row on every core) up to this
-# many heads, by the head graph above. Per row, 2 threads, 20,000 rows (scratch `calib.py`,
+# many heads, from the head graph beyond it. Per row, 2 threads, 20,000 rows (scratch `calib.py`,
 # 2026-12-05): exact ~6.5 us + heads x (3.2 + 0.011 x dim) ns, the selection more than the
 # product; the graph at build_ef 96 ~15 + 0.035 x dim us, nearly flat in heads. Even at
 # 3,000 heads from 50 to 1,024 dims (GloVe-50 20.2 vs 20.3, 384-d 31.6 vs 27.5, 1,024-d
