@@ -14,12 +14,12 @@ hashes in pieces small enough that crc32 does not let it go: letting go at every
 more in thread hand-offs than it freed), so a cold block's disk reads inside it would stall
 every other thread's search. Before that, the pages of all the blocks to hash are advised
 MADV_WILLNEED (`_prefetch`, through ctypes, which releases the GIL), so a cold query's reads
-go to the device together instead of one fault at a time, while few searches fault pages in at once (`PREFETCH_MAX_BUSY`;
-issue 12, 3M x 96 after an open: 1 cold query in flight 413-479 against 278-314 QPS, 4 in
-flight +20%; with 16 in flight their faults alone keep the device busy, and the advice, a
-system call per block, cost ~8% of the QPS when it was given at every level). A
-failure is a `FormatError` naming the file and the byte offset; the engine then quarantines
-the index and serves exactly from its store while it rebuilds.
+go to the device together instead of one fault at a time, while few searches fault pages in
+at once (`PREFETCH_MAX_BUSY`; issue 12, 3M x 96 after an open: 1 cold query in flight 413-479
+against 278-314 QPS, 4 in flight +20%; with 16 in flight their faults alone keep the device
+busy, and the advice, a system call per block, cost ~8% of the QPS when it was given at every
+level). A failure is a `FormatError` naming the file and the byte offset; the engine then
+quarantines the index and serves exactly from its store while it rebuilds.
 
 `MODE` selects the CRC policy ("cached", the default; "always"; "off" only for the benchmark
 that measures the cost; set by the VECDB_BLOCK_CRC environment variable at import).
