@@ -20,7 +20,7 @@ from vecdb.index.params import (
     prune_ratio_for,
 )
 from vecdb.index.spann import open_spann
-from vecdb.kernels.posting import block_bytes, gather_blocks, prune_postings
+from vecdb.kernels.posting import ALWAYS_READ, block_bytes, gather_blocks, prune_postings
 from vecdb.kernels.postscan import PARALLEL_MIN_QUERIES, search_threads
 
 N, D, K = 6_000, 24, 10
@@ -50,6 +50,28 @@ def test_prune_postings_matches_numpy(ip: bool) -> None:
         for m in (3, 40):  # the nearest two kept, or the nearest half
             got = prune_postings(labels[:, :m], dists[:, :m], ip, ratio, 2)
             np.testing.assert_array_equal(got, _numpy_prune(labels[:, :m], dists[:, :m], ip, ratio))
+
+
+@pytest.mark.parametrize("n", [120, 225])
+def test_a_small_index_is_read_whole_whatever_the_ratio(n: int, tmp_path: Path) -> None:
+    """The nearest ALWAYS_READ postings are read whatever the prune ratio: an index of a few
+    heads is searched whole (random 12-d: 2 of 5 postings kept by the ratio gave recall 0.96)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, 12)).astype(np.float32)
+    q = rng.standard_normal((100, 12)).astype(np.float32)
+    idx, _ = open_spann(12, "l2", {}, tmp_path)
+    idx.build(np.arange(n), x)
+    heads = idx.stats()["heads"]
+    assert heads < 2 * ALWAYS_READ
+    got = idx.search(q, K)
+    assert got.stats.postings_read >= len(q) * min(heads, ALWAYS_READ)  # (the ratio adds some)
+    for i in range(5):  # the one-kernel single-query path prunes alike
+        one = idx.search(q[i : i + 1], K)
+        assert one.stats.postings_read >= min(heads, ALWAYS_READ)
+        assert one.slots.tolist() == got.slots[i : i + 1].tolist()
+    exact = np.argsort(((q[:, None] - x[None]) ** 2).sum(-1), axis=1)[:, :K]
+    hits = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got.slots, exact)]
+    assert np.mean(hits) / K >= 0.99
 
 
 def test_prune_ratio_default_by_metric() -> None:
