@@ -58,6 +58,16 @@ BITS_MIN_DIM = 256
 # below 256 dimensions")
 NARROW_DEFAULT_DTYPE = "int8"
 RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue 12)
+# Where the rerank store puts a vector's row: "slot" (row = slot, no map) or "head" (the bulk
+# build writes its rows in the order of their nearest heads, a slot -> row map in memory and
+# in the state file), so that a query's candidates, which lie in the few postings it read,
+# share device requests when read cold. A new "bits" index (rows of >= 512 bytes, 50 of them
+# a query) gets "head": MiniLM-384 cold with 16 in flight ~860 -> ~990 QPS, 44 device
+# requests a query instead of 64 (bench/RESULTS.md, "rerank rows in head order"); others
+# "slot" (16 rows of 100 bytes a query gain little, and the map's 8 bytes a vector would be
+# ~2% of a 50-d index's raw bytes). An index created before keeps "slot".
+ROW_ORDERS = ("slot", "head")
+DEFAULT_ROW_ORDER = "slot"
 DEFAULT_RERANK = "none"
 # How the head graph stores its vectors (`index.spann.headgraph`): int8 codes with a float32
 # scale per head (any range), float16 (only when the index's rows are float16, so its vectors
@@ -196,6 +206,7 @@ class BuildParams:
     vector_dtype: str  # how postings store components: float32 | float16 | int8 | bits
     rerank: str = DEFAULT_RERANK  # exact-rerank store rows: none | float16 | float32
     head_dtype: str = DEFAULT_HEAD_DTYPE  # head graph vectors: int8 | float16 | float32
+    row_order: str = DEFAULT_ROW_ORDER  # rerank store rows: slot | head (`ROW_ORDERS`)
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None, dim: int | None = None) -> BuildParams:
@@ -205,8 +216,9 @@ class BuildParams:
         postings). With `dim` (an index being created), `vector_dtype` not given and
         `rerank` not "none": "bits" from BITS_MIN_DIM dimensions, else int8
         (NARROW_DEFAULT_DTYPE), each with float16 rerank rows unless `rerank` is given;
-        with rerank "none" float16. An index once created keeps the parameters its manifest
-        stores (one created before a default moved keeps its dtype)."""
+        with rerank "none" float16. A "bits" index being created (`dim` given) gets
+        `row_order` "head" unless given. An index once created keeps the parameters its
+        manifest stores (one created before a default moved keeps its dtype)."""
         if (
             dim is not None
             and (given is None or "vector_dtype" not in given)
@@ -220,6 +232,8 @@ class BuildParams:
                 "head_fraction": DEFAULT_BITS_HEAD_FRACTION,
                 "posting_vectors": DEFAULT_BITS_POSTING_VECTORS,
             }
+            if dim is not None:  # (an index being created; one opened keeps its manifest's)
+                bits["row_order"] = "head"
             given = bits | dict(given)
             if given["rerank"] == "none":
                 raise InvalidArgument(
@@ -233,6 +247,12 @@ class BuildParams:
                 'head_dtype="float16" needs vectors known to fit float16\'s range: '
                 'vector_dtype="float16" or rerank="float16" (else "int8" or "float32")',
                 field="index_params.head_dtype",
+            )
+        if out.row_order == "head" and out.rerank == "none":
+            raise InvalidArgument(
+                'row_order="head" orders the rerank store\'s rows: it needs rerank "float16" '
+                'or "float32", not "none"',
+                field="index_params.row_order",
             )
         return out
 
@@ -349,6 +369,7 @@ _BUILD_TABLE: dict[str, Any] = {
     "vector_dtype": (DEFAULT_VECTOR_DTYPE, None, VECTOR_DTYPES),
     "rerank": (DEFAULT_RERANK, None, RERANK_DTYPES),
     "head_dtype": (DEFAULT_HEAD_DTYPE, None, HEAD_DTYPES),
+    "row_order": (DEFAULT_ROW_ORDER, None, ROW_ORDERS),
 }
 
 _SEARCH_TABLE: dict[str, Any] = {

@@ -123,6 +123,20 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, keys, stop, out
     return scored
 
 
+@nb.njit(cache=True, nogil=True)
+def rows_at(cand, row_of):  # type: ignore[no-untyped-def]
+    """The store row of each candidate slot of cand (nq, c): cand itself when row_of is
+    empty (rows in slot order), else row_of[slot] (-1 for -1 and for a slot past the map)."""
+    if row_of.shape[0] == 0:
+        return cand
+    out = np.empty_like(cand)
+    for i in range(cand.shape[0]):
+        for j in range(cand.shape[1]):
+            s = cand[i, j]
+            out[i, j] = row_of[s] if 0 <= s < row_of.shape[0] else -1
+    return out
+
+
 _NO_KEYS = np.zeros((0, 0), np.float32)  # (`rerank_topk` without `stop` never reads keys)
 
 

@@ -27,7 +27,7 @@ from vecdb.kernels.groupscan import scan_pairs
 from vecdb.kernels.headgraph import search_batch
 from vecdb.kernels.pairs import check_headers, gather_pairs
 from vecdb.kernels.posting import NO_VISIBLE, block_values, gather_blocks, prune_postings
-from vecdb.kernels.rerank import rerank_topk
+from vecdb.kernels.rerank import rerank_topk, rows_at
 
 OK = 0  # the row holds the search's answer; counts hold what it read
 FEW_HEADS = 1  # the beam found fewer heads than asked (`HeadGraph.knn_query` then scans them all)
@@ -167,14 +167,15 @@ def search_one_rerank(  # type: ignore[no-untyped-def]
     query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt, dim,
     width, page, u8, u32, f32, u16, qoff, qscale, magic, unit, bits, known_ok, need_crc,
-    slot_version, metric, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d, seen, mark,
-    cd, ci, chk,
+    slot_version, metric, cand_ids, cand_d, half, rows16, rows32, row_of, out_ids, out_d, seen,
+    mark, cd, ci, chk,
 ):  # fmt: skip
     """`search_one` with the exact rerank of an index whose postings are codes beside a
     rerank store (int8 / float16 postings, as `index.spann.rerank.search` runs them for one
     query, no bound): `search_one` into cand_ids / cand_d (1, R) (R = its width), then
     `rerank.rerank_topk` re-scoring every candidate from the store's rows (rows16 when
-    `half`, else rows32) into out_ids / out_d (1, k). Returns (status, postings, pairs,
+    `half`, else rows32; a slot's row through row_of, `rerank.rows_at`) into out_ids /
+    out_d (1, k). Returns (status, postings, pairs,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
     (the ordinary path widens), FEW_HEADS, CHECK and VERIFY as `search_one`."""
     status, postings, pairs, pages = search_one(
@@ -188,8 +189,9 @@ def search_one_rerank(  # type: ignore[no-untyped-def]
         return status, postings, 0, 0, 0  # (VERIFY: the count of blocks in chk)
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:
         return SHORT, 0, 0, 0, 0
+    at = rows_at(cand_ids, row_of)
     scored = rerank_topk(
-        query, cand_ids, cand_ids, half, rows16, rows32, metric, cand_d, False, out_ids, out_d
+        query, cand_ids, at, half, rows16, rows32, metric, cand_d, False, out_ids, out_d
     )
     return OK, postings, pairs, pages, scored
 
@@ -199,8 +201,8 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     query, vecs, links, nlinks, deleted, up_off, up_links, up_cnt, entry, maxlevel, n, hk,
     head_ip, labels, m, prune_ip, ratio, always, post_first, blk_next, blk_off, blk_cnt,
     bdim, width, page, u8, u32, u64, f32, magic, unit, bits, known_ok, need_crc, centroid,
-    rot, metric, slot_version, eps, cand_ids, cand_d, half, rows16, rows32, out_ids, out_d,
-    seen, mark, cd, ci, held, chk,
+    rot, metric, slot_version, eps, cand_ids, cand_d, half, rows16, rows32, row_of, out_ids,
+    out_d, seen, mark, cd, ci, held, chk,
 ):  # fmt: skip
     """`search_one` for a "bits" index (the search then the exact rerank, as
     `index.spann.rerank.search` runs them for one query): the heads and their pruning as
@@ -208,7 +210,8 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     (entries in lane groups, posting format 4) keeping the R = cand_ids.shape[1] best
     estimates (eps > 0: lower bounds, the heads' distances given) in cand_ids / cand_d
     (filled here with -1 / +inf), and `rerank.rerank_topk` re-scoring them from the store's
-    rows (rows16 when `half`, else rows32) into out_ids / out_d (1, k), stopping at the
+    rows (rows16 when `half`, else rows32; through row_of as `search_one_rerank`) into
+    out_ids / out_d (1, k), stopping at the
     first bound past the k-th exact distance when eps > 0. Returns (status, postings, blocks,
     pages, rows re-ranked); SHORT when the probed postings hold fewer than R visible slots
     (the ordinary path widens), FEW_HEADS, CHECK and VERIFY as `search_one`."""
@@ -244,7 +247,8 @@ def search_one_bits(  # type: ignore[no-untyped-def]
     if cand_ids[0, cand_ids.shape[1] - 1] < 0:
         return SHORT, 0, 0, 0, 0
     stop = eps > 0
+    at = rows_at(cand_ids, row_of)
     scored = rerank_topk(
-        query, cand_ids, cand_ids, half, rows16, rows32, metric, cand_d, stop, out_ids, out_d
+        query, cand_ids, at, half, rows16, rows32, metric, cand_d, stop, out_ids, out_d
     )
     return OK, postings, off.shape[0], pages, scored

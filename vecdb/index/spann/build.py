@@ -140,7 +140,7 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
         file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)
     reader = open_reader(file, p.io)
     if st.store is not None:  # the rerank rows, written before any search may see the slots
-        st.store.write(slots, vectors)
+        write_rows(st, slots, vectors, tree)
     # Pass 7: publish by swapping references
     versions = np.zeros(int(slots.max()) + 1 if n else 0, np.uint8)
     versions[slots] = 1
@@ -158,6 +158,24 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     # 1024 (random, 2,000)
     if st.is_bits:
         st.rerank_k, st.rerank_k_agreement = calibrate(st, slots, vectors)
+
+
+def write_rows(st: SpannState, slots: I64, vectors: F32, tree: ClusterTree) -> None:
+    """A bulk build's rerank rows. Row order "head": every slot gets a new row, in the
+    order of its primary posting (posting ids follow the clustering tree, so near postings
+    are near in the file too) and by slot within one; from row 0 again when no row is live,
+    neither here nor in the last checkpoint (a rebuild empties the index and checkpoints
+    first), else after the rows in use (those die at the next checkpoint and `reclaim`
+    punches them)."""
+    store = st.store
+    assert store is not None
+    if not store.mapped:
+        store.write(slots, vectors)
+        return
+    if st.n_live == 0 and store.ckpt_live == 0:
+        store.reset_rows()
+    order = np.argsort(tree.primary[slots], kind="stable") if len(slots) else None
+    store.write(slots, vectors, fresh=True, order=order)
 
 
 def fit_codec(p: BuildParams, metric: str, vectors: F32) -> Codec | None:

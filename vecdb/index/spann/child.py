@@ -138,7 +138,7 @@ def build_in_child(
             "threads": st.threads,
         }
         length = _run(job, paths["log"], progress)
-        _, table, tree, info, qbytes = load_state(paths["state"], st.dim, st.width, st.bdim)
+        _, table, tree, info, qbytes, _ = load_state(paths["state"], st.dim, st.width, st.bdim)
         quant = load_codec(qbytes, st.dim, st.params.vector_dtype)
         file = PostingFile(
             file_path(d, "postings", gen), st.dim, length, st.width, quant, st.block_cap

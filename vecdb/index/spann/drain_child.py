@@ -165,8 +165,10 @@ def _republish(st: SpannState, applied_seq: int, fs: BinaryIO, n: int) -> None:
     checkpoint names (and with a head graph file of its own: the child's checkpoint deleted
     ours). Best effort: the original error is what the caller sees."""
     try:
-        if st.store is not None:
-            st.store.refresh(_drained(st, fs, n))
+        store = st.store
+        if store is not None:  # (row order "head": the child's rows follow this next row)
+            rows = np.arange(store.next_row, store.file_rows()) if store.mapped else None
+            store.refresh(_drained(st, fs, n) if rows is None else rows)
         m = read_manifest(st.directory)
         if m is not None and list(m["gens"]) != [st.file_gen, st.heads_gen, st.ckpt_no]:
             st.heads_dirty = True
@@ -180,12 +182,15 @@ def adopt(st: SpannState, new: SpannState, drained: I64) -> None:
     open does) into `st`: every field of the index's content is taken from `new`, the ones
     that belong to this process's object (`OWN_FIELDS`) are kept; slots removed in `st`
     meanwhile stay removed (`SpannState.publish`). `st`'s rerank store takes in the rows the
-    child wrote for the `drained` slots before they become visible here (`new`'s own store
-    object of the same file is closed)."""
+    child wrote for the `drained` slots (in row order "head" with the child's map) before
+    they become visible here (`new`'s own store object of the same file is closed)."""
+    if st.store is not None:
+        assert new.store is not None
+        if st.store.mapped:  # the child's rows for the drained slots, and its map
+            st.store.adopt_map(new.store)
+        st.store.refresh(st.store.rows_of(drained))
     if new.store is not None:
         new.store.close()
-    if st.store is not None:
-        st.store.refresh(drained)
     content = {
         f.name: getattr(new, f.name)
         for f in fields(SpannState)

@@ -130,27 +130,33 @@ def save_state(
     table: list[bytes],
     tree: list[bytes],
     quant: bytes = b"",
+    row_map: bytes = b"",
 ) -> int:
-    """Counters, per-slot versions, block table, clustering tree and quantizer, as raw
+    """Counters, per-slot versions, block table, clustering tree, quantizer and (a rerank
+    store in row order "head" only: one section more) its slot -> row map, as raw
     little-endian arrays."""
     sections = [json.dumps(info, sort_keys=True).encode(), versions, *table, *tree, quant]
+    if row_map:
+        sections.append(row_map)
     return write_sections(path, STATE_MAGIC, STATE_VERSION, sections)
 
 
 def load_state(
     path: Path, dim: int, width: int, block_dim: int | None = None
-) -> tuple[npt.NDArray[np.uint8], BlockTable, ClusterTree, dict[str, Any], bytes]:
-    """(versions, block table, tree, counters, quantizer section) of a state file; the
-    table's entries are `block_dim` components of `width` bytes (default: `dim`)."""
+) -> tuple[npt.NDArray[np.uint8], BlockTable, ClusterTree, dict[str, Any], bytes, bytes]:
+    """(versions, block table, tree, counters, quantizer section, row map section: b"" when
+    absent) of a state file; the table's entries are `block_dim` components of `width`
+    bytes (default: `dim`)."""
     s = read_sections(path, STATE_MAGIC, STATE_VERSION)
     want = 3 + TABLE_SECTIONS + TREE_SECTIONS
+    row_map = s.pop() if len(s) == want + 1 else b""
     if len(s) != want:
-        raise FormatError(f"{path}: expected {want} sections, found {len(s)}")
+        raise FormatError(f"{path}: expected {want} or {want + 1} sections, found {len(s)}")
     info: dict[str, Any] = json.loads(s[0])
     slot_version = np.frombuffer(s[1], dtype=np.uint8).copy()
     table = BlockTable.from_arrays(block_dim or dim, s[2 : 2 + TABLE_SECTIONS], width)
     tree = ClusterTree.from_sections(dim, s[2 + TABLE_SECTIONS : -1])
-    return slot_version, table, tree, info, s[-1]
+    return slot_version, table, tree, info, s[-1], row_map
 
 
 def _files(manifest: dict[str, Any]) -> set[str]:
@@ -178,12 +184,16 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
             st.table.to_arrays(),
             st.tree.to_sections(),
         )
+        row_map, rows_end = b"", 0
+        if st.store is not None and st.store.mapped:  # the rows these versions' slots name
+            row_map, rows_end = st.store.map_bytes(len(st.slot_version)), st.store.next_row
+            info["next_row"] = rows_end
         # The table is captured: blocks it drops from now on belong to the next epoch.
         mark, length, file = st.file.begin_checkpoint(), st.file.length, st.file
     st.ckpt_no += 1
     state = file_path(st.directory, "state", st.ckpt_no)
     quant = b"" if st.file.quant is None else st.file.quant.to_bytes()
-    save_state(state, info, versions, table, tree, quant)
+    save_state(state, info, versions, table, tree, quant, row_map)
     kill_point("checkpoint")
     # Pass 4: switch the manifest, then drop files it no longer names
     heads = file_path(st.directory, "heads", st.heads_gen)
@@ -205,7 +215,8 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     # Blocks dropped before the capture are in no published checkpoint any more: reusable.
     file.checkpointed(mark)
     if st.store is not None:  # rows dead in this checkpoint give their pages back
-        st.store.reclaim(np.frombuffer(versions, np.uint8))
+        snapshot = np.frombuffer(row_map, "<i8") if row_map else None
+        st.store.reclaim(np.frombuffer(versions, np.uint8), snapshot, rows_end)
 
 
 def open_state(
@@ -227,7 +238,7 @@ def open_state(
     if clean:
         clean_directory(directory, _files(m))
     p = BuildParams.parse(dict(m["params"], io=params.get("io", m["params"]["io"])))
-    versions, table, tree, info, qbytes = load_state(
+    versions, table, tree, info, qbytes, row_map = load_state(
         directory / m["state"], dim, p.width, p.block_dim(dim)
     )
     quant = load_codec(qbytes, dim, p.vector_dtype)
@@ -251,6 +262,13 @@ def open_state(
     st.rerank_k_agreement = float(info.get("rerank_k_agreement", 1.0))
     st.rng = np.random.default_rng(p.seed + st.ckpt_no)
     st.applied_seq = int(m["applied_seq"])
+    if st.store is not None and st.store.mapped:  # row order "head": the slot -> row map
+        if len(row_map) != 8 * len(versions):
+            raise FormatError(
+                f"{directory / m['state']}: the rerank store's row map holds "
+                f"{len(row_map) // 8} slots, the state {len(versions)}"
+            )
+        st.store.load_map(row_map, int(info.get("next_row", 0)), versions)
     return st, st.applied_seq
 
 
@@ -281,7 +299,8 @@ def verify_files(directory: Path) -> list[dict[str, Any]]:
     params = BuildParams.parse(dict(m["params"]))
     try:
         bdim = params.block_dim(m["dim"])
-        _, table, _, _, qbytes = load_state(directory / m["state"], m["dim"], params.width, bdim)
+        got = load_state(directory / m["state"], m["dim"], params.width, bdim)
+        table, qbytes = got[1], got[4]
         report(directory / m["state"], True, "state CRC ok")
     except (FormatError, ValueError, KeyError) as exc:
         report(directory / m["state"], False, getattr(exc, "message", str(exc)))

@@ -192,12 +192,15 @@ def warm_topk(
     k: int,
     keys: F32 | None = None,
 ) -> tuple[I64, F32, int]:
-    """`exact_topk` through the store's map (with `keys`, each query stopping at its first
+    """`exact_topk` through the store's mmap, a candidate's row from the store's slot -> row
+    map in row order "head" (with `keys`, each query stopping at its first
     bound past its k-th exact distance); a "bits" batch's queries in chunks on the scan
     threads, as its scan (`bitsearch.in_chunks`; the kernel releases the GIL)."""
     metric = METRIC_CODE[st.metric]
+    assert st.store is not None
+    at = st.store.rows_at(cand)  # (row order "slot": cand itself)
     if not st.is_bits:
-        return exact_topk(queries, cand, cand, rows, metric, k)
+        return exact_topk(queries, cand, at, rows, metric, k)
     nq = len(queries)
     ids = np.empty((nq, k), np.int64)
     dist = np.empty((nq, k), np.float32)
@@ -205,9 +208,7 @@ def warm_topk(
 
     def part(lo: int, hi: int) -> None:
         kk = None if keys is None else keys[lo:hi]
-        got_ids, got_d, n = exact_topk(
-            queries[lo:hi], cand[lo:hi], cand[lo:hi], rows, metric, k, kk
-        )
+        got_ids, got_d, n = exact_topk(queries[lo:hi], cand[lo:hi], at[lo:hi], rows, metric, k, kk)
         ids[lo:hi], dist[lo:hi] = got_ids, got_d
         scored.append(n)  # (list.append is atomic across threads)
 

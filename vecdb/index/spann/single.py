@@ -207,7 +207,7 @@ def search_one_rerank(
             cand_ids, cand_d, ids, out_d = _outputs(wide, k)
             status, postings, pairs, pages, scored = rerank_kernel(  # type: ignore[call-arg]
                 query, *args, METRIC_CODE[st.metric], cand_ids, cand_d, half, rows16, rows32,
-                ids, out_d, *g.scratch(), chk,
+                store.row_map(), ids, out_d, *g.scratch(), chk,
             )  # fmt: skip
             if status != VERIFY or not _verified(st, chk, postings, st.dim):
                 break
@@ -246,7 +246,8 @@ def search_one_bits(
                 blockcheck.UNIT, blockcheck._NO_BITS if verified is None else verified.bits,
                 verified is not None, blockcheck.MODE != "off", coder.centroid, coder.qrot,
                 METRIC_CODE[st.metric], st.slot_version, eps, cand_ids, cand_d, half, rows16,
-                rows32, ids, out_d, *g.scratch(), coder.held(len(st.slot_version)), chk,
+                rows32, store.row_map(), ids, out_d, *g.scratch(), coder.held(len(st.slot_version)),
+                chk,
             )  # fmt: skip
             if status != VERIFY or not _verified(st, chk, postings, st.bdim):
                 break

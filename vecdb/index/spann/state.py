@@ -418,7 +418,7 @@ def new_state(
     )
     st.rng = np.random.default_rng(params.seed)
     if params.rerank != "none":
-        st.store = VectorStore(directory, dim, params.rerank, st.reader_kind())
+        st.store = VectorStore(directory, dim, params.rerank, st.reader_kind(), params.row_order)
     if file.length <= PAGE:  # a new, empty file: its space map follows this table
         st.table = file.attach(st.table)
     return st

@@ -4,32 +4,41 @@ With `rerank` set to "float16" or "float32", the index keeps every live slot's v
 index got it: prepared for its metric) in `vectors.bin` in the index directory, besides the
 compact codes in the postings, so a search can scan the postings for a short list of
 candidates and re-rank them exactly (`vecdb.kernels.rerank`). The file: a 4 KiB header page
-(magic, format version, dim, bytes per component), then row `s` at byte
-`4096 + s x row_bytes`, slot order, no padding. It is sparse: `ensure` grows it with
-ftruncate (geometrically; nothing is allocated until written).
+(magic, format version, dim, bytes per component), then row `r` at byte
+`4096 + r x row_bytes`, no padding. It is sparse: `ensure` grows it with ftruncate
+(geometrically; nothing is allocated until written).
+
+Which row is a slot's (`row_order`, fixed at creation): "slot", row = slot; "head", a bulk
+build gives its slots new rows in the order of their primary postings (`build.write_rows`)
+and a slot -> row map (`row_of`, -1: none) says where each is, inserts take rows from
+`next_row` on, and a slot that has a row keeps it (a replayed insert writes it in place). The
+map and the next row are checkpointed in the state file with the versions they belong to
+(`persist`); a reopen takes them from there, so rows written after the checkpoint are
+forgotten and written again by the op-log replay. A query's candidates lie in the few
+postings it read: in head order their rows are near each other in the file, and the cold
+reader merges them into fewer device requests (`plan_reads`).
 
 Who writes what: the bulk build (in the calling process, also when its passes run in a child
 process) and `update.add` write the rows of the slots they place before they publish them;
 nothing else writes. A drain run in a child process (`drain_child`) writes its rows there
-through the child's own store object of this file; the parent's object then `refresh`es (the
-file's size, the map, which pages are holes) before it publishes the child's slots. A slot's
-vector never changes (slots are never reused, a replayed add writes the same bytes), so rows
-are written in place and a torn row is always rewritten by the op-log replay that follows a
-crash: `persist.checkpoint` fsyncs the store with the
-postings, before the manifest names the sequence the rows belong to. After a checkpoint,
-`reclaim` punches holes (fallocate PUNCH_HOLE) in the pages whose slots are all dead (never
-added or removed: removal is forever) in the checkpoint's version snapshot, so under churn
-the allocated size stays about the live rows' (the apparent size grows with the slot
-numbers, the allocated blocks do not).
+through the child's own store object of this file; the parent's object then takes the
+child's map (`adopt_map`, head order) and `refresh`es (the file's size, the mmap, which pages
+are holes) before it publishes the child's slots. A slot's vector never changes (slots are
+never reused), so a row is written once, or again with the same bytes, and a torn row is
+always rewritten by the op-log replay that follows a crash: `persist.checkpoint` fsyncs the
+store with the postings, before the manifest names the sequence the rows belong to. After a
+checkpoint, `reclaim` punches holes (fallocate PUNCH_HOLE) in the pages whose rows are all
+dead in the checkpoint's snapshot (no live slot names them), so under churn the allocated
+size stays about the live rows' (the apparent size grows with the row numbers, the
+allocated blocks do not).
 
 Reads: warm, a numpy view of an mmap of the file (`rows`), advised MADV_RANDOM: a search
 touches a few scattered rows, and the kernel's default read-around of a faulting page (up to
 128 KiB) read 703 KB from the disk per cold query of a 3,000,000 x 96 index whose searches
 ask for 141 KB (191 KB with the advice; bench/RESULTS.md); cold (`io="direct"`), O_DIRECT
-reads of the 512-byte sectors holding the candidates' rows, all in one native-AIO submit
-(`aio`; else a small thread pool), falling back to buffered reads where O_DIRECT is
-refused (`read_rows`; its offsets and byte indexes are made once per store, 16 rows ~159
--> ~118 us of CPU per call with the leaner AIO call, measured side by side).
+reads of the 512-byte sectors holding the candidates' rows, rows at most MERGE_GAP sectors
+apart in one request, all in one native-AIO submit (`aio`; else a small thread pool),
+falling back to buffered reads where O_DIRECT is refused (`read_rows`).
 """
 
 from __future__ import annotations
@@ -70,6 +79,11 @@ GROW = 1.25  # capacity grows by this factor at least
 MIN_ROWS = 1024
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 READ_TASKS = 1  # pool tasks per cold read call (the caller does one more share; more cost CPU)
+# A cold read merges rows whose sectors are at most this many sectors apart into one request:
+# the device's requests a second, not its bytes, are what a cold query waits for with many in
+# flight (bench/RESULTS.md, "rerank rows in head order")
+MERGE_GAP = 8
+NO_MAP = np.zeros(0, np.int64)  # the kernels' map of a row order "slot" store (row = slot)
 
 
 def row_bytes(rerank: str, dim: int) -> int:
@@ -80,7 +94,9 @@ def row_bytes(rerank: str, dim: int) -> int:
 class VectorStore:
     """`vectors.bin`: rows by slot, written in place, mmapped for warm reads."""
 
-    def __init__(self, directory: Path, dim: int, rerank: str, io: str = "mmap") -> None:
+    def __init__(
+        self, directory: Path, dim: int, rerank: str, io: str = "mmap", order: str = "slot"
+    ) -> None:
         self.path = directory / NAME
         self.dim, self.width = dim, WIDTH[rerank]
         self.rerank = rerank
@@ -103,6 +119,12 @@ class VectorStore:
                 )
         self.capacity = max(0, (os.fstat(self.fd).st_size - HEAD) // self.row)
         self.punched = np.zeros(0, bool)  # pages known to be holes (per run of this process)
+        # row order "head": slot -> row (-1: none; slots past its end have none), the next
+        # unused row, and the live rows of the last checkpoint (`reclaim`, `load_map`)
+        self.mapped = order == "head"
+        self.row_of: I64 = np.zeros(0, np.int64)
+        self.next_row = 0
+        self.ckpt_live = 0
         self.poisoned = ""
         self.dir_synced = not new  # a new file's directory entry is made durable once
         self.direct = io == "direct"
@@ -113,10 +135,6 @@ class VectorStore:
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._open_lock = threading.Lock()
-        # cold reads: row i of a call lands at i x stride of the buffer (the most sectors a
-        # row spans); offsets and byte indexes made once, not per call
-        self._stride = (-(-self.row // SECTOR) + 1) * SECTOR
-        self._at = np.zeros(0, np.int64)
         self._name = str(self.path)
         self._remap()
 
@@ -126,7 +144,7 @@ class VectorStore:
     # --- writing (worker thread) ------------------------------------------------------------
 
     def ensure(self, n: int) -> None:
-        """Room for slots below n: sparse growth, then a new map. Swapping the view is one
+        """Room for rows below n: sparse growth, then a new map. Swapping the view is one
         reference assignment: a search holding the old view keeps a valid map of the rows it
         can see (a slot is published only after its row is written and mapped)."""
         if n <= self.capacity:
@@ -148,38 +166,123 @@ class VectorStore:
         bits[(bits & 0x7C00) == 0] = 0
         return bits
 
-    def write(self, slots: I64, vectors: F32) -> None:
-        """Write the rows of `slots` (any order); runs of consecutive slots take one pwrite.
-        Not durable until `sync`."""
+    def write(
+        self, slots: I64, vectors: F32, fresh: bool = False, order: I64 | None = None
+    ) -> None:
+        """Write the rows of `slots` (any order; runs of consecutive rows take one pwrite).
+        Not durable until `sync`. Row order "head": a slot that has a row is written in
+        place, the others (every one with `fresh`: a bulk build) get new rows from
+        `next_row` on, in the order of `order` (positions into `slots`; default as given),
+        and the map names them once their bytes are written."""
         if len(slots) == 0:
             return
-        self.ensure(int(slots.max()) + 1)
-        order = np.argsort(slots, kind="stable")
-        s = slots[order]
-        cuts = np.flatnonzero(np.diff(s) != 1) + 1
+        rows = self._place(slots, fresh, order) if self.mapped else slots
+        self.ensure(int(rows.max()) + 1)
+        by = order if self.mapped and fresh and order is not None else None
+        if by is None:
+            by = np.argsort(rows, kind="stable")
+        r = rows[by]
+        cuts = np.flatnonzero(np.diff(r) != 1) + 1
         starts = np.concatenate(([0], cuts)).tolist()
-        ends = np.concatenate((cuts, [len(s)])).tolist()
+        ends = np.concatenate((cuts, [len(r)])).tolist()
         step = max(1, (8 << 20) // self.row)
         for a, b in zip(starts, ends, strict=True):
             for lo in range(a, b, step):
                 hi = min(b, lo + step)
-                rows = self.encode(vectors[order[lo:hi]])
-                pwrite_all(self.fd, rows.tobytes(), HEAD + int(s[lo]) * self.row, self.path)
-        self._unpunch(s[starts], s[np.asarray(ends) - 1] + 1)
+                data = self.encode(vectors[by[lo:hi]])
+                pwrite_all(self.fd, data.tobytes(), HEAD + int(r[lo]) * self.row, self.path)
+        self._unpunch(r[starts], r[np.asarray(ends) - 1] + 1)
+        if self.mapped:
+            self._commit(slots, rows)
 
-    def refresh(self, slots: I64) -> None:
-        """Take in rows of `slots` that another process (a drain child, on its own store
-        object of this file) wrote: the file's size again (the other process may have grown
-        it; the map covers the new rows) and the pages of those rows no longer known as
-        holes (so `reclaim` punches them when the slots die). Call before the slots become
-        visible here."""
-        self.capacity = max(self.capacity, (os.fstat(self.fd).st_size - HEAD) // self.row)
+    def _place(self, slots: I64, fresh: bool, order: I64 | None) -> I64:
+        """(Row order "head") the row of each of `slots`: its own, or a new one."""
+        rows = np.full(len(slots), -1, np.int64)
+        if not fresh:
+            m = self.row_of
+            inside = slots < len(m)
+            rows[inside] = m[slots[inside]]
+        new = np.flatnonzero(rows < 0) if order is None else order[rows[order] < 0]
+        rows[new] = self.next_row + np.arange(len(new), dtype=np.int64)
+        self.next_row += len(new)
+        return rows
+
+    def _commit(self, slots: I64, rows: I64) -> None:
+        """(Row order "head") the map names `rows` for `slots`; grown geometrically into a
+        new array (a search holding the old one looks up only slots published before)."""
+        top = int(slots.max()) + 1
+        m = self.row_of
+        if top > len(m):
+            grown = np.full(max(top, int(len(m) * GROW), MIN_ROWS), -1, np.int64)
+            grown[: len(m)] = m
+            grown[slots] = rows
+            self.row_of = grown
+        else:
+            m[slots] = rows
+
+    def reset_rows(self) -> None:
+        """(Row order "head") forget every row: the next build writes from row 0. Only when
+        no row is live, here or in the last checkpoint (`build` checks)."""
+        self.row_of = np.zeros(0, np.int64)
+        self.next_row = 0
+
+    def load_map(self, data: bytes, next_row: int, versions: U8) -> None:
+        """(Row order "head") the map and next row a checkpoint stored (`map_bytes`), and how
+        many of its rows are live in its `versions`."""
+        self.row_of = np.frombuffer(data, "<i8").astype(np.int64)
+        self.next_row = int(next_row)
+        self.ckpt_live = int(self._live_rows(self.row_of, self.next_row, versions).sum())
+
+    def map_bytes(self, n: int) -> bytes:
+        """(Row order "head") the map of slots below `n` as stored in a checkpoint (b""
+        for row order "slot"); the caller holds the state's lock."""
+        if not self.mapped:
+            return b""
+        m = np.full(n, -1, np.int64)
+        k = min(n, len(self.row_of))
+        m[:k] = self.row_of[:k]
+        return m.astype("<i8").tobytes()
+
+    def adopt_map(self, other: VectorStore) -> None:
+        """Take the map and next row of `other`, a store object of the same file another
+        process wrote through (a drain child's checkpoint, opened here)."""
+        self.row_of, self.next_row, self.ckpt_live = other.row_of, other.next_row, other.ckpt_live
+
+    def rows_of(self, slots: I64) -> I64:
+        """The rows of `slots` (each has one: published or being written)."""
+        return self.row_of[slots] if self.mapped else slots
+
+    def rows_at(self, cand: I64) -> I64:
+        """Row of each candidate slot (-1 for -1 and for a slot without a row)."""
+        if not self.mapped:
+            return cand
+        m = self.row_of
+        if len(m) == 0:
+            return np.full(cand.shape, -1, np.int64)
+        ok = (cand >= 0) & (cand < len(m))
+        return np.where(ok, m[np.where(ok, cand, 0)], -1)
+
+    def row_map(self) -> I64:
+        """The map for the kernels (`kernels.rerank.rows_at`): empty for row order "slot"."""
+        return self.row_of if self.mapped else NO_MAP
+
+    def file_rows(self) -> int:
+        """Rows the file has room for now (another process may have grown it)."""
+        return max(0, (os.fstat(self.fd).st_size - HEAD) // self.row)
+
+    def refresh(self, rows: I64) -> None:
+        """Take in `rows` that another process (a drain child, on its own store object of
+        this file) wrote: the file's size again (the other process may have grown it; the
+        map covers the new rows) and the pages of those rows no longer known as holes (so
+        `reclaim` punches them when they die). Call before their slots become visible
+        here (for row order "head" after `adopt_map`)."""
+        self.capacity = max(self.capacity, self.file_rows())
         if len(self._rows) < self.capacity:
             self._remap()
-        if len(slots):
-            s = np.unique(np.asarray(slots, np.int64))
-            cuts = np.flatnonzero(np.diff(s) != 1) + 1
-            self._unpunch(s[np.concatenate(([0], cuts))], s[np.concatenate((cuts - 1, [-1]))] + 1)
+        if len(rows):
+            r = np.unique(np.asarray(rows, np.int64))
+            cuts = np.flatnonzero(np.diff(r) != 1) + 1
+            self._unpunch(r[np.concatenate(([0], cuts))], r[np.concatenate((cuts - 1, [-1]))] + 1)
 
     def _unpunch(self, lo: I64, hi: I64) -> None:
         """Forget that the pages holding rows [lo, hi) (runs of slots) are holes: rows were
@@ -199,17 +302,24 @@ class VectorStore:
             fsync_dir(self.path.parent)
             self.dir_synced = True
 
-    def reclaim(self, versions: U8) -> int:
-        """Punch holes in the pages whose slots are all dead in `versions` (a checkpoint's
-        snapshot: VERSION_NONE or VERSION_REMOVED); returns the bytes punched now."""
-        from vecdb.index.spann.state import live_mask
+    def reclaim(self, versions: U8, row_of: I64 | None = None, rows_end: int = 0) -> int:
+        """Punch holes in the pages whose rows are all dead in a checkpoint's snapshot:
+        `versions` (a dead slot is VERSION_NONE or VERSION_REMOVED) and for row order
+        "head" its map and next row (rows past it are not judged: written since); returns
+        the bytes punched now."""
+        if self.mapped:
+            assert row_of is not None
+            live = self._live_rows(row_of, min(rows_end, self.capacity), versions)
+            self.ckpt_live = int(live.sum())
+        else:
+            from vecdb.index.spann.state import live_mask
 
-        n = min(len(versions), self.capacity)
+            live = live_mask(versions[: min(len(versions), self.capacity)])
+        n = len(live)
         if n == 0 or LIBC is None:
             return 0
-        live = live_mask(versions[:n])
-        # page p holds bytes [HEAD + p PAGE, ...): slots first..last overlap it
-        pages = (HEAD + n * self.row) // PAGE  # whole pages inside the rows of slots < n
+        # page p holds bytes [HEAD + p PAGE, ...): rows first..last overlap it
+        pages = (HEAD + n * self.row) // PAGE  # whole pages inside rows < n
         if pages <= 1:
             return 0
         p = np.arange(1, pages, dtype=np.int64)
@@ -238,6 +348,18 @@ class VectorStore:
         self.punched[1:pages] |= todo
         return done
 
+    @staticmethod
+    def _live_rows(row_of: I64, n: int, versions: U8) -> npt.NDArray[np.bool_]:
+        """Which of rows [0, n) a live slot of `versions` names in `row_of`."""
+        from vecdb.index.spann.state import live_mask
+
+        live = np.zeros(n, np.bool_)
+        k = min(len(row_of), len(versions))
+        r = row_of[:k][live_mask(versions[:k])]
+        r = r[(r >= 0) & (r < n)]
+        live[r] = True
+        return live
+
     # --- reading (any thread) ---------------------------------------------------------------
 
     def _remap(self) -> None:
@@ -258,9 +380,10 @@ class VectorStore:
     def vectors(self, slots: I64) -> F32:
         """The rows of `slots` as float32, through the map (warm, also with `io="direct"`:
         the maintenance thread's reads of a "bits" posting's vectors)."""
-        if len(slots) and int(slots.max()) >= len(self._rows):
+        at = self.rows_of(slots)
+        if len(at) and int(at.max()) >= len(self._rows):
             self.refresh(np.zeros(0, np.int64))  # rows another process wrote (drain child)
-        rows = self._rows[slots]
+        rows = self._rows[at]
         if self.width == 4:
             return np.asarray(rows, np.float32)
         out: F32 = rows.view(np.float16).astype(np.float32)
@@ -268,31 +391,39 @@ class VectorStore:
 
     def read_rows(self, slots: I64) -> tuple[npt.NDArray[Any], int]:
         """Cold read: the rows of `slots` (in that order), copied out of O_DIRECT reads of
-        their sectors; returns them and the bytes read from the device."""
+        their sectors; returns them and the bytes read from the device. Rows whose sectors
+        lie at most MERGE_GAP sectors apart are read by one request (`plan_reads`)."""
         if self._dfd < 0:
             self._open_direct()
-        n = len(slots)
-        offs = HEAD + slots * self.row
-        lo = offs // SECTOR * SECTOR
-        span = -(-(offs + self.row) // SECTOR) * SECTOR - lo
-        stride = self._stride
-        buf = self._buffer(n * stride)
-        if self._aio is not None:  # all rows in one submit (one read's latency)
+        if len(slots) == 0:
+            return np.zeros((0, self.dim), self._dtype()), 0
+        offs = HEAD + self.rows_of(slots) * self.row
+        los, spans, need, at, pos = plan_reads(offs, self.row, MERGE_GAP)
+        total = int(at[-1] + spans[-1])
+        buf = self._buffer(total)
+        if self._aio is not None:  # every run in one submit (one read's latency)
             ctx = self._aio.take()
-            skip = offs - lo
             try:
-                at = self._at[:n]
-                ctx.read(self._dfd, self._local.addr, at, span, lo, skip + self.row, self._name)
+                ctx.read(self._dfd, self._local.addr, at, spans, los, need, self._name)
             finally:
                 self._aio.give(ctx)
-            return self._extract(buf, n, stride, skip, span)
-        los, spans = lo.tolist(), span.tolist()
+        else:
+            self._pread_runs(buf, los.tolist(), spans.tolist(), at.tolist())
+        u8 = np.frombuffer(buf, np.uint8, count=total)
+        # whole rows of a sliding window over the buffer, not byte by byte through an
+        # (n, row) index matrix (100 rows of 768 bytes: 88-118 -> 15-31 us)
+        out = sliding_window_view(u8, self.row)[pos].view(self._dtype())
+        return out, total
+
+    def _pread_runs(self, buf: mmap.mmap, los: list[int], spans: list[int], at: list[int]) -> None:
+        """The runs read with preadv (no native AIO): this thread and READ_TASKS pool tasks
+        take a share each."""
         view = memoryview(buf)
+        n = len(los)
 
         def run(a: int, b: int) -> None:
             for i in range(a, b):
-                at = i * stride
-                if os.preadv(self._dfd, [view[at : at + spans[i]]], los[i]) <= 0:
+                if os.preadv(self._dfd, [view[at[i] : at[i] + spans[i]]], los[i]) <= 0:
                     raise FormatError(f"{self.path}: short read at byte {los[i]}")
 
         cuts = np.linspace(0, n, min(n, READ_TASKS + 1) + 1).astype(int).tolist()
@@ -309,19 +440,6 @@ class VectorStore:
                 f.exception()  # wait for every task before the buffer is reused
         for f in pending:
             f.result()
-        return self._extract(buf, n, stride, offs - lo, span)
-
-    def _extract(
-        self, buf: mmap.mmap, n: int, stride: int, skip: I64, span: I64
-    ) -> tuple[npt.NDArray[Any], int]:
-        """The rows out of the read buffer (row i at i x stride + skip[i]) and the bytes.
-        Gathered as whole rows of a sliding window over the buffer, not byte by byte through
-        an (n, row) index matrix (100 rows of 768 bytes: 88-118 -> 15-31 us)."""
-        if n == 0:  # (a window of one row does not fit an empty buffer)
-            return np.zeros((0, self.dim), self._dtype()), 0
-        u8 = np.frombuffer(buf, np.uint8, count=n * stride)
-        out = sliding_window_view(u8, self.row)[self._at[:n] + skip].view(self._dtype())
-        return out, int(span.sum())
 
     def _open_direct(self) -> None:
         with self._open_lock:
@@ -339,9 +457,7 @@ class VectorStore:
             self._dfd = fd
 
     def _buffer(self, total: int) -> mmap.mmap:
-        n = total // self._stride
-        if len(self._at) < n:  # (a new array, whole: another thread may be reading the old)
-            self._at = np.arange(max(n, 2 * len(self._at)), dtype=np.int64) * self._stride
+        """This thread's page-aligned read buffer, at least `total` bytes."""
         size = -(-max(total, PAGE) // PAGE) * PAGE
         buf: mmap.mmap | None = getattr(self._local, "buf", None)
         if buf is None or len(buf) < size:
@@ -367,6 +483,33 @@ class VectorStore:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def plan_reads(offs: I64, row: int, gap: int = MERGE_GAP) -> tuple[I64, I64, I64, I64, I64]:
+    """The O_DIRECT requests that read rows of `row` bytes at byte offsets `offs` (any order,
+    repeats allowed): rows sorted by offset, a new request wherever a row's first sector lies
+    more than `gap` sectors past every sector before it. Returns per request its file offset,
+    length and the bytes it must return (it may end at the end of the file) and its offset
+    in the read buffer (requests packed end to end, sector-aligned), and per row its byte
+    offset in the buffer."""
+    order = np.argsort(offs, kind="stable")
+    so = offs[order]
+    first = so // SECTOR
+    last = (so + row - 1) // SECTOR
+    reach = np.maximum.accumulate(last)
+    new = np.empty(len(so), np.bool_)
+    new[0] = True
+    np.greater(first[1:], reach[:-1] + gap + 1, out=new[1:])
+    starts = np.flatnonzero(new)
+    lo = first[starts] * SECTOR
+    spans = (reach[np.append(starts[1:] - 1, len(so) - 1)] + 1) * SECTOR - lo
+    need = np.maximum.reduceat(so + row, starts) - lo
+    at = np.zeros(len(starts), np.int64)
+    np.cumsum(spans[:-1], out=at[1:])
+    run = np.cumsum(new) - 1
+    pos = np.empty(len(so), np.int64)
+    pos[order] = at[run] + so - lo[run]
+    return lo, spans, need, at, pos
 
 
 def verify_store(directory: Path, dim: int, rerank: str) -> tuple[bool, str]:

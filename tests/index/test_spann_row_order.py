@@ -1,0 +1,239 @@
+"""The rerank store's rows in head order (`row_order="head"`): a bulk build writes its rows in
+the order of their primary postings and keeps a slot -> row map; searches on every path (warm
+batch, warm single-query kernels, cold O_DIRECT reads) answer as with rows in slot order; the
+map survives a checkpoint and reopen; inserts get new rows and a re-inserted live slot keeps
+its own; dead rows give their pages back; a rebuild of an emptied index starts at row 0 again.
+Also `plan_reads`, the cold reader's merging of nearby rows into one request, against a
+byte-level reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+from test_spann_support import clustered, recall
+
+from vecdb.errors import InvalidArgument
+from vecdb.index.params import BuildParams
+from vecdb.index.spann import open_spann
+from vecdb.index.spann.persist import verify_files
+from vecdb.index.spann.vectors import HEAD, SECTOR, plan_reads
+
+N, D, K = 3_000, 256, 10
+BITS = {"threads": 1, "vector_dtype": "bits", "head_fraction": 0.02}
+INT8 = {"threads": 1, "vector_dtype": "int8", "rerank": "float16", "head_fraction": 0.05}
+SEARCH = {"max_postings": 12}
+
+
+def _pair(tmp_path: Path, base: dict[str, Any], x: np.ndarray) -> dict[str, Any]:
+    """The same build in slot order and in head order, checkpointed at sequence 1."""
+    out = {}
+    for order in ("slot", "head"):
+        idx, _ = open_spann(D, "l2", dict(base, row_order=order), tmp_path / order)
+        idx.build(np.arange(len(x)), x)
+        idx.checkpoint(1)
+        out[order] = idx
+    return out
+
+
+def _single(idx: Any, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    got = [idx.search(q[i : i + 1], K, SEARCH) for i in range(len(q))]
+    return np.concatenate([g.slots for g in got]), np.concatenate([g.distances for g in got])
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+
+def test_a_new_bits_index_orders_rows_by_head_and_others_by_slot() -> None:
+    """Defaults: "head" for a "bits" index being created, "slot" for narrower ones and for an
+    index opened from a manifest that predates the parameter; "head" without a store is an
+    error naming the parameter."""
+    assert BuildParams.parse(None, 384).row_order == "head"
+    assert BuildParams.parse(None, 50).row_order == "slot"
+    assert BuildParams.parse({"vector_dtype": "bits"}, 384).row_order == "head"
+    assert BuildParams.parse({"vector_dtype": "bits", "row_order": "slot"}, 384).row_order == "slot"
+    old = BuildParams.parse(None, 384).__dict__ | {}
+    del old["row_order"]
+    assert BuildParams.parse(old).row_order == "slot"  # (a manifest written before)
+    with pytest.raises(InvalidArgument, match="row_order"):
+        BuildParams.parse({"row_order": "head", "rerank": "none"}, 50)
+    with pytest.raises(InvalidArgument, match="row_order"):
+        BuildParams.parse({"row_order": "diagonal"}, 50)
+
+
+# --- searches -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("base", [BITS, INT8], ids=["bits", "int8"])
+def test_head_order_answers_as_slot_order_on_every_path(
+    base: dict[str, Any], tmp_path: Path
+) -> None:
+    """Rows in head order hold each slot's vector, are laid out by primary posting, and every
+    search path (batch, the single-query kernels, cold batch and single) returns the same slots
+    and distances as the same build in slot order. Fails if any path reads rows by slot."""
+    x = clustered(N, D, seed=1, centres=40)
+    q = clustered(40, D, seed=2, centres=40)
+    idx = _pair(tmp_path, base, x)
+    head = idx["head"].state
+    slots = np.arange(N)
+    rows = head.store.rows_of(slots)
+    assert sorted(rows.tolist()) == list(range(N))  # one row each, packed from row 0
+    by_row = np.argsort(rows)
+    assert (np.diff(head.tree.primary[slots][by_row]) >= 0).all()  # primary posting order
+    np.testing.assert_array_equal(head.store.vectors(slots), idx["slot"].state.store.vectors(slots))
+    want = idx["slot"].search(q, K, SEARCH)
+    got = idx["head"].search(q, K, SEARCH)
+    np.testing.assert_array_equal(got.slots, want.slots)
+    np.testing.assert_array_equal(got.distances, want.distances)
+    live = {int(s): x[s] for s in slots}
+    assert recall(got.slots, live, q, K, "l2") >= 0.9
+    one = _single(idx["head"], q)
+    np.testing.assert_array_equal(one[0], want.slots)
+    np.testing.assert_array_equal(one[1], want.distances)
+    for order in ("slot", "head"):
+        idx[order].close()
+    cold, _ = open_spann(D, "l2", {"io": "direct"}, tmp_path / "head")
+    assert cold.state.store.mapped
+    got = cold.search(q, K, SEARCH)
+    np.testing.assert_array_equal(got.slots, want.slots)
+    np.testing.assert_array_equal(got.distances, want.distances)
+    one = _single(cold, q)
+    np.testing.assert_array_equal(one[0], want.slots)
+    cold.close()
+
+
+def test_cold_rows_in_head_order_take_fewer_requests(tmp_path: Path) -> None:
+    """A query's candidates lie in the few postings it read: in head order their rows are
+    near each other and the cold reader merges them (fewer requests than rows), in slot
+    order (slots drawn at random over the clusters) almost never."""
+    x = clustered(N, D, seed=3, centres=40)
+    idx = _pair(tmp_path, BITS, x)
+    q = clustered(20, D, seed=4, centres=40)
+    cand = idx["head"].search(q, 50, {"max_postings": 12, "rerank_k": 0}).slots
+    requests = {}
+    for order in ("slot", "head"):
+        store = idx[order].state.store
+        n = [
+            len(plan_reads(HEAD + store.rows_of(c[c >= 0]) * store.row, store.row)[0]) for c in cand
+        ]
+        requests[order] = float(np.mean(n))
+        idx[order].close()
+    assert requests["head"] < 0.7 * requests["slot"], requests
+
+
+# --- durability and space -----------------------------------------------------------------------
+
+
+def test_map_survives_reopen_inserts_append_and_a_live_slot_keeps_its_row(tmp_path: Path) -> None:
+    """After a checkpoint and reopen the map and next row are the checkpoint's; inserts get
+    rows from the next row on; a live slot inserted again (an op-log replay) is written in
+    place; inserts not checkpointed are forgotten by a reopen and their rows reused."""
+    x = clustered(N + 200, D, seed=5, centres=40)
+    d = tmp_path / "i"
+    idx, _ = open_spann(D, "l2", dict(BITS, row_order="head"), d)
+    idx.build(np.arange(N), x[:N])
+    idx.checkpoint(1)
+    built = idx.state.store.rows_of(np.arange(N)).copy()
+    idx.close()
+    idx, seq = open_spann(D, "l2", {}, d)
+    store = idx.state.store
+    assert seq == 1 and store.next_row == N and store.ckpt_live == N
+    np.testing.assert_array_equal(store.rows_of(np.arange(N)), built)
+    idx.add(np.arange(N, N + 100), x[N : N + 100])
+    assert store.next_row == N + 100
+    np.testing.assert_array_equal(store.rows_of(np.arange(N, N + 100)), np.arange(N, N + 100))
+    idx.add(np.arange(10), x[:10])  # a replayed live slot: re-placed, its row kept
+    np.testing.assert_array_equal(store.rows_of(np.arange(10)), built[:10])
+    assert store.next_row == N + 100
+    idx.close()  # (no checkpoint: the inserts are the op log's to replay)
+    idx, seq = open_spann(D, "l2", {}, d)
+    store = idx.state.store
+    assert seq == 1 and store.next_row == N and len(idx) == N
+    idx.add(np.arange(N, N + 200), x[N:])  # the replay, and more
+    np.testing.assert_array_equal(store.rows_of(np.arange(N, N + 200)), np.arange(N, N + 200))
+    np.testing.assert_array_equal(store.vectors(np.arange(N + 200)), _float16(x))
+    got = idx.search(x[N : N + 200 : 7], 1, SEARCH).slots[:, 0]
+    np.testing.assert_array_equal(got, np.arange(N, N + 200, 7))
+    idx.checkpoint(2)
+    idx.close()
+    assert all(r["ok"] for r in verify_files(d))
+
+
+def test_dead_rows_give_pages_back_and_an_emptied_index_rebuilds_from_row_zero(
+    tmp_path: Path,
+) -> None:
+    """Removing the slots of the first half of the postings frees the first half of the
+    rows: the checkpoint punches their pages. A build over live rows writes after them (the
+    old rows die at the next checkpoint); a build after every slot is removed and
+    checkpointed starts at row 0."""
+    x = clustered(N, D, seed=6, centres=40)
+    idx, _ = open_spann(D, "l2", dict(BITS, row_order="head"), tmp_path)
+    idx.build(np.arange(N), x)
+    idx.checkpoint(1)
+    store = idx.state.store
+    full = store.allocated_bytes()
+    rows = store.rows_of(np.arange(N))
+    gone = np.flatnonzero(rows < N // 2)
+    idx.remove(gone)
+    idx.checkpoint(2)
+    freed = full - store.allocated_bytes()
+    assert freed >= (N // 2) * store.row - 2 * 4096, (freed, full)
+    assert store.ckpt_live == N - len(gone)
+    keep = np.setdiff1d(np.arange(N), gone)
+    idx.build(keep, x[keep])  # over live rows: new rows after them
+    assert store.rows_of(keep).min() >= N
+    idx.checkpoint(3)
+    np.testing.assert_array_equal(store.vectors(keep), _float16(x[keep]))
+    idx.remove(keep)
+    idx.checkpoint(4)
+    assert store.ckpt_live == 0 and store.allocated_bytes() <= 2 * 4096
+    again = np.arange(N, 2 * N)  # (new slots: a removed slot is never used again)
+    idx.build(again, x)  # nothing live here or in the checkpoint: row 0 again
+    assert sorted(store.rows_of(again).tolist()) == list(range(N))
+    idx.checkpoint(5)
+    idx.close()
+    idx, _ = open_spann(D, "l2", {}, tmp_path)
+    got = idx.search(x[::97], 1, SEARCH).slots[:, 0]
+    np.testing.assert_array_equal(got, again[::97])
+    idx.close()
+
+
+def _float16(x: np.ndarray) -> np.ndarray:
+    """What a float16 store row reads back as (subnormals flushed as the writer does)."""
+    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
+    bits[(bits & 0x7C00) == 0] = 0
+    return bits.view(np.float16).astype(np.float32)
+
+
+# --- the cold reader's request plan -------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=hs.lists(hs.integers(0, 5_000), min_size=1, max_size=80),
+    row=hs.sampled_from([50, 100, 192, 512, 768, 1000, 2048]),
+    gap=hs.integers(0, 12),
+)
+def test_plan_reads_covers_every_row_with_the_fewest_requests(
+    rows: list[int], row: int, gap: int
+) -> None:
+    """Every row's bytes lie inside one request, at its buffer position; requests are
+    sector-aligned, sorted, disjoint, packed end to end in the buffer, and split exactly
+    where the next row starts more than `gap` sectors past every sector before it."""
+    offs = HEAD + np.asarray(rows, np.int64) * row
+    lo, spans, need, at, pos = plan_reads(offs, row, gap)
+    assert (lo % SECTOR == 0).all() and (spans % SECTOR == 0).all() and (spans > 0).all()
+    np.testing.assert_array_equal(at, np.r_[0, np.cumsum(spans)[:-1]])
+    assert (lo[1:] - (lo[:-1] + spans[:-1]) > gap * SECTOR).all()  # split only past the gap
+    assert (need <= spans).all()
+    for i, off in enumerate(offs.tolist()):
+        r = int(np.searchsorted(at, pos[i], side="right")) - 1
+        assert lo[r] + pos[i] - at[r] == off  # the row's bytes, where the buffer holds them
+        assert pos[i] + row <= at[r] + need[r]
+    first, last = np.sort(offs) // SECTOR, (np.sort(offs) + row - 1) // SECTOR
+    reach = np.maximum.accumulate(last)
+    assert len(lo) == 1 + int((first[1:] > reach[:-1] + gap + 1).sum())  # the fewest requests
