@@ -64,8 +64,8 @@ RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue
 # share device requests when read cold. A new "bits" index (rows of >= 512 bytes, 50 of them
 # a query) gets "head": MiniLM-384 cold with 16 in flight ~860 -> ~990 QPS, 44 device
 # requests a query instead of 64 (bench/RESULTS.md, "rerank rows in head order"); others
-# "slot" (16 rows of 100 bytes a query gain little, and the map's 8 bytes a vector would be
-# ~2% of a 50-d index's raw bytes). An index created before keeps "slot".
+# "slot" (16 rows of 100 bytes a query gain little, and the map's 4 bytes a vector would be
+# 2% of a 50-d index's raw bytes). An index created before keeps "slot".
 ROW_ORDERS = ("slot", "head")
 DEFAULT_ROW_ORDER = "slot"
 DEFAULT_RERANK = "none"

@@ -215,7 +215,7 @@ def checkpoint(st: SpannState, applied_seq: int) -> None:
     # Blocks dropped before the capture are in no published checkpoint any more: reusable.
     file.checkpointed(mark)
     if st.store is not None:  # rows dead in this checkpoint give their pages back
-        snapshot = np.frombuffer(row_map, "<i8") if row_map else None
+        snapshot = np.frombuffer(row_map, "<i4") if row_map else None
         st.store.reclaim(np.frombuffer(versions, np.uint8), snapshot, rows_end)
 
 
@@ -263,10 +263,10 @@ def open_state(
     st.rng = np.random.default_rng(p.seed + st.ckpt_no)
     st.applied_seq = int(m["applied_seq"])
     if st.store is not None and st.store.mapped:  # row order "head": the slot -> row map
-        if len(row_map) != 8 * len(versions):
+        if len(row_map) != 4 * len(versions):
             raise FormatError(
                 f"{directory / m['state']}: the rerank store's row map holds "
-                f"{len(row_map) // 8} slots, the state {len(versions)}"
+                f"{len(row_map) // 4} slots, the state {len(versions)}"
             )
         st.store.load_map(row_map, int(info.get("next_row", 0)), versions)
     return st, st.applied_seq

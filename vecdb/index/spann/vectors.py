@@ -55,7 +55,7 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from vecdb.errors import FormatError
+from vecdb.errors import FormatError, ResourceExhausted
 from vecdb.index.spann.aio import AioPool
 from vecdb.index.spann.framing import (
     check_header,
@@ -68,6 +68,7 @@ from vecdb.index.spann.libc import LIBC
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 F32 = npt.NDArray[np.float32]
 NAME = "vectors.bin"
 MAGIC, VERSION = b"VDBVECS1", 1
@@ -83,7 +84,8 @@ READ_TASKS = 1  # pool tasks per cold read call (the caller does one more share;
 # the device's requests a second, not its bytes, are what a cold query waits for with many in
 # flight (bench/RESULTS.md, "rerank rows in head order")
 MERGE_GAP = 8
-NO_MAP = np.zeros(0, np.int64)  # the kernels' map of a row order "slot" store (row = slot)
+NO_MAP = np.zeros(0, np.int32)  # the kernels' map of a row order "slot" store (row = slot)
+MAX_MAPPED_ROWS = 2**31 - 1  # rows a row order "head" store gives out (int32 map entries)
 
 
 def row_bytes(rerank: str, dim: int) -> int:
@@ -122,7 +124,7 @@ class VectorStore:
         # row order "head": slot -> row (-1: none; slots past its end have none), the next
         # unused row, and the live rows of the last checkpoint (`reclaim`, `load_map`)
         self.mapped = order == "head"
-        self.row_of: I64 = np.zeros(0, np.int64)
+        self.row_of: I32 = np.zeros(0, np.int32)  # (4 bytes a slot: ~0.3% of a 384-d raw row)
         self.next_row = 0
         self.ckpt_live = 0
         self.poisoned = ""
@@ -203,6 +205,11 @@ class VectorStore:
             inside = slots < len(m)
             rows[inside] = m[slots[inside]]
         new = np.flatnonzero(rows < 0) if order is None else order[rows[order] < 0]
+        if self.next_row + len(new) > MAX_MAPPED_ROWS:
+            raise ResourceExhausted(
+                f"{self.path}: the rerank store's rows in head order are at most "
+                f"{MAX_MAPPED_ROWS:,}; rebuild the index to renumber them"
+            )
         rows[new] = self.next_row + np.arange(len(new), dtype=np.int64)
         self.next_row += len(new)
         return rows
@@ -213,7 +220,7 @@ class VectorStore:
         top = int(slots.max()) + 1
         m = self.row_of
         if top > len(m):
-            grown = np.full(max(top, int(len(m) * GROW), MIN_ROWS), -1, np.int64)
+            grown = np.full(max(top, int(len(m) * GROW), MIN_ROWS), -1, np.int32)
             grown[: len(m)] = m
             grown[slots] = rows
             self.row_of = grown
@@ -223,13 +230,13 @@ class VectorStore:
     def reset_rows(self) -> None:
         """(Row order "head") forget every row: the next build writes from row 0. Only when
         no row is live, here or in the last checkpoint (`build` checks)."""
-        self.row_of = np.zeros(0, np.int64)
+        self.row_of = np.zeros(0, np.int32)
         self.next_row = 0
 
     def load_map(self, data: bytes, next_row: int, versions: U8) -> None:
         """(Row order "head") the map and next row a checkpoint stored (`map_bytes`), and how
         many of its rows are live in its `versions`."""
-        self.row_of = np.frombuffer(data, "<i8").astype(np.int64)
+        self.row_of = np.frombuffer(data, "<i4").astype(np.int32)
         self.next_row = int(next_row)
         self.ckpt_live = int(self._live_rows(self.row_of, self.next_row, versions).sum())
 
@@ -238,10 +245,10 @@ class VectorStore:
         for row order "slot"); the caller holds the state's lock."""
         if not self.mapped:
             return b""
-        m = np.full(n, -1, np.int64)
+        m = np.full(n, -1, np.int32)
         k = min(n, len(self.row_of))
         m[:k] = self.row_of[:k]
-        return m.astype("<i8").tobytes()
+        return m.astype("<i4").tobytes()
 
     def adopt_map(self, other: VectorStore) -> None:
         """Take the map and next row of `other`, a store object of the same file another
@@ -250,7 +257,7 @@ class VectorStore:
 
     def rows_of(self, slots: I64) -> I64:
         """The rows of `slots` (each has one: published or being written)."""
-        return self.row_of[slots] if self.mapped else slots
+        return self.row_of[slots].astype(np.int64) if self.mapped else slots
 
     def rows_at(self, cand: I64) -> I64:
         """Row of each candidate slot (-1 for -1 and for a slot without a row)."""
@@ -260,9 +267,9 @@ class VectorStore:
         if len(m) == 0:
             return np.full(cand.shape, -1, np.int64)
         ok = (cand >= 0) & (cand < len(m))
-        return np.where(ok, m[np.where(ok, cand, 0)], -1)
+        return np.where(ok, m[np.where(ok, cand, 0)].astype(np.int64), -1)
 
-    def row_map(self) -> I64:
+    def row_map(self) -> I32:
         """The map for the kernels (`kernels.rerank.rows_at`): empty for row order "slot"."""
         return self.row_of if self.mapped else NO_MAP
 
@@ -302,7 +309,7 @@ class VectorStore:
             fsync_dir(self.path.parent)
             self.dir_synced = True
 
-    def reclaim(self, versions: U8, row_of: I64 | None = None, rows_end: int = 0) -> int:
+    def reclaim(self, versions: U8, row_of: I32 | None = None, rows_end: int = 0) -> int:
         """Punch holes in the pages whose rows are all dead in a checkpoint's snapshot:
         `versions` (a dead slot is VERSION_NONE or VERSION_REMOVED) and for row order
         "head" its map and next row (rows past it are not judged: written since); returns
@@ -349,7 +356,7 @@ class VectorStore:
         return done
 
     @staticmethod
-    def _live_rows(row_of: I64, n: int, versions: U8) -> npt.NDArray[np.bool_]:
+    def _live_rows(row_of: I32, n: int, versions: U8) -> npt.NDArray[np.bool_]:
         """Which of rows [0, n) a live slot of `versions` names in `row_of`."""
         from vecdb.index.spann.state import live_mask
 
