@@ -107,6 +107,14 @@ DEFAULT_RERANK_EPS, MIN_RERANK_EPS, MAX_RERANK_EPS = 0.0, 0.0, 100.0
 # QPS at 0.14x its KB per query; 4x 1.44x at 0.17x; 12x 1.03x at 0.31x (bench/RESULTS.md
 # "Issue 12: 1-bit posting codes in the engine")
 DEFAULT_BITS_HEAD_FRACTION, DEFAULT_BITS_POSTING_VECTORS = 0.045 / 4, 800
+# Posting size of an int8 index with a rerank store (the default below BITS_MIN_DIM) when not
+# given: 2x float16's entries per posting, half the heads. GloVe-50 at recall@10 0.95
+# (`python -m vecdb.bench.spann_defaults --configs i8-200 i8-400 --cold --rounds 3`): 1.02x
+# the warm 1-thread QPS, 1.06x the cold QPS with 16 in flight (43 device reads a query
+# instead of 55, 520 KB instead of 440), half the head graph's memory; 1,000,000 x 96
+# synthetic: equal speed, 0.54x the resident memory, 0.8x the build (bench/RESULTS.md,
+# "half the heads for int8 postings")
+DEFAULT_INT8_HEAD_FRACTION, DEFAULT_INT8_POSTING_VECTORS = 0.045 / 2, 400
 
 PAGE_SIZE = 4096
 
@@ -216,7 +224,9 @@ class BuildParams:
         postings). With `dim` (an index being created), `vector_dtype` not given and
         `rerank` not "none": "bits" from BITS_MIN_DIM dimensions, else int8
         (NARROW_DEFAULT_DTYPE), each with float16 rerank rows unless `rerank` is given;
-        with rerank "none" float16. A "bits" index being created (`dim` given) gets
+        with rerank "none" float16. int8 postings with a rerank store take
+        DEFAULT_INT8_* for `head_fraction` and `posting_vectors` not given (2x larger
+        postings). A "bits" index being created (`dim` given) gets
         `row_order` "head" unless given. An index once created keeps the parameters its
         manifest stores (one created before a default moved keeps its dtype)."""
         if (
@@ -241,6 +251,16 @@ class BuildParams:
                     'candidates): rerank must be "float16" or "float32", not "none"',
                     field="index_params.rerank",
                 )
+        if (
+            given is not None
+            and given.get("vector_dtype") == "int8"
+            and given.get("rerank", DEFAULT_RERANK) != "none"
+        ):
+            int8 = {
+                "head_fraction": DEFAULT_INT8_HEAD_FRACTION,
+                "posting_vectors": DEFAULT_INT8_POSTING_VECTORS,
+            }
+            given = int8 | dict(given)
         out: BuildParams = _parse(cls, given, _BUILD_TABLE, "index_params")
         if out.head_dtype == "float16" and not out.float16_rows:
             raise InvalidArgument(
