@@ -4,7 +4,8 @@ The directory holds `MANIFEST` (JSON behind a magic + version header: applied se
 names of the current files, the posting file's durable length, build parameters), one
 `heads.<n>.bin` (the head graph's arrays, framed; version 1 held hnswlib's own
 serialisation and is still read), one `state.<n>.bin` (per-slot versions, the block
-table, the clustering tree, counters and the int8 quantizer as raw little-endian arrays) and
+table, the clustering tree, counters, the int8 quantizer and, for a rerank store in row order
+"head", its slot -> row map, as raw little-endian arrays) and
 one `postings.<n>.bin`. Every file is published by rename and the manifest is switched last,
 so a crash at any point leaves the previous checkpoint whole; on open, files of ours the
 manifest does not name (tmp files, files of an interrupted checkpoint or compaction) are

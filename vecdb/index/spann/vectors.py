@@ -94,7 +94,8 @@ def row_bytes(rerank: str, dim: int) -> int:
 
 
 class VectorStore:
-    """`vectors.bin`: rows by slot, written in place, mmapped for warm reads."""
+    """`vectors.bin`: a row per slot (at the slot, or through the slot -> row map in head
+    order), written in place, mmapped for warm reads, read by sector runs cold."""
 
     def __init__(
         self, directory: Path, dim: int, rerank: str, io: str = "mmap", order: str = "slot"
