@@ -24,6 +24,7 @@ from test_spann_support import (
     prepare,
     recall,
     run_log,
+    stored,
 )
 
 from vecdb.errors import InvalidArgument
@@ -32,17 +33,9 @@ from vecdb.index.params import BuildParams, SearchParams, rerank_candidates
 from vecdb.index.spann import SpannIndex, open_spann
 from vecdb.index.spann.bitcodes import BitCoder, load_codec
 from vecdb.index.spann.persist import load_state, read_manifest
-from vecdb.kernels.postscan import half_to_float
 
 BITS = {"vector_dtype": "bits", "threads": 1}
 SEED = 13
-
-
-def stored(x: np.ndarray) -> np.ndarray:
-    """What a float16 store row holds, widened (subnormals flushed as the writer does)."""
-    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
-    bits[(bits & 0x7C00) == 0] = 0
-    return half_to_float(bits.ravel()).reshape(np.shape(x))
 
 
 def build(path: Path, x: np.ndarray, metric: str, params: dict) -> SpannIndex:  # type: ignore[type-arg]

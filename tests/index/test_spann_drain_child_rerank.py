@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_spann_support import clustered, exact_dists
+from test_spann_support import clustered, exact_dists, store_rows, stored
 
 from vecdb.engine import Database
 from vecdb.index.spann import child, drain_child, open_spann
@@ -33,21 +33,6 @@ ORDERS = ("slot", "head")  # the rerank store's row order (`row_order`)
 # every posting read and 200 code candidates re-ranked: the answer is the exact top-k over
 # the store's rows, whatever the postings' layout (a child's splits draw other random numbers)
 WIDE = {"max_postings": 4096, "prune_ratio": 1e9, "rerank_k": 200}
-
-
-def stored(x: np.ndarray) -> np.ndarray:
-    """What a float16 store row holds, widened (subnormals flushed as the writer does)."""
-    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
-    bits[(bits & 0x7C00) == 0] = 0
-    return half_to_float(bits.ravel()).reshape(np.shape(x))
-
-
-def rows_of(idx: Any, slots: np.ndarray) -> np.ndarray:
-    """The store's rows of `slots` through the index's own store object (its mmap, and its
-    slot -> row map in row order "head"), widened."""
-    store = idx.state.store
-    bits = np.asarray(store.rows()[store.rows_of(slots)])
-    return half_to_float(bits.ravel()).reshape(len(slots), -1)
 
 
 def allocated_bound(idx: Any, live: np.ndarray) -> int:
@@ -110,7 +95,7 @@ def test_drain_in_child_equals_drain_in_process_and_reopens(
     drain_child.add_in_child(there.state, iter([tail]), 2, 1, None)
     assert read_manifest(tmp_path / "there")["applied_seq"] == 2
     everything = np.arange(N + TAIL)
-    np.testing.assert_array_equal(rows_of(there, everything), stored(x))
+    np.testing.assert_array_equal(store_rows(there, everything), stored(x))
     q = np.r_[x[N : N + 100], x[:100]] + 0.01
     want, got = here.search(q, K, WIDE), there.search(q, K, WIDE)
     np.testing.assert_array_equal(got.slots, want.slots)
@@ -124,7 +109,7 @@ def test_drain_in_child_equals_drain_in_process_and_reopens(
     assert_verified(tmp_path / "there")
     reopened, seq = open_spann(D, "l2", params, tmp_path / "there")
     assert seq == 2
-    np.testing.assert_array_equal(rows_of(reopened, everything), stored(x))
+    np.testing.assert_array_equal(store_rows(reopened, everything), stored(x))
     again = reopened.search(q, K, WIDE)
     np.testing.assert_array_equal(again.slots, got.slots)
     np.testing.assert_array_equal(again.distances, got.distances)
@@ -163,13 +148,13 @@ def test_removes_while_the_child_runs_stay_removed_and_give_their_pages_back(
     assert len(idx) == len(live)
     got = idx.search(x[gone[::10]], K, WIDE).slots
     assert not np.isin(got, gone).any()
-    np.testing.assert_array_equal(rows_of(idx, live), stored(x[live]))
+    np.testing.assert_array_equal(store_rows(idx, live), stored(x[live]))
     idx.checkpoint(2)
     assert store.allocated_bytes() <= allocated_bound(idx, live)
     idx.close()
     assert_verified(tmp_path)
     reopened, _ = open_spann(D, "l2", params, tmp_path)
-    np.testing.assert_array_equal(rows_of(reopened, live), stored(x[live]))
+    np.testing.assert_array_equal(store_rows(reopened, live), stored(x[live]))
     assert not np.isin(reopened.search(x[gone[::10]], K, WIDE).slots, gone).any()
     reopened.close()
 
@@ -249,7 +234,7 @@ def test_crash_at_each_kill_point_reopens_with_every_row(
         idx.checkpoint(2)
     everything = np.arange(N + TAIL)
     assert len(idx) == N + TAIL
-    np.testing.assert_array_equal(rows_of(idx, everything), stored(x))
+    np.testing.assert_array_equal(store_rows(idx, everything), stored(x))
     probe = everything[::7]
     got = idx.search(x[probe], 1, WIDE)
     np.testing.assert_array_equal(got.slots[:, 0], probe)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
-from test_spann_support import clustered, exact_dists, prepare, recall
+from test_spann_support import clustered, exact_dists, prepare, recall, stored
 
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
@@ -22,13 +22,6 @@ from vecdb.kernels.rerank import exact_topk
 D = 16
 RERANK = {"vector_dtype": "int8", "rerank": "float16", "threads": 1}
 CODES = {"l2": METRIC_L2, "ip": METRIC_IP, "cosine": METRIC_COSINE}
-
-
-def stored(x: np.ndarray) -> np.ndarray:
-    """What a float16 store row holds, widened (subnormals flushed as the writer does)."""
-    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
-    bits[(bits & 0x7C00) == 0] = 0
-    return half_to_float(bits.ravel()).reshape(np.shape(x))
 
 
 def brute(q: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarray:

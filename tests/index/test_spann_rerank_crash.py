@@ -14,9 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_spann_support import SMALL, clustered, live_after, op_log, recall, run_log
-
-from vecdb.kernels.postscan import half_to_float
+from test_spann_support import (
+    SMALL,
+    clustered,
+    live_after,
+    op_log,
+    recall,
+    run_log,
+    store_rows,
+    stored,
+)
 
 SEED = 11
 PARAMS = dict(SMALL, vector_dtype="int8", rerank="float16")
@@ -27,18 +34,6 @@ from pathlib import Path
 from test_spann_support import run_log
 run_log(Path({directory!r}), {seed}, {params!r})
 """
-
-
-def rows_of(idx, slots: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
-    store = idx.state.store
-    bits = np.asarray(store.rows()[store.rows_of(slots)])
-    return half_to_float(bits.ravel()).reshape(len(slots), -1)
-
-
-def stored(x: np.ndarray) -> np.ndarray:
-    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
-    bits[(bits & 0x7C00) == 0] = 0
-    return half_to_float(bits.ravel()).reshape(x.shape)
 
 
 @pytest.mark.slow
@@ -56,7 +51,7 @@ def test_crash_then_replay_keeps_the_store_exact(point: str, order: str, tmp_pat
     live = live_after(op_log(SEED))
     slots = np.fromiter(live, np.int64)
     vecs = np.stack([live[int(s)] for s in slots])
-    np.testing.assert_array_equal(rows_of(idx, slots), stored(vecs))
+    np.testing.assert_array_equal(store_rows(idx, slots), stored(vecs))
     got = idx.search(vecs[:200], 1, {"max_postings": 4096})
     np.testing.assert_array_equal(got.slots[:, 0], slots[:200])  # every vector finds itself
     want = ((stored(vecs[:200]) - vecs[:200]) ** 2).sum(1)

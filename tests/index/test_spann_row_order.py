@@ -3,8 +3,8 @@ the order of their primary postings and keeps a slot -> row map; searches on eve
 batch, warm single-query kernels, cold O_DIRECT reads) answer as with rows in slot order; the
 map survives a checkpoint and reopen; inserts get new rows and a re-inserted live slot keeps
 its own; dead rows give their pages back; a rebuild of an emptied index starts at row 0 again.
-Also `plan_reads`, the cold reader's merging of nearby rows into one request, against a
-byte-level reference."""
+Also `aio.plan_reads`, the O_DIRECT readers' plan of requests (nearby rows merged into one),
+against a byte-level reference."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
-from test_spann_support import clustered, recall
+from test_spann_support import clustered, recall, stored
 
 from vecdb.errors import InvalidArgument
 from vecdb.index.params import BuildParams
 from vecdb.index.spann import open_spann
+from vecdb.index.spann.aio import plan_reads
 from vecdb.index.spann.persist import verify_files
-from vecdb.index.spann.vectors import HEAD, SECTOR, plan_reads
+from vecdb.index.spann.vectors import HEAD, MERGE_GAP, SECTOR
 
 N, D, K = 3_000, 256, 10
 BITS = {"threads": 1, "vector_dtype": "bits", "head_fraction": 0.02}
@@ -118,7 +119,12 @@ def test_cold_rows_in_head_order_take_fewer_requests(tmp_path: Path) -> None:
     for order in ("slot", "head"):
         store = idx[order].state.store
         n = [
-            len(plan_reads(HEAD + store.rows_of(c[c >= 0]) * store.row, store.row)[0]) for c in cand
+            len(
+                plan_reads(
+                    HEAD + store.rows_of(c[c >= 0]) * store.row, store.row, SECTOR, MERGE_GAP
+                )[0]
+            )
+            for c in cand
         ]
         requests[order] = float(np.mean(n))
         idx[order].close()
@@ -155,7 +161,7 @@ def test_map_survives_reopen_inserts_append_and_a_live_slot_keeps_its_row(tmp_pa
     assert seq == 1 and store.next_row == N and len(idx) == N
     idx.add(np.arange(N, N + 200), x[N:])  # the replay, and more
     np.testing.assert_array_equal(store.rows_of(np.arange(N, N + 200)), np.arange(N, N + 200))
-    np.testing.assert_array_equal(store.vectors(np.arange(N + 200)), _float16(x))
+    np.testing.assert_array_equal(store.vectors(np.arange(N + 200)), stored(x))
     got = idx.search(x[N : N + 200 : 7], 1, SEARCH).slots[:, 0]
     np.testing.assert_array_equal(got, np.arange(N, N + 200, 7))
     idx.checkpoint(2)
@@ -187,7 +193,7 @@ def test_dead_rows_give_pages_back_and_an_emptied_index_rebuilds_from_row_zero(
     idx.build(keep, x[keep])  # over live rows: new rows after them
     assert store.rows_of(keep).min() >= N
     idx.checkpoint(3)
-    np.testing.assert_array_equal(store.vectors(keep), _float16(x[keep]))
+    np.testing.assert_array_equal(store.vectors(keep), stored(x[keep]))
     idx.remove(keep)
     idx.checkpoint(4)
     assert store.ckpt_live == 0 and store.allocated_bytes() <= 2 * 4096
@@ -202,38 +208,42 @@ def test_dead_rows_give_pages_back_and_an_emptied_index_rebuilds_from_row_zero(
     idx.close()
 
 
-def _float16(x: np.ndarray) -> np.ndarray:
-    """What a float16 store row reads back as (subnormals flushed as the writer does)."""
-    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
-    bits[(bits & 0x7C00) == 0] = 0
-    return bits.view(np.float16).astype(np.float32)
-
-
 # --- the cold reader's request plan -------------------------------------------------------------
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    rows=hs.lists(hs.integers(0, 5_000), min_size=1, max_size=80),
-    row=hs.sampled_from([50, 100, 192, 512, 768, 1000, 2048]),
+    ranges=hs.lists(
+        hs.tuples(hs.integers(0, 2_000_000), hs.integers(1, 20_000)), min_size=1, max_size=80
+    ),
+    unit=hs.sampled_from([512, 4096]),
     gap=hs.integers(0, 12),
 )
-def test_plan_reads_covers_every_row_with_the_fewest_requests(
-    rows: list[int], row: int, gap: int
+def test_plan_reads_reads_every_range_with_the_fewest_requests(
+    ranges: list[tuple[int, int]], unit: int, gap: int
 ) -> None:
-    """Every row's bytes lie inside one request, at its buffer position; requests are
-    sector-aligned, sorted, disjoint, packed end to end in the buffer, and split exactly
-    where the next row starts more than `gap` sectors past every sector before it."""
-    offs = HEAD + np.asarray(rows, np.int64) * row
-    lo, spans, need, at, pos = plan_reads(offs, row, gap)
-    assert (lo % SECTOR == 0).all() and (spans % SECTOR == 0).all() and (spans > 0).all()
+    """Reading a file by the plan's requests into one buffer puts every range's bytes at its
+    place (a byte-level simulation); requests are unit-aligned, sorted, disjoint, packed end
+    to end in the buffer, each asks no more bytes than its length, and they split exactly
+    where the next range starts more than `gap` units past every unit before it."""
+    offs = np.array([o for o, _ in ranges], np.int64)
+    nbytes = np.array([n for _, n in ranges], np.int64)
+    lo, spans, need, at, pos = plan_reads(offs, nbytes, unit, gap)
+    assert (lo % unit == 0).all() and (spans % unit == 0).all() and (spans > 0).all()
     np.testing.assert_array_equal(at, np.r_[0, np.cumsum(spans)[:-1]])
-    assert (lo[1:] - (lo[:-1] + spans[:-1]) > gap * SECTOR).all()  # split only past the gap
-    assert (need <= spans).all()
-    for i, off in enumerate(offs.tolist()):
-        r = int(np.searchsorted(at, pos[i], side="right")) - 1
-        assert lo[r] + pos[i] - at[r] == off  # the row's bytes, where the buffer holds them
-        assert pos[i] + row <= at[r] + need[r]
-    first, last = np.sort(offs) // SECTOR, (np.sort(offs) + row - 1) // SECTOR
-    reach = np.maximum.accumulate(last)
+    assert (lo[1:] - (lo[:-1] + spans[:-1]) > gap * unit).all()  # split only past the gap
+    assert ((need > 0) & (need <= spans)).all()
+    file = (np.arange(int((offs + nbytes).max()) + 2 * unit) % 251).astype(np.uint8)
+    buf = np.zeros(int(at[-1] + spans[-1]), np.uint8)
+    for a, o, n in zip(at.tolist(), lo.tolist(), need.tolist(), strict=True):
+        buf[a : a + n] = file[o : o + n]  # (bytes past `need` may not exist in the file)
+    for p_, o, n in zip(pos.tolist(), offs.tolist(), nbytes.tolist(), strict=True):
+        np.testing.assert_array_equal(buf[p_ : p_ + n], file[o : o + n])
+    order = np.argsort(offs, kind="stable")
+    first = offs[order] // unit
+    reach = np.maximum.accumulate((offs[order] + nbytes[order] - 1) // unit)
     assert len(lo) == 1 + int((first[1:] > reach[:-1] + gap + 1).sum())  # the fewest requests
+
+
+def test_plan_reads_of_nothing_is_no_request() -> None:
+    assert all(len(a) == 0 for a in plan_reads(np.zeros(0, np.int64), 100, SECTOR))

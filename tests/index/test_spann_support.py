@@ -1,6 +1,6 @@
 """Shared helpers of the SPANN tests: seeded clustered data, the exact oracle, tie-aware recall,
-the orphan and tree checks and a deterministic op log replayed like the engine does. No tests
-here."""
+the orphan and tree checks, the float16 rerank rows' oracle and a deterministic op log replayed
+like the engine does. No tests here."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 
 from vecdb.index.spann import SpannIndex, open_spann
 from vecdb.kernels.posting import entries_visible
+from vecdb.kernels.postscan import half_to_float
 
 SMALL = {"posting_pages": 1, "head_fraction": 0.05, "threads": 1}  # 1-page postings split early
 
@@ -21,6 +22,22 @@ def clustered(n: int, d: int, seed: int, centres: int = 64, spread: float = 0.6)
     c = np.random.default_rng(1234).normal(size=(centres, d)).astype(np.float32)
     x = c[rng.integers(0, centres, n)] + spread * rng.normal(size=(n, d)).astype(np.float32)
     return x.astype(np.float32)
+
+
+def stored(x: np.ndarray) -> np.ndarray:
+    """What a float16 rerank-store row holds, widened (subnormals flushed as the writer does)."""
+    bits = np.asarray(x, np.float32).astype(np.float16).view(np.uint16).copy()
+    bits[(bits & 0x7C00) == 0] = 0
+    return half_to_float(bits.ravel()).reshape(np.shape(x))
+
+
+def store_rows(idx: SpannIndex, slots: np.ndarray) -> np.ndarray:
+    """The float16 rerank store's rows of `slots` through the index's own store object (its
+    mmap, and its slot -> row map in row order "head"), widened."""
+    store = idx.state.store
+    assert store is not None
+    bits = np.asarray(store.rows()[store.rows_of(slots)])
+    return half_to_float(bits.ravel()).reshape(len(slots), -1)
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:

@@ -126,7 +126,8 @@ def rerank_topk(queries, cand, at, half, rows16, rows32, metric, keys, stop, out
 @nb.njit(cache=True, nogil=True)
 def rows_at(cand, row_of):  # type: ignore[no-untyped-def]
     """The store row of each candidate slot of cand (nq, c): cand itself when row_of is
-    empty (rows in slot order), else row_of[slot] (-1 for -1 and for a slot past the map)."""
+    empty (rows in slot order; a store in head order has an empty map only while it has no
+    slot, so no candidate), else row_of[slot] (-1 for -1 and for a slot past the map)."""
     if row_of.shape[0] == 0:
         return cand
     out = np.empty_like(cand)

@@ -12,7 +12,8 @@ columns of a preallocated array (16 rows: ~100 -> ~80 us of CPU per call, measur
 side). ctypes releases the GIL during the calls. `AioPool` hands contexts to concurrent
 callers (a context is used by one call at a time: its events belong to that call) and
 destroys them on close. `AioPool.create()` is None where the system refuses native AIO
-(callers fall back to preadv). Owns nothing else; x86-64 and arm64 syscall numbers only
+(callers fall back to preadv). `plan_reads` turns both readers' byte ranges into aligned
+requests and places in one buffer. Owns nothing else; x86-64 and arm64 syscall numbers only
 (others: None, the fallback).
 """
 
@@ -52,6 +53,42 @@ IOCB = np.dtype(
 EVENT = np.dtype([("data", "<u8"), ("obj", "<u8"), ("res", "<i8"), ("res2", "<i8")])
 DEPTH = 128  # reads one context takes per submit
 Ints = list[int] | npt.NDArray[np.int64]  # lists or int64 arrays (no conversion per call)
+I64 = npt.NDArray[np.int64]
+
+
+def plan_reads(
+    offs: I64, nbytes: int | I64, unit: int, gap: int = 0
+) -> tuple[I64, I64, I64, I64, I64]:
+    """The O_DIRECT requests that read the byte ranges [offs, offs + nbytes) (any order,
+    overlaps and repeats allowed) in whole `unit`s: ranges sorted by offset, a new request
+    wherever a range's first unit lies more than `gap` units past every unit before it (0:
+    only ranges that touch or overlap share one; a unit is read once). Returns per request
+    its file offset, length and the bytes it must return (it may end inside the file's last,
+    partial unit) and its offset in the read buffer (requests packed end to end,
+    unit-aligned), and per range its byte offset in the buffer. Used by the posting file's
+    O_DIRECT reader (`readers.DirectReader`, gap 0) and the rerank store's
+    (`vectors.VectorStore.read_rows`, `vectors.MERGE_GAP`)."""
+    if len(offs) == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty, empty, empty
+    order = np.argsort(offs, kind="stable")
+    so = offs[order]
+    end = so + (nbytes if isinstance(nbytes, int) else nbytes[order])
+    first = so // unit
+    reach = np.maximum.accumulate((end - 1) // unit)
+    new = np.empty(len(so), np.bool_)
+    new[0] = True
+    np.greater(first[1:], reach[:-1] + gap + 1, out=new[1:])
+    starts = np.flatnonzero(new)
+    lo = first[starts] * unit
+    spans = (reach[np.append(starts[1:] - 1, len(so) - 1)] + 1) * unit - lo
+    need = np.maximum.reduceat(end, starts) - lo
+    at = np.zeros(len(starts), np.int64)
+    np.cumsum(spans[:-1], out=at[1:])
+    run = np.cumsum(new) - 1
+    pos = np.empty(len(so), np.int64)
+    pos[order] = at[run] + so - lo[run]
+    return lo, spans, need, at, pos
 
 
 if LIBC is not None:

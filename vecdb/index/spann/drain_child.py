@@ -166,9 +166,10 @@ def _republish(st: SpannState, applied_seq: int, fs: BinaryIO, n: int) -> None:
     ours). Best effort: the original error is what the caller sees."""
     try:
         store = st.store
-        if store is not None:  # (row order "head": the child's rows follow this next row)
-            rows = np.arange(store.next_row, store.file_rows()) if store.mapped else None
-            store.refresh(_drained(st, fs, n) if rows is None else rows)
+        if store is not None and store.mapped:  # any row the child may have given out
+            store.refresh(np.arange(store.next_row, store.file_rows()))
+        elif store is not None:  # the drained slots' rows
+            store.refresh(_drained(st, fs, n))
         m = read_manifest(st.directory)
         if m is not None and list(m["gens"]) != [st.file_gen, st.heads_gen, st.ckpt_no]:
             st.heads_dirty = True

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
-from vecdb.index.spann.aio import AioContext, AioPool
+from vecdb.index.spann.aio import AioContext, AioPool, plan_reads
 from vecdb.index.spann.space import PAGE
 from vecdb.kernels.posting import SLOT_DTYPE
 
@@ -147,44 +147,20 @@ class DirectReader:
         self, offsets: npt.NDArray[np.int64], nbytes: npt.NDArray[np.int64], unit: int
     ) -> tuple[U8, npt.NDArray[np.int64], int]:
         """`read` in units of `unit` bytes (a power of two, at most a page)."""
-        lo = offsets // unit * unit
-        hi = -(-(offsets + nbytes) // unit) * unit
-        order = np.argsort(lo, kind="stable")
-        lo_s, hi_s = lo[order], hi[order]
-        # units shared by neighbouring blocks are read once: a block starts where the
-        # previous one's units end if it begins inside them
-        prev_hi = np.maximum.accumulate(hi_s)[:-1]  # the furthest unit end before each block
-        start = np.empty_like(lo_s)
-        if len(lo_s):
-            start[0] = lo_s[0]
-            start[1:] = np.maximum(lo_s[1:], prev_hi)
-        lens = np.maximum(hi_s - start, 0)
-        at = np.zeros(len(lens) + 1, dtype=np.int64)
-        np.cumsum(lens, out=at[1:])
-        total = int(at[-1])
-        # runs of blocks touching in the file are one preadv each
-        if len(lens):
-            new_run = np.ones(len(lens), bool)
-            new_run[1:] = start[1:] != prev_hi
-            new_run &= lens > 0
-            new_run[0] = True
-            firsts = np.flatnonzero(new_run)
-        else:
-            firsts = np.zeros(0, np.int64)
-        run_at = at[firsts].tolist() + [total]
-        run_off = start[firsts].tolist()
+        lo, spans, need, at, place = plan_reads(offsets, nbytes, unit)
+        total = int(at[-1] + spans[-1]) if len(at) else 0
+        run_at = at.tolist() + [total]
+        run_off = lo.tolist()
         buf = self._buffer(total)
         n_runs = len(run_off)
         ctx = self._context() if n_runs else None
         if ctx is not None:
             addr = self.local.addr if buf is getattr(self.local, "buf", None) else _address(buf)
-            try:  # a read ending in the file's last, partial page may be short: need 1 byte
-                sizes = np.diff(run_at).tolist()
-                path = str(self.file.path)
-                ctx.read(self.fd, addr, run_at[:-1], sizes, run_off, [1] * n_runs, path)
+            try:  # (a read ending in the file's last, partial unit returns less: `need`)
+                ctx.read(self.fd, addr, at, spans, lo, need, str(self.file.path))
             finally:
                 self.aio.give(ctx)  # type: ignore[union-attr]
-            return self._placed(buf, total, order, at, start, offsets, len(lens))
+            return self._placed(buf, total, place)
         view = memoryview(buf)
 
         def runs(a: int, b: int) -> int:
@@ -206,7 +182,7 @@ class DirectReader:
             wait(pending)
         for f in pending:
             f.result()
-        return self._placed(buf, total, order, at, start, offsets, len(lens))
+        return self._placed(buf, total, place)
 
     def _context(self) -> AioContext | None:
         """A free AIO context, or None: no native AIO, or no new context to be had (the
@@ -219,16 +195,10 @@ class DirectReader:
             return None
 
     @staticmethod
-    def _placed(
-        buf: mmap.mmap, total: int, order: I64, at: I64, start: I64, offsets: I64, n: int
-    ) -> tuple[U8, I64, int]:
+    def _placed(buf: mmap.mmap, total: int, place: I64) -> tuple[U8, I64, int]:
         """`read`'s answer: the buffer up to what this call read (a reused buffer holds an
         earlier query's bytes beyond), each block's place in it, the bytes read."""
-        u8 = np.frombuffer(buf, dtype=np.uint8)[: max(total, PAGE)]
-        # each block's bytes: its run's place in the buffer plus its offset in the file
-        place = np.empty(n, np.int64)
-        place[order] = at[:-1] - start + offsets[order]
-        return u8, place, total
+        return np.frombuffer(buf, dtype=np.uint8)[: max(total, PAGE)], place, total
 
     def close(self) -> None:
         if self.aio is not None:

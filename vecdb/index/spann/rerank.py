@@ -33,7 +33,7 @@ from vecdb.index.spann import bitsearch
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import METRIC_CODE
-from vecdb.kernels.rerank import exact_topk
+from vecdb.kernels.rerank import exact_topk, rows_at
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -198,7 +198,7 @@ def warm_topk(
     threads, as its scan (`bitsearch.in_chunks`; the kernel releases the GIL)."""
     metric = METRIC_CODE[st.metric]
     assert st.store is not None
-    at = st.store.rows_at(cand)  # (row order "slot": cand itself)
+    at = rows_at(cand, st.store.row_map())  # (row order "slot": cand itself)
     if not st.is_bits:
         return exact_topk(queries, cand, at, rows, metric, k)
     nq = len(queries)

@@ -6,7 +6,8 @@ our compact arrays) with the call's own `head_ef` (the call asks for max(head_ef
 which is the beam the graph searches with, and keeps m: no shared `set_ef`). Pass 2 prunes: a posting is read only if its
 head's distance is within `prune_ratio` of the nearest head's (squared L2 for "l2" and
 "cosine"; for "ip" the gap to the best head is compared with its magnitude); the nearest
-max(ALWAYS_READ, m / 2) are always read (`posting.prune_postings`). Pass 3 reads the postings' blocks: warm, as offsets into the mmap (no copy;
+max(ALWAYS_READ, m / 2) are always read (`posting.prune_postings`). Pass 3 reads the
+postings' blocks: warm, as offsets into the mmap (no copy;
 `pairs.gather_pairs` lists the batch's (query, block) reads grouped by block, each distinct
 block checked once per batch); cold, O_DIRECT reads submitted together per query. Every block
 is checked before the scan (`blockcheck`: bounds, header, CRC). Pass 4 scores the batch's (query,

@@ -16,7 +16,7 @@ map and the next row are checkpointed in the state file with the versions they b
 (`persist`); a reopen takes them from there, so rows written after the checkpoint are
 forgotten and written again by the op-log replay. A query's candidates lie in the few
 postings it read: in head order their rows are near each other in the file, and the cold
-reader merges them into fewer device requests (`plan_reads`).
+reader merges them into fewer device requests (`aio.plan_reads`).
 
 Who writes what: the bulk build (in the calling process, also when its passes run in a child
 process) and `update.add` write the rows of the slots they place before they publish them;
@@ -56,7 +56,7 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from vecdb.errors import FormatError, ResourceExhausted
-from vecdb.index.spann.aio import AioPool
+from vecdb.index.spann.aio import AioPool, plan_reads
 from vecdb.index.spann.framing import (
     check_header,
     fsync_dir,
@@ -181,20 +181,16 @@ class VectorStore:
             return
         rows = self._place(slots, fresh, order) if self.mapped else slots
         self.ensure(int(rows.max()) + 1)
-        by = order if self.mapped and fresh and order is not None else None
-        if by is None:
-            by = np.argsort(rows, kind="stable")
+        by = np.argsort(rows, kind="stable")
         r = rows[by]
-        cuts = np.flatnonzero(np.diff(r) != 1) + 1
-        starts = np.concatenate(([0], cuts)).tolist()
-        ends = np.concatenate((cuts, [len(r)])).tolist()
+        starts, ends = _runs(r)
         step = max(1, (8 << 20) // self.row)
-        for a, b in zip(starts, ends, strict=True):
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             for lo in range(a, b, step):
                 hi = min(b, lo + step)
                 data = self.encode(vectors[by[lo:hi]])
                 pwrite_all(self.fd, data.tobytes(), HEAD + int(r[lo]) * self.row, self.path)
-        self._unpunch(r[starts], r[np.asarray(ends) - 1] + 1)
+        self._unpunch(r[starts], r[ends - 1] + 1)
         if self.mapped:
             self._commit(slots, rows)
 
@@ -260,16 +256,6 @@ class VectorStore:
         """The rows of `slots` (each has one: published or being written)."""
         return self.row_of[slots].astype(np.int64) if self.mapped else slots
 
-    def rows_at(self, cand: I64) -> I64:
-        """Row of each candidate slot (-1 for -1 and for a slot without a row)."""
-        if not self.mapped:
-            return cand
-        m = self.row_of
-        if len(m) == 0:
-            return np.full(cand.shape, -1, np.int64)
-        ok = (cand >= 0) & (cand < len(m))
-        return np.where(ok, m[np.where(ok, cand, 0)].astype(np.int64), -1)
-
     def row_map(self) -> I32:
         """The map for the kernels (`kernels.rerank.rows_at`): empty for row order "slot"."""
         return self.row_of if self.mapped else NO_MAP
@@ -289,8 +275,8 @@ class VectorStore:
             self._remap()
         if len(rows):
             r = np.unique(np.asarray(rows, np.int64))
-            cuts = np.flatnonzero(np.diff(r) != 1) + 1
-            self._unpunch(r[np.concatenate(([0], cuts))], r[np.concatenate((cuts - 1, [-1]))] + 1)
+            starts, ends = _runs(r)
+            self._unpunch(r[starts], r[ends - 1] + 1)
 
     def _unpunch(self, lo: I64, hi: I64) -> None:
         """Forget that the pages holding rows [lo, hi) (runs of slots) are holes: rows were
@@ -400,13 +386,13 @@ class VectorStore:
     def read_rows(self, slots: I64) -> tuple[npt.NDArray[Any], int]:
         """Cold read: the rows of `slots` (in that order), copied out of O_DIRECT reads of
         their sectors; returns them and the bytes read from the device. Rows whose sectors
-        lie at most MERGE_GAP sectors apart are read by one request (`plan_reads`)."""
+        lie at most MERGE_GAP sectors apart are read by one request (`aio.plan_reads`)."""
         if self._dfd < 0:
             self._open_direct()
         if len(slots) == 0:
             return np.zeros((0, self.dim), self._dtype()), 0
         offs = HEAD + self.rows_of(slots) * self.row
-        los, spans, need, at, pos = plan_reads(offs, self.row, MERGE_GAP)
+        los, spans, need, at, pos = plan_reads(offs, self.row, SECTOR, MERGE_GAP)
         total = int(at[-1] + spans[-1])
         buf = self._buffer(total)
         if self._aio is not None:  # every run in one submit (one read's latency)
@@ -493,31 +479,11 @@ class VectorStore:
             self.fd = -1
 
 
-def plan_reads(offs: I64, row: int, gap: int = MERGE_GAP) -> tuple[I64, I64, I64, I64, I64]:
-    """The O_DIRECT requests that read rows of `row` bytes at byte offsets `offs` (any order,
-    repeats allowed): rows sorted by offset, a new request wherever a row's first sector lies
-    more than `gap` sectors past every sector before it. Returns per request its file offset,
-    length and the bytes it must return (it may end at the end of the file) and its offset
-    in the read buffer (requests packed end to end, sector-aligned), and per row its byte
-    offset in the buffer."""
-    order = np.argsort(offs, kind="stable")
-    so = offs[order]
-    first = so // SECTOR
-    last = (so + row - 1) // SECTOR
-    reach = np.maximum.accumulate(last)
-    new = np.empty(len(so), np.bool_)
-    new[0] = True
-    np.greater(first[1:], reach[:-1] + gap + 1, out=new[1:])
-    starts = np.flatnonzero(new)
-    lo = first[starts] * SECTOR
-    spans = (reach[np.append(starts[1:] - 1, len(so) - 1)] + 1) * SECTOR - lo
-    need = np.maximum.reduceat(so + row, starts) - lo
-    at = np.zeros(len(starts), np.int64)
-    np.cumsum(spans[:-1], out=at[1:])
-    run = np.cumsum(new) - 1
-    pos = np.empty(len(so), np.int64)
-    pos[order] = at[run] + so - lo[run]
-    return lo, spans, need, at, pos
+def _runs(r: I64) -> tuple[I64, I64]:
+    """Runs of consecutive values in the sorted rows `r`: each run's first and past-last
+    position in `r`."""
+    cuts = np.flatnonzero(np.diff(r) != 1) + 1
+    return np.concatenate(([0], cuts)), np.concatenate((cuts, [len(r)]))
 
 
 def verify_store(directory: Path, dim: int, rerank: str) -> tuple[bool, str]:
