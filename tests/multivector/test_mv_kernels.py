@@ -231,6 +231,61 @@ def test_anisotropic_coding_trades_total_error_for_error_along_the_direction() -
         encode_books(resid, books, None, 4.0, 1)
 
 
+def _descent_reference(
+    x: np.ndarray, books: np.ndarray, u: np.ndarray, eta: float, passes: int
+) -> np.ndarray:
+    """`encode_books` spelled out in float64: per row, the nearest codeword of each byte
+    position on its own dimensions, then `passes` rounds over the positions in order, each
+    taking the codeword (the first of equal ones) of least |e|^2 + (eta - 1) (u . e)^2 with
+    the other positions' codewords fixed, e = x - reconstruction."""
+    n, d = x.shape
+    nb, nv, per = books.shape
+    slots = book_slots(d, nb, per).reshape(nb, per)
+    words = np.zeros((nb, nv, d))  # each codeword put in its position's dimensions
+    for p in range(nb):
+        used = slots[p] >= 0
+        words[p][:, slots[p][used]] = books[p][:, used]
+    codes = np.zeros((n, nb), np.int64)
+    for t in range(n):
+        for p in range(nb):
+            own = slots[p][slots[p] >= 0]
+            codes[t, p] = ((x[t, own] - words[p][:, own]) ** 2).sum(1).argmin()
+        for _ in range(passes):
+            for p in range(nb):
+                others = sum(words[q, codes[t, q]] for q in range(nb) if q != p)
+                e = x[t] - others - words[p]  # (nv, d): every codeword at p
+                codes[t, p] = ((e * e).sum(1) + (eta - 1.0) * (e @ u[t]) ** 2).argmin()
+    return codes
+
+
+@pytest.mark.parametrize("eta", [1.0, 4.0])
+@pytest.mark.parametrize("passes", [0, 1, 2])
+@pytest.mark.parametrize(
+    ("d", "nb", "per"),
+    [(7, 7, 1), (7, 4, 2), (50, 13, 4), (50, 25, 4), (128, 32, 4), (9, 2, 8), (9, 3, 8)],
+)
+def test_encode_books_is_the_coordinate_descent(
+    d: int, nb: int, per: int, passes: int, eta: float
+) -> None:
+    """The kernel's codes equal the descent spelled out on whole rows, for 1 to 8 dimensions a
+    byte, rows not a multiple of a byte's dimensions, wider rows (`book_slots`), 0 to 2
+    passes, with and without the anisotropic weight. Codewords and directions are eighths,
+    rows sixteenths, in [-1/2, 1/2] (the descent does not need unit directions), so every
+    cost here is a sum of few-bit fractions, exact in float32 as in float64: no rounding can
+    tip a close call, and the many exact ties must go to the first codeword. The padding columns of the codebooks are 0, as
+    `train_books` makes them."""
+    rng = np.random.default_rng(d * 1000 + nb * 10 + per)
+    slots = book_slots(d, nb, per).reshape(nb, per)
+    books = (rng.integers(-4, 5, (nb, 256, per)) / 8).astype(np.float32)
+    books[np.broadcast_to((slots < 0)[:, None, :], books.shape)] = 0.0
+    x = (rng.integers(-8, 9, (25, d)) / 16).astype(np.float32)
+    u = (rng.integers(-4, 5, (25, d)) / 8).astype(np.float32)
+    want = _descent_reference(x, books, u, eta, passes)
+    np.testing.assert_array_equal(encode_books(x, books, u, eta, passes), want)
+    if passes and eta > 1:  # the refinement moved some codes: the passes are exercised
+        assert (want != _descent_reference(x, books, u, eta, 0)).any()
+
+
 @pytest.mark.parametrize("d", DIMS)
 def test_sign_lut_is_the_asymmetric_sign_score(d: int) -> None:
     """Over hamming.pack_signs' bytes, the sign LUT gives MaxSim of q against sign(t)."""
