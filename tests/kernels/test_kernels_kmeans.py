@@ -99,3 +99,91 @@ def test_large_k_uses_random_seeding_and_fills_every_cluster() -> None:
     res = kmeans(x, 300, seed=0, iters=5)
     assert res.centroids.shape == (300, 8)
     assert np.bincount(res.labels, minlength=300).min() >= 1
+
+
+# --- two levels ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_split_counts_shares_k_in_proportion(seed: int) -> None:
+    """The total is min(k, rows), no group gets more than its rows, every non-empty group
+    gets one while k allows, and no share is more than one off its proportional value
+    (the one-per-group floor aside)."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(0, 60, rng.integers(1, 25)) * rng.integers(0, 2, 1)[0].clip(1)
+    k = int(rng.integers(1, 500))
+    out = km.split_counts(sizes, k)
+    total = int(sizes.sum())
+    assert out.sum() == min(k, total)
+    assert (out >= 0).all() and (out <= sizes).all()
+    if min(k, total) >= (sizes > 0).sum():
+        assert ((out > 0) == (sizes > 0)).all()
+        fair = min(k, total) * sizes / max(1, total)
+        loose = (out < sizes) & (out > 1)  # neither capped by its rows nor by the floor
+        assert (np.abs(out[loose] - fair[loose]) < 1 + 1e-9).all(), (sizes, k, out)
+    else:  # fewer than one each: the largest groups get one
+        assert set(np.flatnonzero(out)) <= set(np.argsort(-sizes, kind="stable")[: out.sum()])
+
+
+def test_two_level_kmeans_is_about_as_tight_as_flat() -> None:
+    """k = 256 on 40 blobs and on structureless Gaussian rows: every centroid is distinct,
+    the squared error of the rows to their nearest centroid is within 3 % of one flat
+    clustering's, and on the Gaussian rows the refining iterations lower it."""
+    for x in (blobs(20_000, 16, 40, seed=5, spread=1.0),
+              np.random.default_rng(0).standard_normal((20_000, 16)).astype(np.float32)):  # fmt: skip
+        flat = kmeans(x, 256, iters=6, seed=0, assign_all=False).centroids
+        two = km.kmeans_two_level(x, 256, iters=6, seed=0, refine=4)
+        assert two.shape == (256, 16) and len(np.unique(two, axis=0)) == 256
+        e_flat = assign(x, flat)[1].mean()
+        e_two = assign(x, two)[1].mean()
+        assert e_two <= 1.03 * e_flat, (e_two, e_flat)
+        again = km.kmeans_two_level(x, 256, iters=6, seed=0, refine=4)
+        np.testing.assert_array_equal(two, again)  # deterministic for a seed
+    unrefined = km.kmeans_two_level(x, 256, iters=6, seed=0, refine=0)
+    assert assign(x, unrefined)[1].mean() > 1.01 * e_two
+
+
+def test_two_level_kmeans_with_fewer_rows_than_k() -> None:
+    """k above the rows: each row becomes a centroid (as `kmeans` does)."""
+    x = blobs(50, 4, 3, seed=1)
+    c = km.kmeans_two_level(x, 200, iters=3, seed=0, refine=1)
+    assert len(c) == 50
+    np.testing.assert_allclose(np.sort(c, axis=0), np.sort(x, axis=0))
+
+
+def test_group_centroids_partition_the_centroids() -> None:
+    c = blobs(1000, 8, 20, seed=2)
+    g = km.group_centroids(c)
+    assert len(g.centres) == round(1000**0.5)
+    assert g.bounds[0] == 0 and g.bounds[-1] == 1000 and (np.diff(g.bounds) >= 0).all()
+    np.testing.assert_array_equal(np.sort(g.members), np.arange(1000))
+
+
+def test_grouped_assignment_probing_every_group_is_exact() -> None:
+    """With probe = G the grouped assignment is `assign` (ties aside: equal distances)."""
+    x = blobs(3000, 12, 30, seed=4)
+    c = kmeans(x, 300, iters=3, seed=0, assign_all=False).centroids
+    g = km.group_centroids(c)
+    lab, dist = km.assign_grouped(x, c, g, len(g.centres))
+    ref_lab, ref_dist = assign(x, c)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-4, atol=1e-4)
+    assert np.mean(lab == ref_lab) > 0.999
+
+
+def test_grouped_assignment_reports_true_distances_and_is_mostly_exact() -> None:
+    """With a few groups probed each row gets a real centroid at the reported (squared)
+    distance, never nearer than the true nearest, and the nearest for nearly every row;
+    fewer groups probed never do better."""
+    x = blobs(6000, 24, 60, seed=6, spread=1.5)
+    c = kmeans(x, 1024, iters=3, seed=0, assign_all=False).centroids
+    g = km.group_centroids(c)
+    ref_lab, ref_dist = assign(x, c)
+    got = {}
+    for probe in (2, 8):
+        lab, dist = km.assign_grouped(x, c, g, probe)
+        true = ((x - c[lab]) ** 2).sum(1)
+        np.testing.assert_allclose(dist, true, rtol=1e-3, atol=1e-3)
+        assert (dist >= ref_dist - 1e-3).all()
+        got[probe] = (np.mean(lab == ref_lab), dist)
+    assert got[8][0] > 0.95, got[8][0]
+    assert (got[8][1] <= got[2][1] + 1e-4).all()  # a superset of the groups
