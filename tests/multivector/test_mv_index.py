@@ -290,3 +290,58 @@ def test_searches_reuse_the_index_scratch_and_answer_as_fresh(corpus: tuple) -> 
     pool.give(small)
     grown = pool.take(11)
     assert grown[0] is not small[0] and len(grown[0]) >= 12 and (grown[0] == -1).all()
+
+
+@pytest.mark.parametrize(
+    ("build", "bar"),
+    [  # (one gathered training: recall 0.84 / 0.49, the second with half the tokens pruned)
+        ({"rerank_tier": "int8"}, 0.75),
+        ({"doc_prune": 0.5, "pool": 0.9, "rerank_tier": "float16"}, 0.4),
+    ],
+)
+def test_training_past_the_gather_bound_encodes_in_steps(
+    corpus: tuple, build: dict, bar: float, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Past what a training gathers at once, the codebook learns from a sample of whole
+    documents and the documents are encoded a step at a time: every document is encoded,
+    its raw tokens kept, in slot order, and codes, residuals, signs, tier rows and the cell
+    lists are what one encoding of everything with that codec gives (pooling and pruning
+    are per document, so steps change nothing); the index reopens and searches as well."""
+    import vecdb.index.multivector.index as mvi
+
+    docs, qs = corpus
+    tokens, offsets = _pack(docs)
+    monkeypatch.setattr(mvi, "QUANTILE_SAMPLE", 1)
+    monkeypatch.setattr(mvi, "TRAIN_GATHER_BYTES", len(tokens) * DIM)  # a quarter of them
+    monkeypatch.setattr(mvi, "ENCODE_TOKENS", 1000)
+    calls = []
+    idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64, **build})
+    idx.build(np.arange(len(docs)) * 3, tokens, offsets, progress=lambda *a: calls.append(a))
+    steps = [c for c in calls if c[0] == "encode"]
+    assert len(steps) >= len(tokens) // 1000 and steps[-1][1:] == (len(docs), len(docs))
+    v = idx._v
+    assert v.codec is not None and np.array_equal(v.slots, np.arange(len(docs)) * 3)
+    got = np.asarray(v.raw.rows(0, v.raw_tokens), np.float32)
+    np.testing.assert_array_equal(got, tokens)
+    # the reference: one encoding of every document with the same codec
+    enc_tok, enc_off, enc_w = idx._pooled(tokens, offsets, np.full(len(tokens), np.nan, np.float32))
+    codes = v.codec.assign(enc_tok)
+    enc_tok, enc_off, codes = idx._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
+    ref = v.codec.encode(enc_tok, codes)
+    have_codes, have_off, _slots, _c = idx.codes()
+    np.testing.assert_array_equal(have_off, enc_off)
+    np.testing.assert_array_equal(have_codes, ref.codes)
+    np.testing.assert_array_equal(v.residuals[: len(enc_tok)], ref.residuals)
+    np.testing.assert_array_equal(v.signs[: len(enc_tok)], ref.signs)
+    np.testing.assert_array_equal(np.asarray(v.tier.rows(0, len(enc_tok))), ref.tier)
+    cells = np.repeat(np.arange(64), np.diff(v.indptr))
+    pairs = set(zip(cells.tolist(), v.cell_docs.tolist()))
+    doc_of = np.repeat(np.arange(len(docs)), np.diff(enc_off))
+    assert pairs == set(zip(ref.codes.tolist(), doc_of.tolist()))
+    ids, _scores, _st = idx.search(qs, K_AT)
+    assert _recall(ids, qs, docs, 3) >= bar
+    idx.checkpoint(7)
+    idx.close()
+    again = MultiVectorIndex(DIM, tmp_path / "mv")
+    np.testing.assert_array_equal(again.search(qs, K_AT)[0], ids)
+    again.close()

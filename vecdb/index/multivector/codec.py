@@ -36,7 +36,14 @@ from vecdb.kernels.bitpack import (
     spread,
 )
 from vecdb.kernels.hamming import pack_signs
-from vecdb.kernels.kmeans import assign, kmeans
+from vecdb.kernels.kmeans import (
+    Groups,
+    assign,
+    assign_grouped,
+    group_centroids,
+    kmeans,
+    kmeans_two_level,
+)
 from vecdb.kernels.maxsim import to_bfloat16
 
 F32 = npt.NDArray[np.float32]
@@ -49,6 +56,13 @@ PQ_SAMPLE = 65_536  # residual rows the byte codebooks are refined on
 PQ_ITERS = 8  # Lloyd iterations of the byte codebooks
 ANISO_ETA = 4.0  # weight of the residual error along the token's direction (1 = plain)
 ANISO_PASSES = 2  # coordinate-descent passes of the anisotropic coding
+# Above FLAT_MAX_K centroids the codebook is trained in two levels (`kmeans_two_level`, then
+# train_iters refining Lloyd iterations) and tokens find their centroid among the members of
+# their ASSIGN_PROBE nearest groups of centroids (`assign_grouped`): both cost about
+# sqrt(K) distances a token instead of K, so a build grows with T^1.25 instead of T^1.5
+# (K grows as sqrt(T)). At K <= FLAT_MAX_K (the benchmark tiers) nothing changed.
+FLAT_MAX_K = 4096
+ASSIGN_PROBE = 16
 
 
 @dataclass(frozen=True)
@@ -80,9 +94,20 @@ class Codec:
     # half the bytes of a table read once per query (K = 8,192 x 128: 0.70 -> 0.37 ms with
     # the caches cold); derived, never stored
     scoring: npt.NDArray[np.uint16] = field(init=False, repr=False, compare=False)
+    # above FLAT_MAX_K, the centroids grouped for `assign` (derived from them when first
+    # asked for; two threads asking at once compute the same value)
+    _groups: Groups | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scoring", to_bfloat16(self.centroids))
+
+    def groups(self) -> Groups | None:
+        """The centroids' groups for `assign` (None at K <= FLAT_MAX_K: exact assignment)."""
+        if self.k <= FLAT_MAX_K:
+            return None
+        if self._groups is None:
+            object.__setattr__(self, "_groups", group_centroids(self.centroids))
+        return self._groups
 
     @property
     def k(self) -> int:
@@ -110,10 +135,17 @@ class Codec:
         return build_lut(q, self.books, width)
 
     def assign(self, tokens: F32) -> I64:
-        """Nearest centroid of each token."""
+        """Nearest centroid of each token (above FLAT_MAX_K, among its ASSIGN_PROBE nearest
+        groups of centroids)."""
         out = np.empty(len(tokens), np.int64)
+        groups = self.groups()
         for lo in range(0, len(tokens), ENCODE_CHUNK):
-            out[lo : lo + ENCODE_CHUNK] = assign(tokens[lo : lo + ENCODE_CHUNK], self.centroids)[0]
+            chunk = tokens[lo : lo + ENCODE_CHUNK]
+            out[lo : lo + len(chunk)] = (
+                assign(chunk, self.centroids)[0]
+                if groups is None
+                else assign_grouped(chunk, self.centroids, groups, ASSIGN_PROBE)[0]
+            )
         return out
 
     def encode(self, tokens: F32, codes: I64 | None = None) -> Encoded:
@@ -186,22 +218,43 @@ def train_books(resid: F32, b: int, seed: int, nbytes: int = 0) -> F32:
     return books
 
 
-def train(tokens: F32, params: MVBuildParams, generation: int, unit: bool) -> tuple[Codec, I64]:
+def train(
+    tokens: F32,
+    params: MVBuildParams,
+    generation: int,
+    unit: bool,
+    total: int | None = None,
+    peak: F32 | None = None,
+) -> tuple[Codec, I64]:
     """Train a codec on `tokens` (n, d) float32; returns it and the code of every token.
-    `unit` (the collection's metric is cosine) makes the centroids unit vectors, as PLAID's."""
+    `unit` (the collection's metric is cosine) makes the centroids unit vectors, as PLAID's.
+    `total` > n: the tokens are a sample of that many (the auto K and the IDF follow it);
+    `peak`: the largest |value| per dimension of all the tokens the codec will encode (the
+    int8 tier's scales; default: these tokens')."""
     n, d = tokens.shape
     if n == 0:
         raise ValueError("cannot train a codebook on zero tokens")
-    k = min(params.K or auto_k(n), n)
-    km = kmeans(
-        tokens,
-        k,
-        iters=params.train_iters,
-        sample=params.train_sample or None,
-        seed=params.seed,
-        assign_all=False,
-    )
-    centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    total = max(n, total or n)
+    k = min(params.K or auto_k(total), n)
+    if k > FLAT_MAX_K:
+        centroids = kmeans_two_level(
+            tokens,
+            k,
+            iters=params.train_iters,
+            sample=params.train_sample or None,
+            seed=params.seed,
+            refine=params.train_iters,
+        )
+    else:
+        centroids = kmeans(
+            tokens,
+            k,
+            iters=params.train_iters,
+            sample=params.train_sample or None,
+            seed=params.seed,
+            assign_all=False,
+        ).centroids
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     if unit:  # cosine: spherical centroids
         norms = np.linalg.norm(centroids, axis=1, keepdims=True)
         centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -226,10 +279,10 @@ def train(tokens: F32, params: MVBuildParams, generation: int, unit: bool) -> tu
         books = np.zeros((0, 256, 1), np.float32)
     scales = np.ones(d, np.float32)
     if params.rerank_tier == "int8":
-        peak = np.abs(sample).max(axis=0)
+        peak = np.abs(tokens).max(axis=0) if peak is None else peak
         scales = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    sizes = np.bincount(codes, minlength=len(centroids)).astype(np.float64)
-    idf = np.log((n + 1.0) / (sizes + 1.0)).astype(np.float32)
+    sizes = np.bincount(codes, minlength=len(centroids)) * (total / n)  # (a sample: scaled)
+    idf = np.log((total + 1.0) / (sizes + 1.0)).astype(np.float32)
     sq = float(np.einsum("ij,ij->", resid, resid, dtype=np.float64)) / max(1, len(resid))
     codec = Codec(
         generation=generation,

@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from vecdb.index.base import Visible
 from vecdb.index.multivector import persist
-from vecdb.index.multivector.codec import Codec, Encoded, train
+from vecdb.index.multivector.codec import QUANTILE_SAMPLE, Codec, Encoded, train
 from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
@@ -51,6 +51,7 @@ from vecdb.index.multivector.view import (
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.kernels.bitpack import append_codes, code_bits, pack_codes
 from vecdb.kernels.distance import single_threaded_blas
+from vecdb.kernels.kmeans import DEFAULT_SAMPLE_PER_CLUSTER, MIN_SAMPLE
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -59,6 +60,8 @@ Stores = RowFile | MemRows
 
 REGROW = 4.0  # retrain when the live tokens reach this x the tokens of the last training
 DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
+TRAIN_GATHER_BYTES = 512 << 20  # a training gathers every live token up to this (float32)
+ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 
 
 class MultiVectorIndex:
@@ -118,54 +121,80 @@ class MultiVectorIndex:
         """Train a new codec on the live documents and encode them all (compacting removed
         documents away). A no-op without live tokens. The work runs outside the mutation
         lock: documents added meanwhile are encoded with the new codec at the swap, removals
-        made meanwhile are applied to it."""
+        made meanwhile are applied to it. Up to what the codebook's training needs (or
+        TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past that the
+        codebook is trained on a random sample of whole documents and the documents are
+        encoded ENCODE_TOKENS at a time, so memory follows the sample, not the collection."""
         with self._train_lock:
             with self._lock:
                 v = self._v
                 live = np.flatnonzero(v.alive)
                 weights_all = self._weights
             sizes = np.diff(v.raw_off)[live]
-            if sizes.sum() == 0:
+            total = int(sizes.sum())
+            if total == 0:
                 return
             if progress:
                 progress("gather", 0, len(live))
-            tokens = gather(v.raw, v.raw_off, live)
-            weights = weights_all[ranges(v.raw_off, live)]
-            slots = v.slots[live]
-            offsets = offsets_of(sizes)
-            # Pass 1: pooled tokens are what the codebook sees.
-            enc_tok, enc_off, enc_w = self._pooled(tokens, offsets, weights)
+            need = self._training_tokens(total)
+            pick = None if total <= need else self._sample(v, live, sizes, weights_all, need)
+            if pick is None:
+                tokens = gather(v.raw, v.raw_off, live)
+                weights = weights_all[ranges(v.raw_off, live)]
+                # Pass 1: pooled tokens are what the codebook sees.
+                enc_tok, enc_off, enc_w = self._pooled(tokens, offsets_of(sizes), weights)
+            else:
+                tokens, enc_tok = pick
             kill_point("mv_train_sample")
             if progress:
                 progress("train", 0, 1)
             gen = (v.codec.generation if v.codec is not None else 0) + 1
-            codec, codes = train(enc_tok, self.params, gen, self.unit)
+            expect = total * len(enc_tok) // max(1, len(tokens))  # the pooled tokens of all
+            peak = None
+            if pick is not None and self.params.rerank_tier == "int8":  # scales cover all
+                peak = np.zeros(self.dim, np.float32)
+                for lo, hi in doc_steps(sizes, ENCODE_TOKENS):
+                    tok = gather(v.raw, v.raw_off, live[lo:hi])
+                    w = weights_all[ranges(v.raw_off, live[lo:hi])]
+                    et = self._pooled(tok, offsets_of(sizes[lo:hi]), w)[0]
+                    np.maximum(peak, np.abs(et).max(axis=0), out=peak)
+            codec, codes = train(enc_tok, self.params, gen, self.unit, expect, peak)
             kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
-            # Pass 2: prune by salience, encode.
-            enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, codec)
-            encoded = codec.encode(enc_tok, codes)
-            # Pass 3: new raw and tier files, the CSR.
+            # Pass 2: prune by salience, encode; new raw and tier files.
             raw = self._new_raw()
-            raw.append(tokens)
             tier = self._new_tier(codec)
-            if tier is not None:
-                tier.append(encoded.tier)
+            if pick is None:  # everything at hand: one step, the training's codes reused
+                parts = [
+                    self._encode_step(codec, raw, tier, tokens, enc_tok, enc_off, enc_w, codes)
+                ]
+            else:
+                del tokens, enc_tok, codes, pick
+                parts = []
+                for lo, hi in doc_steps(sizes, ENCODE_TOKENS):
+                    tok = gather(v.raw, v.raw_off, live[lo:hi])
+                    w = weights_all[ranges(v.raw_off, live[lo:hi])]
+                    et, eo, ew = self._pooled(tok, offsets_of(sizes[lo:hi]), w)
+                    parts.append(self._encode_step(codec, raw, tier, tok, et, eo, ew, None))
+                    if progress:
+                        progress("encode", hi, len(live))
             kill_point("mv_train_encoded")
-            cells, docs = cell_pairs(codes, enc_off)
-            indptr, cell_docs = csr(cells, docs, codec.k)
+            codes = np.concatenate([q[0] for q in parts])
+            enc_off = offsets_of(np.concatenate([q[3] for q in parts]))
+            cells, cell_of = cell_pairs(codes, enc_off)
+            indptr, cell_docs = csr(cells, cell_of, codec.k)
             z = np.zeros(0, np.int64)
             nv = View(
-                slots=slots.copy(),
-                raw_off=offsets,
-                alive=np.ones(len(slots), bool),
-                raw_tokens=len(tokens),
+                slots=v.slots[live].copy(),
+                raw_off=offsets_of(sizes),
+                alive=np.ones(len(live), bool),
+                raw_tokens=total,
                 codec=codec,
                 enc_off=enc_off,
                 codes=pack_codes(codes, code_bits(codec.k)),
-                residuals=encoded.residuals,
-                signs=encoded.signs,
+                residuals=np.concatenate([q[1] for q in parts]),
+                signs=np.concatenate([q[2] for q in parts]),
                 indptr=indptr,
                 cell_docs=cell_docs,
                 delta_cells=z,
@@ -173,16 +202,17 @@ class MultiVectorIndex:
                 raw=raw,
                 tier=tier,
             )
-            # Pass 4: one swap, with what arrived meanwhile.
+            del parts
+            # Pass 3: one swap, with what arrived meanwhile.
             with self._lock:
                 now = self._v
                 late = np.arange(v.docs, now.docs, dtype=np.int64)
                 late_tok = gather(now.raw, now.raw_off, late)
                 late_w = self._weights[ranges(now.raw_off, late)]
-                self._weights = weights  # a fresh array; _encode_new appends the late ones
+                self._weights = weights_all[ranges(v.raw_off, live)]  # (a fresh array)
                 self._v = nv
-                self._doc_of = {int(s): i for i, s in enumerate(slots)}
-                self._trained_tokens = len(tokens)
+                self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
+                self._trained_tokens = total
                 self._added_sq, self._added_n = 0.0, 0
                 if len(late):
                     late_off = offsets_of(np.diff(now.raw_off)[late])
@@ -193,6 +223,54 @@ class MultiVectorIndex:
             kill_point("mv_train_swapped")
             if progress:
                 progress("gather", len(live), len(live))
+
+    def _training_tokens(self, total: int) -> int:
+        """Tokens a training gathers: every live one up to what the k-means and the residual
+        codebooks sample anyway, or TRAIN_GATHER_BYTES of them, whichever is more."""
+        k = self.params.K or auto_k(total)
+        per_k = self.params.train_sample or max(MIN_SAMPLE, DEFAULT_SAMPLE_PER_CLUSTER * k)
+        return max(per_k, QUANTILE_SAMPLE, TRAIN_GATHER_BYTES // (4 * self.dim))
+
+    def _sample(
+        self, v: View, live: I64, sizes: I64, weights_all: F32, need: int
+    ) -> tuple[F32, F32]:
+        """(raw, pooled) training tokens, about `need` of them: random tokens of every live
+        document, or with pooling on (it works on whole documents) random whole documents."""
+        rng = np.random.default_rng(self.params.seed)
+        if self.params.pool <= 0:
+            rows = ranges(v.raw_off, live)
+            take = rows[np.sort(rng.choice(len(rows), need, replace=False))]
+            tokens = np.asarray(v.raw.rows(0, v.raw_tokens)[take], np.float32)
+            return tokens, tokens
+        order = rng.permutation(len(sizes))
+        pick = np.sort(order[: int(np.searchsorted(np.cumsum(sizes[order]), need)) + 1])
+        docs = live[pick]
+        tokens = gather(v.raw, v.raw_off, docs)
+        weights = weights_all[ranges(v.raw_off, docs)]
+        return tokens, self._pooled(tokens, offsets_of(sizes[pick]), weights)[0]
+
+    def _encode_step(
+        self,
+        codec: Codec,
+        raw: Stores,
+        tier: Stores | None,
+        tokens: F32,
+        enc_tok: F32,
+        enc_off: I64,
+        enc_w: F32,
+        codes: I64 | None,
+    ) -> tuple[I64, npt.NDArray[np.uint8], npt.NDArray[np.uint8], I64]:
+        """Encode documents (pooled `enc_tok` by `enc_off`, `codes` when already assigned;
+        their raw `tokens` appended to `raw`): (codes, residuals, signs, encoded tokens per
+        document)."""
+        if codes is None:
+            codes = codec.assign(enc_tok)
+        enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, codec)
+        encoded = codec.encode(enc_tok, codes)
+        raw.append(tokens)
+        if tier is not None:
+            tier.append(encoded.tier)
+        return encoded.codes, encoded.residuals, encoded.signs, sizes_of(enc_off)
 
     # --- add ----------------------------------------------------------------------------------
 
@@ -413,3 +491,17 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
+
+
+def doc_steps(sizes: I64, tokens: int) -> list[tuple[int, int]]:
+    """Consecutive ranges [lo, hi) of documents (of `sizes` tokens) holding about `tokens`
+    tokens each (a document is never split; a range is never empty)."""
+    ends = np.cumsum(sizes)
+    out: list[tuple[int, int]] = []
+    lo = 0
+    while lo < len(sizes):
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + tokens, "right")))
+        out.append((lo, hi))
+        lo = hi
+    return out
