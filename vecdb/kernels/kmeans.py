@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.kernels.distance import blas_threads as blas_threads_limit
+from vecdb.kernels.simd import LANES, vfma, vload, vsplat, vstore
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -31,6 +32,7 @@ PLUSPLUS_MAX_K = 64  # k-means++ seeding up to this k (it costs k passes over th
 DEFAULT_SAMPLE_PER_CLUSTER = 64  # training rows per cluster when `sample` is not given
 MIN_SAMPLE = 2048  # ... but at least this many
 REFINE_PROBE = 8  # groups a row looks in during a two-level clustering's refinement
+GROUP_PARTS = 8  # parts of a chunk's rows `assign_grouped` scores as separate tasks
 
 
 @dataclass(frozen=True)
@@ -354,41 +356,101 @@ def assign_grouped(x: F32, centroids: F32, groups: Groups, probe: int) -> tuple[
     best = np.full(n, np.inf, dtype=np.float32)
     ng = len(groups.centres)
     p = max(1, min(probe, ng))
-    by_group = np.ascontiguousarray(centroids[groups.members], dtype=np.float32)
-    norms = sq_norms(by_group)
+    blocks, starts, widths = _column_blocks(centroids, groups)
+    norms = sq_norms(np.ascontiguousarray(centroids[groups.members], dtype=np.float32))
     step = chunk_rows(ng, d)  # the (rows, G) block of the group distances
     for lo in range(0, n, step):
         xc = x[lo : lo + step]
         xn = sq_norms(xc)
         dg = sq_dists(xc, groups.centres, x_norms=xn)
+        m = len(xc)
         near = (
-            np.argpartition(dg, p - 1, axis=1)[:, :p]
-            if p < ng
-            else np.tile(np.arange(ng), (len(xc), 1))
+            np.argpartition(dg, p - 1, axis=1)[:, :p] if p < ng else np.tile(np.arange(ng), (m, 1))
         )
-        _grouped_nearest(xc, xn, np.ascontiguousarray(near, np.int64), by_group, norms,
-                         groups.bounds, groups.members, labels[lo : lo + step], best[lo : lo + step])  # fmt: skip
+        # (row, group) pairs by part of the rows, then by group: a part's rows are scored a
+        # group at a time, so the group's block stays in cache across them
+        parts = max(1, min(GROUP_PARTS, m))
+        part = np.repeat(np.arange(m, dtype=np.int64) * parts // m, p)
+        key = part * ng + near.ravel()
+        order = np.argsort(key, kind="stable")
+        ptr = np.searchsorted(key[order], np.arange(parts * ng + 1))
+        rows = order // p
+        lab = labels[lo : lo + m]
+        bst = best[lo : lo + m]
+        _grouped_nearest(xc, xn, rows, ptr, ng, blocks, starts, widths, norms, groups.bounds,
+                         groups.members, lab, bst)  # fmt: skip
     return labels, best
 
 
+def _column_blocks(centroids: F32, groups: Groups) -> tuple[F32, I64, I64]:
+    """Each group's centroids as one (d, w) block, w their count padded to 16 lanes (zero
+    columns), back to back in one flat array: (blocks, start of each group's block, w)."""
+    d = centroids.shape[1]
+    sizes = np.diff(groups.bounds)
+    widths = (-(-sizes // LANES) * LANES).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(widths * d)]).astype(np.int64)
+    blocks = np.zeros(int(starts[-1]) + LANES, np.float32)  # (+ one vector: loads stay inside)
+    for g in range(len(sizes)):
+        members = groups.members[groups.bounds[g] : groups.bounds[g + 1]]
+        block = np.zeros((d, int(widths[g])), np.float32)
+        block[:, : len(members)] = centroids[members].T
+        blocks[starts[g] : starts[g + 1]] = block.ravel()
+    return blocks, starts[:-1].copy(), widths
+
+
 @nb.njit(cache=True, nogil=True, parallel=True, fastmath=True)
-def _grouped_nearest(x, xn, near, by_group, norms, bounds, members, labels, best):  # type: ignore[no-untyped-def]
-    """Per row i: the member of groups near[i] (rows of `by_group`, the centroids in group
-    order) at the least squared distance; its centroid id into labels[i], the distance
-    (clipped at 0) into best[i]."""
+def _grouped_nearest(x, xn, rows, ptr, ng, blocks, starts, widths, norms, bounds, members, labels, best):  # type: ignore[no-untyped-def]  # fmt: skip
+    """For each part h of the rows (one task each) and each group g, the rows
+    rows[ptr[h ng + g]:ptr[h ng + g + 1]] (of part h, probing g) are scored against g's
+    members; a row's least squared distance so far is in best (start: +inf), its centroid
+    id in labels, the distance clipped at 0 at the end. A group's members are scored 16 at
+    a time from its (d, w) column block (`_column_blocks`): one vector load and one fused
+    multiply-add per dimension for 16 dot products, four such vectors in flight; a part
+    takes its rows a group at a time, so the group's block stays in cache across them."""
     d = x.shape[1]
+    parts = (len(ptr) - 1) // ng
+    for h in nb.prange(parts):
+        dots = np.empty(widths.max(), np.float32)
+        for g in range(ng):
+            w = widths[g]
+            base = starts[g]
+            lo = bounds[g]
+            size = bounds[g + 1] - lo
+            for e in range(ptr[h * ng + g], ptr[h * ng + g + 1]):
+                i = rows[e]
+                c = 0
+                while c + 4 * LANES <= w:
+                    a0 = vsplat(0.0)
+                    a1 = vsplat(0.0)
+                    a2 = vsplat(0.0)
+                    a3 = vsplat(0.0)
+                    for t in range(d):
+                        xt = vsplat(x[i, t])
+                        at = base + t * w + c
+                        a0 = vfma(xt, vload(blocks, at), a0)
+                        a1 = vfma(xt, vload(blocks, at + LANES), a1)
+                        a2 = vfma(xt, vload(blocks, at + 2 * LANES), a2)
+                        a3 = vfma(xt, vload(blocks, at + 3 * LANES), a3)
+                    vstore(dots, c, a0)
+                    vstore(dots, c + LANES, a1)
+                    vstore(dots, c + 2 * LANES, a2)
+                    vstore(dots, c + 3 * LANES, a3)
+                    c += 4 * LANES
+                while c < w:
+                    a0 = vsplat(0.0)
+                    for t in range(d):
+                        a0 = vfma(vsplat(x[i, t]), vload(blocks, base + t * w + c), a0)
+                    vstore(dots, c, a0)
+                    c += LANES
+                top = best[i]
+                arg = -1
+                for j in range(size):
+                    dist = xn[i] + norms[lo + j] - np.float32(2.0) * dots[j]
+                    if dist < top:
+                        top = dist
+                        arg = lo + j
+                if arg >= 0:
+                    best[i] = top
+                    labels[i] = members[arg]
     for i in nb.prange(x.shape[0]):
-        top = np.inf
-        arg = 0
-        for a in range(near.shape[1]):
-            g = near[i, a]
-            for j in range(bounds[g], bounds[g + 1]):
-                dot = np.float32(0.0)
-                for t in range(d):
-                    dot += x[i, t] * by_group[j, t]
-                dist = xn[i] + norms[j] - np.float32(2.0) * dot
-                if dist < top:
-                    top = dist
-                    arg = j
-        labels[i] = members[arg]
-        best[i] = max(top, np.float32(0.0))
+        best[i] = max(best[i], np.float32(0.0))

@@ -11,8 +11,8 @@ LLVM cannot prove the table rows and the accumulators do not alias (that form me
 1.6-1.9x slower; bench/RESULTS.md, "Issue 11: the default pipeline in 16-lane registers").
 A value of this type lives in a register across a loop, so an accumulator costs no load or
 store per table row. numba's on-disk cache is keyed on the file of the jitted function, not on
-this module: after changing it, touch the modules whose kernels use it (`maxsim`) or clear
-their `__pycache__`, or the cached kernels keep the old code.
+this module: after changing it, touch the modules whose kernels use it (`maxsim`, `bitpack`,
+`kmeans`) or clear their `__pycache__`, or the cached kernels keep the old code.
 
 Only usable inside numba-compiled code (the functions are numba intrinsics); no state. The
 caller keeps every index in bounds: ``vload(a, i)`` reads ``a[i:i + 16]`` unchecked.
