@@ -151,3 +151,31 @@ def test_an_additive_codec_survives_a_reopen(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1])
     again.close()
+
+
+def test_a_row_append_finishes_a_short_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pwrite may write fewer bytes than asked (Linux stops at ~2 GiB a call): `append`
+    writes the rest, so the rows read back are the rows appended (a 5 GB append once
+    counted rows it had not written, and the next mapping failed)."""
+    import vecdb.index.multivector.rowfile as rf
+
+    real = rf.os.pwrite
+    calls = []
+
+    def short(fd: int, data: Any, at: int) -> int:  # writes at most 1,000 bytes a call
+        calls.append(len(data))
+        return real(fd, bytes(data[:1000]), at)
+
+    monkeypatch.setattr(rf.os, "pwrite", short)
+    rows = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    f = rf.RowFile(tmp_path / "raw.rows", np.float32, 16, 0)
+    calls.clear()
+    assert f.append(rows[:100]) == 0 and f.append(rows[100:]) == 100
+    assert len(calls) == 7 + 13  # 6,400 and 12,800 bytes in 1,000-byte pieces
+    np.testing.assert_array_equal(f.rows(0, 300), rows)
+    monkeypatch.setattr(rf, "WRITE_BYTES", 64)  # and asked in pieces
+    f.append(rows[:10])
+    np.testing.assert_array_equal(f.rows(300, 310), rows[:10])
+    f.close()

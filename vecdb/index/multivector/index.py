@@ -207,16 +207,17 @@ class MultiVectorIndex:
             with self._lock:
                 now = self._v
                 late = np.arange(v.docs, now.docs, dtype=np.int64)
-                late_tok = gather(now.raw, now.raw_off, late)
-                late_w = self._weights[ranges(now.raw_off, late)]
+                late_w = self._weights  # (the late documents' weights, read before the swap)
                 self._weights = weights_all[ranges(v.raw_off, live)]  # (a fresh array)
                 self._v = nv
                 self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
                 self._trained_tokens = total
                 self._added_sq, self._added_n = 0.0, 0
-                if len(late):
-                    late_off = offsets_of(np.diff(now.raw_off)[late])
-                    self._encode_new(now.slots[late], late_tok, late_off, late_w)
+                late_sizes = np.diff(now.raw_off)[late]
+                for lo, hi in doc_steps(late_sizes, ENCODE_TOKENS):  # (bounded memory)
+                    rows = ranges(now.raw_off, late[lo:hi])
+                    self._encode_new(now.slots[late[lo:hi]], gather(now.raw, now.raw_off, late[lo:hi]),
+                                     offsets_of(late_sizes[lo:hi]), late_w[rows])  # fmt: skip
                 for s in self._removed & self._doc_of.keys():  # removed while we trained
                     self._v.alive[self._doc_of[s]] = False
                 persist.retire(self, v)

@@ -26,6 +26,7 @@ from vecdb.kernels.maxsim import gather_rows
 PAGE = 4096
 HEADER = struct.Struct("<8sII")  # magic, format version, row width in bytes
 MAGIC, VERSION = b"VDBMVROW", 1
+WRITE_BYTES = 1 << 30  # bytes one pwrite of `append` is asked to write
 
 
 class RowFile:
@@ -67,7 +68,11 @@ class RowFile:
         data = np.ascontiguousarray(rows, dtype=self.dtype)
         first = self.count
         if len(data):
-            os.pwrite(self._fd, data.tobytes(), PAGE + first * self.width)
+            # pwrite may write less than asked (Linux: at most ~2 GiB a call): loop to the end
+            view = data.data.cast("B")
+            at, done = PAGE + first * self.width, 0
+            while done < len(view):
+                done += os.pwrite(self._fd, view[done : done + WRITE_BYTES], at + done)
             self.count += len(data)
         return first
 
