@@ -57,6 +57,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench.multivector import metrics
+from vecdb.bench.multivector.embed import MVData
 from vecdb.bench.scale_row import _dir_bytes
 
 K = metrics.K
@@ -76,33 +77,13 @@ Result = dict[str, Any]
 # --- the data on disk -------------------------------------------------------------------------
 
 
-class Corpus:
-    """The work directory's documents and queries, memory-mapped (tokens) or loaded (the rest)."""
-
-    def __init__(self, work: Path) -> None:
-        self.tokens: F32 = np.load(work / "tokens.npy", mmap_mode="r")
-        self.offsets: I64 = np.load(work / "offsets.npy")
-        self.queries: F32 = np.load(work / "queries.npy")
-        self.q_offsets: I64 = np.load(work / "q_offsets.npy")
-
-    @property
-    def n_docs(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def n_queries(self) -> int:
-        return len(self.q_offsets) - 1
-
-    @property
-    def dim(self) -> int:
-        return int(self.tokens.shape[1])
-
-    def query(self, j: int) -> F32:
-        return self.queries[self.q_offsets[j] : self.q_offsets[j + 1]]
-
-    def docs(self, lo: int, hi: int) -> list[F32]:
-        """Documents lo..hi-1 as token matrices (views of the memory-mapped tokens)."""
-        return [self.tokens[self.offsets[i] : self.offsets[i + 1]] for i in range(lo, hi)]
+def corpus(work: Path) -> MVData:
+    """The work directory's documents and queries (tokens memory-mapped) as the bench's
+    `MVData`."""
+    return MVData(tier="scale-row", tokens=np.load(work / "tokens.npy", mmap_mode="r"),
+                  offsets=np.load(work / "offsets.npy"), weights=None,
+                  queries=np.load(work / "queries.npy"), q_offsets=np.load(work / "q_offsets.npy"),
+                  labels=np.zeros(0, np.int64), directory=work, meta={})  # fmt: skip
 
 
 def batches(offsets: I64, batch_docs: int, cap: int | None = None) -> list[tuple[int, int]]:
@@ -166,7 +147,7 @@ def step_exact(work: Path, threads: list[int]) -> Result:
     from vecdb.bench.multivector.run import limited_threads
     from vecdb.bench.multivector.truth import exact_ranking
 
-    c = Corpus(work)
+    c = corpus(work)
     scores = np.empty((c.n_queries, c.n_docs), np.float64)
     out: Result = {}
     for i, n in enumerate(threads):
@@ -230,7 +211,7 @@ def step_build(work: Path, batch_docs: int) -> Result:
     from vecdb.bench.build_memory import children_anon_probe
     from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
 
-    c = Corpus(work)
+    c = corpus(work)
     _warm_kernels(work, c.dim)
     db = work / "db"
     parts = batches(c.offsets, batch_docs)
@@ -244,7 +225,9 @@ def step_build(work: Path, batch_docs: int) -> Result:
             client.create_collection(COLLECTION, dim=c.dim, metric="cosine", kind="multivector")
             t0 = time.perf_counter()
             for n, (lo, hi) in enumerate(parts):
-                client.upsert_documents(COLLECTION, list(range(lo, hi)), c.docs(lo, hi))
+                client.upsert_documents(
+                    COLLECTION, list(range(lo, hi)), [c.doc(i) for i in range(lo, hi)]
+                )
                 if (n + 1) % max(1, len(parts) // 10) == 0:
                     print(f"  build: {hi:,} / {c.n_docs:,} documents upserted, "
                           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
@@ -281,7 +264,7 @@ def step_build(work: Path, batch_docs: int) -> Result:
     }
 
 
-def _search_pass(client: Any, c: Corpus, scores: npt.NDArray[np.float64]) -> Result:
+def _search_pass(client: Any, c: MVData, scores: npt.NDArray[np.float64]) -> Result:
     """Warm-up, then one timed search per query at the current thread setting."""
     for j in range(min(WARMUP_QUERIES, c.n_queries)):
         client.search_documents(COLLECTION, c.query(j), k=K)
@@ -318,7 +301,7 @@ def step_search(work: Path, threads: list[int]) -> Result:
     from vecdb.bench.multivector.run import limited_threads
     from vecdb.bench.sampler import status_kib
 
-    c = Corpus(work)
+    c = corpus(work)
     scores = np.load(work / "exact_scores.npy")
     _warm_kernels(work, c.dim)
     with limited_threads(threads[0]):  # imports faiss and threadpoolctl before the baseline
