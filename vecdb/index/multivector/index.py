@@ -121,9 +121,9 @@ class MultiVectorIndex:
         """Train a new codec on the live documents and encode them all (compacting removed
         documents away). A no-op without live tokens. The work runs outside the mutation
         lock: documents added meanwhile are encoded with the new codec at the swap, removals
-        made meanwhile are applied to it. Up to what the codebook's training needs (or
+        made meanwhile are applied to it. Up to what the codebook's training samples (or
         TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past that the
-        codebook is trained on a random sample of whole documents and the documents are
+        codebook is trained on that many random tokens (`_sample`) and the documents are
         encoded ENCODE_TOKENS at a time, so memory follows the sample, not the collection."""
         with self._train_lock:
             with self._lock:
