@@ -345,3 +345,35 @@ def test_training_past_the_gather_bound_encodes_in_steps(
     again = MultiVectorIndex(DIM, tmp_path / "mv")
     np.testing.assert_array_equal(again.search(qs, K_AT)[0], ids)
     again.close()
+
+
+def test_a_grouped_codebook_assigns_alike_after_a_reopen(
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Above FLAT_MAX_K centroids (lowered here to 16, with 2 of 8 groups probed) the codebook trains in two levels and
+    tokens are assigned by groups of centroids: the trained codec keeps the grouping its
+    training made, searches reach the flat codebook's recall class, and a reopened codec,
+    which derives the grouping again from the stored centroids, assigns every token to the
+    centroid it had, so documents added after a reopen are coded as before it."""
+    import vecdb.index.multivector.codec as mvc
+
+    monkeypatch.setattr(mvc, "FLAT_MAX_K", 16)
+    monkeypatch.setattr(mvc, "ASSIGN_PROBE", 2)  # of 8 groups: the grouping decides
+    docs, qs = corpus
+    tokens, offsets = _pack(docs)
+    idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64, "rerank_tier": "int8"})
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    codec = idx._v.codec
+    assert codec is not None and codec.grouping is not None and len(codec.grouping.centres) == 8
+    codes, _off, _slots, _c = idx.codes()
+    assert np.mean(codec.assign(tokens) == codes) == 1.0
+    ids, _scores, _st = idx.search(qs, K_AT)
+    assert _recall(ids, qs, docs, 1) >= 0.75
+    idx.checkpoint(3)
+    idx.close()
+    again = MultiVectorIndex(DIM, tmp_path / "mv")
+    reopened = again._v.codec
+    assert reopened is not None and reopened.grouping is None  # not stored
+    np.testing.assert_array_equal(reopened.assign(tokens), codes)
+    np.testing.assert_array_equal(again.search(qs, K_AT)[0], ids)
+    again.close()

@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.bench.scale_row_data import MAX_POSTINGS, K, compare, exact_truth, generate, recall
+from vecdb.storage.disk import du
 
 BATCH = 20_000  # rows per upsert call
 INDEX_X_RAW = 4.0  # disk estimate: postings (~3.6x raw) and the stored vectors, over raw
@@ -57,16 +58,6 @@ COLD_POSTINGS = (16, 32)
 NPROBE = (1, 2, 4, 8, 16, 32, 64, 128)
 TRAIN_PER_LIST = 40  # faiss training points per list (faiss warns below 39)
 F32 = npt.NDArray[np.float32]
-
-
-def _dir_bytes(path: Path) -> int:
-    total = 0
-    for p in path.rglob("*"):
-        try:
-            total += p.stat().st_size if p.is_file() else 0
-        except OSError:  # removed between listing and stat
-            pass
-    return total
 
 
 def _set_threads(n: int) -> None:
@@ -104,7 +95,7 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     before = status_kib()
     own, children = rss_anon_probe(), children_anon_probe()  # (a bulk build's child counts)
     probes = {"anon": lambda: own() + children(), "children": children,
-              "disk": lambda: float(_dir_bytes(db))}  # fmt: skip
+              "disk": lambda: float(du(db)[0])}  # fmt: skip
     with Sampler(probes, interval_s=0.1) as sampler, vecdb.connect(db, engine=engine) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
@@ -185,7 +176,7 @@ def step_warm(work: Path) -> dict[str, Any]:
         out["io"] = st.get("io")
         out["posting_file_mib"] = st.get("posting_file_bytes", 0) / 2**20
         out["index_bytes_on_disk_mib"] = st.get("bytes_on_disk", 0) / 2**20
-    out["data_dir_mib"] = _dir_bytes(work / "db") / 2**20
+    out["data_dir_mib"] = du(work / "db")[0] / 2**20
     return out
 
 

@@ -326,11 +326,16 @@ def kmeans_two_level(
 
 @dataclass(frozen=True)
 class Groups:
-    """Centroids grouped for `assign_grouped`: group centres and each group's members."""
+    """Centroids grouped for `assign_grouped`: group centres, each group's members, and the
+    members' column blocks and squared norms its kernel scores them from."""
 
     centres: F32  # (G, d)
     members: I64  # centroid ids, group by group
     bounds: I64  # (G + 1,) group g's members are members[bounds[g]:bounds[g + 1]]
+    blocks: F32  # group g's members as a (d, widths[g]) block at starts[g] (`_column_blocks`)
+    starts: I64  # (G,)
+    widths: I64  # (G,) members padded to 16 lanes
+    norms: F32  # (K,) squared norm of each member, in `members` order
 
 
 def group_centroids(centroids: F32, seed: int = 0) -> Groups:
@@ -339,9 +344,11 @@ def group_centroids(centroids: F32, seed: int = 0) -> Groups:
     c = np.ascontiguousarray(centroids, dtype=np.float32)
     g = max(1, min(len(c), round(len(c) ** 0.5)))
     res = kmeans(c, g, iters=10, seed=seed)
-    members = np.argsort(res.labels, kind="stable")
+    members = np.argsort(res.labels, kind="stable").astype(np.int64)
     bounds = np.searchsorted(res.labels[members], np.arange(len(res.centroids) + 1))
-    return Groups(res.centroids, members.astype(np.int64), bounds.astype(np.int64))
+    bounds = bounds.astype(np.int64)
+    blocks, starts, widths = _column_blocks(c, members, bounds)
+    return Groups(res.centroids, members, bounds, blocks, starts, widths, sq_norms(c[members]))
 
 
 def assign_grouped(x: F32, centroids: F32, groups: Groups, probe: int) -> tuple[I64, F32]:
@@ -356,8 +363,6 @@ def assign_grouped(x: F32, centroids: F32, groups: Groups, probe: int) -> tuple[
     best = np.full(n, np.inf, dtype=np.float32)
     ng = len(groups.centres)
     p = max(1, min(probe, ng))
-    blocks, starts, widths = _column_blocks(centroids, groups)
-    norms = sq_norms(np.ascontiguousarray(centroids[groups.members], dtype=np.float32))
     step = chunk_rows(ng, d)  # the (rows, G) block of the group distances
     for lo in range(0, n, step):
         xc = x[lo : lo + step]
@@ -377,24 +382,22 @@ def assign_grouped(x: F32, centroids: F32, groups: Groups, probe: int) -> tuple[
         rows = order // p
         lab = labels[lo : lo + m]
         bst = best[lo : lo + m]
-        _grouped_nearest(xc, xn, rows, ptr, ng, blocks, starts, widths, norms, groups.bounds,
-                         groups.members, lab, bst)  # fmt: skip
+        _grouped_nearest(xc, xn, rows, ptr, ng, groups.blocks, groups.starts, groups.widths,
+                         groups.norms, groups.bounds, groups.members, lab, bst)  # fmt: skip
     return labels, best
 
 
-def _column_blocks(centroids: F32, groups: Groups) -> tuple[F32, I64, I64]:
+def _column_blocks(centroids: F32, members: I64, bounds: I64) -> tuple[F32, I64, I64]:
     """Each group's centroids as one (d, w) block, w their count padded to 16 lanes (zero
     columns), back to back in one flat array: (blocks, start of each group's block, w)."""
     d = centroids.shape[1]
-    sizes = np.diff(groups.bounds)
+    sizes = np.diff(bounds)
     widths = (-(-sizes // LANES) * LANES).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(widths * d)]).astype(np.int64)
     blocks = np.zeros(int(starts[-1]) + LANES, np.float32)  # (+ one vector: loads stay inside)
     for g in range(len(sizes)):
-        members = groups.members[groups.bounds[g] : groups.bounds[g + 1]]
-        block = np.zeros((d, int(widths[g])), np.float32)
-        block[:, : len(members)] = centroids[members].T
-        blocks[starts[g] : starts[g + 1]] = block.ravel()
+        block = blocks[starts[g] : starts[g + 1]].reshape(d, int(widths[g]))
+        block[:, : sizes[g]] = centroids[members[bounds[g] : bounds[g + 1]]].T
     return blocks, starts[:-1].copy(), widths
 
 

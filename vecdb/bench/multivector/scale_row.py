@@ -58,7 +58,8 @@ import numpy.typing as npt
 
 from vecdb.bench.multivector import metrics
 from vecdb.bench.multivector.embed import MVData
-from vecdb.bench.scale_row import _dir_bytes
+from vecdb.index.multivector.inputs import doc_steps
+from vecdb.storage.disk import du
 
 K = metrics.K
 COLLECTION = "docs"
@@ -92,15 +93,7 @@ def batches(offsets: I64, batch_docs: int, cap: int | None = None) -> list[tuple
     from vecdb.engine.doc_rules import MAX_TOKENS_PER_REQUEST
 
     cap = MAX_TOKENS_PER_REQUEST if cap is None else cap
-    out: list[tuple[int, int]] = []
-    lo, n = 0, len(offsets) - 1
-    while lo < n:
-        # docs lo..fit-1 hold at most `cap` tokens (offsets[fit] - offsets[lo] <= cap)
-        fit = int(np.searchsorted(offsets, offsets[lo] + cap, "right")) - 1
-        hi = max(lo + 1, min(n, lo + max(1, batch_docs), fit))
-        out.append((lo, hi))
-        lo = hi
-    return out
+    return doc_steps(np.diff(offsets), cap, max(1, batch_docs))
 
 
 def step_data(work: Path, docs: int, tokens: int, dim: int, n_queries: int) -> Result:
@@ -192,7 +185,7 @@ def _parts(db: Path) -> dict[str, float]:
     """MiB of each top-level entry of the data directory (the KV store, the collections)."""
     out: dict[str, float] = {}
     for p in sorted(db.iterdir()):
-        size = _dir_bytes(p) if p.is_dir() else p.stat().st_size
+        size = du(p)[0] if p.is_dir() else p.stat().st_size
         out[p.name] = size / 2**20
     return out
 
@@ -219,7 +212,7 @@ def step_build(work: Path, batch_docs: int) -> Result:
     before = status_kib()
     own, children = rss_anon_probe(), children_anon_probe()
     probes = {"anon": lambda: own() + children(), "children": children,
-              "disk": lambda: float(_dir_bytes(db))}  # fmt: skip
+              "disk": lambda: float(du(db)[0])}  # fmt: skip
     with Sampler(probes, interval_s=0.1) as sampler:
         with vecdb.connect(db) as client:
             client.create_collection(COLLECTION, dim=c.dim, metric="cosine", kind="multivector")
@@ -239,7 +232,7 @@ def step_build(work: Path, batch_docs: int) -> Result:
             open_anon = status_kib()["RssAnon"]
         t3 = time.perf_counter()
     after = status_kib()
-    rest = _dir_bytes(db)
+    rest = du(db)[0]
     return {
         "batches": len(parts),
         "ingest_s": t1 - t0,

@@ -94,9 +94,10 @@ class Codec:
     # half the bytes of a table read once per query (K = 8,192 x 128: 0.70 -> 0.37 ms with
     # the caches cold); derived, never stored
     scoring: npt.NDArray[np.uint16] = field(init=False, repr=False, compare=False)
-    # above FLAT_MAX_K, the centroids grouped for `assign` (derived from them when first
-    # asked for; two threads asking at once compute the same value)
-    _groups: Groups | None = field(init=False, repr=False, compare=False, default=None)
+    # above FLAT_MAX_K, the centroids grouped for `assign`: handed over by the training, or
+    # derived from the centroids when first asked for (two threads asking at once compute
+    # the same value); never stored
+    grouping: Groups | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scoring", to_bfloat16(self.centroids))
@@ -105,9 +106,9 @@ class Codec:
         """The centroids' groups for `assign` (None at K <= FLAT_MAX_K: exact assignment)."""
         if self.k <= FLAT_MAX_K:
             return None
-        if self._groups is None:
-            object.__setattr__(self, "_groups", group_centroids(self.centroids))
-        return self._groups
+        if self.grouping is None:
+            object.__setattr__(self, "grouping", group_centroids(self.centroids))
+        return self.grouping
 
     @property
     def k(self) -> int:
@@ -137,16 +138,10 @@ class Codec:
     def assign(self, tokens: F32) -> I64:
         """Nearest centroid of each token (above FLAT_MAX_K, among its ASSIGN_PROBE nearest
         groups of centroids)."""
-        out = np.empty(len(tokens), np.int64)
-        groups = self.groups()
-        for lo in range(0, len(tokens), ENCODE_CHUNK):
-            chunk = tokens[lo : lo + ENCODE_CHUNK]
-            out[lo : lo + len(chunk)] = (
-                assign(chunk, self.centroids)[0]
-                if groups is None
-                else assign_grouped(chunk, self.centroids, groups, ASSIGN_PROBE)[0]
-            )
-        return out
+        groups = self.groups()  # (both assignments work a chunk of rows at a time)
+        if groups is None:
+            return assign(tokens, self.centroids)[0]
+        return assign_grouped(tokens, self.centroids, groups, ASSIGN_PROBE)[0]
 
     def encode(self, tokens: F32, codes: I64 | None = None) -> Encoded:
         """Encode tokens (n, d) float32 (codes reused when already assigned)."""
@@ -296,4 +291,5 @@ def train(
         sq_residual=sq,
         additive=additive,
     )
+    object.__setattr__(codec, "grouping", probe.grouping)  # (same centroids: not regrouped)
     return codec, codes

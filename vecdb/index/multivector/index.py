@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,7 @@ import numpy.typing as npt
 from vecdb.index.base import Visible
 from vecdb.index.multivector import persist
 from vecdb.index.multivector.codec import QUANTILE_SAMPLE, Codec, Encoded, train
-from vecdb.index.multivector.inputs import checked, gather, queries_of, ranges
+from vecdb.index.multivector.inputs import checked, doc_steps, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
 from vecdb.index.multivector.rowfile import MemRows, RowFile
@@ -153,11 +153,8 @@ class MultiVectorIndex:
             peak = None
             if pick is not None and self.params.rerank_tier == "int8":  # scales cover all
                 peak = np.zeros(self.dim, np.float32)
-                for lo, hi in doc_steps(sizes, ENCODE_TOKENS):
-                    tok = gather(v.raw, v.raw_off, live[lo:hi])
-                    w = weights_all[ranges(v.raw_off, live[lo:hi])]
-                    et = self._pooled(tok, offsets_of(sizes[lo:hi]), w)[0]
-                    np.maximum(peak, np.abs(et).max(axis=0), out=peak)
+                for _hi, tok, offs, w in steps(v, live, weights_all):
+                    np.maximum(peak, np.abs(self._pooled(tok, offs, w)[0]).max(axis=0), out=peak)
             codec, codes = train(enc_tok, self.params, gen, self.unit, expect, peak)
             kill_point("mv_train_codebook")
             if progress:
@@ -172,10 +169,8 @@ class MultiVectorIndex:
             else:
                 del tokens, enc_tok, codes, pick
                 parts = []
-                for lo, hi in doc_steps(sizes, ENCODE_TOKENS):
-                    tok = gather(v.raw, v.raw_off, live[lo:hi])
-                    w = weights_all[ranges(v.raw_off, live[lo:hi])]
-                    et, eo, ew = self._pooled(tok, offsets_of(sizes[lo:hi]), w)
+                for hi, tok, offs, w in steps(v, live, weights_all):
+                    et, eo, ew = self._pooled(tok, offs, w)
                     parts.append(self._encode_step(codec, raw, tier, tok, et, eo, ew, None))
                     if progress:
                         progress("encode", hi, len(live))
@@ -213,11 +208,10 @@ class MultiVectorIndex:
                 self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
                 self._trained_tokens = total
                 self._added_sq, self._added_n = 0.0, 0
-                late_sizes = np.diff(now.raw_off)[late]
-                for lo, hi in doc_steps(late_sizes, ENCODE_TOKENS):  # (bounded memory)
-                    rows = ranges(now.raw_off, late[lo:hi])
-                    self._encode_new(now.slots[late[lo:hi]], gather(now.raw, now.raw_off, late[lo:hi]),
-                                     offsets_of(late_sizes[lo:hi]), late_w[rows])  # fmt: skip
+                done = 0
+                for hi, tok, offs, w in steps(now, late, late_w):  # (bounded memory)
+                    self._encode_new(now.slots[late[done:hi]], tok, offs, w)
+                    done = hi
                 for s in self._removed & self._doc_of.keys():  # removed while we trained
                     self._v.alive[self._doc_of[s]] = False
                 persist.retire(self, v)
@@ -238,9 +232,11 @@ class MultiVectorIndex:
         """(raw, pooled) training tokens, about `need` of them: random tokens of every live
         document, or with pooling on (it works on whole documents) random whole documents."""
         rng = np.random.default_rng(self.params.seed)
-        if self.params.pool <= 0:
-            rows = ranges(v.raw_off, live)
-            take = rows[np.sort(rng.choice(len(rows), need, replace=False))]
+        if self.params.pool <= 0:  # token t of the live ones: its document's start + rank
+            ends = np.cumsum(sizes)
+            t = np.sort(rng.choice(int(ends[-1]), need, replace=False))
+            doc = np.searchsorted(ends, t, "right")
+            take = v.raw_off[live[doc]] + t - (ends[doc] - sizes[doc])
             tokens = np.asarray(v.raw.rows(0, v.raw_tokens)[take], np.float32)
             return tokens, tokens
         order = rng.permutation(len(sizes))
@@ -494,15 +490,15 @@ class MultiVectorIndex:
         return persist.new_rows(self, "tier", dtype, self.dim)
 
 
-def doc_steps(sizes: I64, tokens: int) -> list[tuple[int, int]]:
-    """Consecutive ranges [lo, hi) of documents (of `sizes` tokens) holding about `tokens`
-    tokens each (a document is never split; a range is never empty)."""
-    ends = np.cumsum(sizes)
-    out: list[tuple[int, int]] = []
-    lo = 0
-    while lo < len(sizes):
-        base = int(ends[lo - 1]) if lo else 0
-        hi = max(lo + 1, int(np.searchsorted(ends, base + tokens, "right")))
-        out.append((lo, hi))
-        lo = hi
-    return out
+def steps(v: View, docs: I64, weights: F32) -> Iterator[tuple[int, F32, I64, F32]]:
+    """`docs` of view `v` (positions in it) ENCODE_TOKENS at a time: (how many of `docs` are
+    done after this step, their raw tokens, offsets and weights)."""
+    sizes = np.diff(v.raw_off)[docs]
+    for lo, hi in doc_steps(sizes, ENCODE_TOKENS):
+        part = docs[lo:hi]
+        yield (
+            hi,
+            gather(v.raw, v.raw_off, part),
+            offsets_of(sizes[lo:hi]),
+            weights[ranges(v.raw_off, part)],
+        )

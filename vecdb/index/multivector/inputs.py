@@ -2,7 +2,8 @@
 
 This module owns the checks of `build` / `add` arguments (doc ids, doc-major tokens, offsets,
 per-token weights) and of queries, raising `ValueError` (the engine validates users' input
-before it gets here), and the gathering of documents' token ranges from a row store. No state.
+before it gets here), the gathering of documents' token ranges from a row store, and the
+cutting of a run of documents into steps of bounded tokens (`doc_steps`). No state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ def ranges(offsets: I64, docs: I64) -> I64:
         return np.zeros(0, np.int64)
     starts = np.repeat(offsets[docs] - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
     out: I64 = starts + np.arange(int(sizes.sum()), dtype=np.int64)
+    return out
+
+
+def doc_steps(sizes: I64, tokens: int, docs: int = 0) -> list[tuple[int, int]]:
+    """Consecutive ranges [lo, hi) of documents (of `sizes` tokens) holding at most `tokens`
+    tokens each (or one document that holds more: a document is never split) and, with
+    `docs` > 0, at most `docs` documents; a range is never empty."""
+    ends = np.cumsum(sizes)
+    out: list[tuple[int, int]] = []
+    lo = 0
+    while lo < len(sizes):
+        base = int(ends[lo - 1]) if lo else 0
+        hi = int(np.searchsorted(ends, base + tokens, "right"))
+        hi = max(lo + 1, min(hi, lo + docs) if docs > 0 else hi)
+        out.append((lo, hi))
+        lo = hi
     return out
 
 
