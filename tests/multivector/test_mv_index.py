@@ -377,3 +377,99 @@ def test_a_grouped_codebook_assigns_alike_after_a_reopen(
     np.testing.assert_array_equal(reopened.assign(tokens), codes)
     np.testing.assert_array_equal(again.search(qs, K_AT)[0], ids)
     again.close()
+
+
+def _raw_files(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("raw."))
+
+
+def test_a_training_keeps_the_raw_file_until_removals_hold_a_quarter(
+    corpus: tuple, tmp_path: Path
+) -> None:
+    """A training writes no second copy of the raw tokens while removed documents hold less
+    than RAW_COMPACT of them: the file (and every document's number) is kept, removed
+    documents stay removed and encode nothing, appends after it land where the view says,
+    and a reopen answers alike. Past that share the training writes a file of the live
+    documents only and the old one is deleted at the next checkpoint."""
+    docs, qs = corpus
+    d = tmp_path / "mv"
+    idx = MultiVectorIndex(DIM, d, params={"K": 64, "rerank_tier": "int8"})
+    tokens, offsets = _pack(docs[:900])
+    idx.add(np.arange(900), tokens, offsets)
+    idx.train()
+    idx.checkpoint(1)
+    first = _raw_files(d)
+    assert len(first) == 1 and idx._v.raw_tokens == len(tokens)
+    gone = np.arange(0, 900, 9)  # 100 of 900 documents: under a quarter
+    idx.remove(gone)
+    t2, o2 = _pack(docs[900:1000])
+    idx.add(np.arange(900, 1000), t2, o2)
+    idx.train()
+    idx.checkpoint(2)
+    v = idx._v
+    assert _raw_files(d) == first and v.raw.path.name == first[0]
+    assert v.codec is not None and v.codec.generation == 2
+    every, _ = _pack(docs[:1000])
+    np.testing.assert_array_equal(np.asarray(v.raw.rows(0, v.raw_tokens)), every)
+    assert np.array_equal(v.slots, np.arange(1000)) and not v.alive[gone].any()
+    enc = np.diff(v.enc_off)
+    assert (enc[gone] == 0).all() and (enc[np.setdiff1d(np.arange(1000), gone)] > 0).all()
+    t3, o3 = _pack(docs[1000:1100])
+    idx.add(np.arange(1000, 1100), t3, o3)  # after a kept file: appended at its end
+    v = idx._v
+    np.testing.assert_array_equal(np.asarray(v.raw.rows(int(v.raw_off[1000]), v.raw_tokens)), t3)
+    live = np.setdiff1d(np.arange(1100), gone)
+    ids, _s, _st = idx.search(qs, K_AT, {"rerank": "exact", "ndocs": 1024})
+    assert not np.isin(ids, gone).any()
+    pos = np.searchsorted(live, ids)  # recall over the live documents alone
+    assert _recall(pos, qs, [docs[i] for i in live], 1) >= 0.9
+    idx.checkpoint(3)
+    idx.close()
+    again = MultiVectorIndex(DIM, d)
+    assert len(again) == 1100 - len(gone)
+    np.testing.assert_array_equal(
+        again.search(qs, K_AT, {"rerank": "exact", "ndocs": 1024})[0], ids
+    )
+    more = np.arange(1, 1100, 3)  # now over a quarter removed: a new file of the live ones
+    again.remove(more)
+    again.train()
+    again.checkpoint(4)
+    v = again._v
+    live = np.setdiff1d(live, more)
+    assert _raw_files(d) != first and len(_raw_files(d)) == 1
+    assert np.array_equal(v.slots, live) and v.alive.all()
+    np.testing.assert_array_equal(
+        np.asarray(v.raw.rows(0, v.raw_tokens)), np.concatenate([docs[i] for i in live])
+    )
+    assert not np.isin(again.search(qs, K_AT)[0], np.union1d(gone, more)).any()
+    again.close()
+
+
+def test_searches_see_the_late_documents_while_a_training_encodes_them(corpus: tuple) -> None:
+    """Documents added during a training are encoded at the swap before the new view is
+    published: a search meanwhile still reads the previous view, which holds them."""
+    docs, _qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 64})
+    tokens, offsets = _pack(docs[:600])
+    idx.add(np.arange(600), tokens, offsets)
+    late = 600
+    orig_pooled, orig_encoded = idx._pooled, idx._encoded
+    found: list[bool] = []
+
+    def encoded_and_search(v, first_doc, *rest):  # type: ignore[no-untyped-def]
+        q = docs[late][:4]  # the late document's own tokens: it is the best match
+        found.append(int(idx.search([q], 1, {"ndocs": 1024})[0][0, 0]) == late)
+        return orig_encoded(v, first_doc, *rest)
+
+    def add_late_once(*args):  # type: ignore[no-untyped-def]
+        idx._pooled = orig_pooled  # type: ignore[method-assign]
+        t, o = _pack(docs[late : late + 1])  # the training has started: a document arrives
+        idx.add([late], t, o)
+        idx._encoded = encoded_and_search  # type: ignore[method-assign]
+        return orig_pooled(*args)
+
+    idx._pooled = add_late_once  # type: ignore[method-assign]
+    idx.train()
+    assert found == [True]  # the swap encoded it once, searched meanwhile
+    assert int(idx.search([docs[late][:4]], 1)[0][0, 0]) == late
+    assert idx.stats()["encoded_tokens"] == idx.stats()["tokens"]

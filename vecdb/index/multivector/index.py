@@ -5,9 +5,10 @@ and its locking; the codec, token reduction, layout, pipeline and files are in t
 modules. Documents are named by the engine's int64 slots (never reused; remove wins, as for
 dense indexes). Tokens arrive prepared (L2-normalised for cosine). Until the first training
 the index holds only the raw float32 store and every search is exact MaxSim; `build` and
-`train` encode every live document with a new codec (generation + 1) and compact away
-removed ones; `add` after that encodes with the current codec. Mutations are serialised by a
-lock and published by swapping an immutable `View`; searches never wait for a training.
+`train` encode every live document with a new codec (generation + 1), and compact removed
+ones away once they hold RAW_COMPACT of the raw file (below that the file and the documents'
+numbers are kept); `add` after that encodes with the current codec. Mutations are serialised
+by a lock and published by swapping an immutable `View`; searches never wait for a training.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ Stores = RowFile | MemRows
 
 REGROW = 4.0  # retrain when the live tokens reach this x the tokens of the last training
 DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
+RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
 TRAIN_GATHER_BYTES = 512 << 20  # a training gathers every live token up to this (float32)
 ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 
@@ -114,14 +116,17 @@ class MultiVectorIndex:
             self._weights = np.zeros(0, np.float32)
             self._v = empty_view(self._new_raw())
             persist.retire(self, old)
-            self._append_raw(doc_ids, tokens, offsets, weights)
+            self._v = self._append_raw(self._v, doc_ids, tokens, offsets, weights)[0]
             self.train(progress)
 
     def train(self, progress: Progress | None = None) -> None:
-        """Train a new codec on the live documents and encode them all (compacting removed
-        documents away). A no-op without live tokens. The work runs outside the mutation
-        lock: documents added meanwhile are encoded with the new codec at the swap, removals
-        made meanwhile are applied to it. Up to what the codebook's training samples (or
+        """Train a new codec on the live documents and encode them all. A no-op without live
+        tokens. The raw file is kept unless removed documents hold RAW_COMPACT of it
+        (`_compacts`); then the live documents' rows are written to a new one and numbered
+        again. The work runs outside the mutation lock: documents added meanwhile are encoded
+        with the new codec at the swap, before it is published (searches read the previous
+        view until then), removals made meanwhile are applied to it. Up to what the
+        codebook's training samples (or
         TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past that the
         codebook is trained on that many random tokens (`_sample`) and the documents are
         encoded ENCODE_TOKENS at a time, so memory follows the sample, not the collection."""
@@ -159,32 +164,38 @@ class MultiVectorIndex:
             kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
-            # Pass 2: prune by salience, encode; new raw and tier files.
-            raw = self._new_raw()
+            # Pass 2: prune by salience, encode; a new tier file (and raw file, compacting).
+            compact = _compacts(v, total)
+            raw = self._new_raw() if compact else v.raw
+            into = raw if compact else None  # (the raw rows are written again only then)
             tier = self._new_tier(codec)
             if pick is None:  # everything at hand: one step, the training's codes reused
                 parts = [
-                    self._encode_step(codec, raw, tier, tokens, enc_tok, enc_off, enc_w, codes)
+                    self._encode_step(codec, into, tier, tokens, enc_tok, enc_off, enc_w, codes)
                 ]
             else:
                 del tokens, enc_tok, codes, pick
                 parts = []
                 for hi, tok, offs, w in steps(v, live, weights_all):
                     et, eo, ew = self._pooled(tok, offs, w)
-                    parts.append(self._encode_step(codec, raw, tier, tok, et, eo, ew, None))
+                    parts.append(self._encode_step(codec, into, tier, tok, et, eo, ew, None))
                     if progress:
                         progress("encode", hi, len(live))
             kill_point("mv_train_encoded")
             codes = np.concatenate([q[0] for q in parts])
-            enc_off = offsets_of(np.concatenate([q[3] for q in parts]))
+            enc_sizes = np.concatenate([q[3] for q in parts])
+            if not compact:  # documents keep their numbers: removed ones encode nothing
+                enc_sizes = np.zeros(v.docs, np.int64)
+                enc_sizes[live] = np.concatenate([q[3] for q in parts])
+            enc_off = offsets_of(enc_sizes)
             cells, cell_of = cell_pairs(codes, enc_off)
             indptr, cell_docs = csr(cells, cell_of, codec.k)
             z = np.zeros(0, np.int64)
             nv = View(
-                slots=v.slots[live].copy(),
-                raw_off=offsets_of(sizes),
-                alive=np.ones(len(live), bool),
-                raw_tokens=total,
+                slots=v.slots[live].copy() if compact else v.slots,
+                raw_off=offsets_of(sizes) if compact else v.raw_off,
+                alive=np.ones(len(live), bool) if compact else v.alive.copy(),
+                raw_tokens=total if compact else v.raw_tokens,
                 codec=codec,
                 enc_off=enc_off,
                 codes=pack_codes(codes, code_bits(codec.k)),
@@ -198,23 +209,36 @@ class MultiVectorIndex:
                 tier=tier,
             )
             del parts
-            # Pass 3: one swap, with what arrived meanwhile.
+            # Pass 3: one swap, with what arrived meanwhile (encoded before it is published).
             with self._lock:
                 now = self._v
                 late = np.arange(v.docs, now.docs, dtype=np.int64)
                 late_w = self._weights  # (the late documents' weights, read before the swap)
-                self._weights = weights_all[ranges(v.raw_off, live)]  # (a fresh array)
-                self._v = nv
-                self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
+                if compact:  # the late documents' raw rows are appended to the new file
+                    self._weights = weights_all[ranges(v.raw_off, live)]  # (a fresh array)
+                    self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
+                else:  # ... or are already there, after the others: the view takes them over
+                    nv = replace(
+                        nv,
+                        slots=now.slots,
+                        raw_off=now.raw_off,
+                        alive=np.concatenate([nv.alive, now.alive[v.docs :]]),
+                        raw_tokens=now.raw_tokens,
+                        enc_off=np.concatenate([enc_off, np.full(len(late), enc_off[-1])]),
+                    )
                 self._trained_tokens = total
                 self._added_sq, self._added_n = 0.0, 0
                 done = 0
                 for hi, tok, offs, w in steps(now, late, late_w):  # (bounded memory)
-                    self._encode_new(now.slots[late[done:hi]], tok, offs, w)
+                    if compact:
+                        nv = self._encode_new(nv, now.slots[late[done:hi]], tok, offs, w)
+                    else:
+                        nv = self._encoded(nv, v.docs + done, tok, offs, w)
                     done = hi
                 for s in self._removed & self._doc_of.keys():  # removed while we trained
-                    self._v.alive[self._doc_of[s]] = False
-                persist.retire(self, v)
+                    nv.alive[self._doc_of[s]] = False
+                self._v = nv
+                persist.retire(self, v, raw=compact)
             kill_point("mv_train_swapped")
             if progress:
                 progress("gather", len(live), len(live))
@@ -249,7 +273,7 @@ class MultiVectorIndex:
     def _encode_step(
         self,
         codec: Codec,
-        raw: Stores,
+        raw: Stores | None,
         tier: Stores | None,
         tokens: F32,
         enc_tok: F32,
@@ -258,13 +282,14 @@ class MultiVectorIndex:
         codes: I64 | None,
     ) -> tuple[I64, npt.NDArray[np.uint8], npt.NDArray[np.uint8], I64]:
         """Encode documents (pooled `enc_tok` by `enc_off`, `codes` when already assigned;
-        their raw `tokens` appended to `raw`): (codes, residuals, signs, encoded tokens per
-        document)."""
+        their raw `tokens` appended to `raw` unless None): (codes, residuals, signs, encoded
+        tokens per document)."""
         if codes is None:
             codes = codec.assign(enc_tok)
         enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, codec)
         encoded = codec.encode(enc_tok, codes)
-        raw.append(tokens)
+        if raw is not None:
+            raw.append(tokens)
         if tier is not None:
             tier.append(encoded.tier)
         return encoded.codes, encoded.residuals, encoded.signs, sizes_of(enc_off)
@@ -281,26 +306,37 @@ class MultiVectorIndex:
         """Insert documents (encoded with the current codec once there is one). Documents
         already present or ever removed are skipped (idempotent under replay)."""
         with self._lock:
-            self._encode_new(doc_ids, tokens, offsets, weights)
+            self._v = self._encode_new(self._v, doc_ids, tokens, offsets, weights)
 
     def _encode_new(
-        self, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
-    ) -> None:
-        first_doc = self._v.docs
-        added = self._append_raw(doc_ids, tokens, offsets, weights)
-        v = self._v
-        if v.codec is None or added is None:
-            return
-        toks, offs, w = added
+        self,
+        v: View,
+        doc_ids: npt.ArrayLike,
+        tokens: F32,
+        offsets: npt.ArrayLike,
+        weights: F32 | None,
+    ) -> View:
+        """`v` with these documents appended (raw rows written) and encoded."""
+        first_doc = v.docs
+        v, added = self._append_raw(v, doc_ids, tokens, offsets, weights)
+        return v if added is None else self._encoded(v, first_doc, *added)
+
+    def _encoded(self, v: View, first_doc: int, toks: F32, offs: I64, w: F32) -> View:
+        """`v` with its documents first_doc, first_doc + 1, ... (raw `toks` by `offs`, not
+        encoded yet) encoded with its codec (as they are without one)."""
+        if v.codec is None:
+            return v
         enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
         codes = v.codec.assign(enc_tok)
         enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
         encoded = v.codec.encode(enc_tok, codes)
         self._added_sq += encoded.sq_residual * len(enc_tok)
         self._added_n += len(enc_tok)
-        self._v = self._append_encoded(v, encoded, enc_off, first_doc)
+        return self._append_encoded(v, encoded, enc_off, first_doc)
 
     def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
+        """`v` with encoded tokens `e` of its documents first_doc, ... (ranges `enc_off`)
+        appended; the documents after them must not be encoded yet."""
         assert v.codec is not None
         bits = code_bits(v.codec.k)
         n_old, n = v.encoded_tokens, len(e.codes)
@@ -312,10 +348,15 @@ class MultiVectorIndex:
         if v.tier is not None:
             v.tier.append(e.tier)
         cells, docs = cell_pairs(e.codes, enc_off, first_doc)
+        # the new documents' placeholder (empty) ranges are replaced by their real ones (and
+        # those of documents after them, still empty, start where these end)
+        bounds = v.enc_off.copy()
+        after = first_doc + len(enc_off)
+        bounds[first_doc + 1 : after] = enc_off[1:] + n_old
+        bounds[after:] = n_old + n
         nv = replace(
             v,
-            # the new documents' placeholder (empty) ranges are replaced by their real ones
-            enc_off=np.concatenate([v.enc_off[: first_doc + 1], enc_off[1:] + n_old]),
+            enc_off=bounds,
             codes=codes,
             residuals=residuals,
             signs=signs,
@@ -323,27 +364,33 @@ class MultiVectorIndex:
         return with_delta(nv, cells, docs)
 
     def _append_raw(
-        self, doc_ids: npt.ArrayLike, tokens: F32, offsets: npt.ArrayLike, weights: F32 | None
-    ) -> tuple[F32, I64, F32] | None:
-        """Validate and append new documents to the raw store and the document table;
-        returns the new ones (tokens, offsets, weights) or None if all were skipped."""
+        self,
+        v: View,
+        doc_ids: npt.ArrayLike,
+        tokens: F32,
+        offsets: npt.ArrayLike,
+        weights: F32 | None,
+    ) -> tuple[View, tuple[F32, I64, F32] | None]:
+        """Validate new documents and append them to `v`'s raw store and the document table:
+        (the view with them, not encoded yet; the new ones (tokens, offsets, weights) or None
+        if all were skipped)."""
         ids, toks, offs, w = checked(self.dim, doc_ids, tokens, offsets, weights)
         keep = np.array(
             [int(s) not in self._removed and int(s) not in self._doc_of for s in ids], bool
         )
         if not keep.any():
-            return None
+            return v, None
         if not keep.all():
             idx = ranges(offs, np.flatnonzero(keep))
             toks, w = toks[idx], w[idx]
             offs, ids = offsets_of(sizes_of(offs)[keep]), ids[keep]
-        v = self._v
-        v.raw.append(toks)
+        first = v.raw.append(toks)
+        assert first == v.raw_tokens, (first, v.raw_tokens)  # the view covers the whole file
         self._weights = grow(self._weights, v.raw_tokens, len(w))  # capacity: no O(N) copy
         self._weights[v.raw_tokens : v.raw_tokens + len(w)] = w
         for i, s in enumerate(ids):
             self._doc_of[int(s)] = v.docs + i
-        self._v = replace(
+        nv = replace(
             v,
             slots=np.concatenate([v.slots, ids]),
             raw_off=np.concatenate([v.raw_off, offs[1:] + v.raw_off[-1]]),
@@ -351,7 +398,7 @@ class MultiVectorIndex:
             raw_tokens=v.raw_tokens + len(toks),
             enc_off=np.concatenate([v.enc_off, np.full(len(ids), v.enc_off[-1])]),
         )
-        return toks, offs, w
+        return nv, (toks, offs, w)
 
     def _pooled(self, tokens: F32, offsets: I64, weights: F32) -> tuple[F32, I64, F32]:
         if self.params.pool > 0:
@@ -488,6 +535,15 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
+
+
+def _compacts(v: View, live_tokens: int) -> bool:
+    """Whether a training of view `v` writes a new raw file: removed documents hold at least
+    RAW_COMPACT of its rows or of the documents (a share under DEAD_SHARE, so the training
+    that DEAD_SHARE starts always compacts)."""
+    dead_docs = v.docs - int(v.alive.sum())
+    dead_rows = v.raw_tokens - live_tokens
+    return dead_docs >= RAW_COMPACT * v.docs or dead_rows >= RAW_COMPACT * v.raw_tokens
 
 
 def steps(v: View, docs: I64, weights: F32) -> Iterator[tuple[int, F32, I64, F32]]:

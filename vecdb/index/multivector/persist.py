@@ -75,12 +75,12 @@ def new_rows(index: MultiVectorIndex, kind: str, dtype: npt.DTypeLike, cols: int
     return RowFile(path, dtype, cols, 0)
 
 
-def retire(index: MultiVectorIndex, old: View) -> None:
-    """Remember the row stores of a replaced view, whose files are deleted once a checkpoint
-    no longer names them. They are not closed then: a search that took the old view before
+def retire(index: MultiVectorIndex, old: View, raw: bool = True) -> None:
+    """Remember the row stores of a replaced view (its raw store only if `raw`: a training
+    may keep it), whose files are deleted once a checkpoint no longer names them. They are not closed then: a search that took the old view before
     the swap reads them to its end; their mappings and descriptors go with the last view
     that holds them (`RowFile` closes its descriptor when collected)."""
-    for store in (old.raw, old.tier):
+    for store in (old.raw, old.tier) if raw else (old.tier,):
         if isinstance(store, RowFile):
             index._files.retired.append(store)
 
