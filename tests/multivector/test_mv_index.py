@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -473,3 +474,63 @@ def test_searches_see_the_late_documents_while_a_training_encodes_them(corpus: t
     assert found == [True]  # the swap encoded it once, searched meanwhile
     assert int(idx.search([docs[late][:4]], 1)[0][0, 0]) == late
     assert idx.stats()["encoded_tokens"] == idx.stats()["tokens"]
+
+
+def test_a_training_takes_over_late_documents_while_writes_go_on(
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What arrives during a training is encoded in rounds outside the mutation lock (a
+    write made during a round does not wait for it), the rest under the lock at the swap:
+    every document is encoded once, removals made during a round hold."""
+    import vecdb.index.multivector.index as mvi
+
+    docs, _qs = corpus
+    monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
+    idx = MultiVectorIndex(DIM, params={"K": 64})
+    t, o = _pack(docs[:600])
+    idx.add(np.arange(600), t, o)
+    orig_pooled, orig_take = idx._pooled, idx._take_over
+    held: list[bool] = []
+
+    def add_late_once(*args):  # type: ignore[no-untyped-def]
+        idx._pooled = orig_pooled  # type: ignore[method-assign]
+        t2, o2 = _pack(docs[600:700])
+        idx.add(np.arange(600, 700), t2, o2)
+        return orig_pooled(*args)
+
+    def write_meanwhile() -> None:
+        t3, o3 = _pack(docs[700:750])
+        idx.add(np.arange(700, 750), t3, o3)
+        idx.remove([610, 5])
+
+    def take_over(*args):  # type: ignore[no-untyped-def]
+        probe: list[bool] = []
+
+        def try_lock() -> None:  # (an RLock is released by the thread that took it)
+            probe.append(idx._lock.acquire(timeout=0.5))
+            if probe[0]:
+                idx._lock.release()
+
+        th = threading.Thread(target=try_lock)
+        th.start()
+        th.join()
+        held.append(not probe[0])
+        out = orig_take(*args)
+        if len(held) == 1:  # writes after the first round, from another thread
+            w = threading.Thread(target=write_meanwhile)
+            w.start()
+            w.join(30)
+            assert not w.is_alive()
+        return out
+
+    idx._pooled = add_late_once  # type: ignore[method-assign]
+    idx._take_over = take_over  # type: ignore[method-assign]
+    idx.train()
+    assert held[0] is False and held[-1] is True and len(held) >= 3
+    st = idx.stats()
+    assert st["docs"] == 748 and st["encoded_tokens"] == st["tokens"]
+    v = idx._v
+    assert np.array_equal(v.slots, np.arange(750)) and not v.alive[[5, 610]].any()
+    for d in (650, 720):  # found by its own tokens, the removed never
+        assert int(idx.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
+    assert int(idx.search([docs[610][:4]], 1, {"ndocs": 1024})[0][0, 0]) != 610

@@ -61,9 +61,11 @@ Stores = RowFile | MemRows
 
 REGROW = 4.0  # retrain when the live tokens reach this x the tokens of the last training
 DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
-RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
 TRAIN_GATHER_BYTES = 512 << 20  # a training gathers every live token up to this (float32)
 ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
+RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
+CATCH_UP_ROUNDS = 4  # a training encodes what arrived during it in up to this many rounds ...
+CATCH_UP_TOKENS = ENCODE_TOKENS  # ... outside the lock, while at least this many tokens wait
 
 
 class MultiVectorIndex:
@@ -209,32 +211,30 @@ class MultiVectorIndex:
                 tier=tier,
             )
             del parts
-            # Pass 3: one swap, with what arrived meanwhile (encoded before it is published).
+            # Pass 3: what arrived meanwhile, encoded with the new codec into the new view
+            # (not yet published): in rounds outside the lock while writes go on, the rest
+            # under it; then one swap. Searches read the previous view until then.
+            taken, sq, n = v.docs, 0.0, 0  # documents of the live numbering taken over
+            for _round in range(CATCH_UP_ROUNDS):
+                with self._lock:
+                    now, weights_now = self._v, self._weights
+                if int(now.raw_off[-1] - now.raw_off[taken]) < CATCH_UP_TOKENS:
+                    break
+                nv, sq, n = self._take_over(nv, now, taken, weights_now, compact, sq, n)
+                taken = now.docs
             with self._lock:
                 now = self._v
-                late = np.arange(v.docs, now.docs, dtype=np.int64)
-                late_w = self._weights  # (the late documents' weights, read before the swap)
-                if compact:  # the late documents' raw rows are appended to the new file
-                    self._weights = weights_all[ranges(v.raw_off, live)]  # (a fresh array)
-                    self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
-                else:  # ... or are already there, after the others: the view takes them over
-                    nv = replace(
-                        nv,
-                        slots=now.slots,
-                        raw_off=now.raw_off,
-                        alive=np.concatenate([nv.alive, now.alive[v.docs :]]),
-                        raw_tokens=now.raw_tokens,
-                        enc_off=np.concatenate([enc_off, np.full(len(late), enc_off[-1])]),
+                nv, sq, n = self._take_over(nv, now, taken, self._weights, compact, sq, n)
+                if compact:  # documents numbered again
+                    self._weights = np.concatenate(
+                        [
+                            weights_all[ranges(v.raw_off, live)],
+                            self._weights[v.raw_tokens : now.raw_tokens],
+                        ]
                     )
+                    self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
                 self._trained_tokens = total
-                self._added_sq, self._added_n = 0.0, 0
-                done = 0
-                for hi, tok, offs, w in steps(now, late, late_w):  # (bounded memory)
-                    if compact:
-                        nv = self._encode_new(nv, now.slots[late[done:hi]], tok, offs, w)
-                    else:
-                        nv = self._encoded(nv, v.docs + done, tok, offs, w)
-                    done = hi
+                self._added_sq, self._added_n = sq, n
                 for s in self._removed & self._doc_of.keys():  # removed while we trained
                     nv.alive[self._doc_of[s]] = False
                 self._v = nv
@@ -319,24 +319,51 @@ class MultiVectorIndex:
         """`v` with these documents appended (raw rows written) and encoded."""
         first_doc = v.docs
         v, added = self._append_raw(v, doc_ids, tokens, offsets, weights)
-        return v if added is None else self._encoded(v, first_doc, *added)
-
-    def _encoded(self, v: View, first_doc: int, toks: F32, offs: I64, w: F32) -> View:
-        """`v` with its documents first_doc, first_doc + 1, ... (raw `toks` by `offs`, not
-        encoded yet) encoded with its codec (as they are without one)."""
-        if v.codec is None:
+        if added is None:
             return v
+        v, sq, n = self._encoded(v, first_doc, *added)
+        self._added_sq += sq
+        self._added_n += n
+        return v
+
+    def _encoded(
+        self, v: View, first_doc: int, toks: F32, offs: I64, w: F32
+    ) -> tuple[View, float, int]:
+        """`v` with its last documents, first_doc on (raw `toks` by `offs`, not encoded yet),
+        encoded with its codec (as they are without one); and the summed squared residual
+        and count of the tokens encoded (the drift check's)."""
+        if v.codec is None:
+            return v, 0.0, 0
         enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
         codes = v.codec.assign(enc_tok)
         enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
         encoded = v.codec.encode(enc_tok, codes)
-        self._added_sq += encoded.sq_residual * len(enc_tok)
-        self._added_n += len(enc_tok)
-        return self._append_encoded(v, encoded, enc_off, first_doc)
+        nv = self._append_encoded(v, encoded, enc_off, first_doc)
+        return nv, encoded.sq_residual * len(enc_tok), len(enc_tok)
+
+    def _take_over(
+        self, nv: View, now: View, first: int, weights: F32, write_raw: bool, sq: float, n: int
+    ) -> tuple[View, float, int]:
+        """A training's new view `nv` with the documents first, first + 1, ... of the live
+        view `now` (`weights` its token weights) appended and encoded with its codec, their
+        raw rows written to its raw store when `write_raw` (else they are already there,
+        where its numbering puts them); `sq`, `n` summed up with theirs."""
+        docs = np.arange(first, now.docs, dtype=np.int64)
+        done = 0
+        for hi, tok, offs, w in steps(now, docs, weights):  # (bounded memory)
+            part = docs[done:hi]
+            done = hi
+            if write_raw:
+                nv.raw.append(tok)
+            first_doc = nv.docs
+            nv = with_docs(nv, now.slots[part], offs, now.alive[part])
+            nv, s, m = self._encoded(nv, first_doc, tok, offs, w)
+            sq, n = sq + s, n + m
+        return nv, sq, n
 
     def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
-        """`v` with encoded tokens `e` of its documents first_doc, ... (ranges `enc_off`)
-        appended; the documents after them must not be encoded yet."""
+        """`v` with encoded tokens `e` of its last documents, first_doc on (ranges
+        `enc_off`), appended."""
         assert v.codec is not None
         bits = code_bits(v.codec.k)
         n_old, n = v.encoded_tokens, len(e.codes)
@@ -348,15 +375,10 @@ class MultiVectorIndex:
         if v.tier is not None:
             v.tier.append(e.tier)
         cells, docs = cell_pairs(e.codes, enc_off, first_doc)
-        # the new documents' placeholder (empty) ranges are replaced by their real ones (and
-        # those of documents after them, still empty, start where these end)
-        bounds = v.enc_off.copy()
-        after = first_doc + len(enc_off)
-        bounds[first_doc + 1 : after] = enc_off[1:] + n_old
-        bounds[after:] = n_old + n
         nv = replace(
             v,
-            enc_off=bounds,
+            # the new documents' placeholder (empty) ranges are replaced by their real ones
+            enc_off=np.concatenate([v.enc_off[: first_doc + 1], enc_off[1:] + n_old]),
             codes=codes,
             residuals=residuals,
             signs=signs,
@@ -390,15 +412,7 @@ class MultiVectorIndex:
         self._weights[v.raw_tokens : v.raw_tokens + len(w)] = w
         for i, s in enumerate(ids):
             self._doc_of[int(s)] = v.docs + i
-        nv = replace(
-            v,
-            slots=np.concatenate([v.slots, ids]),
-            raw_off=np.concatenate([v.raw_off, offs[1:] + v.raw_off[-1]]),
-            alive=np.concatenate([v.alive, np.ones(len(ids), bool)]),
-            raw_tokens=v.raw_tokens + len(toks),
-            enc_off=np.concatenate([v.enc_off, np.full(len(ids), v.enc_off[-1])]),
-        )
-        return nv, (toks, offs, w)
+        return with_docs(v, ids, offs, np.ones(len(ids), bool)), (toks, offs, w)
 
     def _pooled(self, tokens: F32, offsets: I64, weights: F32) -> tuple[F32, I64, F32]:
         if self.params.pool > 0:
@@ -535,6 +549,19 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
+
+
+def with_docs(v: View, slots: I64, offs: I64, alive: npt.NDArray[np.bool_]) -> View:
+    """`v` with documents appended to its table (their raw rows, by `offs`, follow its last
+    ones in the raw store), not encoded yet."""
+    return replace(
+        v,
+        slots=np.concatenate([v.slots, slots]),
+        raw_off=np.concatenate([v.raw_off, offs[1:] + v.raw_off[-1]]),
+        alive=np.concatenate([v.alive, alive]),
+        raw_tokens=v.raw_tokens + int(offs[-1]),
+        enc_off=np.concatenate([v.enc_off, np.full(len(slots), v.enc_off[-1])]),
+    )
 
 
 def _compacts(v: View, live_tokens: int) -> bool:
