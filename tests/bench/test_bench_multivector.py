@@ -306,7 +306,7 @@ def test_mvindex_adapter_counts_the_tiers_each_setting_reads(small: MVData) -> N
     from vecdb.bench.multivector.systems import MVIndex
 
     system = MVIndex()
-    system.build(small, {"K": 64})
+    system.build(small, {"K": 64, "sign_bits": True})
     try:
         per = system.bytes_per_token({})
         assert set(per) == {"codes", "postings", "residuals"}

@@ -58,7 +58,7 @@ def test_before_training_search_is_exact(corpus: tuple) -> None:
         ({}, {}, 0.7),  # 2-bit residuals alone: the pilot's 0.70-0.77 class
         ({"residual_codec": "pq"}, {}, 0.7),
         ({"residual_codec": "rq"}, {}, 0.7),
-        ({"rerank_tier": "float16"}, {"hamming_keep": 40, "nprobe": 4}, 0.85),
+        ({"rerank_tier": "float16", "sign_bits": True}, {"hamming_keep": 40, "nprobe": 4}, 0.85),
     ],
 )
 def test_trained_search_recall_vs_exact(
@@ -208,7 +208,7 @@ def test_every_rerank_tier_ranks_and_a_missing_tier_is_refused(corpus: tuple) ->
     """codes < signs/residual < int8 in recall vs exact, roughly as the pilot; asking for a
     tier the index was not built with names params.rerank."""
     docs, qs = corpus
-    idx = MultiVectorIndex(DIM, params={"K": 256, "rerank_tier": "int8"})
+    idx = MultiVectorIndex(DIM, params={"K": 256, "rerank_tier": "int8", "sign_bits": True})
     tokens, offsets = _pack(docs)
     idx.build(np.arange(len(docs)), tokens, offsets)
     got = {r: _recall(idx.search(qs, K_AT, {"rerank": r, "nprobe": 4})[0], qs, docs, 1)
@@ -534,3 +534,27 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
     for d in (650, 720):  # found by its own tokens, the removed never
         assert int(idx.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
     assert int(idx.search([docs[610][:4]], 1, {"ndocs": 1024})[0][0, 0]) != 610
+
+
+def test_sign_bits_are_off_by_default_and_asking_for_them_is_refused(corpus: tuple) -> None:
+    """The default stores no sign bits (the default pipeline never reads them); a search
+    asking for the prefilter or the sign rerank of such a collection is refused, naming the
+    parameter, trained or not; with sign_bits on, both run."""
+    docs, qs = corpus
+    tokens, offsets = _pack(docs[:300])
+    plain = MultiVectorIndex(DIM, params={"K": 64})
+    for ask, field in (({"hamming_keep": 32}, "params.hamming_keep"),
+                       ({"rerank": "signs"}, "params.rerank")):  # fmt: skip
+        for train in (False, True):
+            if train:
+                plain.build(np.arange(300), tokens, offsets)
+            with pytest.raises(InvalidArgument, match="sign_bits=true") as e:
+                plain.search(qs[:2], K_AT, ask)
+            assert e.value.field == field
+    assert plain._v.signs.shape[1] == 0 and plain.stats()["bytes_per_token"]["signs"] == 0.0
+    signs = MultiVectorIndex(DIM, params={"K": 64, "sign_bits": True})
+    signs.build(np.arange(300), tokens, offsets)
+    assert signs._v.signs.shape[1] == DIM // 8 and signs.stats()["bytes_per_token"]["signs"] == 4
+    for ask in ({"hamming_keep": 32}, {"rerank": "signs"}):
+        ids, _s, _st = signs.search(qs[:2], K_AT, ask)
+        assert (ids >= 0).all()

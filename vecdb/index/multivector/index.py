@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 from vecdb.index.multivector import persist
 from vecdb.index.multivector.codec import QUANTILE_SAMPLE, Codec, Encoded, train
@@ -127,11 +128,12 @@ class MultiVectorIndex:
         (`_compacts`); then the live documents' rows are written to a new one and numbered
         again. The work runs outside the mutation lock: documents added meanwhile are encoded
         with the new codec at the swap, before it is published (searches read the previous
-        view until then), removals made meanwhile are applied to it. Up to what the
-        codebook's training samples (or
-        TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past that the
-        codebook is trained on that many random tokens (`_sample`) and the documents are
-        encoded ENCODE_TOKENS at a time, so memory follows the sample, not the collection."""
+        view until then), in rounds outside the lock while writes go on, the rest under it;
+        removals made meanwhile are applied to it. Up to what the codebook's training
+        samples (or TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past
+        that the codebook is trained on that many random tokens (`_sample`) and the
+        documents are encoded ENCODE_TOKENS at a time, so memory follows the sample, not
+        the collection."""
         with self._train_lock:
             with self._lock:
                 v = self._v
@@ -446,6 +448,13 @@ class MultiVectorIndex:
         already parsed (the engine checks them before any work) are used as they are;
         `visible` restricts the documents as `view.visible_mask` reads it."""
         p = params if isinstance(params, MVSearchParams) else MVSearchParams.parse(params)
+        if not self.params.sign_bits and (p.hamming_keep or p.rerank == "signs"):
+            name = "hamming_keep" if p.hamming_keep else "rerank"
+            raise InvalidArgument(
+                f"params.{name} reads sign bits: the collection needs index_params "
+                "sign_bits=true (off by default)",
+                field=f"params.{name}",
+            )
         qs = queries_of(self.dim, queries)
         v = self._v
         live = visible_mask(v, visible, self._members)

@@ -25,7 +25,7 @@ DEFAULT_RESIDUAL_BITS = 2
 DEFAULT_RESIDUAL_BYTES, MIN_RESIDUAL_BYTES, MAX_RESIDUAL_BYTES = 0, 0, 4096  # 0 = ceil(d b / 8)
 RESIDUAL_CODECS = ("pq", "rq")  # product codes | residual quantiser (`additive`)
 DEFAULT_RESIDUAL_CODEC = "pq"
-DEFAULT_SIGN_BITS = True
+DEFAULT_SIGN_BITS = False  # d/8 bytes a token in memory, read only by hamming_keep / 'signs'
 RERANK_TIERS = ("none", "int8", "float16")
 DEFAULT_RERANK_TIER = "none"
 DEFAULT_DOC_PRUNE, MIN_DOC_PRUNE, MAX_DOC_PRUNE = 1.0, 0.05, 1.0  # share of tokens kept
