@@ -58,6 +58,8 @@ def test_a_small_run_reports_every_part(
     assert build["index"]["trained"] and build["index"]["K"] > 0
     assert set(build["index"]["bytes_per_token"]) >= {"raw", "codes", "residuals", "signs"}
     assert build["ingest_s"] > 0 and build["optimize_s"] > 0
+    ms = build["upsert_ms"]  # each call timed: within the ingest's seconds
+    assert 0 < ms["p50"] <= ms["p99"] <= ms["max"] <= 1000 * build["ingest_s"]
     assert build["build_s"] == pytest.approx(build["ingest_s"] + build["optimize_s"])
     assert build["count"] == docs and build["index_state"] == "ready"
     assert build["disk_peak_mib"] > 0 and build["disk_at_rest_mib"] > 0

@@ -19,9 +19,10 @@ kernel, the recall definition and the thread pinning are the multi-vector bench'
 3. Build (fresh process, kernels warmed first on a tiny throwaway collection): create a
    kind="multivector" cosine collection, `upsert_documents` in batches (at most --batch-docs
    documents and MAX_TOKENS_PER_REQUEST tokens a call), then `optimize(wait=True)`; ingest and
-   optimize timed apart; RssAnon of this process and every child it starts sampled (peak growth
-   over the baseline) and the bytes of the data directory (peak, and at rest after close); the
-   index's own stats (K, bytes per token of each tier, postings).
+   optimize timed apart, and each upsert call (p50 / p99 / max: a write held up by a
+   background training shows in the tail); RssAnon of this process and every child it starts
+   sampled (peak growth over the baseline) and the bytes of the data directory (peak, and at
+   rest after close); the index's own stats (K, bytes per token of each tier, postings).
 4. Search (fresh process, kernels warmed the same way): open the data directory, then per
    thread count (numba, BLAS and OpenMP pinned together, as the bench's latency pass does) a
    few warm-up queries and one `search_documents(k=10)` per query: wall p50 / p95, tie-aware
@@ -217,10 +218,12 @@ def step_build(work: Path, batch_docs: int) -> Result:
         with vecdb.connect(db) as client:
             client.create_collection(COLLECTION, dim=c.dim, metric="cosine", kind="multivector")
             t0 = time.perf_counter()
+            waits = []  # seconds of each upsert call (a write stalled by a training shows)
             for n, (lo, hi) in enumerate(parts):
-                client.upsert_documents(
-                    COLLECTION, list(range(lo, hi)), [c.doc(i) for i in range(lo, hi)]
-                )
+                batch = [c.doc(i) for i in range(lo, hi)]
+                tb = time.perf_counter()
+                client.upsert_documents(COLLECTION, list(range(lo, hi)), batch)
+                waits.append(time.perf_counter() - tb)
                 if (n + 1) % max(1, len(parts) // 10) == 0:
                     print(f"  build: {hi:,} / {c.n_docs:,} documents upserted, "
                           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
@@ -236,6 +239,10 @@ def step_build(work: Path, batch_docs: int) -> Result:
     return {
         "batches": len(parts),
         "ingest_s": t1 - t0,
+        "upsert_ms": {
+            q: round(1000 * float(np.percentile(waits, v)), 2)
+            for q, v in (("p50", 50), ("p99", 99), ("max", 100))
+        },
         "optimize_s": t2 - t1,
         "build_s": t2 - t0,
         "close_s": t3 - t2,
@@ -449,6 +456,10 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "-"
 
 
+def _ms(q: Any) -> str:
+    return " / ".join(_fmt(q.get(k), ".1f") for k in ("p50", "p99", "max")) if q else "-"
+
+
 def summary(res: Result) -> str:
     """A few plain lines of the result for a person (the JSON has every number)."""
     lines = [f"multi-vector scale row: {res['dataset']}"]
@@ -469,7 +480,8 @@ def summary(res: Result) -> str:
         per = ix.get("bytes_per_token", {})
         tiers = ", ".join(f"{k} {v:g}" for k, v in per.items())
         lines += [
-            f"  build: ingest {b['ingest_s']:.1f} s + optimize {b['optimize_s']:.1f} s "
+            f"  build: ingest {b['ingest_s']:.1f} s (upsert call p50 / p99 / max "
+            f"{_ms(b.get('upsert_ms'))} ms) + optimize {b['optimize_s']:.1f} s "
             f"({b['docs_per_s']:,.0f} documents/s); peak RssAnon +{b['build_peak_anon_mib']:,.0f}"
             f" MiB (children {b['build_child_peak_anon_mib']:,.0f}); data directory peak "
             f"{b['disk_peak_mib']:,.0f} MiB, at rest {b['disk_at_rest_mib']:,.0f} MiB "
