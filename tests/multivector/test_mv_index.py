@@ -486,6 +486,7 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
 
     docs, _qs = corpus
     monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
+    monkeypatch.setattr(mvi, "CATCH_UP_SHARE", float("inf"))  # rounds whatever the rates
     idx = MultiVectorIndex(DIM, params={"K": 64})
     t, o = _pack(docs[:600])
     idx.add(np.arange(600), t, o)
@@ -558,3 +559,44 @@ def test_sign_bits_are_off_by_default_and_asking_for_them_is_refused(corpus: tup
     for ask in ({"hamming_keep": 32}, {"rerank": "signs"}):
         ids, _s, _st = signs.search(qs[:2], K_AT, ask)
         assert (ids >= 0).all()
+
+
+def test_a_training_stops_catching_up_when_writes_outrun_it(
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When more arrives during a round than the round encoded (writes faster than the new
+    codebook encodes), the training stops the rounds and encodes the rest under the lock
+    (the backlog would only grow: each later round, and the last one under the lock, longer);
+    nothing is lost."""
+    import vecdb.index.multivector.index as mvi
+
+    docs, _qs = corpus
+    monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
+    idx = MultiVectorIndex(DIM, params={"K": 64})
+    t, o = _pack(docs[:500])
+    idx.add(np.arange(500), t, o)
+    orig_pooled, orig_take = idx._pooled, idx._take_over
+    calls: list[int] = []
+
+    def add_late_once(*args):  # type: ignore[no-untyped-def]
+        idx._pooled = orig_pooled  # type: ignore[method-assign]
+        t2, o2 = _pack(docs[500:550])
+        idx.add(np.arange(500, 550), t2, o2)
+        return orig_pooled(*args)
+
+    def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
+        calls.append(now.docs - first)
+        out = orig_take(nv, now, first, *rest)
+        if len(calls) == 1:  # three times what the round took arrives during it
+            t3, o3 = _pack(docs[550:700])
+            w = threading.Thread(target=idx.add, args=(np.arange(550, 700), t3, o3))
+            w.start()
+            w.join(30)
+        return out
+
+    idx._pooled = add_late_once  # type: ignore[method-assign]
+    idx._take_over = take_over  # type: ignore[method-assign]
+    idx.train()
+    assert calls == [50, 150]  # one round, then the rest under the lock
+    st = idx.stats()
+    assert st["docs"] == 700 and st["encoded_tokens"] == st["tokens"]

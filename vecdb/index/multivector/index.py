@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -67,6 +68,7 @@ ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
 CATCH_UP_ROUNDS = 4  # a training encodes what arrived during it in up to this many rounds ...
 CATCH_UP_TOKENS = ENCODE_TOKENS  # ... outside the lock, while at least this many tokens wait
+CATCH_UP_SHARE = 0.5  # ... and they arrive at most this share of the rate the rounds encode
 
 
 class MultiVectorIndex:
@@ -139,6 +141,7 @@ class MultiVectorIndex:
                 v = self._v
                 live = np.flatnonzero(v.alive)
                 weights_all = self._weights
+            started = time.monotonic()
             sizes = np.diff(v.raw_off)[live]
             total = int(sizes.sum())
             if total == 0:
@@ -169,6 +172,7 @@ class MultiVectorIndex:
             if progress:
                 progress("train", 1, 1)
             # Pass 2: prune by salience, encode; a new tier file (and raw file, compacting).
+            encoding = time.monotonic()
             compact = _compacts(v, total)
             raw = self._new_raw() if compact else v.raw
             into = raw if compact else None  # (the raw rows are written again only then)
@@ -214,16 +218,24 @@ class MultiVectorIndex:
             )
             del parts
             # Pass 3: what arrived meanwhile, encoded with the new codec into the new view
-            # (not yet published): in rounds outside the lock while writes go on, the rest
-            # under it; then one swap. Searches read the previous view until then.
+            # (not yet published): in rounds outside the lock while writes go on, as long as
+            # the writes arrive slower than the rounds encode them; the rest under the lock
+            # (writes wait); then one swap. Searches read the previous view until then.
             taken, sq, n = v.docs, 0.0, 0  # documents of the live numbering taken over
+            since, rate = started, total / max(1e-3, time.monotonic() - encoding)
             for _round in range(CATCH_UP_ROUNDS):
                 with self._lock:
                     now, weights_now = self._v, self._weights
-                if int(now.raw_off[-1] - now.raw_off[taken]) < CATCH_UP_TOKENS:
-                    break
+                t0 = time.monotonic()
+                backlog = int(now.raw_off[-1] - now.raw_off[taken])
+                if (
+                    backlog < CATCH_UP_TOKENS
+                    or backlog / max(1e-3, t0 - since) > CATCH_UP_SHARE * rate
+                ):
+                    break  # (little left, or writes would outrun the rounds)
                 nv, sq, n = self._take_over(nv, now, taken, weights_now, compact, sq, n)
-                taken = now.docs
+                taken, since = now.docs, t0
+                rate = backlog / max(1e-3, time.monotonic() - t0)
             with self._lock:
                 now = self._v
                 nv, sq, n = self._take_over(nv, now, taken, self._weights, compact, sq, n)
