@@ -320,25 +320,13 @@ class MultiVectorIndex:
         """Insert documents (encoded with the current codec once there is one). Documents
         already present or ever removed are skipped (idempotent under replay)."""
         with self._lock:
-            self._v = self._encode_new(self._v, doc_ids, tokens, offsets, weights)
-
-    def _encode_new(
-        self,
-        v: View,
-        doc_ids: npt.ArrayLike,
-        tokens: F32,
-        offsets: npt.ArrayLike,
-        weights: F32 | None,
-    ) -> View:
-        """`v` with these documents appended (raw rows written) and encoded."""
-        first_doc = v.docs
-        v, added = self._append_raw(v, doc_ids, tokens, offsets, weights)
-        if added is None:
-            return v
-        v, sq, n = self._encoded(v, first_doc, *added)
-        self._added_sq += sq
-        self._added_n += n
-        return v
+            first_doc = self._v.docs
+            v, added = self._append_raw(self._v, doc_ids, tokens, offsets, weights)
+            if added is not None:
+                v, sq, n = self._encoded(v, first_doc, *added)
+                self._added_sq += sq
+                self._added_n += n
+            self._v = v
 
     def _encoded(
         self, v: View, first_doc: int, toks: F32, offs: I64, w: F32
