@@ -476,20 +476,26 @@ def test_searches_see_the_late_documents_while_a_training_encodes_them(corpus: t
     assert idx.stats()["encoded_tokens"] == idx.stats()["tokens"]
 
 
+@pytest.mark.parametrize("compact", [False, True])
 def test_a_training_takes_over_late_documents_while_writes_go_on(
-    corpus: tuple, monkeypatch: pytest.MonkeyPatch
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compact: bool
 ) -> None:
     """What arrives during a training is encoded in rounds outside the mutation lock (a
     write made during a round does not wait for it), the rest under the lock at the swap:
-    every document is encoded once, removals made during a round hold."""
+    every document is encoded once, removals made during a round hold; with the raw file
+    kept, and with a new one (a third removed first: the late rows are written to it), then
+    reopened from a checkpoint alike."""
     import vecdb.index.multivector.index as mvi
 
     docs, _qs = corpus
     monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
     monkeypatch.setattr(mvi, "CATCH_UP_SHARE", float("inf"))  # rounds whatever the rates
-    idx = MultiVectorIndex(DIM, params={"K": 64})
+    idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64})
     t, o = _pack(docs[:600])
     idx.add(np.arange(600), t, o)
+    first = np.arange(300, 500) if compact else np.zeros(0, np.int64)
+    idx.remove(first)
+    gone = np.union1d(first, [5, 610])
     orig_pooled, orig_take = idx._pooled, idx._take_over
     held: list[bool] = []
 
@@ -529,12 +535,22 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
     idx.train()
     assert held[0] is False and held[-1] is True and len(held) >= 3
     st = idx.stats()
-    assert st["docs"] == 748 and st["encoded_tokens"] == st["tokens"]
+    assert st["docs"] == 750 - len(gone) and st["encoded_tokens"] == st["tokens"]
     v = idx._v
-    assert np.array_equal(v.slots, np.arange(750)) and not v.alive[[5, 610]].any()
-    for d in (650, 720):  # found by its own tokens, the removed never
-        assert int(idx.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
-    assert int(idx.search([docs[610][:4]], 1, {"ndocs": 1024})[0][0, 0]) != 610
+    kept = np.setdiff1d(np.arange(750), first)  # a new file holds the live ones, in order
+    assert np.array_equal(v.slots, kept if compact else np.arange(750))
+    np.testing.assert_array_equal(
+        np.asarray(v.raw.rows(0, v.raw_tokens)), np.concatenate([docs[i] for i in v.slots])
+    )
+    assert not v.alive[np.searchsorted(v.slots, np.intersect1d(gone, v.slots))].any()
+    idx.checkpoint(1)
+    idx.close()
+    again = MultiVectorIndex(DIM, tmp_path / "mv")
+    for d in (650, 720, 100):  # found by its own tokens, the removed never
+        assert int(again.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
+    for d in (610, 5, 400) if compact else (610, 5):
+        assert int(again.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) != d
+    again.close()
 
 
 def test_sign_bits_are_off_by_default_and_asking_for_them_is_refused(corpus: tuple) -> None:
