@@ -580,39 +580,50 @@ def test_sign_bits_are_off_by_default_and_asking_for_them_is_refused(corpus: tup
 def test_a_training_stops_catching_up_when_writes_outrun_it(
     corpus: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """When more arrives during a round than the round encoded (writes faster than the new
-    codebook encodes), the training stops the rounds and encodes the rest under the lock
-    (the backlog would only grow: each later round, and the last one under the lock, longer);
-    nothing is lost."""
+    """A round outside the lock stops after a step once more tokens have arrived during it
+    than it has encoded (writes faster than the new codebook encodes: every later round, and
+    the last one under the lock, would be longer); the rest is encoded under the lock, in
+    one go, and nothing is lost."""
     import vecdb.index.multivector.index as mvi
 
     docs, _qs = corpus
     monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
+    monkeypatch.setattr(mvi, "ENCODE_TOKENS", 300)  # a round's step: about a dozen documents
     idx = MultiVectorIndex(DIM, params={"K": 64})
     t, o = _pack(docs[:500])
     idx.add(np.arange(500), t, o)
-    orig_pooled, orig_take = idx._pooled, idx._take_over
-    calls: list[int] = []
+    orig_pooled, orig_take, orig_encoded = idx._pooled, idx._take_over, idx._encoded
+    calls: list[tuple[int, int, int, bool]] = []  # (first, documents then, taken, a round)
+    rounds: list[bool] = []  # per take-over call: a round outside the lock
+    burst: list[bool] = []
 
     def add_late_once(*args):  # type: ignore[no-untyped-def]
         idx._pooled = orig_pooled  # type: ignore[method-assign]
-        t2, o2 = _pack(docs[500:550])
-        idx.add(np.arange(500, 550), t2, o2)
+        t2, o2 = _pack(docs[500:600])
+        idx.add(np.arange(500, 600), t2, o2)
         return orig_pooled(*args)
 
-    def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
-        calls.append(now.docs - first)
-        out = orig_take(nv, now, first, *rest)
-        if len(calls) == 1:  # three times what the round took arrives during it
-            t3, o3 = _pack(docs[550:700])
-            w = threading.Thread(target=idx.add, args=(np.arange(550, 700), t3, o3))
+    def encoded(*args):  # type: ignore[no-untyped-def]
+        if rounds == [True] and not burst:  # the first step of the first round: a burst
+            burst.append(True)
+            t3, o3 = _pack(docs[600:750])
+            w = threading.Thread(target=idx.add, args=(np.arange(600, 750), t3, o3))
             w.start()
             w.join(30)
+        return orig_encoded(*args)
+
+    def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
+        rounds.append(len(rest) > 4)  # (given arrivals_from)
+        out = orig_take(nv, now, first, *rest)
+        calls.append((first, now.docs, out[3], len(rest) > 4))
         return out
 
     idx._pooled = add_late_once  # type: ignore[method-assign]
     idx._take_over = take_over  # type: ignore[method-assign]
+    idx._encoded = encoded  # type: ignore[method-assign]
     idx.train()
-    assert calls == [50, 150]  # one round, then the rest under the lock
+    (f1, d1, got1, round1), (f2, d2, got2, round2) = calls  # one round, then under the lock
+    assert round1 and not round2 and f1 == 500 and d1 == 600
+    assert f2 == got1 < 600 and d2 == got2 == 750  # stopped early; the rest in one go
     st = idx.stats()
-    assert st["docs"] == 700 and st["encoded_tokens"] == st["tokens"]
+    assert st["docs"] == 750 and st["encoded_tokens"] == st["tokens"]
