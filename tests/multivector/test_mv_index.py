@@ -489,7 +489,6 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
 
     docs, _qs = corpus
     monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
-    monkeypatch.setattr(mvi, "CATCH_UP_SHARE", float("inf"))  # rounds whatever the rates
     idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64})
     t, o = _pack(docs[:600])
     idx.add(np.arange(600), t, o)
@@ -577,53 +576,58 @@ def test_sign_bits_are_off_by_default_and_asking_for_them_is_refused(corpus: tup
         assert (ids >= 0).all()
 
 
-def test_a_training_stops_catching_up_when_writes_outrun_it(
+def test_writes_during_every_round_end_in_one_locked_pass(
     corpus: tuple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A round outside the lock stops after a step once more tokens have arrived during it
-    than it has encoded (writes faster than the new codebook encodes: every later round, and
-    the last one under the lock, would be longer); the rest is encoded under the lock, in
-    one go, and nothing is lost."""
+    """Writes that keep arriving during every round (a load outpacing the encoding) are
+    taken over in at most CATCH_UP_ROUNDS rounds outside the lock, each starting where the
+    last ended, then the rest in one pass under it: the training ends, nothing is lost."""
     import vecdb.index.multivector.index as mvi
 
     docs, _qs = corpus
     monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
-    monkeypatch.setattr(mvi, "ENCODE_TOKENS", 300)  # a round's step: about a dozen documents
     idx = MultiVectorIndex(DIM, params={"K": 64})
     t, o = _pack(docs[:500])
     idx.add(np.arange(500), t, o)
-    orig_pooled, orig_take, orig_encoded = idx._pooled, idx._take_over, idx._encoded
-    calls: list[tuple[int, int, int, bool]] = []  # (first, documents then, taken, a round)
-    rounds: list[bool] = []  # per take-over call: a round outside the lock
-    burst: list[bool] = []
+    orig_pooled, orig_take = idx._pooled, idx._take_over
+    calls: list[tuple[int, int, bool]] = []  # (first, documents then, under the lock)
+    written = [500]
+
+    def write(n: int) -> None:  # from another thread, as a client would
+        lo, hi = written[0], written[0] + n
+        tw, ow = _pack(docs[lo:hi])
+        w = threading.Thread(target=idx.add, args=(np.arange(lo, hi), tw, ow))
+        w.start()
+        w.join(30)
+        written[0] = hi
 
     def add_late_once(*args):  # type: ignore[no-untyped-def]
         idx._pooled = orig_pooled  # type: ignore[method-assign]
-        t2, o2 = _pack(docs[500:600])
-        idx.add(np.arange(500, 600), t2, o2)
+        write(20)
         return orig_pooled(*args)
 
-    def encoded(*args):  # type: ignore[no-untyped-def]
-        if rounds == [True] and not burst:  # the first step of the first round: a burst
-            burst.append(True)
-            t3, o3 = _pack(docs[600:750])
-            w = threading.Thread(target=idx.add, args=(np.arange(600, 750), t3, o3))
-            w.start()
-            w.join(30)
-        return orig_encoded(*args)
-
     def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
-        rounds.append(len(rest) > 4)  # (given arrivals_from)
+        probe: list[bool] = []
+
+        def try_lock() -> None:
+            probe.append(idx._lock.acquire(timeout=0.5))
+            if probe[0]:
+                idx._lock.release()
+
+        th = threading.Thread(target=try_lock)
+        th.start()
+        th.join()
+        calls.append((first, now.docs, not probe[0]))
         out = orig_take(nv, now, first, *rest)
-        calls.append((first, now.docs, out[3], len(rest) > 4))
+        if probe[0]:
+            write(30 * len(calls))  # more during each round than the one before
         return out
 
     idx._pooled = add_late_once  # type: ignore[method-assign]
     idx._take_over = take_over  # type: ignore[method-assign]
-    idx._encoded = encoded  # type: ignore[method-assign]
     idx.train()
-    (f1, d1, got1, round1), (f2, d2, got2, round2) = calls  # one round, then under the lock
-    assert round1 and not round2 and f1 == 500 and d1 == 600
-    assert f2 == got1 < 600 and d2 == got2 == 750  # stopped early; the rest in one go
+    assert [c[2] for c in calls] == [False] * mvi.CATCH_UP_ROUNDS + [True]
+    assert [c[0] for c in calls[1:]] == [c[1] for c in calls[:-1]]  # each where the last ended
+    assert calls[-1][1] == written[0] == 500 + 20 + 30 * (1 + 2 + 3 + 4)
     st = idx.stats()
-    assert st["docs"] == 750 and st["encoded_tokens"] == st["tokens"]
+    assert st["docs"] == written[0] and st["encoded_tokens"] == st["tokens"]

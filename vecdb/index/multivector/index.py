@@ -67,7 +67,6 @@ ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
 CATCH_UP_ROUNDS = 4  # a training encodes what arrived during it in up to this many rounds ...
 CATCH_UP_TOKENS = ENCODE_TOKENS  # ... outside the lock, while at least this many tokens wait
-CATCH_UP_SHARE = 1.0  # ... and no more arrive during a round than this share of what it encoded
 
 
 class MultiVectorIndex:
@@ -215,24 +214,21 @@ class MultiVectorIndex:
             )
             del parts
             # Pass 3: what arrived meanwhile, encoded with the new codec into the new view
-            # (not yet published): in rounds outside the lock while writes go on, until the
-            # writes outrun the encoding (more arrived during a round than it has encoded:
-            # the backlog would only grow); the rest under the lock (writes wait); then one
-            # swap. Searches read the previous view until then.
+            # (not yet published): in rounds outside the lock while writes go on (a bulk
+            # load that outpaces the encoding makes each round longer than the one before,
+            # until the load ends), the rest under the lock (writes wait); then one swap.
+            # Searches read the previous view until then.
             taken, sq, n = v.docs, 0.0, 0  # documents of the live numbering taken over
             for _round in range(CATCH_UP_ROUNDS):
                 with self._lock:
                     now, weights_now = self._v, self._weights
                 if int(now.raw_off[-1] - now.raw_off[taken]) < CATCH_UP_TOKENS:
                     break
-                nv, sq, n, taken = self._take_over(
-                    nv, now, taken, weights_now, compact, sq, n, now.raw_tokens
-                )
-                if taken < now.docs:  # outrun: stopped early
-                    break
+                nv, sq, n = self._take_over(nv, now, taken, weights_now, compact, sq, n)
+                taken = now.docs
             with self._lock:
                 now = self._v
-                nv, sq, n, taken = self._take_over(nv, now, taken, self._weights, compact, sq, n)
+                nv, sq, n = self._take_over(nv, now, taken, self._weights, compact, sq, n)
                 if compact:  # documents numbered again
                     self._weights = np.concatenate(
                         [
@@ -346,15 +342,11 @@ class MultiVectorIndex:
         write_raw: bool,
         sq: float,
         n: int,
-        arrivals_from: int | None = None,
-    ) -> tuple[View, float, int, int]:
+    ) -> tuple[View, float, int]:
         """A training's new view `nv` with the documents first, first + 1, ... of the live
         view `now` (`weights` its token weights) appended and encoded with its codec, their
         raw rows written to its raw store when `write_raw` (else they are already there,
-        where its numbering puts them); `sq`, `n` summed up with theirs; and the document
-        after the last one taken. Given `arrivals_from` (the live raw tokens when the round
-        began), it stops after a step once more tokens have arrived since than it encoded
-        (more than CATCH_UP_SHARE of them)."""
+        where its numbering puts them); `sq`, `n` summed up with theirs."""
         docs = np.arange(first, now.docs, dtype=np.int64)
         done = 0
         for hi, tok, offs, w in steps(now, docs, weights):  # (bounded memory)
@@ -366,11 +358,7 @@ class MultiVectorIndex:
             nv = with_docs(nv, now.slots[part], offs, now.alive[part])
             nv, s, m = self._encoded(nv, first_doc, tok, offs, w)
             sq, n = sq + s, n + m
-            if arrivals_from is not None:  # (the live view read without the lock)
-                encoded = int(now.raw_off[first + done] - now.raw_off[first])
-                if self._v.raw_tokens - arrivals_from > CATCH_UP_SHARE * encoded:
-                    break
-        return nv, sq, n, first + done
+        return nv, sq, n
 
     def _append_encoded(self, v: View, e: Encoded, enc_off: I64, first_doc: int) -> View:
         """`v` with encoded tokens `e` of its last documents, first_doc on (ranges
