@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -631,3 +632,36 @@ def test_writes_during_every_round_end_in_one_locked_pass(
     assert calls[-1][1] == written[0] == 500 + 20 + 30 * (1 + 2 + 3 + 4)
     st = idx.stats()
     assert st["docs"] == written[0] and st["encoded_tokens"] == st["tokens"]
+
+
+def test_a_build_waits_for_a_training_under_way(corpus: tuple) -> None:
+    """A build while the worker trains waits for that training instead of deadlocking with
+    it (it held the write lock while waiting for the training, whose swap needs that lock)
+    or being mixed into its swap; the index holds exactly the built documents after."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 64})
+    t, o = _pack(docs[:400])
+    idx.add(np.arange(400), t, o)
+    started = threading.Event()
+    orig = idx._pooled
+
+    def slow_pooled(*args):  # type: ignore[no-untyped-def]
+        started.set()
+        time.sleep(0.3)
+        return orig(*args)
+
+    idx._pooled = slow_pooled  # type: ignore[method-assign]
+    trainer = threading.Thread(target=idx.train, daemon=True)
+    trainer.start()
+    assert started.wait(10)
+    idx._pooled = orig  # type: ignore[method-assign]
+    t2, o2 = _pack(docs[400:700])
+    builder = threading.Thread(target=idx.build, args=(np.arange(1000, 1300), t2, o2), daemon=True)
+    builder.start()
+    builder.join(60)
+    trainer.join(60)
+    assert not builder.is_alive() and not trainer.is_alive()
+    v = idx._v
+    assert np.array_equal(v.slots, np.arange(1000, 1300)) and len(idx) == 300
+    assert v.codec is not None and idx.stats()["encoded_tokens"] == idx.stats()["tokens"]
+    np.testing.assert_array_equal(np.asarray(v.raw.rows(0, v.raw_tokens)), t2)

@@ -84,7 +84,7 @@ class MultiVectorIndex:
         self.directory = directory  # files live here (None: in memory)
         self.params = MVBuildParams.parse(params)  # build parameters
         self._lock = threading.RLock()  # serialises mutations (searches take none)
-        self._train_lock = threading.Lock()  # one training at a time
+        self._train_lock = threading.RLock()  # one training at a time (build's included)
         self._removed: set[int] = set()  # slots ever removed (remove wins)
         self._doc_of: dict[int, int] = {}  # slot -> document number
         self._weights = np.zeros(0, np.float32)  # raw-token salience (NaN = none given)
@@ -111,15 +111,17 @@ class MultiVectorIndex:
         weights: F32 | None = None,
         progress: Progress | None = None,
     ) -> None:
-        """Replace the content with these documents and train a codec on them."""
-        with self._lock:
-            old = self._v
-            self._removed.clear()
-            self._doc_of.clear()
-            self._weights = np.zeros(0, np.float32)
-            self._v = empty_view(self._new_raw())
-            persist.retire(self, old)
-            self._v = self._append_raw(self._v, doc_ids, tokens, offsets, weights)[0]
+        """Replace the content with these documents and train a codec on them. A training
+        under way finishes first (its swap would mix the old content into the new)."""
+        with self._train_lock:
+            with self._lock:
+                old = self._v
+                self._removed.clear()
+                self._doc_of.clear()
+                self._weights = np.zeros(0, np.float32)
+                self._v = empty_view(self._new_raw())
+                persist.retire(self, old)
+                self._v = self._append_raw(self._v, doc_ids, tokens, offsets, weights)[0]
             self.train(progress)
 
     def train(self, progress: Progress | None = None) -> None:
