@@ -477,6 +477,22 @@ def test_searches_see_the_late_documents_while_a_training_encodes_them(corpus: t
     assert idx.stats()["encoded_tokens"] == idx.stats()["tokens"]
 
 
+def _lock_free(idx: MultiVectorIndex) -> bool:
+    """Whether another thread can take the index's write lock now (tried for 0.5 s; an
+    RLock is released by the thread that took it)."""
+    got: list[bool] = []
+
+    def try_lock() -> None:
+        got.append(idx._lock.acquire(timeout=0.5))
+        if got[0]:
+            idx._lock.release()
+
+    th = threading.Thread(target=try_lock)
+    th.start()
+    th.join()
+    return got[0]
+
+
 @pytest.mark.parametrize("compact", [False, True])
 def test_a_training_takes_over_late_documents_while_writes_go_on(
     corpus: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compact: bool
@@ -511,17 +527,7 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
         idx.remove([610, 5])
 
     def take_over(*args):  # type: ignore[no-untyped-def]
-        probe: list[bool] = []
-
-        def try_lock() -> None:  # (an RLock is released by the thread that took it)
-            probe.append(idx._lock.acquire(timeout=0.5))
-            if probe[0]:
-                idx._lock.release()
-
-        th = threading.Thread(target=try_lock)
-        th.start()
-        th.join()
-        held.append(not probe[0])
+        held.append(not _lock_free(idx))
         out = orig_take(*args)
         if len(held) == 1:  # writes after the first round, from another thread
             w = threading.Thread(target=write_meanwhile)
@@ -608,19 +614,10 @@ def test_writes_during_every_round_end_in_one_locked_pass(
         return orig_pooled(*args)
 
     def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
-        probe: list[bool] = []
-
-        def try_lock() -> None:
-            probe.append(idx._lock.acquire(timeout=0.5))
-            if probe[0]:
-                idx._lock.release()
-
-        th = threading.Thread(target=try_lock)
-        th.start()
-        th.join()
-        calls.append((first, now.docs, not probe[0]))
+        free = _lock_free(idx)
+        calls.append((first, now.docs, not free))
         out = orig_take(nv, now, first, *rest)
-        if probe[0]:
+        if free:
             write(30 * len(calls))  # more during each round than the one before
         return out
 

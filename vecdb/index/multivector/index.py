@@ -49,6 +49,7 @@ from vecdb.index.multivector.view import (
     grow,
     visible_mask,
     with_delta,
+    with_docs,
 )
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.kernels.bitpack import append_codes, code_bits, pack_codes
@@ -191,8 +192,9 @@ class MultiVectorIndex:
             codes = np.concatenate([q[0] for q in parts])
             enc_sizes = np.concatenate([q[3] for q in parts])
             if not compact:  # documents keep their numbers: removed ones encode nothing
-                enc_sizes = np.zeros(v.docs, np.int64)
-                enc_sizes[live] = np.concatenate([q[3] for q in parts])
+                spread = np.zeros(v.docs, np.int64)
+                spread[live] = enc_sizes
+                enc_sizes = spread
             enc_off = offsets_of(enc_sizes)
             cells, cell_of = cell_pairs(codes, enc_off)
             indptr, cell_docs = csr(cells, cell_of, codec.k)
@@ -557,19 +559,6 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
-
-
-def with_docs(v: View, slots: I64, offs: I64, alive: npt.NDArray[np.bool_]) -> View:
-    """`v` with documents appended to its table (their raw rows, by `offs`, follow its last
-    ones in the raw store), not encoded yet."""
-    return replace(
-        v,
-        slots=np.concatenate([v.slots, slots]),
-        raw_off=np.concatenate([v.raw_off, offs[1:] + v.raw_off[-1]]),
-        alive=np.concatenate([v.alive, alive]),
-        raw_tokens=v.raw_tokens + int(offs[-1]),
-        enc_off=np.concatenate([v.enc_off, np.full(len(slots), v.enc_off[-1])]),
-    )
 
 
 def _compacts(v: View, live_tokens: int) -> bool:

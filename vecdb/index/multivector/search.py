@@ -332,7 +332,6 @@ def search_one(
         st["bytes_read"] += float(_sizes(v.enc_off, cand).sum()) * bits / 8
         scored = _sizes(v.enc_off, cand)
     elif rerank == "signs":  # float query x sign bits (Vespa's unpacked binary)
-        _needs(codec.sign_bits, "signs", "sign_bits=true")
         lut_maxsim(sign_lut(q), v.signs, v.enc_off, cand, sc)
         st["bytes_read"] += float(_sizes(v.enc_off, cand).sum() * v.signs.shape[1])
         scored = _sizes(v.enc_off, cand)

@@ -117,6 +117,19 @@ def csr(cells: I64, docs: I64, k: int) -> tuple[I64, npt.NDArray[np.integer]]:
     return indptr, docs.astype(np.int64 if wide else np.int32)
 
 
+def with_docs(v: View, slots: I64, offs: I64, alive: npt.NDArray[np.bool_]) -> View:
+    """`v` with documents appended to its table (their raw rows, by `offs`, follow its last
+    ones in the raw store), not encoded yet."""
+    return replace(
+        v,
+        slots=np.concatenate([v.slots, slots]),
+        raw_off=np.concatenate([v.raw_off, offs[1:] + v.raw_off[-1]]),
+        alive=np.concatenate([v.alive, alive]),
+        raw_tokens=v.raw_tokens + int(offs[-1]),
+        enc_off=np.concatenate([v.enc_off, np.full(len(slots), v.enc_off[-1])]),
+    )
+
+
 def with_delta(v: View, cells: I64, docs: I64) -> View:
     """`v` with more (cell, document) pairs; folds everything into the CSR when the delta
     grows past DELTA_REBUILD of it."""
