@@ -495,17 +495,14 @@ def _lock_free(idx: MultiVectorIndex) -> bool:
 
 @pytest.mark.parametrize("compact", [False, True])
 def test_a_training_takes_over_late_documents_while_writes_go_on(
-    corpus: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, compact: bool
+    corpus: tuple, tmp_path: Path, compact: bool
 ) -> None:
-    """What arrives during a training is encoded in rounds outside the mutation lock (a
-    write made during a round does not wait for it), the rest under the lock at the swap:
-    every document is encoded once, removals made during a round hold; with the raw file
-    kept, and with a new one (a third removed first: the late rows are written to it), then
-    reopened from a checkpoint alike."""
-    import vecdb.index.multivector.index as mvi
-
+    """What arrives while the codebook trains is encoded with it afterwards outside the
+    mutation lock (a write made meanwhile does not wait); that write encodes its own
+    documents with the new codec too; at the swap every document is encoded once, removals
+    made meanwhile hold; with the raw file kept, and with a new one (a third removed first:
+    the late rows are written to it), then reopened from a checkpoint alike."""
     docs, _qs = corpus
-    monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
     idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64})
     t, o = _pack(docs[:600])
     idx.add(np.arange(600), t, o)
@@ -514,6 +511,7 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
     gone = np.union1d(first, [5, 610])
     orig_pooled, orig_take = idx._pooled, idx._take_over
     held: list[bool] = []
+    parts: list[int] = []
 
     def add_late_once(*args):  # type: ignore[no-untyped-def]
         idx._pooled = orig_pooled  # type: ignore[method-assign]
@@ -528,18 +526,18 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
 
     def take_over(*args):  # type: ignore[no-untyped-def]
         held.append(not _lock_free(idx))
-        out = orig_take(*args)
-        if len(held) == 1:  # writes after the first round, from another thread
-            w = threading.Thread(target=write_meanwhile)
-            w.start()
-            w.join(30)
-            assert not w.is_alive()
-        return out
+        w = threading.Thread(target=write_meanwhile)  # from another thread, as a client
+        w.start()
+        w.join(30)
+        assert not w.is_alive()
+        assert idx._next is not None
+        parts.append(len(idx._next.parts))
+        return orig_take(*args)
 
     idx._pooled = add_late_once  # type: ignore[method-assign]
     idx._take_over = take_over  # type: ignore[method-assign]
     idx.train()
-    assert held[0] is False and held[-1] is True and len(held) >= 3
+    assert held == [False] and parts == [1] and idx._next is None
     st = idx.stats()
     assert st["docs"] == 750 - len(gone) and st["encoded_tokens"] == st["tokens"]
     v = idx._v
@@ -583,52 +581,64 @@ def test_sign_bits_are_off_by_default_and_asking_for_them_is_refused(corpus: tup
         assert (ids >= 0).all()
 
 
-def test_writes_during_every_round_end_in_one_locked_pass(
-    corpus: tuple, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("retrain", [False, True])
+def test_writes_after_the_codebook_leave_the_swap_nothing_to_encode(
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch, retrain: bool
 ) -> None:
-    """Writes that keep arriving during every round (a load outpacing the encoding) are
-    taken over in at most CATCH_UP_ROUNDS rounds outside the lock, each starting where the
-    last ended, then the rest in one pass under it: the training ends, nothing is lost."""
-    import vecdb.index.multivector.index as mvi
+    """Writes made once a training's codebook exists (a load outpacing its encoding) are
+    encoded by the writers with it, in their own calls, as well as with the current codec
+    on a retrain (searchable at once): the locked swap only appends them, encoding nothing,
+    however many arrive; nothing is lost and every document is found after."""
+    from vecdb.index.multivector import codec as codec_mod
 
     docs, _qs = corpus
-    monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
     idx = MultiVectorIndex(DIM, params={"K": 64})
     t, o = _pack(docs[:500])
     idx.add(np.arange(500), t, o)
-    orig_pooled, orig_take = idx._pooled, idx._take_over
-    calls: list[tuple[int, int, bool]] = []  # (first, documents then, under the lock)
-    written = [500]
+    if retrain:
+        idx.train()
+    orig_take, orig_next, orig_encode = idx._take_over, idx._with_next, codec_mod.Codec.encode
+    in_swap = [False]
+    encoded_in_swap: list[int] = []
+    appended: list[int] = []
+    found_at_once: list[bool] = []
 
-    def write(n: int) -> None:  # from another thread, as a client would
-        lo, hi = written[0], written[0] + n
-        tw, ow = _pack(docs[lo:hi])
-        w = threading.Thread(target=idx.add, args=(np.arange(lo, hi), tw, ow))
-        w.start()
-        w.join(30)
-        written[0] = hi
+    def encode(self, tokens, codes):  # type: ignore[no-untyped-def]
+        if in_swap[0]:
+            encoded_in_swap.append(len(tokens))
+        return orig_encode(self, tokens, codes)
 
-    def add_late_once(*args):  # type: ignore[no-untyped-def]
-        idx._pooled = orig_pooled  # type: ignore[method-assign]
-        write(20)
-        return orig_pooled(*args)
+    def take_over(*args):  # type: ignore[no-untyped-def]
+        for lo in range(500, 620, 30):  # from another thread, as a client would
+            tw, ow = _pack(docs[lo : lo + 30])
+            w = threading.Thread(target=idx.add, args=(np.arange(lo, lo + 30), tw, ow))
+            w.start()
+            w.join(30)
+            assert not w.is_alive()
+            q = docs[lo][:4]
+            found_at_once.append(int(idx.search([q], 1, {"ndocs": 1024})[0][0, 0]) == lo)
+        return orig_take(*args)
 
-    def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
-        free = _lock_free(idx)
-        calls.append((first, now.docs, not free))
-        out = orig_take(nv, now, first, *rest)
-        if free:
-            write(30 * len(calls))  # more during each round than the one before
+    def with_next(nv, now, nxt):  # type: ignore[no-untyped-def]
+        in_swap[0] = True
+        try:
+            out = orig_next(nv, now, nxt)
+        finally:
+            in_swap[0] = False
+        appended.append(out[0].docs - nv.docs)
         return out
 
-    idx._pooled = add_late_once  # type: ignore[method-assign]
+    monkeypatch.setattr(codec_mod.Codec, "encode", encode)
     idx._take_over = take_over  # type: ignore[method-assign]
+    idx._with_next = with_next  # type: ignore[method-assign]
     idx.train()
-    assert [c[2] for c in calls] == [False] * mvi.CATCH_UP_ROUNDS + [True]
-    assert [c[0] for c in calls[1:]] == [c[1] for c in calls[:-1]]  # each where the last ended
-    assert calls[-1][1] == written[0] == 500 + 20 + 30 * (1 + 2 + 3 + 4)
+    assert appended == [120] and encoded_in_swap == []
+    assert found_at_once == [True] * 4  # exact before a first codebook, encoded on a retrain
     st = idx.stats()
-    assert st["docs"] == written[0] and st["encoded_tokens"] == st["tokens"]
+    assert st["docs"] == 620 and st["encoded_tokens"] == st["tokens"]
+    assert idx.stats()["generation"] == (2 if retrain else 1)
+    for d in (0, 499, 500, 555, 619):
+        assert int(idx.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
 
 
 def test_a_build_waits_for_a_training_under_way(corpus: tuple) -> None:

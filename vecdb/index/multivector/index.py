@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -66,8 +66,18 @@ DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
 TRAIN_GATHER_BYTES = 512 << 20  # a training gathers every live token up to this (float32)
 ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
-CATCH_UP_ROUNDS = 4  # a training encodes what arrived during it in up to this many rounds ...
-CATCH_UP_TOKENS = ENCODE_TOKENS  # ... outside the lock, while at least this many tokens wait
+
+
+@dataclass
+class _Next:
+    """A training's codec once trained, before its view is published: every write from
+    document `first` on is encoded with it too, by the writer (`parts`, in document order:
+    (encoded tokens, their offsets per document)), so what the training has to take over
+    stops growing there."""
+
+    codec: Codec
+    first: int
+    parts: list[tuple[Encoded, I64]] = field(default_factory=list)
 
 
 class MultiVectorIndex:
@@ -97,6 +107,7 @@ class MultiVectorIndex:
         self._v: View = empty_view(MemRows(np.float32, dim))  # what searches read
         self._scratch = ScratchPool()  # searches' stamp arrays, reused
         self._members = MembershipCache()  # a tenant bitmap's documents, per view
+        self._next: _Next | None = None  # a training's codec, writes encoded with it too
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             if not persist.open_into(self, directory):
@@ -129,10 +140,12 @@ class MultiVectorIndex:
         """Train a new codec on the live documents and encode them all. A no-op without live
         tokens. The raw file is kept unless removed documents hold RAW_COMPACT of it
         (`_compacts`); then the live documents' rows are written to a new one and numbered
-        again. The work runs outside the mutation lock: documents added meanwhile are encoded
-        with the new codec at the swap, before it is published (searches read the previous
-        view until then), in rounds outside the lock while writes go on, the rest under it;
-        removals made meanwhile are applied to it. Up to what the codebook's training
+        again. The work runs outside the mutation lock and searches read the previous view
+        until the swap. Documents added while the codebook trains are encoded with it
+        afterwards, outside the lock; from then on (`_Next`) each write encodes its own
+        documents with the new codec as well as the current one, so a load faster than the
+        encoding slows to it instead of leaving a backlog for the swap, which only appends
+        what the writers encoded; removals made meanwhile are applied to it. Up to what the codebook's training
         samples (or TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past
         that the codebook is trained on that many random tokens (`_sample`) and the
         documents are encoded ENCODE_TOKENS at a time, so memory follows the sample, not
@@ -171,85 +184,113 @@ class MultiVectorIndex:
             kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
-            # Pass 2: prune by salience, encode; a new tier file (and raw file, compacting).
-            compact = _compacts(v, total)
-            raw = self._new_raw() if compact else v.raw
-            into = raw if compact else None  # (the raw rows are written again only then)
-            tier = self._new_tier(codec)
-            if pick is None:  # everything at hand: one step, the training's codes reused
-                parts = [
-                    self._encode_step(codec, into, tier, tokens, enc_tok, enc_off, enc_w, codes)
-                ]
-            else:
-                del tokens, enc_tok, codes, pick
-                parts = []
-                for hi, tok, offs, w in steps(v, live, weights_all):
-                    et, eo, ew = self._pooled(tok, offs, w)
-                    parts.append(self._encode_step(codec, into, tier, tok, et, eo, ew, None))
-                    if progress:
-                        progress("encode", hi, len(live))
-            kill_point("mv_train_encoded")
-            codes = np.concatenate([q[0] for q in parts])
-            enc_sizes = np.concatenate([q[3] for q in parts])
-            if not compact:  # documents keep their numbers: removed ones encode nothing
-                spread = np.zeros(v.docs, np.int64)
-                spread[live] = enc_sizes
-                enc_sizes = spread
-            enc_off = offsets_of(enc_sizes)
-            cells, cell_of = cell_pairs(codes, enc_off)
-            indptr, cell_docs = csr(cells, cell_of, codec.k)
-            z = np.zeros(0, np.int64)
-            nv = View(
-                slots=v.slots[live].copy() if compact else v.slots,
-                raw_off=offsets_of(sizes) if compact else v.raw_off,
-                alive=np.ones(len(live), bool) if compact else v.alive.copy(),
-                raw_tokens=total if compact else v.raw_tokens,
-                codec=codec,
-                enc_off=enc_off,
-                codes=pack_codes(codes, code_bits(codec.k)),
-                residuals=np.concatenate([q[1] for q in parts]),
-                signs=np.concatenate([q[2] for q in parts]),
-                indptr=indptr,
-                cell_docs=cell_docs,
-                delta_cells=z,
-                delta_docs=z,
-                raw=raw,
-                tier=tier,
-            )
-            del parts
-            # Pass 3: what arrived meanwhile, encoded with the new codec into the new view
-            # (not yet published): in rounds outside the lock while writes go on (a bulk
-            # load that outpaces the encoding makes each round longer than the one before,
-            # until the load ends), the rest under the lock (writes wait); then one swap.
-            # Searches read the previous view until then.
-            taken, sq, n = v.docs, 0.0, 0  # documents of the live numbering taken over
-            for _round in range(CATCH_UP_ROUNDS):
+            # everything at hand (one step of pass 2, the training's codes reused) or not
+            at_hand = [] if pick is not None else [tokens, enc_tok, enc_off, enc_w, codes]
+            del tokens, enc_tok, codes, pick
+            with self._lock:  # from here on every write is encoded with the new codec too
+                mark = self._v
+                self._next = _Next(codec, mark.docs)
+            try:
+                self._encode_and_swap(v, live, total, weights_all, codec, at_hand, mark, progress)
+            finally:
                 with self._lock:
-                    now, weights_now = self._v, self._weights
-                if int(now.raw_off[-1] - now.raw_off[taken]) < CATCH_UP_TOKENS:
-                    break
-                nv, sq, n = self._take_over(nv, now, taken, weights_now, compact, sq, n)
-                taken = now.docs
-            with self._lock:
-                now = self._v
-                nv, sq, n = self._take_over(nv, now, taken, self._weights, compact, sq, n)
-                if compact:  # documents numbered again
-                    self._weights = np.concatenate(
-                        [
-                            weights_all[ranges(v.raw_off, live)],
-                            self._weights[v.raw_tokens : now.raw_tokens],
-                        ]
-                    )
-                    self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
-                self._trained_tokens = total
-                self._added_sq, self._added_n = sq, n
-                for s in self._removed & self._doc_of.keys():  # removed while we trained
-                    nv.alive[self._doc_of[s]] = False
-                self._v = nv
-                persist.retire(self, v, raw=compact)
+                    self._next = None
             kill_point("mv_train_swapped")
             if progress:
                 progress("gather", len(live), len(live))
+
+    def _encode_and_swap(
+        self,
+        v: View,
+        live: I64,
+        total: int,
+        weights_all: F32,
+        codec: Codec,
+        at_hand: list[Any],
+        mark: View,
+        progress: Progress | None,
+    ) -> None:
+        """A training's passes 2 and 3 and its swap: the live documents of `v` (`total`
+        tokens) encoded with the new `codec` (`at_hand` the training's (tokens, pooled tokens,
+        offsets, weights, codes) when it gathered every one, else empty), then the documents
+        written until `mark` (when writers started encoding with it too), then theirs."""
+        # Pass 2: prune by salience, encode; a new tier file (and raw file, compacting).
+        compact = _compacts(v, total)
+        raw = self._new_raw() if compact else v.raw
+        into = raw if compact else None  # (the raw rows are written again only then)
+        tier = self._new_tier(codec)
+        if at_hand:  # one step, the training's codes reused
+            parts = [self._encode_step(codec, into, tier, *at_hand)]
+            at_hand.clear()
+        else:
+            parts = []
+            for hi, tok, offs, w in steps(v, live, weights_all):
+                et, eo, ew = self._pooled(tok, offs, w)
+                parts.append(self._encode_step(codec, into, tier, tok, et, eo, ew, None))
+                if progress:
+                    progress("encode", hi, len(live))
+        kill_point("mv_train_encoded")
+        codes = np.concatenate([q[0] for q in parts])
+        enc_sizes = np.concatenate([q[3] for q in parts])
+        if not compact:  # documents keep their numbers: removed ones encode nothing
+            spread = np.zeros(v.docs, np.int64)
+            spread[live] = enc_sizes
+            enc_sizes = spread
+        enc_off = offsets_of(enc_sizes)
+        cells, cell_of = cell_pairs(codes, enc_off)
+        indptr, cell_docs = csr(cells, cell_of, codec.k)
+        z = np.zeros(0, np.int64)
+        nv = View(
+            slots=v.slots[live].copy() if compact else v.slots,
+            raw_off=offsets_of(np.diff(v.raw_off)[live]) if compact else v.raw_off,
+            alive=np.ones(len(live), bool) if compact else v.alive.copy(),
+            raw_tokens=total if compact else v.raw_tokens,
+            codec=codec,
+            enc_off=enc_off,
+            codes=pack_codes(codes, code_bits(codec.k)),
+            residuals=np.concatenate([q[1] for q in parts]),
+            signs=np.concatenate([q[2] for q in parts]),
+            indptr=indptr,
+            cell_docs=cell_docs,
+            delta_cells=z,
+            delta_docs=z,
+            raw=raw,
+            tier=tier,
+        )
+        del parts
+        # Pass 3: what was written before the codec existed (documents v.docs .. mark.docs),
+        # encoded into the new view (not yet published) outside the lock; what was written
+        # since, the writers encoded with the new codec as well (`_Next`), so it is only
+        # appended, under the lock (its raw rows copied first outside it when compacting);
+        # then one swap. Searches read the previous view until then.
+        with self._lock:
+            weights_now = self._weights  # (rows of written tokens never change)
+        nv, sq, n = self._take_over(nv, mark, v.docs, weights_now, compact, 0.0, 0)
+        copied = mark.docs
+        if compact:
+            with self._lock:
+                now = self._v
+            copied = _copy_raw(nv, now, copied)
+        with self._lock:
+            now, nxt = self._v, self._next
+            assert nxt is not None and nxt.first == mark.docs
+            if compact:
+                _copy_raw(nv, now, copied)
+            nv, s2, n2 = self._with_next(nv, now, nxt)
+            if compact:  # documents numbered again
+                self._weights = np.concatenate(
+                    [
+                        weights_all[ranges(v.raw_off, live)],
+                        self._weights[v.raw_tokens : now.raw_tokens],
+                    ]
+                )
+                self._doc_of = {int(s): i for i, s in enumerate(nv.slots)}
+            self._trained_tokens = total
+            self._added_sq, self._added_n = sq + s2, n + n2
+            for s in self._removed & self._doc_of.keys():  # removed while we trained
+                nv.alive[self._doc_of[s]] = False
+            self._v = nv
+            persist.retire(self, v, raw=compact)
 
     def _training_tokens(self, total: int) -> int:
         """Tokens a training gathers: every live one up to what the k-means and the residual
@@ -320,6 +361,8 @@ class MultiVectorIndex:
                 v, sq, n = self._encoded(v, first_doc, *added)
                 self._added_sq += sq
                 self._added_n += n
+                if self._next is not None:  # a training's codec, its view not published yet
+                    self._next.parts.append(self._encode_docs(self._next.codec, *added))
             self._v = v
 
     def _encoded(
@@ -330,12 +373,42 @@ class MultiVectorIndex:
         and count of the tokens encoded (the drift check's)."""
         if v.codec is None:
             return v, 0.0, 0
-        enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
-        codes = v.codec.assign(enc_tok)
-        enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, v.codec)
-        encoded = v.codec.encode(enc_tok, codes)
+        encoded, enc_off = self._encode_docs(v.codec, toks, offs, w)
         nv = self._append_encoded(v, encoded, enc_off, first_doc)
-        return nv, encoded.sq_residual * len(enc_tok), len(enc_tok)
+        n = len(encoded.codes)
+        return nv, encoded.sq_residual * n, n
+
+    def _encode_docs(self, codec: Codec, toks: F32, offs: I64, w: F32) -> tuple[Encoded, I64]:
+        """Documents (raw `toks` by `offs`, weights `w`) pooled, pruned and encoded with
+        `codec`: (the encoded tokens, their offsets per document)."""
+        enc_tok, enc_off, enc_w = self._pooled(toks, offs, w)
+        codes = codec.assign(enc_tok)
+        enc_tok, enc_off, codes = self._pruned(enc_tok, enc_off, enc_w, codes, codec)
+        return codec.encode(enc_tok, codes), enc_off
+
+    def _with_next(self, nv: View, now: View, nxt: _Next) -> tuple[View, float, int]:
+        """A training's new view `nv` with the documents nxt.first on of the live view `now`
+        appended, as the writers encoded them with its codec (their raw rows already in its
+        raw store); and the summed squared residual and count of those tokens."""
+        docs = np.arange(nxt.first, now.docs, dtype=np.int64)
+        if not len(docs):
+            return nv, 0.0, 0
+        assert sum(len(o) - 1 for _e, o in nxt.parts) == len(docs)
+        first_doc = nv.docs
+        offs = offsets_of(np.diff(now.raw_off)[docs])
+        nv = with_docs(nv, now.slots[docs], offs, now.alive[docs])
+        es = [e for e, _o in nxt.parts]
+        n = sum(len(e.codes) for e in es)
+        sq = sum(e.sq_residual * len(e.codes) for e in es)
+        joined = Encoded(
+            codes=np.concatenate([e.codes for e in es]),
+            residuals=np.concatenate([e.residuals for e in es]),
+            signs=np.concatenate([e.signs for e in es]),
+            tier=np.concatenate([e.tier for e in es]),
+            sq_residual=sq / max(1, n),
+        )
+        enc_off = offsets_of(np.concatenate([sizes_of(o) for _e, o in nxt.parts]))
+        return self._append_encoded(nv, joined, enc_off, first_doc), sq, n
 
     def _take_over(
         self,
@@ -582,3 +655,13 @@ def steps(v: View, docs: I64, weights: F32) -> Iterator[tuple[int, F32, I64, F32
             offsets_of(sizes[lo:hi]),
             weights[ranges(v.raw_off, part)],
         )
+
+
+def _copy_raw(nv: View, now: View, first: int) -> int:
+    """Append the raw rows of the documents first, first + 1, ... of view `now` to the raw
+    store of a training's new view `nv` (compacting: they follow what it holds); returns
+    where the next copy starts (now.docs)."""
+    docs = np.arange(first, now.docs, dtype=np.int64)
+    for lo, hi in doc_steps(np.diff(now.raw_off)[docs], ENCODE_TOKENS):  # (bounded memory)
+        nv.raw.append(gather(now.raw, now.raw_off, docs[lo:hi]))
+    return now.docs
