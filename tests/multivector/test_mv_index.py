@@ -641,6 +641,58 @@ def test_writes_after_the_codebook_leave_the_swap_nothing_to_encode(
         assert int(idx.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
 
 
+def test_writes_during_every_round_end_with_the_writers_encoding(
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes that keep arriving during every round (a load outpacing the encoding) are
+    taken over in CATCH_UP_ROUNDS rounds outside the lock, each starting where the last
+    ended; during the last one, also outside the lock, the writers encode their own
+    documents with the new codec, and the swap appends them: nothing is lost."""
+    import vecdb.index.multivector.index as mvi
+
+    docs, _qs = corpus
+    monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
+    idx = MultiVectorIndex(DIM, params={"K": 64})
+    t, o = _pack(docs[:500])
+    idx.add(np.arange(500), t, o)
+    orig_pooled, orig_take = idx._pooled, idx._take_over
+    calls: list[tuple[int, int, bool, bool]] = []  # (first, docs then, locked, writers encode)
+    written = [500]
+
+    def write(n: int) -> None:  # from another thread, as a client would
+        lo, hi = written[0], written[0] + n
+        tw, ow = _pack(docs[lo:hi])
+        w = threading.Thread(target=idx.add, args=(np.arange(lo, hi), tw, ow))
+        w.start()
+        w.join(30)
+        assert not w.is_alive()
+        written[0] = hi
+
+    def add_late_once(*args):  # type: ignore[no-untyped-def]
+        idx._pooled = orig_pooled  # type: ignore[method-assign]
+        write(20)
+        return orig_pooled(*args)
+
+    def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
+        calls.append((first, now.docs, not _lock_free(idx), idx._next is not None))
+        out = orig_take(nv, now, first, *rest)
+        write(30 * len(calls))  # more during each round than the one before
+        return out
+
+    idx._pooled = add_late_once  # type: ignore[method-assign]
+    idx._take_over = take_over  # type: ignore[method-assign]
+    idx.train()
+    rounds = mvi.CATCH_UP_ROUNDS
+    assert [c[2] for c in calls] == [False] * (rounds + 1)
+    assert [c[3] for c in calls] == [False] * rounds + [True]
+    assert [c[0] for c in calls[1:]] == [c[1] for c in calls[:-1]]  # each where the last ended
+    assert written[0] == 500 + 20 + 30 * sum(range(1, rounds + 2))
+    st = idx.stats()
+    assert st["docs"] == written[0] and st["encoded_tokens"] == st["tokens"]
+    for d in (510, 600, written[0] - 1):  # the last round's writes among them
+        assert int(idx.search([docs[d][:4]], 1, {"ndocs": 1024})[0][0, 0]) == d
+
+
 def test_a_build_waits_for_a_training_under_way(corpus: tuple) -> None:
     """A build while the worker trains waits for that training instead of deadlocking with
     it (it held the write lock while waiting for the training, whose swap needs that lock)

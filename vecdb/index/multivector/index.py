@@ -66,6 +66,9 @@ DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
 TRAIN_GATHER_BYTES = 512 << 20  # a training gathers every live token up to this (float32)
 ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
+CATCH_UP_ROUNDS = 4  # a training takes over what arrived during it in this many rounds ...
+CATCH_UP_TOKENS = ENCODE_TOKENS  # ... at most (fewer once under this many tokens wait), then
+# the writers encode their own documents with its codec too until it is published (`_Next`)
 
 
 @dataclass
@@ -141,11 +144,12 @@ class MultiVectorIndex:
         tokens. The raw file is kept unless removed documents hold RAW_COMPACT of it
         (`_compacts`); then the live documents' rows are written to a new one and numbered
         again. The work runs outside the mutation lock and searches read the previous view
-        until the swap. Documents added while the codebook trains are encoded with it
-        afterwards, outside the lock; from then on (`_Next`) each write encodes its own
-        documents with the new codec as well as the current one, so a load faster than the
-        encoding slows to it instead of leaving a backlog for the swap, which only appends
-        what the writers encoded; removals made meanwhile are applied to it. Up to what the codebook's training
+        until the swap. Documents added meanwhile are encoded with the new codec in rounds
+        outside the lock, each taking what arrived during the one before; from the start of
+        the last round (`_Next`) each write encodes its own documents with the new codec as
+        well as the current one, so a load faster than the encoding slows to it instead of
+        leaving a backlog for the swap, which only appends what the writers encoded;
+        removals made meanwhile are applied to it. Up to what the codebook's training
         samples (or TRAIN_GATHER_BYTES of tokens) every live token is gathered at once; past
         that the codebook is trained on that many random tokens (`_sample`) and the
         documents are encoded ENCODE_TOKENS at a time, so memory follows the sample, not
@@ -187,11 +191,8 @@ class MultiVectorIndex:
             # everything at hand (one step of pass 2, the training's codes reused) or not
             at_hand = [] if pick is not None else [tokens, enc_tok, enc_off, enc_w, codes]
             del tokens, enc_tok, codes, pick
-            with self._lock:  # from here on every write is encoded with the new codec too
-                mark = self._v
-                self._next = _Next(codec, mark.docs)
             try:
-                self._encode_and_swap(v, live, total, weights_all, codec, at_hand, mark, progress)
+                self._encode_and_swap(v, live, total, weights_all, codec, at_hand, progress)
             finally:
                 with self._lock:
                     self._next = None
@@ -207,13 +208,12 @@ class MultiVectorIndex:
         weights_all: F32,
         codec: Codec,
         at_hand: list[Any],
-        mark: View,
         progress: Progress | None,
     ) -> None:
         """A training's passes 2 and 3 and its swap: the live documents of `v` (`total`
         tokens) encoded with the new `codec` (`at_hand` the training's (tokens, pooled tokens,
         offsets, weights, codes) when it gathered every one, else empty), then the documents
-        written until `mark` (when writers started encoding with it too), then theirs."""
+        written meanwhile, in rounds, the last one's writes encoded by the writers."""
         # Pass 2: prune by salience, encode; a new tier file (and raw file, compacting).
         compact = _compacts(v, total)
         raw = self._new_raw() if compact else v.raw
@@ -258,22 +258,34 @@ class MultiVectorIndex:
             tier=tier,
         )
         del parts
-        # Pass 3: what was written before the codec existed (documents v.docs .. mark.docs),
-        # encoded into the new view (not yet published) outside the lock; what was written
-        # since, the writers encoded with the new codec as well (`_Next`), so it is only
-        # appended, under the lock (its raw rows copied first outside it when compacting);
-        # then one swap. Searches read the previous view until then.
-        with self._lock:
-            weights_now = self._weights  # (rows of written tokens never change)
-        nv, sq, n = self._take_over(nv, mark, v.docs, weights_now, compact, 0.0, 0)
-        copied = mark.docs
+        # Pass 3: what was written meanwhile, encoded into the new view (not yet published)
+        # outside the lock, in rounds, each taking what arrived during the one before. A
+        # load that outpaces the encoding makes each round longer than the one before, so
+        # the rounds end after CATCH_UP_ROUNDS (or once under CATCH_UP_TOKENS wait): from
+        # the start of the last one the writers encode their own documents with the new
+        # codec as well (`_Next`), and the swap, under the lock, only appends those (their
+        # raw rows copied first outside it when compacting). Searches read the previous
+        # view until then.
+        taken, sq, n = v.docs, 0.0, 0  # documents of the live numbering taken over
+        for rnd in range(CATCH_UP_ROUNDS + 1):
+            with self._lock:
+                now, weights_now = self._v, self._weights
+                waiting = int(now.raw_off[-1] - now.raw_off[taken])
+                last = rnd == CATCH_UP_ROUNDS or waiting < CATCH_UP_TOKENS
+                if last:  # every later write is encoded with the new codec by the writer
+                    self._next = _Next(codec, now.docs)
+            nv, sq, n = self._take_over(nv, now, taken, weights_now, compact, sq, n)
+            taken = now.docs
+            if last:
+                break
+        copied = taken
         if compact:
             with self._lock:
                 now = self._v
             copied = _copy_raw(nv, now, copied)
         with self._lock:
             now, nxt = self._v, self._next
-            assert nxt is not None and nxt.first == mark.docs
+            assert nxt is not None and nxt.first == taken
             if compact:
                 _copy_raw(nv, now, copied)
             nv, s2, n2 = self._with_next(nv, now, nxt)
