@@ -67,6 +67,36 @@ def test_worker_trains_once_enough_tokens_and_checkpoints(tmp_path: Path) -> Non
         assert rec >= 0.9
 
 
+@pytest.mark.parametrize(
+    ("settings", "trains"),
+    [
+        ({"idle_seconds": 3600, "bulk_build_bytes": 1 << 30}, False),  # a load streaming in
+        ({"idle_seconds": 3600, "bulk_build_bytes": 64 << 10}, True),  # ... past the bulk size
+        ({"idle_seconds": 0.3, "bulk_build_bytes": 1 << 30}, True),  # ... that paused
+    ],
+)
+def test_the_first_training_waits_for_a_pause_or_the_bulk_size(
+    tmp_path: Path, settings: dict, trains: bool
+) -> None:
+    """Past min_train_tokens the worker trains the first codebook only once the writes pause
+    for idle_seconds or the documents hold bulk_build_bytes of float32 tokens (~250 KB here),
+    as a dense collection's first build; until then searches stay exact. optimize() trains
+    at once either way."""
+    with Database(tmp_path / "db", settings=settings) as db:
+        db.create_collection("p", DIM, "cosine", kind="multivector",
+                             index_params={"min_train_tokens": 2000, "K": 64})  # fmt: skip
+        db.upsert_documents("p", list(range(400)), DOCS)
+        if trains:
+            _wait(lambda: db.stats("p")["index"]["trained"])
+        else:
+            time.sleep(1.5)
+            assert not db.stats("p")["index"]["trained"]
+            assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 1.0
+            db.optimize("p")
+            assert db.stats("p")["index"]["trained"]
+        assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
+
+
 def test_documents_added_during_a_training_are_encoded_with_the_new_codebook() -> None:
     """A training runs outside the mutation lock; documents added and removed meanwhile are
     in the swapped-in index (encoded) and removals hold."""

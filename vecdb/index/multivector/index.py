@@ -604,6 +604,15 @@ class MultiVectorIndex:
             return True
         return v.docs > 0 and (1.0 - v.alive.mean()) >= DEAD_SHARE
 
+    def trained(self) -> bool:
+        """Whether a codec has been published (searches go through it, not exact MaxSim)."""
+        return self._v.codec is not None
+
+    def live_bytes(self) -> int:
+        """Bytes of the live documents' raw float32 tokens."""
+        v = self._v
+        return int(np.diff(v.raw_off)[v.alive].sum()) * 4 * self.dim
+
     def checkpoint(self, applied_seq: int) -> None:
         """Make everything so far durable, recording `applied_seq`."""
         with self._lock:
