@@ -170,6 +170,23 @@ def test_grouped_assignment_probing_every_group_is_exact() -> None:
     assert np.mean(lab == ref_lab) > 0.999
 
 
+def test_grouped_assignment_of_wide_groups_is_exact_in_every_tile() -> None:
+    """Groups of 64 and more members (scored four rows by 64 members a tile, the rest 16 at
+    a time) and row counts that leave 1-3 rows in a group's last tile: probing every group
+    still gives `assign`'s nearest centroid and distance."""
+    rng = np.random.default_rng(9)
+    c = rng.standard_normal((10_000, 20)).astype(np.float32)
+    g = km.group_centroids(c)
+    sizes = np.diff(g.bounds)
+    assert sizes.max() >= 128 and (sizes % 64 != 0).any()
+    for n in (2001, 2002, 2003, 2004):
+        x = rng.standard_normal((n, 20)).astype(np.float32)
+        lab, dist = km.assign_grouped(x, c, g, len(g.centres))
+        ref_lab, ref_dist = assign(x, c)
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-4, atol=1e-4)
+        assert np.mean(lab == ref_lab) > 0.999
+
+
 def test_grouped_assignment_reports_true_distances_and_is_mostly_exact() -> None:
     """With a few groups probed each row gets a real centroid at the reported (squared)
     distance, never nearer than the true nearest, and the nearest for nearly every row;
