@@ -646,8 +646,8 @@ def test_writes_during_every_round_end_with_the_writers_encoding(
 ) -> None:
     """Writes that keep arriving during every round (a load outpacing the encoding) are
     taken over in CATCH_UP_ROUNDS rounds outside the lock, each starting where the last
-    ended; during the last one, also outside the lock, the writers encode their own
-    documents with the new codec, and the swap appends them: nothing is lost."""
+    ended, then a final one, also outside the lock, during which the writers encode their
+    own documents with the new codec; the swap appends them: nothing is lost."""
     import vecdb.index.multivector.index as mvi
 
     docs, _qs = corpus

@@ -66,9 +66,9 @@ DEAD_SHARE = 0.5  # ... or when this share of the encoded documents is removed
 TRAIN_GATHER_BYTES = 512 << 20  # a training gathers every live token up to this (float32)
 ENCODE_TOKENS = 262_144  # past it: tokens a step of the encoding gathers
 RAW_COMPACT = 0.25  # a training rewrites the raw file when removed documents hold this share
-CATCH_UP_ROUNDS = 4  # a training takes over what arrived during it in this many rounds ...
-CATCH_UP_TOKENS = ENCODE_TOKENS  # ... at most (fewer once under this many tokens wait), then
-# the writers encode their own documents with its codec too until it is published (`_Next`)
+CATCH_UP_ROUNDS = 4  # a training takes over what arrived during it in up to this many rounds
+CATCH_UP_TOKENS = ENCODE_TOKENS  # (fewer once under this many tokens wait), then in a final
+# one during which the writers encode their own documents with its codec too (`_Next`)
 
 
 @dataclass
@@ -261,10 +261,10 @@ class MultiVectorIndex:
         # Pass 3: what was written meanwhile, encoded into the new view (not yet published)
         # outside the lock, in rounds, each taking what arrived during the one before. A
         # load that outpaces the encoding makes each round longer than the one before, so
-        # the rounds end after CATCH_UP_ROUNDS (or once under CATCH_UP_TOKENS wait): from
-        # the start of the last one the writers encode their own documents with the new
-        # codec as well (`_Next`), and the swap, under the lock, only appends those (their
-        # raw rows copied first outside it when compacting). Searches read the previous
+        # after CATCH_UP_ROUNDS rounds (or once under CATCH_UP_TOKENS wait) comes a final
+        # one, from whose start the writers encode their own documents with the new codec
+        # as well (`_Next`); the swap, under the lock, only appends those (their raw rows
+        # copied first outside it when compacting). Searches read the previous
         # view until then.
         taken, sq, n = v.docs, 0.0, 0  # documents of the live numbering taken over
         for rnd in range(CATCH_UP_ROUNDS + 1):
