@@ -204,3 +204,44 @@ def test_grouped_assignment_reports_true_distances_and_is_mostly_exact() -> None
         got[probe] = (np.mean(lab == ref_lab), dist)
     assert got[8][0] > 0.95, got[8][0]
     assert (got[8][1] <= got[2][1] + 1e-4).all()  # a superset of the groups
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_tick_sees_every_iteration_and_can_stop_the_clustering() -> None:
+    """`tick` is called after each Lloyd iteration (flat: (i, iters)) and after each
+    top-level iteration, group and refining iteration (two levels: the work done, rising to
+    its total); what it raises stops the clustering at once (no later step runs)."""
+    x = blobs(4000, 8, 30, seed=3)
+    seen: list[tuple[int, int]] = []
+    kmeans(x, 16, iters=5, seed=0, tick=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 5) for i in range(1, 6)]
+    seen.clear()
+    km.kmeans_two_level(x, 100, iters=3, seed=0, refine=2, tick=lambda i, n: seen.append((i, n)))
+    g = round(100**0.5)
+    assert len(seen) == 3 + g + 2 and len({n for _, n in seen}) == 1
+    done, total = [i for i, _ in seen], seen[0][1]
+    assert done[-1] == total and all(a <= b for a, b in zip(done, done[1:]))
+    refine = km.REFINE_PROBE * 10 + g  # a refining iteration's work: 8 groups of 10, 10 centres
+    assert done[-1] - done[-2] == refine and done[-2] - done[-3] == refine
+    assert done[:3] == [g, 2 * g, 3 * g]  # the top level: every row against g centres
+
+    def stop_at(at: int):  # type: ignore[no-untyped-def]
+        def tick(i: int, n: int) -> None:
+            seen.append((i, n))
+            if len(seen) == at:
+                raise _Stop
+
+        return tick
+
+    for at in (2, 3 + 4, 3 + g + 1):  # in the top level, among the groups, while refining
+        seen.clear()
+        with pytest.raises(_Stop):
+            km.kmeans_two_level(x, 100, iters=3, seed=0, refine=2, tick=stop_at(at))
+        assert len(seen) == at
+    seen.clear()
+    with pytest.raises(_Stop):
+        kmeans(x, 16, iters=5, seed=0, tick=stop_at(3))
+    assert len(seen) == 3

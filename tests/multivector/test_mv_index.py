@@ -724,3 +724,57 @@ def test_a_build_waits_for_a_training_under_way(corpus: tuple) -> None:
     assert np.array_equal(v.slots, np.arange(1000, 1300)) and len(idx) == 300
     assert v.codec is not None and idx.stats()["encoded_tokens"] == idx.stats()["tokens"]
     np.testing.assert_array_equal(np.asarray(v.raw.rows(0, v.raw_tokens)), t2)
+
+
+class _Closing(Exception):
+    pass
+
+
+@pytest.mark.parametrize("two_level", [False, True])
+def test_a_training_can_be_stopped_inside_its_k_means(
+    corpus: tuple, two_level: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codebook's k-means reports ("train", done, steps) as its iterations end, so a
+    progress callback that raises (a closing database's) stops the training within one
+    iteration, flat or in two levels. The index keeps what it had: untrained and exact
+    the first time, the previous codebook and results on a retraining; a later training
+    completes."""
+    import vecdb.index.multivector.codec as codec
+
+    if two_level:
+        monkeypatch.setattr(codec, "FLAT_MAX_K", 16)
+    docs, qs = corpus
+    tokens, offsets = _pack(docs)
+    seen: list[tuple] = []
+
+    def closing_at(at: int):  # type: ignore[no-untyped-def]
+        def progress(phase: str, done: int, total: int) -> None:
+            seen.append((phase, done, total))
+            if phase == "train" and len([s for s in seen if s[0] == "train" and s[1]]) == at:
+                raise _Closing
+
+        return progress
+
+    idx = MultiVectorIndex(DIM, params={"K": 64, "train_iters": 4})
+    idx.add(np.arange(len(docs)), tokens, offsets)
+    with pytest.raises(_Closing):
+        idx.train(closing_at(2))
+    ticks = [s for s in seen if s[0] == "train" and s[1] > 0]
+    # stopped inside the k-means, after 2 steps (two levels: 2 of its 8 groups' work)
+    assert [t[1] for t in ticks] == ([8, 16] if two_level else [1, 2])
+    assert ticks[0][2] == (4 * 8 + 4 * 8 + 4 * (8 * 8 + 8) if two_level else 4)  # its total
+    assert not idx.trained() and idx.search(qs, K_AT)[2]["exact"] == 1.0
+    idx.train()
+    gen = idx.stats()["generation"]
+    before = idx.search(qs, K_AT)
+    idx.add(np.arange(len(docs), len(docs) + 50), tokens[: offsets[50]], offsets[:51])
+    idx.remove(np.arange(len(docs), len(docs) + 50))  # (changes nothing the search returns)
+    seen.clear()
+    with pytest.raises(_Closing):
+        idx.train(closing_at(3))
+    assert idx.stats()["generation"] == gen
+    after = idx.search(qs, K_AT)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+    idx.train()
+    assert idx.stats()["generation"] == gen + 1 and idx.trained()

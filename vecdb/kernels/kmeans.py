@@ -13,6 +13,7 @@ numba (cache=True): no I/O, no globals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba as nb
@@ -25,6 +26,7 @@ from vecdb.kernels.simd import LANES, vfma, vload, vsplat, vstore
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+Tick = Callable[[int, int], None]  # (iterations done, iterations in all); may raise to stop
 
 CHUNK_BYTES = 16 << 20  # a chunk's (rows x k) float32 distance block stays under this
 MIN_CHUNK_ROWS = 64  # ... but a chunk has at least this many rows
@@ -180,6 +182,7 @@ def kmeans(
     seed: int | np.random.Generator = 0,
     assign_all: bool = True,
     blas_threads: int = 1,
+    tick: Tick | None = None,
 ) -> KMeans:
     """Cluster the rows of x (n, d) float32 into k clusters.
 
@@ -189,7 +192,9 @@ def kmeans(
     random order, so the result does not depend on row order). BLAS runs on
     `blas_threads` threads (1 by default: its threads cost more than they save on the
     small blocks of a tree node; raise it for one big clustering). With k >= n
-    every row is its own centroid (k' = n). Deterministic for a given seed.
+    every row is its own centroid (k' = n). Deterministic for a given seed. `tick(i, iters)`
+    is called after each Lloyd iteration; an exception it raises stops the clustering (how
+    a closing database abandons a long training).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
@@ -202,7 +207,7 @@ def kmeans(
         lab = np.arange(n, dtype=np.int64)
         return KMeans(x.copy(), lab, np.zeros(n, dtype=np.float32))
     with blas_threads_limit(blas_threads):
-        return _kmeans(x, k, iters, sample, balance, rng, assign_all)
+        return _kmeans(x, k, iters, sample, balance, rng, assign_all, tick)
 
 
 def _kmeans(
@@ -213,13 +218,14 @@ def _kmeans(
     balance: float,
     rng: np.random.Generator,
     assign_all: bool,
+    tick: Tick | None,
 ) -> KMeans:
     n = len(x)
     ns = min(n, sample or max(MIN_SAMPLE, DEFAULT_SAMPLE_PER_CLUSTER * k))
     xs = x if ns == n else x[np.sort(rng.choice(n, ns, replace=False))]
     centres = _seed(xs, k, rng, k <= PLUSPLUS_MAX_K)
     labels, dist = assign(xs, centres)
-    for _ in range(iters):
+    for it in range(iters):
         sums, counts = _sums(xs, labels, k)
         full = counts > 0
         centres[full] = (sums[full] / counts[full, None]).astype(np.float32)
@@ -227,6 +233,8 @@ def _kmeans(
             worst = np.argsort(dist)[::-1][: int((~full).sum())]
             centres[~full] = xs[worst]
         labels, dist = assign(xs, centres, _lam(dist, ns, k, balance), rng)
+        if tick:
+            tick(it + 1, iters)
     if not assign_all:
         return KMeans(centres, np.empty(0, np.int64), np.empty(0, np.float32))
     if ns == n:
@@ -290,37 +298,55 @@ def kmeans_two_level(
     seed: int | np.random.Generator = 0,
     blas_threads: int = 1,
     refine: int = 0,
+    tick: Tick | None = None,
 ) -> F32:
     """k centroids of the rows of x in two levels: the sample (the rule of `kmeans`) is
     clustered into about sqrt(k) groups, then each group into its share of the k centroids
     (`split_counts`). A Lloyd iteration then costs each row about 2 sqrt(k) distances
     instead of k (at k = 32,768: 362 against 32,768), for centroids a little less tight than
     one flat clustering's (bench/RESULTS.md measures the residuals). Plain (unbalanced)
-    k-means at both levels; deterministic for a given seed."""
+    k-means at both levels; deterministic for a given seed. `tick(done, total)` is called
+    after each top-level iteration, each group's clustering and each refining iteration,
+    counting distances computed per sample row (so a progress bar moves with the time
+    taken: at k = 16,384 one refining iteration costs more than all the groups'
+    clusterings together); an exception it raises stops the clustering."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     n = len(x)
     ns = min(n, sample or max(MIN_SAMPLE, DEFAULT_SAMPLE_PER_CLUSTER * k))
     xs = x if ns == n else x[np.sort(rng.choice(n, ns, replace=False))]
     groups = max(1, min(ns, round(k**0.5)))
-    top = kmeans(xs, groups, iters=iters, seed=rng, blas_threads=blas_threads)
+    per_group = -(-k // groups)
+    top_work = iters * groups  # each iteration: every row against every group centre
+    group_work = iters * per_group  # each group's rows against its share, in all
+    refine_work = REFINE_PROBE * per_group + groups  # a row: its groups' members, the centres
+    total = top_work + group_work + refine * refine_work
+
+    def top_tick(i: int, _n: int) -> None:
+        if tick:
+            tick(i * groups, total)
+
+    top = kmeans(xs, groups, iters=iters, seed=rng, blas_threads=blas_threads, tick=top_tick)
     order = np.argsort(top.labels, kind="stable")
     bounds = np.searchsorted(top.labels[order], np.arange(len(top.centroids) + 1))
     shares = split_counts(np.diff(bounds), k)
     out = []
     for g, share in enumerate(shares.tolist()):
-        if share == 0:
-            continue
-        rows = xs[order[bounds[g] : bounds[g + 1]]]
-        res = kmeans(rows, share, iters=iters, sample=len(rows), seed=rng, assign_all=False,
-                     blas_threads=blas_threads)  # fmt: skip
-        out.append(res.centroids)
+        if share > 0:
+            rows = xs[order[bounds[g] : bounds[g + 1]]]
+            res = kmeans(rows, share, iters=iters, sample=len(rows), seed=rng,
+                         assign_all=False, blas_threads=blas_threads)  # fmt: skip
+            out.append(res.centroids)
+        if tick:  # (the rows clustered so far, as a share of the groups' work)
+            tick(top_work + group_work * int(bounds[g + 1]) // ns, total)
     centres = np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
-    for _ in range(refine):  # Lloyd over all k, each row assigned among nearby groups
+    for r in range(refine):  # Lloyd over all k, each row assigned among nearby groups
         labels, _d = assign_grouped(xs, centres, group_centroids(centres), REFINE_PROBE)
         sums, counts = _sums(xs, labels, len(centres))
         full = counts > 0
         centres[full] = (sums[full] / counts[full, None]).astype(np.float32)
+        if tick:
+            tick(top_work + group_work + (r + 1) * refine_work, total)
     return centres
 
 

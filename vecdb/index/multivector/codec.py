@@ -38,6 +38,7 @@ from vecdb.kernels.bitpack import (
 from vecdb.kernels.hamming import pack_signs
 from vecdb.kernels.kmeans import (
     Groups,
+    Tick,
     assign,
     assign_grouped,
     group_centroids,
@@ -220,12 +221,14 @@ def train(
     unit: bool,
     total: int | None = None,
     peak: F32 | None = None,
+    tick: Tick | None = None,
 ) -> tuple[Codec, I64]:
     """Train a codec on `tokens` (n, d) float32; returns it and the code of every token.
     `unit` (the collection's metric is cosine) makes the centroids unit vectors, as PLAID's.
     `total` > n: the tokens are a sample of that many (the auto K and the IDF follow it);
     `peak`: the largest |value| per dimension of all the tokens the codec will encode (the
-    int8 tier's scales; default: these tokens')."""
+    int8 tier's scales; default: these tokens'). `tick` is the k-means' (`kmeans`): called
+    as its iterations end, it may raise to abandon the training."""
     n, d = tokens.shape
     if n == 0:
         raise ValueError("cannot train a codebook on zero tokens")
@@ -239,6 +242,7 @@ def train(
             sample=params.train_sample or None,
             seed=params.seed,
             refine=params.train_iters,
+            tick=tick,
         )
     else:
         centroids = kmeans(
@@ -248,6 +252,7 @@ def train(
             sample=params.train_sample or None,
             seed=params.seed,
             assign_all=False,
+            tick=tick,
         ).centroids
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     if unit:  # cosine: spherical centroids

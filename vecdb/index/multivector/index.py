@@ -182,9 +182,12 @@ class MultiVectorIndex:
             peak = None
             if pick is not None and self.params.rerank_tier == "int8":  # scales cover all
                 peak = np.zeros(self.dim, np.float32)
-                for _hi, tok, offs, w in steps(v, live, weights_all):
+                for hi, tok, offs, w in steps(v, live, weights_all):
                     np.maximum(peak, np.abs(self._pooled(tok, offs, w)[0]).max(axis=0), out=peak)
-            codec, codes = train(enc_tok, self.params, gen, self.unit, expect, peak)
+                    if progress:
+                        progress("scales", hi, len(live))
+            tick = None if progress is None else partial(progress, "train")
+            codec, codes = train(enc_tok, self.params, gen, self.unit, expect, peak, tick)
             kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
