@@ -245,3 +245,29 @@ def test_a_tick_sees_every_iteration_and_can_stop_the_clustering() -> None:
     with pytest.raises(_Stop):
         kmeans(x, 16, iters=5, seed=0, tick=stop_at(3))
     assert len(seen) == 3
+
+
+def test_a_grouped_assignment_ticks_per_chunk_and_can_be_stopped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`assign_grouped` calls tick(rows done, n) after each chunk of rows, with the same
+    answer as without it; what the tick raises stops it."""
+    x = blobs(5000, 8, 30, seed=4)
+    c = kmeans(x, 100, iters=2, seed=0, assign_all=False).centroids
+    g = km.group_centroids(c)
+    want = km.assign_grouped(x, c, g, 3)
+    monkeypatch.setattr(km, "CHUNK_BYTES", 1000 * len(g.centres) * 4)  # 1000-row chunks
+    seen: list[tuple[int, int]] = []
+    got = km.assign_grouped(x, c, g, 3, tick=lambda i, n: seen.append((i, n)))
+    assert seen == [(i, 5000) for i in range(1000, 5001, 1000)]
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+    def stop(i: int, _n: int) -> None:
+        seen.append((i, _n))
+        raise _Stop
+
+    seen.clear()
+    with pytest.raises(_Stop):
+        km.assign_grouped(x, c, g, 3, tick=stop)
+    assert seen == [(1000, 5000)]

@@ -734,9 +734,9 @@ class _Closing(Exception):
 def test_a_training_can_be_stopped_inside_its_k_means(
     corpus: tuple, two_level: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The codebook's k-means reports ("train", done, steps) as its iterations end, so a
+    """The codebook's k-means reports ("train", done, total) as its steps end, so a
     progress callback that raises (a closing database's) stops the training within one
-    iteration, flat or in two levels. The index keeps what it had: untrained and exact
+    step, flat or in two levels. The index keeps what it had: untrained and exact
     the first time, the previous codebook and results on a retraining; a later training
     completes."""
     import vecdb.index.multivector.codec as codec
@@ -764,7 +764,11 @@ def test_a_training_can_be_stopped_inside_its_k_means(
     assert [t[1] for t in ticks] == ([8, 16] if two_level else [1, 2])
     assert ticks[0][2] == (4 * 8 + 4 * 8 + 4 * (8 * 8 + 8) if two_level else 4)  # its total
     assert not idx.trained() and idx.search(qs, K_AT)[2]["exact"] == 1.0
-    idx.train()
+    seen.clear()
+    idx.train(lambda *a: seen.append(a))
+    if two_level:  # the tokens' assignment to a grouped codebook reports its rows too
+        rows = [s for s in seen if s[0] == "assign"]
+        assert rows and rows[-1][1] == rows[-1][2] == len(tokens)
     gen = idx.stats()["generation"]
     before = idx.search(qs, K_AT)
     idx.add(np.arange(len(docs), len(docs) + 50), tokens[: offsets[50]], offsets[:51])

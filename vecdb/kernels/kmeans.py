@@ -323,10 +323,11 @@ def kmeans_two_level(
     total = top_work + group_work + refine * refine_work
 
     def top_tick(i: int, _n: int) -> None:
-        if tick:
+        if tick:  # (always: passed only with one)
             tick(i * groups, total)
 
-    top = kmeans(xs, groups, iters=iters, seed=rng, blas_threads=blas_threads, tick=top_tick)
+    top = kmeans(xs, groups, iters=iters, seed=rng, blas_threads=blas_threads,
+                 tick=top_tick if tick else None)  # fmt: skip
     order = np.argsort(top.labels, kind="stable")
     bounds = np.searchsorted(top.labels[order], np.arange(len(top.centroids) + 1))
     shares = split_counts(np.diff(bounds), k)
@@ -341,12 +342,18 @@ def kmeans_two_level(
             tick(top_work + group_work * int(bounds[g + 1]) // ns, total)
     centres = np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
     for r in range(refine):  # Lloyd over all k, each row assigned among nearby groups
-        labels, _d = assign_grouped(xs, centres, group_centroids(centres), REFINE_PROBE)
+        at = top_work + group_work + r * refine_work
+
+        def rows_tick(i: int, _n: int, at: int = at) -> None:
+            if tick:
+                tick(at + refine_work * i // ns, total)
+
+        groups_now = group_centroids(centres)
+        labels, _d = assign_grouped(xs, centres, groups_now, REFINE_PROBE,
+                                    tick=rows_tick if tick else None)  # fmt: skip
         sums, counts = _sums(xs, labels, len(centres))
         full = counts > 0
         centres[full] = (sums[full] / counts[full, None]).astype(np.float32)
-        if tick:
-            tick(top_work + group_work + (r + 1) * refine_work, total)
     return centres
 
 
@@ -377,12 +384,15 @@ def group_centroids(centroids: F32, seed: int = 0) -> Groups:
     return Groups(res.centroids, members, bounds, blocks, starts, widths, sq_norms(c[members]))
 
 
-def assign_grouped(x: F32, centroids: F32, groups: Groups, probe: int) -> tuple[I64, F32]:
+def assign_grouped(
+    x: F32, centroids: F32, groups: Groups, probe: int, tick: Tick | None = None
+) -> tuple[I64, F32]:
     """Nearest centroid of each row among the members of its `probe` nearest groups, and
     the squared distance to it: `assign`'s answer for almost every row (a row whose nearest
     centroid sits in a group further away gets the best of those it looked at), at about
     (G + probe K / G) distances a row instead of K. The groups are found by one GEMM a
-    chunk, the members scored by `_grouped_nearest` (no row copied per group)."""
+    chunk, the members scored by `_grouped_nearest` (no row copied per group). `tick(rows
+    done, n)` is called after each chunk; an exception it raises stops the assignment."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
     labels = np.zeros(n, dtype=np.int64)
@@ -410,6 +420,8 @@ def assign_grouped(x: F32, centroids: F32, groups: Groups, probe: int) -> tuple[
         bst = best[lo : lo + m]
         _grouped_nearest(xc, xn, rows, ptr, ng, groups.blocks, groups.starts, groups.widths,
                          groups.norms, groups.bounds, groups.members, lab, bst)  # fmt: skip
+        if tick:
+            tick(lo + m, n)
     return labels, best
 
 

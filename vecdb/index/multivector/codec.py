@@ -20,7 +20,9 @@ generation number. Pure numpy plus the bitpack kernels; no files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -136,13 +138,13 @@ class Codec:
             return additive_lut(q, self.books, width)
         return build_lut(q, self.books, width)
 
-    def assign(self, tokens: F32) -> I64:
+    def assign(self, tokens: F32, tick: Tick | None = None) -> I64:
         """Nearest centroid of each token (above FLAT_MAX_K, among its ASSIGN_PROBE nearest
-        groups of centroids)."""
+        groups of centroids; then `tick(rows done, n)` after each chunk of rows)."""
         groups = self.groups()  # (both assignments work a chunk of rows at a time)
         if groups is None:
             return assign(tokens, self.centroids)[0]
-        return assign_grouped(tokens, self.centroids, groups, ASSIGN_PROBE)[0]
+        return assign_grouped(tokens, self.centroids, groups, ASSIGN_PROBE, tick)[0]
 
     def encode(self, tokens: F32, codes: I64 | None = None) -> Encoded:
         """Encode tokens (n, d) float32 (codes reused when already assigned)."""
@@ -221,18 +223,20 @@ def train(
     unit: bool,
     total: int | None = None,
     peak: F32 | None = None,
-    tick: Tick | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Codec, I64]:
     """Train a codec on `tokens` (n, d) float32; returns it and the code of every token.
     `unit` (the collection's metric is cosine) makes the centroids unit vectors, as PLAID's.
     `total` > n: the tokens are a sample of that many (the auto K and the IDF follow it);
     `peak`: the largest |value| per dimension of all the tokens the codec will encode (the
-    int8 tier's scales; default: these tokens'). `tick` is the k-means' (`kmeans`): called
-    as its iterations end, it may raise to abandon the training."""
+    int8 tier's scales; default: these tokens'). `progress(phase, done, total)` is called
+    as the k-means' steps end ("train") and as the tokens are assigned to the centroids
+    ("assign"); an exception it raises abandons the training."""
     n, d = tokens.shape
     if n == 0:
         raise ValueError("cannot train a codebook on zero tokens")
     total = max(n, total or n)
+    tick = None if progress is None else partial(progress, "train")
     k = min(params.K or auto_k(total), n)
     if k > FLAT_MAX_K:
         centroids = kmeans_two_level(
@@ -260,7 +264,7 @@ def train(
         centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
     probe = Codec(generation, centroids, 0, np.zeros((0, 256, 1), np.float32), False, "none",
                   np.ones(d, np.float32), np.zeros(len(centroids), np.float32), 0.0)  # fmt: skip
-    codes = probe.assign(tokens)
+    codes = probe.assign(tokens, None if progress is None else partial(progress, "assign"))
     rng = np.random.default_rng(params.seed)
     pick = (
         rng.choice(n, size=min(n, QUANTILE_SAMPLE), replace=False) if n > QUANTILE_SAMPLE else None

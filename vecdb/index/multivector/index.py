@@ -186,8 +186,7 @@ class MultiVectorIndex:
                     np.maximum(peak, np.abs(self._pooled(tok, offs, w)[0]).max(axis=0), out=peak)
                     if progress:
                         progress("scales", hi, len(live))
-            tick = None if progress is None else partial(progress, "train")
-            codec, codes = train(enc_tok, self.params, gen, self.unit, expect, peak, tick)
+            codec, codes = train(enc_tok, self.params, gen, self.unit, expect, peak, progress)
             kill_point("mv_train_codebook")
             if progress:
                 progress("train", 1, 1)
