@@ -26,7 +26,7 @@ from vecdb.kernels.simd import LANES, vfma, vload, vsplat, vstore
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
-Tick = Callable[[int, int], None]  # (iterations done, iterations in all); may raise to stop
+Tick = Callable[[int, int], None]  # (work done, work in all) as steps end; may raise to stop
 
 CHUNK_BYTES = 16 << 20  # a chunk's (rows x k) float32 distance block stays under this
 MIN_CHUNK_ROWS = 64  # ... but a chunk has at least this many rows
@@ -306,8 +306,8 @@ def kmeans_two_level(
     instead of k (at k = 32,768: 362 against 32,768), for centroids a little less tight than
     one flat clustering's (bench/RESULTS.md measures the residuals). Plain (unbalanced)
     k-means at both levels; deterministic for a given seed. `tick(done, total)` is called
-    after each top-level iteration, each group's clustering and each refining iteration,
-    counting distances computed per sample row (so a progress bar moves with the time
+    after each top-level iteration, each group's clustering and each chunk of rows of a
+    refining iteration, counting distances computed per sample row (so a progress bar moves with the time
     taken: at k = 16,384 one refining iteration costs more than all the groups'
     clusterings together); an exception it raises stops the clustering."""
     x = np.ascontiguousarray(x, dtype=np.float32)
