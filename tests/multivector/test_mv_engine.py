@@ -182,3 +182,41 @@ def test_search_parameters_are_parsed_once_and_the_metric_reaches_the_index(
         monkeypatch.setattr(MVSearchParams, "parse", classmethod(counting))
         db.search_documents("p", QUERIES[:2], k=5, params={"nprobe": 2})
         assert calls == [{"nprobe": 2}]
+
+
+def test_close_during_a_codebook_training_stops_its_k_means(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """close() does not wait for a codebook's k-means: the worker's progress report raises
+    once the database closes and the k-means calls it after each step. Here the k-means
+    would tick for 60 s before clustering; close() returns long before, and on reopening
+    the collection is untrained (searched exactly), holds every document, and trains."""
+    import vecdb.index.multivector.codec as codec
+
+    real = codec.kmeans
+    entered = threading.Event()
+
+    def long_kmeans(*args, tick=None, **kwargs):  # type: ignore[no-untyped-def]
+        for i in range(600):  # 60 s of steps, each reported as a real k-means would
+            entered.set()
+            if tick:
+                tick(i, 600)
+            time.sleep(0.1)
+        return real(*args, tick=tick, **kwargs)
+
+    monkeypatch.setattr(codec, "kmeans", long_kmeans)
+    db = Database(tmp_path / "db", settings={"idle_seconds": 3600})
+    db.create_collection("p", DIM, "cosine", kind="multivector", index_params={"K": 64})
+    db.upsert_documents("p", list(range(400)), DOCS)
+    db.optimize("p", wait=False)
+    assert entered.wait(30)
+    t0 = time.monotonic()
+    db.close()
+    assert time.monotonic() - t0 < 20  # (the k-means had ~60 s of steps left)
+    monkeypatch.setattr(codec, "kmeans", real)
+    with Database(tmp_path / "db", settings={"idle_seconds": 3600}) as again:
+        assert again.count("p") == 400 and not again.stats("p")["index"]["trained"]
+        assert again.search_documents("p", QUERIES, k=5).stats["exact"] == 1.0
+        again.optimize("p")
+        assert again.stats("p")["index"]["trained"]
+        assert again.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
