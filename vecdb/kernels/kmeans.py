@@ -290,6 +290,14 @@ def split_counts(sizes: I64, k: int) -> I64:
     return out
 
 
+def _within(tick: Tick | None, at: int, work: int, total: int) -> Tick | None:
+    """A tick for one step of a larger job: its (i, n) becomes `at` plus the share i / n of
+    the step's `work`, out of the job's `total`."""
+    if tick is None:
+        return None
+    return lambda i, n: tick(at + work * i // max(1, n), total)
+
+
 def kmeans_two_level(
     x: F32,
     k: int,
@@ -308,9 +316,9 @@ def kmeans_two_level(
     one flat clustering's (bench/RESULTS.md measures the residuals). Plain (unbalanced)
     k-means at both levels; deterministic for a given seed. `tick(done, total)` is called
     after each top-level iteration, each group's clustering and each chunk of rows of a
-    refining iteration, counting distances computed per sample row (so a progress bar moves with the time
-    taken: at k = 16,384 one refining iteration costs more than all the groups'
-    clusterings together); an exception it raises stops the clustering."""
+    refining iteration, counting distances computed per sample row (so a progress bar
+    moves with the time taken: at k = 16,384 one refining iteration costs more than all
+    the groups' clusterings together); an exception it raises stops the clustering."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     n = len(x)
@@ -323,35 +331,25 @@ def kmeans_two_level(
     refine_work = REFINE_PROBE * per_group + groups  # a row: its groups' members, the centres
     total = top_work + group_work + refine * refine_work
 
-    def top_tick(i: int, _n: int) -> None:
-        if tick:  # (always: passed only with one)
-            tick(i * groups, total)
-
     top = kmeans(xs, groups, iters=iters, seed=rng, blas_threads=blas_threads,
-                 tick=top_tick if tick else None)  # fmt: skip
+                 tick=_within(tick, 0, top_work, total))  # fmt: skip
     order = np.argsort(top.labels, kind="stable")
     bounds = np.searchsorted(top.labels[order], np.arange(len(top.centroids) + 1))
     shares = split_counts(np.diff(bounds), k)
     out = []
+    grouped = _within(tick, top_work, group_work, total)  # (by the rows clustered so far)
     for g, share in enumerate(shares.tolist()):
         if share > 0:
             rows = xs[order[bounds[g] : bounds[g + 1]]]
             res = kmeans(rows, share, iters=iters, sample=len(rows), seed=rng,
                          assign_all=False, blas_threads=blas_threads)  # fmt: skip
             out.append(res.centroids)
-        if tick:  # (the rows clustered so far, as a share of the groups' work)
-            tick(top_work + group_work * int(bounds[g + 1]) // ns, total)
+        if grouped:
+            grouped(int(bounds[g + 1]), ns)
     centres = np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
     for r in range(refine):  # Lloyd over all k, each row assigned among nearby groups
-        at = top_work + group_work + r * refine_work
-
-        def rows_tick(i: int, _n: int, at: int = at) -> None:
-            if tick:
-                tick(at + refine_work * i // ns, total)
-
-        groups_now = group_centroids(centres)
-        labels, _d = assign_grouped(xs, centres, groups_now, REFINE_PROBE,
-                                    tick=rows_tick if tick else None)  # fmt: skip
+        step = _within(tick, top_work + group_work + r * refine_work, refine_work, total)
+        labels, _d = assign_grouped(xs, centres, group_centroids(centres), REFINE_PROBE, step)
         sums, counts = _sums(xs, labels, len(centres))
         full = counts > 0
         centres[full] = (sums[full] / counts[full, None]).astype(np.float32)
