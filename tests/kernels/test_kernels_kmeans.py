@@ -292,3 +292,32 @@ def test_centroid_groups_stay_even_on_tokens_around_many_topics() -> None:
     assert (labels == exact).mean() >= 0.99
     assert dist.mean() <= 1.01 * exact_d.mean()
     np.testing.assert_allclose(dist, ((x - c[labels]) ** 2).sum(1), rtol=1e-3, atol=1e-4)
+
+
+def test_a_calibrated_probe_is_the_fewest_groups_within_the_distance_bar() -> None:
+    """Centroids on 2,048 near-orthogonal topics, grouped 45 ways: a group's centre (the
+    mean of ~45 unrelated topics) says little about where a row's nearest centroid is, so
+    2 groups miss it. `calibrate_probe` doubles the probe until the mean squared distance is
+    within PROBE_EXCESS of exact, and no smaller probe of its doublings reaches that. Where
+    the groups follow the data (blobs), the starting probe is kept."""
+    rng = np.random.default_rng(3)
+    c = rng.standard_normal((2048, 64)).astype(np.float32)
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    x = c[rng.integers(0, 2048, 20_000)] + 0.08 * rng.standard_normal((20_000, 64))
+    x = x.astype(np.float32)
+    g = km.group_centroids(c)
+    exact = float(assign(x, c)[1].sum(dtype=np.float64))
+
+    def excess(probe: int) -> float:
+        return float(km.assign_grouped(x, c, g, probe)[1].sum(dtype=np.float64)) / exact - 1
+
+    p = km.calibrate_probe(x, c, g, 2)
+    assert 2 < p < len(g.centres), p
+    assert excess(p) <= 1.5 * km.PROBE_EXCESS, excess(p)  # (measured on 2,048 of the rows)
+    assert excess(p // 2) > km.PROBE_EXCESS, excess(p // 2)
+    assert km.calibrate_probe(x, c, g, len(g.centres) + 5) == len(g.centres)
+
+    y = blobs(20_000, 16, 40, seed=5)
+    cy = kmeans(y, 1024, iters=3, seed=0, assign_all=False).centroids
+    gy = km.group_centroids(cy)
+    assert km.calibrate_probe(y, cy, gy, 8) == 8

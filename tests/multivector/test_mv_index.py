@@ -376,9 +376,39 @@ def test_a_grouped_codebook_assigns_alike_after_a_reopen(
     again = MultiVectorIndex(DIM, tmp_path / "mv")
     reopened = again._v.codec
     assert reopened is not None and reopened.grouping is None  # not stored
+    assert reopened.assign_probe == codec.assign_probe < 8  # (the default, 16, is all 8)
     np.testing.assert_array_equal(reopened.assign(tokens), codes)
     np.testing.assert_array_equal(again.search(qs, K_AT)[0], ids)
     again.close()
+
+
+def test_a_grouped_codebook_probes_as_many_groups_as_its_tokens_need(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tokens around 2,048 near-orthogonal topics, a codebook of 2,048 centroids (above
+    FLAT_MAX_K, lowered to 1,024) in 45 groups of ~45 unrelated topics each: 2 groups a
+    token (ASSIGN_PROBE lowered to 2) put many tokens far from their nearest centroid. The
+    training calibrates the probe, so every token's code is within PROBE_EXCESS (plus the
+    sample's error) of the exact assignment's mean squared distance, and the codec keeps
+    the probe for later documents."""
+    import vecdb.index.multivector.codec as mvc
+    from vecdb.index.multivector.params import MVBuildParams
+    from vecdb.kernels import kmeans as km
+
+    monkeypatch.setattr(mvc, "FLAT_MAX_K", 1024)
+    monkeypatch.setattr(mvc, "ASSIGN_PROBE", 2)
+    rng = np.random.default_rng(3)
+    topics = rng.standard_normal((2048, 64)).astype(np.float32)
+    topics /= np.linalg.norm(topics, axis=1, keepdims=True)
+    x = topics[rng.integers(0, 2048, 60_000)] + 0.08 * rng.standard_normal((60_000, 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    codec, codes = mvc.train(x, MVBuildParams.parse({"K": 2048}), 1, unit=True)
+    assert codec.grouping is not None and len(codec.grouping.centres) == 45
+    assert codec.assign_probe > 2, codec.assign_probe
+    exact = km.assign(x, codec.centroids)[1].sum(dtype=np.float64)
+    got = ((x - codec.centroids[codes]) ** 2).sum(dtype=np.float64)
+    assert got <= (1 + 1.5 * km.PROBE_EXCESS) * exact, got / exact
+    np.testing.assert_array_equal(codec.assign(x[:5000]), codes[:5000])
 
 
 def _raw_files(d: Path) -> list[str]:

@@ -36,6 +36,8 @@ MIN_SAMPLE = 2048  # ... but at least this many
 REFINE_PROBE = 8  # groups a row looks in during a two-level clustering's refinement
 GROUP_PARTS = 8  # parts of a chunk's rows `assign_grouped` scores as separate tasks
 GROUP_BALANCE = 0.25  # size penalty of the k-means that groups centroids (`group_centroids`)
+PROBE_EXCESS = 0.01  # a calibrated probe's mean squared distance is within this of exact
+CALIBRATION_ROWS = 2048  # rows `calibrate_probe` measures on
 
 
 @dataclass(frozen=True)
@@ -349,7 +351,9 @@ def kmeans_two_level(
     centres = np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
     for r in range(refine):  # Lloyd over all k, each row assigned among nearby groups
         step = _within(tick, top_work + group_work + r * refine_work, refine_work, total)
-        labels, _d = assign_grouped(xs, centres, group_centroids(centres), REFINE_PROBE, step)
+        groups = group_centroids(centres)
+        probe = calibrate_probe(xs, centres, groups, REFINE_PROBE, seed=rng)
+        labels, _d = assign_grouped(xs, centres, groups, probe, step)
         sums, counts = _sums(xs, labels, len(centres))
         full = counts > 0
         centres[full] = (sums[full] / counts[full, None]).astype(np.float32)
@@ -384,6 +388,37 @@ def group_centroids(centroids: F32, seed: int = 0) -> Groups:
     bounds = bounds.astype(np.int64)
     blocks, starts, widths = _column_blocks(c, members, bounds)
     return Groups(res.centroids, members, bounds, blocks, starts, widths, sq_norms(c[members]))
+
+
+def calibrate_probe(
+    x: F32,
+    centroids: F32,
+    groups: Groups,
+    start: int,
+    *,
+    rows: int = CALIBRATION_ROWS,
+    seed: int | np.random.Generator = 0,
+) -> int:
+    """The fewest groups `assign_grouped` should probe, trying `start`, then twice as many
+    and so on: the first count at which a sample of x's rows gets a mean squared distance
+    to its centroid within PROBE_EXCESS of the exact nearest's (`assign`); every group
+    (exact) when no smaller count does. A group's centre says little when each group mixes
+    many unrelated clusters: on tokens around 10,000 topics at K = 16,384, 16 of 128 groups
+    gave 1.037x the exact distance, 32 gave 1.006x."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    ng = len(groups.centres)
+    p = max(1, min(start, ng))
+    if p >= ng or len(x) == 0:
+        return ng if p >= ng else p
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    xs = x if len(x) <= rows else x[np.sort(rng.choice(len(x), rows, replace=False))]
+    exact = float(assign(xs, centroids)[1].sum(dtype=np.float64))
+    bar = (1.0 + PROBE_EXCESS) * exact + 1e-6 * len(xs)  # (+: rows on their centroid)
+    while p < ng:
+        if float(assign_grouped(xs, centroids, groups, p)[1].sum(dtype=np.float64)) <= bar:
+            return p
+        p = min(ng, 2 * p)
+    return ng
 
 
 def assign_grouped(

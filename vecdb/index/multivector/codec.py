@@ -43,6 +43,7 @@ from vecdb.kernels.kmeans import (
     Tick,
     assign,
     assign_grouped,
+    calibrate_probe,
     group_centroids,
     kmeans,
     kmeans_two_level,
@@ -61,7 +62,8 @@ ANISO_ETA = 4.0  # weight of the residual error along the token's direction (1 =
 ANISO_PASSES = 2  # coordinate-descent passes of the anisotropic coding
 # Above FLAT_MAX_K centroids the codebook is trained in two levels (`kmeans_two_level`, then
 # train_iters refining Lloyd iterations) and tokens find their centroid among the members of
-# their ASSIGN_PROBE nearest groups of centroids (`assign_grouped`): both cost about
+# their nearest groups of centroids (`assign_grouped`; ASSIGN_PROBE of them, or more where
+# the training's `calibrate_probe` found more needed): both cost about
 # sqrt(K) distances a token instead of K, so a build grows with T^1.25 instead of T^1.5
 # (K grows as sqrt(T)). At K <= FLAT_MAX_K (the benchmark tiers) nothing changed.
 FLAT_MAX_K = 4096
@@ -93,6 +95,7 @@ class Codec:
     idf: F32  # (K,) log((T + 1) / (cell size + 1)) at training
     sq_residual: float  # mean squared residual of the training tokens
     additive: bool = False  # books are (P, 256, d) residual-quantiser codebooks (`additive`)
+    assign_probe: int = ASSIGN_PROBE  # above FLAT_MAX_K: groups `assign` probes (calibrated)
     # the centroids as bfloat16, what a search scores queries against (`centroid_scores`):
     # half the bytes of a table read once per query (K = 8,192 x 128: 0.70 -> 0.37 ms with
     # the caches cold); derived, never stored
@@ -139,12 +142,12 @@ class Codec:
         return build_lut(q, self.books, width)
 
     def assign(self, tokens: F32, tick: Tick | None = None) -> I64:
-        """Nearest centroid of each token (above FLAT_MAX_K, among its ASSIGN_PROBE nearest
+        """Nearest centroid of each token (above FLAT_MAX_K, among its `assign_probe` nearest
         groups of centroids; then `tick(rows done, n)` after each chunk of rows)."""
         groups = self.groups()  # (both assignments work a chunk of rows at a time)
         if groups is None:
             return assign(tokens, self.centroids)[0]
-        return assign_grouped(tokens, self.centroids, groups, ASSIGN_PROBE, tick)[0]
+        return assign_grouped(tokens, self.centroids, groups, self.assign_probe, tick)[0]
 
     def encode(self, tokens: F32, codes: I64 | None = None) -> Encoded:
         """Encode tokens (n, d) float32 (codes reused when already assigned)."""
@@ -262,9 +265,17 @@ def train(
     if unit:  # cosine: spherical centroids
         norms = np.linalg.norm(centroids, axis=1, keepdims=True)
         centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
-    probe = Codec(generation, centroids, 0, np.zeros((0, 256, 1), np.float32), False, "none",
-                  np.ones(d, np.float32), np.zeros(len(centroids), np.float32), 0.0)  # fmt: skip
-    codes = probe.assign(tokens, None if progress is None else partial(progress, "assign"))
+    groups = group_centroids(centroids) if len(centroids) > FLAT_MAX_K else None
+    probe = (  # as many groups as these tokens need
+        ASSIGN_PROBE
+        if groups is None
+        else calibrate_probe(tokens, centroids, groups, ASSIGN_PROBE, seed=params.seed)
+    )
+    bare = Codec(generation, centroids, 0, np.zeros((0, 256, 1), np.float32), False, "none",
+                 np.ones(d, np.float32), np.zeros(len(centroids), np.float32), 0.0,
+                 assign_probe=probe)  # fmt: skip
+    object.__setattr__(bare, "grouping", groups)
+    codes = bare.assign(tokens, None if progress is None else partial(progress, "assign"))
     rng = np.random.default_rng(params.seed)
     pick = (
         rng.choice(n, size=min(n, QUANTILE_SAMPLE), replace=False) if n > QUANTILE_SAMPLE else None
@@ -299,6 +310,7 @@ def train(
         idf=idf,
         sq_residual=sq,
         additive=additive,
+        assign_probe=probe,
     )
-    object.__setattr__(codec, "grouping", probe.grouping)  # (same centroids: not regrouped)
+    object.__setattr__(codec, "grouping", groups)  # (same centroids: not regrouped)
     return codec, codes

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
-from vecdb.index.multivector.codec import Codec
+from vecdb.index.multivector.codec import ASSIGN_PROBE, Codec
 from vecdb.index.multivector.params import MVBuildParams
 from vecdb.index.multivector.rowfile import RowFile
 from vecdb.index.multivector.view import View
@@ -117,6 +117,7 @@ def save(index: MultiVectorIndex, directory: Path) -> None:
             "tier": c.tier,
             "sq_residual": c.sq_residual,
             "additive": c.additive,
+            "assign_probe": c.assign_probe,
         }
         arrays.update({n: getattr(c, n) for n in CODEC_ARRAYS})
     names = list(arrays)
@@ -193,6 +194,7 @@ def open_into(index: MultiVectorIndex, directory: Path) -> bool:
             tier=str(c["tier"]),
             sq_residual=float(c["sq_residual"]),
             additive=bool(c.get("additive", False)),
+            assign_probe=int(c.get("assign_probe", ASSIGN_PROBE)),
             **{n: arrays[n] for n in CODEC_ARRAYS},
         )
     index._v = View(
