@@ -352,15 +352,18 @@ def test_training_past_the_gather_bound_encodes_in_steps(
 def test_a_grouped_codebook_assigns_alike_after_a_reopen(
     corpus: tuple, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Above FLAT_MAX_K centroids (lowered here to 16, with 2 of 8 groups probed) the codebook trains in two levels and
-    tokens are assigned by groups of centroids: the trained codec keeps the grouping its
-    training made, searches reach the flat codebook's recall class, and a reopened codec,
-    which derives the grouping again from the stored centroids, assigns every token to the
-    centroid it had, so documents added after a reopen are coded as before it."""
+    """Above FLAT_MAX_K centroids (lowered here to 16; 8 groups, from 2 probed up to the
+    calibrated count) the codebook trains in two levels and tokens are assigned by groups
+    of centroids: the trained codec keeps the grouping its training made and its probe,
+    searches reach the flat codebook's recall class, and a reopened codec, which derives
+    the grouping again from the stored centroids and keeps the stored probe, assigns every
+    token to the centroid it had, so documents added after a reopen are coded as before."""
     import vecdb.index.multivector.codec as mvc
+    from vecdb.kernels import kmeans as km
 
     monkeypatch.setattr(mvc, "FLAT_MAX_K", 16)
     monkeypatch.setattr(mvc, "ASSIGN_PROBE", 2)  # of 8 groups: the grouping decides
+    monkeypatch.setattr(km, "PROBE_EXCESS", 0.01)  # (a calibrated probe short of all 8)
     docs, qs = corpus
     tokens, offsets = _pack(docs)
     idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64, "rerank_tier": "int8"})
