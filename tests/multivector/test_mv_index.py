@@ -359,11 +359,9 @@ def test_a_grouped_codebook_assigns_alike_after_a_reopen(
     the grouping again from the stored centroids and keeps the stored probe, assigns every
     token to the centroid it had, so documents added after a reopen are coded as before."""
     import vecdb.index.multivector.codec as mvc
-    from vecdb.kernels import kmeans as km
 
     monkeypatch.setattr(mvc, "FLAT_MAX_K", 16)
     monkeypatch.setattr(mvc, "ASSIGN_PROBE", 2)  # of 8 groups: the grouping decides
-    monkeypatch.setattr(km, "PROBE_EXCESS", 0.01)  # (a calibrated probe short of all 8)
     docs, qs = corpus
     tokens, offsets = _pack(docs)
     idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64, "rerank_tier": "int8"})

@@ -36,7 +36,7 @@ MIN_SAMPLE = 2048  # ... but at least this many
 REFINE_PROBE = 8  # groups a row looks in during a two-level clustering's refinement
 GROUP_PARTS = 8  # parts of a chunk's rows `assign_grouped` scores as separate tasks
 GROUP_BALANCE = 0.25  # size penalty of the k-means that groups centroids (`group_centroids`)
-PROBE_EXCESS = 0.003  # a calibrated probe's mean squared distance is within this of exact
+PROBE_EXCESS = 0.01  # a calibrated probe's mean squared distance is within this of exact
 CALIBRATION_ROWS = 2048  # rows `calibrate_probe` measures on
 
 
@@ -402,9 +402,11 @@ def calibrate_probe(
     to its centroid within PROBE_EXCESS of the exact nearest's (`assign`); every group
     (exact) when no smaller count does. A group's centre says little when each group mixes
     many unrelated clusters: on 1M tokens around 10,000 topics at K = 16,384, 16 of 128
-    groups gave 1.029x the exact distance and a multi-vector recall@10 of 0.842; 64 groups
-    (this rule's pick) 1.0003x and 0.889 (bench/RESULTS.md). The real tokens measured and
-    the other synthetic sets keep 16 (<= 1.0015x)."""
+    groups gave 1.029x the exact distance and a multi-vector recall@10 of 0.842, 32 (this
+    rule's pick) 1.004x and 0.874, 64 1.0003x and 0.889 (bench/RESULTS.md). The bar is
+    loose because each doubling costs: a 0.3% bar took the 10M-token scale row from 16 to
+    32 groups (1.0028x -> 1.0001x) for 1.7x the assignment time and recall within noise.
+    The real tokens measured and the other synthetic sets keep 16 (<= 1.0015x)."""
     ng = len(groups.centres)
     p = max(1, min(start, ng))
     if len(x) == 0:
