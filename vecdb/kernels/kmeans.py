@@ -54,6 +54,11 @@ class KMeans:
         return float(self.distances.astype(np.float64).sum())
 
 
+def _generator(seed: int | np.random.Generator) -> np.random.Generator:
+    """`seed` itself when it is a Generator (a caller's stream continues), else a new one."""
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
 def chunk_rows(k: int, d: int) -> int:
     """Rows per assignment chunk for k centroids of d dims: the chunk's distance block and
     its copy of the rows both stay under CHUNK_BYTES."""
@@ -205,7 +210,7 @@ def kmeans(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     n = len(x)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _generator(seed)
     if n <= k:
         lab = np.arange(n, dtype=np.int64)
         return KMeans(x.copy(), lab, np.zeros(n, dtype=np.float32))
@@ -322,7 +327,7 @@ def kmeans_two_level(
     moves with the time taken: at k = 16,384 one refining iteration costs more than all
     the groups' clusterings together); an exception it raises stops the clustering."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _generator(seed)
     n = len(x)
     ns = min(n, sample or max(MIN_SAMPLE, DEFAULT_SAMPLE_PER_CLUSTER * k))
     xs = x if ns == n else x[np.sort(rng.choice(n, ns, replace=False))]
@@ -403,7 +408,7 @@ def calibrate_probe(
     (exact) when no smaller count does. A group's centre says little when each group mixes
     many unrelated clusters: on 1M tokens around 10,000 topics at K = 16,384, 16 of 128
     groups gave 1.029x the exact distance and a multi-vector recall@10 of 0.842, 32 (this
-    rule's pick) 1.004x and 0.874, 64 1.0003x and 0.889 (bench/RESULTS.md). The bar is
+    rule's pick) 1.004x and 0.881, 64 1.0003x and 0.889 (bench/RESULTS.md). The bar is
     loose because each doubling costs: a 0.3% bar took the 10M-token scale row from 16 to
     32 groups (1.0028x -> 1.0001x) for 1.7x the assignment time and recall within noise.
     The real tokens measured and the other synthetic sets keep 16 (<= 1.0015x)."""
@@ -411,7 +416,7 @@ def calibrate_probe(
     p = max(1, min(start, ng))
     if len(x) == 0:
         return p
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _generator(seed)
     pick = np.sort(rng.choice(len(x), rows, replace=False)) if len(x) > rows else slice(None)
     xs = np.ascontiguousarray(x[pick], dtype=np.float32)  # (the sample only: no copy of x)
     exact = float(assign(xs, centroids)[1].sum(dtype=np.float64))

@@ -70,6 +70,12 @@ FLAT_MAX_K = 4096
 ASSIGN_PROBE = 16
 
 
+def _groups_of(centroids: F32) -> Groups | None:
+    """The groups `assign_grouped` looks in above FLAT_MAX_K centroids; None at or below it
+    (then every token is assigned exactly)."""
+    return group_centroids(centroids) if len(centroids) > FLAT_MAX_K else None
+
+
 @dataclass(frozen=True)
 class Encoded:
     """Tokens under a codec; rows follow the input order."""
@@ -110,10 +116,8 @@ class Codec:
 
     def groups(self) -> Groups | None:
         """The centroids' groups for `assign` (None at K <= FLAT_MAX_K: exact assignment)."""
-        if self.k <= FLAT_MAX_K:
-            return None
         if self.grouping is None:
-            object.__setattr__(self, "grouping", group_centroids(self.centroids))
+            object.__setattr__(self, "grouping", _groups_of(self.centroids))
         return self.grouping
 
     @property
@@ -265,7 +269,7 @@ def train(
     if unit:  # cosine: spherical centroids
         norms = np.linalg.norm(centroids, axis=1, keepdims=True)
         centroids = (centroids / np.maximum(norms, 1e-12)).astype(np.float32)
-    groups = group_centroids(centroids) if len(centroids) > FLAT_MAX_K else None
+    groups = _groups_of(centroids)
     probe = (  # as many groups as these tokens need
         ASSIGN_PROBE
         if groups is None
