@@ -21,11 +21,12 @@ demo: $(STAMP)
 	$(VENV)/bin/vecdb demo --data ./vecdb-data
 
 # Test worker processes (pytest-xdist): 2 halves the suite's time on a 2-core machine
-# (13 -> 7 minutes); TEST_JOBS=0 runs it in this process, one test after another.
+# (13 -> 7 minutes); TEST_JOBS=0 runs it in this process, one test after another. The 15
+# slowest tests are listed at the end (the suite is to stay under ~15 minutes in CI).
 TEST_JOBS ?= 2
 
 test: $(STAMP) etcd
-	$(PY) -m pytest -q -n $(TEST_JOBS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --durations=15
 
 # The cluster tests (tests/cluster) run a real etcd: the Debian package etcd-server. A no-op
 # when etcd is on PATH; else installed with apt-get (through sudo when not root) if there is one.
