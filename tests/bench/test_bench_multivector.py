@@ -8,6 +8,7 @@ nothing here depends on which vectors the words get)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Iterator
@@ -319,3 +320,67 @@ def test_mvindex_adapter_counts_the_tiers_each_setting_reads(small: MVData) -> N
         assert system.pruning_share({"query_keep": 0.5}) == pytest.approx(0.5)
     finally:
         system.close()
+
+
+def _clustered_docs(tmp_path: Path, dim: int, seed: int = 3) -> MVData:
+    """200 documents of 6-14 unit tokens around 40 topics, 20 queries of 4 tokens."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((40, dim)).astype(np.float32)
+
+    def tokens(n: int) -> np.ndarray:
+        x = topics[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dim))
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    sizes = rng.integers(6, 15, 200)
+    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    q_offsets = np.arange(0, 84, 4, dtype=np.int64)
+    return MVData(
+        tier="synthetic", tokens=tokens(int(offsets[-1])), offsets=offsets, weights=None,
+        queries=tokens(80), q_offsets=q_offsets, labels=np.zeros(20, np.int64),
+        directory=tmp_path, meta={},
+    )  # fmt: skip
+
+
+def test_fast_plaid_adapter_returns_the_exact_top_documents_at_full_width(
+    tmp_path: Path,
+) -> None:
+    """fast-plaid (the `plaid` extra) probing every cell and scoring every document finds
+    the exact top 10 almost always; its bytes per token are its files, residuals at 4 bits
+    x 64 dimensions = 32 B."""
+    pytest.importorskip("fast_plaid", reason="the optional `plaid` extra (torch) is not installed")
+    from vecdb.bench.multivector.systems import FastPlaid
+
+    data = _clustered_docs(tmp_path, 64)
+    system = FastPlaid()
+    system.build(data, {"nbits": 4})
+    try:
+        per = system.bytes_per_token({})
+        assert set(per) == {"codes", "residuals", "ivf"}
+        assert per["residuals"] == pytest.approx(32.0, rel=0.02)  # (+ the .npy header)
+        scores = exact_scores(data)
+        wide = {"n_ivf_probe": 1024, "n_full_scores": data.n_docs}
+        recalls = []
+        for j in range(data.n_queries):
+            hits = system.search(data.query(j), 10, wide)
+            assert hits.ids.shape == (10,) and hits.fully_scored == -1
+            recalls.append(metrics.recall_vs_exact(scores[j], hits.ids))
+        assert np.mean(recalls) >= 0.9
+    finally:
+        system.close()
+
+
+def test_fast_plaid_missing_is_a_clear_error(
+    small: MVData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from vecdb.bench.multivector.systems import FastPlaid
+    from vecdb.errors import FailedPrecondition
+
+    monkeypatch.setitem(sys.modules, "fast_plaid", None)  # an import of it fails
+    with pytest.raises(FailedPrecondition, match=r"\[plaid\]"):
+        FastPlaid().build(small, {})
+    monkeypatch.delitem(sys.modules, "fast_plaid")
+    if importlib.util.find_spec("fast_plaid") is not None:  # installed: the width check
+        with pytest.raises(InvalidArgument, match="divisible by 8, not 50"):
+            FastPlaid().build(small, {})

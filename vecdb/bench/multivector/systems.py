@@ -3,11 +3,12 @@
 Owns the adapters: `exact-numba` (the harness's exact MaxSim kernel over every document),
 `maxsim-cpu` (the compiled exact MaxSim on PyPI), `token-knn-hnsw` (faiss HNSW over all tokens,
 k' neighbours per query token, exact MaxSim rerank of their documents: the Vespa / Qdrant
-approach), the paper's settings as explicit baselines (`codes-only`: one k-means code per token,
-scored through the query x centroid table; `centroid-id-hamming`: Hamming similarity between
-the bits of centroid ids), and `mvindex` / `mvindex-exact` (vecdb's MultiVectorIndex, when the
-package has it). Each reports its bytes per token by tier and, per query, the documents it
-considered and fully scored. Must not compute metrics or time anything.
+approach), `fast-plaid` (PLAID on torch, on the CPU), the paper's settings as explicit
+baselines (`codes-only`: one k-means code per token, scored through the query x centroid
+table; `centroid-id-hamming`: Hamming similarity between the bits of centroid ids), and
+`mvindex` / `mvindex-exact` (vecdb's MultiVectorIndex, when the package has it). Each reports
+its bytes per token by tier and, per query, the documents it considered and fully scored.
+Must not compute metrics or time anything.
 """
 
 from __future__ import annotations
@@ -120,6 +121,69 @@ class TokenKnnHnsw(MVSystem):
         return {"fp32": 4.0 * self.data.dim, "hnsw_graph": self._graph_bytes}
 
 
+class FastPlaid(MVSystem):
+    """fast-plaid (PyPI; PLAID's pipeline on torch, the `plaid` extra) on the CPU: build
+    params `nbits` (residual bits a dimension, 2 or 4; its default 4) and `kmeans_niters`;
+    sweep params `n_ivf_probe` (cells a query token probes) and `n_full_scores` (documents
+    whose residuals are decompressed and scored). Its search does not say how many
+    documents it scored, so that column stays empty. Bytes per token: its index files,
+    split into codes, residuals and the IVF (inverted lists over the tokens)."""
+
+    name = "fast-plaid"
+
+    def build(self, data: MVData, params: Params) -> None:
+        try:
+            import torch
+            from fast_plaid import search as fps
+        except ImportError as exc:
+            raise FailedPrecondition(
+                "fast-plaid is not installed: pip install -e '.[plaid]' (it brings torch)"
+            ) from exc
+        if data.dim % 8:
+            # fast-plaid 1.7.0 packs residual bits 8 dimensions at a time: at d = 50 its
+            # build panics in a reshape (its Rust code), whatever nbits
+            raise InvalidArgument(f"fast-plaid needs a dimension divisible by 8, not {data.dim}")
+        super().build(data, params)
+        self._torch = torch
+        self._tmp = tempfile.TemporaryDirectory(prefix="vecdb-fastplaid-")
+        self.index = fps.FastPlaid(index=self._tmp.name, device="cpu")
+        docs = [torch.from_numpy(np.ascontiguousarray(data.doc(i))) for i in range(data.n_docs)]
+        self.index.create(
+            documents_embeddings=docs,
+            nbits=int(params.get("nbits", 4)),
+            kmeans_niters=int(params.get("kmeans_niters", 4)),
+            seed=KMEANS_SEED,
+        )
+        sizes: dict[str, float] = {}
+        for f in Path(self._tmp.name).iterdir():
+            tier = next((t for t in ("codes", "residuals", "ivf") if t in f.name), "other")
+            sizes[tier] = sizes.get(tier, 0.0) + f.stat().st_size / len(data.tokens)
+        self._bytes = sizes
+        self._cells = len(np.load(Path(self._tmp.name) / "centroids.npy", mmap_mode="r"))
+
+    def search(self, q: F32, k: int, params: Params) -> Hits:
+        query = self._torch.from_numpy(np.ascontiguousarray(q)).unsqueeze(0)
+        res = self.index.search(
+            query,
+            top_k=k,
+            n_ivf_probe=min(int(params.get("n_ivf_probe", 8)), self._cells),  # (it fails past)
+            n_full_scores=int(params.get("n_full_scores", 4096)),
+            show_progress=False,
+        )
+        ids = np.full(k, -1, dtype=np.int64)
+        got = [int(doc) for doc, _score in res[0]][:k]
+        ids[: len(got)] = got
+        return Hits(ids, None, -1)
+
+    def bytes_per_token(self, params: Params) -> dict[str, float]:
+        return {t: self._bytes[t] for t in ("codes", "residuals", "ivf") if t in self._bytes}
+
+    def close(self) -> None:
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            tmp.cleanup()
+
+
 _KMEANS: dict[tuple[str, int], tuple[F32, I64]] = {}
 
 
@@ -135,10 +199,10 @@ def kmeans_codes(data: MVData, k: int) -> tuple[F32, I64]:
         sample = data.tokens[np.sort(rng.choice(n, size=min(n, KMEANS_MAX_SAMPLE), replace=False))]
         km = faiss.Kmeans(data.dim, k, niter=KMEANS_ITERS, spherical=True, seed=KMEANS_SEED)
         km.train(np.ascontiguousarray(sample))
-        index = faiss.IndexFlatIP(data.dim)
-        index.add(km.centroids)
-        _d, codes = index.search(data.tokens, 1)
         centroids = np.asarray(km.centroids, dtype=np.float32)
+        index = faiss.IndexFlatIP(data.dim)
+        index.add(centroids)
+        _d, codes = index.search(data.tokens, 1)
         _KMEANS[key] = (centroids, codes[:, 0].astype(np.int64))
     return _KMEANS[key]
 
@@ -277,6 +341,7 @@ SYSTEMS: dict[str, type[MVSystem]] = {
         ExactNumba,
         MaxsimCpu,
         TokenKnnHnsw,
+        FastPlaid,
         CodesOnly,
         CentroidIdHamming,
         MVIndex,
