@@ -244,11 +244,14 @@ def test_a_router_behind_the_catalog_places_points_after_a_fresh_read(nodes: Nod
             with pytest.raises(vecdb.NotFound):
                 b.upsert("nowhere", [1], x[:1])
             time.sleep(MISS_REFRESH_S)
-            before = lag.refreshes
+            before, start = lag.refreshes, time.monotonic()
             for _ in range(5):
                 with pytest.raises(vecdb.NotFound):
                     b.count("nowhere")
-            assert lag.refreshes - before <= 1
+            # at most one read per MISS_REFRESH_S begun: the five calls usually fit in one
+            # such window, but not always on a loaded machine (three reads in one run)
+            elapsed = time.monotonic() - start
+            assert lag.refreshes - before <= 1 + int(elapsed / MISS_REFRESH_S)
     finally:
         late.stop(grace=0.2)
 

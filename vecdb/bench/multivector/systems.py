@@ -62,7 +62,10 @@ class MVSystem:
         return {"fp32": 4.0 * self.data.dim}
 
     def close(self) -> None:
-        """Release whatever the build holds (temporary directories)."""
+        """Release whatever the build holds (its temporary directory, if it made one)."""
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            tmp.cleanup()
 
 
 class ExactNumba(MVSystem):
@@ -177,11 +180,6 @@ class FastPlaid(MVSystem):
 
     def bytes_per_token(self, params: Params) -> dict[str, float]:
         return {t: self._bytes[t] for t in ("codes", "residuals", "ivf") if t in self._bytes}
-
-    def close(self) -> None:
-        tmp = getattr(self, "_tmp", None)
-        if tmp is not None:
-            tmp.cleanup()
 
 
 _KMEANS: dict[tuple[str, int], tuple[F32, I64]] = {}
@@ -315,11 +313,6 @@ class MVIndex(MVSystem):
 
     def index_stats(self) -> dict[str, Any]:
         return self._stats
-
-    def close(self) -> None:
-        tmp = getattr(self, "_tmp", None)
-        if tmp is not None:
-            tmp.cleanup()
 
 
 class MVIndexExact(MVIndex):
