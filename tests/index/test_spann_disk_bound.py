@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vecdb.index.spann import open_spann
 from vecdb.index.spann.index import SpannIndex
@@ -127,4 +128,61 @@ def test_posting_file_stays_within_4x_raw_when_a_fifth_is_deleted_then_upserted_
     probe = gone[:100]
     res = idx.search(x[probe], 1, {"max_postings": 4096, "prune_ratio": 1e9})
     np.testing.assert_array_equal(res.slots[:, 0], [new_slot[g] for g in probe.tolist()])
+    idx.close()
+
+
+def test_defrag_moves_bits_entries_as_coded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A defragmenting move of a "bits" posting (the 1,024-d default) copies its coded
+    entries: nothing is coded again, and each moved posting's entries are bit for bit the
+    ones it held before the move."""
+    from vecdb.index.spann import compaction
+    from vecdb.index.spann.bitcodes import BitCoder
+    from vecdb.index.spann.update import read_live
+
+    rng = np.random.default_rng(11)
+    idx, _ = open_spann(DIM, "cosine", PARAMS, tmp_path)
+    st = idx.state
+    assert st.is_bits
+    x = normal(rng, 3000)
+    idx.build(np.arange(3000), x)
+    idx.checkpoint(1)
+    coded = {"in_defrag": False, "calls": 0, "moved": 0}
+    real_encode, real_defrag = BitCoder.encode, compaction.defrag_batch
+
+    def encode(self: BitCoder, vectors: np.ndarray) -> np.ndarray:
+        coded["calls"] += coded["in_defrag"]
+        return real_encode(self, vectors)
+
+    def defrag(state: object, limit: int) -> bool:
+        before = {p: read_live(st, p, coded=True) for p in range(st.next_posting)
+                  if st.is_posting(p)}  # fmt: skip
+        coded["in_defrag"] = True
+        try:
+            moved = real_defrag(state, limit)
+        finally:
+            coded["in_defrag"] = False
+        for p, (slots, entries, vers) in before.items():
+            now = read_live(st, p, coded=True)
+            np.testing.assert_array_equal(now[0], slots)
+            np.testing.assert_array_equal(now[1], entries)
+            np.testing.assert_array_equal(now[2], vers)
+        coded["moved"] += int(moved)
+        return moved
+
+    monkeypatch.setattr(BitCoder, "encode", encode)
+    monkeypatch.setattr(compaction, "defrag_batch", defrag)
+    live, nxt = np.arange(3000), 3000
+    for _ in range(3):  # churn: a tenth deleted, as many new, maintenance to the end
+        gone = rng.choice(live, size=len(live) // 10, replace=False)
+        idx.remove(gone)
+        idx.add(np.arange(nxt, nxt + len(gone)), normal(rng, len(gone)))
+        live = np.r_[np.setdiff1d(live, gone), np.arange(nxt, nxt + len(gone))]
+        nxt += len(gone)
+        for _ in range(100_000):
+            if not idx.maintain(0.0):
+                break
+    assert coded["moved"] > 0 and st.counters["defrags"] > 0  # postings did move
+    assert coded["calls"] == 0
     idx.close()
