@@ -322,25 +322,6 @@ def test_mvindex_adapter_counts_the_tiers_each_setting_reads(small: MVData) -> N
         system.close()
 
 
-def _clustered_docs(tmp_path: Path, dim: int, seed: int = 3) -> MVData:
-    """200 documents of 6-14 unit tokens around 40 topics, 20 queries of 4 tokens."""
-    rng = np.random.default_rng(seed)
-    topics = rng.standard_normal((40, dim)).astype(np.float32)
-
-    def tokens(n: int) -> np.ndarray:
-        x = topics[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dim))
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-    sizes = rng.integers(6, 15, 200)
-    offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
-    q_offsets = np.arange(0, 84, 4, dtype=np.int64)
-    return MVData(
-        tier="synthetic", tokens=tokens(int(offsets[-1])), offsets=offsets, weights=None,
-        queries=tokens(80), q_offsets=q_offsets, labels=np.zeros(20, np.int64),
-        directory=tmp_path, meta={},
-    )  # fmt: skip
-
-
 def test_fast_plaid_adapter_returns_the_exact_top_documents_at_full_width(
     tmp_path: Path,
 ) -> None:
@@ -349,8 +330,9 @@ def test_fast_plaid_adapter_returns_the_exact_top_documents_at_full_width(
     x 64 dimensions = 32 B."""
     pytest.importorskip("fast_plaid", reason="the optional `plaid` extra (torch) is not installed")
     from vecdb.bench.multivector.systems import FastPlaid
+    from vecdb.bench.multivector.tenants import synthetic
 
-    data = _clustered_docs(tmp_path, 64)
+    data = synthetic("200:10:64", tmp_path, 20)  # 200 documents of 64-d tokens, 20 queries
     system = FastPlaid()
     system.build(data, {"nbits": 4})
     try:

@@ -6,7 +6,9 @@ still find what was stored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,12 +133,12 @@ def test_posting_file_stays_within_4x_raw_when_a_fifth_is_deleted_then_upserted_
     idx.close()
 
 
-def test_defrag_moves_bits_entries_as_coded(
+def test_clean_ups_and_defrag_moves_copy_bits_entries_as_coded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A defragmenting move of a "bits" posting (the 1,024-d default) copies its coded
-    entries: nothing is coded again, and each moved posting's entries are bit for bit the
-    ones it held before the move."""
+    """A rewrite of a "bits" posting's own entries (the 1,024-d default), a clean-up or a
+    defragmenting move, copies them as coded: nothing is coded during one, and every
+    posting's visible entries are bit for bit what they were before it."""
     from vecdb.index.spann import compaction
     from vecdb.index.spann.bitcodes import BitCoder
     from vecdb.index.spann.update import read_live
@@ -145,34 +147,37 @@ def test_defrag_moves_bits_entries_as_coded(
     idx, _ = open_spann(DIM, "cosine", PARAMS, tmp_path)
     st = idx.state
     assert st.is_bits
-    x = normal(rng, 3000)
-    idx.build(np.arange(3000), x)
+    idx.build(np.arange(3000), normal(rng, 3000))
     idx.checkpoint(1)
-    coded = {"in_defrag": False, "calls": 0, "moved": 0}
-    real_encode, real_defrag = BitCoder.encode, compaction.defrag_batch
+    seen = {"inside": False, "coded": 0, "clean": 0, "defrag": 0}
+    real_encode = BitCoder.encode
 
     def encode(self: BitCoder, vectors: np.ndarray) -> np.ndarray:
-        coded["calls"] += coded["in_defrag"]
+        seen["coded"] += seen["inside"]
         return real_encode(self, vectors)
 
-    def defrag(state: object, limit: int) -> bool:
-        before = {p: read_live(st, p, coded=True) for p in range(st.next_posting)
-                  if st.is_posting(p)}  # fmt: skip
-        coded["in_defrag"] = True
-        try:
-            moved = real_defrag(state, limit)
-        finally:
-            coded["in_defrag"] = False
-        for p, (slots, entries, vers) in before.items():
-            now = read_live(st, p, coded=True)
-            np.testing.assert_array_equal(now[0], slots)
-            np.testing.assert_array_equal(now[1], entries)
-            np.testing.assert_array_equal(now[2], vers)
-        coded["moved"] += int(moved)
-        return moved
+    def watched(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def rewrite(*args: Any) -> Any:
+            before = {p: read_live(st, p, coded=True) for p in range(st.next_posting)
+                      if st.is_posting(p)}  # fmt: skip
+            seen["inside"] = True
+            try:
+                done = real(*args)
+            finally:
+                seen["inside"] = False
+            for p, (slots, entries, vers) in before.items():
+                now = read_live(st, p, coded=True)
+                np.testing.assert_array_equal(now[0], slots)
+                np.testing.assert_array_equal(now[1], entries)
+                np.testing.assert_array_equal(now[2], vers)
+            seen[name] += int(done)
+            return done
+
+        return rewrite
 
     monkeypatch.setattr(BitCoder, "encode", encode)
-    monkeypatch.setattr(compaction, "defrag_batch", defrag)
+    monkeypatch.setattr(compaction, "clean_batch", watched("clean", compaction.clean_batch))
+    monkeypatch.setattr(compaction, "defrag_batch", watched("defrag", compaction.defrag_batch))
     live, nxt = np.arange(3000), 3000
     for _ in range(3):  # churn: a tenth deleted, as many new, maintenance to the end
         gone = rng.choice(live, size=len(live) // 10, replace=False)
@@ -183,6 +188,10 @@ def test_defrag_moves_bits_entries_as_coded(
         for _ in range(100_000):
             if not idx.maintain(0.0):
                 break
-    assert coded["moved"] > 0 and st.counters["defrags"] > 0  # postings did move
-    assert coded["calls"] == 0
+    idx.remove(rng.choice(live, size=len(live) * 3 // 5, replace=False))  # clean-ups due
+    for _ in range(100_000):
+        if not idx.maintain(0.0):
+            break
+    assert seen["clean"] > 0 and seen["defrag"] > 0, seen  # both kinds of rewrite happened
+    assert seen["coded"] == 0
     idx.close()

@@ -134,7 +134,7 @@ def clean_batch(st: SpannState, postings: I64, limit: int | None = None) -> int:
     finds no room below `limit` (the disk guard); return how many were rewritten."""
     plans: list[tuple[int, Written]] = []
     for p in postings.tolist():
-        slots, vecs, vers = read_live(st, p)
+        slots, vecs, vers = read_live(st, p, coded=True)  # "bits": the entries, copied
         try:
             plans.append((p, write_block(st, p, slots, vecs, vers, limit)))
         except NoRoom:
@@ -178,9 +178,7 @@ def defrag_batch(st: SpannState, limit: int) -> bool:
         chain = st.table.chain(p)
         if not chain or not st.is_posting(p):
             continue
-        # "bits" entries are copied as coded (the posting and its centre stay), not coded
-        # again from the rerank rows: that was ~88% of a churn test's maintenance at 1,024-d
-        slots, vecs, vers = read_live(st, p, coded=True)
+        slots, vecs, vers = read_live(st, p, coded=True)  # "bits": the entries, copied
         if len(slots) == 0:
             continue
         # wholly below its last block: the posting moves away from the end of the file
