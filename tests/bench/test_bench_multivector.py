@@ -303,18 +303,23 @@ def test_cli_run_reports_every_system(cache: Path, tmp_path: Path) -> None:
 
 def test_mvindex_adapter_counts_the_tiers_each_setting_reads(small: MVData) -> None:
     """Bytes per token follow the rerank and the prefilter: residuals by default, sign bits
-    only with hamming_keep, codes alone for rerank "codes", float32 for "exact"."""
+    only with hamming_keep, codes alone for rerank "codes", float32 for "exact", and float32
+    beside the rerank's tier while `refine` is on (the default)."""
     from vecdb.bench.multivector.systems import MVIndex
 
     system = MVIndex()
     system.build(small, {"K": 64, "sign_bits": True})
     try:
-        per = system.bytes_per_token({})
+        per = system.bytes_per_token({"refine": 0})
         assert set(per) == {"codes", "postings", "residuals"}
         assert per["codes"] == 0.75 and per["residuals"] == 13.0  # 6 bits; 2 bits x 50 dims
         assert "signs" in system.bytes_per_token({"hamming_keep": 8})
-        assert set(system.bytes_per_token({"rerank": "codes"})) == {"codes", "postings"}
+        assert set(system.bytes_per_token({"rerank": "codes", "refine": 0})) == {
+            "codes", "postings"}  # fmt: skip
         assert system.bytes_per_token({"rerank": "exact"})["raw"] == 200.0
+        refined = system.bytes_per_token({})  # by default the residuals, then the raw store
+        assert set(refined) == {"codes", "postings", "residuals", "raw"}
+        assert refined["raw"] == 200.0
         hits = system.search(small.query(0), 10, {})
         assert len(hits.ids) == 10 and 0 < hits.fully_scored <= small.n_docs
         assert system.pruning_share({"query_keep": 0.5}) == pytest.approx(0.5)

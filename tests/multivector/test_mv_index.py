@@ -8,7 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from oracles import clustered_documents, clustered_queries, maxsim_recall, maxsim_topk
+from oracles import (
+    clustered_documents,
+    clustered_queries,
+    maxsim_recall,
+    maxsim_scores,
+    maxsim_topk,
+)
 
 from vecdb.errors import FormatError, InvalidArgument
 from vecdb.index.multivector import MultiVectorIndex
@@ -813,3 +819,43 @@ def test_a_training_can_be_stopped_inside_its_k_means(
     np.testing.assert_array_equal(after[1], before[1])
     idx.train()
     assert idx.stats()["generation"] == gen + 1 and idx.trained()
+
+
+def test_refine_scores_the_best_of_the_rerank_exactly(corpus: tuple) -> None:
+    """`refine` rescores the residual rerank's best max(k, refine) documents from the raw
+    tokens (by default 16 at k = 10; 0 turns it off): the scores returned are exact MaxSim, recall is at least the residual rerank's,
+    a refine covering every survivor answers as `rerank="exact"` on the same survivors, and
+    the stats count the documents refined and their raw bytes. Out of bounds names itself."""
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256, "residual_bits": 1})
+    tokens, offsets = _pack(docs)
+    idx.build(np.arange(len(docs)), tokens, offsets)
+    base = {"nprobe": 4, "ndocs": 200}
+    ids0, _s0, st0 = idx.search(qs, K_AT, {**base, "refine": 0})
+    ids1, s1, st1 = idx.search(qs, K_AT, {**base, "refine": 20})
+    _, _, st_default = idx.search(qs, K_AT, base)  # by k: 16 at k = 10
+    assert st_default["docs_refined"] == 16 * len(qs)
+    _, _, st_short = idx.search(qs, K_AT, {**base, "refine": 3})  # never fewer than k
+    assert st_short["docs_refined"] == K_AT * len(qs)
+    for i, q in enumerate(qs):
+        exact = maxsim_scores(q, [docs[j] for j in ids1[i]])
+        np.testing.assert_allclose(s1[i], exact, rtol=1e-4, atol=1e-4)
+    assert np.all(np.diff(s1, axis=1) <= 1e-6)
+    r0, r1 = _recall(ids0, qs, docs, 1), _recall(ids1, qs, docs, 1)
+    assert r1 >= r0 and r1 >= 0.9, (r0, r1)
+    assert st0["docs_refined"] == 0 and st1["docs_refined"] == 20 * len(qs)
+    assert st1["docs_scored"] == st0["docs_scored"]
+    raw = sum(len(docs[j]) for i in range(len(qs)) for j in ids1[i])  # (a lower bound)
+    assert st1["bytes_read"] - st0["bytes_read"] >= raw * DIM * 4
+    assert st1["maxsim_work_saved"] < st0["maxsim_work_saved"]
+    ids2, s2, st2 = idx.search(qs, K_AT, {**base, "refine": 10**5})
+    ids3, s3, st3 = idx.search(qs, K_AT, {**base, "rerank": "exact"})
+    np.testing.assert_array_equal(ids2, ids3)
+    np.testing.assert_allclose(s2, s3, rtol=1e-6)
+    assert st2["docs_refined"] == st3["docs_scored"] and st3["docs_refined"] == 0
+    _, _, st4 = idx.search(qs, K_AT, {**base, "rerank": "exact", "refine": 20})
+    assert st4["docs_refined"] == 0  # an exact rerank has nothing to refine
+    for bad in (-1, 100_001, 2.5):
+        with pytest.raises(InvalidArgument) as e:
+            idx.search(qs[:1], K_AT, {"refine": bad})
+        assert e.value.field == "params.refine"

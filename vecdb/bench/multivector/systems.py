@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.bench.multivector import scoring
+from vecdb.bench.multivector import metrics, scoring
 from vecdb.bench.multivector.embed import MVData
 from vecdb.errors import FailedPrecondition, InvalidArgument
+from vecdb.index.multivector.params import MVSearchParams
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -281,7 +282,8 @@ class MVIndex(MVSystem):
         as bytes over encoded tokens), sign bits when the Hamming prefilter is on, then the
         rerank tier: residuals, sign bits, nothing more for "codes", the int8 / float16 tier,
         or the raw float32 store for "exact" (unset: the stored tier if any, else residuals,
-        else exact)."""
+        else exact); the raw store as well when `refine` rescores the rerank's best from it (the
+        default: 16 documents at k = 10; `refine` 0 turns it off)."""
         per = self._stats.get("bytes_per_token", {})
         tokens = max(1, int(self._stats.get("encoded_tokens", 0) or 1))
         out = {
@@ -302,6 +304,8 @@ class MVIndex(MVSystem):
             out["raw"] = float(per.get("raw", 4.0 * self.data.dim))
         else:
             out["tier"] = float(per.get("tier", 0.0))
+        if rerank != "exact" and MVSearchParams.parse(params).refined(metrics.K):
+            out["raw"] = float(per.get("raw", 4.0 * self.data.dim))  # the refine's reads
         return out
 
     def pruning_share(self, params: Params) -> float:

@@ -50,6 +50,13 @@ MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
 DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
 RERANKS = ("residual", "int8", "float16", "exact", "codes", "signs")
 DEFAULT_QUERY_KEEP, MIN_QUERY_KEEP, MAX_QUERY_KEEP = 1.0, 0.05, 1.0
+MIN_REFINE, MAX_REFINE = 0, 100_000  # the rerank's best scored exactly; 0 = off, unset = by k
+# refine left unset: max(REFINE_MIN, ceil(REFINE_BY_K x k)). What the residual codes get wrong
+# is the order near the k-th document: at k = 10 the exact rescoring of the residual rerank's
+# best 12 / 16 / 24 took recall@10 vs exact on t2 from 0.920 to 0.969 / 0.985 / 0.986 (the
+# exact rerank of all 96 survivors: 0.986), t1-ctx 0.915 to 0.969 / 0.990 / 0.995, for
+# +0.2 ms a query (bench/RESULTS.md, "Issue 11: an exact rescoring of the rerank's best").
+REFINE_MIN, REFINE_BY_K = 16, 1.6
 
 
 def plaid_defaults(k: int) -> tuple[int, float, int]:
@@ -182,6 +189,7 @@ class MVSearchParams:
     hamming_keep: int  # candidates kept by the sign-bit prefilter (0 = off)
     rerank: str | None  # residual | int8 | float16 | exact (None = best stored tier)
     query_keep: float  # share of query tokens kept, by centroid IDF (1.0 = all)
+    refine: int | None = None  # the rerank's best max(k, refine) scored exactly (0 = off)
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None, prefix: str = "params") -> MVSearchParams:
@@ -209,6 +217,9 @@ class MVSearchParams:
                 prefix, "query_keep", g.get("query_keep", DEFAULT_QUERY_KEEP),
                 MIN_QUERY_KEEP, MAX_QUERY_KEEP, False,
             ),
+            refine=None if g.get("refine") is None else n(
+                prefix, "refine", g["refine"], MIN_REFINE, MAX_REFINE, True
+            ),
         )  # fmt: skip
 
     def resolve(self, k: int) -> tuple[int, float, int, int]:
@@ -224,3 +235,10 @@ class MVSearchParams:
             ndocs,
             max(k, ndocs // 4, keep) if keep else 0,
         )
+
+    def refined(self, k: int) -> int:
+        """Documents the exact rescoring takes from the rerank's best for top-k (0 = none):
+        `refine` when given (at least k), else max(REFINE_MIN, ceil(REFINE_BY_K k))."""
+        if self.refine is None:
+            return max(REFINE_MIN, math.ceil(REFINE_BY_K * k))
+        return max(k, self.refine) if self.refine else 0
