@@ -354,20 +354,17 @@ def search_one(
         st["bytes_read"] += float(local[-1] * tier.width)
         scored = _sizes(v.enc_off, cand)
     st["docs_scored"] = float(len(cand))
+    st["tokens_scored"] = float(scored.sum())
     full = float(_sizes(v.raw_off, cand).sum()) * m
-    work = float(scored.sum()) * len(q)
-    # Pass 6: the rerank's best (`refine`, by k) scored exactly from the raw store.
+    st["maxsim_work_saved"] = 1.0 - float(scored.sum()) * len(q) / full if full else 0.0
+    # Pass 6: the rerank's best (`refine`, by k) scored exactly from the raw store (counted
+    # apart: docs_refined and their bytes; the counters above describe the rerank).
     refine = p.refined(k)
     if refine and rerank != "exact":
         cand, _ = best_of(cand, sc, refine)
         sc = exact_scores(q, raw, v, cand)
-        exact = _sizes(v.raw_off, cand)
-        st["bytes_read"] += float(exact.sum() * raw.width)
+        st["bytes_read"] += float(_sizes(v.raw_off, cand).sum() * raw.width)
         st["docs_refined"] = float(len(cand))
-        scored = np.concatenate([scored, exact])
-        work += float(exact.sum()) * len(q)
-    st["tokens_scored"] = float(scored.sum())
-    st["maxsim_work_saved"] = 1.0 - work / full if full else 0.0
     d, s = top(cand, sc, k)
     return d, s, st
 
