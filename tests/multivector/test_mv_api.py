@@ -63,6 +63,8 @@ def _scenario(c: Any) -> dict[str, Any]:
     after = c.search_documents("pages", QUERIES, k=10, params={"ndocs": 1024, "nprobe": 2})
     out["after"] = after.ids.tolist()
     out["after_stats"] = {k: after.stats[k] for k in ("candidates", "docs_scored", "exact")}
+    plain = c.search_documents("pages", QUERIES, k=10, params={"ndocs": 1024, "refine": 0})
+    out["refined"] = (after.stats["docs_refined"], plain.stats["docs_refined"])
     c.drop_collection("pages")
     return out
 
@@ -95,6 +97,7 @@ def test_documents_are_identical_in_every_mode_and_match_exact_maxsim(trio: Trio
     assert local["deleted"] == 2 and local["count"][0] == len(DOCS) - 2
     assert local["trained"] == (True, 256, float(DIM))
     assert local["after_stats"]["exact"] == 0.0
+    assert local["refined"] == (16.0 * len(QUERIES), 0.0)  # by default 16 a query at k = 10
     alive = [
         d if i not in (7, 8) else np.zeros((1, DIM), np.float32) - 9 for i, d in enumerate(DOCS)
     ]
