@@ -30,8 +30,8 @@ def _wait(pred, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
 
 def test_stats_count_the_document_searches_made(tmp_path: Path) -> None:
     """The collection's cumulative search statistics count document searches as they count
-    dense ones: queries, bytes read (and per query), documents and tokens scored: the sums
-    of what each call reported."""
+    dense ones: queries, bytes read (and per query), documents and tokens scored, documents
+    rescored exactly: the sums of what each call reported."""
     with Database(tmp_path / "db", settings=FAST) as db:
         db.create_collection("p", DIM, "cosine", kind="multivector")
         db.upsert_documents("p", list(range(100)), DOCS[:100])
@@ -44,6 +44,11 @@ def test_stats_count_the_document_searches_made(tmp_path: Path) -> None:
         assert got["bytes_read_per_query"] == got["bytes_read"] / 5
         assert got["docs_scored"] == sum(c["docs_scored"] for c in calls)
         assert got["tokens_scored"] == sum(c["tokens_scored"] for c in calls)
+        assert got["docs_refined"] == 0  # exact searches (untrained) rescore nothing
+        db.optimize("p")  # trained: each search rescores the best of its rerank
+        more = db.search_documents("p", QUERIES[:4], k=5).stats
+        assert more["docs_refined"] == 4 * 16
+        assert db.stats("p")["index"]["docs_refined"] == more["docs_refined"]
 
 
 def test_worker_trains_once_enough_tokens_and_checkpoints(tmp_path: Path) -> None:

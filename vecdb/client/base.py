@@ -223,9 +223,9 @@ class Client(abc.ABC):
         """Top-k documents by MaxSim (sum over query tokens of the best token similarity) for
         a query (m, dim) or a list of them. `distances` holds the negated MaxSim score, so
         smaller is better as for dense search; `stats` what the search did. `params`:
-        nprobe, centroid_threshold, ndocs, hamming_keep, rerank, query_keep, refine (PARAMS.md). In a
-        multi-tenant collection `tenant` (or `tenants`, their union) restricts it to the
-        documents granted to them."""
+        nprobe, centroid_threshold, ndocs, hamming_keep, rerank, query_keep, refine
+        (PARAMS.md). In a multi-tenant collection `tenant` (or `tenants`, their union)
+        restricts it to the documents granted to them."""
 
     @abc.abstractmethod
     def get_documents(

@@ -80,14 +80,18 @@ def search_documents(
     return SearchResult(ids=ids, distances=dist, payloads=pays, stats=dict(stats))
 
 
+SUMMED = ("candidates", "docs_scored", "tokens_scored", "exact", "docs_refined")  # summed per call
+
+
 def _cumulative(stats: dict[str, float]) -> SearchStats:
     """A document search's counters as the collection's cumulative search statistics keep
     them (`stats()["index"]`): queries and bytes read in their fields, the documents and
-    tokens scored, the candidates, the exact searches and the documents refined as extras (sums over calls); the
-    per-call ratio and widths (`maxsim_work_saved`, `nprobe`) are not summed."""
+    tokens scored, the candidates, the exact searches and the documents refined as extras
+    (sums over calls); the per-call ratio and widths (`maxsim_work_saved`, `nprobe`) are not
+    summed."""
     return SearchStats(
         queries=int(stats["queries"]), bytes_read=int(stats["bytes_read"]),
-        extra={k: stats[k] for k in ("candidates", "docs_scored", "tokens_scored", "exact", "docs_refined")},
+        extra={k: stats[k] for k in SUMMED},
     )  # fmt: skip
 
 
