@@ -66,11 +66,16 @@ def plaid_defaults(k: int) -> tuple[int, float, int]:
     chose: on t2 recall@10 0.9190 vs 0.9173 for PLAID-like 2 cells / 512 (t1-ctx 0.9133 vs
     0.9037), at 0.81-0.88x its time at 1 thread in one process, 0.92-0.98x in the bench's
     alternated pass (t1-ctx 0.88x, t1-static 0.60x; "Issue 11: a probe score from 16 cells as the
-    default" in bench/RESULTS.md). PLAID itself: 1 / 256."""
+    default" in bench/RESULTS.md). PLAID itself: 1 / 256. Up to k = 100, 4 cells and
+    max(1024, 16 k) (PLAID: 2 / 1,024, which fully scores 256, the limit at k = 50-100):
+    recall@k vs exact with the default refine on t2 at k = 20 / 50 / 100 0.967 / 0.910 /
+    0.826 -> 0.990 / 0.967 / 0.934, t1-ctx 0.952 / 0.899 / 0.816 -> 0.986 / 0.970 / 0.934,
+    at -0.2 to +0.5 ms a query ("Issue 11: wider defaults from k = 11 to 100" in
+    bench/RESULTS.md)."""
     if k <= 10:
         return 16, 0.45, 384
     if k <= 100:
-        return 2, 0.45, 1024
+        return 4, 0.45, max(1024, 16 * k)
     return 4, 0.4, max(4 * k, 4096)
 
 
