@@ -823,7 +823,7 @@ def test_a_training_can_be_stopped_inside_its_k_means(
 
 def test_refine_scores_the_best_of_the_rerank_exactly(corpus: tuple) -> None:
     """`refine` rescores the residual rerank's best max(k, refine) documents from the raw
-    tokens (by default 16 at k = 10; 0 turns it off): the scores returned are exact MaxSim, recall is at least the residual rerank's,
+    tokens (by default 16 at k = 10, none after the comparison rankings; 0 turns it off): the scores returned are exact MaxSim, recall is at least the residual rerank's,
     a refine covering every survivor answers as `rerank="exact"` on the same survivors, and
     the stats count the documents refined and their raw bytes. Out of bounds names itself."""
     docs, qs = corpus
@@ -856,6 +856,10 @@ def test_refine_scores_the_best_of_the_rerank_exactly(corpus: tuple) -> None:
     assert st2["docs_refined"] == st3["docs_scored"] and st3["docs_refined"] == 0
     _, _, st4 = idx.search(qs, K_AT, {**base, "rerank": "exact", "refine": 20})
     assert st4["docs_refined"] == 0  # an exact rerank has nothing to refine
+    _, _, st5 = idx.search(qs, K_AT, {**base, "rerank": "codes"})  # a comparison ranking:
+    assert st5["docs_refined"] == 0  # ... left as it is unless asked
+    _, _, st6 = idx.search(qs, K_AT, {**base, "rerank": "codes", "refine": 20})
+    assert st6["docs_refined"] == 20 * len(qs)
     for bad in (-1, 100_001, 2.5):
         with pytest.raises(InvalidArgument) as e:
             idx.search(qs[:1], K_AT, {"refine": bad})

@@ -304,7 +304,7 @@ class MVIndex(MVSystem):
             out["raw"] = float(per.get("raw", 4.0 * self.data.dim))
         else:
             out["tier"] = float(per.get("tier", 0.0))
-        if rerank != "exact" and MVSearchParams.parse(params).refined(metrics.K):
+        if MVSearchParams.parse(params).refined(metrics.K, rerank):
             out["raw"] = float(per.get("raw", 4.0 * self.data.dim))  # the refine's reads
         return out
 

@@ -49,6 +49,7 @@ PROBE_KEEP_AUTO, PROBE_MIN_NPROBE = 256, 8
 MIN_THRESHOLD, MAX_THRESHOLD = -1e6, 1e6  # centroid pruning tau; None = by k
 DEFAULT_HAMMING_KEEP, MIN_HAMMING_KEEP, MAX_HAMMING_KEEP = 0, 0, 1_000_000  # 0 = off
 RERANKS = ("residual", "int8", "float16", "exact", "codes", "signs")
+COMPARISON_RERANKS = ("codes", "signs")  # HPC-ColPali's codes-only and Vespa's sign ranking
 DEFAULT_QUERY_KEEP, MIN_QUERY_KEEP, MAX_QUERY_KEEP = 1.0, 0.05, 1.0
 MIN_REFINE, MAX_REFINE = 0, 100_000  # the rerank's best scored exactly; 0 = off, unset = by k
 # refine left unset: max(REFINE_MIN, ceil(REFINE_BY_K x k)). What the residual codes get wrong
@@ -241,9 +242,15 @@ class MVSearchParams:
             max(k, ndocs // 4, keep) if keep else 0,
         )
 
-    def refined(self, k: int) -> int:
-        """Documents the exact rescoring takes from the rerank's best for top-k (0 = none):
-        `refine` when given (at least k), else max(REFINE_MIN, ceil(REFINE_BY_K k))."""
+    def refined(self, k: int, rerank: str) -> int:
+        """Documents the exact rescoring takes from the best of `rerank` for top-k (0 =
+        none): `refine` when given (at least k), else max(REFINE_MIN, ceil(REFINE_BY_K k)),
+        except after the rankings kept for comparison ("codes", "signs": unset, they stay
+        what they are) and after an exact rerank (nothing to refine)."""
+        if rerank == "exact":
+            return 0
         if self.refine is None:
+            if rerank in COMPARISON_RERANKS:
+                return 0
             return max(REFINE_MIN, math.ceil(REFINE_BY_K * k))
         return max(k, self.refine) if self.refine else 0

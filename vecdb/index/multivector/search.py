@@ -15,8 +15,9 @@ This module owns how one query becomes a top-k of documents, in numbered passes:
 5. rerank the survivors with one tier (residual LUT, int8, float16 or exact float32), top-k;
    `codes` (the centroid interaction itself) and `signs` (float query x sign bits) rank
    without a rerank tier, for comparison;
-6. the best `refine` (by k: 16 for k <= 10) of that rerank scored exactly from the raw store,
-   top-k: what the codes get wrong is mostly the order near the k-th document.
+6. the best `refine` (by k: 16 for k <= 10; unset, none after `codes` / `signs`) of that
+   rerank scored exactly from the raw store, top-k: what the codes get wrong is mostly the
+   order near the k-th document.
 Before the first training every search is exact. Scores are MaxSim (higher is better); rows
 are padded with -1 / -inf. Reads the `View` and the row stores; changes nothing.
 """
@@ -359,8 +360,8 @@ def search_one(
     st["maxsim_work_saved"] = 1.0 - float(scored.sum()) * len(q) / full if full else 0.0
     # Pass 6: the rerank's best (`refine`, by k) scored exactly from the raw store (counted
     # apart: docs_refined and their bytes; the counters above describe the rerank).
-    refine = p.refined(k)
-    if refine and rerank != "exact":
+    refine = p.refined(k, rerank)
+    if refine:
         cand, _ = best_of(cand, sc, refine)
         sc = exact_scores(q, raw, v, cand)
         st["bytes_read"] += float(_sizes(v.raw_off, cand).sum() * raw.width)
