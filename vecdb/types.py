@@ -59,8 +59,8 @@ class SearchResult:
     vectors: list[list[npt.NDArray[np.float32] | None]] | None = None
     # what the call did, summed over its queries: with `with_stats=True` a search's reads
     # (`queries`, `postings_read`, `bytes_read`, ... and the tenant walk's `tenant_*`
-    # counters); a search_documents' candidates, docs_scored, tokens_scored, bytes_read
-    # (maxsim_work_saved and exact averaged); else None
+    # counters); a search_documents' candidates, docs_scored, docs_refined, tokens_scored,
+    # bytes_read (maxsim_work_saved and exact averaged); else None
     stats: dict[str, float] | None = None
     # Why the answer came from an exact scan while a corrupt index is rebuilt ("" normally).
     degraded: str = ""

@@ -823,9 +823,10 @@ def test_a_training_can_be_stopped_inside_its_k_means(
 
 def test_refine_scores_the_best_of_the_rerank_exactly(corpus: tuple) -> None:
     """`refine` rescores the residual rerank's best max(k, refine) documents from the raw
-    tokens (by default 16 at k = 10, none after the comparison rankings; 0 turns it off): the scores returned are exact MaxSim, recall is at least the residual rerank's,
-    a refine covering every survivor answers as `rerank="exact"` on the same survivors, and
-    the stats count the documents refined and their raw bytes. Out of bounds names itself."""
+    tokens (by default 16 at k = 10, none after the comparison rankings; 0 turns it off):
+    the scores returned are exact MaxSim, recall is at least the residual rerank's, a refine
+    covering every survivor answers as `rerank="exact"` on the same survivors, and the stats
+    count the documents refined and their raw bytes. Out of bounds names itself."""
     docs, qs = corpus
     idx = MultiVectorIndex(DIM, params={"K": 256, "residual_bits": 1})
     tokens, offsets = _pack(docs)

@@ -80,7 +80,8 @@ def search_documents(
     return SearchResult(ids=ids, distances=dist, payloads=pays, stats=dict(stats))
 
 
-SUMMED = ("candidates", "docs_scored", "tokens_scored", "exact", "docs_refined")  # summed per call
+# the extras a document search adds to the collection's cumulative statistics, summed over calls
+SUMMED = ("candidates", "docs_scored", "tokens_scored", "exact", "docs_refined")
 
 
 def _cumulative(stats: dict[str, float]) -> SearchStats:

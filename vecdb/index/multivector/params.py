@@ -56,7 +56,7 @@ MIN_REFINE, MAX_REFINE = 0, 100_000  # the rerank's best scored exactly; 0 = off
 # is the order near the k-th document: at k = 10 the exact rescoring of the residual rerank's
 # best 12 / 16 / 24 took recall@10 vs exact on t2 from 0.920 to 0.969 / 0.985 / 0.986 (the
 # exact rerank of all 96 survivors: 0.986), t1-ctx 0.915 to 0.969 / 0.990 / 0.995, for
-# +0.2 ms a query (bench/RESULTS.md, "Issue 11: an exact rescoring of the rerank's best").
+# +0.1-0.35 ms a query (bench/RESULTS.md, "Issue 11: an exact rescoring of the rerank's best").
 REFINE_MIN, REFINE_BY_K = 16, 1.6
 
 
