@@ -136,7 +136,8 @@ class StorageLocked(Unavailable):
 
 class DiskFull(ResourceExhausted):
     """The disk holding the data directory is full (or below the free-space reserve):
-    writes are refused, reads go on, and writes resume by themselves once space is freed."""
+    writes are refused, reads go on, and writes resume by themselves once space is freed.
+    `need`: the bytes an index job that was not started would write, when known."""
 
     def __init__(
         self,
@@ -145,8 +146,10 @@ class DiskFull(ResourceExhausted):
         field: str | None = None,
         reason: str | None = "DISK_FULL",
         retry_after: float | None = 1.0,
+        need: int | None = None,
     ) -> None:
         super().__init__(message, field=field, reason=reason, retry_after=retry_after)
+        self.need = need
 
 
 class StorageError(Unavailable):

@@ -25,9 +25,10 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import InvalidArgument
+from vecdb.index import room
 from vecdb.index.base import Visible
 from vecdb.index.multivector import persist
-from vecdb.index.multivector.codec import QUANTILE_SAMPLE, Codec, Encoded, train
+from vecdb.index.multivector.codec import QUANTILE_SAMPLE, Codec, Encoded, residual_width, train
 from vecdb.index.multivector.inputs import checked, doc_steps, gather, queries_of, ranges
 from vecdb.index.multivector.params import MVBuildParams, MVSearchParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, pool, prune, salience, sizes_of
@@ -163,6 +164,8 @@ class MultiVectorIndex:
             total = int(sizes.sum())
             if total == 0:
                 return
+            need = train_need(self.params, self.dim, total, _compacts(v, total))
+            room.ensure(self.directory, need, f"the codebook training of {total:,} tokens")
             if progress:
                 progress("gather", 0, len(live))
             need = self._training_tokens(total)
@@ -655,6 +658,18 @@ class MultiVectorIndex:
         if self.directory is None:
             return MemRows(dtype, self.dim)
         return persist.new_rows(self, "tier", dtype, self.dim)
+
+
+def train_need(p: MVBuildParams, dim: int, tokens: int, compact: bool) -> int:
+    """An upper bound of the bytes a training of `tokens` live tokens writes (`room`): per
+    token its code (at most 4 bytes), residual and sign bits in the next state file, its
+    rerank-tier row, and when it compacts (`_compacts`) its float32 row again; 1 MiB for
+    the codebook and the rest of the state file."""
+    per = 4 + (residual_width(dim, p.residual_bits, p.residual_bytes) if p.residual_bits else 0)
+    per += -(-dim // 8) if p.sign_bits else 0
+    per += {"int8": 1, "float16": 2}.get(p.rerank_tier, 0) * dim
+    per += 4 * dim if compact else 0
+    return tokens * per + (1 << 20)
 
 
 def _compacts(v: View, live_tokens: int) -> bool:

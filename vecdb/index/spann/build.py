@@ -24,6 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.allocator import release_free_memory
+from vecdb.errors import DiskFull
+from vecdb.index import room
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree, build_tree, fill_members
 from vecdb.index.params import BITS, BuildParams
@@ -39,12 +41,12 @@ from vecdb.index.spann.assign import (
 from vecdb.index.spann.bitcodes import BitCoder, Codec
 from vecdb.index.spann.calibrate import calibrate
 from vecdb.index.spann.headgraph import HeadGraph
-from vecdb.index.spann.postings import PostingFile, Quantizer
+from vecdb.index.spann.postings import GROW_MIN, GROW_SHARE, PostingFile, Quantizer
 from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
 from vecdb.index.spann.vectors import row_bytes
-from vecdb.kernels.posting import group_by_posting
+from vecdb.kernels.posting import block_extents, group_by_posting
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -71,6 +73,12 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # against a budget, sent GloVe-50 with 8,757 heads to exact candidates: a 53 s build
 # against 14 s by the graph.)
 EXACT_HEADS = 3_000
+# Per index directory: (vectors, bytes) of the last build refused for want of disk room after
+# pass 4 measured it, so its retries are refused before passes 1-3 until the disk has room
+_REFUSED: dict[str, tuple[int, int]] = {}
+# A posting's bytes beside its entries' and its head vector's, for `build_need`: its head
+# graph node's links, its tree and table rows in the state file (over-counted)
+NODE_BYTES = 1_024
 
 
 def _report(progress: Progress | None, phase: str, done: int, total: int) -> None:
@@ -131,16 +139,34 @@ def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
 
 
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:
-    """Replace the whole content by a bulk build of (slots, vectors)."""
+    """Replace the whole content by a bulk build of (slots, vectors); `DiskFull` before
+    anything is written when the disk lacks room for it (`build_need`, `room.ensure`). A
+    build that fails removes its new posting file at once (a full disk must not stay full)."""
     p, n = st.params, len(slots)
     gen = st.file_gen + 1
-    if child.use_child(n, st.dim, st.directory):  # a large build: temporaries elsewhere
-        file, table, tree, graph, cap = child.build_in_child(st, gen, slots, vectors, progress)
-    else:
-        file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)
-    reader = open_reader(file, p.io)
-    if st.store is not None:  # the rerank rows, written before any search may see the slots
-        write_rows(st, slots, vectors, tree)
+    key = str(st.directory)
+    need = build_floor(st, n)
+    if key in _REFUSED:  # what the last refused build of this index measured, scaled to n
+        seen_n, seen_need = _REFUSED[key]
+        need = max(need, seen_need * n // max(1, seen_n))
+    room.ensure(st.directory, need, build_what(n), build_hint(st))
+    file: PostingFile | None = None
+    try:
+        if child.use_child(n, st.dim, st.directory, need):  # a large build: in a child
+            file, table, tree, graph, cap = child.build_in_child(st, gen, slots, vectors, progress)
+        else:
+            file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)
+        reader = open_reader(file, p.io)
+        if st.store is not None:  # the rerank rows, written before a search may see the slots
+            write_rows(st, slots, vectors, tree)
+    except BaseException as exc:
+        if file is not None:
+            file.close()
+        file_path(st.directory, "postings", gen).unlink(missing_ok=True)
+        if isinstance(exc, DiskFull) and exc.need:  # retries wait for that much room
+            _REFUSED[key] = (n, exc.need)
+        raise
+    _REFUSED.pop(key, None)
     # Pass 7: publish by swapping references
     versions = np.zeros(int(slots.max()) + 1 if n else 0, np.uint8)
     versions[slots] = 1
@@ -158,6 +184,45 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     # 1024 (random, 2,000)
     if st.is_bits:
         st.rerank_k, st.rerank_k_agreement = calibrate(st, slots, vectors)
+
+
+def build_floor(st: SpannState, n: int) -> int:
+    """The bytes any bulk build of n vectors writes at least, checked before its passes
+    run: one posting entry and its rerank row a vector, its heads and state (`build_need`
+    is the real count, known after pass 4)."""
+    if n == 0:
+        return 0
+    p = st.params
+    data = n * (p.entry_bytes(st.dim) + row_bytes(p.rerank, st.dim))
+    return data + _beside(st, n, max(1, round(p.head_fraction * n)), data)
+
+
+def build_need(st: SpannState, n: int, counts: I64) -> int:
+    """The bytes a bulk build of n vectors writes, once pass 4 has decided each posting's
+    entry count (`counts`): the postings' blocks (full blocks and the last of each, by
+    `block_extents`), the rerank rows, and beside them the file's growth chunk, the head
+    graph and the state file (over-counted: `_beside`)."""
+    cap = st.block_cap
+    full, rest = counts // cap, counts % cap
+    blocks = int(full.sum()) * int(block_extents(np.array([cap]), st.bdim, st.width, cap)[0])
+    blocks += int(block_extents(rest[rest > 0], st.bdim, st.width, cap).sum())
+    data = blocks + n * row_bytes(st.params.rerank, st.dim)
+    return data + _beside(st, n, len(counts), data)
+
+
+def _beside(st: SpannState, n: int, heads: int, data: int) -> int:
+    """A build's bytes beside its postings' and rows' `data`: the file's growth chunk,
+    and per posting NODE_BYTES and a head vector, per vector 16 bytes of state."""
+    return data // GROW_SHARE + GROW_MIN + heads * (NODE_BYTES + 4 * st.dim) + 16 * n
+
+
+def build_what(n: int) -> str:
+    return f"the index build of {n:,} vectors"
+
+
+def build_hint(st: SpannState) -> str:
+    ratio = st.params.max_disk_ratio
+    return f"; a lower max_disk_ratio (index_params, now {ratio:g}) needs less"
 
 
 def write_rows(st: SpannState, slots: I64, vectors: F32, tree: ClusterTree) -> None:
@@ -239,11 +304,15 @@ def _passes(
             posts[lo:hi], dists[lo:hi] = pp, dd
             _report(progress, "assign", hi, n)
         # Pass 4: the disk budget (less the rerank store's rows), then the posting cut
-        room = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim - row_bytes(p.rerank, st.dim)
-        budget = max(n, room * n / p.entry_bytes(st.dim))
+        share = BUILD_SHARE * p.max_disk_ratio * 4 * st.dim - row_bytes(p.rerank, st.dim)
+        budget = max(n, share * n / p.entry_bytes(st.dim))
         cap = disk_cap(posts, int(budget), dists)
         keep = cut(posts, dists, max(1, int(BUILD_FILL * st.limit)), n_heads)
         del dists
+        # Room for what passes 5-6 and the publish write, before any of it is written
+        counts = np.bincount(posts[keep], minlength=n_heads).astype(np.int64)
+        room.ensure(st.directory, build_need(st, n, counts), build_what(n), build_hint(st))
+        del counts
         # Pass 5: postings into the new file generation
         write_postings(file, table, slots, vectors, posts, keep, n_heads, st.block_cap, progress)
         # Pass 6: memberships, counts and radii

@@ -93,11 +93,12 @@ def env_min_bytes(env: str, default_mib: float) -> int | None:
     return int(mib * 2**20)
 
 
-def use_child(n: int, dim: int, directory: Path | None = None) -> bool:
+def use_child(n: int, dim: int, directory: Path | None = None, output: int = 0) -> bool:
     """Whether a build of n x dim vectors runs in a child process: large enough, and (given
-    the index `directory`) its disk has room for the child's temporary input, its float32
-    vectors and int64 slots, INPUT_ROOM times over; else the build runs in process (the
-    child is a memory optimisation and must not be what fills a disk)."""
+    the index `directory`) its disk has room for the build's `output` bytes and the child's
+    temporary input, its float32 vectors and int64 slots, INPUT_ROOM times over; else the
+    build runs in process (the child is a memory optimisation and must not be what fills a
+    disk)."""
     least = child_min_bytes()
     if least is None or n == 0 or 4 * n * dim < least:
         return False
@@ -107,7 +108,7 @@ def use_child(n: int, dim: int, directory: Path | None = None) -> bool:
         free = shutil.disk_usage(directory).free
     except OSError:
         return False
-    return free >= INPUT_ROOM * (4 * n * dim + 8 * n)
+    return free >= INPUT_ROOM * (4 * n * dim + 8 * n) + output
 
 
 def _tmp(directory: Path, gen: int, what: str) -> Path:
@@ -187,15 +188,18 @@ def _run(job: dict[str, Any], log: Path, progress: Progress | None, module: str 
         if result is not None and result["kind"] == "done" and proc.returncode == 0:
             return int(result["length"])
         if result is not None and result["kind"] == "error":
-            raise _error(result["type"], result["message"])
+            raise _error(result["type"], result["message"], result.get("need"))
         err.seek(max(0, err.seek(0, os.SEEK_END) - LOG_TAIL))
         tail = err.read().decode(errors="replace")
     raise Internal(f"index child process exited with status {proc.returncode}: {tail}")
 
 
-def _error(name: str, message: str) -> Exception:
-    """The vecdb error the child raised, or Internal with its type and message."""
+def _error(name: str, message: str, need: int | None = None) -> Exception:
+    """The vecdb error the child raised (a `DiskFull` with the bytes it needed), or Internal
+    with its type and message."""
     cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, errors.DiskFull):
+        return cls(message, need=need)
     if isinstance(cls, type) and issubclass(cls, errors.VecdbError):
         return cls(message)
     return Internal(f"index child process failed: {name}: {message}")
@@ -257,5 +261,6 @@ def run_child() -> None:
         child_main(json.loads(sys.argv[1]))
     except BaseException as e:  # reported to the parent, which raises it there
         traceback.print_exc()
-        _say(sys.stdout.write, kind="error", type=type(e).__name__, message=str(e))
+        need = getattr(e, "need", None)
+        _say(sys.stdout.write, kind="error", type=type(e).__name__, message=str(e), need=need)
         sys.exit(1)
