@@ -148,6 +148,32 @@ def test_a_build_failing_part_way_removes_its_posting_file(
         assert db.get_collection("c").indexed == N and len(postings_files(tmp_path)) == 1
 
 
+def test_a_drain_into_a_built_index_without_room_keeps_the_buffer(
+    tmp_path: Path, free: dict[str, int]
+) -> None:
+    """After the build, a drain of new writes with no room for its add is refused before
+    any of it is applied: the writes stay buffered and are searched exactly; with room
+    again they are indexed."""
+    x = points(N, 6)
+    with Database(tmp_path / "db") as db:
+        db.create_collection("c", DIM, "l2")
+        db.upsert("c", list(range(N)), x)
+        db.optimize("c")
+        y = points(300, 7)  # (a share of the index too small for a rebuild)
+        db.upsert("c", list(range(N, N + len(y))), y)
+        free["bytes"] = room.HEADROOM
+        with pytest.raises(DiskFull) as err:
+            db.optimize("c")
+        assert "indexing 300 buffered vectors" in err.value.message
+        info = db.get_collection("c")
+        assert info.indexed == N and info.buffered == len(y)
+        assert int(db.search("c", y[9], k=1).ids[0, 0]) == N + 9  # from the buffer
+        free["bytes"] = BIG
+        db.optimize("c")
+        info = db.get_collection("c")
+        assert info.indexed == N + len(y) and info.buffered == 0
+
+
 def maxsim(q: np.ndarray, docs: list[np.ndarray]) -> np.ndarray:
     return np.array([(q @ d.T).max(1).sum() for d in docs])
 

@@ -47,7 +47,8 @@ from vecdb.engine.core import (
 from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
 from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
-from vecdb.index.base import DrainsInChild, Progress
+from vecdb.index import room
+from vecdb.index.base import BoundsAdds, DrainsInChild, Progress
 from vecdb.index.flat import FlatIndex
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
@@ -291,18 +292,21 @@ def drain(coll: CollectionCore) -> None:
             coll.index.build(slots, matrix, report)
             kill_point("build")
             del slots, matrix
-        elif _drain_in_child(coll, len(seg)):
-            assert isinstance(coll.index, DrainsInChild)
-            chunks = seg.iter_live(coll.settings.apply_batch)
-            coll.index.add_in_child(chunks, seq, coll.applied_seq, report)
-            kill_point("drain")
         else:
-            total, done = len(seg), 0
-            for slots, vectors in seg.iter_live(coll.settings.apply_batch):
-                report("apply", done, total)
-                coll.index.add(slots, vectors)
-                done += len(slots)
-            report("apply", total, total)
+            if isinstance(coll.index, BoundsAdds):  # room for the add, before any of it
+                where, need = coll.index.add_bytes(len(seg))
+                room.ensure(where, need, f"indexing {len(seg):,} buffered vectors")
+            if _drain_in_child(coll, len(seg)):
+                assert isinstance(coll.index, DrainsInChild)
+                chunks = seg.iter_live(coll.settings.apply_batch)
+                coll.index.add_in_child(chunks, seq, coll.applied_seq, report)
+            else:
+                total, done = len(seg), 0
+                for slots, vectors in seg.iter_live(coll.settings.apply_batch):
+                    report("apply", done, total)
+                    coll.index.add(slots, vectors)
+                    done += len(slots)
+                report("apply", total, total)
             kill_point("drain")
     except BaseException:
         with coll.write_lock:

@@ -221,6 +221,16 @@ class DrainsInChild(Protocol):
         drain makes applied, which the child's checkpoints record."""
 
 
+@runtime_checkable
+class BoundsAdds(Protocol):
+    """An optional capability of an index kind with files: it bounds the bytes an add of n
+    vectors may write (with the splits and moves it causes), so the engine does not start a
+    drain its disk has no room for (`vecdb.index.room`)."""
+
+    def add_bytes(self, n: int) -> tuple[Path, int]:
+        """(the index directory, at most the bytes an add of n vectors writes there)."""
+
+
 class IndexOpener(Protocol):
     """Creates or opens an index in `directory` (None for a purely in-memory index)."""
 

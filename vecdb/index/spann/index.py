@@ -37,6 +37,7 @@ from vecdb.index.spann import (
 from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.prewarm import Prewarm
 from vecdb.index.spann.state import SpannState
+from vecdb.index.spann.vectors import row_bytes
 from vecdb.index.tenancy import TenantParams, node_counts
 
 
@@ -128,6 +129,14 @@ class SpannIndex:
                 return 0
             nodes, _ = node_counts(self.state.tree, np.asarray(slots, dtype=np.int64))
             return len(nodes)
+
+    def add_bytes(self, n: int) -> tuple[Path, int]:
+        """Each vector in every posting the build's replica cap allows, and its rerank row,
+        twice over for the splits and moves the add causes (`base.BoundsAdds`)."""
+        st = self.state
+        p = st.params
+        per = (st.replica_cap or p.replicas) * p.entry_bytes(st.dim) + row_bytes(p.rerank, st.dim)
+        return st.directory, 2 * n * per
 
     def drains_in_child(self, n: int) -> bool:
         """Whether an add of n vectors goes to a child (`spann.drain_child.use_child`)."""
