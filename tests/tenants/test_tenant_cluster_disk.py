@@ -112,3 +112,24 @@ def test_copies_stay_under_their_disk_budget(tmp_path: Path, monkeypatch: pytest
         _ask(db, x, ids, "b", "c")
         assert cc.builds == builds and not cc.path(_key(db, "b", "c")).exists()
         assert a_file.is_file() and _key(db, "b", "c") in cc.failed
+
+
+def test_no_copy_is_built_into_the_writes_headroom(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within its budget but with less free disk than the copy plus `room.HEADROOM`: not
+    built (the set keeps the walk, answers exact all the same); with room it is."""
+    from vecdb.index import room
+
+    x = _data(sum(SIZES.values()))
+    with Database(tmp_path / "db") as db:
+        ids = _fill(db, x)
+        cc = _copies(db)
+        monkeypatch.setattr(room, "free_bytes", lambda directory: room.HEADROOM)
+        builds = cc.builds
+        _ask(db, x, ids, "a", "b")
+        assert cc.builds == builds and not cc.path(_key(db, "a", "b")).exists()
+        assert _key(db, "a", "b") in cc.failed
+        monkeypatch.setattr(room, "free_bytes", lambda directory: 1 << 50)
+        _ask(db, x, ids, "a", "c")
+        assert cc.path(_key(db, "a", "c")).is_file()

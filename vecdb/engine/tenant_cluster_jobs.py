@@ -33,6 +33,7 @@ from vecdb.engine.core import CollectionCore
 from vecdb.engine.tenant_cluster_build import build
 from vecdb.engine.tenant_clusters import BuildParams, ClusterCopies, copies_of
 from vecdb.engine.tenants import ACTIVE
+from vecdb.index import room
 from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import (
     DEFAULT_TENANT_CLUSTER_CLOSURE,
@@ -172,7 +173,8 @@ def _sweep(coll: CollectionCore, cc: ClusterCopies) -> None:
 
 def _room(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], n: int, replicas: int) -> bool:  # fmt: skip
     """Whether the copy of `key` (`n` members) fits the disk budget, after removing copies
-    of multi-tenant sets oldest first if needed (see the module docstring)."""
+    of multi-tenant sets oldest first if needed (see the module docstring), and the disk
+    keeps `room.HEADROOM` free after it."""
     if cc.directory is None:
         return True
     assert isinstance(coll.index, SpannIndex)
@@ -196,6 +198,12 @@ def _room(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], n: int,
         cfile.remove(path)
         used -= size
         log.info("clustered copy removed for room", extra={"collection": coll.name, "set": gone})
+    free = room.free_bytes(cc.directory)
+    if free is not None and free < need + room.HEADROOM:  # the writes' space: never taken
+        log.warning("clustered copy not built: the disk lacks room for it",
+                    extra={"collection": coll.name, "set": key, "bytes": need,
+                           "free": free})  # fmt: skip
+        return False
     if used + need <= budget:
         return True
     log.warning("clustered copy not built: its files would pass their disk budget",
