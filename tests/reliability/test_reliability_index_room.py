@@ -250,3 +250,29 @@ def test_a_child_builds_refusal_keeps_the_bytes_it_measured() -> None:
     err = child._error("DiskFull", "the index build of 9 vectors needs about 1.0 MiB", 123)
     assert isinstance(err, DiskFull) and err.need == 123 and "9 vectors" in err.message
     assert child._error("InvalidArgument", "x", None).__class__.__name__ == "InvalidArgument"
+
+
+def test_a_document_upsert_needs_room_for_its_rows_before_it_is_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document upsert's tokens go to RocksDB in the commit and to the index's row file
+    after it: an acknowledged write must not fail on the second, so the commit is refused
+    (`DiskFull`, nothing written) unless the disk has room for both above the reserve."""
+    from vecdb.storage import faults
+
+    rng = np.random.default_rng(8)
+    docs = [rng.standard_normal((1024, 128)).astype(np.float32) for _ in range(8)]  # 4 MiB
+    with Database(tmp_path / "db") as db:
+        db.create_collection("d", 128, "ip", kind="multivector")
+        monkeypatch.setattr(faults, "free_bytes", lambda path: db.kv.reserve_bytes + (6 << 20))
+        with pytest.raises(DiskFull) as err:  # 4 MiB in the batch + 4 MiB of rows > 6 MiB
+            db.upsert_documents("d", list(range(8)), docs)
+        assert "MiB for this write" in err.value.message and "reserve" in err.value.message
+        assert db.count("d") == 0 and db.get_documents("d", list(range(8))) == []
+        db.upsert_documents("d", [0], [docs[0][:16]])  # a small one fits
+        assert db.count("d") == 1
+        monkeypatch.setattr(faults, "free_bytes", lambda path: 1 << 50)
+        db.upsert_documents("d", list(range(8)), docs)
+        assert db.count("d") == 8
+        got = db.search_documents("d", docs[3][:4], k=1)
+        assert int(got.ids[0, 0]) == 3

@@ -107,15 +107,18 @@ class Sequencer:
         self.value = start  # last committed sequence number
         self.lock = threading.Lock()  # orders commits
 
-    def commit(self, batch: Batch, log_prefix: bytes | None = None, op: bytes | None = None) -> int:
+    def commit(
+        self, batch: Batch, log_prefix: bytes | None = None, op: bytes | None = None, after: int = 0
+    ) -> int:
         """Assign the next sequence number, record it (and the op-log entry `op` under
-        `log_prefix` + seq, if given) in the batch and commit durably; return the number."""
+        `log_prefix` + seq, if given) in the batch and commit durably (`KV.commit`, `after`
+        the bytes the caller then writes to the disk); return the number."""
         with self.lock:
             seq = self.value + 1
             batch.put(kvmod.CF_META, b"seq", kvmod.u64(seq))
             if log_prefix is not None and op is not None:
                 batch.put(kvmod.CF_OPLOG, log_prefix + kvmod.u64(seq), op)
-            self.kv.commit(batch)
+            self.kv.commit(batch, after)
             self.value = seq
             return seq
 

@@ -137,8 +137,11 @@ def upsert_documents(
         if access is not None:
             access.drop_old(batch)
         pts.put_next_slot(batch, start + len(keys))
-        coll.seq.commit(batch, coll.prefix, commit.encode_write(start, len(keys), old))
-        # Acknowledged from here on: apply to memory.
+        rows_after = tokens.nbytes if coll.kind.persistent else 0  # the index's row file
+        op = commit.encode_write(start, len(keys), old)
+        coll.seq.commit(batch, coll.prefix, op, after=rows_after)
+        # Acknowledged from here on: apply to the index (its raw rows go to disk: room for
+        # them was checked with the commit).
         new_slots = np.arange(start, start + len(keys), dtype=np.int64)
         if old:
             index.remove(np.asarray(old, np.int64))

@@ -263,17 +263,25 @@ class KV:
             self._failed = None
         return True
 
-    def commit(self, batch: Batch) -> None:
-        """Apply `batch` atomically and durably; returns only once RocksDB synced it."""
+    def commit(self, batch: Batch, after: int = 0) -> None:
+        """Apply `batch` atomically and durably; returns only once RocksDB synced it.
+        `DiskFull` first, nothing written, unless the disk has room for the batch, the
+        `after` bytes its caller writes to the same disk once it is acknowledged (a document
+        upsert's token rows: an acknowledged write must not fail on them) and the reserve."""
         if self.read_only:
             raise Unavailable(f"storage {self.path} is open read-only")
         if self._failed is not None and not self.try_resume():
             raise type(self._failed)(f"storage does not accept writes: {self._failed.message}")
-        if faults.disk_full(self.path, self.reserve_bytes):
+        need = self.reserve_bytes + batch.nbytes + after
+        if faults.disk_full(self.path, need):
             free = faults.free_bytes(self.path)
+            this = "" if need == self.reserve_bytes else (
+                f" ({-(-(need - self.reserve_bytes) >> 20)} MiB for this write and the "
+                f"{self.reserve_bytes >> 20} MiB reserve)"
+            )  # fmt: skip
             raise DiskFull(
                 f"disk of {self.path} is full: {free >> 20} MiB free, writes need "
-                f"{self.reserve_bytes >> 20} MiB; retry once space is freed"
+                f"{-(-need >> 20)} MiB{this}; retry once space is freed"
             )
         with self._commit_lock:
             try:
