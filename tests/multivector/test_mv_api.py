@@ -107,6 +107,25 @@ def test_documents_are_identical_in_every_mode_and_match_exact_maxsim(trio: Trio
     assert rec >= 0.9
 
 
+def _empty(c: Any) -> dict[str, Any]:
+    """A document collection that never held a document: searched, counted, scrolled."""
+    c.create_collection("blank", DIM, "ip", kind="multivector")
+    res = c.search_documents("blank", [QUERIES[0], QUERIES[1]], k=3)
+    return {
+        "ids": np.asarray(res.ids).tolist(),
+        "dist": np.isinf(np.asarray(res.distances)).all(),
+        "count": c.count("blank"),
+    }
+
+
+def test_a_document_collection_that_never_held_one_answers_with_padding(trio: Trio) -> None:
+    """Searching it gave IndexError (INTERNAL over gRPC) before; now k padding rows (-1,
+    +inf), the same in every mode."""
+    res = trio.run(_empty)
+    for mode in ("local", "remote", "aio"):
+        assert res[mode] == {"ids": [[-1] * 3] * 2, "dist": True, "count": 0}, mode
+
+
 def test_dense_calls_on_a_document_collection_are_refused(tmp_path: Path) -> None:
     """upsert / search / get with vectors on documents, and document calls on a dense
     collection, are InvalidArgument WRONG_KIND naming the call to use."""

@@ -559,6 +559,8 @@ class MultiVectorIndex:
         with hold:
             docs, scores, st = search_batch(qs, k, p, v, live, v.raw, v.tier, self._scratch,
                                             lists)  # fmt: skip
+        if len(v.slots) == 0:  # never held a document: every row is padding
+            return np.full(docs.shape, -1, np.int64), scores, st
         return np.where(docs >= 0, v.slots[np.maximum(docs, 0)], -1), scores, st
 
     def exact(
