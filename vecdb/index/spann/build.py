@@ -210,6 +210,16 @@ def build_need(st: SpannState, n: int, counts: I64) -> int:
     return data + _beside(st, n, len(counts), data)
 
 
+def kept_counts(posts: npt.NDArray[np.int32], keep: npt.NDArray[np.bool_], n_postings: int) -> I64:
+    """Kept entries per posting, ASSIGN_ROWS rows at a time (`posts[keep]` whole would copy
+    up to the (n, replicas) matrix: 320 MB at 10M vectors)."""
+    counts = np.zeros(n_postings, np.int64)
+    for lo in range(0, len(posts), ASSIGN_ROWS):
+        hi = lo + ASSIGN_ROWS
+        counts += np.bincount(posts[lo:hi][keep[lo:hi]], minlength=n_postings)
+    return counts
+
+
 def _beside(st: SpannState, n: int, heads: int, data: int) -> int:
     """A build's bytes beside its postings' and rows' `data`: the file's growth chunk,
     and per posting NODE_BYTES and a head vector, per vector 16 bytes of state."""
@@ -310,7 +320,7 @@ def _passes(
         keep = cut(posts, dists, max(1, int(BUILD_FILL * st.limit)), n_heads)
         del dists
         # Room for what passes 5-6 and the publish write, before any of it is written
-        counts = np.bincount(posts[keep], minlength=n_heads).astype(np.int64)
+        counts = kept_counts(posts, keep, n_heads)
         room.ensure(st.directory, build_need(st, n, counts), build_what(n), build_hint(st))
         del counts
         # Pass 5: postings into the new file generation
