@@ -164,8 +164,8 @@ class MultiVectorIndex:
             total = int(sizes.sum())
             if total == 0:
                 return
-            need = train_need(self.params, self.dim, total, _compacts(v, total))
-            room.ensure(self.directory, need, f"the codebook training of {total:,} tokens")
+            writes = train_need(self.params, self.dim, total, _compacts(v, total))
+            room.ensure(self.directory, writes, f"the codebook training of {total:,} tokens")
             if progress:
                 progress("gather", 0, len(live))
             need = self._training_tokens(total)
