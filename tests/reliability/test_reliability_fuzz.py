@@ -37,7 +37,7 @@ DIM = 4
 SERVICE = pb.DESCRIPTOR.services_by_name["VectorDB"]
 BAD = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
-NAMES = ["c", "s", "nope", "", "a/b", "../x", "\x00", "x" * 300, "日本語", "c "]
+NAMES = ["c", "s", "d", "e", "nope", "", "a/b", "../x", "\x00", "x" * 300, "日本語", "c "]
 JSONISH = ["{}", '{"a": 1}', '{"year": {"$gte": 2000}}', '{"$bad": 1}', "[1]", "nan", "{"]
 
 
@@ -159,7 +159,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Database,
 
 
 def seed(db: Database) -> None:
-    """The collections the fuzzer's names hit, (re)created if a case dropped them."""
+    """The collections the fuzzer's names hit, (re)created if a case dropped them: dense
+    (SPANN, flat with string ids) and multi-vector (with documents, and empty)."""
     names = {c.name for c in db.list_collections()}
     x = np.random.default_rng(0).standard_normal((20, DIM)).astype(np.float32)
     if "c" not in names:
@@ -168,6 +169,12 @@ def seed(db: Database) -> None:
     if "s" not in names:
         db.create_collection("s", DIM, "cosine", id_type="str", index="flat")
         db.upsert("s", [f"p{i}" for i in range(20)], x)
+    if "d" not in names:  # documents, and a document collection that never held one
+        db.create_collection("d", DIM, "ip", kind="multivector")
+        db.upsert_documents("d", [1, 2, 3], [x[:3], x[3:4], x[4:9]],
+                            payloads=[{"year": 2000}, None, {"year": 2010}])  # fmt: skip
+    if "e" not in names:
+        db.create_collection("e", DIM, "cosine", kind="multivector")
 
 
 def quiet(db: Database) -> None:
