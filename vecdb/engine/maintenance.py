@@ -25,7 +25,6 @@ next progress report (the writes stay in the op log and the buffer).
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -366,11 +365,8 @@ def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
         and total <= coll.settings.rebuild_max_bytes
     ):
         return False
-    try:
-        free = shutil.disk_usage(coll.directory).free
-    except OSError:
-        return False
-    return free >= REBUILD_DISK_X * total
+    free = room.free_bytes(coll.directory)  # (unknown: the drain inserts)
+    return free is not None and free >= REBUILD_DISK_X * total
 
 
 def _with_indexed(

@@ -28,6 +28,7 @@ from typing import Any
 
 import msgpack
 
+from vecdb import diskspace
 from vecdb.errors import DataLoss, FormatError, InvalidArgument, NotFound
 from vecdb.storage.manifest import fsync_dir, read_manifest, write_manifest
 from vecdb.types import SnapshotInfo
@@ -68,7 +69,7 @@ def collection_root(data_dir: Path, collection: str) -> Path:
 def free_bytes(path: Path) -> int:
     """Free bytes of the file system holding `path` (a module function so that a test can
     stand in for a full disk)."""
-    return shutil.disk_usage(path).free
+    return diskspace.free_bytes(path)
 
 
 # -- rows -----------------------------------------------------------------------------------

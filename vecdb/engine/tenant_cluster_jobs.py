@@ -198,11 +198,9 @@ def _room(coll: CollectionCore, cc: ClusterCopies, key: tuple[Any, ...], n: int,
         cfile.remove(path)
         used -= size
         log.info("clustered copy removed for room", extra={"collection": coll.name, "set": gone})
-    free = room.free_bytes(cc.directory)
-    if free is not None and free < need + room.HEADROOM:  # the writes' space: never taken
+    if not room.fits(cc.directory, need):  # the writes' headroom is never taken
         log.warning("clustered copy not built: the disk lacks room for it",
-                    extra={"collection": coll.name, "set": key, "bytes": need,
-                           "free": free})  # fmt: skip
+                    extra={"collection": coll.name, "set": key, "bytes": need})  # fmt: skip
         return False
     if used + need <= budget:
         return True

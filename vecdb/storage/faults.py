@@ -6,7 +6,8 @@ rocksdict raises a plain `Exception` whose text starts with RocksDB's status cod
 when the disk is below the reserve (measured with statvfs, whatever the text says), a
 held lock -> `StorageLocked` (tested on the LOCK file itself), else `StorageError`; anything
 else -> `StorageError`. Every message names the path. Owns the free-space probe and the set
-of stores this process has open; knows nothing about keys or values.
+of stores this process has open (the probe itself is `vecdb.diskspace`'s); knows nothing
+about keys or values.
 """
 
 from __future__ import annotations
@@ -17,22 +18,13 @@ import os
 import threading
 from pathlib import Path
 
+from vecdb.diskspace import free_bytes as free_bytes  # (re-exported: the reserve's probe)
 from vecdb.errors import DataLoss, DiskFull, StorageError, StorageLocked, VecdbError, os_error
 
 DISK_RESERVE_BYTES = 16 * 2**20  # writes are refused while the disk has less free than this
 
 _open_here: set[str] = set()  # RocksDB directories this process holds open
 _open_lock = threading.Lock()
-
-
-def free_bytes(path: Path) -> int:
-    """Bytes an unprivileged writer may still use on the file system of `path` (or of its
-    nearest existing parent)."""
-    p = path
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    st = os.statvfs(p)
-    return int(st.f_bavail) * int(st.f_frsize)
 
 
 def disk_full(path: Path, reserve: int) -> bool:

@@ -275,13 +275,14 @@ class KV:
         need = self.reserve_bytes + batch.nbytes + after
         if faults.disk_full(self.path, need):
             free = faults.free_bytes(self.path)
-            this = "" if need == self.reserve_bytes else (
-                f" ({-(-(need - self.reserve_bytes) >> 20)} MiB for this write and the "
-                f"{self.reserve_bytes >> 20} MiB reserve)"
+            this = need - self.reserve_bytes
+            parts = (
+                f" ({_mib_up(this)} MiB for this write and the {self.reserve_bytes >> 20} MiB "
+                "reserve)" if this else ""
             )  # fmt: skip
             raise DiskFull(
                 f"disk of {self.path} is full: {free >> 20} MiB free, writes need "
-                f"{-(-need >> 20)} MiB{this}; retry once space is freed"
+                f"{_mib_up(need)} MiB{parts}; retry once space is freed"
             )
         with self._commit_lock:
             try:
@@ -403,3 +404,8 @@ class KV:
             except (VecdbError, OSError):
                 pass  # no record: the next open cannot compare, and needs not
         self._drop()
+
+
+def _mib_up(n: int) -> int:
+    """n bytes in MiB, rounded up (a need is never shown smaller than it is)."""
+    return -(-n // (1 << 20))

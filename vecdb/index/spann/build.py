@@ -46,7 +46,7 @@ from vecdb.index.spann.state import SpannState, file_path, head_space, open_read
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
 from vecdb.index.spann.vectors import row_bytes
-from vecdb.kernels.posting import block_extents, group_by_posting
+from vecdb.kernels.posting import block_extent, block_extents, group_by_posting
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -73,9 +73,6 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # against a budget, sent GloVe-50 with 8,757 heads to exact candidates: a 53 s build
 # against 14 s by the graph.)
 EXACT_HEADS = 3_000
-# Per index directory: (vectors, bytes) of the last build refused for want of disk room after
-# pass 4 measured it, so its retries are refused before passes 1-3 until the disk has room
-_REFUSED: dict[str, tuple[int, int]] = {}
 # A posting's bytes beside its entries' and its head vector's, for `build_need`: its head
 # graph node's links, its tree and table rows in the state file (over-counted)
 NODE_BYTES = 1_024
@@ -144,10 +141,9 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     build that fails removes its new posting file at once (a full disk must not stay full)."""
     p, n = st.params, len(slots)
     gen = st.file_gen + 1
-    key = str(st.directory)
     need = build_floor(st, n)
-    if key in _REFUSED:  # what the last refused build of this index measured, scaled to n
-        seen_n, seen_need = _REFUSED[key]
+    if st.refused_build:  # what the last refused build measured, scaled to n
+        seen_n, seen_need = st.refused_build
         need = max(need, seen_need * n // max(1, seen_n))
     room.ensure(st.directory, need, build_what(n), build_hint(st))
     file: PostingFile | None = None
@@ -164,9 +160,9 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
             file.close()
         file_path(st.directory, "postings", gen).unlink(missing_ok=True)
         if isinstance(exc, DiskFull) and exc.need:  # retries wait for that much room
-            _REFUSED[key] = (n, exc.need)
+            st.refused_build = (n, exc.need)
         raise
-    _REFUSED.pop(key, None)
+    st.refused_build = None
     # Pass 7: publish by swapping references
     versions = np.zeros(int(slots.max()) + 1 if n else 0, np.uint8)
     versions[slots] = 1
@@ -204,7 +200,7 @@ def build_need(st: SpannState, n: int, counts: I64) -> int:
     graph and the state file (over-counted: `_beside`)."""
     cap = st.block_cap
     full, rest = counts // cap, counts % cap
-    blocks = int(full.sum()) * int(block_extents(np.array([cap]), st.bdim, st.width, cap)[0])
+    blocks = int(full.sum()) * block_extent(cap, st.bdim, st.width, cap)
     blocks += int(block_extents(rest[rest > 0], st.bdim, st.width, cap).sum())
     data = blocks + n * row_bytes(st.params.rerank, st.dim)
     return data + _beside(st, n, len(counts), data)

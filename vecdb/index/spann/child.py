@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import threading
 import traceback
@@ -47,6 +46,7 @@ import numpy.typing as npt
 from vecdb import errors
 from vecdb.allocator import tune_allocator
 from vecdb.errors import Internal, InvalidArgument
+from vecdb.index import room
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
@@ -104,11 +104,8 @@ def use_child(n: int, dim: int, directory: Path | None = None, output: int = 0) 
         return False
     if directory is None:
         return True
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return False
-    return free >= INPUT_ROOM * (4 * n * dim + 8 * n) + output
+    free = room.free_bytes(directory)  # (unknown: in process)
+    return free is not None and free >= INPUT_ROOM * (4 * n * dim + 8 * n) + output
 
 
 def _tmp(directory: Path, gen: int, what: str) -> Path:

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 import threading
 import traceback
@@ -65,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.allocator import tune_allocator
+from vecdb.index import room
 from vecdb.index.base import Progress
 from vecdb.index.spann import child
 from vecdb.index.spann.killpoints import kill_point
@@ -94,11 +94,8 @@ def use_child(st: SpannState, n: int) -> bool:
         return False
     if 4 * n * st.dim < least:
         return False
-    try:
-        free = shutil.disk_usage(st.directory).free
-    except OSError:
-        return False
-    return free >= child.INPUT_ROOM * (4 * n * st.dim + 8 * n)
+    free = room.free_bytes(st.directory)  # (unknown: in process)
+    return free is not None and free >= child.INPUT_ROOM * (4 * n * st.dim + 8 * n)
 
 
 def add_in_child(

@@ -83,7 +83,7 @@ def file_path(directory: Path, kind: str, n: int) -> Path:
 # content: a publish of another state's content (`drain_child.adopt`) keeps these.
 OWN_FIELDS = frozenset(
     {"dim", "metric", "params", "directory", "limit", "block_cap", "width", "threads", "lock"}
-    | {"subtrees", "store", "removes_since", "stale_slots"}
+    | {"subtrees", "store", "removes_since", "stale_slots", "refused_build"}
 )
 
 
@@ -178,6 +178,9 @@ class SpannState:
     # (`calibrate`; 0: none measured, DEFAULT_BITS_RERANK_K), and the agreement it reached
     rerank_k: int = 0
     rerank_k_agreement: float = 1.0
+    # (vectors, bytes) of the last bulk build refused for want of disk room once pass 4 had
+    # counted its bytes (`build.build`): its retries wait for that room before clustering
+    refused_build: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
