@@ -153,3 +153,48 @@ def test_a_held_back_split_batch_clusters_only_what_it_tried(
     split.split_batch(st, batch, limit=0)
     assert len(calls) == 1 and st.pending == set(batch) and st.is_stuck("split")
     idx.close()
+
+
+def test_maintenance_leaves_the_disks_headroom_and_goes_on_when_room_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clean-ups and splits write new blocks before the old ones free: on a disk with no
+    room past `room.HEADROOM` they take only free space inside the file and otherwise wait
+    (before, a clean-up batch of up to 2% of the file could take the disk to 0 bytes free,
+    under RocksDB's reserve); once the disk has room again they go on. Searches stay right
+    meanwhile."""
+    from vecdb.index import room
+
+    free = {"bytes": 1 << 50}
+    monkeypatch.setattr(room, "free_bytes", lambda directory: free["bytes"])
+    dim, n = 32, 6000
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    idx, _ = open_spann(dim, "l2", {"threads": 1}, tmp_path)
+    idx.build(np.arange(n), x)
+    idx.checkpoint(1)
+    st = idx.state
+    end = st.file.length
+    gone = rng.choice(n, n // 2, replace=False)
+    idx.remove(gone)  # postings full of dead entries: clean-ups are due
+    y = x[:10][rng.integers(0, 10, 1500)] + 0.01 * rng.standard_normal((1500, dim))
+    idx.add(n + np.arange(1500), y.astype(np.float32))  # a few postings over their budget
+    grown = st.file.length  # (the add's own appends; the engine bounds them: add_bytes)
+    rewrites = st.counters["gc"] + st.counters["splits"]
+    free["bytes"] = room.HEADROOM  # nothing past the headroom
+    settle(idx)
+    assert st.file.length <= grown  # no rewrite past the end the disk allows
+    assert st.is_stuck("clean") and st.is_stuck("split") and st.pending
+    assert st.counters["gc"] + st.counters["splits"] == rewrites
+    assert grown >= end
+    keep = np.setdiff1d(np.arange(n), gone)
+    res = idx.search(x[keep[:50]], 1, {"max_postings": 4096, "prune_ratio": 1e9})
+    np.testing.assert_array_equal(res.slots[:, 0], keep[:50])
+    assert not idx.unstuck()  # nothing changed: no retry
+    free["bytes"] = 1 << 50
+    assert idx.unstuck()  # the disk has room: the waiting rewrites go on
+    settle(idx)
+    assert st.counters["gc"] + st.counters["splits"] > rewrites and not st.pending
+    res = idx.search(x[keep[:50]], 1, {"max_postings": 4096, "prune_ratio": 1e9})
+    np.testing.assert_array_equal(res.slots[:, 0], keep[:50])
+    idx.close()

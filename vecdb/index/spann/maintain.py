@@ -17,14 +17,15 @@ batches, checkpoints by itself at the last applied sequence once much dropped sp
 for a checkpoint to become reusable.
 
 The disk guard: rewrites (clean-ups, split halves, LIRE moves) are written below
-`SpannState.rewrite_limit` (GUARD_SHARE of the disk budget). A clean-up or split that finds
-no room waits, re-queued, until the free space, the file's end or the live count changes
-(`SpannState.stuck`; a checkpoint, Pass 6's or the engine's, frees pending space, and the
-engine's resumes maintenance then: `SpannState.unstuck`); a LIRE
+`SpannState.rewrite_limit` (GUARD_SHARE of the disk budget, and no further than the disk's
+free space less `room.HEADROOM` lets the file grow). A clean-up or split that finds
+no room waits, re-queued, until the free space, the file's end, the live count or the
+disk's room changes (`SpannState.stuck`; a checkpoint, Pass 6's or the engine's, frees
+pending space, and the engine's resumes maintenance then: `SpannState.unstuck`); a LIRE
 move is skipped. (Checkpointing at once to free pending space, tried first, changed what a
 crash mid-split replays into and cost a crash test 3 points of recall.) So maintenance never
-takes the file past the budget; the cost is postings left over their entry budget or holding
-dead entries until room comes back.
+takes the file past the budget or the disk past its headroom; the cost is postings left over
+their entry budget or holding dead entries until room comes back.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
+from vecdb.index import room
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BITS_WIDTH, BuildParams
 from vecdb.index.spann.bitcodes import BitCoder
@@ -43,6 +44,10 @@ AUTO_MMAP_SHARE = 0.5  # io="auto" maps the file if it takes at most this share 
 PRESSURE_SHARE = 0.85  # maintenance works against disk pressure above this share of the budget
 GUARD_SHARE = 0.97  # maintenance rewrites keep the data end below this share of the budget
 # (the rest: the file's preallocated growth chunk, 1/64 of it, counts on disk)
+# A rewrite that waited for the disk goes on once the disk's room (free space past the headroom)
+# moves by a step; above the cap, room is room (no retry for every write elsewhere on the disk).
+ROOM_STEP = 16 << 20
+ROOM_CAP = 1 << 30
 COUNTERS = (
     "splits",
     "merges",
@@ -168,7 +173,7 @@ class SpannState:
     freed_bytes: int = 0  # bytes of blocks dropped from the table since the last checkpoint
     replica_cap: int = 0  # replicas per vector after the build's disk budget (0: no cap)
     ceiling: int = 0  # end a file over its budget may reach (0: within budget; see rewrite_limit)
-    stuck: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # see disk_state
+    stuck: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # see disk_state
     subtrees: SubTreeCache = field(default_factory=SubTreeCache)  # slot sets' directories
     store: VectorStore | None = None  # exact-rerank rows by slot (`rerank` != "none")
     live_seen: LiveSeen | None = None  # the last whole count of live entries (`LiveSeen`)
@@ -332,9 +337,20 @@ class SpannState:
         """The data end that maintenance rewrites (clean-ups, split halves) may reach:
         GUARD_SHARE of the disk budget, or for a file already past it (deletes lower the
         budget under it, a placement keeps at least one copy) the `ceiling` that
-        `update_ceiling` fixed when it passed. A rewrite with no room below the limit waits
-        (`SpannState.stuck`) instead of growing the file."""
-        return max(int(GUARD_SHARE * self.budget_bytes()), self.ceiling)
+        `update_ceiling` fixed when it passed; and never past what the disk has room for
+        (`disk_room`). A rewrite with no room below the limit waits (`SpannState.stuck`)
+        instead of growing the file."""
+        limit = max(int(GUARD_SHARE * self.budget_bytes()), self.ceiling)
+        left = self.disk_room()
+        return limit if left is None else min(limit, self.file.length + left)
+
+    def disk_room(self) -> int | None:
+        """Bytes the disk lets maintenance write past the file's data end: its free space
+        less `room.HEADROOM` (kept for the database's own writes and checkpoints), so a
+        rewrite waits rather than fill the disk; None when the file system cannot say.
+        (Space inside the file, below its end, is already on the disk.)"""
+        free = room.free_bytes(self.directory)
+        return None if free is None else max(0, free - room.HEADROOM)
 
     def update_ceiling(self, slack: int) -> None:
         """Fix the `ceiling` at `slack` beyond the file's end when the file first passes the
@@ -345,11 +361,14 @@ class SpannState:
         elif self.ceiling == 0:
             self.ceiling = self.file.length + slack
 
-    def disk_state(self) -> tuple[int, int, int]:
-        """What a rewrite that found no room depends on: free bytes, file end, live count.
+    def disk_state(self) -> tuple[int, int, int, int]:
+        """What a rewrite that found no room depends on: free bytes in the file, file end,
+        live count, and the disk's room (`disk_room`, in ROOM_STEP steps up to ROOM_CAP).
         `stuck[kind]` (kind: "split", "clean", "defrag") holds it when that kind of rewrite
         could do nothing; that kind waits until it changes."""
-        return self.file.space.free_bytes, self.file.length, self.n_live
+        left = self.disk_room()
+        steps = -1 if left is None else min(left, ROOM_CAP) // ROOM_STEP
+        return self.file.space.free_bytes, self.file.length, self.n_live, steps
 
     def is_stuck(self, kind: str) -> bool:
         return self.stuck.get(kind) == self.disk_state()
