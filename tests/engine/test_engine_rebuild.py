@@ -8,6 +8,7 @@ lost, stale or resurrected point, never approximation.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -198,14 +199,18 @@ db.optimize("c")  # killed inside the rebuild, after the old index was dropped
 """
 
 
-def test_a_rebuild_killed_after_dropping_the_old_index_starts_over(tmp_path: Path) -> None:
+def test_a_rebuild_killed_after_dropping_the_old_index_starts_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "db"
     env = {**os.environ, "VECDB_KILL_AT": "rebuild_bridged:1"}
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(DIM)], env=env, capture_output=True
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    db = open_db(path)  # the marker says the index files are partial: rebuilt from RocksDB
+    with caplog.at_level(logging.WARNING):
+        db = open_db(path)  # the marker says the index files are partial: rebuilt from RocksDB
+    assert "an index rebuild was interrupted" in caplog.text
     x = np.random.default_rng(8).standard_normal((5000, DIM)).astype(np.float32)
     live = {i: x[i] for i in range(5000)}
     check_exact(db, live)
@@ -216,3 +221,20 @@ def test_a_rebuild_killed_after_dropping_the_old_index_starts_over(tmp_path: Pat
     again = open_db(path)  # built and checkpointed: a normal open
     check_exact(again, live)
     again.close()
+
+
+def test_opening_a_collection_that_was_never_built_does_not_report_an_interrupted_rebuild(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Points below the first build's size: every open indexes them from RocksDB (no
+    checkpoint yet), which is routine. It used to leave the rebuild marker behind, so from
+    the second open on every open warned that "an index rebuild was interrupted"."""
+    x = vectors(20, 11)
+    with Database(tmp_path / "db") as db:
+        db.create_collection("c", DIM, "l2")
+        db.upsert("c", list(range(20)), x)
+    for _ in range(3):
+        with caplog.at_level(logging.WARNING), Database(tmp_path / "db") as db:
+            assert db.count("c") == 20
+            assert int(db.search("c", x[7], k=1).ids[0, 0]) == 7
+    assert "interrupted" not in caplog.text, caplog.text

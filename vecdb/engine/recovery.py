@@ -63,13 +63,19 @@ def open_collection(
     directory = collection_dir(data_dir, cfg.cid)
     rebuild = False
     marker = kvmod.META_REBUILD + kvmod.cid_prefix(cfg.cid)
-    if kind.persistent and kv.get(kvmod.CF_META, marker) is not None:
-        # A rebuild was under way (maintenance._bridge): its index files hold part of the
-        # points at most. Start over from the stored vectors, like unreadable files.
-        log.warning(
-            "an index rebuild was interrupted; rebuilding the index from stored vectors",
-            extra={"collection": cfg.name, "directory": str(directory)},
-        )
+    why = kv.get(kvmod.CF_META, marker) if kind.persistent else None
+    if why is not None:
+        # A rebuild was under way (maintenance._bridge, a quarantine): its index files hold
+        # part of the points at most; or no build was checkpointed yet. Start over from the
+        # stored vectors, like unreadable files (only the first is news to an operator).
+        if why == kvmod.REBUILD_UNBUILT:
+            log.debug("no index checkpoint yet; indexing the stored vectors",
+                      extra={"collection": cfg.name})  # fmt: skip
+        else:
+            log.warning(
+                "an index rebuild was interrupted; rebuilding the index from stored vectors",
+                extra={"collection": cfg.name, "directory": str(directory)},
+            )
         shutil.rmtree(directory, ignore_errors=True)
         rebuild = True  # everything goes through the buffer (the marker stays until built)
     try:
@@ -84,12 +90,15 @@ def open_collection(
         shutil.rmtree(directory, ignore_errors=True)
         index, applied = _open_index(cfg, directory)
         rebuild = True
+    why = kvmod.REBUILD_REPLACING if rebuild and why is None else why  # (unreadable files)
     if kind.persistent and applied == 0 and not rebuild and _has_points(kv, cfg.cid):
         # No checkpoint (never built, or its manifest is gone) yet points exist: the op log
         # may be truncated, so every stored vector goes through the buffer instead.
-        rebuild = True
+        rebuild, why = True, kvmod.REBUILD_UNBUILT
     if rebuild:  # until the first build is checkpointed, an open must start over again
-        kvmod.set_rebuild_marker(kv, kvmod.cid_prefix(cfg.cid), True)
+        kvmod.set_rebuild_marker(
+            kv, kvmod.cid_prefix(cfg.cid), True, why or kvmod.REBUILD_REPLACING
+        )
     coll = CollectionCore(cfg, kv, seq, index, kind, directory, settings)
     # Pass 1: the point table and the live count.
     coll.points.load()

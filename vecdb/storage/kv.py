@@ -46,6 +46,8 @@ from vecdb.storage.layout import META_REBUILD as META_REBUILD
 from vecdb.storage.layout import META_TENANT as META_TENANT
 from vecdb.storage.layout import META_TENANT_NEXT as META_TENANT_NEXT
 from vecdb.storage.layout import META_TV as META_TV
+from vecdb.storage.layout import REBUILD_REPLACING as REBUILD_REPLACING
+from vecdb.storage.layout import REBUILD_UNBUILT as REBUILD_UNBUILT
 from vecdb.storage.layout import collection_rows as collection_rows
 from vecdb.storage.layout import delete_collection_rows as delete_collection_rows
 from vecdb.storage.manifest import write_bytes_atomic
@@ -54,15 +56,18 @@ from vecdb.storage.view import View as View  # re-exported: the store at one ins
 from vecdb.storage.view import prefix_end as prefix_end  # re-exported
 
 
-def set_rebuild_marker(kv: KV, prefix: bytes, on: bool) -> None:
+def set_rebuild_marker(kv: KV, prefix: bytes, on: bool, why: bytes = REBUILD_REPLACING) -> None:
     """Set or clear (synced, only if it changes) the rebuild marker of the collection with
-    key prefix `prefix`: while it is set, an open rebuilds the index from stored vectors."""
+    key prefix `prefix`: while it is set, an open rebuilds the index from stored vectors.
+    `why` says what the open reports: REBUILD_REPLACING (files being replaced, the default)
+    outranks REBUILD_UNBUILT (never built) and is not overwritten by it."""
     key = META_REBUILD + prefix
-    if (kv.get(CF_META, key) is not None) == on:
+    now = kv.get(CF_META, key)
+    if now is None if not on else now in (why, REBUILD_REPLACING):
         return
     batch = kv.batch()
     if on:
-        batch.put(CF_META, key, b"")
+        batch.put(CF_META, key, why)
     else:
         batch.delete(CF_META, key)
     kv.commit(batch)

@@ -33,7 +33,9 @@ COLUMN_FAMILIES = (CF_META, CF_OPLOG, CF_IDS, CF_SLOTS, CF_VECTORS, CF_PAYLOAD)
 META_NEXT_SLOT = b"next_slot:"  # + cid -> u64: the point table's slot counter
 META_PIDX_DEF = b"pidxdef:"  # + cid + field -> JSON: a payload index definition
 META_PIDX_ENTRY = b"pidx:"  # + cid + field + value + slot -> b"": a payload index entry
-META_REBUILD = b"rebuild:"  # + cid -> b"": the index files are being replaced (rebuild on open)
+META_REBUILD = b"rebuild:"  # + cid -> why an open rebuilds the index from stored vectors:
+REBUILD_REPLACING = b""  # its files were being replaced (a rebuild, a quarantine) when it stopped
+REBUILD_UNBUILT = b"unbuilt"  # no build was checkpointed yet (the op log may be truncated)
 # Tenants of a multi-tenant collection (vecdb.engine.tenants):
 META_TENANT = b"tenant:"  # + cid + name -> msgpack: the tenant's number, state, drop progress
 META_TENANT_NEXT = b"tnext:"  # + cid -> u64: the next tenant number to hand out
