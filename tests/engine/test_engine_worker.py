@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from vecdb.engine import Database, commit
-from vecdb.errors import FormatError, Internal, ResourceExhausted, Unavailable
+from vecdb.errors import FormatError, Internal, NotFound, ResourceExhausted, Unavailable
 from vecdb.kernels.scan import exact_topk
 from vecdb.storage import kv as kvmod
 
@@ -293,3 +293,34 @@ def test_checkpoint_keeps_log_entries_written_during_a_drain(tmp_path: Path) -> 
     with Database(tmp_path / "db", settings={"idle_seconds": 3600}) as again:
         info = again.get_collection("c")
         assert (info.count, info.indexed, info.buffered) == (15, 10, 5)
+
+
+def test_calls_racing_a_drop_get_not_found_not_unavailable(tmp_path: Path) -> None:
+    """A call that looked the collection up just before `drop_collection` shut it, and an
+    optimize waiting on it, get NotFound (gone for good), not Unavailable (which tells a
+    client to retry); a database that closes still answers Unavailable."""
+    db = Database(tmp_path / "db", settings={"idle_seconds": 3600})
+    db.create_collection("c", dim=DIM, metric="l2")
+    gate = gated(db, "d")
+    db.upsert("d", [1, 2], vectors(2))
+    held = db.collections["d"]  # looked up by a call that has not entered yet
+    errors: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            db.optimize("d", wait=True)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert gate.entered.wait(WAIT)
+    db.drop_collection("d")
+    t.join(WAIT)
+    assert not t.is_alive() and isinstance(errors[0], NotFound), errors
+    with pytest.raises(NotFound, match="'d' does not exist"):
+        held.search(vectors(1), k=1)
+    kept = db.collections["c"]
+    db.close()
+    with pytest.raises(Unavailable):
+        kept.search(vectors(1), k=1)

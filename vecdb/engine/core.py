@@ -29,7 +29,7 @@ from vecdb.engine.query_stats import Totals
 from vecdb.engine.selection import Selector
 from vecdb.engine.settings import EngineSettings
 from vecdb.engine.tenants import TenantState
-from vecdb.errors import Unavailable, VecdbError
+from vecdb.errors import NotFound, Unavailable, VecdbError
 from vecdb.index.base import VectorIndex
 from vecdb.index.registry import KindSpec
 from vecdb.storage import kv as kvmod
@@ -148,6 +148,7 @@ class CollectionCore:
         self.io = Totals()  # cumulative index reads of searches (and the call's, if asked)
         self.io_lock = threading.Lock()
         self.closing = False  # set by drop/close: new calls fail, the worker abandons its job
+        self.dropped = False  # closing because it is dropped: calls get NotFound
         self.index_epoch = 0  # moves when a rebuild hands the index's points to the buffer
         self._users = 0  # calls inside the collection now
         self._mutex = threading.Lock()  # guards `_users` and `closing` (every call takes it
@@ -163,6 +164,8 @@ class CollectionCore:
         """Count one call in (`use` without the context manager)."""
         with self._mutex:
             if self.closing:
+                if self.dropped:  # gone for good: nothing to retry
+                    raise NotFound(f"collection {self.cfg.name!r} does not exist (dropped)")
                 raise Unavailable(f"collection {self.cfg.name!r} is closed")
             self._users += 1
 
@@ -173,10 +176,11 @@ class CollectionCore:
             if self._users == 0 and self.closing:  # only `shut` waits, once closing is set
                 self._gate.notify_all()  # (`_gate`'s lock is `_mutex`, held here)
 
-    def shut(self) -> None:
-        """Refuse new calls and wait for the running ones to leave."""
+    def shut(self, dropped: bool = False) -> None:
+        """Refuse new calls (`NotFound` if `dropped`, else `Unavailable`) and wait for the
+        running ones to leave."""
         with self._gate:
-            self.closing = True
+            self.closing, self.dropped = True, dropped
             while self._users:
                 self._gate.wait()
 

@@ -206,7 +206,7 @@ class Database(TenantMethods, DocumentsMixin):
         coll = self._get(name)
         core = coll.core
         with self._ddl:
-            core.shut()  # new calls fail; the worker abandons a job on it at its next report
+            core.shut(dropped=True)  # new calls: NotFound; the worker abandons its job
             with self.worker.job_lock, core.write_lock:
                 batch = self.kv.batch()
                 core.points.delete_all(batch)

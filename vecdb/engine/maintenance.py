@@ -45,7 +45,7 @@ from vecdb.engine.core import (
 )
 from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
-from vecdb.errors import FormatError, Internal, Unavailable, VecdbError
+from vecdb.errors import FormatError, Internal, NotFound, Unavailable, VecdbError
 from vecdb.index import room
 from vecdb.index.base import BoundsAdds, DrainsInChild, Progress
 from vecdb.index.flat import FlatIndex
@@ -164,6 +164,8 @@ class MaintenanceWorker:
         with coll.status_cond:
             while coll.status.optimize_done < ticket:
                 if coll.closing or self._stop:
+                    if coll.dropped:
+                        raise NotFound(f"collection {coll.name!r} was dropped during optimize")
                     raise Unavailable(f"collection {coll.name!r} was closed during optimize")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
