@@ -65,3 +65,21 @@ def test_same_process_second_open_is_refused(tmp_path: Path) -> None:
     finally:
         db.close()
     Database(tmp_path / "db").close()
+
+
+def test_a_data_directory_that_is_a_file_or_cannot_be_made_is_a_vecdb_error(
+    tmp_path: Path,
+) -> None:
+    """`connect` on a regular file, or where the directory cannot be created, raises a
+    VecdbError naming the path (before: the builtin FileExistsError / OSError)."""
+    import vecdb
+    from vecdb.errors import InvalidArgument, StorageError
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(InvalidArgument, match="is a file, not a directory"):
+        vecdb.connect(str(afile))
+    blocked = afile / "db"  # under a file: mkdir fails with ENOTDIR
+    with pytest.raises(StorageError, match="creating the data directory"):
+        vecdb.connect(str(blocked))
+    assert afile.read_text() == "x"

@@ -28,7 +28,7 @@ from vecdb.engine.doc_database import DocumentsMixin, collection_index
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.recovery import collection_dir, open_collection
 from vecdb.engine.settings import EngineSettings
-from vecdb.errors import AlreadyExists, NotFound, Unavailable
+from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, os_error
 from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -61,7 +61,12 @@ class Database(TenantMethods, DocumentsMixin):
             sync = False  # nothing survives close anyway
         assert path is not None
         self.path = Path(path).resolve()  # the data directory
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise InvalidArgument(f"data directory {self.path} is a file, not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_error(exc, f"creating the data directory {self.path}") from exc
         self._lock = DirLock(self.path)  # keeps a second process out
         self._lock.acquire()
         try:
