@@ -17,6 +17,7 @@ from vecdb.client.base import Client
 from vecdb.errors import InvalidArgument
 
 DEFAULT_PORT = 7700  # when a URL ("grpc://host") names no port
+MIN_PORT, MAX_PORT = 1, 65_535  # a TCP port (gRPC would dial another port for 99999)
 MEMORY = ":memory:"
 # URL scheme -> the scheme the remote client takes ("grpcs" means TLS)
 SCHEMES = {
@@ -43,6 +44,16 @@ class Target:
     where: str  # the directory, ":memory:", or "grpc[s]://host:port" for the remote client
 
 
+def _port_checked(text: str, host_port: re.Match[str]) -> None:
+    """Refuse a port outside MIN_PORT..MAX_PORT (the pattern allows any five digits)."""
+    port = int(host_port.group(2))
+    if not MIN_PORT <= port <= MAX_PORT:
+        raise InvalidArgument(
+            f"target {text!r}: port {port} is out of range [{MIN_PORT}, {MAX_PORT}]",
+            field="target",
+        )
+
+
 def _remote(text: str) -> Target | None:
     url = _URL.match(text)
     if url is not None:
@@ -50,12 +61,17 @@ def _remote(text: str) -> Target | None:
         if scheme not in SCHEMES:
             raise InvalidArgument(f"target {text!r}: unknown scheme {scheme!r}; use {ACCEPTED}")
         wire = SCHEMES[scheme]
-        if _HOST_PORT.match(rest) is None:
+        host_port = _HOST_PORT.match(rest)
+        if host_port is None:
             if not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+", rest):
                 raise InvalidArgument(f"target {text!r} is not a server address; use {ACCEPTED}")
             rest = f"{rest}:{DEFAULT_PORT}"
+        else:
+            _port_checked(text, host_port)
         return Target("remote", f"{wire}://{rest}")
-    if _HOST_PORT.match(text) is not None:
+    host_port = _HOST_PORT.match(text)
+    if host_port is not None:
+        _port_checked(text, host_port)
         return Target("remote", text)
     return None
 
