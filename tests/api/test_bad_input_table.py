@@ -234,6 +234,7 @@ CASES: dict[str, Case] = {
     "payload lone surrogate": lambda c: c.upsert("l", [10, 11], np.ones((2, DIM)),
                                                  [{"ok": 1}, {"t": "a\ud800"}]),
     "payload lone surrogate key": lambda c: c.upsert("l", [10], ONE, [{"\udfff": 1}]),
+    "payload int of 4,100 digits": lambda c: c.upsert("l", [10], ONE, [{"n": 10**4100}]),
     # flags
     "get with_vectors str": lambda c: c.get("l", [1], with_vectors="no"),  # type: ignore[arg-type]
     "search with_vectors int": lambda c: c.search("l", ONE[0], with_vectors=1),  # type: ignore[arg-type]
@@ -509,7 +510,8 @@ def test_the_table_names_fields_with_public_names(clients: dict[str, Any]) -> No
         "quota bytes by upsert": ("tenant", "TENANT_BYTES_QUOTA"),
         "create tenant max_vectors -1": ("max_vectors", "OUT_OF_RANGE"),
         "create tenant max_vectors 2**70": ("max_vectors", "OUT_OF_RANGE"),
-        "create tenant max_bytes float": ("max_bytes", "OUT_OF_RANGE"),
+        "create tenant max_bytes float": ("max_bytes", "BAD_TYPE"),
+        "unknown index": ("index", "BAD_INDEX"),
         "create tenant quota bad name first": ("tenant", "BAD_NAME"),
         "update tenant max_bytes -5": ("max_bytes", "OUT_OF_RANGE"),
         "search with_stats int": ("with_stats", "INVALID_ARGUMENT"),

@@ -31,6 +31,11 @@ class JsonNull:
 JSON_NULL = JsonNull()
 
 
+# Integers longer than this are refused (Python's JSON writer and reader stop at 4,300 digits)
+MAX_INT_DIGITS = 4_000
+MAX_INT_BITS = int(MAX_INT_DIGITS / 0.30103)  # (2 ** MAX_INT_BITS has MAX_INT_DIGITS digits)
+
+
 def _depth(value: Any, level: int = 0) -> int:
     if level > config.MAX_PAYLOAD_DEPTH:
         return level
@@ -93,6 +98,11 @@ def check_json(value: Any, field: str, *, strict: bool = True) -> None:
                 raise InvalidArgument(
                     f"{path} holds a lone surrogate ({bad}), not valid Unicode text",
                     field=field, reason="BAD_JSON")  # fmt: skip
+        elif isinstance(item, int) and item.bit_length() > MAX_INT_BITS:
+            raise InvalidArgument(
+                f"{path} is an integer of about {int(item.bit_length() * 0.30103):,} digits: "
+                f"JSON numbers here hold at most {MAX_INT_DIGITS:,}",
+                field=field, reason="BAD_JSON")  # fmt: skip
         elif item is not None and not isinstance(item, (bool, int)):
             raise InvalidArgument(
                 f"{path} is of type {json_kind(item)}, which JSON cannot hold",

@@ -79,9 +79,14 @@ def check_quota(value: object, field: str, hi: int) -> int | None:
     [0, hi], 0 meaning unlimited."""
     if value is None:
         return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        if 0 <= int(value) <= hi:
-            return int(value)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+        raise InvalidArgument(
+            f"{field} must be an integer (0: unlimited), got {echo(value)}",
+            field=field,
+            reason="BAD_TYPE",
+        )
+    if 0 <= int(value) <= hi:
+        return int(value)
     raise InvalidArgument(
         f"{field} {echo(value)} is out of range [0, {hi}] (0: unlimited)",
         field=field,

@@ -46,7 +46,12 @@ def spec(kind: object) -> KindSpec:
     """The kind named `kind`; `InvalidArgument` listing the known kinds otherwise."""
     found = KINDS.get(kind) if isinstance(kind, str) else None
     if found is None:
-        raise InvalidArgument(f"index {kind!r} is unknown (expected one of {', '.join(KINDS)})")
+        raise InvalidArgument(
+            f"index {kind!r} is unknown (expected one of {', '.join(KINDS)}; "
+            f"'multivector' goes with kind='multivector')",
+            field="index",
+            reason="BAD_INDEX",
+        )
     return found
 
 
