@@ -29,10 +29,10 @@ from vecdb.client.channel import (
     DEFAULT_TIMEOUT,
     LIST_PAGE_SIZE,
     MAX_MESSAGE_BYTES,
-    OPTIMIZE_TIMEOUT,
     auth_metadata,
     channel_credentials,
     channel_options,
+    long_call_timeout,
     parse_target,
     vectordb_stub,
 )
@@ -67,7 +67,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
     ) -> None:
         self.target = target  # as given
         rules.check_flag("search_stream", search_stream)
-        self._timeout = timeout  # None: DEFAULT_TIMEOUT (OPTIMIZE_TIMEOUT for optimize)
+        self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
         self._max_bytes = max_message_bytes
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
@@ -318,9 +318,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         if self._local is not None:
             return await self._local_call("optimize", name, wait=wait)  # type: ignore[no-any-return]
         req = rq.optimize_request(name, wait)
-        await self._call(
-            "Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT
-        )
+        await self._call("Optimize", req, idempotent=True, timeout=long_call_timeout(self._timeout))
 
     # -- search, snapshots and admin -------------------------------------------------------
 
@@ -368,7 +366,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             return await self._local_call("create_snapshot", name)
         req = pb.CreateSnapshotRequest(collection=rq.name_arg(name))
         resp = await self._call("CreateSnapshot", req, idempotent=False,
-                                timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
+                                timeout=long_call_timeout(self._timeout))  # fmt: skip
         return snapshot_info(resp.snapshot)
 
     async def list_snapshots(self, name: str) -> list[Any]:
@@ -385,7 +383,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             return await self._local_call("restore_snapshot", name, snapshot)  # type: ignore[no-any-return]
         req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
         await self._call("RestoreSnapshot", req, idempotent=True,
-                         timeout=self._timeout or OPTIMIZE_TIMEOUT)  # fmt: skip
+                         timeout=long_call_timeout(self._timeout))  # fmt: skip
 
     async def delete_snapshot(self, name: str, snapshot: str) -> None:
         """See `vecdb.Client.delete_snapshot`."""

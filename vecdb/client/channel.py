@@ -24,10 +24,11 @@ from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
-OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index
+OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index (also snapshot create / restore)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # matches the server default
-MAX_RETRIES = 4  # extra attempts on UNAVAILABLE for idempotent calls
-BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds
+BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds between two attempts (jittered, doubling)
+LAST_ATTEMPT = 0.05  # seconds an attempt is given at least before the call's deadline
+RECONNECT_MAX = 2.0  # most seconds between two connection attempts of a channel
 DEFAULT_STREAM_WINDOW = 4  # batches in flight before the first ack tells the server's window
 LIST_PAGE_SIZE = 1000  # collections per ListCollections page (the server's maximum)
 
@@ -77,10 +78,21 @@ def channel_options(tls: TLS | None, max_message_bytes: int) -> list[tuple[str, 
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 0),  # retries are ours: idempotent calls only (RemoteClient._call)
+        # Reconnect to a restarted server within RECONNECT_MAX of its return: gRPC's own
+        # backoff grows to 120 s, and a call retried until its deadline would wait for it.
+        ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX * 1000)),
     ]
     if tls is not None and tls.server_name:
         opts.append(("grpc.ssl_target_name_override", tls.server_name))
     return opts
+
+
+def long_call_timeout(timeout: float | None) -> float:
+    """The deadline of a call that may rebuild an index or copy a collection (optimize,
+    create / restore snapshot): OPTIMIZE_TIMEOUT, or the client's `timeout` if longer. The
+    client's timeout is meant for everyday calls: a short one (2 s) must not cut a training
+    that goes on on the server anyway."""
+    return max(timeout or 0.0, OPTIMIZE_TIMEOUT)
 
 
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
@@ -88,24 +100,33 @@ def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def backoff_delays() -> Iterator[float]:
-    """Full-jitter exponential backoff: 0-50 ms, 0-100 ms, ... capped at 2 s."""
+    """Full-jitter exponential backoff: 0-50 ms, 0-100 ms, ... capped at 2 s, without end:
+    the call's deadline ends the retries (`retry_wait`), so a server restarting within it
+    (a few seconds) is waited for, as the README promises, instead of giving up after a
+    fixed number of attempts (~1 s of them before)."""
     delay = BACKOFF_START
-    for _ in range(MAX_RETRIES):
+    while True:
         yield random.uniform(0, delay)
         delay = min(delay * 2, BACKOFF_MAX)
 
 
 def retry_wait(err: VecdbError, delays: Iterator[float], deadline: float) -> float | None:
     """Seconds to wait before retrying a call that failed with `err`, or None to raise it: only
-    UNAVAILABLE is retried, while `delays` lasts, waiting at least the server's RetryInfo, and
-    only if the wait ends before the call's `deadline` (a `time.monotonic()` instant)."""
+    UNAVAILABLE is retried, while `delays` lasts (for ever for idempotent calls, not at all
+    for others), waiting at least the server's RetryInfo, and only while LAST_ATTEMPT is left
+    before the call's `deadline` (a `time.monotonic()` instant) after the wait: a backoff
+    delay reaching past that is cut short, so the last attempt is made just before the
+    deadline rather than the call giving up early."""
     if err.code != "UNAVAILABLE":
         return None
     delay = next(delays, None)
     if delay is None:
         return None
-    delay = max(delay, status.retry_delay(err, 0.0))
-    return delay if time.monotonic() + delay < deadline else None
+    floor = status.retry_delay(err, 0.0)  # the server's RetryInfo: never sooner than that
+    room = deadline - time.monotonic() - LAST_ATTEMPT
+    if room <= 0 or floor > room:
+        return None
+    return min(max(delay, floor), room)
 
 
 def vectordb_stub(channel: Any) -> pb_grpc.VectorDBStub:

@@ -1,8 +1,9 @@
 """The remote client: the SDK's methods over gRPC to a `vecdb serve` process.
 
 `vecdb.connect("host:port", api_key=..., tls=..., timeout=...)` returns a `RemoteClient`. Every
-call carries a deadline; idempotent calls (reads, upsert, delete, optimize, ...) are retried
-with jittered exponential backoff on UNAVAILABLE (waiting at least the server's RetryInfo);
+call carries a deadline (optimize and snapshot create / restore: `long_call_timeout`);
+idempotent calls (reads, upsert, delete, optimize, ...) are retried with jittered exponential
+backoff on UNAVAILABLE until their deadline (waiting at least the server's RetryInfo);
 every failure is raised as the same `vecdb.errors` class, with the same message, `field`,
 `reason` and `retry_after`, that the embedded client raises (`vecdb.rpc.status` decodes the
 rich details). Inputs are not re-validated here: `vecdb.client.requests` carries them as given
@@ -34,12 +35,12 @@ from vecdb.client.channel import (
     DEFAULT_TIMEOUT,
     LIST_PAGE_SIZE,
     MAX_MESSAGE_BYTES,
-    OPTIMIZE_TIMEOUT,
     TLS,
     auth_metadata,
     backoff_delays,
     channel_credentials,
     channel_options,
+    long_call_timeout,
     parse_target,
     retry_wait,
     vectordb_stub,
@@ -95,7 +96,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         self.target = target  # as given
         rules.check_flag("search_stream", search_stream)
         address, tls_ = parse_target(target, tls)
-        self._timeout = timeout  # None: DEFAULT_TIMEOUT (OPTIMIZE_TIMEOUT for optimize)
+        self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
         self._max_bytes = max_message_bytes
         self._metadata = auth_metadata(api_key)
         opts = channel_options(tls_, max_message_bytes)
@@ -315,7 +316,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
 
     def optimize(self, name: str, wait: bool = True) -> None:
         req = rq.optimize_request(name, wait)
-        self._call("Optimize", req, idempotent=True, timeout=self._timeout or OPTIMIZE_TIMEOUT)
+        self._call("Optimize", req, idempotent=True, timeout=long_call_timeout(self._timeout))
 
     # -- search ----------------------------------------------------------------------------
 
@@ -353,8 +354,8 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
 
     def create_snapshot(self, name: str) -> Any:
         req = pb.CreateSnapshotRequest(collection=rq.name_arg(name))
-        resp = self._call("CreateSnapshot", req, idempotent=False, timeout=self._timeout
-                          or OPTIMIZE_TIMEOUT)  # fmt: skip
+        resp = self._call("CreateSnapshot", req, idempotent=False,
+                          timeout=long_call_timeout(self._timeout))  # fmt: skip
         return snapshot_info(resp.snapshot)
 
     def list_snapshots(self, name: str) -> list[Any]:
@@ -365,8 +366,8 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
 
     def restore_snapshot(self, name: str, snapshot: str) -> None:
         req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
-        self._call("RestoreSnapshot", req, idempotent=True, timeout=self._timeout
-                   or OPTIMIZE_TIMEOUT)  # fmt: skip
+        self._call("RestoreSnapshot", req, idempotent=True,
+                   timeout=long_call_timeout(self._timeout))  # fmt: skip
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
         req = rq.snapshot_request(pb.DeleteSnapshotRequest, name, snapshot)
