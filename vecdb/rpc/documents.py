@@ -3,8 +3,9 @@
 Owns the `Documents` message both ways (all tokens as little-endian float32 rows back to
 back, the token count of each document, optional per-token weights) and the document
 answers (`SearchDocumentsResponse` with its stats JSON, `GetDocumentsResponse`). Decoding
-checks only that the bytes add up (`MALFORMED_REQUEST`); what the matrices hold is judged by
-the engine, so remote and embedded calls fail alike. No engine imports.
+checks only that the bytes add up and that nothing sent would be dropped (weights without
+`has_weights`), as `MALFORMED_REQUEST`; what the matrices hold is judged by the engine, so
+remote and embedded calls fail alike. No engine imports.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def documents_from_proto(
         docs.append(flat[pos : pos + c * w].astype(np.float32).reshape(c, w))
         pos += c * w
     if not msg.has_weights:
+        if msg.weights:  # weights no document claims: dropping them would store a document
+            raise InvalidArgument(  # without the weights its sender gave it
+                f"{field}.weights has {len(msg.weights)} bytes but {field}.has_weights is "
+                "empty: give one has_weights entry per document, true for those weighted",
+                field=f"{field}.has_weights", reason="MALFORMED_REQUEST",
+            )  # fmt: skip
         return docs, None
     if len(msg.has_weights) != msg.count or len(msg.weights) != 4 * sum(counts):
         raise _malformed(field, "weights do not match the token counts")

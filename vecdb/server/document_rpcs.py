@@ -6,7 +6,9 @@ the engine as given so that its validator names the field; optional flags are pa
 when the request sets them. The tenant block travels as for the dense RPCs
 (`convert.tenant_args`: an empty `tenant` names none; `grant_to` and `tenants` go only when
 non-empty), so the engine judges a tenant on a collection that is not multi-tenant, a missing
-owner and an unknown tenant exactly as for points.
+owner and an unknown tenant exactly as for points. What the proto says SearchDocuments does
+not take (`with_vectors`, query weights, several queries with `single`) is refused here,
+naming the field, rather than ignored.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import grpc
 
 from vecdb.engine.validate import JSON_NULL
+from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert, documents
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 
@@ -39,14 +42,26 @@ class DocumentRPCs:
         self, req: pb.SearchDocumentsRequest, ctx: grpc.ServicerContext
     ) -> pb.SearchDocumentsResponse:
         opts = req.options
+        if opts.with_vectors:
+            raise InvalidArgument("options.with_vectors is not supported by SearchDocuments "
+                                  "(get_documents returns a hit's tokens)",
+                                  field="options.with_vectors")  # fmt: skip
         kwargs: dict[str, Any] = {"with_payload": opts.with_payload}
         kwargs.update(convert.tenant_args(req.tenant, req.tenants))
         if opts.filter:
             kwargs["filter"] = convert.loads_json(opts.filter, "filter")
         if opts.params:
             kwargs["params"] = convert.loads_json(opts.params, "params")
-        queries, _ = documents.documents_from_proto(req.queries, "query")
-        query: Any = queries[0] if req.single and len(queries) == 1 else queries
+        queries, weights = documents.documents_from_proto(req.queries, "query")
+        if weights is not None:
+            raise InvalidArgument("query weights are not supported: a query's tokens count "
+                                  "alike (send queries without weights / has_weights)",
+                                  field="query.weights")  # fmt: skip
+        if req.single and len(queries) != 1:
+            raise InvalidArgument(f"single is true but queries holds {len(queries)} matrices "
+                                  "(single: exactly one)", field="single",
+                                  reason="MALFORMED_REQUEST")  # fmt: skip
+        query: Any = queries[0] if req.single else queries
         res = self._db.search_documents(req.collection, query, opts.k, **kwargs)
         return documents.search_documents_to_proto(res)
 
