@@ -69,6 +69,7 @@ def _scenario(c: Any) -> dict[str, Any]:
     return out
 
 
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_documents_are_identical_in_every_mode_and_match_exact_maxsim(trio: Trio) -> None:
     """The three modes answer every document call identically; untrained search is exact
     MaxSim (ids and scores), trained search keeps recall@10 >= 0.9 vs exact."""

@@ -28,6 +28,7 @@ def _wait(pred, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.05)
 
 
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_stats_count_the_document_searches_made(tmp_path: Path) -> None:
     """The collection's cumulative search statistics count document searches as they count
     dense ones: queries, bytes read (and per query), documents and tokens scored, documents
@@ -51,6 +52,7 @@ def test_stats_count_the_document_searches_made(tmp_path: Path) -> None:
         assert db.stats("p")["index"]["docs_refined"] == more["docs_refined"]
 
 
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_worker_trains_once_enough_tokens_and_checkpoints(tmp_path: Path) -> None:
     """Below min_train_tokens searches stay exact; past it the worker trains on its own and
     checkpoints (the op log is truncated)."""
@@ -80,6 +82,7 @@ def test_worker_trains_once_enough_tokens_and_checkpoints(tmp_path: Path) -> Non
         ({"idle_seconds": 0.3, "bulk_build_bytes": 1 << 30}, True),  # ... that paused
     ],
 )
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_the_first_training_waits_for_a_pause_or_the_bulk_size(
     tmp_path: Path, settings: dict, trains: bool
 ) -> None:
@@ -102,6 +105,7 @@ def test_the_first_training_waits_for_a_pause_or_the_bulk_size(
         assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
 
 
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_documents_added_during_a_training_are_encoded_with_the_new_codebook() -> None:
     """A training runs outside the mutation lock; documents added and removed meanwhile are
     in the swapped-in index (encoded) and removals hold."""
@@ -189,6 +193,7 @@ def test_search_parameters_are_parsed_once_and_the_metric_reaches_the_index(
         assert calls == [{"nprobe": 2}]
 
 
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_close_during_a_codebook_training_stops_its_k_means(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,6 +68,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.parametrize("scope", [("a",), ("b",), ("c",), ("a", "b"), ("a", "b", "c")])
 @pytest.mark.parametrize("name", ["p", "trained"])
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_a_tenants_search_returns_only_what_it_sees_ranked_by_maxsim(
     db: Database, name: str, scope: tuple[str, ...]
 ) -> None:

@@ -57,6 +57,9 @@ I64 = npt.NDArray[np.int64]
 ADAPT_MAX = 16  # at most this x nprobe cells per token when candidates run short
 ADAPT_MARGIN = 1.25  # a widening aims this much past the candidates the second pass keeps
 EXACT_BLOCK_TOKENS = 32_768  # raw tokens per BLAS block of an exhaustive exact search
+# A search whose live documents hold no more raw tokens than this scores them all exactly
+# (trained or not): about what the pipeline costs there, with no coding error.
+EXACT_TOKENS = 4_096
 STAT_KEYS = (
     "queries",
     "candidates",
@@ -146,6 +149,7 @@ class Scratch:
         self._count: int | None = None
         self._alive: int | None = None
         self._allowed: npt.NDArray[np.bool_] | None = None
+        self._few_tokens: bool | None = None
 
     def alive_count(self, v: View) -> int:
         """How many of the view's documents are alive (counted once a batch)."""
@@ -189,6 +193,15 @@ class Scratch:
             self._count = len(self._live_docs) if self._live_docs is not None else int(
                 np.count_nonzero(self._live))  # fmt: skip
         return self._count
+
+    def few_tokens(self, v: View) -> bool:
+        """Whether the live documents hold at most EXACT_TOKENS raw tokens (counted once a
+        batch, and only when there are no more documents than that)."""
+        if self._few_tokens is None:
+            self._few_tokens = self.count <= EXACT_TOKENS and (
+                int(_sizes(v.raw_off, self.live_docs).sum()) <= EXACT_TOKENS
+            )
+        return self._few_tokens
 
     def every(self, k: int) -> npt.NDArray[np.bool_]:
         """All-true code flags of length k (the unpruned interaction), made once a batch."""
@@ -234,9 +247,10 @@ def search_one(
     st["queries"] = 1.0
     codec = v.codec
     # Untrained; or a visible set (a filter, a tenant) no larger than what the default
-    # pipeline scores in full anyway (96 documents for k <= 10): every one of them scored
-    # exactly costs about the same, and probing cells could miss some of them
-    if codec is None or scratch.count <= max(k, plaid_defaults(k)[2] // 4):
+    # pipeline scores in full anyway (96 documents for k <= 10), or holding few tokens
+    # (EXACT_TOKENS): every one of them scored exactly costs about the same, and probing
+    # cells could miss some of them
+    if codec is None or scratch.count <= max(k, plaid_defaults(k)[2] // 4) or scratch.few_tokens(v):
         live_docs = scratch.live_docs
         scores = exact_scores(q, raw, v, live_docs)
         tokens = float(_sizes(v.raw_off, live_docs).sum())
