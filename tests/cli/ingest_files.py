@@ -62,3 +62,22 @@ def write_jsonl(path: Path, x: np.ndarray, payloads: list[Any] | None = None,
     for row, text in (broken or {}).items():
         lines[row] = text
     path.write_text("\n".join(lines) + "\n")
+
+
+def progress_entry(path: Path) -> dict[str, Any]:
+    """The one load a progress file records (rows_done, complete, ...)."""
+    (entry,) = json.loads(path.read_text())["loads"]
+    out: dict[str, Any] = entry
+    return out
+
+
+def documents(n: int, dim: int, seed: int = 0) -> list[np.ndarray]:
+    """n float32 documents of 2 to 5 tokens."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((int(t), dim)).astype(np.float32) for t in rng.integers(2, 6, n)]
+
+
+def write_npz(path: Path, docs: list[np.ndarray], **arrays: Any) -> None:
+    """Documents as `tokens` + `offsets`, with any other arrays (ids, weights) as given."""
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])]).astype(np.int64)
+    np.savez(path, tokens=np.concatenate(docs), offsets=offsets, **arrays)

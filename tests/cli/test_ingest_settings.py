@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from ingest_files import vectors, write_npy
+from ingest_files import progress_entry, vectors, write_npy
 
 import vecdb
 from vecdb.cli.main import main
@@ -117,12 +117,12 @@ def test_resume_file_location_is_chosen(tmp_path: Path, target: str) -> None:
     out = ingest(str(f), "--collection", "c", "--target", target, "--dim", str(DIM),
                  "--batch-size", "20", "--resume-file", str(state), "--stop-after", "1")  # fmt: skip
     assert out.exit_code == 3, out.output
-    assert json.loads(state.read_text())["rows_done"] == 20
+    assert progress_entry(state)["rows_done"] == 20
     assert not (tmp_path / "x.npy.vecdb-progress.json").exists()
     out = ingest(str(f), "--collection", "c", "--target", target, "--resume",
                  "--resume-file", str(state))  # fmt: skip
     assert out.exit_code == 0, out.output
-    assert json.loads(state.read_text())["complete"] is True
+    assert progress_entry(state)["complete"] is True
     with vecdb.connect(target) as c:
         assert c.count("c") == 60
 
@@ -131,3 +131,56 @@ def test_metric_and_index_choices_are_listed_in_help() -> None:
     """--help shows the fixed choices of --metric and --index."""
     out = CliRunner().invoke(main, ["ingest", "--help"])
     assert "[l2|ip|cosine]" in out.output and "[flat|spann]" in out.output
+
+
+def test_an_empty_npy_file_is_a_one_line_error(tmp_path: Path) -> None:
+    """A 0-byte .npy: one line naming the file, not click's bare "Aborted!"."""
+    f = tmp_path / "empty.npy"
+    f.write_bytes(b"")
+    out = ingest(str(f), "--collection", "c", "--target", str(tmp_path / "db"), "--metric", "l2")
+    assert out.exit_code == 1
+    assert f"vecdb ingest: error: {f}: not a readable .npy file: it is empty" in out.output
+    assert "Aborted" not in out.output
+
+
+def test_a_missing_grantee_is_refused_before_anything_is_created(
+    tmp_path: Path, target: str
+) -> None:
+    """--tenant acme --grant-to globex where globex does not exist: refused up front, with no
+    collection (or tenant) left behind; on an existing collection, no tenant acme created."""
+    f = tmp_path / "x.npy"
+    write_npy(f, vectors(10, DIM))
+    out = ingest(str(f), "--collection", "mt", "--target", target, "--metric", "l2",
+                 "--tenant", "acme", "--grant-to", "globex")  # fmt: skip
+    assert out.exit_code == 1 and "--grant-to globex" in out.output, out.output
+    with vecdb.connect(target) as c:
+        assert not c.collection_exists("mt")
+        c.create_collection("mt", dim=DIM, metric="l2", multi_tenant=True)
+    out = ingest(str(f), "--collection", "mt", "--target", target, "--tenant", "acme",
+                 "--grant-to", "globex")  # fmt: skip
+    assert out.exit_code == 1 and "collection 'mt' has no tenant 'globex'" in out.output
+    with vecdb.connect(target) as c:
+        assert c.list_tenants("mt")[0] == []
+
+
+def test_tenant_options_must_fit_the_collection(tmp_path: Path, target: str) -> None:
+    """--tenant on a collection that is not multi-tenant, or none on one that is: one line
+    naming the collection, nothing loaded."""
+    f = tmp_path / "x.npy"
+    write_npy(f, vectors(10, DIM))
+    with vecdb.connect(target) as c:
+        c.create_collection("plain", dim=DIM, metric="l2")
+        c.create_collection("mt", dim=DIM, metric="l2", multi_tenant=True)
+    out = ingest(str(f), "--collection", "plain", "--target", target, "--tenant", "acme")
+    assert out.exit_code == 1 and "collection 'plain' is not multi-tenant" in out.output
+    out = ingest(str(f), "--collection", "mt", "--target", target)
+    assert out.exit_code == 1 and "collection 'mt' is multi-tenant: pass --tenant" in out.output
+    with vecdb.connect(target) as c:
+        assert c.count("plain") == 0 and c.list_tenants("mt")[0] == []
+
+
+def test_help_lists_ndjson_and_what_does_not_apply_to_documents() -> None:
+    """--help names every suffix read, and says --index/--window are for vectors only."""
+    out = " ".join(CliRunner().invoke(main, ["ingest", "--help"]).output.split())
+    assert ".jsonl .ndjson" in out
+    assert "documents have their own index" in out and "Documents go one batch per call" in out

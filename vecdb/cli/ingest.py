@@ -3,20 +3,21 @@
 Reads the file batch by batch (`vecdb.cli.ingest_formats`), sends each batch through the SDK
 (over gRPC the streaming upsert with acknowledgements and a credit window; embedded, one
 durable upsert per batch) and, after each acknowledgement, records the rows done in a small
-progress file next to the input (`FILE.vecdb-progress.json`, or `--resume-file PATH`). With
-`--resume` a later run continues after the last acknowledged batch; since ids default to the
-row number, a batch sent twice overwrites itself instead of duplicating. A malformed row stops
-the load before its batch is sent and is reported with file, row and reason.
+progress file next to the input (`vecdb.cli.ingest_progress`). With `--resume` a later run
+continues after the last acknowledged batch, also once rows from there on were fixed; since ids
+default to the row number, a batch sent twice overwrites itself instead of duplicating. A
+malformed row stops the load before its batch is sent and is reported with file, row and
+reason. Every check of the options against the file and the collection (dimension, metric,
+index, id type, tenants) is made before anything is created. Document files go to
+`vecdb.cli.ingest_documents`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,72 +27,33 @@ from tqdm import tqdm
 import vecdb
 from vecdb import config as caps
 from vecdb.cli.ingest_formats import Batch, MalformedInput, Source, open_source
+from vecdb.cli.ingest_progress import Progress, ProgressError, RowDigest, progress_path
 from vecdb.client import _is_remote
+from vecdb.client.channel import DEFAULT_TIMEOUT
 from vecdb.errors import InvalidArgument, NotFound, VecdbError
-from vecdb.types import IndexKind, Metric
+from vecdb.types import CollectionInfo, IndexKind, Metric
 
-PROGRESS_FORMAT = "vecdb-ingest-progress"
-PROGRESS_VERSION = 1
 METRICS = tuple(m.value for m in Metric)
 INDEXES = tuple(k.value for k in IndexKind if k is not IndexKind.MULTIVECTOR)  # dense indexes
-_ROW_IN_MESSAGE = re.compile(r"^(?:batch seq=\d+: )?(ids|vectors|payloads)\[(\d+)\]")
+# A server error about one row of a batch: "vectors[12][3] ...", "documents[7]: ..."
+_ROW_IN_MESSAGE = re.compile(
+    r"^(?:batch seq=\d+: )?(ids|vectors|payloads|documents|weights)\[(\d+)\]"
+)
 
 
 class IngestError(Exception):
     """A failure to report to the user as one line (exit code 1)."""
 
 
-def progress_path(file: Path, explicit: str | None) -> Path:
-    return Path(explicit) if explicit else file.with_name(file.name + ".vecdb-progress.json")
-
-
-def _fingerprint(file: Path, collection: str, target: str) -> dict[str, Any]:
-    st = file.stat()
-    return {"file": str(file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "collection": collection, "target": target}  # fmt: skip
-
-
-def load_progress(path: Path, expected: dict[str, Any]) -> tuple[int, bool]:
-    """(rows done, complete) from a progress file written for the same input and target."""
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
-        return 0, False
-    except (OSError, ValueError) as exc:
-        raise IngestError(
-            f"progress file {path}: unreadable ({exc}); delete it to start over"
-        ) from None
-    if state.get("format") != PROGRESS_FORMAT or state.get("version") != PROGRESS_VERSION:
-        raise IngestError(f"progress file {path}: unknown format {state.get('format')!r} "
-                          f"version {state.get('version')!r} (supported: {PROGRESS_VERSION})")  # fmt: skip
-    for key, value in expected.items():
-        if state.get(key) != value:
-            raise IngestError(
-                f"progress file {path} is for {key}={state.get(key)!r}, not {value!r}: the input "
-                "or target changed since the interrupted run; delete it to start over"
-            )
-    return int(state["rows_done"]), bool(state.get("complete"))
-
-
-def save_progress(path: Path, fingerprint: dict[str, Any], rows_done: int, complete: bool) -> None:
-    """Publish by rename so an interruption leaves the old or the new state, never half."""
-    body = {"format": PROGRESS_FORMAT, "version": PROGRESS_VERSION, **fingerprint,
-            "rows_done": rows_done, "complete": complete}  # fmt: skip
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(body, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def ensure_collection(
-    client: vecdb.Client, name: str, source: Source, first: Batch | None,
-    dim: int | None, metric: str | None, index: str | None, multi_tenant: bool = False,
+    client: vecdb.Client, name: str, source: Source, first: Batch | None, dim: int | None,
+    metric: str | None, index: str | None, tenant: str | None = None,
+    grant_to: tuple[str, ...] = (),
 ) -> None:  # fmt: skip
     """Check the collection fits the input and the options, creating it when --dim or
-    --metric is given. Options that contradict an existing collection are refused (they
-    would otherwise be silently ignored)."""
+    --metric is given (multi-tenant with --tenant). Options that contradict an existing
+    collection are refused (they would otherwise be silently ignored); every check is made
+    before anything is created."""
     if dim is not None and source.dim and dim != source.dim:
         raise IngestError(f"--dim {dim} but {source.path} holds {source.dim}-dimensional vectors")
     str_ids = first is not None and bool(first.ids) and isinstance(first.ids[0], str)
@@ -102,18 +64,20 @@ def ensure_collection(
             raise IngestError(
                 f"collection {name!r} does not exist; pass --dim and/or --metric to create it"
             ) from None
+        if not (dim or source.dim):
+            raise IngestError(
+                f"{source.path} holds no vectors to tell the dimension of collection {name!r}; "
+                "pass --dim to create it"
+            ) from None
+        check_tenants(client, name, None, tenant, grant_to)
         client.create_collection(name, dim or source.dim, metric or "cosine",
                                  id_type="str" if str_ids else "int", index=index,
-                                 multi_tenant=multi_tenant)  # fmt: skip
+                                 multi_tenant=tenant is not None)  # fmt: skip
         return
-    have = {"dim": info.dim, "metric": info.metric.value, "index": info.index.value}
-    asked = {"dim": dim, "metric": None if metric is None else metric.lower(), "index": index}
-    for option, value in asked.items():
-        if value is not None and value != have[option]:
-            raise IngestError(
-                f"--{option} {value} contradicts collection {name!r}, which has {option} "
-                f"{have[option]}; drop the option or load into another collection"
-            )
+    if info.kind.value != "dense":
+        raise IngestError(f"collection {name!r} holds documents (kind={info.kind.value!r}), "
+                          f"and {source.path} holds vectors")  # fmt: skip
+    refuse_contradictions(name, info, {"dim": dim, "metric": metric, "index": index})
     if source.dim and info.dim != source.dim:
         raise IngestError(f"collection {name!r} has dim {info.dim}, {source.path} has {source.dim}")
     if first is not None and first.ids and str_ids != (info.id_type.value == "str"):
@@ -121,6 +85,46 @@ def ensure_collection(
         raise IngestError(
             f"collection {name!r} has {info.id_type.value} ids but {source.path} gives {kind} ids"
         )
+    check_tenants(client, name, info, tenant, grant_to)
+
+
+def refuse_contradictions(name: str, info: CollectionInfo, asked: dict[str, Any]) -> None:
+    """--dim / --metric / --index values that differ from the existing collection's."""
+    have = {"dim": info.dim, "metric": info.metric.value, "index": info.index.value}
+    for option, value in asked.items():
+        if isinstance(value, str):
+            value = value.lower()
+        if value is not None and value != have[option]:
+            raise IngestError(
+                f"--{option} {value} contradicts collection {name!r}, which has {option} "
+                f"{have[option]}; drop the option or load into another collection"
+            )
+
+
+def check_tenants(
+    client: vecdb.Client, name: str, info: CollectionInfo | None, tenant: str | None,
+    grant_to: tuple[str, ...],
+) -> None:  # fmt: skip
+    """--tenant fits the collection (`info`; None: about to be created, multi-tenant if
+    --tenant is given) and every --grant-to tenant exists, before anything is created."""
+    if info is not None and tenant is not None and not info.multi_tenant:
+        raise IngestError(f"collection {name!r} is not multi-tenant: --tenant {tenant} does not "
+                          "apply; drop it")  # fmt: skip
+    if info is not None and tenant is None and info.multi_tenant:
+        raise IngestError(f"collection {name!r} is multi-tenant: pass --tenant OWNER")
+    for grantee in grant_to:
+        if grantee == tenant:
+            continue
+        if info is None:
+            raise IngestError(
+                f"--grant-to {grantee}: collection {name!r} does not exist yet, so it has no "
+                f"tenant {grantee!r}; create the collection and that tenant first"
+            )
+        try:
+            client.get_tenant(name, grantee)
+        except NotFound:
+            raise IngestError(f"--grant-to {grantee}: collection {name!r} has no tenant "
+                              f"{grantee!r}; create it first") from None  # fmt: skip
 
 
 def ensure_tenant(client: vecdb.Client, name: str, tenant: str) -> None:
@@ -131,14 +135,42 @@ def ensure_tenant(client: vecdb.Client, name: str, tenant: str) -> None:
         client.create_tenant(name, tenant)
 
 
-def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> str:
-    """A row error ("vectors[12][3] ...") becomes "FILE: row START+12: ..."; any other error
-    (collection, key, server, ...) is about the load's configuration and names the target, not
-    the rows that happened to be in flight."""
+def locate(exc: VecdbError, start: int | None, file: Path, target: str) -> str:
+    """A row error ("vectors[12][3] ...") of the batch starting at row `start` becomes
+    "FILE: row START+12: ..."; any other error (collection, key, server, ...) is about the
+    load's configuration and names the target, not the rows that happened to be in flight."""
     m = _ROW_IN_MESSAGE.match(exc.message)
-    if batch is not None and m and isinstance(exc, InvalidArgument):
-        return f"{file}: row {batch.start + int(m.group(2))}: {exc.message}"
+    if start is not None and m and isinstance(exc, InvalidArgument):
+        return f"{file}: row {start + int(m.group(2))}: {exc.message}"
     return f"{target}: {type(exc).__name__}: {exc.message}"
+
+
+def stored(rows_done: int, what: str = "rows") -> str:
+    return f"{what} before {rows_done} are stored" if rows_done else f"no {what} are stored"
+
+
+def connect(target: str, api_key: str | None, tls_ca: str | None,
+            timeout: float | None = None) -> vecdb.Client:  # fmt: skip
+    """A client of the target: a data directory (embedded) or HOST:PORT (each call under
+    `timeout` seconds, retries included; None: the SDK's default)."""
+    try:
+        if _is_remote(target):
+            return vecdb.connect(target, api_key=api_key, tls=tls_ca, timeout=timeout)
+        return vecdb.connect(target)
+    except VecdbError as exc:
+        raise IngestError(f"cannot open {target}: {exc}") from None
+
+
+def _dense_digest(source: Source, batch_size: int) -> Callable[[int, int], str]:
+    """digest_of(lo, hi) for the progress file: rows lo..hi-1 as they read now."""
+
+    def digest_of(lo: int, hi: int) -> str:
+        digest = RowDigest()
+        for b in source.batches(lo, batch_size, stop=hi):
+            digest.add(b.ids, b.payloads, b.vectors)
+        return digest.hexdigest()
+
+    return digest_of
 
 
 @click.command()
@@ -150,20 +182,33 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> st
     show_default=True,
     help="A data directory (embedded) or HOST:PORT of a vecdb server.",
 )
-@click.option("--dim", type=int, default=None, help="Create the collection with this dimension.")
+@click.option(
+    "--dim",
+    type=int,
+    default=None,
+    help="Create the collection with this dimension (must match the file and an existing "
+    "collection).",
+)
 @click.option(
     "--metric",
     type=click.Choice(METRICS, case_sensitive=False),
     default=None,
-    help="Metric when creating the collection (must match an existing one).",
+    help="Metric when creating the collection (must match an existing one; documents: cosine "
+    "or ip).",
 )
 @click.option(
     "--index",
     type=click.Choice(INDEXES),
     default=None,
-    help="Index kind when creating the collection [spann] (must match an existing one).",
+    help="Index kind when creating a collection of vectors [spann] (must match an existing "
+    "one; documents have their own index, so it is refused for them).",
 )
-@click.option("--ids-from", default=None, help="Parquet column / JSON key holding the ids.")
+@click.option(
+    "--ids-from",
+    default=None,
+    help="Parquet column / JSON key / .npz array holding the ids [the `id` column or key, an "
+    ".npz's `ids`, when present; else the row number].",
+)
 @click.option("--vector-column", default=None, help="Parquet column holding the vectors.")
 @click.option(
     "--batch-size", type=click.IntRange(1, caps.MAX_BATCH), default=10_000, show_default=True
@@ -178,7 +223,20 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> st
 )
 @click.option("--api-key", default=None, envvar="VECDB_API_KEY", help="API key (remote targets).")
 @click.option("--tls-ca", default=None, help="CA file to verify the server (enables TLS).")
-@click.option("--window", type=int, default=None, help="Batches in flight [server's choice].")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help=f"Seconds each call to a server may take, retries included (an unreachable server is "
+    f"reported after it) [{DEFAULT_TIMEOUT:g}].",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(1),
+    default=None,
+    help="Vectors to a server: batches in flight on the one upsert stream [server's choice]. "
+    "Documents go one batch per call, so it is refused for them.",
+)
 @click.option("--optimize", is_flag=True, help="Run optimize on the collection after loading.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option(
@@ -191,7 +249,8 @@ def _locate(exc: VecdbError, batch: Batch | None, file: Path, target: str) -> st
     "--grant-to",
     "grant_to",
     multiple=True,
-    help="Also grant the points or documents to this tenant (repeatable; needs --tenant).",
+    help="Also grant the points or documents to this tenant, which must exist (repeatable; "
+    "needs --tenant).",
 )
 @click.option(
     "--stop-after",
@@ -205,15 +264,15 @@ def ingest(
     index: str | None, ids_from: str | None, vector_column: str | None, batch_size: int,
     resume: bool, progress_file: str | None, api_key: str | None, tls_ca: str | None,
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
-    tenant: str | None, grant_to: tuple[str, ...],
+    tenant: str | None, grant_to: tuple[str, ...], timeout: float | None,
 ) -> None:  # fmt: skip
-    """Load FILE (.npy .fvecs .bvecs .fbin .parquet .jsonl; documents: .npz, Parquet lists of
-    token vectors) into a collection."""
+    """Load FILE (vectors: .npy .fvecs .bvecs .fbin .parquet .jsonl .ndjson; documents: .npz,
+    Parquet lists of token vectors) into a collection."""
     try:
         code = run_ingest(file, collection, target, dim, metric, index, ids_from, vector_column,
                           batch_size, resume, progress_file, api_key, tls_ca, window, optimize,
-                          quiet, stop_after, tenant, grant_to)  # fmt: skip
-    except (IngestError, MalformedInput) as exc:
+                          quiet, stop_after, tenant, grant_to, timeout)  # fmt: skip
+    except (IngestError, MalformedInput, ProgressError) as exc:
         click.echo(f"vecdb ingest: error: {exc}", err=True)
         code = 1
     sys.exit(code)
@@ -224,7 +283,7 @@ def run_ingest(
     index: str | None, ids_from: str | None, vector_column: str | None, batch_size: int,
     resume: bool, progress_file: str | None, api_key: str | None, tls_ca: str | None,
     window: int | None, optimize: bool, quiet: bool, stop_after: int | None,
-    tenant: str | None = None, grant_to: tuple[str, ...] = (),
+    tenant: str | None = None, grant_to: tuple[str, ...] = (), timeout: float | None = None,
 ) -> int:  # fmt: skip
     """The body of `vecdb ingest`; returns the exit code."""
     if grant_to and tenant is None:
@@ -232,25 +291,30 @@ def run_ingest(
     from vecdb.cli import ingest_documents as docs  # documents: .npz, Parquet token lists
 
     if docs.is_documents(file, vector_column):
-        return docs.ingest_documents(file, collection, target, dim, metric, ids_from,
-                                     vector_column, batch_size, resume, progress_file, api_key,
-                                     tls_ca, optimize, quiet, tenant, grant_to)  # fmt: skip
+        for option, value in (("--index", index), ("--window", window)):
+            if value is not None:
+                raise IngestError(f"{option} {value} does not apply to documents ({file}): "
+                                  f"{docs.NOT_FOR_DOCUMENTS[option]}")  # fmt: skip
+        return docs.ingest_documents(
+            file, collection, target, dim, metric, ids_from, vector_column, batch_size, resume,
+            progress_file, api_key, tls_ca, optimize, quiet, tenant, grant_to, stop_after, timeout,
+        )  # fmt: skip
     source = open_source(file, ids_from, vector_column)
-    state_path = progress_path(file, progress_file)
-    fingerprint = _fingerprint(file, collection, target)
-    if tenant is not None:  # a resume must load into the same owner
-        fingerprint["tenant"] = tenant
-    start, complete = load_progress(state_path, fingerprint) if resume else (0, False)
-    if complete:
-        click.echo(f"{file}: already loaded into {collection!r} (progress file {state_path})")
-        return 0
-    try:
-        remote = _is_remote(target)
-        client = (
-            vecdb.connect(target, api_key=api_key, tls=tls_ca) if remote else vecdb.connect(target)
-        )
-    except VecdbError as exc:
-        raise IngestError(f"cannot open {target}: {exc}") from None
+    progress = Progress(progress_path(file, progress_file), file, target, collection, tenant)
+    if resume:
+        resumed = progress.resume_point(_dense_digest(source, batch_size))
+        if resumed is None:
+            click.echo(f"{file}: already loaded into {collection!r} (progress file "
+                       f"{progress.path})")  # fmt: skip
+            return 0
+        start = resumed
+        if progress.note:
+            click.echo(progress.note, err=True)
+    else:
+        start = 0
+        progress.start_over()
+    client = connect(target, api_key, tls_ca, timeout)
+    remote = _is_remote(target)
     batches = source.batches(start, batch_size)
     first: Batch | None = None
     sent: dict[int, Batch] = {}  # seq -> batch, until acknowledged
@@ -261,13 +325,14 @@ def run_ingest(
             yield b.ids, b.vectors, b.payloads
 
     rows_done, done_batches, t0 = start, 0, time.perf_counter()
+    digest = RowDigest()  # of the rows this run stored, for a later --resume to check
     bar = tqdm(total=source.rows, initial=start, unit="vec", unit_scale=True, disable=quiet,
                desc=collection, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     batch: Batch | None = None
     try:
         first = next(batches, None)
-        ensure_collection(client, collection, source, first, dim, metric, index,
-                          tenant is not None)  # fmt: skip
+        ensure_collection(client, collection, source, first, dim, metric, index, tenant,
+                          grant_to)  # fmt: skip
         tn: dict[str, Any] = {}
         if tenant is not None:
             ensure_tenant(client, collection, tenant)
@@ -283,7 +348,8 @@ def run_ingest(
         for seq, _n in acks:
             batch = sent.pop(seq)
             rows_done = batch.start + len(batch.ids)
-            save_progress(state_path, fingerprint, rows_done, complete=False)
+            digest.add(batch.ids, batch.payloads, batch.vectors)
+            progress.save(start, rows_done, digest, complete=False)
             bar.update(len(batch.ids))
             done_batches += 1
             if stop_after is not None and done_batches >= stop_after:
@@ -291,19 +357,18 @@ def run_ingest(
                 click.echo(f"stopped after {done_batches} batches at row {rows_done}", err=True)
                 return 3
         batch = None
-        save_progress(state_path, fingerprint, rows_done, complete=True)
+        progress.save(start, rows_done, digest, complete=True)
         if optimize:
             client.optimize(collection)
     except MalformedInput as exc:
         bar.close()
-        raise IngestError(f"{exc}; rows before {rows_done} are stored; fix the file and rerun "
-                          "with --resume") from None  # fmt: skip
+        raise IngestError(f"{exc}; {stored(rows_done)}; fix the file and rerun with --resume"
+                          ) from None  # fmt: skip
     except VecdbError as exc:
         bar.close()
         failed = sent.get(min(sent)) if sent else batch
-        raise IngestError(
-            f"{_locate(exc, failed, file, target)}; rows before {rows_done} are stored"
-        ) from None
+        where = locate(exc, None if failed is None else failed.start, file, target)
+        raise IngestError(f"{where}; {stored(rows_done)}") from None
     except KeyboardInterrupt:
         bar.close()
         click.echo(f"interrupted at row {rows_done}; rerun with --resume to continue", err=True)

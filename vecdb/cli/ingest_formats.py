@@ -51,11 +51,12 @@ class Source:
     path: Path
     rows: int | None
     dim: int
-    reader: Any  # callable(start, size) -> Iterator[Batch]
+    reader: Any  # callable(start, size, stop) -> Iterator[Batch]
 
-    def batches(self, start: int, size: int) -> Iterator[Batch]:
-        """Batches of `size` rows from row `start` on."""
-        out: Iterator[Batch] = self.reader(start, size)
+    def batches(self, start: int, size: int, stop: int | None = None) -> Iterator[Batch]:
+        """Batches of `size` rows from row `start` on, up to row `stop` (excluded) if given
+        (the rows past it are not read, so a malformed one there is not reported)."""
+        out: Iterator[Batch] = self.reader(start, size, stop)
         return out
 
 
@@ -97,6 +98,8 @@ def check_rows(path: Path, start: int, vectors: npt.NDArray[Any]) -> npt.NDArray
 def _open_npy(path: Path) -> npt.NDArray[Any]:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except EOFError:  # numpy's word for an empty (or cut short) file
+        raise MalformedInput(path, None, "not a readable .npy file: it is empty") from None
     except (ValueError, OSError) as exc:
         raise MalformedInput(path, None, f"not a readable .npy file: {exc}") from None
     if arr.ndim != 2 or arr.dtype.kind not in "fiu":
@@ -120,9 +123,10 @@ def _open_fbin(path: Path) -> npt.NDArray[Any]:
 
 
 def _matrix_source(path: Path, arr: npt.NDArray[Any]) -> Source:
-    def reader(start: int, size: int) -> Iterator[Batch]:
-        for lo in range(start, arr.shape[0], size):
-            hi = min(arr.shape[0], lo + size)
+    def reader(start: int, size: int, stop: int | None) -> Iterator[Batch]:
+        end = arr.shape[0] if stop is None else min(stop, arr.shape[0])
+        for lo in range(start, end, size):
+            hi = min(end, lo + size)
             yield Batch(lo, list(range(lo, hi)), check_rows(path, lo, arr[lo:hi]), None)
 
     return Source(path, int(arr.shape[0]), int(arr.shape[1]), reader)
@@ -148,9 +152,10 @@ def _vecs_source(path: Path, dtype: type[np.generic]) -> Source:
     n = size // row_bytes
     raw = np.memmap(path, dtype=np.uint8, mode="r", shape=(n, row_bytes))
 
-    def reader(start: int, bsize: int) -> Iterator[Batch]:
-        for lo in range(start, n, bsize):
-            hi = min(n, lo + bsize)
+    def reader(start: int, bsize: int, stop: int | None) -> Iterator[Batch]:
+        end = n if stop is None else min(stop, n)
+        for lo in range(start, end, bsize):
+            hi = min(end, lo + bsize)
             block = np.asarray(raw[lo:hi])
             dims = block[:, :4].copy().view("<i4").ravel()
             wrong = np.flatnonzero(dims != dim)
@@ -191,15 +196,17 @@ def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None)
     first = pf.read_row_group(0, columns=[vcol]).column(0) if pf.num_row_groups else None
     dim = len(first[0].as_py() or []) if first is not None and len(first) else 0
 
-    def reader(start: int, size: int) -> Iterator[Batch]:
+    def reader(start: int, size: int, stop: int | None) -> Iterator[Batch]:
         row = 0
         for rb in pf.iter_batches(batch_size=size):
             n = rb.num_rows
+            if stop is not None and row >= stop:
+                return
             if row + n <= start:
                 row += n
                 continue
             skip = max(0, start - row)
-            table = rb.slice(skip)
+            table = rb.slice(skip, None if stop is None else stop - row - skip)
             lo = row + skip
             row += n
             vectors = _rows_to_matrix(path, lo, table.column(vcol).to_pylist(), dim)
@@ -210,13 +217,13 @@ def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None)
             payloads = None
             if rest:
                 cols = {c: table.column(c).to_pylist() for c in rest}
-                payloads = [_jsonable({c: cols[c][i] for c in rest}) for i in range(len(ids))]
+                payloads = [jsonable({c: cols[c][i] for c in rest}) for i in range(len(ids))]
             yield Batch(lo, ids, vectors, payloads)
 
     return Source(path, int(pf.metadata.num_rows), dim, reader)
 
 
-def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+def jsonable(value: dict[str, Any]) -> dict[str, Any]:
     """Payload columns of types JSON lacks (dates, decimals, bytes) become strings."""
     out: dict[str, Any] = json.loads(json.dumps(value, default=str))
     return out
@@ -275,7 +282,7 @@ def _jsonl_source(path: Path, ids_from: str | None) -> Source:
             payload = {k: v for k, v in obj.items() if k not in (idkey, "vector")} or None
         return ident, obj["vector"], payload
 
-    def reader(start: int, size: int) -> Iterator[Batch]:
+    def reader(start: int, size: int, stop: int | None) -> Iterator[Batch]:
         ids: list[Any] = []
         rows: list[Any] = []
         payloads: list[Any] = []
@@ -284,6 +291,8 @@ def _jsonl_source(path: Path, ids_from: str | None) -> Source:
             for row, line in enumerate(fh):
                 if row < start:
                     continue
+                if stop is not None and row >= stop:
+                    break
                 if not line.strip():
                     raise MalformedInput(path, row, "empty line")
                 ident, vec, payload = parse(line, row)
