@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from vecdb.cli.main import main
@@ -62,3 +63,26 @@ def test_demo_help_lists_index_choices() -> None:
     """--help shows the index kinds to choose from."""
     out = CliRunner().invoke(main, ["demo", "--help"])
     assert "[flat|spann]" in out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--dim", "0"], "--dim"),
+        (["--queries", "0"], "--queries"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--n", "-5"], "--n"),
+        (["--k", "0"], "--k"),
+        (["--k", "100000"], "--k"),
+        (["--n", "50", "--k", "51"], "--k"),
+    ],
+)
+def test_demo_options_are_checked_before_anything_runs(
+    tmp_path: Path, args: list[str], option: str
+) -> None:
+    """An out-of-range option is click's usage error naming it (exit 2), before the data
+    directory is even opened: no traceback, no vectors loaded."""
+    out = CliRunner().invoke(main, ["demo", "--data", str(tmp_path / "d"), "--dim", "4", *args])
+    assert out.exit_code == 2, out.output
+    assert f"Invalid value for '{option}'" in out.output
+    assert not (tmp_path / "d").exists()

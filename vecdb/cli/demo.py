@@ -2,7 +2,8 @@
 
 Owns nothing but a walkthrough a new user can run: create a collection in a data directory,
 upsert in batches with a progress bar, optimize, search, and compare with exact search.
-A directory that cannot be opened (e.g. held by a running server) is one line on stderr and
+Every option is checked before anything is generated (click ranges from `vecdb.config`);
+a directory that cannot be opened (e.g. held by a running server) is one line on stderr and
 exit code 1, not a traceback.
 """
 
@@ -16,6 +17,7 @@ import click
 from tqdm import tqdm
 
 import vecdb
+from vecdb import config as caps
 from vecdb.bench.datasets import synthetic
 from vecdb.errors import NotFound, VecdbError
 from vecdb.kernels.scan import exact_topk
@@ -30,21 +32,46 @@ from vecdb.types import IndexKind
     show_default=True,
     help="Data directory (created if missing).",
 )
-@click.option("--n", "n", default=50_000, show_default=True, help="Vectors to load.")
-@click.option("--dim", default=64, show_default=True, help="Dimension.")
-@click.option("--queries", "nq", default=500, show_default=True, help="Queries to run.")
-@click.option("--k", default=10, show_default=True)
+@click.option(
+    "--n", "n", type=click.IntRange(1), default=50_000, show_default=True, help="Vectors to load."
+)
+@click.option(
+    "--dim",
+    type=click.IntRange(caps.MIN_DIM, caps.MAX_DIM),
+    default=64,
+    show_default=True,
+    help="Dimension.",
+)
+@click.option(
+    "--queries",
+    "nq",
+    type=click.IntRange(1, caps.MAX_QUERIES),
+    default=500,
+    show_default=True,
+    help="Queries to run (at most the n/20, 10 to 1,000, generated with the vectors).",
+)
+@click.option(
+    "--k",
+    type=click.IntRange(1, caps.MAX_K),
+    default=10,
+    show_default=True,
+    help="Neighbours per query (at most --n).",
+)
 @click.option(
     "--index",
     type=click.Choice([k.value for k in IndexKind if k is not IndexKind.MULTIVECTOR]),
     default=None,
     help="Index kind [default: spann].",
 )
-@click.option("--batch-size", default=5_000, show_default=True)
+@click.option(
+    "--batch-size", type=click.IntRange(1, caps.MAX_BATCH), default=5_000, show_default=True
+)
 def demo(
     data_dir: str, n: int, dim: int, nq: int, k: int, index: str | None, batch_size: int
 ) -> None:
     """Load N seeded synthetic vectors into DATA, search them, print recall vs exact."""
+    if k > n:  # checked before anything is generated or loaded
+        raise click.BadParameter(f"{k} is more than the {n} vectors of --n", param_hint="'--k'")
     try:
         client = vecdb.connect(Path(data_dir))
     except VecdbError as exc:  # e.g. the directory is held by a running server
