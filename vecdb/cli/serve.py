@@ -1,13 +1,15 @@
 """`vecdb serve`: run the gRPC server over a data directory until SIGTERM or SIGINT.
 
 Owns only the command line: it layers explicit flags over the config file and `VECDB__*`
-environment (see `vecdb.server.config`) and hands the result to `vecdb.server.app.serve` (or, by `--role`, to the cluster's router or
-shard).
+environment (see `vecdb.server.config`), checks that the data directory is (or can become) a
+directory, and hands the result to `vecdb.server.app.serve` (or, by `--role`, to the
+cluster's router or shard).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -54,8 +56,10 @@ def serve(
     tls_key: str | None, tls_client_ca: str | None, log_level: str | None, role: str | None,
     etcd: str | None, shards: str | None, shard_index: int | None,
 ) -> None:  # fmt: skip
-    """Serve a data directory over gRPC (health, reflection, Prometheus metrics); or, with
-    --role router, route to the shards of a cluster (no data directory)."""
+    """Serve a data directory over gRPC (health checks, Prometheus metrics, and gRPC
+    reflection if turned on: `reflection = true` under [server] in --config, or
+    VECDB__SERVER__REFLECTION=true); or, with --role router, route to the shards of a cluster
+    (no data directory)."""
     from vecdb.server.app import serve as serve_single
     from vecdb.server.config import load_config
 
@@ -70,13 +74,37 @@ def serve(
     overrides = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in flags.items()}
     try:
         config = load_config(config_file, overrides=overrides)
+        if config.cluster.role != "router":
+            check_data_dir(Path(config.server.data))
         run = serve_single
         if config.cluster.role == "router":
             from vecdb.cluster.router_app import serve_router as run
         elif config.cluster.role == "shard":
             from vecdb.cluster.shard_node import serve_shard as run
         code = run(config)
-    except VecdbError as exc:
+    except (VecdbError, DataDirError) as exc:
         click.echo(f"vecdb serve: {exc}", err=True)
         sys.exit(2)
     sys.exit(code)
+
+
+class DataDirError(Exception):
+    """The data directory is not one and cannot become one."""
+
+
+def check_data_dir(path: Path) -> None:
+    """The data directory exists (created if missing, as the engine would) before anything
+    else opens a file in it, so a file in its place is named as such, not as the first file
+    that could not be opened under it."""
+    missing = path
+    while not missing.exists() and missing.parent != missing:
+        missing = missing.parent
+    if missing == path and path.exists() and not path.is_dir():
+        raise DataDirError(f"data directory {path} is a file, not a directory")
+    if missing.exists() and not missing.is_dir():
+        raise DataDirError(f"cannot create data directory {path}: {missing} is a file, not a "
+                           "directory")  # fmt: skip
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataDirError(f"cannot create data directory {path}: {exc.strerror or exc}") from None
