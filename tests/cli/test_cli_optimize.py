@@ -46,3 +46,14 @@ def test_inspect_counts_points_not_yet_indexed(tmp_path: Path) -> None:
     _fill(tmp_path / "db", 40)
     out = CliRunner().invoke(main, ["inspect", str(tmp_path / "db")])
     assert "c: 40 points, 40 not yet indexed" in out.output
+
+
+def test_optimize_counts_documents_of_a_document_collection(tmp_path: Path) -> None:
+    """On a kind="multivector" collection the result counts documents, not points."""
+    rng = np.random.default_rng(1)
+    with Database(tmp_path / "db", settings={"idle_seconds": 3600}) as db:
+        db.create_collection("d", dim=4, metric="cosine", kind="multivector")
+        db.upsert_documents("d", [1, 2, 3], [rng.standard_normal((3, 4)) for _ in range(3)])
+    out = CliRunner().invoke(main, ["optimize", "d", "--target", str(tmp_path / "db")])
+    assert out.exit_code == 0, out.output
+    assert "d: ready, 3 documents indexed" in out.output

@@ -54,7 +54,8 @@ def follow(client: vecdb.Client, name: str, timeout: float | None, quiet: bool) 
         bar.close()
     if not quiet:
         spent = f", last build {info.last_build_seconds:.1f} s" if info.last_build_seconds else ""
-        click.echo(f"{name}: ready, {info.indexed:,} points indexed{spent}")
+        what = "documents" if info.kind.value == "multivector" else "points"  # what a row holds
+        click.echo(f"{name}: ready, {info.indexed:,} {what} indexed{spent}")
     return 0
 
 
