@@ -99,10 +99,13 @@ def test_the_first_training_waits_for_a_pause_or_the_bulk_size(
         else:
             time.sleep(1.5)
             assert not db.stats("p")["index"]["trained"]
+            assert db.get_collection("p").index_state == "idle"  # a training waits
             assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 1.0
             db.optimize("p")
             assert db.stats("p")["index"]["trained"]
         assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
+        db.optimize("p")  # (the checkpoint after a training of its own)
+        assert db.get_collection("p").index_state == "ready"
 
 
 @pytest.mark.usefixtures("pipeline_on_few_tokens")

@@ -202,6 +202,8 @@ class CollectionCore:
         if st.state in (STATE_BUILDING, STATE_INDEXING, STATE_MAINTAINING, STATE_ERROR):
             return st.state
         waiting = self.buffer is not None and len(self.buffer) > 0
+        if self.cfg.kind == "multivector":  # documents wait for a (new) codebook instead
+            waiting = self.index.mv.needs_training()  # type: ignore[attr-defined]
         return STATE_IDLE if waiting or st.maintenance_pending else STATE_READY
 
 
