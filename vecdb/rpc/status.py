@@ -5,13 +5,16 @@ the `grpc-status-details-bin` trailer carrying ErrorInfo (reason, domain "vecdb"
 BadRequest (one FieldViolation: the field path and the message) when a field is at fault, and
 RetryInfo when `retry_after` is known. The remote clients decode the same trailer back into
 the same class with the same `message`, `field`, `reason` and `retry_after`, so user code
-cannot tell which mode raised it. The .proto header documents this for other languages. Must
-not import the engine, the server or the clients.
+cannot tell which mode raised it. grpcio's own refusal of a message above a size limit,
+which has no details, is read into a `ResourceExhausted` that says which message was too
+large and what to do (`message_too_large`). The .proto header documents this for other
+languages. Must not import the engine, the server or the clients.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,7 @@ from vecdb.errors import (
     ERROR_BY_CODE,
     DiskFull,
     Internal,
+    ResourceExhausted,
     StorageError,
     StorageLocked,
     VecdbError,
@@ -38,6 +42,15 @@ ERROR_BY_REASON: dict[tuple[str, str], type[VecdbError]] = {
         (StorageError, "STORAGE_IO_ERROR"),
     )
 }
+# Reasons of a message above a size limit (`limits.max_message_bytes`): an answer the server
+# measured before sending (or grpcio refused to send), a request grpcio refused to receive.
+ANSWER_TOO_LARGE, REQUEST_TOO_LARGE = "ANSWER_TOO_LARGE", "REQUEST_TOO_LARGE"
+# grpcio's own refusal, which carries no details: "SERVER: Received message larger than max
+# (2097217 vs. 1048576)"; which side said it, and whether it received or sent, tell whether
+# the request or the answer was too large.
+_GRPC_TOO_LARGE = re.compile(
+    r"(?:(CLIENT|SERVER): )?(Received|Sent) message larger than max \((\d+) vs\. (\d+)\)"
+)
 DOMAIN = "vecdb"
 DETAILS_KEY = "grpc-status-details-bin"  # the standard trailer of the rich error model
 REQUEST_ID_KEY = "x-request-id"
@@ -112,7 +125,37 @@ def error_from_rpc(
                 item.Unpack(retry)
                 retry_after = retry.retry_delay.ToNanoseconds() / 1e9
     cls = ERROR_BY_REASON.get((name, reason or ""), cls)
+    if reason is None and name == "RESOURCE_EXHAUSTED":
+        too_large = message_too_large(message)
+        if too_large is not None:
+            return too_large
     return cls(message, field=field, reason=reason, retry_after=retry_after)
+
+
+def message_too_large(details: str) -> VecdbError | None:
+    """grpcio's refusal of a message above its size limit (`details` of a status without
+    vecdb's trailer) as a `ResourceExhausted` naming the size, the limit and what to do, with
+    reason REQUEST_TOO_LARGE or ANSWER_TOO_LARGE; None for any other text."""
+    got = _GRPC_TOO_LARGE.search(details)
+    if got is None:
+        return None
+    side, verb, size, limit = got.group(1), got.group(2), int(got.group(3)), int(got.group(4))
+    request = (verb == "Received") == (side != "CLIENT")  # the server received, the client sent
+    what = "request" if request else "answer"
+    end = (
+        "send less per call (the SDK splits upserts, document upserts and searches at its "
+        "max_message_bytes: give it the server's limit), or raise the server's limit"
+        if request
+        else "ask for less per call (lower k or limit, fewer ids, without payloads or "
+        "vectors), or raise the server's limit"
+    )
+    whose = "the client's" if side == "CLIENT" else "the server's"
+    setting = "max_message_bytes" if side == "CLIENT" else "limits.max_message_bytes"
+    return ResourceExhausted(
+        f"the {what} is {size:,} bytes, over {whose} message limit of {limit:,} bytes "
+        f"({setting}): {end}",
+        reason=REQUEST_TOO_LARGE if request else ANSWER_TOO_LARGE,
+    )
 
 
 def error_of(exc: Any) -> VecdbError:

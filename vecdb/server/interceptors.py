@@ -17,7 +17,9 @@ bug, logged with its traceback and request id, and answered INTERNAL naming only
 id. Once the body is decoded, and before the servicer sees it, a key bound to tenants or
 collections is held to them (`vecdb.server.auth_scope`: checks, tenant injection, listings
 filtered on the way out), the tenants' quotas are charged (`vecdb.server.quotas`), and the
-call is counted per tenant (`vecdb.server.metrics.TenantMetrics`). Must not import the engine.
+call is counted per tenant (`vecdb.server.metrics.TenantMetrics`). An answer above
+`limits.max_message_bytes` is refused before it is sent (`vecdb.server.answer_size`). Must
+not import the engine.
 
 The per-call path is kept short (issue 12: a single query over gRPC pays it on every call): the
 wrapped handler of a (method, caller) pair is built once and reused, a request id is a
@@ -48,6 +50,7 @@ from vecdb.errors import (
     VecdbError,
 )
 from vecdb.rpc.status import REQUEST_ID_KEY, to_status
+from vecdb.server.answer_size import Fit
 from vecdb.server.auth import KeyRing, Principal
 from vecdb.server.auth_scope import filter_response, scope, scoped_call
 from vecdb.server.handlers import AdmissionPool, Undecodable, checked, on_pool, rebuild, safe
@@ -83,8 +86,12 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         self, keys: KeyRing, metrics: ServerMetrics, pool: AdmissionPool, *, workers: int,
         max_queued: int, side_workers: int, quotas: Quotas | None = None,
         search_streams: int = 0, search_stream_idle: float = DEFAULT_STREAM_IDLE,
+        max_message_bytes: int | None = None,
     ) -> None:  # fmt: skip
         self._keys = keys  # configured API keys
+        # answers above this are refused before they are sent (`answer_size`); None: not
+        # measured, grpcio's send limit alone applies
+        self._max_bytes = max_message_bytes
         self._quotas = quotas or Quotas()  # per-tenant rate and concurrency limits
         self._metrics = metrics  # counters and histograms of this server
         self._pool = pool  # the handler pool, which counts pending calls
@@ -168,17 +175,22 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     def _wrap(self, method: str, who: Principal, handler: grpc.RpcMethodHandler) -> Any:
-        """`handler` guarded for calls of `who` to `method` (built once per pair)."""
+        """`handler` guarded for calls of `who` to `method` (built once per pair). A unary
+        answer (and each of a SearchStream's) is serialised by the guard when answers are
+        measured (`answer_size.Fit`): grpcio then sends the bytes as they are."""
         de, ser = safe(handler.request_deserializer), handler.response_serializer
+        named = "Search" if method == SEARCH_STREAM else method  # each request is a Search
+        fit = None if self._max_bytes is None or ser is None else Fit(named, ser, self._max_bytes)
+        out = ser if fit is None else None
         if method == SEARCH_STREAM and handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._wrap_search_stream(who, handler.stream_stream),
-                request_deserializer=de, response_serializer=ser,
+                self._wrap_search_stream(who, handler.stream_stream, fit),
+                request_deserializer=de, response_serializer=out,
             )  # fmt: skip
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, who, handler.unary_unary),
-                request_deserializer=de, response_serializer=ser,
+                self._wrap_unary(method, who, handler.unary_unary, fit=fit),
+                request_deserializer=de, response_serializer=out,
             )  # fmt: skip
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
@@ -273,10 +285,11 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap_unary(
         self, method: str, who: Principal, behavior: Callable[[Any, grpc.ServicerContext], Any],
-        in_stream: bool = False,
+        in_stream: bool = False, fit: Fit | None = None,
     ) -> Callable[[Any, grpc.ServicerContext], Any]:  # fmt: skip
         """`behavior` guarded; `in_stream`: a request of a SearchStream, whose request id
-        travels only in a failure's status (a stream has one set of trailing metadata)."""
+        travels only in a failure's status (a stream has one set of trailing metadata);
+        `fit`: the answer is returned as its wire bytes, refused if above the limit."""
         scoped, quotas, tenant_metrics = who.scoped, self._quotas, self._metrics.tenants
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
@@ -302,7 +315,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                     ticket.release()
                 if tenants:
                     tenant_metrics.read(tenants, bytes_read_of(response))
-                return filter_response(who, method, response) if scoped else response
+                answer = filter_response(who, method, response) if scoped else response
+                return answer if fit is None else fit(answer)
             except Exception as exc:
                 failed = self._failure(method, rid, exc)
                 code = failed.code
@@ -352,6 +366,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     def _wrap_search_stream(
         self, who: Principal,
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
+        fit: Fit | None = None,
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:  # fmt: skip
         """A SearchStream: every request guarded exactly as a Search call (request id,
         deadline, scope, quotas, metrics and log under "Search"; a failing one ends the stream
@@ -361,6 +376,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             who,
             lambda request, context: next(behavior(iter((request,)), context)),
             in_stream=True,
+            fit=fit,
         )
         streams = self.streams
 
