@@ -141,6 +141,6 @@ def test_a_server_that_stays_away_fails_the_call_near_its_deadline(tmp_path: Pat
         t0 = time.monotonic()
         with pytest.raises((vecdb.Unavailable, vecdb.DeadlineExceeded)):
             c.count("c")
-        assert 0.5 <= time.monotonic() - t0 <= 2.5
+        assert 0.8 <= time.monotonic() - t0 <= 2.5
     finally:
         c.close()
