@@ -114,6 +114,7 @@ def connect(
     engine: Mapping[str, Any] | None = None,
     direct_routing: bool = False,
     search_stream: bool = True,
+    max_message_bytes: int | None = None,
 ) -> Client:
     """Open a database: embedded over a directory or ":memory:", or remote over gRPC.
 
@@ -131,6 +132,9 @@ def connect(
     `search_stream` (servers only): True sends single searches on one long-lived
     `SearchStream` when it is free (`vecdb.client.search_lane`); False sends every search as
     a `Search` call, e.g. behind a proxy that balances calls, not streams, over servers.
+    `max_message_bytes` (servers only): the server's `limits.max_message_bytes` when it is
+    not the default 64 MiB; the SDK sends an upsert, document upsert or search larger than
+    half of it as several requests (`vecdb.client.splits`).
     """
     t = resolve(target)
     if t.kind == "remote":
@@ -142,10 +146,13 @@ def connect(
                 "server, whose engine settings come from its config ([engine] section)",
                 field="engine",
             )
+        sizes = {} if max_message_bytes is None else {"max_message_bytes": max_message_bytes}
         return RemoteClient(t.where, api_key=api_key, tls=tls, timeout=timeout,
-                            direct_routing=direct_routing, search_stream=search_stream)  # fmt: skip
+                            direct_routing=direct_routing, search_stream=search_stream,
+                            **sizes)  # fmt: skip
     remote_only = (("api_key", api_key, None), ("tls", tls, None),
-                   ("direct_routing", direct_routing, False), ("search_stream", search_stream, True))  # fmt: skip
+                   ("direct_routing", direct_routing, False), ("search_stream", search_stream, True),
+                   ("max_message_bytes", max_message_bytes, None))  # fmt: skip
     for label, value, default in remote_only:  # None or the default: not given
         if value is not None and value is not default:
             raise InvalidArgument(

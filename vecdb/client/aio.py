@@ -4,7 +4,8 @@ For "host:port" targets it speaks gRPC through `grpc.aio` with the same request 
 deadlines, retry rule (idempotent calls retried on UNAVAILABLE with jittered backoff) and
 error classes as `vecdb.client.remote` (`direct_routing=True`: tenant reads straight to the
 tenant's shard, `vecdb.client.routes_aio`; single searches on one SearchStream when it is
-free, `vecdb.client.search_lane`). For a directory or ":memory:" it wraps the embedded
+free, `vecdb.client.search_lane`; calls too big for one message in parts,
+`vecdb.client.splits`). For a directory or ":memory:" it wraps the embedded
 client and runs each call in a worker thread, so application code is the same in both modes.
 Must not import the engine or the server (the embedded case goes through `vecdb.client`).
 """
@@ -20,7 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from vecdb.client import connect, resolve
+from vecdb.client import connect, resolve, splits
 from vecdb.client import requests as rq
 from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
@@ -32,13 +33,14 @@ from vecdb.client.channel import (
     auth_metadata,
     channel_credentials,
     channel_options,
+    check_max_message_bytes,
     long_call_timeout,
     parse_target,
     vectordb_stub,
 )
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
-from vecdb.client.plain_requests import plain_answer
+from vecdb.client.plain_requests import AnySearch, plain_answer
 from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
 from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
@@ -68,7 +70,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         self.target = target  # as given
         rules.check_flag("search_stream", search_stream)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
-        self._max_bytes = max_message_bytes
+        self._max_bytes = check_max_message_bytes(max_message_bytes)  # see RemoteClient
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
         where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
@@ -79,7 +81,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             return
         address, tls_ = parse_target(where.where, tls)
         self._metadata = auth_metadata(api_key)
-        opts = channel_options(tls_, max_message_bytes)
+        opts = channel_options(tls_)
         if tls_ is None:
             self._channel = grpc.aio.insecure_channel(address, options=opts)
         else:
@@ -183,7 +185,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
         total = 0
         whole = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
-        for req in rq.split_upsert(whole, self._max_bytes):
+        for req in splits.split_upsert(whole, self._max_bytes):
             total += int((await self._call("Upsert", req, idempotent=True)).upserted)
         return total
 
@@ -239,7 +241,10 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             return await self._local_call("get", name, ids, with_vectors=with_vectors,  # type: ignore[no-any-return]
                                           tenant=tenant)  # fmt: skip
         req = tq.scoped(rq.get_request(name, ids, with_vectors), tenant)
-        return convert.points_from_proto((await self._call("Get", req, idempotent=True)).points)
+        answers = await splits.afitted(
+            lambda r: self._call("Get", r, idempotent=True), [req], splits.halve_ids
+        )
+        return [rec for a in answers for rec in convert.points_from_proto(a.points)]
 
     async def scroll(
         self,
@@ -260,7 +265,10 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             )  # fmt: skip
         req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
         tq.scoped(req, tenant)
-        return scroll_answer(await self._call("Scroll", req, idempotent=True))
+        (page,) = await splits.afitted(
+            lambda r: self._call("Scroll", r, idempotent=True), [req], splits.halve_scroll
+        )
+        return scroll_answer(page)
 
     async def delete(
         self, name: str, ids: Any = None, *, filter: dict[str, Any] | None = None,
@@ -347,10 +355,20 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
+        routed = tenant is not None or tenants is not None
+        parts = splits.split_search(req, self._max_bytes)
+        if len(parts) == 1:  # the usual call, without the parts' machinery (issue 12)
+            try:
+                return await self._search_part(req, routed, with_stats)
+            except VecdbError as err:
+                parts = splits.halves(err, req, splits.halve_search)
+        return splits.merge_results(await splits.afitted(
+            lambda r: self._search_part(r, routed, with_stats), parts, splits.halve_search))  # fmt: skip
+
+    async def _search_part(self, req: AnySearch, routed: bool, with_stats: bool) -> SearchResult:
+        """See `RemoteClient._search_part`."""
         deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
-        # a tenant's search may be routed to its shard (`_call`); others may take the lane
-        got = None if tenant is not None or tenants is not None else (
-            await self._lane.search(req, deadline))  # fmt: skip
+        got = None if routed else await self._lane.search(req, deadline)
         resp = got if isinstance(got, pb.SearchResponse) else await self._call(
             "Search", req, idempotent=True, timeout=max(0.001, deadline - time.monotonic()),
             failed=got)  # fmt: skip

@@ -1,6 +1,6 @@
 """Connection plumbing shared by the sync and the async remote client: target parsing, TLS
-settings and credentials, channel options, auth metadata, the retry backoff schedule and the
-retry rule.
+settings and credentials, channel options and the message size, auth metadata, the retry
+backoff schedule and the retry rule.
 
 Owns no calls: `vecdb.client.remote` and `vecdb.client.aio` make them. Imports grpc, the
 wire's status decoding and stubs.
@@ -25,7 +25,10 @@ from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
 OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index (also snapshot create / restore)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # matches the server default
+# The largest request the SDK sends before splitting it (half of it, as parts): the server's
+# default limits.max_message_bytes; a client of a server with another limit is given it.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES_CAP = 1024 * 1024, 1024 * 1024 * 1024  # the server's bounds
 BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds between two attempts (jittered, doubling)
 LAST_ATTEMPT = 0.05  # seconds an attempt is given at least before the call's deadline
 RECONNECT_MAX = 2.0  # most seconds between two connection attempts of a channel
@@ -71,11 +74,28 @@ def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
     )
 
 
-def channel_options(tls: TLS | None, max_message_bytes: int) -> list[tuple[str, Any]]:
-    """Options shared by the sync and the async channel."""
+def check_max_message_bytes(value: Any) -> int:
+    """A client's `max_message_bytes`: an integer in [MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES_CAP]
+    (the bounds of the server's `limits.max_message_bytes`)."""
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not MIN_MESSAGE_BYTES <= value <= MAX_MESSAGE_BYTES_CAP):  # fmt: skip
+        raise InvalidArgument(
+            f"max_message_bytes={value!r} is out of range [{MIN_MESSAGE_BYTES}, "
+            f"{MAX_MESSAGE_BYTES_CAP}]: give the server's limits.max_message_bytes",
+            field="max_message_bytes",
+        )
+    return value
+
+
+def channel_options(tls: TLS | None) -> list[tuple[str, Any]]:
+    """Options shared by the sync and the async channel. No message size limit of the
+    client's own: the server's is the one that counts (it measures its answers before it
+    sends them, and the SDK splits big requests at `max_message_bytes`), so an answer of a
+    server configured above the default is received and a request the SDK cannot split
+    reaches the server, which judges it (`vecdb.client.splits`)."""
     opts: list[tuple[str, Any]] = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.max_send_message_length", -1),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.enable_retries", 0),  # retries are ours: idempotent calls only (RemoteClient._call)
         # Reconnect to a restarted server within RECONNECT_MAX of its return: gRPC's own

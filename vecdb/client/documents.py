@@ -9,7 +9,9 @@ matrix of numbers, a value beyond float32, weights that do not line up with the 
 judged here, by the engine's own rules (`vecdb.engine.doc_rules`), after asking the server
 for the collection's dimension, metric, kind and id type, so both modes raise the same error.
 The tenant arguments (`tenant`, `grant_to`, `tenants`) travel in the requests' tenant fields
-as for dense calls (`vecdb.client.tenant_requests`).
+as for dense calls (`vecdb.client.tenant_requests`). Remote calls too big for one message go
+in parts (`vecdb.client.splits`): a document upsert by documents, a search by queries, and a
+get_documents whose answer the server refuses as too large by halves of its ids.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.client import requests as rq
+from vecdb.client import splits
 from vecdb.client import tenant_requests as tq
 from vecdb.engine import filters
 from vecdb.engine import validate as rules
@@ -228,9 +231,11 @@ class LocalDocuments:
 
 
 class RemoteDocuments:
-    """The gRPC client's document calls (its `_call` and `get_collection`)."""
+    """The gRPC client's document calls (its `_call`, `_max_bytes` and `get_collection`);
+    big requests and answers in parts as `vecdb.client.splits` says."""
 
     _call: Callable[..., Any]
+    _max_bytes: int
     get_collection: Callable[[str], CollectionInfo]
 
     def upsert_documents(
@@ -247,7 +252,8 @@ class RemoteDocuments:
         req = upsert_documents_request(name, ids, documents, weights, payloads,
                                        lambda: self.get_collection(name),
                                        tenant, grant_to)  # fmt: skip
-        return int(self._call("UpsertDocuments", req, idempotent=True).upserted)
+        return sum(int(self._call("UpsertDocuments", r, idempotent=True).upserted)
+                   for r in splits.split_documents(req, self._max_bytes))  # fmt: skip
 
     def search_documents(
         self,
@@ -264,7 +270,12 @@ class RemoteDocuments:
         req = search_documents_request(name, query, k, filter, params, with_payload,
                                        lambda: self.get_collection(name),
                                        tenant, tenants)  # fmt: skip
-        return wire.search_documents_from_proto(self._call("SearchDocuments", req, idempotent=True))
+        results = splits.fitted(
+            lambda r: wire.search_documents_from_proto(
+                self._call("SearchDocuments", r, idempotent=True)),
+            splits.split_document_search(req, self._max_bytes), splits.halve_document_search,
+        )  # fmt: skip
+        return splits.merge_results(results, splits.AVERAGED_DOC_STATS)
 
     def get_documents(
         self,
@@ -276,16 +287,19 @@ class RemoteDocuments:
         tenant: str | None = None,
     ) -> list[Document]:
         req = get_documents_request(name, ids, with_tokens, with_payload, tenant)
-        return wire.get_documents_from_proto(self._call("GetDocuments", req, idempotent=True))
+        answers = splits.fitted(lambda r: self._call("GetDocuments", r, idempotent=True), [req],
+                                splits.halve_ids)  # fmt: skip
+        return [d for a in answers for d in wire.get_documents_from_proto(a)]
 
 
 class AsyncDocuments:
-    """`vecdb.AsyncClient`'s document calls (its `_local`, `_local_call`, `_call` and
-    `get_collection`)."""
+    """`vecdb.AsyncClient`'s document calls (its `_local`, `_local_call`, `_call`,
+    `_max_bytes` and `get_collection`)."""
 
     _local: Any
     _local_call: Callable[..., Awaitable[Any]]
     _call: Callable[..., Awaitable[Any]]
+    _max_bytes: int
     get_collection: Callable[[str], Awaitable[CollectionInfo]]
 
     async def _with_info(self, name: str, make: Any) -> Any:
@@ -323,7 +337,10 @@ class AsyncDocuments:
             )  # fmt: skip
         req = await self._with_info(name, lambda info: upsert_documents_request(
             name, ids, documents, weights, payloads, info, tenant, grant_to))  # fmt: skip
-        return int((await self._call("UpsertDocuments", req, idempotent=True)).upserted)
+        total = 0
+        for part in splits.split_documents(req, self._max_bytes):
+            total += int((await self._call("UpsertDocuments", part, idempotent=True)).upserted)
+        return total
 
     async def search_documents(
         self,
@@ -345,8 +362,14 @@ class AsyncDocuments:
             )  # fmt: skip
         req = await self._with_info(name, lambda info: search_documents_request(
             name, query, k, filter, params, with_payload, info, tenant, tenants))  # fmt: skip
-        resp = await self._call("SearchDocuments", req, idempotent=True)
-        return wire.search_documents_from_proto(resp)
+
+        async def one(part: pb.SearchDocumentsRequest) -> SearchResult:
+            resp = await self._call("SearchDocuments", part, idempotent=True)
+            return wire.search_documents_from_proto(resp)
+
+        results = await splits.afitted(one, splits.split_document_search(req, self._max_bytes),
+                                       splits.halve_document_search)  # fmt: skip
+        return splits.merge_results(results, splits.AVERAGED_DOC_STATS)
 
     async def get_documents(
         self,
@@ -364,5 +387,7 @@ class AsyncDocuments:
                 tenant=tenant,
             )  # fmt: skip
         req = get_documents_request(name, ids, with_tokens, with_payload, tenant)
-        resp = await self._call("GetDocuments", req, idempotent=True)
-        return wire.get_documents_from_proto(resp)
+        answers = await splits.afitted(
+            lambda r: self._call("GetDocuments", r, idempotent=True), [req], splits.halve_ids
+        )
+        return [d for a in answers for d in wire.get_documents_from_proto(a)]

@@ -12,7 +12,10 @@ batches on one stream, at most `credits` unacknowledged (backpressure), yielding
 durable batch. Single searches ride one long-lived SearchStream when it is free
 (`vecdb.client.search_lane`: the per-call set-up paid once; the server's error for a request
 there is judged by the same retry rule, any other failure of the stream sends the search as a
-Search call, so answers and errors are the same). With `direct_routing=True`, a tenant's reads
+Search call, so answers and errors are the same). A call too big for one gRPC message goes in
+parts (`vecdb.client.splits`: requests above half of `max_message_bytes`, the server's
+limit, by rows, documents or queries; answers the server refuses as too large by halves of
+the ids or queries, or half the scroll limit). With `direct_routing=True`, a tenant's reads
 go straight to its shard when a router says it lives on one (`vecdb.client.routes`). The
 channel setup in `vecdb.client.channel` and the builders are shared with `vecdb.client.aio`.
 Imports only `vecdb.rpc` for the wire, never the engine's state or server.
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 import grpc
 
 from vecdb.client import requests as rq
+from vecdb.client import splits
 from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
@@ -40,6 +44,7 @@ from vecdb.client.channel import (
     backoff_delays,
     channel_credentials,
     channel_options,
+    check_max_message_bytes,
     long_call_timeout,
     parse_target,
     retry_wait,
@@ -97,9 +102,10 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         rules.check_flag("search_stream", search_stream)
         address, tls_ = parse_target(target, tls)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
-        self._max_bytes = max_message_bytes
+        # requests above half of it are split (`vecdb.client.splits`)
+        self._max_bytes = check_max_message_bytes(max_message_bytes)
         self._metadata = auth_metadata(api_key)
-        opts = channel_options(tls_, max_message_bytes)
+        opts = channel_options(tls_)
         if tls_ is None:
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
@@ -201,7 +207,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         grant_to: list[str] | None = None,
     ) -> int:
         whole = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
-        reqs = rq.split_upsert(whole, self._max_bytes)
+        reqs = splits.split_upsert(whole, self._max_bytes)
         return sum(int(self._call("Upsert", r, idempotent=True).upserted) for r in reqs)
 
     def upsert_stream(
@@ -260,7 +266,9 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
     ) -> list[Record]:
         req = tq.scoped(rq.get_request(name, ids, with_vectors), tenant)
-        return convert.points_from_proto(self._call("Get", req, idempotent=True).points)
+        answers = splits.fitted(lambda r: self._call("Get", r, idempotent=True), [req],
+                                splits.halve_ids)  # fmt: skip
+        return [rec for a in answers for rec in convert.points_from_proto(a.points)]
 
     def scroll(
         self,
@@ -275,7 +283,9 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
     ) -> tuple[list[Record], Id | None]:
         req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
         tq.scoped(req, tenant)
-        return scroll_answer(self._call("Scroll", req, idempotent=True))
+        (page,) = splits.fitted(lambda r: self._call("Scroll", r, idempotent=True), [req],
+                                splits.halve_scroll)  # fmt: skip
+        return scroll_answer(page)
 
     def delete(
         self,
@@ -338,10 +348,21 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
+        routed = tenant is not None or tenants is not None
+        parts = splits.split_search(req, self._max_bytes)
+        if len(parts) == 1:  # the usual call, without the parts' machinery (issue 12)
+            try:
+                return self._search_part(req, routed, with_stats)
+            except VecdbError as err:
+                parts = splits.halves(err, req, splits.halve_search)
+        return splits.merge_results(splits.fitted(
+            lambda r: self._search_part(r, routed, with_stats), parts, splits.halve_search))  # fmt: skip
+
+    def _search_part(self, req: AnySearch, routed: bool, with_stats: bool) -> SearchResult:
+        """One search request (a whole search, or a part of a split one) under its deadline:
+        on the lane when free, unless `routed` (a tenant's search may go to its shard)."""
         deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
-        # a tenant's search may be routed to its shard (`_call`); others may take the lane
-        got = None if tenant is not None or tenants is not None else (
-            self._lane.search(req, deadline))  # fmt: skip
+        got = None if routed else self._lane.search(req, deadline)
         resp = got if isinstance(got, pb.SearchResponse) else self._call(
             "Search", req, idempotent=True, deadline=deadline, failed=got)  # fmt: skip
         if not with_stats:

@@ -199,35 +199,6 @@ def upsert_request(name: Any, ids: Any, vectors: Any, payloads: Any) -> pb.Upser
     )))  # fmt: skip
 
 
-def split_upsert(whole: pb.UpsertRequest, max_bytes: int) -> list[pb.UpsertRequest]:
-    """One request, or several if it would not fit in a message (splits are not atomic)."""
-    vec, ids, pay = whole.vectors, whole.ids, whole.payloads
-    n = vec.count
-    kind = ids.WhichOneof("kind")
-    n_ids = len(ids.ints.values) if kind == "ints" else len(ids.strs.values)
-    size = whole.ByteSize()
-    if (size <= max_bytes // 2 or n <= 1 or kind not in ("ints", "strs") or vec.row_lengths
-            or len(pay) not in (0, n) or n_ids != n):  # fmt: skip
-        return [whole]  # the engine answers shape mismatches with its own message
-    rows = max(1, int(n * (max_bytes // 2) / size))
-    row_bytes = vec.dim * 4
-    out = []
-    for lo in range(0, n, rows):
-        hi = min(n, lo + rows)
-        sub = pb.Ids()
-        if kind == "strs":
-            sub.strs.values.extend(ids.strs.values[lo:hi])
-        else:
-            sub.ints.values.extend(ids.ints.values[lo:hi])
-        data = vec.data[lo * row_bytes : hi * row_bytes]
-        out.append(pb.UpsertRequest(
-            collection=whole.collection, ids=sub, payloads=pay[lo:hi],
-            vectors=pb.Vectors(dim=vec.dim, count=hi - lo, data=data),
-            tenant=whole.tenant, grant_to=whole.grant_to,
-        ))  # fmt: skip
-    return out
-
-
 def search_request(
     name: Any, queries: Any, k: Any, filter: Any, params: Any, with_payload: Any,
     with_vectors: Any,

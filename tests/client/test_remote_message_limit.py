@@ -1,0 +1,266 @@
+"""Calls bigger than a gRPC message: the remote SDK answers as the embedded one does.
+
+A real server on 127.0.0.1 whose `limits.max_message_bytes` is the minimum, 1 MiB, so the
+data stays small: 40 points of 60 KB payloads (2.4 MB), 12 documents of 1,000 x 64 tokens
+(3 MB). Before, each of these calls failed remotely with a bare RESOURCE_EXHAUSTED ("Sent /
+Received message larger than max", reason generic, no field, nothing logged) while the same
+call worked embedded. Now the SDK sends big requests in parts and asks again in parts when
+the server refuses an answer as too large (measured before sending: ANSWER_TOO_LARGE, naming
+the size, the limit and what to change); only an answer that cannot be split (one query)
+gets that error, and the server stays up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import vecdb
+from vecdb.client.remote import RemoteClient
+from vecdb.server.app import VecdbServer
+from vecdb.server.config import load_config
+
+LIMIT = 1 << 20  # the server's limits.max_message_bytes (its minimum)
+N, D = 40, 8  # dense points, each with a 60 KB payload
+DOCS, TOKENS, DOC_DIM = 12, 1000, 64  # documents of 256 KB each
+RNG = np.random.default_rng(5)
+VECTORS = RNG.standard_normal((N, D)).astype(np.float32)
+PAYLOADS = [{"i": i, "s": "x" * 60_000} for i in range(N)]
+DOC_TOKENS = [RNG.standard_normal((TOKENS, DOC_DIM)).astype(np.float32) for _ in range(DOCS)]
+DOC_WEIGHTS = [np.linspace(0.5, 1, TOKENS) if i % 3 == 0 else None for i in range(DOCS)]
+DOC_PAYLOADS = [{"doc": i} for i in range(DOCS)]
+
+
+def seed(c: vecdb.Client) -> None:
+    """The dense and document collections, in batches that fit in any message."""
+    c.create_collection("p", dim=D, metric="l2", index="flat")
+    for lo in range(0, N, 10):
+        c.upsert("p", list(range(lo, lo + 10)), VECTORS[lo : lo + 10], PAYLOADS[lo : lo + 10])
+    c.create_collection("m", dim=DOC_DIM, kind="multivector")
+    for i in range(DOCS):
+        c.upsert_documents("m", [i], DOC_TOKENS[i : i + 1], DOC_WEIGHTS[i : i + 1],
+                           DOC_PAYLOADS[i : i + 1])  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VecdbServer]:
+    cfg = load_config(env={}, overrides={
+        "server": {"data": str(tmp_path_factory.mktemp("limit") / "db"), "port": 0,
+                   "workers": 4},
+        "metrics": {"enabled": False}, "limits": {"max_message_bytes": LIMIT},
+    })  # fmt: skip
+    srv = VecdbServer(cfg).start()
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=30) as c:
+        seed(c)
+    yield srv
+    srv.stop(grace=0)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vecdb.Client]:
+    with vecdb.connect(str(tmp_path_factory.mktemp("local") / "db")) as c:
+        seed(c)
+        yield c
+
+
+@pytest.fixture
+def remote(server: VecdbServer) -> Iterator[vecdb.Client]:
+    """A client with the default message size: only answers concern it."""
+    with vecdb.connect(f"127.0.0.1:{server.port}", timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def told(server: VecdbServer) -> Iterator[RemoteClient]:
+    """A client told the server's limit, which splits requests above half of it."""
+    with RemoteClient(f"127.0.0.1:{server.port}", timeout=30, max_message_bytes=LIMIT) as c:
+        yield c
+
+
+def records(recs: list[Any]) -> list[Any]:
+    return [(r.id, None if r.vector is None else r.vector.tobytes(), r.payload) for r in recs]
+
+
+def documents(docs: list[Any]) -> list[Any]:
+    return [(d.id, d.tokens.tobytes(), None if d.weights is None else d.weights.tobytes(),
+             d.payload) for d in docs]  # fmt: skip
+
+
+def same_result(a: vecdb.SearchResult, b: vecdb.SearchResult) -> None:
+    assert a.ids.tolist() == b.ids.tolist()
+    np.testing.assert_array_equal(a.distances, b.distances)
+    assert a.payloads == b.payloads
+
+
+def test_get_whose_answer_is_over_the_limit_is_asked_in_parts(
+    local: vecdb.Client, remote: vecdb.Client
+) -> None:
+    """get of 40 points with 60 KB payloads (2.4 MB): the same records as embedded."""
+    ids = list(range(N)) + [999]  # a missing id is left out, as embedded
+    assert records(remote.get("p", ids)) == records(local.get("p", ids))
+
+
+def test_search_batch_whose_answer_is_over_the_limit_is_split_by_queries(
+    local: vecdb.Client, remote: vecdb.Client
+) -> None:
+    """4 queries x k=10 with payloads (2.4 MB): the same answer as embedded."""
+    q = VECTORS[[0, 9, 17, 33]]
+    same_result(remote.search("p", q, k=10, with_payload=True),
+                local.search("p", q, k=10, with_payload=True))  # fmt: skip
+
+
+def test_scroll_page_over_the_limit_comes_shorter_with_its_next_offset(
+    local: vecdb.Client, remote: vecdb.Client
+) -> None:
+    """scroll(limit=40) answers a shorter page and its next offset (a page holds up to
+    `limit` points); paging on gives every point once, as embedded."""
+    page, nxt = remote.scroll("p", limit=N)
+    assert 0 < len(page) < N and nxt == page[-1].id + 1
+    got, offset = list(page), nxt
+    while offset is not None:
+        page, offset = remote.scroll("p", limit=N, offset=offset)
+        got.extend(page)
+    assert records(got) == records(local.scroll("p", limit=N)[0])
+
+
+def test_single_query_whose_answer_cannot_fit_is_a_clear_error(
+    server: VecdbServer, remote: vecdb.Client
+) -> None:
+    """One query of k=40 with payloads (2.4 MB) cannot be split: ResourceExhausted with
+    reason ANSWER_TOO_LARGE and field k, naming the size, the limit and what to change; the
+    server answers the next call."""
+    with pytest.raises(vecdb.ResourceExhausted) as info:
+        remote.search("p", VECTORS[0], k=N, with_payload=True)
+    err = info.value
+    assert (err.reason, err.field) == ("ANSWER_TOO_LARGE", "k")
+    for part in ("1,048,576 bytes", "limits.max_message_bytes", "lower k", "with_payload"):
+        assert part in err.message
+    assert remote.search("p", VECTORS[0], k=3).ids.tolist()[0][0] == 0
+    assert remote.count("p") == N
+
+
+def test_document_upsert_over_the_limit_is_split_by_documents(
+    local: vecdb.Client, told: RemoteClient
+) -> None:
+    """12 documents of 256 KB (3 MB) with weights and payloads, from a client told the
+    server's 1 MiB: stored whole, read back as embedded stores them."""
+    told.create_collection("up", dim=DOC_DIM, kind="multivector")
+    assert told.upsert_documents("up", list(range(DOCS)), DOC_TOKENS, DOC_WEIGHTS,
+                                 DOC_PAYLOADS) == DOCS  # fmt: skip
+    assert told.count("up") == DOCS
+    assert documents(told.get_documents("up", list(range(DOCS)))) == documents(
+        local.get_documents("m", list(range(DOCS))))  # fmt: skip
+    told.drop_collection("up")
+
+
+def test_get_documents_whose_answer_is_over_the_limit_is_asked_in_parts(
+    local: vecdb.Client, remote: vecdb.Client
+) -> None:
+    """get_documents of 12 documents (3 MB of tokens): the same documents as embedded."""
+    ids = [11, 0, 5, 3, 7, 1, 2, 4, 6, 8, 9, 10]
+    assert documents(remote.get_documents("m", ids)) == documents(local.get_documents("m", ids))
+
+
+def test_document_search_batch_over_the_limit_is_split_by_queries(
+    local: vecdb.Client, told: RemoteClient
+) -> None:
+    """8 query matrices of 256 KB (2 MB): the same hits and stats as embedded."""
+    queries = [DOC_TOKENS[i] for i in range(8)]
+    got = told.search_documents("m", queries, k=3, with_payload=True)
+    want = local.search_documents("m", queries, k=3, with_payload=True)
+    same_result(got, want)
+    assert got.stats is not None and want.stats is not None
+    assert got.stats.keys() == want.stats.keys()
+    for key, value in want.stats.items():
+        assert got.stats[key] == pytest.approx(value), key
+
+
+def test_dense_search_request_over_the_limit_is_split_by_queries(
+    local: vecdb.Client, told: RemoteClient
+) -> None:
+    """6,000 queries of d=64 (1.5 MB, over the limit): the same answer as embedded."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, DOC_DIM)).astype(np.float32)
+    q = rng.standard_normal((6_000, DOC_DIM)).astype(np.float32)
+    for c in (local, told):
+        c.create_collection("wide", dim=DOC_DIM, metric="l2", index="flat")
+        c.upsert("wide", list(range(50)), x)
+    try:
+        same_result(told.search("wide", q, k=2), local.search("wide", q, k=2))
+    finally:
+        for c in (local, told):
+            c.drop_collection("wide")
+
+
+def test_split_upserts_refuse_what_one_request_would(
+    local: vecdb.Client, told: RemoteClient
+) -> None:
+    """An upsert over half the client's limit that repeats an id is not split but sent
+    whole, and refused as embedded (DUPLICATE_ID), nothing stored; before, its parts were
+    each accepted."""
+    x = np.ones((20_000, D), np.float32)  # 640 KB: over half a MiB, within the server's MiB
+    ids = list(range(20_000))
+    ids[-1] = 0
+    for c in (local, told):
+        c.create_collection("dup", dim=D, metric="l2", index="flat")
+    with pytest.raises(vecdb.VecdbError) as want:
+        local.upsert("dup", ids, x)
+    with pytest.raises(vecdb.VecdbError) as got:
+        told.upsert("dup", ids, x)
+    assert (type(got.value), got.value.reason, got.value.message) == (
+        type(want.value), want.value.reason, want.value.message)  # fmt: skip
+    assert told.count("dup") == local.count("dup") == 0
+    for c in (local, told):
+        c.drop_collection("dup")
+
+
+def test_request_over_the_servers_limit_is_a_clear_error(remote: vecdb.Client) -> None:
+    """A client not told the server's 1 MiB sends a 3 MB document upsert whole: the server's
+    refusal reads as ResourceExhausted REQUEST_TOO_LARGE naming the size, the limit and the
+    setting; nothing is stored."""
+    remote.create_collection("big", dim=DOC_DIM, kind="multivector")
+    with pytest.raises(vecdb.ResourceExhausted) as info:
+        remote.upsert_documents("big", list(range(DOCS)), DOC_TOKENS)
+    err = info.value
+    assert err.reason == "REQUEST_TOO_LARGE"
+    for part in ("1,048,576 bytes", "limits.max_message_bytes", "max_message_bytes"):
+        assert part in err.message
+    assert remote.count("big") == 0
+    remote.drop_collection("big")
+
+
+def test_connect_takes_the_servers_message_limit(server: VecdbServer, tmp_path: Path) -> None:
+    """connect(..., max_message_bytes=) splits at the server's limit; the value is checked
+    (its bounds are the server's) and refused for an embedded target."""
+    target = f"127.0.0.1:{server.port}"
+    with vecdb.connect(target, max_message_bytes=LIMIT) as c:
+        c.create_collection("via", dim=DOC_DIM, kind="multivector")
+        assert c.upsert_documents("via", list(range(DOCS)), DOC_TOKENS) == DOCS
+        c.drop_collection("via")
+    with pytest.raises(vecdb.InvalidArgument) as info:
+        vecdb.connect(target, max_message_bytes=1000)
+    assert info.value.field == "max_message_bytes"
+    with pytest.raises(vecdb.InvalidArgument, match="remote targets only"):
+        vecdb.connect(str(tmp_path / "db"), max_message_bytes=LIMIT)
+
+
+def test_async_client_splits_and_asks_in_parts_alike(
+    server: VecdbServer, local: vecdb.Client
+) -> None:
+    """The async client: a get and a document search in parts, as embedded."""
+    ids = list(range(N))
+    queries = [DOC_TOKENS[i] for i in range(8)]
+
+    async def run() -> tuple[Any, Any]:
+        target = f"127.0.0.1:{server.port}"
+        async with vecdb.AsyncClient(target, timeout=30, max_message_bytes=LIMIT) as c:
+            return await c.get("p", ids), await c.search_documents("m", queries, k=3)
+
+    recs, res = asyncio.run(run())
+    assert records(recs) == records(local.get("p", ids))
+    same_result(res, local.search_documents("m", queries, k=3))
