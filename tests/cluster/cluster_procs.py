@@ -169,9 +169,11 @@ def router_server(
     margin_ms: int = 50,
     auth: dict[str, Any] | None = None,
     deadline_s: float = 10.0,
+    max_message_bytes: int | None = None,
 ) -> Any:
     """An in-process RouterServer on 127.0.0.1:<ephemeral> over `catalog` (with `auth`: the
-    `[auth]` settings, e.g. the shards' keys; `deadline_s`: `cluster.default_deadline_s`)."""
+    `[auth]` settings, e.g. the shards' keys; `deadline_s`: `cluster.default_deadline_s`;
+    `max_message_bytes`: `limits.max_message_bytes`)."""
     from vecdb.cluster.router_app import RouterServer
     from vecdb.server.config import load_config
 
@@ -181,5 +183,6 @@ def router_server(
         "cluster": {"role": "router", "shards": shards, "deadline_margin_ms": margin_ms,
                     "default_deadline_s": deadline_s},
         "auth": auth or {},
+        **({"limits": {"max_message_bytes": max_message_bytes}} if max_message_bytes else {}),
     })  # fmt: skip
     return RouterServer(cfg, catalog).start()

@@ -504,3 +504,29 @@ def test_a_failed_id_probe_fails_a_multi_tenant_upsert(
         monkeypatch.setattr(ShardSet, "fan_out", real)
         assert c.count("q") == 0
         assert c.upsert("q", [1, 2, 3], x, tenant="acme") == 3
+
+
+def test_a_routers_answer_over_its_message_limit_is_refused_clearly_or_asked_in_parts(
+    nodes: Nodes,
+) -> None:
+    """A router with a 1 MiB message limit measures its own answers as a node does: a `get`
+    of 60 points of 30 KB payloads comes back (the SDK asks again in halves of the ids), and
+    one search whose k x payload cannot fit is RESOURCE_EXHAUSTED ANSWER_TOO_LARGE naming k
+    (before: gRPC's bare "Sent message larger than max")."""
+    router = router_server(nodes.catalog, nodes.addresses, max_message_bytes=1 << 20)
+    try:
+        with vecdb.connect(f"127.0.0.1:{router.port}", max_message_bytes=1 << 20) as c:
+            c.create_collection("big", DIM, "l2", index="flat")
+            x = np.random.default_rng(5).standard_normal((60, DIM)).astype(np.float32)
+            c.upsert(
+                "big", list(range(60)), x, [{"t": chr(65 + i % 26) * 30_000} for i in range(60)]
+            )
+            got = c.get("big", list(range(60)))
+            assert sorted(r.id for r in got) == list(range(60))
+            assert all(r.payload == {"t": chr(65 + r.id % 26) * 30_000} for r in got)
+            with pytest.raises(vecdb.ResourceExhausted) as err:
+                c.search("big", x[0], k=60, with_payload=True)
+            assert err.value.reason == "ANSWER_TOO_LARGE" and err.value.field == "k"
+            assert c.count("big") == 60  # the router serves on
+    finally:
+        router.stop(grace=0.2)

@@ -99,7 +99,8 @@ class RouterServer:
         self._guard = CallGuard(keys, self._metrics, pool, workers=cfg.server.workers,
                                 max_queued=lim.max_queued_rpcs, side_workers=lim.side_workers,
                                 quotas=quotas, search_streams=lim.max_search_streams,
-                                search_stream_idle=lim.search_stream_idle_seconds)  # fmt: skip
+                                search_stream_idle=lim.search_stream_idle_seconds,
+                                max_message_bytes=lim.max_message_bytes)  # fmt: skip
         server = grpc.server(
             pool, interceptors=[self._guard],
             options=[("grpc.max_receive_message_length", lim.max_message_bytes),

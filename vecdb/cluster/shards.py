@@ -60,7 +60,10 @@ class ShardSet:
         self._margin = margin_ms / 1000.0  # seconds kept back from the client's deadline
         self._default = default_deadline_s  # per-shard deadline when the client set none
         self._options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
+            # A shard's answer is bounded by the shard's own limit (it refuses a larger one
+            # clearly); the router measures what it answers against its own (`CallGuard`), so
+            # a merged answer over it is ANSWER_TOO_LARGE, which the SDK asks for in parts.
+            ("grpc.max_receive_message_length", -1),
             ("grpc.max_send_message_length", max_message_bytes),
             # A shard back from a restart is reached within ~0.1-1 s, not after grpcio's
             # default reconnect backoff (1 s growing to 120 s), during which calls fail fast.

@@ -132,8 +132,8 @@ class VecdbServer:
             self._guard.close()
             if self._owns_db:
                 db.close()
-            raise Unavailable(f"cannot serve on {address} (metrics port "
-                              f"{cfg.metrics.port}): {exc}") from None  # fmt: skip
+            ports = f" (metrics port {cfg.metrics.port})" if cfg.metrics.enabled else ""
+            raise Unavailable(f"cannot serve on {address}{ports}: {exc}") from None
         for name in ("", SERVICE_NAME, WRITE_SERVICE):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         threading.Thread(
