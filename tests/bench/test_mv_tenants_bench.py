@@ -41,6 +41,7 @@ def test_assign_draws_owners_by_share_and_grants_to_another_tenant() -> None:
         bench.assign(10, (0.7, 0.4), 0.0)
 
 
+@pytest.mark.usefixtures("pipeline_on_few_tokens")  # (300 small documents)
 def test_the_run_measures_every_tenant_in_both_layouts(tmp_path: Path) -> None:
     data = _data(tmp_path)
     r = bench.run(data, (0.5, 0.3, 0.02), 0.1, n_queries=12, rounds=1, work=tmp_path / "w")

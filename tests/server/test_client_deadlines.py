@@ -142,5 +142,30 @@ def test_a_server_that_stays_away_fails_the_call_near_its_deadline(tmp_path: Pat
         with pytest.raises((vecdb.Unavailable, vecdb.DeadlineExceeded)):
             c.count("c")
         assert 0.8 <= time.monotonic() - t0 <= 2.5
+        # optimize may run an hour, but an unreachable server is waited for only within the
+        # client's own timeout (it hung for the hour)
+        t0 = time.monotonic()
+        with pytest.raises((vecdb.Unavailable, vecdb.DeadlineExceeded)):
+            c.optimize("c")
+        assert 0.8 <= time.monotonic() - t0 <= 2.5
     finally:
         c.close()
+
+
+def test_an_async_optimize_waits_for_an_unreachable_server_within_the_client_timeout(
+    tmp_path: Path,
+) -> None:
+    srv = VecdbServer(server_config(tmp_path / "db")).start()
+    target = f"127.0.0.1:{srv.port}"
+    with vecdb.connect(target) as c:
+        c.create_collection("c", DIM, "l2", index="flat")
+    srv.stop(grace=0)
+
+    async def go() -> float:
+        async with vecdb.AsyncClient(target, timeout=1.0) as a:
+            t0 = time.monotonic()
+            with pytest.raises((vecdb.Unavailable, vecdb.DeadlineExceeded)):
+                await a.optimize("c")
+            return time.monotonic() - t0
+
+    assert 0.8 <= asyncio.run(go()) <= 2.5

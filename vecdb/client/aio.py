@@ -105,9 +105,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None,
         failed: VecdbError | None = None,
     ) -> Any:  # fmt: skip
+        everyday = self._timeout or DEFAULT_TIMEOUT
         return await unary_call(self._stub, self._direct, self._metadata, rpc, request,
-                                idempotent, timeout or self._timeout or DEFAULT_TIMEOUT,
-                                failed)  # fmt: skip
+                                idempotent, timeout or everyday, failed, everyday)  # fmt: skip
 
     # -- collections -----------------------------------------------------------------------
 

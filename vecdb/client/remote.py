@@ -129,11 +129,15 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         """One call under the client's deadline and retry rule. `failed`: the error of a
         first attempt made elsewhere (the search lane's stream), judged by the same rule."""
         method = getattr(self._stub, rpc)
+        everyday = self._timeout or DEFAULT_TIMEOUT
         if deadline is None:
-            deadline = time.monotonic() + (timeout or self._timeout or DEFAULT_TIMEOUT)
+            deadline = time.monotonic() + (timeout or everyday)
+        # an unreachable server is waited for within the client's own timeout, even by a
+        # call allowed longer to run (optimize: an hour, not an hour of retries)
+        retry_end = min(deadline, time.monotonic() + everyday)
         delays = backoff_delays() if idempotent else iter(())
         if failed is not None:
-            delay = retry_wait(failed, delays, deadline)
+            delay = retry_wait(failed, delays, retry_end)
             if delay is None:
                 raise failed
             time.sleep(delay)
@@ -147,7 +151,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
                               metadata=self._metadata)  # fmt: skip
             except grpc.RpcError as exc:
                 err = status.error_of(exc)
-                delay = retry_wait(err, delays, deadline)
+                delay = retry_wait(err, delays, retry_end)
                 if delay is None:
                     raise err from None
                 time.sleep(delay)

@@ -34,13 +34,17 @@ Metadata = tuple[tuple[str, str], ...]
 async def unary_call(
     stub: Any, direct: AsyncDirectRoutes | None, md: Metadata, rpc: str, request: Any,
     idempotent: bool, budget: float, failed: VecdbError | None = None,
+    retry_window: float | None = None,
 ) -> Any:  # fmt: skip
     """One unary call of the async client (see the module docstring). `failed`: the error
-    of a first attempt made elsewhere (the search lane's stream), judged by the same rule."""
+    of a first attempt made elsewhere (the search lane's stream), judged by the same rule;
+    `retry_window`: how long an unreachable server is retried (the client's own timeout;
+    None: the whole `budget`)."""
     deadline = time.monotonic() + budget
+    retry_end = deadline if retry_window is None else min(deadline, time.monotonic() + retry_window)
     delays = backoff_delays() if idempotent else iter(())
     if failed is not None:
-        delay = retry_wait(failed, delays, deadline)
+        delay = retry_wait(failed, delays, retry_end)
         if delay is None:
             raise failed
         await asyncio.sleep(delay)
@@ -55,7 +59,7 @@ async def unary_call(
                                 metadata=md)  # fmt: skip
         except grpc.aio.AioRpcError as exc:
             err = status.error_of(exc)
-            delay = retry_wait(err, delays, deadline)
+            delay = retry_wait(err, delays, retry_end)
             if delay is None:
                 raise err from None
             await asyncio.sleep(delay)
