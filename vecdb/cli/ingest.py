@@ -301,18 +301,9 @@ def run_ingest(
         )  # fmt: skip
     source = open_source(file, ids_from, vector_column)
     progress = Progress(progress_path(file, progress_file), file, target, collection, tenant)
-    if resume:
-        resumed = progress.resume_point(_dense_digest(source, batch_size))
-        if resumed is None:
-            click.echo(f"{file}: already loaded into {collection!r} (progress file "
-                       f"{progress.path})")  # fmt: skip
-            return 0
-        start = resumed
-        if progress.note:
-            click.echo(progress.note, err=True)
-    else:
-        start = 0
-        progress.start_over()
+    start = progress.first_row(resume, _dense_digest(source, batch_size))
+    if start is None:  # that load completed
+        return 0
     client = connect(target, api_key, tls_ca, timeout)
     remote = _is_remote(target)
     batches = source.batches(start, batch_size)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.cli.ingest_formats import MalformedInput, jsonable
+from vecdb.cli.ingest_formats import MalformedInput, jsonable, open_parquet
 from vecdb.engine.doc_rules import MAX_TOKENS_PER_REQUEST
 
 DOC_COLUMNS = ("tokens", "document", "patches", "embeddings", "multivector")
@@ -210,12 +210,8 @@ def _npz_source(path: Path, ids_from: str | None) -> DocSource:
 
 def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None) -> DocSource:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise MalformedInput(path, None, f"not a readable Parquet file: {exc}") from None
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     col = _doc_column(names, vector_column)
     if col is None:

@@ -115,18 +115,9 @@ def ingest_documents(
                           f"use {' or '.join(DOC_METRICS)}")  # fmt: skip
     source = open_documents(file, ids_from, vector_column)
     progress = Progress(progress_path(file, progress_file), file, target, collection, tenant)
-    if resume:
-        resumed = progress.resume_point(_digest_of(source, batch_size))
-        if resumed is None:
-            click.echo(f"{file}: already loaded into {collection!r} (progress file "
-                       f"{progress.path})")  # fmt: skip
-            return 0
-        start = resumed
-        if progress.note:
-            click.echo(progress.note, err=True)
-    else:
-        start = 0
-        progress.start_over()
+    start = progress.first_row(resume, _digest_of(source, batch_size))
+    if start is None:  # that load completed
+        return 0
     tn: dict[str, Any] = {}  # the upserts' owner and grantees
     if tenant is not None:
         tn = {"tenant": tenant, "grant_to": list(grant_to) or None}

@@ -173,14 +173,19 @@ def _vecs_source(path: Path, dtype: type[np.generic]) -> Source:
 # -- Parquet ---------------------------------------------------------------------------------
 
 
-def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None) -> Source:
+def open_parquet(path: Path) -> Any:
+    """`pyarrow.parquet.ParquetFile` of `path` (MalformedInput when it is not one)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise MalformedInput(path, None, f"not a readable Parquet file: {exc}") from None
+
+
+def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None) -> Source:
+    pf = open_parquet(path)
     names = pf.schema_arrow.names
     vcol = vector_column or next((c for c in VECTOR_COLUMNS if c in names), None)
     if vcol is None or vcol not in names:

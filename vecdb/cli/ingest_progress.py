@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 import numpy.typing as npt
 
@@ -99,6 +100,21 @@ class Progress:
         except ProgressError:
             self._others = []
         self._segments = []
+
+    def first_row(self, resume: bool, digest_of: Callable[[int, int], str]) -> int | None:
+        """Where a run starts: row 0 without `resume` (starting over), else `resume_point`
+        (None: the load completed, nothing to do, which is said); what the resume decided
+        goes to stderr."""
+        if not resume:
+            self.start_over()
+            return 0
+        start = self.resume_point(digest_of)
+        if start is None:
+            click.echo(f"{self.file}: already loaded into {self._key['collection']!r} "
+                       f"(progress file {self.path})")  # fmt: skip
+        elif self.note:
+            click.echo(self.note, err=True)
+        return start
 
     def resume_point(self, digest_of: Callable[[int, int], str]) -> int | None:
         """The row to continue from (0: nothing to resume), or None if this load completed
