@@ -6,7 +6,6 @@ a fix. Embedded (a data directory under tmp_path) and, where the wire matters, o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +18,9 @@ from ingest_files import documents, write_npz
 
 import vecdb
 from vecdb.cli.main import main
-from vecdb.server.app import VecdbServer
-from vecdb.server.config import load_config
 
 DIM = 8
 DOCS = documents(20, DIM)
-
-
-@pytest.fixture(params=["local", "remote"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "local":
-        yield str(tmp_path / "db")
-        return
-    cfg = load_config(env={}, overrides={"server": {"data": str(tmp_path / "srv"), "port": 0},
-                                         "metrics": {"enabled": False}})  # fmt: skip
-    srv = VecdbServer(cfg).start()
-    yield f"127.0.0.1:{srv.port}"
-    srv.stop(grace=0)
 
 
 def ingest(*args: str) -> Any:

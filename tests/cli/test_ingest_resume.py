@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +34,9 @@ from oracles import Model
 
 import vecdb
 from vecdb.cli.main import main
-from vecdb.server.app import VecdbServer
-from vecdb.server.config import load_config
 
 DIM = 8
 INGEST = [sys.executable, "-c", "from vecdb.cli.main import main; main()", "ingest"]
-
-
-@pytest.fixture(params=["local", "remote"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "local":
-        yield str(tmp_path / "db")
-        return
-    cfg = load_config(env={}, overrides={"server": {"data": str(tmp_path / "srv"), "port": 0},
-                                         "metrics": {"enabled": False}})  # fmt: skip
-    srv = VecdbServer(cfg).start()
-    yield f"127.0.0.1:{srv.port}"
-    srv.stop(grace=0)
 
 
 def ingest(*args: str) -> Any:

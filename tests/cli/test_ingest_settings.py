@@ -7,7 +7,6 @@ Embedded and over a real gRPC server on 127.0.0.1 (ephemeral port).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +16,8 @@ from ingest_files import progress_entry, vectors, write_npy
 
 import vecdb
 from vecdb.cli.main import main
-from vecdb.server.app import VecdbServer
-from vecdb.server.config import load_config
 
 DIM = 8
-
-
-@pytest.fixture(params=["local", "remote"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "local":
-        yield str(tmp_path / "db")
-        return
-    cfg = load_config(env={}, overrides={"server": {"data": str(tmp_path / "srv"), "port": 0},
-                                         "metrics": {"enabled": False}})  # fmt: skip
-    srv = VecdbServer(cfg).start()
-    yield f"127.0.0.1:{srv.port}"
-    srv.stop(grace=0)
 
 
 def ingest(*args: str) -> Any:
