@@ -903,3 +903,31 @@ def test_a_trained_index_scores_few_tokens_exactly() -> None:
     assert idx.search(qs[0], K_AT)[2]["exact"] == 0.0  # 9,000 tokens: the pipeline
     few = np.arange(0, 700, 5)  # 140 documents, ~1,800 tokens
     assert idx.search(qs[0], K_AT, visible=few)[2]["exact"] == 1.0
+
+
+def test_a_trainings_progress_reaches_each_phase_end_only_when_that_work_is_done(
+    corpus: tuple,
+) -> None:
+    """The phases a training reports run in order, and none says it is done before its work
+    is: the residual codebooks have a phase of their own, and the encoding reaches its end
+    only after the cell lists are built and the new view is swapped in (an audit watched
+    `index_progress` sit at 1.00 for ~20 s: after `assign`, and after the last encode step)."""
+    docs, _ = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 64})
+    idx.add(np.arange(len(docs), dtype=np.int64), *_pack(docs))
+    calls: list[tuple[str, int, int]] = []
+    swapped: list[bool] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        calls.append((phase, done, total))
+        swapped.append(idx._v.codec is not None)
+
+    idx.train(progress)
+    first = {p: min(i for i, c in enumerate(calls) if c[0] == p) for p, _, _ in calls}
+    assert first["train"] < first["residuals"] < first["encode"]
+    assert first.get("assign", first["train"]) < first["residuals"]
+    ends = [i for i, (p, done, total) in enumerate(calls) if p == "encode" and done >= total]
+    assert ends and all(swapped[i] for i in ends)  # 100% of encode: the new view is in
+    assert not any(
+        swapped[i] for i, c in enumerate(calls) if c[0] in ("train", "assign", "residuals")
+    )

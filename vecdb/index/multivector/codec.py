@@ -287,6 +287,8 @@ def train(
     sample = tokens if pick is None else tokens[np.sort(pick)]
     scodes = codes if pick is None else codes[np.sort(pick)]
     resid = sample - centroids[scodes]
+    if progress is not None:  # (the residual codebooks: seconds, at 100% of "assign" before)
+        progress("residuals", 0, 1)
     b = params.residual_bits
     additive = bool(b) and params.residual_codec == "rq"
     if additive:
@@ -317,4 +319,6 @@ def train(
         assign_probe=probe,
     )
     object.__setattr__(codec, "grouping", groups)  # (same centroids: not regrouped)
+    if progress is not None:
+        progress("residuals", 1, 1)
     return codec, codes

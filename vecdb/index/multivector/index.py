@@ -224,6 +224,8 @@ class MultiVectorIndex:
         raw = self._new_raw() if compact else v.raw
         into = raw if compact else None  # (the raw rows are written again only then)
         tier = self._new_tier(codec)
+        if progress:
+            progress("encode", 0, len(live))
         if at_hand:  # one step, the training's codes reused
             parts = [self._encode_step(codec, into, tier, *at_hand)]
             at_hand.clear()
@@ -233,7 +235,7 @@ class MultiVectorIndex:
                 et, eo, ew = self._pooled(tok, offs, w)
                 parts.append(self._encode_step(codec, into, tier, tok, et, eo, ew, None))
                 if progress:
-                    progress("encode", hi, len(live))
+                    progress("encode", hi, len(live) + 1)  # (+1: the lists and the swap)
         kill_point("mv_train_encoded")
         codes = np.concatenate([q[0] for q in parts])
         enc_sizes = np.concatenate([q[3] for q in parts])
@@ -263,6 +265,8 @@ class MultiVectorIndex:
             tier=tier,
         )
         del parts
+        if progress:
+            progress("encode", len(live), len(live) + 1)
         # Pass 3: what was written meanwhile, encoded into the new view (not yet published)
         # outside the lock, in rounds, each taking what arrived during the one before. A
         # load that outpaces the encoding makes each round longer than the one before, so
@@ -308,6 +312,8 @@ class MultiVectorIndex:
                 nv.alive[self._doc_of[s]] = False
             self._v = nv
             persist.retire(self, v, raw=compact)
+        if progress:
+            progress("encode", len(live), len(live))
 
     def _training_tokens(self, total: int) -> int:
         """Tokens a training gathers: every live one up to what the k-means and the residual
