@@ -27,6 +27,11 @@ MIN_INT_ID = 0
 MAX_INT_ID = 2**63 - 1
 
 MAX_PAYLOAD_BYTES = 65_536  # serialised JSON size of one payload
+
+# gRPC messages: the server's `limits.max_message_bytes` (per request and per answer) and its
+# bounds; the SDK splits requests at half of it (`vecdb.client.splits`)
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES = 1024 * 1024, 1024 * 1024 * 1024
 MAX_PAYLOAD_DEPTH = 32
 
 # float32 max is ~3.4e38; a component beyond this makes squared norms overflow float32.

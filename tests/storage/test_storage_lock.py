@@ -79,7 +79,9 @@ def test_a_data_directory_that_is_a_file_or_cannot_be_made_is_a_vecdb_error(
     afile.write_text("x")
     with pytest.raises(InvalidArgument, match="is a file, not a directory"):
         vecdb.connect(str(afile))
-    blocked = afile / "db"  # under a file: mkdir fails with ENOTDIR
-    with pytest.raises(StorageError, match="creating the data directory"):
+    blocked = afile / "db"  # under a file: named as such
+    with pytest.raises(InvalidArgument, match="cannot create data directory .*afile is a file"):
         vecdb.connect(str(blocked))
     assert afile.read_text() == "x"
+    with pytest.raises(StorageError, match="cannot create data directory"):
+        vecdb.connect("/proc/vecdb-test")  # a directory that cannot be made

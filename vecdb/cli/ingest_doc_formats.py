@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from vecdb.cli.ingest_formats import MalformedInput, jsonable, open_parquet
+from vecdb.cli.ingest_formats import MalformedInput, jsonable, open_parquet, parquet_rows
 from vecdb.engine.doc_rules import MAX_TOKENS_PER_REQUEST
 
 DOC_COLUMNS = ("tokens", "document", "patches", "embeddings", "multivector")
@@ -236,20 +236,8 @@ def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None)
             break
 
     def rows(start: int, stop: int | None) -> Iterator[DocRow]:
-        row = 0
-        for rb in pf.iter_batches(batch_size=256):
-            n = rb.num_rows
-            if stop is not None and row >= stop:
-                return
-            if row + n <= start:
-                row += n
-                continue
-            for j, r in enumerate(rb.to_pylist()):
-                i = row + j
-                if i < start:
-                    continue
-                if stop is not None and i >= stop:
-                    return
+        for lo, table in parquet_rows(pf, start, stop, 256):
+            for i, r in enumerate(table.to_pylist(), lo):
                 pid = r[idcol] if idcol is not None else i
                 if pid is None:
                     raise MalformedInput(path, i, f"id column {idcol!r} is null")
@@ -257,6 +245,5 @@ def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None)
                 w = _weights(path, i, r[wcol], len(doc)) if wcol is not None else None
                 pay = jsonable({c: r[c] for c in rest}) if rest else None
                 yield i, pid, doc, w, pay
-            row += n
 
     return DocSource(path, int(pf.metadata.num_rows), dim, str_ids, rows)

@@ -184,6 +184,20 @@ def open_parquet(path: Path) -> Any:
         raise MalformedInput(path, None, f"not a readable Parquet file: {exc}") from None
 
 
+def parquet_rows(pf: Any, start: int, stop: int | None, size: int) -> Iterator[tuple[int, Any]]:
+    """Rows start..stop-1 (stop None: to the end) of a `ParquetFile`, read `size` at a time:
+    (the first row's number, a pyarrow RecordBatch of them), batches before `start` skipped."""
+    row = 0
+    for rb in pf.iter_batches(batch_size=size):
+        n = rb.num_rows
+        if stop is not None and row >= stop:
+            return
+        if row + n > start:
+            skip = max(0, start - row)
+            yield row + skip, rb.slice(skip, None if stop is None else stop - row - skip)
+        row += n
+
+
 def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None) -> Source:
     pf = open_parquet(path)
     names = pf.schema_arrow.names
@@ -202,18 +216,7 @@ def _parquet_source(path: Path, ids_from: str | None, vector_column: str | None)
     dim = len(first[0].as_py() or []) if first is not None and len(first) else 0
 
     def reader(start: int, size: int, stop: int | None) -> Iterator[Batch]:
-        row = 0
-        for rb in pf.iter_batches(batch_size=size):
-            n = rb.num_rows
-            if stop is not None and row >= stop:
-                return
-            if row + n <= start:
-                row += n
-                continue
-            skip = max(0, start - row)
-            table = rb.slice(skip, None if stop is None else stop - row - skip)
-            lo = row + skip
-            row += n
+        for lo, table in parquet_rows(pf, start, stop, size):
             vectors = _rows_to_matrix(path, lo, table.column(vcol).to_pylist(), dim)
             ids = table.column(idcol).to_pylist() if idcol else list(range(lo, lo + len(vectors)))
             for i, v in enumerate(ids):

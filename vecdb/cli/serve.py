@@ -60,6 +60,7 @@ def serve(
     reflection if turned on: `reflection = true` under [server] in --config, or
     VECDB__SERVER__REFLECTION=true); or, with --role router, route to the shards of a cluster
     (no data directory)."""
+    from vecdb.engine.database import make_data_dir
     from vecdb.server.app import serve as serve_single
     from vecdb.server.config import load_config
 
@@ -75,36 +76,14 @@ def serve(
     try:
         config = load_config(config_file, overrides=overrides)
         if config.cluster.role != "router":
-            check_data_dir(Path(config.server.data))
+            make_data_dir(Path(config.server.data))  # before anything opens a file in it
         run = serve_single
         if config.cluster.role == "router":
             from vecdb.cluster.router_app import serve_router as run
         elif config.cluster.role == "shard":
             from vecdb.cluster.shard_node import serve_shard as run
         code = run(config)
-    except (VecdbError, DataDirError) as exc:
+    except VecdbError as exc:
         click.echo(f"vecdb serve: {exc}", err=True)
         sys.exit(2)
     sys.exit(code)
-
-
-class DataDirError(Exception):
-    """The data directory is not one and cannot become one."""
-
-
-def check_data_dir(path: Path) -> None:
-    """The data directory exists (created if missing, as the engine would) before anything
-    else opens a file in it, so a file in its place is named as such, not as the first file
-    that could not be opened under it."""
-    missing = path
-    while not missing.exists() and missing.parent != missing:
-        missing = missing.parent
-    if missing == path and path.exists() and not path.is_dir():
-        raise DataDirError(f"data directory {path} is a file, not a directory")
-    if missing.exists() and not missing.is_dir():
-        raise DataDirError(f"cannot create data directory {path}: {missing} is a file, not a "
-                           "directory")  # fmt: skip
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataDirError(f"cannot create data directory {path}: {exc.strerror or exc}") from None

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from vecdb import config
 from vecdb.client.plain_requests import serialize_search
 from vecdb.errors import InvalidArgument, VecdbError
 from vecdb.rpc import status
@@ -25,10 +26,9 @@ from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT = 60.0  # seconds per call unless `timeout=` is given
 OPTIMIZE_TIMEOUT = 3600.0  # optimize may rebuild an index (also snapshot create / restore)
-# The largest request the SDK sends before splitting it (half of it, as parts): the server's
-# default limits.max_message_bytes; a client of a server with another limit is given it.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES_CAP = 1024 * 1024, 1024 * 1024 * 1024  # the server's bounds
+# The message limit the SDK splits requests at (half of it, as parts): the server's default
+# limits.max_message_bytes; a client of a server with another limit is given it.
+MAX_MESSAGE_BYTES = config.DEFAULT_MAX_MESSAGE_BYTES
 BACKOFF_START, BACKOFF_MAX = 0.05, 2.0  # seconds between two attempts (jittered, doubling)
 LAST_ATTEMPT = 0.05  # seconds an attempt is given at least before the call's deadline
 RECONNECT_MAX = 2.0  # most seconds between two connection attempts of a channel
@@ -75,13 +75,13 @@ def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:
 
 
 def check_max_message_bytes(value: Any) -> int:
-    """A client's `max_message_bytes`: an integer in [MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES_CAP]
-    (the bounds of the server's `limits.max_message_bytes`)."""
-    if (not isinstance(value, int) or isinstance(value, bool)
-            or not MIN_MESSAGE_BYTES <= value <= MAX_MESSAGE_BYTES_CAP):  # fmt: skip
+    """A client's `max_message_bytes`: an integer within the bounds of the server's
+    `limits.max_message_bytes` (`vecdb.config`)."""
+    lo, hi = config.MIN_MAX_MESSAGE_BYTES, config.MAX_MAX_MESSAGE_BYTES
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         raise InvalidArgument(
-            f"max_message_bytes={value!r} is out of range [{MIN_MESSAGE_BYTES}, "
-            f"{MAX_MESSAGE_BYTES_CAP}]: give the server's limits.max_message_bytes",
+            f"max_message_bytes={value!r} is out of range [{lo}, {hi}]: give the server's "
+            "limits.max_message_bytes",
             field="max_message_bytes",
         )
     return value

@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from vecdb import config
 from vecdb.errors import DeadlineExceeded, Unavailable, VecdbError
 from vecdb.rpc.status import DETAILS_KEY, REQUEST_ID_KEY, error_of
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
@@ -55,7 +56,8 @@ class ShardSet:
 
     def __init__(
         self, addresses: Sequence[str], *, margin_ms: int = DEFAULT_DEADLINE_MARGIN_MS,
-        default_deadline_s: float = DEFAULT_DEADLINE_S, max_message_bytes: int = 64 << 20,
+        default_deadline_s: float = DEFAULT_DEADLINE_S,
+        max_message_bytes: int = config.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:  # fmt: skip
         self._margin = margin_ms / 1000.0  # seconds kept back from the client's deadline
         self._default = default_deadline_s  # per-shard deadline when the client set none

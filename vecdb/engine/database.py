@@ -61,12 +61,7 @@ class Database(TenantMethods, DocumentsMixin):
             sync = False  # nothing survives close anyway
         assert path is not None
         self.path = Path(path).resolve()  # the data directory
-        if self.path.exists() and not self.path.is_dir():
-            raise InvalidArgument(f"data directory {self.path} is a file, not a directory")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise os_error(exc, f"creating the data directory {self.path}") from exc
+        make_data_dir(self.path)
         self._lock = DirLock(self.path)  # keeps a second process out
         self._lock.acquire()
         try:
@@ -321,6 +316,26 @@ def _shown(value: Any) -> str:
 
 
 __all__ = ["CONFIG_PREFIX", "MANIFEST_NAME", "Database", "collection_dir"]
+
+
+def make_data_dir(path: Path) -> None:
+    """Create the data directory `path` (and its parents) if missing. A file in its place, or
+    in a parent's, is `InvalidArgument` naming that file (not the first file that could not
+    be opened under it); a directory that cannot be made is the `StorageError` (or
+    `DiskFull`) of its OSError."""
+    missing = path
+    while not missing.exists() and missing.parent != missing:
+        missing = missing.parent
+    if missing.exists() and not missing.is_dir():
+        if missing == path:
+            raise InvalidArgument(f"data directory {path} is a file, not a directory")
+        raise InvalidArgument(
+            f"cannot create data directory {path}: {missing} is a file, not a directory"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, f"cannot create data directory {path}") from None
 
 
 def collection_settings(

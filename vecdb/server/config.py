@@ -32,8 +32,6 @@ ENV_PREFIX = "VECDB__"
 # [cluster] bounds (PARAMS.md): the router's per-shard deadline margin and default deadline.
 MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 0, 10_000
 MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 0.01, 3600.0
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES = 1024 * 1024, 1024 * 1024 * 1024
 MAX_SEARCH_STREAMS = 4096  # limits.max_search_streams (each open one holds a handler thread)
 MIN_STREAM_IDLE, MAX_STREAM_IDLE = 0.1, 3600.0  # limits.search_stream_idle_seconds
 
@@ -63,7 +61,7 @@ class LimitsSection:
     VectorDB calls nor be starved by them. Calls without a valid key are refused before their
     body is read."""
 
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # per request and per response
+    max_message_bytes: int = caps.DEFAULT_MAX_MESSAGE_BYTES  # per request and per response
     max_queued_rpcs: int = 1024  # calls waiting for a handler thread before refusals start
     side_workers: int = 4  # threads for health Watch and reflection streams (Check has 2 more)
     stream_window: int = 4  # unacknowledged batches a streaming upsert may have in flight
@@ -209,10 +207,10 @@ class ServerConfig:
     def validate(self) -> ServerConfig:
         """Check ranges and combinations; return self."""
         lim = self.limits
-        if not MIN_MAX_MESSAGE_BYTES <= lim.max_message_bytes <= MAX_MAX_MESSAGE_BYTES:
+        if not caps.MIN_MAX_MESSAGE_BYTES <= lim.max_message_bytes <= caps.MAX_MAX_MESSAGE_BYTES:
             raise InvalidArgument(
                 f"limits.max_message_bytes={lim.max_message_bytes} is out of range "
-                f"[{MIN_MAX_MESSAGE_BYTES}, {MAX_MAX_MESSAGE_BYTES}]"
+                f"[{caps.MIN_MAX_MESSAGE_BYTES}, {caps.MAX_MAX_MESSAGE_BYTES}]"
             )
         for name in ("max_queued_rpcs", "side_workers", "stream_window"):
             if getattr(lim, name) < (0 if name == "max_queued_rpcs" else 1):
