@@ -164,6 +164,24 @@ def test_payload_indexes_optimize_and_stats_reach_every_shard(nodes: Nodes) -> N
         assert all(node._db.get_collection("p").payload_indexes == {} for node in nodes.nodes)
 
 
+def test_collection_info_reports_the_least_finished_shard(nodes: Nodes) -> None:
+    """A collection whose points all sit unindexed on shard 1 is 'idle' through the router
+    (shard 0's 'ready' was reported, and `vecdb optimize` stopped at once with nothing
+    indexed); once every shard has built, 'ready' with the build time the shards took."""
+    ids = [i for i in range(2_000) if shard_of(i, 3) == 1][:300]
+    x = np.random.default_rng(9).standard_normal((len(ids), DIM)).astype(np.float32)
+    with vecdb.connect(nodes.address) as c:
+        c.create_collection("ix", DIM, "l2", index="spann")
+        c.upsert("ix", ids, x)
+        for info in (c.get_collection("ix"), *c.list_collections()):
+            assert (info.index_state, info.buffered, info.indexed) == ("idle", 300, 0)
+        c.optimize("ix")
+        info = c.get_collection("ix")
+        assert (info.index_state, info.index_progress, info.indexed) == ("ready", 1.0, 300)
+        built = nodes.nodes[1]._db.get_collection("ix").last_build_seconds
+        assert built is not None and info.last_build_seconds == built
+
+
 def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
     """Multi-vector documents: upsert split by id (a bad batch gets a node's error and
     writes nothing), get in request order, search_documents merged as one node answers

@@ -23,6 +23,7 @@ from vecdb.cluster.router_documents import DocumentRpcs
 from vecdb.cluster.router_points import PointRpcs
 from vecdb.cluster.router_routes import RouteRpcs
 from vecdb.cluster.router_tenants import TenantRpcs
+from vecdb.engine import core
 from vecdb.engine.database import collection_settings
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
@@ -31,6 +32,10 @@ from vecdb.server.servicer import list_page_size, page_token
 from vecdb.types import CollectionKind, IdType, Metric
 
 SUMMED = ("count", "indexed", "buffered")  # CollectionInfo fields that add up over shards
+# The collection's index state is its least finished shard's: a failed job first, then running
+# work (a first build before buffer applies before maintenance), then writes waiting.
+STATE_ORDER = (core.STATE_ERROR, core.STATE_BUILDING, core.STATE_INDEXING,
+               core.STATE_MAINTAINING, core.STATE_IDLE, core.STATE_READY)  # fmt: skip
 
 
 def collection_spec(req: pb.CreateCollectionRequest) -> dict[str, Any]:
@@ -50,11 +55,27 @@ def collection_spec(req: pb.CreateCollectionRequest) -> dict[str, Any]:
     return spec
 
 
+def _rank(state: str) -> int:
+    return STATE_ORDER.index(state) if state in STATE_ORDER else 0  # unknown: as an error
+
+
 def _sum_info(infos: list[pb.CollectionInfo]) -> pb.CollectionInfo:
+    """One collection's info over its shards: counts added up; the index state of the least
+    finished shard, with the lowest progress among the shards in that state (shard 0's
+    "ready" while shard 1 still buffers its writes would end `vecdb optimize` at once); the
+    longest last build (the shards build side by side); every shard's payload indexes."""
     out = pb.CollectionInfo()
     out.CopyFrom(infos[0])
     for name in SUMMED:
         setattr(out, name, sum(getattr(i, name) for i in infos))
+    state = min((i.index_state for i in infos), key=_rank)
+    out.index_state = state
+    out.index_progress = min(i.index_progress for i in infos if i.index_state == state)
+    builds = [i.last_build_seconds for i in infos if i.HasField("last_build_seconds")]
+    if builds:
+        out.last_build_seconds = max(builds)
+    for i in infos:
+        out.payload_indexes.update(i.payload_indexes)
     return out
 
 
