@@ -182,6 +182,41 @@ def test_collection_info_reports_the_least_finished_shard(nodes: Nodes) -> None:
         assert built is not None and info.last_build_seconds == built
 
 
+def test_a_tenants_vector_quota_counts_every_shard_it_sees_points_on(nodes: Nodes) -> None:
+    """max_vectors bounds what a tenant sees over all shards, as on one node: grants of
+    points held on two shards, and upserts naming it in grant_to, are refused past it with
+    a node's error and write nothing (each shard counted only its own points: a tenant
+    capped at 30 reached 40); the shard a grant put it on got its quota; update_tenant
+    answers the counts of every shard."""
+    x = np.random.default_rng(8).standard_normal((300, DIM)).astype(np.float32)
+    errors = []
+    with vecdb.connect(nodes.address) as c, vecdb.connect(":memory:") as n:
+        for cl in (c, n):
+            cl.create_collection("q", DIM, "l2", index="flat", multi_tenant=True)
+            for t in ("own0", "own1", "capped"):  # through the router: homes 0, 1 and 2
+                cl.create_tenant("q", t, max_vectors=30 if t == "capped" else None)
+            cl.upsert("q", list(range(20)), x[:20], tenant="own0", grant_to=["capped"])
+            cl.upsert("q", list(range(100, 120)), x[100:120], tenant="own1")
+            assert cl.grant("q", list(range(100, 105)), tenant="capped") == 5
+            with pytest.raises(vecdb.ResourceExhausted) as grant:
+                cl.grant("q", list(range(100, 120)), tenant="capped")
+            with pytest.raises(vecdb.ResourceExhausted) as upsert:
+                cl.upsert("q", [200, 201, 202, 203, 204, 205], x[200:206], tenant="own1",
+                          grant_to=["capped"])  # fmt: skip
+            errors.append([(e.value.message, e.value.field, e.value.reason)
+                           for e in (grant, upsert)])  # fmt: skip
+            assert cl.grant("q", list(range(100, 105)), tenant="capped") == 0  # nothing new
+            assert cl.count("q", tenant="capped") == 25
+            assert cl.count("q", tenant="own1") == 20
+        assert errors[0] == errors[1]
+        assert errors[0][0][0] == "tenant 'capped' would hold 40 vectors, over its 30-vector quota"
+        assert errors[0][1][1:] == ("grant_to", "TENANT_VECTOR_QUOTA")
+        for address in nodes.addresses[:2]:  # the homes of own0 and own1: capped placed there
+            with vecdb.connect(address) as shard:
+                assert shard.get_tenant("q", "capped").max_vectors == 30
+        assert c.update_tenant("q", "capped", max_vectors=40).vectors == 25
+
+
 def test_documents_through_the_router_equal_one_node(nodes: Nodes) -> None:
     """Multi-vector documents: upsert split by id (a bad batch gets a node's error and
     writes nothing), get in request order, search_documents merged as one node answers

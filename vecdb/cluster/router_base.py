@@ -29,7 +29,7 @@ import grpc
 
 from vecdb.cluster import routing
 from vecdb.engine import validate as v
-from vecdb.errors import PermissionDenied, Unavailable, VecdbError, echo
+from vecdb.errors import PermissionDenied, ResourceExhausted, Unavailable, VecdbError, echo
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import IdType
@@ -224,7 +224,14 @@ class RouterBase:
         placement = self._state().tenants.get((collection, tenant))
         if placement is None or shard == placement.home or shard in placement.shards:
             return
+        # The home's stored quotas go with it: made without them, the tenant would have the
+        # shard's [quotas] default there, not the limits create_tenant / update_tenant set.
+        ask = pb.GetTenantRequest(collection=collection, tenant=tenant)
+        got = self._shards.fan_out("GetTenant", {placement.home: ask}, ctx, check=False)
         req = pb.CreateTenantRequest(collection=collection, tenant=tenant)
+        if placement.home in got.answers:
+            info = got.answers[placement.home].info
+            req.max_vectors, req.max_bytes = info.max_vectors, info.max_bytes
         out = self._shards.fan_out("CreateTenant", {shard: req}, ctx, check=False)
         err = out.errors.get(shard)
         if err is not None and err.code != "ALREADY_EXISTS":
@@ -232,6 +239,66 @@ class RouterBase:
         if out.missing:
             raise self._shards.missing_error(out.missing)
         self._catalog.add_tenant_shards(collection, tenant, [shard])
+
+    def _check_vector_quotas(
+        self, collection: str, parts: dict[int, pb.Ids], tenants: dict[str, str],
+        ctx: grpc.ServicerContext | None, held_by: str | None = None,
+    ) -> None:  # fmt: skip
+        """Best effort, before anything is written: a write letting each of `tenants` (name
+        -> the request field naming it) see the points `parts[shard]` on those shards must
+        not take it past its `max_vectors` counted over every shard of its placement, as one
+        node counts it (each shard checks only the points it holds: a tenant granted points
+        on two shards could reach twice its quota). A tenant placed on the written shard
+        alone is left to that shard's own check, which is exact. `held_by` (a grant: its
+        owner, "" for any owner): only the ids a shard holds for it count. The counts are
+        asked with the caller's key; what the key may not ask is left to the shards; two
+        concurrent writes may both pass."""
+        st = self._state()
+        held: dict[int, set[Any]] = {}
+        for tenant, field in tenants.items():
+            placement = st.tenants.get((collection, tenant))
+            if placement is None:
+                continue
+            placed = sorted({placement.home, *placement.shards, *parts} & set(self._all()))
+            if len(placed) == 1:
+                continue
+            ask = pb.GetTenantRequest(collection=collection, tenant=tenant)
+            out = self._shards.fan_out("GetTenant", dict.fromkeys(placed, ask), ctx, check=False)
+            home = out.answers.get(placement.home)
+            if home is None or not home.info.max_vectors:
+                continue  # unlimited, or not askable: the shards' own checks stand
+            gain = 0
+            for shard, ids in parts.items():
+                if shard not in held:
+                    held[shard] = set(convert.ids_from_proto(ids))
+                    if held_by is not None:
+                        held[shard] &= self._visible(collection, ids, held_by, shard, ctx)
+                gain += len(held[shard] - self._visible(collection, ids, tenant, shard, ctx))
+            after = sum(int(a.info.vectors) for a in out.answers.values()) + gain
+            limit = int(home.info.max_vectors)
+            if gain > 0 and after > limit:  # a node's words (engine.tenant_quota)
+                raise ResourceExhausted(
+                    f"tenant {tenant!r} would hold {after:,} vectors, over its {limit:,}-vector "
+                    "quota", field=field, reason="TENANT_VECTOR_QUOTA",
+                )  # fmt: skip
+
+    @staticmethod
+    def _seers(req: Any) -> dict[str, str]:
+        """The tenants a multi-tenant upsert lets see its points, with the field naming each
+        (the owner's `tenant`, its grantees' `grant_to`), for `_check_vector_quotas`."""
+        out = {req.tenant: "tenant"}
+        for grantee in req.grant_to:
+            out.setdefault(grantee, "grant_to")
+        return out
+
+    def _visible(
+        self, collection: str, ids: pb.Ids, tenant: str, shard: int,
+        ctx: grpc.ServicerContext | None,
+    ) -> set[Any]:  # fmt: skip
+        """Which of `ids` `shard` holds that `tenant` may see (every tenant's: "")."""
+        probe = pb.GetRequest(collection=collection, ids=ids, tenant=tenant, with_vectors=False)
+        seen = self._shards.fan_out("Get", {shard: probe}, ctx, check=False).answers.get(shard)
+        return set() if seen is None else set(convert.ids_from_proto(seen.points.ids))
 
     def _partial_write(self, what: str, applied: dict[int, Any], errors: dict[int, VecdbError],
                        missing: dict[int, str]) -> VecdbError:  # fmt: skip

@@ -61,6 +61,7 @@ class DocumentRpcs(RouterBase):
         for grantee in dict.fromkeys(req.grant_to):
             self._ensure_tenant_on(req.collection, grantee, home, ctx)
         self._check_foreign_ids(req, home, ctx)
+        self._check_vector_quotas(req.collection, {home: req.ids}, self._seers(req), ctx)
         return self._one("UpsertDocuments", req, ctx, home)  # type: ignore[no-any-return]
 
     def UpsertDocuments(

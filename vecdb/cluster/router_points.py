@@ -89,6 +89,7 @@ class PointRpcs(RouterBase):
         for grantee in dict.fromkeys(req.grant_to):
             self._ensure_tenant_on(req.collection, grantee, home, ctx)
         self._check_foreign_ids(req, home, ctx)
+        self._check_vector_quotas(req.collection, {home: req.ids}, self._seers(req), ctx)
         return int(self._one("Upsert", req, ctx, home).upserted)
 
     def Upsert(self, req: pb.UpsertRequest, ctx: grpc.ServicerContext) -> pb.UpsertResponse:

@@ -124,7 +124,8 @@ class TenantRpcs(RouterBase):
     ) -> pb.UpdateTenantResponse:
         placed = self._placed(req.collection, req.tenant) or [0]
         out = self._each("UpdateTenant", req, ctx, placed)
-        return out.answers[placed[0]]  # type: ignore[no-any-return]
+        # the counts over every shard, as GetTenant gives them (not the home's part alone)
+        return pb.UpdateTenantResponse(info=_sum_infos([out.answers[s].info for s in placed]))
 
     # -- grants ----------------------------------------------------------------------------
 
@@ -156,6 +157,8 @@ class TenantRpcs(RouterBase):
         if method == "Grant":
             for shard in parts:
                 self._ensure_tenant_on(req.collection, req.tenant, shard, ctx)
+            self._check_vector_quotas(req.collection, {s: p.ids for s, p in parts.items()},
+                                      {req.tenant: "tenant"}, ctx, held_by=req.owner)  # fmt: skip
         out = self._shards.fan_out(method, parts, ctx, check=False)
         if out.errors or out.missing:
             raise self._partial_write(method, out.answers, out.errors, out.missing)
