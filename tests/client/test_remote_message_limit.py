@@ -219,19 +219,82 @@ def test_split_upserts_refuse_what_one_request_would(
         c.drop_collection("dup")
 
 
-def test_request_over_the_servers_limit_is_a_clear_error(remote: vecdb.Client) -> None:
-    """A client not told the server's 1 MiB sends a 3 MB document upsert whole: the server's
+def test_a_client_not_told_the_servers_limit_learns_it(
+    local: vecdb.Client, remote: vecdb.Client
+) -> None:
+    """A client with the default 64 MiB sends a 3 MB document upsert whole; the server
+    refuses it unread (grpcio names its 1 MiB), so the client keeps that limit and sends the
+    documents again in parts: stored as embedded stores them. Later calls are split at once
+    (a 1.5 MB search batch). Before, the upsert failed with REQUEST_TOO_LARGE, nothing
+    stored, and so did every later call of that size."""
+    remote.create_collection("big", dim=DOC_DIM, kind="multivector")
+    try:
+        assert remote.upsert_documents("big", list(range(DOCS)), DOC_TOKENS, DOC_WEIGHTS,
+                                       DOC_PAYLOADS) == DOCS  # fmt: skip
+        assert isinstance(remote, RemoteClient) and remote._budget.max_bytes == LIMIT
+        assert documents(remote.get_documents("big", list(range(DOCS)))) == documents(
+            local.get_documents("m", list(range(DOCS))))  # fmt: skip
+    finally:
+        remote.drop_collection("big")
+    q = np.random.default_rng(2).standard_normal((6_000, D)).astype(np.float32)
+    q = np.repeat(q, 8, axis=1)  # d = 64: 1.5 MB of queries
+    remote.create_collection("wide", dim=8 * D, metric="l2", index="flat")
+    local.create_collection("wide", dim=8 * D, metric="l2", index="flat")
+    try:
+        for c in (remote, local):
+            c.upsert("wide", list(range(N)), np.repeat(VECTORS, 8, axis=1))
+        same_result(remote.search("wide", q, k=2), local.search("wide", q, k=2))
+    finally:
+        remote.drop_collection("wide")
+        local.drop_collection("wide")
+
+
+def test_a_request_that_cannot_be_split_is_a_clear_error(remote: vecdb.Client) -> None:
+    """One document of 1.3 MB over the server's 1 MiB cannot be sent in parts: the server's
     refusal reads as ResourceExhausted REQUEST_TOO_LARGE naming the size, the limit and the
     setting; nothing is stored."""
-    remote.create_collection("big", dim=DOC_DIM, kind="multivector")
-    with pytest.raises(vecdb.ResourceExhausted) as info:
-        remote.upsert_documents("big", list(range(DOCS)), DOC_TOKENS)
-    err = info.value
-    assert err.reason == "REQUEST_TOO_LARGE"
-    for part in ("1,048,576 bytes", "limits.max_message_bytes", "max_message_bytes"):
-        assert part in err.message
-    assert remote.count("big") == 0
-    remote.drop_collection("big")
+    one = np.ones((5_000, DOC_DIM), np.float32)
+    remote.create_collection("one", dim=DOC_DIM, kind="multivector")
+    try:
+        with pytest.raises(vecdb.ResourceExhausted) as info:
+            remote.upsert_documents("one", [1], [one])
+        err = info.value
+        assert err.reason == "REQUEST_TOO_LARGE"
+        for part in ("1,048,576 bytes", "limits.max_message_bytes", "max_message_bytes"):
+            assert part in err.message
+        assert remote.count("one") == 0
+    finally:
+        remote.drop_collection("one")
+
+
+def test_the_async_client_learns_the_servers_limit(
+    server: VecdbServer, local: vecdb.Client
+) -> None:
+    """The async client not told the server's limit: a 6 MB dense upsert and a 3 MB
+    document upsert are sent again in parts and stored as embedded."""
+    x = np.repeat(VECTORS, 8, axis=1)
+    rows = np.tile(x, (600, 1))  # 24,000 x 64: 6 MB
+    ids = list(range(len(rows)))
+
+    async def run() -> tuple[Any, Any, int]:
+        async with vecdb.AsyncClient(f"127.0.0.1:{server.port}", timeout=30) as c:
+            await c.create_collection("arows", dim=8 * D, metric="l2", index="flat")
+            await c.create_collection("adocs", dim=DOC_DIM, kind="multivector")
+            try:
+                assert await c.upsert("arows", ids, rows) == len(rows)
+                assert await c.upsert_documents("adocs", list(range(DOCS)), DOC_TOKENS,
+                                                DOC_WEIGHTS, DOC_PAYLOADS) == DOCS  # fmt: skip
+                got = await c.get("arows", [0, 23_999], with_vectors=True)
+                docs = await c.get_documents("adocs", list(range(DOCS)))
+                return got, docs, await c.count("arows")
+            finally:
+                await c.drop_collection("arows")
+                await c.drop_collection("adocs")
+
+    got, docs, count = asyncio.run(run())
+    assert count == len(rows)
+    assert [r.vector.tobytes() for r in got] == [rows[0].tobytes(), rows[-1].tobytes()]
+    assert documents(docs) == documents(local.get_documents("m", list(range(DOCS))))
 
 
 def test_connect_takes_the_servers_message_limit(server: VecdbServer, tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         self.target = target  # as given
         rules.check_flag("search_stream", search_stream)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
-        self._max_bytes = check_max_message_bytes(max_message_bytes)  # see RemoteClient
+        self._budget = splits.Budget(check_max_message_bytes(max_message_bytes))  # see RemoteClient
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
         where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
@@ -183,11 +183,13 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         tn = {"tenant": tenant, "grant_to": grant_to}
         if self._local is not None:
             return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
-        total = 0
         whole = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
-        for req in splits.split_upsert(whole, self._max_bytes):
-            total += int((await self._call("Upsert", req, idempotent=True)).upserted)
-        return total
+        answers = await splits.afitted(
+            lambda r: self._call("Upsert", r, idempotent=True),
+            splits.split_upsert(whole, self._budget.max_bytes), None,
+            (self._budget, splits.split_upsert),
+        )  # fmt: skip
+        return sum(int(a.upserted) for a in answers)
 
     async def upsert_stream(
         self, name: str, batches: Iterable[tuple[Any, Any, Any]], *, window: int | None = None,
@@ -356,14 +358,16 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
-        parts = splits.split_search(req, self._max_bytes)
+        fit = (self._budget, splits.split_search)
+        parts = splits.split_search(req, self._budget.max_bytes)
         if len(parts) == 1:  # the usual call, without the parts' machinery (issue 12)
             try:
                 return await self._search_part(req, routed, with_stats)
             except VecdbError as err:
-                parts = splits.halves(err, req, splits.halve_search)
+                parts = splits.retry_parts(err, req, splits.halve_search, fit)
         return splits.merge_results(await splits.afitted(
-            lambda r: self._search_part(r, routed, with_stats), parts, splits.halve_search))  # fmt: skip
+            lambda r: self._search_part(r, routed, with_stats), parts, splits.halve_search,
+            fit))  # fmt: skip
 
     async def _search_part(self, req: AnySearch, routed: bool, with_stats: bool) -> SearchResult:
         """See `RemoteClient._search_part`."""

@@ -231,11 +231,11 @@ class LocalDocuments:
 
 
 class RemoteDocuments:
-    """The gRPC client's document calls (its `_call`, `_max_bytes` and `get_collection`);
+    """The gRPC client's document calls (its `_call`, `_budget` and `get_collection`);
     big requests and answers in parts as `vecdb.client.splits` says."""
 
     _call: Callable[..., Any]
-    _max_bytes: int
+    _budget: splits.Budget
     get_collection: Callable[[str], CollectionInfo]
 
     def upsert_documents(
@@ -252,8 +252,12 @@ class RemoteDocuments:
         req = upsert_documents_request(name, ids, documents, weights, payloads,
                                        lambda: self.get_collection(name),
                                        tenant, grant_to)  # fmt: skip
-        return sum(int(self._call("UpsertDocuments", r, idempotent=True).upserted)
-                   for r in splits.split_documents(req, self._max_bytes))  # fmt: skip
+        answers = splits.fitted(
+            lambda r: self._call("UpsertDocuments", r, idempotent=True),
+            splits.split_documents(req, self._budget.max_bytes), None,
+            (self._budget, splits.split_documents),
+        )  # fmt: skip
+        return sum(int(a.upserted) for a in answers)
 
     def search_documents(
         self,
@@ -273,7 +277,8 @@ class RemoteDocuments:
         results = splits.fitted(
             lambda r: wire.search_documents_from_proto(
                 self._call("SearchDocuments", r, idempotent=True)),
-            splits.split_document_search(req, self._max_bytes), splits.halve_document_search,
+            splits.split_document_search(req, self._budget.max_bytes),
+            splits.halve_document_search, (self._budget, splits.split_document_search),
         )  # fmt: skip
         return splits.merge_results(results, splits.AVERAGED_DOC_STATS)
 
@@ -294,12 +299,12 @@ class RemoteDocuments:
 
 class AsyncDocuments:
     """`vecdb.AsyncClient`'s document calls (its `_local`, `_local_call`, `_call`,
-    `_max_bytes` and `get_collection`)."""
+    `_budget` and `get_collection`)."""
 
     _local: Any
     _local_call: Callable[..., Awaitable[Any]]
     _call: Callable[..., Awaitable[Any]]
-    _max_bytes: int
+    _budget: splits.Budget
     get_collection: Callable[[str], Awaitable[CollectionInfo]]
 
     async def _with_info(self, name: str, make: Any) -> Any:
@@ -337,10 +342,12 @@ class AsyncDocuments:
             )  # fmt: skip
         req = await self._with_info(name, lambda info: upsert_documents_request(
             name, ids, documents, weights, payloads, info, tenant, grant_to))  # fmt: skip
-        total = 0
-        for part in splits.split_documents(req, self._max_bytes):
-            total += int((await self._call("UpsertDocuments", part, idempotent=True)).upserted)
-        return total
+        answers = await splits.afitted(
+            lambda r: self._call("UpsertDocuments", r, idempotent=True),
+            splits.split_documents(req, self._budget.max_bytes), None,
+            (self._budget, splits.split_documents),
+        )  # fmt: skip
+        return sum(int(a.upserted) for a in answers)
 
     async def search_documents(
         self,
@@ -367,8 +374,10 @@ class AsyncDocuments:
             resp = await self._call("SearchDocuments", part, idempotent=True)
             return wire.search_documents_from_proto(resp)
 
-        results = await splits.afitted(one, splits.split_document_search(req, self._max_bytes),
-                                       splits.halve_document_search)  # fmt: skip
+        results = await splits.afitted(
+            one, splits.split_document_search(req, self._budget.max_bytes),
+            splits.halve_document_search, (self._budget, splits.split_document_search),
+        )  # fmt: skip
         return splits.merge_results(results, splits.AVERAGED_DOC_STATS)
 
     async def get_documents(

@@ -102,8 +102,9 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         rules.check_flag("search_stream", search_stream)
         address, tls_ = parse_target(target, tls)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
-        # requests above half of it are split (`vecdb.client.splits`)
-        self._max_bytes = check_max_message_bytes(max_message_bytes)
+        # requests above half of it are split; lowered to a server's own limit when that
+        # server refuses a request as larger (`vecdb.client.splits`)
+        self._budget = splits.Budget(check_max_message_bytes(max_message_bytes))
         self._metadata = auth_metadata(api_key)
         opts = channel_options(tls_)
         if tls_ is None:
@@ -211,8 +212,12 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         grant_to: list[str] | None = None,
     ) -> int:
         whole = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
-        reqs = splits.split_upsert(whole, self._max_bytes)
-        return sum(int(self._call("Upsert", r, idempotent=True).upserted) for r in reqs)
+        answers = splits.fitted(
+            lambda r: self._call("Upsert", r, idempotent=True),
+            splits.split_upsert(whole, self._budget.max_bytes), None,
+            (self._budget, splits.split_upsert),
+        )  # fmt: skip
+        return sum(int(a.upserted) for a in answers)
 
     def upsert_stream(
         self,
@@ -353,14 +358,16 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
                              tenant, tenants, with_stats)  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
-        parts = splits.split_search(req, self._max_bytes)
+        fit = (self._budget, splits.split_search)
+        parts = splits.split_search(req, self._budget.max_bytes)
         if len(parts) == 1:  # the usual call, without the parts' machinery (issue 12)
             try:
                 return self._search_part(req, routed, with_stats)
             except VecdbError as err:
-                parts = splits.halves(err, req, splits.halve_search)
+                parts = splits.retry_parts(err, req, splits.halve_search, fit)
         return splits.merge_results(splits.fitted(
-            lambda r: self._search_part(r, routed, with_stats), parts, splits.halve_search))  # fmt: skip
+            lambda r: self._search_part(r, routed, with_stats), parts, splits.halve_search,
+            fit))  # fmt: skip
 
     def _search_part(self, req: AnySearch, routed: bool, with_stats: bool) -> SearchResult:
         """One search request (a whole search, or a part of a split one) under its deadline:

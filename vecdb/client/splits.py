@@ -12,6 +12,10 @@ remotely too:
   its caps, no repeated id), so splitting never accepts what one request would refuse;
   anything else goes as it is, judged (or refused as too large) as one. A split write is
   not atomic as a whole.
+- A server with a lower limit than the client was given refuses a request as too large
+  before reading it (grpcio names its limit): the client then keeps that limit
+  (`Budget`), sends the refused request again in parts within half of it, and splits later
+  calls at it at once. Only a request that cannot be split gets the server's error.
 - Answers. A get or get_documents whose answer the server refuses as too large is asked
   again as two halves of its ids, a search (dense or documents) as two halves of its
   queries, each half halved again if need be; a scroll is asked again with half its
@@ -35,7 +39,7 @@ from vecdb.client.plain_requests import AnySearch, PackedSearch
 from vecdb.engine.doc_rules import MAX_TOKENS_PER_REQUEST
 from vecdb.engine.validate import DEFAULT_SCROLL_LIMIT
 from vecdb.errors import Internal, VecdbError
-from vecdb.rpc.status import ANSWER_TOO_LARGE
+from vecdb.rpc.status import ANSWER_TOO_LARGE, REQUEST_TOO_LARGE, server_limit
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import SearchResult
 
@@ -49,11 +53,38 @@ AVERAGED_DOC_STATS = ("maxsim_work_saved", "exact", "nprobe")
 # ------------------------------------------------------------------------ the parts of a call
 
 
+class Budget:
+    """The message size a client fits its requests to: the `max_message_bytes` it was given,
+    lowered to a server's own limit the first time that server refuses a request as larger
+    than it, so the refused call goes again in parts and later calls are split at once."""
+
+    __slots__ = ("max_bytes",)
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def again(self, err: VecdbError, part: R, split: Callable[[R, int], list[R]]) -> list[R]:
+        """`part` split within half the server's limit when `err` refused it as a request
+        over that limit (kept for later calls); [] for any other error, or a part that does
+        not split."""
+        limit = server_limit(err) if err.reason == REQUEST_TOO_LARGE else None
+        if limit is None:
+            return []
+        self.max_bytes = min(self.max_bytes, limit)
+        parts = split(part, self.max_bytes)
+        return parts if len(parts) > 1 else []
+
+
+Split = Callable[[R, int], list[R]]
+Halve = Callable[[R], list[R] | None]
+
+
 def fitted(
-    send: Callable[[R], A], parts: Sequence[R], halve: Callable[[R], list[R] | None]
-) -> list[A]:
-    """The answers to `parts`, in order, each sent with `send`; a part whose answer the
-    server refuses as too large is replaced by `halve(part)` (None: that error is raised)."""
+    send: Callable[[R], A], parts: Sequence[R], halve: Halve[R] | None = None,
+    fit: tuple[Budget, Split[R]] | None = None,
+) -> list[A]:  # fmt: skip
+    """The answers to `parts`, in order, each sent with `send`; a part the server refuses as
+    too large is replaced by its parts (`retry_parts`)."""
     todo = deque(parts)
     out: list[A] = []
     while todo:
@@ -61,13 +92,13 @@ def fitted(
         try:
             out.append(send(part))
         except VecdbError as err:
-            todo.extendleft(reversed(halves(err, part, halve)))
+            todo.extendleft(reversed(retry_parts(err, part, halve, fit)))
     return out
 
 
 async def afitted(
-    send: Callable[[R], Awaitable[A]], parts: Sequence[R],
-    halve: Callable[[R], list[R] | None],
+    send: Callable[[R], Awaitable[A]], parts: Sequence[R], halve: Halve[R] | None = None,
+    fit: tuple[Budget, Split[R]] | None = None,
 ) -> list[A]:  # fmt: skip
     """`fitted` for the async client."""
     todo = deque(parts)
@@ -77,14 +108,20 @@ async def afitted(
         try:
             out.append(await send(part))
         except VecdbError as err:
-            todo.extendleft(reversed(halves(err, part, halve)))
+            todo.extendleft(reversed(retry_parts(err, part, halve, fit)))
     return out
 
 
-def halves(err: VecdbError, part: R, halve: Callable[[R], list[R] | None]) -> list[R]:
-    """`halve(part)` when `err` refused its answer as too large; else (or if it cannot be
-    halved) `err` is raised."""
-    out = halve(part) if err.reason == ANSWER_TOO_LARGE else None
+def retry_parts(
+    err: VecdbError, part: R, halve: Halve[R] | None, fit: tuple[Budget, Split[R]] | None
+) -> list[R]:
+    """What to send instead of `part` after `err`: `halve(part)` when its answer was refused
+    as too large, `part` split at the server's limit (`fit`: the client's budget and the
+    call's split) when the request was; else (or if it cannot be split) `err` is raised."""
+    if err.reason == ANSWER_TOO_LARGE:
+        out = halve(part) if halve is not None else None
+    else:
+        out = fit[0].again(err, part, fit[1]) if fit is not None else None
     if not out:
         raise err
     return out

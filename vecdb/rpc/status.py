@@ -51,6 +51,7 @@ ANSWER_TOO_LARGE, REQUEST_TOO_LARGE = "ANSWER_TOO_LARGE", "REQUEST_TOO_LARGE"
 _GRPC_TOO_LARGE = re.compile(
     r"(?:(CLIENT|SERVER): )?(Received|Sent) message larger than max \((\d+) vs\. (\d+)\)"
 )
+_SERVER_LIMIT = re.compile(r"over the server's message limit of ([\d,]+) bytes")
 DOMAIN = "vecdb"
 DETAILS_KEY = "grpc-status-details-bin"  # the standard trailer of the rich error model
 REQUEST_ID_KEY = "x-request-id"
@@ -143,8 +144,9 @@ def message_too_large(details: str) -> VecdbError | None:
     request = (verb == "Received") == (side != "CLIENT")  # the server received, the client sent
     what = "request" if request else "answer"
     end = (
-        "send less per call (the SDK splits upserts, document upserts and searches at its "
-        "max_message_bytes: give it the server's limit), or raise the server's limit"
+        "send less per call (the SDK sends upserts, document upserts and search batches "
+        "in parts within it; one document or query this large does not fit), or raise the "
+        "server's limit"
         if request
         else "ask for less per call (lower k or limit, fewer ids, without payloads or "
         "vectors), or raise the server's limit"
@@ -156,6 +158,13 @@ def message_too_large(details: str) -> VecdbError | None:
         f"({setting}): {end}",
         reason=REQUEST_TOO_LARGE if request else ANSWER_TOO_LARGE,
     )
+
+
+def server_limit(err: VecdbError) -> int | None:
+    """The server's message limit named by a `message_too_large` refusal of a request by a
+    server (the SDK splits the request at it); None for any other error."""
+    got = _SERVER_LIMIT.search(err.message) if err.reason == REQUEST_TOO_LARGE else None
+    return int(got.group(1).replace(",", "")) if got else None
 
 
 def error_of(exc: Any) -> VecdbError:
