@@ -32,6 +32,11 @@ MAX_PAYLOAD_BYTES = 65_536  # serialised JSON size of one payload
 # bounds; the SDK splits requests at half of it (`vecdb.client.splits`)
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 MIN_MAX_MESSAGE_BYTES, MAX_MAX_MESSAGE_BYTES = 1024 * 1024, 1024 * 1024 * 1024
+# The least wire bytes of one search hit (a float32 distance, a one-byte id): a search of nq
+# queries and k answers up to nq x k hits, which a server's engine holds whole, so a server
+# refuses one whose hits could not fit its message limit before it runs, and the SDK splits
+# such a batch by queries
+MIN_HIT_BYTES = 5
 MAX_PAYLOAD_DEPTH = 32
 
 # float32 max is ~3.4e38; a component beyond this makes squared norms overflow float32.

@@ -327,3 +327,41 @@ def test_async_client_splits_and_asks_in_parts_alike(
     recs, res = asyncio.run(run())
     assert records(recs) == records(local.get("p", ids))
     same_result(res, local.search_documents("m", queries, k=3))
+
+
+def test_a_search_whose_hits_cannot_fit_is_refused_before_it_runs(server: VecdbServer) -> None:
+    """A raw Search of 3,000 queries x k=100 (a 96 KB request) could answer 300,000 hits, at
+    least 1.5 MB, over the server's 1 MiB: refused with ANSWER_TOO_LARGE, field k, naming the
+    hits, before the engine holds them (16,384 x 16,384 on 1,000 points held 12 GB for 49 s
+    before the answer was measured); the server answers the next call."""
+    import grpc
+
+    from vecdb.rpc import status
+    from vecdb.rpc.v1 import vecdb_pb2 as pb
+    from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+
+    q = np.zeros((3_000, D), np.float32)
+    req = pb.SearchRequest(collection="p", options=pb.SearchOptions(k=100),
+                           queries=pb.Vectors(dim=D, count=3_000, data=q.tobytes()))  # fmt: skip
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = pb_grpc.VectorDBStub(ch)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SearchBatch(req, timeout=30)
+        err = status.error_of(info.value)
+        assert (err.reason, err.field) == ("ANSWER_TOO_LARGE", "k")
+        assert "3,000 queries x k=100 answers up to 300,000 hits" in err.message
+        one = pb.SearchRequest(collection="p", options=pb.SearchOptions(k=1),
+                               queries=pb.Vectors(dim=D, count=1, data=q[0].tobytes()))  # fmt: skip
+        assert stub.Search(one, timeout=30).nq == 1
+
+
+@pytest.mark.parametrize("who", ["told", "remote"])
+def test_a_search_batch_of_many_hits_is_sent_in_parts(
+    who: str, local: vecdb.Client, request: pytest.FixtureRequest
+) -> None:
+    """3,000 queries x k=100 over 40 points: a client told the server's 1 MiB splits the
+    batch by its possible hits at once; one not told has it refused unrun and asks in halves
+    of the queries. Either way, the answer embedded gives."""
+    client = request.getfixturevalue(who)
+    q = np.random.default_rng(3).standard_normal((3_000, D)).astype(np.float32)
+    same_result(client.search("p", q, k=100), local.search("p", q, k=100))

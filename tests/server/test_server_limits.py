@@ -29,14 +29,22 @@ from vecdb.server.app import VecdbServer
 def test_request_above_max_message_size_is_resource_exhausted(
     start_server: Callable[..., VecdbServer],
 ) -> None:
-    """A 2 MiB upsert to a server capped at 1 MiB is refused by grpcio; nothing is written."""
+    """A raw 2 MiB upsert to a server capped at 1 MiB is refused by grpcio; nothing is
+    written. The SDK, not told the cap, learns it from that refusal and sends the rows in
+    parts."""
     srv = start_server(limits={"max_message_bytes": 1024 * 1024})
+    x = np.ones((2048, 256), np.float32)
     with vecdb.connect(f"127.0.0.1:{srv.port}") as c:
         c.create_collection("big", 256, "l2", index="flat")
-        with pytest.raises(vecdb.ResourceExhausted):
-            c.upsert("big", list(range(2048)), np.ones((2048, 256), np.float32))
+        req = pb.UpsertRequest(collection="big", ids=pb.Ids(ints=pb.IntIds(values=range(2048))),
+                               vectors=pb.Vectors(dim=256, count=2048, data=x.tobytes()))  # fmt: skip
+        with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.VectorDBStub(ch).Upsert(req, timeout=30)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert c.count("big") == 0
-        assert c.upsert("big", list(range(100)), np.ones((100, 256), np.float32)) == 100
+        assert c.upsert("big", list(range(2048)), x) == 2048
+        assert c.count("big") == 2048
     assert health_status(srv.port) == "SERVING"
 
 

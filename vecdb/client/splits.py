@@ -267,20 +267,32 @@ def halve_scroll(req: pb.ScrollRequest) -> list[pb.ScrollRequest] | None:
 
 def split_search(req: AnySearch, max_bytes: int) -> list[AnySearch]:
     """A search, or several of consecutive queries, each within half a message, if its
-    queries are more than that. Cheap for the usual single query (issue 12)."""
+    queries, or the nq x k hits it may answer, are more than that (a server refuses a
+    search whose hits cannot fit before it runs). Cheap for the usual single query (issue
+    12)."""
     if isinstance(req, PackedSearch):
-        q = req.msg.queries
+        q, opts = req.msg.queries, req.msg.options
         n, size = q.count, req.rows.nbytes
     else:
-        q = req.queries
+        q, opts = req.queries, req.options
         n = q.count
         if n < 2 or q.row_lengths:
             return [req]  # one query; or ragged rows, which the engine names
         size = 4 * n * q.dim
-    if size <= max_bytes // 2 or n < 2 or n > config.MAX_QUERIES:
+    if n < 2 or n > config.MAX_QUERIES:
         return [req]
-    per = max(1, (max_bytes // 2) // max(1, 4 * q.dim))
+    half = max_bytes // 2
+    hit = _hit_bytes(opts.k, 4 * q.dim if opts.with_vectors else 0)
+    if size <= half and n * hit <= half:
+        return [req]
+    per = max(1, min(half // max(1, 4 * q.dim), half // max(1, hit)))
     return _search_parts(req, [(lo, min(n, lo + per)) for lo in range(0, n, per)])
+
+
+def _hit_bytes(k: int, vector_bytes: int) -> int:
+    """The least answer bytes of one query: k hits (`config.MIN_HIT_BYTES` each, plus their
+    vectors); 0 for a k the engine refuses."""
+    return k * (config.MIN_HIT_BYTES + vector_bytes) if 1 <= k <= config.MAX_K else 0
 
 
 def halve_search(req: AnySearch) -> list[AnySearch] | None:
@@ -319,15 +331,17 @@ def split_document_search(
     req: pb.SearchDocumentsRequest, max_bytes: int
 ) -> list[pb.SearchDocumentsRequest]:
     """A search_documents request, or several of consecutive queries, each within half a
-    message, if its queries are more than that."""
+    message, if its queries, or the nq x k hits it may answer, are more than that."""
     q = req.queries
     n = q.count
     if req.single or n < 2 or n > config.MAX_QUERIES or q.dim == 0 or len(q.has_weights):
         return [req]  # one query, or what the server refuses as it is
     counts = list(q.token_counts)
-    if len(counts) != n or 4 * q.dim * sum(counts) <= max_bytes // 2:
+    hit = _hit_bytes(req.options.k, 0)
+    if len(counts) != n or (4 * q.dim * sum(counts) <= max_bytes // 2
+                            and n * hit <= max_bytes // 2):  # fmt: skip
         return [req]
-    groups = _groups([4 * q.dim * c for c in counts], max_bytes // 2)
+    groups = _groups([4 * q.dim * c + hit for c in counts], max_bytes // 2)
     return _document_search_parts(req, groups) or [req]
 
 

@@ -108,7 +108,7 @@ class VecdbServer:
             # Only a safety net: the guard refuses with details long before (see interceptors).
             maximum_concurrent_rpcs=2 * (cfg.server.workers + lim.max_queued_rpcs) + 64,
         )
-        servicer = VectorDBServicer(db, self._metrics, cfg.limits.stream_window)
+        servicer = VectorDBServicer(db, self._metrics, lim.stream_window, lim.max_message_bytes)
         servicer.attach_keys(keys)
         servicer.attach_quotas(quotas)
         served = servicer if self._wrap is None else self._wrap(servicer)

@@ -21,12 +21,14 @@ from vecdb.engine.validate import JSON_NULL
 from vecdb.errors import InvalidArgument
 from vecdb.rpc import convert, documents
 from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.server.answer_size import hits_too_large
 
 
 class DocumentRPCs:
     """UpsertDocuments / SearchDocuments / GetDocuments over `self._db`."""
 
     _db: Any
+    _max_bytes: int  # limits.max_message_bytes
 
     def UpsertDocuments(
         self, req: pb.UpsertDocumentsRequest, ctx: grpc.ServicerContext
@@ -61,6 +63,9 @@ class DocumentRPCs:
             raise InvalidArgument(f"single is true but queries holds {len(queries)} matrices "
                                   "(single: exactly one)", field="single",
                                   reason="MALFORMED_REQUEST")  # fmt: skip
+        too_large = hits_too_large("SearchDocuments", len(queries), opts.k, 0, self._max_bytes)
+        if too_large is not None:
+            raise too_large
         query: Any = queries[0] if req.single else queries
         res = self._db.search_documents(req.collection, query, opts.k, **kwargs)
         return documents.search_documents_to_proto(res)

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import numpy as np
 
+from vecdb import config
 from vecdb.engine.validate import JSON_NULL
 from vecdb.errors import InvalidArgument, Unimplemented, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.admin_rpcs import ApiKeyRpcs
+from vecdb.server.answer_size import hits_too_large
 from vecdb.server.document_rpcs import DocumentRPCs
 from vecdb.server.tenant_rpcs import TenantRpcs
 from vecdb.types import CollectionKind, IdType, Metric, SearchResult
@@ -71,12 +73,16 @@ def _params(text: str, kwargs: dict[str, Any]) -> None:
 class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBServicer):
     """Maps each RPC onto the `Database` method of the same name."""
 
-    def __init__(self, db: Database, metrics: ServerMetrics, stream_window: int) -> None:
+    def __init__(
+        self, db: Database, metrics: ServerMetrics, stream_window: int,
+        max_message_bytes: int = config.DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:  # fmt: skip
         # The engine (thread-safe), typed Any: several of its methods (scroll, payload indexes,
         # snapshots, exist_ok / with_vectors / filter arguments) are the issue-9 engine API.
         self._db: Any = db
         self._metrics = metrics  # for counting written vectors
         self._window = stream_window  # credits advertised to streaming clients
+        self._max_bytes = max_message_bytes  # a search whose hits cannot fit is not run
 
     # -- collections -----------------------------------------------------------------------
 
@@ -241,7 +247,12 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
         _params(opts.params, kwargs)
         if opts.with_vectors:
             kwargs["with_vectors"] = True
-        queries = convert.vectors_from_proto(req.queries, "queries", copy=False)
+        q = req.queries
+        too_large = hits_too_large("Search", q.count, opts.k,
+                                   4 * q.dim if opts.with_vectors else 0, self._max_bytes)  # fmt: skip
+        if too_large is not None:
+            raise too_large
+        queries = convert.vectors_from_proto(q, "queries", copy=False)
         res = self._db.search(req.collection, queries, opts.k, **kwargs)
         if res.payloads is None and res.stats is None and res.vectors is None:
             return plain_result(res)
