@@ -14,6 +14,7 @@ import etcd3
 import pytest
 from etcd_proc import EtcdProcess
 
+from vecdb.cluster import catalog_etcd
 from vecdb.cluster.catalog import CatalogState, CatalogUnavailable, EtcdCatalog
 from vecdb.errors import AlreadyExists, NotFound, Unavailable
 
@@ -245,6 +246,28 @@ def test_a_hung_etcd_fails_changes_within_the_timeout(
         finally:
             os.kill(etcd_server.pid, signal.SIGCONT)
         catalog.create_collection("x", {"dim": 2})
+    finally:
+        catalog.close()
+
+
+def test_a_hung_etcd_breaks_the_watch(
+    etcd_server: EtcdProcess, etcd_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """etcd frozen (SIGSTOP): the idle watch notices through its keepalive ping and the
+    catalog reports itself disconnected (grpcio waited 60 s for the ping's answer, so a
+    hung etcd stayed 'connected' for 70 s: shards kept taking direct routes), then
+    reconnects when etcd resumes. Keepalive at 5 s, etcd's least allowed interval."""
+    monkeypatch.setattr(catalog_etcd, "KEEPALIVE_TIME_MS", 5_000)
+    monkeypatch.setattr(catalog_etcd, "PING_TIMEOUT_MS", 1_000)
+    catalog = EtcdCatalog(etcd_server.endpoint, prefix=etcd_prefix, timeout=0.5)
+    try:
+        wait_for(lambda: catalog.connected)
+        os.kill(etcd_server.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: not catalog.connected, timeout=30.0)  # ~6 s; 70 s before
+        finally:
+            os.kill(etcd_server.pid, signal.SIGCONT)
+        wait_for(lambda: catalog.connected)
     finally:
         catalog.close()
 

@@ -45,16 +45,27 @@ MAX_CAS_ATTEMPTS = 32  # lost races one change retries before giving up (Unavail
 DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S, MAX_TIMEOUT_S = 2.0, 0.05, 60.0  # per etcd call
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.1, 1.0  # the watch thread's backoff while etcd is away
 MAX_MESSAGE_BYTES = 256 << 20  # a large catalog read in one range response
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    # Reconnect quickly when etcd returns (gRPC's default backoff grows to two minutes).
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    # Notice a hung etcd (SIGSTOP, partition) on the idle watch stream.
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-]
+# A hung etcd (SIGSTOP, a partition dropping packets) is noticed on the idle watch stream by
+# a keepalive ping every KEEPALIVE_TIME_MS unanswered for PING_TIMEOUT_MS: the watch breaks,
+# `connected` turns False (shards then refuse direct routes) and misses stop asking etcd.
+KEEPALIVE_TIME_MS, PING_TIMEOUT_MS = 10_000, 5_000
+
+
+def _channel_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Reconnect quickly when etcd returns (gRPC's default backoff grows to two minutes).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", PING_TIMEOUT_MS),
+        # grpcio (1.85 here) waits this long for a ping's answer, whatever keepalive_timeout_ms
+        # says: at its 60 s default a frozen etcd went unnoticed for 70 s.
+        ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
+    ]
+
+
 _DELETE = 1  # mvccpb.Event.DELETE
 
 
@@ -118,7 +129,7 @@ class EtcdCatalog(Catalog):
         self._thread.start()
 
     def _connect(self, host: str, port: int) -> Any:
-        endpoint = Endpoint(host, port, secure=False, time_retry=0, opts=_CHANNEL_OPTIONS)
+        endpoint = Endpoint(host, port, secure=False, time_retry=0, opts=_channel_options())
         return etcd3.MultiEndpointEtcd3Client(endpoints=[endpoint], timeout=self.timeout)
 
     # -- etcd calls --------------------------------------------------------------------
