@@ -209,12 +209,16 @@ class KeyRing:
         stored = [] if store is None else [_spec_from_record(r) for r in store.load()]
         self._runtime: list[KeySpec] = stored  # created over the wire
         self._table = self._build()  # digest -> (spec, principal), swapped whole on change
+        self._live = self._ids()  # ids of the keys in the table (revoked ones leave it)
 
     def _build(self) -> dict[bytes, tuple[KeySpec, Principal]]:
         table: dict[bytes, tuple[KeySpec, Principal]] = {}
         for spec in (*self._runtime, *self._fixed):  # a config key wins over a stored twin
             table[spec.digest] = (spec, spec.principal())
         return table
+
+    def _ids(self) -> frozenset[str]:
+        return frozenset(spec.id for spec, _ in self._table.values())
 
     @property
     def enabled(self) -> bool:
@@ -241,6 +245,14 @@ class KeyRing:
         if found is None or not hmac.compare_digest(found[0].digest, d):
             raise Unauthenticated("invalid API key", reason="INVALID_KEY")
         return found[1]
+
+    def still_valid(self, who: Principal) -> None:
+        """Raise `Unauthenticated` if `who`'s key was revoked since it was checked: a stream
+        authenticated when it opened is held to this before each of its messages, so a
+        revoked key stops at its stream's next message, not when the stream ends."""
+        if who.key_id and who.key_id not in self._live:
+            raise Unauthenticated("invalid API key (revoked while this stream was open)",
+                                  reason="INVALID_KEY")  # fmt: skip
 
     def authenticate(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> Role:
         """The role of the key presented in `metadata`, or `Unauthenticated`."""
@@ -313,6 +325,7 @@ class KeyRing:
             self._store.save([_record_of(s) for s in runtime])
         self._runtime = runtime
         self._table = self._build()
+        self._live = self._ids()
 
 
 def _record_of(spec: KeySpec) -> dict[str, Any]:

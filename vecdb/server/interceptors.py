@@ -17,7 +17,9 @@ bug, logged with its traceback and request id, and answered INTERNAL naming only
 id. Once the body is decoded, and before the servicer sees it, a key bound to tenants or
 collections is held to them (`vecdb.server.auth_scope`: checks, tenant injection, listings
 filtered on the way out), the tenants' quotas are charged (`vecdb.server.quotas`), and the
-call is counted per tenant (`vecdb.server.metrics.TenantMetrics`). An answer above
+call is counted per tenant (`vecdb.server.metrics.TenantMetrics`). A stream, authenticated
+when it opens, has its key checked again before each message, so a key revoked meanwhile
+stops at the stream's next message. An answer above
 `limits.max_message_bytes` is refused before it is sent (`vecdb.server.answer_size`). Must
 not import the engine.
 
@@ -291,6 +293,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         travels only in a failure's status (a stream has one set of trailing metadata);
         `fit`: the answer is returned as its wire bytes, refused if above the limit."""
         scoped, quotas, tenant_metrics = who.scoped, self._quotas, self._metrics.tenants
+        keys = self._keys
 
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
             start = self._begin()
@@ -303,6 +306,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 self._start(method, context)
                 if isinstance(request, Undecodable):
                     raise request.error
+                if in_stream:  # the stream was authenticated when it opened
+                    keys.still_valid(who)
                 tenants = scope(who, method, request)
                 ticket = quotas.admit_request(tenants, method, request)
                 try:
@@ -330,6 +335,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 seen: dict[str, None]) -> Iterator[Any]:  # fmt: skip
         """Each streamed message held to the key's scope and charged to its tenants."""
         for request in requests:
+            self._keys.still_valid(who)  # a key revoked mid-stream stops here
             tenants = scope(who, method, request)
             self._quotas.admit(tenants, method)
             seen.update(dict.fromkeys(tenants))

@@ -1,0 +1,96 @@
+"""Audit of the security layer against a real server: what a revoked, careless or hostile
+key can still do on long-lived streams, and how key mistakes in the config are reported.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterator
+
+import grpc
+import numpy as np
+import pytest
+from wire_helpers import DIM
+
+import vecdb
+from vecdb.rpc import status
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
+from vecdb.server.app import VecdbServer
+
+ROOT = "root-admin-key-000001"
+
+
+def _feed(inbox: queue.Queue[object]) -> Iterator[object]:
+    """A request iterator the test writes to one message at a time (None ends it)."""
+    while (item := inbox.get()) is not None:
+        yield item
+
+
+def _search(collection: str) -> pb.SearchRequest:
+    q = np.zeros((1, DIM), np.float32)
+    vectors = pb.Vectors(data=q.tobytes(), dim=DIM, count=1)
+    return pb.SearchRequest(collection=collection, queries=vectors, options=pb.SearchOptions(k=2))
+
+
+def _upsert(seq: int, point: int) -> pb.UpsertStreamRequest:
+    v = np.full((1, DIM), float(point), np.float32)
+    batch = pb.UpsertRequest(collection="base", ids=pb.Ids(ints=pb.IntIds(values=[point])),
+                             vectors=pb.Vectors(data=v.tobytes(), dim=DIM, count=1))  # fmt: skip
+    return pb.UpsertStreamRequest(seq=seq, batch=batch)
+
+
+@pytest.fixture
+def keyed(start_server: Callable[..., VecdbServer]) -> Iterator[tuple[VecdbServer, vecdb.Client]]:
+    """A server with an admin key and a small "base" collection, and its admin client."""
+    srv = start_server(auth={"admin_key": ROOT})
+    with vecdb.connect(f"127.0.0.1:{srv.port}", api_key=ROOT, timeout=20) as root:
+        root.create_collection("base", DIM, "l2", index="flat")
+        root.upsert("base", [1], np.ones((1, DIM), np.float32))
+        yield srv, root
+
+
+def test_a_key_revoked_while_its_search_stream_is_open_stops_at_the_next_request(
+    keyed: tuple[VecdbServer, vecdb.Client],
+) -> None:
+    """A SearchStream opened with a key answers no request after the key is revoked: the
+    next one is UNAUTHENTICATED (INVALID_KEY), as a new call with that key would be."""
+    srv, root = keyed
+    made = root.create_api_key("read")  # type: ignore[attr-defined]
+    inbox: queue.Queue[object] = queue.Queue()
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+        answers = pb_grpc.VectorDBStub(ch).SearchStream(
+            _feed(inbox), metadata=(("authorization", f"Bearer {made.key}"),), timeout=20
+        )
+        inbox.put(_search("base"))
+        assert list(next(answers).ids.ints.values)[:1] == [1]
+        root.revoke_api_key(made.info.id)  # type: ignore[attr-defined]
+        inbox.put(_search("base"))
+        with pytest.raises(grpc.RpcError) as info:
+            next(answers)
+        inbox.put(None)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert status.error_of(info.value).reason == "INVALID_KEY"
+
+
+def test_a_key_revoked_while_its_upsert_stream_is_open_writes_nothing_more(
+    keyed: tuple[VecdbServer, vecdb.Client],
+) -> None:
+    """An UpsertStream opened with a write key is refused (UNAUTHENTICATED) at its first
+    message after the key is revoked, and that message's points are not written."""
+    srv, root = keyed
+    made = root.create_api_key("write")  # type: ignore[attr-defined]
+    inbox: queue.Queue[object] = queue.Queue()
+    with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+        acks = pb_grpc.VectorDBStub(ch).UpsertStream(
+            _feed(inbox), metadata=(("authorization", f"Bearer {made.key}"),), timeout=20
+        )
+        inbox.put(_upsert(0, 100))
+        assert next(acks).upserted == 1
+        root.revoke_api_key(made.info.id)  # type: ignore[attr-defined]
+        inbox.put(_upsert(1, 101))
+        with pytest.raises(grpc.RpcError) as info:
+            next(acks)
+        inbox.put(None)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert [r.id for r in root.get("base", [100, 101], with_vectors=False)] == [100]
