@@ -4,6 +4,7 @@ key can still do on long-lived streams, and how key mistakes in the config are r
 
 from __future__ import annotations
 
+import asyncio
 import queue
 from collections.abc import Callable, Iterator
 
@@ -94,3 +95,25 @@ def test_a_key_revoked_while_its_upsert_stream_is_open_writes_nothing_more(
         inbox.put(None)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert [r.id for r in root.get("base", [100, 101], with_vectors=False)] == [100]
+
+
+@pytest.mark.parametrize("scope", ["tenants", "collections"])
+def test_create_api_key_refuses_one_string_as_its_scope(
+    keyed: tuple[VecdbServer, vecdb.Client], scope: str
+) -> None:
+    """`create_api_key("read", tenants="acme")` is INVALID_ARGUMENT naming the field, sync
+    and async, and makes no key (it made one bound to the tenants "a", "c", "e", "m")."""
+    srv, root = keyed
+    before = root.list_api_keys()  # type: ignore[attr-defined]
+    with pytest.raises(vecdb.InvalidArgument) as info:
+        root.create_api_key("read", **{scope: "acme"})  # type: ignore[attr-defined]
+    assert info.value.field == scope and "one string" in str(info.value)
+
+    async def in_async() -> None:
+        async with vecdb.AsyncClient(f"127.0.0.1:{srv.port}", api_key=ROOT) as client:
+            with pytest.raises(vecdb.InvalidArgument) as ainfo:
+                await client.create_api_key("read", **{scope: "acme"})  # type: ignore[arg-type]
+            assert ainfo.value.field == scope
+
+    asyncio.run(in_async())
+    assert root.list_api_keys() == before  # type: ignore[attr-defined]

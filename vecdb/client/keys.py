@@ -49,8 +49,18 @@ def create_request(
     if role not in _WIRE:
         raise InvalidArgument(f"role={echo(role)} is not one of {', '.join(ROLES)}",
                               field="role", reason="BAD_ROLE")  # fmt: skip
-    return pb.CreateApiKeyRequest(role=_WIRE[role], tenants=list(tenants or ()),
-                                  collections=list(collections or ()), description=description)  # fmt: skip
+    return pb.CreateApiKeyRequest(role=_WIRE[role], tenants=_names(tenants, "tenants"),
+                                  collections=_names(collections, "collections"),
+                                  description=description)  # fmt: skip
+
+
+def _names(values: Iterable[str] | None, field: str) -> list[str]:
+    """A key's scope as a list of names. A single string is refused: iterated, "acme"
+    would bind the key to the tenants "a", "c", "e" and "m"."""
+    if isinstance(values, (str, bytes)):
+        raise InvalidArgument(f"{field} must be a list of names, not one string "
+                              f"({field}=[{echo(values)}])", field=field)  # fmt: skip
+    return list(values or ())
 
 
 def key_info(msg: pb.ApiKeyInfo) -> ApiKeyInfo:
