@@ -117,3 +117,26 @@ def test_create_api_key_refuses_one_string_as_its_scope(
 
     asyncio.run(in_async())
     assert root.list_api_keys() == before  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("auth", "field", "reason"),
+    [
+        ({"admin_key": ROOT, "read_only_keys": [ROOT]}, "auth.read_only_keys[0]", "DUPLICATE_KEY"),
+        ({"admin_key": ROOT, "keys": [{"key": ROOT, "role": "read", "tenants": ["acme"]}]},
+         "auth.keys[0].key", "DUPLICATE_KEY"),
+        ({"admin_key": ROOT + " "}, "auth.admin_key", "BAD_KEY"),
+        ({"admin_key": ROOT, "read_only_keys": ["reader-key-0001", " reader-key-0002"]},
+         "auth.read_only_keys[1]", "BAD_KEY"),
+    ],
+)  # fmt: skip
+def test_a_config_key_given_twice_or_with_spaces_around_stops_the_start(
+    start_server: Callable[..., VecdbServer], auth: dict[str, object], field: str, reason: str
+) -> None:
+    """The same key in two config entries (one role or scope was silently dropped: the admin
+    key became a tenant's read key) or a key with spaces around (it could never match) is
+    INVALID_ARGUMENT at start, naming the entries and never the key."""
+    with pytest.raises(vecdb.InvalidArgument) as info:
+        start_server(auth=auth)
+    assert (info.value.field, info.value.reason) == (field, reason)
+    assert ROOT not in str(info.value)

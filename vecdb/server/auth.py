@@ -194,15 +194,19 @@ class KeyRing:
         store: KeyFile | None = None,
     ) -> None:
         fixed: list[KeySpec] = []
+        where: dict[bytes, str] = {}  # digest -> the config entry that set it
         if admin_key:
-            d = digest(admin_key)
+            d = _config_digest(admin_key, "auth.admin_key", where)
             fixed.append(KeySpec(_config_id(d), d, Role.ADMIN, description="auth.admin_key"))
-        for key in read_only_keys:
+        for i, key in enumerate(read_only_keys):
             if key:
-                d = digest(key)
+                d = _config_digest(key, f"auth.read_only_keys[{i}]", where)
                 fixed.append(KeySpec(_config_id(d), d, Role.READ,
                                      description="auth.read_only_keys"))  # fmt: skip
-        fixed += [parse_key_entry(e, f"auth.keys[{i}]") for i, e in enumerate(keys)]
+        for i, entry in enumerate(keys):
+            spec = parse_key_entry(entry, f"auth.keys[{i}]")
+            _config_digest(entry["key"], f"auth.keys[{i}].key", where)
+            fixed.append(spec)
         self._fixed = fixed  # from the config: cannot be revoked at runtime
         self._store = store  # where runtime keys persist (None: memory only)
         self._lock = threading.Lock()  # serialises runtime changes
@@ -326,6 +330,22 @@ class KeyRing:
         self._runtime = runtime
         self._table = self._build()
         self._live = self._ids()
+
+
+def _config_digest(key: str, field: str, seen: dict[bytes, str]) -> bytes:
+    """The digest of the config key at `field`, refused (naming the fields, never the key)
+    when it has spaces around it (a presented key is stripped, so it could never match) or
+    repeats an earlier entry's key (one of the two roles or scopes would be silently lost)."""
+    if key != key.strip():
+        raise InvalidArgument(f"{field} has spaces around it: a key is sent without them, so "
+                              "this one could never match", field=field, reason="BAD_KEY")  # fmt: skip
+    d = digest(key)
+    if d in seen:
+        raise InvalidArgument(f"{field} is the same key as {seen[d]}: give each entry its own "
+                              "key (one key has one role and scope)", field=field,
+                              reason="DUPLICATE_KEY")  # fmt: skip
+    seen[d] = field
+    return d
 
 
 def _record_of(spec: KeySpec) -> dict[str, Any]:
