@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca", default=None, help="CA (PEM) to verify a TLS server with")
     parser.add_argument("--timeout", type=float, default=3.0)
     args = parser.parse_args(argv)
-    status = check(args.address, args.ca, args.timeout)
+    try:
+        status = check(args.address, args.ca, args.timeout)
+    except OSError as exc:  # a missing or unreadable --ca: a line, not a traceback
+        print(f"cannot read --ca {args.ca}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(status)
     return 0 if status == "SERVING" else 1
 
