@@ -203,7 +203,7 @@ def restore(db: Database, name: str, snapshot: str) -> None:
         batch = db.kv.batch()
         batch.put(kvmod.CF_META, b"next_cid", kvmod.u64(cid + 1))
         batch.put(kvmod.CF_META, RESTORE_MARKER + prefix, name.encode())
-        db.seq.commit(batch)
+        _commit_past(db, batch, int(body["seq"]))
         cfg = replace(CollectionConfig(**{**body["config"], "cid": cid}), name=name)
         target = collection_dir(db.path, cid)
         core: CollectionCore | None = None
@@ -236,6 +236,18 @@ def restore(db: Database, name: str, snapshot: str) -> None:
         # maintained by writes meanwhile, and used once ready)
         restored.finish_payload_indexes()
     log.info("snapshot restored", extra={"collection": name, "snapshot": snapshot})
+
+
+def _commit_past(db: Database, batch: kvmod.Batch, snap_seq: int) -> None:
+    """Commit `batch` at a sequence above both the database's and the snapshot's. A snapshot
+    copied from another data directory may be ahead of this one: its index checkpoint and op
+    log count in that directory's sequence, and an open replays only the entries above the
+    checkpoint, so writes numbered below it would never reach the index after a reopen."""
+    with db.seq.lock:
+        seq = max(db.seq.value, snap_seq) + 1
+        batch.put(kvmod.CF_META, b"seq", kvmod.u64(seq))
+        db.kv.commit(batch)
+        db.seq.value = seq
 
 
 def _import_rows(kv: KV, rows: Path, prefix: bytes) -> None:
