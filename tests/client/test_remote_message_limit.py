@@ -365,3 +365,100 @@ def test_a_search_batch_of_many_hits_is_sent_in_parts(
     client = request.getfixturevalue(who)
     q = np.random.default_rng(3).standard_normal((3_000, D)).astype(np.float32)
     same_result(client.search("p", q, k=100), local.search("p", q, k=100))
+
+
+ROWS_2MB = np.random.default_rng(4).standard_normal((8_192, DOC_DIM)).astype(np.float32)
+
+
+def stream_batches(rows: np.ndarray, n: int) -> list[tuple[Any, Any, Any]]:
+    per = len(rows) // n
+    return [(list(range(i * per, (i + 1) * per)), rows[i * per : (i + 1) * per], None)
+            for i in range(n)]  # fmt: skip
+
+
+def test_upsert_stream_sends_a_batch_over_the_limit_in_parts(
+    local: vecdb.Client, told: RemoteClient
+) -> None:
+    """Two 1 MB batches on a stream to a 1 MiB server (before: the stream failed
+    REQUEST_TOO_LARGE): one ack per batch with its rows, stored as embedded stores them."""
+    told.create_collection("st", dim=DOC_DIM, metric="l2", index="flat")
+    try:
+        acks = list(told.upsert_stream("st", stream_batches(ROWS_2MB, 2)))
+        assert [(a.seq, a.upserted) for a in acks] == [(0, 4_096), (1, 4_096)]
+        got = told.get("st", [0, 4_095, 4_096, 8_191])
+        assert [r.vector.tobytes() for r in got] == [ROWS_2MB[i].tobytes()
+                                                     for i in (0, 4_095, 4_096, 8_191)]  # fmt: skip
+    finally:
+        told.drop_collection("st")
+
+
+def test_upsert_stream_names_a_bad_row_of_a_batch_sent_in_parts(
+    local: vecdb.Client, told: RemoteClient
+) -> None:
+    """A NaN in row 3,000 of the second 1 MB batch, which goes in parts: the error names the
+    batch's seq and the row in the batch, as for a batch sent whole (the message the engine
+    gives embedded, prefixed with the batch), and the first batch is stored."""
+    bad = ROWS_2MB.copy()
+    bad[4_096 + 3_000, 5] = np.nan
+    local.create_collection("bad", dim=DOC_DIM, metric="l2", index="flat")
+    told.create_collection("bad", dim=DOC_DIM, metric="l2", index="flat")
+    try:
+        with pytest.raises(vecdb.InvalidArgument) as want:
+            local.upsert("bad", list(range(4_096)), bad[4_096:])
+        with pytest.raises(vecdb.InvalidArgument) as got:
+            list(told.upsert_stream("bad", stream_batches(bad, 2)))
+        assert got.value.message == f"batch seq=1: {want.value.message}"
+        assert got.value.field == want.value.field and "[3000]" in str(got.value.field)
+        assert told.count("bad") >= 4_096  # the first batch (and parts before the bad row)
+    finally:
+        local.drop_collection("bad")
+        told.drop_collection("bad")
+
+
+def test_upsert_stream_learns_the_servers_limit(remote: vecdb.Client) -> None:
+    """A client not told the 1 MiB sends a 1 MB stream message: the server refuses it
+    (REQUEST_TOO_LARGE, nothing stored); the next stream is sent in parts."""
+    assert isinstance(remote, RemoteClient)
+    remote.create_collection("learn", dim=DOC_DIM, metric="l2", index="flat")
+    try:
+        with pytest.raises(vecdb.ResourceExhausted) as info:
+            list(remote.upsert_stream("learn", stream_batches(ROWS_2MB, 2)))
+        assert info.value.reason == "REQUEST_TOO_LARGE" and remote.count("learn") == 0
+        acks = list(remote.upsert_stream("learn", stream_batches(ROWS_2MB, 2)))
+        assert [a.upserted for a in acks] == [4_096, 4_096] and remote.count("learn") == 8_192
+    finally:
+        remote.drop_collection("learn")
+
+
+def test_async_upsert_stream_sends_a_batch_over_the_limit_in_parts(server: VecdbServer) -> None:
+    """The async client's stream: one ack per 1 MB batch, all rows stored."""
+
+    async def run() -> tuple[list[Any], int]:
+        target = f"127.0.0.1:{server.port}"
+        async with vecdb.AsyncClient(target, timeout=30, max_message_bytes=LIMIT) as c:
+            await c.create_collection("ast", dim=DOC_DIM, metric="l2", index="flat")
+            try:
+                acks = [a async for a in c.upsert_stream("ast", stream_batches(ROWS_2MB, 2))]
+                return acks, await c.count("ast")
+            finally:
+                await c.drop_collection("ast")
+
+    acks, count = asyncio.run(run())
+    assert [(a.seq, a.upserted) for a in acks] == [(0, 4_096), (1, 4_096)] and count == 8_192
+
+
+def test_ingest_of_batches_over_the_limit(server: VecdbServer, tmp_path: Path) -> None:
+    """`vecdb ingest` of 8,192 x 64 rows in one 2 MB batch to a 1 MiB server (the default
+    batch of 10,000 rows is 82 MB at 2,048 dimensions, over the default 64 MiB): stored."""
+    from click.testing import CliRunner
+
+    from vecdb.cli.main import main
+
+    np.save(tmp_path / "x.npy", ROWS_2MB)
+    out = CliRunner().invoke(main, ["ingest", str(tmp_path / "x.npy"), "--collection", "ing",
+                                    "--target", f"127.0.0.1:{server.port}", "--metric", "l2",
+                                    "--batch-size", "8192", "--quiet"])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    with vecdb.connect(f"127.0.0.1:{server.port}") as c:
+        assert c.count("ing") == 8_192
+        c.drop_collection("ing")

@@ -30,7 +30,8 @@ from vecdb.cli.ingest_formats import Batch, MalformedInput, Source, open_source
 from vecdb.cli.ingest_progress import Progress, ProgressError, RowDigest, progress_path
 from vecdb.client import _is_remote
 from vecdb.client.channel import DEFAULT_TIMEOUT
-from vecdb.errors import InvalidArgument, NotFound, VecdbError
+from vecdb.errors import InvalidArgument, NotFound, ResourceExhausted, VecdbError
+from vecdb.rpc.status import REQUEST_TOO_LARGE
 from vecdb.types import CollectionInfo, IndexKind, Metric
 
 METRICS = tuple(m.value for m in Metric)
@@ -328,25 +329,38 @@ def run_ingest(
         if tenant is not None:
             ensure_tenant(client, collection, tenant)
             tn = {"tenant": tenant, "grant_to": list(grant_to) or None}
-        if remote:
-            acks: Iterator[Any] = client.upsert_stream(collection, payload_stream(), window=window,  # type: ignore[attr-defined]
-                                                       **tn)  # fmt: skip
-        else:
-            acks = (
-                (seq, client.upsert(collection, *item, **tn))
-                for seq, item in enumerate(payload_stream())
-            )
-        for seq, _n in acks:
-            batch = sent.pop(seq)
-            rows_done = batch.start + len(batch.ids)
-            digest.add(batch.ids, batch.payloads, batch.vectors)
-            progress.save(start, rows_done, digest, complete=False)
-            bar.update(len(batch.ids))
-            done_batches += 1
-            if stop_after is not None and done_batches >= stop_after:
-                bar.close()
-                click.echo(f"stopped after {done_batches} batches at row {rows_done}", err=True)
-                return 3
+        refused = False  # a stream refused as over a server's lower message limit, once
+        while True:
+            if remote:
+                acks: Iterator[Any] = client.upsert_stream(collection, payload_stream(),  # type: ignore[attr-defined]
+                                                           window=window, **tn)  # fmt: skip
+            else:
+                acks = (
+                    (seq, client.upsert(collection, *item, **tn))
+                    for seq, item in enumerate(payload_stream())
+                )
+            try:
+                for seq, _n in acks:
+                    batch = sent.pop(seq)
+                    rows_done = batch.start + len(batch.ids)
+                    digest.add(batch.ids, batch.payloads, batch.vectors)
+                    progress.save(start, rows_done, digest, complete=False)
+                    bar.update(len(batch.ids))
+                    done_batches += 1
+                    if stop_after is not None and done_batches >= stop_after:
+                        bar.close()
+                        click.echo(f"stopped after {done_batches} batches at row {rows_done}",
+                                   err=True)  # fmt: skip
+                        return 3
+                break
+            except ResourceExhausted as exc:
+                # The SDK now knows the server's limit and splits batches at it: go on from
+                # the last acknowledged row on a new stream
+                if refused or not remote or exc.reason != REQUEST_TOO_LARGE:
+                    raise
+                refused, first = True, None
+                sent.clear()
+                batches = source.batches(rows_done, batch_size)
         batch = None
         progress.save(start, rows_done, digest, complete=True)
         if optimize:
@@ -377,4 +391,4 @@ def run_ingest(
 def _chain(first: Batch | None, rest: Iterator[Batch]) -> Iterator[Batch]:
     if first is not None:
         yield first
-        yield from rest
+    yield from rest

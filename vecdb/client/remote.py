@@ -231,24 +231,27 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         """Stream `(ids, vectors, payloads)` batches; yield a `StreamAck` per durable batch.
 
         If `batches` raises, the batches before it are still sent and acknowledged, then the
-        exception is re-raised; a batch the server rejects ends the stream with its error.
+        exception is re-raised; a batch the server rejects ends the stream with its error. A
+        batch over half the message limit goes as several messages (`splits.StreamParts`).
         """
         credits = threading.Condition()
         state = {"in_flight": 0, "window": window or DEFAULT_STREAM_WINDOW, "closed": False}
         failure: list[BaseException] = []
+        parts = splits.StreamParts(self._budget)  # a batch over half a message goes in parts
 
         def requests() -> Iterator[pb.UpsertStreamRequest]:
             try:
                 for seq, (ids, vectors, payloads) in enumerate(batches):
                     req = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
-                    with credits:
-                        credits.wait_for(
-                            lambda: state["in_flight"] < state["window"] or state["closed"]
-                        )
-                        if state["closed"]:
-                            return
-                        state["in_flight"] += 1
-                    yield pb.UpsertStreamRequest(seq=seq, batch=req)
+                    for msg in parts.messages(seq, req):
+                        with credits:
+                            credits.wait_for(
+                                lambda: state["in_flight"] < state["window"] or state["closed"]
+                            )
+                            if state["closed"]:
+                                return
+                            state["in_flight"] += 1
+                        yield msg
             except BaseException as exc:  # reported after the good batches are acknowledged
                 failure.append(exc)
 
@@ -260,9 +263,11 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
                     if window is None and ack.credits:
                         state["window"] = ack.credits
                     credits.notify_all()
-                yield StreamAck(int(ack.seq), int(ack.upserted))
+                done = parts.ack(ack)
+                if done is not None:
+                    yield StreamAck(*done)
         except grpc.RpcError as exc:
-            raise status.error_of(exc) from None
+            raise parts.error(status.error_of(exc)) from None
         finally:
             with credits:
                 state["closed"] = True
