@@ -47,7 +47,7 @@ from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
 from vecdb.client.search_lane import AsyncSearchLane
 from vecdb.client.tenants_aio import AsyncTenantMethods
 from vecdb.engine import validate as rules
-from vecdb.errors import VecdbError
+from vecdb.errors import Unavailable, VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
@@ -73,6 +73,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         self._budget = splits.Budget(check_max_message_bytes(max_message_bytes))  # see RemoteClient
         self._local: Client | None = None  # the embedded client, for non-remote targets
         self._channel: grpc.aio.Channel | None = None
+        self._closed = False  # close() was called: calls raise Unavailable, as embedded
         where = resolve(target)  # the rule of `vecdb.connect`: a URL is normalised
         if where.kind != "remote":
             # direct_routing=True or search_stream=False: refused, as `connect` refuses them
@@ -93,9 +94,16 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         )) if direct_routing else None  # fmt: skip
         # Single searches on one stream when free (`vecdb.client.search_lane`; issue 12),
         # unless asked not to (see `RemoteClient`).
+        self._search_stream = search_stream
         self._lane = AsyncSearchLane(self._stub, self._metadata, enabled=search_stream)
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        """Raise `Unavailable` once the client is closed (the class an embedded client's
+        closed database raises; grpc.aio's own UsageError is no vecdb error)."""
+        if self._closed:
+            raise Unavailable("the client is closed")
 
     async def _local_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         assert self._local is not None
@@ -105,6 +113,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         self, rpc: str, request: Any, *, idempotent: bool, timeout: float | None = None,
         failed: VecdbError | None = None,
     ) -> Any:  # fmt: skip
+        self._check_open()
         everyday = self._timeout or DEFAULT_TIMEOUT
         return await unary_call(self._stub, self._direct, self._metadata, rpc, request,
                                 idempotent, timeout or everyday, failed, everyday)  # fmt: skip
@@ -202,6 +211,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
                                            tenant=tenant, grant_to=grant_to)  # fmt: skip
                 yield StreamAck(seq, int(n))
             return
+        self._check_open()
         call = self._stub.UpsertStream(metadata=self._metadata)
         in_flight, limit = 0, window or DEFAULT_STREAM_WINDOW
         failure: BaseException | None = None
@@ -375,8 +385,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
 
     async def _search_part(self, req: AnySearch, routed: bool, with_stats: bool) -> SearchResult:
         """See `RemoteClient._search_part`."""
+        self._check_open()
         deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
-        got = None if routed else await self._lane.search(req, deadline)
+        got = None if routed else await self._on_lane(req, deadline)
         resp = got if isinstance(got, pb.SearchResponse) else await self._call(
             "Search", req, idempotent=True, timeout=max(0.001, deadline - time.monotonic()),
             failed=got)  # fmt: skip
@@ -385,6 +396,23 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
             if plain is not None:
                 return plain
         return convert.result_from_proto(resp, with_stats=with_stats)
+
+    async def _on_lane(
+        self, req: AnySearch, deadline: float
+    ) -> pb.SearchResponse | VecdbError | None:
+        """The lane's answer to `req`. A search cancelled while on the lane (`task.cancel()`,
+        `asyncio.wait_for` around it) leaves the lane's stream cancelled by grpc.aio, and
+        the lane would write the next search into it and fail it (InvalidStateError, every
+        search until the stream idled out): the lane is closed and a new one takes its place."""
+        lane = self._lane
+        try:
+            return await lane.search(req, deadline)
+        except asyncio.CancelledError:
+            if self._lane is lane and not self._closed:
+                lane.close()
+                self._lane = AsyncSearchLane(self._stub, self._metadata,
+                                             enabled=self._search_stream)  # fmt: skip
+            raise
 
     async def create_snapshot(self, name: str) -> Any:
         """See `vecdb.Client.create_snapshot`."""
@@ -429,6 +457,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
 
     async def close(self) -> None:
         """Close the channel (or the embedded database)."""
+        self._closed = True
         if self._local is not None:
             await asyncio.to_thread(self._local.close)
         elif self._channel is not None:
