@@ -10,21 +10,29 @@ directory's process lock.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vecdb.engine import commit
 from vecdb.engine import snapshot_files as sf
 from vecdb.engine.core import CollectionConfig
-from vecdb.engine.database import CONFIG_PREFIX, MANIFEST_NAME
+from vecdb.engine.database import CONFIG_PREFIX, DATA_FORMAT, MANIFEST_NAME
 from vecdb.engine.recovery import collection_dir
 from vecdb.engine.tenants import describe_tenants
-from vecdb.errors import VecdbError
+from vecdb.errors import FormatError, VecdbError
 from vecdb.index import registry
+from vecdb.index.multivector import persist as mvp
+from vecdb.index.multivector import rowfile
+from vecdb.index.spann.framing import read_sections, read_versioned
 from vecdb.storage import kv as kvmod
 from vecdb.storage.disk import du
 from vecdb.storage.kv import KV
 from vecdb.storage.manifest import read_manifest
+from vecdb.types import IndexKind
 
 
 def _index_progress(kv: KV, cfg: CollectionConfig, directory: Path) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def _index_progress(kv: KV, cfg: CollectionConfig, directory: Path) -> dict[str,
 
 def describe(data_dir: Path) -> dict[str, Any]:
     data_dir = data_dir.resolve()
-    body = read_manifest(data_dir / MANIFEST_NAME)
+    body = _read_data_manifest(data_dir)
     kv = KV(data_dir / "kv", read_only=True)
     try:
         raw_seq = kv.get(kvmod.CF_META, b"seq")
@@ -81,6 +89,19 @@ def describe(data_dir: Path) -> dict[str, Any]:
     }
 
 
+def _read_data_manifest(data_dir: Path) -> dict[str, Any]:
+    """The data directory's manifest; `FormatError` for a data format this build does not
+    know (a newer vecdb wrote it: its files cannot be described or checked by this one)."""
+    path = data_dir / MANIFEST_NAME
+    body = read_manifest(path)
+    if body.get("data_format") != DATA_FORMAT:
+        raise FormatError(
+            f"{path}: data format {body.get('data_format')} is not supported by this vecdb "
+            f"(supported: {DATA_FORMAT})"
+        )
+    return body
+
+
 def verify(data_dir: Path) -> dict[str, Any]:
     """Check everything the data directory holds; {"ok": bool, "files": [{"file", "ok",
     "detail"}, ...]} with one entry per file checked (RocksDB as one entry: its own files
@@ -92,24 +113,110 @@ def verify(data_dir: Path) -> dict[str, Any]:
         files.append({"file": str(path), "ok": ok, "detail": detail})
 
     try:
-        read_manifest(data_dir / MANIFEST_NAME)
+        _read_data_manifest(data_dir)
         report(data_dir / MANIFEST_NAME, True, "checksum ok")
     except VecdbError as exc:
         report(data_dir / MANIFEST_NAME, False, exc.message)
     configs = _verify_store(data_dir / "kv", report)
-    names = {collection_dir(data_dir, c.cid).name: c.name for c in configs}
+    known = {collection_dir(data_dir, c.cid).name: c for c in configs}
     root = data_dir / "collections"
     # Every index directory on disk, known to the store or not (it may be unreadable).
     for directory in sorted(root.iterdir()) if root.is_dir() else []:
         if not directory.is_dir() or not any(directory.iterdir()):
             continue
-        from vecdb.index.spann.persist import verify_files
-
-        for item in verify_files(directory):
-            item["collection"] = names.get(directory.name, "?")
+        cfg = known.get(directory.name)
+        for item in _verify_index(directory, None if cfg is None else cfg.index):
+            item["collection"] = "?" if cfg is None else cfg.name
             files.append(item)
     _verify_snapshots(data_dir, report)
     return {"path": str(data_dir), "ok": all(f["ok"] for f in files), "files": files}
+
+
+def _verify_index(directory: Path, kind: str | None) -> list[dict[str, Any]]:
+    """The per-file report of one index directory, by the checks of its kind (`kind` None: a
+    directory the store does not name, judged by its manifest's magic)."""
+    if kind is None:
+        kind = _kind_on_disk(directory)
+    if kind == IndexKind.MULTIVECTOR.value:
+        return _verify_multivector(directory)
+    from vecdb.index.spann.persist import verify_files
+
+    return verify_files(directory)
+
+
+def _kind_on_disk(directory: Path) -> str:
+    try:
+        with open(directory / mvp.MANIFEST, "rb") as f:
+            magic = f.read(len(mvp.MANIFEST_MAGIC))
+    except OSError:
+        return IndexKind.SPANN.value
+    return IndexKind.MULTIVECTOR.value if magic == mvp.MANIFEST_MAGIC else IndexKind.SPANN.value
+
+
+def _verify_multivector(directory: Path) -> list[dict[str, Any]]:
+    """A document index's last checkpoint: manifest and state (framing and the CRC of every
+    section), and the raw and tier row files it names (header, row width, and at least the
+    rows the manifest counts; the rows themselves carry no checksum). Reads only: the
+    index's own open would truncate the row files."""
+    out: list[dict[str, Any]] = []
+
+    def report(path: Path, ok: bool, detail: str) -> None:
+        out.append({"file": str(path), "ok": ok, "detail": detail})
+
+    path = directory / mvp.MANIFEST
+    if not path.exists():
+        report(path, True, "no checkpoint yet (the op log holds everything)")
+        return out
+    try:
+        manifest = json.loads(read_sections(path, mvp.MANIFEST_MAGIC, mvp.MANIFEST_VERSION)[0])
+        state, raw, raw_rows = manifest["state"], manifest["raw"], int(manifest["raw_rows"])
+        tier, tier_rows = manifest["tier"], int(manifest["tier_rows"])
+        tier_dtype = None if tier is None else np.dtype(manifest["tier_dtype"])
+    except (FormatError, ValueError, KeyError, TypeError, IndexError) as exc:
+        report(path, False, getattr(exc, "message", f"{path}: unreadable manifest ({exc!r})"))
+        return out
+    report(path, True, f"applied sequence {manifest.get('applied_seq')}")
+    try:
+        _, sections = read_versioned(directory / state, mvp.STATE_MAGIC, mvp.STATE_READS)
+        meta = json.loads(sections[0])
+        dim = int(meta["dim"])
+        if len(sections) != 1 + len(meta["arrays"]):
+            raise FormatError(f"{directory / state}: {len(sections) - 1} arrays, "
+                              f"{len(meta['arrays'])} described")  # fmt: skip
+        report(directory / state, True, "state CRC ok")
+    except (FormatError, ValueError, KeyError, TypeError, IndexError) as exc:
+        report(directory / state, False,
+               getattr(exc, "message", f"{directory / state}: unreadable state ({exc!r})"))  # fmt: skip
+        return out
+    report(directory / raw, *_check_rows(directory / raw, 4 * dim, raw_rows))
+    if tier is not None and tier_dtype is not None:
+        report(
+            directory / tier, *_check_rows(directory / tier, tier_dtype.itemsize * dim, tier_rows)
+        )
+    return out
+
+
+def _check_rows(path: Path, width: int, rows: int) -> tuple[bool, str]:
+    """A row file's header and size against the rows its manifest counts."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(rowfile.HEADER.size)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        return False, f"{path}: row file is unreadable or missing ({exc.strerror or exc})"
+    if len(head) != rowfile.HEADER.size:
+        return False, f"{path}: too short for a row file header"
+    magic, version, have = rowfile.HEADER.unpack(head)
+    if magic != rowfile.MAGIC:
+        return False, f"{path}: bad magic {magic!r}, expected {rowfile.MAGIC!r}"
+    if version != rowfile.VERSION:
+        return False, f"{path}: row format version {version} is not supported (supported: " \
+                      f"{rowfile.VERSION})"  # fmt: skip
+    if have != width:
+        return False, f"{path}: row width {have} bytes, expected {width}"
+    if size < rowfile.PAGE + rows * width:
+        return False, f"{path}: {size} bytes, fewer than the {rows} rows the manifest names"
+    return True, f"header ok, {rows:,} rows"
 
 
 def _verify_store(path: Path, report: Any) -> list[CollectionConfig]:
