@@ -174,7 +174,7 @@ def delete(db: Database, name: str, snapshot: str) -> None:
     v.check_name("collection", name)
     sf.check_snapshot_name(snapshot)
     with db._ddl:  # not while a restore reads it
-        directory, _ = sf.find(db.path, name, snapshot)
+        directory = sf.existing(db.path, name, snapshot)  # a damaged one too
         doomed = directory.with_name(f"{snapshot}.deleting{sf.TMP}")
         directory.rename(doomed)  # never listed from here on, even if we crash now
         fsync_dir(directory.parent)
@@ -291,8 +291,8 @@ def _switch(db: Database, name: str, cfg: CollectionConfig, new: Collection) -> 
 
 
 def recover(data_dir: Path, kv: KV) -> None:
-    """Undo restores a crash interrupted before their switch and remove interrupted
-    snapshots (their index directories are orphans the database removes)."""
+    """Undo restores a crash interrupted before their switch, remove interrupted snapshots
+    (their index directories are orphans the database removes) and name damaged ones."""
     for key, raw in list(kv.scan_prefix(kvmod.CF_META, RESTORE_MARKER)):
         prefix = key[len(RESTORE_MARKER) :]
         batch = kv.batch()
@@ -305,3 +305,8 @@ def recover(data_dir: Path, kv: KV) -> None:
         )
     for path in sf.cleanup(data_dir):
         log.warning("an interrupted snapshot was removed", extra={"path": str(path)})
+    for path, why in sf.damaged(data_dir):
+        log.error(
+            "a snapshot cannot be used; its files are kept (vecdb inspect --verify)",
+            extra={"path": str(path), "error": why},
+        )

@@ -10,8 +10,8 @@ A snapshot is a directory `<data>/snapshots/<collection>/<snapshot>/` holding
   (`vecdb.storage.manifest`);
 - `COMPLETE`: the completion marker, holding the manifest's sha256.
 It is written under `<snapshot>.tmp/` and renamed into place once whole, so an interrupted
-snapshot is never listed; leftovers are removed when the database opens (`cleanup`). Owns
-no locking and knows nothing of collections beyond the configuration it stores.
+snapshot is never listed; leftovers are removed when the database opens (`cleanup`), a
+published snapshot that cannot be read never is (`damaged`). Owns no locking and knows nothing of collections beyond the configuration it stores.
 """
 
 from __future__ import annotations
@@ -181,31 +181,63 @@ def publish(tmp: Path, final: Path, body: dict[str, Any]) -> None:
     fsync_dir(final.parent)
 
 
-def load(directory: Path) -> dict[str, Any] | None:
-    """The manifest of a complete snapshot, or None if `directory` is not one (being written,
-    interrupted, or its marker does not match its manifest)."""
-    if directory.name.endswith(TMP) or not directory.is_dir():
-        return None
+def read_snapshot(directory: Path) -> dict[str, Any]:
+    """The manifest of the published snapshot in `directory`; `FormatError` naming what is
+    wrong when its completion marker, its manifest or its format version is not one this
+    build can use (a damaged snapshot, or one a newer vecdb wrote)."""
     marker, manifest = directory / COMPLETE, directory / MANIFEST
     try:
         want = marker.read_text().strip()
-        if want != sha256_of(manifest):
-            return None
-        body = read_manifest(manifest)
-    except (OSError, FormatError):
-        return None
-    if body.get("snapshot_format") != SNAPSHOT_FORMAT:
-        return None
+        got = sha256_of(manifest)
+    except OSError as exc:
+        raise FormatError(
+            f"{directory}: {Path(exc.filename or marker).name} is unreadable "
+            f"({exc.strerror or exc})"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{marker}: not a completion marker ({exc})") from exc
+    if want != got:
+        raise FormatError(f"{marker}: does not match {MANIFEST} (sha256 {got[:12]}...)")
+    body = read_manifest(manifest)
+    version = body.get("snapshot_format")
+    if version != SNAPSHOT_FORMAT:
+        raise FormatError(
+            f"{manifest}: snapshot format {version} is not supported by this vecdb "
+            f"(supported: {SNAPSHOT_FORMAT})"
+        )
     return body
 
 
-def find(data_dir: Path, collection: str, snapshot: str) -> tuple[Path, dict[str, Any]]:
-    """The directory and manifest of a complete snapshot; `NotFound` otherwise."""
+def load(directory: Path) -> dict[str, Any] | None:
+    """The manifest of a complete snapshot, or None if `directory` is not one (being written,
+    interrupted, damaged, or of another format: `read_snapshot` says which)."""
+    if directory.name.endswith(TMP) or not directory.is_dir():
+        return None
+    try:
+        return read_snapshot(directory)
+    except FormatError:
+        return None
+
+
+def existing(data_dir: Path, collection: str, snapshot: str) -> Path:
+    """The directory of published snapshot `snapshot`, usable or not; `NotFound` if absent."""
     directory = collection_root(data_dir, collection) / snapshot
-    body = load(directory)
-    if body is None:
+    if not directory.is_dir():
         raise NotFound(f"snapshot {snapshot!r} of collection {collection!r} does not exist")
-    return directory, body
+    return directory
+
+
+def find(data_dir: Path, collection: str, snapshot: str) -> tuple[Path, dict[str, Any]]:
+    """The directory and manifest of a complete snapshot; `NotFound` if there is none by that
+    name, `FormatError` (DataLoss) naming the problem if it cannot be used."""
+    directory = existing(data_dir, collection, snapshot)
+    try:
+        return directory, read_snapshot(directory)
+    except FormatError as exc:
+        raise FormatError(
+            f"snapshot {snapshot!r} of collection {collection!r} cannot be used: {exc.message} "
+            "(its files are kept; delete_snapshot removes them)"
+        ) from exc
 
 
 def verify(directory: Path, body: dict[str, Any]) -> None:
@@ -246,9 +278,11 @@ def list_complete(data_dir: Path, collection: str) -> list[SnapshotInfo]:
 
 
 def cleanup(data_dir: Path) -> list[Path]:
-    """Remove what interrupted snapshots and deletions left (`*.tmp`, directories without a
-    valid completion marker); returns what was removed. Only for the process that holds the
-    data directory's lock, before it takes snapshots."""
+    """Remove what interrupted snapshots and deletions left (`*.tmp`: a snapshot is renamed
+    into place only once whole, a deletion renames it away first) and directories holding
+    nothing of a snapshot (neither manifest nor rows); returns what was removed. A published
+    snapshot that cannot be read is damage, not a leftover: it is kept (see `damaged`), as
+    is whatever else lies there. Only for the process that holds the data directory's lock."""
     removed: list[Path] = []
     top = data_dir / SNAPSHOTS
     if not top.is_dir():
@@ -257,7 +291,23 @@ def cleanup(data_dir: Path) -> list[Path]:
         if not root.is_dir():
             continue
         for entry in root.iterdir():
-            if entry.name.endswith(TMP) or load(entry) is None:
+            if entry.name.endswith(TMP) or (
+                entry.is_dir() and not (entry / MANIFEST).exists() and not (entry / ROWS).exists()
+            ):
                 shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
                 removed.append(entry)
     return removed
+
+
+def damaged(data_dir: Path) -> list[tuple[Path, str]]:
+    """Published snapshots that cannot be used, with the reason (their manifests only are
+    read: the files' sha256 are checked by a restore and by `vecdb inspect --verify`)."""
+    top = data_dir / SNAPSHOTS
+    found: list[tuple[Path, str]] = []
+    for root in sorted(p for p in top.iterdir() if p.is_dir()) if top.is_dir() else []:
+        for entry in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.endswith(TMP)):
+            try:
+                read_snapshot(entry)
+            except FormatError as exc:
+                found.append((entry, exc.message))
+    return found
