@@ -40,7 +40,7 @@ from vecdb.engine import validate as v
 from vecdb.engine.collection import Collection
 from vecdb.engine.core import CollectionConfig, CollectionCore
 from vecdb.engine.recovery import collection_dir, open_collection
-from vecdb.errors import InvalidArgument, NotFound, ResourceExhausted
+from vecdb.errors import DiskFull, InvalidArgument, NotFound, os_error
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
 from vecdb.storage.disk import du
@@ -71,12 +71,16 @@ def _delete_rows(batch: kvmod.Batch, prefix: bytes) -> None:
     kvmod.delete_collection_rows(batch, prefix)
 
 
-def _check_space(where: Path, need: int, what: str) -> None:
+def _check_space(where: Path, need: int, what: str, keep: int) -> None:
+    """`DiskFull` (a ResourceExhausted) unless the disk of `where` has `need` bytes free
+    beyond the `keep` bytes that must stay free for writes."""
     free = sf.free_bytes(where)
-    if free < need:
-        raise ResourceExhausted(
-            f"not enough disk space for {what}: about {need / 2**20:.1f} MiB needed, "
-            f"{free / 2**20:.1f} MiB free under {where}"
+    if free < need + keep:
+        raise DiskFull(
+            f"not enough disk space for {what}: about {need / 2**20:.1f} MiB needed and "
+            f"{keep / 2**20:.0f} MiB must stay free for writes, {free / 2**20:.1f} MiB free "
+            f"under {where}",
+            need=need,
         )
 
 
@@ -101,18 +105,36 @@ def create(db: Database, name: str) -> SnapshotInfo:
         root = sf.collection_root(db.path, name)
         root.mkdir(parents=True, exist_ok=True)
         index_bytes = du(core.directory)[0]  # the worker may drop files meanwhile
-        need = index_bytes + core.points.count * (4 * core.cfg.dim + ROW_OVERHEAD)
-        _check_space(root, need + kvmod.MEMTABLE_BUDGET, f"a snapshot of {name!r}")
+        need = index_bytes + _rows_bytes(core) + kvmod.MEMTABLE_BUDGET
+        keep = db.kv.reserve_bytes  # a snapshot must not take the room writes need
+        _check_space(root, need, f"a snapshot of {name!r}", keep)
         snap = _unique_name(root, db.seq.value)
         tmp = root / (snap + sf.TMP)
         try:
-            return _write(db, core, root, snap, tmp)
+            return _write(db, core, root, snap, tmp, keep)
+        except OSError as exc:  # ENOSPC beside a concurrent writer, EIO: named, typed
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise os_error(exc, f"writing snapshot {tmp}") from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
 
-def _write(db: Database, core: CollectionCore, root: Path, snap: str, tmp: Path) -> SnapshotInfo:
+def _rows_bytes(core: CollectionCore) -> int:
+    """About the bytes of the collection's rows in a snapshot: its vectors, or a document
+    collection's tokens (and their weights), plus ROW_OVERHEAD a row; payloads are not
+    counted (the writes themselves stop short of the reserve, `sf.RowWriter`)."""
+    count, dim = core.points.count, core.cfg.dim
+    if core.cfg.kind == "multivector":
+        mv: Any = core.index.mv  # type: ignore[attr-defined]  # a document collection's
+        tokens = int(mv.live_bytes())  # float32 bytes of its live tokens
+        return tokens + tokens // dim + count * ROW_OVERHEAD
+    return count * (4 * dim + ROW_OVERHEAD)
+
+
+def _write(
+    db: Database, core: CollectionCore, root: Path, snap: str, tmp: Path, keep: int
+) -> SnapshotInfo:
     files: dict[str, dict[str, Any]] = {}
     (tmp / sf.INDEX).mkdir()
     checkpoint = tmp / "kv.checkpoint"
@@ -122,13 +144,13 @@ def _write(db: Database, core: CollectionCore, root: Path, snap: str, tmp: Path)
             for src in sorted(core.directory.iterdir()):
                 if src.is_file() and not src.name.endswith(sf.TMP):
                     rel = f"{sf.INDEX}/{src.name}"
-                    files[rel] = sf.copy_hashed(src, tmp / rel)
+                    files[rel] = sf.copy_hashed(src, tmp / rel, keep)
         # Pass 2: RocksDB at one sequence (no commit runs while the lock is held)
         with db.seq.lock:
             seq = db.seq.value
             db.kv.checkpoint(checkpoint)
     # Pass 3: the collection's rows, from the checkpoint
-    writer = sf.RowWriter(tmp / sf.ROWS)
+    writer = sf.RowWriter(tmp / sf.ROWS, keep)
     store = KV(checkpoint, read_only=True)
     try:
         _export_rows(store, core.prefix, writer)
@@ -194,7 +216,8 @@ def restore(db: Database, name: str, snapshot: str) -> None:
             raise InvalidArgument(
                 f"snapshot {snapshot!r} holds collection {body.get('collection')!r}, not {name!r}"
             )
-        _check_space(db.path, int(body["bytes"]), f"restoring snapshot {snapshot!r}")
+        need = int(body["bytes"]) + kvmod.MEMTABLE_BUDGET  # the rows' WAL until a flush
+        _check_space(db.path, need, f"restoring snapshot {snapshot!r}", db.kv.reserve_bytes)
         sf.verify(directory, body)  # every file, before anything changes
         # Pass 1: a fresh collection id, marked so that a crash before the switch is undone
         raw = db.kv.get(kvmod.CF_META, b"next_cid")
@@ -210,11 +233,14 @@ def restore(db: Database, name: str, snapshot: str) -> None:
         try:
             # Pass 2: rows and index files under the new id (nothing names it yet)
             _import_rows(db.kv, directory / sf.ROWS, prefix)
-            target.mkdir(parents=True)
-            for rel in body["files"]:
-                if rel.startswith(sf.INDEX + "/"):
-                    shutil.copyfile(directory / rel, target / rel[len(sf.INDEX) + 1 :])
-            fsync_dir(target)
+            try:
+                target.mkdir(parents=True)
+                for rel in body["files"]:
+                    if rel.startswith(sf.INDEX + "/"):
+                        shutil.copyfile(directory / rel, target / rel[len(sf.INDEX) + 1 :])
+                fsync_dir(target)
+            except OSError as exc:
+                raise os_error(exc, f"copying the index files of snapshot {snapshot!r}") from exc
             kill_point("restore")
             # Pass 3: open it (the op log past the index's checkpoint is replayed)
             core = open_collection(cfg, db.kv, db.seq, db.path, db.settings)

@@ -29,7 +29,7 @@ from typing import Any
 import msgpack
 
 from vecdb import diskspace
-from vecdb.errors import DataLoss, FormatError, InvalidArgument, NotFound
+from vecdb.errors import DataLoss, DiskFull, FormatError, InvalidArgument, NotFound
 from vecdb.storage.manifest import fsync_dir, read_manifest, write_manifest
 from vecdb.types import SnapshotInfo
 
@@ -79,8 +79,9 @@ class RowWriter:
     """Writes `rows.bin`. A row is (column family, key head, key tail, value): its key is
     head + collection prefix + tail, so rows can be restored under another collection id."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep: int = 0) -> None:
         self.path = path
+        self.keep = keep  # bytes the disk must keep free: a frame that would eat them fails
         self._file = open(path, "wb")  # noqa: SIM115 - closed by `close`
         self._file.write(_HEAD.pack(ROWS_MAGIC, ROWS_VERSION))
         self._rows: list[tuple[str, bytes, bytes, bytes]] = []  # the frame being filled
@@ -98,6 +99,7 @@ class RowWriter:
         if not self._rows:
             return
         payload = msgpack.packb(self._rows, use_bin_type=True)
+        ensure_room(self.path, len(payload) + _FRAME.size, self.keep)
         self._file.write(_FRAME.pack(len(payload), zlib.crc32(payload)))
         self._file.write(payload)
         self._rows, self._bytes = [], 0
@@ -148,10 +150,24 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def copy_hashed(src: Path, dst: Path) -> dict[str, Any]:
-    """Copy `src` to `dst` (fsynced); return the copy's size and sha256."""
+def ensure_room(path: Path, nbytes: int, keep: int) -> None:
+    """`DiskFull` unless writing `nbytes` to `path` leaves `keep` bytes free on its disk (a
+    snapshot stops before it takes the room writes need; others may write meanwhile)."""
+    free = free_bytes(path.parent)
+    if free < nbytes + keep:
+        raise DiskFull(
+            f"not enough disk space for snapshot {path.parent}: {free / 2**20:.1f} MiB free, "
+            f"{nbytes / 2**20:.1f} MiB more to write and {keep / 2**20:.0f} MiB must stay "
+            "free for writes"
+        )
+
+
+def copy_hashed(src: Path, dst: Path, keep: int = 0) -> dict[str, Any]:
+    """Copy `src` to `dst` (fsynced), leaving `keep` bytes free on the disk (`DiskFull`
+    otherwise); return the copy's size and sha256."""
     digest, size = hashlib.sha256(), 0
     with open(src, "rb") as fin, open(dst, "wb") as fout:
+        ensure_room(dst, os.fstat(fin.fileno()).st_size, keep)
         while chunk := fin.read(_CHUNK):
             digest.update(chunk)
             fout.write(chunk)
