@@ -140,3 +140,27 @@ def test_a_config_key_given_twice_or_with_spaces_around_stops_the_start(
         start_server(auth=auth)
     assert (info.value.field, info.value.reason) == (field, reason)
     assert ROOT not in str(info.value)
+
+
+@pytest.mark.parametrize("call", ["get_collection", "list_collections", "list_tenants",
+                                  "collection_exists"])  # fmt: skip
+def test_a_tenant_keys_calls_naming_no_tenant_count_against_its_rate_quota(
+    start_server: Callable[..., VecdbServer], call: str
+) -> None:
+    """A key bound to a tenant over its requests/s quota is refused (TENANT_RATE_QUOTA)
+    whatever it calls: the collection calls that name no tenant were never charged, so it
+    could make them at any rate."""
+    auth = {"admin_key": ROOT, "keys": [{"key": "acme-key-000001", "role": "read",
+                                         "tenants": ["acme"]}]}  # fmt: skip
+    quotas = {"tenants": {"acme": {"requests_per_second": 0.1, "burst": 2}}}
+    srv = start_server(auth=auth, quotas=quotas)
+    target = f"127.0.0.1:{srv.port}"
+    with vecdb.connect(target, api_key=ROOT, timeout=20) as root:
+        root.create_collection("mt", DIM, "l2", index="flat", multi_tenant=True)
+    args = () if call == "list_collections" else ("mt",)
+    with vecdb.connect(target, api_key="acme-key-000001", timeout=20) as acme:
+        getattr(acme, call)(*args)
+        getattr(acme, call)(*args)
+        with pytest.raises(vecdb.ResourceExhausted) as info:
+            getattr(acme, call)(*args)
+    assert info.value.reason == "TENANT_RATE_QUOTA" and "'acme'" in str(info.value)

@@ -35,8 +35,9 @@ AUTH = {"admin_key": ADMIN, "keys": [
 @pytest.fixture
 def world(start_server: Callable[..., VecdbServer]) -> VecdbServer:
     """A multi-tenant collection: acme owns 1-3, globex owns 4-6 and shares 6 with acme,
-    initech owns 7."""
-    srv = start_server(auth=AUTH, quotas={"tenants": {"globex": {"requests_per_second": 3}}},
+    initech owns 7 and has a 3 requests/s quota (no key here is bound to it, so the scoping
+    tests never spend it: a tenant-bound key's calls are charged to all its tenants)."""
+    srv = start_server(auth=AUTH, quotas={"tenants": {"initech": {"requests_per_second": 3}}},
                        metrics={"enabled": True, "port": 0})  # fmt: skip
     rng = np.random.default_rng(3)
     with vecdb.connect(f"127.0.0.1:{srv.port}", api_key=ADMIN) as c:
@@ -110,21 +111,21 @@ def test_multi_tenant_key_must_choose_and_may_union(world: VecdbServer) -> None:
 
 
 def test_real_rpcs_feed_tenant_quotas_and_metrics(world: VecdbServer) -> None:
-    """globex's 3 requests/s quota refuses its fourth quick call with RetryInfo, acme is not
+    """initech's 3 requests/s quota refuses its fourth quick call with RetryInfo, acme is not
     affected, and /metrics carries the per-tenant series."""
     import urllib.request
 
     with _connect(world, ADMIN) as c:
         with pytest.raises(vecdb.ResourceExhausted) as info:
             for _ in range(4):  # the bucket holds 3 (the fixture may have spent some)
-                c.count("mt", tenant="globex")
-        assert info.value.message == "tenant 'globex' over its 3 requests/s quota"
+                c.count("mt", tenant="initech")
+        assert info.value.message == "tenant 'initech' over its 3 requests/s quota"
         assert info.value.retry_after is not None
         for _ in range(5):
             c.count("mt", tenant="acme")
     body = urllib.request.urlopen(f"http://127.0.0.1:{world.metrics_port}/metrics",
                                   timeout=5).read().decode()  # fmt: skip
-    assert 'vecdb_tenant_throttled_total{limit="requests_per_second",tenant="globex"} 1.0' in body
+    assert 'vecdb_tenant_throttled_total{limit="requests_per_second",tenant="initech"} 1.0' in body
     assert 'vecdb_tenant_requests_total{code="OK",method="Count",tenant="acme"} 5.0' in body
 
 

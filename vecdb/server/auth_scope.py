@@ -17,7 +17,9 @@ for a tenant-scoped key, applied before the servicer sees the message:
   ListTenants answers hold only the key's tenants, and their paging only its names
   (`scoped_call`);
 - stored quotas (UpdateTenant, a CreateTenant setting `max_vectors` / `max_bytes`) are for
-  keys not bound to tenants: a tenant's key must not raise its own limits.
+  keys not bound to tenants: a tenant's key must not raise its own limits;
+- a TENANT_NEUTRAL call of a tenant-bound key acts for the key's tenants: `scope` returns
+  them, so their request quotas and metrics count it.
 Collection-scoped keys work the same way on `collection` (or `name` for the collection RPCs):
 another collection is PERMISSION_DENIED (COLLECTION_NOT_ALLOWED) whether it exists or not,
 ListCollections answers only the key's collections (one page, no token), and requests without
@@ -100,7 +102,17 @@ def scope(p: Principal, method: str, msg: Any) -> tuple[str, ...]:
         _check_collection(p, method, msg)
     if p.tenants is not None:
         _check_tenants(p, method, _target(msg))
+        if method in TENANT_NEUTRAL:  # names no tenant: acts for (and is charged to) the key's
+            return _key_tenants(p.tenants)
     return named_tenants(msg)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_tenants(tenants: frozenset[str]) -> tuple[str, ...]:
+    """A tenant-bound key's tenants, in name order: who its calls naming no tenant act for,
+    so its quotas and metrics count them (a key over its requests/s still listed collections
+    at any rate)."""
+    return tuple(sorted(tenants))
 
 
 def _check_collection(p: Principal, method: str, msg: Any) -> None:
