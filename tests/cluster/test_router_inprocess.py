@@ -110,8 +110,16 @@ def test_snapshots_through_the_router_cover_every_shard(nodes: Nodes) -> None:
         assert c.count("snap") == 40
         c.restore_snapshot("snap", snap.name)
         assert c.count("snap") == 90
-        with pytest.raises(vecdb.InvalidArgument):
+        with pytest.raises(vecdb.NotFound) as one:  # a node's class for an unknown name
             c.restore_snapshot("snap", "s1-only-one")
+        assert "snapshot 's1-only-one' of collection 'snap' does not exist" in one.value.message
+        messages = []
+        with vecdb.connect(":memory:") as node:  # an unknown collection: a node's words
+            for client in (c, node):
+                with pytest.raises(vecdb.NotFound) as other:
+                    client.delete_snapshot("nowhere", "s1-only-one")
+                messages.append(other.value.message)
+        assert messages[0] == messages[1]
         c.delete_snapshot("snap", snap.name)
         assert c.list_snapshots("snap") == []
 

@@ -21,7 +21,7 @@ import grpc
 
 from vecdb.cluster import merge
 from vecdb.cluster.router_base import RouterBase
-from vecdb.errors import FailedPrecondition, InvalidArgument
+from vecdb.errors import FailedPrecondition, NotFound
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 
 PAIR_SECONDS = 30.0  # a router-made snapshot set: the shards' snapshots taken this close
@@ -57,18 +57,26 @@ class AdminRpcs(RouterBase):
                 resp.snapshots.append(_joined(group))
         return resp
 
-    def _split_name(self, name: str) -> list[str]:
+    def _split_name(self, collection: str, name: str) -> list[str] | None:
+        """The shards' snapshot names in a router's snapshot name. A name of another form
+        is no snapshot of this cluster: NotFound, as a node answers an unknown name (None
+        for a collection the catalog does not know, which shard 0 names)."""
         parts = name.split(SEPARATOR)
-        if len(parts) != len(self._all()):
-            raise InvalidArgument(
-                f"snapshot {name!r} is not a snapshot of this {len(self._all())}-shard cluster "
-                f"(expected {len(self._all())} names joined by {SEPARATOR!r})",
-                field="snapshot",
-            )  # fmt: skip
-        return parts
+        if len(parts) == len(self._all()):
+            return parts
+        if self._entry(collection) is None:
+            return None
+        raise NotFound(
+            f"snapshot {name!r} of collection {collection!r} does not exist (a snapshot "
+            f"through this router names its {len(self._all())} shards' snapshots joined by "
+            f"{SEPARATOR!r})", field="snapshot",
+        )  # fmt: skip
 
     def _per_shard_snapshot(self, method: str, req: Any, ctx: grpc.ServicerContext) -> None:
-        names = self._split_name(req.snapshot)
+        names = self._split_name(req.collection, req.snapshot)
+        if names is None:
+            self._one(method, req, ctx)
+            return
         parts = {}
         for shard, name in enumerate(names):
             part = type(req)()
