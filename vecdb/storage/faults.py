@@ -80,8 +80,9 @@ def classify(exc: BaseException, path: Path, what: str, reserve: int = 0) -> Vec
     if isinstance(exc, VecdbError):
         return exc
     text = str(exc).strip()
-    if isinstance(exc, OSError):
-        return os_error(exc, f"{what} {path}")
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os_error(exc, f"{what} {path}")  # (rocksdict's own OSErrors carry no errno:
+    # their text, "Read-only file system (os error 30)", is all there is; kept below)
     code = status_code(exc)
     if code == "Corruption":
         return DataLoss(f"{what} {path}: RocksDB reports corruption: {text}")

@@ -9,6 +9,8 @@ nothing about vectors beyond bytes and must not import the index. Never pickles 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -162,6 +164,7 @@ class KV:
         self.read_only = read_only
         self.reserve_bytes = reserve_bytes  # free disk below which commits are refused
         self._commit_lock = threading.Lock()
+        self._shadow: Path | None = None  # read-only on a read-only disk: see `_shadow_of`
         self._failed: VecdbError | None = None  # why writes fail until a reopen
         self._open()
         self._write_opts = WriteOptions()
@@ -175,15 +178,20 @@ class KV:
                 raise DataLoss(f"RocksDB store {path} is damaged: its CURRENT file is missing")
             if fresh and self.read_only:
                 raise StorageError(f"RocksDB store {path} does not exist")
+            where = path
+            if self.read_only and not os.access(path, os.W_OK):
+                where = self._shadow = _shadow_of(path)
             self._db = Rdict(
-                str(path),
+                str(where),
                 _options(create=fresh),
                 column_families={cf: _cf_options() for cf in COLUMN_FAMILIES},
                 access_type=AccessType.read_only() if self.read_only else AccessType.read_write(),
             )
         except VecdbError:
+            self._drop_shadow()
             raise
         except Exception as exc:  # rocksdict raises plain Exception with RocksDB's text
+            self._drop_shadow()
             raise faults.classify(exc, path, "opening", self.reserve_bytes) from exc
         try:
             self._cfs = {cf: self._db.get_column_family(cf) for cf in COLUMN_FAMILIES}
@@ -220,7 +228,14 @@ class KV:
                 db.close()
             finally:
                 del self._db
+        self._drop_shadow()
         faults.release(self.path)
+
+    def _drop_shadow(self) -> None:
+        shadow = getattr(self, "_shadow", None)
+        if shadow is not None:
+            shutil.rmtree(shadow, ignore_errors=True)
+            self._shadow = None
 
     def handle(self, cf: str) -> ColumnFamily:
         """A column family's handle for batches. A batch keeps only the family's id, which a
@@ -409,6 +424,29 @@ class KV:
             except (VecdbError, OSError):
                 pass  # no record: the next open cannot compare, and needs not
         self._drop()
+
+
+# What an open writes into a store's directory even when read-only: RocksDB's info log (and
+# its rotation), rocksdict's configuration file; and the write lock, unused read-only.
+_SHADOW_OWN = ("LOCK", "LOG", "rocksdict-config.json")
+
+
+def _shadow_of(path: Path) -> Path:
+    """A writable stand-in for a store on a read-only file system (a backup mounted read-only,
+    a volume snapshot): a temporary directory of symbolic links to its files, where RocksDB
+    and rocksdict may write what a read-only open writes. rocksdict's configuration is copied
+    (it is read, then rewritten)."""
+    shadow = Path(tempfile.mkdtemp(prefix="vecdb-readonly-"))
+    try:
+        for entry in path.iterdir():
+            if entry.name == "rocksdict-config.json":
+                shutil.copyfile(entry, shadow / entry.name)
+            elif entry.name not in _SHADOW_OWN and not entry.name.startswith("LOG.old"):
+                (shadow / entry.name).symlink_to(entry)
+    except OSError as exc:
+        shutil.rmtree(shadow, ignore_errors=True)
+        raise faults.classify(exc, path, "opening", 0) from exc
+    return shadow
 
 
 def _mib_up(n: int) -> int:
