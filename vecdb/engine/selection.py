@@ -65,6 +65,9 @@ class Selector:
         self.hits = 0  # answers served from the cache
         self.misses = 0  # answers computed
         self.evictions = 0  # answers dropped to stay within the budget
+        # filter -> payloads its unindexed searches have read since the last write
+        # (`charge`): once they add up to what a scan reads, the filter is scanned
+        self._tally: dict[str, int] = {}
 
     def bump(self) -> None:
         """A write was committed: cached answers are stale and their memory is given back
@@ -74,6 +77,7 @@ class Selector:
             self._cache.clear()
             self._cache_bytes = 0
             self._cache_version = self.version
+            self._tally.clear()
 
     def cached(self, tag: str, flt: Filter, compute: Callable[[], T]) -> T:
         """`compute()`'s answer for (tag, flt), reused until the next write."""
@@ -107,6 +111,28 @@ class Selector:
             self._cache[key] = (value, size)
             self._cache_bytes += size
         return value
+
+    def scanned(self, flt: Filter) -> Mask | None:
+        """The matching live slots of an unindexed filter if they were read since the last
+        write (a cached `matching`), else None; computes nothing."""
+        with self._lock:
+            if self._cache_version != self.version:
+                return None
+            got = self._cache.get(("scan", repr(flt.root)))
+        return None if got is None else got[0]
+
+    def charge(self, flt: Filter, reads: int) -> bool:
+        """Count `reads` payloads read by a search of an unindexed filter; True once those
+        since the last write add up to the live points, which one scan of the payloads
+        would read (then `matching` reads them once for every later search until a write:
+        never more than twice the reads of the cheaper way, whether writes come often or
+        not)."""
+        key = repr(flt.root)
+        with self._lock:
+            total = self._tally.get(key, 0) + reads
+            if len(self._tally) < CACHE_ENTRIES or key in self._tally:
+                self._tally[key] = total
+        return total >= self.points.count
 
     def cache_stats(self) -> dict[str, int]:
         """What the cache holds now and has done (for `stats()`)."""
