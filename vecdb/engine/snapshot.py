@@ -237,7 +237,9 @@ def restore(db: Database, name: str, snapshot: str) -> None:
                 target.mkdir(parents=True)
                 for rel in body["files"]:
                     if rel.startswith(sf.INDEX + "/"):
-                        shutil.copyfile(directory / rel, target / rel[len(sf.INDEX) + 1 :])
+                        # fsynced: the switch below makes RocksDB name these files, and a
+                        # power cut must not leave it naming unwritten pages
+                        sf.copy_hashed(directory / rel, target / rel[len(sf.INDEX) + 1 :])
                 fsync_dir(target)
             except OSError as exc:
                 raise os_error(exc, f"copying the index files of snapshot {snapshot!r}") from exc
