@@ -55,3 +55,29 @@ def test_restored_index_files_are_fsynced(
         assert db.count("c") == (400 if kind == "spann" else 300)
     finally:
         db.close()
+
+
+def test_a_first_snapshot_makes_its_directories_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first snapshot of a collection creates `snapshots/` and `snapshots/<collection>/`:
+    their entries in the data directory and in `snapshots/` are fsynced, not only the rename
+    inside the collection's directory."""
+    db = Database(tmp_path / "db", settings=QUIET)
+    try:
+        db.create_collection("c", dim=DIM, metric="l2")
+        db.upsert("c", [1, 2], np.ones((2, DIM), np.float32))
+        synced: set[str] = set()
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        db.create_snapshot("c")
+        monkeypatch.undo()
+        root = tmp_path / "db"
+        assert {str(root), str(root / "snapshots"), str(root / "snapshots" / "c")} <= synced
+    finally:
+        db.close()

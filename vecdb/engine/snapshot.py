@@ -103,7 +103,10 @@ def create(db: Database, name: str) -> SnapshotInfo:
     core = coll.core
     with core.use():  # a drop or restore of this collection waits for us
         root = sf.collection_root(db.path, name)
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():  # the entries of new directories made durable, as the rename
+            root.mkdir(parents=True, exist_ok=True)  # into `root` will be (`sf.publish`)
+            fsync_dir(root.parent)
+            fsync_dir(db.path)
         index_bytes = du(core.directory)[0]  # the worker may drop files meanwhile
         need = index_bytes + _rows_bytes(core) + kvmod.MEMTABLE_BUDGET
         keep = db.kv.reserve_bytes  # a snapshot must not take the room writes need
