@@ -55,12 +55,44 @@ def parse_target(target: str, tls: Any) -> tuple[str, TLS | None]:
     if tls is True:
         return address, TLS()
     if isinstance(tls, TLS):
-        return address, tls
+        return address, check_tls(tls)
     if isinstance(tls, (str, Path)):
-        return address, TLS(ca=str(tls))
+        return address, check_tls(TLS(ca=str(tls)))
     if isinstance(tls, dict):
-        return address, TLS(**tls)
+        unknown = sorted(str(k) for k in tls if k not in TLS_FIELDS)
+        if unknown:
+            raise InvalidArgument(f"tls has unknown keys {unknown} (known: "
+                                  f"{', '.join(TLS_FIELDS)})", field="tls")  # fmt: skip
+        return address, check_tls(TLS(**tls))
     raise InvalidArgument("tls must be None, True, a CA file path, a dict or a vecdb TLS")
+
+
+TLS_FIELDS = ("ca", "cert", "key", "server_name")
+# what each PEM file must hold: grpc's core aborts the whole process on a certificate without
+# its key, and takes other bad files for an unreachable server
+_PEM = {"ca": b"-----BEGIN CERTIFICATE-----", "cert": b"-----BEGIN CERTIFICATE-----",
+        "key": b"PRIVATE KEY-----"}  # fmt: skip
+
+
+def check_tls(tls: TLS) -> TLS:
+    """`tls` if its files make sense: a client certificate with its key, each path a
+    readable PEM file of its kind; else InvalidArgument naming the field."""
+    if (tls.cert is None) != (tls.key is None):
+        raise InvalidArgument("tls needs both 'cert' and 'key' for a client certificate (mutual "
+                              "TLS), or neither", field="tls.key" if tls.key is None else "tls.cert")  # fmt: skip
+    for name, marker in _PEM.items():
+        path = getattr(tls, name)
+        if path is None:
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(f"tls.{name}: cannot read {path!r}: {exc.strerror or exc}",
+                                  field=f"tls.{name}") from None  # fmt: skip
+        if marker not in data:
+            raise InvalidArgument(f"tls.{name}: {path!r} is not a PEM file holding "
+                                  f"{marker.decode().strip('-')}", field=f"tls.{name}")  # fmt: skip
+    return tls
 
 
 def channel_credentials(tls: TLS) -> grpc.ChannelCredentials:

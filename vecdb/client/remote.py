@@ -57,7 +57,7 @@ from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.engine import validate as rules
-from vecdb.errors import VecdbError
+from vecdb.errors import Unavailable, VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
@@ -99,6 +99,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         search_stream: bool = True,
     ) -> None:
         self.target = target  # as given
+        self._closed = False  # close() was called: calls raise Unavailable
         rules.check_flag("search_stream", search_stream)
         address, tls_ = parse_target(target, tls)
         self._timeout = timeout  # None: DEFAULT_TIMEOUT (long calls: `long_call_timeout`)
@@ -129,6 +130,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
     ) -> Any:  # fmt: skip
         """One call under the client's deadline and retry rule. `failed`: the error of a
         first attempt made elsewhere (the search lane's stream), judged by the same rule."""
+        self._check_open()
         method = getattr(self._stub, rpc)
         everyday = self._timeout or DEFAULT_TIMEOUT
         if deadline is None:
@@ -234,6 +236,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         exception is re-raised; a batch the server rejects ends the stream with its error. A
         batch over half the message limit goes as several messages (`splits.StreamParts`).
         """
+        self._check_open()
         credits = threading.Condition()
         state = {"in_flight": 0, "window": window or DEFAULT_STREAM_WINDOW, "closed": False}
         failure: list[BaseException] = []
@@ -377,6 +380,7 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
     def _search_part(self, req: AnySearch, routed: bool, with_stats: bool) -> SearchResult:
         """One search request (a whole search, or a part of a split one) under its deadline:
         on the lane when free, unless `routed` (a tenant's search may go to its shard)."""
+        self._check_open()
         deadline = time.monotonic() + (self._timeout or DEFAULT_TIMEOUT)
         got = None if routed else self._lane.search(req, deadline)
         resp = got if isinstance(got, pb.SearchResponse) else self._call(
@@ -418,7 +422,14 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         out: dict[str, Any] = convert.loads_json(resp.stats, "stats")
         return out
 
+    def _check_open(self) -> None:
+        """Raise `Unavailable` once the client is closed (as an embedded client's closed
+        database does; grpc's own is a bare ValueError)."""
+        if self._closed:
+            raise Unavailable("the client is closed")
+
     def close(self) -> None:
+        self._closed = True
         self._lane.close()
         if self._direct is not None:
             self._direct.close()
