@@ -252,3 +252,25 @@ def test_a_plain_node_target_is_unaffected(tmp_path: Any) -> None:
             assert table.counters["lookups"] == 1 and table.counters["direct"] == 0
     finally:
         server.stop(grace=0)
+
+
+def test_a_direct_client_never_closed_lets_python_exit(
+    cluster: Cluster, loaded: tuple[str, np.ndarray]
+) -> None:
+    """A program that opens a direct_routing client, reads a tenant directly and ends
+    without closing it exits at once; before, the shard channel left open could hold the
+    exit in grpc's channel finalizer (1 run of 6 here hung until killed at the timeout)."""
+    import subprocess
+    import sys
+
+    name, _ = loaded
+    script = (
+        "import numpy as np, vecdb\n"
+        f"c = vecdb.connect({cluster.address!r}, direct_routing=True)\n"
+        f"c.search({name!r}, np.ones({DIM}, 'float32'), k=3, tenant='a')\n"
+        "assert c._direct.table.counters['direct'] == 1\n"
+        "print('searched')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "searched" in done.stdout, done.stderr[-2000:]

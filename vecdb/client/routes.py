@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,12 @@ def _connects(channel: grpc.Channel, wait: float) -> bool:
     return bool(states) and states[-1] == grpc.ChannelConnectivity.READY
 
 
+def _close_all(channels: list[grpc.Channel]) -> None:
+    for channel in channels:
+        channel.close()
+    channels.clear()
+
+
 class DirectRoutes:
     """The sync client's direct calls: channels to shards, created on first use."""
 
@@ -156,6 +163,10 @@ class DirectRoutes:
         self._stubs: dict[str, pb_grpc.VectorDBStub] = {}
         self._channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
+        # Closed with the client, or at the latest at exit: a shard channel left open past
+        # then (a client never closed) held the interpreter's exit in grpc's channel
+        # finalizer, after `_connects` watched its connectivity
+        self._close_channels = weakref.finalize(self, _close_all, self._channels)
 
     def call(self, rpc: str, req: Any, md: tuple[tuple[str, str], ...], deadline: float) -> Any:
         """The answer of `req` from the tenant's shard, or MISS (then call the router)."""
@@ -219,6 +230,5 @@ class DirectRoutes:
 
     def close(self) -> None:
         with self._lock:
-            for channel in self._channels:
-                channel.close()
-            self._channels, self._stubs = [], {}
+            self._close_channels()
+            self._stubs = {}
