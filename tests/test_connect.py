@@ -218,3 +218,23 @@ def test_engine_settings_reach_an_embedded_database(tmp_path: Path) -> None:
     with pytest.raises(vecdb.InvalidArgument, match="engine settings apply to embedded") as rem:
         vecdb.connect("127.0.0.1:1", engine={"drain_vectors": 5})
     assert rem.value.field == "engine"
+
+
+def test_a_directory_of_a_newer_data_format_is_refused_untouched(tmp_path: Path) -> None:
+    """A data directory a newer vecdb wrote is refused (FormatError naming the format) and
+    left as it was: before, its *.tmp files were deleted before the format was read, and
+    the error was Unavailable (retryable)."""
+    import json
+
+    from vecdb.engine.database import MANIFEST_NAME
+    from vecdb.errors import FormatError
+    from vecdb.storage.manifest import write_manifest
+
+    db = tmp_path / "db"
+    vecdb.connect(str(db)).close()
+    body = json.loads((db / MANIFEST_NAME).read_text())["body"]
+    write_manifest(db / MANIFEST_NAME, {**body, "data_format": 99})
+    (db / "publish.tmp").write_bytes(b"a newer vecdb's half-written file")
+    with pytest.raises(FormatError, match="data format 99 is not supported"):
+        vecdb.connect(str(db))
+    assert (db / "publish.tmp").exists()

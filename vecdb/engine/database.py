@@ -28,7 +28,14 @@ from vecdb.engine.doc_database import DocumentsMixin, collection_index
 from vecdb.engine.maintenance import MaintenanceWorker
 from vecdb.engine.recovery import collection_dir, open_collection
 from vecdb.engine.settings import EngineSettings
-from vecdb.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable, os_error
+from vecdb.errors import (
+    AlreadyExists,
+    FormatError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    os_error,
+)
 from vecdb.index import registry
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -97,16 +104,19 @@ class Database(TenantMethods, DocumentsMixin):
         return [c.core for c in list(self.collections.values())]
 
     def _open_manifest(self) -> None:
-        remove_stale_tmp(self.path)
+        """Check the data format before anything in the directory is touched: a directory a
+        newer vecdb wrote is refused (FormatError) with its files as they were (its *.tmp
+        files were deleted first)."""
         manifest = self.path / MANIFEST_NAME
         if manifest.exists():
             body = read_manifest(manifest)
             if body.get("data_format") != DATA_FORMAT:
-                raise Unavailable(
+                raise FormatError(
                     f"{manifest}: data format {body.get('data_format')} is not supported "
-                    f"(supported: {DATA_FORMAT})"
+                    f"by this vecdb (supported: {DATA_FORMAT})"
                 )
-        else:
+        remove_stale_tmp(self.path)
+        if not manifest.exists():
             write_manifest(manifest, {"data_format": DATA_FORMAT, "created": time.time()})
 
     def _remove_orphan_dirs(self) -> None:
