@@ -57,3 +57,17 @@ def test_optimize_counts_documents_of_a_document_collection(tmp_path: Path) -> N
     out = CliRunner().invoke(main, ["optimize", "d", "--target", str(tmp_path / "db")])
     assert out.exit_code == 0, out.output
     assert "d: ready, 3 documents indexed" in out.output
+
+
+def test_a_failed_jobs_reason_is_found_through_a_router_too() -> None:
+    """The reason printed for a failed index job: a node's own, else each failed shard's by
+    address (a router's stats nest them under "shards"; before, the reason was empty)."""
+    from vecdb.cli.optimize import job_error
+
+    assert job_error({"index_status": {"error": "disk full"}}) == "disk full"
+    routed = {"total": {"count": 3}, "shards": {
+        "127.0.0.1:7710": {"index_status": {"error": None}},
+        "127.0.0.1:7720": {"index_status": {"error": "disk full"}},
+    }}  # fmt: skip
+    assert job_error(routed) == "127.0.0.1:7720: disk full"
+    assert job_error({"index_status": {}}) == "(no reason reported)"

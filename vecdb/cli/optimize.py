@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 from tqdm import tqdm
@@ -20,6 +21,19 @@ from vecdb.errors import VecdbError
 
 POLL_SECONDS = 0.25  # how often the state is read
 _BUSY = ("building", "indexing", "maintaining")
+
+
+def job_error(stats: dict[str, Any]) -> str:
+    """The failed index job's error in a collection's `stats`: a node's own, or through a
+    router (`{"total": ..., "shards": {address: a node's stats}}`) each failed shard's,
+    named by its address (the router's total has none: before, an empty reason)."""
+    own = stats.get("index_status", {}).get("error")
+    if own:
+        return str(own)
+    shards = stats.get("shards")
+    found = [f"{addr}: {s['index_status']['error']}" for addr, s in (shards or {}).items()
+             if isinstance(s, dict) and (s.get("index_status") or {}).get("error")]  # fmt: skip
+    return "; ".join(found) or "(no reason reported)"
 
 
 def follow(client: vecdb.Client, name: str, timeout: float | None, quiet: bool) -> int:
@@ -42,7 +56,7 @@ def follow(client: vecdb.Client, name: str, timeout: float | None, quiet: bool) 
                 break
             if state == "error":
                 bar.close()
-                err = client.stats(name).get("index_status", {}).get("error", "")
+                err = job_error(client.stats(name))
                 click.echo(f"vecdb optimize: {name}: the index job failed: {err}", err=True)
                 return 1
             if deadline is not None and time.monotonic() > deadline:
