@@ -36,6 +36,8 @@ def cluster(etcd_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with vecdb.connect(c.address) as client:
         client.create_collection("f", DIM, "l2", index="flat")
         client.upsert("f", list(range(N)), x, payloads=[{"i": i} for i in range(N)])
+        client.create_collection("fd", DIM, kind="multivector")  # documents of 3 tokens
+        client.upsert_documents("fd", list(range(60)), [x[3 * i : 3 * i + 3] for i in range(60)])
     c.x = x  # type: ignore[attr-defined]
     try:
         yield c
@@ -92,6 +94,12 @@ def test_lost_shard_strict_fails_in_deadline_partial_answers(
             counted = _partial_count(cluster.address)
             assert counted.count == N - len(absent)
             assert list(counted.missing_shards) == [lost.address]
+            # documents too (the SDK's search_documents had no allow_partial: TypeError)
+            with pytest.raises(vecdb.Unavailable):
+                c.search_documents("fd", q[:3], k=5)
+            docs = c.search_documents("fd", q[:3], k=5, allow_partial=True)
+            assert docs.missing_shards == [lost.address]
+            assert not set(docs.ids[0].tolist()) & absent and len(docs.ids[0]) == 5
     finally:
         if sig == signal.SIGSTOP:
             lost.signal(signal.SIGCONT)

@@ -219,13 +219,14 @@ class Client(abc.ABC):
         with_payload: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        allow_partial: bool = False,
     ) -> SearchResult:
         """Top-k documents by MaxSim (sum over query tokens of the best token similarity) for
         a query (m, dim) or a list of them. `distances` holds the negated MaxSim score, so
         smaller is better as for dense search; `stats` what the search did. `params`:
         nprobe, centroid_threshold, ndocs, hamming_keep, rerank, query_keep, refine
         (PARAMS.md). In a multi-tenant collection `tenant` (or `tenants`, their union)
-        restricts it to the documents granted to them."""
+        restricts it to the documents granted to them. `allow_partial`: as for `search`."""
 
     @abc.abstractmethod
     def get_documents(

@@ -208,7 +208,9 @@ class LocalDocuments:
         with_payload: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        allow_partial: bool = False,
     ) -> SearchResult:
+        del allow_partial  # one node has no shard to miss: never partial
         res: SearchResult = self._db.search_documents(
             name, query, k, filter=filter, params=params, with_payload=with_payload,
             tenant=tenant, tenants=tenants,
@@ -270,10 +272,12 @@ class RemoteDocuments:
         with_payload: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        allow_partial: bool = False,
     ) -> SearchResult:
         req = search_documents_request(name, query, k, filter, params, with_payload,
                                        lambda: self.get_collection(name),
                                        tenant, tenants)  # fmt: skip
+        req.allow_partial = bool(allow_partial)
         results = splits.fitted(
             lambda r: wire.search_documents_from_proto(
                 self._call("SearchDocuments", r, idempotent=True)),
@@ -360,6 +364,7 @@ class AsyncDocuments:
         with_payload: bool = False,
         tenant: str | None = None,
         tenants: list[str] | None = None,
+        allow_partial: bool = False,
     ) -> SearchResult:
         """See `vecdb.Client.search_documents`."""
         if self._local is not None:
@@ -369,6 +374,7 @@ class AsyncDocuments:
             )  # fmt: skip
         req = await self._with_info(name, lambda info: search_documents_request(
             name, query, k, filter, params, with_payload, info, tenant, tenants))  # fmt: skip
+        req.allow_partial = bool(allow_partial)
 
         async def one(part: pb.SearchDocumentsRequest) -> SearchResult:
             resp = await self._call("SearchDocuments", part, idempotent=True)

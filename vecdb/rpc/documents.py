@@ -98,7 +98,7 @@ def search_documents_from_proto(msg: pb.SearchDocumentsResponse) -> SearchResult
     base = convert.result_from_proto(msg.result)
     stats = {k: float(v) for k, v in json.loads(msg.stats or "{}").items()}
     return SearchResult(ids=base.ids, distances=base.distances, payloads=base.payloads,
-                        stats=stats)  # fmt: skip
+                        stats=stats, missing_shards=list(msg.missing_shards))  # fmt: skip
 
 
 def get_documents_to_proto(
