@@ -248,7 +248,10 @@ def test_search_without_stats_is_the_search_with_them(tenant_client) -> None:  #
     for kw in ({}, {"tenant": "a"}, {"tenants": ["a", "b"]}, {"filter": {"x": 1}}):
         lean = c.search("m", q, k=5, **kw)
         full = c.search("m", q, k=5, with_stats=True, **kw)
-        assert lean.stats is None and full.stats is not None and full.stats["queries"] >= 3
+        assert lean.stats is None and full.stats is not None
+        # the filter matches no point: once its matches are read (after the first search's
+        # widened lists) it is answered without the index, which then counts no query
+        assert full.stats["queries"] >= (0 if "filter" in kw else 3)
         assert np.array_equal(lean.ids, full.ids)
         assert np.array_equal(lean.distances, full.distances)
     with pytest.raises(InvalidArgument) as info:
