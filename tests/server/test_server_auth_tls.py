@@ -156,3 +156,25 @@ def test_tls_config_must_be_complete(tmp_path: Path, certs: dict[str, str]) -> N
         load_config(env={}, overrides={"tls": {"cert": certs["server"]}})
     with pytest.raises(vecdb.InvalidArgument, match="client_ca"):
         load_config(env={}, overrides={"tls": {"client_ca": certs["ca"]}})
+
+
+@pytest.mark.parametrize("wrong", ["key of another certificate", "not a PEM", "client_ca"])
+def test_unusable_tls_files_are_named_not_the_port(
+    start_server: Callable[..., VecdbServer], certs: dict[str, str], tmp_path: Path, wrong: str
+) -> None:
+    """A key that is not the certificate's, a file that is no PEM, or a client CA that is no
+    certificate stops the start with InvalidArgument naming the TLS files (grpc said "Failed
+    to bind to address", pointing at the port)."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a pem file\n")
+    tls = {"cert": certs["server"], "key": certs["server_key"]}
+    if wrong == "key of another certificate":
+        tls["key"] = certs["client_key"]
+    elif wrong == "not a PEM":
+        tls["cert"] = str(junk)
+    else:
+        tls["client_ca"] = str(junk)
+    with pytest.raises(vecdb.InvalidArgument) as info:
+        start_server(tls=tls)
+    assert info.value.field == "tls" and "cannot be used" in info.value.message
+    assert "bind" not in info.value.message

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -29,7 +30,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vecdb.errors import Unavailable
+from vecdb.errors import InvalidArgument, Unavailable
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.auth import KeyRing
@@ -132,6 +133,8 @@ class VecdbServer:
             self._guard.close()
             if self._owns_db:
                 db.close()
+            if isinstance(exc, TLSFilesError):
+                raise InvalidArgument(str(exc), field="tls") from None
             ports = f" (metrics port {cfg.metrics.port})" if cfg.metrics.enabled else ""
             raise Unavailable(f"cannot serve on {address}{ports}: {exc}") from None
         for name in ("", SERVICE_NAME, WRITE_SERVICE):
@@ -212,10 +215,30 @@ def _key_file(cfg: ServerConfig) -> KeyFile | None:
     return KeyFile(Path(cfg.server.data) / KEYS_FILE_NAME)
 
 
+class TLSFilesError(OSError):
+    """The server's TLS files cannot be used (named in the message)."""
+
+
 def _server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials:
-    key = Path(cfg.tls.key).read_bytes()
-    cert = Path(cfg.tls.cert).read_bytes()
-    client_ca = Path(cfg.tls.client_ca).read_bytes() if cfg.tls.client_ca else None
+    """The server's TLS credentials, its files checked first with the standard library: grpc
+    reports a key that does not match its certificate, or a file that is no PEM, as
+    "Failed to bind to address", which sent operators looking at the port."""
+    tls = cfg.tls
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        check.load_cert_chain(tls.cert, tls.key)
+    except (ssl.SSLError, OSError) as exc:
+        raise TLSFilesError(f"tls.cert {tls.cert} / tls.key {tls.key} cannot be used: "
+                            f"{getattr(exc, 'reason', None) or exc}") from None  # fmt: skip
+    if tls.client_ca:
+        try:
+            check.load_verify_locations(tls.client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise TLSFilesError(f"tls.client_ca {tls.client_ca} cannot be used: "
+                                f"{getattr(exc, 'reason', None) or exc}") from None  # fmt: skip
+    key = Path(tls.key).read_bytes()
+    cert = Path(tls.cert).read_bytes()
+    client_ca = Path(tls.client_ca).read_bytes() if tls.client_ca else None
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
