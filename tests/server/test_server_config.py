@@ -13,3 +13,12 @@ def test_unknown_log_level_is_rejected_naming_the_setting() -> None:
     with pytest.raises(InvalidArgument, match="log.level"):
         load_config(env={"VECDB__LOG__LEVEL": "bogus"})
     assert load_config(env={"VECDB__LOG__LEVEL": "debug"}).log.level.upper() == "DEBUG"
+
+
+def test_a_fractional_integer_setting_is_refused_not_truncated() -> None:
+    """`max_k = 1.5` (a quota) or `workers = 2.5` are refused naming the setting; before,
+    they became 1 and 2 silently (a tenant's own override of the same quota was refused)."""
+    for section, key in (("quotas", "max_k"), ("server", "workers")):
+        with pytest.raises(InvalidArgument, match=f"{section}.{key}=.*is not a valid int"):
+            load_config(env={}, overrides={section: {key: 1.5}})
+    assert load_config(env={}, overrides={"server": {"workers": 4.0}}).server.workers == 4

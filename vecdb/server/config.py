@@ -329,8 +329,9 @@ def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
                 raise ValueError(value)
             return value
         if hint is int or hint is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
+            if isinstance(value, bool) or (hint is int and isinstance(value, float)
+                                           and not value.is_integer()):  # fmt: skip
+                raise ValueError(value)  # int(1.5) would be 1, silently
             return hint(value)
         if hint is str:
             if not isinstance(value, str):
