@@ -217,7 +217,7 @@ class Database(TenantMethods, DocumentsMixin):
         core = coll.core
         with self._ddl:
             core.shut(dropped=True)  # new calls: NotFound; the worker abandons its job
-            with self.worker.job_lock, core.write_lock:
+            with core.job_lock, core.write_lock:
                 batch = self.kv.batch()
                 core.points.delete_all(batch)
                 core.pindex.delete_all(batch)

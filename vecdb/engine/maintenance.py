@@ -125,7 +125,9 @@ class MaintenanceWorker:
         self._turn = 0  # round-robin position
         self._thread = threading.Thread(target=self._run, name="vecdb-maintenance", daemon=True)
         self.current: CollectionCore | None = None  # the collection whose job runs now
-        self.job_lock = threading.Lock()  # held while a job runs (drop/close wait on it)
+        # held while any job runs, with the job's collection's own `job_lock` (which drops,
+        # snapshots and restores of that collection wait on); holding it pauses the worker
+        self.job_lock = threading.Lock()
 
     def start(self) -> MaintenanceWorker:
         self._thread.start()
@@ -189,7 +191,7 @@ class MaintenanceWorker:
                         self._cond.wait(_IDLE_POLL)
                 continue
             coll, job = picked
-            with self.job_lock:
+            with self.job_lock, coll.job_lock:
                 if coll.closing or self._stop:
                     continue
                 self.current = coll

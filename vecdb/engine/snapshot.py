@@ -1,8 +1,8 @@
 """Online snapshots of one collection: create, list, restore, delete, and recovery on open.
 
 A snapshot holds a collection at one sequence number S while writes and searches go on:
-1. the maintenance worker is paused (its `job_lock`: no drain, maintenance slice or
-   checkpoint runs, and only the worker writes index files), and the index's files are
+1. the collection's index jobs are paused (its `job_lock`: no drain, maintenance slice or
+   checkpoint of it runs, and only the worker writes index files), and the index's files are
    copied as its last checkpoint left them (that checkpoint's sequence A <= S is inside);
 2. still inside that pause, commits are held for an instant (the sequencer's lock) while
    RocksDB takes a checkpoint of the whole store (hard links) at exactly S; the op log then
@@ -141,7 +141,7 @@ def _write(
     files: dict[str, dict[str, Any]] = {}
     (tmp / sf.INDEX).mkdir()
     checkpoint = tmp / "kv.checkpoint"
-    with db.worker.job_lock:
+    with core.job_lock:
         # Pass 1: the index files of the last checkpoint (nothing writes them now)
         if core.directory.is_dir():
             for src in sorted(core.directory.iterdir()):
@@ -307,7 +307,7 @@ def _switch(db: Database, name: str, cfg: CollectionConfig, new: Collection) -> 
         db.worker.notify(new.core)
         return
     old.core.shut()
-    with db.worker.job_lock, old.core.write_lock:
+    with old.core.job_lock, old.core.write_lock:
         _delete_rows(batch, old.core.prefix)
         db.seq.commit(batch)
         db.collections[name] = new
