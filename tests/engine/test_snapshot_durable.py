@@ -20,6 +20,19 @@ DIM = 8
 QUIET = {"idle_seconds": 3600.0}
 
 
+def spy_fsync(monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """The paths `os.fsync` is called on from now on (until `monkeypatch.undo()`)."""
+    synced: set[str] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
 @pytest.mark.parametrize("kind", ["spann", "multivector"])
 def test_restored_index_files_are_fsynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
@@ -39,14 +52,7 @@ def test_restored_index_files_are_fsynced(
         body = sf.read_snapshot(tmp_path / "db" / "snapshots" / "c" / snap)
         copied = [rel.split("/", 1)[1] for rel in body["files"] if rel.startswith(sf.INDEX + "/")]
         assert copied
-        synced: set[str] = set()
-        real_fsync = os.fsync
-
-        def fsync(fd: int) -> None:
-            synced.add(os.readlink(f"/proc/self/fd/{fd}"))
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", fsync)
+        synced = spy_fsync(monkeypatch)
         db.restore_snapshot("c", snap)
         monkeypatch.undo()
         directory = db.collections["c"].core.directory
@@ -67,14 +73,7 @@ def test_a_first_snapshot_makes_its_directories_durable(
     try:
         db.create_collection("c", dim=DIM, metric="l2")
         db.upsert("c", [1, 2], np.ones((2, DIM), np.float32))
-        synced: set[str] = set()
-        real_fsync = os.fsync
-
-        def fsync(fd: int) -> None:
-            synced.add(os.readlink(f"/proc/self/fd/{fd}"))
-            real_fsync(fd)
-
-        monkeypatch.setattr(os, "fsync", fsync)
+        synced = spy_fsync(monkeypatch)
         db.create_snapshot("c")
         monkeypatch.undo()
         root = tmp_path / "db"
