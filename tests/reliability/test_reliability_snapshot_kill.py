@@ -28,7 +28,7 @@ import vecdb
 from vecdb.engine import snapshot_files as sf
 from vecdb.engine.inspect import verify
 
-TRIALS = int(os.environ.get("VECDB_CRASH_TRIALS", "3"))
+TRIALS = int(os.environ.get("VECDB_CRASH_TRIALS", "2"))
 SERVE = [sys.executable, "-m", "vecdb", "serve", "--port", "0", "--no-metrics"]
 DIM = 16
 W_IDS = 3000  # ids of the written collection "w"
