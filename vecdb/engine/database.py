@@ -228,6 +228,7 @@ class Database(TenantMethods, DocumentsMixin):
             with core.status_cond:
                 core.status_cond.notify_all()  # optimize(wait=True) callers: Unavailable
             shutil.rmtree(core.directory, ignore_errors=True)
+            self.kv.compact_dropped(core.points.prefix)  # no table file left behind per drop
 
     # -- points ---------------------------------------------------------------------------
 

@@ -1,0 +1,45 @@
+"""Dropping collections leaves nothing behind: no table file and no open file per drop."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+import vecdb
+
+DROPS = 24
+
+
+def _open_files_under(path: Path) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(str(path)):
+                n += 1
+        except OSError:
+            pass  # closed meanwhile
+    return n
+
+
+def test_drops_of_collections_without_payloads_leave_no_table_files(tmp_path: Path) -> None:
+    """A collection that never wrote a payload, built (which flushes every column family) and
+    dropped, again and again: table files and open files stay bounded, not one per drop."""
+    db = tmp_path / "db"
+    x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    with vecdb.connect(db) as client:
+
+        def create_build_drop(times: int) -> None:
+            for _ in range(times):
+                client.create_collection("c", dim=8, metric="l2")
+                client.upsert("c", list(range(300)), x)
+                client.optimize("c")  # the bulk build flushes the memtables
+                client.drop_collection("c")
+
+        create_build_drop(4)
+        tables, files = len(list((db / "kv").glob("*.sst"))), _open_files_under(db / "kv")
+        create_build_drop(DROPS)
+        # Before the fix: one more table file (and open file) per drop, 24 here.
+        assert len(list((db / "kv").glob("*.sst"))) - tables < DROPS // 3
+        assert _open_files_under(db / "kv") - files < DROPS // 3
