@@ -30,7 +30,8 @@ from vecdb.kernels.topk import merge_topk
 
 CHUNK_BYTES = 16 * 2**20  # a chunk holds at most about this many bytes of vectors ...
 MIN_CHUNK_ROWS = 1024  # ... and at least this many rows (or a quarter of those stored)
-_COMPACT_DEAD_FRACTION = 0.5  # maintain() rewrites the rows once half of them are dead
+_COMPACT_DEAD_FRACTION = 0.5  # the rows are rewritten once half of them are dead ...
+_COMPACT_MIN_WASTE = 4 * MIN_CHUNK_ROWS  # ... and at least this many rows (dead or slack)
 
 
 def _grow(a: npt.NDArray[Any], n: int, fill: Any) -> npt.NDArray[Any]:
@@ -58,12 +59,14 @@ class FlatIndex:
     _live: int  # live rows
     _removed_ahead: set[int]  # slots removed before they were added (remove wins)
     _sealed: bool  # consolidated for a bulk build: takes no more adds
+    _epoch: int  # bumped when the rows are replaced (build, reset, compaction)
     _lock: threading.Lock  # serialises writers and snapshots
 
     def __init__(self, dim: int, metric: str) -> None:
         self.dim = dim
         self.metric = metric
         self._lock = threading.Lock()
+        self._epoch = 0
         self._reset()
 
     def _reset(self) -> None:
@@ -73,6 +76,7 @@ class FlatIndex:
         self._n = self._live = 0
         self._removed_ahead = set()
         self._sealed = False
+        self._epoch += 1
 
     # -- build / add ---------------------------------------------------------------------
 
@@ -130,6 +134,9 @@ class FlatIndex:
                 self._n += take
                 done += take
             self._live += int(valid.sum())
+            due = self._waste_due()
+        if due:  # overwrites of a few hot points must not grow the rows without bound
+            self._compact()
         if progress is not None:
             progress("add", n, n)
 
@@ -284,8 +291,56 @@ class FlatIndex:
             waste = self._starts[-1] - self._live
             due = self._n and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
         if due:
-            self.build(*self.live())
+            self._compact()
         return False
+
+    def _waste_due(self) -> bool:
+        """Under the lock: dead rows and slack are over half the capacity, and many."""
+        waste = self._starts[-1] - self._live
+        return waste >= _COMPACT_MIN_WASTE and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
+
+    def _compact(self) -> None:
+        """Rewrite the live rows as one matrix. The rows present at the start are copied
+        without the lock (a row never changes once added, only its valid flag); at the switch,
+        under the lock, rows added meanwhile are appended and removes made meanwhile applied,
+        so no concurrent add or remove is lost (rewriting `live()` through `build` lost
+        them). Given up if the rows were replaced meanwhile or the index was sealed."""
+        with self._lock:
+            if self._sealed or not self._n:
+                return
+            epoch, n0 = self._epoch, self._n
+            chunks, starts = self._chunks, self._starts
+            keep = self._valid[:n0].copy()
+        matrix = np.empty((int(keep.sum()), self.dim), np.float32)
+        at = 0
+        for i, chunk in enumerate(chunks):
+            lo, hi = starts[i], min(starts[i + 1], n0)
+            if hi <= lo:
+                break
+            rows = chunk[: hi - lo][keep[lo:hi]]
+            matrix[at : at + len(rows)] = rows
+            at += len(rows)
+        with self._lock:
+            if self._sealed or self._epoch != epoch:
+                return
+            n = self._n
+            added = n - n0
+            new_slots = np.concatenate([self._slots[:n0][keep], self._slots[n0:n]])
+            new_valid = np.concatenate([self._valid[:n0][keep], self._valid[n0:n]])
+            if added:
+                tail = np.empty((added, self.dim), np.float32)
+                got = 0
+                for i, chunk in enumerate(self._chunks):
+                    lo, hi = max(self._starts[i], n0), min(self._starts[i + 1], n)
+                    if hi > lo:
+                        base = self._starts[i]
+                        tail[got : got + hi - lo] = chunk[lo - base : hi - base]
+                        got += hi - lo
+                matrix = np.concatenate([matrix, tail])
+            total = len(new_slots)
+            self._chunks, self._starts = ([matrix], [0, total]) if total else ([], [0])
+            self._slots, self._valid, self._n = new_slots, new_valid, total
+            self._epoch += 1
 
     def unstuck(self) -> bool:
         return False  # nothing is ever held back
