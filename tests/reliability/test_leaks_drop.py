@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +45,44 @@ def test_drops_of_collections_without_payloads_leave_no_table_files(tmp_path: Pa
         # Before the fix: one more table file (and open file) per drop, 24 here.
         assert len(list((db / "kv").glob("*.sst"))) - tables < DROPS // 3
         assert _open_files_under(db / "kv") - files < DROPS // 3
+
+
+def _deleted_files_held_under(path: Path) -> list[str]:
+    """Deleted files under `path` this process still has open or mapped."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(path)) and target.endswith("(deleted)"):
+            held.append(target)
+    with open("/proc/self/maps") as maps:
+        held += [
+            line.split(None, 5)[-1].strip()
+            for line in maps
+            if str(path) in line and "(deleted)" in line
+        ]
+    return held
+
+
+def test_dropped_index_files_are_released_on_an_idle_database(tmp_path: Path) -> None:
+    """A built index's files are closed and unmapped once its collection is dropped, with
+    no further work: the background worker's last job kept the collection (its deleted
+    posting and vector files, and so their disk space) until its next job."""
+    db = tmp_path / "db"
+    x = np.random.default_rng(1).standard_normal((300, 8)).astype(np.float32)
+    with vecdb.connect(db) as client:
+        client.create_collection("c", dim=8, metric="l2")
+        client.upsert("c", list(range(300)), x)
+        client.optimize("c")  # the worker's last job is this collection's
+        client.search("c", x[0], k=3)
+        client.drop_collection("c")
+        held = _deleted_files_held_under(db)
+        for _ in range(50):  # the worker may be between two loop steps: let it settle
+            gc.collect()
+            held = _deleted_files_held_under(db)
+            if not held:
+                break
+            time.sleep(0.1)
+        assert held == []

@@ -191,14 +191,21 @@ class MaintenanceWorker:
                         self._cond.wait(_IDLE_POLL)
                 continue
             coll, job = picked
-            with self.job_lock, coll.job_lock:
-                if coll.closing or self._stop:
-                    continue
-                self.current = coll
-                try:
-                    self._run_job(coll, job)
-                finally:
-                    self.current = None
+            del picked
+            try:
+                with self.job_lock, coll.job_lock:
+                    if coll.closing or self._stop:
+                        continue
+                    self.current = coll
+                    try:
+                        self._run_job(coll, job)
+                    finally:
+                        self.current = None
+            finally:
+                # This frame must not keep the collection alive while the worker waits: a
+                # dropped collection's index (its deleted files, open and mapped, and its
+                # memory) was held until the worker's next job, on an idle database for good.
+                del coll
 
     def _next_job(self) -> tuple[CollectionCore, str] | None:
         colls = self._collections()
