@@ -34,6 +34,22 @@ _COMPACT_DEAD_FRACTION = 0.5  # the rows are rewritten once half of them are dea
 _COMPACT_MIN_WASTE = 4 * MIN_CHUNK_ROWS  # ... and at least this many rows (dead or slack)
 
 
+def _gather(
+    chunks: list[npt.NDArray[np.float32]], starts: list[int], keep: npt.NDArray[np.bool_], dim: int
+) -> npt.NDArray[np.float32]:
+    """The rows of the first len(keep) rows that `keep` marks, as one matrix, in row order."""
+    out = np.empty((int(keep.sum()), dim), np.float32)
+    at, n = 0, len(keep)
+    for i, chunk in enumerate(chunks):
+        lo, hi = starts[i], min(starts[i + 1], n)
+        if hi <= lo:
+            break
+        rows = chunk[: hi - lo][keep[lo:hi]]
+        out[at : at + len(rows)] = rows
+        at += len(rows)
+    return out
+
+
 def _grow(a: npt.NDArray[Any], n: int, fill: Any) -> npt.NDArray[Any]:
     if n <= len(a):
         return a
@@ -187,16 +203,7 @@ class FlatIndex:
         with self._lock:
             chunks, starts, n = self._chunks, self._starts, self._n
             slots, valid = self._slots[:n].copy(), self._valid[:n].copy()
-        out = np.empty((int(valid.sum()), self.dim), np.float32)
-        at = 0
-        for i, chunk in enumerate(chunks):
-            lo, hi = starts[i], min(starts[i + 1], n)
-            if hi <= lo:
-                break
-            rows = chunk[: hi - lo][valid[lo:hi]]
-            out[at : at + len(rows)] = rows
-            at += len(rows)
-        return slots[valid], out
+        return slots[valid], _gather(chunks, starts, valid, self.dim)
 
     def iter_live(self, batch: int) -> Iterator[tuple[Slots, Vectors]]:
         """The live rows in slot order, at most `batch` at a time (copies)."""
@@ -311,15 +318,7 @@ class FlatIndex:
             epoch, n0 = self._epoch, self._n
             chunks, starts = self._chunks, self._starts
             keep = self._valid[:n0].copy()
-        matrix = np.empty((int(keep.sum()), self.dim), np.float32)
-        at = 0
-        for i, chunk in enumerate(chunks):
-            lo, hi = starts[i], min(starts[i + 1], n0)
-            if hi <= lo:
-                break
-            rows = chunk[: hi - lo][keep[lo:hi]]
-            matrix[at : at + len(rows)] = rows
-            at += len(rows)
+        matrix = _gather(chunks, starts, keep, self.dim)
         with self._lock:
             if self._sealed or self._epoch != epoch:
                 return
