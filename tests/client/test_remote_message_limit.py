@@ -462,3 +462,28 @@ def test_ingest_of_batches_over_the_limit(server: VecdbServer, tmp_path: Path) -
     with vecdb.connect(f"127.0.0.1:{server.port}") as c:
         assert c.count("ing") == 8_192
         c.drop_collection("ing")
+
+
+def test_async_upsert_stream_names_a_bad_row_of_a_batch_sent_in_parts(
+    server: VecdbServer,
+) -> None:
+    """The async stream: a NaN in row 3,000 of the second 1 MB batch is named in the batch's
+    seq and rows, as the sync stream names it."""
+    bad = ROWS_2MB.copy()
+    bad[4_096 + 3_000, 5] = np.nan
+
+    async def run() -> vecdb.VecdbError:
+        target = f"127.0.0.1:{server.port}"
+        async with vecdb.AsyncClient(target, timeout=30, max_message_bytes=LIMIT) as c:
+            await c.create_collection("abad", dim=DOC_DIM, metric="l2", index="flat")
+            try:
+                with pytest.raises(vecdb.InvalidArgument) as got:
+                    async for _ in c.upsert_stream("abad", stream_batches(bad, 2)):
+                        pass
+                return got.value
+            finally:
+                await c.drop_collection("abad")
+
+    err = asyncio.run(run())
+    assert err.message.startswith("batch seq=1: vectors[3000][5]")
+    assert err.field == "vectors[3000][5]"
