@@ -200,11 +200,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         if self._local is not None:
             return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
         whole = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
-        answers = await splits.afitted(
-            lambda r: self._call("Upsert", r, idempotent=True),
-            splits.split_upsert(whole, self._budget.max_bytes), None,
-            (self._budget, splits.split_upsert),
-        )  # fmt: skip
+        answers = await splits.asent(lambda r: self._call("Upsert", r, idempotent=True),
+                                     whole, splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
 
     async def upsert_stream(

@@ -254,11 +254,8 @@ class RemoteDocuments:
         req = upsert_documents_request(name, ids, documents, weights, payloads,
                                        lambda: self.get_collection(name),
                                        tenant, grant_to)  # fmt: skip
-        answers = splits.fitted(
-            lambda r: self._call("UpsertDocuments", r, idempotent=True),
-            splits.split_documents(req, self._budget.max_bytes), None,
-            (self._budget, splits.split_documents),
-        )  # fmt: skip
+        answers = splits.sent(lambda r: self._call("UpsertDocuments", r, idempotent=True),
+                              req, splits.split_documents, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
 
     def search_documents(
@@ -278,11 +275,10 @@ class RemoteDocuments:
                                        lambda: self.get_collection(name),
                                        tenant, tenants)  # fmt: skip
         req.allow_partial = bool(allow_partial)
-        results = splits.fitted(
+        results = splits.sent(
             lambda r: wire.search_documents_from_proto(
                 self._call("SearchDocuments", r, idempotent=True)),
-            splits.split_document_search(req, self._budget.max_bytes),
-            splits.halve_document_search, (self._budget, splits.split_document_search),
+            req, splits.split_document_search, self._budget, splits.halve_document_search,
         )  # fmt: skip
         return splits.merge_results(results, splits.AVERAGED_DOC_STATS)
 
@@ -346,11 +342,8 @@ class AsyncDocuments:
             )  # fmt: skip
         req = await self._with_info(name, lambda info: upsert_documents_request(
             name, ids, documents, weights, payloads, info, tenant, grant_to))  # fmt: skip
-        answers = await splits.afitted(
-            lambda r: self._call("UpsertDocuments", r, idempotent=True),
-            splits.split_documents(req, self._budget.max_bytes), None,
-            (self._budget, splits.split_documents),
-        )  # fmt: skip
+        answers = await splits.asent(lambda r: self._call("UpsertDocuments", r, idempotent=True),
+                                     req, splits.split_documents, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
 
     async def search_documents(
@@ -380,10 +373,8 @@ class AsyncDocuments:
             resp = await self._call("SearchDocuments", part, idempotent=True)
             return wire.search_documents_from_proto(resp)
 
-        results = await splits.afitted(
-            one, splits.split_document_search(req, self._budget.max_bytes),
-            splits.halve_document_search, (self._budget, splits.split_document_search),
-        )  # fmt: skip
+        results = await splits.asent(one, req, splits.split_document_search, self._budget,
+                                     splits.halve_document_search)  # fmt: skip
         return splits.merge_results(results, splits.AVERAGED_DOC_STATS)
 
     async def get_documents(

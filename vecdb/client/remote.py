@@ -214,11 +214,8 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         grant_to: list[str] | None = None,
     ) -> int:
         whole = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
-        answers = splits.fitted(
-            lambda r: self._call("Upsert", r, idempotent=True),
-            splits.split_upsert(whole, self._budget.max_bytes), None,
-            (self._budget, splits.split_upsert),
-        )  # fmt: skip
+        answers = splits.sent(lambda r: self._call("Upsert", r, idempotent=True), whole,
+                              splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
 
     def upsert_stream(

@@ -118,6 +118,23 @@ async def afitted(
     return out
 
 
+def sent(
+    send: Callable[[R], A], whole: R, split: Split[R], budget: Budget,
+    halve: Halve[R] | None = None,
+) -> list[A]:  # fmt: skip
+    """The answers to `whole` sent in the parts `split` makes at the client's budget, each
+    part the server refuses as too large sent again in parts (`fitted`)."""
+    return fitted(send, split(whole, budget.max_bytes), halve, (budget, split))
+
+
+async def asent(
+    send: Callable[[R], Awaitable[A]], whole: R, split: Split[R], budget: Budget,
+    halve: Halve[R] | None = None,
+) -> list[A]:  # fmt: skip
+    """`sent` for the async client."""
+    return await afitted(send, split(whole, budget.max_bytes), halve, (budget, split))
+
+
 def retry_parts(
     err: VecdbError, part: R, halve: Halve[R] | None, fit: tuple[Budget, Split[R]] | None
 ) -> list[R]:
