@@ -239,7 +239,9 @@ def test_shutdown_does_not_wait_for_an_idle_stream(
 @pytest.mark.parametrize(
     ("key", "value"),
     [("max_search_streams", -1), ("max_search_streams", 5000),
-     ("search_stream_idle_seconds", 0.0), ("search_stream_idle_seconds", float("nan"))],
+     ("search_stream_idle_seconds", 0.0), ("search_stream_idle_seconds", float("nan")),
+     ("max_upsert_streams", -1), ("max_upsert_streams", 5000),
+     ("upsert_stream_idle_seconds", 0.05), ("upsert_stream_idle_seconds", float("inf"))],
 )  # fmt: skip
 def test_bad_stream_limits_are_refused_by_name(key: str, value: float) -> None:
     with pytest.raises(InvalidArgument) as info:

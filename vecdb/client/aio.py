@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from vecdb.client import connect, resolve, splits
+from vecdb.client import connect, resolve, splits, upsert_streams
 from vecdb.client import requests as rq
 from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
@@ -41,23 +41,17 @@ from vecdb.client.channel import (
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
 from vecdb.client.plain_requests import AnySearch, plain_answer
-from vecdb.client.remote import StreamAck, scroll_answer, search_request, snapshot_info
+from vecdb.client.remote import scroll_answer, search_request, snapshot_info
 from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
 from vecdb.client.search_lane import AsyncSearchLane
 from vecdb.client.tenants_aio import AsyncTenantMethods
+from vecdb.client.upsert_streams import StreamAck
 from vecdb.engine import validate as rules
 from vecdb.errors import Unavailable, VecdbError
-from vecdb.rpc import convert, status
+from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
-
-
-async def _ended(call: Any) -> grpc.aio.AioRpcError:
-    """The status a stream `call` the server has ended finished with, as the error a failed
-    read would have raised."""
-    return grpc.aio.AioRpcError(await call.code(), await call.initial_metadata(),
-                                await call.trailing_metadata(), await call.details())  # fmt: skip
 
 
 class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
@@ -216,49 +210,20 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
                 yield StreamAck(seq, int(n))
             return
         self._check_open()
-        call = self._stub.UpsertStream(metadata=self._metadata)
-        # The first message goes alone, then the window: a stream the server refuses at its
-        # first message (key, role, tenant scope, quota, no such collection) fails with the
-        # server's status. With more in flight, grpc.aio often failed the next write first and
-        # reported INTERNAL "Internal error from Core" in its place (9 of 10 with 8 batches).
-        in_flight, limit = 0, 1
-        failure: BaseException | None = None
-        source = enumerate(batches)
-        parts = splits.StreamParts(self._budget)  # see RemoteClient.upsert_stream
-        try:
-            while True:
-                try:  # a bad input batch ends the stream after the good ones are acknowledged
-                    seq, (ids, vectors, payloads) = next(source)
-                    req = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
-                except StopIteration:
-                    break
-                except Exception as exc:
-                    failure = exc
-                    break
-                for msg in parts.messages(seq, req):
-                    while in_flight >= limit:  # backpressure: wait for an ack before more
-                        ack = await call.read()
-                        if ack is grpc.aio.EOF:
-                            break
-                        in_flight -= 1
-                        limit = window or ack.credits or max(limit, DEFAULT_STREAM_WINDOW)
-                        if (done := parts.ack(ack)) is not None:
-                            yield StreamAck(*done)
-                    try:
-                        await call.write(msg)
-                    except asyncio.InvalidStateError:  # ended by the server: its status says why
-                        raise await _ended(call) from None
-                    in_flight += 1
-            await call.done_writing()
-            while (ack := await call.read()) is not grpc.aio.EOF:
-                if (done := parts.ack(ack)) is not None:
-                    yield StreamAck(*done)
-        except grpc.aio.AioRpcError as exc:
-            raise parts.error(status.error_of(exc)) from None
-        finally:
-            call.cancel()
-        if failure is not None:
-            raise failure
+
+        async def upsert(req: pb.UpsertRequest) -> int:
+            answers = await splits.asent(lambda r: self._call("Upsert", r, idempotent=True),
+                                         req, splits.split_upsert, self._budget)  # fmt: skip
+            return sum(int(a.upserted) for a in answers)
+
+        acks = upsert_streams.aupsert_stream(
+            self._stub.UpsertStream(metadata=self._metadata), upsert,
+            (tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
+             for ids, vectors, payloads in batches),
+            self._budget, window, DEFAULT_STREAM_WINDOW,
+        )  # fmt: skip
+        async for ack in acks:
+            yield ack
 
     async def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None

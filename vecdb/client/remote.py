@@ -23,15 +23,14 @@ Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
 from vecdb.client import requests as rq
-from vecdb.client import splits
+from vecdb.client import splits, upsert_streams
 from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
@@ -56,18 +55,12 @@ from vecdb.client.plain_requests import AnySearch, plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
 from vecdb.client.tenants_remote import RemoteTenantMethods
+from vecdb.client.upsert_streams import StreamAck
 from vecdb.engine import validate as rules
 from vecdb.errors import Unavailable, VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
-
-
-class StreamAck(NamedTuple):
-    """One acknowledged batch of `upsert_stream`: its position in the input and its size."""
-
-    seq: int
-    upserted: int
 
 
 def snapshot_info(msg: pb.SnapshotInfo) -> Any:
@@ -232,49 +225,19 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
         If `batches` raises, the batches before it are still sent and acknowledged, then the
         exception is re-raised; a batch the server rejects ends the stream with its error. A
         batch over half the message limit goes as several messages (`splits.StreamParts`).
+        Past the server's bound on open streams, or once it ends an idle one, the batches go
+        as Upsert calls (`vecdb.client.upsert_streams`).
         """
         self._check_open()
-        credits = threading.Condition()
-        state = {"in_flight": 0, "window": window or DEFAULT_STREAM_WINDOW, "closed": False}
-        failure: list[BaseException] = []
-        parts = splits.StreamParts(self._budget)  # a batch over half a message goes in parts
-
-        def requests() -> Iterator[pb.UpsertStreamRequest]:
-            try:
-                for seq, (ids, vectors, payloads) in enumerate(batches):
-                    req = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
-                    for msg in parts.messages(seq, req):
-                        with credits:
-                            credits.wait_for(
-                                lambda: state["in_flight"] < state["window"] or state["closed"]
-                            )
-                            if state["closed"]:
-                                return
-                            state["in_flight"] += 1
-                        yield msg
-            except BaseException as exc:  # reported after the good batches are acknowledged
-                failure.append(exc)
-
-        call = self._stub.UpsertStream(requests(), metadata=self._metadata)
-        try:
-            for ack in call:
-                with credits:
-                    state["in_flight"] -= 1
-                    if window is None and ack.credits:
-                        state["window"] = ack.credits
-                    credits.notify_all()
-                done = parts.ack(ack)
-                if done is not None:
-                    yield StreamAck(*done)
-        except grpc.RpcError as exc:
-            raise parts.error(status.error_of(exc)) from None
-        finally:
-            with credits:
-                state["closed"] = True
-                credits.notify_all()
-            call.cancel()
-        if failure:
-            raise failure[0]
+        return upsert_streams.upsert_stream(
+            lambda messages: self._stub.UpsertStream(messages, metadata=self._metadata),
+            lambda req: sum(int(a.upserted) for a in splits.sent(
+                lambda r: self._call("Upsert", r, idempotent=True), req, splits.split_upsert,
+                self._budget)),
+            (upsert_request(name, ids, vectors, payloads, tenant, grant_to)
+             for ids, vectors, payloads in batches),
+            self._budget, window, DEFAULT_STREAM_WINDOW,
+        )  # fmt: skip
 
     def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None

@@ -100,6 +100,8 @@ class RouterServer:
                                 max_queued=lim.max_queued_rpcs, side_workers=lim.side_workers,
                                 quotas=quotas, search_streams=lim.max_search_streams,
                                 search_stream_idle=lim.search_stream_idle_seconds,
+                                upsert_streams=lim.max_upsert_streams,
+                                upsert_stream_idle=lim.upsert_stream_idle_seconds,
                                 max_message_bytes=lim.max_message_bytes)  # fmt: skip
         server = grpc.server(
             pool, interceptors=[self._guard],

@@ -32,8 +32,8 @@ ENV_PREFIX = "VECDB__"
 # [cluster] bounds (PARAMS.md): the router's per-shard deadline margin and default deadline.
 MIN_DEADLINE_MARGIN_MS, MAX_DEADLINE_MARGIN_MS = 0, 10_000
 MIN_DEFAULT_DEADLINE_S, MAX_DEFAULT_DEADLINE_S = 0.01, 3600.0
-MAX_SEARCH_STREAMS = 4096  # limits.max_search_streams (each open one holds a handler thread)
-MIN_STREAM_IDLE, MAX_STREAM_IDLE = 0.1, 3600.0  # limits.search_stream_idle_seconds
+MAX_STREAMS = 4096  # limits.max_search_streams / max_upsert_streams (each holds a thread)
+MIN_STREAM_IDLE, MAX_STREAM_IDLE = 0.1, 3600.0  # limits.*_stream_idle_seconds
 
 
 @dataclass
@@ -69,6 +69,11 @@ class LimitsSection:
     # server.workers); 0: refused, clients send single Search calls
     max_search_streams: int = 8
     search_stream_idle_seconds: float = 5.0  # a SearchStream without a request this long ends
+    # UpsertStreams open at once (capped at a quarter of server.workers); past it, and for 0,
+    # the SDK sends its batches as Upsert calls
+    max_upsert_streams: int = 4
+    # an UpsertStream waiting this long for a batch, all acknowledged, ends (the SDK goes on)
+    upsert_stream_idle_seconds: float = 60.0
 
 
 @dataclass
@@ -215,15 +220,16 @@ class ServerConfig:
         for name in ("max_queued_rpcs", "side_workers", "stream_window"):
             if getattr(lim, name) < (0 if name == "max_queued_rpcs" else 1):
                 raise InvalidArgument(f"limits.{name} is out of range", field=f"limits.{name}")
-        if not 0 <= lim.max_search_streams <= MAX_SEARCH_STREAMS:
-            raise InvalidArgument(f"limits.max_search_streams={lim.max_search_streams} is out of "
-                                  f"range [0, {MAX_SEARCH_STREAMS}]",
-                                  field="limits.max_search_streams")  # fmt: skip
-        idle = lim.search_stream_idle_seconds
-        if not MIN_STREAM_IDLE <= idle <= MAX_STREAM_IDLE:  # also rejects NaN
-            raise InvalidArgument(f"limits.search_stream_idle_seconds={idle} is out of range "
-                                  f"[{MIN_STREAM_IDLE}, {MAX_STREAM_IDLE}]",
-                                  field="limits.search_stream_idle_seconds")  # fmt: skip
+        for kind in ("search", "upsert"):
+            count = getattr(lim, f"max_{kind}_streams")
+            if not 0 <= count <= MAX_STREAMS:
+                raise InvalidArgument(f"limits.max_{kind}_streams={count} is out of range "
+                                      f"[0, {MAX_STREAMS}]", field=f"limits.max_{kind}_streams")  # fmt: skip
+            idle = getattr(lim, f"{kind}_stream_idle_seconds")
+            if not MIN_STREAM_IDLE <= idle <= MAX_STREAM_IDLE:  # also rejects NaN
+                raise InvalidArgument(f"limits.{kind}_stream_idle_seconds={idle} is out of "
+                                      f"range [{MIN_STREAM_IDLE}, {MAX_STREAM_IDLE}]",
+                                      field=f"limits.{kind}_stream_idle_seconds")  # fmt: skip
         if self.server.workers < 1:
             raise InvalidArgument("server.workers must be >= 1")
         if self.server.blas_threads < 0:

@@ -57,8 +57,8 @@ from vecdb.server.auth import KeyRing, Principal
 from vecdb.server.auth_scope import filter_response, scope, scoped_call
 from vecdb.server.handlers import AdmissionPool, Undecodable, checked, on_pool, rebuild, safe
 from vecdb.server.metrics import ServerMetrics, bytes_read_of
+from vecdb.server.open_streams import OpenStreams
 from vecdb.server.quotas import Quotas
-from vecdb.server.search_streams import SearchStreams
 
 log = logging.getLogger("vecdb.server")
 
@@ -70,8 +70,11 @@ DRAIN_RETRY_AFTER = 1.0  # ... and to one refused because the server is shutting
 LOG_EVERY = 10.0  # seconds between two log lines about refused calls
 MAX_ROUTES = 4096  # cached (method, caller) handlers; the cache starts over past this
 SEARCH_STREAM = "SearchStream"  # its requests are guarded one by one as Search calls
+UPSERT_STREAM = "UpsertStream"  # bounded as SearchStreams are (`open_streams`)
 STREAMS_RETRY_AFTER = 5.0  # seconds suggested to a stream refused because too many are open
 DEFAULT_STREAM_IDLE = 5.0  # seconds a SearchStream may wait for a request (limits section)
+DEFAULT_UPSERT_IDLE = 60.0  # ... and an UpsertStream for a batch (limits section)
+DEFAULT_UPSERT_STREAMS = 4  # UpsertStreams open at once (limits section)
 _RID_PREFIX = secrets.token_hex(4)  # 8 hex digits, random per process
 _rid_counter = itertools.count(1)  # next() on a count is atomic under the GIL
 
@@ -88,6 +91,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         self, keys: KeyRing, metrics: ServerMetrics, pool: AdmissionPool, *, workers: int,
         max_queued: int, side_workers: int, quotas: Quotas | None = None,
         search_streams: int = 0, search_stream_idle: float = DEFAULT_STREAM_IDLE,
+        upsert_streams: int = DEFAULT_UPSERT_STREAMS, upsert_stream_idle: float = DEFAULT_UPSERT_IDLE,
         max_message_bytes: int | None = None,
     ) -> None:  # fmt: skip
         self._keys = keys  # configured API keys
@@ -107,8 +111,12 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         metrics.inflight.set_function(lambda: self._active)
         # (full method, caller) -> (grpc's handler, our wrapped one); see intercept_service.
         self._routes: dict[tuple[str, Principal], tuple[Any, Any]] = {}
-        # open SearchStreams: at most half the workers, so unary calls keep threads
-        self.streams = SearchStreams(min(search_streams, workers // 2), search_stream_idle)
+        # open SearchStreams (at most half the workers) and UpsertStreams (a quarter), so
+        # unary calls keep threads
+        self.streams = OpenStreams(SEARCH_STREAM, min(search_streams, workers // 2),
+                                   search_stream_idle)  # fmt: skip
+        self.upserts = OpenStreams(UPSERT_STREAM, min(upsert_streams, workers // 4),
+                                   upsert_stream_idle)  # fmt: skip
         self._refused = 0  # queue-full refusals since the last log line
         self._logged_at = 0.0  # monotonic time of that line
 
@@ -117,12 +125,14 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         Returns whether they all did."""
         self._draining.set()
         self.streams.close()  # idle streams end now, busy ones after their current request
+        self.upserts.close()
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
     def close(self) -> None:
         """Stop the guard's own pools (after the gRPC server stopped)."""
         self.streams.close()
+        self.upserts.close()
         for pool in (self._express, self._probes, self._side):
             pool.shutdown(wait=False, cancel_futures=True)
 
@@ -152,9 +162,9 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             route = self._routes.get((full, who))
             if route is None or route[0] is not handler:
                 self._keys.authorize(who, method)  # a cached route was authorized when built
-            if method == SEARCH_STREAM and (self.streams.count >= self.streams.limit
-                                            or self._pool.pending >= self._bound):  # fmt: skip
-                raise self._streams_full()  # the client sends Search, judged as usual
+            bounded = self._bounded(method)
+            if bounded is not None and (bounded.full or self._pool.pending >= self._bound):
+                raise self._streams_full(bounded)  # the client sends single calls instead
             if self._pool.pending >= self._bound:
                 self._queue_full(method)
                 raise ResourceExhausted(
@@ -212,11 +222,17 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                         "refused": self._refused, "pending": self._pool.pending})  # fmt: skip
             self._refused, self._logged_at = 0, now
 
-    def _streams_full(self) -> ResourceExhausted:
-        """The refusal of a SearchStream past the open-stream bound (or the queue's)."""
+    def _bounded(self, method: str) -> OpenStreams | None:
+        """The registry bounding `method`'s open streams (None: not bounded)."""
+        return self.streams if method == SEARCH_STREAM else (
+            self.upserts if method == UPSERT_STREAM else None)  # fmt: skip
+
+    def _streams_full(self, streams: OpenStreams) -> ResourceExhausted:
+        """The refusal of a stream past its kind's open-stream bound (or the queue's)."""
+        single = "Search" if streams is self.streams else "Upsert"
         return ResourceExhausted(
-            f"{self.streams.count} search streams open (this server's limit is "
-            f"{self.streams.limit}) or calls queued: send single Search calls",
+            f"{streams.count} {streams.kind}s open (this server's limit is {streams.limit}) "
+            f"or calls queued: send single {single} calls",
             reason="STREAMS_FULL", retry_after=STREAMS_RETRY_AFTER,
         )  # fmt: skip
 
@@ -347,7 +363,13 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         who: Principal,
         behavior: Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]],
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:
+        bounded = self._bounded(method)
+
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            if bounded is not None:
+                if not bounded.enter(context):  # opened by another since intercept_service
+                    self._refuse_open(method, bounded, context)
+                requests = _tracked(requests, bounded, context)
             start = self._begin()
             rid = request_id()
             code, failed, seen = "OK", None, dict[str, None]()
@@ -359,15 +381,25 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
             except GeneratorExit:  # the client went away mid-stream
                 code = "CANCELLED"
                 raise
+            except grpc.RpcError:  # cancelled (idle, shutdown) or the client went away
+                code = "CANCELLED"
             except Exception as exc:
                 failed = self._failure(method, rid, exc)
                 code = failed.code
             finally:
                 self._finish(method, rid, code, start, seen)
+                if bounded is not None:
+                    bounded.leave(context)
             if failed is not None:
                 context.abort_with_status(to_status(failed, rid))
 
         return guarded
+
+    def _refuse_open(self, method: str, streams: OpenStreams, context: Any) -> None:
+        """End a stream refused because its kind's bound was reached meanwhile (raises)."""
+        full = self._streams_full(streams)
+        self._metrics.observe(method, full.code, 0.0)
+        context.abort_with_status(to_status(full, request_id()))
 
     def _wrap_search_stream(
         self, who: Principal,
@@ -376,7 +408,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
     ) -> Callable[[Iterator[Any], grpc.ServicerContext], Iterator[Any]]:  # fmt: skip
         """A SearchStream: every request guarded exactly as a Search call (request id,
         deadline, scope, quotas, metrics and log under "Search"; a failing one ends the stream
-        with its status), within the open-stream bound (`SearchStreams`)."""
+        with its status), within the open-stream bound (`OpenStreams`)."""
         one = self._wrap_unary(
             "Search",
             who,
@@ -388,9 +420,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             if not streams.enter(context):  # opened by another since intercept_service
-                full = self._streams_full()
-                self._metrics.observe(SEARCH_STREAM, full.code, 0.0)
-                context.abort_with_status(to_status(full, request_id()))
+                self._refuse_open(SEARCH_STREAM, streams, context)
             try:
                 for request in requests:
                     streams.busy(context, True)
@@ -405,6 +435,15 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
                 streams.leave(context)
 
         return guarded
+
+
+def _tracked(requests: Iterator[Any], streams: OpenStreams, context: Any) -> Iterator[Any]:
+    """`requests`, the stream marked busy from a message's arrival until the next is asked
+    for (its answer handed to grpc by then): idle only while it waits for the client."""
+    for request in requests:
+        streams.busy(context, True)
+        yield request
+        streams.busy(context, False)
 
 
 class Budgeted:

@@ -278,7 +278,10 @@ class VectorDBServicer:
         """Bulk loading: the client streams sequence-numbered batches, the server answers one ack per
         batch once it is durable. The client keeps at most `credits` batches unacknowledged
         (backpressure). The first failing batch ends the stream with its status; every batch
-        acknowledged before it is stored, nothing of it or after it is.
+        acknowledged before it is stored, nothing of it or after it is. A server holds at most
+        `limits.max_upsert_streams` open (past it RESOURCE_EXHAUSTED, reason STREAMS_FULL: send
+        Upsert calls) and ends one that has waited `limits.upsert_stream_idle_seconds` for a batch
+        with every batch acknowledged (CANCELLED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
