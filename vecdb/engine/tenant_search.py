@@ -288,8 +288,16 @@ def attach(coll: CollectionCore) -> None:
     `nodes_of` for `get_tenant` (a no-op for a collection without tenants)."""
     ts = coll.tenants
     if ts is not None:
-        ts.on_changed = lambda nos: changed(coll, nos)
-        ts.nodes_of = lambda no: nodes_of(coll, no)
+        # By weak reference: hooks closing over `coll` made a cycle (coll -> tenants -> hook
+        # -> coll), so a dropped collection was freed only by the cycle collector.
+        ref = weakref.ref(coll)
+
+        def on_changed(nos: list[int]) -> None:
+            if (live := ref()) is not None:
+                changed(live, nos)
+
+        ts.on_changed = on_changed
+        ts.nodes_of = lambda no: 0 if (live := ref()) is None else nodes_of(live, no)
 
 
 def nodes_of(coll: CollectionCore, no: int) -> int:

@@ -250,7 +250,7 @@ def open_state(
     st.file_gen, st.heads_gen, st.ckpt_no = m["gens"]
     st.slot_version = versions
     st.table = file.attach(table)  # rebuilds the free-space map: unreferenced bytes are free
-    tree.leaf_vectors = st.head_vectors
+    tree.leaf_vectors = st.leaf_vectors()
     st.tree = tree
     if m["heads"] is not None:
         st.graph = load_heads(

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import os
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +191,7 @@ class SpannState:
 
     def __post_init__(self) -> None:
         self.tree = ClusterTree(self.dim)
-        self.tree.leaf_vectors = self.head_vectors
+        self.tree.leaf_vectors = self.leaf_vectors()
         self.table = BlockTable(self.bdim, self.width)
 
     @property
@@ -220,6 +222,20 @@ class SpannState:
     def head_vectors(self, postings: npt.NDArray[np.integer[Any]]) -> F32:
         """Head vectors by posting id, from the graph (the tree's leaf centroids)."""
         return self.heads().get_items(postings)
+
+    def leaf_vectors(self) -> Callable[[npt.NDArray[np.integer[Any]]], F32]:
+        """`head_vectors` for the tree (`ClusterTree.leaf_vectors`), holding this state by
+        weak reference: the bound method made a cycle (state -> tree -> method -> state), so
+        a closed index's files stayed open and mapped until the cycle collector ran."""
+        ref = weakref.ref(self)
+
+        def leaf_vectors(postings: npt.NDArray[np.integer[Any]]) -> F32:
+            st = ref()
+            if st is None:
+                raise RuntimeError("the index state is gone")
+            return st.head_vectors(postings)
+
+        return leaf_vectors
 
     def is_posting(self, posting: int) -> bool:
         """Whether `posting` is a live leaf (its head is in the graph)."""
@@ -274,7 +290,7 @@ class SpannState:
                 n_live -= _remove_wins(merged, tree, np.unique(late))
                 for name, value in content.items():
                     setattr(self, name, value)
-                self.tree.leaf_vectors = self.head_vectors
+                self.tree.leaf_vectors = self.leaf_vectors()
                 self.slot_version = merged
                 self.n_live = n_live
         finally:
