@@ -164,6 +164,11 @@ def test_a_directory_belongs_to_one_shard_index(db: Database) -> None:
     with pytest.raises(FailedPrecondition) as e:
         ShardSync(db, catalog, 1).start()
     assert "shard 0" in e.value.message and "shard 1" in e.value.message
+    other = Database(db.path.parent / "shard2")
+    with pytest.raises(FailedPrecondition) as outside:  # the map has shards 0 and 1
+        ShardSync(other, catalog, 2).start()
+    other.close()
+    assert outside.value.reason == "WRONG_SHARD" and "2 shards" in outside.value.message
     for bad in (-1, True, "0", 5000):
         with pytest.raises(InvalidArgument) as bad_e:
             ShardSync(db, catalog, bad)  # type: ignore[arg-type]

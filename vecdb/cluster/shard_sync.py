@@ -98,8 +98,18 @@ class ShardSync:
 
     def start(self) -> None:
         """Check the directory belongs to this shard, apply the catalog's current state,
-        then follow its changes in a thread."""
-        self.apply(self.catalog.state())
+        then follow its changes in a thread. A shard index outside the catalog's shard map
+        is refused (the routers would never send it a call)."""
+        state = self.catalog.state()
+        if state.shards and self.shard_index >= len(state.shards):
+            raise FailedPrecondition(
+                f"this process was started as shard {self.shard_index}, but the catalog's "
+                f"shard map has {len(state.shards)} shards (0-{len(state.shards) - 1}): fix "
+                "shard_index (or the StatefulSet's replicas)",
+                field="shard_index",
+                reason="WRONG_SHARD",
+            )
+        self.apply(state)
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="vecdb-shard-sync", daemon=True)
         self._thread.start()
