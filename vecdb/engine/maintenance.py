@@ -45,7 +45,7 @@ from vecdb.engine.core import (
 )
 from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
-from vecdb.errors import FormatError, Internal, NotFound, Unavailable, VecdbError
+from vecdb.errors import DeadlineExceeded, FormatError, Internal, NotFound, Unavailable, VecdbError
 from vecdb.index import room
 from vecdb.index.base import BoundsAdds, DrainsInChild, Progress
 from vecdb.index.flat import FlatIndex
@@ -171,7 +171,8 @@ class MaintenanceWorker:
                     raise Unavailable(f"collection {coll.name!r} was closed during optimize")
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise Unavailable(f"optimize of {coll.name!r} still running after {timeout} s")
+                    raise DeadlineExceeded(f"optimize of {coll.name!r} still running after "
+                                           f"{timeout:.3g} s; its jobs go on (get_collection shows their state)")  # fmt: skip
                 coll.status_cond.wait(0.5 if left is None else min(0.5, left))
             err = coll.status.optimize_error
             if err is not None and coll.status.optimize_failed_ticket >= ticket:

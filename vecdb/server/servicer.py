@@ -228,7 +228,10 @@ class VectorDBServicer(TenantRpcs, DocumentRPCs, ApiKeyRpcs, pb_grpc.VectorDBSer
         return pb.DropPayloadIndexResponse()
 
     def Optimize(self, req: pb.OptimizeRequest, ctx: grpc.ServicerContext) -> pb.OptimizeResponse:
-        self._db.optimize(req.collection, wait=not req.no_wait)
+        # Waits no longer than its caller: a call whose deadline passed (a client that gave
+        # up, or retries) held a handler thread until the job ended, and enough of them took
+        # every thread for the length of a build.
+        self._db.optimize(req.collection, wait=not req.no_wait, timeout=ctx.time_remaining())
         return pb.OptimizeResponse()
 
     # -- search ----------------------------------------------------------------------------

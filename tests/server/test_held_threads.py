@@ -1,7 +1,9 @@
-"""UpsertStreams a server bounds: at most `limits.max_upsert_streams` open (a quarter of the
-workers), an idle one ended after `limits.upsert_stream_idle_seconds`. Before, clients whose
-batch source stalled held every handler thread and other calls waited; now a refused or ended
-stream's batches go as Upsert calls, each acknowledged once, in order, nothing lost."""
+"""Calls that hold a handler thread for long: UpsertStreams, bounded as SearchStreams are (at
+most `limits.max_upsert_streams` open, a quarter of the workers; an idle one ended after
+`limits.upsert_stream_idle_seconds`), and Optimize, which waits no longer than its caller.
+Before, clients whose batch source stalled held every handler thread and other calls waited;
+now a refused or ended stream's batches go as Upsert calls, each acknowledged once, in order,
+nothing lost."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 from wire_helpers import DIM
 
 import vecdb
 from vecdb.errors import InvalidArgument
+from vecdb.rpc.v1 import vecdb_pb2 as pb
+from vecdb.rpc.v1 import vecdb_pb2_grpc as pb_grpc
 from vecdb.server.app import VecdbServer
 
 ROWS = 10  # per batch
@@ -165,3 +170,32 @@ def test_the_async_client_goes_on_past_the_bound_and_an_idle_end(
     assert first == [(0, ROWS), (1, ROWS)]
     assert second == [(0, ROWS), (1, ROWS)]
     assert count == 4 * ROWS
+
+
+def test_an_optimize_whose_caller_gave_up_leaves_its_thread(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """Optimize waits for its jobs no longer than the call's deadline: before, a call that
+    timed out held its handler thread until the job ended (the worker paused here), so a
+    client retrying a timed-out optimize could take every thread for the length of a build."""
+    srv = start_server()
+    db = srv._db
+    assert db is not None and srv._guard is not None
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20) as c:
+        c.create_collection("u", DIM, "l2", index="flat")
+        c.upsert("u", *_batch(0)[:2])
+        db.worker.job_lock.acquire()  # the optimize's job cannot run
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+                stub = pb_grpc.VectorDBStub(ch)  # type: ignore[no-untyped-call]
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Optimize(pb.OptimizeRequest(collection="u"), timeout=0.5)
+                assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.monotonic() + 5
+            while srv._guard._active and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert srv._guard._active == 0  # the handler left while the job still waits
+        finally:
+            db.worker.job_lock.release()
+        c.optimize("u")
+        assert c.count("u") == ROWS
