@@ -444,6 +444,8 @@ def _tracked(requests: Iterator[Any], streams: OpenStreams, context: Any) -> Ite
         streams.busy(context, True)
         yield request
         streams.busy(context, False)
+    if streams.ended(context):  # cancelled (idle, shutdown), not closed by the client
+        raise grpc.RpcError()
 
 
 class Budgeted:

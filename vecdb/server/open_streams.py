@@ -35,7 +35,7 @@ class OpenStreams:
         self.limit = limit  # streams that may be open at once (0: none)
         self.idle_seconds = idle_seconds  # a stream without a message this long is ended
         self._lock = threading.Lock()
-        # context -> [monotonic time of its last message's end (or its start), busy]
+        # context -> [monotonic time of its last message's end (or its start), busy, ended]
         self._open: dict[Any, list[Any]] = {}
         self._stop = threading.Event()  # set by close(): the reaper ends
         self._reaper: threading.Thread | None = None
@@ -46,7 +46,7 @@ class OpenStreams:
         with self._lock:
             if len(self._open) >= self.limit or self._stop.is_set():
                 return False
-            self._open[context] = [time.monotonic(), False]
+            self._open[context] = [time.monotonic(), False, False]
             if self._reaper is None:
                 self._reaper = threading.Thread(
                     target=self._reap, name=f"{self.kind}-reaper", daemon=True
@@ -60,6 +60,12 @@ class OpenStreams:
         if entry is not None:
             entry[0] = time.monotonic()
             entry[1] = busy
+
+    def ended(self, context: Any) -> bool:
+        """Whether this registry cancelled the stream (grpcio may end its requests as if the
+        client had closed them, before it notices the cancellation)."""
+        entry = self._open.get(context)
+        return entry is not None and bool(entry[2])
 
     def leave(self, context: Any) -> None:
         with self._lock:
@@ -78,7 +84,11 @@ class OpenStreams:
         returns how many."""
         now = time.monotonic()
         with self._lock:
-            idle = [c for c, (t, busy) in self._open.items() if not busy and now - t > older_than]
+            idle = [
+                c for c, (t, busy, _) in self._open.items() if not busy and now - t > older_than
+            ]
+            for context in idle:
+                self._open[context][2] = True
         for context in idle:
             context.cancel()
         return len(idle)
