@@ -263,6 +263,7 @@ class Database(TenantMethods, DocumentsMixin):
             "path": str(self.path),
             "seq": self.seq.value,
             "engine": self.settings.spec(),
+            "rocksdb_memory": self.kv.memory(),  # block cache and memtables, by family
             "collections": {n: c.stats() for n, c in sorted(self.collections.items())},
         }
 

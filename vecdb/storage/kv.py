@@ -326,6 +326,20 @@ class KV:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def memory(self) -> dict[str, dict[str, int]]:
+        """Bytes RocksDB holds in memory, by column family: `block_cache` (each family has
+        RocksDB's default LRU block cache of 32 MiB, not set here: blocks read recently,
+        those of dropped collections too until evicted) and `memtables` (MEMTABLE_BUDGET for
+        all families together)."""
+        out: dict[str, dict[str, int]] = {"block_cache": {}, "memtables": {}}
+        try:
+            for cf, family in self._cfs.items():
+                out["block_cache"][cf] = family.property_int_value("rocksdb.block-cache-usage") or 0
+                out["memtables"][cf] = family.property_int_value("rocksdb.size-all-mem-tables") or 0
+        except Exception as exc:
+            raise faults.classify(exc, self.path, "reading", self.reserve_bytes) from exc
+        return out
+
     def get(self, cf: str, key: bytes) -> bytes | None:
         try:
             value = self._cfs[cf].get(key)
