@@ -14,8 +14,10 @@ CANCELLED). Two kinds use it:
   source stalled held all 16 workers and every other call waited. The SDK sends the rest of
   its batches (those not acknowledged first) as Upsert calls.
 At shutdown the idle streams are cancelled at once and busy ones end after their current
-message (`draining`). The guard (`vecdb.server.interceptors`) marks a stream busy while it
-handles a message; this module only keeps the registry. Must not import the engine.
+message: a SearchStream returns (`draining`), any other kind is cancelled here as soon as it
+waits for its next message (`busy`; before, an UpsertStream busy at shutdown, or whose ack
+was on its way, went on until the grace ran out). The guard (`vecdb.server.interceptors`)
+marks a stream busy while it handles a message; this module only keeps the registry. Must not import the engine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from typing import Any
 
 REAP_EVERY = 0.25  # seconds between two looks for idle streams (at most this late)
+SEARCH_STREAM = "SearchStream"  # ends itself at shutdown (`CallGuard._wrap_search_stream`)
 
 
 class OpenStreams:
@@ -57,9 +60,16 @@ class OpenStreams:
     def busy(self, context: Any, busy: bool) -> None:
         """Mark the stream as handling a message (True) or waiting for the next one."""
         entry = self._open.get(context)
-        if entry is not None:
-            entry[0] = time.monotonic()
-            entry[1] = busy
+        if entry is None:
+            return
+        entry[0] = time.monotonic()
+        entry[1] = busy
+        if not busy and self._stop.is_set() and self.kind != SEARCH_STREAM:
+            # shutting down: its message answered, the stream ends now (the reaper has
+            # stopped, and a stream busy at close() would otherwise hold the whole grace)
+            with self._lock:
+                entry[2] = True
+            context.cancel()
 
     def ended(self, context: Any) -> bool:
         """Whether this registry cancelled the stream (grpcio may end its requests as if the
