@@ -297,9 +297,9 @@ class StreamParts:
         got = _STREAM_ERROR.match(err.message)
         if got is not None and int(got.group(1)) in self._parts:
             seq, row, _ = self._parts[int(got.group(1))]
-            err.message = f"batch seq={seq}: {_shift_row(got.group(2), row)}"
+            err.message = f"batch seq={seq}: {shift_row(got.group(2), row)}"
             err.args = (err.message,)
-            err.field = None if err.field is None else _shift_row(err.field, row)
+            err.field = None if err.field is None else shift_row(err.field, row)
         return err
 
 
@@ -307,7 +307,7 @@ _STREAM_ERROR = re.compile(r"batch seq=(\d+): (.*)", re.S)
 _ROW = re.compile(r"^(ids|vectors|payloads)\[(\d+)\]")
 
 
-def _shift_row(text: str, by: int) -> str:
+def shift_row(text: str, by: int) -> str:
     """`text` with its leading "vectors[R]" (ids, payloads) as R + `by`."""
     return _ROW.sub(lambda m: f"{m.group(1)}[{int(m.group(2)) + by}]", text, count=1)
 

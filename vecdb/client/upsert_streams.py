@@ -46,9 +46,9 @@ def gives_up(exc: Any, err: VecdbError) -> bool:
 def batch_error(seq: int, err: VecdbError, row: int = 0) -> VecdbError:
     """`err` of an Upsert call of batch `seq` (of its part from row `row` on) told as the
     stream tells it: "batch seq=S: vectors[R]...", R counted in the batch."""
-    err.message = f"batch seq={seq}: {splits._shift_row(err.message, row)}"
+    err.message = f"batch seq={seq}: {splits.shift_row(err.message, row)}"
     err.args = (err.message,)
-    err.field = None if err.field is None else splits._shift_row(err.field, row)
+    err.field = None if err.field is None else splits.shift_row(err.field, row)
     return err
 
 

@@ -17,7 +17,8 @@ At shutdown the idle streams are cancelled at once and busy ones end after their
 message: a SearchStream returns (`draining`), any other kind is cancelled here as soon as it
 waits for its next message (`busy`; before, an UpsertStream busy at shutdown, or whose ack
 was on its way, went on until the grace ran out). The guard (`vecdb.server.interceptors`)
-marks a stream busy while it handles a message; this module only keeps the registry. Must not import the engine.
+marks a stream busy while it handles a message; this module only keeps the registry. Must
+not import the engine.
 """
 
 from __future__ import annotations
