@@ -410,3 +410,29 @@ def test_many_clients_past_a_small_bound_store_every_row_in_order(
         assert c.count("u") == n_clients * per * ROWS
     assert srv._guard is not None
     assert _until(lambda: srv._guard.upserts.count == 0)  # type: ignore[union-attr]
+
+
+def test_an_async_upsert_stream_closed_by_its_caller_frees_the_servers_stream(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """A caller that keeps the generator and closes it (`aclose`, what
+    `contextlib.aclosing` does, as the README says) ends the stream at once. A guard: it
+    passed before the SDK closed its inner generator explicitly too (CPython freed it with
+    the outer one's frame); now that does not depend on refcounting."""
+    srv = start_server(limits={"max_upsert_streams": 2})
+    assert srv._guard is not None
+    guard = srv._guard
+
+    async def run() -> tuple[int, int]:
+        async with vecdb.AsyncClient(f"127.0.0.1:{srv.port}", timeout=20) as a:
+            await a.create_collection("u", DIM, "l2", index="flat")
+            acks = a.upsert_stream("u", (_batch(i) for i in range(50)))
+            await acks.__anext__()
+            opened = guard.upserts.count
+            await acks.aclose()  # `acks` is still referenced here
+            deadline = time.monotonic() + 10
+            while guard.upserts.count and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return opened, guard.upserts.count
+
+    assert asyncio.run(asyncio.wait_for(run(), 30)) == (1, 0)

@@ -13,6 +13,7 @@ Must not import the engine or the server (the embedded case goes through `vecdb.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -222,8 +223,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
              for ids, vectors, payloads in batches),
             self._budget, window, DEFAULT_STREAM_WINDOW,
         )  # fmt: skip
-        async for ack in acks:
-            yield ack
+        async with contextlib.aclosing(acks):  # closed with this generator, not when collected
+            async for ack in acks:
+                yield ack
 
     async def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
@@ -206,7 +206,7 @@ async def aupsert_stream(
     budget: splits.Budget,
     window: int | None,
     default_window: int,
-) -> AsyncIterator[StreamAck]:
+) -> AsyncGenerator[StreamAck, None]:
     """The async client's stream of `requests` on the stream `call` (a `grpc.aio` call
     already started); `upsert` as for `upsert_stream`."""
     # The first message goes alone, then the window: a stream the server refuses at its
