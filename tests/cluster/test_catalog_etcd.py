@@ -228,6 +228,25 @@ def test_etcd_down_keeps_the_cache_refuses_changes_and_recovers(
     wait_for(lambda: second.connected)
 
 
+def _wait_stopped(pid: int) -> None:
+    """Until every thread of `pid` is stopped: SIGSTOP is delivered asynchronously, and a busy
+    etcd thread could still answer a request sent at once (CI failed this test once with the
+    change answered, on a loaded 2-core machine)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                continue
+        if states and all(state in "Tt" for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop within 5 s")
+
+
 def test_a_hung_etcd_fails_changes_within_the_timeout(
     etcd_server: EtcdProcess, etcd_prefix: str
 ) -> None:
@@ -237,6 +256,7 @@ def test_a_hung_etcd_fails_changes_within_the_timeout(
         catalog.init_shards(SHARDS[:1])
         os.kill(etcd_server.pid, signal.SIGSTOP)
         try:
+            _wait_stopped(etcd_server.pid)
             started = time.monotonic()
             with pytest.raises(CatalogUnavailable) as e:
                 catalog.create_collection("x", {"dim": 2})
