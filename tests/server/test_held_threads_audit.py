@@ -199,6 +199,41 @@ def test_a_bad_row_in_a_batchs_second_part_is_named_by_its_row_in_the_batch(
     assert asyncio.run(asyncio.wait_for(run(), 30)).startswith(f"batch seq=0: {row} is nan")
 
 
+def test_a_bad_row_of_an_upsert_sent_in_parts_is_named_by_its_row_in_the_whole(
+    start_server: Callable[..., VecdbServer],
+) -> None:
+    """Where the row is named: `splits.sent`, which every upsert and document upsert sent in
+    parts goes through (the stream's Upsert calls too). Before, a plain `upsert` of a batch
+    over half a message named a bad row of its second part by its row in the part
+    ("vectors[967][1]" for row 2999), and a document upsert the same."""
+    srv = start_server(limits={"max_message_bytes": MIB})
+    ids, vectors, _ = _batch(1, BIG_ROWS, BIG_DIM)
+    vectors[BIG_ROWS - 1, 1] = np.nan
+    row = f"vectors[{BIG_ROWS - 1}][1]"
+    docs = [np.ones((100, BIG_DIM), np.float32) for _ in range(60)]  # 60 x 25.6 KB: parts
+    docs[59][3, 0] = np.inf
+    with vecdb.connect(f"127.0.0.1:{srv.port}", timeout=20, max_message_bytes=MIB) as c:
+        c.create_collection("u", BIG_DIM, "l2", index="flat")
+        with pytest.raises(InvalidArgument) as info:
+            c.upsert("u", ids, vectors)
+        assert info.value.message.startswith(f"{row} is nan"), info.value.message
+        assert info.value.field == row
+        c.create_collection("d", BIG_DIM, "cosine", kind="multivector")
+        with pytest.raises(InvalidArgument) as doc_info:
+            c.upsert_documents("d", list(range(60)), docs)
+        assert doc_info.value.message.startswith("documents[59]"), doc_info.value.message
+
+    async def run() -> str:
+        async with vecdb.AsyncClient(
+            f"127.0.0.1:{srv.port}", timeout=20, max_message_bytes=MIB
+        ) as a:
+            with pytest.raises(InvalidArgument) as info:
+                await a.upsert("u", ids, vectors)
+            return info.value.message
+
+    assert asyncio.run(asyncio.wait_for(run(), 30)).startswith(f"{row} is nan")
+
+
 # ----------------------------------------------------------------------- async client
 
 

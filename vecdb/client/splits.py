@@ -83,38 +83,42 @@ class Budget:
 
 Split = Callable[[R, int], list[R]]
 Halve = Callable[[R], list[R] | None]
+Rows = Callable[[R], int]
 
 
 def fitted(
     send: Callable[[R], A], parts: Sequence[R], halve: Halve[R] | None = None,
-    fit: tuple[Budget, Split[R]] | None = None,
+    fit: tuple[Budget, Split[R]] | None = None, rows: Rows[R] | None = None,
 ) -> list[A]:  # fmt: skip
     """The answers to `parts`, in order, each sent with `send`; a part the server refuses as
-    too large is replaced by its parts (`retry_parts`)."""
-    todo = deque(parts)
+    too large is replaced by its parts (`retry_parts`). With `rows` (the rows of a part), a
+    part's error names its row in the whole ("vectors[R]"), not in the part."""
+    todo = deque(_firsts(parts, rows))
     out: list[A] = []
     while todo:
-        part = todo.popleft()
+        first, part = todo.popleft()
         try:
             out.append(send(part))
         except VecdbError as err:
-            todo.extendleft(reversed(retry_parts(err, part, halve, fit)))
+            again = _retried(err, part, first, halve, fit)
+            todo.extendleft(reversed(_firsts(again, rows, first)))
     return out
 
 
 async def afitted(
     send: Callable[[R], Awaitable[A]], parts: Sequence[R], halve: Halve[R] | None = None,
-    fit: tuple[Budget, Split[R]] | None = None,
+    fit: tuple[Budget, Split[R]] | None = None, rows: Rows[R] | None = None,
 ) -> list[A]:  # fmt: skip
     """`fitted` for the async client."""
-    todo = deque(parts)
+    todo = deque(_firsts(parts, rows))
     out: list[A] = []
     while todo:
-        part = todo.popleft()
+        first, part = todo.popleft()
         try:
             out.append(await send(part))
         except VecdbError as err:
-            todo.extendleft(reversed(retry_parts(err, part, halve, fit)))
+            again = _retried(err, part, first, halve, fit)
+            todo.extendleft(reversed(_firsts(again, rows, first)))
     return out
 
 
@@ -123,8 +127,9 @@ def sent(
     halve: Halve[R] | None = None,
 ) -> list[A]:  # fmt: skip
     """The answers to `whole` sent in the parts `split` makes at the client's budget, each
-    part the server refuses as too large sent again in parts (`fitted`)."""
-    return fitted(send, split(whole, budget.max_bytes), halve, (budget, split))
+    part the server refuses as too large sent again in parts (`fitted`); an error about a
+    row of a part names its row in `whole`."""
+    return fitted(send, split(whole, budget.max_bytes), halve, (budget, split), _ROWS.get(split))
 
 
 async def asent(
@@ -132,7 +137,33 @@ async def asent(
     halve: Halve[R] | None = None,
 ) -> list[A]:  # fmt: skip
     """`sent` for the async client."""
-    return await afitted(send, split(whole, budget.max_bytes), halve, (budget, split))
+    parts = split(whole, budget.max_bytes)
+    return await afitted(send, parts, halve, (budget, split), _ROWS.get(split))
+
+
+def _firsts(parts: Sequence[R], rows: Rows[R] | None, first: int = 0) -> list[tuple[int, R]]:
+    """`parts` with the row of the whole each starts at (the first at `first`; 0 for all
+    without `rows`)."""
+    out = []
+    for part in parts:
+        out.append((first, part))
+        first += rows(part) if rows is not None else 0
+    return out
+
+
+def _retried(
+    err: VecdbError, part: R, first: int, halve: Halve[R] | None,
+    fit: tuple[Budget, Split[R]] | None,
+) -> list[R]:  # fmt: skip
+    """`retry_parts`, its error naming the row in the whole (the part starts at `first`)."""
+    try:
+        return retry_parts(err, part, halve, fit)
+    except VecdbError as final:
+        if first:
+            final.message = shift_row(final.message, first)
+            final.args = (final.message,)
+            final.field = None if final.field is None else shift_row(final.field, first)
+        raise
 
 
 def retry_parts(
@@ -257,6 +288,14 @@ def split_documents(
     return out
 
 
+# The rows of a part of a write, by the split that made it: a part's error is told in the
+# whole's rows (`fitted`).
+_ROWS: dict[Any, Rows[Any]] = {
+    split_upsert: lambda part: int(part.vectors.count),
+    split_documents: lambda part: int(part.documents.count),
+}
+
+
 class StreamParts:
     """An upsert stream's batches as wire messages within half the client's budget. A batch
     larger than that goes as several messages of consecutive rows (not atomic as a whole;
@@ -304,11 +343,11 @@ class StreamParts:
 
 
 _STREAM_ERROR = re.compile(r"batch seq=(\d+): (.*)", re.S)
-_ROW = re.compile(r"^(ids|vectors|payloads)\[(\d+)\]")
+_ROW = re.compile(r"^(ids|vectors|payloads|documents|weights)\[(\d+)\]")
 
 
 def shift_row(text: str, by: int) -> str:
-    """`text` with its leading "vectors[R]" (ids, payloads) as R + `by`."""
+    """`text` with its leading "vectors[R]" (ids, payloads, documents, weights) as R + `by`."""
     return _ROW.sub(lambda m: f"{m.group(1)}[{int(m.group(2)) + by}]", text, count=1)
 
 

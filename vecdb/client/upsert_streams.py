@@ -43,24 +43,12 @@ def gives_up(exc: Any, err: VecdbError) -> bool:
     return err.reason == "STREAMS_FULL" or exc.code() == grpc.StatusCode.CANCELLED
 
 
-def batch_error(seq: int, err: VecdbError, row: int = 0) -> VecdbError:
-    """`err` of an Upsert call of batch `seq` (of its part from row `row` on) told as the
-    stream tells it: "batch seq=S: vectors[R]...", R counted in the batch."""
-    err.message = f"batch seq={seq}: {splits.shift_row(err.message, row)}"
+def batch_error(seq: int, err: VecdbError) -> VecdbError:
+    """`err` of the Upsert calls of batch `seq` told as the stream tells it ("batch seq=S:
+    vectors[R]...", R counted in the batch: `splits.sent` names it so)."""
+    err.message = f"batch seq={seq}: {err.message}"
     err.args = (err.message,)
-    err.field = None if err.field is None else splits.shift_row(err.field, row)
     return err
-
-
-def batch_parts(req: pb.UpsertRequest, budget: splits.Budget) -> list[tuple[int, pb.UpsertRequest]]:
-    """Batch `req` as the Upsert calls that send it (over half a message: several), each with
-    its first row in the batch, so that an error names the batch's row as the stream does
-    (before, a refused row of a batch's second part was named by its row in that part)."""
-    out, row = [], 0
-    for part in splits.split_upsert(req, budget.max_bytes):
-        out.append((row, part))
-        row += part.vectors.count
-    return out
 
 
 class Batches:
@@ -135,12 +123,10 @@ def upsert_stream(
     batches = Batches(requests)
     if (yield from _on_stream(open_stream, batches, budget, window, default_window)):
         for seq, req in batches.rest():  # the stream was given up: Upsert calls
-            n = 0
-            for row, part in batch_parts(req, budget):
-                try:
-                    n += upsert(part)
-                except VecdbError as err:
-                    raise batch_error(seq, err, row) from None
+            try:
+                n = upsert(req)
+            except VecdbError as err:
+                raise batch_error(seq, err) from None
             yield StreamAck(seq, n)
     if batches.failure is not None:
         raise batches.failure
@@ -255,12 +241,10 @@ async def aupsert_stream(
         call.cancel()
     if given_up:
         for seq, req in batches.rest():
-            n = 0
-            for row, part in batch_parts(req, budget):
-                try:
-                    n += await upsert(part)
-                except VecdbError as err:
-                    raise batch_error(seq, err, row) from None
+            try:
+                n = await upsert(req)
+            except VecdbError as err:
+                raise batch_error(seq, err) from None
             yield StreamAck(seq, n)
     if batches.failure is not None:
         raise batches.failure

@@ -114,7 +114,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[misc]
         # open SearchStreams (at most half the workers) and UpsertStreams (a quarter), so
         # unary calls keep threads
         self.streams = OpenStreams(SEARCH_STREAM, min(search_streams, workers // 2),
-                                   search_stream_idle)  # fmt: skip
+                                   search_stream_idle, ends_itself=True)  # fmt: skip
         self.upserts = OpenStreams(UPSERT_STREAM, min(upsert_streams, workers // 4),
                                    upsert_stream_idle)  # fmt: skip
         self._refused = 0  # queue-full refusals since the last log line

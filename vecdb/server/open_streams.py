@@ -28,14 +28,18 @@ import time
 from typing import Any
 
 REAP_EVERY = 0.25  # seconds between two looks for idle streams (at most this late)
-SEARCH_STREAM = "SearchStream"  # ends itself at shutdown (`CallGuard._wrap_search_stream`)
 
 
 class OpenStreams:
     """Registry of the open streams of one kind by their call context."""
 
-    def __init__(self, kind: str, limit: int, idle_seconds: float) -> None:
+    def __init__(
+        self, kind: str, limit: int, idle_seconds: float, *, ends_itself: bool = False
+    ) -> None:
         self.kind = kind  # the method, for the reaper thread's name
+        # the stream returns by itself at shutdown once its message is answered (a
+        # SearchStream); else `busy` cancels it then
+        self.ends_itself = ends_itself
         self.limit = limit  # streams that may be open at once (0: none)
         self.idle_seconds = idle_seconds  # a stream without a message this long is ended
         self._lock = threading.Lock()
@@ -65,7 +69,7 @@ class OpenStreams:
             return
         entry[0] = time.monotonic()
         entry[1] = busy
-        if not busy and self._stop.is_set() and self.kind != SEARCH_STREAM:
+        if not busy and self._stop.is_set() and not self.ends_itself:
             # shutting down: its message answered, the stream ends now (the reaper has
             # stopped, and a stream busy at close() would otherwise hold the whole grace)
             with self._lock:
