@@ -13,6 +13,9 @@ import errno
 
 MAX_MESSAGE_CHARS = 512  # longer messages are cut: they travel in gRPC metadata (16 KiB cap)
 MAX_ECHO_CHARS = 128  # user values echoed in a message (names, ids, keys) are cut to this
+# Reason of a write refused because its collection's write buffer is over its cap and has
+# been for the engine's `stall_timeout`: the index is catching up; retry after `retry_after`.
+BUFFER_FULL = "BUFFER_FULL"
 
 
 def cut(text: str, limit: int = MAX_ECHO_CHARS) -> str:

@@ -153,6 +153,7 @@ def test_backpressure_waits_then_refuses_and_stores_nothing(tmp_path: Path) -> N
         with pytest.raises(ResourceExhausted) as err:
             db.upsert("c", [10**6], vectors(1))
         assert err.value.retry_after is not None and "write buffer is full" in err.value.message
+        assert err.value.reason == "BUFFER_FULL"  # what loaders wait for (client.backpressure)
         assert db.get("c", [10**6]) == []
         buf = db.stats("c")["buffer"]
         assert buf["stalls"] == 1 and buf["rejected"] == 1 and buf["stall_seconds"] > 0

@@ -87,7 +87,7 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     import vecdb
     from vecdb.bench.build_memory import children_anon_probe
     from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
-    from vecdb.errors import ResourceExhausted
+    from vecdb.client.backpressure import Patience, upsert_patiently
 
     base = np.load(work / "base.npy", mmap_mode="r")
     _warm_kernels(work, np.load(work / "queries.npy"))
@@ -99,18 +99,11 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     with Sampler(probes, interval_s=0.1) as sampler, vecdb.connect(db, engine=engine) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
-        t0, rejected, waited = time.perf_counter(), 0, 0.0
+        t0, patience = time.perf_counter(), Patience()
         for lo in range(0, len(base), BATCH):
             hi = min(lo + BATCH, len(base))
-            x = np.ascontiguousarray(base[lo:hi])
-            while True:
-                try:
-                    c.upsert("s", list(range(lo, hi)), x)
-                    break
-                except ResourceExhausted as e:  # the write buffer is full: retry, as told
-                    rejected, pause = rejected + 1, float(getattr(e, "retry_after", 1.0) or 1.0)
-                    time.sleep(pause)
-                    waited += pause
+            x = np.ascontiguousarray(base[lo:hi])  # a full write buffer is waited out
+            upsert_patiently(c, "s", list(range(lo, hi)), x, patience=patience)
         t1 = time.perf_counter()
         c.optimize("s", wait=True)
         t2 = time.perf_counter()
@@ -118,8 +111,8 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     after = status_kib()
     return {
         "ingest_s": t1 - t0,
-        "upserts_rejected_buffer_full": rejected,
-        "retry_sleep_s": waited,
+        "upserts_rejected_buffer_full": patience.waits,
+        "retry_sleep_s": patience.waited,
         "optimize_s": t2 - t1,
         "build_s": t2 - t0,
         "build_peak_anon_mib": (sampler.max("anon") - before["RssAnon"]) / 1024,

@@ -26,6 +26,7 @@ from vecdb.bench.engine_features import optimize_and_wait
 from vecdb.bench.memory import PROBE_QUERIES
 from vecdb.bench.server_process import ServerProcess
 from vecdb.bench.systems import Params, System
+from vecdb.client.backpressure import Patience, upsert_patiently
 from vecdb.config import MAX_BATCH, MAX_QUERIES
 
 COLLECTION = "bench"
@@ -121,14 +122,16 @@ class _VecdbSystem(System):
         if self.payload_index:
             for key in self.payload_columns:
                 self.client.create_payload_index(COLLECTION, key, "int")
-        step = upsert_batch_rows(self.dim)
+        step, patience = upsert_batch_rows(self.dim), Patience()
         for lo in range(0, len(base), step):
             hi = min(lo + step, len(base))
-            self.client.upsert(
+            upsert_patiently(  # a build slower than the load fills the write buffer: wait
+                self.client,
                 COLLECTION,
                 ids=np.arange(lo, hi, dtype=np.int64),
                 vectors=base[lo:hi],
                 payloads=self._payloads(lo, hi),
+                patience=patience,
             )
         optimize_and_wait(self.client, COLLECTION)
 

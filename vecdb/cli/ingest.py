@@ -29,6 +29,7 @@ from vecdb import config as caps
 from vecdb.cli.ingest_formats import Batch, MalformedInput, Source, open_source
 from vecdb.cli.ingest_progress import Progress, ProgressError, RowDigest, progress_path
 from vecdb.client import _is_remote
+from vecdb.client.backpressure import Patience, buffer_full
 from vecdb.client.channel import DEFAULT_TIMEOUT
 from vecdb.errors import InvalidArgument, NotFound, ResourceExhausted, VecdbError
 from vecdb.rpc.status import REQUEST_TOO_LARGE
@@ -321,6 +322,7 @@ def run_ingest(
     bar = tqdm(total=source.rows, initial=start, unit="vec", unit_scale=True, disable=quiet,
                desc=collection, dynamic_ncols=True, smoothing=0.1)  # fmt: skip
     batch: Batch | None = None
+    patience = Patience()  # a write buffer full ahead of its index build is waited out
     try:
         first = next(batches, None)
         ensure_collection(client, collection, source, first, dim, metric, index, tenant,
@@ -346,6 +348,9 @@ def run_ingest(
                     digest.add(batch.ids, batch.payloads, batch.vectors)
                     progress.save(start, rows_done, digest, complete=False)
                     bar.update(len(batch.ids))
+                    if patience.waits:
+                        bar.set_postfix_str("")
+                    patience.progressed()
                     done_batches += 1
                     if stop_after is not None and done_batches >= stop_after:
                         bar.close()
@@ -354,11 +359,15 @@ def run_ingest(
                         return 3
                 break
             except ResourceExhausted as exc:
-                # The SDK now knows the server's limit and splits batches at it: go on from
-                # the last acknowledged row on a new stream
-                if refused or not remote or exc.reason != REQUEST_TOO_LARGE:
+                if buffer_full(exc):  # the index build is behind: wait (or raise, when spent)
+                    bar.set_postfix_str("waiting for the index: write buffer full")
+                    patience.wait(exc)
+                elif refused or not remote or exc.reason != REQUEST_TOO_LARGE:
                     raise
-                refused, first = True, None
+                else:  # the SDK now knows the server's limit and splits batches at it
+                    refused = True
+                # go on from the last acknowledged row (on a new stream when remote)
+                first = None
                 sent.clear()
                 batches = source.batches(rows_done, batch_size)
         batch = None
@@ -385,6 +394,9 @@ def run_ingest(
     loaded = rows_done - start
     click.echo(f"ingested {loaded:,} vectors into {collection!r} at {target} in {seconds:.2f} s "
                f"({loaded / max(seconds, 1e-9):,.0f} vectors/s)")  # fmt: skip
+    if patience.waits:
+        click.echo(f"waited {patience.waited:.0f} s for the index to catch up (write buffer "
+                   f"full {patience.waits} times)")  # fmt: skip
     return 0
 
 

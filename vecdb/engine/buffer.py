@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vecdb.errors import ResourceExhausted
+from vecdb.errors import BUFFER_FULL, ResourceExhausted
 from vecdb.index.base import Slots, Vectors
 from vecdb.index.flat import FlatIndex
 
@@ -73,6 +73,7 @@ class WriteBuffer:
                         f"collection {name!r}: the write buffer is full "
                         f"({self.held_bytes() / 2**20:.0f} MiB of vectors waiting to be "
                         f"indexed, cap {cap / 2**20:.0f} MiB); retry shortly",
+                        reason=BUFFER_FULL,
                         retry_after=max(1.0, timeout / 4),
                     )
                 self._room.wait(min(left, 0.25))
