@@ -22,6 +22,7 @@ data, each rewriting all its copies, which fed further splits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ from vecdb.index.spann.update import (
     Written,
     commit_moves,
     publish,
-    read_live,
+    read_live_coded,
     write_blocks,
     write_entries,
 )
@@ -56,6 +57,7 @@ class Split:
     slots: I64  # its visible entries
     vecs: F32  # their vectors
     vers: U8  # their versions
+    entries: npt.NDArray[Any]  # what is written for them (`read_live_coded`)
     labels: I64 | None = None  # half of each entry (0 / 1); None: clean-up only
     heads: F32 | None = None  # (2, dim) the new heads (real members)
     old_head: F32 | None = None  # the posting's head vector
@@ -93,10 +95,10 @@ def write_plan(st: SpannState, s: Split, limit: int | None) -> bool:
     ids, in one append); False, with nothing written and no id taken, if they find no room
     below `limit`."""
     if s.labels is None:
-        groups = [(s.posting, s.slots, s.vecs, s.vers)]
+        groups = [(s.posting, s.slots, s.entries, s.vers)]
     else:
         new = (st.next_posting, st.next_posting + 1)
-        groups = [(q, s.slots[m], s.vecs[m], s.vers[m])
+        groups = [(q, s.slots[m], s.entries[m], s.vers[m])
                   for c, q in enumerate(new) for m in [s.labels == c]]  # fmt: skip
     try:
         s.written = write_blocks(st, groups, limit)
@@ -112,7 +114,7 @@ def split_batch(st: SpannState, postings: list[int], limit: int | None = None) -
     """Split or clean a batch of queued postings, then reassign boundary vectors once;
     rewrites wait (re-queued) rather than take the file's data end past `limit`."""
     # Pass 1: read
-    plans = [Split(p, *read_live(st, p)) for p in postings if st.is_posting(p)]
+    plans = [Split(p, *read_live_coded(st, p)) for p in postings if st.is_posting(p)]
     # Pass 2: cluster a posting over budget just before writing it, then write its halves
     # (or the cleaned posting) where no table points, below the disk guard's limit: the
     # plans from the first that finds no room on wait, queued (and not yet clustered)
@@ -157,10 +159,13 @@ def split_batch(st: SpannState, postings: list[int], limit: int | None = None) -
     reassign(st, splits, limit)
 
 
-def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64, U8]:
-    """Pass 5a: (slots, vectors, home posting, version) of the vectors LIRE re-checks."""
-    cs, cv, ch, cver = [], [], [], []
-    near_cache: dict[int, tuple[I64, F32, U8, F32]] = {}
+def lire_candidates(
+    st: SpannState, splits: list[Split]
+) -> tuple[I64, F32, I64, U8, npt.NDArray[Any]]:
+    """Pass 5a: (slots, vectors, home posting, version, entries to write) of the vectors
+    LIRE re-checks."""
+    cs, cv, ch, cver, ce = [], [], [], [], []
+    near_cache: dict[int, tuple[I64, F32, U8, F32, npt.NDArray[Any]]] = {}
     new_all = {q for s in splits for q in s.new}
     for s in splits:
         assert s.labels is not None and s.heads is not None and s.old_head is not None
@@ -175,16 +180,17 @@ def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64,
         cv.append(s.vecs[far])
         ch.append(np.asarray(s.new, np.int64)[s.labels[far]])
         cver.append(s.vers[far])
+        ce.append(s.entries[far])
         k = min(st.params.reassign_k, st.live_heads - 2)
         if k <= 0:
             continue
         near, _ = nearest_heads(st.heads(), st.live_heads, s.old_head[None, :], k + 2, k + 2, 1)
         for q in [int(q) for q in near[0] if int(q) not in new_all][:k]:
             if q not in near_cache:
-                qs, qv, qver = read_live(st, q)
+                qs, qv, qver, qe = read_live_coded(st, q)
                 head_q = st.head_vectors(np.array([q]))[0]
-                near_cache[q] = (qs, qv, qver, sq_dists(qv, head_q[None, :])[:, 0])
-            qs, qv, qver, d_q = near_cache[q]
+                near_cache[q] = (qs, qv, qver, sq_dists(qv, head_q[None, :])[:, 0], qe)
+            qs, qv, qver, d_q, qe = near_cache[q]
             if len(qs) == 0:
                 continue
             best_new = sq_dists(qv, s.heads).min(1)
@@ -194,24 +200,22 @@ def lire_candidates(st: SpannState, splits: list[Split]) -> tuple[I64, F32, I64,
             cv.append(qv[beat])
             ch.append(np.full(int(beat.sum()), q, np.int64))
             cver.append(qver[beat])
+            ce.append(qe[beat])
     if not cs:
-        return (
-            np.empty(0, np.int64),
-            np.empty((0, st.dim), np.float32),
-            np.empty(0, np.int64),
-            np.empty(0, np.uint8),
-        )
-    return np.concatenate(cs), np.concatenate(cv), np.concatenate(ch), np.concatenate(cver)
+        none = np.empty((0, st.dim), np.float32)
+        return np.empty(0, np.int64), none, np.empty(0, np.int64), np.empty(0, np.uint8), none
+    return (np.concatenate(cs), np.concatenate(cv), np.concatenate(ch), np.concatenate(cver),
+            np.concatenate(ce))  # fmt: skip
 
 
 def reassign(st: SpannState, splits: list[Split], limit: int | None = None) -> None:
     """Passes 5 and 6: one RNG placement of every candidate; move those whose home posting
     is no longer chosen."""
-    slots, vecs, home, was = lire_candidates(st, splits)
+    slots, vecs, home, was, entries = lire_candidates(st, splits)
     if len(slots) == 0:
         return
     slots, first = np.unique(slots, return_index=True)
-    vecs, home, was = vecs[first], home[first], was[first]
+    vecs, home, was, entries = vecs[first], home[first], was[first], entries[first]
     posts, _ = select_replicas(
         st.heads(), st.live_heads, vecs, st.params, st.threads, cap=st.placement_cap(len(vecs))
     )
@@ -221,7 +225,7 @@ def reassign(st: SpannState, splits: list[Split], limit: int | None = None) -> N
     slots, vecs, posts, was = slots[move], vecs[move], posts[move], was[move]
     versions = next_versions(was)
     try:  # LIRE moves improve placement; with no room below the disk guard they are skipped
-        written = write_entries(st, slots, vecs, versions, posts, limit)
+        written = write_entries(st, slots, entries[move], versions, posts, limit)
     except NoRoom:
         st.counters["reassign_skipped"] += len(slots)
         return

@@ -15,12 +15,14 @@ store (its codes cannot be decoded). Nothing is durable until a checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.base import Progress
 from vecdb.index.spann.assign import select_replicas
+from vecdb.index.spann.bitcodes import BitCoder
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import VERSION_REMOVED, entries_visible, next_versions
 
@@ -66,6 +68,34 @@ def read_live(st: SpannState, posting: int, coded: bool = False) -> tuple[I64, F
     return slots, vecs, vers
 
 
+def read_live_coded(st: SpannState, posting: int) -> tuple[I64, F32, U8, npt.NDArray[Any]]:
+    """`read_live` for a rewrite that needs the vectors (a split's 2-means, LIRE's
+    distances) and writes the entries: slots, vectors, versions, and the entries to write
+    (a "bits" posting's own uint64 entries, copied rather than coded again; the vectors
+    themselves for other formats)."""
+    if not st.is_bits:
+        slots, vecs, vers = read_live(st, posting)
+        return slots, vecs, vers, vecs
+    slots, entries, vers = read_live(st, posting, coded=True)
+    assert st.store is not None  # a "bits" index always has one (`BuildParams.parse`)
+    vecs = st.store.vectors(slots) if len(slots) else np.empty((0, st.dim), np.float32)
+    return slots, vecs, vers, entries
+
+
+def coded(st: SpannState, vectors: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Rows as a "bits" file stores them: its entries (uint64), coded once; rows of
+    another format, and entries already coded, as they are. A row's entry is the same in
+    every posting (`bitcodes`), so a row written to 8 postings (its replicas), or moved
+    by a split, needs coding once: at 1,536 dimensions coding is a 1,536 x 1,536 product
+    a row (~150 us), and coding every copy again was 74% of a drain's time."""
+    if not st.is_bits or vectors.dtype == np.uint64:
+        return vectors
+    quant = st.file.quant
+    assert isinstance(quant, BitCoder)
+    out: npt.NDArray[Any] = quant.encode(vectors)
+    return out
+
+
 def chunk_bounds(n: int, cap: int) -> list[tuple[int, int]]:
     """[lo, hi) ranges splitting n entries into full blocks of `cap` entries and one
     remainder. Full blocks all have one size, so the space one frees fits the next exactly
@@ -93,7 +123,9 @@ def write_entries(
 ) -> Written:
     """Append each row to the postings in its row of `posts` (-1 padded), one block per
     posting, with one pwrite; not yet visible to searches. With `limit`, `NoRoom` (nothing
-    written) rather than a data end past it."""
+    written) rather than a data end past it. `vectors` may be "bits" entries already
+    (uint64, `coded`); float rows of a "bits" file are coded once here, not once per copy."""
+    vectors = coded(st, vectors)
     rows = np.repeat(np.arange(len(slots)), posts.shape[1])
     flat = posts.ravel()
     ok = flat >= 0
