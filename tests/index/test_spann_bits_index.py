@@ -146,9 +146,10 @@ def test_fit_and_encode_in_chunks_equal_the_whole_matrix(
 def test_queries_are_rotated_with_the_float16_bits_of_the_rotation(tmp_path: Path) -> None:
     """The coder keeps rot's float16 bits for queries (`qrot`), also when read back from its
     bytes, and searches rotate with them: with qrot zeroed every query's estimates lose
-    their dot products and the answers change; the float32 rot alone is not what they read."""
+    their dot products and the answers change; the float32 rot alone is not what they read.
+    (A dense rotation: an index created before the structured one was the default.)"""
     x = clustered(3000, 70, seed=5)
-    idx = build(tmp_path, x, "l2", BITS)
+    idx = build(tmp_path, x, "l2", dict(BITS, rotation="dense"))
     coder = idx.state.bits
     assert coder is not None
     np.testing.assert_array_equal(coder.qrot.view(np.float16), coder.rot.astype(np.float16))
@@ -211,13 +212,18 @@ def test_compaction_copies_the_entries(tmp_path: Path) -> None:
     idx.close()
 
 
-def test_checkpoint_and_reopen_keep_the_coder_and_the_answers(tmp_path: Path) -> None:
-    """The rotation and centroid are persisted in the state file as they are (not drawn
-    again on open: a reopen with another seed keeps them) and a reopened index answers
-    as before, warm and cold."""
+@pytest.mark.parametrize("rotation", ["hadamard", "dense"])
+def test_checkpoint_and_reopen_keep_the_coder_and_the_answers(
+    tmp_path: Path, rotation: str
+) -> None:
+    """The rotation (structured signs, the default of a new index, or the dense matrix of
+    an index created before) and centroid are persisted in the state file as they are (not
+    drawn again on open: a reopen with another seed keeps them) and a reopened index
+    answers as before, warm and cold."""
     x = clustered(3000, 100, seed=7)
     q = clustered(40, 100, seed=8)
-    idx = build(tmp_path, x, "ip", BITS)
+    given = BITS if rotation == "hadamard" else dict(BITS, rotation="dense")
+    idx = build(tmp_path, x, "ip", given)
     idx.add(np.arange(3000, 3400), clustered(400, 100, seed=9, spread=0.3))
     while idx.maintain():
         pass
@@ -229,10 +235,12 @@ def test_checkpoint_and_reopen_keep_the_coder_and_the_answers(tmp_path: Path) ->
     m = read_manifest(tmp_path)
     assert m is not None
     p = BuildParams.parse(m["params"])
-    assert p.vector_dtype == "bits" and p.rerank == "float16"
+    assert p.vector_dtype == "bits" and p.rerank == "float16" and p.rotation == rotation
     qbytes = load_state(tmp_path / m["state"], 100, p.width, p.block_dim(100))[4]
     saved = load_codec(qbytes, 100, "bits")
     assert isinstance(saved, BitCoder)
+    assert saved.structured == coder.structured == (rotation == "hadamard")
+    assert saved.rot.dtype == (np.int8 if rotation == "hadamard" else np.float32)
     np.testing.assert_array_equal(saved.rot, coder.rot)
     np.testing.assert_array_equal(saved.centroid, coder.centroid)
     for io in ("mmap", "direct"):
@@ -484,3 +492,23 @@ def test_a_row_is_coded_once_however_many_postings_it_is_written_to(
     for s, w in zip(slots.tolist(), want, strict=True):
         assert by_slot[s] == {w.tobytes()}, s
     idx.close()
+
+
+def test_a_coder_that_cannot_be_read_is_refused() -> None:
+    """Either rotation's bytes round-trip; damaged ones are a FormatError naming why."""
+    from vecdb.errors import FormatError
+
+    x = clustered(200, 40, seed=3)
+    for kind in ("hadamard", "dense"):
+        coder = BitCoder.fit(x, "l2", "float16", 5, kind)
+        back = BitCoder.from_bytes(coder.to_bytes(), 40)
+        np.testing.assert_array_equal(back.rot, coder.rot)
+        np.testing.assert_array_equal(back.encode(x), coder.encode(x))
+        with pytest.raises(FormatError, match="bits coder"):
+            BitCoder.from_bytes(coder.to_bytes()[:-1], 40)
+        with pytest.raises(FormatError, match="bits coder"):
+            BitCoder.from_bytes(coder.to_bytes(), 41)
+    data = bytearray(BitCoder.fit(x, "l2", "float16", 5, "hadamard").to_bytes())
+    data[-1] = 0  # a sign that is neither +1 nor -1
+    with pytest.raises(FormatError, match="signs"):
+        BitCoder.from_bytes(bytes(data), 40)

@@ -68,6 +68,14 @@ RERANK_DTYPES = ("none", "float16", "float32")  # the rerank store's rows (issue
 # 2% of a 50-d index's raw bytes). An index created before keeps "slot".
 ROW_ORDERS = ("slot", "head")
 DEFAULT_ROW_ORDER = "slot"
+# The random rotation of "bits" codes (`kernels.hadamard`): "dense", an orthogonal d x d
+# matrix (d^2 multiply-adds a vector: ~110 us at 1,536 dimensions, ~40% of a query's time
+# there and most of the time of coding rows), or "hadamard", sign flips and Walsh-Hadamard
+# transforms (O(d log d), ~20 us at 1,536-d). A new "bits" index gets "hadamard"; one
+# created before keeps the dense matrix its state file holds (bench/RESULTS.md, "a
+# structured rotation for the bit codes").
+ROTATIONS = ("dense", "hadamard")
+DEFAULT_ROTATION = "dense"
 DEFAULT_RERANK = "none"
 # How the head graph stores its vectors (`index.spann.headgraph`): int8 codes with a float32
 # scale per head (any range), float16 (only when the index's rows are float16, so its vectors
@@ -215,6 +223,7 @@ class BuildParams:
     rerank: str = DEFAULT_RERANK  # exact-rerank store rows: none | float16 | float32
     head_dtype: str = DEFAULT_HEAD_DTYPE  # head graph vectors: int8 | float16 | float32
     row_order: str = DEFAULT_ROW_ORDER  # rerank store rows: slot | head (`ROW_ORDERS`)
+    rotation: str = DEFAULT_ROTATION  # "bits" codes' rotation: dense | hadamard (`ROTATIONS`)
 
     @classmethod
     def parse(cls, given: Mapping[str, Any] | None, dim: int | None = None) -> BuildParams:
@@ -226,8 +235,8 @@ class BuildParams:
         (NARROW_DEFAULT_DTYPE), each with float16 rerank rows unless `rerank` is given;
         with rerank "none" float16. int8 postings with a rerank store take
         DEFAULT_INT8_* for `head_fraction` and `posting_vectors` not given (2x larger
-        postings). A "bits" index being created (`dim` given) gets
-        `row_order` "head" unless given. An index once created keeps the parameters its
+        postings). A "bits" index being created (`dim` given) gets `row_order` "head" and
+        `rotation` "hadamard" unless given. An index once created keeps the parameters its
         manifest stores (one created before a default moved keeps its dtype)."""
         if (
             dim is not None
@@ -244,6 +253,7 @@ class BuildParams:
             }
             if dim is not None:  # (an index being created; one opened keeps its manifest's)
                 bits["row_order"] = "head"
+                bits["rotation"] = "hadamard"
             given = bits | dict(given)
             if given["rerank"] == "none":
                 raise InvalidArgument(
@@ -390,6 +400,7 @@ _BUILD_TABLE: dict[str, Any] = {
     "rerank": (DEFAULT_RERANK, None, RERANK_DTYPES),
     "head_dtype": (DEFAULT_HEAD_DTYPE, None, HEAD_DTYPES),
     "row_order": (DEFAULT_ROW_ORDER, None, ROW_ORDERS),
+    "rotation": (DEFAULT_ROTATION, None, ROTATIONS),
 }
 
 _SEARCH_TABLE: dict[str, Any] = {

@@ -255,7 +255,7 @@ def fit_codec(p: BuildParams, metric: str, vectors: F32) -> Codec | None:
     if p.vector_dtype == "int8":
         return Quantizer.fit(vectors) if len(vectors) else None
     if p.vector_dtype == BITS:
-        return BitCoder.fit(vectors, metric, p.rerank, p.seed)
+        return BitCoder.fit(vectors, metric, p.rerank, p.seed, p.rotation)
     return None
 
 
