@@ -21,7 +21,6 @@ import pytest
 from click.testing import CliRunner
 
 import vecdb
-from vecdb.cli import ingest as ingest_mod
 from vecdb.cli.main import main
 from vecdb.client.backpressure import Patience, buffer_full, upsert_patiently
 from vecdb.engine import Database
@@ -97,7 +96,12 @@ def held_target(
         client = vecdb.connect(tmp_path / "db", engine=SETTINGS)
         db = client._db  # type: ignore[attr-defined]
         held = fill_and_hold(db)
-        monkeypatch.setattr(ingest_mod, "connect", lambda *a, **k: Kept(client))
+        real = vecdb.connect  # ingest's embedded connect calls vecdb.connect(target)
+
+        def connect(target: Any, *args: Any, **kwargs: Any) -> Any:
+            return Kept(client) if str(target) == str(tmp_path / "db") else real(target)
+
+        monkeypatch.setattr(vecdb, "connect", connect)
         try:
             yield str(tmp_path / "db"), db, held
         finally:
