@@ -162,14 +162,17 @@ def full(retry_after: float | None = 2.0) -> ResourceExhausted:
 def test_patience_waits_retry_after_and_gives_up_without_progress() -> None:
     clock = FakeClock()
     p = Patience(5.0, sleep=clock.sleep, clock=lambda: clock.now)
+    assert not p.progressed()  # no wait before it
     p.wait(full())
     p.wait(full(None))  # no hint: DEFAULT_PAUSE
-    assert clock.slept == [2.0, 1.0] and p.waits == 2 and p.waited == 3.0
+    p.wait(full(0.0))  # nor a zero one (it would spin)
+    assert clock.slept == [2.0, 1.0, 1.0] and p.waits == 3 and p.waited == 4.0
     p.wait(full(10.0))  # cut to what is left of the patience
-    assert clock.slept[-1] == 2.0
+    assert clock.slept[-1] == 1.0
     with pytest.raises(ResourceExhausted):
         p.wait(full())  # spent: the refusal is raised
-    p.progressed()  # a write went through: a new 5 s
+    assert p.progressed()  # a write went through after waits: a new 5 s
+    assert not p.progressed()
     p.wait(full())
     assert clock.slept[-1] == 2.0
 

@@ -12,12 +12,7 @@ import numpy as np
 import pytest
 
 from vecdb.kernels.bitscan import METRIC_L2, encode_rows
-from vecdb.kernels.hadamard import (
-    block_size,
-    hadamard_signs,
-    structured_matrix,
-    structured_rows,
-)
+from vecdb.kernels.hadamard import hadamard_signs, structured_matrix, structured_rows
 
 DIMS = [8, 50, 256, 384, 600, 1536]
 
@@ -80,12 +75,11 @@ def test_codes_equal_the_dense_form_and_do_not_depend_on_the_batch(d: int) -> No
     np.testing.assert_array_equal(encode_rows(big, c, signs, METRIC_L2)[::15], got)
 
 
-def test_signs_block_size_and_bad_shapes() -> None:
+def test_signs_and_bad_shapes() -> None:
     s = hadamard_signs(384, seed=0)
     assert s.dtype == np.int8 and s.shape == (4, 384) and set(np.unique(s)) == {-1, 1}
     np.testing.assert_array_equal(s, hadamard_signs(384, seed=0))  # seeded
     assert (s != hadamard_signs(384, seed=1)).any()
-    assert [block_size(d) for d in (1, 8, 50, 384, 1024, 1536)] == [1, 8, 32, 256, 1024, 1024]
     x = np.zeros((2, 384), np.float32)
     with pytest.raises(ValueError, match="rotation"):
         encode_rows(x, np.zeros(384, np.float32), hadamard_signs(383), METRIC_L2)

@@ -59,6 +59,30 @@ def test_balance_evens_out_cluster_sizes() -> None:
     assert even.max() < plain.max() and even.std() < plain.std()
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 64])
+def test_balanced_assignment_follows_the_online_rule(
+    chunk_bytes: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a size penalty, rows are assigned one by one in the generator's permutation to
+    argmin_c d + lam x (rows already in c): a plain-Python oracle of that rule over the same
+    distances, whether the rows fit one block (distances in place) or many chunks."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(km, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(500, 16)).astype(np.float32)
+    c = rng.normal(size=(5, 16)).astype(np.float32)
+    lam = 0.05
+    labels, dist = assign(x, c, lam, np.random.default_rng(3))
+    d = ((x[:, None, :].astype(np.float64) - c[None, :, :]) ** 2).sum(2)
+    sizes, want = np.zeros(5), np.empty(500, np.int64)
+    for i in np.random.default_rng(3).permutation(500):
+        want[i] = int(np.argmin(d[i] + lam * sizes))
+        sizes[want[i]] += 1
+    assert (labels == want).mean() > 0.99  # float32 near-ties aside
+    np.testing.assert_allclose(dist, d[np.arange(500), labels], rtol=1e-4, atol=1e-4)
+    assert np.bincount(labels, minlength=5).max() < np.bincount(d.argmin(1), minlength=5).max()
+
+
 def test_duplicate_points_give_zero_inertia() -> None:
     """Three distinct points repeated many times cluster exactly."""
     base = np.array([[0.0, 1.0, 2.0], [5.0, 5.0, 5.0], [-3.0, 0.0, 1.0]], np.float32)

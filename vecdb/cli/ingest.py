@@ -348,9 +348,8 @@ def run_ingest(
                     digest.add(batch.ids, batch.payloads, batch.vectors)
                     progress.save(start, rows_done, digest, complete=False)
                     bar.update(len(batch.ids))
-                    if patience.waits:
+                    if patience.progressed():  # after a wait: the bar's note goes
                         bar.set_postfix_str("")
-                    patience.progressed()
                     done_batches += 1
                     if stop_after is not None and done_batches >= stop_after:
                         bar.close()

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from vecdb.errors import BUFFER_FULL, ResourceExhausted
+from vecdb.rpc.status import retry_delay
 
 DEFAULT_PATIENCE = 900.0  # seconds without a write going through before a loader gives up
 DEFAULT_PAUSE = 1.0  # seconds between tries when the error names none
 
 
-def buffer_full(exc: BaseException) -> bool:
+def buffer_full(exc: BaseException) -> TypeGuard[ResourceExhausted]:
     """True for a write refused because its collection's write buffer is full."""
     return isinstance(exc, ResourceExhausted) and exc.reason == BUFFER_FULL
 
@@ -47,10 +48,14 @@ class Patience:
         self._sleep = sleep
         self._clock = clock
         self._since = clock()
+        self._waiting = False  # a pause was taken since the last write went through
 
-    def progressed(self) -> None:
-        """A write went through: the clock starts again."""
+    def progressed(self) -> bool:
+        """A write went through: the clock starts again. True if it went through after a
+        wait (the first since one)."""
         self._since = self._clock()
+        waited, self._waiting = self._waiting, False
+        return waited
 
     def wait(self, exc: BaseException) -> None:
         """Pause before retrying the write that raised `exc`, or raise `exc` when it is not a
@@ -60,9 +65,9 @@ class Patience:
         left = self.seconds - (self._clock() - self._since)
         if left <= 0:
             raise exc
-        retry_after = getattr(exc, "retry_after", None)
-        pause = min(retry_after if retry_after and retry_after > 0 else DEFAULT_PAUSE, left)
+        pause = min(retry_delay(exc, DEFAULT_PAUSE) or DEFAULT_PAUSE, left)
         self._sleep(pause)
+        self._waiting = True
         self.waits += 1
         self.waited += pause
 

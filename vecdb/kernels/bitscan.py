@@ -572,8 +572,9 @@ ENCODE_PARALLEL_ROWS = 4096  # below this, `encode_rows` runs on the calling thr
 
 def encode_rows(x: F32, centroid: F32, rot: F32 | npt.NDArray[np.int8], metric: int) -> U64:
     """The "bits" posting entries (n, entry_words(d)) of rows x (n, d) float32: the sign
-    code of (x - centroid) @ rot (int8 `rot`: its structured rotation) and the factors (add, mul) of `metric` (see above). A row's
-    entry is the same bits whatever rows it comes with."""
+    code of (x - centroid) @ rot (int8 `rot`: its structured rotation) and the factors
+    (add, mul) of `metric` (see above). A row's entry is the same bits whatever rows it
+    comes with."""
     x = np.ascontiguousarray(x, np.float32)
     d = x.shape[1] if x.ndim == 2 else -1
     ok = rot.shape == (d, d) or (rot.dtype == np.int8 and rot.ndim == 2 and rot.shape[1] == d)

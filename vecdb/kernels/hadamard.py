@@ -29,11 +29,6 @@ from numba.extending import overload
 DEFAULT_ROUNDS = 4  # sign flips + transforms (two of each block)
 
 
-def block_size(d: int) -> int:
-    """m: the largest power of two <= d (the transformed block)."""
-    return 1 << (max(1, d).bit_length() - 1)
-
-
 def hadamard_signs(d: int, seed: int = 0, rounds: int = DEFAULT_ROUNDS) -> npt.NDArray[np.int8]:
     """The (rounds, d) +-1 signs of a structured rotation, drawn from `seed`."""
     rng = np.random.default_rng(seed)

@@ -22,7 +22,6 @@ import numpy.typing as npt
 
 from vecdb.index.base import Progress
 from vecdb.index.spann.assign import select_replicas
-from vecdb.index.spann.bitcodes import BitCoder
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import VERSION_REMOVED, entries_visible, next_versions
 
@@ -88,11 +87,10 @@ def coded(st: SpannState, vectors: npt.NDArray[Any]) -> npt.NDArray[Any]:
     every posting (`bitcodes`), so a row written to 8 postings (its replicas), or moved
     by a split, needs coding once: at 1,536 dimensions coding is a 1,536 x 1,536 product
     a row (~150 us), and coding every copy again was 74% of a drain's time."""
-    if not st.is_bits or vectors.dtype == np.uint64:
+    bits = st.bits
+    if bits is None or vectors.dtype == np.uint64:
         return vectors
-    quant = st.file.quant
-    assert isinstance(quant, BitCoder)
-    out: npt.NDArray[Any] = quant.encode(vectors)
+    out: npt.NDArray[Any] = bits.encode(vectors)
     return out
 
 
