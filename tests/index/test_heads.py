@@ -162,3 +162,40 @@ def test_primary_is_int16_until_a_posting_id_needs_int32() -> None:
     assert (tree.primary[keep] == before[keep]).all()
     back = ClusterTree.from_sections(4, tree.to_sections())
     assert back.primary.dtype == np.int32 and (back.primary == tree.primary).all()
+
+
+def test_threads_build_the_same_tree() -> None:
+    """The parts of a level clustered on several threads give the tree one thread gives:
+    same heads in the same posting order, same parents and centroids; a subtree's postings
+    are consecutive."""
+    x = clustered(6000, 8, seed=3)
+    one, heads_one = build_tree(x, 600, seed=5, threads=1)
+    many, heads_many = build_tree(x, 600, seed=5, threads=3)
+    np.testing.assert_array_equal(heads_one, heads_many)
+    assert one.n_nodes == many.n_nodes > 600 and len(one.children(ROOT)) > 1
+    n = one.n_nodes
+    np.testing.assert_array_equal(one.parent[:n], many.parent[:n])
+    np.testing.assert_array_equal(one.centroids, many.centroids)
+    for child in one.children(ROOT):
+        postings = np.sort(one.posting[one.leaves_under(int(child))])
+        assert (np.diff(postings) == 1).all()
+
+
+def test_a_progress_report_stops_a_threaded_build() -> None:
+    """Reports count leaves up to the target; an exception a report raises ends the build
+    (how a closing database abandons it) and reaches the caller."""
+    x = clustered(6000, 8, seed=3)
+    seen: list[int] = []
+
+    def report(phase: str, done: int, total: int) -> None:
+        assert phase == "tree" and total == 600
+        seen.append(done)
+
+    build_tree(x, 600, seed=5, progress=report, threads=2)
+    assert seen == sorted(seen) and seen[-1] == 600 and len(seen) > 2
+
+    def stop(phase: str, done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_tree(x, 600, seed=5, progress=stop, threads=2)

@@ -18,6 +18,9 @@ Node ids are never reused (a removed node has parent -2); `version` counts chang
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -348,54 +351,99 @@ class ClusterTree:
         return t
 
 
+@dataclass(eq=False)
+class _Part:
+    """A node of a bulk build before it enters the tree: its rows (None: all), how many
+    leaves it must end in, its centre and its own random stream (spawned by its parent, so
+    the result does not depend on which thread clusters it, or when)."""
+
+    rows: I64 | None
+    target: int
+    centre: F32
+    rng: np.random.Generator
+    head: int = -1  # the head row once this part is a leaf
+    children: list[_Part] = field(default_factory=list)
+
+
 def build_tree(
-    x: F32, n_leaves: int, seed: int, progress: Progress | None = None
+    x: F32, n_leaves: int, seed: int, progress: Progress | None = None, threads: int = 1
 ) -> tuple[ClusterTree, I64]:
     """Top-down balanced k-means: a node needing more than DIRECT_LEAVES leaves is clustered
     into BRANCH children (leaf targets shared by size), a smaller one straight into its
     leaves. Each leaf's head is the real row nearest its cluster's centre; returns the tree
-    (no memberships yet) and the head rows, in posting id order."""
+    (no memberships yet) and the head rows, in posting id order (depth first, so a subtree's
+    postings are consecutive). The nodes of one level are clustered on `threads` threads
+    (one BLAS thread each); the result is the same for any `threads`."""
     n = len(x)
-    tree = ClusterTree(x.shape[1])
-    rng = np.random.default_rng(seed)
     mean = np.zeros(x.shape[1], np.float64)
     step = max(1, WIDEN_BYTES // (4 * x.shape[1]))
     for lo in range(0, n, step):  # the root's centroid, without a full-size temporary
         mean += x[lo : lo + step].sum(0, dtype=np.float64)
     root_c = (mean / max(1, n)).astype(np.float32)
+    root = _Part(None, max(1, n_leaves), root_c, np.random.default_rng(seed))
+    level, leaves = [root], 0
+    pool = ThreadPoolExecutor(max(1, threads), "vecdb-tree") if threads > 1 else None
+    try:
+        while level:  # the parts of a level are independent: cluster them side by side
+            done = (
+                map(partial(_split, x), level)
+                if pool is None
+                else (f.result() for f in [pool.submit(_split, x, part) for part in level])
+            )
+            after: list[_Part] = []
+            for part in done:  # in level order, whatever order the threads end in
+                leaves += 1 if part.head >= 0 else sum(c.head >= 0 for c in part.children)
+                after += [c for c in part.children if c.head < 0]
+                if progress is not None:  # the leaves may end a few over or under n_leaves
+                    progress("tree", min(leaves, n_leaves), n_leaves)
+            level = after
+    finally:
+        if pool is not None:  # a progress report may stop the build: drop the queued parts
+            pool.shutdown(wait=True, cancel_futures=True)
+    tree = ClusterTree(x.shape[1])
     heads: list[int] = []
-    stack: list[tuple[int, I64 | None, int, F32]] = [(-1, None, max(1, n_leaves), root_c)]
-    while stack:
-        parent, rows, target, centre = stack.pop()
-        m = n if rows is None else len(rows)
-        if target <= 1 or m <= 1:  # a leaf: the real row nearest the centre
-            xr = x if rows is None else x[rows]
-            best = int(sq_dists(xr, centre[None, :])[:, 0].argmin())
-            tree._new_node(parent, len(heads), None)
-            heads.append(best if rows is None else int(rows[best]))
-            continue
-        node = tree._new_node(parent, -1, centre)
-        xr = x if rows is None else x[rows]
-        k = min(target if target <= DIRECT_LEAVES else BRANCH, m)
-        res = kmeans(xr, k, iters=KMEANS_ITERS, balance=BALANCE, seed=rng)
-        order = np.lexsort((res.distances, res.labels))  # by cluster, nearest first
-        bounds = np.searchsorted(res.labels[order], np.arange(len(res.centroids) + 1))
-        for c in range(len(res.centroids)):
-            lo, hi = int(bounds[c]), int(bounds[c + 1])
-            if lo == hi:
-                continue
-            members = order[lo:hi] if rows is None else rows[order[lo:hi]]
-            if k == target:  # straight into leaves: head = member nearest the centre
-                tree._new_node(node, len(heads), None)
-                heads.append(int(members[0]))
-            else:
-                sub = max(1, round(target * (hi - lo) / m))
-                stack.append((node, members.astype(np.int64), sub, res.centroids[c]))
-        if progress is not None:
-            progress("tree", len(heads), n_leaves)
+    _emit(tree, root, -1, heads)
     if progress is not None:
         progress("tree", n_leaves, n_leaves)
     return tree, np.asarray(heads, dtype=np.int64)
+
+
+def _split(x: F32, part: _Part) -> _Part:
+    """Cluster one part: a leaf (its head, the row nearest its centre) when it needs one
+    leaf, else k-means into its children (leaves, or parts for the next level)."""
+    m = len(x) if part.rows is None else len(part.rows)
+    xr = x if part.rows is None else x[part.rows]
+    if part.target <= 1 or m <= 1:
+        best = int(sq_dists(xr, part.centre[None, :])[:, 0].argmin())
+        part.head = best if part.rows is None else int(part.rows[best])
+        return part
+    k = min(part.target if part.target <= DIRECT_LEAVES else BRANCH, m)
+    res = kmeans(xr, k, iters=KMEANS_ITERS, balance=BALANCE, seed=part.rng)
+    order = np.lexsort((res.distances, res.labels))  # by cluster, nearest first
+    bounds = np.searchsorted(res.labels[order], np.arange(len(res.centroids) + 1))
+    for c in range(len(res.centroids)):
+        lo, hi = int(bounds[c]), int(bounds[c + 1])
+        if lo == hi:
+            continue
+        members = order[lo:hi] if part.rows is None else part.rows[order[lo:hi]]
+        if k == part.target:  # straight into leaves: head = member nearest the centre
+            part.children.append(_Part(None, 1, res.centroids[c], part.rng, int(members[0])))
+        else:
+            sub = max(1, round(part.target * (hi - lo) / m))
+            rng = np.random.default_rng(part.rng.integers(1 << 63))
+            part.children.append(_Part(members.astype(np.int64), sub, res.centroids[c], rng))
+    return part
+
+
+def _emit(tree: ClusterTree, part: _Part, parent: int, heads: list[int]) -> None:
+    """Add a clustered part and everything under it to the tree, depth first."""
+    if part.head >= 0:
+        tree._new_node(parent, len(heads), None)
+        heads.append(part.head)
+        return
+    node = tree._new_node(parent, -1, part.centre)
+    for child in part.children:
+        _emit(tree, child, node, heads)
 
 
 def fill_members(tree: ClusterTree, slots: I64, postings: I64, x: F32) -> None:

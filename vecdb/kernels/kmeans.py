@@ -118,7 +118,7 @@ def assign(
     return labels, dist
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _assign_online(d, sizes, lam):  # type: ignore[no-untyped-def]
     """Rows in order: argmin_c d + lam * sizes[c], counting each row into its cluster."""
     n, k = d.shape
@@ -138,7 +138,7 @@ def _assign_online(d, sizes, lam):  # type: ignore[no-untyped-def]
     return labels, dist
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _sums(x, labels, k):  # type: ignore[no-untyped-def]
     """Per-cluster sums (float64) and counts of the rows of x."""
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
