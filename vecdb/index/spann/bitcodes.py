@@ -23,10 +23,10 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import FormatError
-from vecdb.index.spann.headgraph import to_half
 from vecdb.index.spann.quant import Quantizer
 from vecdb.kernels.bitscan import encode_rows, entry_words, rotation
 from vecdb.kernels.hadamard import hadamard_signs
+from vecdb.kernels.half import half_round
 from vecdb.kernels.posting import METRIC_CODE
 
 F32 = npt.NDArray[np.float32]
@@ -46,8 +46,7 @@ def store_rows(vectors: F32, half: bool) -> F32:
     x = np.ascontiguousarray(vectors, np.float32)
     if not half:
         return x
-    out: F32 = to_half(x).view(np.float16).astype(np.float32)
-    return out
+    return half_round(x)
 
 
 class BitCoder:

@@ -46,6 +46,7 @@ from vecdb.index.spann.state import SpannState, file_path, head_space, open_read
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
 from vecdb.index.spann.vectors import row_bytes
+from vecdb.kernels.half import half_bits
 from vecdb.kernels.posting import block_extent, block_extents, group_by_posting
 
 F32 = npt.NDArray[np.float32]
@@ -100,7 +101,7 @@ def write_postings(
     ones = np.ones(int(np.diff(starts).max()) if n_postings else 0, np.uint8)
     # float16 postings: convert once, not once per replica (the largest part of the write);
     # "bits" postings: code once, the blocks copy the entries
-    stored: npt.NDArray[Any] = to_half_chunked(vectors) if file.width == 2 else vectors
+    stored: npt.NDArray[Any] = half_bits(vectors).view(np.float16) if file.width == 2 else vectors
     if isinstance(file.quant, BitCoder):
         stored = file.quant.encode(vectors)
     group: list[tuple[int, int]] = []
@@ -119,20 +120,6 @@ def write_postings(
                 table.push(q, int(off), count)
             group, blocks, size = [], [], 0
             _report(progress, "write", p, n_postings)
-
-
-def to_half_chunked(vectors: F32) -> npt.NDArray[np.float16]:
-    """`to_half` of the whole matrix, a chunk at a time (no full-size float32 temporary):
-    the subnormals are flushed by their bits (exponent field 0), not by float16 arithmetic,
-    which numpy emulates."""
-    out = np.empty(vectors.shape, np.float16)
-    step = max(1, (16 << 20) // max(1, 4 * vectors.shape[1]))
-    for lo in range(0, len(vectors), step):
-        h = out[lo : lo + step]
-        h[...] = vectors[lo : lo + step]
-        bits = h.view(np.uint16)
-        bits[(bits & 0x7C00) == 0] = 0
-    return out
 
 
 def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = None) -> None:

@@ -31,6 +31,7 @@ from vecdb.errors import FormatError
 from vecdb.index.params import HEAD_DTYPES
 from vecdb.index.spann.fanout import run_phases
 from vecdb.kernels import headgraph as kern
+from vecdb.kernels.half import half_bits
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -42,7 +43,6 @@ PARALLEL_CHUNK = 16  # queries per task of a threaded batch search
 # size_data_per_element, label_offset, offsetData (size_t), maxlevel (int), enterpoint (uint),
 # maxM, maxM0, M (size_t), mult (double), ef_construction (size_t).
 HNSW_HEADER = struct.Struct("<6QiI3QdQ")
-HALF_TINY = np.float32(np.finfo(np.float16).tiny)  # smaller magnitudes are stored as 0
 INT8_MAX = 127  # a head's largest component is stored as +-127 (its scale: max |x| / 127)
 
 
@@ -51,11 +51,8 @@ _FILE_TYPE = {"int8": "i1", "float16": "<u2", "float32": "<f4"}  # a vector's fi
 
 def to_half(x: F32) -> U16:
     """float32 rows as float16 bit patterns, subnormals flushed to zero (the kernels' portable
-    widening is exact for normal halves and zero only)."""
-    h = np.asarray(x, np.float32).astype(np.float16)
-    h[np.abs(h) < HALF_TINY] = 0
-    out: U16 = h.view(np.uint16)
-    return out
+    widening is exact for normal halves and zero only; `kernels.half`)."""
+    return half_bits(x)
 
 
 def to_int8(x: F32) -> tuple[npt.NDArray[np.int8], F32]:

@@ -65,6 +65,7 @@ from vecdb.index.spann.framing import (
     sync_or_poison,
 )
 from vecdb.index.spann.libc import LIBC
+from vecdb.kernels.half import half_bits
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -161,13 +162,10 @@ class VectorStore:
 
     def encode(self, vectors: F32) -> npt.NDArray[Any]:
         """Rows as stored: float32, or float16 bits with subnormals flushed to 0 (as the
-        postings' float16 writer does)."""
+        postings' float16 writer does; `kernels.half`)."""
         if self.width == 4:
             return np.ascontiguousarray(vectors, np.float32)
-        h = np.asarray(vectors, np.float32).astype(np.float16)
-        bits = h.view(np.uint16)
-        bits[(bits & 0x7C00) == 0] = 0
-        return bits
+        return half_bits(vectors)
 
     def write(
         self, slots: I64, vectors: F32, fresh: bool = False, order: I64 | None = None
