@@ -1,6 +1,7 @@
 """The bulk build's candidate heads (`assign.ExactHeads.knn`, `build.EXACT_HEADS`): the exact
 path returns each row's m nearest heads as a brute-force sort does, and a build picks it only
-for few heads (many heads go through the head graph, which is faster there)."""
+for few heads of few dimensions (many heads, or wide rows, go through the head graph, which is
+faster there)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,30 @@ def test_a_build_takes_exact_candidates_only_for_few_heads(
     idx, _ = open_spann(8, "l2", {"head_fraction": n_heads / 2_000}, tmp_path / "i")
     idx.build(np.arange(2_000), x)  # 64 KB: built in this process (a child past 64 MiB)
     assert (sum(exact_calls) == 2_000) == (n_heads <= 80)
+    got = idx.search(x[:50], 1, {"max_postings": 8})
+    assert (got.slots[:, 0] == np.arange(50)).mean() >= 0.95
+    idx.close()
+
+
+@pytest.mark.parametrize("dim", [16, 24])
+def test_wide_rows_take_candidates_from_the_graph(
+    dim: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few heads but rows of EXACT_MAX_DIM dimensions or more: candidates from the graph,
+    and the build still finds every row."""
+    monkeypatch.setattr(build, "EXACT_MAX_DIM", 20)
+    exact_calls: list[int] = []
+    knn = ExactHeads.knn
+
+    def counted(self: ExactHeads, x: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray | None]:
+        exact_calls.append(len(x))
+        return knn(self, x, m)
+
+    monkeypatch.setattr(assign.ExactHeads, "knn", counted)
+    x = np.random.default_rng(5).standard_normal((2_000, dim)).astype(np.float32)
+    idx, _ = open_spann(dim, "l2", {"head_fraction": 0.02}, tmp_path / "i")
+    idx.build(np.arange(2_000), x)
+    assert (sum(exact_calls) == 2_000) == (dim < 20)
     got = idx.search(x[:50], 1, {"max_postings": 8})
     assert (got.slots[:, 0] == np.arange(50)).mean() >= 0.95
     idx.close()

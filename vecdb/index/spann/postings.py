@@ -65,6 +65,7 @@ from vecdb.index.spann.space import PAGE as PAGE  # re-exported: the read unit
 from vecdb.index.spann.space import Mark, NoRoom, SpaceMap
 from vecdb.index.spann.table import BlockTable
 from vecdb.kernels.bitscan import from_lanes, to_lanes
+from vecdb.kernels.half import half_bits
 from vecdb.kernels.posting import SLOT_BYTES, SLOT_DTYPE, SLOT_NONE, block_extent, block_layout
 
 MAGIC = b"VDBPOSTS"
@@ -88,9 +89,7 @@ STORED = {4: np.float32, 2: np.float16, 1: np.uint8, 8: np.uint64}
 
 def to_half(vectors: F32) -> npt.NDArray[np.float16]:
     """float16 copy with subnormals flushed to zero, as the scan kernel widens them."""
-    h = vectors.astype(np.float16)
-    h[np.abs(h) < np.finfo(np.float16).tiny] = 0
-    return h
+    return half_bits(vectors).view(np.float16)
 
 
 def encode_block(
