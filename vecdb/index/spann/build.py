@@ -34,6 +34,7 @@ from vecdb.index.spann.assign import (
     ExactHeads,
     cut,
     disk_cap,
+    graph_wins,
     make_head_graph,
     primaries,
     select_replicas,
@@ -66,19 +67,20 @@ BUILD_FILL = 0.9  # a build cuts each posting to this share of its entry limit (
 GROUP_BYTES = 8 << 20  # encoded blocks written per packed write (bounds build memory)
 ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # Build candidates are exact (a BLAS product and a heap per row on every core) up to this
-# many heads and below EXACT_MAX_DIM dimensions, from the head graph otherwise. Per row, 2
-# threads, 20,000 rows (scratch `calib.py`, 2026-12-05): exact ~6.5 us + heads x (3.2 +
-# 0.011 x dim) ns, the selection more than the product; the graph at build_ef 96 ~15 +
-# 0.035 x dim us, nearly flat in heads. Even at 3,000 heads from 50 to 1,024 dims (GloVe-50
-# 20.2 vs 20.3, 384-d 31.6 vs 27.5, 1,024-d 50.5 vs 48.6 us); at 9,000 the graph 1.8-2.8x
-# faster. (The earlier rule, heads x dim against a budget, sent GloVe-50 with 8,757 heads to
-# exact candidates: a 53 s build against 14 s by the graph.) From 256 dimensions the graph
-# is the faster even with fewer heads (2026-12-07, 20,000 rows of clustered synthetic data,
-# about 2,000 heads: 384-d 18 vs 23 us, 1,536-d 46-50 vs 73 us (2,250 heads), 32 nearest
-# found 0.997 / 0.998, the 8 nearest 1.000); on GloVe-50 the exact path stays the faster
-# (15 vs 16 us, and the graph finds 0.986 of the 32 nearest)
+# many heads, from the head graph beyond it. Per row, 2 threads, 20,000 rows (scratch
+# `calib.py`, 2026-12-05): exact ~6.5 us + heads x (3.2 + 0.011 x dim) ns, the selection
+# more than the product; the graph at build_ef 96 ~15 + 0.035 x dim us, nearly flat in
+# heads. Even at 3,000 heads from 50 to 1,024 dims (GloVe-50 20.2 vs 20.3, 384-d 31.6 vs
+# 27.5, 1,024-d 50.5 vs 48.6 us); at 9,000 the graph 1.8-2.8x faster. (The earlier rule,
+# heads x dim against a budget, sent GloVe-50 with 8,757 heads to exact candidates: a 53 s
+# build against 14 s by the graph.) From PROBE_MIN_DIM dimensions the data decides
+# (`assign.graph_wins`): on wide clustered rows the graph is the faster with fewer heads too
+# (2026-12-07, 20,000 rows, ~2,000 heads: 384-d 18 vs 23 us a row, 1,536-d 46-50 vs 73),
+# on structureless rows it is slower and misses heads (random 384-d: 36 vs 26 us, 0.89 of
+# the 8 nearest found; random 1,024-d, 337 heads: 18 vs 11 us); on GloVe-50 the exact path
+# is the faster (15 vs 16 us) and exact
 EXACT_HEADS = 3_000
-EXACT_MAX_DIM = 256
+PROBE_MIN_DIM = 256
 # A posting's bytes beside its entries' and its head vector's, for `build_need`: its head
 # graph node's links, its tree and table rows in the state file (over-counted)
 NODE_BYTES = 1_024
@@ -291,8 +293,9 @@ def _passes(
         # below bound distances to the centroids later searches read
         stored = graph.get_items(np.arange(n_heads))
         tree.leaf_vectors = lambda q: stored[q]
-        few = n_heads <= EXACT_HEADS and st.dim < EXACT_MAX_DIM
-        exact = ExactHeads(heads, head_space(st.metric), exact=few)
+        exact = ExactHeads(heads, head_space(st.metric), exact=n_heads <= EXACT_HEADS)
+        if exact.exact and st.dim >= PROBE_MIN_DIM:
+            exact.exact = not graph_wins(graph, exact, vectors, p, st.threads)
         _report(progress, "heads", n_heads, n_heads)
         # Pass 3: replicas by the RNG rule
         posts = np.empty((n, p.replicas), np.int32)
