@@ -416,6 +416,7 @@ def _split(x: F32, part: _Part) -> _Part:
     if part.target <= 1 or m <= 1:
         best = int(sq_dists(xr, part.centre[None, :])[:, 0].argmin())
         part.head = best if part.rows is None else int(part.rows[best])
+        part.rows = None  # done with: a level's parts hold only their children's rows
         return part
     k = min(part.target if part.target <= DIRECT_LEAVES else BRANCH, m)
     res = kmeans(xr, k, iters=KMEANS_ITERS, balance=BALANCE, seed=part.rng)
@@ -432,6 +433,7 @@ def _split(x: F32, part: _Part) -> _Part:
             sub = max(1, round(part.target * (hi - lo) / m))
             rng = np.random.default_rng(part.rng.integers(1 << 63))
             part.children.append(_Part(members.astype(np.int64), sub, res.centroids[c], rng))
+    part.rows = None
     return part
 
 
