@@ -42,12 +42,11 @@ from vecdb.index.spann.assign import (
 from vecdb.index.spann.bitcodes import BitCoder, Codec
 from vecdb.index.spann.calibrate import calibrate
 from vecdb.index.spann.headgraph import HeadGraph
-from vecdb.index.spann.postings import GROW_MIN, GROW_SHARE, PostingFile, Quantizer
+from vecdb.index.spann.postings import GROW_MIN, GROW_SHARE, PostingFile, Quantizer, to_half
 from vecdb.index.spann.state import SpannState, file_path, head_space, open_reader
 from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.update import chunk_bounds
 from vecdb.index.spann.vectors import row_bytes
-from vecdb.kernels.half import half_bits
 from vecdb.kernels.posting import block_extent, block_extents, group_by_posting
 
 F32 = npt.NDArray[np.float32]
@@ -78,7 +77,7 @@ ASSIGN_ROWS = 65_536  # rows per replica-selection step (progress granularity)
 # (2026-12-07, 20,000 rows, ~2,000 heads: 384-d 18 vs 23 us a row, 1,536-d 46-50 vs 73),
 # on structureless rows it is slower and misses heads (random 384-d: 36 vs 26 us, 0.89 of
 # the 8 nearest found; random 1,024-d, 337 heads: 18 vs 11 us); on GloVe-50 the exact path
-# is the faster (15 vs 16 us) and exact
+# is the faster (15 vs 16 us), and the graph finds 0.986 of the 32 nearest
 EXACT_HEADS = 3_000
 PROBE_MIN_DIM = 256
 # A posting's bytes beside its entries' and its head vector's, for `build_need`: its head
@@ -108,7 +107,7 @@ def write_postings(
     ones = np.ones(int(np.diff(starts).max()) if n_postings else 0, np.uint8)
     # float16 postings: convert once, not once per replica (the largest part of the write);
     # "bits" postings: code once, the blocks copy the entries
-    stored: npt.NDArray[Any] = half_bits(vectors).view(np.float16) if file.width == 2 else vectors
+    stored: npt.NDArray[Any] = to_half(vectors) if file.width == 2 else vectors
     if isinstance(file.quant, BitCoder):
         stored = file.quant.encode(vectors)
     group: list[tuple[int, int]] = []
