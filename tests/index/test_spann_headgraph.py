@@ -19,9 +19,10 @@ from vecdb.errors import FormatError
 from vecdb.index.params import HEAD_DTYPES
 from vecdb.index.spann import headgraph as hg
 from vecdb.index.spann.framing import write_sections
-from vecdb.index.spann.headgraph import HeadGraph, to_half, to_int8
+from vecdb.index.spann.headgraph import HeadGraph, to_int8
 from vecdb.index.spann.persist import HEADS_MAGIC, load_heads, save_heads
 from vecdb.kernels import headgraph as kern
+from vecdb.kernels.half import half_bits, half_round
 
 
 def clustered(n: int, d: int, seed: int) -> np.ndarray:
@@ -29,7 +30,7 @@ def clustered(n: int, d: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     c = rng.normal(size=(30, d)).astype(np.float32) * 2
     x = (c[rng.integers(0, 30, n)] + rng.normal(size=(n, d))).astype(np.float32)
-    return to_half(x).view(np.float16).astype(np.float32)
+    return half_round(x)
 
 
 def hnsw(x: np.ndarray, labels: np.ndarray, space: str = "l2", m: int = 8) -> hnswlib.Index:
@@ -264,8 +265,7 @@ def test_kernel_is_exact_on_a_complete_graph(d: int, dtype: str, ip: bool) -> No
         codes, scale = to_int8(raw)
         x, xf = (codes, scale), codes.astype(np.float32) * scale[:, None]
     elif dtype == "float16":
-        x = to_half(raw)
-        xf = to_half(raw).view(np.float16).astype(np.float32)
+        x, xf = half_bits(raw), half_round(raw)
     else:
         x, xf = raw, raw
     links = np.array([[j for j in range(n) if j != i] for i in range(n)], np.uint16)

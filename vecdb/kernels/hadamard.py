@@ -13,9 +13,10 @@ the signs, `signs` (rounds, d) int8, drawn from a seed and persisted like the de
 Random sign flips around fast transforms are the usual stand-in for a uniformly random
 rotation in quantizers (the estimator's error is measured, bench/RESULTS.md).
 
-`rotate_into(v, rot)` applies either form in place (`rot` float32 (d, d) or its float16
-bits (uint16): v <- v @ rot; int8 (rounds, d): the structured rotation); the choice is
-made when a kernel is compiled, by `rot`'s dtype.
+`_structured(v, signs)` applies it to one vector in place; `is_structured(rot)` lets a
+kernel that takes either form (`bitscan._rotate`, `_rotate_tile`: float32 (d, d) or its
+float16 bits, v <- v @ rot; int8 (rounds, d), the signs) choose when it is compiled, by
+`rot`'s dtype.
 """
 
 from __future__ import annotations

@@ -49,12 +49,6 @@ INT8_MAX = 127  # a head's largest component is stored as +-127 (its scale: max 
 _FILE_TYPE = {"int8": "i1", "float16": "<u2", "float32": "<f4"}  # a vector's file form
 
 
-def to_half(x: F32) -> U16:
-    """float32 rows as float16 bit patterns, subnormals flushed to zero (the kernels' portable
-    widening is exact for normal halves and zero only; `kernels.half`)."""
-    return half_bits(x)
-
-
 def to_int8(x: F32) -> tuple[npt.NDArray[np.int8], F32]:
     """float32 rows as int8 codes and a scale per row (max |x| / 127; a zero row scale 0):
     row i is about scale[i] * codes[i], each component within scale[i] / 2."""
@@ -193,7 +187,7 @@ class HeadGraph:
         if self.dtype == "int8":
             self.vecs[v:end], self.scale[v:end] = to_int8(x)
         elif self.dtype == "float16":
-            self.vecs[v:end] = to_half(x)
+            self.vecs[v:end] = half_bits(x)  # subnormals flushed: the kernels widen exactly
         else:
             self.vecs[v:end] = x
 
