@@ -47,7 +47,7 @@ from vecdb.engine.settings import REBUILD_SHARE
 from vecdb.engine.writer import prepare
 from vecdb.errors import DeadlineExceeded, FormatError, Internal, NotFound, Unavailable, VecdbError
 from vecdb.index import room
-from vecdb.index.base import BoundsAdds, DrainsInChild, Progress
+from vecdb.index.base import BoundsAdds, DrainsInChild, Progress, StagesBuildInput
 from vecdb.index.flat import FlatIndex
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.storage import kv as kvmod
@@ -291,7 +291,7 @@ def drain(coll: CollectionCore) -> None:
     report = _progress(coll)
     try:
         if first or rebuild:
-            slots, matrix = seg.consolidate()
+            slots, matrix = seg.consolidate(None if rebuild else lambda n: _input_array(coll, n))
             if rebuild:
                 alive[slots[slots < len(alive)]] = False  # what remains is in the index
                 slots, matrix = _with_indexed(coll, alive, slots, matrix, report)
@@ -381,6 +381,15 @@ def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
     return free is not None and free >= REBUILD_DISK_X * total
 
 
+def _input_array(coll: CollectionCore, rows: int) -> Vectors:
+    """Where a bulk build's `rows` input vectors are gathered: the array the index asks for
+    (`StagesBuildInput`: a file its build child maps, so the input is written once), else a
+    plain one."""
+    index = coll.index
+    staged = index.build_input(rows) if isinstance(index, StagesBuildInput) else None
+    return np.empty((rows, coll.cfg.dim), np.float32) if staged is None else staged
+
+
 def _with_indexed(
     coll: CollectionCore, alive: Mask, slots: Slots, matrix: Vectors, report: Progress
 ) -> tuple[Slots, Vectors]:
@@ -391,7 +400,7 @@ def _with_indexed(
     and the index's remove-wins rule take it out."""
     n_old = int(alive.sum())
     out_s = np.empty(n_old + len(slots), np.int64)
-    out_v = np.empty((len(out_s), coll.cfg.dim), np.float32)
+    out_v = _input_array(coll, len(out_s))
     n = start = 0
     head = len(coll.prefix)
     for key, raw in coll.kv.scan_prefix(kvmod.CF_VECTORS, coll.prefix):

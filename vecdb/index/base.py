@@ -222,6 +222,19 @@ class DrainsInChild(Protocol):
 
 
 @runtime_checkable
+class StagesBuildInput(Protocol):
+    """An optional capability of an index kind that builds in a child process: the engine,
+    about to gather the input of a bulk build of n vectors, asks `build_input(n)` for the
+    array to gather it in, so that the child reads it where it was written (no second copy
+    of the input, and the long-running process holds file pages for it, not anonymous
+    memory). None: the engine allocates as usual."""
+
+    def build_input(self, rows: int) -> Vectors | None:
+        """A writable (rows, dim) float32 array the next `build` of those rows reads as is,
+        or None."""
+
+
+@runtime_checkable
 class BoundsAdds(Protocol):
     """An optional capability of an index kind with files: it bounds the bytes an add of n
     vectors may write (with the splits and moves it causes), so the engine does not start a

@@ -16,7 +16,7 @@ a row removed before the search began is never returned).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -218,18 +218,22 @@ class FlatIndex:
                 if ok.any():
                     yield slots[a:b][ok].copy(), chunk[a - lo : b - lo][ok]
 
-    def consolidate(self) -> tuple[Slots, Vectors]:
+    def consolidate(self, alloc: Callable[[int], Vectors] | None = None) -> tuple[Slots, Vectors]:
         """Move the live rows into one contiguous matrix, a chunk at a time (the peak is the
-        rows plus one chunk), and return (slots, matrix) of the rows now held. For a buffer
-        that no longer takes adds (`add` raises afterwards); removes and searches may run
-        meanwhile and see every live row throughout. Rows removed during the move may be
+        rows plus one chunk), and return (slots, matrix) of the rows now held. The matrix
+        comes from `alloc(rows)` if given (a build's staged input), else np.empty. For a
+        buffer that no longer takes adds (`add` raises afterwards); removes and searches may
+        run meanwhile and see every live row throughout. Rows removed during the move may be
         among those returned, still marked removed here."""
         with self._lock:
             self._sealed = True
             n = self._n
             if len(self._chunks) == 1 and self._starts[1] == n and self._valid[:n].all():
                 return self._slots[:n].copy(), self._chunks[0][:n]
-            matrix = np.empty((int(self._valid[:n].sum()), self.dim), np.float32)
+            rows = int(self._valid[:n].sum())
+        # the allocation outside the lock (a staged file reserves its blocks): adds are
+        # sealed off, and the live count can only fall meanwhile
+        matrix = np.empty((rows, self.dim), np.float32) if alloc is None else alloc(rows)
         while True:
             with self._lock:
                 # Chunk list is [matrix (rows 0..filled), rest...]: move the first of the rest.

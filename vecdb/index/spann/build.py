@@ -29,7 +29,7 @@ from vecdb.index import room
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree, build_tree, fill_members
 from vecdb.index.params import BITS, BuildParams
-from vecdb.index.spann import child
+from vecdb.index.spann import child, staging
 from vecdb.index.spann.assign import (
     ExactHeads,
     cut,
@@ -141,7 +141,8 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     room.ensure(st.directory, need, build_what(n), build_hint(st))
     file: PostingFile | None = None
     try:
-        if child.use_child(n, st.dim, st.directory, need):  # a large build: in a child
+        staged = staging.staged_fd(vectors) is not None
+        if child.use_child(n, st.dim, st.directory, need, staged):  # a large build: in a child
             file, table, tree, graph, cap = child.build_in_child(st, gen, slots, vectors, progress)
         else:
             file, table, tree, graph, cap = _in_process(st, gen, slots, vectors, progress)
@@ -173,6 +174,15 @@ def build(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = 
     # 1024 (random, 2,000)
     if st.is_bits:
         st.rerank_k, st.rerank_k_agreement = calibrate(st, slots, vectors)
+
+
+def input_array(st: SpannState, n: int) -> F32 | None:
+    """Where the engine should put the n vectors of the next build: an array on a staged
+    file its child maps without a copy (`staging`) when that build will run in a child,
+    else None (the caller allocates)."""
+    if not child.use_child(n, st.dim, st.directory, build_floor(st, n)):
+        return None
+    return staging.staged_rows(st.directory, n, st.dim)
 
 
 def build_floor(st: SpannState, n: int) -> int:

@@ -14,8 +14,10 @@ within the machine's noise (PARAMS.md).
 
 Protocol (all files in the index directory, named `build.<gen>.<what>.tmp`, removed when
 the build ends, however it ends; `persist.clean_directory` removes leftovers of a crash):
-the parent writes the slots and vectors as .npy files (the child memory-maps them: file
-pages, not anonymous memory) and starts `python -c <run_child()> <json>`. The child
+the parent writes the slots as an .npy file, and the vectors too unless the engine gathered
+them in a staged file (`staging`: an unnamed file the child inherits as a descriptor, so the
+input is written once); the child memory-maps both (file pages, not anonymous memory). The
+parent starts `python -c <run_child()> <json>`. The child
 writes the posting file `postings.<gen>.bin` itself, then `build.<gen>.heads.tmp` (the head
 graph, framed as `heads.<n>.bin`) and `build.<gen>.state.tmp` (table, tree, quantizer and
 counters, framed as `state.<n>.bin`). On stdout it reports one JSON line per progress step,
@@ -50,6 +52,7 @@ from vecdb.index import room
 from vecdb.index.base import Progress
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import BuildParams
+from vecdb.index.spann import staging
 from vecdb.index.spann.bitcodes import load_codec
 from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.killpoints import kill_point
@@ -93,19 +96,22 @@ def env_min_bytes(env: str, default_mib: float) -> int | None:
     return int(mib * 2**20)
 
 
-def use_child(n: int, dim: int, directory: Path | None = None, output: int = 0) -> bool:
+def use_child(
+    n: int, dim: int, directory: Path | None = None, output: int = 0, staged: bool = False
+) -> bool:
     """Whether a build of n x dim vectors runs in a child process: large enough, and (given
     the index `directory`) its disk has room for the build's `output` bytes and the child's
-    temporary input, its float32 vectors and int64 slots, INPUT_ROOM times over; else the
-    build runs in process (the child is a memory optimisation and must not be what fills a
-    disk)."""
+    temporary input, its float32 vectors and int64 slots, INPUT_ROOM times over (once less
+    for vectors already `staged` on that disk); else the build runs in process (the child is
+    a memory optimisation and must not be what fills a disk)."""
     least = child_min_bytes()
     if least is None or n == 0 or 4 * n * dim < least:
         return False
     if directory is None:
         return True
     free = room.free_bytes(directory)  # (unknown: in process)
-    return free is not None and free >= INPUT_ROOM * (4 * n * dim + 8 * n) + output
+    need = INPUT_ROOM * (4 * n * dim + 8 * n) - (4 * n * dim if staged else 0) + output
+    return free is not None and free >= need
 
 
 def _tmp(directory: Path, gen: int, what: str) -> Path:
@@ -123,8 +129,11 @@ def build_in_child(
     d = st.directory
     names = ("slots", "vectors", "heads", "state", "log")
     paths = {w: _tmp(d, gen, w) for w in names}
+    fd = staging.staged_fd(vectors)  # vectors the engine wrote where the child reads them
     try:
         for what, arr in (("slots", slots), ("vectors", vectors)):
+            if what == "vectors" and fd is not None:
+                continue
             with open(paths[what], "wb") as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr))
         job = {
@@ -134,8 +143,9 @@ def build_in_child(
             "directory": str(d),
             "gen": gen,
             "threads": st.threads,
+            "vectors_fd": fd,
         }
-        length = _run(job, paths["log"], progress)
+        length = _run(job, paths["log"], progress, fds=() if fd is None else (fd,))
         _, table, tree, info, qbytes, _ = load_state(paths["state"], st.dim, st.width, st.bdim)
         quant = load_codec(qbytes, st.dim, st.params.vector_dtype)
         file = PostingFile(
@@ -151,10 +161,17 @@ def build_in_child(
             p.unlink(missing_ok=True)
 
 
-def _run(job: dict[str, Any], log: Path, progress: Progress | None, module: str = __name__) -> int:
-    """Start the child (`module`'s `run_child`), forward its progress, wait for it; the
-    length its `done` line reports. Its stderr goes to `log`, read back through the
-    parent's own descriptor (the child's checkpoints may delete the name meanwhile)."""
+def _run(
+    job: dict[str, Any],
+    log: Path,
+    progress: Progress | None,
+    module: str = __name__,
+    fds: tuple[int, ...] = (),
+) -> int:
+    """Start the child (`module`'s `run_child`) with the descriptors `fds` inherited,
+    forward its progress, wait for it; the length its `done` line reports. Its stderr goes
+    to `log`, read back through the parent's own descriptor (the child's checkpoints may
+    delete the name meanwhile)."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[3])  # the directory holding `vecdb`
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -164,7 +181,7 @@ def _run(job: dict[str, Any], log: Path, progress: Progress | None, module: str 
     # process's own (a benchmark of an old worktree ran the new code's build that way)
     argv = [sys.executable, "-P", "-c", code, json.dumps(job)]
     with open(log, "w+b") as err:
-        proc = Popen(argv, stdin=PIPE, stdout=PIPE, stderr=err, env=env)
+        proc = Popen(argv, stdin=PIPE, stdout=PIPE, stderr=err, env=env, pass_fds=fds)
         assert proc.stdout is not None and proc.stdin is not None
         result: dict[str, Any] | None = None
         try:
@@ -230,7 +247,11 @@ def child_main(job: dict[str, Any]) -> None:
     # file pages, not anonymous memory; plain writable arrays as the kernels were compiled
     # for (the build never writes its input)
     slots = np.asarray(np.load(_tmp(d, gen, "slots"), mmap_mode="r+"))
-    vectors = np.asarray(np.load(_tmp(d, gen, "vectors"), mmap_mode="r+"))
+    fd = job.get("vectors_fd")
+    if fd is None:
+        vectors = np.asarray(np.load(_tmp(d, gen, "vectors"), mmap_mode="r+"))
+    else:  # the parent's staged input (`staging`), through the descriptor it passed
+        vectors = staging.open_staged(int(fd), len(slots), dim)
     quant = fit_codec(p, job["metric"], vectors)
     path = file_path(d, "postings", gen)
     file = PostingFile(path, dim, width=p.width, quant=quant, full_cap=p.block_entries(dim))

@@ -59,6 +59,11 @@ class SpannIndex:
 
     # --- build -------------------------------------------------------------------------------
 
+    def build_input(self, rows: int) -> Vectors | None:
+        """An array for the next `build`'s input of `rows` vectors that its child process
+        reads without a copy (`spann.staging`), or None: the caller allocates."""
+        return build.input_array(self.state, rows)
+
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
         """Replace the whole content with a bulk build (published by one swap)."""
         s, v = self._check(slots, vectors)
