@@ -117,6 +117,27 @@ def test_normalize_gives_numpys_bits_and_unit_rows_bits(d: int) -> None:
     np.testing.assert_array_equal(v.normalize(x[3]), got[3])  # one row given as (d,)
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1_000, 4_099])
+def test_normalize_on_every_core_gives_the_one_core_bits(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From NORMALIZE_PARALLEL components the rows go out in blocks to every core: the same
+    bits as one core, an all-zero row left zero, every row written (ragged last block)."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((n, 300)) * rng.uniform(1e-3, 1e3, (n, 1))).astype(np.float32)
+    x[n // 2] = 0.0
+    serial = np.full(x.shape, np.nan, np.float32)
+    rowcheck._normalize_block(x, serial, 0, n)
+    monkeypatch.setattr(rowcheck, "NORMALIZE_PARALLEL", 1)
+    par = np.full(x.shape, np.nan, np.float32)
+    rowcheck.normalize_rows(x, par)
+    np.testing.assert_array_equal(par, serial)
+    assert not par[n // 2].any()
+    wide = np.delete(x, n // 2, axis=0).astype(np.float64)
+    want = (wide / np.sqrt((wide * wide).sum(axis=1, keepdims=True))).astype(np.float32)
+    np.testing.assert_array_equal(np.delete(par, n // 2, axis=0), want)
+
+
 def test_first_above_is_the_first_row_major() -> None:
     x = np.zeros((4, 5), np.float32)
     assert tuple(rowcheck.first_above(x, 1.0)) == (-1, -1)

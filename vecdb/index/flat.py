@@ -243,7 +243,8 @@ class FlatIndex:
                 lo, hi = self._starts[first], min(self._starts[first + 1], self._n)
                 ok = self._valid[lo:hi]
                 moved = int(ok.sum())
-                matrix[lo : lo + moved] = self._chunks[first][: hi - lo][ok]
+                chunk = self._chunks[first][: hi - lo]
+                matrix[lo : lo + moved] = chunk if moved == hi - lo else chunk[ok]
                 n = self._n
                 self._slots = np.concatenate(
                     [self._slots[:lo], self._slots[lo:hi][ok], self._slots[hi:n]]

@@ -76,17 +76,39 @@ def _row_sq(x, i, w):  # type: ignore[no-untyped-def]
     return _pairwise(w, d)
 
 
-@nb.njit(cache=True, nogil=True)
+NORMALIZE_PARALLEL = 1 << 18  # components from which `normalize_rows` uses every core
+NORMALIZE_BLOCK = 64  # rows a thread normalises with one scratch row
+
+
 def normalize_rows(x, out):  # type: ignore[no-untyped-def]
     """out (n, d) float32 = each row of x divided by its L2 norm, summed (numpy's order)
-    and divided in float64; an all-zero row stays zero."""
-    n, d = x.shape
+    and divided in float64; an all-zero row stays zero. From NORMALIZE_PARALLEL components
+    on every core (blocks of rows; each row's arithmetic the same, so the same bits): a
+    rebuild's read-back of 98,000 x 1,536 stored vectors spent 0.8 s here on one core."""
+    if x.size >= NORMALIZE_PARALLEL:
+        _normalize_parallel(x, out)
+    else:
+        _normalize_block(x, out, 0, x.shape[0])
+
+
+@nb.njit(cache=True, nogil=True)
+def _normalize_block(x, out, lo, hi):  # type: ignore[no-untyped-def]
+    """Rows lo..hi of `normalize_rows`."""
+    d = x.shape[1]
     w = np.empty(d, np.float64)
-    for i in range(n):
+    for i in range(lo, hi):
         s = _row_sq(x, i, w)
         norm = np.sqrt(s) if s > 0.0 else 1.0
         for j in range(d):
             out[i, j] = np.float32(np.float64(x[i, j]) / norm)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def _normalize_parallel(x, out):  # type: ignore[no-untyped-def]
+    n = x.shape[0]
+    for b in nb.prange((n + NORMALIZE_BLOCK - 1) // NORMALIZE_BLOCK):
+        lo = b * NORMALIZE_BLOCK
+        _normalize_block(x, out, lo, min(n, lo + NORMALIZE_BLOCK))
 
 
 @nb.njit(cache=True, nogil=True)

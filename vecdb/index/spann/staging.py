@@ -47,7 +47,9 @@ def staged_rows(directory: Path, rows: int, dim: int) -> F32 | None:
         return None
     try:
         os.posix_fallocate(fd, 0, nbytes)
-        mm = mmap.mmap(fd, nbytes, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # its pages faulted in by one call (MAP_POPULATE), not one fault per page filled
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mm = mmap.mmap(fd, nbytes, flags, mmap.PROT_READ | mmap.PROT_WRITE)
     except OSError:
         os.close(fd)
         return None

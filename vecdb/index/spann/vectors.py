@@ -181,13 +181,14 @@ class VectorStore:
         self.ensure(int(rows.max()) + 1)
         by = np.argsort(rows, kind="stable")
         r = rows[by]
+        ordered = bool((by[1:] > by[:-1]).all())  # a bulk build's ascending slots: slices
         starts, ends = _runs(r)
         step = max(1, (8 << 20) // self.row)
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             for lo in range(a, b, step):
                 hi = min(b, lo + step)
-                data = self.encode(vectors[by[lo:hi]])
-                pwrite_all(self.fd, data.tobytes(), HEAD + int(r[lo]) * self.row, self.path)
+                data = self.encode(vectors[lo:hi] if ordered else vectors[by[lo:hi]])
+                pwrite_all(self.fd, data, HEAD + int(r[lo]) * self.row, self.path)
         self._unpunch(r[starts], r[ends - 1] + 1)
         if self.mapped:
             self._commit(slots, rows)
