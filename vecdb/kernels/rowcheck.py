@@ -14,8 +14,11 @@ batch 0.165 -> 0.049 s here. Pure functions on arrays, no I/O; imports only othe
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
+import numpy.typing as npt
 
 from vecdb.kernels.unitrow import _pairwise
 
@@ -80,7 +83,7 @@ NORMALIZE_PARALLEL = 1 << 18  # components from which `normalize_rows` uses ever
 NORMALIZE_BLOCK = 64  # rows a thread normalises with one scratch row
 
 
-def normalize_rows(x, out):  # type: ignore[no-untyped-def]
+def normalize_rows(x: npt.NDArray[Any], out: npt.NDArray[np.float32]) -> None:
     """out (n, d) float32 = each row of x divided by its L2 norm, summed (numpy's order)
     and divided in float64; an all-zero row stays zero. From NORMALIZE_PARALLEL components
     on every core (blocks of rows; each row's arithmetic the same, so the same bits): a

@@ -188,7 +188,7 @@ class VectorStore:
             for lo in range(a, b, step):
                 hi = min(b, lo + step)
                 data = self.encode(vectors[lo:hi] if ordered else vectors[by[lo:hi]])
-                pwrite_all(self.fd, data, HEAD + int(r[lo]) * self.row, self.path)
+                pwrite_all(self.fd, data.data, HEAD + int(r[lo]) * self.row, self.path)
         self._unpunch(r[starts], r[ends - 1] + 1)
         if self.mapped:
             self._commit(slots, rows)
