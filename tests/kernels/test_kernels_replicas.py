@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vecdb.kernels.replicas import PARALLEL_MIN_ROWS, pair_table, rng_replicas
+from vecdb.kernels.replicas import PARALLEL_MIN_ROWS, rng_replicas
 
 
 def rule(x: np.ndarray, cand: np.ndarray, heads: np.ndarray, factor: float, replicas: int):
@@ -37,17 +37,14 @@ def problem(rows: int, seed: int, dim: int = 24, n_heads: int = 60, m: int = 12)
 
 @pytest.mark.parametrize("rows", [50, PARALLEL_MIN_ROWS + 7])
 @pytest.mark.parametrize("given_distances", [False, True])
-@pytest.mark.parametrize("table", [False, True])
-def test_rng_replicas_follows_the_rule(rows: int, given_distances: bool, table: bool) -> None:
-    """With the head pairs computed per row or read from `pair_table`."""
+def test_rng_replicas_follows_the_rule(rows: int, given_distances: bool) -> None:
     x, cand, heads = problem(rows, seed=rows)
     norms = np.einsum("ij,ij->i", heads, heads)
-    pairs = pair_table(heads, norms) if table else None
     cand_d = None
     if given_distances:
         cand_d = ((x[:, None, :] - heads[np.maximum(cand, 0)]) ** 2).sum(2).astype(np.float32)
         cand_d[cand < 0] = -1.0  # never read for a missing candidate (read, it would sort first)
-    picked, dist = rng_replicas(x, cand, heads, norms, 1.0, 4, cand_d, pair=pairs)
+    picked, dist = rng_replicas(x, cand, heads, norms, 1.0, 4, cand_d)
     want = rule(x, cand, heads, 1.0, 4)
     # float32 dot products may flip a near tie; the rule must hold on all but a few rows
     agree = (picked == want).all(1)
@@ -68,25 +65,6 @@ def test_rng_replicas_factor_keeps_more_when_larger() -> None:
     many, _ = rng_replicas(x, cand, heads, norms, 4.0, 8)
     assert (many >= 0).sum() > (few >= 0).sum()
     np.testing.assert_array_equal(many, rule(x, cand, heads, 4.0, 8))
-
-
-def test_pair_table_is_the_heads_squared_distances() -> None:
-    _, _, heads = problem(1, seed=3, n_heads=70)
-    got = pair_table(heads, np.einsum("ij,ij->i", heads, heads))
-    wide = heads.astype(np.float64)
-    want = ((wide[:, None, :] - wide[None, :, :]) ** 2).sum(2)
-    assert got.shape == (70, 70) and got.dtype == np.float32 and got.flags.c_contiguous
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    assert (got >= 0).all()
-
-
-def test_a_wrong_pair_table_changes_the_picks() -> None:
-    """The kernel reads the table when given one (a table of zeros rules out every
-    candidate after the nearest)."""
-    x, cand, heads = problem(300, seed=4)
-    norms = np.einsum("ij,ij->i", heads, heads)
-    picked, _ = rng_replicas(x, cand, heads, norms, 1.0, 4, pair=np.zeros((60, 60), np.float32))
-    assert (picked[:, 1:] == -1).all() and (picked[(cand >= 0).any(1), 0] >= 0).all()
 
 
 def test_rng_replicas_empty() -> None:

@@ -17,20 +17,6 @@ import numpy.typing as npt
 PARALLEL_MIN_ROWS = 2048  # below this, rows run on the calling thread
 
 
-def pair_table(
-    heads: npt.NDArray[np.float32], norms: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    """(H, H) squared L2 distances between the heads (norms: their squared norms) as
-    `rng_replicas` reads them: one matrix product (BLAS) instead of a dot product for each
-    candidate and accepted head of every row; H x H x 4 bytes, so for few heads only."""
-    g = heads @ heads.T
-    g *= -2.0
-    g += norms[:, None]
-    g += norms[None, :]
-    np.maximum(g, 0.0, out=g)
-    return np.ascontiguousarray(g, np.float32)
-
-
 @nb.njit(cache=True, fastmath=True, inline="always")
 def _dot(a, b):  # type: ignore[no-untyped-def]
     s = np.float32(0.0)
@@ -40,7 +26,7 @@ def _dot(a, b):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(cache=True, fastmath=True, inline="always")
-def _rng_row(x, xn, cand, cand_d, have_d, heads, norms, pair, factor, out, outd):  # type: ignore[no-untyped-def]
+def _rng_row(x, xn, cand, cand_d, have_d, heads, norms, factor, out, outd):  # type: ignore[no-untyped-def]
     m = cand.shape[0]
     replicas = out.shape[0]
     d = np.empty(m, dtype=np.float32)
@@ -63,10 +49,7 @@ def _rng_row(x, xn, cand, cand_d, have_d, heads, norms, pair, factor, out, outd)
         ok = True
         for r in range(taken):
             a = out[r]
-            if pair.shape[0] > 1:
-                s = pair[c, a]
-            else:
-                s = norms[c] + norms[a] - np.float32(2.0) * _dot(hc, heads[a])
+            s = norms[c] + norms[a] - np.float32(2.0) * _dot(hc, heads[a])
             if factor * s < d[j]:
                 ok = False
                 break
@@ -77,19 +60,15 @@ def _rng_row(x, xn, cand, cand_d, have_d, heads, norms, pair, factor, out, outd)
 
 
 @nb.njit(cache=True, fastmath=True, parallel=True)
-def _rng_parallel(x, xn, cand, cand_d, have_d, heads, norms, pair, factor, out, outd):  # type: ignore[no-untyped-def]
+def _rng_parallel(x, xn, cand, cand_d, have_d, heads, norms, factor, out, outd):  # type: ignore[no-untyped-def]
     for i in nb.prange(x.shape[0]):
-        _rng_row(
-            x[i], xn[i], cand[i], cand_d[i], have_d, heads, norms, pair, factor, out[i], outd[i]
-        )
+        _rng_row(x[i], xn[i], cand[i], cand_d[i], have_d, heads, norms, factor, out[i], outd[i])
 
 
 @nb.njit(cache=True, fastmath=True)
-def _rng_serial(x, xn, cand, cand_d, have_d, heads, norms, pair, factor, out, outd):  # type: ignore[no-untyped-def]
+def _rng_serial(x, xn, cand, cand_d, have_d, heads, norms, factor, out, outd):  # type: ignore[no-untyped-def]
     for i in range(x.shape[0]):
-        _rng_row(
-            x[i], xn[i], cand[i], cand_d[i], have_d, heads, norms, pair, factor, out[i], outd[i]
-        )
+        _rng_row(x[i], xn[i], cand[i], cand_d[i], have_d, heads, norms, factor, out[i], outd[i])
 
 
 def rng_replicas(
@@ -101,16 +80,12 @@ def rng_replicas(
     replicas: int,
     cand_d: npt.NDArray[np.float32] | None = None,
     threads_ok: bool = True,
-    pair: npt.NDArray[np.float32] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """RNG rule over each row's candidates: `cand` (n, m) are row indices into `heads`
     (-1 = none), `norms` the heads' squared norms, `cand_d` (n, m) the rows' squared L2
     distances to them if already known. Returns (n, replicas) accepted head indices (-1
     padded, nearest first) and their squared distances (inf padded). The nearest candidate is
-    always accepted, so a row with any candidate gets at least one. `pair` (H, H), if given,
-    holds the heads' squared distances to each other (`pair_table`), read instead of computed
-    (a bulk build with few heads: 200,000 x 1,536, 2,252 heads, 2.1 s of head-to-head dot
-    products per build)."""
+    always accepted, so a row with any candidate gets at least one."""
     n = x.shape[0]
     out = np.full((n, replicas), -1, dtype=np.int64)
     outd = np.full((n, replicas), np.inf, dtype=np.float32)
@@ -120,6 +95,5 @@ def rng_replicas(
     dd = cand_d if cand_d is not None else np.empty((n, 1), np.float32)
     xn = np.einsum("ij,ij->i", x, x).astype(np.float32) if not have_d else np.zeros(n, np.float32)
     kernel = _rng_parallel if threads_ok and n >= PARALLEL_MIN_ROWS else _rng_serial
-    table = np.zeros((1, 1), np.float32) if pair is None else pair
-    kernel(x, xn, cand, dd, have_d, heads, norms, table, np.float32(factor), out, outd)
+    kernel(x, xn, cand, dd, have_d, heads, norms, np.float32(factor), out, outd)
     return out, outd

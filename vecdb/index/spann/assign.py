@@ -23,7 +23,7 @@ from vecdb.index.spann.headgraph import HeadGraph
 from vecdb.index.spann.state import head_space
 from vecdb.kernels.kmeans import CHUNK_BYTES, sq_dists, sq_norms
 from vecdb.kernels.posting import cut_to_limit, group_by_posting
-from vecdb.kernels.replicas import PARALLEL_MIN_ROWS, pair_table, rng_replicas
+from vecdb.kernels.replicas import PARALLEL_MIN_ROWS, rng_replicas
 from vecdb.kernels.topk import topk_rows
 
 F32 = npt.NDArray[np.float32]
@@ -34,9 +34,6 @@ REPLICA_ROWS = 8_192  # rows per head-graph query batch (bounds the (rows, ef) l
 PROBE_ROWS = 1_024  # rows `graph_wins` times both candidate searches on
 GRAPH_MIN_FOUND = 0.998  # share of the probe rows' `replicas` nearest heads the graph finds...
 GRAPH_MAX_TIME = 0.8  # ... in at most this share of the exact product's time
-# Heads up to which a build's RNG rule reads a head-to-head table (H x H float32: 64 MiB
-# at most) instead of a dot product per pair (200,000 x 1,536, 2,252 heads: the rule 2.1 s)
-PAIR_HEADS = 4_096
 
 
 def make_head_graph(
@@ -100,15 +97,6 @@ class ExactHeads:
         self.space = space  # hnswlib space of the graph it stands in for: "l2" | "ip"
         self.norms = sq_norms(heads)  # squared norms of the heads
         self.exact = exact  # whether knn is used instead of the graph
-        self._pairs: F32 | None = None
-
-    def pairs(self) -> F32 | None:
-        """The heads' squared distances to each other (`kernels.replicas.pair_table`) for
-        the RNG rule, made on first use, when there are at most PAIR_HEADS heads; else None
-        (the rule computes the pairs it meets)."""
-        if self._pairs is None and len(self.heads) <= PAIR_HEADS:
-            self._pairs = pair_table(self.heads, self.norms)
-        return self._pairs
 
     def knn(self, x: F32, m: int) -> tuple[I64, F32 | None]:
         """The m nearest heads of each row, nearest first, with their squared L2 distances
@@ -197,15 +185,7 @@ def select_replicas(
             if exact is not None:
                 cand = labels if gone is None else np.where(gone, -1, labels)
                 picked, d = rng_replicas(
-                    rows,
-                    cand,
-                    exact.heads,
-                    exact.norms,
-                    p.rng_factor,
-                    replicas,
-                    dists,
-                    par,
-                    exact.pairs(),
+                    rows, cand, exact.heads, exact.norms, p.rng_factor, replicas, dists, par
                 )
             else:
                 uniq, inv = np.unique(labels, return_inverse=True)
