@@ -179,15 +179,15 @@ class VectorStore:
             return
         rows = self._place(slots, fresh, order) if self.mapped else slots
         self.ensure(int(rows.max()) + 1)
-        by = np.argsort(rows, kind="stable")
-        r = rows[by]
-        ordered = bool((by[1:] > by[:-1]).all())  # a bulk build's ascending slots: slices
+        # rows already ascending (a bulk build's slots): no sort, the input read as slices
+        by = None if bool((rows[1:] > rows[:-1]).all()) else np.argsort(rows, kind="stable")
+        r = rows if by is None else rows[by]
         starts, ends = _runs(r)
         step = max(1, (8 << 20) // self.row)
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
             for lo in range(a, b, step):
                 hi = min(b, lo + step)
-                data = self.encode(vectors[lo:hi] if ordered else vectors[by[lo:hi]])
+                data = self.encode(vectors[lo:hi] if by is None else vectors[by[lo:hi]])
                 pwrite_all(self.fd, data.data, HEAD + int(r[lo]) * self.row, self.path)
         self._unpunch(r[starts], r[ends - 1] + 1)
         if self.mapped:
