@@ -178,11 +178,14 @@ def test_first_build_follows_the_buffer_cap(tmp_path: Path) -> None:
     """`bulk_build_bytes` 0 (the default) starts the first build at half of
     `buffer_max_bytes`, whatever cap is set: with a 2 MiB cap and no quiet-time trigger, 1.1
     MiB of writes are built without an optimize (a fixed 512 MiB threshold never would);
-    an explicit value still rules."""
+    an explicit value still rules. (`rebuild_max_bytes` at the cap's half: the buffer does
+    not spill to files past it, `tests/engine/test_engine_spill.py`.)"""
     assert EngineSettings.parse({}).first_build_bytes == 512 << 20
     assert EngineSettings.parse({"buffer_max_bytes": 1 << 30, "bulk_build_bytes": 3 << 20}
                                 ).first_build_bytes == 3 << 20  # fmt: skip
-    engine = {"buffer_max_bytes": 2 << 20, "idle_seconds": 86_400, "build_min_vectors": 10**9}
+    engine = {"buffer_max_bytes": 2 << 20, "idle_seconds": 86_400, "build_min_vectors": 10**9,
+              "rebuild_max_bytes": 1 << 20}  # fmt: skip
+    assert EngineSettings.parse(engine).spill_build_bytes == 0
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4500, 64)).astype(np.float32)  # 1.1 MiB
     with vecdb.connect(tmp_path / "db", engine=engine) as c:

@@ -6,7 +6,9 @@ moving into the index. Searches take a snapshot of both (before they search the 
 segment moved into the index meanwhile is still covered; the merge drops duplicates), deletes
 clear rows in both, and `freeze` / `release` hand segments to and back from the worker.
 Writers wait in `wait_for_room` while the segments hold more than the cap, for a bounded time
-(`ResourceExhausted` after it); the waits are counted for metrics. Knows nothing of RocksDB.
+(`ResourceExhausted` after it); the waits are counted for metrics. The cap is on memory: rows
+a segment holds in file-backed chunks (`FlatIndex` spilling, or a build's staged input) count
+only beyond `spill_limit`. Knows nothing of RocksDB.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from vecdb.errors import BUFFER_FULL, ResourceExhausted
 from vecdb.index.base import Slots, Vectors
-from vecdb.index.flat import FlatIndex
+from vecdb.index.flat import FlatIndex, Spill
 
 
 @dataclass
@@ -34,10 +36,21 @@ class StallStats:
 class WriteBuffer:
     """Active and frozen segments of one collection's buffered writes."""
 
-    def __init__(self, dim: int, metric: str) -> None:
+    def __init__(
+        self,
+        dim: int,
+        metric: str,
+        spill: Spill | None = None,
+        spill_from: int = 0,
+        spill_limit: int = 0,
+    ) -> None:
         self.dim = dim  # vector dimension
         self.metric = metric  # the collection's metric (vectors arrive prepared for it)
-        self.active = FlatIndex(dim, metric)  # takes new writes
+        # a segment's rows past `spill_from` bytes go to chunks from `spill` (it returns None
+        # when they should not: e.g. the index is built); file-backed bytes beyond
+        # `spill_limit` count against the cap like memory
+        self._spill, self._spill_from, self._spill_limit = spill, spill_from, spill_limit
+        self.active = self._segment()  # takes new writes
         self.frozen: FlatIndex | None = None  # being moved into the index by the worker
         self.stats = StallStats()
         self._room = threading.Condition()  # writers waiting for the worker to make room
@@ -92,9 +105,19 @@ class WriteBuffer:
         return len(self.active) + (0 if frozen is None else len(frozen))
 
     def held_bytes(self) -> int:
-        """Bytes of vectors the segments hold (what backpressure caps)."""
+        """Bytes of vectors the segments hold in memory, plus those on file beyond
+        `spill_limit` (what backpressure caps)."""
         frozen = self.frozen
-        return self.active.live_bytes + (0 if frozen is None else frozen.live_bytes)
+        parts = [self.active] if frozen is None else [self.active, frozen]
+        live = sum(p.live_bytes for p in parts)
+        spilled = self.spilled_bytes()
+        return max(0, live - spilled) + max(0, spilled - self._spill_limit)
+
+    def spilled_bytes(self) -> int:
+        """Bytes of buffered rows in file-backed chunks (page cache, not this process's
+        memory)."""
+        frozen = self.frozen
+        return self.active.spilled_bytes + (0 if frozen is None else frozen.spilled_bytes)
 
     # -- the worker -----------------------------------------------------------------------
 
@@ -102,7 +125,7 @@ class WriteBuffer:
         """Hand the active segment to the worker and start a new one (caller holds the
         collection's write lock, so no write is half applied)."""
         assert self.frozen is None, "one frozen segment at a time"
-        self.frozen, self.active = self.active, FlatIndex(self.dim, self.metric)
+        self.frozen, self.active = self.active, self._segment()
         return self.frozen
 
     def release(self) -> None:
@@ -117,8 +140,11 @@ class WriteBuffer:
         frozen = self.frozen
         if frozen is None:
             return
-        merged = FlatIndex(self.dim, self.metric)
+        merged = self._segment()
         for part in (frozen, self.active):
             for slots, vectors in part.iter_live(65_536):
                 merged.add(slots, np.ascontiguousarray(vectors))
         self.active, self.frozen = merged, None
+
+    def _segment(self) -> FlatIndex:
+        return FlatIndex(self.dim, self.metric, self._spill, self._spill_from)

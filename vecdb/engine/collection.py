@@ -244,7 +244,8 @@ class Collection:
             out["buffer"] = {
                 "active": len(buf.active),
                 "frozen": 0 if buf.frozen is None else len(buf.frozen),
-                "bytes": buf.held_bytes(),
+                "bytes": buf.held_bytes(),  # what the cap counts (memory)
+                "spilled_bytes": buf.spilled_bytes(),  # of those waiting, the bytes on file
                 "stalls": buf.stats.stalls,
                 "stall_seconds": round(buf.stats.stall_seconds, 3),
                 "rejected": buf.stats.rejected,

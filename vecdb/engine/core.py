@@ -27,10 +27,11 @@ from vecdb.engine.payload_index import PayloadIndexes
 from vecdb.engine.points import PointTable
 from vecdb.engine.query_stats import Totals
 from vecdb.engine.selection import Selector
-from vecdb.engine.settings import EngineSettings
+from vecdb.engine.settings import BUILD_DISK_X, EngineSettings
 from vecdb.engine.tenants import TenantState
 from vecdb.errors import NotFound, Unavailable, VecdbError
-from vecdb.index.base import VectorIndex
+from vecdb.index import room
+from vecdb.index.base import StagesBuildInput, VectorIndex, Vectors
 from vecdb.index.registry import KindSpec
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -139,7 +140,7 @@ class CollectionCore:
             if cfg.multi_tenant else None
         )  # fmt: skip
         self.buffer: WriteBuffer | None = (
-            WriteBuffer(cfg.dim, cfg.metric) if kind.buffered else None
+            self._new_buffer() if kind.buffered else None
         )  # recent writes searched exactly until the worker applies them to the index
         self.write_lock = threading.Lock()  # orders this collection's writes
         # held while the worker runs a job of this collection: a drop, snapshot or restore
@@ -191,6 +192,27 @@ class CollectionCore:
     @property
     def name(self) -> str:
         return self.cfg.name
+
+    def _new_buffer(self) -> WriteBuffer:
+        """The write buffer; with an index that stages build input on its disk (SPANN) and
+        the auto first-build size, its rows past `first_build_bytes` spill to files there
+        until the first build (`spill_build_bytes`, PARAMS.md `bulk_build_bytes`)."""
+        cfg, s = self.cfg, self.settings
+        limit = s.spill_build_bytes
+        if not (limit and self.kind.persistent and isinstance(self.index, StagesBuildInput)):
+            return WriteBuffer(cfg.dim, cfg.metric)
+        return WriteBuffer(cfg.dim, cfg.metric, self._spill_rows, s.first_build_bytes, limit)
+
+    def _spill_rows(self, rows: int) -> Vectors | None:
+        """A file-backed chunk of `rows` buffered rows, while the index was never built and
+        its disk has BUILD_DISK_X x the buffered bytes free (else None: memory)."""
+        index = self.index
+        if len(index) or not isinstance(index, StagesBuildInput) or self.buffer is None:
+            return None
+        total = self.buffer.active.live_bytes + 4 * rows * self.cfg.dim
+        if not room.fits(self.directory, int(BUILD_DISK_X * total)):
+            return None
+        return index.spill_rows(rows)
 
     def indexed(self) -> int:
         """Live points inside the index (the rest wait in the buffer)."""

@@ -10,9 +10,10 @@ A collection's next job, in order of precedence:
 1. drain, when an `optimize` waits for writes not yet in the index;
 2. maintain, when an `optimize` waits and the index reported work left;
 3. finish the waiting `optimize` calls;
-4. drain, when the buffer passed its trigger: a first build at `first_build_bytes` (or
-   `build_min_vectors` and `idle_seconds` quiet), later drains at `drain_vectors` (or any
-   buffered write and `idle_seconds` quiet);
+4. drain, when the buffer passed its trigger: a first build at `first_build_bytes`, or at
+   `spill_build_bytes` while the buffer spills to files (or `build_min_vectors` and
+   `idle_seconds` quiet), later drains at `drain_vectors` (or any buffered write and
+   `idle_seconds` quiet);
 5. maintain, while the index reports work left.
 A large drain into a built SPANN index runs, with the maintenance it causes, in a child
 process (`spann.drain_child`, `VECDB_DRAIN_CHILD_MIB`), as a large build does (`spann.child`).
@@ -43,7 +44,7 @@ from vecdb.engine.core import (
     STATE_READY,
     CollectionCore,
 )
-from vecdb.engine.settings import REBUILD_SHARE
+from vecdb.engine.settings import BUILD_DISK_X, REBUILD_SHARE
 from vecdb.engine.writer import prepare
 from vecdb.errors import DeadlineExceeded, FormatError, Internal, NotFound, Unavailable, VecdbError
 from vecdb.index import room
@@ -57,7 +58,6 @@ Mask = npt.NDArray[np.bool_]
 Slots = npt.NDArray[np.int64]
 Vectors = npt.NDArray[np.float32]
 REBUILD_READ = 16_384  # stored vectors prepared per step of a rebuild's read-back
-REBUILD_DISK_X = 8.0  # free disk a rebuild needs, x the raw bytes (a new posting file <= 4x)
 
 JOB_DRAIN, JOB_MAINTAIN, JOB_FINISH = "drain", "maintain", "finish"
 JOB_TENANT_DROP = "tenant_drop"  # a slice of a dropped tenant's cleanup (`tenant_jobs`)
@@ -97,7 +97,11 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
         quiet = now - st.last_write >= s.idle_seconds
         n = len(buf.active)
         if len(coll.index) == 0:
-            if buf.active.live_bytes >= s.first_build_bytes or (quiet and n >= s.build_min_vectors):
+            size = buf.active.live_bytes
+            spill = s.spill_build_bytes if buf.active.spills else 0
+            if (spill and size >= spill) or (not spill and size >= s.first_build_bytes):
+                return JOB_DRAIN
+            if quiet and n >= s.build_min_vectors:
                 return JOB_DRAIN
         elif n >= s.drain_vectors or quiet:
             return JOB_DRAIN
@@ -368,7 +372,7 @@ def _drain_in_child(coll: CollectionCore, buffered: int) -> bool:
 def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
     """A drain of `buffered` vectors rebuilds a persistent index from everything when they
     are at least REBUILD_SHARE of what it holds, all of it fits `rebuild_max_bytes`, and the
-    disk has REBUILD_DISK_X x the raw bytes free (else the drain inserts)."""
+    disk has BUILD_DISK_X x the raw bytes free (else the drain inserts)."""
     indexed = len(coll.index)
     total = (indexed + buffered) * 4 * coll.cfg.dim
     if not (
@@ -378,7 +382,7 @@ def _rebuild_due(coll: CollectionCore, buffered: int) -> bool:
     ):
         return False
     free = room.free_bytes(coll.directory)  # (unknown: the drain inserts)
-    return free is not None and free >= REBUILD_DISK_X * total
+    return free is not None and free >= BUILD_DISK_X * total
 
 
 def _input_array(coll: CollectionCore, rows: int) -> Vectors:

@@ -28,6 +28,13 @@ MIB = 2**20
 # SDK, upserts then optimize: 50-55 s at 256 MiB (a first build of 256 MiB beside the upserts,
 # then a rebuild of all), 38-40 s at 512 MiB (one build), same recall (bench/RESULTS.md, "the
 # first build waits for 512 MiB").
+# With 0, a load still streaming in past that point is not built from its first half either
+# when the index can take its buffer's overflow on its disk (SPANN: `spill_build_bytes`): the
+# buffer goes on in files there (page cache, not counted by the cap) and the one bulk build
+# starts when the writes pause, at optimize(), or at `rebuild_max_bytes` (everything a
+# rebuild would have read back anyway). 200,000 x 1,536 float32 (1,172 MiB) upserted then
+# optimized: 59.2 s as a first build of 512 MiB beside the upserts plus a rebuild of all,
+# 51.5 s as one build (scratch `load.py`, the same host minutes apart; bench/RESULTS.md).
 DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 0, 0, 2**40
 # An unbuilt collection with fewer buffered vectors than this stays exact (no index) until
 # optimize() or the bulk threshold: a small collection is searched exactly by the buffer.
@@ -45,6 +52,9 @@ DEFAULT_DRAIN_VECTORS, MIN_DRAIN_VECTORS, MAX_DRAIN_VECTORS = 20_000, 1, 2**40
 # peak RssAnon of the process and its children 1,264 -> 1,968 MiB (1.08x -> 1.68x raw).
 DEFAULT_REBUILD_MAX_BYTES, MIN_REBUILD_MAX_BYTES, MAX_REBUILD_MAX_BYTES = 2048 * MIB, 0, 2**40
 REBUILD_SHARE = 0.2
+# A rebuild starts, and a buffer spills to files, only while the disk has this many times the
+# bytes of vectors involved free: the gathered input, a new posting file (<= 4x), the spill.
+BUILD_DISK_X = 8.0
 # Seconds without writes to a collection after which the worker indexes what is buffered.
 DEFAULT_IDLE_SECONDS, MIN_IDLE_SECONDS, MAX_IDLE_SECONDS = 2.0, 0.0, 86_400.0
 # Backpressure: writers wait while a collection's buffers (being written plus being applied)
@@ -111,6 +121,18 @@ class EngineSettings:
         """Buffered vector bytes that start a collection's first build: `bulk_build_bytes`,
         or with 0 half of `buffer_max_bytes`."""
         return self.bulk_build_bytes or max(1, self.buffer_max_bytes // 2)
+
+    @property
+    def spill_build_bytes(self) -> int:
+        """Buffered vector bytes that start the first build of a collection whose buffer
+        spills to files past `first_build_bytes` (0: it does not spill). Only with the auto
+        `bulk_build_bytes` (0), and only when `rebuild_max_bytes` lies beyond that point."""
+        first = self.first_build_bytes
+        return (
+            self.rebuild_max_bytes
+            if not self.bulk_build_bytes and self.rebuild_max_bytes > first
+            else 0
+        )
 
     def spec(self) -> str:
         return "engine(" + ", ".join(f"{k}={v}" for k, v in asdict(self).items()) + ")"

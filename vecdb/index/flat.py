@@ -7,6 +7,11 @@ Search is an exact scan of each chunk with the numba kernels, merged. Nothing is
 the engine rebuilds it from stored vectors on open. It is both the `flat` index kind and the
 engine's exact write buffer in front of disk indexes.
 
+Spilling: a buffer given a `spill` hook opens its chunks past `spill_from` bytes with it (the
+engine's hook maps files on the index's disk: a load too large for memory waits there for its
+one bulk build); `spilled_bytes` counts the rows on file, which the buffer's memory cap does
+not. A hook that returns None once (no room on the disk) is not asked again.
+
 Thread safety: writes (build, add, remove, maintain, consolidate) serialise on an internal
 lock; a search takes a snapshot of the chunk list and row count under that lock and scans
 without it, so writes never wait for a scan (rows appended after the snapshot are not seen,
@@ -15,6 +20,7 @@ a row removed before the search began is never returned).
 
 from __future__ import annotations
 
+import mmap
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,6 +38,8 @@ CHUNK_BYTES = 16 * 2**20  # a chunk holds at most about this many bytes of vecto
 MIN_CHUNK_ROWS = 1024  # ... and at least this many rows (or a quarter of those stored)
 _COMPACT_DEAD_FRACTION = 0.5  # the rows are rewritten once half of them are dead ...
 _COMPACT_MIN_WASTE = 4 * MIN_CHUNK_ROWS  # ... and at least this many rows (dead or slack)
+SPILL_CHUNK_BYTES = 64 * 2**20  # a spilled chunk (a file mapping) holds at most this many bytes
+Spill = Callable[[int], "Vectors | None"]  # rows -> a writable (rows, dim) array on file, or None
 
 
 def _gather(
@@ -75,12 +83,17 @@ class FlatIndex:
     _live: int  # live rows
     _removed_ahead: set[int]  # slots removed before they were added (remove wins)
     _sealed: bool  # consolidated for a bulk build: takes no more adds
+    _has_file: bool  # some chunk is file-backed (spilled or adopted): never compacted
     _epoch: int  # bumped when the rows are replaced (build, reset, compaction)
     _lock: threading.Lock  # serialises writers and snapshots
+    _spill: Spill | None  # where chunks past `_spill_from` bytes are opened (None: memory)
 
-    def __init__(self, dim: int, metric: str) -> None:
+    def __init__(
+        self, dim: int, metric: str, spill: Spill | None = None, spill_from: int = 0
+    ) -> None:
         self.dim = dim
         self.metric = metric
+        self._spill, self._spill_from = spill, spill_from
         self._lock = threading.Lock()
         self._epoch = 0
         self._reset()
@@ -92,6 +105,7 @@ class FlatIndex:
         self._n = self._live = 0
         self._removed_ahead = set()
         self._sealed = False
+        self._has_file = False
         self._epoch += 1
 
     # -- build / add ---------------------------------------------------------------------
@@ -112,6 +126,7 @@ class FlatIndex:
             if removed:
                 valid &= ~np.isin(slots, np.fromiter(removed, np.int64, len(removed)))
             self._chunks, self._starts = ([matrix], [0, n]) if n else ([], [0])
+            self._has_file = _on_file(matrix)
             self._slots, self._valid = slots.copy(), valid
             self._n, self._live = n, int(valid.sum())
             self._removed_ahead = {s for s in removed if n == 0 or s > int(slots[-1])}
@@ -157,10 +172,39 @@ class FlatIndex:
             progress("add", n, n)
 
     def _new_chunk(self, want: int) -> None:
-        cap = max(MIN_CHUNK_ROWS, CHUNK_BYTES // (4 * self.dim))
-        rows = min(max(MIN_CHUNK_ROWS, self._n // 4, want), cap)
-        self._chunks = [*self._chunks, np.empty((rows, self.dim), np.float32)]
-        self._starts = [*self._starts, self._starts[-1] + rows]
+        row = 4 * self.dim
+        chunk = None
+        if self._spill is not None and self._n * row >= self._spill_from:
+            size = min(SPILL_CHUNK_BYTES, max(CHUNK_BYTES, self._spill_from // 8))
+            chunk = self._spill(max(MIN_CHUNK_ROWS, size // row))
+            if chunk is None:
+                self._spill = None  # no room: memory from now on
+            else:
+                self._has_file = True
+        if chunk is None:
+            rows = min(
+                max(MIN_CHUNK_ROWS, self._n // 4, want), max(MIN_CHUNK_ROWS, CHUNK_BYTES // row)
+            )
+            chunk = np.empty((rows, self.dim), np.float32)
+        self._chunks = [*self._chunks, chunk]
+        self._starts = [*self._starts, self._starts[-1] + len(chunk)]
+
+    @property
+    def spills(self) -> bool:
+        """Whether rows past `spill_from` bytes go to file chunks (a hook that has not yet
+        found the disk short)."""
+        return self._spill is not None
+
+    @property
+    def spilled_bytes(self) -> int:
+        """Bytes of the rows in use that sit in file-backed chunks (page cache, not memory
+        of this process: a spilled chunk, or a build's staged input adopted or gathered)."""
+        chunks, starts, n = self._chunks, self._starts, self._n
+        rows = 0
+        for i, chunk in enumerate(chunks):
+            if _on_file(chunk):
+                rows += max(0, min(starts[i + 1], n) - starts[i])
+        return rows * 4 * self.dim
 
     # -- search --------------------------------------------------------------------------
 
@@ -301,15 +345,22 @@ class FlatIndex:
         """Drop dead rows and chunk slack once they are a large share (one matrix again)."""
         with self._lock:
             waste = self._starts[-1] - self._live
-            due = self._n and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
+            due = (
+                self._n and not self._has_file and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
+            )
         if due:
             self._compact()
         return False
 
     def _waste_due(self) -> bool:
-        """Under the lock: dead rows and slack are over half the capacity, and many."""
+        """Under the lock: dead rows and slack are over half the capacity, and many (and no
+        chunk is on file: spilled rows are not brought back into memory)."""
         waste = self._starts[-1] - self._live
-        return waste >= _COMPACT_MIN_WASTE and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
+        return (
+            not self._has_file
+            and waste >= _COMPACT_MIN_WASTE
+            and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
+        )
 
     def _compact(self) -> None:
         """Rewrite the live rows as one matrix. The rows present at the start are copied
@@ -364,6 +415,16 @@ class FlatIndex:
     def close(self) -> None:
         with self._lock:
             self._reset()
+
+
+def _on_file(a: npt.NDArray[Any]) -> bool:
+    """Whether `a` views a memory map (its pages belong to a file, not to anonymous memory)."""
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # np.frombuffer(an mmap)
+        base = base.obj
+    return isinstance(base, mmap.mmap)
 
 
 def _check_ascending(slots: Slots, after: int) -> None:

@@ -30,6 +30,7 @@ from vecdb.index.spann import (
     maintain,
     persist,
     search,
+    staging,
     stats,
     subtree,
     update,
@@ -63,6 +64,11 @@ class SpannIndex:
         """An array for the next `build`'s input of `rows` vectors that its child process
         reads without a copy (`spann.staging`), or None: the caller allocates."""
         return build.input_array(self.state, rows)
+
+    def spill_rows(self, rows: int) -> Vectors | None:
+        """A (rows, dim) array on an unnamed file in the index directory (`spann.staging`)
+        for write-buffer rows waiting for the first build, or None."""
+        return staging.staged_rows(self.state.directory, rows, self.state.dim)
 
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
         """Replace the whole content with a bulk build (published by one swap)."""

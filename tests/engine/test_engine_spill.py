@@ -1,0 +1,222 @@
+"""The write buffer of a never-built SPANN collection spills to files past `first_build_bytes`.
+
+A load larger than the buffer's memory cap is held on the index's disk (unnamed files, page
+cache) instead of being built from its first half and rebuilt from everything: the first
+build starts when the writes pause, at optimize(), or at `spill_build_bytes`. Real RocksDB,
+real SPANN builds, real files in tmp_path; the caps are set small so the sizes stay small.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import vecdb
+from vecdb.engine.buffer import WriteBuffer
+from vecdb.engine.settings import EngineSettings
+from vecdb.errors import ResourceExhausted
+from vecdb.index import room
+from vecdb.index.flat import FlatIndex
+from vecdb.index.spann.staging import staged_rows
+
+MIB = 1 << 20
+DIM = 64
+ROW = 4 * DIM
+# a 1 MiB memory cap (spill from 512 KiB), the first build at 8 MiB while writes stream in,
+# no quiet-time build and no refusal-free waiting: a write that does not fit fails at once
+ENGINE = {"buffer_max_bytes": MIB, "rebuild_max_bytes": 8 * MIB, "idle_seconds": 86_400,
+          "build_min_vectors": 10**9, "stall_timeout": 0}  # fmt: skip
+
+
+def _rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def _load(c: vecdb.Client, x: np.ndarray, batch: int = 1000, start: int = 0) -> None:
+    for lo in range(0, len(x), batch):
+        ids = list(range(start + lo, start + min(lo + batch, len(x))))
+        c.upsert("x", ids, x[lo : lo + batch])
+
+
+def _core(c: vecdb.Client, name: str = "x"):  # noqa: ANN202 - the engine's collection core
+    return c._db.collections[name].core  # type: ignore[attr-defined]
+
+
+def test_settings_spill_only_with_the_auto_first_build() -> None:
+    """The spill trigger is `rebuild_max_bytes` when the first build size is automatic and
+    smaller; an explicit `bulk_build_bytes`, or no rebuild beyond the first build, spills
+    nothing (0)."""
+    assert EngineSettings.parse({}).spill_build_bytes == 2048 * MIB
+    assert EngineSettings.parse(ENGINE).spill_build_bytes == 8 * MIB
+    assert EngineSettings.parse({**ENGINE, "bulk_build_bytes": 4 * MIB}).spill_build_bytes == 0
+    assert EngineSettings.parse({**ENGINE, "rebuild_max_bytes": MIB // 2}).spill_build_bytes == 0
+
+
+def test_flat_segment_spills_past_its_threshold(tmp_path: Path) -> None:
+    """Rows past `spill_from` bytes go to file chunks (counted by `spilled_bytes`); search,
+    iteration and consolidation see every row exactly as in memory; a segment with a file
+    chunk is never compacted back into memory however many of its rows die."""
+    seg = FlatIndex(DIM, "l2", lambda rows: staged_rows(tmp_path, rows, DIM), spill_from=MIB)
+    x = _rows(12_000)
+    for lo in range(0, len(x), 1000):
+        seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
+    assert seg.spills
+    on_file = seg.spilled_bytes
+    # the chunks open at 4,096 rows (1 MiB) and more are held in memory; the rest is on file
+    assert 0 < on_file <= len(x) * ROW - MIB
+    assert on_file % ROW == 0
+    q = _rows(5, seed=1)
+    res = seg.search(q, 3)
+    d = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(res.slots, np.argsort(d, axis=1)[:, :3])
+    seg.remove(np.arange(0, 11_000))  # most rows dead: memory compaction would be due
+    seg.add(np.arange(20_000, 20_010), x[:10])
+    assert seg.spilled_bytes >= on_file  # the file chunks are still in place
+    slots, matrix = seg.consolidate()
+    np.testing.assert_array_equal(slots[:1000], np.arange(11_000, 12_000))
+    np.testing.assert_array_equal(matrix[:1000], x[11_000:])
+    np.testing.assert_array_equal(matrix[1000:], x[:10])
+
+
+def test_flat_segment_without_room_stays_in_memory(tmp_path: Path) -> None:
+    """A hook that finds no room (None) is asked once: the segment goes on in memory."""
+    asked: list[int] = []
+
+    def no_room(rows: int) -> None:
+        asked.append(rows)
+
+    seg = FlatIndex(DIM, "l2", no_room, spill_from=MIB)
+    x = _rows(12_000)
+    for lo in range(0, len(x), 1000):
+        seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
+    assert len(asked) == 1 and not seg.spills and seg.spilled_bytes == 0
+    np.testing.assert_array_equal(seg.consolidate()[1], x)
+
+
+def test_buffer_cap_counts_memory_and_spill_past_its_limit(tmp_path: Path) -> None:
+    """`held_bytes` (what writers wait on) counts rows in memory, and rows on file only
+    beyond `spill_limit`."""
+    buf = WriteBuffer(DIM, "l2", lambda rows: staged_rows(tmp_path, rows, DIM), MIB, 2 * MIB)
+    x = _rows(16_384)  # 4 MiB
+    for lo in range(0, 8192, 1024):  # 2 MiB: the first 1 MiB in memory, the rest on file
+        buf.add(np.arange(lo, lo + 1024), x[lo : lo + 1024])
+    assert buf.spilled_bytes() == MIB
+    assert buf.held_bytes() == MIB
+    for lo in range(8192, 16_384, 1024):
+        buf.add(np.arange(lo, lo + 1024), x[lo : lo + 1024])
+    spilled = buf.spilled_bytes()
+    assert spilled == 3 * MIB
+    assert buf.held_bytes() == (4 * MIB - spilled) + (spilled - 2 * MIB)
+
+
+def test_a_load_past_the_cap_is_built_once_at_optimize(tmp_path: Path) -> None:
+    """6 MiB of writes through a 1 MiB memory cap with no waiting allowed: none is refused,
+    the rows past 512 KiB sit on file, nothing is built before optimize, searches are exact
+    meanwhile; optimize builds once from everything, and the files are gone."""
+    x = _rows(24_576)  # 6 MiB
+    with vecdb.connect(tmp_path / "db", engine=ENGINE) as c:
+        c.create_collection("x", dim=DIM, metric="l2", index="spann")
+        _load(c, x)
+        stats = c.stats("x")
+        assert stats["indexed"] == 0 and stats["buffered"] == len(x)
+        assert stats["buffer"]["spilled_bytes"] >= 5 * MIB
+        assert stats["buffer"]["bytes"] <= MIB
+        q = x[[5, 20_000]]
+        assert c.search("x", q, k=1).ids[:, 0].tolist() == [5, 20_000]
+        c.optimize("x")
+        stats = c.stats("x")
+        assert stats["indexed"] == len(x) and stats["index_status"]["builds"] == 1
+        assert stats["buffer"]["spilled_bytes"] == 0
+        assert c.search("x", q, k=1).ids[:, 0].tolist() == [5, 20_000]
+        # a built collection's buffer stays in memory: past the cap the write is refused
+        with pytest.raises(ResourceExhausted):
+            _load(c, _rows(8192, seed=3), batch=2048, start=len(x))
+
+
+def test_the_first_build_starts_at_the_spill_limit(tmp_path: Path) -> None:
+    """Writes streaming in past `spill_build_bytes` (8 MiB here) start the first build
+    without a pause or an optimize."""
+    engine = {**ENGINE, "stall_timeout": 60, "drain_vectors": 1000}
+    x = _rows(40_960)  # 10 MiB
+    with vecdb.connect(tmp_path / "db", engine=engine) as c:
+        c.create_collection("x", dim=DIM, metric="l2", index="spann")
+        _load(c, x)
+        deadline = time.monotonic() + 120
+        while c.stats("x")["indexed"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.stats("x")["indexed"] >= 8 * MIB // ROW
+
+
+def test_no_room_on_the_disk_keeps_the_old_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk without BUILD_DISK_X x the buffered bytes free (a 16 MiB spill chunk: 132 MiB)
+    gets no spill: the buffer stays
+    in memory, a write past the cap is refused (no waiting allowed here), and the first build
+    starts at `first_build_bytes` as before."""
+    monkeypatch.setattr(room, "free_bytes", lambda directory: 60 * MIB)
+    x = _rows(4096)  # 1 MiB
+    with vecdb.connect(tmp_path / "db", engine=ENGINE) as c:
+        c.create_collection("x", dim=DIM, metric="l2", index="spann")
+        with pytest.raises(ResourceExhausted):
+            _load(c, np.concatenate([x, x]), batch=1024)
+        assert c.stats("x")["buffer"]["spilled_bytes"] == 0
+        deadline = time.monotonic() + 60
+        while c.stats("x")["indexed"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.stats("x")["indexed"] > 0
+
+
+SPILL_WRITER = """
+import sys
+import numpy as np
+import vecdb
+path, seed, dim = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+engine = {"buffer_max_bytes": 1 << 20, "rebuild_max_bytes": 64 << 20, "idle_seconds": 86400,
+          "build_min_vectors": 10**9}
+c = vecdb.connect(path, engine=engine)
+c.create_collection("x", dim=dim, metric="l2", index="spann")
+print("ready", flush=True)
+for lo in range(0, 10**9, 500):
+    ids = list(range(lo, lo + 500))
+    x = np.stack([np.random.default_rng([i, seed]).standard_normal(dim) for i in ids])
+    c.upsert("x", ids, x.astype(np.float32))
+    print(f"ack {lo + 500}", flush=True)
+"""
+
+
+def test_a_spilled_load_survives_kill_9(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL while its buffer is spilled loses no acknowledged write:
+    the buffer comes back from RocksDB on open, its files went with the process."""
+    script = tmp_path / "writer.py"
+    script.write_text(SPILL_WRITER)
+    path = tmp_path / "db"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(path), "7", str(DIM)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    acked = 0
+    for line in proc.stdout:
+        if line.startswith("ack"):
+            acked = int(line.split()[1])
+            if acked >= 12_000:  # 3 MiB: past the 512 KiB spill point
+                break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for line in proc.stdout.read().splitlines():  # acknowledged before the kill landed
+        if line.startswith("ack"):
+            acked = int(line.split()[1])
+    with vecdb.connect(path, engine={**ENGINE, "rebuild_max_bytes": 64 * MIB}) as c:
+        assert c.count("x") >= acked
+        got = c.get("x", [0, acked - 1], with_vectors=True)
+        want = [np.random.default_rng([i, 7]).standard_normal(DIM) for i in (0, acked - 1)]
+        np.testing.assert_allclose(np.stack([p.vector for p in got]), np.stack(want), rtol=1e-6)
+        c.optimize("x")
+        assert c.stats("x")["indexed"] == c.count("x")
