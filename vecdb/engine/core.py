@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +202,13 @@ class CollectionCore:
         limit = s.spill_build_bytes
         if not (limit and self.kind.persistent and isinstance(self.index, StagesBuildInput)):
             return WriteBuffer(cfg.dim, cfg.metric)
-        return WriteBuffer(cfg.dim, cfg.metric, self._spill_rows, s.first_build_bytes, limit)
+        method = weakref.WeakMethod(self._spill_rows)  # the buffer must not keep us alive
+
+        def spill(rows: int) -> Vectors | None:
+            bound = method()
+            return None if bound is None else bound(rows)
+
+        return WriteBuffer(cfg.dim, cfg.metric, spill, s.first_build_bytes, limit)
 
     def _spill_rows(self, rows: int) -> Vectors | None:
         """A file-backed chunk of `rows` buffered rows, while the index was never built and
