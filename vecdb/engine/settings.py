@@ -33,8 +33,9 @@ MIB = 2**20
 # buffer goes on in files there (page cache, not counted by the cap) and the one bulk build
 # starts when the writes pause, at optimize(), or at `rebuild_max_bytes` (everything a
 # rebuild would have read back anyway). 200,000 x 1,536 float32 (1,172 MiB) upserted then
-# optimized: 59.2 s as a first build of 512 MiB beside the upserts plus a rebuild of all,
-# 51.5 s as one build (scratch `load.py`, the same host minutes apart; bench/RESULTS.md).
+# optimized (scratch `load.py`, alternating): 43.5 / 43.5 s spilled and built once, against
+# 50.6 / 53.8 s as a first build of 512 MiB beside the upserts plus a rebuild of all; the
+# bench's build 0.54x -> 0.44x hnswlib's (medians; bench/RESULTS.md, "built once").
 DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 0, 0, 2**40
 # An unbuilt collection with fewer buffered vectors than this stays exact (no index) until
 # optimize() or the bulk threshold: a small collection is searched exactly by the buffer.
