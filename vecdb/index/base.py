@@ -224,10 +224,10 @@ class DrainsInChild(Protocol):
 @runtime_checkable
 class StagesBuildInput(Protocol):
     """An optional capability of an index kind that builds in a child process: the engine,
-        about to gather the input of a bulk build of n vectors, asks `build_input(n)` for the
-        array to gather it in, so that the child reads it where it was written (no second copy
-        of the input, and the long-running process holds file pages for it, not anonymous
-        memory). None: the engine allocates as usual. Before the first build, the engine's write
+    about to gather the input of a bulk build of n vectors, asks `build_input(n)` for the
+    array to gather it in, so that the child reads it where it was written (no second copy
+    of the input, and the long-running process holds file pages for it, not anonymous
+    memory). None: the engine allocates as usual. Before the first build, the engine's write
     buffer also keeps the overflow of a large load in `spill_rows` arrays."""
 
     def build_input(self, rows: int) -> Vectors | None:
