@@ -52,8 +52,10 @@ def _core(c: vecdb.Client, name: str = "x"):  # noqa: ANN202 - the engine's coll
 def test_settings_spill_only_with_the_auto_first_build() -> None:
     """The spill trigger is `rebuild_max_bytes` when the first build size is automatic and
     smaller; an explicit `bulk_build_bytes`, or no rebuild beyond the first build, spills
-    nothing (0)."""
+    nothing (0). A spilling buffer holds at most 64 MiB in memory."""
     assert EngineSettings.parse({}).spill_build_bytes == 2048 * MIB
+    assert EngineSettings.parse({}).spill_from_bytes == 64 * MIB  # of the 512 MiB first build
+    assert EngineSettings.parse(ENGINE).spill_from_bytes == MIB // 2
     assert EngineSettings.parse(ENGINE).spill_build_bytes == 8 * MIB
     assert EngineSettings.parse({**ENGINE, "bulk_build_bytes": 4 * MIB}).spill_build_bytes == 0
     assert EngineSettings.parse({**ENGINE, "rebuild_max_bytes": MIB // 2}).spill_build_bytes == 0

@@ -196,7 +196,7 @@ class CollectionCore:
 
     def _new_buffer(self) -> WriteBuffer:
         """The write buffer; with an index that stages build input on its disk (SPANN) and
-        the auto first-build size, its rows past `first_build_bytes` spill to files there
+        the auto first-build size, its rows past `spill_from_bytes` spill to files there
         until the first build (`spill_build_bytes`, PARAMS.md `bulk_build_bytes`)."""
         cfg, s = self.cfg, self.settings
         limit = s.spill_build_bytes
@@ -208,7 +208,7 @@ class CollectionCore:
             bound = method()
             return None if bound is None else bound(rows)
 
-        return WriteBuffer(cfg.dim, cfg.metric, spill, s.first_build_bytes, limit)
+        return WriteBuffer(cfg.dim, cfg.metric, spill, s.spill_from_bytes, limit)
 
     def _spill_rows(self, rows: int) -> Vectors | None:
         """A file-backed chunk of `rows` buffered rows, while the index was never built and

@@ -30,13 +30,16 @@ MIB = 2**20
 # first build waits for 512 MiB").
 # With 0, a load still streaming in past that point is not built from its first half either
 # when the index can take its buffer's overflow on its disk (SPANN: `spill_build_bytes`): the
-# buffer goes on in files there (page cache, not counted by the cap) and the one bulk build
+# buffer goes on in files there past SPILL_FROM_BYTES (page cache, not counted by the cap;
+# the build's peak RssAnon at 200,000 x 1,536 0.63x the raw bytes spilling past 512 MiB,
+# 0.24x past 64 MiB, the build as fast) and the one bulk build
 # starts when the writes pause, at optimize(), or at `rebuild_max_bytes` (everything a
 # rebuild would have read back anyway). 200,000 x 1,536 float32 (1,172 MiB) upserted then
 # optimized (scratch `load.py`, alternating): 43.5 / 43.5 s spilled and built once, against
 # 50.6 / 53.8 s as a first build of 512 MiB beside the upserts plus a rebuild of all; the
 # bench's build 0.54x -> 0.44x hnswlib's (medians; bench/RESULTS.md, "built once").
 DEFAULT_BULK_BUILD_BYTES, MIN_BULK_BUILD_BYTES, MAX_BULK_BUILD_BYTES = 0, 0, 2**40
+SPILL_FROM_BYTES = 64 * MIB  # a spilling buffer holds at most this much in memory
 # An unbuilt collection with fewer buffered vectors than this stays exact (no index) until
 # optimize() or the bulk threshold: a small collection is searched exactly by the buffer.
 DEFAULT_BUILD_MIN_VECTORS, MIN_BUILD_MIN_VECTORS, MAX_BUILD_MIN_VECTORS = 20_000, 1, 2**40
@@ -134,6 +137,12 @@ class EngineSettings:
             if not self.bulk_build_bytes and self.rebuild_max_bytes > first
             else 0
         )
+
+    @property
+    def spill_from_bytes(self) -> int:
+        """Buffered vector bytes held in memory before a spilling buffer (`spill_build_bytes`)
+        opens its chunks on file: `first_build_bytes`, at most SPILL_FROM_BYTES."""
+        return min(self.first_build_bytes, SPILL_FROM_BYTES)
 
     def spec(self) -> str:
         return "engine(" + ", ".join(f"{k}={v}" for k, v in asdict(self).items()) + ")"

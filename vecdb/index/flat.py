@@ -175,7 +175,7 @@ class FlatIndex:
         row = 4 * self.dim
         chunk = None
         if self._spill is not None and self._n * row >= self._spill_from:
-            size = min(SPILL_CHUNK_BYTES, max(CHUNK_BYTES, self._spill_from // 8))
+            size = min(SPILL_CHUNK_BYTES, max(CHUNK_BYTES, self._spill_from))
             chunk = self._spill(max(MIN_CHUNK_ROWS, size // row))
             if chunk is None:
                 self._spill = None  # no room: memory from now on
