@@ -45,10 +45,6 @@ def _load(c: vecdb.Client, x: np.ndarray, batch: int = 1000, start: int = 0) -> 
         c.upsert("x", ids, x[lo : lo + batch])
 
 
-def _core(c: vecdb.Client, name: str = "x"):  # noqa: ANN202 - the engine's collection core
-    return c._db.collections[name].core  # type: ignore[attr-defined]
-
-
 def test_settings_spill_only_with_the_auto_first_build() -> None:
     """The spill trigger is `rebuild_max_bytes` when the first build size is automatic and
     smaller; an explicit `bulk_build_bytes`, or no rebuild beyond the first build, spills
@@ -88,7 +84,8 @@ def test_flat_segment_spills_past_its_threshold(tmp_path: Path) -> None:
 
 
 def test_flat_segment_without_room_stays_in_memory(tmp_path: Path) -> None:
-    """A hook that finds no room (None) is asked once: the segment goes on in memory."""
+    """A hook that finds no room (None) is asked once: the segment goes on in memory (and
+    its rows count as on file once a build gathers them into a staged input)."""
     asked: list[int] = []
 
     def no_room(rows: int) -> None:
@@ -99,7 +96,10 @@ def test_flat_segment_without_room_stays_in_memory(tmp_path: Path) -> None:
     for lo in range(0, len(x), 1000):
         seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
     assert len(asked) == 1 and not seg.spills and seg.spilled_bytes == 0
-    np.testing.assert_array_equal(seg.consolidate()[1], x)
+    # gathered into a staged (file-backed) input, every row counts as on file
+    _, matrix = seg.consolidate(lambda rows: staged_rows(tmp_path, rows, DIM))
+    np.testing.assert_array_equal(matrix, x)
+    assert seg.spilled_bytes == len(x) * ROW
 
 
 def test_buffer_cap_counts_memory_and_spill_past_its_limit(tmp_path: Path) -> None:
@@ -190,7 +190,7 @@ for lo in range(0, 10**9, 500):
     ids = list(range(lo, lo + 500))
     x = np.stack([np.random.default_rng([i, seed]).standard_normal(dim) for i in ids])
     c.upsert("x", ids, x.astype(np.float32))
-    print(f"ack {lo + 500}", flush=True)
+    print(f"ack {lo + 500} {c.stats('x')['buffer']['spilled_bytes']}", flush=True)
 """
 
 
@@ -204,12 +204,13 @@ def test_a_spilled_load_survives_kill_9(tmp_path: Path) -> None:
         [sys.executable, str(script), str(path), "7", str(DIM)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout is not None
-    acked = 0
+    acked = spilled = 0
     for line in proc.stdout:
         if line.startswith("ack"):
-            acked = int(line.split()[1])
+            acked, spilled = map(int, line.split()[1:])
             if acked >= 12_000:  # 3 MiB: past the 512 KiB spill point
                 break
+    assert spilled > 0  # the kill lands on a spilled buffer
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     for line in proc.stdout.read().splitlines():  # acknowledged before the kill landed

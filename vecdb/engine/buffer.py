@@ -71,7 +71,8 @@ class WriteBuffer:
     def wait_for_room(self, nbytes: int, cap: int, timeout: float, name: str) -> None:
         """Block while the segments hold more than `cap` bytes and the incoming `nbytes`
         would not fit, at most `timeout` seconds; then `ResourceExhausted`."""
-        if self.held_bytes() + nbytes <= cap or self.held_bytes() == 0:
+        held = self.held_bytes()
+        if held + nbytes <= cap or held == 0:
             return
         start = time.monotonic()
         deadline = start + timeout

@@ -97,11 +97,8 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
         quiet = now - st.last_write >= s.idle_seconds
         n = len(buf.active)
         if len(coll.index) == 0:
-            size = buf.active.live_bytes
-            spill = s.spill_build_bytes if buf.active.spills else 0
-            if (spill and size >= spill) or (not spill and size >= s.first_build_bytes):
-                return JOB_DRAIN
-            if quiet and n >= s.build_min_vectors:
+            first = s.spill_build_bytes if buf.active.spills else s.first_build_bytes
+            if buf.active.live_bytes >= first or (quiet and n >= s.build_min_vectors):
                 return JOB_DRAIN
         elif n >= s.drain_vectors or quiet:
             return JOB_DRAIN

@@ -83,7 +83,7 @@ class FlatIndex:
     _live: int  # live rows
     _removed_ahead: set[int]  # slots removed before they were added (remove wins)
     _sealed: bool  # consolidated for a bulk build: takes no more adds
-    _has_file: bool  # some chunk is file-backed (spilled or adopted): never compacted
+    _has_file: bool  # some chunk may be file-backed (spilled, adopted, gathered): never compacted
     _epoch: int  # bumped when the rows are replaced (build, reset, compaction)
     _lock: threading.Lock  # serialises writers and snapshots
     _spill: Spill | None  # where chunks past `_spill_from` bytes are opened (None: memory)
@@ -199,6 +199,8 @@ class FlatIndex:
     def spilled_bytes(self) -> int:
         """Bytes of the rows in use that sit in file-backed chunks (page cache, not memory
         of this process: a spilled chunk, or a build's staged input adopted or gathered)."""
+        if not self._has_file:  # (every write asks, through the buffer's cap)
+            return 0
         chunks, starts, n = self._chunks, self._starts, self._n
         rows = 0
         for i, chunk in enumerate(chunks):
@@ -278,6 +280,7 @@ class FlatIndex:
         # the allocation outside the lock (a staged file reserves its blocks): adds are
         # sealed off, and the live count can only fall meanwhile
         matrix = np.empty((rows, self.dim), np.float32) if alloc is None else alloc(rows)
+        filed = _on_file(matrix)  # a staged input: its rows count as on file
         while True:
             with self._lock:
                 # Chunk list is [matrix (rows 0..filled), rest...]: move the first of the rest.
@@ -300,6 +303,7 @@ class FlatIndex:
                 self._n = n - shift
                 rest = self._chunks[first + 1 :]
                 self._chunks = [matrix, *rest]
+                self._has_file = self._has_file or filed
                 self._starts = [0, *(s - shift for s in self._starts[first + 1 :])]
                 if not rest:
                     self._starts = [0, lo + moved]
