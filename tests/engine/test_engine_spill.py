@@ -24,7 +24,7 @@ from vecdb.engine.settings import EngineSettings
 from vecdb.errors import ResourceExhausted
 from vecdb.index import room
 from vecdb.index.flat import FlatIndex
-from vecdb.index.spann.staging import staged_rows
+from vecdb.index.spann.staging import SpillFile, staged_fd, staged_rows
 
 MIB = 1 << 20
 DIM = 64
@@ -61,7 +61,7 @@ def test_flat_segment_spills_past_its_threshold(tmp_path: Path) -> None:
     """Rows past `spill_from` bytes go to file chunks (counted by `spilled_bytes`); search,
     iteration and consolidation see every row exactly as in memory; a segment with a file
     chunk is never compacted back into memory however many of its rows die."""
-    seg = FlatIndex(DIM, "l2", lambda rows: staged_rows(tmp_path, rows, DIM), spill_from=MIB)
+    seg = FlatIndex(DIM, "l2", SpillFile(tmp_path, DIM), spill_from=MIB)
     x = _rows(12_000)
     for lo in range(0, len(x), 1000):
         seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
@@ -83,15 +83,66 @@ def test_flat_segment_spills_past_its_threshold(tmp_path: Path) -> None:
     np.testing.assert_array_equal(matrix[1000:], x[:10])
 
 
+def test_a_spilled_segment_is_handed_to_its_build_as_its_file(tmp_path: Path) -> None:
+    """All rows live, a spilled segment consolidates into its spill file mapped whole (the
+    build's staged input, on the same descriptor): the rows kept in memory are written into
+    the file's hole, those on file are not copied."""
+    spill = SpillFile(tmp_path, DIM)
+    seg = FlatIndex(DIM, "l2", spill, spill_from=MIB)
+    x = _rows(12_003)  # the last file chunk part filled
+    for lo in range(0, len(x), 1000):
+        seg.add(np.arange(lo, min(lo + 1000, len(x))), x[lo : lo + 1000])
+    on_file = seg.spilled_bytes
+    assert 0 < on_file < len(x) * ROW
+    slots, matrix = seg.consolidate(lambda rows: pytest.fail("the file is the input"))
+    np.testing.assert_array_equal(slots, np.arange(len(x)))
+    np.testing.assert_array_equal(matrix, x)
+    assert staged_fd(matrix) == spill._file.fd  # type: ignore[union-attr]
+    assert seg.spilled_bytes == len(x) * ROW  # every row on file now
+    res = seg.search(x[[7, 12_002]], 1)
+    assert res.slots[:, 0].tolist() == [7, 12_002]
+
+
+def test_a_spill_without_room_to_gather_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the rows kept in memory cannot be written into the spill file (no room), the
+    segment is gathered by a copy, as one with dead rows is."""
+    seg = FlatIndex(DIM, "l2", SpillFile(tmp_path, DIM), spill_from=MIB)
+    x = _rows(8000)
+    for lo in range(0, len(x), 1000):
+        seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
+    assert seg.spilled_bytes > 0
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    asked: list[int] = []
+
+    def alloc(rows: int) -> np.ndarray:
+        asked.append(rows)
+        return np.empty((rows, DIM), np.float32)
+
+    slots, matrix = seg.consolidate(alloc)
+    assert asked == [len(x)] and staged_fd(matrix) is None
+    np.testing.assert_array_equal(matrix, x)
+    np.testing.assert_array_equal(slots, np.arange(len(x)))
+
+
 def test_flat_segment_without_room_stays_in_memory(tmp_path: Path) -> None:
     """A hook that finds no room (None) is asked once: the segment goes on in memory (and
     its rows count as on file once a build gathers them into a staged input)."""
     asked: list[int] = []
 
-    def no_room(rows: int) -> None:
-        asked.append(rows)
+    class NoRoom:
+        def rows(self, start: int, count: int) -> None:
+            asked.append(count)
 
-    seg = FlatIndex(DIM, "l2", no_room, spill_from=MIB)
+        def gather(self, n: int, pieces: list[tuple[int, np.ndarray]]) -> None:
+            raise AssertionError("nothing spilled: nothing to gather")
+
+    seg = FlatIndex(DIM, "l2", NoRoom(), spill_from=MIB)
     x = _rows(12_000)
     for lo in range(0, len(x), 1000):
         seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
@@ -105,7 +156,7 @@ def test_flat_segment_without_room_stays_in_memory(tmp_path: Path) -> None:
 def test_buffer_cap_counts_memory_and_spill_past_its_limit(tmp_path: Path) -> None:
     """`held_bytes` (what writers wait on) counts rows in memory, and rows on file only
     beyond `spill_limit`."""
-    buf = WriteBuffer(DIM, "l2", lambda rows: staged_rows(tmp_path, rows, DIM), MIB, 2 * MIB)
+    buf = WriteBuffer(DIM, "l2", lambda: SpillFile(tmp_path, DIM), MIB, 2 * MIB)
     x = _rows(16_384)  # 4 MiB
     for lo in range(0, 8192, 1024):  # 2 MiB: the first 1 MiB in memory, the rest on file
         buf.add(np.arange(lo, lo + 1024), x[lo : lo + 1024])

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from vecdb.errors import BUFFER_FULL, ResourceExhausted
-from vecdb.index.base import Slots, Vectors
-from vecdb.index.flat import FlatIndex, Spill
+from vecdb.index.base import Slots, Spill, Vectors
+from vecdb.index.flat import FlatIndex
 
 
 @dataclass
@@ -40,15 +41,15 @@ class WriteBuffer:
         self,
         dim: int,
         metric: str,
-        spill: Spill | None = None,
+        spill: Callable[[], Spill] | None = None,
         spill_from: int = 0,
         spill_limit: int = 0,
     ) -> None:
         self.dim = dim  # vector dimension
         self.metric = metric  # the collection's metric (vectors arrive prepared for it)
-        # a segment's rows past `spill_from` bytes go to chunks from `spill` (it returns None
-        # when they should not: e.g. the index is built); file-backed bytes beyond
-        # `spill_limit` count against the cap like memory
+        # a segment's rows past `spill_from` bytes go to chunks of its own `spill()` (which
+        # gives none when they should not: e.g. the index is built); file-backed bytes
+        # beyond `spill_limit` count against the cap like memory
         self._spill, self._spill_from, self._spill_limit = spill, spill_from, spill_limit
         self.active = self._segment()  # takes new writes
         self.frozen: FlatIndex | None = None  # being moved into the index by the worker
@@ -148,4 +149,5 @@ class WriteBuffer:
         self.active, self.frozen = merged, None
 
     def _segment(self) -> FlatIndex:
-        return FlatIndex(self.dim, self.metric, self._spill, self._spill_from)
+        spill = None if self._spill is None else self._spill()
+        return FlatIndex(self.dim, self.metric, spill, self._spill_from)

@@ -32,7 +32,7 @@ from vecdb.engine.settings import BUILD_DISK_X, EngineSettings
 from vecdb.engine.tenants import TenantState
 from vecdb.errors import NotFound, Unavailable, VecdbError
 from vecdb.index import room
-from vecdb.index.base import StagesBuildInput, VectorIndex, Vectors
+from vecdb.index.base import Spill, StagesBuildInput, VectorIndex, Vectors
 from vecdb.index.registry import KindSpec
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV
@@ -202,16 +202,12 @@ class CollectionCore:
         limit = s.spill_build_bytes
         if not (limit and self.kind.persistent and isinstance(self.index, StagesBuildInput)):
             return WriteBuffer(cfg.dim, cfg.metric)
-        method = weakref.WeakMethod(self._spill_rows)  # the buffer must not keep us alive
+        core = weakref.ref(self)  # the buffer must not keep its collection alive
+        return WriteBuffer(cfg.dim, cfg.metric, lambda: _BufferSpill(core), s.spill_from_bytes,
+                           limit)  # fmt: skip
 
-        def spill(rows: int) -> Vectors | None:
-            bound = method()
-            return None if bound is None else bound(rows)
-
-        return WriteBuffer(cfg.dim, cfg.metric, spill, s.spill_from_bytes, limit)
-
-    def _spill_rows(self, rows: int) -> Vectors | None:
-        """A file-backed chunk of `rows` buffered rows, while the index was never built and
+    def _spill_index(self, rows: int) -> StagesBuildInput | None:
+        """The index to spill `rows` more buffered rows to, while it was never built and
         its disk has BUILD_DISK_X x the buffered bytes free (else None: memory)."""
         index = self.index
         if len(index) or not isinstance(index, StagesBuildInput) or self.buffer is None:
@@ -219,7 +215,7 @@ class CollectionCore:
         total = self.buffer.active.live_bytes + 4 * rows * self.cfg.dim
         if not room.fits(self.directory, int(BUILD_DISK_X * total)):
             return None
-        return index.spill_rows(rows)
+        return index
 
     def indexed(self) -> int:
         """Live points inside the index (the rest wait in the buffer)."""
@@ -253,3 +249,25 @@ class _InUse:
 
     def __exit__(self, *exc: object) -> None:
         self._core.leave()
+
+
+class _BufferSpill:
+    """One write buffer segment's `Spill`: chunks while its collection's index may take them
+    (`CollectionCore._spill_index`), on a file that index gives at the first chunk
+    (`StagesBuildInput.spill_file`)."""
+
+    def __init__(self, core: weakref.ref[CollectionCore]) -> None:
+        self._core = core
+        self._file: Spill | None = None
+
+    def rows(self, start: int, count: int) -> Vectors | None:
+        core = self._core()
+        index = None if core is None else core._spill_index(count)
+        if index is None:
+            return None
+        if self._file is None:
+            self._file = index.spill_file()
+        return self._file.rows(start, count)
+
+    def gather(self, n: int, pieces: list[tuple[int, Vectors]]) -> Vectors | None:
+        return None if self._file is None else self._file.gather(n, pieces)

@@ -228,16 +228,30 @@ class StagesBuildInput(Protocol):
     array to gather it in, so that the child reads it where it was written (no second copy
     of the input, and the long-running process holds file pages for it, not anonymous
     memory). None: the engine allocates as usual. Before the first build, the engine's write
-    buffer also keeps the overflow of a large load in `spill_rows` arrays."""
+    buffer also keeps the overflow of a large load in a `spill_file`."""
 
     def build_input(self, rows: int) -> Vectors | None:
         """A writable (rows, dim) float32 array the next `build` of those rows reads as is,
         or None."""
 
-    def spill_rows(self, rows: int) -> Vectors | None:
-        """A writable (rows, dim) float32 array on a file on the index's disk, where the
-        engine's write buffer keeps rows of a load too large for memory until the first
-        build gathers them (the file goes with the array's last view), or None."""
+    def spill_file(self) -> Spill:
+        """A new file on the index's disk where one write buffer segment keeps the rows of
+        a load too large for memory until the first build, which reads the file gathered
+        whole (`Spill.gather`) as its input."""
+
+
+class Spill(Protocol):
+    """Where a write buffer segment (`FlatIndex`) keeps rows on file: each chunk at its
+    rows' place in one file, so that the segment can be handed to a build as that file."""
+
+    def rows(self, start: int, count: int) -> Vectors | None:
+        """A writable (count, dim) float32 array for rows [start, start + count) of the
+        segment, on file; None: keep them in memory from now on."""
+
+    def gather(self, n: int, pieces: list[tuple[int, Vectors]]) -> Vectors | None:
+        """Rows [0, n) as one array on file (a build's staged input), given every chunk of
+        the segment as (start row, rows): those `rows` did not give are written in first.
+        None: gather them some other way (nothing spilled, no room)."""
 
 
 @runtime_checkable

@@ -7,10 +7,12 @@ Search is an exact scan of each chunk with the numba kernels, merged. Nothing is
 the engine rebuilds it from stored vectors on open. It is both the `flat` index kind and the
 engine's exact write buffer in front of disk indexes.
 
-Spilling: a buffer given a `spill` hook opens its chunks past `spill_from` bytes with it (the
-engine's hook maps files on the index's disk: a load too large for memory waits there for its
-one bulk build); `spilled_bytes` counts the rows on file, which the buffer's memory cap does
-not. A hook that returns None once (no room on the disk) is not asked again.
+Spilling: a buffer given a `spill` (`base.Spill`: the engine's maps ranges of one file on the
+index's disk, where a load too large for memory waits for its one bulk build) opens its
+chunks past `spill_from` bytes there; `spilled_bytes` counts the rows on file, which the
+buffer's memory cap does not. A spill that gives no chunk once (no room on the disk) is not
+asked again. `consolidate` hands such a segment over as the spill's file gathered whole
+(no copy of the rows on file) when every row is live.
 
 Thread safety: writes (build, add, remove, maintain, consolidate) serialise on an internal
 lock; a search takes a snapshot of the chunk list and row count under that lock and scans
@@ -30,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.errors import InvalidArgument
-from vecdb.index.base import IndexResult, Progress, SearchStats, Slots, Vectors, Visible
+from vecdb.index.base import IndexResult, Progress, SearchStats, Slots, Spill, Vectors, Visible
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
 
@@ -39,7 +41,6 @@ MIN_CHUNK_ROWS = 1024  # ... and at least this many rows (or a quarter of those 
 _COMPACT_DEAD_FRACTION = 0.5  # the rows are rewritten once half of them are dead ...
 _COMPACT_MIN_WASTE = 4 * MIN_CHUNK_ROWS  # ... and at least this many rows (dead or slack)
 SPILL_CHUNK_BYTES = 64 * 2**20  # a spilled chunk (a file mapping) holds at most this many bytes
-Spill = Callable[[int], "Vectors | None"]  # rows -> a writable (rows, dim) array on file, or None
 
 
 def _gather(
@@ -87,6 +88,7 @@ class FlatIndex:
     _epoch: int  # bumped when the rows are replaced (build, reset, compaction)
     _lock: threading.Lock  # serialises writers and snapshots
     _spill: Spill | None  # where chunks past `_spill_from` bytes are opened (None: memory)
+    _spilling: bool  # new chunks past `_spill_from` still go to `_spill` (it had room)
 
     def __init__(
         self, dim: int, metric: str, spill: Spill | None = None, spill_from: int = 0
@@ -94,6 +96,7 @@ class FlatIndex:
         self.dim = dim
         self.metric = metric
         self._spill, self._spill_from = spill, spill_from
+        self._spilling = spill is not None
         self._lock = threading.Lock()
         self._epoch = 0
         self._reset()
@@ -174,11 +177,11 @@ class FlatIndex:
     def _new_chunk(self, want: int) -> None:
         row = 4 * self.dim
         chunk = None
-        if self._spill is not None and self._n * row >= self._spill_from:
+        if self._spill is not None and self._spilling and self._n * row >= self._spill_from:
             size = min(SPILL_CHUNK_BYTES, max(CHUNK_BYTES, self._spill_from))
-            chunk = self._spill(max(MIN_CHUNK_ROWS, size // row))
+            chunk = self._spill.rows(self._starts[-1], max(MIN_CHUNK_ROWS, size // row))
             if chunk is None:
-                self._spill = None  # no room: memory from now on
+                self._spilling = False  # no room: memory from now on
             else:
                 self._has_file = True
         if chunk is None:
@@ -191,9 +194,9 @@ class FlatIndex:
 
     @property
     def spills(self) -> bool:
-        """Whether rows past `spill_from` bytes go to file chunks (a hook that has not yet
+        """Whether rows past `spill_from` bytes go to file chunks (a spill that has not yet
         found the disk short)."""
-        return self._spill is not None
+        return self._spilling
 
     @property
     def spilled_bytes(self) -> int:
@@ -267,16 +270,30 @@ class FlatIndex:
     def consolidate(self, alloc: Callable[[int], Vectors] | None = None) -> tuple[Slots, Vectors]:
         """Move the live rows into one contiguous matrix, a chunk at a time (the peak is the
         rows plus one chunk), and return (slots, matrix) of the rows now held. The matrix
-        comes from `alloc(rows)` if given (a build's staged input), else np.empty. For a
-        buffer that no longer takes adds (`add` raises afterwards); removes and searches may
-        run meanwhile and see every live row throughout. Rows removed during the move may be
-        among those returned, still marked removed here."""
+        comes from `alloc(rows)` if given (a build's staged input), else np.empty; a
+        segment that spilled, all of its rows live, is its spill's file gathered whole
+        (`Spill.gather`: only the rows kept in memory are written). For a buffer that no
+        longer takes adds (`add` raises afterwards); removes and searches may run meanwhile
+        and see every live row throughout. Rows removed during the move may be among those
+        returned, still marked removed here."""
         with self._lock:
             self._sealed = True
             n = self._n
-            if len(self._chunks) == 1 and self._starts[1] == n and self._valid[:n].all():
+            live = bool(self._valid[:n].all())
+            if len(self._chunks) == 1 and self._starts[1] == n and live:
                 return self._slots[:n].copy(), self._chunks[0][:n]
             rows = int(self._valid[:n].sum())
+            chunks, starts = self._chunks, self._starts
+        # sealed: the chunks' rows no longer change (compaction never touches a segment
+        # with a file chunk), so the file is gathered outside the lock
+        if live and self._has_file and self._spill is not None:
+            pieces = [(lo, chunk[: min(hi, n) - lo])
+                      for chunk, lo, hi in zip(chunks, starts, starts[1:]) if lo < n]  # fmt: skip
+            whole = self._spill.gather(n, pieces)
+            if whole is not None:
+                with self._lock:
+                    self._chunks, self._starts = [whole], [0, n]
+                    return self._slots[:n].copy(), whole
         # the allocation outside the lock (a staged file reserves its blocks): adds are
         # sealed off, and the live count can only fall meanwhile
         matrix = np.empty((rows, self.dim), np.float32) if alloc is None else alloc(rows)

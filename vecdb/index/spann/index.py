@@ -65,10 +65,10 @@ class SpannIndex:
         reads without a copy (`spann.staging`), or None: the caller allocates."""
         return build.input_array(self.state, rows)
 
-    def spill_rows(self, rows: int) -> Vectors | None:
-        """A (rows, dim) array on an unnamed file in the index directory (`spann.staging`)
-        for write-buffer rows waiting for the first build, or None."""
-        return staging.staged_rows(self.state.directory, rows, self.state.dim)
+    def spill_file(self) -> staging.SpillFile:
+        """An unnamed file in the index directory (`spann.staging`) for one write buffer
+        segment's rows waiting for the first build, gathered whole as its input."""
+        return staging.SpillFile(self.state.directory, self.state.dim)
 
     def build(self, slots: Slots, vectors: Vectors, progress: Progress | None = None) -> None:
         """Replace the whole content with a bulk build (published by one swap)."""

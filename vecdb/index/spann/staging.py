@@ -14,6 +14,11 @@ mapping is gone, however the process ends. Its blocks are reserved when it is ma
 (`posix_fallocate`), so filling it cannot meet a full disk (a write fault into a shared
 mapping that finds no block kills the process with SIGBUS). A filesystem without unnamed
 files, or without room, gets None and the caller allocates as before.
+
+`SpillFile` is the same kind of file for a write buffer that spills (`FlatIndex`): each chunk
+is the range of one file at its rows' offset, so that when the buffer is gathered for its
+first build the input is the file itself, mapped whole (the rows kept in memory written into
+the hole left for them): no second copy of a spilled load, on disk or in page cache.
 """
 
 from __future__ import annotations
@@ -53,18 +58,93 @@ def staged_rows(directory: Path, rows: int, dim: int) -> F32 | None:
     except OSError:
         os.close(fd)
         return None
-    out: F32 = np.frombuffer(mm, np.float32).reshape(rows, dim)
+    return _register(mm, _Descriptor(fd), rows, dim)
+
+
+class _Descriptor:
+    """An open descriptor, closed when the last holder of this object lets it go."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        weakref.finalize(self, os.close, fd)
+
+
+def _register(mm: mmap.mmap, owner: _Descriptor, rows: int, dim: int) -> F32:
+    """`mm`'s first (rows, dim) float32 rows, listed as a staged input (`staged_fd` finds
+    `owner`'s descriptor) while the mapping lives; the mapping holds `owner` open."""
+    out: F32 = np.frombuffer(mm, np.float32, count=rows * dim).reshape(rows, dim)
     addr = int(out.ctypes.data)
     with _LOCK:
-        _LIVE[addr] = (fd, nbytes)
-    weakref.finalize(mm, _forget, addr, fd)  # the last view gone: the file goes
+        _LIVE[addr] = (owner.fd, len(mm))
+    weakref.finalize(mm, _forget, addr, owner)  # the last view gone: the file goes
     return out
 
 
-def _forget(addr: int, fd: int) -> None:
+def _forget(addr: int, _owner: _Descriptor) -> None:
+    """(The finalizer of a staged mapping, which holds `_owner` open until it runs.)"""
     with _LOCK:
         _LIVE.pop(addr, None)
-    os.close(fd)
+
+
+class SpillFile:
+    """A write buffer segment's rows on an unnamed file in `directory`, row r at byte
+    4 * dim * r: `rows` maps a chunk's range (blocks reserved first), `gather` the whole
+    file as a build's staged input. The file goes with this object and its mappings.
+    Not thread-safe: its segment calls it under its own lock, or once sealed."""
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        self.directory, self.dim = directory, dim
+        self._file: _Descriptor | None = None  # opened at the first chunk
+        self._chunks: dict[int, F32] = {}  # start row -> the chunk mapped there (held, so
+        # that no other array can take its address while this file may be asked about it)
+
+    def rows(self, start: int, count: int) -> F32 | None:
+        """A writable (count, dim) array over rows [start, start + count) of the file, its
+        blocks reserved; None when the file cannot be made or grown (no room)."""
+        if self._file is None:
+            if not hasattr(os, "O_TMPFILE"):
+                return None
+            try:
+                self._file = _Descriptor(os.open(self.directory, os.O_TMPFILE | os.O_RDWR, 0o600))
+            except OSError:
+                return None
+        row = 4 * self.dim
+        lo, hi = start * row, (start + count) * row
+        base = lo - lo % mmap.ALLOCATIONGRANULARITY  # a mapping starts on a page
+        try:
+            os.posix_fallocate(self._file.fd, lo, hi - lo)
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mm = mmap.mmap(self._file.fd, hi - base, flags, mmap.PROT_READ | mmap.PROT_WRITE,
+                           offset=base)  # fmt: skip
+        except OSError:
+            return None
+        out: F32 = np.frombuffer(mm, np.float32, count * self.dim, lo - base)
+        out = out.reshape(count, self.dim)
+        self._chunks[start] = out
+        return out
+
+    def gather(self, n: int, pieces: list[tuple[int, F32]]) -> F32 | None:
+        """Rows [0, n) of the file as one staged input (`staged_fd` knows it), after writing
+        into the file every piece (start row, rows) that is not one of its own chunks; the
+        pieces must cover [0, n). None when there is no file or no room for the pieces."""
+        if self._file is None or n == 0:
+            return None
+        fd, row = self._file.fd, 4 * self.dim
+        try:
+            for start, part in pieces:
+                mine = self._chunks.get(start)
+                if mine is not None and part.ctypes.data == mine.ctypes.data:
+                    continue
+                data = np.ascontiguousarray(part).data.cast("B")
+                os.posix_fallocate(fd, start * row, len(data))
+                done = 0
+                while done < len(data):
+                    done += os.pwrite(fd, data[done:], start * row + done)
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            mm = mmap.mmap(fd, n * row, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            return None
+        return _register(mm, self._file, n, self.dim)
 
 
 def staged_fd(vectors: F32) -> int | None:
