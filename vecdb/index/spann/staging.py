@@ -140,10 +140,12 @@ class SpillFile:
                 done = 0
                 while done < len(data):
                     done += os.pwrite(fd, data[done:], start * row + done)
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            mm = mmap.mmap(fd, n * row, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+            # not populated: its pages fault in as they are read, after the chunks' mappings
+            # are gone (a page mapped twice counts twice in the process's RSS)
+            mm = mmap.mmap(fd, n * row, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except OSError:
             return None
+        self._chunks = {}  # the segment lets its chunks go for this mapping
         return _register(mm, self._file, n, self.dim)
 
 
