@@ -45,6 +45,20 @@ def _load(c: vecdb.Client, x: np.ndarray, batch: int = 1000, start: int = 0) -> 
         c.upsert("x", ids, x[lo : lo + batch])
 
 
+def _unnamed_files(under: Path) -> list[str]:
+    """This process's open unnamed (O_TMPFILE) files under `under` (each once, however many
+    descriptors it has: a Python mmap keeps a duplicate of its file's)."""
+    out: set[str] = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # (the listing's own descriptor, closed meanwhile)
+            continue
+        if target.startswith(str(under)) and target.endswith("(deleted)"):
+            out.add(target)
+    return sorted(out)
+
+
 def test_settings_spill_only_with_the_auto_first_build() -> None:
     """The spill trigger is `rebuild_max_bytes` when the first build size is automatic and
     smaller; an explicit `bulk_build_bytes`, or no rebuild beyond the first build, spills
@@ -101,6 +115,9 @@ def test_a_spilled_segment_is_handed_to_its_build_as_its_file(tmp_path: Path) ->
     assert seg.spilled_bytes == len(x) * ROW  # every row on file now
     res = seg.search(x[[7, 12_002]], 1)
     assert res.slots[:, 0].tolist() == [7, 12_002]
+    assert len(_unnamed_files(tmp_path)) == 1
+    del seg, spill, matrix, res
+    assert _unnamed_files(tmp_path) == []  # the file goes with the segment and its input
 
 
 def test_a_spill_without_room_to_gather_is_copied(
@@ -187,6 +204,7 @@ def test_a_load_past_the_cap_is_built_once_at_optimize(tmp_path: Path) -> None:
         stats = c.stats("x")
         assert stats["indexed"] == len(x) and stats["index_status"]["builds"] == 1
         assert stats["buffer"]["spilled_bytes"] == 0
+        assert _unnamed_files(tmp_path) == []  # the spill file went with its segment
         assert c.search("x", q, k=1).ids[:, 0].tolist() == [5, 20_000]
         # a built collection's buffer stays in memory: past the cap the write is refused
         with pytest.raises(ResourceExhausted):
