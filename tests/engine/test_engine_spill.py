@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,10 @@ import pytest
 import vecdb
 from vecdb.engine.buffer import WriteBuffer
 from vecdb.engine.settings import EngineSettings
-from vecdb.errors import ResourceExhausted
+from vecdb.errors import DiskFull, ResourceExhausted
 from vecdb.index import room
 from vecdb.index.flat import FlatIndex
+from vecdb.index.spann.index import SpannIndex
 from vecdb.index.spann.staging import SpillFile, staged_fd, staged_rows
 
 MIB = 1 << 20
@@ -209,6 +211,42 @@ def test_a_load_past_the_cap_is_built_once_at_optimize(tmp_path: Path) -> None:
         # a built collection's buffer stays in memory: past the cap the write is refused
         with pytest.raises(ResourceExhausted):
             _load(c, _rows(8192, seed=3), batch=2048, start=len(x))
+
+
+def test_a_failed_first_build_of_a_spilled_load_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first build of a spilled load fails after the buffer was handed over as its spill
+    file: every row goes back into the buffer (spilling again), searches stay exact, and
+    the next optimize builds everything; no file is left open."""
+    real, calls = SpannIndex.build, [0]
+
+    def fail_once(self: SpannIndex, slots: np.ndarray, vectors: np.ndarray, *a: object) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            assert staged_fd(vectors) is not None  # handed over as the spill file
+            raise DiskFull("simulated: no space left on the disk")
+        real(self, slots, vectors, *a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SpannIndex, "build", fail_once)
+    x = _rows(16_384)  # 4 MiB
+    with vecdb.connect(tmp_path / "db", engine=ENGINE) as c:
+        c.create_collection("x", dim=DIM, metric="l2", index="spann")
+        _load(c, x)
+        with pytest.raises(DiskFull) as failed:
+            c.optimize("x")
+        # the error's frames, which pytest's log capture keeps, hold the build's input
+        for tb in [failed.tb] + [r.exc_info[2] for r in caplog.records if r.exc_info]:
+            traceback.clear_frames(tb)
+        stats = c.stats("x")
+        assert stats["indexed"] == 0 and stats["buffered"] == len(x) == c.count("x")
+        assert stats["buffer"]["spilled_bytes"] >= 3 * MIB
+        q = x[[3, 9_000, 16_383]]
+        assert c.search("x", q, k=1).ids[:, 0].tolist() == [3, 9_000, 16_383]
+        c.optimize("x")
+        assert calls[0] == 2 and c.stats("x")["indexed"] == len(x)
+        assert c.search("x", q, k=1).ids[:, 0].tolist() == [3, 9_000, 16_383]
+        assert _unnamed_files(tmp_path) == []
 
 
 def test_the_first_build_starts_at_the_spill_limit(tmp_path: Path) -> None:

@@ -188,6 +188,8 @@ class FlatIndex:
             rows = min(
                 max(MIN_CHUNK_ROWS, self._n // 4, want), max(MIN_CHUNK_ROWS, CHUNK_BYTES // row)
             )
+            if self._spilling:  # memory ends near `spill_from` (a big add would pass it)
+                rows = min(rows, max(MIN_CHUNK_ROWS, self._spill_from // row - self._n))
             chunk = np.empty((rows, self.dim), np.float32)
         self._chunks = [*self._chunks, chunk]
         self._starts = [*self._starts, self._starts[-1] + len(chunk)]
