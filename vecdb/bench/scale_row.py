@@ -81,6 +81,12 @@ def _warm_kernels(work: Path, q: F32) -> None:
     shutil.rmtree(work / "warm", ignore_errors=True)
 
 
+def _fs_used(path: Path) -> int:
+    """Bytes in use on the filesystem holding `path`."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """(Fresh process) upsert in batches from the memory-mapped base, then optimize; `engine`
     are the embedded database's engine settings (defaults when None)."""
@@ -94,8 +100,11 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     db = work / "db"
     before = status_kib()
     own, children = rss_anon_probe(), children_anon_probe()  # (a bulk build's child counts)
+    used0 = _fs_used(work)
+    # "disk" walks the data directory; "fs" is the filesystem's growth, which also counts
+    # unnamed files (a spilled buffer, a build's staged input) and anything else written there
     probes = {"anon": lambda: own() + children(), "children": children,
-              "disk": lambda: float(du(db)[0])}  # fmt: skip
+              "disk": lambda: float(du(db)[0]), "fs": lambda: float(_fs_used(work) - used0)}  # fmt: skip
     with Sampler(probes, interval_s=0.1) as sampler, vecdb.connect(db, engine=engine) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
@@ -119,6 +128,7 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
         "build_child_peak_anon_mib": sampler.max("children") / 1024,
         "build_vmhwm_mib": after["VmHWM"] / 1024,
         "disk_peak_mib": sampler.max("disk") / 2**20,
+        "fs_growth_peak_mib": sampler.max("fs") / 2**20,
         "sampler_samples": len(sampler.times),
         "sampler_max_gap_ms": round(1000 * sampler.max_gap_s(), 1),
         "heads": st.get("heads"),
