@@ -31,8 +31,10 @@ from vecdb.server.config import load_config
 DIM = 64  # 256 bytes a row: the 1 MiB cap holds 4,096
 FILL = 4_200  # rows buffered before the ingest: over the cap once frozen by the build
 ROWS = 1_000  # rows the ingest loads
+# (an explicit `bulk_build_bytes`: the never-built buffer does not spill to files past it,
+# so the cap holds for every row; `tests/engine/test_engine_spill.py`)
 SETTINGS = {"idle_seconds": 3600, "build_min_vectors": 1, "buffer_max_bytes": 2**20,
-            "stall_timeout": 0.0}  # fmt: skip
+            "bulk_build_bytes": 2**19, "stall_timeout": 0.0}  # fmt: skip
 WAIT = 60.0
 
 

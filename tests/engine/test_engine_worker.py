@@ -143,7 +143,9 @@ def test_delete_during_a_drain_is_not_undone(db: Database) -> None:
 def test_backpressure_waits_then_refuses_and_stores_nothing(tmp_path: Path) -> None:
     """Above the buffer cap a write waits at most stall_timeout, then ResourceExhausted
     (with retry_after) and nothing of it is stored; the counters say so."""
-    settings = {"idle_seconds": 3600, "buffer_max_bytes": 2**20, "stall_timeout": 0.2}
+    # (an explicit `bulk_build_bytes`: the never-built buffer does not spill past it)
+    settings = {"idle_seconds": 3600, "buffer_max_bytes": 2**20, "bulk_build_bytes": 2**19,
+                "stall_timeout": 0.2}  # fmt: skip
     with Database(tmp_path / "db", settings=settings) as db:
         gate = gated(db)
         big = vectors(2**20 // (4 * DIM) + 10)
