@@ -438,6 +438,7 @@ class FlatIndex:
     def close(self) -> None:
         with self._lock:
             self._reset()
+            self._spill, self._spilling = None, False  # (a spill file holds its chunks)
 
 
 def _on_file(a: npt.NDArray[Any]) -> bool:
