@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,7 +15,13 @@ import numpy.typing as npt
 from vecdb.bench.build_memory import children_anon_probe, measure_build_memory
 from vecdb.bench.build_report import build_memory_table, build_time_table
 from vecdb.bench.datasets import load_dataset
-from vecdb.bench.sampler import Sampler, files_bytes_probe, rss_anon_probe, status_kib
+from vecdb.bench.sampler import (
+    Sampler,
+    files_bytes_probe,
+    fs_growth_probe,
+    rss_anon_probe,
+    status_kib,
+)
 
 
 def test_sampler_sees_a_transient_allocation() -> None:
@@ -40,6 +47,19 @@ def test_files_probe_sums_matching_files(tmp_path: Path) -> None:
     assert files_bytes_probe(tmp_path, "postings*.bin")() == 120.0
 
 
+def test_fs_growth_probe_counts_an_unnamed_file(tmp_path: Path) -> None:
+    """The filesystem's growth counts the blocks of a file with no name (as a spilled
+    buffer is), which a walk of the directory cannot see."""
+    probe = fs_growth_probe(tmp_path)
+    fd = os.open(tmp_path, os.O_TMPFILE | os.O_RDWR, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, 64 << 20)
+        assert list(tmp_path.iterdir()) == []
+        assert probe() >= 60 << 20  # (other writers on the filesystem may add or free some)
+    finally:
+        os.close(fd)
+
+
 def test_build_memory_row_on_a_toy_build(tmp_path: Path) -> None:
     """Fresh build and open processes report consistent columns for a small SPANN build."""
     ds = load_dataset("synthetic:3000:32", cache_dir=tmp_path / "cache")
@@ -62,6 +82,7 @@ def test_build_memory_row_on_a_toy_build(tmp_path: Path) -> None:
     # its growth is within the allocator's noise, which can be a little below the baseline.
     fresh = row["build_mem_fresh_anon_mib"]
     assert -1 < fresh < 4 and row["build_mem_vmhwm_mib"] > 0
+    assert row["build_mem_disk_peak_mib"] > 0  # the index written (RocksDB, postings)
     assert row["build_mem_after_over_fresh"] == (
         round(row["build_mem_after_anon_mib"] / fresh, 3) if fresh > 0 else None
     )

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from vecdb.bench.memory import mib, run_json_child
-from vecdb.bench.sampler import Probe, Sampler, rss_anon_probe, status_kib
+from vecdb.bench.sampler import Probe, Sampler, fs_growth_probe, rss_anon_probe, status_kib
 
 SETTLE_S = 0.2  # after gc, before reading RSS: lets the allocator and worker threads settle
 OPEN_RUNS = 3  # fresh-open processes; (c) is their median (one varied by up to 2x)
@@ -127,7 +127,8 @@ def build_main(p: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     before = status_kib()
     own, kids = rss_anon_probe(), children_anon_probe()
-    with Sampler({"anon": lambda: own() + kids(), "children": kids}) as sampler:
+    disk = fs_growth_probe(Path(p["workdir"]))
+    with Sampler({"anon": lambda: own() + kids(), "children": kids, "disk": disk}) as sampler:
         t0 = time.perf_counter()
         system.build(base, Path(p["workdir"]))
         build_s = time.perf_counter() - t0
@@ -142,6 +143,7 @@ def build_main(p: dict[str, Any]) -> dict[str, Any]:
         "build_mem_peak_anon_mib": mib(sampler.max("anon") - before["RssAnon"]),
         "build_mem_children_peak_anon_mib": mib(sampler.max("children")),
         "build_mem_vmhwm_mib": mib(after["VmHWM"]),
+        "build_mem_disk_peak_mib": round(sampler.max("disk") / 2**20, 1),
         "build_mem_after_anon_mib": mib(after["RssAnon"] - before["RssAnon"]),
         "build_mem_after_trim_anon_mib": mib(trimmed["RssAnon"] - before["RssAnon"]),
         "build_mem_samples": len(sampler.times),

@@ -14,7 +14,7 @@ def build_memory_table(rows: Sequence[Row]) -> list[str]:
     cols = [
         "system", "raw MiB", "build s (fresh process)", "(a) peak RssAnon MiB", "(a) / raw",
         "build child peak MiB",
-        "VmHWM MiB", "(b) after build MiB", "(b) / raw", "(b) after malloc_trim MiB",
+        "VmHWM MiB", "disk peak MiB (filesystem growth)", "(b) after build MiB", "(b) / raw", "(b) after malloc_trim MiB",
         "(c) fresh open MiB", "(b) / (c)", "baseline RssAnon MiB", "samples, max gap ms",
     ]  # fmt: skip
     lines = []
@@ -30,6 +30,7 @@ def build_memory_table(rows: Sequence[Row]) -> list[str]:
             fmt(r.get("build_mem_peak_x_raw"), 2) + "x",
             fmt(r.get("build_mem_children_peak_anon_mib"), 1),
             fmt(r.get("build_mem_vmhwm_mib"), 1),
+            fmt(r.get("build_mem_disk_peak_mib"), 1),
             fmt(r.get("build_mem_after_anon_mib"), 1),
             fmt(r.get("build_mem_after_x_raw"), 2) + "x",
             fmt(r.get("build_mem_after_trim_anon_mib"), 1),

@@ -41,6 +41,20 @@ def rss_anon_probe(pid: int | str = "self") -> Probe:
     return lambda: float(status_kib(pid, ("RssAnon",))["RssAnon"])
 
 
+def fs_growth_probe(path: Path) -> Probe:
+    """A probe of the bytes in use on the filesystem holding `path`, less those in use when
+    it was made: what a build adds to the disk, unnamed files (a spilled buffer, a staged
+    build input) included, which a walk of its directory does not see (and anything else
+    written to that filesystem meanwhile)."""
+
+    def used() -> int:
+        st = os.statvfs(path)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    start = used()
+    return lambda: float(used() - start)
+
+
 def files_bytes_probe(directory: Path, pattern: str, allocated: bool = False) -> Probe:
     """A probe of the total size (bytes) of the files matching `pattern` under `directory`;
     with `allocated`, the bytes allocated to them on disk (st_blocks): for sparse files (the

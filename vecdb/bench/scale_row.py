@@ -81,18 +81,12 @@ def _warm_kernels(work: Path, q: F32) -> None:
     shutil.rmtree(work / "warm", ignore_errors=True)
 
 
-def _fs_used(path: Path) -> int:
-    """Bytes in use on the filesystem holding `path`."""
-    st = os.statvfs(path)
-    return (st.f_blocks - st.f_bfree) * st.f_frsize
-
-
 def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """(Fresh process) upsert in batches from the memory-mapped base, then optimize; `engine`
     are the embedded database's engine settings (defaults when None)."""
     import vecdb
     from vecdb.bench.build_memory import children_anon_probe
-    from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
+    from vecdb.bench.sampler import Sampler, fs_growth_probe, rss_anon_probe, status_kib
     from vecdb.client.backpressure import Patience, upsert_patiently
 
     base = np.load(work / "base.npy", mmap_mode="r")
@@ -100,11 +94,9 @@ def step_build(work: Path, engine: dict[str, Any] | None = None) -> dict[str, An
     db = work / "db"
     before = status_kib()
     own, children = rss_anon_probe(), children_anon_probe()  # (a bulk build's child counts)
-    used0 = _fs_used(work)
-    # "disk" walks the data directory; "fs" is the filesystem's growth, which also counts
-    # unnamed files (a spilled buffer, a build's staged input) and anything else written there
+    # "disk" walks the data directory; "fs" also counts unnamed files (`fs_growth_probe`)
     probes = {"anon": lambda: own() + children(), "children": children,
-              "disk": lambda: float(du(db)[0]), "fs": lambda: float(_fs_used(work) - used0)}  # fmt: skip
+              "disk": lambda: float(du(db)[0]), "fs": fs_growth_probe(work)}  # fmt: skip
     with Sampler(probes, interval_s=0.1) as sampler, vecdb.connect(db, engine=engine) as c:
         c.create_collection("s", dim=base.shape[1], metric="l2", index="spann",
                             index_params={"io": "mmap"})  # fmt: skip
