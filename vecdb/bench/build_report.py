@@ -13,8 +13,8 @@ def build_memory_table(rows: Sequence[Row]) -> list[str]:
     `vecdb.bench.build_memory`); empty if none has."""
     cols = [
         "system", "raw MiB", "build s (fresh process)", "(a) peak RssAnon MiB", "(a) / raw",
-        "build child peak MiB",
-        "VmHWM MiB", "disk peak MiB (filesystem growth)", "(b) after build MiB", "(b) / raw", "(b) after malloc_trim MiB",
+        "build child peak MiB", "VmHWM MiB", "disk peak MiB (filesystem growth)",
+        "(b) after build MiB", "(b) / raw", "(b) after malloc_trim MiB",
         "(c) fresh open MiB", "(b) / (c)", "baseline RssAnon MiB", "samples, max gap ms",
     ]  # fmt: skip
     lines = []

@@ -44,21 +44,35 @@ def staged_rows(directory: Path, rows: int, dim: int) -> F32 | None:
     blocks reserved; None when that cannot be made (no unnamed files on this filesystem,
     no room, nothing to hold)."""
     nbytes = 4 * rows * dim
-    if nbytes == 0 or not hasattr(os, "O_TMPFILE"):
+    file = _unnamed(directory) if nbytes else None
+    mapped = None if file is None else _reserved_map(file, 0, nbytes)
+    if file is None or mapped is None:
+        return None  # (a descriptor opened closes with its object)
+    return _register(mapped[0], file, rows, dim)
+
+
+def _unnamed(directory: Path) -> _Descriptor | None:
+    """A new unnamed file (O_TMPFILE) in `directory`, or None (none on this filesystem)."""
+    if not hasattr(os, "O_TMPFILE"):
         return None
     try:
-        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+        return _Descriptor(os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600))
     except OSError:
         return None
+
+
+def _reserved_map(file: _Descriptor, lo: int, hi: int) -> tuple[mmap.mmap, int] | None:
+    """Bytes [lo, hi) of `file`, their blocks reserved, mapped writable with their pages
+    faulted in by one call (MAP_POPULATE), not one fault per page filled: (the mapping, the
+    offset of `lo` in it, which starts on a page); None without room."""
+    base = lo - lo % mmap.ALLOCATIONGRANULARITY
     try:
-        os.posix_fallocate(fd, 0, nbytes)
-        # its pages faulted in by one call (MAP_POPULATE), not one fault per page filled
+        os.posix_fallocate(file.fd, lo, hi - lo)
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        mm = mmap.mmap(fd, nbytes, flags, mmap.PROT_READ | mmap.PROT_WRITE)
+        mm = mmap.mmap(file.fd, hi - base, flags, mmap.PROT_READ | mmap.PROT_WRITE, offset=base)
     except OSError:
-        os.close(fd)
         return None
-    return _register(mm, _Descriptor(fd), rows, dim)
+    return mm, lo - base
 
 
 class _Descriptor:
@@ -102,24 +116,14 @@ class SpillFile:
         """A writable (count, dim) array over rows [start, start + count) of the file, its
         blocks reserved; None when the file cannot be made or grown (no room)."""
         if self._file is None:
-            if not hasattr(os, "O_TMPFILE"):
-                return None
-            try:
-                self._file = _Descriptor(os.open(self.directory, os.O_TMPFILE | os.O_RDWR, 0o600))
-            except OSError:
-                return None
+            self._file = _unnamed(self.directory)
         row = 4 * self.dim
-        lo, hi = start * row, (start + count) * row
-        base = lo - lo % mmap.ALLOCATIONGRANULARITY  # a mapping starts on a page
-        try:
-            os.posix_fallocate(self._file.fd, lo, hi - lo)
-            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-            mm = mmap.mmap(self._file.fd, hi - base, flags, mmap.PROT_READ | mmap.PROT_WRITE,
-                           offset=base)  # fmt: skip
-        except OSError:
+        mapped = None if self._file is None else _reserved_map(self._file, start * row,
+                                                               (start + count) * row)  # fmt: skip
+        if mapped is None:
             return None
-        out: F32 = np.frombuffer(mm, np.float32, count * self.dim, lo - base)
-        out = out.reshape(count, self.dim)
+        mm, at = mapped
+        out: F32 = np.frombuffer(mm, np.float32, count * self.dim, at).reshape(count, self.dim)
         self._chunks[start] = out
         return out
 
