@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from vecdb.bench.multivector import scale_row
+from vecdb.bench.options import engine_settings
 
 
 def test_batches_keep_the_document_and_token_caps() -> None:
@@ -29,11 +30,11 @@ def test_batches_keep_the_document_and_token_caps() -> None:
     assert scale_row.batches(offsets, batch_docs=200) == [(0, 10)]  # the engine's cap: 65,536
 
 
-def _run(tmp_path: Path, docs: int, tokens: int) -> dict[str, Any]:
+def _run(tmp_path: Path, docs: int, tokens: int, engine: list[str]) -> dict[str, Any]:
     out = tmp_path / "row.json"
     argv = ["--docs", str(docs), "--tokens", str(tokens), "--dim", "32", "--queries", "5",
             "--out", str(out), "--workdir", str(tmp_path / "w"), "--timeout", "300",
-            "--batch-docs", "64"]  # fmt: skip
+            "--batch-docs", "64", *(f"--engine={e}" for e in engine)]  # fmt: skip
     assert scale_row.main(argv) == 0
     assert list((tmp_path / "w").iterdir()) == []  # the work directory is gone
     res: dict[str, Any] = json.loads(out.read_text())
@@ -41,17 +42,22 @@ def _run(tmp_path: Path, docs: int, tokens: int) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("docs", "tokens", "exact"),
+    ("docs", "tokens", "exact", "engine"),
     [
-        (300, 16, False),  # 5,400 tokens: trained, and 300 documents go through the pipeline
-        (80, 64, True),  # trained too, but no more than the pipeline scores in full: exact
+        # 5,400 tokens: trained, and 300 documents go through the pipeline; engine settings
+        # passed to the build's database (the writes never pause 30 s: trained at optimize)
+        (300, 16, False, ["bulk_build_bytes=0", "idle_seconds=30"]),
+        (80, 64, True, []),  # trained too, but no more than the pipeline scores in full: exact
     ],
 )
 def test_a_small_run_reports_every_part(
-    tmp_path: Path, docs: int, tokens: int, exact: bool
+    tmp_path: Path, docs: int, tokens: int, exact: bool, engine: list[str]
 ) -> None:
-    res = _run(tmp_path, docs, tokens)
+    res = _run(tmp_path, docs, tokens, engine)
     data, build, search = res["data"], res["build"], res["search"]
+    assert res["engine_settings"] == (engine or "defaults")
+    # one codebook, trained by optimize (5,400 tokens are far below the first training's bytes)
+    assert build["trainings_during_ingest"] == 0 and build["index"]["generation"] == 1
     assert data["docs"] == docs and data["queries"] == 5
     assert build["batches"] == -(-docs // 64)  # the token cap does not bind here
     assert build["index"]["tokens"] == data["tokens"] == build["index"]["encoded_tokens"]
@@ -85,3 +91,11 @@ def test_a_step_past_the_deadline_is_killed(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "killed" in got and time.perf_counter() - t < 10
     assert scale_row._child("data", tmp_path, time.time() - 1, [])["skipped"]
+
+
+def test_engine_settings_are_numbers_by_name() -> None:
+    assert engine_settings([]) is None
+    got = engine_settings(["idle_seconds=0.5", "bulk_build_bytes=1024", "x = 1e3"])
+    assert got == {"idle_seconds": 0.5, "bulk_build_bytes": 1024, "x": 1000.0}
+    with pytest.raises(SystemExit, match="NAME=VALUE"):
+        engine_settings(["idle_seconds"])

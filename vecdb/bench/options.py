@@ -1,6 +1,7 @@
 """Option types shared by the bench tools' command lines: an integer with a lower bound whose
 error names the option's rule and the text given (argparse's own says "invalid int value");
-and the usual ending of a tool's run: its JSON written where `--out` says, its table printed."""
+repeatable `--engine NAME=VALUE` settings of a run's database; and the usual ending of a
+tool's run: its JSON written where `--out` says, its table printed."""
 
 from __future__ import annotations
 
@@ -25,6 +26,31 @@ def at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def add_engine_option(ap: argparse.ArgumentParser) -> None:
+    """A repeatable `--engine NAME=VALUE` (read with `engine_settings`)."""
+    ap.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an engine setting of the build's database (repeatable; PARAMS.md)",
+    )
+
+
+def engine_settings(given: list[str]) -> dict[str, Any] | None:
+    """`NAME=VALUE` strings as engine settings (numbers; the engine checks names and bounds),
+    None when none are given (the defaults)."""
+    if not given:
+        return None
+    out: dict[str, Any] = {}
+    for item in given:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--engine expects NAME=VALUE, got {item!r}")
+        out[name.strip()] = float(value) if "." in value or "e" in value else int(value)
+    return out
 
 
 def finish(out: dict[str, Any], path: str | None, table: Callable[[dict[str, Any]], str]) -> None:

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.bench.options import add_engine_option, engine_settings
 from vecdb.bench.scale_row_data import MAX_POSTINGS, K, compare, exact_truth, generate, recall
 from vecdb.storage.disk import du
 
@@ -384,19 +385,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def _engine(given: list[str]) -> dict[str, Any] | None:
-    """`NAME=VALUE` strings as engine settings (numbers; the engine checks names and bounds)."""
-    if not given:
-        return None
-    out: dict[str, Any] = {}
-    for item in given:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--engine expects NAME=VALUE, got {item!r}")
-        out[name.strip()] = float(value) if "." in value or "e" in value else int(value)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000_000)
@@ -407,13 +395,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds for all steps")
     ap.add_argument("--no-faiss", action="store_true")
     ap.add_argument("--faiss-quantizer", choices=("flat", "hnsw"), default="flat")
-    ap.add_argument(
-        "--engine",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="an engine setting of the build's database (repeatable; PARAMS.md)",
-    )
+    add_engine_option(ap)
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a fresh child step
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -425,7 +407,7 @@ def main() -> None:
             result = step_faiss(args.work, args.faiss_quantizer)
         else:
             result = (
-                step_build(args.work, _engine(args.engine))
+                step_build(args.work, engine_settings(args.engine))
                 if kind == "build"
                 else step_warm(args.work)
             )

@@ -2,7 +2,8 @@
 token matrices) built and searched through the embedded SDK, against exact MaxSim.
 
     python -m vecdb.bench.multivector.scale_row --docs 20000 --tokens 128 --dim 128 \
-        --queries 100 --out FILE.json --workdir /var/tmp [--timeout S] [--threads 1,2]
+        --queries 100 --out FILE.json --workdir /var/tmp [--timeout S] [--threads 1,2] \
+        [--engine NAME=VALUE ...]
 
 Run by hand, never in CI. Owns this protocol, and nothing else (the data generator, the exact
 kernel, the recall definition and the thread pinning are the multi-vector bench's):
@@ -20,7 +21,8 @@ kernel, the recall definition and the thread pinning are the multi-vector bench'
    kind="multivector" cosine collection, `upsert_documents` in batches (at most --batch-docs
    documents and MAX_TOKENS_PER_REQUEST tokens a call), then `optimize(wait=True)`; ingest and
    optimize timed apart, and each upsert call (p50 / p99 / max: a write held up by a
-   background training shows in the tail); RssAnon of this process and every child it starts
+   background training shows in the tail), the codebooks trained while the upserts ran and
+   in all (the index's generation), under the database's `--engine` settings; RssAnon of this process and every child it starts
    sampled (peak growth over the baseline) and the bytes of the data directory (peak, and at
    rest after close); the index's own stats (K, bytes per token of each tier, postings).
 4. Search (fresh process, kernels warmed the same way): open the data directory, then per
@@ -59,6 +61,7 @@ import numpy.typing as npt
 
 from vecdb.bench.multivector import metrics
 from vecdb.bench.multivector.embed import MVData
+from vecdb.bench.options import add_engine_option, engine_settings
 from vecdb.index.multivector.inputs import doc_steps
 from vecdb.storage.disk import du
 
@@ -198,9 +201,10 @@ def _index_stats(st: dict[str, Any]) -> Result:
     return {k: st[k] for k in keep if k in st}
 
 
-def step_build(work: Path, batch_docs: int) -> Result:
+def step_build(work: Path, batch_docs: int, engine: dict[str, Any] | None = None) -> Result:
     """(Fresh process) create the collection, upsert in batches from the memory-mapped tokens,
-    then optimize; memory and disk sampled throughout."""
+    then optimize; memory and disk sampled throughout; `engine`: the database's engine
+    settings (defaults when None)."""
     import vecdb
     from vecdb.bench.build_memory import children_anon_probe
     from vecdb.bench.sampler import Sampler, rss_anon_probe, status_kib
@@ -215,7 +219,7 @@ def step_build(work: Path, batch_docs: int) -> Result:
     probes = {"anon": lambda: own() + children(), "children": children,
               "disk": lambda: float(du(db)[0])}  # fmt: skip
     with Sampler(probes, interval_s=0.1) as sampler:
-        with vecdb.connect(db) as client:
+        with vecdb.connect(db, engine=engine) as client:
             client.create_collection(COLLECTION, dim=c.dim, metric="cosine", kind="multivector")
             t0 = time.perf_counter()
             waits = []  # seconds of each upsert call (a write stalled by a training shows)
@@ -228,6 +232,8 @@ def step_build(work: Path, batch_docs: int) -> Result:
                     print(f"  build: {hi:,} / {c.n_docs:,} documents upserted, "
                           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
             t1 = time.perf_counter()
+            # codebooks trained while the upserts ran (the generation counts every training)
+            ingest_generation = client.stats(COLLECTION)["index"].get("generation", 0)
             client.optimize(COLLECTION, wait=True)
             t2 = time.perf_counter()
             st = client.stats(COLLECTION)
@@ -245,6 +251,7 @@ def step_build(work: Path, batch_docs: int) -> Result:
         },
         "optimize_s": t2 - t1,
         "build_s": t2 - t0,
+        "trainings_during_ingest": ingest_generation,
         "close_s": t3 - t2,
         "docs_per_s": c.n_docs / max(t2 - t0, 1e-9),
         "index_state": info.index_state,
@@ -416,6 +423,7 @@ def run(args: argparse.Namespace) -> Result:
         "cpu_count": os.cpu_count(),
         "timeout_s": args.timeout,
         **_disk_check(args, work),
+        "engine_settings": args.engine or "defaults",
     }
 
     def save(step: str, value: Result, seconds: float) -> None:
@@ -428,7 +436,7 @@ def run(args: argparse.Namespace) -> Result:
         ("data", ["--docs", str(args.docs), "--tokens", str(args.tokens), "--dim",
                   str(args.dim), "--queries", str(args.queries)]),
         ("exact", ["--threads", ",".join(threads)]),
-        ("build", ["--batch-docs", str(args.batch_docs)]),
+        ("build", ["--batch-docs", str(args.batch_docs), *(f"--engine={e}" for e in args.engine)]),
         ("search", ["--threads", ",".join(threads)]),
     ]  # fmt: skip
     try:
@@ -486,7 +494,9 @@ def summary(res: Result) -> str:
             f" MiB (children {b['build_child_peak_anon_mib']:,.0f}); data directory peak "
             f"{b['disk_peak_mib']:,.0f} MiB, at rest {b['disk_at_rest_mib']:,.0f} MiB "
             f"({b['disk_at_rest_x_raw']:.2f}x raw)",
-            f"  index: K={ix.get('K')}, trained={ix.get('trained')}, encoded tokens "
+            f"  index: K={ix.get('K')}, trained={ix.get('trained')} (codebooks trained: "
+            f"{_fmt(b.get('trainings_during_ingest'), 'd')} during the upserts, "
+            f"{_fmt(ix.get('generation'), 'd')} in all), encoded tokens "
             f"{_fmt(ix.get('encoded_tokens'), ',')}, postings "
             f"{_fmt(ix.get('postings_bytes', 0) / 2**20, '.1f')} MiB; bytes per token: {tiers}",
         ]
@@ -533,6 +543,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-docs", type=int, default=BATCH_DOCS)
     ap.add_argument("--threads", type=_threads, default=[1, 2], help="e.g. 1,2")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    add_engine_option(ap)
     ap.add_argument("--step", default=None, help=argparse.SUPPRESS)  # a fresh child step
     ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     return ap
@@ -542,7 +553,7 @@ def _run_step(args: argparse.Namespace) -> Result:
     steps: dict[str, Callable[[], Result]] = {
         "data": lambda: step_data(args.work, args.docs, args.tokens, args.dim, args.queries),
         "exact": lambda: step_exact(args.work, args.threads),
-        "build": lambda: step_build(args.work, args.batch_docs),
+        "build": lambda: step_build(args.work, args.batch_docs, engine_settings(args.engine)),
         "search": lambda: step_search(args.work, args.threads),
     }
     return steps[args.step]()
