@@ -12,6 +12,8 @@ import pytest
 from oracles import clustered_documents, clustered_queries, maxsim_recall
 
 from vecdb.engine import Database
+from vecdb.engine.doc_jobs import first_train_bytes
+from vecdb.engine.settings import EngineSettings
 from vecdb.index.multivector import MultiVectorIndex
 from vecdb.index.multivector.params import MVSearchParams
 
@@ -106,6 +108,38 @@ def test_the_first_training_waits_for_a_pause_or_the_bulk_size(
         assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
         db.optimize("p")  # (the checkpoint after a training of its own)
         assert db.get_collection("p").index_state == "ready"
+
+
+@pytest.mark.usefixtures("pipeline_on_few_tokens")
+def test_a_streaming_load_is_first_trained_at_the_spilled_build_size(tmp_path: Path) -> None:
+    """With the auto bulk_build_bytes a document load still streaming in is first trained once
+    its tokens reach rebuild_max_bytes (2 GiB by default, where a spilling dense buffer's first
+    build starts), not half the buffer cap (512 MiB): its tokens are on file from the start.
+    The collection's size in bytes is stood in for; everything else is the real worker."""
+    gib = 1 << 30
+    with Database(tmp_path / "db", settings={"idle_seconds": 3600}) as db:
+        db.create_collection("p", DIM, "cosine", kind="multivector",
+                             index_params={"min_train_tokens": 2000, "K": 64})  # fmt: skip
+        mv = db.collections["p"].core.index.mv
+        mv.live_bytes = lambda: gib  # past first_build_bytes, short of rebuild_max_bytes
+        db.upsert_documents("p", list(range(400)), DOCS)
+        time.sleep(1.5)
+        assert not db.stats("p")["index"]["trained"]
+        assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 1.0
+        mv.live_bytes = lambda: 2 * gib
+        db.upsert_documents("p", [400], DOCS[:1])  # the worker looks again after a write
+        _wait(lambda: db.stats("p")["index"]["trained"])
+        assert db.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
+
+
+def test_first_train_bytes_follows_the_spilled_build() -> None:
+    """The auto setting waits for rebuild_max_bytes; an explicit bulk_build_bytes, or a
+    rebuild limit at or below half the buffer cap, keeps the first build's size."""
+    parse = EngineSettings.parse
+    assert first_train_bytes(parse({})) == 2 << 30
+    assert first_train_bytes(parse({"rebuild_max_bytes": 3 << 30})) == 3 << 30
+    assert first_train_bytes(parse({"bulk_build_bytes": 64 << 20})) == 64 << 20
+    assert first_train_bytes(parse({"rebuild_max_bytes": 256 << 20})) == 512 << 20
 
 
 @pytest.mark.usefixtures("pipeline_on_few_tokens")

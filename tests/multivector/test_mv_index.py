@@ -931,3 +931,34 @@ def test_a_trainings_progress_reaches_each_phase_end_only_when_that_work_is_done
     assert not any(
         swapped[i] for i, c in enumerate(calls) if c[0] in ("train", "assign", "residuals")
     )
+
+
+@pytest.mark.parametrize("fold_min", [1, 10**9])
+def test_a_checkpoint_folds_the_cell_lists_delta(
+    corpus: tuple, monkeypatch: pytest.MonkeyPatch, fold_min: int
+) -> None:
+    """Documents added after a training go to the cell lists' delta, which every probing
+    search scans; a checkpoint folds a delta of at least DELTA_FOLD_MIN pairs into the lists
+    (a smaller one stays), and the searches answer as before, scores and all."""
+    monkeypatch.setattr("vecdb.index.multivector.index.DELTA_FOLD_MIN", fold_min)
+    docs, qs = corpus
+    idx = MultiVectorIndex(DIM, params={"K": 256})
+    first = len(docs) - 100  # 100 late documents: a delta under DELTA_REBUILD of the lists
+    t1, o1 = _pack(docs[:first])
+    idx.build(np.arange(first), t1, o1)
+    t2, o2 = _pack(docs[first:])
+    idx.add(np.arange(first, len(docs)), t2, o2)
+    delta, pairs = len(idx._v.delta_docs), len(idx._v.cell_docs)
+    assert 0 < delta < 0.25 * pairs
+    params = {"probe_keep": 0, "refine": 0}  # every candidate reaches the interaction
+    ids, scores, _ = idx.search(qs, K_AT, params)
+    idx.checkpoint(7)
+    assert idx.applied_seq == 7
+    if fold_min > delta:
+        assert len(idx._v.delta_docs) == delta and len(idx._v.cell_docs) == pairs
+        return
+    assert len(idx._v.delta_docs) == 0 and len(idx._v.cell_docs) == pairs + delta
+    ids2, scores2, _ = idx.search(qs, K_AT, params)
+    np.testing.assert_array_equal(ids2, ids)
+    np.testing.assert_array_equal(scores2, scores)
+    assert _recall(ids2, qs, docs, 1) >= 0.85  # (no refine here: 0.89)

@@ -21,8 +21,8 @@ kernel, the recall definition and the thread pinning are the multi-vector bench'
    kind="multivector" cosine collection, `upsert_documents` in batches (at most --batch-docs
    documents and MAX_TOKENS_PER_REQUEST tokens a call), then `optimize(wait=True)`; ingest and
    optimize timed apart, and each upsert call (p50 / p99 / max: a write held up by a
-   background training shows in the tail), the codebooks trained while the upserts ran and
-   in all (the index's generation), under the database's `--engine` settings; RssAnon of this process and every child it starts
+   background training shows in the tail), the codebooks published while the upserts ran and
+   trained in all (the index's generation), under the database's `--engine` settings; RssAnon of this process and every child it starts
    sampled (peak growth over the baseline) and the bytes of the data directory (peak, and at
    rest after close); the index's own stats (K, bytes per token of each tier, postings).
 4. Search (fresh process, kernels warmed the same way): open the data directory, then per
@@ -232,7 +232,8 @@ def step_build(work: Path, batch_docs: int, engine: dict[str, Any] | None = None
                     print(f"  build: {hi:,} / {c.n_docs:,} documents upserted, "
                           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)  # fmt: skip
             t1 = time.perf_counter()
-            # codebooks trained while the upserts ran (the generation counts every training)
+            # codebooks published while the upserts ran (the generation counts each training;
+            # one still running when the upserts end is counted by the final generation only)
             ingest_generation = client.stats(COLLECTION)["index"].get("generation", 0)
             client.optimize(COLLECTION, wait=True)
             t2 = time.perf_counter()
@@ -494,9 +495,9 @@ def summary(res: Result) -> str:
             f" MiB (children {b['build_child_peak_anon_mib']:,.0f}); data directory peak "
             f"{b['disk_peak_mib']:,.0f} MiB, at rest {b['disk_at_rest_mib']:,.0f} MiB "
             f"({b['disk_at_rest_x_raw']:.2f}x raw)",
-            f"  index: K={ix.get('K')}, trained={ix.get('trained')} (codebooks trained: "
-            f"{_fmt(b.get('trainings_during_ingest'), 'd')} during the upserts, "
-            f"{_fmt(ix.get('generation'), 'd')} in all), encoded tokens "
+            f"  index: K={ix.get('K')}, trained={ix.get('trained')} (codebooks: "
+            f"{_fmt(b.get('trainings_during_ingest'), 'd')} in use when the upserts ended, "
+            f"{_fmt(ix.get('generation'), 'd')} trained in all), encoded tokens "
             f"{_fmt(ix.get('encoded_tokens'), ',')}, postings "
             f"{_fmt(ix.get('postings_bytes', 0) / 2**20, '.1f')} MiB; bytes per token: {tiers}",
         ]

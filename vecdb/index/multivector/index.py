@@ -42,11 +42,13 @@ from vecdb.index.multivector.search import (
 )
 from vecdb.index.multivector.stats import view_codes, view_stats
 from vecdb.index.multivector.view import (
+    DELTA_FOLD_MIN,
     MembershipCache,
     View,
     cell_pairs,
     csr,
     empty_view,
+    folded,
     grow,
     visible_mask,
     with_delta,
@@ -627,8 +629,10 @@ class MultiVectorIndex:
         return int(np.diff(v.raw_off)[v.alive].sum()) * 4 * self.dim
 
     def checkpoint(self, applied_seq: int) -> None:
-        """Make everything so far durable, recording `applied_seq`."""
+        """Make everything so far durable, recording `applied_seq`; the pairs added to the
+        cell lists since they were built are folded into them first (`DELTA_FOLD_MIN`)."""
         with self._lock:
+            self._v = folded(self._v, DELTA_FOLD_MIN)
             self.applied_seq = applied_seq
             if self.directory is not None:
                 persist.save(self, self.directory)
