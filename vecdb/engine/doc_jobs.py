@@ -65,9 +65,11 @@ def first_train_bytes(s: EngineSettings) -> int:
     row file), as a spilling buffer's vectors are, so with the auto `bulk_build_bytes` the
     first training waits as that buffer's first build does: up to `rebuild_max_bytes`
     (`spill_build_bytes`), not `first_build_bytes`, which bounds a buffer held in memory.
-    A load of 4.3M tokens at d = 128 (2.1 GiB) trained at ~1M tokens (K = 8,192) and again
-    at `optimize` (K = 32,768): ingest + optimize 22 + 272 s; trained once at `optimize`
-    20 + 187 s, the same K and recall (bench/RESULTS.md, "a bulk document load trains once").
+    10,060,821 tokens at d = 128 upserted then optimized (`multivector.scale_row`, 70,000
+    documents): trained once (at 4.2M tokens, K = 32,768) in 52-55 + 265-270 s against twice
+    (from ~1M tokens, then all at `optimize`) in 58-60 + 432-437 s, peak RssAnon 1.5 against
+    2.3 GiB, the same K, recall and (once the delta is folded) search time; 4.3M tokens:
+    17 + 180 s against 22 + 272 s (bench/RESULTS.md, "a bulk document load trains once").
     Until then a search scores every document exactly (~0.3 s a query at 4.3M tokens)."""
     return s.spill_build_bytes or s.first_build_bytes
 
