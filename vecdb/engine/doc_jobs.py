@@ -5,9 +5,9 @@ Jobs: `train` when the index asks for a (new) codebook (enough tokens for the fi
 grown or drifted past the current one, many documents removed; see
 `MultiVectorIndex.needs_training`), the first one only once the writes pause for `idle_seconds`
 or the documents hold `first_train_bytes` of float32 tokens (a codebook trained on the first
-part of a load still streaming in is replaced once the load has grown 4x, or by `optimize`:
-1.44M tokens upserted 100 documents a call settled at K = 1,024, trained on the first
-~120,000, recall@10 0.31 until the retraining 100 s later);
+part of a load still streaming in is replaced once the load has grown 4x: 1.44M tokens
+upserted 100 documents a call settled at K = 1,024, trained on the first ~120,000, recall@10
+0.31 until the retraining 100 s later);
 `checkpoint` when writes are durable in RocksDB but not yet
 in the index files and the collection has been quiet for `idle_seconds`; `optimize` (an
 `optimize` call waits) trains if the index is untrained or due, checkpoints, then wakes the

@@ -22,8 +22,8 @@ kernel, the recall definition and the thread pinning are the multi-vector bench'
    documents and MAX_TOKENS_PER_REQUEST tokens a call), then `optimize(wait=True)`; ingest and
    optimize timed apart, and each upsert call (p50 / p99 / max: a write held up by a
    background training shows in the tail), the codebooks published while the upserts ran and
-   trained in all (the index's generation), under the database's `--engine` settings; RssAnon of this process and every child it starts
-   sampled (peak growth over the baseline) and the bytes of the data directory (peak, and at
+   trained in all (the index's generation), under the database's `--engine` settings; RssAnon
+   of this process and every child it starts sampled (peak growth over the baseline) and the bytes of the data directory (peak, and at
    rest after close); the index's own stats (K, bytes per token of each tier, postings).
 4. Search (fresh process, kernels warmed the same way): open the data directory, then per
    thread count (numba, BLAS and OpenMP pinned together, as the bench's latency pass does) a
