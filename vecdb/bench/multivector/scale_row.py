@@ -23,8 +23,9 @@ kernel, the recall definition and the thread pinning are the multi-vector bench'
    optimize timed apart, and each upsert call (p50 / p99 / max: a write held up by a
    background training shows in the tail), the codebooks published while the upserts ran and
    trained in all (the index's generation), under the database's `--engine` settings; RssAnon
-   of this process and every child it starts sampled (peak growth over the baseline) and the bytes of the data directory (peak, and at
-   rest after close); the index's own stats (K, bytes per token of each tier, postings).
+   of this process and every child it starts sampled (peak growth over the baseline) and the
+   bytes of the data directory (peak, and at rest after close); the index's own stats (K,
+   bytes per token of each tier, postings).
 4. Search (fresh process, kernels warmed the same way): open the data directory, then per
    thread count (numba, BLAS and OpenMP pinned together, as the bench's latency pass does) a
    few warm-up queries and one `search_documents(k=10)` per query: wall p50 / p95, tie-aware
