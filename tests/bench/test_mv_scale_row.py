@@ -99,3 +99,17 @@ def test_engine_settings_are_numbers_by_name() -> None:
     assert got == {"idle_seconds": 0.5, "bulk_build_bytes": 1024, "x": 1000.0}
     with pytest.raises(SystemExit, match="NAME=VALUE"):
         engine_settings(["idle_seconds"])
+    with pytest.raises(SystemExit, match="idle_seconds expects a number, got 'soon'"):
+        engine_settings(["idle_seconds=soon"])
+
+
+def test_engine_settings_reach_the_build_database(tmp_path: Path) -> None:
+    """`--engine` goes to the build step's own process and database: an unknown setting fails
+    that step, named by the engine, and the search after it is skipped."""
+    out = tmp_path / "row.json"
+    argv = ["--docs", "20", "--tokens", "8", "--dim", "16", "--queries", "2", "--out", str(out),
+            "--workdir", str(tmp_path / "w"), "--timeout", "300", "--engine", "no_such=1"]  # fmt: skip
+    scale_row.main(argv)
+    res = json.loads(out.read_text())
+    assert "no_such" in json.dumps(res["build"]) and "build_s" not in res["build"]
+    assert "skipped" in res["search"]

@@ -47,9 +47,13 @@ def engine_settings(given: list[str]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for item in given:
         name, sep, value = item.partition("=")
+        name = name.strip()
         if not sep:
             raise SystemExit(f"--engine expects NAME=VALUE, got {item!r}")
-        out[name.strip()] = float(value) if "." in value or "e" in value else int(value)
+        try:
+            out[name] = float(value) if "." in value or "e" in value else int(value)
+        except ValueError:
+            raise SystemExit(f"--engine {name} expects a number, got {value!r}") from None
     return out
 
 

@@ -45,6 +45,7 @@ from vecdb.index.spann.index import SpannIndex
 from vecdb.index.tenancy import TenantParams
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.tenant_scan import KINDS, copy_topk, fused_fits
+from vecdb.kernels.unique import sorted_unique
 from vecdb.storage import kv as kvmod
 
 I64 = npt.NDArray[np.int64]
@@ -193,7 +194,7 @@ def exact_copy(coll: CollectionCore, key: tuple[int, ...], tag: Hashable) -> I64
 def ascending(slots: I64) -> I64:
     """The slots sorted and unique (as they come, if they already are)."""
     if len(slots) > 1 and not (slots[1:] > slots[:-1]).all():
-        return np.unique(slots)
+        return sorted_unique(slots)
     return slots
 
 

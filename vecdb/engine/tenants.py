@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from vecdb.engine.slot_set import LazyVisible, SlotSet, compact
 from vecdb.index.base import Visible
+from vecdb.kernels.unique import sorted_unique
 from vecdb.storage import kv as kvmod
 from vecdb.storage.kv import KV, Batch
 from vecdb.types import TenantInfo
@@ -180,7 +181,7 @@ class TenantState:
             arrays = [self.by_no[n].slots.array() for n in nos]
         if len(arrays) == 1:
             return arrays[0]
-        return np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
+        return sorted_unique(np.concatenate(arrays)) if arrays else np.zeros(0, np.int64)
 
     def visible(self, nos: list[int], bound: int) -> tuple[I64, Visible]:
         """The slots of `slots_of(nos)` and the same set as a `Visible` whose bitmap is built

@@ -35,6 +35,7 @@ from vecdb.errors import InvalidArgument
 from vecdb.index.base import IndexResult, Progress, SearchStats, Slots, Spill, Vectors, Visible
 from vecdb.kernels.scan import exact_topk
 from vecdb.kernels.topk import merge_topk
+from vecdb.kernels.unique import sorted_unique
 
 CHUNK_BYTES = 16 * 2**20  # a chunk holds at most about this many bytes of vectors ...
 MIN_CHUNK_ROWS = 1024  # ... and at least this many rows (or a quarter of those stored)
@@ -344,7 +345,7 @@ class FlatIndex:
                 self._removed_ahead.update(ahead.tolist())
             rows = np.searchsorted(self._slots[:n], s)
             hit = (rows < n) & (self._slots[np.minimum(rows, max(n - 1, 0))] == s) if n else s < 0
-            rows = np.unique(rows[hit])
+            rows = sorted_unique(rows[hit])
             rows = rows[self._valid[rows]]
             if len(rows):
                 self._valid[rows] = False

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from vecdb.index.heads import ClusterTree
 from vecdb.index.params import _parse, _spec
+from vecdb.kernels.unique import sorted_unique
 
 F32 = npt.NDArray[np.float32]
 I32 = npt.NDArray[np.int32]
@@ -190,10 +191,10 @@ def _ancestry(tree: ClusterTree, leaves: I64) -> I64:
     seen = [leaves]
     cur = leaves
     while len(cur):
-        cur = np.unique(tree.parent[cur].astype(np.int64))
+        cur = sorted_unique(tree.parent[cur].astype(np.int64))
         cur = cur[cur >= 0]
         seen.append(cur)
-    out: I64 = np.unique(np.concatenate(seen))
+    out: I64 = sorted_unique(np.concatenate(seen))
     return out
 
 

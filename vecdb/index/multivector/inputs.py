@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.kernels.unique import sorted_unique
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -62,7 +64,7 @@ def checked(
         raise ValueError("offsets must be (D+1,) from 0 to the token count")
     if np.any(np.diff(offs) < 1):
         raise ValueError("every document needs at least one token")
-    if len(np.unique(ids)) != len(ids):
+    if len(sorted_unique(ids)) != len(ids):
         raise ValueError("doc_ids must be unique")
     w = (
         np.full(len(toks), np.nan, np.float32)

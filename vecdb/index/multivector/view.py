@@ -25,6 +25,7 @@ import numpy.typing as npt
 from vecdb.index.base import Visible
 from vecdb.index.multivector.codec import Codec
 from vecdb.kernels.bitpack import code_bits
+from vecdb.kernels.unique import sorted_unique
 
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
@@ -36,7 +37,7 @@ DELTA_REBUILD = 0.25  # rebuild the CSR when the delta exceeds this share of its
 # past the probe-score cut. A 10,060,821-token load trained at 4.2M tokens kept 185,251
 # pairs there (the rest of the load): 1.4 ms a query of the lookup alone, p50 6.8-6.9 against
 # 4.8-5.1 ms for the same load trained at optimize, at the same candidates and work;
-# 16,384 pairs cost ~0.1 ms. A fold re-sorts every pair (~0.2 s at 1.6M).
+# 16,384 pairs cost ~0.1 ms. A fold re-sorts every pair (0.03 s at 1.66M pairs).
 DELTA_FOLD_MIN = 16_384
 
 
@@ -111,7 +112,7 @@ def cell_pairs(codes: I64, enc_off: I64, first_doc: int = 0) -> tuple[I64, I64]:
     doc = np.repeat(np.arange(len(enc_off) - 1, dtype=np.int64) + first_doc, np.diff(enc_off))
     if len(codes) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    key = np.unique(codes.astype(np.int64) * (1 << 32) + doc)
+    key = sorted_unique(codes.astype(np.int64) * (1 << 32) + doc)
     return key >> 32, key & ((1 << 32) - 1)
 
 
@@ -154,7 +155,7 @@ def folded(v: View, at_least: int = 0) -> View:
         return v
     starts = v.indptr[:-1]
     base_cells = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(v.indptr))
-    key = np.unique(
+    key = sorted_unique(
         np.concatenate([base_cells, dc]) * (1 << 32) + np.concatenate([v.cell_docs, dd])
     )
     indptr, cell_docs = csr(key >> 32, key & ((1 << 32) - 1), v.codec.k)

@@ -49,6 +49,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.index.spann.freelist import FreeList
+from vecdb.kernels.unique import sorted_unique
 
 PAGE = 4096  # the read unit of the posting file
 ALIGN = 64  # blocks start on multiples of this and their sizes are multiples of it
@@ -131,7 +132,7 @@ class SpaceMap:
     def hold(self, offsets: I64) -> None:
         """The extents starting at `offsets` (live now: a table's blocks) are read by
         another process as long as this map lives; a release of one never frees it."""
-        self.held = np.unique(np.asarray(offsets, np.int64))
+        self.held = sorted_unique(np.asarray(offsets, np.int64))
 
     # --- allocate ----------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from vecdb.index.spann.table import BlockTable
 from vecdb.index.spann.vectors import VectorStore, row_bytes
 from vecdb.index.tenancy import SubTreeCache
 from vecdb.kernels.posting import VERSION_NONE, VERSION_REMOVED
+from vecdb.kernels.unique import sorted_unique
 
 U8 = npt.NDArray[np.uint8]
 F32 = npt.NDArray[np.float32]
@@ -287,7 +288,7 @@ class SpannState:
                 if top > len(merged):  # a remove of slots past the end grew the versions
                     merged = np.concatenate([merged, np.zeros(top - len(merged), np.uint8)])
                     tree.grow_slots(top)
-                n_live -= _remove_wins(merged, tree, np.unique(late))
+                n_live -= _remove_wins(merged, tree, sorted_unique(late))
                 for name, value in content.items():
                     setattr(self, name, value)
                 self.tree.leaf_vectors = self.leaf_vectors()

@@ -24,6 +24,7 @@ from vecdb.index.base import Progress
 from vecdb.index.spann.assign import select_replicas
 from vecdb.index.spann.state import SpannState
 from vecdb.kernels.posting import VERSION_REMOVED, entries_visible, next_versions
+from vecdb.kernels.unique import sorted_unique
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -245,7 +246,7 @@ def add(st: SpannState, slots: I64, vectors: F32, progress: Progress | None = No
 
 def remove(st: SpannState, slots: I64) -> None:
     """Tombstone slots for good (any thread); unknown slots are remembered as removed."""
-    s = np.unique(np.asarray(slots, dtype=np.int64).ravel())
+    s = sorted_unique(np.asarray(slots, dtype=np.int64).ravel())
     s = s[s >= 0]
     if len(s) == 0:
         return

@@ -66,6 +66,7 @@ from vecdb.index.spann.framing import (
 )
 from vecdb.index.spann.libc import LIBC
 from vecdb.kernels.half import half_bits
+from vecdb.kernels.unique import sorted_unique
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -273,7 +274,7 @@ class VectorStore:
         if len(self._rows) < self.capacity:
             self._remap()
         if len(rows):
-            r = np.unique(np.asarray(rows, np.int64))
+            r = sorted_unique(np.asarray(rows, np.int64))
             starts, ends = _runs(r)
             self._unpunch(r[starts], r[ends - 1] + 1)
 
