@@ -130,7 +130,9 @@ class EngineSettings:
     def spill_build_bytes(self) -> int:
         """Buffered vector bytes that start the first build of a collection whose buffer
         spills to files past `first_build_bytes` (0: it does not spill). Only with the auto
-        `bulk_build_bytes` (0), and only when `rebuild_max_bytes` lies beyond that point."""
+        `bulk_build_bytes` (0), and only when `rebuild_max_bytes` lies beyond that point.
+        Also where a document collection's first codebook is trained while a load streams in
+        (`doc_jobs.first_train_bytes`: its tokens are on file from the start)."""
         first = self.first_build_bytes
         return (
             self.rebuild_max_bytes
