@@ -17,7 +17,7 @@ from oracles import (
 )
 
 from vecdb.errors import FormatError, InvalidArgument
-from vecdb.index.multivector import MultiVectorIndex
+from vecdb.index.multivector import MultiVectorIndex, training
 from vecdb.index.multivector.params import auto_k
 from vecdb.index.multivector.reduce import pool
 
@@ -315,13 +315,11 @@ def test_training_past_the_gather_bound_encodes_in_steps(
     its raw tokens kept, in slot order, and codes, residuals, signs, tier rows and the cell
     lists are what one encoding of everything with that codec gives (pooling and pruning
     are per document, so steps change nothing); the index reopens and searches as well."""
-    import vecdb.index.multivector.index as mvi
-
     docs, qs = corpus
     tokens, offsets = _pack(docs)
-    monkeypatch.setattr(mvi, "QUANTILE_SAMPLE", 1)
-    monkeypatch.setattr(mvi, "TRAIN_GATHER_BYTES", len(tokens) * DIM)  # a quarter of them
-    monkeypatch.setattr(mvi, "ENCODE_TOKENS", 1000)
+    monkeypatch.setattr(training, "QUANTILE_SAMPLE", 1)
+    monkeypatch.setattr(training, "TRAIN_GATHER_BYTES", len(tokens) * DIM)  # a quarter of them
+    monkeypatch.setattr(training, "ENCODE_TOKENS", 1000)
     calls = []
     idx = MultiVectorIndex(DIM, tmp_path / "mv", params={"K": 64, **build})
     idx.build(np.arange(len(docs)) * 3, tokens, offsets, progress=lambda *a: calls.append(a))
@@ -532,7 +530,7 @@ def _lock_free(idx: MultiVectorIndex) -> bool:
 
 @pytest.mark.parametrize("compact", [False, True])
 def test_a_training_takes_over_late_documents_while_writes_go_on(
-    corpus: tuple, tmp_path: Path, compact: bool
+    corpus: tuple, tmp_path: Path, compact: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What arrives while the codebook trains is encoded with it afterwards outside the
     mutation lock (a write made meanwhile does not wait); that write encodes its own
@@ -546,7 +544,7 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
     first = np.arange(300, 500) if compact else np.zeros(0, np.int64)
     idx.remove(first)
     gone = np.union1d(first, [5, 610])
-    orig_pooled, orig_take = idx._pooled, idx._take_over
+    orig_pooled, orig_take = idx._pooled, training._take_over
     held: list[bool] = []
     parts: list[int] = []
 
@@ -572,7 +570,7 @@ def test_a_training_takes_over_late_documents_while_writes_go_on(
         return orig_take(*args)
 
     idx._pooled = add_late_once  # type: ignore[method-assign]
-    idx._take_over = take_over  # type: ignore[method-assign]
+    monkeypatch.setattr(training, "_take_over", take_over)
     idx.train()
     assert held == [False] and parts == [1] and idx._next is None
     st = idx.stats()
@@ -634,7 +632,11 @@ def test_writes_after_the_codebook_leave_the_swap_nothing_to_encode(
     idx.add(np.arange(500), t, o)
     if retrain:
         idx.train()
-    orig_take, orig_next, orig_encode = idx._take_over, idx._with_next, codec_mod.Codec.encode
+    orig_take, orig_next, orig_encode = (
+        training._take_over,
+        training._with_next,
+        codec_mod.Codec.encode,
+    )
     in_swap = [False]
     encoded_in_swap: list[int] = []
     appended: list[int] = []
@@ -656,18 +658,18 @@ def test_writes_after_the_codebook_leave_the_swap_nothing_to_encode(
             found_at_once.append(int(idx.search([q], 1, {"ndocs": 1024})[0][0, 0]) == lo)
         return orig_take(*args)
 
-    def with_next(nv, now, nxt):  # type: ignore[no-untyped-def]
+    def with_next(ix, nv, now, nxt):  # type: ignore[no-untyped-def]
         in_swap[0] = True
         try:
-            out = orig_next(nv, now, nxt)
+            out = orig_next(ix, nv, now, nxt)
         finally:
             in_swap[0] = False
         appended.append(out[0].docs - nv.docs)
         return out
 
     monkeypatch.setattr(codec_mod.Codec, "encode", encode)
-    idx._take_over = take_over  # type: ignore[method-assign]
-    idx._with_next = with_next  # type: ignore[method-assign]
+    monkeypatch.setattr(training, "_take_over", take_over)
+    monkeypatch.setattr(training, "_with_next", with_next)
     idx.train()
     assert appended == [120] and encoded_in_swap == []
     assert found_at_once == [True] * 4  # exact before a first codebook, encoded on a retrain
@@ -685,14 +687,12 @@ def test_writes_during_every_round_end_with_the_writers_encoding(
     taken over in CATCH_UP_ROUNDS rounds outside the lock, each starting where the last
     ended, then a final one, also outside the lock, during which the writers encode their
     own documents with the new codec; the swap appends them: nothing is lost."""
-    import vecdb.index.multivector.index as mvi
-
     docs, _qs = corpus
-    monkeypatch.setattr(mvi, "CATCH_UP_TOKENS", 1)
+    monkeypatch.setattr(training, "CATCH_UP_TOKENS", 1)
     idx = MultiVectorIndex(DIM, params={"K": 64})
     t, o = _pack(docs[:500])
     idx.add(np.arange(500), t, o)
-    orig_pooled, orig_take = idx._pooled, idx._take_over
+    orig_pooled, orig_take = idx._pooled, training._take_over
     calls: list[tuple[int, int, bool, bool]] = []  # (first, docs then, locked, writers encode)
     written = [500]
 
@@ -710,16 +710,16 @@ def test_writes_during_every_round_end_with_the_writers_encoding(
         write(20)
         return orig_pooled(*args)
 
-    def take_over(nv, now, first, *rest):  # type: ignore[no-untyped-def]
+    def take_over(ix, nv, now, first, *rest):  # type: ignore[no-untyped-def]
         calls.append((first, now.docs, not _lock_free(idx), idx._next is not None))
-        out = orig_take(nv, now, first, *rest)
+        out = orig_take(ix, nv, now, first, *rest)
         write(30 * len(calls))  # more during each round than the one before
         return out
 
     idx._pooled = add_late_once  # type: ignore[method-assign]
-    idx._take_over = take_over  # type: ignore[method-assign]
+    monkeypatch.setattr(training, "_take_over", take_over)
     idx.train()
-    rounds = mvi.CATCH_UP_ROUNDS
+    rounds = training.CATCH_UP_ROUNDS
     assert [c[2] for c in calls] == [False] * (rounds + 1)
     assert [c[3] for c in calls] == [False] * rounds + [True]
     assert [c[0] for c in calls[1:]] == [c[1] for c in calls[:-1]]  # each where the last ended

@@ -5,7 +5,7 @@ without room for them such a job used to fail part-way, after its partial file h
 space the database's own writes need (RocksDB's commits are refused below a 16 MiB reserve,
 `storage.faults`): writes were refused until the file was removed, and each retry of the job
 filled the disk again. So a job first bounds the bytes it will write (its own arithmetic:
-`spann.build.build_need`, `multivector.index.train_need`) and `ensure` refuses it with
+`spann.build.build_need`, `multivector.training.train_need`) and `ensure` refuses it with
 `DiskFull` when the disk has less free than that plus HEADROOM. Nothing is written then: the
 worker retries the job after its pause (`retry_seconds`), each retry one statvfs until there
 is room, and the points it would index stay searchable meanwhile (exactly, from the write
