@@ -42,10 +42,11 @@ from vecdb.client.channel import (
 from vecdb.client.documents import AsyncDocuments
 from vecdb.client.keys import AsyncApiKeyMethods
 from vecdb.client.plain_requests import AnySearch, plain_answer
-from vecdb.client.remote import scroll_answer, search_request, snapshot_info
+from vecdb.client.remote import scroll_answer, search_request
 from vecdb.client.remote import upsert_request as tenant_upsert
 from vecdb.client.routes_aio import AsyncDirectRoutes, unary_call
 from vecdb.client.search_lane import AsyncSearchLane
+from vecdb.client.snapshots import AsyncSnapshotMethods
 from vecdb.client.tenants_aio import AsyncTenantMethods
 from vecdb.client.upsert_streams import StreamAck
 from vecdb.engine import validate as rules
@@ -55,7 +56,7 @@ from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
-class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
+class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, AsyncApiKeyMethods):
     """`async with vecdb.AsyncClient("localhost:7700") as client: await client.search(...)`."""
 
     def __init__(
@@ -322,7 +323,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
         req = rq.optimize_request(name, wait)
         await self._call("Optimize", req, idempotent=True, timeout=long_call_timeout(self._timeout))
 
-    # -- search, snapshots and admin -------------------------------------------------------
+    # -- search and admin -------------------------------------------------------
 
     async def search(
         self,
@@ -391,38 +392,6 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncApiKeyMethods):
                 self._lane = AsyncSearchLane(self._stub, self._metadata,
                                              enabled=self._search_stream)  # fmt: skip
             raise
-
-    async def create_snapshot(self, name: str) -> Any:
-        """See `vecdb.Client.create_snapshot`."""
-        if self._local is not None:
-            return await self._local_call("create_snapshot", name)
-        req = pb.CreateSnapshotRequest(collection=rq.name_arg(name))
-        resp = await self._call("CreateSnapshot", req, idempotent=False,
-                                timeout=long_call_timeout(self._timeout))  # fmt: skip
-        return snapshot_info(resp.snapshot)
-
-    async def list_snapshots(self, name: str) -> list[Any]:
-        """See `vecdb.Client.list_snapshots`."""
-        if self._local is not None:
-            return await self._local_call("list_snapshots", name)  # type: ignore[no-any-return]
-        req = pb.ListSnapshotsRequest(collection=rq.name_arg(name))
-        resp = await self._call("ListSnapshots", req, idempotent=True)
-        return [snapshot_info(s) for s in resp.snapshots]
-
-    async def restore_snapshot(self, name: str, snapshot: str) -> None:
-        """See `vecdb.Client.restore_snapshot`."""
-        if self._local is not None:
-            return await self._local_call("restore_snapshot", name, snapshot)  # type: ignore[no-any-return]
-        req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
-        await self._call("RestoreSnapshot", req, idempotent=True,
-                         timeout=long_call_timeout(self._timeout))  # fmt: skip
-
-    async def delete_snapshot(self, name: str, snapshot: str) -> None:
-        """See `vecdb.Client.delete_snapshot`."""
-        if self._local is not None:
-            return await self._local_call("delete_snapshot", name, snapshot)  # type: ignore[no-any-return]
-        req = rq.snapshot_request(pb.DeleteSnapshotRequest, name, snapshot)
-        await self._call("DeleteSnapshot", req, idempotent=False)
 
     async def stats(self, name: str | None = None) -> dict[str, Any]:
         """See `vecdb.Client.stats`."""

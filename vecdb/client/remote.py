@@ -54,6 +54,7 @@ from vecdb.client.keys import ApiKeyMethods
 from vecdb.client.plain_requests import AnySearch, plain_answer
 from vecdb.client.routes import MISS, DirectRoutes
 from vecdb.client.search_lane import SearchLane
+from vecdb.client.snapshots import RemoteSnapshotMethods
 from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.client.upsert_streams import StreamAck
 from vecdb.engine import validate as rules
@@ -63,13 +64,6 @@ from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Id, Record, SearchResult
 
 
-def snapshot_info(msg: pb.SnapshotInfo) -> Any:
-    """A `vecdb.types.SnapshotInfo` from its message."""
-    import vecdb.types as types
-
-    return types.SnapshotInfo(**convert.snapshot_fields(msg))  # type: ignore[attr-defined,unused-ignore]
-
-
 def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
     """The (records, next_offset) of a `ScrollResponse`."""
     nxt = convert.id_from_proto(resp.next_offset, "next_offset") if resp.HasField(
@@ -77,7 +71,9 @@ def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
     return convert.points_from_proto(resp.points), nxt
 
 
-class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
+class RemoteClient(
+    RemoteTenantMethods, RemoteDocuments, RemoteSnapshotMethods, ApiKeyMethods, Client
+):
     """A `Client` talking to a server; thread-safe (one channel, many concurrent calls)."""
 
     def __init__(
@@ -350,29 +346,6 @@ class RemoteClient(RemoteTenantMethods, RemoteDocuments, ApiKeyMethods, Client):
             if plain is not None:
                 return plain
         return convert.result_from_proto(resp, with_stats=with_stats)
-
-    # -- snapshots -------------------------------------------------------------------------
-
-    def create_snapshot(self, name: str) -> Any:
-        req = pb.CreateSnapshotRequest(collection=rq.name_arg(name))
-        resp = self._call("CreateSnapshot", req, idempotent=False,
-                          timeout=long_call_timeout(self._timeout))  # fmt: skip
-        return snapshot_info(resp.snapshot)
-
-    def list_snapshots(self, name: str) -> list[Any]:
-        req = pb.ListSnapshotsRequest(collection=rq.name_arg(name))
-        return [
-            snapshot_info(s) for s in self._call("ListSnapshots", req, idempotent=True).snapshots
-        ]
-
-    def restore_snapshot(self, name: str, snapshot: str) -> None:
-        req = rq.snapshot_request(pb.RestoreSnapshotRequest, name, snapshot)
-        self._call("RestoreSnapshot", req, idempotent=True,
-                   timeout=long_call_timeout(self._timeout))  # fmt: skip
-
-    def delete_snapshot(self, name: str, snapshot: str) -> None:
-        req = rq.snapshot_request(pb.DeleteSnapshotRequest, name, snapshot)
-        self._call("DeleteSnapshot", req, idempotent=False)
 
     # -- admin -----------------------------------------------------------------------------
 
