@@ -25,7 +25,15 @@ from vecdb.errors import (
     Unimplemented,
     VecdbError,
 )
-from vecdb.types import CollectionInfo, Metric, Record, SearchResult, SnapshotInfo, TenantInfo
+from vecdb.types import (
+    CollectionInfo,
+    Count,
+    Metric,
+    Record,
+    SearchResult,
+    SnapshotInfo,
+    TenantInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -43,6 +51,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "CollectionInfo",
+    "Count",
     "DataLoss",
     "DeadlineExceeded",
     "FailedPrecondition",

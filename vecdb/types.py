@@ -7,6 +7,7 @@ boundary (engine, SDK, wire) and must not hold behaviour beyond small conversion
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,19 @@ class SearchResult:
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+
+class Count(int):
+    """What `count` returns: the number (an int in every way) and, through a router with
+    `allow_partial=True`, the shards that did not answer (`missing_shards`, their addresses;
+    empty when every shard counted)."""
+
+    missing_shards: list[str]
+
+    def __new__(cls, value: int, missing_shards: Iterable[str] = ()) -> Count:
+        out = super().__new__(cls, value)
+        out.missing_shards = list(missing_shards)
+        return out
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ search sees the latest write in every state.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import strategies as gen
@@ -69,6 +71,19 @@ def test_count_follows_upserts_and_deletes(
     assert client.count(coll) == 8
     index.settle(client, coll)
     assert client.count(coll) == 8
+
+
+def test_count_is_an_int_that_names_no_missing_shard(
+    client: vecdb.Client, index: IndexCase, coll: str, rng
+) -> None:
+    """count answers a `vecdb.Count`: an int (equal, hashable, JSON as a number) whose
+    missing_shards is empty on one node, with allow_partial or without."""
+    client.upsert(coll, ids=list(range(6)), vectors=rng.standard_normal((6, DIM)))
+    for partial in (False, True):
+        got = client.count(coll, allow_partial=partial)
+        assert isinstance(got, vecdb.Count) and isinstance(got, int)
+        assert got == 6 and got.missing_shards == [] and json.dumps(got) == "6"
+    assert client.count(coll, {"no_such_key": 1}, allow_partial=True) == 0
 
 
 def test_get_returns_records_in_request_order_omitting_missing(

@@ -151,7 +151,9 @@ def test_async_sdk_through_router(cluster: Cluster, pair: tuple[Any, Any]) -> No
             await a.create_collection("aio", DIM, "l2", index="flat")
             await a.upsert("aio", list(range(200)), x[:200])
             res = await a.search("aio", x[:5], k=5, allow_partial=True)
-            return res, await a.count("aio")
+            counted = await a.count("aio", allow_partial=True)
+            assert counted.missing_shards == []
+            return res, counted
 
     res, count = asyncio.run(run())
     n.create_collection("aio", DIM, "l2", index="flat")

@@ -91,9 +91,12 @@ def test_lost_shard_strict_fails_in_deadline_partial_answers(
             assert part.missing_shards == [lost.address]
             want = node.search("f", q, k=10, filter={"i": {"$nin": sorted(absent)}})
             assert part.ids.tolist() == want.ids.tolist()
-            counted = _partial_count(cluster.address)
-            assert counted.count == N - len(absent)
-            assert list(counted.missing_shards) == [lost.address]
+            with pytest.raises(vecdb.Unavailable):
+                c.count("f")
+            counted = c.count("f", allow_partial=True)
+            assert counted == N - len(absent) and counted.missing_shards == [lost.address]
+            wire = _partial_count(cluster.address)  # what the SDK read
+            assert (wire.count, list(wire.missing_shards)) == (counted, [lost.address])
             # documents too (the SDK's search_documents had no allow_partial: TypeError)
             with pytest.raises(vecdb.Unavailable):
                 c.search_documents("fd", q[:3], k=5)
@@ -109,7 +112,8 @@ def test_lost_shard_strict_fails_in_deadline_partial_answers(
         got = c.search("f", q, k=10)
         assert got.ids.tolist() == node.search("f", q, k=10).ids.tolist()
         assert got.missing_shards == []
-        assert c.count("f") == N
+        whole = c.count("f", allow_partial=True)
+        assert whole == N and whole.missing_shards == []
 
 
 def test_shard_down_at_create_catches_up_on_return(cluster: Cluster) -> None:

@@ -53,7 +53,7 @@ from vecdb.engine import validate as rules
 from vecdb.errors import Unavailable, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.types import CollectionInfo, Id, Record, SearchResult
+from vecdb.types import CollectionInfo, Count, Id, Record, SearchResult
 
 
 class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, AsyncApiKeyMethods):
@@ -276,13 +276,20 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         return int((await self._call("Delete", req, idempotent=True)).deleted)
 
     async def count(
-        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
-    ) -> int:
+        self,
+        name: str,
+        filter: dict[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+        allow_partial: bool = False,
+    ) -> Count:
         """See `vecdb.Client.count`."""
         if self._local is not None:
             return await self._local_call("count", name, filter, tenant=tenant)  # type: ignore[no-any-return]
         req = tq.scoped(rq.count_request(name, filter), tenant)
-        return int((await self._call("Count", req, idempotent=True)).count)
+        req.allow_partial = bool(allow_partial)
+        resp = await self._call("Count", req, idempotent=True)
+        return Count(resp.count, resp.missing_shards)
 
     async def set_payload(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None

@@ -12,6 +12,7 @@ from typing import Any
 
 from vecdb.types import (
     CollectionInfo,
+    Count,
     Document,
     Id,
     Record,
@@ -97,10 +98,17 @@ class Client(abc.ABC):
 
     @abc.abstractmethod
     def count(
-        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
-    ) -> int:
+        self,
+        name: str,
+        filter: dict[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+        allow_partial: bool = False,
+    ) -> Count:
         """Number of points in the collection (that the filter selects and the tenant may
-        see, if given)."""
+        see, if given), as a `Count` (an int). `allow_partial` (through a router): count on
+        the shards that answered and name the others in `Count.missing_shards` instead of
+        raising Unavailable; a single node is never partial."""
 
     @abc.abstractmethod
     def scroll(

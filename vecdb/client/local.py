@@ -13,7 +13,15 @@ from typing import Any
 
 from vecdb.client.base import DEFAULT_TENANT_PAGE, Client
 from vecdb.client.documents import LocalDocuments
-from vecdb.types import CollectionInfo, Id, Record, SearchResult, SnapshotInfo, TenantInfo
+from vecdb.types import (
+    CollectionInfo,
+    Count,
+    Id,
+    Record,
+    SearchResult,
+    SnapshotInfo,
+    TenantInfo,
+)
 
 
 class LocalClient(LocalDocuments, Client):
@@ -96,9 +104,15 @@ class LocalClient(LocalDocuments, Client):
         return self._db.delete(name, ids, filter=filter, tenant=tenant)
 
     def count(
-        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
-    ) -> int:
-        return self._db.count(name, filter, tenant=tenant)
+        self,
+        name: str,
+        filter: dict[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+        allow_partial: bool = False,
+    ) -> Count:
+        del allow_partial  # one node has no shard to miss: never partial
+        return Count(self._db.count(name, filter, tenant=tenant))
 
     def scroll(
         self,

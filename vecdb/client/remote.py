@@ -61,7 +61,7 @@ from vecdb.engine import validate as rules
 from vecdb.errors import Unavailable, VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
-from vecdb.types import CollectionInfo, Id, Record, SearchResult
+from vecdb.types import CollectionInfo, Count, Id, Record, SearchResult
 
 
 def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
@@ -272,10 +272,17 @@ class RemoteClient(
         return int(self._call("Delete", req, idempotent=True).deleted)
 
     def count(
-        self, name: str, filter: dict[str, Any] | None = None, *, tenant: str | None = None
-    ) -> int:
+        self,
+        name: str,
+        filter: dict[str, Any] | None = None,
+        *,
+        tenant: str | None = None,
+        allow_partial: bool = False,
+    ) -> Count:
         req = tq.scoped(rq.count_request(name, filter), tenant)
-        return int(self._call("Count", req, idempotent=True).count)
+        req.allow_partial = bool(allow_partial)
+        resp = self._call("Count", req, idempotent=True)
+        return Count(resp.count, resp.missing_shards)
 
     def set_payload(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
