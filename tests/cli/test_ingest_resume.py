@@ -194,3 +194,39 @@ def test_kill_9_mid_load_then_resume_has_no_duplicates_or_gaps(tmp_path: Path, t
     res = subprocess.run(resume, capture_output=True, timeout=120)
     assert res.returncode == 0, res.stderr.decode()
     assert_exactly_once(db, "k", x)
+
+
+def test_two_loads_sharing_a_progress_file_keep_both_entries(tmp_path: Path) -> None:
+    """Two loads of one input into two collections at once share its progress file: each
+    save merges the other's current entry (read under a lock), so neither's progress is
+    lost, whatever the order of their saves; many saves from threads at once leave a file
+    that reads, with both loads' last rows."""
+    import threading
+
+    from vecdb.cli.ingest_progress import Progress, RowDigest
+
+    src = tmp_path / "x.npy"
+    write_npy(src, vectors(40, DIM))
+    path = tmp_path / "shared.json"
+    a = Progress(path, src, "db", "a", None)
+    b = Progress(path, src, "db", "b", None)
+    a.start_over()
+    b.start_over()  # both began before either saved
+    a.save(0, 10, RowDigest(), False)
+    b.save(0, 20, RowDigest(), False)  # (read a's entry as it began: none)
+    a.save(0, 30, RowDigest(), False)
+    loads = {e["collection"]: e["rows_done"] for e in json.loads(path.read_text())["loads"]}
+    assert loads == {"a": 30, "b": 20}
+
+    def saves(p: Progress, n: int) -> None:
+        for i in range(1, n + 1):
+            p.save(0, i, RowDigest(), i == n)
+
+    threads = [threading.Thread(target=saves, args=(p, 200)) for p in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    loads = {e["collection"]: e["rows_done"] for e in json.loads(path.read_text())["loads"]}
+    assert loads == {"a": 200, "b": 200}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

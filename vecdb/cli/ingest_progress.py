@@ -11,15 +11,19 @@ A `--resume` continues after the acknowledged rows when the input is unchanged (
 mtime, no reading), or when it changed but every acknowledged row reads as before (a
 malformed row at or after the stop point fixed, rows appended): the digests are recomputed
 over those rows. It is refused when an earlier row changed, unless that load had completed,
-in which case there is nothing to resume and the load starts over. Never touches a database.
+in which case there is nothing to resume and the load starts over. Loads that share a progress
+file at the same time (one input into two collections) save in turn under a lock of its
+directory, each writing the others' entries as they are then. Never touches a database.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,14 +168,20 @@ class Progress:
                 segments.append([start, rows_done, digest.hexdigest()])
         mine = {**self._key, "size": self._stat.st_size, "mtime_ns": self._stat.st_mtime_ns,
                 "rows_done": rows_done, "complete": complete, "segments": segments}  # fmt: skip
-        body = {"format": PROGRESS_FORMAT, "version": PROGRESS_VERSION,
-                "loads": [*self._others, mine]}  # fmt: skip
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(body, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        with _locked(self.path.parent):  # other loads sharing the file save in turn
+            try:  # their entries as they are now, not as this run began
+                self._read()
+            except ProgressError:
+                pass  # unreadable now: keep the entries read before
+            body = {"format": PROGRESS_FORMAT, "version": PROGRESS_VERSION,
+                    "loads": [*self._others, mine]}  # fmt: skip
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w") as fh:
+                json.dump(body, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.path.parent)
 
     def _read(self) -> dict[str, Any] | None:
         """Read the file: keep the other loads' entries, return this load's (None if none)."""
@@ -205,6 +215,28 @@ class Progress:
             else:
                 self._others.append(entry)
         return mine
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` (flock of its descriptor; released when closed,
+    also by a killed process): two loads whose entries share a progress file, e.g. one input
+    loaded into two collections at once, each read the other's entry and write the file in
+    turn, instead of overwriting each other's progress or one's rename failing."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _first_changed(segments: list[list[Any]], digest_of: Callable[[int, int], str]) -> str | None:
