@@ -76,7 +76,7 @@ def test_settings_spill_only_with_the_auto_first_build() -> None:
 def test_flat_segment_spills_past_its_threshold(tmp_path: Path) -> None:
     """Rows past `spill_from` bytes go to file chunks (counted by `spilled_bytes`); search,
     iteration and consolidation see every row exactly as in memory; a segment with a file
-    chunk is never compacted back into memory however many of its rows die."""
+    chunk is not compacted back into memory while its live rows exceed `spill_from`."""
     seg = FlatIndex(DIM, "l2", SpillFile(tmp_path, DIM), spill_from=MIB)
     x = _rows(12_000)
     for lo in range(0, len(x), 1000):
@@ -90,13 +90,39 @@ def test_flat_segment_spills_past_its_threshold(tmp_path: Path) -> None:
     res = seg.search(q, 3)
     d = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
     np.testing.assert_array_equal(res.slots, np.argsort(d, axis=1)[:, :3])
-    seg.remove(np.arange(0, 11_000))  # most rows dead: memory compaction would be due
+    seg.remove(np.arange(0, 7_000))  # most rows dead, but 5,000 live (1.25 MiB) remain
     seg.add(np.arange(20_000, 20_010), x[:10])
     assert seg.spilled_bytes >= on_file  # the file chunks are still in place
     slots, matrix = seg.consolidate()
-    np.testing.assert_array_equal(slots[:1000], np.arange(11_000, 12_000))
-    np.testing.assert_array_equal(matrix[:1000], x[11_000:])
-    np.testing.assert_array_equal(matrix[1000:], x[:10])
+    np.testing.assert_array_equal(slots[:5000], np.arange(7_000, 12_000))
+    np.testing.assert_array_equal(matrix[:5000], x[7_000:])
+    np.testing.assert_array_equal(matrix[5000:], x[:10])
+
+
+def test_a_spilled_segment_whose_live_rows_fit_in_memory_is_compacted(tmp_path: Path) -> None:
+    """Once the live rows of a segment with file chunks fit under `spill_from`, a write that
+    finds most rows dead compacts them into memory (a hot set overwritten again and again
+    does not grow the spill file without bound); later rows past `spill_from` spill to a
+    new file; every search stays exact."""
+    seg = FlatIndex(DIM, "l2", SpillFile(tmp_path, DIM), spill_from=MIB)
+    x = _rows(16_000)
+    for lo in range(0, 12_000, 1000):
+        seg.add(np.arange(lo, lo + 1000), x[lo : lo + 1000])
+    assert seg.spilled_bytes > 0
+    seg.remove(np.arange(0, 11_000))  # 1,000 live rows: 256 KiB
+    seg.add(np.arange(20_000, 20_010), x[12_000:12_010])
+    assert seg.spilled_bytes == 0 and len(seg) == 1_010
+    live = np.concatenate([np.arange(11_000, 12_000), np.arange(20_000, 20_010)])
+    rows = np.concatenate([x[11_000:12_000], x[12_000:12_010]])
+    q = _rows(5, seed=1)
+    d = ((q[:, None, :] - rows[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(seg.search(q, 3).slots, live[np.argsort(d, axis=1)[:, :3]])
+    more = x[12_010:16_000]  # 3,990 rows more: past 1 MiB again, on a new file
+    seg.add(np.arange(30_000, 30_000 + len(more)), more)
+    assert 0 < seg.spilled_bytes < len(more) * ROW
+    slots, matrix = seg.consolidate()
+    np.testing.assert_array_equal(slots, np.concatenate([live, np.arange(30_000, 33_990)]))
+    np.testing.assert_array_equal(matrix, np.concatenate([rows, more]))
 
 
 def test_a_spilled_segment_is_handed_to_its_build_as_its_file(tmp_path: Path) -> None:
@@ -331,3 +357,51 @@ def test_a_spilled_load_survives_kill_9(tmp_path: Path) -> None:
         np.testing.assert_allclose(np.stack([p.vector for p in got]), np.stack(want), rtol=1e-6)
         c.optimize("x")
         assert c.stats("x")["indexed"] == c.count("x")
+
+
+def test_a_reopened_spilled_buffer_spills_again(tmp_path: Path) -> None:
+    """A never-built collection closed with its buffer spilled (3 MiB against a 1 MiB cap)
+    reopens with that buffer spilled again, not read whole into memory: the cap counts what
+    it did before the close, a write is accepted at once, searches are exact."""
+    x = _rows(12_288)
+    with vecdb.connect(tmp_path / "db", engine=ENGINE) as c:
+        c.create_collection("x", dim=DIM, metric="l2", index="spann")
+        _load(c, x, batch=1024)
+        before = c.stats("x")["buffer"]
+    with vecdb.connect(tmp_path / "db", engine=ENGINE) as c:
+        after = c.stats("x")["buffer"]
+        assert after["spilled_bytes"] > 0 and after["bytes"] <= MIB
+        assert after["bytes"] == before["bytes"]
+        c.upsert("x", [100_000], x[:1])  # refused before: the whole 3 MiB held in memory
+        q = _rows(4, seed=3)
+        d = ((q[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        got = c.search("x", q, k=5)
+        assert got.ids[:, 0].tolist() == np.argmin(d, axis=1).tolist()
+        np.testing.assert_allclose(got.distances, np.sort(d, axis=1)[:, :5], rtol=1e-4)
+        assert c.count("x") == len(x) + 1
+
+
+def test_overwrites_of_a_hot_set_keep_the_spill_and_the_cap_bounded(tmp_path: Path) -> None:
+    """A never-built, spilled collection whose writes overwrite the same ids again and again
+    (the dead rows on file reached `spill_build_bytes` + the cap after ~19 rounds, and every
+    write was refused from then on): a hot set that fits in memory is compacted there; one
+    that does not starts the first build once the rows on file reach `spill_build_bytes`.
+    Every write is accepted and every id reads its last vector."""
+    rng = np.random.default_rng(5)
+    for hot, engine in ((2048, ENGINE), (4096, {**ENGINE, "stall_timeout": 60})):
+        path = tmp_path / f"db{hot}"
+        with vecdb.connect(path, engine=engine) as c:
+            c.create_collection("x", dim=DIM, metric="l2", index="spann")
+            _load(c, _rows(12_288), batch=1024)  # spilled
+            c.delete("x", list(range(hot, 12_288)))
+            for _ in range(40):  # 40 x 512 KiB (2,048) or 1 MiB (4,096) overwritten
+                last = rng.standard_normal((hot, DIM)).astype(np.float32)
+                _load(c, last, batch=1024)
+            st = c.stats("x")
+            assert c.count("x") == hot
+            if hot == 2048:  # 512 KiB: compacted into memory, never built
+                assert st["indexed"] == 0 and st["buffer"]["spilled_bytes"] <= 8 * MIB
+            else:  # 1 MiB live, past the 512 KiB in memory: built from the file's growth
+                assert st["indexed"] > 0
+            got = c.get("x", [0, hot - 1], with_vectors=True)
+            np.testing.assert_array_equal(np.stack([p.vector for p in got]), last[[0, -1]])

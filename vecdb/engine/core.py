@@ -271,3 +271,7 @@ class _BufferSpill:
 
     def gather(self, n: int, pieces: list[tuple[int, Vectors]]) -> Vectors | None:
         return None if self._file is None else self._file.gather(n, pieces)
+
+    def restart(self) -> None:
+        if self._file is not None:
+            self._file.restart()

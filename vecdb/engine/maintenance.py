@@ -98,7 +98,10 @@ def due_job(coll: CollectionCore, now: float) -> str | None:
         n = len(buf.active)
         if len(coll.index) == 0:
             first = s.spill_build_bytes if buf.active.spills else s.first_build_bytes
-            if buf.active.live_bytes >= first or (quiet and n >= s.build_min_vectors):
+            # (rows on file count dead or alive: overwrites of a hot set too large to
+            # compact into memory must not grow the spill file, and the cap, for good)
+            size = max(buf.active.live_bytes, buf.active.spilled_bytes)
+            if size >= first or (quiet and n >= s.build_min_vectors):
                 return JOB_DRAIN
         elif n >= s.drain_vectors or quiet:
             return JOB_DRAIN

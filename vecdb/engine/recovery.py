@@ -136,28 +136,43 @@ def _has_points(kv: KV, cid: int) -> bool:
 
 
 def _load_all(coll: CollectionCore, into_buffer: bool) -> None:
-    """Every stored vector, in slot order, into one preallocated matrix (the flat index
-    adopts it) or into the write buffer."""
+    """Every stored vector, in slot order: into one preallocated matrix that the flat index
+    adopts, or into the write buffer _CHUNK vectors at a time, as writes arrive there (so a
+    buffer that spills puts its rows past `spill_from` on file again: a never-built
+    collection reopened after a load too large for memory is not read back into memory,
+    nor held against the writers' cap)."""
     prefix, dim = coll.prefix, coll.cfg.dim
     count = coll.points.count
-    slots = np.empty(count, np.int64)
-    vectors = np.empty((count, dim), np.float32)
-    n = 0
+    step = min(count, _CHUNK) if into_buffer else count
+    slots = np.empty(step, np.int64)
+    vectors = np.empty((step, dim), np.float32)
+    n = at = 0  # vectors read; of them, in `vectors` now
+    if into_buffer:  # what the buffer held (a quarantine's) is among what is read
+        assert coll.buffer is not None
+        coll.buffer.active.build(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
+
+    def flush(rows: int) -> None:
+        part = vectors[:rows]
+        if coll.metric is Metric.COSINE:
+            for lo in range(0, rows, _CHUNK):  # normalise in place, a chunk at a time
+                part[lo : lo + _CHUNK] = v.normalize(part[lo : lo + _CHUNK])
+        if into_buffer:
+            assert coll.buffer is not None
+            coll.buffer.active.add(slots[:rows], part)  # copied: `vectors` is reused
+        else:
+            coll.index.build(slots[:rows], part)  # adopts the matrix: no second copy
+
     for key, value in coll.kv.scan_prefix(kvmod.CF_VECTORS, prefix):
         if n == count:  # more vectors than slots: storage changed under us
             raise DataLoss(f"collection {coll.name!r}: vectors and slot table disagree")
-        slots[n] = kvmod.read_u64(key, len(prefix))
-        vectors[n] = np.frombuffer(value, np.float32)
-        n += 1
-    slots, vectors = slots[:n], vectors[:n]
-    if coll.metric is Metric.COSINE:
-        for lo in range(0, n, _CHUNK):  # normalise in place, a chunk at a time
-            vectors[lo : lo + _CHUNK] = v.normalize(vectors[lo : lo + _CHUNK])
-    if into_buffer:
-        assert coll.buffer is not None
-        coll.buffer.active.build(slots, vectors)  # adopts the matrix: no second copy
-    else:
-        coll.index.build(slots, vectors)
+        slots[at] = kvmod.read_u64(key, len(prefix))
+        vectors[at] = np.frombuffer(value, np.float32)
+        n, at = n + 1, at + 1
+        if into_buffer and at == step:
+            flush(at)
+            at = 0
+    if at or not into_buffer:
+        flush(at)
 
 
 def _replay(coll: CollectionCore, applied: int) -> None:

@@ -253,6 +253,10 @@ class Spill(Protocol):
         the segment as (start row, rows): those `rows` did not give are written in first.
         None: gather them some other way (nothing spilled, no room)."""
 
+    def restart(self) -> None:
+        """Forget the rows given so far (the segment compacted them into memory): later
+        chunks go to a new file, the old one lasting as long as arrays over it do."""
+
 
 @runtime_checkable
 class BoundsAdds(Protocol):

@@ -11,7 +11,9 @@ Spilling: a buffer given a `spill` (`base.Spill`: the engine's maps ranges of on
 index's disk, where a load too large for memory waits for its one bulk build) opens its
 chunks past `spill_from` bytes there; `spilled_bytes` counts the rows on file, which the
 buffer's memory cap does not. A spill that gives no chunk once (no room on the disk) is not
-asked again. `consolidate` hands such a segment over as the spill's file gathered whole
+asked again. Dead rows on file are compacted away (into memory, the spill starting a new file)
+only once the live rows fit under `spill_from`; a larger live set waits for its build, which
+the engine starts when the rows on file, dead or alive, reach its spill limit. `consolidate` hands such a segment over as the spill's file gathered whole
 (no copy of the rows on file) when every row is live.
 
 Thread safety: writes (build, add, remove, maintain, consolidate) serialise on an internal
@@ -85,7 +87,8 @@ class FlatIndex:
     _live: int  # live rows
     _removed_ahead: set[int]  # slots removed before they were added (remove wins)
     _sealed: bool  # consolidated for a bulk build: takes no more adds
-    _has_file: bool  # some chunk may be file-backed (spilled, adopted, gathered): never compacted
+    _has_file: bool  # some chunk may be file-backed (spilled, adopted, gathered): compacted
+    # only when the live rows fit in memory under `_spill_from`
     _epoch: int  # bumped when the rows are replaced (build, reset, compaction)
     _lock: threading.Lock  # serialises writers and snapshots
     _spill: Spill | None  # where chunks past `_spill_from` bytes are opened (None: memory)
@@ -377,17 +380,19 @@ class FlatIndex:
         return False
 
     def _waste_due(self) -> bool:
-        """Under the lock: dead rows and slack are over half the capacity, and many (and no
-        chunk is on file: spilled rows are not brought back into memory)."""
+        """Under the lock: dead rows and slack are over half the capacity, and many; with a
+        chunk on file, only if the live rows fit in memory under `spill_from` (overwrites
+        of a hot set must not grow a spill file without bound, nor bring a large one back
+        into memory)."""
         waste = self._starts[-1] - self._live
         return (
-            not self._has_file
+            (not self._has_file or self._live * 4 * self.dim <= self._spill_from)
             and waste >= _COMPACT_MIN_WASTE
             and waste > _COMPACT_DEAD_FRACTION * self._starts[-1]
         )
 
     def _compact(self) -> None:
-        """Rewrite the live rows as one matrix. The rows present at the start are copied
+        """Rewrite the live rows as one matrix in memory. The rows present at the start are copied
         without the lock (a row never changes once added, only its valid flag); at the switch,
         under the lock, rows added meanwhile are appended and removes made meanwhile applied,
         so no concurrent add or remove is lost (rewriting `live()` through `build` lost
@@ -420,6 +425,11 @@ class FlatIndex:
             self._chunks, self._starts = ([matrix], [0, total]) if total else ([], [0])
             self._slots, self._valid, self._n = new_slots, new_valid, total
             self._epoch += 1
+            if self._has_file and self._spill is not None:
+                # every row is in memory now; later chunks on file go to a new one (the
+                # old file's mappings may still be read by searches that began before)
+                self._spill.restart()
+            self._has_file = False
 
     def unstuck(self) -> bool:
         return False  # nothing is ever held back

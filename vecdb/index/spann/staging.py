@@ -127,6 +127,11 @@ class SpillFile:
         self._chunks[start] = out
         return out
 
+    def restart(self) -> None:
+        """Later rows go to a new unnamed file; this one is closed here and freed once the
+        arrays mapped over it are gone (searches that began before may still read them)."""
+        self._file, self._chunks = None, {}
+
     def gather(self, n: int, pieces: list[tuple[int, F32]]) -> F32 | None:
         """Rows [0, n) of the file as one staged input (`staged_fd` knows it), after writing
         into the file every piece (start row, rows) that is not one of its own chunks; the
