@@ -267,3 +267,30 @@ def test_close_during_a_codebook_training_stops_its_k_means(
         again.optimize("p")
         assert again.stats("p")["index"]["trained"]
         assert again.search_documents("p", QUERIES, k=5).stats["exact"] == 0.0
+
+
+def test_deleting_every_document_of_a_trained_collection_empties_it(tmp_path: Path) -> None:
+    """Once every document of a trained collection is deleted, one training lets them go:
+    the index is empty and untrained (its files retired) and the worker stays idle (the
+    dead documents' share asked for a training again and again, each a no-op plus a
+    checkpoint: ~100 a second); documents written after are found, and after a reopen."""
+    rng = np.random.default_rng(0)
+    docs = [rng.standard_normal((5, DIM)).astype(np.float32) for _ in range(50)]
+    with Database(tmp_path / "db", sync=False, settings={"idle_seconds": 3600}) as db:
+        db.create_collection("c", dim=DIM, kind="multivector", index_params={"K": 16})
+        db.upsert_documents("c", list(range(50)), docs)
+        db.optimize("c")
+        full = db.stats("c")["index"]
+        assert full["trained"]
+        db.delete("c", list(range(50)))
+        _wait(lambda: db.stats("c")["index_status"]["state"] == "ready")
+        before = db.stats("c")["index_status"]["builds"]
+        time.sleep(1.0)
+        st = db.stats("c")
+        assert st["index_status"]["builds"] == before
+        assert not st["index"]["trained"] and st["index"]["raw_bytes"] < full["raw_bytes"]
+        db.upsert_documents("c", [7, 100], [docs[3], docs[4]])
+        assert db.search_documents("c", docs[4][:2], k=1).ids[0][0] == 100
+    with Database(tmp_path / "db", sync=False, settings={"idle_seconds": 3600}) as db:
+        assert db.count("c") == 2
+        assert db.search_documents("c", docs[3][:2], k=1).ids[0][0] == 7

@@ -24,7 +24,7 @@ from vecdb.index.multivector.codec import train as train_codec
 from vecdb.index.multivector.inputs import doc_steps, gather, ranges
 from vecdb.index.multivector.params import MVBuildParams, auto_k
 from vecdb.index.multivector.reduce import offsets_of, sizes_of
-from vecdb.index.multivector.view import View, cell_pairs, csr, with_docs
+from vecdb.index.multivector.view import View, cell_pairs, csr, empty_view, with_docs
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.kernels.bitpack import code_bits, pack_codes
 from vecdb.kernels.kmeans import DEFAULT_SAMPLE_PER_CLUSTER, MIN_SAMPLE
@@ -57,8 +57,8 @@ class Next:
 
 
 def train(ix: MultiVectorIndex, progress: Progress | None = None) -> None:
-    """Train a new codec on the live documents and encode them all. A no-op without live
-    tokens. The raw file is kept unless removed documents hold RAW_COMPACT of it
+    """Train a new codec on the live documents and encode them all. Without live tokens it
+    lets every removed document go (`_emptied`). The raw file is kept unless removed documents hold RAW_COMPACT of it
     (`compacts`); then the live documents' rows are written to a new one and numbered
     again. The work runs outside the mutation lock and searches read the previous view
     until the swap. Documents added meanwhile are encoded with the new codec in rounds
@@ -79,6 +79,7 @@ def train(ix: MultiVectorIndex, progress: Progress | None = None) -> None:
         sizes = np.diff(v.raw_off)[live]
         total = int(sizes.sum())
         if total == 0:
+            _emptied(ix)
             return
         writes = train_need(ix.params, ix.dim, total, compacts(v, total))
         room.ensure(ix.directory, writes, f"the codebook training of {total:,} tokens")
@@ -231,6 +232,22 @@ def _encode_and_swap(
         persist.retire(ix, v, raw=compact)
     if progress:
         progress("encode", len(live), len(live))
+
+
+def _emptied(ix: MultiVectorIndex) -> None:
+    """A training without a live document: when every document of the index is removed,
+    it starts over empty and untrained, its files let go (the slots ever removed are still
+    remembered: remove wins). Retraining or keeping them would change nothing a search can
+    see, and the dead documents' share would ask for a training again and again."""
+    with ix._lock:
+        old = ix._v
+        if old.docs == 0 or old.alive.any():  # nothing to let go, or documents came
+            return
+        ix._doc_of.clear()
+        ix._weights = np.zeros(0, np.float32)
+        ix._trained_tokens, ix._added_sq, ix._added_n = 0, 0.0, 0
+        ix._v = empty_view(ix._new_raw())
+        persist.retire(ix, old)
 
 
 def _training_tokens(ix: MultiVectorIndex, total: int) -> int:
