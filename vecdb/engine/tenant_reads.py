@@ -101,8 +101,9 @@ def _global(coll: CollectionCore) -> Scope | None:
     def member(slots: I64) -> npt.NDArray[np.bool_]:
         return ~np.asarray(ts.is_hidden(slots.tolist()), np.bool_).reshape(slots.shape)
 
-    def size() -> int:  # hidden slots are live ones (a delete takes them out)
-        return coll.points.count - ts.hidden_count()
+    def size() -> int:  # hidden slots are live ones (a delete takes both out at once)
+        with ts.lock:
+            return coll.points.count - len(ts.hidden)
 
     def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
         return search_slots(coll, q, k, params, vis)

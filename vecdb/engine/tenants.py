@@ -137,7 +137,8 @@ class TenantState:
         return t if t is not None and t.state == ACTIVE else None
 
     def dropping(self) -> list[Tenant]:
-        return [t for t in self.by_name.values() if t.state == DROPPING]
+        with self.lock:  # (a drop's end, or a new tenant, changes the registry meanwhile)
+            return [t for t in self.by_name.values() if t.state == DROPPING]
 
     def acls(self, slots: list[int]) -> list[tuple[int, list[int]] | None]:
         """(owner, grantees) of each slot from RocksDB (None where it has no access list)."""
@@ -274,6 +275,14 @@ class TenantState:
                     g.version += 1
                     changed.add(no)
         return changed
+
+    def unhide(self, slots: Iterable[int]) -> None:
+        """Deleted slots leave the hidden set; the caller holds `lock` and takes the points'
+        count down in the same hold, so a global count (the live points less the hidden
+        ones, `tenant_ops.visible_count`) never sees one change without the other."""
+        for slot in slots:
+            if self.hidden.discard(slot):
+                self.hidden_version += 1
 
     def apply_removed(self, slot: int, owner: int, grantees: Iterable[int]) -> set[int]:
         """A committed removal of a slot's point; returns the tenants whose sets changed."""

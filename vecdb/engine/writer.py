@@ -220,7 +220,13 @@ def _delete_found(
     # The slot -> id table first, swapped whole: a search resolving its ids before the swap
     # walked the index before any removal below (sees every point of the batch), one after
     # it drops every one of them (see `reader._drop_vanished`).
-    pts.apply_delete(old)
+    ts = coll.tenants
+    if ts is None:
+        pts.apply_delete(old)
+    else:
+        with ts.lock:  # the count and the hidden set together (a dropped tenant's cleanup)
+            pts.apply_delete(old)
+            ts.unhide(old)
     tenant_access.apply_removed(coll, acls)
     removed = np.asarray(old, np.int64)
     coll.index.remove(removed)
