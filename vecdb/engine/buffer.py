@@ -121,6 +121,14 @@ class WriteBuffer:
         frozen = self.frozen
         return self.active.spilled_bytes + (0 if frozen is None else frozen.spilled_bytes)
 
+    def close(self) -> None:
+        """Let the segments' rows go (and a spill's files with them): the collection is
+        closed and its buffer comes back from RocksDB at the next open."""
+        frozen = self.frozen
+        self.active.close()
+        if frozen is not None:
+            frozen.close()
+
     # -- the worker -----------------------------------------------------------------------
 
     def freeze(self) -> FlatIndex:

@@ -257,3 +257,5 @@ class Collection:
         stopped working on this collection)."""
         self.core.shut()
         self.core.index.close()
+        if self.core.buffer is not None:  # (a spilled segment's file goes with it)
+            self.core.buffer.close()

@@ -353,6 +353,9 @@ class FlatIndex:
             if len(rows):
                 self._valid[rows] = False
                 self._live -= len(rows)
+            gone = self._live == 0 and self._n > 0 and self._has_file and not self._sealed
+        if gone:  # every row dead: the spill file goes now, not at the next write
+            self._compact()
 
     def __len__(self) -> int:
         return self._live
