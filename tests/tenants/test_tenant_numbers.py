@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import pytest
 
 import vecdb
 from vecdb.engine import Database
@@ -134,6 +135,83 @@ def test_counts_never_dip_while_a_drop_is_cleaned_up(tmp_path: Path) -> None:
         finally:
             db.close()
     assert seen == {100}
+
+
+def _two_tenants(db: Database, kind: str) -> None:
+    """Tenant a owns ids 0..29, b ids 100..109 (dense flat, or documents of 3 tokens)."""
+    rng = np.random.default_rng(0)
+    if kind == "dense":
+        db.create_collection("c", 8, "l2", index="flat", multi_tenant=True)
+    else:
+        db.create_collection("c", 8, "cosine", kind="multivector", multi_tenant=True)
+    for t, ids in (("a", list(range(30))), ("b", list(range(100, 110)))):
+        db.create_tenant("c", t)
+        if kind == "dense":
+            db.upsert("c", ids, rng.standard_normal((len(ids), 8)).astype(np.float32), tenant=t)
+        else:
+            docs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in ids]
+            db.upsert_documents("c", ids, docs, tenant=t)
+
+
+@pytest.mark.parametrize("kind", ["dense", "documents"])
+def test_global_reads_at_each_step_of_a_drop_cleanup(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Global reads forced into each step of a dropped tenant's cleanup see exactly the
+    other tenant's points: a count between the points' table and the tenant sets (it read
+    20 of 30), a search between those and the index's removal (it returned fewer than k: the
+    deleted points, no longer hidden, won and were dropped), a scroll whose RocksDB view was
+    taken before a cleanup slice that applied before the scroll tested it (the dropped
+    owner's points came back)."""
+    from vecdb.engine import reader, tenant_access, tenant_jobs
+
+    a_ids = list(range(30))
+    q = np.ones((1, 8), np.float32)
+
+    def search(db: Database) -> list[int]:
+        got = db.search("c", q[0], k=10) if kind == "dense" else db.search_documents("c", q, k=10)
+        return [int(i) for i in got.ids[0]]
+
+    with Database(tmp_path / "a", sync=False) as db:  # counts and searches, in the cleanup
+        _two_tenants(db, kind)
+        counts: list[int] = []
+        rows: list[list[int]] = []
+        removed, index = tenant_access.apply_removed, db.collections["c"].core.index
+        remove = index.remove
+
+        def spy_removed(coll: Any, acls: Any) -> None:
+            counts.extend([db.get_collection("c").count, db.count("c")])
+            removed(coll, acls)
+
+        def spy_remove(slots: Any) -> None:
+            rows.append(search(db))
+            remove(slots)
+
+        monkeypatch.setattr(tenant_access, "apply_removed", spy_removed)
+        monkeypatch.setattr(index, "remove", spy_remove)
+        db.drop_tenant("c", "b")
+        db.optimize("c")  # waits for the cleanup
+        monkeypatch.undo()
+        assert counts and set(counts) == {30}
+        assert rows and all(len(r) == 10 and set(r) <= set(a_ids) for r in rows), rows
+    with Database(tmp_path / "b", sync=False) as db:  # a scroll straddling a slice
+        _two_tenants(db, kind)
+        core = db.collections["c"].core
+        test = reader._scroll_test
+
+        def late_test(*args: Any) -> Any:
+            monkeypatch.setattr(reader, "_scroll_test", test)
+            tenant_jobs.drop_slice(core)  # commits and applies after the page's view was taken
+            return test(*args)
+
+        db.worker.job_lock.acquire()  # the worker waits: the slice runs where the hook says
+        try:
+            db.drop_tenant("c", "b")
+            monkeypatch.setattr(reader, "_scroll_test", late_test)
+            assert [r.id for r in db.scroll("c", limit=1000)[0]] == a_ids
+        finally:
+            db.worker.job_lock.release()
+        assert [r.id for r in db.scroll("c", limit=1000)[0]] == a_ids
 
 
 def stats_scenario(c: Any) -> list[Any]:

@@ -103,6 +103,16 @@ class PointTable:
         out[ok] = table[slots[ok]]
         return out
 
+    def present(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Whether each slot holds a live point now (the in-memory table: a read of an older
+        RocksDB view may still hold points deleted since)."""
+        table = self._slot_ids
+        pad: Any = None if table.dtype == object else -1
+        out = np.zeros(slots.shape, np.bool_)
+        ok = (slots >= 0) & (slots < len(table))
+        out[ok] = table[slots[ok]] != pad
+        return out
+
     def ids_found(self, slots: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], int]:
         """`ids_of(slots)` and how many non-negative slots have no id there (points
         deleted since they were found; `reader` drops those hits). Int ids in one compiled

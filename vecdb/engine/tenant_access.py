@@ -244,6 +244,6 @@ def apply_removed(coll: CollectionCore, acls: dict[int, Acl]) -> None:
     if ts is None or not acls:
         return
     changed: set[int] = set()
-    for slot, (owner, grantees) in acls.items():
-        changed |= ts.apply_removed(slot, owner, grantees)
+    for slot, (owner, grantees) in acls.items():  # (hidden ones: `writer._delete_found`)
+        changed |= ts.apply_removed(slot, owner, grantees, unhide=False)
     ts.notify(changed)

@@ -163,7 +163,7 @@ def visible_count(coll: CollectionCore) -> int:
     if ts is None:
         return coll.points.count
     with ts.lock:
-        return max(0, coll.points.count - len(ts.hidden))
+        return max(0, coll.points.count - ts.hidden_live())
 
 
 def drop(coll: CollectionCore, name: object) -> None:

@@ -99,11 +99,15 @@ def _global(coll: CollectionCore) -> Scope | None:
         return np.flatnonzero(alive).astype(np.int64), Visible.from_mask(alive)
 
     def member(slots: I64) -> npt.NDArray[np.bool_]:
-        return ~np.asarray(ts.is_hidden(slots.tolist()), np.bool_).reshape(slots.shape)
+        # not hidden, and not deleted since (a dropped owner's points, deleted by the
+        # cleanup and unhidden after, may still be in the RocksDB view of a get or scroll
+        # that began before)
+        shown = ~np.asarray(ts.is_hidden(slots.tolist()), np.bool_).reshape(slots.shape)
+        return shown & coll.points.present(slots)
 
     def size() -> int:  # hidden slots are live ones (a delete takes both out at once)
         with ts.lock:
-            return coll.points.count - len(ts.hidden)
+            return coll.points.count - ts.hidden_live()
 
     def walk(q: F32, k: int, params: dict[str, Any] | None, vis: Visible, sub: I64) -> Any:
         return search_slots(coll, q, k, params, vis)

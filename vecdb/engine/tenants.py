@@ -98,7 +98,9 @@ class TenantState:
         self.by_name: dict[str, Tenant] = {}  # every registered tenant, dropping ones too
         self.by_no: dict[int, Tenant] = {}
         self.next_no = 1  # next tenant number to hand out
-        self.hidden = SlotSet()  # live slots whose owner is being dropped
+        self.hidden = SlotSet()  # slots whose owner is being dropped (searches skip them)
+        self.hidden_gone: set[int] = set()  # of those, the deleted ones that the index has
+        # not forgotten yet: still skipped by searches, no longer counted (`hidden_live`)
         self.hidden_version = 0  # moves whenever `hidden` changes
         self.lock = threading.Lock()  # guards the sets against a read merging them
         self._visible: OrderedDict[tuple[Any, ...], LazyVisible] = OrderedDict()
@@ -276,19 +278,37 @@ class TenantState:
                     changed.add(no)
         return changed
 
-    def unhide(self, slots: Iterable[int]) -> None:
-        """Deleted slots leave the hidden set; the caller holds `lock` and takes the points'
-        count down in the same hold, so a global count (the live points less the hidden
-        ones, `tenant_ops.visible_count`) never sees one change without the other."""
-        for slot in slots:
-            if self.hidden.discard(slot):
-                self.hidden_version += 1
+    def hidden_live(self) -> int:
+        """Hidden slots still counted among the live points (caller holds `lock`)."""
+        return len(self.hidden) - len(self.hidden_gone)
 
-    def apply_removed(self, slot: int, owner: int, grantees: Iterable[int]) -> set[int]:
-        """A committed removal of a slot's point; returns the tenants whose sets changed."""
+    def deleted_hidden(self, slots: Iterable[int]) -> None:
+        """Deleted slots that are hidden stop counting as live ones but stay hidden until
+        `unhide` (after the index forgot them: a search in between must not meet them
+        unhidden). The caller holds `lock` and takes the points' count down in the same
+        hold, so a global count (the live points less the live hidden ones,
+        `tenant_ops.visible_count`) never sees one change without the other."""
+        for slot in slots:
+            if slot in self.hidden:
+                self.hidden_gone.add(slot)
+
+    def unhide(self, slots: Iterable[int]) -> None:
+        """Deleted slots, forgotten by the index, leave the hidden set."""
+        with self.lock:
+            for slot in slots:
+                self.hidden_gone.discard(slot)
+                if self.hidden.discard(slot):
+                    self.hidden_version += 1
+
+    def apply_removed(
+        self, slot: int, owner: int, grantees: Iterable[int], unhide: bool = True
+    ) -> set[int]:
+        """A committed removal of a slot's point; returns the tenants whose sets changed.
+        With `unhide` False a hidden slot stays hidden (the caller unhides it later)."""
         changed: set[int] = set()
         with self.lock:
-            if self.hidden.discard(slot):
+            if unhide and self.hidden.discard(slot):
+                self.hidden_gone.discard(slot)
                 self.hidden_version += 1
             t = self.by_no.get(owner)
             if t is not None and t.state == ACTIVE:

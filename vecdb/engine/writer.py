@@ -226,12 +226,14 @@ def _delete_found(
     else:
         with ts.lock:  # the count and the hidden set together (a dropped tenant's cleanup)
             pts.apply_delete(old)
-            ts.unhide(old)
+            ts.deleted_hidden(old)
     tenant_access.apply_removed(coll, acls)
     removed = np.asarray(old, np.int64)
     coll.index.remove(removed)
     if coll.buffer is not None:
         coll.buffer.remove(removed)
+    if ts is not None:  # now that no search can meet them, a dropped owner's points unhide
+        ts.unhide(old)
     coll.selector.bump()
     coll.status.last_write = time.monotonic()
     return len(found)
