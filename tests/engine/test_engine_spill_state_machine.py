@@ -330,7 +330,7 @@ def _settings(max_examples: int, steps: int) -> settings:
 def test_a_spilling_buffer_behaves_like_a_dict(monkeypatch: pytest.MonkeyPatch) -> None:
     """The machine with quiet-time builds off."""
     shrink(monkeypatch)
-    run_state_machine_as_test(SpillingEngineVsDict, settings=_settings(12, 30))
+    run_state_machine_as_test(SpillingEngineVsDict, settings=_settings(8, 30))
 
 
 def test_a_spilling_buffer_built_in_a_child_process_behaves_like_a_dict(
@@ -349,7 +349,7 @@ def test_a_spilling_buffer_built_in_the_background_behaves_like_a_dict(
     """The machine with quiet-time builds on: checks run while the worker builds."""
     shrink(monkeypatch)
     monkeypatch.setattr(maintenance, "_IDLE_POLL", 0.01)  # quiet time is seen at once
-    run_state_machine_as_test(BackgroundSpillingEngineVsDict, settings=_settings(12, 30))
+    run_state_machine_as_test(BackgroundSpillingEngineVsDict, settings=_settings(8, 30))
 
 
 # -- fixed sequences of the machine's rules ---------------------------------------------------

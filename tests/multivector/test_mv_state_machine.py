@@ -429,10 +429,10 @@ def _settings(max_examples: int, steps: int) -> settings:
 @pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_cosine_documents_behave_like_a_dict() -> None:
     """A cosine document collection holds and finds what the dict model does, step by step."""
-    run_state_machine_as_test(DocumentsVsDict, settings=_settings(20, 40))
+    run_state_machine_as_test(DocumentsVsDict, settings=_settings(12, 40))
 
 
 @pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_ip_documents_with_an_int8_tier_behave_like_a_dict() -> None:
     """So does an inner-product one with an int8 rerank tier and sign bits."""
-    run_state_machine_as_test(IpDocumentsVsDict, settings=_settings(12, 40))
+    run_state_machine_as_test(IpDocumentsVsDict, settings=_settings(8, 40))

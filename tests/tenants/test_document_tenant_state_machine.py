@@ -678,7 +678,7 @@ def _settings(max_examples: int, steps: int) -> settings:
 def test_tenant_documents_behave_like_a_dict_of_owned_shared_documents() -> None:
     """Every tenant (and the whole collection) sees, finds and may change exactly what the
     dict model of owners and grants says, through drops, re-creations, trainings and reopens."""
-    run_state_machine_as_test(TenantDocumentsVsDict, settings=_settings(12, 35))
+    run_state_machine_as_test(TenantDocumentsVsDict, settings=_settings(8, 35))
 
 
 # -- global reads interleaved with a drop's cleanup, at the moments that were wrong (fixed in
