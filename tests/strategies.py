@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -208,3 +209,14 @@ def batches(
     vecs = draw(vectors(len(got), dim, nonzero=nonzero))
     pays = draw(st.lists(payloads(), min_size=len(got), max_size=len(got)))
     return Batch(got, vecs, pays)
+
+
+def machine_settings(max_examples: int, steps: int) -> settings:
+    """Settings of a state machine over a real database: no deadline (a step may open
+    RocksDB or train), slow examples and large data accepted."""
+    return settings(
+        max_examples=max_examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )

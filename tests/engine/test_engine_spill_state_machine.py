@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import pytest
 import strategies as gen
-from hypothesis import HealthCheck, currently_in_test_context, event, settings
+from hypothesis import currently_in_test_context, event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -318,19 +318,10 @@ class BackgroundSpillingEngineVsDict(SpillingEngineVsDict):
         time.sleep(0.05)
 
 
-def _settings(max_examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=max_examples,
-        stateful_step_count=steps,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
 def test_a_spilling_buffer_behaves_like_a_dict(monkeypatch: pytest.MonkeyPatch) -> None:
     """The machine with quiet-time builds off."""
     shrink(monkeypatch)
-    run_state_machine_as_test(SpillingEngineVsDict, settings=_settings(8, 30))
+    run_state_machine_as_test(SpillingEngineVsDict, settings=gen.machine_settings(8, 30))
 
 
 def test_a_spilling_buffer_built_in_a_child_process_behaves_like_a_dict(
@@ -340,7 +331,7 @@ def test_a_spilling_buffer_built_in_a_child_process_behaves_like_a_dict(
     examples), which maps a gathered spill file through its inherited descriptor."""
     shrink(monkeypatch)
     monkeypatch.setenv("VECDB_BUILD_CHILD_MIB", BUILD_CHILD_MIB)
-    run_state_machine_as_test(SpillingEngineVsDict, settings=_settings(4, 25))
+    run_state_machine_as_test(SpillingEngineVsDict, settings=gen.machine_settings(4, 25))
 
 
 def test_a_spilling_buffer_built_in_the_background_behaves_like_a_dict(
@@ -349,7 +340,7 @@ def test_a_spilling_buffer_built_in_the_background_behaves_like_a_dict(
     """The machine with quiet-time builds on: checks run while the worker builds."""
     shrink(monkeypatch)
     monkeypatch.setattr(maintenance, "_IDLE_POLL", 0.01)  # quiet time is seen at once
-    run_state_machine_as_test(BackgroundSpillingEngineVsDict, settings=_settings(8, 30))
+    run_state_machine_as_test(BackgroundSpillingEngineVsDict, settings=gen.machine_settings(8, 30))
 
 
 # -- fixed sequences of the machine's rules ---------------------------------------------------

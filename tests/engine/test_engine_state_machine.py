@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import strategies as gen
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -184,25 +184,16 @@ class BackgroundSpannEngineVsDict(SpannEngineVsDict):
             self.optimize_and_wait()
 
 
-def _settings(max_examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=max_examples,
-        stateful_step_count=steps,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
-EngineVsDict.TestCase.settings = _settings(40, 25)
+EngineVsDict.TestCase.settings = gen.machine_settings(40, 25)
 test_engine_behaves_like_a_dict = EngineVsDict.TestCase
 
-SpannEngineVsDict.TestCase.settings = _settings(25, 30)
+SpannEngineVsDict.TestCase.settings = gen.machine_settings(25, 30)
 test_spann_engine_behaves_like_a_dict = SpannEngineVsDict.TestCase
 
 
 def test_spann_engine_with_background_optimize_behaves_like_a_dict() -> None:
     """The SPANN machine with optimize(wait=False) and optimize(wait=True) rules."""
-    run_state_machine_as_test(BackgroundSpannEngineVsDict, settings=_settings(25, 30))
+    run_state_machine_as_test(BackgroundSpannEngineVsDict, settings=gen.machine_settings(25, 30))
 
 
 def test_tiny_spann_postings_split_merge_and_stay_exact(tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pytest
 import strategies as gen
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -417,22 +417,13 @@ class IpDocumentsVsDict(DocumentsVsDict):
     search_params = (*SEARCH_PARAMS, {"hamming_keep": 40}, {"rerank": "residual"})
 
 
-def _settings(max_examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=max_examples,
-        stateful_step_count=steps,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
 @pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_cosine_documents_behave_like_a_dict() -> None:
     """A cosine document collection holds and finds what the dict model does, step by step."""
-    run_state_machine_as_test(DocumentsVsDict, settings=_settings(12, 40))
+    run_state_machine_as_test(DocumentsVsDict, settings=gen.machine_settings(12, 40))
 
 
 @pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_ip_documents_with_an_int8_tier_behave_like_a_dict() -> None:
     """So does an inner-product one with an int8 rerank tier and sign bits."""
-    run_state_machine_as_test(IpDocumentsVsDict, settings=_settings(8, 40))
+    run_state_machine_as_test(IpDocumentsVsDict, settings=gen.machine_settings(8, 40))

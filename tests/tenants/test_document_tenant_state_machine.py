@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pytest
 import strategies as gen
-from hypothesis import HealthCheck, event, settings
+from hypothesis import event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -665,20 +665,11 @@ class TenantDocumentsVsDict(RuleBasedStateMachine):
                 assert self.db.get_tenant("c", name).state == "dropping"
 
 
-def _settings(max_examples: int, steps: int) -> settings:
-    return settings(
-        max_examples=max_examples,
-        stateful_step_count=steps,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
 @pytest.mark.usefixtures("pipeline_on_few_tokens")
 def test_tenant_documents_behave_like_a_dict_of_owned_shared_documents() -> None:
     """Every tenant (and the whole collection) sees, finds and may change exactly what the
     dict model of owners and grants says, through drops, re-creations, trainings and reopens."""
-    run_state_machine_as_test(TenantDocumentsVsDict, settings=_settings(8, 35))
+    run_state_machine_as_test(TenantDocumentsVsDict, settings=gen.machine_settings(8, 35))
 
 
 # -- global reads interleaved with a drop's cleanup, at the moments that were wrong (fixed in

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from vecdb.cli.ingest_formats import MalformedInput
+from vecdb.storage.manifest import fsync_dir
 
 PROGRESS_FORMAT = "vecdb-ingest-progress"
 PROGRESS_VERSION = 2  # 2: entries keyed by load, with digests; 1: one load, size/mtime only
@@ -181,7 +182,7 @@ class Progress:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
     def _read(self) -> dict[str, Any] | None:
         """Read the file: keep the other loads' entries, return this load's (None if none)."""
@@ -227,14 +228,6 @@ def _locked(directory: Path) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)
 
