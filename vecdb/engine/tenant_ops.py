@@ -149,10 +149,12 @@ def stats(coll: CollectionCore) -> dict[str, Any]:
     """The tenants part of `stats()`: counts, and each drop's cleanup progress."""
     ts = state_of(coll)
     dropping = ts.dropping()
+    with ts.lock:
+        hidden = ts.hidden_live()  # (as the counts count them)
     return {
         "tenants": len(ts.by_name) - len(dropping),
         "dropping": {t.name: ts.info(t).progress for t in dropping},
-        "hidden_points": len(ts.hidden),
+        "hidden_points": hidden,
     }
 
 

@@ -288,16 +288,22 @@ class TenantState:
         unhidden). The caller holds `lock` and takes the points' count down in the same
         hold, so a global count (the live points less the live hidden ones,
         `tenant_ops.visible_count`) never sees one change without the other."""
+        if not len(self.hidden):  # (every delete passes here: most find nothing hidden)
+            return
         for slot in slots:
             if slot in self.hidden:
                 self.hidden_gone.add(slot)
 
     def unhide(self, slots: Iterable[int]) -> None:
-        """Deleted slots, forgotten by the index, leave the hidden set."""
+        """Deleted slots, forgotten by the index, leave the hidden set (those that
+        `deleted_hidden` marked: no other slot of theirs was hidden)."""
         with self.lock:
+            if not self.hidden_gone:
+                return
             for slot in slots:
-                self.hidden_gone.discard(slot)
-                if self.hidden.discard(slot):
+                if slot in self.hidden_gone:
+                    self.hidden_gone.discard(slot)
+                    self.hidden.discard(slot)
                     self.hidden_version += 1
 
     def apply_removed(

@@ -11,9 +11,10 @@ Spilling: a buffer given a `spill` (`base.Spill`: the engine's maps ranges of on
 index's disk, where a load too large for memory waits for its one bulk build) opens its
 chunks past `spill_from` bytes there; `spilled_bytes` counts the rows on file, which the
 buffer's memory cap does not. A spill that gives no chunk once (no room on the disk) is not
-asked again. Dead rows on file are compacted away (into memory, the spill starting a new file)
-only once the live rows fit under `spill_from`; a larger live set waits for its build, which
-the engine starts when the rows on file, dead or alive, reach its spill limit. `consolidate` hands such a segment over as the spill's file gathered whole
+asked again. Dead rows on file are compacted away (into memory, the spill starting a new
+file) only once the live rows fit under `spill_from`; a larger live set waits for its build,
+which the engine starts when the rows on file, dead or alive, reach its spill limit.
+`consolidate` hands such a segment over as the spill's file gathered whole
 (no copy of the rows on file) when every row is live.
 
 Thread safety: writes (build, add, remove, maintain, consolidate) serialise on an internal
@@ -395,11 +396,11 @@ class FlatIndex:
         )
 
     def _compact(self) -> None:
-        """Rewrite the live rows as one matrix in memory. The rows present at the start are copied
-        without the lock (a row never changes once added, only its valid flag); at the switch,
-        under the lock, rows added meanwhile are appended and removes made meanwhile applied,
-        so no concurrent add or remove is lost (rewriting `live()` through `build` lost
-        them). Given up if the rows were replaced meanwhile or the index was sealed."""
+        """Rewrite the live rows as one matrix in memory. The rows present at the start are
+        copied without the lock (a row never changes once added, only its valid flag); at the
+        switch, under the lock, rows added meanwhile are appended and removes made meanwhile
+        applied, so no concurrent add or remove is lost (rewriting `live()` through `build`
+        lost them). Given up if the rows were replaced meanwhile or the index was sealed."""
         with self._lock:
             if self._sealed or not self._n:
                 return
