@@ -14,6 +14,7 @@ No tests here.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,11 +212,17 @@ def batches(
     return Batch(got, vecs, pays)
 
 
+def machine_examples(default: int) -> int:
+    """A state machine's example budget: `default` (sized for CI), or VECDB_MACHINE_EXAMPLES
+    for a deeper local hunt."""
+    return int(os.environ.get("VECDB_MACHINE_EXAMPLES", default))
+
+
 def machine_settings(max_examples: int, steps: int) -> settings:
     """Settings of a state machine over a real database: no deadline (a step may open
     RocksDB or train), slow examples and large data accepted."""
     return settings(
-        max_examples=max_examples,
+        max_examples=machine_examples(max_examples),
         stateful_step_count=steps,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -7,7 +7,9 @@ the engine) and `RemoteClient` / `AsyncClient` (the `Documents` wire message, se
 server's engine judges it; only values the wire cannot carry (a document that is not a
 matrix of numbers, a value beyond float32, weights that do not line up with the tokens) are
 judged here, by the engine's own rules (`vecdb.engine.doc_rules`), after asking the server
-for the collection's dimension, metric, kind and id type, so both modes raise the same error.
+for the collection's dimension, metric, kind, id type and tenant mode (an upsert's tenant
+arguments are judged first, as the engine does; whether a named tenant exists is not asked),
+so both modes raise the same error.
 The tenant arguments (`tenant`, `grant_to`, `tenants`) travel in the requests' tenant fields
 as for dense calls (`vecdb.client.tenant_requests`). Remote calls too big for one message go
 in parts (`vecdb.client.splits`): a document upsert by documents, a search by queries, and a
@@ -25,7 +27,7 @@ import numpy.typing as npt
 from vecdb.client import requests as rq
 from vecdb.client import splits
 from vecdb.client import tenant_requests as tq
-from vecdb.engine import filters
+from vecdb.engine import filters, tenant_rules
 from vecdb.engine import validate as rules
 from vecdb.engine.doc_rules import (
     prepare_document_queries,
@@ -106,6 +108,9 @@ def upsert_documents_request(
     except Uncarried:
         got = info()  # NotFound as embedded
         _check_kind(got, "upsert_documents")
+        tenant_rules.check_upsert_tenancy(got.name, got.multi_tenant, tenant, grant_to)
+        if got.multi_tenant:
+            tenant_rules.check_tenant_name(tenant)  # its existence needs the server
         rules.prepare_ids(ids, got.id_type)
         prepare_documents(documents, weights, got.dim, got.metric)
         raise InvalidArgument("documents cannot be sent as given", field="documents") from None

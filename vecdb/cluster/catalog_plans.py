@@ -22,6 +22,7 @@ from vecdb.cluster.catalog_model import (
     TenantPlacement,
 )
 from vecdb.engine import validate as v
+from vecdb.engine.tenant_rules import not_multi_tenant
 from vecdb.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, echo
 
 # -- argument rules ------------------------------------------------------------------------
@@ -159,11 +160,7 @@ def plan_place_tenant(collection: str, tenant: str) -> Plan[TenantPlacement]:
         if have is not None:
             return have, None
         if not entry.spec.get("multi_tenant"):
-            raise InvalidArgument(
-                f"collection {collection!r} is not multi-tenant: tenant must not be given",
-                field="tenant",
-                reason="NOT_MULTI_TENANT",
-            )
+            raise not_multi_tenant(collection, "tenant")
         if not state.shards:
             raise FailedPrecondition(
                 "the catalog has no shards yet: a router sets them at start (init_shards)",

@@ -27,6 +27,8 @@ from vecdb.engine.tenant_rules import (
     MAX_GRANTS_PER_POINT,
     check_tenant_list,
     check_tenant_name,
+    check_upsert_tenancy,
+    not_multi_tenant,
 )
 from vecdb.engine.tenants import Tenant, TenantState
 from vecdb.errors import InvalidArgument, NotFound, PermissionDenied, echo
@@ -35,18 +37,10 @@ from vecdb.storage.kv import Batch
 Acl = tuple[int, list[int]]
 
 
-def not_multi_tenant(coll: CollectionCore, what: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"collection {coll.name!r} is not multi-tenant: {what} must not be given",
-        field=what,
-        reason="NOT_MULTI_TENANT",
-    )
-
-
 def state_of(coll: CollectionCore, what: str = "tenant") -> TenantState:
     """The collection's tenants, or InvalidArgument naming `what` if it has none."""
     if coll.tenants is None:
-        raise not_multi_tenant(coll, what)
+        raise not_multi_tenant(coll.name, what)
     return coll.tenants
 
 
@@ -148,18 +142,9 @@ def _active(ts: TenantState, no: int) -> bool:
 
 def upsert_access(coll: CollectionCore, tenant: object, grant_to: object) -> UpsertAccess | None:
     """Check an upsert's tenant arguments (before anything else is written)."""
+    check_upsert_tenancy(coll.name, coll.tenants is not None, tenant, grant_to)
     if coll.tenants is None:
-        if tenant is not None:
-            raise not_multi_tenant(coll, "tenant")
-        if grant_to is not None and not _empty(grant_to):
-            raise not_multi_tenant(coll, "grant_to")
         return None
-    if tenant is None:
-        raise InvalidArgument(
-            f"collection {coll.name!r} is multi-tenant: upsert needs tenant=<owner>",
-            field="tenant",
-            reason="MISSING_TENANT",
-        )
     owner = resolve(coll, tenant)
     grants: list[int] = []
     if grant_to is not None and not _empty(grant_to):

@@ -22,8 +22,8 @@ from vecdb.engine.core import CollectionCore
 from vecdb.engine.reader import F32, I64, search_slots
 from vecdb.engine.scope import Scope
 from vecdb.engine.slot_set import LazyVisible
-from vecdb.engine.tenant_access import not_multi_tenant, resolve, resolve_list
-from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS
+from vecdb.engine.tenant_access import resolve, resolve_list
+from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS, not_multi_tenant
 from vecdb.engine.tenants import TenantState
 from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
@@ -34,9 +34,9 @@ def read_scope(coll: CollectionCore, tenant: object, tenants: object = None) -> 
     ts = coll.tenants
     if ts is None:
         if tenant is not None:
-            raise not_multi_tenant(coll, "tenant")
+            raise not_multi_tenant(coll.name, "tenant")
         if tenants is not None:
-            raise not_multi_tenant(coll, "tenants")
+            raise not_multi_tenant(coll.name, "tenants")
         return None
     if tenant is not None and tenants is not None:
         raise InvalidArgument("give tenant or tenants, not both", field="tenants")

@@ -44,6 +44,34 @@ def check_tenant_name(name: object, field: str = "tenant") -> str:
     return name
 
 
+def not_multi_tenant(collection: str, what: str) -> InvalidArgument:
+    """The error of a tenant argument (`what`) given to a collection without tenants."""
+    return InvalidArgument(
+        f"collection {collection!r} is not multi-tenant: {what} must not be given",
+        field=what,
+        reason="NOT_MULTI_TENANT",
+    )
+
+
+def check_upsert_tenancy(
+    collection: str, multi_tenant: bool, tenant: object, grant_to: object
+) -> None:
+    """An upsert's tenant arguments against the collection's mode, before anything else of
+    the call is judged: none on a collection without tenants (an empty `grant_to` is none),
+    an owner on a multi-tenant one."""
+    if not multi_tenant:
+        if tenant is not None:
+            raise not_multi_tenant(collection, "tenant")
+        if grant_to is not None and not (isinstance(grant_to, (list, tuple)) and not grant_to):
+            raise not_multi_tenant(collection, "grant_to")
+    elif tenant is None:
+        raise InvalidArgument(
+            f"collection {collection!r} is multi-tenant: upsert needs tenant=<owner>",
+            field="tenant",
+            reason="MISSING_TENANT",
+        )
+
+
 def check_tenant_list(names: object, field: str, cap: int) -> list[str]:
     """A list of tenant names (duplicates removed, order kept); empty is refused."""
     if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
