@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spill_files import unnamed_files
 
 import vecdb
 from vecdb.engine.buffer import WriteBuffer
@@ -45,20 +46,6 @@ def _load(c: vecdb.Client, x: np.ndarray, batch: int = 1000, start: int = 0) -> 
     for lo in range(0, len(x), batch):
         ids = list(range(start + lo, start + min(lo + batch, len(x))))
         c.upsert("x", ids, x[lo : lo + batch])
-
-
-def _unnamed_files(under: Path) -> list[str]:
-    """This process's open unnamed (O_TMPFILE) files under `under` (each once, however many
-    descriptors it has: a Python mmap keeps a duplicate of its file's)."""
-    out: set[str] = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # (the listing's own descriptor, closed meanwhile)
-            continue
-        if target.startswith(str(under)) and target.endswith("(deleted)"):
-            out.add(target)
-    return sorted(out)
 
 
 def test_settings_spill_only_with_the_auto_first_build() -> None:
@@ -143,10 +130,10 @@ def test_a_spilled_segment_is_handed_to_its_build_as_its_file(tmp_path: Path) ->
     assert seg.spilled_bytes == len(x) * ROW  # every row on file now
     res = seg.search(x[[7, 12_002]], 1)
     assert res.slots[:, 0].tolist() == [7, 12_002]
-    assert len(_unnamed_files(tmp_path)) == 1
+    assert len(unnamed_files(tmp_path)) == 1
     del spill, matrix, res
     seg.close()  # a closed segment holds no file, whoever still holds the segment
-    assert _unnamed_files(tmp_path) == []
+    assert unnamed_files(tmp_path) == []
 
 
 def test_a_spill_without_room_to_gather_is_copied(
@@ -233,7 +220,7 @@ def test_a_load_past_the_cap_is_built_once_at_optimize(tmp_path: Path) -> None:
         stats = c.stats("x")
         assert stats["indexed"] == len(x) and stats["index_status"]["builds"] == 1
         assert stats["buffer"]["spilled_bytes"] == 0
-        assert _unnamed_files(tmp_path) == []  # the spill file went with its segment
+        assert unnamed_files(tmp_path) == []  # the spill file went with its segment
         assert c.search("x", q, k=1).ids[:, 0].tolist() == [5, 20_000]
         # a built collection's buffer stays in memory: past the cap the write is refused
         with pytest.raises(ResourceExhausted):
@@ -273,7 +260,7 @@ def test_a_failed_first_build_of_a_spilled_load_loses_nothing(
         c.optimize("x")
         assert calls[0] == 2 and c.stats("x")["indexed"] == len(x)
         assert c.search("x", q, k=1).ids[:, 0].tolist() == [3, 9_000, 16_383]
-        assert _unnamed_files(tmp_path) == []
+        assert unnamed_files(tmp_path) == []
 
 
 def test_the_first_build_starts_at_the_spill_limit(tmp_path: Path) -> None:

@@ -45,7 +45,6 @@ holds the retired (deleted) file until the cycle collector runs; `reopen` collec
 from __future__ import annotations
 
 import gc
-import os
 import shutil
 import tempfile
 import time
@@ -65,6 +64,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 from oracles import ALL_POSTINGS, INTEGER, SPANN_EXACT, Model, matches
+from spill_files import unnamed_files
 
 from vecdb.engine import Database, maintenance
 from vecdb.engine import settings as engine_settings
@@ -112,19 +112,6 @@ def shrink(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(flat, "MIN_CHUNK_ROWS", 16)
     monkeypatch.setattr(flat, "_COMPACT_MIN_WASTE", 64)  # overwritten rows compact sooner
     monkeypatch.setenv("VECDB_BUILD_CHILD_MIB", "off")
-
-
-def unnamed_files(under: Path) -> list[str]:
-    """This process's open unnamed (O_TMPFILE) files under `under`, each once."""
-    out: set[str] = set()
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:  # (the listing's own descriptor, closed meanwhile)
-            continue
-        if target.startswith(str(under)) and target.endswith("(deleted)"):
-            out.add(target)
-    return sorted(out)
 
 
 def note(what: str) -> None:

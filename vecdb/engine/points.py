@@ -38,6 +38,8 @@ class PointTable:
         self.kv = kv  # the database's store
         self.prefix = prefix  # the collection's key prefix
         self.id_type = id_type  # int or str ids
+        # what the id table holds at a slot without a point (and ids_of gives padding)
+        self._unused: Any = None if id_type is IdType.STR else -1
         self.dim = dim  # vector dimension (stored vectors are float32)
         self.next_slot = 0  # next slot to hand out (slots are never reused)
         self.count = 0  # live points
@@ -97,8 +99,7 @@ class PointTable:
     def ids_of(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
         """User ids of result slots; padding (-1) stays -1 (int ids) or None (str ids)."""
         table = self._slot_ids
-        pad: Any = None if self.id_type is IdType.STR else -1
-        out = np.full(slots.shape, pad, object if table.dtype == object else np.int64)
+        out = np.full(slots.shape, self._unused, object if table.dtype == object else np.int64)
         ok = (slots >= 0) & (slots < len(table))
         out[ok] = table[slots[ok]]
         return out
@@ -107,10 +108,9 @@ class PointTable:
         """Whether each slot holds a live point now (the in-memory table: a read of an older
         RocksDB view may still hold points deleted since)."""
         table = self._slot_ids
-        pad: Any = None if table.dtype == object else -1
         out = np.zeros(slots.shape, np.bool_)
         ok = (slots >= 0) & (slots < len(table))
-        out[ok] = table[slots[ok]] != pad
+        out[ok] = table[slots[ok]] != self._unused
         return out
 
     def ids_found(self, slots: npt.NDArray[np.int64]) -> tuple[npt.NDArray[Any], int]:
@@ -121,8 +121,7 @@ class PointTable:
         if table.dtype != object:
             return int_ids(slots, table)
         ids = self.ids_of(slots)
-        pad: Any = None if self.id_type is IdType.STR else -1
-        return ids, int(np.count_nonzero((slots >= 0) & (ids == pad)))
+        return ids, int(np.count_nonzero((slots >= 0) & (ids == self._unused)))
 
     def records(
         self,
@@ -176,8 +175,7 @@ class PointTable:
         out = np.zeros(n, np.bool_)
         table = self._slot_ids
         m = min(n, len(table))
-        pad: Any = None if table.dtype == object else -1
-        np.not_equal(table[:m], pad, out=out[:m])
+        np.not_equal(table[:m], self._unused, out=out[:m])
         return out
 
     def payloads(self, slots: list[int], src: Reader | None = None) -> list[Payload | None]:
@@ -292,11 +290,11 @@ class PointTable:
     def _clear(self, slots: list[int], whole: bool = False) -> None:
         if slots:
             at = np.asarray(slots, np.int64)
-            pad = None if self.id_type is IdType.STR else -1
             with self._lock:
                 if whole:
                     table = self._slot_ids.copy()
-                    table[at] = pad
+                    table[at] = self._unused
                     self._slot_ids = table
                 else:
-                    self._slot_ids[at] = pad
+                    self._slot_ids[at] = self._unused
+
