@@ -297,4 +297,3 @@ class PointTable:
                     self._slot_ids = table
                 else:
                     self._slot_ids[at] = self._unused
-

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from vecdb.index.spann.assign import make_head_graph
 from vecdb.index.spann.killpoints import kill_point
 from vecdb.index.spann.persist import checkpoint
-from vecdb.index.spann.postings import PAGE, DirectReader, MmapReader, PostingFile
+from vecdb.index.spann.postings import PAGE, MmapReader, PostingFile
 from vecdb.index.spann.space import NoRoom
 from vecdb.index.spann.state import LiveSeen, SpannState, file_path, open_reader
 from vecdb.index.spann.table import BlockTable
@@ -255,8 +255,7 @@ def compact(st: SpannState) -> None:
         st.file, st.table, st.reader, st.file_gen = new, table, reader, gen
         st.pending.clear()
         st.freed_bytes = 0
-    if isinstance(old_reader, DirectReader):
-        old_reader.close()
+    old_reader.close()
     old_file.close()
     st.counters["compactions"] += 1
     # Pass 3: drop deleted heads from the graph; Pass 4: publish (deletes the old file)

@@ -35,7 +35,6 @@ from vecdb.index.spann import (
     subtree,
     update,
 )
-from vecdb.index.spann.postings import DirectReader
 from vecdb.index.spann.prewarm import Prewarm
 from vecdb.index.spann.state import SpannState
 from vecdb.index.spann.vectors import row_bytes
@@ -213,8 +212,7 @@ class SpannIndex:
     def close(self) -> None:
         """Release the posting file and reader threads (no implicit checkpoint)."""
         self.prewarm.stop()
-        if isinstance(self.state.reader, DirectReader):
-            self.state.reader.close()
+        self.state.reader.close()
         self.state.file.close()
         if self.state.store is not None:  # the rerank store
             self.state.store.close()

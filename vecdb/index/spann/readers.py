@@ -69,6 +69,20 @@ class MmapReader:
         the last refresh)."""
         return self._views
 
+    def close(self) -> None:
+        """Unmap now (the map holds a descriptor of its own: a retired posting file stayed
+        open, on disk, until the collector freed this reader). Where a search still holds a
+        view of the map, it stays mapped until that view is dropped."""
+        mm = getattr(self, "mm", None)
+        if mm is None:
+            return
+        del self._views, self.u8, self.mm  # our own views of it first
+        self.mapped = 0
+        try:
+            mm.close()
+        except BufferError:  # a view is still exported: the map goes when it does
+            pass
+
 
 class DirectReader:
     """Cold reads: each block's pages read with O_DIRECT, all of a query's reads submitted at

@@ -296,8 +296,7 @@ class SpannState:
                 self.n_live = n_live
         finally:
             self.removes_since = None
-        if isinstance(old_reader, DirectReader):
-            old_reader.close()
+        old_reader.close()
         old_file.close()
 
     # --- changes (worker, under the write lock) --------------------------------------------

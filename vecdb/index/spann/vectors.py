@@ -477,6 +477,13 @@ class VectorStore:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        m, self._map = self._map, None
+        self._rows = np.zeros((0, self.dim), self._dtype())  # our own view of it first
+        if m is not None:
+            try:
+                m.close()  # the map's own descriptor: the file stayed open until collected
+            except BufferError:  # a search still holds a view: the map goes with it
+                pass
 
 
 def _runs(r: I64) -> tuple[I64, I64]:
