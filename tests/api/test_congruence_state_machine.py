@@ -233,14 +233,12 @@ class CallSequences(RuleBasedStateMachine):
             return np.array(rows, dtype=np.float32).reshape(len(rows), DIM)
         return rows
 
-    def payload_list(
-        self, data: st.DataObject, n: int, spec: Spec | None, tenant: dict[str, Any], kind: str
-    ) -> Any:
+    def payload_list(self, data: st.DataObject, n: int, tenant: dict[str, Any]) -> Any:
         choice = data.draw(st.integers(0, 9), label="payloads?")
         if choice == 0:
             return None
         pays = data.draw(st.lists(payloads, min_size=n, max_size=n), label="payloads")
-        if choice == 1 and pays and _plain_live(spec, tenant, kind):  # else: known, xfail
+        if choice == 1 and pays and _judged_alike(tenant):  # else: known, xfail below
             pays[-1] = data.draw(odd_payloads, label="odd payload")
         return pays
 
@@ -310,16 +308,12 @@ class CallSequences(RuleBasedStateMachine):
         kw = self.tenant(data, spec)
         if spec is not None and spec.multi_tenant and data.draw(st.booleans(), label="grant?"):
             kw["grant_to"] = data.draw(st.sampled_from([["b"], ["a"], ["zz"], []]))
-        if (spec is None or not spec.live) and not ids:
-            ids = [1]  # known, xfail below
         vectors, pays = (
             self.vectors(data, len(ids)),
-            self.payload_list(data, len(ids), spec, kw, "dense"),
+            self.payload_list(data, len(ids), kw),
         )
-        if (spec is None or not spec.live) and len(vectors) == 0:
-            vectors = [[1.0] * DIM]
-        if isinstance(vectors, list) and not vectors:  # known: an empty list is checked
-            vectors = np.zeros((0, DIM), np.float32)  # first remotely (xfail below)
+        if isinstance(vectors, list) and not vectors and not _judged_alike(kw):
+            vectors = np.zeros((0, DIM), np.float32)  # an unknown tenant: known, xfail below
         self.run("upsert", lambda c, *a: c.upsert(*a, **kw), name, ids, vectors, pays)
 
     @rule(data=st.data())
@@ -366,7 +360,7 @@ class CallSequences(RuleBasedStateMachine):
         kw = self.tenant(data, spec)
         method = data.draw(st.sampled_from(["set_payload", "overwrite_payload"]))
         ids = self.ids(data, spec)
-        live = _plain_live(spec, kw)  # odd payloads on others: known, xfail
+        live = _judged_alike(kw)  # odd payloads with an unknown tenant: known, xfail
         pay = data.draw(payloads | odd_payloads if live and data.draw(st.integers(0, 9)) == 0
                         else structured | st.dictionaries(text, json_values, max_size=3))  # fmt: skip
         self.run(method, lambda c, *a: getattr(c, method)(*a, **kw), name, ids, pay)
@@ -387,22 +381,19 @@ class CallSequences(RuleBasedStateMachine):
         name, spec = self.target(data, "dense")
         kw = self.tenant(data, spec)
         if spec is not None and spec.multi_tenant and data.draw(st.integers(0, 3)) == 0:
-            # tenants=[] (refused by the remote SDK before the collection and its kind, as
-            # the wire cannot carry it) only on a live dense one: known, xfail below
-            empty_ok = spec.live and spec.kind == "dense"
-            lists = [["a", "b"], ["b"], ["a", "zz"], *([[]] if empty_ok else [])]
+            lists = [["a", "b"], ["b"], ["a", "zz"], []]
             kw = {"tenants": data.draw(st.sampled_from(lists))}
         nq = data.draw(st.integers(1, 3), label="nq")
         queries = self.vectors(data, nq)
-        if not _plain_live(spec, kw, "dense") and len(queries) == 0:
-            queries = [[1.0] * DIM]  # known, xfail below
+        if not _judged_alike(kw) and len(queries) == 0:
+            queries = [[1.0] * DIM]  # an unknown tenant: known, xfail below
         if isinstance(queries, np.ndarray) and len(queries) == 1 and data.draw(st.booleans()):
             queries = queries[0]  # one query as a vector
         kw["filter"] = data.draw(st.sampled_from([None, None, *FILTERS]), label="filter")
         kw["params"] = data.draw(st.sampled_from(PARAMS), label="params")
         kw["with_payload"] = data.draw(st.booleans(), label="with_payload")
         kw["with_vectors"] = data.draw(st.booleans(), label="with_vectors")
-        k = data.draw(st.sampled_from(WIRE_KS))
+        k = data.draw(st.sampled_from(KS if _judged_alike(kw) else WIRE_KS))
         self.run("search", lambda c, n, q, k: c.search(n, q, k, **kw), name, queries, k)
 
     # -- documents --------------------------------------------------------------------------
@@ -415,9 +406,8 @@ class CallSequences(RuleBasedStateMachine):
     def upsert_documents(self, data: st.DataObject) -> None:
         name, spec = self.target(data, "multivector")
         kw = self.tenant(data, spec)
-        # no empty ids with an unknown tenant: whether it exists is not asked before the
-        # remote SDK judges them (known, xfail below)
-        unknown = spec is not None and spec.multi_tenant and kw.get("tenant") not in TENANTS
+        # no empty ids with an unknown tenant: known, xfail below
+        unknown = not _judged_alike(kw)
         ids = self.ids(data, spec, min_size=1 if unknown else 0)
         docs = self.documents(data, len(ids))
         weights = None
@@ -425,8 +415,7 @@ class CallSequences(RuleBasedStateMachine):
             weights = [None if data.draw(st.booleans()) else
                        [data.draw(st.sampled_from([0.5, 1.0, 2.0, float("nan")]))
                         for _ in range(len(d))] for d in docs]  # fmt: skip
-        # odd payloads with weights: known, repro_doc_weights_vs_payload_order.py (xfail)
-        pays = self.payload_list(data, len(ids), None if weights else spec, kw, "multivector")
+        pays = self.payload_list(data, len(ids), kw)
         self.run("upsert_documents", lambda c, *a: c.upsert_documents(*a, **kw),
                  name, ids, docs, weights, pays)  # fmt: skip
 
@@ -477,14 +466,14 @@ def scroll_all(c: Any, name: str, offset: Any, kw: dict[str, Any]) -> list[Any]:
     return pages
 
 
-def _plain_live(spec: Spec | None, tenant: dict[str, Any], kind: str | None = None) -> bool:
-    """A live collection without tenants (of `kind`, if given), called without tenant
-    arguments: where an argument the wire cannot carry (an odd payload, an empty list of
-    queries) is the call's only fault. Where the collection, its kind or a tenant argument
-    is at fault too, the engine judges those first and the remote SDK the argument: known,
-    xfail below."""
-    return (spec is not None and spec.live and not spec.multi_tenant and not tenant
-            and kind in (None, spec.kind))  # fmt: skip
+def _judged_alike(kw: dict[str, Any]) -> bool:
+    """Whether an argument the wire cannot carry (an odd payload, an empty list, a k that is
+    not an int64) is judged alike in every mode in a call with these tenant arguments: the
+    remote SDK then asks the server for the collection and applies the engine's earlier
+    checks (`vecdb.client.prejudge`), but not whether a named tenant exists ("zz" does
+    not): known, xfail below."""
+    named = [kw.get("tenant"), *(kw.get("tenants") or []), *(kw.get("grant_to") or [])]
+    return "zz" not in named
 
 
 SETTINGS = settings(
@@ -507,46 +496,73 @@ def test_random_call_sequences_agree_in_every_mode(trio: Trio) -> None:
     run_state_machine_as_test(CallSequences, settings=SETTINGS)
 
 
-PLAIN, DOCS, MT_DOCS = "sm_plain", "sm_docs", "sm_mt_docs"
+PLAIN, DOCS, MT_DOCS, MT = "sm_plain", "sm_docs", "sm_mt_docs", "sm_mt"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the remote SDK checks what the wire cannot carry (k or limit past int64, a "
-    "non-integer k, a non-bool flag, an empty vectors / queries / tenants list, a 4,100-digit "
-    "int) before the collection (and document weights): InvalidArgument where embedded says "
-    "NotFound, WRONG_KIND, NOT_MULTI_TENANT, TENANT_NOT_FOUND or BAD_WEIGHTS (the two-fault "
-    "limit vecdb/client/requests.py documents; weights vs payload order is outside it)",
-)
 def test_uncarried_arguments_are_judged_after_the_collection_in_every_mode(trio: Trio) -> None:
-    """search with k=2**70 / 2.5 / True or queries=[], upsert with vectors=[] or a
-    4,100-digit payload int, set_payload with one, on an unknown collection: NotFound in
-    every mode (as k=16385 or a (0, d) array is); upsert of vectors=[] with a tenant on a
-    plain collection: NOT_MULTI_TENANT in every mode; upsert_documents with NaN weights and
-    a bytes payload: BAD_WEIGHTS in every mode; upsert_documents of no ids for an unknown
-    tenant of a multi-tenant collection: TENANT_NOT_FOUND in every mode."""
+    """Calls with an argument the wire cannot carry (k=2**70 / 2.5 / True, queries=[],
+    tenants=[], vectors=[], a 4,100-digit payload int, a bytes payload) and a fault the engine
+    judges first (an unknown collection, the wrong kind, a tenant on a plain collection, no
+    owner, a vector count, NaN weights): the same error in every mode (the remote SDK asks the
+    server for the collection before it raises its own, `vecdb.client.prejudge`)."""
     q = np.ones(DIM, np.float32)
     for c in trio.clients.values():
         c.create_collection(PLAIN, DIM, "l2", index="flat", exist_ok=True)
         c.create_collection(DOCS, DIM, "cosine", kind="multivector", exist_ok=True)
         c.create_collection(MT_DOCS, DIM, kind="multivector", multi_tenant=True, exist_ok=True)
-    cases: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-        *((lambda c, *a: c.search("sm_nope", *a), args)
+        c.create_collection(MT, DIM, "l2", multi_tenant=True, exist_ok=True)
+    big = [{"n": 10**4100}]
+    cases: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = [
+        *((lambda c, *a: c.search("sm_nope", *a), args, "NOT_FOUND")
           for args in ((q, 2**70), (q, 2.5), (q, True), ([], 3), ([], 0))),
-        (lambda c, *a: c.upsert("sm_nope", *a), ([], [])),
-        (lambda c, *a: c.upsert("sm_nope", *a), ([1], [])),
-        (lambda c, *a: c.upsert("sm_nope", *a), ([1], [[1.0] * DIM], [{"n": 10**4100}])),
-        (lambda c, *a: c.set_payload("sm_nope", *a), ([1], {"n": 10**4100})),
-        (lambda c, *a: c.upsert(PLAIN, *a, tenant="a"), ([1], [])),
-        (lambda c, *a: c.search(PLAIN, *a, tenant="a"), (q, 2**70)),
-        (lambda c, *a: c.search("sm_nope", *a, tenants=[]), (q, 3)),
-        (lambda c, *a: c.upsert_documents(MT_DOCS, *a, tenant="zz"), ([], [])),
+        (lambda c, *a: c.search("sm_nope", *a, tenants=[]), (q, 3), "NOT_FOUND"),
+        (lambda c, *a: c.search(DOCS, *a), (q, 2.5), "WRONG_KIND"),
+        (lambda c, *a: c.search(PLAIN, *a, tenant="a"), (q, 2**70), "NOT_MULTI_TENANT"),
+        (lambda c, *a: c.search(PLAIN, *a, tenant="a"), ([], 0), "NOT_MULTI_TENANT"),
+        (lambda c, *a: c.search(MT, *a, tenant="a", tenants=[]), (q, 3), "INVALID_ARGUMENT"),
+        (lambda c, *a: c.search(MT, *a, tenants=[]), (q, 2.5), "EMPTY"),
+        (lambda c, *a: c.upsert("sm_nope", *a), ([], []), "NOT_FOUND"),
+        (lambda c, *a: c.upsert("sm_nope", *a), ([1], []), "NOT_FOUND"),
+        (lambda c, *a: c.upsert("sm_nope", *a), ([1], [[1.0] * DIM], big), "NOT_FOUND"),
+        (lambda c, *a: c.upsert(DOCS, *a), ([1], [[1.0] * DIM], big), "WRONG_KIND"),
+        (lambda c, *a: c.upsert(MT, *a), ([1], [[1.0] * DIM], big), "MISSING_TENANT"),
+        (lambda c, *a: c.upsert(PLAIN, *a), ([3], np.zeros((0, DIM), np.float32),
+                                             [{"b": b"raw"}]), "BAD_VECTORS"),
+        (lambda c, *a: c.upsert(PLAIN, *a, tenant="a"), ([1], []), "NOT_MULTI_TENANT"),
+        (lambda c, *a: c.set_payload("sm_nope", *a), ([1], {"n": 10**4100}), "NOT_FOUND"),
+        (lambda c, *a: c.set_payload(PLAIN, *a, tenant="a"), ([1], {"b": b"x"}),
+         "NOT_MULTI_TENANT"),
+        (lambda c, *a: c.upsert_documents(MT_DOCS, *a), ([], []), "MISSING_TENANT"),
         (lambda c, *a: c.upsert_documents(DOCS, *a),
-         ([1], [np.ones((2, DIM))], [[1.0, float("nan")]], [{"b": b"raw"}])),
+         ([1], [np.ones((2, DIM))], [[1.0, float("nan")]], [{"b": b"raw"}]), "BAD_WEIGHTS"),
     ]  # fmt: skip
+    for call, args, reason in cases:
+        outcomes = {mode: attempt(c, call, args) for mode, c in trio.clients.items()}
+        assert outcomes["local"][0] == "err" and outcomes["local"][4] == reason, outcomes
+        assert outcomes["remote"] == outcomes["local"] == outcomes["aio"], outcomes
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="whether a named tenant exists is not asked before the remote SDK refuses an "
+    "argument the wire cannot carry: InvalidArgument where embedded says TENANT_NOT_FOUND "
+    "(the limit vecdb/client/prejudge.py documents)",
+)
+def test_an_unknown_tenant_is_judged_before_uncarried_arguments_in_every_mode(
+    trio: Trio,
+) -> None:
+    """upsert_documents of no ids, or a search with k=2.5, for a tenant the collection does
+    not have: TENANT_NOT_FOUND in every mode."""
+    for c in trio.clients.values():
+        c.create_collection(MT_DOCS, DIM, kind="multivector", multi_tenant=True, exist_ok=True)
+        c.create_collection(MT, DIM, "l2", multi_tenant=True, exist_ok=True)
+    cases: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        (lambda c, *a: c.upsert_documents(MT_DOCS, *a, tenant="zz"), ([], [])),
+        (lambda c, *a: c.search(MT, *a, tenant="zz"), (np.ones(DIM, np.float32), 2.5)),
+    ]
     for call, args in cases:
         outcomes = {mode: attempt(c, call, args) for mode, c in trio.clients.items()}
-        assert outcomes["local"][1] in ("NotFound", "InvalidArgument"), outcomes
+        assert outcomes["local"][4] == "TENANT_NOT_FOUND", outcomes
         assert outcomes["remote"] == outcomes["local"] == outcomes["aio"], outcomes
 
 

@@ -27,7 +27,7 @@ from vecdb.cluster.catalog import MemoryCatalog
 from vecdb.cluster.router import collection_spec
 from vecdb.engine import Database
 from vecdb.server.app import VecdbServer
-from vecdb.types import CollectionInfo, SearchResult
+from vecdb.types import CollectionInfo, CollectionKind, Metric, SearchResult
 
 TESTS = Path(__file__).resolve().parents[1]
 for _helpers in ("api", "server", "cluster"):
@@ -84,11 +84,17 @@ def test_get_documents_request_carries_tenant() -> None:
     assert get_documents_request("c", [1, 3], True, True).tenant == ""
 
 
+def _mt_docs() -> CollectionInfo:
+    return CollectionInfo("c", DOCS[0].shape[1], Metric.COSINE, CollectionKind.MULTIVECTOR,
+                          multi_tenant=True)  # fmt: skip
+
+
 def test_tenant_values_the_wire_cannot_carry_are_refused_before_sending() -> None:
     """An empty tenant name (empty on the wire means none) and an empty tenants list are
-    InvalidArgument naming the field, by the engine's tenant rules."""
+    InvalidArgument naming the field, by the engine's tenant rules (an upsert's owner after
+    the collection's mode, which the engine judges first: the client asks for it)."""
     cases: dict[str, Callable[[], object]] = {
-        "tenant": lambda: upsert_documents_request("c", [1], DOCS[:1], None, None, _no_info, ""),
+        "tenant": lambda: upsert_documents_request("c", [1], DOCS[:1], None, None, _mt_docs, ""),
         "tenants": lambda: search_documents_request(
             "c", QUERY, 5, None, None, False, _no_info, None, []
         ),

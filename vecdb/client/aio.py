@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 
-from vecdb.client import connect, resolve, splits, upsert_streams
+from vecdb.client import connect, prejudge, resolve, splits, upsert_streams
 from vecdb.client import requests as rq
 from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
@@ -50,10 +50,12 @@ from vecdb.client.snapshots import AsyncSnapshotMethods
 from vecdb.client.tenants_aio import AsyncTenantMethods
 from vecdb.client.upsert_streams import StreamAck
 from vecdb.engine import validate as rules
-from vecdb.errors import Unavailable, VecdbError
+from vecdb.errors import InvalidArgument, NotFound, Unavailable, VecdbError
 from vecdb.rpc import convert
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Count, Id, Record, SearchResult
+
+T = TypeVar("T")
 
 
 class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, AsyncApiKeyMethods):
@@ -120,6 +122,22 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         everyday = self._timeout or DEFAULT_TIMEOUT
         return await unary_call(self._stub, self._direct, self._metadata, rpc, request,
                                 idempotent, timeout or everyday, failed, everyday)  # fmt: skip
+
+    async def _judged(self, name: Any, make: Callable[[], T], before: prejudge.Before) -> T:
+        """`RemoteClient._judged`: the engine's earlier checks that need the collection run
+        first when a request builder refuses an argument the wire cannot carry."""
+        try:
+            return make()
+        except InvalidArgument as err:
+            refused = err
+        try:
+            info = await self.get_collection(name)
+        except (NotFound, InvalidArgument):
+            raise
+        except VecdbError:
+            raise refused from None
+        before(info)
+        raise refused
 
     # -- collections -----------------------------------------------------------------------
 
@@ -195,7 +213,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         tn = {"tenant": tenant, "grant_to": grant_to}
         if self._local is not None:
             return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
-        whole = tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
+        whole = await self._judged(name, lambda: tenant_upsert(
+            name, ids, vectors, payloads, tenant, grant_to
+        ), prejudge.upsert(ids, vectors, tenant, grant_to))  # fmt: skip
         answers = await splits.asent(lambda r: self._call("Upsert", r, idempotent=True),
                                      whole, splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -235,7 +255,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         if self._local is not None:
             return await self._local_call("get", name, ids, with_vectors=with_vectors,  # type: ignore[no-any-return]
                                           tenant=tenant)  # fmt: skip
-        req = tq.scoped(rq.get_request(name, ids, with_vectors), tenant)
+        req = await self._judged(name, lambda: tq.scoped(
+            rq.get_request(name, ids, with_vectors), tenant
+        ), prejudge.read(tenant, "get", with_vectors))  # fmt: skip
         answers = await splits.afitted(
             lambda r: self._call("Get", r, idempotent=True), [req], splits.halve_ids
         )
@@ -258,8 +280,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
                 "scroll", name, filter=filter, limit=limit, offset=offset,
                 with_vectors=with_vectors, with_payload=with_payload, tenant=tenant,
             )  # fmt: skip
-        req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
-        tq.scoped(req, tenant)
+        req = await self._judged(name, lambda: tq.scoped(rq.scroll_request(
+            name, filter, limit, offset, with_vectors, with_payload), tenant),
+            prejudge.read(tenant, "scroll", with_vectors))  # fmt: skip
         (page,) = await splits.afitted(
             lambda r: self._call("Scroll", r, idempotent=True), [req], splits.halve_scroll
         )
@@ -286,7 +309,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         """See `vecdb.Client.count`."""
         if self._local is not None:
             return await self._local_call("count", name, filter, tenant=tenant)  # type: ignore[no-any-return]
-        req = tq.scoped(rq.count_request(name, filter), tenant)
+        req = await self._judged(name, lambda: tq.scoped(rq.count_request(name, filter), tenant),
+                                 prejudge.read_scope(tenant))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = await self._call("Count", req, idempotent=True)
         return Count(resp.count, resp.missing_shards)
@@ -297,7 +321,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         """See `vecdb.Client.set_payload`."""
         if self._local is not None:
             return await self._local_call("set_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
-        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
+        req = await self._judged(name, lambda: tq.scoped(
+            rq.payload_request(name, ids, payload), tenant
+        ), prejudge.payload_update(ids, tenant))  # fmt: skip
         return int((await self._call("SetPayload", req, idempotent=True)).updated)
 
     async def overwrite_payload(
@@ -306,7 +332,9 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         """See `vecdb.Client.overwrite_payload`."""
         if self._local is not None:
             return await self._local_call("overwrite_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
-        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
+        req = await self._judged(name, lambda: tq.scoped(
+            rq.payload_request(name, ids, payload), tenant
+        ), prejudge.payload_update(ids, tenant))  # fmt: skip
         return int((await self._call("OverwritePayload", req, idempotent=True)).updated)
 
     async def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -354,8 +382,11 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
                 with_payload=with_payload, with_vectors=with_vectors, tenant=tenant,
                 tenants=tenants, with_stats=with_stats, allow_partial=allow_partial,
             )  # fmt: skip
-        req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
-                             tenant, tenants, with_stats)  # fmt: skip
+        if type(with_stats) is not bool:
+            rq.flags(("with_stats", with_stats))  # the engine judges it first of all
+        req = await self._judged(name, lambda: search_request(
+            name, queries, k, filter, params, with_payload, with_vectors, tenant, tenants,
+            with_stats), prejudge.search(tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
         fit = (self._budget, splits.split_search)

@@ -30,6 +30,7 @@ from vecdb.client import tenant_requests as tq
 from vecdb.engine import filters, tenant_rules
 from vecdb.engine import validate as rules
 from vecdb.engine.doc_rules import (
+    check_document_count,
     prepare_document_queries,
     prepare_documents,
     wrong_kind,
@@ -105,23 +106,29 @@ def upsert_documents_request(
     try:
         docs = _matrices(documents)
         ws = _weights(weights, docs)
-    except Uncarried:
+        ids_ = rq.ids_msg(ids)
+        pays = rq.payloads_msg(payloads)
+        owner, grants = tq.tenant_arg(tenant), tq.grant_to_arg(grant_to)
+    except (Uncarried, InvalidArgument) as exc:
+        # the engine's order: kind, tenant arguments, ids, documents (and weights), their
+        # count, then payloads
         got = info()  # NotFound as embedded
         _check_kind(got, "upsert_documents")
         tenant_rules.check_upsert_tenancy(got.name, got.multi_tenant, tenant, grant_to)
         if got.multi_tenant:
             tenant_rules.check_tenant_name(tenant)  # its existence needs the server
-        rules.prepare_ids(ids, got.id_type)
-        prepare_documents(documents, weights, got.dim, got.metric)
+        id_list = rules.prepare_ids(ids, got.id_type)
+        prepared, _ = prepare_documents(documents, weights, got.dim, got.metric)
+        check_document_count(len(prepared), len(id_list))
+        if isinstance(exc, InvalidArgument):
+            raise exc from None
         raise InvalidArgument("documents cannot be sent as given", field="documents") from None
-    ids_ = rq.judged(name, lambda: rq.ids_msg(ids))
-    pays = rq.judged(name, lambda: rq.payloads_msg(payloads))
     req = pb.UpsertDocumentsRequest(
         collection=collection, ids=ids_, documents=wire.documents_to_proto(docs, ws),
         payloads=pays,
     )  # fmt: skip
-    req.tenant = tq.tenant_arg(tenant)
-    req.grant_to.extend(tq.grant_to_arg(grant_to))
+    req.tenant = owner
+    req.grant_to.extend(grants)
     return req
 
 

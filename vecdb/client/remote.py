@@ -24,13 +24,13 @@ Imports only `vecdb.rpc` for the wire, never the engine's state or server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import grpc
 
+from vecdb.client import prejudge, splits, upsert_streams
 from vecdb.client import requests as rq
-from vecdb.client import splits, upsert_streams
 from vecdb.client import tenant_requests as tq
 from vecdb.client.base import Client
 from vecdb.client.channel import (
@@ -58,10 +58,12 @@ from vecdb.client.snapshots import RemoteSnapshotMethods
 from vecdb.client.tenants_remote import RemoteTenantMethods
 from vecdb.client.upsert_streams import StreamAck
 from vecdb.engine import validate as rules
-from vecdb.errors import Unavailable, VecdbError
+from vecdb.errors import InvalidArgument, NotFound, Unavailable, VecdbError
 from vecdb.rpc import convert, status
 from vecdb.rpc.v1 import vecdb_pb2 as pb
 from vecdb.types import CollectionInfo, Count, Id, Record, SearchResult
+
+T = TypeVar("T")
 
 
 def scroll_answer(resp: pb.ScrollResponse) -> tuple[list[Record], Id | None]:
@@ -148,6 +150,23 @@ class RemoteClient(
                     raise err from None
                 time.sleep(delay)
 
+    def _judged(self, name: Any, make: Callable[[], T], before: prejudge.Before) -> T:
+        """`make()` (a request builder); when it refuses an argument the wire cannot carry,
+        the engine's checks that come before it and need the collection run first, with the
+        server's description of it (`vecdb.client.prejudge`)."""
+        try:
+            return make()
+        except InvalidArgument as err:
+            refused = err
+        try:
+            info = self.get_collection(name)  # NotFound (or the name's error) as embedded
+        except (NotFound, InvalidArgument):
+            raise
+        except VecdbError:  # the server cannot say: the argument's own error
+            raise refused from None
+        before(info)
+        raise refused
+
     # -- collections -----------------------------------------------------------------------
 
     def create_collection(
@@ -202,7 +221,9 @@ class RemoteClient(
         tenant: str | None = None,
         grant_to: list[str] | None = None,
     ) -> int:
-        whole = upsert_request(name, ids, vectors, payloads, tenant, grant_to)
+        whole = self._judged(name, lambda: upsert_request(
+            name, ids, vectors, payloads, tenant, grant_to
+        ), prejudge.upsert(ids, vectors, tenant, grant_to))  # fmt: skip
         answers = splits.sent(lambda r: self._call("Upsert", r, idempotent=True), whole,
                               splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -225,20 +246,26 @@ class RemoteClient(
         as Upsert calls (`vecdb.client.upsert_streams`).
         """
         self._check_open()
+
+        def request(ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
+            return self._judged(name, lambda: upsert_request(
+                name, ids, vectors, payloads, tenant, grant_to
+            ), prejudge.upsert(ids, vectors, tenant, grant_to))  # fmt: skip
+
         return upsert_streams.upsert_stream(
             lambda messages: self._stub.UpsertStream(messages, metadata=self._metadata),
             lambda req: sum(int(a.upserted) for a in splits.sent(
                 lambda r: self._call("Upsert", r, idempotent=True), req, splits.split_upsert,
                 self._budget)),
-            (upsert_request(name, ids, vectors, payloads, tenant, grant_to)
-             for ids, vectors, payloads in batches),
+            (request(ids, vectors, payloads) for ids, vectors, payloads in batches),
             self._budget, window, DEFAULT_STREAM_WINDOW,
         )  # fmt: skip
 
     def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
     ) -> list[Record]:
-        req = tq.scoped(rq.get_request(name, ids, with_vectors), tenant)
+        req = self._judged(name, lambda: tq.scoped(rq.get_request(name, ids, with_vectors),
+                           tenant), prejudge.read(tenant, "get", with_vectors))  # fmt: skip
         answers = splits.fitted(lambda r: self._call("Get", r, idempotent=True), [req],
                                 splits.halve_ids)  # fmt: skip
         return [rec for a in answers for rec in convert.points_from_proto(a.points)]
@@ -254,8 +281,9 @@ class RemoteClient(
         with_payload: bool = True,
         tenant: str | None = None,
     ) -> tuple[list[Record], Id | None]:
-        req = rq.scroll_request(name, filter, limit, offset, with_vectors, with_payload)
-        tq.scoped(req, tenant)
+        req = self._judged(name, lambda: tq.scoped(rq.scroll_request(
+            name, filter, limit, offset, with_vectors, with_payload), tenant),
+            prejudge.read(tenant, "scroll", with_vectors))  # fmt: skip
         (page,) = splits.fitted(lambda r: self._call("Scroll", r, idempotent=True), [req],
                                 splits.halve_scroll)  # fmt: skip
         return scroll_answer(page)
@@ -279,7 +307,8 @@ class RemoteClient(
         tenant: str | None = None,
         allow_partial: bool = False,
     ) -> Count:
-        req = tq.scoped(rq.count_request(name, filter), tenant)
+        req = self._judged(name, lambda: tq.scoped(rq.count_request(name, filter), tenant),
+                           prejudge.read_scope(tenant))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = self._call("Count", req, idempotent=True)
         return Count(resp.count, resp.missing_shards)
@@ -287,13 +316,15 @@ class RemoteClient(
     def set_payload(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
     ) -> int:
-        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
+        req = self._judged(name, lambda: tq.scoped(rq.payload_request(name, ids, payload),
+                           tenant), prejudge.payload_update(ids, tenant))  # fmt: skip
         return int(self._call("SetPayload", req, idempotent=True).updated)
 
     def overwrite_payload(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
     ) -> int:
-        req = tq.scoped(rq.payload_request(name, ids, payload), tenant)
+        req = self._judged(name, lambda: tq.scoped(rq.payload_request(name, ids, payload),
+                           tenant), prejudge.payload_update(ids, tenant))  # fmt: skip
         return int(self._call("OverwritePayload", req, idempotent=True).updated)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -325,8 +356,11 @@ class RemoteClient(
         with_stats: bool = False,
         allow_partial: bool = False,
     ) -> SearchResult:
-        req = search_request(name, queries, k, filter, params, with_payload, with_vectors,
-                             tenant, tenants, with_stats)  # fmt: skip
+        if type(with_stats) is not bool:
+            rq.flags(("with_stats", with_stats))  # the engine judges it first of all
+        req = self._judged(name, lambda: search_request(
+            name, queries, k, filter, params, with_payload, with_vectors, tenant, tenants,
+            with_stats), prejudge.search(tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
         fit = (self._budget, splits.split_search)

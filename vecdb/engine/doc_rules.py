@@ -35,6 +35,22 @@ def wrong_kind(call: str, name: str, kind: str) -> InvalidArgument:
     )
 
 
+def dense_refused(name: str, call: str, instead: str) -> InvalidArgument:
+    """The error of a dense vector call (`call`) on a document collection."""
+    return InvalidArgument(
+        f"{name!r} holds multi-vector documents: use {instead} instead of {call}",
+        field="collection",
+        reason="WRONG_KIND",
+    )
+
+
+def check_document_count(documents: int, ids: int) -> None:
+    """An upsert_documents: one document per id."""
+    if documents != ids:
+        raise InvalidArgument(f"documents has {documents} entries but ids has {ids}",
+                              field="documents", reason="COUNT_MISMATCH")  # fmt: skip
+
+
 def check_matrix(doc: object, dim: int, field: str, cap: int) -> npt.NDArray[np.float64]:
     """One (n, dim) matrix of finite numbers, 1 <= n <= cap, as float64."""
     try:

@@ -24,10 +24,14 @@ import numpy.typing as npt
 from vecdb.engine import commit, tenant_access
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
-from vecdb.engine.doc_rules import prepare_documents, wrong_kind
+from vecdb.engine.doc_rules import (
+    check_document_count,
+    dense_refused,
+    prepare_documents,
+    wrong_kind,
+)
 from vecdb.engine.json_rules import prepare_payloads
 from vecdb.engine.writer import Notify
-from vecdb.errors import InvalidArgument
 from vecdb.types import CollectionKind, Metric
 
 F32 = npt.NDArray[np.float32]
@@ -46,11 +50,7 @@ def check_kind(coll: CollectionCore, call: str) -> None:
 def refuse_dense(coll: CollectionCore, call: str, instead: str) -> None:
     """Dense vector calls on a document collection are refused before anything happens."""
     if coll.cfg.kind == CollectionKind.MULTIVECTOR.value:
-        raise InvalidArgument(
-            f"{coll.cfg.name!r} holds multi-vector documents: use {instead} instead of {call}",
-            field="collection",
-            reason="WRONG_KIND",
-        )
+        raise dense_refused(coll.cfg.name, call, instead)
 
 
 def encode_document(tokens: F32, weights: F32 | None) -> bytes:
@@ -107,9 +107,7 @@ def upsert_documents(
     access = tenant_access.upsert_access(coll, tenant, grant_to)
     id_list = v.prepare_ids(ids, coll.id_type)
     docs, ws = prepare_documents(documents, weights, coll.cfg.dim, coll.metric)
-    if len(docs) != len(id_list):
-        raise InvalidArgument(f"documents has {len(docs)} entries but ids has {len(id_list)}",
-                              field="documents", reason="COUNT_MISMATCH")  # fmt: skip
+    check_document_count(len(docs), len(id_list))
     blobs = prepare_payloads(payloads, len(id_list))
     keys = [v.encode_id(i) for i in id_list]
     tokens, offsets, flat_w = index_input(coll, docs, ws)

@@ -23,9 +23,8 @@ from vecdb.engine.reader import F32, I64, search_slots
 from vecdb.engine.scope import Scope
 from vecdb.engine.slot_set import LazyVisible
 from vecdb.engine.tenant_access import resolve, resolve_list
-from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS, not_multi_tenant
+from vecdb.engine.tenant_rules import MAX_SEARCH_TENANTS, both_given, not_multi_tenant
 from vecdb.engine.tenants import TenantState
-from vecdb.errors import InvalidArgument
 from vecdb.index.base import Visible
 
 
@@ -39,7 +38,7 @@ def read_scope(coll: CollectionCore, tenant: object, tenants: object = None) -> 
             raise not_multi_tenant(coll.name, "tenants")
         return None
     if tenant is not None and tenants is not None:
-        raise InvalidArgument("give tenant or tenants, not both", field="tenants")
+        raise both_given()
     if tenant is not None:
         nos = [resolve(coll, tenant).no]
     elif tenants is not None:

@@ -53,6 +53,11 @@ def not_multi_tenant(collection: str, what: str) -> InvalidArgument:
     )
 
 
+def both_given() -> InvalidArgument:
+    """The error of a read naming `tenant` and `tenants` at once."""
+    return InvalidArgument("give tenant or tenants, not both", field="tenants")
+
+
 def check_upsert_tenancy(
     collection: str, multi_tenant: bool, tenant: object, grant_to: object
 ) -> None:

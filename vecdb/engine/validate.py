@@ -326,6 +326,13 @@ def check_id_list(ids: object, field: str = "ids") -> list[Any]:
     return list(ids)
 
 
+def check_row_count(rows: int, ids: int) -> None:
+    """An upsert's vectors: one row per id."""
+    if rows != ids:
+        raise InvalidArgument(f"vectors has {rows} rows but ids has {ids} entries",
+                              field="vectors", reason="BAD_VECTORS")  # fmt: skip
+
+
 def prepare_ids(ids: object, id_type: IdType, field: str = "ids") -> list[Id]:
     """Check ids (type, range, length, duplicates) and return them as Python ints/strs."""
     items = check_id_list(ids, field)

@@ -58,11 +58,7 @@ def check_batch(
     The router runs it too, before it splits a batch, so no shard writes part of a bad one."""
     id_list = v.prepare_ids(ids, id_type)
     vecs = v.prepare_vectors(vectors, dim, metric)
-    if vecs.shape[0] != len(id_list):
-        raise InvalidArgument(
-            f"vectors has {vecs.shape[0]} rows but ids has {len(id_list)} entries",
-            field="vectors", reason="BAD_VECTORS",
-        )  # fmt: skip
+    v.check_row_count(vecs.shape[0], len(id_list))
     blobs = v.prepare_payloads(payloads, len(id_list))
     prepared = v.normalize(vecs) if metric is Metric.COSINE else vecs
     row, col = rowcheck.first_above(prepared, max_abs) if max_abs is not None else (-1, -1)
