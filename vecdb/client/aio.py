@@ -215,7 +215,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
         whole = await self._judged(name, lambda: tenant_upsert(
             name, ids, vectors, payloads, tenant, grant_to
-        ), prejudge.upsert(ids, vectors, tenant, grant_to))  # fmt: skip
+        ), lambda i: prejudge.upsert(i, ids, vectors, tenant, grant_to))  # fmt: skip
         answers = await splits.asent(lambda r: self._call("Upsert", r, idempotent=True),
                                      whole, splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -257,7 +257,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
                                           tenant=tenant)  # fmt: skip
         req = await self._judged(name, lambda: tq.scoped(
             rq.get_request(name, ids, with_vectors), tenant
-        ), prejudge.read(tenant, "get", with_vectors))  # fmt: skip
+        ), lambda i: prejudge.read(i, tenant, "get", with_vectors))  # fmt: skip
         answers = await splits.afitted(
             lambda r: self._call("Get", r, idempotent=True), [req], splits.halve_ids
         )
@@ -282,7 +282,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             )  # fmt: skip
         req = await self._judged(name, lambda: tq.scoped(rq.scroll_request(
             name, filter, limit, offset, with_vectors, with_payload), tenant),
-            prejudge.read(tenant, "scroll", with_vectors))  # fmt: skip
+            lambda i: prejudge.read(i, tenant, "scroll", with_vectors))  # fmt: skip
         (page,) = await splits.afitted(
             lambda r: self._call("Scroll", r, idempotent=True), [req], splits.halve_scroll
         )
@@ -310,7 +310,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         if self._local is not None:
             return await self._local_call("count", name, filter, tenant=tenant)  # type: ignore[no-any-return]
         req = await self._judged(name, lambda: tq.scoped(rq.count_request(name, filter), tenant),
-                                 prejudge.read_scope(tenant))  # fmt: skip
+                                 lambda i: prejudge.read_scope(i, tenant))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = await self._call("Count", req, idempotent=True)
         return Count(resp.count, resp.missing_shards)
@@ -323,7 +323,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return await self._local_call("set_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
         req = await self._judged(name, lambda: tq.scoped(
             rq.payload_request(name, ids, payload), tenant
-        ), prejudge.payload_update(ids, tenant))  # fmt: skip
+        ), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
         return int((await self._call("SetPayload", req, idempotent=True)).updated)
 
     async def overwrite_payload(
@@ -334,7 +334,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return await self._local_call("overwrite_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
         req = await self._judged(name, lambda: tq.scoped(
             rq.payload_request(name, ids, payload), tenant
-        ), prejudge.payload_update(ids, tenant))  # fmt: skip
+        ), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
         return int((await self._call("OverwritePayload", req, idempotent=True)).updated)
 
     async def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -386,7 +386,7 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             rq.flags(("with_stats", with_stats))  # the engine judges it first of all
         req = await self._judged(name, lambda: search_request(
             name, queries, k, filter, params, with_payload, with_vectors, tenant, tenants,
-            with_stats), prejudge.search(tenant, tenants))  # fmt: skip
+            with_stats), lambda i: prejudge.search(i, tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
         fit = (self._budget, splits.split_search)

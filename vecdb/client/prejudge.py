@@ -21,93 +21,62 @@ from vecdb.engine import validate as v
 from vecdb.engine.doc_rules import dense_refused
 from vecdb.types import CollectionInfo, CollectionKind
 
-Before = Callable[[CollectionInfo], None]
+Before = Callable[[CollectionInfo], None]  # the checks of one call, given the collection
 
 
-def dense(call: str, instead: str) -> Before:
+def dense(info: CollectionInfo, call: str, instead: str) -> None:
     """A dense call on a document collection is refused first."""
-
-    def check(info: CollectionInfo) -> None:
-        if info.kind is CollectionKind.MULTIVECTOR:
-            raise dense_refused(info.name, call, instead)
-
-    return check
+    if info.kind is CollectionKind.MULTIVECTOR:
+        raise dense_refused(info.name, call, instead)
 
 
-def read_scope(tenant: Any, tenants: Any = None) -> Before:
+def read_scope(info: CollectionInfo, tenant: Any, tenants: Any = None) -> None:
     """A read's tenant arguments against the collection's mode (`tenant_reads.read_scope`)."""
-
-    def check(info: CollectionInfo) -> None:
-        if not info.multi_tenant:
-            if tenant is not None:
-                raise tr.not_multi_tenant(info.name, "tenant")
-            if tenants is not None:
-                raise tr.not_multi_tenant(info.name, "tenants")
-            return
-        if tenant is not None and tenants is not None:
-            raise tr.both_given()
+    if not info.multi_tenant:
         if tenant is not None:
-            tr.check_tenant_name(tenant)
-        elif tenants is not None:
-            tr.check_tenant_list(tenants, "tenants", tr.MAX_SEARCH_TENANTS)
+            raise tr.not_multi_tenant(info.name, "tenant")
+        if tenants is not None:
+            raise tr.not_multi_tenant(info.name, "tenants")
+        return
+    if tenant is not None and tenants is not None:
+        raise tr.both_given()
+    if tenant is not None:
+        tr.check_tenant_name(tenant)
+    elif tenants is not None:
+        tr.check_tenant_list(tenants, "tenants", tr.MAX_SEARCH_TENANTS)
 
-    return check
 
-
-def read(tenant: Any, call: str, with_vectors: Any) -> Before:
+def read(info: CollectionInfo, tenant: Any, call: str, with_vectors: Any) -> None:
     """get / scroll: with vectors on a document collection refused, then the tenant."""
-    kind = dense(f"{call} with vectors", "get_documents") if with_vectors is True else None
-    return chain(*([kind] if kind else []), read_scope(tenant))
+    if with_vectors is True:
+        dense(info, f"{call} with vectors", "get_documents")
+    read_scope(info, tenant)
 
 
-def search(tenant: Any, tenants: Any) -> Before:
-    return chain(dense("search", "search_documents"), read_scope(tenant, tenants))
+def search(info: CollectionInfo, tenant: Any, tenants: Any) -> None:
+    dense(info, "search", "search_documents")
+    read_scope(info, tenant, tenants)
 
 
-def write_scope(tenant: Any) -> Before:
-    """A delete's or payload update's tenant (`tenant_access.scope`)."""
+def upsert(info: CollectionInfo, ids: Any, vectors: Any, tenant: Any, grant_to: Any) -> None:
+    """An upsert: its kind, its tenant arguments (`tenant_access.upsert_access`), then its
+    ids, vectors and their count (`writer.check_batch`) before the payloads."""
+    dense(info, "upsert", "upsert_documents")
+    tr.check_upsert_tenancy(info.name, info.multi_tenant, tenant, grant_to)
+    if info.multi_tenant:
+        tr.check_tenant_name(tenant)
+        if grant_to is not None and not (isinstance(grant_to, (list, tuple)) and not grant_to):
+            tr.check_tenant_list(grant_to, "grant_to", tr.MAX_GRANT_TO)
+    id_list = v.prepare_ids(ids, info.id_type)
+    rows = v.prepare_vectors(vectors, info.dim, info.metric)
+    v.check_row_count(rows.shape[0], len(id_list))
 
-    def check(info: CollectionInfo) -> None:
-        if tenant is None:
-            return
+
+def payload_update(info: CollectionInfo, ids: Any, tenant: Any) -> None:
+    """set_payload / overwrite_payload: the tenant (`tenant_access.scope`), then the ids
+    (`writer.update_payloads`)."""
+    if tenant is not None:
         if not info.multi_tenant:
             raise tr.not_multi_tenant(info.name, "tenant")
         tr.check_tenant_name(tenant)
-
-    return check
-
-
-def upsert(ids: Any, vectors: Any, tenant: Any, grant_to: Any) -> Before:
-    """An upsert: its kind, its tenant arguments (`tenant_access.upsert_access`), then its
-    ids, vectors and their count (`writer.check_batch`) before the payloads."""
-
-    def check(info: CollectionInfo) -> None:
-        dense("upsert", "upsert_documents")(info)
-        tr.check_upsert_tenancy(info.name, info.multi_tenant, tenant, grant_to)
-        if info.multi_tenant:
-            tr.check_tenant_name(tenant)
-            if grant_to is not None and not (isinstance(grant_to, (list, tuple)) and not grant_to):
-                tr.check_tenant_list(grant_to, "grant_to", tr.MAX_GRANT_TO)
-        id_list = v.prepare_ids(ids, info.id_type)
-        rows = v.prepare_vectors(vectors, info.dim, info.metric)
-        v.check_row_count(rows.shape[0], len(id_list))
-
-    return check
-
-
-def payload_update(ids: Any, tenant: Any) -> Before:
-    """set_payload / overwrite_payload: the tenant, then the ids (`writer.update_payloads`)."""
-
-    def check(info: CollectionInfo) -> None:
-        write_scope(tenant)(info)
-        v.prepare_ids(ids, info.id_type)
-
-    return check
-
-
-def chain(*checks: Before) -> Before:
-    def check(info: CollectionInfo) -> None:
-        for one in checks:
-            one(info)
-
-    return check
+    v.prepare_ids(ids, info.id_type)

@@ -223,7 +223,7 @@ class RemoteClient(
     ) -> int:
         whole = self._judged(name, lambda: upsert_request(
             name, ids, vectors, payloads, tenant, grant_to
-        ), prejudge.upsert(ids, vectors, tenant, grant_to))  # fmt: skip
+        ), lambda i: prejudge.upsert(i, ids, vectors, tenant, grant_to))  # fmt: skip
         answers = splits.sent(lambda r: self._call("Upsert", r, idempotent=True), whole,
                               splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -250,7 +250,7 @@ class RemoteClient(
         def request(ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
             return self._judged(name, lambda: upsert_request(
                 name, ids, vectors, payloads, tenant, grant_to
-            ), prejudge.upsert(ids, vectors, tenant, grant_to))  # fmt: skip
+            ), lambda i: prejudge.upsert(i, ids, vectors, tenant, grant_to))  # fmt: skip
 
         return upsert_streams.upsert_stream(
             lambda messages: self._stub.UpsertStream(messages, metadata=self._metadata),
@@ -264,8 +264,9 @@ class RemoteClient(
     def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
     ) -> list[Record]:
-        req = self._judged(name, lambda: tq.scoped(rq.get_request(name, ids, with_vectors),
-                           tenant), prejudge.read(tenant, "get", with_vectors))  # fmt: skip
+        req = self._judged(name, lambda: tq.scoped(
+            rq.get_request(name, ids, with_vectors), tenant
+        ), lambda i: prejudge.read(i, tenant, "get", with_vectors))  # fmt: skip
         answers = splits.fitted(lambda r: self._call("Get", r, idempotent=True), [req],
                                 splits.halve_ids)  # fmt: skip
         return [rec for a in answers for rec in convert.points_from_proto(a.points)]
@@ -283,7 +284,7 @@ class RemoteClient(
     ) -> tuple[list[Record], Id | None]:
         req = self._judged(name, lambda: tq.scoped(rq.scroll_request(
             name, filter, limit, offset, with_vectors, with_payload), tenant),
-            prejudge.read(tenant, "scroll", with_vectors))  # fmt: skip
+            lambda i: prejudge.read(i, tenant, "scroll", with_vectors))  # fmt: skip
         (page,) = splits.fitted(lambda r: self._call("Scroll", r, idempotent=True), [req],
                                 splits.halve_scroll)  # fmt: skip
         return scroll_answer(page)
@@ -308,7 +309,7 @@ class RemoteClient(
         allow_partial: bool = False,
     ) -> Count:
         req = self._judged(name, lambda: tq.scoped(rq.count_request(name, filter), tenant),
-                           prejudge.read_scope(tenant))  # fmt: skip
+                           lambda i: prejudge.read_scope(i, tenant))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = self._call("Count", req, idempotent=True)
         return Count(resp.count, resp.missing_shards)
@@ -317,14 +318,14 @@ class RemoteClient(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
     ) -> int:
         req = self._judged(name, lambda: tq.scoped(rq.payload_request(name, ids, payload),
-                           tenant), prejudge.payload_update(ids, tenant))  # fmt: skip
+                           tenant), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
         return int(self._call("SetPayload", req, idempotent=True).updated)
 
     def overwrite_payload(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
     ) -> int:
         req = self._judged(name, lambda: tq.scoped(rq.payload_request(name, ids, payload),
-                           tenant), prejudge.payload_update(ids, tenant))  # fmt: skip
+                           tenant), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
         return int(self._call("OverwritePayload", req, idempotent=True).updated)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -360,7 +361,7 @@ class RemoteClient(
             rq.flags(("with_stats", with_stats))  # the engine judges it first of all
         req = self._judged(name, lambda: search_request(
             name, queries, k, filter, params, with_payload, with_vectors, tenant, tenants,
-            with_stats), prejudge.search(tenant, tenants))  # fmt: skip
+            with_stats), lambda i: prejudge.search(i, tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
         fit = (self._budget, splits.split_search)
