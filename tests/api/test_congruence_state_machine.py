@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import strategies as gen
-from api_modes import Trio
+from api_modes import AioAdapter, Trio
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -588,3 +588,44 @@ def test_document_upserts_judge_tenant_arguments_first_in_every_mode(trio: Trio)
         }
         assert outcomes["local"][0] == "err" and outcomes["local"][4] == reason, outcomes
         assert outcomes["remote"] == outcomes["local"] == outcomes["aio"], outcomes
+
+
+def _stream(c: Any, name: str, batches: list[tuple[Any, Any, Any]]) -> list[Any]:
+    """The acks of `upsert_stream` (the async one consumed on its own loop); embedded, which
+    has no stream (a transport of the remote SDKs), the batches' upserts in order."""
+    if not hasattr(c, "upsert_stream"):
+        return [c.upsert(name, *b) for b in batches]
+    if isinstance(c, AioAdapter):
+
+        async def consume() -> list[Any]:
+            return [a async for a in c._client.upsert_stream(name, batches)]
+
+        return c._run(consume())  # type: ignore[no-any-return]
+    return list(c.upsert_stream(name, batches))
+
+
+def test_stream_batches_the_wire_cannot_carry_are_judged_as_upserts_in_every_mode(
+    trio: Trio,
+) -> None:
+    """A streamed batch with a payload the wire cannot carry and an earlier fault (an unknown
+    collection, a document collection, a vector count) fails as that upsert does, after the
+    batches before it were acknowledged, in every mode."""
+    for c in trio.clients.values():
+        c.create_collection(PLAIN, DIM, "l2", index="flat", exist_ok=True)
+        c.create_collection(DOCS, DIM, "cosine", kind="multivector", exist_ok=True)
+    odd = [{"b": b"raw"}]
+    cases = [
+        ("sm_nope", [([1], [[1.0] * DIM], odd)], "NOT_FOUND"),
+        (DOCS, [([1], [[1.0] * DIM], odd)], "WRONG_KIND"),
+        (PLAIN, [([7], [[1.0] * DIM], None), ([3], np.zeros((0, DIM), np.float32), odd)],
+         "BAD_VECTORS"),
+    ]  # fmt: skip
+    for name, batches, reason in cases:
+        outcomes = {
+            mode: attempt(c, lambda c, n, b: _stream(c, n, b), (name, batches))
+            for mode, c in trio.clients.items()
+        }
+        assert outcomes["local"][0] == "err" and outcomes["local"][4] == reason, outcomes
+        assert outcomes["remote"] == outcomes["local"] == outcomes["aio"], outcomes
+        got = {mode: c.get(PLAIN, [7]) for mode, c in trio.clients.items()}
+        assert all(len(r) == (1 if name == PLAIN else 0) for r in got.values()), got

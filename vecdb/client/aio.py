@@ -58,6 +58,15 @@ from vecdb.types import CollectionInfo, Count, Id, Record, SearchResult
 T = TypeVar("T")
 
 
+class _Refused(Exception):
+    """A stream batch its builder refused, carried out of the (synchronous) batch iterator
+    to where the collection can be asked for (`AsyncClient._refusal`)."""
+
+    def __init__(self, error: InvalidArgument, before: prejudge.Before) -> None:
+        super().__init__(error.message)
+        self.error, self.before = error, before
+
+
 class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, AsyncApiKeyMethods):
     """`async with vecdb.AsyncClient("localhost:7700") as client: await client.search(...)`."""
 
@@ -130,14 +139,21 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return make()
         except InvalidArgument as err:
             refused = err
+        raise await self._refusal(name, refused, before)
+
+    async def _refusal(
+        self, name: Any, refused: InvalidArgument, before: prejudge.Before
+    ) -> VecdbError:
+        """The error of a call whose builder refused `refused`: the engine's earlier check
+        that fails, with the server's description of the collection, else `refused`."""
         try:
             info = await self.get_collection(name)
-        except (NotFound, InvalidArgument):
-            raise
+            before(info)
+        except (NotFound, InvalidArgument) as err:
+            return err
         except VecdbError:
-            raise refused from None
-        before(info)
-        raise refused
+            pass  # the server cannot say: the argument's own error
+        return refused
 
     # -- collections -----------------------------------------------------------------------
 
@@ -238,15 +254,24 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
                                          req, splits.split_upsert, self._budget)  # fmt: skip
             return sum(int(a.upserted) for a in answers)
 
+        def request(ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
+            try:
+                return tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
+            except InvalidArgument as err:  # judged below, where the server can be asked
+                raise _Refused(err, lambda i: prejudge.upsert(
+                    i, ids, vectors, tenant, grant_to)) from None  # fmt: skip
+
         acks = upsert_streams.aupsert_stream(
             self._stub.UpsertStream(metadata=self._metadata), upsert,
-            (tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
-             for ids, vectors, payloads in batches),
+            (request(ids, vectors, payloads) for ids, vectors, payloads in batches),
             self._budget, window, DEFAULT_STREAM_WINDOW,
         )  # fmt: skip
         async with contextlib.aclosing(acks):  # closed with this generator, not when collected
-            async for ack in acks:
-                yield ack
+            try:
+                async for ack in acks:
+                    yield ack
+            except _Refused as r:  # after the batches before it were acknowledged
+                raise await self._refusal(name, r.error, r.before) from None
 
     async def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
