@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytest
 import strategies as gen
 from api_modes import AioAdapter, Trio
 from hypothesis import HealthCheck, settings
@@ -73,9 +72,6 @@ PARAMS: list[Any] = [
     [1],
 ]
 KS: list[Any] = [0, 1, 2, 3, 10, config.MAX_K, config.MAX_K + 1, -1, 2**70, True, 2.5]
-# only the k a request can carry: the others are checked before the collection remotely,
-# test_uncarried_arguments_are_judged_after_the_collection_in_every_mode (xfail)
-WIRE_KS = [k for k in KS if type(k) is int and -(2**63) <= k < 2**63]
 COMPONENTS = [0.0, 1.0, -1.0, 0.5, 2.0, 1e-3, -3.25, 7.0]
 ODD_COMPONENTS = [float("nan"), float("inf"), -float("inf"), 1e30, 1e-45]
 
@@ -215,8 +211,8 @@ class CallSequences(RuleBasedStateMachine):
             label="ids",
         )
 
-    def vectors(self, data: st.DataObject, n: int, odd_ok: bool = True) -> Any:
-        odd = data.draw(st.integers(0, 11), label="odd vectors?") if odd_ok else 3
+    def vectors(self, data: st.DataObject, n: int) -> Any:
+        odd = data.draw(st.integers(0, 11), label="odd vectors?")
         comp = st.sampled_from(COMPONENTS) | st.floats(-4, 4, width=32)
         if odd == 0:
             comp = comp | st.sampled_from(ODD_COMPONENTS)
@@ -233,12 +229,12 @@ class CallSequences(RuleBasedStateMachine):
             return np.array(rows, dtype=np.float32).reshape(len(rows), DIM)
         return rows
 
-    def payload_list(self, data: st.DataObject, n: int, tenant: dict[str, Any]) -> Any:
+    def payload_list(self, data: st.DataObject, n: int) -> Any:
         choice = data.draw(st.integers(0, 9), label="payloads?")
         if choice == 0:
             return None
         pays = data.draw(st.lists(payloads, min_size=n, max_size=n), label="payloads")
-        if choice == 1 and pays and _judged_alike(tenant):  # else: known, xfail below
+        if choice == 1 and pays:
             pays[-1] = data.draw(odd_payloads, label="odd payload")
         return pays
 
@@ -310,10 +306,8 @@ class CallSequences(RuleBasedStateMachine):
             kw["grant_to"] = data.draw(st.sampled_from([["b"], ["a"], ["zz"], []]))
         vectors, pays = (
             self.vectors(data, len(ids)),
-            self.payload_list(data, len(ids), kw),
+            self.payload_list(data, len(ids)),
         )
-        if isinstance(vectors, list) and not vectors and not _judged_alike(kw):
-            vectors = np.zeros((0, DIM), np.float32)  # an unknown tenant: known, xfail below
         self.run("upsert", lambda c, *a: c.upsert(*a, **kw), name, ids, vectors, pays)
 
     @rule(data=st.data())
@@ -360,8 +354,7 @@ class CallSequences(RuleBasedStateMachine):
         kw = self.tenant(data, spec)
         method = data.draw(st.sampled_from(["set_payload", "overwrite_payload"]))
         ids = self.ids(data, spec)
-        live = _judged_alike(kw)  # odd payloads with an unknown tenant: known, xfail
-        pay = data.draw(payloads | odd_payloads if live and data.draw(st.integers(0, 9)) == 0
+        pay = data.draw(payloads | odd_payloads if data.draw(st.integers(0, 9)) == 0
                         else structured | st.dictionaries(text, json_values, max_size=3))  # fmt: skip
         self.run(method, lambda c, *a: getattr(c, method)(*a, **kw), name, ids, pay)
 
@@ -385,37 +378,33 @@ class CallSequences(RuleBasedStateMachine):
             kw = {"tenants": data.draw(st.sampled_from(lists))}
         nq = data.draw(st.integers(1, 3), label="nq")
         queries = self.vectors(data, nq)
-        if not _judged_alike(kw) and len(queries) == 0:
-            queries = [[1.0] * DIM]  # an unknown tenant: known, xfail below
         if isinstance(queries, np.ndarray) and len(queries) == 1 and data.draw(st.booleans()):
             queries = queries[0]  # one query as a vector
         kw["filter"] = data.draw(st.sampled_from([None, None, *FILTERS]), label="filter")
         kw["params"] = data.draw(st.sampled_from(PARAMS), label="params")
         kw["with_payload"] = data.draw(st.booleans(), label="with_payload")
         kw["with_vectors"] = data.draw(st.booleans(), label="with_vectors")
-        k = data.draw(st.sampled_from(KS if _judged_alike(kw) else WIRE_KS))
+        k = data.draw(st.sampled_from(KS))
         self.run("search", lambda c, n, q, k: c.search(n, q, k, **kw), name, queries, k)
 
     # -- documents --------------------------------------------------------------------------
 
-    def documents(self, data: st.DataObject, n: int, odd_ok: bool = True) -> list[Any]:
-        return [self.vectors(data, data.draw(st.integers(1, 3), label="tokens"), odd_ok)
+    def documents(self, data: st.DataObject, n: int) -> list[Any]:
+        return [self.vectors(data, data.draw(st.integers(1, 3), label="tokens"))
                 for _ in range(n)]  # fmt: skip
 
     @rule(data=st.data())
     def upsert_documents(self, data: st.DataObject) -> None:
         name, spec = self.target(data, "multivector")
         kw = self.tenant(data, spec)
-        # no empty ids or ragged documents with an unknown tenant: known, xfail below
-        unknown = not _judged_alike(kw)
-        ids = self.ids(data, spec, min_size=1 if unknown else 0)
-        docs = self.documents(data, len(ids), odd_ok=not unknown)
+        ids = self.ids(data, spec)
+        docs = self.documents(data, len(ids))
         weights = None
         if docs and data.draw(st.booleans(), label="weights?"):
             weights = [None if data.draw(st.booleans()) else
                        [data.draw(st.sampled_from([0.5, 1.0, 2.0, float("nan")]))
                         for _ in range(len(d))] for d in docs]  # fmt: skip
-        pays = self.payload_list(data, len(ids), kw)
+        pays = self.payload_list(data, len(ids))
         self.run("upsert_documents", lambda c, *a: c.upsert_documents(*a, **kw),
                  name, ids, docs, weights, pays)  # fmt: skip
 
@@ -464,16 +453,6 @@ def scroll_all(c: Any, name: str, offset: Any, kw: dict[str, Any]) -> list[Any]:
         if offset is None:
             break
     return pages
-
-
-def _judged_alike(kw: dict[str, Any]) -> bool:
-    """Whether an argument the wire cannot carry (an odd payload, an empty list, a k that is
-    not an int64) is judged alike in every mode in a call with these tenant arguments: the
-    remote SDK then asks the server for the collection and applies the engine's earlier
-    checks (`vecdb.client.prejudge`), but not whether a named tenant exists ("zz" does
-    not): known, xfail below."""
-    named = [kw.get("tenant"), *(kw.get("tenants") or []), *(kw.get("grant_to") or [])]
-    return "zz" not in named
 
 
 SETTINGS = settings(
@@ -542,27 +521,37 @@ def test_uncarried_arguments_are_judged_after_the_collection_in_every_mode(trio:
         assert outcomes["remote"] == outcomes["local"] == outcomes["aio"], outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="whether a named tenant exists is not asked before the remote SDK refuses an "
-    "argument the wire cannot carry: InvalidArgument where embedded says TENANT_NOT_FOUND "
-    "(the limit vecdb/client/prejudge.py documents)",
-)
 def test_an_unknown_tenant_is_judged_before_uncarried_arguments_in_every_mode(
     trio: Trio,
 ) -> None:
-    """upsert_documents of no ids, or a search with k=2.5, for a tenant the collection does
-    not have: TENANT_NOT_FOUND in every mode."""
+    """A call the remote SDK cannot send that names a tenant the collection does not have
+    (or grants to its owner): that error in every mode (the remote SDK asks for the named
+    tenants before raising its own)."""
+    q = np.ones(DIM, np.float32)
+    odd = [{"b": b"raw"}]
     for c in trio.clients.values():
         c.create_collection(MT_DOCS, DIM, kind="multivector", multi_tenant=True, exist_ok=True)
         c.create_collection(MT, DIM, "l2", multi_tenant=True, exist_ok=True)
-    cases: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-        (lambda c, *a: c.upsert_documents(MT_DOCS, *a, tenant="zz"), ([], [])),
-        (lambda c, *a: c.search(MT, *a, tenant="zz"), (np.ones(DIM, np.float32), 2.5)),
-    ]
-    for call, args in cases:
+    for c in trio.clients.values():
+        for t in TENANTS:
+            if t not in [i.name for i in c.list_tenants(MT)[0]]:
+                c.create_tenant(MT, t)
+    cases: list[tuple[Callable[..., Any], tuple[Any, ...], str]] = [
+        (lambda c, *a: c.upsert_documents(MT_DOCS, *a, tenant="zz"), ([], []),
+         "TENANT_NOT_FOUND"),
+        (lambda c, *a: c.search(MT, *a, tenant="zz"), (q, 2.5), "TENANT_NOT_FOUND"),
+        (lambda c, *a: c.search(MT, *a, tenants=["a", "zz"]), (q, 2.5), "TENANT_NOT_FOUND"),
+        (lambda c, *a: c.upsert(MT, *a, tenant="a", grant_to=["b", "zz"]),
+         ([1], [[1.0] * DIM], odd), "TENANT_NOT_FOUND"),
+        (lambda c, *a: c.upsert(MT, *a, tenant="a", grant_to=["a"]),
+         ([1], [[1.0] * DIM], odd), "GRANT_TO_OWNER"),
+        (lambda c, *a: c.set_payload(MT, *a, tenant="zz"), ([1], {"b": b"x"}),
+         "TENANT_NOT_FOUND"),
+        (lambda c, *a: c.count(MT, *a, tenant="zz"), ({"$or": {1, 2}},), "TENANT_NOT_FOUND"),
+    ]  # fmt: skip
+    for call, args, reason in cases:
         outcomes = {mode: attempt(c, call, args) for mode, c in trio.clients.items()}
-        assert outcomes["local"][4] == "TENANT_NOT_FOUND", outcomes
+        assert outcomes["local"][0] == "err" and outcomes["local"][4] == reason, outcomes
         assert outcomes["remote"] == outcomes["local"] == outcomes["aio"], outcomes
 
 

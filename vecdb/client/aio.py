@@ -132,28 +132,52 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         return await unary_call(self._stub, self._direct, self._metadata, rpc, request,
                                 idempotent, timeout or everyday, failed, everyday)  # fmt: skip
 
-    async def _judged(self, name: Any, make: Callable[[], T], before: prejudge.Before) -> T:
+    async def _judged(
+        self,
+        name: Any,
+        make: Callable[[], T],
+        before: prejudge.Before,
+        tenant_args: tuple[Any, ...],
+    ) -> T:
         """`RemoteClient._judged`: the engine's earlier checks that need the collection run
         first when a request builder refuses an argument the wire cannot carry."""
         try:
             return make()
         except InvalidArgument as err:
             refused = err
-        raise await self._refusal(name, refused, before)
+        raise await self._refusal(name, refused, before, tenant_args)
 
     async def _refusal(
-        self, name: Any, refused: InvalidArgument, before: prejudge.Before
+        self,
+        name: Any,
+        refused: InvalidArgument,
+        before: prejudge.Before,
+        tenant_args: tuple[Any, ...],
     ) -> VecdbError:
         """The error of a call whose builder refused `refused`: the engine's earlier check
         that fails, with the server's description of the collection, else `refused`."""
         try:
             info = await self.get_collection(name)
-            before(info)
+            before(info, await self._missing(name, tenant_args) if info.multi_tenant else ())
         except (NotFound, InvalidArgument) as err:
             return err
         except VecdbError:
             pass  # the server cannot say: the argument's own error
         return refused
+
+    async def _missing(self, name: Any, tenant_args: tuple[Any, ...]) -> set[str]:
+        """Of the tenants `tenant_args` name, those the collection does not have (or is
+        dropping)."""
+        out = set()
+        for n in prejudge.named(*tenant_args):
+            try:
+                if (await self.get_tenant(name, n)).state != "active":
+                    out.add(n)
+            except NotFound:
+                out.add(n)
+            except InvalidArgument:
+                pass
+        return out
 
     # -- collections -----------------------------------------------------------------------
 
@@ -231,7 +255,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return await self._local_call("upsert", name, ids, vectors, payloads, **tn)  # type: ignore[no-any-return]
         whole = await self._judged(name, lambda: tenant_upsert(
             name, ids, vectors, payloads, tenant, grant_to
-        ), lambda i: prejudge.upsert(i, ids, vectors, tenant, grant_to))  # fmt: skip
+        ), lambda i, m: prejudge.upsert(i, m, ids, vectors, tenant, grant_to),
+            (tenant, grant_to))  # fmt: skip
         answers = await splits.asent(lambda r: self._call("Upsert", r, idempotent=True),
                                      whole, splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -258,8 +283,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             try:
                 return tenant_upsert(name, ids, vectors, payloads, tenant, grant_to)
             except InvalidArgument as err:  # judged below, where the server can be asked
-                raise _Refused(err, lambda i: prejudge.upsert(
-                    i, ids, vectors, tenant, grant_to)) from None  # fmt: skip
+                raise _Refused(err, lambda i, m: prejudge.upsert(
+                    i, m, ids, vectors, tenant, grant_to)) from None  # fmt: skip
 
         acks = upsert_streams.aupsert_stream(
             self._stub.UpsertStream(metadata=self._metadata), upsert,
@@ -271,7 +296,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
                 async for ack in acks:
                     yield ack
             except _Refused as r:  # after the batches before it were acknowledged
-                raise await self._refusal(name, r.error, r.before) from None
+                raise await self._refusal(name, r.error, r.before,
+                                          (tenant, grant_to)) from None  # fmt: skip
 
     async def get(
         self, name: str, ids: Any, *, with_vectors: bool = True, tenant: str | None = None
@@ -282,7 +308,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
                                           tenant=tenant)  # fmt: skip
         req = await self._judged(name, lambda: tq.scoped(
             rq.get_request(name, ids, with_vectors), tenant
-        ), lambda i: prejudge.read(i, tenant, "get", with_vectors))  # fmt: skip
+        ), lambda i, m: prejudge.read(i, m, tenant, "get", with_vectors),
+            (tenant,))  # fmt: skip
         answers = await splits.afitted(
             lambda r: self._call("Get", r, idempotent=True), [req], splits.halve_ids
         )
@@ -307,7 +334,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             )  # fmt: skip
         req = await self._judged(name, lambda: tq.scoped(rq.scroll_request(
             name, filter, limit, offset, with_vectors, with_payload), tenant),
-            lambda i: prejudge.read(i, tenant, "scroll", with_vectors))  # fmt: skip
+            lambda i, m: prejudge.read(i, m, tenant, "scroll", with_vectors),
+            (tenant,))  # fmt: skip
         (page,) = await splits.afitted(
             lambda r: self._call("Scroll", r, idempotent=True), [req], splits.halve_scroll
         )
@@ -335,7 +363,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
         if self._local is not None:
             return await self._local_call("count", name, filter, tenant=tenant)  # type: ignore[no-any-return]
         req = await self._judged(name, lambda: tq.scoped(rq.count_request(name, filter), tenant),
-                                 lambda i: prejudge.read_scope(i, tenant))  # fmt: skip
+                                 lambda i, m: prejudge.read_scope(i, m, tenant),
+            (tenant,))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = await self._call("Count", req, idempotent=True)
         return Count(resp.count, resp.missing_shards)
@@ -348,7 +377,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return await self._local_call("set_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
         req = await self._judged(name, lambda: tq.scoped(
             rq.payload_request(name, ids, payload), tenant
-        ), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
+        ), lambda i, m: prejudge.payload_update(i, m, ids, tenant),
+            (tenant,))  # fmt: skip
         return int((await self._call("SetPayload", req, idempotent=True)).updated)
 
     async def overwrite_payload(
@@ -359,7 +389,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             return await self._local_call("overwrite_payload", name, ids, payload, tenant=tenant)  # type: ignore[no-any-return]
         req = await self._judged(name, lambda: tq.scoped(
             rq.payload_request(name, ids, payload), tenant
-        ), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
+        ), lambda i, m: prejudge.payload_update(i, m, ids, tenant),
+            (tenant,))  # fmt: skip
         return int((await self._call("OverwritePayload", req, idempotent=True)).updated)
 
     async def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -411,7 +442,8 @@ class AsyncClient(AsyncTenantMethods, AsyncDocuments, AsyncSnapshotMethods, Asyn
             rq.flags(("with_stats", with_stats))  # the engine judges it first of all
         req = await self._judged(name, lambda: search_request(
             name, queries, k, filter, params, with_payload, with_vectors, tenant, tenants,
-            with_stats), lambda i: prejudge.search(i, tenant, tenants))  # fmt: skip
+            with_stats), lambda i, m: prejudge.search(i, m, tenant, tenants),
+            (tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
         fit = (self._budget, splits.split_search)

@@ -7,9 +7,9 @@ the engine) and `RemoteClient` / `AsyncClient` (the `Documents` wire message, se
 server's engine judges it; only values the wire cannot carry (a document that is not a
 matrix of numbers, a value beyond float32, weights that do not line up with the tokens) are
 judged here, by the engine's own rules (`vecdb.engine.doc_rules`), after asking the server
-for the collection's dimension, metric, kind, id type and tenant mode (an upsert's tenant
-arguments are judged first, as the engine does; whether a named tenant exists is not asked),
-so both modes raise the same error.
+for the collection's dimension, metric, kind, id type and tenant mode, and for the tenants an
+upsert names (its tenant arguments are judged first, as the engine does:
+`vecdb.client.prejudge`), so both modes raise the same error.
 The tenant arguments (`tenant`, `grant_to`, `tenants`) travel in the requests' tenant fields
 as for dense calls (`vecdb.client.tenant_requests`). Remote calls too big for one message go
 in parts (`vecdb.client.splits`): a document upsert by documents, a search by queries, and a
@@ -18,16 +18,16 @@ get_documents whose answer the server refuses as too large by halves of its ids.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vecdb.client import prejudge, splits
 from vecdb.client import requests as rq
-from vecdb.client import splits
 from vecdb.client import tenant_requests as tq
-from vecdb.engine import filters, tenant_rules
+from vecdb.engine import filters
 from vecdb.engine import validate as rules
 from vecdb.engine.doc_rules import (
     check_document_count,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from vecdb.engine import Database
 
 Info = Callable[[], CollectionInfo]
+Missing = Callable[[], Collection[str]]  # the named tenants the collection does not have
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -100,7 +101,7 @@ def _check_kind(info: CollectionInfo, call: str) -> None:
 
 def upsert_documents_request(
     name: Any, ids: Any, documents: Any, weights: Any, payloads: Any, info: Info,
-    tenant: Any = None, grant_to: Any = None,
+    tenant: Any = None, grant_to: Any = None, missing: Missing = lambda: (),
 ) -> pb.UpsertDocumentsRequest:  # fmt: skip
     collection = rq.name_arg(name)
     try:
@@ -114,9 +115,7 @@ def upsert_documents_request(
         # count, then payloads
         got = info()  # NotFound as embedded
         _check_kind(got, "upsert_documents")
-        tenant_rules.check_upsert_tenancy(got.name, got.multi_tenant, tenant, grant_to)
-        if got.multi_tenant:
-            tenant_rules.check_tenant_name(tenant)  # its existence needs the server
+        prejudge.owner(got, missing() if got.multi_tenant else (), tenant, grant_to)
         id_list = rules.prepare_ids(ids, got.id_type)
         prepared, _ = prepare_documents(documents, weights, got.dim, got.metric)
         check_document_count(len(prepared), len(id_list))
@@ -251,6 +250,7 @@ class RemoteDocuments:
     _call: Callable[..., Any]
     _budget: splits.Budget
     get_collection: Callable[[str], CollectionInfo]
+    _missing: Callable[[str, tuple[Any, ...]], set[str]]
 
     def upsert_documents(
         self,
@@ -264,8 +264,8 @@ class RemoteDocuments:
         grant_to: list[str] | None = None,
     ) -> int:
         req = upsert_documents_request(name, ids, documents, weights, payloads,
-                                       lambda: self.get_collection(name),
-                                       tenant, grant_to)  # fmt: skip
+                                       lambda: self.get_collection(name), tenant, grant_to,
+                                       lambda: self._missing(name, (tenant, grant_to)))  # fmt: skip
         answers = splits.sent(lambda r: self._call("UpsertDocuments", r, idempotent=True),
                               req, splits.split_documents, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -318,22 +318,25 @@ class AsyncDocuments:
     _call: Callable[..., Awaitable[Any]]
     _budget: splits.Budget
     get_collection: Callable[[str], Awaitable[CollectionInfo]]
+    _missing: Callable[[str, tuple[Any, ...]], Awaitable[set[str]]]
 
-    async def _with_info(self, name: str, make: Any) -> Any:
-        """`make(info)`; when it needs the collection's settings (a value the wire cannot
-        carry is judged locally), they are fetched first and `make` runs again."""
+    async def _with_info(self, name: str, make: Any, tenant_args: tuple[Any, ...] = ()) -> Any:
+        """`make(info, missing)`; when it needs the collection's settings (a value the wire
+        cannot carry is judged locally), they (and which tenants of `tenant_args` it does not
+        have) are fetched first and `make` runs again."""
 
         class _Need(Exception):
             pass
 
-        def ask() -> CollectionInfo:
+        def ask() -> Any:
             raise _Need()
 
         try:
-            return make(ask)
+            return make(ask, ask)
         except _Need:
             got = await self.get_collection(name)
-            return make(lambda: got)
+            gone = await self._missing(name, tenant_args) if got.multi_tenant else set()
+            return make(lambda: got, lambda: gone)
 
     async def upsert_documents(
         self,
@@ -352,8 +355,9 @@ class AsyncDocuments:
                 "upsert_documents", name, ids, documents, weights, payloads, tenant=tenant,
                 grant_to=grant_to,
             )  # fmt: skip
-        req = await self._with_info(name, lambda info: upsert_documents_request(
-            name, ids, documents, weights, payloads, info, tenant, grant_to))  # fmt: skip
+        req = await self._with_info(name, lambda info, missing: upsert_documents_request(
+            name, ids, documents, weights, payloads, info, tenant, grant_to, missing),
+            (tenant, grant_to))  # fmt: skip
         answers = await splits.asent(lambda r: self._call("UpsertDocuments", r, idempotent=True),
                                      req, splits.split_documents, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -377,7 +381,7 @@ class AsyncDocuments:
                 "search_documents", name, query, k, filter=filter, params=params,
                 with_payload=with_payload, tenant=tenant, tenants=tenants,
             )  # fmt: skip
-        req = await self._with_info(name, lambda info: search_documents_request(
+        req = await self._with_info(name, lambda info, _: search_documents_request(
             name, query, k, filter, params, with_payload, info, tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
 

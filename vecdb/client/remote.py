@@ -150,22 +150,43 @@ class RemoteClient(
                     raise err from None
                 time.sleep(delay)
 
-    def _judged(self, name: Any, make: Callable[[], T], before: prejudge.Before) -> T:
+    def _judged(
+        self,
+        name: Any,
+        make: Callable[[], T],
+        before: prejudge.Before,
+        tenant_args: tuple[Any, ...],
+    ) -> T:
         """`make()` (a request builder); when it refuses an argument the wire cannot carry,
-        the engine's checks that come before it and need the collection run first, with the
-        server's description of it (`vecdb.client.prejudge`)."""
+        the engine's checks that come before it and need the collection (and whether the
+        tenants `tenant_args` name exist) run first, with what the server says of them
+        (`vecdb.client.prejudge`)."""
         try:
             return make()
         except InvalidArgument as err:
             refused = err
         try:
             info = self.get_collection(name)  # NotFound (or the name's error) as embedded
+            before(info, self._missing(name, tenant_args) if info.multi_tenant else ())
         except (NotFound, InvalidArgument):
             raise
         except VecdbError:  # the server cannot say: the argument's own error
             raise refused from None
-        before(info)
         raise refused
+
+    def _missing(self, name: Any, tenant_args: tuple[Any, ...]) -> set[str]:
+        """Of the tenants `tenant_args` name, those the collection does not have (or is
+        dropping)."""
+        out = set()
+        for n in prejudge.named(*tenant_args):
+            try:
+                if self.get_tenant(name, n).state != "active":
+                    out.add(n)
+            except NotFound:
+                out.add(n)
+            except InvalidArgument:  # not a valid name: judged as such before existence
+                pass
+        return out
 
     # -- collections -----------------------------------------------------------------------
 
@@ -223,7 +244,8 @@ class RemoteClient(
     ) -> int:
         whole = self._judged(name, lambda: upsert_request(
             name, ids, vectors, payloads, tenant, grant_to
-        ), lambda i: prejudge.upsert(i, ids, vectors, tenant, grant_to))  # fmt: skip
+        ), lambda i, m: prejudge.upsert(i, m, ids, vectors, tenant, grant_to),
+            (tenant, grant_to))  # fmt: skip
         answers = splits.sent(lambda r: self._call("Upsert", r, idempotent=True), whole,
                               splits.split_upsert, self._budget)  # fmt: skip
         return sum(int(a.upserted) for a in answers)
@@ -250,7 +272,8 @@ class RemoteClient(
         def request(ids: Any, vectors: Any, payloads: Any) -> pb.UpsertRequest:
             return self._judged(name, lambda: upsert_request(
                 name, ids, vectors, payloads, tenant, grant_to
-            ), lambda i: prejudge.upsert(i, ids, vectors, tenant, grant_to))  # fmt: skip
+            ), lambda i, m: prejudge.upsert(i, m, ids, vectors, tenant, grant_to),
+            (tenant, grant_to))  # fmt: skip
 
         return upsert_streams.upsert_stream(
             lambda messages: self._stub.UpsertStream(messages, metadata=self._metadata),
@@ -266,7 +289,8 @@ class RemoteClient(
     ) -> list[Record]:
         req = self._judged(name, lambda: tq.scoped(
             rq.get_request(name, ids, with_vectors), tenant
-        ), lambda i: prejudge.read(i, tenant, "get", with_vectors))  # fmt: skip
+        ), lambda i, m: prejudge.read(i, m, tenant, "get", with_vectors),
+            (tenant,))  # fmt: skip
         answers = splits.fitted(lambda r: self._call("Get", r, idempotent=True), [req],
                                 splits.halve_ids)  # fmt: skip
         return [rec for a in answers for rec in convert.points_from_proto(a.points)]
@@ -284,7 +308,8 @@ class RemoteClient(
     ) -> tuple[list[Record], Id | None]:
         req = self._judged(name, lambda: tq.scoped(rq.scroll_request(
             name, filter, limit, offset, with_vectors, with_payload), tenant),
-            lambda i: prejudge.read(i, tenant, "scroll", with_vectors))  # fmt: skip
+            lambda i, m: prejudge.read(i, m, tenant, "scroll", with_vectors),
+            (tenant,))  # fmt: skip
         (page,) = splits.fitted(lambda r: self._call("Scroll", r, idempotent=True), [req],
                                 splits.halve_scroll)  # fmt: skip
         return scroll_answer(page)
@@ -309,7 +334,8 @@ class RemoteClient(
         allow_partial: bool = False,
     ) -> Count:
         req = self._judged(name, lambda: tq.scoped(rq.count_request(name, filter), tenant),
-                           lambda i: prejudge.read_scope(i, tenant))  # fmt: skip
+                           lambda i, m: prejudge.read_scope(i, m, tenant),
+            (tenant,))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         resp = self._call("Count", req, idempotent=True)
         return Count(resp.count, resp.missing_shards)
@@ -318,14 +344,16 @@ class RemoteClient(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
     ) -> int:
         req = self._judged(name, lambda: tq.scoped(rq.payload_request(name, ids, payload),
-                           tenant), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
+                           tenant), lambda i, m: prejudge.payload_update(i, m, ids, tenant),
+            (tenant,))  # fmt: skip
         return int(self._call("SetPayload", req, idempotent=True).updated)
 
     def overwrite_payload(
         self, name: str, ids: Any, payload: dict[str, Any], *, tenant: str | None = None
     ) -> int:
         req = self._judged(name, lambda: tq.scoped(rq.payload_request(name, ids, payload),
-                           tenant), lambda i: prejudge.payload_update(i, ids, tenant))  # fmt: skip
+                           tenant), lambda i, m: prejudge.payload_update(i, m, ids, tenant),
+            (tenant,))  # fmt: skip
         return int(self._call("OverwritePayload", req, idempotent=True).updated)
 
     def create_payload_index(self, name: str, key: str, type: str) -> None:
@@ -361,7 +389,8 @@ class RemoteClient(
             rq.flags(("with_stats", with_stats))  # the engine judges it first of all
         req = self._judged(name, lambda: search_request(
             name, queries, k, filter, params, with_payload, with_vectors, tenant, tenants,
-            with_stats), lambda i: prejudge.search(i, tenant, tenants))  # fmt: skip
+            with_stats), lambda i, m: prejudge.search(i, m, tenant, tenants),
+            (tenant, tenants))  # fmt: skip
         req.allow_partial = bool(allow_partial)
         routed = tenant is not None or tenants is not None
         fit = (self._budget, splits.split_search)

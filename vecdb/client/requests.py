@@ -7,10 +7,10 @@ the same as an embedded call's. Only Python values the wire has no way to carry 
 payload, strings where numbers go, a float beyond float32, a k that is not an integer) are
 judged here, and by that same rule book: first the checks the engine would make before them
 that need no stored state (the collection name, then k, ...), then the value itself. The
-clients then ask the server for the collection and run the engine's earlier checks that need
-it (it exists, its kind, its tenant mode, id type and dimension: `vecdb.client.prejudge`)
-before raising, so the two modes disagree only on a request whose other fault is a named
-tenant that does not exist. Imports the wire (`vecdb.rpc`)
+clients then ask the server for the collection (and the tenants the call names) and run the
+engine's earlier checks that need them (it exists, its kind, its tenant mode, id type and
+dimension, the tenants exist: `vecdb.client.prejudge`) before raising, so both modes name
+the same fault first. Imports the wire (`vecdb.rpc`)
 and the rule book, never the rest of the engine or the server; text arguments that cannot
 travel (a payload index key or type, a snapshot name that is not a string) are judged by the
 engine's own check of that argument, imported only then.

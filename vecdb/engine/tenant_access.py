@@ -28,8 +28,10 @@ from vecdb.engine.tenant_rules import (
     check_tenant_list,
     check_tenant_name,
     check_upsert_tenancy,
+    grant_to_owner,
     not_multi_tenant,
 )
+from vecdb.engine.tenant_rules import tenant_not_found as rules_not_found
 from vecdb.engine.tenants import Tenant, TenantState
 from vecdb.errors import InvalidArgument, NotFound, PermissionDenied, echo
 from vecdb.storage.kv import Batch
@@ -57,8 +59,7 @@ def resolve(coll: CollectionCore, name: object, field: str = "tenant") -> Tenant
 
 def tenant_not_found(coll: CollectionCore, name: object, field: str = "tenant") -> NotFound:
     """The error for a tenant the collection does not have (or no longer: being dropped)."""
-    return NotFound(f"tenant {name!r} does not exist in collection {coll.name!r}",
-                    field=field, reason="TENANT_NOT_FOUND")  # fmt: skip
+    return rules_not_found(coll.name, name, field)
 
 
 def resolve_list(coll: CollectionCore, names: object, field: str, cap: int) -> list[Tenant]:
@@ -157,14 +158,6 @@ def upsert_access(coll: CollectionCore, tenant: object, grant_to: object) -> Ups
 
 def _empty(value: object) -> bool:
     return isinstance(value, (list, tuple)) and len(value) == 0
-
-
-def grant_to_owner(field: str, name: str) -> InvalidArgument:
-    return InvalidArgument(
-        f"{field}: tenant {name!r} owns these points already; grant to other tenants",
-        field=field,
-        reason="GRANT_TO_OWNER",
-    )
 
 
 def owned_found(

@@ -25,7 +25,7 @@ from typing import Any
 from vecdb.engine import commit, tenant_quota
 from vecdb.engine import validate as v
 from vecdb.engine.core import CollectionCore
-from vecdb.engine.tenant_access import grant_to_owner, resolve, state_of, tenant_not_found
+from vecdb.engine.tenant_access import resolve, state_of, tenant_not_found
 from vecdb.engine.tenant_rules import (
     MAX_GRANTS_PER_POINT,
     MAX_MAX_BYTES,
@@ -34,6 +34,7 @@ from vecdb.engine.tenant_rules import (
     check_list_limit,
     check_quota,
     check_tenant_name,
+    grant_to_owner,
 )
 from vecdb.engine.tenants import ACTIVE, DROPPING, GRANTEE, Tenant, encode_acl
 from vecdb.errors import (

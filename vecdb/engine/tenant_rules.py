@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vecdb.errors import InvalidArgument, echo
+from vecdb.errors import InvalidArgument, NotFound, echo
 
 # Tenant names: identifiers safe in keys, logs and metric labels (a dot is allowed, unlike
 # collection names, so "acme.eu" style names work).
@@ -50,6 +50,21 @@ def not_multi_tenant(collection: str, what: str) -> InvalidArgument:
         f"collection {collection!r} is not multi-tenant: {what} must not be given",
         field=what,
         reason="NOT_MULTI_TENANT",
+    )
+
+
+def tenant_not_found(collection: str, name: object, field: str = "tenant") -> NotFound:
+    """The error for a tenant the collection does not have (or no longer: being dropped)."""
+    return NotFound(f"tenant {name!r} does not exist in collection {collection!r}",
+                    field=field, reason="TENANT_NOT_FOUND")  # fmt: skip
+
+
+def grant_to_owner(field: str, name: str) -> InvalidArgument:
+    """The error of an upsert granting its points to their owner."""
+    return InvalidArgument(
+        f"{field}: tenant {name!r} owns these points already; grant to other tenants",
+        field=field,
+        reason="GRANT_TO_OWNER",
     )
 
 
