@@ -137,10 +137,12 @@ def canon(v: Any) -> Any:
     if isinstance(v, Document):
         return "Document", v.id, arr(v.tokens), js(v.payload), arr(v.weights)
     if isinstance(v, vecdb.CollectionInfo):
-        # last_build_seconds and index_progress measure time; the rest is state
+        # last_build_seconds and index_progress measure time, and indexed, buffered and
+        # index_state follow each database's own background worker (a document training
+        # was "maintaining" in one mode, "building" in another); the rest is state
         return ("CollectionInfo", v.name, v.dim, str(v.metric), str(v.kind), str(v.id_type),
-                str(v.index), v.count, v.multi_tenant, js(v.index_params), v.indexed,
-                v.buffered, v.index_state, sorted(v.payload_indexes.items()))  # fmt: skip
+                str(v.index), v.count, v.multi_tenant, js(v.index_params),
+                sorted(v.payload_indexes.items()))  # fmt: skip
     if isinstance(v, vecdb.TenantInfo):
         return "TenantInfo", js({k: x for k, x in v.__dict__.items() if k != "created"})
     if isinstance(v, vecdb.Count):
