@@ -98,7 +98,7 @@ def owner(info: CollectionInfo, missing: Collection[str], tenant_: Any, grant_to
     if not info.multi_tenant:
         return
     tenant(info, missing, tenant_)
-    if grant_to is not None and not (isinstance(grant_to, (list, tuple)) and not grant_to):
+    if tr.grant_to_given(grant_to):
         for i, n in enumerate(tenant_list(info, missing, grant_to, "grant_to", tr.MAX_GRANT_TO)):
             if n == tenant_:
                 raise tr.grant_to_owner(f"grant_to[{i}]", n)

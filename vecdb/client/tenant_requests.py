@@ -40,7 +40,7 @@ def tenants_arg(tenants: Any) -> list[str]:
 
 
 def grant_to_arg(grant_to: Any) -> list[str]:
-    if grant_to is None or (isinstance(grant_to, (list, tuple)) and not grant_to):
+    if not rules.grant_to_given(grant_to):
         return []
     return rules.check_tenant_list(grant_to, "grant_to", rules.MAX_GRANT_TO)
 

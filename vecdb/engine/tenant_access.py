@@ -28,6 +28,7 @@ from vecdb.engine.tenant_rules import (
     check_tenant_list,
     check_tenant_name,
     check_upsert_tenancy,
+    grant_to_given,
     grant_to_owner,
     not_multi_tenant,
 )
@@ -148,16 +149,12 @@ def upsert_access(coll: CollectionCore, tenant: object, grant_to: object) -> Ups
         return None
     owner = resolve(coll, tenant)
     grants: list[int] = []
-    if grant_to is not None and not _empty(grant_to):
+    if grant_to_given(grant_to):
         for i, t in enumerate(resolve_list(coll, grant_to, "grant_to", MAX_GRANT_TO)):
             if t is owner:
                 raise grant_to_owner(f"grant_to[{i}]", t.name)
             grants.append(t.no)
     return UpsertAccess(coll.tenants, owner, grants)
-
-
-def _empty(value: object) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == 0
 
 
 def owned_found(

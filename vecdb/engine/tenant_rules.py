@@ -73,6 +73,11 @@ def both_given() -> InvalidArgument:
     return InvalidArgument("give tenant or tenants, not both", field="tenants")
 
 
+def grant_to_given(grant_to: object) -> bool:
+    """Whether an upsert's `grant_to` names anyone: None and an empty list are none."""
+    return grant_to is not None and not (isinstance(grant_to, (list, tuple)) and not grant_to)
+
+
 def check_upsert_tenancy(
     collection: str, multi_tenant: bool, tenant: object, grant_to: object
 ) -> None:
@@ -82,7 +87,7 @@ def check_upsert_tenancy(
     if not multi_tenant:
         if tenant is not None:
             raise not_multi_tenant(collection, "tenant")
-        if grant_to is not None and not (isinstance(grant_to, (list, tuple)) and not grant_to):
+        if grant_to_given(grant_to):
             raise not_multi_tenant(collection, "grant_to")
     elif tenant is None:
         raise InvalidArgument(
